@@ -1,0 +1,99 @@
+# qscope — see README.md. `make` builds ./qscope, `make run` opens the TUI on
+# the default model, `make test` runs every test program, `make bench`
+# the benchmarks, `make asan` an ASan/UBSan build of everything plus the tests.
+
+CC      ?= cc
+SHARED  ?= ../shared
+BUILD   ?= build
+OPT     ?= -O2
+PKGS     = ncursesw openblas libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ifeq ($(strip $(PKG_LIBS)),)
+PKG_CFLAGS = -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/include/cjson
+PKG_LIBS   = -lncursesw -ltinfo -lopenblas -lcjson
+endif
+WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-format-truncation
+ifneq ($(CI),)
+WARN    += -Werror
+endif
+CFLAGS  += -std=c11 $(OPT) -g -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+
+LIB_DIRS = core kernels quant model analysis sessions tui cli
+LIB_SRC  = $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_SH  = $(wildcard tests/e2e_*.sh)
+BENCH_SRC = $(wildcard tests/bench_*.c)
+BENCH_BIN = $(BENCH_SRC:tests/%.c=$(BUILD)/tests/%)
+
+# Default model: the shared copy of stories260K, else a one-time download.
+ifneq ($(wildcard $(SHARED)/models/stories260K/stories260K-f32.gguf),)
+MODEL ?= $(SHARED)/models/stories260K/stories260K-f32.gguf
+MODEL_DEP =
+else
+MODEL ?= models/stories260K.bin --tokenizer models/tok512.bin
+MODEL_DEP = models/stories260K.bin
+endif
+
+.PHONY: all deps run test test-unit test-e2e bench asan clean
+all: deps qscope
+
+deps:
+	@./scripts/deps.sh
+
+qscope: $(BUILD)/main.o $(BUILD)/libqscope.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/libqscope.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libqscope.a tests/testlib.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libqscope.a $(LDFLAGS) $(LDLIBS)
+
+models/stories260K.bin:
+	./scripts/fetch_model.sh models
+
+run: all $(MODEL_DEP)
+	./qscope $(MODEL)
+
+# Every test program, then the end-to-end scripts; stops at the first failure.
+test: all $(TEST_BIN) $(MODEL_DEP)
+	@set -e; pass=0; fail=0; \
+	for t in $(TEST_BIN); do \
+	  echo "== $$t"; \
+	  if QS_SHARED=$(SHARED) $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$t"; echo "$$pass passed, $$fail failed"; exit 1; fi; \
+	done; \
+	for s in $(TEST_SH); do \
+	  echo "== $$s"; \
+	  if QS_SHARED=$(SHARED) QSCOPE=./qscope sh $$s; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$s"; echo "$$pass passed, $$fail failed"; exit 1; fi; \
+	done; \
+	echo "$$pass passed, $$fail failed"
+
+bench: all $(BENCH_BIN)
+	./scripts/bench.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" test-asan
+
+test-asan: $(BUILD)/libqscope.a $(TEST_BIN) $(BUILD)/main.o
+	$(CC) $(CFLAGS) -o $(BUILD)/qscope $(BUILD)/main.o $(BUILD)/libqscope.a $(LDFLAGS) $(LDLIBS)
+	@set -e; for t in $(TEST_BIN); do echo "== $$t (asan)"; \
+	  ASAN_OPTIONS=detect_leaks=1 QS_SHARED=$(SHARED) QS_ASAN=1 $$t; done; \
+	for s in $(TEST_SH); do echo "== $$s (asan)"; \
+	  QS_SHARED=$(SHARED) QS_ASAN=1 QSCOPE=$(BUILD)/qscope sh $$s; done; echo "asan: all passed"
+
+clean:
+	rm -rf $(BUILD) build-asan qscope
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/main.d

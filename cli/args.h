@@ -1,0 +1,49 @@
+/* Small helpers shared by the subcommands: option matching, number parsing
+ * with range checks, model loading from (path, --tokenizer), and a stderr
+ * progress bar. */
+#ifndef QS_CLI_ARGS_H
+#define QS_CLI_ARGS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/progress.h"
+#include "model/model.h"
+
+/* If argv[*i] is `name` and a value follows, sets *val, advances *i and returns 1.
+ * If argv[*i] is `name=value`, the same. Returns -1 (after printing an error)
+ * when the value is missing, 0 when argv[*i] is not this option. */
+int args_opt(int argc, char **argv, int *i, const char *name, const char **val);
+
+/* Parses a whole decimal integer in [lo, hi]; prints "cmd: opt: ..." and returns 0 on error. */
+int args_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);
+
+/* Parses a float in [lo, hi]; prints an error and returns 0 on failure. */
+int args_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+
+/* Loads a model, printing "qscope: <detail>" on failure; returns NULL then. */
+Model *args_load_model(const char *path, const char *tokenizer_path);
+
+/* Prints an error from a status: "qscope CMD: message: detail". */
+void args_print_err(const char *cmd, const Err *err);
+
+/* A progress bar on stderr, redrawn at most ~10x/s. Silent when stderr is not
+ * a terminal unless QS_PROGRESS=1. */
+typedef struct ProgressBar {
+    const char *label;
+    double t0, last;
+    int tty;
+} ProgressBar;
+void progress_bar_init(ProgressBar *pb, const char *label);
+/* Draws done/total with an ETA and an optional extra text (may be NULL). */
+void progress_bar_draw(ProgressBar *pb, int64_t done, int64_t total, const char *extra);
+void progress_bar_finish(ProgressBar *pb);
+
+/* Wall clock seconds (monotonic). */
+double args_now(void);
+
+/* Installs a SIGINT handler that sets p->cancel (first Ctrl-C) so long jobs stop
+ * cleanly; a second Ctrl-C restores the default action. p must stay valid. */
+void args_cancel_on_sigint(Progress *p);
+
+#endif

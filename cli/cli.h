@@ -1,0 +1,23 @@
+/* Subcommands. Each takes the arguments after its name (argv[0] is the
+ * subcommand name), prints to stdout/stderr and returns the process exit code;
+ * only main() calls exit(). Shared option helpers live in cli/args.h. */
+#ifndef QS_CLI_CLI_H
+#define QS_CLI_CLI_H
+
+typedef int (*CmdFn)(int argc, char **argv);
+
+typedef struct Command {
+    const char *name;
+    CmdFn fn;
+    const char *summary;
+} Command;
+
+/* The command table (NULL-terminated; static storage). */
+extern const Command cli_commands[];
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_ppl(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+#endif

@@ -1,0 +1,84 @@
+#include "core/mapfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+
+Status mapfile_open(MappedFile *mf, const char *path, Err *err) {
+    memset(mf, 0, sizeof *mf);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return err_set(err, ST_ERR_IO, "%s: not a regular file", path);
+    }
+    mf->path = core_strdup(path);
+    if (!mf->path) { close(fd); return err_set(err, ST_ERR_NOMEM, "%s", path); }
+    mf->size = (size_t)st.st_size;
+    if (mf->size > 0) {
+        void *p = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            free(mf->path);
+            memset(mf, 0, sizeof *mf);
+            return err_set(err, ST_ERR_IO, "%s: mmap: %s", path, strerror(e));
+        }
+        mf->data = p;
+    }
+    close(fd);
+    return ST_OK;
+}
+
+void mapfile_close(MappedFile *mf) {
+    if (!mf) return;
+    if (mf->data) munmap((void *)mf->data, mf->size);
+    free(mf->path);
+    memset(mf, 0, sizeof *mf);
+}
+
+Status file_read_all(const char *path, size_t max_bytes, char **out, size_t *len, Err *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n + 65536 + 1 > cap) {
+            size_t ncap = cap ? cap * 2 : 65536 * 2;
+            char *nb = realloc(buf, ncap);
+            if (!nb) { free(buf); fclose(f); return err_set(err, ST_ERR_NOMEM, "%s", path); }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t r = fread(buf + n, 1, 65536, f);
+        n += r;
+        if (n > max_bytes) {
+            free(buf);
+            fclose(f);
+            return err_set(err, ST_ERR_RANGE, "%s: larger than %zu bytes", path, max_bytes);
+        }
+        if (r < 65536) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); return err_set(err, ST_ERR_IO, "%s: read error", path); }
+    buf[n] = '\0';
+    *out = buf;
+    if (len) *len = n;
+    return ST_OK;
+}

@@ -1,0 +1,123 @@
+#include "core/pool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+
+struct Pool {
+    int n;                 /* threads including the caller */
+    pthread_t *threads;    /* (n-1) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    uint64_t generation;   /* bumped for each pool_for */
+    int pending;           /* workers still running the current job */
+    int quit;
+    PoolFn fn;
+    void *arg;
+    int64_t count, chunk;
+};
+
+typedef struct { Pool *pool; int tid; } WorkerArg;
+
+static void pool_run_share(Pool *p, int tid) {
+    int64_t b = (int64_t)tid * p->chunk;
+    int64_t e = b + p->chunk;
+    if (e > p->count) e = p->count;
+    if (b < e) p->fn(p->arg, b, e, tid);
+}
+
+static void *pool_worker(void *v) {
+    WorkerArg *wa = v;
+    Pool *p = wa->pool;
+    int tid = wa->tid;
+    free(wa);
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->cv_work, &p->mu);
+        if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        pool_run_share(p, tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->cv_done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+int pool_cpu_count(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+Status pool_new(int n_threads, Pool **out, Err *err) {
+    *out = NULL;
+    if (n_threads <= 0) n_threads = pool_cpu_count();
+    if (n_threads > 256) return err_set(err, ST_ERR_ARG, "thread count %d is above 256", n_threads);
+    Pool *p = core_calloc(1, sizeof *p);
+    if (!p) return err_set(err, ST_ERR_NOMEM, "thread pool");
+    p->n = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv_work, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+    if (n_threads > 1) {
+        p->threads = core_calloc((size_t)n_threads - 1, sizeof *p->threads);
+        if (!p->threads) goto fail;
+        for (int i = 1; i < n_threads; i++) {
+            WorkerArg *wa = malloc(sizeof *wa);
+            if (!wa) { p->n = i; goto fail; }
+            wa->pool = p;
+            wa->tid = i;
+            if (pthread_create(&p->threads[i - 1], NULL, pool_worker, wa) != 0) {
+                free(wa);
+                p->n = i;
+                goto fail;
+            }
+        }
+    }
+    *out = p;
+    return ST_OK;
+fail:
+    pool_free(p);
+    return err_set(err, ST_ERR_NOMEM, "cannot start %d threads", n_threads);
+}
+
+void pool_free(Pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n; i++) pthread_join(p->threads[i - 1], NULL);
+    free(p->threads);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+    free(p);
+}
+
+int pool_size(const Pool *p) { return p ? p->n : 1; }
+
+void pool_for(Pool *p, int64_t n, int64_t grain, PoolFn fn, void *arg) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    int nt = p ? p->n : 1;
+    int64_t max_parts = (n + grain - 1) / grain;
+    if (max_parts < nt) nt = (int)max_parts;
+    if (!p || nt <= 1) { fn(arg, 0, n, 0); return; }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->count = n;
+    p->chunk = (n + p->n - 1) / p->n;
+    p->pending = p->n - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    pool_run_share(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}

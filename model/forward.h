@@ -1,0 +1,62 @@
+/* The one forward pass: batched causal prefill with a KV cache (T = 1 is
+ * single-token decode), tap callbacks for calibration, and an optional overlay
+ * of quantized linear layers / replaced norm gains for plan execution. */
+#ifndef QS_MODEL_FORWARD_H
+#define QS_MODEL_FORWARD_H
+
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "core/status.h"
+#include "model/model.h"
+#include "quant/qlinear.h"
+
+/* Called at each tap point with the activations about to enter the
+ * projections (or the residual stream after block `layer`).
+ * x is (T, width) row-major, valid only during the call; tokens (T) are the
+ * token ids of these rows and pos0 the position of row 0 in the sequence. */
+typedef void (*TapFn)(void *user, int64_t layer, TapPoint point, const float *x,
+                      int64_t T, int64_t width, const int32_t *tokens, int64_t pos0);
+
+typedef struct Taps {
+    TapFn fn;
+    void *user;
+    unsigned mask;           /* bit (1u << TapPoint) enables that point; 0 = all */
+} Taps;
+
+/* Replaces parts of the model for plan execution. Any NULL entry means "use
+ * the model's own float32 weight". Arrays are (n_layers * PROJ_COUNT) and
+ * (n_layers); borrowed for the life of the Forward. */
+typedef struct Overlay {
+    const QLinear *const *lin;     /* [layer * PROJ_COUNT + proj] */
+    const float *const *attn_norm; /* [layer] (dim) */
+    const float *const *ffn_norm;  /* [layer] (dim) */
+    const QLinear *output;         /* output head */
+} Overlay;
+
+typedef struct Forward Forward;
+
+/* Creates a forward context for up to max_ctx positions (KV cache size) and
+ * batches of up to max_batch tokens. m, ov and pool are borrowed and must
+ * outlive it; ov and pool may be NULL. Caller frees. */
+Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch,
+                   Pool *pool, Forward **out, Err *err);
+
+/* NULL is a no-op. */
+void forward_free(Forward *f);
+
+/* Forgets the KV cache: the next forward_run starts at position 0. */
+void forward_reset(Forward *f);
+
+/* Current position (tokens already in the KV cache). */
+int64_t forward_pos(const Forward *f);
+
+/* Runs T tokens (T <= max_batch) starting at the current position, appending
+ * to the KV cache. logits, if not NULL, receives (T, vocab) rows; with
+ * last_only=1 it receives only the last token's (vocab) row. taps may be NULL.
+ * Fails with ST_ERR_RANGE when the cache would overflow or a token id is out
+ * of range. */
+Status forward_run(Forward *f, const int32_t *tokens, int64_t T, float *logits, int last_only,
+                   const Taps *taps, Err *err);
+
+#endif

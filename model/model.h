@@ -1,0 +1,110 @@
+/* A loaded LLaMA-family model: config, tokenizer and float32 weights.
+ * F32 weights are borrowed from the file mapping (no copy); F16/BF16 and ggml
+ * block-quantized weights are dequantized to owned float32 at load. The forward
+ * pass reads only this struct (plus an optional quantized overlay). */
+#ifndef QS_MODEL_MODEL_H
+#define QS_MODEL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/tokenizer.h"
+
+/* RoPE pairing. NORM: consecutive pairs (2i, 2i+1) — llama2.c and GGUF
+ * `llama` (whose converter permutes q/k rows). NEOX: halves (i, i+hd/2) — the
+ * rotate_half convention of Hugging Face q/k weights, used as stored. */
+typedef enum { ROPE_NORM, ROPE_NEOX } RopeStyle;
+
+typedef enum { FMT_GGUF, FMT_HF, FMT_LLAMA2C } ModelFormat;
+
+/* The seven linear projections of a block. */
+typedef enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, PROJ_COUNT } Proj;
+
+/* Tap points: the inputs of the projections (q/k/v share one, gate/up share
+ * one) and the residual stream after each block. */
+typedef enum { TAP_QKV, TAP_O, TAP_GATE_UP, TAP_DOWN, TAP_RESID, TAP_COUNT } TapPoint;
+
+typedef struct ModelConfig {
+    char arch[32];           /* "llama" */
+    int64_t dim;             /* model width */
+    int64_t hidden_dim;      /* FFN width */
+    int64_t n_layers;
+    int64_t n_heads;
+    int64_t n_kv_heads;
+    int64_t head_dim;        /* dim / n_heads */
+    int64_t vocab_size;
+    int64_t max_seq_len;     /* context the model was trained with */
+    float rope_theta;
+    float norm_eps;
+    RopeStyle rope_style;
+    int tied_embeddings;     /* output head shares tok_embd */
+} ModelConfig;
+
+/* A weight matrix as the forward pass sees it: row-major float32 (n_out, n_in). */
+typedef struct Weight {
+    const float *w;          /* (n_out, n_in) */
+    int64_t n_out, n_in;
+    uint32_t src_type;       /* GgmlType the file stored it in (GGML_F32 for llama2.c) */
+} Weight;
+
+typedef struct LayerWeights {
+    const float *attn_norm;  /* (dim) */
+    const float *ffn_norm;   /* (dim) */
+    Weight proj[PROJ_COUNT]; /* q (n_heads*hd, dim), k/v (n_kv_heads*hd, dim),
+                                o (dim, n_heads*hd), gate/up (hidden, dim), down (dim, hidden) */
+} LayerWeights;
+
+/* One row of `qscope info`'s tensor table. */
+typedef struct TensorEntry {
+    char name[96];
+    uint32_t src_type;       /* GgmlType in the file */
+    int64_t ne[2];           /* (n_in, n_out) as ggml orders them; ne[1]=1 for vectors */
+    size_t file_bytes;       /* bytes in the file */
+    int borrowed;            /* 1: used in place from the mapping; 0: converted copy */
+} TensorEntry;
+
+typedef struct Model Model;
+struct Model {
+    ModelConfig cfg;
+    ModelFormat format;
+    char *path;              /* as given (owned) */
+    Tokenizer *tok;          /* owned; NULL only if the loader could not find one */
+    const float *tok_embd;   /* (vocab_size, dim) */
+    const float *out_norm;   /* (dim) */
+    Weight output;           /* (vocab_size, dim); .w == tok_embd when tied */
+    LayerWeights *layers;    /* (n_layers) */
+    TensorEntry *tensors;    /* (n_tensors) for reporting */
+    int64_t n_tensors;
+    size_t file_bytes;       /* total bytes of the weight files */
+    size_t owned_bytes;      /* bytes of converted (non-borrowed) weights */
+    uint64_t fingerprint;    /* hash of sizes, headers and sampled tensor bytes */
+    void *priv;              /* loader-owned resources (mappings, buffers) */
+};
+
+typedef struct ModelLoadOpts {
+    const char *tokenizer_path; /* llama2.c tokenizer .bin (required for .bin models) */
+} ModelLoadOpts;
+
+/* Loads a model: a .gguf file, a Hugging Face directory (config.json +
+ * safetensors), or a llama2.c .bin (opts->tokenizer_path required). opts may
+ * be NULL. On error err names the file and the problem. Caller frees. */
+Status model_load(const char *path, const ModelLoadOpts *opts, Model **out, Err *err);
+
+/* Frees the model and unmaps its files; NULL is a no-op. */
+void model_free(Model *m);
+
+/* Returns "q","k","v","o","gate","up","down". */
+const char *proj_name(Proj p);
+/* Returns "qkv","o","gate_up","down","resid". */
+const char *tap_name(TapPoint t);
+/* Returns the tap point that feeds projection p. */
+TapPoint proj_tap(Proj p);
+/* Parses a proj name (also accepts HF/GGUF spellings like q_proj, attn_q,
+ * ffn_down); returns -1 if unknown. */
+int proj_parse(const char *s);
+
+/* Total parameter count (embedding + layers + norms + separate head if any). */
+int64_t model_param_count(const Model *m);
+
+#endif
