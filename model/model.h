@@ -62,6 +62,8 @@ typedef struct TensorEntry {
     int64_t ne[2];           /* (n_in, n_out) as ggml orders them; ne[1]=1 for vectors */
     size_t file_bytes;       /* bytes in the file */
     int borrowed;            /* 1: used in place from the mapping; 0: converted copy */
+    const char *kind;        /* "embedding", "attention", "ffn", "norm" or "output" (static) */
+    int layer;               /* block index, -1 for embedding, final norm and head */
 } TensorEntry;
 
 typedef struct Model Model;
@@ -74,7 +76,9 @@ struct Model {
     const float *out_norm;   /* (dim) */
     Weight output;           /* (vocab_size, dim); .w == tok_embd when tied */
     LayerWeights *layers;    /* (n_layers) */
-    TensorEntry *tensors;    /* (n_tensors) for reporting */
+    TensorEntry *tensors;    /* (n_tensors) for reporting, in canonical order: embedding,
+                                per block attn_norm q k v o ffn_norm gate up down,
+                                final norm, separate head (if any) */
     int64_t n_tensors;
     size_t file_bytes;       /* total bytes of the weight files */
     size_t owned_bytes;      /* bytes of converted (non-borrowed) weights */
