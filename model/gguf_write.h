@@ -5,7 +5,9 @@
 
 #include <stdint.h>
 
+#include "core/progress.h"
 #include "core/status.h"
+#include "model/gguf.h"
 
 typedef struct GgufWriter GgufWriter;
 
@@ -27,6 +29,25 @@ Status gguf_writer_add_arr_i32(GgufWriter *w, const char *key, const int32_t *v,
  * gguf_writer_write returns. ne[0] is the contiguous dimension. */
 Status gguf_writer_add_tensor(GgufWriter *w, const char *name, uint32_t type,
                               int n_dims, const int64_t *ne, const void *data);
+
+/* Adds a copy of any parsed metadata value (scalars, strings, arrays of
+ * either, nested arrays), e.g. to carry a source file's KVs over. */
+Status gguf_writer_add_value(GgufWriter *w, const char *key, const GgufValue *v);
+
+/* Produces a tensor's bytes at write time into dst (nbytes bytes), so large
+ * models can be streamed without ever holding every tensor in memory. Returns
+ * ST_OK or an error (err set) that aborts the write. */
+typedef Status (*GgufFillFn)(void *user, int64_t tensor_index, void *dst, size_t nbytes, Err *err);
+
+/* Adds a tensor whose bytes come from fill(user, tensor_index, ...) during
+ * gguf_writer_write; tensor_index is the order of addition (0-based, counting
+ * every tensor). user is borrowed until gguf_writer_write returns. */
+Status gguf_writer_add_tensor_fill(GgufWriter *w, const char *name, uint32_t type, int n_dims,
+                                   const int64_t *ne, GgufFillFn fill, void *user);
+
+/* Reports tensor bytes written to p (total = all tensor bytes) and stops with
+ * ST_ERR_CANCELLED when p->cancel is set. p is borrowed; NULL disables. */
+void gguf_writer_set_progress(GgufWriter *w, Progress *p);
 
 /* Writes the file atomically (temp file + rename). err names the path. */
 Status gguf_writer_write(GgufWriter *w, const char *path, Err *err);
