@@ -1,0 +1,329 @@
+/* Hugging Face checkpoint directories: config.json (LlamaForCausalLM /
+ * MistralForCausalLM), model.safetensors or model.safetensors.index.json plus
+ * shards, tokenizer.json. HF q/k weights are stored for the rotate_half RoPE
+ * convention; they are used as stored and the config says ROPE_NEOX, which the
+ * forward pass implements, so no rows are permuted here. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "core/mapfile.h"
+#include "model/load_internal.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+
+#define HF_MAX_JSON ((size_t)64 << 20)
+
+typedef struct HfFiles {
+    Safetensors **shards;    /* (n_shards), owned by the model via model_keep */
+    int64_t n_shards;
+    char name[160];
+} HfFiles;
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void release_safetensors(void *p) { safetensors_free(p); }
+
+/* Reads and parses a JSON file into *out (caller deletes). */
+static Status read_json(const char *path, cJSON **out, Err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    *out = NULL;
+    Status s = file_read_all(path, HF_MAX_JSON, &text, &len, err);
+    if (s != ST_OK) return s;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!j) {
+        size_t at = end && end >= text ? (size_t)(end - text) : 0;
+        free(text);
+        return err_set(err, ST_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", path, at);
+    }
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return err_set(err, ST_ERR_FORMAT, "%s: top level is not a JSON object", path);
+    }
+    *out = j;
+    return ST_OK;
+}
+
+/* === config.json ======================================================== */
+
+/* Reads an integer key. Returns ST_OK with *out set, ST_OK leaving *out
+ * untouched when the key is absent/null and not required, or an error. */
+static Status cfg_int(const cJSON *cfg, const char *path, const char *key, int required, int64_t *out,
+                      Err *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!j || cJSON_IsNull(j)) {
+        if (required) return err_set(err, ST_ERR_FORMAT, "%s: missing key '%s'", path, key);
+        return ST_OK;
+    }
+    double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+    if (!(v >= 1 && v <= 2147483647.0) || floor(v) != v)
+        return err_set(err, ST_ERR_FORMAT, "%s: '%s' must be a positive integer", path, key);
+    *out = (int64_t)v;
+    return ST_OK;
+}
+
+static Status cfg_float(const cJSON *cfg, const char *path, const char *key, float *out, Err *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!j || cJSON_IsNull(j)) return ST_OK;
+    if (!cJSON_IsNumber(j) || !(j->valuedouble > 0) || !isfinite(j->valuedouble))
+        return err_set(err, ST_ERR_FORMAT, "%s: '%s' must be a positive number", path, key);
+    *out = (float)j->valuedouble;
+    return ST_OK;
+}
+
+static Status parse_config(Model *m, const char *path, const cJSON *cfg, int *tied, Err *err) {
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(cfg, "architectures");
+    if (!arch) return err_set(err, ST_ERR_FORMAT, "%s: missing key 'architectures'", path);
+    int ok = 0;
+    const char *first = "?";
+    if (cJSON_IsArray(arch)) {
+        for (const cJSON *a = arch->child; a; a = a->next) {
+            if (!cJSON_IsString(a)) continue;
+            if (first[0] == '?') first = a->valuestring;
+            if (strcmp(a->valuestring, "LlamaForCausalLM") == 0 || strcmp(a->valuestring, "MistralForCausalLM") == 0)
+                ok = 1;
+        }
+    }
+    if (!ok)
+        return err_set(err, ST_ERR_UNSUPPORTED,
+                       "%s: architecture '%.64s' is not supported (LlamaForCausalLM or MistralForCausalLM)", path,
+                       first);
+    ModelConfig *c = &m->cfg;
+    snprintf(c->arch, sizeof c->arch, "llama");
+    Status s;
+    if ((s = cfg_int(cfg, path, "hidden_size", 1, &c->dim, err)) != ST_OK) return s;
+    if ((s = cfg_int(cfg, path, "intermediate_size", 1, &c->hidden_dim, err)) != ST_OK) return s;
+    if ((s = cfg_int(cfg, path, "num_hidden_layers", 1, &c->n_layers, err)) != ST_OK) return s;
+    if ((s = cfg_int(cfg, path, "num_attention_heads", 1, &c->n_heads, err)) != ST_OK) return s;
+    if ((s = cfg_int(cfg, path, "vocab_size", 1, &c->vocab_size, err)) != ST_OK) return s;
+    c->n_kv_heads = c->n_heads;
+    if ((s = cfg_int(cfg, path, "num_key_value_heads", 0, &c->n_kv_heads, err)) != ST_OK) return s;
+    c->max_seq_len = 2048; /* transformers' LlamaConfig default */
+    if ((s = cfg_int(cfg, path, "max_position_embeddings", 0, &c->max_seq_len, err)) != ST_OK) return s;
+    c->head_dim = c->dim / c->n_heads;
+    int64_t hd = c->head_dim;
+    if ((s = cfg_int(cfg, path, "head_dim", 0, &hd, err)) != ST_OK) return s;
+    if (hd * c->n_heads != c->dim)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: head_dim %lld != hidden_size %lld / num_attention_heads %lld",
+                       path, (long long)hd, (long long)c->dim, (long long)c->n_heads);
+    c->norm_eps = 1e-6f;   /* LlamaConfig default */
+    c->rope_theta = 10000.0f;
+    if ((s = cfg_float(cfg, path, "rms_norm_eps", &c->norm_eps, err)) != ST_OK) return s;
+    if ((s = cfg_float(cfg, path, "rope_theta", &c->rope_theta, err)) != ST_OK) return s;
+    c->rope_style = ROPE_NEOX;
+
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs))
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: rope_scaling is set; scaled RoPE is not supported", path);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: hidden_act must be \"silu\"", path);
+    static const char *const bias_keys[] = {"attention_bias", "mlp_bias"};
+    for (int i = 0; i < 2; i++)
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, bias_keys[i])))
+            return err_set(err, ST_ERR_UNSUPPORTED, "%s: %s is true; biased projections are not supported", path,
+                           bias_keys[i]);
+    *tied = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings"));
+    return model_check_config(m, path, err);
+}
+
+/* === weights ============================================================ */
+
+static Status open_shard(Model *m, HfFiles *hf, const char *path, Err *err) {
+    Safetensors *st = NULL;
+    Status s = safetensors_open(path, &st, err);
+    if (s != ST_OK) return s;
+    s = model_keep(m, release_safetensors, st, err);
+    if (s != ST_OK) return s;
+    hf->shards[hf->n_shards++] = st;
+    return ST_OK;
+}
+
+/* Opens the shards an index names and checks that each tensor it maps is in
+ * the shard it says. */
+static Status open_indexed(Model *m, HfFiles *hf, const char *dir, const char *index_path, Err *err) {
+    cJSON *idx = NULL;
+    char **names = NULL;
+    int64_t n_names = 0;
+    char *p = NULL;
+    Status s = read_json(index_path, &idx, err);
+    if (s != ST_OK) return s;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+    if (!cJSON_IsObject(wm) || !wm->child) {
+        s = err_set(err, ST_ERR_FORMAT, "%s: missing or empty 'weight_map'", index_path);
+        goto fail;
+    }
+    int count = cJSON_GetArraySize(wm);
+    names = core_calloc((size_t)count, sizeof *names);
+    hf->shards = core_calloc((size_t)count, sizeof *hf->shards);
+    if (!names || !hf->shards) {
+        s = err_set(err, ST_ERR_NOMEM, "%s: out of memory", index_path);
+        goto fail;
+    }
+    for (const cJSON *e = wm->child; e; e = e->next) {
+        if (!cJSON_IsString(e)) {
+            s = err_set(err, ST_ERR_FORMAT, "%s: weight_map entry '%s' is not a file name", index_path, e->string);
+            goto fail;
+        }
+        const char *f = e->valuestring;
+        if (!f[0] || strchr(f, '/') || strcmp(f, "..") == 0 || strcmp(f, ".") == 0) {
+            s = err_set(err, ST_ERR_FORMAT, "%s: weight_map names shard '%.128s', which is not a plain file name",
+                        index_path, f);
+            goto fail;
+        }
+        int64_t k = 0;
+        while (k < n_names && strcmp(names[k], f) != 0) k++;
+        if (k < n_names) continue;
+        names[n_names++] = (char *)f;
+        p = path_join(dir, f);
+        if (!p) {
+            s = err_set(err, ST_ERR_NOMEM, "%s: out of memory", index_path);
+            goto fail;
+        }
+        if (!file_exists(p)) {
+            s = err_set(err, ST_ERR_IO, "%s: weight_map names shard '%.128s', which is missing", index_path, f);
+            goto fail;
+        }
+        s = open_shard(m, hf, p, err);
+        if (s != ST_OK) goto fail;
+        free(p);
+        p = NULL;
+    }
+    for (const cJSON *e = wm->child; e; e = e->next) {
+        int64_t k = 0;
+        while (strcmp(names[k], e->valuestring) != 0) k++;
+        if (!safetensors_find(hf->shards[k], e->string)) {
+            s = err_set(err, ST_ERR_FORMAT, "%s: weight_map puts tensor '%.128s' in '%.128s', which lacks it",
+                        index_path, e->string, e->valuestring);
+            goto fail;
+        }
+    }
+    s = ST_OK;
+fail:
+    free(p);
+    free(names);
+    cJSON_Delete(idx);
+    return s;
+}
+
+static const char *const hf_layer_names[ROLE_COUNT] = {
+    [ROLE_ATTN_NORM] = "input_layernorm",   [ROLE_Q] = "self_attn.q_proj", [ROLE_K] = "self_attn.k_proj",
+    [ROLE_V] = "self_attn.v_proj",          [ROLE_O] = "self_attn.o_proj",
+    [ROLE_FFN_NORM] = "post_attention_layernorm", [ROLE_GATE] = "mlp.gate_proj", [ROLE_UP] = "mlp.up_proj",
+    [ROLE_DOWN] = "mlp.down_proj",
+};
+
+static Status hf_find(void *ctx, TensorRole role, int64_t layer, SrcTensor *out, Err *err) {
+    (void)err;
+    HfFiles *hf = ctx;
+    if (role == ROLE_EMBD)
+        snprintf(hf->name, sizeof hf->name, "model.embed_tokens.weight");
+    else if (role == ROLE_OUT_NORM)
+        snprintf(hf->name, sizeof hf->name, "model.norm.weight");
+    else if (role == ROLE_OUTPUT)
+        snprintf(hf->name, sizeof hf->name, "lm_head.weight");
+    else
+        snprintf(hf->name, sizeof hf->name, "model.layers.%lld.%s.weight", (long long)layer, hf_layer_names[role]);
+    out->name = hf->name;
+    out->file = hf->n_shards == 1 ? hf->shards[0]->mf.path : "safetensors shards";
+    for (int64_t i = 0; i < hf->n_shards; i++) {
+        const StTensor *t = safetensors_find(hf->shards[i], hf->name);
+        if (!t) continue;
+        out->file = hf->shards[i]->mf.path;
+        out->type = t->type;
+        out->n_dims = t->n_dims > 4 ? 5 : t->n_dims;
+        for (int d = 0; d < 4; d++) out->ne[d] = d < t->n_dims ? t->shape[t->n_dims - 1 - d] : 1;
+        out->data = t->data;
+        out->nbytes = t->nbytes;
+        out->outer_first = 1;
+        return ST_OK;
+    }
+    return ST_OK; /* absent */
+}
+
+Status load_hf(Model *m, const char *dir, Err *err) {
+    cJSON *cfg = NULL;
+    char *cfg_path = path_join(dir, "config.json");
+    char *index_path = path_join(dir, "model.safetensors.index.json");
+    char *single_path = path_join(dir, "model.safetensors");
+    char *tok_path = path_join(dir, "tokenizer.json");
+    HfFiles hf;
+    memset(&hf, 0, sizeof hf);
+    Status s;
+    if (!cfg_path || !index_path || !single_path || !tok_path) {
+        s = err_set(err, ST_ERR_NOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    if (!file_exists(cfg_path)) {
+        s = err_set(err, ST_ERR_IO, "%s: directory has no config.json (not a Hugging Face checkpoint)", dir);
+        goto fail;
+    }
+    s = read_json(cfg_path, &cfg, err);
+    if (s != ST_OK) goto fail;
+    int tied = 0;
+    s = parse_config(m, cfg_path, cfg, &tied, err);
+    if (s != ST_OK) goto fail;
+
+    if (file_exists(index_path)) {
+        s = open_indexed(m, &hf, dir, index_path, err);
+    } else if (file_exists(single_path)) {
+        hf.shards = core_calloc(1, sizeof *hf.shards);
+        s = hf.shards ? open_shard(m, &hf, single_path, err) : err_set(err, ST_ERR_NOMEM, "%s: out of memory", dir);
+    } else {
+        s = err_set(err, ST_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
+    }
+    if (s != ST_OK) goto fail;
+
+    if (file_exists(tok_path)) {
+        s = tokenizer_from_hf(tok_path, &m->tok, err);
+        if (s != ST_OK) goto fail;
+    }
+
+    uint64_t h = HASH_SEED;
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(cfg_path, HF_MAX_JSON, &text, &len, NULL) == ST_OK) {
+        h = hash_bytes(h, text, len);
+        free(text);
+    }
+    m->file_bytes = 0;
+    for (int64_t i = 0; i < hf.n_shards; i++) {
+        const Safetensors *st = hf.shards[i];
+        m->file_bytes += st->mf.size;
+        h = model_hash_file(h, st->mf.data, st->mf.size, st->header_len);
+    }
+    MappedFile tf;
+    if (m->tok && mapfile_open(&tf, tok_path, NULL) == ST_OK) {
+        h = model_hash_file(h, tf.data, tf.size, 0);
+        mapfile_close(&tf);
+    }
+    m->fingerprint = h;
+    s = model_bind_weights(m, hf_find, &hf, tied, err);
+fail:
+    cJSON_Delete(cfg);
+    free(hf.shards);
+    free(cfg_path);
+    free(index_path);
+    free(single_path);
+    free(tok_path);
+    return s;
+}

@@ -1,0 +1,410 @@
+/* model_load: dispatch by path kind (directory -> Hugging Face, "GGUF" magic ->
+ * GGUF, otherwise llama2.c), and the format-independent half of loading:
+ * config validation, binding tensors to the Model with shape checks and
+ * float32 conversion, resource bookkeeping, fingerprints and names. */
+#include "model/model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/fpconv.h"
+#include "core/hash.h"
+#include "model/load_internal.h"
+#include "model/tokenizer.h"
+#include "quant/ggml_type.h"
+
+typedef struct Keep {
+    ReleaseFn release;
+    void *p;
+} Keep;
+
+typedef struct ModelPriv {
+    Keep *keep;              /* (n_keep) resources released by model_free, last first */
+    int64_t n_keep, cap_keep;
+} ModelPriv;
+
+/* Upper bounds that keep every element count and byte size far from overflow
+ * while admitting any real LLaMA-family model. */
+#define MAX_DIM (1 << 20)
+#define MAX_LAYERS 4096
+#define MAX_HEADS 4096
+#define MAX_VOCAB (1 << 24)
+#define MAX_CTX (1 << 26)
+
+Status model_keep(Model *m, ReleaseFn release, void *p, Err *err) {
+    ModelPriv *pv = m->priv;
+    if (pv->n_keep == pv->cap_keep) {
+        int64_t cap = pv->cap_keep ? pv->cap_keep * 2 : 16;
+        Keep *k = realloc(pv->keep, (size_t)cap * sizeof *k);
+        if (!k) {
+            release(p);
+            return err_set(err, ST_ERR_NOMEM, "%s: out of memory", m->path);
+        }
+        pv->keep = k;
+        pv->cap_keep = cap;
+    }
+    pv->keep[pv->n_keep++] = (Keep){release, p};
+    return ST_OK;
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    ModelPriv *pv = m->priv;
+    if (pv) {
+        for (int64_t i = pv->n_keep - 1; i >= 0; i--) pv->keep[i].release(pv->keep[i].p);
+        free(pv->keep);
+        free(pv);
+    }
+    tokenizer_free(m->tok);
+    free(m->layers);
+    free(m->tensors);
+    free(m->path);
+    free(m);
+}
+
+/* Reads up to 4 bytes of the file head; returns the count read, or -1 with err set. */
+static int read_magic(const char *path, unsigned char magic[4], Err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return (int)n;
+}
+
+Status model_load(const char *path, const ModelLoadOpts *opts, Model **out, Err *err) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+    Model *m = core_calloc(1, sizeof *m);
+    if (!m) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", path);
+    m->priv = core_calloc(1, sizeof(ModelPriv));
+    m->path = core_strdup(path);
+    Status s;
+    if (!m->priv || !m->path) {
+        s = err_set(err, ST_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    const char *tok_path = opts ? opts->tokenizer_path : NULL;
+    if (S_ISDIR(st.st_mode)) {
+        m->format = FMT_HF;
+        s = load_hf(m, path, err);
+    } else {
+        unsigned char magic[4] = {0};
+        int n = read_magic(path, magic, err);
+        if (n < 0) {
+            s = err->code;
+            goto fail;
+        }
+        if (n == 4 && memcmp(magic, "GGUF", 4) == 0) {
+            m->format = FMT_GGUF;
+            s = load_gguf(m, path, err);
+        } else {
+            m->format = FMT_LLAMA2C;
+            s = load_llama2c(m, path, tok_path, err);
+        }
+    }
+    if (s != ST_OK) goto fail;
+    if (m->tok && tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
+        s = err_set(err, ST_ERR_MISMATCH, "%s: tokenizer has %lld tokens but the model's vocab is %lld",
+                    path, (long long)tokenizer_vocab_size(m->tok), (long long)m->cfg.vocab_size);
+        goto fail;
+    }
+    *out = m;
+    return ST_OK;
+fail:
+    model_free(m);
+    return s;
+}
+
+Status model_check_config(const Model *m, const char *file, Err *err) {
+    const ModelConfig *c = &m->cfg;
+    struct {
+        const char *name;
+        int64_t v, max;
+    } lim[] = {
+        {"dim", c->dim, MAX_DIM},           {"hidden_dim", c->hidden_dim, MAX_DIM},
+        {"n_layers", c->n_layers, MAX_LAYERS}, {"n_heads", c->n_heads, MAX_HEADS},
+        {"n_kv_heads", c->n_kv_heads, MAX_HEADS}, {"head_dim", c->head_dim, MAX_DIM},
+        {"vocab_size", c->vocab_size, MAX_VOCAB}, {"context_length", c->max_seq_len, MAX_CTX},
+    };
+    for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++)
+        if (lim[i].v <= 0 || lim[i].v > lim[i].max)
+            return err_set(err, ST_ERR_RANGE, "%s: %s = %lld is outside [1, %lld]", file, lim[i].name,
+                           (long long)lim[i].v, (long long)lim[i].max);
+    if (c->n_heads * c->head_dim != c->dim)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: n_heads (%lld) * head_dim (%lld) != dim (%lld)", file,
+                       (long long)c->n_heads, (long long)c->head_dim, (long long)c->dim);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return err_set(err, ST_ERR_FORMAT, "%s: n_heads (%lld) is not a multiple of n_kv_heads (%lld)", file,
+                       (long long)c->n_heads, (long long)c->n_kv_heads);
+    if (c->head_dim % 2 != 0)
+        return err_set(err, ST_ERR_FORMAT, "%s: head_dim %lld is odd (RoPE rotates pairs)", file,
+                       (long long)c->head_dim);
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
+        return err_set(err, ST_ERR_RANGE, "%s: rope theta %g is not a positive number", file, c->rope_theta);
+    if (!(c->norm_eps > 0) || !(c->norm_eps < 1))
+        return err_set(err, ST_ERR_RANGE, "%s: RMSNorm epsilon %g is outside (0, 1)", file, c->norm_eps);
+    return ST_OK;
+}
+
+/* === binding ============================================================ */
+
+static const char *const role_kind[ROLE_COUNT] = {
+    [ROLE_EMBD] = "embedding", [ROLE_ATTN_NORM] = "norm", [ROLE_Q] = "attention",
+    [ROLE_K] = "attention",    [ROLE_V] = "attention",    [ROLE_O] = "attention",
+    [ROLE_FFN_NORM] = "norm",  [ROLE_GATE] = "ffn",       [ROLE_UP] = "ffn",
+    [ROLE_DOWN] = "ffn",       [ROLE_OUT_NORM] = "norm",  [ROLE_OUTPUT] = "output",
+};
+
+/* Formats a shape as "[a, b]" in the file's own order. */
+static void shape_str(char *buf, size_t cap, const int64_t *ne, int n_dims, int outer_first) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n_dims && k < cap; i++) {
+        int64_t v = outer_first ? ne[n_dims - 1 - i] : ne[i];
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)v);
+    }
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+static void release_aligned(void *p) { core_free_aligned(p); }
+
+static void convert_half(const uint16_t *src, float *dst, int64_t n, int bf16) {
+    if (bf16)
+        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+    else
+        for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_f32(src[i]);
+}
+
+/* Checks t against the expected (n_out, n_in) (n_out = 0: a vector of n_in),
+ * then borrows or converts it into *dst and appends its table entry. */
+static Status bind_one(Model *m, const SrcTensor *t, TensorRole role, int64_t layer, int64_t n_out,
+                       int64_t n_in, const float **dst, Err *err) {
+    int want_dims = n_out ? 2 : 1;
+    int64_t want[2] = {n_in, n_out};
+    int ok = t->n_dims >= want_dims && t->n_dims <= 4;
+    for (int d = 0; ok && d < t->n_dims; d++) ok = t->ne[d] == (d < want_dims ? want[d] : 1);
+    if (!ok) {
+        char got[96], exp[96];
+        shape_str(got, sizeof got, t->ne, t->n_dims < 0 ? 0 : (t->n_dims > 4 ? 4 : t->n_dims),
+                  t->outer_first);
+        shape_str(exp, sizeof exp, want, want_dims, t->outer_first);
+        return err_set(err, ST_ERR_MISMATCH, "%s: tensor '%s' has shape %s, expected %s from the config",
+                       t->file, t->name, got, exp);
+    }
+    int64_t rows = n_out ? n_out : 1;
+    int64_t numel = rows * n_in;
+    const GgmlTypeTraits *tr = NULL;
+    size_t need;
+    switch (t->type) {
+    case GGML_F32: need = (size_t)numel * 4; break;
+    case GGML_F16:
+    case GGML_BF16: need = (size_t)numel * 2; break;
+    default:
+        tr = ggml_type_traits(t->type);
+        if (!tr || !tr->dequant)
+            return err_set(err, ST_ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type %u", t->file, t->name,
+                           (unsigned)t->type);
+        if (n_in % tr->block_size != 0)
+            return err_set(err, ST_ERR_FORMAT, "%s: tensor '%s' (%s): row length %lld is not a multiple of %lld",
+                           t->file, t->name, tr->name, (long long)n_in, (long long)tr->block_size);
+        need = ggml_row_bytes(t->type, n_in);
+        if (!need || !core_mul_ok(need, (size_t)rows, &need))
+            return err_set(err, ST_ERR_RANGE, "%s: tensor '%s' is too large", t->file, t->name);
+    }
+    if (t->nbytes != need)
+        return err_set(err, ST_ERR_FORMAT, "%s: tensor '%s' holds %zu bytes, its type and shape need %zu", t->file,
+                       t->name, t->nbytes, need);
+
+    int borrowed = t->type == GGML_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
+    if (borrowed) {
+        *dst = t->data;
+    } else {
+        float *buf = core_alloc_aligned((size_t)numel, sizeof(float));
+        if (!buf) return err_set(err, ST_ERR_NOMEM, "%s: no memory to convert tensor '%s'", t->file, t->name);
+        Status s = model_keep(m, release_aligned, buf, err);
+        if (s != ST_OK) return s;
+        if (t->type == GGML_F32)
+            memcpy(buf, t->data, (size_t)numel * 4);
+        else if (t->type == GGML_F16 || t->type == GGML_BF16)
+            convert_half(t->data, buf, numel, t->type == GGML_BF16);
+        else
+            tr->dequant(t->data, buf, numel);
+        m->owned_bytes += (size_t)numel * sizeof(float);
+        *dst = buf;
+    }
+    TensorEntry *e = &m->tensors[m->n_tensors++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", t->name);
+    e->src_type = t->type;
+    e->ne[0] = n_in;
+    e->ne[1] = rows;
+    e->file_bytes = t->nbytes;
+    e->borrowed = borrowed;
+    e->kind = role_kind[role];
+    e->layer = (int)layer;
+    return ST_OK;
+}
+
+/* Expected (n_out, n_in) of a role; n_out = 0 marks a vector. */
+static void role_shape(const ModelConfig *c, TensorRole role, int64_t *n_out, int64_t *n_in) {
+    int64_t q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    switch (role) {
+    case ROLE_EMBD:
+    case ROLE_OUTPUT: *n_out = c->vocab_size; *n_in = c->dim; break;
+    case ROLE_Q: *n_out = q; *n_in = c->dim; break;
+    case ROLE_K:
+    case ROLE_V: *n_out = kv; *n_in = c->dim; break;
+    case ROLE_O: *n_out = c->dim; *n_in = q; break;
+    case ROLE_GATE:
+    case ROLE_UP: *n_out = c->hidden_dim; *n_in = c->dim; break;
+    case ROLE_DOWN: *n_out = c->dim; *n_in = c->hidden_dim; break;
+    default: *n_out = 0; *n_in = c->dim; break;
+    }
+}
+
+static const TensorRole layer_roles[] = {ROLE_ATTN_NORM, ROLE_Q,        ROLE_K,  ROLE_V,   ROLE_O,
+                                         ROLE_FFN_NORM,  ROLE_GATE,     ROLE_UP, ROLE_DOWN};
+static const int role_proj[ROLE_COUNT] = {
+    [ROLE_Q] = PROJ_Q + 1,       [ROLE_K] = PROJ_K + 1,   [ROLE_V] = PROJ_V + 1,
+    [ROLE_O] = PROJ_O + 1,       [ROLE_GATE] = PROJ_GATE + 1, [ROLE_UP] = PROJ_UP + 1,
+    [ROLE_DOWN] = PROJ_DOWN + 1,
+};
+
+/* Finds and binds one tensor; a missing required tensor is an error. */
+static Status bind_role(Model *m, TensorFindFn find, void *ctx, TensorRole role, int64_t layer,
+                        const float **dst, uint32_t *type, Err *err) {
+    SrcTensor t;
+    memset(&t, 0, sizeof t);
+    Status s = find(ctx, role, layer, &t, err);
+    if (s != ST_OK) return s;
+    if (!t.data) return err_set(err, ST_ERR_FORMAT, "%s: missing tensor '%s'", t.file, t.name);
+    int64_t n_out, n_in;
+    role_shape(&m->cfg, role, &n_out, &n_in);
+    if (type) *type = t.type;
+    return bind_one(m, &t, role, layer, n_out, n_in, dst, err);
+}
+
+Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err) {
+    const ModelConfig *c = &m->cfg;
+    int64_t cap = c->n_layers * (int64_t)(sizeof layer_roles / sizeof layer_roles[0]) + 3;
+    m->layers = core_calloc((size_t)c->n_layers, sizeof *m->layers);
+    m->tensors = core_calloc((size_t)cap, sizeof *m->tensors);
+    if (!m->layers || !m->tensors) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", m->path);
+    m->n_tensors = 0;
+    uint32_t type;
+    Status s = bind_role(m, find, ctx, ROLE_EMBD, -1, &m->tok_embd, &type, err);
+    if (s != ST_OK) return s;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        LayerWeights *lw = &m->layers[l];
+        for (size_t r = 0; r < sizeof layer_roles / sizeof layer_roles[0]; r++) {
+            TensorRole role = layer_roles[r];
+            if (role == ROLE_ATTN_NORM) {
+                s = bind_role(m, find, ctx, role, l, &lw->attn_norm, NULL, err);
+            } else if (role == ROLE_FFN_NORM) {
+                s = bind_role(m, find, ctx, role, l, &lw->ffn_norm, NULL, err);
+            } else {
+                Weight *w = &lw->proj[role_proj[role] - 1];
+                role_shape(c, role, &w->n_out, &w->n_in);
+                s = bind_role(m, find, ctx, role, l, &w->w, &w->src_type, err);
+            }
+            if (s != ST_OK) return s;
+        }
+    }
+    s = bind_role(m, find, ctx, ROLE_OUT_NORM, -1, &m->out_norm, NULL, err);
+    if (s != ST_OK) return s;
+
+    m->output.n_out = c->vocab_size;
+    m->output.n_in = c->dim;
+    SrcTensor t;
+    memset(&t, 0, sizeof t);
+    if (!force_tied) {
+        s = find(ctx, ROLE_OUTPUT, -1, &t, err);
+        if (s != ST_OK) return s;
+    }
+    if (force_tied || !t.data) {
+        m->cfg.tied_embeddings = 1;
+        m->output.w = m->tok_embd;
+        m->output.src_type = type;
+    } else {
+        m->cfg.tied_embeddings = 0;
+        m->output.src_type = t.type;
+        s = bind_one(m, &t, ROLE_OUTPUT, -1, c->vocab_size, c->dim, &m->output.w, err);
+        if (s != ST_OK) return s;
+    }
+    return ST_OK;
+}
+
+uint64_t model_hash_file(uint64_t h, const unsigned char *data, size_t size, size_t header_len) {
+    uint64_t sz = size;
+    h = hash_bytes(h, &sz, sizeof sz);
+    if (!data) return h;
+    if (header_len > size) header_len = size;
+    h = hash_bytes(h, data, header_len);
+    const size_t chunk = 4096;
+    size_t len = size < chunk ? size : chunk;
+    for (size_t i = 0; i < 16; i++) {
+        size_t off = size > chunk ? (size - chunk) / 15 * i : 0;
+        h = hash_bytes(h, data + off, len);
+    }
+    return h;
+}
+
+/* === names ============================================================== */
+
+const char *proj_name(Proj p) {
+    static const char *const names[PROJ_COUNT] = {"q", "k", "v", "o", "gate", "up", "down"};
+    return (unsigned)p < PROJ_COUNT ? names[p] : "?";
+}
+
+const char *tap_name(TapPoint t) {
+    static const char *const names[TAP_COUNT] = {"qkv", "o", "gate_up", "down", "resid"};
+    return (unsigned)t < TAP_COUNT ? names[t] : "?";
+}
+
+TapPoint proj_tap(Proj p) {
+    switch (p) {
+    case PROJ_Q:
+    case PROJ_K:
+    case PROJ_V: return TAP_QKV;
+    case PROJ_O: return TAP_O;
+    case PROJ_GATE:
+    case PROJ_UP: return TAP_GATE_UP;
+    default: return TAP_DOWN;
+    }
+}
+
+int proj_parse(const char *s) {
+    static const struct {
+        const char *name;
+        Proj p;
+    } spell[] = {
+        {"q", PROJ_Q},          {"q_proj", PROJ_Q},       {"attn_q", PROJ_Q},     {"wq", PROJ_Q},
+        {"k", PROJ_K},          {"k_proj", PROJ_K},       {"attn_k", PROJ_K},     {"wk", PROJ_K},
+        {"v", PROJ_V},          {"v_proj", PROJ_V},       {"attn_v", PROJ_V},     {"wv", PROJ_V},
+        {"o", PROJ_O},          {"o_proj", PROJ_O},       {"attn_output", PROJ_O}, {"wo", PROJ_O},
+        {"gate", PROJ_GATE},    {"gate_proj", PROJ_GATE}, {"ffn_gate", PROJ_GATE}, {"w1", PROJ_GATE},
+        {"up", PROJ_UP},        {"up_proj", PROJ_UP},     {"ffn_up", PROJ_UP},    {"w3", PROJ_UP},
+        {"down", PROJ_DOWN},    {"down_proj", PROJ_DOWN}, {"ffn_down", PROJ_DOWN}, {"w2", PROJ_DOWN},
+    };
+    if (!s) return -1;
+    for (size_t i = 0; i < sizeof spell / sizeof spell[0]; i++)
+        if (strcmp(s, spell[i].name) == 0) return (int)spell[i].p;
+    return -1;
+}
+
+int64_t model_param_count(const Model *m) {
+    const ModelConfig *c = &m->cfg;
+    int64_t q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    int64_t per_layer = 2 * c->dim + 2 * q * c->dim + 2 * kv * c->dim + 3 * c->hidden_dim * c->dim;
+    int64_t n = c->vocab_size * c->dim + c->n_layers * per_layer + c->dim;
+    if (!c->tied_embeddings) n += c->vocab_size * c->dim;
+    return n;
+}
