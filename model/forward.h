@@ -59,4 +59,13 @@ int64_t forward_pos(const Forward *f);
 Status forward_run(Forward *f, const int32_t *tokens, int64_t T, float *logits, int last_only,
                    const Taps *taps, Err *err);
 
+/* Like forward_run, but the output head runs only on rows [logits_from, T):
+ * logits, if not NULL, receives (T - logits_from, vocab) rows. Perplexity
+ * scoring uses it to skip the head on unscored positions. 0 <= logits_from <= T. */
+Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t logits_from,
+                        float *logits, const Taps *taps, Err *err);
+
+/* The model this context runs (borrowed). */
+const Model *forward_model(const Forward *f);
+
 #endif

@@ -1,0 +1,430 @@
+#include "model/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "kernels/sgemm.h"
+#include "kernels/vec.h"
+
+/* Rows of queries per attention block: the causal mask lets block b attend to
+ * only pos0 + (b+1)·RB keys, so blocking skips most of the masked half of
+ * QKᵀ and PV while keeping each GEMM large. */
+#define ATTN_ROW_BLOCK 128
+/* Soft cap on the scores buffer (floats): heads are batched up to it so one
+ * pool_for runs the softmax of many heads at once. */
+#define ATTN_SCORE_CAP ((int64_t)2 << 20)
+
+struct Forward {
+    const Model *m;
+    const Overlay *ov;
+    Pool *pool;
+    int64_t max_ctx, max_batch, pos;
+    int64_t dim, hidden, n_heads, n_kv, hd, q_dim, kv_dim, qkv_w, vocab;
+    unsigned char *fuse_qkv;  /* (n_layers) q/k/v weights adjacent in memory, no overlay */
+    unsigned char *fuse_gu;   /* (n_layers) gate/up adjacent, no overlay */
+    float *kcache;            /* (n_layers, max_ctx, kv_dim) */
+    float *vcache;            /* (n_layers, max_ctx, kv_dim) */
+    float *x;                 /* (max_batch, dim) residual stream */
+    float *xn;                /* (max_batch, dim) normed input of a projection group */
+    float *qkv;               /* (max_batch, q_dim + 2·kv_dim) rows [q | k | v] */
+    float *att;               /* (max_batch, q_dim) attention output, input of wo */
+    float *scores;            /* (score_cap) attention probabilities of a head batch */
+    int64_t score_cap;
+    float *gu;                /* (max_batch, 2·hidden) rows [gate | up] */
+    float *hid;               /* (max_batch, hidden) silu(gate)·up, input of w_down */
+    float *rope;              /* (max_batch, hd/2, 2) cos, sin per row and pair */
+    float *tmp;               /* (max_batch, tmp_w) overlay outputs; NULL without overlay */
+    int64_t tmp_w;
+};
+
+/* === lifecycle === */
+
+static float *fwd_alloc(int64_t a, int64_t b, int *ok) {
+    size_t n;
+    if (a < 0 || b < 0 || !core_mul_ok((size_t)a, (size_t)b, &n)) { *ok = 0; return NULL; }
+    float *p = core_alloc_aligned(n ? n : 1, sizeof(float));
+    if (!p) *ok = 0;
+    return p;
+}
+
+static int fwd_adjacent(const Weight *a, const Weight *b) {
+    return a->w && b->w && a->n_in == b->n_in && a->w + a->n_out * a->n_in == b->w;
+}
+
+Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch,
+                   Pool *pool, Forward **out, Err *err) {
+    *out = NULL;
+    const ModelConfig *c = &m->cfg;
+    if (max_ctx < 1 || max_batch < 1)
+        return err_set(err, ST_ERR_ARG, "forward: max_ctx %lld and max_batch %lld must be >= 1",
+                       (long long)max_ctx, (long long)max_batch);
+    if (c->dim < 1 || c->hidden_dim < 1 || c->n_layers < 1 || c->n_heads < 1 || c->n_kv_heads < 1 ||
+        c->head_dim < 2 || (c->head_dim & 1) || c->vocab_size < 1 || c->n_heads % c->n_kv_heads != 0)
+        return err_set(err, ST_ERR_ARG,
+                       "forward: bad config (dim %lld, hidden %lld, layers %lld, heads %lld/%lld, "
+                       "head_dim %lld, vocab %lld)",
+                       (long long)c->dim, (long long)c->hidden_dim, (long long)c->n_layers,
+                       (long long)c->n_heads, (long long)c->n_kv_heads, (long long)c->head_dim,
+                       (long long)c->vocab_size);
+    int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const LayerWeights *L = &m->layers[l];
+        const int64_t want[PROJ_COUNT][2] = {
+            {q_dim, c->dim}, {kv_dim, c->dim}, {kv_dim, c->dim}, {c->dim, q_dim},
+            {c->hidden_dim, c->dim}, {c->hidden_dim, c->dim}, {c->dim, c->hidden_dim}};
+        for (int p = 0; p < PROJ_COUNT; p++) {
+            const QLinear *q = ov && ov->lin ? ov->lin[l * PROJ_COUNT + p] : NULL;
+            int64_t no = q ? q->n_out : L->proj[p].n_out, ni = q ? q->n_in : L->proj[p].n_in;
+            if (no != want[p][0] || ni != want[p][1] || (!q && !L->proj[p].w))
+                return err_set(err, ST_ERR_MISMATCH,
+                               "forward: layer %lld %s is (%lld, %lld), expected (%lld, %lld)",
+                               (long long)l, proj_name((Proj)p), (long long)no, (long long)ni,
+                               (long long)want[p][0], (long long)want[p][1]);
+        }
+    }
+    if (!m->tok_embd || !m->out_norm || (!m->output.w && !(ov && ov->output)))
+        return err_set(err, ST_ERR_ARG, "forward: model lacks embedding, final norm or output head");
+    if (ov && ov->output ? (ov->output->n_out != c->vocab_size || ov->output->n_in != c->dim)
+                         : (m->output.n_out != c->vocab_size || m->output.n_in != c->dim))
+        return err_set(err, ST_ERR_MISMATCH, "forward: output head is not (vocab %lld, dim %lld)",
+                       (long long)c->vocab_size, (long long)c->dim);
+
+    Forward *f = core_calloc(1, sizeof *f);
+    if (!f) return err_set(err, ST_ERR_NOMEM, "forward context");
+    f->m = m;
+    f->ov = ov;
+    f->pool = pool;
+    f->max_ctx = max_ctx;
+    f->max_batch = max_batch;
+    f->dim = c->dim;
+    f->hidden = c->hidden_dim;
+    f->n_heads = c->n_heads;
+    f->n_kv = c->n_kv_heads;
+    f->hd = c->head_dim;
+    f->q_dim = q_dim;
+    f->kv_dim = kv_dim;
+    f->qkv_w = q_dim + 2 * kv_dim;
+    f->vocab = c->vocab_size;
+
+    int ok = 1;
+    f->fuse_qkv = core_calloc((size_t)c->n_layers, 1);
+    f->fuse_gu = core_calloc((size_t)c->n_layers, 1);
+    if (!f->fuse_qkv || !f->fuse_gu) ok = 0;
+    for (int64_t l = 0; ok && l < c->n_layers; l++) {
+        const LayerWeights *L = &m->layers[l];
+        const QLinear *const *ql = ov && ov->lin ? ov->lin + l * PROJ_COUNT : NULL;
+        f->fuse_qkv[l] = !(ql && (ql[PROJ_Q] || ql[PROJ_K] || ql[PROJ_V])) &&
+                         fwd_adjacent(&L->proj[PROJ_Q], &L->proj[PROJ_K]) &&
+                         fwd_adjacent(&L->proj[PROJ_K], &L->proj[PROJ_V]);
+        f->fuse_gu[l] = !(ql && (ql[PROJ_GATE] || ql[PROJ_UP])) &&
+                        fwd_adjacent(&L->proj[PROJ_GATE], &L->proj[PROJ_UP]);
+    }
+    int64_t rb = max_batch < ATTN_ROW_BLOCK ? max_batch : ATTN_ROW_BLOCK;
+    int64_t one_head = rb * max_ctx, all_heads = one_head * c->n_heads;
+    f->score_cap = all_heads < ATTN_SCORE_CAP ? all_heads : ATTN_SCORE_CAP;
+    if (f->score_cap < one_head) f->score_cap = one_head;
+
+    if (ok) f->kcache = fwd_alloc(c->n_layers * max_ctx, kv_dim, &ok);
+    if (ok) f->vcache = fwd_alloc(c->n_layers * max_ctx, kv_dim, &ok);
+    if (ok) f->x = fwd_alloc(max_batch, f->dim, &ok);
+    if (ok) f->xn = fwd_alloc(max_batch, f->dim, &ok);
+    if (ok) f->qkv = fwd_alloc(max_batch, f->qkv_w, &ok);
+    if (ok) f->att = fwd_alloc(max_batch, q_dim, &ok);
+    if (ok) f->scores = fwd_alloc(f->score_cap, 1, &ok);
+    if (ok) f->gu = fwd_alloc(max_batch, 2 * f->hidden, &ok);
+    if (ok) f->hid = fwd_alloc(max_batch, f->hidden, &ok);
+    if (ok) f->rope = fwd_alloc(max_batch, f->hd, &ok);
+    if (ok && ov) {
+        int64_t w = f->dim;
+        if (q_dim > w) w = q_dim;
+        if (f->hidden > w) w = f->hidden;
+        f->tmp_w = w;
+        f->tmp = fwd_alloc(max_batch, w, &ok);
+    }
+    if (!ok) {
+        forward_free(f);
+        return err_set(err, ST_ERR_NOMEM, "forward: buffers for context %lld, batch %lld",
+                       (long long)max_ctx, (long long)max_batch);
+    }
+    /* OpenBLAS and the pool take turns, each with pool_size threads. */
+    sgemm_set_threads(pool_size(pool));
+    *out = f;
+    return ST_OK;
+}
+
+void forward_free(Forward *f) {
+    if (!f) return;
+    free(f->fuse_qkv);
+    free(f->fuse_gu);
+    core_free_aligned(f->kcache);
+    core_free_aligned(f->vcache);
+    core_free_aligned(f->x);
+    core_free_aligned(f->xn);
+    core_free_aligned(f->qkv);
+    core_free_aligned(f->att);
+    core_free_aligned(f->scores);
+    core_free_aligned(f->gu);
+    core_free_aligned(f->hid);
+    core_free_aligned(f->rope);
+    core_free_aligned(f->tmp);
+    free(f);
+}
+
+void forward_reset(Forward *f) { f->pos = 0; }
+
+int64_t forward_pos(const Forward *f) { return f->pos; }
+
+const Model *forward_model(const Forward *f) { return f->m; }
+
+/* === row-parallel pieces (run inside pool_for) === */
+
+typedef struct {
+    Forward *f;
+    const float *src;
+    float *dst;
+    const float *w;
+    int64_t T, layer;
+} RowJob;
+
+static void fwd_norm_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    RowJob *j = arg;
+    const Forward *f = j->f;
+    for (int64_t t = b; t < e; t++)
+        vec_rmsnorm(j->dst + t * f->dim, j->src + t * f->dim, j->w, f->dim, f->m->cfg.norm_eps);
+}
+
+/* Rotates one head's pair i by the row's (cos, sin). */
+static void fwd_rope_head(float *v, const float *cs, int64_t hd, RopeStyle style) {
+    int64_t half = hd / 2;
+    if (style == ROPE_NORM) {
+        for (int64_t i = 0; i < half; i++) {
+            float c = cs[2 * i], s = cs[2 * i + 1];
+            float x0 = v[2 * i], x1 = v[2 * i + 1];
+            v[2 * i] = x0 * c - x1 * s;
+            v[2 * i + 1] = x0 * s + x1 * c;
+        }
+    } else {
+        for (int64_t i = 0; i < half; i++) {
+            float c = cs[2 * i], s = cs[2 * i + 1];
+            float x0 = v[i], x1 = v[i + half];
+            v[i] = x0 * c - x1 * s;
+            v[i + half] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/* RoPE on q and k of each row, then k and v into the cache at pos + t. */
+static void fwd_rope_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    RowJob *j = arg;
+    const Forward *f = j->f;
+    RopeStyle style = f->m->cfg.rope_style;
+    int64_t hd = f->hd;
+    float *kc = f->kcache + j->layer * f->max_ctx * f->kv_dim;
+    float *vc = f->vcache + j->layer * f->max_ctx * f->kv_dim;
+    for (int64_t t = b; t < e; t++) {
+        float *row = f->qkv + t * f->qkv_w;
+        const float *cs = f->rope + t * hd;
+        for (int64_t h = 0; h < f->n_heads; h++) fwd_rope_head(row + h * hd, cs, hd, style);
+        float *k = row + f->q_dim;
+        for (int64_t h = 0; h < f->n_kv; h++) fwd_rope_head(k + h * hd, cs, hd, style);
+        int64_t p = f->pos + t;
+        memcpy(kc + p * f->kv_dim, k, (size_t)f->kv_dim * sizeof(float));
+        memcpy(vc + p * f->kv_dim, k + f->kv_dim, (size_t)f->kv_dim * sizeof(float));
+    }
+}
+
+/* cos/sin of each row's position times each pair's frequency, the way ggml
+ * computes them: theta starts at the position and is multiplied by
+ * base^(-2/hd) for every following pair (in float). */
+static void fwd_rope_table(Forward *f, int64_t T) {
+    int64_t half = f->hd / 2;
+    float theta_scale = powf(f->m->cfg.rope_theta, -2.0f / (float)f->hd);
+    for (int64_t t = 0; t < T; t++) {
+        float theta = (float)(f->pos + t);
+        float *cs = f->rope + t * f->hd;
+        for (int64_t i = 0; i < half; i++) {
+            cs[2 * i] = cosf(theta);
+            cs[2 * i + 1] = sinf(theta);
+            theta *= theta_scale;
+        }
+    }
+}
+
+typedef struct {
+    Forward *f;
+    int64_t h0, nh, t0, tb, S;
+} SoftmaxJob;
+
+/* Row r of the head batch: head h0 + r / tb, query row t0 + r % tb, which
+ * sees keys [0, pos + t]; the masked tail is zeroed for the PV product. */
+static void fwd_softmax_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    SoftmaxJob *j = arg;
+    const Forward *f = j->f;
+    float scale = 1.0f / sqrtf((float)f->hd);
+    for (int64_t r = b; r < e; r++) {
+        int64_t t = j->t0 + r % j->tb;
+        int64_t n = f->pos + t + 1;
+        float *row = f->scores + r * j->S;
+        vec_softmax(row, n, scale);
+        if (n < j->S) memset(row + n, 0, (size_t)(j->S - n) * sizeof(float));
+    }
+}
+
+static void fwd_swiglu_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    RowJob *j = arg;
+    const Forward *f = j->f;
+    for (int64_t t = b; t < e; t++) {
+        const float *g = f->gu + t * 2 * f->hidden;
+        vec_swiglu(f->hid + t * f->hidden, g, g + f->hidden, f->hidden);
+    }
+}
+
+/* === pieces run on the calling thread (BLAS inside) === */
+
+/* y (T, n_out) with row stride ldy = x (T, n_in) · Wᵀ (+ y if accumulate),
+ * through the overlay's QLinear when the plan replaced this projection. */
+static void fwd_linear(Forward *f, const Weight *W, const QLinear *q, const float *x, int64_t T,
+                       float *y, int64_t ldy, int accumulate) {
+    if (!q) {
+        sgemm_mul_nt(T, W->n_out, W->n_in, x, W->n_in, W->w, W->n_in, accumulate ? 1.0f : 0.0f, y, ldy);
+        return;
+    }
+    qlinear_forward(q, x, T, f->tmp, f->pool);
+    for (int64_t t = 0; t < T; t++) {
+        const float *src = f->tmp + t * q->n_out;
+        float *dst = y + t * ldy;
+        if (accumulate)
+            for (int64_t i = 0; i < q->n_out; i++) dst[i] += src[i];
+        else
+            memcpy(dst, src, (size_t)q->n_out * sizeof(float));
+    }
+}
+
+static const QLinear *fwd_qlin(const Forward *f, int64_t l, Proj p) {
+    return f->ov && f->ov->lin ? f->ov->lin[l * PROJ_COUNT + p] : NULL;
+}
+
+static void fwd_tap(const Taps *taps, int64_t l, TapPoint pt, const float *x, int64_t T, int64_t w,
+                    const int32_t *tokens, int64_t pos0) {
+    if (taps && taps->fn && (taps->mask == 0 || (taps->mask >> pt) & 1u))
+        taps->fn(taps->user, l, pt, x, T, w, tokens, pos0);
+}
+
+/* Causal GQA attention of rows [0, T) over the cache of layer l into f->att. */
+static void fwd_attention(Forward *f, int64_t l, int64_t T) {
+    int64_t hd = f->hd, group = f->n_heads / f->n_kv;
+    const float *kc = f->kcache + l * f->max_ctx * f->kv_dim;
+    const float *vc = f->vcache + l * f->max_ctx * f->kv_dim;
+    for (int64_t t0 = 0; t0 < T; t0 += ATTN_ROW_BLOCK) {
+        int64_t tb = T - t0 < ATTN_ROW_BLOCK ? T - t0 : ATTN_ROW_BLOCK;
+        int64_t S = f->pos + t0 + tb; /* keys the last row of the block sees */
+        int64_t hb = f->score_cap / (tb * S);
+        if (hb < 1) hb = 1;
+        if (hb > f->n_heads) hb = f->n_heads;
+        for (int64_t h0 = 0; h0 < f->n_heads; h0 += hb) {
+            int64_t nh = f->n_heads - h0 < hb ? f->n_heads - h0 : hb;
+            for (int64_t j = 0; j < nh; j++) {
+                int64_t h = h0 + j, kvh = h / group;
+                sgemm_mul_nt(tb, S, hd, f->qkv + t0 * f->qkv_w + h * hd, f->qkv_w, kc + kvh * hd,
+                         f->kv_dim, 0.0f, f->scores + j * tb * S, S);
+            }
+            SoftmaxJob sj = {f, h0, nh, t0, tb, S};
+            pool_for(f->pool, nh * tb, 8, fwd_softmax_rows, &sj);
+            for (int64_t j = 0; j < nh; j++) {
+                int64_t h = h0 + j, kvh = h / group;
+                sgemm_mul_nn(tb, hd, S, f->scores + j * tb * S, S, vc + kvh * hd, f->kv_dim, 0.0f,
+                         f->att + t0 * f->q_dim + h * hd, f->q_dim);
+            }
+        }
+    }
+}
+
+/* === the forward pass === */
+
+Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t logits_from,
+                        float *logits, const Taps *taps, Err *err) {
+    const Model *m = f->m;
+    if (T < 1 || T > f->max_batch)
+        return err_set(err, ST_ERR_RANGE, "forward: batch of %lld tokens (max %lld)", (long long)T,
+                       (long long)f->max_batch);
+    if (logits_from < 0 || logits_from > T)
+        return err_set(err, ST_ERR_RANGE, "forward: logits_from %lld outside [0, %lld]",
+                       (long long)logits_from, (long long)T);
+    if (f->pos + T > f->max_ctx)
+        return err_set(err, ST_ERR_RANGE, "forward: %lld + %lld tokens overflow the %lld-position cache",
+                       (long long)f->pos, (long long)T, (long long)f->max_ctx);
+    for (int64_t t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= f->vocab)
+            return err_set(err, ST_ERR_RANGE, "forward: token %d at row %lld outside vocab %lld",
+                           tokens[t], (long long)t, (long long)f->vocab);
+
+    int64_t dim = f->dim, pos0 = f->pos;
+    for (int64_t t = 0; t < T; t++)
+        memcpy(f->x + t * dim, m->tok_embd + (int64_t)tokens[t] * dim, (size_t)dim * sizeof(float));
+    fwd_rope_table(f, T);
+    int64_t grain = 1;
+
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) {
+        const LayerWeights *L = &m->layers[l];
+        const float *an = f->ov && f->ov->attn_norm && f->ov->attn_norm[l] ? f->ov->attn_norm[l] : L->attn_norm;
+        const float *fn = f->ov && f->ov->ffn_norm && f->ov->ffn_norm[l] ? f->ov->ffn_norm[l] : L->ffn_norm;
+
+        RowJob nj = {f, f->x, f->xn, an, T, l};
+        pool_for(f->pool, T, grain, fwd_norm_rows, &nj);
+        fwd_tap(taps, l, TAP_QKV, f->xn, T, dim, tokens, pos0);
+        if (f->fuse_qkv[l]) {
+            sgemm_mul_nt(T, f->qkv_w, dim, f->xn, dim, L->proj[PROJ_Q].w, dim, 0.0f, f->qkv, f->qkv_w);
+        } else {
+            fwd_linear(f, &L->proj[PROJ_Q], fwd_qlin(f, l, PROJ_Q), f->xn, T, f->qkv, f->qkv_w, 0);
+            fwd_linear(f, &L->proj[PROJ_K], fwd_qlin(f, l, PROJ_K), f->xn, T, f->qkv + f->q_dim, f->qkv_w, 0);
+            fwd_linear(f, &L->proj[PROJ_V], fwd_qlin(f, l, PROJ_V), f->xn, T,
+                       f->qkv + f->q_dim + f->kv_dim, f->qkv_w, 0);
+        }
+        RowJob rj = {f, NULL, NULL, NULL, T, l};
+        pool_for(f->pool, T, grain, fwd_rope_rows, &rj);
+        fwd_attention(f, l, T);
+        fwd_tap(taps, l, TAP_O, f->att, T, f->q_dim, tokens, pos0);
+        fwd_linear(f, &L->proj[PROJ_O], fwd_qlin(f, l, PROJ_O), f->att, T, f->x, dim, 1);
+
+        RowJob fj = {f, f->x, f->xn, fn, T, l};
+        pool_for(f->pool, T, grain, fwd_norm_rows, &fj);
+        fwd_tap(taps, l, TAP_GATE_UP, f->xn, T, dim, tokens, pos0);
+        int64_t h2 = 2 * f->hidden;
+        if (f->fuse_gu[l]) {
+            sgemm_mul_nt(T, h2, dim, f->xn, dim, L->proj[PROJ_GATE].w, dim, 0.0f, f->gu, h2);
+        } else {
+            fwd_linear(f, &L->proj[PROJ_GATE], fwd_qlin(f, l, PROJ_GATE), f->xn, T, f->gu, h2, 0);
+            fwd_linear(f, &L->proj[PROJ_UP], fwd_qlin(f, l, PROJ_UP), f->xn, T, f->gu + f->hidden, h2, 0);
+        }
+        RowJob sj = {f, NULL, NULL, NULL, T, l};
+        pool_for(f->pool, T, grain, fwd_swiglu_rows, &sj);
+        fwd_tap(taps, l, TAP_DOWN, f->hid, T, f->hidden, tokens, pos0);
+        fwd_linear(f, &L->proj[PROJ_DOWN], fwd_qlin(f, l, PROJ_DOWN), f->hid, T, f->x, dim, 1);
+        fwd_tap(taps, l, TAP_RESID, f->x, T, dim, tokens, pos0);
+    }
+    f->pos += T;
+
+    int64_t rows = T - logits_from;
+    if (logits && rows > 0) {
+        const float *src = f->x + logits_from * dim;
+        float *xn = f->xn + logits_from * dim;
+        RowJob oj = {f, src, xn, m->out_norm, rows, -1};
+        pool_for(f->pool, rows, grain, fwd_norm_rows, &oj);
+        if (f->ov && f->ov->output)
+            qlinear_forward(f->ov->output, xn, rows, logits, f->pool);
+        else
+            sgemm_mul_nt(rows, f->vocab, dim, xn, dim, m->output.w, m->output.n_in, 0.0f, logits, f->vocab);
+    }
+    return ST_OK;
+}
+
+Status forward_run(Forward *f, const int32_t *tokens, int64_t T, float *logits, int last_only,
+                   const Taps *taps, Err *err) {
+    return forward_run_from(f, tokens, T, last_only ? T - 1 : 0, logits, taps, err);
+}
