@@ -28,6 +28,12 @@ void sgemm_mul_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t l
 void sgemm_mul_nn_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                   int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* Transitional spellings for callers written against the first draft of this
+ * header (kernels/aqlm_kernels.c); as macros they never reach the linker, so
+ * they cannot interpose OpenBLAS's symbols. Prefer sgemm_mul_*. */
+#define sgemm_nt sgemm_mul_nt
+#define sgemm_nn sgemm_mul_nn
+
 /* Sets the number of threads OpenBLAS uses (process-wide; n < 1 means 1).
  * The forward pass sets it to its pool size so BLAS and the pool never run at
  * the same time with more threads than cores. */
