@@ -1,0 +1,65 @@
+/* Activation quantization in front of a quantized linear layer: int8 codes
+ * for the W8A8 integer GEMM, and exact fake quantization (quantize then
+ * dequantize, same rounding as the real path) for activation formats that
+ * have no native kernel (fp8, or int8 in front of non-int8 weights).
+ *
+ * Rules, shared by every path so the fake and the real agree bit for bit:
+ *  - range r = max|x| over the rows that define the scale: each row
+ *    (per-token) or all rows of the call (per-tensor), or the calibrated
+ *    static_absmax (static; always per-tensor);
+ *  - int8: s = r / 127, q = clamp(rint(x / s), -127, 127) (round half to
+ *    even), value = q * s; r == 0 gives s = 0 and q = 0;
+ *  - fp8: s = r / FP8_MAX (448 for E4M3, 57344 for E5M2),
+ *    value = fp8_to_f32(f32_to_fp8(x / s)) * s (core/fpconv.h: RNE,
+ *    saturating);
+ *  - skip_first: when the scale is a dynamic per-tensor one and the call's
+ *    first row is token 0 of its sequence (pos0 == 0) and T > 1, row 0 is
+ *    left out of the range (the spike-aware paper's protocol: the attention
+ *    sink's massive activations would otherwise set the scale). Row 0 is then
+ *    quantized with that scale and so clamped to [-r, r]. With T == 1 there is
+ *    nothing else to take the range from, so token 0 keeps its own range.
+ *    Per-token and static scales are not affected by skip_first. */
+#ifndef QS_KERNELS_ACTQUANT_H
+#define QS_KERNELS_ACTQUANT_H
+
+#include <stdint.h>
+
+typedef enum { ACTQ_NONE, ACTQ_INT8, ACTQ_FP8_E4M3, ACTQ_FP8_E5M2, ACTQ_COUNT } ActQFormat;
+
+typedef struct ActQuant {
+    ActQFormat fmt;
+    int per_token;           /* 1: one scale per row; 0: one per call (tensor) */
+    int is_static;           /* 1: range = static_absmax (implies per-tensor) */
+    float static_absmax;     /* calibrated max|x| for static scales */
+    int skip_first;          /* leave token 0 out of a dynamic per-tensor range */
+} ActQuant;
+
+/* Returns "none", "int8", "fp8-e4m3", "fp8-e5m2" (static), or "?" when out of range. */
+const char *actq_format_name(ActQFormat f);
+
+/* Returns the largest code magnitude of f: 127, 448, 57344 (0 for NONE). */
+float actq_qmax(ActQFormat f);
+
+/* Returns max|x[i]| over n floats (0 for n == 0). */
+float actq_absmax(const float *x, int64_t n);
+float actq_absmax_ref(const float *x, int64_t n);
+
+/* Fills scale (T) with the per-row scales aq gives x (T, K) whose row 0 sits
+ * at sequence position pos0 (equal values for per-tensor scales). */
+void actq_scales(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *scale);
+
+/* Quantizes one row of n floats to int8 with scale s (rule above) into q.
+ * The fast version uses AVX-512 when available; both give identical codes. */
+void actq_int8_row(const float *x, int64_t n, float s, int8_t *q);
+void actq_int8_row_ref(const float *x, int64_t n, float s, int8_t *q);
+
+/* int8 codes for x (T, K): q (T, ldq) receives the codes in columns [0, K)
+ * and zeros in [K, ldq); scale (T) the per-row scales. aq->fmt must be INT8. */
+void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0,
+                        int8_t *q, int64_t ldq, float *scale);
+
+/* Fake quantization: out (T, K) = the values x (T, K) takes after quantizing
+ * with aq and dequantizing (copy for ACTQ_NONE). out may equal x. */
+void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out);
+
+#endif

@@ -1,0 +1,263 @@
+#include "kernels/int8_gemm.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "kernels/cpu.h"
+
+/* Rows of A handled per pass: their row sums live on the stack and the
+ * chunk (MCHUNK × K bytes) stays in L2 while the weight slabs stream by. */
+#define MCHUNK 192
+#define SLAB 4 /* 16-channel blocks per parallel work item (64 channels) */
+
+int64_t i8gemm_kpad(int64_t K) { return (K + 3) & ~(int64_t)3; }
+
+static size_t i8_index(int64_t kp, int64_t n, int64_t k) {
+    return (size_t)(((n / 16) * (kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4);
+}
+
+Status i8mat_pack(const int8_t *B, int64_t N, int64_t K, const float *scale, int per_channel,
+                  I8Matrix *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    if (N <= 0 || K <= 0) return err_set(err, ST_ERR_ARG, "int8 gemm: bad shape (%lld, %lld)", (long long)N, (long long)K);
+    if (K > 65792) return err_set(err, ST_ERR_ARG, "int8 gemm: K = %lld too large for exact int32 sums (max 65792)", (long long)K);
+    out->n = N;
+    out->k = K;
+    out->np = (N + 15) & ~(int64_t)15;
+    out->kp = i8gemm_kpad(K);
+    out->b = core_alloc_aligned((size_t)out->np, (size_t)out->kp);
+    out->scale = core_calloc((size_t)N, sizeof *out->scale);
+    if (!out->b || !out->scale) {
+        i8mat_done(out);
+        return err_set(err, ST_ERR_NOMEM, "int8 gemm: packing %lld x %lld", (long long)N, (long long)K);
+    }
+    memset(out->b, 128, (size_t)(out->np * out->kp));
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++) out->b[i8_index(out->kp, n, k)] = (uint8_t)(B[n * K + k] + 128);
+        out->scale[n] = per_channel ? scale[n] : scale[0];
+    }
+    return ST_OK;
+}
+
+void i8mat_done(I8Matrix *m) {
+    core_free_aligned(m->b);
+    free(m->scale);
+    memset(m, 0, sizeof *m);
+}
+
+size_t i8mat_code_bytes(const I8Matrix *m) { return (size_t)(m->np * m->kp); }
+
+/* === shared driver === */
+
+typedef struct I8Task I8Task;
+typedef void (*I8SlabFn)(const I8Task *t, int64_t blk0, int64_t nblk);
+
+struct I8Task {
+    I8SlabFn fn;
+    const I8Matrix *w;
+    const int8_t *A;
+    int64_t M, lda, ldc;
+    const int32_t *rowsum;   /* (M) Σ_k A[m][k] over kp */
+    const float *a_scale;    /* (M) or NULL for raw int32 output */
+    void *C;
+};
+
+static void i8_slab_run(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const I8Task *t = arg;
+    int64_t nblk_total = t->w->np / 16;
+    for (int64_t s = b; s < e; s++) {
+        int64_t blk0 = s * SLAB;
+        int64_t nb = nblk_total - blk0 < SLAB ? nblk_total - blk0 : SLAB;
+        t->fn(t, blk0, nb);
+    }
+}
+
+static void i8_drive(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
+                     void *C, int64_t ldc, Pool *pool, I8SlabFn fn) {
+    int32_t rowsum[MCHUNK];
+    int64_t nslab = (w->np / 16 + SLAB - 1) / SLAB;
+    for (int64_t m0 = 0; m0 < M; m0 += MCHUNK) {
+        int64_t mc = M - m0 < MCHUNK ? M - m0 : MCHUNK;
+        for (int64_t r = 0; r < mc; r++) {
+            int32_t s = 0;
+            const int8_t *a = A + (m0 + r) * lda;
+            for (int64_t k = 0; k < w->kp; k++) s += a[k];
+            rowsum[r] = s;
+        }
+        I8Task t = {fn, w, A + m0 * lda, mc, lda, ldc, rowsum, a_scale ? a_scale + m0 : NULL,
+                    a_scale ? (void *)((float *)C + m0 * ldc) : (void *)((int32_t *)C + m0 * ldc)};
+        pool_for(pool, nslab, 1, i8_slab_run, &t);
+    }
+}
+
+/* === scalar reference === */
+
+static void i8_slab_ref(const I8Task *t, int64_t blk0, int64_t nblk) {
+    const I8Matrix *w = t->w;
+    for (int64_t m = 0; m < t->M; m++) {
+        const int8_t *a = t->A + m * t->lda;
+        for (int64_t n = blk0 * 16; n < (blk0 + nblk) * 16 && n < w->n; n++) {
+            int32_t acc = 0;
+            for (int64_t k = 0; k < w->kp; k++) acc += ((int32_t)w->b[i8_index(w->kp, n, k)] - 128) * a[k];
+            if (t->a_scale) ((float *)t->C)[m * t->ldc + n] = (float)acc * t->a_scale[m] * w->scale[n];
+            else ((int32_t *)t->C)[m * t->ldc + n] = acc;
+        }
+    }
+}
+
+void i8gemm_ref(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
+                void *C, int64_t ldc, Pool *pool) {
+    i8_drive(w, A, M, lda, a_scale, C, ldc, pool, i8_slab_ref);
+}
+
+/* === AVX-512 VNNI === */
+
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#define VNNI_MR 6
+
+VNNI_TARGET static inline __attribute__((always_inline)) void
+i8_vnni_tile(const I8Task *t, int64_t m0, int64_t blk0, const int mr, const int nb) {
+    const I8Matrix *w = t->w;
+    const int64_t k4n = w->kp / 4;
+    const size_t bstride = (size_t)k4n * 64;
+    const uint8_t *B = w->b + (size_t)blk0 * bstride;
+    const int8_t *A = t->A + m0 * t->lda;
+    __m512i acc[VNNI_MR][SLAB];
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nb; j++) acc[r][j] = _mm512_setzero_si512();
+    for (int64_t k4 = 0; k4 < k4n; k4++) {
+        __m512i bv[SLAB];
+        for (int j = 0; j < nb; j++) bv[j] = _mm512_load_si512((const void *)(B + j * bstride + k4 * 64));
+        for (int r = 0; r < mr; r++) {
+            int32_t a4;
+            memcpy(&a4, A + r * t->lda + k4 * 4, 4);
+            __m512i av = _mm512_set1_epi32(a4);
+            for (int j = 0; j < nb; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], bv[j], av);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        __m512i corr = _mm512_set1_epi32(128 * t->rowsum[m0 + r]);
+        for (int j = 0; j < nb; j++) {
+            int64_t n = (blk0 + j) * 16;
+            int64_t left = w->n - n;
+            if (left <= 0) break;
+            __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512i v = _mm512_sub_epi32(acc[r][j], corr);
+            if (t->a_scale) {
+                __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(t->a_scale[m0 + r]));
+                f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mk, w->scale + n));
+                _mm512_mask_storeu_ps((float *)t->C + (m0 + r) * t->ldc + n, mk, f);
+            } else {
+                _mm512_mask_storeu_epi32((int32_t *)t->C + (m0 + r) * t->ldc + n, mk, v);
+            }
+        }
+    }
+}
+
+#define VNNI_CASE_NB(MR)                                        \
+    switch (nb) {                                               \
+    case 1: i8_vnni_tile(t, m0, blk0, MR, 1); break;            \
+    case 2: i8_vnni_tile(t, m0, blk0, MR, 2); break;            \
+    case 3: i8_vnni_tile(t, m0, blk0, MR, 3); break;            \
+    default: i8_vnni_tile(t, m0, blk0, MR, 4); break;           \
+    }
+
+VNNI_TARGET static void i8_slab_vnni(const I8Task *t, int64_t blk0, int64_t nblk) {
+    const int nb = (int)nblk;
+    int64_t m0 = 0;
+    for (; m0 + VNNI_MR <= t->M; m0 += VNNI_MR) VNNI_CASE_NB(VNNI_MR)
+    switch (t->M - m0) {
+    case 0: break;
+    case 1: VNNI_CASE_NB(1) break;
+    case 2: VNNI_CASE_NB(2) break;
+    case 3: VNNI_CASE_NB(3) break;
+    case 4: VNNI_CASE_NB(4) break;
+    default: VNNI_CASE_NB(5) break;
+    }
+}
+
+void i8gemm_vnni(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
+                 void *C, int64_t ldc, Pool *pool) {
+    i8_drive(w, A, M, lda, a_scale, C, ldc, pool, i8_slab_vnni);
+}
+
+/* === AVX2 === */
+
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+#define AVX2_MR 4
+
+/* Σ over 4 k of u·a per channel for 8 channels: u = 16·hi + lo with both
+ * nibbles ≤ 15, so each vpmaddubsw pair sum stays within ±3840. */
+AVX2_TARGET static inline __attribute__((always_inline)) __m256i
+i8_avx2_dot(__m256i acc, __m256i lo, __m256i hi, __m256i av) {
+    const __m256i one = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi16(16);
+    __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, av), one);
+    __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, av), sixteen);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
+}
+
+AVX2_TARGET static inline __attribute__((always_inline)) void
+i8_avx2_tile(const I8Task *t, int64_t m0, int64_t blk, const int mr) {
+    const I8Matrix *w = t->w;
+    const int64_t k4n = w->kp / 4;
+    const uint8_t *B = w->b + (size_t)blk * (size_t)k4n * 64;
+    const int8_t *A = t->A + m0 * t->lda;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i acc[AVX2_MR][2];
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t k4 = 0; k4 < k4n; k4++) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)(B + k4 * 64));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(B + k4 * 64 + 32));
+        __m256i l0 = _mm256_and_si256(b0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(b0, 4), m4);
+        __m256i l1 = _mm256_and_si256(b1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4);
+        for (int r = 0; r < mr; r++) {
+            int32_t a4;
+            memcpy(&a4, A + r * t->lda + k4 * 4, 4);
+            __m256i av = _mm256_set1_epi32(a4);
+            acc[r][0] = i8_avx2_dot(acc[r][0], l0, h0, av);
+            acc[r][1] = i8_avx2_dot(acc[r][1], l1, h1, av);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        int32_t out[16];
+        int32_t corr = 128 * t->rowsum[m0 + r];
+        _mm256_storeu_si256((__m256i *)out, _mm256_sub_epi32(acc[r][0], _mm256_set1_epi32(corr)));
+        _mm256_storeu_si256((__m256i *)(out + 8), _mm256_sub_epi32(acc[r][1], _mm256_set1_epi32(corr)));
+        for (int j = 0; j < 16; j++) {
+            int64_t n = blk * 16 + j;
+            if (n >= w->n) break;
+            if (t->a_scale)
+                ((float *)t->C)[(m0 + r) * t->ldc + n] = (float)out[j] * t->a_scale[m0 + r] * w->scale[n];
+            else
+                ((int32_t *)t->C)[(m0 + r) * t->ldc + n] = out[j];
+        }
+    }
+}
+
+AVX2_TARGET static void i8_slab_avx2(const I8Task *t, int64_t blk0, int64_t nblk) {
+    for (int64_t blk = blk0; blk < blk0 + nblk; blk++) {
+        int64_t m0 = 0;
+        for (; m0 + AVX2_MR <= t->M; m0 += AVX2_MR) i8_avx2_tile(t, m0, blk, AVX2_MR);
+        switch (t->M - m0) {
+        case 0: break;
+        case 1: i8_avx2_tile(t, m0, blk, 1); break;
+        case 2: i8_avx2_tile(t, m0, blk, 2); break;
+        default: i8_avx2_tile(t, m0, blk, 3); break;
+        }
+    }
+}
+
+void i8gemm_avx2(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
+                 void *C, int64_t ldc, Pool *pool) {
+    i8_drive(w, A, M, lda, a_scale, C, ldc, pool, i8_slab_avx2);
+}
+
+void i8gemm(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
+            float *C, int64_t ldc, Pool *pool) {
+    if (cpu_has_avx512_vnni()) i8gemm_vnni(w, A, M, lda, a_scale, C, ldc, pool);
+    else if (cpu_has_avx2()) i8gemm_avx2(w, A, M, lda, a_scale, C, ldc, pool);
+    else i8gemm_ref(w, A, M, lda, a_scale, C, ldc, pool);
+}
