@@ -1,0 +1,300 @@
+#include "quant/rtn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/fpconv.h"
+
+/* Round to nearest, ties to even, for |x| < 2^22 (our codes are within
+ * +-255): adding 1.5*2^23 pushes the fraction out of the mantissa under the
+ * default rounding mode. Faster than nearbyintf's library call. */
+static inline float round_even(float x) {
+    const float b = 12582912.0f; /* not folded: we never build with -ffast-math */
+    return (x + b) - b;
+}
+
+static inline int fmt_bits(QFormat f) { return qformat_traits(f)->bits; }
+
+float rtn_fp16_ceil(float x) {
+    if (!(x <= 65504.0f)) return INFINITY;
+    uint16_t h = f32_to_fp16(x);
+    if (fp16_to_f32(h) < x) h++;
+    return fp16_to_f32(h);
+}
+
+Status qparams_check(const QParams *p, int64_t n_out, int64_t n_in, Err *err) {
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t) return err_set(err, ST_ERR_ARG, "unknown weight format %d", (int)p->fmt);
+    if (n_out <= 0 || n_in <= 0)
+        return err_set(err, ST_ERR_ARG, "bad matrix shape (%lld, %lld)", (long long)n_out, (long long)n_in);
+    if ((int)p->dim < 0 || p->dim >= GROUP_COUNT)
+        return err_set(err, ST_ERR_ARG, "unknown grouping %d", (int)p->dim);
+    if (!t->needs_scale || p->dim == GROUP_TENSOR) return ST_OK;
+    if (p->group < 0) return err_set(err, ST_ERR_ARG, "negative group size %lld", (long long)p->group);
+    if (p->dim == GROUP_OC && p->group && n_in % p->group)
+        return err_set(err, ST_ERR_ARG, "group %lld does not divide the input dim %lld",
+                       (long long)p->group, (long long)n_in);
+    if (p->dim == GROUP_IC && p->group && n_out % p->group)
+        return err_set(err, ST_ERR_ARG, "group %lld does not divide the output dim %lld",
+                       (long long)p->group, (long long)n_out);
+    return ST_OK;
+}
+
+Status rtn_fit_group(QFormat f, int sym, float lo, float hi, float *scale, float *zero, Err *err) {
+    const QFormatTraits *t = qformat_traits(f);
+    *scale = 0.0f;
+    *zero = 0.0f;
+    if (!t || !t->needs_scale) return err_set(err, ST_ERR_ARG, "format %s has no scales", t ? t->name : "?");
+    float s;
+    if (t->is_fp8) {
+        float amax = fmaxf(fabsf(lo), fabsf(hi));
+        if (amax == 0.0f) return ST_OK;
+        s = amax / (f == QF_FP8_E4M3 ? FP8_E4M3_MAX : FP8_E5M2_MAX);
+    } else if (sym) {
+        float amax = fmaxf(fabsf(lo), fabsf(hi));
+        if (amax == 0.0f) return ST_OK;
+        s = amax / (float)((1 << (t->bits - 1)) - 1);
+    } else {
+        float mn = fminf(lo, 0.0f), mx = fmaxf(hi, 0.0f);
+        if (mx == mn) return ST_OK;
+        s = (mx - mn) / (float)((1 << t->bits) - 1);
+    }
+    float sc = rtn_fp16_ceil(s);
+    if (isinf(sc))
+        return err_set(err, ST_ERR_RANGE, "group range [%g, %g] needs a scale %g beyond fp16's 65504", lo, hi, s);
+    *scale = sc;
+    if (t->is_int && !sym) {
+        float maxq = (float)((1 << t->bits) - 1);
+        float z = round_even(-fminf(lo, 0.0f) / sc);
+        *zero = fminf(fmaxf(z, 0.0f), maxq);
+    }
+    return ST_OK;
+}
+
+float rtn_quant_value(QFormat f, int sym, float scale, float zero, float w, int *code) {
+    int bits = fmt_bits(f);
+    if (f == QF_FP8_E4M3 || f == QF_FP8_E5M2) {
+        if (scale == 0.0f) { *code = 0; return 0.0f; }
+        uint8_t c = f == QF_FP8_E4M3 ? f32_to_fp8_e4m3(w / scale) : f32_to_fp8_e5m2(w / scale);
+        *code = c;
+        return (f == QF_FP8_E4M3 ? fp8_e4m3_to_f32(c) : fp8_e5m2_to_f32(c)) * scale;
+    }
+    if (sym) {
+        if (scale == 0.0f) { *code = 0; return 0.0f; }
+        float qmax = (float)((1 << (bits - 1)) - 1);
+        float x = round_even(fminf(fmaxf(w / scale, -qmax), qmax));
+        *code = (int)x;
+        return x * scale;
+    }
+    int half = 1 << (bits - 1);
+    if (scale == 0.0f) { *code = (int)zero - half; return 0.0f; }
+    float maxq = (float)((1 << bits) - 1);
+    float x = round_even(fminf(fmaxf(w / scale + zero, 0.0f), maxq));
+    *code = (int)x - half;
+    return (x - zero) * scale;
+}
+
+float rtn_dequant_value(QFormat f, int sym, float scale, float zero, int code) {
+    if (f == QF_FP8_E4M3) return fp8_e4m3_to_f32((uint8_t)code) * scale;
+    if (f == QF_FP8_E5M2) return fp8_e5m2_to_f32((uint8_t)code) * scale;
+    if (sym) return (float)code * scale;
+    return ((float)(code + (1 << (fmt_bits(f) - 1))) - zero) * scale;
+}
+
+/* Group ranges: lo/hi (n_groups) over W, with a finiteness check. */
+static Status rtn_group_ranges(const float *W, int64_t n_out, int64_t n_in, const QParams *p, int64_t n_groups,
+                               float *lo, float *hi, Err *err) {
+    for (int64_t i = 0; i < n_groups; i++) { lo[i] = INFINITY; hi[i] = -INFINITY; }
+    int64_t g = qparams_group_len(p, n_out, n_in);
+    for (int64_t r = 0; r < n_out; r++) {
+        const float *w = W + r * n_in;
+        for (int64_t c = 0; c < n_in; c++)
+            if (!isfinite(w[c]))
+                return err_set(err, ST_ERR_NUMERIC, "weight (%lld, %lld) is not finite (%g)",
+                               (long long)r, (long long)c, w[c]);
+        if (p->dim == GROUP_IC) {
+            float *l = lo + (r / g) * n_in, *h = hi + (r / g) * n_in;
+            for (int64_t c = 0; c < n_in; c++) { l[c] = fminf(l[c], w[c]); h[c] = fmaxf(h[c], w[c]); }
+        } else {
+            int64_t gl = p->dim == GROUP_OC ? g : n_in;
+            for (int64_t c0 = 0; c0 < n_in; c0 += gl) {
+                int64_t gi = p->dim == GROUP_OC ? r * (n_in / g) + c0 / g : 0;
+                float l = lo[gi], h = hi[gi];
+                for (int64_t c = c0; c < c0 + gl; c++) { l = fminf(l, w[c]); h = fmaxf(h, w[c]); }
+                lo[gi] = l;
+                hi[gi] = h;
+            }
+        }
+    }
+    return ST_OK;
+}
+
+/* Fits every group, then quantizes every element; writes int codes to q8 or
+ * fp8 codes to f8 (either may be NULL) and the represented values to wq (may
+ * be NULL). scale/zero (n_groups) receive the group parameters. */
+static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams *p, int64_t n_groups,
+                      float *scale, float *zero, int8_t *q8, uint8_t *f8, float *wq, Err *err) {
+    float *lo = malloc((size_t)n_groups * sizeof *lo), *hi = malloc((size_t)n_groups * sizeof *hi);
+    Status st = ST_OK;
+    if (!lo || !hi) { st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)n_groups); goto fail; }
+    st = rtn_group_ranges(W, n_out, n_in, p, n_groups, lo, hi, err);
+    if (st) goto fail;
+    for (int64_t i = 0; i < n_groups; i++) {
+        st = rtn_fit_group(p->fmt, p->sym, lo[i], hi[i], &scale[i], &zero[i], err);
+        if (st) { err_wrap(err, "group %lld", (long long)i); goto fail; }
+    }
+    int64_t g = qparams_group_len(p, n_out, n_in);
+    for (int64_t r = 0; r < n_out; r++) {
+        const float *w = W + r * n_in;
+        int64_t base = p->dim == GROUP_IC ? (r / g) * n_in : p->dim == GROUP_OC ? r * (n_in / g) : 0;
+        for (int64_t c = 0; c < n_in; c++) {
+            int64_t gi = p->dim == GROUP_IC ? base + c : p->dim == GROUP_OC ? base + c / g : 0;
+            int code;
+            float v = rtn_quant_value(p->fmt, p->sym, scale[gi], zero[gi], w[c], &code);
+            if (q8) q8[r * n_in + c] = (int8_t)code;
+            if (f8) f8[r * n_in + c] = (uint8_t)code;
+            if (wq) wq[r * n_in + c] = v;
+        }
+    }
+fail:
+    free(lo);
+    free(hi);
+    return st;
+}
+
+static Status rtn_check(const QParams *p, int64_t n_out, int64_t n_in, Err *err) {
+    Status st = qparams_check(p, n_out, n_in, err);
+    if (st) return st;
+    if (p->fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "aqlm is not an RTN format (use quant/aqlm)");
+    return ST_OK;
+}
+
+Status qtensor_alloc(QTensor *out, const QParams *p, int64_t n_out, int64_t n_in, Err *err) {
+    memset(out, 0, sizeof *out);
+    Status st = qparams_check(p, n_out, n_in, err);
+    if (st) return st;
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    size_t n = (size_t)n_out * (size_t)n_in;
+    out->p = *p;
+    out->n_out = n_out;
+    out->n_in = n_in;
+    out->n_groups = qparams_n_groups(p, n_out, n_in);
+    if (t->is_int) out->q = core_calloc(n, 1);
+    else if (t->is_fp8) out->f8 = core_calloc(n, 1);
+    else if (t->bits == 16) out->h = core_calloc(n, 2);
+    else if (p->fmt == QF_F32) out->f = core_calloc(n, 4);
+    int bad = (t->is_int && !out->q) || (t->is_fp8 && !out->f8) || (t->bits == 16 && !out->h) ||
+              (p->fmt == QF_F32 && !out->f);
+    if (out->n_groups) {
+        out->scale = core_calloc((size_t)out->n_groups, sizeof(float));
+        out->zero = core_calloc((size_t)out->n_groups, sizeof(float));
+        bad |= !out->scale || !out->zero;
+    }
+    if (bad) {
+        qtensor_done(out);
+        return err_set(err, ST_ERR_NOMEM, "quantized tensor (%lld, %lld)", (long long)n_out, (long long)n_in);
+    }
+    /* Symmetric and fp8 tensors carry no zero points (documented as NULL). */
+    if (!(t->is_int && !p->sym)) { free(out->zero); out->zero = NULL; }
+    return ST_OK;
+}
+
+Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *p, QTensor *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    Status st = rtn_check(p, n_out, n_in, err);
+    if (st) return st;
+    st = qtensor_alloc(out, p, n_out, n_in, err);
+    if (st) return st;
+    size_t n = (size_t)n_out * (size_t)n_in;
+    if (p->fmt == QF_F32) {
+        memcpy(out->f, W, n * sizeof(float));
+        return ST_OK;
+    }
+    if (p->fmt == QF_F16 || p->fmt == QF_BF16) {
+        for (size_t i = 0; i < n; i++) out->h[i] = p->fmt == QF_F16 ? f32_to_fp16(W[i]) : f32_to_bf16(W[i]);
+        return ST_OK;
+    }
+    float *zero = out->zero;
+    float *ztmp = NULL;
+    if (!zero) {
+        ztmp = core_calloc((size_t)out->n_groups, sizeof(float));
+        if (!ztmp) { qtensor_done(out); return err_set(err, ST_ERR_NOMEM, "rtn zero points"); }
+        zero = ztmp;
+    }
+    st = rtn_run(W, n_out, n_in, p, out->n_groups, out->scale, zero, out->q, out->f8, NULL, err);
+    free(ztmp);
+    if (st) qtensor_done(out);
+    return st;
+}
+
+Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *p, float *Wq, Err *err) {
+    Status st = rtn_check(p, n_out, n_in, err);
+    if (st) return st;
+    size_t n = (size_t)n_out * (size_t)n_in;
+    switch (p->fmt) {
+    case QF_F32:
+        if (Wq != W) memmove(Wq, W, n * sizeof(float));
+        return ST_OK;
+    case QF_F16:
+        for (size_t i = 0; i < n; i++) Wq[i] = fp16_to_f32(f32_to_fp16(W[i]));
+        return ST_OK;
+    case QF_BF16:
+        for (size_t i = 0; i < n; i++) Wq[i] = bf16_to_f32(f32_to_bf16(W[i]));
+        return ST_OK;
+    default: break;
+    }
+    int64_t ng = qparams_n_groups(p, n_out, n_in);
+    float *scale = core_calloc((size_t)ng, sizeof(float)), *zero = core_calloc((size_t)ng, sizeof(float));
+    if (!scale || !zero) st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);
+    /* Ranges are taken before any element is written, so Wq may alias W. */
+    else st = rtn_run(W, n_out, n_in, p, ng, scale, zero, NULL, NULL, Wq, err);
+    free(scale);
+    free(zero);
+    return st;
+}
+
+void qtensor_dequant(const QTensor *q, float *W) {
+    size_t n = (size_t)q->n_out * (size_t)q->n_in;
+    const QParams *p = &q->p;
+    if (p->fmt == QF_F32) { memcpy(W, q->f, n * sizeof(float)); return; }
+    if (p->fmt == QF_F16) { for (size_t i = 0; i < n; i++) W[i] = fp16_to_f32(q->h[i]); return; }
+    if (p->fmt == QF_BF16) { for (size_t i = 0; i < n; i++) W[i] = bf16_to_f32(q->h[i]); return; }
+    for (int64_t r = 0; r < q->n_out; r++)
+        for (int64_t c = 0; c < q->n_in; c++) {
+            int64_t gi = qtensor_group_of(p, q->n_out, q->n_in, r, c);
+            size_t i = (size_t)r * (size_t)q->n_in + (size_t)c;
+            int code = q->q ? q->q[i] : q->f8[i];
+            W[i] = rtn_dequant_value(p->fmt, p->sym, q->scale[gi], q->zero ? q->zero[gi] : 0.0f, code);
+        }
+}
+
+void qtensor_done(QTensor *q) {
+    if (!q) return;
+    free(q->q);
+    free(q->f8);
+    free(q->h);
+    free(q->f);
+    free(q->scale);
+    free(q->zero);
+    memset(q, 0, sizeof *q);
+}
+
+int64_t qparams_bits(const QParams *p, int64_t n_out, int64_t n_in) {
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t || p->fmt == QF_AQLM) return 0;
+    int64_t n = n_out * n_in;
+    int64_t ng = qparams_n_groups(p, n_out, n_in);
+    int64_t zbits = t->is_int && !p->sym ? ng * t->bits : 0;
+    return n * t->bits + ng * 16 + zbits;
+}
+
+size_t qparams_bytes(const QParams *p, int64_t n_out, int64_t n_in) {
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t || p->fmt == QF_AQLM) return 0;
+    size_t n = (size_t)n_out * (size_t)n_in;
+    size_t ng = (size_t)qparams_n_groups(p, n_out, n_in);
+    size_t zbits = t->is_int && !p->sym ? ng * (size_t)t->bits : 0;
+    return (n * (size_t)t->bits + 7) / 8 + 2 * ng + (zbits + 7) / 8;
+}

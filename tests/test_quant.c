@@ -1,0 +1,316 @@
+/* Format traits, RTN error bounds per format and grouping, asymmetric
+ * exactness, fp8/fp16/bf16 edge values, group errors and exact byte counts. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fpconv.h"
+#include "core/status.h"
+#include "quant/format.h"
+#include "quant/qtensor.h"
+#include "quant/rtn.h"
+#include "tests/testlib.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static void test_traits(void) {
+    CHECK(qformat_parse("int4") == QF_INT4);
+    CHECK(qformat_parse("INT4") == QF_INT4);
+    CHECK(qformat_parse("I4") == QF_INT4);
+    CHECK(qformat_parse("e4m3") == QF_FP8_E4M3);
+    CHECK(qformat_parse("FP8-E5M2") == QF_FP8_E5M2);
+    CHECK(qformat_parse("F16") == QF_F16);
+    CHECK(qformat_parse("fp32") == QF_F32);
+    CHECK(qformat_parse("bf16") == QF_BF16);
+    CHECK(qformat_parse("aqlm") == QF_AQLM);
+    CHECK(qformat_parse("int7") == -1);
+    CHECK(qformat_parse("") == -1);
+    CHECK(qformat_traits(QF_COUNT) == NULL);
+    int bits[QF_COUNT] = {32, 16, 16, 8, 8, 8, 6, 5, 4, 3, 2, 0};
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        CHECK(t && t->name && t->code);
+        CHECK(t->bits == bits[f]);
+        CHECK(qformat_parse(t->name) == f);
+        CHECK(qformat_parse(t->code) == f);
+    }
+    CHECK(qformat_traits(QF_INT8)->act_ok && qformat_traits(QF_FP8_E4M3)->act_ok && !qformat_traits(QF_INT4)->act_ok);
+    CHECK(group_dim_parse("OC") == GROUP_OC && group_dim_parse("ic") == GROUP_IC &&
+          group_dim_parse("tensor") == GROUP_TENSOR && group_dim_parse("x") == -1);
+    CHECK(!strcmp(group_dim_name(GROUP_IC), "ic"));
+}
+
+static void test_fp_edges(void) {
+    /* E4M3: max 448 = 0x7e, saturation above it, NaN = 0x7f. */
+    CHECK(f32_to_fp8_e4m3(448.0f) == 0x7e);
+    CHECK(f32_to_fp8_e4m3(448.0001f) == 0x7e);
+    CHECK(f32_to_fp8_e4m3(464.0f) == 0x7e);    /* the tie towards 480 saturates */
+    CHECK(f32_to_fp8_e4m3(1e9f) == 0x7e);
+    CHECK(f32_to_fp8_e4m3(INFINITY) == 0x7e);
+    CHECK(f32_to_fp8_e4m3(-448.0f) == 0xfe);
+    CHECK(f32_to_fp8_e4m3(-1e9f) == 0xfe);
+    CHECK(f32_to_fp8_e4m3(NAN) == 0x7f);
+    CHECK(isnan(fp8_e4m3_to_f32(0x7f)) && isnan(fp8_e4m3_to_f32(0xff)));
+    CHECK(fp8_e4m3_to_f32(0x7e) == 448.0f);
+    CHECK(f32_to_fp8_e4m3(416.0f) == 0x7d);    /* 416 is exact (1.625 * 2^8) */
+    CHECK(f32_to_fp8_e4m3(432.0f) == 0x7e);    /* tie 416|448 -> even mantissa 448 */
+    /* subnormals: quantum 2^-9 */
+    CHECK(f32_to_fp8_e4m3(ldexpf(1, -9)) == 0x01);
+    CHECK(fp8_e4m3_to_f32(0x01) == ldexpf(1, -9));
+    CHECK(f32_to_fp8_e4m3(ldexpf(1, -10)) == 0x00);            /* tie 0|1 -> 0 */
+    CHECK(f32_to_fp8_e4m3(ldexpf(1.0001f, -10)) == 0x01);      /* just above the tie */
+    CHECK(f32_to_fp8_e4m3(ldexpf(3, -10)) == 0x02);            /* tie 1|2 -> 2 */
+    CHECK(f32_to_fp8_e4m3(ldexpf(7, -9)) == 0x07);             /* largest subnormal */
+    CHECK(f32_to_fp8_e4m3(ldexpf(1, -6)) == 0x08);             /* smallest normal */
+    CHECK(f32_to_fp8_e4m3(ldexpf(15, -10)) == 0x08);           /* tie 7|8 subnormal->normal: even 8 */
+    CHECK(f32_to_fp8_e4m3(-0.0f) == 0x80);
+    /* normal ties */
+    CHECK(f32_to_fp8_e4m3(1.0625f) == 0x38);  /* 1.0|1.125 -> 1.0 */
+    CHECK(f32_to_fp8_e4m3(1.1875f) == 0x3a);  /* 1.125|1.25 -> 1.25 */
+    /* E5M2: max 57344 = 0x7b, inf 0x7c, NaN 0x7f. */
+    CHECK(f32_to_fp8_e5m2(57344.0f) == 0x7b);
+    CHECK(f32_to_fp8_e5m2(57345.0f) == 0x7b);
+    CHECK(f32_to_fp8_e5m2(1e30f) == 0x7b);
+    CHECK(f32_to_fp8_e5m2(-60000.0f) == 0xfb);
+    CHECK(isnan(fp8_e5m2_to_f32(f32_to_fp8_e5m2(NAN))));
+    CHECK(isinf(fp8_e5m2_to_f32(0x7c)));
+    CHECK(f32_to_fp8_e5m2(ldexpf(1, -16)) == 0x01);
+    CHECK(f32_to_fp8_e5m2(ldexpf(1, -17)) == 0x00);
+    CHECK(f32_to_fp8_e5m2(ldexpf(3, -17)) == 0x02);
+    CHECK(f32_to_fp8_e5m2(ldexpf(1, -14)) == 0x04);
+    CHECK(f32_to_fp8_e5m2(1.125f) == 0x3c);   /* tie 1.0|1.25 -> 1.0 */
+    CHECK(f32_to_fp8_e5m2(1.375f) == 0x3e);   /* tie 1.25|1.5 -> 1.5 */
+    /* every code round-trips */
+    for (int c = 0; c < 256; c++) {
+        float v = fp8_e4m3_to_f32((uint8_t)c);
+        if (!isnan(v)) CHECKF(f32_to_fp8_e4m3(v) == (c == 0x80 ? 0x80 : c), "e4m3 code %02x", c);
+        v = fp8_e5m2_to_f32((uint8_t)c);
+        if (!isnan(v) && !isinf(v)) CHECKF(f32_to_fp8_e5m2(v) == c, "e5m2 code %02x", c);
+    }
+    /* fp16 */
+    CHECK(f32_to_fp16(65504.0f) == 0x7bff);
+    CHECK(f32_to_fp16(65519.0f) == 0x7bff);
+    CHECK(f32_to_fp16(65520.0f) == 0x7c00);
+    CHECK(f32_to_fp16(ldexpf(1, -24)) == 0x0001);
+    CHECK(f32_to_fp16(ldexpf(1, -25)) == 0x0000);
+    CHECK(f32_to_fp16(ldexpf(3, -25)) == 0x0002);
+    CHECK(f32_to_fp16(1.0f + ldexpf(1, -11)) == 0x3c00);
+    CHECK(f32_to_fp16(1.0f + ldexpf(3, -11)) == 0x3c02);
+    CHECK((f32_to_fp16(NAN) & 0x7c00) == 0x7c00 && (f32_to_fp16(NAN) & 0x3ff));
+    /* bf16 */
+    CHECK(f32_to_bf16(1.0f + ldexpf(1, -8)) == 0x3f80);
+    CHECK(f32_to_bf16(1.0f + ldexpf(3, -8)) == 0x3f82);
+    CHECK(isnan(bf16_to_f32(f32_to_bf16(NAN))));
+    /* fp16 ceiling used for scales */
+    CHECK(rtn_fp16_ceil(1.0f) == 1.0f);
+    CHECK(rtn_fp16_ceil(1.0001f) == 1.0f + ldexpf(1, -10));
+    CHECK(rtn_fp16_ceil(1e-9f) == ldexpf(1, -24));
+    CHECK(isinf(rtn_fp16_ceil(70000.0f)));
+}
+
+/* Checks every bound of one quantization of W under p. */
+static void check_rtn(const float *W, int64_t n_out, int64_t n_in, const QParams *p) {
+    Err err;
+    err_init(&err);
+    QTensor q;
+    CHECK_OK(rtn_quantize(W, n_out, n_in, p, &q, &err), err);
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    size_t n = (size_t)(n_out * n_in);
+    float *dq = malloc(n * sizeof *dq), *fq = malloc(n * sizeof *fq);
+    qtensor_dequant(&q, dq);
+    CHECK_OK(rtn_fake_quantize(W, n_out, n_in, p, fq, &err), err);
+    CHECK(!memcmp(dq, fq, n * sizeof *dq));
+    CHECK(q.n_groups == qparams_n_groups(p, n_out, n_in));
+    /* Independent group maxima via qtensor_group_of. */
+    float *gmin = malloc((size_t)q.n_groups * sizeof *gmin), *gmax = malloc((size_t)q.n_groups * sizeof *gmax);
+    for (int64_t g = 0; g < q.n_groups; g++) { gmin[g] = INFINITY; gmax[g] = -INFINITY; }
+    for (int64_t r = 0; r < n_out; r++)
+        for (int64_t c = 0; c < n_in; c++) {
+            int64_t g = qtensor_group_of(p, n_out, n_in, r, c);
+            CHECK(g >= 0 && g < q.n_groups);
+            gmin[g] = fminf(gmin[g], W[r * n_in + c]);
+            gmax[g] = fmaxf(gmax[g], W[r * n_in + c]);
+        }
+    for (int64_t g = 0; g < q.n_groups; g++) {
+        float s = q.scale[g];
+        CHECK(fp16_to_f32(f32_to_fp16(s)) == s);
+        float amax = fmaxf(fabsf(gmin[g]), fabsf(gmax[g]));
+        float expect;
+        if (t->is_fp8) expect = amax / (p->fmt == QF_FP8_E4M3 ? 448.0f : 57344.0f);
+        else if (p->sym) expect = amax / (float)((1 << (t->bits - 1)) - 1);
+        else expect = (fmaxf(gmax[g], 0) - fminf(gmin[g], 0)) / (float)((1 << t->bits) - 1);
+        CHECKF(s >= expect && s <= rtn_fp16_ceil(expect), "group %lld scale %g expect %g", (long long)g, s, expect);
+    }
+    int bits = t->bits;
+    for (int64_t r = 0; r < n_out; r++)
+        for (int64_t c = 0; c < n_in; c++) {
+            size_t i = (size_t)(r * n_in + c);
+            int64_t g = qtensor_group_of(p, n_out, n_in, r, c);
+            float s = q.scale[g], w = W[i], d = fabsf(w - dq[i]);
+            if (t->is_int) {
+                int lo = p->sym ? -((1 << (bits - 1)) - 1) : -(1 << (bits - 1));
+                int hi = (1 << (bits - 1)) - 1;
+                CHECK(q.q[i] >= lo && q.q[i] <= hi);
+                CHECKF(d <= s * 0.5f * (1 + 1e-4f) /* float rounding of w/s + z */, "%s r%lld c%lld w %g q %g s %g", t->name,
+                       (long long)r, (long long)c, w, dq[i], s);
+            } else {
+                /* fp8 with m mantissa bits: half an ulp relative, or half the
+                 * subnormal quantum (times the scale) near zero */
+                int m = p->fmt == QF_FP8_E4M3 ? 3 : 2;
+                float subq = p->fmt == QF_FP8_E4M3 ? ldexpf(1, -9) : ldexpf(1, -16);
+                float bound = fmaxf(fabsf(w) * ldexpf(1, -(m + 1)), s * subq * 0.5f) * (1 + 1e-5f);
+                CHECKF(d <= bound, "%s r%lld c%lld w %g q %g s %g", t->name, (long long)r, (long long)c, w, dq[i], s);
+            }
+        }
+    /* fake quantization in place gives the same values */
+    memcpy(fq, W, n * sizeof *fq);
+    CHECK_OK(rtn_fake_quantize(fq, n_out, n_in, p, fq, &err), err);
+    CHECK(!memcmp(dq, fq, n * sizeof *dq));
+    free(gmin);
+    free(gmax);
+    free(dq);
+    free(fq);
+    qtensor_done(&q);
+    CHECK(q.q == NULL && q.scale == NULL);
+}
+
+static void test_rtn_bounds(void) {
+    const int64_t n_out = 24, n_in = 48;
+    float *W = malloc(n_out * n_in * sizeof *W);
+    for (int64_t i = 0; i < n_out * n_in; i++) W[i] = frand() * (i % 7 == 0 ? 3.0f : 0.5f);
+    W[5 * n_in + 17] = 40.0f; /* an outlier */
+    QFormat fmts[] = {QF_INT8, QF_INT6, QF_INT5, QF_INT4, QF_INT3, QF_INT2, QF_FP8_E4M3, QF_FP8_E5M2};
+    struct { GroupDim d; int64_t g; } groups[] = {
+        {GROUP_TENSOR, 0}, {GROUP_OC, 0}, {GROUP_OC, 8}, {GROUP_OC, 16}, {GROUP_IC, 0}, {GROUP_IC, 8}, {GROUP_IC, 12}};
+    for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++)
+        for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+            for (int sym = 0; sym <= 1; sym++) {
+                QParams p = {fmts[f], sym, groups[g].d, groups[g].g};
+                check_rtn(W, n_out, n_in, &p);
+            }
+    /* fp16 / bf16 / f32: conversions */
+    Err err;
+    err_init(&err);
+    float *Wq = malloc(n_out * n_in * sizeof *Wq);
+    QParams p16 = {QF_F16, 1, GROUP_OC, 5}; /* grouping is ignored for 16-bit formats */
+    CHECK_OK(rtn_fake_quantize(W, n_out, n_in, &p16, Wq, &err), err);
+    for (int64_t i = 0; i < n_out * n_in; i++) CHECK(Wq[i] == fp16_to_f32(f32_to_fp16(W[i])));
+    QTensor q;
+    QParams pb = {QF_BF16, 1, GROUP_TENSOR, 0};
+    CHECK_OK(rtn_quantize(W, n_out, n_in, &pb, &q, &err), err);
+    CHECK(q.n_groups == 0 && q.h && !q.scale);
+    qtensor_dequant(&q, Wq);
+    for (int64_t i = 0; i < n_out * n_in; i++) {
+        CHECK(q.h[i] == f32_to_bf16(W[i]));
+        CHECK(Wq[i] == bf16_to_f32(f32_to_bf16(W[i])));
+    }
+    qtensor_done(&q);
+    QParams pf = {QF_F32, 1, GROUP_TENSOR, 0};
+    CHECK_OK(rtn_quantize(W, n_out, n_in, &pf, &q, &err), err);
+    qtensor_dequant(&q, Wq);
+    CHECK(!memcmp(W, Wq, n_out * n_in * sizeof *W));
+    qtensor_done(&q);
+    free(Wq);
+    free(W);
+}
+
+static void test_asym_exact(void) {
+    Err err;
+    err_init(&err);
+    /* row 0: constant 7.5 (int4 asym: scale 0.5, zero 0, code 15);
+     * row 1: ramp -5*0.25 .. 10*0.25 in steps of 0.25 (zero point 5);
+     * row 2: constant -3 (scale 0.2 is not fp16-exact: bound checked below);
+     * row 3: zeros. */
+    float W[4 * 16], Wq[4 * 16];
+    for (int c = 0; c < 16; c++) {
+        W[c] = 7.5f;
+        W[16 + c] = (float)(c - 5) * 0.25f;
+        W[32 + c] = -3.0f;
+        W[48 + c] = 0.0f;
+    }
+    QParams p = {QF_INT4, 0, GROUP_OC, 0};
+    CHECK_OK(rtn_fake_quantize(W, 4, 16, &p, Wq, &err), err);
+    for (int c = 0; c < 16; c++) {
+        CHECK(Wq[c] == 7.5f);
+        CHECK(Wq[16 + c] == W[16 + c]);
+        CHECK_NEAR(Wq[32 + c], -3.0f, 3.0f / 2048);
+        CHECK(Wq[48 + c] == 0.0f);
+    }
+    QTensor q;
+    CHECK_OK(rtn_quantize(W, 4, 16, &p, &q, &err), err);
+    CHECK(q.scale[0] == 0.5f && q.zero[0] == 0.0f && q.q[0] == 15 - 8);
+    CHECK(q.scale[1] == 0.25f && q.zero[1] == 5.0f && q.q[16] == 0 - 8 && q.q[31] == 15 - 8);
+    CHECK(q.zero[2] == 15.0f && q.q[32] == 0 - 8);
+    CHECK(q.scale[3] == 0.0f);
+    qtensor_done(&q);
+    /* the same ramp per column (GROUP_IC) for int8 with 255 steps */
+    static float R[256 * 2], Rq[256 * 2];
+    for (int r = 0; r < 256; r++) { R[2 * r] = (float)(r - 100) * 0.125f; R[2 * r + 1] = (float)r; }
+    QParams pi = {QF_INT8, 0, GROUP_IC, 0};
+    CHECK_OK(rtn_fake_quantize(R, 256, 2, &pi, Rq, &err), err);
+    CHECK(!memcmp(R, Rq, sizeof R));
+}
+
+static void test_errors(void) {
+    Err err;
+    err_init(&err);
+    float W[24 * 48] = {0}, Wq[24 * 48];
+    QParams p = {QF_INT4, 1, GROUP_OC, 5};
+    CHECK(rtn_fake_quantize(W, 24, 48, &p, Wq, &err) == ST_ERR_ARG);
+    CHECK(strstr(err.detail, "group 5 does not divide the input dim 48"));
+    QParams pi = {QF_INT4, 1, GROUP_IC, 7};
+    QTensor q;
+    CHECK(rtn_quantize(W, 24, 48, &pi, &q, &err) == ST_ERR_ARG);
+    CHECK(strstr(err.detail, "group 7 does not divide the output dim 24"));
+    CHECK(q.q == NULL);
+    QParams pn = {QF_INT4, 1, GROUP_OC, -2};
+    CHECK(qparams_check(&pn, 24, 48, &err) == ST_ERR_ARG);
+    QParams pa = {QF_AQLM, 1, GROUP_OC, 8};
+    CHECK(rtn_fake_quantize(W, 24, 48, &pa, Wq, &err) == ST_ERR_UNSUPPORTED);
+    W[3 * 48 + 9] = NAN;
+    QParams pok = {QF_INT8, 1, GROUP_OC, 0};
+    CHECK(rtn_fake_quantize(W, 24, 48, &pok, Wq, &err) == ST_ERR_NUMERIC);
+    CHECK(strstr(err.detail, "weight (3, 9) is not finite"));
+    W[3 * 48 + 9] = 1e9f; /* needs scale 1e9/7 > 65504 for int4 */
+    QParams p4 = {QF_INT4, 1, GROUP_TENSOR, 0};
+    CHECK(rtn_fake_quantize(W, 24, 48, &p4, Wq, &err) == ST_ERR_RANGE);
+    QParams pbad = {(QFormat)99, 1, GROUP_OC, 0};
+    CHECK(rtn_fake_quantize(W, 24, 48, &pbad, Wq, &err) == ST_ERR_ARG);
+}
+
+static void test_bytes(void) {
+    QParams p = {QF_INT4, 1, GROUP_OC, 32};
+    CHECK(qparams_bits(&p, 64, 64) == 4096 * 4 + 128 * 16);
+    CHECK(qparams_bytes(&p, 64, 64) == (4096 * 4 + 128 * 16) / 8);
+    QParams a = {QF_INT3, 0, GROUP_OC, 0}; /* 10x10: 300 code bits, 10 scales, 10 3-bit zeros */
+    CHECK(qparams_bits(&a, 10, 10) == 300 + 160 + 30);
+    CHECK(qparams_bytes(&a, 10, 10) == 38 + 20 + 4);
+    QParams ic = {QF_INT4, 0, GROUP_IC, 16}; /* 64x172: ic16 -> 4 * 172 groups */
+    CHECK(qparams_bits(&ic, 64, 172) == 64 * 172 * 4 + 688 * 16 + 688 * 4);
+    QParams e = {QF_FP8_E4M3, 0, GROUP_TENSOR, 0}; /* sym ignored for fp8 */
+    CHECK(qparams_bytes(&e, 7, 9) == 63 + 2);
+    QParams h = {QF_F16, 1, GROUP_OC, 0}, b = {QF_BF16, 1, GROUP_TENSOR, 0}, f = {QF_F32, 1, GROUP_TENSOR, 0};
+    CHECK(qparams_bytes(&h, 64, 172) == 2 * 64 * 172);
+    CHECK(qparams_bytes(&b, 3, 5) == 30);
+    CHECK(qparams_bytes(&f, 3, 5) == 60 && qparams_bits(&f, 3, 5) == 480);
+    QParams i8t = {QF_INT8, 1, GROUP_TENSOR, 0};
+    CHECK(qparams_bits(&i8t, 64, 64) == 4096 * 8 + 16);
+    QParams aq = {QF_AQLM, 1, GROUP_OC, 8};
+    CHECK(qparams_bits(&aq, 64, 64) == 0);
+}
+
+int main(void) {
+    (void)testlib_shared; /* this test needs no shared files */
+    test_traits();
+    test_fp_edges();
+    test_rtn_bounds();
+    test_asym_exact();
+    test_errors();
+    test_bytes();
+    return testlib_done("test_quant");
+}
