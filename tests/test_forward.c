@@ -1,0 +1,478 @@
+/* The forward pass against a plain scalar reference written here (double
+ * precision loops, no BLAS, llama2.c's RoPE formula), on hand-built random
+ * models and on the real stories260K checkpoint; decode vs prefill; NEOX vs
+ * NORM RoPE on q/k-permuted weights; taps; the quantized-layer overlay. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/pool.h"
+#include "kernels/sgemm.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "testlib.h"
+
+/* === scalar reference forward === */
+
+static void ref_rmsnorm(double *y, const double *x, const float *w, int64_t n, double eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    double s = 1.0 / sqrt(ss / (double)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = w[i] * x[i] * s;
+}
+
+/* y (n_out) = W (n_out, n_in) · x */
+static void ref_matvec(double *y, const Weight *W, const double *x) {
+    for (int64_t o = 0; o < W->n_out; o++) {
+        double s = 0;
+        for (int64_t i = 0; i < W->n_in; i++) s += (double)W->w[o * W->n_in + i] * x[i];
+        y[o] = s;
+    }
+}
+
+static void ref_rope(double *v, int64_t hd, int64_t pos, double theta, RopeStyle style) {
+    int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd);
+        double a = (double)pos * freq, c = cos(a), s = sin(a);
+        int64_t i0 = style == ROPE_NORM ? 2 * i : i, i1 = style == ROPE_NORM ? 2 * i + 1 : i + half;
+        double x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * c - x1 * s;
+        v[i1] = x0 * s + x1 * c;
+    }
+}
+
+/* logits (T, vocab) for tokens at positions 0..T-1, token by token. */
+static void ref_forward(const Model *m, const int32_t *tokens, int64_t T, float *logits) {
+    const ModelConfig *c = &m->cfg;
+    int64_t dim = c->dim, hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
+    int64_t hid = c->hidden_dim, group = c->n_heads / c->n_kv_heads;
+    double *x = calloc((size_t)dim, sizeof *x), *xn = calloc((size_t)dim, sizeof *xn);
+    double *q = calloc((size_t)qd, sizeof *q), *att = calloc((size_t)qd, sizeof *att);
+    double *kc = calloc((size_t)(c->n_layers * T * kvd), sizeof *kc);
+    double *vc = calloc((size_t)(c->n_layers * T * kvd), sizeof *vc);
+    double *sc = calloc((size_t)T, sizeof *sc), *o = calloc((size_t)dim, sizeof *o);
+    double *g = calloc((size_t)hid, sizeof *g), *u = calloc((size_t)hid, sizeof *u);
+    CHECK(x && xn && q && att && kc && vc && sc && o && g && u);
+    for (int64_t p = 0; p < T; p++) {
+        for (int64_t i = 0; i < dim; i++) x[i] = m->tok_embd[(int64_t)tokens[p] * dim + i];
+        for (int64_t l = 0; l < c->n_layers; l++) {
+            const LayerWeights *L = &m->layers[l];
+            double *k = kc + (l * T + p) * kvd, *v = vc + (l * T + p) * kvd;
+            ref_rmsnorm(xn, x, L->attn_norm, dim, c->norm_eps);
+            ref_matvec(q, &L->proj[PROJ_Q], xn);
+            ref_matvec(k, &L->proj[PROJ_K], xn);
+            ref_matvec(v, &L->proj[PROJ_V], xn);
+            for (int64_t h = 0; h < c->n_heads; h++) ref_rope(q + h * hd, hd, p, c->rope_theta, c->rope_style);
+            for (int64_t h = 0; h < c->n_kv_heads; h++) ref_rope(k + h * hd, hd, p, c->rope_theta, c->rope_style);
+            for (int64_t h = 0; h < c->n_heads; h++) {
+                int64_t kvh = h / group;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t s = 0; s <= p; s++) {
+                    const double *ks = kc + (l * T + s) * kvd + kvh * hd;
+                    double d = 0;
+                    for (int64_t i = 0; i < hd; i++) d += q[h * hd + i] * ks[i];
+                    sc[s] = d / sqrt((double)hd);
+                    if (sc[s] > mx) mx = sc[s];
+                }
+                for (int64_t s = 0; s <= p; s++) sum += (sc[s] = exp(sc[s] - mx));
+                for (int64_t i = 0; i < hd; i++) {
+                    double a = 0;
+                    for (int64_t s = 0; s <= p; s++) a += sc[s] / sum * vc[(l * T + s) * kvd + kvh * hd + i];
+                    att[h * hd + i] = a;
+                }
+            }
+            ref_matvec(o, &L->proj[PROJ_O], att);
+            for (int64_t i = 0; i < dim; i++) x[i] += o[i];
+            ref_rmsnorm(xn, x, L->ffn_norm, dim, c->norm_eps);
+            ref_matvec(g, &L->proj[PROJ_GATE], xn);
+            ref_matvec(u, &L->proj[PROJ_UP], xn);
+            for (int64_t i = 0; i < hid; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            ref_matvec(o, &L->proj[PROJ_DOWN], g);
+            for (int64_t i = 0; i < dim; i++) x[i] += o[i];
+        }
+        ref_rmsnorm(xn, x, m->out_norm, dim, c->norm_eps);
+        double *lg = calloc((size_t)c->vocab_size, sizeof *lg);
+        CHECK(lg);
+        ref_matvec(lg, &m->output, xn);
+        for (int64_t i = 0; i < c->vocab_size; i++) logits[p * c->vocab_size + i] = (float)lg[i];
+        free(lg);
+    }
+    free(x); free(xn); free(q); free(att); free(kc); free(vc); free(sc); free(o); free(g); free(u);
+}
+
+/* === hand-built random models === */
+
+typedef struct {
+    Model m;
+    LayerWeights layers[4];
+    float *bufs[64];
+    int nbufs;
+} TestModel;
+
+static uint64_t rng_state = 88172645463325252ull;
+static float rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *tm_buf(TestModel *tm, int64_t n, float scale, float offset) {
+    CHECK(tm->nbufs < 64);
+    float *p = malloc((size_t)n * sizeof *p);
+    CHECK(p);
+    for (int64_t i = 0; i < n; i++) p[i] = offset + scale * rnd();
+    tm->bufs[tm->nbufs++] = p;
+    return p;
+}
+
+static void tm_build(TestModel *tm, int64_t dim, int64_t hidden, int64_t layers, int64_t heads,
+                     int64_t kv_heads, int64_t vocab, RopeStyle style, int tied) {
+    memset(tm, 0, sizeof *tm);
+    ModelConfig *c = &tm->m.cfg;
+    strcpy(c->arch, "llama");
+    c->dim = dim;
+    c->hidden_dim = hidden;
+    c->n_layers = layers;
+    c->n_heads = heads;
+    c->n_kv_heads = kv_heads;
+    c->head_dim = dim / heads;
+    c->vocab_size = vocab;
+    c->max_seq_len = 512;
+    c->rope_theta = 10000.0f;
+    c->norm_eps = 1e-5f;
+    c->rope_style = style;
+    c->tied_embeddings = tied;
+    int64_t hd = dim / heads, qd = heads * hd, kvd = kv_heads * hd;
+    float sc = 1.0f / sqrtf((float)dim);
+    tm->m.tok_embd = tm_buf(tm, vocab * dim, 1.0f, 0);
+    tm->m.out_norm = tm_buf(tm, dim, 0.2f, 1.0f);
+    tm->m.output = (Weight){tied ? tm->m.tok_embd : tm_buf(tm, vocab * dim, sc, 0), vocab, dim, 0};
+    tm->m.layers = tm->layers;
+    const int64_t shp[PROJ_COUNT][2] = {{qd, dim}, {kvd, dim}, {kvd, dim}, {dim, qd},
+                                        {hidden, dim}, {hidden, dim}, {dim, hidden}};
+    for (int64_t l = 0; l < layers; l++) {
+        LayerWeights *L = &tm->layers[l];
+        L->attn_norm = tm_buf(tm, dim, 0.2f, 1.0f);
+        L->ffn_norm = tm_buf(tm, dim, 0.2f, 1.0f);
+        for (int p = 0; p < PROJ_COUNT; p++)
+            L->proj[p] = (Weight){tm_buf(tm, shp[p][0] * shp[p][1], 1.5f / sqrtf((float)shp[p][1]), 0),
+                                  shp[p][0], shp[p][1], 0};
+    }
+}
+
+static void tm_free(TestModel *tm) {
+    for (int i = 0; i < tm->nbufs; i++) free(tm->bufs[i]);
+}
+
+/* Copy of src whose q/k rows are permuted from NORM pairs (2i, 2i+1) to NEOX
+ * halves (i, i + hd/2), run with ROPE_NEOX: must give the same logits. */
+static void tm_to_neox(TestModel *dst, const TestModel *src) {
+    *dst = *src;
+    dst->nbufs = 0;
+    dst->m.layers = dst->layers;
+    dst->m.cfg.rope_style = ROPE_NEOX;
+    int64_t hd = src->m.cfg.head_dim, dim = src->m.cfg.dim;
+    for (int64_t l = 0; l < src->m.cfg.n_layers; l++)
+        for (int p = PROJ_Q; p <= PROJ_K; p++) {
+            const Weight *W = &src->layers[l].proj[p];
+            float *nw = tm_buf(dst, W->n_out * dim, 0, 0);
+            for (int64_t h = 0; h < W->n_out / hd; h++)
+                for (int64_t i = 0; i < hd / 2; i++) {
+                    memcpy(nw + (h * hd + i) * dim, W->w + (h * hd + 2 * i) * dim, (size_t)dim * 4);
+                    memcpy(nw + (h * hd + i + hd / 2) * dim, W->w + (h * hd + 2 * i + 1) * dim, (size_t)dim * 4);
+                }
+            dst->layers[l].proj[p].w = nw;
+        }
+}
+
+/* === helpers === */
+
+static double max_abs_diff(const float *a, const float *b, int64_t n) {
+    double d = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]);
+        if (!(e <= d)) d = e; /* NaN propagates as a failure */
+    }
+    return d;
+}
+
+static float *run_prefill(const Model *m, Pool *pool, const int32_t *tok, int64_t T, const Taps *taps,
+                          const Overlay *ov) {
+    Err err;
+    err_init(&err);
+    Forward *f = NULL;
+    CHECK_OK(forward_new(m, ov, T, T, pool, &f, &err), err);
+    float *lg = malloc((size_t)(T * m->cfg.vocab_size) * sizeof *lg);
+    CHECK(lg);
+    CHECK_OK(forward_run(f, tok, T, lg, 0, taps, &err), err);
+    CHECK(forward_pos(f) == T);
+    forward_free(f);
+    return lg;
+}
+
+/* Decode token by token (and, if split > 0, a prefill of split tokens first). */
+static float *run_decode(const Model *m, Pool *pool, const int32_t *tok, int64_t T, int64_t split) {
+    Err err;
+    err_init(&err);
+    Forward *f = NULL;
+    int64_t V = m->cfg.vocab_size;
+    CHECK_OK(forward_new(m, NULL, T, split > 0 ? split : 1, pool, &f, &err), err);
+    float *lg = malloc((size_t)(T * V) * sizeof *lg);
+    CHECK(lg);
+    int64_t t = 0;
+    if (split > 0) {
+        CHECK_OK(forward_run(f, tok, split, lg, 0, NULL, &err), err);
+        t = split;
+    }
+    for (; t < T; t++) CHECK_OK(forward_run(f, tok + t, 1, lg + t * V, 1, NULL, &err), err);
+    forward_free(f);
+    return lg;
+}
+
+/* === taps === */
+
+typedef struct {
+    const Model *m;
+    int64_t T;
+    int calls[8][TAP_COUNT];
+    float *gate_up_in;   /* copy of the TAP_GATE_UP input of the current layer */
+    double max_down_err;
+    int bad_shape;
+} TapCheck;
+
+static void tap_check(void *user, int64_t layer, TapPoint pt, const float *x, int64_t T, int64_t width,
+                      const int32_t *tokens, int64_t pos0) {
+    TapCheck *tc = user;
+    const ModelConfig *c = &tc->m->cfg;
+    (void)tokens;
+    if (layer < 0 || layer >= c->n_layers || T != tc->T || pos0 != 0) { tc->bad_shape = 1; return; }
+    tc->calls[layer][pt]++;
+    int64_t want = pt == TAP_O ? c->n_heads * c->head_dim : pt == TAP_DOWN ? c->hidden_dim : c->dim;
+    if (width != want) tc->bad_shape = 1;
+    if (pt == TAP_GATE_UP) memcpy(tc->gate_up_in, x, (size_t)(T * width) * sizeof(float));
+    if (pt == TAP_DOWN) {
+        const LayerWeights *L = &tc->m->layers[layer];
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t j = 0; j < c->hidden_dim; j++) {
+                double g = 0, u = 0;
+                for (int64_t i = 0; i < c->dim; i++) {
+                    double xi = tc->gate_up_in[t * c->dim + i];
+                    g += xi * L->proj[PROJ_GATE].w[j * c->dim + i];
+                    u += xi * L->proj[PROJ_UP].w[j * c->dim + i];
+                }
+                double want_v = g / (1 + exp(-g)) * u;
+                double e = fabs(want_v - x[t * width + j]);
+                if (!(e <= tc->max_down_err)) tc->max_down_err = e;
+            }
+    }
+}
+
+/* === overlay: the f32 weights behind the QLinear interface === */
+
+typedef struct {
+    const float *w;   /* (n_out, n_in) borrowed */
+    int use_blas;
+} F32Impl;
+
+static void f32_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool) {
+    (void)pool;
+    const F32Impl *im = l->impl;
+    if (im->use_blas) {
+        sgemm_mul_nt(T, l->n_out, l->n_in, x, l->n_in, im->w, l->n_in, 0.0f, y, l->n_out);
+        return;
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t o = 0; o < l->n_out; o++) {
+            float s = 0;
+            for (int64_t i = 0; i < l->n_in; i++) s += x[t * l->n_in + i] * im->w[o * l->n_in + i];
+            y[t * l->n_out + o] = s;
+        }
+}
+static size_t f32_bytes(const QLinear *l) { return (size_t)(l->n_out * l->n_in) * sizeof(float); }
+static void f32_free(QLinear *l) { free(l->impl); }
+static const QLinearOps f32_ops = {f32_forward, f32_bytes, f32_free};
+
+static QLinear *f32_wrap(const Weight *W, int use_blas) {
+    QLinear *q = malloc(sizeof *q);
+    F32Impl *im = malloc(sizeof *im);
+    CHECK(q && im);
+    im->w = W->w;
+    im->use_blas = use_blas;
+    *q = (QLinear){&f32_ops, W->n_out, W->n_in, im};
+    return q;
+}
+
+static void test_overlay(const Model *m, Pool *pool, const int32_t *tok, int64_t T, const float *base) {
+    int64_t nl = m->cfg.n_layers, V = m->cfg.vocab_size;
+    for (int use_blas = 1; use_blas >= 0; use_blas--) {
+        const QLinear **lin = calloc((size_t)(nl * PROJ_COUNT), sizeof *lin);
+        const float **an = calloc((size_t)nl, sizeof *an), **fn = calloc((size_t)nl, sizeof *fn);
+        CHECK(lin && an && fn);
+        for (int64_t l = 0; l < nl; l++) {
+            for (int p = 0; p < PROJ_COUNT; p++) lin[l * PROJ_COUNT + p] = f32_wrap(&m->layers[l].proj[p], use_blas);
+            an[l] = m->layers[l].attn_norm;
+            fn[l] = m->layers[l].ffn_norm;
+        }
+        QLinear *out = f32_wrap(&m->output, use_blas);
+        Overlay ov = {lin, an, fn, out};
+        float *lg = run_prefill(m, pool, tok, T, NULL, &ov);
+        double d = max_abs_diff(lg, base, T * V);
+        /* The plain path folds the residual add into the GEMM (beta = 1), the
+         * overlay adds separately: equal up to one rounding per add. */
+        if (use_blas) CHECKF(d < 2e-5, "overlay through sgemm differs by %g", d);
+        else CHECKF(d < 1e-4, "overlay through scalar loops differs by %g", d);
+        free(lg);
+        for (int64_t i = 0; i < nl * PROJ_COUNT; i++) {
+            QLinear *q = (QLinear *)lin[i];
+            q->ops->free(q);
+            free(q);
+        }
+        out->ops->free(out);
+        free(out);
+        free(lin); free(an); free(fn);
+    }
+}
+
+/* === the checks === */
+
+static void check_model(const Model *m, Pool *pool, int64_t T, const char *what) {
+    int64_t V = m->cfg.vocab_size;
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    CHECK(tok);
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((t * 7919 + 13) % V);
+    tok[0] = 1;
+    float *ref = malloc((size_t)(T * V) * sizeof *ref);
+    CHECK(ref);
+    ref_forward(m, tok, T, ref);
+    float *pre = run_prefill(m, pool, tok, T, NULL, NULL);
+    double d = max_abs_diff(pre, ref, T * V);
+    printf("%s: prefill %lld vs scalar reference: max |diff| %.3g\n", what, (long long)T, d);
+    CHECKF(d < 1e-4, "%s: prefill vs reference %g", what, d);
+    float *dec = run_decode(m, pool, tok, T, 0);
+    d = max_abs_diff(dec, pre, T * V);
+    printf("%s: token-by-token decode vs prefill: max |diff| %.3g\n", what, d);
+    CHECKF(d < 1e-4, "%s: decode vs prefill %g", what, d);
+    free(dec);
+    dec = run_decode(m, pool, tok, T, T / 2 + 1);
+    d = max_abs_diff(dec, pre, T * V);
+    CHECKF(d < 1e-4, "%s: half prefill + decode vs prefill %g", what, d);
+    free(dec);
+
+    /* last_only and logits_from return the same rows. */
+    Err err;
+    err_init(&err);
+    Forward *f = NULL;
+    CHECK_OK(forward_new(m, NULL, T, T, pool, &f, &err), err);
+    float *row = malloc((size_t)(T * V) * sizeof *row);
+    CHECK(row);
+    CHECK_OK(forward_run(f, tok, T, row, 1, NULL, &err), err);
+    CHECK(max_abs_diff(row, pre + (T - 1) * V, V) < 1e-5); /* sgemv vs sgemm order */
+    forward_reset(f);
+    CHECK(forward_pos(f) == 0);
+    CHECK_OK(forward_run_from(f, tok, T, T / 3, row, NULL, &err), err);
+    CHECK(max_abs_diff(row, pre + (T / 3) * V, (T - T / 3) * V) < 1e-5);
+    /* Errors: cache overflow, token out of range, batch too big. */
+    CHECK(forward_run(f, tok, 1, NULL, 0, NULL, &err) == ST_ERR_RANGE);
+    forward_reset(f);
+    int32_t badtok = (int32_t)V;
+    CHECK(forward_run(f, &badtok, 1, NULL, 0, NULL, &err) == ST_ERR_RANGE);
+    CHECK(forward_run(f, tok, T + 1, NULL, 0, NULL, &err) == ST_ERR_RANGE);
+    forward_free(f);
+    free(row);
+
+    /* Taps: every point of every layer fires once with the right shape, and
+     * the down-projection input is silu(gate)·up of the gate/up input. */
+    TapCheck tc;
+    memset(&tc, 0, sizeof tc);
+    tc.m = m;
+    tc.T = T;
+    tc.gate_up_in = malloc((size_t)(T * m->cfg.dim) * sizeof(float));
+    CHECK(tc.gate_up_in);
+    Taps taps = {tap_check, &tc, 0};
+    float *tapped = run_prefill(m, pool, tok, T, &taps, NULL);
+    CHECK(!tc.bad_shape);
+    for (int64_t l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < TAP_COUNT; p++) CHECK(tc.calls[l][p] == 1);
+    CHECKF(tc.max_down_err < 1e-4, "TAP_DOWN vs silu(gate)*up: %g", tc.max_down_err);
+    CHECK(max_abs_diff(tapped, pre, T * V) == 0);
+    free(tapped);
+    /* The mask limits the points. */
+    memset(tc.calls, 0, sizeof tc.calls);
+    taps.mask = 1u << TAP_RESID;
+    tapped = run_prefill(m, pool, tok, T, &taps, NULL);
+    for (int64_t l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < TAP_COUNT; p++) CHECK(tc.calls[l][p] == (p == TAP_RESID));
+    free(tapped);
+    free(tc.gate_up_in);
+
+    test_overlay(m, pool, tok, T, pre);
+    free(pre);
+    free(ref);
+    free(tok);
+}
+
+static void test_random_models(Pool *pool) {
+    TestModel a, b;
+    /* GQA with separate head */
+    tm_build(&a, 64, 96, 2, 8, 2, 50, ROPE_NORM, 0);
+    check_model(&a.m, pool, 17, "random gqa");
+    /* NEOX copy gives the same logits */
+    tm_to_neox(&b, &a);
+    int32_t tok[17];
+    for (int i = 0; i < 17; i++) tok[i] = (int32_t)((i * 31 + 5) % 50);
+    float *la = run_prefill(&a.m, pool, tok, 17, NULL, NULL);
+    float *lb = run_prefill(&b.m, pool, tok, 17, NULL, NULL);
+    double d = max_abs_diff(la, lb, 17 * 50);
+    printf("NORM model vs permuted NEOX copy: max |diff| %.3g\n", d);
+    CHECKF(d < 1e-5, "NEOX vs NORM %g", d);
+    /* ... and the NEOX model itself matches the reference. */
+    check_model(&b.m, pool, 9, "random neox");
+    free(la);
+    free(lb);
+    tm_free(&b);
+    tm_free(&a);
+    /* MHA, tied head, a batch longer than the attention row block (128). */
+    tm_build(&a, 32, 48, 1, 4, 4, 40, ROPE_NORM, 1);
+    check_model(&a.m, pool, 300, "random mha tied");
+    tm_free(&a);
+}
+
+static void test_stories(Pool *pool) {
+    Err err;
+    err_init(&err);
+    Model *m = NULL;
+    ModelLoadOpts o = {testlib_shared("models/stories260K/tok512.bin")};
+    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K.bin"), &o, &m, &err), err);
+    check_model(m, pool, 20, "stories260K.bin");
+    /* A long prefill over several attention row blocks against the reference. */
+    int64_t T = 300, V = m->cfg.vocab_size;
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    float *ref = malloc((size_t)(T * V) * sizeof *ref);
+    CHECK(tok && ref);
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((t * 104729 + 7) % V);
+    ref_forward(m, tok, T, ref);
+    float *pre = run_prefill(m, pool, tok, T, NULL, NULL);
+    double d = max_abs_diff(pre, ref, T * V);
+    printf("stories260K.bin: prefill 300 vs reference: max |diff| %.3g\n", d);
+    CHECKF(d < 1e-4, "stories 300 %g", d);
+    free(pre);
+    free(ref);
+    free(tok);
+    model_free(m);
+}
+
+int main(void) {
+    Err err;
+    err_init(&err);
+    Pool *pool = NULL;
+    CHECK_OK(pool_new(2, &pool, &err), err);
+    test_random_models(pool);
+    test_random_models(NULL);
+    test_stories(pool);
+    pool_free(pool);
+    return testlib_done("test_forward");
+}
