@@ -1,0 +1,555 @@
+/* Synthetic LLaMA models. Every weight row comes from its own PRNG stream
+ * (seed, tensor, row), so any row can be regenerated on demand: writing
+ * streams tensor by tensor, and planting spikes can run the BOS token through
+ * the layers below a spike without holding any weight matrix.
+ *
+ * Planted spikes (down_proj input, channel c of layer L, factor M): the BOS
+ * embedding is made 16x larger than the others, so BOS's residual stream keeps
+ * a direction of its own that the random layers barely turn. We run BOS
+ * (position 0: attention is just o(v(x))) through layers 0..L with the real
+ * weights, take the normalized ffn input u at layer L and set gate row c =
+ * a*u and up row c = b*u. Then for BOS gate_c = G (fixed, 4) and
+ * silu(G) * up_c = M * median|silu(g)*u| of a random layer, while any other
+ * token x gives gate_c, up_c ~ (u . x)/|x| ~ 1/sqrt(dim) of that: the spike
+ * appears on BOS only. */
+#include "model/synth.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "model/gguf_write.h"
+#include "quant/ggml_type.h"
+
+#define SYNTH_BOS 1
+#define SYNTH_BOS_SCALE 16.0f  /* BOS embedding gain when spikes are planted */
+#define SYNTH_GATE_BOS 4.0f    /* gate pre-activation of a spiked channel on BOS */
+
+typedef enum {
+    TK_EMBD, TK_ATTN_NORM, TK_Q, TK_K, TK_V, TK_O, TK_FFN_NORM, TK_GATE, TK_UP, TK_DOWN, TK_OUT_NORM, TK_OUTPUT
+} TKind;
+
+#define LAYER_TENSORS 9        /* attn_norm q k v o ffn_norm gate up down */
+
+typedef struct TSpec {
+    char name[64];
+    TKind kind;
+    int64_t layer;
+    int64_t ne0, ne1;        /* ne0 = input width (contiguous), ne1 = rows */
+    uint32_t type;
+} TSpec;
+
+struct Synth {
+    SynthConfig cfg;
+    TSpec *t;                /* (n_t) */
+    int64_t n_t;
+    float *spike_dir;        /* (n_spikes, dim) unit directions */
+    float gate_scale[SYNTH_MAX_SPIKES];
+    float up_scale[SYNTH_MAX_SPIKES];
+    double median_h;         /* median |silu(g)*u| for g, u ~ N(0,1) */
+};
+
+/* === presets and spike grammar === */
+
+Status synth_preset(const char *name, SynthConfig *cfg, Err *err) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->rope_theta = 10000.0f;
+    cfg->norm_eps = 1e-5f;
+    cfg->type = GGML_F32;
+    cfg->vocab_size = 512;
+    cfg->n_layers = 4;
+    if (strcmp(name, "tiny") == 0) {
+        cfg->dim = 64, cfg->hidden_dim = 172, cfg->n_layers = 5, cfg->n_heads = 8, cfg->n_kv_heads = 4;
+        cfg->context_length = 512;
+    } else if (strcmp(name, "tinyllama") == 0) {
+        cfg->dim = 2048, cfg->hidden_dim = 5632, cfg->n_heads = 32, cfg->n_kv_heads = 4;
+        cfg->context_length = 2048;
+    } else if (strcmp(name, "llama2-7b") == 0) {
+        cfg->dim = 4096, cfg->hidden_dim = 11008, cfg->n_heads = 32, cfg->n_kv_heads = 32;
+        cfg->context_length = 4096;
+    } else {
+        return err_set(err, ST_ERR_ARG, "unknown preset '%s' (known: tiny, tinyllama, llama2-7b)", name);
+    }
+    snprintf(cfg->name, sizeof cfg->name, "%s", name);
+    return ST_OK;
+}
+
+Status synth_parse_spikes(const char *spec, SynthConfig *cfg, Err *err) {
+    cfg->n_spikes = 0;
+    const char *p = spec;
+    while (*p) {
+        if (cfg->n_spikes == SYNTH_MAX_SPIKES)
+            return err_set(err, ST_ERR_ARG, "spikes '%s': at most %d items", spec, SYNTH_MAX_SPIKES);
+        SynthSpike *sp = &cfg->spikes[cfg->n_spikes];
+        char *end;
+        long long layer = strtoll(p, &end, 10);
+        if (end == p || *end != '.' || layer < 0)
+            return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': expected LAYER.down:CHANNEL[:FACTOR]", spec, p);
+        p = end + 1;
+        if (strncmp(p, "down:", 5) != 0)
+            return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': site must be 'down' (down_proj input)", spec, p);
+        sp->site = SPIKE_DOWN;
+        p += 5;
+        long long ch = strtoll(p, &end, 10);
+        if (end == p || ch < 0) return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': expected a channel", spec, p);
+        p = end;
+        double factor = 100.0;
+        if (*p == ':') {
+            factor = strtod(p + 1, &end);
+            if (end == p + 1 || !(factor >= 1.0 && factor <= 1e4))
+                return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': factor must be a number in [1, 10000]", spec,
+                               p + 1);
+            p = end;
+        }
+        if (*p == ',') p++;
+        else if (*p) return err_set(err, ST_ERR_ARG, "spikes '%s': unexpected '%s'", spec, p);
+        if (layer >= cfg->n_layers)
+            return err_set(err, ST_ERR_RANGE, "spikes '%s': layer %lld, the model has %lld layers", spec, layer,
+                           (long long)cfg->n_layers);
+        if (ch >= cfg->hidden_dim)
+            return err_set(err, ST_ERR_RANGE, "spikes '%s': channel %lld, down_proj input width is %lld", spec, ch,
+                           (long long)cfg->hidden_dim);
+        for (int i = 0; i < cfg->n_spikes; i++)
+            if (cfg->spikes[i].layer == layer && cfg->spikes[i].channel == ch)
+                return err_set(err, ST_ERR_ARG, "spikes '%s': layer %lld channel %lld given twice", spec, layer, ch);
+        sp->layer = layer;
+        sp->channel = ch;
+        sp->factor = (float)factor;
+        cfg->n_spikes++;
+    }
+    return ST_OK;
+}
+
+/* === deterministic random numbers === */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+typedef struct Rng {
+    uint64_t s[4];
+} Rng;
+
+static void rng_seed(Rng *r, uint64_t seed, uint64_t a, uint64_t b) {
+    uint64_t x = seed;
+    x = splitmix64(&x) ^ (a * 0xd1342543de82ef95ull);
+    x = splitmix64(&x) ^ (b * 0xaf251af3b0f025b5ull);
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256** */
+static uint64_t rng_next(Rng *r) {
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+/* n standard normals (Box-Muller on 53-bit uniforms in (0, 1]). */
+static void rng_normal(Rng *r, float *out, int64_t n, float scale) {
+    for (int64_t j = 0; j < n; j += 2) {
+        double u1 = ((double)(rng_next(r) >> 11) + 1.0) * 0x1.0p-53;
+        double u2 = (double)(rng_next(r) >> 11) * 0x1.0p-53;
+        double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+        out[j] = (float)(rad * cos(th)) * scale;
+        if (j + 1 < n) out[j + 1] = (float)(rad * sin(th)) * scale;
+    }
+}
+
+/* === tensors === */
+
+static int64_t tensor_index(const Synth *s, int64_t layer, TKind k) {
+    return 1 + layer * LAYER_TENSORS + (int64_t)(k - TK_ATTN_NORM);
+}
+
+/* Row r of tensor i into row (ne0 floats). */
+static void gen_row(const Synth *s, int64_t i, int64_t r, float *row) {
+    const TSpec *t = &s->t[i];
+    if (t->kind == TK_ATTN_NORM || t->kind == TK_FFN_NORM || t->kind == TK_OUT_NORM) {
+        for (int64_t j = 0; j < t->ne0; j++) row[j] = 1.0f;
+        return;
+    }
+    if (t->kind == TK_GATE || t->kind == TK_UP) {
+        for (int k = 0; k < s->cfg.n_spikes; k++) {
+            const SynthSpike *sp = &s->cfg.spikes[k];
+            if (sp->layer != t->layer || sp->channel != r) continue;
+            float a = t->kind == TK_GATE ? s->gate_scale[k] : s->up_scale[k];
+            const float *u = s->spike_dir + k * s->cfg.dim;
+            for (int64_t j = 0; j < t->ne0; j++) row[j] = a * u[j];
+            return;
+        }
+    }
+    Rng rng;
+    rng_seed(&rng, s->cfg.seed, (uint64_t)i, (uint64_t)r);
+    /* Embeddings ~ N(0, 1); projections ~ N(0, 1/fan_in) keep activations O(1). */
+    float scale = t->kind == TK_EMBD ? 1.0f : 1.0f / sqrtf((float)t->ne0);
+    if (t->kind == TK_EMBD && r == SYNTH_BOS && s->cfg.n_spikes > 0) scale *= SYNTH_BOS_SCALE;
+    rng_normal(&rng, row, t->ne0, scale);
+}
+
+void synth_tensor_f32(const Synth *s, int64_t i, float *out, int64_t *ne0, int64_t *ne1) {
+    const TSpec *t = &s->t[i];
+    for (int64_t r = 0; r < t->ne1; r++) gen_row(s, i, r, out + r * t->ne0);
+    *ne0 = t->ne0;
+    *ne1 = t->ne1;
+}
+
+int64_t synth_n_tensors(const Synth *s) {
+    return s->n_t;
+}
+
+const char *synth_tensor_name(const Synth *s, int64_t i) {
+    return s->t[i].name;
+}
+
+/* === spike planting === */
+
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t j = 0; j < n; j++) ss += (double)x[j] * x[j];
+    float inv = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t j = 0; j < n; j++) out[j] = x[j] * inv * w[j];
+}
+
+/* y (rows of tensor i) = W x, regenerating W row by row into row. */
+static void matvec(const Synth *s, int64_t i, const float *x, float *y, float *row) {
+    const TSpec *t = &s->t[i];
+    for (int64_t r = 0; r < t->ne1; r++) {
+        gen_row(s, i, r, row);
+        double acc = 0.0;
+        for (int64_t j = 0; j < t->ne0; j++) acc += (double)row[j] * x[j];
+        y[r] = (float)acc;
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of |silu(g) * u| for independent g, u ~ N(0, 1): the typical size of
+ * a down_proj input component in a random layer (its gate/up outputs are
+ * N(0, 1) because rows have variance 1/dim and the normed input has rms 1). */
+static Status median_swiglu(double *out, Err *err) {
+    enum { N = 1 << 16 };
+    double *h = malloc(N * sizeof *h);
+    float *g = malloc(2 * N * sizeof *g);
+    if (!h || !g) {
+        free(h);
+        free(g);
+        return err_set(err, ST_ERR_NOMEM, "synth: median table");
+    }
+    Rng rng;
+    rng_seed(&rng, 0x5eed, 0, 0);
+    rng_normal(&rng, g, 2 * N, 1.0f);
+    for (int i = 0; i < N; i++) {
+        double a = g[2 * i], b = g[2 * i + 1];
+        h[i] = fabs(a / (1.0 + exp(-a)) * b);
+    }
+    qsort(h, N, sizeof *h, cmp_double);
+    *out = 0.5 * (h[N / 2 - 1] + h[N / 2]);
+    free(h);
+    free(g);
+    return ST_OK;
+}
+
+/* Runs BOS through layers 0..max spike layer (position 0: each head attends
+ * only to itself, so attention output = v of its KV head) and solves the
+ * spike rows at each spiked layer before that layer's FFN runs. */
+static Status plant_spikes(Synth *s, Err *err) {
+    const SynthConfig *c = &s->cfg;
+    int64_t dim = c->dim, hid = c->hidden_dim, hd = dim / c->n_heads, kvd = hd * c->n_kv_heads;
+    int64_t group = c->n_heads / c->n_kv_heads, max_layer = 0;
+    for (int k = 0; k < c->n_spikes; k++)
+        if (c->spikes[k].layer > max_layer) max_layer = c->spikes[k].layer;
+    Status st = median_swiglu(&s->median_h, err);
+    if (st != ST_OK) return st;
+    int64_t wmax = c->vocab_size > hid ? c->vocab_size : hid;
+    if (dim > wmax) wmax = dim;
+    float *x = core_calloc((size_t)dim, sizeof(float)), *xn = core_calloc((size_t)dim, sizeof(float));
+    float *att = core_calloc((size_t)dim, sizeof(float)), *v = core_calloc((size_t)kvd, sizeof(float));
+    float *tmp = core_calloc((size_t)dim, sizeof(float)), *nw = core_calloc((size_t)dim, sizeof(float));
+    float *g = core_calloc((size_t)hid, sizeof(float)), *u = core_calloc((size_t)hid, sizeof(float));
+    float *row = core_calloc((size_t)wmax, sizeof(float));
+    s->spike_dir = core_calloc((size_t)c->n_spikes * (size_t)dim, sizeof(float));
+    if (!x || !xn || !att || !v || !tmp || !nw || !g || !u || !row || !s->spike_dir) {
+        st = err_set(err, ST_ERR_NOMEM, "synth: spike planting buffers");
+        goto fail;
+    }
+    gen_row(s, 0, SYNTH_BOS, x);
+    for (int64_t l = 0; l <= max_layer; l++) {
+        gen_row(s, tensor_index(s, l, TK_ATTN_NORM), 0, nw);
+        rmsnorm(xn, x, nw, dim, c->norm_eps);
+        matvec(s, tensor_index(s, l, TK_V), xn, v, row);
+        for (int64_t h = 0; h < c->n_heads; h++) memcpy(att + h * hd, v + (h / group) * hd, (size_t)hd * sizeof(float));
+        matvec(s, tensor_index(s, l, TK_O), att, tmp, row);
+        for (int64_t j = 0; j < dim; j++) x[j] += tmp[j];
+        gen_row(s, tensor_index(s, l, TK_FFN_NORM), 0, nw);
+        rmsnorm(xn, x, nw, dim, c->norm_eps);
+        double nrm = 0.0;
+        for (int64_t j = 0; j < dim; j++) nrm += (double)xn[j] * xn[j];
+        nrm = sqrt(nrm);
+        for (int k = 0; k < c->n_spikes; k++) {
+            if (c->spikes[k].layer != l) continue;
+            float *d = s->spike_dir + k * dim;
+            for (int64_t j = 0; j < dim; j++) d[j] = (float)(xn[j] / nrm);
+            double target = c->spikes[k].factor * s->median_h;
+            double silu_g = SYNTH_GATE_BOS / (1.0 + exp(-SYNTH_GATE_BOS));
+            s->gate_scale[k] = (float)(SYNTH_GATE_BOS / nrm);
+            s->up_scale[k] = (float)(target / silu_g / nrm);
+        }
+        if (l == max_layer) break;
+        matvec(s, tensor_index(s, l, TK_GATE), xn, g, row);
+        matvec(s, tensor_index(s, l, TK_UP), xn, u, row);
+        for (int64_t j = 0; j < hid; j++) g[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+        matvec(s, tensor_index(s, l, TK_DOWN), g, tmp, row);
+        for (int64_t j = 0; j < dim; j++) x[j] += tmp[j];
+    }
+fail:
+    free(x), free(xn), free(att), free(v), free(tmp), free(nw), free(g), free(u), free(row);
+    return st;
+}
+
+/* === setup === */
+
+static uint32_t storage_type(uint32_t want, int64_t ne0) {
+    if (want == GGML_Q8_0 && ne0 % 32 != 0) return GGML_F16;
+    return want;
+}
+
+Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
+    *out = NULL;
+    const SynthConfig *c = cfg;
+    if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0 || (c->dim / c->n_heads) % 2 != 0)
+        return err_set(err, ST_ERR_ARG, "synth: inconsistent shape dim %lld hidden %lld heads %lld/%lld",
+                       (long long)c->dim, (long long)c->hidden_dim, (long long)c->n_heads, (long long)c->n_kv_heads);
+    if (c->n_layers > 1024) return err_set(err, ST_ERR_RANGE, "synth: %lld layers (at most 1024)", (long long)c->n_layers);
+    if (c->vocab_size < 260 || c->vocab_size > (1 << 20))
+        return err_set(err, ST_ERR_RANGE, "synth: vocab size %lld outside [260, 1048576] (3 special + 256 byte tokens + pieces)",
+                       (long long)c->vocab_size);
+    if (c->type != GGML_F32 && c->type != GGML_F16 && c->type != GGML_Q8_0)
+        return err_set(err, ST_ERR_ARG, "synth: storage type %u (supported: F32, F16, Q8_0)", c->type);
+    Synth *s = core_calloc(1, sizeof *s);
+    if (!s) return err_set(err, ST_ERR_NOMEM, "synth");
+    s->cfg = *c;
+    s->n_t = 1 + c->n_layers * LAYER_TENSORS + 2;
+    s->t = core_calloc((size_t)s->n_t, sizeof(TSpec));
+    if (!s->t) {
+        synth_free(s);
+        return err_set(err, ST_ERR_NOMEM, "synth: tensor table");
+    }
+    int64_t hd = c->dim / c->n_heads, kvd = hd * c->n_kv_heads;
+    TSpec *t = s->t;
+    t[0] = (TSpec){"token_embd.weight", TK_EMBD, -1, c->dim, c->vocab_size, storage_type(c->type, c->dim)};
+    static const struct { TKind k; const char *name; } lk[LAYER_TENSORS] = {
+        {TK_ATTN_NORM, "attn_norm"}, {TK_Q, "attn_q"}, {TK_K, "attn_k"}, {TK_V, "attn_v"}, {TK_O, "attn_output"},
+        {TK_FFN_NORM, "ffn_norm"}, {TK_GATE, "ffn_gate"}, {TK_UP, "ffn_up"}, {TK_DOWN, "ffn_down"},
+    };
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        for (int k = 0; k < LAYER_TENSORS; k++) {
+            TSpec *e = &t[tensor_index(s, l, lk[k].k)];
+            snprintf(e->name, sizeof e->name, "blk.%lld.%s.weight", (long long)l, lk[k].name);
+            e->kind = lk[k].k;
+            e->layer = l;
+            switch (e->kind) {
+            case TK_ATTN_NORM: case TK_FFN_NORM: e->ne0 = c->dim, e->ne1 = 1; break;
+            case TK_Q: case TK_O: e->ne0 = c->dim, e->ne1 = c->dim; break;
+            case TK_K: case TK_V: e->ne0 = c->dim, e->ne1 = kvd; break;
+            case TK_GATE: case TK_UP: e->ne0 = c->dim, e->ne1 = c->hidden_dim; break;
+            case TK_DOWN: e->ne0 = c->hidden_dim, e->ne1 = c->dim; break;
+            default: break;
+            }
+            e->type = e->ne1 == 1 ? GGML_F32 : storage_type(c->type, e->ne0);
+        }
+    }
+    t[s->n_t - 2] = (TSpec){"output_norm.weight", TK_OUT_NORM, -1, c->dim, 1, GGML_F32};
+    t[s->n_t - 1] = (TSpec){"output.weight", TK_OUTPUT, -1, c->dim, c->vocab_size, storage_type(c->type, c->dim)};
+    if (c->n_spikes > 0) {
+        Status st = plant_spikes(s, err);
+        if (st != ST_OK) {
+            synth_free(s);
+            return st;
+        }
+    }
+    *out = s;
+    return ST_OK;
+}
+
+void synth_free(Synth *s) {
+    if (!s) return;
+    free(s->t);
+    free(s->spike_dir);
+    free(s);
+}
+
+/* === vocabulary === */
+
+/* A valid SentencePiece vocabulary: <unk> <s> </s>, the 256 byte-fallback
+ * tokens <0x00>..<0xFF>, then "▁", "▁a".."▁z", letters, digits, punctuation
+ * and all lowercase n-grams (with and without a leading ▁) until full. Pieces
+ * are distinct by construction. */
+typedef struct Vocab {
+    char **tok;              /* (n) owned strings */
+    float *score;            /* (n) */
+    int32_t *type;           /* (n) 1 normal, 2 unknown, 3 control, 6 byte */
+    int64_t n, cap;
+} Vocab;
+
+static int vocab_add(Vocab *v, const char *s, float score, int32_t type) {
+    if (v->n >= v->cap) return 1; /* full: stop quietly */
+    if (!(v->tok[v->n] = core_strdup(s))) return -1;
+    v->score[v->n] = score;
+    v->type[v->n] = type;
+    v->n++;
+    return 0;
+}
+
+static void vocab_done(Vocab *v) {
+    if (v->tok)
+        for (int64_t i = 0; i < v->n; i++) free(v->tok[i]);
+    free(v->tok);
+    free(v->score);
+    free(v->type);
+}
+
+static Status vocab_build(Vocab *v, int64_t n, Err *err) {
+    memset(v, 0, sizeof *v);
+    v->cap = n;
+    v->tok = core_calloc((size_t)n, sizeof(char *));
+    v->score = core_calloc((size_t)n, sizeof(float));
+    v->type = core_calloc((size_t)n, sizeof(int32_t));
+    if (!v->tok || !v->score || !v->type) goto nomem;
+    if (vocab_add(v, "<unk>", 0.0f, 2) < 0 || vocab_add(v, "<s>", 0.0f, 3) < 0 || vocab_add(v, "</s>", 0.0f, 3) < 0)
+        goto nomem;
+    char buf[64];
+    for (int b = 0; b < 256; b++) {
+        snprintf(buf, sizeof buf, "<0x%02X>", b);
+        if (vocab_add(v, buf, 0.0f, 6) < 0) goto nomem;
+    }
+    static const char *const sp = "\xe2\x96\x81"; /* U+2581 ▁ */
+    static const char punct[] = ".,!?'\"-:;()";
+    int64_t k = 0;
+    int rc = 0;
+#define ADD(s) do { if ((rc = vocab_add(v, (s), -(float)(k++), 1)) != 0) goto done; } while (0)
+    ADD(sp);
+    for (char ch = 'a'; ch <= 'z'; ch++) { snprintf(buf, sizeof buf, "%s%c", sp, ch); ADD(buf); }
+    for (char ch = 'a'; ch <= 'z'; ch++) { snprintf(buf, sizeof buf, "%c", ch); ADD(buf); }
+    for (char ch = 'A'; ch <= 'Z'; ch++) { snprintf(buf, sizeof buf, "%c", ch); ADD(buf); }
+    for (char ch = 'A'; ch <= 'Z'; ch++) { snprintf(buf, sizeof buf, "%s%c", sp, ch); ADD(buf); }
+    for (char ch = '0'; ch <= '9'; ch++) { snprintf(buf, sizeof buf, "%c", ch); ADD(buf); }
+    for (const char *p = punct; *p; p++) { snprintf(buf, sizeof buf, "%c", *p); ADD(buf); }
+    /* n-grams of length 2..6 over a-z: 26^6 > 3e8 pieces, far beyond any vocab. */
+    for (int len = 2; len <= 6; len++) {
+        int64_t count = 1;
+        for (int i = 0; i < len; i++) count *= 26;
+        for (int with_sp = 1; with_sp >= 0; with_sp--) {
+            for (int64_t idx = 0; idx < count; idx++) {
+                char gram[8];
+                int64_t x = idx;
+                for (int i = len - 1; i >= 0; i--, x /= 26) gram[i] = (char)('a' + x % 26);
+                gram[len] = '\0';
+                snprintf(buf, sizeof buf, "%s%s", with_sp ? sp : "", gram);
+                ADD(buf);
+            }
+        }
+    }
+#undef ADD
+done:
+    if (rc < 0) goto nomem;
+    return ST_OK;
+nomem:
+    vocab_done(v);
+    return err_set(err, ST_ERR_NOMEM, "synth: vocabulary of %lld tokens", (long long)n);
+}
+
+/* === writing === */
+
+static Status fill_tensor(void *user, int64_t i, void *dst, size_t nbytes, Err *err) {
+    const Synth *s = user;
+    const TSpec *t = &s->t[i];
+    const GgmlTypeTraits *tt = ggml_type_traits(t->type);
+    size_t rb = ggml_row_bytes(t->type, t->ne0);
+    if (!tt || !tt->quant_ref || rb * (size_t)t->ne1 != nbytes)
+        return err_set(err, ST_ERR_STATE, "synth: tensor %s: type/size mismatch", t->name);
+    float *row = core_alloc_aligned((size_t)t->ne0, sizeof(float));
+    if (!row) return err_set(err, ST_ERR_NOMEM, "synth: row buffer");
+    unsigned char *d = dst;
+    for (int64_t r = 0; r < t->ne1; r++) {
+        gen_row(s, i, r, row);
+        tt->quant_ref(row, d + (size_t)r * rb, t->ne0);
+    }
+    core_free_aligned(row);
+    return ST_OK;
+}
+
+static int file_type_of(uint32_t t) {
+    return t == GGML_F16 ? 1 : t == GGML_Q8_0 ? 7 : 0; /* llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0 */
+}
+
+Status synth_write(const Synth *s, const char *path, Progress *p, Err *err) {
+    const SynthConfig *c = &s->cfg;
+    Vocab voc = {0};
+    Status st = vocab_build(&voc, c->vocab_size, err);
+    if (st != ST_OK) return st;
+    GgufWriter *w = gguf_writer_new();
+    if (!w) {
+        vocab_done(&voc);
+        return err_set(err, ST_ERR_NOMEM, "%s: writer", path);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "qscope-synth-%s", c->name[0] ? c->name : "custom");
+    st = gguf_writer_add_str(w, "general.architecture", "llama");
+    if (st == ST_OK) st = gguf_writer_add_str(w, "general.name", name);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "general.alignment", 32);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "general.file_type", (uint32_t)file_type_of(c->type));
+    if (st == ST_OK && c->type == GGML_Q8_0) st = gguf_writer_add_u32(w, "general.quantization_version", 2);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.context_length", (uint32_t)c->context_length);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)c->dim);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.block_count", (uint32_t)c->n_layers);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)(c->dim / c->n_heads));
+    if (st == ST_OK) st = gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_theta);
+    if (st == ST_OK) st = gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    if (st == ST_OK) st = gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    if (st == ST_OK) st = gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)voc.tok, voc.n);
+    if (st == ST_OK) st = gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", voc.score, voc.n);
+    if (st == ST_OK) st = gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", voc.type, voc.n);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    if (st == ST_OK) st = gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
+    if (st == ST_OK) st = gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    for (int64_t i = 0; st == ST_OK && i < s->n_t; i++) {
+        const TSpec *t = &s->t[i];
+        int64_t ne[2] = {t->ne0, t->ne1};
+        st = gguf_writer_add_tensor_fill(w, t->name, t->type, t->ne1 == 1 ? 1 : 2, ne, fill_tensor, (void *)s);
+    }
+    if (st != ST_OK) {
+        err_set(err, st, "%s: building GGUF metadata", path);
+    } else {
+        gguf_writer_set_progress(w, p);
+        st = gguf_writer_write(w, path, err);
+    }
+    gguf_writer_free(w);
+    vocab_done(&voc);
+    return st;
+}
