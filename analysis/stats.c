@@ -1,0 +1,622 @@
+#include "analysis/stats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/assert.h"
+#include "kernels/blas.h"
+
+/* Channels per work slice: fixed, so results never depend on the thread count. */
+#define SLICE 64
+
+/* === Histogram === */
+
+int hist_bin(float a) {
+    uint32_t b;
+    memcpy(&b, &a, sizeof b);
+    b &= 0x7fffffffu;
+    int e = (int)(b >> 23) - 127;
+    if (e < HIST_MIN_EXP) return 0;
+    if (e >= HIST_MAX_EXP) return HIST_NBINS - 1;
+    return 1 + (e - HIST_MIN_EXP) * HIST_SUB + (int)((b >> (23 - 4)) & (HIST_SUB - 1));
+}
+
+void hist_bin_range(int b, double *lo, double *hi) {
+    if (b <= 0) {
+        *lo = 0;
+        *hi = ldexp(1.0, HIST_MIN_EXP);
+        return;
+    }
+    if (b >= HIST_NBINS - 1) {
+        *lo = ldexp(1.0, HIST_MAX_EXP);
+        *hi = INFINITY;
+        return;
+    }
+    int e = HIST_MIN_EXP + (b - 1) / HIST_SUB, m = (b - 1) % HIST_SUB;
+    *lo = ldexp(1.0 + (double)m / HIST_SUB, e);
+    *hi = ldexp(1.0 + (double)(m + 1) / HIST_SUB, e);
+}
+
+double hist_percentile(const uint64_t *h, double p, double absmax) {
+    uint64_t total = 0;
+    for (int b = 0; b < HIST_NBINS; b++) total += h[b];
+    if (total == 0) return 0;
+    double rr = ceil(p * (double)total);
+    uint64_t r = rr < 1 ? 1 : (rr > (double)total ? total : (uint64_t)rr);
+    uint64_t cum = 0;
+    for (int b = 0; b < HIST_NBINS; b++) {
+        if (h[b] == 0) continue;
+        if (cum + h[b] >= r) {
+            double lo, hi;
+            hist_bin_range(b, &lo, &hi);
+            if (hi > absmax) hi = absmax;
+            if (hi < lo) return lo < absmax ? lo : absmax;
+            double v = lo + (hi - lo) * ((double)(r - cum) - 0.5) / (double)h[b];
+            return v;
+        }
+        cum += h[b];
+    }
+    return absmax;
+}
+
+/* === Moments === */
+
+void moments_merge(Moments *a, const Moments *b) {
+    if (b->n == 0) return;
+    if (a->n == 0) {
+        *a = *b;
+        return;
+    }
+    double na = (double)a->n, nb = (double)b->n, n = na + nb;
+    double d = b->mean - a->mean, d2 = d * d;
+    double m2 = a->m2 + b->m2 + d2 * na * nb / n;
+    double m3 = a->m3 + b->m3 + d2 * d * na * nb * (na - nb) / (n * n) +
+                3.0 * d * (na * b->m2 - nb * a->m2) / n;
+    double m4 = a->m4 + b->m4 + d2 * d2 * na * nb * (na * na - na * nb + nb * nb) / (n * n * n) +
+                6.0 * d2 * (na * na * b->m2 + nb * nb * a->m2) / (n * n) +
+                4.0 * d * (na * b->m3 - nb * a->m3) / n;
+    a->mean += d * nb / n;
+    a->m2 = m2;
+    a->m3 = m3;
+    a->m4 = m4;
+    a->n += b->n;
+}
+
+double moments_variance(const Moments *m) { return m->n > 0 ? m->m2 / (double)m->n : 0; }
+
+double moments_kurtosis(const Moments *m) {
+    if (m->n == 0 || m->m2 <= 0) return 0;
+    return (double)m->n * m->m4 / (m->m2 * m->m2);
+}
+
+/* === Spikes === */
+
+int spike_before(const Spike *a, const Spike *b) {
+    float x = fabsf(a->value), y = fabsf(b->value);
+    if (x != y) return x > y;
+    if (a->seq != b->seq) return a->seq < b->seq;
+    if (a->pos != b->pos) return a->pos < b->pos;
+    return a->channel < b->channel;
+}
+
+void spike_topk_insert(Spike *top, int32_t *n, int32_t k, const Spike *s) {
+    if (k <= 0) return;
+    int32_t m = *n;
+    if (m == k && !spike_before(s, &top[m - 1])) return;
+    int32_t i = m < k ? m : k - 1;
+    while (i > 0 && spike_before(s, &top[i - 1])) {
+        top[i] = top[i - 1];
+        i--;
+    }
+    top[i] = *s;
+    if (m < k) *n = m + 1;
+}
+
+/* === Activation quantization === */
+
+static const char *const act_fmt_names[ACT_FMT_COUNT] = {"int8", "fp8-e4m3", "fp8-e5m2"};
+static const char *const act_mode_names[ACT_MODE_COUNT] = {"tensor-static", "tensor-dynamic",
+                                                           "token-dynamic"};
+
+const char *act_fmt_name(ActFmt f) { return (unsigned)f < ACT_FMT_COUNT ? act_fmt_names[f] : "?"; }
+const char *act_mode_name(ActMode m) { return (unsigned)m < ACT_MODE_COUNT ? act_mode_names[m] : "?"; }
+
+float act_fmt_qmax(ActFmt f) {
+    switch (f) {
+    case ACT_INT8: return 127.0f;
+    case ACT_FP8_E4M3: return 448.0f;
+    case ACT_FP8_E5M2: return 57344.0f;
+    default: return 0;
+    }
+}
+
+/* Rounds v to mbits mantissa bits (ties to even) with normals from 2^emin
+ * down, subnormal steps of 2^(emin - mbits) below, saturating at maxv. */
+static inline float fp8_round(float v, int mbits, float min_normal, float sub_step, float maxv) {
+    float a = fabsf(v);
+    if (!(a < maxv)) return isnan(v) ? v : copysignf(maxv, v);
+    if (a < min_normal) return rintf(v / sub_step) * sub_step;
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    int drop = 23 - mbits;
+    uint32_t half = (1u << (drop - 1)) - 1u + ((b >> drop) & 1u);
+    b = (b + half) & ~((1u << drop) - 1u);
+    float r;
+    memcpy(&r, &b, sizeof r);
+    if (fabsf(r) > maxv) r = copysignf(maxv, v);
+    return r;
+}
+
+float fp8_round_e4m3(float v) { return fp8_round(v, 3, 0x1p-6f, 0x1p-9f, 448.0f); }
+float fp8_round_e5m2(float v) { return fp8_round(v, 2, 0x1p-14f, 0x1p-16f, 57344.0f); }
+
+float act_quant(ActFmt f, float x, float s, float inv) {
+    float v = x * inv;
+    switch (f) {
+    case ACT_INT8: {
+        float q = rintf(v);
+        if (q > 127.0f) q = 127.0f;
+        if (q < -127.0f) q = -127.0f;
+        return q * s;
+    }
+    case ACT_FP8_E4M3: return fp8_round_e4m3(v) * s;
+    case ACT_FP8_E5M2: return fp8_round_e5m2(v) * s;
+    default: return 0;
+    }
+}
+
+/* === TapStats === */
+
+Status tapstats_init(TapStats *ts, int64_t width, int32_t k, int has_act, Err *err) {
+    memset(ts, 0, sizeof *ts);
+    if (width <= 0 || k < 0) return err_set(err, ST_ERR_ARG, "tap stats: width %lld, k %d", (long long)width, k);
+    ts->width = width;
+    ts->k = k;
+    ts->has_act = has_act;
+    ts->ch_sum = core_calloc((size_t)width, sizeof *ts->ch_sum);
+    ts->ch_sumsq = core_calloc((size_t)width, sizeof *ts->ch_sumsq);
+    ts->ch_absmax = core_calloc((size_t)width, sizeof *ts->ch_absmax);
+    ts->top = core_calloc((size_t)(k > 0 ? k : 1), sizeof *ts->top);
+    if (!ts->ch_sum || !ts->ch_sumsq || !ts->ch_absmax || !ts->top) {
+        tapstats_done(ts);
+        return err_set(err, ST_ERR_NOMEM, "tap stats for width %lld", (long long)width);
+    }
+    return ST_OK;
+}
+
+void tapstats_done(TapStats *ts) {
+    free(ts->ch_sum);
+    free(ts->ch_sumsq);
+    free(ts->ch_absmax);
+    free(ts->top);
+    memset(ts, 0, sizeof *ts);
+}
+
+double tapstats_act_rel_err(const TapStats *ts, ActFmt f, ActMode m) {
+    if (!ts->has_act || ts->act_ref[m] <= 0) return NAN;
+    return ts->act_err[f][m] / ts->act_ref[m];
+}
+
+/* Partial results of one channel slice for one batch. */
+typedef struct SliceAcc {
+    Moments mom;
+    float absmax;
+    double ref[ACT_MODE_COUNT];
+    double err[ACT_FMT_COUNT][ACT_MODE_COUNT];
+    int32_t n_top;
+} SliceAcc;
+
+struct TapScratch {
+    int64_t max_T, max_width;
+    int32_t k;
+    int n_threads;
+    float *row_amax;         /* (max_T) */
+    SliceAcc *slices;        /* (n_slices) */
+    Spike *slice_top;        /* (n_slices, k) */
+    uint64_t *hist;          /* (n_threads, HIST_NBINS) */
+};
+
+Status tapscratch_new(int64_t max_T, int64_t max_width, int32_t k, int n_threads, TapScratch **out,
+                      Err *err) {
+    *out = NULL;
+    if (max_T <= 0 || max_width <= 0 || k < 0 || n_threads <= 0)
+        return err_set(err, ST_ERR_ARG, "tap scratch: T %lld width %lld k %d threads %d",
+                       (long long)max_T, (long long)max_width, k, n_threads);
+    TapScratch *sc = core_calloc(1, sizeof *sc);
+    if (!sc) return err_set(err, ST_ERR_NOMEM, "tap scratch");
+    int64_t ns = (max_width + SLICE - 1) / SLICE;
+    sc->max_T = max_T;
+    sc->max_width = max_width;
+    sc->k = k;
+    sc->n_threads = n_threads;
+    sc->row_amax = core_calloc((size_t)max_T, sizeof *sc->row_amax);
+    sc->slices = core_calloc((size_t)ns, sizeof *sc->slices);
+    sc->slice_top = core_calloc((size_t)ns * (size_t)(k > 0 ? k : 1), sizeof *sc->slice_top);
+    sc->hist = core_calloc((size_t)n_threads * HIST_NBINS, sizeof *sc->hist);
+    if (!sc->row_amax || !sc->slices || !sc->slice_top || !sc->hist) {
+        tapscratch_free(sc);
+        return err_set(err, ST_ERR_NOMEM, "tap scratch for width %lld", (long long)max_width);
+    }
+    *out = sc;
+    return ST_OK;
+}
+
+void tapscratch_free(TapScratch *sc) {
+    if (!sc) return;
+    free(sc->row_amax);
+    free(sc->slices);
+    free(sc->slice_top);
+    free(sc->hist);
+    free(sc);
+}
+
+typedef struct AddJob {
+    TapStats *ts;
+    TapScratch *sc;
+    const float *x;
+    int64_t T, pos0, seq;
+    const int32_t *tokens;
+    float batch_amax, static_amax; /* static_amax 0: no static measurement */
+    float top_thr;           /* |value| a spike must exceed to enter the global top-k */
+} AddJob;
+
+static void job_row_amax(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    AddJob *j = arg;
+    int64_t w = j->ts->width;
+    for (int64_t r = b; r < e; r++) {
+        const float *row = j->x + r * w;
+        float m = 0;
+        for (int64_t c = 0; c < w; c++) {
+            float a = fabsf(row[c]);
+            m = a > m ? a : m;
+        }
+        j->sc->row_amax[r] = m;
+    }
+}
+
+/* Scale and inverse for absmax under format f (0, 0 when absmax is 0). */
+static inline void act_scale(ActFmt f, float amax, float *s, float *inv) {
+    if (amax > 0) {
+        *s = amax / act_fmt_qmax(f);
+        *inv = act_fmt_qmax(f) / amax;
+    } else {
+        *s = 0;
+        *inv = 0;
+    }
+}
+
+static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
+    AddJob *j = arg;
+    TapStats *ts = j->ts;
+    TapScratch *sc = j->sc;
+    int64_t w = ts->width, T = j->T;
+    uint64_t *hist = sc->hist + (size_t)tid * HIST_NBINS;
+    float ts_s[ACT_FMT_COUNT], ts_inv[ACT_FMT_COUNT], td_s[ACT_FMT_COUNT], td_inv[ACT_FMT_COUNT];
+    for (int f = 0; f < ACT_FMT_COUNT; f++) {
+        act_scale((ActFmt)f, j->static_amax, &ts_s[f], &ts_inv[f]);
+        act_scale((ActFmt)f, j->batch_amax, &td_s[f], &td_inv[f]);
+    }
+    for (int64_t s = sb; s < se; s++) {
+        int64_t c0 = s * SLICE, c1 = c0 + SLICE < w ? c0 + SLICE : w, nc = c1 - c0;
+        SliceAcc *acc = &sc->slices[s];
+        Spike *top = sc->slice_top + (size_t)s * (size_t)(sc->k > 0 ? sc->k : 1);
+        memset(acc, 0, sizeof *acc);
+        /* Pass 1: channel sums (each channel summed in row order) and the slice mean. */
+        double tot = 0;
+        float amax = 0;
+        for (int64_t r = 0; r < T; r++) {
+            const float *row = j->x + r * w;
+            for (int64_t c = c0; c < c1; c++) {
+                double v = row[c];
+                ts->ch_sum[c] += v;
+                ts->ch_sumsq[c] += v * v;
+                tot += v;
+                float a = fabsf(row[c]);
+                if (a > ts->ch_absmax[c]) ts->ch_absmax[c] = a;
+                amax = a > amax ? a : amax;
+            }
+        }
+        acc->absmax = amax;
+        double n = (double)T * (double)nc, mu = tot / n;
+        /* Pass 2: central moments about mu (corrected for its rounding), the
+         * histogram, spikes and quantization errors. */
+        double s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+        float thr = j->top_thr;
+        for (int64_t r = 0; r < T; r++) {
+            const float *row = j->x + r * w;
+            float tk_s[ACT_FMT_COUNT], tk_inv[ACT_FMT_COUNT];
+            double rref = 0, rerr[ACT_FMT_COUNT][ACT_MODE_COUNT];
+            memset(rerr, 0, sizeof rerr);
+            if (ts->has_act)
+                for (int f = 0; f < ACT_FMT_COUNT; f++) act_scale((ActFmt)f, sc->row_amax[r], &tk_s[f], &tk_inv[f]);
+            for (int64_t c = c0; c < c1; c++) {
+                float x = row[c];
+                double d = (double)x - mu, d2 = d * d;
+                s1 += d;
+                s2 += d2;
+                s3 += d2 * d;
+                s4 += d2 * d2;
+                float a = fabsf(x);
+                hist[hist_bin(a)]++;
+                if (a > thr && sc->k > 0) {
+                    Spike sp = {.value = x, .channel = (int32_t)c, .token = j->tokens ? j->tokens[r] : -1,
+                                .pos = (int32_t)(j->pos0 + r), .seq = j->seq};
+                    spike_topk_insert(top, &acc->n_top, sc->k, &sp);
+                    if (acc->n_top == sc->k) {
+                        float kth = fabsf(top[sc->k - 1].value);
+                        if (kth > thr) thr = kth;
+                    }
+                }
+                if (ts->has_act) {
+                    rref += (double)x * x;
+                    for (int f = 0; f < ACT_FMT_COUNT; f++) {
+                        float e0 = x - act_quant((ActFmt)f, x, ts_s[f], ts_inv[f]);
+                        float e1 = x - act_quant((ActFmt)f, x, td_s[f], td_inv[f]);
+                        float e2 = x - act_quant((ActFmt)f, x, tk_s[f], tk_inv[f]);
+                        rerr[f][ACT_TENSOR_STATIC] += (double)e0 * e0;
+                        rerr[f][ACT_TENSOR_DYNAMIC] += (double)e1 * e1;
+                        rerr[f][ACT_TOKEN_DYNAMIC] += (double)e2 * e2;
+                    }
+                }
+            }
+            if (ts->has_act) {
+                for (int m = 0; m < ACT_MODE_COUNT; m++) {
+                    if (m == ACT_TENSOR_STATIC && j->static_amax <= 0) continue;
+                    acc->ref[m] += rref;
+                    for (int f = 0; f < ACT_FMT_COUNT; f++) acc->err[f][m] += rerr[f][m];
+                }
+            }
+        }
+        double mc = s1 / n;
+        acc->mom.n = (int64_t)n;
+        acc->mom.mean = mu + mc;
+        acc->mom.m2 = s2 - n * mc * mc;
+        if (acc->mom.m2 < 0) acc->mom.m2 = 0;
+        acc->mom.m3 = s3 - 3.0 * mc * s2 + 2.0 * n * mc * mc * mc;
+        acc->mom.m4 = s4 - 4.0 * mc * s3 + 6.0 * mc * mc * s2 - 3.0 * n * mc * mc * mc * mc;
+    }
+}
+
+void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens, int64_t pos0,
+                  int64_t seq, TapScratch *sc, Pool *pool) {
+    if (T <= 0) return;
+    ASSERT(T <= sc->max_T && ts->width <= sc->max_width && ts->k <= sc->k);
+    int nt = pool ? pool_size(pool) : 1;
+    ASSERT(nt <= sc->n_threads);
+    AddJob j = {.ts = ts, .sc = sc, .x = x, .T = T, .pos0 = pos0, .seq = seq, .tokens = tokens};
+    j.static_amax = ts->n_rows > 0 ? ts->absmax : 0;
+    j.top_thr = ts->n_top == ts->k && ts->k > 0 ? fabsf(ts->top[ts->k - 1].value) : -1.0f;
+    if (ts->has_act) {
+        pool_for(pool, T, 16, job_row_amax, &j);
+        float m = 0;
+        for (int64_t r = 0; r < T; r++) m = sc->row_amax[r] > m ? sc->row_amax[r] : m;
+        j.batch_amax = m;
+    }
+    memset(sc->hist, 0, (size_t)nt * HIST_NBINS * sizeof *sc->hist);
+    int64_t ns = (ts->width + SLICE - 1) / SLICE;
+    pool_for(pool, ns, 1, job_slices, &j);
+    /* Merge in slice order (deterministic), histograms in any order (integers). */
+    for (int t = 0; t < nt; t++)
+        for (int b = 0; b < HIST_NBINS; b++) ts->hist[b] += sc->hist[(size_t)t * HIST_NBINS + b];
+    for (int64_t s = 0; s < ns; s++) {
+        SliceAcc *acc = &sc->slices[s];
+        moments_merge(&ts->mom, &acc->mom);
+        if (acc->absmax > ts->absmax) ts->absmax = acc->absmax;
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            ts->act_ref[m] += acc->ref[m];
+            for (int f = 0; f < ACT_FMT_COUNT; f++) ts->act_err[f][m] += acc->err[f][m];
+        }
+        const Spike *top = sc->slice_top + (size_t)s * (size_t)(sc->k > 0 ? sc->k : 1);
+        for (int32_t i = 0; i < acc->n_top; i++) spike_topk_insert(ts->top, &ts->n_top, ts->k, &top[i]);
+    }
+    ts->n_rows += T;
+}
+
+/* === H store === */
+
+size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]) {
+    size_t per = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        size_t sq;
+        if (width[t] < 0 || !core_mul_ok((size_t)width[t], (size_t)width[t], &sq)) return 0;
+        if (!core_mul_ok(sq, 8, &sq) || per + sq < per) return 0;
+        per += sq;
+    }
+    size_t all;
+    if (n_layers < 0 || !core_mul_ok(per, (size_t)n_layers, &all) || all + HSTORE_HEADER < all) return 0;
+    return all + HSTORE_HEADER;
+}
+
+static size_t hstore_offset(const HStore *hs, int64_t layer, int tap) {
+    size_t per = 0, pre = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        size_t sq = (size_t)hs->width[t] * (size_t)hs->width[t] * 8;
+        if (t < tap) pre += sq;
+        per += sq;
+    }
+    return HSTORE_HEADER + (size_t)layer * per + pre;
+}
+
+double *hstore_matrix(const HStore *hs, int64_t layer, int tap) {
+    ASSERT(hs->map && layer >= 0 && layer < hs->n_layers && tap >= 0 && tap < HSTORE_TAPS);
+    return (double *)(void *)(hs->map + hstore_offset(hs, layer, tap));
+}
+
+Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
+                     const int64_t width[HSTORE_TAPS], int64_t max_T, Err *err) {
+    memset(hs, 0, sizeof *hs);
+    size_t bytes = hstore_bytes(n_layers, width);
+    int64_t wmax = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) wmax = width[t] > wmax ? width[t] : wmax;
+    if (bytes == 0 || n_layers <= 0 || wmax <= 0 || max_T <= 0)
+        return err_set(err, ST_ERR_ARG, "%s: bad H store dimensions", path);
+    hs->path = core_strdup(path);
+    hs->xd = core_alloc_aligned((size_t)max_T * (size_t)wmax, sizeof(double));
+    if (!hs->path || !hs->xd) {
+        hstore_close(hs);
+        return err_set(err, ST_ERR_NOMEM, "%s: H staging buffer", path);
+    }
+    hs->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (hs->fd < 0) {
+        Status st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        hstore_close(hs);
+        return st;
+    }
+    hs->has_fd = 1;
+    if (ftruncate(hs->fd, (off_t)bytes) != 0) {
+        Status st = err_set(err, ST_ERR_IO, "%s: cannot size to %zu bytes: %s", path, bytes, strerror(errno));
+        hstore_close(hs);
+        return st;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hs->fd, 0);
+    if (p == MAP_FAILED) {
+        Status st = err_set(err, ST_ERR_IO, "%s: cannot map %zu bytes: %s", path, bytes, strerror(errno));
+        hstore_close(hs);
+        return st;
+    }
+    hs->map = p;
+    hs->bytes = bytes;
+    hs->writable = 1;
+    hs->n_layers = n_layers;
+    memcpy(hs->width, width, sizeof hs->width);
+    hs->max_T = max_T;
+    return ST_OK;
+}
+
+void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T) {
+    ASSERT(hs->writable && T <= hs->max_T);
+    int64_t w = hs->width[tap];
+    for (int64_t i = 0; i < T * w; i++) hs->xd[i] = x[i];
+    blas_dsyrk_upper_tn(w, T, hs->xd, w, hstore_matrix(hs, layer, tap), w);
+    if (tap == 0 && layer == 0) hs->n_rows += T;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+Status hstore_finish(HStore *hs, uint64_t id, const char *final_path, Err *err) {
+    ASSERT(hs->writable);
+    for (int64_t l = 0; l < hs->n_layers; l++)
+        for (int t = 0; t < HSTORE_TAPS; t++) {
+            double *H = hstore_matrix(hs, l, t);
+            int64_t w = hs->width[t];
+            for (int64_t i = 0; i < w; i++)
+                for (int64_t k = 0; k < i; k++) H[i * w + k] = H[k * w + i];
+        }
+    hs->id = id;
+    unsigned char *h = hs->map;
+    memset(h, 0, HSTORE_HEADER);
+    memcpy(h, "QSH6", 4);
+    put_u32(h + 4, HSTORE_VERSION);
+    put_u64(h + 8, id);
+    put_u64(h + 16, (uint64_t)hs->n_layers);
+    for (int t = 0; t < HSTORE_TAPS; t++) put_u64(h + 24 + 8 * t, (uint64_t)hs->width[t]);
+    put_u64(h + 56, (uint64_t)hs->n_rows);
+    if (msync(hs->map, hs->bytes, MS_SYNC) != 0)
+        return err_set(err, ST_ERR_IO, "%s: msync: %s", hs->path, strerror(errno));
+    if (final_path && strcmp(final_path, hs->path) != 0) {
+        if (rename(hs->path, final_path) != 0)
+            return err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", hs->path, final_path, strerror(errno));
+        char *np = core_strdup(final_path);
+        if (!np) return err_set(err, ST_ERR_NOMEM, "path");
+        free(hs->path);
+        hs->path = np;
+    }
+    return ST_OK;
+}
+
+Status hstore_open(HStore *hs, const char *path, uint64_t id, int64_t n_layers,
+                   const int64_t width[HSTORE_TAPS], Err *err) {
+    memset(hs, 0, sizeof *hs);
+    Status st = ST_OK;
+    hs->path = core_strdup(path);
+    if (!hs->path) return err_set(err, ST_ERR_NOMEM, "path");
+    hs->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (hs->fd < 0) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto fail;
+    }
+    hs->has_fd = 1;
+    struct stat sb;
+    if (fstat(hs->fd, &sb) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: stat: %s", path, strerror(errno));
+        goto fail;
+    }
+    size_t want = hstore_bytes(n_layers, width);
+    if (want == 0 || (uint64_t)sb.st_size != (uint64_t)want) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: size %lld bytes, expected %zu for %lld layers", path,
+                     (long long)sb.st_size, want, (long long)n_layers);
+        goto fail;
+    }
+    void *p = mmap(NULL, want, PROT_READ, MAP_SHARED, hs->fd, 0);
+    if (p == MAP_FAILED) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+        goto fail;
+    }
+    hs->map = p;
+    hs->bytes = want;
+    const unsigned char *h = hs->map;
+    if (memcmp(h, "QSH6", 4) != 0) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: offset 0: magic is not QSH6", path);
+        goto fail;
+    }
+    if (get_u32(h + 4) != HSTORE_VERSION) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: offset 4: version %u, expected %d", path, get_u32(h + 4), HSTORE_VERSION);
+        goto fail;
+    }
+    if (get_u64(h + 8) != id) {
+        st = err_set(err, ST_ERR_MISMATCH, "%s: offset 8: id %016llx does not match the stats file (%016llx)",
+                     path, (unsigned long long)get_u64(h + 8), (unsigned long long)id);
+        goto fail;
+    }
+    if ((int64_t)get_u64(h + 16) != n_layers) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: offset 16: n_layers %lld, expected %lld", path,
+                     (long long)get_u64(h + 16), (long long)n_layers);
+        goto fail;
+    }
+    for (int t = 0; t < HSTORE_TAPS; t++)
+        if ((int64_t)get_u64(h + 24 + 8 * t) != width[t]) {
+            st = err_set(err, ST_ERR_FORMAT, "%s: offset %d: width[%d] %lld, expected %lld", path, 24 + 8 * t,
+                         t, (long long)get_u64(h + 24 + 8 * t), (long long)width[t]);
+            goto fail;
+        }
+    hs->n_layers = n_layers;
+    memcpy(hs->width, width, sizeof hs->width);
+    hs->n_rows = (int64_t)get_u64(h + 56);
+    hs->id = id;
+    return ST_OK;
+fail:
+    hstore_close(hs);
+    return st;
+}
+
+void hstore_close(HStore *hs) {
+    if (hs->map) munmap(hs->map, hs->bytes);
+    if (hs->has_fd) close(hs->fd);
+    free(hs->path);
+    core_free_aligned(hs->xd);
+    memset(hs, 0, sizeof *hs);
+}

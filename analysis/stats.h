@@ -1,0 +1,211 @@
+/* Streaming activation statistics for one (layer, tap point): per-channel
+ * sums, a log-binned |x| histogram with percentiles, running central moments
+ * (kurtosis), the top-k spikes, activation-quantization error sums, and the
+ * float64 second-moment matrix H = XᵀX kept in a disk-backed mapping.
+ *
+ * Everything here is deterministic for a given input stream, whatever the
+ * thread count: work is cut into fixed 64-channel slices whose partial
+ * results are merged in slice order, and ties among spikes are broken by a
+ * total order. */
+#ifndef QS_ANALYSIS_STATS_H
+#define QS_ANALYSIS_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "core/status.h"
+#include "model/model.h"
+
+/* === Histogram of |x| ===
+ * Octaves 2^HIST_MIN_EXP .. 2^HIST_MAX_EXP, each cut into HIST_SUB linear
+ * sub-bins taken from the top mantissa bits, so a bin [lo, hi) has
+ * (hi - lo) / lo <= 1/16: resolution 6.25% of the value. Bin 0 holds
+ * |x| < 2^-20 (zeros included), the last bin |x| >= 2^20 (and inf/NaN). */
+#define HIST_SUB 16
+#define HIST_MIN_EXP (-20)
+#define HIST_MAX_EXP 20
+#define HIST_NBINS (2 + (HIST_MAX_EXP - HIST_MIN_EXP) * HIST_SUB)
+
+/* Returns the bin of a = |x| (a >= 0 or NaN). */
+int hist_bin(float a);
+
+/* Writes the bounds of bin b: [*lo, *hi). The last bin reports hi = +inf. */
+void hist_bin_range(int b, double *lo, double *hi);
+
+/* Returns the p-quantile (0 < p <= 1, nearest-rank definition) of the values
+ * counted in h (HIST_NBINS counts), interpolated by rank inside its bin and
+ * capped at absmax. Returns 0 for an empty histogram. The exact quantile lies
+ * in the same bin, so the error is below the bin width (6.25% relative, or
+ * 2^-20 absolute in bin 0). */
+double hist_percentile(const uint64_t *h, double p, double absmax);
+
+/* === Moments === */
+
+/* Count, mean and central moment sums M_k = Σ(x - mean)^k, in double. */
+typedef struct Moments {
+    int64_t n;
+    double mean, m2, m3, m4;
+} Moments;
+
+/* Folds b into a (Pébay's pairwise update); exact up to rounding. */
+void moments_merge(Moments *a, const Moments *b);
+
+/* Population variance M2/n (0 when n == 0). */
+double moments_variance(const Moments *m);
+
+/* Pearson kurtosis n·M4/M2² (3 for a Gaussian, not the excess); 0 when M2 == 0. */
+double moments_kurtosis(const Moments *m);
+
+/* === Spikes === */
+
+/* One large activation: value x at (sequence seq, position pos, channel) with
+ * the token id that row carried; text is filled by calibration from the
+ * tokenizer (NUL-terminated, truncated). */
+typedef struct Spike {
+    float value;
+    int32_t channel;
+    int32_t token;           /* -1 if unknown */
+    int32_t pos;
+    int64_t seq;
+    char text[24];
+} Spike;
+
+/* Total order used for top-k: larger |value| first, then earlier seq, pos,
+ * channel. Returns 1 when a ranks before b. */
+int spike_before(const Spike *a, const Spike *b);
+
+/* Inserts s into top (n entries, sorted by spike_before, capacity k) if it
+ * belongs to the k best; updates *n. */
+void spike_topk_insert(Spike *top, int32_t *n, int32_t k, const Spike *s);
+
+/* === Activation quantization error ===
+ * Relative error ‖x - Q(x)‖² / ‖x‖² of a projection input under symmetric
+ * int8 (±127) and OCP fp8 (saturating) with a scale s = absmax / qmax:
+ *  - ACT_TENSOR_STATIC: absmax of all earlier sequences (calibrated on held-out
+ *    data: the first sequence only seeds it, values above it saturate);
+ *  - ACT_TENSOR_DYNAMIC: absmax of the current batch (one sequence);
+ *  - ACT_TOKEN_DYNAMIC: absmax of each row (per-token scales are by nature
+ *    computed at run time, so there is no static per-token mode). */
+typedef enum { ACT_INT8, ACT_FP8_E4M3, ACT_FP8_E5M2, ACT_FMT_COUNT } ActFmt;
+typedef enum { ACT_TENSOR_STATIC, ACT_TENSOR_DYNAMIC, ACT_TOKEN_DYNAMIC, ACT_MODE_COUNT } ActMode;
+
+/* "int8", "fp8-e4m3", "fp8-e5m2" / "tensor-static", "tensor-dynamic", "token-dynamic". */
+const char *act_fmt_name(ActFmt f);
+const char *act_mode_name(ActMode m);
+
+/* Largest representable magnitude of f (127, 448, 57344). */
+float act_fmt_qmax(ActFmt f);
+
+/* Quantize-dequantize x with scale s (inv = 1/s, or 0 when s == 0). */
+float act_quant(ActFmt f, float x, float s, float inv);
+
+/* Round v to the nearest fp8 value (ties to even), saturating at ±max;
+ * equals fp8_*_to_f32(f32_to_fp8_*(v)) for finite v (fast bit form). */
+float fp8_round_e4m3(float v);
+float fp8_round_e5m2(float v);
+
+/* === Per-(layer, tap) accumulator === */
+
+typedef struct TapStats {
+    int64_t width;
+    int64_t n_rows;          /* rows (tokens) seen: the count of every channel */
+    double *ch_sum;          /* (width) Σx */
+    double *ch_sumsq;        /* (width) Σx² */
+    float *ch_absmax;        /* (width) max|x| */
+    float absmax;            /* whole tensor max|x| */
+    Moments mom;             /* whole tensor, signed x */
+    uint64_t hist[HIST_NBINS]; /* |x| */
+    int32_t k;               /* capacity of top */
+    int32_t n_top;
+    Spike *top;              /* (k) best first (spike_before order) */
+    int has_act;             /* accumulates act_err */
+    double act_ref[ACT_MODE_COUNT];                /* Σx² over the rows each mode saw */
+    double act_err[ACT_FMT_COUNT][ACT_MODE_COUNT]; /* Σ(x - Q(x))² */
+} TapStats;
+
+/* Allocates the channel arrays and top-k storage of an embedded TapStats
+ * (zeroed). has_act enables the activation-quantization sums. */
+Status tapstats_init(TapStats *ts, int64_t width, int32_t k, int has_act, Err *err);
+
+/* Frees the arrays; safe on a zeroed TapStats. */
+void tapstats_done(TapStats *ts);
+
+/* Scratch shared by tapstats_add calls: sized for batches up to max_T rows,
+ * widths up to max_width, top-k capacity k and the pool's thread count. */
+typedef struct TapScratch TapScratch;
+
+/* Creates scratch; caller frees with tapscratch_free. */
+Status tapscratch_new(int64_t max_T, int64_t max_width, int32_t k, int n_threads, TapScratch **out,
+                      Err *err);
+
+/* NULL is a no-op. */
+void tapscratch_free(TapScratch *sc);
+
+/* Folds a batch x (T, ts->width) into ts. tokens (T) may be NULL (token -1);
+ * row r sits at position pos0 + r of sequence seq. Runs on pool (may be NULL;
+ * not from inside a pool job). T <= max_T and width <= max_width of sc. */
+void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens, int64_t pos0,
+                  int64_t seq, TapScratch *sc, Pool *pool);
+
+/* Relative activation-quantization error of ts for (f, m); NaN when no row
+ * was measured in that mode. */
+double tapstats_act_rel_err(const TapStats *ts, ActFmt f, ActMode m);
+
+/* === H = XᵀX store ===
+ * One float64 (w, w) matrix per (layer, linear input) for the four projection
+ * inputs (TAP_QKV .. TAP_DOWN), in a file mapped MAP_SHARED so the OS pages it
+ * to disk instead of holding it in RAM. File layout (little-endian): a
+ * HSTORE_HEADER-byte header — "QSH6", u32 version, u64 id, i64 n_layers,
+ * i64 width[4], i64 n_rows, then zeros — followed by the matrices in
+ * (layer, tap) order, each full (both triangles) after hstore_finish.
+ * Size: HSTORE_HEADER + n_layers·Σ width[t]²·8 bytes. */
+#define HSTORE_TAPS 4
+#define HSTORE_HEADER 4096
+#define HSTORE_VERSION 1
+
+typedef struct HStore {
+    char *path;              /* file being written or read (owned) */
+    int fd;                  /* valid when has_fd */
+    int has_fd;
+    unsigned char *map;      /* (bytes) */
+    size_t bytes;
+    int writable;
+    int64_t n_layers;
+    int64_t width[HSTORE_TAPS];
+    int64_t n_rows;          /* rows folded in (each tap sees every row) */
+    uint64_t id;             /* ties the file to its stats file */
+    double *xd;              /* (max_T, max width) float64 staging for dsyrk */
+    int64_t max_T;
+} HStore;
+
+/* Returns the file size for these dimensions (0 on size_t overflow). */
+size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]);
+
+/* Creates (truncates) path, sized and zero-filled (sparse), mapped read-write,
+ * for batches up to max_T rows. Caller closes with hstore_close. */
+Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
+                     const int64_t width[HSTORE_TAPS], int64_t max_T, Err *err);
+
+/* Returns the (width, width) matrix of (layer, tap) (tap < HSTORE_TAPS);
+ * valid until hstore_close. Only the upper triangle is meaningful before
+ * hstore_finish. */
+double *hstore_matrix(const HStore *hs, int64_t layer, int tap);
+
+/* H(layer, tap) += xᵀx for x (T, width[tap]) via BLAS dsyrk. Counts the rows
+ * at (layer 0, tap 0): every (layer, tap) sees the same rows. */
+void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T);
+
+/* Mirrors the upper triangles, writes the header with id, syncs, and renames
+ * the file to final_path (if not NULL). The store stays mapped. */
+Status hstore_finish(HStore *hs, uint64_t id, const char *final_path, Err *err);
+
+/* Maps an existing file read-only and validates its header against the
+ * expected id and dimensions; every mismatch names the file and the field. */
+Status hstore_open(HStore *hs, const char *path, uint64_t id, int64_t n_layers,
+                   const int64_t width[HSTORE_TAPS], Err *err);
+
+/* Unmaps and closes; safe on a zeroed or closed HStore. Does not delete the file. */
+void hstore_close(HStore *hs);
+
+#endif
