@@ -1,0 +1,213 @@
+/* qscope ppl: perplexity of a model on a text file, llama.cpp's protocol. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "analysis/ppl.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/mapfile.h"
+#include "core/pool.h"
+#include "core/progress.h"
+#include "kernels/cpu.h"
+#include "kernels/sgemm.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+#define PPL_MAX_TEXT ((size_t)1 << 31)
+
+static void ppl_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope ppl MODEL --text FILE [--tokenizer TOK] [--ctx N] [--chunks N]\n"
+            "                  [--threads N] [--full] [--json]\n\n"
+            "Perplexity with llama.cpp's protocol: the text is tokenized with BOS and cut into\n"
+            "chunks of --ctx tokens (default 512; the tail is dropped), each chunk starts with BOS,\n"
+            "and the second half of every chunk is scored (--full: every position).\n"
+            "Running values [k]ppl and a progress bar go to stderr, the final \"PPL = x\" to stdout.\n"
+            "Ctrl-C stops after the current batch and reports the chunks done (exit status 130).\n\n"
+            "  --text FILE      text to score (UTF-8)\n"
+            "  --tokenizer TOK  llama2.c tokenizer .bin (needed for llama2.c checkpoints)\n"
+            "  --ctx N          chunk length in tokens (default 512)\n"
+            "  --chunks N       evaluate at most N chunks (default: all)\n"
+            "  --threads N      threads for the forward pass (default: all CPUs)\n"
+            "  --full           score every position of each chunk\n"
+            "  --json           print one JSON object on stdout instead of the text report\n");
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+typedef struct {
+    ProgressBar pb;
+    int tty;
+    char last[64];
+} PplView;
+
+static void ppl_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double running) {
+    PplView *v = user;
+    snprintf(v->last, sizeof v->last, "[%lld]%.4f", (long long)(chunk + 1), running);
+    if (v->tty) {
+        progress_bar_draw(&v->pb, chunk + 1, n_chunks, v->last);
+    } else {
+        fprintf(stderr, "%s%s", chunk ? " " : "", v->last);
+        fflush(stderr);
+    }
+}
+
+int cmd_ppl(int argc, char **argv) {
+    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *val;
+    int64_t ctx = 512, chunks = 0, threads = 0;
+    int full = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            ppl_usage(stdout);
+            return 0;
+        } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
+            if (r < 0) return 2;
+            text_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--ctx", &val)) != 0) {
+            if (r < 0 || !args_int("ppl", "--ctx", val, 4, 1 << 20, &ctx)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--chunks", &val)) != 0) {
+            if (r < 0 || !args_int("ppl", "--chunks", val, 1, INT64_MAX / 2, &chunks)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
+            if (r < 0 || !args_int("ppl", "--threads", val, 1, 256, &threads)) return 2;
+        } else if (strcmp(argv[i], "--full") == 0) {
+            full = 1;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope ppl: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!model_path) {
+            model_path = argv[i];
+        } else {
+            fprintf(stderr, "qscope ppl: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model_path || !text_path) {
+        fprintf(stderr, "qscope ppl: need MODEL and --text FILE\n");
+        ppl_usage(stderr);
+        return 2;
+    }
+
+    int rc = 1;
+    Model *m = NULL;
+    Pool *pool = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    PplResult res;
+    memset(&res, 0, sizeof res);
+    Err err;
+    err_init(&err);
+
+    double t_load = args_now();
+    m = args_load_model(model_path, tok_path);
+    if (!m) goto done;
+    t_load = args_now() - t_load;
+    if (!m->tok) {
+        fprintf(stderr, "qscope ppl: %s has no tokenizer (pass --tokenizer)\n", model_path);
+        goto done;
+    }
+    size_t len = 0;
+    if (file_read_all(text_path, PPL_MAX_TEXT, &text, &len, &err) != ST_OK) {
+        args_print_err("ppl", &err);
+        goto done;
+    }
+    double t_tok = args_now();
+    if (tokenizer_encode(m->tok, text, len, 1, &ids, &n_ids, &err) != ST_OK) {
+        args_print_err("ppl", &err);
+        goto done;
+    }
+    t_tok = args_now() - t_tok;
+    if (n_ids < ctx) {
+        fprintf(stderr, "qscope ppl: %s has %lld tokens, but one chunk of --ctx %lld needs %lld\n",
+                text_path, (long long)n_ids, (long long)ctx, (long long)ctx);
+        goto done;
+    }
+    if (pool_new((int)threads, &pool, &err) != ST_OK) {
+        args_print_err("ppl", &err);
+        goto done;
+    }
+    threads = pool_size(pool);
+
+    PplOpts o = {.n_ctx = ctx, .max_chunks = chunks, .full = full, .batch = 0};
+    int64_t n_chunks = ppl_chunk_count(n_ids, &o);
+    Progress prog;
+    progress_init(&prog);
+    args_cancel_on_sigint(&prog);
+    PplView view;
+    memset(&view, 0, sizeof view);
+    progress_bar_init(&view.pb, "ppl");
+    view.tty = view.pb.tty;
+    if (!json)
+        fprintf(stderr, "ppl: %lld tokens, %lld chunks of %lld, %lld threads, %s, BLAS %s\n",
+                (long long)n_ids, (long long)n_chunks, (long long)ctx, (long long)threads,
+                cpu_describe(), sgemm_backend());
+    if (view.tty) progress_bar_draw(&view.pb, 0, n_chunks, NULL);
+    Status s = ppl_run(m, pool, ids, n_ids, &o, ppl_on_chunk, &view, &prog, &res, &err);
+    if (view.tty) {
+        progress_bar_finish(&view.pb);
+        for (int64_t c = 0; c < res.chunks; c++)
+            fprintf(stderr, "%s[%lld]%.4f", c ? " " : "", (long long)(c + 1), res.running[c]);
+    }
+    if (res.chunks > 0 || !view.tty) fputc('\n', stderr);
+    if (s != ST_OK && s != ST_ERR_CANCELLED) {
+        args_print_err("ppl", &err);
+        goto done;
+    }
+    if (s == ST_ERR_CANCELLED) fprintf(stderr, "qscope ppl: interrupted after %lld of %lld chunks\n",
+                                       (long long)res.chunks, (long long)n_chunks);
+    if (res.chunks == 0) goto done;
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double tps = res.seconds > 0 ? (double)res.tokens_run / res.seconds : 0;
+    if (json) {
+        printf("{\"model\": ");
+        json_str(stdout, model_path);
+        printf(", \"text\": ");
+        json_str(stdout, text_path);
+        printf(", \"ppl\": %.6f, \"chunks\": %lld, \"chunks_total\": %lld, \"tokens_scored\": %lld, "
+               "\"tokens_run\": %lld, \"text_tokens\": %lld, \"ctx\": %lld, \"full\": %s, "
+               "\"threads\": %lld, \"seconds\": %.4f, \"seconds_per_chunk\": %.4f, "
+               "\"tokens_per_second\": %.2f, \"load_seconds\": %.4f, \"tokenize_seconds\": %.4f, "
+               "\"peak_rss_bytes\": %lld, \"cancelled\": %s, \"cpu\": \"%s\", \"blas_core\": ",
+               res.ppl, (long long)res.chunks, (long long)n_chunks, (long long)res.tokens_scored,
+               (long long)res.tokens_run, (long long)n_ids, (long long)ctx, full ? "true" : "false",
+               (long long)threads, res.seconds, res.seconds / (double)res.chunks, tps, t_load, t_tok,
+               (long long)ru.ru_maxrss * 1024, res.cancelled ? "true" : "false", cpu_describe());
+        json_str(stdout, sgemm_backend());
+        printf(", \"running\": [");
+        for (int64_t c = 0; c < res.chunks; c++) printf("%s%.6f", c ? ", " : "", res.running[c]);
+        printf("]}\n");
+    } else {
+        fprintf(stderr, "ppl: %lld chunks, %lld tokens scored, %.2f s (%.2f s per chunk, %.1f tok/s)\n",
+                (long long)res.chunks, (long long)res.tokens_scored, res.seconds,
+                res.seconds / (double)res.chunks, tps);
+        printf("PPL = %.4f\n", res.ppl);
+    }
+    rc = res.cancelled ? 130 : 0;
+done:
+    ppl_result_done(&res);
+    free(ids);
+    free(text);
+    pool_free(pool);
+    model_free(m);
+    return rc;
+}
