@@ -15,7 +15,7 @@
 int64_t i8gemm_kpad(int64_t K) { return (K + 3) & ~(int64_t)3; }
 
 static size_t i8_index(int64_t kp, int64_t n, int64_t k) {
-    return (size_t)(((n / 16) * (kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4);
+    return (size_t)(((n / 64) * (kp / 4) + k / 4) * 256 + (n % 64) * 4 + k % 4);
 }
 
 Status i8mat_pack(const int8_t *B, int64_t N, int64_t K, const float *scale, int per_channel,
@@ -25,7 +25,7 @@ Status i8mat_pack(const int8_t *B, int64_t N, int64_t K, const float *scale, int
     if (K > 65792) return err_set(err, ST_ERR_ARG, "int8 gemm: K = %lld too large for exact int32 sums (max 65792)", (long long)K);
     out->n = N;
     out->k = K;
-    out->np = (N + 15) & ~(int64_t)15;
+    out->np = (N + 63) & ~(int64_t)63;
     out->kp = i8gemm_kpad(K);
     out->b = core_alloc_aligned((size_t)out->np, (size_t)out->kp);
     out->scale = core_calloc((size_t)N, sizeof *out->scale);
@@ -116,66 +116,92 @@ void i8gemm_ref(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, cons
 /* === AVX-512 VNNI === */
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
-#define VNNI_MR 6
 
+/* Epilogue for one row r of a tile: subtract the +128 bias, scale, store. */
 VNNI_TARGET static inline __attribute__((always_inline)) void
-i8_vnni_tile(const I8Task *t, int64_t m0, int64_t blk0, const int mr, const int nb) {
+i8_vnni_store(const I8Task *t, int64_t m, int64_t blk0, int nb, const __m512i *acc) {
     const I8Matrix *w = t->w;
-    const int64_t k4n = w->kp / 4;
-    const size_t bstride = (size_t)k4n * 64;
-    const uint8_t *B = w->b + (size_t)blk0 * bstride;
-    const int8_t *A = t->A + m0 * t->lda;
-    __m512i acc[VNNI_MR][SLAB];
-    for (int r = 0; r < mr; r++)
-        for (int j = 0; j < nb; j++) acc[r][j] = _mm512_setzero_si512();
-    for (int64_t k4 = 0; k4 < k4n; k4++) {
-        __m512i bv[SLAB];
-        for (int j = 0; j < nb; j++) bv[j] = _mm512_load_si512((const void *)(B + j * bstride + k4 * 64));
-        for (int r = 0; r < mr; r++) {
-            int32_t a4;
-            memcpy(&a4, A + r * t->lda + k4 * 4, 4);
-            __m512i av = _mm512_set1_epi32(a4);
-            for (int j = 0; j < nb; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], bv[j], av);
-        }
-    }
-    for (int r = 0; r < mr; r++) {
-        __m512i corr = _mm512_set1_epi32(128 * t->rowsum[m0 + r]);
-        for (int j = 0; j < nb; j++) {
-            int64_t n = (blk0 + j) * 16;
-            int64_t left = w->n - n;
-            if (left <= 0) break;
-            __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-            __m512i v = _mm512_sub_epi32(acc[r][j], corr);
-            if (t->a_scale) {
-                __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(t->a_scale[m0 + r]));
-                f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mk, w->scale + n));
-                _mm512_mask_storeu_ps((float *)t->C + (m0 + r) * t->ldc + n, mk, f);
-            } else {
-                _mm512_mask_storeu_epi32((int32_t *)t->C + (m0 + r) * t->ldc + n, mk, v);
-            }
+    __m512i corr = _mm512_set1_epi32(128 * t->rowsum[m]);
+    for (int j = 0; j < nb; j++) {
+        int64_t n = (blk0 + j) * 16;
+        int64_t left = w->n - n;
+        if (left <= 0) break;
+        __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+        __m512i v = _mm512_sub_epi32(acc[j], corr);
+        if (t->a_scale) {
+            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(t->a_scale[m]));
+            f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mk, w->scale + n));
+            _mm512_mask_storeu_ps((float *)t->C + m * t->ldc + n, mk, f);
+        } else {
+            _mm512_mask_storeu_epi32((int32_t *)t->C + m * t->ldc + n, mk, v);
         }
     }
 }
 
-#define VNNI_CASE_NB(MR)                                        \
-    switch (nb) {                                               \
-    case 1: i8_vnni_tile(t, m0, blk0, MR, 1); break;            \
-    case 2: i8_vnni_tile(t, m0, blk0, MR, 2); break;            \
-    case 3: i8_vnni_tile(t, m0, blk0, MR, 3); break;            \
-    default: i8_vnni_tile(t, m0, blk0, MR, 4); break;           \
+/* One tile: MR rows of A × 4 blocks of 16 channels, accumulators held in
+ * named registers (GCC does not keep a 2-D array of them in registers). */
+#define BCAST(r) _mm512_set1_epi32(i8_load4(A + (r) * lda + k4 * 4))
+#define DP4(r)                                                      \
+    do {                                                            \
+        __m512i av_ = BCAST(r);                                     \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, b0, av_);             \
+        c##r##1 = _mm512_dpbusd_epi32(c##r##1, b1, av_);             \
+        c##r##2 = _mm512_dpbusd_epi32(c##r##2, b2, av_);             \
+        c##r##3 = _mm512_dpbusd_epi32(c##r##3, b3, av_);             \
+    } while (0)
+#define ZERO4(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0
+#define STORE4(r)                                                   \
+    do {                                                            \
+        __m512i v_[4] = {c##r##0, c##r##1, c##r##2, c##r##3};        \
+        i8_vnni_store(t, m0 + (r), blk0, nb, v_);                   \
+    } while (0)
+
+static inline int32_t i8_load4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#define VNNI_KERNEL(MR, ZEROS, DPS, STORES)                                                   \
+    VNNI_TARGET static void i8_vnni_mr##MR(const I8Task *t, int64_t m0, int64_t blk0, int nb) { \
+        const int64_t k4n = t->w->kp / 4;                                                     \
+        const uint8_t *B = t->w->b + (size_t)blk0 * (size_t)k4n * 64;                          \
+        const int8_t *A = t->A + m0 * t->lda;                                                 \
+        const int64_t lda = t->lda;                                                           \
+        ZEROS;                                                                                \
+        for (int64_t k4 = 0; k4 < k4n; k4++) {                                                \
+            const uint8_t *bp = B + k4 * 256;                                                 \
+            __m512i b0 = _mm512_load_si512((const void *)bp);                                 \
+            __m512i b1 = _mm512_load_si512((const void *)(bp + 64));                          \
+            __m512i b2 = _mm512_load_si512((const void *)(bp + 128));                         \
+            __m512i b3 = _mm512_load_si512((const void *)(bp + 192));                         \
+            DPS;                                                                              \
+        }                                                                                     \
+        STORES;                                                                               \
     }
+
+VNNI_KERNEL(1, ZERO4(0), DP4(0), STORE4(0))
+VNNI_KERNEL(2, ZERO4(0); ZERO4(1), DP4(0); DP4(1), STORE4(0); STORE4(1))
+VNNI_KERNEL(3, ZERO4(0); ZERO4(1); ZERO4(2), DP4(0); DP4(1); DP4(2), STORE4(0); STORE4(1); STORE4(2))
+VNNI_KERNEL(4, ZERO4(0); ZERO4(1); ZERO4(2); ZERO4(3), DP4(0); DP4(1); DP4(2); DP4(3),
+            STORE4(0); STORE4(1); STORE4(2); STORE4(3))
+VNNI_KERNEL(5, ZERO4(0); ZERO4(1); ZERO4(2); ZERO4(3); ZERO4(4), DP4(0); DP4(1); DP4(2); DP4(3); DP4(4),
+            STORE4(0); STORE4(1); STORE4(2); STORE4(3); STORE4(4))
+VNNI_KERNEL(6, ZERO4(0); ZERO4(1); ZERO4(2); ZERO4(3); ZERO4(4); ZERO4(5),
+            DP4(0); DP4(1); DP4(2); DP4(3); DP4(4); DP4(5),
+            STORE4(0); STORE4(1); STORE4(2); STORE4(3); STORE4(4); STORE4(5))
 
 VNNI_TARGET static void i8_slab_vnni(const I8Task *t, int64_t blk0, int64_t nblk) {
     const int nb = (int)nblk;
     int64_t m0 = 0;
-    for (; m0 + VNNI_MR <= t->M; m0 += VNNI_MR) VNNI_CASE_NB(VNNI_MR)
+    for (; m0 + 6 <= t->M; m0 += 6) i8_vnni_mr6(t, m0, blk0, nb);
     switch (t->M - m0) {
     case 0: break;
-    case 1: VNNI_CASE_NB(1) break;
-    case 2: VNNI_CASE_NB(2) break;
-    case 3: VNNI_CASE_NB(3) break;
-    case 4: VNNI_CASE_NB(4) break;
-    default: VNNI_CASE_NB(5) break;
+    case 1: i8_vnni_mr1(t, m0, blk0, nb); break;
+    case 2: i8_vnni_mr2(t, m0, blk0, nb); break;
+    case 3: i8_vnni_mr3(t, m0, blk0, nb); break;
+    case 4: i8_vnni_mr4(t, m0, blk0, nb); break;
+    default: i8_vnni_mr5(t, m0, blk0, nb); break;
     }
 }
 
@@ -203,14 +229,14 @@ AVX2_TARGET static inline __attribute__((always_inline)) void
 i8_avx2_tile(const I8Task *t, int64_t m0, int64_t blk, const int mr) {
     const I8Matrix *w = t->w;
     const int64_t k4n = w->kp / 4;
-    const uint8_t *B = w->b + (size_t)blk * (size_t)k4n * 64;
+    const uint8_t *B = w->b + (size_t)(blk / 4) * (size_t)k4n * 256 + (size_t)(blk % 4) * 64;
     const int8_t *A = t->A + m0 * t->lda;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i acc[AVX2_MR][2];
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     for (int64_t k4 = 0; k4 < k4n; k4++) {
-        __m256i b0 = _mm256_load_si256((const __m256i *)(B + k4 * 64));
-        __m256i b1 = _mm256_load_si256((const __m256i *)(B + k4 * 64 + 32));
+        __m256i b0 = _mm256_load_si256((const __m256i *)(B + k4 * 256));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(B + k4 * 256 + 32));
         __m256i l0 = _mm256_and_si256(b0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(b0, 4), m4);
         __m256i l1 = _mm256_and_si256(b1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4);
         for (int r = 0; r < mr; r++) {

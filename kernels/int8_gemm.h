@@ -5,9 +5,10 @@
  * bit-equal floats.
  *
  * Packed weight layout (one for every path): B is stored as unsigned bytes
- * u = w + 128 in blocks of 16 output channels × 4 consecutive k:
- *     b[((n / 16) * (kp / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4]
- * with N padded to np (multiple of 16) and K to kp (multiple of 4) by u = 128
+ * u = w + 128 in slabs of 64 output channels × 4 consecutive k (256 bytes,
+ * four 16-channel vectors read by one k-step of the kernel):
+ *     b[((n / 64) * (kp / 4) + k / 4) * 256 + (n % 64) * 4 + k % 4]
+ * with N padded to np (multiple of 64) and K to kp (multiple of 4) by u = 128
  * (w = 0). The AVX-512 VNNI path (vpdpbusd multiplies unsigned × signed bytes)
  * uses u directly against the signed activations and subtracts
  * 128 · Σ_k a[m][k] per row; the AVX2 path splits u into nibbles so
@@ -25,8 +26,8 @@
 
 typedef struct I8Matrix {
     int64_t n, k;            /* logical shape (N, K) */
-    int64_t np, kp;          /* N rounded up to 16, K rounded up to 4 */
-    uint8_t *b;              /* (np / 16, kp / 4, 16, 4) codes + 128, 64-byte aligned */
+    int64_t np, kp;          /* N rounded up to 64, K rounded up to 4 */
+    uint8_t *b;              /* (np / 64, kp / 4, 64, 4) codes + 128, 64-byte aligned */
     float *scale;            /* (n) per-output-channel weight scales */
 } I8Matrix;
 
