@@ -1,0 +1,218 @@
+/* qscope info: what a model file holds — format, architecture, config,
+ * parameter count, tokenizer, every tensor (grouped by kind, with totals) and
+ * what loading it costs in memory. --json prints the same as one object. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "quant/ggml_type.h"
+
+static const char *const kinds[] = {"embedding", "attention", "ffn", "norm", "output"};
+#define N_KINDS ((int)(sizeof kinds / sizeof kinds[0]))
+
+static void info_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope info MODEL [--tokenizer TOK.bin] [--json]\n\n"
+            "Shows a model's format, architecture, config, parameter count, tokenizer,\n"
+            "tensors (name, stored type, shape as rows x cols, bytes in the file, whether\n"
+            "used in place or converted to float32) grouped by kind, and memory use.\n\n"
+            "MODEL is a .gguf file, a Hugging Face checkpoint directory (config.json +\n"
+            "safetensors), or a llama2.c .bin together with --tokenizer TOK.bin.\n\n"
+            "options:\n"
+            "  --tokenizer T  llama2.c tokenizer .bin (required for llama2.c checkpoints)\n"
+            "  --json         print one JSON object instead of the table; tensor shapes are\n"
+            "                 [rows, cols] ([n] for vectors), bytes are bytes in the file\n"
+            "  --help         this text\n");
+}
+
+static const char *format_name(ModelFormat f) {
+    switch (f) {
+    case FMT_GGUF: return "gguf";
+    case FMT_HF: return "hf";
+    case FMT_LLAMA2C: return "llama2c";
+    }
+    return "?";
+}
+
+static const char *type_name(uint32_t t) {
+    const GgmlTypeTraits *tr = ggml_type_traits(t);
+    return tr ? tr->name : "?";
+}
+
+/* "1.13 MiB" style, into buf. */
+static const char *human_bytes(char *buf, size_t cap, double b) {
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) {
+        b /= 1024;
+        u++;
+    }
+    snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", b, unit[u]);
+    return buf;
+}
+
+/* Writes s as a JSON string literal (quotes included). */
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void print_json(const Model *m) {
+    const ModelConfig *c = &m->cfg;
+    FILE *f = stdout;
+    fputs("{\"path\": ", f);
+    json_str(f, m->path);
+    fprintf(f, ", \"format\": \"%s\", \"arch\": ", format_name(m->format));
+    json_str(f, c->arch);
+    fprintf(f,
+            ", \"dim\": %" PRId64 ", \"hidden_dim\": %" PRId64 ", \"n_layers\": %" PRId64 ", \"n_heads\": %" PRId64
+            ", \"n_kv_heads\": %" PRId64 ", \"head_dim\": %" PRId64 ", \"vocab_size\": %" PRId64
+            ", \"context_length\": %" PRId64 ", \"rope_theta\": %.7g, \"rope_style\": \"%s\", \"norm_eps\": %.7g"
+            ", \"tied_embeddings\": %s, \"params\": %" PRId64 ", \"file_bytes\": %zu, \"owned_bytes\": %zu"
+            ", \"fingerprint\": \"%016" PRIx64 "\", \"tokenizer\": ",
+            c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+            c->max_seq_len, (double)c->rope_theta, c->rope_style == ROPE_NEOX ? "neox" : "norm", (double)c->norm_eps,
+            c->tied_embeddings ? "true" : "false", model_param_count(m), m->file_bytes, m->owned_bytes,
+            m->fingerprint);
+    if (m->tok)
+        json_str(f, tokenizer_describe(m->tok));
+    else
+        fputs("null", f);
+    fputs(", \"tensors\": [", f);
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        const TensorEntry *e = &m->tensors[i];
+        fputs(i ? ", {\"name\": " : "{\"name\": ", f);
+        json_str(f, e->name);
+        fprintf(f, ", \"kind\": \"%s\", \"layer\": %d, \"type\": ", e->kind ? e->kind : "?", e->layer);
+        json_str(f, type_name(e->src_type));
+        if (e->ne[1] == 1 && strcmp(e->kind ? e->kind : "", "norm") == 0)
+            fprintf(f, ", \"shape\": [%" PRId64 "]", e->ne[0]);
+        else
+            fprintf(f, ", \"shape\": [%" PRId64 ", %" PRId64 "]", e->ne[1], e->ne[0]);
+        fprintf(f, ", \"bytes\": %zu, \"in_place\": %s}", e->file_bytes, e->borrowed ? "true" : "false");
+    }
+    fputs("]}\n", f);
+}
+
+static void print_text(const Model *m) {
+    const ModelConfig *c = &m->cfg;
+    char b1[32], b2[32];
+    printf("model        %s\n", m->path);
+    printf("format       %s, architecture %s\n",
+           m->format == FMT_GGUF ? "GGUF" : m->format == FMT_HF ? "Hugging Face safetensors" : "llama2.c",
+           c->arch);
+    printf("config       dim %" PRId64 ", hidden %" PRId64 ", %" PRId64 " layers, %" PRId64 " heads (%" PRId64
+           " KV, head_dim %" PRId64 "), vocab %" PRId64 ", context %" PRId64 "\n",
+           c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+           c->max_seq_len);
+    printf("rope         %s, theta %g; RMSNorm eps %g\n",
+           c->rope_style == ROPE_NEOX ? "neox (pairs i, i+head_dim/2; HF rotate_half)"
+                                      : "norm (adjacent pairs 2i, 2i+1)",
+           (double)c->rope_theta, (double)c->norm_eps);
+    printf("output head  %s\n", c->tied_embeddings ? "tied to the token embedding" : "separate tensor");
+    int64_t params = model_param_count(m);
+    printf("parameters   %" PRId64 " (%.3f M)\n", params, (double)params / 1e6);
+    printf("tokenizer    %s\n", m->tok ? tokenizer_describe(m->tok) : "none found");
+    printf("fingerprint  %016" PRIx64 "\n", m->fingerprint);
+
+    int name_w = 4;
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        int n = (int)strlen(m->tensors[i].name);
+        if (n > name_w) name_w = n;
+    }
+    printf("\n  %-*s  %-5s  %-13s  %12s  %s\n", name_w, "tensor", "type", "shape", "bytes", "storage");
+    int64_t tot_n = 0, tot_params = 0;
+    size_t tot_bytes = 0;
+    for (int k = 0; k < N_KINDS; k++) {
+        int64_t n = 0, kp = 0;
+        size_t kb = 0;
+        for (int64_t i = 0; i < m->n_tensors; i++) {
+            const TensorEntry *e = &m->tensors[i];
+            if (!e->kind || strcmp(e->kind, kinds[k]) != 0) continue;
+            if (n == 0) printf("  [%s]\n", kinds[k]);
+            char shape[48];
+            if (e->ne[1] == 1 && strcmp(e->kind, "norm") == 0)
+                snprintf(shape, sizeof shape, "%" PRId64, e->ne[0]);
+            else
+                snprintf(shape, sizeof shape, "%" PRId64 " x %" PRId64, e->ne[1], e->ne[0]);
+            printf("  %-*s  %-5s  %-13s  %12zu  %s\n", name_w, e->name, type_name(e->src_type), shape, e->file_bytes,
+                   e->borrowed ? "in place" : "converted");
+            n++;
+            kp += e->ne[0] * e->ne[1];
+            kb += e->file_bytes;
+        }
+        if (n == 0) continue;
+        printf("  %-*s  %" PRId64 " tensors, %" PRId64 " params, %s\n", name_w, "", n, kp,
+               human_bytes(b1, sizeof b1, (double)kb));
+        tot_n += n;
+        tot_params += kp;
+        tot_bytes += kb;
+    }
+    printf("  total: %" PRId64 " tensors, %" PRId64 " params, %s in the file%s\n", tot_n, tot_params,
+           human_bytes(b1, sizeof b1, (double)tot_bytes),
+           c->tied_embeddings ? " (head shares the embedding)" : "");
+    int64_t n_conv = 0;
+    for (int64_t i = 0; i < m->n_tensors; i++) n_conv += !m->tensors[i].borrowed;
+    printf("\nmemory       mapped %s (the weight files; F32 tensors are used in place)\n"
+           "             converted %s (float32 copies of the %" PRId64 " non-F32 tensors, 4 bytes/param)\n",
+           human_bytes(b1, sizeof b1, (double)m->file_bytes), human_bytes(b2, sizeof b2, (double)m->owned_bytes),
+           n_conv);
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *model = NULL, *tok = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            info_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--json") == 0) {
+            json = 1;
+            continue;
+        }
+        int r = args_opt(argc, argv, &i, "--tokenizer", &tok);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "qscope info: unknown option '%s' (see qscope info --help)\n", a);
+            return 2;
+        }
+        if (model) {
+            fprintf(stderr, "qscope info: more than one MODEL ('%s' and '%s')\n", model, a);
+            return 2;
+        }
+        model = a;
+    }
+    if (!model) {
+        info_usage(stderr);
+        return 2;
+    }
+    Model *m = args_load_model(model, tok);
+    if (!m) return 1;
+    if (json)
+        print_json(m);
+    else
+        print_text(m);
+    model_free(m);
+    return 0;
+}
