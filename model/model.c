@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/fpconv.h"
 #include "core/hash.h"
+#include "core/pool.h"
 #include "model/load_internal.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
@@ -176,16 +177,40 @@ static void shape_str(char *buf, size_t cap, const int64_t *ne, int n_dims, int 
 
 static void release_aligned(void *p) { core_free_aligned(p); }
 
-static void convert_half(const uint16_t *src, float *dst, int64_t n, int bf16) {
-    if (bf16)
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
-    else
-        for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_f32(src[i]);
+/* Converts rows [r0, r1) of a tensor to float32; run in parallel over rows. */
+typedef struct ConvJob {
+    const unsigned char *src;
+    float *dst;
+    uint32_t type;
+    const GgmlTypeTraits *tr; /* block-quantized types only */
+    int64_t n_in;
+    size_t row_bytes;
+} ConvJob;
+
+static void conv_rows(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const ConvJob *j = arg;
+    const unsigned char *src = j->src + (size_t)r0 * j->row_bytes;
+    float *dst = j->dst + r0 * j->n_in;
+    int64_t n = (r1 - r0) * j->n_in;
+    if (j->type == GGML_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    } else if (j->type == GGML_F16 || j->type == GGML_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+            dst[i] = j->type == GGML_BF16 ? bf16_to_f32(h) : fp16_to_f32(h);
+        }
+    } else {
+        j->tr->dequant(src, dst, n);
+    }
 }
+
+/* Conversions of at least this many elements are spread over a thread pool. */
+#define CONV_PARALLEL_MIN ((int64_t)1 << 20)
 
 /* Checks t against the expected (n_out, n_in) (n_out = 0: a vector of n_in),
  * then borrows or converts it into *dst and appends its table entry. */
-static Status bind_one(Model *m, const SrcTensor *t, TensorRole role, int64_t layer, int64_t n_out,
+static Status bind_one(Model *m, Pool **pool, const SrcTensor *t, TensorRole role, int64_t layer, int64_t n_out,
                        int64_t n_in, const float **dst, Err *err) {
     int want_dims = n_out ? 2 : 1;
     int64_t want[2] = {n_in, n_out};
@@ -231,12 +256,11 @@ static Status bind_one(Model *m, const SrcTensor *t, TensorRole role, int64_t la
         if (!buf) return err_set(err, ST_ERR_NOMEM, "%s: no memory to convert tensor '%s'", t->file, t->name);
         Status s = model_keep(m, release_aligned, buf, err);
         if (s != ST_OK) return s;
-        if (t->type == GGML_F32)
-            memcpy(buf, t->data, (size_t)numel * 4);
-        else if (t->type == GGML_F16 || t->type == GGML_BF16)
-            convert_half(t->data, buf, numel, t->type == GGML_BF16);
-        else
-            tr->dequant(t->data, buf, numel);
+        ConvJob job = {.src = t->data, .dst = buf, .type = t->type, .tr = tr, .n_in = n_in,
+                       .row_bytes = need / (size_t)rows};
+        /* A pool that cannot be made only costs speed: convert inline then. */
+        if (numel >= CONV_PARALLEL_MIN && !*pool && pool_new(0, pool, NULL) != ST_OK) *pool = NULL;
+        pool_for(numel >= CONV_PARALLEL_MIN ? *pool : NULL, rows, 1, conv_rows, &job);
         m->owned_bytes += (size_t)numel * sizeof(float);
         *dst = buf;
     }
@@ -279,7 +303,7 @@ static const int role_proj[ROLE_COUNT] = {
 };
 
 /* Finds and binds one tensor; a missing required tensor is an error. */
-static Status bind_role(Model *m, TensorFindFn find, void *ctx, TensorRole role, int64_t layer,
+static Status bind_role(Model *m, Pool **pool, TensorFindFn find, void *ctx, TensorRole role, int64_t layer,
                         const float **dst, uint32_t *type, Err *err) {
     SrcTensor t;
     memset(&t, 0, sizeof t);
@@ -289,10 +313,10 @@ static Status bind_role(Model *m, TensorFindFn find, void *ctx, TensorRole role,
     int64_t n_out, n_in;
     role_shape(&m->cfg, role, &n_out, &n_in);
     if (type) *type = t.type;
-    return bind_one(m, &t, role, layer, n_out, n_in, dst, err);
+    return bind_one(m, pool, &t, role, layer, n_out, n_in, dst, err);
 }
 
-Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err) {
+static Status bind_all(Model *m, Pool **pool, TensorFindFn find, void *ctx, int force_tied, Err *err) {
     const ModelConfig *c = &m->cfg;
     int64_t cap = c->n_layers * (int64_t)(sizeof layer_roles / sizeof layer_roles[0]) + 3;
     m->layers = core_calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -300,25 +324,25 @@ Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied
     if (!m->layers || !m->tensors) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", m->path);
     m->n_tensors = 0;
     uint32_t type;
-    Status s = bind_role(m, find, ctx, ROLE_EMBD, -1, &m->tok_embd, &type, err);
+    Status s = bind_role(m, pool, find, ctx, ROLE_EMBD, -1, &m->tok_embd, &type, err);
     if (s != ST_OK) return s;
     for (int64_t l = 0; l < c->n_layers; l++) {
         LayerWeights *lw = &m->layers[l];
         for (size_t r = 0; r < sizeof layer_roles / sizeof layer_roles[0]; r++) {
             TensorRole role = layer_roles[r];
             if (role == ROLE_ATTN_NORM) {
-                s = bind_role(m, find, ctx, role, l, &lw->attn_norm, NULL, err);
+                s = bind_role(m, pool, find, ctx, role, l, &lw->attn_norm, NULL, err);
             } else if (role == ROLE_FFN_NORM) {
-                s = bind_role(m, find, ctx, role, l, &lw->ffn_norm, NULL, err);
+                s = bind_role(m, pool, find, ctx, role, l, &lw->ffn_norm, NULL, err);
             } else {
                 Weight *w = &lw->proj[role_proj[role] - 1];
                 role_shape(c, role, &w->n_out, &w->n_in);
-                s = bind_role(m, find, ctx, role, l, &w->w, &w->src_type, err);
+                s = bind_role(m, pool, find, ctx, role, l, &w->w, &w->src_type, err);
             }
             if (s != ST_OK) return s;
         }
     }
-    s = bind_role(m, find, ctx, ROLE_OUT_NORM, -1, &m->out_norm, NULL, err);
+    s = bind_role(m, pool, find, ctx, ROLE_OUT_NORM, -1, &m->out_norm, NULL, err);
     if (s != ST_OK) return s;
 
     m->output.n_out = c->vocab_size;
@@ -336,10 +360,17 @@ Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied
     } else {
         m->cfg.tied_embeddings = 0;
         m->output.src_type = t.type;
-        s = bind_one(m, &t, ROLE_OUTPUT, -1, c->vocab_size, c->dim, &m->output.w, err);
+        s = bind_one(m, pool, &t, ROLE_OUTPUT, -1, c->vocab_size, c->dim, &m->output.w, err);
         if (s != ST_OK) return s;
     }
     return ST_OK;
+}
+
+Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err) {
+    Pool *pool = NULL;
+    Status s = bind_all(m, &pool, find, ctx, force_tied, err);
+    pool_free(pool);
+    return s;
 }
 
 uint64_t model_hash_file(uint64_t h, const unsigned char *data, size_t size, size_t header_len) {

@@ -347,6 +347,12 @@ static const TinyT tiny_tensors[] = {
 };
 #define TINY_N ((int)(sizeof tiny_tensors / sizeof tiny_tensors[0]))
 
+static int64_t tiny_vocab = 16; /* rows of the embedding and the head */
+
+static int64_t tiny_rows(int t) {
+    return t == 0 || t == TINY_N - 1 ? tiny_vocab : tiny_tensors[t].rows;
+}
+
 /* Writes dir/config.json: the tiny config with key set to val (added if new,
  * removed when val is NULL); key NULL writes it unchanged. */
 static void write_config(const char *dir, const char *key, const char *val) {
@@ -373,10 +379,11 @@ static void write_config(const char *dir, const char *key, const char *val) {
  * shape (8, 8) (and the bytes to match). Returns the header length. */
 static void write_tiny_st(const char *dir, const char *file, int first, int last, int bad_k) {
     char hdr[8192];
+    CHECK(first < last);
     size_t k = (size_t)snprintf(hdr, sizeof hdr, "{\"__metadata__\": {\"format\": \"pt\"}");
     uint64_t off = 0;
     for (int t = first; t < last; t++) {
-        int64_t rows = tiny_tensors[t].rows, cols = tiny_tensors[t].cols;
+        int64_t rows = tiny_rows(t), cols = tiny_tensors[t].cols;
         if (bad_k && strstr(tiny_tensors[t].name, "k_proj")) rows = 8;
         int64_t n = (rows ? rows : 1) * cols;
         if (rows)
@@ -400,7 +407,7 @@ static void write_tiny_st(const char *dir, const char *file, int first, int last
     memcpy(buf + 8, hdr, k);
     uint16_t *d = (uint16_t *)(void *)(buf + 8 + k);
     for (int t = first; t < last; t++) {
-        int64_t rows = tiny_tensors[t].rows, cols = tiny_tensors[t].cols;
+        int64_t rows = tiny_rows(t), cols = tiny_tensors[t].cols;
         if (bad_k && strstr(tiny_tensors[t].name, "k_proj")) rows = 8;
         int64_t n = (rows ? rows : 1) * cols;
         for (int64_t i = 0; i < n; i++) *d++ = f32_to_fp16((float)(t + 1) * 0.01f * (float)(i % 7 - 3));
@@ -459,6 +466,20 @@ static void test_hf_generated(void) {
     m = load_ok(tpath("ok"), NULL);
     CHECK(m->cfg.tied_embeddings && m->output.w == m->tok_embd && m->n_tensors == TINY_N - 1);
     model_free(m);
+
+    /* A large F16 embedding (vocab 2^17 x 8 = 2^20 elements) is converted on the thread pool. */
+    tiny_vocab = 131072;
+    make_dir("big");
+    write_config("big", "vocab_size", "131072");
+    write_tiny_st("big", "model.safetensors", 0, TINY_N, 0);
+    m = load_ok(tpath("big"), NULL);
+    CHECK(m->cfg.vocab_size == 131072 && m->cfg.tied_embeddings);
+    CHECK(m->owned_bytes == (size_t)(params - 16 * 8 * 2 + 131072 * 8) * 4);
+    for (int64_t i = 0; i < 131072 * 8; i++)
+        CHECKF(m->tok_embd[i] == fp16_to_f32(f32_to_fp16(0.01f * (float)(i % 7 - 3))), "embedding element %lld",
+               (long long)i);
+    model_free(m);
+    tiny_vocab = 16;
 
     /* Sharded: two shards and an index. */
     make_dir("sharded");
