@@ -19,5 +19,7 @@ int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_calib(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif
