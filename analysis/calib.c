@@ -1,0 +1,293 @@
+#include "analysis/calib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "model/forward.h"
+#include "model/tokenizer.h"
+
+void calib_params_default(CalibParams *p) {
+    memset(p, 0, sizeof *p);
+    p->samples = 16;
+    p->seqlen = 256;
+    p->seed = 1;
+    p->mode = CALIB_RANDOM;
+    p->group = SENS_DEFAULT_GROUP;
+    p->topk = 16;
+    p->sensitivity = 1;
+}
+
+const char *calib_mode_name(CalibMode m) { return m == CALIB_CHUNKS ? "chunks" : "random"; }
+
+int calib_mode_parse(const char *s) {
+    if (strcmp(s, "random") == 0) return CALIB_RANDOM;
+    if (strcmp(s, "chunks") == 0) return CALIB_CHUNKS;
+    return -1;
+}
+
+Status calib_stats_new(int64_t n_layers, const int64_t width[TAP_COUNT], int64_t seqlen, int32_t topk,
+                       CalibStats **out, Err *err) {
+    *out = NULL;
+    if (n_layers <= 0 || seqlen <= 0 || topk < 0)
+        return err_set(err, ST_ERR_ARG, "calibration stats: %lld layers, seqlen %lld, top-k %d",
+                       (long long)n_layers, (long long)seqlen, topk);
+    CalibStats *cs = core_calloc(1, sizeof *cs);
+    if (!cs) return err_set(err, ST_ERR_NOMEM, "calibration stats");
+    Status st = ST_OK;
+    cs->n_layers = n_layers;
+    memcpy(cs->width, width, sizeof cs->width);
+    cs->params.seqlen = seqlen;
+    cs->params.topk = topk;
+    size_t np = (size_t)n_layers * (size_t)seqlen;
+    cs->taps = core_calloc((size_t)n_layers * TAP_COUNT, sizeof *cs->taps);
+    cs->resid_rms_sum = core_calloc(np, sizeof *cs->resid_rms_sum);
+    cs->resid_rms_max = core_calloc(np, sizeof *cs->resid_rms_max);
+    if (!cs->taps || !cs->resid_rms_sum || !cs->resid_rms_max) {
+        st = err_set(err, ST_ERR_NOMEM, "calibration stats for %lld layers", (long long)n_layers);
+        goto fail;
+    }
+    for (int64_t l = 0; l < n_layers; l++)
+        for (int t = 0; t < TAP_COUNT; t++) {
+            st = tapstats_init(&cs->taps[l * TAP_COUNT + t], width[t], topk, t != TAP_RESID, err);
+            if (st) goto fail;
+        }
+    *out = cs;
+    return ST_OK;
+fail:
+    calib_stats_free(cs);
+    return st;
+}
+
+void calib_stats_free(CalibStats *cs) {
+    if (!cs) return;
+    if (cs->taps)
+        for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) tapstats_done(&cs->taps[i]);
+    free(cs->taps);
+    free(cs->resid_rms_sum);
+    free(cs->resid_rms_max);
+    sens_map_done(&cs->sens);
+    free(cs);
+}
+
+TapStats *calib_tap(const CalibStats *cs, int64_t layer, TapPoint t) {
+    return &cs->taps[layer * TAP_COUNT + t];
+}
+
+double calib_resid_mean(const CalibStats *cs, int64_t l, int64_t pos) {
+    if (cs->n_seqs <= 0) return 0;
+    return cs->resid_rms_sum[l * cs->params.seqlen + pos] / (double)cs->n_seqs;
+}
+
+/* splitmix64: a small, well-mixed seeded generator (same seed, same offsets). */
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibParams *p, int32_t **seqs,
+                    int64_t *n_seqs, Err *err) {
+    *seqs = NULL;
+    *n_seqs = 0;
+    int64_t L = p->seqlen;
+    if (L < 2) return err_set(err, ST_ERR_ARG, "sequence length %lld: need at least 2", (long long)L);
+    if (p->samples <= 0) return err_set(err, ST_ERR_ARG, "samples %lld: need at least 1", (long long)p->samples);
+    if (n < L)
+        return err_set(err, ST_ERR_RANGE, "the text has %lld tokens, fewer than one sequence of %lld",
+                       (long long)n, (long long)L);
+    int64_t ns = p->samples;
+    if (p->mode == CALIB_CHUNKS && ns > n / L) ns = n / L;
+    int32_t *s = core_calloc((size_t)ns * (size_t)L, sizeof *s);
+    if (!s) return err_set(err, ST_ERR_NOMEM, "%lld calibration sequences", (long long)ns);
+    uint64_t rs = p->seed;
+    for (int64_t i = 0; i < ns; i++) {
+        int64_t off;
+        if (p->mode == CALIB_CHUNKS) {
+            off = i * L;
+        } else {
+            uint64_t range = (uint64_t)(n - L + 1);
+            off = (int64_t)(((unsigned __int128)rng_next(&rs) * range) >> 64);
+        }
+        memcpy(s + i * L, tokens + off, (size_t)L * sizeof *s);
+        if (bos >= 0) s[i * L] = bos;
+    }
+    *seqs = s;
+    *n_seqs = ns;
+    return ST_OK;
+}
+
+size_t calib_h_bytes(const Model *m) {
+    const ModelConfig *c = &m->cfg;
+    int64_t qd = c->n_heads * c->head_dim;
+    const int64_t w[HSTORE_TAPS] = {c->dim, qd, c->dim, c->hidden_dim};
+    return hstore_bytes(c->n_layers, w);
+}
+
+/* State of one calibration run, seen by the tap callback. */
+typedef struct CalibRun {
+    CalibStats *cs;
+    HStore *hs;              /* NULL: no H */
+    TapScratch *sc;
+    Pool *pool;
+    int64_t seq;
+} CalibRun;
+
+static void calib_tap_fn(void *user, int64_t layer, TapPoint point, const float *x, int64_t T,
+                         int64_t width, const int32_t *tokens, int64_t pos0) {
+    CalibRun *r = user;
+    CalibStats *cs = r->cs;
+    if (layer < 0 || layer >= cs->n_layers || (unsigned)point >= TAP_COUNT || width != cs->width[point]) return;
+    tapstats_add(calib_tap(cs, layer, point), x, T, tokens, pos0, r->seq, r->sc, r->pool);
+    if (point == TAP_RESID) {
+        int64_t L = cs->params.seqlen;
+        for (int64_t t = 0; t < T && pos0 + t < L; t++) {
+            const float *row = x + t * width;
+            double s = 0;
+            for (int64_t c = 0; c < width; c++) s += (double)row[c] * row[c];
+            double rms = sqrt(s / (double)width);
+            int64_t i = layer * L + pos0 + t;
+            cs->resid_rms_sum[i] += rms;
+            if ((float)rms > cs->resid_rms_max[i]) cs->resid_rms_max[i] = (float)rms;
+        }
+    } else if (r->hs) {
+        hstore_add(r->hs, layer, (int)point, x, T);
+    }
+}
+
+static uint64_t calib_h_id(const CalibStats *cs) {
+    uint64_t h = HASH_SEED;
+    const CalibParams *p = &cs->params;
+    h = hash_bytes(h, &cs->fingerprint, sizeof cs->fingerprint);
+    h = hash_bytes(h, &p->text_hash, sizeof p->text_hash);
+    int64_t v[6] = {p->samples, p->seqlen, (int64_t)p->seed, (int64_t)p->mode, cs->n_seqs, cs->n_tokens};
+    return hash_bytes(h, v, sizeof v);
+}
+
+Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
+                 Pool *pool, Progress *prog, CalibStats **out, Err *err) {
+    *out = NULL;
+    const ModelConfig *c = &m->cfg;
+    Status st = ST_OK;
+    int32_t *toks = NULL, *seqs = NULL;
+    int64_t n_tok = 0, n_seqs = 0;
+    CalibStats *cs = NULL;
+    TapScratch *sc = NULL;
+    Forward *fw = NULL;
+    HStore hs;
+    memset(&hs, 0, sizeof hs);
+    char *tmp_path = NULL;
+    if (!m->tok) return err_set(err, ST_ERR_STATE, "%s: the model has no tokenizer", m->path);
+    if (p->seqlen > c->max_seq_len && c->max_seq_len > 0)
+        return err_set(err, ST_ERR_RANGE, "sequence length %lld is above the model's context %lld",
+                       (long long)p->seqlen, (long long)c->max_seq_len);
+    st = tokenizer_encode(m->tok, text, len, 0, &toks, &n_tok, err);
+    if (st) goto fail;
+    st = calib_sample(toks, n_tok, tokenizer_bos(m->tok), p, &seqs, &n_seqs, err);
+    if (st) goto fail;
+
+    int64_t qd = c->n_heads * c->head_dim;
+    const int64_t width[TAP_COUNT] = {c->dim, qd, c->dim, c->hidden_dim, c->dim};
+    st = calib_stats_new(c->n_layers, width, p->seqlen, p->topk, &cs, err);
+    if (st) goto fail;
+    cs->params = *p;
+    cs->params.text_hash = hash_bytes(HASH_SEED, text, len);
+    cs->params.text_bytes = (int64_t)len;
+    cs->fingerprint = m->fingerprint;
+    cs->n_layers = c->n_layers;
+    cs->dim = c->dim;
+    cs->hidden_dim = c->hidden_dim;
+    cs->q_dim = qd;
+    cs->vocab_size = c->vocab_size;
+    cs->n_planned = n_seqs;
+
+    int64_t wmax = 0;
+    for (int t = 0; t < TAP_COUNT; t++) wmax = width[t] > wmax ? width[t] : wmax;
+    st = tapscratch_new(p->seqlen, wmax, p->topk, pool ? pool_size(pool) : 1, &sc, err);
+    if (st) goto fail;
+    st = forward_new(m, NULL, p->seqlen, p->seqlen, pool, &fw, err);
+    if (st) goto fail;
+    if (h_path) {
+        size_t n = strlen(h_path) + 5;
+        tmp_path = malloc(n);
+        if (!tmp_path) {
+            st = err_set(err, ST_ERR_NOMEM, "path");
+            goto fail;
+        }
+        snprintf(tmp_path, n, "%s.tmp", h_path);
+        st = hstore_create(&hs, tmp_path, c->n_layers, width, p->seqlen, err);
+        if (st) goto fail;
+    }
+
+    CalibRun run = {.cs = cs, .hs = h_path ? &hs : NULL, .sc = sc, .pool = pool};
+    Taps taps = {.fn = calib_tap_fn, .user = &run, .mask = 0};
+    progress_begin(prog, "calibrate", n_seqs);
+    for (int64_t i = 0; i < n_seqs; i++) {
+        if (progress_cancelled(prog)) break;
+        run.seq = i;
+        forward_reset(fw);
+        st = forward_run(fw, seqs + i * p->seqlen, p->seqlen, NULL, 0, &taps, err);
+        if (st) goto fail;
+        cs->n_seqs = i + 1;
+        cs->n_tokens += p->seqlen;
+        progress_add(prog, 1);
+    }
+    if (cs->n_seqs == 0) {
+        st = err_set(err, ST_ERR_CANCELLED, "calibration cancelled before the first sequence");
+        goto fail;
+    }
+    /* Token text of every kept spike, for reports that run without the model. */
+    for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) {
+        TapStats *ts = &cs->taps[i];
+        for (int32_t k = 0; k < ts->n_top; k++) {
+            Spike *s = &ts->top[k];
+            memset(s->text, 0, sizeof s->text);
+            if (s->token >= 0) {
+                size_t nb = tokenizer_decode(m->tok, s->token, s->text, sizeof s->text - 1);
+                s->text[nb] = '\0';
+            }
+        }
+    }
+    if (h_path) {
+        cs->h_id = calib_h_id(cs);
+        st = hstore_finish(&hs, cs->h_id, h_path, err);
+        if (st) goto fail;
+        cs->has_h = 1;
+        cs->h_bytes = hs.bytes;
+    }
+    if (p->sensitivity && !progress_cancelled(prog)) {
+        st = sens_map_init(&cs->sens, c->n_layers, p->group, err);
+        if (st) goto fail;
+        st = sens_compute(m, h_path ? &hs : NULL, pool, prog, &cs->sens, err);
+        if (st == ST_ERR_CANCELLED) {
+            sens_map_done(&cs->sens);
+            st = ST_OK;
+        } else if (st) {
+            goto fail;
+        } else {
+            cs->has_sens = 1;
+        }
+    }
+    hstore_close(&hs);
+    forward_free(fw);
+    tapscratch_free(sc);
+    free(toks);
+    free(seqs);
+    free(tmp_path);
+    *out = cs;
+    return ST_OK;
+fail:
+    if (hs.map && tmp_path && strcmp(hs.path, tmp_path) == 0) remove(tmp_path);
+    hstore_close(&hs);
+    forward_free(fw);
+    tapscratch_free(sc);
+    calib_stats_free(cs);
+    free(toks);
+    free(seqs);
+    free(tmp_path);
+    return st;
+}

@@ -1,0 +1,100 @@
+/* Calibration: draw sequences from a text, run the forward pass with taps and
+ * accumulate, for every (layer, tap point), the streaming statistics of
+ * analysis/stats.h, the residual-stream norms per position, and H = XᵀX of
+ * the four projection inputs in a disk-backed store; then (optionally) the
+ * weight-sensitivity map from H. The result is what the stats file holds. */
+#ifndef QS_ANALYSIS_CALIB_H
+#define QS_ANALYSIS_CALIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "analysis/sensitivity.h"
+#include "analysis/stats.h"
+#include "core/pool.h"
+#include "core/progress.h"
+#include "core/status.h"
+#include "model/model.h"
+
+/* RANDOM: windows at seeded uniform offsets (may overlap). CHUNKS:
+ * consecutive non-overlapping windows from the start (llama.cpp imatrix).
+ * Either way the window's first token is replaced by BOS (when the tokenizer
+ * has one), as llama.cpp's imatrix does. */
+typedef enum { CALIB_RANDOM, CALIB_CHUNKS } CalibMode;
+
+#define CALIB_PATH_MAX 256
+
+typedef struct CalibParams {
+    char text_path[CALIB_PATH_MAX]; /* as given, for reports (truncated) */
+    uint64_t text_hash;      /* FNV-1a of the text bytes (set by calib_run) */
+    int64_t text_bytes;      /* (set by calib_run) */
+    int64_t samples;         /* sequences asked for (CHUNKS: at most what the text holds) */
+    int64_t seqlen;          /* tokens per sequence, BOS included */
+    uint64_t seed;           /* RANDOM offsets */
+    CalibMode mode;
+    int64_t group;           /* g of the grouped sensitivity cells */
+    int32_t topk;            /* spikes kept per (layer, tap) */
+    int32_t sensitivity;     /* 1: compute the weight-sensitivity map (needs H) */
+} CalibParams;
+
+/* Defaults: 16 samples of 256 tokens, seed 1, RANDOM, group 32, top-16 spikes,
+ * sensitivity on. */
+void calib_params_default(CalibParams *p);
+
+/* "random" / "chunks"; parse returns -1 if unknown. */
+const char *calib_mode_name(CalibMode m);
+int calib_mode_parse(const char *s);
+
+typedef struct CalibStats {
+    uint64_t fingerprint;    /* Model.fingerprint of the calibrated model */
+    CalibParams params;
+    int64_t n_layers, dim, hidden_dim, q_dim, vocab_size;
+    int64_t width[TAP_COUNT];  /* input width of each tap point */
+    int64_t n_planned;       /* sequences planned */
+    int64_t n_seqs;          /* sequences completed (< n_planned after a cancel) */
+    int64_t n_tokens;        /* tokens seen by every tap (n_seqs * seqlen) */
+    TapStats *taps;          /* (n_layers * TAP_COUNT), [layer * TAP_COUNT + tap];
+                                act-quant sums on the four projection inputs */
+    double *resid_rms_sum;   /* (n_layers, seqlen) Σ over sequences of the RMS of the
+                                residual row after block l at each position */
+    float *resid_rms_max;    /* (n_layers, seqlen) max over sequences */
+    int has_sens;
+    SensMap sens;
+    int has_h;               /* H was accumulated and written */
+    uint64_t h_id;           /* id in the H file's header */
+    size_t h_bytes;          /* H file size */
+} CalibStats;
+
+/* Allocates an empty CalibStats for dimensions (n_layers, widths, seqlen,
+ * topk); used by calib_run and the stats-file reader. Caller frees. */
+Status calib_stats_new(int64_t n_layers, const int64_t width[TAP_COUNT], int64_t seqlen, int32_t topk,
+                       CalibStats **out, Err *err);
+
+/* NULL is a no-op. */
+void calib_stats_free(CalibStats *cs);
+
+/* TapStats of (layer, tap); borrowed from cs. */
+TapStats *calib_tap(const CalibStats *cs, int64_t layer, TapPoint t);
+
+/* Token windows for calibration from tokens (n, text without BOS): *seqs is
+ * (*n_seqs, p->seqlen) row-major, heap (caller frees). bos < 0: keep the first
+ * token. Fails with ST_ERR_RANGE when the text has fewer than seqlen tokens. */
+Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibParams *p, int32_t **seqs,
+                    int64_t *n_seqs, Err *err);
+
+/* H file size for m (n_layers × (2·dim² + q_dim² + hidden²) × 8 + header). */
+size_t calib_h_bytes(const Model *m);
+
+/* Runs calibration of m on text (len bytes; path and hash recorded from p
+ * and the bytes). h_path: where H is written (NULL: no H, no output errors).
+ * pool may be NULL; prog may be NULL (with it: stage "calibrate" counting
+ * sequences, then "sensitivity"; cancel stops after the current sequence and
+ * returns the sequences done with n_seqs < n_planned, or ST_ERR_CANCELLED if
+ * none; a cancel during sensitivity drops the map). Caller frees *out. */
+Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
+                 Pool *pool, Progress *prog, CalibStats **out, Err *err);
+
+/* Residual-stream RMS of layer l at position pos averaged over sequences (0 if none). */
+double calib_resid_mean(const CalibStats *cs, int64_t l, int64_t pos);
+
+#endif

@@ -1,0 +1,418 @@
+#include "analysis/statsfile.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "core/mapfile.h"
+
+/* Sanity bounds on read: far above any real model, low enough that a corrupt
+ * count cannot make us allocate absurd amounts before the length check. */
+#define MAX_LAYERS 4096
+#define MAX_WIDTH (1 << 20)
+#define MAX_SEQLEN (1 << 24)
+#define MAX_TOPK 4096
+
+/* === writer === */
+
+typedef struct Buf {
+    unsigned char *p;
+    size_t n, cap;
+    int oom;
+} Buf;
+
+static void buf_put(Buf *b, const void *src, size_t n) {
+    if (b->oom) return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + n) cap *= 2;
+        unsigned char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+static void put_u64(Buf *b, uint64_t v) {
+    unsigned char t[8];
+    for (int i = 0; i < 8; i++) t[i] = (unsigned char)(v >> (8 * i));
+    buf_put(b, t, 8);
+}
+static void put_u32(Buf *b, uint32_t v) {
+    unsigned char t[4];
+    for (int i = 0; i < 4; i++) t[i] = (unsigned char)(v >> (8 * i));
+    buf_put(b, t, 4);
+}
+static void put_i64(Buf *b, int64_t v) { put_u64(b, (uint64_t)v); }
+static void put_f64(Buf *b, double v) {
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    put_u64(b, u);
+}
+static void put_f32(Buf *b, float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    put_u32(b, u);
+}
+static void put_str(Buf *b, const char *s) {
+    size_t n = strnlen(s, 65535);
+    put_u32(b, (uint32_t)n);
+    buf_put(b, s, n);
+}
+
+static void put_tap(Buf *b, const TapStats *ts) {
+    put_i64(b, ts->width);
+    put_i64(b, ts->n_rows);
+    put_f32(b, ts->absmax);
+    put_i64(b, ts->mom.n);
+    put_f64(b, ts->mom.mean);
+    put_f64(b, ts->mom.m2);
+    put_f64(b, ts->mom.m3);
+    put_f64(b, ts->mom.m4);
+    put_u32(b, HIST_NBINS);
+    for (int i = 0; i < HIST_NBINS; i++) put_u64(b, ts->hist[i]);
+    for (int64_t c = 0; c < ts->width; c++) put_f64(b, ts->ch_sum[c]);
+    for (int64_t c = 0; c < ts->width; c++) put_f64(b, ts->ch_sumsq[c]);
+    for (int64_t c = 0; c < ts->width; c++) put_f32(b, ts->ch_absmax[c]);
+    put_u32(b, (uint32_t)ts->n_top);
+    for (int32_t i = 0; i < ts->n_top; i++) {
+        const Spike *s = &ts->top[i];
+        put_f32(b, s->value);
+        put_u32(b, (uint32_t)s->channel);
+        put_u32(b, (uint32_t)s->token);
+        put_u32(b, (uint32_t)s->pos);
+        put_i64(b, s->seq);
+        put_str(b, s->text);
+    }
+    put_u32(b, (uint32_t)ts->has_act);
+    for (int m = 0; m < ACT_MODE_COUNT; m++) put_f64(b, ts->act_ref[m]);
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) put_f64(b, ts->act_err[f][m]);
+}
+
+Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
+    Buf b = {0};
+    const CalibParams *p = &cs->params;
+    buf_put(&b, "QSST", 4);
+    put_u32(&b, STATSFILE_VERSION);
+    put_u64(&b, cs->fingerprint);
+    put_str(&b, p->text_path);
+    put_u64(&b, p->text_hash);
+    put_i64(&b, p->text_bytes);
+    put_i64(&b, p->samples);
+    put_i64(&b, p->seqlen);
+    put_u64(&b, p->seed);
+    put_u32(&b, (uint32_t)p->mode);
+    put_i64(&b, p->group);
+    put_u32(&b, (uint32_t)p->topk);
+    put_u32(&b, (uint32_t)p->sensitivity);
+    put_i64(&b, cs->n_layers);
+    put_i64(&b, cs->dim);
+    put_i64(&b, cs->hidden_dim);
+    put_i64(&b, cs->q_dim);
+    put_i64(&b, cs->vocab_size);
+    for (int t = 0; t < TAP_COUNT; t++) put_i64(&b, cs->width[t]);
+    put_i64(&b, cs->n_planned);
+    put_i64(&b, cs->n_seqs);
+    put_i64(&b, cs->n_tokens);
+    for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) put_tap(&b, &cs->taps[i]);
+    int64_t np = cs->n_layers * p->seqlen;
+    for (int64_t i = 0; i < np; i++) put_f64(&b, cs->resid_rms_sum[i]);
+    for (int64_t i = 0; i < np; i++) put_f32(&b, cs->resid_rms_max[i]);
+    put_u32(&b, (uint32_t)cs->has_sens);
+    if (cs->has_sens) {
+        const SensMap *sm = &cs->sens;
+        int64_t nc = cs->n_layers * PROJ_COUNT * SENS_NFMT * SG_COUNT;
+        put_i64(&b, sm->group);
+        for (int64_t i = 0; i < nc; i++) put_f32(&b, sm->werr[i]);
+        for (int64_t i = 0; i < nc; i++) put_f32(&b, sm->oerr[i]);
+        for (int64_t i = 0; i < cs->n_layers * PROJ_COUNT * SG_COUNT; i++) put_u32(&b, (uint32_t)sm->gsize[i]);
+    }
+    put_u32(&b, (uint32_t)cs->has_h);
+    put_u64(&b, cs->h_id);
+    put_u64(&b, (uint64_t)cs->h_bytes);
+    if (!b.oom) put_u64(&b, hash_bytes(HASH_SEED, b.p, b.n));
+    if (b.oom) {
+        free(b.p);
+        return err_set(err, ST_ERR_NOMEM, "%s: stats buffer", path);
+    }
+    size_t tl = strlen(path) + 5;
+    char *tmp = malloc(tl);
+    if (!tmp) {
+        free(b.p);
+        return err_set(err, ST_ERR_NOMEM, "path");
+    }
+    snprintf(tmp, tl, "%s.tmp", path);
+    Status st = ST_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+        int bad = fwrite(b.p, 1, b.n, f) != b.n;
+        bad |= fflush(f) != 0;
+        bad |= fclose(f) != 0;
+        if (bad) st = err_set(err, ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        else if (rename(tmp, path) != 0)
+            st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+        if (st) remove(tmp);
+    }
+    free(tmp);
+    free(b.p);
+    return st;
+}
+
+/* === reader === */
+
+typedef struct Rd {
+    const unsigned char *p;
+    size_t n, off;
+    const char *path;
+    Err *err;
+    int bad;
+} Rd;
+
+static int rd_need(Rd *r, size_t n, const char *field) {
+    if (r->bad) return 0;
+    if (n > r->n - r->off) {
+        err_set(r->err, ST_ERR_FORMAT, "%s: truncated at field '%s' (offset %zu: need %zu bytes, %zu left)",
+                r->path, field, r->off, n, r->n - r->off);
+        r->bad = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static uint64_t get_u64(Rd *r, const char *field) {
+    if (!rd_need(r, 8, field)) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)r->p[r->off + i] << (8 * i);
+    r->off += 8;
+    return v;
+}
+static uint32_t get_u32(Rd *r, const char *field) {
+    if (!rd_need(r, 4, field)) return 0;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)r->p[r->off + i] << (8 * i);
+    r->off += 4;
+    return v;
+}
+static int64_t get_i64(Rd *r, const char *field) { return (int64_t)get_u64(r, field); }
+static double get_f64(Rd *r, const char *field) {
+    uint64_t u = get_u64(r, field);
+    double v;
+    memcpy(&v, &u, 8);
+    return v;
+}
+static float get_f32(Rd *r, const char *field) {
+    uint32_t u = get_u32(r, field);
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+/* Reads a string into dst (cap bytes incl. NUL); longer strings are an error. */
+static void get_str(Rd *r, char *dst, size_t cap, const char *field) {
+    size_t at = r->off;
+    uint32_t n = get_u32(r, field);
+    if (r->bad) return;
+    if (n >= cap) {
+        err_set(r->err, ST_ERR_FORMAT, "%s: field '%s' (offset %zu): length %u, at most %zu", r->path, field, at,
+                n, cap - 1);
+        r->bad = 1;
+        return;
+    }
+    if (!rd_need(r, n, field)) return;
+    memcpy(dst, r->p + r->off, n);
+    dst[n] = '\0';
+    r->off += n;
+}
+/* Checks lo <= v <= hi for a field read at offset at. */
+static int rd_range(Rd *r, int64_t v, int64_t lo, int64_t hi, const char *field, size_t at) {
+    if (r->bad) return 0;
+    if (v < lo || v > hi) {
+        err_set(r->err, ST_ERR_FORMAT, "%s: field '%s' (offset %zu) is %lld, expected %lld..%lld", r->path, field,
+                at, (long long)v, (long long)lo, (long long)hi);
+        r->bad = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static int64_t get_checked(Rd *r, int64_t lo, int64_t hi, const char *field) {
+    size_t at = r->off;
+    int64_t v = get_i64(r, field);
+    rd_range(r, v, lo, hi, field, at);
+    return v;
+}
+static int64_t get_checked32(Rd *r, int64_t lo, int64_t hi, const char *field) {
+    size_t at = r->off;
+    int64_t v = (int32_t)get_u32(r, field);
+    rd_range(r, v, lo, hi, field, at);
+    return v;
+}
+
+static void get_tap(Rd *r, TapStats *ts, int64_t width) {
+    get_checked(r, width, width, "tap.width");
+    ts->n_rows = get_checked(r, 0, INT64_MAX, "tap.n_rows");
+    ts->absmax = get_f32(r, "tap.absmax");
+    ts->mom.n = get_checked(r, 0, INT64_MAX, "tap.moments.n");
+    ts->mom.mean = get_f64(r, "tap.moments.mean");
+    ts->mom.m2 = get_f64(r, "tap.moments.m2");
+    ts->mom.m3 = get_f64(r, "tap.moments.m3");
+    ts->mom.m4 = get_f64(r, "tap.moments.m4");
+    get_checked32(r, HIST_NBINS, HIST_NBINS, "tap.hist.nbins");
+    if (!rd_need(r, (size_t)HIST_NBINS * 8, "tap.hist")) return;
+    for (int i = 0; i < HIST_NBINS; i++) ts->hist[i] = get_u64(r, "tap.hist");
+    if (!rd_need(r, (size_t)width * 20, "tap.channels")) return;
+    for (int64_t c = 0; c < width; c++) ts->ch_sum[c] = get_f64(r, "tap.ch_sum");
+    for (int64_t c = 0; c < width; c++) ts->ch_sumsq[c] = get_f64(r, "tap.ch_sumsq");
+    for (int64_t c = 0; c < width; c++) ts->ch_absmax[c] = get_f32(r, "tap.ch_absmax");
+    ts->n_top = (int32_t)get_checked32(r, 0, ts->k, "tap.n_top");
+    for (int32_t i = 0; i < ts->n_top && !r->bad; i++) {
+        Spike *s = &ts->top[i];
+        s->value = get_f32(r, "spike.value");
+        s->channel = (int32_t)get_checked32(r, 0, width - 1, "spike.channel");
+        s->token = (int32_t)get_checked32(r, -1, INT32_MAX, "spike.token");
+        s->pos = (int32_t)get_checked32(r, 0, INT32_MAX, "spike.pos");
+        s->seq = get_checked(r, 0, INT64_MAX, "spike.seq");
+        get_str(r, s->text, sizeof s->text, "spike.text");
+    }
+    ts->has_act = (int)get_checked32(r, 0, 1, "tap.has_act");
+    for (int m = 0; m < ACT_MODE_COUNT; m++) ts->act_ref[m] = get_f64(r, "tap.act_ref");
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) ts->act_err[f][m] = get_f64(r, "tap.act_err");
+}
+
+Status statsfile_load(const char *path, CalibStats **out, Err *err) {
+    *out = NULL;
+    MappedFile mf;
+    Status st = mapfile_open(&mf, path, err);
+    if (st) return st;
+    CalibStats *cs = NULL;
+    Rd r = {.p = mf.data, .n = mf.size, .path = path, .err = err};
+    if (!rd_need(&r, 8, "magic")) goto bad;
+    if (memcmp(mf.data, "QSST", 4) != 0) {
+        err_set(err, ST_ERR_FORMAT, "%s: offset 0: magic is not QSST (not a qscope stats file)", path);
+        goto bad;
+    }
+    r.off = 4;
+    uint32_t ver = get_u32(&r, "version");
+    if (ver != STATSFILE_VERSION) {
+        err_set(err, ST_ERR_FORMAT, "%s: offset 4: version %u, this build reads %d (recalibrate)", path, ver,
+                STATSFILE_VERSION);
+        goto bad;
+    }
+    CalibParams p;
+    memset(&p, 0, sizeof p);
+    uint64_t fp = get_u64(&r, "fingerprint");
+    get_str(&r, p.text_path, sizeof p.text_path, "params.text_path");
+    p.text_hash = get_u64(&r, "params.text_hash");
+    p.text_bytes = get_checked(&r, 0, INT64_MAX, "params.text_bytes");
+    p.samples = get_checked(&r, 1, INT64_MAX, "params.samples");
+    p.seqlen = get_checked(&r, 2, MAX_SEQLEN, "params.seqlen");
+    p.seed = get_u64(&r, "params.seed");
+    p.mode = (CalibMode)get_checked32(&r, 0, 1, "params.mode");
+    p.group = get_checked(&r, 0, MAX_WIDTH, "params.group");
+    p.topk = (int32_t)get_checked32(&r, 0, MAX_TOPK, "params.topk");
+    p.sensitivity = (int32_t)get_checked32(&r, 0, 1, "params.sensitivity");
+    int64_t nl = get_checked(&r, 1, MAX_LAYERS, "n_layers");
+    int64_t dim = get_checked(&r, 1, MAX_WIDTH, "dim");
+    int64_t hid = get_checked(&r, 1, MAX_WIDTH, "hidden_dim");
+    int64_t qd = get_checked(&r, 1, MAX_WIDTH, "q_dim");
+    int64_t vocab = get_checked(&r, 1, INT32_MAX, "vocab_size");
+    int64_t width[TAP_COUNT];
+    const int64_t want[TAP_COUNT] = {dim, qd, dim, hid, dim};
+    for (int t = 0; t < TAP_COUNT; t++) width[t] = get_checked(&r, want[t], want[t], "width");
+    if (r.bad) goto bad;
+    /* Per-layer bytes are bounded below, so a huge n_layers or seqlen in a
+     * short file fails here, before any allocation. */
+    size_t min_bytes = (size_t)nl * ((size_t)TAP_COUNT * (HIST_NBINS * 8 + 100) + (size_t)p.seqlen * 12);
+    if (!rd_need(&r, min_bytes, "layers")) goto bad;
+    st = calib_stats_new(nl, width, p.seqlen, p.topk, &cs, err);
+    if (st) goto fail;
+    cs->fingerprint = fp;
+    cs->params = p;
+    cs->dim = dim;
+    cs->hidden_dim = hid;
+    cs->q_dim = qd;
+    cs->vocab_size = vocab;
+    cs->n_planned = get_checked(&r, 1, INT64_MAX, "n_planned");
+    cs->n_seqs = get_checked(&r, 0, cs->n_planned, "n_seqs");
+    cs->n_tokens = get_checked(&r, 0, INT64_MAX, "n_tokens");
+    for (int64_t i = 0; i < nl * TAP_COUNT && !r.bad; i++) get_tap(&r, &cs->taps[i], width[i % TAP_COUNT]);
+    int64_t np = nl * p.seqlen;
+    if (!rd_need(&r, (size_t)np * 12, "resid")) goto bad;
+    for (int64_t i = 0; i < np; i++) cs->resid_rms_sum[i] = get_f64(&r, "resid_rms_sum");
+    for (int64_t i = 0; i < np; i++) cs->resid_rms_max[i] = get_f32(&r, "resid_rms_max");
+    cs->has_sens = (int)get_checked32(&r, 0, 1, "has_sens");
+    if (r.bad) goto bad;
+    if (cs->has_sens) {
+        int64_t g = get_checked(&r, 0, MAX_WIDTH, "sens.group");
+        if (r.bad) goto bad;
+        int64_t nc = nl * PROJ_COUNT * SENS_NFMT * SG_COUNT, ng = nl * PROJ_COUNT * SG_COUNT;
+        if (!rd_need(&r, (size_t)nc * 8 + (size_t)ng * 4, "sens")) goto bad;
+        st = sens_map_init(&cs->sens, nl, g, err);
+        if (st) goto fail;
+        for (int64_t i = 0; i < nc; i++) cs->sens.werr[i] = get_f32(&r, "sens.werr");
+        for (int64_t i = 0; i < nc; i++) cs->sens.oerr[i] = get_f32(&r, "sens.oerr");
+        for (int64_t i = 0; i < ng; i++) cs->sens.gsize[i] = (int32_t)get_checked32(&r, 0, MAX_WIDTH, "sens.gsize");
+    }
+    cs->has_h = (int)get_checked32(&r, 0, 1, "has_h");
+    cs->h_id = get_u64(&r, "h_id");
+    cs->h_bytes = (size_t)get_u64(&r, "h_bytes");
+    size_t body = r.off;
+    uint64_t sum = get_u64(&r, "checksum");
+    if (r.bad) goto bad;
+    if (r.off != r.n) {
+        err_set(err, ST_ERR_FORMAT, "%s: %zu unexpected bytes after the checksum (offset %zu)", path, r.n - r.off,
+                r.off);
+        goto bad;
+    }
+    if (sum != hash_bytes(HASH_SEED, mf.data, body)) {
+        err_set(err, ST_ERR_FORMAT, "%s: field 'checksum' (offset %zu) does not match the contents: the file is corrupt",
+                path, body);
+        goto bad;
+    }
+    mapfile_close(&mf);
+    *out = cs;
+    return ST_OK;
+bad:
+    st = ST_ERR_FORMAT;
+fail:
+    calib_stats_free(cs);
+    mapfile_close(&mf);
+    return st;
+}
+
+int statsfile_is_stale(const CalibStats *cs, const Model *m, char *why, size_t cap) {
+    const ModelConfig *c = &m->cfg;
+    if (cs->fingerprint != m->fingerprint) {
+        snprintf(why, cap, "model fingerprint %016llx differs from the calibrated one %016llx",
+                 (unsigned long long)m->fingerprint, (unsigned long long)cs->fingerprint);
+        return 1;
+    }
+    if (cs->n_layers != c->n_layers || cs->dim != c->dim || cs->hidden_dim != c->hidden_dim ||
+        cs->q_dim != c->n_heads * c->head_dim) {
+        snprintf(why, cap, "model shape (%lld layers, dim %lld, hidden %lld) differs from the stats (%lld, %lld, %lld)",
+                 (long long)c->n_layers, (long long)c->dim, (long long)c->hidden_dim, (long long)cs->n_layers,
+                 (long long)cs->dim, (long long)cs->hidden_dim);
+        return 1;
+    }
+    if (cap) why[0] = '\0';
+    return 0;
+}
+
+char *statsfile_h_path(const char *stats_path) {
+    size_t n = strlen(stats_path) + 5;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s.h64", stats_path);
+    return s;
+}

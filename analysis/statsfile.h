@@ -1,0 +1,36 @@
+/* The stats cache: a versioned little-endian binary file holding a
+ * CalibStats (model fingerprint, calibration parameters, every per-tap
+ * statistic, residual norms, the weight-sensitivity map) so reports and the
+ * TUI reopen instantly and can tell when it is stale. H lives beside it in
+ * STATS.h64 (analysis/stats.h, HStore), tied by an id.
+ *
+ * Layout: "QSST", u32 version, then fields in a fixed order (each written
+ * explicitly: no struct dumps, no padding, no timestamps, so the same inputs
+ * give the same bytes), then a u64 FNV-1a checksum of everything before it.
+ * Every count and length is validated on read. */
+#ifndef QS_ANALYSIS_STATSFILE_H
+#define QS_ANALYSIS_STATSFILE_H
+
+#include <stddef.h>
+
+#include "analysis/calib.h"
+#include "core/status.h"
+#include "model/model.h"
+
+#define STATSFILE_VERSION 1
+
+/* Writes cs to path atomically (temp file + rename). */
+Status statsfile_save(const CalibStats *cs, const char *path, Err *err);
+
+/* Reads path into a new CalibStats (caller frees). A truncated or corrupt
+ * file fails with ST_ERR_FORMAT naming the file, the field and its offset. */
+Status statsfile_load(const char *path, CalibStats **out, Err *err);
+
+/* Returns 1 when cs was not computed on m (fingerprint or shape differ) and
+ * writes the reason into why (cap bytes); 0 when it matches. */
+int statsfile_is_stale(const CalibStats *cs, const Model *m, char *why, size_t cap);
+
+/* Returns the H file path for a stats path: "<stats>.h64" (heap; caller frees). */
+char *statsfile_h_path(const char *stats_path);
+
+#endif

@@ -1,0 +1,185 @@
+/* qscope calib: run calibration text through a model and write the stats
+ * cache (plus H beside it). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analysis/calib.h"
+#include "analysis/spikes.h"
+#include "analysis/statsfile.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/mapfile.h"
+#include "core/pool.h"
+
+static void calib_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope calib MODEL --text FILE -o STATS [options]\n"
+            "Runs sequences of FILE through MODEL with taps on every projection input and the\n"
+            "residual stream, and writes STATS (the stats cache) and STATS.h64 (H = XᵀX per\n"
+            "linear input, float64, n_layers × (2·dim² + q_dim² + hidden²) × 8 bytes).\n"
+            "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
+            "  --samples N     sequences (default 16; chunks mode: at most what the text holds)\n"
+            "  --seqlen L      tokens per sequence, BOS included (default 256, at most the\n"
+            "                  model's context)\n"
+            "  --seed S        seed of the random offsets (default 1)\n"
+            "  --mode M        random (seeded offsets, default) or chunks (consecutive)\n"
+            "  --group G       group size of the grouped sensitivity cells (default 32; where G\n"
+            "                  does not divide a dimension, the largest divisor <= G that is a\n"
+            "                  multiple of 4 is used and recorded)\n"
+            "  --topk K        spikes kept per (layer, tap) (default 16)\n"
+            "  --no-sensitivity  skip the weight-sensitivity map\n"
+            "  --no-h          do not accumulate H (no output errors in the map)\n"
+            "  --threads N     worker threads (default: all CPUs)\n"
+            "  -o STATS        output path\n"
+            "Ctrl-C stops after the current sequence and keeps what is done (the file\n"
+            "records how many sequences completed); a second Ctrl-C aborts.\n");
+}
+
+typedef struct BarJob {
+    Progress *p;
+    _Atomic int stop;
+} BarJob;
+
+static void *calib_bar_thread(void *arg) {
+    BarJob *j = arg;
+    ProgressBar pb;
+    progress_bar_init(&pb, "calib");
+    while (!j->stop) {
+        progress_bar_draw(&pb, atomic_load(&j->p->done), atomic_load(&j->p->total), j->p->stage);
+        usleep(100000);
+    }
+    progress_bar_draw(&pb, atomic_load(&j->p->done), atomic_load(&j->p->total), j->p->stage);
+    progress_bar_finish(&pb);
+    return NULL;
+}
+
+int cmd_calib(int argc, char **argv) {
+    const char *model = NULL, *text = NULL, *tok = NULL, *out = NULL, *samples = NULL, *seqlen = NULL;
+    const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL;
+    int no_sens = 0, no_h = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            calib_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--no-sensitivity") == 0) { no_sens = 1; continue; }
+        if (strcmp(a, "--no-h") == 0) { no_h = 1; continue; }
+        int r;
+        if ((r = args_opt(argc, argv, &i, "--text", &text)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok)) ||
+            (r = args_opt(argc, argv, &i, "-o", &out)) || (r = args_opt(argc, argv, &i, "--samples", &samples)) ||
+            (r = args_opt(argc, argv, &i, "--seqlen", &seqlen)) || (r = args_opt(argc, argv, &i, "--seed", &seed)) ||
+            (r = args_opt(argc, argv, &i, "--mode", &mode)) || (r = args_opt(argc, argv, &i, "--group", &group)) ||
+            (r = args_opt(argc, argv, &i, "--threads", &threads)) ||
+            (r = args_opt(argc, argv, &i, "--topk", &topk))) {
+            if (r < 0) return 2;
+            continue;
+        }
+        if (a[0] == '-' || model) {
+            fprintf(stderr, "qscope calib: unknown argument '%s' (see qscope calib --help)\n", a);
+            return 2;
+        }
+        model = a;
+    }
+    if (!model || !text || !out) {
+        fprintf(stderr, "qscope calib: MODEL, --text and -o are required (see qscope calib --help)\n");
+        return 2;
+    }
+    CalibParams p;
+    calib_params_default(&p);
+    int64_t v, nthreads = 0;
+    if (samples) { if (!args_int("calib", "--samples", samples, 1, 1 << 24, &v)) return 2; p.samples = v; }
+    if (seqlen) { if (!args_int("calib", "--seqlen", seqlen, 2, 1 << 20, &v)) return 2; p.seqlen = v; }
+    if (seed) { if (!args_int("calib", "--seed", seed, 0, INT64_MAX, &v)) return 2; p.seed = (uint64_t)v; }
+    if (group) { if (!args_int("calib", "--group", group, 4, 1 << 20, &v)) return 2; p.group = v; }
+    if (topk) { if (!args_int("calib", "--topk", topk, 1, 1024, &v)) return 2; p.topk = (int32_t)v; }
+    if (threads && !args_int("calib", "--threads", threads, 1, 256, &nthreads)) return 2;
+    if (mode) {
+        int mm = calib_mode_parse(mode);
+        if (mm < 0) {
+            fprintf(stderr, "qscope calib: --mode: '%s' is not random or chunks\n", mode);
+            return 2;
+        }
+        p.mode = (CalibMode)mm;
+    }
+    p.sensitivity = !no_sens;
+    snprintf(p.text_path, sizeof p.text_path, "%s", text);
+
+    Err err;
+    err_init(&err);
+    char *buf = NULL;
+    size_t len = 0;
+    if (file_read_all(text, (size_t)1 << 31, &buf, &len, &err) != ST_OK) {
+        args_print_err("calib", &err);
+        return 1;
+    }
+    Model *m = args_load_model(model, tok);
+    if (!m) {
+        free(buf);
+        return 1;
+    }
+    if (p.seqlen > m->cfg.max_seq_len && !seqlen) p.seqlen = m->cfg.max_seq_len;
+    Pool *pool = NULL;
+    if (pool_new((int)nthreads, &pool, &err) != ST_OK) {
+        args_print_err("calib", &err);
+        model_free(m);
+        free(buf);
+        return 1;
+    }
+    char *hpath = no_h ? NULL : statsfile_h_path(out);
+    size_t hb = calib_h_bytes(m);
+    if (!no_h)
+        fprintf(stderr, "qscope calib: H = XᵀX in %s: %lld layers × (2·%lld² + %lld² + %lld²) × 8 = %.1f MB\n",
+                hpath, (long long)m->cfg.n_layers, (long long)m->cfg.dim,
+                (long long)(m->cfg.n_heads * m->cfg.head_dim), (long long)m->cfg.hidden_dim, (double)hb / 1e6);
+    Progress prog;
+    progress_init(&prog);
+    args_cancel_on_sigint(&prog);
+    BarJob job = {.p = &prog, .stop = 0};
+    pthread_t th;
+    int have_bar = pthread_create(&th, NULL, calib_bar_thread, &job) == 0;
+    double t0 = args_now();
+    CalibStats *cs = NULL;
+    Status st = calib_run(m, buf, len, &p, hpath, pool, &prog, &cs, &err);
+    double dt = args_now() - t0;
+    job.stop = 1;
+    if (have_bar) pthread_join(th, NULL);
+    int rc = 0;
+    if (st != ST_OK) {
+        args_print_err("calib", &err);
+        rc = 1;
+        goto done;
+    }
+    if (statsfile_save(cs, out, &err) != ST_OK) {
+        args_print_err("calib", &err);
+        rc = 1;
+        goto done;
+    }
+    printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
+           (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
+    if (cs->n_seqs < cs->n_planned)
+        printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
+    printf("stats: %s\n", out);
+    if (cs->has_h) printf("H: %s (%zu bytes)\n", hpath, cs->h_bytes);
+    printf("sensitivity map: %s\n", cs->has_sens ? "computed" : "not computed");
+    SpikeScore *sc = NULL;
+    int64_t n = 0;
+    if (spikes_score(cs, &sc, &n, &err) == ST_OK) {
+        printf("spike-aware candidates (top %d by max/median):\n", SPIKES_DEFAULT_K);
+        for (int64_t i = 0; i < n && i < SPIKES_DEFAULT_K; i++)
+            printf("  %lld. layer %lld %-7s max %.4g median %.4g ratio %.1f\n", (long long)sc[i].rank,
+                   (long long)sc[i].layer, tap_name(sc[i].tap), sc[i].max, sc[i].median, sc[i].ratio);
+        free(sc);
+    }
+done:
+    calib_stats_free(cs);
+    free(hpath);
+    pool_free(pool);
+    model_free(m);
+    free(buf);
+    return rc;
+}
