@@ -11,6 +11,8 @@ const Command cli_commands[] = {
     {"tokenize", cmd_tokenize, "token ids of a text"},
     {"ppl", cmd_ppl, "perplexity (llama.cpp protocol)"},
     {"synth", cmd_synth, "write a random-weight LLaMA GGUF of a real shape"},
+    {"calib", cmd_calib, "calibrate: activation statistics, spikes, H, sensitivity -> stats file"},
+    {"report", cmd_report, "print a map from a stats file (spikes, sensitivity, actquant, ...)"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,518 @@
+/* qscope report: read a stats cache and print one of its maps as a table,
+ * JSON or CSV (hand-printed: no JSON library in cli/). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/calib.h"
+#include "analysis/sensitivity.h"
+#include "analysis/spikes.h"
+#include "analysis/statsfile.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+
+typedef enum { OUT_TEXT, OUT_JSON, OUT_CSV } OutFmt;
+
+typedef struct ReportOpts {
+    int64_t layer;           /* -1: all */
+    int tap;                 /* -1: all; else a TapPoint */
+    int proj;                /* -1: all or by tap; else a Proj */
+    int64_t top;             /* 0: default of the view */
+    OutFmt out;
+} ReportOpts;
+
+static void report_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope report [MODEL] --stats STATS --what VIEW [options]\n"
+            "Prints a map from a stats cache written by `qscope calib`. MODEL (optional) is\n"
+            "only loaded to check that the stats are not stale (a warning if they are).\n"
+            "  --what VIEW   spikes       max|x|, median|x|, ratio and rank per projection input;\n"
+            "                             the top K (--top, default 3) are the spike-aware set\n"
+            "                sensitivity  relative weight and output error per format × grouping,\n"
+            "                             with AdaDim's per-IC/per-OC choice\n"
+            "                actquant     relative error of int8/fp8 activations per-tensor\n"
+            "                             (static, dynamic) and per-token\n"
+            "                channels     top channels by max|x| (--top, default 10)\n"
+            "                tokens       the largest activations with token text and position\n"
+            "                resid        residual-stream RMS per layer and position\n"
+            "  --layer L     only layer L\n"
+            "  --proj P      only P: qkv, o, gate_up, down, resid, or q, k, v, gate, up\n"
+            "  --top K       rows per view (see above)\n"
+            "  --json        a JSON list of objects;  --csv  CSV with a header row\n"
+            "  --tokenizer T llama2.c tokenizer (for a .bin MODEL)\n");
+}
+
+/* === output helpers === */
+
+static void json_num(double v) {
+    if (isfinite(v)) printf("%.9g", v);
+    else printf("null");
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p == '\n') printf("\\n");
+        else if (*p == '\t') printf("\\t");
+        else if (*p == '\r') printf("\\r");
+        else if (*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    putchar('"');
+}
+
+/* CSV field: quoted, quotes doubled. */
+static void csv_str(const char *s) {
+    putchar('"');
+    for (const char *p = s; *p; p++) {
+        if (*p == '"') putchar('"');
+        putchar(*p == '\n' ? ' ' : *p);
+    }
+    putchar('"');
+}
+
+/* Token text for a terminal table: control bytes shown as escapes. */
+static void text_show(const char *s, char *out, size_t cap) {
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && n + 5 < cap; p++) {
+        if (*p == '\n') n += (size_t)snprintf(out + n, cap - n, "\\n");
+        else if (*p < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\x%02x", *p);
+        else out[n++] = (char)*p;
+    }
+    out[n] = '\0';
+}
+
+static int sel_layer(const ReportOpts *o, int64_t l) { return o->layer < 0 || o->layer == l; }
+
+static int sel_tap(const ReportOpts *o, TapPoint t) {
+    if (o->tap >= 0) return o->tap == (int)t;
+    if (o->proj >= 0) return proj_tap((Proj)o->proj) == t;
+    return 1;
+}
+
+static int sel_proj(const ReportOpts *o, Proj p) {
+    if (o->proj >= 0) return o->proj == (int)p;
+    if (o->tap >= 0) return proj_tap(p) == (TapPoint)o->tap;
+    return 1;
+}
+
+/* === views === */
+
+static int view_spikes(const CalibStats *cs, const ReportOpts *o) {
+    Err err;
+    err_init(&err);
+    SpikeScore *s = NULL;
+    int64_t n = 0;
+    if (spikes_score(cs, &s, &n, &err) != ST_OK) {
+        args_print_err("report", &err);
+        return 1;
+    }
+    int64_t k = o->top > 0 ? o->top : SPIKES_DEFAULT_K;
+    int first = 1;
+    if (o->out == OUT_JSON) printf("[");
+    else if (o->out == OUT_CSV) printf("rank,layer,proj,max,median,ratio,p99,p999,kurtosis,rank_max,candidate,top_token,top_text,top_pos,top_channel\n");
+    else printf("%4s %5s %-7s %10s %10s %8s %10s %9s %4s  %s\n", "rank", "layer", "proj", "max", "median",
+                "ratio", "p99.9", "kurtosis", "cand", "largest (token@pos, channel)");
+    for (int64_t i = 0; i < n; i++) {
+        const SpikeScore *e = &s[i];
+        if (!sel_layer(o, e->layer) || !sel_tap(o, e->tap)) continue;
+        const TapStats *ts = calib_tap(cs, e->layer, e->tap);
+        const Spike *sp = ts->n_top > 0 ? &ts->top[0] : NULL;
+        int cand = spikes_is_candidate(e, k);
+        if (o->out == OUT_JSON) {
+            printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"max\": ", first ? "" : ",", (long long)e->layer,
+                   tap_name(e->tap));
+            json_num(e->max);
+            printf(", \"median\": ");
+            json_num(e->median);
+            printf(", \"ratio\": ");
+            json_num(e->ratio);
+            printf(", \"rank\": %lld, \"rank_max\": %lld, \"p99\": ", (long long)e->rank, (long long)e->rank_max);
+            json_num(e->p99);
+            printf(", \"p999\": ");
+            json_num(e->p999);
+            printf(", \"kurtosis\": ");
+            json_num(e->kurtosis);
+            printf(", \"candidate\": %s", cand ? "true" : "false");
+            if (sp) {
+                printf(", \"top\": {\"value\": ");
+                json_num(sp->value);
+                printf(", \"channel\": %d, \"token\": %d, \"text\": ", sp->channel, sp->token);
+                json_str(sp->text);
+                printf(", \"pos\": %d, \"seq\": %lld}", sp->pos, (long long)sp->seq);
+            }
+            printf("}");
+        } else if (o->out == OUT_CSV) {
+            printf("%lld,%lld,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%lld,%d,", (long long)e->rank, (long long)e->layer,
+                   tap_name(e->tap), e->max, e->median, e->ratio, e->p99, e->p999, e->kurtosis,
+                   (long long)e->rank_max, cand);
+            if (sp) {
+                printf("%d,", sp->token);
+                csv_str(sp->text);
+                printf(",%d,%d\n", sp->pos, sp->channel);
+            } else {
+                printf(",,,\n");
+            }
+        } else {
+            char t[64] = "";
+            if (sp) text_show(sp->text, t, sizeof t);
+            printf("%4lld %5lld %-7s %10.4g %10.4g %8.1f %10.4g %9.1f %4s", (long long)e->rank, (long long)e->layer,
+                   tap_name(e->tap), e->max, e->median, e->ratio, e->p999, e->kurtosis, cand ? "*" : "");
+            if (sp) printf("  %+.4g '%s'@%d, ch %d", sp->value, t, sp->pos, sp->channel);
+            printf("\n");
+        }
+        first = 0;
+    }
+    if (o->out == OUT_JSON) printf("\n]\n");
+    else if (o->out == OUT_TEXT) printf("* = spike-aware candidate set (top %lld by max/median)\n", (long long)k);
+    free(s);
+    return 0;
+}
+
+static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
+    if (!cs->has_sens) {
+        fprintf(stderr, "qscope report: the stats file has no sensitivity map (calibrated with --no-sensitivity or cancelled)\n");
+        return 1;
+    }
+    const SensMap *sm = &cs->sens;
+    int first = 1;
+    if (o->out == OUT_JSON) printf("[");
+    else if (o->out == OUT_CSV) printf("layer,proj,format,grouping,group,weight_err,output_err\n");
+    for (int64_t l = 0; l < cs->n_layers; l++) {
+        if (!sel_layer(o, l)) continue;
+        for (int p = 0; p < PROJ_COUNT; p++) {
+            if (!sel_proj(o, (Proj)p)) continue;
+            const int32_t *gs = sm->gsize + (l * PROJ_COUNT + p) * SG_COUNT;
+            if (o->out == OUT_TEXT)
+                printf("layer %lld %s  output error tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) [weight error ‖ΔW‖²/‖W‖²]"
+                       "  oc-g=%d ic-g=%d\n%-9s %21s %21s %21s %21s %21s  adadim\n",
+                       (long long)l, proj_name((Proj)p), gs[SG_OC_G], gs[SG_IC_G], "format", "tensor", "oc", "ic",
+                       "oc-g", "ic-g");
+            for (int f = 0; f < SENS_NFMT; f++) {
+                const char *fname = qformat_traits(sens_fmt(f))->name;
+                GroupDim c0 = sens_adadim_choice(sm, l, p, f, 0), c1 = sens_adadim_choice(sm, l, p, f, 1);
+                if (o->out == OUT_TEXT) printf("%-9s", fname);
+                for (int g = 0; g < SG_COUNT; g++) {
+                    int64_t ix = sens_index(l, p, f, g);
+                    double we = sm->werr[ix], oe = sm->oerr[ix];
+                    int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
+                    if (o->out == OUT_JSON) {
+                        printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"grouping\": \"%s\", "
+                               "\"group\": %d, \"weight_err\": ",
+                               first ? "" : ",", (long long)l, proj_name((Proj)p), fname,
+                               sens_group_name((SensGroup)g), grp);
+                        json_num(we);
+                        printf(", \"output_err\": ");
+                        json_num(oe);
+                        if (g == SG_OC || g == SG_IC || g == SG_OC_G || g == SG_IC_G) {
+                            GroupDim c = (g == SG_OC || g == SG_IC) ? c0 : c1;
+                            printf(", \"adadim_choice\": \"%s\"", group_dim_name(c));
+                        }
+                        printf("}");
+                        first = 0;
+                    } else if (o->out == OUT_CSV) {
+                        printf("%lld,%s,%s,%s,%d,%.9g,%.9g\n", (long long)l, proj_name((Proj)p), fname,
+                               sens_group_name((SensGroup)g), grp, we, oe);
+                    } else {
+                        char cell[32];
+                        if (isnan(we)) snprintf(cell, sizeof cell, "n/a");
+                        else snprintf(cell, sizeof cell, "%.3e [%.2e]", oe, we);
+                        printf(" %21s", cell);
+                    }
+                }
+                if (o->out == OUT_TEXT) printf("  %s/%s\n", group_dim_name(c0), group_dim_name(c1));
+            }
+        }
+    }
+    if (o->out == OUT_JSON) printf("\n]\n");
+    else if (o->out == OUT_TEXT)
+        printf("adadim: the per-channel / grouped choice between input- (ic) and output-channel (oc) scales\n");
+    return 0;
+}
+
+static int view_actquant(const CalibStats *cs, const ReportOpts *o) {
+    int first = 1;
+    if (o->out == OUT_JSON) printf("[");
+    else if (o->out == OUT_CSV) printf("layer,proj,format,mode,rel_err\n");
+    else {
+        printf("relative error ‖x - Q(x)‖²/‖x‖² of the projection inputs (static: scale from earlier sequences)\n");
+        printf("%5s %-7s", "layer", "proj");
+        for (int f = 0; f < ACT_FMT_COUNT; f++)
+            for (int m = 0; m < ACT_MODE_COUNT; m++) {
+                char h[40];
+                snprintf(h, sizeof h, "%s/%s", f == 0 ? "i8" : f == 1 ? "e4m3" : "e5m2",
+                         m == 0 ? "t-stat" : m == 1 ? "t-dyn" : "tok");
+                printf(" %12s", h);
+            }
+        printf("\n");
+    }
+    for (int64_t l = 0; l < cs->n_layers; l++) {
+        if (!sel_layer(o, l)) continue;
+        for (int t = 0; t < TAP_RESID; t++) {
+            if (!sel_tap(o, (TapPoint)t)) continue;
+            const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
+            if (o->out == OUT_TEXT) printf("%5lld %-7s", (long long)l, tap_name((TapPoint)t));
+            for (int f = 0; f < ACT_FMT_COUNT; f++)
+                for (int m = 0; m < ACT_MODE_COUNT; m++) {
+                    double e = tapstats_act_rel_err(ts, (ActFmt)f, (ActMode)m);
+                    if (o->out == OUT_JSON) {
+                        printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"mode\": \"%s\", \"rel_err\": ",
+                               first ? "" : ",", (long long)l, tap_name((TapPoint)t), act_fmt_name((ActFmt)f),
+                               act_mode_name((ActMode)m));
+                        json_num(e);
+                        printf("}");
+                        first = 0;
+                    } else if (o->out == OUT_CSV) {
+                        printf("%lld,%s,%s,%s,%.9g\n", (long long)l, tap_name((TapPoint)t), act_fmt_name((ActFmt)f),
+                               act_mode_name((ActMode)m), e);
+                    } else {
+                        printf(" %12.3e", e);
+                    }
+                }
+            if (o->out == OUT_TEXT) printf("\n");
+        }
+    }
+    if (o->out == OUT_JSON) printf("\n]\n");
+    return 0;
+}
+
+typedef struct ChanRank { int64_t c; float max; } ChanRank;
+
+static int chan_cmp(const void *a, const void *b) {
+    const ChanRank *x = a, *y = b;
+    if (x->max != y->max) return x->max > y->max ? -1 : 1;
+    return x->c < y->c ? -1 : 1;
+}
+
+static int view_channels(const CalibStats *cs, const ReportOpts *o) {
+    int64_t k = o->top > 0 ? o->top : 10;
+    int first = 1;
+    if (o->out == OUT_JSON) printf("[");
+    else if (o->out == OUT_CSV) printf("layer,proj,channel,max,mean,rms\n");
+    for (int64_t l = 0; l < cs->n_layers; l++) {
+        if (!sel_layer(o, l)) continue;
+        for (int t = 0; t < TAP_COUNT; t++) {
+            if (!sel_tap(o, (TapPoint)t)) continue;
+            const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
+            ChanRank *r = malloc(sizeof *r * (size_t)ts->width);
+            if (!r) return 1;
+            for (int64_t c = 0; c < ts->width; c++) r[c] = (ChanRank){c, ts->ch_absmax[c]};
+            qsort(r, (size_t)ts->width, sizeof *r, chan_cmp);
+            double nr = ts->n_rows > 0 ? (double)ts->n_rows : 1;
+            if (o->out == OUT_TEXT)
+                printf("layer %lld %s: top %lld of %lld channels by max|x| (%lld tokens)\n%8s %12s %12s %12s\n",
+                       (long long)l, tap_name((TapPoint)t), (long long)(k < ts->width ? k : ts->width),
+                       (long long)ts->width, (long long)ts->n_rows, "channel", "max|x|", "mean", "rms");
+            for (int64_t i = 0; i < k && i < ts->width; i++) {
+                int64_t c = r[i].c;
+                double mean = ts->ch_sum[c] / nr, rms = sqrt(ts->ch_sumsq[c] / nr);
+                if (o->out == OUT_JSON) {
+                    printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"channel\": %lld, \"max\": ", first ? "" : ",",
+                           (long long)l, tap_name((TapPoint)t), (long long)c);
+                    json_num(r[i].max);
+                    printf(", \"mean\": ");
+                    json_num(mean);
+                    printf(", \"rms\": ");
+                    json_num(rms);
+                    printf("}");
+                    first = 0;
+                } else if (o->out == OUT_CSV) {
+                    printf("%lld,%s,%lld,%.9g,%.9g,%.9g\n", (long long)l, tap_name((TapPoint)t), (long long)c,
+                           r[i].max, mean, rms);
+                } else {
+                    printf("%8lld %12.4g %12.4g %12.4g\n", (long long)c, r[i].max, mean, rms);
+                }
+            }
+            free(r);
+        }
+    }
+    if (o->out == OUT_JSON) printf("\n]\n");
+    return 0;
+}
+
+static int view_tokens(const CalibStats *cs, const ReportOpts *o) {
+    int first = 1;
+    if (o->out == OUT_JSON) printf("[");
+    else if (o->out == OUT_CSV) printf("layer,proj,rank,value,channel,token,text,pos,seq\n");
+    for (int64_t l = 0; l < cs->n_layers; l++) {
+        if (!sel_layer(o, l)) continue;
+        for (int t = 0; t < TAP_COUNT; t++) {
+            if (!sel_tap(o, (TapPoint)t)) continue;
+            const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
+            int64_t k = o->top > 0 && o->top < ts->n_top ? o->top : ts->n_top;
+            if (o->out == OUT_TEXT)
+                printf("layer %lld %s: largest |x|\n%4s %12s %8s %7s %-16s %6s %5s\n", (long long)l,
+                       tap_name((TapPoint)t), "#", "value", "channel", "token", "text", "pos", "seq");
+            for (int64_t i = 0; i < k; i++) {
+                const Spike *s = &ts->top[i];
+                if (o->out == OUT_JSON) {
+                    printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"rank\": %lld, \"value\": ", first ? "" : ",",
+                           (long long)l, tap_name((TapPoint)t), (long long)i + 1);
+                    json_num(s->value);
+                    printf(", \"channel\": %d, \"token\": %d, \"text\": ", s->channel, s->token);
+                    json_str(s->text);
+                    printf(", \"pos\": %d, \"seq\": %lld}", s->pos, (long long)s->seq);
+                    first = 0;
+                } else if (o->out == OUT_CSV) {
+                    printf("%lld,%s,%lld,%.9g,%d,%d,", (long long)l, tap_name((TapPoint)t), (long long)i + 1,
+                           s->value, s->channel, s->token);
+                    csv_str(s->text);
+                    printf(",%d,%lld\n", s->pos, (long long)s->seq);
+                } else {
+                    char tx[64];
+                    text_show(s->text, tx, sizeof tx);
+                    char q[72];
+                    snprintf(q, sizeof q, "'%s'", tx);
+                    printf("%4lld %12.4g %8d %7d %-16s %6d %5lld\n", (long long)i + 1, s->value, s->channel, s->token,
+                           q, s->pos, (long long)s->seq);
+                }
+            }
+        }
+    }
+    if (o->out == OUT_JSON) printf("\n]\n");
+    return 0;
+}
+
+static int view_resid(const CalibStats *cs, const ReportOpts *o) {
+    int64_t L = cs->params.seqlen;
+    int first = 1;
+    if (o->out == OUT_JSON) printf("[");
+    else if (o->out == OUT_CSV) printf("layer,pos,rms_mean,rms_max\n");
+    else printf("residual-stream RMS after each block (mean over %lld sequences)\n%5s %10s %10s %10s %10s %8s\n",
+                (long long)cs->n_seqs, "layer", "mean", "max", "pos0 mean", "pos1+ mean", "max pos");
+    for (int64_t l = 0; l < cs->n_layers; l++) {
+        if (!sel_layer(o, l)) continue;
+        double tot = 0, rest = 0, mx = 0;
+        int64_t argmax = 0;
+        for (int64_t p = 0; p < L; p++) {
+            double v = calib_resid_mean(cs, l, p);
+            tot += v;
+            if (p > 0) rest += v;
+            if (cs->resid_rms_max[l * L + p] > mx) {
+                mx = cs->resid_rms_max[l * L + p];
+                argmax = p;
+            }
+        }
+        if (o->out == OUT_JSON) {
+            printf("%s\n  {\"layer\": %lld, \"mean\": ", first ? "" : ",", (long long)l);
+            json_num(tot / (double)L);
+            printf(", \"max\": ");
+            json_num(mx);
+            printf(", \"max_pos\": %lld, \"pos_mean\": [", (long long)argmax);
+            for (int64_t p = 0; p < L; p++) {
+                if (p) printf(", ");
+                json_num(calib_resid_mean(cs, l, p));
+            }
+            printf("], \"pos_max\": [");
+            for (int64_t p = 0; p < L; p++) {
+                if (p) printf(", ");
+                json_num(cs->resid_rms_max[l * L + p]);
+            }
+            printf("]}");
+            first = 0;
+        } else if (o->out == OUT_CSV) {
+            for (int64_t p = 0; p < L; p++)
+                printf("%lld,%lld,%.9g,%.9g\n", (long long)l, (long long)p, calib_resid_mean(cs, l, p),
+                       cs->resid_rms_max[l * L + p]);
+        } else {
+            printf("%5lld %10.4g %10.4g %10.4g %10.4g %8lld\n", (long long)l, tot / (double)L, mx,
+                   calib_resid_mean(cs, l, 0), L > 1 ? rest / (double)(L - 1) : 0, (long long)argmax);
+        }
+    }
+    if (o->out == OUT_JSON) printf("\n]\n");
+    return 0;
+}
+
+int cmd_report(int argc, char **argv) {
+    const char *model = NULL, *stats = NULL, *what = NULL, *layer = NULL, *proj = NULL, *top = NULL, *tok = NULL;
+    ReportOpts o = {.layer = -1, .tap = -1, .proj = -1, .top = 0, .out = OUT_TEXT};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            report_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--json") == 0) { o.out = OUT_JSON; continue; }
+        if (strcmp(a, "--csv") == 0) { o.out = OUT_CSV; continue; }
+        int r;
+        if ((r = args_opt(argc, argv, &i, "--stats", &stats)) || (r = args_opt(argc, argv, &i, "--what", &what)) ||
+            (r = args_opt(argc, argv, &i, "--layer", &layer)) || (r = args_opt(argc, argv, &i, "--proj", &proj)) ||
+            (r = args_opt(argc, argv, &i, "--top", &top)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok))) {
+            if (r < 0) return 2;
+            continue;
+        }
+        if (a[0] == '-' || model) {
+            fprintf(stderr, "qscope report: unknown argument '%s' (see qscope report --help)\n", a);
+            return 2;
+        }
+        model = a;
+    }
+    if (!stats || !what) {
+        fprintf(stderr, "qscope report: --stats and --what are required (see qscope report --help)\n");
+        return 2;
+    }
+    static const char *const views[] = {"spikes", "sensitivity", "actquant", "channels", "tokens", "resid"};
+    int view = -1;
+    for (int i = 0; i < 6; i++)
+        if (strcmp(what, views[i]) == 0) view = i;
+    if (view < 0) {
+        fprintf(stderr, "qscope report: --what: '%s' is not one of spikes, sensitivity, actquant, channels, tokens, resid\n",
+                what);
+        return 2;
+    }
+    if (proj) {
+        int t = -1;
+        for (int i = 0; i < TAP_COUNT; i++)
+            if (strcmp(proj, tap_name((TapPoint)i)) == 0) t = i;
+        if (t >= 0) o.tap = t;
+        else if ((o.proj = proj_parse(proj)) < 0) {
+            fprintf(stderr, "qscope report: --proj: '%s' is not qkv, o, gate_up, down, resid or a projection name\n", proj);
+            return 2;
+        }
+    }
+    int64_t v;
+    if (top) { if (!args_int("report", "--top", top, 1, 1 << 20, &v)) return 2; o.top = v; }
+    Err err;
+    err_init(&err);
+    CalibStats *cs = NULL;
+    if (statsfile_load(stats, &cs, &err) != ST_OK) {
+        args_print_err("report", &err);
+        return 1;
+    }
+    if (layer) {
+        if (!args_int("report", "--layer", layer, 0, cs->n_layers - 1, &v)) {
+            calib_stats_free(cs);
+            return 2;
+        }
+        o.layer = v;
+    }
+    if (model) {
+        Model *m = args_load_model(model, tok);
+        if (!m) {
+            calib_stats_free(cs);
+            return 1;
+        }
+        char why[256];
+        if (statsfile_is_stale(cs, m, why, sizeof why))
+            fprintf(stderr, "qscope report: warning: %s is stale for %s: %s\n", stats, model, why);
+        model_free(m);
+    }
+    if (o.out == OUT_TEXT)
+        printf("stats %s: %lld layers, %lld sequences × %lld tokens of %s (%s, seed %llu)%s\n", stats,
+               (long long)cs->n_layers, (long long)cs->n_seqs, (long long)cs->params.seqlen, cs->params.text_path,
+               calib_mode_name(cs->params.mode), (unsigned long long)cs->params.seed,
+               cs->n_seqs < cs->n_planned ? " [cancelled early]" : "");
+    int rc;
+    switch (view) {
+    case 0: rc = view_spikes(cs, &o); break;
+    case 1: rc = view_sensitivity(cs, &o); break;
+    case 2: rc = view_actquant(cs, &o); break;
+    case 3: rc = view_channels(cs, &o); break;
+    case 4: rc = view_tokens(cs, &o); break;
+    default: rc = view_resid(cs, &o); break;
+    }
+    calib_stats_free(cs);
+    return rc;
+}
