@@ -173,7 +173,7 @@ static void rng_normal(Rng *r, float *out, int64_t n, float scale) {
 
 /* === tensors === */
 
-static int64_t tensor_index(const Synth *s, int64_t layer, TKind k) {
+static int64_t tensor_index(int64_t layer, TKind k) {
     return 1 + layer * LAYER_TENSORS + (int64_t)(k - TK_ATTN_NORM);
 }
 
@@ -293,13 +293,13 @@ static Status plant_spikes(Synth *s, Err *err) {
     }
     gen_row(s, 0, SYNTH_BOS, x);
     for (int64_t l = 0; l <= max_layer; l++) {
-        gen_row(s, tensor_index(s, l, TK_ATTN_NORM), 0, nw);
+        gen_row(s, tensor_index(l, TK_ATTN_NORM), 0, nw);
         rmsnorm(xn, x, nw, dim, c->norm_eps);
-        matvec(s, tensor_index(s, l, TK_V), xn, v, row);
+        matvec(s, tensor_index(l, TK_V), xn, v, row);
         for (int64_t h = 0; h < c->n_heads; h++) memcpy(att + h * hd, v + (h / group) * hd, (size_t)hd * sizeof(float));
-        matvec(s, tensor_index(s, l, TK_O), att, tmp, row);
+        matvec(s, tensor_index(l, TK_O), att, tmp, row);
         for (int64_t j = 0; j < dim; j++) x[j] += tmp[j];
-        gen_row(s, tensor_index(s, l, TK_FFN_NORM), 0, nw);
+        gen_row(s, tensor_index(l, TK_FFN_NORM), 0, nw);
         rmsnorm(xn, x, nw, dim, c->norm_eps);
         double nrm = 0.0;
         for (int64_t j = 0; j < dim; j++) nrm += (double)xn[j] * xn[j];
@@ -314,10 +314,10 @@ static Status plant_spikes(Synth *s, Err *err) {
             s->up_scale[k] = (float)(target / silu_g / nrm);
         }
         if (l == max_layer) break;
-        matvec(s, tensor_index(s, l, TK_GATE), xn, g, row);
-        matvec(s, tensor_index(s, l, TK_UP), xn, u, row);
+        matvec(s, tensor_index(l, TK_GATE), xn, g, row);
+        matvec(s, tensor_index(l, TK_UP), xn, u, row);
         for (int64_t j = 0; j < hid; j++) g[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
-        matvec(s, tensor_index(s, l, TK_DOWN), g, tmp, row);
+        matvec(s, tensor_index(l, TK_DOWN), g, tmp, row);
         for (int64_t j = 0; j < dim; j++) x[j] += tmp[j];
     }
 fail:
@@ -363,7 +363,7 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
     };
     for (int64_t l = 0; l < c->n_layers; l++) {
         for (int k = 0; k < LAYER_TENSORS; k++) {
-            TSpec *e = &t[tensor_index(s, l, lk[k].k)];
+            TSpec *e = &t[tensor_index(l, lk[k].k)];
             snprintf(e->name, sizeof e->name, "blk.%lld.%s.weight", (long long)l, lk[k].name);
             e->kind = lk[k].k;
             e->layer = l;
