@@ -27,6 +27,43 @@ Status tokenizer_from_llama2c(const char *path, int64_t vocab_size, Tokenizer **
  * it, tokenizer_config.json for add_bos). */
 Status tokenizer_from_hf(const char *tokenizer_json_path, Tokenizer **out, Err *err);
 
+/* Token types, numbered as GGUF's tokenizer.ggml.token_type. */
+typedef enum {
+    TOK_TYPE_NORMAL = 1, TOK_TYPE_UNKNOWN = 2, TOK_TYPE_CONTROL = 3,
+    TOK_TYPE_USER_DEFINED = 4, TOK_TYPE_UNUSED = 5, TOK_TYPE_BYTE = 6
+} TokType;
+
+/* A borrowed byte string (not NUL-terminated). */
+typedef struct TokPiece {
+    const char *s;
+    size_t len;
+} TokPiece;
+
+/* Everything a tokenizer is built from; the constructors below fill one in,
+ * and tests can build vocabularies in memory. All arrays are borrowed for the
+ * duration of the call only. */
+typedef struct TokVocab {
+    const char *model;        /* "llama": SentencePiece-BPE by scores (llama.cpp SPM);
+                                 "gpt2": byte-level BPE by merge rank;
+                                 "hf-spm": HF BPE by merge rank over the U+2581-normalized
+                                 text, with byte fallback (HF LlamaTokenizer layout) */
+    const char *pre;          /* byte-level pre-tokenizer name; NULL = "default" */
+    int64_t n_tokens;
+    const TokPiece *tokens;   /* (n_tokens) */
+    const float *scores;      /* (n_tokens) or NULL (all 0) */
+    const int32_t *types;     /* (n_tokens) TokType or NULL (all normal) */
+    int64_t n_merges;
+    const TokPiece *merges;   /* (n_merges) "left right", rank = index */
+    int32_t bos, eos, unk;    /* -1 = none */
+    int add_bos;              /* prepend BOS by default */
+    int add_space_prefix;     /* SPM: prefix U+2581 to text after start/special tokens */
+    int ignore_merges;        /* byte-level: a pre-token that is a whole token is used as is */
+    const char *source;       /* file name for error messages (may be NULL) */
+} TokVocab;
+
+/* Builds a tokenizer from an explicit vocabulary. Caller frees. */
+Status tokenizer_from_vocab(const TokVocab *v, Tokenizer **out, Err *err);
+
 /* NULL is a no-op. */
 void tokenizer_free(Tokenizer *t);
 
@@ -34,6 +71,23 @@ void tokenizer_free(Tokenizer *t);
  * tokenizer's own default. *ids is heap-allocated (caller frees), *n its length. */
 Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_bos,
                         int32_t **ids, int64_t *n, Err *err);
+
+/* tokenizer_encode with parse_special: 1 also matches control tokens written
+ * in the text (e.g. "<s>") as llama.cpp's parse_special does; user-defined
+ * tokens are always matched. */
+Status tokenizer_encode_ex(const Tokenizer *t, const char *text, size_t len, int add_bos,
+                           int parse_special, int32_t **ids, int64_t *n, Err *err);
+
+/* Decodes n ids into one heap string (*out, NUL-terminated, caller frees; *len
+ * bytes without the NUL). Control tokens decode to nothing. */
+Status tokenizer_detokenize(const Tokenizer *t, const int32_t *ids, int64_t n, char **out,
+                            size_t *len, Err *err);
+
+/* Returns the TokType of id (0 for an out-of-range id). */
+int tokenizer_token_type(const Tokenizer *t, int32_t id);
+
+/* 1 if the tokenizer prepends BOS by default. */
+int tokenizer_add_bos(const Tokenizer *t);
 
 /* Appends the bytes token id decodes to (byte tokens become raw bytes, U+2581
  * becomes a space; a leading space after BOS is kept as-is). Returns the byte

@@ -1,0 +1,414 @@
+/* Tokenizers: llama.cpp's conformance vectors (every line of both .inp/.out
+ * pairs), the three stories260K tokenizers agreeing on the whole TinyStories
+ * sample, round trips, the pre-tokenizer splitters on hand-derived cases,
+ * small in-memory vocabularies, and malformed files. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/mapfile.h"
+#include "core/status.h"
+#include "model/gguf.h"
+#include "model/tok_pretok.h"
+#include "model/tokenizer.h"
+#include "tests/testlib.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static char *slurp(const char *path, size_t *len) {
+    char *buf = NULL;
+    Err err;
+    err_init(&err);
+    CHECK_OK(file_read_all(path, 64u << 20, &buf, len, &err), err);
+    return buf;
+}
+
+static Tokenizer *load_gguf_tok(const char *path) {
+    Gguf *g = NULL;
+    Tokenizer *t = NULL;
+    Err err;
+    err_init(&err);
+    CHECK_OK(gguf_open(path, &g, &err), err);
+    CHECK_OK(tokenizer_from_gguf(g, &t, &err), err);
+    gguf_free(g);
+    return t;
+}
+
+static void encode(const Tokenizer *t, const char *s, size_t n, int bos, int32_t **ids, int64_t *nid) {
+    Err err;
+    err_init(&err);
+    CHECK_OK(tokenizer_encode(t, s, n, bos, ids, nid, &err), err);
+}
+
+/* === llama.cpp conformance vectors ==================================== */
+
+/* Splits .inp as test-tokenizer-0 does (separator "\n__ggml_vocab_test__\n",
+ * inputs not stripped) and compares with each stripped .out line. */
+static int run_vocab_vectors(const char *name) {
+    char vocab[512], inp[512], outp[512];
+    snprintf(vocab, sizeof vocab, "vocab/%s.gguf", name);
+    snprintf(inp, sizeof inp, "%s.inp", testlib_shared(vocab));
+    snprintf(outp, sizeof outp, "%s.out", testlib_shared(vocab));
+    Tokenizer *t = load_gguf_tok(testlib_shared(vocab));
+    size_t ilen, olen;
+    char *in = slurp(inp, &ilen), *out = slurp(outp, &olen);
+    const char *sep = "\n__ggml_vocab_test__\n";
+    size_t seplen = strlen(sep), pos = 0, opos = 0;
+    int tests = 0;
+    while (pos < ilen) {
+        const char *next = strstr(in + pos, sep);
+        size_t end = next ? (size_t)(next - in) : ilen;
+        /* the matching .out line */
+        CHECKF(opos < olen, "%s: more inputs than output lines", name);
+        const char *nl = memchr(out + opos, '\n', olen - opos);
+        size_t oend = nl ? (size_t)(nl - out) : olen;
+        int32_t expect[1024];
+        int64_t ne = 0;
+        for (size_t k = opos; k < oend;) {
+            while (k < oend && (out[k] == ' ' || out[k] == '\r' || out[k] == '\t')) k++;
+            if (k >= oend) break;
+            CHECK(ne < 1024);
+            expect[ne++] = (int32_t)strtol(out + k, NULL, 10);
+            while (k < oend && out[k] != ' ') k++;
+        }
+        int32_t *ids;
+        int64_t n;
+        encode(t, in + pos, end - pos, 0, &ids, &n);
+        int same = n == ne;
+        for (int64_t i = 0; same && i < n; i++) same = ids[i] == expect[i];
+        if (!same) {
+            fprintf(stderr, "%s test %d: input '%.*s'\n  expected:", name, tests, (int)(end - pos), in + pos);
+            for (int64_t i = 0; i < ne; i++) fprintf(stderr, " %d", expect[i]);
+            fprintf(stderr, "\n  got:     ");
+            for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+            fputc('\n', stderr);
+        }
+        CHECKF(same, "%s: test %d differs from llama.cpp", name, tests);
+        free(ids);
+        tests++;
+        opos = nl ? oend + 1 : olen;
+        if (!next) break;
+        pos = end + seplen;
+    }
+    CHECKF(opos >= olen, "%s: more output lines than inputs", name);
+    free(in);
+    free(out);
+    tokenizer_free(t);
+    return tests;
+}
+
+/* === stories260K: GGUF vs llama2.c vs HF on the whole sample ========== */
+
+static void check_stories(void) {
+    Err err;
+    err_init(&err);
+    size_t len;
+    char *text = slurp(testlib_shared("text/tinystories_sample.txt"), &len);
+    Tokenizer *tg = load_gguf_tok(testlib_shared("models/stories260K/stories260K-f32.gguf"));
+    Tokenizer *tl = NULL, *th = NULL;
+    CHECK_OK(tokenizer_from_llama2c(testlib_shared("models/stories260K/tok512.bin"), 512, &tl, &err), err);
+    CHECK_OK(tokenizer_from_hf(testlib_shared("models/stories260K-hf/tokenizer.json"), &th, &err), err);
+    CHECK(tokenizer_kind(tg) == TOK_SPM && tokenizer_kind(tl) == TOK_SPM && tokenizer_kind(th) == TOK_SPM);
+    CHECK(tokenizer_vocab_size(tg) == 512 && tokenizer_vocab_size(tl) == 512 && tokenizer_vocab_size(th) == 512);
+    CHECK(tokenizer_bos(tg) == 1 && tokenizer_bos(tl) == 1 && tokenizer_bos(th) == 1);
+    CHECK(tokenizer_eos(tg) == 2 && tokenizer_eos(tl) == 2 && tokenizer_eos(th) == 2);
+    CHECK(tokenizer_add_bos(tg) && tokenizer_add_bos(tl) && tokenizer_add_bos(th));
+    int32_t *a, *b, *c;
+    int64_t na, nb, nc;
+    encode(tg, text, len, -1, &a, &na);
+    encode(tl, text, len, -1, &b, &nb);
+    encode(th, text, len, -1, &c, &nc);
+    /* BOS + the 1881 text tokens the HF fixture's README reports for this file. */
+    CHECKF(na == 1882, "gguf: %lld tokens", (long long)na);
+    CHECK(a[0] == 1 && a[1] != 1);
+    CHECKF(nb == na, "llama2.c %lld vs gguf %lld tokens", (long long)nb, (long long)na);
+    CHECKF(nc == na, "hf %lld vs gguf %lld tokens", (long long)nc, (long long)na);
+    for (int64_t i = 0; i < na; i++) {
+        CHECKF(a[i] == b[i], "token %lld: gguf %d llama2.c %d", (long long)i, a[i], b[i]);
+        CHECKF(a[i] == c[i], "token %lld: gguf %d hf %d", (long long)i, a[i], c[i]);
+    }
+    /* Round trip: decode(encode(x)) is x behind the U+2581 prefix (BOS decodes to nothing). */
+    Tokenizer *all[3] = {tg, tl, th};
+    for (int k = 0; k < 3; k++) {
+        char *dec;
+        size_t dlen;
+        CHECK_OK(tokenizer_detokenize(all[k], a, na, &dec, &dlen, &err), err);
+        CHECK(dlen == len + 1 && dec[0] == ' ' && memcmp(dec + 1, text, len) == 0);
+        free(dec);
+    }
+    /* Pieces: llama2.c's spaces and "\n<s>\n" are normalised to the GGUF's. */
+    for (int32_t i = 0; i < 512; i++) CHECK(strcmp(tokenizer_piece(tg, i), tokenizer_piece(tl, i)) == 0);
+    CHECK(strcmp(tokenizer_piece(tg, 259), "\xE2\x96\x81t") == 0);
+    CHECK(strcmp(tokenizer_piece(tg, 1), "<s>") == 0);
+    CHECK(strcmp(tokenizer_describe(tg), "spm (llama), 512 tokens") == 0);
+    /* Byte fallback: a character outside the 512-token vocab becomes its UTF-8 bytes. */
+    int32_t *ids;
+    int64_t n;
+    encode(tg, "\xE6\x97\xA5", 3, 0, &ids, &n); /* U+65E5 */
+    CHECK(n == 4 && ids[1] == 3 + 0xE6 && ids[2] == 3 + 0x97 && ids[3] == 3 + 0xA5);
+    char buf[8];
+    CHECK(tokenizer_decode(tg, ids[1], buf, sizeof buf) == 1 && (unsigned char)buf[0] == 0xE6);
+    free(ids);
+    int32_t *h;
+    int64_t nh;
+    encode(th, "\xE6\x97\xA5", 3, 0, &h, &nh);
+    CHECK(nh == 4 && h[1] == 3 + 0xE6 && h[3] == 3 + 0xA5);
+    free(h);
+    /* add_bos = 0 / 1 override the default. */
+    encode(tg, "Once", 4, 0, &ids, &n);
+    CHECK(n >= 1 && ids[0] != 1);
+    free(ids);
+    free(a);
+    free(b);
+    free(c);
+    tokenizer_free(tg);
+    tokenizer_free(tl);
+    tokenizer_free(th);
+    free(text);
+}
+
+/* === round trips and speed on wikitext ================================ */
+
+static void check_wikitext(void) {
+    Err err;
+    err_init(&err);
+    size_t len;
+    char *text = slurp(testlib_shared("text/wikitext-2-test.txt"), &len);
+    const char *names[2] = {"vocab/ggml-vocab-llama-spm.gguf", "vocab/ggml-vocab-gpt-2.gguf"};
+    for (int k = 0; k < 2; k++) {
+        Tokenizer *t = load_gguf_tok(testlib_shared(names[k]));
+        int32_t *ids;
+        int64_t n;
+        double t0 = now_s();
+        encode(t, text, len, 0, &ids, &n);
+        double dt = now_s() - t0;
+        printf("  %s: %zu bytes -> %lld tokens in %.3f s\n", names[k], len, (long long)n, dt);
+        if (!getenv("QS_ASAN")) CHECKF(dt < 5.0, "tokenizing wikitext took %.2f s", dt);
+        CHECK(n > (int64_t)(len / 8) && n < (int64_t)len);
+        char *dec;
+        size_t dlen;
+        CHECK_OK(tokenizer_detokenize(t, ids, n, &dec, &dlen, &err), err);
+        int spm = tokenizer_kind(t) == TOK_SPM;
+        CHECK(dlen == len + (size_t)spm);
+        CHECK(memcmp(dec + spm, text, len) == 0);
+        free(dec);
+        free(ids);
+        tokenizer_free(t);
+    }
+    free(text);
+}
+
+/* === pre-tokenizers =================================================== */
+
+/* Splits UTF-8 s with pre and compares the words with the '|'-separated expect. */
+static void check_split(TokPre pre, const char *s, const char *expect) {
+    uint32_t cp[256];
+    int64_t n = 0;
+    size_t off[257];
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len = strlen(s), i = 0;
+    while (i < len) {
+        off[n] = i;
+        uint32_t c = p[i];
+        size_t m = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        if (m == 1) cp[n] = c;
+        else if (m == 2) cp[n] = ((c & 0x1F) << 6) | (p[i + 1] & 0x3F);
+        else if (m == 3) cp[n] = ((c & 0x0F) << 12) | ((uint32_t)(p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F);
+        else cp[n] = ((c & 0x07) << 18) | ((uint32_t)(p[i + 1] & 0x3F) << 12) | ((uint32_t)(p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
+        n++;
+        i += m;
+    }
+    off[n] = len;
+    int64_t *lens, nw;
+    Err err;
+    err_init(&err);
+    CHECK_OK(tok_pretok_split(pre, cp, n, &lens, &nw, &err), err);
+    char got[1024];
+    size_t k = 0;
+    int64_t c0 = 0;
+    for (int64_t w = 0; w < nw; w++) {
+        if (w) got[k++] = '|';
+        size_t b = off[c0], e = off[c0 + lens[w]];
+        memcpy(got + k, s + b, e - b);
+        k += e - b;
+        c0 += lens[w];
+    }
+    got[k] = 0;
+    CHECKF(c0 == n, "%s: lengths sum to %lld of %lld", tok_pretok_name(pre), (long long)c0, (long long)n);
+    CHECKF(strcmp(got, expect) == 0, "%s on '%s': got '%s', want '%s'", tok_pretok_name(pre), s, got, expect);
+    free(lens);
+}
+
+static void check_pretokenizers(void) {
+    /* GPT-2: contractions are case-sensitive, whitespace before a word stays one space. */
+    check_split(TOK_PRE_GPT2, "I'm  here's 'RE", "I|'m| | here|'s| '|RE");
+    check_split(TOK_PRE_GPT2, "a1234 !!x\n\n", "a|1234| !!|x|\n\n");
+    /* Llama 3: case-insensitive contractions, numbers in threes, newlines glued to punctuation. */
+    check_split(TOK_PRE_LLAMA3, "I'M 12345,\n\nok", "I|'M| |123|45|,\n\n|ok");
+    check_split(TOK_PRE_LLAMA3, "  x\t\n y", " | x|\t\n| y");
+    /* Qwen2: single digits. */
+    check_split(TOK_PRE_QWEN2, "x 2024!", "x| |2|0|2|4|!");
+    /* default: punctuation runs, then GPT-2, then numbers, then digit triples. */
+    check_split(TOK_PRE_DEFAULT, "ab, c12345", "ab|,| c|123|45");
+    /* DeepSeek-LLM: line breaks alone, letters with one leading space, CJK runs. */
+    check_split(TOK_PRE_DEEPSEEK_LLM, "Hi there\n\xE4\xBD\xA0\xE5\xA5\xBD 42",
+                "Hi| there|\n|\xE4\xBD\xA0\xE5\xA5\xBD| |42");
+    TokPre p;
+    CHECK(tok_pretok_parse("llama-bpe", 9, &p) && p == TOK_PRE_LLAMA3);
+    CHECK(tok_pretok_parse("gpt-2", 5, &p) && p == TOK_PRE_GPT2);
+    CHECK(!tok_pretok_parse("no-such-pre", 11, &p));
+    CHECK(tok_pretok_from_regex("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", &p) &&
+          p == TOK_PRE_LLAMA3);
+}
+
+/* === in-memory vocabularies =========================================== */
+
+static void check_memory_vocabs(void) {
+    Err err;
+    err_init(&err);
+    /* SPM: "ab" (score -1) beats "bc" (-2) on "abc"; ties go to the leftmost pair. */
+    const char *sp[] = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "c", "ab", "bc", "<0x78>", "<X>"};
+    TokPiece tp[11];
+    for (int i = 0; i < 11; i++) tp[i] = (TokPiece){sp[i], strlen(sp[i])};
+    float sc[11] = {0, 0, 0, -5, -9, -9, -9, -1, -2, 0, 0};
+    int32_t ty[11] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4};
+    TokVocab v = {.model = "llama", .n_tokens = 11, .tokens = tp, .scores = sc, .types = ty,
+                  .bos = 1, .eos = 2, .unk = 0, .add_bos = 1, .add_space_prefix = 1};
+    Tokenizer *t;
+    CHECK_OK(tokenizer_from_vocab(&v, &t, &err), err);
+    int32_t *ids;
+    int64_t n;
+    encode(t, "abc", 3, -1, &ids, &n);
+    CHECK(n == 4 && ids[0] == 1 && ids[1] == 3 && ids[2] == 7 && ids[3] == 6);
+    free(ids);
+    sc[8] = -1; /* now "ab" and "bc" tie: the left pair wins */
+    tokenizer_free(t);
+    CHECK_OK(tokenizer_from_vocab(&v, &t, &err), err);
+    encode(t, "abc", 3, 0, &ids, &n);
+    CHECK(n == 3 && ids[1] == 7 && ids[2] == 6);
+    free(ids);
+    /* 'x' has a byte token; 'y' has none and falls back to <unk>. A user-defined
+     * token is cut out of the text and the text after it gets the U+2581 prefix;
+     * a control token in the text is plain text unless parse_special. */
+    encode(t, "x<X>a", 5, 0, &ids, &n);
+    CHECK(n == 5 && ids[0] == 3 && ids[1] == 9 && ids[2] == 10 && ids[3] == 3 && ids[4] == 4);
+    free(ids);
+    encode(t, "y", 1, 0, &ids, &n);
+    CHECK(n == 2 && ids[0] == 3 && ids[1] == 0);
+    free(ids);
+    CHECK_OK(tokenizer_encode_ex(t, "<s>", 3, 0, 1, &ids, &n, &err), err);
+    CHECK(n == 1 && ids[0] == 1);
+    free(ids);
+    encode(t, "", 0, -1, &ids, &n);
+    CHECK(n == 1 && ids[0] == 1);
+    free(ids);
+    tokenizer_free(t);
+
+    /* Byte-level BPE: merges apply by rank, not by order of appearance. */
+    const char *bp[] = {"a", "b", "c", "ab", "bc", "abc", "\xC4\xA0", "\xC4\xA0" "a"};
+    TokPiece bt[8];
+    for (int i = 0; i < 8; i++) bt[i] = (TokPiece){bp[i], strlen(bp[i])};
+    TokPiece mg[3] = {{"b c", 3}, {"a b", 3}, {"\xC4\xA0 a", 4}};
+    TokVocab bv = {.model = "gpt2", .pre = "gpt-2", .n_tokens = 8, .tokens = bt, .n_merges = 3,
+                   .merges = mg, .bos = -1, .eos = -1, .unk = -1};
+    CHECK_OK(tokenizer_from_vocab(&bv, &t, &err), err);
+    encode(t, "abc a", 5, -1, &ids, &n);
+    CHECK(n == 3 && ids[0] == 0 && ids[1] == 4 && ids[2] == 7);
+    char buf[16];
+    CHECK(tokenizer_decode(t, 7, buf, sizeof buf) == 2 && memcmp(buf, " a", 2) == 0);
+    free(ids);
+    tokenizer_free(t);
+    bv.pre = "no-such-pre";
+    CHECK(tokenizer_from_vocab(&bv, &t, &err) == ST_ERR_UNSUPPORTED && strstr(err.detail, "no-such-pre"));
+}
+
+/* === malformed files ================================================== */
+
+static char tmp_paths[8][256];
+static int n_tmp;
+
+/* Writes a scratch file (removed by remove_tmp) and returns its path. */
+static const char *write_tmp(const char *name, const void *data, size_t n) {
+    char (*path)[256] = tmp_paths;
+    int k = n_tmp++;
+    CHECK(k < 8);
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(path[k], sizeof path[k], "%s/qs_tok_%d_%s", dir, (int)getpid(), name);
+    FILE *f = fopen(path[k], "wb");
+    CHECK(f);
+    CHECK(fwrite(data, 1, n, f) == n);
+    fclose(f);
+    return path[k];
+}
+
+static void check_bad_files(void) {
+    Err err;
+    err_init(&err);
+    Tokenizer *t = NULL;
+    size_t len;
+    char *tok = slurp(testlib_shared("models/stories260K/tok512.bin"), &len);
+    /* Truncated in the middle of the token list. */
+    const char *p = write_tmp("trunc.bin", tok, len / 2);
+    CHECK(tokenizer_from_llama2c(p, 512, &t, &err) == ST_ERR_FORMAT && !t);
+    CHECKF(strstr(err.detail, p) && strstr(err.detail, "truncated"), "%s", err.detail);
+    /* Shorter than the header. */
+    p = write_tmp("tiny.bin", tok, 2);
+    CHECK(tokenizer_from_llama2c(p, 512, &t, &err) == ST_ERR_FORMAT && strstr(err.detail, p));
+    /* A token length running past the end of the file. */
+    char *bad = malloc(len);
+    memcpy(bad, tok, len);
+    int32_t huge = 1 << 30;
+    memcpy(bad + 4 + 4, &huge, 4); /* token 0's length */
+    p = write_tmp("badlen.bin", bad, len);
+    CHECK(tokenizer_from_llama2c(p, 512, &t, &err) == ST_ERR_FORMAT);
+    CHECKF(strstr(err.detail, p) && strstr(err.detail, "past the end"), "%s", err.detail);
+    int32_t neg = -5;
+    memcpy(bad + 4 + 4, &neg, 4);
+    p = write_tmp("neglen.bin", bad, len);
+    CHECK(tokenizer_from_llama2c(p, 512, &t, &err) == ST_ERR_FORMAT && strstr(err.detail, p));
+    free(bad);
+    free(tok);
+    /* Not JSON. */
+    const char *junk = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0,}";
+    p = write_tmp("tokenizer.json", junk, strlen(junk));
+    CHECK(tokenizer_from_hf(p, &t, &err) == ST_ERR_FORMAT);
+    CHECKF(strstr(err.detail, p) && strstr(err.detail, "not valid JSON"), "%s", err.detail);
+    /* Valid JSON, but a vocab id that is not an integer. */
+    const char *badid = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}";
+    p = write_tmp("tokenizer.json", badid, strlen(badid));
+    CHECK(tokenizer_from_hf(p, &t, &err) == ST_ERR_FORMAT && strstr(err.detail, p));
+    /* Missing file. */
+    CHECK(tokenizer_from_hf("/nonexistent/tokenizer.json", &t, &err) != ST_OK &&
+          strstr(err.detail, "/nonexistent/tokenizer.json"));
+    /* A GGUF without a vocabulary. */
+    Gguf *g = NULL;
+    CHECK_OK(gguf_open(testlib_shared("models/stories260K/stories260K-f32.gguf"), &g, &err), err);
+    CHECK_OK(tokenizer_from_gguf(g, &t, &err), err);
+    tokenizer_free(t);
+    gguf_free(g);
+}
+
+static void remove_tmp(void) {
+    for (int i = 0; i < n_tmp; i++) unlink(tmp_paths[i]);
+}
+
+int main(void) {
+    check_pretokenizers();
+    check_memory_vocabs();
+    int a = run_vocab_vectors("ggml-vocab-llama-spm");
+    int b = run_vocab_vectors("ggml-vocab-gpt-2");
+    printf("  llama.cpp vectors: %d spm + %d gpt-2 lines exact\n", a, b);
+    CHECK(a == 46 && b == 46);
+    check_stories();
+    check_wikitext();
+    check_bad_files();
+    remove_tmp();
+    return testlib_done("test_tokenizer");
+}
