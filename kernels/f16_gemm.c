@@ -1,0 +1,62 @@
+#include "kernels/f16_gemm.h"
+
+#include "core/fpconv.h"
+#include "kernels/wq_rowdot.h"
+
+void f16_decode_ref(const uint16_t *h, int64_t n, int bf16, float *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = bf16 ? bf16_to_f32(h[i]) : fp16_to_f32(h[i]);
+}
+
+WQ_AVX512_TARGET static inline __m512 f16_load16(const uint8_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+WQ_AVX512_TARGET static inline __m512 bf16_load16(const uint8_t *p) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+WQ_AVX512_TARGET void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, float *out) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const uint8_t *p = (const uint8_t *)(h + i);
+        _mm512_storeu_ps(out + i, bf16 ? bf16_load16(p) : f16_load16(p));
+    }
+    if (i < n) f16_decode_ref(h + i, n - i, bf16, out + i);
+}
+
+#define F16_DOT(p, xb, a, b)                                                       \
+    do {                                                                           \
+        a = _mm512_fmadd_ps(f16_load16(p), _mm512_loadu_ps(xb), a);                \
+        b = _mm512_fmadd_ps(f16_load16((p) + 32), _mm512_loadu_ps((xb) + 16), b);  \
+    } while (0)
+#define BF16_DOT(p, xb, a, b)                                                      \
+    do {                                                                           \
+        a = _mm512_fmadd_ps(bf16_load16(p), _mm512_loadu_ps(xb), a);               \
+        b = _mm512_fmadd_ps(bf16_load16((p) + 32), _mm512_loadu_ps((xb) + 16), b); \
+    } while (0)
+/* f32 blocks are 16 floats; the second accumulator is left alone. */
+#define F32_DOT(p, xb, a, b)                                                                   \
+    do {                                                                                       \
+        a = _mm512_fmadd_ps(_mm512_loadu_ps((const float *)(const void *)(p)), _mm512_loadu_ps(xb), a); \
+        (void)(b);                                                                             \
+    } while (0)
+
+WQ_ROWDOT_DEFINE(rowdot_f16, 32, 64, F16_DOT)
+WQ_ROWDOT_DEFINE(rowdot_bf16, 32, 64, BF16_DOT)
+WQ_ROWDOT_DEFINE(rowdot_f32, 16, 64, F32_DOT)
+
+void f16_rowdot_f16_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                           int64_t gblk, const float *gs, int64_t gs_stride, float *out) {
+    rowdot_f16(rows, row_bytes, nrows, x, nblk, gblk, gs, gs_stride, out);
+}
+
+void f16_rowdot_bf16_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                            int64_t gblk, const float *gs, int64_t gs_stride, float *out) {
+    rowdot_bf16(rows, row_bytes, nrows, x, nblk, gblk, gs, gs_stride, out);
+}
+
+void f16_rowdot_f32_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                           int64_t gblk, const float *gs, int64_t gs_stride, float *out) {
+    rowdot_f32(rows, row_bytes, nrows, x, nblk, gblk, gs, gs_stride, out);
+}

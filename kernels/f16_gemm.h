@@ -1,0 +1,29 @@
+/* fp16 / bf16 (and plain f32) weight decoding for the weight-only kernels
+ * (kernels/wq_gemm.h packs and drives them). fp16 goes through F16C's
+ * vcvtph2ps, bf16 through a 16-bit shift — both exact, so the activations
+ * stay float32. (AVX512-BF16's vdpbf16ps would need the activations rounded
+ * to bf16, which changes the numerics of a weight-only format; it is not
+ * used.) */
+#ifndef QS_KERNELS_F16_GEMM_H
+#define QS_KERNELS_F16_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Decodes n fp16 (bf16 = 0) or bf16 (1) values with core/fpconv.h (reference). */
+void f16_decode_ref(const uint16_t *h, int64_t n, int bf16, float *out);
+
+/* Same with F16C / shifts; callers check cpu_has_avx512f(). Bit-equal to the
+ * reference for every input (NaN payloads aside). */
+void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, float *out);
+
+/* Row-dot kernels over packed rows of 32 halves (64 bytes) per block, or 16
+ * floats per block for f32; see kernels/wq_rowdot.h. AVX-512 only. */
+void f16_rowdot_f16_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                           int64_t gblk, const float *gs, int64_t gs_stride, float *out);
+void f16_rowdot_bf16_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                            int64_t gblk, const float *gs, int64_t gs_stride, float *out);
+void f16_rowdot_f32_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                           int64_t gblk, const float *gs, int64_t gs_stride, float *out);
+
+#endif

@@ -1,0 +1,537 @@
+#include "kernels/wq_gemm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/assert.h"
+#include "core/fpconv.h"
+#include "kernels/cpu.h"
+#include "kernels/f16_gemm.h"
+#include "kernels/fp8_gemm.h"
+#include "kernels/sgemm.h"
+#include "kernels/wq_rowdot.h"
+
+/* === code traits === */
+
+static const struct {
+    int64_t elems;
+    size_t bytes;
+    int bits;
+} wq_traits[WQ_CODE_COUNT] = {
+    [WQ_U8] = {32, 32, 8},    [WQ_U4] = {32, 16, 4},    [WQ_U3] = {64, 24, 3},
+    [WQ_U2] = {64, 16, 2},    [WQ_E4M3] = {32, 32, 8},  [WQ_E5M2] = {32, 32, 8},
+    [WQ_F16] = {32, 64, 16},  [WQ_BF16] = {32, 64, 16}, [WQ_F32] = {16, 64, 32},
+};
+
+int64_t wq_block_elems(WqCode c) { return wq_traits[c].elems; }
+size_t wq_block_bytes(WqCode c) { return wq_traits[c].bytes; }
+int wq_code_bits(WqCode c) { return wq_traits[c].bits; }
+
+static int wq_is_int(WqCode c) { return c <= WQ_U2; }
+
+/* === packing === */
+
+static Status wq_alloc(WqMatrix *m, WqCode code, int64_t n, int64_t k, WqGroup gdim, int64_t group, Err *err) {
+    memset(m, 0, sizeof *m);
+    if (n <= 0 || k <= 0) return err_set(err, ST_ERR_ARG, "weight-only matrix: bad shape (%lld, %lld)", (long long)n, (long long)k);
+    if (group < 0) return err_set(err, ST_ERR_ARG, "weight-only matrix: negative group size %lld", (long long)group);
+    int64_t ng = 0;
+    switch (gdim) {
+    case WQ_GROUP_TENSOR: ng = 1; break;
+    case WQ_GROUP_OC:
+        if (group && k % group)
+            return err_set(err, ST_ERR_ARG, "group %lld does not divide the input dim %lld", (long long)group, (long long)k);
+        ng = n * (group ? k / group : 1);
+        break;
+    case WQ_GROUP_IC:
+        if (group && n % group)
+            return err_set(err, ST_ERR_ARG, "group %lld does not divide the output dim %lld", (long long)group, (long long)n);
+        ng = (group ? n / group : 1) * k;
+        break;
+    case WQ_GROUP_NONE: ng = 0; break;
+    default: return err_set(err, ST_ERR_ARG, "weight-only matrix: unknown grouping %d", (int)gdim);
+    }
+    int64_t be = wq_traits[code].elems;
+    m->code = code;
+    m->n = n;
+    m->k = k;
+    m->kp = (k + be - 1) / be * be;
+    m->row_bytes = ((size_t)(m->kp / be) * wq_traits[code].bytes + 63) & ~(size_t)63;
+    m->gdim = gdim;
+    m->group = group;
+    m->n_groups = ng;
+    m->codes = core_alloc_aligned((size_t)n, m->row_bytes);
+    if (ng) m->scale = core_calloc((size_t)ng, sizeof *m->scale);
+    if (ng && wq_is_int(code)) m->zero = core_calloc((size_t)ng, sizeof *m->zero);
+    if (!m->codes || (ng && !m->scale) || (ng && wq_is_int(code) && !m->zero)) {
+        wqmat_done(m);
+        return err_set(err, ST_ERR_NOMEM, "weight-only matrix (%lld, %lld)", (long long)n, (long long)k);
+    }
+    memset(m->codes, 0, (size_t)n * m->row_bytes);
+    return ST_OK;
+}
+
+void wqmat_done(WqMatrix *m) {
+    core_free_aligned(m->codes);
+    free(m->scale);
+    free(m->zero);
+    memset(m, 0, sizeof *m);
+}
+
+size_t wqmat_code_bytes(const WqMatrix *m) { return (size_t)m->n * m->row_bytes; }
+
+/* Stores unsigned code u of element i in a packed integer row. */
+static void wq_put_int(WqCode code, uint8_t *row, int64_t i, unsigned u) {
+    int64_t blk, j;
+    switch (code) {
+    case WQ_U8: row[i] = (uint8_t)u; break;
+    case WQ_U4:
+        blk = i / 32, j = i % 32;
+        row[blk * 16 + j % 16] |= (uint8_t)(u << (4 * (j / 16)));
+        break;
+    case WQ_U2:
+        blk = i / 64, j = i % 64;
+        row[blk * 16 + j % 16] |= (uint8_t)(u << (2 * (j / 16)));
+        break;
+    case WQ_U3:
+        blk = i / 64, j = i % 64;
+        row[blk * 24 + j % 16] |= (uint8_t)((u & 3) << (2 * (j / 16)));
+        row[blk * 24 + 16 + j / 8] |= (uint8_t)(((u >> 2) & 1) << (j % 8));
+        break;
+    default: break;
+    }
+}
+
+/* Reads unsigned code of element i back (the scalar decoder). */
+static unsigned wq_get_int(WqCode code, const uint8_t *row, int64_t i) {
+    int64_t blk, j;
+    switch (code) {
+    case WQ_U8: return row[i];
+    case WQ_U4:
+        blk = i / 32, j = i % 32;
+        return (row[blk * 16 + j % 16] >> (4 * (j / 16))) & 15u;
+    case WQ_U2:
+        blk = i / 64, j = i % 64;
+        return (row[blk * 16 + j % 16] >> (2 * (j / 16))) & 3u;
+    case WQ_U3:
+        blk = i / 64, j = i % 64;
+        return ((row[blk * 24 + j % 16] >> (2 * (j / 16))) & 3u) |
+               (((row[blk * 24 + 16 + j / 8] >> (j % 8)) & 1u) << 2);
+    default: return 0;
+    }
+}
+
+Status wqmat_pack_int(const int8_t *q, int bits, int64_t n, int64_t k, WqGroup gdim, int64_t group,
+                      const float *scale, const float *zero, WqMatrix *out, Err *err) {
+    WqCode code;
+    switch (bits) {
+    case 8: code = WQ_U8; break;
+    case 4: code = WQ_U4; break;
+    case 3: code = WQ_U3; break;
+    case 2: code = WQ_U2; break;
+    default: memset(out, 0, sizeof *out); return err_set(err, ST_ERR_ARG, "weight-only: no %d-bit integer storage (8, 4, 3, 2)", bits);
+    }
+    if (gdim == WQ_GROUP_NONE) return err_set(err, ST_ERR_ARG, "weight-only: integer codes need scales");
+    Status st = wq_alloc(out, code, n, k, gdim, group, err);
+    if (st) return st;
+    int half = 1 << (bits - 1);
+    for (int64_t o = 0; o < n; o++) {
+        uint8_t *row = out->codes + (size_t)o * out->row_bytes;
+        for (int64_t i = 0; i < k; i++) {
+            int u = q[o * k + i] + half;
+            if (u < 0 || u >= 2 * half || (zero == NULL && u == 0)) {
+                wqmat_done(out);
+                return err_set(err, ST_ERR_RANGE, "weight-only: code %d at (%lld, %lld) outside %s int%d",
+                               q[o * k + i], (long long)o, (long long)i, zero ? "asymmetric" : "symmetric", bits);
+            }
+            wq_put_int(code, row, i, (unsigned)u);
+        }
+    }
+    for (int64_t g = 0; g < out->n_groups; g++) {
+        out->scale[g] = scale[g];
+        float z = zero ? zero[g] : (float)half;
+        if (!(z >= 0.0f && z <= (float)(2 * half - 1)) || z != floorf(z)) {
+            wqmat_done(out);
+            return err_set(err, ST_ERR_RANGE, "weight-only: zero point %g of group %lld is not an integer in [0, %d]",
+                           (double)z, (long long)g, 2 * half - 1);
+        }
+        out->zero[g] = z;
+    }
+    return ST_OK;
+}
+
+Status wqmat_pack_fp8(const uint8_t *f8, int e5m2, int64_t n, int64_t k, WqGroup gdim, int64_t group,
+                      const float *scale, WqMatrix *out, Err *err) {
+    if (gdim == WQ_GROUP_NONE) return err_set(err, ST_ERR_ARG, "weight-only: fp8 codes need scales");
+    Status st = wq_alloc(out, e5m2 ? WQ_E5M2 : WQ_E4M3, n, k, gdim, group, err);
+    if (st) return st;
+    const float *lut = fp8_lut(e5m2);
+    for (int64_t o = 0; o < n; o++) {
+        for (int64_t i = 0; i < k; i++) {
+            uint8_t c = f8[o * k + i];
+            if (isnan(lut[c])) {
+                wqmat_done(out);
+                return err_set(err, ST_ERR_RANGE, "weight-only: fp8 NaN code 0x%02x at (%lld, %lld)", c,
+                               (long long)o, (long long)i);
+            }
+        }
+        memcpy(out->codes + (size_t)o * out->row_bytes, f8 + o * k, (size_t)k);
+    }
+    memcpy(out->scale, scale, (size_t)out->n_groups * sizeof *scale);
+    return ST_OK;
+}
+
+Status wqmat_pack_f16(const uint16_t *h, int bf16, int64_t n, int64_t k, WqMatrix *out, Err *err) {
+    Status st = wq_alloc(out, bf16 ? WQ_BF16 : WQ_F16, n, k, WQ_GROUP_NONE, 0, err);
+    if (st) return st;
+    for (int64_t o = 0; o < n; o++) memcpy(out->codes + (size_t)o * out->row_bytes, h + o * k, (size_t)k * 2);
+    return ST_OK;
+}
+
+Status wqmat_pack_f32(const float *w, int64_t n, int64_t k, WqMatrix *out, Err *err) {
+    Status st = wq_alloc(out, WQ_F32, n, k, WQ_GROUP_NONE, 0, err);
+    if (st) return st;
+    for (int64_t o = 0; o < n; o++) memcpy(out->codes + (size_t)o * out->row_bytes, w + o * k, (size_t)k * 4);
+    return ST_OK;
+}
+
+/* === exact dequantization (reference semantics) === */
+
+static int64_t wq_group_of(const WqMatrix *m, int64_t o, int64_t i) {
+    switch (m->gdim) {
+    case WQ_GROUP_TENSOR: return 0;
+    case WQ_GROUP_OC: return m->group ? o * (m->k / m->group) + i / m->group : o;
+    case WQ_GROUP_IC: return m->group ? (o / m->group) * m->k + i : i;
+    default: return -1;
+    }
+}
+
+/* Decoded (unscaled) values v of row o: integer code, fp8/fp16 value. */
+static void wq_decode_row(const WqMatrix *m, int64_t o, float *v, int fast) {
+    const uint8_t *row = m->codes + (size_t)o * m->row_bytes;
+    switch (m->code) {
+    case WQ_E4M3:
+    case WQ_E5M2:
+        if (fast) fp8_decode_avx512(row, m->k, m->code == WQ_E5M2, v);
+        else fp8_decode_ref(row, m->k, m->code == WQ_E5M2, v);
+        break;
+    case WQ_F16:
+    case WQ_BF16:
+        if (fast) f16_decode_avx512((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
+        else f16_decode_ref((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
+        break;
+    case WQ_F32: memcpy(v, row, (size_t)m->k * 4); break;
+    case WQ_U8:
+        for (int64_t i = 0; i < m->k; i++) v[i] = (float)row[i];
+        break;
+    default:
+        for (int64_t i = 0; i < m->k; i++) v[i] = (float)wq_get_int(m->code, row, i);
+        break;
+    }
+}
+
+static void wq_dequant_row(const WqMatrix *m, int64_t o, float *w, int fast) {
+    wq_decode_row(m, o, w, fast);
+    if (m->gdim == WQ_GROUP_NONE) return;
+    const int64_t k = m->k;
+    const int is_int = wq_is_int(m->code);
+    if (m->gdim == WQ_GROUP_TENSOR || (m->gdim == WQ_GROUP_OC && m->group == 0)) {
+        int64_t g = m->gdim == WQ_GROUP_TENSOR ? 0 : o;
+        float s = m->scale[g], z = is_int ? m->zero[g] : 0.0f;
+        if (is_int) for (int64_t i = 0; i < k; i++) w[i] = (w[i] - z) * s;
+        else for (int64_t i = 0; i < k; i++) w[i] = w[i] * s;
+        return;
+    }
+    if (m->gdim == WQ_GROUP_IC) {
+        const float *s = m->scale + wq_group_of(m, o, 0);
+        const float *z = is_int ? m->zero + wq_group_of(m, o, 0) : NULL;
+        if (is_int) for (int64_t i = 0; i < k; i++) w[i] = (w[i] - z[i]) * s[i];
+        else for (int64_t i = 0; i < k; i++) w[i] = w[i] * s[i];
+        return;
+    }
+    for (int64_t i0 = 0; i0 < k; i0 += m->group) {
+        int64_t g = wq_group_of(m, o, i0);
+        float s = m->scale[g], z = is_int ? m->zero[g] : 0.0f;
+        for (int64_t i = i0; i < i0 + m->group; i++) w[i] = is_int ? (w[i] - z) * s : w[i] * s;
+    }
+}
+
+void wqmat_dequant_rows(const WqMatrix *m, int64_t r0, int64_t r1, float *out) {
+    int fast = cpu_has_avx512f();
+    for (int64_t o = r0; o < r1; o++) wq_dequant_row(m, o, out + (o - r0) * m->k, fast);
+}
+
+void wq_gemv_ref(const WqMatrix *m, const float *x, float *y) {
+    float *w = malloc((size_t)m->k * sizeof *w);
+    ASSERT(w != NULL);
+    for (int64_t o = 0; o < m->n; o++) {
+        wq_dequant_row(m, o, w, 0);
+        double s = 0;
+        for (int64_t i = 0; i < m->k; i++) s += (double)w[i] * x[i];
+        y[o] = (float)s;
+    }
+    free(w);
+}
+
+/* === AVX-512 GEMV === */
+
+/* One block of 32 u8 codes. */
+#define U8_DOT(p, xb, a, b)                                                                               \
+    do {                                                                                                  \
+        __m512i v0_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                        \
+        __m512i v1_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)((p) + 16)));                 \
+        a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0_), _mm512_loadu_ps(xb), a);                             \
+        b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1_), _mm512_loadu_ps((xb) + 16), b);                      \
+    } while (0)
+/* 32 nibbles in 16 bytes: low nibbles are elements 0-15, high 16-31. */
+#define U4_DOT(p, xb, a, b)                                                                               \
+    do {                                                                                                  \
+        __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
+        __m512 lo_ = _mm512_cvtepi32_ps(_mm512_and_si512(v_, _mm512_set1_epi32(15)));                     \
+        __m512 hi_ = _mm512_cvtepi32_ps(_mm512_srli_epi32(v_, 4));                                        \
+        a = _mm512_fmadd_ps(lo_, _mm512_loadu_ps(xb), a);                                                 \
+        b = _mm512_fmadd_ps(hi_, _mm512_loadu_ps((xb) + 16), b);                                          \
+    } while (0)
+#define U2_PARTS(v_, e0, e1, e2, e3)                                                                      \
+    __m512i e0 = _mm512_and_si512(v_, _mm512_set1_epi32(3));                                              \
+    __m512i e1 = _mm512_and_si512(_mm512_srli_epi32(v_, 2), _mm512_set1_epi32(3));                        \
+    __m512i e2 = _mm512_and_si512(_mm512_srli_epi32(v_, 4), _mm512_set1_epi32(3));                        \
+    __m512i e3 = _mm512_srli_epi32(v_, 6)
+#define U2_FMAS(xb, a, b, e0, e1, e2, e3)                                                                 \
+    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e0), _mm512_loadu_ps(xb), a);                                  \
+    b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e1), _mm512_loadu_ps((xb) + 16), b);                           \
+    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e2), _mm512_loadu_ps((xb) + 32), a);                           \
+    b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e3), _mm512_loadu_ps((xb) + 48), b)
+#define U2_DOT(p, xb, a, b)                                                                               \
+    do {                                                                                                  \
+        __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
+        U2_PARTS(v_, e0_, e1_, e2_, e3_);                                                                 \
+        U2_FMAS(xb, a, b, e0_, e1_, e2_, e3_);                                                            \
+    } while (0)
+/* U2 low bits plus a 64-bit plane of third bits: bit e of the plane → +4. */
+#define U3_DOT(p, xb, a, b)                                                                               \
+    do {                                                                                                  \
+        __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
+        uint64_t hb_;                                                                                     \
+        memcpy(&hb_, (p) + 16, 8);                                                                        \
+        U2_PARTS(v_, e0_, e1_, e2_, e3_);                                                                 \
+        const __m512i four_ = _mm512_set1_epi32(4);                                                       \
+        e0_ = _mm512_mask_or_epi32(e0_, (__mmask16)hb_, e0_, four_);                                      \
+        e1_ = _mm512_mask_or_epi32(e1_, (__mmask16)(hb_ >> 16), e1_, four_);                              \
+        e2_ = _mm512_mask_or_epi32(e2_, (__mmask16)(hb_ >> 32), e2_, four_);                              \
+        e3_ = _mm512_mask_or_epi32(e3_, (__mmask16)(hb_ >> 48), e3_, four_);                              \
+        U2_FMAS(xb, a, b, e0_, e1_, e2_, e3_);                                                            \
+    } while (0)
+
+WQ_ROWDOT_DEFINE(rowdot_u8, 32, 32, U8_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u4, 32, 16, U4_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u2, 64, 16, U2_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u3, 64, 24, U3_DOT)
+
+static WqRowDotFn wq_rowdot_fn(WqCode c) {
+    switch (c) {
+    case WQ_U8: return rowdot_u8;
+    case WQ_U4: return rowdot_u4;
+    case WQ_U3: return rowdot_u3;
+    case WQ_U2: return rowdot_u2;
+    case WQ_E4M3: return fp8_rowdot_e4m3_avx512;
+    case WQ_E5M2: return fp8_rowdot_e5m2_avx512;
+    case WQ_F16: return f16_rowdot_f16_avx512;
+    case WQ_BF16: return f16_rowdot_bf16_avx512;
+    case WQ_F32: return f16_rowdot_f32_avx512;
+    default: return NULL;
+    }
+}
+
+int wq_gemv_fast_ok(const WqMatrix *m) {
+    if (m->gdim == WQ_GROUP_OC && m->group) return m->group % wq_traits[m->code].elems == 0;
+    return 1;
+}
+
+typedef struct GemvTask {
+    const WqMatrix *m;
+    WqRowDotFn fn;
+    const float *x;          /* (kp) zero-padded input, or the IC blocks' pre-scaled copies */
+    int64_t x_stride;        /* floats between IC blocks' copies (0 when shared) */
+    int64_t ic_rows;         /* rows per IC block (IC grouping), else 0 */
+    const float *zterm;      /* (n_ic_blocks) IC zero terms, or NULL */
+    const float *xsum;       /* (groups per row) Σx per OC group / (1) Σx, for zero points */
+    float *y;
+} GemvTask;
+
+static void gemv_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const GemvTask *t = arg;
+    const WqMatrix *m = t->m;
+    const int64_t be = wq_traits[m->code].elems;
+    const int64_t nblk = m->kp / be;
+    const int is_int = wq_is_int(m->code);
+    for (int64_t q = b; q < e; q++) {
+        int64_t o0 = q * 4, o1 = o0 + 4 < m->n ? o0 + 4 : m->n;
+        int same_x = t->ic_rows == 0 || (o0 / t->ic_rows == (o1 - 1) / t->ic_rows);
+        int64_t o = o0;
+        while (o < o1) {
+            int nr = (o1 - o == 4 && same_x) ? 4 : 1;
+            const uint8_t *rows = m->codes + (size_t)o * m->row_bytes;
+            float out[4];
+            switch (m->gdim) {
+            case WQ_GROUP_TENSOR:
+                t->fn(rows, m->row_bytes, nr, t->x, nblk, nblk, m->scale, 0, out);
+                for (int r = 0; r < nr; r++)
+                    t->y[o + r] = is_int ? out[r] - m->scale[0] * m->zero[0] * t->xsum[0] : out[r];
+                break;
+            case WQ_GROUP_OC: {
+                int64_t gpr = m->group ? m->k / m->group : 1;
+                int64_t gblk = m->group ? m->group / be : nblk;
+                t->fn(rows, m->row_bytes, nr, t->x, nblk, gblk, m->scale + o * gpr, gpr, out);
+                for (int r = 0; r < nr; r++) {
+                    float zt = 0.0f;
+                    if (is_int) {
+                        const float *s = m->scale + (o + r) * gpr, *z = m->zero + (o + r) * gpr;
+                        for (int64_t g = 0; g < gpr; g++) zt += s[g] * z[g] * t->xsum[g];
+                    }
+                    t->y[o + r] = out[r] - zt;
+                }
+                break;
+            }
+            case WQ_GROUP_IC: {
+                int64_t blk = o / t->ic_rows;
+                t->fn(rows, m->row_bytes, nr, t->x + blk * t->x_stride, nblk, nblk, NULL, 0, out);
+                for (int r = 0; r < nr; r++) t->y[o + r] = out[r] - (is_int ? t->zterm[blk] : 0.0f);
+                break;
+            }
+            default:
+                t->fn(rows, m->row_bytes, nr, t->x, nblk, nblk, NULL, 0, out);
+                for (int r = 0; r < nr; r++) t->y[o + r] = out[r];
+                break;
+            }
+            o += nr;
+        }
+    }
+}
+
+typedef struct IcTask {
+    const WqMatrix *m;
+    const float *x;          /* (k) */
+    float *xs;               /* (n_blocks, kp) */
+    float *zterm;            /* (n_blocks) */
+} IcTask;
+
+/* xs_b[i] = s(b, i) · x[i] and the block's Σ s·z·x, per block of rows. */
+static void gemv_ic_prescale(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const IcTask *t = arg;
+    const WqMatrix *m = t->m;
+    for (int64_t blk = b; blk < e; blk++) {
+        const float *s = m->scale + blk * m->k;
+        float *xs = t->xs + blk * m->kp;
+        for (int64_t i = 0; i < m->k; i++) xs[i] = s[i] * t->x[i];
+        for (int64_t i = m->k; i < m->kp; i++) xs[i] = 0.0f;
+        float zt = 0.0f;
+        if (m->zero) {
+            const float *z = m->zero + blk * m->k;
+            for (int64_t i = 0; i < m->k; i++) zt += z[i] * xs[i];
+        }
+        t->zterm[blk] = zt;
+    }
+}
+
+void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
+    GemvTask t = {m, wq_rowdot_fn(m->code), NULL, 0, 0, NULL, NULL, y};
+    float *buf = NULL, *zterm = NULL, *xsum = NULL;
+    int64_t nq = (m->n + 3) / 4;
+    if (m->gdim == WQ_GROUP_IC) {
+        int64_t rows = m->group ? m->group : m->n, nb = m->n / rows;
+        buf = core_alloc_aligned((size_t)(nb * m->kp), sizeof(float));
+        zterm = malloc((size_t)nb * sizeof *zterm);
+        ASSERT(buf && zterm);
+        IcTask it = {m, x, buf, zterm};
+        pool_for(pool, nb, 1, gemv_ic_prescale, &it);
+        t.x = buf;
+        t.x_stride = m->kp;
+        t.ic_rows = rows;
+        t.zterm = zterm;
+    } else {
+        buf = core_alloc_aligned((size_t)m->kp, sizeof(float));
+        ASSERT(buf != NULL);
+        memcpy(buf, x, (size_t)m->k * sizeof *x);
+        for (int64_t i = m->k; i < m->kp; i++) buf[i] = 0.0f;
+        t.x = buf;
+        if (wq_is_int(m->code)) {
+            int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : m->k;
+            int64_t ng = m->k / glen;
+            xsum = malloc((size_t)ng * sizeof *xsum);
+            ASSERT(xsum != NULL);
+            for (int64_t g = 0; g < ng; g++) {
+                float s = 0.0f;
+                for (int64_t i = g * glen; i < (g + 1) * glen; i++) s += x[i];
+                xsum[g] = s;
+            }
+            t.xsum = xsum;
+        }
+    }
+    pool_for(pool, nq, 8, gemv_rows, &t);
+    core_free_aligned(buf);
+    free(zterm);
+    free(xsum);
+}
+
+/* Fallback for groupings the fast path does not take (and machines without
+ * AVX-512): exact row dequantization, float dot. */
+typedef struct SlowTask { const WqMatrix *m; const float *x; float *y; } SlowTask;
+
+static void gemv_rows_slow(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const SlowTask *t = arg;
+    float *w = malloc((size_t)t->m->k * sizeof *w);
+    ASSERT(w != NULL);
+    int fast = cpu_has_avx512f();
+    for (int64_t o = b; o < e; o++) {
+        wq_dequant_row(t->m, o, w, fast);
+        float s = 0.0f;
+        for (int64_t i = 0; i < t->m->k; i++) s += w[i] * t->x[i];
+        t->y[o] = s;
+    }
+    free(w);
+}
+
+void wq_gemv(const WqMatrix *m, const float *x, float *y, Pool *pool) {
+    if (cpu_has_avx512f() && wq_gemv_fast_ok(m)) {
+        wq_gemv_avx512(m, x, y, pool);
+        return;
+    }
+    SlowTask t = {m, x, y};
+    pool_for(pool, m->n, 16, gemv_rows_slow, &t);
+}
+
+/* === batched: dequantized tiles through sgemm === */
+
+#define TILE_ROWS 256
+
+typedef struct TileTask { const WqMatrix *m; int64_t r0; float *w; } TileTask;
+
+static void tile_dequant(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const TileTask *t = arg;
+    wqmat_dequant_rows(t->m, t->r0 + b, t->r0 + e, t->w + b * t->m->k);
+}
+
+Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
+    if (T <= 2) {
+        for (int64_t t = 0; t < T; t++) wq_gemv(m, x + t * m->k, y + t * m->n, pool);
+        return ST_OK;
+    }
+    int64_t rows = m->n < TILE_ROWS ? m->n : TILE_ROWS;
+    float *w = core_alloc_aligned((size_t)(rows * m->k), sizeof(float));
+    if (!w) return err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);
+    for (int64_t r0 = 0; r0 < m->n; r0 += rows) {
+        int64_t nr = m->n - r0 < rows ? m->n - r0 : rows;
+        TileTask tt = {m, r0, w};
+        pool_for(pool, nr, 8, tile_dequant, &tt);
+        sgemm_mul_nt(T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
+    }
+    core_free_aligned(w);
+    return ST_OK;
+}

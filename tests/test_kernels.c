@@ -1,0 +1,389 @@
+/* Every quantized-matmul kernel against its scalar _ref twin: exact for the
+ * integer paths (int32 sums compared directly, and float outputs bit-equal),
+ * stated tolerances for float accumulation. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fpconv.h"
+#include "core/pool.h"
+#include "kernels/actquant.h"
+#include "kernels/cpu.h"
+#include "kernels/int8_gemm.h"
+#include "kernels/f16_gemm.h"
+#include "kernels/fp8_gemm.h"
+#include "kernels/sgemm.h"
+#include "kernels/wq_gemm.h"
+#include "testlib.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rng_u32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+static float rng_uniform(void) { return (float)(rng_u32() & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f; }
+
+/* === activation quantization === */
+
+static void test_actquant(void) {
+    float x[300];
+    for (int i = 0; i < 300; i++) x[i] = rng_uniform() * 3.0f;
+    x[17] = -7.5f;
+    x[123] = 0.5f * 7.5f / 127.0f * 3.0f; /* lands exactly on a .5 tie: 1.5 */
+    CHECK(actq_absmax_ref(x, 300) == 7.5f);
+    CHECK(actq_absmax(x, 300) == 7.5f);
+    CHECK(actq_absmax(x, 0) == 0.0f);
+    float s = 7.5f / 127.0f;
+    int8_t q1[300], q2[300];
+    actq_int8_row_ref(x, 300, s, q1);
+    actq_int8_row(x, 300, s, q2);
+    CHECK(memcmp(q1, q2, 300) == 0);
+    CHECK(q1[17] == -127);
+    /* round half to even on an exact tie: 1.5 -> 2, 2.5 -> 2 */
+    float tie[2] = {1.5f, 2.5f};
+    actq_int8_row_ref(tie, 2, 1.0f, q1);
+    CHECK(q1[0] == 2 && q1[1] == 2);
+    actq_int8_row(tie, 2, 1.0f, q2);
+    CHECK(q2[0] == 2 && q2[1] == 2);
+    /* clamping beyond the static range */
+    float big[3] = {1000.0f, -1000.0f, 0.25f};
+    actq_int8_row(big, 3, 1.0f, q2);
+    CHECK(q2[0] == 127 && q2[1] == -127 && q2[2] == 0);
+    actq_int8_row(big, 3, 0.0f, q2);
+    CHECK(q2[0] == 0 && q2[1] == 0);
+
+    /* skip_first: token 0 holds a spike that must not set the range */
+    enum { T = 4, K = 8 };
+    float xs[T * K], sc[T];
+    for (int i = 0; i < T * K; i++) xs[i] = (float)(i % 5) - 2.0f; /* |x| <= 2 */
+    xs[3] = 100.0f;
+    ActQuant aq = {ACTQ_INT8, 0, 0, 0.0f, 1};
+    actq_scales(&aq, xs, T, K, 0, sc);
+    CHECK(sc[0] == 2.0f / 127.0f && sc[3] == 2.0f / 127.0f);
+    float fk[T * K];
+    actq_fake(&aq, xs, T, K, 0, fk);
+    CHECK(fk[3] == 127.0f * (2.0f / 127.0f)); /* the spike is clamped to the range */
+    actq_scales(&aq, xs, T, K, 5, sc);        /* not token 0: spike included */
+    CHECK(sc[1] == 100.0f / 127.0f);
+    aq.skip_first = 0;
+    actq_scales(&aq, xs, T, K, 0, sc);
+    CHECK(sc[2] == 100.0f / 127.0f);
+    aq.per_token = 1;
+    actq_scales(&aq, xs, T, K, 0, sc);
+    CHECK(sc[0] == 100.0f / 127.0f && sc[1] == 2.0f / 127.0f);
+    aq.is_static = 1;
+    aq.static_absmax = 4.0f;
+    actq_scales(&aq, xs, T, K, 0, sc);
+    CHECK(sc[0] == 4.0f / 127.0f && sc[3] == 4.0f / 127.0f);
+
+    /* fake int8 = codes times scales, exactly */
+    aq = (ActQuant){ACTQ_INT8, 1, 0, 0.0f, 0};
+    int8_t qq[T * 12];
+    float sc2[T];
+    actq_quantize_int8(&aq, xs, T, K, 0, qq, 12, sc2);
+    actq_fake(&aq, xs, T, K, 0, fk);
+    for (int t = 0; t < T; t++) {
+        for (int k = 0; k < K; k++) CHECK(fk[t * K + k] == (float)qq[t * 12 + k] * sc2[t]);
+        for (int k = K; k < 12; k++) CHECK(qq[t * 12 + k] == 0);
+    }
+    /* fp8 fake quant: the scaled max maps to the format max exactly */
+    aq = (ActQuant){ACTQ_FP8_E4M3, 0, 0, 0.0f, 0};
+    actq_fake(&aq, xs, T, K, 0, fk);
+    CHECK(fk[3] == 100.0f);
+    float s8 = 100.0f / 448.0f;
+    CHECK(fk[1] == fp8_e4m3_to_f32(f32_to_fp8_e4m3(xs[1] / s8)) * s8);
+    aq.fmt = ACTQ_FP8_E5M2;
+    actq_fake(&aq, xs, T, K, 0, fk);
+    CHECK(fk[3] == 100.0f);
+    float s5 = 100.0f / 57344.0f;
+    CHECK(fk[5] == fp8_e5m2_to_f32(f32_to_fp8_e5m2(xs[5] / s5)) * s5);
+}
+
+/* === W8A8 int8 GEMM === */
+
+static void test_int8_shape(int64_t M, int64_t N, int64_t K, Pool *pool) {
+    Err err;
+    int64_t kp = i8gemm_kpad(K);
+    int8_t *A = calloc((size_t)(M * kp), 1);
+    int8_t *B = malloc((size_t)(N * K));
+    float *as = malloc((size_t)M * sizeof *as), *ws = malloc((size_t)N * sizeof *ws);
+    int32_t *cref = malloc((size_t)(M * N) * 4), *c = malloc((size_t)(M * N) * 4);
+    float *fref = malloc((size_t)(M * N) * 4), *f = malloc((size_t)(M * N) * 4);
+    CHECK(A && B && as && ws && cref && c && fref && f);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) A[i * kp + k] = (int8_t)(rng_u32() & 0xFF); /* full range incl. -128 */
+    for (int64_t i = 0; i < N * K; i++) B[i] = (int8_t)(rng_u32() & 0xFF);
+    if (K > 2) { A[0] = -128; B[0] = -128; A[1] = -128; B[1] = -128; } /* the saturating corner */
+    for (int64_t i = 0; i < M; i++) as[i] = 0.01f + (float)i * 1e-3f;
+    for (int64_t i = 0; i < N; i++) ws[i] = 0.02f + (float)i * 1e-4f;
+    I8Matrix w;
+    CHECK_OK(i8mat_pack(B, N, K, ws, 1, &w, &err), err);
+    /* independent triple loop on the unpacked B */
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t n = 0; n < N; n++) {
+            int32_t s = 0;
+            for (int64_t k = 0; k < K; k++) s += (int32_t)A[i * kp + k] * B[n * K + k];
+            cref[i * N + n] = s;
+            fref[i * N + n] = (float)s * as[i] * ws[n];
+        }
+    i8gemm_ref(&w, A, M, kp, NULL, c, N, pool);
+    CHECK(memcmp(c, cref, (size_t)(M * N) * 4) == 0);
+    i8gemm_ref(&w, A, M, kp, as, f, N, pool);
+    CHECK(memcmp(f, fref, (size_t)(M * N) * 4) == 0);
+    if (cpu_has_avx2()) {
+        memset(c, 0, (size_t)(M * N) * 4);
+        i8gemm_avx2(&w, A, M, kp, NULL, c, N, pool);
+        CHECKF(memcmp(c, cref, (size_t)(M * N) * 4) == 0, "avx2 int32 M=%lld N=%lld K=%lld", (long long)M, (long long)N, (long long)K);
+        i8gemm_avx2(&w, A, M, kp, as, f, N, pool);
+        CHECK(memcmp(f, fref, (size_t)(M * N) * 4) == 0);
+    }
+    if (cpu_has_avx512_vnni()) {
+        memset(c, 0, (size_t)(M * N) * 4);
+        i8gemm_vnni(&w, A, M, kp, NULL, c, N, pool);
+        CHECKF(memcmp(c, cref, (size_t)(M * N) * 4) == 0, "vnni int32 M=%lld N=%lld K=%lld", (long long)M, (long long)N, (long long)K);
+        i8gemm_vnni(&w, A, M, kp, as, f, N, pool);
+        CHECK(memcmp(f, fref, (size_t)(M * N) * 4) == 0);
+    }
+    memset(f, 0, (size_t)(M * N) * 4);
+    i8gemm(&w, A, M, kp, as, f, N, pool);
+    CHECK(memcmp(f, fref, (size_t)(M * N) * 4) == 0);
+    /* per-tensor weight scale */
+    i8mat_done(&w);
+    CHECK_OK(i8mat_pack(B, N, K, ws, 0, &w, &err), err);
+    i8gemm(&w, A, M, kp, as, f, N, pool);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t n = 0; n < N; n++) CHECK(f[i * N + n] == (float)cref[i * N + n] * as[i] * ws[0]);
+    i8mat_done(&w);
+    free(A); free(B); free(as); free(ws); free(cref); free(c); free(fref); free(f);
+}
+
+static void test_int8_gemm(Pool *pool) {
+    Err err;
+    static const int64_t Ms[] = {1, 3, 17, 7};
+    static const int64_t NKs[][2] = {{16, 64}, {33, 70}, {100, 131}, {64, 4}, {250, 257}, {5, 3}};
+    for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++)
+        for (size_t j = 0; j < sizeof NKs / sizeof *NKs; j++) test_int8_shape(Ms[i], NKs[j][0], NKs[j][1], pool);
+    test_int8_shape(200, 300, 520, pool); /* more than one M chunk */
+    I8Matrix w;
+    int8_t b = 1;
+    float s = 1;
+    CHECK(i8mat_pack(&b, 1, 70000, &s, 0, &w, &err) == ST_ERR_ARG);
+    CHECK(i8mat_pack(&b, 0, 4, &s, 0, &w, &err) == ST_ERR_ARG);
+}
+
+
+/* === weight-only GEMV / GEMM === */
+
+/* Exact values w (n, k) of the matrix the test built, from its own unpacked
+ * codes: the definition the kernels must reproduce. */
+static int64_t test_group_of(WqGroup gd, int64_t g, int64_t n, int64_t k, int64_t o, int64_t i) {
+    (void)n;
+    if (gd == WQ_GROUP_TENSOR) return 0;
+    if (gd == WQ_GROUP_OC) return g ? o * (k / g) + i / g : o;
+    return g ? (o / g) * k + i : i;
+}
+
+static int64_t test_n_groups(WqGroup gd, int64_t g, int64_t n, int64_t k) {
+    if (gd == WQ_GROUP_TENSOR) return 1;
+    if (gd == WQ_GROUP_OC) return n * (g ? k / g : 1);
+    return (g ? n / g : 1) * k;
+}
+
+/* Compares every path on m against the exact values w: dequant bit-exact,
+ * GEMV within 1e-5 of Σ|w·x| (float summation order), GEMM (T = 5) too. */
+static void check_wq(const WqMatrix *m, const float *w, Pool *pool) {
+    int64_t n = m->n, k = m->k;
+    float *d = malloc((size_t)(n * k) * 4), *x = malloc((size_t)(5 * k) * 4);
+    float *y = malloc((size_t)(5 * n) * 4), *yr = malloc((size_t)n * 4), *yf = malloc((size_t)n * 4);
+    CHECK(d && x && y && yr && yf);
+    wqmat_dequant_rows(m, 0, n, d);
+    for (int64_t i = 0; i < n * k; i++) CHECKF(d[i] == w[i], "code %d dequant (%lld) %g != %g", (int)m->code, (long long)i, d[i], w[i]);
+    for (int64_t i = 0; i < 5 * k; i++) x[i] = rng_uniform();
+    Err err;
+    CHECK_OK(wq_gemm(m, x, 5, y, pool, &err), err);
+    for (int t = 0; t < 5; t++) {
+        wq_gemv_ref(m, x + t * k, yr);
+        wq_gemv(m, x + t * k, yf, pool);
+        int fast = cpu_has_avx512f() && wq_gemv_fast_ok(m);
+        for (int64_t o = 0; o < n; o++) {
+            double exact = 0, mag = 0;
+            for (int64_t i = 0; i < k; i++) {
+                exact += (double)w[o * k + i] * x[t * k + i];
+                mag += fabs((double)w[o * k + i] * x[t * k + i]);
+            }
+            double tol = 1e-5 * mag + 1e-30;
+            CHECK_NEAR(yr[o], exact, 1e-7 * mag + 1e-30);
+            CHECKF(fabs(yf[o] - exact) <= tol, "code %d gdim %d g %lld fast %d row %lld: %g vs %g", (int)m->code,
+                   (int)m->gdim, (long long)m->group, fast, (long long)o, yf[o], exact);
+            CHECKF(fabs(y[t * n + o] - exact) <= tol, "gemm code %d row %lld", (int)m->code, (long long)o);
+        }
+        if (fast) {
+            wq_gemv_avx512(m, x + t * k, yf, NULL); /* same path, no pool */
+            for (int64_t o = 0; o < n; o++) {
+                double mag = 0;
+                for (int64_t i = 0; i < k; i++) mag += fabs((double)w[o * k + i] * x[t * k + i]);
+                CHECK(fabs(yf[o] - yr[o]) <= 1e-5 * mag + 1e-30);
+            }
+        }
+    }
+    free(d); free(x); free(y); free(yr); free(yf);
+}
+
+static void test_wq_int(int bits, int sym, WqGroup gd, int64_t g, int64_t n, int64_t k, Pool *pool) {
+    Err err;
+    int half = 1 << (bits - 1);
+    int64_t ng = test_n_groups(gd, g, n, k);
+    int8_t *q = malloc((size_t)(n * k));
+    float *sc = malloc((size_t)ng * 4), *z = malloc((size_t)ng * 4), *w = malloc((size_t)(n * k) * 4);
+    CHECK(q && sc && z && w);
+    for (int64_t i = 0; i < ng; i++) {
+        sc[i] = 0.001f * (float)(1 + rng_u32() % 100);
+        z[i] = (float)(rng_u32() % (unsigned)(2 * half));
+    }
+    for (int64_t o = 0; o < n; o++)
+        for (int64_t i = 0; i < k; i++) {
+            int c = sym ? (int)(rng_u32() % (unsigned)(2 * half - 1)) - (half - 1) : (int)(rng_u32() % (unsigned)(2 * half)) - half;
+            q[o * k + i] = (int8_t)c;
+            int64_t gi = test_group_of(gd, g, n, k, o, i);
+            /* quant/rtn.c's rtn_dequant_value formula */
+            w[o * k + i] = sym ? (float)c * sc[gi] : ((float)(c + half) - z[gi]) * sc[gi];
+        }
+    WqMatrix m;
+    CHECK_OK(wqmat_pack_int(q, bits, n, k, gd, g, sc, sym ? NULL : z, &m, &err), err);
+    check_wq(&m, w, pool);
+    wqmat_done(&m);
+    free(q); free(sc); free(z); free(w);
+}
+
+static void test_wq_fp8(int e5m2, WqGroup gd, int64_t g, int64_t n, int64_t k, Pool *pool) {
+    Err err;
+    int64_t ng = test_n_groups(gd, g, n, k);
+    uint8_t *c = malloc((size_t)(n * k));
+    float *sc = malloc((size_t)ng * 4), *w = malloc((size_t)(n * k) * 4);
+    for (int64_t i = 0; i < ng; i++) sc[i] = 0.01f * (float)(1 + rng_u32() % 50);
+    for (int64_t o = 0; o < n; o++)
+        for (int64_t i = 0; i < k; i++) {
+            uint8_t v;
+            do v = (uint8_t)rng_u32(); while (isnan(e5m2 ? fp8_e5m2_to_f32(v) : fp8_e4m3_to_f32(v)) ||
+                                          isinf(fp8_e5m2_to_f32(v)));
+            c[o * k + i] = v;
+            w[o * k + i] = (e5m2 ? fp8_e5m2_to_f32(v) : fp8_e4m3_to_f32(v)) * sc[test_group_of(gd, g, n, k, o, i)];
+        }
+    WqMatrix m;
+    CHECK_OK(wqmat_pack_fp8(c, e5m2, n, k, gd, g, sc, &m, &err), err);
+    check_wq(&m, w, pool);
+    wqmat_done(&m);
+    c[3] = e5m2 ? 0x7F : 0xFF; /* a NaN code */
+    CHECK(wqmat_pack_fp8(c, e5m2, n, k, gd, g, sc, &m, &err) == ST_ERR_RANGE);
+    free(c); free(sc); free(w);
+}
+
+static void test_wq_f16(int bf16, int64_t n, int64_t k, Pool *pool) {
+    Err err;
+    uint16_t *h = malloc((size_t)(n * k) * 2);
+    float *w = malloc((size_t)(n * k) * 4);
+    for (int64_t i = 0; i < n * k; i++) {
+        float v = rng_uniform() * 4.0f;
+        h[i] = bf16 ? f32_to_bf16(v) : f32_to_fp16(v);
+        w[i] = bf16 ? bf16_to_f32(h[i]) : fp16_to_f32(h[i]);
+    }
+    WqMatrix m;
+    CHECK_OK(wqmat_pack_f16(h, bf16, n, k, &m, &err), err);
+    check_wq(&m, w, pool);
+    wqmat_done(&m);
+    CHECK_OK(wqmat_pack_f32(w, n, k, &m, &err), err);
+    check_wq(&m, w, pool);
+    wqmat_done(&m);
+    free(h); free(w);
+}
+
+static void test_decoders(void) {
+    if (!cpu_has_avx512f()) return;
+    uint8_t c[256];
+    float a[256], b[256];
+    for (int i = 0; i < 256; i++) c[i] = (uint8_t)i;
+    for (int e5 = 0; e5 < 2; e5++) {
+        fp8_decode_ref(c, 256, e5, a);
+        fp8_decode_avx512(c, 256, e5, b);
+        for (int i = 0; i < 256; i++) {
+            if (isnan(a[i])) continue; /* E4M3 NaN codes are rejected at pack time */
+            CHECKF(memcmp(&a[i], &b[i], 4) == 0, "fp8 e5m2=%d code 0x%02x: %g vs %g", e5, i, a[i], b[i]);
+        }
+        CHECK(a[0x7E] == (e5 ? 57344.0f : 448.0f) || e5);
+    }
+    CHECK(fp8_lut(0)[0x7E] == 448.0f && fp8_lut(0)[0x01] == 0x1p-9f && fp8_lut(1)[0x7B] == 57344.0f);
+    uint16_t *h = malloc(65536 * 2);
+    float *fa = malloc(65536 * 4), *fb = malloc(65536 * 4);
+    for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    for (int bf = 0; bf < 2; bf++) {
+        f16_decode_ref(h, 65536, bf, fa);
+        f16_decode_avx512(h, 65536, bf, fb);
+        for (int i = 0; i < 65536; i++) {
+            if (isnan(fa[i])) { CHECK(isnan(fb[i])); continue; }
+            CHECK(memcmp(&fa[i], &fb[i], 4) == 0);
+        }
+    }
+    free(h); free(fa); free(fb);
+}
+
+static void test_weight_only(Pool *pool) {
+    static const int bits[] = {8, 4, 3, 2};
+    for (size_t b = 0; b < 4; b++)
+        for (int sym = 0; sym < 2; sym++) {
+            test_wq_int(bits[b], sym, WQ_GROUP_TENSOR, 0, 37, 100, pool);
+            test_wq_int(bits[b], sym, WQ_GROUP_OC, 0, 37, 100, pool);
+            test_wq_int(bits[b], sym, WQ_GROUP_OC, 64, 13, 192, pool);   /* fast path */
+            test_wq_int(bits[b], sym, WQ_GROUP_OC, 128, 9, 256, pool);   /* fast path */
+            test_wq_int(bits[b], sym, WQ_GROUP_OC, 4, 6, 172, pool);     /* row-dequant path */
+            test_wq_int(bits[b], sym, WQ_GROUP_IC, 0, 37, 100, pool);
+            test_wq_int(bits[b], sym, WQ_GROUP_IC, 8, 40, 70, pool);
+            test_wq_int(bits[b], sym, WQ_GROUP_IC, 3, 9, 64, pool);      /* blocks straddle row quads */
+        }
+    test_wq_int(4, 1, WQ_GROUP_OC, 32, 64, 2048, pool);
+    test_wq_int(4, 0, WQ_GROUP_IC, 64, 256, 1000, pool);
+    for (int e5 = 0; e5 < 2; e5++) {
+        test_wq_fp8(e5, WQ_GROUP_TENSOR, 0, 21, 77, pool);
+        test_wq_fp8(e5, WQ_GROUP_OC, 0, 21, 77, pool);
+        test_wq_fp8(e5, WQ_GROUP_OC, 32, 20, 96, pool);
+        test_wq_fp8(e5, WQ_GROUP_IC, 0, 21, 77, pool);
+        test_wq_fp8(e5, WQ_GROUP_IC, 7, 21, 77, pool);
+    }
+    test_wq_f16(0, 19, 77, pool);
+    test_wq_f16(1, 19, 77, pool);
+    test_wq_f16(0, 64, 512, pool);
+
+    /* malformed input */
+    Err err;
+    WqMatrix m;
+    int8_t q[8] = {0};
+    float s[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    CHECK(wqmat_pack_int(q, 5, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_ARG);
+    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_OC, 3, s, NULL, &m, &err) == ST_ERR_ARG);
+    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_IC, 3, s, NULL, &m, &err) == ST_ERR_ARG);
+    q[2] = -8; /* outside symmetric int4 */
+    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_RANGE);
+    float z[1] = {16.0f};
+    q[2] = 0;
+    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, z, &m, &err) == ST_ERR_RANGE);
+}
+
+int main(void) {
+    Err err;
+    Pool *pool = NULL;
+    CHECK_OK(pool_new(2, &pool, &err), err);
+    (void)testlib_shared;
+    printf("cpu: %s\n", cpu_describe());
+    test_actquant();
+    test_int8_gemm(pool);
+    test_int8_gemm(NULL);
+    test_decoders();
+    sgemm_set_threads(1);
+    test_weight_only(pool);
+    test_weight_only(NULL);
+    pool_free(pool);
+    return testlib_done("test_kernels");
+}
