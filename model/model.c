@@ -9,12 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/fpconv.h"
 #include "core/hash.h"
 #include "core/pool.h"
+#include "kernels/cpu.h"
+#include "kernels/f16_gemm.h"
 #include "model/load_internal.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
@@ -185,6 +189,7 @@ typedef struct ConvJob {
     const GgmlTypeTraits *tr; /* block-quantized types only */
     int64_t n_in;
     size_t row_bytes;
+    int simd;                 /* AVX-512 fp16/bf16 decode allowed */
 } ConvJob;
 
 static void conv_rows(void *arg, int64_t r0, int64_t r1, int tid) {
@@ -195,7 +200,10 @@ static void conv_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     int64_t n = (r1 - r0) * j->n_in;
     if (j->type == GGML_F32) {
         memcpy(dst, src, (size_t)n * sizeof(float));
+    } else if ((j->type == GGML_F16 || j->type == GGML_BF16) && j->simd && (uintptr_t)src % 2 == 0) {
+        f16_decode_avx512((const uint16_t *)(const void *)src, n, j->type == GGML_BF16, dst);
     } else if (j->type == GGML_F16 || j->type == GGML_BF16) {
+        /* Bytewise: safetensors data need not be 2-byte aligned. */
         for (int64_t i = 0; i < n; i++) {
             uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
             dst[i] = j->type == GGML_BF16 ? bf16_to_f32(h) : fp16_to_f32(h);
@@ -203,6 +211,19 @@ static void conv_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     } else {
         j->tr->dequant(src, dst, n);
     }
+}
+
+/* Drops the mapped pages lying wholly inside a converted tensor's bytes, so
+ * a non-F32 model does not keep both its file pages and its float32 copy
+ * resident. The mapping is private and read-only: a later touch (nothing
+ * touches them) would just read the file again. */
+static void release_source_pages(const void *data, size_t nbytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t b = (uintptr_t)data, e = b + nbytes;
+    uintptr_t b_up = (b + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t e_down = e & ~((uintptr_t)page - 1);
+    if (e_down > b_up) madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
 }
 
 /* Conversions of at least this many elements are spread over a thread pool. */
@@ -257,10 +278,11 @@ static Status bind_one(Model *m, Pool **pool, const SrcTensor *t, TensorRole rol
         Status s = model_keep(m, release_aligned, buf, err);
         if (s != ST_OK) return s;
         ConvJob job = {.src = t->data, .dst = buf, .type = t->type, .tr = tr, .n_in = n_in,
-                       .row_bytes = need / (size_t)rows};
+                       .row_bytes = need / (size_t)rows, .simd = cpu_has_avx512f()};
         /* A pool that cannot be made only costs speed: convert inline then. */
         if (numel >= CONV_PARALLEL_MIN && !*pool && pool_new(0, pool, NULL) != ST_OK) *pool = NULL;
         pool_for(numel >= CONV_PARALLEL_MIN ? *pool : NULL, rows, 1, conv_rows, &job);
+        release_source_pages(t->data, t->nbytes);
         m->owned_bytes += (size_t)numel * sizeof(float);
         *dst = buf;
     }

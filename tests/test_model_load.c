@@ -14,6 +14,7 @@
 #include "core/fpconv.h"
 #include "core/mapfile.h"
 #include "core/status.h"
+#include "kernels/cpu.h"
 #include "model/gguf_write.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -210,6 +211,19 @@ static void test_stories(void) {
             if (rel > max_rel) max_rel = rel;
         }
     CHECK(max_rel > 1e-3); /* really rounded, not a copy of the F32 weights */
+
+    /* The scalar conversion path (QS_CPU=scalar) gives the same bits as the SIMD one. */
+    setenv("QS_CPU", "scalar", 1);
+    cpu_refresh();
+    Model *bs = load_ok(testlib_shared("models/stories260K-hf-bf16-sharded"), NULL);
+    unsetenv("QS_CPU");
+    cpu_refresh();
+    same_floats(bs->tok_embd, bf->tok_embd, 512 * 64, "scalar bf16 tok_embd");
+    for (int l = 0; l < 5; l++)
+        for (int p = 0; p < PROJ_COUNT; p++)
+            same_floats(bs->layers[l].proj[p].w, bf->layers[l].proj[p].w,
+                        bf->layers[l].proj[p].n_out * bf->layers[l].proj[p].n_in, "scalar bf16 proj");
+    model_free(bs);
 
     /* Fingerprints: stable for a file, different across files. */
     Model *gg2 = load_ok(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL);
