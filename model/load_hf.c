@@ -23,6 +23,7 @@
 typedef struct HfFiles {
     Safetensors **shards;    /* (n_shards), owned by the model via model_keep */
     int64_t n_shards;
+    const char *where;       /* the index (sharded) or model.safetensors, for "missing tensor" */
     char name[160];
 } HfFiles;
 
@@ -244,7 +245,7 @@ static Status hf_find(void *ctx, TensorRole role, int64_t layer, SrcTensor *out,
     else
         snprintf(hf->name, sizeof hf->name, "model.layers.%lld.%s.weight", (long long)layer, hf_layer_names[role]);
     out->name = hf->name;
-    out->file = hf->n_shards == 1 ? hf->shards[0]->mf.path : "safetensors shards";
+    out->file = hf->where;
     for (int64_t i = 0; i < hf->n_shards; i++) {
         const StTensor *t = safetensors_find(hf->shards[i], hf->name);
         if (!t) continue;
@@ -284,8 +285,10 @@ Status load_hf(Model *m, const char *dir, Err *err) {
     if (s != ST_OK) goto fail;
 
     if (file_exists(index_path)) {
+        hf.where = index_path;
         s = open_indexed(m, &hf, dir, index_path, err);
     } else if (file_exists(single_path)) {
+        hf.where = single_path;
         hf.shards = core_calloc(1, sizeof *hf.shards);
         s = hf.shards ? open_shard(m, &hf, single_path, err) : err_set(err, ST_ERR_NOMEM, "%s: out of memory", dir);
     } else {

@@ -274,6 +274,7 @@ static void test_stories(void) {
     expect_fail(tpath("tiny.bin"), tok, "tiny.bin", "too short");
     expect_fail(bin, NULL, "stories260K.bin", "looks like a llama2.c checkpoint: pass --tokenizer TOK.bin");
     expect_fail(tpath("does-not-exist.bin"), tok, "does-not-exist.bin", "No such file");
+    expect_fail(bin, tpath("no-tok.bin"), "no-tok.bin", "No such file");
     free(copy);
     mapfile_close(&mf);
 
@@ -388,12 +389,22 @@ static void write_config(const char *dir, const char *key, const char *val) {
     write_file(path, buf, strlen(buf));
 }
 
-/* Writes tensors [first, last) of the tiny model as F16 into dir/file; value
- * of element i of tensor t is (t + 1) * 0.01 * (i % 7 - 3). bad_k: give k_proj
- * shape (8, 8) (and the bytes to match). Returns the header length. */
+/* 1: write_tiny_st writes F32 with an unpadded header of odd length, so the
+ * data is misaligned for float and must be copied. */
+static int tiny_f32_odd;
+
+static float tiny_value(int t, int64_t i) {
+    return (float)(t + 1) * 0.01f * (float)(i % 7 - 3);
+}
+
+/* Writes tensors [first, last) of the tiny model as F16 (or F32, see
+ * tiny_f32_odd) into dir/file; element i of tensor t is tiny_value(t, i).
+ * bad_k: give k_proj shape (8, 8) (and the bytes to match). */
 static void write_tiny_st(const char *dir, const char *file, int first, int last, int bad_k) {
     char hdr[8192];
     CHECK(first < last);
+    const char *dtype = tiny_f32_odd ? "F32" : "F16";
+    uint64_t es = tiny_f32_odd ? 4 : 2;
     size_t k = (size_t)snprintf(hdr, sizeof hdr, "{\"__metadata__\": {\"format\": \"pt\"}");
     uint64_t off = 0;
     for (int t = first; t < last; t++) {
@@ -402,29 +413,39 @@ static void write_tiny_st(const char *dir, const char *file, int first, int last
         int64_t n = (rows ? rows : 1) * cols;
         if (rows)
             k += (size_t)snprintf(hdr + k, sizeof hdr - k,
-                                  ", \"%s\": {\"dtype\": \"F16\", \"shape\": [%lld, %lld], \"data_offsets\": [%llu, %llu]}",
-                                  tiny_tensors[t].name, (long long)rows, (long long)cols, (unsigned long long)off,
-                                  (unsigned long long)(off + (uint64_t)n * 2));
+                                  ", \"%s\": {\"dtype\": \"%s\", \"shape\": [%lld, %lld], \"data_offsets\": [%llu, %llu]}",
+                                  tiny_tensors[t].name, dtype, (long long)rows, (long long)cols, (unsigned long long)off,
+                                  (unsigned long long)(off + (uint64_t)n * es));
         else
             k += (size_t)snprintf(hdr + k, sizeof hdr - k,
-                                  ", \"%s\": {\"dtype\": \"F16\", \"shape\": [%lld], \"data_offsets\": [%llu, %llu]}",
-                                  tiny_tensors[t].name, (long long)cols, (unsigned long long)off,
-                                  (unsigned long long)(off + (uint64_t)n * 2));
-        off += (uint64_t)n * 2;
+                                  ", \"%s\": {\"dtype\": \"%s\", \"shape\": [%lld], \"data_offsets\": [%llu, %llu]}",
+                                  tiny_tensors[t].name, dtype, (long long)cols, (unsigned long long)off,
+                                  (unsigned long long)(off + (uint64_t)n * es));
+        off += (uint64_t)n * es;
     }
     k += (size_t)snprintf(hdr + k, sizeof hdr - k, "}");
-    while (k % 8) hdr[k++] = ' ';
+    if (tiny_f32_odd)
+        while (k % 2 == 0) hdr[k++] = ' ';
+    else
+        while (k % 8) hdr[k++] = ' ';
     size_t total = 8 + k + (size_t)off;
     unsigned char *buf = calloc(1, total);
     CHECK(buf != NULL);
     for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)k >> (8 * i));
     memcpy(buf + 8, hdr, k);
-    uint16_t *d = (uint16_t *)(void *)(buf + 8 + k);
+    unsigned char *d = buf + 8 + k;
     for (int t = first; t < last; t++) {
         int64_t rows = tiny_rows(t), cols = tiny_tensors[t].cols;
         if (bad_k && strstr(tiny_tensors[t].name, "k_proj")) rows = 8;
         int64_t n = (rows ? rows : 1) * cols;
-        for (int64_t i = 0; i < n; i++) *d++ = f32_to_fp16((float)(t + 1) * 0.01f * (float)(i % 7 - 3));
+        for (int64_t i = 0; i < n; i++, d += es) {
+            float v = tiny_value(t, i);
+            uint16_t h = f32_to_fp16(v);
+            if (tiny_f32_odd)
+                memcpy(d, &v, 4);
+            else
+                memcpy(d, &h, 2);
+        }
     }
     char path[512];
     snprintf(path, sizeof path, "%s/%s/%s", tmpdir, dir, file);
@@ -481,6 +502,19 @@ static void test_hf_generated(void) {
     CHECK(m->cfg.tied_embeddings && m->output.w == m->tok_embd && m->n_tensors == TINY_N - 1);
     model_free(m);
 
+    /* F32 behind an odd-length header: misaligned, so copied (and counted as owned). */
+    tiny_f32_odd = 1;
+    make_dir("odd");
+    write_config("odd", NULL, NULL);
+    write_tiny_st("odd", "model.safetensors", 0, TINY_N, 0);
+    tiny_f32_odd = 0;
+    m = load_ok(tpath("odd"), NULL);
+    CHECK(m->owned_bytes == (size_t)(params - 16 * 8) * 4);
+    for (int64_t i = 0; i < m->n_tensors; i++) CHECK(!m->tensors[i].borrowed && m->tensors[i].src_type == GGML_F32);
+    for (int64_t i = 0; i < 128; i++) CHECK(m->layers[0].proj[PROJ_DOWN].w[i] == tiny_value(9, i));
+    CHECK(m->layers[0].ffn_norm[7] == tiny_value(6, 7));
+    model_free(m);
+
     /* A large F16 embedding (vocab 2^17 x 8 = 2^20 elements) is converted on the thread pool. */
     tiny_vocab = 131072;
     make_dir("big");
@@ -510,6 +544,17 @@ static void test_hf_generated(void) {
     m = load_ok(tpath("sharded"), NULL);
     CHECK(m->n_tensors == TINY_N && m->layers[0].proj[PROJ_O].w[1] == fp16_to_f32(f32_to_fp16(6 * 0.01f * -2)));
     model_free(m);
+    /* ... a tensor the model needs in no shard: the error names the index. */
+    k = (size_t)snprintf(idx, sizeof idx, "{\"weight_map\": {");
+    for (int t = 1; t < TINY_N; t++)
+        k += (size_t)snprintf(idx + k, sizeof idx - k, "%s\"%s\": \"%s\"", t > 1 ? ", " : "", tiny_tensors[t].name,
+                              t < 5 ? "a.safetensors" : "b.safetensors");
+    snprintf(idx + k, sizeof idx - k, "}}");
+    write_file(tpath("sharded/model.safetensors.index.json"), idx, strlen(idx));
+    write_tiny_st("sharded", "a.safetensors", 1, 5, 0);
+    expect_fail(tpath("sharded"), NULL, "sharded/model.safetensors.index.json",
+                "missing tensor 'model.embed_tokens.weight'");
+    write_tiny_st("sharded", "a.safetensors", 0, 5, 0);
     /* ... an index naming a shard that is not there. */
     k = (size_t)snprintf(idx, sizeof idx, "{\"weight_map\": {");
     for (int t = 0; t < TINY_N; t++)
