@@ -249,6 +249,8 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
             if (s->token >= 0) {
                 size_t nb = tokenizer_decode(m->tok, s->token, s->text, sizeof s->text - 1);
                 s->text[nb] = '\0';
+                if (nb == 0) /* control tokens (BOS) decode to nothing: show the piece */
+                    snprintf(s->text, sizeof s->text, "%s", tokenizer_piece(m->tok, s->token));
             }
         }
     }
