@@ -15,11 +15,13 @@
 #include "model/synth.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/pool.h"
 #include "model/gguf_write.h"
 #include "quant/ggml_type.h"
 
@@ -480,21 +482,54 @@ nomem:
 
 /* === writing === */
 
+typedef struct FillCtx {
+    const Synth *s;
+    Pool *pool;
+} FillCtx;
+
+typedef struct FillJob {
+    const Synth *s;
+    int64_t i;
+    unsigned char *dst;
+    size_t row_bytes;
+    const GgmlTypeTraits *tt;
+    _Atomic int failed;
+} FillJob;
+
+/* Rows [begin, end) of one tensor: generate, then convert to the storage type
+ * (F32 rows are generated in place). */
+static void fill_rows(void *arg, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    FillJob *j = arg;
+    const TSpec *t = &j->s->t[j->i];
+    float *row = NULL;
+    if (t->type != GGML_F32 && !(row = core_alloc_aligned((size_t)t->ne0, sizeof(float)))) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    for (int64_t r = begin; r < end; r++) {
+        unsigned char *d = j->dst + (size_t)r * j->row_bytes;
+        if (!row) {
+            gen_row(j->s, j->i, r, (float *)(void *)d);
+            continue;
+        }
+        gen_row(j->s, j->i, r, row);
+        j->tt->quant_ref(row, d, t->ne0);
+    }
+    core_free_aligned(row);
+}
+
 static Status fill_tensor(void *user, int64_t i, void *dst, size_t nbytes, Err *err) {
-    const Synth *s = user;
-    const TSpec *t = &s->t[i];
+    const FillCtx *ctx = user;
+    const TSpec *t = &ctx->s->t[i];
     const GgmlTypeTraits *tt = ggml_type_traits(t->type);
     size_t rb = ggml_row_bytes(t->type, t->ne0);
     if (!tt || !tt->quant_ref || rb * (size_t)t->ne1 != nbytes)
         return err_set(err, ST_ERR_STATE, "synth: tensor %s: type/size mismatch", t->name);
-    float *row = core_alloc_aligned((size_t)t->ne0, sizeof(float));
-    if (!row) return err_set(err, ST_ERR_NOMEM, "synth: row buffer");
-    unsigned char *d = dst;
-    for (int64_t r = 0; r < t->ne1; r++) {
-        gen_row(s, i, r, row);
-        tt->quant_ref(row, d + (size_t)r * rb, t->ne0);
-    }
-    core_free_aligned(row);
+    FillJob job = {.s = ctx->s, .i = i, .dst = dst, .row_bytes = rb, .tt = tt, .failed = 0};
+    int64_t grain = 1 + 16384 / t->ne0;
+    pool_for(ctx->pool, t->ne1, grain, fill_rows, &job);
+    if (atomic_load(&job.failed)) return err_set(err, ST_ERR_NOMEM, "synth: row buffer");
     return ST_OK;
 }
 
@@ -538,17 +573,19 @@ Status synth_write(const Synth *s, const char *path, Progress *p, Err *err) {
     if (st == ST_OK) st = gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0);
     if (st == ST_OK) st = gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
     if (st == ST_OK) st = gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    FillCtx ctx = {.s = s, .pool = NULL};
     for (int64_t i = 0; st == ST_OK && i < s->n_t; i++) {
         const TSpec *t = &s->t[i];
         int64_t ne[2] = {t->ne0, t->ne1};
-        st = gguf_writer_add_tensor_fill(w, t->name, t->type, t->ne1 == 1 ? 1 : 2, ne, fill_tensor, (void *)s);
+        st = gguf_writer_add_tensor_fill(w, t->name, t->type, t->ne1 == 1 ? 1 : 2, ne, fill_tensor, &ctx);
     }
     if (st != ST_OK) {
         err_set(err, st, "%s: building GGUF metadata", path);
-    } else {
+    } else if ((st = pool_new(0, &ctx.pool, err)) == ST_OK) {
         gguf_writer_set_progress(w, p);
         st = gguf_writer_write(w, path, err);
     }
+    pool_free(ctx.pool);
     gguf_writer_free(w);
     vocab_done(&voc);
     return st;
