@@ -1,0 +1,24 @@
+/* Dense float64 factorizations for GPTQ (Cholesky, triangular inverse): thin
+ * wrappers over OpenBLAS's LAPACK (dpotrf_, dtrtri_; the Fortran symbols are
+ * declared only in kernels/linalg.c), each with a plain scalar *_ref twin
+ * that tests compare against. Row-major (n, n) with leading dimension n.
+ * Threads: OpenBLAS's process-wide count (kernels/sgemm.h). */
+#ifndef QS_KERNELS_LINALG_H
+#define QS_KERNELS_LINALG_H
+
+#include <stdint.h>
+
+/* In-place Cholesky A = L·Lᵀ of a symmetric positive definite A: reads the
+ * lower triangle, writes L there; the strict upper triangle is left as is.
+ * Returns 0, or k > 0 when the leading minor of order k is not positive
+ * definite (A is then partly overwritten). n must fit in int. */
+int linalg_cholesky_lower(double *A, int64_t n);
+int linalg_cholesky_lower_ref(double *A, int64_t n);
+
+/* In-place inverse of a lower-triangular L (non-unit diagonal; the strict
+ * upper triangle is neither read nor written). Returns 0, or k > 0 when
+ * L[k-1][k-1] == 0. */
+int linalg_trinv_lower(double *L, int64_t n);
+int linalg_trinv_lower_ref(double *L, int64_t n);
+
+#endif

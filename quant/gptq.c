@@ -1,0 +1,285 @@
+#include "quant/gptq.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "kernels/linalg.h"
+#include "kernels/sgemm.h"
+#include "quant/rtn.h"
+
+void gptq_opts_default(GptqOpts *o) {
+    o->damp = 0.01;
+    o->act_order = 0;
+    o->block = 128;
+    o->static_groups = 0;
+}
+
+/* Rows handled together inside a lazy batch: 128 columns x 256 rows of the
+ * transposed weight stay in L2 while the batch's rank-1 updates sweep them. */
+#define GPTQ_ROW_TILE 256
+
+typedef struct GptqCtx {
+    const QParams *p;
+    int64_t n_out, n_in;
+    float *Wt;               /* (n_in, n_out): Wt[j] = current W[:, perm[j]] */
+    float *E;                /* (block, n_out): (q - w) / U_jj of the batch's columns */
+    float *Ub;               /* (block, block): U[i1:i2, i1:i2] row-major */
+    const int64_t *perm;     /* (n_in) processing order -> original column */
+    int64_t i1, nb;          /* batch start and width */
+    int dyn;                 /* OC groups fitted on reaching their first column */
+    int64_t go;              /* group length along the grouped dimension */
+    float *scale, *zero;     /* (n_groups) */
+    int8_t *q8;              /* (n_out, n_in) codes, original column order */
+    uint8_t *f8;
+    _Atomic int fit_failed;
+} GptqCtx;
+
+static inline int64_t gptq_group(const GptqCtx *c, int64_t r, int64_t col) {
+    if (c->p->dim == GROUP_OC) return r * (c->n_in / c->go) + col / c->go;
+    if (c->p->dim == GROUP_IC) return (r / c->go) * c->n_in + col;
+    return 0;
+}
+
+/* One lazy batch for rows [r0, r1): quantize each column, record its scaled
+ * error in E and push it onto the batch's later columns. */
+static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    GptqCtx *c = arg;
+    const QParams *p = c->p;
+    int64_t n_out = c->n_out, n_in = c->n_in, nb = c->nb;
+    for (int64_t rs = r0; rs < r1; rs += GPTQ_ROW_TILE) {
+        int64_t re = rs + GPTQ_ROW_TILE < r1 ? rs + GPTQ_ROW_TILE : r1;
+        for (int64_t i = 0; i < nb; i++) {
+            int64_t j = c->i1 + i, col = c->perm[j];
+            float *w = c->Wt + j * n_out;
+            if (c->dyn && j % c->go == 0) {
+                /* the group's columns j..j+go-1 lie in this batch and have
+                 * received every earlier column's update */
+                for (int64_t r = rs; r < re; r++) {
+                    float lo = INFINITY, hi = -INFINITY;
+                    for (int64_t k = j; k < j + c->go; k++) {
+                        float v = c->Wt[k * n_out + r];
+                        lo = fminf(lo, v);
+                        hi = fmaxf(hi, v);
+                    }
+                    int64_t gi = gptq_group(c, r, col);
+                    if (rtn_fit_group(p->fmt, p->sym, lo, hi, &c->scale[gi], &c->zero[gi], NULL) != ST_OK)
+                        atomic_store(&c->fit_failed, 1);
+                }
+            }
+            float d = c->Ub[i * nb + i];
+            float *e = c->E + i * n_out;
+            for (int64_t r = rs; r < re; r++) {
+                int64_t gi = gptq_group(c, r, col);
+                int code;
+                float v = rtn_quant_value(p->fmt, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
+                if (c->q8) c->q8[r * n_in + col] = (int8_t)code;
+                else c->f8[r * n_in + col] = (uint8_t)code;
+                e[r] = (v - w[r]) / d;
+            }
+            for (int64_t k = i + 1; k < nb; k++) {
+                float u = c->Ub[i * nb + k];
+                float *wk = c->Wt + (c->i1 + k) * n_out;
+                for (int64_t r = rs; r < re; r++) wk[r] += u * e[r];
+            }
+        }
+    }
+}
+
+/* Group ranges of the (dead-column-zeroed) original W, for every grouping
+ * except dynamic OC groups. */
+static Status gptq_fit_static(const float *W, const uint8_t *dead, GptqCtx *c, Err *err) {
+    const QParams *p = c->p;
+    int64_t n_out = c->n_out, n_in = c->n_in;
+    int64_t ng = qparams_n_groups(p, n_out, n_in);
+    float *lo = malloc((size_t)ng * sizeof *lo), *hi = malloc((size_t)ng * sizeof *hi);
+    Status st = ST_OK;
+    if (!lo || !hi) { st = err_set(err, ST_ERR_NOMEM, "gptq group ranges"); goto out; }
+    for (int64_t g = 0; g < ng; g++) { lo[g] = INFINITY; hi[g] = -INFINITY; }
+    for (int64_t r = 0; r < n_out; r++)
+        for (int64_t col = 0; col < n_in; col++) {
+            float v = dead[col] ? 0.0f : W[r * n_in + col];
+            int64_t g = gptq_group(c, r, col);
+            lo[g] = fminf(lo[g], v);
+            hi[g] = fmaxf(hi[g], v);
+        }
+    for (int64_t g = 0; g < ng && !st; g++) st = rtn_fit_group(p->fmt, p->sym, lo[g], hi[g], &c->scale[g], &c->zero[g], err);
+out:
+    free(lo);
+    free(hi);
+    return st;
+}
+
+/* Sort key for act-order: descending diag H, ties by index (deterministic). */
+static int cmp_desc_diag(const void *a, const void *b, void *arg) {
+    const double *diag = arg;
+    int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
+    double di = diag[i], dj = diag[j];
+    if (di != dj) return di > dj ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* Builds A = J·P·(H + lambda·I)·Pᵀ·J (lower triangle; J reverses the order,
+ * P the act-order permutation) with dead diagonals set to 1. */
+static void gptq_build_a(double *A, const double *Hd, const float *Hf, const int64_t *perm, const uint8_t *dead,
+                         int64_t n, double lambda) {
+    for (int64_t a = 0; a < n; a++) {
+        int64_t pa = perm[n - 1 - a];
+        for (int64_t b = 0; b <= a; b++) {
+            int64_t pb = perm[n - 1 - b];
+            double h = Hd ? Hd[pa * n + pb] : (double)Hf[pa * n + pb];
+            if (a == b) h = (dead[pa] ? 1.0 : h) + lambda;
+            A[a * n + b] = h;
+        }
+    }
+}
+
+Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *Hd, const float *Hf,
+                     const QParams *p, const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out,
+                     GptqStats *stats, Err *err) {
+    memset(out, 0, sizeof *out);
+    GptqOpts defo;
+    if (!o) { gptq_opts_default(&defo); o = &defo; }
+    if ((Hd == NULL) == (Hf == NULL)) return err_set(err, ST_ERR_ARG, "gptq: give H as float64 or float32 (exactly one)");
+    Status st = qparams_check(p, n_out, n_in, err);
+    if (st) return err_wrap(err, "gptq");
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t->needs_scale || p->fmt == QF_AQLM)
+        return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
+    if (!(o->damp >= 0 && o->damp < 1) || o->block < 1)
+        return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1) and block %lld >= 1", o->damp, (long long)o->block);
+    int64_t n = n_in;
+    size_t nn = (size_t)n * (size_t)n;
+    double *A = NULL, *diag = NULL;
+    float *L = NULL, *Wt = NULL, *E = NULL, *Ub = NULL, *ztmp = NULL;
+    int64_t *perm = NULL;
+    uint8_t *dead = NULL;
+    GptqCtx c = {0};
+    A = core_alloc_aligned(nn, sizeof *A);
+    L = core_alloc_aligned(nn, sizeof *L);
+    Wt = core_alloc_aligned((size_t)n * (size_t)n_out, sizeof *Wt);
+    diag = malloc((size_t)n * sizeof *diag);
+    perm = malloc((size_t)n * sizeof *perm);
+    dead = calloc((size_t)n, 1);
+    if (!A || !L || !Wt || !diag || !perm || !dead) {
+        st = err_set(err, ST_ERR_NOMEM, "gptq buffers for (%lld, %lld)", (long long)n_out, (long long)n_in);
+        goto fail;
+    }
+    /* dead inputs and damping */
+    double mean = 0;
+    int64_t n_dead = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double h = Hd ? Hd[j * n + j] : (double)Hf[j * n + j];
+        if (!isfinite(h) || h < 0) { st = err_set(err, ST_ERR_NUMERIC, "gptq: H[%lld][%lld] = %g", (long long)j, (long long)j, h); goto fail; }
+        if (h == 0) { dead[j] = 1; n_dead++; h = 1; }
+        diag[j] = h;
+        mean += h;
+    }
+    mean /= (double)n;
+    for (int64_t j = 0; j < n; j++) perm[j] = j;
+    if (o->act_order) qsort_r(perm, (size_t)n, sizeof *perm, cmp_desc_diag, diag);
+    /* U = upper Cholesky factor of (H + lambda I)^-1, via the reversal
+     * identity: if J·H·J = M·Mᵀ (M lower), then H^-1 = UᵀU with U = J·M^-1·J. */
+    double lambda = o->damp * mean;
+    int retries = 0;
+    for (;;) {
+        gptq_build_a(A, Hd, Hf, perm, dead, n, lambda);
+        if (linalg_cholesky_lower(A, n) == 0) break;
+        if (++retries > 6) {
+            st = err_set(err, ST_ERR_NUMERIC, "gptq: H is not positive definite even with damping %g", lambda);
+            goto fail;
+        }
+        lambda = lambda > 0 ? lambda * 10 : 1e-6 * mean;
+    }
+    if (linalg_trinv_lower(A, n) != 0) { st = err_set(err, ST_ERR_NUMERIC, "gptq: singular Cholesky factor"); goto fail; }
+    /* L = Uᵀ (lower): L[a][b] = U[b][a] = M^-1[n-1-b][n-1-a] */
+    for (int64_t a0 = 0; a0 < n; a0 += 64) /* 64x64 tiles: one side of a transpose is strided */
+        for (int64_t b0 = 0; b0 <= a0; b0 += 64)
+            for (int64_t a = a0; a < a0 + 64 && a < n; a++)
+                for (int64_t b = b0; b < b0 + 64 && b <= a; b++) L[a * n + b] = (float)A[(n - 1 - b) * n + (n - 1 - a)];
+    core_free_aligned(A);
+    A = NULL;
+    /* Wt[j] = W[:, perm[j]], dead columns zeroed */
+    for (int64_t r0 = 0; r0 < n_out; r0 += 64)
+        for (int64_t j0 = 0; j0 < n; j0 += 64)
+            for (int64_t r = r0; r < r0 + 64 && r < n_out; r++)
+                for (int64_t j = j0; j < j0 + 64 && j < n; j++) {
+                    float v = W[r * n_in + perm[j]];
+                    if (!isfinite(v)) {
+                        st = err_set(err, ST_ERR_NUMERIC, "gptq: weight (%lld, %lld) is not finite", (long long)r,
+                                     (long long)perm[j]);
+                        goto fail;
+                    }
+                    Wt[j * n_out + r] = dead[perm[j]] ? 0.0f : v;
+                }
+    st = qtensor_alloc(out, p, n_out, n_in, err);
+    if (st) goto fail;
+    c.p = p;
+    c.n_out = n_out;
+    c.n_in = n_in;
+    c.Wt = Wt;
+    c.perm = perm;
+    c.go = qparams_group_len(p, n_out, n_in);
+    c.dyn = p->dim == GROUP_OC && p->group > 0 && !o->static_groups && !o->act_order;
+    c.scale = out->scale;
+    c.zero = out->zero;
+    if (!c.zero) {
+        if (!(ztmp = core_calloc((size_t)out->n_groups, sizeof *ztmp))) { st = err_set(err, ST_ERR_NOMEM, "gptq zeros"); goto fail; }
+        c.zero = ztmp;
+    }
+    c.q8 = out->q;
+    c.f8 = out->f8;
+    if (!c.dyn) {
+        /* fit ranges on the original order; dead columns count as zero */
+        st = gptq_fit_static(W, dead, &c, err);
+        if (st) { err_wrap(err, "gptq"); goto fail; }
+    }
+    int64_t block = o->block;
+    if (c.dyn) block = block >= c.go ? block / c.go * c.go : c.go;
+    if (block > n) block = n;
+    E = core_alloc_aligned((size_t)block * (size_t)n_out, sizeof *E);
+    Ub = malloc((size_t)block * (size_t)block * sizeof *Ub);
+    if (!E || !Ub) { st = err_set(err, ST_ERR_NOMEM, "gptq batch buffers"); goto fail; }
+    c.E = E;
+    c.Ub = Ub;
+    for (int64_t i1 = 0; i1 < n; i1 += block) {
+        if (progress_cancelled(prog)) { st = err_set(err, ST_ERR_CANCELLED, "gptq cancelled at column %lld", (long long)i1); goto fail; }
+        int64_t nb = i1 + block <= n ? block : n - i1, i2 = i1 + nb;
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t k = 0; k < nb; k++) Ub[i * nb + k] = k >= i ? L[(i1 + k) * n + (i1 + i)] : 0.0f;
+        c.i1 = i1;
+        c.nb = nb;
+        pool_for(pool, n_out, 64, gptq_batch_rows, &c);
+        if (atomic_load(&c.fit_failed)) {
+            st = err_set(err, ST_ERR_RANGE, "gptq: a group's range needs a scale beyond fp16 (columns %lld..%lld)",
+                         (long long)i1, (long long)i2 - 1);
+            goto fail;
+        }
+        /* the batch's errors update every later column at once:
+         * Wt[i2:] += L[i2:, i1:i2] · E */
+        if (i2 < n) sgemm_mul_nn(n - i2, n_out, nb, L + i2 * n + i1, n, E, n_out, 1.0f, Wt + i2 * n_out, n_out);
+        progress_add(prog, nb);
+    }
+    if (stats) {
+        stats->damp_used = lambda;
+        stats->dead_cols = n_dead;
+        stats->retries = retries;
+    }
+    goto done;
+fail:
+    qtensor_done(out);
+done:
+    core_free_aligned(A);
+    core_free_aligned(L);
+    core_free_aligned(Wt);
+    core_free_aligned(E);
+    free(Ub);
+    free(diag);
+    free(perm);
+    free(dead);
+    free(ztmp);
+    return st;
+}

@@ -1,0 +1,68 @@
+/* GPTQ (Frantar et al., 2022): quantize a weight W (n_out, n_in) column by
+ * column, pushing each column's rounding error onto the columns not yet
+ * quantized through the inverse of the calibration second moment H = XᵀX, so
+ * the layer's output X·Wᵀ changes as little as possible.
+ *
+ * Details that match the reference implementation (gptq.py, fasterquant):
+ *  - dead inputs (H_jj == 0) get H_jj = 1 and W[:, j] = 0;
+ *  - damping lambda = damp · mean(diag H) added to the diagonal;
+ *  - the upper Cholesky factor U of H^-1 (H^-1 = UᵀU) drives the updates;
+ *  - lazy batches: columns are processed in blocks of `block`; inside a
+ *    block each column's error updates the rest of the block, and the whole
+ *    block's errors update the remaining columns with one GEMM;
+ *  - act_order permutes columns by descending diag H and un-permutes at the end.
+ * Grouping:
+ *  - GROUP_OC, group 0 (per row) and GROUP_TENSOR: scales fitted up front
+ *    on the whole (dead-column-zeroed) W;
+ *  - GROUP_OC, group g: each row's run of g columns gets its scale when the
+ *    quantization reaches the run's first column (on the error-updated
+ *    values), or up front from the original W with static_groups; act_order
+ *    with groups always uses static groups (fitted in the original order), so
+ *    the stored groups stay runs of consecutive columns;
+ *  - GROUP_IC (AdaDim's GPTQ-IC): each input column's scale(s) (one per
+ *    column, or one per run of g rows within it) are fitted up front from
+ *    that column, then the same column-by-column error propagation runs.
+ * The block size is rounded up to a multiple of g for dynamic OC groups so a
+ * group never straddles a lazy batch (this makes the blocked algorithm equal
+ * to the unblocked one). */
+#ifndef QS_QUANT_GPTQ_H
+#define QS_QUANT_GPTQ_H
+
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "core/progress.h"
+#include "core/status.h"
+#include "quant/qtensor.h"
+
+typedef struct GptqOpts {
+    double damp;             /* fraction of mean(diag H) added to the diagonal (default 0.01) */
+    int act_order;           /* 1: process columns by descending diag H (default 0) */
+    int64_t block;           /* lazy batch width in columns (default 128) */
+    int static_groups;       /* 1: fit OC group scales up front (forced with act_order) */
+} GptqOpts;
+
+/* Fills o with the defaults above. */
+void gptq_opts_default(GptqOpts *o);
+
+/* Statistics of one run (optional output). */
+typedef struct GptqStats {
+    double damp_used;        /* the lambda actually added (after any retry) */
+    int64_t dead_cols;       /* inputs with H_jj == 0 */
+    int retries;             /* times the damping was multiplied by 10 after a failed Cholesky */
+} GptqStats;
+
+/* Quantizes W (n_out, n_in) with p and the calibration matrix H (n_in, n_in),
+ * given as float64 (Hd) or float32 (Hf): exactly one of them must be non-NULL;
+ * both are read-only and borrowed for the call. Result in *out (allocated
+ * here; release with qtensor_done). p's format must have scales (int or fp8).
+ * pool (may be NULL) runs the per-row work; prog (may be NULL) receives
+ * progress in columns and is polled for cancellation (ST_ERR_CANCELLED).
+ * stats may be NULL. Errors: ST_ERR_ARG (bad params/grouping),
+ * ST_ERR_NUMERIC (H not positive definite even after damping retries or a
+ * non-finite weight), ST_ERR_NOMEM. */
+Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *Hd, const float *Hf,
+                     const QParams *p, const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out,
+                     GptqStats *stats, Err *err);
+
+#endif

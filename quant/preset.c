@@ -1,0 +1,175 @@
+#include "quant/preset.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static const PresetInfo PRESETS[] = {
+    {"fp32", "no quantization (the reference)"},
+    {"fp16", "fp16 weights everywhere"},
+    {"w8a8-tensor", "int8 per-OC weights, int8 per-tensor dynamic activations"},
+    {"w8a8-token", "int8 per-OC weights, int8 per-token dynamic activations"},
+    {"smoothquant-w8a8", "w8a8-tensor with SmoothQuant scales migrated into the RMSNorm gains"},
+    {"spike-aware-w8a8", "w8a8-tensor, the spike ranking's top sites kept fp16 (or fp8)"},
+    {"random-k", "w8a8-tensor, k random sites kept fp16 (control for spike-aware)"},
+    {"int4-rtn", "int4 weights, groups of g along OC, round-to-nearest"},
+    {"int4-gptq", "int4 weights, groups of g along OC, GPTQ"},
+    {"int3-rtn", "int3 weights, groups of g along OC, round-to-nearest"},
+    {"int3-gptq", "int3 weights, groups of g along OC, GPTQ"},
+    {"adadim-int4", "int4 weights, AdaDim picks OC or IC groups, RTN"},
+    {"adadim-int4-gptq", "int4 weights, AdaDim picks OC or IC groups, GPTQ"},
+    {"adadim-int3", "int3 weights, AdaDim picks OC or IC groups, RTN"},
+    {"adadim-int3-gptq", "int3 weights, AdaDim picks OC or IC groups, GPTQ"},
+};
+
+const PresetInfo *plan_presets(int *n) {
+    *n = (int)(sizeof PRESETS / sizeof PRESETS[0]);
+    return PRESETS;
+}
+
+void preset_opts_default(PresetOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->group = 128;
+    o->sym = -1;
+    o->spike_fmt = QF_F16;
+    o->alpha = 0.5f;
+    o->fix_groups = 1;
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void w8a8(Plan *p, const PresetOpts *o, ActGran gran) {
+    PlanEntry *e = &p->def;
+    e->w = (QParams){QF_INT8, o->sym < 0 ? 1 : o->sym, GROUP_OC, 0};
+    e->act = ACT_INT8;
+    e->act_gran = gran;
+    e->act_scale = o->act_static ? ACT_STATIC : ACT_DYNAMIC;
+    e->act_skip_first = o->act_skip_first;
+}
+
+/* Keeps the sites (patterns) in high precision: fp16 weights and float
+ * activations, or fp8 weights (per-OC scales) with fp8 activations. */
+static Status keep_sites(Plan *p, const PresetOpts *o, const char *const *sites, int64_t n, const char *why, Err *err) {
+    PlanEntry e = p->def;
+    if (o->spike_fmt == QF_F16) {
+        e.w = (QParams){QF_F16, 1, GROUP_OC, 0};
+        e.act = ACT_NONE;
+    } else if (o->spike_fmt == QF_FP8_E4M3 || o->spike_fmt == QF_FP8_E5M2) {
+        e.w = (QParams){o->spike_fmt, 1, GROUP_OC, 0};
+        e.act = o->spike_fmt == QF_FP8_E4M3 ? ACT_FP8_E4M3 : ACT_FP8_E5M2;
+    } else {
+        const QFormatTraits *t = qformat_traits(o->spike_fmt);
+        return err_set(err, ST_ERR_ARG, "spike format must be fp16, fp8-e4m3 or fp8-e5m2, not %s", t ? t->name : "?");
+    }
+    e.method = QM_RTN;
+    char list[400];
+    size_t len = 0;
+    list[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        Status st = plan_add_rule(p, sites[i], PF_FMT | PF_GROUP | PF_METHOD | PF_ACT, &e, err);
+        if (st) return err_wrap(err, "%s site %lld", why, (long long)i + 1);
+        if (len < sizeof list)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", sites[i]);
+    }
+    return plan_add_note(p, err, "%s: kept %s: %s", why, qformat_traits(o->spike_fmt)->name, n ? list : "(none)");
+}
+
+Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const PlanModel *m, Err *err) {
+    PresetOpts o;
+    if (opts) o = *opts;
+    else preset_opts_default(&o);
+    plan_init(out);
+    if (!name) name = "";
+    snprintf(out->name, sizeof out->name, "%s", name);
+    if (o.group < 0) return err_set(err, ST_ERR_ARG, "preset %s: negative group size %lld", name, (long long)o.group);
+    Status st = ST_OK;
+    PlanEntry half;
+    plan_entry_default(&half);
+    half.w.fmt = QF_F16;
+    out->embed = out->output = half;
+    if (!strcasecmp(name, "fp32")) {
+        plan_entry_default(&out->def);
+        plan_entry_default(&out->embed);
+        plan_entry_default(&out->output);
+    } else if (!strcasecmp(name, "fp16")) {
+        out->def = half;
+    } else if (!strcasecmp(name, "w8a8-tensor")) {
+        w8a8(out, &o, ACT_PER_TENSOR);
+    } else if (!strcasecmp(name, "w8a8-token")) {
+        w8a8(out, &o, ACT_PER_TOKEN);
+    } else if (!strcasecmp(name, "smoothquant-w8a8")) {
+        w8a8(out, &o, ACT_PER_TENSOR);
+        if (!(o.alpha > 0 && o.alpha <= 1)) return err_set(err, ST_ERR_ARG, "smoothquant alpha %g must be in (0, 1]", o.alpha);
+        PlanEntry e = out->def;
+        e.smooth_alpha = o.alpha;
+        st = plan_add_rule(out, "*.qkv,gate_up", PF_SMOOTH, &e, err);
+        if (!st) st = plan_add_note(out, err, "smoothquant: alpha %g on q/k/v (attn_norm) and gate/up (ffn_norm)", o.alpha);
+    } else if (!strcasecmp(name, "spike-aware-w8a8")) {
+        w8a8(out, &o, ACT_PER_TENSOR);
+        if (o.n_spikes < 0 || (o.n_spikes && !o.spikes))
+            return err_set(err, ST_ERR_ARG, "spike-aware-w8a8: bad spike list");
+        st = keep_sites(out, &o, o.spikes, o.n_spikes, "spike-aware", err);
+    } else if (!strcasecmp(name, "random-k")) {
+        w8a8(out, &o, ACT_PER_TENSOR);
+        int64_t k = o.random_k ? o.random_k : o.n_spikes, n_sites = m->n_layers * 4;
+        if (k <= 0 || k > n_sites)
+            return err_set(err, ST_ERR_ARG, "random-k: k = %lld must be in 1..%lld (layers x {qkv, o, gate_up, down})",
+                           (long long)k, (long long)n_sites);
+        static const char *const TAPS[4] = {"qkv", "o", "gate_up", "down"};
+        char pats[64][32];
+        const char *ptrs[64];
+        if (k > 64) return err_set(err, ST_ERR_ARG, "random-k: k = %lld exceeds 64", (long long)k);
+        /* partial Fisher-Yates over site indices, without an n_sites array */
+        int64_t chosen[64];
+        uint64_t s = o.seed;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t pick;
+            for (;;) {
+                pick = (int64_t)(splitmix64(&s) % (uint64_t)n_sites);
+                int dup = 0;
+                for (int64_t j = 0; j < i; j++) dup |= chosen[j] == pick;
+                if (!dup) break;
+            }
+            chosen[i] = pick;
+            snprintf(pats[i], sizeof pats[i], "%lld.%s", (long long)(pick / 4), TAPS[pick % 4]);
+            ptrs[i] = pats[i];
+        }
+        st = keep_sites(out, &o, ptrs, k, "random-k", err);
+        if (!st) st = plan_add_note(out, err, "random-k: seed %llu", (unsigned long long)o.seed);
+    } else {
+        int bits = 0, gptq = 0, adadim = 0;
+        if (!strcasecmp(name, "int4-rtn")) bits = 4;
+        else if (!strcasecmp(name, "int4-gptq")) bits = 4, gptq = 1;
+        else if (!strcasecmp(name, "int3-rtn")) bits = 3;
+        else if (!strcasecmp(name, "int3-gptq")) bits = 3, gptq = 1;
+        else if (!strcasecmp(name, "adadim-int4") || !strcasecmp(name, "adadim-int4-rtn")) bits = 4, adadim = 1;
+        else if (!strcasecmp(name, "adadim-int4-gptq")) bits = 4, adadim = 1, gptq = 1;
+        else if (!strcasecmp(name, "adadim-int3") || !strcasecmp(name, "adadim-int3-rtn")) bits = 3, adadim = 1;
+        else if (!strcasecmp(name, "adadim-int3-gptq")) bits = 3, adadim = 1, gptq = 1;
+        if (!bits) {
+            char known[600];
+            size_t len = 0;
+            for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
+                len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", PRESETS[i].name);
+            return err_set(err, ST_ERR_ARG, "unknown preset '%s' (known: %s)", name, known);
+        }
+        PlanEntry *e = &out->def;
+        e->w = (QParams){bits == 4 ? QF_INT4 : QF_INT3, o.sym < 0 ? 0 : o.sym, GROUP_OC, o.group};
+        e->method = adadim ? QM_ADADIM : gptq ? QM_GPTQ : QM_RTN;
+        e->adadim_base = gptq ? QM_GPTQ : QM_RTN;
+        gptq_opts_default(&e->gptq);
+        e->gptq.act_order = 1;
+    }
+    if (!st && o.fix_groups) st = plan_fix_groups(out, m, NULL, err);
+    if (!st) st = plan_validate(out, m, err);
+    if (st) {
+        err_wrap(err, "preset %s", name);
+        plan_done(out);
+    }
+    return st;
+}

@@ -1,0 +1,58 @@
+/* Named plans ("presets") that work on any model: a preset builds a Plan for
+ * a model's shape, falling back visibly (plan notes) where its group size
+ * does not divide a dimension.
+ *
+ *   fp32, fp16             everything in that format (embedding and head too)
+ *   w8a8-tensor            int8 per-OC weights, int8 per-tensor activations
+ *   w8a8-token             same with per-token activations
+ *   smoothquant-w8a8       w8a8-tensor + SmoothQuant (alpha) on q/k/v and gate/up
+ *   spike-aware-w8a8       w8a8-tensor, the given spike sites kept fp16 (or fp8
+ *                          weights and activations with spike_fmt)
+ *   random-k               w8a8-tensor, k random sites (layer x {qkv, o,
+ *                          gate_up, down}, seeded) kept like spike-aware's
+ *   int4-rtn, int3-rtn     weight-only, groups of g along OC, asymmetric
+ *   int4-gptq, int3-gptq   same through GPTQ (damp 0.01, act-order, block 128)
+ *   adadim-int4[-gptq], adadim-int3[-gptq]
+ *                          weight-only, AdaDim picks per-OC or per-IC groups
+ * In every preset the embedding and output head stay fp16 (fp32 in "fp32"). */
+#ifndef QS_QUANT_PRESET_H
+#define QS_QUANT_PRESET_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "quant/format.h"
+#include "quant/plan.h"
+
+typedef struct PresetOpts {
+    int64_t group;                /* group size g (default 128; 0 = per-channel) */
+    int sym;                      /* -1 preset default (int8 symmetric, int4/int3 asymmetric) */
+    const char *const *spikes;    /* spike-aware: sites as patterns ("1.down", "4.gate_up"),
+                                     borrowed for the call; from calibration's ranking */
+    int64_t n_spikes;
+    QFormat spike_fmt;            /* QF_F16 (default), QF_FP8_E4M3 or QF_FP8_E5M2 */
+    int64_t random_k;             /* random-k: number of sites (0: n_spikes) */
+    uint64_t seed;                /* random-k seed */
+    int act_static;               /* w8a8 presets: static activation scales from calibration */
+    int act_skip_first;           /* w8a8 presets: leave token 0 out of the activation range */
+    float alpha;                  /* smoothquant alpha (default 0.5) */
+    int fix_groups;               /* 1 (default): apply plan_fix_groups */
+} PresetOpts;
+
+/* Fills o with the defaults above. */
+void preset_opts_default(PresetOpts *o);
+
+/* Builds preset `name` for m into *out (initialised here; caller plan_done's
+ * it). o may be NULL (defaults). Errors: ST_ERR_ARG for an unknown preset
+ * (the detail lists the known ones), a bad spike site or option. */
+Status plan_preset(Plan *out, const char *name, const PresetOpts *o, const PlanModel *m, Err *err);
+
+typedef struct PresetInfo {
+    const char *name;
+    const char *desc;             /* one line for --help and the UI */
+} PresetInfo;
+
+/* Returns the preset table (static) and its length in *n. */
+const PresetInfo *plan_presets(int *n);
+
+#endif
