@@ -700,7 +700,27 @@ static void test_gguf_generated(void) {
                 "tensor 'blk.0.attn_k.weight' has shape [8, 8], expected [8, 4]");
 }
 
+static void test_names(void) {
+    static const char *const spellings[PROJ_COUNT][4] = {
+        {"q", "q_proj", "attn_q", "wq"},         {"k", "k_proj", "attn_k", "wk"},
+        {"v", "v_proj", "attn_v", "wv"},         {"o", "o_proj", "attn_output", "wo"},
+        {"gate", "gate_proj", "ffn_gate", "w1"}, {"up", "up_proj", "ffn_up", "w3"},
+        {"down", "down_proj", "ffn_down", "w2"},
+    };
+    for (int p = 0; p < PROJ_COUNT; p++) {
+        CHECK(strcmp(proj_name((Proj)p), spellings[p][0]) == 0);
+        for (int k = 0; k < 4; k++) CHECK(proj_parse(spellings[p][k]) == p);
+    }
+    CHECK(proj_parse("qkv") == -1 && proj_parse("") == -1 && proj_parse(NULL) == -1 && proj_parse("Q") == -1);
+    CHECK(proj_tap(PROJ_Q) == TAP_QKV && proj_tap(PROJ_K) == TAP_QKV && proj_tap(PROJ_V) == TAP_QKV);
+    CHECK(proj_tap(PROJ_O) == TAP_O && proj_tap(PROJ_GATE) == TAP_GATE_UP && proj_tap(PROJ_UP) == TAP_GATE_UP);
+    CHECK(proj_tap(PROJ_DOWN) == TAP_DOWN);
+    static const char *const taps[TAP_COUNT] = {"qkv", "o", "gate_up", "down", "resid"};
+    for (int t = 0; t < TAP_COUNT; t++) CHECK(strcmp(tap_name((TapPoint)t), taps[t]) == 0);
+}
+
 int main(void) {
+    test_names();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qs_test_model_load_XXXXXX");
     CHECK(mkdtemp(tmpdir) != NULL);
     test_stories();
