@@ -285,12 +285,15 @@ void wq_gemv_ref(const WqMatrix *m, const float *x, float *y) {
         a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0_), _mm512_loadu_ps(xb), a);                             \
         b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1_), _mm512_loadu_ps((xb) + 16), b);                      \
     } while (0)
-/* 32 nibbles in 16 bytes: low nibbles are elements 0-15, high 16-31. */
+/* 32 nibbles in 16 bytes: low nibbles are elements 0-15, high 16-31.
+ * vpermps reads only the low 4 bits of each index lane, so one permute of a
+ * 16-entry table both masks the nibble and converts it to float. */
 #define U4_DOT(p, xb, a, b)                                                                               \
     do {                                                                                                  \
+        const __m512 lut_ = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);        \
         __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
-        __m512 lo_ = _mm512_cvtepi32_ps(_mm512_and_si512(v_, _mm512_set1_epi32(15)));                     \
-        __m512 hi_ = _mm512_cvtepi32_ps(_mm512_srli_epi32(v_, 4));                                        \
+        __m512 lo_ = _mm512_permutexvar_ps(v_, lut_);                                                     \
+        __m512 hi_ = _mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut_);                               \
         a = _mm512_fmadd_ps(lo_, _mm512_loadu_ps(xb), a);                                                 \
         b = _mm512_fmadd_ps(hi_, _mm512_loadu_ps((xb) + 16), b);                                          \
     } while (0)
