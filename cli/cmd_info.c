@@ -160,7 +160,7 @@ static void print_text(const Model *m) {
             kb += e->file_bytes;
         }
         if (n == 0) continue;
-        printf("  %-*s  %" PRId64 " tensors, %" PRId64 " params, %s\n", name_w, "", n, kp,
+        printf("  %-*s  %" PRId64 " tensor%s, %" PRId64 " params, %s\n", name_w, "", n, n == 1 ? "" : "s", kp,
                human_bytes(b1, sizeof b1, (double)kb));
         tot_n += n;
         tot_params += kp;
