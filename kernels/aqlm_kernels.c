@@ -89,6 +89,41 @@ void aqlm_dots(const float *CT, int64_t K, int g, const float *u, const float *q
     else aqlm_dots_ref(CT, K, g, u, q, alpha, out);
 }
 
+int64_t aqlm_argmin_ref(const float *v, int64_t n) {
+    int64_t best = 0;
+    for (int64_t k = 1; k < n; k++)
+        if (v[k] < v[best] || (v[best] != v[best] && v[k] == v[k])) best = k;
+    return best;
+}
+
+/* Two sweeps over data that is in L1 anyway: a vector min, then the first
+ * lane equal to it. The scalar compare-and-move chain is several times slower
+ * and dominated the k-means assignment. */
+AVX512_TARGET
+static int64_t aqlm_argmin_avx512(const float *v, int64_t n) {
+    if (n < 16) return aqlm_argmin_ref(v, n);
+    __m512 mn = _mm512_loadu_ps(v);
+    int64_t k = 16;
+    for (; k + 16 <= n; k += 16) mn = _mm512_min_ps(_mm512_loadu_ps(v + k), mn);
+    float m = _mm512_reduce_min_ps(mn);
+    for (; k < n; k++)
+        if (v[k] < m) m = v[k];
+    if (m != m) return aqlm_argmin_ref(v, n);
+    __m512 mv = _mm512_set1_ps(m);
+    for (k = 0; k + 16 <= n; k += 16) {
+        __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + k), mv, _CMP_EQ_OQ);
+        if (eq) return k + __builtin_ctz((unsigned)eq);
+    }
+    for (; k < n; k++)
+        if (v[k] == m) return k;
+    return aqlm_argmin_ref(v, n);
+}
+
+int64_t aqlm_argmin(const float *v, int64_t n) {
+    if (cpu_has_avx512f()) return aqlm_argmin_avx512(v, n);
+    return aqlm_argmin_ref(v, n);
+}
+
 void aqlm_rank_update_ref(float *Y, int64_t ldy, int64_t rows, const float *D, int g,
                           const float *Hj, int64_t ldh, int64_t n) {
     for (int64_t r = 0; r < rows; r++)

@@ -43,6 +43,11 @@ void aqlm_dots(const float *CT, int64_t K, int g, const float *u, const float *q
 void aqlm_dots_ref(const float *CT, int64_t K, int g, const float *u, const float *q, float alpha,
                    float *out);
 
+/* Returns the first index of the smallest of v[0, n) (n >= 1; NaNs are never
+ * chosen unless all are NaN, then 0). */
+int64_t aqlm_argmin(const float *v, int64_t n);
+int64_t aqlm_argmin_ref(const float *v, int64_t n);
+
 /* Y[r, 0:n] -= sum_a D[r*g + a] * Hj[a*ldh + 0:n] for r in [0, rows): the
  * change of R·H when a group's residual changes by D (rows, g). */
 void aqlm_rank_update(float *Y, int64_t ldy, int64_t rows, const float *D, int g, const float *Hj,

@@ -133,7 +133,7 @@ void aqlm_opts_default(AqlmOpts *o) {
     o->max_iters = 10;
     o->tau = 0.01;
     o->kmeans_iters = 10;
-    o->cg_iters = 6;
+    o->cg_iters = 4;
     o->seed = 1;
     o->init = AQLM_INIT_KMEANS;
 }
@@ -320,10 +320,7 @@ static void job_assign(void *arg, int64_t b, int64_t e, int tid) {
         for (int a = 0; a < j->g; a++) u[a] = -2.0f * x[a];
         /* ||x - c||² - ||x||² = ||c||² - 2 x·c */
         aqlm_dots(j->CT, j->K, j->g, u, j->cn, 1.0f, sc);
-        int64_t best = 0;
-        for (int64_t k = 1; k < j->K; k++)
-            if (sc[k] < sc[best]) best = k;
-        j->assign[n] = (int32_t)best;
+        j->assign[n] = (int32_t)aqlm_argmin(sc, j->K);
     }
 }
 
@@ -709,9 +706,7 @@ static float row_group_search(const Ctx *c, ThreadScratch *ts, int64_t i, int64_
             float *sc = ts->scores + (size_t)b * K;
             aqlm_dots(CT, K, g, u, qm, s2, sc);
             if (beam == 1) {
-                int64_t kb = 0;
-                for (int64_t k = 1; k < K; k++)
-                    if (sc[k] < sc[kb]) kb = k;
+                int64_t kb = aqlm_argmin(sc, K);
                 float d = (float)(cst + sc[kb]);
                 memcpy(nc, bc, (size_t)M * sizeof *nc);
                 nc[m] = (uint16_t)kb;
@@ -970,15 +965,16 @@ Status aqlm_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         /* (a) codebooks (PCG on the normal equations) and scales (per-row LS). */
         st = ctx_update_codebooks(&c, o->cg_iters, err);
         if (st != ST_OK) goto fail;
-        ctx_refresh(&c, 1);
+        double Lcb = ctx_refresh(&c, 1);
         /* (b) codes by beam search with incremental loss changes. */
-        ctx_code_pass(&c, o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)it, gain);
+        double gsum = ctx_code_pass(&c, o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)it, gain);
         if (c.cancelled) {
             st = err_set(err, ST_ERR_CANCELLED, "aqlm: cancelled in iteration %d", it);
             goto fail;
         }
-        /* Exact loss (the incremental R·H has drifted by float rounding). */
-        double Ln = ctx_refresh(&c, 0);
+        /* The pass's Δs are exact changes of the loss; the next refresh
+         * recomputes R·H from scratch, so float drift does not accumulate. */
+        double Ln = Lcb + gsum;
         rp.loss[it] = Ln;
         rp.iters = it;
         if (prog && rp.loss_zero > 0) atomic_store(&prog->value, Ln / rp.loss_zero);
@@ -986,6 +982,8 @@ Status aqlm_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         L = Ln;
         if (rel < o->tau) break;
     }
+    /* The reported final loss is recomputed exactly. */
+    if (rp.iters > 0) rp.loss[rp.iters] = ctx_refresh(&c, 0);
     ctx_free(&c);
     free(gain);
     if (rep) *rep = rp;

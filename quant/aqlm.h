@@ -79,7 +79,7 @@ typedef struct AqlmOpts {
     int max_iters;           /* cap on alternating iterations (default 10); 0 = init only */
     double tau;              /* stop when (L_prev - L) / L_prev < tau (default 0.01) */
     int kmeans_iters;        /* Lloyd iterations per codebook in the init (default 10) */
-    int cg_iters;            /* preconditioned CG steps per codebook update (default 6) */
+    int cg_iters;            /* preconditioned CG steps per codebook update (default 4) */
     uint64_t seed;           /* everything random derives from it (default 1) */
     AqlmInit init;           /* AQLM_INIT_KMEANS (default) or AQLM_INIT_RANDOM
                                 (Gaussian codebooks; for comparisons) */
