@@ -51,12 +51,12 @@ static void encode(const Tokenizer *t, const char *s, size_t n, int bos, int32_t
 
 /* Splits .inp as test-tokenizer-0 does (separator "\n__ggml_vocab_test__\n",
  * inputs not stripped) and compares with each stripped .out line. */
-static int run_vocab_vectors(const char *name) {
+static int run_vocab_vectors(const char *name, Tokenizer *given) {
     char vocab[512], inp[512], outp[512];
     snprintf(vocab, sizeof vocab, "vocab/%s.gguf", name);
     snprintf(inp, sizeof inp, "%s.inp", testlib_shared(vocab));
     snprintf(outp, sizeof outp, "%s.out", testlib_shared(vocab));
-    Tokenizer *t = load_gguf_tok(testlib_shared(vocab));
+    Tokenizer *t = given ? given : load_gguf_tok(testlib_shared(vocab));
     size_t ilen, olen;
     char *in = slurp(inp, &ilen), *out = slurp(outp, &olen);
     const char *sep = "\n__ggml_vocab_test__\n";
@@ -100,7 +100,7 @@ static int run_vocab_vectors(const char *name) {
     CHECKF(opos >= olen, "%s: more output lines than inputs", name);
     free(in);
     free(out);
-    tokenizer_free(t);
+    if (!given) tokenizer_free(t);
     return tests;
 }
 
@@ -367,14 +367,14 @@ static void check_memory_vocabs(void) {
 
 /* === malformed files ================================================== */
 
-static char tmp_paths[8][256];
+static char tmp_paths[16][256];
 static int n_tmp;
 
 /* Writes a scratch file (removed by remove_tmp) and returns its path. */
 static const char *write_tmp(const char *name, const void *data, size_t n) {
     char (*path)[256] = tmp_paths;
     int k = n_tmp++;
-    CHECK(k < 8);
+    CHECK(k < 16);
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(path[k], sizeof path[k], "%s/qs_tok_%d_%s", dir, (int)getpid(), name);
     FILE *f = fopen(path[k], "wb");
@@ -435,13 +435,90 @@ static void remove_tmp(void) {
     for (int i = 0; i < n_tmp; i++) unlink(tmp_paths[i]);
 }
 
+/* === HF byte-level tokenizer.json ===================================== */
+
+static void json_put_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* Writes the GPT-2 vocab GGUF out as a Hugging Face tokenizer.json with the
+ * given pre_tokenizer JSON and checks tokenizer_from_hf reproduces llama.cpp's
+ * vectors through it. */
+static void check_hf_byte_level(void) {
+    Err err;
+    err_init(&err);
+    Gguf *g = NULL;
+    CHECK_OK(gguf_open(testlib_shared("vocab/ggml-vocab-gpt-2.gguf"), &g, &err), err);
+    const GgufValue *toks = gguf_get_arr(g, "tokenizer.ggml.tokens");
+    const GgufValue *merges = gguf_get_arr(g, "tokenizer.ggml.merges");
+    CHECK(toks && merges);
+    const char *pres[2] = {
+        "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}",
+        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
+        "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
+        "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\", \"invert\": false}, "
+        "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": false}]}",
+    };
+    for (int k = 0; k < 2; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "hf%d.json", k);
+        const char *p = write_tmp(name, "", 0);
+        FILE *f = fopen(p, "wb");
+        CHECK(f);
+        fprintf(f, "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 50256, \"content\": \"<|endoftext|>\", "
+                   "\"special\": true}], \"normalizer\": null, \"pre_tokenizer\": %s, \"model\": {\"type\": \"BPE\", "
+                   "\"byte_fallback\": false, \"vocab\": {", pres[k]);
+        for (uint64_t i = 0; i < toks->v.arr.n; i++) {
+            char *s = strndup(toks->v.arr.strs[i].s, toks->v.arr.strs[i].len);
+            fprintf(f, i ? ", " : "");
+            json_put_str(f, s);
+            fprintf(f, ": %llu", (unsigned long long)i);
+            free(s);
+        }
+        fprintf(f, "}, \"merges\": [");
+        for (uint64_t i = 0; i < merges->v.arr.n; i++) {
+            char *s = strndup(merges->v.arr.strs[i].s, merges->v.arr.strs[i].len);
+            fprintf(f, i ? ", " : "");
+            json_put_str(f, s);
+            free(s);
+        }
+        fprintf(f, "]}}\n");
+        fclose(f);
+        Tokenizer *t = NULL;
+        CHECK_OK(tokenizer_from_hf(p, &t, &err), err);
+        CHECK(tokenizer_kind(t) == TOK_BPE && tokenizer_vocab_size(t) == 50257 && !tokenizer_add_bos(t));
+        CHECK(tokenizer_token_type(t, 50256) == TOK_TYPE_CONTROL);
+        if (k == 0) {
+            CHECKF(strstr(tokenizer_describe(t), "pre gpt-2"), "%s", tokenizer_describe(t));
+            CHECK(run_vocab_vectors("ggml-vocab-gpt-2", t) == 46);
+        } else {
+            /* Llama 3's regex selects the llama-bpe splitter: digits go in threes. */
+            CHECKF(strstr(tokenizer_describe(t), "pre llama-bpe"), "%s", tokenizer_describe(t));
+            int32_t *ids;
+            int64_t n;
+            encode(t, "12345", 5, -1, &ids, &n);
+            CHECK(n == 2 && strcmp(tokenizer_piece(t, ids[0]), "123") == 0 && strcmp(tokenizer_piece(t, ids[1]), "45") == 0);
+            free(ids);
+        }
+        tokenizer_free(t);
+    }
+    gguf_free(g);
+}
+
 int main(void) {
     check_pretokenizers();
     check_memory_vocabs();
-    int a = run_vocab_vectors("ggml-vocab-llama-spm");
-    int b = run_vocab_vectors("ggml-vocab-gpt-2");
+    int a = run_vocab_vectors("ggml-vocab-llama-spm", NULL);
+    int b = run_vocab_vectors("ggml-vocab-gpt-2", NULL);
     printf("  llama.cpp vectors: %d spm + %d gpt-2 lines exact\n", a, b);
     CHECK(a == 46 && b == 46);
+    check_hf_byte_level();
     check_stories();
     check_wikitext();
     check_bad_files();
