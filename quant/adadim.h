@@ -1,0 +1,37 @@
+/* AdaDim: quantize a weight with scales along the output channels (per-OC /
+ * groups of g along each row) and along the input channels (per-IC / groups
+ * of g down each column), with the same format, bits and group size, and
+ * keep the variant whose calibrated output error tr(ΔW·H·ΔWᵀ) is lower
+ * (H = XᵀX of the layer's inputs). Per-IC scales give an outlier input
+ * channel its own range, which is what activation-outlier-heavy layers need. */
+#ifndef QS_QUANT_ADADIM_H
+#define QS_QUANT_ADADIM_H
+
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "core/progress.h"
+#include "core/status.h"
+#include "quant/gptq.h"
+#include "quant/qtensor.h"
+
+typedef struct AdaDimResult {
+    GroupDim dim;            /* the choice: GROUP_OC or GROUP_IC */
+    double err_oc, err_ic;   /* tr(ΔW H ΔWᵀ) of each variant */
+    double err_ref;          /* tr(W H Wᵀ), to turn them into relative errors */
+    QTensor q;               /* the chosen quantization (owned: qtensor_done) */
+} AdaDimResult;
+
+/* Quantizes W (n_out, n_in) both ways with p's format, sym and group (p->dim
+ * is ignored) by RTN (gptq == NULL) or GPTQ with *gptq, using H (n_in, n_in)
+ * (float64, borrowed for the call), and fills *out. Ties go to OC. pool and
+ * prog may be NULL. Errors as rtn_quantize / gptq_quantize, the group size
+ * having to divide both n_out and n_in. */
+Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
+                     const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err);
+
+/* Returns tr((W - Wq) H (W - Wq)ᵀ) in float64 (Wq NULL: tr(W H Wᵀ)), or NaN
+ * when memory runs out. Uses float64 GEMMs in row blocks. */
+double adadim_output_error(const float *W, const float *Wq, int64_t n_out, int64_t n_in, const double *H);
+
+#endif
