@@ -515,7 +515,7 @@ void aqlm_gemm(const AqlmPacked *w, const float *x, int64_t T, float *y, float *
             int64_t rows = w->n_out - r0 < AQLM_DECODE_TILE ? w->n_out - r0 : AQLM_DECODE_TILE;
             jb.r0 = r0;
             pool_for(pool, rows, 8, aqlm_job_decode, &jb);
-            sgemm_nt(T, rows, w->n_in, x, w->n_in, tile, w->n_in, 0.0f, y + r0, w->n_out);
+            sgemm_mul_nt(T, rows, w->n_in, x, w->n_in, tile, w->n_in, 0.0f, y + r0, w->n_out);
         }
         return;
     }

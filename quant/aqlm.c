@@ -237,7 +237,7 @@ static void ctx_hmul(const Ctx *c, const float *X, float *Y) {
         memcpy(Y, X, (size_t)c->n_out * (size_t)c->n_in * sizeof *Y);
         return;
     }
-    sgemm_nt(c->n_out, c->n_in, c->n_in, X, c->n_in, c->H, c->n_in, 0.0f, Y, c->n_in);
+    sgemm_mul_nt(c->n_out, c->n_in, c->n_in, X, c->n_in, c->H, c->n_in, 0.0f, Y, c->n_in);
 }
 
 typedef struct {
