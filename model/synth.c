@@ -3,15 +3,23 @@
  * streams tensor by tensor, and planting spikes can run the BOS token through
  * the layers below a spike without holding any weight matrix.
  *
- * Planted spikes (down_proj input, channel c of layer L, factor M): the BOS
- * embedding is made 16x larger than the others, so BOS's residual stream keeps
- * a direction of its own that the random layers barely turn. We run BOS
- * (position 0: attention is just o(v(x))) through layers 0..L with the real
- * weights, take the normalized ffn input u at layer L and set gate row c =
- * a*u and up row c = b*u. Then for BOS gate_c = G (fixed, 4) and
- * silu(G) * up_c = M * median|silu(g)*u| of a random layer, while any other
- * token x gives gate_c, up_c ~ (u . x)/|x| ~ 1/sqrt(dim) of that: the spike
- * appears on BOS only. */
+ * Planted spikes live on BOS only. BOS's embedding is made 16x larger than
+ * the others, so its residual stream keeps a large share of its own direction
+ * e; other tokens meet e only by chance (|e . x_norm| ~ 1 against BOS's
+ * ~sqrt(dim)). We run BOS (position 0: attention is just o(v(x))) through the
+ * layers with the real weights, and at each planted layer:
+ *  - down_proj input channel c: gate row c = a*e, up row c = b*e with a, b
+ *    chosen so BOS's gate is 4 and silu(4) * up = FACTOR * median|silu(g)*u|
+ *    (g, u ~ N(0,1), what a random layer produces); other tokens get
+ *    ~(1/sqrt(dim))^2 of that.
+ *  - o_proj input channel c (head h, KV head g): v row g*hd + c%hd = a*e so
+ *    BOS's v there is FACTOR * median|N(0,1)|; BOS's attention output is its
+ *    own v, so every query head of KV head g carries it. For later tokens not
+ *    to inherit it through attention, every non-BOS embedding shares a
+ *    direction w (orthogonal to e) and the q/k rows of the head group's last
+ *    RoPE pair (the slowest rotation, ~constant over the context) read w:
+ *    every non-BOS key then outscores BOS by ~SYNTH_SINK, an anti-sink. Other
+ *    tokens still see ~|z|/sqrt(dim) of the spike through their own v. */
 #include "model/synth.h"
 
 #include <math.h>
@@ -28,6 +36,9 @@
 #define SYNTH_BOS 1
 #define SYNTH_BOS_SCALE 16.0f  /* BOS embedding gain when spikes are planted */
 #define SYNTH_GATE_BOS 4.0f    /* gate pre-activation of a spiked channel on BOS */
+#define SYNTH_COMMON 2.0f      /* o spikes: shared embedding component, in units of the random part's norm */
+#define SYNTH_SINK 30.0f       /* o spikes: attention-score lead of any token over BOS */
+#define MEDIAN_ABS_NORMAL 0.6744897501960817 /* median |N(0, 1)|: typical |v| of a random layer */
 
 typedef enum {
     TK_EMBD, TK_ATTN_NORM, TK_Q, TK_K, TK_V, TK_O, TK_FFN_NORM, TK_GATE, TK_UP, TK_DOWN, TK_OUT_NORM, TK_OUTPUT
@@ -48,8 +59,11 @@ struct Synth {
     TSpec *t;                /* (n_t) */
     int64_t n_t;
     float *spike_dir;        /* (n_spikes, dim) unit directions */
-    float gate_scale[SYNTH_MAX_SPIKES];
+    float gate_scale[SYNTH_MAX_SPIKES]; /* down spikes: gate/up row gains */
     float up_scale[SYNTH_MAX_SPIKES];
+    float v_scale[SYNTH_MAX_SPIKES];    /* o spikes: v row gain */
+    float *common;           /* (dim) unit direction shared by non-BOS embeddings; NULL without o spikes */
+    float qk_scale;          /* o spikes: gain of the q/k rows along common */
     double median_h;         /* median |silu(g)*u| for g, u ~ N(0,1) */
 };
 
@@ -88,12 +102,18 @@ Status synth_parse_spikes(const char *spec, SynthConfig *cfg, Err *err) {
         char *end;
         long long layer = strtoll(p, &end, 10);
         if (end == p || *end != '.' || layer < 0)
-            return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': expected LAYER.down:CHANNEL[:FACTOR]", spec, p);
+            return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': expected LAYER.SITE:CHANNEL[:FACTOR]", spec, p);
         p = end + 1;
-        if (strncmp(p, "down:", 5) != 0)
-            return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': site must be 'down' (down_proj input)", spec, p);
-        sp->site = SPIKE_DOWN;
-        p += 5;
+        if (strncmp(p, "down:", 5) == 0) {
+            sp->site = SPIKE_DOWN;
+            p += 5;
+        } else if (strncmp(p, "o:", 2) == 0) {
+            sp->site = SPIKE_O;
+            p += 2;
+        } else {
+            return err_set(err, ST_ERR_ARG,
+                           "spikes '%s': at '%s': site must be 'down' (down_proj input) or 'o' (o_proj input)", spec, p);
+        }
         long long ch = strtoll(p, &end, 10);
         if (end == p || ch < 0) return err_set(err, ST_ERR_ARG, "spikes '%s': at '%s': expected a channel", spec, p);
         p = end;
@@ -110,11 +130,12 @@ Status synth_parse_spikes(const char *spec, SynthConfig *cfg, Err *err) {
         if (layer >= cfg->n_layers)
             return err_set(err, ST_ERR_RANGE, "spikes '%s': layer %lld, the model has %lld layers", spec, layer,
                            (long long)cfg->n_layers);
-        if (ch >= cfg->hidden_dim)
-            return err_set(err, ST_ERR_RANGE, "spikes '%s': channel %lld, down_proj input width is %lld", spec, ch,
-                           (long long)cfg->hidden_dim);
+        int64_t width = sp->site == SPIKE_DOWN ? cfg->hidden_dim : cfg->dim;
+        if (ch >= width)
+            return err_set(err, ST_ERR_RANGE, "spikes '%s': channel %lld, %s input width is %lld", spec, ch,
+                           sp->site == SPIKE_DOWN ? "down_proj" : "o_proj", (long long)width);
         for (int i = 0; i < cfg->n_spikes; i++)
-            if (cfg->spikes[i].layer == layer && cfg->spikes[i].channel == ch)
+            if (cfg->spikes[i].layer == layer && cfg->spikes[i].channel == ch && cfg->spikes[i].site == sp->site)
                 return err_set(err, ST_ERR_ARG, "spikes '%s': layer %lld channel %lld given twice", spec, layer, ch);
         sp->layer = layer;
         sp->channel = ch;
@@ -186,13 +207,29 @@ static void gen_row(const Synth *s, int64_t i, int64_t r, float *row) {
         for (int64_t j = 0; j < t->ne0; j++) row[j] = 1.0f;
         return;
     }
-    if (t->kind == TK_GATE || t->kind == TK_UP) {
-        for (int k = 0; k < s->cfg.n_spikes; k++) {
-            const SynthSpike *sp = &s->cfg.spikes[k];
-            if (sp->layer != t->layer || sp->channel != r) continue;
-            float a = t->kind == TK_GATE ? s->gate_scale[k] : s->up_scale[k];
-            const float *u = s->spike_dir + k * s->cfg.dim;
-            for (int64_t j = 0; j < t->ne0; j++) row[j] = a * u[j];
+    const SynthConfig *c = &s->cfg;
+    int64_t hd = c->dim / c->n_heads, group = c->n_heads / c->n_kv_heads;
+    for (int k = 0; k < c->n_spikes; k++) {
+        const SynthSpike *sp = &c->spikes[k];
+        if (sp->layer != t->layer) continue;
+        const float *dir = NULL;
+        float a = 0.0f;
+        if (sp->site == SPIKE_DOWN && (t->kind == TK_GATE || t->kind == TK_UP) && sp->channel == r) {
+            dir = s->spike_dir + k * c->dim;
+            a = t->kind == TK_GATE ? s->gate_scale[k] : s->up_scale[k];
+        } else if (sp->site == SPIKE_O) {
+            int64_t h = sp->channel / hd, kvh = h / group;
+            if (t->kind == TK_V && r == kvh * hd + sp->channel % hd) {
+                dir = s->spike_dir + k * c->dim;
+                a = s->v_scale[k];
+            } else if (t->kind == TK_K && r == kvh * hd + hd - 2) {
+                dir = s->common, a = s->qk_scale;
+            } else if (t->kind == TK_Q && r % hd == hd - 2 && (r / hd) / group == kvh) {
+                dir = s->common, a = s->qk_scale;
+            }
+        }
+        if (dir) {
+            for (int64_t j = 0; j < t->ne0; j++) row[j] = a * dir[j];
             return;
         }
     }
@@ -202,6 +239,10 @@ static void gen_row(const Synth *s, int64_t i, int64_t r, float *row) {
     float scale = t->kind == TK_EMBD ? 1.0f : 1.0f / sqrtf((float)t->ne0);
     if (t->kind == TK_EMBD && r == SYNTH_BOS && s->cfg.n_spikes > 0) scale *= SYNTH_BOS_SCALE;
     rng_normal(&rng, row, t->ne0, scale);
+    if (t->kind == TK_EMBD && r != SYNTH_BOS && s->common) {
+        float mu = SYNTH_COMMON * sqrtf((float)t->ne0);
+        for (int64_t j = 0; j < t->ne0; j++) row[j] += mu * s->common[j];
+    }
 }
 
 void synth_tensor_f32(const Synth *s, int64_t i, float *out, int64_t *ne0, int64_t *ne1) {
@@ -294,9 +335,26 @@ static Status plant_spikes(Synth *s, Err *err) {
         goto fail;
     }
     gen_row(s, 0, SYNTH_BOS, x);
+    /* Every plant reads BOS's embedding direction e: BOS's residual keeps a
+     * large share of it (its embedding is 16x the others'), while other
+     * tokens only see it by chance (|e . x| ~ 1 against BOS's ~sqrt(dim)).
+     * Reading BOS's current residual direction instead would also pick up
+     * what earlier plants wrote into it, which leaks into later tokens. */
+    double en = 0.0;
+    for (int64_t j = 0; j < dim; j++) en += (double)x[j] * x[j];
+    en = sqrt(en);
+    for (int k = 0; k < c->n_spikes; k++)
+        for (int64_t j = 0; j < dim; j++) s->spike_dir[k * dim + j] = (float)(x[j] / en);
+    const float *e = s->spike_dir;
     for (int64_t l = 0; l <= max_layer; l++) {
         gen_row(s, tensor_index(l, TK_ATTN_NORM), 0, nw);
         rmsnorm(xn, x, nw, dim, c->norm_eps);
+        double aproj = 0.0;
+        for (int64_t j = 0; j < dim; j++) aproj += (double)xn[j] * e[j];
+        for (int k = 0; k < c->n_spikes; k++) {
+            if (c->spikes[k].layer != l || c->spikes[k].site != SPIKE_O) continue;
+            s->v_scale[k] = (float)(c->spikes[k].factor * MEDIAN_ABS_NORMAL / aproj);
+        }
         matvec(s, tensor_index(l, TK_V), xn, v, row);
         for (int64_t h = 0; h < c->n_heads; h++) memcpy(att + h * hd, v + (h / group) * hd, (size_t)hd * sizeof(float));
         matvec(s, tensor_index(l, TK_O), att, tmp, row);
@@ -304,12 +362,9 @@ static Status plant_spikes(Synth *s, Err *err) {
         gen_row(s, tensor_index(l, TK_FFN_NORM), 0, nw);
         rmsnorm(xn, x, nw, dim, c->norm_eps);
         double nrm = 0.0;
-        for (int64_t j = 0; j < dim; j++) nrm += (double)xn[j] * xn[j];
-        nrm = sqrt(nrm);
+        for (int64_t j = 0; j < dim; j++) nrm += (double)xn[j] * e[j];
         for (int k = 0; k < c->n_spikes; k++) {
-            if (c->spikes[k].layer != l) continue;
-            float *d = s->spike_dir + k * dim;
-            for (int64_t j = 0; j < dim; j++) d[j] = (float)(xn[j] / nrm);
+            if (c->spikes[k].layer != l || c->spikes[k].site != SPIKE_DOWN) continue;
             double target = c->spikes[k].factor * s->median_h;
             double silu_g = SYNTH_GATE_BOS / (1.0 + exp(-SYNTH_GATE_BOS));
             s->gate_scale[k] = (float)(SYNTH_GATE_BOS / nrm);
@@ -382,6 +437,33 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
     }
     t[s->n_t - 2] = (TSpec){"output_norm.weight", TK_OUT_NORM, -1, c->dim, 1, GGML_F32};
     t[s->n_t - 1] = (TSpec){"output.weight", TK_OUTPUT, -1, c->dim, c->vocab_size, storage_type(c->type, c->dim)};
+    int has_o = 0;
+    for (int k = 0; k < c->n_spikes; k++) has_o |= c->spikes[k].site == SPIKE_O;
+    if (has_o) {
+        /* A direction every non-BOS embedding shares (orthogonal to BOS's own):
+         * q/k rows along it give every other key a score lead of ~SYNTH_SINK
+         * over BOS, so later tokens do not inherit BOS's spiked v. */
+        float *bos = core_calloc((size_t)c->dim, sizeof(float));
+        s->common = core_calloc((size_t)c->dim, sizeof(float));
+        if (!bos || !s->common) {
+            free(bos);
+            synth_free(s);
+            return err_set(err, ST_ERR_NOMEM, "synth: common direction");
+        }
+        gen_row(s, 0, SYNTH_BOS, bos);
+        Rng rng;
+        rng_seed(&rng, c->seed, UINT64_MAX, 0);
+        rng_normal(&rng, s->common, c->dim, 1.0f);
+        double bb = 0.0, cb = 0.0, cc = 0.0;
+        for (int64_t j = 0; j < c->dim; j++) bb += (double)bos[j] * bos[j], cb += (double)s->common[j] * bos[j];
+        for (int64_t j = 0; j < c->dim; j++) s->common[j] -= (float)(cb / bb) * bos[j];
+        for (int64_t j = 0; j < c->dim; j++) cc += (double)s->common[j] * s->common[j];
+        for (int64_t j = 0; j < c->dim; j++) s->common[j] = (float)(s->common[j] / sqrt(cc));
+        free(bos);
+        /* normed non-BOS inputs project ~ C*sqrt(dim)/sqrt(C^2 + 2) on it */
+        double m = SYNTH_COMMON * sqrt((double)c->dim) / sqrt(SYNTH_COMMON * SYNTH_COMMON + 2.0);
+        s->qk_scale = (float)(sqrt(SYNTH_SINK * sqrt((double)hd)) / m);
+    }
     if (c->n_spikes > 0) {
         Status st = plant_spikes(s, err);
         if (st != ST_OK) {
@@ -397,6 +479,7 @@ void synth_free(Synth *s) {
     if (!s) return;
     free(s->t);
     free(s->spike_dir);
+    free(s->common);
     free(s);
 }
 

@@ -13,14 +13,16 @@
 #define SYNTH_MAX_SPIKES 16
 
 /* Where a planted spike lives: the input of a layer's down_proj (the SwiGLU
- * output silu(gate) * up). */
-typedef enum { SPIKE_DOWN } SpikeSite;
+ * output silu(gate) * up), or of its o_proj (the attention output; with GQA
+ * the channel spikes in every query head sharing that KV head). */
+typedef enum { SPIKE_DOWN, SPIKE_O } SpikeSite;
 
 typedef struct SynthSpike {
     int64_t layer;
     SpikeSite site;
     int64_t channel;         /* index into the site's input width */
-    float factor;            /* target |x| on BOS / median |x| of an unspiked layer */
+    float factor;            /* target |x| on BOS / typical |x| of an unspiked layer: for down the
+                                median |silu(g)*u| with g, u ~ N(0,1); for o the median |v|, |N(0,1)| */
 } SynthSpike;
 
 typedef struct SynthConfig {
@@ -44,8 +46,9 @@ typedef struct SynthConfig {
 Status synth_preset(const char *name, SynthConfig *cfg, Err *err);
 
 /* Parses a spike list into cfg->spikes (replacing any): comma-separated
- * items LAYER.down:CHANNEL[:FACTOR], FACTOR defaulting to 100. Checks layer
- * and channel against cfg's shape, so set the shape first. */
+ * items LAYER.SITE:CHANNEL[:FACTOR], SITE `down` or `o`, FACTOR in [1, 1e4]
+ * defaulting to 100. Checks layer and channel against cfg's shape, so set the
+ * shape (and --layers) first. */
 Status synth_parse_spikes(const char *spec, SynthConfig *cfg, Err *err);
 
 /* A prepared synthetic model: config validated, tensor list built and spike
