@@ -1063,13 +1063,20 @@ static Status hf_read_vocab(const char *path, const cJSON *model, const cJSON *a
             return err_set(err, ST_ERR_FORMAT, "%s: model.vocab[\"%.40s\"]: id is not a non-negative integer", path, x->string);
         if ((int64_t)x->valuedouble > max_id) max_id = (int64_t)x->valuedouble;
     }
+    int64_t n_entries = cJSON_GetArraySize(vocab);
     cJSON_ArrayForEach(x, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(x, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX || !json_str(x, "content"))
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX ||
+            id->valuedouble != (double)(int64_t)id->valuedouble || !json_str(x, "content"))
             return err_set(err, ST_ERR_FORMAT, "%s: added_tokens: entry without a valid id and content", path);
         if ((int64_t)id->valuedouble > max_id) max_id = (int64_t)id->valuedouble;
+        n_entries++;
     }
     if (max_id < 0) return err_set(err, ST_ERR_FORMAT, "%s: empty model.vocab", path);
+    /* Ids index a dense table: refuse absurdly sparse ones instead of allocating for them. */
+    if (max_id > 2 * n_entries + 1024)
+        return err_set(err, ST_ERR_FORMAT, "%s: token id %lld with only %lld vocab entries", path,
+                       (long long)max_id, (long long)n_entries);
     h->n = max_id + 1;
     h->pieces = calloc((size_t)h->n, sizeof *h->pieces);
     h->types = calloc((size_t)h->n, sizeof *h->types);

@@ -420,6 +420,11 @@ static void check_bad_files(void) {
     const char *badid = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}";
     p = write_tmp("tokenizer.json", badid, strlen(badid));
     CHECK(tokenizer_from_hf(p, &t, &err) == ST_ERR_FORMAT && strstr(err.detail, p));
+    /* An id that would need a 2-billion-entry table. */
+    const char *sparse = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}";
+    p = write_tmp("sparse.json", sparse, strlen(sparse));
+    CHECK(tokenizer_from_hf(p, &t, &err) == ST_ERR_FORMAT);
+    CHECKF(strstr(err.detail, p) && strstr(err.detail, "2000000000"), "%s", err.detail);
     /* Missing file. */
     CHECK(tokenizer_from_hf("/nonexistent/tokenizer.json", &t, &err) != ST_OK &&
           strstr(err.detail, "/nonexistent/tokenizer.json"));
