@@ -175,10 +175,13 @@ static inline __m256 exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* k = 128 (x near 88.72) would overflow the field: split 2^k = 2^(k-1)·2. */
-    __m256i ki = _mm256_cvtps_epi32(_mm256_sub_ps(k, _mm256_set1_ps(1.0f)));
-    __m256 pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ki, _mm256_set1_epi32(127)), 23));
-    __m256 res = _mm256_mul_ps(_mm256_mul_ps(p, pow2), _mm256_set1_ps(2.0f));
+    /* k spans [-126, 128]; 2^128 does not fit the exponent field, so apply
+     * 2^k as 2^(k>>1) · 2^(k - (k>>1)), each factor in range. */
+    __m256i ki = _mm256_cvtps_epi32(k);
+    __m256i h = _mm256_srai_epi32(ki, 1), bias = _mm256_set1_epi32(127);
+    __m256 pa = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
+    __m256 pb = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ki, h), bias), 23));
+    __m256 res = _mm256_mul_ps(_mm256_mul_ps(p, pa), pb);
     return _mm256_andnot_ps(under, res);
 }
 

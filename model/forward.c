@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/vec.h"
 
@@ -12,9 +13,12 @@
  * only pos0 + (b+1)·RB keys, so blocking skips most of the masked half of
  * QKᵀ and PV while keeping each GEMM large. */
 #define ATTN_ROW_BLOCK 128
-/* Soft cap on the scores buffer (floats): heads are batched up to it so one
- * pool_for runs the softmax of many heads at once. */
+/* Soft cap on the scores buffer (floats) of the BLAS attention path: heads
+ * are batched up to it so one pool_for runs the softmax of many heads. */
 #define ATTN_SCORE_CAP ((int64_t)2 << 20)
+/* Below this many rows the projections go to OpenBLAS (sgemv for decode):
+ * packing a whole weight matrix for a handful of rows costs more than it saves. */
+#define OWN_GEMM_MIN_ROWS 8
 
 struct Forward {
     const Model *m;
@@ -37,6 +41,8 @@ struct Forward {
     float *rope;              /* (max_batch, hd/2, 2) cos, sin per row and pair */
     float *tmp;               /* (max_batch, tmp_w) overlay outputs; NULL without overlay */
     int64_t tmp_w;
+    GemmWork *gw;             /* own AVX-512 GEMM buffers (n_threads); NULL: OpenBLAS only */
+    int n_threads;
 };
 
 /* === lifecycle === */
@@ -121,10 +127,17 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
         f->fuse_gu[l] = !(ql && (ql[PROJ_GATE] || ql[PROJ_UP])) &&
                         fwd_adjacent(&L->proj[PROJ_GATE], &L->proj[PROJ_UP]);
     }
+    f->n_threads = pool_size(pool);
     int64_t rb = max_batch < ATTN_ROW_BLOCK ? max_batch : ATTN_ROW_BLOCK;
     int64_t one_head = rb * max_ctx, all_heads = one_head * c->n_heads;
-    f->score_cap = all_heads < ATTN_SCORE_CAP ? all_heads : ATTN_SCORE_CAP;
-    if (f->score_cap < one_head) f->score_cap = one_head;
+    if (gemm_f32_available()) {
+        /* Own GEMM: attention runs head-parallel, one scores block per thread. */
+        f->score_cap = one_head * f->n_threads;
+        if (ok && gemm_work_new(f->n_threads, &f->gw, NULL) != ST_OK) ok = 0;
+    } else {
+        f->score_cap = all_heads < ATTN_SCORE_CAP ? all_heads : ATTN_SCORE_CAP;
+        if (f->score_cap < one_head) f->score_cap = one_head;
+    }
 
     if (ok) f->kcache = fwd_alloc(c->n_layers * max_ctx, kv_dim, &ok);
     if (ok) f->vcache = fwd_alloc(c->n_layers * max_ctx, kv_dim, &ok);
@@ -169,6 +182,7 @@ void forward_free(Forward *f) {
     core_free_aligned(f->hid);
     core_free_aligned(f->rope);
     core_free_aligned(f->tmp);
+    gemm_work_free(f->gw);
     free(f);
 }
 
@@ -287,12 +301,22 @@ static void fwd_swiglu_rows(void *arg, int64_t b, int64_t e, int tid) {
 
 /* === pieces run on the calling thread (BLAS inside) === */
 
+/* y (T, n) with row stride ldy = x (T, k) · Wᵀ (+ y if accumulate), W (n, k). */
+static void fwd_gemm(Forward *f, int64_t T, int64_t n, int64_t k, const float *x, const float *w,
+                     int accumulate, float *y, int64_t ldy) {
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (f->gw && T >= OWN_GEMM_MIN_ROWS)
+        gemm_f32_nt_pool(f->pool, f->gw, T, n, k, x, k, w, k, beta, y, ldy);
+    else
+        sgemm_mul_nt(T, n, k, x, k, w, k, beta, y, ldy);
+}
+
 /* y (T, n_out) with row stride ldy = x (T, n_in) · Wᵀ (+ y if accumulate),
  * through the overlay's QLinear when the plan replaced this projection. */
 static void fwd_linear(Forward *f, const Weight *W, const QLinear *q, const float *x, int64_t T,
                        float *y, int64_t ldy, int accumulate) {
     if (!q) {
-        sgemm_mul_nt(T, W->n_out, W->n_in, x, W->n_in, W->w, W->n_in, accumulate ? 1.0f : 0.0f, y, ldy);
+        fwd_gemm(f, T, W->n_out, W->n_in, x, W->w, accumulate, y, ldy);
         return;
     }
     qlinear_forward(q, x, T, f->tmp, f->pool);
@@ -316,8 +340,47 @@ static void fwd_tap(const Taps *taps, int64_t l, TapPoint pt, const float *x, in
         taps->fn(taps->user, l, pt, x, T, w, tokens, pos0);
 }
 
+typedef struct {
+    Forward *f;
+    int64_t l, T;
+} HeadJob;
+
+/* Heads [b, e) on one thread with the own GEMM: per row block, scores =
+ * Q·Kᵀ into this thread's block of f->scores, causal softmax, att = P·V. */
+static void fwd_attention_heads(void *arg, int64_t b, int64_t e, int tid) {
+    HeadJob *j = arg;
+    Forward *f = j->f;
+    int64_t hd = f->hd, group = f->n_heads / f->n_kv, T = j->T;
+    const float *kc = f->kcache + j->l * f->max_ctx * f->kv_dim;
+    const float *vc = f->vcache + j->l * f->max_ctx * f->kv_dim;
+    float *sc = f->scores + (int64_t)tid * (f->score_cap / f->n_threads);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t h = b; h < e; h++) {
+        int64_t kvh = h / group;
+        for (int64_t t0 = 0; t0 < T; t0 += ATTN_ROW_BLOCK) {
+            int64_t tb = T - t0 < ATTN_ROW_BLOCK ? T - t0 : ATTN_ROW_BLOCK;
+            int64_t S = f->pos + t0 + tb;
+            gemm_f32_nt(f->gw, tid, tb, S, hd, f->qkv + t0 * f->qkv_w + h * hd, f->qkv_w, kc + kvh * hd,
+                        f->kv_dim, 0.0f, sc, S);
+            for (int64_t r = 0; r < tb; r++) {
+                int64_t n = f->pos + t0 + r + 1;
+                float *row = sc + r * S;
+                vec_softmax(row, n, scale);
+                if (n < S) memset(row + n, 0, (size_t)(S - n) * sizeof(float));
+            }
+            gemm_f32_nn(f->gw, tid, tb, hd, S, sc, S, vc + kvh * hd, f->kv_dim, 0.0f,
+                        f->att + t0 * f->q_dim + h * hd, f->q_dim);
+        }
+    }
+}
+
 /* Causal GQA attention of rows [0, T) over the cache of layer l into f->att. */
 static void fwd_attention(Forward *f, int64_t l, int64_t T) {
+    if (f->gw && T >= OWN_GEMM_MIN_ROWS) {
+        HeadJob j = {f, l, T};
+        pool_for(f->pool, f->n_heads, 1, fwd_attention_heads, &j);
+        return;
+    }
     int64_t hd = f->hd, group = f->n_heads / f->n_kv;
     const float *kc = f->kcache + l * f->max_ctx * f->kv_dim;
     const float *vc = f->vcache + l * f->max_ctx * f->kv_dim;
@@ -379,7 +442,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         pool_for(f->pool, T, grain, fwd_norm_rows, &nj);
         fwd_tap(taps, l, TAP_QKV, f->xn, T, dim, tokens, pos0);
         if (f->fuse_qkv[l]) {
-            sgemm_mul_nt(T, f->qkv_w, dim, f->xn, dim, L->proj[PROJ_Q].w, dim, 0.0f, f->qkv, f->qkv_w);
+            fwd_gemm(f, T, f->qkv_w, dim, f->xn, L->proj[PROJ_Q].w, 0, f->qkv, f->qkv_w);
         } else {
             fwd_linear(f, &L->proj[PROJ_Q], fwd_qlin(f, l, PROJ_Q), f->xn, T, f->qkv, f->qkv_w, 0);
             fwd_linear(f, &L->proj[PROJ_K], fwd_qlin(f, l, PROJ_K), f->xn, T, f->qkv + f->q_dim, f->qkv_w, 0);
@@ -397,7 +460,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         fwd_tap(taps, l, TAP_GATE_UP, f->xn, T, dim, tokens, pos0);
         int64_t h2 = 2 * f->hidden;
         if (f->fuse_gu[l]) {
-            sgemm_mul_nt(T, h2, dim, f->xn, dim, L->proj[PROJ_GATE].w, dim, 0.0f, f->gu, h2);
+            fwd_gemm(f, T, h2, dim, f->xn, L->proj[PROJ_GATE].w, 0, f->gu, h2);
         } else {
             fwd_linear(f, &L->proj[PROJ_GATE], fwd_qlin(f, l, PROJ_GATE), f->xn, T, f->gu, h2, 0);
             fwd_linear(f, &L->proj[PROJ_UP], fwd_qlin(f, l, PROJ_UP), f->xn, T, f->gu + f->hidden, h2, 0);
@@ -419,7 +482,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         if (f->ov && f->ov->output)
             qlinear_forward(f->ov->output, xn, rows, logits, f->pool);
         else
-            sgemm_mul_nt(rows, f->vocab, dim, xn, dim, m->output.w, m->output.n_in, 0.0f, logits, f->vocab);
+            fwd_gemm(f, rows, f->vocab, dim, xn, m->output.w, 0, logits, f->vocab);
     }
     return ST_OK;
 }

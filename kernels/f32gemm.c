@@ -1,0 +1,260 @@
+#include "kernels/f32gemm.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "kernels/cpu.h"
+#include "kernels/sgemm.h"
+
+/* Blocking: an A block (MC x KC, 1 MB) and a B block (KC x NC, 512 KB) sit
+ * in a 2 MB L2 together, so for M <= MC each weight element is packed once
+ * per call; a larger KC halves the read-modify-write passes over C, which
+ * measured better than KC 256 here. */
+#define MR 8
+#define NR 32
+#define KC 512
+#define MC 512
+#define NC 256
+
+struct GemmWork {
+    int n;
+    float **ap;   /* [n] (MC, KC) packed A tiles */
+    float **bp;   /* [n] (KC, NC) packed B panels */
+};
+
+Status gemm_work_new(int n_threads, GemmWork **out, Err *err) {
+    *out = NULL;
+    if (n_threads < 1) n_threads = 1;
+    GemmWork *w = core_calloc(1, sizeof *w);
+    if (!w) goto fail;
+    w->n = n_threads;
+    w->ap = core_calloc((size_t)n_threads, sizeof *w->ap);
+    w->bp = core_calloc((size_t)n_threads, sizeof *w->bp);
+    if (!w->ap || !w->bp) goto fail;
+    for (int i = 0; i < n_threads; i++) {
+        w->ap[i] = core_alloc_aligned((size_t)MC * KC, sizeof(float));
+        w->bp[i] = core_alloc_aligned((size_t)KC * NC, sizeof(float));
+        if (!w->ap[i] || !w->bp[i]) goto fail;
+    }
+    *out = w;
+    return ST_OK;
+fail:
+    gemm_work_free(w);
+    return err_set(err, ST_ERR_NOMEM, "gemm: packing buffers for %d threads", n_threads);
+}
+
+void gemm_work_free(GemmWork *w) {
+    if (!w) return;
+    for (int i = 0; w->ap && i < w->n; i++) core_free_aligned(w->ap[i]);
+    for (int i = 0; w->bp && i < w->n; i++) core_free_aligned(w->bp[i]);
+    free(w->ap);
+    free(w->bp);
+    free(w);
+}
+
+int gemm_f32_available(void) { return cpu_has_avx512f(); }
+
+/* === AVX-512 packing === */
+
+#define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* In-register transpose: row i of the input becomes column i. */
+T512 __attribute__((always_inline)) static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
+    }
+}
+
+/* Loads 16 rows (rows >= nrows are zero) of 16 k-values (k >= nk masked to
+ * zero) starting at src, row stride ld, and transposes them: r[kk] holds
+ * element k0+kk of the 16 rows. */
+T512 __attribute__((always_inline)) static inline void load_tr16(__m512 r[16], const float *src, int64_t ld, int64_t nrows, int64_t nk) {
+    __mmask16 mk = nk >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nk) - 1);
+    for (int i = 0; i < 16; i++)
+        r[i] = i < nrows ? _mm512_maskz_loadu_ps(mk, src + i * ld) : _mm512_setzero_ps();
+    tr16(r);
+}
+
+/* A rows [0, m) x k [0, kc) -> tiles of MR rows, k-major: ap[tile][k][MR]. */
+T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc) {
+    for (int64_t i = 0; i < m; i += 16) {
+        int64_t rows = m - i < 16 ? m - i : 16;
+        float *t0 = ap + (i / MR) * MR * kc, *t1 = t0 + MR * kc;
+        for (int64_t k = 0; k < kc; k += 16) {
+            int64_t nk = kc - k < 16 ? kc - k : 16;
+            __m512 r[16];
+            load_tr16(r, A + i * lda + k, lda, rows, nk);
+            for (int64_t kk = 0; kk < nk; kk++) {
+                _mm256_storeu_ps(t0 + (k + kk) * MR, _mm512_castps512_ps256(r[kk]));
+                if (rows > MR) _mm256_storeu_ps(t1 + (k + kk) * MR, _mm512_extractf32x8_ps(r[kk], 1));
+            }
+        }
+    }
+}
+
+/* B (N, K) rows [0, n) x k [0, kc) -> panels of NR columns, k-major: bp[panel][k][NR]. */
+T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n, int64_t kc) {
+    for (int64_t j = 0; j < n; j += NR) {
+        float *p = bp + (j / NR) * NR * kc;
+        for (int h = 0; h < 2; h++) {
+            int64_t j0 = j + 16 * h;
+            int64_t rows = n - j0 < 0 ? 0 : (n - j0 < 16 ? n - j0 : 16);
+            for (int64_t k = 0; k < kc; k += 16) {
+                int64_t nk = kc - k < 16 ? kc - k : 16;
+                __m512 r[16];
+                if (rows > 0) load_tr16(r, B + j0 * ldb + k, ldb, rows, nk);
+                else
+                    for (int i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
+                for (int64_t kk = 0; kk < nk; kk++) _mm512_storeu_ps(p + (k + kk) * NR + 16 * h, r[kk]);
+            }
+        }
+    }
+}
+
+/* B (K, N) k [0, kc) x columns [0, n) -> the same panel layout (a copy). */
+T512 static void pack_b_nn_512(float *bp, const float *B, int64_t ldb, int64_t n, int64_t kc) {
+    for (int64_t j = 0; j < n; j += NR) {
+        float *p = bp + (j / NR) * NR * kc;
+        int64_t c0 = n - j < 16 ? n - j : 16, c1 = n - j - 16 < 0 ? 0 : (n - j - 16 < 16 ? n - j - 16 : 16);
+        __mmask16 m0 = (__mmask16)((1u << c0) - 1), m1 = (__mmask16)((1u << c1) - 1);
+        for (int64_t k = 0; k < kc; k++) {
+            const float *src = B + k * ldb + j;
+            _mm512_storeu_ps(p + k * NR, _mm512_maskz_loadu_ps(m0, src));
+            _mm512_storeu_ps(p + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        }
+    }
+}
+
+/* === micro-kernel === */
+
+/* C tile (mr <= 8 rows, nr <= 32 cols) (+)= ap (kc, 8) · bp (kc, 32). */
+T512 static void kern_8x32(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,
+                           int64_t mr, int64_t nr) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+        __m512 a;
+#define ROW(r, x0, x1)                          \
+    a = _mm512_set1_ps(ap[r]);                  \
+    x0 = _mm512_fmadd_ps(a, b0, x0);            \
+    x1 = _mm512_fmadd_ps(a, b1, x1);
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31)
+        ROW(4, c40, c41) ROW(5, c50, c51) ROW(6, c60, c61) ROW(7, c70, c71)
+#undef ROW
+        ap += MR;
+        bp += NR;
+    }
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                         {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    int64_t n0 = nr < 16 ? nr : 16, n1 = nr - 16 < 0 ? 0 : nr - 16;
+    __mmask16 m0 = n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n0) - 1);
+    __mmask16 m1 = n1 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n1) - 1);
+    for (int64_t r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        __m512 v0 = acc[r][0], v1 = acc[r][1];
+        if (add) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, c));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, c + 16));
+        }
+        _mm512_mask_storeu_ps(c, m0, v0);
+        if (m1) _mm512_mask_storeu_ps(c + 16, m1, v1);
+    }
+}
+
+/* === driver === */
+
+T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K, const float *A,
+                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    float *ap = w->ap[tid], *bp = w->bp[tid];
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        int64_t kc = K - pc < KC ? K - pc : KC;
+        int add = pc > 0 || beta != 0.0f;
+        for (int64_t ic = 0; ic < M; ic += MC) {
+            int64_t mc = M - ic < MC ? M - ic : MC;
+            pack_a_512(ap, A + ic * lda + pc, lda, mc, kc);
+            for (int64_t jc = 0; jc < N; jc += NC) {
+                int64_t nc = N - jc < NC ? N - jc : NC;
+                if (nn) pack_b_nn_512(bp, B + pc * ldb + jc, ldb, nc, kc);
+                else pack_b_nt_512(bp, B + jc * ldb + pc, ldb, nc, kc);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int64_t nr = nc - jr < NR ? nc - jr : NR;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int64_t mr = mc - ir < MR ? mc - ir : MR;
+                        kern_8x32(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void gemm_zero_k(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+    if (beta != 0.0f) return;
+    for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+}
+
+void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { gemm_zero_k(M, N, beta, C, ldc); return; }
+    if (!gemm_f32_available() || !w || tid < 0 || tid >= w->n) {
+        sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_512(w, tid, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { gemm_zero_k(M, N, beta, C, ldc); return; }
+    if (!gemm_f32_available() || !w || tid < 0 || tid >= w->n) {
+        sgemm_mul_nn_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_512(w, tid, 1, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+typedef struct {
+    GemmWork *w;
+    int64_t M, N, K, lda, ldb, ldc;
+    const float *A, *B;
+    float *C;
+    float beta;
+} GemmJob;
+
+static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
+    GemmJob *j = arg;
+    int64_t n0 = b * NR, n1 = e * NR < j->N ? e * NR : j->N;
+    gemm_f32_nt(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, j->B + n0 * j->ldb, j->ldb, j->beta,
+                j->C + n0, j->ldc);
+}
+
+void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    GemmJob j = {w, M, N, K, lda, ldb, ldc, A, B, C, beta};
+    pool_for(pool, (N + NR - 1) / NR, 1, gemm_pool_part, &j);
+}

@@ -1,0 +1,44 @@
+/* Our own float32 GEMM for AVX-512 machines: BLIS-style packing (A into
+ * 8-row k-major tiles, B into 32-column k-major panels, both by 16x16
+ * register transposes) and an 8x32 FMA micro-kernel. It exists because the
+ * OpenBLAS this project links (0.3.21) does not recognise recent Xeons and
+ * falls back to SSE3 or, under OPENBLAS_CORETYPE=Haswell, to AVX2 kernels,
+ * and because running it on our own pool keeps BLAS threads from competing
+ * with the pool. The scalar twins are sgemm_mul_nt_ref / sgemm_mul_nn_ref
+ * (kernels/sgemm.h); tests/test_f32gemm.c compares them.
+ *
+ * Row-major everywhere; C (M, N) = A (M, K) · op(B) + beta·C, beta 0 or 1. */
+#ifndef QS_KERNELS_F32GEMM_H
+#define QS_KERNELS_F32GEMM_H
+
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "core/status.h"
+
+/* Per-thread packing buffers (1.5 MB per thread). */
+typedef struct GemmWork GemmWork;
+
+/* Allocates buffers for n_threads callers (tid 0..n_threads-1). Caller frees. */
+Status gemm_work_new(int n_threads, GemmWork **out, Err *err);
+
+/* NULL is a no-op. */
+void gemm_work_free(GemmWork *w);
+
+/* Returns 1 when the AVX-512 kernel can run here (kernels/cpu.h, honours QS_CPU). */
+int gemm_f32_available(void);
+
+/* Single-threaded, using tid's buffers (tid < the n_threads of w). B is
+ * (N, K) for _nt (C = A·Bᵀ) and (K, N) for _nn (C = A·B). Without AVX-512
+ * these run the scalar twins. Safe to call concurrently with distinct tids. */
+void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* C = A·Bᵀ split over the pool's threads by columns of C (rows of B). w must
+ * have at least pool_size(pool) threads' buffers; pool may be NULL. */
+void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+#endif
