@@ -92,7 +92,8 @@ int tokenizer_add_bos(const Tokenizer *t);
 /* Appends the bytes token id decodes to (byte tokens become raw bytes, U+2581
  * becomes a space; a leading space after BOS is kept as-is). Returns the byte
  * count written (at most cap; output truncated, not NUL-terminated), or 0 for
- * an out-of-range id. */
+ * an out-of-range id and for control, unknown and unused tokens (as llama.cpp's
+ * token_to_piece without `special`). */
 size_t tokenizer_decode(const Tokenizer *t, int32_t id, char *buf, size_t cap);
 
 /* Returns the token's piece as stored in the vocab (borrowed, NUL-terminated,
