@@ -202,6 +202,27 @@ static void check_wikitext(void) {
         free(ids);
         tokenizer_free(t);
     }
+    /* Out of the stories' domain (many byte fallbacks), the three stories260K
+     * tokenizers still agree id for id on the whole file. */
+    Tokenizer *tg = load_gguf_tok(testlib_shared("models/stories260K/stories260K-f32.gguf"));
+    Tokenizer *tl = NULL, *th = NULL;
+    CHECK_OK(tokenizer_from_llama2c(testlib_shared("models/stories260K/tok512.bin"), 512, &tl, &err), err);
+    CHECK_OK(tokenizer_from_hf(testlib_shared("models/stories260K-hf/tokenizer.json"), &th, &err), err);
+    int32_t *a, *b, *c;
+    int64_t na, nb, nc;
+    encode(tg, text, len, -1, &a, &na);
+    encode(tl, text, len, -1, &b, &nb);
+    encode(th, text, len, -1, &c, &nc);
+    CHECK(na == nb && na == nc);
+    int64_t diff = 0;
+    for (int64_t i = 0; i < na; i++) diff += a[i] != b[i] || a[i] != c[i];
+    CHECKF(diff == 0, "%lld of %lld wikitext ids differ between gguf, llama2.c and hf", (long long)diff, (long long)na);
+    free(a);
+    free(b);
+    free(c);
+    tokenizer_free(tg);
+    tokenizer_free(tl);
+    tokenizer_free(th);
     free(text);
 }
 
