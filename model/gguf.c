@@ -332,7 +332,14 @@ static Status parse_tensor_infos(Gguf *g, Reader *r) {
             st = err_set(err, ST_ERR_FORMAT, "%s: offset %zu: tensor '%.*s' byte size overflows", r->path, dat, nl, t->name.s);
             goto fail;
         }
+        size_t oat = r->pos;
         if ((st = rd_u64(r, &t->offset, "tensor offset")) != ST_OK) goto fail;
+        if (t->offset % g->alignment != 0) {
+            st = err_set(err, ST_ERR_FORMAT, "%s: offset %zu: tensor '%.*s' data offset %llu is not aligned to %llu",
+                         r->path, oat, nl, t->name.s, (unsigned long long)t->offset,
+                         (unsigned long long)g->alignment);
+            goto fail;
+        }
     }
 fail:
     free(names.slot);
@@ -361,15 +368,17 @@ static Status read_alignment(Gguf *g, const char *path, Err *err) {
     const GgufKV *kv = gguf_find(g, "general.alignment");
     if (!kv) return ST_OK;
     const GgufValue *v = &kv->value;
+    /* the value follows the key bytes and its 4-byte type */
+    size_t at = (size_t)((const unsigned char *)kv->key.s - g->mf.data) + (size_t)kv->key.len + 4;
     if (v->type != GGUF_UINT32 && v->type != GGUF_UINT64 && v->type != GGUF_UINT16 && v->type != GGUF_UINT8 &&
         v->type != GGUF_INT32 && v->type != GGUF_INT64)
-        return err_set(err, ST_ERR_FORMAT, "%s: general.alignment has value type %d, expected an integer", path,
-                       (int)v->type);
+        return err_set(err, ST_ERR_FORMAT, "%s: offset %zu: general.alignment has value type %d, expected an integer",
+                       path, at, (int)v->type);
     uint64_t a = (v->type == GGUF_INT32 || v->type == GGUF_INT64) ? (v->v.i < 0 ? 0 : (uint64_t)v->v.i) : v->v.u;
     if (!is_pow2(a) || a > (1u << 30))
         return err_set(err, ST_ERR_FORMAT,
-                       "%s: general.alignment = %llu, expected a non-zero power of two (at most 2^30)", path,
-                       (unsigned long long)a);
+                       "%s: offset %zu: general.alignment = %llu, expected a non-zero power of two (at most 2^30)",
+                       path, at, (unsigned long long)a);
     g->alignment = a;
     return ST_OK;
 }
@@ -388,9 +397,6 @@ static Status place_tensors(Gguf *g, size_t info_end, const char *path, Err *err
     for (int64_t i = 0; i < g->n_tensors; i++) {
         GgufTensor *t = &g->tensors[i];
         int nl = (int)(t->name.len > 200 ? 200 : t->name.len);
-        if (t->offset % a != 0)
-            return err_set(err, ST_ERR_FORMAT, "%s: tensor '%.*s' offset %llu is not aligned to %llu", path, nl,
-                           t->name.s, (unsigned long long)t->offset, (unsigned long long)a);
         if (t->offset > data_size || t->nbytes > data_size - t->offset)
             return err_set(err, ST_ERR_FORMAT,
                            "%s: tensor '%.*s' data out of bounds: offset %llu + %zu bytes at file offset %llu "

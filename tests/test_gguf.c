@@ -486,13 +486,14 @@ static void test_malformed(void) {
     m = s, m.offset = 1u << 20; expect_fail("oob", &m, "data out of bounds");
     m = s, m.ne[1] = 3; expect_fail("oob2", &m, "data out of bounds");
     m = s, m.offset = 4; expect_fail("misaligned", &m, "offset 4 is not aligned to 32");
+    m = s, m.align = 64, m.offset = 32; expect_fail("misaligned64", &m, "data offset 32 is not aligned to 64");
     m = s, m.ttype = 99; expect_fail("dtype", &m, "unknown tensor type 99 for tensor 'x'");
     m = s, m.ttype = 4; expect_fail("dtype4", &m, "unknown tensor type 4 for tensor 'x'");
     m = s, m.n_dims = 5; expect_fail("ndims", &m, "n_dims 5");
     m = s, m.ne[0] = 1ull << 40, m.ne[1] = 1ull << 40; expect_fail("neovf", &m, "overflows");
     m = s, m.ne[1] = 1ull << 63; expect_fail("neneg", &m, "negative");
     m = s, m.ttype = GGML_Q4_0, m.ne[0] = 16; expect_fail("blocks", &m, "not a multiple of the Q4_0 block size 32");
-    m = s, m.align = 33; expect_fail("align33", &m, "general.alignment = 33");
+    m = s, m.align = 33; expect_fail("align33", &m, "offset 53: general.alignment = 33"); /* 24 + 8+17 + 4 */
     m = s, m.align = 0; expect_fail("align0", &m, "general.alignment = 0");
     m = s, m.dup_tensor = 1; expect_fail("duptensor", &m, "duplicate tensor name 'x'");
     m = s, m.dup_key = 1; expect_fail("dupkey", &m, "duplicate key 'a.str'");
