@@ -416,7 +416,7 @@ static Status encode_spm_fragment(Session *s, const char *p, int64_t n, int pref
     int64_t spaces = 0;
     for (int64_t i = 0; i < n; i++) spaces += p[i] == ' ';
     int64_t wlen = n + 2 * spaces + (prefix ? 3 : 0);
-    char *w = malloc((size_t)wlen);
+    char *w = wlen > 0 ? malloc((size_t)wlen) : NULL;
     if (!w) return err_set(err, ST_ERR_NOMEM, "tokenize: %lld bytes", (long long)n);
     int64_t k = 0;
     if (prefix) { memcpy(w, SPACE_MARK, 3); k = 3; }
@@ -512,7 +512,9 @@ Status tokenizer_encode_ex(const Tokenizer *t, const char *text, size_t len, int
         if (t->mode == MODE_BPE) {
             st = encode_bpe_fragment(&s, text + f->off, f->len, &out, err);
         } else {
-            int prefix = t->add_space_prefix && prev_special;
+            int prefix = t->add_space_prefix != TOK_PREFIX_NONE && prev_special;
+            if (t->add_space_prefix >= TOK_PREFIX_META_ALWAYS && text[f->off] == ' ') prefix = 0;
+            if (t->add_space_prefix == TOK_PREFIX_META_FIRST && f->off != 0) prefix = 0;
             st = encode_spm_fragment(&s, text + f->off, f->len, prefix, &out, err);
         }
         prev_special = 0;
@@ -792,7 +794,11 @@ Status tokenizer_from_vocab(const TokVocab *v, Tokenizer **out, Err *err) {
     t->eos = v->eos >= 0 && v->eos < n ? v->eos : -1;
     t->unk = v->unk >= 0 && v->unk < n ? v->unk : -1;
     t->add_bos = v->add_bos && t->bos >= 0;
-    t->add_space_prefix = mode != MODE_BPE && v->add_space_prefix;
+    t->add_space_prefix = mode == MODE_BPE ? TOK_PREFIX_NONE : v->add_space_prefix;
+    if (t->add_space_prefix < TOK_PREFIX_NONE || t->add_space_prefix > TOK_PREFIX_META_FIRST) {
+        st = err_set(err, ST_ERR_ARG, "%s: add_space_prefix %d", src, v->add_space_prefix);
+        goto fail;
+    }
     t->ignore_merges = mode == MODE_BPE && v->ignore_merges;
     if (mode == MODE_SPM)
         snprintf(t->desc, sizeof t->desc, "spm (llama), %lld tokens", (long long)n);
@@ -888,10 +894,11 @@ Status tokenizer_from_gguf(const Gguf *g, Tokenizer **out, Err *err) {
     }
     v.add_bos = is_spm || pre_kind == TOK_PRE_LLAMA3;
     v.ignore_merges = pre_kind == TOK_PRE_LLAMA3;
-    v.add_space_prefix = is_spm;
+    v.add_space_prefix = is_spm ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
     int b;
     if (gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) v.add_bos = b;
-    if (gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b)) v.add_space_prefix = b && is_spm;
+    if (gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b))
+        v.add_space_prefix = b && is_spm ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
     st = tokenizer_from_vocab(&v, out, err);
 done:
     free(pieces);
@@ -966,7 +973,7 @@ Status tokenizer_from_llama2c(const char *path, int64_t vocab_size, Tokenizer **
     }
     TokVocab v = {.model = "llama", .n_tokens = vocab_size, .tokens = pieces, .scores = scores,
                   .types = types, .bos = 1, .eos = 2, .unk = 0, .add_bos = 1,
-                  .add_space_prefix = 1, .source = path};
+                  .add_space_prefix = TOK_PREFIX_ALWAYS, .source = path};
     st = tokenizer_from_vocab(&v, out, err);
 done:
     free(pieces);
@@ -1142,6 +1149,29 @@ static int hf_spm_normalizer(const cJSON *norm, int *prepend) {
     return replace;
 }
 
+/* HF Metaspace pre-tokenizer (replacement U+2581, split false): returns the
+ * TOK_PREFIX_* its prepend_scheme means, -1 when there is no Metaspace, -2
+ * (with *why) for a variant this tokenizer does not reproduce. */
+static int hf_metaspace(const cJSON *pre, const char **why) {
+    int n = json_seq_count(pre, "pretokenizers");
+    for (int i = 0; i < n; i++) {
+        const cJSON *x = json_seq_item(pre, "pretokenizers", i);
+        if (!json_is_type(x, "Metaspace")) continue;
+        const char *rep = json_str(x, "replacement");
+        if (!rep || strcmp(rep, "\xE2\x96\x81") != 0) { *why = "with a replacement other than U+2581"; return -2; }
+        if (!cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(x, "split"))) { *why = "with split: true"; return -2; }
+        const char *scheme = json_str(x, "prepend_scheme");
+        const cJSON *aps = cJSON_GetObjectItemCaseSensitive(x, "add_prefix_space"); /* older files */
+        if (!scheme) return cJSON_IsFalse(aps) ? TOK_PREFIX_NONE : TOK_PREFIX_META_ALWAYS;
+        if (strcmp(scheme, "always") == 0) return TOK_PREFIX_META_ALWAYS;
+        if (strcmp(scheme, "first") == 0) return TOK_PREFIX_META_FIRST;
+        if (strcmp(scheme, "never") == 0) return TOK_PREFIX_NONE;
+        *why = "with an unknown prepend_scheme";
+        return -2;
+    }
+    return -1;
+}
+
 /* Picks the byte-level pre-tokenizer; returns 0 (and the pattern) if unknown. */
 static int hf_byte_level_pre(const cJSON *pre, TokPre *out, const char **unknown) {
     int n = json_seq_count(pre, "pretokenizers"), byte_level = 0, have = 0;
@@ -1204,10 +1234,15 @@ Status tokenizer_from_hf(const char *tokenizer_json_path, Tokenizer **out, Err *
     int prepend = 0;
     TokPre pre = TOK_PRE_GPT2;
     const char *unknown = NULL;
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback")) &&
-        hf_spm_normalizer(cJSON_GetObjectItemCaseSensitive(j, "normalizer"), &prepend)) {
+    int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
+    int meta = byte_fallback ? hf_metaspace(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), &unknown) : -1;
+    if (meta == -2) {
+        st = err_set(err, ST_ERR_UNSUPPORTED, "%s: Metaspace pre_tokenizer %s", path, unknown);
+        goto done;
+    }
+    if (byte_fallback && (meta >= 0 || hf_spm_normalizer(cJSON_GetObjectItemCaseSensitive(j, "normalizer"), &prepend))) {
         v.model = "hf-spm";
-        v.add_space_prefix = prepend;
+        v.add_space_prefix = meta >= 0 ? meta : prepend ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
         v.bos = hf_find(&h, "<s>");
         v.eos = hf_find(&h, "</s>");
     } else if (hf_byte_level_pre(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), &pre, &unknown)) {

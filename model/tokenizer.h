@@ -39,6 +39,16 @@ typedef struct TokPiece {
     size_t len;
 } TokPiece;
 
+/* When SentencePiece-style tokenizers prefix a U+2581 to a text fragment. */
+enum {
+    TOK_PREFIX_NONE = 0,
+    TOK_PREFIX_ALWAYS = 1,   /* every fragment at the start or after a special token
+                                (llama.cpp add_space_prefix; HF Prepend normalizer) */
+    TOK_PREFIX_META_ALWAYS = 2, /* HF Metaspace prepend_scheme "always": the same, but
+                                   not when the fragment already starts with a space */
+    TOK_PREFIX_META_FIRST = 3   /* HF Metaspace "first": as META_ALWAYS, first fragment only */
+};
+
 /* Everything a tokenizer is built from; the constructors below fill one in,
  * and tests can build vocabularies in memory. All arrays are borrowed for the
  * duration of the call only. */
@@ -56,7 +66,7 @@ typedef struct TokVocab {
     const TokPiece *merges;   /* (n_merges) "left right", rank = index */
     int32_t bos, eos, unk;    /* -1 = none */
     int add_bos;              /* prepend BOS by default */
-    int add_space_prefix;     /* SPM: prefix U+2581 to text after start/special tokens */
+    int add_space_prefix;     /* SPM/hf-spm: TOK_PREFIX_* (0 none) */
     int ignore_merges;        /* byte-level: a pre-token that is a whole token is used as is */
     const char *source;       /* file name for error messages (may be NULL) */
 } TokVocab;

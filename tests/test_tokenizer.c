@@ -16,6 +16,8 @@
 #include "model/tokenizer.h"
 #include "tests/testlib.h"
 
+static const char *write_tmp(const char *name, const void *data, size_t n);
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -172,6 +174,49 @@ static void check_stories(void) {
     tokenizer_free(tl);
     tokenizer_free(th);
     free(text);
+}
+
+/* The stories tokenizer.json rewritten with HF's newer Metaspace
+ * pre-tokenizer (prepend_scheme "first", split false) instead of the
+ * Prepend+Replace normalizer: a leading space is then not doubled. */
+static void check_metaspace(void) {
+    Err err;
+    err_init(&err);
+    size_t len;
+    char *js = slurp(testlib_shared("models/stories260K-hf/tokenizer.json"), &len);
+    char *a = strstr(js, "\"normalizer\":"), *b = strstr(js, "\"pre_tokenizer\": null,");
+    CHECK(a && b && b > a);
+    const char *mid = "\"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": "
+                      "\"\xE2\x96\x81\", \"prepend_scheme\": \"first\", \"split\": false},";
+    size_t na = (size_t)(a - js), nm = strlen(mid), nb = len - (size_t)(b - js) - strlen("\"pre_tokenizer\": null,");
+    char *out = malloc(na + nm + nb);
+    memcpy(out, js, na);
+    memcpy(out + na, mid, nm);
+    memcpy(out + na + nm, b + strlen("\"pre_tokenizer\": null,"), nb);
+    const char *p = write_tmp("metaspace.json", out, na + nm + nb);
+    Tokenizer *tm = NULL, *th = NULL;
+    CHECK_OK(tokenizer_from_hf(p, &tm, &err), err);
+    CHECK_OK(tokenizer_from_hf(testlib_shared("models/stories260K-hf/tokenizer.json"), &th, &err), err);
+    CHECK(tokenizer_add_bos(tm) && tokenizer_bos(tm) == 1);
+    int32_t *x, *y;
+    int64_t nx, ny;
+    encode(tm, "Once upon a time", 16, -1, &x, &nx);
+    encode(th, "Once upon a time", 16, -1, &y, &ny);
+    CHECK(nx == ny && memcmp(x, y, (size_t)nx * sizeof *x) == 0);
+    free(x);
+    free(y);
+    encode(tm, " Once upon", 10, 0, &x, &nx); /* "▁Once▁upon" */
+    encode(th, "Once upon", 9, 0, &y, &ny);
+    CHECK(nx == ny && memcmp(x, y, (size_t)nx * sizeof *x) == 0);
+    free(x);
+    free(y);
+    encode(th, " Once upon", 10, 0, &y, &ny); /* the legacy normalizer gives "▁▁Once▁upon" */
+    CHECK(ny == nx + 1);
+    free(y);
+    tokenizer_free(tm);
+    tokenizer_free(th);
+    free(out);
+    free(js);
 }
 
 /* === round trips and speed on wikitext ================================ */
@@ -337,7 +382,7 @@ static void check_memory_vocabs(void) {
     float sc[11] = {0, 0, 0, -5, -9, -9, -9, -1, -2, 0, 0};
     int32_t ty[11] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4};
     TokVocab v = {.model = "llama", .n_tokens = 11, .tokens = tp, .scores = sc, .types = ty,
-                  .bos = 1, .eos = 2, .unk = 0, .add_bos = 1, .add_space_prefix = 1};
+                  .bos = 1, .eos = 2, .unk = 0, .add_bos = 1, .add_space_prefix = TOK_PREFIX_ALWAYS};
     Tokenizer *t;
     CHECK_OK(tokenizer_from_vocab(&v, &t, &err), err);
     int32_t *ids;
@@ -546,6 +591,7 @@ int main(void) {
     CHECK(a == 46 && b == 46);
     check_hf_byte_level();
     check_stories();
+    check_metaspace();
     check_wikitext();
     check_bad_files();
     remove_tmp();
