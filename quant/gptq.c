@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "kernels/linalg.h"
@@ -15,6 +16,12 @@ void gptq_opts_default(GptqOpts *o) {
     o->act_order = 0;
     o->block = 128;
     o->static_groups = 0;
+}
+
+static double gptq_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Rows handled together inside a lazy batch: 128 columns x 256 rows of the
@@ -168,6 +175,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         st = err_set(err, ST_ERR_NOMEM, "gptq buffers for (%lld, %lld)", (long long)n_out, (long long)n_in);
         goto fail;
     }
+    double t0 = gptq_now(), t_fact = 0, t_batch = 0, t_gemm = 0;
     /* dead inputs and damping */
     double mean = 0;
     int64_t n_dead = 0;
@@ -202,6 +210,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
                 for (int64_t b = b0; b < b0 + 64 && b <= a; b++) L[a * n + b] = (float)A[(n - 1 - b) * n + (n - 1 - a)];
     core_free_aligned(A);
     A = NULL;
+    t_fact = gptq_now() - t0;
     /* Wt[j] = W[:, perm[j]], dead columns zeroed */
     for (int64_t r0 = 0; r0 < n_out; r0 += 64)
         for (int64_t j0 = 0; j0 < n; j0 += 64)
@@ -252,7 +261,10 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
             for (int64_t k = 0; k < nb; k++) Ub[i * nb + k] = k >= i ? L[(i1 + k) * n + (i1 + i)] : 0.0f;
         c.i1 = i1;
         c.nb = nb;
+        double tb = gptq_now();
         pool_for(pool, n_out, 64, gptq_batch_rows, &c);
+        double tg = gptq_now();
+        t_batch += tg - tb;
         if (atomic_load(&c.fit_failed)) {
             st = err_set(err, ST_ERR_RANGE, "gptq: a group's range needs a scale beyond fp16 (columns %lld..%lld)",
                          (long long)i1, (long long)i2 - 1);
@@ -261,12 +273,16 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         /* the batch's errors update every later column at once:
          * Wt[i2:] += L[i2:, i1:i2] · E */
         if (i2 < n) sgemm_mul_nn(n - i2, n_out, nb, L + i2 * n + i1, n, E, n_out, 1.0f, Wt + i2 * n_out, n_out);
+        t_gemm += gptq_now() - tg;
         progress_add(prog, nb);
     }
     if (stats) {
         stats->damp_used = lambda;
         stats->dead_cols = n_dead;
         stats->retries = retries;
+        stats->sec_factor = t_fact;
+        stats->sec_batches = t_batch;
+        stats->sec_gemm = t_gemm;
     }
     goto done;
 fail:

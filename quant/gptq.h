@@ -50,6 +50,9 @@ typedef struct GptqStats {
     double damp_used;        /* the lambda actually added (after any retry) */
     int64_t dead_cols;       /* inputs with H_jj == 0 */
     int retries;             /* times the damping was multiplied by 10 after a failed Cholesky */
+    double sec_factor;       /* wall seconds: building and factorizing H */
+    double sec_batches;      /* quantizing columns and in-batch updates */
+    double sec_gemm;         /* lazy-batch GEMM updates */
 } GptqStats;
 
 /* Quantizes W (n_out, n_in) with p and the calibration matrix H (n_in, n_in),
