@@ -503,6 +503,66 @@ static void test_malformed(void) {
     CHECK(gguf_open(tmp_path("missing.gguf"), &g, &err) == ST_ERR_IO && strstr(err.detail, "missing.gguf"));
 }
 
+/* === mutation fuzz === */
+
+static int in_map(const Gguf *g, const void *p, uint64_t n) {
+    const unsigned char *b = g->mf.data, *q = p;
+    if (n == 0) return 1;
+    return q >= b && q <= b + g->mf.size && n <= (uint64_t)(b + g->mf.size - q);
+}
+
+static void check_value_in_map(const Gguf *g, const GgufValue *v) {
+    if (v->type == GGUF_STRING) CHECK(in_map(g, v->v.str.s, v->v.str.len));
+    if (v->type != GGUF_ARRAY) return;
+    GgufValueType et = v->v.arr.elem_type;
+    if (et == GGUF_STRING)
+        for (uint64_t i = 0; i < v->v.arr.n; i++) CHECK(in_map(g, v->v.arr.strs[i].s, v->v.arr.strs[i].len));
+    else if (et == GGUF_ARRAY)
+        for (uint64_t i = 0; i < v->v.arr.n; i++) check_value_in_map(g, &v->v.arr.items[i]);
+    else CHECK(in_map(g, v->v.arr.raw, v->v.arr.n * gguf_value_type_size(et)));
+}
+
+/* Random byte edits of a valid file: every outcome is either a clean error
+ * naming the file or a Gguf whose every borrowed range lies inside the map. */
+static void test_fuzz(void) {
+    Spec s = spec_default();
+    Buf base, b;
+    size_t ie;
+    build(&base, &s, &ie);
+    const char *p = tmp_path("fuzz.gguf");
+    uint64_t st = 2024;
+    int n_ok = 0;
+    for (int it = 0; it < 3000; it++) {
+        b = base;
+        int edits = 1 + it % 4;
+        for (int e = 0; e < edits; e++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)((st >> 33) % ie); /* the header region, where parsing happens */
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            b.p[at] = (st >> 40) % 3 == 0 ? 0xFF : (unsigned char)(st >> 33);
+        }
+        write_file(p, b.p, b.n);
+        Err err;
+        err_init(&err);
+        Gguf *g = NULL;
+        if (gguf_open(p, &g, &err) == ST_OK) {
+            n_ok++;
+            for (int64_t i = 0; i < g->n_kv; i++) {
+                CHECK(in_map(g, g->kv[i].key.s, g->kv[i].key.len));
+                check_value_in_map(g, &g->kv[i].value);
+            }
+            for (int64_t i = 0; i < g->n_tensors; i++) {
+                CHECK(in_map(g, g->tensors[i].name.s, g->tensors[i].name.len));
+                CHECK(in_map(g, g->tensors[i].data, g->tensors[i].nbytes));
+            }
+            gguf_free(g);
+        } else {
+            CHECK(strstr(err.detail, p) != NULL);
+        }
+    }
+    CHECK(n_ok > 0 && n_ok < 3000); /* both outcomes were exercised */
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/qs_gguf_XXXXXX", base ? base : "/tmp");
@@ -512,6 +572,7 @@ int main(void) {
     test_shared();
     test_nested();
     test_malformed();
+    test_fuzz();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     CHECK(system(cmd) == 0);
