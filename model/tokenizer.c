@@ -447,10 +447,12 @@ static Status encode_spm_fragment(Session *s, const char *p, int64_t n, int pref
 static Status encode_bpe_fragment(Session *s, const char *p, int64_t n, IdVec *out, Err *err) {
     const Tokenizer *t = s->t;
     Status st = ST_OK;
-    uint32_t *cp = malloc((size_t)n * sizeof *cp);
-    char *w = malloc((size_t)n * 8 + 8);
+    uint32_t *cp = malloc(((size_t)n + 1) * sizeof *cp);
+    char *w = malloc((size_t)n * 8 + 16);
     int64_t *lens = NULL, n_words = 0, n_cp = 0;
     if (!cp || !w) { st = err_set(err, ST_ERR_NOMEM, "tokenize: %lld bytes", (long long)n); goto fail; }
+    /* HF ByteLevel add_prefix_space: a space before a section not starting with one. */
+    if (t->add_space_prefix == TOK_PREFIX_META_ALWAYS && p[0] != ' ') cp[n_cp++] = ' ';
     for (int64_t i = 0; i < n;) {
         i += (int64_t)unicode_decode_utf8((const unsigned char *)p + i, (size_t)(n - i), &cp[n_cp]);
         n_cp++;
@@ -794,8 +796,9 @@ Status tokenizer_from_vocab(const TokVocab *v, Tokenizer **out, Err *err) {
     t->eos = v->eos >= 0 && v->eos < n ? v->eos : -1;
     t->unk = v->unk >= 0 && v->unk < n ? v->unk : -1;
     t->add_bos = v->add_bos && t->bos >= 0;
-    t->add_space_prefix = mode == MODE_BPE ? TOK_PREFIX_NONE : v->add_space_prefix;
-    if (t->add_space_prefix < TOK_PREFIX_NONE || t->add_space_prefix > TOK_PREFIX_META_FIRST) {
+    t->add_space_prefix = v->add_space_prefix;
+    if (t->add_space_prefix < TOK_PREFIX_NONE || t->add_space_prefix > TOK_PREFIX_META_FIRST ||
+        (mode == MODE_BPE && t->add_space_prefix != TOK_PREFIX_NONE && t->add_space_prefix != TOK_PREFIX_META_ALWAYS)) {
         st = err_set(err, ST_ERR_ARG, "%s: add_space_prefix %d", src, v->add_space_prefix);
         goto fail;
     }
@@ -1172,15 +1175,21 @@ static int hf_metaspace(const cJSON *pre, const char **why) {
     return -1;
 }
 
-/* Picks the byte-level pre-tokenizer; returns 0 (and the pattern) if unknown. */
-static int hf_byte_level_pre(const cJSON *pre, TokPre *out, const char **unknown) {
+/* Picks the byte-level pre-tokenizer; returns 0 (and the pattern) if unknown.
+ * *prefix: ByteLevel's add_prefix_space, supported only where it applies to the
+ * whole section (ByteLevel doing the GPT-2 split itself). */
+static int hf_byte_level_pre(const cJSON *pre, TokPre *out, int *prefix, const char **unknown) {
     int n = json_seq_count(pre, "pretokenizers"), byte_level = 0, have = 0;
     *unknown = NULL;
+    *prefix = 0;
     for (int i = 0; i < n; i++) {
         const cJSON *x = json_seq_item(pre, "pretokenizers", i);
         if (json_is_type(x, "ByteLevel")) {
             byte_level = 1;
             const cJSON *ur = cJSON_GetObjectItemCaseSensitive(x, "use_regex");
+            int aps = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "add_prefix_space"));
+            if (aps && (have || i > 0)) { *unknown = "ByteLevel add_prefix_space after another split"; return 0; }
+            *prefix = aps;
             if (!have && (!ur || cJSON_IsTrue(ur))) { *out = TOK_PRE_GPT2; have = 1; }
         } else if (json_is_type(x, "Split") && !have) {
             const char *re = json_str(cJSON_GetObjectItemCaseSensitive(x, "pattern"), "Regex");
@@ -1245,13 +1254,14 @@ Status tokenizer_from_hf(const char *tokenizer_json_path, Tokenizer **out, Err *
         v.add_space_prefix = meta >= 0 ? meta : prepend ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
         v.bos = hf_find(&h, "<s>");
         v.eos = hf_find(&h, "</s>");
-    } else if (hf_byte_level_pre(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), &pre, &unknown)) {
+    } else if (hf_byte_level_pre(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), &pre, &prepend, &unknown)) {
         v.model = "gpt2";
+        v.add_space_prefix = prepend ? TOK_PREFIX_META_ALWAYS : TOK_PREFIX_NONE;
         v.pre = tok_pretok_name(pre);
         v.ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
         v.bos = v.eos = -1;
     } else {
-        st = unknown ? err_set(err, ST_ERR_UNSUPPORTED, "%s: pre_tokenizer Split pattern not recognised: %.200s", path, unknown)
+        st = unknown ? err_set(err, ST_ERR_UNSUPPORTED, "%s: pre_tokenizer not reproduced: %.200s", path, unknown)
                      : err_set(err, ST_ERR_UNSUPPORTED,
                                "%s: neither an SPM-style BPE (byte_fallback + U+2581 normalizer) nor a ByteLevel BPE", path);
         goto done;

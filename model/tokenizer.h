@@ -45,7 +45,8 @@ enum {
     TOK_PREFIX_ALWAYS = 1,   /* every fragment at the start or after a special token
                                 (llama.cpp add_space_prefix; HF Prepend normalizer) */
     TOK_PREFIX_META_ALWAYS = 2, /* HF Metaspace prepend_scheme "always": the same, but
-                                   not when the fragment already starts with a space */
+                                   not when the fragment already starts with a space;
+                                   for byte-level BPE, HF ByteLevel add_prefix_space */
     TOK_PREFIX_META_FIRST = 3   /* HF Metaspace "first": as META_ALWAYS, first fragment only */
 };
 
@@ -66,7 +67,7 @@ typedef struct TokVocab {
     const TokPiece *merges;   /* (n_merges) "left right", rank = index */
     int32_t bos, eos, unk;    /* -1 = none */
     int add_bos;              /* prepend BOS by default */
-    int add_space_prefix;     /* SPM/hf-spm: TOK_PREFIX_* (0 none) */
+    int add_space_prefix;     /* TOK_PREFIX_* (0 none; gpt2 takes only META_ALWAYS) */
     int ignore_merges;        /* byte-level: a pre-token that is a whole token is used as is */
     const char *source;       /* file name for error messages (may be NULL) */
 } TokVocab;

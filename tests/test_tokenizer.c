@@ -529,14 +529,15 @@ static void check_hf_byte_level(void) {
     const GgufValue *toks = gguf_get_arr(g, "tokenizer.ggml.tokens");
     const GgufValue *merges = gguf_get_arr(g, "tokenizer.ggml.merges");
     CHECK(toks && merges);
-    const char *pres[2] = {
+    const char *pres[3] = {
         "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}",
         "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
         "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
         "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\", \"invert\": false}, "
         "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": false}]}",
+        "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true}",
     };
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         char name[64];
         snprintf(name, sizeof name, "hf%d.json", k);
         const char *p = write_tmp(name, "", 0);
@@ -568,6 +569,16 @@ static void check_hf_byte_level(void) {
         if (k == 0) {
             CHECKF(strstr(tokenizer_describe(t), "pre gpt-2"), "%s", tokenizer_describe(t));
             CHECK(run_vocab_vectors("ggml-vocab-gpt-2", t) == 46);
+        } else if (k == 2) {
+            /* add_prefix_space: "Hello" is tokenized as " Hello"; " Hello" gets no second space. */
+            int32_t *ids;
+            int64_t n;
+            encode(t, "Hello", 5, -1, &ids, &n);
+            CHECK(n == 1 && ids[0] == 18435);
+            free(ids);
+            encode(t, " Hello", 6, -1, &ids, &n);
+            CHECK(n == 1 && ids[0] == 18435);
+            free(ids);
         } else {
             /* Llama 3's regex selects the llama-bpe splitter: digits go in threes. */
             CHECKF(strstr(tokenizer_describe(t), "pre llama-bpe"), "%s", tokenizer_describe(t));
