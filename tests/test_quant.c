@@ -10,6 +10,7 @@
 #include "quant/format.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
+#include "quant/smoothquant.h"
 #include "tests/testlib.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -304,6 +305,70 @@ static void test_bytes(void) {
     CHECK(qparams_bits(&aq, 64, 64) == 0);
 }
 
+static void test_smoothquant(void) {
+    Err err;
+    err_init(&err);
+    /* hand values, alpha 0.5: s = sqrt(a) / sqrt(w) over both matrices' columns */
+    float act[4] = {16.0f, 1.0f, 0.0f, 9.0f};
+    float W1[2 * 4] = {4.0f, 0.25f, 1.0f, 0.0f, -1.0f, 0.5f, 2.0f, 0.0f};
+    float W2[1 * 4] = {-2.0f, 1.0f, 3.0f, 0.0f};
+    const float *Ws[2] = {W1, W2};
+    int64_t n_out[2] = {2, 1};
+    float s[4];
+    CHECK_OK(smooth_scales(act, Ws, n_out, 2, 4, 0.5f, s, &err), err);
+    CHECK_NEAR(s[0], 2.0, 1e-6);   /* sqrt(16) / sqrt(4) */
+    CHECK_NEAR(s[1], 1.0, 1e-6);   /* sqrt(1) / sqrt(1) */
+    CHECK(s[2] == 1.0f);           /* silent channel */
+    CHECK(s[3] == 1.0f);           /* zero weight column */
+    CHECK_OK(smooth_scales(act, Ws, n_out, 2, 4, 1.0f, s, &err), err);
+    CHECK_NEAR(s[0], 16.0, 1e-5);  /* alpha 1: all of the activation range moves */
+    CHECK_OK(smooth_scales(act, Ws, n_out, 2, 4, 0.0f, s, &err), err);
+    CHECK_NEAR(s[0], 0.25, 1e-7);  /* alpha 0: 1 / max|W| */
+    CHECK(smooth_scales(act, Ws, n_out, 2, 4, 1.5f, s, &err) == ST_ERR_ARG);
+    act[1] = NAN;
+    CHECK(smooth_scales(act, Ws, n_out, 2, 4, 0.5f, s, &err) == ST_ERR_NUMERIC);
+    /* the function is unchanged: y = (x * gain) Wᵀ before and after, and the
+     * smoothed activation and weight maxima meet at sqrt(a * w) for alpha 0.5 */
+    enum { N = 48, T = 20, O1 = 24, O2 = 10 };
+    static float x[T * N], gain[N], A[O1 * N], B[O2 * N], A2[O1 * N], B2[O2 * N], g2[N], amax[N], sc[N];
+    for (int j = 0; j < N; j++) { gain[j] = 0.5f + 0.5f * fabsf(frand()); amax[j] = 0; }
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < N; j++) {
+            x[t * N + j] = frand() * (j == 7 ? 60.0f : 1.0f); /* an outlier channel */
+            amax[j] = fmaxf(amax[j], fabsf(x[t * N + j] * gain[j]));
+        }
+    for (int i = 0; i < O1 * N; i++) A[i] = frand() * 0.1f;
+    for (int i = 0; i < O2 * N; i++) B[i] = frand() * 0.1f;
+    const float *in[2] = {A, B};
+    float *outw[2] = {A2, B2};
+    int64_t no[2] = {O1, O2};
+    CHECK_OK(smooth_scales(amax, in, no, 2, N, 0.5f, sc, &err), err);
+    CHECK(sc[7] > 5.0f);
+    CHECK_OK(smooth_apply(gain, in, no, 2, N, sc, g2, outw, &err), err);
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < no[k]; r++) {
+                double y0 = 0, y1 = 0, mag = 0;
+                for (int j = 0; j < N; j++) {
+                    y0 += (double)x[t * N + j] * gain[j] * in[k][r * N + j];
+                    y1 += (double)x[t * N + j] * g2[j] * outw[k][r * N + j];
+                    mag += fabs((double)x[t * N + j] * gain[j] * in[k][r * N + j]);
+                }
+                CHECK_NEAR(y1, y0, 1e-6 * mag);
+            }
+    for (int j = 0; j < N; j++) {
+        float wm = 0;
+        for (int r = 0; r < O1; r++) wm = fmaxf(wm, fabsf(A2[r * N + j]));
+        for (int r = 0; r < O2; r++) wm = fmaxf(wm, fabsf(B2[r * N + j]));
+        CHECK_NEAR(amax[j] / sc[j], wm, 1e-5 * wm);
+    }
+    /* in place on the caller's copies */
+    CHECK_OK(smooth_apply(gain, in, no, 2, N, sc, gain, (float *const[]){A, B}, &err), err);
+    CHECK(!memcmp(A, A2, sizeof A) && !memcmp(gain, g2, sizeof gain));
+    sc[3] = 0;
+    CHECK(smooth_apply(gain, in, no, 2, N, sc, g2, outw, &err) == ST_ERR_ARG);
+}
+
 int main(void) {
     (void)testlib_shared; /* this test needs no shared files */
     test_traits();
@@ -312,5 +377,6 @@ int main(void) {
     test_asym_exact();
     test_errors();
     test_bytes();
+    test_smoothquant();
     return testlib_done("test_quant");
 }
