@@ -12,9 +12,13 @@
  * All three share one merge engine: symbols are byte spans of the text in a
  * linked list, candidate pairs sit in a binary heap, and a popped pair whose
  * sides have changed since it was pushed is skipped, so a whole 1 MB text is
- * merged in O(n log n). Before tokenizing, user-defined tokens (and, with
- * parse_special, control tokens) are cut out of the text as llama.cpp's
- * tokenizer_st_partition does. */
+ * merged in O(n log n); SPM texts are further cut where no token can span
+ * (see "segment cuts"), which gives the same ids with a small heap. Before
+ * tokenizing, user-defined tokens (and, with parse_special, control tokens)
+ * are cut out of the text as llama.cpp's tokenizer_st_partition does.
+ * Not reproduced: the per-model lstrip/rstrip token attributes llama.cpp sets
+ * by model name (phi-3, jina, modern-bert); a vocabulary with duplicate
+ * pieces, which llama.cpp rejects, keeps the first id here. */
 #include "model/tokenizer.h"
 
 #include <stdio.h>
@@ -999,7 +1003,8 @@ static int json_is_type(const cJSON *o, const char *type) {
     return s && strcmp(s, type) == 0;
 }
 
-/* Visits o, or each element of o's `list_key` array when o is a Sequence. */
+/* HF components may be one object or a {"type": "Sequence", list_key: [...]}:
+ * json_seq_count/json_seq_item walk either as a list (null counts as empty). */
 static int json_seq_count(const cJSON *o, const char *list_key) {
     if (!o || cJSON_IsNull(o)) return 0;
     if (json_is_type(o, "Sequence")) return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, list_key));
