@@ -123,20 +123,24 @@ static unsigned wq_get_int(WqCode code, const uint8_t *row, int64_t i) {
     }
 }
 
-Status wqmat_pack_int(const int8_t *q, int bits, int64_t n, int64_t k, WqGroup gdim, int64_t group,
-                      const float *scale, const float *zero, WqMatrix *out, Err *err) {
+Status wqmat_pack_int(const int8_t *q, int bits, int store_bits, int64_t n, int64_t k, WqGroup gdim,
+                      int64_t group, const float *scale, const float *zero, WqMatrix *out, Err *err) {
     WqCode code;
-    switch (bits) {
+    memset(out, 0, sizeof *out);
+    if (bits < 2 || bits > store_bits)
+        return err_set(err, ST_ERR_ARG, "weight-only: int%d codes in %d-bit storage", bits, store_bits);
+    switch (store_bits) {
     case 8: code = WQ_U8; break;
     case 4: code = WQ_U4; break;
     case 3: code = WQ_U3; break;
     case 2: code = WQ_U2; break;
-    default: memset(out, 0, sizeof *out); return err_set(err, ST_ERR_ARG, "weight-only: no %d-bit integer storage (8, 4, 3, 2)", bits);
+    default: return err_set(err, ST_ERR_ARG, "weight-only: no %d-bit integer storage (8, 4, 3, 2)", store_bits);
     }
     if (gdim == WQ_GROUP_NONE) return err_set(err, ST_ERR_ARG, "weight-only: integer codes need scales");
     Status st = wq_alloc(out, code, n, k, gdim, group, err);
     if (st) return st;
-    int half = 1 << (bits - 1);
+    int half = 1 << (bits - 1), shalf = 1 << (store_bits - 1);
+    out->sym = zero == NULL;
     for (int64_t o = 0; o < n; o++) {
         uint8_t *row = out->codes + (size_t)o * out->row_bytes;
         for (int64_t i = 0; i < k; i++) {
@@ -146,13 +150,16 @@ Status wqmat_pack_int(const int8_t *q, int bits, int64_t n, int64_t k, WqGroup g
                 return err_set(err, ST_ERR_RANGE, "weight-only: code %d at (%lld, %lld) outside %s int%d",
                                q[o * k + i], (long long)o, (long long)i, zero ? "asymmetric" : "symmetric", bits);
             }
+            /* symmetric codes are centred on the storage's half, which the
+             * decoder subtracts (int5 in 8-bit storage: u = q + 128) */
+            if (zero == NULL) u = q[o * k + i] + shalf;
             wq_put_int(code, row, i, (unsigned)u);
         }
     }
     for (int64_t g = 0; g < out->n_groups; g++) {
         out->scale[g] = scale[g];
-        float z = zero ? zero[g] : (float)half;
-        if (!(z >= 0.0f && z <= (float)(2 * half - 1)) || z != floorf(z)) {
+        float z = zero ? zero[g] : (float)shalf;
+        if (zero && (!(z >= 0.0f && z <= (float)(2 * half - 1)) || z != floorf(z))) {
             wqmat_done(out);
             return err_set(err, ST_ERR_RANGE, "weight-only: zero point %g of group %lld is not an integer in [0, %d]",
                            (double)z, (long long)g, 2 * half - 1);
@@ -277,68 +284,90 @@ void wq_gemv_ref(const WqMatrix *m, const float *x, float *y) {
 
 /* === AVX-512 GEMV === */
 
-/* One block of 32 u8 codes. */
-#define U8_DOT(p, xb, a, b)                                                                               \
+/* Block decoders. Symmetric matrices decode centred values u - 2^(bits-1)
+ * directly (ZS = the offset), so no zero-point term is subtracted afterwards
+ * (that subtraction cancels and would cost accuracy on near-zero rows);
+ * asymmetric ones decode u (ZS = 0) and the driver subtracts Σ s·z·x.
+ * vpermps reads only the low 4 bits of each index lane, so one permute of a
+ * 16-entry table masks and converts a nibble (or a bit pair) at once. */
+#define WQ_LUT16(ZS, MASK)                                                                                 \
+    _mm512_sub_ps(_mm512_setr_ps((0 & MASK), (1 & MASK), (2 & MASK), (3 & MASK), (4 & MASK), (5 & MASK),   \
+                                 (6 & MASK), (7 & MASK), (8 & MASK), (9 & MASK), (10 & MASK), (11 & MASK),  \
+                                 (12 & MASK), (13 & MASK), (14 & MASK), (15 & MASK)),                       \
+                  _mm512_set1_ps((float)(ZS)))
+
+/* 32 u8 codes in 32 bytes. */
+#define U8_DOT_ZS(p, xb, a, b, ZS)                                                                        \
     do {                                                                                                  \
         __m512i v0_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                        \
         __m512i v1_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)((p) + 16)));                 \
+        if (ZS) {                                                                                         \
+            v0_ = _mm512_sub_epi32(v0_, _mm512_set1_epi32(ZS));                                           \
+            v1_ = _mm512_sub_epi32(v1_, _mm512_set1_epi32(ZS));                                           \
+        }                                                                                                 \
         a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0_), _mm512_loadu_ps(xb), a);                             \
         b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1_), _mm512_loadu_ps((xb) + 16), b);                      \
     } while (0)
-/* 32 nibbles in 16 bytes: low nibbles are elements 0-15, high 16-31.
- * vpermps reads only the low 4 bits of each index lane, so one permute of a
- * 16-entry table both masks the nibble and converts it to float. */
-#define U4_DOT(p, xb, a, b)                                                                               \
+/* 32 nibbles in 16 bytes: low nibbles are elements 0-15, high 16-31. */
+#define U4_DOT_ZS(p, xb, a, b, ZS)                                                                        \
     do {                                                                                                  \
-        const __m512 lut_ = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);        \
+        const __m512 lut_ = WQ_LUT16(ZS, 15);                                                             \
         __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
-        __m512 lo_ = _mm512_permutexvar_ps(v_, lut_);                                                     \
-        __m512 hi_ = _mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut_);                               \
-        a = _mm512_fmadd_ps(lo_, _mm512_loadu_ps(xb), a);                                                 \
-        b = _mm512_fmadd_ps(hi_, _mm512_loadu_ps((xb) + 16), b);                                          \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(v_, lut_), _mm512_loadu_ps(xb), a);                     \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut_), _mm512_loadu_ps((xb) + 16), b); \
     } while (0)
-#define U2_PARTS(v_, e0, e1, e2, e3)                                                                      \
-    __m512i e0 = _mm512_and_si512(v_, _mm512_set1_epi32(3));                                              \
-    __m512i e1 = _mm512_and_si512(_mm512_srli_epi32(v_, 2), _mm512_set1_epi32(3));                        \
-    __m512i e2 = _mm512_and_si512(_mm512_srli_epi32(v_, 4), _mm512_set1_epi32(3));                        \
-    __m512i e3 = _mm512_srli_epi32(v_, 6)
-#define U2_FMAS(xb, a, b, e0, e1, e2, e3)                                                                 \
-    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e0), _mm512_loadu_ps(xb), a);                                  \
-    b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e1), _mm512_loadu_ps((xb) + 16), b);                           \
-    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e2), _mm512_loadu_ps((xb) + 32), a);                           \
-    b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e3), _mm512_loadu_ps((xb) + 48), b)
-#define U2_DOT(p, xb, a, b)                                                                               \
+/* 64 bit pairs in 16 bytes: pair t of byte j is element j + 16t. */
+#define U2_DOT_ZS(p, xb, a, b, ZS)                                                                        \
     do {                                                                                                  \
+        const __m512 lut_ = WQ_LUT16(ZS, 3);                                                              \
         __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
-        U2_PARTS(v_, e0_, e1_, e2_, e3_);                                                                 \
-        U2_FMAS(xb, a, b, e0_, e1_, e2_, e3_);                                                            \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(v_, lut_), _mm512_loadu_ps(xb), a);                     \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 2), lut_), _mm512_loadu_ps((xb) + 16), b); \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut_), _mm512_loadu_ps((xb) + 32), a); \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 6), lut_), _mm512_loadu_ps((xb) + 48), b); \
     } while (0)
-/* U2 low bits plus a 64-bit plane of third bits: bit e of the plane → +4. */
-#define U3_DOT(p, xb, a, b)                                                                               \
+/* U2 low bits plus a 64-bit plane of third bits: bit e of the plane -> +4. */
+#define U3_PART(v_, t, hb_) \
+    _mm512_mask_or_epi32(_mm512_and_si512(_mm512_srli_epi32(v_, 2 * (t)), _mm512_set1_epi32(3)), \
+                         (__mmask16)((hb_) >> (16 * (t))), \
+                         _mm512_and_si512(_mm512_srli_epi32(v_, 2 * (t)), _mm512_set1_epi32(3)), \
+                         _mm512_set1_epi32(4))
+#define U3_DOT_ZS(p, xb, a, b, ZS)                                                                        \
     do {                                                                                                  \
+        const __m512 lut_ = WQ_LUT16(ZS, 7);                                                              \
         __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
         uint64_t hb_;                                                                                     \
         memcpy(&hb_, (p) + 16, 8);                                                                        \
-        U2_PARTS(v_, e0_, e1_, e2_, e3_);                                                                 \
-        const __m512i four_ = _mm512_set1_epi32(4);                                                       \
-        e0_ = _mm512_mask_or_epi32(e0_, (__mmask16)hb_, e0_, four_);                                      \
-        e1_ = _mm512_mask_or_epi32(e1_, (__mmask16)(hb_ >> 16), e1_, four_);                              \
-        e2_ = _mm512_mask_or_epi32(e2_, (__mmask16)(hb_ >> 32), e2_, four_);                              \
-        e3_ = _mm512_mask_or_epi32(e3_, (__mmask16)(hb_ >> 48), e3_, four_);                              \
-        U2_FMAS(xb, a, b, e0_, e1_, e2_, e3_);                                                            \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 0, hb_), lut_), _mm512_loadu_ps(xb), a);    \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 1, hb_), lut_), _mm512_loadu_ps((xb) + 16), b); \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 2, hb_), lut_), _mm512_loadu_ps((xb) + 32), a); \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 3, hb_), lut_), _mm512_loadu_ps((xb) + 48), b); \
     } while (0)
 
-WQ_ROWDOT_DEFINE(rowdot_u8, 32, 32, U8_DOT)
-WQ_ROWDOT_DEFINE(rowdot_u4, 32, 16, U4_DOT)
-WQ_ROWDOT_DEFINE(rowdot_u2, 64, 16, U2_DOT)
-WQ_ROWDOT_DEFINE(rowdot_u3, 64, 24, U3_DOT)
+#define U8S_DOT(p, xb, a, b) U8_DOT_ZS(p, xb, a, b, 128)
+#define U8A_DOT(p, xb, a, b) U8_DOT_ZS(p, xb, a, b, 0)
+#define U4S_DOT(p, xb, a, b) U4_DOT_ZS(p, xb, a, b, 8)
+#define U4A_DOT(p, xb, a, b) U4_DOT_ZS(p, xb, a, b, 0)
+#define U3S_DOT(p, xb, a, b) U3_DOT_ZS(p, xb, a, b, 4)
+#define U3A_DOT(p, xb, a, b) U3_DOT_ZS(p, xb, a, b, 0)
+#define U2S_DOT(p, xb, a, b) U2_DOT_ZS(p, xb, a, b, 2)
+#define U2A_DOT(p, xb, a, b) U2_DOT_ZS(p, xb, a, b, 0)
 
-static WqRowDotFn wq_rowdot_fn(WqCode c) {
-    switch (c) {
-    case WQ_U8: return rowdot_u8;
-    case WQ_U4: return rowdot_u4;
-    case WQ_U3: return rowdot_u3;
-    case WQ_U2: return rowdot_u2;
+WQ_ROWDOT_DEFINE(rowdot_u8s, 32, 32, U8S_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u8a, 32, 32, U8A_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u4s, 32, 16, U4S_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u4a, 32, 16, U4A_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u3s, 64, 24, U3S_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u3a, 64, 24, U3A_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u2s, 64, 16, U2S_DOT)
+WQ_ROWDOT_DEFINE(rowdot_u2a, 64, 16, U2A_DOT)
+
+static WqRowDotFn wq_rowdot_fn(const WqMatrix *m) {
+    switch (m->code) {
+    case WQ_U8: return m->sym ? rowdot_u8s : rowdot_u8a;
+    case WQ_U4: return m->sym ? rowdot_u4s : rowdot_u4a;
+    case WQ_U3: return m->sym ? rowdot_u3s : rowdot_u3a;
+    case WQ_U2: return m->sym ? rowdot_u2s : rowdot_u2a;
     case WQ_E4M3: return fp8_rowdot_e4m3_avx512;
     case WQ_E5M2: return fp8_rowdot_e5m2_avx512;
     case WQ_F16: return f16_rowdot_f16_avx512;
@@ -370,7 +399,7 @@ static void gemv_rows(void *arg, int64_t b, int64_t e, int tid) {
     const WqMatrix *m = t->m;
     const int64_t be = wq_traits[m->code].elems;
     const int64_t nblk = m->kp / be;
-    const int is_int = wq_is_int(m->code);
+    const int is_int = wq_is_int(m->code) && !m->sym; /* a zero-point term to subtract */
     for (int64_t q = b; q < e; q++) {
         int64_t o0 = q * 4, o1 = o0 + 4 < m->n ? o0 + 4 : m->n;
         int same_x = t->ic_rows == 0 || (o0 / t->ic_rows == (o1 - 1) / t->ic_rows);
@@ -433,7 +462,7 @@ static void gemv_ic_prescale(void *arg, int64_t b, int64_t e, int tid) {
         for (int64_t i = 0; i < m->k; i++) xs[i] = s[i] * t->x[i];
         for (int64_t i = m->k; i < m->kp; i++) xs[i] = 0.0f;
         float zt = 0.0f;
-        if (m->zero) {
+        if (m->zero && !m->sym) {
             const float *z = m->zero + blk * m->k;
             for (int64_t i = 0; i < m->k; i++) zt += z[i] * xs[i];
         }
@@ -442,7 +471,7 @@ static void gemv_ic_prescale(void *arg, int64_t b, int64_t e, int tid) {
 }
 
 void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
-    GemvTask t = {m, wq_rowdot_fn(m->code), NULL, 0, 0, NULL, NULL, y};
+    GemvTask t = {m, wq_rowdot_fn(m), NULL, 0, 0, NULL, NULL, y};
     float *buf = NULL, *zterm = NULL, *xsum = NULL;
     int64_t nq = (m->n + 3) / 4;
     if (m->gdim == WQ_GROUP_IC) {
@@ -462,7 +491,7 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
         memcpy(buf, x, (size_t)m->k * sizeof *x);
         for (int64_t i = m->k; i < m->kp; i++) buf[i] = 0.0f;
         t.x = buf;
-        if (wq_is_int(m->code)) {
+        if (wq_is_int(m->code) && !m->sym) {
             int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : m->k;
             int64_t ng = m->k / glen;
             xsum = malloc((size_t)ng * sizeof *xsum);

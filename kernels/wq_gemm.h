@@ -24,9 +24,10 @@
  *        little-endian 64-bit plane whose bit e is bit 2 of element e;
  *   E4M3/E5M2  32 fp8 codes in 32 bytes;
  *   F16/BF16   32 half words in 64 bytes; F32 16 floats in 64 bytes.
- * Integer codes are unsigned: u = q + 2^(bits-1) for quant/qtensor.h's
- * centred codes; z = 2^(bits-1) for symmetric matrices, the stored zero point
- * for asymmetric ones, so s·(u - z) reproduces qtensor_dequant exactly.
+ * Integer codes are unsigned: u = q + 2^(store_bits-1) and z = 2^(store_bits-1)
+ * for symmetric matrices (quant/qtensor.h's centred codes q), u = q + 2^(bits-1)
+ * (the unsigned code c) and z = the stored zero point for asymmetric ones, so
+ * s·(u - z) reproduces qtensor_dequant exactly.
  *
  * Single-token (T == 1) products run a GEMV that decodes the codes in
  * registers (AVX-512) and accumulates per group before applying the group
@@ -59,20 +60,24 @@ typedef struct WqMatrix {
     int64_t n_groups;        /* entries of scale / zero */
     float *scale;            /* (n_groups), NULL for WQ_GROUP_NONE */
     float *zero;             /* (n_groups) z in code units, integer codes only; else NULL */
+    int sym;                 /* integer codes symmetric: z = 2^(bits-1) everywhere, and the
+                                GEMV decodes u - z directly (no zero-point term) */
 } WqMatrix;
 
 /* Elements per packed block and bytes per block of a code. */
 int64_t wq_block_elems(WqCode c);
 size_t wq_block_bytes(WqCode c);
 
-/* Packs integer codes q (n, k) — centred as in quant/qtensor.h, |q| below
- * 2^(bits-1) (or in [-2^(bits-1), 2^(bits-1)-1] when asymmetric) — at
- * bits = 8, 4, 3 or 2 storage. scale has the grouping's entry count; zero
- * (same count, integer values in [0, 2^bits - 1]) is NULL for symmetric
- * matrices. Fills *out (release with wqmat_done). Fails with ST_ERR_ARG on a
- * bad shape, group size, storage width or out-of-range code, ST_ERR_NOMEM. */
-Status wqmat_pack_int(const int8_t *q, int bits, int64_t n, int64_t k, WqGroup gdim, int64_t group,
-                      const float *scale, const float *zero, WqMatrix *out, Err *err);
+/* Packs integer codes q (n, k) of a `bits`-bit format — centred as in
+ * quant/qtensor.h, |q| below 2^(bits-1) (or in [-2^(bits-1), 2^(bits-1)-1]
+ * when asymmetric) — in store_bits = 8, 4, 3 or 2 storage (>= bits; int6 and
+ * int5 use 8). scale has the grouping's entry count; zero (same count,
+ * integer values in [0, 2^bits - 1]) is NULL for symmetric matrices. Fills
+ * *out (release with wqmat_done). Fails with ST_ERR_ARG on a bad shape, group
+ * size or storage width, ST_ERR_RANGE on an out-of-range code or zero point,
+ * ST_ERR_NOMEM. */
+Status wqmat_pack_int(const int8_t *q, int bits, int store_bits, int64_t n, int64_t k, WqGroup gdim,
+                      int64_t group, const float *scale, const float *zero, WqMatrix *out, Err *err);
 
 /* Packs fp8 codes (n, k) (e5m2 = 0: E4M3, 1: E5M2) with group scales. Same
  * errors; NaN codes are rejected (ST_ERR_RANGE) — the quantizers saturate. */

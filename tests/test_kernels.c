@@ -217,8 +217,8 @@ static void check_wq(const WqMatrix *m, const float *w, Pool *pool) {
             }
             double tol = 1e-5 * mag + 1e-30;
             CHECK_NEAR(yr[o], exact, 1e-7 * mag + 1e-30);
-            CHECKF(fabs(yf[o] - exact) <= tol, "code %d gdim %d g %lld fast %d row %lld: %g vs %g", (int)m->code,
-                   (int)m->gdim, (long long)m->group, fast, (long long)o, yf[o], exact);
+            CHECKF(fabs(yf[o] - exact) <= tol, "code %d sym %d gdim %d g %lld fast %d row %lld: %g vs %g (ref %g)", (int)m->code, m->sym,
+                   (int)m->gdim, (long long)m->group, fast, (long long)o, yf[o], exact, yr[o]);
             CHECKF(fabs(y[t * n + o] - exact) <= tol, "gemm code %d row %lld", (int)m->code, (long long)o);
         }
         if (fast) {
@@ -233,7 +233,7 @@ static void check_wq(const WqMatrix *m, const float *w, Pool *pool) {
     free(d); free(x); free(y); free(yr); free(yf);
 }
 
-static void test_wq_int(int bits, int sym, WqGroup gd, int64_t g, int64_t n, int64_t k, Pool *pool) {
+static void test_wq_int_store(int bits, int store, int sym, WqGroup gd, int64_t g, int64_t n, int64_t k, Pool *pool) {
     Err err;
     int half = 1 << (bits - 1);
     int64_t ng = test_n_groups(gd, g, n, k);
@@ -253,7 +253,7 @@ static void test_wq_int(int bits, int sym, WqGroup gd, int64_t g, int64_t n, int
             w[o * k + i] = sym ? (float)c * sc[gi] : ((float)(c + half) - z[gi]) * sc[gi];
         }
     WqMatrix m;
-    CHECK_OK(wqmat_pack_int(q, bits, n, k, gd, g, sc, sym ? NULL : z, &m, &err), err);
+    CHECK_OK(wqmat_pack_int(q, bits, store, n, k, gd, g, sc, sym ? NULL : z, &m, &err), err);
     check_wq(&m, w, pool);
     wqmat_done(&m);
     free(q); free(sc); free(z); free(w);
@@ -330,6 +330,10 @@ static void test_decoders(void) {
     free(h); free(fa); free(fb);
 }
 
+static void test_wq_int(int bits, int sym, WqGroup gd, int64_t g, int64_t n, int64_t k, Pool *pool) {
+    test_wq_int_store(bits, bits, sym, gd, g, n, k, pool);
+}
+
 static void test_weight_only(Pool *pool) {
     static const int bits[] = {8, 4, 3, 2};
     for (size_t b = 0; b < 4; b++)
@@ -344,6 +348,9 @@ static void test_weight_only(Pool *pool) {
             test_wq_int(bits[b], sym, WQ_GROUP_IC, 3, 9, 64, pool);      /* blocks straddle row quads */
         }
     test_wq_int(4, 1, WQ_GROUP_OC, 32, 64, 2048, pool);
+    test_wq_int_store(6, 8, 0, WQ_GROUP_OC, 64, 13, 192, pool);
+    test_wq_int_store(5, 8, 1, WQ_GROUP_IC, 0, 13, 100, pool);
+    test_wq_int_store(3, 4, 0, WQ_GROUP_OC, 0, 13, 100, pool);
     test_wq_int(4, 0, WQ_GROUP_IC, 64, 256, 1000, pool);
     for (int e5 = 0; e5 < 2; e5++) {
         test_wq_fp8(e5, WQ_GROUP_TENSOR, 0, 21, 77, pool);
@@ -361,14 +368,15 @@ static void test_weight_only(Pool *pool) {
     WqMatrix m;
     int8_t q[8] = {0};
     float s[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-    CHECK(wqmat_pack_int(q, 5, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_ARG);
-    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_OC, 3, s, NULL, &m, &err) == ST_ERR_ARG);
-    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_IC, 3, s, NULL, &m, &err) == ST_ERR_ARG);
+    CHECK(wqmat_pack_int(q, 5, 5, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_ARG);
+    CHECK(wqmat_pack_int(q, 4, 3, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_ARG);
+    CHECK(wqmat_pack_int(q, 4, 4, 2, 4, WQ_GROUP_OC, 3, s, NULL, &m, &err) == ST_ERR_ARG);
+    CHECK(wqmat_pack_int(q, 4, 4, 2, 4, WQ_GROUP_IC, 3, s, NULL, &m, &err) == ST_ERR_ARG);
     q[2] = -8; /* outside symmetric int4 */
-    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_RANGE);
+    CHECK(wqmat_pack_int(q, 4, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, NULL, &m, &err) == ST_ERR_RANGE);
     float z[1] = {16.0f};
     q[2] = 0;
-    CHECK(wqmat_pack_int(q, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, z, &m, &err) == ST_ERR_RANGE);
+    CHECK(wqmat_pack_int(q, 4, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, z, &m, &err) == ST_ERR_RANGE);
 }
 
 int main(void) {

@@ -1,0 +1,187 @@
+#include "quant/qlinear_build.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/assert.h"
+#include "kernels/int8_gemm.h"
+#include "kernels/wq_gemm.h"
+#include "quant/format.h"
+#include "quant/rtn.h"
+
+typedef enum { QL_W8A8, QL_WQ } QlKind;
+
+typedef struct QlImpl {
+    QlKind kind;
+    ActQuant aq;
+    I8Matrix i8;             /* QL_W8A8 */
+    WqMatrix wq;             /* QL_WQ */
+    size_t bytes;            /* see qlinear_build.h */
+    const char *name;
+} QlImpl;
+
+static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool) {
+    const QlImpl *im = l->impl;
+    if (T <= 0) return;
+    if (im->kind == QL_W8A8) {
+        int64_t kp = im->i8.kp;
+        int8_t *A = malloc((size_t)(T * kp));
+        float *as = malloc((size_t)T * sizeof *as);
+        ASSERT(A && as);
+        actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as);
+        i8gemm(&im->i8, A, T, kp, as, y, l->n_out, pool);
+        free(A);
+        free(as);
+        return;
+    }
+    float *xq = NULL;
+    if (im->aq.fmt != ACTQ_NONE) {
+        xq = malloc((size_t)(T * l->n_in) * sizeof *xq);
+        ASSERT(xq != NULL);
+        actq_fake(&im->aq, x, T, l->n_in, pos0, xq);
+        x = xq;
+    }
+    Err err;
+    Status st = wq_gemm(&im->wq, x, T, y, pool, &err);
+    ASSERT(st == ST_OK); /* only fails on a failed tile allocation */
+    free(xq);
+}
+
+static void ql_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool) {
+    ql_forward_at(l, x, T, 0, y, pool);
+}
+
+static size_t ql_bytes(const QLinear *l) { return ((const QlImpl *)l->impl)->bytes; }
+
+static void ql_free(QLinear *l) {
+    QlImpl *im = l->impl;
+    if (im) {
+        i8mat_done(&im->i8);
+        wqmat_done(&im->wq);
+        free(im);
+    }
+    free(l);
+}
+
+static const QLinearOps ql_ops = {ql_forward, ql_bytes, ql_free};
+
+void qlinear_free(QLinear *l) {
+    if (l) l->ops->free(l);
+}
+
+void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool) {
+    if (l->ops == &ql_ops) ql_forward_at(l, x, T, pos0, y, pool);
+    else l->ops->forward(l, x, T, y, pool);
+}
+
+const char *qlinear_kernel_name(const QLinear *l) {
+    return l->ops == &ql_ops ? ((const QlImpl *)l->impl)->name : "external";
+}
+
+ActQuant qlinear_act_from_plan(const PlanEntry *e, float static_absmax) {
+    ActQuant a = {ACTQ_NONE, 0, 0, 0.0f, 0};
+    switch (e->act) {
+    case ACT_INT8: a.fmt = ACTQ_INT8; break;
+    case ACT_FP8_E4M3: a.fmt = ACTQ_FP8_E4M3; break;
+    case ACT_FP8_E5M2: a.fmt = ACTQ_FP8_E5M2; break;
+    default: a.fmt = ACTQ_NONE; break;
+    }
+    a.per_token = e->act_gran == ACT_PER_TOKEN;
+    a.is_static = e->act_scale == ACT_STATIC;
+    a.static_absmax = static_absmax;
+    a.skip_first = e->act_skip_first != 0;
+    return a;
+}
+
+static WqGroup ql_group(GroupDim d) {
+    switch (d) {
+    case GROUP_OC: return WQ_GROUP_OC;
+    case GROUP_IC: return WQ_GROUP_IC;
+    default: return WQ_GROUP_TENSOR;
+    }
+}
+
+static Status ql_check(const QTensor *q, const ActQuant *aq, Err *err) {
+    const QFormatTraits *t = qformat_traits(q->p.fmt);
+    if (!t) return err_set(err, ST_ERR_ARG, "qlinear: unknown weight format %d", (int)q->p.fmt);
+    if (q->p.fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "qlinear: aqlm weights have their own layer");
+    if (q->n_out <= 0 || q->n_in <= 0)
+        return err_set(err, ST_ERR_ARG, "qlinear: bad shape (%lld, %lld)", (long long)q->n_out, (long long)q->n_in);
+    if (t->needs_scale && (!q->scale || q->n_groups != qparams_n_groups(&q->p, q->n_out, q->n_in)))
+        return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without its %lld scales", t->name,
+                       (long long)qparams_n_groups(&q->p, q->n_out, q->n_in));
+    if (t->is_int && !q->q) return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without codes", t->name);
+    if (t->is_int && !q->p.sym && !q->zero) return err_set(err, ST_ERR_ARG, "qlinear: asymmetric %s tensor without zero points", t->name);
+    if (t->is_fp8 && !q->f8) return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without codes", t->name);
+    if ((q->p.fmt == QF_F16 || q->p.fmt == QF_BF16) && !q->h) return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without values", t->name);
+    if (q->p.fmt == QF_F32 && !q->f) return err_set(err, ST_ERR_ARG, "qlinear: f32 tensor without values");
+    if (aq) {
+        if (aq->fmt < ACTQ_NONE || aq->fmt >= ACTQ_COUNT) return err_set(err, ST_ERR_ARG, "qlinear: unknown activation format %d", (int)aq->fmt);
+        if (aq->fmt != ACTQ_NONE && aq->is_static && !(aq->static_absmax > 0.0f && isfinite(aq->static_absmax)))
+            return err_set(err, ST_ERR_ARG, "qlinear: static activation scale needs a calibrated max|x| > 0 (got %g)",
+                           (double)aq->static_absmax);
+    }
+    return ST_OK;
+}
+
+Status qlinear_new_from_qtensor(const QTensor *q, const ActQuant *aq, QLinear **out, Err *err) {
+    *out = NULL;
+    Status st = ql_check(q, aq, err);
+    if (st) return st;
+    const QFormatTraits *t = qformat_traits(q->p.fmt);
+    QLinear *l = core_calloc(1, sizeof *l);
+    QlImpl *im = core_calloc(1, sizeof *im);
+    if (!l || !im) {
+        free(l);
+        free(im);
+        return err_set(err, ST_ERR_NOMEM, "qlinear");
+    }
+    l->ops = &ql_ops;
+    l->n_out = q->n_out;
+    l->n_in = q->n_in;
+    l->impl = im;
+    if (aq) im->aq = *aq;
+    else im->aq.fmt = ACTQ_NONE;
+    const int64_t n = q->n_out, k = q->n_in;
+    const size_t base = qparams_bytes(&q->p, n, k);
+    int w8a8 = q->p.fmt == QF_INT8 && q->p.sym && im->aq.fmt == ACTQ_INT8 &&
+               (q->p.dim == GROUP_TENSOR || (q->p.dim == GROUP_OC && q->p.group == 0));
+    if (w8a8) {
+        im->kind = QL_W8A8;
+        im->name = "w8a8";
+        st = i8mat_pack(q->q, n, k, q->scale, q->p.dim == GROUP_OC, &im->i8, err);
+        if (st) goto fail;
+        im->bytes = base + (i8mat_code_bytes(&im->i8) - (size_t)(n * k));
+    } else {
+        im->kind = QL_WQ;
+        WqGroup gd = ql_group(q->p.dim);
+        if (t->is_int) {
+            int bits = t->bits >= 5 ? 8 : t->bits;
+            static const char *const names[] = {"", "", "wq-int2", "wq-int3", "wq-int4", "wq-int5", "wq-int6", "", "wq-int8"};
+            im->name = names[t->bits];
+            st = wqmat_pack_int(q->q, t->bits, bits, n, k, gd, q->p.group, q->scale, q->p.sym ? NULL : q->zero, &im->wq, err);
+        } else if (t->is_fp8) {
+            im->name = q->p.fmt == QF_FP8_E5M2 ? "fp8-e5m2" : "fp8-e4m3";
+            st = wqmat_pack_fp8(q->f8, q->p.fmt == QF_FP8_E5M2, n, k, gd, q->p.group, q->scale, &im->wq, err);
+        } else if (q->p.fmt == QF_F16 || q->p.fmt == QF_BF16) {
+            im->name = q->p.fmt == QF_BF16 ? "bf16" : "fp16";
+            st = wqmat_pack_f16(q->h, q->p.fmt == QF_BF16, n, k, &im->wq, err);
+        } else {
+            im->name = "f32";
+            st = wqmat_pack_f32(q->f, n, k, &im->wq, err);
+        }
+        if (st) goto fail;
+        /* storage beyond the format's bits: block padding of K, wider storage */
+        size_t packed_bits = (size_t)n * (size_t)im->wq.kp * (size_t)wq_code_bits(im->wq.code);
+        size_t fmt_bits = (size_t)n * (size_t)k * (size_t)t->bits;
+        im->bytes = base + (packed_bits - fmt_bits) / 8;
+    }
+    *out = l;
+    return ST_OK;
+fail:
+    err_wrap(err, "qlinear %s (%lld, %lld)", t->name, (long long)n, (long long)k);
+    ql_free(l);
+    return st;
+}

@@ -1,0 +1,61 @@
+/* Builds the QLinear a plan entry runs: packs a QTensor for the kernel that
+ * fits its format and the entry's activation quantization.
+ *
+ * Kernel choice (qlinear_kernel_name says which one a layer got):
+ *  - "w8a8":   int8 symmetric weights with a per-tensor or per-OC scale (no
+ *              groups) and int8 activations: kernels/int8_gemm.h, the
+ *              activations quantized by kernels/actquant.h (per-tensor or
+ *              per-token, dynamic or static, optional skip-first);
+ *  - "wq-intN": other integer weights (int8 … int2; int6/int5 ride in the
+ *              8-bit storage): kernels/wq_gemm.h GEMV for one token, dequantized
+ *              tiles + sgemm for batches;
+ *  - "fp8-e4m3" / "fp8-e5m2", "fp16", "bf16", "f32": the same driver with the
+ *              float decoders.
+ * Activation formats without a native kernel for the weights (fp8 always;
+ * int8 with non-W8A8 weights) are applied as exact fake quantization
+ * (actq_fake: the same rounding as the integer path) before the kernel.
+ *
+ * bytes(): qparams_bytes() of the QTensor's params (codes at the format's
+ * bits, fp16 scales, packed zero points) plus the padding the packed layout
+ * adds: K rounded up to the code block (32 or 64 elements; 4 for w8a8), N up
+ * to 64 for w8a8, and the 8-bit storage of int6/int5. Not counted: in-memory
+ * alignment of rows to 64 bytes and the float32 copies of scales / zero
+ * points the kernels read (fp16 in any file we write). */
+#ifndef QS_QUANT_QLINEAR_BUILD_H
+#define QS_QUANT_QLINEAR_BUILD_H
+
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "core/status.h"
+#include "kernels/actquant.h"
+#include "quant/plan.h"
+#include "quant/qlinear.h"
+#include "quant/qtensor.h"
+
+/* Builds a layer from q (copied and packed; q may be released afterwards)
+ * with activation settings aq (NULL = none; static scales use
+ * aq->static_absmax, the calibrated max|x| the caller supplies). Fails with
+ * ST_ERR_UNSUPPORTED for AQLM, ST_ERR_ARG for a malformed QTensor or
+ * activation setting, ST_ERR_NOMEM. *out is owned by the caller
+ * (qlinear_free). */
+Status qlinear_new_from_qtensor(const QTensor *q, const ActQuant *aq, QLinear **out, Err *err);
+
+/* Releases a layer built here (any QLinear, through its ops->free); NULL is a
+ * no-op. */
+void qlinear_free(QLinear *l);
+
+/* Forward for rows whose first one sits at sequence position pos0: layers
+ * built here use it for skip-first activation ranges; any other QLinear runs
+ * its ops->forward. Same contract as qlinear_forward otherwise. */
+void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool);
+
+/* Returns the kernel a layer built here runs ("w8a8", "wq-int4", "fp8-e4m3",
+ * "fp16", ...; static), or "external" for other QLinears. */
+const char *qlinear_kernel_name(const QLinear *l);
+
+/* The activation settings of a plan entry; static_absmax is the calibrated
+ * max|x| of the layer's input (ignored unless e->act_scale is static). */
+ActQuant qlinear_act_from_plan(const PlanEntry *e, float static_absmax);
+
+#endif

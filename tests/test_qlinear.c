@@ -1,0 +1,218 @@
+/* QLinear layers built from RTN-quantized tensors against plain float
+ * matmuls with the dequantized weights (quant/rtn.h's qtensor_dequant):
+ *  - weight-only formats: |y - x·Wdᵀ| <= 1e-5 · Σ|x·w| (float summation
+ *    order; the dequantized values are exact);
+ *  - W8A8 and fake-quantized activations: the same bound against x fake-
+ *    quantized by this file's own reference (scales, rounding, clamping and
+ *    skip-first written out here, independently of kernels/actquant.c);
+ *  - bytes() against qparams_bytes plus the stated padding. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fpconv.h"
+#include "core/pool.h"
+#include "kernels/sgemm.h"
+#include "quant/format.h"
+#include "quant/qlinear_build.h"
+#include "quant/rtn.h"
+#include "testlib.h"
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+
+static float rng_uniform(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f;
+}
+
+/* Reference activation fake quantization, written from the rules in
+ * kernels/actquant.h. */
+static void ref_act(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out) {
+    memcpy(out, x, (size_t)(T * K) * sizeof *out);
+    if (aq->fmt == ACTQ_NONE) return;
+    float qmax = aq->fmt == ACTQ_INT8 ? 127.0f : aq->fmt == ACTQ_FP8_E4M3 ? 448.0f : 57344.0f;
+    float tensor_r = 0;
+    if (aq->is_static) tensor_r = aq->static_absmax;
+    else
+        for (int64_t t = (aq->skip_first && pos0 == 0 && T > 1) ? 1 : 0; t < T; t++)
+            for (int64_t k = 0; k < K; k++) tensor_r = fmaxf(tensor_r, fabsf(x[t * K + k]));
+    for (int64_t t = 0; t < T; t++) {
+        float r = tensor_r;
+        if (aq->per_token && !aq->is_static) {
+            r = 0;
+            for (int64_t k = 0; k < K; k++) r = fmaxf(r, fabsf(x[t * K + k]));
+        }
+        float s = r / qmax;
+        for (int64_t k = 0; k < K; k++) {
+            float v = s == 0 ? 0 : x[t * K + k] / s, *o = &out[t * K + k];
+            if (s == 0) *o = 0;
+            else if (aq->fmt == ACTQ_INT8) *o = rintf(fminf(fmaxf(v, -127.0f), 127.0f)) * s;
+            else if (aq->fmt == ACTQ_FP8_E4M3) *o = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v)) * s;
+            else *o = fp8_e5m2_to_f32(f32_to_fp8_e5m2(v)) * s;
+        }
+    }
+}
+
+/* Builds a layer for W (n, k) with p and aq and checks forward on T rows at
+ * position pos0 against the reference. Returns the layer's bytes(). */
+static size_t check_layer(const float *W, int64_t n, int64_t k, QParams p, const ActQuant *aq, int64_t T,
+                          int64_t pos0, const char *want_kernel, Pool *pool) {
+    Err err;
+    QTensor q;
+    CHECK_OK(rtn_quantize(W, n, k, &p, &q, &err), err);
+    float *Wd = malloc((size_t)(n * k) * 4), *x = malloc((size_t)(T * k) * 4), *xr = malloc((size_t)(T * k) * 4);
+    float *y = malloc((size_t)(T * n) * 4);
+    CHECK(Wd && x && xr && y);
+    qtensor_dequant(&q, Wd);
+    for (int64_t i = 0; i < T * k; i++) x[i] = rng_uniform() * 2.0f;
+    if (T > 1) x[3] = 40.0f; /* a spike in token 0 */
+    QLinear *l;
+    CHECK_OK(qlinear_new_from_qtensor(&q, aq, &l, &err), err);
+    qtensor_done(&q); /* the layer owns its own copy */
+    CHECKF(strcmp(qlinear_kernel_name(l), want_kernel) == 0, "%s: kernel %s, want %s",
+           qformat_traits(p.fmt)->name, qlinear_kernel_name(l), want_kernel);
+    CHECK(l->n_out == n && l->n_in == k);
+    qlinear_forward_pos(l, x, T, pos0, y, pool);
+    ActQuant none = {ACTQ_NONE, 0, 0, 0, 0};
+    ref_act(aq ? aq : &none, x, T, k, pos0, xr);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t o = 0; o < n; o++) {
+            double s = 0, mag = 0;
+            for (int64_t i = 0; i < k; i++) {
+                s += (double)xr[t * k + i] * Wd[o * k + i];
+                mag += fabs((double)xr[t * k + i] * Wd[o * k + i]);
+            }
+            CHECKF(fabs(y[t * n + o] - s) <= 1e-5 * mag + 1e-30, "%s (%s) T=%lld row %lld out %lld: %.9g vs %.9g",
+                   qformat_traits(p.fmt)->name, want_kernel, (long long)T, (long long)t, (long long)o, y[t * n + o], s);
+        }
+    if (pos0 == 0) { /* qlinear_forward (no position) means position 0 */
+        float *y2 = malloc((size_t)(T * n) * 4);
+        qlinear_forward(l, x, T, y2, pool);
+        CHECK(memcmp(y, y2, (size_t)(T * n) * 4) == 0);
+        free(y2);
+    }
+    size_t bytes = l->ops->bytes(l);
+    qlinear_free(l);
+    free(Wd); free(x); free(xr); free(y);
+    return bytes;
+}
+
+static void test_weight_only(const float *W, Pool *pool) {
+    static const QFormat ints[] = {QF_INT8, QF_INT6, QF_INT5, QF_INT4, QF_INT3, QF_INT2};
+    static const char *const names[] = {"wq-int8", "wq-int6", "wq-int5", "wq-int4", "wq-int3", "wq-int2"};
+    struct { GroupDim d; int64_t g; } groups[] = {
+        {GROUP_TENSOR, 0}, {GROUP_OC, 0}, {GROUP_OC, 64}, {GROUP_OC, 128}, {GROUP_OC, 4}, {GROUP_IC, 0}, {GROUP_IC, 8},
+    };
+    for (size_t f = 0; f < sizeof ints / sizeof *ints; f++)
+        for (int sym = 0; sym < 2; sym++)
+            for (size_t g = 0; g < sizeof groups / sizeof *groups; g++)
+                for (int64_t T = 1; T <= 9; T += 8) {
+                    QParams p = {ints[f], sym, groups[g].d, groups[g].g};
+                    size_t b = check_layer(W, 48, 256, p, NULL, T, 0, names[f], pool);
+                    /* no K padding at k = 256; int6/int5 ride in 8-bit storage */
+                    int bits = qformat_traits(ints[f])->bits;
+                    size_t extra = bits >= 5 ? (size_t)48 * 256 * (size_t)(8 - bits) / 8 : 0;
+                    CHECK(b == qparams_bytes(&p, 48, 256) + extra);
+                }
+    /* K = 100: rows padded to 128 (int8/int4 blocks of 32) or 128 (int3/int2 blocks of 64) */
+    QParams p4 = {QF_INT4, 1, GROUP_OC, 0};
+    CHECK(check_layer(W, 48, 100, p4, NULL, 1, 0, "wq-int4", pool) == qparams_bytes(&p4, 48, 100) + 48 * 28 / 2);
+    QParams p3 = {QF_INT3, 0, GROUP_IC, 0};
+    CHECK(check_layer(W, 48, 100, p3, NULL, 5, 0, "wq-int3", pool) == qparams_bytes(&p3, 48, 100) + 48 * 28 * 3 / 8);
+
+    static const QFormat floats[] = {QF_FP8_E4M3, QF_FP8_E5M2, QF_F16, QF_BF16, QF_F32};
+    static const char *const fnames[] = {"fp8-e4m3", "fp8-e5m2", "fp16", "bf16", "f32"};
+    for (size_t f = 0; f < 5; f++)
+        for (int64_t T = 1; T <= 9; T += 8) {
+            QParams p = {floats[f], 1, f < 2 ? GROUP_OC : GROUP_TENSOR, 0};
+            CHECK(check_layer(W, 48, 256, p, NULL, T, 0, fnames[f], pool) == qparams_bytes(&p, 48, 256));
+            if (f < 2) {
+                p.dim = GROUP_IC;
+                p.group = 16;
+                check_layer(W, 48, 256, p, NULL, T, 0, fnames[f], pool);
+            }
+        }
+}
+
+static void test_activations(const float *W, Pool *pool) {
+    QParams w8 = {QF_INT8, 1, GROUP_OC, 0}, w8t = {QF_INT8, 1, GROUP_TENSOR, 0};
+    ActQuant tok = {ACTQ_INT8, 1, 0, 0, 0}, ten = {ACTQ_INT8, 0, 0, 0, 0};
+    for (int64_t T = 1; T <= 17; T += 8) {
+        size_t b = check_layer(W, 48, 256, w8, &tok, T, 0, "w8a8", pool);
+        CHECK(b == qparams_bytes(&w8, 48, 256) + (size_t)16 * 256); /* N padded 48 -> 64 */
+        check_layer(W, 48, 256, w8t, &ten, T, 0, "w8a8", pool);
+        check_layer(W, 40, 100, w8, &ten, T, 7, "w8a8", pool); /* K padded to 4 is 100 itself */
+        check_layer(W, 40, 99, w8, &tok, T, 0, "w8a8", pool);
+    }
+    /* skip-first: token 0's spike stays out of the range (and is clamped) */
+    ActQuant skip = {ACTQ_INT8, 0, 0, 0, 1};
+    check_layer(W, 48, 256, w8, &skip, 9, 0, "w8a8", pool);
+    check_layer(W, 48, 256, w8, &skip, 9, 12, "w8a8", pool); /* not token 0: spike counts */
+    check_layer(W, 48, 256, w8, &skip, 1, 0, "w8a8", pool);
+    /* static range below the data: clamping */
+    ActQuant st = {ACTQ_INT8, 0, 1, 1.5f, 0};
+    check_layer(W, 48, 256, w8, &st, 9, 0, "w8a8", pool);
+    /* int8 activations on weights without a W8A8 kernel: fake quantization */
+    QParams w4 = {QF_INT4, 1, GROUP_OC, 64}, w8a = {QF_INT8, 0, GROUP_OC, 0}, w8g = {QF_INT8, 1, GROUP_OC, 64};
+    check_layer(W, 48, 256, w4, &tok, 9, 0, "wq-int4", pool);
+    check_layer(W, 48, 256, w8a, &tok, 9, 0, "wq-int8", pool);
+    check_layer(W, 48, 256, w8g, &skip, 9, 0, "wq-int8", pool);
+    /* fp8 activations */
+    ActQuant e4 = {ACTQ_FP8_E4M3, 0, 0, 0, 1}, e5 = {ACTQ_FP8_E5M2, 1, 0, 0, 0};
+    QParams f16 = {QF_F16, 1, GROUP_TENSOR, 0}, fe4 = {QF_FP8_E4M3, 1, GROUP_OC, 0};
+    check_layer(W, 48, 256, f16, &e4, 9, 0, "fp16", pool);
+    check_layer(W, 48, 256, fe4, &e4, 9, 0, "fp8-e4m3", pool);
+    check_layer(W, 48, 256, w8, &e5, 9, 0, "wq-int8", pool);
+}
+
+static void test_errors(const float *W) {
+    Err err;
+    QTensor q;
+    QParams p = {QF_INT8, 1, GROUP_OC, 0};
+    CHECK_OK(rtn_quantize(W, 8, 16, &p, &q, &err), err);
+    QLinear *l;
+    ActQuant st = {ACTQ_INT8, 0, 1, 0.0f, 0};
+    CHECK(qlinear_new_from_qtensor(&q, &st, &l, &err) == ST_ERR_ARG && l == NULL);
+    CHECK(strstr(err.detail, "static") != NULL);
+    ActQuant bad = {(ActQFormat)9, 0, 0, 0, 0};
+    CHECK(qlinear_new_from_qtensor(&q, &bad, &l, &err) == ST_ERR_ARG);
+    float *s = q.scale;
+    q.scale = NULL;
+    CHECK(qlinear_new_from_qtensor(&q, NULL, &l, &err) == ST_ERR_ARG);
+    q.scale = s;
+    q.p.fmt = QF_AQLM;
+    CHECK(qlinear_new_from_qtensor(&q, NULL, &l, &err) == ST_ERR_UNSUPPORTED);
+    q.p.fmt = QF_INT8;
+    qtensor_done(&q);
+    qlinear_free(NULL);
+
+    /* plan entry -> activation settings */
+    PlanEntry e;
+    memset(&e, 0, sizeof e);
+    e.act = ACT_FP8_E5M2;
+    e.act_gran = ACT_PER_TOKEN;
+    e.act_scale = ACT_STATIC;
+    e.act_skip_first = 1;
+    ActQuant a = qlinear_act_from_plan(&e, 3.5f);
+    CHECK(a.fmt == ACTQ_FP8_E5M2 && a.per_token && a.is_static && a.static_absmax == 3.5f && a.skip_first);
+}
+
+int main(void) {
+    Err err;
+    Pool *pool;
+    (void)testlib_shared;
+    CHECK_OK(pool_new(2, &pool, &err), err);
+    sgemm_set_threads(1);
+    float *W = malloc(48 * 256 * sizeof *W);
+    for (int i = 0; i < 48 * 256; i++) W[i] = rng_uniform() * (i % 37 == 0 ? 3.0f : 0.5f);
+    test_weight_only(W, pool);
+    test_weight_only(W, NULL);
+    test_activations(W, pool);
+    test_errors(W);
+    free(W);
+    pool_free(pool);
+    return testlib_done("test_qlinear");
+}
