@@ -269,15 +269,38 @@ static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float
     for (int64_t j = 0; j < n; j++) out[j] = x[j] * inv * w[j];
 }
 
-/* y (rows of tensor i) = W x, regenerating W row by row into row. */
-static void matvec(const Synth *s, int64_t i, const float *x, float *y, float *row) {
-    const TSpec *t = &s->t[i];
-    for (int64_t r = 0; r < t->ne1; r++) {
-        gen_row(s, i, r, row);
-        double acc = 0.0;
-        for (int64_t j = 0; j < t->ne0; j++) acc += (double)row[j] * x[j];
-        y[r] = (float)acc;
+typedef struct MatvecJob {
+    const Synth *s;
+    int64_t i;
+    const float *x;
+    float *y;
+    _Atomic int failed;
+} MatvecJob;
+
+static void matvec_rows(void *arg, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    MatvecJob *j = arg;
+    const TSpec *t = &j->s->t[j->i];
+    float *row = malloc((size_t)t->ne0 * sizeof(float));
+    if (!row) {
+        atomic_store(&j->failed, 1);
+        return;
     }
+    for (int64_t r = begin; r < end; r++) {
+        gen_row(j->s, j->i, r, row);
+        double acc = 0.0;
+        for (int64_t k = 0; k < t->ne0; k++) acc += (double)row[k] * j->x[k];
+        j->y[r] = (float)acc;
+    }
+    free(row);
+}
+
+/* y (rows of tensor i) = W x, regenerating W row by row on the pool. */
+static Status matvec(const Synth *s, Pool *pool, int64_t i, const float *x, float *y, Err *err) {
+    MatvecJob job = {.s = s, .i = i, .x = x, .y = y, .failed = 0};
+    pool_for(pool, s->t[i].ne1, 1 + 16384 / s->t[i].ne0, matvec_rows, &job);
+    if (atomic_load(&job.failed)) return err_set(err, ST_ERR_NOMEM, "synth: row buffer");
+    return ST_OK;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -322,18 +345,17 @@ static Status plant_spikes(Synth *s, Err *err) {
         if (c->spikes[k].layer > max_layer) max_layer = c->spikes[k].layer;
     Status st = median_swiglu(&s->median_h, err);
     if (st != ST_OK) return st;
-    int64_t wmax = c->vocab_size > hid ? c->vocab_size : hid;
-    if (dim > wmax) wmax = dim;
+    Pool *pool = NULL;
     float *x = core_calloc((size_t)dim, sizeof(float)), *xn = core_calloc((size_t)dim, sizeof(float));
     float *att = core_calloc((size_t)dim, sizeof(float)), *v = core_calloc((size_t)kvd, sizeof(float));
     float *tmp = core_calloc((size_t)dim, sizeof(float)), *nw = core_calloc((size_t)dim, sizeof(float));
     float *g = core_calloc((size_t)hid, sizeof(float)), *u = core_calloc((size_t)hid, sizeof(float));
-    float *row = core_calloc((size_t)wmax, sizeof(float));
     s->spike_dir = core_calloc((size_t)c->n_spikes * (size_t)dim, sizeof(float));
-    if (!x || !xn || !att || !v || !tmp || !nw || !g || !u || !row || !s->spike_dir) {
+    if (!x || !xn || !att || !v || !tmp || !nw || !g || !u || !s->spike_dir) {
         st = err_set(err, ST_ERR_NOMEM, "synth: spike planting buffers");
         goto fail;
     }
+    if ((st = pool_new(0, &pool, err)) != ST_OK) goto fail;
     gen_row(s, 0, SYNTH_BOS, x);
     /* Every plant reads BOS's embedding direction e: BOS's residual keeps a
      * large share of it (its embedding is 16x the others'), while other
@@ -355,9 +377,9 @@ static Status plant_spikes(Synth *s, Err *err) {
             if (c->spikes[k].layer != l || c->spikes[k].site != SPIKE_O) continue;
             s->v_scale[k] = (float)(c->spikes[k].factor * MEDIAN_ABS_NORMAL / aproj);
         }
-        matvec(s, tensor_index(l, TK_V), xn, v, row);
+        if ((st = matvec(s, pool, tensor_index(l, TK_V), xn, v, err)) != ST_OK) goto fail;
         for (int64_t h = 0; h < c->n_heads; h++) memcpy(att + h * hd, v + (h / group) * hd, (size_t)hd * sizeof(float));
-        matvec(s, tensor_index(l, TK_O), att, tmp, row);
+        if ((st = matvec(s, pool, tensor_index(l, TK_O), att, tmp, err)) != ST_OK) goto fail;
         for (int64_t j = 0; j < dim; j++) x[j] += tmp[j];
         gen_row(s, tensor_index(l, TK_FFN_NORM), 0, nw);
         rmsnorm(xn, x, nw, dim, c->norm_eps);
@@ -371,14 +393,15 @@ static Status plant_spikes(Synth *s, Err *err) {
             s->up_scale[k] = (float)(target / silu_g / nrm);
         }
         if (l == max_layer) break;
-        matvec(s, tensor_index(l, TK_GATE), xn, g, row);
-        matvec(s, tensor_index(l, TK_UP), xn, u, row);
+        if ((st = matvec(s, pool, tensor_index(l, TK_GATE), xn, g, err)) != ST_OK) goto fail;
+        if ((st = matvec(s, pool, tensor_index(l, TK_UP), xn, u, err)) != ST_OK) goto fail;
         for (int64_t j = 0; j < hid; j++) g[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
-        matvec(s, tensor_index(l, TK_DOWN), g, tmp, row);
+        if ((st = matvec(s, pool, tensor_index(l, TK_DOWN), g, tmp, err)) != ST_OK) goto fail;
         for (int64_t j = 0; j < dim; j++) x[j] += tmp[j];
     }
 fail:
-    free(x), free(xn), free(att), free(v), free(tmp), free(nw), free(g), free(u), free(row);
+    free(x), free(xn), free(att), free(v), free(tmp), free(nw), free(g), free(u);
+    pool_free(pool);
     return st;
 }
 
