@@ -472,6 +472,17 @@ static void test_malformed(void) {
         write_file(p, bm.p, bm.n);
         CHECK(gguf_open(p, &g, &err) == ST_ERR_UNSUPPORTED && strstr(err.detail, "big-endian"));
     }
+    {
+        /* v2 has the same layout as v3 (64-bit counts); both open */
+        Buf bv;
+        m = s, m.version = 2;
+        build(&bv, &m, &info_end);
+        const char *p = tmp_path("v2.gguf");
+        write_file(p, bv.p, bv.n);
+        CHECK_OK(gguf_open(p, &g, &err), err);
+        CHECK(g->version == 2 && g->n_tensors == 1 && gguf_get_arr(g, "a.arr")->v.arr.n == 3);
+        gguf_free(g);
+    }
     m = s, m.version = 1; expect_fail("v1", &m, "unsupported GGUF version 1");
     m = s, m.version = 99; expect_fail("v99", &m, "unsupported GGUF version 99");
     m = s, m.n_tensors = 1ull << 40; expect_fail("ntensors", &m, "tensor count 1099511627776 is impossible");
