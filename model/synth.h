@@ -56,8 +56,10 @@ Status synth_parse_spikes(const char *spec, SynthConfig *cfg, Err *err);
  * spike). Cheap in memory: weights are generated row by row when needed. */
 typedef struct Synth Synth;
 
-/* Validates cfg and prepares; caller frees with synth_free. */
+/* Validates cfg and prepares (cfg is copied); caller frees with synth_free.
+ * With spikes this runs BOS through the layers up to the deepest plant. */
 Status synth_new(const SynthConfig *cfg, Synth **out, Err *err);
+/* NULL is a no-op. */
 void synth_free(Synth *s);
 
 /* Number of tensors and the name of tensor i (llama.cpp names, file order;
