@@ -206,6 +206,26 @@ static int is_collapsed_number(uint32_t cp) {
     return (f & F_N) != 0;
 }
 
+/* [\p{P}\$\+<=>\^~\|`] (falcon): the default set plus '`'. */
+static int is_falcon_punct(uint32_t cp) { return cp == '`' || is_default_punct(cp); }
+
+/* \p{L} and \p{P} on the collapsed text (non-ASCII whitespace is U+000B there;
+ * ASCII \p{P} is llama.cpp's list: !"#%&'()*,-./:;?@[\]_{}). */
+static int is_collapsed_letter(uint32_t cp) {
+    uint16_t f = unicode_flags(cp);
+    if (cp >= 128 && (f & F_WS)) return 0;
+    return (f & F_L) != 0;
+}
+static int is_collapsed_punct(uint32_t cp) {
+    if (cp < 128) {
+        return (cp >= 0x21 && cp <= 0x23) || (cp >= 0x25 && cp <= 0x2A) || (cp >= 0x2C && cp <= 0x2F) ||
+               cp == 0x3A || cp == 0x3B || cp == 0x3F || cp == 0x40 || (cp >= 0x5B && cp <= 0x5D) ||
+               cp == 0x5F || cp == 0x7B || cp == 0x7D;
+    }
+    uint16_t f = unicode_flags(cp);
+    return !(f & F_WS) && (f & UNICODE_F_PUNCT);
+}
+
 static int is_ascii_digit(uint32_t cp) { return cp >= '0' && cp <= '9'; }
 static int is_cr_lf(uint32_t cp) { return cp == '\r' || cp == '\n'; }
 static int is_ds_letter(uint32_t cp) {
@@ -285,16 +305,20 @@ static void split_digit3_piece(const uint32_t *c, int64_t ini, int64_t end, Piec
 
 typedef enum {
     SP_GPT2, SP_LLAMA3, SP_QWEN2, SP_DEFAULT_PUNCT, SP_NUMBERS, SP_DIGIT3,
-    SP_CRLF, SP_DS_LETTERS, SP_DS_PUNCT, SP_TRAILING_SPACE, SP_DS_CJK, SP_END
+    SP_CRLF, SP_DS_LETTERS, SP_DS_PUNCT, SP_TRAILING_SPACE, SP_DS_CJK,
+    SP_DIGIT, SP_FALCON_PUNCT, SP_SPACE_LETTERS, SP_SPACE_PUNCT, SP_END
 } Splitter;
 
-static const Splitter chains[TOK_PRE_COUNT][7] = {
+static const Splitter chains[TOK_PRE_COUNT][8] = {
     [TOK_PRE_DEFAULT] = {SP_DEFAULT_PUNCT, SP_GPT2, SP_NUMBERS, SP_DIGIT3, SP_END},
     [TOK_PRE_GPT2] = {SP_GPT2, SP_END},
     [TOK_PRE_LLAMA3] = {SP_LLAMA3, SP_END},
     [TOK_PRE_QWEN2] = {SP_QWEN2, SP_END},
     [TOK_PRE_DEEPSEEK_LLM] = {SP_CRLF, SP_DS_LETTERS, SP_DS_PUNCT, SP_TRAILING_SPACE, SP_DS_CJK,
                               SP_NUMBERS, SP_END},
+    [TOK_PRE_STARCODER] = {SP_DIGIT, SP_GPT2, SP_END},
+    [TOK_PRE_FALCON] = {SP_FALCON_PUNCT, SP_GPT2, SP_DIGIT3, SP_END},
+    [TOK_PRE_DEEPSEEK_CODER] = {SP_CRLF, SP_SPACE_LETTERS, SP_SPACE_PUNCT, SP_DS_CJK, SP_DIGIT, SP_END},
 };
 
 static void run_splitter(Splitter s, const uint32_t *c, int64_t ini, int64_t end, Pieces *out) {
@@ -310,6 +334,10 @@ static void run_splitter(Splitter s, const uint32_t *c, int64_t ini, int64_t end
     case SP_DS_PUNCT: split_opt_space_class_piece(c, ini, end, is_ds_punct, out); break;
     case SP_TRAILING_SPACE: split_trailing_space_piece(c, ini, end, out); break;
     case SP_DS_CJK: split_class_piece(c, ini, end, is_ds_cjk, 1, out); break;
+    case SP_DIGIT: split_class_piece(c, ini, end, is_collapsed_number, 0, out); break;
+    case SP_FALCON_PUNCT: split_class_piece(c, ini, end, is_falcon_punct, 1, out); break;
+    case SP_SPACE_LETTERS: split_opt_space_class_piece(c, ini, end, is_collapsed_letter, out); break;
+    case SP_SPACE_PUNCT: split_opt_space_class_piece(c, ini, end, is_collapsed_punct, out); break;
     case SP_END: break;
     }
 }
@@ -348,26 +376,48 @@ Status tok_pretok_split(TokPre pre, const uint32_t *cpts, int64_t n, int64_t **l
 
 /* === names ============================================================ */
 
-static const struct { const char *name; TokPre pre; } pre_names[] = {
-    {"default", TOK_PRE_DEFAULT},
-    {"gpt-2", TOK_PRE_GPT2}, {"gpt2", TOK_PRE_GPT2}, {"phi-2", TOK_PRE_GPT2},
-    {"mpt", TOK_PRE_GPT2}, {"olmo", TOK_PRE_GPT2}, {"jais", TOK_PRE_GPT2},
-    /* llama.cpp gives these names ignore_merges and add_bos (tokenizer.c relies on it). */
-    {"llama-bpe", TOK_PRE_LLAMA3}, {"llama3", TOK_PRE_LLAMA3}, {"llama-v3", TOK_PRE_LLAMA3},
-    {"falcon3", TOK_PRE_LLAMA3},
-    {"qwen2", TOK_PRE_QWEN2}, {"stablelm2", TOK_PRE_QWEN2}, {"deepseek-r1-qwen", TOK_PRE_QWEN2},
-    {"megrez", TOK_PRE_QWEN2},
-    {"deepseek-llm", TOK_PRE_DEEPSEEK_LLM},
+/* llama.cpp's llama-vocab.cpp name -> regex list and flags, for the lists
+ * implemented here. */
+static const TokPreName pre_names[] = {
+    {"default", TOK_PRE_DEFAULT, 0, 0, 0},
+    {"gpt-2", TOK_PRE_GPT2, 0, 0, 0}, {"gpt2", TOK_PRE_GPT2, 0, 0, 0}, {"phi-2", TOK_PRE_GPT2, 0, 0, 0},
+    {"jina-es", TOK_PRE_GPT2, 0, 0, 0}, {"jina-de", TOK_PRE_GPT2, 0, 0, 0},
+    {"gigachat", TOK_PRE_GPT2, 0, 0, 0}, {"jina-v2-es", TOK_PRE_GPT2, 0, 0, 0},
+    {"jina-v2-de", TOK_PRE_GPT2, 0, 0, 0}, {"a.x-4.0", TOK_PRE_GPT2, 0, 0, 0},
+    {"mellum", TOK_PRE_GPT2, 0, 0, 0}, {"modern-bert", TOK_PRE_GPT2, 0, 0, 0},
+    {"exaone4", TOK_PRE_GPT2, 0, 0, 0}, {"mpt", TOK_PRE_GPT2, 0, 0, 0}, {"olmo", TOK_PRE_GPT2, 0, 0, 0},
+    {"jais", TOK_PRE_GPT2, 0, 0, 0}, {"trillion", TOK_PRE_GPT2, 0, 0, 0},
+    {"granite-docling", TOK_PRE_GPT2, 0, 0, 0},
+    {"llama-bpe", TOK_PRE_LLAMA3, 1, 1, 0}, {"llama3", TOK_PRE_LLAMA3, 1, 1, 0},
+    {"llama-v3", TOK_PRE_LLAMA3, 1, 1, 0}, {"falcon3", TOK_PRE_LLAMA3, 1, 1, 0},
+    {"falcon-h1", TOK_PRE_LLAMA3, 1, 1, 0}, {"pixtral", TOK_PRE_LLAMA3, 1, 1, 0},
+    {"midm-2.0", TOK_PRE_LLAMA3, 1, 1, 0}, {"lfm2", TOK_PRE_LLAMA3, 1, 1, 0},
+    {"jina-v5-nano", TOK_PRE_LLAMA3, 1, 1, 0},
+    {"dbrx", TOK_PRE_LLAMA3, 0, 0, 0}, {"smaug-bpe", TOK_PRE_LLAMA3, 0, 0, 0},
+    {"chatglm-bpe", TOK_PRE_LLAMA3, 0, 0, 1}, {"glm4", TOK_PRE_LLAMA3, 0, 0, 1},
+    {"qwen2", TOK_PRE_QWEN2, 0, 0, 0}, {"deepseek-r1-qwen", TOK_PRE_QWEN2, 0, 0, 0},
+    {"kormo", TOK_PRE_QWEN2, 0, 0, 0}, {"f2llmv2", TOK_PRE_QWEN2, 0, 0, 0},
+    {"stablelm2", TOK_PRE_QWEN2, 0, 0, 0}, {"megrez", TOK_PRE_QWEN2, 0, 0, 0},
+    {"hunyuan", TOK_PRE_QWEN2, 0, 0, 0}, {"solar-open", TOK_PRE_QWEN2, 0, 0, 0},
+    {"deepseek-llm", TOK_PRE_DEEPSEEK_LLM, 0, 0, 0},
+    {"deepseek-coder", TOK_PRE_DEEPSEEK_CODER, 0, 0, 0},
+    {"falcon", TOK_PRE_FALCON, 0, 0, 0},
+    {"starcoder", TOK_PRE_STARCODER, 0, 0, 0}, {"refact", TOK_PRE_STARCODER, 0, 0, 0},
+    {"command-r", TOK_PRE_STARCODER, 0, 0, 0}, {"smollm", TOK_PRE_STARCODER, 0, 0, 0},
+    {"codeshell", TOK_PRE_STARCODER, 0, 0, 0}, {"exaone", TOK_PRE_STARCODER, 0, 0, 0},
+    {"minerva-7b", TOK_PRE_STARCODER, 0, 0, 0},
 };
 
+const TokPreName *tok_pretok_lookup(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof pre_names / sizeof pre_names[0]; i++)
+        if (strlen(pre_names[i].name) == len && memcmp(pre_names[i].name, name, len) == 0) return &pre_names[i];
+    return NULL;
+}
+
 int tok_pretok_parse(const char *name, size_t len, TokPre *out) {
-    for (size_t i = 0; i < sizeof pre_names / sizeof pre_names[0]; i++) {
-        if (strlen(pre_names[i].name) == len && memcmp(pre_names[i].name, name, len) == 0) {
-            *out = pre_names[i].pre;
-            return 1;
-        }
-    }
-    return 0;
+    const TokPreName *p = tok_pretok_lookup(name, len);
+    if (p) *out = p->pre;
+    return p != NULL;
 }
 
 const char *tok_pretok_name(TokPre pre) {
@@ -377,6 +427,9 @@ const char *tok_pretok_name(TokPre pre) {
     case TOK_PRE_LLAMA3: return "llama-bpe";
     case TOK_PRE_QWEN2: return "qwen2";
     case TOK_PRE_DEEPSEEK_LLM: return "deepseek-llm";
+    case TOK_PRE_STARCODER: return "starcoder";
+    case TOK_PRE_FALCON: return "falcon";
+    case TOK_PRE_DEEPSEEK_CODER: return "deepseek-coder";
     case TOK_PRE_COUNT: break;
     }
     return "?";

@@ -15,14 +15,30 @@ typedef enum {
     TOK_PRE_LLAMA3,       /* Llama 3: (?i:'s|...)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|... */
     TOK_PRE_QWEN2,        /* as LLAMA3 with \p{N} (single digits) */
     TOK_PRE_DEEPSEEK_LLM, /* [\r\n], \s?[letters]+, \s?[punct]+, \s+$, [CJK]+, \p{N}+ */
+    TOK_PRE_STARCODER,    /* \p{N} (single digits), then GPT-2 */
+    TOK_PRE_FALCON,       /* [\p{P}\$\+<=>\^~\|`]+, then GPT-2, then [0-9]{3} */
+    TOK_PRE_DEEPSEEK_CODER, /* [\r\n], \s?\p{L}+, \s?\p{P}+, [CJK]+, \p{N} */
     TOK_PRE_COUNT
 } TokPre;
 
-/* Maps a tokenizer.ggml.pre name (len bytes, not NUL-terminated) to a
- * pre-tokenizer; returns 1 on success, 0 for a name not handled here. */
+/* What llama.cpp does for one tokenizer.ggml.pre name. */
+typedef struct TokPreName {
+    const char *name;
+    TokPre pre;
+    int ignore_merges;       /* a pre-token that is a whole token is used as is */
+    int add_bos;             /* BOS by default (before tokenizer.ggml.add_bos_token) */
+    int no_bos;              /* no default BOS id (chatglm) */
+} TokPreName;
+
+/* Looks up a tokenizer.ggml.pre name (len bytes, not NUL-terminated);
+ * returns NULL for a name not handled here (static storage otherwise). */
+const TokPreName *tok_pretok_lookup(const char *name, size_t len);
+
+/* Maps a name to its pre-tokenizer; returns 1 on success, 0 if unknown. */
 int tok_pretok_parse(const char *name, size_t len, TokPre *out);
 
-/* Canonical name ("default", "gpt-2", "llama-bpe", "qwen2", "deepseek-llm"). */
+/* Canonical name ("default", "gpt-2", "llama-bpe", "qwen2", "deepseek-llm",
+ * "starcoder", "falcon", "deepseek-coder"). */
 const char *tok_pretok_name(TokPre pre);
 
 /* Maps a Hugging Face Split pre-tokenizer regex (or the GPT-2 regex implied by

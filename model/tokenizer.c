@@ -737,8 +737,8 @@ Status tokenizer_from_vocab(const TokVocab *v, Tokenizer **out, Err *err) {
     t->n_tokens = n;
     t->pre = TOK_PRE_DEFAULT;
     if (mode == MODE_BPE && v->pre && !tok_pretok_parse(v->pre, strlen(v->pre), &t->pre)) {
-        st = err_set(err, ST_ERR_UNSUPPORTED, "%s: pre-tokenizer '%s' (known: default, gpt-2, llama-bpe, qwen2, deepseek-llm)",
-                     src, v->pre);
+        st = err_set(err, ST_ERR_UNSUPPORTED, "%s: pre-tokenizer '%s' (known: default, gpt-2, llama-bpe, qwen2, "
+                     "deepseek-llm, deepseek-coder, falcon, starcoder and their aliases)", src, v->pre);
         goto fail;
     }
     size_t bytes = 0;
@@ -893,14 +893,16 @@ Status tokenizer_from_gguf(const Gguf *g, Tokenizer **out, Err *err) {
     v.bos = gguf_token_id(g, "tokenizer.ggml.bos_token_id", is_spm ? 1 : 11, n);
     v.eos = gguf_token_id(g, "tokenizer.ggml.eos_token_id", is_spm ? 2 : 11, n);
     v.unk = gguf_token_id(g, "tokenizer.ggml.unknown_token_id", is_spm ? 0 : -1, n);
-    TokPre pre_kind = TOK_PRE_DEFAULT;
-    if (is_bpe && pre && !tok_pretok_parse(pre, strlen(pre), &pre_kind)) {
-        st = err_set(err, ST_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre '%s' (known: default, gpt-2, llama-bpe, qwen2, deepseek-llm)",
-                     path, pre);
+    const TokPreName *pn = is_bpe && pre ? tok_pretok_lookup(pre, strlen(pre)) : NULL;
+    if (is_bpe && pre && !pn) {
+        st = err_set(err, ST_ERR_UNSUPPORTED,
+                     "%s: tokenizer.ggml.pre '%s' (known: default, gpt-2, llama-bpe, qwen2, deepseek-llm, "
+                     "deepseek-coder, falcon, starcoder and their aliases)", path, pre);
         goto done;
     }
-    v.add_bos = is_spm || pre_kind == TOK_PRE_LLAMA3;
-    v.ignore_merges = pre_kind == TOK_PRE_LLAMA3;
+    v.add_bos = is_spm || (pn && pn->add_bos);
+    v.ignore_merges = pn && pn->ignore_merges;
+    if (pn && pn->no_bos) v.bos = gguf_token_id(g, "tokenizer.ggml.bos_token_id", -1, n);
     v.add_space_prefix = is_spm ? TOK_PREFIX_ALWAYS : TOK_PREFIX_NONE;
     int b;
     if (gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) v.add_bos = b;

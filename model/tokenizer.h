@@ -1,7 +1,8 @@
 /* Tokenizers: SentencePiece-style BPE over scores (llama / llama2.c / HF BPE
  * with byte_fallback and the U+2581 normalizer) and byte-level BPE over merges
- * (GPT-2 family, with a pre-tokenizer chosen by name: "default"/"gpt2",
- * "llama-bpe", "deepseek-llm", "qwen2"). */
+ * (GPT-2 family, with a pre-tokenizer chosen by name: "default", "gpt-2",
+ * "llama-bpe", "qwen2", "deepseek-llm", "deepseek-coder", "falcon",
+ * "starcoder" and llama.cpp's aliases of these; see model/tok_pretok.h). */
 #ifndef QS_MODEL_TOKENIZER_H
 #define QS_MODEL_TOKENIZER_H
 
