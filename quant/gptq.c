@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "kernels/f32gemm.h"
 #include "kernels/linalg.h"
 #include "kernels/sgemm.h"
 #include "quant/rtn.h"
@@ -41,6 +42,8 @@ typedef struct GptqCtx {
     float *scale, *zero;     /* (n_groups) */
     int8_t *q8;              /* (n_out, n_in) codes, original column order */
     uint8_t *f8;
+    const float *L;          /* (n_in, n_in) lower: Uᵀ */
+    GemmWork *gw;            /* per-thread GEMM buffers, or NULL: the caller runs OpenBLAS */
     _Atomic int fit_failed;
 } GptqCtx;
 
@@ -53,10 +56,10 @@ static inline int64_t gptq_group(const GptqCtx *c, int64_t r, int64_t col) {
 /* One lazy batch for rows [r0, r1): quantize each column, record its scaled
  * error in E and push it onto the batch's later columns. */
 static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
-    (void)tid;
     GptqCtx *c = arg;
     const QParams *p = c->p;
     int64_t n_out = c->n_out, n_in = c->n_in, nb = c->nb;
+    int bits = qformat_traits(p->fmt)->bits;
     for (int64_t rs = r0; rs < r1; rs += GPTQ_ROW_TILE) {
         int64_t re = rs + GPTQ_ROW_TILE < r1 ? rs + GPTQ_ROW_TILE : r1;
         for (int64_t i = 0; i < nb; i++) {
@@ -82,7 +85,7 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
             for (int64_t r = rs; r < re; r++) {
                 int64_t gi = gptq_group(c, r, col);
                 int code;
-                float v = rtn_quant_value(p->fmt, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
+                float v = rtn_quant_inline(p->fmt, bits, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
                 if (c->q8) c->q8[r * n_in + col] = (int8_t)code;
                 else c->f8[r * n_in + col] = (uint8_t)code;
                 e[r] = (v - w[r]) / d;
@@ -94,6 +97,12 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
             }
         }
     }
+    /* The batch's errors update every later column at once, for these rows
+     * only (rows never interact): Wt[i2:, r0:r1] += L[i2:, i1:i2] · E[:, r0:r1]. */
+    int64_t i2 = c->i1 + nb;
+    if (c->gw && i2 < n_in)
+        gemm_f32_nn(c->gw, tid, n_in - i2, r1 - r0, nb, c->L + i2 * n_in + c->i1, n_in, c->E + r0, n_out, 1.0f,
+                    c->Wt + i2 * n_out + r0, n_out);
 }
 
 /* Group ranges of the (dead-column-zeroed) original W, for every grouping
@@ -254,6 +263,13 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
     if (!E || !Ub) { st = err_set(err, ST_ERR_NOMEM, "gptq batch buffers"); goto fail; }
     c.E = E;
     c.Ub = Ub;
+    c.L = L;
+    /* Our AVX-512 GEMM runs inside the pool's row ranges; without it the
+     * update is one OpenBLAS call per batch. */
+    if (gemm_f32_available()) {
+        st = gemm_work_new(pool ? pool_size(pool) : 1, &c.gw, err);
+        if (st) goto fail;
+    }
     for (int64_t i1 = 0; i1 < n; i1 += block) {
         if (progress_cancelled(prog)) { st = err_set(err, ST_ERR_CANCELLED, "gptq cancelled at column %lld", (long long)i1); goto fail; }
         int64_t nb = i1 + block <= n ? block : n - i1, i2 = i1 + nb;
@@ -264,7 +280,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         double tb = gptq_now();
         pool_for(pool, n_out, 64, gptq_batch_rows, &c);
         double tg = gptq_now();
-        t_batch += tg - tb;
+        t_batch += tg - tb; /* includes the fused GEMM when c.gw is set */
         if (atomic_load(&c.fit_failed)) {
             st = err_set(err, ST_ERR_RANGE, "gptq: a group's range needs a scale beyond fp16 (columns %lld..%lld)",
                          (long long)i1, (long long)i2 - 1);
@@ -272,7 +288,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         }
         /* the batch's errors update every later column at once:
          * Wt[i2:] += L[i2:, i1:i2] · E */
-        if (i2 < n) sgemm_mul_nn(n - i2, n_out, nb, L + i2 * n + i1, n, E, n_out, 1.0f, Wt + i2 * n_out, n_out);
+        if (!c.gw && i2 < n) sgemm_mul_nn(n - i2, n_out, nb, L + i2 * n + i1, n, E, n_out, 1.0f, Wt + i2 * n_out, n_out);
         t_gemm += gptq_now() - tg;
         progress_add(prog, nb);
     }
@@ -288,6 +304,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
 fail:
     qtensor_done(out);
 done:
+    gemm_work_free(c.gw);
     core_free_aligned(A);
     core_free_aligned(L);
     core_free_aligned(Wt);

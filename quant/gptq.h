@@ -51,8 +51,9 @@ typedef struct GptqStats {
     int64_t dead_cols;       /* inputs with H_jj == 0 */
     int retries;             /* times the damping was multiplied by 10 after a failed Cholesky */
     double sec_factor;       /* wall seconds: building and factorizing H */
-    double sec_batches;      /* quantizing columns and in-batch updates */
-    double sec_gemm;         /* lazy-batch GEMM updates */
+    double sec_batches;      /* quantizing columns and in-batch updates (with the
+                                lazy-batch GEMM fused in on AVX-512 machines) */
+    double sec_gemm;         /* lazy-batch GEMM through OpenBLAS (other machines) */
 } GptqStats;
 
 /* Quantizes W (n_out, n_in) with p and the calibration matrix H (n_in, n_in),

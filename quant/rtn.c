@@ -7,14 +7,6 @@
 #include "core/alloc.h"
 #include "core/fpconv.h"
 
-/* Round to nearest, ties to even, for |x| < 2^22 (our codes are within
- * +-255): adding 1.5*2^23 pushes the fraction out of the mantissa under the
- * default rounding mode. Faster than nearbyintf's library call. */
-static inline float round_even(float x) {
-    const float b = 12582912.0f; /* not folded: we never build with -ffast-math */
-    return (x + b) - b;
-}
-
 static inline int fmt_bits(QFormat f) { return qformat_traits(f)->bits; }
 
 float rtn_fp16_ceil(float x) {
@@ -67,33 +59,14 @@ Status rtn_fit_group(QFormat f, int sym, float lo, float hi, float *scale, float
     *scale = sc;
     if (t->is_int && !sym) {
         float maxq = (float)((1 << t->bits) - 1);
-        float z = round_even(-fminf(lo, 0.0f) / sc);
+        float z = rtn_round_even(-fminf(lo, 0.0f) / sc);
         *zero = fminf(fmaxf(z, 0.0f), maxq);
     }
     return ST_OK;
 }
 
 float rtn_quant_value(QFormat f, int sym, float scale, float zero, float w, int *code) {
-    int bits = fmt_bits(f);
-    if (f == QF_FP8_E4M3 || f == QF_FP8_E5M2) {
-        if (scale == 0.0f) { *code = 0; return 0.0f; }
-        uint8_t c = f == QF_FP8_E4M3 ? f32_to_fp8_e4m3(w / scale) : f32_to_fp8_e5m2(w / scale);
-        *code = c;
-        return (f == QF_FP8_E4M3 ? fp8_e4m3_to_f32(c) : fp8_e5m2_to_f32(c)) * scale;
-    }
-    if (sym) {
-        if (scale == 0.0f) { *code = 0; return 0.0f; }
-        float qmax = (float)((1 << (bits - 1)) - 1);
-        float x = round_even(fminf(fmaxf(w / scale, -qmax), qmax));
-        *code = (int)x;
-        return x * scale;
-    }
-    int half = 1 << (bits - 1);
-    if (scale == 0.0f) { *code = (int)zero - half; return 0.0f; }
-    float maxq = (float)((1 << bits) - 1);
-    float x = round_even(fminf(fmaxf(w / scale + zero, 0.0f), maxq));
-    *code = (int)x - half;
-    return (x - zero) * scale;
+    return rtn_quant_inline(f, fmt_bits(f), sym, scale, zero, w, code);
 }
 
 float rtn_dequant_value(QFormat f, int sym, float scale, float zero, int code) {
@@ -146,16 +119,22 @@ static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams
         if (st) { err_wrap(err, "group %lld", (long long)i); goto fail; }
     }
     int64_t g = qparams_group_len(p, n_out, n_in);
+    int bits = fmt_bits(p->fmt);
     for (int64_t r = 0; r < n_out; r++) {
         const float *w = W + r * n_in;
         int64_t base = p->dim == GROUP_IC ? (r / g) * n_in : p->dim == GROUP_OC ? r * (n_in / g) : 0;
-        for (int64_t c = 0; c < n_in; c++) {
-            int64_t gi = p->dim == GROUP_IC ? base + c : p->dim == GROUP_OC ? base + c / g : 0;
-            int code;
-            float v = rtn_quant_value(p->fmt, p->sym, scale[gi], zero[gi], w[c], &code);
-            if (q8) q8[r * n_in + c] = (int8_t)code;
-            if (f8) f8[r * n_in + c] = (uint8_t)code;
-            if (wq) wq[r * n_in + c] = v;
+        /* one span per group along the row (IC: one element per span) */
+        int64_t span = p->dim == GROUP_OC ? g : p->dim == GROUP_IC ? 1 : n_in;
+        for (int64_t c0 = 0; c0 < n_in; c0 += span) {
+            int64_t gi = p->dim == GROUP_IC ? base + c0 : p->dim == GROUP_OC ? base + c0 / g : 0;
+            float sc = scale[gi], z = zero[gi];
+            for (int64_t c = c0; c < c0 + span; c++) {
+                int code;
+                float v = rtn_quant_inline(p->fmt, bits, p->sym, sc, z, w[c], &code);
+                if (q8) q8[r * n_in + c] = (int8_t)code;
+                if (f8) f8[r * n_in + c] = (uint8_t)code;
+                if (wq) wq[r * n_in + c] = v;
+            }
         }
     }
 fail:

@@ -14,9 +14,11 @@
 #ifndef QS_QUANT_RTN_H
 #define QS_QUANT_RTN_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/fpconv.h"
 #include "core/status.h"
 #include "quant/qtensor.h"
 
@@ -72,6 +74,37 @@ float rtn_quant_value(QFormat f, int sym, float scale, float zero, float w, int 
 
 /* The value a code represents under (scale, zero); inverse of rtn_quant_value. */
 float rtn_dequant_value(QFormat f, int sym, float scale, float zero, int code);
+
+/* Round to nearest, ties to even, for |x| < 2^22 (codes are within +-255):
+ * adding 1.5*2^23 pushes the fraction out of the mantissa under the default
+ * rounding mode (the project never builds with -ffast-math). */
+static inline float rtn_round_even(float x) {
+    const float b = 12582912.0f;
+    return (x + b) - b;
+}
+
+/* rtn_quant_value for hot loops: bits = the format's bits. */
+static inline float rtn_quant_inline(QFormat f, int bits, int sym, float scale, float zero, float w, int *code) {
+    if (f == QF_FP8_E4M3 || f == QF_FP8_E5M2) {
+        if (scale == 0.0f) { *code = 0; return 0.0f; }
+        uint8_t c = f == QF_FP8_E4M3 ? f32_to_fp8_e4m3(w / scale) : f32_to_fp8_e5m2(w / scale);
+        *code = c;
+        return (f == QF_FP8_E4M3 ? fp8_e4m3_to_f32(c) : fp8_e5m2_to_f32(c)) * scale;
+    }
+    if (sym) {
+        if (scale == 0.0f) { *code = 0; return 0.0f; }
+        float qmax = (float)((1 << (bits - 1)) - 1);
+        float x = rtn_round_even(fminf(fmaxf(w / scale, -qmax), qmax));
+        *code = (int)x;
+        return x * scale;
+    }
+    int half = 1 << (bits - 1);
+    if (scale == 0.0f) { *code = (int)zero - half; return 0.0f; }
+    float maxq = (float)((1 << bits) - 1);
+    float x = rtn_round_even(fminf(fmaxf(w / scale + zero, 0.0f), maxq));
+    *code = (int)x - half;
+    return (x - zero) * scale;
+}
 
 /* Rounds a positive finite value up to the nearest fp16-representable float;
  * returns +inf when it exceeds the fp16 range. */

@@ -12,6 +12,7 @@
 #include "core/pool.h"
 #include "core/status.h"
 #include "kernels/blas.h"
+#include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
@@ -20,6 +21,23 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The machine is shared: the 1-minute load average goes with every figure. */
+static const char *load_avg(void) {
+    static char buf[64] = "?\n";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%31s", buf) == 1) strcat(buf, "\n");
+        fclose(f);
+    }
+    return buf;
 }
 
 static uint64_t rng = 0x853c49e6748fea9bull;
@@ -62,8 +80,9 @@ int main(int argc, char **argv) {
         for (int64_t j = 0; j < i; j++) H[i * n + j] = H[j * n + i];
     double t_h = now() - t0;
     for (int64_t i = 0; i < n * n; i++) W[i] = (float)(0.02 * nrand());
-    printf("bench_gptq: %lld x %lld layer, %d threads, H from %lld tokens (built in %.2f s)\n", (long long)n,
-           (long long)n, threads, (long long)T, t_h);
+    printf("bench_gptq: %lld x %lld layer, %d threads, H from %lld tokens (built in %.2f s), OpenBLAS core %s, "
+           "AVX-512 GEMM %s, load %s", (long long)n, (long long)n, threads, (long long)T, t_h, sgemm_backend(),
+           gemm_f32_available() ? "yes" : "no", load_avg());
     struct { const char *name; QParams p; int act_order; } cases[] = {
         {"int4 oc128 asym", {QF_INT4, 0, GROUP_OC, 128}, 0},
         {"int4 oc128 asym act-order", {QF_INT4, 0, GROUP_OC, 128}, 1},
@@ -75,13 +94,14 @@ int main(int argc, char **argv) {
         o.act_order = cases[k].act_order;
         QTensor q;
         t0 = now();
+        double c0 = cpu_now();
         GptqStats gs;
         Status st = gptq_quantize(W, n, n, H, NULL, &cases[k].p, &o, pool, NULL, &q, &gs, &err);
-        double dt = now() - t0;
+        double dt = now() - t0, dc = cpu_now() - c0;
         if (st) { fprintf(stderr, "gptq: %s\n", err.detail); return 1; }
         qtensor_done(&q);
-        printf("gptq %-28s %7.2f s  (H factor %.2f, column batches %.2f, lazy GEMM %.2f)\n", cases[k].name, dt,
-               gs.sec_factor, gs.sec_batches, gs.sec_gemm);
+        printf("gptq %-28s %7.2f s  %7.2f cpu-s  (H factor %.2f, column batches %.2f, lazy GEMM %.2f)\n",
+               cases[k].name, dt, dc, gs.sec_factor, gs.sec_batches, gs.sec_gemm);
     }
     QTensor q;
     t0 = now();
