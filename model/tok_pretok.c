@@ -446,8 +446,6 @@ static const struct { const char *re; TokPre pre; } known_regexes[] = {
      "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", TOK_PRE_QWEN2},
     {"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
      " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", TOK_PRE_QWEN2},
-    /* DeepSeek-LLM's tokenizer.json is a Sequence of Splits starting with this one. */
-    {"[\\r\\n]", TOK_PRE_DEEPSEEK_LLM},
 };
 
 int tok_pretok_from_regex(const char *pattern, TokPre *out) {
@@ -456,6 +454,17 @@ int tok_pretok_from_regex(const char *pattern, TokPre *out) {
             *out = known_regexes[i].pre;
             return 1;
         }
+    }
+    return 0;
+}
+
+static int is_crlf_class(const char *p) { return strcmp(p, "[\\r\\n]") == 0 || strcmp(p, "[\r\n]") == 0; }
+
+int tok_pretok_from_regex_list(const char *const *patterns, int n, TokPre *out) {
+    if (n == 1) return tok_pretok_from_regex(patterns[0], out);
+    if (n >= 2 && is_crlf_class(patterns[0])) {
+        if (strcmp(patterns[1], "\\s?\\p{L}+") == 0) { *out = TOK_PRE_DEEPSEEK_CODER; return 1; }
+        if (strncmp(patterns[1], "\\s?[A-Za-z", 10) == 0) { *out = TOK_PRE_DEEPSEEK_LLM; return 1; }
     }
     return 0;
 }

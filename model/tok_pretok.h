@@ -46,6 +46,10 @@ const char *tok_pretok_name(TokPre pre);
  * with the known patterns; returns 1 on a match, 0 otherwise. */
 int tok_pretok_from_regex(const char *pattern, TokPre *out);
 
+/* The same for a Sequence of n Split patterns (in order): one known pattern,
+ * or DeepSeek's chains, told apart by the Split after "[\r\n]". */
+int tok_pretok_from_regex_list(const char *const *patterns, int n, TokPre *out);
+
 /* Splits n codepoints into words. *lens receives the word lengths in
  * codepoints (heap, caller frees; they sum to n), *n_words their count. */
 Status tok_pretok_split(TokPre pre, const uint32_t *cpts, int64_t n, int64_t **lens,

@@ -1186,25 +1186,36 @@ static int hf_metaspace(const cJSON *pre, const char **why) {
  * *prefix: ByteLevel's add_prefix_space, supported only where it applies to the
  * whole section (ByteLevel doing the GPT-2 split itself). */
 static int hf_byte_level_pre(const cJSON *pre, TokPre *out, int *prefix, const char **unknown) {
-    int n = json_seq_count(pre, "pretokenizers"), byte_level = 0, have = 0;
+    int n = json_seq_count(pre, "pretokenizers"), byte_level = 0, use_regex = 0, n_split = 0;
+    const char *splits[16];
     *unknown = NULL;
     *prefix = 0;
     for (int i = 0; i < n; i++) {
         const cJSON *x = json_seq_item(pre, "pretokenizers", i);
         if (json_is_type(x, "ByteLevel")) {
+            if (byte_level) { *unknown = "two ByteLevel pre-tokenizers"; return 0; }
             byte_level = 1;
             const cJSON *ur = cJSON_GetObjectItemCaseSensitive(x, "use_regex");
             int aps = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "add_prefix_space"));
-            if (aps && (have || i > 0)) { *unknown = "ByteLevel add_prefix_space after another split"; return 0; }
+            if (aps && i > 0) { *unknown = "ByteLevel add_prefix_space after another split"; return 0; }
             *prefix = aps;
-            if (!have && (!ur || cJSON_IsTrue(ur))) { *out = TOK_PRE_GPT2; have = 1; }
-        } else if (json_is_type(x, "Split") && !have) {
+            use_regex = !ur || cJSON_IsTrue(ur);
+        } else if (json_is_type(x, "Split")) {
             const char *re = json_str(cJSON_GetObjectItemCaseSensitive(x, "pattern"), "Regex");
-            if (re && tok_pretok_from_regex(re, out)) have = 1;
-            else if (!*unknown) *unknown = re ? re : "(non-regex Split)";
+            if (!re) { *unknown = "a Split without a regex"; return 0; }
+            if (n_split == 16) { *unknown = "more than 16 Splits"; return 0; }
+            splits[n_split++] = re;
+        } else {
+            const char *ty = json_str(x, "type");
+            *unknown = ty ? ty : "an untyped pre-tokenizer";
+            return 0;
         }
     }
-    return byte_level && have;
+    if (!byte_level) return 0;
+    if (n_split == 0 && use_regex) { *out = TOK_PRE_GPT2; return 1; }
+    if (n_split > 0 && !use_regex && tok_pretok_from_regex_list(splits, n_split, out)) return 1;
+    *unknown = n_split ? splits[0] : "ByteLevel without a split";
+    return 0;
 }
 
 /* add_bos from the post-processor: TemplateProcessing whose single template starts with a special token. */

@@ -388,6 +388,11 @@ static void check_pretokenizers(void) {
     CHECK(pn && pn->pre == TOK_PRE_LLAMA3 && pn->ignore_merges && pn->add_bos);
     pn = tok_pretok_lookup("dbrx", 4); /* Llama 3's regex without its flags */
     CHECK(pn && pn->pre == TOK_PRE_LLAMA3 && !pn->ignore_merges && !pn->add_bos);
+    const char *ds_llm[3] = {"[\r\n]", "\\s?[A-Za-z\xC2\xB5]+", "\\p{N}+"};
+    const char *ds_coder[3] = {"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+"};
+    CHECK(tok_pretok_from_regex_list(ds_llm, 3, &p) && p == TOK_PRE_DEEPSEEK_LLM);
+    CHECK(tok_pretok_from_regex_list(ds_coder, 3, &p) && p == TOK_PRE_DEEPSEEK_CODER);
+    CHECK(!tok_pretok_from_regex_list(ds_coder + 1, 2, &p));
     pn = tok_pretok_lookup("command-r", 9);
     CHECK(pn && pn->pre == TOK_PRE_STARCODER);
     CHECK(tok_pretok_from_regex("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", &p) &&
