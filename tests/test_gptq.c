@@ -373,6 +373,59 @@ static void test_synthetic_vs_rtn(Pool *pool) {
     free(H);
 }
 
+/* AdaDim on planted structure: a loud input column favours per-IC scales, a
+ * loud output row favours per-OC scales; with GPTQ as the base the reported
+ * errors are those of gptq_quantize's own results. */
+static void test_adadim(Pool *pool) {
+    Err err;
+    err_init(&err);
+    const int64_t n_out = 64, n_in = 128;
+    double *H = synth_h(n_in, 300, 0);
+    float *W = synth_w(n_out, n_in);
+    for (int64_t r = 0; r < n_out; r++) W[r * n_in + 9] *= 40.0f; /* loud column */
+    QParams p = {QF_INT4, 1, GROUP_OC, 0};
+    AdaDimResult res;
+    CHECK_OK(adadim_choose(W, n_out, n_in, H, &p, NULL, pool, NULL, &res, &err), err);
+    printf("adadim, loud column: err oc %.4g ic %.4g (ref %.4g)\n", res.err_oc, res.err_ic, res.err_ref);
+    CHECK(res.dim == GROUP_IC && res.err_ic < 0.5 * res.err_oc);
+    CHECK_NEAR(res.err_ref, out_err(W, NULL, n_out, n_in, H), 1e-9 * res.err_ref);
+    qtensor_done(&res.q);
+    free(W);
+    W = synth_w(n_out, n_in);
+    for (int64_t c = 0; c < n_in; c++) W[3 * n_in + c] *= 40.0f; /* loud row */
+    CHECK_OK(adadim_choose(W, n_out, n_in, H, &p, NULL, pool, NULL, &res, &err), err);
+    printf("adadim, loud row: err oc %.4g ic %.4g\n", res.err_oc, res.err_ic);
+    CHECK(res.dim == GROUP_OC && res.err_oc < 0.8 * res.err_ic);
+    qtensor_done(&res.q);
+    /* GPTQ base, groups of 16 both ways */
+    GptqOpts o;
+    gptq_opts_default(&o);
+    QParams pg = {QF_INT3, 0, GROUP_IC, 16}; /* dim is ignored */
+    CHECK_OK(adadim_choose(W, n_out, n_in, H, &pg, &o, pool, NULL, &res, &err), err);
+    float *wq = malloc((size_t)(n_out * n_in) * sizeof *wq);
+    for (int d = GROUP_OC; d <= GROUP_IC; d++) {
+        QParams pd = pg;
+        pd.dim = (GroupDim)d;
+        QTensor q;
+        CHECK_OK(gptq_quantize(W, n_out, n_in, H, NULL, &pd, &o, pool, NULL, &q, NULL, &err), err);
+        qtensor_dequant(&q, wq);
+        double e = out_err(W, wq, n_out, n_in, H);
+        CHECK_NEAR(d == GROUP_OC ? res.err_oc : res.err_ic, e, 1e-6 * e);
+        if (d == (int)res.dim) CHECK(!memcmp(q.q, res.q.q, (size_t)(n_out * n_in)) && res.q.p.dim == res.dim);
+        qtensor_done(&q);
+    }
+    qtensor_done(&res.q);
+    /* the group must divide both dims */
+    QParams bad = {QF_INT4, 1, GROUP_OC, 32};
+    CHECK(adadim_choose(W, 48, 128, H, &bad, NULL, pool, NULL, &res, &err) == ST_ERR_ARG);
+    CHECK(strstr(err.detail, "group 32 does not divide the output dim 48"));
+    QParams f16 = {QF_F16, 1, GROUP_OC, 0};
+    CHECK(adadim_choose(W, n_out, n_in, H, &f16, NULL, pool, NULL, &res, &err) == ST_ERR_ARG);
+    free(wq);
+    free(W);
+    free(H);
+}
+
 /* === stories260K: H from real activations through the forward taps === */
 
 typedef struct TapAcc {
@@ -474,6 +527,7 @@ int main(void) {
     test_linalg();
     test_vs_reference(pool);
     test_synthetic_vs_rtn(pool);
+    test_adadim(pool);
     test_stories(pool);
     pool_free(pool);
     return testlib_done("test_gptq");
