@@ -1,0 +1,81 @@
+/* A quantized model: the model's float32 weights plus, for every (layer,
+ * projection) a resolved plan does not leave at fp32, a QLinear running the
+ * entry's format with its own kernel, SmoothQuant-rescaled norm gains, a
+ * quantized output head and a (dequantized) quantized embedding table.
+ * Building it is where a plan executes: each site is quantized with its
+ * entry's method (rtn; gptq with calibration H; adadim choosing the grouping
+ * dimension by calibrated output error; aqlm), SmoothQuant (smooth_alpha > 0)
+ * migrates each norm's activation maxima into copies of the norm gain and
+ * the weight columns before quantizing, and static activation scales come
+ * from calibration's per-tensor max|x|.
+ *
+ * The embedding is looked up, never multiplied, so its quantized form is held
+ * as the dequantized float32 table in a shallow copy of the Model
+ * (QModel.model) whose tok_embd points at it; run the quantized model with
+ * forward_new(&qm->model, &qm->ov, ...). That copy borrows every other
+ * pointer from the original Model, which must outlive the QModel. */
+#ifndef QS_ANALYSIS_QMODEL_H
+#define QS_ANALYSIS_QMODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "analysis/calib.h"
+#include "analysis/stats.h"
+#include "core/pool.h"
+#include "core/progress.h"
+#include "core/status.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "quant/plan.h"
+#include "quant/qlinear.h"
+
+/* Calibration inputs a plan may need; both borrowed for the build. */
+typedef struct QModelStats {
+    const CalibStats *cs;    /* per-channel / per-tensor max|x| (SmoothQuant, static scales) */
+    const HStore *h;         /* H = XᵀX per (layer, linear input) (gptq, adadim, aqlm) */
+} QModelStats;
+
+typedef struct QModel {
+    Model model;             /* shallow copy of the source Model (see above) */
+    Overlay ov;              /* points into lin / attn_norm / ffn_norm / output */
+    PlanResolved res;        /* the plan resolved on the model */
+    int64_t n_layers;
+    QLinear **lin;           /* (n_layers * PROJ_COUNT) owned; NULL = the model's fp32 weight */
+    float **attn_norm;       /* (n_layers) owned (dim) gains after SmoothQuant, or NULL */
+    float **ffn_norm;        /* (n_layers) owned (dim), or NULL */
+    QLinear *output;         /* owned; NULL = the model's head */
+    float *embd;             /* (vocab, dim) owned dequantized embedding, or NULL */
+    GroupDim *adadim_dim;    /* (n_layers * PROJ_COUNT) AdaDim's choice (GROUP_TENSOR: not adadim) */
+    double *site_rel_err;    /* (n_layers * PROJ_COUNT) weight-space relative error
+                                ‖W - Wq‖_F / ‖W‖_F of each site (0 for fp32) */
+    int64_t params;          /* weights counted: projections + embedding + head (tied once) */
+    int64_t bits;            /* their exact bits (plan_size with AdaDim's choices) */
+    size_t bytes;            /* their bytes (plan_size's all_bytes) */
+    double bpw;              /* bits / params */
+    size_t kernel_bytes;     /* Σ QLinear bytes() as packed for the kernels (info) */
+    char **notes;            /* (n_notes) owned: the plan's notes, then the build's
+                                (AdaDim choices, fallbacks, SmoothQuant sites) */
+    int64_t n_notes;
+    double seconds;          /* build wall time */
+} QModel;
+
+/* Returns 1 when resolving p on m gives a site that needs H (gptq, adadim,
+ * aqlm) or activation maxima (static scales, SmoothQuant); *what (may be
+ * NULL) receives a static word for the message ("H", "activation maxima"). */
+int qmodel_plan_needs_stats(const Plan *p, const PlanModel *m, const char **what);
+
+/* Builds the quantized model of m under p. st may be NULL or have NULL
+ * members when the plan needs no calibration; otherwise fails with
+ * ST_ERR_ARG: "plan 'int4-gptq' needs calibration statistics (H): pass
+ * --stats STATS from `qscope calib`". Validates p on m first (plan_validate's
+ * message). pool may be NULL; prog may be NULL (stage "quantize", one step
+ * per site; cancel -> ST_ERR_CANCELLED). m, st borrowed; m must outlive the
+ * result. Caller frees *out with qmodel_free. */
+Status qmodel_build(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
+                    QModel **out, Err *err);
+
+/* NULL is a no-op. */
+void qmodel_free(QModel *qm);
+
+#endif
