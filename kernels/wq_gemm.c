@@ -9,6 +9,7 @@
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
 #include "kernels/f16_gemm.h"
+#include "kernels/f32gemm.h"
 #include "kernels/fp8_gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/wq_rowdot.h"
@@ -215,6 +216,63 @@ static int64_t wq_group_of(const WqMatrix *m, int64_t o, int64_t i) {
     }
 }
 
+/* Unsigned integer codes of a packed row to floats, 16 lanes at a time. */
+WQ_AVX512_TARGET static void wq_decode_int_avx512(WqCode code, const uint8_t *row, int64_t k, float *v) {
+    const __m512 id = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i three = _mm512_set1_epi32(3), four = _mm512_set1_epi32(4);
+    int64_t be = wq_traits[code].elems, nb = k / be, i = 0;
+    for (int64_t b = 0; b < nb; b++, i += be) {
+        const uint8_t *p = row + (size_t)b * wq_traits[code].bytes;
+        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        switch (code) {
+        case WQ_U8:
+            _mm512_storeu_ps(v + i, _mm512_cvtepi32_ps(c));
+            _mm512_storeu_ps(v + i + 16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16)))));
+            break;
+        case WQ_U4:
+            _mm512_storeu_ps(v + i, _mm512_permutexvar_ps(c, id));
+            _mm512_storeu_ps(v + i + 16, _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), id));
+            break;
+        case WQ_U2:
+            for (int t = 0; t < 4; t++)
+                _mm512_storeu_ps(v + i + 16 * t, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(c, _mm512_set1_epi32(2 * t)), three)));
+            break;
+        default: { /* U3 */
+            uint64_t hb;
+            memcpy(&hb, p + 16, 8);
+            for (int t = 0; t < 4; t++) {
+                __m512i e = _mm512_and_si512(_mm512_srlv_epi32(c, _mm512_set1_epi32(2 * t)), three);
+                e = _mm512_mask_or_epi32(e, (__mmask16)(hb >> (16 * t)), e, four);
+                _mm512_storeu_ps(v + i + 16 * t, _mm512_cvtepi32_ps(e));
+            }
+            break;
+        }
+        }
+    }
+    for (; i < k; i++) v[i] = (float)wq_get_int(code, row, i);
+}
+
+/* w = (v - z) · s over n elements with one (s, z) or per-element arrays. */
+WQ_AVX512_TARGET static void wq_scale_avx512(float *w, int64_t n, const float *s, const float *z, int per_elem) {
+    int64_t i = 0;
+    if (per_elem) {
+        for (; i + 16 <= n; i += 16) {
+            __m512 v = _mm512_loadu_ps(w + i);
+            if (z) v = _mm512_sub_ps(v, _mm512_loadu_ps(z + i));
+            _mm512_storeu_ps(w + i, _mm512_mul_ps(v, _mm512_loadu_ps(s + i)));
+        }
+        for (; i < n; i++) w[i] = z ? (w[i] - z[i]) * s[i] : w[i] * s[i];
+        return;
+    }
+    const __m512 vs = _mm512_set1_ps(*s), vz = _mm512_set1_ps(z ? *z : 0.0f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(w + i);
+        if (z) v = _mm512_sub_ps(v, vz);
+        _mm512_storeu_ps(w + i, _mm512_mul_ps(v, vs));
+    }
+    for (; i < n; i++) w[i] = z ? (w[i] - *z) * *s : w[i] * *s;
+}
+
 /* Decoded (unscaled) values v of row o: integer code, fp8/fp16 value. */
 static void wq_decode_row(const WqMatrix *m, int64_t o, float *v, int fast) {
     const uint8_t *row = m->codes + (size_t)o * m->row_bytes;
@@ -230,11 +288,10 @@ static void wq_decode_row(const WqMatrix *m, int64_t o, float *v, int fast) {
         else f16_decode_ref((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
         break;
     case WQ_F32: memcpy(v, row, (size_t)m->k * 4); break;
-    case WQ_U8:
-        for (int64_t i = 0; i < m->k; i++) v[i] = (float)row[i];
-        break;
     default:
-        for (int64_t i = 0; i < m->k; i++) v[i] = (float)wq_get_int(m->code, row, i);
+        if (fast) wq_decode_int_avx512(m->code, row, m->k, v);
+        else
+            for (int64_t i = 0; i < m->k; i++) v[i] = (float)wq_get_int(m->code, row, i);
         break;
     }
 }
@@ -244,24 +301,22 @@ static void wq_dequant_row(const WqMatrix *m, int64_t o, float *w, int fast) {
     if (m->gdim == WQ_GROUP_NONE) return;
     const int64_t k = m->k;
     const int is_int = wq_is_int(m->code);
-    if (m->gdim == WQ_GROUP_TENSOR || (m->gdim == WQ_GROUP_OC && m->group == 0)) {
-        int64_t g = m->gdim == WQ_GROUP_TENSOR ? 0 : o;
-        float s = m->scale[g], z = is_int ? m->zero[g] : 0.0f;
-        if (is_int) for (int64_t i = 0; i < k; i++) w[i] = (w[i] - z) * s;
-        else for (int64_t i = 0; i < k; i++) w[i] = w[i] * s;
-        return;
-    }
     if (m->gdim == WQ_GROUP_IC) {
         const float *s = m->scale + wq_group_of(m, o, 0);
         const float *z = is_int ? m->zero + wq_group_of(m, o, 0) : NULL;
-        if (is_int) for (int64_t i = 0; i < k; i++) w[i] = (w[i] - z[i]) * s[i];
+        if (fast) wq_scale_avx512(w, k, s, z, 1);
+        else if (is_int) for (int64_t i = 0; i < k; i++) w[i] = (w[i] - z[i]) * s[i];
         else for (int64_t i = 0; i < k; i++) w[i] = w[i] * s[i];
         return;
     }
-    for (int64_t i0 = 0; i0 < k; i0 += m->group) {
+    /* TENSOR, or OC with runs of glen inputs sharing (s, z) */
+    int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : k;
+    for (int64_t i0 = 0; i0 < k; i0 += glen) {
         int64_t g = wq_group_of(m, o, i0);
-        float s = m->scale[g], z = is_int ? m->zero[g] : 0.0f;
-        for (int64_t i = i0; i < i0 + m->group; i++) w[i] = is_int ? (w[i] - z) * s : w[i] * s;
+        const float *s = m->scale + g, *z = is_int ? m->zero + g : NULL;
+        if (fast) wq_scale_avx512(w + i0, glen, s, z, 0);
+        else
+            for (int64_t i = i0; i < i0 + glen; i++) w[i] = z ? (w[i] - *z) * *s : w[i] * *s;
     }
 }
 
@@ -538,9 +593,11 @@ void wq_gemv(const WqMatrix *m, const float *x, float *y, Pool *pool) {
     pool_for(pool, m->n, 16, gemv_rows_slow, &t);
 }
 
-/* === batched: dequantized tiles through sgemm === */
+/* === batched: dequantized tiles through a float GEMM === */
 
-#define TILE_ROWS 256
+/* Rows per tile: large enough that re-packing x for every tile stays a few
+ * percent of the GEMM, small enough (512 × k floats) to stay in L2/L3. */
+#define TILE_ROWS 512
 
 typedef struct TileTask { const WqMatrix *m; int64_t r0; float *w; } TileTask;
 
@@ -556,14 +613,25 @@ Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *poo
         return ST_OK;
     }
     int64_t rows = m->n < TILE_ROWS ? m->n : TILE_ROWS;
+    GemmWork *gw = NULL;
     float *w = core_alloc_aligned((size_t)(rows * m->k), sizeof(float));
     if (!w) return err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);
+    /* our AVX-512 GEMM on the pool where it runs, else OpenBLAS */
+    if (gemm_f32_available()) {
+        Status st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err);
+        if (st) {
+            core_free_aligned(w);
+            return st;
+        }
+    }
     for (int64_t r0 = 0; r0 < m->n; r0 += rows) {
         int64_t nr = m->n - r0 < rows ? m->n - r0 : rows;
         TileTask tt = {m, r0, w};
         pool_for(pool, nr, 8, tile_dequant, &tt);
-        sgemm_mul_nt(T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
+        if (gw) gemm_f32_nt_pool(pool, gw, T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
+        else sgemm_mul_nt(T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
     }
+    gemm_work_free(gw);
     core_free_aligned(w);
     return ST_OK;
 }

@@ -32,7 +32,7 @@
  * Single-token (T == 1) products run a GEMV that decodes the codes in
  * registers (AVX-512) and accumulates per group before applying the group
  * scale; IC grouping pre-scales x once per block of rows instead. Batches
- * dequantize tiles of rows to float and call OpenBLAS sgemm. Every fast path
+ * dequantize tiles of rows to float and run a float GEMM on them. Every fast path
  * has the scalar wq_gemv_ref twin (exact dequant, double accumulation). */
 #ifndef QS_KERNELS_WQ_GEMM_H
 #define QS_KERNELS_WQ_GEMM_H
@@ -117,9 +117,9 @@ int wq_gemv_fast_ok(const WqMatrix *m);
 void wq_gemv_ref(const WqMatrix *m, const float *x, float *y);
 
 /* y (T, n) = x (T, k) · Wᵀ: GEMV per row for small T, else dequantized tiles
- * of rows through OpenBLAS sgemm (whose thread count the caller sets). The
- * pool parallelizes GEMV rows and tile dequantization. Fails (ST_ERR_NOMEM)
- * only when the tile buffer cannot be allocated. */
+ * of 512 rows through kernels/f32gemm.h's AVX-512 GEMM on the pool (OpenBLAS
+ * sgemm, with the thread count the caller set, where that kernel cannot
+ * run). Fails (ST_ERR_NOMEM) only when a buffer cannot be allocated. */
 Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err);
 
 #endif
