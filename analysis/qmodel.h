@@ -20,8 +20,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "analysis/calib.h"
-#include "analysis/stats.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "core/status.h"
@@ -30,10 +28,16 @@
 #include "quant/plan.h"
 #include "quant/qlinear.h"
 
+/* analysis/stats.h's ActFmt enumerators clash with quant/plan.h's ActFormat
+ * (ACT_INT8 ...), so no file can include both: the calibration types are
+ * declared here by tag only and read through analysis/qmodel_stats.h. */
+struct CalibStats;
+struct HStore;
+
 /* Calibration inputs a plan may need; both borrowed for the build. */
 typedef struct QModelStats {
-    const CalibStats *cs;    /* per-channel / per-tensor max|x| (SmoothQuant, static scales) */
-    const HStore *h;         /* H = XᵀX per (layer, linear input) (gptq, adadim, aqlm) */
+    const struct CalibStats *cs; /* per-channel / per-tensor max|x| (SmoothQuant, static scales) */
+    const struct HStore *h;      /* H = XᵀX per (layer, linear input) (gptq, adadim, aqlm) */
 } QModelStats;
 
 typedef struct QModel {

@@ -1,0 +1,110 @@
+/* Stats-file, H and spike-ranking access for plan-side code (see the header
+ * for why this sits apart from analysis/qmodel.c). */
+#include "analysis/qmodel_stats.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/calib.h"
+#include "analysis/spikes.h"
+#include "analysis/stats.h"
+#include "analysis/statsfile.h"
+#include "core/mapfile.h"
+
+Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    char *hpath = NULL;
+    Status st = statsfile_load(path, &out->cs, err);
+    if (st) goto fail;
+    char why[256];
+    if (m && statsfile_is_stale(out->cs, m, why, sizeof why)) {
+        st = err_set(err, ST_ERR_MISMATCH, "%s: statistics were not computed on %s: %s", path, m->path, why);
+        goto fail;
+    }
+    if (out->cs->has_h) {
+        hpath = statsfile_h_path(path);
+        if (!hpath) {
+            st = err_set(err, ST_ERR_NOMEM, "%s: H path", path);
+            goto fail;
+        }
+        out->h = calloc(1, sizeof *out->h);
+        if (!out->h) {
+            st = err_set(err, ST_ERR_NOMEM, "%s: H store", path);
+            goto fail;
+        }
+        st = hstore_open(out->h, hpath, out->cs->h_id, out->cs->n_layers, out->cs->width, err);
+        if (st) {
+            free(out->h);
+            out->h = NULL;
+            goto fail;
+        }
+    }
+    free(hpath);
+    return ST_OK;
+fail:
+    free(hpath);
+    qstats_close(out);
+    return st;
+}
+
+void qstats_close(QStatsFile *f) {
+    if (!f) return;
+    if (f->h) {
+        hstore_close(f->h);
+        free(f->h);
+    }
+    calib_stats_free(f->cs);
+    memset(f, 0, sizeof *f);
+}
+
+const float *qstats_ch_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap, int64_t *width) {
+    if (!cs || layer < 0 || layer >= cs->n_layers || tap < 0 || tap >= TAP_COUNT) return NULL;
+    const TapStats *ts = calib_tap(cs, layer, tap);
+    if (width) *width = ts->width;
+    return ts->ch_absmax;
+}
+
+float qstats_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap) {
+    if (!cs || layer < 0 || layer >= cs->n_layers || tap < 0 || tap >= TAP_COUNT) return 0.0f;
+    return calib_tap(cs, layer, tap)->absmax;
+}
+
+const double *qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, int64_t *width) {
+    if (!h || layer < 0 || layer >= h->n_layers || (int)tap < 0 || (int)tap >= HSTORE_TAPS) return NULL;
+    if (width) *width = h->width[tap];
+    return hstore_matrix(h, layer, (int)tap);
+}
+
+Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err) {
+    *sites = NULL;
+    *n = 0;
+    SpikeScore *sc = NULL;
+    int64_t n_sc = 0;
+    Status st = spikes_score(cs, &sc, &n_sc, err);
+    if (st) return st;
+    if (k > n_sc) k = n_sc;
+    char **out = calloc((size_t)(k > 0 ? k : 1), sizeof *out);
+    if (!out) {
+        free(sc);
+        return err_set(err, ST_ERR_NOMEM, "spike sites");
+    }
+    for (int64_t i = 0; i < k; i++) {
+        out[i] = malloc(48);
+        if (!out[i]) {
+            for (int64_t j = 0; j < i; j++) free(out[j]);
+            free(out);
+            free(sc);
+            return err_set(err, ST_ERR_NOMEM, "spike sites");
+        }
+        snprintf(out[i], 48, "%lld.%s", (long long)sc[i].layer, tap_name(sc[i].tap));
+    }
+    free(sc);
+    *sites = out;
+    *n = k;
+    return ST_OK;
+}
+
+const char *qstats_text_path(const struct CalibStats *cs) { return cs ? cs->params.text_path : ""; }
+
+int64_t qstats_tokens(const struct CalibStats *cs) { return cs ? cs->n_tokens : 0; }

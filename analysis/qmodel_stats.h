@@ -1,0 +1,51 @@
+/* The calibration facts a quantized-model build reads, behind functions that
+ * do not need quant/plan.h: analysis/stats.h and quant/plan.h both define
+ * ACT_INT8 (for different enums), so code that works with plans (qmodel.c,
+ * the eval/quant/plan commands) reaches the stats file, H and the spike
+ * ranking through here. */
+#ifndef QS_ANALYSIS_QMODEL_STATS_H
+#define QS_ANALYSIS_QMODEL_STATS_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+
+struct CalibStats;
+struct HStore;
+
+/* A loaded stats file and its H store (if it has one). */
+typedef struct QStatsFile {
+    struct CalibStats *cs;   /* owned */
+    struct HStore *h;        /* owned; NULL when the stats were computed without H */
+} QStatsFile;
+
+/* Loads the stats file at path and, when present, its "<path>.h64" H store,
+ * checking both against m (a stale file fails with ST_ERR_MISMATCH naming the
+ * file and the reason). Caller releases with qstats_close. */
+Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err);
+
+/* Frees both; safe on a zeroed QStatsFile. */
+void qstats_close(QStatsFile *f);
+
+/* The max|x| per input channel of (layer, tap) (TAP_QKV .. TAP_DOWN), width
+ * values in *width; borrowed from cs. */
+const float *qstats_ch_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap, int64_t *width);
+
+/* The whole-tensor max|x| of (layer, tap). */
+float qstats_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap);
+
+/* The float64 (w, w) H of (layer, tap) (TAP_QKV .. TAP_DOWN), borrowed from h
+ * (valid while it stays open), or NULL when out of range. */
+const double *qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, int64_t *width);
+
+/* The top-k spike sites by calibration's ranking, as plan patterns
+ * "L.qkv", "L.o", "L.gate_up", "L.down" (best first). *sites is an array of
+ * k heap strings (caller frees each and the array); *n <= k. */
+Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err);
+
+/* Calibration text path and token count, for reports (borrowed). */
+const char *qstats_text_path(const struct CalibStats *cs);
+int64_t qstats_tokens(const struct CalibStats *cs);
+
+#endif
