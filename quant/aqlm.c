@@ -163,7 +163,7 @@ static double rng_normal(uint64_t *s) {
 #define AQLM_QTAB_MAX ((int64_t)1 << 25)
 
 typedef struct ThreadScratch {
-    float *scores;           /* (beam, K) */
+    float *scores;           /* (max(beam, 2), K) */
     float *qtmp;             /* (M, K) energies for one group when the full table is too big */
     float *dblk;             /* (AQLM_ROW_BLOCK, g) group residual changes of a block */
     uint16_t *bcodes;        /* (2, beam, M) beam states, current and next */
@@ -177,6 +177,7 @@ typedef struct Ctx {
     int M, B, g;
     float *H;                /* (n_in, n_in) float copy of H, NULL for identity */
     float *Hjj;              /* (ng, g, g) diagonal blocks of H (identity blocks if H is NULL) */
+    float *wdiag;            /* (n_in) diag(H) / mean diag(H): k-means coordinate weights, NULL if H is NULL */
     float *cb;               /* (M, K, g) */
     float *cbt;              /* (M, g, K) */
     uint16_t *codes;         /* (n_out, ng, M) */
@@ -201,6 +202,7 @@ typedef struct Ctx {
 static void ctx_free(Ctx *c) {
     free(c->H);
     free(c->Hjj);
+    free(c->wdiag);
     free(c->cbt);
     free(c->ones);
     free(c->WH);
@@ -304,7 +306,10 @@ typedef struct {
     const float *X;          /* (n, g) points */
     const int64_t *idx;      /* (n) indices into X, or NULL for identity */
     const float *CT;         /* (g, K) */
-    const float *cn;         /* (K) squared norms */
+    const float *cn;         /* (K) squared norms (unweighted case) */
+    const float *C2T;        /* (g, K) squared entries (weighted case) */
+    const float *wdiag;      /* (ng*g) coordinate weights diag(H)/mean, NULL = unweighted */
+    int64_t ng;
     int64_t K;
     int g;
     int32_t *assign;         /* (n) */
@@ -314,21 +319,35 @@ typedef struct {
 static void job_assign(void *arg, int64_t b, int64_t e, int tid) {
     AssignJob *j = arg;
     float *sc = j->scores[tid];
-    float u[64];
+    float *tmp = sc + j->K;
+    float u[64], v[64];
     for (int64_t n = b; n < e; n++) {
-        const float *x = j->X + (j->idx ? j->idx[n] : n) * j->g;
-        for (int a = 0; a < j->g; a++) u[a] = -2.0f * x[a];
-        /* ||x - c||² - ||x||² = ||c||² - 2 x·c */
-        aqlm_dots(j->CT, j->K, j->g, u, j->cn, 1.0f, sc);
+        int64_t pt = j->idx ? j->idx[n] : n;
+        const float *x = j->X + pt * j->g;
+        if (j->wdiag) {
+            /* Σ_a w_a (x_a - c_a)² - const = Σ_a w_a c_a² - 2 Σ_a w_a x_a c_a */
+            const float *w = j->wdiag + (pt % j->ng) * j->g;
+            for (int a = 0; a < j->g; a++) {
+                v[a] = w[a];
+                u[a] = -2.0f * w[a] * x[a];
+            }
+            aqlm_dots(j->C2T, j->K, j->g, v, NULL, 0.0f, tmp);
+            aqlm_dots(j->CT, j->K, j->g, u, tmp, 1.0f, sc);
+        } else {
+            for (int a = 0; a < j->g; a++) u[a] = -2.0f * x[a];
+            /* ||x - c||² - ||x||² = ||c||² - 2 x·c */
+            aqlm_dots(j->CT, j->K, j->g, u, j->cn, 1.0f, sc);
+        }
         j->assign[n] = (int32_t)aqlm_argmin(sc, j->K);
     }
 }
 
-static void kmeans_prepare(const float *C, int64_t K, int g, float *CT, float *cn) {
+static void kmeans_prepare(const float *C, int64_t K, int g, float *CT, float *C2T, float *cn) {
     for (int64_t k = 0; k < K; k++) {
         double s = 0;
         for (int a = 0; a < g; a++) {
             CT[(int64_t)a * K + k] = C[k * g + a];
+            C2T[(int64_t)a * K + k] = C[k * g + a] * C[k * g + a];
             s += (double)C[k * g + a] * C[k * g + a];
         }
         cn[k] = (float)s;
@@ -349,10 +368,12 @@ static Status ctx_kmeans_round(Ctx *c, float *Z, int m, int iters, AqlmInit init
     int64_t *idx = malloc((size_t)N * sizeof *idx);
     int32_t *asg = malloc((size_t)N * sizeof *asg);
     float *cn = malloc((size_t)K * sizeof *cn);
+    float *C2T = malloc((size_t)K * g * sizeof *C2T);
     double *sum = malloc((size_t)K * g * sizeof *sum);
+    double *wsum = malloc((size_t)K * g * sizeof *wsum);
     int64_t *cnt = malloc((size_t)K * sizeof *cnt);
     float **scores = calloc((size_t)c->nth, sizeof *scores);
-    if (!idx || !asg || !cn || !sum || !cnt || !scores) {
+    if (!idx || !asg || !cn || !C2T || !sum || !wsum || !cnt || !scores) {
         st = err_set(err, ST_ERR_NOMEM, "aqlm: k-means buffers for %lld points", (long long)N);
         goto done;
     }
@@ -386,16 +407,22 @@ static Status ctx_kmeans_round(Ctx *c, float *Z, int m, int iters, AqlmInit init
             st = err_set(err, ST_ERR_CANCELLED, "aqlm: cancelled during k-means");
             goto done;
         }
-        kmeans_prepare(C, K, g, CT, cn);
-        AssignJob aj = {.X = Z, .idx = idx, .CT = CT, .cn = cn, .K = K, .g = g, .assign = asg,
-                        .scores = scores};
+        kmeans_prepare(C, K, g, CT, C2T, cn);
+        AssignJob aj = {.X = Z, .idx = idx, .CT = CT, .C2T = C2T, .cn = cn, .wdiag = c->wdiag,
+                        .ng = c->ng, .K = K, .g = g, .assign = asg, .scores = scores};
         pool_for(c->pool, n_train, 256, job_assign, &aj);
         memset(sum, 0, (size_t)K * g * sizeof *sum);
+        memset(wsum, 0, (size_t)K * g * sizeof *wsum);
         memset(cnt, 0, (size_t)K * sizeof *cnt);
         for (int64_t n = 0; n < n_train; n++) {
             const float *x = Z + idx[n] * g;
+            const float *w = c->wdiag ? c->wdiag + (idx[n] % c->ng) * g : NULL;
             cnt[asg[n]]++;
-            for (int a = 0; a < g; a++) sum[(int64_t)asg[n] * g + a] += x[a];
+            for (int a = 0; a < g; a++) {
+                double wa = w ? w[a] : 1.0;
+                sum[(int64_t)asg[n] * g + a] += wa * x[a];
+                wsum[(int64_t)asg[n] * g + a] += wa;
+            }
         }
         for (int64_t k = 0; k < K; k++) {
             if (cnt[k] == 0) {
@@ -404,14 +431,16 @@ static Status ctx_kmeans_round(Ctx *c, float *Z, int m, int iters, AqlmInit init
                        (size_t)g * sizeof *C);
                 continue;
             }
-            for (int a = 0; a < g; a++) C[k * g + a] = (float)(sum[k * g + a] / (double)cnt[k]);
+            /* Weighted mean per coordinate; a coordinate with no weight keeps its value. */
+            for (int a = 0; a < g; a++)
+                if (wsum[k * g + a] > 0) C[k * g + a] = (float)(sum[k * g + a] / wsum[k * g + a]);
         }
         progress_add(c->prog, 1);
     }
     for (int64_t k = 0; k < K * g; k++) C[k] = fp16_round(C[k]);
-    kmeans_prepare(C, K, g, CT, cn);
-    AssignJob aj = {.X = Z, .idx = NULL, .CT = CT, .cn = cn, .K = K, .g = g, .assign = asg,
-                    .scores = scores};
+    kmeans_prepare(C, K, g, CT, C2T, cn);
+    AssignJob aj = {.X = Z, .idx = NULL, .CT = CT, .C2T = C2T, .cn = cn, .wdiag = c->wdiag,
+                    .ng = c->ng, .K = K, .g = g, .assign = asg, .scores = scores};
     pool_for(c->pool, N, 256, job_assign, &aj);
     for (int64_t n = 0; n < N; n++) {
         c->codes[n * c->M + m] = (uint16_t)asg[n];
@@ -423,7 +452,9 @@ done:
     free(idx);
     free(asg);
     free(cn);
+    free(C2T);
     free(sum);
+    free(wsum);
     free(cnt);
     free(scores);
     return st;
@@ -876,7 +907,7 @@ static Status ctx_alloc(Ctx *c, const double *H, const AqlmOpts *o, Err *err) {
     }
     for (int t = 0; t < c->nth; t++) {
         ThreadScratch *ts = &c->ts[t];
-        ts->scores = malloc((size_t)o->beam * c->K * sizeof *ts->scores);
+        ts->scores = malloc((size_t)(o->beam > 2 ? o->beam : 2) * c->K * sizeof *ts->scores);
         ts->qtmp = c->qtab ? NULL : malloc((size_t)MK * sizeof *ts->qtmp);
         ts->dblk = malloc((size_t)AQLM_ROW_BLOCK * c->g * sizeof *ts->dblk);
         ts->bcodes = malloc((size_t)2 * o->beam * c->M * sizeof *ts->bcodes);
@@ -885,6 +916,15 @@ static Status ctx_alloc(Ctx *c, const double *H, const AqlmOpts *o, Err *err) {
         if (!ts->scores || (!c->qtab && !ts->qtmp) || !ts->dblk || !ts->bcodes || !ts->bv ||
             !ts->bd)
             goto nomem;
+    }
+    if (c->H) {
+        c->wdiag = malloc((size_t)c->n_in * sizeof *c->wdiag);
+        if (!c->wdiag) goto nomem;
+        double mean = 0;
+        for (int64_t k = 0; k < c->n_in; k++) mean += H[k * c->n_in + k];
+        mean /= (double)c->n_in;
+        for (int64_t k = 0; k < c->n_in; k++)
+            c->wdiag[k] = mean > 0 ? (float)(H[k * c->n_in + k] / mean) : 1.0f;
     }
     for (int64_t i = 0; i < c->n_out; i++) c->ones[i] = 1.0f;
     for (int64_t j = 0; j < c->ng; j++)
