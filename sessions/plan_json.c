@@ -1,0 +1,463 @@
+/* Plan <-> JSON (see the header for the layout). */
+#include "sessions/plan_json.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/mapfile.h"
+#include "quant/aqlm.h"
+#include "quant/format.h"
+#include "quant/gptq.h"
+
+#define PLAN_JSON_MAX_BYTES ((size_t)64 << 20)
+
+/* Names of the PF_* bits, in bit order. */
+static const char *const FIELD_NAMES[PF_NFIELDS] = {"format", "group", "method", "act", "smooth"};
+
+/* === Writing === */
+
+/* Adds the keys of the field groups in `fields` to obj; returns 0 on OOM. */
+static int entry_add(cJSON *obj, const PlanEntry *e, unsigned fields) {
+    if (fields & PF_FMT) {
+        const QFormatTraits *t = qformat_traits(e->w.fmt);
+        if (!cJSON_AddStringToObject(obj, "format", t ? t->name : "?")) return 0;
+        if (!cJSON_AddBoolToObject(obj, "sym", e->w.sym != 0)) return 0;
+    }
+    if (fields & PF_GROUP) {
+        if (!cJSON_AddStringToObject(obj, "group_dim", group_dim_name(e->w.dim))) return 0;
+        if (!cJSON_AddNumberToObject(obj, "group", (double)e->w.group)) return 0;
+    }
+    if (fields & PF_METHOD) {
+        if (!cJSON_AddStringToObject(obj, "method", qmethod_name(e->method))) return 0;
+        cJSON *g = cJSON_AddObjectToObject(obj, "gptq");
+        if (!g) return 0;
+        if (!cJSON_AddNumberToObject(g, "damp", e->gptq.damp)) return 0;
+        if (!cJSON_AddBoolToObject(g, "act_order", e->gptq.act_order != 0)) return 0;
+        if (!cJSON_AddNumberToObject(g, "block", (double)e->gptq.block)) return 0;
+        if (!cJSON_AddBoolToObject(g, "static_groups", e->gptq.static_groups != 0)) return 0;
+        if (!cJSON_AddStringToObject(obj, "adadim_base", qmethod_name(e->adadim_base))) return 0;
+        char buf[32];
+        if (!cJSON_AddStringToObject(obj, "aqlm", aqlm_params_name(&e->aqlm, buf, sizeof buf))) return 0;
+    }
+    if (fields & PF_ACT) {
+        if (!cJSON_AddStringToObject(obj, "act", act_format_name(e->act))) return 0;
+        if (!cJSON_AddStringToObject(obj, "act_gran", act_gran_name(e->act_gran))) return 0;
+        if (!cJSON_AddStringToObject(obj, "act_scale", act_scale_name(e->act_scale))) return 0;
+        if (!cJSON_AddBoolToObject(obj, "act_skip_first", e->act_skip_first != 0)) return 0;
+    }
+    if (fields & PF_SMOOTH) {
+        if (!cJSON_AddNumberToObject(obj, "smooth_alpha", (double)e->smooth_alpha)) return 0;
+    }
+    return 1;
+}
+
+struct cJSON *plan_json_build(const Plan *p) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    if (!cJSON_AddNumberToObject(root, "schema_version", PLAN_JSON_SCHEMA_VERSION)) goto fail;
+    if (!cJSON_AddStringToObject(root, "name", p->name)) goto fail;
+    const char *keys[3] = {"default", "embed", "output"};
+    const PlanEntry *ents[3] = {&p->def, &p->embed, &p->output};
+    for (int i = 0; i < 3; i++) {
+        cJSON *o = cJSON_AddObjectToObject(root, keys[i]);
+        if (!o || !entry_add(o, ents[i], PF_ALL)) goto fail;
+    }
+    cJSON *rules = cJSON_AddArrayToObject(root, "rules");
+    if (!rules) goto fail;
+    for (int64_t r = 0; r < p->n_rules; r++) {
+        const PlanRule *ru = &p->rules[r];
+        cJSON *o = cJSON_CreateObject();
+        if (!o) goto fail;
+        cJSON_AddItemToArray(rules, o);
+        if (!cJSON_AddStringToObject(o, "pattern", ru->pattern)) goto fail;
+        cJSON *f = cJSON_AddArrayToObject(o, "fields");
+        if (!f) goto fail;
+        for (int k = 0; k < PF_NFIELDS; k++) {
+            if (!(ru->fields & (1u << k))) continue;
+            cJSON *s = cJSON_CreateString(FIELD_NAMES[k]);
+            if (!s) goto fail;
+            cJSON_AddItemToArray(f, s);
+        }
+        if (!entry_add(o, &ru->e, ru->fields)) goto fail;
+    }
+    cJSON *notes = cJSON_AddArrayToObject(root, "notes");
+    if (!notes) goto fail;
+    for (int64_t i = 0; i < p->n_notes; i++) {
+        cJSON *s = cJSON_CreateString(p->notes[i]);
+        if (!s) goto fail;
+        cJSON_AddItemToArray(notes, s);
+    }
+    return root;
+fail:
+    cJSON_Delete(root);
+    return NULL;
+}
+
+Status plan_json_write(const Plan *p, char **out, Err *err) {
+    *out = NULL;
+    cJSON *root = plan_json_build(p);
+    if (!root) return err_set(err, ST_ERR_NOMEM, "plan '%s': building JSON", p->name);
+    char *s = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!s) return err_set(err, ST_ERR_NOMEM, "plan '%s': printing JSON", p->name);
+    size_t n = strlen(s);
+    char *t = malloc(n + 2);
+    if (!t) {
+        cJSON_free(s);
+        return err_set(err, ST_ERR_NOMEM, "plan '%s': printing JSON", p->name);
+    }
+    memcpy(t, s, n);
+    t[n] = '\n';
+    t[n + 1] = 0;
+    cJSON_free(s);
+    *out = t;
+    return ST_OK;
+}
+
+Status plan_json_save(const Plan *p, const char *path, Err *err) {
+    char *text = NULL, *tmp = NULL;
+    FILE *f = NULL;
+    Status st = plan_json_write(p, &text, err);
+    if (st) return st;
+    size_t n = strlen(path) + 32;
+    tmp = malloc(n);
+    if (!tmp) {
+        st = err_set(err, ST_ERR_NOMEM, "%s", path);
+        goto fail;
+    }
+    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
+    f = fopen(tmp, "wb");
+    if (!f) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    size_t len = strlen(text);
+    if (fwrite(text, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if (fclose(f) != 0) {
+        f = NULL;
+        st = err_set(err, ST_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    f = NULL;
+    if (rename(tmp, path) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        goto fail;
+    }
+    free(tmp);
+    free(text);
+    return ST_OK;
+fail:
+    if (f) fclose(f);
+    if (tmp) remove(tmp);
+    free(tmp);
+    free(text);
+    return st;
+}
+
+/* === Reading === */
+
+/* Error helper: "<where>: <ctx>.<key>: <msg>". */
+#define BAD(...) err_set(err, ST_ERR_FORMAT, __VA_ARGS__)
+
+static Status get_string(const cJSON *o, const char *key, const char *where, const char *ctx, const char **out,
+                         Err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = NULL;
+    if (!v) return ST_OK;
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return BAD("%s: %s.%s: expected a string", where, ctx, key);
+    *out = v->valuestring;
+    return ST_OK;
+}
+
+static Status get_bool(const cJSON *o, const char *key, const char *where, const char *ctx, int *out, int *present,
+                       Err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (present) *present = v != NULL;
+    if (!v) return ST_OK;
+    if (!cJSON_IsBool(v)) return BAD("%s: %s.%s: expected true or false", where, ctx, key);
+    *out = cJSON_IsTrue(v) ? 1 : 0;
+    return ST_OK;
+}
+
+static Status get_number(const cJSON *o, const char *key, const char *where, const char *ctx, double lo, double hi,
+                         int integer, double *out, int *present, Err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (present) *present = v != NULL;
+    if (!v) return ST_OK;
+    if (!cJSON_IsNumber(v)) return BAD("%s: %s.%s: expected a number", where, ctx, key);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d < lo || d > hi)
+        return BAD("%s: %s.%s: %g is outside [%g, %g]", where, ctx, key, d, lo, hi);
+    if (integer && d != floor(d)) return BAD("%s: %s.%s: %g is not an integer", where, ctx, key, d);
+    *out = d;
+    return ST_OK;
+}
+
+/* Reads the ENTRY keys of o into *e (keys absent leave e's values); *seen
+ * receives the PF_* groups that had at least one key. */
+static Status entry_parse(const cJSON *o, const char *where, const char *ctx, PlanEntry *e, unsigned *seen,
+                          Err *err) {
+    Status st;
+    const char *s;
+    int pres, b;
+    double d;
+    *seen = 0;
+    if (!cJSON_IsObject(o)) return BAD("%s: %s: expected an object", where, ctx);
+
+    if ((st = get_string(o, "format", where, ctx, &s, err))) return st;
+    if (s) {
+        int f = qformat_parse(s);
+        if (f < 0) return BAD("%s: %s.format: '%s' is not a format", where, ctx, s);
+        e->w.fmt = (QFormat)f;
+        *seen |= PF_FMT;
+    }
+    if ((st = get_bool(o, "sym", where, ctx, &b, &pres, err))) return st;
+    if (pres) {
+        e->w.sym = b;
+        *seen |= PF_FMT;
+    }
+
+    if ((st = get_string(o, "group_dim", where, ctx, &s, err))) return st;
+    if (s) {
+        int g = group_dim_parse(s);
+        if (g < 0) return BAD("%s: %s.group_dim: '%s' is not one of tensor, oc, ic", where, ctx, s);
+        e->w.dim = (GroupDim)g;
+        *seen |= PF_GROUP;
+    }
+    if ((st = get_number(o, "group", where, ctx, 0, 1 << 30, 1, &d, &pres, err))) return st;
+    if (pres) {
+        e->w.group = (int64_t)d;
+        *seen |= PF_GROUP;
+    }
+
+    if ((st = get_string(o, "method", where, ctx, &s, err))) return st;
+    if (s) {
+        int m = qmethod_parse(s);
+        if (m < 0) return BAD("%s: %s.method: '%s' is not one of rtn, gptq, adadim, aqlm", where, ctx, s);
+        e->method = (QMethod)m;
+        *seen |= PF_METHOD;
+    }
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "gptq");
+    if (g) {
+        char gctx[128];
+        snprintf(gctx, sizeof gctx, "%s.gptq", ctx);
+        if (!cJSON_IsObject(g)) return BAD("%s: %s: expected an object", where, gctx);
+        if ((st = get_number(g, "damp", where, gctx, 0, 10, 0, &d, &pres, err))) return st;
+        if (pres) e->gptq.damp = d;
+        if ((st = get_bool(g, "act_order", where, gctx, &b, &pres, err))) return st;
+        if (pres) e->gptq.act_order = b;
+        if ((st = get_number(g, "block", where, gctx, 1, 1 << 20, 1, &d, &pres, err))) return st;
+        if (pres) e->gptq.block = (int64_t)d;
+        if ((st = get_bool(g, "static_groups", where, gctx, &b, &pres, err))) return st;
+        if (pres) e->gptq.static_groups = b;
+        *seen |= PF_METHOD;
+    }
+    if ((st = get_string(o, "adadim_base", where, ctx, &s, err))) return st;
+    if (s) {
+        int m = qmethod_parse(s);
+        if (m != QM_RTN && m != QM_GPTQ)
+            return BAD("%s: %s.adadim_base: '%s' is not one of rtn, gptq", where, ctx, s);
+        e->adadim_base = (QMethod)m;
+        *seen |= PF_METHOD;
+    }
+    if ((st = get_string(o, "aqlm", where, ctx, &s, err))) return st;
+    if (s) {
+        Err e2;
+        err_init(&e2);
+        if (aqlm_params_parse(s, &e->aqlm, &e2))
+            return BAD("%s: %s.aqlm: '%s': %s", where, ctx, s, e2.detail);
+        *seen |= PF_METHOD;
+    }
+
+    if ((st = get_string(o, "act", where, ctx, &s, err))) return st;
+    if (s) {
+        int a = act_format_parse(s);
+        if (a < 0) return BAD("%s: %s.act: '%s' is not one of none, int8, fp8-e4m3, fp8-e5m2", where, ctx, s);
+        e->act = (ActFormat)a;
+        *seen |= PF_ACT;
+    }
+    if ((st = get_string(o, "act_gran", where, ctx, &s, err))) return st;
+    if (s) {
+        int a = act_gran_parse(s);
+        if (a < 0) return BAD("%s: %s.act_gran: '%s' is not one of tensor, token", where, ctx, s);
+        e->act_gran = (ActGran)a;
+        *seen |= PF_ACT;
+    }
+    if ((st = get_string(o, "act_scale", where, ctx, &s, err))) return st;
+    if (s) {
+        int a = act_scale_parse(s);
+        if (a < 0) return BAD("%s: %s.act_scale: '%s' is not one of dynamic, static", where, ctx, s);
+        e->act_scale = (ActScale)a;
+        *seen |= PF_ACT;
+    }
+    if ((st = get_bool(o, "act_skip_first", where, ctx, &b, &pres, err))) return st;
+    if (pres) {
+        e->act_skip_first = b;
+        *seen |= PF_ACT;
+    }
+
+    if ((st = get_number(o, "smooth_alpha", where, ctx, 0, 1, 0, &d, &pres, err))) return st;
+    if (pres) {
+        e->smooth_alpha = (float)d;
+        *seen |= PF_SMOOTH;
+    }
+    return ST_OK;
+}
+
+Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanModel *m, Plan *out, Err *err) {
+    plan_init(out);
+    Status st;
+    if (!where) where = "plan";
+    if (!cJSON_IsObject(obj)) return BAD("%s: expected a JSON object", where);
+
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(obj, "schema_version");
+    if (!ver) return BAD("%s: schema_version: missing", where);
+    if (!cJSON_IsNumber(ver) || ver->valuedouble != PLAN_JSON_SCHEMA_VERSION)
+        return BAD("%s: schema_version: expected %d, found %s%g", where, PLAN_JSON_SCHEMA_VERSION,
+                   cJSON_IsNumber(ver) ? "" : "a non-number ", cJSON_IsNumber(ver) ? ver->valuedouble : 0.0);
+
+    const char *name = NULL;
+    if ((st = get_string(obj, "name", where, "plan", &name, err))) goto fail;
+    if (name) snprintf(out->name, sizeof out->name, "%s", name);
+
+    const char *keys[3] = {"default", "embed", "output"};
+    PlanEntry *ents[3] = {&out->def, &out->embed, &out->output};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(obj, keys[i]);
+        if (!o) continue;
+        unsigned seen;
+        if ((st = entry_parse(o, where, keys[i], ents[i], &seen, err))) goto fail;
+    }
+
+    const cJSON *rules = cJSON_GetObjectItemCaseSensitive(obj, "rules");
+    if (rules && !cJSON_IsArray(rules)) {
+        st = BAD("%s: rules: expected an array", where);
+        goto fail;
+    }
+    int64_t ri = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rules) {
+        char ctx[48];
+        snprintf(ctx, sizeof ctx, "rules[%lld]", (long long)ri);
+        if (!cJSON_IsObject(r)) {
+            st = BAD("%s: %s: expected an object", where, ctx);
+            goto fail;
+        }
+        const char *pat = NULL;
+        if ((st = get_string(r, "pattern", where, ctx, &pat, err))) goto fail;
+        if (!pat) {
+            st = BAD("%s: %s.pattern: missing", where, ctx);
+            goto fail;
+        }
+        PlanEntry e;
+        plan_entry_default(&e);
+        unsigned seen = 0, fields = 0;
+        if ((st = entry_parse(r, where, ctx, &e, &seen, err))) goto fail;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(r, "fields");
+        if (f) {
+            if (!cJSON_IsArray(f)) {
+                st = BAD("%s: %s.fields: expected an array of field names", where, ctx);
+                goto fail;
+            }
+            const cJSON *fn;
+            cJSON_ArrayForEach(fn, f) {
+                if (!cJSON_IsString(fn) || !fn->valuestring) {
+                    st = BAD("%s: %s.fields: expected strings", where, ctx);
+                    goto fail;
+                }
+                int k;
+                if (!strcmp(fn->valuestring, "all")) {
+                    fields |= PF_ALL;
+                    continue;
+                }
+                for (k = 0; k < PF_NFIELDS; k++)
+                    if (!strcmp(fn->valuestring, FIELD_NAMES[k])) break;
+                if (k == PF_NFIELDS) {
+                    st = BAD("%s: %s.fields: '%s' is not one of format, group, method, act, smooth, all", where,
+                             ctx, fn->valuestring);
+                    goto fail;
+                }
+                fields |= 1u << k;
+            }
+        } else {
+            fields = seen;
+        }
+        if (!fields) {
+            st = BAD("%s: %s: the rule sets no field", where, ctx);
+            goto fail;
+        }
+        Err e2;
+        err_init(&e2);
+        st = plan_add_rule(out, pat, fields, &e, &e2);
+        if (st) {
+            st = err_set(err, st == ST_ERR_NOMEM ? ST_ERR_NOMEM : ST_ERR_FORMAT, "%s: %s.pattern: %s", where,
+                         ctx, e2.detail);
+            goto fail;
+        }
+        ri++;
+    }
+
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(obj, "notes");
+    if (notes && !cJSON_IsArray(notes)) {
+        st = BAD("%s: notes: expected an array of strings", where);
+        goto fail;
+    }
+    const cJSON *n;
+    int64_t ni = 0;
+    cJSON_ArrayForEach(n, notes) {
+        if (!cJSON_IsString(n) || !n->valuestring) {
+            st = BAD("%s: notes[%lld]: expected a string", where, (long long)ni);
+            goto fail;
+        }
+        if ((st = plan_add_note(out, err, "%s", n->valuestring))) goto fail;
+        ni++;
+    }
+
+    if (m) {
+        Err e2;
+        err_init(&e2);
+        st = plan_validate(out, m, &e2);
+        if (st) {
+            st = err_set(err, st, "%s: %s", where, e2.detail);
+            goto fail;
+        }
+    }
+    return ST_OK;
+fail:
+    plan_done(out);
+    return st;
+}
+
+Status plan_json_read(const char *text, size_t len, const char *where, const PlanModel *m, Plan *out, Err *err) {
+    plan_init(out);
+    if (!where) where = "plan";
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        return BAD("%s: not valid JSON (parse error at byte %zu)", where, off);
+    }
+    Status st = plan_json_parse(root, where, m, out, err);
+    cJSON_Delete(root);
+    return st;
+}
+
+Status plan_json_load(const char *path, const PlanModel *m, Plan *out, Err *err) {
+    plan_init(out);
+    char *text = NULL;
+    size_t len = 0;
+    Status st = file_read_all(path, PLAN_JSON_MAX_BYTES, &text, &len, err);
+    if (st) return st;
+    st = plan_json_read(text, len, path, m, out, err);
+    free(text);
+    return st;
+}
