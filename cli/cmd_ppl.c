@@ -47,6 +47,29 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* Floating-point operations of one chunk as this forward pass runs it:
+ * 2·n_in·n_out per row for every projection, the output head on the rows
+ * from the first scored position on, and causal attention (QKᵀ and PV over
+ * the t+1 visible keys of row t: 4·head_dim·(t+1) per head). */
+static double ppl_chunk_flops(const Model *m, int64_t n_ctx, int full) {
+    const ModelConfig *c = &m->cfg;
+    double lin = 0;
+    for (int64_t l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < PROJ_COUNT; p++)
+            lin += (double)m->layers[l].proj[p].n_out * (double)m->layers[l].proj[p].n_in;
+    double head_rows = (double)(full ? n_ctx : n_ctx - n_ctx / 2);
+    double attn = 4.0 * (double)c->head_dim * (double)c->n_heads * (double)c->n_layers *
+                  ((double)n_ctx * (double)(n_ctx + 1) / 2.0);
+    return 2.0 * lin * (double)n_ctx + 2.0 * (double)c->vocab_size * (double)c->dim * head_rows + attn;
+}
+
+static double ppl_cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
 typedef struct {
     ProgressBar pb;
     int tty;
@@ -160,7 +183,9 @@ int cmd_ppl(int argc, char **argv) {
                 (long long)n_ids, (long long)n_chunks, (long long)ctx, (long long)threads,
                 cpu_describe(), sgemm_backend());
     if (view.tty) progress_bar_draw(&view.pb, 0, n_chunks, NULL);
+    double cpu0 = ppl_cpu_seconds();
     Status s = ppl_run(m, pool, ids, n_ids, &o, ppl_on_chunk, &view, &prog, &res, &err);
+    double cpu_s = ppl_cpu_seconds() - cpu0;
     if (view.tty) {
         progress_bar_finish(&view.pb);
         for (int64_t c = 0; c < res.chunks; c++)
@@ -178,6 +203,8 @@ int cmd_ppl(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double tps = res.seconds > 0 ? (double)res.tokens_run / res.seconds : 0;
+    double flops = ppl_chunk_flops(m, ctx, full);
+    double gflops = res.seconds > 0 ? flops * (double)res.chunks / res.seconds * 1e-9 : 0;
     if (json) {
         printf("{\"model\": ");
         json_str(stdout, model_path);
@@ -187,19 +214,20 @@ int cmd_ppl(int argc, char **argv) {
                "\"tokens_run\": %lld, \"text_tokens\": %lld, \"ctx\": %lld, \"full\": %s, "
                "\"threads\": %lld, \"seconds\": %.4f, \"seconds_per_chunk\": %.4f, "
                "\"tokens_per_second\": %.2f, \"load_seconds\": %.4f, \"tokenize_seconds\": %.4f, "
+               "\"gflop_per_chunk\": %.3f, \"gflops\": %.2f, \"cpu_seconds\": %.4f, "
                "\"peak_rss_bytes\": %lld, \"cancelled\": %s, \"cpu\": \"%s\", \"blas_core\": ",
                res.ppl, (long long)res.chunks, (long long)n_chunks, (long long)res.tokens_scored,
                (long long)res.tokens_run, (long long)n_ids, (long long)ctx, full ? "true" : "false",
                (long long)threads, res.seconds, res.seconds / (double)res.chunks, tps, t_load, t_tok,
-               (long long)ru.ru_maxrss * 1024, res.cancelled ? "true" : "false", cpu_describe());
+               flops * 1e-9, gflops, cpu_s, (long long)ru.ru_maxrss * 1024, res.cancelled ? "true" : "false", cpu_describe());
         json_str(stdout, sgemm_backend());
         printf(", \"running\": [");
         for (int64_t c = 0; c < res.chunks; c++) printf("%s%.6f", c ? ", " : "", res.running[c]);
         printf("]}\n");
     } else {
-        fprintf(stderr, "ppl: %lld chunks, %lld tokens scored, %.2f s (%.2f s per chunk, %.1f tok/s)\n",
+        fprintf(stderr, "ppl: %lld chunks, %lld tokens scored, %.2f s (%.3f s per chunk, %.1f tok/s, %.1f GFLOP/s)\n",
                 (long long)res.chunks, (long long)res.tokens_scored, res.seconds,
-                res.seconds / (double)res.chunks, tps);
+                res.seconds / (double)res.chunks, tps, gflops);
         printf("PPL = %.4f\n", res.ppl);
     }
     rc = res.cancelled ? 130 : 0;
