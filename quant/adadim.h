@@ -24,13 +24,14 @@ typedef struct AdaDimResult {
 
 /* Quantizes W (n_out, n_in) both ways with p's format, sym and group (p->dim
  * is ignored) by RTN (gptq == NULL) or GPTQ with *gptq, using H (n_in, n_in)
- * (float64, borrowed for the call), and fills *out. Ties go to OC. pool and
+ * (float64, both triangles filled, borrowed for the call), and fills *out. Ties go to OC. pool and
  * prog may be NULL. Errors as rtn_quantize / gptq_quantize, the group size
  * having to divide both n_out and n_in. */
 Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
                      const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err);
 
-/* Returns tr((W - Wq) H (W - Wq)ᵀ) in float64 (Wq NULL: tr(W H Wᵀ)), or NaN
+/* Returns tr((W - Wq) H (W - Wq)ᵀ) in float64 (Wq NULL: tr(W H Wᵀ)) for a
+ * full symmetric H (n_in, n_in), or NaN
  * when memory runs out. Uses float64 GEMMs in row blocks. */
 double adadim_output_error(const float *W, const float *Wq, int64_t n_out, int64_t n_in, const double *H);
 

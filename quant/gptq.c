@@ -146,7 +146,8 @@ static void gptq_build_a(double *A, const double *Hd, const float *Hf, const int
         int64_t pa = perm[n - 1 - a];
         for (int64_t b = 0; b <= a; b++) {
             int64_t pb = perm[n - 1 - b];
-            double h = Hd ? Hd[pa * n + pb] : (double)Hf[pa * n + pb];
+            int64_t i = pa < pb ? pa : pb, j = pa < pb ? pb : pa; /* upper triangle only */
+            double h = Hd ? Hd[i * n + j] : (double)Hf[i * n + j];
             if (a == b) h = (dead[pa] ? 1.0 : h) + lambda;
             A[a * n + b] = h;
         }

@@ -58,7 +58,7 @@ typedef struct GptqStats {
 
 /* Quantizes W (n_out, n_in) with p and the calibration matrix H (n_in, n_in),
  * given as float64 (Hd) or float32 (Hf): exactly one of them must be non-NULL;
- * both are read-only and borrowed for the call. Result in *out (allocated
+ * only its upper triangle (j >= i) is read; borrowed for the call. Result in *out (allocated
  * here; release with qtensor_done). p's format must have scales (int or fp8).
  * pool (may be NULL) runs the per-row work; prog (may be NULL) receives
  * progress in columns and is polled for cancellation (ST_ERR_CANCELLED).

@@ -298,8 +298,20 @@ static void test_vs_reference(Pool *pool) {
     CHECK_OK(gptq_quantize(W, n_out, n_in, NULL, Hf, &p4, NULL, pool, NULL, &a, NULL, &err), err);
     CHECK_OK(gptq_quantize(W, n_out, n_in, Hr, NULL, &p4, NULL, pool, NULL, &b, NULL, &err), err);
     CHECK(!memcmp(a.q, b.q, (size_t)(n_out * n_in)));
-    qtensor_done(&a);
     qtensor_done(&b);
+    /* only the upper triangle is read: garbage below the diagonal changes nothing */
+    GptqOpts oa;
+    gptq_opts_default(&oa);
+    oa.act_order = 1;
+    QTensor c1, c2;
+    CHECK_OK(gptq_quantize(W, n_out, n_in, Hr, NULL, &p4, &oa, pool, NULL, &c1, NULL, &err), err);
+    for (int64_t i = 0; i < n_in; i++)
+        for (int64_t j = 0; j < i; j++) Hr[i * n_in + j] = -1e30;
+    CHECK_OK(gptq_quantize(W, n_out, n_in, Hr, NULL, &p4, &oa, pool, NULL, &c2, NULL, &err), err);
+    CHECK(!memcmp(c1.q, c2.q, (size_t)(n_out * n_in)));
+    qtensor_done(&c1);
+    qtensor_done(&c2);
+    qtensor_done(&a);
     /* errors */
     CHECK(gptq_quantize(W, n_out, n_in, NULL, NULL, &p4, NULL, pool, NULL, &a, NULL, &err) == ST_ERR_ARG);
     CHECK(gptq_quantize(W, n_out, n_in, H, Hf, &p4, NULL, pool, NULL, &a, NULL, &err) == ST_ERR_ARG);
