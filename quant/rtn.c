@@ -123,10 +123,20 @@ static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams
     for (int64_t r = 0; r < n_out; r++) {
         const float *w = W + r * n_in;
         int64_t base = p->dim == GROUP_IC ? (r / g) * n_in : p->dim == GROUP_OC ? r * (n_in / g) : 0;
-        /* one span per group along the row (IC: one element per span) */
-        int64_t span = p->dim == GROUP_OC ? g : p->dim == GROUP_IC ? 1 : n_in;
+        if (p->dim == GROUP_IC) { /* a scale per column of this row block */
+            const float *sc = scale + base, *z = zero + base;
+            for (int64_t c = 0; c < n_in; c++) {
+                int code;
+                float v = rtn_quant_inline(p->fmt, bits, p->sym, sc[c], z[c], w[c], &code);
+                if (q8) q8[r * n_in + c] = (int8_t)code;
+                if (f8) f8[r * n_in + c] = (uint8_t)code;
+                if (wq) wq[r * n_in + c] = v;
+            }
+            continue;
+        }
+        int64_t span = p->dim == GROUP_OC ? g : n_in; /* one span per group along the row */
         for (int64_t c0 = 0; c0 < n_in; c0 += span) {
-            int64_t gi = p->dim == GROUP_IC ? base + c0 : p->dim == GROUP_OC ? base + c0 / g : 0;
+            int64_t gi = p->dim == GROUP_OC ? base + c0 / g : 0;
             float sc = scale[gi], z = zero[gi];
             for (int64_t c = c0; c < c0 + span; c++) {
                 int code;
