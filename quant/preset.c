@@ -142,15 +142,18 @@ Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const Pl
         st = keep_sites(out, &o, ptrs, k, "random-k", err);
         if (!st) st = plan_add_note(out, err, "random-k: seed %llu", (unsigned long long)o.seed);
     } else {
+        static const struct { const char *name; int bits, gptq, adadim; } WEIGHT_ONLY[] = {
+            {"int4-rtn", 4, 0, 0}, {"int4-gptq", 4, 1, 0}, {"int3-rtn", 3, 0, 0}, {"int3-gptq", 3, 1, 0},
+            {"adadim-int4", 4, 0, 1}, {"adadim-int4-rtn", 4, 0, 1}, {"adadim-int4-gptq", 4, 1, 1},
+            {"adadim-int3", 3, 0, 1}, {"adadim-int3-rtn", 3, 0, 1}, {"adadim-int3-gptq", 3, 1, 1},
+        };
         int bits = 0, gptq = 0, adadim = 0;
-        if (!strcasecmp(name, "int4-rtn")) bits = 4;
-        else if (!strcasecmp(name, "int4-gptq")) bits = 4, gptq = 1;
-        else if (!strcasecmp(name, "int3-rtn")) bits = 3;
-        else if (!strcasecmp(name, "int3-gptq")) bits = 3, gptq = 1;
-        else if (!strcasecmp(name, "adadim-int4") || !strcasecmp(name, "adadim-int4-rtn")) bits = 4, adadim = 1;
-        else if (!strcasecmp(name, "adadim-int4-gptq")) bits = 4, adadim = 1, gptq = 1;
-        else if (!strcasecmp(name, "adadim-int3") || !strcasecmp(name, "adadim-int3-rtn")) bits = 3, adadim = 1;
-        else if (!strcasecmp(name, "adadim-int3-gptq")) bits = 3, adadim = 1, gptq = 1;
+        for (size_t i = 0; i < sizeof WEIGHT_ONLY / sizeof WEIGHT_ONLY[0]; i++)
+            if (!strcasecmp(name, WEIGHT_ONLY[i].name)) {
+                bits = WEIGHT_ONLY[i].bits;
+                gptq = WEIGHT_ONLY[i].gptq;
+                adadim = WEIGHT_ONLY[i].adadim;
+            }
         if (!bits) {
             char known[600];
             size_t len = 0;
