@@ -595,9 +595,10 @@ void wq_gemv(const WqMatrix *m, const float *x, float *y, Pool *pool) {
 
 /* === batched: dequantized tiles through a float GEMM === */
 
-/* Rows per tile: large enough that re-packing x for every tile stays a few
- * percent of the GEMM, small enough (512 × k floats) to stay in L2/L3. */
-#define TILE_ROWS 512
+/* Floats per dequantized tile (32 MB): the GEMM re-packs x once per tile
+ * and thread, so tiles are as large as the L3 comfortably holds; never fewer
+ * than 512 rows. */
+#define TILE_FLOATS ((int64_t)8 << 20)
 
 typedef struct TileTask { const WqMatrix *m; int64_t r0; float *w; } TileTask;
 
@@ -612,7 +613,8 @@ Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *poo
         for (int64_t t = 0; t < T; t++) wq_gemv(m, x + t * m->k, y + t * m->n, pool);
         return ST_OK;
     }
-    int64_t rows = m->n < TILE_ROWS ? m->n : TILE_ROWS;
+    int64_t rows = TILE_FLOATS / m->k < 512 ? 512 : TILE_FLOATS / m->k;
+    if (rows > m->n) rows = m->n;
     GemmWork *gw = NULL;
     float *w = core_alloc_aligned((size_t)(rows * m->k), sizeof(float));
     if (!w) return err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);

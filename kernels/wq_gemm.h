@@ -117,7 +117,7 @@ int wq_gemv_fast_ok(const WqMatrix *m);
 void wq_gemv_ref(const WqMatrix *m, const float *x, float *y);
 
 /* y (T, n) = x (T, k) · Wᵀ: GEMV per row for small T, else dequantized tiles
- * of 512 rows through kernels/f32gemm.h's AVX-512 GEMM on the pool (OpenBLAS
+ * of rows (up to 32 MB) through kernels/f32gemm.h's AVX-512 GEMM on the pool (OpenBLAS
  * sgemm, with the thread count the caller set, where that kernel cannot
  * run). Fails (ST_ERR_NOMEM) only when a buffer cannot be allocated. */
 Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err);

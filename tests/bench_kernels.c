@@ -12,6 +12,7 @@
 #include "core/pool.h"
 #include "kernels/actquant.h"
 #include "kernels/cpu.h"
+#include "kernels/f32gemm.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/wq_gemm.h"
@@ -53,12 +54,17 @@ static const Shape tiny_layer[] = {
 };
 #define TINY_LAYERS 4
 
-static double bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, double *sgemm_s) {
+static GemmWork *bench_gw;
+
+/* Times int8 GEMM (with the activation quantization a layer runs) on
+ * (M, K) x (N, K); *sgemm_s receives OpenBLAS sgemm's time, *own_s our
+ * AVX-512 f32 GEMM's (the forward pass's F32 path), either may be NULL. */
+static double bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, double *sgemm_s, double *own_s) {
     Err err;
     int64_t kp = i8gemm_kpad(K);
     int8_t *A = malloc((size_t)(M * kp)), *B = malloc((size_t)(N * K));
     float *xs = malloc((size_t)(M * K) * 4), *as = malloc((size_t)M * 4), *C = malloc((size_t)(M * N) * 4);
-    float *Bf = sgemm_s ? malloc((size_t)(N * K) * 4) : NULL;
+    float *Bf = (sgemm_s || own_s) ? malloc((size_t)(N * K) * 4) : NULL;
     for (int64_t i = 0; i < M * K; i++) xs[i] = rng_uniform();
     for (int64_t i = 0; i < N * K; i++) B[i] = (int8_t)(rng_u32() % 255 - 127);
     float ws = 0.01f;
@@ -68,11 +74,13 @@ static double bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, 
     double t;
     /* includes the dynamic per-token activation quantization, as a layer would run it */
     BEST_OF(reps, t, (actq_quantize_int8(&aq, xs, M, K, 0, A, kp, as), i8gemm(&w, A, M, kp, as, C, N, pool)));
-    if (sgemm_s) {
+    if (Bf)
         for (int64_t i = 0; i < N * K; i++) Bf[i] = rng_uniform();
+    if (sgemm_s) {
         sgemm_set_threads(pool_size(pool));
         BEST_OF(reps, *sgemm_s, sgemm_mul_nt(M, N, K, xs, K, Bf, K, 0.0f, C, N));
     }
+    if (own_s) BEST_OF(reps, *own_s, gemm_f32_nt_pool(pool, bench_gw, M, N, K, xs, K, Bf, K, 0.0f, C, N));
     i8mat_done(&w);
     free(A); free(B); free(xs); free(as); free(C); free(Bf);
     return t;
@@ -101,6 +109,25 @@ static double bench_gemv(Pool *pool, int bits, int64_t n, int64_t k, WqGroup gd,
     return t;
 }
 
+/* Seconds for a T-row weight-only product (dequantized tiles + f32 GEMM). */
+static double bench_prefill_wq(Pool *pool, int bits, int64_t n, int64_t k, int64_t T, int reps) {
+    Err err;
+    int half = 1 << (bits - 1);
+    int64_t ng = n * (k / 128);
+    int8_t *q = malloc((size_t)(n * k));
+    float *sc = malloc((size_t)ng * 4), *x = malloc((size_t)(T * k) * 4), *y = malloc((size_t)(T * n) * 4);
+    for (int64_t i = 0; i < n * k; i++) q[i] = (int8_t)((int)(rng_u32() % (unsigned)(2 * half - 1)) - (half - 1));
+    for (int64_t i = 0; i < ng; i++) sc[i] = 0.01f;
+    for (int64_t i = 0; i < T * k; i++) x[i] = rng_uniform();
+    WqMatrix m;
+    if (wqmat_pack_int(q, bits, bits, n, k, WQ_GROUP_OC, 128, sc, NULL, &m, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); exit(1); }
+    double t;
+    BEST_OF(reps, t, (void)wq_gemm(&m, x, T, y, pool, &err));
+    wqmat_done(&m);
+    free(q); free(sc); free(x); free(y);
+    return t;
+}
+
 static void bench_decode(Pool *pool, int bits, WqGroup gd, int64_t g, const char *label) {
     double total = 0, bytes = 0, b;
     for (size_t i = 0; i < sizeof tiny_layer / sizeof *tiny_layer; i++) {
@@ -120,27 +147,31 @@ int main(void) {
     if (pool_new(threads, &pool, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); return 1; }
     printf("== bench_kernels: cpu %s, %d threads, OpenBLAS %s\n", cpu_describe(), threads, sgemm_backend());
 
-    /* int8 GEMM vs sgemm, 512×4096×4096 */
-    double sg, t8 = bench_int8(pool, 512, 4096, 4096, 5, &sg);
-    double ops = 2.0 * 512 * 4096 * 4096;
-    printf("int8 gemm 512x4096x4096 (incl. act quant): %.1f ms  %.0f GOPS\n", t8 * 1e3, ops / t8 * 1e-9);
-    printf("sgemm     512x4096x4096 (OpenBLAS):        %.1f ms  %.0f GFLOP/s  (int8/sgemm %.2fx)\n",
-           sg * 1e3, ops / sg * 1e-9, sg / t8);
+    if (gemm_work_new(threads, &bench_gw, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); return 1; }
 
-    /* W8A8 prefill estimate on the TinyLlama shapes, T = 512 */
-    double tw = 0, tf = 0;
-    for (size_t i = 0; i < sizeof tiny_layer / sizeof *tiny_layer; i++) {
-        double s, q = bench_int8(pool, 512, tiny_layer[i].n, tiny_layer[i].k, 3, &s);
-        tw += q * TINY_LAYERS;
-        tf += s * TINY_LAYERS;
+    /* int8 GEMM vs sgemm, 512×4096×4096 */
+    double sg, own, t8 = bench_int8(pool, 512, 4096, 4096, 5, &sg, &own);
+    double ops = 2.0 * 512 * 4096 * 4096;
+    printf("int8 gemm 512x4096x4096 (incl. act quant): %7.1f ms  %5.0f GOPS\n", t8 * 1e3, ops / t8 * 1e-9);
+    printf("OpenBLAS sgemm 512x4096x4096:              %7.1f ms  %5.0f GFLOP/s  (int8 %.2fx faster)\n",
+           sg * 1e3, ops / sg * 1e-9, sg / t8);
+    printf("own AVX-512 f32 gemm 512x4096x4096:        %7.1f ms  %5.0f GFLOP/s  (int8 %.2fx faster)\n",
+           own * 1e3, ops / own * 1e-9, own / t8);
+
+    /* W8A8 and int4 prefill estimates on the TinyLlama shapes, T = 512 */
+    double tw = 0, tf = 0, t4 = 0;
+    for (size_t i = 0; i <= sizeof tiny_layer / sizeof *tiny_layer; i++) {
+        int last = i == sizeof tiny_layer / sizeof *tiny_layer; /* the output head, once */
+        int64_t n = last ? 512 : tiny_layer[i].n, k = last ? 2048 : tiny_layer[i].k;
+        int times = last ? 1 : TINY_LAYERS;
+        double f, q = bench_int8(pool, 512, n, k, 3, NULL, &f);
+        tw += q * times;
+        tf += f * times;
+        t4 += bench_prefill_wq(pool, 4, n, k, 512, 2) * times;
     }
-    {
-        double s, q = bench_int8(pool, 512, 512, 2048, 3, &s);
-        tw += q;
-        tf += s;
-    }
-    printf("tinyllama projections, T=512: W8A8 %.1f ms (%.0f tok/s matmul-only), F32 sgemm %.1f ms (%.0f tok/s), ratio %.2fx\n",
-           tw * 1e3, 512 / tw, tf * 1e3, 512 / tf, tf / tw);
+    printf("tinyllama projections, T=512: W8A8 %.1f ms (%.0f tok/s), F32 own gemm %.1f ms (%.0f tok/s): W8A8 %.2fx; "
+           "int4 oc128 weight-only %.1f ms (%.0f tok/s)\n",
+           tw * 1e3, 512 / tw, tf * 1e3, 512 / tf, tf / tw, t4 * 1e3, 512 / t4);
 
     /* weight-only int4 GEMV */
     double bytes, tg = bench_gemv(pool, 4, 4096, 4096, WQ_GROUP_OC, 128, 20, &bytes);
@@ -155,6 +186,7 @@ int main(void) {
     bench_decode(pool, 8, WQ_GROUP_OC, 0, "per-oc");
     bench_decode(pool, 3, WQ_GROUP_OC, 128, "oc128");
     bench_decode(pool, 2, WQ_GROUP_OC, 128, "oc128");
+    gemm_work_free(bench_gw);
     pool_free(pool);
     return 0;
 }
