@@ -1,0 +1,460 @@
+/* Plan execution: quantize every site of a resolved plan and build the
+ * QLinears, norm gains, head and embedding the forward pass runs. */
+#include "analysis/qmodel.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "analysis/qmodel_stats.h"
+#include "quant/adadim.h"
+#include "quant/aqlm.h"
+#include "quant/gptq.h"
+#include "quant/qlinear_aqlm.h"
+#include "quant/qlinear_build.h"
+#include "quant/rtn.h"
+#include "quant/smoothquant.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static Status note_add(QModel *qm, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static Status note_add(QModel *qm, Err *err, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **n = realloc(qm->notes, (size_t)(qm->n_notes + 1) * sizeof *n);
+    if (!n) return err_set(err, ST_ERR_NOMEM, "qmodel notes");
+    qm->notes = n;
+    n[qm->n_notes] = strdup(buf);
+    if (!n[qm->n_notes]) return err_set(err, ST_ERR_NOMEM, "qmodel notes");
+    qm->n_notes++;
+    return ST_OK;
+}
+
+/* === What a plan needs === */
+
+static int entry_has_scales(const PlanEntry *e) {
+    const QFormatTraits *t = qformat_traits(e->w.fmt);
+    return e->w.fmt == QF_AQLM || (t && t->needs_scale);
+}
+
+static int entry_needs_h(const PlanEntry *e) {
+    if (e->w.fmt == QF_AQLM || e->method == QM_AQLM) return 1;
+    return entry_has_scales(e) && (e->method == QM_GPTQ || e->method == QM_ADADIM);
+}
+
+static int entry_needs_act(const PlanEntry *e) {
+    return (e->act != ACT_NONE && e->act_scale == ACT_STATIC) || e->smooth_alpha > 0;
+}
+
+int qmodel_plan_needs_stats(const Plan *p, const PlanModel *m, const char **what) {
+    PlanResolved r;
+    memset(&r, 0, sizeof r);
+    if (plan_resolve(p, m, &r, NULL) != ST_OK) return 0;
+    int need_h = 0, need_act = 0;
+    for (int64_t i = 0; i < r.n_layers * PLAN_NPROJ; i++) {
+        need_h |= entry_needs_h(&r.lin[i].e);
+        need_act |= entry_needs_act(&r.lin[i].e);
+    }
+    plan_resolved_done(&r);
+    if (what) *what = need_h ? "H" : need_act ? "activation maxima" : NULL;
+    return need_h || need_act;
+}
+
+/* === One site === */
+
+typedef struct SiteIn {
+    const float *W;          /* (n_out, n_in) weights to quantize (smoothed copy or the model's) */
+    int64_t n_out, n_in;
+    const double *H;         /* (n_in, n_in) or NULL */
+    float act_absmax;        /* calibrated max|x| of the (smoothed) input */
+    const char *name;        /* "3.down" */
+} SiteIn;
+
+/* Quantizes one site with entry e; *out receives the QLinear (NULL when the
+ * entry keeps the model's fp32 weights untouched); *dim AdaDim's choice;
+ * *rel ‖W - Wq‖ / ‖W‖. */
+static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int keep_fp32, Pool *pool,
+                         QLinear **out, GroupDim *dim, double *rel, Err *err) {
+    *out = NULL;
+    *dim = GROUP_TENSOR;
+    *rel = 0;
+    if (keep_fp32 && e->w.fmt == QF_F32 && e->act == ACT_NONE) return ST_OK;
+    int64_t n = in->n_out * in->n_in;
+    Status st = ST_OK;
+    float *Wq = NULL;
+    QTensor q;
+    memset(&q, 0, sizeof q);
+    AdaDimResult ad;
+    memset(&ad, 0, sizeof ad);
+    AqlmTensor at;
+    memset(&at, 0, sizeof at);
+    Err e2;
+    err_init(&e2);
+
+    Wq = malloc((size_t)n * sizeof *Wq);
+    if (!Wq) {
+        st = err_set(err, ST_ERR_NOMEM, "%s: %lld weights", in->name, (long long)n);
+        goto fail;
+    }
+    if (e->w.fmt == QF_AQLM || e->method == QM_AQLM) {
+        if (e->act != ACT_NONE) {
+            st = err_set(err, ST_ERR_UNSUPPORTED, "%s: aqlm runs float activations; act must be none", in->name);
+            goto fail;
+        }
+        AqlmOpts ao;
+        aqlm_opts_default(&ao);
+        st = aqlm_quantize(in->W, in->n_out, in->n_in, in->H, &e->aqlm, &ao, pool, NULL, &at, NULL, &e2);
+        if (st) goto fail_e2;
+        aqlm_dequant(&at, Wq);
+        st = qlinear_aqlm_new(&at, out, &e2);
+        if (st) goto fail_e2;
+    } else {
+        QParams p = e->w;
+        if (!entry_has_scales(e) || e->method == QM_RTN) {
+            st = rtn_quantize(in->W, in->n_out, in->n_in, &p, &q, &e2);
+        } else if (e->method == QM_GPTQ) {
+            st = gptq_quantize(in->W, in->n_out, in->n_in, in->H, NULL, &p, &e->gptq, pool, NULL, &q, NULL, &e2);
+        } else if (e->method == QM_ADADIM) {
+            st = adadim_choose(in->W, in->n_out, in->n_in, in->H, &p, e->adadim_base == QM_GPTQ ? &e->gptq : NULL,
+                               pool, NULL, &ad, &e2);
+            if (!st) {
+                q = ad.q;
+                memset(&ad.q, 0, sizeof ad.q);
+                *dim = ad.dim;
+                double ref = ad.err_ref > 0 ? ad.err_ref : 1;
+                st = note_add(qm, err, "%s: adadim chose %s (output error oc %.3e, ic %.3e relative)", in->name,
+                              ad.dim == GROUP_IC ? "ic" : "oc", ad.err_oc / ref, ad.err_ic / ref);
+                if (st) goto fail;
+            }
+        } else {
+            st = err_set(&e2, ST_ERR_ARG, "unknown method %d", (int)e->method);
+        }
+        if (st) goto fail_e2;
+        qtensor_dequant(&q, Wq);
+        ActQuant aq = qlinear_act_from_plan(e, in->act_absmax);
+        st = qlinear_new_from_qtensor(&q, &aq, out, &e2);
+        if (st) goto fail_e2;
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)in->W[i] - (double)Wq[i];
+        num += d * d;
+        den += (double)in->W[i] * (double)in->W[i];
+    }
+    *rel = den > 0 ? sqrt(num / den) : 0;
+    free(Wq);
+    qtensor_done(&q);
+    aqlm_tensor_done(&at);
+    return ST_OK;
+fail_e2:
+    st = err_set(err, e2.code ? e2.code : st, "%s: %s", in->name, e2.detail);
+fail:
+    free(Wq);
+    qtensor_done(&q);
+    qtensor_done(&ad.q);
+    aqlm_tensor_done(&at);
+    return st;
+}
+
+/* === SmoothQuant for one norm group === */
+
+/* Smooths the projections `projs` (sharing one norm, input tap `tap`) of
+ * layer l with alpha: writes the new gain into *gain_out (owned) and the
+ * scaled weights into ws[k] (owned, one per proj), the smoothed H into *h_out
+ * (owned; NULL when H is NULL) and the input's new max|x| into *absmax. */
+static Status smooth_group(const Model *m, const struct CalibStats *cs, int64_t l, const int *projs, int np,
+                           TapPoint tap, float alpha, const float *gain, const double *H, float **gain_out,
+                           float **ws, double **h_out, float *absmax, float srange[2], Err *err) {
+    int64_t width = 0;
+    const float *amax = qstats_ch_absmax(cs, l, tap, &width);
+    int64_t dim = m->cfg.dim;
+    float *s = NULL;
+    Status st;
+    if (!amax || width != dim) return err_set(err, ST_ERR_MISMATCH, "layer %lld %s: no activation maxima of width %lld",
+                                              (long long)l, tap_name(tap), (long long)dim);
+    const float *W[4];
+    int64_t n_out[4];
+    for (int k = 0; k < np; k++) {
+        const Weight *w = &m->layers[l].proj[projs[k]];
+        W[k] = w->w;
+        n_out[k] = w->n_out;
+        ws[k] = malloc((size_t)(w->n_out * dim) * sizeof(float));
+        if (!ws[k]) return err_set(err, ST_ERR_NOMEM, "smoothquant weights");
+    }
+    s = malloc((size_t)dim * sizeof *s);
+    *gain_out = malloc((size_t)dim * sizeof **gain_out);
+    if (!s || !*gain_out) {
+        free(s);
+        return err_set(err, ST_ERR_NOMEM, "smoothquant scales");
+    }
+    st = smooth_scales(amax, W, n_out, np, dim, alpha, s, err);
+    if (!st) st = smooth_apply(gain, W, n_out, np, dim, s, *gain_out, ws, err);
+    if (st) {
+        free(s);
+        return st;
+    }
+    float mx = 0;
+    srange[0] = INFINITY;
+    srange[1] = 0;
+    for (int64_t j = 0; j < dim; j++) {
+        float v = amax[j] / s[j];
+        if (v > mx) mx = v;
+        if (s[j] < srange[0]) srange[0] = s[j];
+        if (s[j] > srange[1]) srange[1] = s[j];
+    }
+    *absmax = mx;
+    *h_out = NULL;
+    if (H) {
+        /* x' = x / s, so H' = diag(1/s) H diag(1/s). */
+        double *h = malloc((size_t)(dim * dim) * sizeof *h);
+        if (!h) {
+            free(s);
+            return err_set(err, ST_ERR_NOMEM, "smoothed H");
+        }
+        for (int64_t i = 0; i < dim; i++)
+            for (int64_t j = 0; j < dim; j++) h[i * dim + j] = H[i * dim + j] / ((double)s[i] * (double)s[j]);
+        *h_out = h;
+    }
+    free(s);
+    return ST_OK;
+}
+
+/* === Build === */
+
+void qmodel_free(QModel *qm) {
+    if (!qm) return;
+    if (qm->lin)
+        for (int64_t i = 0; i < qm->n_layers * PROJ_COUNT; i++) qlinear_free(qm->lin[i]);
+    free(qm->lin);
+    if (qm->attn_norm)
+        for (int64_t l = 0; l < qm->n_layers; l++) free(qm->attn_norm[l]);
+    if (qm->ffn_norm)
+        for (int64_t l = 0; l < qm->n_layers; l++) free(qm->ffn_norm[l]);
+    free(qm->attn_norm);
+    free(qm->ffn_norm);
+    qlinear_free(qm->output);
+    free(qm->embd);
+    free(qm->adadim_dim);
+    free(qm->site_rel_err);
+    for (int64_t i = 0; i < qm->n_notes; i++) free(qm->notes[i]);
+    free(qm->notes);
+    plan_resolved_done(&qm->res);
+    free(qm);
+}
+
+/* Quantizes the embedding table (lookup: kept as dequantized floats) and the
+ * output head. Methods other than rtn need the head's input H, which
+ * calibration does not collect: those fall back to rtn with a note. */
+static Status build_ends(QModel *qm, const Model *m, Pool *pool, Err *err) {
+    const ModelConfig *c = &m->cfg;
+    Status st;
+    PlanEntry ee = qm->res.embed.e, oe = qm->res.output.e;
+    if (ee.method != QM_RTN && entry_has_scales(&ee) && ee.w.fmt != QF_AQLM) {
+        if ((st = note_add(qm, err, "embed: %s -> rtn (an embedding lookup has no input statistics)",
+                           qmethod_name(ee.method))))
+            return st;
+        ee.method = QM_RTN;
+    }
+    if (ee.w.fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "embed entry: aqlm embeddings are not supported");
+    if (ee.w.fmt != QF_F32) {
+        int64_t n = c->vocab_size * c->dim;
+        qm->embd = malloc((size_t)n * sizeof *qm->embd);
+        if (!qm->embd) return err_set(err, ST_ERR_NOMEM, "embedding copy");
+        Err e2;
+        err_init(&e2);
+        if ((st = rtn_fake_quantize(m->tok_embd, c->vocab_size, c->dim, &ee.w, qm->embd, &e2)))
+            return err_set(err, st, "embed: %s", e2.detail);
+        qm->model.tok_embd = qm->embd;
+    }
+    if (oe.method != QM_RTN && entry_has_scales(&oe)) {
+        if ((st = note_add(qm, err, "output: %s -> rtn (calibration collects no H for the head's input)",
+                           oe.w.fmt == QF_AQLM ? "aqlm" : qmethod_name(oe.method))))
+            return st;
+        if (oe.w.fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "output entry: aqlm head is not supported");
+        oe.method = QM_RTN;
+    }
+    SiteIn in = {.W = m->output.w, .n_out = m->output.n_out, .n_in = m->output.n_in, .H = NULL, .name = "output"};
+    if (oe.act != ACT_NONE && oe.act_scale == ACT_STATIC) {
+        if ((st = note_add(qm, err, "output: static activation scale -> dynamic (no calibration of the head's input)")))
+            return st;
+        oe.act_scale = ACT_DYNAMIC;
+    }
+    GroupDim d;
+    double rel;
+    return site_build(qm, &oe, &in, 1, pool, &qm->output, &d, &rel, err);
+}
+
+Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Pool *pool, Progress *prog,
+                    QModel **out, Err *err) {
+    *out = NULL;
+    double t0 = now_s();
+    const ModelConfig *c = &m->cfg;
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(c);
+    Status st = plan_validate(p, &pm, err);
+    if (st) return st;
+    const struct CalibStats *cs = stats ? stats->cs : NULL;
+    const struct HStore *hs = stats ? stats->h : NULL;
+    const char *what = NULL;
+    if (qmodel_plan_needs_stats(p, &pm, &what)) {
+        int need_h = !strcmp(what, "H");
+        if (!cs || (need_h && !hs))
+            return err_set(err, ST_ERR_ARG, "plan '%s' needs calibration statistics (%s): pass --stats STATS from `qscope calib`%s",
+                           p->name[0] ? p->name : "(unnamed)", what,
+                           cs && need_h ? " (run without --no-h: this stats file has no H)" : "");
+    }
+
+    QModel *qm = calloc(1, sizeof *qm);
+    float **ws = NULL;
+    double *hsm = NULL;
+    if (!qm) return err_set(err, ST_ERR_NOMEM, "qmodel");
+    qm->model = *m;
+    int64_t L = c->n_layers, ns = L * PROJ_COUNT;
+    qm->n_layers = L;
+    if ((st = plan_resolve(p, &pm, &qm->res, err))) goto fail;
+    qm->lin = calloc((size_t)ns, sizeof *qm->lin);
+    qm->attn_norm = calloc((size_t)L, sizeof *qm->attn_norm);
+    qm->ffn_norm = calloc((size_t)L, sizeof *qm->ffn_norm);
+    qm->adadim_dim = calloc((size_t)ns, sizeof *qm->adadim_dim);
+    qm->site_rel_err = calloc((size_t)ns, sizeof *qm->site_rel_err);
+    ws = calloc(PROJ_COUNT, sizeof *ws);
+    if (!qm->lin || !qm->attn_norm || !qm->ffn_norm || !qm->adadim_dim || !qm->site_rel_err || !ws) {
+        st = err_set(err, ST_ERR_NOMEM, "qmodel arrays");
+        goto fail;
+    }
+    for (int64_t i = 0; i < p->n_notes; i++)
+        if ((st = note_add(qm, err, "%s", p->notes[i]))) goto fail;
+
+    progress_begin(prog, "quantize", ns + 1);
+    for (int64_t l = 0; l < L; l++) {
+        /* SmoothQuant per norm group, then every projection. */
+        static const int QKV[3] = {PROJ_Q, PROJ_K, PROJ_V}, GU[2] = {PROJ_GATE, PROJ_UP};
+        float absmax_s[PROJ_COUNT] = {0};
+        const double *hsite[PROJ_COUNT] = {0};
+        double *hown[2] = {NULL, NULL};
+        for (int g = 0; g < 2; g++) {
+            const int *projs = g ? GU : QKV;
+            int np = g ? 2 : 3;
+            TapPoint tap = g ? TAP_GATE_UP : TAP_QKV;
+            const PlanEntry *e0 = &qm->res.lin[l * PROJ_COUNT + projs[0]].e;
+            const double *H = qstats_h(hs, l, tap, NULL);
+            for (int k = 0; k < np; k++) hsite[projs[k]] = H;
+            if (!(e0->smooth_alpha > 0)) continue;
+            float *gain = NULL, *wk[3] = {NULL, NULL, NULL};
+            float sr[2] = {0, 0};
+            float amx = 0;
+            st = smooth_group(m, cs, l, projs, np, tap, e0->smooth_alpha,
+                              g ? m->layers[l].ffn_norm : m->layers[l].attn_norm, H, &gain, wk, &hown[g], &amx, sr, err);
+            if (g) qm->ffn_norm[l] = gain;
+            else qm->attn_norm[l] = gain;
+            for (int k = 0; k < np; k++) {
+                ws[projs[k]] = wk[k];
+                absmax_s[projs[k]] = amx;
+                if (hown[g]) hsite[projs[k]] = hown[g];
+            }
+            if (st) {
+                free(hown[0]);
+                free(hown[1]);
+                goto fail;
+            }
+            st = note_add(qm, err, "%lld.%s: smoothquant alpha %.2f, s in [%.3g, %.3g], input max|x| %.3g -> %.3g",
+                          (long long)l, g ? "gate_up" : "qkv", e0->smooth_alpha, sr[0], sr[1],
+                          qstats_absmax(cs, l, tap), amx);
+            if (st) {
+                free(hown[0]);
+                free(hown[1]);
+                goto fail;
+            }
+        }
+        for (int pj = 0; pj < PROJ_COUNT && !st; pj++) {
+            int64_t i = l * PROJ_COUNT + pj;
+            const PlanEntry *e = &qm->res.lin[i].e;
+            const Weight *w = &m->layers[l].proj[pj];
+            TapPoint tap = proj_tap((Proj)pj);
+            char name[32];
+            snprintf(name, sizeof name, "%lld.%s", (long long)l, proj_name((Proj)pj));
+            SiteIn in = {.W = ws[pj] ? ws[pj] : w->w, .n_out = w->n_out, .n_in = w->n_in,
+                         .H = hsite[pj] ? hsite[pj] : qstats_h(hs, l, tap, NULL),
+                         .act_absmax = ws[pj] ? absmax_s[pj] : qstats_absmax(cs, l, tap), .name = name};
+            if (progress_cancelled(prog)) {
+                st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);
+                break;
+            }
+            st = site_build(qm, e, &in, !ws[pj], pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
+            progress_add(prog, 1);
+        }
+        free(hown[0]);
+        free(hown[1]);
+        for (int pj = 0; pj < PROJ_COUNT; pj++) {
+            free(ws[pj]);
+            ws[pj] = NULL;
+        }
+        if (st) goto fail;
+    }
+    if ((st = build_ends(qm, m, pool, err))) goto fail;
+    progress_add(prog, 1);
+
+    /* Size: exact plan accounting with AdaDim's choices. */
+    PlanSizeOpts so = {.aqlm_bits = NULL, .adadim_dims = qm->adadim_dim};
+    PlanSize sz;
+    if ((st = plan_size(p, &pm, &so, &sz, err))) goto fail;
+    qm->params = sz.all_params;
+    qm->bits = sz.all_bits;
+    qm->bytes = sz.all_bytes;
+    qm->bpw = sz.bpw_all;
+    for (int64_t i = 0; i < ns; i++)
+        if (qm->lin[i]) qm->kernel_bytes += qm->lin[i]->ops->bytes(qm->lin[i]);
+    if (qm->output) qm->kernel_bytes += qm->output->ops->bytes(qm->output);
+
+    /* Which kernels run, for the notes. */
+    {
+        const char *names[16];
+        int64_t counts[16];
+        int nk = 0;
+        for (int64_t i = 0; i < ns; i++) {
+            const char *k = qm->lin[i] ? qlinear_kernel_name(qm->lin[i]) : "model-f32";
+            if (qm->lin[i] && qlinear_is_aqlm(qm->lin[i])) k = qlinear_aqlm_kernel(qm->lin[i]);
+            int j;
+            for (j = 0; j < nk; j++)
+                if (!strcmp(names[j], k)) break;
+            if (j == nk && nk < 16) {
+                names[nk] = k;
+                counts[nk++] = 0;
+            }
+            if (j < 16) counts[j]++;
+        }
+        char buf[256];
+        size_t o = 0;
+        for (int j = 0; j < nk && o < sizeof buf; j++)
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s x%lld", j ? ", " : "", names[j], (long long)counts[j]);
+        if ((st = note_add(qm, err, "kernels: %s; head %s", buf,
+                           qm->output ? qlinear_kernel_name(qm->output) : "model-f32")))
+            goto fail;
+    }
+
+    qm->ov.lin = (const QLinear *const *)qm->lin;
+    qm->ov.attn_norm = (const float *const *)qm->attn_norm;
+    qm->ov.ffn_norm = (const float *const *)qm->ffn_norm;
+    qm->ov.output = qm->output;
+    qm->seconds = now_s() - t0;
+    free(ws);
+    free(hsm);
+    *out = qm;
+    return ST_OK;
+fail:
+    if (ws)
+        for (int pj = 0; pj < PROJ_COUNT; pj++) free(ws[pj]);
+    free(ws);
+    free(hsm);
+    qmodel_free(qm);
+    return st;
+}
