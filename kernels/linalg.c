@@ -1,9 +1,11 @@
 #include "kernels/linalg.h"
 
+#include <immintrin.h>
 #include <limits.h>
 #include <math.h>
 
 #include "core/assert.h"
+#include "kernels/cpu.h"
 
 /* OpenBLAS's own C LAPACK entry points (interface/lapack/potrf.c, trtri.c):
  * column-major, so a row-major lower triangle is LAPACK's upper one. */
@@ -59,4 +61,33 @@ int linalg_trinv_lower_ref(double *L, int64_t n) {
         }
     }
     return 0;
+}
+
+void linalg_axpy_f32_ref(int64_t n, float a, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+__attribute__((target("avx512f"))) static void axpy_avx512(int64_t n, float a, const float *x, float *y) {
+    __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(int64_t n, float a, const float *x, float *y) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}
+
+void linalg_axpy_f32(int64_t n, float a, const float *x, float *y) {
+    if (cpu_has_avx512f()) axpy_avx512(n, a, x, y);
+    else if (cpu_has_avx2()) axpy_avx2(n, a, x, y);
+    else linalg_axpy_f32_ref(n, a, x, y);
 }

@@ -21,4 +21,11 @@ int linalg_cholesky_lower_ref(double *A, int64_t n);
 int linalg_trinv_lower(double *L, int64_t n);
 int linalg_trinv_lower_ref(double *L, int64_t n);
 
+/* y[i] += a * x[i] for i < n (GPTQ's in-batch rank-1 updates). Dispatched to
+ * AVX-512 or AVX2 FMA at run time (kernels/cpu.h); the FMA paths round once
+ * per element, so they agree with the scalar twin (multiply, then add) to
+ * within one rounding of a*x[i]. x and y must not overlap. */
+void linalg_axpy_f32(int64_t n, float a, const float *x, float *y);
+void linalg_axpy_f32_ref(int64_t n, float a, const float *x, float *y);
+
 #endif

@@ -90,11 +90,8 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
                 else c->f8[r * n_in + col] = (uint8_t)code;
                 e[r] = (v - w[r]) / d;
             }
-            for (int64_t k = i + 1; k < nb; k++) {
-                float u = c->Ub[i * nb + k];
-                float *wk = c->Wt + (c->i1 + k) * n_out;
-                for (int64_t r = rs; r < re; r++) wk[r] += u * e[r];
-            }
+            for (int64_t k = i + 1; k < nb; k++)
+                linalg_axpy_f32(re - rs, c->Ub[i * nb + k], e + rs, c->Wt + (c->i1 + k) * n_out + rs);
         }
     }
     /* The batch's errors update every later column at once, for these rows

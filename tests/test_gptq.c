@@ -11,6 +11,7 @@
 #include "core/pool.h"
 #include "core/progress.h"
 #include "core/status.h"
+#include "kernels/cpu.h"
 #include "kernels/linalg.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -120,6 +121,22 @@ static void test_linalg(void) {
         free(A);
         free(B);
         free(H);
+    }
+    /* axpy: every SIMD level against the twin, odd lengths for the tails */
+    static const char *const levels[] = {"scalar", "avx2", NULL};
+    for (int lv = 0; lv < 3; lv++) {
+        if (levels[lv]) setenv("QS_CPU", levels[lv], 1);
+        else unsetenv("QS_CPU");
+        cpu_refresh();
+        for (int64_t n = 0; n < 70; n += 3) {
+            float x[70], y[70], yr[70], a = (float)nrand();
+            for (int64_t i = 0; i < n; i++) { x[i] = (float)nrand(); y[i] = yr[i] = (float)nrand(); }
+            linalg_axpy_f32(n, a, x, y);
+            linalg_axpy_f32_ref(n, a, x, yr);
+            for (int64_t i = 0; i < n; i++)
+                CHECKF(fabsf(y[i] - yr[i]) <= 2.4e-7f * (fabsf(a * x[i]) + fabsf(yr[i])), "axpy %s n %lld i %lld",
+                       levels[lv] ? levels[lv] : "native", (long long)n, (long long)i);
+        }
     }
     /* not positive definite: the failing minor is reported */
     double bad[9] = {1, 0, 0, 0, -1, 0, 0, 0, 1}, bad2[9];
