@@ -124,6 +124,9 @@ T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n
             for (int64_t k = 0; k < kc; k += 16) {
                 int64_t nk = kc - k < 16 ? kc - k : 16;
                 __m512 r[16];
+                /* Weights come from DRAM: fetch each row's next lines ahead. */
+                for (int64_t i = 0; i < rows && k + 64 < kc; i++)
+                    _mm_prefetch((const char *)(B + (j0 + i) * ldb + k + 64), _MM_HINT_T0);
                 if (rows > 0) load_tr16(r, B + j0 * ldb + k, ldb, rows, nk);
                 else
                     for (int i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
