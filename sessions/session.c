@@ -1,0 +1,951 @@
+#include "sessions/session.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/mapfile.h"
+#include "model/model.h"
+#include "quant/plan.h"
+#include "sessions/plan_json.h"
+
+#ifndef QS_BUILD_VERSION
+#define QS_BUILD_VERSION "dev"
+#endif
+
+#define SESSION_MAX_BYTES ((size_t)256 << 20)
+
+struct Session {
+    cJSON *root;             /* source of truth; everything below points into it */
+    SessionModelRef model;
+    SessionCalib calib;
+    SessionResult *results;  /* (n_results) */
+    int64_t n_results;
+    SessionAction *actions;  /* (n_actions) */
+    int64_t n_actions;
+};
+
+static SessionSaveHook g_save_hook;
+
+/* === Small JSON helpers === */
+
+static cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static const char *jstr(const cJSON *o, const char *k) {
+    const cJSON *v = jget(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void hex64(uint64_t v, char buf[17]) { snprintf(buf, 17, "%016" PRIx64, v); }
+
+static int parse_hex64(const char *s, uint64_t *out) {
+    if (!s || strlen(s) != 16) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return 0;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Replaces (or adds) member k of o with v (taking ownership); 0 when memory ran out. */
+static int jset(cJSON *o, const char *k, cJSON *v) {
+    if (!v) return 0;
+    if (jget(o, k)) return cJSON_ReplaceItemInObjectCaseSensitive(o, k, v) ? 1 : (cJSON_Delete(v), 0);
+    return cJSON_AddItemToObject(o, k, v) ? 1 : (cJSON_Delete(v), 0);
+}
+
+static int jset_str(cJSON *o, const char *k, const char *v) {
+    return jset(o, k, v ? cJSON_CreateString(v) : cJSON_CreateNull());
+}
+
+static int jset_num(cJSON *o, const char *k, double v) { return jset(o, k, cJSON_CreateNumber(v)); }
+
+static int jset_hex(cJSON *o, const char *k, uint64_t v) {
+    char b[17];
+    hex64(v, b);
+    return jset_str(o, k, b);
+}
+
+/* Optional integer member: absent -> def; present must be an integral number in [lo, hi]. */
+static Status get_int(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t def, int64_t *out,
+                      const char *where, const char *path, Err *err) {
+    const cJSON *v = jget(o, k);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return ST_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
+        v->valuedouble > (double)hi)
+        return err_set(err, ST_ERR_FORMAT, "%s: %s.%s: expected an integer in [%" PRId64 ", %" PRId64 "]", where,
+                       path, k, lo, hi);
+    *out = (int64_t)v->valuedouble;
+    return ST_OK;
+}
+
+static Status get_str(const cJSON *o, const char *k, int required, const char **out, const char *where,
+                      const char *path, Err *err) {
+    const cJSON *v = jget(o, k);
+    *out = NULL;
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing string member '%s'", where, path, k);
+        return ST_OK;
+    }
+    if (!cJSON_IsString(v)) return err_set(err, ST_ERR_FORMAT, "%s: %s.%s: expected a string", where, path, k);
+    *out = v->valuestring;
+    return ST_OK;
+}
+
+static Status get_hex(const cJSON *o, const char *k, int required, uint64_t *out, const char *where,
+                      const char *path, Err *err) {
+    const char *s;
+    Status st = get_str(o, k, required, &s, where, path, err);
+    if (st) return st;
+    *out = 0;
+    if (s && !parse_hex64(s, out))
+        return err_set(err, ST_ERR_FORMAT, "%s: %s.%s: '%.40s' is not 16 hex digits", where, path, k, s);
+    return ST_OK;
+}
+
+static double get_dbl(const cJSON *o, const char *k) {
+    const cJSON *v = jget(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* === Validation and typed views (rebuilt from the tree after every change) === */
+
+static Status check_model(Session *s, const cJSON *mo, const char *where, Err *err) {
+    SessionModelRef *r = &s->model;
+    memset(r, 0, sizeof *r);
+    if (!cJSON_IsObject(mo)) return err_set(err, ST_ERR_FORMAT, "%s: missing object member 'model'", where);
+    Status st;
+    if ((st = get_str(mo, "path", 1, &r->path, where, "model", err))) return st;
+    if ((st = get_str(mo, "tokenizer", 0, &r->tokenizer, where, "model", err))) return st;
+    if ((st = get_hex(mo, "fingerprint", 1, &r->fingerprint, where, "model", err))) return st;
+    const char *arch;
+    if ((st = get_str(mo, "arch", 0, &arch, where, "model", err))) return st;
+    snprintf(r->arch, sizeof r->arch, "%s", arch ? arch : "");
+    const int64_t BIG = (int64_t)1 << 52;
+    struct { const char *k; int64_t *v; } ints[] = {
+        {"file_bytes", &r->file_bytes}, {"n_layers", &r->n_layers}, {"dim", &r->dim},
+        {"hidden_dim", &r->hidden_dim}, {"n_heads", &r->n_heads}, {"n_kv_heads", &r->n_kv_heads},
+        {"vocab_size", &r->vocab_size},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if ((st = get_int(mo, ints[i].k, 0, BIG, 0, ints[i].v, where, "model", err))) return st;
+    return ST_OK;
+}
+
+static Status check_calib(Session *s, const cJSON *co, const char *where, Err *err) {
+    SessionCalib *c = &s->calib;
+    memset(c, 0, sizeof *c);
+    if (!co || cJSON_IsNull(co)) return ST_OK;
+    if (!cJSON_IsObject(co)) return err_set(err, ST_ERR_FORMAT, "%s: calibration: expected an object", where);
+    c->present = 1;
+    Status st;
+    const char *P = "calibration", *mode;
+    const int64_t BIG = (int64_t)1 << 52;
+    int64_t seed, sens;
+    if ((st = get_str(co, "text", 0, &c->text, where, P, err))) return st;
+    if ((st = get_hex(co, "text_hash", 0, &c->text_hash, where, P, err))) return st;
+    if ((st = get_int(co, "text_bytes", 0, BIG, 0, &c->text_bytes, where, P, err))) return st;
+    if ((st = get_int(co, "samples", 0, BIG, 0, &c->samples, where, P, err))) return st;
+    if ((st = get_int(co, "seqlen", 0, BIG, 0, &c->seqlen, where, P, err))) return st;
+    if ((st = get_int(co, "seed", 0, BIG, 0, &seed, where, P, err))) return st;
+    if ((st = get_int(co, "group", 0, BIG, 0, &c->group, where, P, err))) return st;
+    if ((st = get_int(co, "topk", 0, BIG, 0, &c->topk, where, P, err))) return st;
+    if ((st = get_str(co, "mode", 0, &mode, where, P, err))) return st;
+    if ((st = get_str(co, "stats", 0, &c->stats, where, P, err))) return st;
+    const cJSON *sv = jget(co, "sensitivity");
+    if (sv && !cJSON_IsBool(sv)) return err_set(err, ST_ERR_FORMAT, "%s: calibration.sensitivity: expected true/false", where);
+    sens = cJSON_IsTrue(sv);
+    c->seed = (uint64_t)seed;
+    c->sensitivity = (int)sens;
+    snprintf(c->mode, sizeof c->mode, "%s", mode ? mode : "");
+    return ST_OK;
+}
+
+static Status check_plans(const cJSON *root, const char *where, Err *err) {
+    const cJSON *pl = jget(root, "plans");
+    if (!pl || cJSON_IsNull(pl)) return ST_OK;
+    if (!cJSON_IsArray(pl)) return err_set(err, ST_ERR_FORMAT, "%s: plans: expected an array", where);
+    int64_t i = 0;
+    for (const cJSON *e = pl->child; e; e = e->next, i++) {
+        char path[96];
+        snprintf(path, sizeof path, "plans[%" PRId64 "]", i);
+        if (!cJSON_IsObject(e)) return err_set(err, ST_ERR_FORMAT, "%s: %s: expected an object", where, path);
+        const char *name;
+        Status st = get_str(e, "name", 1, &name, where, path, err);
+        if (st) return st;
+        if (!name[0]) return err_set(err, ST_ERR_FORMAT, "%s: %s.name: empty", where, path);
+        int64_t j = 0;
+        for (const cJSON *f = pl->child; f != e; f = f->next, j++)
+            if (!strcmp(jstr(f, "name"), name))
+                return err_set(err, ST_ERR_FORMAT, "%s: %s.name: '%.64s' repeats plans[%" PRId64 "]", where, path,
+                               name, j);
+        const cJSON *po = jget(e, "plan");
+        if (!cJSON_IsObject(po)) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing object member 'plan'", where, path);
+        char w[600];
+        snprintf(w, sizeof w, "%s: %s.plan", where, path);
+        Plan tmp;
+        st = plan_json_parse(po, w, NULL, &tmp, err);
+        plan_done(&tmp);
+        if (st) return st;
+    }
+    const cJSON *cur = jget(root, "current_plan");
+    if (cur && !cJSON_IsNull(cur) && !cJSON_IsString(cur))
+        return err_set(err, ST_ERR_FORMAT, "%s: current_plan: expected a string", where);
+    return ST_OK;
+}
+
+static Status check_results(Session *s, const cJSON *root, const char *where, Err *err) {
+    const cJSON *rl = jget(root, "results");
+    free(s->results);
+    s->results = NULL;
+    s->n_results = 0;
+    if (!rl || cJSON_IsNull(rl)) return ST_OK;
+    if (!cJSON_IsArray(rl)) return err_set(err, ST_ERR_FORMAT, "%s: results: expected an array", where);
+    int64_t n = cJSON_GetArraySize(rl);
+    if (n > 0 && !(s->results = core_calloc((size_t)n, sizeof *s->results)))
+        return err_set(err, ST_ERR_NOMEM, "%s: results", where);
+    const int64_t BIG = (int64_t)1 << 52;
+    int64_t i = 0;
+    for (const cJSON *e = rl->child; e; e = e->next, i++) {
+        char path[64];
+        snprintf(path, sizeof path, "results[%" PRId64 "]", i);
+        SessionResult *r = &s->results[i];
+        s->n_results = i + 1;
+        if (!cJSON_IsObject(e)) return err_set(err, ST_ERR_FORMAT, "%s: %s: expected an object", where, path);
+        Status st;
+        if ((st = get_int(e, "id", 0, BIG, i + 1, &r->id, where, path, err))) return st;
+        if ((st = get_str(e, "plan", 1, &r->plan, where, path, err))) return st;
+        if ((st = get_str(e, "time", 0, &r->time, where, path, err))) return st;
+        if ((st = get_str(e, "build", 0, &r->build, where, path, err))) return st;
+        if ((st = get_int(e, "threads", 0, 1 << 20, 0, &r->threads, where, path, err))) return st;
+        const cJSON *so = jget(e, "settings");
+        if (so && !cJSON_IsObject(so)) return err_set(err, ST_ERR_FORMAT, "%s: %s.settings: expected an object", where, path);
+        if (so) {
+            char sp[80];
+            snprintf(sp, sizeof sp, "%s.settings", path);
+            if ((st = get_str(so, "text", 0, &r->text, where, sp, err))) return st;
+            if ((st = get_hex(so, "text_hash", 0, &r->text_hash, where, sp, err))) return st;
+            if ((st = get_int(so, "ctx", 0, BIG, 0, &r->ctx, where, sp, err))) return st;
+            if ((st = get_int(so, "chunks", 0, BIG, 0, &r->chunks, where, sp, err))) return st;
+        }
+        const cJSON *mo = jget(e, "metrics");
+        if (!cJSON_IsObject(mo)) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing object member 'metrics'", where, path);
+        for (const cJSON *m = mo->child; m; m = m->next)
+            if (!cJSON_IsNumber(m) && !cJSON_IsNull(m) && !cJSON_IsArray(m) && !cJSON_IsString(m) && !cJSON_IsBool(m))
+                return err_set(err, ST_ERR_FORMAT, "%s: %s.metrics.%.64s: unexpected object", where, path, m->string);
+        r->ppl = get_dbl(mo, "ppl");
+        r->ppl_base = get_dbl(mo, "ppl_base");
+        r->kld_mean = get_dbl(mo, "kld_mean");
+        r->kld_median = get_dbl(mo, "kld_median");
+        r->kld_p90 = get_dbl(mo, "kld_p90");
+        r->kld_p99 = get_dbl(mo, "kld_p99");
+        r->kld_max = get_dbl(mo, "kld_max");
+        r->top1_agree = get_dbl(mo, "top1_agree");
+        r->bpw = get_dbl(mo, "bpw");
+        r->prefill_tps = get_dbl(mo, "prefill_tps");
+        r->decode_tps = get_dbl(mo, "decode_tps");
+        r->seconds = get_dbl(mo, "seconds");
+        double b = get_dbl(mo, "bytes"), t = get_dbl(mo, "tokens_scored");
+        r->bytes = isfinite(b) && b >= 0 && b < 9e15 ? (int64_t)b : 0;
+        r->tokens_scored = isfinite(t) && t >= 0 && t < 9e15 ? (int64_t)t : 0;
+        r->cancelled = cJSON_IsTrue(jget(mo, "cancelled"));
+    }
+    return ST_OK;
+}
+
+static Status check_actions(Session *s, const cJSON *root, const char *where, Err *err) {
+    const cJSON *al = jget(root, "actions");
+    free(s->actions);
+    s->actions = NULL;
+    s->n_actions = 0;
+    if (!al || cJSON_IsNull(al)) return ST_OK;
+    if (!cJSON_IsArray(al)) return err_set(err, ST_ERR_FORMAT, "%s: actions: expected an array", where);
+    int64_t n = cJSON_GetArraySize(al);
+    if (n > 0 && !(s->actions = core_calloc((size_t)n, sizeof *s->actions)))
+        return err_set(err, ST_ERR_NOMEM, "%s: actions", where);
+    int64_t i = 0;
+    for (const cJSON *e = al->child; e; e = e->next, i++) {
+        char path[64];
+        snprintf(path, sizeof path, "actions[%" PRId64 "]", i);
+        if (!cJSON_IsObject(e)) return err_set(err, ST_ERR_FORMAT, "%s: %s: expected an object", where, path);
+        Status st;
+        if ((st = get_str(e, "action", 1, &s->actions[i].name, where, path, err))) return st;
+        if ((st = get_str(e, "time", 0, &s->actions[i].time, where, path, err))) return st;
+        const cJSON *a = jget(e, "args");
+        if (a && !cJSON_IsObject(a) && !cJSON_IsNull(a))
+            return err_set(err, ST_ERR_FORMAT, "%s: %s.args: expected an object", where, path);
+        s->n_actions = i + 1;
+    }
+    return ST_OK;
+}
+
+/* Validates the whole tree and rebuilds the typed views. */
+static Status session_refresh(Session *s, const char *where, Err *err) {
+    const cJSON *root = s->root;
+    if (!cJSON_IsObject(root)) return err_set(err, ST_ERR_FORMAT, "%s: not a JSON object", where);
+    const cJSON *v = jget(root, "schema_version");
+    if (!v) return err_set(err, ST_ERR_FORMAT, "%s: missing 'schema_version' (not a qscope session?)", where);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
+        return err_set(err, ST_ERR_FORMAT, "%s: schema_version: expected an integer", where);
+    if (v->valuedouble > SESSION_SCHEMA_VERSION)
+        return err_set(err, ST_ERR_UNSUPPORTED,
+                       "%s: schema_version %.0f was written by a newer qscope; this build reads version %d "
+                       "(the file was not changed)", where, v->valuedouble, SESSION_SCHEMA_VERSION);
+    if (v->valuedouble < 1)
+        return err_set(err, ST_ERR_UNSUPPORTED,
+                       "%s: schema_version %.0f is not a session version (versions start at 1)", where,
+                       v->valuedouble);
+    const cJSON *kind = jget(root, "kind");
+    if (kind && (!cJSON_IsString(kind) || strcmp(kind->valuestring, "qscope-session")))
+        return err_set(err, ST_ERR_FORMAT, "%s: kind: expected \"qscope-session\"", where);
+    const cJSON *view = jget(root, "view");
+    if (view && !cJSON_IsObject(view) && !cJSON_IsNull(view))
+        return err_set(err, ST_ERR_FORMAT, "%s: view: expected an object", where);
+    Status st;
+    if ((st = check_model(s, jget(root, "model"), where, err))) return st;
+    if ((st = check_calib(s, jget(root, "calibration"), where, err))) return st;
+    if ((st = check_plans(root, where, err))) return st;
+    if ((st = check_results(s, root, where, err))) return st;
+    return check_actions(s, root, where, err);
+}
+
+/* After a change made here: the tree is ours, so a failure is a bug or ENOMEM. */
+static Status refresh_after(Session *s, Err *err) { return session_refresh(s, "session", err); }
+
+/* === Life cycle === */
+
+static cJSON *model_ref_json(const Model *m, const char *tokenizer) {
+    cJSON *mo = cJSON_CreateObject();
+    if (!mo) return NULL;
+    const ModelConfig *c = &m->cfg;
+    int ok = jset_str(mo, "path", m->path ? m->path : "") && jset_str(mo, "tokenizer", tokenizer) &&
+             jset_hex(mo, "fingerprint", m->fingerprint) && jset_num(mo, "file_bytes", (double)m->file_bytes) &&
+             jset_str(mo, "arch", c->arch) && jset_num(mo, "n_layers", (double)c->n_layers) &&
+             jset_num(mo, "dim", (double)c->dim) && jset_num(mo, "hidden_dim", (double)c->hidden_dim) &&
+             jset_num(mo, "n_heads", (double)c->n_heads) && jset_num(mo, "n_kv_heads", (double)c->n_kv_heads) &&
+             jset_num(mo, "vocab_size", (double)c->vocab_size);
+    if (!ok) {
+        cJSON_Delete(mo);
+        return NULL;
+    }
+    return mo;
+}
+
+Status session_new(const Model *m, const char *tokenizer, Session **out, Err *err) {
+    *out = NULL;
+    Session *s = core_calloc(1, sizeof *s);
+    if (!s) return err_set(err, ST_ERR_NOMEM, "session");
+    char now[32];
+    s->root = cJSON_CreateObject();
+    int ok = s->root && jset_num(s->root, "schema_version", SESSION_SCHEMA_VERSION) &&
+             jset_str(s->root, "kind", "qscope-session") && jset_str(s->root, "created", session_time_now(now, sizeof now)) &&
+             jset_str(s->root, "build", session_build_version()) && jset(s->root, "model", model_ref_json(m, tokenizer)) &&
+             jset(s->root, "calibration", cJSON_CreateNull()) && jset(s->root, "current_plan", cJSON_CreateNull()) &&
+             jset(s->root, "plans", cJSON_CreateArray()) && jset(s->root, "results", cJSON_CreateArray()) &&
+             jset(s->root, "view", cJSON_CreateObject()) && jset(s->root, "actions", cJSON_CreateArray());
+    if (!ok) {
+        session_free(s);
+        return err_set(err, ST_ERR_NOMEM, "session");
+    }
+    Status st = refresh_after(s, err);
+    if (st) {
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return ST_OK;
+}
+
+void session_free(Session *s) {
+    if (!s) return;
+    cJSON_Delete(s->root);
+    free(s->results);
+    free(s->actions);
+    free(s);
+}
+
+Status session_parse(const char *text, size_t len, const char *where, Session **out, Err *err) {
+    *out = NULL;
+    if (!where) where = "session";
+    if (len == 0) return err_set(err, ST_ERR_FORMAT, "%s: empty file", where);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        if (off >= len)
+            return err_set(err, ST_ERR_FORMAT, "%s: truncated JSON (ends at byte %zu inside a value)", where, len);
+        return err_set(err, ST_ERR_FORMAT, "%s: not valid JSON (parse error at byte %zu)", where, off);
+    }
+    /* Anything but whitespace after the value means a damaged file. */
+    size_t off = (size_t)(end - text);
+    while (off < len && (text[off] == ' ' || text[off] == '\n' || text[off] == '\r' || text[off] == '\t')) off++;
+    if (off < len && text[off] != '\0') {
+        cJSON_Delete(root);
+        return err_set(err, ST_ERR_FORMAT, "%s: trailing data after the JSON value at byte %zu", where, off);
+    }
+    Session *s = core_calloc(1, sizeof *s);
+    if (!s) {
+        cJSON_Delete(root);
+        return err_set(err, ST_ERR_NOMEM, "%s", where);
+    }
+    s->root = root;
+    Status st = session_refresh(s, where, err);
+    if (st) {
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return ST_OK;
+}
+
+Status session_load(const char *path, Session **out, Err *err) {
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    Status st = file_read_all(path, SESSION_MAX_BYTES, &text, &len, err);
+    if (st) return st;
+    st = session_parse(text, len, path, out, err);
+    free(text);
+    return st;
+}
+
+Status session_write(const Session *s, char **out, size_t *len, Err *err) {
+    *out = NULL;
+    char *t = cJSON_Print(s->root);
+    if (!t) return err_set(err, ST_ERR_NOMEM, "session: serialising");
+    size_t n = strlen(t);
+    char *b = malloc(n + 2);
+    if (!b) {
+        cJSON_free(t);
+        return err_set(err, ST_ERR_NOMEM, "session: serialising");
+    }
+    memcpy(b, t, n);
+    b[n] = '\n';
+    b[n + 1] = '\0';
+    cJSON_free(t);
+    *out = b;
+    if (len) *len = n + 1;
+    return ST_OK;
+}
+
+/* === Atomic save === */
+
+void session_set_save_hook(SessionSaveHook hook) { g_save_hook = hook; }
+
+static Status write_all_fd(int fd, const char *buf, size_t n, const char *path, Err *err) {
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return err_set(err, ST_ERR_IO, "%s: write: %s", path, strerror(errno));
+        }
+        buf += w;
+        n -= (size_t)w;
+    }
+    return ST_OK;
+}
+
+/* Writes buf to path and fsyncs it. */
+static Status write_file_synced(const char *path, const char *buf, size_t n, Err *err) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return err_set(err, ST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    Status st = write_all_fd(fd, buf, n, path, err);
+    if (!st && fsync(fd) != 0) st = err_set(err, ST_ERR_IO, "%s: fsync: %s", path, strerror(errno));
+    if (close(fd) != 0 && !st) st = err_set(err, ST_ERR_IO, "%s: close: %s", path, strerror(errno));
+    return st;
+}
+
+static void fsync_dir_of(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+/* Keeps the current file as path.bak: a hard link when the file system
+ * allows it (no copy, and path itself is never absent), else a synced copy
+ * renamed into place. A missing current file is not an error. */
+static Status keep_backup(const char *path, Err *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return ST_OK;
+    size_t n = strlen(path);
+    char *bak = malloc(n + 16), *bak_tmp = malloc(n + 32);
+    Status st = ST_OK;
+    if (!bak || !bak_tmp) {
+        st = err_set(err, ST_ERR_NOMEM, "%s", path);
+        goto fail;
+    }
+    snprintf(bak, n + 16, "%s.bak", path);
+    snprintf(bak_tmp, n + 32, "%s.bak.tmp.%ld", path, (long)getpid());
+    unlink(bak_tmp);
+    if (link(path, bak_tmp) != 0) {
+        char *old = NULL;
+        size_t len = 0;
+        st = file_read_all(path, SESSION_MAX_BYTES, &old, &len, err);
+        if (!st) st = write_file_synced(bak_tmp, old, len, err);
+        free(old);
+        if (st) goto fail;
+    }
+    if (rename(bak_tmp, bak) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", bak_tmp, bak, strerror(errno));
+        unlink(bak_tmp);
+    }
+fail:
+    free(bak);
+    free(bak_tmp);
+    return st;
+}
+
+Status session_save(const Session *s, const char *path, Err *err) {
+    char *buf = NULL, *tmp = NULL;
+    size_t len = 0;
+    Status st = session_write(s, &buf, &len, err);
+    if (st) return st;
+    size_t n = strlen(path) + 32;
+    if (!(tmp = malloc(n))) {
+        st = err_set(err, ST_ERR_NOMEM, "%s", path);
+        goto fail;
+    }
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    if ((st = write_file_synced(tmp, buf, len, err))) {
+        unlink(tmp);
+        goto fail;
+    }
+    if (g_save_hook) g_save_hook("written", tmp);
+    if ((st = keep_backup(path, err))) {
+        unlink(tmp);
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        unlink(tmp);
+        goto fail;
+    }
+    fsync_dir_of(path);
+    if (g_save_hook) g_save_hook("renamed", tmp);
+fail:
+    free(buf);
+    free(tmp);
+    return st;
+}
+
+/* === Model reference === */
+
+const SessionModelRef *session_model(const Session *s) { return &s->model; }
+
+SessionModelCheck session_check_model(const Session *s, const Model *m, char *msg, size_t cap) {
+    const SessionModelRef *r = &s->model;
+    const ModelConfig *c = &m->cfg;
+    char tmp[8];
+    if (!msg) {
+        msg = tmp;
+        cap = sizeof tmp;
+    }
+    if (r->n_layers != c->n_layers || r->dim != c->dim || r->hidden_dim != c->hidden_dim ||
+        r->n_heads != c->n_heads || r->n_kv_heads != c->n_kv_heads || r->vocab_size != c->vocab_size) {
+        snprintf(msg, cap,
+                 "model %s has a different shape than the session's %s (layers %" PRId64 " vs %" PRId64
+                 ", dim %" PRId64 " vs %" PRId64 ", hidden %" PRId64 " vs %" PRId64 ", vocab %" PRId64 " vs %" PRId64
+                 "): its plans, statistics and results do not apply",
+                 m->path ? m->path : "?", r->path, c->n_layers, r->n_layers, c->dim, r->dim, c->hidden_dim,
+                 r->hidden_dim, c->vocab_size, r->vocab_size);
+        return SESSION_MODEL_SHAPE;
+    }
+    if (r->fingerprint != m->fingerprint) {
+        snprintf(msg, cap,
+                 "model %s changed since the session was saved (fingerprint %016" PRIx64 " -> %016" PRIx64
+                 "): its statistics and results no longer apply; recalibrate before evaluating",
+                 m->path ? m->path : r->path, r->fingerprint, m->fingerprint);
+        return SESSION_MODEL_CHANGED;
+    }
+    if (cap) msg[0] = '\0';
+    return SESSION_MODEL_OK;
+}
+
+SessionModelCheck session_model_status(const Session *s, const char *session_path, char *msg, size_t cap) {
+    struct stat sb;
+    const char *p = s->model.path;
+    if (cap && msg) msg[0] = '\0';
+    if (p[0] && stat(p, &sb) == 0) return SESSION_MODEL_OK;
+    if (p[0] && p[0] != '/' && session_path) {
+        const char *slash = strrchr(session_path, '/');
+        if (slash) {
+            char buf[4096];
+            snprintf(buf, sizeof buf, "%.*s/%s", (int)(slash - session_path), session_path, p);
+            if (stat(buf, &sb) == 0) return SESSION_MODEL_OK;
+        }
+    }
+    if (msg && cap)
+        snprintf(msg, cap,
+                 "model file '%s' of the session is missing: plans and results are kept; pass the model's "
+                 "new location (qscope MODEL --session S, or replay --model M) to work on", p);
+    return SESSION_MODEL_MISSING;
+}
+
+Status session_set_model(Session *s, const Model *m, const char *tokenizer, Err *err) {
+    if (!jset(s->root, "model", model_ref_json(m, tokenizer))) return err_set(err, ST_ERR_NOMEM, "session: model");
+    return refresh_after(s, err);
+}
+
+/* === Calibration === */
+
+const SessionCalib *session_calib(const Session *s) { return &s->calib; }
+
+Status session_set_calib(Session *s, const SessionCalib *c, Err *err) {
+    cJSON *co = cJSON_CreateObject();
+    int ok = co && jset_str(co, "text", c->text) && jset_hex(co, "text_hash", c->text_hash) &&
+             jset_num(co, "text_bytes", (double)c->text_bytes) && jset_num(co, "samples", (double)c->samples) &&
+             jset_num(co, "seqlen", (double)c->seqlen) && jset_num(co, "seed", (double)c->seed) &&
+             jset_str(co, "mode", c->mode) && jset_num(co, "group", (double)c->group) &&
+             jset_num(co, "topk", (double)c->topk) && jset(co, "sensitivity", cJSON_CreateBool(c->sensitivity)) &&
+             jset_str(co, "stats", c->stats);
+    if (!ok) {
+        cJSON_Delete(co);
+        return err_set(err, ST_ERR_NOMEM, "session: calibration");
+    }
+    if (c->seed > ((uint64_t)1 << 52)) {
+        cJSON_Delete(co);
+        return err_set(err, ST_ERR_RANGE, "session: calibration seed %" PRIu64 " above 2^52", c->seed);
+    }
+    if (!jset(s->root, "calibration", co)) return err_set(err, ST_ERR_NOMEM, "session: calibration");
+    return refresh_after(s, err);
+}
+
+/* === Plans === */
+
+static cJSON *plans_array(Session *s) {
+    cJSON *pl = jget(s->root, "plans");
+    if (!cJSON_IsArray(pl)) {
+        if (!jset(s->root, "plans", cJSON_CreateArray())) return NULL;
+        pl = jget(s->root, "plans");
+    }
+    return pl;
+}
+
+int64_t session_n_plans(const Session *s) {
+    const cJSON *pl = jget(s->root, "plans");
+    return cJSON_IsArray(pl) ? cJSON_GetArraySize(pl) : 0;
+}
+
+static cJSON *plan_item(const Session *s, int64_t i) {
+    const cJSON *pl = jget(s->root, "plans");
+    if (!cJSON_IsArray(pl) || i < 0 || i >= cJSON_GetArraySize(pl)) return NULL;
+    return cJSON_GetArrayItem(pl, (int)i);
+}
+
+const char *session_plan_name(const Session *s, int64_t i) {
+    const cJSON *e = plan_item(s, i);
+    return e ? jstr(e, "name") : NULL;
+}
+
+int64_t session_find_plan(const Session *s, const char *name) {
+    if (!name) return -1;
+    int64_t n = session_n_plans(s);
+    for (int64_t i = 0; i < n; i++)
+        if (!strcmp(session_plan_name(s, i), name)) return i;
+    return -1;
+}
+
+Status session_get_plan(const Session *s, const char *name, Plan *out, Err *err) {
+    int64_t i = session_find_plan(s, name);
+    if (i < 0) {
+        plan_init(out);
+        return err_set(err, ST_ERR_ARG, "session has no plan named '%.64s'", name ? name : "(null)");
+    }
+    char where[128];
+    snprintf(where, sizeof where, "session: plans[%" PRId64 "].plan", i);
+    return plan_json_parse(jget(plan_item(s, i), "plan"), where, NULL, out, err);
+}
+
+Status session_set_plan(Session *s, const char *name, const Plan *p, Err *err) {
+    if (!name || !name[0]) return err_set(err, ST_ERR_ARG, "session: a plan needs a name");
+    cJSON *po = plan_json_build(p);
+    if (!po) return err_set(err, ST_ERR_NOMEM, "session: plan '%.64s'", name);
+    int64_t i = session_find_plan(s, name);
+    if (i >= 0) {
+        if (!jset(plan_item(s, i), "plan", po)) return err_set(err, ST_ERR_NOMEM, "session: plan");
+    } else {
+        cJSON *e = cJSON_CreateObject(), *pl = plans_array(s);
+        if (!e || !pl || !jset_str(e, "name", name) || !jset(e, "plan", po)) {
+            if (!e || !pl) cJSON_Delete(po);
+            cJSON_Delete(e);
+            return err_set(err, ST_ERR_NOMEM, "session: plan");
+        }
+        if (!cJSON_AddItemToArray(pl, e)) {
+            cJSON_Delete(e);
+            return err_set(err, ST_ERR_NOMEM, "session: plan");
+        }
+    }
+    return refresh_after(s, err);
+}
+
+Status session_rename_plan(Session *s, const char *from, const char *to, Err *err) {
+    int64_t i = session_find_plan(s, from);
+    if (i < 0) return err_set(err, ST_ERR_ARG, "rename_plan: no plan named '%.64s'", from ? from : "(null)");
+    if (!to || !to[0]) return err_set(err, ST_ERR_ARG, "rename_plan: empty new name");
+    if (session_find_plan(s, to) >= 0 && strcmp(from, to))
+        return err_set(err, ST_ERR_ARG, "rename_plan: a plan named '%.64s' exists", to);
+    const char *cur = session_current_plan(s);
+    int was_current = cur && !strcmp(cur, from);
+    if (!jset_str(plan_item(s, i), "name", to)) return err_set(err, ST_ERR_NOMEM, "rename_plan");
+    if (was_current && !jset_str(s->root, "current_plan", to)) return err_set(err, ST_ERR_NOMEM, "rename_plan");
+    return refresh_after(s, err);
+}
+
+Status session_delete_plan(Session *s, const char *name, Err *err) {
+    int64_t i = session_find_plan(s, name);
+    if (i < 0) return err_set(err, ST_ERR_ARG, "delete_plan: no plan named '%.64s'", name ? name : "(null)");
+    const char *cur = session_current_plan(s);
+    if (cur && !strcmp(cur, name) && !jset(s->root, "current_plan", cJSON_CreateNull()))
+        return err_set(err, ST_ERR_NOMEM, "delete_plan");
+    cJSON_DeleteItemFromArray(jget(s->root, "plans"), (int)i);
+    return refresh_after(s, err);
+}
+
+const char *session_current_plan(const Session *s) { return jstr(s->root, "current_plan"); }
+
+Status session_set_current(Session *s, const char *name, Err *err) {
+    if (!jset_str(s->root, "current_plan", name)) return err_set(err, ST_ERR_NOMEM, "session: current_plan");
+    return ST_OK;
+}
+
+/* === Results === */
+
+int64_t session_n_results(const Session *s) { return s->n_results; }
+
+const SessionResult *session_result(const Session *s, int64_t i) {
+    return i >= 0 && i < s->n_results ? &s->results[i] : NULL;
+}
+
+Status session_add_result(Session *s, const SessionEvalInfo *info, const char *metrics_json, int64_t *id,
+                          Err *err) {
+    cJSON *mo = metrics_json ? cJSON_Parse(metrics_json) : NULL;
+    if (!cJSON_IsObject(mo)) {
+        cJSON_Delete(mo);
+        return err_set(err, ST_ERR_FORMAT, "session: evaluation metrics are not a JSON object");
+    }
+    int64_t next = 1;
+    for (int64_t i = 0; i < s->n_results; i++)
+        if (s->results[i].id >= next) next = s->results[i].id + 1;
+    char now[32];
+    cJSON *r = cJSON_CreateObject(), *so = cJSON_CreateObject();
+    int ok = r && so && jset_num(r, "id", (double)next) && jset_str(r, "plan", info->plan ? info->plan : "") &&
+             jset_str(r, "time", session_time_now(now, sizeof now)) && jset_str(r, "build", session_build_version()) &&
+             jset_num(r, "threads", (double)info->threads) && jset_str(so, "text", info->text) &&
+             jset_hex(so, "text_hash", info->text_hash) && jset_num(so, "ctx", (double)info->ctx) &&
+             jset_num(so, "chunks", (double)info->chunks);
+    if (ok) {
+        ok = jset(r, "settings", so);
+        so = NULL;
+    }
+    if (ok) {
+        ok = jset(r, "metrics", mo);
+        mo = NULL;
+    }
+    cJSON *rl = jget(s->root, "results");
+    if (ok && !cJSON_IsArray(rl)) {
+        ok = jset(s->root, "results", cJSON_CreateArray());
+        rl = jget(s->root, "results");
+    }
+    if (!ok || !cJSON_AddItemToArray(rl, r)) {
+        cJSON_Delete(r);
+        cJSON_Delete(so);
+        cJSON_Delete(mo);
+        return err_set(err, ST_ERR_NOMEM, "session: result");
+    }
+    if (id) *id = next;
+    return refresh_after(s, err);
+}
+
+int session_result_metric(const Session *s, int64_t i, const char *key, double *out) {
+    const cJSON *rl = jget(s->root, "results");
+    if (!cJSON_IsArray(rl) || i < 0 || i >= cJSON_GetArraySize(rl)) return 0;
+    const cJSON *v = jget(jget(cJSON_GetArrayItem(rl, (int)i), "metrics"), key);
+    if (!cJSON_IsNumber(v)) return 0;
+    *out = v->valuedouble;
+    return 1;
+}
+
+/* === View state === */
+
+char *session_view_get(const Session *s) {
+    const cJSON *v = jget(s->root, "view");
+    if (!cJSON_IsObject(v)) return core_strdup("{}");
+    char *t = cJSON_PrintUnformatted(v);
+    char *r = t ? core_strdup(t) : NULL;
+    cJSON_free(t);
+    return r;
+}
+
+Status session_view_set(Session *s, const char *json, Err *err) {
+    cJSON *v = json ? cJSON_Parse(json) : NULL;
+    if (!cJSON_IsObject(v)) {
+        cJSON_Delete(v);
+        return err_set(err, ST_ERR_FORMAT, "session: view state is not a JSON object");
+    }
+    if (!jset(s->root, "view", v)) return err_set(err, ST_ERR_NOMEM, "session: view");
+    return ST_OK;
+}
+
+/* === Action log === */
+
+int64_t session_n_actions(const Session *s) { return s->n_actions; }
+
+const SessionAction *session_action(const Session *s, int64_t i) {
+    return i >= 0 && i < s->n_actions ? &s->actions[i] : NULL;
+}
+
+char *session_action_args(const Session *s, int64_t i) {
+    const cJSON *al = jget(s->root, "actions");
+    if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;
+    const cJSON *a = jget(cJSON_GetArrayItem(al, (int)i), "args");
+    if (!cJSON_IsObject(a)) return core_strdup("{}");
+    char *t = cJSON_PrintUnformatted(a);
+    char *r = t ? core_strdup(t) : NULL;
+    cJSON_free(t);
+    return r;
+}
+
+/* Appends {time, action, args} (args taken over). */
+static Status append_action(Session *s, const char *name, cJSON *args, Err *err) {
+    char now[32];
+    cJSON *a = cJSON_CreateObject();
+    int ok = a && jset_str(a, "time", session_time_now(now, sizeof now)) && jset_str(a, "action", name);
+    if (ok) {
+        ok = jset(a, "args", args);
+        args = NULL;
+    }
+    cJSON *al = jget(s->root, "actions");
+    if (ok && !cJSON_IsArray(al)) {
+        ok = jset(s->root, "actions", cJSON_CreateArray());
+        al = jget(s->root, "actions");
+    }
+    if (!ok || !cJSON_AddItemToArray(al, a)) {
+        cJSON_Delete(a);
+        cJSON_Delete(args);
+        return err_set(err, ST_ERR_NOMEM, "session: action '%.32s'", name);
+    }
+    return refresh_after(s, err);
+}
+
+Status session_log_action(Session *s, const char *name, const SessionArg *args, int64_t n, Err *err) {
+    if (!name || !name[0]) return err_set(err, ST_ERR_ARG, "session: an action needs a name");
+    cJSON *ao = cJSON_CreateObject();
+    if (!ao) return err_set(err, ST_ERR_NOMEM, "session: action");
+    for (int64_t i = 0; i < n; i++) {
+        const SessionArg *a = &args[i];
+        cJSON *v = NULL;
+        switch (a->type) {
+        case SARG_STR: v = a->s ? cJSON_CreateString(a->s) : cJSON_CreateNull(); break;
+        case SARG_NUM: v = cJSON_CreateNumber(a->num); break;
+        case SARG_INT: v = cJSON_CreateNumber((double)a->i); break;
+        case SARG_BOOL: v = cJSON_CreateBool(a->i != 0); break;
+        case SARG_JSON:
+            v = a->s ? cJSON_Parse(a->s) : NULL;
+            if (!v) {
+                cJSON_Delete(ao);
+                return err_set(err, ST_ERR_ARG, "session: action '%.32s': argument '%.32s' is not JSON", name,
+                               a->key ? a->key : "?");
+            }
+            break;
+        case SARG_STRS:
+            v = cJSON_CreateArray();
+            for (int64_t k = 0; v && k < a->i; k++) {
+                cJSON *e = cJSON_CreateString(a->strs[k] ? a->strs[k] : "");
+                if (!e || !cJSON_AddItemToArray(v, e)) {
+                    cJSON_Delete(e);
+                    cJSON_Delete(v);
+                    v = NULL;
+                }
+            }
+            break;
+        }
+        if (!a->key || !jset(ao, a->key, v)) {
+            if (!a->key) cJSON_Delete(v);
+            cJSON_Delete(ao);
+            return err_set(err, a->key ? ST_ERR_NOMEM : ST_ERR_ARG, "session: action '%.32s' arguments", name);
+        }
+    }
+    return append_action(s, name, ao, err);
+}
+
+static const char *const FIELD_NAMES[PF_NFIELDS] = {"format", "group", "method", "act", "smooth"};
+
+Status session_log_set_rule(Session *s, const char *plan, const char *pattern, unsigned fields,
+                            const PlanEntry *e, Err *err) {
+    /* The entry's JSON comes from plan_json (one rule's keys), so the log
+     * and the plan files spell entries the same way. */
+    Plan tmp;
+    plan_init(&tmp);
+    Status st = plan_add_rule(&tmp, pattern, fields ? fields : PF_ALL, e, err);
+    cJSON *po = st ? NULL : plan_json_build(&tmp);
+    plan_done(&tmp);
+    if (st) return st;
+    if (!po) return err_set(err, ST_ERR_NOMEM, "session: set_rule");
+    cJSON *rule = cJSON_DetachItemFromArray(jget(po, "rules"), 0);
+    cJSON_Delete(po);
+    if (!rule) return err_set(err, ST_ERR_NOMEM, "session: set_rule");
+    cJSON_DeleteItemFromObjectCaseSensitive(rule, "pattern");
+    cJSON_DeleteItemFromObjectCaseSensitive(rule, "fields");
+    cJSON *ao = cJSON_CreateObject(), *fl = cJSON_CreateArray();
+    int ok = ao && fl;
+    for (int k = 0; ok && k < PF_NFIELDS; k++)
+        if ((fields ? fields : PF_ALL) & (1u << k)) {
+            cJSON *f = cJSON_CreateString(FIELD_NAMES[k]);
+            ok = f && cJSON_AddItemToArray(fl, f);
+            if (!ok) cJSON_Delete(f);
+        }
+    if (ok) ok = jset_str(ao, "plan", plan) && jset_str(ao, "pattern", pattern);
+    if (ok) {
+        ok = jset(ao, "fields", fl);
+        fl = NULL;
+    }
+    if (ok) {
+        ok = jset(ao, "entry", rule);
+        rule = NULL;
+    }
+    if (!ok) {
+        cJSON_Delete(ao);
+        cJSON_Delete(fl);
+        cJSON_Delete(rule);
+        return err_set(err, ST_ERR_NOMEM, "session: set_rule");
+    }
+    return append_action(s, "set_rule", ao, err);
+}
+
+/* === Helpers === */
+
+const char *session_build_version(void) { return "qscope " QS_BUILD_VERSION; }
+
+char *session_time_now(char *buf, size_t n) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+cJSON *session_json(const Session *s) { return s->root; }

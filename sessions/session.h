@@ -1,0 +1,300 @@
+/* A session: a piece of work worth keeping — which model, which calibration,
+ * the plans tried, what each scored, the TUI's view state, and the action
+ * log that got there (which doubles as a replayable script, see
+ * sessions/replay.h). Stored as JSON (schema_version 1):
+ *
+ * {
+ *   "schema_version": 1,
+ *   "kind": "qscope-session",
+ *   "created": "2026-11-22T08:00:00Z",
+ *   "build": "qscope 2cafcea",             build version that wrote it first
+ *   "model": {"path": "m.gguf", "tokenizer": null, "fingerprint": "0123456789abcdef",
+ *             "file_bytes": 1185280, "arch": "llama", "n_layers": 5, "dim": 64,
+ *             "hidden_dim": 172, "n_heads": 8, "n_kv_heads": 4, "vocab_size": 512},
+ *   "calibration": {"text": "t.txt", "text_hash": "…16 hex…", "text_bytes": 3804,
+ *                   "samples": 4, "seqlen": 64, "seed": 1, "mode": "random",
+ *                   "group": 32, "topk": 16, "sensitivity": true, "stats": "s.stats"},
+ *   "current_plan": "int4-rtn",
+ *   "plans": [{"name": "int4-rtn", "plan": PLAN}, ...],     PLAN: sessions/plan_json.h
+ *   "results": [{"id": 1, "plan": "int4-rtn", "time": "…", "build": "qscope …",
+ *                "threads": 2, "settings": {"text": "t.txt", "text_hash": "…",
+ *                "ctx": 64, "chunks": 2}, "metrics": {EVAL}}, ...],
+ *                EVAL: the keys of `qscope eval --json` (ppl, ppl_base, kld_mean, …)
+ *   "view": {...},                          opaque to this module (the TUI's)
+ *   "actions": [{"time": "…", "action": "apply_preset", "args": {...}}, ...]
+ * }
+ *
+ * The JSON tree is the session's source of truth: everything read is kept,
+ * so unknown keys at any depth survive a load/save, and saving what was
+ * loaded gives the same bytes. Fingerprints and text hashes are 16 hex
+ * digits (a JSON number would lose bits above 2^53).
+ *
+ * Action names and arguments (what the TUI records and replay executes):
+ *   calibrate     {text, samples, seqlen, seed, mode, group, topk, sensitivity, stats, threads}
+ *   load_stats    {stats}                   reuse a stats cache (replay: used when it
+ *                                            matches the model, else an error)
+ *   apply_preset  {preset, plan, group, sym, spike_k | spikes[], spike_format, seed,
+ *                  random_k, act_static, act_skip_first, alpha, fix_groups}
+ *                 plan = name of the resulting plan (default: the preset's name)
+ *   set_rule      {plan, pattern | patterns[], fields[], entry}
+ *                 entry: a plan_json ENTRY; fields: "format" "group" "method" "act" "smooth"
+ *   set_cell      {plan, layer, proj, fields[], entry}   = set_rule on "layer.proj"
+ *   remove_rule   {plan, index}             0-based rule index
+ *   set_plan      {plan, json}              replace a plan wholesale (e.g. loaded from a file)
+ *   undo, redo    {}                        the editor's (current plan's) history
+ *   rename_plan   {from, to}
+ *   copy_plan     {from, to}
+ *   delete_plan   {plan}
+ *   select_plan   {plan}                    makes it the current plan
+ *   evaluate      {plan, text, ctx, chunks, threads}  appends one result
+ * "plan" defaults to the current plan. Anything else (view moves, notes)
+ * is recorded and skipped by replay.
+ *
+ * Nothing here touches a Model or a Plan's meaning beyond its JSON form:
+ * this header includes neither quant/plan.h nor analysis/calib.h (their
+ * ACT_* enumerators clash), so the TUI's calibration and plan translation
+ * units can both use it. */
+#ifndef QS_SESSIONS_SESSION_H
+#define QS_SESSIONS_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+#define SESSION_SCHEMA_VERSION 1
+
+struct cJSON;
+struct Plan;
+struct PlanEntry;
+struct Model;
+
+typedef struct Session Session;
+
+/* The model a session was made on. */
+typedef struct SessionModelRef {
+    const char *path;        /* as given (borrowed from the session) */
+    const char *tokenizer;   /* llama2.c tokenizer path, or NULL */
+    uint64_t fingerprint;    /* Model.fingerprint */
+    int64_t file_bytes;      /* Model.file_bytes */
+    char arch[32];
+    int64_t n_layers, dim, hidden_dim, n_heads, n_kv_heads, vocab_size;
+} SessionModelRef;
+
+/* Calibration settings (present = 0 until a calibration was recorded). */
+typedef struct SessionCalib {
+    int present;
+    const char *text;        /* text path as given (borrowed), or NULL */
+    uint64_t text_hash;      /* FNV-1a of the text bytes */
+    int64_t text_bytes;
+    int64_t samples, seqlen;
+    uint64_t seed;
+    char mode[16];           /* "random" | "chunks" */
+    int64_t group, topk;
+    int sensitivity;
+    const char *stats;       /* stats cache path (borrowed), or NULL */
+} SessionCalib;
+
+/* One evaluation result, as a typed copy of its JSON (NaN / 0 when absent). */
+typedef struct SessionResult {
+    int64_t id;              /* 1, 2, ... */
+    const char *plan;        /* plan name (borrowed) */
+    const char *time;        /* ISO 8601 UTC (borrowed) */
+    const char *build;       /* build version that produced it (borrowed) */
+    int64_t threads;
+    const char *text;        /* evaluation text path (borrowed) */
+    uint64_t text_hash;
+    int64_t ctx, chunks;
+    double ppl, ppl_base, kld_mean, kld_median, kld_p90, kld_p99, kld_max, top1_agree, bpw;
+    int64_t bytes, tokens_scored;
+    double prefill_tps, decode_tps, seconds;
+    int cancelled;
+} SessionResult;
+
+/* One logged action (borrowed strings). */
+typedef struct SessionAction {
+    const char *name;        /* "calibrate", "set_cell", ... */
+    const char *time;        /* ISO 8601 UTC */
+} SessionAction;
+
+/* An action argument for session_log_action (no cJSON needed by callers). */
+typedef enum { SARG_STR, SARG_NUM, SARG_INT, SARG_BOOL, SARG_JSON, SARG_STRS } SessionArgType;
+typedef struct SessionArg {
+    const char *key;
+    SessionArgType type;
+    const char *s;           /* SARG_STR (NULL writes null); SARG_JSON: JSON text */
+    double num;              /* SARG_NUM */
+    int64_t i;               /* SARG_INT, SARG_BOOL (0/1); SARG_STRS: count */
+    const char *const *strs; /* SARG_STRS: (i) strings */
+} SessionArg;
+
+#define SESSION_ARG_STR(k, v) ((SessionArg){.key = (k), .type = SARG_STR, .s = (v)})
+#define SESSION_ARG_NUM(k, v) ((SessionArg){.key = (k), .type = SARG_NUM, .num = (v)})
+#define SESSION_ARG_INT(k, v) ((SessionArg){.key = (k), .type = SARG_INT, .i = (v)})
+#define SESSION_ARG_BOOL(k, v) ((SessionArg){.key = (k), .type = SARG_BOOL, .i = !!(v)})
+#define SESSION_ARG_JSON(k, v) ((SessionArg){.key = (k), .type = SARG_JSON, .s = (v)})
+#define SESSION_ARG_STRS(k, v, n) ((SessionArg){.key = (k), .type = SARG_STRS, .strs = (v), .i = (n)})
+
+/* === Life cycle === */
+
+/* A new empty session for model m (path as given in m->path; tokenizer may
+ * be NULL). Caller frees with session_free. */
+Status session_new(const struct Model *m, const char *tokenizer, Session **out, Err *err);
+
+/* NULL is a no-op. */
+void session_free(Session *s);
+
+/* Parses session JSON text (len bytes; need not be NUL-terminated). `where`
+ * prefixes error details (the file name). Errors: ST_ERR_FORMAT for text that
+ * is not JSON (with the byte offset), a truncated file, a missing or mistyped
+ * member (named by its JSON path: "s.json: plans[1].plan.rules[0].format:
+ * 'int9' is not a format"); ST_ERR_UNSUPPORTED for a schema_version this
+ * build does not read (newer: refused; there is no older schema to migrate).
+ * Caller frees *out. */
+Status session_parse(const char *text, size_t len, const char *where, Session **out, Err *err);
+
+/* Reads path (at most 256 MiB) and parses it. The file is never modified.
+ * A session whose model file is missing still loads: see session_model_status. */
+Status session_load(const char *path, Session **out, Err *err);
+
+/* Serialises s (indented JSON ending in a newline) into a heap string (caller frees). */
+Status session_write(const Session *s, char **out, size_t *len, Err *err);
+
+/* Saves atomically: writes "<path>.tmp.<pid>" in the same directory, fsyncs
+ * it, keeps the current file (if any) as "<path>.bak", renames the temporary
+ * over path and fsyncs the directory. Killing the process at any instant
+ * leaves path either the old or the new valid session. */
+Status session_save(const Session *s, const char *path, Err *err);
+
+/* Test hook called by session_save at stage "written" (temporary file
+ * complete and fsynced, not yet renamed) and "renamed"; NULL removes it.
+ * Process-wide: for tests only (a hook that _exit()s simulates a crash). */
+typedef void (*SessionSaveHook)(const char *stage, const char *tmp_path);
+void session_set_save_hook(SessionSaveHook hook);
+
+/* === Model reference === */
+
+/* The model reference (borrowed; valid until s changes or is freed). */
+const SessionModelRef *session_model(const Session *s);
+
+typedef enum {
+    SESSION_MODEL_OK,        /* fingerprint and shape match */
+    SESSION_MODEL_CHANGED,   /* same shape, different fingerprint (weights changed) */
+    SESSION_MODEL_SHAPE,     /* a different architecture / shape */
+    SESSION_MODEL_MISSING    /* the model path does not exist (session_model_status) */
+} SessionModelCheck;
+
+/* Compares m with the session's model reference; msg (cap bytes, may be
+ * NULL) receives a sentence for the user, e.g. "model m.gguf changed since
+ * the session was saved (fingerprint 0123… -> 4567…): its statistics and
+ * results no longer apply; recalibrate (c) before evaluating". */
+SessionModelCheck session_check_model(const Session *s, const struct Model *m, char *msg, size_t cap);
+
+/* Checks that the model path exists (relative paths: as given, then relative
+ * to the directory of session_path, which may be NULL). Returns
+ * SESSION_MODEL_OK or SESSION_MODEL_MISSING with a message in msg. */
+SessionModelCheck session_model_status(const Session *s, const char *session_path, char *msg, size_t cap);
+
+/* Points the session at another model (replay --model): path, fingerprint,
+ * sizes and shape are replaced. */
+Status session_set_model(Session *s, const struct Model *m, const char *tokenizer, Err *err);
+
+/* === Calibration === */
+
+/* The calibration settings (borrowed). */
+const SessionCalib *session_calib(const Session *s);
+
+/* Records calibration settings (c->present is ignored; strings copied). */
+Status session_set_calib(Session *s, const SessionCalib *c, Err *err);
+
+/* === Plans === */
+
+int64_t session_n_plans(const Session *s);
+
+/* Name of plan i (borrowed), or NULL out of range. */
+const char *session_plan_name(const Session *s, int64_t i);
+
+/* Index of the plan named name, or -1. */
+int64_t session_find_plan(const Session *s, const char *name);
+
+/* Parses plan `name` into *out (initialised here; caller plan_done's it).
+ * ST_ERR_ARG when there is no such plan. */
+Status session_get_plan(const Session *s, const char *name, struct Plan *out, Err *err);
+
+/* Stores p under name (replacing a plan of that name, else appending). */
+Status session_set_plan(Session *s, const char *name, const struct Plan *p, Err *err);
+
+/* Renames / removes a plan (ST_ERR_ARG when missing or the new name is taken). */
+Status session_rename_plan(Session *s, const char *from, const char *to, Err *err);
+Status session_delete_plan(Session *s, const char *name, Err *err);
+
+/* The current plan's name (borrowed) or NULL; set it with session_set_current
+ * (name may be NULL to clear). */
+const char *session_current_plan(const Session *s);
+Status session_set_current(Session *s, const char *name, Err *err);
+
+/* === Results === */
+
+int64_t session_n_results(const Session *s);
+
+/* Result i (borrowed; valid until s changes), or NULL out of range. */
+const SessionResult *session_result(const Session *s, int64_t i);
+
+/* Settings an evaluation ran with. */
+typedef struct SessionEvalInfo {
+    const char *plan;        /* plan name */
+    const char *text;        /* text path as given */
+    uint64_t text_hash;
+    int64_t ctx, chunks;     /* chunks as asked (0: all) */
+    int64_t threads;
+} SessionEvalInfo;
+
+/* Appends a result: metrics_json is the JSON object `qscope eval --json`
+ * prints (analysis/eval.h's eval_result_json); the build version and the
+ * time are added here. *id (may be NULL) receives the result's id. */
+Status session_add_result(Session *s, const SessionEvalInfo *info, const char *metrics_json, int64_t *id,
+                          Err *err);
+
+/* Number of key (a number in the result's metrics) in *out; 0 if absent. */
+int session_result_metric(const Session *s, int64_t i, const char *key, double *out);
+
+/* === View state === */
+
+/* The view object as JSON text (heap; caller frees), "{}" when none. */
+char *session_view_get(const Session *s);
+
+/* Replaces the view object with the JSON object in json (ST_ERR_FORMAT if
+ * it is not an object). */
+Status session_view_set(Session *s, const char *json, Err *err);
+
+/* === Action log === */
+
+int64_t session_n_actions(const Session *s);
+
+/* Action i (borrowed), or NULL out of range. */
+const SessionAction *session_action(const Session *s, int64_t i);
+
+/* The arguments of action i as JSON text (heap; caller frees), or NULL. */
+char *session_action_args(const Session *s, int64_t i);
+
+/* Appends an action with the current time and n arguments (copied). */
+Status session_log_action(Session *s, const char *name, const SessionArg *args, int64_t n, Err *err);
+
+/* Logs set_rule {plan, pattern, fields, entry} with entry taken from e
+ * (plan_json's ENTRY form); plan may be NULL (the current plan). */
+Status session_log_set_rule(Session *s, const char *plan, const char *pattern, unsigned fields,
+                            const struct PlanEntry *e, Err *err);
+
+/* === Helpers === */
+
+/* The build version string ("qscope <git describe>"), static. */
+const char *session_build_version(void);
+
+/* Current UTC time as "YYYY-MM-DDTHH:MM:SSZ" into buf (size >= 21); returns buf. */
+char *session_time_now(char *buf, size_t n);
+
+/* The root JSON tree (borrowed; sessions/ internal use: replay reads
+ * actions through it). */
+struct cJSON *session_json(const Session *s);
+
+#endif
