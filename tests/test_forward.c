@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/pool.h"
+#include "kernels/cpu.h"
 #include "kernels/sgemm.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -473,6 +474,14 @@ int main(void) {
     test_random_models(pool);
     test_random_models(NULL);
     test_stories(pool);
+    /* The OpenBLAS path (what machines without AVX-512 run) must agree too. */
+    setenv("QS_CPU", "avx2", 1);
+    cpu_refresh();
+    printf("-- QS_CPU=avx2 (OpenBLAS projections and attention)\n");
+    test_random_models(pool);
+    test_stories(pool);
+    unsetenv("QS_CPU");
+    cpu_refresh();
     pool_free(pool);
     return testlib_done("test_forward");
 }
