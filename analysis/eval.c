@@ -1,0 +1,759 @@
+/* Evaluation of a quantized model against its base (see the header). */
+#include "analysis/eval.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analysis/ppl.h"
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "core/mapfile.h"
+#include "model/forward.h"
+#include "model/tokenizer.h"
+
+#define EVAL_CACHE_VERSION 1
+#define EVAL_MAX_TEXT ((size_t)1 << 31)
+
+struct EvalRef {
+    uint64_t fingerprint, text_hash;
+    int64_t n_ctx, max_chunks, batch;
+    int64_t chunks, vocab, n_layers, dim;
+    int64_t n_pos, per_chunk;   /* scored positions in all / in one chunk */
+    int64_t n_tokens;
+    int32_t bos;
+    int32_t *tokens;            /* (n_tokens) the text with BOS */
+    double *nll;                /* (n_pos) base -log p(target) */
+    int32_t *argmax;            /* (n_pos) base top-1 */
+    int32_t *target;            /* (n_pos) the scored next tokens (not stored: from tokens) */
+    float *logp;                /* (n_pos, vocab) base log-softmax rows */
+    float *resid;               /* (n_layers, n_ctx, dim) residual after each block, chunk 0; or NULL */
+    double nll_sum;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void eval_opts_default(EvalOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_ctx = 512;
+    o->layer_err = 1;
+    o->speed = 1;
+    o->decode_prompt = 16;
+    o->decode_steps = 64;
+    o->speed_reps = 2;
+}
+
+static int64_t opts_batch(const EvalOpts *o) {
+    int64_t b = o->batch > 0 ? o->batch : (o->n_ctx < 512 ? o->n_ctx : 512);
+    return b > o->n_ctx ? o->n_ctx : b;
+}
+
+void eval_ref_free(EvalRef *r) {
+    if (!r) return;
+    free(r->tokens);
+    free(r->nll);
+    free(r->argmax);
+    free(r->target);
+    free(r->logp);
+    free(r->resid);
+    free(r);
+}
+
+double eval_ref_ppl(const EvalRef *r) { return r->n_pos ? exp(r->nll_sum / (double)r->n_pos) : 0; }
+int64_t eval_ref_chunks(const EvalRef *r) { return r->chunks; }
+int64_t eval_ref_positions(const EvalRef *r) { return r->n_pos; }
+
+/* Allocates the per-position arrays of r for its dimensions. */
+static Status ref_alloc(EvalRef *r, Err *err) {
+    size_t nl;
+    if (!core_mul_ok((size_t)r->n_pos, (size_t)r->vocab, &nl) || nl > ((size_t)1 << 34) / sizeof(float))
+        return err_set(err, ST_ERR_NOMEM, "eval reference: %lld positions x %lld vocab log-probs do not fit; use fewer --chunks",
+                       (long long)r->n_pos, (long long)r->vocab);
+    r->nll = calloc((size_t)r->n_pos, sizeof *r->nll);
+    r->argmax = calloc((size_t)r->n_pos, sizeof *r->argmax);
+    r->target = calloc((size_t)r->n_pos, sizeof *r->target);
+    r->logp = malloc(nl * sizeof *r->logp);
+    if (!r->nll || !r->argmax || !r->target || !r->logp)
+        return err_set(err, ST_ERR_NOMEM, "eval reference: %zu MB of log-probs", nl * 4 >> 20);
+    if (r->n_layers > 0) {
+        r->resid = malloc((size_t)(r->n_layers * r->n_ctx * r->dim) * sizeof *r->resid);
+        if (!r->resid) return err_set(err, ST_ERR_NOMEM, "eval reference: residuals");
+    }
+    return ST_OK;
+}
+
+/* Fills r->target from the tokens (the protocol's scored next tokens). */
+static void ref_targets(EvalRef *r) {
+    PplOpts po = {.n_ctx = r->n_ctx, .max_chunks = r->max_chunks, .full = 0, .batch = r->batch};
+    int64_t first, last;
+    ppl_score_range(&po, &first, &last);
+    int64_t k = 0;
+    for (int64_t c = 0; c < r->chunks; c++)
+        for (int64_t i = first; i <= last; i++) r->target[k++] = r->tokens[c * r->n_ctx + i + 1];
+}
+
+typedef struct {
+    EvalRef *r;
+    Progress *prog;
+} RefFill;
+
+static Status ref_rows(void *user, int64_t chunk, int64_t pos0, int64_t n_rows, const float *logits, int64_t vocab,
+                       const int32_t *targets, Err *err) {
+    RefFill *rf = user;
+    EvalRef *r = rf->r;
+    PplOpts po = {.n_ctx = r->n_ctx};
+    int64_t first, last;
+    ppl_score_range(&po, &first, &last);
+    double *row = malloc((size_t)vocab * sizeof *row);
+    if (!row) return err_set(err, ST_ERR_NOMEM, "eval reference row");
+    for (int64_t i = 0; i < n_rows; i++) {
+        int64_t k = chunk * r->per_chunk + (pos0 + i - first);
+        const float *lg = logits + i * vocab;
+        ppl_log_softmax(lg, vocab, row);
+        float *dst = r->logp + k * vocab;
+        for (int64_t v = 0; v < vocab; v++) dst[v] = (float)row[v];
+        r->nll[k] = -row[targets[i]];
+        r->argmax[k] = (int32_t)ppl_argmax(lg, vocab);
+        if (!isfinite(r->nll[k])) {
+            free(row);
+            return err_set(err, ST_ERR_NUMERIC, "eval reference: non-finite log-probability at chunk %lld position %lld",
+                           (long long)chunk, (long long)(pos0 + i));
+        }
+    }
+    free(row);
+    if (progress_cancelled(rf->prog)) return err_set(err, ST_ERR_CANCELLED, "eval reference: cancelled");
+    return ST_OK;
+}
+
+/* Residual capture on chunk 0: rows into dst (n_layers, n_ctx, dim). */
+typedef struct {
+    float *dst;
+    int64_t n_ctx, dim;
+} ResidCap;
+
+static void resid_tap(void *user, int64_t layer, TapPoint point, const float *x, int64_t T, int64_t width,
+                      const int32_t *tokens, int64_t pos0) {
+    (void)tokens;
+    ResidCap *rc = user;
+    if (point != TAP_RESID || width != rc->dim) return;
+    memcpy(rc->dst + (layer * rc->n_ctx + pos0) * rc->dim, x, (size_t)(T * width) * sizeof *x);
+}
+
+/* Runs chunk 0 (BOS first) through f with residual taps into dst. */
+static Status run_resid(Forward *f, const int32_t *tokens, int64_t n_ctx, int64_t batch, int32_t bos, float *dst,
+                        int64_t dim, Err *err) {
+    int32_t *buf = malloc((size_t)batch * sizeof *buf);
+    if (!buf) return err_set(err, ST_ERR_NOMEM, "eval: batch");
+    ResidCap rc = {dst, n_ctx, dim};
+    Taps taps = {resid_tap, &rc, 1u << TAP_RESID};
+    forward_reset(f);
+    Status st = ST_OK;
+    for (int64_t b0 = 0; b0 < n_ctx && !st; b0 += batch) {
+        int64_t nb = n_ctx - b0 < batch ? n_ctx - b0 : batch;
+        memcpy(buf, tokens + b0, (size_t)nb * sizeof *buf);
+        if (b0 == 0) buf[0] = bos;
+        st = forward_run_from(f, buf, nb, nb, NULL, &taps, err);
+    }
+    free(buf);
+    return st;
+}
+
+static Status tokenize_text(const Model *m, const char *text, size_t len, int32_t **ids, int64_t *n, Err *err) {
+    if (!m->tok) return err_set(err, ST_ERR_ARG, "%s: the model has no tokenizer", m->path ? m->path : "model");
+    return tokenizer_encode(m->tok, text, len, 1, ids, n, err);
+}
+
+static int32_t model_bos(const Model *m) {
+    int32_t bos = m->tok ? tokenizer_bos(m->tok) : -1;
+    return bos < 0 ? 1 : bos; /* as analysis/ppl.c */
+}
+
+Status eval_ref_new(const Model *m, const char *text, size_t len, const EvalOpts *o, Pool *pool, Progress *prog,
+                    EvalRef **out, Err *err) {
+    *out = NULL;
+    EvalOpts d;
+    if (!o) {
+        eval_opts_default(&d);
+        o = &d;
+    }
+    if (o->n_ctx < 4) return err_set(err, ST_ERR_ARG, "eval: context %lld is below 4 tokens", (long long)o->n_ctx);
+    Forward *f = NULL;
+    float *logits = NULL;
+    Status st;
+    EvalRef *r = calloc(1, sizeof *r);
+    if (!r) return err_set(err, ST_ERR_NOMEM, "eval reference");
+    r->fingerprint = m->fingerprint;
+    r->text_hash = hash_bytes(HASH_SEED, text, len);
+    r->n_ctx = o->n_ctx;
+    r->max_chunks = o->max_chunks;
+    r->batch = opts_batch(o);
+    r->vocab = m->cfg.vocab_size;
+    r->dim = m->cfg.dim;
+    r->bos = model_bos(m);
+    if ((st = tokenize_text(m, text, len, &r->tokens, &r->n_tokens, err))) goto fail;
+    if (r->n_tokens < r->n_ctx) {
+        st = err_set(err, ST_ERR_RANGE, "eval: the text has %lld tokens but one chunk of --ctx %lld needs %lld",
+                     (long long)r->n_tokens, (long long)r->n_ctx, (long long)r->n_ctx);
+        goto fail;
+    }
+    PplOpts po = {.n_ctx = r->n_ctx, .max_chunks = r->max_chunks, .full = 0, .batch = r->batch};
+    int64_t first, last;
+    ppl_score_range(&po, &first, &last);
+    r->chunks = ppl_chunk_count(r->n_tokens, &po);
+    r->per_chunk = last - first + 1;
+    r->n_pos = r->chunks * r->per_chunk;
+    r->n_layers = o->layer_err ? m->cfg.n_layers : 0;
+    if ((st = ref_alloc(r, err))) goto fail;
+    ref_targets(r);
+    if ((st = forward_new(m, NULL, r->n_ctx, r->batch, pool, &f, err))) goto fail;
+    logits = core_alloc_aligned((size_t)(r->batch * r->vocab), sizeof(float));
+    if (!logits) {
+        st = err_set(err, ST_ERR_NOMEM, "eval: logits");
+        goto fail;
+    }
+    progress_begin(prog, "reference", r->chunks);
+    RefFill rf = {r, prog};
+    for (int64_t c = 0; c < r->chunks; c++) {
+        if ((st = ppl_eval_chunk(f, r->tokens, r->n_tokens, c, &po, r->bos, logits, ref_rows, &rf, err))) goto fail;
+        progress_add(prog, 1);
+    }
+    for (int64_t k = 0; k < r->n_pos; k++) r->nll_sum += r->nll[k];
+    if (r->resid && (st = run_resid(f, r->tokens, r->n_ctx, r->batch, r->bos, r->resid, r->dim, err))) goto fail;
+    core_free_aligned(logits);
+    forward_free(f);
+    *out = r;
+    return ST_OK;
+fail:
+    core_free_aligned(logits);
+    forward_free(f);
+    eval_ref_free(r);
+    return st;
+}
+
+/* === Cache file === */
+
+char *eval_ref_cache_path(const char *dir, uint64_t fingerprint, uint64_t text_hash, int64_t n_ctx,
+                          int64_t max_chunks) {
+    size_t n = strlen(dir) + 96;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/evalref-%016llx-%016llx-c%lld-n%lld.bin", dir, (unsigned long long)fingerprint,
+                 (unsigned long long)text_hash, (long long)n_ctx, (long long)max_chunks);
+    return p;
+}
+
+typedef struct {
+    FILE *f;
+    uint64_t h;
+    int ok;
+} WBuf;
+
+static void wr(WBuf *w, const void *p, size_t n) {
+    if (!w->ok) return;
+    w->h = hash_bytes(w->h, p, n);
+    if (fwrite(p, 1, n, w->f) != n) w->ok = 0;
+}
+
+Status eval_ref_save(const EvalRef *r, const char *path, Err *err) {
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s", path);
+    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
+    WBuf w = {fopen(tmp, "wb"), HASH_SEED, 1};
+    if (!w.f) {
+        Status st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    uint32_t ver = EVAL_CACHE_VERSION;
+    int64_t hdr[9] = {r->n_ctx, r->max_chunks, r->chunks, r->vocab, r->n_layers, r->dim, r->n_pos, r->n_tokens, r->batch};
+    wr(&w, "QSEV", 4);
+    wr(&w, &ver, 4);
+    wr(&w, &r->fingerprint, 8);
+    wr(&w, &r->text_hash, 8);
+    wr(&w, hdr, sizeof hdr);
+    wr(&w, &r->nll_sum, 8);
+    wr(&w, &r->bos, 4);
+    wr(&w, r->tokens, (size_t)r->n_tokens * 4);
+    wr(&w, r->nll, (size_t)r->n_pos * 8);
+    wr(&w, r->argmax, (size_t)r->n_pos * 4);
+    wr(&w, r->logp, (size_t)(r->n_pos * r->vocab) * 4);
+    if (r->resid) wr(&w, r->resid, (size_t)(r->n_layers * r->n_ctx * r->dim) * 4);
+    uint64_t h = w.h;
+    if (w.ok && fwrite(&h, 1, 8, w.f) != 8) w.ok = 0;
+    if (fclose(w.f) != 0) w.ok = 0;
+    if (!w.ok || rename(tmp, path) != 0) {
+        Status st = err_set(err, ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return st;
+    }
+    free(tmp);
+    return ST_OK;
+}
+
+typedef struct {
+    const unsigned char *p;
+    size_t n, off;
+    const char *path;
+} RBuf;
+
+static Status rd(RBuf *b, void *dst, size_t n, const char *field, Err *err) {
+    if (n > b->n - b->off)
+        return err_set(err, ST_ERR_FORMAT, "%s: %s at offset %zu: %zu bytes past the end of the file (%zu bytes)", b->path,
+                       field, b->off, n, b->n);
+    memcpy(dst, b->p + b->off, n);
+    b->off += n;
+    return ST_OK;
+}
+
+Status eval_ref_load(const char *path, const Model *m, const char *text, size_t len, const EvalOpts *o,
+                     EvalRef **out, Err *err) {
+    *out = NULL;
+    char *data = NULL;
+    size_t n = 0;
+    Status st = file_read_all(path, (size_t)1 << 40, &data, &n, err);
+    if (st) return st;
+    EvalRef *r = calloc(1, sizeof *r);
+    if (!r) {
+        free(data);
+        return err_set(err, ST_ERR_NOMEM, "%s", path);
+    }
+    RBuf b = {(const unsigned char *)data, n, 0, path};
+    char magic[4];
+    uint32_t ver;
+    int64_t hdr[9];
+    if ((st = rd(&b, magic, 4, "magic", err))) goto fail;
+    if (memcmp(magic, "QSEV", 4)) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: magic at offset 0: not an eval reference file", path);
+        goto fail;
+    }
+    if ((st = rd(&b, &ver, 4, "version", err))) goto fail;
+    if (ver != EVAL_CACHE_VERSION) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: version at offset 4: %u, expected %u", path, ver, EVAL_CACHE_VERSION);
+        goto fail;
+    }
+    if ((st = rd(&b, &r->fingerprint, 8, "fingerprint", err))) goto fail;
+    if ((st = rd(&b, &r->text_hash, 8, "text_hash", err))) goto fail;
+    if ((st = rd(&b, hdr, sizeof hdr, "header", err))) goto fail;
+    if ((st = rd(&b, &r->nll_sum, 8, "nll_sum", err))) goto fail;
+    if ((st = rd(&b, &r->bos, 4, "bos", err))) goto fail;
+    r->n_ctx = hdr[0];
+    r->max_chunks = hdr[1];
+    r->chunks = hdr[2];
+    r->vocab = hdr[3];
+    r->n_layers = hdr[4];
+    r->dim = hdr[5];
+    r->n_pos = hdr[6];
+    r->n_tokens = hdr[7];
+    r->batch = hdr[8];
+    uint64_t th = hash_bytes(HASH_SEED, text, len);
+    int want_layers = o->layer_err ? 1 : 0;
+    if (r->fingerprint != m->fingerprint || r->text_hash != th || r->n_ctx != o->n_ctx ||
+        r->max_chunks != o->max_chunks || r->vocab != m->cfg.vocab_size || r->dim != m->cfg.dim ||
+        (want_layers && r->n_layers != m->cfg.n_layers)) {
+        st = err_set(err, ST_ERR_MISMATCH, "%s: computed for another model, text, ctx or chunk count", path);
+        goto fail;
+    }
+    PplOpts po = {.n_ctx = r->n_ctx, .max_chunks = r->max_chunks};
+    int64_t first, last;
+    ppl_score_range(&po, &first, &last);
+    r->per_chunk = last - first + 1;
+    if (r->n_tokens < r->n_ctx || r->n_tokens > (int64_t)EVAL_MAX_TEXT || r->chunks != ppl_chunk_count(r->n_tokens, &po) ||
+        r->n_pos != r->chunks * r->per_chunk || (r->n_layers != 0 && r->n_layers != m->cfg.n_layers) ||
+        r->batch < 1 || r->batch > r->n_ctx) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: header at offset 24: inconsistent counts", path);
+        goto fail;
+    }
+    if ((st = ref_alloc(r, err))) goto fail;
+    r->tokens = malloc((size_t)r->n_tokens * sizeof *r->tokens);
+    if (!r->tokens) {
+        st = err_set(err, ST_ERR_NOMEM, "%s: tokens", path);
+        goto fail;
+    }
+    if ((st = rd(&b, r->tokens, (size_t)r->n_tokens * 4, "tokens", err))) goto fail;
+    if ((st = rd(&b, r->nll, (size_t)r->n_pos * 8, "nll", err))) goto fail;
+    if ((st = rd(&b, r->argmax, (size_t)r->n_pos * 4, "argmax", err))) goto fail;
+    if ((st = rd(&b, r->logp, (size_t)(r->n_pos * r->vocab) * 4, "logp", err))) goto fail;
+    if (r->resid && (st = rd(&b, r->resid, (size_t)(r->n_layers * r->n_ctx * r->dim) * 4, "resid", err))) goto fail;
+    size_t body = b.off;
+    uint64_t h;
+    if ((st = rd(&b, &h, 8, "checksum", err))) goto fail;
+    if (h != hash_bytes(HASH_SEED, data, body)) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: checksum at offset %zu does not match", path, body);
+        goto fail;
+    }
+    if (b.off != n) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: %zu trailing bytes at offset %zu", path, n - b.off, b.off);
+        goto fail;
+    }
+    for (int64_t i = 0; i < r->n_tokens; i++)
+        if (r->tokens[i] < 0 || r->tokens[i] >= r->vocab) {
+            st = err_set(err, ST_ERR_FORMAT, "%s: token %lld out of range", path, (long long)i);
+            goto fail;
+        }
+    for (int64_t k = 0; k < r->n_pos; k++)
+        if (r->argmax[k] < 0 || r->argmax[k] >= r->vocab) {
+            st = err_set(err, ST_ERR_FORMAT, "%s: argmax %lld out of range", path, (long long)k);
+            goto fail;
+        }
+    ref_targets(r);
+    free(data);
+    *out = r;
+    return ST_OK;
+fail:
+    free(data);
+    eval_ref_free(r);
+    return st;
+}
+
+Status eval_ref_get(const Model *m, const char *text, size_t len, const EvalOpts *o, const char *cache_dir, Pool *pool,
+                    Progress *prog, EvalRef **out, int *from_cache, Err *err) {
+    EvalOpts d;
+    if (!o) {
+        eval_opts_default(&d);
+        o = &d;
+    }
+    if (from_cache) *from_cache = 0;
+    char *path = NULL;
+    if (cache_dir) {
+        path = eval_ref_cache_path(cache_dir, m->fingerprint, hash_bytes(HASH_SEED, text, len), o->n_ctx, o->max_chunks);
+        if (!path) return err_set(err, ST_ERR_NOMEM, "cache path");
+        Err e2;
+        err_init(&e2);
+        if (access(path, R_OK) == 0 && eval_ref_load(path, m, text, len, o, out, &e2) == ST_OK) {
+            if (from_cache) *from_cache = 1;
+            free(path);
+            return ST_OK;
+        }
+    }
+    Status st = eval_ref_new(m, text, len, o, pool, prog, out, err);
+    if (!st && path) {
+        Err e2;
+        err_init(&e2);
+        mkdir(cache_dir, 0777); /* best effort: a failed cache write is not an error */
+        eval_ref_save(*out, path, &e2);
+    }
+    free(path);
+    return st;
+}
+
+/* === Running the quantized model === */
+
+typedef struct {
+    const EvalRef *r;
+    double *kld;                /* (n_pos) */
+    double nll_sum, kld_sum;
+    int64_t agree, count;
+    double *row;                /* (vocab) */
+    Progress *prog;
+} EvalAcc;
+
+static Status eval_rows(void *user, int64_t chunk, int64_t pos0, int64_t n_rows, const float *logits, int64_t vocab,
+                        const int32_t *targets, Err *err) {
+    EvalAcc *a = user;
+    const EvalRef *r = a->r;
+    PplOpts po = {.n_ctx = r->n_ctx};
+    int64_t first, last;
+    ppl_score_range(&po, &first, &last);
+    for (int64_t i = 0; i < n_rows; i++) {
+        int64_t k = chunk * r->per_chunk + (pos0 + i - first);
+        const float *lg = logits + i * vocab;
+        ppl_log_softmax(lg, vocab, a->row);
+        const float *lr = r->logp + k * vocab;
+        double kl = 0;
+        for (int64_t v = 0; v < vocab; v++) {
+            double lp = (double)lr[v];
+            kl += exp(lp) * (lp - a->row[v]);
+        }
+        if (kl < 0) kl = 0; /* rounding of a zero divergence */
+        double nll = -a->row[targets[i]];
+        if (!isfinite(nll) || !isfinite(kl))
+            return err_set(err, ST_ERR_NUMERIC, "eval: non-finite log-probability at chunk %lld position %lld",
+                           (long long)chunk, (long long)(pos0 + i));
+        a->kld[k] = kl;
+        a->kld_sum += kl;
+        a->nll_sum += nll;
+        a->agree += ppl_argmax(lg, vocab) == r->argmax[k];
+        a->count++;
+    }
+    if (progress_cancelled(a->prog)) return err_set(err, ST_ERR_CANCELLED, "eval: cancelled");
+    return ST_OK;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank quantile of sorted v (n > 0). */
+static double quantile(const double *v, int64_t n, double p) {
+    int64_t k = (int64_t)ceil(p * (double)n) - 1;
+    if (k < 0) k = 0;
+    if (k >= n) k = n - 1;
+    return v[k];
+}
+
+void eval_result_done(EvalResult *res) {
+    if (!res) return;
+    free(res->layer_rel_err);
+    free(res->running_ppl);
+    free(res->running_kld);
+    memset(res, 0, sizeof *res);
+}
+
+/* Prefill and decode speed of f's model. */
+static Status measure_speed(Forward *f, const EvalRef *r, const EvalOpts *o, float *logits, EvalResult *res, Err *err) {
+    int64_t n_ctx = r->n_ctx, batch = r->batch, vocab = r->vocab;
+    int32_t *buf = malloc((size_t)n_ctx * sizeof *buf);
+    if (!buf) return err_set(err, ST_ERR_NOMEM, "eval: speed tokens");
+    memcpy(buf, r->tokens, (size_t)n_ctx * sizeof *buf);
+    buf[0] = r->bos;
+    Status st = ST_OK;
+    double best = 0;
+    int64_t reps = o->speed_reps > 0 ? o->speed_reps : 1;
+    for (int64_t rep = 0; rep < reps && !st; rep++) {
+        forward_reset(f);
+        double t0 = now_s();
+        for (int64_t b0 = 0; b0 < n_ctx && !st; b0 += batch) {
+            int64_t nb = n_ctx - b0 < batch ? n_ctx - b0 : batch;
+            st = forward_run_from(f, buf + b0, nb, nb - 1, logits, NULL, err);
+        }
+        double dt = now_s() - t0;
+        if (!st && dt > 0 && (double)n_ctx / dt > best) best = (double)n_ctx / dt;
+    }
+    res->prefill_tps = best;
+    int64_t prompt = o->decode_prompt > 0 ? o->decode_prompt : 1;
+    if (prompt > n_ctx / 2) prompt = n_ctx / 2;
+    int64_t steps = o->decode_steps > 0 ? o->decode_steps : 1;
+    if (prompt + steps > n_ctx) steps = n_ctx - prompt;
+    if (!st && steps > 0) {
+        forward_reset(f);
+        st = forward_run(f, buf, prompt, logits, 1, NULL, err);
+        int32_t tok = (int32_t)ppl_argmax(logits, vocab);
+        double t0 = now_s();
+        for (int64_t s = 0; s < steps && !st; s++) {
+            st = forward_run(f, &tok, 1, logits, 1, NULL, err);
+            tok = (int32_t)ppl_argmax(logits, vocab);
+        }
+        double dt = now_s() - t0;
+        if (!st && dt > 0) res->decode_tps = (double)steps / dt;
+    }
+    free(buf);
+    return st;
+}
+
+Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *pool, EvalChunkFn cb, void *user,
+                Progress *prog, EvalResult *res, Err *err) {
+    memset(res, 0, sizeof *res);
+    EvalOpts d;
+    if (!o) {
+        eval_opts_default(&d);
+        o = &d;
+    }
+    const Model *m = &qm->model;
+    if (m->fingerprint != r->fingerprint || m->cfg.vocab_size != r->vocab || m->cfg.dim != r->dim)
+        return err_set(err, ST_ERR_MISMATCH, "eval: the reference was computed on another model");
+    double t0 = now_s();
+    Forward *f = NULL;
+    float *logits = NULL, *resid = NULL;
+    EvalAcc a;
+    memset(&a, 0, sizeof a);
+    a.r = r;
+    a.prog = prog;
+    Status st;
+    if ((st = forward_new(m, &qm->ov, r->n_ctx, r->batch, pool, &f, err))) goto fail;
+    logits = core_alloc_aligned((size_t)(r->batch * r->vocab), sizeof(float));
+    a.kld = malloc((size_t)(r->n_pos > 0 ? r->n_pos : 1) * sizeof *a.kld);
+    a.row = malloc((size_t)r->vocab * sizeof *a.row);
+    res->running_ppl = calloc((size_t)r->chunks, sizeof(double));
+    res->running_kld = calloc((size_t)r->chunks, sizeof(double));
+    if (!logits || !a.kld || !a.row || !res->running_ppl || !res->running_kld) {
+        st = err_set(err, ST_ERR_NOMEM, "eval buffers");
+        goto fail;
+    }
+    PplOpts po = {.n_ctx = r->n_ctx, .max_chunks = r->max_chunks, .full = 0, .batch = r->batch};
+    progress_begin(prog, "eval", r->chunks);
+    double base_nll = 0;
+    for (int64_t c = 0; c < r->chunks; c++) {
+        EvalAcc before = a;
+        st = progress_cancelled(prog) ? err_set(err, ST_ERR_CANCELLED, "eval: cancelled")
+                                      : ppl_eval_chunk(f, r->tokens, r->n_tokens, c, &po, r->bos, logits, eval_rows, &a, err);
+        if (st == ST_ERR_CANCELLED) {
+            a = before; /* a partly scored chunk does not count */
+            res->cancelled = 1;
+            err_set(err, ST_ERR_CANCELLED, "eval: cancelled after %lld of %lld chunks", (long long)c, (long long)r->chunks);
+            break;
+        }
+        if (st) goto fail;
+        for (int64_t k = c * r->per_chunk; k < (c + 1) * r->per_chunk; k++) base_nll += r->nll[k];
+        res->chunks = c + 1;
+        res->running_ppl[c] = exp(a.nll_sum / (double)a.count);
+        res->running_kld[c] = a.kld_sum / (double)a.count;
+        if (prog) atomic_store(&prog->value, res->running_ppl[c]);
+        progress_add(prog, 1);
+        if (cb) cb(user, c, r->chunks, res->running_ppl[c], res->running_kld[c]);
+    }
+    res->tokens_scored = a.count;
+    if (a.count > 0) {
+        res->ppl = exp(a.nll_sum / (double)a.count);
+        res->ppl_base = exp(base_nll / (double)a.count);
+        res->kld_mean = a.kld_sum / (double)a.count;
+        res->top1_agree = (double)a.agree / (double)a.count;
+        qsort(a.kld, (size_t)a.count, sizeof *a.kld, cmp_double);
+        res->kld_median = quantile(a.kld, a.count, 0.5);
+        res->kld_p90 = quantile(a.kld, a.count, 0.9);
+        res->kld_p99 = quantile(a.kld, a.count, 0.99);
+        res->kld_max = a.kld[a.count - 1];
+    }
+    res->bpw = qm->bpw;
+    res->bytes = qm->bytes;
+    if (!res->cancelled && r->resid && o->layer_err) {
+        int64_t L = r->n_layers, per = r->n_ctx * r->dim;
+        resid = malloc((size_t)(L * per) * sizeof *resid);
+        res->layer_rel_err = calloc((size_t)L, sizeof(double));
+        if (!resid || !res->layer_rel_err) {
+            st = err_set(err, ST_ERR_NOMEM, "eval residuals");
+            goto fail;
+        }
+        if ((st = run_resid(f, r->tokens, r->n_ctx, r->batch, r->bos, resid, r->dim, err))) goto fail;
+        res->n_layers = L;
+        for (int64_t l = 0; l < L; l++) {
+            double num = 0, den = 0;
+            const float *q = resid + l * per, *b = r->resid + l * per;
+            for (int64_t i = 0; i < per; i++) {
+                double dd = (double)q[i] - (double)b[i];
+                num += dd * dd;
+                den += (double)b[i] * (double)b[i];
+            }
+            res->layer_rel_err[l] = den > 0 ? sqrt(num / den) : 0;
+        }
+    }
+    if (!res->cancelled && o->speed && (st = measure_speed(f, r, o, logits, res, err))) goto fail;
+    res->seconds = now_s() - t0;
+    free(resid);
+    free(a.kld);
+    free(a.row);
+    core_free_aligned(logits);
+    forward_free(f);
+    return res->cancelled ? ST_ERR_CANCELLED : ST_OK;
+fail:
+    free(resid);
+    free(a.kld);
+    free(a.row);
+    core_free_aligned(logits);
+    forward_free(f);
+    eval_result_done(res);
+    return st;
+}
+
+/* === JSON === */
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+    int ok;
+} SBuf;
+
+static void sb_printf(SBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(SBuf *b, const char *fmt, ...) {
+    if (!b->ok) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            b->ok = 0;
+            return;
+        }
+        if ((size_t)k < b->cap - b->n) {
+            b->n += (size_t)k;
+            return;
+        }
+        size_t nc = b->cap * 2 + (size_t)k + 64;
+        char *ns = realloc(b->s, nc);
+        if (!ns) {
+            b->ok = 0;
+            return;
+        }
+        b->s = ns;
+        b->cap = nc;
+    }
+}
+
+static void sb_str(SBuf *b, const char *s) {
+    sb_printf(b, "\"");
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
+        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
+        else sb_printf(b, "%c", c);
+    }
+    sb_printf(b, "\"");
+}
+
+/* JSON has no inf/nan: print them as null. */
+static void sb_num(SBuf *b, double v) {
+    if (isfinite(v)) sb_printf(b, "%.9g", v);
+    else sb_printf(b, "null");
+}
+
+char *eval_result_json(const EvalResult *res, const QModel *qm, const char *plan_name) {
+    SBuf b = {malloc(1024), 0, 1024, 1};
+    if (!b.s) return NULL;
+    b.s[0] = 0;
+    sb_printf(&b, "{\"plan\": ");
+    sb_str(&b, plan_name ? plan_name : "");
+    sb_printf(&b, ", \"model\": ");
+    sb_str(&b, qm && qm->model.path ? qm->model.path : "");
+    const char *keys[] = {"ppl", "ppl_base", "kld_mean", "kld_median", "kld_p90", "kld_p99", "kld_max", "top1_agree", "bpw",
+                          "prefill_tps", "decode_tps", "seconds"};
+    double vals[] = {res->ppl, res->ppl_base, res->kld_mean, res->kld_median, res->kld_p90, res->kld_p99, res->kld_max,
+                     res->top1_agree, res->bpw, res->prefill_tps, res->decode_tps, res->seconds};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        sb_printf(&b, ", \"%s\": ", keys[i]);
+        sb_num(&b, vals[i]);
+    }
+    sb_printf(&b, ", \"bytes\": %zu, \"chunks\": %lld, \"tokens_scored\": %lld, \"cancelled\": %s", res->bytes,
+              (long long)res->chunks, (long long)res->tokens_scored, res->cancelled ? "true" : "false");
+    if (qm) sb_printf(&b, ", \"params\": %lld, \"bits\": %lld, \"kernel_bytes\": %zu, \"quantize_seconds\": %.4f",
+                      (long long)qm->params, (long long)qm->bits, qm->kernel_bytes, qm->seconds);
+    sb_printf(&b, ", \"layer_rel_err\": [");
+    for (int64_t l = 0; l < res->n_layers; l++) {
+        if (l) sb_printf(&b, ", ");
+        sb_num(&b, res->layer_rel_err[l]);
+    }
+    sb_printf(&b, "], \"running_ppl\": [");
+    for (int64_t c = 0; c < res->chunks; c++) {
+        if (c) sb_printf(&b, ", ");
+        sb_num(&b, res->running_ppl[c]);
+    }
+    sb_printf(&b, "], \"running_kld\": [");
+    for (int64_t c = 0; c < res->chunks; c++) {
+        if (c) sb_printf(&b, ", ");
+        sb_num(&b, res->running_kld[c]);
+    }
+    sb_printf(&b, "], \"notes\": [");
+    for (int64_t i = 0; qm && i < qm->n_notes; i++) {
+        if (i) sb_printf(&b, ", ");
+        sb_str(&b, qm->notes[i]);
+    }
+    sb_printf(&b, "]}");
+    if (!b.ok) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
