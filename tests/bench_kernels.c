@@ -1,8 +1,14 @@
-/* Kernel benchmarks (make bench): int8 GEMM GOPS vs OpenBLAS sgemm GFLOP/s on
- * 512×4096×4096, weight-only int4 GEMV bandwidth on 4096×4096 and on the
- * TinyLlama projection shapes, and W8A8 / int4 whole-model estimates from the
- * per-projection times. Threads: QS_THREADS (default 2). Prints one line per
- * measurement and a closing summary. */
+/* Kernel benchmarks (make bench): int8 GEMM GOPS vs float GEMM GFLOP/s on
+ * 512×4096×4096, weight-only GEMV bandwidth on 4096×4096, and whole-model
+ * matmul estimates on the TinyLlama layer shape (dim 2048, hidden 5632,
+ * 4 KV heads × 64, 4 layers, 512-row output head): W8A8 and int4 prefill of
+ * 512 tokens against the F32 GEMM the forward pass uses, and int4 decode.
+ * Threads: QS_THREADS (default 2).
+ *
+ * The machine is shared with other jobs, so each figure is the best wall time
+ * of several repetitions, and beside it the least process CPU time of any
+ * repetition (all threads); "cpu-rate" = work / CPU-seconds × threads is what
+ * the kernel would reach with the cores to itself. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +23,31 @@
 #include "kernels/sgemm.h"
 #include "kernels/wq_gemm.h"
 
-static double now_s(void) {
+typedef struct Timing { double wall, cpu; } Timing;
+
+static double clock_s(clockid_t c) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(c, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Best wall and least CPU time over reps runs of stmt into Timing tm. */
+#define MEASURE(reps, tm, stmt)                                               \
+    do {                                                                      \
+        (tm).wall = (tm).cpu = 1e30;                                          \
+        for (int r_ = 0; r_ < (reps); r_++) {                                 \
+            double w0_ = clock_s(CLOCK_MONOTONIC), c0_ = clock_s(CLOCK_PROCESS_CPUTIME_ID); \
+            stmt;                                                             \
+            double w_ = clock_s(CLOCK_MONOTONIC) - w0_;                       \
+            double c_ = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0_;              \
+            if (w_ < (tm).wall) (tm).wall = w_;                               \
+            if (c_ < (tm).cpu) (tm).cpu = c_;                                 \
+        }                                                                     \
+    } while (0)
+
+static void timing_add(Timing *acc, Timing t, double times) {
+    acc->wall += t.wall * times;
+    acc->cpu += t.cpu * times;
 }
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -32,160 +59,174 @@ static uint32_t rng_u32(void) {
 }
 static float rng_uniform(void) { return (float)(rng_u32() & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f; }
 
-/* Best of `reps` timings (seconds) of one call of fn. */
-#define BEST_OF(reps, secs, stmt)                     \
-    do {                                              \
-        secs = 1e30;                                  \
-        for (int r_ = 0; r_ < (reps); r_++) {         \
-            double t0_ = now_s();                     \
-            stmt;                                     \
-            double d_ = now_s() - t0_;                \
-            if (d_ < secs) secs = d_;                 \
-        }                                             \
-    } while (0)
-
-typedef struct Shape { const char *name; int64_t n, k; int count; } Shape;
-
-/* TinyLlama layer shape (dim 2048, hidden 5632, 4 KV heads × 64): the
- * projections of one layer, plus the 512-row output head once per model. */
-static const Shape tiny_layer[] = {
-    {"wq", 2048, 2048, 1}, {"wk", 256, 2048, 1}, {"wv", 256, 2048, 1}, {"wo", 2048, 2048, 1},
-    {"w1", 5632, 2048, 1}, {"w3", 5632, 2048, 1}, {"w2", 2048, 5632, 1},
-};
-#define TINY_LAYERS 4
-
+static int threads = 2;
 static GemmWork *bench_gw;
 
-/* Times int8 GEMM (with the activation quantization a layer runs) on
- * (M, K) x (N, K); *sgemm_s receives OpenBLAS sgemm's time, *own_s our
- * AVX-512 f32 GEMM's (the forward pass's F32 path), either may be NULL. */
-static double bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, double *sgemm_s, double *own_s) {
+typedef struct Shape { const char *name; int64_t n, k; int times; } Shape;
+
+/* One model's projections: each layer's seven, then the output head once. */
+static const Shape tiny[] = {
+    {"wq", 2048, 2048, 4}, {"wk", 256, 2048, 4}, {"wv", 256, 2048, 4}, {"wo", 2048, 2048, 4},
+    {"w1", 5632, 2048, 4}, {"w3", 5632, 2048, 4}, {"w2", 2048, 5632, 4}, {"output", 512, 2048, 1},
+};
+#define N_TINY (sizeof tiny / sizeof *tiny)
+
+static void die(const Err *err) {
+    fprintf(stderr, "bench_kernels: %s\n", err->detail);
+    exit(1);
+}
+
+/* int8 GEMM with the dynamic per-token activation quantization a layer runs,
+ * and (when own/blas are not NULL) the float GEMMs on the same shape. */
+static Timing bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, Timing *own, Timing *blas) {
     Err err;
     int64_t kp = i8gemm_kpad(K);
     int8_t *A = malloc((size_t)(M * kp)), *B = malloc((size_t)(N * K));
     float *xs = malloc((size_t)(M * K) * 4), *as = malloc((size_t)M * 4), *C = malloc((size_t)(M * N) * 4);
-    float *Bf = (sgemm_s || own_s) ? malloc((size_t)(N * K) * 4) : NULL;
+    float *Bf = (own || blas) ? malloc((size_t)(N * K) * 4) : NULL;
     for (int64_t i = 0; i < M * K; i++) xs[i] = rng_uniform();
     for (int64_t i = 0; i < N * K; i++) B[i] = (int8_t)(rng_u32() % 255 - 127);
     float ws = 0.01f;
     I8Matrix w;
-    if (i8mat_pack(B, N, K, &ws, 0, &w, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); exit(1); }
+    if (i8mat_pack(B, N, K, &ws, 0, &w, &err) != ST_OK) die(&err);
     ActQuant aq = {ACTQ_INT8, 1, 0, 0, 0};
-    double t;
-    /* includes the dynamic per-token activation quantization, as a layer would run it */
-    BEST_OF(reps, t, (actq_quantize_int8(&aq, xs, M, K, 0, A, kp, as), i8gemm(&w, A, M, kp, as, C, N, pool)));
+    Timing t;
+    MEASURE(reps, t, (actq_quantize_int8(&aq, xs, M, K, 0, A, kp, as), i8gemm(&w, A, M, kp, as, C, N, pool)));
     if (Bf)
         for (int64_t i = 0; i < N * K; i++) Bf[i] = rng_uniform();
-    if (sgemm_s) {
-        sgemm_set_threads(pool_size(pool));
-        BEST_OF(reps, *sgemm_s, sgemm_mul_nt(M, N, K, xs, K, Bf, K, 0.0f, C, N));
+    if (own) MEASURE(reps, *own, gemm_f32_nt_pool(pool, bench_gw, M, N, K, xs, K, Bf, K, 0.0f, C, N));
+    if (blas) {
+        sgemm_set_threads(threads);
+        MEASURE(reps, *blas, sgemm_mul_nt(M, N, K, xs, K, Bf, K, 0.0f, C, N));
     }
-    if (own_s) BEST_OF(reps, *own_s, gemm_f32_nt_pool(pool, bench_gw, M, N, K, xs, K, Bf, K, 0.0f, C, N));
     i8mat_done(&w);
     free(A); free(B); free(xs); free(as); free(C); free(Bf);
     return t;
 }
 
-
-/* Seconds per int4 GEMV (best of reps) of an (n, k) matrix with OC groups of
- * g (0 = per row); *bytes receives the bytes one call reads (codes + scales). */
-static double bench_gemv(Pool *pool, int bits, int64_t n, int64_t k, WqGroup gd, int64_t g, int reps, double *bytes) {
+/* A symmetric `bits` weight-only matrix (n, k) with OC groups of g. */
+static void make_wq(int bits, int64_t n, int64_t k, WqGroup gd, int64_t g, WqMatrix *m) {
     Err err;
     int half = 1 << (bits - 1);
     int64_t ng = gd == WQ_GROUP_OC ? n * (g ? k / g : 1) : gd == WQ_GROUP_IC ? (g ? n / g : 1) * k : 1;
     int8_t *q = malloc((size_t)(n * k));
-    float *sc = malloc((size_t)ng * 4), *x = malloc((size_t)k * 4), *y = malloc((size_t)n * 4);
+    float *sc = malloc((size_t)ng * 4);
     for (int64_t i = 0; i < n * k; i++) q[i] = (int8_t)((int)(rng_u32() % (unsigned)(2 * half - 1)) - (half - 1));
     for (int64_t i = 0; i < ng; i++) sc[i] = 0.01f;
-    for (int64_t i = 0; i < k; i++) x[i] = rng_uniform();
-    WqMatrix m;
-    if (wqmat_pack_int(q, bits, bits, n, k, gd, g, sc, NULL, &m, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); exit(1); }
-    double t;
-    wq_gemv(&m, x, y, pool);
-    BEST_OF(reps, t, wq_gemv(&m, x, y, pool));
-    *bytes = (double)wqmat_code_bytes(&m) + (double)ng * 2.0; /* fp16 scales as stored on disk */
-    wqmat_done(&m);
-    free(q); free(sc); free(x); free(y);
+    if (wqmat_pack_int(q, bits, bits, n, k, gd, g, sc, NULL, m, &err) != ST_OK) die(&err);
+    free(q);
+    free(sc);
+}
+
+/* Bytes one GEMV reads: packed codes plus fp16 scales as a file stores them. */
+static double wq_bytes(const WqMatrix *m) { return (double)wqmat_code_bytes(m) + 2.0 * (double)m->n_groups; }
+
+static Timing bench_gemv(Pool *pool, const WqMatrix *m, int reps) {
+    float *x = malloc((size_t)m->k * 4), *y = malloc((size_t)m->n * 4);
+    for (int64_t i = 0; i < m->k; i++) x[i] = rng_uniform();
+    wq_gemv(m, x, y, pool);
+    Timing t;
+    MEASURE(reps, t, wq_gemv(m, x, y, pool));
+    free(x);
+    free(y);
     return t;
 }
 
-/* Seconds for a T-row weight-only product (dequantized tiles + f32 GEMM). */
-static double bench_prefill_wq(Pool *pool, int bits, int64_t n, int64_t k, int64_t T, int reps) {
+static Timing bench_wq_batch(Pool *pool, const WqMatrix *m, int64_t T, int reps) {
     Err err;
-    int half = 1 << (bits - 1);
-    int64_t ng = n * (k / 128);
-    int8_t *q = malloc((size_t)(n * k));
-    float *sc = malloc((size_t)ng * 4), *x = malloc((size_t)(T * k) * 4), *y = malloc((size_t)(T * n) * 4);
-    for (int64_t i = 0; i < n * k; i++) q[i] = (int8_t)((int)(rng_u32() % (unsigned)(2 * half - 1)) - (half - 1));
-    for (int64_t i = 0; i < ng; i++) sc[i] = 0.01f;
-    for (int64_t i = 0; i < T * k; i++) x[i] = rng_uniform();
-    WqMatrix m;
-    if (wqmat_pack_int(q, bits, bits, n, k, WQ_GROUP_OC, 128, sc, NULL, &m, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); exit(1); }
-    double t;
-    BEST_OF(reps, t, (void)wq_gemm(&m, x, T, y, pool, &err));
-    wqmat_done(&m);
-    free(q); free(sc); free(x); free(y);
+    float *x = malloc((size_t)(T * m->k) * 4), *y = malloc((size_t)(T * m->n) * 4);
+    for (int64_t i = 0; i < T * m->k; i++) x[i] = rng_uniform();
+    Timing t;
+    MEASURE(reps, t, if (wq_gemm(m, x, T, y, pool, &err) != ST_OK) die(&err));
+    free(x);
+    free(y);
     return t;
+}
+
+static void print_rate(const char *what, Timing t, double work, const char *unit) {
+    printf("%-44s %8.3f ms  %7.1f %s   cpu-rate %7.1f %s\n", what, t.wall * 1e3, work / t.wall * 1e-9, unit,
+           work / t.cpu * threads * 1e-9, unit);
 }
 
 static void bench_decode(Pool *pool, int bits, WqGroup gd, int64_t g, const char *label) {
-    double total = 0, bytes = 0, b;
-    for (size_t i = 0; i < sizeof tiny_layer / sizeof *tiny_layer; i++) {
-        total += TINY_LAYERS * bench_gemv(pool, bits, tiny_layer[i].n, tiny_layer[i].k, gd, g, 20, &b);
-        bytes += TINY_LAYERS * b;
+    Timing tot = {0, 0};
+    double bytes = 0;
+    for (size_t i = 0; i < N_TINY; i++) {
+        WqMatrix m;
+        make_wq(bits, tiny[i].n, tiny[i].k, gd, g, &m);
+        timing_add(&tot, bench_gemv(pool, &m, 30), tiny[i].times);
+        bytes += wq_bytes(&m) * tiny[i].times;
+        wqmat_done(&m);
     }
-    total += bench_gemv(pool, bits, 512, 2048, gd, g, 20, &b);
-    bytes += b;
-    printf("int%d %s decode, tinyllama projections: %.3f ms/token  %.1f GB/s  (%.0f tok/s matmul-only)\n", bits,
-           label, total * 1e3, bytes / total * 1e-9, 1.0 / total);
+    char what[96];
+    snprintf(what, sizeof what, "decode int%d %s, tinyllama matmuls/token", bits, label);
+    print_rate(what, tot, bytes, "GB/s");
+    printf("%-44s %8.0f tok/s wall, %.0f tok/s cpu-rate (matmuls only)\n", "", 1.0 / tot.wall,
+           1.0 / (tot.cpu / threads));
 }
 
 int main(void) {
     Err err;
-    int threads = getenv("QS_THREADS") ? atoi(getenv("QS_THREADS")) : 2;
+    if (getenv("QS_THREADS")) threads = atoi(getenv("QS_THREADS"));
+    if (threads < 1) threads = 1;
     Pool *pool;
-    if (pool_new(threads, &pool, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); return 1; }
-    printf("== bench_kernels: cpu %s, %d threads, OpenBLAS %s\n", cpu_describe(), threads, sgemm_backend());
-
-    if (gemm_work_new(threads, &bench_gw, &err) != ST_OK) { fprintf(stderr, "%s\n", err.detail); return 1; }
-
-    /* int8 GEMM vs sgemm, 512×4096×4096 */
-    double sg, own, t8 = bench_int8(pool, 512, 4096, 4096, 5, &sg, &own);
-    double ops = 2.0 * 512 * 4096 * 4096;
-    printf("int8 gemm 512x4096x4096 (incl. act quant): %7.1f ms  %5.0f GOPS\n", t8 * 1e3, ops / t8 * 1e-9);
-    printf("OpenBLAS sgemm 512x4096x4096:              %7.1f ms  %5.0f GFLOP/s  (int8 %.2fx faster)\n",
-           sg * 1e3, ops / sg * 1e-9, sg / t8);
-    printf("own AVX-512 f32 gemm 512x4096x4096:        %7.1f ms  %5.0f GFLOP/s  (int8 %.2fx faster)\n",
-           own * 1e3, ops / own * 1e-9, own / t8);
-
-    /* W8A8 and int4 prefill estimates on the TinyLlama shapes, T = 512 */
-    double tw = 0, tf = 0, t4 = 0;
-    for (size_t i = 0; i <= sizeof tiny_layer / sizeof *tiny_layer; i++) {
-        int last = i == sizeof tiny_layer / sizeof *tiny_layer; /* the output head, once */
-        int64_t n = last ? 512 : tiny_layer[i].n, k = last ? 2048 : tiny_layer[i].k;
-        int times = last ? 1 : TINY_LAYERS;
-        double f, q = bench_int8(pool, 512, n, k, 3, NULL, &f);
-        tw += q * times;
-        tf += f * times;
-        t4 += bench_prefill_wq(pool, 4, n, k, 512, 2) * times;
+    if (pool_new(threads, &pool, &err) != ST_OK) die(&err);
+    if (gemm_work_new(threads, &bench_gw, &err) != ST_OK) die(&err);
+    FILE *la = fopen("/proc/loadavg", "r");
+    char load[64] = "?";
+    if (la) {
+        if (!fgets(load, sizeof load, la)) strcpy(load, "?");
+        fclose(la);
+        load[strcspn(load, " ")] = 0;
     }
-    printf("tinyllama projections, T=512: W8A8 %.1f ms (%.0f tok/s), F32 own gemm %.1f ms (%.0f tok/s): W8A8 %.2fx; "
-           "int4 oc128 weight-only %.1f ms (%.0f tok/s)\n",
-           tw * 1e3, 512 / tw, tf * 1e3, 512 / tf, tf / tw, t4 * 1e3, 512 / t4);
+    printf("== bench_kernels: cpu %s, %d threads, OpenBLAS core %s, load %s\n", cpu_describe(), threads,
+           sgemm_backend(), load);
 
-    /* weight-only int4 GEMV */
-    double bytes, tg = bench_gemv(pool, 4, 4096, 4096, WQ_GROUP_OC, 128, 20, &bytes);
-    printf("int4 gemv 4096x4096 oc128: %.3f ms  %.1f GB/s\n", tg * 1e3, bytes / tg * 1e-9);
-    tg = bench_gemv(pool, 4, 4096, 4096, WQ_GROUP_OC, 0, 20, &bytes);
-    printf("int4 gemv 4096x4096 per-oc: %.3f ms  %.1f GB/s\n", tg * 1e3, bytes / tg * 1e-9);
-    tg = bench_gemv(pool, 4, 4096, 4096, WQ_GROUP_IC, 64, 20, &bytes);
-    printf("int4 gemv 4096x4096 ic64: %.3f ms  %.1f GB/s\n", tg * 1e3, bytes / tg * 1e-9);
+    /* int8 GEMM vs float GEMMs, 512×4096×4096 */
+    Timing own, blas, t8 = bench_int8(pool, 512, 4096, 4096, 5, &own, &blas);
+    double ops = 2.0 * 512 * 4096 * 4096;
+    print_rate("int8 gemm 512x4096x4096 (+act quant)", t8, ops, "GOPS");
+    print_rate("own f32 gemm 512x4096x4096 (forward's F32)", own, ops, "GFLOP/s");
+    print_rate("OpenBLAS sgemm 512x4096x4096", blas, ops, "GFLOP/s");
+    printf("%-44s int8/own-f32 %.2fx wall %.2fx cpu; int8/OpenBLAS %.2fx wall\n", "", own.wall / t8.wall,
+           own.cpu / t8.cpu, blas.wall / t8.wall);
+
+    /* prefill of 512 tokens: all projections of the model */
+    Timing pw = {0, 0}, pf = {0, 0}, p4 = {0, 0};
+    double flops = 0;
+    for (size_t i = 0; i < N_TINY; i++) {
+        Timing f, q = bench_int8(pool, 512, tiny[i].n, tiny[i].k, 3, &f, NULL);
+        timing_add(&pw, q, tiny[i].times);
+        timing_add(&pf, f, tiny[i].times);
+        WqMatrix m;
+        make_wq(4, tiny[i].n, tiny[i].k, WQ_GROUP_OC, 128, &m);
+        timing_add(&p4, bench_wq_batch(pool, &m, 512, 2), tiny[i].times);
+        wqmat_done(&m);
+        flops += 2.0 * 512 * (double)(tiny[i].n * tiny[i].k) * tiny[i].times;
+    }
+    print_rate("prefill 512 W8A8, tinyllama matmuls", pw, flops, "GOPS");
+    print_rate("prefill 512 F32 (own gemm), tinyllama matmuls", pf, flops, "GFLOP/s");
+    print_rate("prefill 512 int4 oc128 weight-only", p4, flops, "GFLOP/s");
+    printf("%-44s tok/s wall: W8A8 %.0f, F32 %.0f, int4 %.0f; W8A8/F32 %.2fx wall %.2fx cpu\n", "", 512 / pw.wall,
+           512 / pf.wall, 512 / p4.wall, pf.wall / pw.wall, pf.cpu / pw.cpu);
+
+    /* weight-only GEMV */
+    static const struct { int bits; WqGroup gd; int64_t g; const char *label; } gv[] = {
+        {4, WQ_GROUP_OC, 128, "oc128"}, {4, WQ_GROUP_OC, 0, "per-oc"}, {4, WQ_GROUP_IC, 64, "ic64"},
+        {8, WQ_GROUP_OC, 0, "per-oc"},  {3, WQ_GROUP_OC, 128, "oc128"}, {2, WQ_GROUP_OC, 128, "oc128"},
+    };
+    for (size_t i = 0; i < sizeof gv / sizeof *gv; i++) {
+        WqMatrix m;
+        make_wq(gv[i].bits, 4096, 4096, gv[i].gd, gv[i].g, &m);
+        char what[96];
+        snprintf(what, sizeof what, "gemv int%d %s 4096x4096", gv[i].bits, gv[i].label);
+        print_rate(what, bench_gemv(pool, &m, 30), wq_bytes(&m), "GB/s");
+        wqmat_done(&m);
+    }
     bench_decode(pool, 4, WQ_GROUP_OC, 128, "oc128");
-    bench_decode(pool, 4, WQ_GROUP_OC, 32, "oc32");
+    bench_decode(pool, 4, WQ_GROUP_OC, 0, "per-oc");
     bench_decode(pool, 4, WQ_GROUP_IC, 0, "per-ic");
     bench_decode(pool, 8, WQ_GROUP_OC, 0, "per-oc");
-    bench_decode(pool, 3, WQ_GROUP_OC, 128, "oc128");
-    bench_decode(pool, 2, WQ_GROUP_OC, 128, "oc128");
     gemm_work_free(bench_gw);
     pool_free(pool);
     return 0;
