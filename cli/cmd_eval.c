@@ -1,0 +1,247 @@
+/* qscope eval: a plan against the base model on the same text and protocol. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "analysis/eval.h"
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "cli/cmd_plan.h"
+#include "core/mapfile.h"
+#include "core/pool.h"
+#include "core/progress.h"
+
+#define EVAL_MAX_TEXT ((size_t)1 << 31)
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope eval MODEL (--plan PLAN | --preset NAME) --text FILE [--stats STATS]\n"
+            "                   [--ctx N] [--chunks N] [--threads N] [--json]\n\n"
+            "Quantizes MODEL with the plan, runs it on FILE with llama.cpp's perplexity protocol\n"
+            "and compares it with the unquantized model on the same chunks: PPL and ppl_base,\n"
+            "KL(base || quantized) of the next-token distributions at every scored position\n"
+            "(mean, median, p90, p99, max, nats), top-1 agreement, the residual stream's relative\n"
+            "error after each block (chunk 1), bits per weight, bytes, and the quantized model's\n"
+            "prefill (one --ctx chunk) and single-token decode (64 steps) tokens per second.\n"
+            "The base model's log-probabilities are cached (see --cache), so evaluating another\n"
+            "plan on the same text runs only the quantized model.\n\n"
+            "  --text FILE       text to score\n"
+            "  --stats STATS     stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
+            "                    static activation scales and spike-aware need it)\n"
+            "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
+            "  --ctx N           chunk length (default 512, at most the model's context)\n"
+            "  --chunks N        at most N chunks (default: all)\n"
+            "  --threads N       threads (default: all CPUs)\n"
+            "  --decode-steps N  decode benchmark steps (default 64); --no-speed skips speed\n"
+            "  --cache DIR       reference cache directory (default $XDG_CACHE_HOME/qscope or\n"
+            "                    ~/.cache/qscope); --no-cache computes the reference afresh\n"
+            "  --json            one JSON object on stdout (keys ppl, ppl_base, kld_mean, kld_median,\n"
+            "                    kld_p90, kld_p99, kld_max, top1_agree, bpw, bytes, prefill_tps,\n"
+            "                    decode_tps, chunks, tokens_scored, notes, layer_rel_err, seconds)\n");
+    plancli_help(f, 1);
+}
+
+typedef struct {
+    ProgressBar pb;
+    int quiet;
+} EvalView;
+
+static void eval_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double ppl, double kld) {
+    EvalView *v = user;
+    if (v->quiet) return;
+    char buf[96];
+    snprintf(buf, sizeof buf, "[%lld] ppl %.4f kld %.5f", (long long)(chunk + 1), ppl, kld);
+    if (v->pb.tty) progress_bar_draw(&v->pb, chunk + 1, n_chunks, buf);
+    else fprintf(stderr, "%s%s", buf, chunk + 1 == n_chunks ? "\n" : " ");
+}
+
+/* mkdir -p for the two levels a default cache path has. */
+static char *default_cache_dir(void) {
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char base[1024];
+    if (x && *x) snprintf(base, sizeof base, "%s", x);
+    else if (home && *home) snprintf(base, sizeof base, "%s/.cache", home);
+    else return NULL;
+    mkdir(base, 0777);
+    size_t n = strlen(base) + 16;
+    char *d = malloc(n);
+    if (d) {
+        snprintf(d, n, "%s/qscope", base);
+        mkdir(d, 0777);
+    }
+    return d;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *val;
+    int64_t ctx = 512, chunks = 0, threads = 0, steps = 64;
+    int json = 0, no_cache = 0, no_speed = 0;
+    PlanCli pc;
+    plancli_init(&pc);
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            eval_usage(stdout);
+            return 0;
+        } else if ((r = plancli_parse(&pc, "eval", argc, argv, &i)) != 0) {
+            if (r < 0) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
+            if (r < 0) return 2;
+            text_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
+            if (r < 0) return 2;
+            stats_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
+            if (r < 0) return 2;
+            cache = val;
+        } else if ((r = args_opt(argc, argv, &i, "--ctx", &val)) != 0) {
+            if (r < 0 || !args_int("eval", "--ctx", val, 4, 1 << 20, &ctx)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--chunks", &val)) != 0) {
+            if (r < 0 || !args_int("eval", "--chunks", val, 1, INT64_MAX / 2, &chunks)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
+            if (r < 0 || !args_int("eval", "--threads", val, 1, 256, &threads)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--decode-steps", &val)) != 0) {
+            if (r < 0 || !args_int("eval", "--decode-steps", val, 1, 1 << 20, &steps)) return 2;
+        } else if (!strcmp(argv[i], "--no-cache")) {
+            no_cache = 1;
+        } else if (!strcmp(argv[i], "--no-speed")) {
+            no_speed = 1;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope eval: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!model_path) {
+            model_path = argv[i];
+        } else {
+            fprintf(stderr, "qscope eval: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model_path || !text_path || (!pc.plan_path && !pc.preset)) {
+        fprintf(stderr, "qscope eval: need MODEL, --plan PLAN (or --preset NAME) and --text FILE\n");
+        eval_usage(stderr);
+        return 2;
+    }
+
+    int rc = 1;
+    Err err;
+    err_init(&err);
+    QStatsFile sf;
+    memset(&sf, 0, sizeof sf);
+    Plan plan;
+    plan_init(&plan);
+    Pool *pool = NULL;
+    QModel *qm = NULL;
+    EvalRef *ref = NULL;
+    EvalResult res;
+    memset(&res, 0, sizeof res);
+    char *text = NULL, *cdir = NULL, *js = NULL;
+    size_t len = 0;
+    Model *m = args_load_model(model_path, tok_path);
+    if (!m) goto done;
+    if (ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0) {
+        fprintf(stderr, "qscope eval: --ctx %lld exceeds %s's context %lld\n", (long long)ctx, model_path,
+                (long long)m->cfg.max_seq_len);
+        goto done;
+    }
+    if (file_read_all(text_path, EVAL_MAX_TEXT, &text, &len, &err)) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (stats_path && qstats_open(stats_path, m, &sf, &err)) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err)) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (pool_new((int)threads, &pool, &err)) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    Progress prog;
+    progress_init(&prog);
+    args_cancel_on_sigint(&prog);
+    QModelStats qs = {sf.cs, sf.h};
+    if (qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (!json)
+        for (int64_t i = 0; i < qm->n_notes; i++) fprintf(stderr, "eval: note: %s\n", qm->notes[i]);
+
+    EvalOpts eo;
+    eval_opts_default(&eo);
+    eo.n_ctx = ctx;
+    eo.max_chunks = chunks;
+    eo.speed = !no_speed;
+    eo.decode_steps = steps;
+    if (!no_cache) cdir = cache ? strdup(cache) : default_cache_dir();
+    if (cache) mkdir(cache, 0777);
+    int from_cache = 0;
+    double t0 = args_now();
+    if (eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, &from_cache, &err)) {
+        err_wrap(&err, "%s", text_path);
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (!json)
+        fprintf(stderr, "eval: reference %s (%lld chunks, %lld positions, base PPL %.4f, %.2f s)\n",
+                from_cache ? "from cache" : "computed", (long long)eval_ref_chunks(ref),
+                (long long)eval_ref_positions(ref), eval_ref_ppl(ref), args_now() - t0);
+    EvalView view;
+    memset(&view, 0, sizeof view);
+    view.quiet = json;
+    progress_bar_init(&view.pb, "eval");
+    Status st = eval_run(qm, ref, &eo, pool, eval_on_chunk, &view, &prog, &res, &err);
+    if (!json && view.pb.tty) progress_bar_finish(&view.pb);
+    if (st && st != ST_ERR_CANCELLED) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (st == ST_ERR_CANCELLED) fprintf(stderr, "qscope eval: interrupted after %lld chunks\n", (long long)res.chunks);
+    if (res.chunks == 0) goto done;
+    if (json) {
+        js = eval_result_json(&res, qm, plan.name);
+        if (!js) {
+            fprintf(stderr, "qscope eval: out of memory\n");
+            goto done;
+        }
+        printf("%s\n", js);
+    } else {
+        printf("plan %s on %s, %lld chunks of %lld (%lld positions)\n", plan.name, text_path, (long long)res.chunks,
+               (long long)ctx, (long long)res.tokens_scored);
+        printf("  PPL        %.4f   (base %.4f, %+.3f%%)\n", res.ppl, res.ppl_base,
+               100.0 * (res.ppl / res.ppl_base - 1.0));
+        printf("  KLD        mean %.6f  median %.6f  p90 %.6f  p99 %.6f  max %.6f\n", res.kld_mean, res.kld_median,
+               res.kld_p90, res.kld_p99, res.kld_max);
+        printf("  top-1      %.4f\n", res.top1_agree);
+        printf("  size       %.4f bpw, %zu bytes (%lld weights)\n", res.bpw, res.bytes, (long long)qm->params);
+        if (eo.speed) printf("  speed      prefill %.1f tok/s, decode %.1f tok/s (%d threads)\n", res.prefill_tps,
+                             res.decode_tps, pool_size(pool));
+        printf("  layer err ");
+        for (int64_t l = 0; l < res.n_layers; l++) printf(" %.4g", res.layer_rel_err[l]);
+        printf("\n");
+    }
+    rc = res.cancelled ? 130 : 0;
+done:
+    free(js);
+    eval_result_done(&res);
+    eval_ref_free(ref);
+    qmodel_free(qm);
+    pool_free(pool);
+    plan_done(&plan);
+    qstats_close(&sf);
+    free(cdir);
+    free(text);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,210 @@
+/* qscope plan: write a plan JSON from a preset; and the plan options the
+ * quant and eval commands share. */
+#include "cli/cmd_plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/qmodel.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "quant/format.h"
+#include "quant/preset.h"
+#include "sessions/plan_json.h"
+
+#define SPIKE_K_DEFAULT 3 /* analysis/spikes.h SPIKES_DEFAULT_K (not includable beside plan.h) */
+
+void plancli_init(PlanCli *o) {
+    memset(o, 0, sizeof *o);
+    o->group = -1;
+    o->spike_k = SPIKE_K_DEFAULT;
+    o->seed = 1;
+    o->alpha = -1;
+}
+
+int plancli_parse(PlanCli *o, const char *cmd, int argc, char **argv, int *i) {
+    const char *val;
+    int r;
+    int64_t v;
+    if ((r = args_opt(argc, argv, i, "--preset", &val)) != 0) {
+        if (r < 0) return -1;
+        o->preset = val;
+    } else if ((r = args_opt(argc, argv, i, "--plan", &val)) != 0) {
+        if (r < 0) return -1;
+        o->plan_path = val;
+    } else if ((r = args_opt(argc, argv, i, "--group", &val)) != 0) {
+        if (r < 0 || !args_int(cmd, "--group", val, 0, 1 << 20, &o->group)) return -1;
+    } else if ((r = args_opt(argc, argv, i, "--spike-k", &val)) != 0) {
+        if (r < 0 || !args_int(cmd, "--spike-k", val, 1, 64, &o->spike_k)) return -1;
+    } else if ((r = args_opt(argc, argv, i, "--spike-format", &val)) != 0) {
+        if (r < 0) return -1;
+        int f = qformat_parse(val);
+        if (f != QF_F16 && f != QF_FP8_E4M3 && f != QF_FP8_E5M2) {
+            fprintf(stderr, "qscope %s: --spike-format: '%s' is not one of fp16, fp8-e4m3, fp8-e5m2\n", cmd, val);
+            return -1;
+        }
+        o->spike_format = val;
+    } else if ((r = args_opt(argc, argv, i, "--seed", &val)) != 0) {
+        if (r < 0 || !args_int(cmd, "--seed", val, 0, INT64_MAX, &v)) return -1;
+        o->seed = (uint64_t)v;
+    } else if ((r = args_opt(argc, argv, i, "--alpha", &val)) != 0) {
+        if (r < 0 || !args_double(cmd, "--alpha", val, 1e-6, 1, &o->alpha)) return -1;
+    } else if (strcmp(argv[*i], "--act-static") == 0) {
+        o->act_static = 1;
+    } else if (strcmp(argv[*i], "--skip-first") == 0) {
+        o->skip_first = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+void plancli_help(FILE *f, int with_plan_file) {
+    if (with_plan_file) fprintf(f, "  --plan FILE       plan JSON (from `qscope plan` or the TUI)\n");
+    fprintf(f, "  --preset NAME     a preset instead of a plan file:\n");
+    int n;
+    const PresetInfo *p = plan_presets(&n);
+    for (int i = 0; i < n; i++) fprintf(f, "                      %-18s %s\n", p[i].name, p[i].desc);
+    fprintf(f,
+            "  --group G         group size of the preset (default 128; 0 = per-channel); where G\n"
+            "                    does not divide a dimension the plan falls back visibly (notes)\n"
+            "  --spike-k K       spike-aware-w8a8 / random-k: sites kept high precision (default 3);\n"
+            "                    spike-aware takes them from --stats' spike ranking\n"
+            "  --spike-format F  fp16 (default), fp8-e4m3 or fp8-e5m2 for those sites\n"
+            "  --seed S          random-k seed (default 1)\n"
+            "  --alpha A         smoothquant-w8a8 alpha (default 0.5)\n"
+            "  --act-static      w8a8 presets: static activation scales from --stats\n"
+            "  --skip-first      w8a8 presets: leave token 0 out of the activation range\n");
+}
+
+Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, Plan *out, Err *err) {
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    plan_init(out);
+    if (o->plan_path && o->preset)
+        return err_set(err, ST_ERR_ARG, "give either --plan or --preset, not both");
+    if (o->plan_path) return plan_json_load(o->plan_path, &pm, out, err);
+    if (!o->preset) return err_set(err, ST_ERR_ARG, "no plan: pass --plan FILE or --preset NAME");
+    PresetOpts po;
+    preset_opts_default(&po);
+    if (o->group >= 0) po.group = o->group;
+    if (o->spike_format) po.spike_fmt = (QFormat)qformat_parse(o->spike_format);
+    po.seed = o->seed;
+    if (o->alpha > 0) po.alpha = (float)o->alpha;
+    po.act_static = o->act_static;
+    po.act_skip_first = o->skip_first;
+    char **sites = NULL;
+    int64_t n_sites = 0;
+    Status st;
+    if (!strcmp(o->preset, "spike-aware-w8a8")) {
+        if (!stats || !stats->cs)
+            return err_set(err, ST_ERR_ARG, "preset 'spike-aware-w8a8' needs the spike ranking: pass --stats STATS from `qscope calib`");
+        if ((st = qstats_spike_sites(stats->cs, o->spike_k, &sites, &n_sites, err))) return st;
+        po.spikes = (const char *const *)sites;
+        po.n_spikes = n_sites;
+    }
+    po.random_k = o->spike_k;
+    st = plan_preset(out, o->preset, &po, &pm, err);
+    for (int64_t i = 0; i < n_sites; i++) free(sites[i]);
+    free(sites);
+    if (st) return st;
+    if (n_sites && (st = plan_add_note(out, err, "spike-aware: top %lld sites by calibration's max/median ranking (%s)",
+                                        (long long)n_sites, qstats_text_path(stats->cs))))
+        return st;
+    return plan_validate(out, &pm, err);
+}
+
+static void plan_usage(FILE *f) {
+    fprintf(f, "usage: qscope plan MODEL --preset NAME [--stats STATS] [options] -o PLAN.json\n"
+               "Builds a preset plan for MODEL's shape and writes it as JSON (schema_version %d),\n"
+               "printing its fallbacks, size and bits per weight.\n"
+               "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
+               "  --stats STATS     stats file from `qscope calib` (spike-aware needs its ranking)\n"
+               "  -o PLAN.json      output path (default: print the JSON on stdout)\n",
+            PLAN_JSON_SCHEMA_VERSION);
+    plancli_help(f, 0);
+}
+
+int cmd_plan(int argc, char **argv) {
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *val;
+    PlanCli pc;
+    plancli_init(&pc);
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            plan_usage(stdout);
+            return 0;
+        } else if ((r = plancli_parse(&pc, "plan", argc, argv, &i)) != 0) {
+            if (r < 0) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
+            if (r < 0) return 2;
+            stats_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            if (r < 0) return 2;
+            out_path = val;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope plan: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!model_path) {
+            model_path = argv[i];
+        } else {
+            fprintf(stderr, "qscope plan: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model_path || !pc.preset || pc.plan_path) {
+        fprintf(stderr, "qscope plan: need MODEL and --preset NAME\n");
+        plan_usage(stderr);
+        return 2;
+    }
+    int rc = 1;
+    Err err;
+    err_init(&err);
+    QStatsFile sf;
+    memset(&sf, 0, sizeof sf);
+    Plan plan;
+    plan_init(&plan);
+    char *json = NULL;
+    Model *m = args_load_model(model_path, tok_path);
+    if (!m) goto done;
+    if (stats_path && qstats_open(stats_path, m, &sf, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    if (plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    for (int64_t i = 0; i < plan.n_notes; i++) fprintf(stderr, "plan: note: %s\n", plan.notes[i]);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    PlanSize sz;
+    if (plan_size(&plan, &pm, NULL, &sz, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    fprintf(stderr, "plan '%s': %lld rules, %.4f bits per weight (linear layers %.4f), %zu bytes%s\n", plan.name,
+            (long long)plan.n_rules, sz.bpw_all, sz.bpw_lin, sz.all_bytes,
+            qmodel_plan_needs_stats(&plan, &pm, NULL) ? "; needs --stats to quantize" : "");
+    if (out_path) {
+        if (plan_json_save(&plan, out_path, &err)) {
+            args_print_err("plan", &err);
+            goto done;
+        }
+        fprintf(stderr, "plan: wrote %s\n", out_path);
+    } else {
+        if (plan_json_write(&plan, &json, &err)) {
+            args_print_err("plan", &err);
+            goto done;
+        }
+        fputs(json, stdout);
+    }
+    rc = 0;
+done:
+    free(json);
+    plan_done(&plan);
+    qstats_close(&sf);
+    model_free(m);
+    return rc;
+}

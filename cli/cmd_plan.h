@@ -1,0 +1,41 @@
+/* Plan options shared by `qscope plan`, `qscope quant` and `qscope eval`:
+ * a plan from --preset NAME (with its options) or from --plan FILE. */
+#ifndef QS_CLI_CMD_PLAN_H
+#define QS_CLI_CMD_PLAN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "analysis/qmodel_stats.h"
+#include "core/status.h"
+#include "model/model.h"
+#include "quant/plan.h"
+
+typedef struct PlanCli {
+    const char *preset;      /* --preset NAME */
+    const char *plan_path;   /* --plan FILE */
+    int64_t group;           /* --group G (-1: preset default) */
+    int64_t spike_k;         /* --spike-k K (spike-aware / random-k site count) */
+    const char *spike_format; /* --spike-format fp16|fp8-e4m3|fp8-e5m2 */
+    uint64_t seed;           /* --seed S (random-k) */
+    double alpha;            /* --alpha A (smoothquant; <0: default) */
+    int act_static;          /* --act-static */
+    int skip_first;          /* --skip-first */
+} PlanCli;
+
+/* Defaults: no plan, group -1, spike_k 3 (analysis/spikes.h's default), seed 1. */
+void plancli_init(PlanCli *o);
+
+/* Consumes argv[*i] when it is a plan option. Returns 1 if consumed, 0 if
+ * not a plan option, -1 after printing an error ("qscope CMD: ..."). */
+int plancli_parse(PlanCli *o, const char *cmd, int argc, char **argv, int *i);
+
+/* Prints the plan options' help lines to f. */
+void plancli_help(FILE *f, int with_plan_file);
+
+/* Builds the plan for m into *out (initialised here; caller plan_done's it):
+ * from --plan (validated against m) or --preset (spike-aware takes its sites
+ * from stats' ranking; needs stats). stats may be NULL. */
+Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, Plan *out, Err *err);
+
+#endif

@@ -1,0 +1,142 @@
+/* qscope quant: execute a plan and report what each site became. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "cli/cmd_plan.h"
+#include "core/pool.h"
+#include "core/progress.h"
+#include "quant/qlinear_aqlm.h"
+#include "quant/qlinear_build.h"
+
+static void quant_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope quant MODEL (--plan PLAN | --preset NAME) [--stats STATS] [--threads N] [--json]\n\n"
+            "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
+            "static activation scales from --stats) and builds the kernels the quantized model runs,\n"
+            "then prints per site: the plan code, the kernel, AdaDim's choice and the relative weight\n"
+            "error ‖W - Wq‖/‖W‖; and the exact bits per weight and bytes. Storing the quantized\n"
+            "weights (-o) is not implemented: `qscope eval` re-quantizes (seconds on these models).\n\n"
+            "  --stats STATS   stats file from `qscope calib`\n"
+            "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
+            "  --threads N     threads (default: all CPUs)\n"
+            "  --json          one JSON object on stdout\n");
+    plancli_help(f, 1);
+}
+
+int cmd_quant(int argc, char **argv) {
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *val;
+    int64_t threads = 0;
+    int json = 0;
+    PlanCli pc;
+    plancli_init(&pc);
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            quant_usage(stdout);
+            return 0;
+        } else if ((r = plancli_parse(&pc, "quant", argc, argv, &i)) != 0) {
+            if (r < 0) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
+            if (r < 0) return 2;
+            stats_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
+            if (r < 0 || !args_int("quant", "--threads", val, 1, 256, &threads)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            fprintf(stderr, "qscope quant: -o is not implemented (no quantized-weights file format yet)\n");
+            return 2;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope quant: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!model_path) {
+            model_path = argv[i];
+        } else {
+            fprintf(stderr, "qscope quant: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model_path || (!pc.plan_path && !pc.preset)) {
+        fprintf(stderr, "qscope quant: need MODEL and --plan PLAN (or --preset NAME)\n");
+        quant_usage(stderr);
+        return 2;
+    }
+    int rc = 1;
+    Err err;
+    err_init(&err);
+    QStatsFile sf;
+    memset(&sf, 0, sizeof sf);
+    Plan plan;
+    plan_init(&plan);
+    Pool *pool = NULL;
+    QModel *qm = NULL;
+    Model *m = args_load_model(model_path, tok_path);
+    if (!m) goto done;
+    if (stats_path && qstats_open(stats_path, m, &sf, &err)) {
+        args_print_err("quant", &err);
+        goto done;
+    }
+    if (plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err) || pool_new((int)threads, &pool, &err)) {
+        args_print_err("quant", &err);
+        goto done;
+    }
+    Progress prog;
+    progress_init(&prog);
+    args_cancel_on_sigint(&prog);
+    QModelStats qs = {sf.cs, sf.h};
+    if (qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
+        args_print_err("quant", &err);
+        goto done;
+    }
+    if (json) printf("{\"plan\": \"%s\", \"bpw\": %.6f, \"bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
+                     "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",
+                     plan.name, qm->bpw, qm->bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
+                     qm->seconds);
+    else printf("%-10s %-22s %-12s %-7s %s\n", "site", "plan", "kernel", "adadim", "rel_err");
+    for (int64_t l = 0; l < qm->n_layers; l++)
+        for (int p = 0; p < PROJ_COUNT; p++) {
+            int64_t i = l * PROJ_COUNT + p;
+            char code[64], site[32];
+            plan_entry_code(&qm->res.lin[i].e, code, sizeof code);
+            snprintf(site, sizeof site, "%lld.%s", (long long)l, proj_name((Proj)p));
+            const char *k = qm->lin[i] ? (qlinear_is_aqlm(qm->lin[i]) ? qlinear_aqlm_kernel(qm->lin[i])
+                                                                      : qlinear_kernel_name(qm->lin[i]))
+                                       : "model-f32";
+            const char *ad = qm->adadim_dim[i] == GROUP_OC ? "oc" : qm->adadim_dim[i] == GROUP_IC ? "ic" : "-";
+            if (json) printf("%s{\"site\": \"%s\", \"code\": \"%s\", \"kernel\": \"%s\", \"adadim\": \"%s\", \"rel_err\": %.6g}",
+                             i ? ", " : "", site, code, k, ad, qm->site_rel_err[i]);
+            else printf("%-10s %-22s %-12s %-7s %.5f\n", site, code, k, ad, qm->site_rel_err[i]);
+        }
+    if (json) {
+        printf("], \"notes\": [");
+        for (int64_t i = 0; i < qm->n_notes; i++) {
+            printf("%s\"", i ? ", " : "");
+            for (const char *s = qm->notes[i]; *s; s++) {
+                if (*s == '"' || *s == '\\') putchar('\\');
+                putchar(*s);
+            }
+            putchar('"');
+        }
+        printf("]}\n");
+    } else {
+        for (int64_t i = 0; i < qm->n_notes; i++) printf("note: %s\n", qm->notes[i]);
+        printf("plan %s: %.4f bits per weight, %zu bytes (%lld weights), kernels hold %zu bytes, %.2f s\n", plan.name,
+               qm->bpw, qm->bytes, (long long)qm->params, qm->kernel_bytes, qm->seconds);
+    }
+    rc = 0;
+done:
+    qmodel_free(qm);
+    pool_free(pool);
+    plan_done(&plan);
+    qstats_close(&sf);
+    model_free(m);
+    return rc;
+}
