@@ -13,6 +13,10 @@ const Command cli_commands[] = {
     {"synth", cmd_synth, "write a random-weight LLaMA GGUF of a real shape"},
     {"calib", cmd_calib, "calibrate: activation statistics, spikes, H, sensitivity -> stats file"},
     {"report", cmd_report, "print a map from a stats file (spikes, sensitivity, actquant, ...)"},
+    {"tui", cmd_tui, "open the workbench"},
+    {"plan", cmd_plan, "write a quantization plan (JSON) from a preset"},
+    {"quant", cmd_quant, "quantize a model with a plan: sizes, kernels, per-site errors"},
+    {"eval", cmd_eval, "evaluate a plan against the base model: PPL, KLD, top-1, bpw, speed"},
     {NULL, NULL, NULL},
 };
 

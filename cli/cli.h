@@ -21,5 +21,9 @@ int cmd_ppl(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_quant(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_tui(int argc, char **argv);
 
 #endif
