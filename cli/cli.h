@@ -24,6 +24,5 @@ int cmd_report(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_quant(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
-int cmd_tui(int argc, char **argv);
 
 #endif
