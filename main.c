@@ -17,9 +17,6 @@ const Command cli_commands[] = {
     {"plan", cmd_plan, "write a quantization plan (JSON) from a preset"},
     {"quant", cmd_quant, "quantize a model with a plan: sizes, kernels, per-site errors"},
     {"eval", cmd_eval, "evaluate a plan against the base model: PPL, KLD, top-1, bpw, speed"},
-    {"plan", cmd_plan, "write a quantization plan (JSON) from a preset"},
-    {"quant", cmd_quant, "quantize a model with a plan: sizes, kernels, per-site errors"},
-    {"eval", cmd_eval, "evaluate a plan against the base model: PPL, KLD, top-1, bpw, speed"},
     {NULL, NULL, NULL},
 };
 

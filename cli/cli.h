@@ -24,5 +24,6 @@ int cmd_report(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_quant(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_tui(int argc, char **argv);
 
 #endif

@@ -64,7 +64,11 @@ static void test_heat(void) {
     CHECK(strcmp(heat_fmt(105.2, b, sizeof b), "105") == 0);
     CHECK(strcmp(heat_fmt(0.06964, b, sizeof b), "0.0696") == 0);
     CHECK(strcmp(heat_fmt(12.34, b, sizeof b), "12.3") == 0);
-    CHECK(strcmp(heat_fmt(1234567.0, b, sizeof b), "1.2e+06") == 0);
+    CHECK(strcmp(heat_fmt(1234567.0, b, sizeof b), "1.2e6") == 0);
+    CHECK(strcmp(heat_fmt(9.8e-4, b, sizeof b), "9.8e-4") == 0);
+    CHECK(strcmp(heat_fmt(-2.5e-12, b, sizeof b), "-2.5e-12") == 0);
+    CHECK(strcmp(heat_fmt_tick(3.0, b, sizeof b), "3") == 0 && strcmp(heat_fmt_tick(0.01, b, sizeof b), "0.01") == 0);
+    CHECK(strcmp(heat_fmt_tick(2.9, b, sizeof b), "2.9") == 0 && strcmp(heat_fmt_tick(1e-5, b, sizeof b), "1.0e-5") == 0);
     CHECK(strcmp(heat_fmt(NAN, b, sizeof b), "-") == 0);
     uint64_t h[10] = {0, 0, 3, 1, 0, 4, 2, 0, 0, 0}, o[2];
     int64_t f, l;
@@ -127,15 +131,15 @@ static void help_cb(void *user, const char *line, int heading) {
 }
 
 static void test_keys(void) {
-    CHECK(keys_lookup(VIEW_ACT, 'q') == A_QUIT);
-    CHECK(keys_lookup(VIEW_ACT, 'm') == A_METRIC);
-    CHECK(keys_lookup(VIEW_PLAN, 'm') == A_METHOD);
-    CHECK(keys_lookup(VIEW_SENS, 'g') == A_SENS_GROUP); /* a view binding wins over the global 'g' */
-    CHECK(keys_lookup(VIEW_MODEL, 'g') == A_HOME);
-    CHECK(keys_lookup(VIEW_PLAN, TK_CTRL_R) == A_REDO);
-    CHECK(keys_lookup(VIEW_MODEL, TK_CTRL_R) == A_NONE);
-    CHECK(keys_lookup(VIEW_MODEL, 'j') == A_DOWN && keys_lookup(VIEW_LOG, TK_BTAB) == A_PREV_VIEW);
-    CHECK(keys_lookup(VIEW_EVAL, '5') == A_VIEW_5);
+    CHECK(keys_lookup(VIEW_ACT, 'q') == AC_QUIT);
+    CHECK(keys_lookup(VIEW_ACT, 'm') == AC_METRIC);
+    CHECK(keys_lookup(VIEW_PLAN, 'm') == AC_METHOD);
+    CHECK(keys_lookup(VIEW_SENS, 'g') == AC_SENS_GROUP); /* a view binding wins over the global 'g' */
+    CHECK(keys_lookup(VIEW_MODEL, 'g') == AC_HOME);
+    CHECK(keys_lookup(VIEW_PLAN, TK_CTRL_R) == AC_REDO);
+    CHECK(keys_lookup(VIEW_MODEL, TK_CTRL_R) == AC_NONE);
+    CHECK(keys_lookup(VIEW_MODEL, 'j') == AC_DOWN && keys_lookup(VIEW_LOG, TK_BTAB) == AC_PREV_VIEW);
+    CHECK(keys_lookup(VIEW_EVAL, '5') == AC_VIEW_5);
     /* No key is bound twice in the same view. */
     int n;
     const Binding *t = keys_table(&n);

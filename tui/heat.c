@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 void heat_scale_fit(HeatScale *s, const double *v, int64_t n, int log_scale) {
     s->log = log_scale;
@@ -93,6 +94,13 @@ int heat_ticks(const HeatScale *s, double *ticks, int max_ticks) {
     return 2;
 }
 
+char *heat_fmt_tick(double v, char *buf, size_t n) {
+    double a = fabs(v);
+    if (a >= 0.001 && a < 99999.5 && fabs(v - round(v * 1000) / 1000) < 1e-9 * fmax(1, a)) snprintf(buf, n, "%g", v);
+    else heat_fmt(v, buf, n);
+    return buf;
+}
+
 const char *heat_glyph(int level, int utf8) {
     static const char *const u[HEAT_LEVELS] = {" ", "\u2591", "\u2592", "\u2593", "\u2588"};
     static const char *const a[HEAT_LEVELS] = {" ", ".", ":", "*", "#"};
@@ -106,7 +114,18 @@ char *heat_fmt(double v, char *buf, size_t n) {
     if (isnan(v)) snprintf(buf, n, "-");
     else if (isinf(v)) snprintf(buf, n, v > 0 ? "inf" : "-inf");
     else if (a == 0) snprintf(buf, n, "0");
-    else if (a >= 99999.5 || a < 0.001) snprintf(buf, n, "%.1e", v);
+    else if (a >= 99999.5 || a < 0.001) {
+        /* "1.2e+06" -> "1.2e6", "9.8e-04" -> "9.8e-4": six columns at most */
+        char t[32];
+        snprintf(t, sizeof t, "%.1e", v);
+        char *e = strchr(t, 'e');
+        char *d = e + 1;
+        int neg = *d == '-';
+        if (*d == '+' || *d == '-') d++;
+        while (*d == '0' && d[1]) d++;
+        *e = 0;
+        snprintf(buf, n, "%se%s%s", t, neg ? "-" : "", d);
+    }
     else if (a >= 999.5) snprintf(buf, n, "%.0f", v);
     else if (a >= 99.95) snprintf(buf, n, "%.0f", v);
     else if (a >= 9.995) snprintf(buf, n, "%.1f", v);

@@ -39,9 +39,13 @@ int heat_ticks(const HeatScale *s, double *ticks, int max_ticks);
  * utf8, else " ", ".", ":", "*", "#"; level -1 (missing) is "·" / "-". */
 const char *heat_glyph(int level, int utf8);
 
-/* Formats v compactly in at most 6 columns ("0.0123", "7.33", "105", "1.2e+04",
+/* Formats v compactly in at most 6 columns ("0.0123", "7.33", "105", "1.2e4",
  * "-" for NaN); writes into buf (n >= 16 advised) and returns buf. */
 char *heat_fmt(double v, char *buf, size_t n);
+
+/* Formats a legend tick: round numbers plainly ("3", "10", "0.01"), others
+ * as heat_fmt. Returns buf. */
+char *heat_fmt_tick(double v, char *buf, size_t n);
 
 /* Sums counts (n bins) into n_out coarser bins covering [first, last] where
  * first/last are the first and last non-empty bins; out (n_out) receives the

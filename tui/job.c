@@ -15,7 +15,9 @@ static void *jobs_main(void *arg) {
     JobRunner *jr = arg;
     pthread_mutex_lock(&jr->mu);
     for (;;) {
-        while (!jr->stop && jr->n_queue == 0) pthread_cond_wait(&jr->cv, &jr->mu);
+        /* The next job starts only after the main thread has applied the last
+         * result (jobs_poll), so a queued job sees the state its predecessor made. */
+        while (!jr->stop && (jr->n_queue == 0 || jr->n_done > 0)) pthread_cond_wait(&jr->cv, &jr->mu);
         if (jr->stop) break;
         jr->running = jr->queue[0];
         memmove(jr->queue, jr->queue + 1, (size_t)(jr->n_queue - 1) * sizeof jr->queue[0]);
@@ -112,6 +114,7 @@ int jobs_poll(JobRunner *jr, void *ctx) {
     Job j = jr->done[0];
     memmove(jr->done, jr->done + 1, (size_t)(jr->n_done - 1) * sizeof jr->done[0]);
     jr->n_done--;
+    pthread_cond_signal(&jr->cv);
     pthread_mutex_unlock(&jr->mu);
     if (j.finish) j.finish(j.arg, j.st, &j.err, ctx);
     if (j.free_fn) j.free_fn(j.arg);

@@ -3,7 +3,8 @@
  * reports through its core/progress.h Progress and honours cancel; when it
  * ends, the main thread collects it with jobs_poll and applies the result
  * (the finish callback runs there, so only the main thread touches the UI
- * state and curses). Curses-free. */
+ * state and curses). The next job starts only after the previous one was
+ * polled, so it sees its predecessor's result. Curses-free. */
 #ifndef QS_TUI_JOB_H
 #define QS_TUI_JOB_H
 

@@ -7,57 +7,58 @@
 #define V(x) VIEW_BIT(VIEW_##x)
 
 static const Binding table[] = {
-    {'?', A_HELP, VIEWS_ALL, "?", "this help (generated from the key table)", "help"},
-    {'q', A_QUIT, VIEWS_ALL, "q", "quit (asks first while a job runs)", "quit"},
-    {'1', A_VIEW_1, VIEWS_ALL, "1", "Model view", NULL},
-    {'2', A_VIEW_2, VIEWS_ALL, "2", "Activations view (heat map of the calibration)", NULL},
-    {'3', A_VIEW_3, VIEWS_ALL, "3", "Sensitivity view (output error per format x grouping)", NULL},
-    {'4', A_VIEW_4, VIEWS_ALL, "4", "Plan view (edit the quantization plan)", NULL},
-    {'5', A_VIEW_5, VIEWS_ALL, "5", "Evaluate view (running and past evaluations)", NULL},
-    {'6', A_VIEW_6, VIEWS_ALL, "6", "Log view (what ran, when, with what settings)", NULL},
-    {TK_TAB, A_NEXT_VIEW, VIEWS_ALL, "Tab", "next view", NULL},
-    {TK_BTAB, A_PREV_VIEW, VIEWS_ALL, "Shift-Tab", "previous view", NULL},
-    {TK_UP, A_UP, VIEWS_ALL, "Up/k", "move up", NULL},
-    {'k', A_UP, VIEWS_ALL, NULL, NULL, NULL},
-    {TK_DOWN, A_DOWN, VIEWS_ALL, "Down/j", "move down", NULL},
-    {'j', A_DOWN, VIEWS_ALL, NULL, NULL, NULL},
-    {TK_LEFT, A_LEFT, VIEWS_ALL, "Left/h", "move left", NULL},
-    {'h', A_LEFT, VIEWS_ALL, NULL, NULL, NULL},
-    {TK_RIGHT, A_RIGHT, VIEWS_ALL, "Right/l", "move right", NULL},
-    {'l', A_RIGHT, VIEWS_ALL, NULL, NULL, NULL},
-    {TK_PGUP, A_PGUP, VIEWS_ALL, "PgUp", "page up", NULL},
-    {TK_PGDN, A_PGDN, VIEWS_ALL, "PgDn", "page down", NULL},
-    {TK_HOME, A_HOME, VIEWS_ALL, "Home/g", "first row", NULL},
-    {TK_END, A_END, VIEWS_ALL, "End/G", "last row", NULL},
-    {'G', A_END, VIEWS_ALL, NULL, NULL, NULL},
-    {TK_ENTER, A_ENTER, V(ACT), "Enter", "drill into the cell: channels, |x| histogram, top spikes", "detail"},
-    {TK_ESC, A_BACK, VIEWS_ALL, "Esc", "back out of a detail or popup; else cancel the running job", "back/cancel"},
-    {'c', A_CALIB, VIEWS_ALL, "c", "calibrate on the text (background job)", "calibrate"},
-    {'e', A_EVAL, VIEWS_ALL, "e", "evaluate the current plan (background job)", "evaluate"},
-    {'m', A_METRIC, V(ACT), "m", "cycle metric: max|x|, max/median, kurtosis, p99.9", "metric"},
-    {'s', A_SORT, V(ACT) | V(EVAL), "s", "cycle sort order (detail: channel/max|x|; results: column)", "sort"},
-    {'t', A_TOPK, V(ACT), "t", "detail: cycle top-k channels shown (16, 32, 64, all)", NULL},
-    {'f', A_SENS_FMT, V(SENS), "f", "cycle weight format (int8 ... fp8-e5m2)", "format"},
-    {'g', A_SENS_GROUP, V(SENS), "g", "cycle grouping (tensor, oc, ic, oc-g, ic-g)", "grouping"},
-    {'a', A_SENS_MODE, V(SENS), "a", "AdaDim mode: per-IC vs per-OC, marking AdaDim's choice", "adadim"},
-    {'w', A_SENS_ERR, V(SENS), "w", "toggle output error / weight error", "out/weight"},
-    {'g', A_HOME, VIEWS_ALL, NULL, NULL, NULL},
-    {'f', A_FMT_NEXT, V(PLAN), "f/F", "next / previous weight format", "format"},
-    {'F', A_FMT_PREV, V(PLAN), NULL, NULL, NULL},
-    {'d', A_DIM, V(PLAN), "d", "grouping dimension: oc, ic, tensor", "dim"},
-    {'+', A_GROUP_UP, V(PLAN), "+/-", "group size up / down (0 = per-channel)", "group"},
-    {'=', A_GROUP_UP, V(PLAN), NULL, NULL, NULL},
-    {'-', A_GROUP_DOWN, V(PLAN), NULL, NULL, NULL},
-    {'m', A_METHOD, V(PLAN), "m", "method: rtn, gptq, adadim", "method"},
-    {'a', A_ACTQ, V(PLAN), "a", "activation format: none, int8, fp8-e4m3, fp8-e5m2", NULL},
-    {'y', A_SYM, V(PLAN), "y", "symmetric / asymmetric integers", NULL},
-    {'v', A_SCOPE, V(PLAN), "v", "edit scope: cell, row, column, marked, all", "scope"},
-    {' ', A_MARK, V(PLAN), "Space", "mark / unmark the cell (scope 'marked')", NULL},
-    {'p', A_PRESET, V(PLAN), "p", "load a preset (spike-aware uses the calibration)", "preset"},
-    {'u', A_UNDO, V(PLAN), "u", "undo the last plan edit", "undo"},
-    {TK_CTRL_R, A_REDO, V(PLAN), "Ctrl-R", "redo", "redo"},
-    {'W', A_WRITE_PLAN, V(PLAN), "W", "write the plan as JSON (path in the message bar)", NULL},
-    {0, A_NONE, 0, NULL, NULL, NULL},
+    {'?', AC_HELP, VIEWS_ALL, "?", "this help (generated from the key table)", "help"},
+    {'q', AC_QUIT, VIEWS_ALL, "q", "quit (asks first while a job runs)", "quit"},
+    {'1', AC_VIEW_1, VIEWS_ALL, "1", "Model view", NULL},
+    {'2', AC_VIEW_2, VIEWS_ALL, "2", "Activations view (heat map of the calibration)", NULL},
+    {'3', AC_VIEW_3, VIEWS_ALL, "3", "Sensitivity view (output error per format x grouping)", NULL},
+    {'4', AC_VIEW_4, VIEWS_ALL, "4", "Plan view (edit the quantization plan)", NULL},
+    {'5', AC_VIEW_5, VIEWS_ALL, "5", "Evaluate view (running and past evaluations)", NULL},
+    {'6', AC_VIEW_6, VIEWS_ALL, "6", "Log view (what ran, when, with what settings)", NULL},
+    {TK_TAB, AC_NEXT_VIEW, VIEWS_ALL, "Tab", "next view", NULL},
+    {TK_BTAB, AC_PREV_VIEW, VIEWS_ALL, "Shift-Tab", "previous view", NULL},
+    {TK_UP, AC_UP, VIEWS_ALL, "Up/k", "move up", NULL},
+    {'k', AC_UP, VIEWS_ALL, NULL, NULL, NULL},
+    {TK_DOWN, AC_DOWN, VIEWS_ALL, "Down/j", "move down", NULL},
+    {'j', AC_DOWN, VIEWS_ALL, NULL, NULL, NULL},
+    {TK_LEFT, AC_LEFT, VIEWS_ALL, "Left/h", "move left", NULL},
+    {'h', AC_LEFT, VIEWS_ALL, NULL, NULL, NULL},
+    {TK_RIGHT, AC_RIGHT, VIEWS_ALL, "Right/l", "move right", NULL},
+    {'l', AC_RIGHT, VIEWS_ALL, NULL, NULL, NULL},
+    {TK_PGUP, AC_PGUP, VIEWS_ALL, "PgUp", "page up", NULL},
+    {TK_PGDN, AC_PGDN, VIEWS_ALL, "PgDn", "page down", NULL},
+    {TK_HOME, AC_HOME, VIEWS_ALL, "Home/g", "first row", NULL},
+    {TK_END, AC_END, VIEWS_ALL, "End/G", "last row", NULL},
+    {'G', AC_END, VIEWS_ALL, NULL, NULL, NULL},
+    {TK_ENTER, AC_ENTER, V(ACT), "Enter", "drill into the cell: channels, |x| histogram, top spikes", "detail"},
+    {TK_ENTER, AC_ENTER, VIEWS_ALL, "Enter", "choose (preset list)", NULL},
+    {TK_ESC, AC_BACK, VIEWS_ALL, "Esc", "back out of a detail or popup; else cancel the running job", "back/cancel"},
+    {'c', AC_CALIB, VIEWS_ALL, "c", "calibrate on the text (background job)", "calibrate"},
+    {'e', AC_EVAL, VIEWS_ALL, "e", "evaluate the current plan (background job)", "evaluate"},
+    {'m', AC_METRIC, V(ACT), "m", "cycle metric: max|x|, max/median, kurtosis, p99.9", "metric"},
+    {'s', AC_SORT, V(ACT) | V(EVAL), "s", "cycle sort order (detail: channel/max|x|; results: column)", "sort"},
+    {'t', AC_TOPK, V(ACT), "t", "detail: cycle top-k channels shown (16, 32, 64, all)", NULL},
+    {'f', AC_SENS_FMT, V(SENS), "f", "cycle weight format (int8 ... fp8-e5m2)", "format"},
+    {'g', AC_SENS_GROUP, V(SENS), "g", "cycle grouping (tensor, oc, ic, oc-g, ic-g)", "grouping"},
+    {'a', AC_SENS_MODE, V(SENS), "a", "AdaDim mode: per-IC vs per-OC, marking AdaDim's choice", "adadim"},
+    {'w', AC_SENS_ERR, V(SENS), "w", "toggle output error / weight error", "out/weight"},
+    {'g', AC_HOME, VIEWS_ALL, NULL, NULL, NULL},
+    {'f', AC_FMT_NEXT, V(PLAN), "f/F", "next / previous weight format", "format"},
+    {'F', AC_FMT_PREV, V(PLAN), NULL, NULL, NULL},
+    {'d', AC_DIM, V(PLAN), "d", "grouping dimension: oc, ic, tensor", "dim"},
+    {'+', AC_GROUP_UP, V(PLAN), "+/-", "group size up / down (0 = per-channel)", "group"},
+    {'=', AC_GROUP_UP, V(PLAN), NULL, NULL, NULL},
+    {'-', AC_GROUP_DOWN, V(PLAN), NULL, NULL, NULL},
+    {'m', AC_METHOD, V(PLAN), "m", "method: rtn, gptq, adadim", "method"},
+    {'a', AC_ACTQ, V(PLAN), "a", "activation format: none, int8, fp8-e4m3, fp8-e5m2", NULL},
+    {'y', AC_SYM, V(PLAN), "y", "symmetric / asymmetric integers", NULL},
+    {'v', AC_SCOPE, V(PLAN), "v", "edit scope: cell, row, column, marked, all", "scope"},
+    {' ', AC_MARK, V(PLAN), "Space", "mark / unmark the cell (scope 'marked')", NULL},
+    {'p', AC_PRESET, V(PLAN), "p", "load a preset (spike-aware uses the calibration)", "preset"},
+    {'u', AC_UNDO, V(PLAN), "u", "undo the last plan edit", "undo"},
+    {TK_CTRL_R, AC_REDO, V(PLAN), "Ctrl-R", "redo", "redo"},
+    {'W', AC_WRITE_PLAN, V(PLAN), "W", "write the plan as JSON (path in the message bar)", NULL},
+    {0, AC_NONE, 0, NULL, NULL, NULL},
 };
 
 const Binding *keys_table(int *n) {
@@ -66,11 +67,11 @@ const Binding *keys_table(int *n) {
 }
 
 Action keys_lookup(ViewId v, int key) {
-    Action global = A_NONE;
-    for (const Binding *b = table; b->action != A_NONE; b++) {
+    Action global = AC_NONE;
+    for (const Binding *b = table; b->action != AC_NONE; b++) {
         if (b->key != key) continue;
         if (b->views == VIEWS_ALL) {
-            if (global == A_NONE) global = b->action;
+            if (global == AC_NONE) global = b->action;
         } else if (b->views & VIEW_BIT(v)) {
             return b->action;
         }
@@ -107,11 +108,11 @@ char *keys_hint_line(ViewId v, int width, char *buf, int n) {
     if (n > 0) buf[0] = 0;
     /* "? help" first, then the view's own keys, then the other global ones. */
     for (int pass = 0; pass < 3; pass++)
-        for (const Binding *b = table; b->action != A_NONE; b++) {
+        for (const Binding *b = table; b->action != AC_NONE; b++) {
             if (!b->hint || !b->key_name) continue;
-            int mine = pass == 0   ? b->action == A_HELP
+            int mine = pass == 0   ? b->action == AC_HELP
                        : pass == 1 ? (b->views & VIEW_BIT(v)) != 0
-                                   : b->views == VIEWS_ALL && b->action != A_HELP;
+                                   : b->views == VIEWS_ALL && b->action != AC_HELP;
             if (mine && !hint_add(buf, n, &len, &w, width, b)) return buf;
         }
     return buf;
@@ -125,7 +126,7 @@ int keys_help(ViewId v, void (*fn)(void *user, const char *line, int heading), v
         else snprintf(line, sizeof line, "%s view keys", view_title(v));
         fn(user, line, 1);
         lines++;
-        for (const Binding *b = table; b->action != A_NONE; b++) {
+        for (const Binding *b = table; b->action != AC_NONE; b++) {
             if (!b->key_name || !b->help) continue;
             int mine = pass == 0 ? b->views == VIEWS_ALL : (b->views & VIEW_BIT(v)) != 0;
             if (!mine) continue;

@@ -18,15 +18,15 @@ typedef enum { VIEW_MODEL, VIEW_ACT, VIEW_SENS, VIEW_PLAN, VIEW_EVAL, VIEW_LOG, 
 #define VIEWS_ALL 0u
 
 typedef enum {
-    A_NONE,
-    A_HELP, A_QUIT, A_VIEW_1, A_VIEW_2, A_VIEW_3, A_VIEW_4, A_VIEW_5, A_VIEW_6, A_NEXT_VIEW, A_PREV_VIEW,
-    A_UP, A_DOWN, A_LEFT, A_RIGHT, A_PGUP, A_PGDN, A_HOME, A_END,
-    A_ENTER, A_BACK, A_CALIB, A_EVAL, A_UNDO, A_REDO,
-    A_METRIC, A_SORT, A_TOPK,                       /* activations */
-    A_SENS_FMT, A_SENS_GROUP, A_SENS_MODE, A_SENS_ERR, /* sensitivity */
-    A_FMT_NEXT, A_FMT_PREV, A_DIM, A_GROUP_UP, A_GROUP_DOWN, A_METHOD, A_ACTQ, A_SYM, /* plan */
-    A_SCOPE, A_MARK, A_PRESET, A_WRITE_PLAN,
-    A_COUNT
+    AC_NONE,
+    AC_HELP, AC_QUIT, AC_VIEW_1, AC_VIEW_2, AC_VIEW_3, AC_VIEW_4, AC_VIEW_5, AC_VIEW_6, AC_NEXT_VIEW, AC_PREV_VIEW,
+    AC_UP, AC_DOWN, AC_LEFT, AC_RIGHT, AC_PGUP, AC_PGDN, AC_HOME, AC_END,
+    AC_ENTER, AC_BACK, AC_CALIB, AC_EVAL, AC_UNDO, AC_REDO,
+    AC_METRIC, AC_SORT, AC_TOPK,                       /* activations */
+    AC_SENS_FMT, AC_SENS_GROUP, AC_SENS_MODE, AC_SENS_ERR, /* sensitivity */
+    AC_FMT_NEXT, AC_FMT_PREV, AC_DIM, AC_GROUP_UP, AC_GROUP_DOWN, AC_METHOD, AC_ACTQ, AC_SYM, /* plan */
+    AC_SCOPE, AC_MARK, AC_PRESET, AC_WRITE_PLAN,
+    AC_COUNT
 } Action;
 
 typedef struct Binding {
@@ -42,7 +42,7 @@ typedef struct Binding {
 const Binding *keys_table(int *n);
 
 /* The action of key in view v: a binding for that view wins over a global
- * one; A_NONE if the key is unbound there. */
+ * one; AC_NONE if the key is unbound there. */
 Action keys_lookup(ViewId v, int key);
 
 /* Name of a view ("Model", "Activations", ...). */

@@ -17,7 +17,8 @@ typedef struct EvalRow {
     double bpw;
     size_t bytes;
     double tps;              /* decode tokens/s (NaN if not measured) */
-    int cancelled;
+    int cancelled;           /* stopped early: the values cover the chunks done */
+    int front;               /* on the Pareto front (set by the view from vm_pareto) */
 } EvalRow;
 
 typedef enum { ES_ID, ES_PPL, ES_KLD, ES_TOP1, ES_BPW, ES_BYTES, ES_TPS, ES_COUNT } EvalSort;

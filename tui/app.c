@@ -1,0 +1,427 @@
+/* The workbench's main loop and lifecycle: curses setup and teardown on every
+ * exit path, key translation and dispatch through the bindings table, the
+ * title bar / tabs / hints / message bar, the help screen, job polling.
+ * Only this thread calls curses. */
+#define NCURSES_WIDECHAR 1
+#ifndef _XOPEN_SOURCE_EXTENDED
+#define _XOPEN_SOURCE_EXTENDED 1
+#endif
+#include <curses.h>
+
+#include "tui/app.h"
+
+#include <errno.h>
+#include <langinfo.h>
+#include <locale.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/assert.h"
+#include "core/mapfile.h"
+#include "tui/draw.h"
+#include "tui/heat.h"
+#include "tui/views.h"
+
+/* === App state (curses-free) === */
+
+void app_msg(App *a, int err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
+    va_end(ap);
+    a->msg_err = err;
+}
+
+void app_log(App *a, const char *what, const char *fmt, ...) {
+    if (a->n_log == a->cap_log) {
+        int64_t cap = a->cap_log ? 2 * a->cap_log : 64;
+        LogLine *n = realloc(a->log, (size_t)cap * sizeof *n);
+        if (!n) return;
+        a->log = n;
+        a->cap_log = cap;
+    }
+    LogLine *l = &a->log[a->n_log++];
+    l->when = time(NULL);
+    snprintf(l->what, sizeof l->what, "%s", what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->text, sizeof l->text, fmt, ap);
+    va_end(ap);
+}
+
+EvalRow *app_add_row(App *a) {
+    if (a->n_rows == a->cap_rows) {
+        int64_t cap = a->cap_rows ? 2 * a->cap_rows : 16;
+        EvalRow *n = realloc(a->rows, (size_t)cap * sizeof *n);
+        if (!n) return NULL;
+        a->rows = n;
+        a->cap_rows = cap;
+    }
+    EvalRow *r = &a->rows[a->n_rows++];
+    memset(r, 0, sizeof *r);
+    r->id = a->n_rows;
+    return r;
+}
+
+static int mkdir_p(const char *path) {
+    char tmp[APP_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static void cache_dir_init(App *a) {
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    if (x && *x) snprintf(a->cache_dir, sizeof a->cache_dir, "%s/qscope", x);
+    else if (h && *h) snprintf(a->cache_dir, sizeof a->cache_dir, "%s/.cache/qscope", h);
+    else snprintf(a->cache_dir, sizeof a->cache_dir, "/tmp/qscope-cache-%d", (int)getuid());
+    if (mkdir_p(a->cache_dir) != 0) a->cache_dir[0] = 0;
+}
+
+Status app_init(App *a, const TuiOpts *o, Err *err) {
+    memset(a, 0, sizeof *a);
+    a->opts = *o;
+    a->act.topk = 32;
+    a->act.sort_by_value = 1;
+    a->sens.grouping = 1; /* per-OC */
+    a->sens.fmt = 2;      /* int4 */
+    a->eval.sort = 0;
+    ModelLoadOpts mo = {.tokenizer_path = o->tokenizer};
+    Status st = model_load(o->model_path, &mo, &a->m, err);
+    if (st != ST_OK) goto fail;
+    const char *base = strrchr(o->model_path, '/');
+    snprintf(a->model_name, sizeof a->model_name, "%s", base && base[1] ? base + 1 : o->model_path);
+    if (o->text_path) {
+        snprintf(a->text_path, sizeof a->text_path, "%s", o->text_path);
+        if ((st = file_read_all(o->text_path, (size_t)1 << 30, &a->text, &a->text_len, err)) != ST_OK) goto fail;
+    }
+    if (o->session) snprintf(a->session_path, sizeof a->session_path, "%s", o->session);
+    cache_dir_init(a);
+    if ((st = pool_new(o->threads, &a->pool, err)) != ST_OK) goto fail;
+    if ((st = app_plan_init(a, err)) != ST_OK) goto fail;
+    if ((st = jobs_init(&a->jobs, err)) != ST_OK) goto fail;
+    app_log(a, "open", "model %s (%s), text %s, %d threads", o->model_path, tokenizer_describe(a->m->tok),
+            a->text ? a->text_path : "(none)", pool_size(a->pool));
+    app_load_cached_stats(a);
+    if (!a->msg[0]) app_msg(a, 0, "press c to calibrate, e to evaluate the plan, ? for help");
+    return ST_OK;
+fail:
+    app_done(a);
+    return st;
+}
+
+void app_done(App *a) {
+    if (!a) return;
+    jobs_done(&a->jobs);
+    app_plan_done(a);
+    app_free_stats(a->cs);
+    a->cs = NULL;
+    pool_free(a->pool);
+    model_free(a->m);
+    free(a->text);
+    free(a->rows);
+    free(a->log);
+    free(a->plan.marks);
+    memset(a, 0, sizeof *a);
+}
+
+/* === Terminal lifecycle === */
+
+static volatile sig_atomic_t got_signal;
+static int curses_on;
+
+static void on_signal(int sig) { got_signal = sig; }
+
+static void restore_terminal(void) {
+    if (curses_on) {
+        curses_on = 0;
+        endwin();
+    }
+}
+
+static void fatal_hook(void) { restore_terminal(); }
+
+static int translate_key(int ch) {
+    switch (ch) {
+    case KEY_UP: return TK_UP;
+    case KEY_DOWN: return TK_DOWN;
+    case KEY_LEFT: return TK_LEFT;
+    case KEY_RIGHT: return TK_RIGHT;
+    case KEY_PPAGE: return TK_PGUP;
+    case KEY_NPAGE: return TK_PGDN;
+    case KEY_HOME: return TK_HOME;
+    case KEY_END: return TK_END;
+    case KEY_BTAB: return TK_BTAB;
+    case KEY_ENTER: case '\r': case '\n': return TK_ENTER;
+    case KEY_BACKSPACE: case 127: return TK_BACKSPACE;
+    default: return ch;
+    }
+}
+
+static const ViewOps *const views[VIEW_COUNT] = {&view_model_ops, &view_act_ops,  &view_sens_ops,
+                                                 &view_plan_ops,  &view_eval_ops, &view_log_ops};
+
+int view_move(Action act, int64_t *cur, int64_t n, int64_t page) {
+    int64_t c = *cur;
+    switch (act) {
+    case AC_UP: c--; break;
+    case AC_DOWN: c++; break;
+    case AC_PGUP: c -= page > 1 ? page : 1; break;
+    case AC_PGDN: c += page > 1 ? page : 1; break;
+    case AC_HOME: c = 0; break;
+    case AC_END: c = n - 1; break;
+    default: return 0;
+    }
+    if (c >= n) c = n - 1;
+    if (c < 0) c = 0;
+    *cur = c;
+    return 1;
+}
+
+/* === Chrome: title, tabs, hints, message === */
+
+static void fmt_secs(double s, char *buf, size_t n) {
+    if (s < 0) snprintf(buf, n, "?");
+    else if (s < 60) snprintf(buf, n, "%.0fs", ceil(s));
+    else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+static void draw_title(const App *a, const Layout *l) {
+    draw_fill(&l->title, C_TITLE);
+    JobView jv;
+    jobs_view((JobRunner *)&a->jobs, &jv);
+    char right[160] = "";
+    int bar_w = 0;
+    if (jv.running) {
+        char eta[16];
+        fmt_secs(jv.eta, eta, sizeof eta);
+        char q[48] = "";
+        if (jv.n_queued) snprintf(q, sizeof q, "  +%d queued (%s)", jv.n_queued, jv.queued[0]);
+        char what[112];
+        if (!jv.stage[0] || strcmp(jv.stage, jv.label) == 0) snprintf(what, sizeof what, "%s", jv.label);
+        else snprintf(what, sizeof what, "%s (%s)", jv.label, jv.stage);
+        snprintf(right, sizeof right, "%s %lld/%lld ETA %s%s ", what, (long long)jv.done, (long long)jv.total, eta, q);
+        bar_w = l->cols >= 100 ? 16 : 10;
+    } else {
+        snprintf(right, sizeof right, "idle ");
+    }
+    const char *sess = a->session_path[0] ? strrchr(a->session_path, '/') : NULL;
+    sess = sess ? sess + 1 : a->session_path[0] ? a->session_path : "none";
+    int rw = draw_width(right) + (bar_w ? bar_w + 1 : 0);
+    int lw = l->cols - rw - 1;
+    draw_text(0, 0, lw, C_TITLE, " qscope \u2502 %s \u2502 session: %s", a->model_name, sess);
+    int x = l->cols - rw;
+    if (bar_w) {
+        double frac = jv.total > 0 ? (double)jv.done / (double)jv.total : 0;
+        draw_bar(0, x, bar_w, frac, C_TITLE);
+        x += bar_w + 1;
+    }
+    draw_str(0, x, l->cols - x, C_TITLE, right);
+}
+
+static void draw_tabs(const App *a, const Layout *l) {
+    int x = 0;
+    for (int v = 0; v < VIEW_COUNT; v++) {
+        char t[32];
+        snprintf(t, sizeof t, " %d %s ", v + 1, view_title((ViewId)v));
+        x += draw_str(1, x, l->cols - x, v == (int)a->view ? C_TAB_ACTIVE : C_TAB, t);
+        x += draw_str(1, x, l->cols - x, C_TAB, " ");
+    }
+}
+
+static void draw_hints(const App *a, const Layout *l) {
+    char buf[512];
+    keys_hint_line(a->view, l->cols - 1, buf, sizeof buf);
+    draw_str(l->hints.y, 1, l->cols - 1, C_HINT, buf);
+}
+
+static void draw_msg(const App *a, const Layout *l) {
+    if (a->confirm_quit) {
+        JobView jv;
+        jobs_view((JobRunner *)&a->jobs, &jv);
+        draw_text(l->msg.y, 0, l->cols, C_ERROR, " A job is running (%s). Quit anyway? y/n ", jv.label);
+        return;
+    }
+    if (a->msg[0]) draw_text(l->msg.y, 0, l->cols, a->msg_err ? C_ERROR : C_MSG, " %s ", a->msg);
+}
+
+typedef struct HelpCtx {
+    Rect rc;
+    int y, skip;
+} HelpCtx;
+
+static void help_line(void *user, const char *line, int heading) {
+    HelpCtx *h = user;
+    if (h->skip > 0) {
+        h->skip--;
+        return;
+    }
+    if (h->y >= h->rc.y + h->rc.h - 1) return;
+    draw_str(h->y++, h->rc.x + 2, h->rc.w - 4, heading ? C_POPUP : C_POPUP, line);
+}
+
+static void draw_help(const App *a, const Layout *l) {
+    Rect rc = {2, 2, l->cols - 4, l->rows - 4};
+    draw_box(&rc, "Keys (generated from the bindings table) - Esc or ? closes, arrows scroll");
+    HelpCtx h = {.rc = rc, .y = rc.y + 1, .skip = (int)a->help_scroll};
+    keys_help(a->view, help_line, &h);
+}
+
+static void draw_all(const App *a) {
+    Layout l;
+    const ViewOps *v = views[a->view];
+    layout_screen(&l, COLS, LINES, v->side ? v->side(a, COLS) : 0);
+    erase();
+    if (l.too_small) {
+        draw_text(0, 0, COLS, C_ERROR, "terminal %dx%d is too small: qscope needs %dx%d", COLS, LINES,
+                  LAYOUT_MIN_COLS, LAYOUT_MIN_ROWS);
+        draw_text(1, 0, COLS, C_NORMAL, "enlarge the window, or press q to quit");
+        refresh();
+        return;
+    }
+    draw_title(a, &l);
+    draw_tabs(a, &l);
+    v->draw(a, &l);
+    if (l.side.w > 0) {
+        int at = draw_attr(C_DIM);
+        attron(at);
+        for (int y = l.body.y; y < l.body.y + l.body.h; y++) mvaddstr(y, l.side.x - 1, a->utf8 ? "\u2502" : "|");
+        attroff(at);
+    }
+    draw_hints(a, &l);
+    draw_msg(a, &l);
+    if (a->help_open) draw_help(a, &l);
+    refresh();
+}
+
+/* === Dispatch === */
+
+static void switch_view(App *a, ViewId v) {
+    if (v == a->view) return;
+    if (views[a->view]->leave) views[a->view]->leave(a);
+    a->view = v;
+    if (views[v]->enter) views[v]->enter(a);
+}
+
+static int handle_key(App *a, int key) {
+    if (a->confirm_quit) {
+        a->confirm_quit = 0;
+        if (key == 'y' || key == 'Y') return R_QUIT;
+        app_msg(a, 0, "not quitting");
+        return R_REDRAW;
+    }
+    Action act = keys_lookup(a->view, key);
+    if (a->help_open) {
+        if (act == AC_BACK || act == AC_HELP || act == AC_QUIT) a->help_open = 0;
+        else if (act == AC_DOWN || act == AC_PGDN) a->help_scroll += act == AC_DOWN ? 1 : 10;
+        else if ((act == AC_UP || act == AC_PGUP) && a->help_scroll > 0) a->help_scroll -= act == AC_UP ? 1 : 10;
+        if (a->help_scroll < 0) a->help_scroll = 0;
+        return R_REDRAW;
+    }
+    if (act == AC_NONE) return R_NONE;
+    int r = views[a->view]->key(a, act);
+    if (!(r & R_UNHANDLED)) return r;
+    switch (act) {
+    case AC_HELP: a->help_open = 1; a->help_scroll = 0; return R_REDRAW;
+    case AC_QUIT:
+        if (jobs_busy(&a->jobs)) {
+            a->confirm_quit = 1;
+            return R_REDRAW;
+        }
+        return R_QUIT;
+    case AC_VIEW_1: case AC_VIEW_2: case AC_VIEW_3: case AC_VIEW_4: case AC_VIEW_5: case AC_VIEW_6:
+        switch_view(a, (ViewId)(act - AC_VIEW_1));
+        return R_REDRAW;
+    case AC_NEXT_VIEW: switch_view(a, (ViewId)((a->view + 1) % VIEW_COUNT)); return R_REDRAW;
+    case AC_PREV_VIEW: switch_view(a, (ViewId)((a->view + VIEW_COUNT - 1) % VIEW_COUNT)); return R_REDRAW;
+    case AC_CALIB: app_calibrate(a); return R_REDRAW;
+    case AC_EVAL: app_evaluate(a); return R_REDRAW;
+    case AC_BACK:
+        if (jobs_cancel(&a->jobs)) app_msg(a, 0, "cancelling the running job...");
+        return R_REDRAW;
+    default: return R_NONE;
+    }
+}
+
+int tui_run(const TuiOpts *o) {
+    setlocale(LC_ALL, "");
+    int utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+    App *a = core_calloc(1, sizeof *a);
+    if (!a) {
+        fprintf(stderr, "qscope: out of memory\n");
+        return 1;
+    }
+    Err err;
+    err_init(&err);
+    if (app_init(a, o, &err) != ST_OK) {
+        fprintf(stderr, "qscope: %s: %s\n", status_message(err.code), err.detail);
+        free(a);
+        return 1;
+    }
+    a->utf8 = utf8;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    assert_set_fatal_hook(fatal_hook);
+
+    if (!initscr()) {
+        fprintf(stderr, "qscope: cannot initialise the terminal (TERM=%s)\n", getenv("TERM") ? getenv("TERM") : "");
+        app_done(a);
+        free(a);
+        return 1;
+    }
+    curses_on = 1;
+    cbreak();
+    noecho();
+    nonl();
+    keypad(stdscr, TRUE);
+    set_escdelay(25);
+    curs_set(0);
+    timeout(40); /* keys are handled within 50 ms, and the title's progress moves */
+    a->colors = has_colors() && getenv("NO_COLOR") == NULL;
+    draw_init(a->colors, utf8);
+
+    int dirty = 1;
+    while (!got_signal) {
+        while (jobs_poll(&a->jobs, a)) dirty = 1;
+        if (dirty || jobs_busy(&a->jobs)) {
+            draw_all(a);
+            dirty = 0;
+        }
+        int ch = getch();
+        if (ch == ERR) continue;
+        if (ch == KEY_RESIZE) {
+            dirty = 1;
+            continue;
+        }
+        int r = handle_key(a, translate_key(ch));
+        if (r & R_QUIT) break;
+        if (r) dirty = 1;
+    }
+    restore_terminal();
+    assert_set_fatal_hook(NULL);
+    int sig = got_signal;
+    app_done(a);
+    free(a);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (sig) fprintf(stderr, "qscope: %s: terminal restored\n", sig == SIGINT ? "interrupted" : "terminated");
+    return sig ? 128 + sig : 0;
+}

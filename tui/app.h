@@ -1,0 +1,207 @@
+/* The workbench's state (the "model" every view draws from) and the
+ * operations on it that do not touch curses. Views and the main loop live
+ * in app.c / view_*.c; the statistics side (calibration, its cache and
+ * summaries) is in app_calib.c and the plan side (editing, presets, budget,
+ * evaluation) in app_plan.c — separate translation units because
+ * analysis/stats.h and quant/plan.h both define ACT_INT8. */
+#ifndef QS_TUI_APP_H
+#define QS_TUI_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/pool.h"
+#include "core/status.h"
+#include "model/model.h"
+#include "tui/job.h"
+#include "tui/keys.h"
+#include "tui/layout.h"
+#include "tui/results.h"
+
+#define APP_PATH_MAX 1024
+
+typedef struct TuiOpts {
+    const char *model_path;
+    const char *tokenizer;   /* llama2.c tokenizer, or NULL */
+    const char *session;     /* session file, or NULL */
+    const char *text_path;   /* calibration / evaluation text, or NULL */
+    int threads;             /* 0: all CPUs */
+} TuiOpts;
+
+/* Reaction flags returned by key handlers; only the main loop draws. */
+enum { R_NONE = 0, R_REDRAW = 1, R_QUIT = 2, R_UNHANDLED = 4 };
+
+typedef struct LogLine {
+    time_t when;
+    char what[24];           /* "calibrate", "evaluate", "preset", "edit", ... */
+    char text[232];          /* settings / outcome */
+} LogLine;
+
+struct CalibStats;
+struct PlanEdit;
+struct PlanGrid;
+
+typedef struct ActViewState {
+    int64_t row, col;        /* layer, tap */
+    int metric;              /* ActMetric */
+    int drill;               /* 1: the per-channel detail of (row, col) */
+    int sort_by_value;       /* detail: channels by max|x| (1) or index (0) */
+    int topk;                /* detail: 16, 32, 64 or 0 (all) */
+    int64_t scroll;          /* detail: first channel shown */
+} ActViewState;
+
+typedef struct SensViewState {
+    int64_t row, col;        /* layer, proj */
+    int fmt;                 /* sensitivity format index (< SENS_NFMT) */
+    int grouping;            /* SensGroup */
+    int adadim;              /* 1: per-IC vs per-OC mode */
+    int weight_err;          /* 1: show ‖ΔW‖²/‖W‖² instead of the output error */
+} SensViewState;
+
+typedef struct PlanViewState {
+    int64_t row, col;        /* layer (n_layers = the embed/output row), proj */
+    int scope;               /* PeScope */
+    unsigned char *marks;    /* (n_layers * 7) */
+    int preset_open;         /* preset picker shown */
+    int preset_sel;
+} PlanViewState;
+
+typedef struct EvalViewState {
+    int sort;                /* EvalSort */
+    int64_t sel;
+} EvalViewState;
+
+typedef struct App {
+    TuiOpts opts;
+    Model *m;                /* owned */
+    char model_name[128];    /* file name of the model */
+    char text_path[APP_PATH_MAX]; /* "" when none was found */
+    char *text;              /* (text_len) its bytes, owned; NULL when none */
+    size_t text_len;
+    char session_path[APP_PATH_MAX];
+    char cache_dir[APP_PATH_MAX]; /* where stats and written plans go */
+    Pool *pool;              /* used by the job thread only */
+    JobRunner jobs;
+
+    struct CalibStats *cs;   /* NULL until calibrated (or loaded from the cache) */
+    char stats_path[APP_PATH_MAX];
+    int calib_stale;         /* loaded stats were for another model */
+
+    struct PlanEdit *pe;     /* the plan in the editor */
+    struct PlanGrid *last_eval; /* grid of the last evaluated plan, or NULL */
+    int64_t last_eval_id;
+
+    EvalRow *rows;           /* (n_rows) every evaluation of the session */
+    int64_t n_rows, cap_rows;
+    void *live_eval;         /* the queued or running evaluation job (app_plan.c), or NULL */
+    char eval_settings[96];  /* "ctx 512, all chunks of tinystories_sample.txt" */
+
+    LogLine *log;
+    int64_t n_log, cap_log;
+
+    ViewId view;
+    int help_open;
+    int64_t help_scroll;
+    int confirm_quit;
+    char msg[256];
+    int msg_err;
+    int utf8;                /* the locale is UTF-8: Unicode shading */
+    int colors;              /* the terminal has colours */
+
+    ActViewState act;
+    SensViewState sens;
+    PlanViewState plan;
+    EvalViewState eval;
+    int64_t log_scroll;
+    int quit;
+} App;
+
+/* Loads the model and text, creates the thread pool, job runner and an
+ * fp16 plan, and reopens a cached calibration when one matches. err says
+ * what failed (model path, ...). app_done releases it. */
+Status app_init(App *a, const TuiOpts *o, Err *err);
+
+/* Releases everything (cancels and joins any job first); safe on a zeroed App. */
+void app_done(App *a);
+
+/* Sets the message bar (printf-style); err = 1 shows it as an error. */
+void app_msg(App *a, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Appends a log line (printf-style text). */
+void app_log(App *a, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Appends an evaluation row; returns it (borrowed until the next append). */
+EvalRow *app_add_row(App *a);
+
+/* === Statistics side (app_calib.c) === */
+
+/* Queues a calibration job; the message bar says why when it cannot. */
+void app_calibrate(App *a);
+
+/* Looks for cached stats for this model and text and loads them. */
+void app_load_cached_stats(App *a);
+
+/* One-line summary of the calibration ("16 seqs × 128 tokens, random seed
+ * 1, sensitivity: yes") or "" when there is none. */
+void app_calib_summary(const App *a, char *buf, size_t n);
+
+/* Spike-aware sites of the current calibration (k best), as plan patterns.
+ * Returns the count (0 without calibration). */
+int app_spike_sites(const App *a, int k, char (*sites)[16]);
+
+/* Number of layers of the calibration (0 without). */
+int64_t app_calib_layers(const App *a);
+
+/* Frees a CalibStats (for app_done). */
+void app_free_stats(struct CalibStats *cs);
+
+/* === Plan side (app_plan.c) === */
+
+/* Creates the plan editor with the fp16 preset. */
+Status app_plan_init(App *a, Err *err);
+void app_plan_done(App *a);
+
+/* Queues an evaluation of the current plan (or says why not). */
+void app_evaluate(App *a);
+
+/* The plan in the editor as the budget bar shows it. */
+typedef struct PlanBudget {
+    char label[80];          /* "int4-rtn +2" */
+    int valid;               /* 0: error holds why the plan does not fit the model */
+    char error[200];
+    double bpw;              /* bits per weight, embedding and head included */
+    size_t bytes;
+    double frac_fp16;        /* bytes / bytes of the fp16 plan */
+} PlanBudget;
+void app_plan_budget(const App *a, PlanBudget *b);
+
+/* One-line plan summary ("int4-rtn +2 edits · 4.63 bpw · 0.21 MB · 29% of fp16"). */
+void app_plan_summary(const App *a, char *buf, size_t n);
+
+/* The running (or queued) evaluation as the Evaluate view shows it. */
+typedef struct LiveEval {
+    int active;              /* 0: none queued or running */
+    char label[64];
+    int64_t chunks_done, n_chunks;
+    const double *ppl;       /* (chunks_done) running PPL after each chunk; borrowed until
+                                the next main-loop iteration */
+    const double *kld;       /* (chunks_done) running mean KLD */
+} LiveEval;
+void app_live_eval(const App *a, LiveEval *le);
+
+/* Writes the plan in the editor as JSON under the cache dir; the message
+ * bar says where. */
+void app_write_plan(App *a);
+
+/* Number of cells that differ from the last evaluated plan (-1: none yet). */
+int64_t app_plan_diff(const App *a);
+
+/* === Main loop (app.c) === */
+
+/* Runs the workbench until the user quits; restores the terminal on every
+ * exit path. Returns 0 on a normal exit, 1 when it could not start (the
+ * reason printed to stderr after the terminal was restored). */
+int tui_run(const TuiOpts *o);
+
+#endif

@@ -1,0 +1,160 @@
+/* The statistics side of the workbench: the calibration job, the stats cache
+ * and the summaries views show (see app.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "analysis/calib.h"
+#include "analysis/spikes.h"
+#include "analysis/statsfile.h"
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "tui/app.h"
+#include "tui/vmodel.h"
+
+void app_free_stats(struct CalibStats *cs) { calib_stats_free(cs); }
+
+int64_t app_calib_layers(const App *a) { return a->cs ? a->cs->n_layers : 0; }
+
+/* The cache file for this model + text: CACHE/stats-<model fp>-<text hash>.qss. */
+static void stats_path_for(const App *a, char *buf, size_t n) {
+    uint64_t th = hash_bytes(0xcbf29ce484222325ull, a->text, a->text_len);
+    snprintf(buf, n, "%s/stats-%016llx-%016llx.qss", a->cache_dir, (unsigned long long)a->m->fingerprint,
+             (unsigned long long)th);
+}
+
+void app_load_cached_stats(App *a) {
+    if (!a->text || !a->cache_dir[0]) return;
+    char path[APP_PATH_MAX];
+    stats_path_for(a, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st) != 0) return;
+    Err err;
+    err_init(&err);
+    CalibStats *cs = NULL;
+    if (statsfile_load(path, &cs, &err) != ST_OK) {
+        app_msg(a, 1, "cached calibration unreadable (%s): press c to recalibrate", err.detail);
+        return;
+    }
+    char why[256];
+    if (statsfile_is_stale(cs, a->m, why, sizeof why)) {
+        calib_stats_free(cs);
+        app_msg(a, 1, "cached calibration is stale (%s): press c to recalibrate", why);
+        return;
+    }
+    calib_stats_free(a->cs);
+    a->cs = cs;
+    snprintf(a->stats_path, sizeof a->stats_path, "%s", path);
+    char sum[160];
+    app_calib_summary(a, sum, sizeof sum);
+    app_log(a, "load-stats", "%s (%s)", path, sum);
+    app_msg(a, 0, "calibration loaded from the cache: %s", sum);
+}
+
+void app_calib_summary(const App *a, char *buf, size_t n) {
+    const CalibStats *cs = a->cs;
+    if (!cs) {
+        buf[0] = 0;
+        return;
+    }
+    snprintf(buf, n, "%lld seqs x %lld tokens, %s seed %llu%s%s", (long long)cs->n_seqs,
+             (long long)cs->params.seqlen, calib_mode_name(cs->params.mode), (unsigned long long)cs->params.seed,
+             cs->has_sens ? ", sensitivity" : "", cs->n_seqs < cs->n_planned ? " (cancelled early)" : "");
+}
+
+int app_spike_sites(const App *a, int k, char (*sites)[16]) {
+    if (!a->cs) return 0;
+    Err err;
+    err_init(&err);
+    return vm_spike_sites(a->cs, k, sites, &err);
+}
+
+/* === The calibration job === */
+
+typedef struct CalibJob {
+    const Model *m;          /* borrowed: the app outlives its jobs */
+    const char *text;
+    size_t len;
+    Pool *pool;
+    CalibParams p;
+    char path[APP_PATH_MAX];
+    char *hpath;
+    CalibStats *out;
+    double seconds;
+} CalibJob;
+
+static Status calib_job_run(void *arg, Progress *prog, Err *err) {
+    CalibJob *j = arg;
+    double t0 = jobs_now();
+    Status st = calib_run(j->m, j->text, j->len, &j->p, j->hpath, j->pool, prog, &j->out, err);
+    if (st != ST_OK) return st;
+    progress_begin(prog, "save stats", 1);
+    st = statsfile_save(j->out, j->path, err);
+    j->seconds = jobs_now() - t0;
+    return st;
+}
+
+static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
+    CalibJob *j = arg;
+    App *a = ctx;
+    if (st != ST_OK) {
+        app_msg(a, 1, "calibration failed: %s: %s", status_message(st), err->detail);
+        app_log(a, "calibrate", "failed: %s: %s", status_message(st), err->detail);
+        return;
+    }
+    calib_stats_free(a->cs);
+    a->cs = j->out;
+    j->out = NULL;
+    a->calib_stale = 0;
+    snprintf(a->stats_path, sizeof a->stats_path, "%s", j->path);
+    char sum[160];
+    app_calib_summary(a, sum, sizeof sum);
+    app_msg(a, 0, "calibrated in %.1f s: %s", j->seconds, sum);
+    app_log(a, "calibrate", "text=%s samples=%lld seqlen=%lld seed=%llu mode=%s group=%lld -> %s in %.1f s, stats %s",
+            j->p.text_path, (long long)j->p.samples, (long long)j->p.seqlen, (unsigned long long)j->p.seed,
+            calib_mode_name(j->p.mode), (long long)j->p.group, sum, j->seconds, j->path);
+}
+
+static void calib_job_free(void *arg) {
+    CalibJob *j = arg;
+    if (!j) return;
+    calib_stats_free(j->out);
+    free(j->hpath);
+    free(j);
+}
+
+void app_calibrate(App *a) {
+    if (!a->text) {
+        app_msg(a, 1, "no calibration text: start with --text FILE");
+        return;
+    }
+    CalibJob *j = core_calloc(1, sizeof *j);
+    if (!j) {
+        app_msg(a, 1, "out of memory");
+        return;
+    }
+    j->m = a->m;
+    j->text = a->text;
+    j->len = a->text_len;
+    j->pool = a->pool;
+    calib_params_default(&j->p);
+    if (j->p.seqlen > a->m->cfg.max_seq_len) j->p.seqlen = a->m->cfg.max_seq_len;
+    snprintf(j->p.text_path, sizeof j->p.text_path, "%s", a->text_path);
+    stats_path_for(a, j->path, sizeof j->path);
+    j->hpath = statsfile_h_path(j->path);
+    if (!j->hpath) {
+        free(j);
+        app_msg(a, 1, "out of memory");
+        return;
+    }
+    Err err;
+    err_init(&err);
+    if (!jobs_submit(&a->jobs, "calibrate", calib_job_run, calib_job_finish, calib_job_free, j, &err)) {
+        app_msg(a, 1, "%s", err.detail);
+        return;
+    }
+    app_msg(a, 0, "calibration queued: %lld samples x %lld tokens of %s", (long long)j->p.samples,
+            (long long)j->p.seqlen, a->text_path);
+}

@@ -1,0 +1,321 @@
+/* The plan side of the workbench: the plan editor's lifetime, the budget
+ * summary, plan files, and the evaluation job (quantize the plan with
+ * analysis/qmodel.h, run analysis/eval.h against the cached reference).
+ * See app.h. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "analysis/eval.h"
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
+#include "core/alloc.h"
+#include "quant/preset.h"
+#include "sessions/plan_json.h"
+#include "tui/app.h"
+#include "tui/plan_edit.h"
+
+static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
+
+Status app_plan_init(App *a, Err *err) {
+    PlanModel pm = app_pm(a);
+    a->pe = core_calloc(1, sizeof *a->pe);
+    a->plan.marks = core_calloc((size_t)(pm.n_layers * PLAN_NPROJ) + 1, 1);
+    if (!a->pe || !a->plan.marks) return err_set(err, ST_ERR_NOMEM, "plan editor");
+    Status st = plan_edit_init(a->pe, &pm, NULL, err);
+    if (st != ST_OK) {
+        free(a->pe);
+        a->pe = NULL;
+    }
+    EvalOpts o;
+    eval_opts_default(&o);
+    if (o.n_ctx > a->m->cfg.max_seq_len) o.n_ctx = a->m->cfg.max_seq_len;
+    const char *tb = strrchr(a->text_path, '/');
+    snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld, %s chunks of %s", (long long)o.n_ctx,
+             o.max_chunks ? "some" : "all", tb ? tb + 1 : a->text_path);
+    return st;
+}
+
+void app_plan_done(App *a) {
+    if (a->pe) plan_edit_done(a->pe);
+    free(a->pe);
+    a->pe = NULL;
+    if (a->last_eval) plan_grid_done(a->last_eval);
+    free(a->last_eval);
+    a->last_eval = NULL;
+}
+
+int64_t app_plan_diff(const App *a) { return a->last_eval ? plan_edit_diff(a->pe, a->last_eval) : -1; }
+
+static void plan_label(const App *a, char *buf, size_t n) {
+    if (a->pe->cur.n_edits) snprintf(buf, n, "%s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
+    else snprintf(buf, n, "%s", a->pe->cur.name);
+}
+
+void app_plan_budget(const App *a, PlanBudget *b) {
+    memset(b, 0, sizeof *b);
+    b->frac_fp16 = NAN;
+    plan_label(a, b->label, sizeof b->label);
+    Plan p, f16;
+    Err err;
+    err_init(&err);
+    PlanModel pm = app_pm(a);
+    PlanSize ps, fs;
+    if (plan_edit_to_plan(a->pe, &p, &err) != ST_OK) {
+        snprintf(b->error, sizeof b->error, "%s", err.detail);
+        return;
+    }
+    Status st = plan_size(&p, &pm, NULL, &ps, &err);
+    plan_done(&p);
+    if (st != ST_OK) {
+        snprintf(b->error, sizeof b->error, "%s", err.detail);
+        return;
+    }
+    b->valid = 1;
+    b->bpw = ps.bpw_all;
+    b->bytes = ps.all_bytes;
+    if (plan_preset(&f16, "fp16", NULL, &pm, &err) == ST_OK) {
+        if (plan_size(&f16, &pm, NULL, &fs, &err) == ST_OK && fs.all_bytes)
+            b->frac_fp16 = (double)ps.all_bytes / (double)fs.all_bytes;
+        plan_done(&f16);
+    }
+}
+
+void app_plan_summary(const App *a, char *buf, size_t n) {
+    PlanBudget b;
+    app_plan_budget(a, &b);
+    if (!b.valid) snprintf(buf, n, "%s (invalid: %s)", b.label, b.error);
+    else snprintf(buf, n, "%s: %.2f bpw, %.3f MB, %.0f%% of fp16", b.label, b.bpw, b.bytes / 1e6, 100 * b.frac_fp16);
+}
+
+/* === Plan files === */
+
+static Status plan_file_path(App *a, const char *tag, char *buf, size_t n, Err *err) {
+    if (!a->cache_dir[0]) return err_set(err, ST_ERR_IO, "no writable cache directory");
+    char dir[APP_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/plans", a->cache_dir);
+    mkdir(dir, 0755);
+    char name[64];
+    snprintf(name, sizeof name, "%s", a->pe->cur.name);
+    for (char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-'))
+            *c = '_';
+    snprintf(buf, n, "%s/%s-%s.json", dir, tag, name);
+    return ST_OK;
+}
+
+void app_write_plan(App *a) {
+    Err err;
+    err_init(&err);
+    char path[APP_PATH_MAX];
+    Plan p;
+    if (plan_file_path(a, "edited", path, sizeof path, &err) != ST_OK || plan_edit_to_plan(a->pe, &p, &err) != ST_OK) {
+        app_msg(a, 1, "cannot write the plan: %s", err.detail);
+        return;
+    }
+    Status st = plan_json_save(&p, path, &err);
+    plan_done(&p);
+    if (st != ST_OK) {
+        app_msg(a, 1, "cannot write the plan: %s", err.detail);
+        return;
+    }
+    app_msg(a, 0, "plan written: %s", path);
+    app_log(a, "write-plan", "%s", path);
+}
+
+/* === The evaluation job === */
+
+#define LIVE_MAX 4096
+
+typedef struct EvalJob {
+    const Model *m;          /* borrowed (the app outlives its jobs) */
+    const char *text;
+    size_t len;
+    Pool *pool;
+    EvalOpts opts;
+    char cache_dir[APP_PATH_MAX];
+    char stats_path[APP_PATH_MAX]; /* "" without calibration */
+    char plan_path[APP_PATH_MAX];  /* where the plan was written ("" if not) */
+    char label[64];
+    Plan plan;
+    PlanGrid grid;           /* what the editor held, for the diff afterwards */
+    EvalResult res;
+    int have_res;
+    int ref_cached;
+    double build_s;
+    int64_t n_notes;
+    char note0[160];
+    /* Live values: the worker writes entry i, then publishes chunks_done = i + 1. */
+    _Atomic int64_t chunks_done, n_chunks;
+    double ppl[LIVE_MAX], kld[LIVE_MAX];
+} EvalJob;
+
+static void eval_chunk_cb(void *user, int64_t chunk, int64_t n_chunks, double running_ppl, double running_kld) {
+    EvalJob *j = user;
+    atomic_store(&j->n_chunks, n_chunks);
+    if (chunk < 0 || chunk >= LIVE_MAX) return;
+    j->ppl[chunk] = running_ppl;
+    j->kld[chunk] = running_kld;
+    atomic_store(&j->chunks_done, chunk + 1);
+}
+
+static Status eval_job_run(void *arg, Progress *prog, Err *err) {
+    EvalJob *j = arg;
+    EvalRef *ref = NULL;
+    QModel *qm = NULL;
+    QStatsFile sf = {0};
+    Status st;
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&j->m->cfg);
+    const char *what = NULL;
+    QModelStats qs = {0};
+    if (qmodel_plan_needs_stats(&j->plan, &pm, &what)) {
+        if (!j->stats_path[0]) {
+            st = err_set(err, ST_ERR_STATE, "plan '%s' needs calibration statistics (%s): press c first", j->label,
+                         what ? what : "H");
+            goto done;
+        }
+        if ((st = qstats_open(j->stats_path, j->m, &sf, err)) != ST_OK) goto done;
+        qs.cs = sf.cs;
+        qs.h = sf.h;
+    }
+    st = eval_ref_get(j->m, j->text, j->len, &j->opts, j->cache_dir[0] ? j->cache_dir : NULL, j->pool, prog, &ref,
+                      &j->ref_cached, err);
+    if (st != ST_OK) goto done;
+    atomic_store(&j->n_chunks, eval_ref_chunks(ref));
+    if ((st = qmodel_build(j->m, &j->plan, &qs, j->pool, prog, &qm, err)) != ST_OK) goto done;
+    j->build_s = qm->seconds;
+    j->n_notes = qm->n_notes;
+    if (qm->n_notes) snprintf(j->note0, sizeof j->note0, "%s", qm->notes[qm->n_notes - 1]);
+    st = eval_run(qm, ref, &j->opts, j->pool, eval_chunk_cb, j, prog, &j->res, err);
+    j->have_res = st == ST_OK || st == ST_ERR_CANCELLED;
+done:
+    qmodel_free(qm);
+    eval_ref_free(ref);
+    qstats_close(&sf);
+    return st;
+}
+
+static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
+    EvalJob *j = arg;
+    App *a = ctx;
+    if (a->live_eval == j) a->live_eval = NULL;
+    if (!j->have_res) {
+        app_msg(a, 1, "evaluation of '%s' failed: %s: %s", j->label, status_message(st), err->detail);
+        app_log(a, "evaluate", "%s: failed: %s: %s", j->label, status_message(st), err->detail);
+        return;
+    }
+    const EvalResult *r = &j->res;
+    EvalRow *row = app_add_row(a);
+    if (!row) {
+        app_msg(a, 1, "out of memory");
+        return;
+    }
+    snprintf(row->label, sizeof row->label, "%s", j->label);
+    row->ppl = r->ppl;
+    row->ppl_base = r->ppl_base;
+    row->dppl = r->ppl - r->ppl_base;
+    row->kld_mean = r->kld_mean;
+    row->kld_p99 = r->kld_p99;
+    row->top1 = r->top1_agree;
+    row->bpw = r->bpw;
+    row->bytes = r->bytes;
+    row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
+    row->cancelled = r->cancelled;
+    if (!r->cancelled) {
+        if (!a->last_eval) a->last_eval = core_calloc(1, sizeof *a->last_eval);
+        if (a->last_eval) {
+            plan_grid_done(a->last_eval);
+            *a->last_eval = j->grid;
+            j->grid.cells = NULL;
+            a->last_eval_id = row->id;
+        }
+    }
+    app_msg(a, 0, "#%lld %s: PPL %.4f (base %.4f), KLD %.5f, top-1 %.1f%%, %.2f bpw%s", (long long)row->id, j->label,
+            r->ppl, r->ppl_base, r->kld_mean, 100 * r->top1_agree, r->bpw, r->cancelled ? " (cancelled: partial)" : "");
+    app_log(a, "evaluate",
+            "#%lld %s (%s; plan %s): PPL %.4f base %.4f KLD mean %.5f p99 %.5f top-1 %.4f, %.3f bpw, %zu bytes, "
+            "prefill %.0f tok/s, decode %.0f tok/s, %lld chunks, reference %s, %.1f s%s%s",
+            (long long)row->id, j->label, a->eval_settings, j->plan_path[0] ? j->plan_path : "not written", r->ppl,
+            r->ppl_base, r->kld_mean, r->kld_p99, r->top1_agree, r->bpw, r->bytes, r->prefill_tps, r->decode_tps,
+            (long long)r->chunks, j->ref_cached ? "cached" : "computed", r->seconds,
+            r->cancelled ? ", cancelled" : "", j->n_notes ? "" : "");
+}
+
+static void eval_job_free(void *arg) {
+    EvalJob *j = arg;
+    if (!j) return;
+    eval_result_done(&j->res);
+    plan_done(&j->plan);
+    plan_grid_done(&j->grid);
+    free(j);
+}
+
+void app_evaluate(App *a) {
+    if (!a->text) {
+        app_msg(a, 1, "no evaluation text: start with --text FILE");
+        return;
+    }
+    if (a->live_eval) {
+        app_msg(a, 1, "an evaluation is already queued or running (Esc cancels it)");
+        return;
+    }
+    EvalJob *j = core_calloc(1, sizeof *j);
+    if (!j) {
+        app_msg(a, 1, "out of memory");
+        return;
+    }
+    Err err;
+    err_init(&err);
+    j->m = a->m;
+    j->text = a->text;
+    j->len = a->text_len;
+    j->pool = a->pool;
+    eval_opts_default(&j->opts);
+    if (j->opts.n_ctx > a->m->cfg.max_seq_len) j->opts.n_ctx = a->m->cfg.max_seq_len;
+    snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
+    snprintf(j->stats_path, sizeof j->stats_path, "%s", a->cs ? a->stats_path : "");
+    plan_label(a, j->label, sizeof j->label);
+    if (plan_edit_to_plan(a->pe, &j->plan, &err) != ST_OK || plan_grid_copy(&j->grid, a->pe, &err) != ST_OK) {
+        app_msg(a, 1, "cannot evaluate: %s", err.detail);
+        eval_job_free(j);
+        return;
+    }
+    snprintf(j->plan.name, sizeof j->plan.name, "%s", j->label);
+    PlanModel pm = app_pm(a);
+    if (plan_validate(&j->plan, &pm, &err) != ST_OK) {
+        app_msg(a, 1, "plan is not valid: %s", err.detail);
+        eval_job_free(j);
+        return;
+    }
+    /* The plan file evaluated, so the CLI can reproduce this run. */
+    char tag[32];
+    snprintf(tag, sizeof tag, "eval%lld", (long long)(a->n_rows + 1));
+    if (plan_file_path(a, tag, j->plan_path, sizeof j->plan_path, &err) != ST_OK ||
+        plan_json_save(&j->plan, j->plan_path, &err) != ST_OK)
+        j->plan_path[0] = 0;
+    char jl[48];
+    snprintf(jl, sizeof jl, "evaluate %s", j->label);
+    a->live_eval = j;
+    if (!jobs_submit(&a->jobs, jl, eval_job_run, eval_job_finish, eval_job_free, j, &err)) {
+        a->live_eval = NULL;
+        app_msg(a, 1, "%s", err.detail);
+        return;
+    }
+    app_msg(a, 0, "evaluation of '%s' queued (%s)", j->label, a->eval_settings);
+}
+
+void app_live_eval(const App *a, LiveEval *le) {
+    memset(le, 0, sizeof *le);
+    const EvalJob *j = a->live_eval;
+    if (!j) return;
+    le->active = 1;
+    snprintf(le->label, sizeof le->label, "%s", j->label);
+    le->chunks_done = atomic_load(&((EvalJob *)j)->chunks_done);
+    le->n_chunks = atomic_load(&((EvalJob *)j)->n_chunks);
+    if (le->chunks_done > LIVE_MAX) le->chunks_done = LIVE_MAX;
+    le->ppl = j->ppl;
+    le->kld = j->kld;
+}

@@ -1,0 +1,134 @@
+/* The Evaluate view: the running evaluation (running PPL and KLD with a
+ * per-chunk sparkline; Esc cancels), the table of every plan evaluated in
+ * the session (sortable), and a scatter of PPL against bits per weight that
+ * marks the Pareto front. */
+#define NCURSES_WIDECHAR 1
+#ifndef _XOPEN_SOURCE_EXTENDED
+#define _XOPEN_SOURCE_EXTENDED 1
+#endif
+#include <curses.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tui/draw.h"
+#include "tui/heat.h"
+#include "tui/views.h"
+
+static void spark(int y, int x, int w, const double *v, int64_t n) {
+    if (n <= 0 || w <= 0) return;
+    int64_t first = n > w ? n - w : 0;
+    int lv[512];
+    int64_t k = n - first;
+    if (k > 512) k = 512;
+    heat_spark(v + first, k, 8, lv);
+    for (int64_t i = 0; i < k; i++) draw_str(y, x + (int)i, 1, C_BAR, heat_spark_glyph(lv[i], draw_utf8()));
+}
+
+static int draw_live(const App *a, const Rect *r) {
+    LiveEval le;
+    app_live_eval(a, &le);
+    int x = r->x + 1, w = r->w - 2, y = r->y;
+    if (!le.active) {
+        if (a->n_rows == 0) {
+            draw_text(y++, x, w, C_WARN, "No evaluation yet - press e to evaluate the plan in the editor");
+            char sum[200];
+            app_plan_summary(a, sum, sizeof sum);
+            draw_text(y++, x, w, C_NORMAL, "plan %s", sum);
+        } else {
+            const EvalRow *last = &a->rows[a->n_rows - 1];
+            draw_text(y++, x, w, C_NORMAL, "last: #%lld %s  PPL %.4f  KLD %.5f  (e evaluates the plan in the editor)",
+                      (long long)last->id, last->label, last->ppl, last->kld_mean);
+            y++;
+        }
+        draw_text(y++, x, w, C_DIM, "settings: %s", a->eval_settings);
+        return y - r->y;
+    }
+    double ppl = le.chunks_done ? le.ppl[le.chunks_done - 1] : NAN, kld = le.chunks_done ? le.kld[le.chunks_done - 1] : NAN;
+    if (le.chunks_done == 0)
+        draw_text(y++, x, w, C_WARN, "evaluating %s: preparing (reference, quantization)... Esc cancels", le.label);
+    else
+        draw_text(y++, x, w, C_WARN, "evaluating %s: chunk %lld/%lld  PPL %.4f  KLD %.5f   Esc cancels", le.label,
+                  (long long)le.chunks_done, (long long)le.n_chunks, ppl, kld);
+    draw_str(y, x, 10, C_NORMAL, "PPL/chunk");
+    spark(y++, x + 10, w - 10, le.ppl, le.chunks_done);
+    draw_text(y++, x, w, C_DIM, "settings: %s", a->eval_settings);
+    return y - r->y;
+}
+
+static void eval_draw(const App *a, const Layout *l) {
+    const Rect *r = &l->main;
+    int y = r->y + draw_live(a, r) + 1;
+    int x = r->x + 1, w = r->w - 2;
+    if (a->n_rows == 0) return;
+    EvalRow *rows = malloc((size_t)a->n_rows * sizeof *rows);
+    unsigned char *front = malloc((size_t)a->n_rows);
+    if (!rows || !front) {
+        free(rows);
+        free(front);
+        return;
+    }
+    memcpy(rows, a->rows, (size_t)a->n_rows * sizeof *rows);
+    vm_pareto(rows, a->n_rows, front);
+    for (int64_t i = 0; i < a->n_rows; i++) rows[i].front = front[i]; /* follows the row through the sort */
+    vm_eval_sort(rows, a->n_rows, (EvalSort)a->eval.sort);
+    draw_text(y++, x, w, C_HEADER, "%-2s %-12s %8s %8s %8s %8s %6s %5s %6s %6s", "#", "plan", "PPL", "dPPL", "KLD",
+              "KLD p99", "top-1", "bpw", "MB", "tok/s");
+    draw_text(y - 1, x + w - 16, 16, C_DIM, "sort: %s (s)", eval_sort_name((EvalSort)a->eval.sort));
+    int table_rows = (r->y + r->h - y) / 2;
+    if (table_rows < 3) table_rows = 3;
+    int64_t first = layout_scroll(a->n_rows, table_rows, a->eval.sel, 0);
+    for (int64_t i = first; i < a->n_rows && i - first < table_rows; i++) {
+        const EvalRow *e = &rows[i];
+        char tps[16];
+        if (isnan(e->tps)) snprintf(tps, sizeof tps, "-");
+        else snprintf(tps, sizeof tps, "%.0f", e->tps);
+        ColorRole role = i == a->eval.sel ? C_CURSOR : e->front ? C_FRONT : C_NORMAL;
+        draw_text(y++, x, w, role, "%-2lld %-12.12s %8.4f %+8.4f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s%s", (long long)e->id,
+                  e->label, e->ppl, e->dppl, e->kld_mean, e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps,
+                  e->cancelled ? " partial" : e->front ? " *" : "");
+    }
+    /* Scatter: PPL (log) against bpw. */
+    int sh = r->y + r->h - y - 2;
+    if (sh >= 4) {
+        int sw = w - 12;
+        if (sw > 60) sw = 60;
+        int *px = malloc((size_t)a->n_rows * sizeof *px), *py = malloc((size_t)a->n_rows * sizeof *py);
+        if (px && py) {
+            double bl, bh, pl, ph;
+            vm_scatter(a->rows, a->n_rows, sw, sh, px, py, &bl, &bh, &pl, &ph);
+            int top = y + 1;
+            char b1[16], b2[16];
+            draw_text(y, x, w, C_DIM, "PPL vs bits per weight (* = Pareto front: nothing smaller is better)");
+            draw_text(top, x, 9, C_DIM, "%9s", heat_fmt(ph, b1, sizeof b1));
+            draw_text(top + sh - 1, x, 9, C_DIM, "%9s", heat_fmt(pl, b2, sizeof b2));
+            for (int k = 0; k < sh; k++) draw_str(top + k, x + 10, 1, C_DIM, draw_utf8() ? "\u2502" : "|");
+            for (int64_t i = 0; i < a->n_rows; i++) {
+                if (px[i] < 0) continue;
+                char id[8];
+                snprintf(id, sizeof id, "%s%lld", front[i] ? "*" : "", (long long)a->rows[i].id);
+                draw_str(top + py[i], x + 11 + px[i], 4, front[i] ? C_FRONT : C_NORMAL, id);
+            }
+            draw_text(top + sh, x + 10, sw + 2, C_DIM, "%s bpw", heat_fmt(bl, b1, sizeof b1));
+            draw_text(top + sh, x + 10 + sw - 6, 12, C_DIM, "%s bpw", heat_fmt(bh, b2, sizeof b2));
+        }
+        free(px);
+        free(py);
+    }
+    free(rows);
+    free(front);
+}
+
+static int eval_key(App *a, Action act) {
+    if (view_move(act, &a->eval.sel, a->n_rows > 0 ? a->n_rows : 1, 5)) return R_REDRAW;
+    if (act == AC_SORT) {
+        a->eval.sort = (a->eval.sort + 1) % ES_COUNT;
+        app_msg(a, 0, "results sorted by %s", eval_sort_name((EvalSort)a->eval.sort));
+        return R_REDRAW;
+    }
+    return R_UNHANDLED;
+}
+
+const ViewOps view_eval_ops = {.draw = eval_draw, .key = eval_key};

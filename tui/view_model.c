@@ -1,0 +1,144 @@
+/* The Model view (configuration, parameters and bytes by tensor kind,
+ * storage types, tokenizer, files, calibration and plan at a glance) and
+ * the Log view (what ran, when, with what settings). */
+#define NCURSES_WIDECHAR 1
+#ifndef _XOPEN_SOURCE_EXTENDED
+#define _XOPEN_SOURCE_EXTENDED 1
+#endif
+#include <curses.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "tui/draw.h"
+#include "tui/views.h"
+#include "tui/vmodel.h"
+
+static void fmt_bytes(size_t b, char *buf, size_t n) {
+    if (b >= (size_t)1 << 30) snprintf(buf, n, "%.2f GB", (double)b / (1 << 30));
+    else if (b >= (size_t)1 << 20) snprintf(buf, n, "%.2f MB", (double)b / (1 << 20));
+    else if (b >= 1024) snprintf(buf, n, "%.1f KB", (double)b / 1024);
+    else snprintf(buf, n, "%zu B", b);
+}
+
+static void fmt_count(int64_t v, char *buf, size_t n) {
+    if (v >= 1000000000) snprintf(buf, n, "%.2fB", v / 1e9);
+    else if (v >= 1000000) snprintf(buf, n, "%.2fM", v / 1e6);
+    else if (v >= 10000) snprintf(buf, n, "%.1fK", v / 1e3);
+    else snprintf(buf, n, "%lld", (long long)v);
+}
+
+static void model_draw(const App *a, const Layout *l) {
+    const Model *m = a->m;
+    const ModelConfig *c = &m->cfg;
+    const Rect *r = &l->main;
+    int y = r->y, w = r->w - 2, x = r->x + 1;
+    static const char *const fmts[] = {"GGUF", "Hugging Face", "llama2.c"};
+    char b1[32], b2[32], b3[32];
+    draw_text(y++, x, w, C_HEADER, "%s", a->model_name);
+    draw_text(y++, x, w, C_NORMAL, "%s  (%s)", m->path, fmts[m->format]);
+    y++;
+    draw_text(y++, x, w, C_NORMAL, "arch %s   dim %lld   hidden %lld   layers %lld   heads %lld (kv %lld, head_dim %lld)",
+              c->arch, (long long)c->dim, (long long)c->hidden_dim, (long long)c->n_layers, (long long)c->n_heads,
+              (long long)c->n_kv_heads, (long long)c->head_dim);
+    fmt_count(model_param_count(m), b1, sizeof b1);
+    draw_text(y++, x, w, C_NORMAL, "vocab %lld   context %lld   rope theta %g (%s pairs)   norm eps %g   tied head: %s",
+              (long long)c->vocab_size, (long long)c->max_seq_len, c->rope_theta,
+              c->rope_style == ROPE_NORM ? "consecutive" : "half", c->norm_eps, c->tied_embeddings ? "yes" : "no");
+    fmt_bytes(m->file_bytes, b2, sizeof b2);
+    fmt_bytes(m->owned_bytes, b3, sizeof b3);
+    draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   converted in memory %s   fingerprint %016llx", b1, b2, b3,
+              (unsigned long long)m->fingerprint);
+    y++;
+    draw_text(y++, x, w, C_HEADER, "%-12s %8s %12s %12s", "tensor kind", "tensors", "parameters", "file bytes");
+    KindRow kr[8];
+    int nk = vm_model_kinds(m, kr, 8);
+    for (int i = 0; i < nk && y < r->y + r->h - 6; i++) {
+        fmt_count(kr[i].params, b1, sizeof b1);
+        fmt_bytes(kr[i].bytes, b2, sizeof b2);
+        draw_text(y++, x, w, C_NORMAL, "%-12s %8lld %12s %12s", kr[i].kind, (long long)kr[i].n_tensors, b1, b2);
+    }
+    DtypeRow dr[8];
+    int nd = vm_model_dtypes(m, dr, 8);
+    char dt[256] = "";
+    size_t len = 0;
+    for (int i = 0; i < nd; i++) {
+        fmt_count(dr[i].params, b1, sizeof b1);
+        len += (size_t)snprintf(dt + len, sizeof dt - len, "%s%s x%lld (%s)", i ? ", " : "", dr[i].name,
+                                (long long)dr[i].n_tensors, b1);
+        if (len >= sizeof dt) break;
+    }
+    draw_text(y++, x, w, C_NORMAL, "storage types: %s", dt);
+    draw_text(y++, x, w, C_NORMAL, "tokenizer: %s", m->tok ? tokenizer_describe(m->tok) : "none");
+    y++;
+    if (a->text) {
+        fmt_bytes(a->text_len, b1, sizeof b1);
+        draw_text(y++, x, w, C_NORMAL, "text: %s (%s)", a->text_path, b1);
+    } else {
+        draw_text(y++, x, w, C_WARN, "text: none (start with --text FILE to calibrate and evaluate)");
+    }
+    char sum[200];
+    app_calib_summary(a, sum, sizeof sum);
+    if (sum[0]) draw_text(y++, x, w, C_NORMAL, "calibration: %s", sum);
+    else draw_text(y++, x, w, C_WARN, "calibration: none yet - press c");
+    app_plan_summary(a, sum, sizeof sum);
+    draw_text(y++, x, w, C_NORMAL, "plan: %s", sum);
+}
+
+static int model_key(App *a, Action act) {
+    (void)a;
+    (void)act;
+    return R_UNHANDLED;
+}
+
+const ViewOps view_model_ops = {.draw = model_draw, .key = model_key};
+
+/* === Log === */
+
+static void log_draw(const App *a, const Layout *l) {
+    const Rect *r = &l->main;
+    draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%-8s  %-10s  %s", "time", "action", "settings and outcome");
+    int vis = r->h - 1;
+    if (a->n_log == 0) {
+        draw_str(r->y + 1, r->x + 1, r->w - 2, C_DIM, "nothing has run yet");
+        return;
+    }
+    int64_t first = a->log_scroll;
+    int y = r->y + 1;
+    for (int64_t i = first; i < a->n_log && y < r->y + 1 + vis; i++) {
+        const LogLine *ln = &a->log[i];
+        struct tm tm;
+        localtime_r(&ln->when, &tm);
+        char t[16];
+        strftime(t, sizeof t, "%H:%M:%S", &tm);
+        /* Wrap long settings over continuation lines. */
+        const char *s = ln->text;
+        int tw = r->w - 2 - 22;
+        if (tw < 10) tw = 10;
+        draw_text(y, r->x + 1, 20, C_DIM, "%-8s  %-10s", t, ln->what);
+        do {
+            int n = draw_str(y++, r->x + 23, tw, C_NORMAL, s);
+            /* advance n code points */
+            for (int k = 0; k < n && *s; k++) {
+                s++;
+                while (*s && ((unsigned char)*s & 0xC0) == 0x80) s++;
+            }
+        } while (*s && y < r->y + 1 + vis);
+    }
+}
+
+static int log_key(App *a, Action act) {
+    int64_t cur = a->log_scroll;
+    if (view_move(act, &cur, a->n_log > 0 ? a->n_log : 1, 10)) {
+        a->log_scroll = cur;
+        return R_REDRAW;
+    }
+    return R_UNHANDLED;
+}
+
+static void log_enter(App *a) {
+    /* Show the latest entries. */
+    a->log_scroll = a->n_log > 15 ? a->n_log - 15 : 0;
+}
+
+const ViewOps view_log_ops = {.enter = log_enter, .draw = log_draw, .key = log_key};

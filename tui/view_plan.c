@@ -1,0 +1,294 @@
+/* The Plan view: layers × projections with each entry's compact code, edits
+ * on the cell / row / column / marked cells / everything, presets, undo/redo,
+ * the live size budget and the diff against the last evaluated plan. */
+#define NCURSES_WIDECHAR 1
+#ifndef _XOPEN_SOURCE_EXTENDED
+#define _XOPEN_SOURCE_EXTENDED 1
+#endif
+#include <curses.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "quant/preset.h"
+#include "tui/draw.h"
+#include "tui/plan_edit.h"
+#include "tui/views.h"
+
+static PlanModel pm_of(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
+
+static void entry_words(const PlanEntry *e, char *buf, size_t n) {
+    const QFormatTraits *t = qformat_traits(e->w.fmt);
+    char grp[64] = "";
+    if (t && t->needs_scale) {
+        if (e->w.dim == GROUP_TENSOR) snprintf(grp, sizeof grp, ", one scale per tensor");
+        else if (e->w.group == 0) snprintf(grp, sizeof grp, ", one scale per %s", e->w.dim == GROUP_OC ? "output channel" : "input channel");
+        else snprintf(grp, sizeof grp, ", groups of %lld along %s", (long long)e->w.group, e->w.dim == GROUP_OC ? "OC" : "IC");
+    }
+    snprintf(buf, n, "%s%s%s, %s, act %s", t ? t->name : "?", t && t->is_int ? (e->w.sym ? " sym" : " asym") : "", grp,
+             t && t->needs_scale ? qmethod_name(e->method) : "direct conversion", act_format_name(e->act));
+}
+
+static void plan_draw(const App *a, const Layout *l) {
+    const PlanEdit *pe = a->pe;
+    const Rect *r = &l->main;
+    int x0 = r->x + 1, w = r->w - 2;
+    int64_t diff = app_plan_diff(a);
+    int64_t nmarked = 0;
+    for (int64_t i = 0; i < pe->n_layers * PLAN_NPROJ; i++) nmarked += a->plan.marks[i] != 0;
+    char head[200];
+    snprintf(head, sizeof head, "Plan: %s%s", pe->cur.name, pe->cur.n_edits ? "" : "");
+    int x = x0 + draw_str(r->y, x0, w, C_HEADER, head);
+    if (pe->cur.n_edits) x += draw_text(r->y, x, w - (x - x0), C_CHANGED, " +%lld edit%s", (long long)pe->cur.n_edits, pe->cur.n_edits == 1 ? "" : "s");
+    x += draw_text(r->y, x, w - (x - x0), C_NORMAL, "   scope: %s (v)", pe_scope_name((PeScope)a->plan.scope));
+    if (nmarked) x += draw_text(r->y, x, w - (x - x0), C_MARK, "   %lld marked", (long long)nmarked);
+    if (diff >= 0) draw_text(r->y, x, w - (x - x0), diff ? C_CHANGED : C_DIM, "   vs #%lld: %lld cell%s differ%s",
+                             (long long)a->last_eval_id, (long long)diff, diff == 1 ? "" : "s", diff ? " (*)" : "");
+
+    int footer = 5;
+    GridLayout g;
+    Rect gr = {r->x, r->y + 1, r->w, r->h - 1};
+    layout_grid(&g, &gr, pe->n_layers, PLAN_NPROJ, 5, 8, 12, 1, footer, a->plan.row, a->plan.col);
+    int y = gr.y;
+    for (int c = 0; c < g.n_vis_cols; c++) {
+        int p = g.first_col + c;
+        draw_text(y, gr.x + g.label_w + c * g.cell_w, g.cell_w, C_HEADER, "%s", plan_proj_name(p));
+    }
+    y++;
+    for (int rr = 0; rr < g.n_vis_rows; rr++, y++) {
+        int64_t layer = g.first_row + rr;
+        draw_text(y, gr.x + 1, g.label_w - 1, layer == a->plan.row ? C_HEADER : C_DIM, "L%lld", (long long)layer);
+        for (int c = 0; c < g.n_vis_cols; c++) {
+            int p = g.first_col + c;
+            const PlanEntry *e = plan_edit_cell(pe, layer, p);
+            char code[40];
+            plan_entry_code(e, code, sizeof code);
+            int idx = (int)(layer * PLAN_NPROJ + p);
+            int changed = a->last_eval && !plan_entry_equal(e, &a->last_eval->cells[idx]);
+            if (changed) strncat(code, "*", sizeof code - strlen(code) - 1);
+            ColorRole role = C_NORMAL;
+            if (changed) role = C_CHANGED;
+            if (a->plan.marks[idx]) role = C_MARK;
+            if (layer == a->plan.row && p == a->plan.col) role = C_CURSOR;
+            int cx = gr.x + g.label_w + c * g.cell_w;
+            if (role == C_CURSOR) { /* brackets keep the cursor visible without colours */
+                char pad[48];
+                snprintf(pad, sizeof pad, "[%s]", code);
+                draw_str(y, cx - 1, g.cell_w, role, pad);
+            } else {
+                draw_str(y, cx, g.cell_w - 1, role, code);
+            }
+        }
+    }
+    if (g.first_row > 0 || g.first_row + g.n_vis_rows < pe->n_layers)
+        draw_text(y++, gr.x + 1, w, C_DIM, "(layers %d-%d of %lld)", g.first_row, g.first_row + g.n_vis_rows - 1,
+                  (long long)pe->n_layers);
+    char ce[40], co[40];
+    plan_entry_code(&pe->cur.embed, ce, sizeof ce);
+    plan_entry_code(&pe->cur.output, co, sizeof co);
+    draw_text(y++, x0, w, C_NORMAL, "embed %s   output %s%s", ce, co, a->m->cfg.tied_embeddings ? " (tied to the embedding)" : "");
+    y++;
+    /* Budget bar. */
+    PlanBudget b;
+    app_plan_budget(a, &b);
+    draw_str(y, x0, 7, C_NORMAL, "budget");
+    int bw = w / 3;
+    double frac = b.valid && !isnan(b.frac_fp16) ? b.frac_fp16 : 0;
+    draw_bar(y, x0 + 7, bw, frac, frac > 0.75 ? C_WARN : C_BAR);
+    if (b.valid)
+        draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_NORMAL, "%.2f bpw  %.3f MB  %.0f%% of fp16", b.bpw, b.bytes / 1e6,
+                  100 * b.frac_fp16);
+    else
+        draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_ERROR, "invalid: %s", b.error);
+    char words[200];
+    entry_words(plan_edit_cell(pe, a->plan.row, (int)a->plan.col), words, sizeof words);
+    draw_text(y++, x0, w, C_NORMAL, "L%lld.%s: %s", (long long)a->plan.row, plan_proj_name((int)a->plan.col), words);
+
+    if (a->plan.preset_open) {
+        int n;
+        const PresetInfo *pi = plan_presets(&n);
+        int bh = n + 3;
+        if (bh > l->body.h) bh = l->body.h;
+        Rect box = {2, l->body.y, l->cols - 4, bh};
+        draw_box(&box, "Preset (Enter applies, Esc closes; spike-aware uses the calibration's top 3)");
+        int first = (int)layout_scroll(n, bh - 2, a->plan.preset_sel, 0);
+        for (int i = first; i < n && i - first < bh - 2; i++)
+            draw_text(box.y + 1 + i - first, box.x + 2, box.w - 4, i == a->plan.preset_sel ? C_CURSOR : C_POPUP,
+                      "%s %-20s %s", i == a->plan.preset_sel ? ">" : " ", pi[i].name, pi[i].desc);
+    }
+}
+
+static void report_edit(App *a, const char *what, const PeResult *res) {
+    if (res->changed == 0) {
+        app_msg(a, 0, "%s: no cell changed", what);
+        return;
+    }
+    char where[48];
+    PeScope s = (PeScope)a->plan.scope;
+    if (s == PE_CELL) snprintf(where, sizeof where, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
+    else if (s == PE_ROW) snprintf(where, sizeof where, "layer %lld", (long long)a->plan.row);
+    else if (s == PE_COL) snprintf(where, sizeof where, "every %s", plan_proj_name((int)a->plan.col));
+    else snprintf(where, sizeof where, "%s cells", pe_scope_name(s));
+    app_msg(a, res->fallbacks ? 1 : 0, "%s on %s: %lld cell%s changed%s%s", what, where, (long long)res->changed,
+            res->changed == 1 ? "" : "s", res->fallbacks ? "; " : "", res->note);
+    app_log(a, "edit", "%s on %s (%lld cells)%s%s", what, where, (long long)res->changed, res->fallbacks ? ": " : "",
+            res->note);
+}
+
+static int apply(App *a, unsigned fields, const PlanEntry *e, const char *what) {
+    Err err;
+    err_init(&err);
+    PeResult res;
+    if (plan_edit_apply(a->pe, (PeScope)a->plan.scope, a->plan.row, (int)a->plan.col, a->plan.marks, fields, e, &res,
+                        &err) != ST_OK) {
+        app_msg(a, 1, "%s: %s", what, err.detail);
+        return R_REDRAW;
+    }
+    report_edit(a, what, &res);
+    return R_REDRAW;
+}
+
+static int apply_preset(App *a) {
+    int n;
+    const PresetInfo *pi = plan_presets(&n);
+    const char *name = pi[a->plan.preset_sel].name;
+    PresetOpts o;
+    preset_opts_default(&o);
+    char sites[8][16];
+    const char *sp[8];
+    int ns = 0;
+    if (strstr(name, "spike") || strstr(name, "random")) {
+        ns = app_spike_sites(a, 3, sites);
+        if (ns == 0 && strstr(name, "spike")) {
+            app_msg(a, 1, "%s needs the calibration's spike ranking: press c first", name);
+            return R_REDRAW;
+        }
+        if (ns == 0) ns = 3; /* random-k: three random sites, as spike-aware would keep */
+        for (int i = 0; i < ns; i++) sp[i] = sites[i];
+        o.spikes = strstr(name, "spike") ? sp : NULL;
+        o.n_spikes = strstr(name, "spike") ? ns : 0;
+        o.random_k = ns;
+    }
+    Plan p;
+    Err err;
+    err_init(&err);
+    PlanModel pm = pm_of(a);
+    if (plan_preset(&p, name, &o, &pm, &err) != ST_OK) {
+        app_msg(a, 1, "preset %s: %s", name, err.detail);
+        return R_REDRAW;
+    }
+    Status st = plan_edit_load(a->pe, &p, &err);
+    char notes[160] = "";
+    if (p.n_notes) snprintf(notes, sizeof notes, " (%s%s)", p.notes[0], p.n_notes > 1 ? ", ..." : "");
+    if (st != ST_OK) app_msg(a, 1, "preset %s: %s", name, err.detail);
+    else {
+        app_msg(a, 0, "preset %s loaded%s", name, notes);
+        char all[400] = "";
+        size_t len = 0;
+        for (int64_t i = 0; i < p.n_notes && len < sizeof all; i++)
+            len += (size_t)snprintf(all + len, sizeof all - len, "%s%s", i ? "; " : "", p.notes[i]);
+        app_log(a, "preset", "%s%s%s", name, p.n_notes ? ": " : "", all);
+    }
+    plan_done(&p);
+    a->plan.preset_open = 0;
+    return R_REDRAW;
+}
+
+static int plan_key(App *a, Action act) {
+    PlanViewState *s = &a->plan;
+    if (s->preset_open) {
+        int n;
+        plan_presets(&n);
+        int64_t sel = s->preset_sel;
+        if (view_move(act, &sel, n, 5)) {
+            s->preset_sel = (int)sel;
+            return R_REDRAW;
+        }
+        if (act == AC_ENTER) return apply_preset(a);
+        if (act == AC_BACK || act == AC_PRESET) {
+            s->preset_open = 0;
+            return R_REDRAW;
+        }
+        if (act == AC_QUIT || act == AC_HELP) return R_UNHANDLED;
+        return R_NONE;
+    }
+    const PlanEdit *pe = a->pe;
+    if (view_move(act, &s->row, pe->n_layers, 5)) return R_REDRAW;
+    if (act == AC_LEFT || act == AC_RIGHT) {
+        s->col += act == AC_LEFT ? -1 : 1;
+        if (s->col < 0) s->col = 0;
+        if (s->col >= PLAN_NPROJ) s->col = PLAN_NPROJ - 1;
+        return R_REDRAW;
+    }
+    PlanEntry e = *plan_edit_cell(pe, s->row, (int)s->col);
+    int64_t n_out, n_in;
+    PlanModel pm = pm_of(a);
+    plan_proj_shape(&pm, (int)s->col, &n_out, &n_in);
+    char what[80];
+    switch (act) {
+    case AC_FMT_NEXT: case AC_FMT_PREV:
+        e.w.fmt = pe_next_format(e.w.fmt, act == AC_FMT_NEXT ? 1 : -1);
+        snprintf(what, sizeof what, "format %s", qformat_traits(e.w.fmt)->name);
+        return apply(a, PF_FMT, &e, what);
+    case AC_SYM: {
+        const QFormatTraits *t = qformat_traits(e.w.fmt);
+        if (!t->is_int) {
+            app_msg(a, 1, "%s is not an integer format: symmetry applies to int8 ... int2", t->name);
+            return R_REDRAW;
+        }
+        e.w.sym = !e.w.sym;
+        return apply(a, PF_FMT, &e, e.w.sym ? "symmetric" : "asymmetric");
+    }
+    case AC_DIM:
+        e.w.dim = pe_next_dim(e.w.dim);
+        if (e.w.dim == GROUP_TENSOR) e.w.group = 0;
+        snprintf(what, sizeof what, "grouping %s", group_dim_name(e.w.dim));
+        return apply(a, PF_GROUP, &e, what);
+    case AC_GROUP_UP: case AC_GROUP_DOWN: {
+        if (e.w.dim == GROUP_TENSOR) {
+            app_msg(a, 1, "per-tensor scales have no groups: press d for oc or ic grouping");
+            return R_REDRAW;
+        }
+        int64_t n = e.w.dim == GROUP_OC ? n_in : n_out;
+        e.w.group = pe_next_group(e.w.group, n, act == AC_GROUP_UP ? 1 : -1);
+        if (e.w.group) snprintf(what, sizeof what, "group %lld along %s", (long long)e.w.group, group_dim_name(e.w.dim));
+        else snprintf(what, sizeof what, "per-channel scales (%s)", group_dim_name(e.w.dim));
+        return apply(a, PF_GROUP, &e, what);
+    }
+    case AC_METHOD:
+        e.method = pe_next_method(e.method);
+        snprintf(what, sizeof what, "method %s", qmethod_name(e.method));
+        return apply(a, PF_METHOD, &e, what);
+    case AC_ACTQ:
+        e.act = pe_next_act(e.act);
+        snprintf(what, sizeof what, "activations %s", act_format_name(e.act));
+        return apply(a, PF_ACT, &e, what);
+    case AC_SCOPE:
+        s->scope = (s->scope + 1) % PE_SCOPE_COUNT;
+        app_msg(a, 0, "edits now apply to: %s", pe_scope_name((PeScope)s->scope));
+        return R_REDRAW;
+    case AC_MARK: {
+        int64_t i = s->row * PLAN_NPROJ + s->col;
+        s->marks[i] = !s->marks[i];
+        return R_REDRAW;
+    }
+    case AC_PRESET: s->preset_open = 1; return R_REDRAW;
+    case AC_UNDO:
+        if (plan_edit_undo(a->pe)) {
+            app_msg(a, 0, "undone (%lld more)", (long long)a->pe->n_undo);
+            app_log(a, "undo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
+        } else app_msg(a, 0, "nothing to undo");
+        return R_REDRAW;
+    case AC_REDO:
+        if (plan_edit_redo(a->pe)) {
+            app_msg(a, 0, "redone (%lld more)", (long long)a->pe->n_redo);
+            app_log(a, "redo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
+        } else app_msg(a, 0, "nothing to redo");
+        return R_REDRAW;
+    case AC_WRITE_PLAN: app_write_plan(a); return R_REDRAW;
+    default: return R_UNHANDLED;
+    }
+}
+
+const ViewOps view_plan_ops = {.draw = plan_draw, .key = plan_key};
