@@ -12,10 +12,10 @@
  * in a 2 MB L2 together, so for M <= MC each weight element is packed once
  * per call; a larger KC halves the read-modify-write passes over C, which
  * measured better than KC 256 here. */
-#define MR 8
+#define MR 12
 #define NR 32
 #define KC 512
-#define MC 512
+#define MC 516 /* a multiple of MR */
 #define NC 256
 
 struct GemmWork {
@@ -97,19 +97,18 @@ T512 __attribute__((always_inline)) static inline void load_tr16(__m512 r[16], c
     tr16(r);
 }
 
-/* A rows [0, m) x k [0, kc) -> tiles of MR rows, k-major: ap[tile][k][MR]. */
+/* A rows [0, m) x k [0, kc) -> tiles of MR rows, k-major: ap[tile][k][MR]
+ * (rows past m are zero). */
 T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc) {
-    for (int64_t i = 0; i < m; i += 16) {
-        int64_t rows = m - i < 16 ? m - i : 16;
-        float *t0 = ap + (i / MR) * MR * kc, *t1 = t0 + MR * kc;
+    const __mmask16 lanes = (__mmask16)((1u << MR) - 1);
+    for (int64_t i = 0; i < m; i += MR) {
+        int64_t rows = m - i < MR ? m - i : MR;
+        float *t = ap + (i / MR) * MR * kc;
         for (int64_t k = 0; k < kc; k += 16) {
             int64_t nk = kc - k < 16 ? kc - k : 16;
             __m512 r[16];
             load_tr16(r, A + i * lda + k, lda, rows, nk);
-            for (int64_t kk = 0; kk < nk; kk++) {
-                _mm256_storeu_ps(t0 + (k + kk) * MR, _mm512_castps512_ps256(r[kk]));
-                if (rows > MR) _mm256_storeu_ps(t1 + (k + kk) * MR, _mm512_extractf32x8_ps(r[kk], 1));
-            }
+            for (int64_t kk = 0; kk < nk; kk++) _mm512_mask_storeu_ps(t + (k + kk) * MR, lanes, r[kk]);
         }
     }
 }
@@ -152,11 +151,12 @@ T512 static void pack_b_nn_512(float *bp, const float *B, int64_t ldb, int64_t n
 
 /* === micro-kernel === */
 
-/* C tile (mr <= 8 rows, nr <= 32 cols) (+)= ap (kc, 8) · bp (kc, 32). */
-T512 static void kern_8x32(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,
+/* C tile (mr <= 12 rows, nr <= 32 cols) (+)= ap (kc, 12) · bp (kc, 32). */
+T512 static void kern_12x32(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,
                            int64_t mr, int64_t nr) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00,
+           c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
     for (int64_t k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
         __m512 a;
@@ -166,12 +166,14 @@ T512 static void kern_8x32(int64_t kc, const float *ap, const float *bp, float *
     x1 = _mm512_fmadd_ps(a, b1, x1);
         ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31)
         ROW(4, c40, c41) ROW(5, c50, c51) ROW(6, c60, c61) ROW(7, c70, c71)
+        ROW(8, c80, c81) ROW(9, c90, c91) ROW(10, ca0, ca1) ROW(11, cb0, cb1)
 #undef ROW
         ap += MR;
         bp += NR;
     }
     __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
-                         {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+                         {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71},
+                         {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
     int64_t n0 = nr < 16 ? nr : 16, n1 = nr - 16 < 0 ? 0 : nr - 16;
     __mmask16 m0 = n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n0) - 1);
     __mmask16 m1 = n1 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n1) - 1);
@@ -206,7 +208,7 @@ T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, in
                     int64_t nr = nc - jr < NR ? nc - jr : NR;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t mr = mc - ir < MR ? mc - ir : MR;
-                        kern_8x32(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
+                        kern_12x32(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
                     }
                 }
             }
