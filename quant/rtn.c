@@ -70,8 +70,8 @@ float rtn_quant_value(QFormat f, int sym, float scale, float zero, float w, int 
 }
 
 float rtn_dequant_value(QFormat f, int sym, float scale, float zero, int code) {
-    if (f == QF_FP8_E4M3) return fp8_e4m3_to_f32((uint8_t)code) * scale;
-    if (f == QF_FP8_E5M2) return fp8_e5m2_to_f32((uint8_t)code) * scale;
+    if (f == QF_FP8_E4M3) return rtn_fp8_decode((uint8_t)code, 1) * scale;
+    if (f == QF_FP8_E5M2) return rtn_fp8_decode((uint8_t)code, 0) * scale;
     if (sym) return (float)code * scale;
     return ((float)(code + (1 << (fmt_bits(f) - 1))) - zero) * scale;
 }
@@ -87,15 +87,22 @@ static Status rtn_group_ranges(const float *W, int64_t n_out, int64_t n_in, cons
             if (!isfinite(w[c]))
                 return err_set(err, ST_ERR_NUMERIC, "weight (%lld, %lld) is not finite (%g)",
                                (long long)r, (long long)c, w[c]);
+        /* plain compares: every value was just checked to be finite */
         if (p->dim == GROUP_IC) {
             float *l = lo + (r / g) * n_in, *h = hi + (r / g) * n_in;
-            for (int64_t c = 0; c < n_in; c++) { l[c] = fminf(l[c], w[c]); h[c] = fmaxf(h[c], w[c]); }
+            for (int64_t c = 0; c < n_in; c++) {
+                l[c] = w[c] < l[c] ? w[c] : l[c];
+                h[c] = w[c] > h[c] ? w[c] : h[c];
+            }
         } else {
             int64_t gl = p->dim == GROUP_OC ? g : n_in;
             for (int64_t c0 = 0; c0 < n_in; c0 += gl) {
                 int64_t gi = p->dim == GROUP_OC ? r * (n_in / g) + c0 / g : 0;
                 float l = lo[gi], h = hi[gi];
-                for (int64_t c = c0; c < c0 + gl; c++) { l = fminf(l, w[c]); h = fmaxf(h, w[c]); }
+                for (int64_t c = c0; c < c0 + gl; c++) {
+                    l = w[c] < l ? w[c] : l;
+                    h = w[c] > h ? w[c] : h;
+                }
                 lo[gi] = l;
                 hi[gi] = h;
             }

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/fpconv.h"
 #include "core/status.h"
@@ -83,25 +84,78 @@ static inline float rtn_round_even(float x) {
     return (x + b) - b;
 }
 
+/* Clamps x to [lo, hi] with plain compares (fminf/fmaxf are library calls
+ * without -ffast-math); NaN maps to lo, so a code is always in range. */
+static inline float rtn_clamp(float x, float lo, float hi) {
+    x = x > lo ? x : lo;
+    return x < hi ? x : hi;
+}
+
+/* Bit-level fp8 codecs for hot loops; they equal core/fpconv.h's reference
+ * conversions on every input (tests/test_quant.c sweeps them). e4 selects
+ * E4M3 (else E5M2). Encoding saturates finite and infinite values to +-max
+ * and maps NaN to 0x7f, as fpconv does. */
+static inline uint8_t rtn_fp8_encode(float f, int e4) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint8_t sign = (uint8_t)(u >> 24 & 0x80);
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u) return 0x7f;
+    float a;
+    memcpy(&a, &u, 4);
+    int mb = e4 ? 3 : 2, bias = e4 ? 7 : 15;
+    if (a >= (e4 ? 448.0f : 57344.0f)) return (uint8_t)(sign | (e4 ? 0x7e : 0x7b));
+    if (u < (uint32_t)(127 + 1 - bias) << 23) {
+        /* below the smallest normal: codes k * 2^(1-bias-mb), k <= 2^mb, and
+         * k = 2^mb is exactly the smallest normal's code */
+        float k = rtn_round_even(a * (e4 ? 512.0f : 65536.0f));
+        return (uint8_t)(sign | (uint8_t)k);
+    }
+    int drop = 23 - mb;
+    u += ((1u << (drop - 1)) - 1) + ((u >> drop) & 1); /* round to nearest even at bit `drop` */
+    int e = (int)(u >> 23) - 127 + bias;
+    return (uint8_t)(sign | (e << mb) | ((u >> drop) & ((1u << mb) - 1)));
+}
+
+static inline float rtn_fp8_decode(uint8_t c, int e4) {
+    int mb = e4 ? 3 : 2, bias = e4 ? 7 : 15;
+    int e = (c & 0x7f) >> mb, m = c & ((1 << mb) - 1);
+    uint32_t u;
+    if (e4 ? (c & 0x7f) == 0x7f : e == 31) {
+        u = m || e4 ? 0x7fc00000u : 0x7f800000u; /* NaN, or E5M2's inf */
+    } else if (e == 0) {
+        float v = (float)m * (e4 ? 1.0f / 512.0f : 1.0f / 65536.0f);
+        return c & 0x80 ? -v : v;
+    } else {
+        u = (uint32_t)(e - bias + 127) << 23 | (uint32_t)m << (23 - mb);
+    }
+    u |= (uint32_t)(c & 0x80) << 24;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
 /* rtn_quant_value for hot loops: bits = the format's bits. */
 static inline float rtn_quant_inline(QFormat f, int bits, int sym, float scale, float zero, float w, int *code) {
     if (f == QF_FP8_E4M3 || f == QF_FP8_E5M2) {
         if (scale == 0.0f) { *code = 0; return 0.0f; }
-        uint8_t c = f == QF_FP8_E4M3 ? f32_to_fp8_e4m3(w / scale) : f32_to_fp8_e5m2(w / scale);
+        int e4 = f == QF_FP8_E4M3;
+        uint8_t c = rtn_fp8_encode(w / scale, e4);
         *code = c;
-        return (f == QF_FP8_E4M3 ? fp8_e4m3_to_f32(c) : fp8_e5m2_to_f32(c)) * scale;
+        return rtn_fp8_decode(c, e4) * scale;
     }
     if (sym) {
         if (scale == 0.0f) { *code = 0; return 0.0f; }
         float qmax = (float)((1 << (bits - 1)) - 1);
-        float x = rtn_round_even(fminf(fmaxf(w / scale, -qmax), qmax));
+        float x = rtn_clamp(w / scale, -qmax, qmax);
+        x = rtn_round_even(x);
         *code = (int)x;
         return x * scale;
     }
     int half = 1 << (bits - 1);
     if (scale == 0.0f) { *code = (int)zero - half; return 0.0f; }
     float maxq = (float)((1 << bits) - 1);
-    float x = rtn_round_even(fminf(fmaxf(w / scale + zero, 0.0f), maxq));
+    float x = rtn_round_even(rtn_clamp(w / scale + zero, 0.0f, maxq));
     *code = (int)x - half;
     return (x - zero) * scale;
 }

@@ -114,6 +114,48 @@ static void test_fp_edges(void) {
     CHECK(isinf(rtn_fp16_ceil(70000.0f)));
 }
 
+/* The bit-level codecs in quant/rtn.h against core/fpconv.h: every code, and
+ * a sweep over float bit patterns from below the smallest subnormal to above
+ * the maximum, plus each midpoint between neighbouring codes and the floats
+ * next to it. */
+static void test_fast_fp8(void) {
+    for (int e4 = 0; e4 <= 1; e4++) {
+        for (int c = 0; c < 256; c++) {
+            float r = e4 ? fp8_e4m3_to_f32((uint8_t)c) : fp8_e5m2_to_f32((uint8_t)c), v = rtn_fp8_decode((uint8_t)c, e4);
+            CHECKF((isnan(r) && isnan(v)) || (r == v && signbit(r) == signbit(v)), "decode e4=%d %02x: %g vs %g", e4, c, v, r);
+        }
+        uint32_t lo = e4 ? 0x39000000u : 0x33000000u, hi = e4 ? 0x44000000u : 0x48000000u;
+        for (uint32_t u = lo; u < hi; u += 61) {
+            for (int s = 0; s < 2; s++) {
+                uint32_t b = u | (uint32_t)s << 31;
+                float f;
+                memcpy(&f, &b, 4);
+                uint8_t r = e4 ? f32_to_fp8_e4m3(f) : f32_to_fp8_e5m2(f);
+                CHECKF(rtn_fp8_encode(f, e4) == r, "encode e4=%d %a: %02x vs %02x", e4, f, rtn_fp8_encode(f, e4), r);
+            }
+        }
+        for (int c = 0; c < 0x7f; c++) {
+            float a = e4 ? fp8_e4m3_to_f32((uint8_t)c) : fp8_e5m2_to_f32((uint8_t)c);
+            float b = e4 ? fp8_e4m3_to_f32((uint8_t)(c + 1)) : fp8_e5m2_to_f32((uint8_t)(c + 1));
+            if (isnan(b) || isinf(b)) continue;
+            float mids[3];
+            mids[0] = a + (b - a) * 0.5f;
+            mids[1] = nextafterf(mids[0], 0.0f);
+            mids[2] = nextafterf(mids[0], INFINITY);
+            for (int k = 0; k < 3; k++) {
+                uint8_t r = e4 ? f32_to_fp8_e4m3(mids[k]) : f32_to_fp8_e5m2(mids[k]);
+                CHECKF(rtn_fp8_encode(mids[k], e4) == r, "mid e4=%d %a: %02x vs %02x", e4, mids[k], rtn_fp8_encode(mids[k], e4), r);
+                CHECK(rtn_fp8_encode(-mids[k], e4) == (e4 ? f32_to_fp8_e4m3(-mids[k]) : f32_to_fp8_e5m2(-mids[k])));
+            }
+        }
+        float sp[] = {0.0f, -0.0f, 1e-30f, -1e-30f, INFINITY, -INFINITY, NAN, 1e30f, 448.0f, 464.0f, 57344.0f, 61440.0f};
+        for (size_t k = 0; k < sizeof sp / sizeof sp[0]; k++) {
+            uint8_t r = e4 ? f32_to_fp8_e4m3(sp[k]) : f32_to_fp8_e5m2(sp[k]);
+            CHECKF(rtn_fp8_encode(sp[k], e4) == r, "special e4=%d %g", e4, sp[k]);
+        }
+    }
+}
+
 /* Checks every bound of one quantization of W under p. */
 static void check_rtn(const float *W, int64_t n_out, int64_t n_in, const QParams *p) {
     Err err;
@@ -373,6 +415,7 @@ int main(void) {
     (void)testlib_shared; /* this test needs no shared files */
     test_traits();
     test_fp_edges();
+    test_fast_fp8();
     test_rtn_bounds();
     test_asym_exact();
     test_errors();
