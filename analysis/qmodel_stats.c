@@ -48,6 +48,35 @@ fail:
     return st;
 }
 
+Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, Pool *pool, QStatsFile *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    CalibParams p;
+    calib_params_default(&p);
+    p.samples = samples;
+    p.seqlen = seqlen;
+    p.sensitivity = 0;
+    Status st = calib_run(m, text, len, &p, h_path, pool, NULL, &out->cs, err);
+    if (st) return st;
+    if (h_path && out->cs->has_h) {
+        out->h = calloc(1, sizeof *out->h);
+        if (!out->h) {
+            st = err_set(err, ST_ERR_NOMEM, "%s: H store", h_path);
+            goto fail;
+        }
+        st = hstore_open(out->h, h_path, out->cs->h_id, out->cs->n_layers, out->cs->width, err);
+        if (st) {
+            free(out->h);
+            out->h = NULL;
+            goto fail;
+        }
+    }
+    return ST_OK;
+fail:
+    qstats_close(out);
+    return st;
+}
+
 void qstats_close(QStatsFile *f) {
     if (!f) return;
     if (f->h) {

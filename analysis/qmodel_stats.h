@@ -6,8 +6,10 @@
 #ifndef QS_ANALYSIS_QMODEL_STATS_H
 #define QS_ANALYSIS_QMODEL_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
+#include "core/pool.h"
 #include "core/status.h"
 #include "model/model.h"
 
@@ -24,6 +26,14 @@ typedef struct QStatsFile {
  * checking both against m (a stale file fails with ST_ERR_MISMATCH naming the
  * file and the reason). Caller releases with qstats_close. */
 Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err);
+
+/* Calibrates m on text (len bytes) in memory: `samples` random windows of
+ * `seqlen` tokens (seed 1; analysis/calib.h's defaults otherwise, without the
+ * sensitivity map), H written to h_path (kept open in out->h; the caller
+ * removes the file when done). pool may be NULL. For tests and tools that
+ * need statistics without a stats file. Caller releases with qstats_close. */
+Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, Pool *pool, QStatsFile *out, Err *err);
 
 /* Frees both; safe on a zeroed QStatsFile. */
 void qstats_close(QStatsFile *f);
