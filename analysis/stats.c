@@ -423,6 +423,14 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
 
 /* === H store === */
 
+size_t hstore_ram_limit(void) {
+    const char *e = getenv("QS_H_RAM_MB");
+    if (e && *e) return (size_t)strtoull(e, NULL, 10) << 20;
+    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || ps <= 0) return 0;
+    return (size_t)pages * (size_t)ps / 4;
+}
+
 size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]) {
     size_t per = 0;
     for (int t = 0; t < HSTORE_TAPS; t++) {
@@ -477,7 +485,9 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
         hstore_close(hs);
         return st;
     }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hs->fd, 0);
+    hs->in_ram = bytes <= hstore_ram_limit();
+    void *p = hs->in_ram ? mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                         : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hs->fd, 0);
     if (p == MAP_FAILED) {
         Status st = err_set(err, ST_ERR_IO, "%s: cannot map %zu bytes: %s", path, bytes, strerror(errno));
         hstore_close(hs);
@@ -519,12 +529,19 @@ static uint64_t get_u64(const unsigned char *p) {
 
 Status hstore_finish(HStore *hs, uint64_t id, const char *final_path, Err *err) {
     ASSERT(hs->writable);
+    /* Mirror in 64x64 tiles: a plain column walk of a 5632-wide matrix
+     * misses the cache on every element. */
+    enum { TILE = 64 };
     for (int64_t l = 0; l < hs->n_layers; l++)
         for (int t = 0; t < HSTORE_TAPS; t++) {
             double *H = hstore_matrix(hs, l, t);
             int64_t w = hs->width[t];
-            for (int64_t i = 0; i < w; i++)
-                for (int64_t k = 0; k < i; k++) H[i * w + k] = H[k * w + i];
+            for (int64_t i0 = 0; i0 < w; i0 += TILE)
+                for (int64_t k0 = 0; k0 <= i0; k0 += TILE) {
+                    int64_t i1 = i0 + TILE < w ? i0 + TILE : w, k1 = k0 + TILE < w ? k0 + TILE : w;
+                    for (int64_t i = i0; i < i1; i++)
+                        for (int64_t k = k0; k < k1 && k < i; k++) H[i * w + k] = H[k * w + i];
+                }
         }
     hs->id = id;
     unsigned char *h = hs->map;
@@ -535,8 +552,20 @@ Status hstore_finish(HStore *hs, uint64_t id, const char *final_path, Err *err) 
     put_u64(h + 16, (uint64_t)hs->n_layers);
     for (int t = 0; t < HSTORE_TAPS; t++) put_u64(h + 24 + 8 * t, (uint64_t)hs->width[t]);
     put_u64(h + 56, (uint64_t)hs->n_rows);
-    if (msync(hs->map, hs->bytes, MS_SYNC) != 0)
-        return err_set(err, ST_ERR_IO, "%s: msync: %s", hs->path, strerror(errno));
+    /* No msync: the file is a cache, the page cache serves readers at once,
+     * and forcing 1-40 GB to disk here would cost more than the pass. */
+    if (hs->in_ram) {
+        size_t done = 0;
+        while (done < hs->bytes) {
+            size_t chunk = hs->bytes - done < ((size_t)1 << 28) ? hs->bytes - done : ((size_t)1 << 28);
+            ssize_t w = pwrite(hs->fd, hs->map + done, chunk, (off_t)done);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0)
+                return err_set(err, ST_ERR_IO, "%s: write at offset %zu: %s", hs->path, done,
+                               w < 0 ? strerror(errno) : "short write");
+            done += (size_t)w;
+        }
+    }
     if (final_path && strcmp(final_path, hs->path) != 0) {
         if (rename(hs->path, final_path) != 0)
             return err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", hs->path, final_path, strerror(errno));

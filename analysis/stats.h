@@ -154,8 +154,12 @@ double tapstats_act_rel_err(const TapStats *ts, ActFmt f, ActMode m);
 
 /* === H = XᵀX store ===
  * One float64 (w, w) matrix per (layer, linear input) for the four projection
- * inputs (TAP_QKV .. TAP_DOWN), in a file mapped MAP_SHARED so the OS pages it
- * to disk instead of holding it in RAM. File layout (little-endian): a
+ * inputs (TAP_QKV .. TAP_DOWN). While accumulating, the matrices live in
+ * anonymous memory when they fit in hstore_ram_limit() and are written to the
+ * file at hstore_finish; larger ones are accumulated directly in the file
+ * mapped MAP_SHARED, so the OS pages them to disk instead of holding them in
+ * RAM (every update then dirties the mapping, which costs disk writeback:
+ * measured in BENCHMARKS.md). Readers (hstore_open) always map the file. File layout (little-endian): a
  * HSTORE_HEADER-byte header — "QSH6", u32 version, u64 id, i64 n_layers,
  * i64 width[4], i64 n_rows, then zeros — followed by the matrices in
  * (layer, tap) order, each full (both triangles) after hstore_finish.
@@ -171,6 +175,7 @@ typedef struct HStore {
     unsigned char *map;      /* (bytes) */
     size_t bytes;
     int writable;
+    int in_ram;              /* accumulating in anonymous memory, file written at finish */
     int64_t n_layers;
     int64_t width[HSTORE_TAPS];
     int64_t n_rows;          /* rows folded in (each tap sees every row) */
@@ -178,6 +183,10 @@ typedef struct HStore {
     double *xd;              /* (max_T, max width) float64 staging for dsyrk */
     int64_t max_T;
 } HStore;
+
+/* Bytes of H accumulated in RAM rather than through the file mapping:
+ * env QS_H_RAM_MB (MiB) if set, else a quarter of physical memory. */
+size_t hstore_ram_limit(void);
 
 /* Returns the file size for these dimensions (0 on size_t overflow). */
 size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]);

@@ -116,6 +116,29 @@ int main(int argc, char **argv) {
     printf("calib, statistics + H (%.0f MB): %8.3f s  %8.1f tok/s  (+%.0f%% vs ppl forward, +%.0f%% vs no-logits)\n",
            (double)calib_h_bytes(m) / 1e6, t_full, tok / t_full, 100 * (t_full / t_logits - 1),
            100 * (t_full / t_plain - 1));
+    /* H alone: the same dsyrk updates on random rows of the same shapes. */
+    {
+        const ModelConfig *c = &m->cfg;
+        const int64_t w[HSTORE_TAPS] = {c->dim, c->n_heads * c->head_dim, c->dim, c->hidden_dim};
+        float *x = malloc(sizeof(float) * (size_t)(seqlen * c->hidden_dim));
+        for (int64_t i = 0; i < seqlen * c->hidden_dim; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+        HStore hs;
+        double t0 = now();
+        CHECK_OK(hstore_create(&hs, hpath, c->n_layers, w, seqlen, &err), err);
+        double t1 = now();
+        for (int64_t i = 0; i < ns; i++)
+            for (int64_t l = 0; l < c->n_layers; l++)
+                for (int t = 0; t < HSTORE_TAPS; t++) hstore_add(&hs, l, t, x, seqlen);
+        double t2 = now();
+        CHECK_OK(hstore_finish(&hs, 1, NULL, &err), err);
+        double t3 = now();
+        hstore_close(&hs);
+        unlink(hpath);
+        free(x);
+        printf("H alone: create %.3f s, dsyrk updates %.3f s (%.1f GFLOP/s double), finish %.3f s\n", t1 - t0,
+               t2 - t1, 1e-9 * (double)ns * (double)seqlen * (double)c->n_layers *
+               (double)(w[0] * w[0] + w[1] * w[1] + w[2] * w[2] + w[3] * w[3]) / (t2 - t1), t3 - t2);
+    }
     free(toks);
     free(seqs);
     free(text);

@@ -281,6 +281,7 @@ static void test_hstore(void) {
     err_init(&err);
     HStore hs;
     CHECK_OK(hstore_create(&hs, path, L, width, T, &err), err);
+    CHECK(hs.in_ram == (getenv("QS_H_RAM_MB")[0] != '0'));
     CHECK(hs.bytes == hstore_bytes(L, width) && hs.bytes == HSTORE_HEADER + 2 * (3 * 576 + 4900) * 8);
     float *X[3];
     for (int b = 0; b < 3; b++) {
@@ -352,7 +353,11 @@ int main(void) {
     test_streaming(NULL, NULL);
     test_thread_independence();
     test_moments_merge();
+    setenv("QS_H_RAM_MB", "0", 1); /* accumulate through the file mapping */
     test_hstore();
+    setenv("QS_H_RAM_MB", "64", 1); /* in RAM, written at finish */
+    test_hstore();
+    unsetenv("QS_H_RAM_MB");
     test_blas_twins();
     return testlib_done("test_stats");
 }
