@@ -210,7 +210,7 @@ static void draw_title(const App *a, const Layout *l) {
         char q[48] = "";
         if (jv.n_queued) snprintf(q, sizeof q, "  +%d queued (%s)", jv.n_queued, jv.queued[0]);
         char what[112];
-        if (!jv.stage[0] || strcmp(jv.stage, jv.label) == 0) snprintf(what, sizeof what, "%s", jv.label);
+        if (!jv.stage[0] || strncmp(jv.label, jv.stage, strlen(jv.stage)) == 0) snprintf(what, sizeof what, "%s", jv.label);
         else snprintf(what, sizeof what, "%s (%s)", jv.label, jv.stage);
         snprintf(right, sizeof right, "%s %lld/%lld ETA %s%s ", what, (long long)jv.done, (long long)jv.total, eta, q);
         bar_w = l->cols >= 100 ? 16 : 10;
@@ -273,7 +273,7 @@ static void help_line(void *user, const char *line, int heading) {
 }
 
 static void draw_help(const App *a, const Layout *l) {
-    Rect rc = {2, 2, l->cols - 4, l->rows - 4};
+    Rect rc = l->body;
     draw_box(&rc, "Keys (generated from the bindings table) - Esc or ? closes, arrows scroll");
     HelpCtx h = {.rc = rc, .y = rc.y + 1, .skip = (int)a->help_scroll};
     keys_help(a->view, help_line, &h);

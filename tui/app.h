@@ -35,7 +35,7 @@ enum { R_NONE = 0, R_REDRAW = 1, R_QUIT = 2, R_UNHANDLED = 4 };
 typedef struct LogLine {
     time_t when;
     char what[24];           /* "calibrate", "evaluate", "preset", "edit", ... */
-    char text[232];          /* settings / outcome */
+    char text[480];          /* settings / outcome */
 } LogLine;
 
 struct CalibStats;

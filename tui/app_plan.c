@@ -202,6 +202,11 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     EvalJob *j = arg;
     App *a = ctx;
     if (a->live_eval == j) a->live_eval = NULL;
+    if (!j->have_res && st == ST_ERR_CANCELLED) {
+        app_msg(a, 0, "evaluation of '%s' cancelled before its first chunk", j->label);
+        app_log(a, "evaluate", "%s: cancelled before its first chunk", j->label);
+        return;
+    }
     if (!j->have_res) {
         app_msg(a, 1, "evaluation of '%s' failed: %s: %s", j->label, status_message(st), err->detail);
         app_log(a, "evaluate", "%s: failed: %s: %s", j->label, status_message(st), err->detail);

@@ -126,12 +126,18 @@ int keys_help(ViewId v, void (*fn)(void *user, const char *line, int heading), v
         else snprintf(line, sizeof line, "%s view keys", view_title(v));
         fn(user, line, 1);
         lines++;
+        int any = 0;
         for (const Binding *b = table; b->action != AC_NONE; b++) {
             if (!b->key_name || !b->help) continue;
             int mine = pass == 0 ? b->views == VIEWS_ALL : (b->views & VIEW_BIT(v)) != 0;
             if (!mine) continue;
             snprintf(line, sizeof line, "  %-10s %s", b->key_name, b->help);
             fn(user, line, 0);
+            lines++;
+            any++;
+        }
+        if (pass == 1 && !any) {
+            fn(user, "  (none besides the global keys)", 0);
             lines++;
         }
     }

@@ -111,18 +111,30 @@ static void log_draw(const App *a, const Layout *l) {
         localtime_r(&ln->when, &tm);
         char t[16];
         strftime(t, sizeof t, "%H:%M:%S", &tm);
-        /* Wrap long settings over continuation lines. */
+        /* Wrap long settings over continuation lines, at spaces where possible. */
         const char *s = ln->text;
         int tw = r->w - 2 - 22;
         if (tw < 10) tw = 10;
         draw_text(y, r->x + 1, 20, C_DIM, "%-8s  %-10s", t, ln->what);
         do {
-            int n = draw_str(y++, r->x + 23, tw, C_NORMAL, s);
-            /* advance n code points */
-            for (int k = 0; k < n && *s; k++) {
-                s++;
-                while (*s && ((unsigned char)*s & 0xC0) == 0x80) s++;
+            int len = (int)strlen(s), cut = len;
+            if (draw_width(s) > tw) {
+                /* byte offset of the tw-th code point, then back to a space */
+                int k = 0, cols = 0;
+                while (s[k] && cols < tw) {
+                    k++;
+                    while (s[k] && ((unsigned char)s[k] & 0xC0) == 0x80) k++;
+                    cols++;
+                }
+                cut = k;
+                while (cut > 0 && s[cut] != ' ') cut--;
+                if (cut == 0) cut = k;
             }
+            char part[512];
+            snprintf(part, sizeof part, "%.*s", cut, s);
+            draw_str(y++, r->x + 23, tw, C_NORMAL, part);
+            s += cut;
+            while (*s == ' ') s++;
         } while (*s && y < r->y + 1 + vis);
     }
 }

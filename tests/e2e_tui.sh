@@ -1,0 +1,211 @@
+#!/bin/sh
+# The workbench end to end in tmux: open stories260K in a 100x30 window,
+# calibrate, read the activation heat map (rows, columns, legend ticks, and
+# the max|x| of every down cell against `qscope report`), make a plan with one
+# projection fp16 and the rest int4, evaluate it, and check the PPL on screen
+# equals what `qscope eval` prints for the plan file the TUI wrote; then the
+# same screens at 80x24 after a resize, a too-small window, help, quit with a
+# job running (asks), and SIGTERM restoring the terminal.
+# Skips (exit 0) when tmux is not installed. Private tmux socket, always killed.
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "e2e_tui: SKIPPED: tmux is not installed"
+  exit 0
+fi
+case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
+case $M in /*) ;; *) M=$(pwd)/$M ;; esac
+case $T in /*) ;; *) T=$(pwd)/$T ;; esac
+tmp=$(mktemp -d)
+SOCK=qscope-e2e-$$
+tm() { tmux -L "$SOCK" "$@"; }
+cleanup() { tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+
+fail() {
+  echo "e2e_tui: $*" >&2
+  echo "--- last screen:" >&2
+  tm capture-pane -p -t e2e >&2 2>/dev/null || true
+  exit 1
+}
+screen() { tm capture-pane -p -t e2e; }
+# wait_for TEXT [SECONDS]: polls the screen until it shows TEXT.
+wait_for() {
+  n=$(( ${2:-10} * 10 ))
+  while [ "$n" -gt 0 ]; do
+    if screen 2>/dev/null | grep -qF -- "$1"; then return 0; fi
+    sleep 0.1
+    n=$((n - 1))
+  done
+  fail "timed out waiting for '$1'"
+}
+has() { screen | grep -qF -- "$1" || fail "screen lacks '$1'"; }
+lacks() { if screen | grep -qF -- "$1"; then fail "screen shows '$1'"; fi; }
+keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
+
+export XDG_CACHE_HOME="$tmp/cache" LC_ALL=C.UTF-8
+t0=$(date +%s)
+tm -f /dev/null new-session -d -s e2e -x 100 -y 30 \
+  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --threads 2 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+wait_for "1 Model" 15
+has "stories260K-f32.gguf"
+has "layers 5"
+has "calibration: none yet - press c"
+has "plan: fp16: 16.00 bpw"
+
+# Activations before calibration say what to run, no numbers.
+keys 2
+wait_for "No calibration yet - press c"
+lacks "L0 "
+
+# Calibrate in the background; the title shows the job, the screen stays live.
+keys c
+wait_for "calibrated in" 30
+has "16 seqs x"
+
+# The heat map: layer rows, the projection-input columns, legend with ticks.
+for l in L0 L1 L2 L3 L4; do has " $l "; done
+for c in qkv gate_up down resid; do has "$c"; done
+has "max|x| (m) per layer and input"
+has "log scale"
+screen | grep -A2 "log scale" | tail -1 | grep -qE '[0-9]' || fail "legend has no tick labels"
+stats=$(ls "$tmp"/cache/qscope/stats-*.qss)
+"$Q" report --stats "$stats" --what spikes --json >"$tmp/spikes.json"
+# Every down cell shows report's max|x| (heat_fmt: 2 decimals below 10, 1 below 100).
+for l in 0 1 2 3 4; do
+  mx=$(tr '\n' ' ' <"$tmp/spikes.json" | sed 's/},/}\n/g' | grep "\"layer\": $l, \"proj\": \"down\"" |
+       sed -n 's/.*"max": \([0-9.e+-]*\).*/\1/p' | head -1)
+  [ -n "$mx" ] || fail "report has no layer $l down"
+  want=$(awk -v v="$mx" 'BEGIN { if (v < 9.995) printf "%.2f", v; else printf "%.1f", v }')
+  screen | grep " L$l " | grep -qF " $want" || fail "L$l down shows no $want (report max $mx)"
+done
+# Side panel: the cursor cell's numbers; drill-down and back.
+has "max/median"
+keys l l l Enter
+wait_for "channels, Esc back"
+has "|x| histogram"
+has "token"
+keys Escape
+wait_for "log scale"
+
+# Sensitivity has its map now.
+keys 3
+wait_for "output error, int4"
+
+# Plan: preset int4-rtn, then L4.down back to fp16.
+keys 4
+wait_for "Plan: fp16"
+keys p
+wait_for "Preset (Enter applies"
+n=0
+while ! screen | grep -qF "> int4-rtn"; do
+  keys j; n=$((n + 1)); [ $n -lt 20 ] || fail "int4-rtn not in the preset list"
+done
+keys Enter
+wait_for "Plan: int4-rtn"
+has "I4a/oc64"
+has "I4a/oc4"
+keys G l l l l l l
+wait_for "[I4a/oc4]"
+n=0
+while ! screen | grep -qF "[F16]"; do
+  keys f; n=$((n + 1)); [ $n -lt 12 ] || fail "f never reached F16"
+done
+has "int4-rtn +"
+has "% of fp16"
+# undo / redo of that run of edits
+keys u
+wait_for "undone"
+keys C-r
+wait_for "redone"
+has "[F16]"
+
+# Evaluate and compare with the CLI on the plan file the TUI wrote.
+keys e
+keys 5
+wait_for "#1 int4-rtn" 60
+has "PPL"
+has "Pareto"
+ctx=$(screen | sed -n 's/.*settings: ctx \([0-9]*\),.*/\1/p' | head -1)
+[ -n "$ctx" ] || fail "no ctx in the settings line"
+tui_ppl=$(screen | awk '$1 == "1" && $2 == "int4-rtn" { print $4; exit }')
+[ -n "$tui_ppl" ] || fail "no PPL in the results table"
+plan=$(ls "$tmp"/cache/qscope/plans/eval1-*.json)
+"$Q" eval "$M" --plan "$plan" --text "$T" --ctx "$ctx" --no-speed --json >"$tmp/eval.json" 2>"$tmp/eval.err" ||
+  { cat "$tmp/eval.err" >&2; fail "qscope eval failed"; }
+cli_ppl=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$tmp/eval.json" | head -1)
+want=$(awk -v v="$cli_ppl" 'BEGIN { printf "%.4f", v }')
+[ "$tui_ppl" = "$want" ] || fail "TUI PPL $tui_ppl != qscope eval $want"
+grep -q '"4.down"' "$plan" || fail "plan file has no rule for the fp16 cell 4.down"
+
+# Resize to 80x24: every view still draws.
+tm resize-window -t e2e -x 80 -y 24
+sleep 0.3
+has "1 Model"
+has "#1 int4-rtn"
+keys 2
+wait_for "log scale"
+has " L4 "
+has "down"
+keys 4
+wait_for "[F16]"
+has "budget"
+keys 3
+wait_for "output error"
+keys 6
+wait_for "evaluate"
+has "calibrate"
+# Too small, then back.
+tm resize-window -t e2e -x 70 -y 20
+wait_for "too small"
+tm resize-window -t e2e -x 100 -y 30
+wait_for "6 Log"
+# Help is generated from the key table.
+keys '?'
+wait_for "Global keys"
+has "Log view keys"
+keys Escape
+lacks "Global keys"
+
+# q with a job running asks first; n keeps going; Esc cancels the job.
+keys c
+keys q
+wait_for "Quit anyway? y/n"
+keys n
+wait_for "not quitting"
+keys Escape
+sleep 0.5
+keys q
+n=0
+while [ ! -s "$tmp/exit" ]; do
+  sleep 0.1; n=$((n + 1))
+  if [ $n -eq 30 ]; then keys y; fi
+  [ $n -lt 100 ] || fail "qscope did not exit on q"
+done
+grep -q "exit=0" "$tmp/exit" || fail "qscope exited with $(cat "$tmp/exit")"
+
+# 80x24 from the start, then SIGTERM: the handler only sets a flag, the main
+# loop restores the terminal and says so.
+tm kill-session -t e2e
+rm -f "$tmp/exit"
+tm new-session -d -s e2e -x 80 -y 24 \
+  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C '$Q' '$M' --text '$T' --threads 1 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+wait_for "1 Model" 15
+has "calibration: 16 seqs x"   # reopened from the cache
+keys 2
+wait_for "log scale"
+has "#####"                    # ASCII shading without a UTF-8 locale
+lacks "$(printf '\342\226\210')"  # no U+2588 full block
+shell=$(tm display-message -p -t e2e '#{pane_pid}')
+pid=$(pgrep -P "$shell" || true)
+[ -n "$pid" ] || fail "no qscope process"
+kill -TERM "$pid"
+n=0
+while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 50 ] || fail "no exit after SIGTERM"; done
+grep -q "exit=143" "$tmp/exit" || fail "SIGTERM exit was $(cat "$tmp/exit")"
+grep -q "terminal restored" "$tmp/stderr" || fail "no restore message: $(cat "$tmp/stderr")"
+
+echo "e2e_tui: ok ($(( $(date +%s) - t0 )) s; TUI PPL $tui_ppl = qscope eval $want)"
