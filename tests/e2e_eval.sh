@@ -1,0 +1,89 @@
+#!/bin/sh
+# qscope plan -> eval end to end on stories260K: the plan JSON, eval --json's
+# keys and values (fp16 ~ base; GPTQ below RTN at int4 with calibration), the
+# reference cache, and clear non-zero exits naming the file on bad input.
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+fail() { echo "e2e_eval: $*" >&2; exit 1; }
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 600 "$1")"; }
+num() { sed -n "s/.*\"$2\": \([-0-9.e+]*\).*/\1/p" "$1"; }
+# cmp FILE KEY OP VALUE: awk comparison of the JSON number after "KEY":
+cmp_num() {
+  v=$(num "$1" "$2")
+  [ -n "$v" ] || fail "$1 has no $2"
+  awk -v v="$v" -v r="$4" "BEGIN { exit !(v $3 r) }" || fail "$2 = $v, expected $3 $4"
+}
+
+for c in plan quant eval; do
+  "$Q" $c --help >"$tmp/help" || fail "$c --help exits non-zero"
+  has "$tmp/help" "--preset NAME"
+done
+has "$tmp/help" "spike-aware-w8a8"
+
+# plan -> JSON file
+"$Q" plan "$M" --preset int4-rtn -o "$tmp/int4.json" 2>"$tmp/err" || fail "plan failed: $(cat "$tmp/err")"
+grep -q '"schema_version":[[:space:]]*1,' "$tmp/int4.json" || fail "no schema_version 1"
+grep -q '"name":[[:space:]]*"int4-rtn"' "$tmp/int4.json" || fail "no plan name"
+has "$tmp/err" "note:"            # group 128 does not divide 64/172: fallback printed
+has "$tmp/err" "bits per weight"
+
+# eval --json with every key
+"$Q" eval "$M" --plan "$tmp/int4.json" --text "$T" --ctx 128 --threads 2 --cache "$tmp/cache" --json \
+  >"$tmp/e.json" 2>"$tmp/err" || fail "eval failed: $(cat "$tmp/err")"
+for k in ppl ppl_base kld_mean kld_median kld_p90 kld_p99 kld_max top1_agree bpw bytes prefill_tps decode_tps \
+         chunks tokens_scored notes layer_rel_err seconds; do
+  has "$tmp/e.json" "\"$k\": "
+done
+cmp_num "$tmp/e.json" chunks "==" 14
+cmp_num "$tmp/e.json" tokens_scored "==" 882
+cmp_num "$tmp/e.json" ppl_base ">" 6.84
+cmp_num "$tmp/e.json" ppl_base "<" 6.85
+cmp_num "$tmp/e.json" kld_mean ">" 0
+cmp_num "$tmp/e.json" prefill_tps ">" 0
+ls "$tmp/cache"/evalref-*.bin >/dev/null || fail "no cached reference"
+
+# fp16 by --preset, reference from the cache
+"$Q" eval "$M" --preset fp16 --text "$T" --ctx 128 --threads 2 --cache "$tmp/cache" >"$tmp/out" 2>"$tmp/err" ||
+  fail "eval fp16 failed: $(cat "$tmp/err")"
+has "$tmp/err" "reference from cache"
+has "$tmp/out" "top-1      1.0000"
+"$Q" eval "$M" --preset fp16 --text "$T" --ctx 128 --threads 2 --no-cache --no-speed --json >"$tmp/f.json"
+cmp_num "$tmp/f.json" kld_mean "<" 1e-5
+cmp_num "$tmp/f.json" top1_agree ">=" 0.999
+
+# calibration, then GPTQ beats RTN at int4 (g4 divides 64 and 172)
+"$Q" calib "$M" --text "$T" --samples 16 --seqlen 128 --no-sensitivity -o "$tmp/s.qst" >/dev/null 2>&1 || fail "calib failed"
+for p in int4-rtn int4-gptq; do
+  "$Q" eval "$M" --preset $p --group 4 --stats "$tmp/s.qst" --text "$T" --ctx 128 --no-speed --cache "$tmp/cache" \
+    --json >"$tmp/$p.json" 2>"$tmp/err" || fail "eval $p failed: $(cat "$tmp/err")"
+done
+r=$(num "$tmp/int4-rtn.json" kld_mean); g=$(num "$tmp/int4-gptq.json" kld_mean)
+awk -v r="$r" -v g="$g" 'BEGIN { exit !(g < r) }' || fail "GPTQ KLD $g is not below RTN $r"
+"$Q" eval "$M" --preset spike-aware-w8a8 --stats "$tmp/s.qst" --text "$T" --ctx 128 --no-speed --cache "$tmp/cache" \
+  --json >"$tmp/sa.json" || fail "spike-aware eval failed"
+has "$tmp/sa.json" "spike-aware: top 3 sites"
+"$Q" quant "$M" --preset adadim-int4 --group 4 --stats "$tmp/s.qst" >"$tmp/q.out" || fail "quant failed"
+has "$tmp/q.out" "adadim chose"
+
+# errors: exit non-zero, name the file / the missing input
+if "$Q" eval "$M" --preset int4-gptq --text "$T" --ctx 128 2>"$tmp/err" >/dev/null; then fail "gptq without stats succeeded"; fi
+has "$tmp/err" "needs calibration statistics (H): pass --stats STATS"
+printf '{"schema_version": 1, "rules": [{"pattern": "*.down", "format": "int9"}]}' >"$tmp/bad.json"
+if "$Q" eval "$M" --plan "$tmp/bad.json" --text "$T" --ctx 128 2>"$tmp/err" >/dev/null; then fail "bad plan accepted"; fi
+has "$tmp/err" "$tmp/bad.json: rules[0].format: 'int9' is not a format"
+printf '{"schema_version": 1, "rules": [{"pattern": "40.down", "format": "int8"}]}' >"$tmp/l40.json"
+if "$Q" quant "$M" --plan "$tmp/l40.json" 2>"$tmp/err" >/dev/null; then fail "layer 40 accepted"; fi
+has "$tmp/err" "layer 40"
+if "$Q" eval "$M" --plan "$tmp/missing.json" --text "$T" --ctx 128 2>"$tmp/err" >/dev/null; then fail "missing plan accepted"; fi
+has "$tmp/err" "$tmp/missing.json"
+if "$Q" plan "$M" --preset nope -o "$tmp/x.json" 2>"$tmp/err"; then fail "unknown preset accepted"; fi
+has "$tmp/err" "nope"
+if "$Q" plan "$M" --preset spike-aware-w8a8 2>"$tmp/err" >/dev/null; then fail "spike-aware without stats"; fi
+has "$tmp/err" "--stats"
+echo "e2e_eval: ok"
