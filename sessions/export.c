@@ -436,16 +436,16 @@ static int lc_scheme(const PlanEntry *e, const char *site, char *out, size_t cap
     } else if (e->w.group == 0) strategy = "channel";
     else {
         strategy = "group";
-        snprintf(gs, sizeof gs, "              group_size: %" PRId64 "\n", e->w.group);
+        snprintf(gs, sizeof gs, "            group_size: %" PRId64 "\n", e->w.group);
     }
     int is_gptq = e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ);
     if (e->method == QM_ADADIM) note(rep, sm, EXPORT_APPROX, site, "AdaDim's dimension choice not expressible");
     if (is_gptq) *gptq = 1;
     char ao[64] = "";
-    if (is_gptq && e->gptq.act_order) snprintf(ao, sizeof ao, "              actorder: weight\n");
+    if (is_gptq && e->gptq.act_order) snprintf(ao, sizeof ao, "            actorder: weight\n");
     int n = snprintf(out, cap,
-                     "            weights:\n              num_bits: %d\n              type: %s\n"
-                     "              symmetric: %s\n              strategy: %s\n%s%s              dynamic: false\n",
+                     "          weights:\n            num_bits: %d\n            type: %s\n"
+                     "            symmetric: %s\n            strategy: %s\n%s%s            dynamic: false\n",
                      t->bits, t->is_int ? "int" : "float", e->w.sym || !t->is_int ? "true" : "false", strategy, gs, ao);
     if (e->act != ACT_NONE && n > 0 && (size_t)n < cap) {
         if (e->act == ACT_FP8_E5M2)
@@ -453,8 +453,8 @@ static int lc_scheme(const PlanEntry *e, const char *site, char *out, size_t cap
         if (e->act_skip_first)
             note(rep, sm, EXPORT_APPROX, site, "activation range without token 0 not expressible");
         snprintf(out + n, cap - (size_t)n,
-                 "            input_activations:\n              num_bits: 8\n              type: %s\n"
-                 "              symmetric: true\n              strategy: %s\n              dynamic: %s\n",
+                 "          input_activations:\n            num_bits: 8\n            type: %s\n"
+                 "            symmetric: true\n            strategy: %s\n            dynamic: %s\n",
                  e->act == ACT_INT8 ? "int" : "float", e->act_gran == ACT_PER_TOKEN ? "token" : "tensor",
                  e->act_scale == ACT_DYNAMIC ? "true" : "false");
     }
