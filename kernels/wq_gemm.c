@@ -609,7 +609,8 @@ static void tile_dequant(void *arg, int64_t b, int64_t e, int tid) {
 }
 
 Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
-    if (T <= 2) {
+    /* a few rows: GEMV per row costs less than dequantizing the matrix */
+    if (T <= 3) {
         for (int64_t t = 0; t < T; t++) wq_gemv(m, x + t * m->k, y + t * m->n, pool);
         return ST_OK;
     }
