@@ -17,6 +17,7 @@
 #define KC 512
 #define MC 516 /* a multiple of MR */
 #define NC 256
+#define PF_DIST 64 /* floats ahead that B packing prefetches in each row */
 
 struct GemmWork {
     int n;
@@ -124,8 +125,8 @@ T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n
                 int64_t nk = kc - k < 16 ? kc - k : 16;
                 __m512 r[16];
                 /* Weights come from DRAM: fetch each row's next lines ahead. */
-                for (int64_t i = 0; i < rows && k + 64 < kc; i++)
-                    _mm_prefetch((const char *)(B + (j0 + i) * ldb + k + 64), _MM_HINT_T0);
+                for (int64_t i = 0; i < rows && k + PF_DIST < kc; i++)
+                    _mm_prefetch((const char *)(B + (j0 + i) * ldb + k + PF_DIST), _MM_HINT_T0);
                 if (rows > 0) load_tr16(r, B + j0 * ldb + k, ldb, rows, nk);
                 else
                     for (int i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();

@@ -1,6 +1,7 @@
 /* Our own float32 GEMM for AVX-512 machines: BLIS-style packing (A into
  * 12-row k-major tiles, B into 32-column k-major panels, both by 16x16
- * register transposes) and a 12x32 FMA micro-kernel (24 accumulators). It exists because the
+ * register transposes) and a 12x32 FMA micro-kernel (24 accumulators).
+ * It exists because the
  * OpenBLAS this project links (0.3.21) does not recognise recent Xeons and
  * falls back to SSE3 or, under OPENBLAS_CORETYPE=Haswell, to AVX2 kernels,
  * and because running it on our own pool keeps BLAS threads from competing
