@@ -14,6 +14,10 @@
 #include "core/assert.h"
 #include "kernels/blas.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* Channels per work slice: fixed, so results never depend on the thread count. */
 #define SLICE 64
 
@@ -138,40 +142,117 @@ float act_fmt_qmax(ActFmt f) {
     }
 }
 
-/* Rounds v to mbits mantissa bits (ties to even) with normals from 2^emin
- * down, subnormal steps of 2^(emin - mbits) below, saturating at maxv. */
-static inline float fp8_round(float v, int mbits, float min_normal, float sub_step, float maxv) {
+/* Rounding to nearest even by the 1.5·2^23 trick: exact for |v| < 2^22 in
+ * the default rounding mode, and branch-free (rintf is a libm call on
+ * baseline x86-64). Callers keep |v| small: int8 clamps first, fp8 only
+ * rounds subnormals (|v| < 8 steps) this way. */
+#define RNE_MAGIC 12582912.0f
+
+/* Rounds |v| to mbits mantissa bits (ties to even) with normals from
+ * min_normal up, subnormal steps of sub_step below, saturating at maxv;
+ * branch-free so the SSE2 kernel below can mirror it lane for lane. */
+static inline float fp8_round(float v, int drop, float min_normal, float sub_step, float inv_sub, float maxv) {
     float a = fabsf(v);
-    if (!(a < maxv)) return isnan(v) ? v : copysignf(maxv, v);
-    if (a < min_normal) return rintf(v / sub_step) * sub_step;
+    a = a < maxv ? a : maxv;
     uint32_t b;
-    memcpy(&b, &v, sizeof b);
-    int drop = 23 - mbits;
-    uint32_t half = (1u << (drop - 1)) - 1u + ((b >> drop) & 1u);
-    b = (b + half) & ~((1u << drop) - 1u);
-    float r;
-    memcpy(&r, &b, sizeof r);
-    if (fabsf(r) > maxv) r = copysignf(maxv, v);
-    return r;
+    memcpy(&b, &a, sizeof b);
+    b = (b + ((1u << (drop - 1)) - 1u) + ((b >> drop) & 1u)) & ~((1u << drop) - 1u);
+    float rn;
+    memcpy(&rn, &b, sizeof rn);
+    float rs = ((a * inv_sub + RNE_MAGIC) - RNE_MAGIC) * sub_step;
+    float r = a < min_normal ? rs : rn;
+    r = r < maxv ? r : maxv;
+    return copysignf(r, v);
 }
 
-float fp8_round_e4m3(float v) { return fp8_round(v, 3, 0x1p-6f, 0x1p-9f, 448.0f); }
-float fp8_round_e5m2(float v) { return fp8_round(v, 2, 0x1p-14f, 0x1p-16f, 57344.0f); }
+float fp8_round_e4m3(float v) { return fp8_round(v, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f); }
+float fp8_round_e5m2(float v) { return fp8_round(v, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f); }
 
 float act_quant(ActFmt f, float x, float s, float inv) {
     float v = x * inv;
     switch (f) {
     case ACT_INT8: {
-        float q = rintf(v);
-        if (q > 127.0f) q = 127.0f;
-        if (q < -127.0f) q = -127.0f;
-        return q * s;
+        v = v > 127.0f ? 127.0f : v;
+        v = v < -127.0f ? -127.0f : v;
+        return ((v + RNE_MAGIC) - RNE_MAGIC) * s;
     }
     case ACT_FP8_E4M3: return fp8_round_e4m3(v) * s;
     case ACT_FP8_E5M2: return fp8_round_e5m2(v) * s;
     default: return 0;
     }
 }
+
+void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                     const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            double e = 0;
+            for (int64_t i = 0; i < n; i++) {
+                float d = x[i] - act_quant((ActFmt)f, x[i], s[f][m], inv[f][m]);
+                e += (double)d * d;
+            }
+            err[f][m] += e;
+        }
+}
+
+/* SSE2 is part of the x86-64 baseline: no dispatch needed. Lane for lane the
+ * same operations as act_quant; only the summation order differs (float
+ * partial sums of 4 lanes per call, folded into double). */
+#if defined(__SSE2__)
+static inline __m128 sse_fp8(__m128 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv) {
+    const __m128 sign = _mm_set1_ps(-0.0f), mx = _mm_set1_ps(maxv), mag = _mm_set1_ps(RNE_MAGIC);
+    __m128 a = _mm_min_ps(_mm_andnot_ps(sign, y), mx);
+    __m128i b = _mm_castps_si128(a);
+    __m128i odd = _mm_and_si128(_mm_srli_epi32(b, drop), _mm_set1_epi32(1));
+    b = _mm_add_epi32(b, _mm_add_epi32(_mm_set1_epi32((int)((1u << (drop - 1)) - 1u)), odd));
+    b = _mm_and_si128(b, _mm_set1_epi32((int)~((1u << drop) - 1u)));
+    __m128 rn = _mm_castsi128_ps(b);
+    __m128 rs = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(_mm_mul_ps(a, _mm_set1_ps(inv_sub)), mag), mag), _mm_set1_ps(sub_step));
+    __m128 sel = _mm_cmplt_ps(a, _mm_set1_ps(min_normal));
+    __m128 r = _mm_or_ps(_mm_and_ps(sel, rs), _mm_andnot_ps(sel, rn));
+    r = _mm_min_ps(r, mx);
+    return _mm_or_ps(r, _mm_and_ps(sign, y));
+}
+
+void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                 const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+    int64_t n4 = n & ~(int64_t)3;
+    __m128 acc[ACT_FMT_COUNT][ACT_MODE_COUNT];
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm_setzero_ps();
+    const __m128 mag = _mm_set1_ps(RNE_MAGIC), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
+    for (int64_t i = 0; i < n4; i += 4) {
+        __m128 v = _mm_loadu_ps(x + i);
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            __m128 y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_INT8][m]));
+            y = _mm_max_ps(_mm_min_ps(y, hi), lo);
+            __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(y, mag), mag), _mm_set1_ps(s[ACT_INT8][m]));
+            __m128 d = _mm_sub_ps(v, q);
+            acc[ACT_INT8][m] = _mm_add_ps(acc[ACT_INT8][m], _mm_mul_ps(d, d));
+            y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_FP8_E4M3][m]));
+            q = _mm_mul_ps(sse_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm_set1_ps(s[ACT_FP8_E4M3][m]));
+            d = _mm_sub_ps(v, q);
+            acc[ACT_FP8_E4M3][m] = _mm_add_ps(acc[ACT_FP8_E4M3][m], _mm_mul_ps(d, d));
+            y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_FP8_E5M2][m]));
+            q = _mm_mul_ps(sse_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm_set1_ps(s[ACT_FP8_E5M2][m]));
+            d = _mm_sub_ps(v, q);
+            acc[ACT_FP8_E5M2][m] = _mm_add_ps(acc[ACT_FP8_E5M2][m], _mm_mul_ps(d, d));
+        }
+    }
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            float t[4];
+            _mm_storeu_ps(t, acc[f][m]);
+            err[f][m] += (double)t[0] + (double)t[1] + (double)t[2] + (double)t[3];
+        }
+    if (n4 < n) act_err_row_ref(x + n4, n - n4, s, inv, err);
+}
+#else
+void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                 const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+    act_err_row_ref(x, n, s, inv, err);
+}
+#endif
 
 /* === TapStats === */
 
@@ -300,10 +381,10 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
     TapScratch *sc = j->sc;
     int64_t w = ts->width, T = j->T;
     uint64_t *hist = sc->hist + (size_t)tid * HIST_NBINS;
-    float ts_s[ACT_FMT_COUNT], ts_inv[ACT_FMT_COUNT], td_s[ACT_FMT_COUNT], td_inv[ACT_FMT_COUNT];
+    float sc_s[ACT_FMT_COUNT][ACT_MODE_COUNT], sc_inv[ACT_FMT_COUNT][ACT_MODE_COUNT];
     for (int f = 0; f < ACT_FMT_COUNT; f++) {
-        act_scale((ActFmt)f, j->static_amax, &ts_s[f], &ts_inv[f]);
-        act_scale((ActFmt)f, j->batch_amax, &td_s[f], &td_inv[f]);
+        act_scale((ActFmt)f, j->static_amax, &sc_s[f][ACT_TENSOR_STATIC], &sc_inv[f][ACT_TENSOR_STATIC]);
+        act_scale((ActFmt)f, j->batch_amax, &sc_s[f][ACT_TENSOR_DYNAMIC], &sc_inv[f][ACT_TENSOR_DYNAMIC]);
     }
     for (int64_t s = sb; s < se; s++) {
         int64_t c0 = s * SLICE, c1 = c0 + SLICE < w ? c0 + SLICE : w, nc = c1 - c0;
@@ -333,11 +414,7 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
         float thr = j->top_thr;
         for (int64_t r = 0; r < T; r++) {
             const float *row = j->x + r * w;
-            float tk_s[ACT_FMT_COUNT], tk_inv[ACT_FMT_COUNT];
-            double rref = 0, rerr[ACT_FMT_COUNT][ACT_MODE_COUNT];
-            memset(rerr, 0, sizeof rerr);
-            if (ts->has_act)
-                for (int f = 0; f < ACT_FMT_COUNT; f++) act_scale((ActFmt)f, sc->row_amax[r], &tk_s[f], &tk_inv[f]);
+            double rref = 0;
             for (int64_t c = c0; c < c1; c++) {
                 float x = row[c];
                 double d = (double)x - mu, d2 = d * d;
@@ -356,19 +433,15 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
                         if (kth > thr) thr = kth;
                     }
                 }
-                if (ts->has_act) {
-                    rref += (double)x * x;
-                    for (int f = 0; f < ACT_FMT_COUNT; f++) {
-                        float e0 = x - act_quant((ActFmt)f, x, ts_s[f], ts_inv[f]);
-                        float e1 = x - act_quant((ActFmt)f, x, td_s[f], td_inv[f]);
-                        float e2 = x - act_quant((ActFmt)f, x, tk_s[f], tk_inv[f]);
-                        rerr[f][ACT_TENSOR_STATIC] += (double)e0 * e0;
-                        rerr[f][ACT_TENSOR_DYNAMIC] += (double)e1 * e1;
-                        rerr[f][ACT_TOKEN_DYNAMIC] += (double)e2 * e2;
-                    }
-                }
+                rref += (double)x * x;
             }
             if (ts->has_act) {
+                double rerr[ACT_FMT_COUNT][ACT_MODE_COUNT];
+                memset(rerr, 0, sizeof rerr);
+                for (int f = 0; f < ACT_FMT_COUNT; f++) {
+                    act_scale((ActFmt)f, sc->row_amax[r], &sc_s[f][ACT_TOKEN_DYNAMIC], &sc_inv[f][ACT_TOKEN_DYNAMIC]);
+                }
+                act_err_row(row + c0, nc, sc_s, sc_inv, rerr);
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
                     if (m == ACT_TENSOR_STATIC && j->static_amax <= 0) continue;
                     acc->ref[m] += rref;

@@ -100,6 +100,16 @@ float act_fmt_qmax(ActFmt f);
 /* Quantize-dequantize x with scale s (inv = 1/s, or 0 when s == 0). */
 float act_quant(ActFmt f, float x, float s, float inv);
 
+/* Adds Σ(x_i - Q(x_i))² over n values to err[f][m] for every format f and
+ * mode m, with scale s[f][m] and inverse inv[f][m] (0 when the scale is 0).
+ * act_err_row is the SSE2 kernel (x86-64 baseline); act_err_row_ref the
+ * scalar twin: elementwise identical, sums differ only by summation order
+ * (float lanes folded into double: relative 1e-6). */
+void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                 const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
+void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                     const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
+
 /* Round v to the nearest fp8 value (ties to even), saturating at ±max;
  * equals fp8_*_to_f32(f32_to_fp8_*(v)) for finite v (fast bit form). */
 float fp8_round_e4m3(float v);

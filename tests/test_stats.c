@@ -64,6 +64,32 @@ static void test_fp8_round(void) {
     CHECK(fp8_round_e5m2(1e6f) == 57344.0f);
 }
 
+static void test_act_err_twins(void) {
+    for (int trial = 0; trial < 200; trial++) {
+        int64_t n = 1 + (int64_t)(rnd() * 70);
+        float x[80];
+        for (int64_t i = 0; i < n; i++) x[i] = gauss() * (float)ldexp(1.0, (int)(rnd() * 30) - 15);
+        float s[ACT_FMT_COUNT][ACT_MODE_COUNT], inv[ACT_FMT_COUNT][ACT_MODE_COUNT];
+        for (int f = 0; f < ACT_FMT_COUNT; f++)
+            for (int m = 0; m < ACT_MODE_COUNT; m++) {
+                float amax = (float)ldexp(rnd() + 0.5, (int)(rnd() * 30) - 15); /* often saturating */
+                if (trial % 17 == 0 && m == 0) amax = 0;
+                s[f][m] = amax > 0 ? amax / act_fmt_qmax((ActFmt)f) : 0;
+                inv[f][m] = amax > 0 ? act_fmt_qmax((ActFmt)f) / amax : 0;
+            }
+        double a[ACT_FMT_COUNT][ACT_MODE_COUNT] = {{0}}, b[ACT_FMT_COUNT][ACT_MODE_COUNT] = {{0}};
+        act_err_row(x, n, s, inv, a);
+        act_err_row_ref(x, n, s, inv, b);
+        for (int f = 0; f < ACT_FMT_COUNT; f++)
+            for (int m = 0; m < ACT_MODE_COUNT; m++)
+                CHECKF(fabs(a[f][m] - b[f][m]) <= 2e-6 * b[f][m] + 1e-30, "n %lld f %d m %d: %g vs %g",
+                       (long long)n, f, m, a[f][m], b[f][m]);
+    }
+    /* int8 rounding: ties to even, saturation */
+    CHECK(act_quant(ACT_INT8, 2.5f, 1.0f, 1.0f) == 2.0f && act_quant(ACT_INT8, 3.5f, 1.0f, 1.0f) == 4.0f);
+    CHECK(act_quant(ACT_INT8, -300.0f, 1.0f, 1.0f) == -127.0f && act_quant(ACT_INT8, 5.0f, 0.0f, 0.0f) == 0.0f);
+}
+
 /* Reference: everything recomputed from the full data set. */
 static void test_streaming(Pool *pool, TapStats *out_copy) {
     enum { W = 150, NB = 5, K = 16 };
@@ -350,6 +376,7 @@ int main(void) {
     (void)testlib_shared; /* no shared files needed here */
     test_hist_bins();
     test_fp8_round();
+    test_act_err_twins();
     test_streaming(NULL, NULL);
     test_thread_independence();
     test_moments_merge();
