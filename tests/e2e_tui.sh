@@ -129,8 +129,8 @@ keys 5
 wait_for "#1 int4-rtn" 60
 has "PPL"
 has "Pareto"
-ctx=$(screen | sed -n 's/.*settings: ctx \([0-9]*\),.*/\1/p' | head -1)
-[ -n "$ctx" ] || fail "no ctx in the settings line"
+ctx=$(screen | sed -n 's/^ *ctx \([0-9]*\),.*/\1/p' | head -1)
+[ -n "$ctx" ] || fail "no ctx in the evaluation settings line"
 tui_ppl=$(screen | awk '$1 == "1" && $2 == "int4-rtn" { print $4; exit }')
 [ -n "$tui_ppl" ] || fail "no PPL in the results table"
 plan=$(ls "$tmp"/cache/qscope/plans/eval1-*.json)

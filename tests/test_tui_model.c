@@ -66,6 +66,7 @@ static void test_heat(void) {
     CHECK(strcmp(heat_fmt(12.34, b, sizeof b), "12.3") == 0);
     CHECK(strcmp(heat_fmt(1234567.0, b, sizeof b), "1.2e6") == 0);
     CHECK(strcmp(heat_fmt(9.8e-4, b, sizeof b), "9.8e-4") == 0);
+    CHECK(strcmp(heat_fmt(0.00177, b, sizeof b), "1.8e-3") == 0 && strcmp(heat_fmt(0.0155, b, sizeof b), "0.0155") == 0);
     CHECK(strcmp(heat_fmt(-2.5e-12, b, sizeof b), "-2.5e-12") == 0);
     CHECK(strcmp(heat_fmt_tick(3.0, b, sizeof b), "3") == 0 && strcmp(heat_fmt_tick(0.01, b, sizeof b), "0.01") == 0);
     CHECK(strcmp(heat_fmt_tick(2.9, b, sizeof b), "2.9") == 0 && strcmp(heat_fmt_tick(1e-5, b, sizeof b), "1.0e-5") == 0);

@@ -114,7 +114,7 @@ char *heat_fmt(double v, char *buf, size_t n) {
     if (isnan(v)) snprintf(buf, n, "-");
     else if (isinf(v)) snprintf(buf, n, v > 0 ? "inf" : "-inf");
     else if (a == 0) snprintf(buf, n, "0");
-    else if (a >= 99999.5 || a < 0.001) {
+    else if (a >= 99999.5 || a < 0.00995) {
         /* "1.2e+06" -> "1.2e6", "9.8e-04" -> "9.8e-4": six columns at most */
         char t[32];
         snprintf(t, sizeof t, "%.1e", v);

@@ -39,7 +39,7 @@ int heat_ticks(const HeatScale *s, double *ticks, int max_ticks);
  * utf8, else " ", ".", ":", "*", "#"; level -1 (missing) is "·" / "-". */
 const char *heat_glyph(int level, int utf8);
 
-/* Formats v compactly in at most 6 columns ("0.0123", "7.33", "105", "1.2e4",
+/* Formats v compactly in at most 6 columns ("0.0123", "7.33", "105", "1.2e4", "9.8e-4",
  * "-" for NaN); writes into buf (n >= 16 advised) and returns buf. */
 char *heat_fmt(double v, char *buf, size_t n);
 

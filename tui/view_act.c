@@ -101,9 +101,8 @@ static void act_side(const App *a, const Rect *s) {
     draw_text(y++, x, w, C_NORMAL, "max/median  %s", heat_fmt(vm_act_value(cs, l, (TapPoint)t, AM_RATIO), b, sizeof b));
     draw_text(y++, x, w, C_NORMAL, "p99.9|x|    %s", heat_fmt(hist_percentile(ts->hist, 0.999, ts->absmax), b, sizeof b));
     draw_text(y++, x, w, C_NORMAL, "kurtosis    %s", heat_fmt(moments_kurtosis(&ts->mom), b, sizeof b));
-    char b2[24];
-    draw_text(y++, x, w, C_NORMAL, "mean / std  %s / %s", heat_fmt(ts->mom.mean, b, sizeof b),
-              heat_fmt(sqrt(moments_variance(&ts->mom)), b2, sizeof b2));
+    draw_text(y++, x, w, C_NORMAL, "mean        %s", heat_fmt(ts->mom.mean, b, sizeof b));
+    draw_text(y++, x, w, C_NORMAL, "std         %s", heat_fmt(sqrt(moments_variance(&ts->mom)), b, sizeof b));
     if (t != TAP_RESID) {
         SpikeScore *sc = NULL;
         int64_t n = 0;
@@ -113,7 +112,7 @@ static void act_side(const App *a, const Rect *s) {
             for (int64_t i = 0; i < n; i++)
                 if (sc[i].layer == l && (int)sc[i].tap == t)
                     draw_text(y++, x, w, sc[i].rank <= SPIKES_DEFAULT_K ? C_WARN : C_NORMAL, "spike rank  %lld of %lld%s",
-                              (long long)sc[i].rank, (long long)n, sc[i].rank <= SPIKES_DEFAULT_K ? " (spike-aware)" : "");
+                              (long long)sc[i].rank, (long long)n, sc[i].rank <= SPIKES_DEFAULT_K ? " (top 3)" : "");
             free(sc);
         }
     }
@@ -152,8 +151,8 @@ static void act_drill(const App *a, const Layout *l) {
     char kk[24];
     if (a->act.topk > 0 && a->act.topk < ts->width) snprintf(kk, sizeof kk, "top %d", a->act.topk);
     else snprintf(kk, sizeof kk, "all");
-    draw_text(r->y + 1, r->x + 1, lw - 2, C_NORMAL, "max|x| per channel: %s, %s (s, t)",
-              a->act.sort_by_value ? "largest first" : "channel order", kk);
+    draw_text(r->y + 1, r->x + 1, lw - 2, C_NORMAL, "max|x| by channel%s, %s (s, t)",
+              a->act.sort_by_value ? "" : " in order", kk);
     int64_t first = a->act.scroll;
     if (first > shown - rows + 1) first = shown - rows + 1;
     if (first < 0) first = 0;

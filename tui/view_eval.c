@@ -39,11 +39,12 @@ static int draw_live(const App *a, const Rect *r) {
             draw_text(y++, x, w, C_NORMAL, "plan %s", sum);
         } else {
             const EvalRow *last = &a->rows[a->n_rows - 1];
-            draw_text(y++, x, w, C_NORMAL, "last: #%lld %s  PPL %.4f  KLD %.5f  (e evaluates the plan in the editor)",
+            draw_text(y++, x, w, C_NORMAL, "last: #%lld %s  PPL %.4f  KLD %.5f",
                       (long long)last->id, last->label, last->ppl, last->kld_mean);
             y++;
         }
-        draw_text(y++, x, w, C_DIM, "settings: %s", a->eval_settings);
+        draw_text(y++, x, w, C_DIM, "%s; sorted by %s (s)", a->eval_settings,
+                  eval_sort_name((EvalSort)a->eval.sort));
         return y - r->y;
     }
     double ppl = le.chunks_done ? le.ppl[le.chunks_done - 1] : NAN, kld = le.chunks_done ? le.kld[le.chunks_done - 1] : NAN;
@@ -54,7 +55,8 @@ static int draw_live(const App *a, const Rect *r) {
                   (long long)le.chunks_done, (long long)le.n_chunks, ppl, kld);
     draw_str(y, x, 10, C_NORMAL, "PPL/chunk");
     spark(y++, x + 10, w - 10, le.ppl, le.chunks_done);
-    draw_text(y++, x, w, C_DIM, "settings: %s", a->eval_settings);
+    draw_text(y++, x, w, C_DIM, "%s; sorted by %s (s)", a->eval_settings,
+              eval_sort_name((EvalSort)a->eval.sort));
     return y - r->y;
 }
 
@@ -76,7 +78,6 @@ static void eval_draw(const App *a, const Layout *l) {
     vm_eval_sort(rows, a->n_rows, (EvalSort)a->eval.sort);
     draw_text(y++, x, w, C_HEADER, "%-2s %-12s %8s %8s %8s %8s %6s %5s %6s %6s", "#", "plan", "PPL", "dPPL", "KLD",
               "KLD p99", "top-1", "bpw", "MB", "tok/s");
-    draw_text(y - 1, x + w - 16, 16, C_DIM, "sort: %s (s)", eval_sort_name((EvalSort)a->eval.sort));
     int table_rows = (r->y + r->h - y) / 2;
     if (table_rows < 3) table_rows = 3;
     int64_t first = layout_scroll(a->n_rows, table_rows, a->eval.sel, 0);

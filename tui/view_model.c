@@ -37,23 +37,23 @@ static void model_draw(const App *a, const Layout *l) {
     char b1[32], b2[32], b3[32];
     draw_text(y++, x, w, C_HEADER, "%s", a->model_name);
     draw_text(y++, x, w, C_NORMAL, "%s  (%s)", m->path, fmts[m->format]);
-    y++;
+    if (r->h > 21) y++;
     draw_text(y++, x, w, C_NORMAL, "arch %s   dim %lld   hidden %lld   layers %lld   heads %lld (kv %lld, head_dim %lld)",
               c->arch, (long long)c->dim, (long long)c->hidden_dim, (long long)c->n_layers, (long long)c->n_heads,
               (long long)c->n_kv_heads, (long long)c->head_dim);
     fmt_count(model_param_count(m), b1, sizeof b1);
-    draw_text(y++, x, w, C_NORMAL, "vocab %lld   context %lld   rope theta %g (%s pairs)   norm eps %g   tied head: %s",
-              (long long)c->vocab_size, (long long)c->max_seq_len, c->rope_theta,
-              c->rope_style == ROPE_NORM ? "consecutive" : "half", c->norm_eps, c->tied_embeddings ? "yes" : "no");
+    draw_text(y++, x, w, C_NORMAL, "vocab %lld   context %lld   rope theta %g (%s pairs)", (long long)c->vocab_size,
+              (long long)c->max_seq_len, c->rope_theta, c->rope_style == ROPE_NORM ? "consecutive" : "half");
+    draw_text(y++, x, w, C_NORMAL, "norm eps %g   tied output head: %s", c->norm_eps, c->tied_embeddings ? "yes" : "no");
     fmt_bytes(m->file_bytes, b2, sizeof b2);
     fmt_bytes(m->owned_bytes, b3, sizeof b3);
-    draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   converted in memory %s   fingerprint %016llx", b1, b2, b3,
-              (unsigned long long)m->fingerprint);
+    draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   converted in memory %s", b1, b2, b3);
+    draw_text(y++, x, w, C_DIM, "fingerprint %016llx", (unsigned long long)m->fingerprint);
     y++;
     draw_text(y++, x, w, C_HEADER, "%-12s %8s %12s %12s", "tensor kind", "tensors", "parameters", "file bytes");
     KindRow kr[8];
     int nk = vm_model_kinds(m, kr, 8);
-    for (int i = 0; i < nk && y < r->y + r->h - 6; i++) {
+    for (int i = 0; i < nk && y < r->y + r->h - 5; i++) {
         fmt_count(kr[i].params, b1, sizeof b1);
         fmt_bytes(kr[i].bytes, b2, sizeof b2);
         draw_text(y++, x, w, C_NORMAL, "%-12s %8lld %12s %12s", kr[i].kind, (long long)kr[i].n_tensors, b1, b2);

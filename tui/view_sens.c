@@ -92,7 +92,7 @@ static void sens_draw(const App *a, const Layout *l) {
               "tr(dW H dW')/tr(W H W'), relative; H from the calibration");
     GridLayout g;
     Rect gr = {r->x, r->y + 2, r->w, r->h - 2};
-    layout_grid(&g, &gr, nl, PROJ_COUNT, 5, 6, 10, 1, 5, s->row, s->col);
+    layout_grid(&g, &gr, nl, PROJ_COUNT, 5, 9, 11, 1, 5, s->row, s->col);
     int y = gr.y;
     for (int c = 0; c < g.n_vis_cols; c++)
         draw_text(y, gr.x + g.label_w + c * g.cell_w, g.cell_w - 1, C_HEADER, "%*s", g.cell_w - 1,
@@ -137,7 +137,7 @@ static int sens_key(App *a, Action act) {
     }
 }
 
-/* The grid needs the full width below 100 columns: the detail then goes under it. */
-static int sens_wants_side(const App *a, int cols) { return a->cs && a->cs->has_sens && cols >= 100; }
+/* Seven columns of numbers need the full width below 120 columns: the detail then goes under the grid. */
+static int sens_wants_side(const App *a, int cols) { return a->cs && a->cs->has_sens && cols >= 120; }
 
 const ViewOps view_sens_ops = {.draw = sens_draw, .key = sens_key, .side = sens_wants_side};
