@@ -190,6 +190,46 @@ T512 static void kern_12x32(int64_t kc, const float *ap, const float *bp, float 
     }
 }
 
+/* === few rows: dot products straight from B (no packing) ===
+ * For M < SMALL_M (single-token decode) the product is bound by reading B
+ * once; packing it would triple the traffic. Four rows of B at a time against
+ * each row of A (re-read from L1). */
+
+#define SMALL_M 8
+
+T512 static void gemm_small_512(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    int64_t kv = K & ~(int64_t)15;
+    __mmask16 tail = (__mmask16)((1u << (K - kv)) - 1);
+    for (int64_t n = 0; n < N; n += 4) {
+        int64_t nb = N - n < 4 ? N - n : 4;
+        const float *b0 = B + n * ldb, *b1 = nb > 1 ? b0 + ldb : b0, *b2 = nb > 2 ? b0 + 2 * ldb : b0,
+                    *b3 = nb > 3 ? b0 + 3 * ldb : b0;
+        for (int64_t t = 0; t < M; t++) {
+            const float *a = A + t * lda;
+            __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            for (int64_t k = 0; k < kv; k += 16) {
+                __m512 x = _mm512_loadu_ps(a + k);
+                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + k), x, s0);
+                s1 = _mm512_fmadd_ps(_mm512_loadu_ps(b1 + k), x, s1);
+                s2 = _mm512_fmadd_ps(_mm512_loadu_ps(b2 + k), x, s2);
+                s3 = _mm512_fmadd_ps(_mm512_loadu_ps(b3 + k), x, s3);
+            }
+            if (tail) {
+                __m512 x = _mm512_maskz_loadu_ps(tail, a + kv);
+                s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b0 + kv), x, s0);
+                s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b1 + kv), x, s1);
+                s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b2 + kv), x, s2);
+                s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b3 + kv), x, s3);
+            }
+            float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
+                          _mm512_reduce_add_ps(s3)};
+            float *c = C + t * ldc + n;
+            for (int64_t j = 0; j < nb; j++) c[j] = beta != 0.0f ? c[j] + r[j] : r[j];
+        }
+    }
+}
+
 /* === driver === */
 
 T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K, const float *A,
@@ -230,7 +270,8 @@ void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
         sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_512(w, tid, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else gemm_512(w, tid, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -254,7 +295,8 @@ typedef struct {
 
 static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
     GemmJob *j = arg;
-    int64_t n0 = b * NR, n1 = e * NR < j->N ? e * NR : j->N;
+    int64_t unit = j->M < SMALL_M ? 4 : NR;
+    int64_t n0 = b * unit, n1 = e * unit < j->N ? e * unit : j->N;
     gemm_f32_nt(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, j->B + n0 * j->ldb, j->ldb, j->beta,
                 j->C + n0, j->ldc);
 }
@@ -262,5 +304,6 @@ static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
 void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     GemmJob j = {w, M, N, K, lda, ldb, ldc, A, B, C, beta};
-    pool_for(pool, (N + NR - 1) / NR, 1, gemm_pool_part, &j);
+    int64_t unit = M < SMALL_M ? 4 : NR;
+    pool_for(pool, (N + unit - 1) / unit, 1, gemm_pool_part, &j);
 }

@@ -16,9 +16,6 @@
 /* Soft cap on the scores buffer (floats) of the BLAS attention path: heads
  * are batched up to it so one pool_for runs the softmax of many heads. */
 #define ATTN_SCORE_CAP ((int64_t)2 << 20)
-/* Below this many rows the projections go to OpenBLAS (sgemv for decode):
- * packing a whole weight matrix for a handful of rows costs more than it saves. */
-#define OWN_GEMM_MIN_ROWS 8
 
 struct Forward {
     const Model *m;
@@ -305,7 +302,7 @@ static void fwd_swiglu_rows(void *arg, int64_t b, int64_t e, int tid) {
 static void fwd_gemm(Forward *f, int64_t T, int64_t n, int64_t k, const float *x, const float *w,
                      int accumulate, float *y, int64_t ldy) {
     float beta = accumulate ? 1.0f : 0.0f;
-    if (f->gw && T >= OWN_GEMM_MIN_ROWS)
+    if (f->gw)
         gemm_f32_nt_pool(f->pool, f->gw, T, n, k, x, k, w, k, beta, y, ldy);
     else
         sgemm_mul_nt(T, n, k, x, k, w, k, beta, y, ldy);
@@ -376,7 +373,7 @@ static void fwd_attention_heads(void *arg, int64_t b, int64_t e, int tid) {
 
 /* Causal GQA attention of rows [0, T) over the cache of layer l into f->att. */
 static void fwd_attention(Forward *f, int64_t l, int64_t T) {
-    if (f->gw && T >= OWN_GEMM_MIN_ROWS) {
+    if (f->gw) {
         HeadJob j = {f, l, T};
         pool_for(f->pool, f->n_heads, 1, fwd_attention_heads, &j);
         return;
