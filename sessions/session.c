@@ -146,6 +146,9 @@ static Status check_model(Session *s, const cJSON *mo, const char *where, Err *e
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if ((st = get_int(mo, ints[i].k, 0, BIG, 0, ints[i].v, where, "model", err))) return st;
+    const cJSON *tv = jget(mo, "tied_embeddings");
+    if (tv && !cJSON_IsBool(tv)) return err_set(err, ST_ERR_FORMAT, "%s: model.tied_embeddings: expected true/false", where);
+    r->tied_embeddings = cJSON_IsTrue(tv);
     return ST_OK;
 }
 
@@ -340,7 +343,8 @@ static cJSON *model_ref_json(const Model *m, const char *tokenizer) {
              jset_str(mo, "arch", c->arch) && jset_num(mo, "n_layers", (double)c->n_layers) &&
              jset_num(mo, "dim", (double)c->dim) && jset_num(mo, "hidden_dim", (double)c->hidden_dim) &&
              jset_num(mo, "n_heads", (double)c->n_heads) && jset_num(mo, "n_kv_heads", (double)c->n_kv_heads) &&
-             jset_num(mo, "vocab_size", (double)c->vocab_size);
+             jset_num(mo, "vocab_size", (double)c->vocab_size) &&
+             jset(mo, "tied_embeddings", cJSON_CreateBool(c->tied_embeddings != 0));
     if (!ok) {
         cJSON_Delete(mo);
         return NULL;
@@ -916,6 +920,14 @@ Status session_log_action(Session *s, const char *name, const SessionArg *args, 
         }
     }
     return append_action(s, name, ao, err);
+}
+
+Status session_log_action_json(Session *s, const char *name, const cJSON *args, Err *err) {
+    if (!name || !name[0]) return err_set(err, ST_ERR_ARG, "session: an action needs a name");
+    if (args && !cJSON_IsObject(args)) return err_set(err, ST_ERR_ARG, "session: action '%.32s': args not an object", name);
+    cJSON *a = args ? cJSON_Duplicate(args, 1) : cJSON_CreateObject();
+    if (!a) return err_set(err, ST_ERR_NOMEM, "session: action '%.32s'", name);
+    return append_action(s, name, a, err);
 }
 
 static const char *const FIELD_NAMES[PF_NFIELDS] = {"format", "group", "method", "act", "smooth"};

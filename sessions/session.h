@@ -10,7 +10,8 @@
  *   "build": "qscope 2cafcea",             build version that wrote it first
  *   "model": {"path": "m.gguf", "tokenizer": null, "fingerprint": "0123456789abcdef",
  *             "file_bytes": 1185280, "arch": "llama", "n_layers": 5, "dim": 64,
- *             "hidden_dim": 172, "n_heads": 8, "n_kv_heads": 4, "vocab_size": 512},
+ *             "hidden_dim": 172, "n_heads": 8, "n_kv_heads": 4, "vocab_size": 512,
+ *             "tied_embeddings": false},
  *   "calibration": {"text": "t.txt", "text_hash": "…16 hex…", "text_bytes": 3804,
  *                   "samples": 4, "seqlen": 64, "seed": 1, "mode": "random",
  *                   "group": 32, "topk": 16, "sensitivity": true, "stats": "s.stats"},
@@ -79,6 +80,7 @@ typedef struct SessionModelRef {
     int64_t file_bytes;      /* Model.file_bytes */
     char arch[32];
     int64_t n_layers, dim, hidden_dim, n_heads, n_kv_heads, vocab_size;
+    int tied_embeddings;     /* output head shares the embedding */
 } SessionModelRef;
 
 /* Calibration settings (present = 0 until a calibration was recorded). */
@@ -279,6 +281,10 @@ char *session_action_args(const Session *s, int64_t i);
 
 /* Appends an action with the current time and n arguments (copied). */
 Status session_log_action(Session *s, const char *name, const SessionArg *args, int64_t n, Err *err);
+
+/* Appends an action whose arguments are a copy of the JSON object args
+ * (NULL: none); for replay, which re-logs the actions it runs. */
+Status session_log_action_json(Session *s, const char *name, const struct cJSON *args, Err *err);
 
 /* Logs set_rule {plan, pattern, fields, entry} with entry taken from e
  * (plan_json's ENTRY form); plan may be NULL (the current plan). */

@@ -1,0 +1,916 @@
+#include "sessions/replay.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "analysis/eval.h"
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "core/mapfile.h"
+#include "core/pool.h"
+#include "model/model.h"
+#include "quant/plan.h"
+#include "quant/preset.h"
+#include "sessions/plan_json.h"
+#include "sessions/replay_calib.h"
+
+#define REPLAY_MAX_TEXT ((size_t)1 << 31)
+#define REPLAY_MAX_SCRIPT ((size_t)256 << 20)
+
+/* One undo/redo step: a plan as it was before a change. */
+typedef struct Snapshot {
+    char name[64];
+    int existed;
+    Plan plan;
+    char current[64];        /* the current plan at that time ("" = none) */
+} Snapshot;
+
+typedef struct TextBuf {
+    char *path;              /* as given in the action */
+    char *data;
+    size_t len;
+    uint64_t hash;
+} TextBuf;
+
+typedef struct RefEntry {
+    char *text;
+    int64_t ctx, chunks;
+    EvalRef *ref;
+} RefEntry;
+
+typedef struct Replay {
+    const ReplayOpts *o;
+    const char *path;        /* the script (messages, relative paths) */
+    ReplayReport *rep;
+    Model *m;
+    PlanModel pm;
+    Pool *pool;
+    Session *out;
+    QStatsFile sf;
+    int have_stats;
+    Snapshot *undo, *redo;
+    int64_t n_undo, n_redo;
+    TextBuf *texts;
+    int64_t n_texts;
+    RefEntry *refs;
+    int64_t n_refs;
+    int64_t n_calib;
+    const cJSON *rec_results; /* recorded results (session input) or NULL */
+    int64_t n_eval;
+} Replay;
+
+void replay_opts_default(ReplayOpts *o) { memset(o, 0, sizeof *o); }
+
+/* === Report helpers === */
+
+static void add_note(ReplayReport *rep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_note(ReplayReport *rep, const char *fmt, ...) {
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **nn = realloc(rep->notes, (size_t)(rep->n_notes + 1) * sizeof *nn);
+    if (!nn) return;
+    rep->notes = nn;
+    if ((rep->notes[rep->n_notes] = core_strdup(buf))) rep->n_notes++;
+}
+
+static ReplayDiff *add_diff(ReplayReport *rep) {
+    ReplayDiff *nd = realloc(rep->diffs, (size_t)(rep->n_diffs + 1) * sizeof *nd);
+    if (!nd) return NULL;
+    rep->diffs = nd;
+    ReplayDiff *d = &rep->diffs[rep->n_diffs++];
+    memset(d, 0, sizeof *d);
+    d->tol = NAN;
+    return d;
+}
+
+void replay_report_done(ReplayReport *rep) {
+    if (!rep) return;
+    session_free(rep->out);
+    for (int64_t i = 0; i < rep->n_notes; i++) free(rep->notes[i]);
+    free(rep->notes);
+    free(rep->diffs);
+    memset(rep, 0, sizeof *rep);
+}
+
+char *replay_diff_text(const ReplayReport *rep) {
+    size_t cap = 256 + (size_t)rep->n_diffs * 400, n = 0;
+    char *b = malloc(cap);
+    if (!b) return NULL;
+    b[0] = '\0';
+    for (int64_t i = 0; i < rep->n_diffs; i++) {
+        const ReplayDiff *d = &rep->diffs[i];
+        char head[48];
+        if (d->result > 0) snprintf(head, sizeof head, "result %" PRId64 ": ", d->result);
+        else head[0] = '\0';
+        if (isnan(d->tol)) {
+            n += (size_t)snprintf(b + n, cap - n, "  %s%s: %s\n", head, d->what, d->text);
+        } else {
+            double delta = d->replayed - d->recorded;
+            char tol[48];
+            if (d->tol == 0) snprintf(tol, sizeof tol, "must be bit-identical");
+            else snprintf(tol, sizeof tol, "allowed %.3g", d->tol);
+            n += (size_t)snprintf(b + n, cap - n, "  %s%-16s recorded %.17g  replayed %.17g  delta %+.3g (%s)\n", head,
+                                  d->what, d->recorded, d->replayed, delta, tol);
+        }
+        if (n >= cap) break;
+    }
+    return b;
+}
+
+/* === Small helpers === */
+
+static cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static const char *a_str(const cJSON *a, const char *k) {
+    const cJSON *v = jget(a, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Integer argument k of a: absent -> def; otherwise an integer in [lo, hi]. */
+static Status a_int(const cJSON *a, const char *k, int64_t lo, int64_t hi, int64_t def, int64_t *out, Err *err) {
+    const cJSON *v = jget(a, k);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return ST_OK;
+    }
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v);
+        return ST_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
+        v->valuedouble > (double)hi)
+        return err_set(err, ST_ERR_ARG, "argument '%s' must be an integer in [%" PRId64 ", %" PRId64 "]", k, lo, hi);
+    *out = (int64_t)v->valuedouble;
+    return ST_OK;
+}
+
+/* A file named in the script: as given, else relative to the script's directory. */
+static void resolve_path(const Replay *r, const char *p, char *buf, size_t cap) {
+    struct stat sb;
+    snprintf(buf, cap, "%s", p);
+    if (p[0] == '/' || stat(p, &sb) == 0) return;
+    const char *slash = strrchr(r->path, '/');
+    if (!slash) return;
+    char alt[4096];
+    snprintf(alt, sizeof alt, "%.*s/%s", (int)(slash - r->path), r->path, p);
+    if (stat(alt, &sb) == 0) snprintf(buf, cap, "%s", alt);
+}
+
+static Status get_text(Replay *r, const char *path, TextBuf **out, Err *err) {
+    for (int64_t i = 0; i < r->n_texts; i++)
+        if (!strcmp(r->texts[i].path, path)) {
+            *out = &r->texts[i];
+            return ST_OK;
+        }
+    char full[4096];
+    resolve_path(r, path, full, sizeof full);
+    TextBuf t = {0};
+    Status st = file_read_all(full, REPLAY_MAX_TEXT, &t.data, &t.len, err);
+    if (st) return st;
+    t.path = core_strdup(path);
+    TextBuf *nt = realloc(r->texts, (size_t)(r->n_texts + 1) * sizeof *nt);
+    if (!t.path || !nt) {
+        free(t.path);
+        free(t.data);
+        if (nt) r->texts = nt;
+        return err_set(err, ST_ERR_NOMEM, "%s", path);
+    }
+    t.hash = hash_bytes(HASH_SEED, t.data, t.len);
+    r->texts = nt;
+    r->texts[r->n_texts] = t;
+    *out = &r->texts[r->n_texts++];
+    return ST_OK;
+}
+
+/* The plan an action names ("plan" argument, else the current plan). */
+static const char *plan_arg(const Replay *r, const cJSON *a) {
+    const char *p = a_str(a, "plan");
+    return p ? p : session_current_plan(r->out);
+}
+
+/* === Undo / redo over the session's plans === */
+
+static void snap_done(Snapshot *s) { plan_done(&s->plan); }
+
+static Status snap_take(Replay *r, const char *name, Snapshot *s, Err *err) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    const char *cur = session_current_plan(r->out);
+    snprintf(s->current, sizeof s->current, "%s", cur ? cur : "");
+    s->existed = session_find_plan(r->out, name) >= 0;
+    if (s->existed) return session_get_plan(r->out, name, &s->plan, err);
+    plan_init(&s->plan);
+    return ST_OK;
+}
+
+static Status snap_restore(Replay *r, Snapshot *s, Err *err) {
+    Status st;
+    if (s->existed) st = session_set_plan(r->out, s->name, &s->plan, err);
+    else st = session_find_plan(r->out, s->name) >= 0 ? session_delete_plan(r->out, s->name, err) : ST_OK;
+    if (!st) st = session_set_current(r->out, s->current[0] ? s->current : NULL, err);
+    return st;
+}
+
+static Status snap_push(Snapshot **stack, int64_t *n, Snapshot *s, Err *err) {
+    Snapshot *ns = realloc(*stack, (size_t)(*n + 1) * sizeof *ns);
+    if (!ns) {
+        snap_done(s);
+        return err_set(err, ST_ERR_NOMEM, "undo");
+    }
+    *stack = ns;
+    ns[(*n)++] = *s;
+    return ST_OK;
+}
+
+/* Records plan `name` before an edit; clears the redo history. */
+static Status before_edit(Replay *r, const char *name, Err *err) {
+    Snapshot s;
+    Status st = snap_take(r, name, &s, err);
+    if (st) {
+        snap_done(&s);
+        return st;
+    }
+    for (int64_t i = 0; i < r->n_redo; i++) snap_done(&r->redo[i]);
+    r->n_redo = 0;
+    return snap_push(&r->undo, &r->n_undo, &s, err);
+}
+
+static Status undo_redo(Replay *r, int redo, const char **summary, Err *err) {
+    Snapshot **from = redo ? &r->redo : &r->undo, **to = redo ? &r->undo : &r->redo;
+    int64_t *nf = redo ? &r->n_redo : &r->n_undo, *nt = redo ? &r->n_undo : &r->n_redo;
+    if (*nf == 0) {
+        *summary = "nothing to do";
+        return ST_OK;
+    }
+    Snapshot s = (*from)[--*nf], now;
+    Status st = snap_take(r, s.name, &now, err);
+    if (!st) st = snap_restore(r, &s, err);
+    snap_done(&s);
+    if (st) {
+        snap_done(&now);
+        return st;
+    }
+    *summary = redo ? "redone" : "undone";
+    return snap_push(to, nt, &now, err);
+}
+
+/* Stores p as plan `name` after validating it on the model. */
+static Status store_plan(Replay *r, const char *name, const Plan *p, Err *err) {
+    Status st = plan_validate(p, &r->pm, err);
+    if (st) return err_wrap(err, "plan '%.64s'", name);
+    return session_set_plan(r->out, name, p, err);
+}
+
+/* === Actions === */
+
+static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum, size_t cap, Err *err) {
+    const char *text = a_str(a, "text");
+    if (!text) return err_set(err, ST_ERR_ARG, "calibrate needs a 'text' argument");
+    ReplayCalibArgs ca;
+    replay_calib_args_default(&ca);
+    Status st;
+    int64_t v;
+    if ((st = a_int(a, "samples", 1, 1 << 24, -1, &ca.samples, err))) return st;
+    if ((st = a_int(a, "seqlen", 2, 1 << 24, -1, &ca.seqlen, err))) return st;
+    if ((st = a_int(a, "seed", 0, (int64_t)1 << 52, -1, &ca.seed, err))) return st;
+    if ((st = a_int(a, "group", 0, 1 << 20, -1, &ca.group, err))) return st;
+    if ((st = a_int(a, "topk", 1, 1 << 20, -1, &ca.topk, err))) return st;
+    if ((st = a_int(a, "sensitivity", 0, 1, -1, &v, err))) return st;
+    ca.sensitivity = (int)v;
+    ca.mode = a_str(a, "mode");
+    TextBuf *t;
+    if ((st = get_text(r, text, &t, err))) return st;
+    char stats[4096];
+    snprintf(stats, sizeof stats, "%s/replay-%" PRId64 ".stats", r->o->work_dir, ++r->n_calib);
+    qstats_close(&r->sf);
+    r->have_stats = 0;
+    SessionCalib sc;
+    if ((st = replay_calibrate(r->m, text, t->data, t->len, &ca, stats, r->pool, &sc, err))) return st;
+    if ((st = session_set_calib(r->out, &sc, err))) return st;
+    if ((st = qstats_open(stats, r->m, &r->sf, err))) return st;
+    r->have_stats = 1;
+    cJSON_DeleteItemFromObjectCaseSensitive(logged, "stats");
+    cJSON_AddStringToObject(logged, "stats", stats);
+    snprintf(sum, cap, "%" PRId64 " x %" PRId64 " tokens of %s (seed %" PRIu64 ") -> %s", sc.samples, sc.seqlen, text,
+             sc.seed, stats);
+    return ST_OK;
+}
+
+static Status act_load_stats(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
+    const char *p = a_str(a, "stats");
+    if (!p) return err_set(err, ST_ERR_ARG, "load_stats needs a 'stats' argument");
+    char full[4096];
+    resolve_path(r, p, full, sizeof full);
+    qstats_close(&r->sf);
+    r->have_stats = 0;
+    Status st = qstats_open(full, r->m, &r->sf, err);
+    if (st) return st;
+    r->have_stats = 1;
+    SessionCalib sc = *session_calib(r->out);
+    sc.stats = full;
+    if (!sc.present) sc.text = qstats_text_path(r->sf.cs);
+    snprintf(sum, cap, "%s", full);
+    return session_set_calib(r->out, &sc, err);
+}
+
+static Status act_apply_preset(Replay *r, const cJSON *a, cJSON *logged, char *sum, size_t cap, Err *err) {
+    const char *preset = a_str(a, "preset");
+    if (!preset) return err_set(err, ST_ERR_ARG, "apply_preset needs a 'preset' argument");
+    const char *name = a_str(a, "plan");
+    if (!name) name = preset;
+    PresetOpts po;
+    preset_opts_default(&po);
+    Status st;
+    int64_t v;
+    if ((st = a_int(a, "group", 0, 1 << 20, po.group, &po.group, err))) return st;
+    if ((st = a_int(a, "sym", -1, 1, po.sym, &v, err))) return st;
+    po.sym = (int)v;
+    if ((st = a_int(a, "seed", 0, (int64_t)1 << 52, (int64_t)po.seed, &v, err))) return st;
+    po.seed = (uint64_t)v;
+    if ((st = a_int(a, "random_k", 0, 1 << 20, po.random_k, &po.random_k, err))) return st;
+    if ((st = a_int(a, "act_static", 0, 1, po.act_static, &v, err))) return st;
+    po.act_static = (int)v;
+    if ((st = a_int(a, "act_skip_first", 0, 1, po.act_skip_first, &v, err))) return st;
+    po.act_skip_first = (int)v;
+    if ((st = a_int(a, "fix_groups", 0, 1, po.fix_groups, &v, err))) return st;
+    po.fix_groups = (int)v;
+    const cJSON *al = jget(a, "alpha");
+    if (cJSON_IsNumber(al)) po.alpha = (float)al->valuedouble;
+    const char *sf = a_str(a, "spike_format");
+    if (sf) {
+        int f = qformat_parse(sf);
+        if (f < 0) return err_set(err, ST_ERR_ARG, "spike_format '%.32s' is not a format", sf);
+        po.spike_fmt = (QFormat)f;
+    }
+    /* Spike sites: recorded ones, else the top spike_k of the current statistics. */
+    char **sites = NULL;
+    int64_t n_sites = 0;
+    const cJSON *sl = jget(a, "spikes");
+    int64_t spike_k;
+    if ((st = a_int(a, "spike_k", 0, 1 << 10, 0, &spike_k, err))) return st;
+    if (cJSON_IsArray(sl)) {
+        int64_t n = cJSON_GetArraySize(sl);
+        sites = core_calloc((size_t)(n ? n : 1), sizeof *sites);
+        if (!sites) return err_set(err, ST_ERR_NOMEM, "spikes");
+        for (const cJSON *e = sl->child; e; e = e->next) {
+            if (!cJSON_IsString(e)) {
+                st = err_set(err, ST_ERR_ARG, "spikes: expected strings like \"1.down\"");
+                goto done;
+            }
+            sites[n_sites++] = e->valuestring;
+        }
+    } else if (spike_k > 0) {
+        if (!r->have_stats) return err_set(err, ST_ERR_STATE, "spike_k needs calibration statistics (calibrate first)");
+        if ((st = qstats_spike_sites(r->sf.cs, spike_k, &sites, &n_sites, err))) return st;
+        cJSON *arr = cJSON_CreateStringArray((const char *const *)sites, (int)n_sites);
+        if (arr) cJSON_AddItemToObject(logged, "spikes_ranked", arr);
+    }
+    po.spikes = (const char *const *)sites;
+    po.n_spikes = n_sites;
+    if (!po.random_k) po.random_k = n_sites;
+    Plan p;
+    st = plan_preset(&p, preset, &po, &r->pm, err);
+    if (!st) {
+        snprintf(p.name, sizeof p.name, "%s", name);
+        st = before_edit(r, name, err);
+        if (!st) st = store_plan(r, name, &p, err);
+        if (!st) st = session_set_current(r->out, name, err);
+    }
+    plan_done(&p);
+    snprintf(sum, cap, "plan '%s' = %s", name, preset);
+done:
+    if (sites && !cJSON_IsArray(sl))
+        for (int64_t i = 0; i < n_sites; i++) free(sites[i]);
+    free(sites);
+    return st;
+}
+
+/* A rule's entry from the action's {fields, entry} through plan_json, so
+ * actions spell entries exactly as plan files do. */
+static Status rule_from_args(const Replay *r, const cJSON *a, const char *pattern, PlanRule *out, Err *err) {
+    const cJSON *e = jget(a, "entry");
+    if (e && !cJSON_IsObject(e)) return err_set(err, ST_ERR_ARG, "'entry' must be an object");
+    cJSON *wrap = cJSON_CreateObject(), *rules = cJSON_CreateArray();
+    cJSON *rule = e ? cJSON_Duplicate(e, 1) : cJSON_CreateObject();
+    Status st = ST_OK;
+    if (!wrap || !rules || !rule) {
+        cJSON_Delete(wrap);
+        cJSON_Delete(rules);
+        cJSON_Delete(rule);
+        return err_set(err, ST_ERR_NOMEM, "rule");
+    }
+    cJSON_AddNumberToObject(wrap, "schema_version", PLAN_JSON_SCHEMA_VERSION);
+    cJSON_AddItemToObject(wrap, "rules", rules);
+    cJSON_AddItemToArray(rules, rule);
+    cJSON_DeleteItemFromObjectCaseSensitive(rule, "pattern");
+    cJSON_AddStringToObject(rule, "pattern", pattern);
+    const cJSON *f = jget(a, "fields");
+    if (f) {
+        cJSON_DeleteItemFromObjectCaseSensitive(rule, "fields");
+        cJSON_AddItemToObject(rule, "fields", cJSON_Duplicate(f, 1));
+    }
+    Plan tmp;
+    char where[64];
+    snprintf(where, sizeof where, "args");
+    st = plan_json_parse(wrap, where, NULL, &tmp, err);
+    if (!st && tmp.n_rules != 1) st = err_set(err, ST_ERR_ARG, "args: no rule");
+    if (!st) *out = tmp.rules[0];
+    plan_done(&tmp);
+    cJSON_Delete(wrap);
+    (void)r;
+    return st;
+}
+
+static Status act_set_rule(Replay *r, const cJSON *a, int cell, char *sum, size_t cap, Err *err) {
+    const char *name = plan_arg(r, a);
+    if (!name) return err_set(err, ST_ERR_STATE, "no plan to edit (apply a preset first)");
+    if (session_find_plan(r->out, name) < 0) return err_set(err, ST_ERR_ARG, "no plan named '%.64s'", name);
+    char pats[64][64];
+    int64_t n = 0;
+    Status st;
+    if (cell) {
+        int64_t layer;
+        if ((st = a_int(a, "layer", 0, 1 << 20, -1, &layer, err))) return st;
+        const char *proj = a_str(a, "proj");
+        if (layer < 0 || !proj) return err_set(err, ST_ERR_ARG, "set_cell needs 'layer' and 'proj'");
+        snprintf(pats[n++], sizeof pats[0], "%" PRId64 ".%s", layer, proj);
+    } else {
+        const char *p = a_str(a, "pattern");
+        const cJSON *pl = jget(a, "patterns");
+        if (p) snprintf(pats[n++], sizeof pats[0], "%s", p);
+        if (cJSON_IsArray(pl))
+            for (const cJSON *e = pl->child; e && n < 64; e = e->next)
+                if (cJSON_IsString(e)) snprintf(pats[n++], sizeof pats[0], "%s", e->valuestring);
+        if (n == 0) return err_set(err, ST_ERR_ARG, "set_rule needs 'pattern' or 'patterns'");
+    }
+    Plan p;
+    if ((st = session_get_plan(r->out, name, &p, err))) {
+        plan_done(&p);
+        return st;
+    }
+    for (int64_t i = 0; i < n && !st; i++) {
+        PlanRule ru;
+        st = rule_from_args(r, a, pats[i], &ru, err);
+        if (!st) st = plan_add_rule(&p, pats[i], ru.fields, &ru.e, err);
+    }
+    /* Group sizes that do not divide a dimension fall back as the editor's do. */
+    if (!st) st = plan_fix_groups(&p, &r->pm, NULL, err);
+    if (!st) st = before_edit(r, name, err);
+    if (!st) st = store_plan(r, name, &p, err);
+    plan_done(&p);
+    snprintf(sum, cap, "plan '%s': %s%s", name, pats[0], n > 1 ? " ..." : "");
+    return st;
+}
+
+static Status act_remove_rule(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
+    const char *name = plan_arg(r, a);
+    if (!name || session_find_plan(r->out, name) < 0)
+        return err_set(err, ST_ERR_ARG, "no plan named '%.64s'", name ? name : "(current)");
+    int64_t idx;
+    Status st = a_int(a, "index", 0, 1 << 30, -1, &idx, err);
+    if (st) return st;
+    if (idx < 0) return err_set(err, ST_ERR_ARG, "remove_rule needs 'index'");
+    Plan p;
+    if ((st = session_get_plan(r->out, name, &p, err))) {
+        plan_done(&p);
+        return st;
+    }
+    st = plan_remove_rule(&p, idx, err);
+    if (!st) st = before_edit(r, name, err);
+    if (!st) st = store_plan(r, name, &p, err);
+    plan_done(&p);
+    snprintf(sum, cap, "plan '%s': rule %" PRId64 " removed", name, idx);
+    return st;
+}
+
+static Status act_set_plan(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
+    const char *name = a_str(a, "plan");
+    const cJSON *j = jget(a, "json");
+    if (!name || !cJSON_IsObject(j)) return err_set(err, ST_ERR_ARG, "set_plan needs 'plan' and a 'json' object");
+    Plan p;
+    Status st = plan_json_parse(j, "args.json", &r->pm, &p, err);
+    if (!st) st = before_edit(r, name, err);
+    if (!st) st = store_plan(r, name, &p, err);
+    if (!st) st = session_set_current(r->out, name, err);
+    plan_done(&p);
+    snprintf(sum, cap, "plan '%s' set", name);
+    return st;
+}
+
+static Status act_plan_admin(Replay *r, const char *act, const cJSON *a, char *sum, size_t cap, Err *err) {
+    const char *from = a_str(a, "from"), *to = a_str(a, "to");
+    if (!strcmp(act, "rename_plan")) {
+        snprintf(sum, cap, "'%s' -> '%s'", from ? from : "?", to ? to : "?");
+        return session_rename_plan(r->out, from, to, err);
+    }
+    if (!strcmp(act, "copy_plan")) {
+        if (!to) return err_set(err, ST_ERR_ARG, "copy_plan needs 'from' and 'to'");
+        Plan p;
+        Status st = session_get_plan(r->out, from, &p, err);
+        if (!st) {
+            snprintf(p.name, sizeof p.name, "%s", to);
+            st = session_set_plan(r->out, to, &p, err);
+        }
+        plan_done(&p);
+        snprintf(sum, cap, "'%s' -> '%s'", from ? from : "?", to);
+        return st;
+    }
+    const char *name = a_str(a, "plan");
+    if (!name || session_find_plan(r->out, name) < 0)
+        return err_set(err, ST_ERR_ARG, "no plan named '%.64s'", name ? name : "(null)");
+    snprintf(sum, cap, "'%s'", name);
+    if (!strcmp(act, "delete_plan")) return session_delete_plan(r->out, name, err);
+    return session_set_current(r->out, name, err);
+}
+
+/* === Evaluation and its check === */
+
+static Status get_ref(Replay *r, TextBuf *t, const EvalOpts *eo, EvalRef **out, Err *err) {
+    for (int64_t i = 0; i < r->n_refs; i++)
+        if (!strcmp(r->refs[i].text, t->path) && r->refs[i].ctx == eo->n_ctx && r->refs[i].chunks == eo->max_chunks) {
+            *out = r->refs[i].ref;
+            return ST_OK;
+        }
+    RefEntry re = {.ctx = eo->n_ctx, .chunks = eo->max_chunks};
+    Status st = eval_ref_get(r->m, t->data, t->len, eo, r->o->cache_dir, r->pool, NULL, &re.ref, NULL, err);
+    if (st) return err_wrap(err, "%s", t->path);
+    RefEntry *nr = realloc(r->refs, (size_t)(r->n_refs + 1) * sizeof *nr);
+    re.text = core_strdup(t->path);
+    if (!nr || !re.text) {
+        if (nr) r->refs = nr;
+        free(re.text);
+        eval_ref_free(re.ref);
+        return err_set(err, ST_ERR_NOMEM, "eval reference");
+    }
+    r->refs = nr;
+    r->refs[r->n_refs++] = re;
+    *out = re.ref;
+    return ST_OK;
+}
+
+typedef enum { CMP_EXACT, CMP_REL, CMP_KLD, CMP_TOP1, CMP_LAYER } CmpKind;
+
+static void cmp_value(Replay *r, int64_t k, const char *what, double rec, double now, CmpKind kind, int same_threads,
+                      double tokens) {
+    ReplayReport *rep = r->rep;
+    rep->n_compared++;
+    if (isnan(rec) && isnan(now)) return;
+    double tol = 0;
+    if (!same_threads) switch (kind) {
+        case CMP_EXACT: tol = 0; break;
+        case CMP_REL: tol = 1e-4 * fabs(rec); break;
+        case CMP_KLD: tol = 1e-5 + 1e-3 * fabs(rec); break;
+        case CMP_TOP1: tol = tokens > 0 ? fmax(1e-3, 1.0 / tokens) : 1e-3; break;
+        case CMP_LAYER: tol = 1e-6 + 1e-3 * fabs(rec); break;
+        }
+    int ok = tol == 0 ? rec == now : fabs(now - rec) <= tol;
+    if (ok) return;
+    ReplayDiff *d = add_diff(rep);
+    if (!d) return;
+    d->result = k;
+    snprintf(d->what, sizeof d->what, "%s", what);
+    d->recorded = rec;
+    d->replayed = now;
+    d->tol = tol;
+}
+
+static double num_of(const cJSON *o, const char *k) {
+    const cJSON *v = jget(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* Compares recorded result k (1-based; JSON object) with the replay's. */
+static void check_result(Replay *r, int64_t k, const cJSON *rec, const cJSON *now) {
+    const cJSON *rm = jget(rec, "metrics"), *nm = jget(now, "metrics");
+    double rt = num_of(rec, "threads");
+    int same = rt == (double)r->rep->threads;
+    static const struct { const char *k; CmpKind kind; } KEYS[] = {
+        {"ppl", CMP_REL}, {"ppl_base", CMP_REL}, {"kld_mean", CMP_KLD}, {"kld_median", CMP_KLD},
+        {"kld_p90", CMP_KLD}, {"kld_p99", CMP_KLD}, {"kld_max", CMP_KLD}, {"top1_agree", CMP_TOP1},
+        {"bpw", CMP_EXACT}, {"bytes", CMP_EXACT}, {"chunks", CMP_EXACT}, {"tokens_scored", CMP_EXACT},
+    };
+    const char *rp = cJSON_IsString(jget(rec, "plan")) ? jget(rec, "plan")->valuestring : "?";
+    const char *np = cJSON_IsString(jget(now, "plan")) ? jget(now, "plan")->valuestring : "?";
+    if (strcmp(rp, np)) {
+        ReplayDiff *d = add_diff(r->rep);
+        if (d) {
+            d->result = k;
+            snprintf(d->what, sizeof d->what, "plan");
+            snprintf(d->text, sizeof d->text, "recorded '%.64s', replayed '%.64s'", rp, np);
+        }
+    }
+    double tokens = num_of(rm, "tokens_scored");
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
+        cmp_value(r, k, KEYS[i].k, num_of(rm, KEYS[i].k), num_of(nm, KEYS[i].k), KEYS[i].kind, same, tokens);
+    const cJSON *rl = jget(rm, "layer_rel_err"), *nl = jget(nm, "layer_rel_err");
+    int rn = cJSON_IsArray(rl) ? cJSON_GetArraySize(rl) : 0, nn = cJSON_IsArray(nl) ? cJSON_GetArraySize(nl) : 0;
+    if (rn != nn) {
+        ReplayDiff *d = add_diff(r->rep);
+        if (d) {
+            d->result = k;
+            snprintf(d->what, sizeof d->what, "layer_rel_err");
+            snprintf(d->text, sizeof d->text, "recorded %d layers, replayed %d", rn, nn);
+        }
+        return;
+    }
+    for (int i = 0; i < rn; i++) {
+        const cJSON *a = cJSON_GetArrayItem(rl, i), *b = cJSON_GetArrayItem(nl, i);
+        char what[32];
+        snprintf(what, sizeof what, "layer_rel_err[%d]", i);
+        cmp_value(r, k, what, cJSON_IsNumber(a) ? a->valuedouble : NAN, cJSON_IsNumber(b) ? b->valuedouble : NAN,
+                  CMP_LAYER, same, tokens);
+    }
+}
+
+static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
+    const char *name = plan_arg(r, a), *text = a_str(a, "text");
+    if (!name) return err_set(err, ST_ERR_STATE, "no plan to evaluate");
+    if (!text) return err_set(err, ST_ERR_ARG, "evaluate needs a 'text' argument");
+    EvalOpts eo;
+    eval_opts_default(&eo);
+    int64_t def_ctx = eo.n_ctx;
+    if (r->m->cfg.max_seq_len > 0 && def_ctx > r->m->cfg.max_seq_len) def_ctx = r->m->cfg.max_seq_len;
+    Status st;
+    if ((st = a_int(a, "ctx", 4, 1 << 20, def_ctx, &eo.n_ctx, err))) return st;
+    if ((st = a_int(a, "chunks", 0, (int64_t)1 << 40, 0, &eo.max_chunks, err))) return st;
+    eo.speed = r->o->speed;
+    TextBuf *t;
+    if ((st = get_text(r, text, &t, err))) return st;
+    Plan p;
+    QModel *qm = NULL;
+    EvalResult res;
+    memset(&res, 0, sizeof res);
+    char *js = NULL;
+    EvalRef *ref = NULL;
+    if ((st = session_get_plan(r->out, name, &p, err))) goto done;
+    QModelStats qs = {r->have_stats ? r->sf.cs : NULL, r->have_stats ? r->sf.h : NULL};
+    if ((st = qmodel_build(r->m, &p, &qs, r->pool, NULL, &qm, err))) goto done;
+    if ((st = get_ref(r, t, &eo, &ref, err))) goto done;
+    if ((st = eval_run(qm, ref, &eo, r->pool, NULL, NULL, NULL, &res, err))) goto done;
+    if (!(js = eval_result_json(&res, qm, name))) {
+        st = err_set(err, ST_ERR_NOMEM, "evaluate");
+        goto done;
+    }
+    SessionEvalInfo info = {.plan = name, .text = text, .text_hash = t->hash, .ctx = eo.n_ctx,
+                            .chunks = eo.max_chunks, .threads = r->rep->threads};
+    if ((st = session_add_result(r->out, &info, js, NULL, err))) goto done;
+    r->n_eval++;
+    snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res.ppl,
+             res.ppl_base, res.kld_mean, res.top1_agree, res.bpw);
+    if (r->o->check && r->rec_results) {
+        const cJSON *rec = cJSON_GetArrayItem(r->rec_results, (int)(r->n_eval - 1));
+        const cJSON *all = jget(session_json(r->out), "results");
+        const cJSON *now = cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1);
+        if (rec) check_result(r, r->n_eval, rec, now);
+    }
+done:
+    free(js);
+    eval_result_done(&res);
+    qmodel_free(qm);
+    plan_done(&p);
+    return st;
+}
+
+/* Recorded plans against the replayed ones of the same name, site by site. */
+static void check_plans(Replay *r, const Session *in) {
+    int64_t n = session_n_plans(in);
+    for (int64_t i = 0; i < n; i++) {
+        const char *name = session_plan_name(in, i);
+        ReplayDiff *d;
+        if (session_find_plan(r->out, name) < 0) {
+            if ((d = add_diff(r->rep))) {
+                snprintf(d->what, sizeof d->what, "plan '%.64s'", name);
+                snprintf(d->text, sizeof d->text, "recorded, but the replay did not produce it");
+            }
+            continue;
+        }
+        Plan a, b;
+        PlanResolved ra = {0}, rb = {0};
+        Err e2;
+        err_init(&e2);
+        Status s1 = session_get_plan(in, name, &a, &e2);
+        if (!s1) s1 = plan_resolve(&a, &r->pm, &ra, &e2);
+        Status s2 = session_get_plan(r->out, name, &b, &e2);
+        if (!s2) s2 = plan_resolve(&b, &r->pm, &rb, &e2);
+        if (s1 || s2) {
+            if ((d = add_diff(r->rep))) {
+                snprintf(d->what, sizeof d->what, "plan '%.64s'", name);
+                snprintf(d->text, sizeof d->text, "cannot resolve: %.150s", e2.detail);
+            }
+        } else {
+            int64_t n_sites = ra.n_layers * PLAN_NPROJ;
+            r->rep->n_compared += n_sites + 2;
+            for (int64_t s = -2; s < n_sites; s++) {
+                const PlanEntry *ea = s == -2 ? &ra.embed.e : s == -1 ? &ra.output.e : &ra.lin[s].e;
+                const PlanEntry *eb = s == -2 ? &rb.embed.e : s == -1 ? &rb.output.e : &rb.lin[s].e;
+                char ca[48], cb[48];
+                plan_entry_code(ea, ca, sizeof ca);
+                plan_entry_code(eb, cb, sizeof cb);
+                if (!strcmp(ca, cb) && ea->smooth_alpha == eb->smooth_alpha && ea->gptq.damp == eb->gptq.damp) continue;
+                if (!(d = add_diff(r->rep))) break;
+                char site[32];
+                if (s == -2) snprintf(site, sizeof site, "embed");
+                else if (s == -1) snprintf(site, sizeof site, "output");
+                else snprintf(site, sizeof site, "%" PRId64 ".%s", s / PLAN_NPROJ, plan_proj_name((int)(s % PLAN_NPROJ)));
+                snprintf(d->what, sizeof d->what, "plan '%.64s' site %s", name, site);
+                snprintf(d->text, sizeof d->text, "recorded %s, replayed %s", ca, cb);
+            }
+        }
+        plan_resolved_done(&ra);
+        plan_resolved_done(&rb);
+        plan_done(&a);
+        plan_done(&b);
+    }
+}
+
+/* === Driver === */
+
+static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
+    const char *name = a_str(act, "action");
+    if (!name) return err_set(err, ST_ERR_FORMAT, "missing 'action' name");
+    const cJSON *args = jget(act, "args");
+    if (!cJSON_IsObject(args)) args = act; /* flat form */
+    cJSON *logged = cJSON_Duplicate(args, 1);
+    if (!logged) return err_set(err, ST_ERR_NOMEM, "action");
+    if (args == act) {
+        cJSON_DeleteItemFromObjectCaseSensitive(logged, "action");
+        cJSON_DeleteItemFromObjectCaseSensitive(logged, "time");
+    }
+    char sum[400] = "";
+    const char *s2 = NULL;
+    Status st = ST_OK;
+    int known = 1;
+    if (!strcmp(name, "calibrate")) st = act_calibrate(r, args, logged, sum, sizeof sum, err);
+    else if (!strcmp(name, "load_stats")) st = act_load_stats(r, args, sum, sizeof sum, err);
+    else if (!strcmp(name, "apply_preset")) st = act_apply_preset(r, args, logged, sum, sizeof sum, err);
+    else if (!strcmp(name, "set_rule")) st = act_set_rule(r, args, 0, sum, sizeof sum, err);
+    else if (!strcmp(name, "set_cell")) st = act_set_rule(r, args, 1, sum, sizeof sum, err);
+    else if (!strcmp(name, "remove_rule")) st = act_remove_rule(r, args, sum, sizeof sum, err);
+    else if (!strcmp(name, "set_plan")) st = act_set_plan(r, args, sum, sizeof sum, err);
+    else if (!strcmp(name, "undo") || !strcmp(name, "redo")) {
+        st = undo_redo(r, !strcmp(name, "redo"), &s2, err);
+        if (s2) snprintf(sum, sizeof sum, "%s", s2);
+    } else if (!strcmp(name, "rename_plan") || !strcmp(name, "copy_plan") || !strcmp(name, "delete_plan") ||
+               !strcmp(name, "select_plan"))
+        st = act_plan_admin(r, name, args, sum, sizeof sum, err);
+    else if (!strcmp(name, "evaluate")) st = act_evaluate(r, args, sum, sizeof sum, err);
+    else known = 0;
+    if (!st) st = session_log_action_json(r->out, name, logged, err);
+    cJSON_Delete(logged);
+    if (st) return st;
+    if (known) {
+        r->rep->n_run++;
+    } else {
+        r->rep->n_skipped++;
+        snprintf(sum, sizeof sum, "not replayable: recorded, skipped");
+    }
+    if (r->o->on_action) r->o->on_action(r->o->user, i, name, sum);
+    return ST_OK;
+}
+
+Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err *err) {
+    memset(rep, 0, sizeof *rep);
+    if (!o->work_dir) return err_set(err, ST_ERR_ARG, "replay: a work directory is required");
+    Replay r;
+    memset(&r, 0, sizeof r);
+    r.o = o;
+    r.path = path;
+    r.rep = rep;
+    char *text = NULL;
+    size_t len = 0;
+    cJSON *script = NULL;
+    Session *in = NULL;
+    Status st = file_read_all(path, REPLAY_MAX_SCRIPT, &text, &len, err);
+    if (st) return st;
+    /* A session (schema_version) or a hand-written action list. */
+    const cJSON *actions = NULL;
+    const char *model_path = NULL, *tok = NULL;
+    script = cJSON_ParseWithLength(text, len);
+    if (!script) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: not valid JSON", path);
+        goto fail;
+    }
+    if (cJSON_IsObject(script) && jget(script, "schema_version")) {
+        if ((st = session_parse(text, len, path, &in, err))) goto fail;
+        actions = jget(session_json(in), "actions");
+        model_path = session_model(in)->path;
+        tok = session_model(in)->tokenizer;
+        r.rec_results = jget(session_json(in), "results");
+    } else if (cJSON_IsArray(script)) {
+        actions = script;
+    } else if (cJSON_IsObject(script) && cJSON_IsArray(jget(script, "actions"))) {
+        actions = jget(script, "actions");
+        model_path = a_str(script, "model");
+        tok = a_str(script, "tokenizer");
+    } else {
+        st = err_set(err, ST_ERR_FORMAT, "%s: neither a session nor an action list ({\"model\": ..., \"actions\": [...]})",
+                     path);
+        goto fail;
+    }
+    if (!cJSON_IsArray(actions)) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: no 'actions' array", path);
+        goto fail;
+    }
+    if (o->model_path) {
+        model_path = o->model_path;
+        tok = o->tokenizer;
+    }
+    if (!model_path) {
+        st = err_set(err, ST_ERR_ARG, "%s: names no model: pass --model M", path);
+        goto fail;
+    }
+    char mp[4096], tp[4096];
+    if (o->model_path) snprintf(mp, sizeof mp, "%s", model_path);
+    else resolve_path(&r, model_path, mp, sizeof mp);
+    if (tok && !o->model_path) resolve_path(&r, tok, tp, sizeof tp);
+    else if (tok) snprintf(tp, sizeof tp, "%s", tok);
+    ModelLoadOpts mo = {.tokenizer_path = tok ? tp : NULL};
+    if ((st = model_load(mp, &mo, &r.m, err))) goto fail;
+    r.pm = (PlanModel)PLAN_MODEL_FROM_CONFIG(&r.m->cfg);
+    if (in) {
+        char msg[512];
+        SessionModelCheck mc = session_check_model(in, r.m, msg, sizeof msg);
+        if (mc != SESSION_MODEL_OK) {
+            if (o->check && !o->model_path) {
+                st = err_set(err, ST_ERR_MISMATCH, "%s: %s", path, msg);
+                goto fail;
+            }
+            add_note(rep, "%s", msg);
+            if (o->check) add_note(rep, "--check on another model: results are compared against another model's");
+        }
+    }
+    /* Threads: as recorded (so results must be bit-identical) unless asked otherwise. */
+    int threads = o->threads;
+    const cJSON *r0 = r.rec_results ? cJSON_GetArrayItem(r.rec_results, 0) : NULL;
+    double rt = r0 ? num_of(r0, "threads") : NAN;
+    if (isfinite(rt) && rt > 0) rep->recorded_threads = (int64_t)rt;
+    if (threads <= 0 && rep->recorded_threads > 0) threads = (int)rep->recorded_threads;
+    if ((st = pool_new(threads, &r.pool, err))) goto fail;
+    rep->threads = pool_size(r.pool);
+    if ((st = session_new(r.m, tok, &r.out, err))) goto fail;
+    rep->out = r.out;
+    if (in) {
+        char *v = session_view_get(in);
+        if (v) session_view_set(r.out, v, err);
+        free(v);
+    }
+    rep->n_actions = cJSON_GetArraySize(actions);
+    int64_t i = 0;
+    for (const cJSON *act = actions->child; act; act = act->next, i++) {
+        if (!cJSON_IsObject(act)) {
+            st = err_set(err, ST_ERR_FORMAT, "%s: actions[%" PRId64 "]: expected an object", path, i);
+            goto fail;
+        }
+        if ((st = run_action(&r, i, act, err))) {
+            const char *nm = a_str(act, "action");
+            err_wrap(err, "%s: actions[%" PRId64 "] (%.32s)", path, i, nm ? nm : "?");
+            goto fail;
+        }
+    }
+    if (o->check && in) {
+        int64_t nrec = cJSON_IsArray(r.rec_results) ? cJSON_GetArraySize(r.rec_results) : 0;
+        if (nrec != r.n_eval) {
+            ReplayDiff *d = add_diff(rep);
+            if (d) {
+                snprintf(d->what, sizeof d->what, "results");
+                snprintf(d->text, sizeof d->text, "recorded %" PRId64 " results, the replay produced %" PRId64, nrec,
+                         r.n_eval);
+            }
+        }
+        check_plans(&r, in);
+    }
+fail:
+    for (int64_t k = 0; k < r.n_undo; k++) snap_done(&r.undo[k]);
+    for (int64_t k = 0; k < r.n_redo; k++) snap_done(&r.redo[k]);
+    free(r.undo);
+    free(r.redo);
+    for (int64_t k = 0; k < r.n_texts; k++) {
+        free(r.texts[k].path);
+        free(r.texts[k].data);
+    }
+    free(r.texts);
+    for (int64_t k = 0; k < r.n_refs; k++) {
+        free(r.refs[k].text);
+        eval_ref_free(r.refs[k].ref);
+    }
+    free(r.refs);
+    qstats_close(&r.sf);
+    pool_free(r.pool);
+    model_free(r.m);
+    session_free(in);
+    cJSON_Delete(script);
+    free(text);
+    return st;
+}

@@ -1,0 +1,59 @@
+#include "sessions/replay_calib.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/calib.h"
+#include "analysis/statsfile.h"
+
+void replay_calib_args_default(ReplayCalibArgs *a) {
+    a->samples = a->seqlen = a->seed = a->group = a->topk = -1;
+    a->mode = NULL;
+    a->sensitivity = -1;
+}
+
+Status replay_calibrate(const Model *m, const char *text_path, const char *text, size_t len,
+                        const ReplayCalibArgs *a, const char *stats_path, Pool *pool, SessionCalib *out, Err *err) {
+    CalibParams p;
+    calib_params_default(&p);
+    if (a->samples >= 0) p.samples = a->samples;
+    if (a->seqlen >= 0) p.seqlen = a->seqlen;
+    else if (p.seqlen > m->cfg.max_seq_len && m->cfg.max_seq_len > 0) p.seqlen = m->cfg.max_seq_len;
+    if (a->seed >= 0) p.seed = (uint64_t)a->seed;
+    if (a->group >= 0) p.group = a->group;
+    if (a->topk >= 0) p.topk = (int32_t)a->topk;
+    if (a->sensitivity >= 0) p.sensitivity = a->sensitivity;
+    if (a->mode) {
+        int mm = calib_mode_parse(a->mode);
+        if (mm < 0) return err_set(err, ST_ERR_ARG, "calibrate: mode '%.32s' is not random or chunks", a->mode);
+        p.mode = (CalibMode)mm;
+    }
+    if (p.samples < 1 || p.seqlen < 2 || p.topk < 1)
+        return err_set(err, ST_ERR_ARG, "calibrate: samples %lld, seqlen %lld, topk %d out of range",
+                       (long long)p.samples, (long long)p.seqlen, (int)p.topk);
+    snprintf(p.text_path, sizeof p.text_path, "%s", text_path);
+    char *hpath = statsfile_h_path(stats_path);
+    if (!hpath) return err_set(err, ST_ERR_NOMEM, "calibrate");
+    CalibStats *cs = NULL;
+    Status st = calib_run(m, text, len, &p, hpath, pool, NULL, &cs, err);
+    if (!st) st = statsfile_save(cs, stats_path, err);
+    if (!st) {
+        memset(out, 0, sizeof *out);
+        out->present = 1;
+        out->text = text_path;
+        out->text_hash = cs->params.text_hash;
+        out->text_bytes = cs->params.text_bytes;
+        out->samples = p.samples;
+        out->seqlen = p.seqlen;
+        out->seed = p.seed;
+        snprintf(out->mode, sizeof out->mode, "%s", calib_mode_name(p.mode));
+        out->group = p.group;
+        out->topk = p.topk;
+        out->sensitivity = p.sensitivity;
+        out->stats = stats_path;
+    }
+    calib_stats_free(cs);
+    free(hpath);
+    return st;
+}
