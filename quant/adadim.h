@@ -30,9 +30,11 @@ typedef struct AdaDimResult {
 Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
                      const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err);
 
-/* Returns tr((W - Wq) H (W - Wq)ᵀ) in float64 (Wq NULL: tr(W H Wᵀ)) for a
- * full symmetric H (n_in, n_in), or NaN
- * when memory runs out. Uses float64 GEMMs in row blocks. */
-double adadim_output_error(const float *W, const float *Wq, int64_t n_out, int64_t n_in, const double *H);
+/* Returns tr((W - Wq) H (W - Wq)ᵀ) (Wq NULL: tr(W H Wᵀ)) for a full
+ * symmetric H (n_in, n_in), or NaN when memory runs out. On AVX-512 machines
+ * D·H runs in float32 through kernels/f32gemm.h on pool (the row sums in
+ * float64): relative error about 1e-5, enough to rank variants; elsewhere
+ * float64 OpenBLAS. pool may be NULL. */
+double adadim_output_error(const float *W, const float *Wq, int64_t n_out, int64_t n_in, const double *H, Pool *pool);
 
 #endif

@@ -417,7 +417,19 @@ static void test_adadim(Pool *pool) {
     CHECK_OK(adadim_choose(W, n_out, n_in, H, &p, NULL, pool, NULL, &res, &err), err);
     printf("adadim, loud column: err oc %.4g ic %.4g (ref %.4g)\n", res.err_oc, res.err_ic, res.err_ref);
     CHECK(res.dim == GROUP_IC && res.err_ic < 0.5 * res.err_oc);
-    CHECK_NEAR(res.err_ref, out_err(W, NULL, n_out, n_in, H), 1e-9 * res.err_ref);
+    CHECK_NEAR(res.err_ref, out_err(W, NULL, n_out, n_in, H), 1e-4 * res.err_ref);
+    /* both paths of adadim_output_error against the plain double loop */
+    for (int lv = 0; lv < 2; lv++) {
+        if (lv) setenv("QS_CPU", "avx2", 1);
+        cpu_refresh();
+        float *wz = malloc((size_t)(n_out * n_in) * sizeof *wz);
+        for (int64_t i = 0; i < n_out * n_in; i++) wz[i] = W[i] * 0.9f;
+        double e0 = out_err(W, wz, n_out, n_in, H), e1 = adadim_output_error(W, wz, n_out, n_in, H, pool);
+        CHECKF(fabs(e1 - e0) <= (lv ? 1e-12 : 1e-5) * e0, "output error path %d: %.10g vs %.10g", lv, e1, e0);
+        free(wz);
+        unsetenv("QS_CPU");
+        cpu_refresh();
+    }
     qtensor_done(&res.q);
     free(W);
     W = synth_w(n_out, n_in);
@@ -439,7 +451,7 @@ static void test_adadim(Pool *pool) {
         CHECK_OK(gptq_quantize(W, n_out, n_in, H, NULL, &pd, &o, pool, NULL, &q, NULL, &err), err);
         qtensor_dequant(&q, wq);
         double e = out_err(W, wq, n_out, n_in, H);
-        CHECK_NEAR(d == GROUP_OC ? res.err_oc : res.err_ic, e, 1e-6 * e);
+        CHECK_NEAR(d == GROUP_OC ? res.err_oc : res.err_ic, e, 1e-4 * e);
         if (d == (int)res.dim) CHECK(!memcmp(q.q, res.q.q, (size_t)(n_out * n_in)) && res.q.p.dim == res.dim);
         qtensor_done(&q);
     }
@@ -535,9 +547,11 @@ static void test_stories(Pool *pool) {
             CHECK_OK(rtn_fake_quantize(w->w, w->n_out, w->n_in, &ic, wr, &err), err);
             double eic = out_err(w->w, wr, w->n_out, w->n_in, H);
             free(wr);
-            CHECK_NEAR(res.err_oc, eoc, 1e-6 * eoc);
-            CHECK_NEAR(res.err_ic, eic, 1e-6 * eic);
-            CHECK(res.dim == (eic < eoc ? GROUP_IC : GROUP_OC));
+            /* float32 GEMM on AVX-512: ~1e-5 relative */
+            CHECK_NEAR(res.err_oc, eoc, 1e-4 * eoc);
+            CHECK_NEAR(res.err_ic, eic, 1e-4 * eic);
+            if (fabs(eic - eoc) > 1e-3 * fmax(eic, eoc)) CHECK(res.dim == (eic < eoc ? GROUP_IC : GROUP_OC));
+            CHECK(res.dim == (res.err_ic < res.err_oc ? GROUP_IC : GROUP_OC));
             CHECK(res.q.p.dim == res.dim);
             qtensor_done(&res.q);
         }
