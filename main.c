@@ -17,6 +17,9 @@ const Command cli_commands[] = {
     {"plan", cmd_plan, "write a quantization plan (JSON) from a preset"},
     {"quant", cmd_quant, "quantize a model with a plan: sizes, kernels, per-site errors"},
     {"eval", cmd_eval, "evaluate a plan against the base model: PPL, KLD, top-1, bpw, speed"},
+    {"replay", cmd_replay, "re-run a session's actions headlessly; --check compares the results"},
+    {"plan-export", cmd_plan_export, "a plan for llama.cpp, GPTQModel or llm-compressor, with what is lost"},
+    {"plan-import", cmd_plan_import, "a llama.cpp tensor-type file back into a plan"},
     {NULL, NULL, NULL},
 };
 

@@ -25,5 +25,8 @@ int cmd_plan(int argc, char **argv);
 int cmd_quant(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tui(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_plan_export(int argc, char **argv);
+int cmd_plan_import(int argc, char **argv);
 
 #endif

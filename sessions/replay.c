@@ -652,20 +652,15 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
     QModel *qm = NULL;
     EvalResult res;
     memset(&res, 0, sizeof res);
-    char *js = NULL;
     EvalRef *ref = NULL;
     if ((st = session_get_plan(r->out, name, &p, err))) goto done;
     QModelStats qs = {r->have_stats ? r->sf.cs : NULL, r->have_stats ? r->sf.h : NULL};
     if ((st = qmodel_build(r->m, &p, &qs, r->pool, NULL, &qm, err))) goto done;
     if ((st = get_ref(r, t, &eo, &ref, err))) goto done;
     if ((st = eval_run(qm, ref, &eo, r->pool, NULL, NULL, NULL, &res, err))) goto done;
-    if (!(js = eval_result_json(&res, qm, name))) {
-        st = err_set(err, ST_ERR_NOMEM, "evaluate");
-        goto done;
-    }
     SessionEvalInfo info = {.plan = name, .text = text, .text_hash = t->hash, .ctx = eo.n_ctx,
                             .chunks = eo.max_chunks, .threads = r->rep->threads};
-    if ((st = session_add_result(r->out, &info, js, NULL, err))) goto done;
+    if ((st = session_add_eval(r->out, &info, &res, qm, NULL, err))) goto done;
     r->n_eval++;
     snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res.ppl,
              res.ppl_base, res.kld_mean, res.top1_agree, res.bpw);
@@ -676,7 +671,6 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
         if (rec) check_result(r, r->n_eval, rec, now);
     }
 done:
-    free(js);
     eval_result_done(&res);
     qmodel_free(qm);
     plan_done(&p);

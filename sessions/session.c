@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "analysis/eval.h"
 #include "core/alloc.h"
 #include "core/mapfile.h"
 #include "model/model.h"
@@ -808,6 +809,46 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
     }
     if (id) *id = next;
     return refresh_after(s, err);
+}
+
+Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResult *res, const QModel *qm, int64_t *id,
+                        Err *err) {
+    char *js = eval_result_json(res, qm, info->plan);
+    cJSON *mo = js ? cJSON_Parse(js) : NULL;
+    free(js);
+    if (!cJSON_IsObject(mo)) {
+        cJSON_Delete(mo);
+        return err_set(err, ST_ERR_NOMEM, "session: evaluation metrics");
+    }
+    /* eval_result_json prints 9 digits; keep the exact doubles. */
+    struct { const char *k; double v; } full[] = {
+        {"ppl", res->ppl}, {"ppl_base", res->ppl_base}, {"kld_mean", res->kld_mean},
+        {"kld_median", res->kld_median}, {"kld_p90", res->kld_p90}, {"kld_p99", res->kld_p99},
+        {"kld_max", res->kld_max}, {"top1_agree", res->top1_agree}, {"bpw", res->bpw},
+        {"prefill_tps", res->prefill_tps}, {"decode_tps", res->decode_tps}, {"seconds", res->seconds},
+    };
+    int ok = 1;
+    for (size_t i = 0; ok && i < sizeof full / sizeof full[0]; i++)
+        if (jget(mo, full[i].k) && isfinite(full[i].v)) ok = jset_num(mo, full[i].k, full[i].v);
+    cJSON *le = jget(mo, "layer_rel_err");
+    if (ok && cJSON_IsArray(le) && res->layer_rel_err && cJSON_GetArraySize(le) == res->n_layers) {
+        cJSON *arr = cJSON_CreateArray();
+        for (int64_t l = 0; arr && l < res->n_layers; l++) {
+            cJSON *v = isfinite(res->layer_rel_err[l]) ? cJSON_CreateNumber(res->layer_rel_err[l]) : cJSON_CreateNull();
+            if (!v || !cJSON_AddItemToArray(arr, v)) {
+                cJSON_Delete(v);
+                cJSON_Delete(arr);
+                arr = NULL;
+            }
+        }
+        ok = jset(mo, "layer_rel_err", arr);
+    }
+    char *t = ok ? cJSON_PrintUnformatted(mo) : NULL;
+    cJSON_Delete(mo);
+    if (!t) return err_set(err, ST_ERR_NOMEM, "session: evaluation metrics");
+    Status st = session_add_result(s, info, t, id, err);
+    cJSON_free(t);
+    return st;
 }
 
 int session_result_metric(const Session *s, int64_t i, const char *key, double *out) {

@@ -257,6 +257,15 @@ typedef struct SessionEvalInfo {
 Status session_add_result(Session *s, const SessionEvalInfo *info, const char *metrics_json, int64_t *id,
                           Err *err);
 
+/* Appends an evaluation (analysis/eval.h's EvalResult of the quantized
+ * model qm, which may be NULL): the metrics are eval_result_json's keys with
+ * every floating-point value stored at full precision (17 digits), so a
+ * replay can demand bit-identical numbers. *id may be NULL. */
+struct EvalResult;
+struct QModel;
+Status session_add_eval(Session *s, const SessionEvalInfo *info, const struct EvalResult *res,
+                        const struct QModel *qm, int64_t *id, Err *err);
+
 /* Number of key (a number in the result's metrics) in *out; 0 if absent. */
 int session_result_metric(const Session *s, int64_t i, const char *key, double *out);
 

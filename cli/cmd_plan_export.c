@@ -1,0 +1,238 @@
+/* qscope plan-export / plan-import: a plan to the deployment tools' formats
+ * (llama.cpp tensor types, GPTQModel dynamic config, llm-compressor recipe)
+ * with a report of what they cannot express, and llama.cpp's back. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/mapfile.h"
+#include "quant/plan.h"
+#include "sessions/export.h"
+#include "sessions/plan_json.h"
+#include "sessions/session.h"
+
+static void export_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope plan-export PLAN --to llamacpp|gptqmodel|llmcompressor\n"
+            "                          [--model M [--tokenizer T]] [--name N] [-o OUT]\n\n"
+            "Writes PLAN (a plan JSON, or a session: its current plan or --name N) for a deployment\n"
+            "tool, resolved on the model's shape (from --model, or the session's model reference),\n"
+            "and prints on stderr what the target cannot express (approximated, or kept 16-bit):\n"
+            "  llamacpp       llama-quantize --tensor-type-file lines (blk.1.ffn_down.weight=q4_k)\n"
+            "  gptqmodel      GPTQModel QuantizeConfig JSON with a `dynamic` map of per-module overrides\n"
+            "  llmcompressor  llm-compressor recipe YAML (weight-only int, W8A8, fp8-e4m3, SmoothQuant)\n"
+            "The mapping and what is approximate is described in sessions/export.h.\n\n"
+            "  -o OUT   write to OUT (default stdout)\n");
+}
+
+static void import_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope plan-import FILE --from llamacpp -o PLAN.json [--model M [--tokenizer T]]\n\n"
+            "Reads a llama.cpp tensor-type file (TENSOR=TYPE per line; blk.N.<tensor>[.weight],\n"
+            "<tensor> for every layer, token_embd, output) into a plan: q8_0 -> int8 sym oc32,\n"
+            "q4_0 -> int4 sym oc32, q4_1/q4_k -> int4 asym oc32, q5_*, q6_k, q3_k, q2_k alike,\n"
+            "f32/f16/bf16 as themselves. With --model the plan is validated on it.\n");
+}
+
+/* A plan's shape facts from a session's model reference. */
+static PlanModel pm_from_ref(const SessionModelRef *r) {
+    PlanModel pm = {.n_layers = r->n_layers, .dim = r->dim, .hidden_dim = r->hidden_dim, .n_heads = r->n_heads,
+                    .n_kv_heads = r->n_kv_heads, .head_dim = r->n_heads ? r->dim / r->n_heads : 0,
+                    .vocab_size = r->vocab_size, .tied_embeddings = r->tied_embeddings};
+    return pm;
+}
+
+static int write_out(const char *cmd, const char *out, const char *text) {
+    if (!out) {
+        fputs(text, stdout);
+        return 0;
+    }
+    FILE *f = fopen(out, "wb");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "qscope %s: cannot write %s\n", cmd, out);
+        if (f) fclose(f);
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_plan_export(int argc, char **argv) {
+    const char *in = NULL, *to = NULL, *model = NULL, *tok = NULL, *name = NULL, *out = NULL, *val;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            export_usage(stdout);
+            return 0;
+        } else if ((r = args_opt(argc, argv, &i, "--to", &val)) != 0) {
+            if (r < 0) return 2;
+            to = val;
+        } else if ((r = args_opt(argc, argv, &i, "--model", &val)) != 0) {
+            if (r < 0) return 2;
+            model = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok = val;
+        } else if ((r = args_opt(argc, argv, &i, "--name", &val)) != 0) {
+            if (r < 0) return 2;
+            name = val;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            if (r < 0) return 2;
+            out = val;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope plan-export: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!in) {
+            in = argv[i];
+        } else {
+            fprintf(stderr, "qscope plan-export: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    int t = to ? export_target_parse(to) : -1;
+    if (!in || t < 0) {
+        if (to && t < 0) fprintf(stderr, "qscope plan-export: --to '%s' is not llamacpp, gptqmodel or llmcompressor\n", to);
+        else fprintf(stderr, "qscope plan-export: need PLAN and --to TARGET\n");
+        export_usage(stderr);
+        return 2;
+    }
+    Err err;
+    err_init(&err);
+    int rc = 1;
+    Plan p;
+    plan_init(&p);
+    Model *m = NULL;
+    Session *s = NULL;
+    char *text = NULL, *res = NULL, *rt = NULL;
+    size_t len = 0;
+    ExportReport rep;
+    memset(&rep, 0, sizeof rep);
+    PlanModel pm;
+    if (file_read_all(in, (size_t)256 << 20, &text, &len, &err)) {
+        args_print_err("plan-export", &err);
+        goto done;
+    }
+    if (strstr(text, "\"qscope-session\"")) {
+        if (session_parse(text, len, in, &s, &err)) {
+            args_print_err("plan-export", &err);
+            goto done;
+        }
+        if (!name) name = session_current_plan(s);
+        if (!name && session_n_plans(s) > 0) name = session_plan_name(s, session_n_plans(s) - 1);
+        plan_done(&p);
+        if (session_get_plan(s, name, &p, &err)) {
+            err_wrap(&err, "%s", in);
+            args_print_err("plan-export", &err);
+            goto done;
+        }
+        pm = pm_from_ref(session_model(s));
+    } else {
+        plan_done(&p);
+        if (plan_json_read(text, len, in, NULL, &p, &err)) {
+            args_print_err("plan-export", &err);
+            goto done;
+        }
+        if (!model) {
+            fprintf(stderr, "qscope plan-export: a plan file needs --model M for the tensor shapes "
+                            "(a session carries them)\n");
+            rc = 2;
+            goto done;
+        }
+    }
+    if (model) {
+        if (!(m = args_load_model(model, tok))) goto done;
+        pm = (PlanModel)PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    }
+    if (plan_export(&p, &pm, (ExportTarget)t, &res, &rep, &err)) {
+        err_wrap(&err, "%s", in);
+        args_print_err("plan-export", &err);
+        goto done;
+    }
+    if (write_out("plan-export", out, res)) goto done;
+    rt = export_report_text(&rep);
+    fprintf(stderr, "plan-export: '%s' for %s: %s", p.name, export_target_name((ExportTarget)t), rt ? rt : "\n");
+    rc = 0;
+done:
+    export_report_done(&rep);
+    free(rt);
+    free(res);
+    free(text);
+    plan_done(&p);
+    session_free(s);
+    model_free(m);
+    return rc;
+}
+
+int cmd_plan_import(int argc, char **argv) {
+    const char *in = NULL, *from = NULL, *model = NULL, *tok = NULL, *out = NULL, *val;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            import_usage(stdout);
+            return 0;
+        } else if ((r = args_opt(argc, argv, &i, "--from", &val)) != 0) {
+            if (r < 0) return 2;
+            from = val;
+        } else if ((r = args_opt(argc, argv, &i, "--model", &val)) != 0) {
+            if (r < 0) return 2;
+            model = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok = val;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            if (r < 0) return 2;
+            out = val;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope plan-import: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!in) {
+            in = argv[i];
+        } else {
+            fprintf(stderr, "qscope plan-import: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!in || !out || !from) {
+        fprintf(stderr, "qscope plan-import: need FILE, --from llamacpp and -o PLAN.json\n");
+        import_usage(stderr);
+        return 2;
+    }
+    if (export_target_parse(from) != EXPORT_LLAMACPP) {
+        fprintf(stderr, "qscope plan-import: --from '%s': only llamacpp tensor-type files are imported\n", from);
+        return 2;
+    }
+    Err err;
+    err_init(&err);
+    int rc = 1;
+    char *text = NULL;
+    size_t len = 0;
+    Model *m = NULL;
+    Plan p;
+    plan_init(&p);
+    PlanModel pm;
+    if (file_read_all(in, (size_t)64 << 20, &text, &len, &err)) {
+        args_print_err("plan-import", &err);
+        goto done;
+    }
+    if (model) {
+        if (!(m = args_load_model(model, tok))) goto done;
+        pm = (PlanModel)PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    }
+    plan_done(&p);
+    if (plan_import_llamacpp(text, len, in, m ? &pm : NULL, &p, &err)) {
+        args_print_err("plan-import", &err);
+        goto done;
+    }
+    if (plan_json_save(&p, out, &err)) {
+        args_print_err("plan-import", &err);
+        goto done;
+    }
+    fprintf(stderr, "plan-import: %s -> %s (%lld rules)\n", in, out, (long long)p.n_rules);
+    rc = 0;
+done:
+    plan_done(&p);
+    model_free(m);
+    free(text);
+    return rc;
+}

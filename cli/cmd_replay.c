@@ -1,0 +1,242 @@
+/* qscope replay: run a session's action log (or a hand-written action list)
+ * headlessly, write the resulting session, and with --check compare every
+ * recorded evaluation with the re-run. */
+#include <dirent.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "sessions/replay.h"
+#include "sessions/session.h"
+
+static void replay_usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope replay FILE [-o OUT] [--check] [--json] [--model M] [--tokenizer T]\n"
+            "                     [--threads N] [--work-dir D] [--cache DIR] [--speed]\n\n"
+            "Runs the actions of FILE — a session, or a hand-written list: [{\"action\": \"calibrate\",\n"
+            "\"args\": {...}}, ...] or {\"model\": M, \"actions\": [...]} — headlessly: calibrate,\n"
+            "apply_preset, set_rule / set_cell / remove_rule / set_plan, undo / redo,\n"
+            "rename_plan / copy_plan / delete_plan / select_plan, evaluate (see sessions/session.h\n"
+            "for their arguments). Other recorded actions (view moves) are kept and skipped.\n\n"
+            "  -o OUT          write the resulting session to OUT (atomically)\n"
+            "  --check         compare every recorded evaluation with the re-run and the recorded\n"
+            "                  plans with the replayed ones; exit 1 with a diff on any mismatch.\n"
+            "                  At the recorded thread count results must be bit-identical; at\n"
+            "                  another: |dppl|/ppl <= 1e-4, |dkld| <= 1e-5 + 1e-3*kld, top-1 within\n"
+            "                  one position, layer errors within 1e-6 + 1e-3*value; bpw, bytes,\n"
+            "                  chunks and tokens always exact; speeds and times never compared\n"
+            "  --json          print a JSON summary on stdout\n"
+            "  --model M       replay on another model of the same architecture (a plan naming\n"
+            "                  layers M lacks is an error); --tokenizer T for a llama2.c .bin\n"
+            "  --threads N     threads (default: the recorded results' count, else all CPUs)\n"
+            "  --work-dir D    where calibrate writes stats files (default: OUT.d with -o,\n"
+            "                  else a temporary directory removed afterwards)\n"
+            "  --cache DIR     evaluation reference cache (default: none)\n"
+            "  --speed         measure prefill/decode speed in evaluations (not compared)\n");
+}
+
+typedef struct {
+    int quiet;
+} ReplayView;
+
+static void on_action(void *user, int64_t i, const char *name, const char *summary) {
+    ReplayView *v = user;
+    if (!v->quiet) fprintf(stderr, "[%" PRId64 "] %s: %s\n", i, name, summary);
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') printf("\\%c", *c);
+        else if (*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+    }
+    putchar('"');
+}
+
+static void json_num(double v) {
+    if (isfinite(v)) printf("%.17g", v);
+    else printf("null");
+}
+
+/* Removes the files replay wrote into a temporary work directory, then it. */
+static void remove_work_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "replay-", 7)) continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int cmd_replay(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *model = NULL, *tok = NULL, *work = NULL, *cache = NULL, *val;
+    int64_t threads = 0;
+    int check = 0, json = 0, speed = 0;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            replay_usage(stdout);
+            return 0;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            if (r < 0) return 2;
+            out = val;
+        } else if ((r = args_opt(argc, argv, &i, "--model", &val)) != 0) {
+            if (r < 0) return 2;
+            model = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok = val;
+        } else if ((r = args_opt(argc, argv, &i, "--work-dir", &val)) != 0) {
+            if (r < 0) return 2;
+            work = val;
+        } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
+            if (r < 0) return 2;
+            cache = val;
+        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
+            if (r < 0 || !args_int("replay", "--threads", val, 1, 256, &threads)) return 2;
+        } else if (!strcmp(argv[i], "--check")) {
+            check = 1;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--speed")) {
+            speed = 1;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope replay: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!in) {
+            in = argv[i];
+        } else {
+            fprintf(stderr, "qscope replay: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!in) {
+        fprintf(stderr, "qscope replay: need a session or action-list FILE\n");
+        replay_usage(stderr);
+        return 2;
+    }
+    char workbuf[4096];
+    int temp_work = 0;
+    if (!work) {
+        if (out) {
+            snprintf(workbuf, sizeof workbuf, "%s.d", out);
+            mkdir(workbuf, 0777);
+        } else {
+            const char *tmp = getenv("TMPDIR");
+            snprintf(workbuf, sizeof workbuf, "%s/qscope-replay.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+            if (!mkdtemp(workbuf)) {
+                fprintf(stderr, "qscope replay: cannot create a temporary work directory in %s\n",
+                        tmp && *tmp ? tmp : "/tmp");
+                return 1;
+            }
+            temp_work = 1;
+        }
+        work = workbuf;
+    } else {
+        mkdir(work, 0777);
+    }
+    if (cache) mkdir(cache, 0777);
+
+    ReplayOpts o;
+    replay_opts_default(&o);
+    o.model_path = model;
+    o.tokenizer = tok;
+    o.threads = (int)threads;
+    o.work_dir = work;
+    o.cache_dir = cache;
+    o.check = check;
+    o.speed = speed;
+    ReplayView view = {.quiet = json};
+    o.on_action = on_action;
+    o.user = &view;
+    Err err;
+    err_init(&err);
+    ReplayReport rep;
+    double t0 = args_now();
+    Status st = replay_run(in, &o, &rep, &err);
+    int rc = 0;
+    if (st) {
+        args_print_err("replay", &err);
+        rc = 1;
+    }
+    for (int64_t i = 0; i < rep.n_notes; i++) fprintf(stderr, "replay: note: %s\n", rep.notes[i]);
+    if (!st && out && rep.out) {
+        if (session_save(rep.out, out, &err)) {
+            args_print_err("replay", &err);
+            rc = 1;
+        }
+    }
+    char *diff = NULL;
+    if (!st && check) {
+        diff = replay_diff_text(&rep);
+        if (rep.n_diffs) rc = 1;
+    }
+    if (json) {
+        printf("{\"file\": ");
+        json_str(in);
+        printf(", \"ok\": %s, \"actions\": %" PRId64 ", \"run\": %" PRId64 ", \"skipped\": %" PRId64
+               ", \"threads\": %d, \"recorded_threads\": %" PRId64 ", \"results\": %" PRId64 ", \"seconds\": %.3f",
+               rc == 0 ? "true" : "false", rep.n_actions, rep.n_run, rep.n_skipped, rep.threads, rep.recorded_threads,
+               rep.out ? session_n_results(rep.out) : 0, args_now() - t0);
+        if (st) {
+            printf(", \"error\": ");
+            json_str(err.detail);
+        }
+        if (out && !st) {
+            printf(", \"output\": ");
+            json_str(out);
+        }
+        if (check && !st) {
+            printf(", \"check\": {\"compared\": %" PRId64 ", \"bit_identical\": %s, \"differences\": [", rep.n_compared,
+                   rep.recorded_threads == 0 || rep.recorded_threads == rep.threads ? "true" : "false");
+            for (int64_t i = 0; i < rep.n_diffs; i++) {
+                const ReplayDiff *d = &rep.diffs[i];
+                printf("%s{\"result\": %" PRId64 ", \"what\": ", i ? ", " : "", d->result);
+                json_str(d->what);
+                if (isnan(d->tol)) {
+                    printf(", \"text\": ");
+                    json_str(d->text);
+                } else {
+                    printf(", \"recorded\": ");
+                    json_num(d->recorded);
+                    printf(", \"replayed\": ");
+                    json_num(d->replayed);
+                    printf(", \"tolerance\": ");
+                    json_num(d->tol);
+                }
+                printf("}");
+            }
+            printf("]}");
+        }
+        printf("}\n");
+    } else if (!st) {
+        printf("replayed %" PRId64 " actions (%" PRId64 " run, %" PRId64 " skipped) with %d threads in %.2f s%s%s\n",
+               rep.n_actions, rep.n_run, rep.n_skipped, rep.threads, args_now() - t0, out ? " -> " : "",
+               out ? out : "");
+        if (check) {
+            int same = rep.recorded_threads == 0 || rep.recorded_threads == rep.threads;
+            if (rep.n_diffs == 0)
+                printf("check: OK, %" PRId64 " values match (%s)\n", rep.n_compared,
+                       same ? "bit-identical at the recorded thread count" : "within tolerance at another thread count");
+            else
+                printf("check: FAILED, %" PRId64 " of %" PRId64 " values differ (%s):\n%s", rep.n_diffs, rep.n_compared,
+                       same ? "bit-identical required" : "tolerances apply", diff ? diff : "");
+        }
+    }
+    free(diff);
+    replay_report_done(&rep);
+    if (temp_work) remove_work_dir(workbuf);
+    return rc;
+}

@@ -1,0 +1,181 @@
+/* Replay: record a session by running actions on stories260K (calibrate 4 x 64
+ * tokens of tinystories_sample.txt, presets, a cell edit with undo/redo, three
+ * evaluations of 2 chunks of 64), replay it with --check (bit-identical at
+ * the recorded thread count, within tolerance at another), see a tampered
+ * result fail with a readable diff, and see clear errors for a plan naming
+ * layers the model lacks and for broken scripts. */
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/mapfile.h"
+#include "core/status.h"
+#include "quant/plan.h"
+#include "sessions/replay.h"
+#include "sessions/session.h"
+#include "tests/testlib.h"
+
+static char g_dir[256];
+
+static const char *tpath(const char *name) {
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
+    return buf[k];
+}
+
+static void spit(const char *path, const char *t) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f);
+    CHECK(fputs(t, f) >= 0);
+    CHECK(fclose(f) == 0);
+}
+
+static Status run(const char *script, int threads, int check, ReplayReport *rep, Err *err) {
+    ReplayOpts o;
+    replay_opts_default(&o);
+    o.threads = threads;
+    o.work_dir = g_dir;
+    o.check = check;
+    return replay_run(script, &o, rep, err);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/qs_test_replay.%ld", (long)getpid());
+    CHECK(mkdir(g_dir, 0700) == 0 || errno == EEXIST);
+    const char *model = testlib_shared("models/stories260K/stories260K-f32.gguf");
+    const char *text = testlib_shared("text/tinystories_sample.txt");
+    char script[4096];
+    snprintf(script, sizeof script,
+             "{\"model\": \"%s\", \"actions\": [\n"
+             " {\"action\": \"calibrate\", \"args\": {\"text\": \"%s\", \"samples\": 4, \"seqlen\": 64, \"seed\": 3}},\n"
+             " {\"action\": \"apply_preset\", \"args\": {\"preset\": \"int4-gptq\", \"group\": 32}},\n"
+             " {\"action\": \"evaluate\", \"args\": {\"text\": \"%s\", \"ctx\": 64, \"chunks\": 2}},\n"
+             " {\"action\": \"set_cell\", \"args\": {\"layer\": 1, \"proj\": \"down\", \"fields\": [\"format\", \"group\"],"
+             "  \"entry\": {\"format\": \"fp16\"}}},\n"
+             " {\"action\": \"undo\"},\n"
+             " {\"action\": \"view\", \"args\": {\"tab\": \"plan\"}},\n"
+             " {\"action\": \"redo\"},\n"
+             " {\"action\": \"apply_preset\", \"plan\": \"rtn\", \"preset\": \"int4-rtn\", \"group\": 32},\n"
+             " {\"action\": \"evaluate\", \"args\": {\"text\": \"%s\", \"ctx\": 64, \"chunks\": 2}},\n"
+             " {\"action\": \"evaluate\", \"args\": {\"plan\": \"int4-gptq\", \"text\": \"%s\", \"ctx\": 64, \"chunks\": 2}}\n"
+             "]}\n",
+             model, text, text, text, text);
+    spit(tpath("script.json"), script);
+    Err err;
+    err_init(&err);
+
+    /* Record. */
+    ReplayReport rep;
+    CHECK_OK(run(tpath("script.json"), 2, 0, &rep, &err), err);
+    CHECK(rep.n_actions == 10 && rep.n_run == 9 && rep.n_skipped == 1 && rep.threads == 2);
+    Session *s = rep.out;
+    CHECK(session_n_results(s) == 3 && session_n_actions(s) == 10 && session_n_plans(s) == 2);
+    const SessionResult *r0 = session_result(s, 0), *r1 = session_result(s, 1), *r2 = session_result(s, 2);
+    CHECK(!strcmp(r0->plan, "int4-gptq") && !strcmp(r1->plan, "rtn") && !strcmp(r2->plan, "int4-gptq"));
+    CHECK(r0->threads == 2 && r0->ctx == 64 && r0->chunks == 2);
+    CHECK(r0->ppl_base == r1->ppl_base && r1->ppl_base == r2->ppl_base);
+    CHECK(r0->tokens_scored == 2 * (64 - 1 - 32)); /* llama.cpp protocol: positions ctx/2 .. ctx-2 */
+    CHECK(r0->kld_mean > 0 && r0->kld_mean < r1->kld_mean); /* GPTQ beats RTN at int4 */
+    CHECK(r2->bytes > r0->bytes);     /* the redone edit put 1.down at fp16 */
+    CHECK(session_calib(s)->present && session_calib(s)->samples == 4 && session_calib(s)->seqlen == 64);
+    Plan p;
+    CHECK_OK(session_get_plan(s, "int4-gptq", &p, &err), err);
+    PlanModel pm = {.n_layers = 5, .dim = 64, .hidden_dim = 172, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8,
+                    .vocab_size = 512};
+    PlanResolved res;
+    CHECK_OK(plan_resolve(&p, &pm, &res, &err), err);
+    CHECK(res.lin[1 * PLAN_NPROJ + PLAN_DOWN].e.w.fmt == QF_F16 && res.lin[2 * PLAN_NPROJ + PLAN_DOWN].e.w.fmt == QF_INT4);
+    plan_resolved_done(&res);
+    plan_done(&p);
+    CHECK(!strcmp(session_action(s, 5)->name, "view"));
+    CHECK_OK(session_save(s, tpath("rec.json"), &err), err);
+    replay_report_done(&rep);
+
+    /* Replay --check at the recorded thread count: bit-identical. */
+    CHECK_OK(run(tpath("rec.json"), 0, 1, &rep, &err), err);
+    char *d = replay_diff_text(&rep);
+    CHECKF(rep.n_diffs == 0, "%s", d);
+    free(d);
+    CHECK(rep.threads == 2 && rep.recorded_threads == 2);
+    CHECK(rep.n_compared >= 3 * 17 + 2 * 37);
+    replay_report_done(&rep);
+
+    /* At another thread count: within the stated tolerances. */
+    CHECK_OK(run(tpath("rec.json"), 1, 1, &rep, &err), err);
+    d = replay_diff_text(&rep);
+    CHECKF(rep.n_diffs == 0, "%s", d);
+    free(d);
+    replay_report_done(&rep);
+
+    /* A tampered result fails with a diff naming the result, the key and both values. */
+    char *t;
+    size_t n;
+    CHECK_OK(file_read_all(tpath("rec.json"), 1 << 24, &t, &n, &err), err);
+    const char *k = strstr(strstr(strstr(t, "\"results\""), "\"plan\":\t\"rtn\""), "\"ppl\":\t");
+    CHECK(k);
+    char *tt = malloc(n + 8);
+    size_t at = (size_t)(k - t) + strlen("\"ppl\":\t");
+    memcpy(tt, t, at);
+    tt[at] = '\0';
+    strcat(tt, "3.25");
+    const char *rest = t + at;
+    while (*rest != ',') rest++;
+    strcat(tt, rest);
+    spit(tpath("tampered.json"), tt);
+    CHECK_OK(run(tpath("tampered.json"), 0, 1, &rep, &err), err);
+    CHECK(rep.n_diffs == 1 && rep.diffs[0].result == 2 && !strcmp(rep.diffs[0].what, "ppl") &&
+          rep.diffs[0].recorded == 3.25 && rep.diffs[0].tol == 0);
+    d = replay_diff_text(&rep);
+    CHECKF(strstr(d, "result 2: ppl") && strstr(d, "recorded 3.25") && strstr(d, "must be bit-identical"), "%s", d);
+    printf("tampered diff:\n%s", d);
+    free(d);
+    replay_report_done(&rep);
+    /* ...and a tampered plan too. */
+    char *tp = strdup(t);
+    char *fmt = strstr(strstr(tp, "\"plans\""), "\"format\":\t\"int4\"");
+    CHECK(fmt);
+    memcpy(fmt + strlen("\"format\":\t\""), "int8", 4);
+    spit(tpath("tampered2.json"), tp);
+    CHECK_OK(run(tpath("tampered2.json"), 0, 1, &rep, &err), err);
+    d = replay_diff_text(&rep);
+    CHECKF(rep.n_diffs >= 1 && strstr(d, "plan 'int4-gptq' site") && strstr(d, "recorded I8"), "%s", d);
+    free(d);
+    replay_report_done(&rep);
+    free(tp);
+    free(tt);
+    free(t);
+
+    /* A plan naming a layer the model lacks: a clear error naming the action. */
+    snprintf(script, sizeof script,
+             "[{\"action\": \"apply_preset\", \"args\": {\"preset\": \"fp16\"}},\n"
+             " {\"action\": \"set_cell\", \"args\": {\"layer\": 7, \"proj\": \"down\", \"entry\": {\"format\": \"int8\"}}}]");
+    spit(tpath("bad.json"), script);
+    ReplayOpts o;
+    replay_opts_default(&o);
+    o.work_dir = g_dir;
+    o.model_path = model;
+    CHECK(replay_run(tpath("bad.json"), &o, &rep, &err) == ST_ERR_ARG);
+    CHECKF(strstr(err.detail, "bad.json: actions[1] (set_cell)") && strstr(err.detail, "layer 7") &&
+           strstr(err.detail, "5 layers"), "%s", err.detail);
+    CHECK(rep.out && session_n_plans(rep.out) == 1); /* what ran is kept */
+    replay_report_done(&rep);
+    /* An action list without a model, a missing text, not JSON. */
+    CHECK(run(tpath("bad.json"), 0, 0, &rep, &err) == ST_ERR_ARG && strstr(err.detail, "--model"));
+    replay_report_done(&rep);
+    snprintf(script, sizeof script, "{\"model\": \"%s\", \"actions\": [{\"action\": \"calibrate\", \"args\": "
+             "{\"text\": \"/nonexistent/t.txt\"}}]}", model);
+    spit(tpath("bad2.json"), script);
+    CHECK(run(tpath("bad2.json"), 0, 0, &rep, &err) != ST_OK);
+    CHECKF(strstr(err.detail, "actions[0] (calibrate)") && strstr(err.detail, "/nonexistent/t.txt"), "%s", err.detail);
+    replay_report_done(&rep);
+    spit(tpath("bad3.json"), "{\"model\": 1, \"actions\": [");
+    CHECK(run(tpath("bad3.json"), 0, 0, &rep, &err) == ST_ERR_FORMAT && strstr(err.detail, "not valid JSON"));
+    replay_report_done(&rep);
+
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    CHECK(system(cmd) == 0);
+    return testlib_done("test_replay");
+}
