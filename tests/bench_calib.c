@@ -1,7 +1,8 @@
 /* Calibration cost against a plain forward pass on the same tokens.
  * usage: bench_calib [MODEL.gguf] [--threads N] [--samples N] [--seqlen L] [--text F]
- * Without MODEL, generates `synth --preset tinyllama` (4 layers, dim 2048,
- * hidden 5632, ~712 MB F32) at /tmp/qs_bench_tinyllama.gguf once.
+ * Without MODEL, uses build/bench/tinyllama.gguf (written by scripts/bench.sh)
+ * or generates `synth --preset tinyllama` (4 layers, dim 2048, hidden 5632,
+ * ~712 MB F32) at /tmp/qs_bench_tinyllama.gguf once.
  * Prints one line per configuration: seconds and tokens/s, and the overhead
  * of calibration relative to the plain forward pass (with logits, as `ppl`
  * runs it, and without). */
@@ -38,6 +39,8 @@ int main(int argc, char **argv) {
     }
     Err err;
     err_init(&err);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!model && access("build/bench/tinyllama.gguf", R_OK) == 0) model = "build/bench/tinyllama.gguf";
     if (!model) {
         model = "/tmp/qs_bench_tinyllama.gguf";
         if (access(model, F_OK) != 0) {
