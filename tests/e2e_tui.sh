@@ -187,6 +187,39 @@ while [ ! -s "$tmp/exit" ]; do
 done
 grep -q "exit=0" "$tmp/exit" || fail "qscope exited with $(cat "$tmp/exit")"
 
+# A session: a new one records what happens (replayable: qscope replay --check
+# reproduces the result bit for bit), and reopening it restores the results.
+tm kill-session -t e2e
+rm -f "$tmp/exit"
+tm new-session -d -s e2e -x 100 -y 30 \
+  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --threads 2 --session '$tmp/s.json' 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+wait_for "session: s.json" 15
+keys e
+keys 5
+wait_for "#1 fp16" 60
+keys q
+n=0
+while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 50 ] || fail "no exit on q (session)"; done
+grep -Eq '"action":[[:space:]]*"evaluate"' "$tmp/s.json" || fail "the session recorded no evaluate action"
+grep -Eq '"action":[[:space:]]*"load_stats"' "$tmp/s.json" || fail "the session recorded no load_stats action"
+if "$Q" replay --help >/dev/null 2>&1; then
+  "$Q" replay "$tmp/s.json" --check -o "$tmp/r.json" >"$tmp/replay.out" 2>&1 ||
+    { cat "$tmp/replay.out" >&2; fail "qscope replay --check failed on the TUI's session"; }
+  grep -q "check: OK" "$tmp/replay.out" || fail "replay: $(tail -2 "$tmp/replay.out")"
+fi
+tm kill-session -t e2e
+rm -f "$tmp/exit"
+tm new-session -d -s e2e -x 100 -y 30 \
+  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --threads 2 --session '$tmp/s.json' 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+wait_for "session: s.json" 15
+has "calibration: 16 seqs x"
+keys 5
+wait_for "1  fp16"
+keys 6
+wait_for "reopened"
+has "apply_preset"
+keys q
+
 # 80x24 from the start, then SIGTERM: the handler only sets a flag, the main
 # loop restores the terminal and says so.
 tm kill-session -t e2e

@@ -25,6 +25,7 @@
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "core/mapfile.h"
+#include "sessions/session.h"
 #include "tui/draw.h"
 #include "tui/heat.h"
 #include "tui/views.h"
@@ -54,6 +55,53 @@ void app_log(App *a, const char *what, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(l->text, sizeof l->text, fmt, ap);
     va_end(ap);
+}
+
+void app_session_save(App *a) {
+    if (!a->sess) return;
+    Err err;
+    err_init(&err);
+    if (session_save(a->sess, a->session_path, &err) != ST_OK) app_msg(a, 1, "session not saved: %s", err.detail);
+}
+
+void app_session_action(App *a, const char *name, const SessionArg *args, int64_t n) {
+    if (!a->sess) return;
+    Err err;
+    err_init(&err);
+    if (session_log_action(a->sess, name, args, n, &err) != ST_OK) {
+        app_msg(a, 1, "session: %s", err.detail);
+        return;
+    }
+    app_session_save(a);
+}
+
+/* Opens --session: loads an existing file (a corrupt one is an error and is
+ * left untouched) or starts a new one; the Log view shows the recorded actions. */
+static Status session_open(App *a, Err *err) {
+    struct stat st;
+    if (stat(a->session_path, &st) != 0) {
+        Status s = session_new(a->m, a->opts.tokenizer, &a->sess, err);
+        if (s != ST_OK) return s;
+        app_log(a, "session", "new session %s", a->session_path);
+        return session_save(a->sess, a->session_path, err);
+    }
+    Status s = session_load(a->session_path, &a->sess, err);
+    if (s != ST_OK) return s;
+    char msg[300];
+    if (session_check_model(a->sess, a->m, msg, sizeof msg) != SESSION_MODEL_OK) app_msg(a, 1, "%s", msg);
+    for (int64_t i = 0; i < session_n_actions(a->sess); i++) {
+        const SessionAction *act = session_action(a->sess, i);
+        char *args = session_action_args(a->sess, i);
+        app_log(a, act->name, "%s", args ? args : "");
+        free(args);
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        if (act->time && strptime(act->time, "%Y-%m-%dT%H:%M:%SZ", &tm)) a->log[a->n_log - 1].when = timegm(&tm);
+    }
+    app_log(a, "session", "reopened %s: %lld actions, %lld plans, %lld results", a->session_path,
+            (long long)session_n_actions(a->sess), (long long)session_n_plans(a->sess),
+            (long long)session_n_results(a->sess));
+    return ST_OK;
 }
 
 EvalRow *app_add_row(App *a) {
@@ -107,14 +155,17 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
         snprintf(a->text_path, sizeof a->text_path, "%s", o->text_path);
         if ((st = file_read_all(o->text_path, (size_t)1 << 30, &a->text, &a->text_len, err)) != ST_OK) goto fail;
     }
-    if (o->session) snprintf(a->session_path, sizeof a->session_path, "%s", o->session);
     cache_dir_init(a);
+    if (o->session) {
+        snprintf(a->session_path, sizeof a->session_path, "%s", o->session);
+        if ((st = session_open(a, err)) != ST_OK) goto fail;
+    }
     if ((st = pool_new(o->threads, &a->pool, err)) != ST_OK) goto fail;
     if ((st = app_plan_init(a, err)) != ST_OK) goto fail;
     if ((st = jobs_init(&a->jobs, err)) != ST_OK) goto fail;
     app_log(a, "open", "model %s (%s), text %s, %d threads", o->model_path, tokenizer_describe(a->m->tok),
             a->text ? a->text_path : "(none)", pool_size(a->pool));
-    app_load_cached_stats(a);
+    if (!app_calib_restore(a)) app_load_cached_stats(a);
     if (!a->msg[0]) app_msg(a, 0, "press c to calibrate, e to evaluate the plan, ? for help");
     return ST_OK;
 fail:
@@ -134,6 +185,7 @@ void app_done(App *a) {
     free(a->rows);
     free(a->log);
     free(a->plan.marks);
+    session_free(a->sess);
     memset(a, 0, sizeof *a);
 }
 

@@ -41,6 +41,8 @@ typedef struct LogLine {
 struct CalibStats;
 struct PlanEdit;
 struct PlanGrid;
+struct Session;
+struct SessionArg;
 
 typedef struct ActViewState {
     int64_t row, col;        /* layer, tap */
@@ -79,7 +81,8 @@ typedef struct App {
     char text_path[APP_PATH_MAX]; /* "" when none was found */
     char *text;              /* (text_len) its bytes, owned; NULL when none */
     size_t text_len;
-    char session_path[APP_PATH_MAX];
+    char session_path[APP_PATH_MAX]; /* "" without --session */
+    struct Session *sess;    /* owned; NULL without --session: then nothing is saved */
     char cache_dir[APP_PATH_MAX]; /* where stats and written plans go */
     Pool *pool;              /* used by the job thread only */
     JobRunner jobs;
@@ -131,6 +134,14 @@ void app_msg(App *a, int err, const char *fmt, ...) __attribute__((format(printf
 /* Appends a log line (printf-style text). */
 void app_log(App *a, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Saves the session (atomically) after an action; errors go to the message
+ * bar. No-op without a session. */
+void app_session_save(App *a);
+
+/* Records an action in the session (sessions/session.h names and args) and
+ * saves it. No-op without a session. */
+void app_session_action(App *a, const char *name, const struct SessionArg *args, int64_t n);
+
 /* Appends an evaluation row; returns it (borrowed until the next append). */
 EvalRow *app_add_row(App *a);
 
@@ -153,14 +164,23 @@ int app_spike_sites(const App *a, int k, char (*sites)[16]);
 /* Number of layers of the calibration (0 without). */
 int64_t app_calib_layers(const App *a);
 
+/* Reopen: loads the stats file the session names (if it still matches the
+ * model); 0 when there is none or it could not be used (the message says). */
+int app_calib_restore(App *a);
+
 /* Frees a CalibStats (for app_done). */
 void app_free_stats(struct CalibStats *cs);
 
 /* === Plan side (app_plan.c) === */
 
-/* Creates the plan editor with the fp16 preset. */
+/* Creates the plan editor with the fp16 preset, or with the session's
+ * current plan and its evaluation results when a session was reopened. */
 Status app_plan_init(App *a, Err *err);
 void app_plan_done(App *a);
+
+/* Stores the editor's plan in the session under its name (the current plan)
+ * and saves. No-op without a session. */
+void app_plan_sync(App *a);
 
 /* Queues an evaluation of the current plan (or says why not). */
 void app_evaluate(App *a);

@@ -11,6 +11,7 @@
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/vmodel.h"
 
@@ -23,6 +24,68 @@ static void stats_path_for(const App *a, char *buf, size_t n) {
     uint64_t th = hash_bytes(0xcbf29ce484222325ull, a->text, a->text_len);
     snprintf(buf, n, "%s/stats-%016llx-%016llx.qss", a->cache_dir, (unsigned long long)a->m->fingerprint,
              (unsigned long long)th);
+}
+
+/* Records the calibration settings and the stats path in the session. */
+static void session_record_calib(App *a, const CalibStats *cs, const char *stats_path, const char *action) {
+    if (!a->sess) return;
+    SessionCalib sc = {0};
+    sc.text = cs->params.text_path;
+    sc.text_hash = cs->params.text_hash;
+    sc.text_bytes = cs->params.text_bytes;
+    sc.samples = cs->params.samples;
+    sc.seqlen = cs->params.seqlen;
+    sc.seed = cs->params.seed;
+    snprintf(sc.mode, sizeof sc.mode, "%s", calib_mode_name(cs->params.mode));
+    sc.group = cs->params.group;
+    sc.topk = cs->params.topk;
+    sc.sensitivity = cs->params.sensitivity;
+    sc.stats = stats_path;
+    Err err;
+    err_init(&err);
+    if (session_set_calib(a->sess, &sc, &err) != ST_OK) {
+        app_msg(a, 1, "session: %s", err.detail);
+        return;
+    }
+    if (strcmp(action, "load_stats") == 0) {
+        SessionArg args[] = {SESSION_ARG_STR("stats", stats_path)};
+        app_session_action(a, action, args, 1);
+        return;
+    }
+    SessionArg args[] = {
+        SESSION_ARG_STR("text", cs->params.text_path), SESSION_ARG_INT("samples", cs->params.samples),
+        SESSION_ARG_INT("seqlen", cs->params.seqlen), SESSION_ARG_INT("seed", (int64_t)cs->params.seed),
+        SESSION_ARG_STR("mode", calib_mode_name(cs->params.mode)), SESSION_ARG_INT("group", cs->params.group),
+        SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", cs->params.sensitivity),
+        SESSION_ARG_STR("stats", stats_path), SESSION_ARG_INT("threads", pool_size(a->pool)),
+    };
+    app_session_action(a, action, args, (int64_t)(sizeof args / sizeof args[0]));
+}
+
+int app_calib_restore(App *a) {
+    if (!a->sess) return 0;
+    const SessionCalib *sc = session_calib(a->sess);
+    if (!sc->present || !sc->stats) return 0;
+    Err err;
+    err_init(&err);
+    CalibStats *cs = NULL;
+    if (statsfile_load(sc->stats, &cs, &err) != ST_OK) {
+        app_msg(a, 1, "the session's calibration stats are unusable (%s): press c to recalibrate", err.detail);
+        return 0;
+    }
+    char why[256];
+    if (statsfile_is_stale(cs, a->m, why, sizeof why)) {
+        calib_stats_free(cs);
+        app_msg(a, 1, "the session's calibration is for another model (%s): press c to recalibrate", why);
+        return 0;
+    }
+    calib_stats_free(a->cs);
+    a->cs = cs;
+    snprintf(a->stats_path, sizeof a->stats_path, "%s", sc->stats);
+    char sum[160];
+    app_calib_summary(a, sum, sizeof sum);
+    app_log(a, "load-stats", "%s (%s), from the session", sc->stats, sum);
+    return 1;
 }
 
 void app_load_cached_stats(App *a) {
@@ -51,6 +114,7 @@ void app_load_cached_stats(App *a) {
     app_calib_summary(a, sum, sizeof sum);
     app_log(a, "load-stats", "%s (%s)", path, sum);
     app_msg(a, 0, "calibration loaded from the cache: %s", sum);
+    session_record_calib(a, cs, path, "load_stats");
 }
 
 void app_calib_summary(const App *a, char *buf, size_t n) {
@@ -115,6 +179,7 @@ static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     app_log(a, "calibrate", "text=%s samples=%lld seqlen=%lld seed=%llu mode=%s group=%lld -> %s in %.1f s, stats %s",
             j->p.text_path, (long long)j->p.samples, (long long)j->p.seqlen, (unsigned long long)j->p.seed,
             calib_mode_name(j->p.mode), (long long)j->p.group, sum, j->seconds, j->path);
+    session_record_calib(a, a->cs, j->path, "calibrate");
 }
 
 static void calib_job_free(void *arg) {

@@ -13,22 +13,66 @@
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
+#include "core/hash.h"
 #include "quant/preset.h"
 #include "sessions/plan_json.h"
+#include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/plan_edit.h"
 
 static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
+
+/* Reopen: the session's results become rows of the Evaluate view. */
+static void restore_results(App *a) {
+    for (int64_t i = 0; i < session_n_results(a->sess); i++) {
+        const SessionResult *r = session_result(a->sess, i);
+        EvalRow *row = app_add_row(a);
+        if (!row) return;
+        snprintf(row->label, sizeof row->label, "%s", r->plan ? r->plan : "?");
+        row->ppl = r->ppl;
+        row->ppl_base = r->ppl_base;
+        row->dppl = r->ppl - r->ppl_base;
+        row->kld_mean = r->kld_mean;
+        row->kld_p99 = r->kld_p99;
+        row->top1 = r->top1_agree;
+        row->bpw = r->bpw;
+        row->bytes = (size_t)r->bytes;
+        row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
+        row->cancelled = r->cancelled;
+    }
+}
 
 Status app_plan_init(App *a, Err *err) {
     PlanModel pm = app_pm(a);
     a->pe = core_calloc(1, sizeof *a->pe);
     a->plan.marks = core_calloc((size_t)(pm.n_layers * PLAN_NPROJ) + 1, 1);
     if (!a->pe || !a->plan.marks) return err_set(err, ST_ERR_NOMEM, "plan editor");
-    Status st = plan_edit_init(a->pe, &pm, NULL, err);
+    Plan sp;
+    plan_init(&sp);
+    const Plan *start = NULL;
+    const char *cur = a->sess ? session_current_plan(a->sess) : NULL;
+    if (cur) {
+        if (session_get_plan(a->sess, cur, &sp, err) != ST_OK) {
+            plan_done(&sp);
+            return err_wrap(err, "session %s: current plan '%s'", a->session_path, cur);
+        }
+        snprintf(sp.name, sizeof sp.name, "%s", cur);
+        start = &sp;
+    }
+    Status st = plan_edit_init(a->pe, &pm, start, err);
+    plan_done(&sp);
     if (st != ST_OK) {
         free(a->pe);
         a->pe = NULL;
+        return st;
+    }
+    if (a->sess) {
+        restore_results(a);
+        if (!cur) { /* a new session starts with the fp16 preset, recorded so replay makes it too */
+            app_plan_sync(a);
+            SessionArg args[] = {SESSION_ARG_STR("preset", "fp16"), SESSION_ARG_STR("plan", "fp16")};
+            app_session_action(a, "apply_preset", args, 2);
+        }
     }
     EvalOpts o;
     eval_opts_default(&o);
@@ -37,6 +81,22 @@ Status app_plan_init(App *a, Err *err) {
     snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld, %s chunks of %s", (long long)o.n_ctx,
              o.max_chunks ? "some" : "all", tb ? tb + 1 : a->text_path);
     return st;
+}
+
+void app_plan_sync(App *a) {
+    if (!a->sess) return;
+    Plan p;
+    Err err;
+    err_init(&err);
+    if (plan_edit_to_plan(a->pe, &p, &err) != ST_OK) {
+        app_msg(a, 1, "session: %s", err.detail);
+        return;
+    }
+    if (session_set_plan(a->sess, a->pe->cur.name, &p, &err) != ST_OK ||
+        session_set_current(a->sess, a->pe->cur.name, &err) != ST_OK)
+        app_msg(a, 1, "session: %s", err.detail);
+    plan_done(&p);
+    app_session_save(a);
 }
 
 void app_plan_done(App *a) {
@@ -140,6 +200,7 @@ typedef struct EvalJob {
     char stats_path[APP_PATH_MAX]; /* "" without calibration */
     char plan_path[APP_PATH_MAX];  /* where the plan was written ("" if not) */
     char label[64];
+    uint64_t text_hash;
     Plan plan;
     PlanGrid grid;           /* what the editor held, for the diff afterwards */
     EvalResult res;
@@ -229,6 +290,20 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     row->bytes = r->bytes;
     row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
     row->cancelled = r->cancelled;
+    if (a->sess && !r->cancelled) {
+        char *json = eval_result_json(r, NULL, j->label);
+        SessionEvalInfo info = {.plan = j->label, .text = a->text_path, .text_hash = j->text_hash,
+                                .ctx = j->opts.n_ctx, .chunks = j->opts.max_chunks, .threads = pool_size(a->pool)};
+        Err serr;
+        err_init(&serr);
+        if (!json || session_add_result(a->sess, &info, json, NULL, &serr) != ST_OK)
+            app_msg(a, 1, "session: result not recorded: %s", json ? serr.detail : "out of memory");
+        free(json);
+        SessionArg args[] = {SESSION_ARG_STR("plan", j->label), SESSION_ARG_STR("text", a->text_path),
+                             SESSION_ARG_INT("ctx", j->opts.n_ctx), SESSION_ARG_INT("chunks", j->opts.max_chunks),
+                             SESSION_ARG_INT("threads", pool_size(a->pool))};
+        app_session_action(a, "evaluate", args, 5);
+    }
     if (!r->cancelled) {
         if (!a->last_eval) a->last_eval = core_calloc(1, sizeof *a->last_eval);
         if (a->last_eval) {
@@ -283,6 +358,15 @@ void app_evaluate(App *a) {
     snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->cs ? a->stats_path : "");
     plan_label(a, j->label, sizeof j->label);
+    j->text_hash = hash_bytes(0xcbf29ce484222325ull, a->text, a->text_len);
+    if (a->sess && strcmp(j->label, a->pe->cur.name) != 0) {
+        /* An edited plan is evaluated as a copy under its own name, so the
+         * result keeps pointing at what ran while editing goes on. */
+        char base[64];
+        snprintf(base, sizeof base, "%s", j->label);
+        for (int k = 2; session_find_plan(a->sess, j->label) >= 0 && k < 1000; k++)
+            snprintf(j->label, sizeof j->label, "%.50s (%d)", base, k);
+    }
     if (plan_edit_to_plan(a->pe, &j->plan, &err) != ST_OK || plan_grid_copy(&j->grid, a->pe, &err) != ST_OK) {
         app_msg(a, 1, "cannot evaluate: %s", err.detail);
         eval_job_free(j);
@@ -301,6 +385,12 @@ void app_evaluate(App *a) {
     if (plan_file_path(a, tag, j->plan_path, sizeof j->plan_path, &err) != ST_OK ||
         plan_json_save(&j->plan, j->plan_path, &err) != ST_OK)
         j->plan_path[0] = 0;
+    if (a->sess && strcmp(j->label, a->pe->cur.name) != 0) {
+        app_plan_sync(a);
+        SessionArg args[] = {SESSION_ARG_STR("from", a->pe->cur.name), SESSION_ARG_STR("to", j->label)};
+        if (session_set_plan(a->sess, j->label, &j->plan, &err) != ST_OK) app_msg(a, 1, "session: %s", err.detail);
+        app_session_action(a, "copy_plan", args, 2);
+    }
     char jl[48];
     snprintf(jl, sizeof jl, "evaluate %s", j->label);
     a->live_eval = j;

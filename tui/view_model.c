@@ -97,7 +97,7 @@ const ViewOps view_model_ops = {.draw = model_draw, .key = model_key};
 
 static void log_draw(const App *a, const Layout *l) {
     const Rect *r = &l->main;
-    draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%-8s  %-10s  %s", "time", "action", "settings and outcome");
+    draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%-8s  %-12s  %s", "time", "action", "settings and outcome");
     int vis = r->h - 1;
     if (a->n_log == 0) {
         draw_str(r->y + 1, r->x + 1, r->w - 2, C_DIM, "nothing has run yet");
@@ -113,9 +113,9 @@ static void log_draw(const App *a, const Layout *l) {
         strftime(t, sizeof t, "%H:%M:%S", &tm);
         /* Wrap long settings over continuation lines, at spaces where possible. */
         const char *s = ln->text;
-        int tw = r->w - 2 - 22;
+        int tw = r->w - 2 - 24;
         if (tw < 10) tw = 10;
-        draw_text(y, r->x + 1, 20, C_DIM, "%-8s  %-10s", t, ln->what);
+        draw_text(y, r->x + 1, 22, C_DIM, "%-8s  %-12.12s", t, ln->what);
         do {
             int len = (int)strlen(s), cut = len;
             if (draw_width(s) > tw) {
@@ -132,7 +132,7 @@ static void log_draw(const App *a, const Layout *l) {
             }
             char part[512];
             snprintf(part, sizeof part, "%.*s", cut, s);
-            draw_str(y++, r->x + 23, tw, C_NORMAL, part);
+            draw_str(y++, r->x + 25, tw, C_NORMAL, part);
             s += cut;
             while (*s == ' ') s++;
         } while (*s && y < r->y + 1 + vis);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "quant/preset.h"
+#include "sessions/session.h"
 #include "tui/draw.h"
 #include "tui/plan_edit.h"
 #include "tui/views.h"
@@ -136,16 +137,65 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
             res->note);
 }
 
+/* The session records an edit as set_rule actions: the scope's pattern with
+ * the edited fields, then one "L.proj" group rule per cell whose group size
+ * had to fall back, so replaying the rules gives exactly this grid. */
+static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src) {
+    if (!a->sess) return;
+    const PlanViewState *s = &a->plan;
+    char pat[64];
+    Err err;
+    err_init(&err);
+    Status st = ST_OK;
+    switch ((PeScope)s->scope) {
+    case PE_CELL: snprintf(pat, sizeof pat, "%lld.%s", (long long)s->row, plan_proj_name((int)s->col)); break;
+    case PE_ROW: snprintf(pat, sizeof pat, "%lld.*", (long long)s->row); break;
+    case PE_COL: snprintf(pat, sizeof pat, "*.%s", plan_proj_name((int)s->col)); break;
+    case PE_ALL: snprintf(pat, sizeof pat, "*"); break;
+    default: pat[0] = 0; break;
+    }
+    const PlanEdit *pe = a->pe;
+    for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
+        for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
+            int64_t i = l * PLAN_NPROJ + p;
+            char cell[32];
+            snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
+            if (s->scope == PE_MARKED && s->marks[i]) st = session_log_set_rule(a->sess, NULL, cell, fields, src, &err);
+        }
+    if (pat[0] && st == ST_OK) st = session_log_set_rule(a->sess, NULL, pat, fields, src, &err);
+    for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
+        for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
+            int64_t i = l * PLAN_NPROJ + p;
+            PlanEntry want = before->cells[i];
+            plan_entry_take(&want, src, fields);
+            const PlanEntry *got = plan_edit_cell(pe, l, p);
+            if (got->w.group == want.w.group || plan_entry_equal(got, &before->cells[i])) continue;
+            char cell[32];
+            snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
+            st = session_log_set_rule(a->sess, NULL, cell, PF_GROUP, got, &err);
+        }
+    if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
+    app_plan_sync(a);
+}
+
 static int apply(App *a, unsigned fields, const PlanEntry *e, const char *what) {
     Err err;
     err_init(&err);
     PeResult res;
-    if (plan_edit_apply(a->pe, (PeScope)a->plan.scope, a->plan.row, (int)a->plan.col, a->plan.marks, fields, e, &res,
-                        &err) != ST_OK) {
+    PlanGrid before = {0};
+    if (a->sess && plan_grid_copy(&before, a->pe, &err) != ST_OK) {
         app_msg(a, 1, "%s: %s", what, err.detail);
         return R_REDRAW;
     }
+    if (plan_edit_apply(a->pe, (PeScope)a->plan.scope, a->plan.row, (int)a->plan.col, a->plan.marks, fields, e, &res,
+                        &err) != ST_OK) {
+        app_msg(a, 1, "%s: %s", what, err.detail);
+        plan_grid_done(&before);
+        return R_REDRAW;
+    }
     report_edit(a, what, &res);
+    if (res.changed) session_log_edit(a, &before, fields, e);
+    plan_grid_done(&before);
     return R_REDRAW;
 }
 
@@ -189,6 +239,12 @@ static int apply_preset(App *a) {
         for (int64_t i = 0; i < p.n_notes && len < sizeof all; i++)
             len += (size_t)snprintf(all + len, sizeof all - len, "%s%s", i ? "; " : "", p.notes[i]);
         app_log(a, "preset", "%s%s%s", name, p.n_notes ? ": " : "", all);
+        app_plan_sync(a);
+        SessionArg args[3] = {SESSION_ARG_STR("preset", name), SESSION_ARG_STR("plan", name)};
+        int na = 2;
+        if (o.spikes) args[na++] = SESSION_ARG_STRS("spikes", o.spikes, o.n_spikes);
+        else if (o.random_k) args[na++] = SESSION_ARG_INT("random_k", o.random_k);
+        app_session_action(a, "apply_preset", args, na);
     }
     plan_done(&p);
     a->plan.preset_open = 0;
@@ -278,12 +334,16 @@ static int plan_key(App *a, Action act) {
         if (plan_edit_undo(a->pe)) {
             app_msg(a, 0, "undone (%lld more)", (long long)a->pe->n_undo);
             app_log(a, "undo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
+            app_session_action(a, "undo", NULL, 0);
+            app_plan_sync(a);
         } else app_msg(a, 0, "nothing to undo");
         return R_REDRAW;
     case AC_REDO:
         if (plan_edit_redo(a->pe)) {
             app_msg(a, 0, "redone (%lld more)", (long long)a->pe->n_redo);
             app_log(a, "redo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
+            app_session_action(a, "redo", NULL, 0);
+            app_plan_sync(a);
         } else app_msg(a, 0, "nothing to redo");
         return R_REDRAW;
     case AC_WRITE_PLAN: app_write_plan(a); return R_REDRAW;
