@@ -97,3 +97,18 @@ clean:
 	rm -rf $(BUILD) build-asan qscope
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/main.d
+
+# === sessions ===
+# The build version each evaluation result records (git describe at build time).
+QS_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(BUILD)/sessions/session.o: CFLAGS += -DQS_BUILD_VERSION='"$(QS_VERSION)"'
+
+# A longer seeded mutation fuzz of the session, plan-JSON and llama.cpp
+# tensor-type parsers under ASan/UBSan (test_session's loop, FUZZ_SECONDS long).
+FUZZ_SECONDS ?= 120
+.PHONY: fuzz
+fuzz:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" build-asan/tests/test_session
+	QS_SHARED=$(SHARED) QS_FUZZ_SECONDS=$(FUZZ_SECONDS) build-asan/tests/test_session
