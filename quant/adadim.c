@@ -87,12 +87,12 @@ double adadim_output_error(const float *W, const float *Wq, int64_t n_out, int64
     return e;
 }
 
-/* Quantizes one variant and measures its output error. */
-static Status adadim_variant(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
+/* Quantizes one variant (GPTQ when f is set) and measures its output error. */
+static Status adadim_variant(const float *W, int64_t n_out, int64_t n_in, const GptqFactor *f, const QParams *p,
                              const GptqOpts *gptq, Pool *pool, Progress *prog, ErrCtx *ec, float *wq, QTensor *q,
                              double *e, Err *err) {
-    Status st = gptq ? gptq_quantize(W, n_out, n_in, H, NULL, p, gptq, pool, prog, q, NULL, err)
-                     : rtn_quantize(W, n_out, n_in, p, q, err);
+    Status st = f ? gptq_quantize_factored(W, n_out, n_in, f, p, gptq, pool, prog, q, NULL, err)
+                  : rtn_quantize(W, n_out, n_in, p, q, err);
     if (st) return st;
     qtensor_dequant(q, wq);
     *e = err_ctx_run(ec, W, wq, n_out);
@@ -118,8 +118,11 @@ Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *
         return err_set(err, ST_ERR_NOMEM, "adadim (%lld, %lld)", (long long)n_out, (long long)n_in);
     }
     QTensor qoc = {0}, qic = {0};
-    st = adadim_variant(W, n_out, n_in, H, &oc, gptq, pool, prog, &ec, wq, &qoc, &out->err_oc, err);
-    if (!st) st = adadim_variant(W, n_out, n_in, H, &ic, gptq, pool, prog, &ec, wq, &qic, &out->err_ic, err);
+    GptqFactor *f = NULL;
+    if (gptq) st = gptq_factor_new(H, NULL, n_in, gptq, &f, err); /* one factorization for both variants */
+    if (!st) st = adadim_variant(W, n_out, n_in, f, &oc, gptq, pool, prog, &ec, wq, &qoc, &out->err_oc, err);
+    if (!st) st = adadim_variant(W, n_out, n_in, f, &ic, gptq, pool, prog, &ec, wq, &qic, &out->err_ic, err);
+    gptq_factor_free(f);
     if (!st) {
         out->err_ref = err_ctx_run(&ec, W, NULL, n_out);
         if (out->err_ic < out->err_oc) {

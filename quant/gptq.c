@@ -151,59 +151,74 @@ static void gptq_build_a(double *A, const double *Hd, const float *Hf, const int
     }
 }
 
-Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *Hd, const float *Hf,
-                     const QParams *p, const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out,
-                     GptqStats *stats, Err *err) {
-    memset(out, 0, sizeof *out);
+struct GptqFactor {
+    int64_t n;
+    int act_order;
+    double damp;             /* the option it was built with */
+    float *L;                /* (n, n) lower: Uᵀ, in processing order */
+    int64_t *perm;           /* (n) processing order -> original column */
+    uint8_t *dead;           /* (n) original columns with H_jj == 0 */
+    GptqStats st;            /* damp_used, dead_cols, retries, sec_factor */
+};
+
+void gptq_factor_free(GptqFactor *f) {
+    if (!f) return;
+    core_free_aligned(f->L);
+    free(f->perm);
+    free(f->dead);
+    free(f);
+}
+
+int64_t gptq_factor_dim(const GptqFactor *f) { return f->n; }
+
+Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, GptqFactor **out, Err *err) {
+    *out = NULL;
     GptqOpts defo;
     if (!o) { gptq_opts_default(&defo); o = &defo; }
     if ((Hd == NULL) == (Hf == NULL)) return err_set(err, ST_ERR_ARG, "gptq: give H as float64 or float32 (exactly one)");
-    Status st = qparams_check(p, n_out, n_in, err);
-    if (st) return err_wrap(err, "gptq");
-    const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t->needs_scale || p->fmt == QF_AQLM)
-        return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
-    if (!(o->damp >= 0 && o->damp < 1) || o->block < 1)
-        return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1) and block %lld >= 1", o->damp, (long long)o->block);
-    int64_t n = n_in;
+    if (n <= 0) return err_set(err, ST_ERR_ARG, "gptq: H dimension %lld", (long long)n);
+    if (!(o->damp >= 0 && o->damp < 1))
+        return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1)", o->damp);
     size_t nn = (size_t)n * (size_t)n;
+    Status st = ST_OK;
     double *A = NULL, *diag = NULL;
-    float *L = NULL, *Wt = NULL, *E = NULL, *Ub = NULL, *ztmp = NULL;
-    int64_t *perm = NULL;
-    uint8_t *dead = NULL;
-    GptqCtx c = {0};
+    GptqFactor *f = core_calloc(1, sizeof *f);
+    if (!f) return err_set(err, ST_ERR_NOMEM, "gptq factor");
+    f->n = n;
+    f->act_order = o->act_order;
+    f->damp = o->damp;
     A = core_alloc_aligned(nn, sizeof *A);
-    L = core_alloc_aligned(nn, sizeof *L);
-    Wt = core_alloc_aligned((size_t)n * (size_t)n_out, sizeof *Wt);
+    f->L = core_alloc_aligned(nn, sizeof *f->L);
     diag = malloc((size_t)n * sizeof *diag);
-    perm = malloc((size_t)n * sizeof *perm);
-    dead = calloc((size_t)n, 1);
-    if (!A || !L || !Wt || !diag || !perm || !dead) {
-        st = err_set(err, ST_ERR_NOMEM, "gptq buffers for (%lld, %lld)", (long long)n_out, (long long)n_in);
+    f->perm = malloc((size_t)n * sizeof *f->perm);
+    f->dead = calloc((size_t)n, 1);
+    if (!A || !f->L || !diag || !f->perm || !f->dead) {
+        st = err_set(err, ST_ERR_NOMEM, "gptq: factor buffers for n = %lld", (long long)n);
         goto fail;
     }
-    double t0 = gptq_now(), t_fact = 0, t_batch = 0, t_gemm = 0;
+    double t0 = gptq_now();
     /* dead inputs and damping */
     double mean = 0;
-    int64_t n_dead = 0;
     for (int64_t j = 0; j < n; j++) {
         double h = Hd ? Hd[j * n + j] : (double)Hf[j * n + j];
-        if (!isfinite(h) || h < 0) { st = err_set(err, ST_ERR_NUMERIC, "gptq: H[%lld][%lld] = %g", (long long)j, (long long)j, h); goto fail; }
-        if (h == 0) { dead[j] = 1; n_dead++; h = 1; }
+        if (!isfinite(h) || h < 0) {
+            st = err_set(err, ST_ERR_NUMERIC, "gptq: H[%lld][%lld] = %g", (long long)j, (long long)j, h);
+            goto fail;
+        }
+        if (h == 0) { f->dead[j] = 1; f->st.dead_cols++; h = 1; }
         diag[j] = h;
         mean += h;
     }
     mean /= (double)n;
-    for (int64_t j = 0; j < n; j++) perm[j] = j;
-    if (o->act_order) qsort_r(perm, (size_t)n, sizeof *perm, cmp_desc_diag, diag);
+    for (int64_t j = 0; j < n; j++) f->perm[j] = j;
+    if (o->act_order) qsort_r(f->perm, (size_t)n, sizeof *f->perm, cmp_desc_diag, diag);
     /* U = upper Cholesky factor of (H + lambda I)^-1, via the reversal
      * identity: if J·H·J = M·Mᵀ (M lower), then H^-1 = UᵀU with U = J·M^-1·J. */
     double lambda = o->damp * mean;
-    int retries = 0;
     for (;;) {
-        gptq_build_a(A, Hd, Hf, perm, dead, n, lambda);
+        gptq_build_a(A, Hd, Hf, f->perm, f->dead, n, lambda);
         if (linalg_cholesky_lower(A, n) == 0) break;
-        if (++retries > 6) {
+        if (++f->st.retries > 6) {
             st = err_set(err, ST_ERR_NUMERIC, "gptq: H is not positive definite even with damping %g", lambda);
             goto fail;
         }
@@ -214,10 +229,43 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
     for (int64_t a0 = 0; a0 < n; a0 += 64) /* 64x64 tiles: one side of a transpose is strided */
         for (int64_t b0 = 0; b0 <= a0; b0 += 64)
             for (int64_t a = a0; a < a0 + 64 && a < n; a++)
-                for (int64_t b = b0; b < b0 + 64 && b <= a; b++) L[a * n + b] = (float)A[(n - 1 - b) * n + (n - 1 - a)];
+                for (int64_t b = b0; b < b0 + 64 && b <= a; b++) f->L[a * n + b] = (float)A[(n - 1 - b) * n + (n - 1 - a)];
+    f->st.damp_used = lambda;
+    f->st.sec_factor = gptq_now() - t0;
     core_free_aligned(A);
-    A = NULL;
-    t_fact = gptq_now() - t0;
+    free(diag);
+    *out = f;
+    return ST_OK;
+fail:
+    core_free_aligned(A);
+    free(diag);
+    gptq_factor_free(f);
+    return st;
+}
+
+Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const GptqFactor *f, const QParams *p,
+                              const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out, GptqStats *stats,
+                              Err *err) {
+    memset(out, 0, sizeof *out);
+    GptqOpts defo;
+    if (!o) { gptq_opts_default(&defo); o = &defo; }
+    if (f->n != n_in)
+        return err_set(err, ST_ERR_MISMATCH, "gptq: H is %lld x %lld but the weight has %lld inputs", (long long)f->n,
+                       (long long)f->n, (long long)n_in);
+    Status st = qparams_check(p, n_out, n_in, err);
+    if (st) return err_wrap(err, "gptq");
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t->needs_scale || p->fmt == QF_AQLM)
+        return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
+    if (o->block < 1) return err_set(err, ST_ERR_ARG, "gptq: block %lld must be >= 1", (long long)o->block);
+    int64_t n = n_in;
+    const float *L = f->L;
+    const int64_t *perm = f->perm;
+    float *Wt = NULL, *E = NULL, *Ub = NULL, *ztmp = NULL;
+    GptqCtx c = {0};
+    double t_batch = 0, t_gemm = 0;
+    Wt = core_alloc_aligned((size_t)n * (size_t)n_out, sizeof *Wt);
+    if (!Wt) { st = err_set(err, ST_ERR_NOMEM, "gptq buffers for (%lld, %lld)", (long long)n_out, (long long)n_in); goto fail; }
     /* Wt[j] = W[:, perm[j]], dead columns zeroed */
     for (int64_t r0 = 0; r0 < n_out; r0 += 64)
         for (int64_t j0 = 0; j0 < n; j0 += 64)
@@ -229,7 +277,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
                                      (long long)perm[j]);
                         goto fail;
                     }
-                    Wt[j * n_out + r] = dead[perm[j]] ? 0.0f : v;
+                    Wt[j * n_out + r] = f->dead[perm[j]] ? 0.0f : v;
                 }
     st = qtensor_alloc(out, p, n_out, n_in, err);
     if (st) goto fail;
@@ -239,7 +287,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
     c.Wt = Wt;
     c.perm = perm;
     c.go = qparams_group_len(p, n_out, n_in);
-    c.dyn = p->dim == GROUP_OC && p->group > 0 && !o->static_groups && !o->act_order;
+    c.dyn = p->dim == GROUP_OC && p->group > 0 && !o->static_groups && !f->act_order;
     c.scale = out->scale;
     c.zero = out->zero;
     if (!c.zero) {
@@ -250,7 +298,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
     c.f8 = out->f8;
     if (!c.dyn) {
         /* fit ranges on the original order; dead columns count as zero */
-        st = gptq_fit_static(W, dead, &c, err);
+        st = gptq_fit_static(W, f->dead, &c, err);
         if (st) { err_wrap(err, "gptq"); goto fail; }
     }
     int64_t block = o->block;
@@ -291,10 +339,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         progress_add(prog, nb);
     }
     if (stats) {
-        stats->damp_used = lambda;
-        stats->dead_cols = n_dead;
-        stats->retries = retries;
-        stats->sec_factor = t_fact;
+        *stats = f->st;
         stats->sec_batches = t_batch;
         stats->sec_gemm = t_gemm;
     }
@@ -303,14 +348,33 @@ fail:
     qtensor_done(out);
 done:
     gemm_work_free(c.gw);
-    core_free_aligned(A);
-    core_free_aligned(L);
     core_free_aligned(Wt);
     core_free_aligned(E);
     free(Ub);
-    free(diag);
-    free(perm);
-    free(dead);
     free(ztmp);
+    return st;
+}
+
+Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *Hd, const float *Hf,
+                     const QParams *p, const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out,
+                     GptqStats *stats, Err *err) {
+    memset(out, 0, sizeof *out);
+    GptqOpts defo;
+    if (!o) { gptq_opts_default(&defo); o = &defo; }
+    /* cheap argument checks before the O(n^3) factorization */
+    if ((Hd == NULL) == (Hf == NULL)) return err_set(err, ST_ERR_ARG, "gptq: give H as float64 or float32 (exactly one)");
+    Status st = qparams_check(p, n_out, n_in, err);
+    if (st) return err_wrap(err, "gptq");
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t->needs_scale || p->fmt == QF_AQLM)
+        return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
+    if (!(o->damp >= 0 && o->damp < 1) || o->block < 1)
+        return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1) and block %lld >= 1", o->damp, (long long)o->block);
+    if (progress_cancelled(prog)) return err_set(err, ST_ERR_CANCELLED, "gptq cancelled");
+    GptqFactor *f = NULL;
+    st = gptq_factor_new(Hd, Hf, n_in, o, &f, err);
+    if (st) return st;
+    st = gptq_quantize_factored(W, n_out, n_in, f, p, o, pool, prog, out, stats, err);
+    gptq_factor_free(f);
     return st;
 }

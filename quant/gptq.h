@@ -69,4 +69,28 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
                      const QParams *p, const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out,
                      GptqStats *stats, Err *err);
 
+/* === Sharing one factorization ===
+ * The O(n^3) part depends only on H, damp and act_order, so projections that
+ * read the same input (q/k/v, gate/up) and AdaDim's two variants can share it. */
+typedef struct GptqFactor GptqFactor;
+
+/* Factorizes H (n, n) (as in gptq_quantize: Hd or Hf, upper triangle read)
+ * with o's damp and act_order (o may be NULL: defaults). Caller frees with
+ * gptq_factor_free. Errors: ST_ERR_ARG, ST_ERR_NUMERIC, ST_ERR_NOMEM. */
+Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, GptqFactor **out, Err *err);
+
+/* NULL is a no-op. */
+void gptq_factor_free(GptqFactor *f);
+
+/* The n the factor was built for. */
+int64_t gptq_factor_dim(const GptqFactor *f);
+
+/* gptq_quantize with a prebuilt factor f (borrowed; read-only, so several
+ * calls may share it one after another). The factor's damp and act_order
+ * apply; o supplies block and static_groups. ST_ERR_MISMATCH if f's n is not
+ * n_in. stats (may be NULL) reports the factor's figures plus this run's. */
+Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const GptqFactor *f, const QParams *p,
+                              const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out, GptqStats *stats,
+                              Err *err);
+
 #endif

@@ -329,6 +329,25 @@ static void test_vs_reference(Pool *pool) {
     qtensor_done(&c1);
     qtensor_done(&c2);
     qtensor_done(&a);
+    /* one shared factor gives exactly what separate calls give (q/k/v style) */
+    GptqOpts of;
+    gptq_opts_default(&of);
+    of.act_order = 1;
+    GptqFactor *fac = NULL;
+    CHECK_OK(gptq_factor_new(H, NULL, n_in, &of, &fac, &err), err);
+    CHECK(gptq_factor_dim(fac) == n_in);
+    QParams shared[2] = {{QF_INT4, 0, GROUP_OC, 32}, {QF_INT3, 1, GROUP_IC, 0}};
+    for (int k = 0; k < 2; k++) {
+        QTensor s1, s2;
+        GptqStats st1;
+        CHECK_OK(gptq_quantize_factored(W, n_out, n_in, fac, &shared[k], &of, pool, NULL, &s1, &st1, &err), err);
+        CHECK_OK(gptq_quantize(W, n_out, n_in, H, NULL, &shared[k], &of, pool, NULL, &s2, NULL, &err), err);
+        CHECK(!memcmp(s1.q, s2.q, (size_t)(n_out * n_in)) && st1.dead_cols == 3);
+        qtensor_done(&s1);
+        qtensor_done(&s2);
+    }
+    CHECK(gptq_quantize_factored(W, n_out, n_in - 8, fac, &p4, &of, pool, NULL, &a, NULL, &err) == ST_ERR_MISMATCH);
+    gptq_factor_free(fac);
     /* errors */
     CHECK(gptq_quantize(W, n_out, n_in, NULL, NULL, &p4, NULL, pool, NULL, &a, NULL, &err) == ST_ERR_ARG);
     CHECK(gptq_quantize(W, n_out, n_in, H, Hf, &p4, NULL, pool, NULL, &a, NULL, &err) == ST_ERR_ARG);
