@@ -241,4 +241,26 @@ while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 50 ] || fail "n
 grep -q "exit=143" "$tmp/exit" || fail "SIGTERM exit was $(cat "$tmp/exit")"
 grep -q "terminal restored" "$tmp/stderr" || fail "no restore message: $(cat "$tmp/stderr")"
 
+# SIGINT (Ctrl-C) and a fatal ASSERT restore the terminal too.
+for mode in int fatal; do
+  tm kill-session -t e2e
+  rm -f "$tmp/exit"
+  fatal=""; [ $mode = fatal ] && fatal=1
+  tm new-session -d -s e2e -x 80 -y 24 \
+    "QSCOPE_TEST_FATAL=$fatal XDG_CACHE_HOME='$tmp/cache' '$Q' '$M' --text '$T' --threads 1 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+  if [ $mode = int ]; then wait_for "1 Model" 15; keys C-c; fi
+  n=0
+  while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 100 ] || fail "no exit ($mode)"; done
+  if [ $mode = int ]; then
+    grep -q "exit=130" "$tmp/exit" || fail "SIGINT exit was $(cat "$tmp/exit")"
+    grep -q "interrupted: terminal restored" "$tmp/stderr" || fail "SIGINT: $(cat "$tmp/stderr")"
+  else
+    grep -q "exit=134" "$tmp/exit" || fail "fatal exit was $(cat "$tmp/exit")"
+    grep -q "internal error: ASSERT" "$tmp/stderr" || fail "fatal: $(cat "$tmp/stderr")"
+  fi
+  # Back on the normal screen (endwin left the alternate screen): no workbench chrome.
+  sleep 0.2
+  lacks "1 Model   2 Activations"
+done
+
 echo "e2e_tui: ok ($(( $(date +%s) - t0 )) s; TUI PPL $tui_ppl = qscope eval $want)"

@@ -450,6 +450,13 @@ int tui_run(const TuiOpts *o) {
     a->colors = has_colors() && getenv("NO_COLOR") == NULL;
     draw_init(a->colors, utf8);
 
+    /* The fatal path (ASSERT -> hook -> endwin -> abort) is exercised by the
+     * end-to-end test through this variable; nothing else sets it. */
+    const char *tf = getenv("QSCOPE_TEST_FATAL");
+    if (tf && *tf) {
+        draw_all(a);
+        ASSERT(!"QSCOPE_TEST_FATAL is set");
+    }
     int dirty = 1;
     while (!got_signal) {
         while (jobs_poll(&a->jobs, a)) dirty = 1;

@@ -291,14 +291,12 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
     row->cancelled = r->cancelled;
     if (a->sess && !r->cancelled) {
-        char *json = eval_result_json(r, NULL, j->label);
         SessionEvalInfo info = {.plan = j->label, .text = a->text_path, .text_hash = j->text_hash,
                                 .ctx = j->opts.n_ctx, .chunks = j->opts.max_chunks, .threads = pool_size(a->pool)};
         Err serr;
         err_init(&serr);
-        if (!json || session_add_result(a->sess, &info, json, NULL, &serr) != ST_OK)
-            app_msg(a, 1, "session: result not recorded: %s", json ? serr.detail : "out of memory");
-        free(json);
+        if (session_add_eval(a->sess, &info, r, NULL, NULL, &serr) != ST_OK)
+            app_msg(a, 1, "session: result not recorded: %s", serr.detail);
         SessionArg args[] = {SESSION_ARG_STR("plan", j->label), SESSION_ARG_STR("text", a->text_path),
                              SESSION_ARG_INT("ctx", j->opts.n_ctx), SESSION_ARG_INT("chunks", j->opts.max_chunks),
                              SESSION_ARG_INT("threads", pool_size(a->pool))};
