@@ -512,7 +512,7 @@ static void layers_text(const uint8_t *set, int64_t n, char *buf, size_t cap) {
     if (cnt == n) { snprintf(buf, cap, "*"); return; }
     size_t len = 0;
     buf[0] = 0;
-    for (int64_t l = 0; l < n;) {
+    for (int64_t l = 0; l < n && len + 1 < cap;) { /* a cut-off list only makes the caller split the rule */
         if (!set[l]) { l++; continue; }
         int64_t e = l;
         while (e + 1 < n && set[e + 1]) e++;

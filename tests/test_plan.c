@@ -343,6 +343,40 @@ static void test_presets(void) {
     CHECK(strstr(err.detail, "k = 21 must be in 1..20"));
 }
 
+/* A scattered fallback set too long for one pattern becomes one rule per layer. */
+static void test_scattered_fallback(void) {
+    PlanModel m = stories();
+    m.n_layers = 80;
+    Err err;
+    err_init(&err);
+    Plan p;
+    plan_init(&p);
+    p.def.w = (QParams){QF_INT4, 1, GROUP_OC, 4};
+    PlanEntry e;
+    plan_entry_default(&e);
+    e.w = (QParams){QF_INT4, 1, GROUP_OC, 128};
+    char pat[16];
+    for (int l = 1; l < 80; l += 2) {
+        snprintf(pat, sizeof pat, "%d.down", l);
+        CHECK_OK(plan_add_rule(&p, pat, PF_GROUP, &e, &err), err);
+    }
+    CHECK(plan_validate(&p, &m, &err) == ST_ERR_ARG);
+    CHECKF(!strcmp(err.detail, "rule 1 '1.down': group 128 does not divide down_proj's input dim 172"), "%s", err.detail);
+    int64_t added = 0;
+    CHECK_OK(plan_fix_groups(&p, &m, &added, &err), err);
+    CHECK(added == 40 && p.n_rules == 80 && p.n_notes == 40);
+    CHECK(has_note(&p, "1.down: group 128 -> 4 (172 = 4·43)") && has_note(&p, "79.down: group 128 -> 4 (172 = 4·43)"));
+    CHECK_OK(plan_validate(&p, &m, &err), err);
+    /* contiguous sets use ranges */
+    plan_done(&p);
+    plan_init(&p);
+    p.def.w = (QParams){QF_INT4, 1, GROUP_OC, 4};
+    CHECK_OK(plan_add_rule(&p, "3-9,20-22.down", PF_GROUP, &e, &err), err);
+    CHECK_OK(plan_fix_groups(&p, &m, &added, &err), err);
+    CHECK(added == 1 && has_note(&p, "3-9,20-22.down: group 128 -> 4 (172 = 4·43)"));
+    plan_done(&p);
+}
+
 static void test_sizes(void) {
     PlanModel m = stories();
     Err err;
@@ -469,6 +503,7 @@ int main(void) {
     test_rules();
     test_validation();
     test_presets();
+    test_scattered_fallback();
     test_sizes();
     test_codes();
     return testlib_done("test_plan");
