@@ -138,7 +138,9 @@ static Status ppl_accumulate(void *user, int64_t chunk, int64_t pos0, int64_t n_
 void ppl_result_done(PplResult *res) {
     if (!res) return;
     free(res->running);
+    free(res->chunk_seconds);
     res->running = NULL;
+    res->chunk_seconds = NULL;
 }
 
 Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_tokens,
@@ -164,7 +166,8 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
     size_t nl;
     if (!core_mul_ok((size_t)batch, (size_t)m->cfg.vocab_size, &nl) ||
         !(logits = core_alloc_aligned(nl, sizeof(float))) ||
-        !(res->running = core_calloc((size_t)n_chunks, sizeof(double)))) {
+        !(res->running = core_calloc((size_t)n_chunks, sizeof(double))) ||
+        !(res->chunk_seconds = core_calloc((size_t)n_chunks, sizeof(double)))) {
         s = err_set(err, ST_ERR_NOMEM, "ppl: logits for a batch of %lld", (long long)batch);
         goto fail;
     }
@@ -180,6 +183,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
             break;
         }
         PplAcc before = acc;
+        double tc = ppl_now();
         s = ppl_eval_chunk(f, tokens, n_tokens, c, &oo, bos, logits, ppl_accumulate, &acc, err);
         if (s == ST_ERR_CANCELLED) {
             acc = before; /* a partly scored chunk does not count */
@@ -189,6 +193,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
         }
         if (s != ST_OK) goto fail;
         res->chunks = c + 1;
+        res->chunk_seconds[c] = ppl_now() - tc;
         res->tokens_run += o->n_ctx;
         res->running[c] = exp(acc.nll / (double)acc.count);
         if (prog) atomic_store(&prog->value, res->running[c]);

@@ -34,6 +34,7 @@ typedef struct PplResult {
     int64_t text_tokens;     /* tokens in the whole text (BOS included) */
     double seconds;          /* evaluation wall time (forward + scoring) */
     double *running;         /* (chunks) running PPL after each chunk; owned */
+    double *chunk_seconds;   /* (chunks) wall time of each chunk; owned */
     int cancelled;           /* 1: stopped early by Progress.cancel */
 } PplResult;
 
@@ -72,7 +73,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
                const PplOpts *o, PplChunkFn cb, void *user, Progress *prog, PplResult *res,
                Err *err);
 
-/* Frees res->running; res may be zeroed or NULL. */
+/* Frees res->running and res->chunk_seconds; res may be zeroed or NULL. */
 void ppl_result_done(PplResult *res);
 
 /* === per-row helpers (reusable by KL / top-1 evaluation) === */

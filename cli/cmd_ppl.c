@@ -221,8 +221,13 @@ int cmd_ppl(int argc, char **argv) {
                (long long)threads, res.seconds, res.seconds / (double)res.chunks, tps, t_load, t_tok,
                flops * 1e-9, gflops, cpu_s, (long long)ru.ru_maxrss * 1024, res.cancelled ? "true" : "false", cpu_describe());
         json_str(stdout, sgemm_backend());
-        printf(", \"running\": [");
+        double best = res.chunk_seconds[0];
+        for (int64_t c = 1; c < res.chunks; c++)
+            if (res.chunk_seconds[c] < best) best = res.chunk_seconds[c];
+        printf(", \"best_chunk_seconds\": %.4f, \"running\": [", best);
         for (int64_t c = 0; c < res.chunks; c++) printf("%s%.6f", c ? ", " : "", res.running[c]);
+        printf("], \"chunk_seconds\": [");
+        for (int64_t c = 0; c < res.chunks; c++) printf("%s%.4f", c ? ", " : "", res.chunk_seconds[c]);
         printf("]}\n");
     } else {
         fprintf(stderr, "ppl: %lld chunks, %lld tokens scored, %.2f s (%.3f s per chunk, %.1f tok/s, %.1f GFLOP/s)\n",

@@ -63,6 +63,7 @@ static void check_form(Pool *pool, const char *rel, const char *tok_rel, double 
     CHECK(r.chunks == 7);
     CHECK(r.tokens_scored == 889);
     CHECK(r.tokens_run == 7 * 256);
+    for (int c = 0; c < 7; c++) CHECK(r.chunk_seconds[c] > 0 && r.chunk_seconds[c] <= r.seconds);
     if (rel_tol > 0) {
         CHECK_NEAR(r.ppl, REF_PPL, REF_PPL * rel_tol);
     } else {
