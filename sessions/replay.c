@@ -66,6 +66,7 @@ typedef struct Replay {
     int64_t n_calib;
     const cJSON *rec_results; /* recorded results (session input) or NULL */
     int64_t n_eval;
+    char edit_key[80];       /* grouping key of the last set_rule / set_cell ("" after other actions) */
 } Replay;
 
 void replay_opts_default(ReplayOpts *o) { memset(o, 0, sizeof *o); }
@@ -433,7 +434,7 @@ static Status rule_from_args(const Replay *r, const cJSON *a, const char *patter
     return st;
 }
 
-static Status act_set_rule(Replay *r, const cJSON *a, int cell, char *sum, size_t cap, Err *err) {
+static Status act_set_rule(Replay *r, const cJSON *a, int cell, int same_edit, char *sum, size_t cap, Err *err) {
     const char *name = plan_arg(r, a);
     if (!name) return err_set(err, ST_ERR_STATE, "no plan to edit (apply a preset first)");
     if (session_find_plan(r->out, name) < 0) return err_set(err, ST_ERR_ARG, "no plan named '%.64s'", name);
@@ -467,7 +468,7 @@ static Status act_set_rule(Replay *r, const cJSON *a, int cell, char *sum, size_
     }
     /* Group sizes that do not divide a dimension fall back as the editor's do. */
     if (!st) st = plan_fix_groups(&p, &r->pm, NULL, err);
-    if (!st) st = before_edit(r, name, err);
+    if (!st && !same_edit) st = before_edit(r, name, err);
     if (!st) st = store_plan(r, name, &p, err);
     plan_done(&p);
     snprintf(sum, cap, "plan '%s': %s%s", name, pats[0], n > 1 ? " ..." : "");
@@ -745,12 +746,24 @@ static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
     char sum[400] = "";
     const char *s2 = NULL;
     Status st = ST_OK;
-    int known = 1;
+    int known = 1, edit = 0;
     if (!strcmp(name, "calibrate")) st = act_calibrate(r, args, logged, sum, sizeof sum, err);
     else if (!strcmp(name, "load_stats")) st = act_load_stats(r, args, sum, sizeof sum, err);
     else if (!strcmp(name, "apply_preset")) st = act_apply_preset(r, args, logged, sum, sizeof sum, err);
-    else if (!strcmp(name, "set_rule")) st = act_set_rule(r, args, 0, sum, sizeof sum, err);
-    else if (!strcmp(name, "set_cell")) st = act_set_rule(r, args, 1, sum, sizeof sum, err);
+    else if (!strcmp(name, "set_rule") || !strcmp(name, "set_cell")) {
+        /* One editor edit may log several rules (a marked set, group fallbacks):
+         * consecutive ones with the same "edit" id (else the same time stamp)
+         * are one undo step, as in the editor. */
+        char key[80];
+        const cJSON *ek = jget(args, "edit");
+        const char *tm = a_str(act, "time");
+        if (cJSON_IsNumber(ek)) snprintf(key, sizeof key, "edit %.0f", ek->valuedouble);
+        else snprintf(key, sizeof key, "time %s", tm ? tm : "");
+        int same = r->edit_key[0] && !strcmp(key, r->edit_key) && (cJSON_IsNumber(ek) || tm);
+        st = act_set_rule(r, args, !strcmp(name, "set_cell"), same, sum, sizeof sum, err);
+        snprintf(r->edit_key, sizeof r->edit_key, "%s", key);
+        edit = 1;
+    }
     else if (!strcmp(name, "remove_rule")) st = act_remove_rule(r, args, sum, sizeof sum, err);
     else if (!strcmp(name, "set_plan")) st = act_set_plan(r, args, sum, sizeof sum, err);
     else if (!strcmp(name, "undo") || !strcmp(name, "redo")) {
@@ -761,6 +774,7 @@ static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
         st = act_plan_admin(r, name, args, sum, sizeof sum, err);
     else if (!strcmp(name, "evaluate")) st = act_evaluate(r, args, sum, sizeof sum, err);
     else known = 0;
+    if (!edit) r->edit_key[0] = '\0';
     if (!st) st = session_log_action_json(r->out, name, logged, err);
     cJSON_Delete(logged);
     if (st) return st;

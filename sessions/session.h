@@ -37,8 +37,11 @@
  *   apply_preset  {preset, plan, group, sym, spike_k | spikes[], spike_format, seed,
  *                  random_k, act_static, act_skip_first, alpha, fix_groups}
  *                 plan = name of the resulting plan (default: the preset's name)
- *   set_rule      {plan, pattern | patterns[], fields[], entry}
- *                 entry: a plan_json ENTRY; fields: "format" "group" "method" "act" "smooth"
+ *   set_rule      {plan, pattern | patterns[], fields[], entry, edit}
+ *                 entry: a plan_json ENTRY; fields: "format" "group" "method" "act" "smooth";
+ *                 group sizes that do not divide a dimension fall back as in the editor
+ *                 (plan_fix_groups). Consecutive set_rule / set_cell actions with the
+ *                 same integer "edit" id (else the same "time") are one undo step
  *   set_cell      {plan, layer, proj, fields[], entry}   = set_rule on "layer.proj"
  *   remove_rule   {plan, index}             0-based rule index
  *   set_plan      {plan, json}              replace a plan wholesale (e.g. loaded from a file)

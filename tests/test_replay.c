@@ -147,6 +147,32 @@ int main(void) {
     free(tt);
     free(t);
 
+    /* Undo granularity: rules logged with one "edit" id are one step. */
+    snprintf(script, sizeof script,
+             "{\"model\": \"%s\", \"actions\": [{\"action\": \"apply_preset\", \"args\": {\"preset\": \"fp16\"}},\n"
+             " {\"action\": \"set_rule\", \"args\": {\"pattern\": \"1.q\", \"edit\": 7, \"entry\": {\"format\": \"int8\"}}},\n"
+             " {\"action\": \"set_rule\", \"args\": {\"pattern\": \"2.q\", \"edit\": 7, \"entry\": {\"format\": \"int8\"}}},\n"
+             " {\"action\": \"set_rule\", \"args\": {\"pattern\": \"3.q\", \"entry\": {\"format\": \"int8\"}}},\n"
+             " {\"action\": \"undo\"}]}", model);
+    spit(tpath("undo.json"), script);
+    static const int want[2][4] = {{0, 1, 1, 0}, {0, 0, 0, 0}}; /* int8 at layers 0..3 after 1 and 2 undos */
+    for (int u = 0; u < 2; u++) {
+        if (u == 1) {
+            char *w = strstr(script, "{\"action\": \"undo\"}]");
+            CHECK(w);
+            strcpy(w, "{\"action\": \"undo\"}, {\"action\": \"undo\"}]}");
+            spit(tpath("undo.json"), script);
+        }
+        CHECK_OK(run(tpath("undo.json"), 1, 0, &rep, &err), err);
+        CHECK_OK(session_get_plan(rep.out, "fp16", &p, &err), err);
+        CHECK_OK(plan_resolve(&p, &pm, &res, &err), err);
+        for (int l = 0; l < 4; l++)
+            CHECKF((res.lin[l * PLAN_NPROJ + PLAN_Q].e.w.fmt == QF_INT8) == want[u][l], "undo %d layer %d", u + 1, l);
+        plan_resolved_done(&res);
+        plan_done(&p);
+        replay_report_done(&rep);
+    }
+
     /* A plan naming a layer the model lacks: a clear error naming the action. */
     snprintf(script, sizeof script,
              "[{\"action\": \"apply_preset\", \"args\": {\"preset\": \"fp16\"}},\n"
