@@ -115,7 +115,6 @@ Status ppl_eval_chunk(Forward *f, const int32_t *tokens, int64_t n_tokens, int64
 typedef struct {
     double nll;
     int64_t count;
-    Progress *prog;
 } PplAcc;
 
 static Status ppl_accumulate(void *user, int64_t chunk, int64_t pos0, int64_t n_rows,
@@ -131,7 +130,6 @@ static Status ppl_accumulate(void *user, int64_t chunk, int64_t pos0, int64_t n_
         a->nll -= lp;
         a->count++;
     }
-    if (progress_cancelled(a->prog)) return err_set(err, ST_ERR_CANCELLED, "ppl: cancelled");
     return ST_OK;
 }
 
@@ -172,10 +170,10 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
         goto fail;
     }
     progress_begin(prog, "perplexity", n_chunks);
+    forward_set_progress(f, prog);
     PplOpts oo = *o;
     oo.batch = batch;
-    PplAcc acc = {0, 0, prog};
-    double t0 = ppl_now();
+    PplAcc acc = {0, 0};
     for (int64_t c = 0; c < n_chunks; c++) {
         if (progress_cancelled(prog)) {
             s = err_set(err, ST_ERR_CANCELLED, "ppl: cancelled after %lld of %lld chunks", (long long)c,
@@ -200,7 +198,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
         progress_add(prog, 1);
         if (cb) cb(user, c, n_chunks, res->running[c]);
     }
-    res->seconds = ppl_now() - t0;
+    for (int64_t c = 0; c < res->chunks; c++) res->seconds += res->chunk_seconds[c];
     res->nll_sum = acc.nll;
     res->tokens_scored = acc.count;
     res->ppl = acc.count > 0 ? exp(acc.nll / (double)acc.count) : NAN;

@@ -32,7 +32,7 @@ typedef struct PplResult {
     int64_t tokens_scored;
     int64_t tokens_run;      /* tokens fed through the forward pass */
     int64_t text_tokens;     /* tokens in the whole text (BOS included) */
-    double seconds;          /* evaluation wall time (forward + scoring) */
+    double seconds;          /* wall time of the completed chunks (forward + scoring) */
     double *running;         /* (chunks) running PPL after each chunk; owned */
     double *chunk_seconds;   /* (chunks) wall time of each chunk; owned */
     int cancelled;           /* 1: stopped early by Progress.cancel */
@@ -65,7 +65,8 @@ Status ppl_eval_chunk(Forward *f, const int32_t *tokens, int64_t n_tokens, int64
 
 /* Full perplexity run over tokens (n_tokens, tokenized with BOS). pool may be
  * NULL; prog may be NULL (when set: total = chunks, done bumps per chunk,
- * value = running PPL, cancel is polled between batches). cb may be NULL. On
+ * value = running PPL, cancel is polled between layers; a chunk cut short
+ * does not count). cb may be NULL. On
  * ST_OK or ST_ERR_CANCELLED, *res holds the chunks done (free with
  * ppl_result_done). Fails with ST_ERR_RANGE when the text has fewer than
  * n_ctx tokens. */

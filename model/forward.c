@@ -39,6 +39,7 @@ struct Forward {
     float *tmp;               /* (max_batch, tmp_w) overlay outputs; NULL without overlay */
     int64_t tmp_w;
     GemmWork *gw;             /* own AVX-512 GEMM buffers (n_threads); NULL: OpenBLAS only */
+    const Progress *prog;     /* polled for cancellation between layers; may be NULL */
     int n_threads;
 };
 
@@ -188,6 +189,8 @@ void forward_reset(Forward *f) { f->pos = 0; }
 int64_t forward_pos(const Forward *f) { return f->pos; }
 
 const Model *forward_model(const Forward *f) { return f->m; }
+
+void forward_set_progress(Forward *f, const Progress *p) { f->prog = p; }
 
 /* === row-parallel pieces (run inside pool_for) === */
 
@@ -431,6 +434,10 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
     int64_t grain = 1;
 
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
+        if (progress_cancelled(f->prog)) {
+            f->pos += T; /* the cache now holds a partial batch; callers reset */
+            return err_set(err, ST_ERR_CANCELLED, "forward: cancelled at layer %lld", (long long)l);
+        }
         const LayerWeights *L = &m->layers[l];
         const float *an = f->ov && f->ov->attn_norm && f->ov->attn_norm[l] ? f->ov->attn_norm[l] : L->attn_norm;
         const float *fn = f->ov && f->ov->ffn_norm && f->ov->ffn_norm[l] ? f->ov->ffn_norm[l] : L->ffn_norm;

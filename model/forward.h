@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "core/pool.h"
+#include "core/progress.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/qlinear.h"
@@ -64,6 +65,11 @@ Status forward_run(Forward *f, const int32_t *tokens, int64_t T, float *logits, 
  * scoring uses it to skip the head on unscored positions. 0 <= logits_from <= T. */
 Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t logits_from,
                         float *logits, const Taps *taps, Err *err);
+
+/* Makes forward_run poll p between layers and fail with ST_ERR_CANCELLED
+ * once cancellation is requested (the KV cache then holds a partial batch:
+ * forward_reset before reuse). p is borrowed; NULL stops polling. */
+void forward_set_progress(Forward *f, const Progress *p);
 
 /* The model this context runs (borrowed). */
 const Model *forward_model(const Forward *f);

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/pool.h"
+#include "core/progress.h"
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
 #include "model/forward.h"
@@ -382,6 +383,16 @@ static void check_model(const Model *m, Pool *pool, int64_t T, const char *what)
     int32_t badtok = (int32_t)V;
     CHECK(forward_run(f, &badtok, 1, NULL, 0, NULL, &err) == ST_ERR_RANGE);
     CHECK(forward_run(f, tok, T + 1, NULL, 0, NULL, &err) == ST_ERR_RANGE);
+    /* A cancelled Progress stops the pass between layers. */
+    Progress prog;
+    progress_init(&prog);
+    progress_cancel(&prog);
+    forward_set_progress(f, &prog);
+    CHECK(forward_run(f, tok, T, row, 0, NULL, &err) == ST_ERR_CANCELLED);
+    forward_set_progress(f, NULL);
+    forward_reset(f);
+    CHECK_OK(forward_run(f, tok, T, row, 0, NULL, &err), err);
+    CHECK(max_abs_diff(row, pre, T * V) < 1e-5);
     forward_free(f);
     free(row);
 
