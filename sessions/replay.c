@@ -400,7 +400,7 @@ done:
 
 /* A rule's entry from the action's {fields, entry} through plan_json, so
  * actions spell entries exactly as plan files do. */
-static Status rule_from_args(const Replay *r, const cJSON *a, const char *pattern, PlanRule *out, Err *err) {
+static Status rule_from_args(const cJSON *a, const char *pattern, PlanRule *out, Err *err) {
     const cJSON *e = jget(a, "entry");
     if (e && !cJSON_IsObject(e)) return err_set(err, ST_ERR_ARG, "'entry' must be an object");
     cJSON *wrap = cJSON_CreateObject(), *rules = cJSON_CreateArray();
@@ -430,7 +430,6 @@ static Status rule_from_args(const Replay *r, const cJSON *a, const char *patter
     if (!st) *out = tmp.rules[0];
     plan_done(&tmp);
     cJSON_Delete(wrap);
-    (void)r;
     return st;
 }
 
@@ -450,10 +449,15 @@ static Status act_set_rule(Replay *r, const cJSON *a, int cell, int same_edit, c
     } else {
         const char *p = a_str(a, "pattern");
         const cJSON *pl = jget(a, "patterns");
+        if (p && strlen(p) >= sizeof pats[0]) return err_set(err, ST_ERR_ARG, "pattern longer than 63 bytes");
         if (p) snprintf(pats[n++], sizeof pats[0], "%s", p);
         if (cJSON_IsArray(pl))
-            for (const cJSON *e = pl->child; e && n < 64; e = e->next)
-                if (cJSON_IsString(e)) snprintf(pats[n++], sizeof pats[0], "%s", e->valuestring);
+            for (const cJSON *e = pl->child; e; e = e->next) {
+                if (!cJSON_IsString(e) || n == 64 || strlen(e->valuestring) >= sizeof pats[0])
+                    return err_set(err, ST_ERR_ARG, "'patterns' must be at most 64 strings of < 64 bytes (use "
+                                   "more set_rule actions sharing an \"edit\" id)");
+                snprintf(pats[n++], sizeof pats[0], "%s", e->valuestring);
+            }
         if (n == 0) return err_set(err, ST_ERR_ARG, "set_rule needs 'pattern' or 'patterns'");
     }
     Plan p;
@@ -463,7 +467,7 @@ static Status act_set_rule(Replay *r, const cJSON *a, int cell, int same_edit, c
     }
     for (int64_t i = 0; i < n && !st; i++) {
         PlanRule ru;
-        st = rule_from_args(r, a, pats[i], &ru, err);
+        st = rule_from_args(a, pats[i], &ru, err);
         if (!st) st = plan_add_rule(&p, pats[i], ru.fields, &ru.e, err);
     }
     /* Group sizes that do not divide a dimension fall back as the editor's do. */
