@@ -124,6 +124,9 @@ static void test_linalg(void) {
     }
     /* axpy: every SIMD level against the twin, odd lengths for the tails */
     static const char *const levels[] = {"scalar", "avx2", NULL};
+    const char *env = getenv("QS_CPU");
+    char saved[32] = "";
+    if (env) snprintf(saved, sizeof saved, "%s", env);
     for (int lv = 0; lv < 3; lv++) {
         if (levels[lv]) setenv("QS_CPU", levels[lv], 1);
         else unsetenv("QS_CPU");
@@ -138,6 +141,8 @@ static void test_linalg(void) {
                        levels[lv] ? levels[lv] : "native", (long long)n, (long long)i);
         }
     }
+    if (env) setenv("QS_CPU", saved, 1); /* the caller's level for the rest of the run */
+    cpu_refresh();
     /* not positive definite: the failing minor is reported */
     double bad[9] = {1, 0, 0, 0, -1, 0, 0, 0, 1}, bad2[9];
     memcpy(bad2, bad, sizeof bad);
@@ -438,6 +443,9 @@ static void test_adadim(Pool *pool) {
     CHECK(res.dim == GROUP_IC && res.err_ic < 0.5 * res.err_oc);
     CHECK_NEAR(res.err_ref, out_err(W, NULL, n_out, n_in, H), 1e-4 * res.err_ref);
     /* both paths of adadim_output_error against the plain double loop */
+    const char *env0 = getenv("QS_CPU");
+    char env[32] = "";
+    if (env0) snprintf(env, sizeof env, "%s", env0);
     for (int lv = 0; lv < 2; lv++) {
         if (lv) setenv("QS_CPU", "avx2", 1);
         cpu_refresh();
@@ -446,7 +454,8 @@ static void test_adadim(Pool *pool) {
         double e0 = out_err(W, wz, n_out, n_in, H), e1 = adadim_output_error(W, wz, n_out, n_in, H, pool);
         CHECKF(fabs(e1 - e0) <= (lv ? 1e-12 : 1e-5) * e0, "output error path %d: %.10g vs %.10g", lv, e1, e0);
         free(wz);
-        unsetenv("QS_CPU");
+        if (env0) setenv("QS_CPU", env, 1);
+        else unsetenv("QS_CPU");
         cpu_refresh();
     }
     qtensor_done(&res.q);
