@@ -1,6 +1,7 @@
 #include "model/forward.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +54,10 @@ static float *fwd_alloc(int64_t a, int64_t b, int *ok) {
     return p;
 }
 
+/* 1 when b's rows follow a's directly in memory (one GEMM can cover both). */
 static int fwd_adjacent(const Weight *a, const Weight *b) {
-    return a->w && b->w && a->n_in == b->n_in && a->w + a->n_out * a->n_in == b->w;
+    if (!a->w || !b->w || a->n_in != b->n_in) return 0;
+    return (uintptr_t)a->w + (size_t)(a->n_out * a->n_in) * sizeof(float) == (uintptr_t)b->w;
 }
 
 Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch,
