@@ -28,5 +28,6 @@ int cmd_tui(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_plan_export(int argc, char **argv);
 int cmd_plan_import(int argc, char **argv);
+int cmd_session(int argc, char **argv);
 
 #endif

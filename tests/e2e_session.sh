@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "e2e_session: $*" >&2; exit 1; }
 has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 800 "$1")"; }
 
-for c in replay plan-export plan-import; do
+for c in replay plan-export plan-import session; do
   "$Q" $c --help >"$tmp/help.txt" || fail "$c --help"
   has "$tmp/help.txt" "usage: qscope $c"
 done
@@ -85,6 +85,15 @@ has "$tmp/g.err" "GPTQModel is weight-only"
 has "$tmp/lc.yaml" "strategy: token"
 has "$tmp/lc.yaml" "QuantizationModifier:"
 
+# session new / show.
+"$Q" session new "$M/stories260K-f32.gguf" -o "$tmp/empty.json" || fail "session new"
+"$Q" session show "$tmp/empty.json" >"$tmp/show0.txt" || fail "session show (new)"
+has "$tmp/show0.txt" "calibrate  (not yet)"
+"$Q" session show "$tmp/s.json" >"$tmp/show.txt" || fail "session show"
+has "$tmp/show.txt" "plan       int4-gptq  (current)"
+has "$tmp/show.txt" "actions    7 (last: select_plan)"
+[ "$(grep -c '^           [0-9]' "$tmp/show.txt")" = 2 ] || fail "session show: not 2 result rows"
+
 # Errors: non-zero exits naming the problem.
 if "$Q" replay "$tmp/nope.json" 2>"$tmp/e1"; then fail "missing file accepted"; fi
 has "$tmp/e1" "nope.json"
@@ -93,4 +102,7 @@ if "$Q" replay "$tmp/trunc.json" 2>"$tmp/e2"; then fail "truncated session accep
 has "$tmp/e2" "trunc.json"
 if "$Q" plan-export "$tmp/s.json" --to nowhere 2>"$tmp/e3"; then fail "bad target accepted"; fi
 has "$tmp/e3" "nowhere"
+sed 's/"schema_version":	1/"schema_version":	9/' "$tmp/s.json" >"$tmp/v9.json"
+if "$Q" session show "$tmp/v9.json" 2>"$tmp/e4"; then fail "newer schema accepted"; fi
+has "$tmp/e4" "newer qscope"
 echo "e2e_session: ok"
