@@ -163,7 +163,8 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
     if ((st = pool_new(o->threads, &a->pool, err)) != ST_OK) goto fail;
     if ((st = app_plan_init(a, err)) != ST_OK) goto fail;
     if ((st = jobs_init(&a->jobs, err)) != ST_OK) goto fail;
-    app_log(a, "open", "model %s (%s), text %s, %d threads", o->model_path, tokenizer_describe(a->m->tok),
+    app_log(a, "open", "model %s (%s), text %s, %d threads", o->model_path,
+            a->m->tok ? tokenizer_describe(a->m->tok) : "no tokenizer",
             a->text ? a->text_path : "(none)", pool_size(a->pool));
     if (!app_calib_restore(a)) app_load_cached_stats(a);
     if (!a->msg[0]) app_msg(a, 0, "press c to calibrate, e to evaluate the plan, ? for help");
@@ -265,22 +266,27 @@ static void draw_title(const App *a, const Layout *l) {
         if (!jv.stage[0] || strncmp(jv.label, jv.stage, strlen(jv.stage)) == 0) snprintf(what, sizeof what, "%s", jv.label);
         else snprintf(what, sizeof what, "%s (%s)", jv.label, jv.stage);
         snprintf(right, sizeof right, "%s %lld/%lld ETA %s%s ", what, (long long)jv.done, (long long)jv.total, eta, q);
-        bar_w = l->cols >= 100 ? 16 : 10;
+        bar_w = l->cols >= 120 ? 16 : 10;
     } else {
         snprintf(right, sizeof right, "idle ");
     }
     const char *sess = a->session_path[0] ? strrchr(a->session_path, '/') : NULL;
     sess = sess ? sess + 1 : a->session_path[0] ? a->session_path : "none";
-    int rw = draw_width(right) + (bar_w ? bar_w + 1 : 0);
-    int lw = l->cols - rw - 1;
-    draw_text(0, 0, lw, C_TITLE, " qscope \u2502 %s \u2502 session: %s", a->model_name, sess);
-    int x = l->cols - rw;
+    char left[300];
+    snprintf(left, sizeof left, " qscope \u2502 %s \u2502 session: %s", a->model_name, sess);
+    /* The left part wins; the job's bar goes first when space runs out, then its text is cut. */
+    int avail = l->cols - draw_width(left) - 2;
+    int rw = draw_width(right);
+    if (bar_w && rw + bar_w + 1 > avail) bar_w = 0;
+    if (rw > avail) rw = avail > 0 ? avail : 0;
+    int x = l->cols - rw - (bar_w ? bar_w + 1 : 0);
+    draw_str(0, 0, x - 1, C_TITLE, left);
     if (bar_w) {
         double frac = jv.total > 0 ? (double)jv.done / (double)jv.total : 0;
         draw_bar(0, x, bar_w, frac, C_TITLE);
         x += bar_w + 1;
     }
-    draw_str(0, x, l->cols - x, C_TITLE, right);
+    draw_str(0, x, rw, C_TITLE, right);
 }
 
 static void draw_tabs(const App *a, const Layout *l) {

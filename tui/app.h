@@ -97,7 +97,8 @@ typedef struct App {
 
     EvalRow *rows;           /* (n_rows) every evaluation of the session */
     int64_t n_rows, cap_rows;
-    void *live_eval;         /* the queued or running evaluation job (app_plan.c), or NULL */
+    void *evals[JOBS_MAX_QUEUE + 1]; /* queued or running evaluation jobs (app_plan.c), oldest first */
+    int n_evals;
     char eval_settings[96];  /* "ctx 512, all chunks of tinystories_sample.txt" */
 
     LogLine *log;
@@ -202,6 +203,8 @@ void app_plan_summary(const App *a, char *buf, size_t n);
 /* The running (or queued) evaluation as the Evaluate view shows it. */
 typedef struct LiveEval {
     int active;              /* 0: none queued or running */
+    int running;             /* 1: it has started (else it waits in the queue) */
+    int queued;              /* evaluations waiting behind it */
     char label[64];
     int64_t chunks_done, n_chunks;
     const double *ppl;       /* (chunks_done) running PPL after each chunk; borrowed until

@@ -211,6 +211,7 @@ typedef struct EvalJob {
     char note0[160];
     /* Live values: the worker writes entry i, then publishes chunks_done = i + 1. */
     _Atomic int64_t chunks_done, n_chunks;
+    _Atomic int started;
     double ppl[LIVE_MAX], kld[LIVE_MAX];
 } EvalJob;
 
@@ -225,6 +226,7 @@ static void eval_chunk_cb(void *user, int64_t chunk, int64_t n_chunks, double ru
 
 static Status eval_job_run(void *arg, Progress *prog, Err *err) {
     EvalJob *j = arg;
+    atomic_store(&j->started, 1);
     EvalRef *ref = NULL;
     QModel *qm = NULL;
     QStatsFile sf = {0};
@@ -262,7 +264,12 @@ done:
 static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     EvalJob *j = arg;
     App *a = ctx;
-    if (a->live_eval == j) a->live_eval = NULL;
+    for (int i = 0; i < a->n_evals; i++)
+        if (a->evals[i] == j) {
+            memmove(a->evals + i, a->evals + i + 1, (size_t)(a->n_evals - i - 1) * sizeof a->evals[0]);
+            a->n_evals--;
+            break;
+        }
     if (!j->have_res && st == ST_ERR_CANCELLED) {
         app_msg(a, 0, "evaluation of '%s' cancelled before its first chunk", j->label);
         app_log(a, "evaluate", "%s: cancelled before its first chunk", j->label);
@@ -336,8 +343,8 @@ void app_evaluate(App *a) {
         app_msg(a, 1, "no evaluation text: start with --text FILE");
         return;
     }
-    if (a->live_eval) {
-        app_msg(a, 1, "an evaluation is already queued or running (Esc cancels it)");
+    if (a->n_evals > JOBS_MAX_QUEUE) {
+        app_msg(a, 1, "%d evaluations are already waiting", a->n_evals);
         return;
     }
     EvalJob *j = core_calloc(1, sizeof *j);
@@ -391,9 +398,9 @@ void app_evaluate(App *a) {
     }
     char jl[48];
     snprintf(jl, sizeof jl, "evaluate %s", j->label);
-    a->live_eval = j;
+    a->evals[a->n_evals++] = j;
     if (!jobs_submit(&a->jobs, jl, eval_job_run, eval_job_finish, eval_job_free, j, &err)) {
-        a->live_eval = NULL;
+        a->n_evals--;
         app_msg(a, 1, "%s", err.detail);
         return;
     }
@@ -402,9 +409,12 @@ void app_evaluate(App *a) {
 
 void app_live_eval(const App *a, LiveEval *le) {
     memset(le, 0, sizeof *le);
-    const EvalJob *j = a->live_eval;
-    if (!j) return;
+    if (a->n_evals == 0) return;
+    /* Jobs run in order, so the oldest pending evaluation is the one running (or next). */
+    const EvalJob *j = a->evals[0];
     le->active = 1;
+    le->running = atomic_load(&((EvalJob *)j)->started);
+    le->queued = a->n_evals - 1;
     snprintf(le->label, sizeof le->label, "%s", j->label);
     le->chunks_done = atomic_load(&((EvalJob *)j)->chunks_done);
     le->n_chunks = atomic_load(&((EvalJob *)j)->n_chunks);

@@ -48,11 +48,15 @@ static int draw_live(const App *a, const Rect *r) {
         return y - r->y;
     }
     double ppl = le.chunks_done ? le.ppl[le.chunks_done - 1] : NAN, kld = le.chunks_done ? le.kld[le.chunks_done - 1] : NAN;
-    if (le.chunks_done == 0)
-        draw_text(y++, x, w, C_WARN, "evaluating %s: preparing (reference, quantization)... Esc cancels", le.label);
+    char q[32] = "";
+    if (le.queued) snprintf(q, sizeof q, " (+%d queued)", le.queued);
+    if (!le.running)
+        draw_text(y++, x, w, C_WARN, "%s waits for the running job%s", le.label, q);
+    else if (le.chunks_done == 0)
+        draw_text(y++, x, w, C_WARN, "evaluating %s: reference and quantization...%s Esc cancels", le.label, q);
     else
-        draw_text(y++, x, w, C_WARN, "evaluating %s: chunk %lld/%lld  PPL %.4f  KLD %.5f   Esc cancels", le.label,
-                  (long long)le.chunks_done, (long long)le.n_chunks, ppl, kld);
+        draw_text(y++, x, w, C_WARN, "evaluating %s: chunk %lld/%lld  PPL %.4f  KLD %.5f%s  Esc cancels", le.label,
+                  (long long)le.chunks_done, (long long)le.n_chunks, ppl, kld, q);
     draw_str(y, x, 10, C_NORMAL, "PPL/chunk");
     spark(y++, x + 10, w - 10, le.ppl, le.chunks_done);
     draw_text(y++, x, w, C_DIM, "%s; sorted by %s (s)", a->eval_settings,
@@ -76,7 +80,10 @@ static void eval_draw(const App *a, const Layout *l) {
     vm_pareto(rows, a->n_rows, front);
     for (int64_t i = 0; i < a->n_rows; i++) rows[i].front = front[i]; /* follows the row through the sort */
     vm_eval_sort(rows, a->n_rows, (EvalSort)a->eval.sort);
-    draw_text(y++, x, w, C_HEADER, "%-2s %-12s %8s %8s %8s %8s %6s %5s %6s %6s", "#", "plan", "PPL", "dPPL", "KLD",
+    int pw = w - 66; /* the plan column takes what the numbers leave */
+    if (pw < 12) pw = 12;
+    if (pw > 32) pw = 32;
+    draw_text(y++, x, w, C_HEADER, "%-2s %-*s %8s %8s %8s %8s %6s %5s %6s %6s", "#", pw, "plan", "PPL", "dPPL", "KLD",
               "KLD p99", "top-1", "bpw", "MB", "tok/s");
     int table_rows = (r->y + r->h - y) / 2;
     if (table_rows < 3) table_rows = 3;
@@ -87,8 +94,8 @@ static void eval_draw(const App *a, const Layout *l) {
         if (isnan(e->tps)) snprintf(tps, sizeof tps, "-");
         else snprintf(tps, sizeof tps, "%.0f", e->tps);
         ColorRole role = i == a->eval.sel ? C_CURSOR : e->front ? C_FRONT : C_NORMAL;
-        draw_text(y++, x, w, role, "%-2lld %-12.12s %8.4f %+8.4f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s%s", (long long)e->id,
-                  e->label, e->ppl, e->dppl, e->kld_mean, e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps,
+        draw_text(y++, x, w, role, "%-2lld %-*.*s %8.4f %+8.4f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s%s", (long long)e->id,
+                  pw, pw, e->label, e->ppl, e->dppl, e->kld_mean, e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps,
                   e->cancelled ? " partial" : e->front ? " *" : "");
     }
     /* Scatter: PPL (log) against bpw. */

@@ -81,8 +81,10 @@ static void model_draw(const App *a, const Layout *l) {
     app_calib_summary(a, sum, sizeof sum);
     if (sum[0]) draw_text(y++, x, w, C_NORMAL, "calibration: %s", sum);
     else draw_text(y++, x, w, C_WARN, "calibration: none yet - press c");
+    if (a->cs && a->stats_path[0]) draw_text(y++, x, w, C_DIM, "stats: %s", a->stats_path);
     app_plan_summary(a, sum, sizeof sum);
     draw_text(y++, x, w, C_NORMAL, "plan: %s", sum);
+    if (a->session_path[0]) draw_text(y++, x, w, C_DIM, "session: %s (saved after every action)", a->session_path);
 }
 
 static int model_key(App *a, Action act) {
