@@ -37,6 +37,10 @@
             for (int64_t b = b0; b < b1; b++) {                                                      \
                 const float *xb = x + b * (BLK);                                                     \
                 size_t off = (size_t)b * (BBYTES);                                                   \
+                /* the next four rows, linearly, as fast as these four are read */                   \
+                _mm_prefetch((const char *)(p0 + 4 * row_bytes + 4 * off), _MM_HINT_T0);             \
+                if ((BBYTES) > 16)                                                                   \
+                    _mm_prefetch((const char *)(p0 + 4 * row_bytes + 4 * off + 64), _MM_HINT_T0);    \
                 DOTBLK(p0 + off, xb, a00, a01);                                                      \
                 DOTBLK(p1 + off, xb, a10, a11);                                                      \
                 DOTBLK(p2 + off, xb, a20, a21);                                                      \
