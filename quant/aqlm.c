@@ -956,6 +956,15 @@ Status aqlm_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
                        AQLM_MAX_TRACE);
     if (o->kmeans_iters < 0 || o->cg_iters < 0 || !(o->tau >= 0))
         return err_set(err, ST_ERR_ARG, "aqlm: negative k-means/CG iterations or tau");
+    for (int64_t q = 0; q < n_out * n_in; q++)
+        if (!isfinite(W[q]))
+            return err_set(err, ST_ERR_NUMERIC, "aqlm: non-finite weight at row %lld, column %lld",
+                           (long long)(q / n_in), (long long)(q % n_in));
+    if (H)
+        for (int64_t q = 0; q < n_in * n_in; q++)
+            if (!isfinite(H[q]))
+                return err_set(err, ST_ERR_NUMERIC, "aqlm: non-finite H at (%lld, %lld)",
+                               (long long)(q / n_in), (long long)(q % n_in));
 
     Ctx c = {0};
     c.W = W;

@@ -105,7 +105,9 @@ typedef struct AqlmReport {
  * and is polled for cancel (ST_ERR_CANCELLED, *out left empty). rep may be
  * NULL. The result depends only on the inputs and o->seed, not on the pool
  * size (OpenBLAS's sgemm, used for products with H, may round differently
- * with its own thread count). Fails with ST_ERR_ARG (aqlm_params_check), ST_ERR_NOMEM. */
+ * with its own thread count). Fails with ST_ERR_ARG (aqlm_params_check, beam
+ * outside 1..64, iteration cap outside 0..AQLM_MAX_TRACE), ST_ERR_NUMERIC (a
+ * non-finite weight or H entry), ST_ERR_NOMEM. */
 Status aqlm_quantize(const float *W, int64_t n_out, int64_t n_in, const double *H,
                      const AqlmParams *p, const AqlmOpts *o, Pool *pool, Progress *prog,
                      AqlmTensor *out, AqlmReport *rep, Err *err);

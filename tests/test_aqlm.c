@@ -142,6 +142,13 @@ static void test_params(void) {
     AqlmParams g4 = {1, 4, 4};
     CHECK(aqlm_quantize(W, 64, 12, NULL, &g4, &o, NULL, NULL, &t, NULL, &err) == ST_ERR_ARG);
     CHECKF(strstr(err.detail, "beam width 0") != NULL, "%s", err.detail);
+    aqlm_opts_default(&o);
+    o.max_iters = AQLM_MAX_TRACE + 1;
+    CHECK(aqlm_quantize(W, 64, 12, NULL, &g4, &o, NULL, NULL, &t, NULL, &err) == ST_ERR_ARG);
+    W[5 * 12 + 7] = NAN;
+    CHECK(aqlm_quantize(W, 64, 12, NULL, &g4, NULL, NULL, NULL, &t, NULL, &err) == ST_ERR_NUMERIC);
+    CHECKF(strcmp(err.detail, "aqlm: non-finite weight at row 5, column 7") == 0, "%s", err.detail);
+    CHECK(t.codebooks == NULL && t.codes == NULL && t.scales == NULL);
 }
 
 /* === Kernels vs references === */
