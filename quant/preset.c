@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "quant/aqlm.h"
+
 static const PresetInfo PRESETS[] = {
     {"fp32", "no quantization (the reference)"},
     {"fp16", "fp16 weights everywhere"},
@@ -20,6 +22,9 @@ static const PresetInfo PRESETS[] = {
     {"adadim-int4-gptq", "int4 weights, AdaDim picks OC or IC groups, GPTQ"},
     {"adadim-int3", "int3 weights, AdaDim picks OC or IC groups, RTN"},
     {"adadim-int3-gptq", "int3 weights, AdaDim picks OC or IC groups, GPTQ"},
+    {"aqlm-2x8", "AQLM 2 codebooks x 2^8, groups of 8 inputs (2 code bits; codebooks extra)"},
+    {"aqlm-1x16", "AQLM 1 codebook x 2^16, groups of 8 inputs (2 code bits; codebooks extra)"},
+    {"aqlm-1x8", "AQLM 1 codebook x 2^8, groups of 4 inputs (2 code bits; codebooks extra)"},
 };
 
 const PresetInfo *plan_presets(int *n) {
@@ -77,6 +82,52 @@ static Status keep_sites(Plan *p, const PresetOpts *o, const char *const *sites,
             len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", sites[i]);
     }
     return plan_add_note(p, err, "%s: kept %s: %s", why, qformat_traits(o->spike_fmt)->name, n ? list : "(none)");
+}
+
+/* AQLM presets: every projection gets params p; a projection whose input
+ * width g does not divide falls back to one codebook over the largest group
+ * g' < g that divides it with the same code bits (B = code bits · g', at most
+ * 16), else to fp16, and says so in a note. */
+static Status aqlm_preset(Plan *p, AqlmParams ap, const PlanModel *m, Err *err) {
+    PlanEntry *e = &p->def;
+    e->w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
+    e->method = QM_AQLM;
+    e->aqlm = ap;
+    int64_t widths[PLAN_NPROJ] = {m->dim, m->dim, m->dim, m->n_heads * m->head_dim, m->dim, m->dim, m->hidden_dim};
+    static const char *const NAMES[PLAN_NPROJ] = {"q", "k", "v", "o", "gate", "up", "down"};
+    int code_x_g = ap.M * ap.B; /* code bits per weight times g */
+    for (int pj = 0; pj < PLAN_NPROJ; pj++) {
+        int64_t n_in = widths[pj];
+        if (n_in % ap.g == 0) continue;
+        char pat[16];
+        snprintf(pat, sizeof pat, "*.%s", NAMES[pj]);
+        PlanEntry f = *e;
+        int found = 0;
+        for (int g = ap.g - 1; g >= 1 && !found; g--) {
+            if (n_in % g != 0 || (code_x_g * g) % ap.g != 0) continue;
+            int B = code_x_g * g / ap.g;
+            if (B < 1 || B > 16) continue;
+            f.aqlm = (AqlmParams){1, B, g};
+            found = 1;
+        }
+        Status st;
+        if (found) {
+            st = plan_add_rule(p, pat, PF_METHOD, &f, err);
+            if (!st)
+                st = plan_add_note(p, err, "%s: aqlm %dx%dg%d -> %dx%dg%d (%d does not divide %lld; same %g code bits)",
+                                   pat, ap.M, ap.B, ap.g, f.aqlm.M, f.aqlm.B, f.aqlm.g, ap.g, (long long)n_in,
+                                   (double)code_x_g / ap.g);
+        } else {
+            f.w = (QParams){QF_F16, 1, GROUP_OC, 0};
+            f.method = QM_RTN;
+            st = plan_add_rule(p, pat, PF_FMT | PF_GROUP | PF_METHOD, &f, err);
+            if (!st)
+                st = plan_add_note(p, err, "%s: aqlm %dx%dg%d -> fp16 (no group size divides %lld at the same code bits)",
+                                   pat, ap.M, ap.B, ap.g, (long long)n_in);
+        }
+        if (st) return st;
+    }
+    return ST_OK;
 }
 
 Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const PlanModel *m, Err *err) {
@@ -141,6 +192,12 @@ Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const Pl
         }
         st = keep_sites(out, &o, ptrs, k, "random-k", err);
         if (!st) st = plan_add_note(out, err, "random-k: seed %llu", (unsigned long long)o.seed);
+    } else if (!strcasecmp(name, "aqlm-2x8")) {
+        st = aqlm_preset(out, (AqlmParams){2, 8, 8}, m, err);
+    } else if (!strcasecmp(name, "aqlm-1x16")) {
+        st = aqlm_preset(out, (AqlmParams){1, 16, 8}, m, err);
+    } else if (!strcasecmp(name, "aqlm-1x8")) {
+        st = aqlm_preset(out, (AqlmParams){1, 8, 4}, m, err);
     } else {
         static const struct { const char *name; int bits, gptq, adadim; } WEIGHT_ONLY[] = {
             {"int4-rtn", 4, 0, 0}, {"int4-gptq", 4, 1, 0}, {"int3-rtn", 3, 0, 0}, {"int3-gptq", 3, 1, 0},

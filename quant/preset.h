@@ -14,6 +14,12 @@
  *   int4-gptq, int3-gptq   same through GPTQ (damp 0.01, act-order, block 128)
  *   adadim-int4[-gptq], adadim-int3[-gptq]
  *                          weight-only, AdaDim picks per-OC or per-IC groups
+ *   aqlm-2x8, aqlm-1x16, aqlm-1x8
+ *                          AQLM 2x8 g8, 1x16 g8, 1x8 g4 (2 code bits per weight;
+ *                          codebooks extra); a projection whose input width g
+ *                          does not divide gets one codebook over a smaller group
+ *                          with the same code bits (2x8g8 -> 1x8g4 on a 172-wide
+ *                          down_proj), or fp16, with a note. --group is ignored.
  * In every preset the embedding and output head stay fp16 (fp32 in "fp32"). */
 #ifndef QS_QUANT_PRESET_H
 #define QS_QUANT_PRESET_H
