@@ -119,7 +119,7 @@ Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *
     }
     QTensor qoc = {0}, qic = {0};
     GptqFactor *f = NULL;
-    if (gptq) st = gptq_factor_new(H, NULL, n_in, gptq, &f, err); /* one factorization for both variants */
+    if (gptq) st = gptq_factor_new(H, NULL, n_in, gptq, pool, &f, err); /* one factorization for both variants */
     if (!st) st = adadim_variant(W, n_out, n_in, f, &oc, gptq, pool, prog, &ec, wq, &qoc, &out->err_oc, err);
     if (!st) st = adadim_variant(W, n_out, n_in, f, &ic, gptq, pool, prog, &ec, wq, &qic, &out->err_ic, err);
     gptq_factor_free(f);

@@ -171,7 +171,8 @@ void gptq_factor_free(GptqFactor *f) {
 
 int64_t gptq_factor_dim(const GptqFactor *f) { return f->n; }
 
-Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, GptqFactor **out, Err *err) {
+Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, Pool *pool,
+                       GptqFactor **out, Err *err) {
     *out = NULL;
     GptqOpts defo;
     if (!o) { gptq_opts_default(&defo); o = &defo; }
@@ -217,14 +218,21 @@ Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqO
     double lambda = o->damp * mean;
     for (;;) {
         gptq_build_a(A, Hd, Hf, f->perm, f->dead, n, lambda);
-        if (linalg_cholesky_lower(A, n) == 0) break;
+        int r = linalg_cholesky_lower_pool(A, n, pool);
+        if (r == 0) break;
+        if (r < 0) { st = err_set(err, ST_ERR_NOMEM, "gptq: factorization scratch for n = %lld", (long long)n); goto fail; }
         if (++f->st.retries > 6) {
             st = err_set(err, ST_ERR_NUMERIC, "gptq: H is not positive definite even with damping %g", lambda);
             goto fail;
         }
         lambda = lambda > 0 ? lambda * 10 : 1e-6 * mean;
     }
-    if (linalg_trinv_lower(A, n) != 0) { st = err_set(err, ST_ERR_NUMERIC, "gptq: singular Cholesky factor"); goto fail; }
+    int ri = linalg_trinv_lower_pool(A, n, pool);
+    if (ri) {
+        st = ri < 0 ? err_set(err, ST_ERR_NOMEM, "gptq: inversion scratch for n = %lld", (long long)n)
+                    : err_set(err, ST_ERR_NUMERIC, "gptq: singular Cholesky factor");
+        goto fail;
+    }
     /* L = Uᵀ (lower): L[a][b] = U[b][a] = M^-1[n-1-b][n-1-a] */
     for (int64_t a0 = 0; a0 < n; a0 += 64) /* 64x64 tiles: one side of a transpose is strided */
         for (int64_t b0 = 0; b0 <= a0; b0 += 64)
@@ -372,7 +380,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
         return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1) and block %lld >= 1", o->damp, (long long)o->block);
     if (progress_cancelled(prog)) return err_set(err, ST_ERR_CANCELLED, "gptq cancelled");
     GptqFactor *f = NULL;
-    st = gptq_factor_new(Hd, Hf, n_in, o, &f, err);
+    st = gptq_factor_new(Hd, Hf, n_in, o, pool, &f, err);
     if (st) return st;
     st = gptq_quantize_factored(W, n_out, n_in, f, p, o, pool, prog, out, stats, err);
     gptq_factor_free(f);

@@ -75,9 +75,11 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
 typedef struct GptqFactor GptqFactor;
 
 /* Factorizes H (n, n) (as in gptq_quantize: Hd or Hf, upper triangle read)
- * with o's damp and act_order (o may be NULL: defaults). Caller frees with
+ * with o's damp and act_order (o may be NULL: defaults), on pool (may be
+ * NULL). Caller frees with
  * gptq_factor_free. Errors: ST_ERR_ARG, ST_ERR_NUMERIC, ST_ERR_NOMEM. */
-Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, GptqFactor **out, Err *err);
+Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, Pool *pool,
+                       GptqFactor **out, Err *err);
 
 /* NULL is a no-op. */
 void gptq_factor_free(GptqFactor *f);

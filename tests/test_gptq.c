@@ -143,6 +143,53 @@ static void test_linalg(void) {
     }
     if (env) setenv("QS_CPU", saved, 1); /* the caller's level for the rest of the run */
     cpu_refresh();
+    /* the pool versions (our blocked AVX-512 code, or OpenBLAS) against the twins */
+    Pool *pool = NULL;
+    Err err;
+    err_init(&err);
+    CHECK_OK(pool_new(3, &pool, &err), err);
+    int64_t psizes[] = {1, 7, 64, 127, 128, 129, 300, 517};
+    for (size_t s = 0; s < sizeof psizes / sizeof psizes[0]; s++) {
+        int64_t n = psizes[s];
+        double *H = synth_h(n, n + 40, 0);
+        for (int64_t i = 0; i < n; i++) H[i * n + i] += 0.5;
+        double *A = malloc((size_t)(n * n) * sizeof *A), *B = malloc((size_t)(n * n) * sizeof *B);
+        memcpy(A, H, (size_t)(n * n) * sizeof *A);
+        memcpy(B, H, (size_t)(n * n) * sizeof *B);
+        for (int64_t i = 0; i < n; i++) /* the pool versions read only the lower triangle */
+            for (int64_t j = i + 1; j < n; j++) A[i * n + j] = NAN;
+        CHECK(linalg_cholesky_lower_pool(A, n, pool) == 0);
+        CHECK(linalg_cholesky_lower_ref(B, n) == 0);
+        double md = 0, mx = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                md = fmax(md, fabs(A[i * n + j] - B[i * n + j]));
+                mx = fmax(mx, fabs(B[i * n + j]));
+            }
+        CHECKF(md <= 1e-12 * mx, "cholesky_pool n=%lld diff %g", (long long)n, md);
+        CHECK(linalg_trinv_lower_pool(A, n, pool) == 0);
+        CHECK(linalg_trinv_lower_ref(B, n) == 0);
+        md = 0;
+        mx = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                md = fmax(md, fabs(A[i * n + j] - B[i * n + j]));
+                mx = fmax(mx, fabs(B[i * n + j]));
+            }
+        CHECKF(md <= 1e-10 * mx, "trinv_pool n=%lld diff %g", (long long)n, md);
+        /* an indefinite minor deep inside: the same index as the twin */
+        if (n > 200) {
+            memcpy(A, H, (size_t)(n * n) * sizeof *A);
+            memcpy(B, H, (size_t)(n * n) * sizeof *B);
+            A[200 * n + 200] = B[200 * n + 200] = -1.0;
+            CHECK(linalg_cholesky_lower_pool(A, n, pool) == 201);
+            CHECK(linalg_cholesky_lower_ref(B, n) == 201);
+        }
+        free(A);
+        free(B);
+        free(H);
+    }
+    pool_free(pool);
     /* not positive definite: the failing minor is reported */
     double bad[9] = {1, 0, 0, 0, -1, 0, 0, 0, 1}, bad2[9];
     memcpy(bad2, bad, sizeof bad);
@@ -339,7 +386,7 @@ static void test_vs_reference(Pool *pool) {
     gptq_opts_default(&of);
     of.act_order = 1;
     GptqFactor *fac = NULL;
-    CHECK_OK(gptq_factor_new(H, NULL, n_in, &of, &fac, &err), err);
+    CHECK_OK(gptq_factor_new(H, NULL, n_in, &of, pool, &fac, &err), err);
     CHECK(gptq_factor_dim(fac) == n_in);
     QParams shared[2] = {{QF_INT4, 0, GROUP_OC, 32}, {QF_INT3, 1, GROUP_IC, 0}};
     for (int k = 0; k < 2; k++) {
