@@ -25,6 +25,8 @@
 #include "model/tokenizer.h"
 #include "quant/aqlm.h"
 #include "quant/gptq.h"
+#include "quant/plan.h"
+#include "quant/preset.h"
 #include "quant/qlinear_aqlm.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
@@ -149,6 +151,62 @@ static void test_params(void) {
     CHECK(aqlm_quantize(W, 64, 12, NULL, &g4, NULL, NULL, NULL, &t, NULL, &err) == ST_ERR_NUMERIC);
     CHECKF(strcmp(err.detail, "aqlm: non-finite weight at row 5, column 7") == 0, "%s", err.detail);
     CHECK(t.codebooks == NULL && t.codes == NULL && t.scales == NULL);
+}
+
+/* === Presets and plan entries === */
+
+static void test_presets(void) {
+    Err err;
+    /* stories260K's shape: dim 64, hidden 172, 5 layers, 8 heads of 8, 4 KV heads. */
+    PlanModel m = {.n_layers = 5, .dim = 64, .hidden_dim = 172, .n_heads = 8, .n_kv_heads = 4,
+                   .head_dim = 8, .vocab_size = 512, .tied_embeddings = 1};
+    Plan p;
+    CHECK_OK(plan_preset(&p, "aqlm-2x8", NULL, &m, &err), err);
+    CHECK(p.def.w.fmt == QF_AQLM && p.def.method == QM_AQLM);
+    CHECK(p.def.aqlm.M == 2 && p.def.aqlm.B == 8 && p.def.aqlm.g == 8);
+    CHECK(p.n_rules == 1 && strcmp(p.rules[0].pattern, "*.down") == 0);
+    CHECK(p.rules[0].e.aqlm.M == 1 && p.rules[0].e.aqlm.B == 8 && p.rules[0].e.aqlm.g == 4);
+    CHECK(p.n_notes == 1);
+    CHECKF(strcmp(p.notes[0], "*.down: aqlm 2x8g8 -> 1x8g4 (8 does not divide 172; same 2 code bits)") == 0, "%s",
+           p.notes[0]);
+    /* Size: 4 q/o/gate/up-shaped and 2 k/v matrices at 2x8g8 plus down at
+     * 1x8g4, per layer, exactly as aqlm_bits counts them. */
+    PlanSize sz;
+    CHECK_OK(plan_size(&p, &m, NULL, &sz, &err), err);
+    AqlmParams a28 = {2, 8, 8}, a18 = {1, 8, 4};
+    uint64_t per_layer = 2 * aqlm_bits(&a28, 64, 64) + 2 * aqlm_bits(&a28, 32, 64) + 2 * aqlm_bits(&a28, 172, 64) +
+                         aqlm_bits(&a18, 64, 172);
+    CHECK(sz.lin_bits == (int64_t)(5 * per_layer));
+    CHECK(sz.lin_params == 5 * 45312);
+    CHECK_NEAR(sz.bpw_lin, 5.0 * per_layer / (5 * 45312.0), 1e-12);
+    printf("preset aqlm-2x8 on stories260K: %.4f bits/weight over the linear layers (code bits 2)\n", sz.bpw_lin);
+    plan_done(&p);
+
+    CHECK_OK(plan_preset(&p, "aqlm-1x8", NULL, &m, &err), err);
+    CHECK(p.n_rules == 0 && p.def.aqlm.g == 4);
+    plan_done(&p);
+    CHECK_OK(plan_preset(&p, "aqlm-1x16", NULL, &m, &err), err);
+    CHECK(p.n_rules == 1 && p.rules[0].e.aqlm.B == 8 && p.rules[0].e.aqlm.g == 4);
+    plan_done(&p);
+    /* An odd hidden width: 171 = 9·19, so 2x8g8 falls back to 1x6g3 (still 2 code bits). */
+    m.hidden_dim = 171;
+    CHECK_OK(plan_preset(&p, "aqlm-2x8", NULL, &m, &err), err);
+    CHECK(p.n_rules == 1 && p.rules[0].e.aqlm.M == 1 && p.rules[0].e.aqlm.B == 6 && p.rules[0].e.aqlm.g == 3);
+    plan_done(&p);
+    m.hidden_dim = 172;
+
+    /* Malformed aqlm entries are refused with the rule and the reason. */
+    CHECK_OK(plan_preset(&p, "aqlm-2x8", NULL, &m, &err), err);
+    plan_remove_rule(&p, 0, &err);
+    CHECK(plan_validate(&p, &m, &err) == ST_ERR_ARG);
+    CHECKF(strstr(err.detail, "group 8 does not divide") != NULL && strstr(err.detail, "172") != NULL, "%s",
+           err.detail);
+    PlanEntry bad = p.def;
+    bad.aqlm = (AqlmParams){3, 16, 8};
+    CHECK_OK(plan_add_rule(&p, "*.down", PF_METHOD, &bad, &err), err);
+    CHECK(plan_validate(&p, &m, &err) == ST_ERR_ARG);
+    CHECKF(strstr(err.detail, "3x16") != NULL, "%s", err.detail);
+    plan_done(&p);
 }
 
 /* === Kernels vs references === */
@@ -831,6 +889,7 @@ int main(void) {
     CHECK_OK(pool_new(2, &pool, &err), err);
     test_bits();
     test_params();
+    test_presets();
     test_kernels(pool);
     test_quantizer(pool);
     test_stories(pool);
