@@ -8,10 +8,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analysis/eval.h"
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
 #include "core/mapfile.h"
+#include "core/pool.h"
 #include "core/status.h"
+#include "model/model.h"
 #include "quant/plan.h"
+#include "quant/preset.h"
 #include "sessions/replay.h"
+#include "sessions/replay_calib.h"
 #include "sessions/session.h"
 #include "tests/testlib.h"
 
@@ -39,6 +46,74 @@ static Status run(const char *script, int threads, int check, ReplayReport *rep,
     o.work_dir = g_dir;
     o.check = check;
     return replay_run(script, &o, rep, err);
+}
+
+/* Records a session the way the TUI does — calibrating, building and
+ * evaluating through the analysis API directly and logging each action —
+ * so replay's own path is checked against an independent one. */
+static void record_like_tui(const char *model, const char *text_path, const char *out) {
+    Err err;
+    err_init(&err);
+    Model *m;
+    CHECK_OK(model_load(model, NULL, &m, &err), err);
+    Pool *pool;
+    CHECK_OK(pool_new(2, &pool, &err), err);
+    char *text;
+    size_t len;
+    CHECK_OK(file_read_all(text_path, 1 << 24, &text, &len, &err), err);
+    Session *s;
+    CHECK_OK(session_new(m, NULL, &s, &err), err);
+    ReplayCalibArgs ca;
+    replay_calib_args_default(&ca);
+    ca.samples = 4;
+    ca.seqlen = 64;
+    ca.seed = 9;
+    SessionCalib sc;
+    CHECK_OK(replay_calibrate(m, text_path, text, len, &ca, tpath("tui.stats"), pool, &sc, &err), err);
+    CHECK_OK(session_set_calib(s, &sc, &err), err);
+    SessionArg cargs[] = {SESSION_ARG_STR("text", text_path), SESSION_ARG_INT("samples", 4), SESSION_ARG_INT("seqlen", 64),
+                          SESSION_ARG_INT("seed", 9), SESSION_ARG_STR("stats", tpath("tui.stats"))};
+    CHECK_OK(session_log_action(s, "calibrate", cargs, 5, &err), err);
+    QStatsFile sf;
+    CHECK_OK(qstats_open(tpath("tui.stats"), m, &sf, &err), err);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    PresetOpts po;
+    preset_opts_default(&po);
+    po.group = 32;
+    Plan p;
+    CHECK_OK(plan_preset(&p, "adadim-int4-gptq", &po, &pm, &err), err);
+    CHECK_OK(session_set_plan(s, "ad", &p, &err), err);
+    CHECK_OK(session_set_current(s, "ad", &err), err);
+    SessionArg pargs[] = {SESSION_ARG_STR("preset", "adadim-int4-gptq"), SESSION_ARG_STR("plan", "ad"),
+                          SESSION_ARG_INT("group", 32)};
+    CHECK_OK(session_log_action(s, "apply_preset", pargs, 3, &err), err);
+    QModelStats qs = {sf.cs, sf.h};
+    QModel *qm;
+    CHECK_OK(qmodel_build(m, &p, &qs, pool, NULL, &qm, &err), err);
+    EvalOpts eo;
+    eval_opts_default(&eo);
+    eo.n_ctx = 64;
+    eo.max_chunks = 3;
+    eo.speed = 1; /* the TUI measures speed; replay does not, and speed is never compared */
+    EvalRef *ref;
+    CHECK_OK(eval_ref_new(m, text, len, &eo, pool, NULL, &ref, &err), err);
+    EvalResult res;
+    CHECK_OK(eval_run(qm, ref, &eo, pool, NULL, NULL, NULL, &res, &err), err);
+    SessionEvalInfo info = {.plan = "ad", .text = text_path, .ctx = 64, .chunks = 3, .threads = pool_size(pool)};
+    CHECK_OK(session_add_eval(s, &info, &res, qm, NULL, &err), err);
+    SessionArg eargs[] = {SESSION_ARG_STR("plan", "ad"), SESSION_ARG_STR("text", text_path), SESSION_ARG_INT("ctx", 64),
+                          SESSION_ARG_INT("chunks", 3), SESSION_ARG_INT("threads", pool_size(pool))};
+    CHECK_OK(session_log_action(s, "evaluate", eargs, 5, &err), err);
+    CHECK_OK(session_save(s, out, &err), err);
+    eval_result_done(&res);
+    eval_ref_free(ref);
+    qmodel_free(qm);
+    plan_done(&p);
+    qstats_close(&sf);
+    session_free(s);
+    free(text);
+    pool_free(pool);
+    model_free(m);
 }
 
 int main(void) {
@@ -146,6 +221,14 @@ int main(void) {
     free(tp);
     free(tt);
     free(t);
+
+    /* A session recorded through the analysis API (as the TUI records) replays bit-identically. */
+    record_like_tui(model, text, tpath("tui.json"));
+    CHECK_OK(run(tpath("tui.json"), 0, 1, &rep, &err), err);
+    d = replay_diff_text(&rep);
+    CHECKF(rep.n_diffs == 0 && rep.threads == 2 && rep.n_compared > 17, "%s", d);
+    free(d);
+    replay_report_done(&rep);
 
     /* Undo granularity: rules logged with one "edit" id are one step. */
     snprintf(script, sizeof script,
