@@ -3,6 +3,7 @@
  * binary's directory) is opened; the text defaults to the shared TinyStories
  * sample. */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 static void tui_usage(FILE *f) {
     fprintf(f,
             "usage: qscope [MODEL] [--tokenizer T] [--session S] [--text F] [--threads N]\n"
+            "              [--ctx N] [--chunks N] [--samples N] [--seqlen L]\n"
             "Opens the workbench: model, activation and sensitivity maps, plan editor,\n"
             "evaluation, log (press ? inside for the keys).\n"
             "  MODEL         .gguf file, Hugging Face directory, or llama2.c .bin (with --tokenizer);\n"
@@ -23,6 +25,10 @@ static void tui_usage(FILE *f) {
             "                beside the binary, if present)\n"
             "  --session S   session file (shown in the title)\n"
             "  --threads N   worker threads for jobs (default: all CPUs)\n"
+            "  --ctx N       evaluation chunk length (default 512, at most the model's context)\n"
+            "  --chunks N    evaluate at most N chunks (default: all)\n"
+            "  --samples N   calibration sequences (default 16)\n"
+            "  --seqlen L    calibration sequence length (default 256, at most the model's context)\n"
             "Calibration stats and written plans go to $XDG_CACHE_HOME/qscope (or ~/.cache/qscope).\n");
 }
 
@@ -44,7 +50,7 @@ static const char *beside_binary(const char *rel, char *buf, size_t n) {
 
 int cmd_tui(int argc, char **argv) {
     TuiOpts o = {0};
-    const char *threads = NULL;
+    const char *threads = NULL, *ctx = NULL, *chunks = NULL, *samples = NULL, *seqlen = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -55,7 +61,10 @@ int cmd_tui(int argc, char **argv) {
         if ((r = args_opt(argc, argv, &i, "--tokenizer", &o.tokenizer)) ||
             (r = args_opt(argc, argv, &i, "--session", &o.session)) ||
             (r = args_opt(argc, argv, &i, "--text", &o.text_path)) ||
-            (r = args_opt(argc, argv, &i, "--threads", &threads))) {
+            (r = args_opt(argc, argv, &i, "--threads", &threads)) || (r = args_opt(argc, argv, &i, "--ctx", &ctx)) ||
+            (r = args_opt(argc, argv, &i, "--chunks", &chunks)) ||
+            (r = args_opt(argc, argv, &i, "--samples", &samples)) ||
+            (r = args_opt(argc, argv, &i, "--seqlen", &seqlen))) {
             if (r < 0) return 2;
             continue;
         }
@@ -70,6 +79,10 @@ int cmd_tui(int argc, char **argv) {
         if (!args_int("tui", "--threads", threads, 1, 256, &v)) return 2;
         o.threads = (int)v;
     }
+    if (ctx && !args_int("tui", "--ctx", ctx, 2, 1 << 20, &o.ctx)) return 2;
+    if (chunks && !args_int("tui", "--chunks", chunks, 1, INT64_MAX, &o.chunks)) return 2;
+    if (samples && !args_int("tui", "--samples", samples, 1, 1 << 24, &o.samples)) return 2;
+    if (seqlen && !args_int("tui", "--seqlen", seqlen, 2, 1 << 20, &o.seqlen)) return 2;
     char mbuf[PATH_MAX], tbuf[PATH_MAX]; /* realpath needs PATH_MAX bytes */
     if (!o.model_path) {
         o.model_path = beside_binary("../shared/models/stories260K/stories260K-f32.gguf", mbuf, sizeof mbuf);

@@ -27,6 +27,9 @@ typedef struct TuiOpts {
     const char *session;     /* session file, or NULL */
     const char *text_path;   /* calibration / evaluation text, or NULL */
     int threads;             /* 0: all CPUs */
+    int64_t ctx;             /* evaluation chunk length (0: eval's default, clipped to the model) */
+    int64_t chunks;          /* evaluation chunks (0: all) */
+    int64_t samples, seqlen; /* calibration sequences and their length (0: calib's defaults) */
 } TuiOpts;
 
 /* Reaction flags returned by key handlers; only the main loop draws. */

@@ -205,6 +205,8 @@ void app_calibrate(App *a) {
     j->len = a->text_len;
     j->pool = a->pool;
     calib_params_default(&j->p);
+    if (a->opts.samples > 0) j->p.samples = a->opts.samples;
+    if (a->opts.seqlen > 0) j->p.seqlen = a->opts.seqlen;
     if (j->p.seqlen > a->m->cfg.max_seq_len) j->p.seqlen = a->m->cfg.max_seq_len;
     snprintf(j->p.text_path, sizeof j->p.text_path, "%s", a->text_path);
     stats_path_for(a, j->path, sizeof j->path);

@@ -22,6 +22,14 @@
 
 static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
 
+/* eval's defaults with --ctx / --chunks, the context clipped to the model's. */
+static void app_eval_opts(const App *a, EvalOpts *o) {
+    eval_opts_default(o);
+    if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
+    if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
+    if (o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
+}
+
 /* Reopen: the session's results become rows of the Evaluate view. */
 static void restore_results(App *a) {
     for (int64_t i = 0; i < session_n_results(a->sess); i++) {
@@ -75,11 +83,12 @@ Status app_plan_init(App *a, Err *err) {
         }
     }
     EvalOpts o;
-    eval_opts_default(&o);
-    if (o.n_ctx > a->m->cfg.max_seq_len) o.n_ctx = a->m->cfg.max_seq_len;
+    app_eval_opts(a, &o);
     const char *tb = strrchr(a->text_path, '/');
-    snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld, %s chunks of %s", (long long)o.n_ctx,
-             o.max_chunks ? "some" : "all", tb ? tb + 1 : a->text_path);
+    char nch[32] = "all";
+    if (o.max_chunks) snprintf(nch, sizeof nch, "at most %lld", (long long)o.max_chunks);
+    snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld, %s chunks of %s", (long long)o.n_ctx, nch,
+             tb ? tb + 1 : a->text_path);
     return st;
 }
 
@@ -358,8 +367,7 @@ void app_evaluate(App *a) {
     j->text = a->text;
     j->len = a->text_len;
     j->pool = a->pool;
-    eval_opts_default(&j->opts);
-    if (j->opts.n_ctx > a->m->cfg.max_seq_len) j->opts.n_ctx = a->m->cfg.max_seq_len;
+    app_eval_opts(a, &j->opts);
     snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->cs ? a->stats_path : "");
     plan_label(a, j->label, sizeof j->label);
