@@ -1,12 +1,12 @@
 #include "kernels/wq_gemm.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/assert.h"
-#include "core/fpconv.h"
 #include "kernels/cpu.h"
 #include "kernels/f16_gemm.h"
 #include "kernels/f32gemm.h"
