@@ -34,6 +34,16 @@ static const char *tap_desc(int t) {
 
 void view_no_calib(const App *a, const Rect *r, const char *what) {
     int y = r->y + r->h / 3;
+    JobView jv;
+    jobs_view((JobRunner *)&a->jobs, &jv);
+    int calibrating = jv.running && strncmp(jv.label, "calibrate", 9) == 0;
+    for (int i = 0; i < jv.n_queued; i++) calibrating |= strncmp(jv.queued[i], "calibrate", 9) == 0;
+    if (calibrating) {
+        draw_text(y, r->x + 2, r->w - 4, C_WARN, "Calibrating - the map appears when it finishes");
+        draw_text(y + 2, r->x + 2, r->w - 4, C_NORMAL, "Progress is in the title bar; Esc stops it early (the sequences");
+        draw_text(y + 3, r->x + 2, r->w - 4, C_NORMAL, "done so far are kept).");
+        return;
+    }
     draw_text(y, r->x + 2, r->w - 4, C_WARN, "No calibration yet - press c");
     draw_text(y + 2, r->x + 2, r->w - 4, C_NORMAL, "%s needs activation statistics from a calibration run.", what);
     if (a->text) draw_text(y + 3, r->x + 2, r->w - 4, C_NORMAL, "c runs it on %s in the background.", a->text_path);
