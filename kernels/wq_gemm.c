@@ -273,6 +273,37 @@ WQ_AVX512_TARGET static void wq_scale_avx512(float *w, int64_t n, const float *s
     for (; i < n; i++) w[i] = z ? (w[i] - *z) * *s : w[i] * *s;
 }
 
+/* w = (v - z) · s over a row of k elements with groups of glen (16 % glen
+ * == 0) consecutive elements sharing s[g], z[g] (z may be NULL). */
+WQ_AVX512_TARGET static void wq_scale_small_avx512(float *w, int64_t k, int64_t glen, const float *s, const float *z) {
+    int sh = glen == 1 ? 0 : glen == 2 ? 1 : glen == 4 ? 2 : 3;
+    const __m512i idx = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), (unsigned)sh);
+    int64_t i = 0, per = 16 >> sh; /* groups per 16 lanes */
+    for (; i + 16 <= k; i += 16) {
+        __mmask16 mk = (__mmask16)((1u << per) - 1);
+        __m512 vs = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(mk, s + (i >> sh)));
+        __m512 v = _mm512_loadu_ps(w + i);
+        if (z) v = _mm512_sub_ps(v, _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(mk, z + (i >> sh))));
+        _mm512_storeu_ps(w + i, _mm512_mul_ps(v, vs));
+    }
+    for (; i < k; i++) w[i] = z ? (w[i] - z[i >> sh]) * s[i >> sh] : w[i] * s[i >> sh];
+}
+
+/* Σ w·x over n floats, 16 lanes (the row-dequant GEMV's dot). */
+WQ_AVX512_TARGET static float wq_dot_avx512(const float *w, const float *x, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 mk = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, w + i), _mm512_maskz_loadu_ps(mk, x + i), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
 /* Decoded (unscaled) values v of row o: integer code, fp8/fp16 value. */
 static void wq_decode_row(const WqMatrix *m, int64_t o, float *v, int fast) {
     const uint8_t *row = m->codes + (size_t)o * m->row_bytes;
@@ -311,6 +342,12 @@ static void wq_dequant_row(const WqMatrix *m, int64_t o, float *w, int fast) {
     }
     /* TENSOR, or OC with runs of glen inputs sharing (s, z) */
     int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : k;
+    if (fast && glen < 16 && 16 % glen == 0) {
+        /* small groups (g = 1, 2, 4, 8): spread each group's (s, z) over its lanes */
+        int64_t gpr = k / glen;
+        wq_scale_small_avx512(w, k, glen, m->scale + o * gpr, is_int ? m->zero + o * gpr : NULL);
+        return;
+    }
     for (int64_t i0 = 0; i0 < k; i0 += glen) {
         int64_t g = wq_group_of(m, o, i0);
         const float *s = m->scale + g, *z = is_int ? m->zero + g : NULL;
@@ -578,7 +615,9 @@ static void gemv_rows_slow(void *arg, int64_t b, int64_t e, int tid) {
     for (int64_t o = b; o < e; o++) {
         wq_dequant_row(t->m, o, w, fast);
         float s = 0.0f;
-        for (int64_t i = 0; i < t->m->k; i++) s += w[i] * t->x[i];
+        if (fast) s = wq_dot_avx512(w, t->x, t->m->k);
+        else
+            for (int64_t i = 0; i < t->m->k; i++) s += w[i] * t->x[i];
         t->y[o] = s;
     }
     free(w);

@@ -348,6 +348,9 @@ static void test_weight_only(Pool *pool) {
             test_wq_int(bits[b], sym, WQ_GROUP_IC, 3, 9, 64, pool);      /* blocks straddle row quads */
         }
     test_wq_int(4, 1, WQ_GROUP_OC, 32, 64, 2048, pool);
+    test_wq_int(4, 0, WQ_GROUP_OC, 2, 5, 70, pool);   /* small groups: lane-spread scales */
+    test_wq_int(3, 1, WQ_GROUP_OC, 8, 5, 72, pool);
+    test_wq_int(8, 0, WQ_GROUP_OC, 1, 3, 40, pool);
     test_wq_int_store(6, 8, 0, WQ_GROUP_OC, 64, 13, 192, pool);
     test_wq_int_store(5, 8, 1, WQ_GROUP_IC, 0, 13, 100, pool);
     test_wq_int_store(3, 4, 0, WQ_GROUP_OC, 0, 13, 100, pool);
@@ -356,6 +359,7 @@ static void test_weight_only(Pool *pool) {
         test_wq_fp8(e5, WQ_GROUP_TENSOR, 0, 21, 77, pool);
         test_wq_fp8(e5, WQ_GROUP_OC, 0, 21, 77, pool);
         test_wq_fp8(e5, WQ_GROUP_OC, 32, 20, 96, pool);
+        test_wq_fp8(e5, WQ_GROUP_OC, 4, 20, 92, pool);
         test_wq_fp8(e5, WQ_GROUP_IC, 0, 21, 77, pool);
         test_wq_fp8(e5, WQ_GROUP_IC, 7, 21, 77, pool);
     }
