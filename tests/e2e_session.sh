@@ -105,4 +105,11 @@ has "$tmp/e3" "nowhere"
 sed 's/"schema_version":	1/"schema_version":	9/' "$tmp/s.json" >"$tmp/v9.json"
 if "$Q" session show "$tmp/v9.json" 2>"$tmp/e4"; then fail "newer schema accepted"; fi
 has "$tmp/e4" "newer qscope"
+# A session whose model is gone: show keeps working and says so; replay names the file.
+sed "s|$M/stories260K-f32.gguf|/nonexistent/gone.gguf|" "$tmp/s.json" >"$tmp/gone.json"
+"$Q" session show "$tmp/gone.json" >"$tmp/gone.txt" 2>"$tmp/gone.err" || fail "show with a missing model"
+has "$tmp/gone.txt" "[missing]"
+has "$tmp/gone.err" "/nonexistent/gone.gguf"
+if "$Q" replay "$tmp/gone.json" 2>"$tmp/e5"; then fail "replay without its model succeeded"; fi
+has "$tmp/e5" "/nonexistent/gone.gguf"
 echo "e2e_session: ok"
