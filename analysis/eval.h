@@ -107,6 +107,10 @@ typedef struct EvalResult {
     size_t bytes;            /* QModel.bytes */
     double prefill_tps;      /* one n_ctx chunk, best of speed_reps; 0 if not measured */
     double decode_tps;       /* decode_steps single-token steps after a short prompt */
+    double prefill_cpu_tps;  /* the same two rates per process CPU-second and thread
+                                (tokens / (cpu_s / threads)): close to what an idle
+                                machine gives when the run shares its cores */
+    double decode_cpu_tps;
     double seconds;          /* evaluation wall time (quantized runs + speed) */
     double *running_ppl;     /* (chunks) owned */
     double *running_kld;     /* (chunks) owned */
@@ -127,7 +131,8 @@ void eval_result_done(EvalResult *res);
 
 /* Prints res as one JSON object (keys ppl, ppl_base, kld_mean, kld_median,
  * kld_p90, kld_p99, kld_max, top1_agree, bpw, bytes, prefill_tps,
- * decode_tps, chunks, tokens_scored, notes (qm's), layer_rel_err, seconds,
+ * decode_tps, prefill_cpu_tps, decode_cpu_tps, chunks, tokens_scored, notes (qm's),
+ * layer_rel_err, seconds,
  * plus plan and model names) into a heap string (caller frees); qm may be
  * NULL (no notes). Returns NULL when memory runs out. */
 char *eval_result_json(const EvalResult *res, const QModel *qm, const char *plan_name);

@@ -225,8 +225,10 @@ int cmd_eval(int argc, char **argv) {
                res.kld_p90, res.kld_p99, res.kld_max);
         printf("  top-1      %.4f\n", res.top1_agree);
         printf("  size       %.4f bpw, %zu bytes (%lld weights)\n", res.bpw, res.bytes, (long long)qm->params);
-        if (eo.speed) printf("  speed      prefill %.1f tok/s, decode %.1f tok/s (%d threads)\n", res.prefill_tps,
-                             res.decode_tps, pool_size(pool));
+        if (eo.speed)
+            printf("  speed      prefill %.1f tok/s, decode %.1f tok/s (%d threads; per CPU-second and thread:\n"
+                   "             prefill %.1f, decode %.1f)\n",
+                   res.prefill_tps, res.decode_tps, pool_size(pool), res.prefill_cpu_tps, res.decode_cpu_tps);
         printf("  layer err ");
         for (int64_t l = 0; l < res.n_layers; l++) printf(" %.4g", res.layer_rel_err[l]);
         printf("\n");

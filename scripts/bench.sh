@@ -67,9 +67,12 @@ done
 # 2 threads. Targets (issue 4): W8A8 prefill >= 1.3x our F32 prefill and >=
 # llama.cpp Q8_0 pp512 (791 tok/s); int4 weight-only decode >= llama.cpp Q4_0
 # generation (360 tok/s). KLD is against the F32 model on the same chunk.
+# *_cpu_tps divide by process CPU-seconds per thread instead of wall time:
+# on a shared machine they estimate what idle cores would give.
 ETEXT=$S/text/tinystories_sample.txt
 echo "bench: qscope eval $MODEL --preset P --text $ETEXT --ctx 512 --chunks 1 --threads 2 --json"
-printf '%-14s %-22s %11s %11s %10s %8s %7s\n' preset kernels prefill_tps decode_tps kld_mean bpw load1
+printf '%-14s %-12s %11s %11s %11s %11s %10s %8s %7s\n' preset kernels prefill_tps decode_tps pf_cpu_tps dec_cpu_tps \
+  kld_mean bpw load1
 for p in fp32 fp16 w8a8-tensor w8a8-token int8-rtn int4-rtn; do
   j=$OUT/eval_$p.json
   if [ "$p" = int8-rtn ]; then
@@ -83,7 +86,8 @@ for p in fp32 fp16 w8a8-tensor w8a8-token int8-rtn int4-rtn; do
     { echo "bench: eval $p failed"; continue; }
   k=$(sed -n 's/.*"kernels: \([^;"]*\).*/\1/p' "$j" | cut -d' ' -f1)
   awk -v p="$p" -v k="$k" -v a="$(field "$j" prefill_tps)" -v b="$(field "$j" decode_tps)" -v c="$(field "$j" kld_mean)" \
-      -v d="$(field "$j" bpw)" -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
-    'BEGIN { printf "%-14s %-22s %11.1f %11.1f %10.6f %8.3f %7s\n", p, k, a, b, c, d, ld }'
+      -v d="$(field "$j" bpw)" -v e="$(field "$j" prefill_cpu_tps)" -v f="$(field "$j" decode_cpu_tps)" \
+      -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
+    'BEGIN { printf "%-14s %-12s %11.1f %11.1f %11.1f %11.1f %10.6f %8.3f %7s\n", p, k, a, b, e, f, c, d, ld }'
 done
 echo "bench: llama.cpp reference (same shape, 2 threads): Q8_0 pp512 791 tok/s, tg 213 tok/s; Q4_0 pp512 1310, tg 360; F32 pp512 687, tg 101"
