@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/assert.h"
+
 double jobs_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -34,14 +36,8 @@ static void *jobs_main(void *arg) {
 
         pthread_mutex_lock(&jr->mu);
         jr->has_running = 0;
-        /* The done list has room: at most one running job is added between polls
-         * beyond the queue's capacity; when full, the oldest result is dropped. */
-        if (jr->n_done == JOBS_MAX_QUEUE) {
-            Job *old = &jr->done[0];
-            if (old->free_fn) old->free_fn(old->arg);
-            memmove(jr->done, jr->done + 1, (size_t)(JOBS_MAX_QUEUE - 1) * sizeof jr->done[0]);
-            jr->n_done--;
-        }
+        /* A job starts only when the done list is empty, so it holds one at most. */
+        ASSERT(jr->n_done < JOBS_MAX_QUEUE);
         jr->done[jr->n_done++] = j;
     }
     pthread_mutex_unlock(&jr->mu);

@@ -67,7 +67,8 @@ static void plan_draw(const App *a, const Layout *l) {
             plan_entry_code(e, code, sizeof code);
             int idx = (int)(layer * PLAN_NPROJ + p);
             int changed = a->last_eval && !plan_entry_equal(e, &a->last_eval->cells[idx]);
-            if (changed) strncat(code, "*", sizeof code - strlen(code) - 1);
+            /* '*' marks a change when it fits; the colour (bold without colours) always does */
+            if (changed && draw_width(code) < g.cell_w - 1) strncat(code, "*", sizeof code - strlen(code) - 1);
             ColorRole role = C_NORMAL;
             if (changed) role = C_CHANGED;
             if (a->plan.marks[idx]) role = C_MARK;
