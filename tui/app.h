@@ -165,9 +165,6 @@ void app_calib_summary(const App *a, char *buf, size_t n);
  * Returns the count (0 without calibration). */
 int app_spike_sites(const App *a, int k, char (*sites)[16]);
 
-/* Number of layers of the calibration (0 without). */
-int64_t app_calib_layers(const App *a);
-
 /* Reopen: loads the stats file the session names (if it still matches the
  * model); 0 when there is none or it could not be used (the message says). */
 int app_calib_restore(App *a);

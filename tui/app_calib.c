@@ -17,8 +17,6 @@
 
 void app_free_stats(struct CalibStats *cs) { calib_stats_free(cs); }
 
-int64_t app_calib_layers(const App *a) { return a->cs ? a->cs->n_layers : 0; }
-
 /* The cache file for this model + text: CACHE/stats-<model fp>-<text hash>.qss. */
 static void stats_path_for(const App *a, char *buf, size_t n) {
     uint64_t th = hash_bytes(0xcbf29ce484222325ull, a->text, a->text_len);
