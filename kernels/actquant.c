@@ -2,8 +2,10 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
 
@@ -114,38 +116,91 @@ void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K
     }
 }
 
-void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out) {
+/* === fake quantization === */
+
+void actq_fake_row_ref(ActQFormat fmt, const float *x, int64_t n, float s, float *out) {
+    if (s == 0.0f || fmt == ACTQ_NONE) {
+        for (int64_t i = 0; i < n; i++) out[i] = s == 0.0f && fmt != ACTQ_NONE ? 0.0f : x[i];
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i] / s;
+        if (fmt == ACTQ_INT8) {
+            v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+            out[i] = nearbyintf(v) * s;
+        } else if (fmt == ACTQ_FP8_E4M3) {
+            out[i] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v)) * s;
+        } else {
+            out[i] = fp8_e5m2_to_f32(f32_to_fp8_e5m2(v)) * s;
+        }
+    }
+}
+
+/* fp8 round trip of |v| (16 lanes), as core/fpconv.h's encoder rounds:
+ * quantum 2^(max(floor(log2 a), min_exp) - mbits), ties to even, saturating
+ * at maxv (a >= maxv and values rounding above it give maxv). */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+static inline __m512 actq_fp8_round_abs(__m512 a, float min_exp, float mbits, float maxv) {
+    a = _mm512_min_ps(a, _mm512_set1_ps(maxv));
+    __m512 e = _mm512_max_ps(_mm512_getexp_ps(a), _mm512_set1_ps(min_exp)); /* getexp(0) = -inf */
+    __m512 quantum = _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_sub_ps(e, _mm512_set1_ps(mbits)));
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(a, quantum), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_min_ps(_mm512_mul_ps(q, quantum), _mm512_set1_ps(maxv));
+}
+
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+void actq_fake_row_avx512(ActQFormat fmt, const float *x, int64_t n, float s, float *out) {
+    if (s == 0.0f || fmt == ACTQ_NONE || fmt >= ACTQ_COUNT) {
+        actq_fake_row_ref(fmt, x, n, s, out);
+        return;
+    }
+    const __m512 vs = _mm512_set1_ps(s), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), vs), r;
+        if (fmt == ACTQ_INT8) {
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        } else {
+            __m512 a = _mm512_abs_ps(v);
+            r = fmt == ACTQ_FP8_E4M3 ? actq_fp8_round_abs(a, -6.0f, 3.0f, FP8_E4M3_MAX)
+                                     : actq_fp8_round_abs(a, -14.0f, 2.0f, FP8_E5M2_MAX);
+            r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r),
+                                                    _mm512_and_si512(_mm512_castps_si512(v), signbit)));
+        }
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(r, vs));
+    }
+}
+
+typedef struct FakeTask {
+    ActQFormat fmt;
+    const float *x;
+    float *out;
+    const float *scale;      /* (T) */
+    int64_t K;
+    int fast;
+} FakeTask;
+
+static void actq_fake_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const FakeTask *t = arg;
+    for (int64_t r = b; r < e; r++) {
+        if (t->fast) actq_fake_row_avx512(t->fmt, t->x + r * t->K, t->K, t->scale[r], t->out + r * t->K);
+        else actq_fake_row_ref(t->fmt, t->x + r * t->K, t->K, t->scale[r], t->out + r * t->K);
+    }
+}
+
+void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out, Pool *pool) {
     if (aq->fmt == ACTQ_NONE || aq->fmt >= ACTQ_COUNT) {
         if (out != x) memmove(out, x, (size_t)(T * K) * sizeof *out);
         return;
     }
-    /* The per-tensor scale is taken before any row is written: out may alias x. */
-    float qmax = actq_qmax(aq->fmt);
-    float tensor_s = 0.0f;
-    if (!aq->is_static && !aq->per_token) {
-        int64_t t0 = (aq->skip_first && pos0 == 0 && T > 1) ? 1 : 0;
-        tensor_s = actq_absmax(x + t0 * K, (T - t0) * K) / qmax;
-    } else if (aq->is_static) {
-        tensor_s = aq->static_absmax / qmax;
-    }
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * K;
-        float *yr = out + t * K;
-        float s = aq->per_token && !aq->is_static ? actq_absmax(xr, K) / qmax : tensor_s;
-        if (s == 0.0f) {
-            memset(yr, 0, (size_t)K * sizeof *yr);
-            continue;
-        }
-        for (int64_t i = 0; i < K; i++) {
-            float v = xr[i] / s;
-            if (aq->fmt == ACTQ_INT8) {
-                v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-                yr[i] = nearbyintf(v) * s;
-            } else if (aq->fmt == ACTQ_FP8_E4M3) {
-                yr[i] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v)) * s;
-            } else {
-                yr[i] = fp8_e5m2_to_f32(f32_to_fp8_e5m2(v)) * s;
-            }
-        }
-    }
+    /* every scale is taken before any row is written: out may alias x */
+    float *scale = malloc((size_t)T * sizeof *scale);
+    ASSERT(scale != NULL);
+    actq_scales(aq, x, T, K, pos0, scale);
+    FakeTask t = {aq->fmt, x, out, scale, K, cpu_has_avx512f()};
+    pool_for(pool, T, 4, actq_fake_rows, &t);
+    free(scale);
 }

@@ -24,6 +24,8 @@
 
 #include <stdint.h>
 
+#include "core/pool.h"
+
 typedef enum { ACTQ_NONE, ACTQ_INT8, ACTQ_FP8_E4M3, ACTQ_FP8_E5M2, ACTQ_COUNT } ActQFormat;
 
 typedef struct ActQuant {
@@ -59,7 +61,15 @@ void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K
                         int8_t *q, int64_t ldq, float *scale);
 
 /* Fake quantization: out (T, K) = the values x (T, K) takes after quantizing
- * with aq and dequantizing (copy for ACTQ_NONE). out may equal x. */
-void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out);
+ * with aq and dequantizing (copy for ACTQ_NONE). out may equal x. Rows are
+ * split over pool (may be NULL). */
+void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out, Pool *pool);
+
+/* One row of n values with scale s (rule above): the scalar reference through
+ * core/fpconv.h's encoders, and the AVX-512 version (callers check
+ * cpu_has_avx512f()), bit-equal for every finite input (a NaN input gives
+ * ±max·s on the vector path, NaN on the reference). */
+void actq_fake_row_ref(ActQFormat fmt, const float *x, int64_t n, float s, float *out);
+void actq_fake_row_avx512(ActQFormat fmt, const float *x, int64_t n, float s, float *out);
 
 #endif

@@ -40,7 +40,7 @@ static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t p
     if (im->aq.fmt != ACTQ_NONE) {
         xq = malloc((size_t)(T * l->n_in) * sizeof *xq);
         ASSERT(xq != NULL);
-        actq_fake(&im->aq, x, T, l->n_in, pos0, xq);
+        actq_fake(&im->aq, x, T, l->n_in, pos0, xq, pool);
         x = xq;
     }
     Err err;

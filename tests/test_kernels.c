@@ -65,7 +65,7 @@ static void test_actquant(void) {
     actq_scales(&aq, xs, T, K, 0, sc);
     CHECK(sc[0] == 2.0f / 127.0f && sc[3] == 2.0f / 127.0f);
     float fk[T * K];
-    actq_fake(&aq, xs, T, K, 0, fk);
+    actq_fake(&aq, xs, T, K, 0, fk, NULL);
     CHECK(fk[3] == 127.0f * (2.0f / 127.0f)); /* the spike is clamped to the range */
     actq_scales(&aq, xs, T, K, 5, sc);        /* not token 0: spike included */
     CHECK(sc[1] == 100.0f / 127.0f);
@@ -85,22 +85,58 @@ static void test_actquant(void) {
     int8_t qq[T * 12];
     float sc2[T];
     actq_quantize_int8(&aq, xs, T, K, 0, qq, 12, sc2);
-    actq_fake(&aq, xs, T, K, 0, fk);
+    actq_fake(&aq, xs, T, K, 0, fk, NULL);
     for (int t = 0; t < T; t++) {
         for (int k = 0; k < K; k++) CHECK(fk[t * K + k] == (float)qq[t * 12 + k] * sc2[t]);
         for (int k = K; k < 12; k++) CHECK(qq[t * 12 + k] == 0);
     }
     /* fp8 fake quant: the scaled max maps to the format max exactly */
     aq = (ActQuant){ACTQ_FP8_E4M3, 0, 0, 0.0f, 0};
-    actq_fake(&aq, xs, T, K, 0, fk);
+    actq_fake(&aq, xs, T, K, 0, fk, NULL);
     CHECK(fk[3] == 100.0f);
     float s8 = 100.0f / 448.0f;
     CHECK(fk[1] == fp8_e4m3_to_f32(f32_to_fp8_e4m3(xs[1] / s8)) * s8);
     aq.fmt = ACTQ_FP8_E5M2;
-    actq_fake(&aq, xs, T, K, 0, fk);
+    actq_fake(&aq, xs, T, K, 0, fk, NULL);
     CHECK(fk[3] == 100.0f);
     float s5 = 100.0f / 57344.0f;
     CHECK(fk[5] == fp8_e5m2_to_f32(f32_to_fp8_e5m2(xs[5] / s5)) * s5);
+}
+
+/* The vector fake quantizers against the fpconv-based reference: every
+ * float whose bits are a multiple of 4099 (about a million values over all
+ * exponents, both signs, subnormals and infinities), at several scales. */
+static void test_fake_rows(void) {
+    if (!cpu_has_avx512f()) return;
+    enum { N = 4096 };
+    float x[N], a[N], b[N];
+    static const float scales[] = {1.0f, 0.37f, 1e-3f, 250.0f, 1e-30f};
+    for (int f = ACTQ_INT8; f <= ACTQ_FP8_E5M2; f++)
+        for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
+            uint64_t bits = 0;
+            while (bits < 0x100000000ull) {
+                int n = 0;
+                for (; n < N && bits < 0x100000000ull; bits += 4099) {
+                    uint32_t u = (uint32_t)bits;
+                    float v;
+                    memcpy(&v, &u, 4);
+                    if (isnan(v)) continue;
+                    x[n++] = v;
+                }
+                actq_fake_row_ref((ActQFormat)f, x, n, scales[si], a);
+                actq_fake_row_avx512((ActQFormat)f, x, n, scales[si], b);
+                for (int i = 0; i < n; i++)
+                    CHECKF(memcmp(&a[i], &b[i], 4) == 0 || (isnan(a[i]) && isnan(b[i])),
+                           "fake %s s=%g x=%a: %a vs %a", actq_format_name((ActQFormat)f), scales[si], x[i], a[i], b[i]);
+            }
+        }
+    /* ties and the saturation boundary, exactly */
+    float t[8] = {464.0f, 463.9f, 448.0f, 480.0f, 0x1p-10f, 0x3p-10f, 61440.0f, 1e9f};
+    for (int f = ACTQ_INT8; f <= ACTQ_FP8_E5M2; f++) {
+        actq_fake_row_ref((ActQFormat)f, t, 8, 1.0f, a);
+        actq_fake_row_avx512((ActQFormat)f, t, 8, 1.0f, b);
+        CHECK(memcmp(a, b, sizeof a) == 0);
+    }
 }
 
 /* === W8A8 int8 GEMM === */
@@ -390,6 +426,7 @@ int main(void) {
     (void)testlib_shared;
     printf("cpu: %s\n", cpu_describe());
     test_actquant();
+    test_fake_rows();
     test_int8_gemm(pool);
     test_int8_gemm(NULL);
     test_decoders();
