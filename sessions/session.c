@@ -975,6 +975,11 @@ static const char *const FIELD_NAMES[PF_NFIELDS] = {"format", "group", "method",
 
 Status session_log_set_rule(Session *s, const char *plan, const char *pattern, unsigned fields,
                             const PlanEntry *e, Err *err) {
+    return session_log_set_rule_edit(s, plan, pattern, fields, e, -1, err);
+}
+
+Status session_log_set_rule_edit(Session *s, const char *plan, const char *pattern, unsigned fields,
+                                 const PlanEntry *e, int64_t edit, Err *err) {
     /* The entry's JSON comes from plan_json (one rule's keys), so the log
      * and the plan files spell entries the same way. */
     Plan tmp;
@@ -998,6 +1003,7 @@ Status session_log_set_rule(Session *s, const char *plan, const char *pattern, u
             if (!ok) cJSON_Delete(f);
         }
     if (ok) ok = jset_str(ao, "plan", plan) && jset_str(ao, "pattern", pattern);
+    if (ok && edit >= 0) ok = jset_num(ao, "edit", (double)edit);
     if (ok) {
         ok = jset(ao, "fields", fl);
         fl = NULL;

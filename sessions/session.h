@@ -303,6 +303,12 @@ Status session_log_action_json(Session *s, const char *name, const struct cJSON 
 Status session_log_set_rule(Session *s, const char *plan, const char *pattern, unsigned fields,
                             const struct PlanEntry *e, Err *err);
 
+/* Like session_log_set_rule with an "edit" id (>= 0): the rules one editor
+ * edit logs share it, so replay undoes them as one step even when the time
+ * stamp ticks between them. */
+Status session_log_set_rule_edit(Session *s, const char *plan, const char *pattern, unsigned fields,
+                                 const struct PlanEntry *e, int64_t edit, Err *err);
+
 /* === Helpers === */
 
 /* The build version string ("qscope <git describe>"), static. */

@@ -92,6 +92,7 @@ static Session *make_session(const Model *m) {
     plan_entry_default(&e);
     e.w.fmt = QF_F16;
     CHECK_OK(session_log_set_rule(s, NULL, "1.down", PF_FMT | PF_GROUP, &e, &err), err);
+    CHECK_OK(session_log_set_rule_edit(s, "int4-rtn", "2.down", PF_FMT, &e, 3, &err), err);
     CHECK_OK(plan_add_rule(&p, "1.down", PF_FMT | PF_GROUP, &e, &err), err);
     CHECK_OK(session_set_plan(s, "int4-rtn", &p, &err), err);
     plan_done(&p);
@@ -118,8 +119,11 @@ static void test_round_trip(const Model *m) {
     Session *s = make_session(m);
     CHECK(session_n_plans(s) == 1);
     CHECK(session_n_results(s) == 1);
-    CHECK(session_n_actions(s) == 4);
-    CHECK(!strcmp(session_action(s, 2)->name, "set_rule"));
+    CHECK(session_n_actions(s) == 5);
+    CHECK(!strcmp(session_action(s, 2)->name, "set_rule") && !strcmp(session_action(s, 3)->name, "set_rule"));
+    char *ea = session_action_args(s, 3);
+    CHECKF(strstr(ea, "\"edit\":3") && strstr(ea, "\"plan\":\"int4-rtn\"") && strstr(ea, "\"fields\":[\"format\"]"), "%s", ea);
+    free(ea);
     const SessionResult *r = session_result(s, 0);
     CHECK(r->ppl == 9.123456789012345 && r->bytes == 123456 && r->threads == 2 && r->ctx == 64);
     CHECK(!strcmp(session_current_plan(s), "int4-rtn"));
@@ -269,7 +273,7 @@ static void test_errors(const Model *m) {
     char msg[512];
     CHECK(session_model_status(ms, tpath("mm.json"), msg, sizeof msg) == SESSION_MODEL_MISSING);
     CHECK(strstr(msg, "/nonexistent/dir/model.gguf") && strstr(msg, "missing"));
-    CHECK(session_n_plans(ms) == 1 && session_n_results(ms) == 1 && session_n_actions(ms) == 4);
+    CHECK(session_n_plans(ms) == 1 && session_n_results(ms) == 1 && session_n_actions(ms) == 5);
     char *w;
     CHECK_OK(session_write(ms, &w, &n, &err), err);
     CHECK(!strcmp(w, mm));
@@ -341,7 +345,7 @@ static void test_crash(const Model *m) {
     CHECK(n_now == n_old && !memcmp(now, old, n_old));
     Session *back;
     CHECK_OK(session_load(p, &back, &err), err);
-    CHECK(session_n_actions(back) == 4);
+    CHECK(session_n_actions(back) == 5);
     session_free(back);
     /* The crashed run left its temporary; a completed save replaces the
      * file and keeps the previous version as .bak. */
