@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "kernels/blas.h"
 #include "kernels/f32gemm.h"
+#include "kernels/linalg.h"
 #include "kernels/sgemm.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
@@ -103,6 +104,21 @@ int main(int argc, char **argv) {
         printf("gptq %-28s %7.2f s  %7.2f cpu-s  (H factor %.2f, column batches %.2f, lazy GEMM %.2f)\n",
                cases[k].name, dt, dc, gs.sec_factor, gs.sec_batches, gs.sec_gemm);
     }
+    /* the factorization alone: ours on the pool vs OpenBLAS's dpotrf + dtrtri */
+    double *A = core_alloc_aligned((size_t)(n * n), sizeof *A);
+    if (!A) { fprintf(stderr, "out of memory\n"); return 1; }
+    for (int v = 0; v < 2; v++) {
+        memcpy(A, H, (size_t)(n * n) * sizeof *A);
+        for (int64_t i = 0; i < n; i++) A[i * n + i] += 0.01 * H[i * n + i] + 1e-3;
+        t0 = now();
+        double c0 = cpu_now();
+        int r1 = v ? linalg_cholesky_lower(A, n) : linalg_cholesky_lower_pool(A, n, pool);
+        int r2 = r1 ? r1 : v ? linalg_trinv_lower(A, n) : linalg_trinv_lower_pool(A, n, pool);
+        if (r1 || r2) { fprintf(stderr, "factorization failed (%d, %d)\n", r1, r2); return 1; }
+        printf("factor %-26s %7.2f s  %7.2f cpu-s\n", v ? "OpenBLAS dpotrf+dtrtri" : "ours (pool)", now() - t0,
+               cpu_now() - c0);
+    }
+    core_free_aligned(A);
     QTensor q;
     t0 = now();
     QParams p = {QF_INT4, 0, GROUP_OC, 128};
