@@ -57,14 +57,15 @@ typedef struct GptqStats {
 } GptqStats;
 
 /* Quantizes W (n_out, n_in) with p and the calibration matrix H (n_in, n_in),
- * given as float64 (Hd) or float32 (Hf): exactly one of them must be non-NULL;
- * only its upper triangle (j >= i) is read; borrowed for the call. Result in *out (allocated
- * here; release with qtensor_done). p's format must have scales (int or fp8).
+ * given as float64 (Hd) or float32 (Hf): exactly one of them must be
+ * non-NULL; only its upper triangle (j >= i) is read; borrowed for the call.
+ * Result in *out (allocated here; release with qtensor_done). p's format must have scales (int or fp8).
  * pool (may be NULL) runs the per-row work; prog (may be NULL) receives
  * progress in columns and is polled for cancellation (ST_ERR_CANCELLED).
  * stats may be NULL. Errors: ST_ERR_ARG (bad params/grouping),
  * ST_ERR_NUMERIC (H not positive definite even after damping retries or a
- * non-finite weight), ST_ERR_NOMEM. */
+ * non-finite weight), ST_ERR_RANGE (a group scale beyond fp16), ST_ERR_NOMEM.
+ * Same as gptq_factor_new + gptq_quantize_factored + gptq_factor_free. */
 Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *Hd, const float *Hf,
                      const QParams *p, const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out,
                      GptqStats *stats, Err *err);
@@ -76,8 +77,8 @@ typedef struct GptqFactor GptqFactor;
 
 /* Factorizes H (n, n) (as in gptq_quantize: Hd or Hf, upper triangle read)
  * with o's damp and act_order (o may be NULL: defaults), on pool (may be
- * NULL). Caller frees with
- * gptq_factor_free. Errors: ST_ERR_ARG, ST_ERR_NUMERIC, ST_ERR_NOMEM. */
+ * NULL). Caller frees with gptq_factor_free. Errors: ST_ERR_ARG,
+ * ST_ERR_NUMERIC, ST_ERR_NOMEM. */
 Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqOpts *o, Pool *pool,
                        GptqFactor **out, Err *err);
 
