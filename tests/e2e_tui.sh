@@ -22,8 +22,9 @@ case $T in /*) ;; *) T=$(pwd)/$T ;; esac
 tmp=$(mktemp -d)
 SOCK=qscope-e2e-$$
 tm() { tmux -L "$SOCK" "$@"; }
-cleanup() { tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; }
-trap cleanup EXIT INT TERM
+cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 fail() {
   echo "e2e_tui: $*" >&2
@@ -48,19 +49,21 @@ keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
 
 export XDG_CACHE_HOME="$tmp/cache" LC_ALL=C.UTF-8
 t0=$(date +%s)
+# A placeholder session keeps the private server up while test sessions come and go.
+tm -f /dev/null new-session -d -s keep "sleep 600"
 "$Q" tui --help | grep -q -- "--session S" || fail "qscope tui --help"
 if "$Q" "$M" </dev/null >"$tmp/out" 2>&1; then fail "no terminal: should refuse"; fi
 grep -q "needs a terminal" "$tmp/out" || fail "no terminal: $(cat "$tmp/out")"
 if "$Q" tui --ctx nope >"$tmp/out" 2>&1; then fail "--ctx nope accepted"; fi
 # A model that cannot load: the error names it, the terminal was never taken over.
-tm -f /dev/null new-session -d -s bad -x 80 -y 24 \
+tm new-session -d -s bad -x 80 -y 24 \
   "'$Q' '$tmp/missing.gguf' 2>'$tmp/bad.err'; echo \"exit=\$?\" >'$tmp/bad.exit'; sleep 30"
 n=0
 while [ ! -s "$tmp/bad.exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 50 ] || fail "bad model: no exit"; done
 grep -q "exit=1" "$tmp/bad.exit" || fail "bad model exit $(cat "$tmp/bad.exit")"
 grep -q "missing.gguf" "$tmp/bad.err" || fail "bad model error: $(cat "$tmp/bad.err")"
 tm kill-session -t bad
-tm -f /dev/null new-session -d -s e2e -x 100 -y 30 \
+tm new-session -d -s e2e -x 100 -y 30 \
   "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --threads 2 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
 wait_for "1 Model" 15
 has "stories260K-f32.gguf"

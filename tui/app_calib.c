@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "analysis/calib.h"
 #include "analysis/spikes.h"
@@ -142,18 +143,34 @@ typedef struct CalibJob {
     Pool *pool;
     CalibParams p;
     char path[APP_PATH_MAX];
-    char *hpath;
+    char *hpath;             /* final H path (<path>.h64) */
+    char tmp_h[APP_PATH_MAX + 16]; /* H is written here and renamed when the stats are saved */
+    int keep_partial;        /* no calibration before: a cancelled one is kept (with what it saw) */
     CalibStats *out;
     double seconds;
 } CalibJob;
 
+/* H goes to a side file and the stats are saved only when the run is kept, so
+ * cancelling a recalibration leaves the previous stats and H untouched. */
 static Status calib_job_run(void *arg, Progress *prog, Err *err) {
     CalibJob *j = arg;
     double t0 = jobs_now();
-    Status st = calib_run(j->m, j->text, j->len, &j->p, j->hpath, j->pool, prog, &j->out, err);
-    if (st != ST_OK) return st;
+    Status st = calib_run(j->m, j->text, j->len, &j->p, j->tmp_h, j->pool, prog, &j->out, err);
+    if (st == ST_OK && progress_cancelled(prog) && !j->keep_partial) {
+        st = err_set(err, ST_ERR_CANCELLED, "stopped after %lld of %lld sequences; the previous calibration is kept",
+                     (long long)j->out->n_seqs, (long long)j->out->n_planned);
+        calib_stats_free(j->out);
+        j->out = NULL;
+    }
+    if (st != ST_OK) {
+        unlink(j->tmp_h);
+        return st;
+    }
     progress_begin(prog, "save stats", 1);
     st = statsfile_save(j->out, j->path, err);
+    if (st == ST_OK && j->out->has_h && rename(j->tmp_h, j->hpath) != 0)
+        st = err_set(err, ST_ERR_IO, "%s -> %s: %s", j->tmp_h, j->hpath, strerror(errno));
+    if (st != ST_OK) unlink(j->tmp_h);
     j->seconds = jobs_now() - t0;
     return st;
 }
@@ -161,6 +178,11 @@ static Status calib_job_run(void *arg, Progress *prog, Err *err) {
 static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     CalibJob *j = arg;
     App *a = ctx;
+    if (st == ST_ERR_CANCELLED) {
+        app_msg(a, 0, "calibration cancelled: %s", err->detail);
+        app_log(a, "calibrate", "cancelled: %s", err->detail);
+        return;
+    }
     if (st != ST_OK) {
         app_msg(a, 1, "calibration failed: %s: %s", status_message(st), err->detail);
         app_log(a, "calibrate", "failed: %s: %s", status_message(st), err->detail);
@@ -214,6 +236,8 @@ void app_calibrate(App *a) {
         app_msg(a, 1, "out of memory");
         return;
     }
+    snprintf(j->tmp_h, sizeof j->tmp_h, "%s.new.h64", j->path);
+    j->keep_partial = a->cs == NULL;
     Err err;
     err_init(&err);
     if (!jobs_submit(&a->jobs, "calibrate", calib_job_run, calib_job_finish, calib_job_free, j, &err)) {
