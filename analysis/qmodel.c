@@ -80,17 +80,62 @@ typedef struct SiteIn {
     const char *name;        /* "3.down" */
 } SiteIn;
 
-/* Quantizes one site with entry e; *out receives the QLinear (NULL when the
- * entry keeps the model's fp32 weights untouched); *dim AdaDim's choice;
- * *rel ‖W - Wq‖ / ‖W‖. */
-static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int keep_fp32, Pool *pool,
-                         QLinear **out, GroupDim *dim, double *rel, Err *err) {
+/* Checks a stored site against the entry and the weight's shape. */
+static Status stored_check(const PlanEntry *e, const SiteIn *in, const QStoredSite *pre, Err *err) {
+    int is_aqlm = e->w.fmt == QF_AQLM || e->method == QM_AQLM;
+    if (pre->kind == QSITE_NONE) {
+        if (e->w.fmt == QF_F32 && e->act == ACT_NONE) return ST_OK;
+        return err_set(err, ST_ERR_MISMATCH, "%s: the stored model has no weights here but the plan quantizes it", in->name);
+    }
+    if (pre->kind == QSITE_AQLM) {
+        const AqlmTensor *a = &pre->a;
+        if (!is_aqlm || a->n_out != in->n_out || a->n_in != in->n_in || a->p.M != e->aqlm.M || a->p.B != e->aqlm.B ||
+            a->p.g != e->aqlm.g)
+            return err_set(err, ST_ERR_MISMATCH, "%s: stored aqlm weights do not match the plan entry or the shape", in->name);
+        return ST_OK;
+    }
+    const QTensor *q = &pre->q;
+    int dim_ok = e->method == QM_ADADIM && qformat_traits(e->w.fmt)->needs_scale
+                     ? (q->p.dim == GROUP_OC || q->p.dim == GROUP_IC)
+                     : (q->p.dim == e->w.dim || !qformat_traits(e->w.fmt)->needs_scale);
+    if (is_aqlm || q->n_out != in->n_out || q->n_in != in->n_in || q->p.fmt != e->w.fmt || !dim_ok ||
+        (qformat_traits(e->w.fmt)->is_int && (q->p.sym != e->w.sym || q->p.group != e->w.group)))
+        return err_set(err, ST_ERR_MISMATCH, "%s: stored %s weights (%lld x %lld) do not match the plan entry or the shape",
+                       in->name, qformat_traits(q->p.fmt) ? qformat_traits(q->p.fmt)->name : "?", (long long)q->n_out,
+                       (long long)q->n_in);
+    return ST_OK;
+}
+
+/* Quantizes one site with entry e (or takes `pre`, a stored quantization);
+ * *out receives the QLinear (NULL when the entry keeps the model's fp32
+ * weights untouched); *dim AdaDim's choice; *rel ‖W - Wq‖ / ‖W‖. With keep,
+ * the unpacked weights move into *keep. */
+static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int keep_fp32, const QStoredSite *pre,
+                         QStoredSite *keep, Pool *pool, QLinear **out, GroupDim *dim, double *rel, Err *err) {
     *out = NULL;
     *dim = GROUP_TENSOR;
     *rel = 0;
+    Status st = ST_OK;
+    Err e2;
+    err_init(&e2);
+    if (pre) {
+        if ((st = stored_check(e, in, pre, err))) return st;
+        *dim = pre->adadim_dim;
+        *rel = pre->rel_err;
+        if (pre->kind == QSITE_NONE) return ST_OK;
+        if (pre->kind == QSITE_AQLM) st = qlinear_aqlm_new(&pre->a, out, &e2);
+        else {
+            ActQuant aq = qlinear_act_from_plan(e, pre->act_absmax);
+            st = qlinear_new_from_qtensor(&pre->q, &aq, out, &e2);
+        }
+        if (st) return err_set(err, st, "%s: %s", in->name, e2.detail);
+        if (e->method == QM_ADADIM && pre->kind == QSITE_QTENSOR)
+            return note_add(qm, err, "%s: adadim chose %s (stored)", in->name, pre->q.p.dim == GROUP_IC ? "ic" : "oc");
+        return ST_OK;
+    }
+    if (keep) memset(keep, 0, sizeof *keep);
     if (keep_fp32 && e->w.fmt == QF_F32 && e->act == ACT_NONE) return ST_OK;
     int64_t n = in->n_out * in->n_in;
-    Status st = ST_OK;
     float *Wq = NULL;
     QTensor q;
     memset(&q, 0, sizeof q);
@@ -98,8 +143,7 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
     memset(&ad, 0, sizeof ad);
     AqlmTensor at;
     memset(&at, 0, sizeof at);
-    Err e2;
-    err_init(&e2);
+    int is_aqlm = 0;
 
     Wq = malloc((size_t)n * sizeof *Wq);
     if (!Wq) {
@@ -107,6 +151,7 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         goto fail;
     }
     if (e->w.fmt == QF_AQLM || e->method == QM_AQLM) {
+        is_aqlm = 1;
         if (e->act != ACT_NONE) {
             st = err_set(err, ST_ERR_UNSUPPORTED, "%s: aqlm runs float activations; act must be none", in->name);
             goto fail;
@@ -152,6 +197,16 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         den += (double)in->W[i] * (double)in->W[i];
     }
     *rel = den > 0 ? sqrt(num / den) : 0;
+    if (keep) {
+        keep->kind = is_aqlm ? QSITE_AQLM : QSITE_QTENSOR;
+        keep->q = q;
+        keep->a = at;
+        memset(&q, 0, sizeof q);
+        memset(&at, 0, sizeof at);
+        keep->act_absmax = in->act_absmax;
+        keep->adadim_dim = *dim;
+        keep->rel_err = *rel;
+    }
     free(Wq);
     qtensor_done(&q);
     aqlm_tensor_done(&at);
@@ -163,6 +218,10 @@ fail:
     qtensor_done(&q);
     qtensor_done(&ad.q);
     aqlm_tensor_done(&at);
+    if (*out) {
+        qlinear_free(*out);
+        *out = NULL;
+    }
     return st;
 }
 
@@ -231,8 +290,23 @@ static Status smooth_group(const Model *m, const struct CalibStats *cs, int64_t 
 
 /* === Build === */
 
+void qstored_free(QStored *s) {
+    if (!s) return;
+    if (s->sites)
+        for (int64_t i = 0; i < s->n_layers * PROJ_COUNT + 2; i++) {
+            qtensor_done(&s->sites[i].q);
+            aqlm_tensor_done(&s->sites[i].a);
+        }
+    free(s->sites);
+    free(s->attn_norm);
+    free(s->ffn_norm);
+    free(s->smoothed);
+    free(s);
+}
+
 void qmodel_free(QModel *qm) {
     if (!qm) return;
+    qstored_free(qm->stored);
     if (qm->lin)
         for (int64_t i = 0; i < qm->n_layers * PROJ_COUNT; i++) qlinear_free(qm->lin[i]);
     free(qm->lin);
@@ -254,9 +328,11 @@ void qmodel_free(QModel *qm) {
 
 /* Quantizes the embedding table (lookup: kept as dequantized floats) and the
  * output head. Methods other than rtn need the head's input H, which
- * calibration does not collect: those fall back to rtn with a note. */
-static Status build_ends(QModel *qm, const Model *m, Pool *pool, Err *err) {
+ * calibration does not collect: those fall back to rtn with a note. pre /
+ * keep: the stored sites of the head and the embedding, or NULL. */
+static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored *keep, Pool *pool, Err *err) {
     const ModelConfig *c = &m->cfg;
+    int64_t ns = c->n_layers * PROJ_COUNT;
     Status st;
     PlanEntry ee = qm->res.embed.e, oe = qm->res.output.e;
     if (ee.method != QM_RTN && entry_has_scales(&ee) && ee.w.fmt != QF_AQLM) {
@@ -272,8 +348,24 @@ static Status build_ends(QModel *qm, const Model *m, Pool *pool, Err *err) {
         if (!qm->embd) return err_set(err, ST_ERR_NOMEM, "embedding copy");
         Err e2;
         err_init(&e2);
-        if ((st = rtn_fake_quantize(m->tok_embd, c->vocab_size, c->dim, &ee.w, qm->embd, &e2)))
+        QTensor q;
+        memset(&q, 0, sizeof q);
+        const QTensor *src = &q;
+        if (pre) {
+            const QStoredSite *ps = &pre->sites[ns + 1];
+            if (ps->kind != QSITE_QTENSOR || ps->q.p.fmt != ee.w.fmt || ps->q.n_out != c->vocab_size || ps->q.n_in != c->dim)
+                return err_set(err, ST_ERR_MISMATCH, "embed: the stored embedding does not match the plan entry or the shape");
+            src = &ps->q;
+        } else if ((st = rtn_quantize(m->tok_embd, c->vocab_size, c->dim, &ee.w, &q, &e2))) {
             return err_set(err, st, "embed: %s", e2.detail);
+        }
+        qtensor_dequant(src, qm->embd);
+        if (keep) {
+            keep->sites[ns + 1].kind = QSITE_QTENSOR;
+            keep->sites[ns + 1].q = q;
+        } else {
+            qtensor_done(&q);
+        }
         qm->model.tok_embd = qm->embd;
     }
     if (oe.method != QM_RTN && entry_has_scales(&oe)) {
@@ -291,11 +383,45 @@ static Status build_ends(QModel *qm, const Model *m, Pool *pool, Err *err) {
     }
     GroupDim d;
     double rel;
-    return site_build(qm, &oe, &in, 1, pool, &qm->output, &d, &rel, err);
+    return site_build(qm, &oe, &in, 1, pre ? &pre->sites[ns] : NULL, keep ? &keep->sites[ns] : NULL, pool,
+                      &qm->output, &d, &rel, err);
 }
 
-Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Pool *pool, Progress *prog,
-                    QModel **out, Err *err) {
+static QStored *stored_new(const Model *m) {
+    QStored *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->fingerprint = m->fingerprint;
+    s->n_layers = m->cfg.n_layers;
+    s->dim = m->cfg.dim;
+    s->vocab = m->cfg.vocab_size;
+    s->sites = calloc((size_t)(s->n_layers * PROJ_COUNT + 2), sizeof *s->sites);
+    s->smoothed = calloc((size_t)(s->n_layers * 2), 1);
+    if (!s->sites || !s->smoothed) {
+        qstored_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Copies the replaced gains into the stored form (after the build). */
+static Status stored_gains(QModel *qm, Err *err) {
+    QStored *s = qm->stored;
+    int64_t L = s->n_layers, dim = s->dim;
+    for (int64_t l = 0; l < L; l++)
+        for (int g = 0; g < 2; g++) {
+            const float *src = g ? qm->ffn_norm[l] : qm->attn_norm[l];
+            if (!src) continue;
+            float **dst = g ? &s->ffn_norm : &s->attn_norm;
+            if (!*dst && !(*dst = calloc((size_t)(L * dim), sizeof **dst)))
+                return err_set(err, ST_ERR_NOMEM, "stored gains");
+            memcpy(*dst + l * dim, src, (size_t)dim * sizeof *src);
+            s->smoothed[l * 2 + g] = 1;
+        }
+    return ST_OK;
+}
+
+static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep, Pool *pool,
+                    Progress *prog, QModel **out, Err *err) {
     *out = NULL;
     double t0 = now_s();
     const ModelConfig *c = &m->cfg;
@@ -305,7 +431,12 @@ Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Poo
     const struct CalibStats *cs = stats ? stats->cs : NULL;
     const struct HStore *hs = stats ? stats->h : NULL;
     const char *what = NULL;
-    if (qmodel_plan_needs_stats(p, &pm, &what)) {
+    if (pre && (pre->fingerprint != m->fingerprint || pre->n_layers != c->n_layers || pre->dim != c->dim ||
+                pre->vocab != c->vocab_size))
+        return err_set(err, ST_ERR_MISMATCH, "the stored quantized model was made from another model (fingerprint %016llx, %s has %016llx)",
+                       (unsigned long long)pre->fingerprint, m->path ? m->path : "the model",
+                       (unsigned long long)m->fingerprint);
+    if (!pre && qmodel_plan_needs_stats(p, &pm, &what)) {
         int need_h = !strcmp(what, "H");
         if (!cs || (need_h && !hs))
             return err_set(err, ST_ERR_ARG, "plan '%s' needs calibration statistics (%s): pass --stats STATS from `qscope calib`%s",
@@ -320,6 +451,10 @@ Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Poo
     qm->model = *m;
     int64_t L = c->n_layers, ns = L * PROJ_COUNT;
     qm->n_layers = L;
+    if (keep && !(qm->stored = stored_new(m))) {
+        st = err_set(err, ST_ERR_NOMEM, "stored quantized model");
+        goto fail;
+    }
     if ((st = plan_resolve(p, &pm, &qm->res, err))) goto fail;
     qm->lin = calloc((size_t)ns, sizeof *qm->lin);
     qm->attn_norm = calloc((size_t)L, sizeof *qm->attn_norm);
@@ -349,6 +484,24 @@ Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Poo
             const double *H = qstats_h(hs, l, tap, NULL);
             for (int k = 0; k < np; k++) hsite[projs[k]] = H;
             if (!(e0->smooth_alpha > 0)) continue;
+            if (pre) {
+                /* the stored weights are already smoothed: take the stored gains */
+                const float *sg = g ? pre->ffn_norm : pre->attn_norm;
+                if (!pre->smoothed[l * 2 + g] || !sg) {
+                    st = err_set(err, ST_ERR_MISMATCH, "layer %lld: the plan smooths %s but the stored model has no gains for it",
+                                 (long long)l, g ? "gate_up" : "qkv");
+                    goto fail;
+                }
+                float *gain = malloc((size_t)c->dim * sizeof *gain);
+                if (!gain) {
+                    st = err_set(err, ST_ERR_NOMEM, "gains");
+                    goto fail;
+                }
+                memcpy(gain, sg + l * c->dim, (size_t)c->dim * sizeof *gain);
+                if (g) qm->ffn_norm[l] = gain;
+                else qm->attn_norm[l] = gain;
+                continue;
+            }
             float *gain = NULL, *wk[3] = {NULL, NULL, NULL};
             float sr[2] = {0, 0};
             float amx = 0;
@@ -389,7 +542,10 @@ Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Poo
                 st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);
                 break;
             }
-            st = site_build(qm, e, &in, !ws[pj], pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
+            int smoothed = ws[pj] != NULL || (pre && pre->smoothed[l * 2 + (pj >= PROJ_GATE)] && pj != PROJ_O &&
+                                              pj != PROJ_DOWN);
+            st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL, pool,
+                            &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
             progress_add(prog, 1);
         }
         free(hown[0]);
@@ -400,7 +556,8 @@ Status qmodel_build(const Model *m, const Plan *p, const QModelStats *stats, Poo
         }
         if (st) goto fail;
     }
-    if ((st = build_ends(qm, m, pool, err))) goto fail;
+    if ((st = build_ends(qm, m, pre, keep ? qm->stored : NULL, pool, err))) goto fail;
+    if (keep && (st = stored_gains(qm, err))) goto fail;
     progress_add(prog, 1);
 
     /* Size: exact plan accounting with AdaDim's choices. */
@@ -457,4 +614,19 @@ fail:
     free(hsm);
     qmodel_free(qm);
     return st;
+}
+
+Status qmodel_build(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog, QModel **out,
+                    Err *err) {
+    return build(m, p, st, NULL, 0, pool, prog, out, err);
+}
+
+Status qmodel_build_keep(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
+                         QModel **out, Err *err) {
+    return build(m, p, st, NULL, 1, pool, prog, out, err);
+}
+
+Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Pool *pool, Progress *prog,
+                           QModel **out, Err *err) {
+    return build(m, p, NULL, st, 0, pool, prog, out, err);
 }

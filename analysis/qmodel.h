@@ -25,14 +25,43 @@
 #include "core/status.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "quant/aqlm.h"
 #include "quant/plan.h"
 #include "quant/qlinear.h"
+#include "quant/qtensor.h"
 
 /* analysis/stats.h's ActFmt enumerators clash with quant/plan.h's ActFormat
  * (ACT_INT8 ...), so no file can include both: the calibration types are
  * declared here by tag only and read through analysis/qmodel_stats.h. */
 struct CalibStats;
 struct HStore;
+
+/* One site's quantized weights in unpacked form, as a build produced them
+ * (kept with qmodel_build_keep) and as a quantized-model file stores them
+ * (sessions/qmodel_file.h). */
+typedef enum { QSITE_NONE, QSITE_QTENSOR, QSITE_AQLM } QSiteKind;
+
+typedef struct QStoredSite {
+    QSiteKind kind;          /* NONE: the model's fp32 weight */
+    QTensor q;               /* kind QTENSOR (owned) */
+    AqlmTensor a;            /* kind AQLM (owned) */
+    float act_absmax;        /* calibrated max|x| of the (smoothed) input, for static scales */
+    GroupDim adadim_dim;     /* AdaDim's choice (GROUP_TENSOR: not adadim) */
+    double rel_err;          /* ‖W - Wq‖ / ‖W‖ at build time */
+} QStoredSite;
+
+typedef struct QStored {
+    uint64_t fingerprint;    /* Model.fingerprint of the model quantized */
+    int64_t n_layers, dim, vocab;
+    QStoredSite *sites;      /* (n_layers * PROJ_COUNT + 2) owned: projections, then the
+                                output head [n·7] and the embedding [n·7 + 1] */
+    float *attn_norm;        /* (n_layers, dim) owned: SmoothQuant gains, or NULL */
+    float *ffn_norm;         /* (n_layers, dim) owned, or NULL */
+    uint8_t *smoothed;       /* (n_layers, 2) owned: 1 where attn / ffn gains were replaced */
+} QStored;
+
+/* Frees a QStored and its arrays; NULL is a no-op. */
+void qstored_free(QStored *s);
 
 /* Calibration inputs a plan may need; both borrowed for the build. */
 typedef struct QModelStats {
@@ -58,6 +87,7 @@ typedef struct QModel {
     size_t bytes;            /* their bytes (plan_size's all_bytes) */
     double bpw;              /* bits / params */
     size_t kernel_bytes;     /* Σ QLinear bytes() as packed for the kernels (info) */
+    QStored *stored;         /* owned; the unpacked weights (qmodel_build_keep only), or NULL */
     char **notes;            /* (n_notes) owned: the plan's notes, then the build's
                                 (AdaDim choices, fallbacks, SmoothQuant sites) */
     int64_t n_notes;
@@ -78,6 +108,19 @@ int qmodel_plan_needs_stats(const Plan *p, const PlanModel *m, const char **what
  * result. Caller frees *out with qmodel_free. */
 Status qmodel_build(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
                     QModel **out, Err *err);
+
+/* qmodel_build that also keeps every site's unpacked weights in qm->stored
+ * (to write a quantized-model file; twice the memory of the packed model). */
+Status qmodel_build_keep(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
+                         QModel **out, Err *err);
+
+/* Builds the quantized model of m under p from stored weights (a
+ * quantized-model file made from the same model and plan) instead of
+ * quantizing: no calibration needed. Fails with ST_ERR_MISMATCH when st was
+ * made from another model or a site does not match p. st is borrowed for the
+ * call. */
+Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Pool *pool, Progress *prog,
+                           QModel **out, Err *err);
 
 /* NULL is a no-op. */
 void qmodel_free(QModel *qm);
