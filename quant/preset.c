@@ -1,6 +1,7 @@
 #include "quant/preset.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -167,31 +168,42 @@ Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const Pl
         st = keep_sites(out, &o, o.spikes, o.n_spikes, "spike-aware", err);
     } else if (!strcasecmp(name, "random-k")) {
         w8a8(out, &o, ACT_PER_TENSOR);
-        int64_t k = o.random_k ? o.random_k : o.n_spikes, n_sites = m->n_layers * 4;
-        if (k <= 0 || k > n_sites)
-            return err_set(err, ST_ERR_ARG, "random-k: k = %lld must be in 1..%lld (layers x {qkv, o, gate_up, down})",
-                           (long long)k, (long long)n_sites);
-        static const char *const TAPS[4] = {"qkv", "o", "gate_up", "down"};
-        char pats[64][32];
-        const char *ptrs[64];
-        if (k > 64) return err_set(err, ST_ERR_ARG, "random-k: k = %lld exceeds 64", (long long)k);
-        /* partial Fisher-Yates over site indices, without an n_sites array */
-        int64_t chosen[64];
-        uint64_t s = o.seed;
-        for (int64_t i = 0; i < k; i++) {
-            int64_t pick;
-            for (;;) {
-                pick = (int64_t)(splitmix64(&s) % (uint64_t)n_sites);
-                int dup = 0;
-                for (int64_t j = 0; j < i; j++) dup |= chosen[j] == pick;
-                if (!dup) break;
+        /* k projections (modules), as many as the spike list covers unless given */
+        int64_t n_proj = m->n_layers * PLAN_NPROJ, k = o.random_k;
+        if (!k && o.n_spikes > 0 && o.spikes)
+            for (int64_t l = 0; l < m->n_layers; l++)
+                for (int j = 0; j < PLAN_NPROJ; j++) {
+                    int hit = 0;
+                    for (int64_t i = 0; i < o.n_spikes && !hit; i++) hit = plan_pattern_matches(o.spikes[i], l, j);
+                    k += hit;
+                }
+        if (k <= 0 || k > n_proj)
+            return err_set(err, ST_ERR_ARG, "random-k: k = %lld must be in 1..%lld (layers x 7 projections)",
+                           (long long)k, (long long)n_proj);
+        char (*pats)[32] = malloc((size_t)k * sizeof *pats);
+        const char **ptrs = malloc((size_t)k * sizeof *ptrs);
+        int64_t *idx = malloc((size_t)n_proj * sizeof *idx);
+        if (!pats || !ptrs || !idx) {
+            st = err_set(err, ST_ERR_NOMEM, "random-k");
+        } else {
+            /* partial Fisher-Yates: the first k of a seeded shuffle */
+            uint64_t s = o.seed;
+            for (int64_t i = 0; i < n_proj; i++) idx[i] = i;
+            for (int64_t i = 0; i < k; i++) {
+                int64_t r = i + (int64_t)(splitmix64(&s) % (uint64_t)(n_proj - i));
+                int64_t t = idx[i];
+                idx[i] = idx[r];
+                idx[r] = t;
+                snprintf(pats[i], sizeof pats[i], "%lld.%s", (long long)(idx[i] / PLAN_NPROJ),
+                         plan_proj_name((int)(idx[i] % PLAN_NPROJ)));
+                ptrs[i] = pats[i];
             }
-            chosen[i] = pick;
-            snprintf(pats[i], sizeof pats[i], "%lld.%s", (long long)(pick / 4), TAPS[pick % 4]);
-            ptrs[i] = pats[i];
+            st = keep_sites(out, &o, ptrs, k, "random-k", err);
+            if (!st) st = plan_add_note(out, err, "random-k: %lld projections, seed %llu", (long long)k, (unsigned long long)o.seed);
         }
-        st = keep_sites(out, &o, ptrs, k, "random-k", err);
-        if (!st) st = plan_add_note(out, err, "random-k: seed %llu", (unsigned long long)o.seed);
+        free(pats);
+        free(ptrs);
+        free(idx);
     } else if (!strcasecmp(name, "aqlm-2x8")) {
         st = aqlm_preset(out, (AqlmParams){2, 8, 8}, m, err);
     } else if (!strcasecmp(name, "aqlm-1x16")) {

@@ -8,8 +8,10 @@
  *   smoothquant-w8a8       w8a8-tensor + SmoothQuant (alpha) on q/k/v and gate/up
  *   spike-aware-w8a8       w8a8-tensor, the given spike sites kept fp16 (or fp8
  *                          weights and activations with spike_fmt)
- *   random-k               w8a8-tensor, k random sites (layer x {qkv, o,
- *                          gate_up, down}, seeded) kept like spike-aware's
+ *   random-k               w8a8-tensor, k random projections (of layers x
+ *                          7, seeded) kept like spike-aware's sites; k
+ *                          defaults to the number of projections the spike
+ *                          list covers (the paper's control)
  *   int4-rtn, int3-rtn     weight-only, groups of g along OC, asymmetric
  *   int4-gptq, int3-gptq   same through GPTQ (damp 0.01, act-order, block 128)
  *   adadim-int4[-gptq], adadim-int3[-gptq]
@@ -37,7 +39,8 @@ typedef struct PresetOpts {
                                      borrowed for the call; from calibration's ranking */
     int64_t n_spikes;
     QFormat spike_fmt;            /* QF_F16 (default), QF_FP8_E4M3 or QF_FP8_E5M2 */
-    int64_t random_k;             /* random-k: number of sites (0: n_spikes) */
+    int64_t random_k;             /* random-k: number of projections (0: as many as
+                                     the spike list covers) */
     uint64_t seed;                /* random-k seed */
     int act_static;               /* w8a8 presets: static activation scales from calibration */
     int act_skip_first;           /* w8a8 presets: leave token 0 out of the activation range */

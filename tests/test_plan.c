@@ -316,7 +316,7 @@ static void test_presets(void) {
     o.n_spikes = 1;
     CHECK(plan_preset(&p, "spike-aware-w8a8", &o, &m, &err) == ST_ERR_ARG);
     CHECK(strstr(err.detail, "layer 9 does not exist (model has 5 layers)"));
-    /* random-k: seeded, k sites */
+    /* random-k: seeded, k projections */
     preset_opts_default(&o);
     o.random_k = 3;
     o.seed = 7;
@@ -327,7 +327,12 @@ static void test_presets(void) {
     for (int i = 0; i < 3; i++) CHECK(!strcmp(p.rules[i].pattern, p2.rules[i].pattern));
     CHECK(strcmp(p.rules[0].pattern, p.rules[1].pattern) && strcmp(p.rules[1].pattern, p.rules[2].pattern) &&
           strcmp(p.rules[0].pattern, p.rules[2].pattern));
-    CHECK(!strncmp(p.notes[0], "random-k: kept fp16: ", 21));
+    CHECK(!strncmp(p.notes[0], "random-k: kept fp16: ", 21) && has_note(&p, "random-k: 3 projections, seed 7"));
+    CHECK_OK(plan_resolve(&p, &m, &r, &err), err);
+    int n16 = 0;
+    for (int64_t i = 0; i < 5 * PLAN_NPROJ; i++) n16 += r.lin[i].e.w.fmt == QF_F16 && r.lin[i].e.act == ACT_NONE;
+    CHECK(n16 == 3);
+    plan_resolved_done(&r);
     plan_done(&p2);
     int differs = 0;
     for (uint64_t seed = 8; seed < 12; seed++) {
@@ -338,12 +343,25 @@ static void test_presets(void) {
     }
     CHECK(differs);
     plan_done(&p);
-    o.random_k = 21;
+    /* k from the spike list: "1.down" + "4.gate_up" cover 3 projections */
+    preset_opts_default(&o);
+    o.spikes = spikes;
+    o.n_spikes = 2;
+    CHECK_OK(plan_preset(&p, "random-k", &o, &m, &err), err);
+    CHECK(p.n_rules == 3 && has_note(&p, "random-k: 3 projections, seed 0"));
+    plan_done(&p);
+    /* all 35: every projection kept */
+    o.random_k = 35;
+    CHECK_OK(plan_preset(&p, "random-k", &o, &m, &err), err);
+    PlanSize sz;
+    CHECK_OK(plan_size(&p, &m, NULL, &sz, &err), err);
+    CHECK(sz.fmt_params[QF_F16] == sz.lin_params);
+    plan_done(&p);
+    o.random_k = 36;
     CHECK(plan_preset(&p, "random-k", &o, &m, &err) == ST_ERR_ARG);
-    CHECK(strstr(err.detail, "k = 21 must be in 1..20"));
+    CHECK(strstr(err.detail, "k = 36 must be in 1..35"));
 }
 
-/* A scattered fallback set too long for one pattern becomes one rule per layer. */
 static void test_scattered_fallback(void) {
     PlanModel m = stories();
     m.n_layers = 80;
