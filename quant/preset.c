@@ -14,7 +14,7 @@ static const PresetInfo PRESETS[] = {
     {"w8a8-token", "int8 per-OC weights, int8 per-token dynamic activations"},
     {"smoothquant-w8a8", "w8a8-tensor with SmoothQuant scales migrated into the RMSNorm gains"},
     {"spike-aware-w8a8", "w8a8-tensor, the spike ranking's top sites kept fp16 (or fp8)"},
-    {"random-k", "w8a8-tensor, k random sites kept fp16 (control for spike-aware)"},
+    {"random-k", "w8a8-tensor, k random projections kept fp16 (control for spike-aware)"},
     {"int4-rtn", "int4 weights, groups of g along OC, round-to-nearest"},
     {"int4-gptq", "int4 weights, groups of g along OC, GPTQ"},
     {"int3-rtn", "int3 weights, groups of g along OC, round-to-nearest"},
