@@ -107,13 +107,30 @@ void actq_int8_row(const float *x, int64_t n, float s, int8_t *q) {
     else actq_int8_row_ref(x, n, s, q);
 }
 
-void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0,
-                        int8_t *q, int64_t ldq, float *scale) {
-    actq_scales(aq, x, T, K, pos0, scale);
-    for (int64_t t = 0; t < T; t++) {
-        actq_int8_row(x + t * K, K, scale[t], q + t * ldq);
-        if (ldq > K) memset(q + t * ldq + K, 0, (size_t)(ldq - K));
+typedef struct QuantTask {
+    const float *x;
+    int64_t K, ldq;
+    int8_t *q;
+    float *scale;            /* (T); filled per row when row_scales */
+    int row_scales;          /* dynamic per-token: each row takes its own range */
+} QuantTask;
+
+static void actq_quant_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const QuantTask *t = arg;
+    for (int64_t r = b; r < e; r++) {
+        const float *xr = t->x + r * t->K;
+        if (t->row_scales) t->scale[r] = actq_absmax(xr, t->K) / 127.0f;
+        actq_int8_row(xr, t->K, t->scale[r], t->q + r * t->ldq);
+        if (t->ldq > t->K) memset(t->q + r * t->ldq + t->K, 0, (size_t)(t->ldq - t->K));
     }
+}
+
+void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0,
+                        int8_t *q, int64_t ldq, float *scale, Pool *pool) {
+    QuantTask t = {x, K, ldq, q, scale, aq->per_token && !aq->is_static};
+    if (!t.row_scales) actq_scales(aq, x, T, K, pos0, scale);
+    pool_for(pool, T, 4, actq_quant_rows, &t);
 }
 
 /* === fake quantization === */

@@ -56,9 +56,10 @@ void actq_int8_row(const float *x, int64_t n, float s, int8_t *q);
 void actq_int8_row_ref(const float *x, int64_t n, float s, int8_t *q);
 
 /* int8 codes for x (T, K): q (T, ldq) receives the codes in columns [0, K)
- * and zeros in [K, ldq); scale (T) the per-row scales. aq->fmt must be INT8. */
+ * and zeros in [K, ldq); scale (T) the per-row scales. aq->fmt must be INT8.
+ * Rows are split over pool (may be NULL). */
 void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0,
-                        int8_t *q, int64_t ldq, float *scale);
+                        int8_t *q, int64_t ldq, float *scale, Pool *pool);
 
 /* Fake quantization: out (T, K) = the values x (T, K) takes after quantizing
  * with aq and dequantizing (copy for ACTQ_NONE). out may equal x. Rows are

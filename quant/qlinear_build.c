@@ -30,7 +30,7 @@ static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t p
         int8_t *A = malloc((size_t)(T * kp));
         float *as = malloc((size_t)T * sizeof *as);
         ASSERT(A && as);
-        actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as);
+        actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
         i8gemm(&im->i8, A, T, kp, as, y, l->n_out, pool);
         free(A);
         free(as);

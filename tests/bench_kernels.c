@@ -91,7 +91,7 @@ static Timing bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, 
     if (i8mat_pack(B, N, K, &ws, 0, &w, &err) != ST_OK) die(&err);
     ActQuant aq = {ACTQ_INT8, 1, 0, 0, 0};
     Timing t;
-    MEASURE(reps, t, (actq_quantize_int8(&aq, xs, M, K, 0, A, kp, as), i8gemm(&w, A, M, kp, as, C, N, pool)));
+    MEASURE(reps, t, (actq_quantize_int8(&aq, xs, M, K, 0, A, kp, as, pool), i8gemm(&w, A, M, kp, as, C, N, pool)));
     if (Bf)
         for (int64_t i = 0; i < N * K; i++) Bf[i] = rng_uniform();
     if (own) MEASURE(reps, *own, gemm_f32_nt_pool(pool, bench_gw, M, N, K, xs, K, Bf, K, 0.0f, C, N));

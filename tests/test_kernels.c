@@ -84,7 +84,7 @@ static void test_actquant(void) {
     aq = (ActQuant){ACTQ_INT8, 1, 0, 0.0f, 0};
     int8_t qq[T * 12];
     float sc2[T];
-    actq_quantize_int8(&aq, xs, T, K, 0, qq, 12, sc2);
+    actq_quantize_int8(&aq, xs, T, K, 0, qq, 12, sc2, NULL);
     actq_fake(&aq, xs, T, K, 0, fk, NULL);
     for (int t = 0; t < T; t++) {
         for (int k = 0; k < K; k++) CHECK(fk[t * K + k] == (float)qq[t * 12 + k] * sc2[t]);
