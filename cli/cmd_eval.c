@@ -13,12 +13,13 @@
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
+#include "sessions/qmodel_file.h"
 
 #define EVAL_MAX_TEXT ((size_t)1 << 31)
 
 static void eval_usage(FILE *f) {
     fprintf(f,
-            "usage: qscope eval MODEL (--plan PLAN | --preset NAME) --text FILE [--stats STATS]\n"
+            "usage: qscope eval MODEL (--plan PLAN | --preset NAME | --quant QFILE) --text FILE [--stats STATS]\n"
             "                   [--ctx N] [--chunks N] [--threads N] [--json]\n\n"
             "Quantizes MODEL with the plan, runs it on FILE with llama.cpp's perplexity protocol\n"
             "and compares it with the unquantized model on the same chunks: PPL and ppl_base,\n"
@@ -29,6 +30,8 @@ static void eval_usage(FILE *f) {
             "The base model's log-probabilities are cached (see --cache), so evaluating another\n"
             "plan on the same text runs only the quantized model.\n\n"
             "  --text FILE       text to score\n"
+            "  --quant QFILE     a quantized model from `qscope quant -o` (its plan and weights: no\n"
+            "                    re-quantization, no --stats needed)\n"
             "  --stats STATS     stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
             "                    static activation scales and spike-aware need it)\n"
             "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
@@ -76,7 +79,8 @@ static char *default_cache_dir(void) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *val;
+    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *qfile = NULL,
+               *val;
     int64_t ctx = 512, chunks = 0, threads = 0, steps = 64;
     int json = 0, no_cache = 0, no_speed = 0;
     PlanCli pc;
@@ -94,6 +98,9 @@ int cmd_eval(int argc, char **argv) {
         } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
             if (r < 0) return 2;
             stats_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--quant", &val)) != 0) {
+            if (r < 0) return 2;
+            qfile = val;
         } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
             if (r < 0) return 2;
             tok_path = val;
@@ -124,8 +131,8 @@ int cmd_eval(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model_path || !text_path || (!pc.plan_path && !pc.preset)) {
-        fprintf(stderr, "qscope eval: need MODEL, --plan PLAN (or --preset NAME) and --text FILE\n");
+    if (!model_path || !text_path || (!pc.plan_path && !pc.preset && !qfile) || (qfile && (pc.plan_path || pc.preset))) {
+        fprintf(stderr, "qscope eval: need MODEL, one of --plan PLAN, --preset NAME or --quant QFILE, and --text FILE\n");
         eval_usage(stderr);
         return 2;
     }
@@ -139,6 +146,7 @@ int cmd_eval(int argc, char **argv) {
     plan_init(&plan);
     Pool *pool = NULL;
     QModel *qm = NULL;
+    QStored *stored = NULL;
     EvalRef *ref = NULL;
     EvalResult res;
     memset(&res, 0, sizeof res);
@@ -159,7 +167,7 @@ int cmd_eval(int argc, char **argv) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err)) {
+    if (qfile ? qmodel_file_load(qfile, m, &plan, &stored, &err) : plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
@@ -171,7 +179,8 @@ int cmd_eval(int argc, char **argv) {
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
     QModelStats qs = {sf.cs, sf.h};
-    if (qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
+    if (stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
+               : qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
@@ -239,6 +248,7 @@ done:
     eval_result_done(&res);
     eval_ref_free(ref);
     qmodel_free(qm);
+    qstored_free(stored);
     pool_free(pool);
     plan_done(&plan);
     qstats_close(&sf);

@@ -12,6 +12,7 @@
 #include "core/progress.h"
 #include "quant/qlinear_aqlm.h"
 #include "quant/qlinear_build.h"
+#include "sessions/qmodel_file.h"
 
 static void quant_usage(FILE *f) {
     fprintf(f,
@@ -19,8 +20,9 @@ static void quant_usage(FILE *f) {
             "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
             "static activation scales from --stats) and builds the kernels the quantized model runs,\n"
             "then prints per site: the plan code, the kernel, AdaDim's choice and the relative weight\n"
-            "error ‖W - Wq‖/‖W‖; and the exact bits per weight and bytes. Storing the quantized\n"
-            "weights (-o) is not implemented: `qscope eval` re-quantizes (seconds on these models).\n\n"
+            "error ‖W - Wq‖/‖W‖; and the exact bits per weight and bytes. With -o FILE the quantized\n"
+            "weights and the plan are stored (sessions/qmodel_file.h) for `qscope eval --quant FILE`.\n\n"
+            "  -o FILE         write the quantized model\n"
             "  --stats STATS   stats file from `qscope calib`\n"
             "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
             "  --threads N     threads (default: all CPUs)\n"
@@ -29,7 +31,7 @@ static void quant_usage(FILE *f) {
 }
 
 int cmd_quant(int argc, char **argv) {
-    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *val;
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *val;
     int64_t threads = 0;
     int json = 0;
     PlanCli pc;
@@ -50,8 +52,8 @@ int cmd_quant(int argc, char **argv) {
         } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
             if (r < 0 || !args_int("quant", "--threads", val, 1, 256, &threads)) return 2;
         } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            fprintf(stderr, "qscope quant: -o is not implemented (no quantized-weights file format yet)\n");
-            return 2;
+            if (r < 0) return 2;
+            out_path = val;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
         } else if (argv[i][0] == '-') {
@@ -92,9 +94,16 @@ int cmd_quant(int argc, char **argv) {
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
     QModelStats qs = {sf.cs, sf.h};
-    if (qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
+    if ((out_path ? qmodel_build_keep : qmodel_build)(m, &plan, &qs, pool, &prog, &qm, &err)) {
         args_print_err("quant", &err);
         goto done;
+    }
+    if (out_path) {
+        if (qmodel_file_save(qm, &plan, out_path, &err)) {
+            args_print_err("quant", &err);
+            goto done;
+        }
+        fprintf(stderr, "quant: wrote %s\n", out_path);
     }
     if (json) printf("{\"plan\": \"%s\", \"bpw\": %.6f, \"bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
                      "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",

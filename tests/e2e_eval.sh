@@ -70,6 +70,14 @@ awk -v r="$r" -v g="$g" 'BEGIN { exit !(g < r) }' || fail "GPTQ KLD $g is not be
 has "$tmp/sa.json" "spike-aware: top 3 sites"
 "$Q" quant "$M" --preset adadim-int4 --group 4 --stats "$tmp/s.qst" >"$tmp/q.out" || fail "quant failed"
 has "$tmp/q.out" "adadim chose"
+# quant -o stores the weights; eval --quant reproduces the preset's numbers without --stats
+"$Q" quant "$M" --preset int4-gptq --group 4 --stats "$tmp/s.qst" -o "$tmp/m.qsqm" >/dev/null 2>&1 || fail "quant -o failed"
+"$Q" eval "$M" --quant "$tmp/m.qsqm" --text "$T" --ctx 128 --no-speed --cache "$tmp/cache" --json >"$tmp/qf.json" ||
+  fail "eval --quant failed"
+[ "$(num "$tmp/qf.json" kld_mean)" = "$(num "$tmp/int4-gptq.json" kld_mean)" ] || fail "eval --quant differs from the preset run"
+head -c 1000 "$tmp/m.qsqm" >"$tmp/cut.qsqm"
+if "$Q" eval "$M" --quant "$tmp/cut.qsqm" --text "$T" --ctx 128 2>"$tmp/err" >/dev/null; then fail "truncated file accepted"; fi
+has "$tmp/err" "$tmp/cut.qsqm"
 
 # errors: exit non-zero, name the file / the missing input
 if "$Q" eval "$M" --preset int4-gptq --text "$T" --ctx 128 2>"$tmp/err" >/dev/null; then fail "gptq without stats succeeded"; fi

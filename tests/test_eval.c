@@ -19,6 +19,7 @@
 #include "model/tokenizer.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
+#include "sessions/qmodel_file.h"
 #include "testlib.h"
 
 static Model *g_m;
@@ -183,6 +184,95 @@ static void test_gptq_vs_rtn(const EvalRef *ref) {
     eval_result_done(&r);
     qmodel_free(qm);
     plan_done(&s);
+
+    /* quantized-model file: same results without re-quantizing; bad files refused */
+    const char *fplans[3] = {"int3-gptq", "smoothquant-w8a8", "adadim-int4"};
+    char qpath[] = "/tmp/qs_test_eval_q_XXXXXX";
+    fd = mkstemp(qpath);
+    CHECK(fd >= 0);
+    close(fd);
+    for (int k = 0; k < 3; k++) {
+        PresetOpts po;
+        preset_opts_default(&po);
+        po.group = 4;
+        Plan fp;
+        CHECK_OK(plan_preset(&fp, fplans[k], &po, &pm, &err), err);
+        QModel *a = NULL, *b = NULL;
+        QModelStats qs = {sf.cs, sf.h};
+        CHECK_OK(qmodel_build_keep(g_m, &fp, &qs, NULL, NULL, &a, &err), err);
+        CHECK_OK(qmodel_file_save(a, &fp, qpath, &err), err);
+        Plan lp;
+        QStored *stored = NULL;
+        CHECK_OK(qmodel_file_load(qpath, g_m, &lp, &stored, &err), err);
+        CHECK(!strcmp(lp.name, fp.name) && lp.n_rules == fp.n_rules);
+        CHECK_OK(qmodel_build_stored(g_m, &lp, stored, NULL, NULL, &b, &err), err);
+        EvalResult ra, rb;
+        run(a, ref, &ra);
+        run(b, ref, &rb);
+        CHECK(ra.kld_mean == rb.kld_mean && ra.ppl == rb.ppl && ra.bpw == rb.bpw && ra.bytes == rb.bytes);
+        for (int64_t i = 0; i < 35; i++) CHECK(a->adadim_dim[i] == b->adadim_dim[i]);
+        eval_result_done(&ra);
+        eval_result_done(&rb);
+        /* the stored weights do not fit another plan */
+        Plan other;
+        CHECK_OK(plan_preset(&other, "int4-rtn", &po, &pm, &err), err);
+        QModel *c = NULL;
+        if (k != 2) { /* adadim-int4 with RTN stores int4 OC/IC tensors: int4-rtn (OC) may match some */
+            CHECK(qmodel_build_stored(g_m, &other, stored, NULL, NULL, &c, &err) == ST_ERR_MISMATCH);
+            CHECK(c == NULL);
+        }
+        plan_done(&other);
+        qstored_free(stored);
+        plan_done(&lp);
+        qmodel_free(a);
+        qmodel_free(b);
+        plan_done(&fp);
+    }
+    /* a model built without keep cannot be saved */
+    qm = build_preset("int4-rtn", 4, NULL);
+    Plan dummy;
+    plan_init(&dummy);
+    CHECK(qmodel_file_save(qm, &dummy, qpath, &err) == ST_ERR_STATE);
+    plan_done(&dummy);
+    qmodel_free(qm);
+    /* corruption: every truncation point and a flipped byte fail cleanly, naming the file */
+    char *data = NULL;
+    size_t len = 0;
+    CHECK_OK(file_read_all(qpath, 1 << 26, &data, &len, &err), err);
+    for (size_t cut = 0; cut < len; cut += (cut < 4096 ? 97 : 5003)) {
+        FILE *f = fopen(qpath, "wb");
+        CHECK(f && fwrite(data, 1, cut, f) == cut);
+        fclose(f);
+        Plan lp;
+        QStored *stored = NULL;
+        CHECK(qmodel_file_load(qpath, g_m, &lp, &stored, &err) == ST_ERR_FORMAT);
+        CHECK(strstr(err.detail, qpath) != NULL && stored == NULL);
+        plan_done(&lp);
+    }
+    data[len / 2] ^= 0x04;
+    FILE *f = fopen(qpath, "wb");
+    CHECK(f && fwrite(data, 1, len, f) == len);
+    fclose(f);
+    Plan lp;
+    QStored *stored = NULL;
+    CHECK(qmodel_file_load(qpath, g_m, &lp, &stored, &err) == ST_ERR_FORMAT);
+    plan_done(&lp);
+    /* another model (the llama2.c copy has another fingerprint) */
+    data[len / 2] ^= 0x04;
+    f = fopen(qpath, "wb");
+    CHECK(f && fwrite(data, 1, len, f) == len);
+    fclose(f);
+    Model *m2 = NULL;
+    ModelLoadOpts mo = {.tokenizer_path = testlib_shared("models/stories260K/tok512.bin")};
+    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K.bin"), &mo, &m2, &err), err);
+    CHECK(qmodel_file_load(qpath, m2, &lp, &stored, &err) == ST_ERR_MISMATCH);
+    plan_done(&lp);
+    model_free(m2);
+    CHECK_OK(qmodel_file_load(qpath, g_m, &lp, &stored, &err), err);
+    qstored_free(stored);
+    plan_done(&lp);
+    free(data);
+    remove(qpath);
 
     qstats_close(&sf);
     remove(hpath);

@@ -1,0 +1,405 @@
+/* Quantized-model files (see the header for the layout). */
+#include "sessions/qmodel_file.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/hash.h"
+#include "core/mapfile.h"
+#include "quant/format.h"
+#include "quant/rtn.h"
+#include "sessions/plan_json.h"
+
+/* === Writing === */
+
+typedef struct {
+    FILE *f;
+    uint64_t h;
+    int ok;
+} W;
+
+static void put(W *w, const void *p, size_t n) {
+    if (!w->ok || n == 0) return;
+    w->h = hash_bytes(w->h, p, n);
+    if (fwrite(p, 1, n, w->f) != n) w->ok = 0;
+}
+static void put_u8(W *w, uint8_t v) { put(w, &v, 1); }
+static void put_i32(W *w, int32_t v) { put(w, &v, 4); }
+static void put_i64(W *w, int64_t v) { put(w, &v, 8); }
+
+/* Bytes per code of a QTensor format. */
+static size_t code_bytes(QFormat f) {
+    const QFormatTraits *t = qformat_traits(f);
+    if (f == QF_F32) return 4;
+    if (f == QF_F16 || f == QF_BF16) return 2;
+    return t ? 1 : 0;
+}
+
+static const void *code_ptr(const QTensor *q) {
+    const QFormatTraits *t = qformat_traits(q->p.fmt);
+    if (q->p.fmt == QF_F32) return q->f;
+    if (q->p.fmt == QF_F16 || q->p.fmt == QF_BF16) return q->h;
+    if (t->is_fp8) return q->f8;
+    return q->q;
+}
+
+/* Integer codes are stored bit-packed: u = code + 2^(bits-1) in [0, 2^bits),
+ * element i at bits [i·bits, i·bits + bits) of a little-endian bit stream. */
+static size_t packed_bytes(int64_t n, int bits) { return (size_t)((n * bits + 7) / 8); }
+
+static uint8_t *pack_codes(const int8_t *q, int64_t n, int bits) {
+    uint8_t *out = calloc(packed_bytes(n, bits) + 1, 1);
+    if (!out) return NULL;
+    int half = 1 << (bits - 1);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)(q[i] + half);
+        int64_t bit = i * bits;
+        for (int k = 0; k < bits; k++, bit++)
+            if (u >> k & 1) out[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    }
+    return out;
+}
+
+static void unpack_codes(const uint8_t *in, int64_t n, int bits, int8_t *q) {
+    int half = 1 << (bits - 1);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = 0;
+        int64_t bit = i * bits;
+        for (int k = 0; k < bits; k++, bit++) u |= (uint32_t)(in[bit >> 3] >> (bit & 7) & 1) << k;
+        q[i] = (int8_t)((int)u - half);
+    }
+}
+
+static void put_site(W *w, const QStoredSite *s) {
+    put_u8(w, (uint8_t)s->kind);
+    put(w, &s->act_absmax, 4);
+    put_i32(w, (int32_t)s->adadim_dim);
+    put(w, &s->rel_err, 8);
+    if (s->kind == QSITE_QTENSOR) {
+        const QTensor *q = &s->q;
+        put_i32(w, (int32_t)q->p.fmt);
+        put_i32(w, q->p.sym);
+        put_i32(w, (int32_t)q->p.dim);
+        put_i64(w, q->p.group);
+        put_i64(w, q->n_out);
+        put_i64(w, q->n_in);
+        put_i64(w, q->n_groups);
+        const QFormatTraits *t = qformat_traits(q->p.fmt);
+        if (t->is_int) {
+            uint8_t *pk = pack_codes(q->q, q->n_out * q->n_in, t->bits);
+            if (!pk) w->ok = 0;
+            else put(w, pk, packed_bytes(q->n_out * q->n_in, t->bits));
+            free(pk);
+        } else {
+            put(w, code_ptr(q), (size_t)(q->n_out * q->n_in) * code_bytes(q->p.fmt));
+        }
+        if (q->n_groups) put(w, q->scale, (size_t)q->n_groups * 4);
+        if (q->zero) put(w, q->zero, (size_t)q->n_groups * 4);
+    } else if (s->kind == QSITE_AQLM) {
+        const AqlmTensor *a = &s->a;
+        put_i32(w, a->p.M);
+        put_i32(w, a->p.B);
+        put_i32(w, a->p.g);
+        put_i64(w, a->n_out);
+        put_i64(w, a->n_in);
+        put(w, a->codebooks, (size_t)(a->p.M * a->K * a->p.g) * 4);
+        put(w, a->codes, (size_t)(a->n_out * a->n_groups * a->p.M) * 2);
+        put(w, a->scales, (size_t)a->n_out * 4);
+    }
+}
+
+Status qmodel_file_save(const QModel *qm, const Plan *p, const char *path, Err *err) {
+    const QStored *s = qm->stored;
+    if (!s) return err_set(err, ST_ERR_STATE, "%s: the quantized model kept no weights (build it with qmodel_build_keep)", path);
+    char *json = NULL, *tmp = NULL;
+    Status st = plan_json_write(p, &json, err);
+    if (st) return st;
+    size_t n = strlen(path) + 32;
+    tmp = malloc(n);
+    if (!tmp) {
+        free(json);
+        return err_set(err, ST_ERR_NOMEM, "%s", path);
+    }
+    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
+    W w = {fopen(tmp, "wb"), HASH_SEED, 1};
+    if (!w.f) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        free(json);
+        return st;
+    }
+    uint32_t ver = QMODEL_FILE_VERSION, jl = (uint32_t)strlen(json);
+    put(&w, "QSQM", 4);
+    put(&w, &ver, 4);
+    put(&w, &s->fingerprint, 8);
+    put_i64(&w, s->n_layers);
+    put_i64(&w, s->dim);
+    put_i64(&w, s->vocab);
+    put(&w, &jl, 4);
+    put(&w, json, jl);
+    put(&w, s->smoothed, (size_t)(s->n_layers * 2));
+    put_u8(&w, s->attn_norm != NULL);
+    put_u8(&w, s->ffn_norm != NULL);
+    if (s->attn_norm) put(&w, s->attn_norm, (size_t)(s->n_layers * s->dim) * 4);
+    if (s->ffn_norm) put(&w, s->ffn_norm, (size_t)(s->n_layers * s->dim) * 4);
+    for (int64_t i = 0; i < s->n_layers * PROJ_COUNT + 2; i++) put_site(&w, &s->sites[i]);
+    uint64_t h = w.h;
+    if (w.ok && fwrite(&h, 1, 8, w.f) != 8) w.ok = 0;
+    if (w.ok && (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)) w.ok = 0;
+    if (fclose(w.f) != 0) w.ok = 0;
+    if (!w.ok || rename(tmp, path) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+    }
+    free(tmp);
+    free(json);
+    return st;
+}
+
+/* === Reading === */
+
+typedef struct {
+    const unsigned char *p;
+    size_t n, off;
+    const char *path;
+} R;
+
+static Status get(R *r, void *dst, size_t n, const char *field, Err *err) {
+    if (n > r->n - r->off)
+        return err_set(err, ST_ERR_FORMAT, "%s: %s at offset %zu: needs %zu bytes, %zu left", r->path, field, r->off, n,
+                       r->n - r->off);
+    memcpy(dst, r->p + r->off, n);
+    r->off += n;
+    return ST_OK;
+}
+
+/* Reads n elements of size sz into a new array (*dst), bounded by the file. */
+static Status get_arr(R *r, void **dst, int64_t n, size_t sz, const char *field, Err *err) {
+    *dst = NULL;
+    if (n < 0 || (uint64_t)n > (r->n - r->off) / (sz ? sz : 1))
+        return err_set(err, ST_ERR_FORMAT, "%s: %s at offset %zu: %lld elements do not fit in the file", r->path, field,
+                       r->off, (long long)n);
+    *dst = malloc((size_t)n * sz + 1);
+    if (!*dst) return err_set(err, ST_ERR_NOMEM, "%s: %s", r->path, field);
+    return get(r, *dst, (size_t)n * sz, field, err);
+}
+
+#define BADF(...) err_set(err, ST_ERR_FORMAT, __VA_ARGS__)
+
+static Status read_qtensor(R *r, QTensor *q, const char *site, Err *err) {
+    int32_t fmt = 0, sym = 0, dim = 0;
+    int64_t group = 0, n_out = 0, n_in = 0, n_groups = 0;
+    size_t at = r->off;
+    Status st;
+    if ((st = get(r, &fmt, 4, "format", err)) || (st = get(r, &sym, 4, "sym", err)) || (st = get(r, &dim, 4, "group_dim", err)) ||
+        (st = get(r, &group, 8, "group", err)) || (st = get(r, &n_out, 8, "n_out", err)) || (st = get(r, &n_in, 8, "n_in", err)) ||
+        (st = get(r, &n_groups, 8, "n_groups", err)))
+        return st;
+    const QFormatTraits *t = qformat_traits((QFormat)fmt);
+    if (!t || fmt == QF_AQLM || (sym != 0 && sym != 1) || dim < 0 || dim >= GROUP_COUNT || n_out < 1 || n_in < 1 ||
+        n_out > (1 << 24) || n_in > (1 << 24))
+        return BADF("%s: site %s at offset %zu: bad tensor header (format %d, sym %d, dim %d, %lld x %lld)", r->path, site,
+                    at, fmt, sym, dim, (long long)n_out, (long long)n_in);
+    QParams p = {(QFormat)fmt, sym, (GroupDim)dim, group};
+    Err e2;
+    err_init(&e2);
+    if (qparams_check(&p, n_out, n_in, &e2)) return BADF("%s: site %s at offset %zu: %s", r->path, site, at, e2.detail);
+    if (n_groups != qparams_n_groups(&p, n_out, n_in))
+        return BADF("%s: site %s at offset %zu: %lld groups, expected %lld", r->path, site, at, (long long)n_groups,
+                    (long long)qparams_n_groups(&p, n_out, n_in));
+    q->p = p;
+    q->n_out = n_out;
+    q->n_in = n_in;
+    q->n_groups = n_groups;
+    int64_t n = n_out * n_in;
+    size_t cb = code_bytes(p.fmt);
+    void *codes = NULL;
+    size_t coff = r->off;
+    if (t->is_int) {
+        uint8_t *pk = NULL;
+        if ((st = get_arr(r, (void **)&pk, (int64_t)packed_bytes(n, t->bits), 1, "codes", err))) {
+            free(pk);
+            return st;
+        }
+        codes = malloc((size_t)n);
+        if (!codes) {
+            free(pk);
+            return err_set(err, ST_ERR_NOMEM, "%s: codes", r->path);
+        }
+        unpack_codes(pk, n, t->bits, codes);
+        free(pk);
+    } else if ((st = get_arr(r, &codes, n, cb, "codes", err))) {
+        free(codes);
+        return st;
+    }
+    if (p.fmt == QF_F32) q->f = codes;
+    else if (p.fmt == QF_F16 || p.fmt == QF_BF16) q->h = codes;
+    else if (t->is_fp8) q->f8 = codes;
+    else q->q = codes;
+    if (t->is_int) {
+        int bits = t->bits, lo = sym ? -((1 << (bits - 1)) - 1) : -(1 << (bits - 1)), hi = sym ? (1 << (bits - 1)) - 1 : (1 << (bits - 1)) - 1;
+        for (int64_t i = 0; i < n; i++)
+            if (q->q[i] < lo || q->q[i] > hi)
+                return BADF("%s: site %s codes at offset %zu: code %d at element %lld is outside [%d, %d] for %s", r->path,
+                            site, coff, q->q[i], (long long)i, lo, hi, t->name);
+    }
+    if (p.fmt == QF_F32)
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(q->f[i])) return BADF("%s: site %s codes at offset %zu: non-finite weight", r->path, site, coff);
+    if (n_groups) {
+        size_t so = r->off;
+        if ((st = get_arr(r, (void **)&q->scale, n_groups, 4, "scales", err))) return st;
+        for (int64_t i = 0; i < n_groups; i++)
+            if (!isfinite(q->scale[i]) || q->scale[i] < 0)
+                return BADF("%s: site %s scales at offset %zu: scale %lld is %g", r->path, site, so, (long long)i, q->scale[i]);
+        if (t->is_int && !sym) {
+            so = r->off;
+            if ((st = get_arr(r, (void **)&q->zero, n_groups, 4, "zero points", err))) return st;
+            float zmax = (float)((1 << t->bits) - 1);
+            for (int64_t i = 0; i < n_groups; i++)
+                if (!(q->zero[i] >= 0 && q->zero[i] <= zmax) || q->zero[i] != floorf(q->zero[i]))
+                    return BADF("%s: site %s zero points at offset %zu: zero point %lld is %g", r->path, site, so, (long long)i,
+                                q->zero[i]);
+        }
+    }
+    return ST_OK;
+}
+
+static Status read_aqlm(R *r, AqlmTensor *a, const char *site, Err *err) {
+    size_t at = r->off;
+    Status st;
+    if ((st = get(r, &a->p.M, 4, "aqlm M", err)) || (st = get(r, &a->p.B, 4, "aqlm B", err)) ||
+        (st = get(r, &a->p.g, 4, "aqlm g", err)) || (st = get(r, &a->n_out, 8, "n_out", err)) ||
+        (st = get(r, &a->n_in, 8, "n_in", err)))
+        return st;
+    Err e2;
+    err_init(&e2);
+    if (a->n_out > (1 << 24) || a->n_in > (1 << 24) || aqlm_params_check(&a->p, a->n_out, a->n_in, &e2))
+        return BADF("%s: site %s at offset %zu: %s", r->path, site, at, e2.detail[0] ? e2.detail : "bad shape");
+    a->K = (int64_t)1 << a->p.B;
+    a->n_groups = a->n_in / a->p.g;
+    if ((st = get_arr(r, (void **)&a->codebooks, a->p.M * a->K * a->p.g, 4, "codebooks", err))) return st;
+    size_t co = r->off;
+    int64_t nc = a->n_out * a->n_groups * a->p.M;
+    if ((st = get_arr(r, (void **)&a->codes, nc, 2, "aqlm codes", err))) return st;
+    for (int64_t i = 0; i < nc; i++)
+        if (a->codes[i] >= a->K)
+            return BADF("%s: site %s aqlm codes at offset %zu: code %u >= %lld", r->path, site, co, a->codes[i], (long long)a->K);
+    if ((st = get_arr(r, (void **)&a->scales, a->n_out, 4, "aqlm scales", err))) return st;
+    for (int64_t i = 0; i < a->p.M * a->K * a->p.g; i++)
+        if (!isfinite(a->codebooks[i])) return BADF("%s: site %s: non-finite codebook entry", r->path, site);
+    for (int64_t i = 0; i < a->n_out; i++)
+        if (!isfinite(a->scales[i])) return BADF("%s: site %s: non-finite aqlm scale", r->path, site);
+    return ST_OK;
+}
+
+Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **out, Err *err) {
+    *out = NULL;
+    plan_init(plan);
+    char *data = NULL, *json = NULL;
+    size_t len = 0;
+    Status st = file_read_all(path, (size_t)1 << 40, &data, &len, err);
+    if (st) return st;
+    R r = {(const unsigned char *)data, len, 0, path};
+    QStored *s = calloc(1, sizeof *s);
+    if (!s) {
+        st = err_set(err, ST_ERR_NOMEM, "%s", path);
+        goto fail;
+    }
+    char magic[4];
+    uint32_t ver, jl;
+    if ((st = get(&r, magic, 4, "magic", err))) goto fail;
+    if (memcmp(magic, "QSQM", 4)) {
+        st = BADF("%s: magic at offset 0: not a qscope quantized-model file", path);
+        goto fail;
+    }
+    if ((st = get(&r, &ver, 4, "version", err))) goto fail;
+    if (ver != QMODEL_FILE_VERSION) {
+        st = BADF("%s: version at offset 4: %u, expected %u", path, ver, QMODEL_FILE_VERSION);
+        goto fail;
+    }
+    if ((st = get(&r, &s->fingerprint, 8, "fingerprint", err)) || (st = get(&r, &s->n_layers, 8, "n_layers", err)) ||
+        (st = get(&r, &s->dim, 8, "dim", err)) || (st = get(&r, &s->vocab, 8, "vocab", err)))
+        goto fail;
+    if (s->fingerprint != m->fingerprint || s->n_layers != m->cfg.n_layers || s->dim != m->cfg.dim ||
+        s->vocab != m->cfg.vocab_size) {
+        st = err_set(err, ST_ERR_MISMATCH, "%s: made from another model (fingerprint %016llx, %lld layers; %s is %016llx, %lld layers)",
+                     path, (unsigned long long)s->fingerprint, (long long)s->n_layers, m->path ? m->path : "the model",
+                     (unsigned long long)m->fingerprint, (long long)m->cfg.n_layers);
+        goto fail;
+    }
+    if ((st = get(&r, &jl, 4, "plan length", err))) goto fail;
+    size_t jo = r.off;
+    if ((st = get_arr(&r, (void **)&json, jl, 1, "plan", err))) goto fail;
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    char where[600];
+    snprintf(where, sizeof where, "%s: plan at offset %zu", path, jo);
+    if ((st = plan_json_read(json, jl, where, &pm, plan, err))) goto fail;
+    int64_t L = s->n_layers, ns = L * PROJ_COUNT;
+    if ((st = get_arr(&r, (void **)&s->smoothed, L * 2, 1, "smoothed", err))) goto fail;
+    uint8_t has[2];
+    if ((st = get(&r, has, 2, "gain flags", err))) goto fail;
+    if (has[0] > 1 || has[1] > 1) {
+        st = BADF("%s: gain flags at offset %zu: %u %u", path, r.off - 2, has[0], has[1]);
+        goto fail;
+    }
+    if (has[0] && (st = get_arr(&r, (void **)&s->attn_norm, L * s->dim, 4, "attn gains", err))) goto fail;
+    if (has[1] && (st = get_arr(&r, (void **)&s->ffn_norm, L * s->dim, 4, "ffn gains", err))) goto fail;
+    for (int64_t l = 0; l < L; l++)
+        if (s->smoothed[l * 2] > 1 || s->smoothed[l * 2 + 1] > 1 || (s->smoothed[l * 2] && !has[0]) ||
+            (s->smoothed[l * 2 + 1] && !has[1])) {
+            st = BADF("%s: smoothed flags: layer %lld has no stored gains", path, (long long)l);
+            goto fail;
+        }
+    s->sites = calloc((size_t)(ns + 2), sizeof *s->sites);
+    if (!s->sites) {
+        st = err_set(err, ST_ERR_NOMEM, "%s: sites", path);
+        goto fail;
+    }
+    for (int64_t i = 0; i < ns + 2; i++) {
+        QStoredSite *x = &s->sites[i];
+        char site[32];
+        if (i < ns) snprintf(site, sizeof site, "%lld.%s", (long long)(i / PROJ_COUNT), proj_name((Proj)(i % PROJ_COUNT)));
+        else snprintf(site, sizeof site, "%s", i == ns ? "output" : "embed");
+        uint8_t kind;
+        int32_t ad;
+        size_t so = r.off;
+        if ((st = get(&r, &kind, 1, "site kind", err)) || (st = get(&r, &x->act_absmax, 4, "act_absmax", err)) ||
+            (st = get(&r, &ad, 4, "adadim_dim", err)) || (st = get(&r, &x->rel_err, 8, "rel_err", err)))
+            goto fail;
+        if (kind > QSITE_AQLM || ad < 0 || ad >= GROUP_COUNT || !isfinite(x->act_absmax) || x->act_absmax < 0 ||
+            !isfinite(x->rel_err)) {
+            st = BADF("%s: site %s at offset %zu: bad header (kind %u, adadim %d)", path, site, so, kind, ad);
+            goto fail;
+        }
+        x->kind = (QSiteKind)kind;
+        x->adadim_dim = (GroupDim)ad;
+        if (kind == QSITE_QTENSOR && (st = read_qtensor(&r, &x->q, site, err))) goto fail;
+        if (kind == QSITE_AQLM && (st = read_aqlm(&r, &x->a, site, err))) goto fail;
+    }
+    size_t body = r.off;
+    uint64_t h;
+    if ((st = get(&r, &h, 8, "checksum", err))) goto fail;
+    if (h != hash_bytes(HASH_SEED, data, body)) {
+        st = BADF("%s: checksum at offset %zu does not match the contents", path, body);
+        goto fail;
+    }
+    if (r.off != len) {
+        st = BADF("%s: %zu trailing bytes at offset %zu", path, len - r.off, r.off);
+        goto fail;
+    }
+    free(json);
+    free(data);
+    *out = s;
+    return ST_OK;
+fail:
+    free(json);
+    free(data);
+    qstored_free(s);
+    plan_done(plan);
+    return st;
+}
