@@ -240,12 +240,27 @@ keys q
 tm kill-session -t e2e
 rm -f "$tmp/exit"
 tm new-session -d -s e2e -x 80 -y 24 \
-  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C '$Q' '$M' --text '$T' --threads 1 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C '$Q' '$M' --text '$T' --threads 1 --samples 400 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
 wait_for "1 Model" 15
 has "calibration: 16 seqs x"   # reopened from the cache
 keys 2
 wait_for "log scale"
 has "#####"                    # ASCII shading without a UTF-8 locale
+has " qscope | stories260K"     # ASCII title separators
+# The screen stays live while a job runs: a long recalibration (400 sequences)
+# is on the worker thread; a view switch shows at once, Esc stops it and the
+# cached statistics stay.
+keys c
+wait_for "calibrate" 5
+ms0=$(date +%s%N)
+tm send-keys -t e2e 3
+wait_for "output error, int4" 5      # the previous map stays while recalibrating
+ms=$(( ($(date +%s%N) - ms0) / 1000000 ))
+[ "$ms" -lt 1000 ] || fail "view switch took $ms ms during a job"
+keys Escape
+wait_for "calibration cancelled" 20
+keys 2
+wait_for "log scale"
 lacks "$(printf '\342\226\210')"  # no U+2588 full block
 shell=$(tm display-message -p -t e2e '#{pane_pid}')
 pid=$(pgrep -P "$shell" || true)
@@ -278,4 +293,4 @@ for mode in int fatal; do
   lacks "1 Model   2 Activations"
 done
 
-echo "e2e_tui: ok ($(( $(date +%s) - t0 )) s; TUI PPL $tui_ppl = qscope eval $want)"
+echo "e2e_tui: ok ($(( $(date +%s) - t0 )) s; TUI PPL $tui_ppl = qscope eval $want; view switch during a job $ms ms)"

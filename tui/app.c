@@ -273,7 +273,8 @@ static void draw_title(const App *a, const Layout *l) {
     const char *sess = a->session_path[0] ? strrchr(a->session_path, '/') : NULL;
     sess = sess ? sess + 1 : a->session_path[0] ? a->session_path : "none";
     char left[300];
-    snprintf(left, sizeof left, " qscope \u2502 %s \u2502 session: %s", a->model_name, sess);
+    const char *bar = a->utf8 ? "\u2502" : "|";
+    snprintf(left, sizeof left, " qscope %s %s %s session: %s", bar, a->model_name, bar, sess);
     /* The left part wins; the job's bar goes first when space runs out, then its text is cut. */
     int avail = l->cols - draw_width(left) - 2;
     int rw = draw_width(right);
