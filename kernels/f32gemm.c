@@ -245,10 +245,12 @@ T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, in
                 int64_t nc = N - jc < NC ? N - jc : NC;
                 if (nn) pack_b_nn_512(bp, B + pc * ldb + jc, ldb, nc, kc);
                 else pack_b_nt_512(bp, B + jc * ldb + pc, ldb, nc, kc);
-                for (int64_t jr = 0; jr < nc; jr += NR) {
-                    int64_t nr = nc - jr < NR ? nc - jr : NR;
-                    for (int64_t ir = 0; ir < mc; ir += MR) {
-                        int64_t mr = mc - ir < MR ? mc - ir : MR;
+                /* The A tile (12 x KC, 24 KB) stays in L1 while the B panels
+                 * of this block stream from L2. */
+                for (int64_t ir = 0; ir < mc; ir += MR) {
+                    int64_t mr = mc - ir < MR ? mc - ir : MR;
+                    for (int64_t jr = 0; jr < nc; jr += NR) {
+                        int64_t nr = nc - jr < NR ? nc - jr : NR;
                         kern_12x32(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
                     }
                 }
