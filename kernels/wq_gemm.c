@@ -99,7 +99,7 @@ static void wq_put_int(WqCode code, uint8_t *row, int64_t i, unsigned u) {
     case WQ_U3:
         blk = i / 64, j = i % 64;
         row[blk * 24 + j % 16] |= (uint8_t)((u & 3) << (2 * (j / 16)));
-        row[blk * 24 + 16 + j / 8] |= (uint8_t)(((u >> 2) & 1) << (j % 8));
+        row[blk * 24 + 16 + j % 8] |= (uint8_t)(((u >> 2) & 1) << (j / 16 + 4 * ((j % 16) / 8)));
         break;
     default: break;
     }
@@ -119,7 +119,7 @@ static unsigned wq_get_int(WqCode code, const uint8_t *row, int64_t i) {
     case WQ_U3:
         blk = i / 64, j = i % 64;
         return ((row[blk * 24 + j % 16] >> (2 * (j / 16))) & 3u) |
-               (((row[blk * 24 + 16 + j / 8] >> (j % 8)) & 1u) << 2);
+               (((row[blk * 24 + 16 + j % 8] >> (j / 16 + 4 * ((j % 16) / 8))) & 1u) << 2);
     default: return 0;
     }
 }
@@ -216,10 +216,16 @@ static int64_t wq_group_of(const WqMatrix *m, int64_t o, int64_t i) {
     }
 }
 
+/* U3 third bits of the block at p at bits 2-5 of each lane (layout in
+ * kernels/wq_gemm.h; see U3_DOT_ZS below). */
+#define U3_HIGH2(p)                                                                                       \
+    _mm512_slli_epi32(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_castpd_si128(_mm_loaddup_pd((const double *)(const void *)((p) + 16)))), \
+                                        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4)), 2)
+
 /* Unsigned integer codes of a packed row to floats, 16 lanes at a time. */
 WQ_AVX512_TARGET static void wq_decode_int_avx512(WqCode code, const uint8_t *row, int64_t k, float *v) {
     const __m512 id = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i three = _mm512_set1_epi32(3), four = _mm512_set1_epi32(4);
+    const __m512i three = _mm512_set1_epi32(3), seven = _mm512_set1_epi32(7);
     int64_t be = wq_traits[code].elems, nb = k / be, i = 0;
     for (int64_t b = 0; b < nb; b++, i += be) {
         const uint8_t *p = row + (size_t)b * wq_traits[code].bytes;
@@ -238,12 +244,11 @@ WQ_AVX512_TARGET static void wq_decode_int_avx512(WqCode code, const uint8_t *ro
                 _mm512_storeu_ps(v + i + 16 * t, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(c, _mm512_set1_epi32(2 * t)), three)));
             break;
         default: { /* U3 */
-            uint64_t hb;
-            memcpy(&hb, p + 16, 8);
+            __m512i h2 = U3_HIGH2(p);
             for (int t = 0; t < 4; t++) {
-                __m512i e = _mm512_and_si512(_mm512_srlv_epi32(c, _mm512_set1_epi32(2 * t)), three);
-                e = _mm512_mask_or_epi32(e, (__mmask16)(hb >> (16 * t)), e, four);
-                _mm512_storeu_ps(v + i + 16 * t, _mm512_cvtepi32_ps(e));
+                __m512i e = _mm512_ternarylogic_epi32(_mm512_srlv_epi32(c, _mm512_set1_epi32(2 * t)),
+                                                      _mm512_srlv_epi32(h2, _mm512_set1_epi32(t)), three, 0xE4);
+                _mm512_storeu_ps(v + i + 16 * t, _mm512_cvtepi32_ps(_mm512_and_si512(e, seven)));
             }
             break;
         }
@@ -418,22 +423,24 @@ void wq_gemv_ref(const WqMatrix *m, const float *x, float *y) {
         a = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut_), _mm512_loadu_ps((xb) + 32), a); \
         b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 6), lut_), _mm512_loadu_ps((xb) + 48), b); \
     } while (0)
-/* U2 low bits plus a 64-bit plane of third bits: bit e of the plane -> +4. */
-#define U3_PART(v_, t, hb_) \
-    _mm512_mask_or_epi32(_mm512_and_si512(_mm512_srli_epi32(v_, 2 * (t)), _mm512_set1_epi32(3)), \
-                         (__mmask16)((hb_) >> (16 * (t))), \
-                         _mm512_and_si512(_mm512_srli_epi32(v_, 2 * (t)), _mm512_set1_epi32(3)), \
-                         _mm512_set1_epi32(4))
+/* U3: the U2 layout for the low two bits (16 bytes), then 8 bytes of third
+ * bits: byte j holds, in bit t, element j + 16t's and, in bit 4 + t, element
+ * j + 8 + 16t's. U3_HIGH2 puts lane j's four third bits at bits 2-5 (the
+ * 8 bytes duplicated into 16, lanes 8-15 shifted down a nibble); then for
+ * row part t, (low >> 2t) selects bits 0-1 and (high2 >> t) bit 2 in one
+ * vpternlogd (C ? A : B per bit with C = 3). Bit 3 of the index is garbage
+ * the 16-entry table ignores (entries depend on i & 7). */
+#define U3_IDX(v_, h2_, t) \
+    _mm512_ternarylogic_epi32(_mm512_srli_epi32(v_, 2 * (t)), _mm512_srli_epi32(h2_, (t)), _mm512_set1_epi32(3), 0xE4)
 #define U3_DOT_ZS(p, xb, a, b, ZS)                                                                        \
     do {                                                                                                  \
         const __m512 lut_ = WQ_LUT16(ZS, 7);                                                              \
         __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                         \
-        uint64_t hb_;                                                                                     \
-        memcpy(&hb_, (p) + 16, 8);                                                                        \
-        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 0, hb_), lut_), _mm512_loadu_ps(xb), a);    \
-        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 1, hb_), lut_), _mm512_loadu_ps((xb) + 16), b); \
-        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 2, hb_), lut_), _mm512_loadu_ps((xb) + 32), a); \
-        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_PART(v_, 3, hb_), lut_), _mm512_loadu_ps((xb) + 48), b); \
+        __m512i h2_ = U3_HIGH2(p);                                                                        \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 0), lut_), _mm512_loadu_ps(xb), a);     \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 1), lut_), _mm512_loadu_ps((xb) + 16), b); \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 2), lut_), _mm512_loadu_ps((xb) + 32), a); \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 3), lut_), _mm512_loadu_ps((xb) + 48), b); \
     } while (0)
 
 #define U8S_DOT(p, xb, a, b) U8_DOT_ZS(p, xb, a, b, 128)

@@ -20,8 +20,9 @@
  *        and element j + 16 in its high nibble;
  *   U2   64 elements in 16 bytes: byte j holds elements j, j+16, j+32, j+48
  *        in bit pairs 0-1, 2-3, 4-5, 6-7;
- *   U3   64 elements in 24 bytes: the low two bits as U2 (16 bytes), then a
- *        little-endian 64-bit plane whose bit e is bit 2 of element e;
+ *   U3   64 elements in 24 bytes: the low two bits as U2 (16 bytes), then 8
+ *        bytes of third bits: byte j holds bit 2 of element j + 16t in its
+ *        bit t and of element j + 8 + 16t in its bit 4 + t (t = 0..3);
  *   E4M3/E5M2  32 fp8 codes in 32 bytes;
  *   F16/BF16   32 half words in 64 bytes; F32 16 floats in 64 bytes.
  * Integer codes are unsigned: u = q + 2^(store_bits-1) and z = 2^(store_bits-1)
