@@ -14,12 +14,12 @@
 #include "core/assert.h"
 #include "kernels/blas.h"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include <immintrin.h>
+
+#include "kernels/cpu.h"
 
 /* Channels per work slice: fixed, so results never depend on the thread count. */
-#define SLICE 64
+#define SLICE 256
 
 /* === Histogram === */
 
@@ -195,10 +195,12 @@ void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT
         }
 }
 
+static void act_err_row_sse2(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                             const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
+
 /* SSE2 is part of the x86-64 baseline: no dispatch needed. Lane for lane the
  * same operations as act_quant; only the summation order differs (float
  * partial sums of 4 lanes per call, folded into double). */
-#if defined(__SSE2__)
 static inline __m128 sse_fp8(__m128 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv) {
     const __m128 sign = _mm_set1_ps(-0.0f), mx = _mm_set1_ps(maxv), mag = _mm_set1_ps(RNE_MAGIC);
     __m128 a = _mm_min_ps(_mm_andnot_ps(sign, y), mx);
@@ -214,8 +216,72 @@ static inline __m128 sse_fp8(__m128 y, int drop, float min_normal, float sub_ste
     return _mm_or_ps(r, _mm_and_ps(sign, y));
 }
 
+/* AVX-512: the same lane operations 16 wide (integer ops for abs/sign so
+ * only AVX512F is needed). */
+static inline __m512 avx512_fp8(__m512 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv)
+    __attribute__((target("avx512f")));
+static inline __m512 avx512_fp8(__m512 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv) {
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), signm = _mm512_set1_epi32((int)0x80000000u);
+    const __m512 mx = _mm512_set1_ps(maxv), mag = _mm512_set1_ps(RNE_MAGIC);
+    __m512i yi = _mm512_castps_si512(y);
+    __m512 a = _mm512_min_ps(_mm512_castsi512_ps(_mm512_and_si512(yi, absm)), mx);
+    __m512i b = _mm512_castps_si512(a);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, (unsigned)drop), _mm512_set1_epi32(1));
+    b = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32((int)((1u << (drop - 1)) - 1u)), odd));
+    b = _mm512_and_si512(b, _mm512_set1_epi32((int)~((1u << drop) - 1u)));
+    __m512 rn = _mm512_castsi512_ps(b);
+    __m512 rs = _mm512_mul_ps(_mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(a, _mm512_set1_ps(inv_sub)), mag), mag),
+                              _mm512_set1_ps(sub_step));
+    __mmask16 sel = _mm512_cmp_ps_mask(a, _mm512_set1_ps(min_normal), _CMP_LT_OQ);
+    __m512 r = _mm512_min_ps(_mm512_mask_blend_ps(sel, rn, rs), mx);
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(yi, signm)));
+}
+
+__attribute__((target("avx512f"))) static void act_err_row_avx512(
+    const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+    const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+    int64_t n16 = n & ~(int64_t)15;
+    __m512 acc[ACT_FMT_COUNT][ACT_MODE_COUNT];
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm512_setzero_ps();
+    const __m512 mag = _mm512_set1_ps(RNE_MAGIC), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (int64_t i = 0; i < n16; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            __m512 y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_INT8][m]));
+            y = _mm512_max_ps(_mm512_min_ps(y, hi), lo);
+            __m512 q = _mm512_mul_ps(_mm512_sub_ps(_mm512_add_ps(y, mag), mag), _mm512_set1_ps(s[ACT_INT8][m]));
+            __m512 d = _mm512_sub_ps(v, q);
+            acc[ACT_INT8][m] = _mm512_add_ps(acc[ACT_INT8][m], _mm512_mul_ps(d, d));
+            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_FP8_E4M3][m]));
+            q = _mm512_mul_ps(avx512_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm512_set1_ps(s[ACT_FP8_E4M3][m]));
+            d = _mm512_sub_ps(v, q);
+            acc[ACT_FP8_E4M3][m] = _mm512_add_ps(acc[ACT_FP8_E4M3][m], _mm512_mul_ps(d, d));
+            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_FP8_E5M2][m]));
+            q = _mm512_mul_ps(avx512_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm512_set1_ps(s[ACT_FP8_E5M2][m]));
+            d = _mm512_sub_ps(v, q);
+            acc[ACT_FP8_E5M2][m] = _mm512_add_ps(acc[ACT_FP8_E5M2][m], _mm512_mul_ps(d, d));
+        }
+    }
+    for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            float t[16];
+            _mm512_storeu_ps(t, acc[f][m]);
+            double e = 0;
+            for (int k = 0; k < 16; k++) e += t[k];
+            err[f][m] += e;
+        }
+    if (n16 < n) act_err_row_sse2(x + n16, n - n16, s, inv, err);
+}
+
 void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
                  const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+    if (cpu_has_avx512f()) act_err_row_avx512(x, n, s, inv, err);
+    else act_err_row_sse2(x, n, s, inv, err);
+}
+
+static void act_err_row_sse2(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
+                             const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
     int64_t n4 = n & ~(int64_t)3;
     __m128 acc[ACT_FMT_COUNT][ACT_MODE_COUNT];
     for (int f = 0; f < ACT_FMT_COUNT; f++)
@@ -247,12 +313,6 @@ void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MOD
         }
     if (n4 < n) act_err_row_ref(x + n4, n - n4, s, inv, err);
 }
-#else
-void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                 const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
-    act_err_row_ref(x, n, s, inv, err);
-}
-#endif
 
 /* === TapStats === */
 

@@ -102,9 +102,10 @@ float act_quant(ActFmt f, float x, float s, float inv);
 
 /* Adds Σ(x_i - Q(x_i))² over n values to err[f][m] for every format f and
  * mode m, with scale s[f][m] and inverse inv[f][m] (0 when the scale is 0).
- * act_err_row is the SSE2 kernel (x86-64 baseline); act_err_row_ref the
- * scalar twin: elementwise identical, sums differ only by summation order
- * (float lanes folded into double: relative 1e-6). */
+ * act_err_row runs an AVX-512 kernel when cpu_has_avx512f(), else SSE2 (the
+ * x86-64 baseline); act_err_row_ref is the scalar twin: elementwise
+ * identical, sums differ only by summation order (float lanes folded into
+ * double: relative 1e-6). */
 void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
                  const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
 void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],

@@ -12,6 +12,7 @@
 #include "core/fpconv.h"
 #include "core/pool.h"
 #include "kernels/blas.h"
+#include "kernels/cpu.h"
 #include "testlib.h"
 
 static uint64_t rng_state = 0x1234567u;
@@ -376,7 +377,12 @@ int main(void) {
     (void)testlib_shared; /* no shared files needed here */
     test_hist_bins();
     test_fp8_round();
+    test_act_err_twins();            /* AVX-512 where the CPU has it */
+    setenv("QS_CPU", "scalar", 1);   /* the SSE2 baseline path */
+    cpu_refresh();
     test_act_err_twins();
+    unsetenv("QS_CPU");
+    cpu_refresh();
     test_streaming(NULL, NULL);
     test_thread_independence();
     test_moments_merge();
