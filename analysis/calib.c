@@ -221,6 +221,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
         snprintf(tmp_path, n, "%s.tmp", h_path);
         st = hstore_create(&hs, tmp_path, c->n_layers, width, p->seqlen, err);
         if (st) goto fail;
+        hs.pool = pool;
     }
 
     CalibRun run = {.cs = cs, .hs = h_path ? &hs : NULL, .sc = sc, .pool = pool};

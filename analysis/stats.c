@@ -601,7 +601,7 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
     if (bytes == 0 || n_layers <= 0 || wmax <= 0 || max_T <= 0)
         return err_set(err, ST_ERR_ARG, "%s: bad H store dimensions", path);
     hs->path = core_strdup(path);
-    hs->xd = core_alloc_aligned((size_t)max_T * (size_t)wmax, sizeof(double));
+    hs->xd = core_alloc_aligned(blas_dsyrk_f32_pack_len(wmax, max_T), sizeof(double));
     if (!hs->path || !hs->xd) {
         hstore_close(hs);
         return err_set(err, ST_ERR_NOMEM, "%s: H staging buffer", path);
@@ -638,8 +638,7 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
 void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T) {
     ASSERT(hs->writable && T <= hs->max_T);
     int64_t w = hs->width[tap];
-    for (int64_t i = 0; i < T * w; i++) hs->xd[i] = x[i];
-    blas_dsyrk_upper_tn(w, T, hs->xd, w, hstore_matrix(hs, layer, tap), w);
+    blas_dsyrk_f32_upper(w, T, x, w, hstore_matrix(hs, layer, tap), w, hs->xd, hs->pool);
     if (tap == 0 && layer == 0) hs->n_rows += T;
 }
 

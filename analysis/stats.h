@@ -191,8 +191,9 @@ typedef struct HStore {
     int64_t width[HSTORE_TAPS];
     int64_t n_rows;          /* rows folded in (each tap sees every row) */
     uint64_t id;             /* ties the file to its stats file */
-    double *xd;              /* (max_T, max width) float64 staging for dsyrk */
+    double *xd;              /* packing scratch of blas_dsyrk_f32_upper */
     int64_t max_T;
+    Pool *pool;              /* borrowed; hstore_add runs its update on it (NULL: inline) */
 } HStore;
 
 /* Bytes of H accumulated in RAM rather than through the file mapping:
@@ -212,7 +213,8 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
  * hstore_finish. */
 double *hstore_matrix(const HStore *hs, int64_t layer, int tap);
 
-/* H(layer, tap) += xᵀx for x (T, width[tap]) via BLAS dsyrk. Counts the rows
+/* H(layer, tap) += xᵀx for x (T, width[tap]) in float64 (kernels/blas.h
+ * blas_dsyrk_f32_upper on hs->pool; not from inside a pool job). Counts the rows
  * at (layer 0, tap 0): every (layer, tap) sees the same rows. */
 void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T);
 

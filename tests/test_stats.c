@@ -357,6 +357,33 @@ static void test_hstore(void) {
     for (int b = 0; b < 3; b++) free(X[b]);
 }
 
+static void test_syrk_f32(Pool *pool) {
+    const int64_t ns[] = {1, 7, 16, 45, 130, 300};
+    const int64_t ks[] = {1, 13, 256, 300, 600};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            int64_t n = ns[a], k = ks[b], ld = n + 3;
+            float *X = malloc(sizeof(float) * (size_t)(k * ld));
+            double *C1 = malloc(sizeof(double) * (size_t)(n * n)), *C2 = malloc(sizeof(double) * (size_t)(n * n));
+            double *pack = malloc(sizeof(double) * blas_dsyrk_f32_pack_len(n, k));
+            for (int64_t i = 0; i < k * ld; i++) X[i] = gauss() * (i % 11 == 0 ? 20.0f : 1.0f);
+            for (int64_t i = 0; i < n * n; i++) C1[i] = C2[i] = (double)(i % 5);
+            blas_dsyrk_f32_upper(n, k, X, ld, C1, n, pack, pool);
+            blas_dsyrk_f32_upper_ref(n, k, X, ld, C2, n);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = i; j < n; j++) {
+                    double sa = 4;
+                    for (int64_t r = 0; r < k; r++) sa += fabs((double)X[r * ld + i] * X[r * ld + j]);
+                    CHECKF(fabs(C1[i * n + j] - C2[i * n + j]) <= 1e-13 * sa, "n %lld k %lld (%lld,%lld): %.17g vs %.17g",
+                           (long long)n, (long long)k, (long long)i, (long long)j, C1[i * n + j], C2[i * n + j]);
+                }
+            free(X);
+            free(C1);
+            free(C2);
+            free(pack);
+        }
+}
+
 static void test_blas_twins(void) {
     enum { N = 45, K = 19 };
     double A[K * N], C1[N * N], C2[N * N];
@@ -392,5 +419,18 @@ int main(void) {
     test_hstore();
     unsetenv("QS_H_RAM_MB");
     test_blas_twins();
+    {
+        Err err;
+        Pool *pool = NULL;
+        CHECK_OK(pool_new(2, &pool, &err), err);
+        test_syrk_f32(NULL);
+        test_syrk_f32(pool);
+        setenv("QS_CPU", "scalar", 1); /* OpenBLAS fallback */
+        cpu_refresh();
+        test_syrk_f32(pool);
+        unsetenv("QS_CPU");
+        cpu_refresh();
+        pool_free(pool);
+    }
     return testlib_done("test_stats");
 }
