@@ -112,6 +112,7 @@ size_t tokenizer_decode(const Tokenizer *t, int32_t id, char *buf, size_t cap);
  * valid while t lives), or "" for an out-of-range id. */
 const char *tokenizer_piece(const Tokenizer *t, int32_t id);
 
+/* Number of tokens in the vocab (ids are 0 .. vocab_size-1). */
 int64_t tokenizer_vocab_size(const Tokenizer *t);
 int32_t tokenizer_bos(const Tokenizer *t); /* -1 if none */
 int32_t tokenizer_eos(const Tokenizer *t); /* -1 if none */

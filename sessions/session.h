@@ -214,6 +214,7 @@ Status session_set_calib(Session *s, const SessionCalib *c, Err *err);
 
 /* === Plans === */
 
+/* Number of stored plans (indices for session_plan_name). */
 int64_t session_n_plans(const Session *s);
 
 /* Name of plan i (borrowed), or NULL out of range. */
@@ -240,6 +241,7 @@ Status session_set_current(Session *s, const char *name, Err *err);
 
 /* === Results === */
 
+/* Number of recorded evaluation results (indices for session_result). */
 int64_t session_n_results(const Session *s);
 
 /* Result i (borrowed; valid until s changes), or NULL out of range. */
@@ -283,6 +285,7 @@ Status session_view_set(Session *s, const char *json, Err *err);
 
 /* === Action log === */
 
+/* Number of entries in the action log (indices for session_action). */
 int64_t session_n_actions(const Session *s);
 
 /* Action i (borrowed), or NULL out of range. */
