@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
@@ -62,16 +63,19 @@ void sens_map_done(SensMap *sm) {
     memset(sm, 0, sizeof *sm);
 }
 
-/* Σ_i D_i · (D H)_i for D (n_out, n_in): tr(D H Dᵀ). G is (n_out, n_in) scratch. */
-static double sens_quad(const float *D, int64_t n_out, int64_t n_in, const float *Hf, float *G) {
-    sgemm_mul_nn(n_out, n_in, n_in, D, n_in, Hf, n_in, 0.0f, G, n_in);
+/* Σ_i D_i · (D H)_i for D (n_out, n_in): tr(D H Dᵀ). G is (n_out, n_in)
+ * scratch. H is symmetric, so D·H = D·Hᵀ: the "nt" GEMM of our own AVX-512
+ * kernel on the pool when it can run, else OpenBLAS. */
+static double sens_quad(const float *D, int64_t n_out, int64_t n_in, const float *Hf, float *G, Pool *pool,
+                        GemmWork *gw) {
+    if (gw) gemm_f32_nt_pool(pool, gw, n_out, n_in, n_in, D, n_in, Hf, n_in, 0.0f, G, n_in);
+    else sgemm_mul_nn(n_out, n_in, n_in, D, n_in, Hf, n_in, 0.0f, G, n_in);
     double s = 0;
     for (int64_t i = 0; i < n_out * n_in; i++) s += (double)D[i] * G[i];
     return s;
 }
 
 Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog, SensMap *sm, Err *err) {
-    (void)pool; /* the GEMMs use BLAS threads, set to the pool size by the forward pass */
     const ModelConfig *c = &m->cfg;
     if (sm->n_layers != c->n_layers) return err_set(err, ST_ERR_ARG, "sensitivity map has %lld layers, model %lld",
                                                     (long long)sm->n_layers, (long long)c->n_layers);
@@ -86,9 +90,14 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
     float *Wq = core_alloc_aligned(max_w, sizeof(float));
     float *G = core_alloc_aligned(max_w, sizeof(float));
     float *Hf = h ? core_alloc_aligned(max_in * max_in, sizeof(float)) : NULL;
+    GemmWork *gw = NULL;
     if (!Wq || !G || (h && !Hf)) {
         st = err_set(err, ST_ERR_NOMEM, "sensitivity scratch (%zu weights)", max_w);
         goto done;
+    }
+    if (h && gemm_f32_available()) {
+        st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err);
+        if (st) goto done;
     }
     progress_begin(prog, "sensitivity", c->n_layers * PROJ_COUNT);
     for (int64_t l = 0; l < c->n_layers; l++) {
@@ -109,7 +118,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
                     for (int64_t i = 0; i < ni * ni; i++) Hf[i] = (float)H[i];
                     loaded_tap = tap;
                 }
-                denom = sens_quad(w->w, no, ni, Hf, G);
+                denom = sens_quad(w->w, no, ni, Hf, G, pool, gw);
             }
             int32_t *gs = sm->gsize + (l * PROJ_COUNT + p) * SG_COUNT;
             gs[SG_OC_G] = (int32_t)sens_group_size(ni, sm->group);
@@ -135,7 +144,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
                     int64_t idx = sens_index(l, p, f, g);
                     sm->werr[idx] = wnorm > 0 ? (float)(dn / wnorm) : 0.0f;
                     if (h) {
-                        double num = sens_quad(Wq, no, ni, Hf, G);
+                        double num = sens_quad(Wq, no, ni, Hf, G, pool, gw);
                         sm->oerr[idx] = denom > 0 ? (float)(num / denom) : 0.0f;
                     }
                 }
@@ -143,6 +152,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
         }
     }
 done:
+    gemm_work_free(gw);
     core_free_aligned(Wq);
     core_free_aligned(G);
     core_free_aligned(Hf);

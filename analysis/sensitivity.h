@@ -59,8 +59,9 @@ static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping)
 
 /* Fills sm (already initialised for m's layer count) for every layer and
  * projection. h may be NULL (output errors stay NaN); it must hold the
- * finished H of m's four projection inputs. ΔW·H runs as a float32 BLAS GEMM
- * (relative error of the ratio ~1e-5), the sums in double. Progress counts
+ * finished H of m's four projection inputs. ΔW·H runs as a float32 GEMM on
+ * pool (may be NULL; relative error of the ratio ~1e-5), the sums in double.
+ * Progress counts
  * (layer, projection) pairs; cancel returns ST_ERR_CANCELLED (map partly
  * filled). */
 Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog, SensMap *sm, Err *err);

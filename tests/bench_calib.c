@@ -26,6 +26,20 @@ static double now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process (all threads): on a shared, loaded
+ * machine wall time mostly measures the neighbours, CPU time the work. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Wall and CPU seconds of one timed section. */
+typedef struct Span { double wall, cpu; } Span;
+static Span span_begin(void) { return (Span){now(), cpu_now()}; }
+static Span span_end(Span s) { return (Span){now() - s.wall, cpu_now() - s.cpu}; }
+static Span span_min(Span a, Span b) { return a.cpu < b.cpu ? a : b; }
+
 int main(int argc, char **argv) {
     const char *model = NULL, *text_path = testlib_shared("text/tinystories_sample.txt");
     int threads = 2;
@@ -77,71 +91,81 @@ int main(int argc, char **argv) {
     Forward *fw = NULL;
     CHECK_OK(forward_new(m, NULL, seqlen, seqlen, pool, &fw, &err), err);
     float *logits = malloc(sizeof(float) * (size_t)(seqlen * m->cfg.vocab_size));
-    double t_logits = 1e30, t_plain = 1e30;
+    Span s_logits = {1e30, 1e30}, s_plain = {1e30, 1e30};
     for (int rep = 0; rep < 2; rep++) { /* best of 2: the first also warms the page cache */
-        double t0 = now();
+        Span a = span_begin();
         for (int64_t i = 0; i < ns; i++) {
             forward_reset(fw);
             CHECK_OK(forward_run(fw, seqs + i * seqlen, seqlen, logits, 0, NULL, &err), err);
         }
-        double t1 = now();
+        s_logits = span_min(s_logits, span_end(a));
+        a = span_begin();
         for (int64_t i = 0; i < ns; i++) {
             forward_reset(fw);
             CHECK_OK(forward_run(fw, seqs + i * seqlen, seqlen, NULL, 0, NULL, &err), err);
         }
-        double t2 = now();
-        t_logits = t1 - t0 < t_logits ? t1 - t0 : t_logits;
-        t_plain = t2 - t1 < t_plain ? t2 - t1 : t_plain;
+        s_plain = span_min(s_plain, span_end(a));
     }
     forward_free(fw);
     free(logits);
     double tok = (double)(ns * seqlen);
-    printf("forward, all logits (ppl):      %8.3f s  %8.1f tok/s\n", t_logits, tok / t_logits);
-    printf("forward, no logits:             %8.3f s  %8.1f tok/s\n", t_plain, tok / t_plain);
+    printf("%-34s %9s %9s %9s   %s\n", "run (best of 2)", "wall s", "cpu s", "tok/cpu-s", "cpu overhead");
+    printf("%-34s %9.3f %9.3f %9.1f\n", "forward, all logits (as ppl)", s_logits.wall, s_logits.cpu, tok / s_logits.cpu);
+    printf("%-34s %9.3f %9.3f %9.1f\n", "forward, no logits", s_plain.wall, s_plain.cpu, tok / s_plain.cpu);
 
     const char *hpath = "/tmp/qs_bench_calib.h64";
-    double t_stats = 1e30, t_full = 1e30;
+    Span s_stats = {1e30, 1e30}, s_full = {1e30, 1e30};
     for (int rep = 0; rep < 2; rep++) {
         CalibStats *cs = NULL;
-        double t0 = now();
+        Span a = span_begin();
         CHECK_OK(calib_run(m, text, len, &p, NULL, pool, NULL, &cs, &err), err);
-        double t1 = now();
+        s_stats = span_min(s_stats, span_end(a));
         calib_stats_free(cs);
+        a = span_begin();
         CHECK_OK(calib_run(m, text, len, &p, hpath, pool, NULL, &cs, &err), err);
-        double t2 = now();
+        s_full = span_min(s_full, span_end(a));
         calib_stats_free(cs);
-        t_stats = t1 - t0 < t_stats ? t1 - t0 : t_stats;
-        t_full = t2 - t1 < t_full ? t2 - t1 : t_full;
     }
     unlink(hpath);
-    printf("calib, statistics without H:    %8.3f s  %8.1f tok/s  (+%.0f%% vs ppl forward, +%.0f%% vs no-logits)\n",
-           t_stats, tok / t_stats, 100 * (t_stats / t_logits - 1), 100 * (t_stats / t_plain - 1));
-    printf("calib, statistics + H (%.0f MB): %8.3f s  %8.1f tok/s  (+%.0f%% vs ppl forward, +%.0f%% vs no-logits)\n",
-           (double)calib_h_bytes(m) / 1e6, t_full, tok / t_full, 100 * (t_full / t_logits - 1),
-           100 * (t_full / t_plain - 1));
-    /* H alone: the same dsyrk updates on random rows of the same shapes. */
+    printf("%-34s %9.3f %9.3f %9.1f   %+.0f%% vs ppl forward, %+.0f%% vs no-logits\n", "calib, statistics, no H",
+           s_stats.wall, s_stats.cpu, tok / s_stats.cpu, 100 * (s_stats.cpu / s_logits.cpu - 1),
+           100 * (s_stats.cpu / s_plain.cpu - 1));
+    char lab[64];
+    snprintf(lab, sizeof lab, "calib, statistics + H (%.0f MB)", (double)calib_h_bytes(m) / 1e6);
+    printf("%-34s %9.3f %9.3f %9.1f   %+.0f%% vs ppl forward, %+.0f%% vs no-logits\n", lab, s_full.wall,
+           s_full.cpu, tok / s_full.cpu, 100 * (s_full.cpu / s_logits.cpu - 1), 100 * (s_full.cpu / s_plain.cpu - 1));
+    /* H alone: the same dsyrk updates on synthetic rows of the same shapes. */
     {
         const ModelConfig *c = &m->cfg;
         const int64_t w[HSTORE_TAPS] = {c->dim, c->n_heads * c->head_dim, c->dim, c->hidden_dim};
         float *x = malloc(sizeof(float) * (size_t)(seqlen * c->hidden_dim));
         for (int64_t i = 0; i < seqlen * c->hidden_dim; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
         HStore hs;
-        double t0 = now();
         CHECK_OK(hstore_create(&hs, hpath, c->n_layers, w, seqlen, &err), err);
-        double t1 = now();
+        hs.pool = pool;
+        Span a = span_begin();
         for (int64_t i = 0; i < ns; i++)
             for (int64_t l = 0; l < c->n_layers; l++)
                 for (int t = 0; t < HSTORE_TAPS; t++) hstore_add(&hs, l, t, x, seqlen);
-        double t2 = now();
+        Span up = span_end(a);
+        a = span_begin();
         CHECK_OK(hstore_finish(&hs, 1, NULL, &err), err);
-        double t3 = now();
+        Span fin = span_end(a);
+        int in_ram = hs.in_ram;
         hstore_close(&hs);
         unlink(hpath);
         free(x);
-        printf("H alone: create %.3f s, dsyrk updates %.3f s (%.1f GFLOP/s double), finish %.3f s\n", t1 - t0,
-               t2 - t1, 1e-9 * (double)ns * (double)seqlen * (double)c->n_layers *
-               (double)(w[0] * w[0] + w[1] * w[1] + w[2] * w[2] + w[3] * w[3]) / (t2 - t1), t3 - t2);
+        double flop = (double)ns * (double)seqlen * (double)c->n_layers *
+                      (double)(w[0] * w[0] + w[1] * w[1] + w[2] * w[2] + w[3] * w[3]);
+        printf("H alone (%s): dsyrk updates %.3f s wall %.3f s cpu (%.1f GFLOP per cpu-s, double), finish %.3f s wall\n",
+               in_ram ? "in RAM" : "file mapping", up.wall, up.cpu, 1e-9 * flop / up.cpu, fin.wall);
     }
+    printf("load average: ");
+    FILE *la = fopen("/proc/loadavg", "r");
+    int ch;
+    while (la && (ch = fgetc(la)) != EOF && ch != '\n') putchar(ch);
+    if (la) fclose(la);
+    printf("\n");
     free(toks);
     free(seqs);
     free(text);
