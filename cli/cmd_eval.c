@@ -35,7 +35,7 @@ static void eval_usage(FILE *f) {
             "  --stats STATS     stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
             "                    static activation scales and spike-aware need it)\n"
             "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
-            "  --ctx N           chunk length (default 512, at most the model's context)\n"
+            "  --ctx N           chunk length (default: 512, or the model's context if shorter)\n"
             "  --chunks N        at most N chunks (default: all)\n"
             "  --threads N       threads (default: all CPUs)\n"
             "  --decode-steps N  decode benchmark steps (default 64); --no-speed skips speed\n"
@@ -81,7 +81,7 @@ static char *default_cache_dir(void) {
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *qfile = NULL,
                *val;
-    int64_t ctx = 512, chunks = 0, threads = 0, steps = 64;
+    int64_t ctx = 0, chunks = 0, threads = 0, steps = 64;
     int json = 0, no_cache = 0, no_speed = 0;
     PlanCli pc;
     plancli_init(&pc);
@@ -154,6 +154,7 @@ int cmd_eval(int argc, char **argv) {
     size_t len = 0;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
+    if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
     if (ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0) {
         fprintf(stderr, "qscope eval: --ctx %lld exceeds %s's context %lld\n", (long long)ctx, model_path,
                 (long long)m->cfg.max_seq_len);
