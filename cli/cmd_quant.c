@@ -14,6 +14,18 @@
 #include "quant/qlinear_build.h"
 #include "sessions/qmodel_file.h"
 
+/* Writes s as a JSON string. */
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
 static void quant_usage(FILE *f) {
     fprintf(f,
             "usage: qscope quant MODEL (--plan PLAN | --preset NAME) [--stats STATS] [--threads N] [--json]\n\n"
@@ -105,9 +117,11 @@ int cmd_quant(int argc, char **argv) {
         }
         fprintf(stderr, "quant: wrote %s\n", out_path);
     }
-    if (json) printf("{\"plan\": \"%s\", \"bpw\": %.6f, \"bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
+    if (json) printf("{\"plan\": ");
+    if (json) json_str(plan.name);
+    if (json) printf(", \"bpw\": %.6f, \"bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
                      "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",
-                     plan.name, qm->bpw, qm->bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
+                     qm->bpw, qm->bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
                      qm->seconds);
     else printf("%-10s %-22s %-12s %-7s %s\n", "site", "plan", "kernel", "adadim", "rel_err");
     for (int64_t l = 0; l < qm->n_layers; l++)
@@ -127,12 +141,8 @@ int cmd_quant(int argc, char **argv) {
     if (json) {
         printf("], \"notes\": [");
         for (int64_t i = 0; i < qm->n_notes; i++) {
-            printf("%s\"", i ? ", " : "");
-            for (const char *s = qm->notes[i]; *s; s++) {
-                if (*s == '"' || *s == '\\') putchar('\\');
-                putchar(*s);
-            }
-            putchar('"');
+            if (i) printf(", ");
+            json_str(qm->notes[i]);
         }
         printf("]}\n");
     } else {
