@@ -28,13 +28,14 @@ field() { sed -n "s/.*\"$2\": \"*\([^,\"]*\)\"*,.*/\1/p" "$1"; }
 
 echo "bench: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "bench: qscope ppl $MODEL --text $TEXT --ctx 512 --chunks $CHUNKS --threads 2 --json"
-printf '%-26s %-11s %9s %9s %9s %11s %9s %9s %7s\n' run blas_core s/chunk tok/s GFLOP/s GFLOP/cpu-s rss_MB rss/file load1
+printf '%-26s %-11s %9s %9s %9s %9s %11s %9s %9s %7s\n' run blas_core s/chunk best_s tok/s GFLOP/s GFLOP/cpu-s rss_MB rss/file load1
 run() {
   label=$1
   shift
   j=$OUT/ppl_$label.json
   "$@" "$Q" ppl "$MODEL" --text "$TEXT" --ctx 512 --chunks "$CHUNKS" --threads 2 --json >"$j" 2>/dev/null
   spc=$(field "$j" seconds_per_chunk)
+  best=$(field "$j" best_chunk_seconds)
   tps=$(field "$j" tokens_per_second)
   gf=$(field "$j" gflops)
   gfc=$(field "$j" gflop_per_chunk)
@@ -43,9 +44,9 @@ run() {
   rss=$(field "$j" peak_rss_bytes)
   core=$(field "$j" blas_core)
   load=$(cut -d' ' -f1 /proc/loadavg)
-  awk -v l="$label" -v c="$core" -v s="$spc" -v t="$tps" -v g="$gf" -v gc="$gfc" -v ch="$ch" -v cpu="$cpu" \
+  awk -v l="$label" -v c="$core" -v s="$spc" -v b="$best" -v t="$tps" -v g="$gf" -v gc="$gfc" -v ch="$ch" -v cpu="$cpu" \
       -v r="$rss" -v f="$file_bytes" -v ld="$load" 'BEGIN {
-    printf "%-26s %-11s %9.3f %9.1f %9.1f %11.1f %9.1f %9.3f %7s\n", l, c, s, t, g, gc * ch / cpu, r / 1048576, r / f, ld }'
+    printf "%-26s %-11s %9.3f %9.3f %9.1f %9.1f %11.1f %9.1f %9.3f %7s\n", l, c, s, b, t, g, gc * ch / cpu, r / 1048576, r / f, ld }'
 }
 run "default(env)" env
 run "coretype=Haswell" env OPENBLAS_CORETYPE=Haswell
