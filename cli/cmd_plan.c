@@ -68,8 +68,9 @@ void plancli_help(FILE *f, int with_plan_file) {
     fprintf(f,
             "  --group G         group size of the preset (default 128; 0 = per-channel); where G\n"
             "                    does not divide a dimension the plan falls back visibly (notes)\n"
-            "  --spike-k K       spike-aware-w8a8 / random-k: sites kept high precision (default 3);\n"
-            "                    spike-aware takes them from --stats' spike ranking\n"
+            "  --spike-k K       spike-aware-w8a8: the top K sites of --stats' spike ranking kept in\n"
+            "                    high precision (default 3); random-k keeps as many projections at\n"
+            "                    random (with --stats: as many as spike-aware would; else K)\n"
             "  --spike-format F  fp16 (default), fp8-e4m3 or fp8-e5m2 for those sites\n"
             "  --seed S          random-k seed (default 1)\n"
             "  --alpha A         smoothquant-w8a8 alpha (default 0.5)\n"
@@ -95,20 +96,24 @@ Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, 
     char **sites = NULL;
     int64_t n_sites = 0;
     Status st;
-    if (!strcmp(o->preset, "spike-aware-w8a8")) {
-        if (!stats || !stats->cs)
-            return err_set(err, ST_ERR_ARG, "preset 'spike-aware-w8a8' needs the spike ranking: pass --stats STATS from `qscope calib`");
+    int spike_aware = !strcmp(o->preset, "spike-aware-w8a8"), random_k = !strcmp(o->preset, "random-k");
+    if (spike_aware && (!stats || !stats->cs))
+        return err_set(err, ST_ERR_ARG, "preset 'spike-aware-w8a8' needs the spike ranking: pass --stats STATS from `qscope calib`");
+    if ((spike_aware || random_k) && stats && stats->cs) {
         if ((st = qstats_spike_sites(stats->cs, o->spike_k, &sites, &n_sites, err))) return st;
         po.spikes = (const char *const *)sites;
         po.n_spikes = n_sites;
     }
-    po.random_k = o->spike_k;
+    /* random-k with the ranking: as many projections as spike-aware keeps (the
+     * paper's control); without it: --spike-k projections */
+    po.random_k = random_k && n_sites ? 0 : o->spike_k;
     st = plan_preset(out, o->preset, &po, &pm, err);
     for (int64_t i = 0; i < n_sites; i++) free(sites[i]);
     free(sites);
     if (st) return st;
-    if (n_sites && (st = plan_add_note(out, err, "spike-aware: top %lld sites by calibration's max/median ranking (%s)",
-                                        (long long)n_sites, qstats_text_path(stats->cs))))
+    if (n_sites && spike_aware &&
+        (st = plan_add_note(out, err, "spike-aware: top %lld sites by calibration's max/median ranking (%s)",
+                            (long long)n_sites, qstats_text_path(stats->cs))))
         return st;
     return plan_validate(out, &pm, err);
 }

@@ -48,7 +48,8 @@ experiments() {
   run "$m" "$name-spike-fp8" "spike-aware W8A8, top-3 sites fp8-e4m3 (W and A)" --preset spike-aware-w8a8 \
     --spike-format fp8-e4m3 --stats "$st"
   for seed in 1 2 3; do
-    run "$m" "$name-random-$seed" "random-k control, k 3, seed $seed" --preset random-k --spike-k 3 --seed $seed
+    run "$m" "$name-random-$seed" "random-k control (as many projections), seed $seed" --preset random-k --stats "$st" \
+      --seed $seed
   done
   for b in 4 3; do
     run "$m" "$name-int$b-rtn" "int$b RTN g4 (OC, asym)" --preset int$b-rtn --group 4
