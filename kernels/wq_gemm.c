@@ -461,6 +461,109 @@ WQ_ROWDOT_DEFINE(rowdot_u3a, 64, 24, U3A_DOT)
 WQ_ROWDOT_DEFINE(rowdot_u2s, 64, 16, U2S_DOT)
 WQ_ROWDOT_DEFINE(rowdot_u2a, 64, 16, U2A_DOT)
 
+/* Table-decoded codes (U4, U3, U2) under OC or tensor grouping: each row's
+ * 16-entry table holds the group's dequantized values s·((i & MASK) - z),
+ * computed like qtensor_dequant (one subtraction, one rounding multiply),
+ * so the permute yields the exact dequantized weight and the FMAs only add
+ * the usual summation-order error — no per-group scale step and no
+ * zero-point term. Rows as in kernels/wq_rowdot.h; gs/gz are row 0's group
+ * scales and zero points, gstride the groups per row (0: one for all). */
+typedef void (*WqLutDotFn)(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,
+                           int64_t gblk, const float *gs, const float *gz, int64_t gstride, float *out);
+
+#define WQ_ID16(MASK)                                                                                      \
+    _mm512_setr_ps((0 & MASK), (1 & MASK), (2 & MASK), (3 & MASK), (4 & MASK), (5 & MASK), (6 & MASK),     \
+                   (7 & MASK), (8 & MASK), (9 & MASK), (10 & MASK), (11 & MASK), (12 & MASK), (13 & MASK),  \
+                   (14 & MASK), (15 & MASK))
+#define WQ_GROUP_LUT(id, gs, gz, i) _mm512_mul_ps(_mm512_sub_ps(id, _mm512_set1_ps((gz)[i])), _mm512_set1_ps((gs)[i]))
+
+#define U4_LDOT(p, xb, a, b, lut)                                                                          \
+    do {                                                                                                   \
+        __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                          \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(v_, lut), _mm512_loadu_ps(xb), a);                       \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut), _mm512_loadu_ps((xb) + 16), b); \
+    } while (0)
+#define U2_LDOT(p, xb, a, b, lut)                                                                          \
+    do {                                                                                                   \
+        __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                          \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(v_, lut), _mm512_loadu_ps(xb), a);                       \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 2), lut), _mm512_loadu_ps((xb) + 16), b); \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), lut), _mm512_loadu_ps((xb) + 32), a); \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 6), lut), _mm512_loadu_ps((xb) + 48), b); \
+    } while (0)
+#define U3_LDOT(p, xb, a, b, lut)                                                                          \
+    do {                                                                                                   \
+        __m512i v_ = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)));                          \
+        __m512i h2_ = U3_HIGH2(p);                                                                         \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 0), lut), _mm512_loadu_ps(xb), a);       \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 1), lut), _mm512_loadu_ps((xb) + 16), b); \
+        a = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 2), lut), _mm512_loadu_ps((xb) + 32), a); \
+        b = _mm512_fmadd_ps(_mm512_permutexvar_ps(U3_IDX(v_, h2_, 3), lut), _mm512_loadu_ps((xb) + 48), b); \
+    } while (0)
+
+#define WQ_LUTDOT_DEFINE(NAME, BLK, BBYTES, MASK, LDOT)                                                    \
+    WQ_AVX512_TARGET static void NAME##_r4(const uint8_t *rows, size_t row_bytes, const float *x,          \
+                                           int64_t nblk, int64_t gblk, const float *gs, const float *gz,   \
+                                           int64_t gstride, float *out) {                                  \
+        const __m512 id = WQ_ID16(MASK);                                                                   \
+        const uint8_t *p0 = rows, *p1 = rows + row_bytes, *p2 = rows + 2 * row_bytes,                      \
+                      *p3 = rows + 3 * row_bytes;                                                          \
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,            \
+               a30 = a00, a31 = a00;                                                                       \
+        int64_t g = 0;                                                                                     \
+        for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                 \
+            const __m512 l0 = WQ_GROUP_LUT(id, gs, gz, g), l1 = WQ_GROUP_LUT(id, gs, gz, gstride + g),     \
+                         l2 = WQ_GROUP_LUT(id, gs, gz, 2 * gstride + g),                                   \
+                         l3 = WQ_GROUP_LUT(id, gs, gz, 3 * gstride + g);                                   \
+            int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                              \
+            for (int64_t b = b0; b < b1; b++) {                                                            \
+                const float *xb = x + b * (BLK);                                                           \
+                size_t off = (size_t)b * (BBYTES);                                                         \
+                _mm_prefetch((const char *)(p0 + 4 * row_bytes + 4 * off), _MM_HINT_T0);                   \
+                LDOT(p0 + off, xb, a00, a01, l0);                                                          \
+                LDOT(p1 + off, xb, a10, a11, l1);                                                          \
+                LDOT(p2 + off, xb, a20, a21, l2);                                                          \
+                LDOT(p3 + off, xb, a30, a31, l3);                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a00, a01));                                            \
+        out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a10, a11));                                            \
+        out[2] = _mm512_reduce_add_ps(_mm512_add_ps(a20, a21));                                            \
+        out[3] = _mm512_reduce_add_ps(_mm512_add_ps(a30, a31));                                            \
+    }                                                                                                      \
+    WQ_AVX512_TARGET static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk, int64_t gblk,  \
+                                           const float *gs, const float *gz, float *out) {                 \
+        const __m512 id = WQ_ID16(MASK);                                                                   \
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00;                                                       \
+        int64_t g = 0;                                                                                     \
+        for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                 \
+            const __m512 l0 = WQ_GROUP_LUT(id, gs, gz, g);                                                 \
+            int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                              \
+            for (int64_t b = b0; b < b1; b++) LDOT(p0 + (size_t)b * (BBYTES), x + b * (BLK), a00, a01, l0); \
+        }                                                                                                  \
+        out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a00, a01));                                            \
+    }                                                                                                      \
+    static void NAME(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,       \
+                     int64_t gblk, const float *gs, const float *gz, int64_t gstride, float *out) {        \
+        if (nrows == 4) NAME##_r4(rows, row_bytes, x, nblk, gblk, gs, gz, gstride, out);                   \
+        else NAME##_r1(rows, x, nblk, gblk, gs, gz, out);                                                  \
+    }
+
+WQ_LUTDOT_DEFINE(lutdot_u4, 32, 16, 15, U4_LDOT)
+WQ_LUTDOT_DEFINE(lutdot_u3, 64, 24, 7, U3_LDOT)
+WQ_LUTDOT_DEFINE(lutdot_u2, 64, 16, 3, U2_LDOT)
+
+/* The table path for m, or NULL (U8, float codes, IC grouping). */
+static WqLutDotFn wq_lutdot_fn(const WqMatrix *m) {
+    if (m->gdim != WQ_GROUP_OC && m->gdim != WQ_GROUP_TENSOR) return NULL;
+    switch (m->code) {
+    case WQ_U4: return lutdot_u4;
+    case WQ_U3: return lutdot_u3;
+    case WQ_U2: return lutdot_u2;
+    default: return NULL;
+    }
+}
+
 static WqRowDotFn wq_rowdot_fn(const WqMatrix *m) {
     switch (m->code) {
     case WQ_U8: return m->sym ? rowdot_u8s : rowdot_u8a;
@@ -484,6 +587,7 @@ int wq_gemv_fast_ok(const WqMatrix *m) {
 typedef struct GemvTask {
     const WqMatrix *m;
     WqRowDotFn fn;
+    WqLutDotFn lfn;          /* table path (U4/U3/U2, OC or tensor groups), else NULL */
     const float *x;          /* (kp) zero-padded input, or the IC blocks' pre-scaled copies */
     int64_t x_stride;        /* floats between IC blocks' copies (0 when shared) */
     int64_t ic_rows;         /* rows per IC block (IC grouping), else 0 */
@@ -507,6 +611,16 @@ static void gemv_rows(void *arg, int64_t b, int64_t e, int tid) {
             int nr = (o1 - o == 4 && same_x) ? 4 : 1;
             const uint8_t *rows = m->codes + (size_t)o * m->row_bytes;
             float out[4];
+            if (t->lfn) {
+                int64_t gpr = m->gdim == WQ_GROUP_OC && m->group ? m->k / m->group : 1;
+                int64_t gblk = m->gdim == WQ_GROUP_OC && m->group ? m->group / be : nblk;
+                int64_t g0 = m->gdim == WQ_GROUP_OC ? o * gpr : 0;
+                t->lfn(rows, m->row_bytes, nr, t->x, nblk, gblk, m->scale + g0, m->zero + g0,
+                       m->gdim == WQ_GROUP_OC ? gpr : 0, out);
+                for (int r = 0; r < nr; r++) t->y[o + r] = out[r];
+                o += nr;
+                continue;
+            }
             switch (m->gdim) {
             case WQ_GROUP_TENSOR:
                 t->fn(rows, m->row_bytes, nr, t->x, nblk, nblk, m->scale, 0, out);
@@ -570,7 +684,7 @@ static void gemv_ic_prescale(void *arg, int64_t b, int64_t e, int tid) {
 }
 
 void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
-    GemvTask t = {m, wq_rowdot_fn(m), NULL, 0, 0, NULL, NULL, y};
+    GemvTask t = {m, wq_rowdot_fn(m), wq_lutdot_fn(m), NULL, 0, 0, NULL, NULL, y};
     float *buf = NULL, *zterm = NULL, *xsum = NULL;
     int64_t nq = (m->n + 3) / 4;
     if (m->gdim == WQ_GROUP_IC) {
@@ -590,7 +704,7 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
         memcpy(buf, x, (size_t)m->k * sizeof *x);
         for (int64_t i = m->k; i < m->kp; i++) buf[i] = 0.0f;
         t.x = buf;
-        if (wq_is_int(m->code) && !m->sym) {
+        if (wq_is_int(m->code) && !m->sym && !t.lfn) {
             int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : m->k;
             int64_t ng = m->k / glen;
             xsum = malloc((size_t)ng * sizeof *xsum);
