@@ -32,10 +32,12 @@
  *
  * Single-token (T == 1) products run a GEMV that decodes the codes in
  * registers (AVX-512) and accumulates per group before applying the group
- * scale; IC grouping pre-scales x once per block of rows instead. Symmetric
- * codes are decoded centred (u - z by table), so the float error is the
- * usual summation-order error on Σ|w·x|; asymmetric ones subtract
- * Σ_g s·z·Σx afterwards, whose rounding scales with s·z·Σ|x| instead. Batches
+ * scale; IC grouping pre-scales x once per block of rows instead. int4/3/2
+ * codes under OC or tensor grouping decode through a per-group 16-entry table
+ * of the exactly dequantized values s·(u - z) (vpermps), so the GEMV only adds
+ * summation-order error on Σ|w·x|. Symmetric int8 and IC-grouped symmetric
+ * codes decode u - z directly; asymmetric int8 and IC-grouped asymmetric
+ * codes subtract Σ s·z·x afterwards, whose rounding scales with s·z·Σ|x|. Batches
  * dequantize tiles of rows to float and run a float GEMM on them. Every fast path
  * has the scalar wq_gemv_ref twin (exact dequant, double accumulation). */
 #ifndef QS_KERNELS_WQ_GEMM_H
