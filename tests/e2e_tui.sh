@@ -123,7 +123,9 @@ keys Enter
 wait_for "Plan: int4-rtn"
 has "I4a/oc64"
 has "I4a/oc4"
-keys G l l l l l l
+keys G
+wait_for "embed [F16]"
+keys k l l l l l l
 wait_for "[I4a/oc4]"
 n=0
 while ! screen | grep -qF "[F16]"; do
@@ -168,6 +170,21 @@ has "down"
 keys 4
 wait_for "[F16]"
 has "budget"
+# AQLM from the format cycle (down's 172 inputs take the preset's 1x8g4), its
+# M key, the output head as a cell, all undone again.
+keys F F
+wait_for "[AQ1x8g4"
+has "does not divide 172"
+keys x
+wait_for "[AQ2x8g4"
+keys j
+wait_for "output [F16]"
+keys f
+wait_for "output [BF16"
+keys u u u u
+wait_for "output [F16]"
+keys k
+wait_for "[F16]"
 keys 3
 wait_for "output error"
 keys 6

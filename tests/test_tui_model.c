@@ -264,13 +264,281 @@ static void test_plan_edit(void) {
     CHECK(pe_next_format(QF_F16, 1) == QF_BF16 && pe_next_format(QF_F16, -1) == QF_F32);
     CHECK(pe_next_format(QF_F32, 1) == QF_F16 && pe_next_format(QF_INT4, 1) == QF_INT3);
     CHECK(pe_next_dim(GROUP_OC) == GROUP_IC && pe_next_dim(GROUP_TENSOR) == GROUP_OC);
-    CHECK(pe_next_group(0, 64, 1) == 8 && pe_next_group(32, 64, 1) == 0 && pe_next_group(0, 64, -1) == 32);
-    CHECK(pe_next_group(0, 172, 1) == 0);          /* no power of two >= 8 divides 172 */
-    CHECK(pe_next_group(4, 64, 1) == 8 && pe_next_group(128, 64, -1) == 32);
+    CHECK(pe_next_format(QF_INT2, 1) == QF_AQLM && pe_next_format(QF_AQLM, 1) == QF_F32);
+    CHECK(pe_next_format(QF_F32, -1) == QF_AQLM);
+    int64_t o5[] = {0, 4, 8, 16, 32};
+    CHECK(pe_next_group(0, o5, 5, 1) == 4 && pe_next_group(32, o5, 5, 1) == 0 && pe_next_group(0, o5, 5, -1) == 32);
+    CHECK(pe_next_group(128, o5, 5, -1) == 32 && pe_next_group(6, o5, 5, 1) == 8 && pe_next_group(6, o5, 5, -1) == 4);
+    CHECK(pe_next_group(7, o5, 0, 1) == 7);
     CHECK(pe_fit_group(128, 172) == 4 && pe_fit_group(128, 64) == 64 && pe_fit_group(32, 172) == 4);
     CHECK(pe_fit_group(64, 688) == 16 && pe_fit_group(3, 7) == 0);
     CHECK(pe_next_method(QM_ADADIM) == QM_RTN && pe_next_act(ACT_FP8_E5M2) == ACT_NONE);
     plan_grid_done(&fp16);
+    plan_edit_done(&pe);
+}
+
+static int64_t aqlm_lin_bits(const PlanModel *pm, const AqlmParams *a, const AqlmParams *down) {
+    int64_t bits = 0;
+    for (int p = 0; p < PLAN_NPROJ; p++) {
+        int64_t n_out, n_in;
+        plan_proj_shape(pm, p, &n_out, &n_in);
+        bits += (int64_t)aqlm_bits(p == PLAN_DOWN ? down : a, n_out, n_in);
+    }
+    return bits * pm->n_layers;
+}
+
+/* AQLM per entry: the format cycle, the preset's fallback, M/B/g edits, and
+ * the size the budget bar shows. */
+static void test_plan_aqlm(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    AqlmParams f;
+    CHECK(pe_fit_aqlm(&(AqlmParams){2, 8, 8}, 64, &f) == 0 && f.M == 2 && f.B == 8 && f.g == 8);
+    CHECK(pe_fit_aqlm(&(AqlmParams){2, 8, 8}, 172, &f) == 1 && f.M == 1 && f.B == 8 && f.g == 4);
+    CHECK(pe_fit_aqlm(&(AqlmParams){1, 16, 8}, 172, &f) == 1 && f.M == 1 && f.B == 8 && f.g == 4);
+    CHECK(pe_fit_aqlm(&(AqlmParams){2, 8, 8}, 171, &f) == 1 && f.M == 1 && f.B == 6 && f.g == 3); /* docs/aqlm.md */
+    CHECK(pe_fit_aqlm(&(AqlmParams){1, 1, 8}, 172, &f) == -1); /* 1/8 code bit: no g' < 8 keeps it */
+
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
+    /* Everything to aqlm as the view does it (f past int2): down falls back like aqlm-2x8. */
+    PlanEntry e = *plan_edit_cell(&pe, 0, 0);
+    e.w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
+    e.method = QM_AQLM;
+    e.aqlm = PE_AQLM_DEFAULT;
+    PeResult r;
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, 0, NULL, PF_FMT | PF_METHOD | PF_GROUP, &e, &r, &err), err);
+    CHECK(r.changed == 35 && r.fallbacks == 5);
+    CHECK(strstr(r.note, "5 cells 1x8g4: g8 does not divide 172, same code bits") != NULL);
+    const PlanEntry *d = plan_edit_cell(&pe, 3, PLAN_DOWN);
+    CHECK(d->method == QM_AQLM && d->aqlm.M == 1 && d->aqlm.B == 8 && d->aqlm.g == 4);
+    char code[48];
+    CHECK(strcmp(plan_entry_code(plan_edit_cell(&pe, 0, PLAN_Q), code, sizeof code), "AQ2x8g8") == 0);
+    /* The same grid as the aqlm-2x8 preset, and the budget counts its exact bits. */
+    Plan pre, p;
+    CHECK_OK(plan_preset(&pre, "aqlm-2x8", NULL, &pm, &err), err);
+    PlanEdit pe2;
+    CHECK_OK(plan_edit_init(&pe2, &pm, &pre, &err), err);
+    for (int64_t i = 0; i < 35; i++) CHECK(plan_entry_equal(&pe2.cur.cells[i], &pe.cur.cells[i]));
+    plan_edit_done(&pe2);
+    plan_done(&pre);
+    CHECK_OK(plan_edit_to_plan(&pe, &p, &err), err);
+    PlanSize ps;
+    CHECK_OK(plan_size(&p, &pm, NULL, &ps, &err), err);
+    CHECK(ps.lin_bits == aqlm_lin_bits(&pm, &(AqlmParams){2, 8, 8}, &(AqlmParams){1, 8, 4}));
+    /* by hand: q, o 65536 + 8192 + 1024; k, v 65536 + 4096 + 512; gate, up 65536 + 22016 + 2752;
+     * down (1x8g4) 16384 + 22016 + 1024 (docs/aqlm.md) */
+    CHECK(ps.lin_bits == 5 * (2 * 74752 + 2 * 70144 + 2 * 90304 + 39424));
+    plan_done(&p);
+
+    /* M up on everything: only M changes, each cell keeps its B and g. */
+    PlanEntry m3 = e;
+    m3.aqlm.M = 3;
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, 0, NULL, PE_AQLM_M, &m3, &r, &err), err);
+    CHECK(r.changed == 35 && r.fallbacks == 0);
+    d = plan_edit_cell(&pe, 1, PLAN_DOWN);
+    CHECK(d->aqlm.M == 3 && d->aqlm.B == 8 && d->aqlm.g == 4);
+    CHECK(plan_edit_cell(&pe, 1, PLAN_UP)->aqlm.g == 8 && plan_edit_cell(&pe, 1, PLAN_UP)->aqlm.M == 3);
+    /* B 16 with M 3 would exceed 32 bits per group: clamped to B 10. */
+    PlanEntry b16 = m3;
+    b16.aqlm.B = 16;
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 0, PLAN_Q, NULL, PE_AQLM_B, &b16, &r, &err), err);
+    CHECK(plan_edit_cell(&pe, 0, PLAN_Q)->aqlm.B == 10);
+    /* g 8 on the down column: 172 falls back to the same code bits (3*8/8 = 3 -> 1x12g4). */
+    PlanEntry g8 = m3;
+    g8.aqlm.g = 8;
+    CHECK_OK(plan_edit_apply(&pe, PE_COL, 0, PLAN_DOWN, NULL, PE_AQLM_G, &g8, &r, &err), err);
+    d = plan_edit_cell(&pe, 0, PLAN_DOWN);
+    CHECK(r.fallbacks == 5 && d->aqlm.M == 1 && d->aqlm.B == 12 && d->aqlm.g == 4);
+    /* AQLM edits leave other formats alone. */
+    PlanEntry i4 = e;
+    i4.w = (QParams){QF_INT4, 1, GROUP_OC, 0};
+    i4.method = QM_RTN;
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 2, PLAN_K, NULL, PF_FMT | PF_METHOD | PF_GROUP, &i4, &r, &err), err);
+    CHECK(r.changed == 1 && plan_edit_cell(&pe, 2, PLAN_K)->method == QM_RTN);
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, 0, NULL, PE_AQLM_M, &e, &r, &err), err);
+    CHECK(r.changed == 34 && plan_edit_cell(&pe, 2, PLAN_K)->w.fmt == QF_INT4);
+    /* A format-only edit keeps format and method consistent both ways. */
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 2, 0, NULL, PF_FMT, &i4, &r, &err), err);
+    CHECK(plan_edit_cell(&pe, 2, PLAN_Q)->w.fmt == QF_INT4 && plan_edit_cell(&pe, 2, PLAN_Q)->method == QM_RTN);
+    PlanEntry aq_fmt_only = i4;
+    aq_fmt_only.w.fmt = QF_AQLM;
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 2, PLAN_DOWN, NULL, PF_FMT, &aq_fmt_only, &r, &err), err);
+    d = plan_edit_cell(&pe, 2, PLAN_DOWN);
+    CHECK(d->method == QM_AQLM && d->aqlm.M == 1 && d->aqlm.B == 8 && d->aqlm.g == 4 && r.fallbacks == 1);
+    CHECK_OK(plan_edit_to_plan(&pe, &p, &err), err);
+    CHECK_OK(plan_validate(&p, &pm, &err), err);
+    plan_done(&p);
+    /* Group options of an aqlm cell: divisors of the input up to 64. */
+    int64_t opts[80];
+    int k = pe_group_options(plan_edit_cell(&pe, 0, PLAN_DOWN), 64, 172, opts, 80);
+    CHECK(k == 4 && opts[0] == 1 && opts[1] == 2 && opts[2] == 4 && opts[3] == 43);
+    k = pe_scope_group_options(&pe, PE_ALL, 0, PLAN_Q, NULL, plan_edit_cell(&pe, 0, PLAN_Q), opts, 80);
+    CHECK(k == 3 && opts[0] == 1 && opts[2] == 4); /* common to 64 and 172 */
+    plan_edit_done(&pe);
+}
+
+/* Group sizes +/- offers: every multiple of 4 dividing the grouped dimension. */
+static void test_plan_groups(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    PlanEntry e;
+    plan_entry_default(&e);
+    e.w = (QParams){QF_INT4, 1, GROUP_OC, 0};
+    int64_t o[80];
+    int k = pe_group_options(&e, 64, 64, o, 80);
+    CHECK(k == 5 && o[0] == 0 && o[1] == 4 && o[2] == 8 && o[3] == 16 && o[4] == 32);
+    k = pe_group_options(&e, 64, 172, o, 80);       /* down along OC: 172 = 4·43 */
+    CHECK(k == 2 && o[0] == 0 && o[1] == 4);
+    e.w.dim = GROUP_IC;
+    k = pe_group_options(&e, 172, 64, o, 80);       /* gate along IC: groups of output rows */
+    CHECK(k == 2 && o[1] == 4);
+    k = pe_group_options(&e, 11008, 4096, o, 80);   /* 11008 = 2^8·43 */
+    CHECK(k == 14 && o[1] == 4 && o[5] == 64 && o[7] == 172 && o[8] == 256 && o[13] == 5504);
+    e.method = QM_ADADIM;
+    k = pe_group_options(&e, 64, 172, o, 80);       /* both dims: gcd 4 */
+    CHECK(k == 2 && o[1] == 4);
+    e.w.dim = GROUP_TENSOR;
+    CHECK(pe_group_options(&e, 64, 64, o, 80) == 0);
+    e.w = (QParams){QF_F16, 1, GROUP_OC, 0};
+    CHECK(pe_group_options(&e, 64, 64, o, 80) == 0);
+
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
+    PlanEntry i4 = *plan_edit_cell(&pe, 0, 0);
+    i4.w = (QParams){QF_INT4, 1, GROUP_OC, 0};
+    PeResult r;
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, 0, NULL, PF_FMT | PF_GROUP, &i4, &r, &err), err);
+    /* The q column offers q's sizes; everything only those valid for down too. */
+    k = pe_scope_group_options(&pe, PE_COL, 0, PLAN_Q, NULL, &i4, o, 80);
+    CHECK(k == 5 && o[4] == 32);
+    k = pe_scope_group_options(&pe, PE_ALL, 0, PLAN_Q, NULL, &i4, o, 80);
+    CHECK(k == 2 && o[0] == 0 && o[1] == 4);
+    /* fp16 cells have no groups and do not restrict the choice. */
+    PlanEntry f16 = i4;
+    f16.w.fmt = QF_F16;
+    CHECK_OK(plan_edit_apply(&pe, PE_COL, 0, PLAN_DOWN, NULL, PF_FMT, &f16, &r, &err), err);
+    k = pe_scope_group_options(&pe, PE_ALL, 0, PLAN_Q, NULL, &i4, o, 80);
+    CHECK(k == 5);
+    /* A group of 4 on a preset's fallback is reachable: -, - from per-channel on down. */
+    CHECK_OK(plan_edit_apply(&pe, PE_COL, 0, PLAN_DOWN, NULL, PF_FMT, &i4, &r, &err), err);
+    k = pe_scope_group_options(&pe, PE_CELL, 1, PLAN_DOWN, NULL, plan_edit_cell(&pe, 1, PLAN_DOWN), o, 80);
+    CHECK(k == 2 && pe_next_group(0, o, k, -1) == 4);
+    plan_edit_done(&pe);
+
+    /* Where the common sizes offer no choice, the cursor cell's own are used
+     * (others fall back visibly): down's 170 has no multiple of 4. */
+    PlanModel odd = pm;
+    odd.hidden_dim = 170;
+    CHECK_OK(plan_edit_init(&pe, &odd, NULL, &err), err);
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, 0, NULL, PF_FMT | PF_GROUP, &i4, &r, &err), err);
+    k = pe_scope_group_options(&pe, PE_ROW, 0, PLAN_Q, NULL, &i4, o, 80);
+    CHECK(k == 5 && o[4] == 32);
+    PlanEntry g32 = i4;
+    g32.w.group = 32;
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 0, PLAN_Q, NULL, PF_GROUP, &g32, &r, &err), err);
+    CHECK(r.changed == 6 && r.fallbacks == 1 && plan_edit_cell(&pe, 0, PLAN_DOWN)->w.group == 0);
+    CHECK(strstr(r.note, "group 32 does not divide 170: 1 cell use per-channel") != NULL);
+    plan_edit_done(&pe);
+}
+
+/* The embedding and the output head are edited like cells. */
+static void test_plan_ends(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    pm.tied_embeddings = 0;
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
+    CHECK(pe_next_end_format(QF_F16, 1) == QF_BF16 && pe_next_end_format(QF_INT8, 1) == QF_INT4);
+    CHECK(pe_next_end_format(QF_INT4, 1) == QF_F32 && pe_next_end_format(QF_F32, 1) == QF_F16);
+    CHECK(pe_next_end_format(QF_F16, -1) == QF_F32 && pe_next_end_format(QF_INT3, 1) == QF_F16);
+    PlanEntry e = *plan_edit_end(&pe, PE_END_OUTPUT);
+    e.w = (QParams){QF_INT4, 1, GROUP_OC, 128};
+    e.act = ACT_INT8;                                /* not taken: ends get format and grouping only */
+    e.method = QM_GPTQ;
+    PeResult r;
+    CHECK_OK(plan_edit_apply_end(&pe, PE_END_OUTPUT, PF_ALL, &e, &r, &err), err);
+    const PlanEntry *o = plan_edit_end(&pe, PE_END_OUTPUT);
+    CHECK(r.changed == 1 && r.fallbacks == 1 && o->w.fmt == QF_INT4 && o->w.group == 64); /* dim 64 */
+    CHECK(o->act == ACT_NONE && o->method == QM_RTN);
+    CHECK(plan_edit_end(&pe, PE_END_EMBED)->w.fmt == QF_F16);
+    e.w = (QParams){QF_FP8_E4M3, 1, GROUP_TENSOR, 0};
+    CHECK_OK(plan_edit_apply_end(&pe, PE_END_EMBED, PF_FMT | PF_GROUP, &e, &r, &err), err);
+    CHECK(plan_edit_end(&pe, PE_END_EMBED)->w.fmt == QF_FP8_E4M3 && pe.cur.n_edits == 2);
+    Plan p;
+    CHECK_OK(plan_edit_to_plan(&pe, &p, &err), err);
+    CHECK_OK(plan_validate(&p, &pm, &err), err);
+    CHECK(p.output.w.fmt == QF_INT4 && p.embed.w.fmt == QF_FP8_E4M3);
+    PlanSize ps, ps16;
+    CHECK_OK(plan_size(&p, &pm, NULL, &ps, &err), err);
+    plan_done(&p);
+    CHECK(plan_edit_undo(&pe) && plan_edit_undo(&pe));
+    CHECK(plan_edit_end(&pe, PE_END_OUTPUT)->w.fmt == QF_F16);
+    CHECK_OK(plan_edit_to_plan(&pe, &p, &err), err);
+    CHECK_OK(plan_size(&p, &pm, NULL, &ps16, &err), err);
+    plan_done(&p);
+    /* the budget sees it */
+    CHECK(ps.lin_bits == ps16.lin_bits);
+    /* (fp16 -> int4 with one fp16 scale per row of 64) + (fp16 -> fp8 with one fp16 scale) */
+    CHECK(ps16.all_bits - ps.all_bits == (int64_t)512 * 64 * (16 - 4) - 512 * 16 + (512 * 64 * (16 - 8) - 16));
+    plan_edit_done(&pe);
+}
+
+/* The grid fits long codes into 80 and 100 columns. */
+static void test_plan_grid_fit(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
+    PlanEntry e = *plan_edit_cell(&pe, 0, 0);
+    e.w = (QParams){QF_INT4, 1, GROUP_IC, 8};
+    e.method = QM_GPTQ;
+    e.act = ACT_INT8;
+    char c[48];
+    CHECK(strcmp(plan_entry_code(&e, c, sizeof c), "I4/ic8\xc2\xb7G\xc2\xb7" "A8") == 0);
+    CHECK(strcmp(pe_cell_code(&e, 1, c, sizeof c), "I4/ic8\xc2\xb7GA") == 0);
+    CHECK(strcmp(pe_cell_code(&e, 2, c, sizeof c), "I4/ic8+") == 0);
+    PlanEntry t = e;
+    t.method = QM_RTN;
+    t.act_gran = ACT_PER_TOKEN;
+    t.w = (QParams){QF_INT8, 1, GROUP_OC, 0};
+    CHECK(strcmp(pe_cell_code(&t, 0, c, sizeof c), "I8/oc\xc2\xb7" "A8t") == 0);
+    CHECK(strcmp(pe_cell_code(&t, 1, c, sizeof c), "I8/oc\xc2\xb7" "A") == 0);
+    CHECK(strcmp(pe_cell_code(plan_edit_cell(&pe, 0, 0), 2, c, sizeof c), "F16") == 0);
+    CHECK(pe_text_width("I4/ic8\xc2\xb7GA") == 9);
+    CHECK(pe_code_legend(0)[0] == 0 && strstr(pe_code_legend(1), "G GPTQ") != NULL);
+
+    /* fp16 everywhere: full codes, columns widened to 12 at 100 columns. */
+    Layout l;
+    PeGridFit f;
+    layout_screen(&l, 100, 30, 0);
+    pe_grid_fit(&pe, l.main.w - 1, 0, &f);
+    CHECK(f.level == 0 && f.label_w == 5 && f.col_w[0] == 12 && f.col_w[6] == 12 && f.n_vis_cols == 7);
+    /* One long column at 80x24: it gets its width, the others share the rest. */
+    PeResult r;
+    CHECK_OK(plan_edit_apply(&pe, PE_COL, 0, PLAN_DOWN, NULL, PF_ALL, &e, &r, &err), err);
+    layout_screen(&l, 80, 24, 0);
+    CHECK(l.main.w == 80);
+    pe_grid_fit(&pe, l.main.w - 1, 0, &f);
+    CHECK(f.level == 0 && f.col_w[PLAN_DOWN] == 13 && f.col_w[0] == 10 && f.n_vis_cols == 7);
+    /* Every cell I4/ic8·G·A8: full at 100x30, abbreviated to "I4/ic8+" at 80x24. */
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, 0, NULL, PF_ALL, &e, &r, &err), err);
+    layout_screen(&l, 100, 30, 0);
+    pe_grid_fit(&pe, l.main.w - 1, 6, &f);
+    CHECK(f.level == 0 && f.col_w[0] == 13 && f.first_col == 0 && f.n_vis_cols == 7);
+    CHECK(f.label_w + 6 * 13 + 11 + 1 <= l.main.w); /* the cursor's closing bracket fits */
+    layout_screen(&l, 80, 24, 0);
+    pe_grid_fit(&pe, l.main.w - 1, 6, &f);
+    CHECK(f.level == 2 && f.col_w[0] == 10 && f.first_col == 0 && f.n_vis_cols == 7);
+    /* Narrower than any level: the columns scroll to keep the cursor's in view. */
+    pe_grid_fit(&pe, 40, 6, &f);
+    CHECK(f.level == 2 && f.col_w[0] == 9 && f.first_col == 3 && f.n_vis_cols == 4);
+    pe_grid_fit(&pe, 40, 0, &f);
+    CHECK(f.first_col == 0 && f.n_vis_cols == 4);
     plan_edit_done(&pe);
 }
 
@@ -373,6 +641,10 @@ int main(void) {
     test_layout();
     test_keys();
     test_plan_edit();
+    test_plan_aqlm();
+    test_plan_groups();
+    test_plan_ends();
+    test_plan_grid_fit();
     test_jobs();
     test_results();
     return testlib_done("test_tui_model");

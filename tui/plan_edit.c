@@ -45,6 +45,11 @@ void plan_entry_take(PlanEntry *dst, const PlanEntry *src, unsigned fields) {
         dst->act_skip_first = src->act_skip_first;
     }
     if (fields & PF_SMOOTH) dst->smooth_alpha = src->smooth_alpha;
+    if ((fields & PE_AQLM_ANY) && dst->w.fmt == QF_AQLM) {
+        if (fields & PE_AQLM_M) dst->aqlm.M = src->aqlm.M;
+        if (fields & PE_AQLM_B) dst->aqlm.B = src->aqlm.B;
+        if (fields & PE_AQLM_G) dst->aqlm.g = src->aqlm.g;
+    }
 }
 
 /* === Grid snapshots === */
@@ -171,15 +176,104 @@ int64_t pe_fit_group(int64_t g, int64_t n) {
     return 0;
 }
 
-/* Makes e's group size valid for an (n_out, n_in) matrix; returns 1 if it changed. */
-static int fix_group(PlanEntry *e, int64_t n_out, int64_t n_in) {
+int pe_fit_aqlm(const AqlmParams *ap, int64_t n_in, AqlmParams *out) {
+    *out = *ap;
+    if (n_in > 0 && n_in % ap->g == 0) return 0;
+    int code_x_g = ap->M * ap->B; /* code bits per weight times g */
+    for (int g = ap->g - 1; g >= 1; g--) {
+        if (n_in % g != 0 || (code_x_g * g) % ap->g != 0) continue;
+        int B = code_x_g * g / ap->g;
+        if (B < 1 || B > 16) continue;
+        *out = (AqlmParams){1, B, g};
+        return 1;
+    }
+    return -1;
+}
+
+/* Why a cell's entry was changed after taking the edit. */
+typedef enum { FIX_NONE, FIX_GROUP, FIX_AQLM, FIX_AQLM_F16 } FixKind;
+
+/* Makes e consistent and valid for an (n_out, n_in) matrix: format and
+ * method aqlm go together (was_aqlm: the cell was aqlm before the edit, so
+ * it keeps its parameters), M·B stays <= 32, and group sizes fall back. */
+static FixKind fix_cell(PlanEntry *e, int was_aqlm, int64_t n_out, int64_t n_in) {
+    if (e->w.fmt == QF_AQLM) {
+        if (e->method != QM_AQLM || !was_aqlm) {
+            if (e->method != QM_AQLM) e->aqlm = PE_AQLM_DEFAULT;
+            e->method = QM_AQLM;
+        }
+        e->w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
+        if (e->aqlm.M < 1) e->aqlm.M = 1;
+        if (e->aqlm.B < 1) e->aqlm.B = 1;
+        if (e->aqlm.B > 16) e->aqlm.B = 16;
+        if (e->aqlm.M * e->aqlm.B > 32) e->aqlm.B = 32 / e->aqlm.M;
+        if (e->aqlm.g < 1 || e->aqlm.g > 64) e->aqlm.g = 8;
+        AqlmParams f;
+        int r = pe_fit_aqlm(&e->aqlm, n_in, &f);
+        if (r == 0) return FIX_NONE;
+        if (r > 0) {
+            e->aqlm = f;
+            return FIX_AQLM;
+        }
+        e->w = (QParams){QF_F16, 1, GROUP_OC, 0};
+        e->method = QM_RTN;
+        return FIX_AQLM_F16;
+    }
+    if (e->method == QM_AQLM) e->method = QM_RTN;
     const QFormatTraits *t = qformat_traits(e->w.fmt);
-    if (!t || !t->needs_scale || e->w.dim == GROUP_TENSOR || e->w.group == 0) return 0;
+    if (!t || !t->needs_scale || e->w.dim == GROUP_TENSOR || e->w.group == 0) return FIX_NONE;
     int64_t g = e->w.group, ng;
     if (e->method == QM_ADADIM) ng = pe_fit_group(pe_fit_group(g, n_in), n_out);
     else ng = pe_fit_group(g, e->w.dim == GROUP_OC ? n_in : n_out);
     e->w.group = ng;
-    return ng != g;
+    return ng != g ? FIX_GROUP : FIX_NONE;
+}
+
+/* Accumulates the note of an edit's fallbacks (the last one of each kind). */
+typedef struct FixNote {
+    int64_t n_group, n_aqlm;
+    int64_t g_from, g_to, g_dim;
+    AqlmParams a_from, a_to;
+    int64_t a_dim;
+    int a_f16;
+} FixNote;
+
+static void fix_cell_note(FixNote *fn, FixKind k, const PlanEntry *before, const PlanEntry *after, int64_t n_out,
+                          int64_t n_in) {
+    if (k == FIX_GROUP) {
+        fn->n_group++;
+        fn->g_from = before->w.group;
+        fn->g_to = after->w.group;
+        fn->g_dim = after->method == QM_ADADIM ? 0 : after->w.dim == GROUP_OC ? n_in : n_out;
+    } else if (k == FIX_AQLM || k == FIX_AQLM_F16) {
+        fn->n_aqlm++;
+        fn->a_from = before->aqlm;
+        fn->a_to = after->aqlm;
+        fn->a_dim = n_in;
+        fn->a_f16 = k == FIX_AQLM_F16;
+    }
+}
+
+static void fix_note_text(const FixNote *fn, PeResult *r) {
+    size_t len = 0;
+    r->fallbacks = fn->n_group + fn->n_aqlm;
+    r->note[0] = 0;
+    if (fn->n_group) {
+        char dim[48];
+        if (fn->g_dim) snprintf(dim, sizeof dim, "%lld", (long long)fn->g_dim);
+        else snprintf(dim, sizeof dim, "both dims (adadim)");
+        len += (size_t)snprintf(r->note, sizeof r->note, "group %lld does not divide %s: %lld cell%s use %s%lld",
+                                (long long)fn->g_from, dim, (long long)fn->n_group, fn->n_group == 1 ? "" : "s",
+                                fn->g_to ? "group " : "per-channel, group ", (long long)fn->g_to);
+    }
+    if (fn->n_aqlm && len < sizeof r->note) {
+        char to[24];
+        if (fn->a_f16) snprintf(to, sizeof to, "fp16");
+        else snprintf(to, sizeof to, "%dx%dg%d", fn->a_to.M, fn->a_to.B, fn->a_to.g);
+        snprintf(r->note + len, sizeof r->note - len, "%s%lld cell%s %s: g%d does not divide %lld, %s",
+                 len ? "; " : "", (long long)fn->n_aqlm, fn->n_aqlm == 1 ? "" : "s", to, fn->a_from.g,
+                 (long long)fn->a_dim, fn->a_f16 ? "no g keeps the code bits" : "same code bits");
+    }
 }
 
 static int in_scope(PeScope s, int64_t l0, int p0, const unsigned char *marks, int64_t l, int p, int64_t idx) {
@@ -193,13 +287,32 @@ static int in_scope(PeScope s, int64_t l0, int p0, const unsigned char *marks, i
     }
 }
 
+/* Replaces the current grid by g (one undo step) when something changed;
+ * otherwise releases g. */
+static Status commit(PlanEdit *pe, PlanGrid *g, int64_t changed, Err *err) {
+    if (!changed) {
+        plan_grid_done(g);
+        return ST_OK;
+    }
+    Status st = push_undo(pe, err);
+    if (st != ST_OK) {
+        plan_grid_done(g);
+        return st;
+    }
+    g->n_edits++;
+    plan_grid_done(&pe->cur);
+    pe->cur = *g;
+    pe->version++;
+    return ST_OK;
+}
+
 Status plan_edit_apply(PlanEdit *pe, PeScope scope, int64_t layer, int proj, const unsigned char *marks,
                        unsigned fields, const PlanEntry *src, PeResult *res, Err *err) {
     PeResult r = {0};
+    FixNote fn = {0};
     PlanGrid g = {0};
     Status st = grid_dup(pe, &pe->cur, &g, err);
     if (st != ST_OK) return st;
-    int64_t fb_from = 0, fb_to = -1, fb_dim = 0;
     for (int64_t l = 0; l < pe->n_layers; l++)
         for (int p = 0; p < PLAN_NPROJ; p++) {
             int64_t idx = l * PLAN_NPROJ + p;
@@ -208,34 +321,42 @@ Status plan_edit_apply(PlanEdit *pe, PeScope scope, int64_t layer, int proj, con
             plan_entry_take(&e, src, fields);
             int64_t n_out, n_in;
             plan_proj_shape(&pe->pm, p, &n_out, &n_in);
-            int64_t before = e.w.group;
-            if (fix_group(&e, n_out, n_in)) {
-                r.fallbacks++;
-                fb_from = before;
-                fb_to = e.w.group;
-                fb_dim = e.w.dim == GROUP_OC ? n_in : n_out;
-            }
+            PlanEntry taken = e;
+            FixKind k = fix_cell(&e, g.cells[idx].w.fmt == QF_AQLM, n_out, n_in);
+            fix_cell_note(&fn, k, &taken, &e, n_out, n_in);
             if (!plan_entry_equal(&e, &g.cells[idx])) {
                 g.cells[idx] = e;
                 r.changed++;
             }
         }
-    if (r.fallbacks)
-        snprintf(r.note, sizeof r.note, "group %lld does not divide %lld: %lld cell%s use %s%lld", (long long)fb_from,
-                 (long long)fb_dim, (long long)r.fallbacks, r.fallbacks == 1 ? "" : "s",
-                 fb_to ? "group " : "per-channel, group ", (long long)fb_to);
-    if (r.changed) {
-        if ((st = push_undo(pe, err)) != ST_OK) {
-            plan_grid_done(&g);
-            return st;
-        }
-        g.n_edits++;
-        plan_grid_done(&pe->cur);
-        pe->cur = g;
-        pe->version++;
-    } else {
-        plan_grid_done(&g);
+    fix_note_text(&fn, &r);
+    if ((st = commit(pe, &g, r.changed, err)) != ST_OK) return st;
+    if (res) *res = r;
+    return ST_OK;
+}
+
+const PlanEntry *plan_edit_end(const PlanEdit *pe, PeEnd which) {
+    return which == PE_END_EMBED ? &pe->cur.embed : &pe->cur.output;
+}
+
+Status plan_edit_apply_end(PlanEdit *pe, PeEnd which, unsigned fields, const PlanEntry *src, PeResult *res, Err *err) {
+    PeResult r = {0};
+    FixNote fn = {0};
+    PlanGrid g = {0};
+    Status st = grid_dup(pe, &pe->cur, &g, err);
+    if (st != ST_OK) return st;
+    PlanEntry *dst = which == PE_END_EMBED ? &g.embed : &g.output;
+    PlanEntry e = *dst;
+    plan_entry_take(&e, src, fields & (PF_FMT | PF_GROUP));
+    PlanEntry taken = e;
+    FixKind k = fix_cell(&e, 0, pe->pm.vocab_size, pe->pm.dim);
+    fix_cell_note(&fn, k, &taken, &e, pe->pm.vocab_size, pe->pm.dim);
+    if (!plan_entry_equal(&e, dst)) {
+        *dst = e;
+        r.changed = 1;
     }
+    fix_note_text(&fn, &r);
+    if ((st = commit(pe, &g, r.changed, err)) != ST_OK) return st;
     if (res) *res = r;
     return ST_OK;
 }
@@ -315,25 +436,98 @@ fail:
 
 /* === Value cycling === */
 
-static const QFormat fmt_order[] = {QF_F16,  QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2, QF_INT8, QF_INT6,
-                                    QF_INT5, QF_INT4, QF_INT3,     QF_INT2,     QF_F32};
-#define N_FMT_ORDER ((int)(sizeof fmt_order / sizeof fmt_order[0]))
+static const QFormat fmt_order[] = {QF_F16,  QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2, QF_INT8, QF_INT6, QF_INT5,
+                                    QF_INT4, QF_INT3, QF_INT2,     QF_AQLM,     QF_F32};
+static const QFormat end_order[] = {QF_F16, QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2, QF_INT8, QF_INT4, QF_F32};
+
+static QFormat next_in(const QFormat *order, int n, QFormat f, int dir) {
+    int i = 0;
+    while (i < n && order[i] != f) i++;
+    if (i == n) return order[0];
+    return order[((i + (dir < 0 ? -1 : 1)) % n + n) % n];
+}
 
 QFormat pe_next_format(QFormat f, int dir) {
-    int i = 0;
-    while (i < N_FMT_ORDER && fmt_order[i] != f) i++;
-    if (i == N_FMT_ORDER) return fmt_order[0];
-    return fmt_order[((i + (dir < 0 ? -1 : 1)) % N_FMT_ORDER + N_FMT_ORDER) % N_FMT_ORDER];
+    return next_in(fmt_order, (int)(sizeof fmt_order / sizeof fmt_order[0]), f, dir);
+}
+
+QFormat pe_next_end_format(QFormat f, int dir) {
+    return next_in(end_order, (int)(sizeof end_order / sizeof end_order[0]), f, dir);
 }
 
 GroupDim pe_next_dim(GroupDim d) { return d == GROUP_OC ? GROUP_IC : d == GROUP_IC ? GROUP_TENSOR : GROUP_OC; }
 
-int64_t pe_next_group(int64_t g, int64_t n, int dir) {
-    int64_t opts[16];
+static int64_t gcd64(int64_t a, int64_t b) {
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+int pe_group_options(const PlanEntry *e, int64_t n_out, int64_t n_in, int64_t *opts, int cap) {
     int k = 0;
-    opts[k++] = 0;
-    for (int64_t s = 8; s <= 1024; s *= 2)
-        if (n > 0 && n % s == 0 && s < n) opts[k++] = s;
+    if (e->w.fmt == QF_AQLM) {
+        for (int64_t g = 1; g <= 64 && k < cap; g++)
+            if (n_in % g == 0) opts[k++] = g;
+        return k;
+    }
+    const QFormatTraits *t = qformat_traits(e->w.fmt);
+    if (!t || !t->needs_scale || e->w.dim == GROUP_TENSOR) return 0;
+    /* a group as long as the whole grouped dimension is per-channel (0) */
+    int64_t n = e->method == QM_ADADIM ? gcd64(n_in, n_out) : e->w.dim == GROUP_OC ? n_in : n_out;
+    int64_t lim = e->method == QM_ADADIM ? (n_in < n_out ? n_in : n_out) : n;
+    if (k < cap) opts[k++] = 0;
+    for (int64_t d = 4; d <= n && d < lim && k < cap; d += 4)
+        if (n % d == 0) opts[k++] = d;
+    return k;
+}
+
+#define PE_MAX_OPTS 512
+
+int pe_scope_group_options(const PlanEdit *pe, PeScope scope, int64_t layer, int proj, const unsigned char *marks,
+                           const PlanEntry *src, int64_t *opts, int cap) {
+    int aqlm = src->w.fmt == QF_AQLM;
+    int64_t own[PE_MAX_OPTS], cell[PE_MAX_OPTS];
+    int64_t n_out, n_in;
+    plan_proj_shape(&pe->pm, proj, &n_out, &n_in);
+    int n_own = pe_group_options(src, n_out, n_in, own, PE_MAX_OPTS);
+    int64_t common[PE_MAX_OPTS];
+    int n_common = n_own;
+    memcpy(common, own, (size_t)n_own * sizeof *own);
+    for (int64_t l = 0; l < pe->n_layers; l++)
+        for (int p = 0; p < PLAN_NPROJ; p++) {
+            int64_t idx = l * PLAN_NPROJ + p;
+            if (!in_scope(scope, layer, proj, marks, l, p, idx)) continue;
+            PlanEntry e = pe->cur.cells[idx];
+            if (aqlm) {
+                if (e.w.fmt != QF_AQLM) continue; /* the edit leaves it alone */
+            } else {
+                plan_entry_take(&e, src, PF_GROUP);
+                if (e.w.fmt == QF_AQLM) continue;
+            }
+            plan_proj_shape(&pe->pm, p, &n_out, &n_in);
+            int nc = pe_group_options(&e, n_out, n_in, cell, PE_MAX_OPTS);
+            if (nc == 0) continue; /* no groups there (fp16, per-tensor) */
+            int w = 0;
+            for (int i = 0; i < n_common; i++)
+                for (int j = 0; j < nc; j++)
+                    if (cell[j] == common[i]) {
+                        common[w++] = common[i];
+                        break;
+                    }
+            n_common = w;
+        }
+    const int64_t *use = n_common >= 2 ? common : own;
+    int n = n_common >= 2 ? n_common : n_own;
+    if (n > cap) n = cap;
+    memcpy(opts, use, (size_t)n * sizeof *opts);
+    return n;
+}
+
+int64_t pe_next_group(int64_t g, const int64_t *opts, int k, int dir) {
+    if (k <= 0) return g;
     int i = 0;
     while (i < k && opts[i] != g) i++;
     if (i == k) { /* not in the list: the nearest one above (or below) */
@@ -348,4 +542,84 @@ QMethod pe_next_method(QMethod m) { return m == QM_RTN ? QM_GPTQ : m == QM_GPTQ 
 
 ActFormat pe_next_act(ActFormat a) {
     return a == ACT_NONE ? ACT_INT8 : a == ACT_INT8 ? ACT_FP8_E4M3 : a == ACT_FP8_E4M3 ? ACT_FP8_E5M2 : ACT_NONE;
+}
+
+/* === Grid layout of the codes === */
+
+int pe_text_width(const char *s) {
+    int w = 0;
+    for (; *s; s++) w += ((unsigned char)*s & 0xC0) != 0x80;
+    return w;
+}
+
+char *pe_cell_code(const PlanEntry *e, int level, char *buf, size_t n) {
+    plan_entry_code(e, buf, n);
+    if (level <= 0 || !n) return buf;
+    char *dot = strstr(buf, "\xc2\xb7"); /* the first "·": suffixes follow */
+    if (!dot) return buf;
+    *dot = 0;
+    char sfx[8];
+    int k = 0;
+    const QFormatTraits *t = qformat_traits(e->w.fmt);
+    if (t && t->needs_scale && (e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)))
+        sfx[k++] = 'G';
+    if (e->act == ACT_INT8) sfx[k++] = 'A';
+    else if (e->act != ACT_NONE) sfx[k++] = 'E';
+    if (e->smooth_alpha > 0) sfx[k++] = 'S';
+    sfx[k] = 0;
+    size_t len = strlen(buf);
+    if (k) snprintf(buf + len, n - len, "%s%s", level == 1 ? "\xc2\xb7" : "+", level == 1 ? sfx : "");
+    return buf;
+}
+
+const char *pe_code_legend(int level) {
+    if (level == 1) return "codes shortened to fit: \xc2\xb7G GPTQ, A int8 act, E fp8 act, S SmoothQuant (full code below)";
+    if (level >= 2) return "codes shortened to fit: + GPTQ, activation or SmoothQuant suffixes (full code below)";
+    return "";
+}
+
+void pe_grid_fit(const PlanEdit *pe, int width, int64_t cur_col, PeGridFit *f) {
+    memset(f, 0, sizeof *f);
+    char lab[32];
+    snprintf(lab, sizeof lab, "L%lld", (long long)(pe->n_layers > 0 ? pe->n_layers - 1 : 0));
+    f->label_w = 3 + (int)strlen(lab); /* margin, "L31", gap, the cursor bracket */
+    int need[PLAN_NPROJ];
+    int total = 0;
+    for (f->level = 0; f->level <= 2; f->level++) {
+        total = f->label_w - 1;
+        for (int p = 0; p < PLAN_NPROJ; p++) {
+            need[p] = (int)strlen(plan_proj_name(p)) + 1;
+            for (int64_t l = 0; l < pe->n_layers; l++) {
+                char code[48];
+                pe_cell_code(plan_edit_cell(pe, l, p), f->level, code, sizeof code);
+                int w = pe_text_width(code) + 2;
+                if (w > need[p]) need[p] = w;
+            }
+            total += need[p];
+        }
+        if (total <= width || f->level == 2) break;
+    }
+    /* Widen the narrow columns evenly (up to 12) while the grid still fits. */
+    int base = 0;
+    for (int b = 12; b > 0 && !base; b--) {
+        int t = f->label_w - 1;
+        for (int p = 0; p < PLAN_NPROJ; p++) t += need[p] > b ? need[p] : b;
+        if (t <= width) base = b;
+    }
+    for (int p = 0; p < PLAN_NPROJ; p++) f->col_w[p] = need[p] > base ? need[p] : base;
+    /* Scroll when it does not fit: the first column that keeps cur_col in view. */
+    if (cur_col < 0) cur_col = 0;
+    if (cur_col >= PLAN_NPROJ) cur_col = PLAN_NPROJ - 1;
+    f->first_col = 0;
+    for (;;) {
+        int t = f->label_w - 1, n = 0;
+        for (int p = f->first_col; p < PLAN_NPROJ && t + f->col_w[p] <= width; p++) {
+            t += f->col_w[p];
+            n++;
+        }
+        if (n == 0) n = 1;
+        f->n_vis_cols = n;
+        if (cur_col < f->first_col + n || f->first_col >= cur_col) break;
+        f->first_col++;
+    }
 }

@@ -52,6 +52,19 @@ const PlanEntry *plan_edit_cell(const PlanEdit *pe, int64_t layer, int proj);
 /* Replaces the whole grid with plan p resolved (a preset); undoable. */
 Status plan_edit_load(PlanEdit *pe, const Plan *p, Err *err);
 
+/* Edit-only field bits beyond quant/plan.h's PF_* (for plan_edit_apply's
+ * `fields`): one AQLM parameter alone, taken only by cells already in aqlm.
+ * A session records them as PF_METHOD. */
+enum { PE_AQLM_M = 1u << 8, PE_AQLM_B = 1u << 9, PE_AQLM_G = 1u << 10, PE_AQLM_ANY = 7u << 8 };
+
+/* The AQLM parameters a cell gets when its format becomes aqlm: 2x8g8 (the
+ * aqlm-2x8 preset; 2 code bits per weight), with the preset's fallback where
+ * g does not divide the input. */
+#define PE_AQLM_DEFAULT ((AqlmParams){2, 8, 8})
+
+/* The embedding and the output head, edited as the row under the grid. */
+typedef enum { PE_END_EMBED, PE_END_OUTPUT, PE_END_COUNT } PeEnd;
+
 /* Result of an edit: cells changed, and group sizes that had to fall back
  * because they do not divide a cell's dimension (note says which). */
 typedef struct PeResult {
@@ -60,14 +73,26 @@ typedef struct PeResult {
     char note[160];
 } PeResult;
 
-/* Copies the `fields` (PF_* bits) of src into every cell of the scope around
- * (layer, proj) — marks (n_layers * PLAN_NPROJ, nonzero = marked) is read
- * for PE_MARKED and may be NULL otherwise. Group sizes that do not divide a
- * cell's grouped dimension fall back to the largest divisor <= g that is a
- * multiple of 8 (else 4), else per-channel. One undo step when anything
- * changed (nothing is pushed when no cell changes). */
+/* Copies the `fields` (PF_* and PE_AQLM_* bits) of src into every cell of
+ * the scope around (layer, proj) — marks (n_layers * PLAN_NPROJ, nonzero =
+ * marked) is read for PE_MARKED and may be NULL otherwise. Each cell is then
+ * made consistent: format aqlm forces method aqlm (with PE_AQLM_DEFAULT when
+ * the cell was not aqlm) and leaving aqlm sets method rtn; group sizes that
+ * do not divide a cell's grouped dimension fall back to the largest divisor
+ * <= g that is a multiple of 8 (else 4), else per-channel; an AQLM group g
+ * that does not divide the input falls back like the aqlm presets
+ * (pe_fit_aqlm). One undo step when anything changed (nothing is pushed when
+ * no cell changes). */
 Status plan_edit_apply(PlanEdit *pe, PeScope scope, int64_t layer, int proj, const unsigned char *marks,
                        unsigned fields, const PlanEntry *src, PeResult *res, Err *err);
+
+/* The embedding's or the output head's entry; borrowed until the next change. */
+const PlanEntry *plan_edit_end(const PlanEdit *pe, PeEnd which);
+
+/* Like plan_edit_apply for the embedding or the output head alone (PF_FMT,
+ * PF_GROUP only: both are round-to-nearest without activation quantization).
+ * Group sizes fall back as for the grid (shape vocab x dim). */
+Status plan_edit_apply_end(PlanEdit *pe, PeEnd which, unsigned fields, const PlanEntry *src, PeResult *res, Err *err);
 
 /* Undo / redo one step; return 1 when something was undone / redone. */
 int plan_edit_undo(PlanEdit *pe);
@@ -97,15 +122,41 @@ void plan_entry_take(PlanEntry *dst, const PlanEntry *src, unsigned fields);
 /* === Value cycling (the cursor cell's next value) === */
 
 /* Next / previous weight format in the UI order F16 BF16 E4M3 E5M2 I8 I6 I5
- * I4 I3 I2 F32 (dir = +1 / -1). */
+ * I4 I3 I2 AQLM F32 (dir = +1 / -1). */
 QFormat pe_next_format(QFormat f, int dir);
+
+/* The same for the embedding and output head: F16 BF16 E4M3 E5M2 I8 I4 F32. */
+QFormat pe_next_end_format(QFormat f, int dir);
 
 /* Next grouping dimension: oc -> ic -> tensor -> oc. */
 GroupDim pe_next_dim(GroupDim d);
 
-/* Next / previous group size among 0 (per-channel) and the powers of two
- * 8..1024 that divide `n` (the grouped dimension). */
-int64_t pe_next_group(int64_t g, int64_t n, int dir);
+/* Candidate group sizes of one cell for entry e on an (n_out, n_in) matrix,
+ * ascending, into opts (cap entries); returns the count. Formats with
+ * scales: 0 (one scale per row / column) and every multiple of 4 below the
+ * grouped dimension that divides it (for AdaDim: that divides both
+ * dimensions and is below the smaller one); AQLM:
+ * every g in 1..64 dividing n_in; other formats: none. */
+int pe_group_options(const PlanEntry *e, int64_t n_out, int64_t n_in, int64_t *opts, int cap);
+
+/* The group sizes +/- cycle through for an edit of the scope around (layer,
+ * proj) that gives the cells src's grouping (AQLM: src's g on aqlm cells):
+ * the sizes valid for every affected cell, or the cursor cell's own when
+ * the common ones offer no choice (then the others fall back visibly).
+ * Writes at most cap sizes into opts, ascending; returns the count. */
+int pe_scope_group_options(const PlanEdit *pe, PeScope scope, int64_t layer, int proj, const unsigned char *marks,
+                           const PlanEntry *src, int64_t *opts, int cap);
+
+/* Next / previous value after g among opts (k ascending sizes); a g not in
+ * the list goes to the nearest one in that direction (wrapping). */
+int64_t pe_next_group(int64_t g, const int64_t *opts, int k, int dir);
+
+/* AQLM parameters for an input of n_in following quant/preset.c's aqlm
+ * presets: ap itself when its g divides n_in, else one codebook over the
+ * largest g' < g dividing n_in with the same code bits (B = M·B·g'/g, 1..16)
+ * into *out and returns 1, or returns -1 when none exists (the presets use
+ * fp16 then); 0 when ap fits unchanged. */
+int pe_fit_aqlm(const AqlmParams *ap, int64_t n_in, AqlmParams *out);
 
 /* Next method: rtn -> gptq -> adadim -> rtn. */
 QMethod pe_next_method(QMethod m);
@@ -117,5 +168,34 @@ ActFormat pe_next_act(ActFormat a);
  * is asked: g if it divides n, else the largest divisor <= g that is a
  * multiple of 8, else of 4, else 0 (per-channel). */
 int64_t pe_fit_group(int64_t g, int64_t n);
+
+/* === Grid layout of the codes === */
+
+/* How the Plan view fits the codes into its width: level 0 shows
+ * quant/plan.h's codes in full; level 1 writes the suffixes as one letter
+ * each after a single "·" (G GPTQ, A int8 activations, E fp8 activations,
+ * S SmoothQuant: "I4/ic8·G·A8t" -> "I4/ic8·GA"); level 2 only marks that
+ * there are suffixes ("I4/ic8+"). Columns are as wide as their longest code
+ * plus 2 (change marker or cursor bracket, gap), widened evenly up to 12
+ * when room is left; when even level 2 does not fit, the columns scroll. */
+typedef struct PeGridFit {
+    int level;                  /* 0, 1 or 2 */
+    int label_w;                /* row labels ("L31") with margin and gap */
+    int col_w[PLAN_NPROJ];      /* width of each projection column, gap included */
+    int first_col, n_vis_cols;  /* the columns shown */
+} PeGridFit;
+
+/* Code of e at an abbreviation level (0, 1, 2) into buf (n bytes); returns buf. */
+char *pe_cell_code(const PlanEntry *e, int level, char *buf, size_t n);
+
+/* The legend line for a level ("" for 0); static string. */
+const char *pe_code_legend(int level);
+
+/* Display columns of a UTF-8 string (one per code point). */
+int pe_text_width(const char *s);
+
+/* Fits the grid of pe into `width` columns (the view's width) keeping
+ * column cur_col visible; fills *f. */
+void pe_grid_fit(const PlanEdit *pe, int width, int64_t cur_col, PeGridFit *f);
 
 #endif

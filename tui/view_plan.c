@@ -22,6 +22,12 @@ static PlanModel pm_of(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg)
 static void entry_words(const PlanEntry *e, char *buf, size_t n) {
     const QFormatTraits *t = qformat_traits(e->w.fmt);
     char grp[64] = "";
+    if (e->w.fmt == QF_AQLM) {
+        snprintf(buf, n, "aqlm %d codebook%s of 2^%d, g=%d: %.3g code bits/weight%s%s",
+                 e->aqlm.M, e->aqlm.M == 1 ? "" : "s", e->aqlm.B, e->aqlm.g, aqlm_code_bpw(&e->aqlm),
+                 e->act != ACT_NONE ? ", act " : "", e->act != ACT_NONE ? act_format_name(e->act) : "");
+        return;
+    }
     if (t && t->needs_scale) {
         if (e->w.dim == GROUP_TENSOR) snprintf(grp, sizeof grp, ", one scale per tensor");
         else if (e->w.group == 0) snprintf(grp, sizeof grp, ", one scale per %s", e->w.dim == GROUP_OC ? "output channel" : "input channel");
@@ -29,6 +35,19 @@ static void entry_words(const PlanEntry *e, char *buf, size_t n) {
     }
     snprintf(buf, n, "%s%s%s, %s, act %s", t ? t->name : "?", t && t->is_int ? (e->w.sym ? " sym" : " asym") : "", grp,
              t && t->needs_scale ? qmethod_name(e->method) : "direct conversion", act_format_name(e->act));
+}
+
+/* 1 when the cursor is on the embedding / output row under the grid. */
+static int on_end_row(const App *a) { return a->plan.row >= a->pe->n_layers; }
+
+/* The cursor's entry and its name ("L2.down", "embed", "output"). */
+static const PlanEntry *cursor_entry(const App *a, char *site, size_t n) {
+    if (on_end_row(a)) {
+        snprintf(site, n, "%s", a->plan.col == PE_END_EMBED ? "embed" : "output");
+        return plan_edit_end(a->pe, (PeEnd)a->plan.col);
+    }
+    snprintf(site, n, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
+    return plan_edit_cell(a->pe, a->plan.row, (int)a->plan.col);
 }
 
 static void plan_draw(const App *a, const Layout *l) {
@@ -47,49 +66,78 @@ static void plan_draw(const App *a, const Layout *l) {
     if (diff >= 0) draw_text(r->y, x, w - (x - x0), diff ? C_CHANGED : C_DIM, "   vs #%lld: %lld cell%s differ%s",
                              (long long)a->last_eval_id, (long long)diff, diff == 1 ? "" : "s", diff ? " (*)" : "");
 
-    int footer = 5;
-    GridLayout g;
-    Rect gr = {r->x, r->y + 1, r->w, r->h - 1};
-    layout_grid(&g, &gr, pe->n_layers, PLAN_NPROJ, 5, 8, 12, 1, footer, a->plan.row, a->plan.col);
-    int y = gr.y;
-    for (int c = 0; c < g.n_vis_cols; c++) {
-        int p = g.first_col + c;
-        draw_text(y, gr.x + g.label_w + c * g.cell_w, g.cell_w, C_HEADER, "%s", plan_proj_name(p));
+    /* The grid: columns as wide as their codes (abbreviated to fit, with a legend). */
+    PeGridFit fit;
+    pe_grid_fit(pe, w + 1, a->plan.row < pe->n_layers ? a->plan.col : PLAN_Q, &fit);
+    int footer = 6 + (fit.level > 0);
+    int gx = r->x, gy = r->y + 1;
+    int vis_rows = r->h - 1 - 1 - footer;
+    if (vis_rows < 1) vis_rows = 1;
+    int64_t cur_layer = a->plan.row < pe->n_layers ? a->plan.row : pe->n_layers - 1;
+    int first_row = (int)layout_scroll(pe->n_layers, vis_rows, cur_layer, 0);
+    int n_rows = (int)(pe->n_layers - first_row < vis_rows ? pe->n_layers - first_row : vis_rows);
+    int colx[PLAN_NPROJ];
+    for (int c = 0, cx = gx + fit.label_w; c < fit.n_vis_cols; c++) {
+        colx[c] = cx;
+        cx += fit.col_w[fit.first_col + c];
+    }
+    int y = gy;
+    for (int c = 0; c < fit.n_vis_cols; c++) {
+        int p = fit.first_col + c;
+        draw_text(y, colx[c], fit.col_w[p], C_HEADER, "%s", plan_proj_name(p));
     }
     y++;
-    for (int rr = 0; rr < g.n_vis_rows; rr++, y++) {
-        int64_t layer = g.first_row + rr;
-        draw_text(y, gr.x + 1, g.label_w - 1, layer == a->plan.row ? C_HEADER : C_DIM, "L%lld", (long long)layer);
-        for (int c = 0; c < g.n_vis_cols; c++) {
-            int p = g.first_col + c;
+    for (int rr = 0; rr < n_rows; rr++, y++) {
+        int64_t layer = first_row + rr;
+        draw_text(y, gx + 1, fit.label_w - 1, layer == a->plan.row ? C_HEADER : C_DIM, "L%lld", (long long)layer);
+        for (int c = 0; c < fit.n_vis_cols; c++) {
+            int p = fit.first_col + c;
             const PlanEntry *e = plan_edit_cell(pe, layer, p);
-            char code[40];
-            plan_entry_code(e, code, sizeof code);
+            char code[48];
+            pe_cell_code(e, fit.level, code, sizeof code);
             int idx = (int)(layer * PLAN_NPROJ + p);
             int changed = a->last_eval && !plan_entry_equal(e, &a->last_eval->cells[idx]);
             /* '*' marks a change when it fits; the colour (bold without colours) always does */
-            if (changed && draw_width(code) < g.cell_w - 1) strncat(code, "*", sizeof code - strlen(code) - 1);
+            if (changed && draw_width(code) < fit.col_w[p] - 1) strncat(code, "*", sizeof code - strlen(code) - 1);
             ColorRole role = C_NORMAL;
             if (changed) role = C_CHANGED;
             if (a->plan.marks[idx]) role = C_MARK;
             if (layer == a->plan.row && p == a->plan.col) role = C_CURSOR;
-            int cx = gr.x + g.label_w + c * g.cell_w;
             if (role == C_CURSOR) { /* brackets keep the cursor visible without colours */
-                char pad[48];
+                char pad[56];
                 snprintf(pad, sizeof pad, "[%s]", code);
-                draw_str(y, cx - 1, g.cell_w, role, pad);
+                draw_str(y, colx[c] - 1, fit.col_w[p] + 1, role, pad);
             } else {
-                draw_str(y, cx, g.cell_w - 1, role, code);
+                draw_str(y, colx[c], fit.col_w[p] - 1, role, code);
             }
         }
     }
-    if (g.first_row > 0 || g.first_row + g.n_vis_rows < pe->n_layers)
-        draw_text(y++, gr.x + 1, w, C_DIM, "(layers %d-%d of %lld)", g.first_row, g.first_row + g.n_vis_rows - 1,
-                  (long long)pe->n_layers);
-    char ce[40], co[40];
-    plan_entry_code(&pe->cur.embed, ce, sizeof ce);
-    plan_entry_code(&pe->cur.output, co, sizeof co);
-    draw_text(y++, x0, w, C_NORMAL, "embed %s   output %s%s", ce, co, a->m->cfg.tied_embeddings ? " (tied to the embedding)" : "");
+    if (first_row > 0 || first_row + n_rows < pe->n_layers || fit.n_vis_cols < PLAN_NPROJ) {
+        char cols[48] = "";
+        if (fit.n_vis_cols < PLAN_NPROJ)
+            snprintf(cols, sizeof cols, ", %s-%s of q-down", plan_proj_name(fit.first_col),
+                     plan_proj_name(fit.first_col + fit.n_vis_cols - 1));
+        draw_text(y++, gx + 1, w, C_DIM, "(layers %d-%d of %lld%s)", first_row, first_row + n_rows - 1,
+                  (long long)pe->n_layers, cols);
+    }
+    /* The embedding and the output head: a row of their own, edited like cells. */
+    int ex = gx + 1;
+    for (int k = 0; k < PE_END_COUNT; k++) {
+        const PlanEntry *e = plan_edit_end(pe, (PeEnd)k);
+        char code[48];
+        plan_entry_code(e, code, sizeof code);
+        const PlanEntry *was = a->last_eval ? (k == PE_END_EMBED ? &a->last_eval->embed : &a->last_eval->output) : NULL;
+        int changed = was && !plan_entry_equal(e, was);
+        if (changed) strncat(code, "*", sizeof code - strlen(code) - 1);
+        ex += draw_str(y, ex, w, C_HEADER, k == PE_END_EMBED ? "embed " : "   output ");
+        int cur = a->plan.row == pe->n_layers && a->plan.col == k;
+        char pad[56];
+        snprintf(pad, sizeof pad, cur ? "[%s]" : " %s ", code);
+        ex += draw_str(y, ex, w, cur ? C_CURSOR : changed ? C_CHANGED : C_NORMAL, pad);
+    }
+    if (a->m->cfg.tied_embeddings) draw_str(y, ex, w - ex, C_DIM, " (head tied to the embedding)");
+    y++;
+    if (fit.level > 0) draw_str(y++, x0, w, C_DIM, pe_code_legend(fit.level));
     y++;
     /* Budget bar. */
     PlanBudget b;
@@ -103,9 +151,11 @@ static void plan_draw(const App *a, const Layout *l) {
                   100 * b.frac_fp16);
     else
         draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_ERROR, "invalid: %s", b.error);
-    char words[200];
-    entry_words(plan_edit_cell(pe, a->plan.row, (int)a->plan.col), words, sizeof words);
-    draw_text(y++, x0, w, C_NORMAL, "L%lld.%s: %s", (long long)a->plan.row, plan_proj_name((int)a->plan.col), words);
+    char words[200], code[48], site[32];
+    const PlanEntry *ce = cursor_entry(a, site, sizeof site);
+    entry_words(ce, words, sizeof words);
+    plan_entry_code(ce, code, sizeof code);
+    draw_text(y++, x0, w, C_NORMAL, "%s %s: %s", site, code, words);
 
     if (a->plan.preset_open) {
         int n;
@@ -115,9 +165,12 @@ static void plan_draw(const App *a, const Layout *l) {
         Rect box = {2, l->body.y, l->cols - 4, bh};
         draw_box(&box, "Preset (Enter applies, Esc closes; spike-aware uses the calibration's top 3)");
         int first = (int)layout_scroll(n, bh - 2, a->plan.preset_sel, 0);
+        int nw = 0;
+        for (int i = 0; i < n; i++)
+            if ((int)strlen(pi[i].name) > nw) nw = (int)strlen(pi[i].name);
         for (int i = first; i < n && i - first < bh - 2; i++)
             draw_text(box.y + 1 + i - first, box.x + 2, box.w - 4, i == a->plan.preset_sel ? C_CURSOR : C_POPUP,
-                      "%s %-20s %s", i == a->plan.preset_sel ? ">" : " ", pi[i].name, pi[i].desc);
+                      "%s %-*s %s", i == a->plan.preset_sel ? ">" : " ", nw + 1, pi[i].name, pi[i].desc);
     }
 }
 
@@ -128,26 +181,45 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
     }
     char where[48];
     PeScope s = (PeScope)a->plan.scope;
-    if (s == PE_CELL) snprintf(where, sizeof where, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
+    if (on_end_row(a)) snprintf(where, sizeof where, "%s", a->plan.col == PE_END_EMBED ? "the embedding" : "the output head");
+    else if (s == PE_CELL) snprintf(where, sizeof where, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
     else if (s == PE_ROW) snprintf(where, sizeof where, "layer %lld", (long long)a->plan.row);
     else if (s == PE_COL) snprintf(where, sizeof where, "every %s", plan_proj_name((int)a->plan.col));
     else snprintf(where, sizeof where, "%s cells", pe_scope_name(s));
-    app_msg(a, res->fallbacks ? 1 : 0, "%s on %s: %lld cell%s changed%s%s", what, where, (long long)res->changed,
-            res->changed == 1 ? "" : "s", res->fallbacks ? "; " : "", res->note);
+    if (res->changed == 1 && res->fallbacks) /* one cell: the note alone says what it got */
+        app_msg(a, 1, "%s on %s: %s", what, where, res->note);
+    else
+        app_msg(a, res->fallbacks ? 1 : 0, "%s on %s: %lld cell%s changed%s%s", what, where, (long long)res->changed,
+                res->changed == 1 ? "" : "s", res->fallbacks ? "; " : "", res->note);
     app_log(a, "edit", "%s on %s (%lld cells)%s%s", what, where, (long long)res->changed, res->fallbacks ? ": " : "",
             res->note);
 }
 
 /* The session records an edit as set_rule actions: the scope's pattern with
- * the edited fields, then one "L.proj" group rule per cell whose group size
- * had to fall back, so replaying the rules gives exactly this grid. */
+ * the edited fields, then one "L.proj" rule with all fields for every cell
+ * the editor had to adjust after taking them (a group or AQLM fallback, the
+ * method following the format), so replaying the rules gives exactly this
+ * grid. PE_AQLM_* edits are recorded as PF_METHOD. */
 static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src) {
     if (!a->sess) return;
     const PlanViewState *s = &a->plan;
+    unsigned sf = (fields & PF_ALL) | ((fields & PE_AQLM_ANY) ? PF_METHOD : 0);
     char pat[64];
     Err err;
     err_init(&err);
     Status st = ST_OK;
+    const PlanEdit *pe = a->pe;
+    if (on_end_row(a)) {
+        const char *name = s->col == PE_END_EMBED ? "embed" : "output";
+        const PlanEntry *got = plan_edit_end(pe, (PeEnd)s->col);
+        PlanEntry want = s->col == PE_END_EMBED ? before->embed : before->output;
+        plan_entry_take(&want, src, fields);
+        st = session_log_set_rule(a->sess, NULL, name, sf, src, &err);
+        if (st == ST_OK && !plan_entry_equal(got, &want)) st = session_log_set_rule(a->sess, NULL, name, PF_ALL, got, &err);
+        if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
+        app_plan_sync(a);
+        return;
+    }
     switch ((PeScope)s->scope) {
     case PE_CELL: snprintf(pat, sizeof pat, "%lld.%s", (long long)s->row, plan_proj_name((int)s->col)); break;
     case PE_ROW: snprintf(pat, sizeof pat, "%lld.*", (long long)s->row); break;
@@ -155,25 +227,25 @@ static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, co
     case PE_ALL: snprintf(pat, sizeof pat, "*"); break;
     default: pat[0] = 0; break;
     }
-    const PlanEdit *pe = a->pe;
     for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
         for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
             int64_t i = l * PLAN_NPROJ + p;
             char cell[32];
             snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
-            if (s->scope == PE_MARKED && s->marks[i]) st = session_log_set_rule(a->sess, NULL, cell, fields, src, &err);
+            if (s->scope == PE_MARKED && s->marks[i]) st = session_log_set_rule(a->sess, NULL, cell, sf, src, &err);
         }
-    if (pat[0] && st == ST_OK) st = session_log_set_rule(a->sess, NULL, pat, fields, src, &err);
+    if (pat[0] && st == ST_OK) st = session_log_set_rule(a->sess, NULL, pat, sf, src, &err);
     for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
         for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
             int64_t i = l * PLAN_NPROJ + p;
-            PlanEntry want = before->cells[i];
-            plan_entry_take(&want, src, fields);
             const PlanEntry *got = plan_edit_cell(pe, l, p);
-            if (got->w.group == want.w.group || plan_entry_equal(got, &before->cells[i])) continue;
+            PlanEntry want = before->cells[i]; /* what the recorded rules alone give */
+            if (s->scope == PE_MARKED ? s->marks[i] != 0 : pat[0] && plan_pattern_matches(pat, l, p))
+                plan_entry_take(&want, src, sf);
+            if (plan_entry_equal(got, &want)) continue;
             char cell[32];
             snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
-            st = session_log_set_rule(a->sess, NULL, cell, PF_GROUP, got, &err);
+            st = session_log_set_rule(a->sess, NULL, cell, PF_ALL, got, &err);
         }
     if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
     app_plan_sync(a);
@@ -188,8 +260,10 @@ static int apply(App *a, unsigned fields, const PlanEntry *e, const char *what) 
         app_msg(a, 1, "%s: %s", what, err.detail);
         return R_REDRAW;
     }
-    if (plan_edit_apply(a->pe, (PeScope)a->plan.scope, a->plan.row, (int)a->plan.col, a->plan.marks, fields, e, &res,
-                        &err) != ST_OK) {
+    Status st = on_end_row(a) ? plan_edit_apply_end(a->pe, (PeEnd)a->plan.col, fields, e, &res, &err)
+                              : plan_edit_apply(a->pe, (PeScope)a->plan.scope, a->plan.row, (int)a->plan.col,
+                                                a->plan.marks, fields, e, &res, &err);
+    if (st != ST_OK) {
         app_msg(a, 1, "%s: %s", what, err.detail);
         plan_grid_done(&before);
         return R_REDRAW;
@@ -271,23 +345,47 @@ static int plan_key(App *a, Action act) {
         return R_NONE;
     }
     const PlanEdit *pe = a->pe;
-    if (view_move(act, &s->row, pe->n_layers, 5)) return R_REDRAW;
-    if (act == AC_LEFT || act == AC_RIGHT) {
-        s->col += act == AC_LEFT ? -1 : 1;
-        if (s->col < 0) s->col = 0;
-        if (s->col >= PLAN_NPROJ) s->col = PLAN_NPROJ - 1;
+    int64_t prev_row = s->row;
+    if (view_move(act, &s->row, pe->n_layers + 1, 5)) {
+        /* the embed / output row has two cells: map the column across */
+        if (prev_row < pe->n_layers && s->row == pe->n_layers) s->col = s->col >= PLAN_O ? PE_END_OUTPUT : PE_END_EMBED;
+        else if (prev_row == pe->n_layers && s->row < pe->n_layers) s->col = s->col == PE_END_OUTPUT ? PLAN_DOWN : PLAN_Q;
         return R_REDRAW;
     }
-    PlanEntry e = *plan_edit_cell(pe, s->row, (int)s->col);
-    int64_t n_out, n_in;
+    int end = on_end_row(a);
+    if (act == AC_LEFT || act == AC_RIGHT) {
+        int64_t n_cols = end ? PE_END_COUNT : PLAN_NPROJ;
+        s->col += act == AC_LEFT ? -1 : 1;
+        if (s->col < 0) s->col = 0;
+        if (s->col >= n_cols) s->col = n_cols - 1;
+        return R_REDRAW;
+    }
+    char site[32];
+    PlanEntry e = *cursor_entry(a, site, sizeof site);
+    int64_t n_out = pe->pm.vocab_size, n_in = pe->pm.dim;
     PlanModel pm = pm_of(a);
-    plan_proj_shape(&pm, (int)s->col, &n_out, &n_in);
+    if (!end) plan_proj_shape(&pm, (int)s->col, &n_out, &n_in);
     char what[80];
     switch (act) {
-    case AC_FMT_NEXT: case AC_FMT_PREV:
-        e.w.fmt = pe_next_format(e.w.fmt, act == AC_FMT_NEXT ? 1 : -1);
+    case AC_FMT_NEXT: case AC_FMT_PREV: {
+        int dir = act == AC_FMT_NEXT ? 1 : -1;
+        QFormat was = e.w.fmt;
+        e.w.fmt = end ? pe_next_end_format(e.w.fmt, dir) : pe_next_format(e.w.fmt, dir);
+        unsigned fields = PF_FMT;
+        if (e.w.fmt == QF_AQLM) { /* aqlm is a format and a method: both change together */
+            e.method = QM_AQLM; /* 2x8g8; cells whose input g does not divide fall back visibly */
+            e.aqlm = PE_AQLM_DEFAULT;
+            e.w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
+            fields |= PF_METHOD | PF_GROUP;
+        } else if (was == QF_AQLM) {
+            e.method = QM_RTN;
+            e.w.dim = GROUP_OC;
+            e.w.group = 0;
+            fields |= PF_METHOD | PF_GROUP;
+        }
         snprintf(what, sizeof what, "format %s", qformat_traits(e.w.fmt)->name);
-        return apply(a, PF_FMT, &e, what);
+        return apply(a, fields, &e, what);
+    }
     case AC_SYM: {
         const QFormatTraits *t = qformat_traits(e.w.fmt);
         if (!t->is_int) {
@@ -298,26 +396,73 @@ static int plan_key(App *a, Action act) {
         return apply(a, PF_FMT, &e, e.w.sym ? "symmetric" : "asymmetric");
     }
     case AC_DIM:
+        if (e.w.fmt == QF_AQLM) {
+            app_msg(a, 1, "aqlm groups run along the input: +/- change g");
+            return R_REDRAW;
+        }
         e.w.dim = pe_next_dim(e.w.dim);
         if (e.w.dim == GROUP_TENSOR) e.w.group = 0;
         snprintf(what, sizeof what, "grouping %s", group_dim_name(e.w.dim));
         return apply(a, PF_GROUP, &e, what);
     case AC_GROUP_UP: case AC_GROUP_DOWN: {
-        if (e.w.dim == GROUP_TENSOR) {
+        const QFormatTraits *t = qformat_traits(e.w.fmt);
+        if (e.w.fmt != QF_AQLM && !t->needs_scale) {
+            app_msg(a, 1, "%s has no scales, so no groups: press f for an integer format", t->name);
+            return R_REDRAW;
+        }
+        if (e.w.fmt != QF_AQLM && e.w.dim == GROUP_TENSOR) {
             app_msg(a, 1, "per-tensor scales have no groups: press d for oc or ic grouping");
             return R_REDRAW;
         }
-        int64_t n = e.w.dim == GROUP_OC ? n_in : n_out;
-        e.w.group = pe_next_group(e.w.group, n, act == AC_GROUP_UP ? 1 : -1);
+        int64_t opts[80];
+        int k;
+        if (end) k = pe_group_options(&e, n_out, n_in, opts, 80);
+        else k = pe_scope_group_options(pe, (PeScope)s->scope, s->row, (int)s->col, s->marks, &e, opts, 80);
+        int dir = act == AC_GROUP_UP ? 1 : -1;
+        if (e.w.fmt == QF_AQLM) {
+            e.aqlm.g = (int)pe_next_group(e.aqlm.g, opts, k, dir);
+            snprintf(what, sizeof what, "aqlm g%d (%dx%dg%d)", e.aqlm.g, e.aqlm.M, e.aqlm.B, e.aqlm.g);
+            return apply(a, PE_AQLM_G, &e, what);
+        }
+        e.w.group = pe_next_group(e.w.group, opts, k, dir);
         if (e.w.group) snprintf(what, sizeof what, "group %lld along %s", (long long)e.w.group, group_dim_name(e.w.dim));
         else snprintf(what, sizeof what, "per-channel scales (%s)", group_dim_name(e.w.dim));
         return apply(a, PF_GROUP, &e, what);
     }
+    case AC_AQLM_M_UP: case AC_AQLM_M_DOWN: case AC_AQLM_B_UP: case AC_AQLM_B_DOWN: {
+        if (e.w.fmt != QF_AQLM) {
+            app_msg(a, 1, "%s is not aqlm: press f until the format is aqlm", site);
+            return R_REDRAW;
+        }
+        int is_m = act == AC_AQLM_M_UP || act == AC_AQLM_M_DOWN;
+        int dir = act == AC_AQLM_M_UP || act == AC_AQLM_B_UP ? 1 : -1;
+        /* M in 1..4 and B in 1..16, both with M·B <= 32 bits per group */
+        int hi = is_m ? (32 / e.aqlm.B < 4 ? 32 / e.aqlm.B : 4) : (32 / e.aqlm.M < 16 ? 32 / e.aqlm.M : 16);
+        int v = (is_m ? e.aqlm.M : e.aqlm.B) + dir;
+        if (v > hi) v = 1;
+        if (v < 1) v = hi;
+        if (is_m) e.aqlm.M = v;
+        else e.aqlm.B = v;
+        snprintf(what, sizeof what, "aqlm %s %d (%dx%dg%d)", is_m ? "M" : "B", v, e.aqlm.M, e.aqlm.B, e.aqlm.g);
+        return apply(a, is_m ? PE_AQLM_M : PE_AQLM_B, &e, what);
+    }
     case AC_METHOD:
+        if (end) {
+            app_msg(a, 1, "%s is quantized round-to-nearest (no calibration inputs for it)", site);
+            return R_REDRAW;
+        }
+        if (e.w.fmt == QF_AQLM) {
+            app_msg(a, 1, "aqlm is its own method: press f for another format");
+            return R_REDRAW;
+        }
         e.method = pe_next_method(e.method);
         snprintf(what, sizeof what, "method %s", qmethod_name(e.method));
         return apply(a, PF_METHOD, &e, what);
     case AC_ACTQ:
+        if (end) {
+            app_msg(a, 1, "%s takes no activation quantization", site);
+            return R_REDRAW;
+        }
         e.act = pe_next_act(e.act);
         snprintf(what, sizeof what, "activations %s", act_format_name(e.act));
         return apply(a, PF_ACT, &e, what);
@@ -326,6 +471,10 @@ static int plan_key(App *a, Action act) {
         app_msg(a, 0, "edits now apply to: %s", pe_scope_name((PeScope)s->scope));
         return R_REDRAW;
     case AC_MARK: {
+        if (end) {
+            app_msg(a, 1, "marks are for grid cells; edits on %s apply to it alone", site);
+            return R_REDRAW;
+        }
         int64_t i = s->row * PLAN_NPROJ + s->col;
         s->marks[i] = !s->marks[i];
         return R_REDRAW;
