@@ -195,15 +195,18 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
             res->note);
 }
 
-/* The session records an edit as set_rule actions: the scope's pattern with
- * the edited fields, then one "L.proj" rule with all fields for every cell
- * the editor had to adjust after taking them (a group or AQLM fallback, the
- * method following the format), so replaying the rules gives exactly this
- * grid. PE_AQLM_* edits are recorded as PF_METHOD. */
+/* The session records an edit as set_rule actions sharing one edit id, so
+ * replay (which checks the plan after every rule) rebuilds exactly this grid
+ * as one undo step: the scope's pattern with the edited fields when every
+ * cell got what that rule gives, up to a group fallback replay repeats
+ * (then an "L.proj" group rule per such cell); otherwise — an AQLM fallback,
+ * a method following the format — one rule with all fields per changed
+ * cell, each valid on its own. PE_AQLM_* edits take the PF_METHOD field. */
 static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src) {
     if (!a->sess) return;
     const PlanViewState *s = &a->plan;
     unsigned sf = (fields & PF_ALL) | ((fields & PE_AQLM_ANY) ? PF_METHOD : 0);
+    int64_t edit = (int64_t)a->pe->version;
     char pat[64];
     Err err;
     err_init(&err);
@@ -211,11 +214,8 @@ static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, co
     const PlanEdit *pe = a->pe;
     if (on_end_row(a)) {
         const char *name = s->col == PE_END_EMBED ? "embed" : "output";
-        const PlanEntry *got = plan_edit_end(pe, (PeEnd)s->col);
-        PlanEntry want = s->col == PE_END_EMBED ? before->embed : before->output;
-        plan_entry_take(&want, src, fields);
-        st = session_log_set_rule(a->sess, NULL, name, sf, src, &err);
-        if (st == ST_OK && !plan_entry_equal(got, &want)) st = session_log_set_rule(a->sess, NULL, name, PF_ALL, got, &err);
+        st = session_log_set_rule_edit(a->sess, NULL, name, PF_FMT | PF_GROUP, plan_edit_end(pe, (PeEnd)s->col), edit,
+                                       &err);
         if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
         app_plan_sync(a);
         return;
@@ -227,25 +227,41 @@ static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, co
     case PE_ALL: snprintf(pat, sizeof pat, "*"); break;
     default: pat[0] = 0; break;
     }
-    for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
-        for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
+    /* Does the scope rule alone (with replay's group fallback) give every cell? */
+    int by_cell = 0;
+    for (int64_t l = 0; l < pe->n_layers && !by_cell; l++)
+        for (int p = 0; p < PLAN_NPROJ && !by_cell; p++) {
             int64_t i = l * PLAN_NPROJ + p;
-            char cell[32];
-            snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
-            if (s->scope == PE_MARKED && s->marks[i]) st = session_log_set_rule(a->sess, NULL, cell, sf, src, &err);
+            if (!(s->scope == PE_MARKED ? s->marks[i] != 0 : plan_pattern_matches(pat, l, p))) continue;
+            PlanEntry want = before->cells[i];
+            plan_entry_take(&want, src, sf);
+            want.w.group = plan_edit_cell(pe, l, p)->w.group;
+            by_cell = !plan_entry_equal(&want, plan_edit_cell(pe, l, p));
         }
-    if (pat[0] && st == ST_OK) st = session_log_set_rule(a->sess, NULL, pat, sf, src, &err);
     for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
         for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
             int64_t i = l * PLAN_NPROJ + p;
             const PlanEntry *got = plan_edit_cell(pe, l, p);
-            PlanEntry want = before->cells[i]; /* what the recorded rules alone give */
-            if (s->scope == PE_MARKED ? s->marks[i] != 0 : pat[0] && plan_pattern_matches(pat, l, p))
-                plan_entry_take(&want, src, sf);
-            if (plan_entry_equal(got, &want)) continue;
             char cell[32];
             snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
-            st = session_log_set_rule(a->sess, NULL, cell, PF_ALL, got, &err);
+            if (by_cell) {
+                if (!plan_entry_equal(got, &before->cells[i]))
+                    st = session_log_set_rule_edit(a->sess, NULL, cell, PF_ALL, got, edit, &err);
+            } else if (s->scope == PE_MARKED && s->marks[i]) {
+                st = session_log_set_rule_edit(a->sess, NULL, cell, sf, src, edit, &err);
+            }
+        }
+    if (!by_cell && pat[0] && st == ST_OK) st = session_log_set_rule_edit(a->sess, NULL, pat, sf, src, edit, &err);
+    for (int64_t l = 0; l < pe->n_layers && st == ST_OK && !by_cell; l++)
+        for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
+            int64_t i = l * PLAN_NPROJ + p;
+            PlanEntry want = before->cells[i];
+            plan_entry_take(&want, src, sf);
+            const PlanEntry *got = plan_edit_cell(pe, l, p);
+            if (got->w.group == want.w.group || plan_entry_equal(got, &before->cells[i])) continue;
+            char cell[32];
+            snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
+            st = session_log_set_rule_edit(a->sess, NULL, cell, PF_GROUP, got, edit, &err);
         }
     if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
     app_plan_sync(a);
