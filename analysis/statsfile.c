@@ -334,7 +334,9 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     if (r.bad) goto bad;
     /* Per-layer bytes are bounded below, so a huge n_layers or seqlen in a
      * short file fails here, before any allocation. */
-    size_t min_bytes = (size_t)nl * ((size_t)TAP_COUNT * (HIST_NBINS * 8 + 100) + (size_t)p.seqlen * 12);
+    size_t per_layer = (size_t)TAP_COUNT * (HIST_NBINS * 8 + 100) + (size_t)p.seqlen * 12;
+    for (int t = 0; t < TAP_COUNT; t++) per_layer += (size_t)width[t] * 20; /* channel arrays */
+    size_t min_bytes = (size_t)nl * per_layer;
     if (!rd_need(&r, min_bytes, "layers")) goto bad;
     st = calib_stats_new(nl, width, p.seqlen, p.topk, &cs, err);
     if (st) goto fail;

@@ -368,6 +368,12 @@ static void test_stories(void) {
     fwrite(bytes, 1, size, f);
     fclose(f);
     CHECK(statsfile_load(bad, &x, &err) == ST_ERR_FORMAT && strstr(err.detail, "n_layers"));
+    bytes[nl_off + 3] = 0;
+    bytes[nl_off + 1] = 0x0f; /* 3845 layers: in range, but the file is far too short for them */
+    f = fopen(bad, "wb");
+    fwrite(bytes, 1, size, f);
+    fclose(f);
+    CHECK(statsfile_load(bad, &x, &err) == ST_ERR_FORMAT && strstr(err.detail, "truncated at field 'layers'"));
     free(bytes);
     CHECK(statsfile_load(tmp_path("missing.qsst"), &x, &err) == ST_ERR_IO);
 
