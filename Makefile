@@ -86,12 +86,23 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test-asan
 
+# Sanitizer reports also go to files under $(SAN_LOG): an e2e script that
+# expects a command to fail, or discards its stderr, would otherwise pass over
+# an ASan/UBSan/LSan report; any report file fails the run and is printed.
+SAN_LOG = $(abspath $(BUILD))/sanitizer
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:log_path=$(SAN_LOG)/asan \
+	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOG)/ubsan
 test-asan: $(BUILD)/libqscope.a $(TEST_BIN) $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $(BUILD)/qscope $(BUILD)/main.o $(BUILD)/libqscope.a $(LDFLAGS) $(LDLIBS)
-	@set -e; for t in $(TEST_BIN); do echo "== $$t (asan)"; \
-	  ASAN_OPTIONS=detect_leaks=1 QS_SHARED=$(SHARED) QS_ASAN=1 $$t; done; \
+	@rm -rf $(SAN_LOG); mkdir -p $(SAN_LOG); \
+	reports() { if ls $(SAN_LOG)/* >/dev/null 2>&1; then cat $(SAN_LOG)/*; \
+	  echo "asan: sanitizer reports above (also in $(SAN_LOG))"; return 0; fi; return 1; }; \
+	for t in $(TEST_BIN); do echo "== $$t (asan)"; \
+	  $(SAN_ENV) QS_SHARED=$(SHARED) QS_ASAN=1 $$t || { reports; echo "FAILED: $$t"; exit 1; }; \
+	  if reports; then echo "FAILED: $$t"; exit 1; fi; done; \
 	for s in $(TEST_SH); do echo "== $$s (asan)"; \
-	  QS_SHARED=$(SHARED) QS_ASAN=1 QSCOPE=$(BUILD)/qscope sh $$s; done; echo "asan: all passed"
+	  $(SAN_ENV) QS_SHARED=$(SHARED) QS_ASAN=1 QSCOPE=$(BUILD)/qscope sh $$s || { reports; echo "FAILED: $$s"; exit 1; }; \
+	  if reports; then echo "FAILED: $$s"; exit 1; fi; done; echo "asan: all passed"
 
 clean:
 	rm -rf $(BUILD) build-asan qscope
