@@ -126,18 +126,18 @@ void spike_topk_insert(Spike *top, int32_t *n, int32_t k, const Spike *s) {
 
 /* === Activation quantization === */
 
-static const char *const act_fmt_names[ACT_FMT_COUNT] = {"int8", "fp8-e4m3", "fp8-e5m2"};
+static const char *const act_fmt_names[AQ_FMT_COUNT] = {"int8", "fp8-e4m3", "fp8-e5m2"};
 static const char *const act_mode_names[ACT_MODE_COUNT] = {"tensor-static", "tensor-dynamic",
                                                            "token-dynamic"};
 
-const char *act_fmt_name(ActFmt f) { return (unsigned)f < ACT_FMT_COUNT ? act_fmt_names[f] : "?"; }
+const char *act_fmt_name(ActFmt f) { return (unsigned)f < AQ_FMT_COUNT ? act_fmt_names[f] : "?"; }
 const char *act_mode_name(ActMode m) { return (unsigned)m < ACT_MODE_COUNT ? act_mode_names[m] : "?"; }
 
 float act_fmt_qmax(ActFmt f) {
     switch (f) {
-    case ACT_INT8: return 127.0f;
-    case ACT_FP8_E4M3: return 448.0f;
-    case ACT_FP8_E5M2: return 57344.0f;
+    case AQ_INT8: return 127.0f;
+    case AQ_FP8_E4M3: return 448.0f;
+    case AQ_FP8_E5M2: return 57344.0f;
     default: return 0;
     }
 }
@@ -171,20 +171,20 @@ float fp8_round_e5m2(float v) { return fp8_round(v, 21, 0x1p-14f, 0x1p-16f, 0x1p
 float act_quant(ActFmt f, float x, float s, float inv) {
     float v = x * inv;
     switch (f) {
-    case ACT_INT8: {
+    case AQ_INT8: {
         v = v > 127.0f ? 127.0f : v;
         v = v < -127.0f ? -127.0f : v;
         return ((v + RNE_MAGIC) - RNE_MAGIC) * s;
     }
-    case ACT_FP8_E4M3: return fp8_round_e4m3(v) * s;
-    case ACT_FP8_E5M2: return fp8_round_e5m2(v) * s;
+    case AQ_FP8_E4M3: return fp8_round_e4m3(v) * s;
+    case AQ_FP8_E5M2: return fp8_round_e5m2(v) * s;
     default: return 0;
     }
 }
 
-void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                     const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
-    for (int f = 0; f < ACT_FMT_COUNT; f++)
+void act_err_row_ref(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                     const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             double e = 0;
             for (int64_t i = 0; i < n; i++) {
@@ -195,8 +195,8 @@ void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT
         }
 }
 
-static void act_err_row_sse2(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                             const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
+static void act_err_row_sse2(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                             const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]);
 
 /* SSE2 is part of the x86-64 baseline: no dispatch needed. Lane for lane the
  * same operations as act_quant; only the summation order differs (float
@@ -238,32 +238,32 @@ static inline __m512 avx512_fp8(__m512 y, int drop, float min_normal, float sub_
 }
 
 __attribute__((target("avx512f"))) static void act_err_row_avx512(
-    const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-    const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+    const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+    const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
     int64_t n16 = n & ~(int64_t)15;
-    __m512 acc[ACT_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < ACT_FMT_COUNT; f++)
+    __m512 acc[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm512_setzero_ps();
     const __m512 mag = _mm512_set1_ps(RNE_MAGIC), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
     for (int64_t i = 0; i < n16; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
-            __m512 y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_INT8][m]));
+            __m512 y = _mm512_mul_ps(v, _mm512_set1_ps(inv[AQ_INT8][m]));
             y = _mm512_max_ps(_mm512_min_ps(y, hi), lo);
-            __m512 q = _mm512_mul_ps(_mm512_sub_ps(_mm512_add_ps(y, mag), mag), _mm512_set1_ps(s[ACT_INT8][m]));
+            __m512 q = _mm512_mul_ps(_mm512_sub_ps(_mm512_add_ps(y, mag), mag), _mm512_set1_ps(s[AQ_INT8][m]));
             __m512 d = _mm512_sub_ps(v, q);
-            acc[ACT_INT8][m] = _mm512_add_ps(acc[ACT_INT8][m], _mm512_mul_ps(d, d));
-            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_FP8_E4M3][m]));
-            q = _mm512_mul_ps(avx512_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm512_set1_ps(s[ACT_FP8_E4M3][m]));
+            acc[AQ_INT8][m] = _mm512_add_ps(acc[AQ_INT8][m], _mm512_mul_ps(d, d));
+            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[AQ_FP8_E4M3][m]));
+            q = _mm512_mul_ps(avx512_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm512_set1_ps(s[AQ_FP8_E4M3][m]));
             d = _mm512_sub_ps(v, q);
-            acc[ACT_FP8_E4M3][m] = _mm512_add_ps(acc[ACT_FP8_E4M3][m], _mm512_mul_ps(d, d));
-            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_FP8_E5M2][m]));
-            q = _mm512_mul_ps(avx512_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm512_set1_ps(s[ACT_FP8_E5M2][m]));
+            acc[AQ_FP8_E4M3][m] = _mm512_add_ps(acc[AQ_FP8_E4M3][m], _mm512_mul_ps(d, d));
+            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[AQ_FP8_E5M2][m]));
+            q = _mm512_mul_ps(avx512_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm512_set1_ps(s[AQ_FP8_E5M2][m]));
             d = _mm512_sub_ps(v, q);
-            acc[ACT_FP8_E5M2][m] = _mm512_add_ps(acc[ACT_FP8_E5M2][m], _mm512_mul_ps(d, d));
+            acc[AQ_FP8_E5M2][m] = _mm512_add_ps(acc[AQ_FP8_E5M2][m], _mm512_mul_ps(d, d));
         }
     }
-    for (int f = 0; f < ACT_FMT_COUNT; f++)
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             float t[16];
             _mm512_storeu_ps(t, acc[f][m]);
@@ -274,38 +274,38 @@ __attribute__((target("avx512f"))) static void act_err_row_avx512(
     if (n16 < n) act_err_row_sse2(x + n16, n - n16, s, inv, err);
 }
 
-void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                 const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+void act_err_row(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                 const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
     if (cpu_has_avx512f()) act_err_row_avx512(x, n, s, inv, err);
     else act_err_row_sse2(x, n, s, inv, err);
 }
 
-static void act_err_row_sse2(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                             const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]) {
+static void act_err_row_sse2(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                             const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
     int64_t n4 = n & ~(int64_t)3;
-    __m128 acc[ACT_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < ACT_FMT_COUNT; f++)
+    __m128 acc[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm_setzero_ps();
     const __m128 mag = _mm_set1_ps(RNE_MAGIC), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
     for (int64_t i = 0; i < n4; i += 4) {
         __m128 v = _mm_loadu_ps(x + i);
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
-            __m128 y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_INT8][m]));
+            __m128 y = _mm_mul_ps(v, _mm_set1_ps(inv[AQ_INT8][m]));
             y = _mm_max_ps(_mm_min_ps(y, hi), lo);
-            __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(y, mag), mag), _mm_set1_ps(s[ACT_INT8][m]));
+            __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(y, mag), mag), _mm_set1_ps(s[AQ_INT8][m]));
             __m128 d = _mm_sub_ps(v, q);
-            acc[ACT_INT8][m] = _mm_add_ps(acc[ACT_INT8][m], _mm_mul_ps(d, d));
-            y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_FP8_E4M3][m]));
-            q = _mm_mul_ps(sse_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm_set1_ps(s[ACT_FP8_E4M3][m]));
+            acc[AQ_INT8][m] = _mm_add_ps(acc[AQ_INT8][m], _mm_mul_ps(d, d));
+            y = _mm_mul_ps(v, _mm_set1_ps(inv[AQ_FP8_E4M3][m]));
+            q = _mm_mul_ps(sse_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm_set1_ps(s[AQ_FP8_E4M3][m]));
             d = _mm_sub_ps(v, q);
-            acc[ACT_FP8_E4M3][m] = _mm_add_ps(acc[ACT_FP8_E4M3][m], _mm_mul_ps(d, d));
-            y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_FP8_E5M2][m]));
-            q = _mm_mul_ps(sse_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm_set1_ps(s[ACT_FP8_E5M2][m]));
+            acc[AQ_FP8_E4M3][m] = _mm_add_ps(acc[AQ_FP8_E4M3][m], _mm_mul_ps(d, d));
+            y = _mm_mul_ps(v, _mm_set1_ps(inv[AQ_FP8_E5M2][m]));
+            q = _mm_mul_ps(sse_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm_set1_ps(s[AQ_FP8_E5M2][m]));
             d = _mm_sub_ps(v, q);
-            acc[ACT_FP8_E5M2][m] = _mm_add_ps(acc[ACT_FP8_E5M2][m], _mm_mul_ps(d, d));
+            acc[AQ_FP8_E5M2][m] = _mm_add_ps(acc[AQ_FP8_E5M2][m], _mm_mul_ps(d, d));
         }
     }
-    for (int f = 0; f < ACT_FMT_COUNT; f++)
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             float t[4];
             _mm_storeu_ps(t, acc[f][m]);
@@ -351,7 +351,7 @@ typedef struct SliceAcc {
     Moments mom;
     float absmax;
     double ref[ACT_MODE_COUNT];
-    double err[ACT_FMT_COUNT][ACT_MODE_COUNT];
+    double err[AQ_FMT_COUNT][ACT_MODE_COUNT];
     int32_t n_top;
 } SliceAcc;
 
@@ -441,8 +441,8 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
     TapScratch *sc = j->sc;
     int64_t w = ts->width, T = j->T;
     uint64_t *hist = sc->hist + (size_t)tid * HIST_NBINS;
-    float sc_s[ACT_FMT_COUNT][ACT_MODE_COUNT], sc_inv[ACT_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < ACT_FMT_COUNT; f++) {
+    float sc_s[AQ_FMT_COUNT][ACT_MODE_COUNT], sc_inv[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    for (int f = 0; f < AQ_FMT_COUNT; f++) {
         act_scale((ActFmt)f, j->static_amax, &sc_s[f][ACT_TENSOR_STATIC], &sc_inv[f][ACT_TENSOR_STATIC]);
         act_scale((ActFmt)f, j->batch_amax, &sc_s[f][ACT_TENSOR_DYNAMIC], &sc_inv[f][ACT_TENSOR_DYNAMIC]);
     }
@@ -496,16 +496,16 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
                 rref += (double)x * x;
             }
             if (ts->has_act) {
-                double rerr[ACT_FMT_COUNT][ACT_MODE_COUNT];
+                double rerr[AQ_FMT_COUNT][ACT_MODE_COUNT];
                 memset(rerr, 0, sizeof rerr);
-                for (int f = 0; f < ACT_FMT_COUNT; f++) {
+                for (int f = 0; f < AQ_FMT_COUNT; f++) {
                     act_scale((ActFmt)f, sc->row_amax[r], &sc_s[f][ACT_TOKEN_DYNAMIC], &sc_inv[f][ACT_TOKEN_DYNAMIC]);
                 }
                 act_err_row(row + c0, nc, sc_s, sc_inv, rerr);
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
                     if (m == ACT_TENSOR_STATIC && j->static_amax <= 0) continue;
                     acc->ref[m] += rref;
-                    for (int f = 0; f < ACT_FMT_COUNT; f++) acc->err[f][m] += rerr[f][m];
+                    for (int f = 0; f < AQ_FMT_COUNT; f++) acc->err[f][m] += rerr[f][m];
                 }
             }
         }
@@ -546,7 +546,7 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
         if (acc->absmax > ts->absmax) ts->absmax = acc->absmax;
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             ts->act_ref[m] += acc->ref[m];
-            for (int f = 0; f < ACT_FMT_COUNT; f++) ts->act_err[f][m] += acc->err[f][m];
+            for (int f = 0; f < AQ_FMT_COUNT; f++) ts->act_err[f][m] += acc->err[f][m];
         }
         const Spike *top = sc->slice_top + (size_t)s * (size_t)(sc->k > 0 ? sc->k : 1);
         for (int32_t i = 0; i < acc->n_top; i++) spike_topk_insert(ts->top, &ts->n_top, ts->k, &top[i]);

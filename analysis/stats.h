@@ -87,7 +87,7 @@ void spike_topk_insert(Spike *top, int32_t *n, int32_t k, const Spike *s);
  *  - ACT_TENSOR_DYNAMIC: absmax of the current batch (one sequence);
  *  - ACT_TOKEN_DYNAMIC: absmax of each row (per-token scales are by nature
  *    computed at run time, so there is no static per-token mode). */
-typedef enum { ACT_INT8, ACT_FP8_E4M3, ACT_FP8_E5M2, ACT_FMT_COUNT } ActFmt;
+typedef enum { AQ_INT8, AQ_FP8_E4M3, AQ_FP8_E5M2, AQ_FMT_COUNT } ActFmt;
 typedef enum { ACT_TENSOR_STATIC, ACT_TENSOR_DYNAMIC, ACT_TOKEN_DYNAMIC, ACT_MODE_COUNT } ActMode;
 
 /* "int8", "fp8-e4m3", "fp8-e5m2" / "tensor-static", "tensor-dynamic", "token-dynamic". */
@@ -106,10 +106,10 @@ float act_quant(ActFmt f, float x, float s, float inv);
  * x86-64 baseline); act_err_row_ref is the scalar twin: elementwise
  * identical, sums differ only by summation order (float lanes folded into
  * double: relative 1e-6). */
-void act_err_row(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                 const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
-void act_err_row_ref(const float *x, int64_t n, const float s[ACT_FMT_COUNT][ACT_MODE_COUNT],
-                     const float inv[ACT_FMT_COUNT][ACT_MODE_COUNT], double err[ACT_FMT_COUNT][ACT_MODE_COUNT]);
+void act_err_row(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                 const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]);
+void act_err_row_ref(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                     const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]);
 
 /* Round v to the nearest fp8 value (ties to even), saturating at ±max;
  * equals fp8_*_to_f32(f32_to_fp8_*(v)) for finite v (fast bit form). */
@@ -132,7 +132,7 @@ typedef struct TapStats {
     Spike *top;              /* (k) best first (spike_before order) */
     int has_act;             /* accumulates act_err */
     double act_ref[ACT_MODE_COUNT];                /* Σx² over the rows each mode saw */
-    double act_err[ACT_FMT_COUNT][ACT_MODE_COUNT]; /* Σ(x - Q(x))² */
+    double act_err[AQ_FMT_COUNT][ACT_MODE_COUNT]; /* Σ(x - Q(x))² */
 } TapStats;
 
 /* Allocates the channel arrays and top-k storage of an embedded TapStats

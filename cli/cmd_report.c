@@ -239,7 +239,7 @@ static int view_actquant(const CalibStats *cs, const ReportOpts *o) {
     else {
         printf("relative error ‖x - Q(x)‖²/‖x‖² of the projection inputs (static: scale from earlier sequences)\n");
         printf("%5s %-7s", "layer", "proj");
-        for (int f = 0; f < ACT_FMT_COUNT; f++)
+        for (int f = 0; f < AQ_FMT_COUNT; f++)
             for (int m = 0; m < ACT_MODE_COUNT; m++) {
                 char h[40];
                 snprintf(h, sizeof h, "%s/%s", f == 0 ? "i8" : f == 1 ? "e4m3" : "e5m2",
@@ -254,7 +254,7 @@ static int view_actquant(const CalibStats *cs, const ReportOpts *o) {
             if (!sel_tap(o, (TapPoint)t)) continue;
             const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
             if (o->out == OUT_TEXT) printf("%5lld %-7s", (long long)l, tap_name((TapPoint)t));
-            for (int f = 0; f < ACT_FMT_COUNT; f++)
+            for (int f = 0; f < AQ_FMT_COUNT; f++)
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
                     double e = tapstats_act_rel_err(ts, (ActFmt)f, (ActMode)m);
                     if (o->out == OUT_JSON) {
