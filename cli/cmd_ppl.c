@@ -168,6 +168,9 @@ int cmd_ppl(int argc, char **argv) {
         goto done;
     }
     threads = pool_size(pool);
+    if (m->cfg.max_seq_len > 0 && ctx > m->cfg.max_seq_len)
+        fprintf(stderr, "qscope ppl: warning: --ctx %lld is longer than the %lld positions %s was trained on\n",
+                (long long)ctx, (long long)m->cfg.max_seq_len, model_path);
 
     PplOpts o = {.n_ctx = ctx, .max_chunks = chunks, .full = full, .batch = 0};
     int64_t n_chunks = ppl_chunk_count(n_ids, &o);
