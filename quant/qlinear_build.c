@@ -7,17 +7,19 @@
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "kernels/int8_gemm.h"
+#include "kernels/w4a8.h"
 #include "kernels/wq_gemm.h"
 #include "quant/format.h"
 #include "quant/rtn.h"
 
-typedef enum { QL_W8A8, QL_WQ } QlKind;
+typedef enum { QL_W8A8, QL_WQ, QL_W4A8 } QlKind;
 
 typedef struct QlImpl {
     QlKind kind;
     ActQuant aq;
     I8Matrix i8;             /* QL_W8A8 */
     WqMatrix wq;             /* QL_WQ */
+    W4a8Matrix w4;           /* QL_W4A8 */
     size_t bytes;            /* see qlinear_build.h */
     const char *name;
 } QlImpl;
@@ -33,6 +35,20 @@ static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t p
         actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
         i8gemm(&im->i8, A, T, kp, as, y, l->n_out, pool);
         free(A);
+        free(as);
+        return;
+    }
+    if (im->kind == QL_W4A8) {
+        int64_t kp = im->w4.kp;
+        int8_t *A = malloc((size_t)(T * kp));
+        int32_t *corr = malloc((size_t)(T * (kp / 4)) * sizeof *corr);
+        float *as = malloc((size_t)T * sizeof *as);
+        ASSERT(A && corr && as);
+        actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
+        w4a8_act_corr(A, T, kp, corr);
+        w4a8_gemm(&im->w4, A, corr, as, T, y, pool);
+        free(A);
+        free(corr);
         free(as);
         return;
     }
@@ -60,6 +76,7 @@ static void ql_free(QLinear *l) {
     if (im) {
         i8mat_done(&im->i8);
         wqmat_done(&im->wq);
+        w4a8mat_done(&im->w4);
         free(im);
     }
     free(l);
@@ -148,6 +165,24 @@ Status qlinear_new_from_qtensor(const QTensor *q, const ActQuant *aq, QLinear **
     const size_t base = qparams_bytes(&q->p, n, k);
     int w8a8 = q->p.fmt == QF_INT8 && q->p.sym && im->aq.fmt == ACTQ_INT8 &&
                (q->p.dim == GROUP_TENSOR || (q->p.dim == GROUP_OC && q->p.group == 0));
+    /* int4 symmetric weights under OC groups of a multiple of 32 (or per-row /
+     * per-tensor) with int8 activations: integer dot products; a scale that is
+     * not exact in fp16 (only possible in a hand-made QTensor) falls back to
+     * the weight-only kernel below */
+    int w4a8 = q->p.fmt == QF_INT4 && q->p.sym && im->aq.fmt == ACTQ_INT8 &&
+               (q->p.dim == GROUP_TENSOR || q->p.dim == GROUP_OC) && w4a8_group_ok(ql_group(q->p.dim), q->p.group, k);
+    if (w4a8) {
+        st = w4a8mat_pack(q->q, n, k, ql_group(q->p.dim), q->p.group, q->scale, &im->w4, err);
+        if (st == ST_OK) {
+            im->kind = QL_W4A8;
+            im->name = "w4a8";
+            im->bytes = base + (size_t)n * (size_t)(im->w4.kp - k) / 2;
+            *out = l;
+            return ST_OK;
+        }
+        if (st != ST_ERR_RANGE) goto fail;
+        st = ST_OK;
+    }
     if (w8a8) {
         im->kind = QL_W8A8;
         im->name = "w8a8";

@@ -6,6 +6,13 @@
  *              groups) and int8 activations: kernels/int8_gemm.h, the
  *              activations quantized by kernels/actquant.h (per-tensor or
  *              per-token, dynamic or static, optional skip-first);
+ *  - "w4a8":   int4 symmetric weights, per-tensor, per-OC or OC groups of a
+ *              multiple of 32, and int8 activations (any granularity and
+ *              scale, quantized as for w8a8): kernels/w4a8.h integer dot
+ *              products (VNNI / AVX2 / scalar). Equals the fake-quant
+ *              reference (activations quantized and dequantized, weights
+ *              dequantized, float matmul) up to float summation order:
+ *              |Δy| ≤ (k/16 + 2)·eps·Σ|w·x̂| (tests/test_w4a8.c);
  *  - "wq-intN": other integer weights (int8 … int2; int6/int5 ride in the
  *              8-bit storage): kernels/wq_gemm.h GEMV for one token, dequantized
  *              tiles + sgemm for batches;
@@ -17,10 +24,11 @@
  *
  * bytes(): qparams_bytes() of the QTensor's params (codes at the format's
  * bits, fp16 scales, packed zero points) plus the padding the packed layout
- * adds: K rounded up to the code block (32 or 64 elements; 4 for w8a8), N up
- * to 64 for w8a8, and the 8-bit storage of int6/int5. Not counted: in-memory
- * alignment of rows to 64 bytes and the float32 copies of scales / zero
- * points the kernels read (fp16 in any file we write). */
+ * adds: K rounded up to the code block (32 or 64 elements; 4 for w8a8; 256
+ * for w4a8), N up to 64 for w8a8, and the 8-bit storage of int6/int5. Not
+ * counted: in-memory alignment of rows to 64 bytes, the float32 copies of
+ * scales / zero points the kernels read (fp16 in any file we write), and
+ * w4a8's expansion of a group's fp16 scale to every 32-input block. */
 #ifndef QS_QUANT_QLINEAR_BUILD_H
 #define QS_QUANT_QLINEAR_BUILD_H
 

@@ -5,6 +5,8 @@
  *  - W8A8 and fake-quantized activations: the same bound against x fake-
  *    quantized by this file's own reference (scales, rounding, clamping and
  *    skip-first written out here, independently of kernels/actquant.c);
+ *  - W4A8 (int4 weights, int8 activations, integer dot products) within the
+ *    same bound of the same fake-quant reference;
  *  - bytes() against qparams_bytes plus the stated padding. */
 #include <math.h>
 #include <stdint.h>
@@ -155,9 +157,26 @@ static void test_activations(const float *W, Pool *pool) {
     /* static range below the data: clamping */
     ActQuant st = {ACTQ_INT8, 0, 1, 1.5f, 0};
     check_layer(W, 48, 256, w8, &st, 9, 0, "w8a8", pool);
-    /* int8 activations on weights without a W8A8 kernel: fake quantization */
-    QParams w4 = {QF_INT4, 1, GROUP_OC, 64}, w8a = {QF_INT8, 0, GROUP_OC, 0}, w8g = {QF_INT8, 1, GROUP_OC, 64};
-    check_layer(W, 48, 256, w4, &tok, 9, 0, "wq-int4", pool);
+    /* W4A8: int4 symmetric weights under OC groups of 32k / per-row / per-tensor
+     * with int8 activations of any granularity run integer dot products */
+    QParams w4 = {QF_INT4, 1, GROUP_OC, 64}, w4r = {QF_INT4, 1, GROUP_OC, 0}, w4t = {QF_INT4, 1, GROUP_TENSOR, 0};
+    QParams w4g32 = {QF_INT4, 1, GROUP_OC, 32};
+    for (int64_t T = 1; T <= 17; T += 8) {
+        CHECK(check_layer(W, 48, 256, w4, &tok, T, 0, "w4a8", pool) == qparams_bytes(&w4, 48, 256));
+        check_layer(W, 48, 256, w4g32, &tok, T, 3, "w4a8", pool);
+        check_layer(W, 48, 256, w4t, &ten, T, 0, "w4a8", pool);
+        /* K = 100: rows padded to 256 */
+        CHECK(check_layer(W, 45, 100, w4r, &tok, T, 0, "w4a8", pool) == qparams_bytes(&w4r, 45, 100) + 45 * 156 / 2);
+    }
+    check_layer(W, 48, 256, w4g32, &skip, 9, 0, "w4a8", pool);
+    check_layer(W, 48, 256, w4g32, &st, 9, 0, "w4a8", pool);
+    /* int8 activations on weights without an integer kernel: fake quantization */
+    QParams w4a = {QF_INT4, 0, GROUP_OC, 64}, w4g16 = {QF_INT4, 1, GROUP_OC, 16}, w4ic = {QF_INT4, 1, GROUP_IC, 0};
+    check_layer(W, 48, 256, w4a, &tok, 9, 0, "wq-int4", pool);
+    check_layer(W, 48, 256, w4g16, &tok, 9, 0, "wq-int4", pool);
+    check_layer(W, 48, 256, w4ic, &tok, 9, 0, "wq-int4", pool);
+    check_layer(W, 48, 256, w4, NULL, 9, 0, "wq-int4", pool);
+    QParams w8a = {QF_INT8, 0, GROUP_OC, 0}, w8g = {QF_INT8, 1, GROUP_OC, 64};
     check_layer(W, 48, 256, w8a, &tok, 9, 0, "wq-int8", pool);
     check_layer(W, 48, 256, w8g, &skip, 9, 0, "wq-int8", pool);
     /* fp8 activations */
