@@ -23,6 +23,7 @@ static const PresetInfo PRESETS[] = {
     {"adadim-int4-gptq", "int4 weights, AdaDim picks OC or IC groups, GPTQ"},
     {"adadim-int3", "int3 weights, AdaDim picks OC or IC groups, RTN"},
     {"adadim-int3-gptq", "int3 weights, AdaDim picks OC or IC groups, GPTQ"},
+    {"w4a8-token", "int4 symmetric weights, groups of g along OC, RTN; int8 per-token dynamic activations"},
     {"aqlm-2x8", "AQLM 2 codebooks x 2^8, groups of 8 inputs (2 code bits; codebooks extra)"},
     {"aqlm-1x16", "AQLM 1 codebook x 2^16, groups of 8 inputs (2 code bits; codebooks extra)"},
     {"aqlm-1x8", "AQLM 1 codebook x 2^8, groups of 4 inputs (2 code bits; codebooks extra)"},
@@ -204,6 +205,15 @@ Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const Pl
         free(pats);
         free(ptrs);
         free(idx);
+    } else if (!strcasecmp(name, "w4a8-token")) {
+        /* symmetric codes: the integer kernel (kernels/w4a8.h) has no zero-point term */
+        if (o.sym == 0) return err_set(err, ST_ERR_ARG, "preset %s: int4 weights must be symmetric here", name);
+        PlanEntry *e = &out->def;
+        e->w = (QParams){QF_INT4, 1, GROUP_OC, o.group};
+        e->method = QM_RTN;
+        e->act = ACT_INT8;
+        e->act_gran = ACT_PER_TOKEN;
+        e->act_scale = ACT_DYNAMIC;
     } else if (!strcasecmp(name, "aqlm-2x8")) {
         st = aqlm_preset(out, (AqlmParams){2, 8, 8}, m, err);
     } else if (!strcasecmp(name, "aqlm-1x16")) {

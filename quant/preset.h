@@ -16,6 +16,12 @@
  *   int4-gptq, int3-gptq   same through GPTQ (damp 0.01, act-order, block 128)
  *   adadim-int4[-gptq], adadim-int3[-gptq]
  *                          weight-only, AdaDim picks per-OC or per-IC groups
+ *   w4a8-token             int4 symmetric weights, groups of g along OC, RTN, and
+ *                          int8 per-token dynamic activations: the layers run
+ *                          kernels/w4a8.h's integer dot products where g is a
+ *                          multiple of 32 (or 0), else fake-quantized activations
+ *                          on the weight-only kernel (g = 32 is llama.cpp Q4_0's
+ *                          weight layout; the default g is 128 as for int4-rtn)
  *   aqlm-2x8, aqlm-1x16, aqlm-1x8
  *                          AQLM 2x8 g8, 1x16 g8, 1x8 g4 (2 code bits per weight;
  *                          codebooks extra); a projection whose input width g

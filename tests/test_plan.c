@@ -281,6 +281,21 @@ static void test_presets(void) {
     CHECK(p.def.act == ACT_INT8 && p.def.act_gran == ACT_PER_TOKEN && p.def.act_scale == ACT_DYNAMIC);
     CHECK(p.n_rules == 0 && p.n_notes == 0);
     plan_done(&p);
+    /* w4a8-token: symmetric int4 OC groups, int8 per-token dynamic activations */
+    o = (PresetOpts){0};
+    preset_opts_default(&o);
+    o.group = 32;
+    CHECK_OK(plan_preset(&p, "w4a8-token", &o, &m, &err), err);
+    CHECK(p.def.w.fmt == QF_INT4 && p.def.w.sym == 1 && p.def.w.dim == GROUP_OC && p.def.w.group == 32);
+    CHECK(p.def.method == QM_RTN && p.def.act == ACT_INT8 && p.def.act_gran == ACT_PER_TOKEN && p.def.act_scale == ACT_DYNAMIC);
+    CHECK(p.n_notes == 1 && has_note(&p, "*.down: group 32 -> 4 (172 = 4·43)"));
+    CHECK_OK(plan_resolve(&p, &m, &r, &err), err);
+    CHECK(site(&r, 4, PLAN_DOWN)->e.act == ACT_INT8 && site(&r, 4, PLAN_DOWN)->e.w.sym == 1);
+    plan_resolved_done(&r);
+    plan_done(&p);
+    o.sym = 0;
+    CHECK(plan_preset(&p, "w4a8-token", &o, &m, &err) == ST_ERR_ARG);
+    CHECK(strstr(err.detail, "must be symmetric") != NULL);
     /* smoothquant */
     CHECK_OK(plan_preset(&p, "smoothquant-w8a8", NULL, &m, &err), err);
     CHECK_OK(plan_resolve(&p, &m, &r, &err), err);
