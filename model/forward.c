@@ -9,6 +9,7 @@
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/vec.h"
+#include "quant/qlinear_build.h"
 
 /* Rows of queries per attention block: the causal mask lets block b attend to
  * only pos0 + (b+1)·RB keys, so blocking skips most of the masked half of
@@ -322,7 +323,7 @@ static void fwd_linear(Forward *f, const Weight *W, const QLinear *q, const floa
         fwd_gemm(f, T, W->n_out, W->n_in, x, W->w, accumulate, y, ldy);
         return;
     }
-    qlinear_forward(q, x, T, f->tmp, f->pool);
+    qlinear_forward_pos(q, x, T, f->pos, f->tmp, f->pool); /* skip-first ranges need the position */
     for (int64_t t = 0; t < T; t++) {
         const float *src = f->tmp + t * q->n_out;
         float *dst = y + t * ldy;
