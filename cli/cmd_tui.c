@@ -12,6 +12,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "tui/app.h"
+#include "tui/keys.h"
 
 static void tui_usage(FILE *f) {
     fprintf(f,
@@ -48,6 +49,8 @@ static const char *beside_binary(const char *rel, char *buf, size_t n) {
     return buf;
 }
 
+static void print_line(void *user, const char *line) { fprintf(user, "%s\n", line); }
+
 int cmd_tui(int argc, char **argv) {
     TuiOpts o = {0};
     const char *threads = NULL, *ctx = NULL, *chunks = NULL, *samples = NULL, *seqlen = NULL;
@@ -55,6 +58,10 @@ int cmd_tui(int argc, char **argv) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             tui_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--keys-markdown") == 0) { /* for docs/tui.md and the README (not in --help) */
+            keys_markdown(print_line, stdout);
             return 0;
         }
         int r;

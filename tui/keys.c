@@ -43,10 +43,10 @@ static const Binding table[] = {
     {'a', AC_SENS_MODE, V(SENS), "a", "AdaDim mode: per-IC vs per-OC, marking AdaDim's choice", "adadim"},
     {'w', AC_SENS_ERR, V(SENS), "w", "toggle output error / weight error", "out/weight"},
     {'g', AC_HOME, VIEWS_ALL, NULL, NULL, NULL},
-    {'f', AC_FMT_NEXT, V(PLAN), "f/F", "next / previous weight format (aqlm sets method aqlm; embed/output: fp formats, int8, int4)", "format"},
+    {'f', AC_FMT_NEXT, V(PLAN), "f/F", "next / previous weight format (aqlm: the method follows)", "format"},
     {'F', AC_FMT_PREV, V(PLAN), NULL, NULL, NULL},
     {'d', AC_DIM, V(PLAN), "d", "grouping dimension: oc, ic, tensor", "dim"},
-    {'+', AC_GROUP_UP, V(PLAN), "+/-", "group size up / down: sizes dividing every cell of the scope (0 = per-channel); aqlm: g", "group"},
+    {'+', AC_GROUP_UP, V(PLAN), "+/-", "group size up / down, valid for the whole scope (0 = per-row); aqlm: g", "group"},
     {'=', AC_GROUP_UP, V(PLAN), NULL, NULL, NULL},
     {'-', AC_GROUP_DOWN, V(PLAN), NULL, NULL, NULL},
     {'m', AC_METHOD, V(PLAN), "m", "method: rtn, gptq, adadim", "method"},
@@ -144,6 +144,40 @@ int keys_help(ViewId v, void (*fn)(void *user, const char *line, int heading), v
             fn(user, "  (none besides the global keys)", 0);
             lines++;
         }
+    }
+    return lines;
+}
+
+/* Copies s into out (n bytes) with '|' escaped for a Markdown table cell. */
+static void md_escape(const char *s, char *out, size_t n) {
+    size_t k = 0;
+    for (; *s && k + 3 < n; s++) {
+        if (*s == '|') out[k++] = '\\';
+        out[k++] = *s;
+    }
+    out[k] = 0;
+}
+
+int keys_markdown(void (*fn)(void *user, const char *line), void *user) {
+    int lines = 2;
+    fn(user, "| key | where | action |");
+    fn(user, "| --- | --- | --- |");
+    for (const Binding *b = table; b->action != AC_NONE; b++) {
+        if (!b->key_name || !b->help) continue;
+        char where[96] = "";
+        if (b->views == VIEWS_ALL) snprintf(where, sizeof where, "everywhere");
+        else {
+            size_t len = 0;
+            for (int v = 0; v < VIEW_COUNT; v++)
+                if (b->views & VIEW_BIT(v) && len < sizeof where)
+                    len += (size_t)snprintf(where + len, sizeof where - len, "%s%s", len ? ", " : "", view_title((ViewId)v));
+        }
+        char key[48], help[256], line[400];
+        md_escape(b->key_name, key, sizeof key);
+        md_escape(b->help, help, sizeof help);
+        snprintf(line, sizeof line, "| `%s` | %s | %s |", key, where, help);
+        fn(user, line);
+        lines++;
     }
     return lines;
 }

@@ -59,4 +59,9 @@ char *keys_hint_line(ViewId v, int width, char *buf, int n);
  * per line with the line and whether it is a heading. Returns the line count. */
 int keys_help(ViewId v, void (*fn)(void *user, const char *line, int heading), void *user);
 
+/* The key table as Markdown (the docs' and README's table): a header, then
+ * "| `KEY` | where | help |" per binding with a help text, in table order
+ * ("|" escaped). Calls fn once per line (no newline); returns the count. */
+int keys_markdown(void (*fn)(void *user, const char *line), void *user);
+
 #endif

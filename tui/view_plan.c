@@ -98,11 +98,14 @@ static void plan_draw(const App *a, const Layout *l) {
             int idx = (int)(layer * PLAN_NPROJ + p);
             int changed = a->last_eval && !plan_entry_equal(e, &a->last_eval->cells[idx]);
             /* '*' marks a change when it fits; the colour (bold without colours) always does */
-            if (changed && draw_width(code) < fit.col_w[p] - 1) strncat(code, "*", sizeof code - strlen(code) - 1);
+            int cursor = layer == a->plan.row && p == a->plan.col;
+            /* the cursor's "[code*]" keeps the gap before the next column too */
+            if (changed && draw_width(code) + (cursor ? 3 : 2) <= fit.col_w[p])
+                strncat(code, "*", sizeof code - strlen(code) - 1);
             ColorRole role = C_NORMAL;
             if (changed) role = C_CHANGED;
             if (a->plan.marks[idx]) role = C_MARK;
-            if (layer == a->plan.row && p == a->plan.col) role = C_CURSOR;
+            if (cursor) role = C_CURSOR;
             if (role == C_CURSOR) { /* brackets keep the cursor visible without colours */
                 char pad[56];
                 snprintf(pad, sizeof pad, "[%s]", code);
@@ -191,8 +194,8 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
     else
         app_msg(a, res->fallbacks ? 1 : 0, "%s on %s: %lld cell%s changed%s%s", what, where, (long long)res->changed,
                 res->changed == 1 ? "" : "s", res->fallbacks ? "; " : "", res->note);
-    app_log(a, "edit", "%s on %s (%lld cells)%s%s", what, where, (long long)res->changed, res->fallbacks ? ": " : "",
-            res->note);
+    app_log(a, "edit", "%s on %s (%lld cell%s)%s%s", what, where, (long long)res->changed, res->changed == 1 ? "" : "s",
+            res->fallbacks ? ": " : "", res->note);
 }
 
 /* The session records an edit as set_rule actions sharing one edit id, so
