@@ -113,7 +113,10 @@ int main(int argc, char **argv) {
     printf("%-34s %9.3f %9.3f %9.1f\n", "forward, all logits (as ppl)", s_logits.wall, s_logits.cpu, tok / s_logits.cpu);
     printf("%-34s %9.3f %9.3f %9.1f\n", "forward, no logits", s_plain.wall, s_plain.cpu, tok / s_plain.cpu);
 
-    const char *hpath = "/tmp/qs_bench_calib.h64";
+    /* A per-process path: two benches sharing one H file truncate each other's
+     * mapping (SIGBUS). */
+    char hpath[96];
+    snprintf(hpath, sizeof hpath, "/tmp/qs_bench_calib.%ld.h64", (long)getpid());
     Span s_stats = {1e30, 1e30}, s_full = {1e30, 1e30};
     for (int rep = 0; rep < 2; rep++) {
         CalibStats *cs = NULL;
