@@ -511,6 +511,7 @@ static void test_plan_grid_fit(void) {
     CHECK(strcmp(pe_cell_code(plan_edit_cell(&pe, 0, 0), 2, c, sizeof c), "F16") == 0);
     CHECK(pe_text_width("I4/ic8\xc2\xb7GA") == 9);
     CHECK(pe_code_legend(0)[0] == 0 && strstr(pe_code_legend(1), "G GPTQ") != NULL);
+    CHECK(pe_text_width(pe_code_legend(1)) <= 78 && pe_text_width(pe_code_legend(2)) <= 78); /* 80 columns */
 
     /* fp16 everywhere: full codes, columns widened to 12 at 100 columns. */
     Layout l;

@@ -573,8 +573,8 @@ char *pe_cell_code(const PlanEntry *e, int level, char *buf, size_t n) {
 }
 
 const char *pe_code_legend(int level) {
-    if (level == 1) return "codes shortened to fit: \xc2\xb7G GPTQ, A int8 act, E fp8 act, S SmoothQuant (full code below)";
-    if (level >= 2) return "codes shortened to fit: + GPTQ, activation or SmoothQuant suffixes (full code below)";
+    if (level == 1) return "shortened: \xc2\xb7G GPTQ, A int8 act, E fp8 act, S SmoothQuant (full code below)";
+    if (level >= 2) return "shortened: + = GPTQ, activation or SmoothQuant suffixes (full code below)";
     return "";
 }
 

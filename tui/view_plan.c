@@ -32,9 +32,15 @@ static void entry_words(const PlanEntry *e, char *buf, size_t n) {
         if (e->w.dim == GROUP_TENSOR) snprintf(grp, sizeof grp, ", one scale per tensor");
         else if (e->w.group == 0) snprintf(grp, sizeof grp, ", one scale per %s", e->w.dim == GROUP_OC ? "output channel" : "input channel");
         else snprintf(grp, sizeof grp, ", groups of %lld along %s", (long long)e->w.group, e->w.dim == GROUP_OC ? "OC" : "IC");
+        if (e->method == QM_ADADIM) { /* AdaDim picks OC or IC per matrix */
+            if (e->w.group) snprintf(grp, sizeof grp, ", groups of %lld", (long long)e->w.group);
+            else snprintf(grp, sizeof grp, ", per channel");
+        }
     }
+    const char *meth = t && t->needs_scale ? qmethod_name(e->method) : "direct conversion";
+    if (t && t->needs_scale && e->method == QM_ADADIM) meth = e->adadim_base == QM_GPTQ ? "adadim/gptq" : "adadim/rtn";
     snprintf(buf, n, "%s%s%s, %s, act %s", t ? t->name : "?", t && t->is_int ? (e->w.sym ? " sym" : " asym") : "", grp,
-             t && t->needs_scale ? qmethod_name(e->method) : "direct conversion", act_format_name(e->act));
+             meth, act_format_name(e->act));
 }
 
 /* 1 when the cursor is on the embedding / output row under the grid. */
@@ -171,9 +177,15 @@ static void plan_draw(const App *a, const Layout *l) {
         int nw = 0;
         for (int i = 0; i < n; i++)
             if ((int)strlen(pi[i].name) > nw) nw = (int)strlen(pi[i].name);
-        for (int i = first; i < n && i - first < bh - 2; i++)
+        int dw = box.w - 4 - (nw + 4); /* room for the description */
+        for (int i = first; i < n && i - first < bh - 2; i++) {
+            char desc[160];
+            snprintf(desc, sizeof desc, "%s", pi[i].desc);
+            if (dw > 4 && pe_text_width(desc) > dw && dw < (int)sizeof desc - 4) /* ASCII descriptions */
+                snprintf(desc + dw - 1, sizeof desc - (size_t)dw + 1, "%s", draw_utf8() ? "\u2026" : "~");
             draw_text(box.y + 1 + i - first, box.x + 2, box.w - 4, i == a->plan.preset_sel ? C_CURSOR : C_POPUP,
-                      "%s %-*s %s", i == a->plan.preset_sel ? ">" : " ", nw + 1, pi[i].name, pi[i].desc);
+                      "%s %-*s %s", i == a->plan.preset_sel ? ">" : " ", nw + 1, pi[i].name, desc);
+        }
     }
 }
 
