@@ -10,6 +10,17 @@
 
 #define W4A8_KBLK 256 /* row padding: four 64-input chunks share one 16-byte load of 8 fp16 scales */
 
+/* Input of a superblock at vector c, lane j, byte b (see the layout). */
+static inline int64_t w4a8_input(int64_t c, int64_t j, int64_t b) { return 32 * (j % 8) + 4 * (2 * c + j / 8) + b; }
+
+/* Byte offset within a row of input e's code, and its nibble (0 low, 1 high). */
+static inline size_t w4a8_code_byte(int64_t e, int *nib) {
+    int64_t sb = e / W4A8_KBLK, r = e % W4A8_KBLK, qi = (r % 32) / 4;
+    int64_t c = qi / 2, j = r / 32 + 8 * (qi % 2), b = r % 4;
+    *nib = (int)(c % 2);
+    return (size_t)(sb * 128 + 64 * (c / 2) + 4 * j + b);
+}
+
 int w4a8_group_ok(WqGroup gdim, int64_t group, int64_t k) {
     if (k <= 0) return 0;
     if (gdim == WQ_GROUP_TENSOR) return 1;
@@ -60,10 +71,10 @@ Status w4a8mat_pack(const int8_t *q, int64_t n, int64_t k, WqGroup gdim, int64_t
                 w4a8mat_done(&m);
                 return err_set(err, ST_ERR_RANGE, "w4a8: code %d at (%lld, %lld) outside [-8, 7]", v, (long long)r, (long long)i);
             }
-            int64_t c = i / 64, j = i % 64;
-            uint8_t *b = row + c * 32 + (j & 31);
+            int nib;
+            uint8_t *b = row + w4a8_code_byte(i, &nib);
             uint8_t u = (uint8_t)(v + 8);
-            *b = j < 32 ? (uint8_t)((*b & 0xF0) | u) : (uint8_t)((*b & 0x0F) | (u << 4));
+            *b = nib ? (uint8_t)((*b & 0x0F) | (u << 4)) : (uint8_t)((*b & 0xF0) | u);
         }
         uint16_t *sr = m.scale + r * nb;
         for (int64_t b = 0; b < nb; b++) {
@@ -85,13 +96,22 @@ Status w4a8mat_pack(const int8_t *q, int64_t n, int64_t k, WqGroup gdim, int64_t
     return ST_OK;
 }
 
-void w4a8_act_corr(const int8_t *a, int64_t T, int64_t kp, int32_t *corr) {
-    const int64_t nl = kp / 4;
-    for (int64_t t = 0; t < T; t++) {
-        const int8_t *at = a + t * kp;
-        int32_t *ct = corr + t * nl;
-        for (int64_t j = 0; j < nl; j++) ct[j] = -8 * (at[4 * j] + at[4 * j + 1] + at[4 * j + 2] + at[4 * j + 3]);
-    }
+void w4a8_act_prep(const int8_t *a, int64_t T, int64_t kp, int8_t *ap, int32_t *corr) {
+    /* the reordering moves whole 4-byte quads: output quad 16c + j is input quad 8 (j mod 8) + 2c + j div 8 */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t sb = 0; sb < kp / W4A8_KBLK; sb++) {
+            const int8_t *as = a + t * kp + sb * W4A8_KBLK;
+            int8_t *ps = ap + t * kp + sb * W4A8_KBLK;
+            int32_t *cs = corr + t * (kp / 16) + sb * 16;
+            for (int64_t c = 0; c < 4; c++)
+                for (int64_t j = 0; j < 16; j++) memcpy(ps + 64 * c + 4 * j, as + w4a8_input(c, j, 0), 4);
+            for (int64_t j = 0; j < 16; j++) {
+                int32_t sum = 0;
+                for (int64_t c = 0; c < 4; c++)
+                    for (int64_t b = 0; b < 4; b++) sum += ps[64 * c + 4 * j + b];
+                cs[j] = -8 * sum;
+            }
+        }
 }
 
 /* === scalar twin === */
@@ -106,8 +126,9 @@ void w4a8_gemm_ref(const W4a8Matrix *m, const int8_t *a, const float *sa, int64_
             for (int64_t b = 0; b < nb; b++) {
                 int32_t d = 0;
                 for (int64_t i = b * 32; i < b * 32 + 32; i++) {
-                    uint8_t byte = row[(i / 64) * 32 + (i % 32)];
-                    int qv = (i % 64 < 32 ? byte & 0x0F : byte >> 4) - 8;
+                    int nib;
+                    uint8_t byte = row[w4a8_code_byte(i, &nib)];
+                    int qv = (nib ? byte >> 4 : byte & 0x0F) - 8;
                     d += qv * at[i];
                 }
                 acc += fp16_to_f32(m->scale[r * nb + b]) * (float)d;
@@ -152,155 +173,159 @@ static void w4a8_run(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, 
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c,fma")))
 
-/* Unsigned nibbles of one 64-input chunk in natural order: the 32 bytes
- * broadcast to both halves, the upper half shifted right by 4. */
-#define W4A8_NIBBLES(p) \
-    _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p))), sh), m0f)
+/* One superblock of one row: the four chained vpdpbusd from the lane
+ * corrections cv, then the 8 block scales (both halves) times the lanes. */
+#define W4A8_SB_VNNI(p, s, acc)                                                                        \
+    do {                                                                                             \
+        const __m512i v0 = _mm512_loadu_si512((p) + 128 * sb), v1 = _mm512_loadu_si512((p) + 128 * sb + 64); \
+        __m512i d = _mm512_dpbusd_epi32(cv, _mm512_and_si512(v0, m0f), a0);                          \
+        d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m0f), a1);              \
+        d = _mm512_dpbusd_epi32(d, _mm512_and_si512(v1, m0f), a2);                                    \
+        d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m0f), a3);              \
+        const __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((s) + 8 * sb)));          \
+        const __m512 sv = _mm512_insertf32x8(_mm512_castps256_ps512(s8), s8, 1);                      \
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, acc);                                       \
+    } while (0)
 
-VNNI_TARGET static void w4a8_r4_vnni(const W4a8Matrix *m, int64_t r, const int8_t *a, const int32_t *corr, float *out) {
+#define W4A8_ACT_VNNI()                                                                              \
+    const int8_t *as_ = ap + W4A8_KBLK * sb;                                                         \
+    const __m512i a0 = _mm512_loadu_si512(as_), a1 = _mm512_loadu_si512(as_ + 64),                  \
+                  a2 = _mm512_loadu_si512(as_ + 128), a3 = _mm512_loadu_si512(as_ + 192);            \
+    const __m512i cv = _mm512_loadu_si512(corr + 16 * sb)
+
+VNNI_TARGET static void w4a8_r4_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr, float *out) {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
-    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
-    const __m512i i0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(2));
-    const __m512i i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
-    const __m512i i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(6));
-    const int64_t nb = m->kp / 32, nq = m->kp / W4A8_KBLK;
-    const uint8_t *p0 = m->codes + (size_t)r * m->row_bytes, *p1 = p0 + m->row_bytes, *p2 = p1 + m->row_bytes,
-                  *p3 = p2 + m->row_bytes;
+    const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
+    const size_t rb = m->row_bytes;
+    const uint8_t *p0 = m->codes + (size_t)r * rb, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
     const uint16_t *s0 = m->scale + r * nb, *s1 = s0 + nb, *s2 = s1 + nb, *s3 = s2 + nb;
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-#define W4A8_CHUNK(c, idx)                                                                            \
-    do {                                                                                              \
-        const int64_t e = q * W4A8_KBLK + 64 * (c);                                                   \
-        const __m512i av = _mm512_loadu_si512(a + e);                                                 \
-        const __m512i cv = _mm512_loadu_si512(corr + e / 4);                                          \
-        __m512i d0 = _mm512_dpbusd_epi32(cv, W4A8_NIBBLES(p0 + e / 2), av);                           \
-        __m512i d1 = _mm512_dpbusd_epi32(cv, W4A8_NIBBLES(p1 + e / 2), av);                           \
-        __m512i d2 = _mm512_dpbusd_epi32(cv, W4A8_NIBBLES(p2 + e / 2), av);                           \
-        __m512i d3 = _mm512_dpbusd_epi32(cv, W4A8_NIBBLES(p3 + e / 2), av);                           \
-        c0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(idx, f0), c0);             \
-        c1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(idx, f1), c1);             \
-        c2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d2), _mm512_permutexvar_ps(idx, f2), c2);             \
-        c3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d3), _mm512_permutexvar_ps(idx, f3), c3);             \
-    } while (0)
-    for (int64_t q = 0; q < nq; q++) {
+    for (int64_t sb = 0; sb < nsb; sb++) {
         /* the next four rows' codes, as fast as these are read */
-        _mm_prefetch((const char *)(p0 + 4 * m->row_bytes + q * 128), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p0 + 4 * m->row_bytes + q * 128 + 64), _MM_HINT_T0);
-        const __m512 f0 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s0 + 8 * q))));
-        const __m512 f1 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s1 + 8 * q))));
-        const __m512 f2 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s2 + 8 * q))));
-        const __m512 f3 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s3 + 8 * q))));
-        W4A8_CHUNK(0, i0);
-        W4A8_CHUNK(1, i1);
-        W4A8_CHUNK(2, i2);
-        W4A8_CHUNK(3, i3);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 128), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 192), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 320), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 384), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + 4 * rb + 512 * sb + 448), _MM_HINT_T0);
+        W4A8_ACT_VNNI();
+        W4A8_SB_VNNI(p0, s0, c0);
+        W4A8_SB_VNNI(p1, s1, c1);
+        W4A8_SB_VNNI(p2, s2, c2);
+        W4A8_SB_VNNI(p3, s3, c3);
     }
-#undef W4A8_CHUNK
     out[0] = _mm512_reduce_add_ps(c0);
     out[1] = _mm512_reduce_add_ps(c1);
     out[2] = _mm512_reduce_add_ps(c2);
     out[3] = _mm512_reduce_add_ps(c3);
 }
 
-VNNI_TARGET static float w4a8_r1_vnni(const W4a8Matrix *m, int64_t r, const int8_t *a, const int32_t *corr) {
+VNNI_TARGET static float w4a8_r1_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr) {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
-    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
-    const __m512i i0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const int64_t nb = m->kp / 32, nc = m->kp / 64;
+    const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
     const uint8_t *p = m->codes + (size_t)r * m->row_bytes;
     const uint16_t *s = m->scale + r * nb;
-    __m512 c0 = _mm512_setzero_ps(), c1 = c0;
-    for (int64_t c = 0; c < nc; c += 2) { /* nc is even: kp is a multiple of 256 */
-        const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(s + 2 * c))));
-        __m512i d0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(corr + 16 * c), W4A8_NIBBLES(p + 32 * c),
-                                         _mm512_loadu_si512(a + 64 * c));
-        __m512i d1 = _mm512_dpbusd_epi32(_mm512_loadu_si512(corr + 16 * c + 16), W4A8_NIBBLES(p + 32 * c + 32),
-                                         _mm512_loadu_si512(a + 64 * c + 64));
-        c0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(i0, f), c0);
-        c1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1),
-                             _mm512_permutexvar_ps(_mm512_add_epi32(i0, _mm512_set1_epi32(2)), f), c1);
+    __m512 c0 = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        W4A8_ACT_VNNI();
+        W4A8_SB_VNNI(p, s, c0);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(c0, c1));
+    return _mm512_reduce_add_ps(c0);
 }
 
-VNNI_TARGET static void w4a8_rows_vnni(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *a,
+VNNI_TARGET static void w4a8_rows_vnni(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
                                        const int32_t *corr, const float *sa, int64_t T, float *y) {
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4)
         for (int64_t t = 0; t < T; t++) {
             float o[4];
-            w4a8_r4_vnni(m, r, a + t * m->kp, corr + t * (m->kp / 4), o);
+            w4a8_r4_vnni(m, r, ap + t * m->kp, corr + t * (m->kp / 16), o);
             for (int i = 0; i < 4; i++) y[t * m->n + r + i] = sa[t] * o[i];
         }
     for (; r < r1; r++)
         for (int64_t t = 0; t < T; t++)
-            y[t * m->n + r] = sa[t] * w4a8_r1_vnni(m, r, a + t * m->kp, corr + t * (m->kp / 4));
+            y[t * m->n + r] = sa[t] * w4a8_r1_vnni(m, r, ap + t * m->kp, corr + t * (m->kp / 16));
 }
 
-void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T,
+void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T,
                     float *y, Pool *pool) {
-    w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_vnni);
+    w4a8_run(m, ap, corr, sa, T, y, pool, w4a8_rows_vnni);
 }
 
 /* === AVX2 === */
 
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 
-/* One row: per 64-input chunk the low nibbles are block 2c, the high ones
- * block 2c + 1; vpmaddubsw pairs stay within ±2·15·127. */
-AVX2_TARGET static float w4a8_r1_avx2(const W4a8Matrix *m, int64_t r, const int8_t *a, const int32_t *corr) {
+/* One row. A 256-bit half of a 64-byte vector holds lanes j = 8h .. 8h + 7,
+ * so its lane i belongs to block i in every half; vpmaddubsw pairs stay
+ * within ±2·15·127. */
+AVX2_TARGET static float w4a8_r1_avx2(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr) {
     const __m256i m0f = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi16(1);
-    const int64_t nb = m->kp / 32, nq = m->kp / W4A8_KBLK;
+    const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
     const uint8_t *p = m->codes + (size_t)r * m->row_bytes;
     const uint16_t *s = m->scale + r * nb;
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0;
-    for (int64_t q = 0; q < nq; q++) {
-        const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 8 * q)));
-        for (int c = 0; c < 4; c++) {
-            const int64_t e = q * W4A8_KBLK + 64 * c;
-            __m256i v = _mm256_loadu_si256((const __m256i *)(p + e / 2));
-            __m256i lo = _mm256_and_si256(v, m0f), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
-            __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(a + e))), one),
-                                          _mm256_loadu_si256((const __m256i *)(corr + e / 4)));
-            __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(a + e + 32))), one),
-                                          _mm256_loadu_si256((const __m256i *)(corr + e / 4 + 8)));
-            c0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_permutevar8x32_ps(f, _mm256_set1_epi32(2 * c)), c0);
-            c1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_permutevar8x32_ps(f, _mm256_set1_epi32(2 * c + 1)), c1);
-        }
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const int8_t *as = ap + W4A8_KBLK * sb;
+        __m256i d = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(corr + 16 * sb)),
+                                     _mm256_loadu_si256((const __m256i *)(corr + 16 * sb + 8)));
+        for (int h = 0; h < 2; h++)
+            for (int half = 0; half < 2; half++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(p + 128 * sb + 64 * h + 32 * half));
+                __m256i lo = _mm256_and_si256(v, m0f), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+                __m256i alo = _mm256_loadu_si256((const __m256i *)(as + 128 * h + 32 * half));
+                __m256i ahi = _mm256_loadu_si256((const __m256i *)(as + 128 * h + 64 + 32 * half));
+                d = _mm256_add_epi32(d, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, alo), one));
+                d = _mm256_add_epi32(d, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ahi), one));
+            }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 8 * sb))), acc);
     }
-    __m256 c = _mm256_add_ps(c0, c1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     return _mm_cvtss_f32(h);
 }
 
-AVX2_TARGET static void w4a8_rows_avx2(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *a,
+AVX2_TARGET static void w4a8_rows_avx2(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
                                        const int32_t *corr, const float *sa, int64_t T, float *y) {
     for (int64_t r = r0; r < r1; r++)
         for (int64_t t = 0; t < T; t++)
-            y[t * m->n + r] = sa[t] * w4a8_r1_avx2(m, r, a + t * m->kp, corr + t * (m->kp / 4));
+            y[t * m->n + r] = sa[t] * w4a8_r1_avx2(m, r, ap + t * m->kp, corr + t * (m->kp / 16));
 }
 
-void w4a8_gemm_avx2(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T,
+void w4a8_gemm_avx2(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T,
                     float *y, Pool *pool) {
-    w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_avx2);
+    w4a8_run(m, ap, corr, sa, T, y, pool, w4a8_rows_avx2);
 }
 
 /* === dispatch === */
 
-static void w4a8_rows_ref(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *a, const int32_t *corr,
-                          const float *sa, int64_t T, float *y) {
-    (void)corr;
-    /* the twin over a row range: a view of rows [r0, r1) written into a (T, r1 - r0) scratch would
-     * cost a copy; instead run it row by row on a one-row matrix view */
+/* The no-SIMD path: the fast paths' lane algorithm on prepared activations
+ * (the twin, w4a8_gemm_ref, reads natural-order codes instead). */
+static void w4a8_rows_scalar(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap, const int32_t *corr,
+                             const float *sa, int64_t T, float *y) {
+    const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
     for (int64_t r = r0; r < r1; r++) {
-        W4a8Matrix v = *m;
-        v.n = 1;
-        v.codes = m->codes + (size_t)r * m->row_bytes;
-        v.scale = m->scale + r * (m->kp / 32);
-        for (int64_t t = 0; t < T; t++) w4a8_gemm_ref(&v, a + t * m->kp, sa + t, 1, y + t * m->n + r);
+        const uint8_t *p = m->codes + (size_t)r * m->row_bytes;
+        const uint16_t *s = m->scale + r * nb;
+        for (int64_t t = 0; t < T; t++) {
+            const int8_t *at = ap + t * m->kp;
+            const int32_t *ct = corr + t * (m->kp / 16);
+            float acc = 0.0f;
+            for (int64_t sb = 0; sb < nsb; sb++)
+                for (int64_t j = 0; j < 16; j++) {
+                    int32_t d = ct[16 * sb + j];
+                    for (int64_t c = 0; c < 4; c++)
+                        for (int64_t b = 0; b < 4; b++) {
+                            uint8_t byte = p[128 * sb + 64 * (c / 2) + 4 * j + b];
+                            d += (c % 2 ? byte >> 4 : byte & 0x0F) * at[W4A8_KBLK * sb + 64 * c + 4 * j + b];
+                        }
+                    acc += fp16_to_f32(s[8 * sb + j % 8]) * (float)d;
+                }
+            y[t * m->n + r] = sa[t] * acc;
+        }
     }
 }
 
@@ -308,7 +333,7 @@ void w4a8_gemm(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const 
                Pool *pool) {
     if (cpu_has_avx512_vnni() && cpu_has_f16c()) w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_vnni);
     else if (cpu_has_avx2() && cpu_has_f16c()) w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_avx2);
-    else w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_ref);
+    else w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_scalar);
 }
 
 const char *w4a8_path_name(void) {

@@ -17,16 +17,25 @@
  * for the quantizers' output); g = 4..16 is not supported (callers fall back
  * to the weight-only kernel with fake-quantized activations).
  *
- * Packed layout: each row padded with zero codes to kp = k rounded up to 256;
- * per 64-input chunk c, byte j (0..31) holds u = q + 8 of input 64c + j in
- * its low nibble and of input 64c + 32 + j in its high nibble. The unsigned
- * nibble goes straight into the unsigned operand of vpdpbusd / vpmaddubsw;
- * the +8 offset is removed exactly by starting each 4-input lane's int32 sum
- * at -8 · Σ of those 4 activation codes (w4a8_act_corr, once per token).
+ * Layout. Rows are padded with zero codes to kp = k rounded up to 256 and cut
+ * into superblocks of 256 inputs = 8 blocks of 32. Inside a superblock the
+ * inputs are reordered so that one 64-byte vector of int8 activations covers
+ * a quarter of every block: vector c (0..3), 32-bit lane j (0..15), byte b
+ * (0..3) holds input
+ *     32 · (j mod 8) + 4 · (2c + j div 8) + b.
+ * Every int32 lane of a vpdpbusd then belongs to one block (j mod 8) in all
+ * four vectors, so a superblock is four chained vpdpbusd and one int→float
+ * conversion and FMA with the 8 block scales (twice), instead of one per 64
+ * inputs. Codes: 128 bytes per superblock; byte i of bytes [64h, 64h + 64)
+ * holds u = q + 8 of vector 2h's byte i in its low nibble and of vector
+ * 2h + 1's byte i in its high nibble. The unsigned nibble goes straight into
+ * the unsigned operand of vpdpbusd / vpmaddubsw; the +8 offset is removed
+ * exactly by starting each lane at -8 · Σ of its 16 activation codes.
  *
- * Activations: int8 codes a (T, kp), zero in the padding [k, kp) (which is
- * what actq_quantize_int8 with ldq = kp writes), their scales sa (T), and the
- * corrections (T, kp / 4). */
+ * Activations: natural-order int8 codes a (T, kp), zero in the padding
+ * [k, kp) (what actq_quantize_int8 writes with ldq = kp), and their scales
+ * sa (T); w4a8_act_prep reorders them and computes the lane corrections
+ * once per token. */
 #ifndef QS_KERNELS_W4A8_H
 #define QS_KERNELS_W4A8_H
 
@@ -41,7 +50,7 @@ typedef struct W4a8Matrix {
     int64_t n, k;            /* logical shape (n_out, n_in) */
     int64_t kp;              /* k rounded up to 256 */
     size_t row_bytes;        /* kp / 2 */
-    uint8_t *codes;          /* (n, row_bytes) nibbles as above, 64-byte aligned */
+    uint8_t *codes;          /* (n, row_bytes) nibbles in the layout above, 64-byte aligned */
     uint16_t *scale;         /* (n, kp / 32) fp16 scale of each 32-input block (0 in padding) */
     WqGroup gdim;            /* WQ_GROUP_OC or WQ_GROUP_TENSOR, as packed */
     int64_t group;           /* OC group size as packed (0 = whole row) */
@@ -65,25 +74,29 @@ void w4a8mat_done(W4a8Matrix *m);
 /* Bytes of the packed codes and fp16 block scales (what a GEMV streams). */
 size_t w4a8mat_bytes(const W4a8Matrix *m);
 
-/* corr (T, kp / 4)[t][j] = -8 · Σ_{i < 4} a[t][4j + i] for int8 codes a (T, kp). */
-void w4a8_act_corr(const int8_t *a, int64_t T, int64_t kp, int32_t *corr);
+/* Reorders natural-order int8 codes a (T, kp) into ap (T, kp) as the layout
+ * above and fills corr (T, kp / 16) with each lane's -8 · Σ of its codes. */
+void w4a8_act_prep(const int8_t *a, int64_t T, int64_t kp, int8_t *ap, int32_t *corr);
 
-/* y (T, n) = the product above for activation codes a (T, m->kp), corrections
- * corr (T, m->kp / 4) and scales sa (T). Rows are split over pool (may be
- * NULL); within a block of rows all T tokens run while the rows sit in cache.
- * Dispatches to the VNNI, AVX2 or scalar path (kernels/cpu.h). */
-void w4a8_gemm(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T, float *y,
+/* y (T, n) = the product above for prepared activations ap (T, m->kp) and
+ * corr (T, m->kp / 16) (w4a8_act_prep) with scales sa (T). Rows are split
+ * over pool (may be NULL); within a block of four rows all T tokens run
+ * while the rows sit in cache. Dispatches to the VNNI, AVX2 or scalar path
+ * (kernels/cpu.h). */
+void w4a8_gemm(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T, float *y,
                Pool *pool);
 
 /* The single paths, for tests and benchmarks: callers check
  * cpu_has_avx512_vnni() / cpu_has_avx2() and cpu_has_f16c() first. */
-void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T,
+void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T,
                     float *y, Pool *pool);
-void w4a8_gemm_avx2(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T,
+void w4a8_gemm_avx2(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T,
                     float *y, Pool *pool);
 
-/* Scalar twin: per block Σ q·a in int32 (from the packed codes, without the
- * offset trick), block terms s·Σ added in float in block order, times sa. */
+/* Scalar twin on natural-order codes a (T, m->kp) (not prepared): per block
+ * of 32 inputs Σ q·a in int32 from the packed codes (decoded through the
+ * layout, without the offset trick), block terms s·Σ added in float in
+ * block order, times sa. */
 void w4a8_gemm_ref(const W4a8Matrix *m, const int8_t *a, const float *sa, int64_t T, float *y);
 
 /* Returns the path w4a8_gemm takes on this CPU: "vnni", "avx2" or "scalar". */

@@ -40,13 +40,13 @@ static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t p
     }
     if (im->kind == QL_W4A8) {
         int64_t kp = im->w4.kp;
-        int8_t *A = malloc((size_t)(T * kp));
-        int32_t *corr = malloc((size_t)(T * (kp / 4)) * sizeof *corr);
+        int8_t *A = malloc((size_t)(2 * T * kp)), *Ap = A + T * kp;
+        int32_t *corr = malloc((size_t)(T * (kp / 16)) * sizeof *corr);
         float *as = malloc((size_t)T * sizeof *as);
         ASSERT(A && corr && as);
         actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
-        w4a8_act_corr(A, T, kp, corr);
-        w4a8_gemm(&im->w4, A, corr, as, T, y, pool);
+        w4a8_act_prep(A, T, kp, Ap, corr);
+        w4a8_gemm(&im->w4, Ap, corr, as, T, y, pool);
         free(A);
         free(corr);
         free(as);

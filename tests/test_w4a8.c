@@ -29,6 +29,19 @@ static uint32_t rng_u32(void) {
 
 static float rng_uniform(void) { return (float)(rng_u32() & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f; }
 
+/* Code q of input i of row r, from the layout written out in kernels/w4a8.h. */
+static int code_of(const W4a8Matrix *m, int64_t r, int64_t i) {
+    int64_t sb = i / 256, e = i % 256;
+    for (int64_t c = 0; c < 4; c++)
+        for (int64_t j = 0; j < 16; j++)
+            for (int64_t b = 0; b < 4; b++)
+                if (32 * (j % 8) + 4 * (2 * c + j / 8) + b == e) {
+                    uint8_t byte = m->codes[(size_t)r * m->row_bytes + (size_t)(sb * 128 + 64 * (c / 2) + 4 * j + b)];
+                    return (c % 2 ? byte >> 4 : byte & 0x0F) - 8;
+                }
+    return 99;
+}
+
 typedef void (*GemmFn)(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T,
                        float *y, Pool *pool);
 
@@ -39,16 +52,16 @@ static void check_paths(const W4a8Matrix *m, const int8_t *a, const float *sa, i
     const int64_t n = m->n, nb = m->kp / 32;
     float *yr = malloc((size_t)(T * n) * sizeof *yr), *yf = malloc((size_t)(T * n) * sizeof *yf);
     double *mag = malloc((size_t)(T * n) * sizeof *mag);
-    int32_t *corr = malloc((size_t)(T * m->kp / 4) * sizeof *corr);
-    CHECK(yr && yf && mag && corr);
+    int32_t *corr = malloc((size_t)(T * m->kp / 16) * sizeof *corr);
+    int8_t *ap = malloc((size_t)(T * m->kp));
+    CHECK(yr && yf && mag && corr && ap);
     w4a8_gemm_ref(m, a, sa, T, yr);
-    w4a8_act_corr(a, T, m->kp, corr);
+    w4a8_act_prep(a, T, m->kp, ap, corr);
     for (int64_t t = 0; t < T; t++)
         for (int64_t r = 0; r < n; r++) {
             double s = 0;
             for (int64_t i = 0; i < m->k; i++) {
-                const uint8_t byte = m->codes[(size_t)r * m->row_bytes + (size_t)((i / 64) * 32 + i % 32)];
-                int qv = (i % 64 < 32 ? byte & 0x0F : byte >> 4) - 8;
+                int qv = code_of(m, r, i);
                 s += fabs((double)fp16_to_f32(m->scale[r * nb + i / 32]) * qv * a[t * m->kp + i]);
             }
             mag[t * n + r] = s * fabs((double)sa[t]);
@@ -60,7 +73,7 @@ static void check_paths(const W4a8Matrix *m, const int8_t *a, const float *sa, i
     for (int f = 0; f < 3; f++) {
         if (!fns[f]) continue;
         memset(yf, 0xFF, (size_t)(T * n) * sizeof *yf);
-        fns[f](m, a, corr, sa, T, yf, pool);
+        fns[f](m, ap, corr, sa, T, yf, pool);
         for (int64_t i = 0; i < T * n; i++) {
             if (exact) CHECKF(yf[i] == yr[i], "%s (%lld, %lld) [%lld]: %.9g vs %.9g", names[f], (long long)n,
                               (long long)m->k, (long long)i, yf[i], yr[i]);
@@ -69,7 +82,7 @@ static void check_paths(const W4a8Matrix *m, const int8_t *a, const float *sa, i
                         (long long)i, yf[i], yr[i], mag[i]);
         }
     }
-    free(yr); free(yf); free(mag); free(corr);
+    free(yr); free(yf); free(mag); free(corr); free(ap);
 }
 
 static int64_t n_groups(WqGroup gd, int64_t g, int64_t n, int64_t k) {
@@ -110,11 +123,12 @@ static void test_shape(int64_t n, int64_t k, WqGroup gd, int64_t g, int64_t T, P
     CHECK_OK(wqmat_pack_int(q7, 4, 4, n, k, gd, g, sc, NULL, &wq, &err), err);
     float *xf = malloc((size_t)(T * k) * sizeof *xf), *yref = malloc((size_t)n * sizeof *yref),
           *y = malloc((size_t)(T * n) * sizeof *y), *w = malloc((size_t)k * sizeof *w);
-    int32_t *corr = malloc((size_t)(T * m.kp / 4) * sizeof *corr);
-    CHECK(xf && yref && y && w && corr);
+    int32_t *corr = malloc((size_t)(T * m.kp / 16) * sizeof *corr);
+    int8_t *ap = malloc((size_t)(T * m.kp));
+    CHECK(xf && yref && y && w && corr && ap);
     actq_fake(&aq, x, T, k, 0, xf, pool);
-    w4a8_act_corr(a, T, m7.kp, corr);
-    w4a8_gemm(&m7, a, corr, sa, T, y, pool);
+    w4a8_act_prep(a, T, m7.kp, ap, corr);
+    w4a8_gemm(&m7, ap, corr, sa, T, y, pool);
     double worst = 0;
     for (int64_t t = 0; t < T; t++) {
         wq_gemv_ref(&wq, xf + t * k, yref);
@@ -135,7 +149,7 @@ static void test_shape(int64_t n, int64_t k, WqGroup gd, int64_t g, int64_t T, P
     wqmat_done(&wq);
     w4a8mat_done(&m7);
     w4a8mat_done(&m);
-    free(q); free(q7); free(sc); free(x); free(a); free(sa); free(xf); free(yref); free(y); free(w); free(corr);
+    free(q); free(q7); free(sc); free(x); free(a); free(sa); free(xf); free(yref); free(y); free(w); free(corr); free(ap);
 }
 
 /* Unit scales and integer activations with max |x| = 127 (so sa = 1 and the
