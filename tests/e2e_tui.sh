@@ -4,8 +4,9 @@
 # the max|x| of every down cell against `qscope report`), make a plan with one
 # projection fp16 and the rest int4, evaluate it, and check the PPL on screen
 # equals what `qscope eval` prints for the plan file the TUI wrote; then the
-# same screens at 80x24 after a resize, a too-small window, help, quit with a
-# job running (asks), and SIGTERM restoring the terminal.
+# same screens at 80x24 after a resize (with AQLM and the output head edited
+# there), a too-small window, help, quit with a job running (asks), SIGTERM
+# restoring the terminal, and the docs' key tables against the bindings table.
 # Skips (exit 0) when tmux is not installed. Private tmux socket, always killed.
 set -eu
 Q=${QSCOPE:-./qscope}
@@ -52,6 +53,15 @@ t0=$(date +%s)
 # A placeholder session keeps the private server up while test sessions come and go.
 tm -f /dev/null new-session -d -s keep "sleep 600"
 "$Q" tui --help | grep -q -- "--session S" || fail "qscope tui --help"
+# The key tables of docs/tui.md and the README are the bindings table's.
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$Q" tui --keys-markdown >"$tmp/keys.md"
+[ "$(wc -l <"$tmp/keys.md")" -gt 40 ] || fail "qscope tui --keys-markdown: $(cat "$tmp/keys.md")"
+for doc in "$root/docs/tui.md" "$root/README.md"; do
+  while IFS= read -r line; do
+    grep -qxF -- "$line" "$doc" || fail "$doc: key table lacks '$line' (regenerate: qscope tui --keys-markdown)"
+  done <"$tmp/keys.md"
+done
 if "$Q" "$M" </dev/null >"$tmp/out" 2>&1; then fail "no terminal: should refuse"; fi
 grep -q "needs a terminal" "$tmp/out" || fail "no terminal: $(cat "$tmp/out")"
 if "$Q" tui --ctx nope >"$tmp/out" 2>&1; then fail "--ctx nope accepted"; fi
@@ -202,14 +212,7 @@ has "Log view keys"
 keys Escape
 lacks "Global keys"
 
-# q with a job running asks first; n keeps going; Esc cancels the job.
-keys c
-keys q
-wait_for "Quit anyway? y/n"
-keys n
-wait_for "not quitting"
-keys Escape
-sleep 0.5
+# q quits (the quit prompt is checked below, during a long job).
 keys q
 n=0
 while [ ! -s "$tmp/exit" ]; do
@@ -274,6 +277,12 @@ tm send-keys -t e2e 3
 wait_for "output error, int4" 5      # the previous map stays while recalibrating
 ms=$(( ($(date +%s%N) - ms0) / 1000000 ))
 [ "$ms" -lt 1000 ] || fail "view switch took $ms ms during a job"
+# q with a job running asks first; n keeps going; Esc cancels the job.
+keys q
+wait_for "Quit anyway? y/n"
+keys n
+wait_for "not quitting"
+[ ! -s "$tmp/exit" ] || fail "qscope quit although n was answered"
 keys Escape
 wait_for "calibration cancelled" 20
 keys 2
