@@ -328,7 +328,13 @@ static void help_line(void *user, const char *line, int heading) {
         return;
     }
     if (h->y >= h->rc.y + h->rc.h - 1) return;
-    draw_str(h->y++, h->rc.x + 2, h->rc.w - 4, heading ? C_POPUP : C_POPUP, line);
+    draw_str(h->y++, h->rc.x + 2, h->rc.w - 4, heading ? C_HEADER : C_POPUP, line);
+}
+
+static void help_count(void *user, const char *line, int heading) {
+    (void)user;
+    (void)line;
+    (void)heading;
 }
 
 static void draw_help(const App *a, const Layout *l) {
@@ -386,6 +392,10 @@ static int handle_key(App *a, int key) {
         if (act == AC_BACK || act == AC_HELP || act == AC_QUIT) a->help_open = 0;
         else if (act == AC_DOWN || act == AC_PGDN) a->help_scroll += act == AC_DOWN ? 1 : 10;
         else if ((act == AC_UP || act == AC_PGUP) && a->help_scroll > 0) a->help_scroll -= act == AC_UP ? 1 : 10;
+        Layout l;
+        layout_screen(&l, COLS, LINES, 0);
+        int64_t max = keys_help(a->view, help_count, NULL) - (l.body.h - 2); /* the last line at the bottom */
+        if (a->help_scroll > max) a->help_scroll = max;
         if (a->help_scroll < 0) a->help_scroll = 0;
         return R_REDRAW;
     }

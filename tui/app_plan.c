@@ -392,6 +392,13 @@ void app_evaluate(App *a) {
         eval_job_free(j);
         return;
     }
+    const char *what = NULL;
+    if (!j->stats_path[0] && qmodel_plan_needs_stats(&j->plan, &pm, &what)) {
+        /* GPTQ, AdaDim, AQLM, static scales ... need the calibration: say so now, not from the job */
+        app_msg(a, 1, "'%s' needs a calibration first (%s): press c", j->label, what ? what : "H");
+        eval_job_free(j);
+        return;
+    }
     /* The plan file evaluated, so the CLI can reproduce this run. */
     char tag[32];
     snprintf(tag, sizeof tag, "eval%lld", (long long)(a->n_rows + 1));
