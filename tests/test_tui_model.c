@@ -537,9 +537,22 @@ static void test_plan_grid_fit(void) {
     CHECK(f.level == 2 && f.col_w[0] == 10 && f.first_col == 0 && f.n_vis_cols == 7);
     /* Narrower than any level: the columns scroll to keep the cursor's in view. */
     pe_grid_fit(&pe, 40, 6, &f);
-    CHECK(f.level == 2 && f.col_w[0] == 9 && f.first_col == 3 && f.n_vis_cols == 4);
+    CHECK(f.level == 3 && f.col_w[0] == 8 && f.first_col == 3 && f.n_vis_cols == 4);
     pe_grid_fit(&pe, 40, 0, &f);
     CHECK(f.first_col == 0 && f.n_vis_cols == 4);
+    plan_edit_done(&pe);
+    /* 32 layers of int4-gptq at 80x24: "I4a/oc64+" with one column of gap, all 7 columns. */
+    PlanModel deep = pm;
+    deep.n_layers = 32;
+    Plan g4;
+    CHECK_OK(plan_preset(&g4, "int4-gptq", NULL, &deep, &err), err);
+    CHECK_OK(plan_edit_init(&pe, &deep, &g4, &err), err);
+    plan_done(&g4);
+    pe_grid_fit(&pe, l.main.w - 1, 6, &f);
+    CHECK(f.label_w == 6 && f.level == 3 && f.col_w[0] == 10 && f.col_w[6] == 10 && f.n_vis_cols == 7);
+    layout_screen(&l, 100, 30, 0);
+    pe_grid_fit(&pe, l.main.w - 1, 6, &f);
+    CHECK(f.level == 0 && f.col_w[0] == 12 && f.n_vis_cols == 7);
     plan_edit_done(&pe);
 }
 

@@ -585,19 +585,20 @@ void pe_grid_fit(const PlanEdit *pe, int width, int64_t cur_col, PeGridFit *f) {
     f->label_w = 3 + (int)strlen(lab); /* margin, "L31", gap, the cursor bracket */
     int need[PLAN_NPROJ];
     int total = 0;
-    for (f->level = 0; f->level <= 2; f->level++) {
+    for (f->level = 0; f->level <= 3; f->level++) {
+        int pad = f->level == 3 ? 1 : 2; /* level 3: no room for the change marker */
         total = f->label_w - 1;
         for (int p = 0; p < PLAN_NPROJ; p++) {
             need[p] = (int)strlen(plan_proj_name(p)) + 1;
             for (int64_t l = 0; l < pe->n_layers; l++) {
                 char code[48];
                 pe_cell_code(plan_edit_cell(pe, l, p), f->level, code, sizeof code);
-                int w = pe_text_width(code) + 2;
+                int w = pe_text_width(code) + pad;
                 if (w > need[p]) need[p] = w;
             }
             total += need[p];
         }
-        if (total <= width || f->level == 2) break;
+        if (total <= width || f->level == 3) break;
     }
     /* Widen the narrow columns evenly (up to 12) while the grid still fits. */
     int base = 0;

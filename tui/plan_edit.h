@@ -175,17 +175,19 @@ int64_t pe_fit_group(int64_t g, int64_t n);
  * quant/plan.h's codes in full; level 1 writes the suffixes as one letter
  * each after a single "·" (G GPTQ, A int8 activations, E fp8 activations,
  * S SmoothQuant: "I4/ic8·G·A8t" -> "I4/ic8·GA"); level 2 only marks that
- * there are suffixes ("I4/ic8+"). Columns are as wide as their longest code
- * plus 2 (change marker or cursor bracket, gap), widened evenly up to 12
- * when room is left; when even level 2 does not fit, the columns scroll. */
+ * there are suffixes ("I4/ic8+"); level 3 keeps level 2's codes with one
+ * column less per cell. Columns are as wide as their longest code plus 2
+ * (change marker or cursor bracket, gap; level 3: the gap only), widened
+ * evenly up to 12 when room is left; when even level 3 does not fit, the
+ * columns scroll. */
 typedef struct PeGridFit {
-    int level;                  /* 0, 1 or 2 */
+    int level;                  /* 0 .. 3 */
     int label_w;                /* row labels ("L31") with margin and gap */
     int col_w[PLAN_NPROJ];      /* width of each projection column, gap included */
     int first_col, n_vis_cols;  /* the columns shown */
 } PeGridFit;
 
-/* Code of e at an abbreviation level (0, 1, 2) into buf (n bytes); returns buf. */
+/* Code of e at an abbreviation level (0 .. 3; 3 writes 2's) into buf (n bytes); returns buf. */
 char *pe_cell_code(const PlanEntry *e, int level, char *buf, size_t n);
 
 /* The legend line for a level ("" for 0); static string. */

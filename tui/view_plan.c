@@ -124,7 +124,7 @@ static void plan_draw(const App *a, const Layout *l) {
     if (first_row > 0 || first_row + n_rows < pe->n_layers || fit.n_vis_cols < PLAN_NPROJ) {
         char cols[48] = "";
         if (fit.n_vis_cols < PLAN_NPROJ)
-            snprintf(cols, sizeof cols, ", %s-%s of q-down", plan_proj_name(fit.first_col),
+            snprintf(cols, sizeof cols, "; columns %s-%s of q-down, h/l scroll", plan_proj_name(fit.first_col),
                      plan_proj_name(fit.first_col + fit.n_vis_cols - 1));
         draw_text(y++, gx + 1, w, C_DIM, "(layers %d-%d of %lld%s)", first_row, first_row + n_rows - 1,
                   (long long)pe->n_layers, cols);
