@@ -2,7 +2,8 @@
  * 512×4096×4096, weight-only GEMV bandwidth on 4096×4096, and whole-model
  * matmul estimates on the TinyLlama layer shape (dim 2048, hidden 5632,
  * 4 KV heads × 64, 4 layers, 512-row output head): W8A8 and int4 prefill of
- * 512 tokens against the F32 GEMM the forward pass uses, and int4 decode.
+ * 512 tokens against the F32 GEMM the forward pass uses, and int4 decode,
+ * weight-only and W4A8 (int4 weights × int8 per-token activations).
  * Threads: QS_THREADS (default 2).
  *
  * The machine is shared with other jobs, so each figure is the best wall time
@@ -21,6 +22,7 @@
 #include "kernels/f32gemm.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/sgemm.h"
+#include "kernels/w4a8.h"
 #include "kernels/wq_gemm.h"
 
 typedef struct Timing { double wall, cpu; } Timing;
@@ -175,6 +177,98 @@ static void bench_decode(Pool *pool, int bits, WqGroup gd, int64_t g, const char
     free(y);
 }
 
+/* === W4A8 === */
+
+/* A symmetric int4 (n, k) W4A8 matrix with OC groups of g. */
+static void make_w4a8(int64_t n, int64_t k, int64_t g, W4a8Matrix *m) {
+    Err err;
+    int64_t ng = n * (g ? k / g : 1);
+    int8_t *q = malloc((size_t)(n * k));
+    float *sc = malloc((size_t)ng * 4);
+    for (int64_t i = 0; i < n * k; i++) q[i] = (int8_t)((int)(rng_u32() % 15) - 7);
+    for (int64_t i = 0; i < ng; i++) sc[i] = 0.0078125f * (float)(1 + rng_u32() % 8);
+    if (w4a8mat_pack(q, n, k, WQ_GROUP_OC, g, sc, m, &err) != ST_OK) die(&err);
+    free(q);
+    free(sc);
+}
+
+/* Scratch for T tokens of up to kp inputs: float input, codes, reordered codes,
+ * corrections, scales, output. */
+typedef struct W4a8Buf { float *x, *y; int8_t *a, *ap; int32_t *corr; float *sa; } W4a8Buf;
+
+static void w4a8buf_init(W4a8Buf *b, int64_t T, int64_t kp, int64_t n) {
+    b->x = malloc((size_t)(T * kp) * 4);
+    b->y = malloc((size_t)(T * n) * 4);
+    b->a = malloc((size_t)(T * kp));
+    b->ap = malloc((size_t)(T * kp));
+    b->corr = malloc((size_t)(T * kp / 16) * 4);
+    b->sa = malloc((size_t)T * 4);
+    for (int64_t i = 0; i < T * kp; i++) b->x[i] = rng_uniform();
+}
+
+static void w4a8buf_done(W4a8Buf *b) {
+    free(b->x); free(b->y); free(b->a); free(b->ap); free(b->corr); free(b->sa);
+}
+
+/* What a W4A8 layer does per call: quantize per token, reorder, multiply. */
+static void w4a8_call(const W4a8Matrix *m, W4a8Buf *b, int64_t T, Pool *pool) {
+    static const ActQuant tok = {ACTQ_INT8, 1, 0, 0.0f, 0};
+    actq_quantize_int8(&tok, b->x, T, m->k, 0, b->a, m->kp, b->sa, pool);
+    w4a8_act_prep(b->a, T, m->kp, b->ap, b->corr);
+    w4a8_gemm(m, b->ap, b->corr, b->sa, T, b->y, pool);
+}
+
+/* W4A8 GEMV cache-hot, decode over the model's distinct matrices (streamed),
+ * and prefill of 512 tokens; activation quantization included throughout. */
+static void bench_w4a8(Pool *pool) {
+    printf("-- w4a8 path: %s\n", w4a8_path_name());
+    W4a8Matrix m;
+    W4a8Buf b;
+    Timing t;
+    make_w4a8(4096, 4096, 32, &m);
+    w4a8buf_init(&b, 1, m.kp, m.n);
+    MEASURE(30, t, w4a8_call(&m, &b, 1, pool));
+    print_rate("gemv w4a8 g32 4096x4096 (+act quant)", t, (double)w4a8mat_bytes(&m), "GB/s");
+    w4a8buf_done(&b);
+    w4a8mat_done(&m);
+
+    static const int64_t gs[] = {32, 128};
+    for (size_t gi = 0; gi < 2; gi++) {
+        enum { MAXM = 4 * 7 + 1 };
+        W4a8Matrix ms[MAXM];
+        int nm = 0;
+        double bytes = 0;
+        for (size_t i = 0; i < N_TINY; i++)
+            for (int r = 0; r < tiny[i].times; r++) {
+                make_w4a8(tiny[i].n, tiny[i].k, gs[gi], &ms[nm]);
+                bytes += (double)w4a8mat_bytes(&ms[nm]);
+                nm++;
+            }
+        w4a8buf_init(&b, 1, 5632, 5632);
+        MEASURE(10, t, for (int i = 0; i < nm; i++) w4a8_call(&ms[i], &b, 1, pool));
+        char what[96];
+        snprintf(what, sizeof what, "decode w4a8 g%lld, tinyllama matmuls/token", (long long)gs[gi]);
+        print_rate(what, t, bytes, "GB/s");
+        printf("%-44s %8.0f tok/s wall, %.0f tok/s cpu-rate (matmuls only)\n", "", 1.0 / t.wall, 1.0 / (t.cpu / threads));
+        w4a8buf_done(&b);
+        for (int i = 0; i < nm; i++) w4a8mat_done(&ms[i]);
+    }
+
+    Timing p = {0, 0};
+    double flops = 0;
+    for (size_t i = 0; i < N_TINY; i++) {
+        make_w4a8(tiny[i].n, tiny[i].k, 32, &m);
+        w4a8buf_init(&b, 512, m.kp, m.n);
+        MEASURE(2, t, w4a8_call(&m, &b, 512, pool));
+        timing_add(&p, t, tiny[i].times);
+        flops += 2.0 * 512 * (double)(tiny[i].n * tiny[i].k) * tiny[i].times;
+        w4a8buf_done(&b);
+        w4a8mat_done(&m);
+    }
+    print_rate("prefill 512 w4a8 g32, tinyllama matmuls", p, flops, "GOPS");
+    printf("%-44s %8.0f tok/s wall (matmuls only)\n", "", 512 / p.wall);
+}
+
 int main(void) {
     Err err;
     if (getenv("QS_THREADS")) threads = atoi(getenv("QS_THREADS"));
@@ -237,6 +331,8 @@ int main(void) {
     bench_decode(pool, 4, WQ_GROUP_OC, 0, "per-oc");
     bench_decode(pool, 4, WQ_GROUP_IC, 0, "per-ic");
     bench_decode(pool, 8, WQ_GROUP_OC, 0, "per-oc");
+    bench_decode(pool, 4, WQ_GROUP_OC, 32, "oc32");
+    bench_w4a8(pool);
     gemm_work_free(bench_gw);
     pool_free(pool);
     return 0;
