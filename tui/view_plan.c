@@ -69,8 +69,9 @@ static void plan_draw(const App *a, const Layout *l) {
     if (pe->cur.n_edits) x += draw_text(r->y, x, w - (x - x0), C_CHANGED, " +%lld edit%s", (long long)pe->cur.n_edits, pe->cur.n_edits == 1 ? "" : "s");
     x += draw_text(r->y, x, w - (x - x0), C_NORMAL, "   scope: %s (v)", pe_scope_name((PeScope)a->plan.scope));
     if (nmarked) x += draw_text(r->y, x, w - (x - x0), C_MARK, "   %lld marked", (long long)nmarked);
-    if (diff >= 0) draw_text(r->y, x, w - (x - x0), diff ? C_CHANGED : C_DIM, "   vs #%lld: %lld cell%s differ%s",
-                             (long long)a->last_eval_id, (long long)diff, diff == 1 ? "" : "s", diff ? " (*)" : "");
+    if (diff >= 0) draw_text(r->y, x, w - (x - x0), diff ? C_CHANGED : C_DIM, "   vs #%lld: %lld %s%s",
+                             (long long)a->last_eval_id, (long long)diff, diff == 1 ? "cell differs" : "cells differ",
+                             diff ? " (*)" : "");
 
     /* The grid: columns as wide as their codes (abbreviated to fit, with a legend). */
     PeGridFit fit;
