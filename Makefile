@@ -91,8 +91,10 @@ asan:
 # Sanitizer reports also go to files under $(SAN_LOG): an e2e script that
 # expects a command to fail, or discards its stderr, would otherwise pass over
 # an ASan/UBSan/LSan report; any report file fails the run and is printed.
+# scripts/lsan.supp lists leaks inside system libraries only (see its comments).
 SAN_LOG = $(abspath $(BUILD))/sanitizer
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:log_path=$(SAN_LOG)/asan \
+	  LSAN_OPTIONS=suppressions=$(abspath scripts/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOG)/ubsan
 test-asan: $(BUILD)/libqscope.a $(TEST_BIN) $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $(BUILD)/qscope $(BUILD)/main.o $(BUILD)/libqscope.a $(LDFLAGS) $(LDLIBS)
