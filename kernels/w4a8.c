@@ -235,18 +235,75 @@ VNNI_TARGET static float w4a8_r1_vnni(const W4a8Matrix *m, int64_t r, const int8
     return _mm512_reduce_add_ps(c0);
 }
 
+/* Four rows times two tokens: the decoded nibbles serve both tokens. */
+VNNI_TARGET static void w4a8_r4t2_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr,
+                                       float *out) {
+    const __m512i m0f = _mm512_set1_epi8(0x0F);
+    const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK, kp = m->kp;
+    const size_t rb = m->row_bytes;
+    const uint8_t *p0 = m->codes + (size_t)r * rb;
+    const uint16_t *s0 = m->scale + r * nb;
+    __m512 c[2][4];
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < 4; i++) c[t][i] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const int8_t *x0 = ap + W4A8_KBLK * sb, *x1 = x0 + kp;
+        const __m512i a0 = _mm512_loadu_si512(x0), a1 = _mm512_loadu_si512(x0 + 64),
+                      a2 = _mm512_loadu_si512(x0 + 128), a3 = _mm512_loadu_si512(x0 + 192);
+        const __m512i b0 = _mm512_loadu_si512(x1), b1 = _mm512_loadu_si512(x1 + 64),
+                      b2 = _mm512_loadu_si512(x1 + 128), b3 = _mm512_loadu_si512(x1 + 192);
+        const __m512i cv0 = _mm512_loadu_si512(corr + 16 * sb), cv1 = _mm512_loadu_si512(corr + kp / 16 + 16 * sb);
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *p = p0 + (size_t)i * rb + 128 * sb;
+            const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
+            const __m512i w0 = _mm512_and_si512(v0, m0f), w1 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m0f);
+            const __m512i w2 = _mm512_and_si512(v1, m0f), w3 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m0f);
+            __m512i d0 = _mm512_dpbusd_epi32(cv0, w0, a0), d1 = _mm512_dpbusd_epi32(cv1, w0, b0);
+            d0 = _mm512_dpbusd_epi32(d0, w1, a1);
+            d1 = _mm512_dpbusd_epi32(d1, w1, b1);
+            d0 = _mm512_dpbusd_epi32(d0, w2, a2);
+            d1 = _mm512_dpbusd_epi32(d1, w2, b2);
+            d0 = _mm512_dpbusd_epi32(d0, w3, a3);
+            d1 = _mm512_dpbusd_epi32(d1, w3, b3);
+            const __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s0 + (size_t)i * nb + 8 * sb)));
+            const __m512 sv = _mm512_insertf32x8(_mm512_castps256_ps512(s8), s8, 1);
+            c[0][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), sv, c[0][i]);
+            c[1][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), sv, c[1][i]);
+        }
+    }
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < 4; i++) out[4 * t + i] = _mm512_reduce_add_ps(c[t][i]);
+}
+
+/* Rows [r0, r1) for T tokens: tiles of tokens small enough (~128 KB of
+ * codes) to stay in L2 while every block of four rows runs over them. */
 VNNI_TARGET static void w4a8_rows_vnni(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
                                        const int32_t *corr, const float *sa, int64_t T, float *y) {
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4)
-        for (int64_t t = 0; t < T; t++) {
-            float o[4];
-            w4a8_r4_vnni(m, r, ap + t * m->kp, corr + t * (m->kp / 16), o);
-            for (int i = 0; i < 4; i++) y[t * m->n + r + i] = sa[t] * o[i];
+    const int64_t kp = m->kp, cs = kp / 16;
+    int64_t tt = (131072 / kp) & ~(int64_t)1;
+    if (tt < 2) tt = 2;
+    for (int64_t t0 = 0; t0 < T; t0 += tt) {
+        const int64_t t1 = t0 + tt < T ? t0 + tt : T;
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            int64_t t = t0;
+            for (; t + 2 <= t1; t += 2) {
+                float o[8];
+                w4a8_r4t2_vnni(m, r, ap + t * kp, corr + t * cs, o);
+                for (int i = 0; i < 4; i++) {
+                    y[t * m->n + r + i] = sa[t] * o[i];
+                    y[(t + 1) * m->n + r + i] = sa[t + 1] * o[4 + i];
+                }
+            }
+            for (; t < t1; t++) {
+                float o[4];
+                w4a8_r4_vnni(m, r, ap + t * kp, corr + t * cs, o);
+                for (int i = 0; i < 4; i++) y[t * m->n + r + i] = sa[t] * o[i];
+            }
         }
-    for (; r < r1; r++)
-        for (int64_t t = 0; t < T; t++)
-            y[t * m->n + r] = sa[t] * w4a8_r1_vnni(m, r, ap + t * m->kp, corr + t * (m->kp / 16));
+        for (; r < r1; r++)
+            for (int64_t t = t0; t < t1; t++) y[t * m->n + r] = sa[t] * w4a8_r1_vnni(m, r, ap + t * kp, corr + t * cs);
+    }
 }
 
 void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T,

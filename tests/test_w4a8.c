@@ -228,6 +228,9 @@ int main(void) {
     test_shape(5, 64, WQ_GROUP_OC, 32, 3, NULL);
     test_shape(7, 96, WQ_GROUP_OC, 96, 1, NULL);
     test_shape(4, 100, WQ_GROUP_TENSOR, 0, 2, pool);
+    /* batches over more than one token tile (22 tokens of 5632 inputs), odd T */
+    test_shape(10, 5632, WQ_GROUP_OC, 64, 45, pool);
+    test_exact(6, 5632, 25, NULL);
     pool_free(pool);
     return testlib_done("test_w4a8");
 }
