@@ -92,3 +92,21 @@ for p in fp32 fp16 w8a8-tensor w8a8-token int8-rtn int4-rtn; do
     'BEGIN { printf "%-14s %-12s %11.1f %11.1f %11.1f %11.1f %10.6f %8.3f %7s\n", p, k, a, b, e, f, c, d, ld }'
 done
 echo "bench: llama.cpp reference (same shape, 2 threads): Q8_0 pp512 791 tok/s, tg 213 tok/s; Q4_0 pp512 1310, tg 360; F32 pp512 687, tg 101"
+
+# === W4A8 (w4a8 helper): int4 symmetric weights x int8 per-token activations ===
+# The w4a8-token preset runs kernels/w4a8.h (vpdpbusd); int4-rtn at the same
+# group size is the weight-only comparison. Same eval command as above plus
+# --group G. Target (issue 4): int4 decode >= llama.cpp Q4_0 tg (360 tok/s).
+echo "bench: qscope eval $MODEL --preset P --group G --text $ETEXT --ctx 512 --chunks 1 --threads 2 --json"
+for g in 32 128; do
+  for p in int4-rtn w4a8-token; do
+    j=$OUT/eval_${p}_g$g.json
+    "$Q" eval "$MODEL" --preset "$p" --group "$g" --text "$ETEXT" --ctx 512 --chunks 1 --threads 2 \
+      --cache "$OUT/cache" --json >"$j" 2>/dev/null || { echo "bench: eval $p g$g failed"; continue; }
+    k=$(sed -n 's/.*"kernels: \([^;"]*\).*/\1/p' "$j" | cut -d' ' -f1)
+    awk -v p="$p g$g" -v k="$k" -v a="$(field "$j" prefill_tps)" -v b="$(field "$j" decode_tps)" -v c="$(field "$j" kld_mean)" \
+        -v d="$(field "$j" bpw)" -v e="$(field "$j" prefill_cpu_tps)" -v f="$(field "$j" decode_cpu_tps)" \
+        -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
+      'BEGIN { printf "%-14s %-12s %11.1f %11.1f %11.1f %11.1f %10.6f %8.3f %7s\n", p, k, a, b, e, f, c, d, ld }'
+  done
+done
