@@ -8,7 +8,7 @@
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
 
-#define W4A8_KBLK 256 /* row padding: four 64-input chunks share one 16-byte load of 8 fp16 scales */
+#define W4A8_KBLK 256 /* superblock: 8 blocks of 32 inputs (one 16-byte load of fp16 scales); rows pad to it */
 
 /* Input of a superblock at vector c, lane j, byte b (see the layout). */
 static inline int64_t w4a8_input(int64_t c, int64_t j, int64_t b) { return 32 * (j % 8) + 4 * (2 * c + j / 8) + b; }
