@@ -1,6 +1,7 @@
 #include "kernels/f32gemm.h"
 
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,8 @@ struct GemmWork {
     int n;
     float **ap;   /* [n] (MC, KC) packed A tiles */
     float **bp;   /* [n] (KC, NC) packed B panels */
+    float *apall; /* (MC rounded up to MR, K) A packed once for all threads by gemm_f32_nt_pool */
+    size_t apall_cap; /* floats allocated in apall */
 };
 
 Status gemm_work_new(int n_threads, GemmWork **out, Err *err) {
@@ -50,6 +53,7 @@ void gemm_work_free(GemmWork *w) {
     if (!w) return;
     for (int i = 0; w->ap && i < w->n; i++) core_free_aligned(w->ap[i]);
     for (int i = 0; w->bp && i < w->n; i++) core_free_aligned(w->bp[i]);
+    core_free_aligned(w->apall);
     free(w->ap);
     free(w->bp);
     free(w);
@@ -303,8 +307,84 @@ static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
                 j->C + n0, j->ldc);
 }
 
+/* === shared-A pool path ===
+ * One row block of A (mc <= MC rows, all of K) is packed once, by all
+ * threads together, into w->apall: k block pc at apall + pc·mpad, tile t of
+ * it at + t·MR·kc (the layout pack_a_512 writes). Then every thread takes
+ * NC-column panels of C from a shared counter (so a thread the machine
+ * preempted does not hold the others at the barrier) and runs all k blocks
+ * of its panel: pack the weight panel once, sweep all mc rows across it. */
+
+typedef struct {
+    GemmWork *w;
+    int64_t mc, N, K, lda, ldb, ldc, mpad;
+    const float *A, *B; /* A at the block's first row */
+    float *C;           /* C at the block's first row */
+    float beta;
+    atomic_llong next; /* next panel to take */
+} SharedJob;
+
+static void gemm_shared_pack(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    SharedJob *j = arg;
+    int64_t r0 = b * MR, r1 = e * MR < j->mc ? e * MR : j->mc;
+    for (int64_t pc = 0; pc < j->K; pc += KC) {
+        int64_t kc = j->K - pc < KC ? j->K - pc : KC;
+        pack_a_512(j->w->apall + pc * j->mpad + r0 * kc, j->A + r0 * j->lda + pc, j->lda, r1 - r0, kc);
+    }
+}
+
+static void gemm_shared_panels(void *arg, int64_t b, int64_t e, int tid) {
+    (void)b;
+    (void)e;
+    SharedJob *j = arg;
+    float *bp = j->w->bp[tid];
+    int64_t npanels = (j->N + NC - 1) / NC;
+    for (;;) {
+        int64_t p = (int64_t)atomic_fetch_add(&j->next, 1);
+        if (p >= npanels) break;
+        int64_t jc = p * NC, nc = j->N - jc < NC ? j->N - jc : NC;
+        for (int64_t pc = 0; pc < j->K; pc += KC) {
+            int64_t kc = j->K - pc < KC ? j->K - pc : KC;
+            int add = pc > 0 || j->beta != 0.0f;
+            pack_b_nt_512(bp, j->B + jc * j->ldb + pc, j->ldb, nc, kc);
+            const float *ap = j->w->apall + pc * j->mpad;
+            for (int64_t ir = 0; ir < j->mc; ir += MR) {
+                int64_t mr = j->mc - ir < MR ? j->mc - ir : MR;
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int64_t nr = nc - jr < NR ? nc - jr : NR;
+                    kern_12x32(kc, ap + ir * kc, bp + jr * kc, j->C + ir * j->ldc + jc + jr, j->ldc, add, mr, nr);
+                }
+            }
+        }
+    }
+}
+
+/* Makes w->apall hold at least n floats; returns 0 when it cannot. */
+static int gemm_apall_reserve(GemmWork *w, size_t n) {
+    if (w->apall_cap >= n) return 1;
+    core_free_aligned(w->apall);
+    w->apall = core_alloc_aligned(n, sizeof(float));
+    w->apall_cap = w->apall ? n : 0;
+    return w->apall != NULL;
+}
+
 void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    int nt = pool ? pool_size(pool) : 1;
+    int64_t mpad = ((M < MC ? M : MC) + MR - 1) / MR * MR;
+    if (M >= SMALL_M && K > 0 && N > 0 && nt > 1 && w && nt <= w->n && gemm_f32_available() &&
+        gemm_apall_reserve(w, (size_t)mpad * (size_t)K)) {
+        for (int64_t ic = 0; ic < M; ic += MC) {
+            int64_t mc = M - ic < MC ? M - ic : MC;
+            SharedJob j = {w, mc, N, K, lda, ldb, ldc, (mc + MR - 1) / MR * MR, A + ic * lda, B, C + ic * ldc,
+                           beta, 0};
+            atomic_init(&j.next, 0);
+            pool_for(pool, (mc + MR - 1) / MR, 1, gemm_shared_pack, &j);
+            pool_for(pool, nt, 1, gemm_shared_panels, &j);
+        }
+        return;
+    }
     GemmJob j = {w, M, N, K, lda, ldb, ldc, A, B, C, beta};
     int64_t unit = M < SMALL_M ? 4 : NR;
     pool_for(pool, (N + unit - 1) / unit, 1, gemm_pool_part, &j);

@@ -72,6 +72,9 @@ static void test_gemm(Pool *pool) {
     const int64_t shapes[][3] = {
         {1, 1, 1}, {1, 33, 17}, {7, 15, 16}, {8, 32, 256}, {9, 31, 257}, {16, 64, 15}, {17, 100, 300},
         {33, 257, 64}, {64, 33, 600}, {520, 70, 40}, {100, 600, 100}, {3, 5, 513},
+        /* the pool's shared-A path: two row blocks (MC 516), two and a
+         * partial NC panels, three k blocks (KC 512) with a remainder */
+        {530, 600, 1100}, {40, 520, 600},
     };
     printf("gemm (%s): ", gemm_f32_available() ? "avx512" : "scalar fallback");
     double worst = 0;
