@@ -17,7 +17,9 @@
 #include "core/pool.h"
 #include "core/status.h"
 
-/* Per-thread packing buffers (1.5 MB per thread). */
+/* Per-thread packing buffers (1.5 MB per thread), plus one A buffer shared
+ * by the threads of gemm_f32_nt_pool (grown on first use to min(M, 516)
+ * rounded up to 12, times K floats: 11.6 MB for 512 x 5632). */
 typedef struct GemmWork GemmWork;
 
 /* Allocates buffers for n_threads callers (tid 0..n_threads-1). Caller frees. */
@@ -38,7 +40,11 @@ void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* C = A·Bᵀ split over the pool's threads by columns of C (rows of B). w must
- * have at least pool_size(pool) threads' buffers; pool may be NULL. */
+ * have at least pool_size(pool) threads' buffers; pool may be NULL. With two
+ * or more threads and M >= 8, A (per 516-row block) is packed once by all
+ * threads together and the threads then take 256-column panels of C from a
+ * shared counter, each panel over all of K; if the shared buffer cannot be
+ * allocated it falls back to one contiguous column range per thread. */
 void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
