@@ -74,6 +74,10 @@ static Status parse_config(Model *m, const Gguf *g, const char *path, Err *err) 
         return err_set(err, ST_ERR_MISMATCH, "%s: llama.vocab_size %lld disagrees with token_embd.weight (%lld rows)",
                        path, (long long)v, (long long)c->vocab_size);
 
+    /* The shape checks first, so that a bad head count or width is named as
+     * such rather than as a head_dim mismatch of the keys below. */
+    if ((s = model_check_config(m, path, err)) != ST_OK) return s;
+
     /* Features the forward pass does not implement: refuse rather than compute wrong numbers. */
     int64_t x = c->head_dim;
     static const char *const hd_keys[] = {"llama.rope.dimension_count", "llama.attention.key_length",
@@ -97,7 +101,7 @@ static Status parse_config(Model *m, const Gguf *g, const char *path, Err *err) 
     if (gguf_find_tensor(g, "rope_freqs.weight"))
         return err_set(err, ST_ERR_UNSUPPORTED,
                        "%s: has rope_freqs.weight (Llama 3.1-style RoPE scaling), which is not supported", path);
-    return model_check_config(m, path, err);
+    return ST_OK;
 }
 
 static const char *const gguf_layer_names[ROLE_COUNT] = {

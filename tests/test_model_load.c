@@ -649,15 +649,16 @@ static void test_hf_generated(void) {
 
 /* === generated GGUF files =============================================== */
 
-static void write_tiny_gguf(const char *file, const char *arch, int drop_key, int bad_k) {
+static void write_tiny_gguf(const char *file, const char *arch, int drop_key, int bad_k, int bad_heads) {
     GgufWriter *w = gguf_writer_new();
     CHECK(w != NULL);
     CHECK(gguf_writer_add_str(w, "general.architecture", arch) == ST_OK);
     if (drop_key != 1) CHECK(gguf_writer_add_u32(w, "llama.block_count", 1) == ST_OK);
     CHECK(gguf_writer_add_u32(w, "llama.embedding_length", 8) == ST_OK);
     CHECK(gguf_writer_add_u32(w, "llama.feed_forward_length", 16) == ST_OK);
-    CHECK(gguf_writer_add_u32(w, "llama.attention.head_count", 2) == ST_OK);
+    CHECK(gguf_writer_add_u32(w, "llama.attention.head_count", bad_heads ? 3 : 2) == ST_OK);
     CHECK(gguf_writer_add_u32(w, "llama.attention.head_count_kv", 1) == ST_OK);
+    CHECK(gguf_writer_add_u32(w, "llama.rope.dimension_count", 4) == ST_OK);
     CHECK(gguf_writer_add_u32(w, "llama.context_length", 32) == ST_OK);
     CHECK(gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f) == ST_OK);
     CHECK(gguf_writer_add_f32(w, "llama.rope.freq_base", 1e6f) == ST_OK);
@@ -684,20 +685,23 @@ static void write_tiny_gguf(const char *file, const char *arch, int drop_key, in
 }
 
 static void test_gguf_generated(void) {
-    write_tiny_gguf("tiny.gguf", "llama", 0, 0);
+    write_tiny_gguf("tiny.gguf", "llama", 0, 0, 0);
     Model *m = load_ok(tpath("tiny.gguf"), NULL);
     CHECK(m->tok == NULL && m->cfg.tied_embeddings && m->output.w == m->tok_embd);
     CHECK(m->cfg.dim == 8 && m->cfg.vocab_size == 16 && m->cfg.n_kv_heads == 1 && m->cfg.max_seq_len == 32);
     CHECK_NEAR(m->cfg.rope_theta, 1e6, 0);
     CHECK(m->owned_bytes == 0 && m->layers[0].proj[PROJ_DOWN].w[3] == 0.003f);
     model_free(m);
-    write_tiny_gguf("gpt2.gguf", "gpt2", 0, 0);
+    write_tiny_gguf("gpt2.gguf", "gpt2", 0, 0, 0);
     expect_fail(tpath("gpt2.gguf"), NULL, "gpt2.gguf", "architecture 'gpt2' is not supported");
-    write_tiny_gguf("nokey.gguf", "llama", 1, 0);
+    write_tiny_gguf("nokey.gguf", "llama", 1, 0, 0);
     expect_fail(tpath("nokey.gguf"), NULL, "nokey.gguf", "missing key 'llama.block_count'");
-    write_tiny_gguf("badk.gguf", "llama", 0, 1);
+    write_tiny_gguf("badk.gguf", "llama", 0, 1, 0);
     expect_fail(tpath("badk.gguf"), NULL, "badk.gguf",
                 "tensor 'blk.0.attn_k.weight' has shape [8, 8], expected [8, 4]");
+    /* 8 is no multiple of 3 heads: named as such, not as rope.dimension_count 4 != head_dim 2. */
+    write_tiny_gguf("heads.gguf", "llama", 0, 0, 1);
+    expect_fail(tpath("heads.gguf"), NULL, "heads.gguf", "n_heads (3) * head_dim (2) != dim (8)");
 }
 
 static void test_names(void) {
