@@ -134,6 +134,16 @@ static Status gguf_find_role(void *ctx, TensorRole role, int64_t layer, SrcTenso
     return ST_OK;
 }
 
+/* The block index of a tensor named "blk.N.…", else -1. */
+static int64_t gguf_block_index(GgufStr name) {
+    if (name.len < 6 || memcmp(name.s, "blk.", 4) != 0) return -1;
+    int64_t v = 0;
+    size_t i = 4;
+    for (; i < name.len && name.s[i] >= '0' && name.s[i] <= '9' && v < ((int64_t)1 << 40); i++)
+        v = v * 10 + (name.s[i] - '0');
+    return i > 4 && i < name.len && name.s[i] == '.' ? v : -1;
+}
+
 Status load_gguf(Model *m, const char *path, Err *err) {
     Gguf *g = NULL;
     Status s = gguf_open(path, &g, err);
@@ -145,6 +155,15 @@ Status load_gguf(Model *m, const char *path, Err *err) {
                        path);
     s = parse_config(m, g, path, err);
     if (s != ST_OK) return s;
+    /* Binding asks only for blocks below block_count: a file with more blocks
+     * would run cut short and give wrong numbers (llama.cpp refuses it too). */
+    for (int64_t i = 0; i < g->n_tensors; i++) {
+        const GgufStr nm = g->tensors[i].name;
+        int64_t b = gguf_block_index(nm);
+        if (b >= m->cfg.n_layers)
+            return err_set(err, ST_ERR_MISMATCH, "%s: tensor '%.*s' is in block %lld, but llama.block_count is %lld",
+                           path, (int)(nm.len > 96 ? 96 : nm.len), nm.s, (long long)b, (long long)m->cfg.n_layers);
+    }
     if (gguf_find(g, "tokenizer.ggml.model")) {
         s = tokenizer_from_gguf(g, &m->tok, err);
         if (s != ST_OK) return s;

@@ -649,7 +649,8 @@ static void test_hf_generated(void) {
 
 /* === generated GGUF files =============================================== */
 
-static void write_tiny_gguf(const char *file, const char *arch, int drop_key, int bad_k, int bad_heads) {
+static void write_tiny_gguf(const char *file, const char *arch, int drop_key, int bad_k, int bad_heads,
+                            int extra_blk) {
     GgufWriter *w = gguf_writer_new();
     CHECK(w != NULL);
     CHECK(gguf_writer_add_str(w, "general.architecture", arch) == ST_OK);
@@ -678,6 +679,10 @@ static void write_tiny_gguf(const char *file, const char *arch, int drop_key, in
         if (bad_k && strcmp(ts[i].name, "blk.0.attn_k.weight") == 0) ne[1] = 8;
         CHECK(gguf_writer_add_tensor(w, ts[i].name, GGML_F32, ne[1] ? 2 : 1, ne, data) == ST_OK);
     }
+    if (extra_blk) {
+        int64_t ne[1] = {8};
+        CHECK(gguf_writer_add_tensor(w, "blk.1.attn_norm.weight", GGML_F32, 1, ne, data) == ST_OK);
+    }
     Err err;
     err_init(&err);
     CHECK_OK(gguf_writer_write(w, tpath(file), &err), err);
@@ -685,23 +690,27 @@ static void write_tiny_gguf(const char *file, const char *arch, int drop_key, in
 }
 
 static void test_gguf_generated(void) {
-    write_tiny_gguf("tiny.gguf", "llama", 0, 0, 0);
+    write_tiny_gguf("tiny.gguf", "llama", 0, 0, 0, 0);
     Model *m = load_ok(tpath("tiny.gguf"), NULL);
     CHECK(m->tok == NULL && m->cfg.tied_embeddings && m->output.w == m->tok_embd);
     CHECK(m->cfg.dim == 8 && m->cfg.vocab_size == 16 && m->cfg.n_kv_heads == 1 && m->cfg.max_seq_len == 32);
     CHECK_NEAR(m->cfg.rope_theta, 1e6, 0);
     CHECK(m->owned_bytes == 0 && m->layers[0].proj[PROJ_DOWN].w[3] == 0.003f);
     model_free(m);
-    write_tiny_gguf("gpt2.gguf", "gpt2", 0, 0, 0);
+    write_tiny_gguf("gpt2.gguf", "gpt2", 0, 0, 0, 0);
     expect_fail(tpath("gpt2.gguf"), NULL, "gpt2.gguf", "architecture 'gpt2' is not supported");
-    write_tiny_gguf("nokey.gguf", "llama", 1, 0, 0);
+    write_tiny_gguf("nokey.gguf", "llama", 1, 0, 0, 0);
     expect_fail(tpath("nokey.gguf"), NULL, "nokey.gguf", "missing key 'llama.block_count'");
-    write_tiny_gguf("badk.gguf", "llama", 0, 1, 0);
+    write_tiny_gguf("badk.gguf", "llama", 0, 1, 0, 0);
     expect_fail(tpath("badk.gguf"), NULL, "badk.gguf",
                 "tensor 'blk.0.attn_k.weight' has shape [8, 8], expected [8, 4]");
     /* 8 is no multiple of 3 heads: named as such, not as rope.dimension_count 4 != head_dim 2. */
-    write_tiny_gguf("heads.gguf", "llama", 0, 0, 1);
+    write_tiny_gguf("heads.gguf", "llama", 0, 0, 1, 0);
     expect_fail(tpath("heads.gguf"), NULL, "heads.gguf", "n_heads (3) * head_dim (2) != dim (8)");
+    /* A block past block_count is refused, not silently left out of the forward pass. */
+    write_tiny_gguf("blk.gguf", "llama", 0, 0, 0, 1);
+    expect_fail(tpath("blk.gguf"), NULL, "blk.gguf",
+                "tensor 'blk.1.attn_norm.weight' is in block 1, but llama.block_count is 1");
 }
 
 static void test_names(void) {
