@@ -233,6 +233,16 @@ static const char *const hf_layer_names[ROLE_COUNT] = {
     [ROLE_DOWN] = "mlp.down_proj",
 };
 
+/* The layer index of a tensor named "model.layers.N.…", else -1. */
+static int64_t hf_layer_index(const char *name) {
+    static const char prefix[] = "model.layers.";
+    if (strncmp(name, prefix, sizeof prefix - 1) != 0) return -1;
+    const char *p = name + sizeof prefix - 1, *q = p;
+    int64_t v = 0;
+    for (; *q >= '0' && *q <= '9' && v < ((int64_t)1 << 40); q++) v = v * 10 + (*q - '0');
+    return q > p && *q == '.' ? v : -1;
+}
+
 static Status hf_find(void *ctx, TensorRole role, int64_t layer, SrcTensor *out, Err *err) {
     (void)err;
     HfFiles *hf = ctx;
@@ -294,6 +304,19 @@ Status load_hf(Model *m, const char *dir, Err *err) {
     } else {
         s = err_set(err, ST_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
     }
+    if (s != ST_OK) goto fail;
+    /* Binding asks only for layers below num_hidden_layers: a checkpoint with
+     * more would run cut short and give wrong numbers. */
+    for (int64_t i = 0; i < hf.n_shards && s == ST_OK; i++)
+        for (int64_t k = 0; k < hf.shards[i]->n_tensors; k++) {
+            const char *nm = hf.shards[i]->tensors[k].name;
+            int64_t l = hf_layer_index(nm);
+            if (l >= m->cfg.n_layers) {
+                s = err_set(err, ST_ERR_MISMATCH, "%s: tensor '%s' is in layer %lld, but num_hidden_layers is %lld",
+                            hf.shards[i]->mf.path, nm, (long long)l, (long long)m->cfg.n_layers);
+                break;
+            }
+        }
     if (s != ST_OK) goto fail;
 
     if (file_exists(tok_path)) {

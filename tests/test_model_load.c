@@ -615,6 +615,12 @@ static void test_hf_generated(void) {
     const char *lone = "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}";
     write_raw_st("st", strlen(lone), lone, 8);
     expect_fail(tpath("st"), NULL, "st/model.safetensors", "missing tensor 'model.embed_tokens.weight'");
+    /* A layer past num_hidden_layers is refused, not silently left out of the forward pass. */
+    const char *extra = "{\"model.layers.1.input_layernorm.weight\": {\"dtype\": \"F32\", \"shape\": [2], "
+                        "\"data_offsets\": [0, 8]}}";
+    write_raw_st("st", strlen(extra), extra, 8);
+    expect_fail(tpath("st"), NULL, "st/model.safetensors",
+                "tensor 'model.layers.1.input_layernorm.weight' is in layer 1, but num_hidden_layers is 1");
 
     /* config.json problems. */
     make_dir("cfg");
