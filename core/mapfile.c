@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,20 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+
+void mapfile_prefault(const void *addr, size_t len) {
+#ifdef MADV_POPULATE_READ
+    if (!addr || len == 0) return;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = (uintptr_t)addr, b = a + len;
+    a &= ~(uintptr_t)(pg - 1);
+    (void)madvise((void *)a, b - a, MADV_POPULATE_READ);
+#else
+    (void)addr;
+    (void)len;
+#endif
+}
 
 Status mapfile_open(MappedFile *mf, const char *path, Err *err) {
     memset(mf, 0, sizeof *mf);

@@ -19,6 +19,14 @@ Status mapfile_open(MappedFile *mf, const char *path, Err *err);
 /* Unmaps and frees the path; safe on a zeroed or already-closed MappedFile. */
 void mapfile_close(MappedFile *mf);
 
+/* Best effort, for memory about to be read in full (a model's weights before
+ * a forward pass): asks the kernel to fill the page tables of the pages
+ * covering [addr, addr + len) now (MADV_POPULATE_READ, reading the file into
+ * the page cache where needed), so the first pass over them takes no page
+ * faults. Those pages count towards RSS from here on, as they would after
+ * that first pass. No-op when len is 0, on kernels before 5.14 or on error. */
+void mapfile_prefault(const void *addr, size_t len);
+
 /* Reads a whole (small) file into a NUL-terminated heap buffer; caller frees.
  * Fails with ST_ERR_RANGE when the file is larger than max_bytes. */
 Status file_read_all(const char *path, size_t max_bytes, char **out, size_t *len, Err *err);
