@@ -68,22 +68,26 @@ int gemm_f32_available(void) { return cpu_has_avx512f(); }
 /* In-register transpose: row i of the input becomes column i. */
 T512 __attribute__((always_inline)) static inline void tr16(__m512 r[16]) {
     __m512 t[16];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
         r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
         r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
         r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
         r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
         t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
         t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
         t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
     }
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
         r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
@@ -112,6 +116,16 @@ T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, i
         for (int64_t k = 0; k < kc; k += 16) {
             int64_t nk = kc - k < 16 ? kc - k : 16;
             __m512 r[16];
+            if (rows == MR && nk == 16) {
+                /* Full tile, unrolled to stay in registers (as in pack_b_nt_512). */
+                const float *src = A + i * lda + k;
+#pragma GCC unroll 16
+                for (int q = 0; q < 16; q++) r[q] = q < MR ? _mm512_loadu_ps(src + q * lda) : _mm512_setzero_ps();
+                tr16(r);
+#pragma GCC unroll 16
+                for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(t + (k + q) * MR, lanes, r[q]);
+                continue;
+            }
             load_tr16(r, A + i * lda + k, lda, rows, nk);
             for (int64_t kk = 0; kk < nk; kk++) _mm512_mask_storeu_ps(t + (k + kk) * MR, lanes, r[kk]);
         }
@@ -128,6 +142,25 @@ T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n
             for (int64_t k = 0; k < kc; k += 16) {
                 int64_t nk = kc - k < 16 ? kc - k : 16;
                 __m512 r[16];
+                if (rows == 16 && nk == 16) {
+                    /* The common full block, fully unrolled so that the 16
+                     * rows stay in registers (the general path below goes
+                     * through the stack): per element 0.66 -> 0.39 cycles
+                     * with B in L2, 0.85 -> 0.7 with rows 8 KB apart. */
+                    const float *src = B + j0 * ldb + k;
+                    if (k + PF_DIST < kc) {
+#pragma GCC unroll 16
+                        for (int i = 0; i < 16; i++)
+                            _mm_prefetch((const char *)(src + i * ldb + PF_DIST), _MM_HINT_T0);
+                    }
+#pragma GCC unroll 16
+                    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ldb);
+                    tr16(r);
+                    float *dst = p + k * NR + 16 * h;
+#pragma GCC unroll 16
+                    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * NR, r[i]);
+                    continue;
+                }
                 /* Weights come from DRAM: fetch each row's next lines ahead. */
                 for (int64_t i = 0; i < rows && k + PF_DIST < kc; i++)
                     _mm_prefetch((const char *)(B + (j0 + i) * ldb + k + PF_DIST), _MM_HINT_T0);
