@@ -194,6 +194,7 @@ void app_done(App *a) {
 
 static volatile sig_atomic_t got_signal;
 static int curses_on;
+static SCREEN *screen; /* from newterm: unlike initscr, it reports a bad TERM instead of exiting */
 
 static void on_signal(int sig) { got_signal = sig; }
 
@@ -201,6 +202,14 @@ static void restore_terminal(void) {
     if (curses_on) {
         curses_on = 0;
         endwin();
+    }
+}
+
+/* Frees the SCREEN after the terminal is restored; not for the fatal path. */
+static void release_screen(void) {
+    if (screen) {
+        delscreen(screen);
+        screen = NULL;
     }
 }
 
@@ -450,12 +459,17 @@ int tui_run(const TuiOpts *o) {
     sigaction(SIGTERM, &sa, &old_term);
     assert_set_fatal_hook(fatal_hook);
 
-    if (!initscr()) {
+    screen = newterm(NULL, stdout, stdin);
+    if (!screen) {
+        assert_set_fatal_hook(NULL);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
         fprintf(stderr, "qscope: cannot initialise the terminal (TERM=%s)\n", getenv("TERM") ? getenv("TERM") : "");
         app_done(a);
         free(a);
         return 1;
     }
+    set_term(screen);
     curses_on = 1;
     cbreak();
     noecho();
@@ -492,6 +506,7 @@ int tui_run(const TuiOpts *o) {
         if (r) dirty = 1;
     }
     restore_terminal();
+    release_screen();
     assert_set_fatal_hook(NULL);
     int sig = got_signal;
     app_done(a);
