@@ -12,7 +12,10 @@
 /* Blocking: an A block (MC x KC, 1 MB) and a B block (KC x NC, 512 KB) sit
  * in a 2 MB L2 together, so for M <= MC each weight element is packed once
  * per call; a larger KC halves the read-modify-write passes over C, which
- * measured better than KC 256 here. */
+ * measured better than KC 256 (and 384) here. The pool path
+ * (gemm_f32_nt_pool) keeps the same tiles but runs each weight panel over
+ * all of K, reading the shared packed A (up to 516 x K) from L3 once per
+ * panel. */
 #define MR 12
 #define NR 32
 #define KC 512
