@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "analysis/ppl.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "model/forward.h"
@@ -37,19 +37,6 @@ struct EvalRef {
     float *resid;               /* (n_layers, n_ctx, dim) residual after each block, chunk 0; or NULL */
     double nll_sum;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process (every thread). */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void eval_opts_default(EvalOpts *o) {
     memset(o, 0, sizeof *o);
@@ -533,12 +520,12 @@ static Status measure_speed(Forward *f, const EvalRef *r, const EvalOpts *o, int
     int64_t reps = o->speed_reps > 0 ? o->speed_reps : 1;
     for (int64_t rep = 0; rep < reps && !st; rep++) {
         forward_reset(f);
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = clock_now(), c0 = clock_cpu_seconds();
         for (int64_t b0 = 0; b0 < n_ctx && !st; b0 += batch) {
             int64_t nb = n_ctx - b0 < batch ? n_ctx - b0 : batch;
             st = forward_run_from(f, buf + b0, nb, nb - 1, logits, NULL, err);
         }
-        double dt = now_s() - t0, dc = (cpu_s() - c0) / threads;
+        double dt = clock_now() - t0, dc = (clock_cpu_seconds() - c0) / threads;
         if (!st && dt > 0 && (double)n_ctx / dt > best) best = (double)n_ctx / dt;
         if (!st && dc > 0 && (double)n_ctx / dc > best_cpu) best_cpu = (double)n_ctx / dc;
     }
@@ -552,12 +539,12 @@ static Status measure_speed(Forward *f, const EvalRef *r, const EvalOpts *o, int
         forward_reset(f);
         st = forward_run(f, buf, prompt, logits, 1, NULL, err);
         int32_t tok = (int32_t)ppl_argmax(logits, vocab);
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = clock_now(), c0 = clock_cpu_seconds();
         for (int64_t s = 0; s < steps && !st; s++) {
             st = forward_run(f, &tok, 1, logits, 1, NULL, err);
             tok = (int32_t)ppl_argmax(logits, vocab);
         }
-        double dt = now_s() - t0, dc = (cpu_s() - c0) / threads;
+        double dt = clock_now() - t0, dc = (clock_cpu_seconds() - c0) / threads;
         if (!st && dt > 0) res->decode_tps = (double)steps / dt;
         if (!st && dc > 0) res->decode_cpu_tps = (double)steps / dc;
     }
@@ -576,7 +563,7 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     const Model *m = &qm->model;
     if (m->fingerprint != r->fingerprint || m->cfg.vocab_size != r->vocab || m->cfg.dim != r->dim)
         return err_set(err, ST_ERR_MISMATCH, "eval: the reference was computed on another model");
-    double t0 = now_s();
+    double t0 = clock_now();
     Forward *f = NULL;
     float *logits = NULL, *resid = NULL;
     EvalAcc a;
@@ -652,7 +639,7 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
         }
     }
     if (!res->cancelled && o->speed && (st = measure_speed(f, r, o, pool ? pool_size(pool) : 1, logits, res, err))) goto fail;
-    res->seconds = now_s() - t0;
+    res->seconds = clock_now() - t0;
     free(resid);
     free(a.kld);
     free(a.row);

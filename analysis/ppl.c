@@ -3,16 +3,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "model/tokenizer.h"
-
-static double ppl_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void ppl_score_range(const PplOpts *o, int64_t *first, int64_t *last) {
     *first = o->full ? 0 : o->n_ctx / 2;
@@ -181,7 +175,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
             break;
         }
         PplAcc before = acc;
-        double tc = ppl_now();
+        double tc = clock_now();
         s = ppl_eval_chunk(f, tokens, n_tokens, c, &oo, bos, logits, ppl_accumulate, &acc, err);
         if (s == ST_ERR_CANCELLED) {
             acc = before; /* a partly scored chunk does not count */
@@ -191,7 +185,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
         }
         if (s != ST_OK) goto fail;
         res->chunks = c + 1;
-        res->chunk_seconds[c] = ppl_now() - tc;
+        res->chunk_seconds[c] = clock_now() - tc;
         res->tokens_run += o->n_ctx;
         res->running[c] = exp(acc.nll / (double)acc.count);
         if (prog) atomic_store(&prog->value, res->running[c]);

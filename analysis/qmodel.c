@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "analysis/qmodel_stats.h"
+#include "core/clock.h"
 #include "quant/adadim.h"
 #include "quant/aqlm.h"
 #include "quant/gptq.h"
@@ -17,12 +17,6 @@
 #include "quant/qlinear_build.h"
 #include "quant/rtn.h"
 #include "quant/smoothquant.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static Status note_add(QModel *qm, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static Status note_add(QModel *qm, Err *err, const char *fmt, ...) {
@@ -423,7 +417,7 @@ static Status stored_gains(QModel *qm, Err *err) {
 static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep, Pool *pool,
                     Progress *prog, QModel **out, Err *err) {
     *out = NULL;
-    double t0 = now_s();
+    double t0 = clock_now();
     const ModelConfig *c = &m->cfg;
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(c);
     Status st = plan_validate(p, &pm, err);
@@ -602,7 +596,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     qm->ov.attn_norm = (const float *const *)qm->attn_norm;
     qm->ov.ffn_norm = (const float *const *)qm->ffn_norm;
     qm->ov.output = qm->output;
-    qm->seconds = now_s() - t0;
+    qm->seconds = clock_now() - t0;
     free(ws);
     free(hsm);
     *out = qm;

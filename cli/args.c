@@ -5,8 +5,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "core/clock.h"
 
 int args_opt(int argc, char **argv, int *i, const char *name, const char **val) {
     const char *a = argv[*i];
@@ -71,11 +72,7 @@ Model *args_load_model(const char *path, const char *tokenizer_path) {
     return m;
 }
 
-double args_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double args_now(void) { return clock_now(); }
 
 void progress_bar_init(ProgressBar *pb, const char *label) {
     pb->label = label;

@@ -39,7 +39,7 @@ void progress_bar_init(ProgressBar *pb, const char *label);
 void progress_bar_draw(ProgressBar *pb, int64_t done, int64_t total, const char *extra);
 void progress_bar_finish(ProgressBar *pb);
 
-/* Wall clock seconds (monotonic). */
+/* Wall clock seconds (monotonic): the same clock as core/clock.h clock_now(). */
 double args_now(void);
 
 /* Installs a SIGINT handler that sets p->cancel (first Ctrl-C) so long jobs stop

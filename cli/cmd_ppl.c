@@ -8,6 +8,7 @@
 #include "analysis/ppl.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
@@ -61,13 +62,6 @@ static double ppl_chunk_flops(const Model *m, int64_t n_ctx, int full) {
     double attn = 4.0 * (double)c->head_dim * (double)c->n_heads * (double)c->n_layers *
                   ((double)n_ctx * (double)(n_ctx + 1) / 2.0);
     return 2.0 * lin * (double)n_ctx + 2.0 * (double)c->vocab_size * (double)c->dim * head_rows + attn;
-}
-
-static double ppl_cpu_seconds(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
 }
 
 typedef struct {
@@ -186,9 +180,9 @@ int cmd_ppl(int argc, char **argv) {
                 (long long)n_ids, (long long)n_chunks, (long long)ctx, (long long)threads,
                 cpu_describe(), sgemm_backend());
     if (view.tty) progress_bar_draw(&view.pb, 0, n_chunks, NULL);
-    double cpu0 = ppl_cpu_seconds();
+    double cpu0 = clock_cpu_seconds();
     Status s = ppl_run(m, pool, ids, n_ids, &o, ppl_on_chunk, &view, &prog, &res, &err);
-    double cpu_s = ppl_cpu_seconds() - cpu0;
+    double cpu_s = clock_cpu_seconds() - cpu0;
     if (view.tty) {
         progress_bar_finish(&view.pb);
         for (int64_t c = 0; c < res.chunks; c++)

@@ -4,9 +4,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "kernels/f32gemm.h"
 #include "kernels/linalg.h"
 #include "kernels/sgemm.h"
@@ -17,12 +17,6 @@ void gptq_opts_default(GptqOpts *o) {
     o->act_order = 0;
     o->block = 128;
     o->static_groups = 0;
-}
-
-static double gptq_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Rows handled together inside a lazy batch: 128 columns x 256 rows of the
@@ -197,7 +191,7 @@ Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqO
         st = err_set(err, ST_ERR_NOMEM, "gptq: factor buffers for n = %lld", (long long)n);
         goto fail;
     }
-    double t0 = gptq_now();
+    double t0 = clock_now();
     /* dead inputs and damping */
     double mean = 0;
     for (int64_t j = 0; j < n; j++) {
@@ -239,7 +233,7 @@ Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqO
             for (int64_t a = a0; a < a0 + 64 && a < n; a++)
                 for (int64_t b = b0; b < b0 + 64 && b <= a; b++) f->L[a * n + b] = (float)A[(n - 1 - b) * n + (n - 1 - a)];
     f->st.damp_used = lambda;
-    f->st.sec_factor = gptq_now() - t0;
+    f->st.sec_factor = clock_now() - t0;
     core_free_aligned(A);
     free(diag);
     *out = f;
@@ -331,9 +325,9 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
             for (int64_t k = 0; k < nb; k++) Ub[i * nb + k] = k >= i ? L[(i1 + k) * n + (i1 + i)] : 0.0f;
         c.i1 = i1;
         c.nb = nb;
-        double tb = gptq_now();
+        double tb = clock_now();
         pool_for(pool, n_out, 64, gptq_batch_rows, &c);
-        double tg = gptq_now();
+        double tg = clock_now();
         t_batch += tg - tb; /* includes the fused GEMM when c.gw is set */
         if (atomic_load(&c.fit_failed)) {
             st = err_set(err, ST_ERR_RANGE, "gptq: a group's range needs a scale beyond fp16 (columns %lld..%lld)",
@@ -343,7 +337,7 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
         /* the batch's errors update every later column at once:
          * Wt[i2:] += L[i2:, i1:i2] · E */
         if (!c.gw && i2 < n) sgemm_mul_nn(n - i2, n_out, nb, L + i2 * n + i1, n, E, n_out, 1.0f, Wt + i2 * n_out, n_out);
-        t_gemm += gptq_now() - tg;
+        t_gemm += clock_now() - tg;
         progress_add(prog, nb);
     }
     if (stats) {

@@ -16,8 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/pool.h"
 #include "core/status.h"
 #include "kernels/aqlm_kernels.h"
@@ -28,12 +28,6 @@
 #include "quant/gptq.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static double urand(void) {
@@ -74,9 +68,9 @@ static int cmp_d(const void *a, const void *b) {
         int n_ = (reps) > 64 ? 64 : (reps);                        \
         stmt; /* warm-up */                                        \
         for (int r_ = 0; r_ < n_; r_++) {                          \
-            double t0_ = now_s();                                  \
+            double t0_ = clock_now();                                  \
             stmt;                                                  \
-            ts_[r_] = (now_s() - t0_) * 1e3;                       \
+            ts_[r_] = (clock_now() - t0_) * 1e3;                       \
         }                                                          \
         qsort(ts_, (size_t)n_, sizeof ts_[0], cmp_d);              \
         out = ts_[0];                                              \
@@ -271,14 +265,14 @@ static void bench_quantize(void) {
             Xt[c * T + t] = (float)((st + 0.5 * f * v[c]) * ((c % 512) == 7 ? 20.0 : 1.0));
         }
     }
-    double t0 = now_s();
+    double t0 = clock_now();
     sgemm_mul_nt(n, n, T, Xt, T, Xt, T, 0.0f, Hf, n);
     for (int64_t q = 0; q < n * n; q++) {
         Hf[q] /= (float)T;
         Hd[q] = Hf[q];
     }
     free(Xt);
-    printf("  H = XᵀX/T from %lld tokens: %.1f s\n", (long long)T, now_s() - t0);
+    printf("  H = XᵀX/T from %lld tokens: %.1f s\n", (long long)T, clock_now() - t0);
     for (int64_t q = 0; q < n * n; q++) W[q] = (float)(0.02 * nrand());
 
     AqlmParams p = {2, 8, 8};
@@ -290,9 +284,9 @@ static void bench_quantize(void) {
     o.tau = 0;
     AqlmTensor t;
     AqlmReport rep;
-    t0 = now_s();
+    t0 = clock_now();
     if (aqlm_quantize(W, n, n, Hd, &p, &o, pool, NULL, &t, &rep, &err) != ST_OK) die("aqlm", &err);
-    double t_aq = now_s() - t0;
+    double t_aq = clock_now() - t0;
     aqlm_dequant(&t, Wq);
     aqlm_tensor_done(&t);
     double e_aq = loss_fast(W, Wq, n, n, Hf) / rep.loss_zero;
@@ -311,9 +305,9 @@ static void bench_quantize(void) {
     QTensor qt = {0};
     GptqOpts go;
     gptq_opts_default(&go);
-    t0 = now_s();
+    t0 = clock_now();
     if (gptq_quantize(W, n, n, Hd, NULL, &qp, &go, pool, NULL, &qt, NULL, &err) != ST_OK) die("gptq", &err);
-    double t_gptq = now_s() - t0;
+    double t_gptq = clock_now() - t0;
     qtensor_dequant(&qt, Wq);
     qtensor_done(&qt);
     double e_gptq = loss_fast(W, Wq, n, n, Hf) / rep.loss_zero;

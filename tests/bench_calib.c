@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "analysis/calib.h"
+#include "core/clock.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "model/forward.h"
@@ -20,24 +20,10 @@
 #include "model/tokenizer.h"
 #include "testlib.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process (all threads): on a shared, loaded
- * machine wall time mostly measures the neighbours, CPU time the work. */
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Wall and CPU seconds of one timed section. */
 typedef struct Span { double wall, cpu; } Span;
-static Span span_begin(void) { return (Span){now(), cpu_now()}; }
-static Span span_end(Span s) { return (Span){now() - s.wall, cpu_now() - s.cpu}; }
+static Span span_begin(void) { return (Span){clock_now(), clock_cpu_seconds()}; }
+static Span span_end(Span s) { return (Span){clock_now() - s.wall, clock_cpu_seconds() - s.cpu}; }
 static Span span_min(Span a, Span b) { return a.cpu < b.cpu ? a : b; }
 
 int main(int argc, char **argv) {

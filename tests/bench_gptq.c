@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/pool.h"
 #include "core/status.h"
 #include "kernels/blas.h"
@@ -17,18 +17,6 @@
 #include "kernels/sgemm.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The machine is shared: the 1-minute load average goes with every figure. */
 static const char *load_avg(void) {
@@ -75,11 +63,11 @@ int main(int argc, char **argv) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 3; j < n; j += 97) X[t * n + j] *= 20.0; /* outlier channels */
     memset(H, 0, (size_t)(n * n) * sizeof *H);
-    double t0 = now();
+    double t0 = clock_now();
     blas_dsyrk_upper_tn(n, T, X, n, H, n);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < i; j++) H[i * n + j] = H[j * n + i];
-    double t_h = now() - t0;
+    double t_h = clock_now() - t0;
     for (int64_t i = 0; i < n * n; i++) W[i] = (float)(0.02 * nrand());
     printf("bench_gptq: %lld x %lld layer, %d threads, H from %lld tokens (built in %.2f s), OpenBLAS core %s, "
            "AVX-512 GEMM %s, load %s", (long long)n, (long long)n, threads, (long long)T, t_h, sgemm_backend(),
@@ -94,11 +82,11 @@ int main(int argc, char **argv) {
         gptq_opts_default(&o);
         o.act_order = cases[k].act_order;
         QTensor q;
-        t0 = now();
-        double c0 = cpu_now();
+        t0 = clock_now();
+        double c0 = clock_cpu_seconds();
         GptqStats gs;
         Status st = gptq_quantize(W, n, n, H, NULL, &cases[k].p, &o, pool, NULL, &q, &gs, &err);
-        double dt = now() - t0, dc = cpu_now() - c0;
+        double dt = clock_now() - t0, dc = clock_cpu_seconds() - c0;
         if (st) { fprintf(stderr, "gptq: %s\n", err.detail); return 1; }
         qtensor_done(&q);
         printf("gptq %-28s %7.2f s  %7.2f cpu-s  (H factor %.2f, column batches %.2f, lazy GEMM %.2f)\n",
@@ -110,20 +98,20 @@ int main(int argc, char **argv) {
     for (int v = 0; v < 2; v++) {
         memcpy(A, H, (size_t)(n * n) * sizeof *A);
         for (int64_t i = 0; i < n; i++) A[i * n + i] += 0.01 * H[i * n + i] + 1e-3;
-        t0 = now();
-        double c0 = cpu_now();
+        t0 = clock_now();
+        double c0 = clock_cpu_seconds();
         int r1 = v ? linalg_cholesky_lower(A, n) : linalg_cholesky_lower_pool(A, n, pool);
         int r2 = r1 ? r1 : v ? linalg_trinv_lower(A, n) : linalg_trinv_lower_pool(A, n, pool);
         if (r1 || r2) { fprintf(stderr, "factorization failed (%d, %d)\n", r1, r2); return 1; }
-        printf("factor %-26s %7.2f s  %7.2f cpu-s\n", v ? "OpenBLAS dpotrf+dtrtri" : "ours (pool)", now() - t0,
-               cpu_now() - c0);
+        printf("factor %-26s %7.2f s  %7.2f cpu-s\n", v ? "OpenBLAS dpotrf+dtrtri" : "ours (pool)", clock_now() - t0,
+               clock_cpu_seconds() - c0);
     }
     core_free_aligned(A);
     QTensor q;
-    t0 = now();
+    t0 = clock_now();
     QParams p = {QF_INT4, 0, GROUP_OC, 128};
     if (rtn_quantize(W, n, n, &p, &q, &err)) { fprintf(stderr, "rtn: %s\n", err.detail); return 1; }
-    printf("rtn  %-28s %7.2f s\n", "int4 oc128 asym", now() - t0);
+    printf("rtn  %-28s %7.2f s\n", "int4 oc128 asym", clock_now() - t0);
     qtensor_done(&q);
     core_free_aligned(X);
     core_free_aligned(H);

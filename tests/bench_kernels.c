@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/pool.h"
 #include "kernels/actquant.h"
 #include "kernels/cpu.h"
@@ -27,21 +27,15 @@
 
 typedef struct Timing { double wall, cpu; } Timing;
 
-static double clock_s(clockid_t c) {
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Best wall and least CPU time over reps runs of stmt into Timing tm. */
 #define MEASURE(reps, tm, stmt)                                               \
     do {                                                                      \
         (tm).wall = (tm).cpu = 1e30;                                          \
         for (int r_ = 0; r_ < (reps); r_++) {                                 \
-            double w0_ = clock_s(CLOCK_MONOTONIC), c0_ = clock_s(CLOCK_PROCESS_CPUTIME_ID); \
+            double w0_ = clock_now(), c0_ = clock_cpu_seconds();              \
             stmt;                                                             \
-            double w_ = clock_s(CLOCK_MONOTONIC) - w0_;                       \
-            double c_ = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0_;              \
+            double w_ = clock_now() - w0_;                                    \
+            double c_ = clock_cpu_seconds() - c0_;                            \
             if (w_ < (tm).wall) (tm).wall = w_;                               \
             if (c_ < (tm).cpu) (tm).cpu = c_;                                 \
         }                                                                     \

@@ -6,17 +6,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/mapfile.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static const char *shared(const char *rel, char *buf, size_t cap) {
     const char *root = getenv("QS_SHARED");
@@ -48,12 +42,12 @@ int main(void) {
         int64_t n = 0;
         for (int r = 0; r < 5; r++) {
             int32_t *ids = NULL;
-            double t0 = now_s();
+            double t0 = clock_now();
             if (tokenizer_encode(t, text, len, 0, &ids, &n, &err) != ST_OK) {
                 fprintf(stderr, "bench_tokenizer: %s\n", err.detail);
                 return 1;
             }
-            double dt = now_s() - t0;
+            double dt = clock_now() - t0;
             if (dt < best) best = dt;
             free(ids);
         }

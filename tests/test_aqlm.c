@@ -9,9 +9,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/fpconv.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
@@ -42,12 +42,6 @@ static double nrand(void) {
     double u = urand(), v = urand();
     if (u < 1e-300) u = 1e-300;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* === Bit accounting === */
@@ -805,7 +799,7 @@ static double loss_fast(const float *W, const float *Wq, int64_t no, int64_t ni,
  * against int2 asym RTN/GPTQ with the widest power-of-two group whose total
  * bits are still >= AQLM's (codebooks and scales included). */
 static void test_big(Pool *pool, int64_t n, int64_t T) {
-    double t0 = now_s();
+    double t0 = clock_now();
     Err err;
     /* X: heavy-tailed entries (normal over a noisy scale), one outlier
      * channel in 512 at 20x, plus a shared
@@ -832,7 +826,7 @@ static void test_big(Pool *pool, int64_t n, int64_t T) {
     }
     free(Xt);
     for (int64_t q = 0; q < n * n; q++) W[q] = (float)(0.02 * nrand());
-    double t_h = now_s() - t0;
+    double t_h = clock_now() - t0;
 
     AqlmParams p = {2, 8, 8};
     AqlmOpts o;
@@ -842,9 +836,9 @@ static void test_big(Pool *pool, int64_t n, int64_t T) {
     o.kmeans_iters = 6;
     AqlmTensor t;
     AqlmReport rep;
-    double t1 = now_s();
+    double t1 = clock_now();
     CHECK_OK(aqlm_quantize(W, n, n, Hd, &p, &o, pool, NULL, &t, &rep, &err), err);
-    double t_aq = now_s() - t1;
+    double t_aq = clock_now() - t1;
     aqlm_dequant(&t, Wq);
     aqlm_tensor_done(&t);
     double e_aq = loss_fast(W, Wq, n, n, Hf);
@@ -862,9 +856,9 @@ static void test_big(Pool *pool, int64_t n, int64_t T) {
     QTensor qt = {0};
     GptqOpts go;
     gptq_opts_default(&go);
-    double t2 = now_s();
+    double t2 = clock_now();
     CHECK_OK(gptq_quantize(W, n, n, Hd, NULL, &qp, &go, pool, NULL, &qt, NULL, &e2), e2);
-    double t_gptq = now_s() - t2;
+    double t_gptq = clock_now() - t2;
     qtensor_dequant(&qt, Wq);
     qtensor_done(&qt);
     double e_gptq = loss_fast(W, Wq, n, n, Hf);

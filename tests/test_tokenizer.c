@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/mapfile.h"
 #include "core/status.h"
 #include "model/gguf.h"
@@ -17,12 +17,6 @@
 #include "tests/testlib.h"
 
 static const char *write_tmp(const char *name, const void *data, size_t n);
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static char *slurp(const char *path, size_t *len) {
     char *buf = NULL;
@@ -231,9 +225,9 @@ static void check_wikitext(void) {
         Tokenizer *t = load_gguf_tok(testlib_shared(names[k]));
         int32_t *ids;
         int64_t n;
-        double t0 = now_s();
+        double t0 = clock_now();
         encode(t, text, len, 0, &ids, &n);
-        double dt = now_s() - t0;
+        double dt = clock_now() - t0;
         printf("  %s: %zu bytes -> %lld tokens in %.3f s\n", names[k], len, (long long)n, dt);
         if (!getenv("QS_ASAN")) CHECKF(dt < 5.0, "tokenizing wikitext took %.2f s", dt);
         CHECK(n > (int64_t)(len / 8) && n < (int64_t)len);

@@ -3,15 +3,11 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/assert.h"
+#include "core/clock.h"
 
-double jobs_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double jobs_now(void) { return clock_now(); }
 
 static void *jobs_main(void *arg) {
     JobRunner *jr = arg;

@@ -89,7 +89,7 @@ void jobs_view(JobRunner *jr, JobView *v);
 /* 1 when a job is running or queued. */
 int jobs_busy(JobRunner *jr);
 
-/* Monotonic clock in seconds. */
+/* Monotonic clock in seconds: the same clock as core/clock.h clock_now(). */
 double jobs_now(void);
 
 #endif
