@@ -13,6 +13,7 @@
 
 #include "analysis/ppl.h"
 #include "core/alloc.h"
+#include "core/bytes.h"
 #include "core/clock.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
@@ -297,21 +298,6 @@ Status eval_ref_save(const EvalRef *r, const char *path, Err *err) {
     return ST_OK;
 }
 
-typedef struct {
-    const unsigned char *p;
-    size_t n, off;
-    const char *path;
-} RBuf;
-
-static Status rd(RBuf *b, void *dst, size_t n, const char *field, Err *err) {
-    if (n > b->n - b->off)
-        return err_set(err, ST_ERR_FORMAT, "%s: %s at offset %zu: %zu bytes past the end of the file (%zu bytes)", b->path,
-                       field, b->off, n, b->n);
-    memcpy(dst, b->p + b->off, n);
-    b->off += n;
-    return ST_OK;
-}
-
 Status eval_ref_load(const char *path, const Model *m, const char *text, size_t len, const EvalOpts *o,
                      EvalRef **out, Err *err) {
     *out = NULL;
@@ -324,25 +310,26 @@ Status eval_ref_load(const char *path, const Model *m, const char *text, size_t 
         free(data);
         return err_set(err, ST_ERR_NOMEM, "%s", path);
     }
-    RBuf b = {(const unsigned char *)data, n, 0, path};
+    ByteReader b;
+    bytes_init(&b, data, n, path);
     char magic[4];
     uint32_t ver;
     int64_t hdr[9];
-    if ((st = rd(&b, magic, 4, "magic", err))) goto fail;
+    if ((st = bytes_read(&b, magic, 4, "magic", err))) goto fail;
     if (memcmp(magic, "QSEV", 4)) {
         st = err_set(err, ST_ERR_FORMAT, "%s: magic at offset 0: not an eval reference file", path);
         goto fail;
     }
-    if ((st = rd(&b, &ver, 4, "version", err))) goto fail;
+    if ((st = bytes_read(&b, &ver, 4, "version", err))) goto fail;
     if (ver != EVAL_CACHE_VERSION) {
         st = err_set(err, ST_ERR_FORMAT, "%s: version at offset 4: %u, expected %u", path, ver, EVAL_CACHE_VERSION);
         goto fail;
     }
-    if ((st = rd(&b, &r->fingerprint, 8, "fingerprint", err))) goto fail;
-    if ((st = rd(&b, &r->text_hash, 8, "text_hash", err))) goto fail;
-    if ((st = rd(&b, hdr, sizeof hdr, "header", err))) goto fail;
-    if ((st = rd(&b, &r->nll_sum, 8, "nll_sum", err))) goto fail;
-    if ((st = rd(&b, &r->bos, 4, "bos", err))) goto fail;
+    if ((st = bytes_read(&b, &r->fingerprint, 8, "fingerprint", err))) goto fail;
+    if ((st = bytes_read(&b, &r->text_hash, 8, "text_hash", err))) goto fail;
+    if ((st = bytes_read(&b, hdr, sizeof hdr, "header", err))) goto fail;
+    if ((st = bytes_read(&b, &r->nll_sum, 8, "nll_sum", err))) goto fail;
+    if ((st = bytes_read(&b, &r->bos, 4, "bos", err))) goto fail;
     r->n_ctx = hdr[0];
     r->max_chunks = hdr[1];
     r->chunks = hdr[2];
@@ -376,14 +363,16 @@ Status eval_ref_load(const char *path, const Model *m, const char *text, size_t 
         st = err_set(err, ST_ERR_NOMEM, "%s: tokens", path);
         goto fail;
     }
-    if ((st = rd(&b, r->tokens, (size_t)r->n_tokens * 4, "tokens", err))) goto fail;
-    if ((st = rd(&b, r->nll, (size_t)r->n_pos * 8, "nll", err))) goto fail;
-    if ((st = rd(&b, r->argmax, (size_t)r->n_pos * 4, "argmax", err))) goto fail;
-    if ((st = rd(&b, r->logp, (size_t)(r->n_pos * r->vocab) * 4, "logp", err))) goto fail;
-    if (r->resid && (st = rd(&b, r->resid, (size_t)(r->n_layers * r->n_ctx * r->dim) * 4, "resid", err))) goto fail;
+    if ((st = bytes_read(&b, r->tokens, (size_t)r->n_tokens * 4, "tokens", err))) goto fail;
+    if ((st = bytes_read(&b, r->nll, (size_t)r->n_pos * 8, "nll", err))) goto fail;
+    if ((st = bytes_read(&b, r->argmax, (size_t)r->n_pos * 4, "argmax", err))) goto fail;
+    if ((st = bytes_read(&b, r->logp, (size_t)(r->n_pos * r->vocab) * 4, "logp", err))) goto fail;
+    if (r->resid &&
+        (st = bytes_read(&b, r->resid, (size_t)(r->n_layers * r->n_ctx * r->dim) * 4, "resid", err)))
+        goto fail;
     size_t body = b.off;
     uint64_t h;
-    if ((st = rd(&b, &h, 8, "checksum", err))) goto fail;
+    if ((st = bytes_read(&b, &h, 8, "checksum", err))) goto fail;
     if (h != hash_bytes(HASH_SEED, data, body)) {
         st = err_set(err, ST_ERR_FORMAT, "%s: checksum at offset %zu does not match", path, body);
         goto fail;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/bytes.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 
@@ -172,19 +173,17 @@ Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
 
 /* === reader === */
 
+/* A cursor whose first error sticks: later reads return 0 and leave err alone,
+ * so a run of reads is checked once at its end. */
 typedef struct Rd {
-    const unsigned char *p;
-    size_t n, off;
-    const char *path;
+    ByteReader b;
     Err *err;
     int bad;
 } Rd;
 
 static int rd_need(Rd *r, size_t n, const char *field) {
     if (r->bad) return 0;
-    if (n > r->n - r->off) {
-        err_set(r->err, ST_ERR_FORMAT, "%s: truncated at field '%s' (offset %zu: need %zu bytes, %zu left)",
-                r->path, field, r->off, n, r->n - r->off);
+    if (bytes_need(&r->b, n, field, r->err)) {
         r->bad = 1;
         return 0;
     }
@@ -194,15 +193,15 @@ static int rd_need(Rd *r, size_t n, const char *field) {
 static uint64_t get_u64(Rd *r, const char *field) {
     if (!rd_need(r, 8, field)) return 0;
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)r->p[r->off + i] << (8 * i);
-    r->off += 8;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)r->b.p[r->b.off + i] << (8 * i);
+    r->b.off += 8;
     return v;
 }
 static uint32_t get_u32(Rd *r, const char *field) {
     if (!rd_need(r, 4, field)) return 0;
     uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)r->p[r->off + i] << (8 * i);
-    r->off += 4;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)r->b.p[r->b.off + i] << (8 * i);
+    r->b.off += 4;
     return v;
 }
 static int64_t get_i64(Rd *r, const char *field) { return (int64_t)get_u64(r, field); }
@@ -220,25 +219,25 @@ static float get_f32(Rd *r, const char *field) {
 }
 /* Reads a string into dst (cap bytes incl. NUL); longer strings are an error. */
 static void get_str(Rd *r, char *dst, size_t cap, const char *field) {
-    size_t at = r->off;
+    size_t at = r->b.off;
     uint32_t n = get_u32(r, field);
     if (r->bad) return;
     if (n >= cap) {
-        err_set(r->err, ST_ERR_FORMAT, "%s: field '%s' (offset %zu): length %u, at most %zu", r->path, field, at,
+        err_set(r->err, ST_ERR_FORMAT, "%s: field '%s' (offset %zu): length %u, at most %zu", r->b.path, field, at,
                 n, cap - 1);
         r->bad = 1;
         return;
     }
     if (!rd_need(r, n, field)) return;
-    memcpy(dst, r->p + r->off, n);
+    memcpy(dst, r->b.p + r->b.off, n);
     dst[n] = '\0';
-    r->off += n;
+    r->b.off += n;
 }
 /* Checks lo <= v <= hi for a field read at offset at. */
 static int rd_range(Rd *r, int64_t v, int64_t lo, int64_t hi, const char *field, size_t at) {
     if (r->bad) return 0;
     if (v < lo || v > hi) {
-        err_set(r->err, ST_ERR_FORMAT, "%s: field '%s' (offset %zu) is %lld, expected %lld..%lld", r->path, field,
+        err_set(r->err, ST_ERR_FORMAT, "%s: field '%s' (offset %zu) is %lld, expected %lld..%lld", r->b.path, field,
                 at, (long long)v, (long long)lo, (long long)hi);
         r->bad = 1;
         return 0;
@@ -247,13 +246,13 @@ static int rd_range(Rd *r, int64_t v, int64_t lo, int64_t hi, const char *field,
 }
 
 static int64_t get_checked(Rd *r, int64_t lo, int64_t hi, const char *field) {
-    size_t at = r->off;
+    size_t at = r->b.off;
     int64_t v = get_i64(r, field);
     rd_range(r, v, lo, hi, field, at);
     return v;
 }
 static int64_t get_checked32(Rd *r, int64_t lo, int64_t hi, const char *field) {
-    size_t at = r->off;
+    size_t at = r->b.off;
     int64_t v = (int32_t)get_u32(r, field);
     rd_range(r, v, lo, hi, field, at);
     return v;
@@ -297,13 +296,14 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     Status st = mapfile_open(&mf, path, err);
     if (st) return st;
     CalibStats *cs = NULL;
-    Rd r = {.p = mf.data, .n = mf.size, .path = path, .err = err};
+    Rd r = {.err = err};
+    bytes_init(&r.b, mf.data, mf.size, path);
     if (!rd_need(&r, 8, "magic")) goto bad;
     if (memcmp(mf.data, "QSST", 4) != 0) {
         err_set(err, ST_ERR_FORMAT, "%s: offset 0: magic is not QSST (not a qscope stats file)", path);
         goto bad;
     }
-    r.off = 4;
+    r.b.off = 4;
     uint32_t ver = get_u32(&r, "version");
     if (ver != STATSFILE_VERSION) {
         err_set(err, ST_ERR_FORMAT, "%s: offset 4: version %u, this build reads %d (recalibrate)", path, ver,
@@ -370,12 +370,12 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     cs->has_h = (int)get_checked32(&r, 0, 1, "has_h");
     cs->h_id = get_u64(&r, "h_id");
     cs->h_bytes = (size_t)get_u64(&r, "h_bytes");
-    size_t body = r.off;
+    size_t body = r.b.off;
     uint64_t sum = get_u64(&r, "checksum");
     if (r.bad) goto bad;
-    if (r.off != r.n) {
-        err_set(err, ST_ERR_FORMAT, "%s: %zu unexpected bytes after the checksum (offset %zu)", path, r.n - r.off,
-                r.off);
+    if (r.b.off != r.b.n) {
+        err_set(err, ST_ERR_FORMAT, "%s: %zu unexpected bytes after the checksum (offset %zu)", path, r.b.n - r.b.off,
+                r.b.off);
         goto bad;
     }
     if (sum != hash_bytes(HASH_SEED, mf.data, body)) {

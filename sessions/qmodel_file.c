@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/bytes.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "quant/format.h"
@@ -162,42 +163,28 @@ Status qmodel_file_save(const QModel *qm, const Plan *p, const char *path, Err *
 
 /* === Reading === */
 
-typedef struct {
-    const unsigned char *p;
-    size_t n, off;
-    const char *path;
-} R;
-
-static Status get(R *r, void *dst, size_t n, const char *field, Err *err) {
-    if (n > r->n - r->off)
-        return err_set(err, ST_ERR_FORMAT, "%s: %s at offset %zu: needs %zu bytes, %zu left", r->path, field, r->off, n,
-                       r->n - r->off);
-    memcpy(dst, r->p + r->off, n);
-    r->off += n;
-    return ST_OK;
-}
-
 /* Reads n elements of size sz into a new array (*dst), bounded by the file. */
-static Status get_arr(R *r, void **dst, int64_t n, size_t sz, const char *field, Err *err) {
+static Status get_arr(ByteReader *r, void **dst, int64_t n, size_t sz, const char *field, Err *err) {
     *dst = NULL;
     if (n < 0 || (uint64_t)n > (r->n - r->off) / (sz ? sz : 1))
         return err_set(err, ST_ERR_FORMAT, "%s: %s at offset %zu: %lld elements do not fit in the file", r->path, field,
                        r->off, (long long)n);
     *dst = malloc((size_t)n * sz + 1);
     if (!*dst) return err_set(err, ST_ERR_NOMEM, "%s: %s", r->path, field);
-    return get(r, *dst, (size_t)n * sz, field, err);
+    return bytes_read(r, *dst, (size_t)n * sz, field, err);
 }
 
 #define BADF(...) err_set(err, ST_ERR_FORMAT, __VA_ARGS__)
 
-static Status read_qtensor(R *r, QTensor *q, const char *site, Err *err) {
+static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err) {
     int32_t fmt = 0, sym = 0, dim = 0;
     int64_t group = 0, n_out = 0, n_in = 0, n_groups = 0;
     size_t at = r->off;
     Status st;
-    if ((st = get(r, &fmt, 4, "format", err)) || (st = get(r, &sym, 4, "sym", err)) || (st = get(r, &dim, 4, "group_dim", err)) ||
-        (st = get(r, &group, 8, "group", err)) || (st = get(r, &n_out, 8, "n_out", err)) || (st = get(r, &n_in, 8, "n_in", err)) ||
-        (st = get(r, &n_groups, 8, "n_groups", err)))
+    if ((st = bytes_read(r, &fmt, 4, "format", err)) || (st = bytes_read(r, &sym, 4, "sym", err)) ||
+        (st = bytes_read(r, &dim, 4, "group_dim", err)) || (st = bytes_read(r, &group, 8, "group", err)) ||
+        (st = bytes_read(r, &n_out, 8, "n_out", err)) || (st = bytes_read(r, &n_in, 8, "n_in", err)) ||
+        (st = bytes_read(r, &n_groups, 8, "n_groups", err)))
         return st;
     const QFormatTraits *t = qformat_traits((QFormat)fmt);
     if (!t || fmt == QF_AQLM || (sym != 0 && sym != 1) || dim < 0 || dim >= GROUP_COUNT || n_out < 1 || n_in < 1 ||
@@ -269,12 +256,12 @@ static Status read_qtensor(R *r, QTensor *q, const char *site, Err *err) {
     return ST_OK;
 }
 
-static Status read_aqlm(R *r, AqlmTensor *a, const char *site, Err *err) {
+static Status read_aqlm(ByteReader *r, AqlmTensor *a, const char *site, Err *err) {
     size_t at = r->off;
     Status st;
-    if ((st = get(r, &a->p.M, 4, "aqlm M", err)) || (st = get(r, &a->p.B, 4, "aqlm B", err)) ||
-        (st = get(r, &a->p.g, 4, "aqlm g", err)) || (st = get(r, &a->n_out, 8, "n_out", err)) ||
-        (st = get(r, &a->n_in, 8, "n_in", err)))
+    if ((st = bytes_read(r, &a->p.M, 4, "aqlm M", err)) || (st = bytes_read(r, &a->p.B, 4, "aqlm B", err)) ||
+        (st = bytes_read(r, &a->p.g, 4, "aqlm g", err)) || (st = bytes_read(r, &a->n_out, 8, "n_out", err)) ||
+        (st = bytes_read(r, &a->n_in, 8, "n_in", err)))
         return st;
     Err e2;
     err_init(&e2);
@@ -304,7 +291,8 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
     size_t len = 0;
     Status st = file_read_all(path, (size_t)1 << 40, &data, &len, err);
     if (st) return st;
-    R r = {(const unsigned char *)data, len, 0, path};
+    ByteReader r;
+    bytes_init(&r, data, len, path);
     QStored *s = calloc(1, sizeof *s);
     if (!s) {
         st = err_set(err, ST_ERR_NOMEM, "%s", path);
@@ -312,18 +300,19 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
     }
     char magic[4];
     uint32_t ver, jl;
-    if ((st = get(&r, magic, 4, "magic", err))) goto fail;
+    if ((st = bytes_read(&r, magic, 4, "magic", err))) goto fail;
     if (memcmp(magic, "QSQM", 4)) {
         st = BADF("%s: magic at offset 0: not a qscope quantized-model file", path);
         goto fail;
     }
-    if ((st = get(&r, &ver, 4, "version", err))) goto fail;
+    if ((st = bytes_read(&r, &ver, 4, "version", err))) goto fail;
     if (ver != QMODEL_FILE_VERSION) {
         st = BADF("%s: version at offset 4: %u, expected %u", path, ver, QMODEL_FILE_VERSION);
         goto fail;
     }
-    if ((st = get(&r, &s->fingerprint, 8, "fingerprint", err)) || (st = get(&r, &s->n_layers, 8, "n_layers", err)) ||
-        (st = get(&r, &s->dim, 8, "dim", err)) || (st = get(&r, &s->vocab, 8, "vocab", err)))
+    if ((st = bytes_read(&r, &s->fingerprint, 8, "fingerprint", err)) ||
+        (st = bytes_read(&r, &s->n_layers, 8, "n_layers", err)) || (st = bytes_read(&r, &s->dim, 8, "dim", err)) ||
+        (st = bytes_read(&r, &s->vocab, 8, "vocab", err)))
         goto fail;
     if (s->fingerprint != m->fingerprint || s->n_layers != m->cfg.n_layers || s->dim != m->cfg.dim ||
         s->vocab != m->cfg.vocab_size) {
@@ -332,7 +321,7 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
                      (unsigned long long)m->fingerprint, (long long)m->cfg.n_layers);
         goto fail;
     }
-    if ((st = get(&r, &jl, 4, "plan length", err))) goto fail;
+    if ((st = bytes_read(&r, &jl, 4, "plan length", err))) goto fail;
     size_t jo = r.off;
     if ((st = get_arr(&r, (void **)&json, jl, 1, "plan", err))) goto fail;
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
@@ -342,7 +331,7 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
     int64_t L = s->n_layers, ns = L * PROJ_COUNT;
     if ((st = get_arr(&r, (void **)&s->smoothed, L * 2, 1, "smoothed", err))) goto fail;
     uint8_t has[2];
-    if ((st = get(&r, has, 2, "gain flags", err))) goto fail;
+    if ((st = bytes_read(&r, has, 2, "gain flags", err))) goto fail;
     if (has[0] > 1 || has[1] > 1) {
         st = BADF("%s: gain flags at offset %zu: %u %u", path, r.off - 2, has[0], has[1]);
         goto fail;
@@ -368,8 +357,9 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
         uint8_t kind;
         int32_t ad;
         size_t so = r.off;
-        if ((st = get(&r, &kind, 1, "site kind", err)) || (st = get(&r, &x->act_absmax, 4, "act_absmax", err)) ||
-            (st = get(&r, &ad, 4, "adadim_dim", err)) || (st = get(&r, &x->rel_err, 8, "rel_err", err)))
+        if ((st = bytes_read(&r, &kind, 1, "site kind", err)) ||
+            (st = bytes_read(&r, &x->act_absmax, 4, "act_absmax", err)) ||
+            (st = bytes_read(&r, &ad, 4, "adadim_dim", err)) || (st = bytes_read(&r, &x->rel_err, 8, "rel_err", err)))
             goto fail;
         if (kind > QSITE_AQLM || ad < 0 || ad >= GROUP_COUNT || !isfinite(x->act_absmax) || x->act_absmax < 0 ||
             !isfinite(x->rel_err)) {
@@ -383,7 +373,7 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
     }
     size_t body = r.off;
     uint64_t h;
-    if ((st = get(&r, &h, 8, "checksum", err))) goto fail;
+    if ((st = bytes_read(&r, &h, 8, "checksum", err))) goto fail;
     if (h != hash_bytes(HASH_SEED, data, body)) {
         st = BADF("%s: checksum at offset %zu does not match the contents", path, body);
         goto fail;
