@@ -13,7 +13,6 @@
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
-#include "sessions/qmodel_file.h"
 
 #define EVAL_MAX_TEXT ((size_t)1 << 31)
 
@@ -164,11 +163,7 @@ int cmd_eval(int argc, char **argv) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (stats_path && qstats_open(stats_path, m, &sf, &err)) {
-        args_print_err("eval", &err);
-        goto done;
-    }
-    if (qfile ? qmodel_file_load(qfile, m, &plan, &stored, &err) : plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err)) {
+    if (plancli_load(&pc, m, stats_path, qfile, &sf, &plan, &stored, &err)) {
         args_print_err("eval", &err);
         goto done;
     }

@@ -11,6 +11,7 @@
 #include "quant/format.h"
 #include "quant/preset.h"
 #include "sessions/plan_json.h"
+#include "sessions/qmodel_file.h"
 
 #define SPIKE_K_DEFAULT 3 /* analysis/spikes.h SPIKES_DEFAULT_K (not includable beside plan.h) */
 
@@ -118,6 +119,14 @@ Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, 
     return plan_validate(out, &pm, err);
 }
 
+Status plancli_load(const PlanCli *o, const Model *m, const char *stats_path, const char *qfile, QStatsFile *sf,
+                    Plan *plan, QStored **stored, Err *err) {
+    Status st;
+    if (stats_path && (st = qstats_open(stats_path, m, sf, err))) return st;
+    if (qfile) return qmodel_file_load(qfile, m, plan, stored, err);
+    return plancli_build(o, m, stats_path ? sf : NULL, plan, err);
+}
+
 static void plan_usage(FILE *f) {
     fprintf(f, "usage: qscope plan MODEL --preset NAME [--stats STATS] [options] -o PLAN.json\n"
                "Builds a preset plan for MODEL's shape and writes it as JSON (schema_version %d),\n"
@@ -174,11 +183,7 @@ int cmd_plan(int argc, char **argv) {
     char *json = NULL;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
-    if (stats_path && qstats_open(stats_path, m, &sf, &err)) {
-        args_print_err("plan", &err);
-        goto done;
-    }
-    if (plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err)) {
+    if (plancli_load(&pc, m, stats_path, NULL, &sf, &plan, NULL, &err)) {
         args_print_err("plan", &err);
         goto done;
     }

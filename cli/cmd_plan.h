@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "core/status.h"
 #include "model/model.h"
@@ -37,5 +38,14 @@ void plancli_help(FILE *f, int with_plan_file);
  * from --plan (validated against m) or --preset (spike-aware takes its sites
  * from stats' ranking; needs stats). stats may be NULL. */
 Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, Plan *out, Err *err);
+
+/* What plan, quant and eval do once the model is loaded: opens stats_path (when
+ * not NULL) into *sf, checked against m, then fills *plan from qfile (a `qscope
+ * quant -o` file; its weights go to *stored, which the caller qstored_free's)
+ * when qfile is not NULL, else as plancli_build does. The caller zeroes *sf and
+ * plan_init's *plan before, and qstats_close's and plan_done's them after,
+ * failure included. stored may be NULL when qfile is. */
+Status plancli_load(const PlanCli *o, const Model *m, const char *stats_path, const char *qfile, QStatsFile *sf,
+                    Plan *plan, QStored **stored, Err *err);
 
 #endif

@@ -94,11 +94,7 @@ int cmd_quant(int argc, char **argv) {
     QModel *qm = NULL;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
-    if (stats_path && qstats_open(stats_path, m, &sf, &err)) {
-        args_print_err("quant", &err);
-        goto done;
-    }
-    if (plancli_build(&pc, m, stats_path ? &sf : NULL, &plan, &err) || pool_new((int)threads, &pool, &err)) {
+    if (plancli_load(&pc, m, stats_path, NULL, &sf, &plan, NULL, &err) || pool_new((int)threads, &pool, &err)) {
         args_print_err("quant", &err);
         goto done;
     }
