@@ -10,6 +10,7 @@
 
 #include "analysis/qmodel_stats.h"
 #include "core/clock.h"
+#include "core/strlist.h"
 #include "quant/adadim.h"
 #include "quant/aqlm.h"
 #include "quant/gptq.h"
@@ -20,18 +21,11 @@
 
 static Status note_add(QModel *qm, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static Status note_add(QModel *qm, Err *err, const char *fmt, ...) {
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    Status st = strlist_vaddf(&qm->notes, &qm->n_notes, fmt, ap);
     va_end(ap);
-    char **n = realloc(qm->notes, (size_t)(qm->n_notes + 1) * sizeof *n);
-    if (!n) return err_set(err, ST_ERR_NOMEM, "qmodel notes");
-    qm->notes = n;
-    n[qm->n_notes] = strdup(buf);
-    if (!n[qm->n_notes]) return err_set(err, ST_ERR_NOMEM, "qmodel notes");
-    qm->n_notes++;
-    return ST_OK;
+    return st ? err_set(err, st, "qmodel notes") : ST_OK;
 }
 
 /* === What a plan needs === */

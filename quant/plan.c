@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/alloc.h"
+#include "core/strlist.h"
 #include "quant/rtn.h"
 
 /* === Names === */
@@ -273,17 +274,11 @@ Status plan_remove_rule(Plan *p, int64_t i, Err *err) {
 }
 
 Status plan_add_note(Plan *p, Err *err, const char *fmt, ...) {
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    Status st = strlist_vaddf(&p->notes, &p->n_notes, fmt, ap);
     va_end(ap);
-    char **n = realloc(p->notes, (size_t)(p->n_notes + 1) * sizeof *n);
-    if (!n) return err_set(err, ST_ERR_NOMEM, "plan notes");
-    p->notes = n;
-    if (!(n[p->n_notes] = core_strdup(buf))) return err_set(err, ST_ERR_NOMEM, "plan notes");
-    p->n_notes++;
-    return ST_OK;
+    return st ? err_set(err, st, "plan notes") : ST_OK;
 }
 
 /* === Resolution === */

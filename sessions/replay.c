@@ -17,6 +17,7 @@
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
+#include "core/strlist.h"
 #include "model/model.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
@@ -74,16 +75,12 @@ void replay_opts_default(ReplayOpts *o) { memset(o, 0, sizeof *o); }
 /* === Report helpers === */
 
 static void add_note(ReplayReport *rep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Out of memory the note is dropped: the report is only shorter. */
 static void add_note(ReplayReport *rep, const char *fmt, ...) {
-    char buf[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    (void)strlist_vaddf(&rep->notes, &rep->n_notes, fmt, ap);
     va_end(ap);
-    char **nn = realloc(rep->notes, (size_t)(rep->n_notes + 1) * sizeof *nn);
-    if (!nn) return;
-    rep->notes = nn;
-    if ((rep->notes[rep->n_notes] = core_strdup(buf))) rep->n_notes++;
 }
 
 static ReplayDiff *add_diff(ReplayReport *rep) {
