@@ -13,23 +13,14 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/pool.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "testlib.h"
 
-static double wall(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static double cpu(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
-}
+static double wall(void) { return clock_now(); }
+static double cpu(void) { return clock_cpu_seconds(); }
 
 #define T512 __attribute__((target("avx512f,fma")))
 

@@ -11,17 +11,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
+
 typedef struct {
     const float *p;
     size_t n;
     float sum;
 } Span;
 
-static double bw_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 __attribute__((target("avx512f"))) static float bw_sum_avx512(const float *p, size_t n) {
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
@@ -72,7 +69,7 @@ int main(int argc, char **argv) {
         for (int rep = 0; rep < 5; rep++) {
             pthread_t th[2];
             Span s[2];
-            double t0 = bw_now();
+            double t0 = clock_now();
             for (int i = 0; i < nt; i++) {
                 s[i].p = buf + n / nt * i;
                 s[i].n = n / nt;
@@ -82,7 +79,7 @@ int main(int argc, char **argv) {
                 pthread_join(th[i], NULL);
                 sink += s[i].sum;
             }
-            double dt = bw_now() - t0;
+            double dt = clock_now() - t0;
             if (dt < best) best = dt;
         }
         printf("  %d thread%s: %.1f GB/s\n", nt, nt > 1 ? "s" : "", (double)(n * sizeof(float)) / best / 1e9);
