@@ -64,7 +64,7 @@ Status pool_new(int n_threads, Pool **out, Err *err) {
     pthread_cond_init(&p->cv_done, NULL);
     if (n_threads > 1) {
         p->threads = core_calloc((size_t)n_threads - 1, sizeof *p->threads);
-        if (!p->threads) goto fail;
+        if (!p->threads) { p->n = 1; goto fail; } /* no workers to join */
         for (int i = 1; i < n_threads; i++) {
             WorkerArg *wa = malloc(sizeof *wa);
             if (!wa) { p->n = i; goto fail; }
