@@ -425,6 +425,17 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
                        (long long)c->vocab_size);
     if (c->type != GGML_F32 && c->type != GGML_F16 && c->type != GGML_Q8_0)
         return err_set(err, ST_ERR_ARG, "synth: storage type %u (supported: F32, F16, Q8_0)", c->type);
+    /* synth_parse_spikes checks these against the shape it saw; the shape may
+     * have changed since, and planting indexes the tensor table by layer. */
+    if (c->n_spikes < 0 || c->n_spikes > SYNTH_MAX_SPIKES)
+        return err_set(err, ST_ERR_RANGE, "synth: %d spikes (at most %d)", c->n_spikes, SYNTH_MAX_SPIKES);
+    for (int k = 0; k < c->n_spikes; k++) {
+        const SynthSpike *sp = &c->spikes[k];
+        int64_t width = sp->site == SPIKE_DOWN ? c->hidden_dim : c->dim;
+        if (sp->layer < 0 || sp->layer >= c->n_layers || sp->channel < 0 || sp->channel >= width)
+            return err_set(err, ST_ERR_RANGE, "synth: spike %d at layer %lld channel %lld, outside %lld layers x %lld channels",
+                           k, (long long)sp->layer, (long long)sp->channel, (long long)c->n_layers, (long long)width);
+    }
     Synth *s = core_calloc(1, sizeof *s);
     if (!s) return err_set(err, ST_ERR_NOMEM, "synth");
     s->cfg = *c;

@@ -262,6 +262,12 @@ static void test_spike_grammar(void) {
     cfg.vocab_size = 100;
     Synth *s = NULL;
     CHECK(synth_new(&cfg, &s, &err) == ST_ERR_RANGE && s == NULL && strstr(err.detail, "vocab size 100"));
+    /* A spike parsed against more layers than the model ends up with is refused, not planted out of range. */
+    cfg.vocab_size = 512;
+    cfg.n_layers = 8;
+    CHECK_OK(synth_parse_spikes("6.down:3", &cfg, &err), err);
+    cfg.n_layers = 2;
+    CHECK(synth_new(&cfg, &s, &err) == ST_ERR_RANGE && s == NULL && strstr(err.detail, "spike 0 at layer 6"));
 }
 
 int main(void) {
