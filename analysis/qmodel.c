@@ -94,12 +94,58 @@ static Status stored_check(const PlanEntry *e, const SiteIn *in, const QStoredSi
     return ST_OK;
 }
 
+/* The GPTQ factorizations of one layer, shared by the sites that read the
+ * same H with the same damp and act_order (q/k/v, gate/up): the factor is a
+ * function of those alone, so sharing changes no result. Keys are pointers
+ * into H storage that outlives the cache (cleared per layer). */
+typedef struct FactorCache {
+    int n;
+    struct {
+        const double *H;
+        double damp;
+        int act_order;
+        GptqFactor *f;
+    } e[PROJ_COUNT];
+} FactorCache;
+
+static void factor_cache_clear(FactorCache *fc) {
+    for (int i = 0; i < fc->n; i++) gptq_factor_free(fc->e[i].f);
+    fc->n = 0;
+}
+
+/* Returns in *f (owned by fc) the factor of H (n_in, n_in) under o's damp
+ * and act_order, building it on first use. */
+static Status factor_get(FactorCache *fc, const double *H, int64_t n_in, const GptqOpts *o, Pool *pool,
+                         const GptqFactor **f, Err *err) {
+    for (int i = 0; i < fc->n; i++)
+        if (fc->e[i].H == H && fc->e[i].damp == o->damp && fc->e[i].act_order == o->act_order &&
+            gptq_factor_dim(fc->e[i].f) == n_in) {
+            *f = fc->e[i].f;
+            return ST_OK;
+        }
+    GptqFactor *nf = NULL;
+    Status st = gptq_factor_new(H, NULL, n_in, o, pool, &nf, err);
+    if (st) return st;
+    if (fc->n == PROJ_COUNT) { /* never: one entry per site at most */
+        gptq_factor_free(fc->e[0].f);
+        fc->e[0] = fc->e[--fc->n];
+    }
+    fc->e[fc->n].H = H;
+    fc->e[fc->n].damp = o->damp;
+    fc->e[fc->n].act_order = o->act_order;
+    fc->e[fc->n].f = nf;
+    fc->n++;
+    *f = nf;
+    return ST_OK;
+}
+
 /* Quantizes one site with entry e (or takes `pre`, a stored quantization);
  * *out receives the QLinear (NULL when the entry keeps the model's fp32
  * weights untouched); *dim AdaDim's choice; *rel ‖W - Wq‖ / ‖W‖. With keep,
  * the unpacked weights move into *keep. */
 static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int keep_fp32, const QStoredSite *pre,
-                         QStoredSite *keep, Pool *pool, QLinear **out, GroupDim *dim, double *rel, Err *err) {
+                         QStoredSite *keep, FactorCache *fc, Pool *pool, QLinear **out, GroupDim *dim, double *rel,
+                         Err *err) {
     *out = NULL;
     *dim = GROUP_TENSOR;
     *rel = 0;
@@ -156,10 +202,15 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         if (!entry_has_scales(e) || e->method == QM_RTN) {
             st = rtn_quantize(in->W, in->n_out, in->n_in, &p, &q, &e2);
         } else if (e->method == QM_GPTQ) {
-            st = gptq_quantize(in->W, in->n_out, in->n_in, in->H, NULL, &p, &e->gptq, pool, NULL, &q, NULL, &e2);
+            const GptqFactor *f = NULL;
+            st = factor_get(fc, in->H, in->n_in, &e->gptq, pool, &f, &e2);
+            if (!st) st = gptq_quantize_factored(in->W, in->n_out, in->n_in, f, &p, &e->gptq, pool, NULL, &q, NULL, &e2);
         } else if (e->method == QM_ADADIM) {
-            st = adadim_choose(in->W, in->n_out, in->n_in, in->H, &p, e->adadim_base == QM_GPTQ ? &e->gptq : NULL,
-                               pool, NULL, &ad, &e2);
+            const GptqFactor *f = NULL;
+            if (e->adadim_base == QM_GPTQ) st = factor_get(fc, in->H, in->n_in, &e->gptq, pool, &f, &e2);
+            if (!st)
+                st = adadim_choose_factored(in->W, in->n_out, in->n_in, in->H, f, &p,
+                                            e->adadim_base == QM_GPTQ ? &e->gptq : NULL, pool, NULL, &ad, &e2);
             if (!st) {
                 q = ad.q;
                 memset(&ad.q, 0, sizeof ad.q);
@@ -371,8 +422,11 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
     }
     GroupDim d;
     double rel;
-    return site_build(qm, &oe, &in, 1, pre ? &pre->sites[ns] : NULL, keep ? &keep->sites[ns] : NULL, pool,
-                      &qm->output, &d, &rel, err);
+    FactorCache fc = {0};
+    st = site_build(qm, &oe, &in, 1, pre ? &pre->sites[ns] : NULL, keep ? &keep->sites[ns] : NULL, &fc, pool,
+                    &qm->output, &d, &rel, err);
+    factor_cache_clear(&fc);
+    return st;
 }
 
 static QStored *stored_new(const Model *m) {
@@ -434,7 +488,6 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
 
     QModel *qm = calloc(1, sizeof *qm);
     float **ws = NULL;
-    double *hsm = NULL;
     if (!qm) return err_set(err, ST_ERR_NOMEM, "qmodel");
     qm->model = *m;
     int64_t L = c->n_layers, ns = L * PROJ_COUNT;
@@ -464,6 +517,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
         float absmax_s[PROJ_COUNT] = {0};
         const double *hsite[PROJ_COUNT] = {0};
         double *hown[2] = {NULL, NULL};
+        FactorCache fc = {0};
         for (int g = 0; g < 2; g++) {
             const int *projs = g ? GU : QKV;
             int np = g ? 2 : 3;
@@ -532,10 +586,11 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             }
             int smoothed = ws[pj] != NULL || (pre && pre->smoothed[l * 2 + (pj >= PROJ_GATE)] && pj != PROJ_O &&
                                               pj != PROJ_DOWN);
-            st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL, pool,
-                            &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
+            st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL,
+                            &fc, pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
             progress_add(prog, 1);
         }
+        factor_cache_clear(&fc); /* before hown: its pointers are the keys */
         free(hown[0]);
         free(hown[1]);
         for (int pj = 0; pj < PROJ_COUNT; pj++) {
@@ -592,14 +647,12 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     qm->ov.output = qm->output;
     qm->seconds = clock_now() - t0;
     free(ws);
-    free(hsm);
     *out = qm;
     return ST_OK;
 fail:
     if (ws)
         for (int pj = 0; pj < PROJ_COUNT; pj++) free(ws[pj]);
     free(ws);
-    free(hsm);
     qmodel_free(qm);
     return st;
 }

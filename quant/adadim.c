@@ -99,8 +99,10 @@ static Status adadim_variant(const float *W, int64_t n_out, int64_t n_in, const 
     return ST_OK;
 }
 
-Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
-                     const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err) {
+/* adadim_choose and adadim_choose_factored: GPTQ through `shared` when set,
+ * else through a factor built here when gptq is set, else RTN. */
+static Status choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const GptqFactor *shared,
+                     const QParams *p, const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err) {
     memset(out, 0, sizeof *out);
     const QFormatTraits *t = qformat_traits(p->fmt);
     if (!t || !t->needs_scale || p->fmt == QF_AQLM)
@@ -118,11 +120,12 @@ Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *
         return err_set(err, ST_ERR_NOMEM, "adadim (%lld, %lld)", (long long)n_out, (long long)n_in);
     }
     QTensor qoc = {0}, qic = {0};
-    GptqFactor *f = NULL;
-    if (gptq) st = gptq_factor_new(H, NULL, n_in, gptq, pool, &f, err); /* one factorization for both variants */
+    GptqFactor *own = NULL;
+    if (gptq && !shared) st = gptq_factor_new(H, NULL, n_in, gptq, pool, &own, err); /* one factorization for both variants */
+    const GptqFactor *f = shared ? shared : own;
     if (!st) st = adadim_variant(W, n_out, n_in, f, &oc, gptq, pool, prog, &ec, wq, &qoc, &out->err_oc, err);
     if (!st) st = adadim_variant(W, n_out, n_in, f, &ic, gptq, pool, prog, &ec, wq, &qic, &out->err_ic, err);
-    gptq_factor_free(f);
+    gptq_factor_free(own);
     if (!st) {
         out->err_ref = err_ctx_run(&ec, W, NULL, n_out);
         if (out->err_ic < out->err_oc) {
@@ -141,4 +144,20 @@ Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *
     err_ctx_done(&ec);
     core_free_aligned(wq);
     return st;
+}
+
+Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
+                     const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err) {
+    return choose(W, n_out, n_in, H, NULL, p, gptq, pool, prog, out, err);
+}
+
+Status adadim_choose_factored(const float *W, int64_t n_out, int64_t n_in, const double *H, const GptqFactor *f,
+                              const QParams *p, const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out,
+                              Err *err) {
+    GptqOpts defo;
+    if (f && !gptq) {
+        gptq_opts_default(&defo);
+        gptq = &defo;
+    }
+    return choose(W, n_out, n_in, H, f, p, gptq, pool, prog, out, err);
 }

@@ -30,6 +30,17 @@ typedef struct AdaDimResult {
 Status adadim_choose(const float *W, int64_t n_out, int64_t n_in, const double *H, const QParams *p,
                      const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err);
 
+/* adadim_choose with GPTQ through a prebuilt factor f of H (borrowed,
+ * read-only, from gptq_factor_new with gptq's damp and act_order; NULL:
+ * exactly adadim_choose), so
+ * projections reading the same H share one factorization; gptq supplies
+ * block and static_groups (NULL: defaults). Results are those of
+ * adadim_choose with the same options. H is still read for the output
+ * errors. ST_ERR_MISMATCH if f's n is not n_in. */
+Status adadim_choose_factored(const float *W, int64_t n_out, int64_t n_in, const double *H, const GptqFactor *f,
+                              const QParams *p, const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out,
+                              Err *err);
+
 /* Returns tr((W - Wq) H (W - Wq)ᵀ) (Wq NULL: tr(W H Wᵀ)) for a full
  * symmetric H (n_in, n_in), or NaN when memory runs out. On AVX-512 machines
  * D·H runs in float32 through kernels/f32gemm.h on pool (the row sums in

@@ -530,6 +530,17 @@ static void test_adadim(Pool *pool) {
         if (d == (int)res.dim) CHECK(!memcmp(q.q, res.q.q, (size_t)(n_out * n_in)) && res.q.p.dim == res.dim);
         qtensor_done(&q);
     }
+    /* a shared factor (as qmodel gives q/k/v) changes nothing, bit for bit */
+    GptqFactor *gf = NULL;
+    CHECK_OK(gptq_factor_new(H, NULL, n_in, &o, pool, &gf, &err), err);
+    AdaDimResult rf;
+    CHECK_OK(adadim_choose_factored(W, n_out, n_in, H, gf, &pg, &o, pool, NULL, &rf, &err), err);
+    CHECK(rf.dim == res.dim && rf.err_oc == res.err_oc && rf.err_ic == res.err_ic && rf.err_ref == res.err_ref);
+    CHECK(!memcmp(rf.q.q, res.q.q, (size_t)(n_out * n_in)) &&
+          !memcmp(rf.q.scale, res.q.scale, (size_t)res.q.n_groups * sizeof *res.q.scale));
+    qtensor_done(&rf.q);
+    CHECK(adadim_choose_factored(W, n_out, 64, H, gf, &pg, &o, pool, NULL, &rf, &err) == ST_ERR_MISMATCH);
+    gptq_factor_free(gf);
     qtensor_done(&res.q);
     /* the group must divide both dims */
     QParams bad = {QF_INT4, 1, GROUP_OC, 32};
