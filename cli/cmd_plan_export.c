@@ -1,9 +1,11 @@
 /* qscope plan-export / plan-import: a plan to the deployment tools' formats
  * (llama.cpp tensor types, GPTQModel dynamic config, llm-compressor recipe)
  * with a report of what they cannot express, and llama.cpp's back. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -49,12 +51,28 @@ static int write_out(const char *cmd, const char *out, const char *text) {
         fputs(text, stdout);
         return 0;
     }
-    FILE *f = fopen(out, "wb");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-        fprintf(stderr, "qscope %s: cannot write %s\n", cmd, out);
-        if (f) fclose(f);
+    /* through OUT.tmpPID and a rename, so a failed write leaves no half file
+     * under OUT's name (and f is closed exactly once) */
+    size_t n = strlen(out) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) {
+        fprintf(stderr, "qscope %s: out of memory\n", cmd);
         return 1;
     }
+    snprintf(tmp, n, "%s.tmp%ld", out, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    int bad = !f;
+    if (f) {
+        bad |= fputs(text, f) < 0;
+        bad |= fclose(f) != 0;
+    }
+    if (bad || rename(tmp, out) != 0) {
+        fprintf(stderr, "qscope %s: cannot write %s: %s\n", cmd, out, strerror(errno));
+        if (f) remove(tmp);
+        free(tmp);
+        return 1;
+    }
+    free(tmp);
     return 0;
 }
 

@@ -72,6 +72,11 @@ has "$tmp/one.err" "layer 4 does not exist"
 has "$tmp/tt.txt" "blk.0.attn_q.weight=q4_1"
 has "$tmp/tt.txt" "blk.3.ffn_down.weight=f16"
 has "$tmp/exp.err" "not expressible"
+# an unwritable -o fails with the path named and a non-zero exit
+if "$Q" plan-export "$tmp/s.json" --to llamacpp -o "$tmp/nodir/tt.txt" 2>"$tmp/nodir.err"; then
+  fail "unwritable -o accepted"
+fi
+has "$tmp/nodir.err" "cannot write $tmp/nodir/tt.txt"
 "$Q" plan-import "$tmp/tt.txt" --from llamacpp --model "$M/stories260K-f32.gguf" -o "$tmp/imp.json" 2>/dev/null \
   || fail "plan-import"
 "$Q" plan-export "$tmp/imp.json" --model "$M/stories260K-f32.gguf" --to llamacpp -o "$tmp/tt2.txt" 2>/dev/null \
