@@ -72,10 +72,10 @@ Status gguf_open(const char *path, Gguf **out, Err *err);
 /* Frees everything and unmaps; NULL is a no-op. */
 void gguf_free(Gguf *g);
 
-/* Returns the KV with that key, or NULL. */
+/* Returns the KV with that key (borrowed, valid while g lives), or NULL. */
 const GgufKV *gguf_find(const Gguf *g, const char *key);
 
-/* Returns the tensor with that name, or NULL. */
+/* Returns the tensor with that name (borrowed, valid while g lives), or NULL. */
 const GgufTensor *gguf_find_tensor(const Gguf *g, const char *name);
 
 /* Typed getters: return 1 and set *out when key exists and is convertible
@@ -83,9 +83,11 @@ const GgufTensor *gguf_find_tensor(const Gguf *g, const char *name);
 int gguf_get_int(const Gguf *g, const char *key, int64_t *out);
 int gguf_get_double(const Gguf *g, const char *key, double *out);
 int gguf_get_bool(const Gguf *g, const char *key, int *out);
-/* String getter: *out is borrowed and not NUL-terminated. */
+/* String getter: *out points into g's mapping (valid while g lives) and is
+ * not NUL-terminated. */
 int gguf_get_str(const Gguf *g, const char *key, GgufStr *out);
-/* Array getter: returns the array value (type GGUF_ARRAY) or NULL. */
+/* Array getter: returns the array value (type GGUF_ARRAY; borrowed, valid
+ * while g lives) or NULL. */
 const GgufValue *gguf_get_arr(const Gguf *g, const char *key);
 
 /* Element i of a scalar array as double / int64 (caller checks i < n). */

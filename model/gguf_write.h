@@ -13,6 +13,8 @@ typedef struct GgufWriter GgufWriter;
 
 /* Returns a new empty writer (alignment 32) or NULL on ENOMEM. Caller frees. */
 GgufWriter *gguf_writer_new(void);
+/* Frees the writer and its copies of metadata; borrowed tensor data is not
+ * touched. NULL is a no-op. */
 void gguf_writer_free(GgufWriter *w);
 
 /* Add metadata; strings and arrays are copied. Return ST_OK or ST_ERR_NOMEM. */

@@ -98,9 +98,9 @@ Status model_load(const char *path, const ModelLoadOpts *opts, Model **out, Err 
 /* Frees the model and unmaps its files; NULL is a no-op. */
 void model_free(Model *m);
 
-/* Returns "q","k","v","o","gate","up","down". */
+/* Returns "q","k","v","o","gate","up","down" (static storage), "?" if out of range. */
 const char *proj_name(Proj p);
-/* Returns "qkv","o","gate_up","down","resid". */
+/* Returns "qkv","o","gate_up","down","resid" (static storage), "?" if out of range. */
 const char *tap_name(TapPoint t);
 /* Returns the tap point that feeds projection p. */
 TapPoint proj_tap(Proj p);

@@ -21,11 +21,13 @@ typedef struct Tokenizer Tokenizer;
  * Gguf may be freed afterwards. */
 Status tokenizer_from_gguf(const Gguf *g, Tokenizer **out, Err *err);
 
-/* Builds a tokenizer from a llama2.c tokenizer .bin for a vocab of vocab_size. */
+/* Builds a tokenizer from a llama2.c tokenizer .bin for a vocab of vocab_size.
+ * Caller frees; the file is read and unmapped before returning. */
 Status tokenizer_from_llama2c(const char *path, int64_t vocab_size, Tokenizer **out, Err *err);
 
 /* Builds a tokenizer from a Hugging Face tokenizer.json (and, if present beside
- * it, tokenizer_config.json for add_bos). */
+ * it, tokenizer_config.json for add_bos). Caller frees; nothing of the files
+ * is kept. */
 Status tokenizer_from_hf(const char *tokenizer_json_path, Tokenizer **out, Err *err);
 
 /* Token types, numbered as GGUF's tokenizer.ggml.token_type. */
