@@ -105,7 +105,7 @@ Status model_load(const char *path, const ModelLoadOpts *opts, Model **out, Err 
         unsigned char magic[4] = {0};
         int n = read_magic(path, magic, err);
         if (n < 0) {
-            s = err->code;
+            s = ST_ERR_IO; /* err (which may be NULL) already names the file */
             goto fail;
         }
         if (n == 4 && memcmp(magic, "GGUF", 4) == 0) {
