@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "analysis/qmodel_stats.h"
+#include "core/assert.h"
 #include "core/clock.h"
 #include "core/strlist.h"
 #include "quant/adadim.h"
@@ -126,10 +127,7 @@ static Status factor_get(FactorCache *fc, const double *H, int64_t n_in, const G
     GptqFactor *nf = NULL;
     Status st = gptq_factor_new(H, NULL, n_in, o, pool, &nf, err);
     if (st) return st;
-    if (fc->n == PROJ_COUNT) { /* never: one entry per site at most */
-        gptq_factor_free(fc->e[0].f);
-        fc->e[0] = fc->e[--fc->n];
-    }
+    ASSERT(fc->n < PROJ_COUNT); /* one new entry per site at most, cleared per layer */
     fc->e[fc->n].H = H;
     fc->e[fc->n].damp = o->damp;
     fc->e[fc->n].act_order = o->act_order;
