@@ -95,14 +95,13 @@ static Status aqlm_preset(Plan *p, AqlmParams ap, const PlanModel *m, Err *err) 
     e->w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
     e->method = QM_AQLM;
     e->aqlm = ap;
-    int64_t widths[PLAN_NPROJ] = {m->dim, m->dim, m->dim, m->n_heads * m->head_dim, m->dim, m->dim, m->hidden_dim};
-    static const char *const NAMES[PLAN_NPROJ] = {"q", "k", "v", "o", "gate", "up", "down"};
     int code_x_g = ap.M * ap.B; /* code bits per weight times g */
     for (int pj = 0; pj < PLAN_NPROJ; pj++) {
-        int64_t n_in = widths[pj];
+        int64_t n_out, n_in;
+        plan_proj_shape(m, pj, &n_out, &n_in);
         if (n_in % ap.g == 0) continue;
         char pat[16];
-        snprintf(pat, sizeof pat, "*.%s", NAMES[pj]);
+        snprintf(pat, sizeof pat, "*.%s", plan_proj_name(pj));
         PlanEntry f = *e;
         int found = 0;
         for (int g = ap.g - 1; g >= 1 && !found; g--) {
