@@ -64,13 +64,14 @@ Status eval_ref_new(const Model *m, const char *text, size_t len, const EvalOpts
  * for a file matching (m->fingerprint, text hash, n_ctx, chunks); a valid one
  * is loaded, a missing or invalid one is recomputed and written (atomically;
  * a failed write is not an error). *from_cache (may be NULL) says which
- * happened. */
+ * happened. *out is the caller's (eval_ref_free), as with eval_ref_new. */
 Status eval_ref_get(const Model *m, const char *text, size_t len, const EvalOpts *o, const char *cache_dir,
                     Pool *pool, Progress *prog, EvalRef **out, int *from_cache, Err *err);
 
 /* Writes / reads the cache file format described above. Load checks the
  * key against (m, text, o) and fails with ST_ERR_MISMATCH on a different
- * key, ST_ERR_FORMAT (naming the path and field) on a corrupt file. */
+ * key, ST_ERR_FORMAT (naming the path and field) on a corrupt file; *out is
+ * the caller's (eval_ref_free); m and text are borrowed for the call. */
 Status eval_ref_save(const EvalRef *r, const char *path, Err *err);
 Status eval_ref_load(const char *path, const Model *m, const char *text, size_t len, const EvalOpts *o,
                      EvalRef **out, Err *err);
