@@ -158,7 +158,7 @@ has "PPL"
 has "Pareto"
 ctx=$(screen | sed -n 's/^ *ctx \([0-9]*\),.*/\1/p' | head -1)
 [ -n "$ctx" ] || fail "no ctx in the evaluation settings line"
-tui_ppl=$(screen | awk '$1 == "1" && $2 == "int4-rtn" { print $4; exit }')
+tui_ppl=$(screen | awk '($1 == "1" || $1 == "1*") && $2 == "int4-rtn" { print $4; exit }')
 [ -n "$tui_ppl" ] || fail "no PPL in the results table"
 plan=$(ls "$tmp"/cache/qscope/plans/eval1-*.json)
 "$Q" eval "$M" --plan "$plan" --text "$T" --ctx "$ctx" --no-speed --json >"$tmp/eval.json" 2>"$tmp/eval.err" ||
@@ -249,7 +249,7 @@ tm new-session -d -s e2e -x 100 -y 30 \
 wait_for "session: s.json" 15
 has "calibration: 16 seqs x"
 keys 5
-wait_for "1  fp16"
+wait_for " 1* fp16"
 keys 6
 wait_for "reopened"
 has "apply_preset"

@@ -201,15 +201,16 @@ void app_plan_budget(const App *a, PlanBudget *b);
 void app_plan_summary(const App *a, char *buf, size_t n);
 
 /* The running (or queued) evaluation as the Evaluate view shows it. */
+#define LIVE_HIST 512
 typedef struct LiveEval {
     int active;              /* 0: none queued or running */
     int running;             /* 1: it has started (else it waits in the queue) */
     int queued;              /* evaluations waiting behind it */
     char label[64];
     int64_t chunks_done, n_chunks;
-    const double *ppl;       /* (chunks_done) running PPL after each chunk; borrowed until
-                                the next main-loop iteration */
-    const double *kld;       /* (chunks_done) running mean KLD */
+    double ppl_now, kld_now; /* running PPL and mean KLD after the last chunk (NaN before it) */
+    int n_hist;              /* entries in ppl_hist */
+    double ppl_hist[LIVE_HIST]; /* (n_hist) running PPL after each of the last n_hist chunks, oldest first */
 } LiveEval;
 void app_live_eval(const App *a, LiveEval *le);
 

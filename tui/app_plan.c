@@ -218,7 +218,9 @@ typedef struct EvalJob {
     double build_s;
     int64_t n_notes;
     char note0[160];
-    /* Live values: the worker writes entry i, then publishes chunks_done = i + 1. */
+    /* Live values, a ring of the last LIVE_MAX chunks: the worker writes entry
+     * i % LIVE_MAX, then publishes chunks_done = i + 1; the UI reads only the
+     * last LIVE_HIST entries, which the worker is not writing. */
     _Atomic int64_t chunks_done, n_chunks;
     _Atomic int started;
     double ppl[LIVE_MAX], kld[LIVE_MAX];
@@ -227,9 +229,9 @@ typedef struct EvalJob {
 static void eval_chunk_cb(void *user, int64_t chunk, int64_t n_chunks, double running_ppl, double running_kld) {
     EvalJob *j = user;
     atomic_store(&j->n_chunks, n_chunks);
-    if (chunk < 0 || chunk >= LIVE_MAX) return;
-    j->ppl[chunk] = running_ppl;
-    j->kld[chunk] = running_kld;
+    if (chunk < 0) return;
+    j->ppl[chunk % LIVE_MAX] = running_ppl;
+    j->kld[chunk % LIVE_MAX] = running_kld;
     atomic_store(&j->chunks_done, chunk + 1);
 }
 
@@ -433,7 +435,11 @@ void app_live_eval(const App *a, LiveEval *le) {
     snprintf(le->label, sizeof le->label, "%s", j->label);
     le->chunks_done = atomic_load(&((EvalJob *)j)->chunks_done);
     le->n_chunks = atomic_load(&((EvalJob *)j)->n_chunks);
-    if (le->chunks_done > LIVE_MAX) le->chunks_done = LIVE_MAX;
-    le->ppl = j->ppl;
-    le->kld = j->kld;
+    le->ppl_now = le->kld_now = NAN;
+    int64_t done = le->chunks_done;
+    if (done <= 0) return;
+    le->ppl_now = j->ppl[(done - 1) % LIVE_MAX];
+    le->kld_now = j->kld[(done - 1) % LIVE_MAX];
+    le->n_hist = (int)(done < LIVE_HIST ? done : LIVE_HIST);
+    for (int i = 0; i < le->n_hist; i++) le->ppl_hist[i] = j->ppl[(done - le->n_hist + i) % LIVE_MAX];
 }

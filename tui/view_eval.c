@@ -20,11 +20,17 @@
 static void spark(int y, int x, int w, const double *v, int64_t n) {
     if (n <= 0 || w <= 0) return;
     int64_t first = n > w ? n - w : 0;
-    int lv[512];
+    int lv[LIVE_HIST];
     int64_t k = n - first;
-    if (k > 512) k = 512;
+    if (k > LIVE_HIST) k = LIVE_HIST;
     heat_spark(v + first, k, 8, lv);
     for (int64_t i = 0; i < k; i++) draw_str(y, x + (int)i, 1, C_BAR, heat_spark_glyph(lv[i], draw_utf8()));
+}
+
+/* Decimals that keep a perplexity (or its change) within 8 columns. */
+static int ppl_prec(double v) {
+    double m = fabs(v);
+    return m < 999.5 ? 4 : m < 99999.5 ? 2 : 0;
 }
 
 static int draw_live(const App *a, const Rect *r) {
@@ -47,7 +53,7 @@ static int draw_live(const App *a, const Rect *r) {
                   eval_sort_name((EvalSort)a->eval.sort));
         return y - r->y;
     }
-    double ppl = le.chunks_done ? le.ppl[le.chunks_done - 1] : NAN, kld = le.chunks_done ? le.kld[le.chunks_done - 1] : NAN;
+    double ppl = le.ppl_now, kld = le.kld_now;
     char q[32] = "";
     if (le.queued) snprintf(q, sizeof q, " (+%d queued)", le.queued);
     if (!le.running)
@@ -58,7 +64,7 @@ static int draw_live(const App *a, const Rect *r) {
         draw_text(y++, x, w, C_WARN, "evaluating %s: chunk %lld/%lld  PPL %.4f  KLD %.5f%s  Esc cancels", le.label,
                   (long long)le.chunks_done, (long long)le.n_chunks, ppl, kld, q);
     draw_str(y, x, 10, C_NORMAL, "PPL/chunk");
-    spark(y++, x + 10, w - 10, le.ppl, le.chunks_done);
+    spark(y++, x + 10, w - 10, le.ppl_hist, le.n_hist);
     draw_text(y++, x, w, C_DIM, "%s; sorted by %s (s)", a->eval_settings,
               eval_sort_name((EvalSort)a->eval.sort));
     return y - r->y;
@@ -80,23 +86,25 @@ static void eval_draw(const App *a, const Layout *l) {
     vm_pareto(rows, a->n_rows, front);
     for (int64_t i = 0; i < a->n_rows; i++) rows[i].front = front[i]; /* follows the row through the sort */
     vm_eval_sort(rows, a->n_rows, (EvalSort)a->eval.sort);
-    int pw = w - 66; /* the plan column takes what the numbers leave */
-    if (pw < 12) pw = 12;
+    int pw = w - 67; /* the plan column takes what the numbers leave */
+    if (pw < 11) pw = 11;
     if (pw > 32) pw = 32;
-    draw_text(y++, x, w, C_HEADER, "%-2s %-*s %8s %8s %8s %8s %6s %5s %6s %6s", "#", pw, "plan", "PPL", "dPPL", "KLD",
+    draw_text(y++, x, w, C_HEADER, "%2s  %-*s %8s %8s %8s %8s %6s %5s %6s %6s", "#", pw, "plan", "PPL", "dPPL", "KLD",
               "KLD p99", "top-1", "bpw", "MB", "tok/s");
     int table_rows = (r->y + r->h - y) / 2;
     if (table_rows < 3) table_rows = 3;
     int64_t first = layout_scroll(a->n_rows, table_rows, a->eval.sel, 0);
     for (int64_t i = first; i < a->n_rows && i - first < table_rows; i++) {
         const EvalRow *e = &rows[i];
-        char tps[16];
+        char tps[16], lab[96];
         if (isnan(e->tps)) snprintf(tps, sizeof tps, "-");
         else snprintf(tps, sizeof tps, "%.0f", e->tps);
+        /* the markers lead the row so a narrow terminal never cuts them off */
+        snprintf(lab, sizeof lab, "%s%s", e->cancelled ? "(partial) " : "", e->label);
         ColorRole role = i == a->eval.sel ? C_CURSOR : e->front ? C_FRONT : C_NORMAL;
-        draw_text(y++, x, w, role, "%-2lld %-*.*s %8.4f %+8.4f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s%s", (long long)e->id,
-                  pw, pw, e->label, e->ppl, e->dppl, e->kld_mean, e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps,
-                  e->cancelled ? " partial" : e->front ? " *" : "");
+        draw_text(y++, x, w, role, "%2lld%s %-*.*s %8.*f %+8.*f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s", (long long)e->id,
+                  e->front ? "*" : " ", pw, pw, lab, ppl_prec(e->ppl), e->ppl, ppl_prec(e->dppl), e->dppl, e->kld_mean,
+                  e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps);
     }
     /* Scatter: PPL (log) against bpw. */
     int sh = r->y + r->h - y - 2;
