@@ -31,7 +31,7 @@ static const Binding table[] = {
     {TK_END, AC_END, VIEWS_ALL, "End/G", "last row", NULL},
     {'G', AC_END, VIEWS_ALL, NULL, NULL, NULL},
     {TK_ENTER, AC_ENTER, V(ACT), "Enter", "drill into the cell: channels, |x| histogram, top spikes", "detail"},
-    {TK_ENTER, AC_ENTER, VIEWS_ALL, "Enter", "choose (preset list)", NULL},
+    {TK_ENTER, AC_ENTER, V(PLAN), "Enter", "apply the preset highlighted in the list (p opens it)", NULL},
     {TK_ESC, AC_BACK, VIEWS_ALL, "Esc", "back out of a detail or popup; else cancel the running job", "back/cancel"},
     {'c', AC_CALIB, VIEWS_ALL, "c", "calibrate on the text (background job)", "calibrate"},
     {'e', AC_EVAL, VIEWS_ALL, "e", "evaluate the current plan (background job)", "evaluate"},
