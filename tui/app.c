@@ -319,7 +319,9 @@ static void draw_msg(const App *a, const Layout *l) {
     if (a->confirm_quit) {
         JobView jv;
         jobs_view((JobRunner *)&a->jobs, &jv);
-        draw_text(l->msg.y, 0, l->cols, C_ERROR, " A job is running (%s). Quit anyway? y/n ", jv.label);
+        if (jv.running) draw_text(l->msg.y, 0, l->cols, C_ERROR, " A job is running (%s). Quit anyway? y/n ", jv.label);
+        else if (jv.n_queued) draw_text(l->msg.y, 0, l->cols, C_ERROR, " A job is queued (%s). Quit anyway? y/n ", jv.queued[0]);
+        else draw_text(l->msg.y, 0, l->cols, C_ERROR, " The job has finished. Quit? y/n ");
         return;
     }
     if (a->msg[0]) draw_text(l->msg.y, 0, l->cols, a->msg_err ? C_ERROR : C_MSG, " %s ", a->msg);
