@@ -195,7 +195,10 @@ int cmd_ppl(int argc, char **argv) {
     }
     if (s == ST_ERR_CANCELLED) fprintf(stderr, "qscope ppl: interrupted after %lld of %lld chunks\n",
                                        (long long)res.chunks, (long long)n_chunks);
-    if (res.chunks == 0) goto done;
+    if (res.chunks == 0) {
+        if (s == ST_ERR_CANCELLED) rc = 130; /* Ctrl-C during the first chunk: same status as later */
+        goto done;
+    }
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
