@@ -111,7 +111,7 @@ void pool_for(Pool *p, int64_t n, int64_t grain, PoolFn fn, void *arg) {
     p->fn = fn;
     p->arg = arg;
     p->count = n;
-    p->chunk = (n + p->n - 1) / p->n;
+    p->chunk = (n + nt - 1) / nt; /* nt ranges: grain limits how many threads share small work */
     p->pending = p->n - 1;
     p->generation++;
     pthread_cond_broadcast(&p->cv_work);

@@ -21,9 +21,10 @@ void pool_free(Pool *pool);
 /* Returns the number of threads (callers size per-thread scratch with it). */
 int pool_size(const Pool *pool);
 
-/* Splits [0, n) into contiguous ranges of at least `grain` items, one per
- * thread, and runs fn on them; returns when all are done. pool may be NULL
- * (runs inline with tid 0). Not re-entrant: do not call from inside fn. */
+/* Splits [0, n) into min(threads, ceil(n / grain)) contiguous ranges of equal
+ * size (the last may be shorter), at most one per thread, and runs fn on them;
+ * returns when all are done. One range runs inline on the caller. pool may be
+ * NULL (runs inline with tid 0). Not re-entrant: do not call from inside fn. */
 void pool_for(Pool *pool, int64_t n, int64_t grain, PoolFn fn, void *arg);
 
 /* Returns the number of online CPUs (at least 1). */

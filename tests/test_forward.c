@@ -477,7 +477,47 @@ static void test_stories(Pool *pool) {
     model_free(m);
 }
 
+/* pool_for hands out ceil(n / grain) ranges at most, however many threads
+ * the pool has: small work is not scattered one item per thread. */
+typedef struct {
+    int64_t lo[8], hi[8];
+    int calls[8];
+} GrainSeen;
+
+static void grain_record(void *arg, int64_t b, int64_t e, int tid) {
+    GrainSeen *g = arg;
+    g->lo[tid] = b;
+    g->hi[tid] = e;
+    g->calls[tid]++;
+}
+
+static void test_pool_grain(void) {
+    Err err;
+    err_init(&err);
+    Pool *p = NULL;
+    CHECK_OK(pool_new(4, &p, &err), err);
+    static const int64_t cases[][3] = {{8, 4, 2}, {10, 4, 3}, {100, 1, 4}, {3, 8, 1}, {4, 1, 4}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        GrainSeen g;
+        memset(&g, 0, sizeof g);
+        pool_for(p, cases[c][0], cases[c][1], grain_record, &g);
+        int ranges = 0;
+        int64_t covered = 0;
+        for (int t = 0; t < 4; t++) {
+            if (!g.calls[t]) continue;
+            ranges++;
+            covered += g.hi[t] - g.lo[t];
+            CHECKF(g.calls[t] == 1 && g.hi[t] > g.lo[t], "n %lld grain %lld: tid %d", (long long)cases[c][0],
+                   (long long)cases[c][1], t);
+        }
+        CHECKF(ranges == cases[c][2] && covered == cases[c][0], "n %lld grain %lld: %d ranges covering %lld",
+               (long long)cases[c][0], (long long)cases[c][1], ranges, (long long)covered);
+    }
+    pool_free(p);
+}
+
 int main(void) {
+    test_pool_grain();
     Err err;
     err_init(&err);
     Pool *pool = NULL;
