@@ -99,7 +99,10 @@ static void put_site(W *w, const QStoredSite *s) {
             put(w, code_ptr(q), (size_t)(q->n_out * q->n_in) * code_bytes(q->p.fmt));
         }
         if (q->n_groups) put(w, q->scale, (size_t)q->n_groups * 4);
-        if (q->zero) put(w, q->zero, (size_t)q->n_groups * 4);
+        if (t->is_int && !q->p.sym) { /* exactly when read_qtensor reads them */
+            if (!q->zero) w->ok = 0;
+            else put(w, q->zero, (size_t)q->n_groups * 4);
+        }
     } else if (s->kind == QSITE_AQLM) {
         const AqlmTensor *a = &s->a;
         put_i32(w, a->p.M);
