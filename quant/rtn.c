@@ -183,17 +183,17 @@ Status qtensor_alloc(QTensor *out, const QParams *p, int64_t n_out, int64_t n_in
     else if (p->fmt == QF_F32) out->f = core_calloc(n, 4);
     int bad = (t->is_int && !out->q) || (t->is_fp8 && !out->f8) || (t->bits == 16 && !out->h) ||
               (p->fmt == QF_F32 && !out->f);
+    /* Symmetric and fp8 tensors carry no zero points (documented as NULL). */
+    int asym = t->is_int && !p->sym;
     if (out->n_groups) {
         out->scale = core_calloc((size_t)out->n_groups, sizeof(float));
-        out->zero = core_calloc((size_t)out->n_groups, sizeof(float));
-        bad |= !out->scale || !out->zero;
+        if (asym) out->zero = core_calloc((size_t)out->n_groups, sizeof(float));
+        bad |= !out->scale || (asym && !out->zero);
     }
     if (bad) {
         qtensor_done(out);
         return err_set(err, ST_ERR_NOMEM, "quantized tensor (%lld, %lld)", (long long)n_out, (long long)n_in);
     }
-    /* Symmetric and fp8 tensors carry no zero points (documented as NULL). */
-    if (!(t->is_int && !p->sym)) { free(out->zero); out->zero = NULL; }
     return ST_OK;
 }
 
