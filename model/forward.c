@@ -288,10 +288,10 @@ static void fwd_rope_table(Forward *f, int64_t T) {
 
 typedef struct {
     Forward *f;
-    int64_t h0, nh, t0, tb, S;
+    int64_t t0, tb, S;
 } SoftmaxJob;
 
-/* Row r of the head batch: head h0 + r / tb, query row t0 + r % tb, which
+/* Row r of the head batch: its (r / tb)-th head, query row t0 + r % tb, which
  * sees keys [0, pos + t]; the masked tail is zeroed for the PV product. */
 static void fwd_softmax_rows(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
@@ -415,7 +415,7 @@ static void fwd_attention(Forward *f, int64_t l, int64_t T) {
                 sgemm_mul_nt(tb, S, hd, f->qkv + t0 * f->qkv_w + h * hd, f->qkv_w, kc + kvh * hd,
                          f->kv_dim, 0.0f, f->scores + j * tb * S, S);
             }
-            SoftmaxJob sj = {f, h0, nh, t0, tb, S};
+            SoftmaxJob sj = {f, t0, tb, S};
             pool_for(f->pool, nh * tb, 8, fwd_softmax_rows, &sj);
             for (int64_t j = 0; j < nh; j++) {
                 int64_t h = h0 + j, kvh = h / group;
