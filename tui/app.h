@@ -120,7 +120,7 @@ typedef struct App {
     SensViewState sens;
     PlanViewState plan;
     EvalViewState eval;
-    int64_t log_scroll;
+    int64_t log_scroll;      /* first Log entry shown; -1 follows the end */
     int quit;
 } App;
 

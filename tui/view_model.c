@@ -97,6 +97,53 @@ const ViewOps view_model_ops = {.draw = model_draw, .key = model_key};
 
 /* === Log === */
 
+/* Byte length of the next line of s when wrapped at tw columns (at a space
+ * where possible); 0 at the end of s. */
+static int log_wrap(const char *s, int tw) {
+    int len = (int)strlen(s);
+    if (draw_width(s) <= tw) return len;
+    /* byte offset of the tw-th code point, then back to a space */
+    int k = 0, cols = 0;
+    while (s[k] && cols < tw) {
+        k++;
+        while (s[k] && ((unsigned char)s[k] & 0xC0) == 0x80) k++;
+        cols++;
+    }
+    int cut = k;
+    while (cut > 0 && s[cut] != ' ') cut--;
+    return cut == 0 ? k : cut;
+}
+
+static int log_text_w(const Rect *r) {
+    int tw = r->w - 2 - 24;
+    return tw < 10 ? 10 : tw;
+}
+
+/* Screen lines entry i takes. */
+static int log_lines(const App *a, int64_t i, int tw) {
+    const char *s = a->log[i].text;
+    int n = 0;
+    do {
+        s += log_wrap(s, tw);
+        while (*s == ' ') s++;
+        n++;
+    } while (*s);
+    return n;
+}
+
+/* First entry shown when following the end: the last ones that fit in vis lines. */
+static int64_t log_first_at_end(const App *a, int tw, int vis) {
+    int64_t first = a->n_log;
+    int used = 0;
+    while (first > 0) {
+        int n = log_lines(a, first - 1, tw);
+        if (used + n > vis && first < a->n_log) break;
+        used += n;
+        first--;
+    }
+    return first;
+}
+
 static void log_draw(const App *a, const Layout *l) {
     const Rect *r = &l->main;
     draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%-8s  %-12s  %s", "time", "action", "settings and outcome");
@@ -105,7 +152,9 @@ static void log_draw(const App *a, const Layout *l) {
         draw_str(r->y + 1, r->x + 1, r->w - 2, C_DIM, "nothing has run yet");
         return;
     }
-    int64_t first = a->log_scroll;
+    int tw = log_text_w(r);
+    /* log_scroll < 0: follow the end, so what just ran is on screen */
+    int64_t first = a->log_scroll < 0 ? log_first_at_end(a, tw, vis) : a->log_scroll;
     int y = r->y + 1;
     for (int64_t i = first; i < a->n_log && y < r->y + 1 + vis; i++) {
         const LogLine *ln = &a->log[i];
@@ -115,23 +164,9 @@ static void log_draw(const App *a, const Layout *l) {
         strftime(t, sizeof t, "%H:%M:%S", &tm);
         /* Wrap long settings over continuation lines, at spaces where possible. */
         const char *s = ln->text;
-        int tw = r->w - 2 - 24;
-        if (tw < 10) tw = 10;
         draw_text(y, r->x + 1, 22, C_DIM, "%-8s  %-12.12s", t, ln->what);
         do {
-            int len = (int)strlen(s), cut = len;
-            if (draw_width(s) > tw) {
-                /* byte offset of the tw-th code point, then back to a space */
-                int k = 0, cols = 0;
-                while (s[k] && cols < tw) {
-                    k++;
-                    while (s[k] && ((unsigned char)s[k] & 0xC0) == 0x80) k++;
-                    cols++;
-                }
-                cut = k;
-                while (cut > 0 && s[cut] != ' ') cut--;
-                if (cut == 0) cut = k;
-            }
+            int cut = log_wrap(s, tw);
             char part[512];
             snprintf(part, sizeof part, "%.*s", cut, s);
             draw_str(y++, r->x + 25, tw, C_NORMAL, part);
@@ -143,16 +178,20 @@ static void log_draw(const App *a, const Layout *l) {
 
 static int log_key(App *a, Action act) {
     int64_t cur = a->log_scroll;
+    if (cur < 0) { /* leave follow mode from the entries on screen */
+        Layout l;
+        layout_screen(&l, COLS, LINES, 0);
+        cur = log_first_at_end(a, log_text_w(&l.main), l.main.h - 1);
+    }
     if (view_move(act, &cur, a->n_log > 0 ? a->n_log : 1, 10)) {
-        a->log_scroll = cur;
+        a->log_scroll = act == AC_END ? -1 : cur;
         return R_REDRAW;
     }
     return R_UNHANDLED;
 }
 
 static void log_enter(App *a) {
-    /* Show the latest entries. */
-    a->log_scroll = a->n_log > 15 ? a->n_log - 15 : 0;
+    a->log_scroll = -1; /* show the latest entries, and keep following them */
 }
 
 const ViewOps view_log_ops = {.enter = log_enter, .draw = log_draw, .key = log_key};
