@@ -647,6 +647,15 @@ static void test_results(void) {
     CHECK(rows[0].id == 2 && rows[1].id == 4 && rows[2].id == 1 && rows[3].id == 3); /* NaN last */
     vm_eval_sort(rows, 4, ES_ID);
     CHECK(rows[0].id == 1 && rows[3].id == 4);
+    /* A reopened row from another text (here the best of all) is listed but never compared. */
+    EvalRow other[2] = {
+        {.id = 1, .ppl = 10.0, .bpw = 16.0},
+        {.id = 2, .ppl = 5.0, .bpw = 4.0, .other_text = 1},
+    };
+    unsigned char of[2];
+    CHECK(vm_pareto(other, 2, of) == 1 && of[0] && !of[1]);
+    vm_scatter(other, 2, 41, 11, x, y, &bl, &bh, &pl, &ph);
+    CHECK(bl == 16.0 && pl == 10.0 && x[1] == -1 && y[1] == -1);
 }
 
 int main(void) {

@@ -30,8 +30,12 @@ static void app_eval_opts(const App *a, EvalOpts *o) {
     if (o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
 }
 
-/* Reopen: the session's results become rows of the Evaluate view. */
+/* Reopen: the session's results become rows of the Evaluate view; those
+ * measured on another text or context length than this run's are marked. */
 static void restore_results(App *a) {
+    EvalOpts eo;
+    app_eval_opts(a, &eo);
+    uint64_t text_hash = a->text ? hash_bytes(HASH_SEED, a->text, a->text_len) : 0;
     for (int64_t i = 0; i < session_n_results(a->sess); i++) {
         const SessionResult *r = session_result(a->sess, i);
         EvalRow *row = app_add_row(a);
@@ -47,6 +51,7 @@ static void restore_results(App *a) {
         row->bytes = (size_t)r->bytes;
         row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
         row->cancelled = r->cancelled;
+        row->other_text = a->text && (r->text_hash != text_hash || r->ctx != eo.n_ctx);
     }
 }
 
@@ -373,7 +378,7 @@ void app_evaluate(App *a) {
     snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->cs ? a->stats_path : "");
     plan_label(a, j->label, sizeof j->label);
-    j->text_hash = hash_bytes(0xcbf29ce484222325ull, a->text, a->text_len);
+    j->text_hash = hash_bytes(HASH_SEED, a->text, a->text_len);
     if (a->sess && strcmp(j->label, a->pe->cur.name) != 0) {
         /* An edited plan is evaluated as a copy under its own name, so the
          * result keeps pointing at what ran while editing goes on. */

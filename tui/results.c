@@ -39,7 +39,7 @@ void vm_eval_sort(EvalRow *rows, int64_t n, EvalSort key) {
     }
 }
 
-static int row_ok(const EvalRow *r) { return !r->cancelled && isfinite(r->bpw) && isfinite(r->ppl); }
+static int row_ok(const EvalRow *r) { return !r->cancelled && !r->other_text && isfinite(r->bpw) && isfinite(r->ppl); }
 
 int64_t vm_pareto(const EvalRow *rows, int64_t n, unsigned char *on_front) {
     int64_t k = 0;

@@ -18,6 +18,8 @@ typedef struct EvalRow {
     size_t bytes;
     double tps;              /* decode tokens/s (NaN if not measured) */
     int cancelled;           /* stopped early: the values cover the chunks done */
+    int other_text;          /* (reopened session) evaluated on another text or context length:
+                                listed, never compared */
     int front;               /* on the Pareto front (set by the view from vm_pareto) */
 } EvalRow;
 
@@ -32,7 +34,7 @@ void vm_eval_sort(EvalRow *rows, int64_t n, EvalSort key);
 
 /* Marks (on_front[i] = 1) the rows on the Pareto front of (bpw, ppl), both
  * minimized: no other row is at least as good in both and better in one.
- * Cancelled rows and NaN values are never on it. Returns the front size. */
+ * Cancelled rows, other_text rows and NaN values are never on it. Returns the front size. */
 int64_t vm_pareto(const EvalRow *rows, int64_t n, unsigned char *on_front);
 
 /* Maps each row to a cell of a w × h scatter plot: x = bpw (linear between

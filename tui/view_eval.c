@@ -100,12 +100,17 @@ static void eval_draw(const App *a, const Layout *l) {
         if (isnan(e->tps)) snprintf(tps, sizeof tps, "-");
         else snprintf(tps, sizeof tps, "%.0f", e->tps);
         /* the markers lead the row so a narrow terminal never cuts them off */
-        snprintf(lab, sizeof lab, "%s%s", e->cancelled ? "(partial) " : "", e->label);
+        snprintf(lab, sizeof lab, "%s%s%s", e->other_text ? "(other text) " : "", e->cancelled ? "(partial) " : "",
+                 e->label);
         ColorRole role = i == a->eval.sel ? C_CURSOR : e->front ? C_FRONT : C_NORMAL;
         draw_text(y++, x, w, role, "%2lld%s %-*.*s %8.*f %+8.*f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s", (long long)e->id,
                   e->front ? "*" : " ", pw, pw, lab, ppl_prec(e->ppl), e->ppl, ppl_prec(e->dppl), e->dppl, e->kld_mean,
                   e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps);
     }
+    int64_t n_other = 0;
+    for (int64_t i = 0; i < a->n_rows; i++) n_other += rows[i].other_text;
+    if (n_other)
+        draw_text(y++, x, w, C_DIM, "(other text): reopened, measured on another text or ctx; not compared");
     /* Scatter: PPL (log) against bpw. */
     int sh = r->y + r->h - y - 2;
     if (sh >= 4) {
@@ -116,10 +121,20 @@ static void eval_draw(const App *a, const Layout *l) {
             double bl, bh, pl, ph;
             vm_scatter(a->rows, a->n_rows, sw, sh, px, py, &bl, &bh, &pl, &ph);
             int top = y + 1;
+            if (!(bl <= bh)) { /* no complete evaluation of this text yet: no axes to draw */
+                draw_text(y, x, w, C_DIM, "PPL vs bpw: nothing to plot yet (partial / other-text rows are not compared)");
+                free(px);
+                free(py);
+                free(rows);
+                free(front);
+                return;
+            }
             char b1[16], b2[16];
             draw_text(y, x, w, C_DIM, "PPL vs bits per weight (* = Pareto front: nothing smaller is better)");
-            draw_text(top, x, 9, C_DIM, "%9s", heat_fmt(ph, b1, sizeof b1));
-            draw_text(top + sh - 1, x, 9, C_DIM, "%9s", heat_fmt(pl, b2, sizeof b2));
+            /* one PPL (or one bpw) among the plotted rows: vm_scatter centres it, so is its label */
+            int mid_y = (sh - 1) - (int)lround(0.5 * (sh - 1)), mid_x = (int)lround(0.5 * (sw - 1));
+            draw_text(ph > pl ? top : top + mid_y, x, 9, C_DIM, "%9s", heat_fmt(ph, b1, sizeof b1));
+            if (ph > pl) draw_text(top + sh - 1, x, 9, C_DIM, "%9s", heat_fmt(pl, b2, sizeof b2));
             for (int k = 0; k < sh; k++) draw_str(top + k, x + 10, 1, C_DIM, draw_utf8() ? "\u2502" : "|");
             for (int64_t i = 0; i < a->n_rows; i++) {
                 if (px[i] < 0) continue;
@@ -127,8 +142,10 @@ static void eval_draw(const App *a, const Layout *l) {
                 snprintf(id, sizeof id, "%s%lld", front[i] ? "*" : "", (long long)a->rows[i].id);
                 draw_str(top + py[i], x + 11 + px[i], 4, front[i] ? C_FRONT : C_NORMAL, id);
             }
-            draw_text(top + sh, x + 10, sw + 2, C_DIM, "%s bpw", heat_fmt(bl, b1, sizeof b1));
-            draw_text(top + sh, x + 10 + sw - 6, 12, C_DIM, "%s bpw", heat_fmt(bh, b2, sizeof b2));
+            heat_fmt(bl, b1, sizeof b1);
+            int lx = bh > bl ? x + 10 : x + 11 + mid_x - draw_width(b1) / 2;
+            draw_text(top + sh, lx, sw + 2, C_DIM, "%s bpw", b1);
+            if (bh > bl) draw_text(top + sh, x + 10 + sw - 6, 12, C_DIM, "%s bpw", heat_fmt(bh, b2, sizeof b2));
         }
         free(px);
         free(py);
