@@ -34,19 +34,21 @@ static void sens_side(const App *a, const Rect *r) {
     draw_text(y++, x, w, C_HEADER, "L%lld %s_proj", (long long)l, proj_name((Proj)p));
     draw_text(y++, x, w, C_DIM, "%s error, all formats", a->sens.weight_err ? "weight" : "output");
     char line[128];
-    int n = snprintf(line, sizeof line, "%-5s", "");
-    int ng = (w - 5) / 7; /* groupings that fit the panel */
+    /* format codes take 4 columns (E4M3), each grouping 7: all five fit in 39 */
+    int ww = r->w - 1;
+    int n = snprintf(line, sizeof line, "%-4s", "");
+    int ng = (ww - 4) / 7; /* groupings that fit the panel */
     if (ng > SG_COUNT) ng = SG_COUNT;
     for (int g = 0; g < ng; g++) n += snprintf(line + n, sizeof line - n, "%7s", sens_group_name((SensGroup)g));
-    draw_str(y++, x, w, C_HEADER, line);
+    draw_str(y++, x, ww, C_HEADER, line);
     for (int f = 0; f < SENS_NFMT && y < r->y + r->h - 4; f++, y++) {
         const QFormatTraits *t = qformat_traits(sens_fmt(f));
-        draw_text(y, x, 5, f == a->sens.fmt ? C_HEADER : C_NORMAL, "%-5s", t->code);
+        draw_text(y, x, 4, f == a->sens.fmt ? C_HEADER : C_NORMAL, "%-4s", t->code);
         for (int g = 0; g < ng; g++) {
             char b[16];
             heat_fmt(vm_sens_value(sm, l, p, f, (SensGroup)g, !a->sens.weight_err), b, sizeof b);
             int cur = f == a->sens.fmt && g == a->sens.grouping;
-            draw_text(y, x + 5 + 7 * g, 7, cur ? C_CURSOR : C_NORMAL, "%7s", b);
+            draw_text(y, x + 4 + 7 * g, 7, cur ? C_CURSOR : C_NORMAL, "%7s", b);
         }
     }
     y++;
