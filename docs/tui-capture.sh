@@ -16,9 +16,14 @@ case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
 T=$(cd "$(dirname "$T")" && pwd)/$(basename "$T")
 tmp=$(mktemp -d)
+# The cache and session paths show on the Model view: fixed names, the same
+# as in docs/tui.md's captures, instead of a random mktemp directory.
+CACHE=/tmp/qs-cap-cache
+SESS=/tmp/qs-cap-s.json
+rm -rf "$CACHE" "$SESS"
 SOCK=qscope-capture-$$
 tm() { tmux -L "$SOCK" "$@"; }
-cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
+cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp" "$CACHE" "$SESS"; exit $rc; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 screen() { tm capture-pane -p -t cap; }
@@ -34,8 +39,8 @@ keys() { tm send-keys -t cap "$@"; sleep 0.2; }
 # shot N: keeps the screen as a fenced block (trailing blanks trimmed) in $tmp/shotN.
 shot() { { printf '```\n'; screen | sed 's/ *$//'; printf '```\n\n'; } >"$tmp/shot$1"; }
 
-export XDG_CACHE_HOME="$tmp/cache" LC_ALL=C.UTF-8
-tm -f /dev/null new-session -d -s cap -x 100 -y 30 "'$Q' '$M' --text '$T' --session '$tmp/s.json'"
+export XDG_CACHE_HOME="$CACHE" LC_ALL=C.UTF-8
+tm -f /dev/null new-session -d -s cap -x 100 -y 30 "'$Q' '$M' --text '$T' --session '$SESS'"
 wait_for "1 Model"
 keys c
 wait_for "calibrated in"
