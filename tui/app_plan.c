@@ -336,13 +336,15 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     }
     app_msg(a, 0, "#%lld %s: PPL %.4f (base %.4f), KLD %.5f, top-1 %.1f%%, %.2f bpw%s", (long long)row->id, j->label,
             r->ppl, r->ppl_base, r->kld_mean, 100 * r->top1_agree, r->bpw, r->cancelled ? " (cancelled: partial)" : "");
+    char notes[64] = "";
+    if (j->n_notes) snprintf(notes, sizeof notes, "; %lld quantizer notes, the last: ", (long long)j->n_notes);
     app_log(a, "evaluate",
             "#%lld %s (%s; plan %s): PPL %.4f base %.4f KLD mean %.5f p99 %.5f top-1 %.4f, %.3f bpw, %zu bytes, "
-            "prefill %.0f tok/s, decode %.0f tok/s, %lld chunks, reference %s, %.1f s%s%s",
+            "prefill %.0f tok/s, decode %.0f tok/s, %lld chunks, reference %s, %.1f s%s%s%s",
             (long long)row->id, j->label, a->eval_settings, j->plan_path[0] ? j->plan_path : "not written", r->ppl,
             r->ppl_base, r->kld_mean, r->kld_p99, r->top1_agree, r->bpw, r->bytes, r->prefill_tps, r->decode_tps,
             (long long)r->chunks, j->ref_cached ? "cached" : "computed", r->seconds,
-            r->cancelled ? ", cancelled" : "", j->n_notes ? "" : "");
+            r->cancelled ? ", cancelled" : "", notes, j->n_notes ? j->note0 : "");
 }
 
 static void eval_job_free(void *arg) {
