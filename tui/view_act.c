@@ -183,7 +183,7 @@ static void act_drill(const App *a, const Layout *l) {
     int64_t f, lst;
     if (hrows > 64) hrows = 64;
     uint64_t mx = heat_rebin(ts->hist, HIST_NBINS, hrows, coarse, &f, &lst);
-    draw_str(r->y + 1, rx, rw, C_NORMAL, "|x| histogram: lower edge of each bin, count");
+    draw_str(r->y + 1, rx, rw, C_NORMAL, "|x| histogram: bin start, count");
     if (f >= 0) {
         int64_t span = lst - f + 1;
         for (int i = 0; i < hrows; i++) {
