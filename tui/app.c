@@ -284,7 +284,21 @@ static void draw_title(const App *a, const Layout *l) {
     char left[300];
     const char *bar = a->utf8 ? "\u2502" : "|";
     snprintf(left, sizeof left, " qscope %s %s %s session: %s", bar, a->model_name, bar, sess);
-    /* The left part wins; the job's bar goes first when space runs out, then its text is cut. */
+    /* The job's text keeps up to half the width (a long session name is cut
+     * first); then the bar goes, then the job's text is cut. */
+    int keep = draw_width(right) + (bar_w ? bar_w + 1 : 0);
+    if (keep > l->cols / 2) keep = l->cols / 2;
+    int lmax = l->cols - keep - 2;
+    if (draw_width(left) > lmax && lmax > 4) {
+        size_t i = 0;
+        int cols = 0;
+        while (left[i] && cols < lmax - 1) { /* cut at lmax - 1 code points, then an ellipsis */
+            i++;
+            while (left[i] && ((unsigned char)left[i] & 0xC0) == 0x80) i++;
+            cols++;
+        }
+        snprintf(left + i, sizeof left - i, "%s", a->utf8 ? "\u2026" : "~");
+    }
     int avail = l->cols - draw_width(left) - 2;
     int rw = draw_width(right);
     if (bar_w && rw + bar_w + 1 > avail) bar_w = 0;
