@@ -524,6 +524,11 @@ int tui_run(const TuiOpts *o) {
     restore_terminal();
     release_screen();
     assert_set_fatal_hook(NULL);
+    /* app_done waits for the running job to see the cancel: say why the shell is not back yet */
+    if (jobs_busy(&a->jobs)) {
+        fprintf(stderr, "qscope: stopping the running job...\n");
+        jobs_cancel(&a->jobs);
+    }
     int sig = got_signal;
     app_done(a);
     free(a);
