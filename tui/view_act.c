@@ -32,6 +32,21 @@ static const char *tap_desc(int t) {
     return n[t];
 }
 
+/* A token's text fit for one screen line: control bytes (a newline token
+ * would move the cursor) as \n, \t, \r or \xHH. */
+static const char *token_show(const char *in, char *out, size_t n) {
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && k + 5 < n; p++) {
+        if (*p >= 0x20 && *p != 0x7f) out[k++] = (char)*p;
+        else if (*p == '\n' || *p == '\t' || *p == '\r') {
+            out[k++] = '\\';
+            out[k++] = *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r';
+        } else k += (size_t)snprintf(out + k, n - k, "\\x%02x", *p);
+    }
+    out[k] = 0;
+    return out;
+}
+
 void view_no_calib(const App *a, const Rect *r, const char *what) {
     int y = r->y + r->h / 3;
     JobView jv;
@@ -129,7 +144,8 @@ static void act_side(const App *a, const Rect *s) {
     if (ts->n_top > 0 && y < s->y + s->h - 2) {
         const Spike *sp = &ts->top[0];
         draw_text(y++, x, w, C_NORMAL, "top spike   %s at ch %d", heat_fmt(sp->value, b, sizeof b), sp->channel);
-        draw_text(y++, x, w, C_NORMAL, "  pos %d, token '%s'", sp->pos, sp->text);
+        char tok[4 * sizeof sp->text + 8];
+        draw_text(y++, x, w, C_NORMAL, "  pos %d, token '%s'", sp->pos, token_show(sp->text, tok, sizeof tok));
     }
     if (ts->has_act && y < s->y + s->h - 4) {
         y++;
@@ -206,8 +222,9 @@ static void act_drill(const App *a, const Layout *l) {
     draw_text(sy++, rx, rw, C_HEADER, "%8s %5s %4s %4s  %s", "value", "ch", "pos", "seq", "token");
     for (int i = 0; i < ts->n_top && sy < r->y + r->h; i++, sy++) {
         const Spike *sp = &ts->top[i];
+        char tok[4 * sizeof sp->text + 8];
         draw_text(sy, rx, rw, C_NORMAL, "%8s %5d %4d %4lld  '%s'", heat_fmt(sp->value, b, sizeof b), sp->channel, sp->pos,
-                  (long long)sp->seq, sp->text);
+                  (long long)sp->seq, token_show(sp->text, tok, sizeof tok));
     }
 }
 
