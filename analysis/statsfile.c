@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/bytes.h"
@@ -160,6 +161,7 @@ Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
     } else {
         int bad = fwrite(b.p, 1, b.n, f) != b.n;
         bad |= fflush(f) != 0;
+        bad |= fsync(fileno(f)) != 0; /* the data must be on disk before the rename makes it current */
         bad |= fclose(f) != 0;
         if (bad) st = err_set(err, ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
         else if (rename(tmp, path) != 0)
