@@ -372,11 +372,14 @@ static void check_model(const Model *m, Pool *pool, int64_t T, const char *what)
     float *row = malloc((size_t)(T * V) * sizeof *row);
     CHECK(row);
     CHECK_OK(forward_run(f, tok, T, row, 1, NULL, &err), err);
-    CHECK(max_abs_diff(row, pre + (T - 1) * V, V) < 1e-5); /* sgemv vs sgemm order */
+    /* The head over fewer rows is a GEMM of another shape, which OpenBLAS may
+     * block differently (its Haswell kernels do): summation order differs, so
+     * allow float rounding of logits ~10 in magnitude. */
+    CHECK(max_abs_diff(row, pre + (T - 1) * V, V) < 1e-4); /* sgemv vs sgemm order */
     forward_reset(f);
     CHECK(forward_pos(f) == 0);
     CHECK_OK(forward_run_from(f, tok, T, T / 3, row, NULL, &err), err);
-    CHECK(max_abs_diff(row, pre + (T / 3) * V, (T - T / 3) * V) < 1e-5);
+    CHECK(max_abs_diff(row, pre + (T / 3) * V, (T - T / 3) * V) < 1e-4);
     /* Errors: cache overflow, token out of range, batch too big. */
     CHECK(forward_run(f, tok, 1, NULL, 0, NULL, &err) == ST_ERR_RANGE);
     forward_reset(f);
