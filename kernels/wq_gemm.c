@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -768,6 +769,49 @@ static void tile_dequant(void *arg, int64_t b, int64_t e, int tid) {
     wqmat_dequant_rows(t->m, t->r0 + b, t->r0 + e, t->w + b * t->m->k);
 }
 
+/* Per-thread scratch for wq_gemm, kept between calls: a fresh 32 MB tile
+ * per prefill projection could pay its page faults every call. Grown when
+ * too small, never shrunk (up to ~34 MB tile + packing buffers per calling
+ * thread); freed by the key destructor when the thread exits (the main
+ * thread's stays reachable from its TLS until exit). */
+typedef struct WqScratch {
+    float *w;       // (rows, k) dequantized tile, cap floats
+    size_t cap;     // floats allocated in w
+    GemmWork *gw;   // packing buffers for gw_threads threads, or NULL
+    int gw_threads;
+} WqScratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+static _Thread_local WqScratch *scratch_tls;
+
+static void scratch_free(void *p) {
+    WqScratch *s = p;
+    if (!s) return;
+    core_free_aligned(s->w);
+    gemm_work_free(s->gw);
+    free(s);
+}
+
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+/* Returns this thread's scratch (owned by the thread), or NULL when it
+ * cannot be set up; the caller then uses call-local buffers. */
+static WqScratch *scratch_get(void) {
+    if (scratch_tls) return scratch_tls;
+    pthread_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok) return NULL;
+    WqScratch *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    if (pthread_setspecific(scratch_key, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    scratch_tls = s;
+    return s;
+}
+
 Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
     /* a few rows: GEMV per row costs less than dequantizing the matrix */
     if (T <= 3) {
@@ -776,17 +820,35 @@ Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *poo
     }
     int64_t rows = TILE_FLOATS / m->k < 512 ? 512 : TILE_FLOATS / m->k;
     if (rows > m->n) rows = m->n;
+    WqScratch local = {0};
+    WqScratch *s = scratch_get();
+    if (!s) s = &local;
+    Status st = ST_OK;
     GemmWork *gw = NULL;
-    float *w = core_alloc_aligned((size_t)(rows * m->k), sizeof(float));
-    if (!w) return err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);
-    /* our AVX-512 GEMM on the pool where it runs, else OpenBLAS */
-    if (gemm_f32_available()) {
-        Status st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err);
-        if (st) {
-            core_free_aligned(w);
-            return st;
+    size_t need = (size_t)(rows * m->k);
+    if (s->cap < need) {
+        core_free_aligned(s->w);
+        s->w = core_alloc_aligned(need, sizeof(float));
+        s->cap = s->w ? need : 0;
+        if (!s->w) {
+            st = err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);
+            goto done;
         }
     }
+    /* our AVX-512 GEMM on the pool where it runs, else OpenBLAS */
+    if (gemm_f32_available()) {
+        int nt = pool ? pool_size(pool) : 1;
+        if (!s->gw || s->gw_threads < nt) {
+            gemm_work_free(s->gw);
+            s->gw = NULL;
+            s->gw_threads = 0;
+            st = gemm_work_new(nt, &s->gw, err);
+            if (st) goto done;
+            s->gw_threads = nt;
+        }
+        gw = s->gw;
+    }
+    float *w = s->w;
     for (int64_t r0 = 0; r0 < m->n; r0 += rows) {
         int64_t nr = m->n - r0 < rows ? m->n - r0 : rows;
         TileTask tt = {m, r0, w};
@@ -794,7 +856,10 @@ Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *poo
         if (gw) gemm_f32_nt_pool(pool, gw, T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
         else sgemm_mul_nt(T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
     }
-    gemm_work_free(gw);
-    core_free_aligned(w);
-    return ST_OK;
+done:
+    if (s == &local) {
+        gemm_work_free(local.gw);
+        core_free_aligned(local.w);
+    }
+    return st;
 }

@@ -125,7 +125,10 @@ void wq_gemv_ref(const WqMatrix *m, const float *x, float *y);
 /* y (T, n) = x (T, k) · Wᵀ: GEMV per row for small T, else dequantized tiles
  * of rows (up to 32 MB) through kernels/f32gemm.h's AVX-512 GEMM on the pool (OpenBLAS
  * sgemm, with the thread count the caller set, where that kernel cannot
- * run). Fails (ST_ERR_NOMEM) only when a buffer cannot be allocated. */
+ * run). The tile and GEMM packing buffers are kept per calling thread
+ * between calls (grown, never shrunk; freed when the thread exits), so
+ * concurrent calls from different threads are safe. Fails (ST_ERR_NOMEM)
+ * only when a buffer cannot be allocated. */
 Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err);
 
 #endif
