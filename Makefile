@@ -38,7 +38,7 @@ MODEL ?= models/stories260K.bin --tokenizer models/tok512.bin
 MODEL_DEP = models/stories260K.bin
 endif
 
-.PHONY: all deps run test test-unit test-e2e bench asan clean
+.PHONY: all deps run test test-unit test-e2e bench asan clean llama-tools
 all: deps qscope
 
 deps:
@@ -65,8 +65,25 @@ models/stories260K.bin:
 run: all $(MODEL_DEP)
 	./qscope $(MODEL)
 
+# llama.cpp's tools, the oracle some tests run on files qscope reads and writes:
+# built once from $(SHARED)/llama.cpp with its build.sh into $(LLAMA_OUT) (about
+# 10 minutes on 2 cores), reused after that. A LLAMA_BIN given from outside
+# (a build elsewhere) is used as it is. Without the source copy or without
+# cmake/g++ the oracle tests skip with a note; a build that fails stops `make test`.
+LLAMA_OUT ?= build/llama.cpp
+LLAMA_BIN ?= $(abspath $(LLAMA_OUT))/bin
+export LLAMA_BIN
+llama-tools:
+	@if [ -x "$(LLAMA_BIN)/llama-perplexity" ] && [ -x "$(LLAMA_BIN)/llama-quantize" ]; then :; \
+	elif [ ! -x $(SHARED)/llama.cpp/build.sh ]; then \
+	  echo "note: $(SHARED)/llama.cpp is absent: llama.cpp oracle tests will skip"; \
+	elif ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then \
+	  echo "note: cmake or g++ missing (apt-get install cmake g++): llama.cpp oracle tests will skip"; \
+	else echo "building llama.cpp's tools into $(LLAMA_OUT) (once, ~10 min on 2 cores)"; \
+	  $(SHARED)/llama.cpp/build.sh $(LLAMA_OUT); fi
+
 # Every test program, then the end-to-end scripts; stops at the first failure.
-test: all $(TEST_BIN) $(MODEL_DEP)
+test: all $(TEST_BIN) $(MODEL_DEP) llama-tools
 	@set -e; pass=0; fail=0; \
 	for t in $(TEST_BIN); do \
 	  echo "== $$t"; \

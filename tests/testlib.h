@@ -34,6 +34,25 @@ static const char *testlib_shared(const char *rel) {
     return buf[k];
 }
 
+/* Path of one of llama.cpp's tools (the oracle) in $LLAMA_BIN, else
+ * build/llama.cpp/bin; NULL, after printing a note naming the test that
+ * skips, when it is not there (`make test` builds it when it can). */
+static const char *testlib_llama_tool(const char *tool, const char *what) {
+    static char buf[4][1024];
+    static int k;
+    const char *dir = getenv("LLAMA_BIN");
+    if (!dir || !*dir) dir = "build/llama.cpp/bin";
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, tool);
+    FILE *f = fopen(buf[k], "rb");
+    if (!f) {
+        printf("note: %s not found: skipping %s (llama.cpp oracle)\n", buf[k], what);
+        return NULL;
+    }
+    fclose(f);
+    return buf[k];
+}
+
 static int testlib_done(const char *name) {
     printf("%s: %d checks passed\n", name, testlib_checks);
     return 0;
