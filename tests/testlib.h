@@ -37,7 +37,7 @@ static const char *testlib_shared(const char *rel) {
 /* Path of one of llama.cpp's tools (the oracle) in $LLAMA_BIN, else
  * build/llama.cpp/bin; NULL, after printing a note naming the test that
  * skips, when it is not there (`make test` builds it when it can). */
-static const char *testlib_llama_tool(const char *tool, const char *what) {
+__attribute__((unused)) static const char *testlib_llama_tool(const char *tool, const char *what) {
     static char buf[4][1024];
     static int k;
     const char *dir = getenv("LLAMA_BIN");
