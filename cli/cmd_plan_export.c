@@ -22,7 +22,8 @@ static void export_usage(FILE *f) {
             "Writes PLAN (a plan JSON, or a session: its current plan or --name N) for a deployment\n"
             "tool, resolved on the model's shape (from --model, or the session's model reference),\n"
             "and prints on stderr what the target cannot express (approximated, or kept 16-bit):\n"
-            "  llamacpp       llama-quantize --tensor-type-file lines (blk.1.ffn_down.weight=q4_k)\n"
+            "  llamacpp       llama-quantize --tensor-type-file entries, one anchored regex per tensor\n"
+            "                 (^blk\\.1\\.ffn_down\\.weight$=q4_k); run it with the base type Q8_0\n"
             "  gptqmodel      GPTQModel QuantizeConfig JSON with a `dynamic` map of per-module overrides\n"
             "  llmcompressor  llm-compressor recipe YAML (weight-only int, W8A8, fp8-e4m3, SmoothQuant)\n"
             "The mapping and what is approximate is described in sessions/export.h.\n\n"
@@ -32,10 +33,13 @@ static void export_usage(FILE *f) {
 static void import_usage(FILE *f) {
     fprintf(f,
             "usage: qscope plan-import FILE --from llamacpp -o PLAN.json [--model M [--tokenizer T]]\n\n"
-            "Reads a llama.cpp tensor-type file (TENSOR=TYPE per line; blk.N.<tensor>[.weight],\n"
-            "<tensor> for every layer, token_embd, output) into a plan: q8_0 -> int8 sym oc32,\n"
-            "q4_0 -> int4 sym oc32, q4_1/q4_k -> int4 asym oc32, q5_*, q6_k, q3_k, q2_k alike,\n"
-            "f32/f16/bf16 as themselves. With --model the plan is validated on it.\n");
+            "Reads a llama.cpp tensor-type file or --tensor-type arguments (NAME=TYPE entries\n"
+            "separated by blanks or newlines) into a plan: q8_0 -> int8 sym oc32, q4_0 -> int4\n"
+            "sym oc32, q4_1/q4_k -> int4 asym oc32, q5_*, q6_k, q3_k, q2_k alike, f32/f16/bf16 as\n"
+            "themselves. With --model, each NAME is matched as llama-quantize does (a regex,\n"
+            "first match wins) against the model's tensors, and the plan is validated on it;\n"
+            "without, only literal names (blk.N.<tensor>[.weight], <tensor>, token_embd,\n"
+            "^output\\.weight$) are read.\n");
 }
 
 /* A plan's shape facts from a session's model reference. */
