@@ -5,6 +5,18 @@
 CC      ?= cc
 SHARED  ?= ../shared
 BUILD   ?= build
+# `make MPI=1` builds ./qscope-mpi against OpenMPI (mpicc, objects in
+# build-mpi/): the same commands, with ppl/eval/calib/quant spread over the
+# ranks of `mpirun -np N ./qscope-mpi ...` (core/dist.h). The default build
+# has no MPI dependency.
+ifneq ($(MPI),)
+CC       = mpicc
+BUILD    = build-mpi
+MPI_DEFS = -DQS_MPI
+PROG     = qscope-mpi
+else
+PROG     = qscope
+endif
 OPT     ?= -O2
 PKGS     = ncursesw openblas libcjson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -17,7 +29,7 @@ WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-
 ifneq ($(CI),)
 WARN    += -Werror
 endif
-CFLAGS  += -std=c11 $(OPT) -g -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
+CFLAGS  += -std=c11 $(OPT) -g -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS) $(WARN) $(MPI_DEFS) $(EXTRA_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lm -pthread
 
 LIB_DIRS = core kernels quant model analysis sessions tui cli
@@ -38,13 +50,13 @@ MODEL ?= models/stories260K.bin --tokenizer models/tok512.bin
 MODEL_DEP = models/stories260K.bin
 endif
 
-.PHONY: all deps run test test-unit test-e2e bench asan clean llama-tools
-all: deps qscope
+.PHONY: all deps run test test-unit test-e2e bench asan clean llama-tools mpi-build
+all: deps $(PROG)
 
 deps:
 	@./scripts/deps.sh
 
-qscope: $(BUILD)/main.o $(BUILD)/libqscope.a
+$(PROG): $(BUILD)/main.o $(BUILD)/libqscope.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/libqscope.a: $(LIB_OBJ)
@@ -82,8 +94,14 @@ llama-tools:
 	else echo "building llama.cpp's tools into $(LLAMA_OUT) (once, ~10 min on 2 cores)"; \
 	  $(SHARED)/llama.cpp/build.sh $(LLAMA_OUT); fi
 
+# The MPI build for tests/e2e_mpi.sh, when OpenMPI's compiler is installed
+# (Debian: libopenmpi-dev openmpi-bin); the script skips with a note otherwise.
+mpi-build:
+	@if [ -z "$(MPI)" ] && command -v mpicc >/dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 qscope-mpi; \
+	elif [ -z "$(MPI)" ]; then echo "note: mpicc not found: the MPI tests will skip"; fi
+
 # Every test program, then the end-to-end scripts; stops at the first failure.
-test: all $(TEST_BIN) $(MODEL_DEP) llama-tools
+test: all $(TEST_BIN) $(MODEL_DEP) llama-tools mpi-build
 	@set -e; pass=0; fail=0; \
 	for t in $(TEST_BIN); do \
 	  echo "== $$t"; \
@@ -126,7 +144,7 @@ test-asan: $(BUILD)/libqscope.a $(TEST_BIN) $(BUILD)/main.o
 	  if reports; then echo "FAILED: $$s"; exit 1; fi; done; echo "asan: all passed"
 
 clean:
-	rm -rf $(BUILD) build-asan qscope
+	rm -rf $(BUILD) build-asan build-mpi qscope qscope-mpi
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/main.d
 

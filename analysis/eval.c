@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/bytes.h"
 #include "core/clock.h"
+#include "core/dist.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "model/forward.h"
@@ -37,6 +38,8 @@ struct EvalRef {
     float *logp;                /* (n_pos, vocab) base log-softmax rows */
     float *resid;               /* (n_layers, n_ctx, dim) residual after each block, chunk 0; or NULL */
     double nll_sum;
+    int partial;                /* built across MPI ranks: logp, argmax and resid hold only this
+                                   rank's chunks (core/dist.h); never cached */
 };
 
 void eval_opts_default(EvalOpts *o) {
@@ -219,12 +222,19 @@ Status eval_ref_new(const Model *m, const char *text, size_t len, const EvalOpts
     }
     progress_begin(prog, "reference", r->chunks);
     RefFill rf = {r, prog};
+    /* Each rank runs the chunks it owns; the NLLs are summed across ranks
+     * (exact: zeros elsewhere), the rest stays with the rank that scores it. */
+    r->partial = dist_size() > 1;
     for (int64_t c = 0; c < r->chunks; c++) {
+        if (!dist_owns(c)) continue;
         if ((st = ppl_eval_chunk(f, r->tokens, r->n_tokens, c, &po, r->bos, logits, ref_rows, &rf, err))) goto fail;
         progress_add(prog, 1);
     }
+    if ((st = dist_sum_f64(r->nll, r->n_pos, err))) goto fail;
     for (int64_t k = 0; k < r->n_pos; k++) r->nll_sum += r->nll[k];
-    if (r->resid && (st = run_resid(f, r->tokens, r->n_ctx, r->batch, r->bos, r->resid, r->dim, err))) goto fail;
+    if (r->resid && dist_owns(0) &&
+        (st = run_resid(f, r->tokens, r->n_ctx, r->batch, r->bos, r->resid, r->dim, err)))
+        goto fail;
     core_free_aligned(logits);
     forward_free(f);
     *out = r;
@@ -261,6 +271,8 @@ static void wr(WBuf *w, const void *p, size_t n) {
 }
 
 Status eval_ref_save(const EvalRef *r, const char *path, Err *err) {
+    if (r->partial)
+        return err_set(err, ST_ERR_STATE, "%s: this reference holds one MPI rank's chunks only; not cached", path);
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
     if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s", path);
@@ -434,11 +446,16 @@ Status eval_ref_get(const Model *m, const char *text, size_t len, const EvalOpts
 
 /* === Running the quantized model === */
 
+/* Per scored position values, filled for the chunks this process runs
+ * (zeros elsewhere, so MPI ranks' arrays sum exactly), then added up chunk by
+ * chunk in position order (eval_account). */
 typedef struct {
     const EvalRef *r;
     double *kld;                /* (n_pos) */
-    double nll_sum, kld_sum;
-    int64_t agree, count;
+    double *nll;                /* (n_pos) -log p(target) of the quantized model */
+    double *agree;              /* (n_pos) 1 where both argmaxes agree */
+    double nll_sum, kld_sum, base_nll;
+    int64_t agree_n, count;
     double *row;                /* (vocab) */
     Progress *prog;
 } EvalAcc;
@@ -466,10 +483,8 @@ static Status eval_rows(void *user, int64_t chunk, int64_t pos0, int64_t n_rows,
             return err_set(err, ST_ERR_NUMERIC, "eval: non-finite log-probability at chunk %lld position %lld",
                            (long long)chunk, (long long)(pos0 + i));
         a->kld[k] = kl;
-        a->kld_sum += kl;
-        a->nll_sum += nll;
-        a->agree += ppl_argmax(lg, vocab) == r->argmax[k];
-        a->count++;
+        a->nll[k] = nll;
+        a->agree[k] = ppl_argmax(lg, vocab) == r->argmax[k];
     }
     if (progress_cancelled(a->prog)) return err_set(err, ST_ERR_CANCELLED, "eval: cancelled");
     return ST_OK;
@@ -541,6 +556,23 @@ static Status measure_speed(Forward *f, const EvalRef *r, const EvalOpts *o, int
     return st;
 }
 
+/* Adds chunk c's positions to the running sums and reports the chunk. */
+static void eval_account(EvalAcc *a, int64_t c, EvalResult *res, Progress *prog, EvalChunkFn cb, void *user) {
+    const EvalRef *r = a->r;
+    for (int64_t k = c * r->per_chunk; k < (c + 1) * r->per_chunk; k++) {
+        a->kld_sum += a->kld[k];
+        a->nll_sum += a->nll[k];
+        a->agree_n += a->agree[k] > 0;
+        a->count++;
+    }
+    for (int64_t k = c * r->per_chunk; k < (c + 1) * r->per_chunk; k++) a->base_nll += r->nll[k];
+    res->chunks = c + 1;
+    res->running_ppl[c] = exp(a->nll_sum / (double)a->count);
+    res->running_kld[c] = a->kld_sum / (double)a->count;
+    if (prog) atomic_store(&prog->value, res->running_ppl[c]);
+    if (cb) cb(user, c, r->chunks, res->running_ppl[c], res->running_kld[c]);
+}
+
 Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *pool, EvalChunkFn cb, void *user,
                 Progress *prog, EvalResult *res, Err *err) {
     memset(res, 0, sizeof *res);
@@ -555,6 +587,7 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     double t0 = clock_now();
     Forward *f = NULL;
     float *logits = NULL, *resid = NULL;
+    double *done = NULL; /* (chunks) 1 for a chunk scored to its end */
     EvalAcc a;
     memset(&a, 0, sizeof a);
     a.r = r;
@@ -562,42 +595,54 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     Status st;
     if ((st = forward_new(m, &qm->ov, r->n_ctx, r->batch, pool, &f, err))) goto fail;
     logits = core_alloc_aligned((size_t)(r->batch * r->vocab), sizeof(float));
-    a.kld = malloc((size_t)(r->n_pos > 0 ? r->n_pos : 1) * sizeof *a.kld);
+    size_t npos = (size_t)(r->n_pos > 0 ? r->n_pos : 1);
+    a.kld = calloc(npos, sizeof *a.kld);
+    a.nll = calloc(npos, sizeof *a.nll);
+    a.agree = calloc(npos, sizeof *a.agree);
+    done = calloc((size_t)(r->chunks > 0 ? r->chunks : 1), sizeof *done);
     a.row = malloc((size_t)r->vocab * sizeof *a.row);
     res->running_ppl = calloc((size_t)r->chunks, sizeof(double));
     res->running_kld = calloc((size_t)r->chunks, sizeof(double));
-    if (!logits || !a.kld || !a.row || !res->running_ppl || !res->running_kld) {
+    if (!logits || !a.kld || !a.nll || !a.agree || !done || !a.row || !res->running_ppl || !res->running_kld) {
         st = err_set(err, ST_ERR_NOMEM, "eval buffers");
         goto fail;
     }
     PplOpts po = {.n_ctx = r->n_ctx, .max_chunks = r->max_chunks, .full = 0, .batch = r->batch};
     progress_begin(prog, "eval", r->chunks);
-    double base_nll = 0;
+    /* With several MPI ranks each runs the chunks it owns and the chunks are
+     * reported once all are done, in order (the same sums as one process). */
+    int single = dist_size() == 1;
     for (int64_t c = 0; c < r->chunks; c++) {
-        EvalAcc before = a;
+        if (!dist_owns(c)) continue;
         st = progress_cancelled(prog) ? err_set(err, ST_ERR_CANCELLED, "eval: cancelled")
                                       : ppl_eval_chunk(f, r->tokens, r->n_tokens, c, &po, r->bos, logits, eval_rows, &a, err);
-        if (st == ST_ERR_CANCELLED) {
-            a = before; /* a partly scored chunk does not count */
-            res->cancelled = 1;
-            err_set(err, ST_ERR_CANCELLED, "eval: cancelled after %lld of %lld chunks", (long long)c, (long long)r->chunks);
-            break;
-        }
+        if (st == ST_ERR_CANCELLED) break; /* a partly scored chunk does not count */
         if (st) goto fail;
-        for (int64_t k = c * r->per_chunk; k < (c + 1) * r->per_chunk; k++) base_nll += r->nll[k];
-        res->chunks = c + 1;
-        res->running_ppl[c] = exp(a.nll_sum / (double)a.count);
-        res->running_kld[c] = a.kld_sum / (double)a.count;
-        if (prog) atomic_store(&prog->value, res->running_ppl[c]);
+        done[c] = 1;
         progress_add(prog, 1);
-        if (cb) cb(user, c, r->chunks, res->running_ppl[c], res->running_kld[c]);
+        if (single) eval_account(&a, c, res, prog, cb, user);
+    }
+    if (!single) {
+        Status ds;
+        if ((ds = dist_sum_f64(a.kld, r->n_pos, err)) || (ds = dist_sum_f64(a.nll, r->n_pos, err)) ||
+            (ds = dist_sum_f64(a.agree, r->n_pos, err)) || (ds = dist_sum_f64(done, r->chunks, err))) {
+            st = ds;
+            goto fail;
+        }
+        for (int64_t c = 0; c < r->chunks && done[c] > 0; c++) eval_account(&a, c, res, prog, cb, user);
+        if (res->chunks < r->chunks) st = ST_ERR_CANCELLED; /* some rank stopped early */
+    }
+    if (st == ST_ERR_CANCELLED) {
+        res->cancelled = 1;
+        err_set(err, ST_ERR_CANCELLED, "eval: cancelled after %lld of %lld chunks", (long long)res->chunks,
+                (long long)r->chunks);
     }
     res->tokens_scored = a.count;
     if (a.count > 0) {
         res->ppl = exp(a.nll_sum / (double)a.count);
-        res->ppl_base = exp(base_nll / (double)a.count);
+        res->ppl_base = exp(a.base_nll / (double)a.count);
         res->kld_mean = a.kld_sum / (double)a.count;
-        res->top1_agree = (double)a.agree / (double)a.count;
+        res->top1_agree = (double)a.agree_n / (double)a.count;
         qsort(a.kld, (size_t)a.count, sizeof *a.kld, cmp_double);
         res->kld_median = quantile(a.kld, a.count, 0.5);
         res->kld_p90 = quantile(a.kld, a.count, 0.9);
@@ -608,29 +653,39 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     res->bytes = qm->bytes;
     if (!res->cancelled && r->resid && o->layer_err) {
         int64_t L = r->n_layers, per = r->n_ctx * r->dim;
-        resid = malloc((size_t)(L * per) * sizeof *resid);
         res->layer_rel_err = calloc((size_t)L, sizeof(double));
-        if (!resid || !res->layer_rel_err) {
+        if (!res->layer_rel_err) {
             st = err_set(err, ST_ERR_NOMEM, "eval residuals");
             goto fail;
         }
-        if ((st = run_resid(f, r->tokens, r->n_ctx, r->batch, r->bos, resid, r->dim, err))) goto fail;
         res->n_layers = L;
-        for (int64_t l = 0; l < L; l++) {
-            double num = 0, den = 0;
-            const float *q = resid + l * per, *b = r->resid + l * per;
-            for (int64_t i = 0; i < per; i++) {
-                double dd = (double)q[i] - (double)b[i];
-                num += dd * dd;
-                den += (double)b[i] * (double)b[i];
+        if (dist_owns(0)) { /* chunk 0's rank holds its base residuals */
+            resid = malloc((size_t)(L * per) * sizeof *resid);
+            if (!resid) {
+                st = err_set(err, ST_ERR_NOMEM, "eval residuals");
+                goto fail;
             }
-            res->layer_rel_err[l] = den > 0 ? sqrt(num / den) : 0;
+            if ((st = run_resid(f, r->tokens, r->n_ctx, r->batch, r->bos, resid, r->dim, err))) goto fail;
+            for (int64_t l = 0; l < L; l++) {
+                double num = 0, den = 0;
+                const float *q = resid + l * per, *b = r->resid + l * per;
+                for (int64_t i = 0; i < per; i++) {
+                    double dd = (double)q[i] - (double)b[i];
+                    num += dd * dd;
+                    den += (double)b[i] * (double)b[i];
+                }
+                res->layer_rel_err[l] = den > 0 ? sqrt(num / den) : 0;
+            }
         }
+        if ((st = dist_sum_f64(res->layer_rel_err, L, err))) goto fail;
     }
     if (!res->cancelled && o->speed && (st = measure_speed(f, r, o, pool ? pool_size(pool) : 1, logits, res, err))) goto fail;
     res->seconds = clock_now() - t0;
     free(resid);
     free(a.kld);
+    free(a.nll);
+    free(a.agree);
+    free(done);
     free(a.row);
     core_free_aligned(logits);
     forward_free(f);
@@ -638,6 +693,9 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
 fail:
     free(resid);
     free(a.kld);
+    free(a.nll);
+    free(a.agree);
+    free(done);
     free(a.row);
     core_free_aligned(logits);
     forward_free(f);

@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/dist.h"
 #include "model/tokenizer.h"
 
 void ppl_score_range(const PplOpts *o, int64_t *first, int64_t *last) {
@@ -106,25 +107,44 @@ Status ppl_eval_chunk(Forward *f, const int32_t *tokens, int64_t n_tokens, int64
 
 /* === the full run === */
 
+/* Per scored position -log p, filled for the chunks this rank runs (zeros
+ * elsewhere) so the ranks' arrays sum exactly to the single-process one. */
 typedef struct {
-    double nll;
-    int64_t count;
-} PplAcc;
+    double *nll;             /* (n_chunks, per_chunk) */
+    int64_t per_chunk, first;
+} PplRows;
 
-static Status ppl_accumulate(void *user, int64_t chunk, int64_t pos0, int64_t n_rows,
-                             const float *logits, int64_t vocab, const int32_t *targets, Err *err) {
-    (void)chunk;
-    (void)pos0;
-    PplAcc *a = user;
+static Status ppl_store(void *user, int64_t chunk, int64_t pos0, int64_t n_rows,
+                        const float *logits, int64_t vocab, const int32_t *targets, Err *err) {
+    PplRows *a = user;
     for (int64_t r = 0; r < n_rows; r++) {
         double lp = ppl_log_prob(logits + r * vocab, vocab, targets[r]);
         if (!isfinite(lp))
             return err_set(err, ST_ERR_NUMERIC, "ppl: non-finite log-probability at chunk %lld position %lld",
                            (long long)chunk, (long long)(pos0 + r));
-        a->nll -= lp;
-        a->count++;
+        a->nll[chunk * a->per_chunk + (pos0 + r - a->first)] = -lp;
     }
     return ST_OK;
+}
+
+typedef struct {
+    double nll;
+    int64_t count;
+} PplAcc;
+
+/* Adds chunk c's rows to the running sums, in position order (the order a
+ * single process has always summed in), and reports the chunk. */
+static void ppl_account(const PplRows *rows, int64_t c, int64_t n_chunks, PplAcc *acc, PplResult *res,
+                        const PplOpts *o, Progress *prog, PplChunkFn cb, void *user) {
+    for (int64_t k = c * rows->per_chunk; k < (c + 1) * rows->per_chunk; k++) {
+        acc->nll += rows->nll[k];
+        acc->count++;
+    }
+    res->chunks = c + 1;
+    res->tokens_run += o->n_ctx;
+    res->running[c] = exp(acc->nll / (double)acc->count);
+    if (prog) atomic_store(&prog->value, res->running[c]);
+    if (cb) cb(user, c, n_chunks, res->running[c]);
 }
 
 void ppl_result_done(PplResult *res) {
@@ -153,6 +173,10 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
 
     Forward *f = NULL;
     float *logits = NULL;
+    int64_t first, last;
+    ppl_score_range(o, &first, &last);
+    PplRows rows = {NULL, last - first + 1, first};
+    double *done = NULL; /* (n_chunks) 1 for a chunk run to its end */
     Status s = forward_new(m, NULL, o->n_ctx, batch, pool, &f, err);
     if (s != ST_OK) goto fail;
     size_t nl;
@@ -163,35 +187,58 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
         s = err_set(err, ST_ERR_NOMEM, "ppl: logits for a batch of %lld", (long long)batch);
         goto fail;
     }
+    size_t nr;
+    if (!core_mul_ok((size_t)n_chunks, (size_t)rows.per_chunk, &nr) ||
+        !(rows.nll = core_calloc(nr, sizeof(double))) || !(done = core_calloc((size_t)n_chunks, sizeof(double)))) {
+        s = err_set(err, ST_ERR_NOMEM, "ppl: scores of %lld chunks", (long long)n_chunks);
+        goto fail;
+    }
     progress_begin(prog, "perplexity", n_chunks);
     forward_set_progress(f, prog);
     PplOpts oo = *o;
     oo.batch = batch;
     PplAcc acc = {0, 0};
+    /* With several ranks (core/dist.h) each runs the chunks it owns; the
+     * chunks are reported once all ranks are done, in order. */
+    int single = dist_size() == 1;
     for (int64_t c = 0; c < n_chunks; c++) {
+        if (!dist_owns(c)) continue;
         if (progress_cancelled(prog)) {
             s = err_set(err, ST_ERR_CANCELLED, "ppl: cancelled after %lld of %lld chunks", (long long)c,
                         (long long)n_chunks);
             break;
         }
-        PplAcc before = acc;
         double tc = clock_now();
-        s = ppl_eval_chunk(f, tokens, n_tokens, c, &oo, bos, logits, ppl_accumulate, &acc, err);
+        s = ppl_eval_chunk(f, tokens, n_tokens, c, &oo, bos, logits, ppl_store, &rows, err);
         if (s == ST_ERR_CANCELLED) {
-            acc = before; /* a partly scored chunk does not count */
             err_set(err, ST_ERR_CANCELLED, "ppl: cancelled after %lld of %lld chunks", (long long)c,
-                    (long long)n_chunks);
+                    (long long)n_chunks); /* a partly scored chunk does not count */
             break;
         }
         if (s != ST_OK) goto fail;
-        res->chunks = c + 1;
         res->chunk_seconds[c] = clock_now() - tc;
-        res->tokens_run += o->n_ctx;
-        res->running[c] = exp(acc.nll / (double)acc.count);
-        if (prog) atomic_store(&prog->value, res->running[c]);
+        done[c] = 1;
         progress_add(prog, 1);
-        if (cb) cb(user, c, n_chunks, res->running[c]);
+        if (single) ppl_account(&rows, c, n_chunks, &acc, res, o, prog, cb, user);
     }
+    if (!single) {
+        Status ds;
+        if ((ds = dist_sum_f64(rows.nll, (int64_t)nr, err)) || (ds = dist_sum_f64(done, n_chunks, err)) ||
+            (ds = dist_sum_f64(res->chunk_seconds, n_chunks, err))) {
+            s = ds;
+            goto fail;
+        }
+        /* A chunk some rank did not finish ends the run there, as a cancel would. */
+        int64_t c = 0;
+        for (; c < n_chunks && done[c] > 0; c++) ppl_account(&rows, c, n_chunks, &acc, res, o, prog, cb, user);
+        if (c < n_chunks && s == ST_OK)
+            s = err_set(err, ST_ERR_CANCELLED, "ppl: cancelled after %lld of %lld chunks", (long long)c,
+                        (long long)n_chunks);
+    }
+    free(rows.nll);
+    free(done);
+    rows.nll = NULL;
+    done = NULL;
     for (int64_t c = 0; c < res->chunks; c++) res->seconds += res->chunk_seconds[c];
     res->nll_sum = acc.nll;
     res->tokens_scored = acc.count;
@@ -201,6 +248,8 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
     forward_free(f);
     return s;
 fail:
+    free(rows.nll);
+    free(done);
     core_free_aligned(logits);
     forward_free(f);
     ppl_result_done(res);

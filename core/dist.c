@@ -1,0 +1,133 @@
+#include "core/dist.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifdef QS_MPI
+#include <limits.h>
+#include <mpi.h>
+
+static int dist_started;
+static int dist_r, dist_n = 1;
+
+/* MPI counts are int: arrays are reduced in pieces below INT_MAX elements. */
+#define DIST_PIECE ((int64_t)1 << 28)
+
+static Status dist_fail(Err *err, const char *what, int rc) {
+    char msg[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return err_set(err, ST_ERR_IO, "%s%s failed: %s", dist_prefix(), what, msg);
+}
+
+Status dist_init(int *argc, char ***argv, Err *err) {
+    int provided = 0;
+    int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    if (rc != MPI_SUCCESS) return dist_fail(err, "MPI_Init_thread", rc);
+    dist_started = 1;
+    /* Errors come back as codes, so a failed collective becomes a Status. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &dist_r);
+    MPI_Comm_size(MPI_COMM_WORLD, &dist_n);
+    return ST_OK;
+}
+
+void dist_finalize(void) {
+    if (dist_started) MPI_Finalize();
+    dist_started = 0;
+}
+
+void dist_abort(int code) {
+    if (dist_started && dist_n > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+int dist_rank(void) { return dist_r; }
+int dist_size(void) { return dist_n; }
+
+static Status dist_allreduce(void *buf, int64_t n, MPI_Datatype type, size_t elem, MPI_Op op, Err *err) {
+    if (dist_n <= 1) return ST_OK;
+    for (int64_t i = 0; i < n; i += DIST_PIECE) {
+        int64_t k = n - i < DIST_PIECE ? n - i : DIST_PIECE;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)i * elem, (int)k, type, op, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return dist_fail(err, "MPI_Allreduce", rc);
+    }
+    return ST_OK;
+}
+
+Status dist_sum_f64(double *buf, int64_t n, Err *err) {
+    return dist_allreduce(buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM, err);
+}
+
+Status dist_sum_i64(int64_t *buf, int64_t n, Err *err) {
+    return dist_allreduce(buf, n, MPI_INT64_T, sizeof(int64_t), MPI_SUM, err);
+}
+
+Status dist_max_f64(double *buf, int64_t n, Err *err) {
+    return dist_allreduce(buf, n, MPI_DOUBLE, sizeof(double), MPI_MAX, err);
+}
+
+Status dist_bcast(void *buf, size_t bytes, int root, Err *err) {
+    if (dist_n <= 1) return ST_OK;
+    for (size_t i = 0; i < bytes; i += (size_t)DIST_PIECE) {
+        size_t k = bytes - i < (size_t)DIST_PIECE ? bytes - i : (size_t)DIST_PIECE;
+        int rc = MPI_Bcast((char *)buf + i, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return dist_fail(err, "MPI_Bcast", rc);
+    }
+    return ST_OK;
+}
+
+Status dist_barrier(Err *err) {
+    if (dist_n <= 1) return ST_OK;
+    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? ST_OK : dist_fail(err, "MPI_Barrier", rc);
+}
+
+#else /* one process */
+
+Status dist_init(int *argc, char ***argv, Err *err) {
+    (void)argc;
+    (void)argv;
+    (void)err;
+    return ST_OK;
+}
+
+void dist_finalize(void) {}
+void dist_abort(int code) { (void)code; }
+int dist_rank(void) { return 0; }
+int dist_size(void) { return 1; }
+
+Status dist_sum_f64(double *buf, int64_t n, Err *err) {
+    (void)buf, (void)n, (void)err;
+    return ST_OK;
+}
+
+Status dist_sum_i64(int64_t *buf, int64_t n, Err *err) {
+    (void)buf, (void)n, (void)err;
+    return ST_OK;
+}
+
+Status dist_max_f64(double *buf, int64_t n, Err *err) {
+    (void)buf, (void)n, (void)err;
+    return ST_OK;
+}
+
+Status dist_bcast(void *buf, size_t bytes, int root, Err *err) {
+    (void)buf, (void)bytes, (void)root, (void)err;
+    return ST_OK;
+}
+
+Status dist_barrier(Err *err) {
+    (void)err;
+    return ST_OK;
+}
+
+#endif
+
+int dist_owns(int64_t i) { return i % dist_size() == dist_rank(); }
+
+const char *dist_prefix(void) {
+    static char buf[48];
+    if (dist_size() <= 1) return "";
+    snprintf(buf, sizeof buf, "rank %d of %d: ", dist_rank(), dist_size());
+    return buf;
+}

@@ -1,0 +1,52 @@
+#!/bin/sh
+# The MPI build (make MPI=1 -> ./qscope-mpi) end to end on loopback: ppl and
+# eval spread over 2 ranks give exactly the single-process values (chunk i
+# runs on rank i % 2, sums are formed in the single-process order), a command
+# that does not run distributed refuses, and a failing rank stops the job
+# with its rank named. Skips with a note when OpenMPI or the build is absent.
+set -eu
+Q=${QSCOPE:-./qscope}
+QM=${QSCOPE_MPI:-./qscope-mpi}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+if ! command -v mpirun >/dev/null 2>&1 || [ ! -x "$QM" ]; then
+  echo "note: mpirun or $QM absent (apt-get install libopenmpi-dev openmpi-bin; make MPI=1): skipping the MPI tests"
+  exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "e2e_mpi: $*" >&2; exit 1; }
+# CI runs as root; OpenMPI refuses that unless told. Loopback only.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_tcp_if_include=lo
+MPIRUN="mpirun --oversubscribe -np 2"
+
+# field FILE KEY: the raw JSON value after "KEY": (numbers and arrays).
+field() { python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[sys.argv[2]]))" "$1" "$2"; }
+same() {
+  a=$(field "$1" "$3") b=$(field "$2" "$3")
+  [ "$a" = "$b" ] || fail "$3 differs: one process $a, two ranks $b"
+}
+
+"$Q" ppl "$M" --text "$T" --ctx 128 --threads 1 --json >"$tmp/p1.json" 2>/dev/null
+$MPIRUN "$QM" ppl "$M" --text "$T" --ctx 128 --threads 1 --json >"$tmp/p2.json" 2>"$tmp/p2.err" ||
+  fail "mpirun ppl failed: $(cat "$tmp/p2.err")"
+for k in ppl chunks tokens_scored running; do same "$tmp/p1.json" "$tmp/p2.json" $k; done
+[ "$(grep -c '"ppl"' "$tmp/p2.json")" = 1 ] || fail "more than one rank wrote the result"
+
+"$Q" plan "$M" --preset w8a8-tensor -o "$tmp/plan.json" >/dev/null 2>&1
+"$Q" eval "$M" --plan "$tmp/plan.json" --text "$T" --ctx 128 --threads 1 --no-cache --json >"$tmp/e1.json" 2>/dev/null
+$MPIRUN "$QM" eval "$M" --plan "$tmp/plan.json" --text "$T" --ctx 128 --threads 1 --no-cache --json \
+  >"$tmp/e2.json" 2>"$tmp/e2.err" || fail "mpirun eval failed: $(cat "$tmp/e2.err")"
+for k in ppl ppl_base kld_mean kld_median kld_p90 kld_p99 kld_max top1_agree chunks tokens_scored layer_rel_err; do
+  same "$tmp/e1.json" "$tmp/e2.json" $k
+done
+
+if $MPIRUN "$QM" synth --preset tiny -o "$tmp/x.gguf" >/dev/null 2>"$tmp/s.err"; then fail "synth ran under 2 ranks"; fi
+grep -q "does not run distributed" "$tmp/s.err" || fail "no refusal: $(cat "$tmp/s.err")"
+
+# Every rank fails on a missing text: the job ends (no hang) and names the ranks.
+if timeout 60 $MPIRUN "$QM" ppl "$M" --text "$tmp/missing.txt" >/dev/null 2>"$tmp/f.err"; then fail "missing text accepted"; fi
+grep -q "rank 1 of 2" "$tmp/f.err" || grep -q "rank 0 of 2" "$tmp/f.err" || fail "failure does not name the rank: $(cat "$tmp/f.err")"
+grep -q "missing.txt" "$tmp/f.err" || fail "failure does not name the file: $(cat "$tmp/f.err")"
+echo "e2e_mpi: ppl and eval over 2 ranks equal the single process"
