@@ -1,22 +1,35 @@
 #include "analysis/sensitivity.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/assert.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
 
-static const QFormat sens_fmts[SENS_NFMT] = {QF_INT8, QF_INT6, QF_INT4, QF_INT3,
-                                             QF_INT2, QF_FP8_E4M3, QF_FP8_E5M2};
+/* The candidates are the formats whose traits give them a map position
+ * (quant/format.c); their count is part of the stats file layout. */
+static QFormat sens_fmts[SENS_NFMT];
+static pthread_once_t sens_once = PTHREAD_ONCE_INIT;
+
+static void sens_init(void) {
+    int n = qformat_list(QLIST_SENS, sens_fmts, SENS_NFMT);
+    ASSERT(n == SENS_NFMT);
+}
 static const char *const sens_group_names[SG_COUNT] = {"tensor", "oc", "ic", "oc-g", "ic-g"};
 
-QFormat sens_fmt(int i) { return (i >= 0 && i < SENS_NFMT) ? sens_fmts[i] : QF_F32; }
+QFormat sens_fmt(int i) {
+    pthread_once(&sens_once, sens_init);
+    return (i >= 0 && i < SENS_NFMT) ? sens_fmts[i] : QF_F32;
+}
 
 int sens_fmt_index(QFormat f) {
+    pthread_once(&sens_once, sens_init);
     for (int i = 0; i < SENS_NFMT; i++)
         if (sens_fmts[i] == f) return i;
     return -1;
@@ -125,7 +138,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
             gs[SG_IC_G] = (int32_t)sens_group_size(no, sm->group);
             for (int f = 0; f < SENS_NFMT; f++)
                 for (int g = 0; g < SG_COUNT; g++) {
-                    QParams qp = {.fmt = sens_fmts[f], .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
+                    QParams qp = {.fmt = sens_fmt(f), .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
                     if (g == SG_OC_G || g == SG_IC_G) {
                         qp.group = gs[g];
                         if (qp.group == 0) continue;

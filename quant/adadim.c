@@ -105,7 +105,7 @@ static Status choose(const float *W, int64_t n_out, int64_t n_in, const double *
                      const QParams *p, const GptqOpts *gptq, Pool *pool, Progress *prog, AdaDimResult *out, Err *err) {
     memset(out, 0, sizeof *out);
     const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t || !t->needs_scale || p->fmt == QF_AQLM)
+    if (!t || !t->fit)
         return err_set(err, ST_ERR_ARG, "adadim: format %s has no scales to place", t ? t->name : "?");
     QParams oc = *p, ic = *p;
     oc.dim = GROUP_OC;

@@ -34,8 +34,7 @@ typedef struct GptqCtx {
     int dyn;                 /* OC groups fitted on reaching their first column */
     int64_t go;              /* group length along the grouped dimension */
     float *scale, *zero;     /* (n_groups) */
-    int8_t *q8;              /* (n_out, n_in) codes, original column order */
-    uint8_t *f8;
+    uint8_t *codes;          /* (n_out, n_in) one-byte codes (int or fp8), original column order */
     const float *L;          /* (n_in, n_in) lower: Uᵀ */
     GemmWork *gw;            /* per-thread GEMM buffers, or NULL: the caller runs OpenBLAS */
     _Atomic int fit_failed;
@@ -53,7 +52,7 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     GptqCtx *c = arg;
     const QParams *p = c->p;
     int64_t n_out = c->n_out, n_in = c->n_in, nb = c->nb;
-    int bits = qformat_traits(p->fmt)->bits;
+    const QFormatTraits *t = qformat_traits(p->fmt);
     for (int64_t rs = r0; rs < r1; rs += GPTQ_ROW_TILE) {
         int64_t re = rs + GPTQ_ROW_TILE < r1 ? rs + GPTQ_ROW_TILE : r1;
         for (int64_t i = 0; i < nb; i++) {
@@ -79,9 +78,8 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
             for (int64_t r = rs; r < re; r++) {
                 int64_t gi = gptq_group(c, r, col);
                 int code;
-                float v = rtn_quant_inline(p->fmt, bits, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
-                if (c->q8) c->q8[r * n_in + col] = (int8_t)code;
-                else c->f8[r * n_in + col] = (uint8_t)code;
+                float v = t->quant(t, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
+                c->codes[r * n_in + col] = (uint8_t)code;
                 e[r] = (v - w[r]) / d;
             }
             for (int64_t k = i + 1; k < nb; k++)
@@ -257,7 +255,7 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
     Status st = qparams_check(p, n_out, n_in, err);
     if (st) return err_wrap(err, "gptq");
     const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t->needs_scale || p->fmt == QF_AQLM)
+    if (!t->fit)
         return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
     if (o->block < 1) return err_set(err, ST_ERR_ARG, "gptq: block %lld must be >= 1", (long long)o->block);
     int64_t n = n_in;
@@ -296,8 +294,7 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
         if (!(ztmp = core_calloc((size_t)out->n_groups, sizeof *ztmp))) { st = err_set(err, ST_ERR_NOMEM, "gptq zeros"); goto fail; }
         c.zero = ztmp;
     }
-    c.q8 = out->q;
-    c.f8 = out->f8;
+    c.codes = qtensor_codes(out);
     if (!c.dyn) {
         /* fit ranges on the original order; dead columns count as zero */
         st = gptq_fit_static(W, f->dead, &c, err);
@@ -368,7 +365,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
     Status st = qparams_check(p, n_out, n_in, err);
     if (st) return err_wrap(err, "gptq");
     const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t->needs_scale || p->fmt == QF_AQLM)
+    if (!t->fit)
         return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
     if (!(o->damp >= 0 && o->damp < 1) || o->block < 1)
         return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1) and block %lld >= 1", o->damp, (long long)o->block);

@@ -112,28 +112,20 @@ ActQuant qlinear_act_from_plan(const PlanEntry *e, float static_absmax) {
     return a;
 }
 
-static WqGroup ql_group(GroupDim d) {
-    switch (d) {
-    case GROUP_OC: return WQ_GROUP_OC;
-    case GROUP_IC: return WQ_GROUP_IC;
-    default: return WQ_GROUP_TENSOR;
-    }
-}
+static WqGroup ql_group(GroupDim d) { return (WqGroup)group_dim_wq(d); }
 
 static Status ql_check(const QTensor *q, const ActQuant *aq, Err *err) {
     const QFormatTraits *t = qformat_traits(q->p.fmt);
     if (!t) return err_set(err, ST_ERR_ARG, "qlinear: unknown weight format %d", (int)q->p.fmt);
-    if (q->p.fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "qlinear: aqlm weights have their own layer");
+    if (!t->pack) return err_set(err, ST_ERR_UNSUPPORTED, "qlinear: %s weights have their own layer", t->name);
     if (q->n_out <= 0 || q->n_in <= 0)
         return err_set(err, ST_ERR_ARG, "qlinear: bad shape (%lld, %lld)", (long long)q->n_out, (long long)q->n_in);
     if (t->needs_scale && (!q->scale || q->n_groups != qparams_n_groups(&q->p, q->n_out, q->n_in)))
         return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without its %lld scales", t->name,
                        (long long)qparams_n_groups(&q->p, q->n_out, q->n_in));
-    if (t->is_int && !q->q) return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without codes", t->name);
+    if (!qtensor_codes(q))
+        return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without %s", t->name, t->needs_scale ? "codes" : "values");
     if (t->is_int && !q->p.sym && !q->zero) return err_set(err, ST_ERR_ARG, "qlinear: asymmetric %s tensor without zero points", t->name);
-    if (t->is_fp8 && !q->f8) return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without codes", t->name);
-    if ((q->p.fmt == QF_F16 || q->p.fmt == QF_BF16) && !q->h) return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without values", t->name);
-    if (q->p.fmt == QF_F32 && !q->f) return err_set(err, ST_ERR_ARG, "qlinear: f32 tensor without values");
     if (aq) {
         if (aq->fmt < ACTQ_NONE || aq->fmt >= ACTQ_COUNT) return err_set(err, ST_ERR_ARG, "qlinear: unknown activation format %d", (int)aq->fmt);
         if (aq->fmt != ACTQ_NONE && aq->is_static && !(aq->static_absmax > 0.0f && isfinite(aq->static_absmax)))
@@ -191,22 +183,8 @@ Status qlinear_new_from_qtensor(const QTensor *q, const ActQuant *aq, QLinear **
         im->bytes = base + (i8mat_code_bytes(&im->i8) - (size_t)(n * k));
     } else {
         im->kind = QL_WQ;
-        WqGroup gd = ql_group(q->p.dim);
-        if (t->is_int) {
-            int bits = t->bits >= 5 ? 8 : t->bits;
-            static const char *const names[] = {"", "", "wq-int2", "wq-int3", "wq-int4", "wq-int5", "wq-int6", "", "wq-int8"};
-            im->name = names[t->bits];
-            st = wqmat_pack_int(q->q, t->bits, bits, n, k, gd, q->p.group, q->scale, q->p.sym ? NULL : q->zero, &im->wq, err);
-        } else if (t->is_fp8) {
-            im->name = q->p.fmt == QF_FP8_E5M2 ? "fp8-e5m2" : "fp8-e4m3";
-            st = wqmat_pack_fp8(q->f8, q->p.fmt == QF_FP8_E5M2, n, k, gd, q->p.group, q->scale, &im->wq, err);
-        } else if (q->p.fmt == QF_F16 || q->p.fmt == QF_BF16) {
-            im->name = q->p.fmt == QF_BF16 ? "bf16" : "fp16";
-            st = wqmat_pack_f16(q->h, q->p.fmt == QF_BF16, n, k, &im->wq, err);
-        } else {
-            im->name = "f32";
-            st = wqmat_pack_f32(q->f, n, k, &im->wq, err);
-        }
+        im->name = t->kernel;
+        st = t->pack(q, &im->wq, err);
         if (st) goto fail;
         /* storage beyond the format's bits: block padding of K, wider storage */
         size_t packed_bits = (size_t)n * (size_t)im->wq.kp * (size_t)wq_code_bits(im->wq.code);

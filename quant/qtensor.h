@@ -65,6 +65,18 @@ static inline int64_t qparams_n_groups(const QParams *p, int64_t n_out, int64_t 
     return 1;
 }
 
+/* The array holding q's codes (by its format's QStore), NULL for none. */
+static inline void *qtensor_codes(const QTensor *q) {
+    const QFormatTraits *t = qformat_traits(q->p.fmt);
+    switch (t ? t->store : QSTORE_NONE) {
+    case QSTORE_I8: return q->q;
+    case QSTORE_U8: return q->f8;
+    case QSTORE_U16: return q->h;
+    case QSTORE_F32: return q->f;
+    default: return NULL;
+    }
+}
+
 /* Group index of element (r, c) (see the layout above). */
 static inline int64_t qtensor_group_of(const QParams *p, int64_t n_out, int64_t n_in, int64_t r, int64_t c) {
     if (p->dim == GROUP_OC) {

@@ -7,8 +7,6 @@
 #include "core/alloc.h"
 #include "core/fpconv.h"
 
-static inline int fmt_bits(QFormat f) { return qformat_traits(f)->bits; }
-
 float rtn_fp16_ceil(float x) {
     if (!(x <= 65504.0f)) return INFINITY;
     uint16_t h = f32_to_fp16(x);
@@ -38,42 +36,18 @@ Status rtn_fit_group(QFormat f, int sym, float lo, float hi, float *scale, float
     const QFormatTraits *t = qformat_traits(f);
     *scale = 0.0f;
     *zero = 0.0f;
-    if (!t || !t->needs_scale) return err_set(err, ST_ERR_ARG, "format %s has no scales", t ? t->name : "?");
-    float s;
-    if (t->is_fp8) {
-        float amax = fmaxf(fabsf(lo), fabsf(hi));
-        if (amax == 0.0f) return ST_OK;
-        s = amax / (f == QF_FP8_E4M3 ? FP8_E4M3_MAX : FP8_E5M2_MAX);
-    } else if (sym) {
-        float amax = fmaxf(fabsf(lo), fabsf(hi));
-        if (amax == 0.0f) return ST_OK;
-        s = amax / (float)((1 << (t->bits - 1)) - 1);
-    } else {
-        float mn = fminf(lo, 0.0f), mx = fmaxf(hi, 0.0f);
-        if (mx == mn) return ST_OK;
-        s = (mx - mn) / (float)((1 << t->bits) - 1);
-    }
-    float sc = rtn_fp16_ceil(s);
-    if (isinf(sc))
-        return err_set(err, ST_ERR_RANGE, "group range [%g, %g] needs a scale %g beyond fp16's 65504", lo, hi, s);
-    *scale = sc;
-    if (t->is_int && !sym) {
-        float maxq = (float)((1 << t->bits) - 1);
-        float z = rtn_round_even(-fminf(lo, 0.0f) / sc);
-        *zero = fminf(fmaxf(z, 0.0f), maxq);
-    }
-    return ST_OK;
+    if (!t || !t->fit) return err_set(err, ST_ERR_ARG, "format %s has no scales", t ? t->name : "?");
+    return t->fit(t, sym, lo, hi, scale, zero, err);
 }
 
 float rtn_quant_value(QFormat f, int sym, float scale, float zero, float w, int *code) {
-    return rtn_quant_inline(f, fmt_bits(f), sym, scale, zero, w, code);
+    const QFormatTraits *t = qformat_traits(f);
+    return t->quant(t, sym, scale, zero, w, code);
 }
 
 float rtn_dequant_value(QFormat f, int sym, float scale, float zero, int code) {
-    if (f == QF_FP8_E4M3) return rtn_fp8_decode((uint8_t)code, 1) * scale;
-    if (f == QF_FP8_E5M2) return rtn_fp8_decode((uint8_t)code, 0) * scale;
-    if (sym) return (float)code * scale;
-    return ((float)(code + (1 << (fmt_bits(f) - 1))) - zero) * scale;
+    const QFormatTraits *t = qformat_traits(f);
+    return t->dequant(t, sym, scale, zero, code);
 }
 
 /* Group ranges: lo/hi (n_groups) over W, with a finiteness check. */
@@ -111,11 +85,11 @@ static Status rtn_group_ranges(const float *W, int64_t n_out, int64_t n_in, cons
     return ST_OK;
 }
 
-/* Fits every group, then quantizes every element; writes int codes to q8 or
- * fp8 codes to f8 (either may be NULL) and the represented values to wq (may
- * be NULL). scale/zero (n_groups) receive the group parameters. */
+/* Fits every group, then quantizes every element; writes the one-byte codes
+ * (int or fp8, as QTensor holds them) to codes and the represented values to
+ * wq (either may be NULL). scale/zero (n_groups) receive the group parameters. */
 static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams *p, int64_t n_groups,
-                      float *scale, float *zero, int8_t *q8, uint8_t *f8, float *wq, Err *err) {
+                      float *scale, float *zero, uint8_t *codes, float *wq, Err *err) {
     float *lo = malloc((size_t)n_groups * sizeof *lo), *hi = malloc((size_t)n_groups * sizeof *hi);
     Status st = ST_OK;
     if (!lo || !hi) { st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)n_groups); goto fail; }
@@ -126,32 +100,20 @@ static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams
         if (st) { err_wrap(err, "group %lld", (long long)i); goto fail; }
     }
     int64_t g = qparams_group_len(p, n_out, n_in);
-    int bits = fmt_bits(p->fmt);
+    const QFormatTraits *t = qformat_traits(p->fmt);
     for (int64_t r = 0; r < n_out; r++) {
         const float *w = W + r * n_in;
         int64_t base = p->dim == GROUP_IC ? (r / g) * n_in : p->dim == GROUP_OC ? r * (n_in / g) : 0;
         if (p->dim == GROUP_IC) { /* a scale per column of this row block */
-            const float *sc = scale + base, *z = zero + base;
-            for (int64_t c = 0; c < n_in; c++) {
-                int code;
-                float v = rtn_quant_inline(p->fmt, bits, p->sym, sc[c], z[c], w[c], &code);
-                if (q8) q8[r * n_in + c] = (int8_t)code;
-                if (f8) f8[r * n_in + c] = (uint8_t)code;
-                if (wq) wq[r * n_in + c] = v;
-            }
+            t->quant_span(t, p->sym, scale + base, zero + base, 1, w, n_in, codes ? codes + r * n_in : NULL,
+                          wq ? wq + r * n_in : NULL);
             continue;
         }
         int64_t span = p->dim == GROUP_OC ? g : n_in; /* one span per group along the row */
         for (int64_t c0 = 0; c0 < n_in; c0 += span) {
             int64_t gi = p->dim == GROUP_OC ? base + c0 / g : 0;
-            float sc = scale[gi], z = zero[gi];
-            for (int64_t c = c0; c < c0 + span; c++) {
-                int code;
-                float v = rtn_quant_inline(p->fmt, bits, p->sym, sc, z, w[c], &code);
-                if (q8) q8[r * n_in + c] = (int8_t)code;
-                if (f8) f8[r * n_in + c] = (uint8_t)code;
-                if (wq) wq[r * n_in + c] = v;
-            }
+            t->quant_span(t, p->sym, scale + gi, zero + gi, 0, w + c0, span, codes ? codes + r * n_in + c0 : NULL,
+                          wq ? wq + r * n_in + c0 : NULL);
         }
     }
 fail:
@@ -163,7 +125,9 @@ fail:
 static Status rtn_check(const QParams *p, int64_t n_out, int64_t n_in, Err *err) {
     Status st = qparams_check(p, n_out, n_in, err);
     if (st) return st;
-    if (p->fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "aqlm is not an RTN format (use quant/aqlm)");
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t->convert && !t->quant_span)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s is not an RTN format (use quant/%s)", t->name, t->name);
     return ST_OK;
 }
 
@@ -177,12 +141,15 @@ Status qtensor_alloc(QTensor *out, const QParams *p, int64_t n_out, int64_t n_in
     out->n_out = n_out;
     out->n_in = n_in;
     out->n_groups = qparams_n_groups(p, n_out, n_in);
-    if (t->is_int) out->q = core_calloc(n, 1);
-    else if (t->is_fp8) out->f8 = core_calloc(n, 1);
-    else if (t->bits == 16) out->h = core_calloc(n, 2);
-    else if (p->fmt == QF_F32) out->f = core_calloc(n, 4);
-    int bad = (t->is_int && !out->q) || (t->is_fp8 && !out->f8) || (t->bits == 16 && !out->h) ||
-              (p->fmt == QF_F32 && !out->f);
+    void *codes = t->code_bytes ? core_calloc(n, t->code_bytes) : NULL;
+    switch (t->store) {
+    case QSTORE_I8: out->q = codes; break;
+    case QSTORE_U8: out->f8 = codes; break;
+    case QSTORE_U16: out->h = codes; break;
+    case QSTORE_F32: out->f = codes; break;
+    default: break;
+    }
+    int bad = t->code_bytes && !codes;
     /* Symmetric and fp8 tensors carry no zero points (documented as NULL). */
     int asym = t->is_int && !p->sym;
     if (out->n_groups) {
@@ -203,13 +170,9 @@ Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *
     if (st) return st;
     st = qtensor_alloc(out, p, n_out, n_in, err);
     if (st) return st;
-    size_t n = (size_t)n_out * (size_t)n_in;
-    if (p->fmt == QF_F32) {
-        memcpy(out->f, W, n * sizeof(float));
-        return ST_OK;
-    }
-    if (p->fmt == QF_F16 || p->fmt == QF_BF16) {
-        for (size_t i = 0; i < n; i++) out->h[i] = p->fmt == QF_F16 ? f32_to_fp16(W[i]) : f32_to_bf16(W[i]);
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (t->convert) {
+        t->convert(W, qtensor_codes(out), (size_t)n_out * (size_t)n_in);
         return ST_OK;
     }
     float *zero = out->zero;
@@ -219,7 +182,7 @@ Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *
         if (!ztmp) { qtensor_done(out); return err_set(err, ST_ERR_NOMEM, "rtn zero points"); }
         zero = ztmp;
     }
-    st = rtn_run(W, n_out, n_in, p, out->n_groups, out->scale, zero, out->q, out->f8, NULL, err);
+    st = rtn_run(W, n_out, n_in, p, out->n_groups, out->scale, zero, qtensor_codes(out), NULL, err);
     free(ztmp);
     if (st) qtensor_done(out);
     return st;
@@ -229,23 +192,21 @@ Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QPar
     Status st = rtn_check(p, n_out, n_in, err);
     if (st) return st;
     size_t n = (size_t)n_out * (size_t)n_in;
-    switch (p->fmt) {
-    case QF_F32:
-        if (Wq != W) memmove(Wq, W, n * sizeof(float));
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (t->convert) { /* a chunk is read whole before it is written back, so Wq may alias W */
+        float buf[256];
+        for (size_t i = 0; i < n; i += 256) {
+            size_t k = n - i < 256 ? n - i : 256;
+            t->convert(W + i, buf, k);
+            t->decode(buf, Wq + i, k);
+        }
         return ST_OK;
-    case QF_F16:
-        for (size_t i = 0; i < n; i++) Wq[i] = fp16_to_f32(f32_to_fp16(W[i]));
-        return ST_OK;
-    case QF_BF16:
-        for (size_t i = 0; i < n; i++) Wq[i] = bf16_to_f32(f32_to_bf16(W[i]));
-        return ST_OK;
-    default: break;
     }
     int64_t ng = qparams_n_groups(p, n_out, n_in);
     float *scale = core_calloc((size_t)ng, sizeof(float)), *zero = core_calloc((size_t)ng, sizeof(float));
     if (!scale || !zero) st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);
     /* Ranges are taken before any element is written, so Wq may alias W. */
-    else st = rtn_run(W, n_out, n_in, p, ng, scale, zero, NULL, NULL, Wq, err);
+    else st = rtn_run(W, n_out, n_in, p, ng, scale, zero, NULL, Wq, err);
     free(scale);
     free(zero);
     return st;
@@ -254,15 +215,17 @@ Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QPar
 void qtensor_dequant(const QTensor *q, float *W) {
     size_t n = (size_t)q->n_out * (size_t)q->n_in;
     const QParams *p = &q->p;
-    if (p->fmt == QF_F32) { memcpy(W, q->f, n * sizeof(float)); return; }
-    if (p->fmt == QF_F16) { for (size_t i = 0; i < n; i++) W[i] = fp16_to_f32(q->h[i]); return; }
-    if (p->fmt == QF_BF16) { for (size_t i = 0; i < n; i++) W[i] = bf16_to_f32(q->h[i]); return; }
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (t->decode) {
+        t->decode(qtensor_codes(q), W, n);
+        return;
+    }
     for (int64_t r = 0; r < q->n_out; r++)
         for (int64_t c = 0; c < q->n_in; c++) {
             int64_t gi = qtensor_group_of(p, q->n_out, q->n_in, r, c);
             size_t i = (size_t)r * (size_t)q->n_in + (size_t)c;
             int code = q->q ? q->q[i] : q->f8[i];
-            W[i] = rtn_dequant_value(p->fmt, p->sym, q->scale[gi], q->zero ? q->zero[gi] : 0.0f, code);
+            W[i] = t->dequant(t, p->sym, q->scale[gi], q->zero ? q->zero[gi] : 0.0f, code);
         }
 }
 
@@ -279,7 +242,7 @@ void qtensor_done(QTensor *q) {
 
 int64_t qparams_bits(const QParams *p, int64_t n_out, int64_t n_in) {
     const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t || p->fmt == QF_AQLM) return 0;
+    if (!t || t->family == QFAM_AQLM) return 0;
     int64_t n = n_out * n_in;
     int64_t ng = qparams_n_groups(p, n_out, n_in);
     int64_t zbits = t->is_int && !p->sym ? ng * t->bits : 0;
@@ -288,7 +251,7 @@ int64_t qparams_bits(const QParams *p, int64_t n_out, int64_t n_in) {
 
 size_t qparams_bytes(const QParams *p, int64_t n_out, int64_t n_in) {
     const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t || p->fmt == QF_AQLM) return 0;
+    if (!t || t->family == QFAM_AQLM) return 0;
     size_t n = (size_t)n_out * (size_t)n_in;
     size_t ng = (size_t)qparams_n_groups(p, n_out, n_in);
     size_t zbits = t->is_int && !p->sym ? ng * (size_t)t->bits : 0;

@@ -135,15 +135,8 @@ static inline float rtn_fp8_decode(uint8_t c, int e4) {
     return v;
 }
 
-/* rtn_quant_value for hot loops: bits = the format's bits. */
-static inline float rtn_quant_inline(QFormat f, int bits, int sym, float scale, float zero, float w, int *code) {
-    if (f == QF_FP8_E4M3 || f == QF_FP8_E5M2) {
-        if (scale == 0.0f) { *code = 0; return 0.0f; }
-        int e4 = f == QF_FP8_E4M3;
-        uint8_t c = rtn_fp8_encode(w / scale, e4);
-        *code = c;
-        return rtn_fp8_decode(c, e4) * scale;
-    }
+/* rtn_quant_value for hot loops, per family: integer codes of `bits` bits. */
+static inline float rtn_quant_int_inline(int bits, int sym, float scale, float zero, float w, int *code) {
     if (sym) {
         if (scale == 0.0f) { *code = 0; return 0.0f; }
         float qmax = (float)((1 << (bits - 1)) - 1);
@@ -158,6 +151,14 @@ static inline float rtn_quant_inline(QFormat f, int bits, int sym, float scale, 
     float x = rtn_round_even(rtn_clamp(w / scale + zero, 0.0f, maxq));
     *code = (int)x - half;
     return (x - zero) * scale;
+}
+
+/* fp8 codes (e4: E4M3, else E5M2) with a scale. */
+static inline float rtn_quant_fp8_inline(int e4, float scale, float w, int *code) {
+    if (scale == 0.0f) { *code = 0; return 0.0f; }
+    uint8_t c = rtn_fp8_encode(w / scale, e4);
+    *code = c;
+    return rtn_fp8_decode(c, e4) * scale;
 }
 
 /* Rounds a positive finite value up to the nearest fp16-representable float;

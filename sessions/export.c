@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "core/alloc.h"
+#include "quant/ggml_type.h"
 
 /* === Text buffer === */
 
@@ -186,34 +187,35 @@ typedef struct LlamaType {
     int64_t block;
 } LlamaType;
 
-/* The ggml type for an entry on an (n_out, n_in) tensor, noting what is not exact. */
+/* llama.cpp's lower-case spelling of the ggml types the traits name. */
+static const char *const LLAMA_NAMES[GGML_TYPE_LIMIT] = {
+    [GGML_F32] = "f32",   [GGML_F16] = "f16",   [GGML_BF16] = "bf16", [GGML_Q8_0] = "q8_0", [GGML_Q4_0] = "q4_0",
+    [GGML_Q4_1] = "q4_1", [GGML_Q5_0] = "q5_0", [GGML_Q5_1] = "q5_1", [GGML_Q2_K] = "q2_k", [GGML_Q3_K] = "q3_k",
+    [GGML_Q4_K] = "q4_k", [GGML_Q5_K] = "q5_k", [GGML_Q6_K] = "q6_k",
+};
+
+static LlamaType llama_of(int type) {
+    const GgmlTypeTraits *g = type >= 0 && type < GGML_TYPE_LIMIT ? ggml_type_traits((uint32_t)type) : NULL;
+    if (!g || !LLAMA_NAMES[type]) return (LlamaType){NULL, 0};
+    return (LlamaType){LLAMA_NAMES[type], g->block_size};
+}
+
+/* The ggml type for an entry on an (n_out, n_in) tensor, noting what is not
+ * exact: the format's nearest type (quant/format.h's ggml_near), its
+ * 32-element block type where rows do not fit that one's blocks. */
 static const char *llama_type(const PlanEntry *e, int64_t n_in, const char *site, ExportReport *rep, SiteMark *sm) {
     const QFormatTraits *t = qformat_traits(e->w.fmt);
     char d[64];
     entry_desc(e, d, sizeof d);
-    if (e->w.fmt == QF_F32) return "f32";
-    if (e->w.fmt == QF_F16) return "f16";
-    if (e->w.fmt == QF_BF16) return "bf16";
-    if (!t->is_int) {
+    LlamaType want = llama_of(t->ggml_near), fallback = llama_of(t->ggml_b32[e->w.sym ? 1 : 0]);
+    if (!t->needs_scale && want.name) return want.name;
+    if (!want.name) {
         note(rep, sm, EXPORT_DROPPED, site, "%s weights have no ggml type: written as f16", d);
         return "f16";
     }
     int oc32 = e->w.dim == GROUP_OC && e->w.group == 32;
-    LlamaType want, fallback = {NULL, 0};
-    switch (t->bits) {
-    case 8: want = (LlamaType){"q8_0", 32}; break;
-    case 6: want = (LlamaType){"q6_k", 256}; fallback = (LlamaType){"q8_0", 32}; break;
-    case 5:
-        fallback = (LlamaType){e->w.sym ? "q5_0" : "q5_1", 32};
-        want = oc32 ? fallback : (LlamaType){"q5_k", 256};
-        break;
-    case 4:
-        fallback = (LlamaType){e->w.sym ? "q4_0" : "q4_1", 32};
-        want = oc32 ? fallback : (LlamaType){"q4_k", 256};
-        break;
-    case 3: want = (LlamaType){"q3_k", 256}; fallback = (LlamaType){"q4_0", 32}; break;
-    default: want = (LlamaType){"q2_k", 256}; fallback = (LlamaType){"q4_0", 32}; break;
-    }
+    if (oc32 && t->ggml_b32_oc32) want = fallback;
+    if (fallback.name && !strcmp(fallback.name, want.name)) fallback = (LlamaType){NULL, 0};
     LlamaType use = want;
     if (n_in % want.block != 0) {
         if (fallback.name && n_in % fallback.block == 0) {

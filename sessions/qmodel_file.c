@@ -12,6 +12,7 @@
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "quant/format.h"
+#include "quant/qtensor.h"
 #include "quant/rtn.h"
 #include "sessions/plan_json.h"
 
@@ -31,22 +32,6 @@ static void put(W *w, const void *p, size_t n) {
 static void put_u8(W *w, uint8_t v) { put(w, &v, 1); }
 static void put_i32(W *w, int32_t v) { put(w, &v, 4); }
 static void put_i64(W *w, int64_t v) { put(w, &v, 8); }
-
-/* Bytes per code of a QTensor format. */
-static size_t code_bytes(QFormat f) {
-    const QFormatTraits *t = qformat_traits(f);
-    if (f == QF_F32) return 4;
-    if (f == QF_F16 || f == QF_BF16) return 2;
-    return t ? 1 : 0;
-}
-
-static const void *code_ptr(const QTensor *q) {
-    const QFormatTraits *t = qformat_traits(q->p.fmt);
-    if (q->p.fmt == QF_F32) return q->f;
-    if (q->p.fmt == QF_F16 || q->p.fmt == QF_BF16) return q->h;
-    if (t->is_fp8) return q->f8;
-    return q->q;
-}
 
 /* Integer codes are stored bit-packed: u = code + 2^(bits-1) in [0, 2^bits),
  * element i at bits [i·bits, i·bits + bits) of a little-endian bit stream. */
@@ -96,7 +81,7 @@ static void put_site(W *w, const QStoredSite *s) {
             else put(w, pk, packed_bytes(q->n_out * q->n_in, t->bits));
             free(pk);
         } else {
-            put(w, code_ptr(q), (size_t)(q->n_out * q->n_in) * code_bytes(q->p.fmt));
+            put(w, qtensor_codes(q), (size_t)(q->n_out * q->n_in) * t->code_bytes);
         }
         if (q->n_groups) put(w, q->scale, (size_t)q->n_groups * 4);
         if (t->is_int && !q->p.sym) { /* exactly when read_qtensor reads them */
@@ -190,7 +175,7 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
         (st = bytes_read(r, &n_groups, 8, "n_groups", err)))
         return st;
     const QFormatTraits *t = qformat_traits((QFormat)fmt);
-    if (!t || fmt == QF_AQLM || (sym != 0 && sym != 1) || dim < 0 || dim >= GROUP_COUNT || n_out < 1 || n_in < 1 ||
+    if (!t || !t->code_bytes || (sym != 0 && sym != 1) || dim < 0 || dim >= GROUP_COUNT || n_out < 1 || n_in < 1 ||
         n_out > (1 << 24) || n_in > (1 << 24))
         return BADF("%s: site %s at offset %zu: bad tensor header (format %d, sym %d, dim %d, %lld x %lld)", r->path, site,
                     at, fmt, sym, dim, (long long)n_out, (long long)n_in);
@@ -206,7 +191,7 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
     q->n_in = n_in;
     q->n_groups = n_groups;
     int64_t n = n_out * n_in;
-    size_t cb = code_bytes(p.fmt);
+    size_t cb = t->code_bytes;
     void *codes = NULL;
     size_t coff = r->off;
     if (t->is_int) {
@@ -226,10 +211,12 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
         free(codes);
         return st;
     }
-    if (p.fmt == QF_F32) q->f = codes;
-    else if (p.fmt == QF_F16 || p.fmt == QF_BF16) q->h = codes;
-    else if (t->is_fp8) q->f8 = codes;
-    else q->q = codes;
+    switch (t->store) {
+    case QSTORE_F32: q->f = codes; break;
+    case QSTORE_U16: q->h = codes; break;
+    case QSTORE_U8: q->f8 = codes; break;
+    default: q->q = codes; break;
+    }
     if (t->is_int) {
         int bits = t->bits, lo = sym ? -((1 << (bits - 1)) - 1) : -(1 << (bits - 1)), hi = sym ? (1 << (bits - 1)) - 1 : (1 << (bits - 1)) - 1;
         for (int64_t i = 0; i < n; i++)
@@ -237,7 +224,7 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
                 return BADF("%s: site %s codes at offset %zu: code %d at element %lld is outside [%d, %d] for %s", r->path,
                             site, coff, q->q[i], (long long)i, lo, hi, t->name);
     }
-    if (p.fmt == QF_F32)
+    if (t->store == QSTORE_F32)
         for (int64_t i = 0; i < n; i++)
             if (!isfinite(q->f[i])) return BADF("%s: site %s codes at offset %zu: non-finite weight", r->path, site, coff);
     if (n_groups) {

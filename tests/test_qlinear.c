@@ -10,6 +10,7 @@
  *  - bytes() against qparams_bytes plus the stated padding. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,40 +104,58 @@ static size_t check_layer(const float *W, int64_t n, int64_t k, QParams p, const
 }
 
 static void test_weight_only(const float *W, Pool *pool) {
-    static const QFormat ints[] = {QF_INT8, QF_INT6, QF_INT5, QF_INT4, QF_INT3, QF_INT2};
-    static const char *const names[] = {"wq-int8", "wq-int6", "wq-int5", "wq-int4", "wq-int3", "wq-int2"};
     struct { GroupDim d; int64_t g; } groups[] = {
         {GROUP_TENSOR, 0}, {GROUP_OC, 0}, {GROUP_OC, 64}, {GROUP_OC, 128}, {GROUP_OC, 4}, {GROUP_IC, 0}, {GROUP_IC, 8},
     };
-    for (size_t f = 0; f < sizeof ints / sizeof *ints; f++)
+    /* every integer row of the format table */
+    int n_int = 0;
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        if (t->family != QFAM_INT) continue;
+        char name[16];
+        snprintf(name, sizeof name, "wq-int%d", t->bits);
+        n_int++;
         for (int sym = 0; sym < 2; sym++)
             for (size_t g = 0; g < sizeof groups / sizeof *groups; g++)
                 for (int64_t T = 1; T <= 9; T += 8) {
-                    QParams p = {ints[f], sym, groups[g].d, groups[g].g};
-                    size_t b = check_layer(W, 48, 256, p, NULL, T, 0, names[f], pool);
+                    QParams p = {(QFormat)f, sym, groups[g].d, groups[g].g};
+                    size_t b = check_layer(W, 48, 256, p, NULL, T, 0, name, pool);
                     /* no K padding at k = 256; int6/int5 ride in 8-bit storage */
-                    int bits = qformat_traits(ints[f])->bits;
-                    size_t extra = bits >= 5 ? (size_t)48 * 256 * (size_t)(8 - bits) / 8 : 0;
+                    size_t extra = t->bits >= 5 ? (size_t)48 * 256 * (size_t)(8 - t->bits) / 8 : 0;
                     CHECK(b == qparams_bytes(&p, 48, 256) + extra);
                 }
+    }
+    CHECK(n_int == 6);
     /* K = 100: rows padded to 128 (int8/int4 blocks of 32) or 128 (int3/int2 blocks of 64) */
     QParams p4 = {QF_INT4, 1, GROUP_OC, 0};
     CHECK(check_layer(W, 48, 100, p4, NULL, 1, 0, "wq-int4", pool) == qparams_bytes(&p4, 48, 100) + 48 * 28 / 2);
     QParams p3 = {QF_INT3, 0, GROUP_IC, 0};
     CHECK(check_layer(W, 48, 100, p3, NULL, 5, 0, "wq-int3", pool) == qparams_bytes(&p3, 48, 100) + 48 * 28 * 3 / 8);
 
-    static const QFormat floats[] = {QF_FP8_E4M3, QF_FP8_E5M2, QF_F16, QF_BF16, QF_F32};
-    static const char *const fnames[] = {"fp8-e4m3", "fp8-e5m2", "fp16", "bf16", "f32"};
-    for (size_t f = 0; f < 5; f++)
+    /* every other row with a weight-only kernel: fp8 codes and plain values */
+    static const struct { QFormat f; const char *kernel; } floats[] = {
+        {QF_FP8_E4M3, "fp8-e4m3"}, {QF_FP8_E5M2, "fp8-e5m2"}, {QF_F16, "fp16"}, {QF_BF16, "bf16"}, {QF_F32, "f32"}};
+    int n_float = 0;
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        if (!t->pack || t->family == QFAM_INT) continue;
+        const char *want = NULL;
+        for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
+            if (floats[i].f == (QFormat)f) want = floats[i].kernel;
+        CHECKF(want != NULL, "format %s: add its kernel name here", t->name);
+        if (!want) continue;
+        n_float++;
         for (int64_t T = 1; T <= 9; T += 8) {
-            QParams p = {floats[f], 1, f < 2 ? GROUP_OC : GROUP_TENSOR, 0};
-            CHECK(check_layer(W, 48, 256, p, NULL, T, 0, fnames[f], pool) == qparams_bytes(&p, 48, 256));
-            if (f < 2) {
+            QParams p = {(QFormat)f, 1, t->needs_scale ? GROUP_OC : GROUP_TENSOR, 0};
+            CHECK(check_layer(W, 48, 256, p, NULL, T, 0, want, pool) == qparams_bytes(&p, 48, 256));
+            if (t->needs_scale) {
                 p.dim = GROUP_IC;
                 p.group = 16;
-                check_layer(W, 48, 256, p, NULL, T, 0, fnames[f], pool);
+                check_layer(W, 48, 256, p, NULL, T, 0, want, pool);
             }
         }
+    }
+    CHECK(n_float == 5);
 }
 
 static void test_activations(const float *W, Pool *pool) {

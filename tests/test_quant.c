@@ -2,11 +2,13 @@
  * exactness, fp8/fp16/bf16 edge values, group errors and exact byte counts. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/fpconv.h"
 #include "core/status.h"
+#include "analysis/sensitivity.h"
 #include "quant/format.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
@@ -32,14 +34,40 @@ static void test_traits(void) {
     CHECK(qformat_parse("int7") == -1);
     CHECK(qformat_parse("") == -1);
     CHECK(qformat_traits(QF_COUNT) == NULL);
-    int bits[QF_COUNT] = {32, 16, 16, 8, 8, 8, 6, 5, 4, 3, 2, 0};
+    /* Every row of the table is self-consistent (ggml's test-quantize-fns
+     * idea: the tests walk the table, so a new row is tested by being added). */
+    int n_cycle = 0;
     for (int f = 0; f < QF_COUNT; f++) {
         const QFormatTraits *t = qformat_traits((QFormat)f);
-        CHECK(t && t->name && t->code);
-        CHECK(t->bits == bits[f]);
+        CHECK(t && t->name && t->code && t->kernel);
         CHECK(qformat_parse(t->name) == f);
         CHECK(qformat_parse(t->code) == f);
+        CHECK(t->is_int == (t->family == QFAM_INT));
+        CHECK(t->is_fp8 == (t->family == QFAM_FP8));
+        CHECK(t->needs_scale == (t->fit != NULL));
+        CHECK((t->fit != NULL) == (t->quant != NULL) && (t->quant != NULL) == (t->quant_span != NULL) &&
+              (t->quant != NULL) == (t->dequant != NULL));
+        CHECK((t->convert != NULL) == (t->family == QFAM_FLOAT) && (t->decode != NULL) == (t->convert != NULL));
+        CHECK((t->pack != NULL) == (t->family != QFAM_AQLM));
+        static const size_t store_bytes[] = {[QSTORE_NONE] = 0, [QSTORE_I8] = 1, [QSTORE_U8] = 1, [QSTORE_U16] = 2,
+                                             [QSTORE_F32] = 4};
+        CHECK(t->code_bytes == store_bytes[t->store]);
+        int b = 0;
+        if (t->family == QFAM_INT) CHECK(sscanf(t->name, "int%d", &b) == 1 && t->bits == b);
+        else if (t->family != QFAM_AQLM) CHECKF(t->bits == (int)t->code_bytes * 8, "%s", t->name);
+        else CHECK(t->bits == 0 && t->code_bytes == 0);
+        n_cycle += t->cycle > 0;
     }
+    /* the lists: every format in the editor's cycle once, the map's candidates
+     * are as many as the stats file holds */
+    QFormat lst[QF_COUNT + 1];
+    CHECK(qformat_list(QLIST_CYCLE, lst, QF_COUNT + 1) == QF_COUNT && n_cycle == QF_COUNT);
+    for (int i = 0; i < QF_COUNT; i++)
+        for (int j = 0; j < i; j++) CHECK(lst[i] != lst[j]);
+    CHECK(lst[0] == QF_F16 && lst[QF_COUNT - 1] == QF_F32);
+    CHECK(qformat_list(QLIST_SENS, lst, QF_COUNT) == SENS_NFMT);
+    for (int i = 0; i < SENS_NFMT; i++) CHECK(sens_fmt(i) == lst[i] && qformat_traits(lst[i])->needs_scale);
+    CHECK(qformat_list(QLIST_END_CYCLE, lst, QF_COUNT) == 7 && lst[6] == QF_F32);
     CHECK(qformat_traits(QF_INT8)->act_ok && qformat_traits(QF_FP8_E4M3)->act_ok && !qformat_traits(QF_INT4)->act_ok);
     CHECK(group_dim_parse("OC") == GROUP_OC && group_dim_parse("ic") == GROUP_IC &&
           group_dim_parse("tensor") == GROUP_TENSOR && group_dim_parse("x") == -1);
@@ -227,15 +255,19 @@ static void test_rtn_bounds(void) {
     float *W = malloc(n_out * n_in * sizeof *W);
     for (int64_t i = 0; i < n_out * n_in; i++) W[i] = frand() * (i % 7 == 0 ? 3.0f : 0.5f);
     W[5 * n_in + 17] = 40.0f; /* an outlier */
-    QFormat fmts[] = {QF_INT8, QF_INT6, QF_INT5, QF_INT4, QF_INT3, QF_INT2, QF_FP8_E4M3, QF_FP8_E5M2};
     struct { GroupDim d; int64_t g; } groups[] = {
         {GROUP_TENSOR, 0}, {GROUP_OC, 0}, {GROUP_OC, 8}, {GROUP_OC, 16}, {GROUP_IC, 0}, {GROUP_IC, 8}, {GROUP_IC, 12}};
-    for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++)
+    int n_fit = 0;
+    for (int f = 0; f < QF_COUNT; f++) {
+        if (!qformat_traits((QFormat)f)->fit) continue;
+        n_fit++;
         for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
             for (int sym = 0; sym <= 1; sym++) {
-                QParams p = {fmts[f], sym, groups[g].d, groups[g].g};
+                QParams p = {(QFormat)f, sym, groups[g].d, groups[g].g};
                 check_rtn(W, n_out, n_in, &p);
             }
+    }
+    CHECK(n_fit == 8);
     /* fp16 / bf16 / f32: conversions */
     Err err;
     err_init(&err);

@@ -436,11 +436,10 @@ fail:
 
 /* === Value cycling === */
 
-static const QFormat fmt_order[] = {QF_F16,  QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2, QF_INT8, QF_INT6, QF_INT5,
-                                    QF_INT4, QF_INT3, QF_INT2,     QF_AQLM,     QF_F32};
-static const QFormat end_order[] = {QF_F16, QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2, QF_INT8, QF_INT4, QF_F32};
-
-static QFormat next_in(const QFormat *order, int n, QFormat f, int dir) {
+/* The orders are the traits' cycle positions (quant/format.c). */
+static QFormat next_in(QFormatList which, QFormat f, int dir) {
+    QFormat order[QF_COUNT];
+    int n = qformat_list(which, order, QF_COUNT);
     int i = 0;
     while (i < n && order[i] != f) i++;
     if (i == n) return order[0];
@@ -448,11 +447,11 @@ static QFormat next_in(const QFormat *order, int n, QFormat f, int dir) {
 }
 
 QFormat pe_next_format(QFormat f, int dir) {
-    return next_in(fmt_order, (int)(sizeof fmt_order / sizeof fmt_order[0]), f, dir);
+    return next_in(QLIST_CYCLE, f, dir);
 }
 
 QFormat pe_next_end_format(QFormat f, int dir) {
-    return next_in(end_order, (int)(sizeof end_order / sizeof end_order[0]), f, dir);
+    return next_in(QLIST_END_CYCLE, f, dir);
 }
 
 GroupDim pe_next_dim(GroupDim d) { return d == GROUP_OC ? GROUP_IC : d == GROUP_IC ? GROUP_TENSOR : GROUP_OC; }
