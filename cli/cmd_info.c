@@ -86,10 +86,13 @@ static void print_json(const Model *m) {
             ", \"dim\": %" PRId64 ", \"hidden_dim\": %" PRId64 ", \"n_layers\": %" PRId64 ", \"n_heads\": %" PRId64
             ", \"n_kv_heads\": %" PRId64 ", \"head_dim\": %" PRId64 ", \"vocab_size\": %" PRId64
             ", \"context_length\": %" PRId64 ", \"rope_theta\": %.7g, \"rope_style\": \"%s\", \"norm_eps\": %.7g"
+            ", \"rope_freq_scale\": %.7g, \"rope_freq_factors\": %s, \"sliding_window\": %" PRId64
             ", \"tied_embeddings\": %s, \"params\": %" PRId64 ", \"file_bytes\": %zu, \"owned_bytes\": %zu"
             ", \"fingerprint\": \"%016" PRIx64 "\", \"tokenizer\": ",
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
             c->max_seq_len, (double)c->rope_theta, c->rope_style == ROPE_NEOX ? "neox" : "norm", (double)c->norm_eps,
+            c->rope_freq_scale > 0.0f ? (double)c->rope_freq_scale : 1.0, m->rope_freqs ? "true" : "false",
+            c->sliding_window,
             c->tied_embeddings ? "true" : "false", model_param_count(m), m->file_bytes, m->owned_bytes,
             m->fingerprint);
     if (m->tok)
@@ -127,6 +130,17 @@ static void print_text(const Model *m) {
            c->rope_style == ROPE_NEOX ? "neox (pairs i, i+head_dim/2; HF rotate_half)"
                                       : "norm (adjacent pairs 2i, 2i+1)",
            (double)c->rope_theta, (double)c->norm_eps);
+    if (c->rope_freq_scale > 0.0f && c->rope_freq_scale != 1.0f)
+        printf("rope scaling linear, factor %g (positions x %g)\n", 1.0 / (double)c->rope_freq_scale,
+               (double)c->rope_freq_scale);
+    if (m->rope_freqs) {
+        printf("rope scaling per-pair frequency factors (Llama 3.1):");
+        for (int64_t i = 0; i < c->head_dim / 2; i++) printf(" %.4g", (double)m->rope_freqs[i]);
+        printf("\n");
+    }
+    if (c->sliding_window > 0)
+        printf("attention    sliding window %" PRId64 " (query i sees keys i-%" PRId64 "..i)\n", c->sliding_window,
+               c->sliding_window - 1);
     printf("output head  %s\n", c->tied_embeddings ? "tied to the token embedding" : "separate tensor");
     int64_t params = model_param_count(m);
     printf("parameters   %" PRId64 " (%.3f M)\n", params, (double)params / 1e6);

@@ -45,7 +45,7 @@ static void import_usage(FILE *f) {
 /* A plan's shape facts from a session's model reference. */
 static PlanModel pm_from_ref(const SessionModelRef *r) {
     PlanModel pm = {.n_layers = r->n_layers, .dim = r->dim, .hidden_dim = r->hidden_dim, .n_heads = r->n_heads,
-                    .n_kv_heads = r->n_kv_heads, .head_dim = r->n_heads ? r->dim / r->n_heads : 0,
+                    .n_kv_heads = r->n_kv_heads, .head_dim = r->head_dim ? r->head_dim : (r->n_heads ? r->dim / r->n_heads : 0),
                     .vocab_size = r->vocab_size, .tied_embeddings = r->tied_embeddings};
     return pm;
 }

@@ -248,17 +248,29 @@ static void fwd_rope_head(float *v, const float *cs, int64_t hd, RopeStyle style
     }
 }
 
-/* RoPE on q and k of each row, then k and v into the cache at pos + t. */
+/* dst[i] += b[i] for i < n; b NULL is a no-op. */
+static void fwd_add_bias(float *dst, const float *b, int64_t n) {
+    if (b)
+        for (int64_t i = 0; i < n; i++) dst[i] += b[i];
+}
+
+/* The q/k/v biases (added after the projections, so a quantized projection
+ * keeps its float bias), RoPE on q and k of each row, then k and v into the
+ * cache at pos + t. */
 static void fwd_rope_rows(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     RowJob *j = arg;
     const Forward *f = j->f;
     RopeStyle style = f->m->cfg.rope_style;
+    const LayerWeights *L = &f->m->layers[j->layer];
     int64_t hd = f->hd;
     float *kc = f->kcache + j->layer * f->max_ctx * f->kv_dim;
     float *vc = f->vcache + j->layer * f->max_ctx * f->kv_dim;
     for (int64_t t = b; t < e; t++) {
         float *row = f->qkv + t * f->qkv_w;
+        fwd_add_bias(row, L->bias[PROJ_Q], f->q_dim);
+        fwd_add_bias(row + f->q_dim, L->bias[PROJ_K], f->kv_dim);
+        fwd_add_bias(row + f->q_dim + f->kv_dim, L->bias[PROJ_V], f->kv_dim);
         const float *cs = f->rope + t * hd;
         for (int64_t h = 0; h < f->n_heads; h++) fwd_rope_head(row + h * hd, cs, hd, style);
         float *k = row + f->q_dim;
@@ -271,19 +283,34 @@ static void fwd_rope_rows(void *arg, int64_t b, int64_t e, int tid) {
 
 /* cos/sin of each row's position times each pair's frequency, the way ggml
  * computes them: theta starts at the position and is multiplied by
- * base^(-2/hd) for every following pair (in float). */
+ * base^(-2/hd) for every following pair (in float); pair i's angle is then
+ * divided by its frequency factor (Llama 3.1's rope_freqs) and multiplied by
+ * the linear scale 1/factor, in that order, as ggml's rope_yarn does. */
 static void fwd_rope_table(Forward *f, int64_t T) {
     int64_t half = f->hd / 2;
+    const float *ff = f->m->rope_freqs;
+    float fs = f->m->cfg.rope_freq_scale > 0.0f ? f->m->cfg.rope_freq_scale : 1.0f;
     float theta_scale = powf(f->m->cfg.rope_theta, -2.0f / (float)f->hd);
     for (int64_t t = 0; t < T; t++) {
         float theta = (float)(f->pos + t);
         float *cs = f->rope + t * f->hd;
         for (int64_t i = 0; i < half; i++) {
-            cs[2 * i] = cosf(theta);
-            cs[2 * i + 1] = sinf(theta);
+            float a = fs * (ff ? theta / ff[i] : theta);
+            cs[2 * i] = cosf(a);
+            cs[2 * i + 1] = sinf(a);
             theta *= theta_scale;
         }
     }
+}
+
+/* Softmax of one score row over the keys query position q_pos sees: [0, q_pos]
+ * causally, only the last W of them with a sliding window W; every other
+ * entry of the S-wide row is zeroed for the PV product. */
+static void fwd_softmax_masked(float *row, int64_t S, int64_t q_pos, int64_t window, float scale) {
+    int64_t n = q_pos + 1, lo = window > 0 && n > window ? n - window : 0;
+    if (lo > 0) memset(row, 0, (size_t)lo * sizeof(float));
+    vec_softmax(row + lo, n - lo, scale);
+    if (n < S) memset(row + n, 0, (size_t)(S - n) * sizeof(float));
 }
 
 typedef struct {
@@ -292,7 +319,7 @@ typedef struct {
 } SoftmaxJob;
 
 /* Row r of the head batch: its (r / tb)-th head, query row t0 + r % tb, which
- * sees keys [0, pos + t]; the masked tail is zeroed for the PV product. */
+ * sees keys [0, pos + t] (or the window's last W of them). */
 static void fwd_softmax_rows(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     SoftmaxJob *j = arg;
@@ -300,10 +327,7 @@ static void fwd_softmax_rows(void *arg, int64_t b, int64_t e, int tid) {
     float scale = 1.0f / sqrtf((float)f->hd);
     for (int64_t r = b; r < e; r++) {
         int64_t t = j->t0 + r % j->tb;
-        int64_t n = f->pos + t + 1;
-        float *row = f->scores + r * j->S;
-        vec_softmax(row, n, scale);
-        if (n < j->S) memset(row + n, 0, (size_t)(j->S - n) * sizeof(float));
+        fwd_softmax_masked(f->scores + r * j->S, j->S, f->pos + t, f->m->cfg.sliding_window, scale);
     }
 }
 
@@ -380,12 +404,8 @@ static void fwd_attention_heads(void *arg, int64_t b, int64_t e, int tid) {
             int64_t S = f->pos + t0 + tb;
             gemm_f32_nt(f->gw, tid, tb, S, hd, f->qkv + t0 * f->qkv_w + h * hd, f->qkv_w, kc + kvh * hd,
                         f->kv_dim, 0.0f, sc, S);
-            for (int64_t r = 0; r < tb; r++) {
-                int64_t n = f->pos + t0 + r + 1;
-                float *row = sc + r * S;
-                vec_softmax(row, n, scale);
-                if (n < S) memset(row + n, 0, (size_t)(S - n) * sizeof(float));
-            }
+            for (int64_t r = 0; r < tb; r++)
+                fwd_softmax_masked(sc + r * S, S, f->pos + t0 + r, f->m->cfg.sliding_window, scale);
             gemm_f32_nn(f->gw, tid, tb, hd, S, sc, S, vc + kvh * hd, f->kv_dim, 0.0f,
                         f->att + t0 * f->q_dim + h * hd, f->q_dim);
         }

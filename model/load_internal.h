@@ -25,6 +25,7 @@ typedef enum {
     ROLE_GATE, ROLE_UP, ROLE_DOWN,
     ROLE_OUT_NORM,           /* (dim) */
     ROLE_OUTPUT,             /* (vocab, dim); optional: absent means tied */
+    ROLE_Q_BIAS, ROLE_K_BIAS, ROLE_V_BIAS, /* (n_out of q/k/v), per layer; optional */
     ROLE_COUNT
 } TensorRole;
 
@@ -48,6 +49,29 @@ typedef struct SrcTensor {
  * names the file and the problem. */
 typedef Status (*TensorFindFn)(void *ctx, TensorRole role, int64_t layer, SrcTensor *out, Err *err);
 
+/* Narrows t, a fused tensor whose rows are several projections stacked, to
+ * the part `role` names: [q; k; v] for ROLE_Q/K/V, [gate; up] for
+ * ROLE_GATE/UP (heights from c). data, nbytes and ne[1] then describe that
+ * part, still borrowed from the same mapping (row-major storage makes any row
+ * range contiguous, whatever the type). A tensor of another height or not
+ * 2-D fails, naming the file and tensor. "[q]", "[gate]", ... is appended to
+ * name_buf (t->name must point to it, cap bytes) so the tensor table and
+ * errors tell the parts apart. t absent (data NULL) is left alone. */
+Status model_src_split(const ModelConfig *c, TensorRole role, SrcTensor *t, char *name_buf, size_t cap, Err *err);
+
+/* Copies t (a vector of head_dim/2 F32 values, llama.cpp's rope_freqs) into
+ * an owned table set as m->rope_freqs. Fails naming file and tensor when it
+ * has another length or type or holds a factor that is not positive. */
+Status model_set_rope_freqs(Model *m, const SrcTensor *t, Err *err);
+
+/* Sets m->rope_freqs from Hugging Face's "llama3" rope_scaling parameters the
+ * way transformers' _compute_llama3_parameters does (pairs with wavelength
+ * below original_max/high_freq_factor keep their frequency, those above
+ * original_max/low_freq_factor are divided by factor, those between are
+ * smoothed), stored as divisors of the angle like rope_freqs. */
+Status model_set_llama3_rope(Model *m, double factor, double low_freq_factor, double high_freq_factor,
+                             double original_max, const char *file, Err *err);
+
 /* Release function for a resource kept alive with the model. */
 typedef void (*ReleaseFn)(void *p);
 
@@ -57,7 +81,7 @@ typedef void (*ReleaseFn)(void *p);
 Status model_keep(Model *m, ReleaseFn release, void *p, Err *err);
 
 /* Checks m->cfg for plausible, mutually consistent values (positive sizes,
- * dim = n_heads * head_dim, n_heads a multiple of n_kv_heads, even head_dim,
+ * n_heads a multiple of n_kv_heads, even head_dim,
  * sizes small enough that no count overflows). file names the source in the
  * error. */
 Status model_check_config(const Model *m, const char *file, Err *err);
@@ -67,7 +91,9 @@ Status model_check_config(const Model *m, const char *file, Err *err);
  * finder reports ROLE_OUTPUT absent and force_tied is 0, or always when
  * force_tied is 1), checks shapes against the config (errors name the tensor,
  * the expected and the actual shape), borrows 4-byte-aligned F32 data and
- * converts the rest to owned float32 (adding to m->owned_bytes). */
+ * converts the rest to owned float32 (adding to m->owned_bytes). The bias
+ * roles are optional: absent leaves LayerWeights.bias NULL; present, they
+ * are converted to owned float32 whatever their type. */
 Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err);
 
 /* Mixes one weight file into a fingerprint: its size, its first header_len

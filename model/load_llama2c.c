@@ -138,6 +138,7 @@ static const char *const l2c_names[ROLE_COUNT] = {
 static Status l2c_find(void *ctx, TensorRole role, int64_t layer, SrcTensor *out, Err *err) {
     (void)err;
     L2cLayout *lay = ctx;
+    if (!l2c_names[role]) return ST_OK; /* no biases in llama2.c checkpoints */
     if (layer >= 0)
         snprintf(lay->name, sizeof lay->name, "layers.%lld.%s", (long long)layer, l2c_names[role]);
     else

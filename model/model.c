@@ -144,9 +144,9 @@ Status model_check_config(const Model *m, const char *file, Err *err) {
         if (lim[i].v <= 0 || lim[i].v > lim[i].max)
             return err_set(err, ST_ERR_RANGE, "%s: %s = %lld is outside [1, %lld]", file, lim[i].name,
                            (long long)lim[i].v, (long long)lim[i].max);
-    if (c->n_heads * c->head_dim != c->dim)
-        return err_set(err, ST_ERR_UNSUPPORTED, "%s: n_heads (%lld) * head_dim (%lld) != dim (%lld)", file,
-                       (long long)c->n_heads, (long long)c->head_dim, (long long)c->dim);
+    if (c->n_heads * c->head_dim > MAX_DIM)
+        return err_set(err, ST_ERR_RANGE, "%s: n_heads (%lld) * head_dim (%lld) is larger than %lld", file,
+                       (long long)c->n_heads, (long long)c->head_dim, (long long)MAX_DIM);
     if (c->n_heads % c->n_kv_heads != 0)
         return err_set(err, ST_ERR_FORMAT, "%s: n_heads (%lld) is not a multiple of n_kv_heads (%lld)", file,
                        (long long)c->n_heads, (long long)c->n_kv_heads);
@@ -157,6 +157,11 @@ Status model_check_config(const Model *m, const char *file, Err *err) {
         return err_set(err, ST_ERR_RANGE, "%s: rope theta %g is not a positive number", file, c->rope_theta);
     if (!(c->norm_eps > 0) || !(c->norm_eps < 1))
         return err_set(err, ST_ERR_RANGE, "%s: RMSNorm epsilon %g is outside (0, 1)", file, c->norm_eps);
+    if (!(c->rope_freq_scale >= 0) || !isfinite(c->rope_freq_scale))
+        return err_set(err, ST_ERR_RANGE, "%s: RoPE frequency scale %g is not a positive number", file,
+                       c->rope_freq_scale);
+    if (c->sliding_window < 0)
+        return err_set(err, ST_ERR_RANGE, "%s: sliding window %lld is negative", file, (long long)c->sliding_window);
     return ST_OK;
 }
 
@@ -167,6 +172,7 @@ static const char *const role_kind[ROLE_COUNT] = {
     [ROLE_K] = "attention",    [ROLE_V] = "attention",    [ROLE_O] = "attention",
     [ROLE_FFN_NORM] = "norm",  [ROLE_GATE] = "ffn",       [ROLE_UP] = "ffn",
     [ROLE_DOWN] = "ffn",       [ROLE_OUT_NORM] = "norm",  [ROLE_OUTPUT] = "output",
+    [ROLE_Q_BIAS] = "attention", [ROLE_K_BIAS] = "attention", [ROLE_V_BIAS] = "attention",
 };
 
 /* Formats a shape as "[a, b]" in the file's own order. */
@@ -324,6 +330,55 @@ static const int role_proj[ROLE_COUNT] = {
     [ROLE_DOWN] = PROJ_DOWN + 1,
 };
 
+/* Binds an optional bias of projection p: absent leaves *dst NULL; present,
+ * it must be a vector of the projection's n_out and is converted to owned
+ * float32 (biases are small, and the forward pass adds them in float). */
+static Status bind_bias(Model *m, TensorFindFn find, void *ctx, TensorRole role, int64_t layer, int64_t n,
+                        const float **dst, Err *err) {
+    SrcTensor t;
+    memset(&t, 0, sizeof t);
+    *dst = NULL;
+    Status s = find(ctx, role, layer, &t, err);
+    if (s != ST_OK || !t.data) return s;
+    int64_t numel = t.n_dims >= 1 && t.n_dims <= 4 ? t.ne[0] : -1;
+    for (int d = 1; d < t.n_dims && d < 4; d++) numel = t.ne[d] == 1 ? numel : -1;
+    size_t esz = t.type == GGML_F32 ? 4 : (t.type == GGML_F16 || t.type == GGML_BF16) ? 2 : 0;
+    if (!esz)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: bias '%s' has type %u (F32, F16 or BF16 expected)", t.file,
+                       t.name, (unsigned)t.type);
+    if (numel != n || t.nbytes != (size_t)n * esz) {
+        char got[96];
+        shape_str(got, sizeof got, t.ne, t.n_dims < 0 ? 0 : (t.n_dims > 4 ? 4 : t.n_dims), t.outer_first);
+        return err_set(err, ST_ERR_MISMATCH, "%s: bias '%s' has shape %s, expected [%lld] from the config", t.file,
+                       t.name, got, (long long)n);
+    }
+    float *buf = core_alloc_aligned((size_t)n, sizeof(float));
+    if (!buf) return err_set(err, ST_ERR_NOMEM, "%s: no memory for bias '%s'", t.file, t.name);
+    s = model_keep(m, release_aligned, buf, err);
+    if (s != ST_OK) return s;
+    const unsigned char *src = t.data;
+    for (int64_t i = 0; i < n; i++) { /* bytewise: the data need not be aligned */
+        if (esz == 4) {
+            memcpy(&buf[i], src + 4 * i, 4);
+        } else {
+            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+            buf[i] = t.type == GGML_BF16 ? bf16_to_f32(h) : fp16_to_f32(h);
+        }
+    }
+    m->owned_bytes += (size_t)n * sizeof(float);
+    TensorEntry *e = &m->tensors[m->n_tensors++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", t.name);
+    e->src_type = t.type;
+    e->ne[0] = n;
+    e->ne[1] = 1;
+    e->file_bytes = t.nbytes;
+    e->kind = role_kind[role];
+    e->layer = (int)layer;
+    *dst = buf;
+    return ST_OK;
+}
+
 /* Finds and binds one tensor; a missing required tensor is an error. */
 static Status bind_role(Model *m, Pool **pool, TensorFindFn find, void *ctx, TensorRole role, int64_t layer,
                         const float **dst, uint32_t *type, Err *err) {
@@ -340,7 +395,7 @@ static Status bind_role(Model *m, Pool **pool, TensorFindFn find, void *ctx, Ten
 
 static Status bind_all(Model *m, Pool **pool, TensorFindFn find, void *ctx, int force_tied, Err *err) {
     const ModelConfig *c = &m->cfg;
-    int64_t cap = c->n_layers * (int64_t)(sizeof layer_roles / sizeof layer_roles[0]) + 3;
+    int64_t cap = c->n_layers * (int64_t)(sizeof layer_roles / sizeof layer_roles[0] + 3) + 3;
     m->layers = core_calloc((size_t)c->n_layers, sizeof *m->layers);
     m->tensors = core_calloc((size_t)cap, sizeof *m->tensors);
     if (!m->layers || !m->tensors) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", m->path);
@@ -361,6 +416,13 @@ static Status bind_all(Model *m, Pool **pool, TensorFindFn find, void *ctx, int 
                 role_shape(c, role, &w->n_out, &w->n_in);
                 s = bind_role(m, pool, find, ctx, role, l, &w->w, &w->src_type, err);
             }
+            if (s != ST_OK) return s;
+        }
+        static const TensorRole bias_roles[3] = {ROLE_Q_BIAS, ROLE_K_BIAS, ROLE_V_BIAS};
+        static const Proj bias_proj[3] = {PROJ_Q, PROJ_K, PROJ_V};
+        for (int b = 0; b < 3; b++) {
+            Proj p = bias_proj[b];
+            s = bind_bias(m, find, ctx, bias_roles[b], l, lw->proj[p].n_out, &lw->bias[p], err);
             if (s != ST_OK) return s;
         }
     }
@@ -408,6 +470,101 @@ uint64_t model_hash_file(uint64_t h, const unsigned char *data, size_t size, siz
         h = hash_bytes(h, data + off, len);
     }
     return h;
+}
+
+/* === architecture helpers (fused tensors, RoPE frequency factors) ======= */
+
+static Status src_rows(SrcTensor *t, char *name_buf, size_t cap, int64_t total, int64_t r0, int64_t n,
+                       const char *part, Err *err) {
+    if (!t->data) return ST_OK;
+    if (t->n_dims != 2 || t->ne[1] != total || total <= 0 || t->nbytes % (size_t)total != 0) {
+        char got[96];
+        shape_str(got, sizeof got, t->ne, t->n_dims < 0 ? 0 : (t->n_dims > 4 ? 4 : t->n_dims), t->outer_first);
+        return err_set(err, ST_ERR_MISMATCH,
+                       "%s: fused tensor '%s' has shape %s; the config implies %lld rows (stacked projections)",
+                       t->file, t->name, got, (long long)total);
+    }
+    size_t row_bytes = t->nbytes / (size_t)total;
+    t->data = (const unsigned char *)t->data + (size_t)r0 * row_bytes;
+    t->nbytes = (size_t)n * row_bytes;
+    t->ne[1] = n;
+    size_t len = strlen(name_buf);
+    if (len < cap) snprintf(name_buf + len, cap - len, "[%s]", part);
+    t->name = name_buf;
+    return ST_OK;
+}
+
+Status model_src_split(const ModelConfig *c, TensorRole role, SrcTensor *t, char *name_buf, size_t cap, Err *err) {
+    int64_t q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, h = c->hidden_dim;
+    switch (role) {
+    case ROLE_Q: return src_rows(t, name_buf, cap, q + 2 * kv, 0, q, "q", err);
+    case ROLE_K: return src_rows(t, name_buf, cap, q + 2 * kv, q, kv, "k", err);
+    case ROLE_V: return src_rows(t, name_buf, cap, q + 2 * kv, q + kv, kv, "v", err);
+    case ROLE_GATE: return src_rows(t, name_buf, cap, 2 * h, 0, h, "gate", err);
+    case ROLE_UP: return src_rows(t, name_buf, cap, 2 * h, h, h, "up", err);
+    default: return err_set(err, ST_ERR_STATE, "%s: tensor '%s' is not part of a fused tensor", t->file, t->name);
+    }
+}
+
+static Status set_rope_table(Model *m, const float *ff, const char *file, const char *what, Err *err) {
+    int64_t half = m->cfg.head_dim / 2;
+    for (int64_t i = 0; i < half; i++)
+        if (!(ff[i] > 0) || !isfinite(ff[i]))
+            return err_set(err, ST_ERR_FORMAT, "%s: %s: frequency factor %lld is %g, not a positive number", file,
+                           what, (long long)i, ff[i]);
+    float *own = core_calloc((size_t)half, sizeof(float));
+    if (!own) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", file);
+    memcpy(own, ff, (size_t)half * sizeof(float));
+    Status s = model_keep(m, free, own, err);
+    if (s != ST_OK) return s;
+    m->rope_freqs = own;
+    return ST_OK;
+}
+
+Status model_set_rope_freqs(Model *m, const SrcTensor *t, Err *err) {
+    int64_t half = m->cfg.head_dim / 2;
+    int64_t n = t->ne[0];
+    for (int d = 1; d < t->n_dims && d < 4; d++) n *= t->ne[d];
+    if (t->type != GGML_F32 || n != half || t->nbytes != (size_t)half * sizeof(float))
+        return err_set(err, ST_ERR_MISMATCH,
+                       "%s: tensor '%s' must hold head_dim/2 = %lld F32 frequency factors (it has %lld of type %u)",
+                       t->file, t->name, (long long)half, (long long)n, (unsigned)t->type);
+    float *tmp = core_calloc((size_t)half, sizeof(float));
+    if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", t->file);
+    memcpy(tmp, t->data, (size_t)half * sizeof(float)); /* the mapping need not be 4-byte aligned */
+    Status s = set_rope_table(m, tmp, t->file, t->name, err);
+    free(tmp);
+    return s;
+}
+
+Status model_set_llama3_rope(Model *m, double factor, double low_freq_factor, double high_freq_factor,
+                             double original_max, const char *file, Err *err) {
+    if (!(factor > 0) || !(low_freq_factor > 0) || !(high_freq_factor > low_freq_factor) || !(original_max >= 1))
+        return err_set(err, ST_ERR_FORMAT,
+                       "%s: rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                       "original_max_position_embeddings >= 1 (got %g, %g, %g, %g)",
+                       file, factor, low_freq_factor, high_freq_factor, original_max);
+    int64_t hd = m->cfg.head_dim, half = hd / 2;
+    float *ff = core_calloc((size_t)half, sizeof(float));
+    if (!ff) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", file);
+    double low_wavelen = original_max / low_freq_factor, high_wavelen = original_max / high_freq_factor;
+    for (int64_t i = 0; i < half; i++) {
+        double inv_freq = 1.0 / pow((double)m->cfg.rope_theta, (double)(2 * i) / (double)hd);
+        double wavelen = 2.0 * M_PI / inv_freq;
+        double scale; /* new inv_freq / old inv_freq */
+        if (wavelen < high_wavelen) {
+            scale = 1.0;
+        } else if (wavelen > low_wavelen) {
+            scale = 1.0 / factor;
+        } else {
+            double smooth = (original_max / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            scale = (1.0 - smooth) / factor + smooth;
+        }
+        ff[i] = (float)(1.0 / scale);
+    }
+    Status s = set_rope_table(m, ff, file, "rope_scaling", err);
+    free(ff);
+    return s;
 }
 
 /* === names ============================================================== */
@@ -459,5 +616,8 @@ int64_t model_param_count(const Model *m) {
     int64_t per_layer = 2 * c->dim + 2 * q * c->dim + 2 * kv * c->dim + 3 * c->hidden_dim * c->dim;
     int64_t n = c->vocab_size * c->dim + c->n_layers * per_layer + c->dim;
     if (!c->tied_embeddings) n += c->vocab_size * c->dim;
+    for (int64_t l = 0; m->layers && l < c->n_layers; l++)
+        for (int p = 0; p < PROJ_COUNT; p++)
+            if (m->layers[l].bias[p]) n += m->layers[l].proj[p].n_out;
     return n;
 }

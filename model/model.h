@@ -26,18 +26,21 @@ typedef enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, PR
 typedef enum { TAP_QKV, TAP_O, TAP_GATE_UP, TAP_DOWN, TAP_RESID, TAP_COUNT } TapPoint;
 
 typedef struct ModelConfig {
-    char arch[32];           /* "llama" */
+    char arch[32];           /* "llama", "qwen2" or "phi3" */
     int64_t dim;             /* model width */
     int64_t hidden_dim;      /* FFN width */
     int64_t n_layers;
     int64_t n_heads;
     int64_t n_kv_heads;
-    int64_t head_dim;        /* dim / n_heads */
+    int64_t head_dim;        /* width of one q/k/v head; n_heads * head_dim need not be dim */
     int64_t vocab_size;
     int64_t max_seq_len;     /* context the model was trained with */
     float rope_theta;
     float norm_eps;
     RopeStyle rope_style;
+    float rope_freq_scale;   /* linear RoPE scaling: angles are multiplied by it (1/factor);
+                                0 reads as 1 (none), so a zeroed config means no scaling */
+    int64_t sliding_window;  /* 0: full causal attention; W: query i sees keys i-W+1 .. i */
     int tied_embeddings;     /* output head shares tok_embd */
 } ModelConfig;
 
@@ -53,6 +56,8 @@ typedef struct LayerWeights {
     const float *ffn_norm;   /* (dim) */
     Weight proj[PROJ_COUNT]; /* q (n_heads*hd, dim), k/v (n_kv_heads*hd, dim),
                                 o (dim, n_heads*hd), gate/up (hidden, dim), down (dim, hidden) */
+    const float *bias[PROJ_COUNT]; /* (proj[p].n_out) float32, added after the projection
+                                (quantized or not); NULL: none. Only q/k/v are ever set. */
 } LayerWeights;
 
 /* One row of `qscope info`'s tensor table. */
@@ -76,6 +81,8 @@ struct Model {
     const float *out_norm;   /* (dim) */
     Weight output;           /* (vocab_size, dim); .w == tok_embd when tied */
     LayerWeights *layers;    /* (n_layers) */
+    const float *rope_freqs; /* (head_dim/2) divisor of each RoPE pair's angle (Llama 3.1
+                                frequency factors, as llama.cpp's rope_freqs); NULL: none */
     TensorEntry *tensors;    /* (n_tensors) for reporting, in canonical order: embedding,
                                 per block attn_norm q k v o ffn_norm gate up down,
                                 final norm, separate head (if any) */

@@ -143,7 +143,7 @@ static Status check_model(Session *s, const cJSON *mo, const char *where, Err *e
     struct { const char *k; int64_t *v; } ints[] = {
         {"file_bytes", &r->file_bytes}, {"n_layers", &r->n_layers}, {"dim", &r->dim},
         {"hidden_dim", &r->hidden_dim}, {"n_heads", &r->n_heads}, {"n_kv_heads", &r->n_kv_heads},
-        {"vocab_size", &r->vocab_size},
+        {"vocab_size", &r->vocab_size}, {"head_dim", &r->head_dim},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if ((st = get_int(mo, ints[i].k, 0, BIG, 0, ints[i].v, where, "model", err))) return st;
@@ -344,7 +344,7 @@ static cJSON *model_ref_json(const Model *m, const char *tokenizer) {
              jset_str(mo, "arch", c->arch) && jset_num(mo, "n_layers", (double)c->n_layers) &&
              jset_num(mo, "dim", (double)c->dim) && jset_num(mo, "hidden_dim", (double)c->hidden_dim) &&
              jset_num(mo, "n_heads", (double)c->n_heads) && jset_num(mo, "n_kv_heads", (double)c->n_kv_heads) &&
-             jset_num(mo, "vocab_size", (double)c->vocab_size) &&
+             jset_num(mo, "vocab_size", (double)c->vocab_size) && jset_num(mo, "head_dim", (double)c->head_dim) &&
              jset(mo, "tied_embeddings", cJSON_CreateBool(c->tied_embeddings != 0));
     if (!ok) {
         cJSON_Delete(mo);
@@ -596,7 +596,8 @@ SessionModelCheck session_check_model(const Session *s, const Model *m, char *ms
         cap = sizeof tmp;
     }
     if (r->n_layers != c->n_layers || r->dim != c->dim || r->hidden_dim != c->hidden_dim ||
-        r->n_heads != c->n_heads || r->n_kv_heads != c->n_kv_heads || r->vocab_size != c->vocab_size) {
+        r->n_heads != c->n_heads || r->n_kv_heads != c->n_kv_heads || r->vocab_size != c->vocab_size ||
+        (r->head_dim && r->head_dim != c->head_dim)) {
         snprintf(msg, cap,
                  "model %s has a different shape than the session's %s (layers %" PRId64 " vs %" PRId64
                  ", dim %" PRId64 " vs %" PRId64 ", hidden %" PRId64 " vs %" PRId64 ", vocab %" PRId64 " vs %" PRId64

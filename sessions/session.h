@@ -83,6 +83,7 @@ typedef struct SessionModelRef {
     int64_t file_bytes;      /* Model.file_bytes */
     char arch[32];
     int64_t n_layers, dim, hidden_dim, n_heads, n_kv_heads, vocab_size;
+    int64_t head_dim;        /* 0 in sessions saved before it was recorded: read as dim / n_heads */
     int tied_embeddings;     /* output head shares the embedding */
 } SessionModelRef;
 

@@ -634,10 +634,18 @@ static void test_hf_generated(void) {
     expect_fail(tpath("cfg"), NULL, "cfg/config.json", "missing key 'architectures'");
     write_file(tpath("cfg/config.json"), "{\"architectures\": [", strlen("{\"architectures\": ["));
     expect_fail(tpath("cfg"), NULL, "cfg/config.json", "not valid JSON");
-    write_config("cfg", "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}");
-    expect_fail(tpath("cfg"), NULL, "cfg/config.json", "rope_scaling is set");
+    write_config("cfg", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 2.0}");
+    expect_fail(tpath("cfg"), NULL, "cfg/config.json", "rope_scaling type 'yarn' is not supported");
+    write_config("cfg", "rope_scaling", "{\"rope_type\": \"dynamic\", \"factor\": 2.0}");
+    expect_fail(tpath("cfg"), NULL, "cfg/config.json", "rope_scaling type 'dynamic' is not supported");
+    write_config("cfg", "rope_scaling", "{\"rope_type\": \"wobble\", \"factor\": 2.0}");
+    expect_fail(tpath("cfg"), NULL, "cfg/config.json", "rope_scaling type 'wobble' is unknown");
+    write_config("cfg", "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0}");
+    expect_fail(tpath("cfg"), NULL, "cfg/config.json", "rope_scaling lacks 'low_freq_factor'");
+    /* head_dim is independent of hidden_size / heads: q must then be (heads * head_dim, dim). */
     write_config("cfg", "head_dim", "8");
-    expect_fail(tpath("cfg"), NULL, "cfg/config.json", "head_dim 8 != hidden_size 8 / num_attention_heads 2");
+    expect_fail(tpath("cfg"), NULL, "model.safetensors",
+                "tensor 'model.layers.0.self_attn.q_proj.weight' has shape [8, 8], expected [16, 8]");
     write_config("cfg", "num_key_value_heads", "3");
     expect_fail(tpath("cfg"), NULL, "cfg/config.json", "not a multiple of n_kv_heads (3)");
     write_config("cfg", "vocab_size", "-4");
@@ -712,7 +720,8 @@ static void test_gguf_generated(void) {
                 "tensor 'blk.0.attn_k.weight' has shape [8, 8], expected [8, 4]");
     /* 8 is no multiple of 3 heads: named as such, not as rope.dimension_count 4 != head_dim 2. */
     write_tiny_gguf("heads.gguf", "llama", 0, 0, 1, 0);
-    expect_fail(tpath("heads.gguf"), NULL, "heads.gguf", "n_heads (3) * head_dim (2) != dim (8)");
+    expect_fail(tpath("heads.gguf"), NULL, "heads.gguf",
+                "dim 8 is not a multiple of n_heads 3 and llama.attention.key_length is absent");
     /* A block past block_count is refused, not silently left out of the forward pass. */
     write_tiny_gguf("blk.gguf", "llama", 0, 0, 0, 1);
     expect_fail(tpath("blk.gguf"), NULL, "blk.gguf",
