@@ -62,7 +62,8 @@ int qmodel_plan_needs_stats(const Plan *p, const PlanModel *m, const char **what
 /* === One site === */
 
 typedef struct SiteIn {
-    const float *W;          /* (n_out, n_in) weights to quantize (smoothed copy or the model's) */
+    const float *W;          /* (n_out, n_in) float32 weights to quantize (a smoothed copy), or NULL: */
+    const Weight *src;       /* the model's weight, decoded to float32 only when the site quantizes */
     int64_t n_out, n_in;
     const double *H;         /* (n_in, n_in) or NULL */
     float act_absmax;        /* calibrated max|x| of the (smoothed) input */
@@ -168,7 +169,8 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
     if (keep) memset(keep, 0, sizeof *keep);
     if (keep_fp32 && e->w.fmt == QF_F32 && e->act == ACT_NONE) return ST_OK;
     int64_t n = in->n_out * in->n_in;
-    float *Wq = NULL;
+    float *Wq = NULL, *W_own = NULL;
+    const float *W = in->W;
     QTensor q;
     memset(&q, 0, sizeof q);
     AdaDimResult ad;
@@ -177,6 +179,7 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
     memset(&at, 0, sizeof at);
     int is_aqlm = 0;
 
+    if (!W && (st = weight_to_f32(in->src, pool, &W, &W_own, err))) goto fail;
     Wq = malloc((size_t)n * sizeof *Wq);
     if (!Wq) {
         st = err_set(err, ST_ERR_NOMEM, "%s: %lld weights", in->name, (long long)n);
@@ -190,7 +193,7 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         }
         AqlmOpts ao;
         aqlm_opts_default(&ao);
-        st = aqlm_quantize(in->W, in->n_out, in->n_in, in->H, &e->aqlm, &ao, pool, NULL, &at, NULL, &e2);
+        st = aqlm_quantize(W, in->n_out, in->n_in, in->H, &e->aqlm, &ao, pool, NULL, &at, NULL, &e2);
         if (st) goto fail_e2;
         aqlm_dequant(&at, Wq);
         st = qlinear_aqlm_new(&at, out, &e2);
@@ -198,16 +201,16 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
     } else {
         QParams p = e->w;
         if (!entry_has_scales(e) || e->method == QM_RTN) {
-            st = rtn_quantize(in->W, in->n_out, in->n_in, &p, &q, &e2);
+            st = rtn_quantize(W, in->n_out, in->n_in, &p, &q, &e2);
         } else if (e->method == QM_GPTQ) {
             const GptqFactor *f = NULL;
             st = factor_get(fc, in->H, in->n_in, &e->gptq, pool, &f, &e2);
-            if (!st) st = gptq_quantize_factored(in->W, in->n_out, in->n_in, f, &p, &e->gptq, pool, NULL, &q, NULL, &e2);
+            if (!st) st = gptq_quantize_factored(W, in->n_out, in->n_in, f, &p, &e->gptq, pool, NULL, &q, NULL, &e2);
         } else if (e->method == QM_ADADIM) {
             const GptqFactor *f = NULL;
             if (e->adadim_base == QM_GPTQ) st = factor_get(fc, in->H, in->n_in, &e->gptq, pool, &f, &e2);
             if (!st)
-                st = adadim_choose_factored(in->W, in->n_out, in->n_in, in->H, f, &p,
+                st = adadim_choose_factored(W, in->n_out, in->n_in, in->H, f, &p,
                                             e->adadim_base == QM_GPTQ ? &e->gptq : NULL, pool, NULL, &ad, &e2);
             if (!st) {
                 q = ad.q;
@@ -229,9 +232,9 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
     }
     double num = 0, den = 0;
     for (int64_t i = 0; i < n; i++) {
-        double d = (double)in->W[i] - (double)Wq[i];
+        double d = (double)W[i] - (double)Wq[i];
         num += d * d;
-        den += (double)in->W[i] * (double)in->W[i];
+        den += (double)W[i] * (double)W[i];
     }
     *rel = den > 0 ? sqrt(num / den) : 0;
     if (keep) {
@@ -245,6 +248,7 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         keep->rel_err = *rel;
     }
     free(Wq);
+    weight_f32_free(W_own);
     qtensor_done(&q);
     aqlm_tensor_done(&at);
     return ST_OK;
@@ -252,6 +256,7 @@ fail_e2:
     st = err_set(err, e2.code ? e2.code : st, "%s: %s", in->name, e2.detail);
 fail:
     free(Wq);
+    weight_f32_free(W_own);
     qtensor_done(&q);
     qtensor_done(&ad.q);
     aqlm_tensor_done(&at);
@@ -279,26 +284,31 @@ static Status smooth_group(const Model *m, const struct CalibStats *cs, int64_t 
     if (!amax || width != dim) return err_set(err, ST_ERR_MISMATCH, "layer %lld %s: no activation maxima of width %lld",
                                               (long long)l, tap_name(tap), (long long)dim);
     const float *W[4];
+    float *W_own[4] = {NULL, NULL, NULL, NULL};
     int64_t n_out[4];
     for (int k = 0; k < np; k++) {
         const Weight *w = &m->layers[l].proj[projs[k]];
-        W[k] = w->w;
         n_out[k] = w->n_out;
         ws[k] = malloc((size_t)(w->n_out * dim) * sizeof(float));
-        if (!ws[k]) return err_set(err, ST_ERR_NOMEM, "smoothquant weights");
+        if (!ws[k]) {
+            st = err_set(err, ST_ERR_NOMEM, "smoothquant weights");
+            goto fail;
+        }
+        if ((st = weight_to_f32(w, NULL, &W[k], &W_own[k], err))) goto fail;
     }
     s = malloc((size_t)dim * sizeof *s);
     *gain_out = malloc((size_t)dim * sizeof **gain_out);
     if (!s || !*gain_out) {
-        free(s);
-        return err_set(err, ST_ERR_NOMEM, "smoothquant scales");
+        st = err_set(err, ST_ERR_NOMEM, "smoothquant scales");
+        goto fail;
     }
     st = smooth_scales(amax, W, n_out, np, dim, alpha, s, err);
     if (!st) st = smooth_apply(gain, W, n_out, np, dim, s, *gain_out, ws, err);
-    if (st) {
-        free(s);
-        return st;
+    for (int k = 0; k < np; k++) {
+        weight_f32_free(W_own[k]);
+        W_own[k] = NULL;
     }
+    if (st) goto fail;
     float mx = 0;
     srange[0] = INFINITY;
     srange[1] = 0;
@@ -323,6 +333,10 @@ static Status smooth_group(const Model *m, const struct CalibStats *cs, int64_t 
     }
     free(s);
     return ST_OK;
+fail: /* ws[k] and *gain_out stay with the caller, which frees them */
+    for (int k = 0; k < np; k++) weight_f32_free(W_own[k]);
+    free(s);
+    return st;
 }
 
 /* === Build === */
@@ -393,8 +407,13 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
             if (ps->kind != QSITE_QTENSOR || ps->q.p.fmt != ee.w.fmt || ps->q.n_out != c->vocab_size || ps->q.n_in != c->dim)
                 return err_set(err, ST_ERR_MISMATCH, "embed: the stored embedding does not match the plan entry or the shape");
             src = &ps->q;
-        } else if ((st = rtn_quantize(m->tok_embd, c->vocab_size, c->dim, &ee.w, &q, &e2))) {
-            return err_set(err, st, "embed: %s", e2.detail);
+        } else {
+            const float *E = NULL;
+            float *E_own = NULL;
+            if ((st = weight_to_f32(&m->tok_embd, pool, &E, &E_own, err))) return st;
+            st = rtn_quantize(E, c->vocab_size, c->dim, &ee.w, &q, &e2);
+            weight_f32_free(E_own);
+            if (st) return err_set(err, st, "embed: %s", e2.detail);
         }
         qtensor_dequant(src, qm->embd);
         if (keep) {
@@ -403,7 +422,7 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
         } else {
             qtensor_done(&q);
         }
-        qm->model.tok_embd = qm->embd;
+        qm->model.tok_embd = weight_from_f32(qm->embd, c->vocab_size, c->dim);
     }
     if (oe.method != QM_RTN && entry_has_scales(&oe)) {
         if ((st = note_add(qm, err, "output: %s -> rtn (calibration collects no H for the head's input)",
@@ -412,7 +431,7 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
         if (oe.w.fmt == QF_AQLM) return err_set(err, ST_ERR_UNSUPPORTED, "output entry: aqlm head is not supported");
         oe.method = QM_RTN;
     }
-    SiteIn in = {.W = m->output.w, .n_out = m->output.n_out, .n_in = m->output.n_in, .H = NULL, .name = "output"};
+    SiteIn in = {.W = NULL, .src = &m->output, .n_out = m->output.n_out, .n_in = m->output.n_in, .H = NULL, .name = "output"};
     if (oe.act != ACT_NONE && oe.act_scale == ACT_STATIC) {
         if ((st = note_add(qm, err, "output: static activation scale -> dynamic (no calibration of the head's input)")))
             return st;
@@ -575,7 +594,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             TapPoint tap = proj_tap((Proj)pj);
             char name[32];
             snprintf(name, sizeof name, "%lld.%s", (long long)l, proj_name((Proj)pj));
-            SiteIn in = {.W = ws[pj] ? ws[pj] : w->w, .n_out = w->n_out, .n_in = w->n_in,
+            SiteIn in = {.W = ws[pj], .src = w, .n_out = w->n_out, .n_in = w->n_in,
                          .H = hsite[pj] ? hsite[pj] : qstats_h(hs, l, tap, NULL),
                          .act_absmax = ws[pj] ? absmax_s[pj] : qstats_absmax(cs, l, tap), .name = name};
             if (progress_cancelled(prog)) {

@@ -103,6 +103,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
     float *Wq = core_alloc_aligned(max_w, sizeof(float));
     float *G = core_alloc_aligned(max_w, sizeof(float));
     float *Hf = h ? core_alloc_aligned(max_in * max_in, sizeof(float)) : NULL;
+    float *Wconv = NULL; /* (max_w) a non-F32 weight decoded; allocated on first need */
     GemmWork *gw = NULL;
     if (!Wq || !G || (h && !Hf)) {
         st = err_set(err, ST_ERR_NOMEM, "sensitivity scratch (%zu weights)", max_w);
@@ -123,15 +124,24 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
             const Weight *w = &m->layers[l].proj[p];
             int64_t no = w->n_out, ni = w->n_in, n = no * ni;
             int tap = (int)proj_tap((Proj)p);
+            const float *W = weight_f32_data(w);
+            if (!W) {
+                if (!Wconv && !(Wconv = core_alloc_aligned(max_w, sizeof(float)))) {
+                    st = err_set(err, ST_ERR_NOMEM, "sensitivity: decoding a weight (%zu floats)", max_w);
+                    goto done;
+                }
+                weight_rows_f32(w, 0, no, Wconv);
+                W = Wconv;
+            }
             double denom = 0, wnorm = 0;
-            for (int64_t i = 0; i < n; i++) wnorm += (double)w->w[i] * w->w[i];
+            for (int64_t i = 0; i < n; i++) wnorm += (double)W[i] * W[i];
             if (h) {
                 if (tap != loaded_tap) {
                     const double *H = hstore_matrix(h, l, tap);
                     for (int64_t i = 0; i < ni * ni; i++) Hf[i] = (float)H[i];
                     loaded_tap = tap;
                 }
-                denom = sens_quad(w->w, no, ni, Hf, G, pool, gw);
+                denom = sens_quad(W, no, ni, Hf, G, pool, gw);
             }
             int32_t *gs = sm->gsize + (l * PROJ_COUNT + p) * SG_COUNT;
             gs[SG_OC_G] = (int32_t)sens_group_size(ni, sm->group);
@@ -143,7 +153,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
                         qp.group = gs[g];
                         if (qp.group == 0) continue;
                     }
-                    st = rtn_fake_quantize(w->w, no, ni, &qp, Wq, err);
+                    st = rtn_fake_quantize(W, no, ni, &qp, Wq, err);
                     if (st) {
                         err_wrap(err, "layer %lld %s %s/%s", (long long)l, proj_name((Proj)p),
                                  qformat_traits(qp.fmt)->name, sens_group_names[g]);
@@ -151,7 +161,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
                     }
                     double dn = 0;
                     for (int64_t i = 0; i < n; i++) {
-                        Wq[i] -= w->w[i];
+                        Wq[i] -= W[i];
                         dn += (double)Wq[i] * Wq[i];
                     }
                     int64_t idx = sens_index(l, p, f, g);
@@ -169,6 +179,7 @@ done:
     core_free_aligned(Wq);
     core_free_aligned(G);
     core_free_aligned(Hf);
+    core_free_aligned(Wconv);
     return st;
 }
 

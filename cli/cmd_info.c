@@ -185,10 +185,11 @@ static void print_text(const Model *m) {
            c->tied_embeddings ? " (head shares the embedding)" : "");
     int64_t n_conv = 0;
     for (int64_t i = 0; i < m->n_tensors; i++) n_conv += !m->tensors[i].borrowed;
-    printf("\nmemory       mapped %s (the weight files; F32 tensors are used in place)\n"
-           "             converted %s (float32 copies of the %" PRId64 " non-F32 tensors, 4 bytes/param)\n",
+    printf("\nmemory       mapped %s (the weight files; matrices are used in place in their own dtype)\n"
+           "             owned %s (%" PRId64 " tensor%s copied or converted: non-F32 norm vectors as float32,\n"
+           "             misaligned tensors)\n",
            human_bytes(b1, sizeof b1, (double)m->file_bytes), human_bytes(b2, sizeof b2, (double)m->owned_bytes),
-           n_conv);
+           n_conv, n_conv == 1 ? "" : "s");
 }
 
 int cmd_info(int argc, char **argv) {

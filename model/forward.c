@@ -42,6 +42,9 @@ struct Forward {
     float *tmp;               /* (max_batch, tmp_w) overlay outputs; NULL without overlay */
     int64_t tmp_w;
     GemmWork *gw;             /* own AVX-512 GEMM buffers (n_threads); NULL: OpenBLAS only */
+    float *wbuf;              /* (wbuf_cap) a slice of a non-F32 weight decoded to float32;
+                                 NULL when every weight the pass reads is F32 */
+    int64_t wbuf_cap;
     const Progress *prog;     /* polled for cancellation between layers; may be NULL */
     int n_threads;
 };
@@ -56,10 +59,32 @@ static float *fwd_alloc(int64_t a, int64_t b, int *ok) {
     return p;
 }
 
-/* 1 when b's rows follow a's directly in memory (one GEMM can cover both). */
+/* 1 when b's rows follow a's directly in memory in the same dtype (one GEMM
+ * can cover both). */
 static int fwd_adjacent(const Weight *a, const Weight *b) {
-    if (!a->w || !b->w || a->n_in != b->n_in) return 0;
-    return (uintptr_t)a->w + (size_t)(a->n_out * a->n_in) * sizeof(float) == (uintptr_t)b->w;
+    if (!a->data || !b->data || a->n_in != b->n_in || a->type != b->type || a->row_bytes != b->row_bytes)
+        return 0;
+    return (uintptr_t)a->data + weight_bytes(a) == (uintptr_t)b->data;
+}
+
+/* Floats of a non-F32 weight decoded per GEMM slice: large enough that each
+ * slice is an efficient GEMM, small enough that the scratch stays at 32 MB
+ * whatever the model's size. */
+#define FWD_CONV_SLICE ((int64_t)8 << 20)
+
+/* Rows of W per decoded slice. */
+static int64_t fwd_slice_rows(const Weight *W, int64_t n_out) {
+    int64_t rows = FWD_CONV_SLICE / (W->n_in > 0 ? W->n_in : 1);
+    if (rows > 64) rows -= rows % 64;
+    if (rows < 1) rows = 1;
+    return rows < n_out ? rows : n_out;
+}
+
+/* Grows *cap to hold a decoded slice of W when W is not F32. */
+static void fwd_need_slice(const Weight *W, int64_t *cap) {
+    if (weight_f32_data(W)) return;
+    int64_t n = fwd_slice_rows(W, W->n_out) * W->n_in;
+    if (n > *cap) *cap = n;
 }
 
 Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch,
@@ -86,14 +111,14 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
         for (int p = 0; p < PROJ_COUNT; p++) {
             const QLinear *q = ov && ov->lin ? ov->lin[l * PROJ_COUNT + p] : NULL;
             int64_t no = q ? q->n_out : L->proj[p].n_out, ni = q ? q->n_in : L->proj[p].n_in;
-            if (no != want[p][0] || ni != want[p][1] || (!q && !L->proj[p].w))
+            if (no != want[p][0] || ni != want[p][1] || (!q && !L->proj[p].data))
                 return err_set(err, ST_ERR_MISMATCH,
                                "forward: layer %lld %s is (%lld, %lld), expected (%lld, %lld)",
                                (long long)l, proj_name((Proj)p), (long long)no, (long long)ni,
                                (long long)want[p][0], (long long)want[p][1]);
         }
     }
-    if (!m->tok_embd || !m->out_norm || (!m->output.w && !(ov && ov->output)))
+    if (!m->tok_embd.data || !m->out_norm || (!m->output.data && !(ov && ov->output)))
         return err_set(err, ST_ERR_ARG, "forward: model lacks embedding, final norm or output head");
     if (ov && ov->output ? (ov->output->n_out != c->vocab_size || ov->output->n_in != c->dim)
                          : (m->output.n_out != c->vocab_size || m->output.n_in != c->dim))
@@ -152,6 +177,15 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
     if (ok) f->gu = fwd_alloc(max_batch, 2 * f->hidden, &ok);
     if (ok) f->hid = fwd_alloc(max_batch, f->hidden, &ok);
     if (ok) f->rope = fwd_alloc(max_batch, f->hd, &ok);
+    int64_t cap = 0;
+    for (int64_t l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < PROJ_COUNT; p++)
+            if (!(ov && ov->lin && ov->lin[l * PROJ_COUNT + p])) fwd_need_slice(&m->layers[l].proj[p], &cap);
+    if (!(ov && ov->output)) fwd_need_slice(&m->output, &cap);
+    if (ok && cap > 0) {
+        f->wbuf_cap = cap;
+        f->wbuf = fwd_alloc(cap, 1, &ok);
+    }
     if (ok && ov) {
         int64_t w = f->dim;
         if (q_dim > w) w = q_dim;
@@ -164,19 +198,17 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
         return err_set(err, ST_ERR_NOMEM, "forward: buffers for context %lld, batch %lld",
                        (long long)max_ctx, (long long)max_batch);
     }
-    /* The F32 weights the pass will read in full (every projection without
-     * a quantized overlay, and the output head) are paged in now: the first
+    /* The weights the pass will read in full (every projection without a
+     * quantized overlay, and the output head) are paged in now: the first
      * batch would otherwise take a page fault per 64 KB of weights (≈ 0.1 s
      * on the 713 MB TinyLlama-shaped model). RSS ends where the first
      * batch would leave it. */
     for (int64_t l = 0; l < c->n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             const Weight *W = &m->layers[l].proj[p];
-            if (!(ov && ov->lin && ov->lin[l * PROJ_COUNT + p]))
-                mapfile_prefault(W->w, (size_t)(W->n_out * W->n_in) * sizeof(float));
+            if (!(ov && ov->lin && ov->lin[l * PROJ_COUNT + p])) mapfile_prefault(W->data, weight_bytes(W));
         }
-    if (!(ov && ov->output))
-        mapfile_prefault(m->output.w, (size_t)(m->output.n_out * m->output.n_in) * sizeof(float));
+    if (!(ov && ov->output)) mapfile_prefault(m->output.data, weight_bytes(&m->output));
     /* OpenBLAS and the pool take turns, each with pool_size threads. */
     sgemm_set_threads(pool_size(pool));
     *out = f;
@@ -198,6 +230,7 @@ void forward_free(Forward *f) {
     core_free_aligned(f->hid);
     core_free_aligned(f->rope);
     core_free_aligned(f->tmp);
+    core_free_aligned(f->wbuf);
     gemm_work_free(f->gw);
     free(f);
 }
@@ -353,12 +386,46 @@ static void fwd_gemm(Forward *f, int64_t T, int64_t n, int64_t k, const float *x
         sgemm_mul_nt(T, n, k, x, k, w, k, beta, y, ldy);
 }
 
+typedef struct {
+    const Weight *W;
+    int64_t r0;
+    float *dst;
+} SliceJob;
+
+static void fwd_slice_rows_job(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    SliceJob *j = arg;
+    weight_rows_f32(j->W, j->r0 + b, j->r0 + e, j->dst + b * j->W->n_in);
+}
+
+/* y (T, n_out) with row stride ldy = x (T, W->n_in) · W[0:n_out]ᵀ (+ y if
+ * accumulate); n_out may exceed W->n_out when adjacent weights of the same
+ * dtype follow W (fused q/k/v, gate/up). F32 weights are used in place;
+ * others are decoded a slice of rows at a time into f->wbuf. */
+static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, const float *x, int accumulate,
+                       float *y, int64_t ldy) {
+    const float *wf = weight_f32_data(W);
+    if (wf) {
+        fwd_gemm(f, T, n_out, W->n_in, x, wf, accumulate, y, ldy);
+        return;
+    }
+    Weight all = *W;
+    all.n_out = n_out;
+    int64_t rows = fwd_slice_rows(&all, n_out);
+    for (int64_t r0 = 0; r0 < n_out; r0 += rows) {
+        int64_t nr = n_out - r0 < rows ? n_out - r0 : rows;
+        SliceJob j = {&all, r0, f->wbuf};
+        pool_for(f->pool, nr, 16, fwd_slice_rows_job, &j);
+        fwd_gemm(f, T, nr, W->n_in, x, f->wbuf, accumulate, y + r0, ldy);
+    }
+}
+
 /* y (T, n_out) with row stride ldy = x (T, n_in) · Wᵀ (+ y if accumulate),
  * through the overlay's QLinear when the plan replaced this projection. */
 static void fwd_linear(Forward *f, const Weight *W, const QLinear *q, const float *x, int64_t T,
                        float *y, int64_t ldy, int accumulate) {
     if (!q) {
-        fwd_gemm(f, T, W->n_out, W->n_in, x, W->w, accumulate, y, ldy);
+        fwd_gemm_w(f, T, W, W->n_out, x, accumulate, y, ldy);
         return;
     }
     qlinear_forward_pos(q, x, T, f->pos, f->tmp, f->pool); /* skip-first ranges need the position */
@@ -466,8 +533,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
                            tokens[t], (long long)t, (long long)f->vocab);
 
     int64_t dim = f->dim, pos0 = f->pos;
-    for (int64_t t = 0; t < T; t++)
-        memcpy(f->x + t * dim, m->tok_embd + (int64_t)tokens[t] * dim, (size_t)dim * sizeof(float));
+    for (int64_t t = 0; t < T; t++) weight_rows_f32(&m->tok_embd, tokens[t], (int64_t)tokens[t] + 1, f->x + t * dim);
     fwd_rope_table(f, T);
     int64_t grain = 1;
 
@@ -484,7 +550,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         pool_for(f->pool, T, grain, fwd_norm_rows, &nj);
         fwd_tap(taps, l, TAP_QKV, f->xn, T, dim, tokens, pos0);
         if (f->fuse_qkv[l]) {
-            fwd_gemm(f, T, f->qkv_w, dim, f->xn, L->proj[PROJ_Q].w, 0, f->qkv, f->qkv_w);
+            fwd_gemm_w(f, T, &L->proj[PROJ_Q], f->qkv_w, f->xn, 0, f->qkv, f->qkv_w);
         } else {
             fwd_linear(f, &L->proj[PROJ_Q], fwd_qlin(f, l, PROJ_Q), f->xn, T, f->qkv, f->qkv_w, 0);
             fwd_linear(f, &L->proj[PROJ_K], fwd_qlin(f, l, PROJ_K), f->xn, T, f->qkv + f->q_dim, f->qkv_w, 0);
@@ -502,7 +568,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         fwd_tap(taps, l, TAP_GATE_UP, f->xn, T, dim, tokens, pos0);
         int64_t h2 = 2 * f->hidden;
         if (f->fuse_gu[l]) {
-            fwd_gemm(f, T, h2, dim, f->xn, L->proj[PROJ_GATE].w, 0, f->gu, h2);
+            fwd_gemm_w(f, T, &L->proj[PROJ_GATE], h2, f->xn, 0, f->gu, h2);
         } else {
             fwd_linear(f, &L->proj[PROJ_GATE], fwd_qlin(f, l, PROJ_GATE), f->xn, T, f->gu, h2, 0);
             fwd_linear(f, &L->proj[PROJ_UP], fwd_qlin(f, l, PROJ_UP), f->xn, T, f->gu + f->hidden, h2, 0);
@@ -524,7 +590,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         if (f->ov && f->ov->output)
             qlinear_forward(f->ov->output, xn, rows, logits, f->pool);
         else
-            fwd_gemm(f, rows, f->vocab, dim, xn, m->output.w, 0, logits, f->vocab);
+            fwd_gemm_w(f, rows, &m->output, f->vocab, xn, 0, logits, f->vocab);
     }
     return ST_OK;
 }

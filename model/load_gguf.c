@@ -4,7 +4,7 @@
  * <arch>.* keys, tensors by llama.cpp's names. The llama.cpp converter
  * permutes llama's q/k rows so RoPE pairs are adjacent (ROPE_NORM); qwen2 and
  * phi3 keep the rotate_half layout (ROPE_NEOX), as llama.cpp computes them.
- * F32 tensors are borrowed from the mapping; others are dequantized to float32. */
+ * Tensors are borrowed from the mapping in their own dtype. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

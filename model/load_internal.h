@@ -5,8 +5,8 @@
  * A loader fills m->cfg, m->tok, m->file_bytes and m->fingerprint, registers
  * the resources that keep its mappings alive with model_keep(), and hands
  * model_bind_weights() a callback that finds each tensor in its files. The
- * binder checks every shape against the config, borrows F32 data in place and
- * converts everything else to owned float32. */
+ * binder checks every shape against the config and borrows the matrices in
+ * their own dtype; only norm vectors are converted to float32. */
 #ifndef QS_MODEL_LOAD_INTERNAL_H
 #define QS_MODEL_LOAD_INTERNAL_H
 
@@ -31,7 +31,7 @@ typedef enum {
 
 /* One tensor as a file stores it. All pointers are borrowed from the loader
  * and need only stay valid until model_bind_weights returns (data: for the
- * life of the model, since F32 data is used in place). */
+ * life of the model, since weights are used in place). */
 typedef struct SrcTensor {
     const char *file;        /* path, for error messages */
     const char *name;        /* name in the file (NUL-terminated) */
@@ -90,10 +90,12 @@ Status model_check_config(const Model *m, const char *file, Err *err);
  * m->layers and m->tensors, sets tok_embd, out_norm, output (tied when the
  * finder reports ROLE_OUTPUT absent and force_tied is 0, or always when
  * force_tied is 1), checks shapes against the config (errors name the tensor,
- * the expected and the actual shape), borrows 4-byte-aligned F32 data and
- * converts the rest to owned float32 (adding to m->owned_bytes). The bias
- * roles are optional: absent leaves LayerWeights.bias NULL; present, they
- * are converted to owned float32 whatever their type. */
+ * the expected and the actual shape), borrows 4-byte-aligned matrices in
+ * their own dtype (misaligned ones are copied, still in their dtype) and
+ * norm vectors when aligned F32 (else converted to float32); copies add to
+ * m->owned_bytes. The bias roles are optional: absent leaves
+ * LayerWeights.bias NULL; present, they are converted to owned float32
+ * whatever their type. */
 Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err);
 
 /* Mixes one weight file into a fingerprint: its size, its first header_len

@@ -1,7 +1,8 @@
 /* model_load: dispatch by path kind (directory -> Hugging Face, "GGUF" magic ->
  * GGUF, otherwise llama2.c), and the format-independent half of loading:
- * config validation, binding tensors to the Model with shape checks and
- * float32 conversion, resource bookkeeping, fingerprints and names. */
+ * config validation, binding tensors to the Model with shape checks (matrices
+ * stay in their dtype, norm vectors become float32), resource bookkeeping,
+ * fingerprints and names. */
 #include "model/model.h"
 
 #include <errno.h>
@@ -16,9 +17,6 @@
 #include "core/alloc.h"
 #include "core/fpconv.h"
 #include "core/hash.h"
-#include "core/pool.h"
-#include "kernels/cpu.h"
-#include "kernels/f16_gemm.h"
 #include "model/load_internal.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
@@ -187,42 +185,10 @@ static void shape_str(char *buf, size_t cap, const int64_t *ne, int n_dims, int 
 
 static void release_aligned(void *p) { core_free_aligned(p); }
 
-/* Converts rows [r0, r1) of a tensor to float32; run in parallel over rows. */
-typedef struct ConvJob {
-    const unsigned char *src;
-    float *dst;
-    uint32_t type;
-    const GgmlTypeTraits *tr; /* block-quantized types only */
-    int64_t n_in;
-    size_t row_bytes;
-    int simd;                 /* AVX-512 fp16/bf16 decode allowed */
-} ConvJob;
-
-static void conv_rows(void *arg, int64_t r0, int64_t r1, int tid) {
-    (void)tid;
-    const ConvJob *j = arg;
-    const unsigned char *src = j->src + (size_t)r0 * j->row_bytes;
-    float *dst = j->dst + r0 * j->n_in;
-    int64_t n = (r1 - r0) * j->n_in;
-    if (j->type == GGML_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-    } else if ((j->type == GGML_F16 || j->type == GGML_BF16) && j->simd && (uintptr_t)src % 2 == 0) {
-        f16_decode_avx512((const uint16_t *)(const void *)src, n, j->type == GGML_BF16, dst);
-    } else if (j->type == GGML_F16 || j->type == GGML_BF16) {
-        /* Bytewise: safetensors data need not be 2-byte aligned. */
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-            dst[i] = j->type == GGML_BF16 ? bf16_to_f32(h) : fp16_to_f32(h);
-        }
-    } else {
-        j->tr->dequant(src, dst, n);
-    }
-}
-
-/* Drops the mapped pages lying wholly inside a converted tensor's bytes, so
- * a non-F32 model does not keep both its file pages and its float32 copy
- * resident. The mapping is private and read-only: a later touch (nothing
- * touches them) would just read the file again. */
+/* Drops the mapped pages lying wholly inside a tensor's bytes that the model
+ * copied or converted, so the file pages and the copy are not both resident.
+ * The mapping is private and read-only: a later touch (nothing touches them)
+ * would just read the file again. */
 static void release_source_pages(const void *data, size_t nbytes) {
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0) return;
@@ -232,13 +198,13 @@ static void release_source_pages(const void *data, size_t nbytes) {
     if (e_down > b_up) madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
 }
 
-/* Conversions of at least this many elements are spread over a thread pool. */
-#define CONV_PARALLEL_MIN ((int64_t)1 << 20)
-
 /* Checks t against the expected (n_out, n_in) (n_out = 0: a vector of n_in),
- * then borrows or converts it into *dst and appends its table entry. */
-static Status bind_one(Model *m, Pool **pool, const SrcTensor *t, TensorRole role, int64_t layer, int64_t n_out,
-                       int64_t n_in, const float **dst, Err *err) {
+ * then binds it and appends its table entry. A matrix (mat != NULL) stays in
+ * its own dtype, borrowed from the mapping unless its bytes are misaligned
+ * for the kernels (then copied, still in its dtype); a vector (vec != NULL)
+ * is borrowed when it is aligned F32 and converted to float32 otherwise. */
+static Status bind_one(Model *m, const SrcTensor *t, TensorRole role, int64_t layer, int64_t n_out,
+                       int64_t n_in, const float **vec, Weight *mat, Err *err) {
     int want_dims = n_out ? 2 : 1;
     int64_t want[2] = {n_in, n_out};
     int ok = t->n_dims >= want_dims && t->n_dims <= 4;
@@ -252,46 +218,44 @@ static Status bind_one(Model *m, Pool **pool, const SrcTensor *t, TensorRole rol
                        t->file, t->name, got, exp);
     }
     int64_t rows = n_out ? n_out : 1;
-    int64_t numel = rows * n_in;
-    const GgmlTypeTraits *tr = NULL;
     size_t need;
-    switch (t->type) {
-    case GGML_F32: need = (size_t)numel * 4; break;
-    case GGML_F16:
-    case GGML_BF16: need = (size_t)numel * 2; break;
-    default:
-        tr = ggml_type_traits(t->type);
-        if (!tr || !tr->dequant)
-            return err_set(err, ST_ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type %u", t->file, t->name,
-                           (unsigned)t->type);
-        if (n_in % tr->block_size != 0)
-            return err_set(err, ST_ERR_FORMAT, "%s: tensor '%s' (%s): row length %lld is not a multiple of %lld",
-                           t->file, t->name, tr->name, (long long)n_in, (long long)tr->block_size);
-        need = ggml_row_bytes(t->type, n_in);
-        if (!need || !core_mul_ok(need, (size_t)rows, &need))
-            return err_set(err, ST_ERR_RANGE, "%s: tensor '%s' is too large", t->file, t->name);
-    }
+    const GgmlTypeTraits *tr = ggml_type_traits(t->type);
+    if (!tr || !tr->dequant)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: tensor '%s' has unsupported type %u", t->file, t->name,
+                       (unsigned)t->type);
+    if (n_in % tr->block_size != 0)
+        return err_set(err, ST_ERR_FORMAT, "%s: tensor '%s' (%s): row length %lld is not a multiple of %lld",
+                       t->file, t->name, tr->name, (long long)n_in, (long long)tr->block_size);
+    need = ggml_row_bytes(t->type, n_in);
+    if (!need || !core_mul_ok(need, (size_t)rows, &need))
+        return err_set(err, ST_ERR_RANGE, "%s: tensor '%s' is too large", t->file, t->name);
     if (t->nbytes != need)
         return err_set(err, ST_ERR_FORMAT, "%s: tensor '%s' holds %zu bytes, its type and shape need %zu", t->file,
                        t->name, t->nbytes, need);
 
-    int borrowed = t->type == GGML_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
-    if (borrowed) {
-        *dst = t->data;
-    } else {
-        float *buf = core_alloc_aligned((size_t)numel, sizeof(float));
-        if (!buf) return err_set(err, ST_ERR_NOMEM, "%s: no memory to convert tensor '%s'", t->file, t->name);
+    /* 4-byte alignment covers F32 loads, F16/BF16 and the fp16 block scales. */
+    int borrowed = ((uintptr_t)t->data % sizeof(float)) == 0 && (mat || t->type == GGML_F32);
+    const void *data = t->data;
+    if (!borrowed) {
+        size_t bytes = mat ? need : (size_t)n_in * sizeof(float);
+        void *buf = core_alloc_aligned(bytes, 1);
+        if (!buf) return err_set(err, ST_ERR_NOMEM, "%s: no memory to copy tensor '%s'", t->file, t->name);
         Status s = model_keep(m, release_aligned, buf, err);
         if (s != ST_OK) return s;
-        ConvJob job = {.src = t->data, .dst = buf, .type = t->type, .tr = tr, .n_in = n_in,
-                       .row_bytes = need / (size_t)rows, .simd = cpu_has_avx512f()};
-        /* A pool that cannot be made only costs speed: convert inline then. */
-        if (numel >= CONV_PARALLEL_MIN && !*pool && pool_new(0, pool, NULL) != ST_OK) *pool = NULL;
-        pool_for(numel >= CONV_PARALLEL_MIN ? *pool : NULL, rows, 1, conv_rows, &job);
+        if (mat) {
+            memcpy(buf, t->data, need);
+        } else {
+            Weight v = {.data = t->data, .type = t->type, .row_bytes = need, .n_out = 1, .n_in = n_in};
+            weight_rows_f32(&v, 0, 1, buf);
+        }
         release_source_pages(t->data, t->nbytes);
-        m->owned_bytes += (size_t)numel * sizeof(float);
-        *dst = buf;
+        m->owned_bytes += bytes;
+        data = buf;
     }
+    if (mat)
+        *mat = (Weight){.data = data, .type = t->type, .row_bytes = need / (size_t)rows, .n_out = rows, .n_in = n_in};
+    else
+        *vec = data;
     TensorEntry *e = &m->tensors[m->n_tensors++];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", t->name);
@@ -380,8 +344,8 @@ static Status bind_bias(Model *m, TensorFindFn find, void *ctx, TensorRole role,
 }
 
 /* Finds and binds one tensor; a missing required tensor is an error. */
-static Status bind_role(Model *m, Pool **pool, TensorFindFn find, void *ctx, TensorRole role, int64_t layer,
-                        const float **dst, uint32_t *type, Err *err) {
+static Status bind_role(Model *m, TensorFindFn find, void *ctx, TensorRole role, int64_t layer,
+                        const float **vec, Weight *mat, Err *err) {
     SrcTensor t;
     memset(&t, 0, sizeof t);
     Status s = find(ctx, role, layer, &t, err);
@@ -389,32 +353,28 @@ static Status bind_role(Model *m, Pool **pool, TensorFindFn find, void *ctx, Ten
     if (!t.data) return err_set(err, ST_ERR_FORMAT, "%s: missing tensor '%s'", t.file, t.name);
     int64_t n_out, n_in;
     role_shape(&m->cfg, role, &n_out, &n_in);
-    if (type) *type = t.type;
-    return bind_one(m, pool, &t, role, layer, n_out, n_in, dst, err);
+    return bind_one(m, &t, role, layer, n_out, n_in, vec, mat, err);
 }
 
-static Status bind_all(Model *m, Pool **pool, TensorFindFn find, void *ctx, int force_tied, Err *err) {
+Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err) {
     const ModelConfig *c = &m->cfg;
     int64_t cap = c->n_layers * (int64_t)(sizeof layer_roles / sizeof layer_roles[0] + 3) + 3;
     m->layers = core_calloc((size_t)c->n_layers, sizeof *m->layers);
     m->tensors = core_calloc((size_t)cap, sizeof *m->tensors);
     if (!m->layers || !m->tensors) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", m->path);
     m->n_tensors = 0;
-    uint32_t type;
-    Status s = bind_role(m, pool, find, ctx, ROLE_EMBD, -1, &m->tok_embd, &type, err);
+    Status s = bind_role(m, find, ctx, ROLE_EMBD, -1, NULL, &m->tok_embd, err);
     if (s != ST_OK) return s;
     for (int64_t l = 0; l < c->n_layers; l++) {
         LayerWeights *lw = &m->layers[l];
         for (size_t r = 0; r < sizeof layer_roles / sizeof layer_roles[0]; r++) {
             TensorRole role = layer_roles[r];
             if (role == ROLE_ATTN_NORM) {
-                s = bind_role(m, pool, find, ctx, role, l, &lw->attn_norm, NULL, err);
+                s = bind_role(m, find, ctx, role, l, &lw->attn_norm, NULL, err);
             } else if (role == ROLE_FFN_NORM) {
-                s = bind_role(m, pool, find, ctx, role, l, &lw->ffn_norm, NULL, err);
+                s = bind_role(m, find, ctx, role, l, &lw->ffn_norm, NULL, err);
             } else {
-                Weight *w = &lw->proj[role_proj[role] - 1];
-                role_shape(c, role, &w->n_out, &w->n_in);
-                s = bind_role(m, pool, find, ctx, role, l, &w->w, &w->src_type, err);
+                s = bind_role(m, find, ctx, role, l, NULL, &lw->proj[role_proj[role] - 1], err);
             }
             if (s != ST_OK) return s;
         }
@@ -426,11 +386,9 @@ static Status bind_all(Model *m, Pool **pool, TensorFindFn find, void *ctx, int 
             if (s != ST_OK) return s;
         }
     }
-    s = bind_role(m, pool, find, ctx, ROLE_OUT_NORM, -1, &m->out_norm, NULL, err);
+    s = bind_role(m, find, ctx, ROLE_OUT_NORM, -1, &m->out_norm, NULL, err);
     if (s != ST_OK) return s;
 
-    m->output.n_out = c->vocab_size;
-    m->output.n_in = c->dim;
     SrcTensor t;
     memset(&t, 0, sizeof t);
     if (!force_tied) {
@@ -439,22 +397,13 @@ static Status bind_all(Model *m, Pool **pool, TensorFindFn find, void *ctx, int 
     }
     if (force_tied || !t.data) {
         m->cfg.tied_embeddings = 1;
-        m->output.w = m->tok_embd;
-        m->output.src_type = type;
+        m->output = m->tok_embd;
     } else {
         m->cfg.tied_embeddings = 0;
-        m->output.src_type = t.type;
-        s = bind_one(m, pool, &t, ROLE_OUTPUT, -1, c->vocab_size, c->dim, &m->output.w, err);
+        s = bind_one(m, &t, ROLE_OUTPUT, -1, c->vocab_size, c->dim, NULL, &m->output, err);
         if (s != ST_OK) return s;
     }
     return ST_OK;
-}
-
-Status model_bind_weights(Model *m, TensorFindFn find, void *ctx, int force_tied, Err *err) {
-    Pool *pool = NULL;
-    Status s = bind_all(m, &pool, find, ctx, force_tied, err);
-    pool_free(pool);
-    return s;
 }
 
 uint64_t model_hash_file(uint64_t h, const unsigned char *data, size_t size, size_t header_len) {

@@ -1,7 +1,8 @@
-/* A loaded LLaMA-family model: config, tokenizer and float32 weights.
- * F32 weights are borrowed from the file mapping (no copy); F16/BF16 and ggml
- * block-quantized weights are dequantized to owned float32 at load. The forward
- * pass reads only this struct (plus an optional quantized overlay). */
+/* A loaded LLaMA-family model: config, tokenizer and weights. The matrices
+ * (embedding, projections, output head) stay in the file mapping in their own
+ * dtype (model/weight.h); only the norm vectors are converted to float32 when
+ * stored otherwise. The forward pass reads only this struct (plus an optional
+ * quantized overlay). */
 #ifndef QS_MODEL_MODEL_H
 #define QS_MODEL_MODEL_H
 
@@ -10,6 +11,7 @@
 
 #include "core/status.h"
 #include "model/tokenizer.h"
+#include "model/weight.h"
 
 /* RoPE pairing. NORM: consecutive pairs (2i, 2i+1) — llama2.c and GGUF
  * `llama` (whose converter permutes q/k rows). NEOX: halves (i, i+hd/2) — the
@@ -44,13 +46,6 @@ typedef struct ModelConfig {
     int tied_embeddings;     /* output head shares tok_embd */
 } ModelConfig;
 
-/* A weight matrix as the forward pass sees it: row-major float32 (n_out, n_in). */
-typedef struct Weight {
-    const float *w;          /* (n_out, n_in) */
-    int64_t n_out, n_in;
-    uint32_t src_type;       /* GgmlType the file stored it in (GGML_F32 for llama2.c) */
-} Weight;
-
 typedef struct LayerWeights {
     const float *attn_norm;  /* (dim) */
     const float *ffn_norm;   /* (dim) */
@@ -66,7 +61,7 @@ typedef struct TensorEntry {
     uint32_t src_type;       /* GgmlType in the file */
     int64_t ne[2];           /* (n_in, n_out) as ggml orders them; ne[1]=1 for vectors */
     size_t file_bytes;       /* bytes in the file */
-    int borrowed;            /* 1: used in place from the mapping; 0: converted copy */
+    int borrowed;            /* 1: used in place from the mapping; 0: copied or converted */
     const char *kind;        /* "embedding", "attention", "ffn", "norm" or "output" (static) */
     int layer;               /* block index, -1 for embedding, final norm and head */
 } TensorEntry;
@@ -77,9 +72,9 @@ struct Model {
     ModelFormat format;
     char *path;              /* as given (owned) */
     Tokenizer *tok;          /* owned; NULL only if the loader could not find one */
-    const float *tok_embd;   /* (vocab_size, dim) */
+    Weight tok_embd;         /* (vocab_size, dim); rows decoded on lookup */
     const float *out_norm;   /* (dim) */
-    Weight output;           /* (vocab_size, dim); .w == tok_embd when tied */
+    Weight output;           /* (vocab_size, dim); same data as tok_embd when tied */
     LayerWeights *layers;    /* (n_layers) */
     const float *rope_freqs; /* (head_dim/2) divisor of each RoPE pair's angle (Llama 3.1
                                 frequency factors, as llama.cpp's rope_freqs); NULL: none */
@@ -88,7 +83,8 @@ struct Model {
                                 final norm, separate head (if any) */
     int64_t n_tensors;
     size_t file_bytes;       /* total bytes of the weight files */
-    size_t owned_bytes;      /* bytes of converted (non-borrowed) weights */
+    size_t owned_bytes;      /* bytes the model allocated for weights: norms converted to
+                                float32, misaligned tensors copied */
     uint64_t fingerprint;    /* hash of sizes, headers and sampled tensor bytes */
     void *priv;              /* loader-owned resources (mappings, buffers) */
 };

@@ -31,7 +31,8 @@ has "$tmp/gguf.json" '{"name": "blk.0.attn_k.weight", "kind": "attention", "laye
 has "$tmp/hf.json" '"format": "hf"'
 has "$tmp/hf.json" '"rope_style": "neox"'
 has "$tmp/hf.json" '"tied_embeddings": true, "params": 260032, "file_bytes": 1044992, "owned_bytes": 0,'
-has "$tmp/bf16.json" '"params": 260032, "file_bytes": 524984, "owned_bytes": 1040128,'
+has "$tmp/bf16.json" '"params": 260032, "file_bytes": 524984, "owned_bytes": 2816,'
+has "$tmp/bf16.json" '"type": "BF16", "shape": [512, 64], "bytes": 65536, "in_place": true}'
 has "$tmp/bf16.json" '"type": "BF16", "shape": [64], "bytes": 128, "in_place": false}'
 has "$tmp/l2c.json" '"format": "llama2c"'
 has "$tmp/l2c.json" '"context_length": 512,'
@@ -42,7 +43,7 @@ has "$tmp/q4.txt" 'format       GGUF, architecture llama'
 has "$tmp/q4.txt" 'blk.0.ffn_down.weight'
 has "$tmp/q4.txt" 'Q4_0'
 has "$tmp/q4.txt" 'total: 48 tensors, 292800 params'
-has "$tmp/q4.txt" 'converted 1.11 MiB (float32 copies of the 37 non-F32 tensors'
+has "$tmp/q4.txt" 'owned 0 B (0 tensors copied or converted'
 
 "$Q" info --help >"$tmp/help.txt"
 has "$tmp/help.txt" 'usage: qscope info MODEL'

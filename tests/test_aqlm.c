@@ -684,6 +684,8 @@ static void test_stories(Pool *pool) {
     for (int64_t l = 0; l < cfg->n_layers; l++)
         for (int pj = 0; pj < PROJ_COUNT; pj++) {
             const Weight *w = &m->layers[l].proj[pj];
+            const float *wf = weight_f32_data(w); /* the test model is F32 */
+            CHECK(wf != NULL);
             int64_t no = w->n_out, ni = w->n_in;
             TapPoint tp = proj_tap((Proj)pj);
             const double *Hc = hc.H[tp] + l * ni * ni, *Hev = he.H[tp] + l * ni * ni;
@@ -694,30 +696,30 @@ static void test_stories(Pool *pool) {
             double ev = (double)he.rows;
 
             QParams qp = {QF_INT2, 0, GROUP_OC, group_for(ni)};
-            CHECK_OK(rtn_fake_quantize(w->w, no, ni, &qp, Wq, &err), err);
-            double e_rtn = aqlm_loss(w->w, Wq, no, ni, Hev) / ev;
+            CHECK_OK(rtn_fake_quantize(wf, no, ni, &qp, Wq, &err), err);
+            double e_rtn = aqlm_loss(wf, Wq, no, ni, Hev) / ev;
             QTensor qt = {0};
             GptqOpts go;
             gptq_opts_default(&go);
-            CHECK_OK(gptq_quantize(w->w, no, ni, Hn, NULL, &qp, &go, pool, NULL, &qt, NULL, &err), err);
+            CHECK_OK(gptq_quantize(wf, no, ni, Hn, NULL, &qp, &go, pool, NULL, &qt, NULL, &err), err);
             qtensor_dequant(&qt, Wq);
             qtensor_done(&qt);
-            double e_gptq = aqlm_loss(w->w, Wq, no, ni, Hev) / ev;
+            double e_gptq = aqlm_loss(wf, Wq, no, ni, Hev) / ev;
 
             AqlmOpts o;
             aqlm_opts_default(&o);
             AqlmTensor t;
             AqlmReport rep;
             AqlmParams p14 = {1, 8, 4};
-            CHECK_OK(aqlm_quantize(w->w, no, ni, Hn, &p14, &o, pool, NULL, &t, &rep, &err), err);
+            CHECK_OK(aqlm_quantize(wf, no, ni, Hn, &p14, &o, pool, NULL, &t, &rep, &err), err);
             aqlm_dequant(&t, Wq);
             aqlm_tensor_done(&t);
-            double e14 = aqlm_loss(w->w, Wq, no, ni, Hev) / ev;
+            double e14 = aqlm_loss(wf, Wq, no, ni, Hev) / ev;
             /* k-means start vs random start on the same projection. */
             AqlmReport rr;
             o.max_iters = 0;
             o.init = AQLM_INIT_RANDOM;
-            CHECK_OK(aqlm_quantize(w->w, no, ni, Hn, &p14, &o, pool, NULL, &t, &rr, &err), err);
+            CHECK_OK(aqlm_quantize(wf, no, ni, Hn, &p14, &o, pool, NULL, &t, &rr, &err), err);
             aqlm_tensor_done(&t);
             kmeans_wins += rep.loss[0] < rr.loss[0];
             kmeans_total++;
@@ -726,10 +728,10 @@ static void test_stories(Pool *pool) {
             if (ni % 8 == 0) {
                 aqlm_opts_default(&o);
                 AqlmParams p28 = {2, 8, 8};
-                CHECK_OK(aqlm_quantize(w->w, no, ni, Hn, &p28, &o, pool, NULL, &t, &rep, &err), err);
+                CHECK_OK(aqlm_quantize(wf, no, ni, Hn, &p28, &o, pool, NULL, &t, &rep, &err), err);
                 aqlm_dequant(&t, Wq);
                 aqlm_tensor_done(&t);
-                e28 = aqlm_loss(w->w, Wq, no, ni, Hev) / ev;
+                e28 = aqlm_loss(wf, Wq, no, ni, Hev) / ev;
                 sum_aq28 += e28;
                 sum_rtn28 += e_rtn;
                 sum_gptq28 += e_gptq;

@@ -191,23 +191,25 @@ static void check_sensitivity_cell(const Model *m, const CalibStats *cs, const c
     HStore hs;
     CHECK_OK(hstore_open(&hs, hpath, cs->h_id, cs->n_layers, cs->width, &err), err);
     const Weight *w = &m->layers[l].proj[pr];
+    const float *wf = weight_f32_data(w); /* the test model is F32 */
+    CHECK(wf != NULL);
     int64_t no = w->n_out, ni = w->n_in;
     QParams qp = {.fmt = sens_fmt(fi), .sym = 1, .dim = sens_group_dim(g), .group = 0};
     if (g == SG_OC_G) qp.group = sens_group_size(ni, cs->sens.group);
     if (g == SG_IC_G) qp.group = sens_group_size(no, cs->sens.group);
     float *Wq = malloc(sizeof(float) * (size_t)(no * ni));
-    CHECK_OK(rtn_fake_quantize(w->w, no, ni, &qp, Wq, &err), err);
+    CHECK_OK(rtn_fake_quantize(wf, no, ni, &qp, Wq, &err), err);
     const double *H = hstore_matrix(&hs, l, (int)proj_tap(pr));
     double num = 0, den = 0, dw = 0, ww = 0;
     for (int64_t r = 0; r < no; r++)
         for (int64_t i = 0; i < ni; i++) {
-            double di = (double)Wq[r * ni + i] - w->w[r * ni + i], wi = w->w[r * ni + i];
+            double di = (double)Wq[r * ni + i] - wf[r * ni + i], wi = wf[r * ni + i];
             dw += di * di;
             ww += wi * wi;
             double hd = 0, hw = 0;
             for (int64_t j = 0; j < ni; j++) {
-                hd += H[i * ni + j] * ((double)Wq[r * ni + j] - w->w[r * ni + j]);
-                hw += H[i * ni + j] * w->w[r * ni + j];
+                hd += H[i * ni + j] * ((double)Wq[r * ni + j] - wf[r * ni + j]);
+                hw += H[i * ni + j] * wf[r * ni + j];
             }
             num += di * hd;
             den += wi * hw;

@@ -25,13 +25,24 @@ static void ref_rmsnorm(double *y, const double *x, const float *w, int64_t n, d
     for (int64_t i = 0; i < n; i++) y[i] = w[i] * x[i] * s;
 }
 
-/* y (n_out) = W (n_out, n_in) · x */
+/* The float32 data of an F32 test weight. */
+static const float *wf32(const Weight *W) {
+    const float *w = weight_f32_data(W);
+    CHECK(w != NULL);
+    return w;
+}
+
+/* y (n_out) = W (n_out, n_in) · x; W in any stored dtype, decoded row by row. */
 static void ref_matvec(double *y, const Weight *W, const double *x) {
+    float *row = malloc((size_t)W->n_in * sizeof *row);
+    CHECK(row);
     for (int64_t o = 0; o < W->n_out; o++) {
+        weight_rows_f32(W, o, o + 1, row);
         double s = 0;
-        for (int64_t i = 0; i < W->n_in; i++) s += (double)W->w[o * W->n_in + i] * x[i];
+        for (int64_t i = 0; i < W->n_in; i++) s += (double)row[i] * x[i];
         y[o] = s;
     }
+    free(row);
 }
 
 static void ref_rope(double *v, int64_t hd, int64_t pos, double theta, RopeStyle style) {
@@ -57,9 +68,11 @@ static void ref_forward(const Model *m, const int32_t *tokens, int64_t T, float 
     double *vc = calloc((size_t)(c->n_layers * T * kvd), sizeof *vc);
     double *sc = calloc((size_t)T, sizeof *sc), *o = calloc((size_t)dim, sizeof *o);
     double *g = calloc((size_t)hid, sizeof *g), *u = calloc((size_t)hid, sizeof *u);
-    CHECK(x && xn && q && att && kc && vc && sc && o && g && u);
+    float *erow = malloc((size_t)dim * sizeof *erow);
+    CHECK(x && xn && q && att && kc && vc && sc && o && g && u && erow);
     for (int64_t p = 0; p < T; p++) {
-        for (int64_t i = 0; i < dim; i++) x[i] = m->tok_embd[(int64_t)tokens[p] * dim + i];
+        weight_rows_f32(&m->tok_embd, tokens[p], (int64_t)tokens[p] + 1, erow);
+        for (int64_t i = 0; i < dim; i++) x[i] = erow[i];
         for (int64_t l = 0; l < c->n_layers; l++) {
             const LayerWeights *L = &m->layers[l];
             double *k = kc + (l * T + p) * kvd, *v = vc + (l * T + p) * kvd;
@@ -102,7 +115,7 @@ static void ref_forward(const Model *m, const int32_t *tokens, int64_t T, float 
         for (int64_t i = 0; i < c->vocab_size; i++) logits[p * c->vocab_size + i] = (float)lg[i];
         free(lg);
     }
-    free(x); free(xn); free(q); free(att); free(kc); free(vc); free(sc); free(o); free(g); free(u);
+    free(x); free(xn); free(q); free(att); free(kc); free(vc); free(sc); free(o); free(g); free(u); free(erow);
 }
 
 /* === hand-built random models === */
@@ -150,9 +163,9 @@ static void tm_build(TestModel *tm, int64_t dim, int64_t hidden, int64_t layers,
     c->tied_embeddings = tied;
     int64_t hd = dim / heads, qd = heads * hd, kvd = kv_heads * hd;
     float sc = 1.0f / sqrtf((float)dim);
-    tm->m.tok_embd = tm_buf(tm, vocab * dim, 1.0f, 0);
+    tm->m.tok_embd = weight_from_f32(tm_buf(tm, vocab * dim, 1.0f, 0), vocab, dim);
     tm->m.out_norm = tm_buf(tm, dim, 0.2f, 1.0f);
-    tm->m.output = (Weight){tied ? tm->m.tok_embd : tm_buf(tm, vocab * dim, sc, 0), vocab, dim, 0};
+    tm->m.output = tied ? tm->m.tok_embd : weight_from_f32(tm_buf(tm, vocab * dim, sc, 0), vocab, dim);
     tm->m.layers = tm->layers;
     const int64_t shp[PROJ_COUNT][2] = {{qd, dim}, {kvd, dim}, {kvd, dim}, {dim, qd},
                                         {hidden, dim}, {hidden, dim}, {dim, hidden}};
@@ -161,8 +174,8 @@ static void tm_build(TestModel *tm, int64_t dim, int64_t hidden, int64_t layers,
         L->attn_norm = tm_buf(tm, dim, 0.2f, 1.0f);
         L->ffn_norm = tm_buf(tm, dim, 0.2f, 1.0f);
         for (int p = 0; p < PROJ_COUNT; p++)
-            L->proj[p] = (Weight){tm_buf(tm, shp[p][0] * shp[p][1], 1.5f / sqrtf((float)shp[p][1]), 0),
-                                  shp[p][0], shp[p][1], 0};
+            L->proj[p] = weight_from_f32(tm_buf(tm, shp[p][0] * shp[p][1], 1.5f / sqrtf((float)shp[p][1]), 0),
+                                         shp[p][0], shp[p][1]);
     }
 }
 
@@ -184,10 +197,10 @@ static void tm_to_neox(TestModel *dst, const TestModel *src) {
             float *nw = tm_buf(dst, W->n_out * dim, 0, 0);
             for (int64_t h = 0; h < W->n_out / hd; h++)
                 for (int64_t i = 0; i < hd / 2; i++) {
-                    memcpy(nw + (h * hd + i) * dim, W->w + (h * hd + 2 * i) * dim, (size_t)dim * 4);
-                    memcpy(nw + (h * hd + i + hd / 2) * dim, W->w + (h * hd + 2 * i + 1) * dim, (size_t)dim * 4);
+                    memcpy(nw + (h * hd + i) * dim, wf32(W) + (h * hd + 2 * i) * dim, (size_t)dim * 4);
+                    memcpy(nw + (h * hd + i + hd / 2) * dim, wf32(W) + (h * hd + 2 * i + 1) * dim, (size_t)dim * 4);
                 }
-            dst->layers[l].proj[p].w = nw;
+            dst->layers[l].proj[p] = weight_from_f32(nw, W->n_out, W->n_in);
         }
 }
 
@@ -263,8 +276,8 @@ static void tap_check(void *user, int64_t layer, TapPoint pt, const float *x, in
                 double g = 0, u = 0;
                 for (int64_t i = 0; i < c->dim; i++) {
                     double xi = tc->gate_up_in[t * c->dim + i];
-                    g += xi * L->proj[PROJ_GATE].w[j * c->dim + i];
-                    u += xi * L->proj[PROJ_UP].w[j * c->dim + i];
+                    g += xi * wf32(&L->proj[PROJ_GATE])[j * c->dim + i];
+                    u += xi * wf32(&L->proj[PROJ_UP])[j * c->dim + i];
                 }
                 double want_v = g / (1 + exp(-g)) * u;
                 double e = fabs(want_v - x[t * width + j]);
@@ -302,7 +315,7 @@ static QLinear *f32_wrap(const Weight *W, int use_blas) {
     QLinear *q = malloc(sizeof *q);
     F32Impl *im = malloc(sizeof *im);
     CHECK(q && im);
-    im->w = W->w;
+    im->w = wf32(W);
     im->use_blas = use_blas;
     *q = (QLinear){&f32_ops, W->n_out, W->n_in, im};
     return q;

@@ -603,13 +603,15 @@ static void test_stories(Pool *pool) {
     for (int64_t l = 0; l < m->cfg.n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             const Weight *w = &m->layers[l].proj[p];
+            const float *wf = weight_f32_data(w); /* the test model is F32 */
+            CHECK(wf != NULL);
             const double *H = acc.H[l][proj_tap((Proj)p)];
             for (int b = 0; b < 2; b++) {
                 /* groups of 4 divide 64 and 172 (the stories260K dims) */
                 QParams qp = {b ? QF_INT3 : QF_INT4, 0, GROUP_OC, 4};
-                double r = gptq_vs_rtn(w->w, w->n_out, w->n_in, H, &qp, 1, pool);
+                double r = gptq_vs_rtn(wf, w->n_out, w->n_in, H, &qp, 1, pool);
                 QParams qc = {b ? QF_INT3 : QF_INT4, 1, GROUP_OC, 0};
-                double rc = gptq_vs_rtn(w->w, w->n_out, w->n_in, H, &qc, 0, pool);
+                double rc = gptq_vs_rtn(wf, w->n_out, w->n_in, H, &qc, 0, pool);
                 CHECKF(r < 1.0 && rc < 1.0, "layer %lld %s %s: gptq/rtn %g (oc4) %g (per-OC)", (long long)l,
                        proj_name((Proj)p), b ? "int3" : "int4", r, rc);
                 worst[b] = fmax(worst[b], fmax(r, rc));
@@ -621,17 +623,19 @@ static void test_stories(Pool *pool) {
     for (int64_t l = 0; l < m->cfg.n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             const Weight *w = &m->layers[l].proj[p];
+            const float *wf = weight_f32_data(w); /* the test model is F32 */
+            CHECK(wf != NULL);
             const double *H = acc.H[l][proj_tap((Proj)p)];
             QParams qp = {QF_INT3, 0, GROUP_OC, 4};
             AdaDimResult res;
-            CHECK_OK(adadim_choose(w->w, w->n_out, w->n_in, H, &qp, NULL, pool, NULL, &res, &err), err);
+            CHECK_OK(adadim_choose(wf, w->n_out, w->n_in, H, &qp, NULL, pool, NULL, &res, &err), err);
             float *wr = malloc((size_t)(w->n_out * w->n_in) * sizeof *wr);
             QParams oc = qp, ic = qp;
             ic.dim = GROUP_IC;
-            CHECK_OK(rtn_fake_quantize(w->w, w->n_out, w->n_in, &oc, wr, &err), err);
-            double eoc = out_err(w->w, wr, w->n_out, w->n_in, H);
-            CHECK_OK(rtn_fake_quantize(w->w, w->n_out, w->n_in, &ic, wr, &err), err);
-            double eic = out_err(w->w, wr, w->n_out, w->n_in, H);
+            CHECK_OK(rtn_fake_quantize(wf, w->n_out, w->n_in, &oc, wr, &err), err);
+            double eoc = out_err(wf, wr, w->n_out, w->n_in, H);
+            CHECK_OK(rtn_fake_quantize(wf, w->n_out, w->n_in, &ic, wr, &err), err);
+            double eic = out_err(wf, wr, w->n_out, w->n_in, H);
             free(wr);
             /* float32 GEMM on AVX-512: ~1e-5 relative */
             CHECK_NEAR(res.err_oc, eoc, 1e-4 * eoc);

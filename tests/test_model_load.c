@@ -25,6 +25,29 @@ static char tmpdir[256];
 
 /* === helpers ============================================================ */
 
+/* A weight decoded to float32 (model/weight.h). The buffer stays valid for
+ * the next WF_RING - 1 calls; wf_done frees the ring. */
+#define WF_RING 256
+static float *wf_ring[WF_RING];
+static int wf_next;
+
+static const float *wf(const Weight *w) {
+    float *buf = malloc((size_t)(w->n_out * w->n_in) * sizeof *buf);
+    CHECK(buf != NULL);
+    weight_rows_f32(w, 0, w->n_out, buf);
+    free(wf_ring[wf_next]);
+    wf_ring[wf_next] = buf;
+    wf_next = (wf_next + 1) % WF_RING;
+    return buf;
+}
+
+static void wf_done(void) {
+    for (int i = 0; i < WF_RING; i++) {
+        free(wf_ring[i]);
+        wf_ring[i] = NULL;
+    }
+}
+
 static Model *load_ok(const char *path, const char *tok) {
     Err err;
     err_init(&err);
@@ -118,16 +141,22 @@ static void test_stories(void) {
     /* llama2.c and HF tie the classifier; llama.cpp's converter wrote output.weight separately. */
     CHECK(l2c->cfg.tied_embeddings && hf->cfg.tied_embeddings && bf->cfg.tied_embeddings);
     CHECK(!gg->cfg.tied_embeddings);
-    CHECK(l2c->output.w == l2c->tok_embd && hf->output.w == hf->tok_embd && gg->output.w != gg->tok_embd);
+    CHECK(l2c->output.data == l2c->tok_embd.data && hf->output.data == hf->tok_embd.data &&
+          gg->output.data != gg->tok_embd.data);
     CHECK(model_param_count(l2c) == n_params_260k && model_param_count(hf) == n_params_260k);
     CHECK(model_param_count(gg) == n_params_260k + 512 * 64);
 
-    /* Memory: F32 used in place, BF16 converted (4 bytes per parameter). */
+    /* Memory: every matrix used in place in its own dtype; only the BF16 norm
+     * vectors (5 layers x 2 + the final one, 64 each) are converted. */
     CHECK(l2c->owned_bytes == 0 && gg->owned_bytes == 0 && hf->owned_bytes == 0);
-    CHECK(bf->owned_bytes == (size_t)n_params_260k * 4);
+    CHECK(bf->owned_bytes == (size_t)(5 * 2 + 1) * 64 * 4);
+    CHECK(bf->tok_embd.type == GGML_BF16 && bf->layers[2].proj[PROJ_UP].type == GGML_BF16);
+    CHECK(bf->layers[2].proj[PROJ_UP].row_bytes == 64 * 2);
     for (int64_t i = 0; i < gg->n_tensors; i++) CHECK(gg->tensors[i].borrowed && gg->tensors[i].src_type == GGML_F32);
     for (int64_t i = 0; i < hf->n_tensors; i++) CHECK(hf->tensors[i].borrowed && l2c->tensors[i].borrowed);
-    for (int64_t i = 0; i < bf->n_tensors; i++) CHECK(!bf->tensors[i].borrowed && bf->tensors[i].src_type == GGML_BF16);
+    for (int64_t i = 0; i < bf->n_tensors; i++)
+        CHECK(bf->tensors[i].borrowed == (strcmp(bf->tensors[i].kind, "norm") != 0) &&
+              bf->tensors[i].src_type == GGML_BF16);
     CHECK(l2c->file_bytes == 1056540 && gg->file_bytes == 1185376 && hf->file_bytes == 1044992);
     CHECK(bf->file_bytes == 296416 + 228568);
     /* Canonical table order and names. */
@@ -142,8 +171,8 @@ static void test_stories(void) {
     CHECK(strcmp(bf->tensors[bf->n_tensors - 1].kind, "norm") == 0 && bf->tensors[bf->n_tensors - 1].layer == -1);
 
     /* llama2.c == GGUF, every tensor exactly (GGUF's separate head equals the shared embedding). */
-    same_floats(l2c->tok_embd, gg->tok_embd, 512 * 64, "tok_embd");
-    same_floats(l2c->output.w, gg->output.w, 512 * 64, "output");
+    same_floats(wf(&l2c->tok_embd), wf(&gg->tok_embd), 512 * 64, "tok_embd");
+    same_floats(wf(&l2c->output), wf(&gg->output), 512 * 64, "output");
     same_floats(l2c->out_norm, gg->out_norm, 64, "out_norm");
     for (int l = 0; l < 5; l++) {
         same_floats(l2c->layers[l].attn_norm, gg->layers[l].attn_norm, 64, "attn_norm");
@@ -151,15 +180,15 @@ static void test_stories(void) {
         for (int p = 0; p < PROJ_COUNT; p++) {
             const Weight *a = &l2c->layers[l].proj[p], *b = &gg->layers[l].proj[p];
             CHECK(a->n_out == b->n_out && a->n_in == b->n_in);
-            CHECK(a->src_type == GGML_F32 && b->src_type == GGML_F32);
-            same_floats(a->w, b->w, a->n_out * a->n_in, proj_name((Proj)p));
+            CHECK(a->type == GGML_F32 && b->type == GGML_F32);
+            same_floats(wf(a), wf(b), a->n_out * a->n_in, proj_name((Proj)p));
         }
     }
 
     /* HF F32 == GGUF except q/k, whose rows are permuted within each head:
      * HF row i (< hd/2) is GGUF row 2i, HF row hd/2 + i is GGUF row 2i + 1. */
-    same_floats(hf->tok_embd, gg->tok_embd, 512 * 64, "hf tok_embd");
-    same_floats(hf->output.w, gg->output.w, 512 * 64, "hf output");
+    same_floats(wf(&hf->tok_embd), wf(&gg->tok_embd), 512 * 64, "hf tok_embd");
+    same_floats(wf(&hf->output), wf(&gg->output), 512 * 64, "hf output");
     same_floats(hf->out_norm, gg->out_norm, 64, "hf out_norm");
     int64_t hd = 8, half = 4, dim = 64;
     for (int l = 0; l < 5; l++) {
@@ -169,17 +198,18 @@ static void test_stories(void) {
             const Weight *a = &hf->layers[l].proj[p], *b = &gg->layers[l].proj[p];
             CHECK(a->n_out == b->n_out && a->n_in == b->n_in);
             if (p != PROJ_Q && p != PROJ_K) {
-                same_floats(a->w, b->w, a->n_out * a->n_in, proj_name((Proj)p));
+                same_floats(wf(a), wf(b), a->n_out * a->n_in, proj_name((Proj)p));
                 continue;
             }
             /* The permutation matters: as stored the two layouts differ. */
-            CHECK(memcmp(a->w, b->w, (size_t)(a->n_out * a->n_in) * sizeof(float)) != 0);
+            CHECK(memcmp(a->data, b->data, weight_bytes(a)) != 0);
+            const float *aw = wf(a), *bw = wf(b);
             int64_t heads = a->n_out / hd;
             CHECK(heads == (p == PROJ_Q ? 8 : 4));
             for (int64_t h = 0; h < heads; h++)
                 for (int64_t i = 0; i < half; i++) {
-                    same_floats(a->w + (h * hd + i) * dim, b->w + (h * hd + 2 * i) * dim, dim, "hf q/k even row");
-                    same_floats(a->w + (h * hd + half + i) * dim, b->w + (h * hd + 2 * i + 1) * dim, dim,
+                    same_floats(aw + (h * hd + i) * dim, bw + (h * hd + 2 * i) * dim, dim, "hf q/k even row");
+                    same_floats(aw + (h * hd + half + i) * dim, bw + (h * hd + 2 * i + 1) * dim, dim,
                                 "hf q/k odd row");
                 }
         }
@@ -190,14 +220,14 @@ static void test_stories(void) {
     const float *pairs[2 + 5 * 9][2];
     int64_t sizes[2 + 5 * 9];
     int np = 0;
-    pairs[np][0] = bf->tok_embd; pairs[np][1] = hf->tok_embd; sizes[np++] = 512 * 64;
+    pairs[np][0] = wf(&bf->tok_embd); pairs[np][1] = wf(&hf->tok_embd); sizes[np++] = 512 * 64;
     pairs[np][0] = bf->out_norm; pairs[np][1] = hf->out_norm; sizes[np++] = 64;
     for (int l = 0; l < 5; l++) {
         pairs[np][0] = bf->layers[l].attn_norm; pairs[np][1] = hf->layers[l].attn_norm; sizes[np++] = 64;
         pairs[np][0] = bf->layers[l].ffn_norm; pairs[np][1] = hf->layers[l].ffn_norm; sizes[np++] = 64;
         for (int p = 0; p < PROJ_COUNT; p++) {
-            pairs[np][0] = bf->layers[l].proj[p].w;
-            pairs[np][1] = hf->layers[l].proj[p].w;
+            pairs[np][0] = wf(&bf->layers[l].proj[p]);
+            pairs[np][1] = wf(&hf->layers[l].proj[p]);
             sizes[np++] = hf->layers[l].proj[p].n_out * hf->layers[l].proj[p].n_in;
         }
     }
@@ -212,16 +242,21 @@ static void test_stories(void) {
         }
     CHECK(max_rel > 1e-3); /* really rounded, not a copy of the F32 weights */
 
-    /* The scalar conversion path (QS_CPU=scalar) gives the same bits as the SIMD one. */
+    /* The scalar decoding path (QS_CPU=scalar) gives the same bits as the SIMD one,
+     * and the scalar-loaded model's converted norms equal the SIMD-loaded ones. */
     setenv("QS_CPU", "scalar", 1);
     cpu_refresh();
     Model *bs = load_ok(testlib_shared("models/stories260K-hf-bf16-sharded"), NULL);
+    const float *se = wf(&bs->tok_embd), *sp[5][PROJ_COUNT];
+    for (int l = 0; l < 5; l++)
+        for (int p = 0; p < PROJ_COUNT; p++) sp[l][p] = wf(&bs->layers[l].proj[p]);
     unsetenv("QS_CPU");
     cpu_refresh();
-    same_floats(bs->tok_embd, bf->tok_embd, 512 * 64, "scalar bf16 tok_embd");
+    same_floats(se, wf(&bf->tok_embd), 512 * 64, "scalar bf16 tok_embd");
+    same_floats(bs->out_norm, bf->out_norm, 64, "scalar bf16 out_norm");
     for (int l = 0; l < 5; l++)
         for (int p = 0; p < PROJ_COUNT; p++)
-            same_floats(bs->layers[l].proj[p].w, bf->layers[l].proj[p].w,
+            same_floats(sp[l][p], wf(&bf->layers[l].proj[p]),
                         bf->layers[l].proj[p].n_out * bf->layers[l].proj[p].n_in, "scalar bf16 proj");
     model_free(bs);
 
@@ -298,29 +333,26 @@ static void test_quantized(void) {
     for (int k = 0; k < 2; k++) {
         Model *q = load_ok(testlib_shared(names[k]), NULL);
         check_config_260k(q);
-        CHECK(q->layers[0].proj[PROJ_Q].src_type == qtype[k]);
-        CHECK(q->layers[0].proj[PROJ_DOWN].src_type == GGML_F16);
-        size_t owned = 0;
-        for (int64_t i = 0; i < q->n_tensors; i++) {
-            const TensorEntry *e = &q->tensors[i];
-            CHECK(e->borrowed == (e->src_type == GGML_F32));
-            if (!e->borrowed) owned += (size_t)(e->ne[0] * e->ne[1]) * 4;
-        }
-        CHECK(q->owned_bytes == owned && owned > 0);
+        CHECK(q->layers[0].proj[PROJ_Q].type == qtype[k]);
+        CHECK(q->layers[0].proj[PROJ_DOWN].type == GGML_F16);
+        /* Block types stay in the mapping too: nothing is converted at load. */
+        for (int64_t i = 0; i < q->n_tensors; i++) CHECK(q->tensors[i].borrowed);
+        CHECK(q->owned_bytes == 0);
         for (int l = 0; l < 5; l++) {
             same_floats(q->layers[l].attn_norm, f->layers[l].attn_norm, 64, "q attn_norm");
             for (int p = 0; p < PROJ_COUNT; p++) {
                 const Weight *a = &q->layers[l].proj[p], *b = &f->layers[l].proj[p];
+                const float *aw = wf(a), *bw = wf(b);
                 int64_t n = a->n_out * a->n_in;
                 if (p == PROJ_DOWN) {
-                    for (int64_t i = 0; i < n; i++) CHECK(a->w[i] == fp16_to_f32(f32_to_fp16(b->w[i])));
+                    for (int64_t i = 0; i < n; i++) CHECK(aw[i] == fp16_to_f32(f32_to_fp16(bw[i])));
                     continue;
                 }
                 for (int64_t i0 = 0; i0 < n; i0 += 32) {
                     float amax = 0;
-                    for (int64_t i = i0; i < i0 + 32; i++) amax = fmaxf(amax, fabsf(b->w[i]));
+                    for (int64_t i = i0; i < i0 + 32; i++) amax = fmaxf(amax, fabsf(bw[i]));
                     for (int64_t i = i0; i < i0 + 32; i++)
-                        CHECK_NEAR(a->w[i], b->w[i], amax * tol[k]);
+                        CHECK_NEAR(aw[i], bw[i], amax * tol[k]);
                 }
             }
         }
@@ -489,17 +521,17 @@ static void test_hf_generated(void) {
     CHECK(m->n_tensors == TINY_N);
     int64_t params = 16 * 8 * 2 + 8 * 3 + 8 * 8 * 2 + 4 * 8 * 2 + 16 * 8 * 3;
     CHECK(model_param_count(m) == params);
-    CHECK(m->owned_bytes == (size_t)params * 4);
-    CHECK(m->layers[0].proj[PROJ_K].n_out == 4 && m->layers[0].proj[PROJ_K].src_type == GGML_F16);
+    CHECKF(m->owned_bytes == (size_t)3 * 8 * 4, "owned %zu", m->owned_bytes); /* the three F16 norm vectors */
+    CHECK(m->layers[0].proj[PROJ_K].n_out == 4 && m->layers[0].proj[PROJ_K].type == GGML_F16);
     for (int64_t i = 0; i < 32; i++)
-        CHECK(m->layers[0].proj[PROJ_K].w[i] == fp16_to_f32(f32_to_fp16(4 * 0.01f * (float)(i % 7 - 3))));
-    CHECK(m->output.w != m->tok_embd && m->output.w[5] == fp16_to_f32(f32_to_fp16(12 * 0.01f * 2)));
+        CHECK(wf(&m->layers[0].proj[PROJ_K])[i] == fp16_to_f32(f32_to_fp16(4 * 0.01f * (float)(i % 7 - 3))));
+    CHECK(m->output.data != m->tok_embd.data && wf(&m->output)[5] == fp16_to_f32(f32_to_fp16(12 * 0.01f * 2)));
     model_free(m);
 
     /* tie_word_embeddings true: the head is the embedding even though lm_head exists. */
     write_config("ok", NULL, NULL);
     m = load_ok(tpath("ok"), NULL);
-    CHECK(m->cfg.tied_embeddings && m->output.w == m->tok_embd && m->n_tensors == TINY_N - 1);
+    CHECK(m->cfg.tied_embeddings && m->output.data == m->tok_embd.data && m->n_tensors == TINY_N - 1);
     model_free(m);
 
     /* F32 behind an odd-length header: misaligned, so copied (and counted as owned). */
@@ -511,20 +543,22 @@ static void test_hf_generated(void) {
     m = load_ok(tpath("odd"), NULL);
     CHECK(m->owned_bytes == (size_t)(params - 16 * 8) * 4);
     for (int64_t i = 0; i < m->n_tensors; i++) CHECK(!m->tensors[i].borrowed && m->tensors[i].src_type == GGML_F32);
-    for (int64_t i = 0; i < 128; i++) CHECK(m->layers[0].proj[PROJ_DOWN].w[i] == tiny_value(9, i));
+    CHECK(m->layers[0].proj[PROJ_DOWN].type == GGML_F32 && weight_f32_data(&m->layers[0].proj[PROJ_DOWN]));
+    for (int64_t i = 0; i < 128; i++) CHECK(wf(&m->layers[0].proj[PROJ_DOWN])[i] == tiny_value(9, i));
     CHECK(m->layers[0].ffn_norm[7] == tiny_value(6, 7));
     model_free(m);
 
-    /* A large F16 embedding (vocab 2^17 x 8 = 2^20 elements) is converted on the thread pool. */
+    /* A large F16 embedding (vocab 2^17 x 8 = 2^20 elements) stays in the file: rows decode on use. */
     tiny_vocab = 131072;
     make_dir("big");
     write_config("big", "vocab_size", "131072");
     write_tiny_st("big", "model.safetensors", 0, TINY_N, 0);
     m = load_ok(tpath("big"), NULL);
     CHECK(m->cfg.vocab_size == 131072 && m->cfg.tied_embeddings);
-    CHECK(m->owned_bytes == (size_t)(params - 16 * 8 * 2 + 131072 * 8) * 4);
+    CHECKF(m->owned_bytes == (size_t)3 * 8 * 4, "owned %zu", m->owned_bytes);
+    const float *emb = wf(&m->tok_embd);
     for (int64_t i = 0; i < 131072 * 8; i++)
-        CHECKF(m->tok_embd[i] == fp16_to_f32(f32_to_fp16(0.01f * (float)(i % 7 - 3))), "embedding element %lld",
+        CHECKF(emb[i] == fp16_to_f32(f32_to_fp16(0.01f * (float)(i % 7 - 3))), "embedding element %lld",
                (long long)i);
     model_free(m);
     tiny_vocab = 16;
@@ -542,7 +576,7 @@ static void test_hf_generated(void) {
     snprintf(idx + k, sizeof idx - k, "}}");
     write_file(tpath("sharded/model.safetensors.index.json"), idx, strlen(idx));
     m = load_ok(tpath("sharded"), NULL);
-    CHECK(m->n_tensors == TINY_N && m->layers[0].proj[PROJ_O].w[1] == fp16_to_f32(f32_to_fp16(6 * 0.01f * -2)));
+    CHECK(m->n_tensors == TINY_N && wf(&m->layers[0].proj[PROJ_O])[1] == fp16_to_f32(f32_to_fp16(6 * 0.01f * -2)));
     model_free(m);
     /* ... a tensor the model needs in no shard: the error names the index. */
     k = (size_t)snprintf(idx, sizeof idx, "{\"weight_map\": {");
@@ -706,10 +740,10 @@ static void write_tiny_gguf(const char *file, const char *arch, int drop_key, in
 static void test_gguf_generated(void) {
     write_tiny_gguf("tiny.gguf", "llama", 0, 0, 0, 0);
     Model *m = load_ok(tpath("tiny.gguf"), NULL);
-    CHECK(m->tok == NULL && m->cfg.tied_embeddings && m->output.w == m->tok_embd);
+    CHECK(m->tok == NULL && m->cfg.tied_embeddings && m->output.data == m->tok_embd.data);
     CHECK(m->cfg.dim == 8 && m->cfg.vocab_size == 16 && m->cfg.n_kv_heads == 1 && m->cfg.max_seq_len == 32);
     CHECK_NEAR(m->cfg.rope_theta, 1e6, 0);
-    CHECK(m->owned_bytes == 0 && m->layers[0].proj[PROJ_DOWN].w[3] == 0.003f);
+    CHECK(m->owned_bytes == 0 && wf(&m->layers[0].proj[PROJ_DOWN])[3] == 0.003f);
     model_free(m);
     write_tiny_gguf("gpt2.gguf", "gpt2", 0, 0, 0, 0);
     expect_fail(tpath("gpt2.gguf"), NULL, "gpt2.gguf", "architecture 'gpt2' is not supported");
@@ -756,5 +790,6 @@ int main(void) {
     test_hf_generated();
     test_gguf_generated();
     nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    wf_done();
     return testlib_done("test_model_load");
 }

@@ -47,7 +47,7 @@ static void model_draw(const App *a, const Layout *l) {
     draw_text(y++, x, w, C_NORMAL, "norm eps %g   tied output head: %s", c->norm_eps, c->tied_embeddings ? "yes" : "no");
     fmt_bytes(m->file_bytes, b2, sizeof b2);
     fmt_bytes(m->owned_bytes, b3, sizeof b3);
-    draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   converted in memory %s", b1, b2, b3);
+    draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   owned in memory %s", b1, b2, b3);
     draw_text(y++, x, w, C_DIM, "fingerprint %016llx", (unsigned long long)m->fingerprint);
     y++;
     draw_text(y++, x, w, C_HEADER, "%-12s %8s %12s %12s", "tensor kind", "tensors", "parameters", "file bytes");
