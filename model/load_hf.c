@@ -116,7 +116,14 @@ static Status rs_num(const cJSON *rs, const char *path, const char *key, int req
  * refused by name. */
 static Status parse_rope_scaling(Model *m, const char *path, const cJSON *cfg, Err *err) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
-    if (!rs || cJSON_IsNull(rs)) return ST_OK;
+    if (!rs || cJSON_IsNull(rs)) {
+        /* transformers 5 writes rope_parameters {rope_type, rope_theta, factor, ...} instead. */
+        rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_parameters");
+        if (!rs || cJSON_IsNull(rs)) return ST_OK;
+        if (!cJSON_IsObject(rs)) return err_set(err, ST_ERR_FORMAT, "%s: rope_parameters is not an object", path);
+        Status s = cfg_float(rs, path, "rope_theta", &m->cfg.rope_theta, err);
+        if (s != ST_OK) return s;
+    }
     if (!cJSON_IsObject(rs)) return err_set(err, ST_ERR_FORMAT, "%s: rope_scaling is not an object", path);
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type"); /* the older spelling */

@@ -22,7 +22,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "analysis/eval.h"
 #include "analysis/ppl.h"
+#include "analysis/qmodel.h"
 #include "core/mapfile.h"
 #include "model/forward.h"
 #include "model/gguf.h"
@@ -31,6 +33,8 @@
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
+#include "quant/plan.h"
+#include "quant/preset.h"
 #include "testlib.h"
 
 static char tmpdir[256];
@@ -61,6 +65,7 @@ typedef enum {
     MUT_O_BIAS,        /* an attn_output / o_proj bias */
     MUT_NO_BIAS,       /* qwen2 without its q bias */
     MUT_QWEN_SWA,      /* Qwen2 use_sliding_window */
+    MUT_ROPE_PARAMS,   /* not malformed: transformers 5's rope_parameters instead of rope_scaling + rope_theta */
 } Mutation;
 
 #define NL 5
@@ -411,15 +416,21 @@ static void write_hf(const Fix *f, const char *dir, Mutation mut) {
     if (mut == MUT_ROPE_UNKNOWN) snprintf(rs, sizeof rs, "{\"rope_type\": \"wobble\", \"factor\": 4.0}");
     if (mut == MUT_ROPE_LONG)
         snprintf(rs, sizeof rs, "{\"type\": \"longrope\", \"long_factor\": [1.0], \"short_factor\": [1.0]}");
+    char theta[600];
+    snprintf(theta, sizeof theta, "\"rope_theta\": %.17g, \"rope_scaling\": %s", f->theta, rs);
+    if (mut == MUT_ROPE_PARAMS) { /* rs is "{...}": splice rope_theta into it */
+        CHECK(rs[0] == '{');
+        snprintf(theta, sizeof theta, "\"rope_parameters\": {\"rope_theta\": %.17g, %s", f->theta, rs + 1);
+    }
     if (f->window) snprintf(extra, sizeof extra, "\"sliding_window\": %lld, ", (long long)f->window);
     if (mut == MUT_QWEN_SWA) snprintf(extra, sizeof extra, "\"sliding_window\": 16, \"use_sliding_window\": true, ");
     snprintf(cfg, sizeof cfg,
              "{\"architectures\": [\"%s\"], \"hidden_size\": %lld, \"intermediate_size\": %lld, "
              "\"num_hidden_layers\": %d, \"num_attention_heads\": %lld, \"num_key_value_heads\": %lld, "
              "\"head_dim\": %lld, \"vocab_size\": %lld, \"max_position_embeddings\": 512, \"rms_norm_eps\": %.17g, "
-             "\"rope_theta\": %.17g, \"rope_scaling\": %s, %s\"hidden_act\": \"silu\", \"tie_word_embeddings\": true}\n",
+             "%s, %s\"hidden_act\": \"silu\", \"tie_word_embeddings\": true}\n",
              archs[f->arch], (long long)f->dim, (long long)f->hidden, NL, (long long)f->n_heads, (long long)f->n_kv,
-             (long long)f->hd, (long long)f->vocab, f->eps, f->theta, rs, extra);
+             (long long)f->hd, (long long)f->vocab, f->eps, theta, extra);
     snprintf(path, sizeof path, "%s/config.json", dir);
     write_file(path, cfg, strlen(cfg));
     static const char *const toks[] = {"tokenizer.json", "tokenizer_config.json"};
@@ -719,6 +730,53 @@ static void check_fixture(const Fix *f, const char *want_arch, int64_t n_ctx, in
     free(rh.ids);
 }
 
+/* Qwen2's biases under a plan: q/k/v run as fp16 QLinears (the overlay path)
+ * and their float biases are still added after them, so the PPL stays
+ * within fp16 noise of the float model's, while the same model without
+ * biases is far away. */
+static void check_bias_under_plan(const Fix *f) {
+    char h[256];
+    snprintf(h, sizeof h, "%s/%s-hf", tmpdir, f->name);
+    Err err;
+    err_init(&err);
+    Model *m = NULL;
+    CHECK_OK(model_load(h, NULL, &m, &err), err);
+    CHECK(m->layers[0].bias[PROJ_Q] && m->layers[4].bias[PROJ_V] && !m->layers[0].bias[PROJ_O]);
+    EvalOpts o;
+    eval_opts_default(&o);
+    o.n_ctx = 128, o.max_chunks = 8, o.speed = 0, o.layer_err = 0;
+    EvalRef *ref = NULL;
+    CHECK_OK(eval_ref_new(m, text, text_len, &o, NULL, NULL, &ref, &err), err);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    PresetOpts po;
+    preset_opts_default(&po);
+    Plan p;
+    CHECK_OK(plan_preset(&p, "fp16", &po, &pm, &err), err);
+    QModel *qm = NULL;
+    CHECK_OK(qmodel_build(m, &p, NULL, NULL, NULL, &qm, &err), err);
+    CHECK(qm->lin[PROJ_Q] != NULL && qm->lin[4 * PROJ_COUNT + PROJ_V] != NULL);
+    EvalResult res;
+    memset(&res, 0, sizeof res);
+    CHECK_OK(eval_run(qm, ref, &o, NULL, NULL, NULL, NULL, &res, &err), err);
+    Fix nob = *f;
+    for (int l = 0; l < NL; l++)
+        for (int b = 0; b < 3; b++) nob.b[l][b] = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    CHECK_OK(tokenizer_encode(m->tok, text, text_len, 1, &ids, &n, &err), err);
+    double no_bias = ref_ppl(&nob, ids, n, 128, 8, tokenizer_bos(m->tok));
+    printf("%-8s fp16 plan: PPL %.5f (float %.5f; without the biases %.5f)\n", f->name, res.ppl, res.ppl_base,
+           no_bias);
+    CHECK_NEAR(res.ppl, res.ppl_base, 0.002 * res.ppl_base);
+    CHECK(fabs(no_bias - res.ppl_base) > 0.05 * res.ppl_base);
+    free(ids);
+    eval_result_done(&res);
+    qmodel_free(qm);
+    plan_done(&p);
+    eval_ref_free(ref);
+    model_free(m);
+}
+
 /* A malformed variant must fail with an error containing want. */
 static void expect_fail(const Fix *f, Mutation mut, int hf, const char *want) {
     char p[256];
@@ -750,6 +808,16 @@ int main(void) {
     Fix l3 = {.name = "llama3", .arch = FX_LLAMA, .rope = RS_LLAMA3, .factor = 8, .low = 1, .high = 4, .orig = 2048};
     fix_from_stories(&l3, st, 16);
     check_fixture(&l3, "llama", 128, 8);
+    {   /* the same in transformers 5's spelling: rope_parameters holds rope_theta and the scaling */
+        char h[256], h5[256];
+        snprintf(h, sizeof h, "%s/llama3-hf", tmpdir);
+        snprintf(h5, sizeof h5, "%s/llama3-hf5", tmpdir);
+        write_hf(&l3, h5, MUT_ROPE_PARAMS);
+        Run a = qscope_ppl(h, 128, 8), b = qscope_ppl(h5, 128, 8);
+        CHECK(a.ppl == b.ppl);
+        free(a.ids);
+        free(b.ids);
+    }
 
     Fix lin = {.name = "linear", .arch = FX_LLAMA, .rope = RS_LINEAR, .factor = 2};
     fix_from_stories(&lin, st, 8);
@@ -763,6 +831,7 @@ int main(void) {
             for (int64_t i = 0; i < proj_rows(&qw, p); i++) qw.b[l][p][i] = (float)(0.3 * rnd_normal());
         }
     check_fixture(&qw, "qwen2", 128, 8);
+    check_bias_under_plan(&qw);
 
     Fix phi = {.name = "phi3", .arch = FX_PHI3};
     fix_from_stories(&phi, st, 8);
