@@ -21,39 +21,10 @@
 
 /* === writer === */
 
-typedef struct Buf {
-    unsigned char *p;
-    size_t n, cap;
-    int oom;
-} Buf;
+typedef ByteWriter Buf;
 
-static void buf_put(Buf *b, const void *src, size_t n) {
-    if (b->oom) return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->n + n) cap *= 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-
-static void put_u64(Buf *b, uint64_t v) {
-    unsigned char t[8];
-    for (int i = 0; i < 8; i++) t[i] = (unsigned char)(v >> (8 * i));
-    buf_put(b, t, 8);
-}
-static void put_u32(Buf *b, uint32_t v) {
-    unsigned char t[4];
-    for (int i = 0; i < 4; i++) t[i] = (unsigned char)(v >> (8 * i));
-    buf_put(b, t, 4);
-}
+static void put_u64(Buf *b, uint64_t v) { bytes_put_u64(b, v); }
+static void put_u32(Buf *b, uint32_t v) { bytes_put_u32(b, v); }
 static void put_i64(Buf *b, int64_t v) { put_u64(b, (uint64_t)v); }
 static void put_f64(Buf *b, double v) {
     uint64_t u;
@@ -68,7 +39,7 @@ static void put_f32(Buf *b, float v) {
 static void put_str(Buf *b, const char *s) {
     size_t n = strnlen(s, 65535);
     put_u32(b, (uint32_t)n);
-    buf_put(b, s, n);
+    bytes_put(b, s, n);
 }
 
 static void put_tap(Buf *b, const TapStats *ts) {
@@ -104,7 +75,7 @@ static void put_tap(Buf *b, const TapStats *ts) {
 Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
     Buf b = {0};
     const CalibParams *p = &cs->params;
-    buf_put(&b, "QSST", 4);
+    bytes_put(&b, "QSST", 4);
     put_u32(&b, STATSFILE_VERSION);
     put_u64(&b, cs->fingerprint);
     put_str(&b, p->text_path);

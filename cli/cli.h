@@ -20,6 +20,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
+int cmd_imatrix(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_quant(int argc, char **argv);

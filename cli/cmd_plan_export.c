@@ -55,28 +55,13 @@ static int write_out(const char *cmd, const char *out, const char *text) {
         fputs(text, stdout);
         return 0;
     }
-    /* through OUT.tmpPID and a rename, so a failed write leaves no half file
-     * under OUT's name (and f is closed exactly once) */
-    size_t n = strlen(out) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) {
-        fprintf(stderr, "qscope %s: out of memory\n", cmd);
+    /* atomic: a failed write leaves no half file under OUT's name */
+    Err err;
+    err_init(&err);
+    if (file_write_atomic(out, text, strlen(text), &err)) {
+        fprintf(stderr, "qscope %s: cannot write %s: %s\n", cmd, out, err.detail);
         return 1;
     }
-    snprintf(tmp, n, "%s.tmp%ld", out, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    int bad = !f;
-    if (f) {
-        bad |= fputs(text, f) < 0;
-        bad |= fclose(f) != 0;
-    }
-    if (bad || rename(tmp, out) != 0) {
-        fprintf(stderr, "qscope %s: cannot write %s: %s\n", cmd, out, strerror(errno));
-        if (f) remove(tmp);
-        free(tmp);
-        return 1;
-    }
-    free(tmp);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "core/bytes.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void bytes_init(ByteReader *r, const void *p, size_t n, const char *path) {
@@ -22,4 +23,33 @@ Status bytes_read(ByteReader *r, void *dst, size_t n, const char *field, Err *er
     if (n) memcpy(dst, r->p + r->off, n);
     r->off += n;
     return ST_OK;
+}
+
+void bytes_put(ByteWriter *w, const void *src, size_t n) {
+    if (w->oom || n == 0) return;
+    if (w->n + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 65536;
+        while (cap < w->n + n) cap *= 2;
+        unsigned char *q = realloc(w->p, cap);
+        if (!q) {
+            w->oom = 1;
+            return;
+        }
+        w->p = q;
+        w->cap = cap;
+    }
+    memcpy(w->p + w->n, src, n);
+    w->n += n;
+}
+
+void bytes_put_u32(ByteWriter *w, uint32_t v) {
+    unsigned char t[4];
+    for (int i = 0; i < 4; i++) t[i] = (unsigned char)(v >> (8 * i));
+    bytes_put(w, t, 4);
+}
+
+void bytes_put_u64(ByteWriter *w, uint64_t v) {
+    unsigned char t[8];
+    for (int i = 0; i < 8; i++) t[i] = (unsigned char)(v >> (8 * i));
+    bytes_put(w, t, 8);
 }

@@ -5,6 +5,7 @@
 #define QS_CORE_BYTES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/status.h"
 
@@ -26,5 +27,19 @@ Status bytes_need(const ByteReader *r, size_t n, const char *field, Err *err);
 /* Copies the next n bytes into dst and advances r->off; fails as bytes_need
  * does, leaving dst and r->off untouched. */
 Status bytes_read(ByteReader *r, void *dst, size_t n, const char *field, Err *err);
+
+/* A growing little-endian byte buffer for binary writers: appends never
+ * fail, a failed allocation sets oom and turns later appends into no-ops, so
+ * a writer checks oom once at the end. p is heap (caller frees). Zero it to
+ * start. */
+typedef struct ByteWriter {
+    unsigned char *p;       /* (n) written bytes, heap */
+    size_t n, cap;
+    int oom;
+} ByteWriter;
+
+void bytes_put(ByteWriter *w, const void *src, size_t n);
+void bytes_put_u32(ByteWriter *w, uint32_t v);
+void bytes_put_u64(ByteWriter *w, uint64_t v);
 
 #endif

@@ -1,0 +1,128 @@
+/* qscope imatrix: llama.cpp's importance matrix from a stats file, and back. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/imatrix.h"
+#include "analysis/statsfile.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: qscope imatrix STATS|IMATRIX -o OUT.gguf [--dat]\n"
+            "       qscope imatrix --show FILE [--stats STATS]\n\n"
+            "Writes the importance matrix of a qscope calibration (STATS from `qscope calib`) in\n"
+            "the GGUF layout current llama-imatrix writes (or its legacy .dat with --dat), so\n"
+            "`llama-quantize --imatrix OUT.gguf` weights its rounding by qscope's calibration:\n"
+            "per projection weight, Σx² of each input channel and the token count. An\n"
+            "importance matrix given instead of STATS is rewritten (GGUF <-> .dat).\n"
+            "--show reads one (GGUF or .dat, from qscope or llama-imatrix) and prints each\n"
+            "entry's channels, tokens and mean x²; with --stats it compares the per-channel\n"
+            "mean x² with that calibration's (the largest relative difference per entry).\n");
+}
+
+static int show(const char *path, const char *stats) {
+    Err err;
+    err_init(&err);
+    Imatrix *im = NULL;
+    CalibStats *cs = NULL;
+    Imatrix *ref = NULL;
+    int rc = 1;
+    if (imatrix_read(path, &im, &err)) goto fail;
+    if (stats && (statsfile_load(stats, &cs, &err) || imatrix_from_stats(cs, &ref, &err))) goto fail;
+    printf("%s: %lld entries, %lld chunks of %lld tokens, dataset '%s'\n", path, (long long)im->n_entries,
+           (long long)im->chunk_count, (long long)im->chunk_size, im->dataset);
+    double worst = 0;
+    for (int64_t i = 0; i < im->n_entries; i++) {
+        const ImatrixEntry *e = &im->e[i];
+        double s = 0;
+        for (int64_t j = 0; j < e->n; j++) s += e->sum2[j];
+        printf("  %-28s %6lld ch  %10.0f tok  mean x^2 %.6g", e->name, (long long)e->n, e->count,
+               e->count > 0 ? s / e->count / (double)e->n : 0.0);
+        const ImatrixEntry *r = ref ? imatrix_find(ref, e->name) : NULL;
+        if (ref && (!r || r->n != e->n)) {
+            printf("  (not in %s)", stats);
+        } else if (r) {
+            double md = 0;
+            for (int64_t j = 0; j < e->n; j++) {
+                double a = e->sum2[j] / e->count, b = r->sum2[j] / r->count;
+                double d = fabs(a - b) / fmax(fmax(fabs(a), fabs(b)), 1e-30);
+                if (d > md) md = d;
+            }
+            if (md > worst) worst = md;
+            printf("  max rel diff %.3g", md);
+        }
+        printf("\n");
+    }
+    if (ref) printf("largest relative difference of mean x^2 from %s: %.3g\n", stats, worst);
+    rc = 0;
+fail:
+    if (rc) args_print_err("imatrix", &err);
+    imatrix_free(im);
+    imatrix_free(ref);
+    calib_stats_free(cs);
+    return rc;
+}
+
+int cmd_imatrix(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *shw = NULL, *stats = NULL, *val;
+    int dat = 0;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--dat")) {
+            dat = 1;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            if (r < 0) return 2;
+            out = val;
+        } else if ((r = args_opt(argc, argv, &i, "--show", &val)) != 0) {
+            if (r < 0) return 2;
+            shw = val;
+        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
+            if (r < 0) return 2;
+            stats = val;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope imatrix: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        } else if (!in) {
+            in = argv[i];
+        } else {
+            fprintf(stderr, "qscope imatrix: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (shw) return show(shw, stats);
+    if (!in || !out) {
+        fprintf(stderr, "qscope imatrix: need STATS and -o OUT (or --show FILE)\n");
+        usage(stderr);
+        return 2;
+    }
+    Err err;
+    err_init(&err);
+    CalibStats *cs = NULL;
+    Imatrix *im = NULL;
+    int rc = 1;
+    /* STATS is a qscope stats file ("QSST"); anything else is read as an
+     * importance matrix and rewritten (GGUF <-> .dat). */
+    char magic[4] = {0};
+    FILE *f = fopen(in, "rb");
+    int is_stats = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "QSST", 4);
+    if (f) fclose(f);
+    if ((is_stats ? statsfile_load(in, &cs, &err) || imatrix_from_stats(cs, &im, &err) : imatrix_read(in, &im, &err)) ||
+        imatrix_write(im, out, dat, &err)) {
+        args_print_err("imatrix", &err);
+        goto done;
+    }
+    fprintf(stderr, "imatrix: %lld entries from %lld sequences of %lld tokens -> %s (%s)\n",
+            (long long)im->n_entries, (long long)im->chunk_count, (long long)im->chunk_size, out,
+            dat ? "legacy .dat" : "GGUF");
+    rc = 0;
+done:
+    imatrix_free(im);
+    calib_stats_free(cs);
+    return rc;
+}
