@@ -75,6 +75,13 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* Norm gains and biases are vectors: shown as [n], not 1 x n. */
+static int is_vector(const TensorEntry *e) {
+    size_t n = strlen(e->name);
+    return e->ne[1] == 1 &&
+           (strcmp(e->kind ? e->kind : "", "norm") == 0 || (n > 5 && strcmp(e->name + n - 5, ".bias") == 0));
+}
+
 static void print_json(const Model *m) {
     const ModelConfig *c = &m->cfg;
     FILE *f = stdout;
@@ -106,7 +113,7 @@ static void print_json(const Model *m) {
         json_str(f, e->name);
         fprintf(f, ", \"kind\": \"%s\", \"layer\": %d, \"type\": ", e->kind ? e->kind : "?", e->layer);
         json_str(f, type_name(e->src_type));
-        if (e->ne[1] == 1 && strcmp(e->kind ? e->kind : "", "norm") == 0)
+        if (is_vector(e))
             fprintf(f, ", \"shape\": [%" PRId64 "]", e->ne[0]);
         else
             fprintf(f, ", \"shape\": [%" PRId64 ", %" PRId64 "]", e->ne[1], e->ne[0]);
@@ -163,7 +170,7 @@ static void print_text(const Model *m) {
             if (!e->kind || strcmp(e->kind, kinds[k]) != 0) continue;
             if (n == 0) printf("  [%s]\n", kinds[k]);
             char shape[48];
-            if (e->ne[1] == 1 && strcmp(e->kind, "norm") == 0)
+            if (is_vector(e))
                 snprintf(shape, sizeof shape, "%" PRId64, e->ne[0]);
             else
                 snprintf(shape, sizeof shape, "%" PRId64 " x %" PRId64, e->ne[1], e->ne[0]);
