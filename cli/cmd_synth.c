@@ -12,7 +12,7 @@
 static void synth_usage(FILE *f) {
     fprintf(f,
             "usage: qscope synth --preset NAME -o OUT.gguf [--layers N] [--vocab N] [--seed S]\n"
-            "                    [--type f32|f16|q8_0] [--spikes SPEC]\n\n"
+            "                    [--type f32|f16|q8_0] [--arch A] [--head-dim N] [--spikes SPEC]\n\n"
             "Writes a LLaMA GGUF with seeded random weights (rows ~ N(0, 1/fan_in), norms 1)\n"
             "and a valid SentencePiece vocabulary (<unk> <s> </s>, 256 byte tokens, pieces),\n"
             "loadable by llama.cpp. The same options always give the same bytes.\n\n"
@@ -28,6 +28,14 @@ static void synth_usage(FILE *f) {
             "  --seed S      PRNG seed (default 0)\n"
             "  --type T      storage of the 2-D weights: f32 (default), f16, q8_0 (q8_0 falls\n"
             "                back to f16 where the row length is not a multiple of 32)\n"
+            "  --arch A      file layout: llama (default), llama3 (llama + Llama 3.1 rope_freqs:\n"
+            "                factor 8, low 1, high 4, original context 8192; theta 500000),\n"
+            "                qwen2 (q/k/v biases ~ N(0, 0.25), NEOX RoPE; theta 1e6), phi3\n"
+            "                (attn_qkv = [q; k; v], ffn_up = [gate; up], NEOX RoPE). The weight\n"
+            "                rows are the same in every layout. A sliding window (Mistral) has\n"
+            "                no GGUF form llama.cpp reads.\n"
+            "  --head-dim N  per-head width when it is not dim / heads (llama, llama3): q is\n"
+            "                (heads x N, dim), o (dim, heads x N)\n"
             "  --spikes SPEC plant massive activations on the first token (BOS) only:\n"
             "                SPEC = ITEM[,ITEM...], ITEM = LAYER.SITE:CHANNEL[:FACTOR]\n"
             "                SITE down: channel CHANNEL (< hidden) of layer LAYER's down_proj\n"
@@ -65,7 +73,7 @@ static void *bar_thread(void *arg) {
 
 int cmd_synth(int argc, char **argv) {
     const char *preset = NULL, *out = NULL, *layers = NULL, *vocab = NULL, *seed = NULL, *type = NULL;
-    const char *spikes = NULL;
+    const char *spikes = NULL, *arch = NULL, *head_dim = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -79,6 +87,8 @@ int cmd_synth(int argc, char **argv) {
             (r = args_opt(argc, argv, &i, "--vocab", &vocab)) ||
             (r = args_opt(argc, argv, &i, "--seed", &seed)) ||
             (r = args_opt(argc, argv, &i, "--type", &type)) ||
+            (r = args_opt(argc, argv, &i, "--arch", &arch)) ||
+            (r = args_opt(argc, argv, &i, "--head-dim", &head_dim)) ||
             (r = args_opt(argc, argv, &i, "--spikes", &spikes))) {
             if (r < 0) return 2;
             continue;
@@ -98,6 +108,14 @@ int cmd_synth(int argc, char **argv) {
         return 2;
     }
     int64_t v;
+    if (arch && synth_parse_arch(arch, &cfg, &err) != ST_OK) {
+        args_print_err("synth", &err);
+        return 2;
+    }
+    if (head_dim) {
+        if (!args_int("synth", "--head-dim", head_dim, 2, 4096, &v)) return 2;
+        cfg.head_dim = v;
+    }
     if (layers) {
         if (!args_int("synth", "--layers", layers, 1, 1024, &v)) return 2;
         cfg.n_layers = v;

@@ -69,6 +69,10 @@ struct Synth {
 
 /* === presets and spike grammar === */
 
+static int64_t synth_head_dim(const SynthConfig *c) {
+    return c->head_dim ? c->head_dim : c->dim / c->n_heads;
+}
+
 Status synth_preset(const char *name, SynthConfig *cfg, Err *err) {
     memset(cfg, 0, sizeof *cfg);
     cfg->rope_theta = 10000.0f;
@@ -90,6 +94,21 @@ Status synth_preset(const char *name, SynthConfig *cfg, Err *err) {
     }
     snprintf(cfg->name, sizeof cfg->name, "%s", name);
     return ST_OK;
+}
+
+Status synth_parse_arch(const char *name, SynthConfig *cfg, Err *err) {
+    /* rope theta as the real families ship it */
+    static const struct { const char *name; SynthArch a; float theta; } known[] = {
+        {"llama", SYNTH_LLAMA, 10000.0f}, {"llama3", SYNTH_LLAMA3, 500000.0f},
+        {"qwen2", SYNTH_QWEN2, 1000000.0f}, {"phi3", SYNTH_PHI3, 10000.0f},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(name, known[i].name) == 0) {
+            cfg->arch = known[i].a;
+            cfg->rope_theta = known[i].theta;
+            return ST_OK;
+        }
+    return err_set(err, ST_ERR_ARG, "unknown arch '%s' (known: llama, llama3, qwen2, phi3)", name);
 }
 
 Status synth_parse_spikes(const char *spec, SynthConfig *cfg, Err *err) {
@@ -416,9 +435,17 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
     *out = NULL;
     const SynthConfig *c = cfg;
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
-        c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0 || (c->dim / c->n_heads) % 2 != 0)
-        return err_set(err, ST_ERR_ARG, "synth: inconsistent shape dim %lld hidden %lld heads %lld/%lld",
-                       (long long)c->dim, (long long)c->hidden_dim, (long long)c->n_heads, (long long)c->n_kv_heads);
+        c->head_dim < 0 || c->head_dim > 4096 || (!c->head_dim && c->dim % c->n_heads != 0) ||
+        c->n_heads % c->n_kv_heads != 0 || synth_head_dim(c) % 2 != 0)
+        return err_set(err, ST_ERR_ARG, "synth: inconsistent shape dim %lld hidden %lld heads %lld/%lld head_dim %lld",
+                       (long long)c->dim, (long long)c->hidden_dim, (long long)c->n_heads, (long long)c->n_kv_heads,
+                       (long long)synth_head_dim(c));
+    if ((unsigned)c->arch > SYNTH_PHI3) return err_set(err, ST_ERR_ARG, "synth: arch %d", (int)c->arch);
+    if ((c->arch == SYNTH_QWEN2 || c->arch == SYNTH_PHI3) && c->n_heads * synth_head_dim(c) != c->dim)
+        return err_set(err, ST_ERR_ARG, "synth: %s needs n_heads * head_dim = dim (llama.cpp's graph), got %lld * %lld",
+                       c->arch == SYNTH_QWEN2 ? "qwen2" : "phi3", (long long)c->n_heads, (long long)synth_head_dim(c));
+    if (c->n_spikes > 0 && (c->arch != SYNTH_LLAMA || c->n_heads * synth_head_dim(c) != c->dim))
+        return err_set(err, ST_ERR_ARG, "synth: spikes are planted only in the llama layout with head_dim = dim / n_heads");
     if (c->n_layers > 1024) return err_set(err, ST_ERR_RANGE, "synth: %lld layers (at most 1024)", (long long)c->n_layers);
     if (c->vocab_size < 260 || c->vocab_size > (1 << 20))
         return err_set(err, ST_ERR_RANGE, "synth: vocab size %lld outside [260, 1048576] (3 special + 256 byte tokens + pieces)",
@@ -445,7 +472,7 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
         synth_free(s);
         return err_set(err, ST_ERR_NOMEM, "synth: tensor table");
     }
-    int64_t hd = c->dim / c->n_heads, kvd = hd * c->n_kv_heads;
+    int64_t hd = synth_head_dim(c), kvd = hd * c->n_kv_heads, qd = hd * c->n_heads;
     TSpec *t = s->t;
     t[0] = (TSpec){"token_embd.weight", TK_EMBD, -1, c->dim, c->vocab_size, storage_type(c->type, c->dim)};
     static const struct { TKind k; const char *name; } lk[LAYER_TENSORS] = {
@@ -460,7 +487,8 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
             e->layer = l;
             switch (e->kind) {
             case TK_ATTN_NORM: case TK_FFN_NORM: e->ne0 = c->dim, e->ne1 = 1; break;
-            case TK_Q: case TK_O: e->ne0 = c->dim, e->ne1 = c->dim; break;
+            case TK_Q: e->ne0 = c->dim, e->ne1 = qd; break;
+            case TK_O: e->ne0 = qd, e->ne1 = c->dim; break;
             case TK_K: case TK_V: e->ne0 = c->dim, e->ne1 = kvd; break;
             case TK_GATE: case TK_UP: e->ne0 = c->dim, e->ne1 = c->hidden_dim; break;
             case TK_DOWN: e->ne0 = c->hidden_dim, e->ne1 = c->dim; break;
@@ -636,8 +664,18 @@ static void fill_rows(void *arg, int64_t begin, int64_t end, int tid) {
     core_free_aligned(row);
 }
 
-static Status fill_tensor(void *user, int64_t i, void *dst, size_t nbytes, Err *err) {
-    const FillCtx *ctx = user;
+/* A tensor of the file: one spec, a stack of consecutive specs (phi3's
+ * [q; k; v] and [gate; up]), a q/k/v bias or rope_freqs. */
+typedef enum { FT_SPEC, FT_STACK, FT_BIAS, FT_ROPE_FREQS } FileKind;
+
+typedef struct FileT {
+    FileKind kind;
+    int64_t spec;            /* the spec (first of the stack; the projection a bias belongs to) */
+    int n_parts;             /* FT_STACK: specs spec .. spec + n_parts - 1 */
+    char name[64];
+} FileT;
+
+static Status fill_spec(const FillCtx *ctx, int64_t i, void *dst, size_t nbytes, Err *err) {
     const TSpec *t = &ctx->s->t[i];
     const GgmlTypeTraits *tt = ggml_type_traits(t->type);
     size_t rb = ggml_row_bytes(t->type, t->ne0);
@@ -648,6 +686,96 @@ static Status fill_tensor(void *user, int64_t i, void *dst, size_t nbytes, Err *
     pool_for(ctx->pool, t->ne1, grain, fill_rows, &job);
     if (atomic_load(&job.failed)) return err_set(err, ST_ERR_NOMEM, "synth: row buffer");
     return ST_OK;
+}
+
+/* Llama 3.1's frequency factors (factor 8, low 1, high 4, original context
+ * 8192) for head width hd and base theta, as llama.cpp's converter writes
+ * rope_freqs.weight: 1 for wavelengths under 8192/4, 8 over 8192, smoothed
+ * between. */
+static void llama3_rope_freqs(float *ff, int64_t hd, double theta) {
+    const double factor = 8.0, lo = 1.0, hi = 4.0, orig = 8192.0;
+    for (int64_t i = 0; i < hd / 2; i++) {
+        double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd), wavelen = 2.0 * M_PI / freq;
+        if (wavelen < orig / hi) {
+            ff[i] = 1.0f;
+        } else if (wavelen > orig / lo) {
+            ff[i] = (float)factor;
+        } else {
+            double smooth = (orig / wavelen - lo) / (hi - lo);
+            ff[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+        }
+    }
+}
+
+typedef struct FileCtx {
+    FillCtx fill;
+    const FileT *ft;
+} FileCtx;
+
+static Status fill_file_tensor(void *user, int64_t idx, void *dst, size_t nbytes, Err *err) {
+    const FileCtx *fc = user;
+    const FileT *f = &fc->ft[idx];
+    const Synth *s = fc->fill.s;
+    float *out = dst;
+    switch (f->kind) {
+    case FT_SPEC: return fill_spec(&fc->fill, f->spec, dst, nbytes, err);
+    case FT_STACK: {
+        size_t off = 0;
+        for (int p = 0; p < f->n_parts; p++) {
+            const TSpec *t = &s->t[f->spec + p];
+            size_t part = ggml_row_bytes(t->type, t->ne0) * (size_t)t->ne1;
+            if (off + part > nbytes) return err_set(err, ST_ERR_STATE, "synth: tensor %s: size mismatch", f->name);
+            Status st = fill_spec(&fc->fill, f->spec + p, (unsigned char *)dst + off, part, err);
+            if (st != ST_OK) return st;
+            off += part;
+        }
+        return off == nbytes ? ST_OK : err_set(err, ST_ERR_STATE, "synth: tensor %s: size mismatch", f->name);
+    }
+    case FT_BIAS: {
+        /* Its own stream, so the projections' streams stay those of the llama layout. */
+        Rng rng;
+        rng_seed(&rng, s->cfg.seed, UINT64_MAX - 1, (uint64_t)f->spec);
+        rng_normal(&rng, out, (int64_t)(nbytes / sizeof(float)), 0.5f);
+        return ST_OK;
+    }
+    case FT_ROPE_FREQS:
+        llama3_rope_freqs(out, (int64_t)(nbytes / sizeof(float)) * 2, s->cfg.rope_theta);
+        return ST_OK;
+    }
+    return err_set(err, ST_ERR_STATE, "synth: file tensor %lld", (long long)idx);
+}
+
+/* The file's tensor list for the configured layout; caller frees. */
+static FileT *file_tensors(const Synth *s, int64_t *n_out) {
+    const SynthConfig *c = &s->cfg;
+    FileT *ft = core_calloc((size_t)(s->n_t + 3 * c->n_layers + 1), sizeof *ft);
+    if (!ft) return NULL;
+    int64_t n = 0;
+    if (c->arch == SYNTH_LLAMA3) {
+        ft[n].kind = FT_ROPE_FREQS;
+        snprintf(ft[n++].name, sizeof ft[0].name, "rope_freqs.weight");
+    }
+    for (int64_t i = 0; i < s->n_t; i++) {
+        const TSpec *t = &s->t[i];
+        if (c->arch == SYNTH_PHI3 && (t->kind == TK_Q || t->kind == TK_GATE)) {
+            int qkv = t->kind == TK_Q;
+            ft[n] = (FileT){.kind = FT_STACK, .spec = i, .n_parts = qkv ? 3 : 2};
+            snprintf(ft[n++].name, sizeof ft[0].name, "blk.%lld.%s.weight", (long long)t->layer,
+                     qkv ? "attn_qkv" : "ffn_up");
+            i += qkv ? 2 : 1;
+            continue;
+        }
+        ft[n] = (FileT){.kind = FT_SPEC, .spec = i};
+        snprintf(ft[n++].name, sizeof ft[0].name, "%s", t->name);
+        if (c->arch == SYNTH_QWEN2 && t->kind == TK_V)
+            for (int p = 0; p < 3; p++) { /* after v: the q, k, v biases */
+                static const char *const bn[3] = {"attn_q", "attn_k", "attn_v"};
+                ft[n] = (FileT){.kind = FT_BIAS, .spec = i - 2 + p};
+                snprintf(ft[n++].name, sizeof ft[0].name, "blk.%lld.%s.bias", (long long)t->layer, bn[p]);
+            }
+    }
+    *n_out = n;
+    return ft;
 }
 
 static int file_type_of(uint32_t t) {
@@ -664,23 +792,29 @@ Status synth_write(const Synth *s, const char *path, Progress *p, Err *err) {
         vocab_done(&voc);
         return err_set(err, ST_ERR_NOMEM, "%s: writer", path);
     }
-    char name[64];
+    char name[64], key[96];
     snprintf(name, sizeof name, "qscope-synth-%s", c->name[0] ? c->name : "custom");
-    st = gguf_writer_add_str(w, "general.architecture", "llama");
+    const char *arch = c->arch == SYNTH_QWEN2 ? "qwen2" : c->arch == SYNTH_PHI3 ? "phi3" : "llama";
+    int64_t hd = synth_head_dim(c);
+#define AKEY(sfx) (snprintf(key, sizeof key, "%s.%s", arch, sfx), key)
+    st = gguf_writer_add_str(w, "general.architecture", arch);
     if (st == ST_OK) st = gguf_writer_add_str(w, "general.name", name);
     if (st == ST_OK) st = gguf_writer_add_u32(w, "general.alignment", 32);
     if (st == ST_OK) st = gguf_writer_add_u32(w, "general.file_type", (uint32_t)file_type_of(c->type));
     if (st == ST_OK && c->type == GGML_Q8_0) st = gguf_writer_add_u32(w, "general.quantization_version", 2);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.context_length", (uint32_t)c->context_length);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)c->dim);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.block_count", (uint32_t)c->n_layers);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)(c->dim / c->n_heads));
-    if (st == ST_OK) st = gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_theta);
-    if (st == ST_OK) st = gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    if (st == ST_OK) st = gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("context_length"), (uint32_t)c->context_length);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("embedding_length"), (uint32_t)c->dim);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("block_count"), (uint32_t)c->n_layers);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("feed_forward_length"), (uint32_t)c->hidden_dim);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("attention.head_count"), (uint32_t)c->n_heads);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("rope.dimension_count"), (uint32_t)hd);
+    if (st == ST_OK && hd * c->n_heads != c->dim) st = gguf_writer_add_u32(w, AKEY("attention.key_length"), (uint32_t)hd);
+    if (st == ST_OK && hd * c->n_heads != c->dim) st = gguf_writer_add_u32(w, AKEY("attention.value_length"), (uint32_t)hd);
+    if (st == ST_OK) st = gguf_writer_add_f32(w, AKEY("rope.freq_base"), c->rope_theta);
+    if (st == ST_OK) st = gguf_writer_add_f32(w, AKEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
+    if (st == ST_OK) st = gguf_writer_add_u32(w, AKEY("vocab_size"), (uint32_t)c->vocab_size);
+#undef AKEY
     if (st == ST_OK) st = gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
     if (st == ST_OK) st = gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)voc.tok, voc.n);
     if (st == ST_OK) st = gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", voc.score, voc.n);
@@ -690,19 +824,30 @@ Status synth_write(const Synth *s, const char *path, Progress *p, Err *err) {
     if (st == ST_OK) st = gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0);
     if (st == ST_OK) st = gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
     if (st == ST_OK) st = gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0);
-    FillCtx ctx = {.s = s, .pool = NULL};
-    for (int64_t i = 0; st == ST_OK && i < s->n_t; i++) {
-        const TSpec *t = &s->t[i];
+    FileCtx ctx = {.fill = {.s = s, .pool = NULL}, .ft = NULL};
+    int64_t n_ft = 0;
+    FileT *ft = NULL;
+    if (st == ST_OK && !(ft = file_tensors(s, &n_ft))) st = ST_ERR_NOMEM;
+    ctx.ft = ft;
+    for (int64_t i = 0; st == ST_OK && i < n_ft; i++) {
+        const TSpec *t = &s->t[ft[i].spec];
         int64_t ne[2] = {t->ne0, t->ne1};
-        st = gguf_writer_add_tensor_fill(w, t->name, t->type, t->ne1 == 1 ? 1 : 2, ne, fill_tensor, &ctx);
+        int dims = t->ne1 == 1 ? 1 : 2;
+        uint32_t type = t->type;
+        if (ft[i].kind == FT_STACK)
+            for (int q = 1; q < ft[i].n_parts; q++) ne[1] += s->t[ft[i].spec + q].ne1;
+        if (ft[i].kind == FT_BIAS) ne[0] = t->ne1, dims = 1, type = GGML_F32;
+        if (ft[i].kind == FT_ROPE_FREQS) ne[0] = hd / 2, dims = 1, type = GGML_F32;
+        st = gguf_writer_add_tensor_fill(w, ft[i].name, type, dims, ne, fill_file_tensor, &ctx);
     }
     if (st != ST_OK) {
         err_set(err, st, "%s: building GGUF metadata", path);
-    } else if ((st = pool_new(0, &ctx.pool, err)) == ST_OK) {
+    } else if ((st = pool_new(0, &ctx.fill.pool, err)) == ST_OK) {
         gguf_writer_set_progress(w, p);
         st = gguf_writer_write(w, path, err);
     }
-    pool_free(ctx.pool);
+    free(ft);
+    pool_free(ctx.fill.pool);
     gguf_writer_free(w);
     vocab_done(&voc);
     return st;

@@ -25,8 +25,18 @@ typedef struct SynthSpike {
                                 median |silu(g)*u| with g, u ~ N(0,1); for o the median |v|, |N(0,1)| */
 } SynthSpike;
 
+/* The file layout written: llama (the default), llama with Llama 3.1
+ * rope_freqs.weight (factor 8, low 1, high 4, original context 8192, as
+ * llama.cpp's converter computes them), qwen2 (q/k/v biases, NEOX RoPE) or
+ * phi3 (attn_qkv = [q; k; v], ffn_up = [gate; up], NEOX RoPE). The weights
+ * are the same random streams in every layout. */
+typedef enum { SYNTH_LLAMA, SYNTH_LLAMA3, SYNTH_QWEN2, SYNTH_PHI3 } SynthArch;
+
 typedef struct SynthConfig {
     char name[32];           /* preset name, written as general.name */
+    SynthArch arch;
+    int64_t head_dim;        /* 0: dim / n_heads; else any even width (llama / llama3 only:
+                                llama.cpp's qwen2 and phi3 need n_heads * head_dim = dim) */
     int64_t dim, hidden_dim, n_layers, n_heads, n_kv_heads;
     int64_t vocab_size;      /* >= 260: <unk> <s> </s>, 256 byte tokens, filler pieces */
     int64_t context_length;
@@ -45,6 +55,10 @@ typedef struct SynthConfig {
  * Seed 0, type F32, no spikes. Returns ST_ERR_ARG for an unknown name. */
 Status synth_preset(const char *name, SynthConfig *cfg, Err *err);
 
+/* Parses "llama", "llama3", "qwen2" or "phi3" into cfg->arch (other names:
+ * ST_ERR_ARG naming the known ones). */
+Status synth_parse_arch(const char *name, SynthConfig *cfg, Err *err);
+
 /* Parses a spike list into cfg->spikes (replacing any): comma-separated
  * items LAYER.SITE:CHANNEL[:FACTOR], SITE `down` or `o`, FACTOR in [1, 1e4]
  * defaulting to 100. Checks layer and channel against cfg's shape, so set the
@@ -62,8 +76,10 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err);
 /* NULL is a no-op. */
 void synth_free(Synth *s);
 
-/* Number of tensors and the name of tensor i (llama.cpp names, file order;
- * the string is owned by s). */
+/* Number of tensors and the name of tensor i (llama.cpp names; the string is
+ * owned by s). These are the unfused projections in llama's file order: a
+ * phi3 file stores q/k/v and gate/up of a layer stacked in one tensor, and
+ * qwen2 / llama3 files hold their biases / rope_freqs besides. */
 int64_t synth_n_tensors(const Synth *s);
 const char *synth_tensor_name(const Synth *s, int64_t i);
 
