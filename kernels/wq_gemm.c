@@ -25,6 +25,7 @@ static const struct {
     [WQ_U8] = {32, 32, 8},    [WQ_U4] = {32, 16, 4},    [WQ_U3] = {64, 24, 3},
     [WQ_U2] = {64, 16, 2},    [WQ_E4M3] = {32, 32, 8},  [WQ_E5M2] = {32, 32, 8},
     [WQ_F16] = {32, 64, 16},  [WQ_BF16] = {32, 64, 16}, [WQ_F32] = {16, 64, 32},
+    [WQ_BLOCKS] = {1, 0, 0}, /* per matrix: see wqmat_pack_blocks */
 };
 
 int64_t wq_block_elems(WqCode c) { return wq_traits[c].elems; }
@@ -206,6 +207,29 @@ Status wqmat_pack_f32(const float *w, int64_t n, int64_t k, WqMatrix *out, Err *
     return ST_OK;
 }
 
+Status wqmat_pack_blocks(const uint8_t *blocks, size_t src_row_bytes, int64_t block_elems, WqRowDecodeFn decode,
+                         int64_t n, int64_t k, WqMatrix *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    if (n <= 0 || k <= 0 || block_elems <= 0 || k % block_elems || !decode || !src_row_bytes)
+        return err_set(err, ST_ERR_ARG, "block matrix (%lld, %lld): rows must be whole blocks of %lld", (long long)n,
+                       (long long)k, (long long)block_elems);
+    out->code = WQ_BLOCKS;
+    out->n = n;
+    out->k = k;
+    out->kp = k;
+    out->row_bytes = (src_row_bytes + 63) & ~(size_t)63;
+    out->gdim = WQ_GROUP_NONE;
+    out->decode = decode;
+    out->codes = core_alloc_aligned((size_t)n, out->row_bytes);
+    if (!out->codes) return err_set(err, ST_ERR_NOMEM, "block matrix (%lld, %lld)", (long long)n, (long long)k);
+    for (int64_t o = 0; o < n; o++) {
+        uint8_t *row = out->codes + (size_t)o * out->row_bytes;
+        memcpy(row, blocks + (size_t)o * src_row_bytes, src_row_bytes);
+        memset(row + src_row_bytes, 0, out->row_bytes - src_row_bytes);
+    }
+    return ST_OK;
+}
+
 /* === exact dequantization (reference semantics) === */
 
 static int64_t wq_group_of(const WqMatrix *m, int64_t o, int64_t i) {
@@ -325,6 +349,7 @@ static void wq_decode_row(const WqMatrix *m, int64_t o, float *v, int fast) {
         else f16_decode_ref((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
         break;
     case WQ_F32: memcpy(v, row, (size_t)m->k * 4); break;
+    case WQ_BLOCKS: m->decode(row, v, m->k); break;
     default:
         if (fast) wq_decode_int_avx512(m->code, row, m->k, v);
         else
@@ -581,6 +606,7 @@ static WqRowDotFn wq_rowdot_fn(const WqMatrix *m) {
 }
 
 int wq_gemv_fast_ok(const WqMatrix *m) {
+    if (m->code == WQ_BLOCKS) return 0; /* decoded row by row, float dot */
     if (m->gdim == WQ_GROUP_OC && m->group) return m->group % wq_traits[m->code].elems == 0;
     return 1;
 }

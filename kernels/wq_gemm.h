@@ -24,7 +24,11 @@
  *        bytes of third bits: byte j holds bit 2 of element j + 16t in its
  *        bit t and of element j + 8 + 16t in its bit 4 + t (t = 0..3);
  *   E4M3/E5M2  32 fp8 codes in 32 bytes;
- *   F16/BF16   32 half words in 64 bytes; F32 16 floats in 64 bytes.
+ *   F16/BF16   32 half words in 64 bytes; F32 16 floats in 64 bytes;
+ *   BLOCKS     a foreign block layout (ggml's Q4_0, Q4_K, ...) kept as it is:
+ *              each row is the format's row of blocks, decoded to floats by
+ *              the matrix's `decode` function (no scales here: they live in
+ *              the blocks). The GEMV decodes a row and takes a float dot.
  * Integer codes are unsigned: u = q + 2^(store_bits-1) and z = 2^(store_bits-1)
  * for symmetric matrices (quant/qtensor.h's centred codes q), u = q + 2^(bits-1)
  * (the unsigned code c) and z = the stored zero point for asymmetric ones, so
@@ -50,8 +54,11 @@
 #include "core/status.h"
 
 typedef enum {
-    WQ_U8, WQ_U4, WQ_U3, WQ_U2, WQ_E4M3, WQ_E5M2, WQ_F16, WQ_BF16, WQ_F32, WQ_CODE_COUNT
+    WQ_U8, WQ_U4, WQ_U3, WQ_U2, WQ_E4M3, WQ_E5M2, WQ_F16, WQ_BF16, WQ_F32, WQ_BLOCKS, WQ_CODE_COUNT
 } WqCode;
+
+/* Decodes n values (a whole number of blocks) of a BLOCKS row. */
+typedef void (*WqRowDecodeFn)(const void *src, float *dst, int64_t n);
 
 typedef enum { WQ_GROUP_TENSOR, WQ_GROUP_OC, WQ_GROUP_IC, WQ_GROUP_NONE } WqGroup;
 
@@ -68,6 +75,7 @@ typedef struct WqMatrix {
     float *zero;             /* (n_groups) z in code units, integer codes only; else NULL */
     int sym;                 /* integer codes symmetric: z = 2^(bits-1) everywhere, and the
                                 GEMV decodes u - z directly (no zero-point term) */
+    WqRowDecodeFn decode;    /* BLOCKS only: the row decoder */
 } WqMatrix;
 
 /* Elements per packed block and bytes per block of a code. */
@@ -96,13 +104,21 @@ Status wqmat_pack_f16(const uint16_t *h, int bf16, int64_t n, int64_t k, WqMatri
 /* Packs plain floats (n, k) (the fp32 "format"); no scales. */
 Status wqmat_pack_f32(const float *w, int64_t n, int64_t k, WqMatrix *out, Err *err);
 
+/* Keeps n rows of foreign blocks (row r at blocks + r * src_row_bytes, k
+ * values of block_elems each) as a BLOCKS matrix decoded by decode (static
+ * function, must outlive the matrix). Fails with ST_ERR_ARG when k is not a
+ * whole number of blocks, ST_ERR_NOMEM. */
+Status wqmat_pack_blocks(const uint8_t *blocks, size_t src_row_bytes, int64_t block_elems, WqRowDecodeFn decode,
+                         int64_t n, int64_t k, WqMatrix *out, Err *err);
+
 /* Releases the arrays of an embedded WqMatrix; safe on a zeroed one. */
 void wqmat_done(WqMatrix *m);
 
 /* Bytes of the packed codes including row padding (scales not counted). */
 size_t wqmat_code_bytes(const WqMatrix *m);
 
-/* Number of bits of real code storage per element (8, 4, 3, 2, 16, 32). */
+/* Number of bits of real code storage per element (8, 4, 3, 2, 16, 32; 0
+ * for BLOCKS, whose storage is the block layout's). */
 int wq_code_bits(WqCode c);
 
 /* Writes the represented values of rows [r0, r1) into out ((r1 - r0), k),

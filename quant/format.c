@@ -171,22 +171,36 @@ static Status pack_bf16(const QTensor *q, WqMatrix *out, Err *err) {
     return wqmat_pack_f16(q->h, 1, q->n_out, q->n_in, out, err);
 }
 
+/* === ggml blocks === */
+
+static Status pack_blocks(const QTensor *q, WqMatrix *out, Err *err) {
+    const QFormatTraits *t = qformat_traits(q->p.fmt);
+    const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+    return wqmat_pack_blocks(q->blk, ggml_row_bytes((uint32_t)t->ggml_type, q->n_in), g->block_size, g->dequant,
+                             q->n_out, q->n_in, out, err);
+}
+
 /* === The table === */
 
 #define FLOAT_ROW(nm, cd, b, st, sz, cy, ecy, ggml, krn, sfx)                                                   \
-    {nm, cd, b, QFAM_FLOAT, 0, 0, 0, 0, st, sz, cy, ecy, 0, ggml, {ggml, ggml}, 0, krn,                         \
+    {nm, cd, b, QFAM_FLOAT, 0, 0, 0, 0, st, sz, -1, -1, cy, ecy, 0, ggml, {ggml, ggml}, 0, krn,                     \
      NULL, NULL, NULL, NULL, convert_##sfx, decode_##sfx, pack_##sfx}
 #define FP8_ROW(nm, cd, cy, ecy, sens, sfx)                                                                     \
-    {nm, cd, 8, QFAM_FP8, 0, 1, 1, 1, QSTORE_U8, 1, cy, ecy, sens, -1, {-1, -1}, 0, nm,                         \
+    {nm, cd, 8, QFAM_FP8, 0, 1, 1, 1, QSTORE_U8, 1, -1, -1, cy, ecy, sens, -1, {-1, -1}, 0, nm,                     \
      fit_##sfx, quant_##sfx, span_##sfx, dequant_##sfx, NULL, NULL, pack_##sfx}
 /* near: the ggml type for rows of its block; b32a/b32s: the 32-element block
  * types for asymmetric / symmetric grids; oc32: oc32 groups write those. */
 #define INT_ROW(nm, cd, b, act, cy, ecy, sens, near, b32a, b32s, oc32)                                          \
-    {nm, cd, b, QFAM_INT, 1, 0, 1, act, QSTORE_I8, 1, cy, ecy, sens, near, {b32a, b32s}, oc32, "wq-" nm,        \
+    {nm, cd, b, QFAM_INT, 1, 0, 1, act, QSTORE_I8, 1, -1, -1, cy, ecy, sens, near, {b32a, b32s}, oc32, "wq-" nm,    \
      fit_int, quant_int, span_int, dequant_int, NULL, NULL, pack_int}
 
+/* bits: the nominal code width (block scales come on top: see qparams_bits). */
+#define GGML_ROW(nm, cd, b, cy, ecy, type, fb)                                                                  \
+    {nm, cd, b, QFAM_GGML, 0, 0, 0, 0, QSTORE_BLOCKS, 0, type, fb, cy, ecy, 0, type, {-1, -1}, 0, "ggml-" nm,       \
+     NULL, NULL, NULL, NULL, NULL, NULL, pack_blocks}
+
 static const QFormatTraits FORMATS[QF_COUNT] = {
-    [QF_F32] = FLOAT_ROW("fp32", "F32", 32, QSTORE_F32, 4, 12, 7, GGML_F32, "f32", f32),
+    [QF_F32] = FLOAT_ROW("fp32", "F32", 32, QSTORE_F32, 4, 30, 30, GGML_F32, "f32", f32),
     [QF_F16] = FLOAT_ROW("fp16", "F16", 16, QSTORE_U16, 2, 1, 1, GGML_F16, "fp16", f16),
     [QF_BF16] = FLOAT_ROW("bf16", "BF16", 16, QSTORE_U16, 2, 2, 2, GGML_BF16, "bf16", bf16),
     [QF_FP8_E4M3] = FP8_ROW("fp8-e4m3", "E4M3", 3, 3, 6, e4m3),
@@ -199,8 +213,14 @@ static const QFormatTraits FORMATS[QF_COUNT] = {
     [QF_INT2] = INT_ROW("int2", "I2", 2, 0, 10, 0, 5, GGML_Q2_K, GGML_Q4_0, GGML_Q4_0, 0),
     /* AQLM's size comes from its codebook parameters, not a per-element width;
      * quant/aqlm.h quantizes it and quant/qlinear_aqlm.h runs it. */
-    [QF_AQLM] = {"aqlm", "AQ", 0, QFAM_AQLM, 0, 0, 0, 0, QSTORE_NONE, 0, 11, 0, 0, -1, {-1, -1}, 0, "aqlm",
+    [QF_AQLM] = {"aqlm", "AQ", 0, QFAM_AQLM, 0, 0, 0, 0, QSTORE_NONE, 0, -1, -1, 25, 0, 0, -1, {-1, -1}, 0, "aqlm",
                  NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    /* ggml's block types, quantized by ggml's reference algorithms
+     * (quant/ggml_type.c: byte-identical to llama-quantize without an
+     * imatrix) and run from their own blocks. Cycle positions 11-20 sit
+     * between int2 and aqlm; in the end cycle 7-10, before fp32. */
+    [QF_Q8_0] = GGML_ROW("q8_0", "Q8_0", 8, 11, 7, GGML_Q8_0, QF_F16),
+    [QF_Q4_0] = GGML_ROW("q4_0", "Q4_0", 4, 18, 10, GGML_Q4_0, QF_F16),
 };
 
 /* Extra spellings accepted on input (all case-insensitive). */
@@ -232,7 +252,7 @@ static int list_pos(const QFormatTraits *t, QFormatList which) {
 
 int qformat_list(QFormatList which, QFormat *out, int cap) {
     int n = 0;
-    for (int pos = 1; pos <= QF_COUNT; pos++)
+    for (int pos = 1; pos < 64; pos++) /* positions are small: gaps leave room for rows */
         for (int f = 0; f < QF_COUNT; f++)
             if (list_pos(&FORMATS[f], which) == pos) {
                 if (n < cap) out[n] = (QFormat)f;

@@ -28,6 +28,7 @@ typedef enum {
     QF_F32, QF_F16, QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2,
     QF_INT8, QF_INT6, QF_INT5, QF_INT4, QF_INT3, QF_INT2,
     QF_AQLM,
+    QF_Q8_0, QF_Q4_0,
     QF_COUNT
 } QFormat;
 
@@ -38,11 +39,13 @@ typedef enum {
     QFAM_FLOAT,              /* plain values (fp32/fp16/bf16), no scales */
     QFAM_INT,                /* integer grid with group scales (and zero points if asymmetric) */
     QFAM_FP8,                /* 8-bit float codes with group scales */
-    QFAM_AQLM                /* additive codebooks (quant/aqlm.h): no per-element codes here */
+    QFAM_AQLM,               /* additive codebooks (quant/aqlm.h): no per-element codes here */
+    QFAM_GGML                /* ggml blocks (quant/ggml_type.h): the codes are the packed blocks,
+                                scales inside; no plan grouping */
 } QFamily;
 
 /* Which array of a QTensor (quant/qtensor.h) holds the codes. */
-typedef enum { QSTORE_NONE, QSTORE_I8, QSTORE_U8, QSTORE_U16, QSTORE_F32 } QStore;
+typedef enum { QSTORE_NONE, QSTORE_I8, QSTORE_U8, QSTORE_U16, QSTORE_F32, QSTORE_BLOCKS } QStore;
 
 struct QFormatTraits;
 struct QTensor;
@@ -79,7 +82,10 @@ typedef struct QFormatTraits {
     int needs_scale;         /* carries per-group scales */
     int act_ok;              /* allowed as an activation format (int8, fp8) */
     QStore store;            /* the QTensor array of its codes */
-    size_t code_bytes;       /* bytes per element of that array (0: none) */
+    size_t code_bytes;       /* bytes per element of that array (0: none, or blocks) */
+    int ggml_type;           /* QFAM_GGML: the quant/ggml_type.h type its blocks are; else -1 */
+    int fallback;            /* QFAM_GGML: the format llama.cpp falls back to when rows are not a
+                                whole number of blocks (tensor_type_fallback), QF_F16 at the end */
     /* Ordered lists, as 1-based positions (0: not listed). */
     int cycle;               /* the plan editor's format cycle for linear layers */
     int end_cycle;           /* its cycle for the embedding and the output head */

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/strlist.h"
+#include "quant/ggml_type.h"
 #include "quant/rtn.h"
 
 /* === Names === */
@@ -398,6 +399,15 @@ static Status site_check(const Plan *p, const PlanSiteEntry *s, const char *site
         if (s->n_in % a->g)
             return err_set(err, ST_ERR_ARG, "%s: aqlm group %d does not divide %s's input dim %lld",
                            src_label(p, s, 2, base, lb, sizeof lb), a->g, site, (long long)s->n_in);
+    }
+    if (t->family == QFAM_GGML) {
+        int64_t blk = ggml_type_traits((uint32_t)t->ggml_type)->block_size;
+        if (s->n_in % blk)
+            return err_set(err, ST_ERR_ARG, "%s: %s needs rows of a multiple of %lld: %s's input dim is %lld",
+                           src_label(p, s, 0, base, lb, sizeof lb), t->name, (long long)blk, site, (long long)s->n_in);
+        if (e->method != QM_RTN)
+            return err_set(err, ST_ERR_UNSUPPORTED, "%s: method %s on %s is not implemented (rtn only)",
+                           src_label(p, s, 2, base, lb, sizeof lb), qmethod_name(e->method), t->name);
     }
     if (t->needs_scale) {
         if ((unsigned)e->w.dim >= GROUP_COUNT)

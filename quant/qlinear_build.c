@@ -186,10 +186,11 @@ Status qlinear_new_from_qtensor(const QTensor *q, const ActQuant *aq, QLinear **
         im->name = t->kernel;
         st = t->pack(q, &im->wq, err);
         if (st) goto fail;
-        /* storage beyond the format's bits: block padding of K, wider storage */
+        /* storage beyond the format's bits: block padding of K, wider storage
+         * (a block format is stored as it is) */
         size_t packed_bits = (size_t)n * (size_t)im->wq.kp * (size_t)wq_code_bits(im->wq.code);
         size_t fmt_bits = (size_t)n * (size_t)k * (size_t)t->bits;
-        im->bytes = base + (packed_bits - fmt_bits) / 8;
+        im->bytes = im->wq.code == WQ_BLOCKS ? base : base + (packed_bits - fmt_bits) / 8;
     }
     *out = l;
     return ST_OK;

@@ -13,7 +13,8 @@
  *
  * Values: for integer formats w = scale * (q + zoff - zero) with
  * zoff = 2^(bits-1) for asymmetric and zoff = zero = 0 for symmetric; for
- * fp8 w = decode(f8) * scale; for fp16/bf16 w = decode(h); for f32 w = f.
+ * fp8 w = decode(f8) * scale; for fp16/bf16 w = decode(h); for f32 w = f;
+ * for ggml block formats, what quant/ggml_type.h's dequantizer makes of blk.
  * Every scale the quantizers write is exactly representable in fp16 (rounded
  * up so the range is never clipped), so packers may store them as fp16
  * without changing a single dequantized value. */
@@ -42,6 +43,8 @@ typedef struct QTensor {
     uint8_t *f8;             /* (n_out, n_in) fp8 codes, for fp8 formats */
     uint16_t *h;             /* (n_out, n_in) fp16/bf16 bits, for 16-bit formats */
     float *f;                /* (n_out, n_in) plain copy, for QF_F32 */
+    uint8_t *blk;            /* (n_out, ggml_row_bytes(type, n_in)) ggml blocks, for QFAM_GGML
+                                formats: scales inside, no n_groups */
     float *scale;            /* (n_groups) fp16-representable, see the layout above */
     float *zero;             /* (n_groups) integer-valued zero points in [0, 2^b-1]
                                 (asym only), else NULL */
@@ -73,6 +76,7 @@ static inline void *qtensor_codes(const QTensor *q) {
     case QSTORE_U8: return q->f8;
     case QSTORE_U16: return q->h;
     case QSTORE_F32: return q->f;
+    case QSTORE_BLOCKS: return q->blk;
     default: return NULL;
     }
 }

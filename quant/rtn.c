@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/fpconv.h"
+#include "quant/ggml_type.h"
 
 float rtn_fp16_ceil(float x) {
     if (!(x <= 65504.0f)) return INFINITY;
@@ -21,6 +22,13 @@ Status qparams_check(const QParams *p, int64_t n_out, int64_t n_in, Err *err) {
         return err_set(err, ST_ERR_ARG, "bad matrix shape (%lld, %lld)", (long long)n_out, (long long)n_in);
     if ((int)p->dim < 0 || p->dim >= GROUP_COUNT)
         return err_set(err, ST_ERR_ARG, "unknown grouping %d", (int)p->dim);
+    if (t->family == QFAM_GGML) {
+        const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+        if (n_in % g->block_size)
+            return err_set(err, ST_ERR_ARG, "%s needs rows of a multiple of %lld (input dim %lld)", t->name,
+                           (long long)g->block_size, (long long)n_in);
+        return ST_OK;
+    }
     if (!t->needs_scale || p->dim == GROUP_TENSOR) return ST_OK;
     if (p->group < 0) return err_set(err, ST_ERR_ARG, "negative group size %lld", (long long)p->group);
     if (p->dim == GROUP_OC && p->group && n_in % p->group)
@@ -122,11 +130,38 @@ fail:
     return st;
 }
 
+/* ggml block formats: each row through the type's reference quantizer into
+ * blk (rows of ggml_row_bytes), and/or its represented values into wq (may
+ * alias W: a row is quantized before its values are written). */
+static Status rtn_ggml_rows(const QFormatTraits *t, const float *W, int64_t n_out, int64_t n_in, uint8_t *blk,
+                            float *wq, Err *err) {
+    const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+    size_t rb = ggml_row_bytes((uint32_t)t->ggml_type, n_in);
+    if (!g->quant_ref) return err_set(err, ST_ERR_UNSUPPORTED, "%s: no reference quantizer", t->name);
+    uint8_t *tmp = blk ? NULL : malloc(rb);
+    if (!blk && !tmp) return err_set(err, ST_ERR_NOMEM, "%s row", t->name);
+    Status st = ST_OK;
+    for (int64_t r = 0; r < n_out && !st; r++) {
+        const float *w = W + r * n_in;
+        for (int64_t c = 0; c < n_in; c++)
+            if (!isfinite(w[c])) {
+                st = err_set(err, ST_ERR_NUMERIC, "weight (%lld, %lld) is not finite (%g)", (long long)r, (long long)c, w[c]);
+                break;
+            }
+        if (st) break;
+        uint8_t *dst = blk ? blk + (size_t)r * rb : tmp;
+        g->quant_ref(w, dst, n_in);
+        if (wq) g->dequant(dst, wq + r * n_in, n_in);
+    }
+    free(tmp);
+    return st;
+}
+
 static Status rtn_check(const QParams *p, int64_t n_out, int64_t n_in, Err *err) {
     Status st = qparams_check(p, n_out, n_in, err);
     if (st) return st;
     const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t->convert && !t->quant_span)
+    if (!t->convert && !t->quant_span && t->family != QFAM_GGML)
         return err_set(err, ST_ERR_UNSUPPORTED, "%s is not an RTN format (use quant/%s)", t->name, t->name);
     return ST_OK;
 }
@@ -141,15 +176,18 @@ Status qtensor_alloc(QTensor *out, const QParams *p, int64_t n_out, int64_t n_in
     out->n_out = n_out;
     out->n_in = n_in;
     out->n_groups = qparams_n_groups(p, n_out, n_in);
-    void *codes = t->code_bytes ? core_calloc(n, t->code_bytes) : NULL;
+    size_t nbytes = t->family == QFAM_GGML ? (size_t)n_out * ggml_row_bytes((uint32_t)t->ggml_type, n_in)
+                                           : n * t->code_bytes;
+    void *codes = nbytes ? core_calloc(nbytes, 1) : NULL;
     switch (t->store) {
     case QSTORE_I8: out->q = codes; break;
     case QSTORE_U8: out->f8 = codes; break;
     case QSTORE_U16: out->h = codes; break;
     case QSTORE_F32: out->f = codes; break;
+    case QSTORE_BLOCKS: out->blk = codes; break;
     default: break;
     }
-    int bad = t->code_bytes && !codes;
+    int bad = nbytes && !codes;
     /* Symmetric and fp8 tensors carry no zero points (documented as NULL). */
     int asym = t->is_int && !p->sym;
     if (out->n_groups) {
@@ -174,6 +212,11 @@ Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *
     if (t->convert) {
         t->convert(W, qtensor_codes(out), (size_t)n_out * (size_t)n_in);
         return ST_OK;
+    }
+    if (t->family == QFAM_GGML) {
+        st = rtn_ggml_rows(t, W, n_out, n_in, out->blk, NULL, err);
+        if (st) qtensor_done(out);
+        return st;
     }
     float *zero = out->zero;
     float *ztmp = NULL;
@@ -202,6 +245,7 @@ Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QPar
         }
         return ST_OK;
     }
+    if (t->family == QFAM_GGML) return rtn_ggml_rows(t, W, n_out, n_in, NULL, Wq, err);
     int64_t ng = qparams_n_groups(p, n_out, n_in);
     float *scale = core_calloc((size_t)ng, sizeof(float)), *zero = core_calloc((size_t)ng, sizeof(float));
     if (!scale || !zero) st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);
@@ -220,6 +264,12 @@ void qtensor_dequant(const QTensor *q, float *W) {
         t->decode(qtensor_codes(q), W, n);
         return;
     }
+    if (t->family == QFAM_GGML) {
+        const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+        size_t rb = ggml_row_bytes((uint32_t)t->ggml_type, q->n_in);
+        for (int64_t r = 0; r < q->n_out; r++) g->dequant(q->blk + (size_t)r * rb, W + r * q->n_in, q->n_in);
+        return;
+    }
     for (int64_t r = 0; r < q->n_out; r++)
         for (int64_t c = 0; c < q->n_in; c++) {
             int64_t gi = qtensor_group_of(p, q->n_out, q->n_in, r, c);
@@ -235,6 +285,7 @@ void qtensor_done(QTensor *q) {
     free(q->f8);
     free(q->h);
     free(q->f);
+    free(q->blk);
     free(q->scale);
     free(q->zero);
     memset(q, 0, sizeof *q);
@@ -243,6 +294,7 @@ void qtensor_done(QTensor *q) {
 int64_t qparams_bits(const QParams *p, int64_t n_out, int64_t n_in) {
     const QFormatTraits *t = qformat_traits(p->fmt);
     if (!t || t->family == QFAM_AQLM) return 0;
+    if (t->family == QFAM_GGML) return (int64_t)qparams_bytes(p, n_out, n_in) * 8;
     int64_t n = n_out * n_in;
     int64_t ng = qparams_n_groups(p, n_out, n_in);
     int64_t zbits = t->is_int && !p->sym ? ng * t->bits : 0;
@@ -252,6 +304,7 @@ int64_t qparams_bits(const QParams *p, int64_t n_out, int64_t n_in) {
 size_t qparams_bytes(const QParams *p, int64_t n_out, int64_t n_in) {
     const QFormatTraits *t = qformat_traits(p->fmt);
     if (!t || t->family == QFAM_AQLM) return 0;
+    if (t->family == QFAM_GGML) return (size_t)n_out * ggml_row_bytes((uint32_t)t->ggml_type, n_in);
     size_t n = (size_t)n_out * (size_t)n_in;
     size_t ng = (size_t)qparams_n_groups(p, n_out, n_in);
     size_t zbits = t->is_int && !p->sym ? ng * (size_t)t->bits : 0;

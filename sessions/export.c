@@ -343,6 +343,10 @@ static GmCfg gm_cfg(const PlanEntry *e, int64_t n_in, const char *site, ExportRe
     const QFormatTraits *t = qformat_traits(e->w.fmt);
     char d[64];
     entry_desc(e, d, sizeof d);
+    if (t->family == QFAM_GGML) {
+        note(rep, sm, EXPORT_DROPPED, site, "%s is a ggml block format, not expressible in GPTQModel: module skipped", d);
+        return c;
+    }
     if (!t->needs_scale && e->w.fmt != QF_AQLM) return c; /* 16/32-bit: left unquantized */
     if (!t->is_int) {
         note(rep, sm, EXPORT_DROPPED, site, "%s not expressible in GPTQModel (int weights only): module skipped", d);
@@ -506,7 +510,7 @@ static int lc_scheme(const PlanEntry *e, const char *site, char *out, size_t cap
     entry_desc(e, d, sizeof d);
     out[0] = '\0';
     if (e->w.fmt == QF_F32 || e->w.fmt == QF_F16 || e->w.fmt == QF_BF16) return 0;
-    if (e->w.fmt == QF_AQLM || e->w.fmt == QF_FP8_E5M2) {
+    if (e->w.fmt == QF_AQLM || e->w.fmt == QF_FP8_E5M2 || t->family == QFAM_GGML) {
         note(rep, sm, EXPORT_DROPPED, site, "%s not expressible in compressed-tensors: module ignored", d);
         return 0;
     }

@@ -12,6 +12,7 @@
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "quant/format.h"
+#include "quant/ggml_type.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
 #include "sessions/plan_json.h"
@@ -80,6 +81,8 @@ static void put_site(W *w, const QStoredSite *s) {
             if (!pk) w->ok = 0;
             else put(w, pk, packed_bytes(q->n_out * q->n_in, t->bits));
             free(pk);
+        } else if (t->store == QSTORE_BLOCKS) {
+            put(w, q->blk, (size_t)q->n_out * ggml_row_bytes((uint32_t)t->ggml_type, q->n_in));
         } else {
             put(w, qtensor_codes(q), (size_t)(q->n_out * q->n_in) * t->code_bytes);
         }
@@ -175,7 +178,7 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
         (st = bytes_read(r, &n_groups, 8, "n_groups", err)))
         return st;
     const QFormatTraits *t = qformat_traits((QFormat)fmt);
-    if (!t || !t->code_bytes || (sym != 0 && sym != 1) || dim < 0 || dim >= GROUP_COUNT || n_out < 1 || n_in < 1 ||
+    if (!t || t->store == QSTORE_NONE || (sym != 0 && sym != 1) || dim < 0 || dim >= GROUP_COUNT || n_out < 1 || n_in < 1 ||
         n_out > (1 << 24) || n_in > (1 << 24))
         return BADF("%s: site %s at offset %zu: bad tensor header (format %d, sym %d, dim %d, %lld x %lld)", r->path, site,
                     at, fmt, sym, dim, (long long)n_out, (long long)n_in);
@@ -207,6 +210,11 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
         }
         unpack_codes(pk, n, t->bits, codes);
         free(pk);
+    } else if (t->store == QSTORE_BLOCKS) {
+        if ((st = get_arr(r, &codes, n_out, ggml_row_bytes((uint32_t)t->ggml_type, n_in), "blocks", err))) {
+            free(codes);
+            return st;
+        }
     } else if ((st = get_arr(r, &codes, n, cb, "codes", err))) {
         free(codes);
         return st;
@@ -215,6 +223,7 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
     case QSTORE_F32: q->f = codes; break;
     case QSTORE_U16: q->h = codes; break;
     case QSTORE_U8: q->f8 = codes; break;
+    case QSTORE_BLOCKS: q->blk = codes; break;
     default: q->q = codes; break;
     }
     if (t->is_int) {
@@ -227,6 +236,19 @@ static Status read_qtensor(ByteReader *r, QTensor *q, const char *site, Err *err
     if (t->store == QSTORE_F32)
         for (int64_t i = 0; i < n; i++)
             if (!isfinite(q->f[i])) return BADF("%s: site %s codes at offset %zu: non-finite weight", r->path, site, coff);
+    if (t->store == QSTORE_BLOCKS) { /* block scales are fp16: a NaN or inf one makes every weight of its block so */
+        float *row = malloc((size_t)n_in * sizeof *row);
+        if (!row) return err_set(err, ST_ERR_NOMEM, "%s: a row", r->path);
+        const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+        size_t rb = ggml_row_bytes((uint32_t)t->ggml_type, n_in);
+        int bad = 0;
+        for (int64_t o = 0; o < n_out && !bad; o++) {
+            g->dequant(q->blk + (size_t)o * rb, row, n_in);
+            for (int64_t i = 0; i < n_in && !bad; i++) bad = !isfinite(row[i]);
+        }
+        free(row);
+        if (bad) return BADF("%s: site %s blocks at offset %zu: a non-finite block scale", r->path, site, coff);
+    }
     if (n_groups) {
         size_t so = r->off;
         if ((st = get_arr(r, (void **)&q->scale, n_groups, 4, "scales", err))) return st;

@@ -50,10 +50,11 @@ static void test_traits(void) {
         CHECK((t->convert != NULL) == (t->family == QFAM_FLOAT) && (t->decode != NULL) == (t->convert != NULL));
         CHECK((t->pack != NULL) == (t->family != QFAM_AQLM));
         static const size_t store_bytes[] = {[QSTORE_NONE] = 0, [QSTORE_I8] = 1, [QSTORE_U8] = 1, [QSTORE_U16] = 2,
-                                             [QSTORE_F32] = 4};
+                                             [QSTORE_F32] = 4, [QSTORE_BLOCKS] = 0};
         CHECK(t->code_bytes == store_bytes[t->store]);
         int b = 0;
         if (t->family == QFAM_INT) CHECK(sscanf(t->name, "int%d", &b) == 1 && t->bits == b);
+        else if (t->family == QFAM_GGML) CHECK(t->store == QSTORE_BLOCKS && t->ggml_type >= 0 && t->bits > 0);
         else if (t->family != QFAM_AQLM) CHECKF(t->bits == (int)t->code_bytes * 8, "%s", t->name);
         else CHECK(t->bits == 0 && t->code_bytes == 0);
         n_cycle += t->cycle > 0;
@@ -67,7 +68,8 @@ static void test_traits(void) {
     CHECK(lst[0] == QF_F16 && lst[QF_COUNT - 1] == QF_F32);
     CHECK(qformat_list(QLIST_SENS, lst, QF_COUNT) == SENS_NFMT);
     for (int i = 0; i < SENS_NFMT; i++) CHECK(sens_fmt(i) == lst[i] && qformat_traits(lst[i])->needs_scale);
-    CHECK(qformat_list(QLIST_END_CYCLE, lst, QF_COUNT) == 7 && lst[6] == QF_F32);
+    int n_end = qformat_list(QLIST_END_CYCLE, lst, QF_COUNT);
+    CHECK(n_end >= 7 && lst[5] == QF_INT4 && lst[n_end - 1] == QF_F32);
     CHECK(qformat_traits(QF_INT8)->act_ok && qformat_traits(QF_FP8_E4M3)->act_ok && !qformat_traits(QF_INT4)->act_ok);
     CHECK(group_dim_parse("OC") == GROUP_OC && group_dim_parse("ic") == GROUP_IC &&
           group_dim_parse("tensor") == GROUP_TENSOR && group_dim_parse("x") == -1);

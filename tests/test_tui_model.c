@@ -264,8 +264,8 @@ static void test_plan_edit(void) {
     CHECK(pe_next_format(QF_F16, 1) == QF_BF16 && pe_next_format(QF_F16, -1) == QF_F32);
     CHECK(pe_next_format(QF_F32, 1) == QF_F16 && pe_next_format(QF_INT4, 1) == QF_INT3);
     CHECK(pe_next_dim(GROUP_OC) == GROUP_IC && pe_next_dim(GROUP_TENSOR) == GROUP_OC);
-    CHECK(pe_next_format(QF_INT2, 1) == QF_AQLM && pe_next_format(QF_AQLM, 1) == QF_F32);
-    CHECK(pe_next_format(QF_F32, -1) == QF_AQLM);
+    CHECK(pe_next_format(QF_INT2, 1) == QF_Q8_0 && pe_next_format(QF_AQLM, 1) == QF_F32);
+    CHECK(pe_next_format(QF_F32, -1) == QF_AQLM && qformat_traits(pe_next_format(QF_AQLM, -1))->family == QFAM_GGML);
     int64_t o5[] = {0, 4, 8, 16, 32};
     CHECK(pe_next_group(0, o5, 5, 1) == 4 && pe_next_group(32, o5, 5, 1) == 0 && pe_next_group(0, o5, 5, -1) == 32);
     CHECK(pe_next_group(128, o5, 5, -1) == 32 && pe_next_group(6, o5, 5, 1) == 8 && pe_next_group(6, o5, 5, -1) == 4);
@@ -453,7 +453,8 @@ static void test_plan_ends(void) {
     PlanEdit pe;
     CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
     CHECK(pe_next_end_format(QF_F16, 1) == QF_BF16 && pe_next_end_format(QF_INT8, 1) == QF_INT4);
-    CHECK(pe_next_end_format(QF_INT4, 1) == QF_F32 && pe_next_end_format(QF_F32, 1) == QF_F16);
+    CHECK(pe_next_end_format(QF_INT4, 1) == QF_Q8_0 && pe_next_end_format(QF_F32, 1) == QF_F16);
+    CHECK(qformat_traits(pe_next_end_format(QF_F32, -1))->family == QFAM_GGML);
     CHECK(pe_next_end_format(QF_F16, -1) == QF_F32 && pe_next_end_format(QF_INT3, 1) == QF_F16);
     PlanEntry e = *plan_edit_end(&pe, PE_END_OUTPUT);
     e.w = (QParams){QF_INT4, 1, GROUP_OC, 128};

@@ -24,7 +24,7 @@ static int testlib_checks;
     status_message((err).code), (err).detail); exit(1); } } while (0)
 
 /* Path of a file under ../shared (QS_SHARED overrides). Static buffer rotation. */
-static const char *testlib_shared(const char *rel) {
+__attribute__((unused)) static const char *testlib_shared(const char *rel) {
     static char buf[4][1024];
     static int k;
     const char *root = getenv("QS_SHARED");

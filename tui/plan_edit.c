@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "quant/ggml_type.h"
 #include "quant/preset.h"
 
 const char *pe_scope_name(PeScope s) {
@@ -191,7 +192,7 @@ int pe_fit_aqlm(const AqlmParams *ap, int64_t n_in, AqlmParams *out) {
 }
 
 /* Why a cell's entry was changed after taking the edit. */
-typedef enum { FIX_NONE, FIX_GROUP, FIX_AQLM, FIX_AQLM_F16 } FixKind;
+typedef enum { FIX_NONE, FIX_GROUP, FIX_AQLM, FIX_AQLM_F16, FIX_GGML } FixKind;
 
 /* Makes e consistent and valid for an (n_out, n_in) matrix: format and
  * method aqlm go together (was_aqlm: the cell was aqlm before the edit, so
@@ -221,6 +222,16 @@ static FixKind fix_cell(PlanEntry *e, int was_aqlm, int64_t n_out, int64_t n_in)
     }
     if (e->method == QM_AQLM) e->method = QM_RTN;
     const QFormatTraits *t = qformat_traits(e->w.fmt);
+    if (t && t->family == QFAM_GGML) { /* rtn only (for now); llama.cpp's fallback where rows do not fit */
+        FixKind k = FIX_NONE;
+        if (e->method != QM_RTN) e->method = QM_RTN;
+        while (t->family == QFAM_GGML && n_in % ggml_type_traits((uint32_t)t->ggml_type)->block_size) {
+            e->w.fmt = (QFormat)t->fallback;
+            t = qformat_traits(e->w.fmt);
+            k = FIX_GGML;
+        }
+        return k;
+    }
     if (!t || !t->needs_scale || e->w.dim == GROUP_TENSOR || e->w.group == 0) return FIX_NONE;
     int64_t g = e->w.group, ng;
     if (e->method == QM_ADADIM) ng = pe_fit_group(pe_fit_group(g, n_in), n_out);
@@ -236,6 +247,8 @@ typedef struct FixNote {
     AqlmParams a_from, a_to;
     int64_t a_dim;
     int a_f16;
+    int64_t n_ggml, f_dim;
+    QFormat f_from, f_to;
 } FixNote;
 
 static void fix_cell_note(FixNote *fn, FixKind k, const PlanEntry *before, const PlanEntry *after, int64_t n_out,
@@ -245,6 +258,11 @@ static void fix_cell_note(FixNote *fn, FixKind k, const PlanEntry *before, const
         fn->g_from = before->w.group;
         fn->g_to = after->w.group;
         fn->g_dim = after->method == QM_ADADIM ? 0 : after->w.dim == GROUP_OC ? n_in : n_out;
+    } else if (k == FIX_GGML) {
+        fn->n_ggml++;
+        fn->f_from = before->w.fmt;
+        fn->f_to = after->w.fmt;
+        fn->f_dim = n_in;
     } else if (k == FIX_AQLM || k == FIX_AQLM_F16) {
         fn->n_aqlm++;
         fn->a_from = before->aqlm;
@@ -256,7 +274,7 @@ static void fix_cell_note(FixNote *fn, FixKind k, const PlanEntry *before, const
 
 static void fix_note_text(const FixNote *fn, PeResult *r) {
     size_t len = 0;
-    r->fallbacks = fn->n_group + fn->n_aqlm;
+    r->fallbacks = fn->n_group + fn->n_aqlm + fn->n_ggml;
     r->note[0] = 0;
     if (fn->n_group) {
         char dim[48];
@@ -273,7 +291,12 @@ static void fix_note_text(const FixNote *fn, PeResult *r) {
         snprintf(r->note + len, sizeof r->note - len, "%s%lld cell%s %s: g%d does not divide %lld, %s",
                  len ? "; " : "", (long long)fn->n_aqlm, fn->n_aqlm == 1 ? "" : "s", to, fn->a_from.g,
                  (long long)fn->a_dim, fn->a_f16 ? "no g keeps the code bits" : "same code bits");
+        len = strlen(r->note);
     }
+    if (fn->n_ggml && len < sizeof r->note)
+        snprintf(r->note + len, sizeof r->note - len, "%s%lld cell%s %s: %s blocks do not divide %lld (llama.cpp's fallback)",
+                 len ? "; " : "", (long long)fn->n_ggml, fn->n_ggml == 1 ? "" : "s", qformat_traits(fn->f_to)->name,
+                 qformat_traits(fn->f_from)->name, (long long)fn->f_dim);
 }
 
 static int in_scope(PeScope s, int64_t l0, int p0, const unsigned char *marks, int64_t l, int p, int64_t idx) {

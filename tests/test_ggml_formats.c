@@ -1,0 +1,196 @@
+/* ggml block types as plan formats: every QFAM_GGML row of the format table
+ * quantizes (RTN) exactly as quant/ggml_type.h's reference quantizer does,
+ * dequantizes, fake-quantizes, sizes and packs into its kernel consistently,
+ * and, against llama.cpp itself, reproduces llama-quantize's bytes for every
+ * tensor of a synthetic model whose rows fit K-quant super-blocks
+ * (`llama-quantize --pure`: every 2-D tensor of the one type). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/pool.h"
+#include "model/gguf.h"
+#include "model/synth.h"
+#include "quant/format.h"
+#include "quant/ggml_type.h"
+#include "quant/qlinear_build.h"
+#include "quant/rtn.h"
+#include "tests/testlib.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* Rows with the cases the quantizers branch on: an all-zero block, a lone
+ * outlier, all-positive and all-negative blocks, tiny values. */
+static void fill(float *W, int64_t n_out, int64_t n_in) {
+    for (int64_t i = 0; i < n_out * n_in; i++) W[i] = frand() * (i % 11 == 0 ? 2.0f : 0.3f);
+    for (int64_t c = 0; c < 32; c++) W[c] = 0.0f;                           /* row 0: a zero block */
+    W[1 * n_in + 40] = 25.0f;                                                /* row 1: an outlier */
+    for (int64_t c = 0; c < n_in; c++) W[2 * n_in + c] = fabsf(W[2 * n_in + c]) + 0.01f;
+    for (int64_t c = 0; c < n_in; c++) W[3 * n_in + c] = -fabsf(W[3 * n_in + c]) - 0.5f;
+    for (int64_t c = 0; c < n_in; c++) W[4 * n_in + c] *= 1e-3f;
+}
+
+static void check_format(QFormat f, Pool *pool) {
+    const QFormatTraits *t = qformat_traits(f);
+    const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+    CHECKF(g && g->quant_ref && g->dequant, "%s: no ggml quantizer", t->name);
+    if (!g || !g->quant_ref) return;
+    Err err;
+    err_init(&err);
+    const int64_t n_out = 12, n_in = 2 * (g->block_size < 256 ? 256 : g->block_size);
+    size_t rb = ggml_row_bytes((uint32_t)t->ggml_type, n_in), n = (size_t)(n_out * n_in);
+    float *W = malloc(n * sizeof *W), *dq = malloc(n * sizeof *dq), *fq = malloc(n * sizeof *fq);
+    float *ref = malloc(n * sizeof *ref);
+    uint8_t *blk = malloc(rb * (size_t)n_out);
+    CHECK(W && dq && fq && ref && blk);
+    fill(W, n_out, n_in);
+    QParams p = {f, 1, GROUP_OC, 0};
+    QTensor q;
+    CHECK_OK(rtn_quantize(W, n_out, n_in, &p, &q, &err), err);
+    CHECK(q.blk && q.n_groups == 0 && !q.scale && !q.q);
+    for (int64_t r = 0; r < n_out; r++) g->quant_ref(W + r * n_in, blk + (size_t)r * rb, n_in);
+    CHECKF(!memcmp(q.blk, blk, rb * (size_t)n_out), "%s: rtn bytes differ from the reference quantizer", t->name);
+    for (int64_t r = 0; r < n_out; r++) g->dequant(blk + (size_t)r * rb, ref + r * n_in, n_in);
+    qtensor_dequant(&q, dq);
+    CHECK(!memcmp(dq, ref, n * sizeof *dq));
+    CHECK_OK(rtn_fake_quantize(W, n_out, n_in, &p, fq, &err), err);
+    CHECK(!memcmp(fq, ref, n * sizeof *fq));
+    memcpy(fq, W, n * sizeof *fq); /* in place */
+    CHECK_OK(rtn_fake_quantize(fq, n_out, n_in, &p, fq, &err), err);
+    CHECK(!memcmp(fq, ref, n * sizeof *fq));
+    /* the zero block decodes to zeros; the error is small against the row's range */
+    for (int c = 0; c < 32; c++) CHECK(dq[c] == 0.0f);
+    for (int64_t r = 0; r < n_out; r++) {
+        float amax = 0, emax = 0;
+        for (int64_t c = 0; c < n_in; c++) {
+            amax = fmaxf(amax, fabsf(W[r * n_in + c]));
+            emax = fmaxf(emax, fabsf(W[r * n_in + c] - dq[r * n_in + c]));
+        }
+        /* 2^-bits of the row's range, with room for K-quants' 6-bit scales */
+        CHECKF(emax <= amax * ldexpf(1.0f, 2 - t->bits), "%s row %lld: error %g of max %g", t->name, (long long)r, emax,
+               amax);
+    }
+    CHECK(qparams_bytes(&p, n_out, n_in) == rb * (size_t)n_out);
+    CHECK(qparams_bits(&p, n_out, n_in) == (int64_t)(rb * (size_t)n_out * 8));
+    /* rows that are not whole blocks are refused */
+    CHECK(qparams_check(&p, n_out, n_in + g->block_size / 2, &err) == ST_ERR_ARG && strstr(err.detail, "multiple of"));
+    /* the kernel: decode and GEMV (T = 1), tiles through the GEMM (T = 9) */
+    QLinear *l = NULL;
+    CHECK_OK(qlinear_new_from_qtensor(&q, NULL, &l, &err), err);
+    CHECK(l->ops->bytes(l) == rb * (size_t)n_out);
+    for (int64_t T = 1; T <= 9; T += 8) {
+        float *x = malloc((size_t)(T * n_in) * sizeof *x), *y = malloc((size_t)(T * n_out) * sizeof *y);
+        for (int64_t i = 0; i < T * n_in; i++) x[i] = frand();
+        qlinear_forward(l, x, T, y, pool);
+        for (int64_t t0 = 0; t0 < T; t0++)
+            for (int64_t o = 0; o < n_out; o++) {
+                double s = 0, a = 0;
+                for (int64_t i = 0; i < n_in; i++) {
+                    s += (double)dq[o * n_in + i] * x[t0 * n_in + i];
+                    a += fabs((double)dq[o * n_in + i] * x[t0 * n_in + i]);
+                }
+                CHECKF(fabs(y[t0 * n_out + o] - s) <= 1e-5 * a + 1e-30, "%s T %lld: y %g ref %g", t->name, (long long)T,
+                       y[t0 * n_out + o], s);
+            }
+        free(x);
+        free(y);
+    }
+    qlinear_free(l);
+    qtensor_done(&q);
+    free(W); free(dq); free(fq); free(ref); free(blk);
+}
+
+/* === against llama-quantize === */
+
+/* Writes a small synthetic model (every row length a multiple of 256),
+ * quantizes it with `llama-quantize --pure` to each ggml format and compares
+ * every tensor of that type with qscope's RTN of the f32 tensor. */
+static void check_llama_quantize(void) {
+    const char *tool = testlib_llama_tool("llama-quantize", "test_ggml_formats' byte comparison");
+    if (!tool) return;
+    Err err;
+    err_init(&err);
+    char dir[] = "/tmp/qs-ggml-fmt-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char f32[128], out[128], cmd[1024];
+    snprintf(f32, sizeof f32, "%s/f32.gguf", dir);
+    SynthConfig cfg;
+    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+    cfg.dim = 256;
+    cfg.hidden_dim = 512;
+    cfg.n_layers = 2;
+    cfg.n_heads = 4;
+    cfg.n_kv_heads = 2;
+    cfg.vocab_size = 512;
+    cfg.seed = 7;
+    Synth *s = NULL;
+    CHECK_OK(synth_new(&cfg, &s, &err), err);
+    CHECK_OK(synth_write(s, f32, NULL, &err), err);
+    synth_free(s);
+    Gguf *ref = NULL;
+    CHECK_OK(gguf_open(f32, &ref, &err), err);
+    int n_types = 0;
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        if (t->family != QFAM_GGML) continue;
+        snprintf(out, sizeof out, "%s/%s.gguf", dir, t->name);
+        snprintf(cmd, sizeof cmd, "'%s' --pure '%s' '%s' %s 1 >'%s/log' 2>&1", tool, f32, out, t->name, dir);
+        int rc = system(cmd);
+        CHECKF(rc == 0, "llama-quantize %s failed (see %s/log)", t->name, dir);
+        if (rc) continue;
+        Gguf *g = NULL;
+        CHECK_OK(gguf_open(out, &g, &err), err);
+        int n_same = 0;
+        for (int64_t i = 0; i < g->n_tensors; i++) {
+            const GgufTensor *gt = &g->tensors[i];
+            if ((int)gt->type != t->ggml_type) continue;
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)gt->name.len, gt->name.s);
+            const GgufTensor *rt = gguf_find_tensor(ref, name);
+            CHECK(rt && rt->type == GGML_F32 && rt->ne[0] == gt->ne[0] && rt->ne[1] == gt->ne[1]);
+            QParams p = {(QFormat)f, 1, GROUP_OC, 0};
+            QTensor q;
+            CHECK_OK(rtn_quantize(rt->data, gt->ne[1], gt->ne[0], &p, &q, &err), err);
+            CHECKF(gt->nbytes == qparams_bytes(&p, gt->ne[1], gt->ne[0]) && !memcmp(q.blk, gt->data, gt->nbytes),
+                   "%s: %s bytes differ from llama-quantize's", name, t->name);
+            qtensor_done(&q);
+            n_same++;
+        }
+        /* --pure: the 7 projections of 2 layers, the embedding and the head */
+        CHECKF(n_same == 16, "%s: %d tensors of the type", t->name, n_same);
+        gguf_free(g);
+        unlink(out);
+        n_types++;
+    }
+    printf("llama-quantize --pure: %d ggml formats byte-identical on every tensor\n", n_types);
+    gguf_free(ref);
+    unlink(f32);
+    snprintf(cmd, sizeof cmd, "%s/log", dir);
+    unlink(cmd);
+    rmdir(dir);
+}
+
+int main(void) {
+    Err err;
+    err_init(&err);
+    Pool *pool = NULL;
+    CHECK_OK(pool_new(2, &pool, &err), err);
+    int n = 0;
+    for (int f = 0; f < QF_COUNT; f++)
+        if (qformat_traits((QFormat)f)->family == QFAM_GGML) {
+            check_format((QFormat)f, pool);
+            n++;
+        }
+    CHECK(n >= 2);
+    CHECK(qformat_parse("q4_0") == QF_Q4_0 && qformat_parse("Q8_0") == QF_Q8_0);
+    check_llama_quantize();
+    pool_free(pool);
+    return testlib_done("test_ggml_formats");
+}
