@@ -2,6 +2,7 @@
  * for why this sits apart from analysis/qmodel.c). */
 #include "analysis/qmodel_stats.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,14 +49,14 @@ fail:
     return st;
 }
 
-Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
-                        const char *h_path, Pool *pool, QStatsFile *out, Err *err) {
+static Status calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, int sensitivity, Pool *pool, QStatsFile *out, Err *err) {
     memset(out, 0, sizeof *out);
     CalibParams p;
     calib_params_default(&p);
     p.samples = samples;
     p.seqlen = seqlen;
-    p.sensitivity = 0;
+    p.sensitivity = sensitivity;
     Status st = calib_run(m, text, len, &p, h_path, pool, NULL, &out->cs, err);
     if (st) return st;
     if (h_path && out->cs->has_h) {
@@ -75,6 +76,16 @@ Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t sa
 fail:
     qstats_close(out);
     return st;
+}
+
+Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, Pool *pool, QStatsFile *out, Err *err) {
+    return calibrate(m, text, len, samples, seqlen, h_path, 0, pool, out, err);
+}
+
+Status qstats_calibrate_sens(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                             const char *h_path, Pool *pool, QStatsFile *out, Err *err) {
+    return calibrate(m, text, len, samples, seqlen, h_path, 1, pool, out, err);
 }
 
 void qstats_close(QStatsFile *f) {
@@ -137,3 +148,33 @@ Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites,
 const char *qstats_text_path(const struct CalibStats *cs) { return cs ? cs->params.text_path : ""; }
 
 int64_t qstats_tokens(const struct CalibStats *cs) { return cs ? cs->n_tokens : 0; }
+
+int qstats_sens_cell(const struct CalibStats *cs, int64_t layer, int proj, const QParams *qp, double *werr,
+                     double *oerr) {
+    if (!cs || !cs->has_sens || layer < 0 || layer >= cs->sens.n_layers || proj < 0 || proj >= PROJ_COUNT ||
+        !qp->sym)
+        return 0;
+    int f = sens_fmt_index(qp->fmt);
+    if (f < 0) return 0;
+    const int32_t *gs = cs->sens.gsize + (layer * PROJ_COUNT + proj) * SG_COUNT;
+    SensGroup g;
+    if (qp->dim == GROUP_TENSOR) g = SG_TENSOR;
+    else if (qp->group == 0) g = qp->dim == GROUP_OC ? SG_OC : SG_IC;
+    else {
+        g = qp->dim == GROUP_OC ? SG_OC_G : SG_IC_G;
+        if (gs[g] != qp->group) return 0;
+    }
+    int64_t i = sens_index(layer, proj, f, g);
+    if (isnan(cs->sens.werr[i])) return 0;
+    if (werr) *werr = cs->sens.werr[i];
+    if (oerr) *oerr = cs->sens.oerr[i];
+    return 1;
+}
+
+int qstats_sens_groups(const struct CalibStats *cs, int64_t layer, int proj, int64_t *oc_group, int64_t *ic_group) {
+    if (!cs || !cs->has_sens || layer < 0 || layer >= cs->sens.n_layers || proj < 0 || proj >= PROJ_COUNT) return 0;
+    const int32_t *gs = cs->sens.gsize + (layer * PROJ_COUNT + proj) * SG_COUNT;
+    *oc_group = gs[SG_OC_G];
+    *ic_group = gs[SG_IC_G];
+    return 1;
+}

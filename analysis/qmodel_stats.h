@@ -12,6 +12,7 @@
 #include "core/pool.h"
 #include "core/status.h"
 #include "model/model.h"
+#include "quant/qtensor.h"
 
 struct CalibStats;
 struct HStore;
@@ -35,6 +36,11 @@ Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err);
 Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
                         const char *h_path, Pool *pool, QStatsFile *out, Err *err);
 
+/* qstats_calibrate plus the weight-sensitivity map (group 32; output errors
+ * when h_path is given). */
+Status qstats_calibrate_sens(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                             const char *h_path, Pool *pool, QStatsFile *out, Err *err);
+
 /* Frees both; safe on a zeroed QStatsFile. */
 void qstats_close(QStatsFile *f);
 
@@ -53,6 +59,18 @@ const double *qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, int6
  * "L.qkv", "L.o", "L.gate_up", "L.down" (best first). *sites is an array of
  * k heap strings (caller frees each and the array); *n <= k. */
 Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err);
+
+/* The weight-sensitivity map's cell for symmetric round-to-nearest under qp
+ * on (layer, proj): returns 1 and sets *werr (‖ΔW‖²/‖W‖²) and *oerr
+ * (tr(ΔW H ΔWᵀ)/tr(W H Wᵀ), NaN without H) when cs has the map and the cell
+ * (qp symmetric, a format the map covers, per-tensor / per-channel or the
+ * map's group size for that site); 0 otherwise. Either pointer may be NULL. */
+int qstats_sens_cell(const struct CalibStats *cs, int64_t layer, int proj, const QParams *qp, double *werr,
+                     double *oerr);
+
+/* The group sizes the map used on (layer, proj) for OC- and IC-grouped cells
+ * (0: none fits); returns 0 when cs has no map. */
+int qstats_sens_groups(const struct CalibStats *cs, int64_t layer, int proj, int64_t *oc_group, int64_t *ic_group);
 
 /* Calibration text path and token count, for reports (borrowed). */
 const char *qstats_text_path(const struct CalibStats *cs);

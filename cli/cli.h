@@ -23,6 +23,8 @@ int cmd_calib(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+/* `qscope plan --auto ...` (cmd_plan hands over when --auto is given). */
+int cmd_plan_auto(int argc, char **argv);
 int cmd_quant(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tui(int argc, char **argv);

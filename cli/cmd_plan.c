@@ -127,8 +127,23 @@ Status plancli_load(const PlanCli *o, const Model *m, const char *stats_path, co
     return plancli_build(o, m, stats_path ? sf : NULL, plan, err);
 }
 
+int plancli_write(const Plan *p, const char *out_path) {
+    Err err;
+    err_init(&err);
+    char *json = NULL;
+    if (out_path ? plan_json_save(p, out_path, &err) : plan_json_write(p, &json, &err)) {
+        args_print_err("plan", &err);
+        return -1;
+    }
+    if (out_path) fprintf(stderr, "plan: wrote %s\n", out_path);
+    else fputs(json, stdout);
+    free(json);
+    return 0;
+}
+
 static void plan_usage(FILE *f) {
     fprintf(f, "usage: qscope plan MODEL --preset NAME [--stats STATS] [options] -o PLAN.json\n"
+               "       qscope plan MODEL --auto (--bpw B | --bytes N) --stats STATS [...] (see --auto --help)\n"
                "Builds a preset plan for MODEL's shape and writes it as JSON (schema_version %d),\n"
                "printing its fallbacks, size and bits per weight.\n"
                "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
@@ -142,6 +157,8 @@ int cmd_plan(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *val;
     PlanCli pc;
     plancli_init(&pc);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--auto")) return cmd_plan_auto(argc, argv);
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -180,7 +197,6 @@ int cmd_plan(int argc, char **argv) {
     memset(&sf, 0, sizeof sf);
     Plan plan;
     plan_init(&plan);
-    char *json = NULL;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (plancli_load(&pc, m, stats_path, NULL, &sf, &plan, NULL, &err)) {
@@ -197,22 +213,9 @@ int cmd_plan(int argc, char **argv) {
     fprintf(stderr, "plan '%s': %lld rules, %.4f bits per weight (linear layers %.4f), %zu bytes%s\n", plan.name,
             (long long)plan.n_rules, sz.bpw_all, sz.bpw_lin, sz.all_bytes,
             qmodel_plan_needs_stats(&plan, &pm, NULL) ? "; needs --stats to quantize" : "");
-    if (out_path) {
-        if (plan_json_save(&plan, out_path, &err)) {
-            args_print_err("plan", &err);
-            goto done;
-        }
-        fprintf(stderr, "plan: wrote %s\n", out_path);
-    } else {
-        if (plan_json_write(&plan, &json, &err)) {
-            args_print_err("plan", &err);
-            goto done;
-        }
-        fputs(json, stdout);
-    }
+    if (plancli_write(&plan, out_path)) goto done;
     rc = 0;
 done:
-    free(json);
     plan_done(&plan);
     qstats_close(&sf);
     model_free(m);

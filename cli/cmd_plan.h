@@ -48,4 +48,8 @@ Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, 
 Status plancli_load(const PlanCli *o, const Model *m, const char *stats_path, const char *qfile, QStatsFile *sf,
                     Plan *plan, QStored **stored, Err *err);
 
+/* Writes p as plan JSON to out_path ("plan: wrote PATH" on stderr) or, when
+ * out_path is NULL, to stdout. Returns 0, or -1 after printing the error. */
+int plancli_write(const Plan *p, const char *out_path);
+
 #endif

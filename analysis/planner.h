@@ -1,0 +1,118 @@
+/* The automatic planner: chooses every projection's weight format, grouping
+ * and method so that the predicted end-to-end loss is least under a size
+ * budget (qscope plan --auto, the TUI's A).
+ *
+ * Candidates come from one table (planner_kinds): a format, symmetric, with
+ * per-tensor, per-OC, per-IC or grouped (OC / IC, the sensitivity map's group
+ * size) scales, plus fp16. For --target llamacpp the table holds only the
+ * entries that are ggml types (q8_0 = int8 sym OC groups of 32, q4_0-like
+ * int4 sym OC groups of 32, f16), so the map must have been computed with
+ * group 32 (calib's default).
+ *
+ * Loss model (additive over sites): the predicted loss of site s under
+ * candidate c is scale_s · oerr_s(c), oerr the map's relative output error
+ * tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) of symmetric RTN. scale_s defaults to 1 (the loss is
+ * then Σ relative output error, a proxy); with a site calibration
+ * (analysis/sitecal.h) scale_s is the KLD that site alone caused per unit of
+ * its output error, so the loss is a predicted KLD in nats. fp16 costs 0.
+ * Sizes are plan_entry_bits of the entry on the site's shape (exact); the
+ * embedding and output head stay fp16 and count against the budget.
+ * The optimiser is quant/autoplan.h's multiple-choice knapsack. */
+#ifndef QS_ANALYSIS_PLANNER_H
+#define QS_ANALYSIS_PLANNER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "quant/autoplan.h"
+#include "quant/plan.h"
+
+struct CalibStats;
+
+typedef enum { PLANNER_TARGET_ANY, PLANNER_TARGET_LLAMACPP, PLANNER_TARGET_COUNT } PlannerTarget;
+
+/* One row of the candidate table. */
+typedef struct PlannerKind {
+    const char *name;        /* "int4/oc-g", "q8_0", "fp16" */
+    QFormat fmt;
+    GroupDim dim;
+    int grouped;             /* 1: the map's group size along dim */
+    int64_t need_group;      /* > 0: only where the map's group size is exactly this (ggml blocks) */
+    const char *ggml;        /* the ggml type the entry exports to, or NULL */
+    PlannerTarget target;    /* PLANNER_TARGET_ANY: general table; LLAMACPP: ggml table */
+} PlannerKind;
+
+/* The candidate table of target (static), length in *n. */
+const PlannerKind *planner_kinds(PlannerTarget target, int *n);
+
+/* "any" / "llamacpp"; parse returns -1 if unknown. */
+const char *planner_target_name(PlannerTarget t);
+int planner_target_parse(const char *s);
+
+typedef struct PlannerOpts {
+    double bpw;              /* > 0: budget in bits per weight over every weight (embedding
+                                and head included: plan_size's bpw_all) */
+    size_t bytes;            /* > 0 (bpw 0): budget in bytes (plan_size's all_bytes) */
+    uint32_t formats;        /* bit (1u << QFormat) per allowed format; 0: all the table has */
+    PlannerTarget target;
+    QMethod method;          /* for integer candidates: QM_RTN or QM_GPTQ (needs H to build) */
+    const double *site_scale;/* (n_layers * PLAN_NPROJ) loss per unit of output error, or NULL (1) */
+    AutoSolveOpts solve;
+} PlannerOpts;
+
+void planner_opts_default(PlannerOpts *o);
+
+typedef struct PlannerSite {
+    int kind;                /* index into planner_kinds(target) */
+    int64_t bits;
+    double oerr;             /* the map's relative output error of the choice (0 for fp16) */
+    double loss;             /* predicted loss of the choice */
+    char why[200];           /* the trade-off against the neighbouring candidates */
+} PlannerSite;
+
+typedef struct PlannerResult {
+    Plan plan;               /* the chosen plan (named "auto-<bpw>") */
+    AutoSolution sol;        /* over the linear sites */
+    int64_t budget_bits;     /* whole-model budget in bits */
+    int64_t fixed_bits;      /* embedding + head */
+    int64_t all_params;
+    int calibrated;          /* site_scale given: losses are predicted KLD in nats */
+    int64_t n_sites;         /* n_layers * PLAN_NPROJ */
+    PlannerSite *sites;      /* (n_sites) owned, [layer * PLAN_NPROJ + proj] */
+    PlannerTarget target;
+} PlannerResult;
+
+/* Builds the plan for m from cs's sensitivity map under o. Fails with
+ * ST_ERR_ARG when cs has no sensitivity map or output errors (needs H), when
+ * the target's table has no candidate on some site ("layer 3 down: no
+ * candidate: the map's group size 28 is not 32"), ST_ERR_RANGE when the budget
+ * is below the cheapest plan (the message gives that plan's bpw). m, cs and
+ * o->site_scale are borrowed for the call. Caller releases *out with
+ * planner_result_done. */
+Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err);
+
+/* Frees everything in r; safe on a zeroed result. */
+void planner_result_done(PlannerResult *r);
+
+/* The loss model's prediction for any plan p on m: Σ over linear sites of
+ * scale_s · oerr_s(entry) (site_scale may be NULL: 1). A site whose entry the
+ * map does not cover (asymmetric integers, other group sizes, AQLM) uses the
+ * map's symmetric cell of the same format and grouping dimension with the
+ * nearest group size, and is counted in *n_approx (may be NULL); fp16/bf16/
+ * fp32 sites add 0. The map is RTN's: GPTQ sites are predicted as RTN (the
+ * caller's refinement factor corrects that, see planner_fit_factor).
+ * Returns ST_ERR_ARG when cs has no map with output errors. */
+Status planner_predict(const Model *m, const struct CalibStats *cs, const Plan *p, const double *site_scale,
+                       double *pred, int64_t *n_approx, Err *err);
+
+/* The refinement factor k of measured ≈ k · predicted over n pairs: the
+ * geometric mean of measured / predicted (pairs with a non-finite value or a
+ * value <= 0 skipped), so every plan counts by its relative error; returns 1
+ * when no pair is usable. *rel_err (may be NULL) gets the mean
+ * |k·pred - meas| / meas over the pairs used (NaN when none), *n_used (may be
+ * NULL) their number. */
+double planner_fit_factor(const double *pred, const double *meas, int64_t n, double *rel_err, int64_t *n_used);
+
+#endif

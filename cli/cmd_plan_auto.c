@@ -1,0 +1,238 @@
+/* qscope plan --auto: the planner (analysis/planner.h) from the command line. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/planner.h"
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "cli/cmd_plan.h"
+#include "quant/format.h"
+
+static void auto_usage(FILE *f) {
+    int nk;
+    planner_kinds(PLANNER_TARGET_ANY, &nk);
+    fprintf(f,
+            "usage: qscope plan MODEL --auto (--bpw B | --bytes N) --stats STATS [options] [-o PLAN.json]\n"
+            "Chooses every projection's weight format and grouping (and the method) so that the\n"
+            "predicted loss is least under the budget, and writes the plan.\n"
+            "Loss model: site s under candidate c costs scale_s * oerr_s(c), oerr the sensitivity\n"
+            "map's relative output error tr(dW H dW^T)/tr(W H W^T) (symmetric RTN, from `qscope\n"
+            "calib`); scale_s = 1 unless --site-scales gives the measured KLD per unit error.\n"
+            "Optimiser: multiple-choice knapsack solved by dynamic programming over integer bit\n"
+            "costs (exact when the budget fits the table; otherwise costs are rounded up to a unit\n"
+            "q and the answer is optimal for the budget minus sites*(q-1) bits, both printed),\n"
+            "with the Lagrangian (LP relaxation) lower bound on the exact optimum.\n"
+            "  --bpw B           budget in bits per weight over every weight (embedding and head,\n"
+            "                    kept fp16, included: the bpw `qscope eval` reports)\n"
+            "  --bytes N         budget in bytes instead\n"
+            "  --stats STATS     stats file with the sensitivity map (needs H)\n"
+            "  --formats LIST    allowed formats, comma-separated (default: all of the target's):\n"
+            "                    fp16,int8,int6,int4,int3,int2,fp8-e4m3,fp8-e5m2\n"
+            "  --target T        any (default: %d candidates per site: each format x tensor, oc, ic,\n"
+            "                    oc-g, ic-g scales) or llamacpp (ggml types only: f16, q8_0, q4_0;\n"
+            "                    needs a map computed with --group 32)\n"
+            "  --method M        rtn or gptq for the integer sites (default gptq when STATS has H)\n"
+            "  --site-scales F   per-site KLD per unit of output error, one 'LAYER PROJ SCALE' line\n"
+            "                    per site (PROJ q k v o gate up down): losses become predicted KLD\n"
+            "  --why             print every site's choice and its trade-off\n"
+            "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
+            "  -o PLAN.json      output path (default: print the JSON on stdout)\n",
+            nk);
+}
+
+/* "fp16,int4" -> format mask; 0 and a message on an unknown name. */
+static int parse_formats(const char *s, uint32_t *mask) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    *mask = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int f = qformat_parse(tok);
+        if (f < 0) {
+            fprintf(stderr, "qscope plan: --formats: unknown format '%s'\n", tok);
+            return 0;
+        }
+        *mask |= 1u << f;
+    }
+    return 1;
+}
+
+/* Reads "LAYER PROJ SCALE" lines into scales (n_layers * PLAN_NPROJ); every
+ * site must be present. */
+static int read_scales(const char *path, int64_t n_layers, double *scales) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "qscope plan: %s: cannot open\n", path);
+        return 0;
+    }
+    int64_t n = n_layers * PLAN_NPROJ, got = 0;
+    for (int64_t i = 0; i < n; i++) scales[i] = NAN;
+    char line[256];
+    int ok = 1, ln = 0;
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        if (line[0] == '#' || line[0] == '\n') continue;
+        long long l;
+        char proj[16];
+        double v;
+        if (sscanf(line, "%lld %15s %lf", &l, proj, &v) != 3 || l < 0 || l >= n_layers || !(v >= 0)) {
+            fprintf(stderr, "qscope plan: %s:%d: expected 'LAYER PROJ SCALE'\n", path, ln);
+            ok = 0;
+            break;
+        }
+        int p = -1;
+        for (int k = 0; k < PLAN_NPROJ; k++)
+            if (!strcmp(proj, plan_proj_name(k))) p = k;
+        if (p < 0) {
+            fprintf(stderr, "qscope plan: %s:%d: unknown projection '%s'\n", path, ln, proj);
+            ok = 0;
+            break;
+        }
+        if (isnan(scales[l * PLAN_NPROJ + p])) got++;
+        scales[l * PLAN_NPROJ + p] = v;
+    }
+    fclose(f);
+    if (ok && got != n) {
+        fprintf(stderr, "qscope plan: %s: %lld of %lld sites\n", path, (long long)got, (long long)n);
+        ok = 0;
+    }
+    return ok;
+}
+
+int cmd_plan_auto(int argc, char **argv) {
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL, *val;
+    PlannerOpts po;
+    planner_opts_default(&po);
+    int method = -1, why = 0;
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            auto_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--auto")) {
+        } else if (!strcmp(argv[i], "--why")) {
+            why = 1;
+        } else if ((r = args_opt(argc, argv, &i, "--bpw", &val)) != 0) {
+            if (r < 0 || !args_double("plan", "--bpw", val, 0.01, 64, &po.bpw)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--bytes", &val)) != 0) {
+            int64_t v;
+            if (r < 0 || !args_int("plan", "--bytes", val, 1, INT64_MAX / 16, &v)) return 2;
+            po.bytes = (size_t)v;
+        } else if ((r = args_opt(argc, argv, &i, "--formats", &val)) != 0) {
+            if (r < 0 || !parse_formats(val, &po.formats)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--target", &val)) != 0) {
+            if (r < 0) return 2;
+            int t = planner_target_parse(val);
+            if (t < 0) {
+                fprintf(stderr, "qscope plan: --target: '%s' is not any or llamacpp\n", val);
+                return 2;
+            }
+            po.target = (PlannerTarget)t;
+        } else if ((r = args_opt(argc, argv, &i, "--method", &val)) != 0) {
+            if (r < 0) return 2;
+            method = qmethod_parse(val);
+            if (method != QM_RTN && method != QM_GPTQ) {
+                fprintf(stderr, "qscope plan: --method: '%s' is not rtn or gptq\n", val);
+                return 2;
+            }
+        } else if ((r = args_opt(argc, argv, &i, "--site-scales", &val)) != 0) {
+            if (r < 0) return 2;
+            scales_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
+            if (r < 0) return 2;
+            tok_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
+            if (r < 0) return 2;
+            stats_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
+            if (r < 0) return 2;
+            out_path = val;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qscope plan --auto: unknown option '%s' (try --auto --help)\n", argv[i]);
+            return 2;
+        } else if (!model_path) {
+            model_path = argv[i];
+        } else {
+            fprintf(stderr, "qscope plan: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model_path || !stats_path || (po.bpw > 0) == (po.bytes > 0)) {
+        fprintf(stderr, "qscope plan --auto: need MODEL, --stats STATS and one of --bpw B or --bytes N\n");
+        auto_usage(stderr);
+        return 2;
+    }
+    int rc = 1;
+    Err err;
+    err_init(&err);
+    QStatsFile sf;
+    memset(&sf, 0, sizeof sf);
+    PlannerResult res;
+    memset(&res, 0, sizeof res);
+    plan_init(&res.plan);
+    double *scales = NULL;
+    Model *m = args_load_model(model_path, tok_path);
+    if (!m) goto done;
+    if (qstats_open(stats_path, m, &sf, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    po.method = method >= 0 ? (QMethod)method : sf.h ? QM_GPTQ : QM_RTN;
+    if (po.method == QM_GPTQ && !sf.h) {
+        fprintf(stderr, "qscope plan: --method gptq needs H beside the stats file (%s.h64)\n", stats_path);
+        goto done;
+    }
+    if (scales_path) {
+        scales = calloc((size_t)(m->cfg.n_layers * PLAN_NPROJ), sizeof *scales);
+        if (!scales || !read_scales(scales_path, m->cfg.n_layers, scales)) goto done;
+        po.site_scale = scales;
+    }
+    if (planner_build(m, sf.cs, &po, &res, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    PlanSize sz;
+    if (plan_size(&res.plan, &pm, NULL, &sz, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    int nk;
+    const PlannerKind *kinds = planner_kinds(res.target, &nk);
+    if (why) {
+        for (int64_t s = 0; s < res.n_sites; s++)
+            fprintf(stderr, "  %3lld %-5s %s\n", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
+                    res.sites[s].why);
+    } else {
+        /* a count per kind */
+        for (int k = 0; k < nk; k++) {
+            int64_t c = 0;
+            for (int64_t s = 0; s < res.n_sites; s++) c += res.sites[s].kind == k;
+            if (c) fprintf(stderr, "  %-10s %lld sites\n", kinds[k].name, (long long)c);
+        }
+    }
+    for (int64_t i = 0; i < res.plan.n_notes; i++) fprintf(stderr, "plan: note: %s\n", res.plan.notes[i]);
+    fprintf(stderr,
+            "plan '%s': %.4f bits per weight (linear layers %.4f), %zu bytes; budget %lld bits (%.4f bpw); "
+            "predicted loss %.6g%s, lower bound %.6g (gap %.2g%%)%s\n",
+            res.plan.name, sz.bpw_all, sz.bpw_lin, sz.all_bytes, (long long)res.budget_bits,
+            (double)res.budget_bits / (double)res.all_params, res.sol.loss,
+            res.calibrated ? " nats KLD" : " (sum of relative output errors)", res.sol.lower_bound,
+            res.sol.loss > 0 ? 100.0 * (res.sol.loss - res.sol.lower_bound) / res.sol.loss : 0.0,
+            res.sol.unit_bits > 1 ? "" : "; DP exact");
+    if (res.sol.unit_bits > 1)
+        fprintf(stderr, "plan: DP cost unit %lld bits: optimal for the budget minus %lld bits (%.5f bpw)\n",
+                (long long)res.sol.unit_bits, (long long)res.sol.slack_bits,
+                (double)res.sol.slack_bits / (double)res.all_params);
+    if (plancli_write(&res.plan, out_path)) goto done;
+    rc = 0;
+done:
+    free(scales);
+    planner_result_done(&res);
+    qstats_close(&sf);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,64 @@
+#!/bin/sh
+# qscope plan --auto end to end on stories260K: calibrate, plan at the bits
+# per weight of int4-gptq, and check that the plan keeps the budget and that
+# its measured KLD is below int4-gptq's and int4-rtn's at that size; the
+# llama.cpp target uses only f16 / q8_0 / q4_0 entries; bad budgets fail
+# clearly.
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+fail() { echo "e2e_autoplan: $*" >&2; exit 1; }
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 600 "$1")"; }
+num() { sed -n "s/.*\"$2\": \([-0-9.e+]*\).*/\1/p" "$1"; }
+
+"$Q" plan "$M" --auto --help >"$tmp/help" || fail "--auto --help exits non-zero"
+has "$tmp/help" "multiple-choice knapsack"
+"$Q" calib "$M" --text "$T" --samples 8 --seqlen 128 --threads 2 -o "$tmp/s.stats" >/dev/null 2>&1 ||
+  fail "calib failed"
+
+# the budget: int4-gptq's bits per weight
+"$Q" plan "$M" --preset int4-gptq -o "$tmp/gptq.json" 2>"$tmp/err" || fail "plan failed"
+bpw=$(sed -n 's/.*rules, \([0-9.]*\) bits per weight.*/\1/p' "$tmp/err")
+[ -n "$bpw" ] || fail "no bpw in: $(cat "$tmp/err")"
+"$Q" plan "$M" --auto --bpw "$bpw" --stats "$tmp/s.stats" -o "$tmp/auto.json" --why 2>"$tmp/err" ||
+  fail "plan --auto failed: $(cat "$tmp/err")"
+has "$tmp/err" "Lagrangian lower bound"
+has "$tmp/err" "DP exact"
+has "$tmp/err" "3 down"     # --why lists every site
+auto_bpw=$(sed -n "s/^plan 'auto[^']*': \([0-9.]*\) bits per weight.*/\1/p" "$tmp/err")
+awk -v a="$auto_bpw" -v b="$bpw" 'BEGIN { exit !(a <= b + 0.0001) }' || fail "auto bpw $auto_bpw > budget $bpw"
+
+ev() {
+  "$Q" eval "$M" $1 --stats "$tmp/s.stats" --text "$T" --ctx 128 --chunks 8 --threads 2 --no-speed \
+    --cache "$tmp/cache" --json >"$tmp/e-$2.json" 2>"$tmp/err" || fail "eval $1 failed: $(cat "$tmp/err")"
+}
+ev "--plan $tmp/auto.json" auto
+ev "--preset int4-gptq" gptq
+ev "--preset int4-rtn" rtn
+ka=$(num "$tmp/e-auto.json" kld_mean)
+kg=$(num "$tmp/e-gptq.json" kld_mean)
+kr=$(num "$tmp/e-rtn.json" kld_mean)
+awk -v a="$ka" -v g="$kg" -v r="$kr" 'BEGIN { exit !(a < g && a < r) }' ||
+  fail "auto KLD $ka is not below int4-gptq $kg and int4-rtn $kr"
+
+# llama.cpp target: the plan's entries are f16, int8 or int4 symmetric oc32 only
+"$Q" plan "$M" --auto --bpw 10 --target llamacpp --stats "$tmp/s.stats" -o "$tmp/ll.json" 2>"$tmp/err" ||
+  fail "plan --target llamacpp failed: $(cat "$tmp/err")"
+has "$tmp/err" "q8_0"
+if grep -E '"format":[[:space:]]*"(int6|int3|int2|fp8-e4m3|fp8-e5m2)"' "$tmp/ll.json" >/dev/null; then
+  fail "llamacpp plan has a non-ggml format: $(cat "$tmp/ll.json")"
+fi
+
+# a budget below the cheapest plan, an unknown format, no budget
+if "$Q" plan "$M" --auto --bpw 1 --stats "$tmp/s.stats" 2>"$tmp/err" >/dev/null; then fail "--bpw 1 accepted"; fi
+has "$tmp/err" "cheapest plan"
+if "$Q" plan "$M" --auto --bpw 5 --formats int4,int7 --stats "$tmp/s.stats" 2>"$tmp/err"; then fail "int7 accepted"; fi
+has "$tmp/err" "unknown format 'int7'"
+if "$Q" plan "$M" --auto --stats "$tmp/s.stats" 2>"$tmp/err"; then fail "no budget accepted"; fi
+has "$tmp/err" "one of --bpw B or --bytes N"
+echo "e2e_autoplan: ok (auto $auto_bpw bpw KLD $ka; int4-gptq $bpw bpw KLD $kg; int4-rtn KLD $kr)"

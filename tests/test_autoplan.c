@@ -1,0 +1,266 @@
+/* The auto planner: the knapsack solver against exhaustive search (exact and
+ * bucketed), its Lagrangian bound, infeasible budgets; the planner on
+ * stories260K (budget kept, predictions consistent with the choice, better
+ * predicted loss than the uniform plan of the same size, the llama.cpp
+ * target's candidates only). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analysis/planner.h"
+#include "analysis/qmodel_stats.h"
+#include "core/mapfile.h"
+#include "core/pool.h"
+#include "model/model.h"
+#include "quant/autoplan.h"
+#include "quant/plan.h"
+#include "quant/preset.h"
+#include "testlib.h"
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next_u64(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Least loss over all choices with Σ bits <= budget (INFINITY if none). */
+static double brute(const AutoProblem *pr, int64_t budget) {
+    int64_t n = pr->n_sites, idx[8] = {0};
+    double best = INFINITY;
+    for (;;) {
+        int64_t b = 0;
+        double l = 0;
+        for (int64_t s = 0; s < n; s++) {
+            b += pr->cand_bits[pr->off[s] + idx[s]];
+            l += pr->cand_loss[pr->off[s] + idx[s]];
+        }
+        if (b <= budget && l < best) best = l;
+        int64_t s = 0;
+        while (s < n && ++idx[s] == pr->off[s + 1] - pr->off[s]) idx[s++] = 0;
+        if (s == n) break;
+    }
+    return best;
+}
+
+static void test_solver_random(void) {
+    Err err;
+    err_init(&err);
+    for (int trial = 0; trial < 300; trial++) {
+        int64_t n = 1 + (int64_t)(next_u64() % 6), off[8] = {0}, bits[64];
+        double loss[64];
+        for (int64_t s = 0; s < n; s++) {
+            int64_t k = 1 + (int64_t)(next_u64() % 5);
+            off[s + 1] = off[s] + k;
+            for (int64_t c = off[s]; c < off[s + 1]; c++) {
+                bits[c] = (int64_t)(next_u64() % 5000);
+                loss[c] = (double)(next_u64() % 100000) / 1000.0;
+            }
+        }
+        AutoProblem pr = {.n_sites = n, .off = off, .cand_bits = bits, .cand_loss = loss};
+        int64_t minb = 0, maxb = 0;
+        for (int64_t s = 0; s < n; s++) {
+            int64_t lo = INT64_MAX, hi = 0;
+            for (int64_t c = off[s]; c < off[s + 1]; c++) {
+                lo = bits[c] < lo ? bits[c] : lo;
+                hi = bits[c] > hi ? bits[c] : hi;
+            }
+            minb += lo;
+            maxb += hi;
+        }
+        int64_t budget = minb + (int64_t)(next_u64() % (uint64_t)(maxb - minb + 1));
+        double opt = brute(&pr, budget);
+        /* exact: the DP table is large enough for unit 1 */
+        AutoSolution sol;
+        CHECK_OK(autoplan_solve(&pr, budget, NULL, &sol, &err), err);
+        CHECK(sol.unit_bits == 1 && sol.slack_bits == 0);
+        CHECK(sol.bits <= budget);
+        CHECKF(fabs(sol.loss - opt) <= 1e-9, "trial %d: dp %.9g brute %.9g", trial, sol.loss, opt);
+        CHECKF(sol.lower_bound <= opt + 1e-9, "bound %.9g > opt %.9g", sol.lower_bound, opt);
+        int64_t b = 0;
+        double l = 0;
+        for (int64_t s = 0; s < n; s++) {
+            CHECK(sol.pick[s] >= 0 && sol.pick[s] < off[s + 1] - off[s]);
+            b += bits[off[s] + sol.pick[s]];
+            l += loss[off[s] + sol.pick[s]];
+        }
+        CHECK(b == sol.bits && fabs(l - sol.loss) < 1e-9);
+        autoplan_solution_done(&sol);
+        /* bucketed: a tiny table forces unit q > 1; the answer fits the
+         * budget and is no worse than the exact optimum at budget - slack */
+        AutoSolveOpts o = {.max_cells = n * 8};
+        CHECK_OK(autoplan_solve(&pr, budget, &o, &sol, &err), err);
+        CHECK(sol.bits <= budget);
+        CHECK(sol.loss >= opt - 1e-9);
+        double opt_slack = brute(&pr, budget - sol.slack_bits);
+        CHECKF(sol.loss <= opt_slack + 1e-9, "q %lld: loss %.9g > opt at budget-slack %.9g", (long long)sol.unit_bits,
+               sol.loss, opt_slack);
+        CHECK(sol.slack_bits == (sol.unit_bits > 1 ? n * (sol.unit_bits - 1) : 0));
+        autoplan_solution_done(&sol);
+        /* infeasible */
+        if (minb > 0) {
+            CHECK(autoplan_solve(&pr, minb - 1, NULL, &sol, &err) == ST_ERR_RANGE);
+            CHECK(sol.pick == NULL);
+        }
+    }
+}
+
+static void test_solver_known(void) {
+    /* two sites: {0 bits: 10, 4: 3, 8: 1} and {0: 5, 4: 1}; budget 8: the
+     * best is 3 + 1 = 4 (4 + 4 bits), not 1 + 5 (8 + 0) */
+    int64_t off[3] = {0, 3, 5}, bits[5] = {0, 4, 8, 0, 4};
+    double loss[5] = {10, 3, 1, 5, 1};
+    AutoProblem pr = {.n_sites = 2, .off = off, .cand_bits = bits, .cand_loss = loss};
+    AutoSolution sol;
+    Err err;
+    CHECK_OK(autoplan_solve(&pr, 8, NULL, &sol, &err), err);
+    CHECK(sol.pick[0] == 1 && sol.pick[1] == 1 && sol.loss == 4 && sol.bits == 8);
+    /* the LP relaxation here is tight at 4 */
+    CHECK_NEAR(sol.lower_bound, 4, 1e-6);
+    autoplan_solution_done(&sol);
+    /* budget 6: one upgrade only, the first site's (3 + 5 = 8); the LP
+     * relaxation also buys half of the second's: 3 + 5 - 2 = 6 */
+    CHECK_OK(autoplan_solve(&pr, 6, NULL, &sol, &err), err);
+    CHECK(sol.loss == 8 && sol.bits == 4 && sol.pick[0] == 1 && sol.pick[1] == 0);
+    CHECK_NEAR(sol.lower_bound, 6, 1e-6);
+    autoplan_solution_done(&sol);
+    /* malformed */
+    int64_t off_bad[3] = {0, 0, 2};
+    AutoProblem bad = {.n_sites = 2, .off = off_bad, .cand_bits = bits, .cand_loss = loss};
+    CHECK(autoplan_solve(&bad, 8, NULL, &sol, &err) == ST_ERR_ARG);
+    double nanloss[5] = {1, NAN, 1, 1, 1};
+    AutoProblem bad2 = {.n_sites = 2, .off = off, .cand_bits = bits, .cand_loss = nanloss};
+    CHECK(autoplan_solve(&bad2, 8, NULL, &sol, &err) == ST_ERR_ARG);
+}
+
+static void test_fit_factor(void) {
+    double pred[4] = {1, 2, 0, 4}, meas[4] = {2, 4, 5, 8};
+    double rel;
+    int64_t used;
+    CHECK_NEAR(planner_fit_factor(pred, meas, 4, &rel, &used), 2, 1e-12);
+    CHECK(used == 3 && rel < 1e-12);
+    double meas2[2] = {1, 4};
+    CHECK_NEAR(planner_fit_factor(pred, meas2, 2, &rel, &used), sqrt(2), 1e-12); /* ratios 1 and 2 */
+    CHECK_NEAR(rel, (fabs(sqrt(2) - 1) / 1 + fabs(2 * sqrt(2) - 4) / 4) / 2, 1e-12);
+    CHECK(planner_fit_factor(pred, meas, 0, &rel, &used) == 1 && used == 0 && isnan(rel));
+}
+
+static void test_planner_stories(void) {
+    Err err;
+    err_init(&err);
+    Model *m = NULL;
+    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 24, &text, &len, &err), err);
+    char hpath[64];
+    snprintf(hpath, sizeof hpath, "/tmp/qs-test-autoplan-%d.h64", (int)getpid());
+    QStatsFile sf;
+    CHECK_OK(qstats_calibrate_sens(m, text, len, 8, 128, hpath, NULL, &sf, &err), err);
+    unlink(hpath);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+
+    /* the uniform int4 symmetric oc32 plan (embedding and head fp16): the map covers it */
+    Plan uni;
+    plan_init(&uni);
+    plan_entry_default(&uni.def);
+    uni.def.w = (QParams){QF_INT4, 1, GROUP_OC, 32};
+    plan_entry_default(&uni.embed);
+    uni.embed.w.fmt = QF_F16;
+    uni.output = uni.embed;
+    CHECK_OK(plan_fix_groups(&uni, &pm, NULL, &err), err); /* down: 172 = 4·43, as the map's */
+    PlanSize us;
+    CHECK_OK(plan_size(&uni, &pm, NULL, &us, &err), err);
+    double uni_pred;
+    int64_t napprox;
+    CHECK_OK(planner_predict(m, sf.cs, &uni, NULL, &uni_pred, &napprox, &err), err);
+    CHECK(napprox == 0 && uni_pred > 0);
+
+    PlannerOpts o;
+    planner_opts_default(&o);
+    o.bpw = us.bpw_all;
+    PlannerResult r;
+    CHECK_OK(planner_build(m, sf.cs, &o, &r, &err), err);
+    PlanSize ps;
+    CHECK_OK(plan_size(&r.plan, &pm, NULL, &ps, &err), err);
+    CHECK(ps.all_bits <= (int64_t)floor(o.bpw * (double)ps.all_params));
+    CHECK(r.sol.unit_bits == 1);
+    /* the uniform plan is one of the choices: the optimum is at least as good */
+    CHECKF(r.sol.loss <= uni_pred * (1 + 1e-9), "auto %g vs uniform %g", r.sol.loss, uni_pred);
+    CHECK(r.sol.loss < 0.9 * uni_pred); /* and strictly better on this model */
+    CHECK(r.sol.lower_bound <= r.sol.loss && r.sol.lower_bound > 0.5 * r.sol.loss);
+    /* the prediction of the written plan is what the solver optimised */
+    double pred;
+    CHECK_OK(planner_predict(m, sf.cs, &r.plan, NULL, &pred, &napprox, &err), err);
+    CHECK(napprox == 0);
+    CHECK_NEAR(pred, r.sol.loss, 1e-9 * r.sol.loss);
+    /* site scales multiply the loss (a zero scale makes that site's error free) */
+    double *sc = calloc((size_t)(pm.n_layers * PLAN_NPROJ), sizeof *sc);
+    for (int64_t s = 0; s < pm.n_layers * PLAN_NPROJ; s++) sc[s] = 2.0;
+    sc[3 * PLAN_NPROJ + PLAN_DOWN] = 0;
+    PlannerResult r2;
+    o.site_scale = sc;
+    CHECK_OK(planner_build(m, sf.cs, &o, &r2, &err), err);
+    CHECK(r2.calibrated);
+    int nk;
+    const PlannerKind *kinds = planner_kinds(PLANNER_TARGET_ANY, &nk);
+    const PlannerSite *zs = &r2.sites[3 * PLAN_NPROJ + PLAN_DOWN];
+    /* a free site takes the cheapest candidate: per-tensor int2 */
+    CHECKF(!strcmp(kinds[zs->kind].name, "int2/t"), "free site got %s", kinds[zs->kind].name);
+    CHECK_OK(planner_predict(m, sf.cs, &r2.plan, sc, &pred, NULL, &err), err);
+    CHECK_NEAR(pred, r2.sol.loss, 1e-9 * r2.sol.loss);
+    planner_result_done(&r2);
+    o.site_scale = NULL;
+    free(sc);
+
+    /* --formats: only fp16 and int8 */
+    o.formats = (1u << QF_F16) | (1u << QF_INT8);
+    o.bpw = 10;
+    CHECK_OK(planner_build(m, sf.cs, &o, &r2, &err), err);
+    for (int64_t s = 0; s < r2.n_sites; s++) {
+        QFormat f = kinds[r2.sites[s].kind].fmt;
+        CHECK(f == QF_F16 || f == QF_INT8);
+    }
+    planner_result_done(&r2);
+    /* too small a budget names the cheapest plan's bpw */
+    o.bpw = 2;
+    CHECK(planner_build(m, sf.cs, &o, &r2, &err) == ST_ERR_RANGE);
+    CHECK(strstr(err.detail, "cheapest plan") != NULL);
+
+    /* llama.cpp target: ggml-type candidates only (the map's group is 32) */
+    o.formats = 0;
+    o.target = PLANNER_TARGET_LLAMACPP;
+    o.bpw = 10;
+    CHECK_OK(planner_build(m, sf.cs, &o, &r2, &err), err);
+    const PlannerKind *gk = planner_kinds(PLANNER_TARGET_LLAMACPP, &nk);
+    PlanResolved res;
+    CHECK_OK(plan_resolve(&r2.plan, &pm, &res, &err), err);
+    int64_t n8 = 0;
+    for (int64_t s = 0; s < r2.n_sites; s++) {
+        CHECK(gk[r2.sites[s].kind].ggml != NULL);
+        const PlanEntry *e = &res.lin[s].e;
+        CHECK(e->w.fmt == QF_F16 || (e->w.sym && e->w.dim == GROUP_OC && e->w.group == 32 &&
+                                     (e->w.fmt == QF_INT8 || e->w.fmt == QF_INT4)));
+        n8 += e->w.fmt == QF_INT8;
+    }
+    CHECK(n8 > 0);
+    plan_resolved_done(&res);
+    planner_result_done(&r2);
+
+    planner_result_done(&r);
+    plan_done(&uni);
+    qstats_close(&sf);
+    free(text);
+    model_free(m);
+}
+
+int main(void) {
+    test_solver_known();
+    test_solver_random();
+    test_fit_factor();
+    test_planner_stories();
+    return testlib_done("test_autoplan");
+}
