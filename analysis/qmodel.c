@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/strlist.h"
 #include "quant/adadim.h"
+#include "quant/ggml_type.h"
 #include "quant/aqlm.h"
 #include "quant/gptq.h"
 #include "quant/qlinear_aqlm.h"
@@ -374,7 +375,84 @@ void qmodel_free(QModel *qm) {
     for (int64_t i = 0; i < qm->n_notes; i++) free(qm->notes[i]);
     free(qm->notes);
     plan_resolved_done(&qm->res);
+    free(qm->layers);
     free(qm);
+}
+
+Status qmodel_from_model(const Model *base, const Model *q, QModel **out, Err *err) {
+    *out = NULL;
+    const ModelConfig *a = &base->cfg, *b = &q->cfg;
+#define QFM_SAME(f)                                                                                                  \
+    if (a->f != b->f)                                                                                                \
+        return err_set(err, ST_ERR_MISMATCH, "%s: " #f " %lld, the base model's is %lld", q->path, (long long)b->f,   \
+                       (long long)a->f);
+    QFM_SAME(dim) QFM_SAME(hidden_dim) QFM_SAME(n_layers) QFM_SAME(n_heads) QFM_SAME(n_kv_heads) QFM_SAME(head_dim)
+    QFM_SAME(vocab_size) QFM_SAME(tied_embeddings)
+#undef QFM_SAME
+    if (strcmp(a->arch, b->arch) || a->rope_style != b->rope_style || a->rope_theta != b->rope_theta)
+        return err_set(err, ST_ERR_MISMATCH, "%s: architecture %s (rope %d, theta %g), the base model's is %s (rope %d, "
+                       "theta %g)", q->path, b->arch, (int)b->rope_style, (double)b->rope_theta, a->arch,
+                       (int)a->rope_style, (double)a->rope_theta);
+    QModel *qm = calloc(1, sizeof *qm);
+    if (!qm) return err_set(err, ST_ERR_NOMEM, "qmodel");
+    Status st = ST_OK;
+    int64_t L = a->n_layers;
+    qm->model = *base;
+    qm->n_layers = L;
+    if (!(qm->layers = calloc((size_t)(L > 0 ? L : 1), sizeof *qm->layers))) {
+        st = err_set(err, ST_ERR_NOMEM, "qmodel layers");
+        goto fail;
+    }
+    /* ggml type -> matrices of it, for the note */
+    int64_t n_of[GGML_TYPE_LIMIT] = {0};
+    for (int64_t l = 0; l < L; l++) {
+        qm->layers[l] = q->layers[l];
+        for (int pj = 0; pj < PROJ_COUNT; pj++) {
+            const Weight *wa = &base->layers[l].proj[pj], *wb = &q->layers[l].proj[pj];
+            if (wa->n_out != wb->n_out || wa->n_in != wb->n_in) {
+                st = err_set(err, ST_ERR_MISMATCH, "%s: layer %lld %s is (%lld, %lld), the base model's (%lld, %lld)",
+                             q->path, (long long)l, proj_name((Proj)pj), (long long)wb->n_out, (long long)wb->n_in,
+                             (long long)wa->n_out, (long long)wa->n_in);
+                goto fail;
+            }
+            if (wb->type < GGML_TYPE_LIMIT) n_of[wb->type]++;
+            qm->params += wb->n_out * wb->n_in;
+            qm->bytes += weight_bytes(wb);
+        }
+    }
+    qm->model.layers = qm->layers;
+    qm->model.tok_embd = q->tok_embd;
+    qm->model.output = q->output;
+    qm->model.out_norm = q->out_norm;
+    qm->model.rope_freqs = q->rope_freqs;
+    qm->model.path = q->path;
+    qm->model.tensors = q->tensors;
+    qm->model.n_tensors = q->n_tensors;
+    qm->params += q->tok_embd.n_out * q->tok_embd.n_in;
+    qm->bytes += weight_bytes(&q->tok_embd);
+    if (q->tok_embd.type < GGML_TYPE_LIMIT) n_of[q->tok_embd.type]++;
+    if (!b->tied_embeddings) {
+        qm->params += q->output.n_out * q->output.n_in;
+        qm->bytes += weight_bytes(&q->output);
+        if (q->output.type < GGML_TYPE_LIMIT) n_of[q->output.type]++;
+    }
+    qm->bits = (int64_t)qm->bytes * 8;
+    qm->bpw = qm->params ? (double)qm->bits / (double)qm->params : 0;
+    qm->kernel_bytes = qm->bytes;
+    char types[256] = "";
+    size_t used = 0;
+    for (int t = 0; t < GGML_TYPE_LIMIT; t++) {
+        const GgmlTypeTraits *tt = ggml_type_traits((uint32_t)t);
+        if (n_of[t] && used < sizeof types)
+            used += (size_t)snprintf(types + used, sizeof types - used, "%s%s x%lld", used ? ", " : "",
+                                     tt ? tt->name : "?", (long long)n_of[t]);
+    }
+    if ((st = note_add(qm, err, "weights from %s: %s (decoded as ggml dequantizes them)", q->path, types))) goto fail;
+    *out = qm;
+    return ST_OK;
+fail:
+    qmodel_free(qm);
+    return st;
 }
 
 /* Quantizes the embedding table (lookup: kept as dequantized floats) and the

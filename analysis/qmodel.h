@@ -92,6 +92,8 @@ typedef struct QModel {
                                 (AdaDim choices, fallbacks, SmoothQuant sites) */
     int64_t n_notes;
     double seconds;          /* build wall time */
+    LayerWeights *layers;    /* (n_layers) owned: model.layers when built by
+                                qmodel_from_model, else NULL */
 } QModel;
 
 /* Returns 1 when resolving p on m gives a site that needs H (gptq, adadim,
@@ -124,5 +126,16 @@ Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Poo
 
 /* NULL is a no-op. */
 void qmodel_free(QModel *qm);
+
+/* A QModel that runs another file's weights in base's place: a quantized
+ * GGUF of the same model (llama-quantize's, or qscope export's) evaluated
+ * against base's reference (eval_run). model is base's shallow copy with
+ * q's matrices in their own ggml types (decoded as ggml dequantizes them),
+ * q's norms and biases, base's fingerprint; no plan (res is empty); params,
+ * bits and bytes count q's stored embedding, projections and head (a tied
+ * head once), so bpw includes the block scales; one note lists the types.
+ * Fails with ST_ERR_MISMATCH naming the first config or tensor-shape
+ * difference. base and q are borrowed and must outlive the result. */
+Status qmodel_from_model(const Model *base, const Model *q, QModel **out, Err *err);
 
 #endif

@@ -18,7 +18,8 @@
 
 static void eval_usage(FILE *f) {
     fprintf(f,
-            "usage: qscope eval MODEL (--plan PLAN | --preset NAME | --quant QFILE) --text FILE [--stats STATS]\n"
+            "usage: qscope eval MODEL (--plan PLAN | --preset NAME | --quant QFILE | --quant-gguf FILE) --text FILE\n"
+            "                   [--stats STATS]\n"
             "                   [--ctx N] [--chunks N] [--threads N] [--json]\n\n"
             "Quantizes MODEL with the plan, runs it on FILE with llama.cpp's perplexity protocol\n"
             "and compares it with the unquantized model on the same chunks: PPL and ppl_base,\n"
@@ -30,7 +31,10 @@ static void eval_usage(FILE *f) {
             "plan on the same text runs only the quantized model.\n\n"
             "  --text FILE       text to score\n"
             "  --quant QFILE     a quantized model from `qscope quant -o` (its plan and weights: no\n"
-            "                    re-quantization, no --stats needed)\n"
+            "                    re-quantization, no --stats needed); a GGUF here means --quant-gguf\n"
+            "  --quant-gguf FILE a quantized GGUF of MODEL (llama-quantize's, or `qscope export`'s):\n"
+            "                    its weights in their own ggml types, decoded as ggml dequantizes\n"
+            "                    them, against MODEL's reference; bpw counts the stored blocks\n"
             "  --stats STATS     stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
             "                    static activation scales and spike-aware need it)\n"
             "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
@@ -60,6 +64,15 @@ static void eval_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double pp
     else fprintf(stderr, "%s%s", buf, chunk + 1 == n_chunks ? "\n" : " ");
 }
 
+/* 1 when path starts with the GGUF magic. */
+static int is_gguf(const char *path) {
+    char mg[4] = {0};
+    FILE *f = fopen(path, "rb");
+    int yes = f && fread(mg, 1, 4, f) == 4 && !memcmp(mg, "GGUF", 4);
+    if (f) fclose(f);
+    return yes;
+}
+
 /* mkdir -p for the two levels a default cache path has. */
 static char *default_cache_dir(void) {
     const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -79,7 +92,7 @@ static char *default_cache_dir(void) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *qfile = NULL,
-               *val;
+               *gguf_file = NULL, *val;
     int64_t ctx = 0, chunks = 0, threads = 0, steps = 64;
     int json = 0, no_cache = 0, no_speed = 0;
     PlanCli pc;
@@ -100,6 +113,9 @@ int cmd_eval(int argc, char **argv) {
         } else if ((r = args_opt(argc, argv, &i, "--quant", &val)) != 0) {
             if (r < 0) return 2;
             qfile = val;
+        } else if ((r = args_opt(argc, argv, &i, "--quant-gguf", &val)) != 0) {
+            if (r < 0) return 2;
+            gguf_file = val;
         } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
             if (r < 0) return 2;
             tok_path = val;
@@ -130,8 +146,14 @@ int cmd_eval(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model_path || !text_path || (!pc.plan_path && !pc.preset && !qfile) || (qfile && (pc.plan_path || pc.preset))) {
-        fprintf(stderr, "qscope eval: need MODEL, one of --plan PLAN, --preset NAME or --quant QFILE, and --text FILE\n");
+    if (qfile && is_gguf(qfile)) {
+        gguf_file = qfile;
+        qfile = NULL;
+    }
+    int n_src = !!pc.plan_path + !!pc.preset + !!qfile + !!gguf_file;
+    if (!model_path || !text_path || n_src != 1) {
+        fprintf(stderr, "qscope eval: need MODEL, one of --plan PLAN, --preset NAME, --quant QFILE or --quant-gguf FILE, "
+                        "and --text FILE\n");
         eval_usage(stderr);
         return 2;
     }
@@ -151,6 +173,7 @@ int cmd_eval(int argc, char **argv) {
     memset(&res, 0, sizeof res);
     char *text = NULL, *cdir = NULL, *js = NULL;
     size_t len = 0;
+    Model *qsrc = NULL;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
@@ -163,7 +186,12 @@ int cmd_eval(int argc, char **argv) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (plancli_load(&pc, m, stats_path, qfile, &sf, &plan, &stored, &err)) {
+    if (gguf_file) {
+        /* the file is the quantized model; its name stands for the plan's */
+        const char *slash = strrchr(gguf_file, '/');
+        snprintf(plan.name, sizeof plan.name, "%s", slash ? slash + 1 : gguf_file);
+        if (!(qsrc = args_load_model(gguf_file, NULL))) goto done;
+    } else if (plancli_load(&pc, m, stats_path, qfile, &sf, &plan, &stored, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
@@ -175,8 +203,9 @@ int cmd_eval(int argc, char **argv) {
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
     QModelStats qs = {sf.cs, sf.h};
-    if (stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
-               : qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
+    if (qsrc ? qmodel_from_model(m, qsrc, &qm, &err)
+        : stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
+                 : qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
@@ -243,13 +272,15 @@ done:
     free(js);
     eval_result_done(&res);
     eval_ref_free(ref);
-    qmodel_free(qm);
     qstored_free(stored);
     pool_free(pool);
     plan_done(&plan);
     qstats_close(&sf);
     free(cdir);
     free(text);
+    qmodel_free(qm);
+    qm = NULL;
+    model_free(qsrc);
     model_free(m);
     return rc;
 }
