@@ -151,6 +151,16 @@ int cmd_plan_export(int argc, char **argv) {
         if (!(m = args_load_model(model, tok))) goto done;
         pm = (PlanModel)PLAN_MODEL_FROM_CONFIG(&m->cfg);
     }
+    /* Phi-3 files stack q/k/v (attn_qkv / qkv_proj) and gate/up (ffn_up /
+     * gate_up_proj): per-projection names would match no tensor in
+     * llama-quantize or the HF quantizers, so the export would silently do
+     * nothing there. */
+    const char *arch = m ? m->cfg.arch : s ? session_model(s)->arch : "";
+    if (strcmp(arch, "phi3") == 0) {
+        fprintf(stderr, "qscope plan-export: phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, ffn_up; "
+                        "qkv_proj, gate_up_proj); exporting per-projection formats to them is not supported\n");
+        goto done;
+    }
     if (plan_export(&p, &pm, (ExportTarget)t, &res, &rep, &err)) {
         err_wrap(&err, "%s", in);
         args_print_err("plan-export", &err);

@@ -1,0 +1,61 @@
+#!/bin/sh
+# The other architectures from the command line: qscope synth --arch writes
+# each layout, info reports what the loader read (arch, RoPE style and
+# scaling, head_dim, biases), a plan runs on them, bad --arch / --head-dim
+# exit 2, and plan-export refuses phi3's stacked tensors by name instead of
+# writing names that match nothing. (Numbers against llama.cpp and a float64
+# reference: tests/test_arch.c.)
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+fail() { echo "e2e_arch: $*" >&2; exit 1; }
+has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 600 "$1")"; }
+
+for a in llama3 qwen2 phi3; do
+  "$Q" synth --preset tiny --arch $a -o "$tmp/$a.gguf" 2>/dev/null || fail "synth --arch $a"
+done
+"$Q" synth --preset tiny --arch llama3 --head-dim 16 -o "$tmp/hd.gguf" 2>/dev/null || fail "synth --head-dim 16"
+
+"$Q" info "$tmp/llama3.gguf" >"$tmp/l3.txt"
+has "$tmp/l3.txt" "architecture llama"
+has "$tmp/l3.txt" "rope scaling per-pair frequency factors (Llama 3.1): 1 1 2.695 8"
+"$Q" info "$tmp/qwen2.gguf" --json >"$tmp/qw.json"
+has "$tmp/qw.json" '"arch": "qwen2"'
+has "$tmp/qw.json" '"rope_style": "neox"'
+has "$tmp/qw.json" '"name": "blk.0.attn_q.bias", "kind": "attention", "layer": 0, "type": "F32", "shape": [64]'
+"$Q" info "$tmp/phi3.gguf" >"$tmp/phi.txt"
+has "$tmp/phi.txt" "blk.0.attn_qkv.weight[k]"
+has "$tmp/phi.txt" "blk.4.ffn_up.weight[gate]"
+"$Q" info "$tmp/hd.gguf" --json >"$tmp/hd.json"
+has "$tmp/hd.json" '"head_dim": 16,'
+has "$tmp/hd.json" '"name": "blk.0.attn_q.weight", "kind": "attention", "layer": 0, "type": "F32", "shape": [128, 64]'
+
+# a plan runs on each (biases and stacked rows included)
+for a in llama3 qwen2 phi3; do
+  "$Q" eval "$tmp/$a.gguf" --preset w8a8-tensor --text "$S/text/tinystories_sample.txt" --ctx 64 --chunks 2 \
+    --json >"$tmp/$a.eval.json" 2>/dev/null || fail "eval on $a"
+  has "$tmp/$a.eval.json" '"ppl": '
+done
+
+# bad input: exit 2 with the reason
+set +e
+"$Q" synth --preset tiny --arch gemma -o "$tmp/x.gguf" 2>"$tmp/err.txt"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "--arch gemma exit $rc"
+has "$tmp/err.txt" "unknown arch 'gemma' (known: llama, llama3, qwen2, phi3)"
+set +e
+"$Q" synth --preset tiny --arch phi3 --head-dim 16 -o "$tmp/x.gguf" 2>"$tmp/err.txt"; rc=$?
+set -e
+[ $rc -ne 0 ] || fail "phi3 --head-dim 16 accepted"
+has "$tmp/err.txt" "phi3 needs n_heads * head_dim = dim"
+
+"$Q" plan "$tmp/phi3.gguf" --preset w8a8-tensor -o "$tmp/phi3.plan.json" 2>/dev/null || fail "plan on phi3"
+set +e
+"$Q" plan-export "$tmp/phi3.plan.json" --model "$tmp/phi3.gguf" --to llamacpp >"$tmp/out.txt" 2>"$tmp/err.txt"; rc=$?
+set -e
+[ $rc -ne 0 ] || fail "plan-export on phi3 succeeded"
+has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors"
+echo "e2e_arch: ok"
