@@ -220,7 +220,15 @@ static const QFormatTraits FORMATS[QF_COUNT] = {
      * imatrix) and run from their own blocks. Cycle positions 11-20 sit
      * between int2 and aqlm; in the end cycle 7-10, before fp32. */
     [QF_Q8_0] = GGML_ROW("q8_0", "Q8_0", 8, 11, 7, GGML_Q8_0, QF_F16),
+    [QF_Q6_K] = GGML_ROW("q6_k", "Q6_K", 6, 12, 8, GGML_Q6_K, QF_Q8_0),
+    [QF_Q5_K] = GGML_ROW("q5_k", "Q5_K", 5, 13, 0, GGML_Q5_K, QF_Q5_1),
+    [QF_Q5_1] = GGML_ROW("q5_1", "Q5_1", 5, 14, 0, GGML_Q5_1, QF_F16),
+    [QF_Q5_0] = GGML_ROW("q5_0", "Q5_0", 5, 15, 0, GGML_Q5_0, QF_F16),
+    [QF_Q4_K] = GGML_ROW("q4_k", "Q4_K", 4, 16, 9, GGML_Q4_K, QF_Q5_0),
+    [QF_Q4_1] = GGML_ROW("q4_1", "Q4_1", 4, 17, 0, GGML_Q4_1, QF_F16),
     [QF_Q4_0] = GGML_ROW("q4_0", "Q4_0", 4, 18, 10, GGML_Q4_0, QF_F16),
+    [QF_Q3_K] = GGML_ROW("q3_k", "Q3_K", 3, 19, 0, GGML_Q3_K, QF_Q4_0),
+    [QF_Q2_K] = GGML_ROW("q2_k", "Q2_K", 2, 20, 0, GGML_Q2_K, QF_Q4_0),
 };
 
 /* Extra spellings accepted on input (all case-insensitive). */

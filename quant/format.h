@@ -28,7 +28,7 @@ typedef enum {
     QF_F32, QF_F16, QF_BF16, QF_FP8_E4M3, QF_FP8_E5M2,
     QF_INT8, QF_INT6, QF_INT5, QF_INT4, QF_INT3, QF_INT2,
     QF_AQLM,
-    QF_Q8_0, QF_Q4_0,
+    QF_Q8_0, QF_Q4_0, QF_Q4_1, QF_Q5_0, QF_Q5_1, QF_Q2_K, QF_Q3_K, QF_Q4_K, QF_Q5_K, QF_Q6_K,
     QF_COUNT
 } QFormat;
 

@@ -170,6 +170,82 @@ static void quant_q4_0(const float *src, void *dst, int64_t n) {
     }
 }
 
+/* ggml's quantize_row_q4_1_ref: d = (max - min)/15, m = min, q = min(15, trunc((x - min)/d + 0.5)). */
+static void quant_q4_1(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, b += 20, src += 32) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j < 32; j++) {
+            if (src[j] < lo) lo = src[j];
+            if (src[j] > hi) hi = src[j];
+        }
+        float d = (hi - lo) / 15.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        wr_f16(b, d);
+        wr_f16(b + 2, lo);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (int)(int8_t)((src[j] - lo) * id + 0.5f);
+            int q1 = (int)(int8_t)((src[j + 16] - lo) * id + 0.5f);
+            if (q0 > 15) q0 = 15;
+            if (q1 > 15) q1 = 15;
+            b[4 + j] = (unsigned char)(q0 | (q1 << 4));
+        }
+    }
+}
+
+/* Stores 32 five-bit codes: low nibbles as Q4 (j, j + 16), fifth bits in qh. */
+static void put_q5(unsigned char *qh4, unsigned char *qs, const unsigned *q) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (unsigned char)((q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4));
+        qh |= ((q[j] & 0x10u) >> 4) << j;
+        qh |= ((q[j + 16] & 0x10u) >> 4) << (j + 16);
+    }
+    for (int k = 0; k < 4; k++) qh4[k] = (unsigned char)(qh >> (8 * k));
+}
+
+/* ggml's quantize_row_q5_0_ref: as Q4_0 with 32 levels (d = max / -16). */
+static void quant_q5_0(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, b += 22, src += 32) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; j++)
+            if (amax < fabsf(src[j])) {
+                amax = fabsf(src[j]);
+                max = src[j];
+            }
+        float d = max / -16.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        wr_f16(b, d);
+        unsigned q[32];
+        for (int j = 0; j < 32; j++) {
+            int v = (int)(int8_t)(src[j] * id + 16.5f);
+            q[j] = (unsigned)(uint8_t)(v > 31 ? 31 : v);
+        }
+        put_q5(b + 2, b + 6, q);
+    }
+}
+
+/* ggml's quantize_row_q5_1_ref: as Q4_1 with 32 levels, no upper clamp (the
+ * code is taken modulo 32 through the nibble and the fifth bit, as ggml does). */
+static void quant_q5_1(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, b += 24, src += 32) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j < 32; j++) {
+            if (src[j] < lo) lo = src[j];
+            if (src[j] > hi) hi = src[j];
+        }
+        float d = (hi - lo) / 31.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        wr_f16(b, d);
+        wr_f16(b + 2, lo);
+        unsigned q[32];
+        for (int j = 0; j < 32; j++) q[j] = (unsigned)(uint8_t)((src[j] - lo) * id + 0.5f);
+        put_q5(b + 4, b + 8, q);
+    }
+}
+
 /* === k-quants: super-blocks of 256 === */
 
 /* Scale and min j (0..7) of Q4_K/Q5_K: 6 bits each, packed in 12 bytes.
@@ -312,6 +388,424 @@ static void dequant_q8_k(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* === k-quant reference quantizers ===
+ * ggml's quantize_row_q{2..6}_K_ref: per sub-block a scale (and min) is
+ * searched, the scales are quantized to 4/6/8 bits against the super-block's
+ * fp16 d (and dmin), and the codes are redone with the quantized scales. The
+ * float operations below keep ggml's order and types exactly (left-to-right
+ * products, int operands converted where ggml converts them), because the
+ * point is byte identity with llama-quantize. */
+
+#define K_EPS 1e-15f /* ggml's GROUP_MAX_EPS: an all-zero group */
+
+/* Round to nearest, ties to even, for |x| <= 2^22 (ggml's nearest_int). */
+static inline int k_round(float x) {
+    float v = x + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static inline int k_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Scale and min for codes in [0, nmax] minimizing the weighted error
+ * (|e| with use_mad, else e^2): min-max first, then nstep + 1 trial scales
+ * (rmin + rdelta*is + nmax)/(max - min) each refit by weighted least squares
+ * (min kept <= 0). L receives the codes; *neg_min = -min. (make_qkx2_quants) */
+static float k_fit_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min, float rmin,
+                       float rdelta, int nstep, int use_mad) {
+    uint8_t La[32];
+    float lo = x[0], hi = x[0];
+    float sw = w[0], sx = sw * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < lo) lo = x[i];
+        if (x[i] > hi) hi = x[i];
+        sw += w[i];
+        sx += w[i] * x[i];
+    }
+    if (lo > 0) lo = 0;
+    if (hi == lo) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        *neg_min = -lo;
+        return 0.0f;
+    }
+    float is = (float)nmax / (hi - lo);
+    float scale = 1 / is;
+    float best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)k_clamp(k_round(is * (x[i] - lo)), 0, nmax);
+        float e = scale * (float)L[i] + lo - x[i];
+        e = use_mad ? fabsf(e) : e * e;
+        best += w[i] * e;
+    }
+    if (nstep < 1) {
+        *neg_min = -lo;
+        return scale;
+    }
+    for (int st = 0; st <= nstep; st++) {
+        is = (rmin + rdelta * (float)st + (float)nmax) / (hi - lo);
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = k_clamp(k_round(is * (x[i] - lo)), 0, nmax);
+            La[i] = (uint8_t)l;
+            sl += w[i] * (float)l;
+            sl2 += w[i] * (float)l * (float)l;
+            sxl += w[i] * (float)l * x[i];
+        }
+        float D = sw * sl2 - sl * sl;
+        if (!(D > 0)) continue;
+        float ts = (sw * sxl - sx * sl) / D;
+        float tm = (sl2 * sx - sl * sxl) / D;
+        if (tm > 0) {
+            tm = 0;
+            ts = sxl / sl2;
+        }
+        float err = 0;
+        for (int i = 0; i < n; i++) {
+            float e = ts * (float)La[i] + tm - x[i];
+            e = use_mad ? fabsf(e) : e * e;
+            err += w[i] * e;
+        }
+        if (err < best) {
+            memcpy(L, La, (size_t)n);
+            best = err;
+            scale = ts;
+            lo = tm;
+        }
+    }
+    *neg_min = -lo;
+    return scale;
+}
+
+/* Weight of element i in the symmetric searches: qw, else by rmse_type
+ * (1: x^2, 2: 1, 3: |x|, else sqrt|x|). */
+static inline float k_weight(const float *qw, int rmse_type, float x, int i) {
+    if (qw) return qw[i];
+    return rmse_type == 1 ? x * x : rmse_type == 2 ? 1 : rmse_type == 3 ? fabsf(x) : sqrtf(fabsf(x));
+}
+
+/* Signed scale for codes l in [-nmax, nmax-1] (stored l + nmax in L): the
+ * extreme value maps to -nmax, then 18 nearby scales are tried and the one
+ * with the best weighted fit kept (make_qx_quants, rmse_type > 0). */
+static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < K_EPS) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        return 0.0f;
+    }
+    float is = (float)(-nmax) / max;
+    float sxl = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        float w = k_weight(qw, rmse_type, x[i], i);
+        sxl += w * x[i] * (float)l;
+        sl2 += w * (float)l * (float)l;
+    }
+    float scale = sl2 ? sxl / sl2 : 0.0f;
+    float best = scale * sxl;
+    for (int st = -9; st <= 9; st++) {
+        if (st == 0) continue;
+        is = -((float)nmax + 0.1f * (float)st) / max;
+        sxl = sl2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
+            float w = k_weight(qw, rmse_type, x[i], i);
+            sxl += w * x[i] * (float)l;
+            sl2 += w * (float)l * (float)l;
+        }
+        if (sl2 > 0 && sxl * sxl > best * sl2) {
+            for (int i = 0; i < n; i++) L[i] = (int8_t)(nmax + k_clamp(k_round(is * x[i]), -nmax, nmax - 1));
+            scale = sxl / sl2;
+            best = scale * sxl;
+        }
+    }
+    return scale;
+}
+
+/* Q3_K's sub-block search (make_q3_quants with do_rmse): codes in
+ * [-nmax, nmax-1] from the extreme-maps-to-(-nmax) scale, then up to 5 passes
+ * moving single codes while the x^2-weighted fit improves. L gets l + nmax. */
+static float k_fit_q3(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < K_EPS) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        return 0.0f;
+    }
+    float is = (float)(-nmax) / max;
+    float sxl = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sxl += w * x[i] * (float)l;
+        sl2 += w * (float)l * (float)l;
+    }
+    for (int pass = 0; pass < 5; pass++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = x[i] * x[i];
+            float slx = sxl - w * x[i] * (float)L[i];
+            if (!(slx > 0)) continue;
+            float sl2i = sl2 - w * (float)L[i] * (float)L[i];
+            int nl = k_clamp(k_round(x[i] * sl2i / slx), -nmax, nmax - 1);
+            if (nl == L[i]) continue;
+            slx += w * x[i] * (float)nl;
+            sl2i += w * (float)nl * (float)nl;
+            if (sl2i > 0 && slx * slx * sl2 > sxl * sxl * sl2i) {
+                L[i] = (int8_t)nl;
+                sxl = slx;
+                sl2 = sl2i;
+                changed++;
+            }
+        }
+        if (!changed) break;
+    }
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
+    return sl2 > 0.0f ? sxl / sl2 : 0.0f;
+}
+
+/* Q2_K: 16 sub-blocks of 16, 2-bit codes, 4-bit scales and mins. */
+static void quant_q2_k(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 84, src += QK_K) {
+        uint8_t L[QK_K];
+        float w[16], mins[16], scales[16], max_scale = 0, max_min = 0;
+        unsigned char *sc = b, *qs = b + 16;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) w[l] = fabsf(src[16 * j + l]);
+            scales[j] = k_fit_min(16, 3, src + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        if (max_scale > 0) {
+            float is = 15.0f / max_scale;
+            for (int j = 0; j < 16; j++) sc[j] = (unsigned char)k_round(is * scales[j]);
+            wr_f16(b + 80, max_scale / 15.0f);
+        } else {
+            for (int j = 0; j < 16; j++) sc[j] = 0;
+            wr_f16(b + 80, 0.0f);
+        }
+        if (max_min > 0) {
+            float is = 15.0f / max_min;
+            for (int j = 0; j < 16; j++) sc[j] = (unsigned char)(sc[j] | (k_round(is * mins[j]) << 4));
+            wr_f16(b + 82, max_min / 15.0f);
+        } else {
+            wr_f16(b + 82, 0.0f);
+        }
+        float d = rd_f16(b + 80), dmin = rd_f16(b + 82);
+        for (int j = 0; j < 16; j++) {
+            float dl = d * (float)(sc[j] & 0x0F);
+            if (!dl) continue; /* keeps the search's codes, as ggml does */
+            float ml = dmin * (float)(sc[j] >> 4);
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)k_clamp(k_round((src[16 * j + l] + ml) / dl), 0, 3);
+        }
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                qs[32 * h + l] = (unsigned char)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+            }
+    }
+}
+
+/* Q3_K: 16 sub-blocks of 16, 3-bit signed codes (2 low bits + hmask), 6-bit
+ * signed scales against d. */
+static void quant_q3_k(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 110, src += QK_K) {
+        int8_t L[QK_K];
+        float scales[16], max_scale = 0, amax = 0;
+        unsigned char *hm = b, *qs = b + 32, *sc = b + 96;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = k_fit_q3(16, 4, src + 16 * j, L + 16 * j);
+            float a = fabsf(scales[j]);
+            if (a > amax) {
+                amax = a;
+                max_scale = scales[j];
+            }
+        }
+        memset(sc, 0, 12);
+        if (max_scale) {
+            float is = -32.0f / max_scale;
+            for (int j = 0; j < 16; j++) {
+                int8_t l = (int8_t)k_round(is * scales[j]);
+                l = (int8_t)(k_clamp(l, -32, 31) + 32);
+                if (j < 8) sc[j] = (unsigned char)(l & 0x0F);
+                else sc[j - 8] = (unsigned char)(sc[j - 8] | ((l & 0x0F) << 4));
+                l = (int8_t)(l >> 4);
+                sc[j % 4 + 8] = (unsigned char)(sc[j % 4 + 8] | (l << (2 * (j / 4))));
+            }
+            wr_f16(b + 108, 1 / is);
+        } else {
+            wr_f16(b + 108, 0.0f);
+        }
+        float d = rd_f16(b + 108);
+        for (int j = 0; j < 16; j++) {
+            int8_t s8 = (int8_t)(j < 8 ? sc[j] & 0x0F : sc[j - 8] >> 4);
+            s8 = (int8_t)((s8 | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
+            float dl = d * (float)s8;
+            if (!dl) continue;
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(src[16 * j + l] / dl), -4, 3) + 4);
+        }
+        memset(hm, 0, 32);
+        for (int j = 0, m = 0, bit = 1; j < QK_K; j++) {
+            if (L[j] > 3) {
+                hm[m] = (unsigned char)(hm[m] | bit);
+                L[j] = (int8_t)(L[j] - 4);
+            }
+            if (++m == 32) {
+                m = 0;
+                bit <<= 1;
+            }
+        }
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const int8_t *q = L + 128 * h + l;
+                qs[32 * h + l] = (unsigned char)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+            }
+    }
+}
+
+/* Q4_K / Q5_K's shared part: 8 sub-blocks of 32 with (scale, min) searched
+ * under weights av_x + |x|, 6-bit scales and mins packed into 12 bytes
+ * (scale_min_k4's layout), fp16 d and dmin written to dm, codes redone into
+ * L (0..nmax) with the quantized pairs. */
+static void k_fit_sb8(const float *x, int nmax, float rmin, int nstep, unsigned char *dm, unsigned char *scales,
+                      uint8_t *L) {
+    float w[32], mins[8], sc[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        float s2 = 0;
+        for (int l = 0; l < 32; l++) s2 += x[32 * j + l] * x[32 * j + l];
+        float av = sqrtf(s2 / 32);
+        for (int l = 0; l < 32; l++) w[l] = av + fabsf(x[32 * j + l]);
+        sc[j] = k_fit_min(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep, 0);
+        if (sc[j] > max_scale) max_scale = sc[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    float inv_s = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+    float inv_m = max_min > 0 ? 63.0f / max_min : 0.0f;
+    for (int j = 0; j < 8; j++) {
+        uint8_t ls = (uint8_t)k_round(inv_s * sc[j]), lm = (uint8_t)k_round(inv_m * mins[j]);
+        if (ls > 63) ls = 63;
+        if (lm > 63) lm = 63;
+        if (j < 4) {
+            scales[j] = ls;
+            scales[j + 4] = lm;
+        } else {
+            scales[j + 4] = (unsigned char)((ls & 0x0F) | ((lm & 0x0F) << 4));
+            scales[j - 4] = (unsigned char)(scales[j - 4] | ((ls >> 4) << 6));
+            scales[j] = (unsigned char)(scales[j] | ((lm >> 4) << 6));
+        }
+    }
+    wr_f16(dm, max_scale / 63.0f);
+    wr_f16(dm + 2, max_min / 63.0f);
+    float d = rd_f16(dm), dmin = rd_f16(dm + 2);
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        scale_min_k4(j, scales, &s, &m);
+        float dl = d * (float)s;
+        if (!dl) continue;
+        float ml = dmin * (float)m;
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)k_clamp(k_round((x[32 * j + l] + ml) / dl), 0, nmax);
+    }
+}
+
+/* Q4_K: 4-bit codes, sub-blocks j, j+1 share 32 bytes (low, high nibbles). */
+static void quant_q4_k(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 144, src += QK_K) {
+        uint8_t L[QK_K];
+        memset(b + 4, 0, 12);
+        k_fit_sb8(src, 15, -1.0f, 20, b, b + 4, L);
+        unsigned char *q = b + 16;
+        for (int j = 0; j < QK_K; j += 64, q += 32)
+            for (int l = 0; l < 32; l++) q[l] = (unsigned char)(L[j + l] | (L[j + l + 32] << 4));
+    }
+}
+
+/* Q5_K: 5-bit codes, the fifth bits of sub-block j in bit j of qh[l]. */
+static void quant_q5_k(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 176, src += QK_K) {
+        uint8_t L[QK_K];
+        memset(b + 4, 0, 12);
+        k_fit_sb8(src, 31, -0.5f, 15, b, b + 4, L);
+        unsigned char *qh = b + 16, *ql = b + 48;
+        memset(qh, 0, 32);
+        unsigned m1 = 1, m2 = 2;
+        for (int j = 0; j < QK_K; j += 64, ql += 32, m1 <<= 2, m2 <<= 2)
+            for (int l = 0; l < 32; l++) {
+                int l1 = L[j + l], l2 = L[j + l + 32];
+                if (l1 > 15) {
+                    l1 -= 16;
+                    qh[l] = (unsigned char)(qh[l] | m1);
+                }
+                if (l2 > 15) {
+                    l2 -= 16;
+                    qh[l] = (unsigned char)(qh[l] | m2);
+                }
+                ql[l] = (unsigned char)(l1 | (l2 << 4));
+            }
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16, 6-bit codes (low nibbles in ql, 2 high bits in
+ * qh), 8-bit signed scales against d. */
+static void quant_q6_k(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 210, src += QK_K) {
+        int8_t L[QK_K];
+        float scales[16], max_scale = 0, max_abs = 0;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = k_fit_signed(16, 32, src + 16 * j, L + 16 * j, 1, NULL);
+            float a = fabsf(scales[j]);
+            if (a > max_abs) {
+                max_abs = a;
+                max_scale = scales[j];
+            }
+        }
+        if (max_abs < K_EPS) {
+            memset(b, 0, 210);
+            continue;
+        }
+        int8_t *sc = (int8_t *)(b + 192);
+        float is = -128.0f / max_scale;
+        wr_f16(b + 208, 1 / is);
+        for (int j = 0; j < 16; j++) {
+            int v = k_round(is * scales[j]);
+            sc[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        float d = rd_f16(b + 208);
+        for (int j = 0; j < 16; j++) {
+            float dl = d * (float)sc[j];
+            if (!dl) continue;
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(src[16 * j + l] / dl), -32, 31) + 32);
+        }
+        unsigned char *ql = b, *qh = b + 128;
+        for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
+            for (int l = 0; l < 32; l++) {
+                const int8_t *q = L + j + l;
+                ql[l] = (unsigned char)((q[0] & 0x0F) | ((q[64] & 0x0F) << 4));
+                ql[l + 32] = (unsigned char)((q[32] & 0x0F) | ((q[96] & 0x0F) << 4));
+                qh[l] = (unsigned char)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
+            }
+    }
+}
+
 /* === table === */
 
 static const GgmlTypeTraits traits_table[GGML_TYPE_LIMIT] = {
@@ -319,15 +813,15 @@ static const GgmlTypeTraits traits_table[GGML_TYPE_LIMIT] = {
     [GGML_F16] = {"F16", 1, 2, dequant_f16, quant_f16},
     [GGML_BF16] = {"BF16", 1, 2, dequant_bf16, quant_bf16},
     [GGML_Q4_0] = {"Q4_0", 32, 18, dequant_q4_0, quant_q4_0},
-    [GGML_Q4_1] = {"Q4_1", 32, 20, dequant_q4_1, NULL},
-    [GGML_Q5_0] = {"Q5_0", 32, 22, dequant_q5_0, NULL},
-    [GGML_Q5_1] = {"Q5_1", 32, 24, dequant_q5_1, NULL},
+    [GGML_Q4_1] = {"Q4_1", 32, 20, dequant_q4_1, quant_q4_1},
+    [GGML_Q5_0] = {"Q5_0", 32, 22, dequant_q5_0, quant_q5_0},
+    [GGML_Q5_1] = {"Q5_1", 32, 24, dequant_q5_1, quant_q5_1},
     [GGML_Q8_0] = {"Q8_0", 32, 34, dequant_q8_0, quant_q8_0},
-    [GGML_Q2_K] = {"Q2_K", QK_K, 84, dequant_q2_k, NULL},
-    [GGML_Q3_K] = {"Q3_K", QK_K, 110, dequant_q3_k, NULL},
-    [GGML_Q4_K] = {"Q4_K", QK_K, 144, dequant_q4_k, NULL},
-    [GGML_Q5_K] = {"Q5_K", QK_K, 176, dequant_q5_k, NULL},
-    [GGML_Q6_K] = {"Q6_K", QK_K, 210, dequant_q6_k, NULL},
+    [GGML_Q2_K] = {"Q2_K", QK_K, 84, dequant_q2_k, quant_q2_k},
+    [GGML_Q3_K] = {"Q3_K", QK_K, 110, dequant_q3_k, quant_q3_k},
+    [GGML_Q4_K] = {"Q4_K", QK_K, 144, dequant_q4_k, quant_q4_k},
+    [GGML_Q5_K] = {"Q5_K", QK_K, 176, dequant_q5_k, quant_q5_k},
+    [GGML_Q6_K] = {"Q6_K", QK_K, 210, dequant_q6_k, quant_q6_k},
     [GGML_Q8_K] = {"Q8_K", QK_K, 292, dequant_q8_k, NULL},
 };
 
