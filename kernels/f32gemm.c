@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/fpconv.h"
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
 
@@ -109,6 +110,37 @@ T512 __attribute__((always_inline)) static inline void load_tr16(__m512 r[16], c
     tr16(r);
 }
 
+/* B element types of the _nt products: float32, or fp16/bf16 weights widened
+ * exactly to float32 as they are packed (prefill) or read (decode), so the
+ * activations stay float32 whatever the weight dtype. */
+#define BT_F32 GEMM_B_F32
+#define BT_F16 GEMM_B_F16
+#define BT_BF16 GEMM_B_BF16
+#define AI __attribute__((always_inline))
+
+static size_t bt_size(int bt) { return bt == BT_F32 ? 4 : 2; }
+
+/* 16 consecutive B elements at p (element index), as floats. */
+T512 AI static inline __m512 ldb16(const void *B, int bt, int64_t p) {
+    if (bt == BT_F32) return _mm512_loadu_ps((const float *)B + p);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)B + p));
+    if (bt == BT_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* The same with lanes outside mask zero (and not read). */
+T512 AI static inline __m512 ldb16_mask(const void *B, int bt, int64_t p, __mmask16 m) {
+    if (bt == BT_F32) return _mm512_maskz_loadu_ps(m, (const float *)B + p);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)B + p);
+    if (bt == BT_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Address of element p of B. */
+static inline const char *bt_addr(const void *B, int bt, int64_t p) {
+    return (const char *)B + (size_t)p * bt_size(bt);
+}
+
 /* A rows [0, m) x k [0, kc) -> tiles of MR rows, k-major: ap[tile][k][MR]
  * (rows past m are zero). */
 T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc) {
@@ -135,8 +167,9 @@ T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, i
     }
 }
 
-/* B (N, K) rows [0, n) x k [0, kc) -> panels of NR columns, k-major: bp[panel][k][NR]. */
-T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n, int64_t kc) {
+/* B (N, K) rows [0, n) x k [0, kc) -> panels of NR columns, k-major:
+ * bp[panel][k][NR]; B's elements of type bt (ldb in elements). */
+T512 AI static inline void pack_b_nt_t(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc) {
     for (int64_t j = 0; j < n; j += NR) {
         float *p = bp + (j / NR) * NR * kc;
         for (int h = 0; h < 2; h++) {
@@ -150,14 +183,14 @@ T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n
                      * rows stay in registers (the general path below goes
                      * through the stack): per element 0.66 -> 0.39 cycles
                      * with B in L2, 0.85 -> 0.7 with rows 8 KB apart. */
-                    const float *src = B + j0 * ldb + k;
+                    int64_t src = j0 * ldb + k;
                     if (k + PF_DIST < kc) {
 #pragma GCC unroll 16
                         for (int i = 0; i < 16; i++)
-                            _mm_prefetch((const char *)(src + i * ldb + PF_DIST), _MM_HINT_T0);
+                            _mm_prefetch(bt_addr(B, bt, src + i * ldb + PF_DIST), _MM_HINT_T0);
                     }
 #pragma GCC unroll 16
-                    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ldb);
+                    for (int i = 0; i < 16; i++) r[i] = ldb16(B, bt, src + i * ldb);
                     tr16(r);
                     float *dst = p + k * NR + 16 * h;
 #pragma GCC unroll 16
@@ -166,14 +199,32 @@ T512 static void pack_b_nt_512(float *bp, const float *B, int64_t ldb, int64_t n
                 }
                 /* Weights come from DRAM: fetch each row's next lines ahead. */
                 for (int64_t i = 0; i < rows && k + PF_DIST < kc; i++)
-                    _mm_prefetch((const char *)(B + (j0 + i) * ldb + k + PF_DIST), _MM_HINT_T0);
-                if (rows > 0) load_tr16(r, B + j0 * ldb + k, ldb, rows, nk);
-                else
-                    for (int i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
+                    _mm_prefetch(bt_addr(B, bt, (j0 + i) * ldb + k + PF_DIST), _MM_HINT_T0);
+                __mmask16 mk = nk >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nk) - 1);
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < rows ? ldb16_mask(B, bt, (j0 + i) * ldb + k, mk) : _mm512_setzero_ps();
+                tr16(r);
                 for (int64_t kk = 0; kk < nk; kk++) _mm512_storeu_ps(p + (k + kk) * NR + 16 * h, r[kk]);
             }
         }
     }
+}
+
+T512 static void pack_b_nt_f32(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+    pack_b_nt_t(bp, B, BT_F32, ldb, n, kc);
+}
+T512 static void pack_b_nt_f16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+    pack_b_nt_t(bp, B, BT_F16, ldb, n, kc);
+}
+T512 static void pack_b_nt_bf16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+    pack_b_nt_t(bp, B, BT_BF16, ldb, n, kc);
+}
+
+/* The packer for bt (one specialised copy per type). */
+static void pack_b_nt_512(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc) {
+    if (bt == BT_F16) pack_b_nt_f16(bp, B, ldb, n, kc);
+    else if (bt == BT_BF16) pack_b_nt_bf16(bp, B, ldb, n, kc);
+    else pack_b_nt_f32(bp, B, ldb, n, kc);
 }
 
 /* B (K, N) k [0, kc) x columns [0, n) -> the same panel layout (a copy). */
@@ -237,30 +288,30 @@ T512 static void kern_12x32(int64_t kc, const float *ap, const float *bp, float 
 
 #define SMALL_M 8
 
-T512 static void gemm_small_512(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                                const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+T512 AI static inline void gemm_small_t(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                                        int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     int64_t kv = K & ~(int64_t)15;
     __mmask16 tail = (__mmask16)((1u << (K - kv)) - 1);
     for (int64_t n = 0; n < N; n += 4) {
         int64_t nb = N - n < 4 ? N - n : 4;
-        const float *b0 = B + n * ldb, *b1 = nb > 1 ? b0 + ldb : b0, *b2 = nb > 2 ? b0 + 2 * ldb : b0,
-                    *b3 = nb > 3 ? b0 + 3 * ldb : b0;
+        int64_t b0 = n * ldb, b1 = nb > 1 ? b0 + ldb : b0, b2 = nb > 2 ? b0 + 2 * ldb : b0,
+                b3 = nb > 3 ? b0 + 3 * ldb : b0;
         for (int64_t t = 0; t < M; t++) {
             const float *a = A + t * lda;
             __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
             for (int64_t k = 0; k < kv; k += 16) {
                 __m512 x = _mm512_loadu_ps(a + k);
-                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + k), x, s0);
-                s1 = _mm512_fmadd_ps(_mm512_loadu_ps(b1 + k), x, s1);
-                s2 = _mm512_fmadd_ps(_mm512_loadu_ps(b2 + k), x, s2);
-                s3 = _mm512_fmadd_ps(_mm512_loadu_ps(b3 + k), x, s3);
+                s0 = _mm512_fmadd_ps(ldb16(B, bt, b0 + k), x, s0);
+                s1 = _mm512_fmadd_ps(ldb16(B, bt, b1 + k), x, s1);
+                s2 = _mm512_fmadd_ps(ldb16(B, bt, b2 + k), x, s2);
+                s3 = _mm512_fmadd_ps(ldb16(B, bt, b3 + k), x, s3);
             }
             if (tail) {
                 __m512 x = _mm512_maskz_loadu_ps(tail, a + kv);
-                s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b0 + kv), x, s0);
-                s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b1 + kv), x, s1);
-                s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b2 + kv), x, s2);
-                s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b3 + kv), x, s3);
+                s0 = _mm512_fmadd_ps(ldb16_mask(B, bt, b0 + kv, tail), x, s0);
+                s1 = _mm512_fmadd_ps(ldb16_mask(B, bt, b1 + kv, tail), x, s1);
+                s2 = _mm512_fmadd_ps(ldb16_mask(B, bt, b2 + kv, tail), x, s2);
+                s3 = _mm512_fmadd_ps(ldb16_mask(B, bt, b3 + kv, tail), x, s3);
             }
             float r[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2),
                           _mm512_reduce_add_ps(s3)};
@@ -270,10 +321,33 @@ T512 static void gemm_small_512(int64_t M, int64_t N, int64_t K, const float *A,
     }
 }
 
+T512 static void gemm_small_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                                int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_small_t(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+}
+T512 static void gemm_small_f16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                                int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_small_t(M, N, K, A, lda, B, BT_F16, ldb, beta, C, ldc);
+}
+T512 static void gemm_small_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                                 int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_small_t(M, N, K, A, lda, B, BT_BF16, ldb, beta, C, ldc);
+}
+
+/* Few rows (decode): dot products straight from B of type bt, converting on
+ * the fly — the weights are read once, in their stored width. */
+static void gemm_small_512(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt,
+                           int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (bt == BT_F16) gemm_small_f16(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else if (bt == BT_BF16) gemm_small_bf16(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else gemm_small_f32(M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* === driver === */
 
+/* nn: B (K, N) float32; else B (N, K) of type bt. */
 T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K, const float *A,
-                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+                          int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     float *ap = w->ap[tid], *bp = w->bp[tid];
     for (int64_t pc = 0; pc < K; pc += KC) {
         int64_t kc = K - pc < KC ? K - pc : KC;
@@ -283,8 +357,8 @@ T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, in
             pack_a_512(ap, A + ic * lda + pc, lda, mc, kc);
             for (int64_t jc = 0; jc < N; jc += NC) {
                 int64_t nc = N - jc < NC ? N - jc : NC;
-                if (nn) pack_b_nn_512(bp, B + pc * ldb + jc, ldb, nc, kc);
-                else pack_b_nt_512(bp, B + jc * ldb + pc, ldb, nc, kc);
+                if (nn) pack_b_nn_512(bp, (const float *)B + pc * ldb + jc, ldb, nc, kc);
+                else pack_b_nt_512(bp, bt_addr(B, bt, jc * ldb + pc), bt, ldb, nc, kc);
                 /* The A tile (12 x KC, 24 KB) stays in L1 while the B panels
                  * of this block stream from L2. */
                 for (int64_t ir = 0; ir < mc; ir += MR) {
@@ -312,8 +386,28 @@ void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
         sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, ldb, beta, C, ldc);
-    else gemm_512(w, tid, 0, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+    else gemm_512(w, tid, 0, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+}
+
+void gemm_h_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const uint16_t *B, int bf16,
+                   int64_t ldb, float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                uint16_t h = B[j * ldb + k];
+                s += (double)A[i * lda + k] * (double)(bf16 ? bf16_to_f32(h) : fp16_to_f32(h));
+            }
+            C[i * ldc + j] = (float)(beta != 0.0f ? (double)C[i * ldc + j] + s : s);
+        }
+}
+
+/* gemm_f32_nt with B of any type; AVX-512 only (callers check). */
+static void gemm_nt_any(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+    else gemm_512(w, tid, 0, M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
 }
 
 void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -324,13 +418,15 @@ void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
         sgemm_mul_nn_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_512(w, tid, 1, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    gemm_512(w, tid, 1, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
 }
 
 typedef struct {
     GemmWork *w;
     int64_t M, N, K, lda, ldb, ldc;
-    const float *A, *B;
+    const float *A;
+    const void *B;
+    int bt;
     float *C;
     float beta;
 } GemmJob;
@@ -339,8 +435,11 @@ static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
     GemmJob *j = arg;
     int64_t unit = j->M < SMALL_M ? 4 : NR;
     int64_t n0 = b * unit, n1 = e * unit < j->N ? e * unit : j->N;
-    gemm_f32_nt(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, j->B + n0 * j->ldb, j->ldb, j->beta,
-                j->C + n0, j->ldc);
+    const void *B = bt_addr(j->B, j->bt, n0 * j->ldb);
+    if (j->bt == BT_F32)
+        gemm_f32_nt(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, B, j->ldb, j->beta, j->C + n0, j->ldc);
+    else
+        gemm_nt_any(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, B, j->bt, j->ldb, j->beta, j->C + n0, j->ldc);
 }
 
 /* === shared-A pool path ===
@@ -354,7 +453,9 @@ static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
 typedef struct {
     GemmWork *w;
     int64_t mc, N, K, lda, ldb, ldc, mpad;
-    const float *A, *B; /* A at the block's first row */
+    const float *A;     /* A at the block's first row */
+    const void *B;
+    int bt;
     float *C;           /* C at the block's first row */
     float beta;
     atomic_llong next; /* next panel to take */
@@ -383,7 +484,7 @@ static void gemm_shared_panels(void *arg, int64_t b, int64_t e, int tid) {
         for (int64_t pc = 0; pc < j->K; pc += KC) {
             int64_t kc = j->K - pc < KC ? j->K - pc : KC;
             int add = pc > 0 || j->beta != 0.0f;
-            pack_b_nt_512(bp, j->B + jc * j->ldb + pc, j->ldb, nc, kc);
+            pack_b_nt_512(bp, bt_addr(j->B, j->bt, jc * j->ldb + pc), j->bt, j->ldb, nc, kc);
             const float *ap = j->w->apall + pc * j->mpad;
             for (int64_t ir = 0; ir < j->mc; ir += MR) {
                 int64_t mr = j->mc - ir < MR ? j->mc - ir : MR;
@@ -405,15 +506,16 @@ static int gemm_apall_reserve(GemmWork *w, size_t n) {
     return w->apall != NULL;
 }
 
-void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
-                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+/* The pool driver for B of type bt (AVX-512 required unless bt is F32). */
+static void gemm_nt_pool_any(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
+                             int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     int nt = pool ? pool_size(pool) : 1;
     int64_t mpad = ((M < MC ? M : MC) + MR - 1) / MR * MR;
     if (M >= SMALL_M && K > 0 && N > 0 && nt > 1 && w && nt <= w->n && gemm_f32_available() &&
         gemm_apall_reserve(w, (size_t)mpad * (size_t)K)) {
         for (int64_t ic = 0; ic < M; ic += MC) {
             int64_t mc = M - ic < MC ? M - ic : MC;
-            SharedJob j = {w, mc, N, K, lda, ldb, ldc, (mc + MR - 1) / MR * MR, A + ic * lda, B, C + ic * ldc,
+            SharedJob j = {w, mc, N, K, lda, ldb, ldc, (mc + MR - 1) / MR * MR, A + ic * lda, B, bt, C + ic * ldc,
                            beta, 0};
             atomic_init(&j.next, 0);
             pool_for(pool, (mc + MR - 1) / MR, 1, gemm_shared_pack, &j);
@@ -421,7 +523,26 @@ void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, 
         }
         return;
     }
-    GemmJob j = {w, M, N, K, lda, ldb, ldc, A, B, C, beta};
+    GemmJob j = {w, M, N, K, lda, ldb, ldc, A, B, bt, C, beta};
     int64_t unit = M < SMALL_M ? 4 : NR;
     pool_for(pool, (N + unit - 1) / unit, 1, gemm_pool_part, &j);
+}
+
+void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_nt_pool_any(pool, w, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+}
+
+void gemm_h_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                    const uint16_t *B, int bf16, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        gemm_zero_k(M, N, beta, C, ldc);
+        return;
+    }
+    if (!gemm_f32_available() || !w) {
+        gemm_h_nt_ref(M, N, K, A, lda, B, bf16, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_nt_pool_any(pool, w, M, N, K, A, lda, B, bf16 ? BT_BF16 : BT_F16, ldb, beta, C, ldc);
 }

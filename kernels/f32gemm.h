@@ -48,4 +48,23 @@ void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
 void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* Element types of B in gemm_h_nt_pool's weight operand. */
+enum { GEMM_B_F32, GEMM_B_F16, GEMM_B_BF16 };
+
+/* C = A·Bᵀ (+C when beta is 1) with B (N, K) stored as fp16 (bf16 = 0) or
+ * bf16 (1), ldb in elements: the forward pass on native F16/BF16 weights.
+ * B is widened exactly to float32 while it is packed (M >= 8: the packed
+ * panel is the float GEMM's) or read (M < 8: decode reads the stored halves
+ * once), so A — the activations — stays float32 and the result equals
+ * gemm_f32_nt_pool on the widened B up to summation order. (AVX512-BF16's
+ * vdpbf16ps would round the activations to bf16; not used.) Split over the
+ * pool like gemm_f32_nt_pool; without AVX-512 (or w NULL) it runs the scalar
+ * twin gemm_h_nt_ref. */
+void gemm_h_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                    const uint16_t *B, int bf16, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Scalar twin of gemm_h_nt_pool (double accumulation). */
+void gemm_h_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const uint16_t *B, int bf16,
+                   int64_t ldb, float beta, float *C, int64_t ldc);
+
 #endif

@@ -10,6 +10,7 @@
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/vec.h"
+#include "quant/ggml_type.h"
 #include "quant/qlinear_build.h"
 
 /* Rows of queries per attention block: the causal mask lets block b attend to
@@ -80,9 +81,16 @@ static int64_t fwd_slice_rows(const Weight *W, int64_t n_out) {
     return rows < n_out ? rows : n_out;
 }
 
-/* Grows *cap to hold a decoded slice of W when W is not F32. */
+/* 1 when the own GEMM reads W in its stored dtype (F16/BF16 widened in the
+ * packing or, for decode, on the fly): no decoded slice is needed. */
+static int fwd_native_h(const Weight *W) {
+    return (W->type == GGML_F16 || W->type == GGML_BF16) && (uintptr_t)W->data % 2 == 0 &&
+           W->row_bytes == (size_t)W->n_in * 2 && gemm_f32_available();
+}
+
+/* Grows *cap to hold a decoded slice of W when the pass cannot read W as stored. */
 static void fwd_need_slice(const Weight *W, int64_t *cap) {
-    if (weight_f32_data(W)) return;
+    if (weight_f32_data(W) || fwd_native_h(W)) return;
     int64_t n = fwd_slice_rows(W, W->n_out) * W->n_in;
     if (n > *cap) *cap = n;
 }
@@ -400,13 +408,20 @@ static void fwd_slice_rows_job(void *arg, int64_t b, int64_t e, int tid) {
 
 /* y (T, n_out) with row stride ldy = x (T, W->n_in) · W[0:n_out]ᵀ (+ y if
  * accumulate); n_out may exceed W->n_out when adjacent weights of the same
- * dtype follow W (fused q/k/v, gate/up). F32 weights are used in place;
- * others are decoded a slice of rows at a time into f->wbuf. */
+ * dtype follow W (fused q/k/v, gate/up). F32 weights are used in place, and
+ * so are F16/BF16 ones on AVX-512 (gemm_h_nt_pool); everything else (ggml
+ * block types; F16/BF16 without AVX-512) is decoded a slice of rows at a
+ * time into f->wbuf for the float GEMM. */
 static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, const float *x, int accumulate,
                        float *y, int64_t ldy) {
     const float *wf = weight_f32_data(W);
     if (wf) {
         fwd_gemm(f, T, n_out, W->n_in, x, wf, accumulate, y, ldy);
+        return;
+    }
+    if (f->gw && fwd_native_h(W)) {
+        gemm_h_nt_pool(f->pool, f->gw, T, n_out, W->n_in, x, W->n_in, W->data, W->type == GGML_BF16, W->n_in,
+                       accumulate ? 1.0f : 0.0f, y, ldy);
         return;
     }
     Weight all = *W;

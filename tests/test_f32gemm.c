@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fpconv.h"
 #include "core/pool.h"
 #include "kernels/cpu.h"
 #include "kernels/f32gemm.h"
@@ -104,6 +105,48 @@ static void test_gemm(Pool *pool) {
     gemm_work_free(w);
 }
 
+/* gemm_h_nt_pool (fp16/bf16 weights widened in the packing or on the fly)
+ * vs its scalar twin over edge shapes, strides, beta 0/1, decode (M < 8) and
+ * prefill (pool shared-A and split paths), with and without a pool. */
+static void test_gemm_h(Pool *pool) {
+    Err err;
+    err_init(&err);
+    GemmWork *w = NULL;
+    CHECK_OK(gemm_work_new(2, &w, &err), err);
+    const int64_t shapes[][3] = {{1, 1, 1},     {1, 33, 17},   {3, 70, 513},   {7, 15, 16},  {8, 32, 256},
+                                 {9, 31, 257},  {17, 100, 300}, {64, 33, 600}, {40, 130, 530}};
+    double worst = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int bf = 0; bf <= 1; bf++)
+            for (int b = 0; b <= 1; b++)
+                for (int usepool = 0; usepool <= 1; usepool++) {
+                    int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                    int64_t lda = K + 3, ldb = K + 5, ldc = N + 2;
+                    float *A = rbuf(M * lda), *C = rbuf(M * ldc), *R = malloc((size_t)(M * ldc) * sizeof *R);
+                    uint16_t *B = malloc((size_t)(N * ldb) * sizeof *B);
+                    CHECK(R && B);
+                    for (int64_t i = 0; i < N * ldb; i++) {
+                        float v = urand();
+                        B[i] = bf ? f32_to_bf16(v) : f32_to_fp16(v);
+                    }
+                    memcpy(R, C, (size_t)(M * ldc) * sizeof *R);
+                    gemm_h_nt_ref(M, N, K, A, lda, B, bf, ldb, (float)b, R, ldc);
+                    gemm_h_nt_pool(usepool ? pool : NULL, w, M, N, K, A, lda, B, bf, ldb, (float)b, C, ldc);
+                    double d = 0, tol = 2e-6 * (double)K + 1e-6;
+                    for (int64_t i = 0; i < M * ldc; i++) { /* padding columns untouched too */
+                        double e = fabs((double)C[i] - (double)R[i]);
+                        if (!(e <= d)) d = e;
+                    }
+                    CHECKF(d <= tol, "gemm_h %s M=%lld N=%lld K=%lld beta=%d pool=%d: %g", bf ? "bf16" : "f16",
+                           (long long)M, (long long)N, (long long)K, b, usepool, d);
+                    if (d > worst) worst = d;
+                    free(A); free(B); free(C); free(R);
+                }
+    printf("gemm_h (%s): max |diff| vs scalar twin %.3g\n", gemm_f32_available() ? "avx512" : "scalar fallback",
+           worst);
+    gemm_work_free(w);
+}
+
 static void test_vec(void) {
     int64_t ns[] = {1, 7, 16, 17, 64, 100, 2048, 5633};
     for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
@@ -159,6 +202,7 @@ int main(void) {
         cpu_refresh();
         printf("level %s: ", cpu_describe());
         test_gemm(pool);
+        test_gemm_h(pool);
         test_vec();
     }
     unsetenv("QS_CPU");
