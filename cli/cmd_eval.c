@@ -1,4 +1,5 @@
 /* qscope eval: a plan against the base model on the same text and protocol. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,7 +7,9 @@
 
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
+#include "analysis/planner.h"
 #include "analysis/qmodel_stats.h"
+#include "analysis/sitecal.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
@@ -38,6 +41,8 @@ static void eval_usage(FILE *f) {
             "  --stats STATS     stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
             "                    static activation scales and spike-aware need it)\n"
             "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
+            "  --site-scales F   also print the planner's predicted KLD of the plan (kld_pred) from the\n"
+            "                    site scales F (`qscope plan --auto --text` caches them as STATS.sitecal)\n"
             "  --ctx N           chunk length (default: 512, or the model's context if shorter)\n"
             "  --chunks N        at most N chunks (default: all)\n"
             "  --threads N       threads (default: all CPUs)\n"
@@ -92,7 +97,7 @@ static char *default_cache_dir(void) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *qfile = NULL,
-               *gguf_file = NULL, *val;
+               *gguf_file = NULL, *scales_path = NULL, *val;
     int64_t ctx = 0, chunks = 0, threads = 0, steps = 64;
     int json = 0, no_cache = 0, no_speed = 0;
     PlanCli pc;
@@ -119,6 +124,9 @@ int cmd_eval(int argc, char **argv) {
         } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
             if (r < 0) return 2;
             tok_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--site-scales", &val)) != 0) {
+            if (r < 0) return 2;
+            scales_path = val;
         } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
             if (r < 0) return 2;
             cache = val;
@@ -174,6 +182,14 @@ int cmd_eval(int argc, char **argv) {
     char *text = NULL, *cdir = NULL, *js = NULL;
     size_t len = 0;
     Model *qsrc = NULL;
+    SiteCal sc;
+    memset(&sc, 0, sizeof sc);
+    double kld_pred = NAN;
+    int64_t n_approx = 0;
+    if (scales_path && !stats_path) {
+        fprintf(stderr, "qscope eval: --site-scales needs --stats (the sensitivity map)\n");
+        return 2;
+    }
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
@@ -192,6 +208,11 @@ int cmd_eval(int argc, char **argv) {
         snprintf(plan.name, sizeof plan.name, "%s", slash ? slash + 1 : gguf_file);
         if (!(qsrc = args_load_model(gguf_file, NULL))) goto done;
     } else if (plancli_load(&pc, m, stats_path, qfile, &sf, &plan, &stored, &err)) {
+        args_print_err("eval", &err);
+        goto done;
+    }
+    if (scales_path && (sitecal_load(scales_path, m->cfg.n_layers, &sc, &err) ||
+                        planner_predict(m, sf.cs, &plan, sc.scale, &kld_pred, &n_approx, &err))) {
         args_print_err("eval", &err);
         goto done;
     }
@@ -249,7 +270,13 @@ int cmd_eval(int argc, char **argv) {
             fprintf(stderr, "qscope eval: out of memory\n");
             goto done;
         }
-        printf("%s\n", js);
+        char *end = strrchr(js, '}');
+        if (scales_path && end) { /* the loss model's prediction beside the measurement */
+            *end = 0;
+            printf("%s, \"kld_pred\": %.9g, \"kld_pred_approx_sites\": %lld}\n", js, kld_pred, (long long)n_approx);
+        } else {
+            printf("%s\n", js);
+        }
     } else {
         printf("plan %s on %s, %lld chunks of %lld (%lld positions)\n", plan.name, text_path, (long long)res.chunks,
                (long long)ctx, (long long)res.tokens_scored);
@@ -257,6 +284,9 @@ int cmd_eval(int argc, char **argv) {
                100.0 * (res.ppl / res.ppl_base - 1.0));
         printf("  KLD        mean %.6f  median %.6f  p90 %.6f  p99 %.6f  max %.6f\n", res.kld_mean, res.kld_median,
                res.kld_p90, res.kld_p99, res.kld_max);
+        if (scales_path)
+            printf("  KLD pred   %.6f   (loss model, %s; %lld sites approximated)\n", kld_pred, scales_path,
+                   (long long)n_approx);
         printf("  top-1      %.4f\n", res.top1_agree);
         printf("  size       %.4f bpw, %zu bytes (%lld weights)\n", res.bpw, res.bytes, (long long)qm->params);
         if (eo.speed)
@@ -270,6 +300,7 @@ int cmd_eval(int argc, char **argv) {
     rc = res.cancelled ? 130 : 0;
 done:
     free(js);
+    sitecal_done(&sc);
     eval_result_done(&res);
     eval_ref_free(ref);
     qstored_free(stored);

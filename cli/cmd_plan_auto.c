@@ -7,9 +7,13 @@
 #include "analysis/planner.h"
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
+#include "analysis/sitecal.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
+#include "core/hash.h"
+#include "core/mapfile.h"
+#include "core/pool.h"
 #include "quant/format.h"
 
 static void auto_usage(FILE *f) {
@@ -36,8 +40,16 @@ static void auto_usage(FILE *f) {
             "                    oc-g, ic-g scales) or llamacpp (ggml types only: f16, q8_0, q4_0;\n"
             "                    needs a map computed with --group 32)\n"
             "  --method M        rtn or gptq for the integer sites (default gptq when STATS has H)\n"
-            "  --site-scales F   per-site KLD per unit of output error, one 'LAYER PROJ SCALE' line\n"
-            "                    per site (PROJ q k v o gate up down): losses become predicted KLD\n"
+            "  --text T          calibrate the loss model on text T: for every site, the KLD of the\n"
+            "                    model with that site alone quantized (int4 sym, the map's OC groups,\n"
+            "                    RTN; the rest float) over --chunks C (default 4) chunks of --ctx N\n"
+            "                    (default 512 or the model's context) gives scale_s = KLD_s / oerr_s;\n"
+            "                    losses become predicted KLD in nats. Cached in STATS.sitecal (or\n"
+            "                    --site-scales F) and reused while model, text, ctx and chunks match\n"
+            "  --site-scales F   the scales from F alone (one 'LAYER PROJ SCALE' line per site, PROJ\n"
+            "                    q k v o gate up down), or with --text the cache path\n"
+            "  --threads N       threads for the calibration (default: all CPUs); --cache DIR: keep\n"
+            "                    the evaluation reference there (as qscope eval)\n"
             "  --why             print every site's choice and its trade-off\n"
             "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
             "  -o PLAN.json      output path (default: print the JSON on stdout)\n",
@@ -60,50 +72,79 @@ static int parse_formats(const char *s, uint32_t *mask) {
     return 1;
 }
 
-/* Reads "LAYER PROJ SCALE" lines into scales (n_layers * PLAN_NPROJ); every
- * site must be present. */
-static int read_scales(const char *path, int64_t n_layers, double *scales) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "qscope plan: %s: cannot open\n", path);
+/* The site scales: from --site-scales FILE alone, or (with --text) from the
+ * cache at FILE (default STATS.sitecal) when its key matches, else measured
+ * on the text and written there. Returns 0, or -1 after printing the error. */
+static int site_scales(const Model *m, const QStatsFile *sf, const char *stats_path, const char *path,
+                       const char *text_path, const char *cache, int64_t ctx, int64_t chunks, int64_t threads,
+                       SiteCal *sc) {
+    Err err;
+    err_init(&err);
+    int rc = -1;
+    char *own = NULL, *text = NULL, *cdir = NULL;
+    Pool *pool = NULL;
+    EvalRef *ref = NULL;
+    if (!text_path) {
+        if (sitecal_load(path, m->cfg.n_layers, sc, &err)) goto fail;
+        fprintf(stderr, "plan: site scales from %s\n", path);
         return 0;
     }
-    int64_t n = n_layers * PLAN_NPROJ, got = 0;
-    for (int64_t i = 0; i < n; i++) scales[i] = NAN;
-    char line[256];
-    int ok = 1, ln = 0;
-    while (fgets(line, sizeof line, f)) {
-        ln++;
-        if (line[0] == '#' || line[0] == '\n') continue;
-        long long l;
-        char proj[16];
-        double v;
-        if (sscanf(line, "%lld %15s %lf", &l, proj, &v) != 3 || l < 0 || l >= n_layers || !(v >= 0)) {
-            fprintf(stderr, "qscope plan: %s:%d: expected 'LAYER PROJ SCALE'\n", path, ln);
-            ok = 0;
-            break;
-        }
-        int p = -1;
-        for (int k = 0; k < PLAN_NPROJ; k++)
-            if (!strcmp(proj, plan_proj_name(k))) p = k;
-        if (p < 0) {
-            fprintf(stderr, "qscope plan: %s:%d: unknown projection '%s'\n", path, ln, proj);
-            ok = 0;
-            break;
-        }
-        if (isnan(scales[l * PLAN_NPROJ + p])) got++;
-        scales[l * PLAN_NPROJ + p] = v;
+    if (!path) {
+        size_t n = strlen(stats_path) + 16;
+        own = malloc(n);
+        if (!own) goto fail;
+        snprintf(own, n, "%s.sitecal", stats_path);
+        path = own;
     }
-    fclose(f);
-    if (ok && got != n) {
-        fprintf(stderr, "qscope plan: %s: %lld of %lld sites\n", path, (long long)got, (long long)n);
-        ok = 0;
+    size_t len = 0;
+    if (file_read_all(text_path, (size_t)1 << 31, &text, &len, &err)) goto fail;
+    if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
+    EvalOpts eo;
+    eval_opts_default(&eo);
+    eo.n_ctx = ctx;
+    eo.max_chunks = chunks;
+    eo.layer_err = 0;
+    eo.speed = 0;
+    PlanEntry probe;
+    sitecal_default_probe(&probe);
+    char code[32];
+    plan_entry_code(&probe, code, sizeof code);
+    uint64_t th = hash_bytes(HASH_SEED, text, len);
+    if (sitecal_load(path, m->cfg.n_layers, sc, NULL) == ST_OK) {
+        if (sitecal_matches(sc, m->fingerprint, th, ctx, chunks, code)) {
+            fprintf(stderr, "plan: site scales from the cache %s\n", path);
+            rc = 0;
+            goto fail;
+        }
+        sitecal_done(sc);
     }
-    return ok;
+    if (pool_new((int)threads, &pool, &err)) goto fail;
+    Progress prog;
+    progress_init(&prog);
+    args_cancel_on_sigint(&prog);
+    cdir = cache ? strdup(cache) : NULL; /* the scales are cached; the reference only with --cache */
+    double t0 = args_now();
+    if (eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, NULL, &err)) goto fail;
+    if (sitecal_measure(m, sf->cs, ref, &eo, th, &probe, pool, &prog, sc, &err)) goto fail;
+    if (sitecal_save(sc, path, &err)) goto fail;
+    fprintf(stderr, "plan: site scales measured (%lld sites, probe %s alone, %lld chunks of %lld, %.1f s), cached in %s\n",
+            (long long)(m->cfg.n_layers * PLAN_NPROJ), code, (long long)eval_ref_chunks(ref), (long long)ctx, args_now() - t0,
+            path);
+    rc = 0;
+fail:
+    if (rc) args_print_err("plan", &err);
+    eval_ref_free(ref);
+    pool_free(pool);
+    free(cdir);
+    free(text);
+    free(own);
+    return rc;
 }
 
 int cmd_plan_auto(int argc, char **argv) {
-    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL, *val;
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL,
+               *text_path = NULL, *cache = NULL, *val;
+    int64_t ctx = 0, chunks = 4, threads = 0;
     PlannerOpts po;
     planner_opts_default(&po);
     int method = -1, why = 0;
@@ -141,6 +182,18 @@ int cmd_plan_auto(int argc, char **argv) {
         } else if ((r = args_opt(argc, argv, &i, "--site-scales", &val)) != 0) {
             if (r < 0) return 2;
             scales_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
+            if (r < 0) return 2;
+            text_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
+            if (r < 0) return 2;
+            cache = val;
+        } else if ((r = args_opt(argc, argv, &i, "--ctx", &val)) != 0) {
+            if (r < 0 || !args_int("plan", "--ctx", val, 4, 1 << 20, &ctx)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--chunks", &val)) != 0) {
+            if (r < 0 || !args_int("plan", "--chunks", val, 1, INT64_MAX / 2, &chunks)) return 2;
+        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
+            if (r < 0 || !args_int("plan", "--threads", val, 1, 256, &threads)) return 2;
         } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
             if (r < 0) return 2;
             tok_path = val;
@@ -173,7 +226,8 @@ int cmd_plan_auto(int argc, char **argv) {
     PlannerResult res;
     memset(&res, 0, sizeof res);
     plan_init(&res.plan);
-    double *scales = NULL;
+    SiteCal sc;
+    memset(&sc, 0, sizeof sc);
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (qstats_open(stats_path, m, &sf, &err)) {
@@ -185,10 +239,9 @@ int cmd_plan_auto(int argc, char **argv) {
         fprintf(stderr, "qscope plan: --method gptq needs H beside the stats file (%s.h64)\n", stats_path);
         goto done;
     }
-    if (scales_path) {
-        scales = calloc((size_t)(m->cfg.n_layers * PLAN_NPROJ), sizeof *scales);
-        if (!scales || !read_scales(scales_path, m->cfg.n_layers, scales)) goto done;
-        po.site_scale = scales;
+    if (scales_path || text_path) {
+        if (site_scales(m, &sf, stats_path, scales_path, text_path, cache, ctx, chunks, threads, &sc)) goto done;
+        po.site_scale = sc.scale;
     }
     if (planner_build(m, sf.cs, &po, &res, &err)) {
         args_print_err("plan", &err);
@@ -230,7 +283,7 @@ int cmd_plan_auto(int argc, char **argv) {
     if (plancli_write(&res.plan, out_path)) goto done;
     rc = 0;
 done:
-    free(scales);
+    sitecal_done(&sc);
     planner_result_done(&res);
     qstats_close(&sf);
     model_free(m);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # qscope plan --auto end to end on stories260K: calibrate, plan at the bits
 # per weight of int4-gptq, and check that the plan keeps the budget and that
-# its measured KLD is below int4-gptq's and int4-rtn's at that size; the
+# its measured KLD is below int4-gptq's and int4-rtn's at that size (also with the
+# loss model calibrated on the text, cached, predicting KLD); the
 # llama.cpp target uses only f16 / q8_0 / q4_0 entries; bad budgets fail
 # clearly.
 set -eu
@@ -46,6 +47,21 @@ kr=$(num "$tmp/e-rtn.json" kld_mean)
 awk -v a="$ka" -v g="$kg" -v r="$kr" 'BEGIN { exit !(a < g && a < r) }' ||
   fail "auto KLD $ka is not below int4-gptq $kg and int4-rtn $kr"
 
+# calibrated loss model: measured once, then from the cache; its plan also beats int4-gptq
+for run in 1 2; do
+  "$Q" plan "$M" --auto --bpw "$bpw" --stats "$tmp/s.stats" --text "$T" --ctx 128 --chunks 8 --threads 2 \
+    --cache "$tmp/cache" -o "$tmp/autocal.json" 2>"$tmp/err$run" || fail "plan --auto --text failed: $(cat "$tmp/err$run")"
+  has "$tmp/err$run" "nats KLD"
+done
+has "$tmp/err1" "site scales measured (35 sites"
+has "$tmp/err2" "site scales from the cache"
+[ "$(grep -c '^[0-9]' "$tmp/s.stats.sitecal")" = 35 ] || fail "sitecal has not 35 site lines"
+ev "--plan $tmp/autocal.json --site-scales $tmp/s.stats.sitecal" autocal
+kc=$(num "$tmp/e-autocal.json" kld_mean)
+kp=$(num "$tmp/e-autocal.json" kld_pred)
+awk -v a="$kc" -v g="$kg" -v p="$kp" 'BEGIN { exit !(a < g && p > 0) }' ||
+  fail "calibrated auto KLD $kc (predicted $kp) is not below int4-gptq $kg"
+
 # llama.cpp target: the plan's entries are f16, int8 or int4 symmetric oc32 only
 "$Q" plan "$M" --auto --bpw 10 --target llamacpp --stats "$tmp/s.stats" -o "$tmp/ll.json" 2>"$tmp/err" ||
   fail "plan --target llamacpp failed: $(cat "$tmp/err")"
@@ -61,4 +77,4 @@ if "$Q" plan "$M" --auto --bpw 5 --formats int4,int7 --stats "$tmp/s.stats" 2>"$
 has "$tmp/err" "unknown format 'int7'"
 if "$Q" plan "$M" --auto --stats "$tmp/s.stats" 2>"$tmp/err"; then fail "no budget accepted"; fi
 has "$tmp/err" "one of --bpw B or --bytes N"
-echo "e2e_autoplan: ok (auto $auto_bpw bpw KLD $ka; int4-gptq $bpw bpw KLD $kg; int4-rtn KLD $kr)"
+echo "e2e_autoplan: ok (auto $auto_bpw bpw KLD $ka, calibrated $kc (predicted $kp); int4-gptq $bpw bpw KLD $kg; int4-rtn KLD $kr)"

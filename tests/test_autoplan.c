@@ -9,7 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "analysis/eval.h"
 #include "analysis/planner.h"
+#include "analysis/qmodel.h"
+#include "analysis/sitecal.h"
 #include "analysis/qmodel_stats.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
@@ -249,6 +252,66 @@ static void test_planner_stories(void) {
     CHECK(n8 > 0);
     plan_resolved_done(&res);
     planner_result_done(&r2);
+
+    /* Site calibration: every site's KLD alone, measured; the prediction of a
+     * one-site plan is that measurement; of the uniform int4 oc32 RTN plan
+     * (every site at the probe), the sum, which must land near the measured
+     * KLD (the additive model: within a factor 1.5 here). */
+    EvalOpts eo;
+    eval_opts_default(&eo);
+    eo.n_ctx = 64;
+    eo.max_chunks = 4;
+    eo.layer_err = 0;
+    eo.speed = 0;
+    EvalRef *ref = NULL;
+    CHECK_OK(eval_ref_new(m, text, len, &eo, NULL, NULL, &ref, &err), err);
+    PlanEntry probe;
+    sitecal_default_probe(&probe);
+    SiteCal cal, cal2;
+    CHECK_OK(sitecal_measure(m, sf.cs, ref, &eo, 1234, &probe, NULL, NULL, &cal, &err), err);
+    for (int64_t s = 0; s < cal.n_layers * PLAN_NPROJ; s++)
+        CHECKF(cal.kld[s] > 0 && cal.oerr[s] > 0 && fabs(cal.scale[s] - cal.kld[s] / cal.oerr[s]) <= 1e-12 * cal.scale[s],
+               "site %lld: kld %g oerr %g", (long long)s, cal.kld[s], cal.oerr[s]);
+    Plan one;
+    plan_init(&one);
+    CHECK_OK(plan_add_rule(&one, "2.up", PF_FMT | PF_GROUP | PF_METHOD, &uni.def, &err), err);
+    CHECK_OK(planner_predict(m, sf.cs, &one, cal.scale, &pred, &napprox, &err), err);
+    CHECK_NEAR(pred, cal.kld[2 * PLAN_NPROJ + PLAN_UP], 1e-9 * pred);
+    plan_done(&one);
+    CHECK_OK(planner_predict(m, sf.cs, &uni, cal.scale, &pred, &napprox, &err), err);
+    CHECK(napprox == 0);
+    QModel *qm = NULL;
+    CHECK_OK(qmodel_build(m, &uni, NULL, NULL, NULL, &qm, &err), err);
+    EvalResult er;
+    CHECK_OK(eval_run(qm, ref, &eo, NULL, NULL, NULL, NULL, &er, &err), err);
+    CHECKF(pred > er.kld_mean / 1.5 && pred < er.kld_mean * 1.5, "predicted %g measured %g", pred, er.kld_mean);
+    printf("uniform int4 oc32 rtn: predicted KLD %.5f, measured %.5f\n", pred, er.kld_mean);
+    eval_result_done(&er);
+    qmodel_free(qm);
+    /* the cache file round trip and its key */
+    char cpath[64];
+    snprintf(cpath, sizeof cpath, "/tmp/qs-test-sitecal-%d.txt", (int)getpid());
+    CHECK_OK(sitecal_save(&cal, cpath, &err), err);
+    CHECK_OK(sitecal_load(cpath, pm.n_layers, &cal2, &err), err);
+    CHECK(sitecal_matches(&cal2, m->fingerprint, 1234, 64, 4, "I4/oc32"));
+    CHECK(!sitecal_matches(&cal2, m->fingerprint, 1235, 64, 4, "I4/oc32"));
+    CHECK(!sitecal_matches(&cal2, m->fingerprint, 1234, 64, 0, "I4/oc32"));
+    for (int64_t s = 0; s < cal.n_layers * PLAN_NPROJ; s++) CHECK_NEAR(cal2.scale[s], cal.scale[s], 1e-8 * cal.scale[s]);
+    sitecal_done(&cal2);
+    /* a missing site is an error naming the file */
+    FILE *f = fopen(cpath, "w");
+    fprintf(f, "0 q 1.5\n0 k 2\n");
+    fclose(f);
+    CHECK(sitecal_load(cpath, pm.n_layers, &cal2, &err) == ST_ERR_FORMAT);
+    CHECK(strstr(err.detail, "2 of the model's 35 sites") != NULL);
+    f = fopen(cpath, "w");
+    fprintf(f, "0 qq 1.5\n");
+    fclose(f);
+    CHECK(sitecal_load(cpath, pm.n_layers, &cal2, &err) == ST_ERR_FORMAT);
+    CHECK(strstr(err.detail, ":1: expected") != NULL);
+    unlink(cpath);
+    sitecal_done(&cal);
+    eval_ref_free(ref);
 
     planner_result_done(&r);
     plan_done(&uni);

@@ -1,0 +1,68 @@
+/* Site calibration of the planner's loss model: for every linear site, the
+ * KLD the model shows with that site alone quantized (a probe entry, RTN) and
+ * every other weight float, measured on an evaluation reference; divided by
+ * the sensitivity map's relative output error of the same probe on that site
+ * it gives the site's scale, the KLD per unit of output error that
+ * analysis/planner.h multiplies by. Measured on demand and cached in a text
+ * file keyed by the model, the text, ctx, chunks and the probe.
+ *
+ * File: a header line
+ *   # qscope sitecal 1 fp=<hex> text=<hex> ctx=<n> chunks=<n> probe=<code>
+ * then per site "LAYER PROJ SCALE KLD OERR" (PROJ q k v o gate up down);
+ * `qscope plan --auto --site-scales FILE` reads the first three columns of
+ * such lines from any file, header or not. */
+#ifndef QS_ANALYSIS_SITECAL_H
+#define QS_ANALYSIS_SITECAL_H
+
+#include <stdint.h>
+
+#include "analysis/eval.h"
+#include "core/pool.h"
+#include "core/progress.h"
+#include "core/status.h"
+#include "model/model.h"
+#include "quant/plan.h"
+
+struct CalibStats;
+
+typedef struct SiteCal {
+    int64_t n_layers;
+    uint64_t fingerprint, text_hash;   /* key (text_hash 0: unknown, from --site-scales) */
+    int64_t ctx, chunks;               /* eval options asked (chunks 0: all the text has) */
+    char probe[32];                    /* plan_entry_code of the probe */
+    double *scale;                     /* (n_layers * PLAN_NPROJ) kld / oerr; NaN unknown */
+    double *kld;                       /* (n_layers * PLAN_NPROJ) measured KLD, nats */
+    double *oerr;                      /* (n_layers * PLAN_NPROJ) the map's output error of the probe */
+} SiteCal;
+
+/* The default probe: int4 symmetric, the map's grouped OC cells, RTN (small
+ * enough that KLD stays in its quadratic regime, large enough to stand above
+ * float noise). */
+void sitecal_default_probe(PlanEntry *e);
+
+/* Measures every site of m (see the header comment) on ref (computed on m
+ * with eval options o's n_ctx / max_chunks; reused for every site). The
+ * probe's group size per site is the map's (cs). pool and prog may be NULL
+ * (prog: stage "site KLD", one step per site; cancel -> ST_ERR_CANCELLED).
+ * text_hash is recorded as the key. Caller releases *out with sitecal_done. */
+Status sitecal_measure(const Model *m, const struct CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
+                       uint64_t text_hash, const PlanEntry *probe, Pool *pool, Progress *prog, SiteCal *out,
+                       Err *err);
+
+/* Writes the file atomically (temp + rename). */
+Status sitecal_save(const SiteCal *sc, const char *path, Err *err);
+
+/* Reads path for a model of n_layers layers: every site must have a line
+ * (ST_ERR_FORMAT naming the file and line otherwise). The header, when
+ * present, fills the key; ST_ERR_IO when the file cannot be opened. Caller
+ * releases with sitecal_done. */
+Status sitecal_load(const char *path, int64_t n_layers, SiteCal *out, Err *err);
+
+/* 1 when sc's key is (fingerprint, text_hash, ctx, chunks) and probe code. */
+int sitecal_matches(const SiteCal *sc, uint64_t fingerprint, uint64_t text_hash, int64_t ctx, int64_t chunks,
+                    const char *probe);
+
+/* Frees the arrays; safe on a zeroed SiteCal. */
+void sitecal_done(SiteCal *sc);
+
+#endif
