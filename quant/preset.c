@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "quant/aqlm.h"
+#include "quant/ggml_type.h"
 
 static const PresetInfo PRESETS[] = {
     {"fp32", "no quantization (the reference)"},
@@ -27,6 +28,11 @@ static const PresetInfo PRESETS[] = {
     {"aqlm-2x8", "AQLM 2 codebooks x 2^8, groups of 8 inputs (2 code bits; codebooks extra)"},
     {"aqlm-1x16", "AQLM 1 codebook x 2^16, groups of 8 inputs (2 code bits; codebooks extra)"},
     {"aqlm-1x8", "AQLM 1 codebook x 2^8, groups of 4 inputs (2 code bits; codebooks extra)"},
+    {"llama-q8_0", "llama.cpp's Q8_0 file: q8_0 blocks everywhere (ggml's rounding)"},
+    {"llama-q4_0", "llama.cpp's Q4_0 mixture: q4_0, output head q6_k"},
+    {"llama-q4_k_m", "llama.cpp's Q4_K_M mixture: q4_k, q6_k on half the v/down layers and the head"},
+    {"llama-q5_k_m", "llama.cpp's Q5_K_M mixture: q5_k, q6_k on half the v/down layers and the head"},
+    {"llama-q6_k", "llama.cpp's Q6_K file: q6_k blocks everywhere"},
 };
 
 const PresetInfo *plan_presets(int *n) {
@@ -131,6 +137,71 @@ static Status aqlm_preset(Plan *p, AqlmParams ap, const PlanModel *m, Err *err) 
     return ST_OK;
 }
 
+/* === llama.cpp's mixtures (src/llama-quant.cpp, llama_tensor_get_type) === */
+
+/* The format llama-quantize writes for f on rows of n_in: f, else its
+ * tensor_type_fallback chain (the traits' fallback) down to fp16. */
+static QFormat ggml_fit(QFormat f, int64_t n_in) {
+    const QFormatTraits *t = qformat_traits(f);
+    while (t->family == QFAM_GGML && n_in % ggml_type_traits((uint32_t)t->ggml_type)->block_size) {
+        f = (QFormat)t->fallback;
+        t = qformat_traits(f);
+    }
+    return f;
+}
+
+/* A rule giving pattern format f (method rtn), with a note when f is a
+ * fallback from want. */
+static Status ggml_rule(Plan *p, const char *pat, QFormat want, QFormat f, int64_t n_in, Err *err) {
+    PlanEntry e = p->def;
+    e.w = (QParams){f, 1, GROUP_OC, 0};
+    e.method = QM_RTN;
+    Status st = plan_add_rule(p, pat, PF_FMT | PF_GROUP | PF_METHOD, &e, err);
+    if (!st && f != want)
+        st = plan_add_note(p, err, "%s: %s -> %s (%lld is not a multiple of %s's block: llama.cpp's fallback)", pat,
+                           qformat_traits(want)->name, qformat_traits(f)->name, (long long)n_in,
+                           qformat_traits(want)->name);
+    return st;
+}
+
+/* llama.cpp's use_more_bits: the first and last eighth of the layers and
+ * every third one between. */
+static int more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* The mixture of ftype `base` (k_m: the _K_M variant) without an imatrix, on
+ * a dense (non-MoE, non-Falcon) model: the output head q6_k (q8_0 where its
+ * rows are not whole blocks of base, base itself for q8_0), the embedding the
+ * head's type when tied else base; _K_M adds q6_k on attn_v and ffn_down of
+ * more_bits layers; every tensor then falls back where its rows do not fit. */
+static Status llama_mix(Plan *p, QFormat base, int k_m, const PlanModel *m, Err *err) {
+    p->def.w = (QParams){base, 1, GROUP_OC, 0};
+    p->def.method = QM_RTN;
+    int64_t blk = ggml_type_traits((uint32_t)qformat_traits(base)->ggml_type)->block_size;
+    QFormat head = m->dim % blk ? QF_Q8_0 : base != QF_Q8_0 ? QF_Q6_K : base;
+    p->output = p->def;
+    p->output.w.fmt = ggml_fit(head, m->dim);
+    p->embed = p->def;
+    p->embed.w.fmt = ggml_fit(m->tied_embeddings ? head : base, m->dim);
+    Status st = ST_OK;
+    if (p->output.w.fmt != head)
+        st = plan_add_note(p, err, "output: %s -> %s (llama.cpp's fallback)", qformat_traits(head)->name,
+                           qformat_traits(p->output.w.fmt)->name);
+    for (int pj = 0; pj < PLAN_NPROJ && !st; pj++) {
+        int64_t n_out, n_in;
+        plan_proj_shape(m, pj, &n_out, &n_in);
+        char pat[32];
+        snprintf(pat, sizeof pat, "*.%s", plan_proj_name(pj));
+        if (ggml_fit(base, n_in) != base) st = ggml_rule(p, pat, base, ggml_fit(base, n_in), n_in, err);
+        if (!k_m || (pj != PLAN_V && pj != PLAN_DOWN)) continue;
+        for (int64_t l = 0; l < m->n_layers && !st; l++) {
+            if (!more_bits(l, m->n_layers)) continue;
+            snprintf(pat, sizeof pat, "%lld.%s", (long long)l, plan_proj_name(pj));
+            st = ggml_rule(p, pat, QF_Q6_K, ggml_fit(QF_Q6_K, n_in), n_in, err);
+        }
+    }
+    return st;
+}
+
 Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const PlanModel *m, Err *err) {
     PresetOpts o;
     if (opts) o = *opts;
@@ -219,6 +290,16 @@ Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const Pl
         st = aqlm_preset(out, (AqlmParams){1, 16, 8}, m, err);
     } else if (!strcasecmp(name, "aqlm-1x8")) {
         st = aqlm_preset(out, (AqlmParams){1, 8, 4}, m, err);
+    } else if (!strcasecmp(name, "llama-q8_0")) {
+        st = llama_mix(out, QF_Q8_0, 0, m, err);
+    } else if (!strcasecmp(name, "llama-q4_0")) {
+        st = llama_mix(out, QF_Q4_0, 0, m, err);
+    } else if (!strcasecmp(name, "llama-q4_k_m")) {
+        st = llama_mix(out, QF_Q4_K, 1, m, err);
+    } else if (!strcasecmp(name, "llama-q5_k_m")) {
+        st = llama_mix(out, QF_Q5_K, 1, m, err);
+    } else if (!strcasecmp(name, "llama-q6_k")) {
+        st = llama_mix(out, QF_Q6_K, 0, m, err);
     } else {
         static const struct { const char *name; int bits, gptq, adadim; } WEIGHT_ONLY[] = {
             {"int4-rtn", 4, 0, 0}, {"int4-gptq", 4, 1, 0}, {"int3-rtn", 3, 0, 0}, {"int3-gptq", 3, 1, 0},
@@ -233,7 +314,7 @@ Status plan_preset(Plan *out, const char *name, const PresetOpts *opts, const Pl
                 adadim = WEIGHT_ONLY[i].adadim;
             }
         if (!bits) {
-            char known[600];
+            char known[1024];
             size_t len = 0;
             for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++)
                 len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", PRESETS[i].name);

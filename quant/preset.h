@@ -28,7 +28,17 @@
  *                          does not divide gets one codebook over a smaller group
  *                          with the same code bits (2x8g8 -> 1x8g4 on a 172-wide
  *                          down_proj), or fp16, with a note. --group is ignored.
- * In every preset the embedding and output head stay fp16 (fp32 in "fp32"). */
+ *   llama-q8_0, llama-q4_0, llama-q4_k_m, llama-q5_k_m, llama-q6_k
+ *                          llama.cpp's mixtures of those ftypes without an
+ *                          imatrix (src/llama-quant.cpp's llama_tensor_get_type
+ *                          on a dense model): the base ggml type, the output head
+ *                          q6_k (q8_0 where its rows do not fit the base's
+ *                          blocks; q8_0 stays q8_0), the embedding the base (the
+ *                          head's type when tied), _k_m q6_k on attn_v and
+ *                          ffn_down of use_more_bits layers, then llama.cpp's
+ *                          fallback where rows are not whole blocks (noted).
+ *                          --group is ignored.
+ * In every other preset the embedding and output head stay fp16 (fp32 in "fp32"). */
 #ifndef QS_QUANT_PRESET_H
 #define QS_QUANT_PRESET_H
 

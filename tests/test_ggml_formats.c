@@ -16,6 +16,8 @@
 #include "model/synth.h"
 #include "quant/format.h"
 #include "quant/ggml_type.h"
+#include "quant/plan.h"
+#include "quant/preset.h"
 #include "quant/qlinear_build.h"
 #include "quant/rtn.h"
 #include "tests/testlib.h"
@@ -177,6 +179,101 @@ static void check_llama_quantize(void) {
     rmdir(dir);
 }
 
+/* The llama-* presets against llama-quantize's own mixtures (no imatrix) on
+ * a synthetic model of 8 layers whose hidden width 320 is not a whole number
+ * of K-quant super-blocks (ffn_down falls back): every tensor's type is the
+ * preset's resolved format and its bytes are qscope's RTN. */
+static void check_llama_mixtures(void) {
+    const char *tool = testlib_llama_tool("llama-quantize", "test_ggml_formats' mixture comparison");
+    if (!tool) return;
+    static const char *const LT[PLAN_NPROJ] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                                               "ffn_down"};
+    static const struct { const char *preset, *ftype; } MIX[] = {
+        {"llama-q4_k_m", "Q4_K_M"}, {"llama-q5_k_m", "Q5_K_M"}, {"llama-q4_0", "Q4_0"}, {"llama-q8_0", "Q8_0"},
+        {"llama-q6_k", "Q6_K"}};
+    Err err;
+    err_init(&err);
+    char dir[] = "/tmp/qs-ggml-mix-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char f32[128], out[128], cmd[1024];
+    snprintf(f32, sizeof f32, "%s/f32.gguf", dir);
+    SynthConfig cfg;
+    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+    cfg.dim = 256;
+    cfg.hidden_dim = 320;
+    cfg.n_layers = 8;
+    cfg.n_heads = 4;
+    cfg.n_kv_heads = 2;
+    cfg.vocab_size = 512;
+    cfg.seed = 11;
+    Synth *s = NULL;
+    CHECK_OK(synth_new(&cfg, &s, &err), err);
+    CHECK_OK(synth_write(s, f32, NULL, &err), err);
+    synth_free(s);
+    Gguf *ref = NULL;
+    CHECK_OK(gguf_open(f32, &ref, &err), err);
+    PlanModel pm = {.n_layers = 8, .dim = 256, .hidden_dim = 320, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
+                    .vocab_size = 512, .tied_embeddings = gguf_find_tensor(ref, "output.weight") == NULL};
+    for (size_t k = 0; k < sizeof MIX / sizeof MIX[0]; k++) {
+        Plan p;
+        PlanResolved r;
+        CHECK_OK(plan_preset(&p, MIX[k].preset, NULL, &pm, &err), err);
+        CHECK_OK(plan_resolve(&p, &pm, &r, &err), err);
+        snprintf(out, sizeof out, "%s/%s.gguf", dir, MIX[k].ftype);
+        snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' %s 1 >'%s/log' 2>&1", tool, f32, out, MIX[k].ftype, dir);
+        int rc = system(cmd);
+        CHECKF(rc == 0, "llama-quantize %s failed (see %s/log)", MIX[k].ftype, dir);
+        Gguf *g = NULL;
+        if (rc || gguf_open(out, &g, &err) != ST_OK) {
+            CHECK(0);
+            plan_resolved_done(&r);
+            plan_done(&p);
+            continue;
+        }
+        int n_checked = 0;
+        for (int64_t i = 0; i < g->n_tensors; i++) {
+            const GgufTensor *gt = &g->tensors[i];
+            if (gt->n_dims != 2) continue;
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)gt->name.len, gt->name.s);
+            const PlanEntry *e = NULL;
+            if (!strcmp(name, "token_embd.weight")) e = &r.embed.e;
+            else if (!strcmp(name, "output.weight")) e = &r.output.e;
+            for (int64_t l = 0; l < pm.n_layers && !e; l++)
+                for (int pj = 0; pj < PLAN_NPROJ && !e; pj++) {
+                    char want[64];
+                    snprintf(want, sizeof want, "blk.%lld.%s.weight", (long long)l, LT[pj]);
+                    if (!strcmp(name, want)) e = &r.lin[l * PLAN_NPROJ + pj].e;
+                }
+            CHECKF(e != NULL, "%s: no plan site", name);
+            if (!e) continue;
+            const QFormatTraits *t = qformat_traits(e->w.fmt);
+            int want_type = t->family == QFAM_GGML ? t->ggml_type : e->w.fmt == QF_F16 ? GGML_F16 : -1;
+            CHECKF((int)gt->type == want_type, "%s %s: llama-quantize wrote %s, the preset says %s", MIX[k].ftype, name,
+                   ggml_type_traits(gt->type) ? ggml_type_traits(gt->type)->name : "?", t->name);
+            const GgufTensor *rt = gguf_find_tensor(ref, name);
+            if ((int)gt->type != want_type || !rt || t->family != QFAM_GGML) continue;
+            QParams qp = e->w;
+            QTensor q;
+            CHECK_OK(rtn_quantize(rt->data, gt->ne[1], gt->ne[0], &qp, &q, &err), err);
+            CHECKF(!memcmp(q.blk, gt->data, gt->nbytes), "%s %s: bytes differ", MIX[k].ftype, name);
+            qtensor_done(&q);
+            n_checked++;
+        }
+        CHECKF(n_checked >= 8 * 6, "%s: %d tensors compared", MIX[k].ftype, n_checked);
+        printf("llama-quantize %s: the preset's types and bytes on %d tensors\n", MIX[k].ftype, n_checked);
+        gguf_free(g);
+        unlink(out);
+        plan_resolved_done(&r);
+        plan_done(&p);
+    }
+    gguf_free(ref);
+    unlink(f32);
+    snprintf(cmd, sizeof cmd, "%s/log", dir);
+    unlink(cmd);
+    rmdir(dir);
+}
+
 int main(void) {
     Err err;
     err_init(&err);
@@ -191,6 +288,7 @@ int main(void) {
     CHECK(n >= 2);
     CHECK(qformat_parse("q4_0") == QF_Q4_0 && qformat_parse("Q8_0") == QF_Q8_0);
     check_llama_quantize();
+    check_llama_mixtures();
     pool_free(pool);
     return testlib_done("test_ggml_formats");
 }
