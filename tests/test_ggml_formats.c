@@ -111,6 +111,29 @@ static void check_format(QFormat f, Pool *pool) {
 
 /* === against llama-quantize === */
 
+/* Writes a synthetic f32 model of width 256 (4 heads, 2 KV heads, vocab 512)
+ * to path and opens it (caller gguf_free's it). */
+static Gguf *write_synth(const char *path, int64_t hidden, int64_t n_layers, uint64_t seed) {
+    Err err;
+    err_init(&err);
+    SynthConfig cfg;
+    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+    cfg.dim = 256;
+    cfg.hidden_dim = hidden;
+    cfg.n_layers = n_layers;
+    cfg.n_heads = 4;
+    cfg.n_kv_heads = 2;
+    cfg.vocab_size = 512;
+    cfg.seed = seed;
+    Synth *s = NULL;
+    CHECK_OK(synth_new(&cfg, &s, &err), err);
+    CHECK_OK(synth_write(s, path, NULL, &err), err);
+    synth_free(s);
+    Gguf *g = NULL;
+    CHECK_OK(gguf_open(path, &g, &err), err);
+    return g;
+}
+
 /* Writes a small synthetic model (every row length a multiple of 256),
  * quantizes it with `llama-quantize --pure` to each ggml format and compares
  * every tensor of that type with qscope's RTN of the f32 tensor. */
@@ -123,21 +146,7 @@ static void check_llama_quantize(void) {
     CHECK(mkdtemp(dir) != NULL);
     char f32[128], out[128], cmd[1024];
     snprintf(f32, sizeof f32, "%s/f32.gguf", dir);
-    SynthConfig cfg;
-    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
-    cfg.dim = 256;
-    cfg.hidden_dim = 512;
-    cfg.n_layers = 2;
-    cfg.n_heads = 4;
-    cfg.n_kv_heads = 2;
-    cfg.vocab_size = 512;
-    cfg.seed = 7;
-    Synth *s = NULL;
-    CHECK_OK(synth_new(&cfg, &s, &err), err);
-    CHECK_OK(synth_write(s, f32, NULL, &err), err);
-    synth_free(s);
-    Gguf *ref = NULL;
-    CHECK_OK(gguf_open(f32, &ref, &err), err);
+    Gguf *ref = write_synth(f32, 512, 2, 7);
     int n_types = 0;
     for (int f = 0; f < QF_COUNT; f++) {
         const QFormatTraits *t = qformat_traits((QFormat)f);
@@ -197,21 +206,7 @@ static void check_llama_mixtures(void) {
     CHECK(mkdtemp(dir) != NULL);
     char f32[128], out[128], cmd[1024];
     snprintf(f32, sizeof f32, "%s/f32.gguf", dir);
-    SynthConfig cfg;
-    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
-    cfg.dim = 256;
-    cfg.hidden_dim = 320;
-    cfg.n_layers = 8;
-    cfg.n_heads = 4;
-    cfg.n_kv_heads = 2;
-    cfg.vocab_size = 512;
-    cfg.seed = 11;
-    Synth *s = NULL;
-    CHECK_OK(synth_new(&cfg, &s, &err), err);
-    CHECK_OK(synth_write(s, f32, NULL, &err), err);
-    synth_free(s);
-    Gguf *ref = NULL;
-    CHECK_OK(gguf_open(f32, &ref, &err), err);
+    Gguf *ref = write_synth(f32, 320, 8, 11);
     PlanModel pm = {.n_layers = 8, .dim = 256, .hidden_dim = 320, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
                     .vocab_size = 512, .tied_embeddings = gguf_find_tensor(ref, "output.weight") == NULL};
     for (size_t k = 0; k < sizeof MIX / sizeof MIX[0]; k++) {
