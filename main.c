@@ -22,6 +22,7 @@ const Command cli_commands[] = {
     {"replay", cmd_replay, "re-run a session's actions headlessly; --check compares the results"},
     {"plan-export", cmd_plan_export, "a plan for llama.cpp, GPTQModel or llm-compressor, with what is lost"},
     {"plan-import", cmd_plan_import, "a llama.cpp tensor-type file back into a plan"},
+    {"export", cmd_export, "a plan's quantized weights as a GGUF llama.cpp runs (bit for bit), re-read and checked"},
     {"imatrix", cmd_imatrix, "llama.cpp's importance matrix from a stats file (llama-quantize --imatrix), and back"},
     {"session", cmd_session, "create (new) or inspect (show) a session file"},
     {NULL, NULL, NULL},

@@ -21,6 +21,7 @@ int cmd_ppl(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 /* `qscope plan --auto ...` (cmd_plan hands over when --auto is given). */

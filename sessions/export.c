@@ -136,6 +136,21 @@ static void site_done(ExportReport *rep, const SiteMark *sm) {
     else rep->exact++;
 }
 
+void export_report_note(ExportReport *rep, ExportSeverity sev, const char *site, const char *fmt, ...) {
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    SiteMark sm = {0};
+    note(rep, &sm, sev, site, "%s", msg);
+}
+
+void export_report_site(ExportReport *rep, int approx, int dropped, int unservable) {
+    SiteMark sm = {approx, dropped, unservable};
+    site_done(rep, &sm);
+}
+
 char *export_report_text(const ExportReport *rep) {
     Buf b = {0};
     buf_printf(&b, "%" PRId64 " tensors: %" PRId64 " exact, %" PRId64 " approximate, %" PRId64

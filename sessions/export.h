@@ -99,6 +99,13 @@ void export_report_done(ExportReport *rep);
  * line per note); heap, caller frees; NULL when memory runs out. */
 char *export_report_text(const ExportReport *rep);
 
+/* For other writers of a report (sessions/gguf_export.c): adds a note of
+ * sev hit by site (merging equal messages), and counts one site by its
+ * worst note (dropped > approx > exact; unservable counted apart). */
+void export_report_note(ExportReport *rep, ExportSeverity sev, const char *site, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void export_report_site(ExportReport *rep, int approx, int dropped, int unservable);
+
 /* Exports p (validated on m first: plan_validate's error) for target t into
  * *out (heap text, caller frees) and fills *rep (caller export_report_done's
  * it, also on error). */

@@ -1,0 +1,252 @@
+/* qscope export on stories260K: a plan's own codes written into a GGUF bit for
+ * bit (the exported file evaluates exactly as the plan does: same PPL and
+ * KLD to the last bit, GPTQ included), entries no ggml type holds refused or
+ * written by the fallback, the file re-read; and, with llama.cpp's tools
+ * built: llama-perplexity on the export within 0.5 % of qscope's eval of the
+ * plan, and qscope's q8_0 / q4_0 RTN exports byte-identical to
+ * llama-quantize's Q8_0 / Q4_0 of the same tensors. */
+#include <unistd.h>
+
+#include "analysis/eval.h"
+#include "analysis/qmodel.h"
+#include "analysis/qmodel_stats.h"
+#include "core/mapfile.h"
+#include "model/gguf.h"
+#include "model/model.h"
+#include "quant/ggml_type.h"
+#include "sessions/gguf_export.h"
+#include "sessions/plan_json.h"
+#include "tests/testlib.h"
+
+static char tmpdir[256];
+static Model *base;
+static EvalRef *ref;
+
+static const char *tmp_path(const char *name) {
+    static char buf[32][512];
+    static int k;
+    CHECK(k < 32);
+    k++;
+    snprintf(buf[k - 1], sizeof buf[k - 1], "%s/%s", tmpdir, name);
+    return buf[k - 1];
+}
+
+static void plan_of(const char *json, Plan *p) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&base->cfg);
+    CHECK_OK(plan_json_read(json, strlen(json), "test plan", &pm, p, &err), err);
+}
+
+static EvalResult eval_of(const QModel *qm) {
+    Err err;
+    err_init(&err);
+    EvalOpts o;
+    eval_opts_default(&o);
+    o.n_ctx = 128;
+    o.speed = 0;
+    EvalResult res;
+    CHECK_OK(eval_run(qm, ref, &o, NULL, NULL, NULL, NULL, &res, &err), err);
+    return res;
+}
+
+/* Exports p (with stats qs) to path; returns the plan's own eval result and
+ * checks the file evaluates to the same numbers, bit for bit. */
+static EvalResult export_and_check(const Plan *p, const QModelStats *qs, const char *path, int64_t want_exact) {
+    Err err;
+    err_init(&err);
+    QModel *qm, *qf;
+    CHECK_OK(qmodel_build_keep(base, p, qs, NULL, NULL, &qm, &err), err);
+    ExportReport rep;
+    CHECK_OK(gguf_export(base, qm, NULL, p->name, GGUF_FALLBACK_NONE, path, &rep, &err), err);
+    CHECKF(rep.exact == want_exact && rep.sites == want_exact, "%lld of %lld exact", (long long)rep.exact,
+           (long long)rep.sites);
+    export_report_done(&rep);
+    Model *f;
+    CHECK_OK(model_load(path, NULL, &f, &err), err);
+    CHECK_OK(qmodel_from_model(base, f, &qf, &err), err);
+    EvalResult a = eval_of(qm), b = eval_of(qf);
+    CHECKF(a.ppl == b.ppl && a.kld_mean == b.kld_mean && a.top1_agree == b.top1_agree,
+           "plan %s: ppl %.9g kld %.9g, its export: ppl %.9g kld %.9g", p->name, a.ppl, a.kld_mean, b.ppl, b.kld_mean);
+    eval_result_done(&b);
+    qmodel_free(qf);
+    model_free(f);
+    qmodel_free(qm);
+    return a;
+}
+
+/* 1 when tensor `name` has the same type and bytes in GGUF files a and b. */
+static int same_tensor(const char *a, const char *b, const char *name) {
+    Err err;
+    err_init(&err);
+    Gguf *ga, *gb;
+    CHECK_OK(gguf_open(a, &ga, &err), err);
+    CHECK_OK(gguf_open(b, &gb, &err), err);
+    const GgufTensor *ta = gguf_find_tensor(ga, name), *tb = gguf_find_tensor(gb, name);
+    CHECKF(ta && tb, "%s missing", name);
+    int eq = ta->type == tb->type && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes);
+    gguf_free(ga);
+    gguf_free(gb);
+    return eq;
+}
+
+static const char *const PROJ_T[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+int main(void) {
+    Err err;
+    err_init(&err);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/qs_gguf_export_%ld", (long)getpid());
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", tmpdir);
+    CHECK(system(cmd) == 0);
+    const char *model_path = testlib_shared("models/stories260K/stories260K-f32.gguf");
+    const char *text_path = testlib_shared("text/tinystories_sample.txt");
+    CHECK_OK(model_load(model_path, NULL, &base, &err), err);
+    char *text;
+    size_t len;
+    CHECK_OK(file_read_all(text_path, (size_t)1 << 20, &text, &len, &err), err);
+    EvalOpts o;
+    eval_opts_default(&o);
+    o.n_ctx = 128;
+    o.speed = 0;
+    CHECK_OK(eval_ref_new(base, text, len, &o, NULL, NULL, &ref, &err), err);
+    int64_t n_sites = base->cfg.n_layers * 7 + 2;
+
+    /* int4 sym g32 -> Q4_0, int5 sym g64 -> Q5_0, per-OC int8 -> Q8_0, q8_0 blocks, fp16. */
+    Plan p;
+    plan_of("{\"schema_version\": 1, \"name\": \"mixed-sym\", \"default\": {\"format\": \"int4\", \"sym\": true, "
+            "\"group_dim\": \"oc\", \"group\": 32, \"method\": \"rtn\"}, \"embed\": {\"format\": \"int8\", \"sym\": true, "
+            "\"group_dim\": \"oc\", \"group\": 0}, \"output\": {\"format\": \"fp16\"}, \"rules\": ["
+            "{\"pattern\": \"*.down\", \"fields\": [\"format\", \"group\"], \"format\": \"fp16\"},"
+            "{\"pattern\": \"2.q\", \"fields\": [\"format\", \"group\"], \"format\": \"int5\", \"sym\": true, "
+            "\"group_dim\": \"oc\", \"group\": 64},"
+            "{\"pattern\": \"3.v\", \"fields\": [\"format\", \"group\"], \"format\": \"q8_0\"}]}", &p);
+    const char *mixed = tmp_path("mixed.gguf");
+    QModelStats none = {NULL, NULL};
+    EvalResult rm = export_and_check(&p, &none, mixed, n_sites);
+    Gguf *g;
+    CHECK_OK(gguf_open(mixed, &g, &err), err);
+    CHECK(gguf_find_tensor(g, "blk.0.attn_q.weight")->type == GGML_Q4_0);
+    CHECK(gguf_find_tensor(g, "blk.2.attn_q.weight")->type == GGML_Q5_0);
+    CHECK(gguf_find_tensor(g, "blk.3.attn_v.weight")->type == GGML_Q8_0);
+    CHECK(gguf_find_tensor(g, "token_embd.weight")->type == GGML_Q8_0);
+    CHECK(gguf_find_tensor(g, "blk.1.ffn_down.weight")->type == GGML_F16);
+    CHECK(gguf_find_tensor(g, "blk.1.attn_norm.weight")->type == GGML_F32);
+    GgufStr s;
+    CHECK(gguf_get_str(g, "qscope.plan", &s) && gguf_str_eq(s, "mixed-sym"));
+    CHECK(gguf_get_str(g, "tokenizer.ggml.model", &s) && gguf_str_eq(s, "llama"));
+    int64_t ft;
+    CHECK(gguf_get_int(g, "general.file_type", &ft) && ft == 2); /* mostly Q4_0 */
+    gguf_free(g);
+    plan_done(&p);
+
+    /* GPTQ codes, asymmetric int4 groups of 32 whose mins are fp16 values, and SmoothQuant
+     * gains: the GGUF still evaluates exactly as the plan. */
+    const char *hp = tmp_path("h.h64");
+    QStatsFile sf;
+    memset(&sf, 0, sizeof sf);
+    CHECK_OK(qstats_calibrate(base, text, len, 8, 64, hp, NULL, &sf, &err), err);
+    plan_of("{\"schema_version\": 1, \"name\": \"gptq-sym\", \"default\": {\"format\": \"int4\", \"sym\": true, "
+            "\"group_dim\": \"oc\", \"group\": 32, \"method\": \"gptq\"}, \"embed\": {\"format\": \"fp16\"}, "
+            "\"rules\": [{\"pattern\": \"*.down\", \"fields\": [\"format\", \"group\", \"method\"], "
+            "\"format\": \"fp16\"}]}", &p);
+    QModelStats qs = {sf.cs, sf.h};
+    EvalResult rg = export_and_check(&p, &qs, tmp_path("gptq.gguf"), n_sites);
+    printf("plan mixed-sym: PPL %.4f KLD %.5f; gptq-sym: PPL %.4f KLD %.5f (exports identical)\n", rm.ppl, rm.kld_mean,
+           rg.ppl, rg.kld_mean);
+    fflush(stdout);
+    plan_done(&p);
+
+    /* Refused without a fallback (nothing written), written with one. */
+    plan_of("{\"schema_version\": 1, \"name\": \"needs-fallback\", \"default\": {\"format\": \"int4\", \"sym\": true, "
+            "\"group_dim\": \"ic\", \"group\": 0}, \"rules\": [{\"pattern\": \"1.o\", \"fields\": [\"format\", "
+            "\"group\"], \"format\": \"int8\", \"sym\": false, \"group_dim\": \"oc\", \"group\": 32}, {\"pattern\": "
+            "\"*.down\", \"fields\": [\"format\", \"group\"], \"format\": \"fp8-e4m3\", \"group_dim\": \"oc\", "
+            "\"group\": 0}]}", &p);
+    QModel *qm;
+    CHECK_OK(qmodel_build_keep(base, &p, &none, NULL, NULL, &qm, &err), err);
+    const char *fbp = tmp_path("fb.gguf");
+    ExportReport rep;
+    CHECK(gguf_export(base, qm, NULL, p.name, GGUF_FALLBACK_NONE, fbp, &rep, &err) == ST_ERR_UNSUPPORTED);
+    CHECK(access(fbp, F_OK) != 0 && rep.dropped == base->cfg.n_layers * 7);
+    char *rt = export_report_text(&rep);
+    CHECKF(strstr(rt, "int4 sym per-IC: its scale groups are not whole 32-blocks of a row") &&
+               strstr(rt, "int8 asym oc32: no 32-block ggml type has its bits with a zero point") &&
+               strstr(rt, "fp8-e4m3 per-OC: no ggml type holds its codes"), "%s", rt);
+    free(rt);
+    export_report_done(&rep);
+    CHECK_OK(gguf_export(base, qm, NULL, p.name, GGUF_FALLBACK_NEAREST, fbp, &rep, &err), err);
+    CHECK(rep.dropped == base->cfg.n_layers * 7 && rep.exact == 2);
+    export_report_done(&rep);
+    CHECK_OK(gguf_open(fbp, &g, &err), err);
+    /* nearest: int8 -> q8_0 through ggml's reference rounding; int4 -> q4_k, q4_0: q4_0's */
+    CHECK(gguf_find_tensor(g, "blk.1.attn_output.weight")->type == GGML_Q8_0);
+    CHECK(gguf_find_tensor(g, "blk.0.attn_q.weight")->type == GGML_Q4_0);
+    CHECK(gguf_find_tensor(g, "blk.0.ffn_down.weight")->type == GGML_F16); /* 172 columns */
+    gguf_free(g);
+    CHECK_OK(gguf_export(base, qm, NULL, p.name, GGUF_FALLBACK_F16, fbp, &rep, &err), err);
+    export_report_done(&rep);
+    CHECK_OK(gguf_open(fbp, &g, &err), err);
+    CHECK(gguf_find_tensor(g, "blk.0.attn_q.weight")->type == GGML_F16);
+    gguf_free(g);
+    qmodel_free(qm);
+    plan_done(&p);
+
+    /* The consumers. */
+    const char *lp = testlib_llama_tool("llama-perplexity", "llama-perplexity on an exported GGUF");
+    if (lp) {
+        double got = 0;
+        for (int tries = 0; tries < 2 && got == 0; tries++) { /* llama.cpp's async log: see e2e_eval.sh */
+            snprintf(cmd, sizeof cmd, "%s -m %s -f %s -c 128 -b 128 -t 1 -fa off -ctk f32 -ctv f32 2>&1 | "
+                     "sed -n 's/.*Final estimate: PPL = \\([0-9.]*\\).*/\\1/p' >%s/lp.txt", lp, mixed, text_path, tmpdir);
+            CHECK(system(cmd) == 0);
+            char *v;
+            CHECK_OK(file_read_all(tmp_path("lp.txt"), 256, &v, NULL, &err), err);
+            got = atof(v);
+            free(v);
+        }
+        printf("mixed-sym export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", got, rm.ppl,
+               100 * (got / rm.ppl - 1));
+        CHECK(got > 0 && fabs(got / rm.ppl - 1) < 0.005);
+    }
+    const char *lq = testlib_llama_tool("llama-quantize", "llama-quantize byte identity");
+    if (lq) {
+        static const char *const F[2] = {"q8_0", "q4_0"};
+        for (int k = 0; k < 2; k++) {
+            char json[1024];
+            snprintf(json, sizeof json, "{\"schema_version\": 1, \"name\": \"%s-rtn\", \"default\": {\"format\": \"%s\", "
+                     "\"method\": \"rtn\"}, \"embed\": {\"format\": \"%s\"}, \"output\": {\"format\": \"%s\"}, "
+                     "\"rules\": [{\"pattern\": \"*.down\", \"fields\": [\"format\", \"group\"], \"format\": "
+                     "\"fp16\"}]}", F[k], F[k], F[k], F[k]);
+            plan_of(json, &p);
+            const char *qx = tmp_path(k ? "q4_qs.gguf" : "q8_qs.gguf"), *lx = tmp_path(k ? "q4_lq.gguf" : "q8_lq.gguf");
+            CHECK_OK(qmodel_build_keep(base, &p, &none, NULL, NULL, &qm, &err), err);
+            CHECK_OK(gguf_export(base, qm, NULL, p.name, GGUF_FALLBACK_NONE, qx, &rep, &err), err);
+            export_report_done(&rep);
+            qmodel_free(qm);
+            plan_done(&p);
+            snprintf(cmd, sizeof cmd, "%s --tensor-type ffn_down=f16 --token-embedding-type %s --output-tensor-type %s "
+                     "%s %s %s >%s/lq.log 2>&1", lq, F[k], F[k], model_path, lx, k ? "Q4_0" : "Q8_0", tmpdir);
+            CHECKF(system(cmd) == 0, "llama-quantize (see %s/lq.log)", tmpdir);
+            int n = 0;
+            for (int64_t l = 0; l < base->cfg.n_layers; l++)
+                for (int pj = 0; pj < 7; pj++) {
+                    char nm[64];
+                    snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, PROJ_T[pj]);
+                    CHECKF(same_tensor(qx, lx, nm), "%s: %s differs from llama-quantize's", F[k], nm);
+                    n++;
+                }
+            CHECKF(same_tensor(qx, lx, "token_embd.weight") && same_tensor(qx, lx, "output.weight"), "%s ends", F[k]);
+            printf("%s: %d tensors byte-identical to llama-quantize\n", F[k], n + 2);
+        }
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    CHECK(system(cmd) == 0);
+    eval_result_done(&rm);
+    eval_result_done(&rg);
+    qstats_close(&sf);
+    eval_ref_free(ref);
+    free(text);
+    model_free(base);
+    return testlib_done("test_gguf_export");
+}
