@@ -44,7 +44,18 @@ static void model_draw(const App *a, const Layout *l) {
     fmt_count(model_param_count(m), b1, sizeof b1);
     draw_text(y++, x, w, C_NORMAL, "vocab %lld   context %lld   rope theta %g (%s pairs)", (long long)c->vocab_size,
               (long long)c->max_seq_len, c->rope_theta, c->rope_style == ROPE_NORM ? "consecutive" : "half");
-    draw_text(y++, x, w, C_NORMAL, "norm eps %g   tied output head: %s", c->norm_eps, c->tied_embeddings ? "yes" : "no");
+    /* Architecture features beyond Llama 2's, only when present (so a plain model's screen is unchanged). */
+    char feat[160] = "";
+    size_t fl = 0;
+    if (m->rope_freqs) fl += (size_t)snprintf(feat + fl, sizeof feat - fl, "   rope: Llama 3.1 factors");
+    if (fl < sizeof feat && c->rope_freq_scale > 0.0f && c->rope_freq_scale != 1.0f)
+        fl += (size_t)snprintf(feat + fl, sizeof feat - fl, "   rope: linear x%g", (double)c->rope_freq_scale);
+    if (fl < sizeof feat && c->sliding_window > 0)
+        fl += (size_t)snprintf(feat + fl, sizeof feat - fl, "   sliding window %lld", (long long)c->sliding_window);
+    if (fl < sizeof feat && m->layers && m->layers[0].bias[PROJ_Q])
+        snprintf(feat + fl, sizeof feat - fl, "   q/k/v biases");
+    draw_text(y++, x, w, C_NORMAL, "norm eps %g   tied output head: %s%s", c->norm_eps, c->tied_embeddings ? "yes" : "no",
+              feat);
     fmt_bytes(m->file_bytes, b2, sizeof b2);
     fmt_bytes(m->owned_bytes, b3, sizeof b3);
     draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   owned in memory %s", b1, b2, b3);
