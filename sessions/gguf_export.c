@@ -329,6 +329,11 @@ Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, cons
         return err_set(err, ST_ERR_UNSUPPORTED, "%s: export writes from a GGUF source (its metadata and tokenizer "
                        "are carried over); convert the model to GGUF first", m->path);
     if (!stored) return err_set(err, ST_ERR_ARG, "export: the quantized model kept no codes (qmodel_build_keep)");
+    /* phi3 files stack q/k/v (attn_qkv) and gate/up (ffn_up): the sites are
+     * row ranges of one tensor, which this writer does not assemble. */
+    if (strcmp(m->cfg.arch, "phi3") == 0)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, "
+                       "ffn_up); exporting them from the plan is not supported", m->path);
     const int64_t L = m->cfg.n_layers;
     Gguf *src = NULL;
     GgufWriter *w = NULL;

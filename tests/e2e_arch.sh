@@ -2,8 +2,8 @@
 # The other architectures from the command line: qscope synth --arch writes
 # each layout, info reports what the loader read (arch, RoPE style and
 # scaling, head_dim, biases), a plan runs on them, bad --arch / --head-dim
-# exit 2, and plan-export refuses phi3's stacked tensors by name instead of
-# writing names that match nothing. (Numbers against llama.cpp and a float64
+# exit 2, and plan-export / export refuse phi3's stacked tensors by name
+# instead of writing names that match nothing or a file missing the plan. (Numbers against llama.cpp and a float64
 # reference: tests/test_arch.c.)
 set -eu
 Q=${QSCOPE:-./qscope}
@@ -58,4 +58,14 @@ set +e
 set -e
 [ $rc -ne 0 ] || fail "plan-export on phi3 succeeded"
 has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors"
+set +e
+"$Q" export "$tmp/phi3.gguf" --preset fp16 -o "$tmp/phi3-x.gguf" >"$tmp/out.txt" 2>"$tmp/err.txt"; rc=$?
+set -e
+[ $rc -ne 0 ] || fail "export of phi3 succeeded"
+has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, ffn_up)"
+[ ! -e "$tmp/phi3-x.gguf" ] || fail "export of phi3 left a file"
+# qwen2's biases are carried over into an exported GGUF, which loads with them
+"$Q" export "$tmp/qwen2.gguf" --preset fp16 -o "$tmp/qwen2-x.gguf" >/dev/null 2>&1 || fail "export of qwen2"
+"$Q" info "$tmp/qwen2-x.gguf" --json >"$tmp/qwx.json"
+has "$tmp/qwx.json" '"name": "blk.4.attn_v.bias", "kind": "attention", "layer": 4, "type": "F32", "shape": [32]'
 echo "e2e_arch: ok"
