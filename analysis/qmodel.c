@@ -39,7 +39,7 @@ static int entry_has_scales(const PlanEntry *e) {
 
 static int entry_needs_h(const PlanEntry *e) {
     if (e->w.fmt == QF_AQLM || e->method == QM_AQLM) return 1;
-    return entry_has_scales(e) && (e->method == QM_GPTQ || e->method == QM_ADADIM);
+    return (entry_has_scales(e) && (e->method == QM_GPTQ || e->method == QM_ADADIM)) || e->method == QM_IMATRIX;
 }
 
 static int entry_needs_act(const PlanEntry *e) {
@@ -70,6 +70,18 @@ typedef struct SiteIn {
     float act_absmax;        /* calibrated max|x| of the (smoothed) input */
     const char *name;        /* "3.down" */
 } SiteIn;
+
+/* ggml's weighted rounding of a site with the diagonal of its H (Σ x² per
+ * input column; llama.cpp's imatrix is the same up to the token count). */
+static Status imatrix_quantize(const float *W, const SiteIn *in, const QParams *p, QTensor *q, Err *err) {
+    if (!in->H) return err_set(err, ST_ERR_ARG, "%s: imatrix needs the calibration's H (--stats)", in->name);
+    float *qw = malloc((size_t)in->n_in * sizeof *qw);
+    if (!qw) return err_set(err, ST_ERR_NOMEM, "%s: imatrix weights", in->name);
+    for (int64_t i = 0; i < in->n_in; i++) qw[i] = (float)in->H[i * in->n_in + i];
+    Status st = rtn_quantize_weighted(W, in->n_out, in->n_in, p, qw, q, err);
+    free(qw);
+    return st;
+}
 
 /* Checks a stored site against the entry and the weight's shape. */
 static Status stored_check(const PlanEntry *e, const SiteIn *in, const QStoredSite *pre, Err *err) {
@@ -201,7 +213,9 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         if (st) goto fail_e2;
     } else {
         QParams p = e->w;
-        if (!entry_has_scales(e) || e->method == QM_RTN) {
+        if (e->method == QM_IMATRIX) {
+            st = imatrix_quantize(W, in, &p, &q, &e2);
+        } else if (!entry_has_scales(e) || e->method == QM_RTN) {
             st = rtn_quantize(W, in->n_out, in->n_in, &p, &q, &e2);
         } else if (e->method == QM_GPTQ) {
             const GptqFactor *f = NULL;
@@ -464,7 +478,7 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
     int64_t ns = c->n_layers * PROJ_COUNT;
     Status st;
     PlanEntry ee = qm->res.embed.e, oe = qm->res.output.e;
-    if (ee.method != QM_RTN && entry_has_scales(&ee) && ee.w.fmt != QF_AQLM) {
+    if (ee.method != QM_RTN && (entry_has_scales(&ee) || ee.method == QM_IMATRIX) && ee.w.fmt != QF_AQLM) {
         if ((st = note_add(qm, err, "embed: %s -> rtn (an embedding lookup has no input statistics)",
                            qmethod_name(ee.method))))
             return st;
@@ -502,7 +516,7 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
         }
         qm->model.tok_embd = weight_from_f32(qm->embd, c->vocab_size, c->dim);
     }
-    if (oe.method != QM_RTN && entry_has_scales(&oe)) {
+    if (oe.method != QM_RTN && (entry_has_scales(&oe) || oe.method == QM_IMATRIX)) {
         if ((st = note_add(qm, err, "output: %s -> rtn (calibration collects no H for the head's input)",
                            oe.w.fmt == QF_AQLM ? "aqlm" : qmethod_name(oe.method))))
             return st;

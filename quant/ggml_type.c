@@ -680,6 +680,34 @@ static void quant_q3_k(const float *src, void *dst, int64_t n) {
     }
 }
 
+/* Packs 6-bit scales Ls and mins Lm (scale_min_k4's layout), writes fp16 d
+ * and dmin to dm and redoes the codes L (0..nmax) of x with the stored pairs. */
+static void k_store_sb8(const float *x, int nmax, const uint8_t *Ls, const uint8_t *Lm, float d, float dmin,
+                        unsigned char *dm, unsigned char *scales, uint8_t *L) {
+    for (int j = 0; j < 8; j++) {
+        uint8_t ls = Ls[j], lm = Lm[j];
+        if (j < 4) {
+            scales[j] = ls;
+            scales[j + 4] = lm;
+        } else {
+            scales[j + 4] = (unsigned char)((ls & 0x0F) | ((lm & 0x0F) << 4));
+            scales[j - 4] = (unsigned char)(scales[j - 4] | ((ls >> 4) << 6));
+            scales[j] = (unsigned char)(scales[j] | ((lm >> 4) << 6));
+        }
+    }
+    wr_f16(dm, d);
+    wr_f16(dm + 2, dmin);
+    float df = rd_f16(dm), mf = rd_f16(dm + 2);
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        scale_min_k4(j, scales, &s, &m);
+        float dl = df * (float)s;
+        if (!dl) continue;
+        float ml = mf * (float)m;
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)k_clamp(k_round((x[32 * j + l] + ml) / dl), 0, nmax);
+    }
+}
+
 /* Q4_K / Q5_K's shared part: 8 sub-blocks of 32 with (scale, min) searched
  * under weights av_x + |x|, 6-bit scales and mins packed into 12 bytes
  * (scale_min_k4's layout), fp16 d and dmin written to dm, codes redone into
@@ -698,54 +726,34 @@ static void k_fit_sb8(const float *x, int nmax, float rmin, int nstep, unsigned 
     }
     float inv_s = max_scale > 0 ? 63.0f / max_scale : 0.0f;
     float inv_m = max_min > 0 ? 63.0f / max_min : 0.0f;
+    uint8_t Ls[8], Lm[8];
     for (int j = 0; j < 8; j++) {
         uint8_t ls = (uint8_t)k_round(inv_s * sc[j]), lm = (uint8_t)k_round(inv_m * mins[j]);
-        if (ls > 63) ls = 63;
-        if (lm > 63) lm = 63;
-        if (j < 4) {
-            scales[j] = ls;
-            scales[j + 4] = lm;
-        } else {
-            scales[j + 4] = (unsigned char)((ls & 0x0F) | ((lm & 0x0F) << 4));
-            scales[j - 4] = (unsigned char)(scales[j - 4] | ((ls >> 4) << 6));
-            scales[j] = (unsigned char)(scales[j] | ((lm >> 4) << 6));
-        }
+        Ls[j] = ls > 63 ? 63 : ls;
+        Lm[j] = lm > 63 ? 63 : lm;
     }
-    wr_f16(dm, max_scale / 63.0f);
-    wr_f16(dm + 2, max_min / 63.0f);
-    float d = rd_f16(dm), dmin = rd_f16(dm + 2);
-    for (int j = 0; j < 8; j++) {
-        int s, m;
-        scale_min_k4(j, scales, &s, &m);
-        float dl = d * (float)s;
-        if (!dl) continue;
-        float ml = dmin * (float)m;
-        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)k_clamp(k_round((x[32 * j + l] + ml) / dl), 0, nmax);
-    }
+    k_store_sb8(x, nmax, Ls, Lm, max_scale / 63.0f, max_min / 63.0f, dm, scales, L);
 }
 
 /* Q4_K: 4-bit codes, sub-blocks j, j+1 share 32 bytes (low, high nibbles). */
+static void k_pack_q4k(const uint8_t *L, unsigned char *q) {
+    for (int j = 0; j < QK_K; j += 64, q += 32)
+        for (int l = 0; l < 32; l++) q[l] = (unsigned char)(L[j + l] | (L[j + l + 32] << 4));
+}
+
 static void quant_q4_k(const float *src, void *dst, int64_t n) {
     unsigned char *b = dst;
     for (int64_t ib = 0; ib < n / QK_K; ib++, b += 144, src += QK_K) {
         uint8_t L[QK_K];
         memset(b + 4, 0, 12);
         k_fit_sb8(src, 15, -1.0f, 20, b, b + 4, L);
-        unsigned char *q = b + 16;
-        for (int j = 0; j < QK_K; j += 64, q += 32)
-            for (int l = 0; l < 32; l++) q[l] = (unsigned char)(L[j + l] | (L[j + l + 32] << 4));
+        k_pack_q4k(L, b + 16);
     }
 }
 
 /* Q5_K: 5-bit codes, the fifth bits of sub-block j in bit j of qh[l]. */
-static void quant_q5_k(const float *src, void *dst, int64_t n) {
-    unsigned char *b = dst;
-    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 176, src += QK_K) {
-        uint8_t L[QK_K];
-        memset(b + 4, 0, 12);
-        k_fit_sb8(src, 31, -0.5f, 15, b, b + 4, L);
-        unsigned char *qh = b + 16, *ql = b + 48;
-        memset(qh, 0, 32);
+static void k_pack_q5k(const uint8_t *L, unsigned char *qh, unsigned char *ql) {
+    memset(qh, 0, 32);
         unsigned m1 = 1, m2 = 2;
         for (int j = 0; j < QK_K; j += 64, ql += 32, m1 <<= 2, m2 <<= 2)
             for (int l = 0; l < 32; l++) {
@@ -760,18 +768,28 @@ static void quant_q5_k(const float *src, void *dst, int64_t n) {
                 }
                 ql[l] = (unsigned char)(l1 | (l2 << 4));
             }
+}
+
+static void quant_q5_k(const float *src, void *dst, int64_t n) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 176, src += QK_K) {
+        uint8_t L[QK_K];
+        memset(b + 4, 0, 12);
+        k_fit_sb8(src, 31, -0.5f, 15, b, b + 4, L);
+        k_pack_q5k(L, b + 16, b + 48);
     }
 }
 
 /* Q6_K: 16 sub-blocks of 16, 6-bit codes (low nibbles in ql, 2 high bits in
- * qh), 8-bit signed scales against d. */
-static void quant_q6_k(const float *src, void *dst, int64_t n) {
+ * qh), 8-bit signed scales against d; qw (n) weighs the sub-block searches
+ * (NULL: the reference's x^2). */
+static void k_quant_q6(const float *src, void *dst, int64_t n, const float *qw) {
     unsigned char *b = dst;
     for (int64_t ib = 0; ib < n / QK_K; ib++, b += 210, src += QK_K) {
         int8_t L[QK_K];
         float scales[16], max_scale = 0, max_abs = 0;
         for (int j = 0; j < 16; j++) {
-            scales[j] = k_fit_signed(16, 32, src + 16 * j, L + 16 * j, 1, NULL);
+            scales[j] = k_fit_signed(16, 32, src + 16 * j, L + 16 * j, 1, qw ? qw + QK_K * ib + 16 * j : NULL);
             float a = fabsf(scales[j]);
             if (a > max_abs) {
                 max_abs = a;
@@ -806,22 +824,163 @@ static void quant_q6_k(const float *src, void *dst, int64_t n) {
     }
 }
 
+static void quant_q6_k(const float *src, void *dst, int64_t n) { k_quant_q6(src, dst, n, NULL); }
+
+/* === importance-weighted quantizers (llama-quantize --imatrix) ===
+ * ggml's quantize_row_*_impl with quant_weights: the search weights become
+ * qw[i] * sqrt(sigma2 + x[i]^2), and K-quants fit their 6-bit scales by a
+ * weighted search too (make_qp_quants). Same operation order as ggml. */
+
+/* Codes in [0, nmax] for non-negative x against one scale, searched over 9
+ * trial scales and refined by single-code moves (make_qp_quants). */
+static float k_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *qw) {
+    float max = 0;
+    for (int i = 0; i < n; i++) max = max > x[i] ? max : x[i];
+    if (max < K_EPS) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        return 0.0f;
+    }
+    float is = (float)nmax / max;
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)k_round(is * x[i]);
+    float scale = 1 / is;
+    float best = 0;
+    for (int i = 0; i < n; i++) {
+        float e = x[i] - scale * (float)L[i];
+        best += qw[i] * e * e;
+    }
+    for (int st = -4; st <= 4; st++) {
+        if (st == 0) continue;
+        float is_t = (0.1f * (float)st + (float)nmax) / max;
+        float sc_t = 1 / is_t;
+        float mse = 0;
+        for (int i = 0; i < n; i++) {
+            int l = k_round(is_t * x[i]);
+            l = l < nmax ? l : nmax;
+            float e = x[i] - sc_t * (float)l;
+            mse += qw[i] * e * e;
+        }
+        if (mse < best) {
+            best = mse;
+            is = is_t;
+        }
+    }
+    float sxl = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = k_round(is * x[i]);
+        l = l < nmax ? l : nmax;
+        L[i] = (uint8_t)l;
+        sxl += qw[i] * x[i] * (float)l;
+        sl2 += qw[i] * (float)l * (float)l;
+    }
+    for (int pass = 0; pass < 5; pass++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = qw[i];
+            float slx = sxl - w * x[i] * (float)L[i];
+            float sl2i = sl2 - w * (float)L[i] * (float)L[i];
+            if (!(slx > 0 && sl2i > 0)) continue;
+            int nl = k_round(x[i] * sl2i / slx);
+            nl = nl < nmax ? nl : nmax;
+            if (nl == L[i]) continue;
+            slx += w * x[i] * (float)nl;
+            sl2i += w * (float)nl * (float)nl;
+            if (slx * slx * sl2 > sxl * sxl * sl2i) {
+                L[i] = (uint8_t)nl;
+                sxl = slx;
+                sl2 = sl2i;
+                changed++;
+            }
+        }
+        if (!changed) break;
+    }
+    return sl2 > 0.0f ? sxl / sl2 : 0.0f;
+}
+
+/* Q8_0 has no weighted variant in ggml: quantize_q8_0 ignores quant_weights. */
+static void quant_w_q8_0(const float *src, void *dst, int64_t n, const float *qw) {
+    (void)qw;
+    quant_q8_0(src, dst, n);
+}
+
+/* Q4_0 weighted: per block the make_qx_quants search (nmax 8) under
+ * qw * sqrt(sigma2 + x^2), sigma2 the row's mean square. */
+static void quant_w_q4_0(const float *src, void *dst, int64_t n, const float *qw) {
+    float s2 = 0;
+    for (int64_t j = 0; j < n; j++) s2 += src[j] * src[j];
+    float sigma2 = s2 / (float)n;
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / 32; ib++, b += 18) {
+        const float *x = src + 32 * ib, *w = qw + 32 * ib;
+        float wt[32];
+        int8_t L[32];
+        for (int j = 0; j < 32; j++) wt[j] = w[j] * sqrtf(sigma2 + x[j] * x[j]);
+        wr_f16(b, k_fit_signed(32, 8, x, L, 1, wt));
+        for (int j = 0; j < 16; j++) b[2 + j] = (unsigned char)(L[j] | (L[j + 16] << 4));
+    }
+}
+
+/* Q4_K / Q5_K weighted: (scale, min) per sub-block by the weighted search
+ * (make_qkx3_quants: rmin -0.9, step 0.05, 37 trials), then the 6-bit scales
+ * and mins by make_qp_quants weighted with each sub-block's weight sum. */
+static void k_fit_sb8_w(const float *x, int nmax, const float *qw, unsigned char *dm, unsigned char *scales,
+                        uint8_t *L) {
+    float s2 = 0;
+    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
+    float sigma2 = 2 * s2 / QK_K;
+    float w[32], sw[8], mins[8], sc[8];
+    uint8_t Ls[8], Lm[8];
+    for (int j = 0; j < 8; j++) {
+        for (int l = 0; l < 32; l++) w[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+        float sum = 0;
+        for (int l = 0; l < 32; l++) sum += w[l];
+        sw[j] = sum;
+        sc[j] = k_fit_min(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, 0);
+    }
+    float d = k_fit_pos(8, 63, sc, Ls, sw), dmin = k_fit_pos(8, 63, mins, Lm, sw);
+    k_store_sb8(x, nmax, Ls, Lm, d, dmin, dm, scales, L);
+}
+
+static void quant_w_q4_k(const float *src, void *dst, int64_t n, const float *qw) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 144, src += QK_K, qw += QK_K) {
+        uint8_t L[QK_K];
+        memset(b + 4, 0, 12);
+        k_fit_sb8_w(src, 15, qw, b, b + 4, L);
+        k_pack_q4k(L, b + 16);
+    }
+}
+
+static void quant_w_q5_k(const float *src, void *dst, int64_t n, const float *qw) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 176, src += QK_K, qw += QK_K) {
+        uint8_t L[QK_K];
+        memset(b + 4, 0, 12);
+        k_fit_sb8_w(src, 31, qw, b, b + 4, L);
+        k_pack_q5k(L, b + 16, b + 48);
+    }
+}
+
+/* Q6_K weighted: the sub-block search weighs by qw alone (ggml's choice). */
+static void quant_w_q6_k(const float *src, void *dst, int64_t n, const float *qw) {
+    k_quant_q6(src, dst, n, qw);
+}
+
 /* === table === */
 
 static const GgmlTypeTraits traits_table[GGML_TYPE_LIMIT] = {
     [GGML_F32] = {"F32", 1, 4, dequant_f32, quant_f32},
     [GGML_F16] = {"F16", 1, 2, dequant_f16, quant_f16},
     [GGML_BF16] = {"BF16", 1, 2, dequant_bf16, quant_bf16},
-    [GGML_Q4_0] = {"Q4_0", 32, 18, dequant_q4_0, quant_q4_0},
+    [GGML_Q4_0] = {"Q4_0", 32, 18, dequant_q4_0, quant_q4_0, quant_w_q4_0},
     [GGML_Q4_1] = {"Q4_1", 32, 20, dequant_q4_1, quant_q4_1},
     [GGML_Q5_0] = {"Q5_0", 32, 22, dequant_q5_0, quant_q5_0},
     [GGML_Q5_1] = {"Q5_1", 32, 24, dequant_q5_1, quant_q5_1},
-    [GGML_Q8_0] = {"Q8_0", 32, 34, dequant_q8_0, quant_q8_0},
+    [GGML_Q8_0] = {"Q8_0", 32, 34, dequant_q8_0, quant_q8_0, quant_w_q8_0},
     [GGML_Q2_K] = {"Q2_K", QK_K, 84, dequant_q2_k, quant_q2_k},
     [GGML_Q3_K] = {"Q3_K", QK_K, 110, dequant_q3_k, quant_q3_k},
-    [GGML_Q4_K] = {"Q4_K", QK_K, 144, dequant_q4_k, quant_q4_k},
-    [GGML_Q5_K] = {"Q5_K", QK_K, 176, dequant_q5_k, quant_q5_k},
-    [GGML_Q6_K] = {"Q6_K", QK_K, 210, dequant_q6_k, quant_q6_k},
+    [GGML_Q4_K] = {"Q4_K", QK_K, 144, dequant_q4_k, quant_q4_k, quant_w_q4_k},
+    [GGML_Q5_K] = {"Q5_K", QK_K, 176, dequant_q5_k, quant_q5_k, quant_w_q5_k},
+    [GGML_Q6_K] = {"Q6_K", QK_K, 210, dequant_q6_k, quant_q6_k, quant_w_q6_k},
     [GGML_Q8_K] = {"Q8_K", QK_K, 292, dequant_q8_k, NULL},
 };
 

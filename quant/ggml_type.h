@@ -18,6 +18,10 @@ typedef enum {
 
 typedef void (*GgmlDequantFn)(const void *src, float *dst, int64_t n);
 typedef void (*GgmlQuantFn)(const float *src, void *dst, int64_t n);
+/* Importance-weighted quantizer of one row of n (ggml's quantize_* with
+ * quant_weights, as llama-quantize --imatrix runs it): qw (n) weighs each
+ * column (the imatrix: mean x^2 of the column's input). */
+typedef void (*GgmlQuantWFn)(const float *src, void *dst, int64_t n, const float *qw);
 
 typedef struct GgmlTypeTraits {
     const char *name;        /* "F32", "Q4_K", ... as llama.cpp prints them */
@@ -25,6 +29,8 @@ typedef struct GgmlTypeTraits {
     size_t block_bytes;      /* bytes per block */
     GgmlDequantFn dequant;   /* n is a multiple of block_size; NULL: unsupported */
     GgmlQuantFn quant_ref;   /* reference quantizer (NULL where we do not write it) */
+    GgmlQuantWFn quant_w;    /* weighted quantizer (NULL: not implemented; Q8_0's ignores the
+                                weights, as ggml's does) */
 } GgmlTypeTraits;
 
 /* Returns the traits of a supported type, or NULL for an unknown/unsupported id.

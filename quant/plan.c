@@ -14,7 +14,7 @@
 
 /* === Names === */
 
-static const char *const METHOD_NAMES[QM_COUNT] = {"rtn", "gptq", "adadim", "aqlm"};
+static const char *const METHOD_NAMES[QM_COUNT] = {"rtn", "gptq", "adadim", "aqlm", "imatrix"};
 static const char *const ACT_NAMES[ACT_COUNT] = {"none", "int8", "fp8-e4m3", "fp8-e5m2"};
 static const char *const GRAN_NAMES[ACT_GRAN_COUNT] = {"tensor", "token"};
 static const char *const SCALE_NAMES[ACT_SCALE_COUNT] = {"dynamic", "static"};
@@ -405,9 +405,17 @@ static Status site_check(const Plan *p, const PlanSiteEntry *s, const char *site
         if (s->n_in % blk)
             return err_set(err, ST_ERR_ARG, "%s: %s needs rows of a multiple of %lld: %s's input dim is %lld",
                            src_label(p, s, 0, base, lb, sizeof lb), t->name, (long long)blk, site, (long long)s->n_in);
-        if (e->method != QM_RTN)
-            return err_set(err, ST_ERR_UNSUPPORTED, "%s: method %s on %s is not implemented (rtn only)",
-                           src_label(p, s, 2, base, lb, sizeof lb), qmethod_name(e->method), t->name);
+        int w_ok = e->method == QM_IMATRIX && ggml_type_traits((uint32_t)t->ggml_type)->quant_w;
+        if (e->method != QM_RTN && !w_ok)
+            return err_set(err, ST_ERR_UNSUPPORTED, "%s: method %s on %s is not implemented (rtn%s)",
+                           src_label(p, s, 2, base, lb, sizeof lb), qmethod_name(e->method), t->name,
+                           ggml_type_traits((uint32_t)t->ggml_type)->quant_w ? " or imatrix" : " only");
+        if (is_embed && e->method == QM_IMATRIX)
+            return err_set(err, ST_ERR_ARG, "%s: imatrix needs calibration inputs, which the embedding lookup has none of",
+                           src_label(p, s, 2, base, lb, sizeof lb));
+    } else if (e->method == QM_IMATRIX) {
+        return err_set(err, ST_ERR_ARG, "%s: method imatrix is ggml's weighted rounding: it needs a ggml format, not %s",
+                       src_label(p, s, 2, base, lb, sizeof lb), t->name);
     }
     if (t->needs_scale) {
         if ((unsigned)e->w.dim >= GROUP_COUNT)

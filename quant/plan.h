@@ -48,7 +48,9 @@ typedef struct PlanModel {
     .n_heads = (cfg)->n_heads, .n_kv_heads = (cfg)->n_kv_heads, .head_dim = (cfg)->head_dim, \
     .vocab_size = (cfg)->vocab_size, .tied_embeddings = (cfg)->tied_embeddings})
 
-typedef enum { QM_RTN, QM_GPTQ, QM_ADADIM, QM_AQLM, QM_COUNT } QMethod;
+/* QM_IMATRIX: ggml block formats only, ggml's importance-weighted rounding
+ * (llama-quantize --imatrix) with the calibration's diag(H) as the weights. */
+typedef enum { QM_RTN, QM_GPTQ, QM_ADADIM, QM_AQLM, QM_IMATRIX, QM_COUNT } QMethod;
 typedef enum { ACT_NONE, ACT_INT8, ACT_FP8_E4M3, ACT_FP8_E5M2, ACT_COUNT } ActFormat;
 typedef enum { ACT_PER_TENSOR, ACT_PER_TOKEN, ACT_GRAN_COUNT } ActGran;
 typedef enum { ACT_DYNAMIC, ACT_STATIC, ACT_SCALE_COUNT } ActScale;

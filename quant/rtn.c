@@ -134,8 +134,9 @@ fail:
  * blk (rows of ggml_row_bytes), and/or its represented values into wq (may
  * alias W: a row is quantized before its values are written). */
 static Status rtn_ggml_rows(const QFormatTraits *t, const float *W, int64_t n_out, int64_t n_in, uint8_t *blk,
-                            float *wq, Err *err) {
+                            float *wq, const float *qw, Err *err) {
     const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+    if (qw && !g->quant_w) return err_set(err, ST_ERR_UNSUPPORTED, "%s: no weighted (imatrix) quantizer", t->name);
     size_t rb = ggml_row_bytes((uint32_t)t->ggml_type, n_in);
     if (!g->quant_ref) return err_set(err, ST_ERR_UNSUPPORTED, "%s: no reference quantizer", t->name);
     uint8_t *tmp = blk ? NULL : malloc(rb);
@@ -150,7 +151,8 @@ static Status rtn_ggml_rows(const QFormatTraits *t, const float *W, int64_t n_ou
             }
         if (st) break;
         uint8_t *dst = blk ? blk + (size_t)r * rb : tmp;
-        g->quant_ref(w, dst, n_in);
+        if (qw) g->quant_w(w, dst, n_in, qw);
+        else g->quant_ref(w, dst, n_in);
         if (wq) g->dequant(dst, wq + r * n_in, n_in);
     }
     free(tmp);
@@ -214,7 +216,7 @@ Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *
         return ST_OK;
     }
     if (t->family == QFAM_GGML) {
-        st = rtn_ggml_rows(t, W, n_out, n_in, out->blk, NULL, err);
+        st = rtn_ggml_rows(t, W, n_out, n_in, out->blk, NULL, NULL, err);
         if (st) qtensor_done(out);
         return st;
     }
@@ -227,6 +229,20 @@ Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *
     }
     st = rtn_run(W, n_out, n_in, p, out->n_groups, out->scale, zero, qtensor_codes(out), NULL, err);
     free(ztmp);
+    if (st) qtensor_done(out);
+    return st;
+}
+
+Status rtn_quantize_weighted(const float *W, int64_t n_out, int64_t n_in, const QParams *p, const float *qw,
+                             QTensor *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (!t || t->family != QFAM_GGML || !ggml_type_traits((uint32_t)t->ggml_type)->quant_w)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s has no weighted (imatrix) quantizer", t ? t->name : "?");
+    Status st = rtn_check(p, n_out, n_in, err);
+    if (!st) st = qtensor_alloc(out, p, n_out, n_in, err);
+    if (st) return st;
+    st = rtn_ggml_rows(t, W, n_out, n_in, out->blk, NULL, qw, err);
     if (st) qtensor_done(out);
     return st;
 }
@@ -245,7 +261,7 @@ Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QPar
         }
         return ST_OK;
     }
-    if (t->family == QFAM_GGML) return rtn_ggml_rows(t, W, n_out, n_in, NULL, Wq, err);
+    if (t->family == QFAM_GGML) return rtn_ggml_rows(t, W, n_out, n_in, NULL, Wq, NULL, err);
     int64_t ng = qparams_n_groups(p, n_out, n_in);
     float *scale = core_calloc((size_t)ng, sizeof(float)), *zero = core_calloc((size_t)ng, sizeof(float));
     if (!scale || !zero) st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);

@@ -35,6 +35,13 @@ Status qparams_check(const QParams *p, int64_t n_out, int64_t n_in, Err *err);
  * non-finite weight, ST_ERR_RANGE when a scale would overflow fp16. */
 Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *p, QTensor *out, Err *err);
 
+/* rtn_quantize for a ggml block format with importance weights qw (n_in,
+ * one per input column: ggml's quant_weights, as llama-quantize --imatrix
+ * passes them). ST_ERR_UNSUPPORTED when the format has no weighted
+ * quantizer (not a ggml format, or q8_0 and the types not written yet). */
+Status rtn_quantize_weighted(const float *W, int64_t n_out, int64_t n_in, const QParams *p, const float *qw,
+                             QTensor *out, Err *err);
+
 /* Quantize-dequantize in one step: Wq (n_out, n_in) receives the values the
  * quantized matrix represents (Wq may equal W). Same errors as rtn_quantize. */
 Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *p, float *Wq, Err *err);

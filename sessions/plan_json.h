@@ -17,7 +17,7 @@
  *   "sym": true,
  *   "group_dim": "oc",           "tensor" | "oc" | "ic"
  *   "group": 128,                0 = whole row / column
- *   "method": "gptq",            "rtn" | "gptq" | "adadim" | "aqlm"
+ *   "method": "gptq",            "rtn" | "gptq" | "adadim" | "aqlm" | "imatrix" (ggml formats)
  *   "gptq": {"damp": 0.01, "act_order": true, "block": 128, "static_groups": false},
  *   "adadim_base": "rtn",        "rtn" | "gptq"
  *   "aqlm": "2x8g8",             MxB[gG] (aqlm_params_parse)

@@ -79,6 +79,20 @@ static void check_format(QFormat f, Pool *pool) {
         CHECKF(emax <= amax * ldexpf(1.0f, 2 - t->bits), "%s row %lld: error %g of max %g", t->name, (long long)r, emax,
                amax);
     }
+    /* the importance-weighted variant (method imatrix) is the type's quant_w per row */
+    if (g->quant_w) {
+        float *qw = malloc((size_t)n_in * sizeof *qw);
+        for (int64_t c = 0; c < n_in; c++) qw[c] = 0.1f + fabsf(frand()) * (c % 5 == 0 ? 10.0f : 1.0f);
+        QTensor qi;
+        CHECK_OK(rtn_quantize_weighted(W, n_out, n_in, &p, qw, &qi, &err), err);
+        for (int64_t r = 0; r < n_out; r++) g->quant_w(W + r * n_in, blk + (size_t)r * rb, n_in, qw);
+        CHECKF(!memcmp(qi.blk, blk, rb * (size_t)n_out), "%s: weighted bytes differ from quant_w", t->name);
+        qtensor_done(&qi);
+        free(qw);
+    } else {
+        QTensor qi;
+        CHECK(rtn_quantize_weighted(W, n_out, n_in, &p, W, &qi, &err) == ST_ERR_UNSUPPORTED);
+    }
     CHECK(qparams_bytes(&p, n_out, n_in) == rb * (size_t)n_out);
     CHECK(qparams_bits(&p, n_out, n_in) == (int64_t)(rb * (size_t)n_out * 8));
     /* rows that are not whole blocks are refused */
@@ -269,6 +283,86 @@ static void check_llama_mixtures(void) {
     rmdir(dir);
 }
 
+/* The importance-weighted quantizers against llama-quantize --imatrix, with
+ * an imatrix llama-imatrix computes on the synthetic model: a tensor with
+ * imatrix data must equal quant_w under in_sum2 / counts (llama-quantize's
+ * weights), one without it the reference quantizer. */
+static void check_imatrix(void) {
+    const char *tool = testlib_llama_tool("llama-quantize", "test_ggml_formats' imatrix comparison");
+    const char *imx = testlib_llama_tool("llama-imatrix", "test_ggml_formats' imatrix comparison");
+    if (!tool || !imx) return;
+    Err err;
+    err_init(&err);
+    char dir[] = "/tmp/qs-ggml-imx-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char f32[128], im[128], out[128], cmd[2048];
+    snprintf(f32, sizeof f32, "%s/f32.gguf", dir);
+    snprintf(im, sizeof im, "%s/imatrix.gguf", dir);
+    Gguf *ref = write_synth(f32, 512, 2, 5);
+    snprintf(cmd, sizeof cmd, "'%s' -m '%s' -f '%s' -o '%s' -c 128 --chunks 4 -t 2 >'%s/log' 2>&1", imx, f32,
+             testlib_shared("text/tinystories_sample.txt"), im, dir);
+    int rc = system(cmd);
+    CHECKF(rc == 0, "llama-imatrix failed (see %s/log)", dir);
+    Gguf *ig = NULL;
+    if (rc || gguf_open(im, &ig, &err) != ST_OK) {
+        CHECK(0);
+        gguf_free(ref);
+        return;
+    }
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        if (t->family != QFAM_GGML || !ggml_type_traits((uint32_t)t->ggml_type)->quant_w) continue;
+        const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+        snprintf(out, sizeof out, "%s/%s.gguf", dir, t->name);
+        snprintf(cmd, sizeof cmd, "'%s' --pure --imatrix '%s' '%s' '%s' %s 1 >'%s/log' 2>&1", tool, im, f32, out,
+                 t->name, dir);
+        rc = system(cmd);
+        CHECKF(rc == 0, "llama-quantize --imatrix %s failed (see %s/log)", t->name, dir);
+        Gguf *gq = NULL;
+        if (rc || gguf_open(out, &gq, &err) != ST_OK) continue;
+        int n_w = 0, n_ref = 0;
+        for (int64_t i = 0; i < gq->n_tensors; i++) {
+            const GgufTensor *gt = &gq->tensors[i];
+            if ((int)gt->type != t->ggml_type) continue;
+            char name[128], key[160];
+            snprintf(name, sizeof name, "%.*s", (int)gt->name.len, gt->name.s);
+            const GgufTensor *rt = gguf_find_tensor(ref, name);
+            snprintf(key, sizeof key, "%s.in_sum2", name);
+            const GgufTensor *sums = gguf_find_tensor(ig, key);
+            snprintf(key, sizeof key, "%s.counts", name);
+            const GgufTensor *cnt = gguf_find_tensor(ig, key);
+            int64_t n_in = gt->ne[0], n_out = gt->ne[1];
+            size_t rb = ggml_row_bytes((uint32_t)t->ggml_type, n_in);
+            uint8_t *mine = malloc(rb * (size_t)n_out);
+            float *qw = malloc((size_t)n_in * sizeof *qw);
+            const float *x = rt->data;
+            if (sums && cnt && ((const float *)cnt->data)[0] > 0) {
+                float c = ((const float *)cnt->data)[0];
+                for (int64_t k = 0; k < n_in; k++) qw[k] = ((const float *)sums->data)[k] / c;
+                for (int64_t r = 0; r < n_out; r++) g->quant_w(x + r * n_in, mine + (size_t)r * rb, n_in, qw);
+                n_w++;
+            } else {
+                for (int64_t r = 0; r < n_out; r++) g->quant_ref(x + r * n_in, mine + (size_t)r * rb, n_in);
+                n_ref++;
+            }
+            CHECKF(!memcmp(mine, gt->data, gt->nbytes), "%s --imatrix: %s bytes differ", t->name, name);
+            free(mine);
+            free(qw);
+        }
+        CHECKF(n_w >= 14, "%s: %d tensors with imatrix data", t->name, n_w);
+        printf("llama-quantize --imatrix %s: %d weighted + %d reference tensors byte-identical\n", t->name, n_w, n_ref);
+        gguf_free(gq);
+        unlink(out);
+    }
+    gguf_free(ig);
+    gguf_free(ref);
+    unlink(im);
+    unlink(f32);
+    snprintf(cmd, sizeof cmd, "%s/log", dir);
+    unlink(cmd);
+    rmdir(dir);
+}
+
 int main(void) {
     Err err;
     err_init(&err);
@@ -282,8 +376,17 @@ int main(void) {
         }
     CHECK(n >= 2);
     CHECK(qformat_parse("q4_0") == QF_Q4_0 && qformat_parse("Q8_0") == QF_Q8_0);
+    {   /* imatrix is a method of ggml formats only */
+        QParams pi = {QF_INT4, 1, GROUP_OC, 0};
+        QTensor qi;
+        float w[64], qw[64];
+        for (int i = 0; i < 64; i++) w[i] = qw[i] = 1.0f;
+        CHECK(rtn_quantize_weighted(w, 1, 64, &pi, qw, &qi, &err) == ST_ERR_UNSUPPORTED);
+        CHECK(qmethod_parse("imatrix") == QM_IMATRIX);
+    }
     check_llama_quantize();
     check_llama_mixtures();
+    check_imatrix();
     pool_free(pool);
     return testlib_done("test_ggml_formats");
 }

@@ -222,16 +222,18 @@ static FixKind fix_cell(PlanEntry *e, int was_aqlm, int64_t n_out, int64_t n_in)
     }
     if (e->method == QM_AQLM) e->method = QM_RTN;
     const QFormatTraits *t = qformat_traits(e->w.fmt);
-    if (t && t->family == QFAM_GGML) { /* rtn only (for now); llama.cpp's fallback where rows do not fit */
+    if (t && t->family == QFAM_GGML) { /* llama.cpp's fallback where rows do not fit; rtn or imatrix */
         FixKind k = FIX_NONE;
-        if (e->method != QM_RTN) e->method = QM_RTN;
         while (t->family == QFAM_GGML && n_in % ggml_type_traits((uint32_t)t->ggml_type)->block_size) {
             e->w.fmt = (QFormat)t->fallback;
             t = qformat_traits(e->w.fmt);
             k = FIX_GGML;
         }
+        int w_ok = t->family == QFAM_GGML && e->method == QM_IMATRIX && ggml_type_traits((uint32_t)t->ggml_type)->quant_w;
+        if (e->method != QM_RTN && !w_ok) e->method = QM_RTN;
         return k;
     }
+    if (e->method == QM_IMATRIX) e->method = QM_RTN; /* ggml formats only */
     if (!t || !t->needs_scale || e->w.dim == GROUP_TENSOR || e->w.group == 0) return FIX_NONE;
     int64_t g = e->w.group, ng;
     if (e->method == QM_ADADIM) ng = pe_fit_group(pe_fit_group(g, n_in), n_out);
