@@ -1,11 +1,19 @@
 #include "analysis/calib.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "analysis/statsfile.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/hash.h"
 #include "model/forward.h"
 #include "model/tokenizer.h"
@@ -90,10 +98,15 @@ static uint64_t rng_next(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibParams *p, int32_t **seqs,
-                    int64_t *n_seqs, Err *err) {
-    *seqs = NULL;
-    *n_seqs = 0;
+/* Offset of the next window: CHUNKS window i, or a uniform draw from *rs. */
+static int64_t calib_offset(int64_t n, const CalibParams *p, int64_t i, uint64_t *rs) {
+    int64_t L = p->seqlen;
+    if (p->mode == CALIB_CHUNKS) return i * L;
+    uint64_t range = (uint64_t)(n - L + 1);
+    return (int64_t)(((unsigned __int128)rng_next(rs) * range) >> 64);
+}
+
+static Status calib_check_sampling(int64_t n, const CalibParams *p, int64_t *n_seqs, Err *err) {
     int64_t L = p->seqlen;
     if (L < 2) return err_set(err, ST_ERR_ARG, "sequence length %lld: need at least 2", (long long)L);
     if (p->samples <= 0) return err_set(err, ST_ERR_ARG, "samples %lld: need at least 1", (long long)p->samples);
@@ -102,18 +115,22 @@ Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibPa
                        (long long)n, (long long)L);
     int64_t ns = p->samples;
     if (p->mode == CALIB_CHUNKS && ns > n / L) ns = n / L;
+    *n_seqs = ns;
+    return ST_OK;
+}
+
+Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibParams *p, int32_t **seqs,
+                    int64_t *n_seqs, Err *err) {
+    *seqs = NULL;
+    *n_seqs = 0;
+    int64_t ns, L = p->seqlen;
+    Status st = calib_check_sampling(n, p, &ns, err);
+    if (st) return st;
     int32_t *s = core_calloc((size_t)ns * (size_t)L, sizeof *s);
     if (!s) return err_set(err, ST_ERR_NOMEM, "%lld calibration sequences", (long long)ns);
     uint64_t rs = p->seed;
     for (int64_t i = 0; i < ns; i++) {
-        int64_t off;
-        if (p->mode == CALIB_CHUNKS) {
-            off = i * L;
-        } else {
-            uint64_t range = (uint64_t)(n - L + 1);
-            off = (int64_t)(((unsigned __int128)rng_next(&rs) * range) >> 64);
-        }
-        memcpy(s + i * L, tokens + off, (size_t)L * sizeof *s);
+        memcpy(s + i * L, tokens + calib_offset(n, p, i, &rs), (size_t)L * sizeof *s);
         if (bos >= 0) s[i * L] = bos;
     }
     *seqs = s;
@@ -121,11 +138,104 @@ Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibPa
     return ST_OK;
 }
 
+int calib_windows_repeat(int64_t n_tokens, const CalibParams *p) {
+    return p->mode == CALIB_RANDOM && p->seqlen > 0 && p->samples > 0 &&
+           (double)p->samples * (double)p->seqlen > (double)n_tokens;
+}
+
 size_t calib_h_bytes(const Model *m) {
     const ModelConfig *c = &m->cfg;
     int64_t qd = c->n_heads * c->head_dim;
     const int64_t w[HSTORE_TAPS] = {c->dim, qd, c->dim, c->hidden_dim};
     return hstore_bytes(c->n_layers, w);
+}
+
+char *calib_h_temp(const char *stats_path) {
+    static _Atomic unsigned counter;
+    size_t n = strlen(stats_path) + 64;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s.h64.tmp.%ld.%u.%llx", stats_path, (long)getpid(), atomic_fetch_add(&counter, 1),
+                 (unsigned long long)(clock_now() * 1e6));
+    return s;
+}
+
+Status calib_output_check(const char *stats_path, Err *err) {
+    struct stat sb;
+    if (!stats_path || !*stats_path) return err_set(err, ST_ERR_ARG, "no stats path");
+    if (stat(stats_path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return err_set(err, ST_ERR_ARG, "%s: %s, not a file: give a file name for the statistics", stats_path,
+                       S_ISDIR(sb.st_mode) ? "is a directory" : "exists");
+    return ST_OK;
+}
+
+/* Crash-test hook: QS_CALIB_CRASH_AT=after-h-rename kills the process with
+ * SIGKILL between putting the new H in place and the stats file (tests only). */
+static void crash_point(const char *stage) {
+    const char *e = getenv("QS_CALIB_CRASH_AT");
+    if (e && strcmp(e, stage) == 0) raise(SIGKILL);
+}
+
+static void fsync_dir_of(const char *path) {
+    char *d = core_strdup(path);
+    if (!d) return;
+    char *slash = strrchr(d, '/');
+    const char *dir = ".";
+    if (slash) {
+        slash[slash == d ? 1 : 0] = '\0';
+        dir = d;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+Status calib_commit(const CalibStats *cs, const char *h_tmp, const char *stats_path, Err *err) {
+    Status st = calib_output_check(stats_path, err);
+    char *h_new = NULL, *h_old = NULL;
+    if (st) goto fail;
+    /* The pair in place now (if any): its H is removed once the new stats replace it. */
+    CalibStats *old = NULL;
+    Err e2;
+    err_init(&e2);
+    if (access(stats_path, F_OK) == 0 && statsfile_load(stats_path, &old, &e2) == ST_OK) {
+        if (old->has_h) h_old = statsfile_h_path(stats_path, old->h_id);
+        calib_stats_free(old);
+    }
+    if (cs->has_h) {
+        if (!h_tmp) {
+            st = err_set(err, ST_ERR_ARG, "%s: the statistics have H but no H file was given", stats_path);
+            goto fail;
+        }
+        h_new = statsfile_h_path(stats_path, cs->h_id);
+        if (!h_new) {
+            st = err_set(err, ST_ERR_NOMEM, "path");
+            goto fail;
+        }
+        if (rename(h_tmp, h_new) != 0) {
+            st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", h_tmp, h_new, strerror(errno));
+            goto fail;
+        }
+        fsync_dir_of(h_new);
+    }
+    crash_point("after-h-rename");
+    st = statsfile_save(cs, stats_path, err);
+    if (st) {
+        if (h_new && (!h_old || strcmp(h_old, h_new) != 0)) unlink(h_new);
+        goto fail;
+    }
+    if (h_old && (!h_new || strcmp(h_old, h_new) != 0)) unlink(h_old);
+    free(h_new);
+    free(h_old);
+    return ST_OK;
+fail:
+    if (h_tmp && cs->has_h) unlink(h_tmp);
+    free(h_new);
+    free(h_old);
+    return st;
 }
 
 /* State of one calibration run, seen by the tap callback. */
@@ -168,27 +278,47 @@ static uint64_t calib_h_id(const CalibStats *cs) {
     return hash_bytes(h, v, sizeof v);
 }
 
+/* Fails when any tap of the sequence just run saw an inf or NaN, naming the
+ * first (layer, tap): the statistics of an overflowing model are meaningless. */
+static Status calib_check_finite(const CalibStats *cs, int64_t seq, Err *err) {
+    for (int64_t l = 0; l < cs->n_layers; l++)
+        for (int t = 0; t < TAP_COUNT; t++) {
+            const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
+            if (ts->n_nonfinite > 0)
+                return err_set(err, ST_ERR_NUMERIC,
+                               "calibration: %lld non-finite activations at layer %lld, tap %s (sequence %lld): the "
+                               "model's activations overflow",
+                               (long long)ts->n_nonfinite, (long long)l, tap_name((TapPoint)t), (long long)seq);
+        }
+    return ST_OK;
+}
+
 Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
                  Pool *pool, Progress *prog, CalibStats **out, Err *err) {
     *out = NULL;
     const ModelConfig *c = &m->cfg;
     Status st = ST_OK;
-    int32_t *toks = NULL, *seqs = NULL;
+    int32_t *toks = NULL, *seq = NULL;
     int64_t n_tok = 0, n_seqs = 0;
     CalibStats *cs = NULL;
     TapScratch *sc = NULL;
     Forward *fw = NULL;
     HStore hs;
     memset(&hs, 0, sizeof hs);
-    char *tmp_path = NULL;
+    int h_created = 0;
     if (!m->tok) return err_set(err, ST_ERR_STATE, "%s: the model has no tokenizer", m->path);
-    if (p->seqlen > c->max_seq_len && c->max_seq_len > 0)
-        return err_set(err, ST_ERR_RANGE, "sequence length %lld is above the model's context %lld",
-                       (long long)p->seqlen, (long long)c->max_seq_len);
+    /* A sequence longer than the declared context is accepted (llama.cpp does
+     * the same; RoPE runs past its trained range): callers warn. */
     st = tokenizer_encode(m->tok, text, len, 0, &toks, &n_tok, err);
     if (st) goto fail;
-    st = calib_sample(toks, n_tok, tokenizer_bos(m->tok), p, &seqs, &n_seqs, err);
+    st = calib_check_sampling(n_tok, p, &n_seqs, err);
     if (st) goto fail;
+    /* Windows are drawn one at a time: --samples is bounded by time, not memory. */
+    seq = core_calloc((size_t)p->seqlen, sizeof *seq);
+    if (!seq) {
+        st = err_set(err, ST_ERR_NOMEM, "calibration sequence of %lld tokens", (long long)p->seqlen);
+        goto fail;
+    }
 
     int64_t qd = c->n_heads * c->head_dim;
     const int64_t width[TAP_COUNT] = {c->dim, qd, c->dim, c->hidden_dim, c->dim};
@@ -197,6 +327,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     cs->params = *p;
     cs->params.text_hash = hash_bytes(HASH_SEED, text, len);
     cs->params.text_bytes = (int64_t)len;
+    cs->text_tokens = n_tok;
     cs->fingerprint = m->fingerprint;
     cs->n_layers = c->n_layers;
     cs->dim = c->dim;
@@ -212,27 +343,25 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     st = forward_new(m, NULL, p->seqlen, p->seqlen, pool, &fw, err);
     if (st) goto fail;
     if (h_path) {
-        size_t n = strlen(h_path) + 5;
-        tmp_path = malloc(n);
-        if (!tmp_path) {
-            st = err_set(err, ST_ERR_NOMEM, "path");
-            goto fail;
-        }
-        snprintf(tmp_path, n, "%s.tmp", h_path);
-        st = hstore_create(&hs, tmp_path, c->n_layers, width, p->seqlen, err);
+        st = hstore_create(&hs, h_path, c->n_layers, width, p->seqlen, pool, err);
         if (st) goto fail;
-        hs.pool = pool;
+        h_created = 1;
     }
 
     CalibRun run = {.cs = cs, .hs = h_path ? &hs : NULL, .sc = sc, .pool = pool};
     Taps taps = {.fn = calib_tap_fn, .user = &run, .mask = 0};
+    int32_t bos = tokenizer_bos(m->tok);
+    uint64_t rs = p->seed;
     progress_begin(prog, "calibrate", n_seqs);
     for (int64_t i = 0; i < n_seqs; i++) {
         if (progress_cancelled(prog)) break;
+        memcpy(seq, toks + calib_offset(n_tok, p, i, &rs), (size_t)p->seqlen * sizeof *seq);
+        if (bos >= 0) seq[0] = bos;
         run.seq = i;
         forward_reset(fw);
-        st = forward_run(fw, seqs + i * p->seqlen, p->seqlen, NULL, 0, &taps, err);
+        st = forward_run(fw, seq, p->seqlen, NULL, 0, &taps, err);
         if (st) goto fail;
+        if ((st = calib_check_finite(cs, i, err))) goto fail;
         cs->n_seqs = i + 1;
         cs->n_tokens += p->seqlen;
         progress_add(prog, 1);
@@ -241,7 +370,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
         st = err_set(err, ST_ERR_CANCELLED, "calibration cancelled before the first sequence");
         goto fail;
     }
-    /* Token text of every kept spike, for reports that run without the model. */
+/* Token text of every kept spike, for reports that run without the model. */
     for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) {
         TapStats *ts = &cs->taps[i];
         for (int32_t k = 0; k < ts->n_top; k++) {
@@ -257,7 +386,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     }
     if (h_path) {
         cs->h_id = calib_h_id(cs);
-        st = hstore_finish(&hs, cs->h_id, h_path, err);
+        st = hstore_finish(&hs, cs->h_id, err);
         if (st) goto fail;
         cs->has_h = 1;
         cs->h_bytes = hs.bytes;
@@ -279,18 +408,16 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     forward_free(fw);
     tapscratch_free(sc);
     free(toks);
-    free(seqs);
-    free(tmp_path);
+    free(seq);
     *out = cs;
     return ST_OK;
 fail:
-    if (hs.map && tmp_path && strcmp(hs.path, tmp_path) == 0) remove(tmp_path);
     hstore_close(&hs);
+    if (h_created) unlink(h_path);
     forward_free(fw);
     tapscratch_free(sc);
     calib_stats_free(cs);
     free(toks);
-    free(seqs);
-    free(tmp_path);
+    free(seq);
     return st;
 }

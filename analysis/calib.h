@@ -1,7 +1,7 @@
 /* Calibration: draw sequences from a text, run the forward pass with taps and
  * accumulate, for every (layer, tap point), the streaming statistics of
  * analysis/stats.h, the residual-stream norms per position, and H = XᵀX of
- * the four projection inputs in a disk-backed store; then (optionally) the
+ * the four projection inputs (analysis/hstore.h); then (optionally) the
  * weight-sensitivity map from H. The result is what the stats file holds. */
 #ifndef QS_ANALYSIS_CALIB_H
 #define QS_ANALYSIS_CALIB_H
@@ -60,6 +60,7 @@ typedef struct CalibStats {
     float *resid_rms_max;    /* (n_layers, seqlen) max over sequences */
     int has_sens;
     SensMap sens;
+    int64_t text_tokens;     /* tokens of the calibration text (set by calib_run; not saved) */
     int has_h;               /* H was accumulated and written */
     uint64_t h_id;           /* id in the H file's header */
     size_t h_bytes;          /* H file size */
@@ -82,15 +83,43 @@ TapStats *calib_tap(const CalibStats *cs, int64_t layer, TapPoint t);
 Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibParams *p, int32_t **seqs,
                     int64_t *n_seqs, Err *err);
 
-/* H file size for m (n_layers × (2·dim² + q_dim² + hidden²) × 8 + header). */
+/* Returns 1 when RANDOM windows of p cover more tokens than the text has
+ * (samples × seqlen > n_tokens: windows repeat), for a warning. */
+int calib_windows_repeat(int64_t n_tokens, const CalibParams *p);
+
+/* H file size for m: float32 packed upper triangles of the (dim, q_dim, dim,
+ * hidden) inputs per layer, page-aligned, plus the header (analysis/hstore.h). */
 size_t calib_h_bytes(const Model *m);
 
+/* Returns a fresh temporary name for H beside stats_path
+ * ("<stats>.h64.tmp.<pid>.<n>.<time>", heap; caller frees), for calib_run. */
+char *calib_h_temp(const char *stats_path);
+
+/* ST_OK when stats_path can name the statistics file (absent, or a regular
+ * file); otherwise ST_ERR_ARG naming it (a directory such as /tmp). Callers
+ * check before calibrating. */
+Status calib_output_check(const char *stats_path, Err *err);
+
+/* Puts a calibration in place as a pair: renames the H written by calib_run
+ * at h_tmp (may be NULL without H) to statsfile_h_path(stats_path, id), then
+ * replaces stats_path atomically, then removes the H of the stats it
+ * replaced. A crash at any point leaves the old pair or the new pair loadable
+ * (at worst an orphan H file). On error h_tmp is removed and the old pair
+ * kept. */
+Status calib_commit(const CalibStats *cs, const char *h_tmp, const char *stats_path, Err *err);
+
 /* Runs calibration of m on text (len bytes; path and hash recorded from p
- * and the bytes). h_path: where H is written (NULL: no H, no output errors).
- * pool may be NULL; prog may be NULL (with it: stage "calibrate" counting
- * sequences, then "sensitivity"; cancel stops after the current sequence and
- * returns the sequences done with n_seqs < n_planned, or ST_ERR_CANCELLED if
- * none; a cancel during sensitivity drops the map). Caller frees *out. */
+ * and the bytes). h_path: the file to create for H (NULL: no H,
+ * no output errors in the map); on success it is complete and fsynced under
+ * that name (pair it with a stats file through calib_commit), on failure it
+ * is removed. A seqlen above the model's declared context is accepted (the
+ * caller warns). Windows are drawn one at a time (any number of samples).
+ * Fails with ST_ERR_NUMERIC naming the layer and tap when an activation is
+ * inf or NaN. pool may be NULL; prog may be NULL (with it: stage "calibrate"
+ * counting sequences, then "sensitivity"; cancel stops after the current
+ * sequence and returns the sequences done with n_seqs < n_planned, or
+ * ST_ERR_CANCELLED if none; a cancel during sensitivity drops the map).
+ * Caller frees *out. */
 Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
                  Pool *pool, Progress *prog, CalibStats **out, Err *err);
 

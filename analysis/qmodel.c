@@ -632,7 +632,14 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             int np = g ? 2 : 3;
             TapPoint tap = g ? TAP_GATE_UP : TAP_QKV;
             const PlanEntry *e0 = &qm->res.lin[l * PROJ_COUNT + projs[0]].e;
-            const double *H = qstats_h(hs, l, tap, NULL);
+            /* H is loaded (and its checksum verified) only where a method reads it. */
+            int want_h = e0->smooth_alpha > 0;
+            for (int k = 0; k < np; k++) want_h |= entry_needs_h(&qm->res.lin[l * PROJ_COUNT + projs[k]].e);
+            const double *H = NULL;
+            if (want_h && (st = qstats_h(hs, l, tap, &H, err))) {
+                free(hown[0]);
+                goto fail;
+            }
             for (int k = 0; k < np; k++) hsite[projs[k]] = H;
             if (!(e0->smooth_alpha > 0)) continue;
             if (pre) {
@@ -686,8 +693,10 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             TapPoint tap = proj_tap((Proj)pj);
             char name[32];
             snprintf(name, sizeof name, "%lld.%s", (long long)l, proj_name((Proj)pj));
+            const double *Hs = hsite[pj];
+            if (!Hs && entry_needs_h(e) && (st = qstats_h(hs, l, tap, &Hs, err))) break;
             SiteIn in = {.W = ws[pj], .src = w, .n_out = w->n_out, .n_in = w->n_in,
-                         .H = hsite[pj] ? hsite[pj] : qstats_h(hs, l, tap, NULL),
+                         .H = Hs,
                          .act_absmax = ws[pj] ? absmax_s[pj] : qstats_absmax(cs, l, tap), .name = name};
             if (progress_cancelled(prog)) {
                 st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);

@@ -24,7 +24,7 @@ Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err) 
         goto fail;
     }
     if (out->cs->has_h) {
-        hpath = statsfile_h_path(path);
+        hpath = statsfile_h_path(path, out->cs->h_id);
         if (!hpath) {
             st = err_set(err, ST_ERR_NOMEM, "%s: H path", path);
             goto fail;
@@ -110,10 +110,10 @@ float qstats_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap) {
     return calib_tap(cs, layer, tap)->absmax;
 }
 
-const double *qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, int64_t *width) {
-    if (!h || layer < 0 || layer >= h->n_layers || (int)tap < 0 || (int)tap >= HSTORE_TAPS) return NULL;
-    if (width) *width = h->width[tap];
-    return hstore_matrix(h, layer, (int)tap);
+Status qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, const double **out, Err *err) {
+    *out = NULL;
+    if (!h || layer < 0 || layer >= h->n_layers || (int)tap < 0 || (int)tap >= HSTORE_TAPS) return ST_OK;
+    return hstore_get_f64(h, layer, (int)tap, out, err);
 }
 
 Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err) {

@@ -23,7 +23,7 @@ typedef struct QStatsFile {
     struct HStore *h;        /* owned; NULL when the stats were computed without H */
 } QStatsFile;
 
-/* Loads the stats file at path and, when present, its "<path>.h64" H store,
+/* Loads the stats file at path and, when present, its H store (statsfile_h_path),
  * checking both against m (a stale file fails with ST_ERR_MISMATCH naming the
  * file and the reason). Caller releases with qstats_close. */
 Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err);
@@ -51,9 +51,11 @@ const float *qstats_ch_absmax(const struct CalibStats *cs, int64_t layer, TapPoi
 /* The whole-tensor max|x| of (layer, tap). */
 float qstats_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap);
 
-/* The float64 (w, w) H of (layer, tap) (TAP_QKV .. TAP_DOWN), borrowed from h
- * (valid while it stays open), or NULL when out of range. */
-const double *qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, int64_t *width);
+/* The float64 (w, w) H of (layer, tap) (TAP_QKV .. TAP_DOWN) in *out
+ * (NULL when h is NULL or (layer, tap) out of range), borrowed from h's cache
+ * of one layer per tap (analysis/hstore.h hstore_get_f64: valid until the
+ * same tap is asked for another layer). Fails when the matrix is corrupt. */
+Status qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, const double **out, Err *err);
 
 /* The top-k spike sites by calibration's ranking, as plan patterns
  * "L.qkv", "L.o", "L.gate_up", "L.down" (best first). *sites is an array of

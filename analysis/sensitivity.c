@@ -137,8 +137,7 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
             for (int64_t i = 0; i < n; i++) wnorm += (double)W[i] * W[i];
             if (h) {
                 if (tap != loaded_tap) {
-                    const double *H = hstore_matrix(h, l, tap);
-                    for (int64_t i = 0; i < ni * ni; i++) Hf[i] = (float)H[i];
+                    if ((st = hstore_load_f32(h, l, tap, Hf, err))) goto done;
                     loaded_tap = tap;
                 }
                 denom = sens_quad(W, no, ni, Hf, G, pool, gw);

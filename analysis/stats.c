@@ -1,14 +1,10 @@
 #include "analysis/stats.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/assert.h"
@@ -353,6 +349,7 @@ typedef struct SliceAcc {
     double ref[ACT_MODE_COUNT];
     double err[AQ_FMT_COUNT][ACT_MODE_COUNT];
     int32_t n_top;
+    int64_t n_nonfinite;
 } SliceAcc;
 
 struct TapScratch {
@@ -462,6 +459,7 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
                 ts->ch_sumsq[c] += v * v;
                 tot += v;
                 float a = fabsf(row[c]);
+                acc->n_nonfinite += !(a <= FLT_MAX); /* inf and NaN */
                 if (a > ts->ch_absmax[c]) ts->ch_absmax[c] = a;
                 amax = a > amax ? a : amax;
             }
@@ -543,6 +541,7 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
     for (int64_t s = 0; s < ns; s++) {
         SliceAcc *acc = &sc->slices[s];
         moments_merge(&ts->mom, &acc->mom);
+        ts->n_nonfinite += acc->n_nonfinite;
         if (acc->absmax > ts->absmax) ts->absmax = acc->absmax;
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             ts->act_ref[m] += acc->ref[m];
@@ -552,232 +551,4 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
         for (int32_t i = 0; i < acc->n_top; i++) spike_topk_insert(ts->top, &ts->n_top, ts->k, &top[i]);
     }
     ts->n_rows += T;
-}
-
-/* === H store === */
-
-size_t hstore_ram_limit(void) {
-    const char *e = getenv("QS_H_RAM_MB");
-    if (e && *e) return (size_t)strtoull(e, NULL, 10) << 20;
-    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || ps <= 0) return 0;
-    return (size_t)pages * (size_t)ps / 4;
-}
-
-size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]) {
-    size_t per = 0;
-    for (int t = 0; t < HSTORE_TAPS; t++) {
-        size_t sq;
-        if (width[t] < 0 || !core_mul_ok((size_t)width[t], (size_t)width[t], &sq)) return 0;
-        if (!core_mul_ok(sq, 8, &sq) || per + sq < per) return 0;
-        per += sq;
-    }
-    size_t all;
-    if (n_layers < 0 || !core_mul_ok(per, (size_t)n_layers, &all) || all + HSTORE_HEADER < all) return 0;
-    return all + HSTORE_HEADER;
-}
-
-static size_t hstore_offset(const HStore *hs, int64_t layer, int tap) {
-    size_t per = 0, pre = 0;
-    for (int t = 0; t < HSTORE_TAPS; t++) {
-        size_t sq = (size_t)hs->width[t] * (size_t)hs->width[t] * 8;
-        if (t < tap) pre += sq;
-        per += sq;
-    }
-    return HSTORE_HEADER + (size_t)layer * per + pre;
-}
-
-double *hstore_matrix(const HStore *hs, int64_t layer, int tap) {
-    ASSERT(hs->map && layer >= 0 && layer < hs->n_layers && tap >= 0 && tap < HSTORE_TAPS);
-    return (double *)(void *)(hs->map + hstore_offset(hs, layer, tap));
-}
-
-Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
-                     const int64_t width[HSTORE_TAPS], int64_t max_T, Err *err) {
-    memset(hs, 0, sizeof *hs);
-    size_t bytes = hstore_bytes(n_layers, width);
-    int64_t wmax = 0;
-    for (int t = 0; t < HSTORE_TAPS; t++) wmax = width[t] > wmax ? width[t] : wmax;
-    if (bytes == 0 || n_layers <= 0 || wmax <= 0 || max_T <= 0)
-        return err_set(err, ST_ERR_ARG, "%s: bad H store dimensions", path);
-    hs->path = core_strdup(path);
-    hs->xd = core_alloc_aligned(blas_dsyrk_f32_pack_len(wmax, max_T), sizeof(double));
-    if (!hs->path || !hs->xd) {
-        hstore_close(hs);
-        return err_set(err, ST_ERR_NOMEM, "%s: H staging buffer", path);
-    }
-    hs->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (hs->fd < 0) {
-        Status st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-        hstore_close(hs);
-        return st;
-    }
-    hs->has_fd = 1;
-    if (ftruncate(hs->fd, (off_t)bytes) != 0) {
-        Status st = err_set(err, ST_ERR_IO, "%s: cannot size to %zu bytes: %s", path, bytes, strerror(errno));
-        hstore_close(hs);
-        return st;
-    }
-    hs->in_ram = bytes <= hstore_ram_limit();
-    void *p = hs->in_ram ? mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                         : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hs->fd, 0);
-    if (p == MAP_FAILED) {
-        Status st = err_set(err, ST_ERR_IO, "%s: cannot map %zu bytes: %s", path, bytes, strerror(errno));
-        hstore_close(hs);
-        return st;
-    }
-    hs->map = p;
-    hs->bytes = bytes;
-    hs->writable = 1;
-    hs->n_layers = n_layers;
-    memcpy(hs->width, width, sizeof hs->width);
-    hs->max_T = max_T;
-    return ST_OK;
-}
-
-void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T) {
-    ASSERT(hs->writable && T <= hs->max_T);
-    int64_t w = hs->width[tap];
-    blas_dsyrk_f32_upper(w, T, x, w, hstore_matrix(hs, layer, tap), w, hs->xd, hs->pool);
-    if (tap == 0 && layer == 0) hs->n_rows += T;
-}
-
-static void put_u32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put_u64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-Status hstore_finish(HStore *hs, uint64_t id, const char *final_path, Err *err) {
-    ASSERT(hs->writable);
-    /* Mirror in 64x64 tiles: a plain column walk of a 5632-wide matrix
-     * misses the cache on every element. */
-    enum { TILE = 64 };
-    for (int64_t l = 0; l < hs->n_layers; l++)
-        for (int t = 0; t < HSTORE_TAPS; t++) {
-            double *H = hstore_matrix(hs, l, t);
-            int64_t w = hs->width[t];
-            for (int64_t i0 = 0; i0 < w; i0 += TILE)
-                for (int64_t k0 = 0; k0 <= i0; k0 += TILE) {
-                    int64_t i1 = i0 + TILE < w ? i0 + TILE : w, k1 = k0 + TILE < w ? k0 + TILE : w;
-                    for (int64_t i = i0; i < i1; i++)
-                        for (int64_t k = k0; k < k1 && k < i; k++) H[i * w + k] = H[k * w + i];
-                }
-        }
-    hs->id = id;
-    unsigned char *h = hs->map;
-    memset(h, 0, HSTORE_HEADER);
-    memcpy(h, "QSH6", 4);
-    put_u32(h + 4, HSTORE_VERSION);
-    put_u64(h + 8, id);
-    put_u64(h + 16, (uint64_t)hs->n_layers);
-    for (int t = 0; t < HSTORE_TAPS; t++) put_u64(h + 24 + 8 * t, (uint64_t)hs->width[t]);
-    put_u64(h + 56, (uint64_t)hs->n_rows);
-    /* No msync: the file is a cache, the page cache serves readers at once,
-     * and forcing 1-40 GB to disk here would cost more than the pass. */
-    if (hs->in_ram) {
-        size_t done = 0;
-        while (done < hs->bytes) {
-            size_t chunk = hs->bytes - done < ((size_t)1 << 28) ? hs->bytes - done : ((size_t)1 << 28);
-            ssize_t w = pwrite(hs->fd, hs->map + done, chunk, (off_t)done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0)
-                return err_set(err, ST_ERR_IO, "%s: write at offset %zu: %s", hs->path, done,
-                               w < 0 ? strerror(errno) : "short write");
-            done += (size_t)w;
-        }
-    }
-    if (final_path && strcmp(final_path, hs->path) != 0) {
-        if (rename(hs->path, final_path) != 0)
-            return err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", hs->path, final_path, strerror(errno));
-        char *np = core_strdup(final_path);
-        if (!np) return err_set(err, ST_ERR_NOMEM, "path");
-        free(hs->path);
-        hs->path = np;
-    }
-    return ST_OK;
-}
-
-Status hstore_open(HStore *hs, const char *path, uint64_t id, int64_t n_layers,
-                   const int64_t width[HSTORE_TAPS], Err *err) {
-    memset(hs, 0, sizeof *hs);
-    Status st = ST_OK;
-    hs->path = core_strdup(path);
-    if (!hs->path) return err_set(err, ST_ERR_NOMEM, "path");
-    hs->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (hs->fd < 0) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    hs->has_fd = 1;
-    struct stat sb;
-    if (fstat(hs->fd, &sb) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: stat: %s", path, strerror(errno));
-        goto fail;
-    }
-    size_t want = hstore_bytes(n_layers, width);
-    if (want == 0 || (uint64_t)sb.st_size != (uint64_t)want) {
-        st = err_set(err, ST_ERR_FORMAT, "%s: size %lld bytes, expected %zu for %lld layers", path,
-                     (long long)sb.st_size, want, (long long)n_layers);
-        goto fail;
-    }
-    void *p = mmap(NULL, want, PROT_READ, MAP_SHARED, hs->fd, 0);
-    if (p == MAP_FAILED) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-        goto fail;
-    }
-    hs->map = p;
-    hs->bytes = want;
-    const unsigned char *h = hs->map;
-    if (memcmp(h, "QSH6", 4) != 0) {
-        st = err_set(err, ST_ERR_FORMAT, "%s: offset 0: magic is not QSH6", path);
-        goto fail;
-    }
-    if (get_u32(h + 4) != HSTORE_VERSION) {
-        st = err_set(err, ST_ERR_FORMAT, "%s: offset 4: version %u, expected %d", path, get_u32(h + 4), HSTORE_VERSION);
-        goto fail;
-    }
-    if (get_u64(h + 8) != id) {
-        st = err_set(err, ST_ERR_MISMATCH, "%s: offset 8: id %016llx does not match the stats file (%016llx)",
-                     path, (unsigned long long)get_u64(h + 8), (unsigned long long)id);
-        goto fail;
-    }
-    if ((int64_t)get_u64(h + 16) != n_layers) {
-        st = err_set(err, ST_ERR_FORMAT, "%s: offset 16: n_layers %lld, expected %lld", path,
-                     (long long)get_u64(h + 16), (long long)n_layers);
-        goto fail;
-    }
-    for (int t = 0; t < HSTORE_TAPS; t++)
-        if ((int64_t)get_u64(h + 24 + 8 * t) != width[t]) {
-            st = err_set(err, ST_ERR_FORMAT, "%s: offset %d: width[%d] %lld, expected %lld", path, 24 + 8 * t,
-                         t, (long long)get_u64(h + 24 + 8 * t), (long long)width[t]);
-            goto fail;
-        }
-    hs->n_layers = n_layers;
-    memcpy(hs->width, width, sizeof hs->width);
-    hs->n_rows = (int64_t)get_u64(h + 56);
-    hs->id = id;
-    return ST_OK;
-fail:
-    hstore_close(hs);
-    return st;
-}
-
-void hstore_close(HStore *hs) {
-    if (hs->map) munmap(hs->map, hs->bytes);
-    if (hs->has_fd) close(hs->fd);
-    free(hs->path);
-    core_free_aligned(hs->xd);
-    memset(hs, 0, sizeof *hs);
 }

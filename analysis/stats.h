@@ -1,7 +1,7 @@
 /* Streaming activation statistics for one (layer, tap point): per-channel
  * sums, a log-binned |x| histogram with percentiles, running central moments
- * (kurtosis), the top-k spikes, activation-quantization error sums, and the
- * float64 second-moment matrix H = XᵀX kept in a disk-backed mapping.
+ * (kurtosis), the top-k spikes and activation-quantization error sums (the
+ * second-moment matrix H = XᵀX lives in analysis/hstore.h).
  *
  * Everything here is deterministic for a given input stream, whatever the
  * thread count: work is cut into fixed 64-channel slices whose partial
@@ -15,6 +15,7 @@
 
 #include "core/pool.h"
 #include "core/status.h"
+#include "analysis/hstore.h"
 #include "model/model.h"
 
 /* === Histogram of |x| ===
@@ -133,6 +134,7 @@ typedef struct TapStats {
     int has_act;             /* accumulates act_err */
     double act_ref[ACT_MODE_COUNT];                /* Σx² over the rows each mode saw */
     double act_err[AQ_FMT_COUNT][ACT_MODE_COUNT]; /* Σ(x - Q(x))² */
+    int64_t n_nonfinite;     /* inf/NaN values seen (calibration fails on any; not saved) */
 } TapStats;
 
 /* Allocates the channel arrays and top-k storage of an embedded TapStats
@@ -162,72 +164,5 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
 /* Relative activation-quantization error of ts for (f, m); NaN when no row
  * was measured in that mode. */
 double tapstats_act_rel_err(const TapStats *ts, ActFmt f, ActMode m);
-
-/* === H = XᵀX store ===
- * One float64 (w, w) matrix per (layer, linear input) for the four projection
- * inputs (TAP_QKV .. TAP_DOWN). While accumulating, the matrices live in
- * anonymous memory when they fit in hstore_ram_limit() and are written to the
- * file at hstore_finish; larger ones are accumulated directly in the file
- * mapped MAP_SHARED, so the OS pages them to disk instead of holding them in
- * RAM (every update then dirties the mapping, which costs disk writeback:
- * measured in BENCHMARKS.md). Readers (hstore_open) always map the file. File layout (little-endian): a
- * HSTORE_HEADER-byte header — "QSH6", u32 version, u64 id, i64 n_layers,
- * i64 width[4], i64 n_rows, then zeros — followed by the matrices in
- * (layer, tap) order, each full (both triangles) after hstore_finish.
- * Size: HSTORE_HEADER + n_layers·Σ width[t]²·8 bytes. */
-#define HSTORE_TAPS 4
-#define HSTORE_HEADER 4096
-#define HSTORE_VERSION 1
-
-typedef struct HStore {
-    char *path;              /* file being written or read (owned) */
-    int fd;                  /* valid when has_fd */
-    int has_fd;
-    unsigned char *map;      /* (bytes) */
-    size_t bytes;
-    int writable;
-    int in_ram;              /* accumulating in anonymous memory, file written at finish */
-    int64_t n_layers;
-    int64_t width[HSTORE_TAPS];
-    int64_t n_rows;          /* rows folded in (each tap sees every row) */
-    uint64_t id;             /* ties the file to its stats file */
-    double *xd;              /* packing scratch of blas_dsyrk_f32_upper */
-    int64_t max_T;
-    Pool *pool;              /* borrowed; hstore_add runs its update on it (NULL: inline) */
-} HStore;
-
-/* Bytes of H accumulated in RAM rather than through the file mapping:
- * env QS_H_RAM_MB (MiB) if set, else a quarter of physical memory. */
-size_t hstore_ram_limit(void);
-
-/* Returns the file size for these dimensions (0 on size_t overflow). */
-size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]);
-
-/* Creates (truncates) path, sized and zero-filled (sparse), mapped read-write,
- * for batches up to max_T rows. Caller closes with hstore_close. */
-Status hstore_create(HStore *hs, const char *path, int64_t n_layers,
-                     const int64_t width[HSTORE_TAPS], int64_t max_T, Err *err);
-
-/* Returns the (width, width) matrix of (layer, tap) (tap < HSTORE_TAPS);
- * valid until hstore_close. Only the upper triangle is meaningful before
- * hstore_finish. */
-double *hstore_matrix(const HStore *hs, int64_t layer, int tap);
-
-/* H(layer, tap) += xᵀx for x (T, width[tap]) in float64 (kernels/blas.h
- * blas_dsyrk_f32_upper on hs->pool; not from inside a pool job). Counts the rows
- * at (layer 0, tap 0): every (layer, tap) sees the same rows. */
-void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T);
-
-/* Mirrors the upper triangles, writes the header with id, syncs, and renames
- * the file to final_path (if not NULL). The store stays mapped. */
-Status hstore_finish(HStore *hs, uint64_t id, const char *final_path, Err *err);
-
-/* Maps an existing file read-only and validates its header against the
- * expected id and dimensions; every mismatch names the file and the field. */
-Status hstore_open(HStore *hs, const char *path, uint64_t id, int64_t n_layers,
-                   const int64_t width[HSTORE_TAPS], Err *err);
-
-/* Unmaps and closes; safe on a zeroed or closed HStore. Does not delete the file. */
-void hstore_close(HStore *hs);
 
 #endif

@@ -385,9 +385,9 @@ int statsfile_is_stale(const CalibStats *cs, const Model *m, char *why, size_t c
     return 0;
 }
 
-char *statsfile_h_path(const char *stats_path) {
-    size_t n = strlen(stats_path) + 5;
+char *statsfile_h_path(const char *stats_path, uint64_t h_id) {
+    size_t n = strlen(stats_path) + 24;
     char *s = malloc(n);
-    if (s) snprintf(s, n, "%s.h64", stats_path);
+    if (s) snprintf(s, n, "%s.%016llx.h64", stats_path, (unsigned long long)h_id);
     return s;
 }

@@ -2,7 +2,7 @@
  * CalibStats (model fingerprint, calibration parameters, every per-tap
  * statistic, residual norms, the weight-sensitivity map) so reports and the
  * TUI reopen instantly and can tell when it is stale. H lives beside it in
- * STATS.h64 (analysis/stats.h, HStore), tied by an id.
+ * STATS.<id>.h64 (analysis/hstore.h), tied by that id.
  *
  * Layout: "QSST", u32 version, then fields in a fixed order (each written
  * explicitly: no struct dumps, no padding, no timestamps, so the same inputs
@@ -12,6 +12,7 @@
 #define QS_ANALYSIS_STATSFILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "analysis/calib.h"
 #include "core/status.h"
@@ -30,7 +31,10 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err);
  * writes the reason into why (cap bytes); 0 when it matches. */
 int statsfile_is_stale(const CalibStats *cs, const Model *m, char *why, size_t cap);
 
-/* Returns the H file path for a stats path: "<stats>.h64" (heap; caller frees). */
-char *statsfile_h_path(const char *stats_path);
+/* Returns the path of the H file that belongs to a stats path and its H id:
+ * "<stats>.<id as 16 hex digits>.h64" (heap; caller frees). Naming H by its id
+ * lets a new pair be put in place without ever pairing a stats file with a
+ * foreign H (calib_commit). */
+char *statsfile_h_path(const char *stats_path, uint64_t h_id);
 
 #endif

@@ -19,12 +19,13 @@ static void calib_usage(FILE *f) {
     fprintf(f,
             "usage: qscope calib MODEL --text FILE -o STATS [options]\n"
             "Runs sequences of FILE through MODEL with taps on every projection input and the\n"
-            "residual stream, and writes STATS (the stats cache) and STATS.h64 (H = XᵀX per\n"
-            "linear input, float64, n_layers × (2·dim² + q_dim² + hidden²) × 8 bytes).\n"
+            "residual stream, and writes STATS (the stats cache) and STATS.<id>.h64 (H = XᵀX per\n"
+            "linear input: float32 upper triangles, about n_layers × (2·dim² + q_dim² + hidden²)\n"
+            "× 2 bytes, each matrix checksummed). The two are put in place as a pair.\n"
             "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
             "  --samples N     sequences (default 16; chunks mode: at most what the text holds)\n"
-            "  --seqlen L      tokens per sequence, BOS included (default 256, at most the\n"
-            "                  model's context)\n"
+            "  --seqlen L      tokens per sequence, BOS included (default 256, or the model's\n"
+            "                  context if smaller; a longer one is accepted with a warning)\n"
             "  --seed S        seed of the random offsets (default 1)\n"
             "  --mode M        random (seeded offsets, default) or chunks (consecutive)\n"
             "  --group G       group size of the grouped sensitivity cells (default 32; where G\n"
@@ -117,12 +118,24 @@ int cmd_calib(int argc, char **argv) {
         args_print_err("calib", &err);
         return 1;
     }
+    if (calib_output_check(out, &err) != ST_OK) {
+        args_print_err("calib", &err);
+        free(buf);
+        return 2;
+    }
     Model *m = args_load_model(model, tok);
     if (!m) {
         free(buf);
         return 1;
     }
-    if (p.seqlen > m->cfg.max_seq_len && !seqlen) p.seqlen = m->cfg.max_seq_len;
+    int64_t ctx = m->cfg.max_seq_len;
+    if (ctx > 0 && p.seqlen > ctx && !seqlen) p.seqlen = ctx;
+    if (ctx > 0 && p.seqlen > ctx)
+        fprintf(stderr, "qscope calib: warning: --seqlen %lld is above the model's context %lld (accepted, as llama.cpp "
+                        "does; positions past it are outside what the model was trained on)\n",
+                (long long)p.seqlen, (long long)ctx);
+    fprintf(stderr, "qscope calib: %lld samples × %lld tokens (%s, seed %llu)\n", (long long)p.samples,
+            (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed);
     Pool *pool = NULL;
     if (pool_new((int)nthreads, &pool, &err) != ST_OK) {
         args_print_err("calib", &err);
@@ -130,12 +143,13 @@ int cmd_calib(int argc, char **argv) {
         free(buf);
         return 1;
     }
-    char *hpath = no_h ? NULL : statsfile_h_path(out);
+    char *hpath = no_h ? NULL : calib_h_temp(out), *hfinal = NULL;
     size_t hb = calib_h_bytes(m);
     if (!no_h)
-        fprintf(stderr, "qscope calib: H = XᵀX in %s: %lld layers × (2·%lld² + %lld² + %lld²) × 8 = %.1f MB\n",
-                hpath, (long long)m->cfg.n_layers, (long long)m->cfg.dim,
-                (long long)(m->cfg.n_heads * m->cfg.head_dim), (long long)m->cfg.hidden_dim, (double)hb / 1e6);
+        fprintf(stderr, "qscope calib: H = XᵀX (float32 upper triangles) for %lld layers of widths %lld/%lld/%lld: "
+                        "%.1f MB\n",
+                (long long)m->cfg.n_layers, (long long)m->cfg.dim, (long long)(m->cfg.n_heads * m->cfg.head_dim),
+                (long long)m->cfg.hidden_dim, (double)hb / 1e6);
     Progress prog;
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
@@ -154,17 +168,22 @@ int cmd_calib(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if (statsfile_save(cs, out, &err) != ST_OK) {
+    if (calib_windows_repeat(cs->text_tokens, &p))
+        fprintf(stderr, "qscope calib: warning: %lld samples × %lld tokens exceed the text's %lld tokens: windows "
+                        "overlap and repeat\n",
+                (long long)p.samples, (long long)p.seqlen, (long long)cs->text_tokens);
+    if (calib_commit(cs, hpath, out, &err) != ST_OK) {
         args_print_err("calib", &err);
         rc = 1;
         goto done;
     }
+    if (cs->has_h) hfinal = statsfile_h_path(out, cs->h_id);
     printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
            (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
     if (cs->n_seqs < cs->n_planned)
         printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
     printf("stats: %s\n", out);
-    if (cs->has_h) printf("H: %s (%zu bytes)\n", hpath, cs->h_bytes);
+    if (cs->has_h) printf("H: %s (%zu bytes)\n", hfinal ? hfinal : "?", cs->h_bytes);
     printf("sensitivity map: %s\n", cs->has_sens ? "computed" : "not computed");
     SpikeScore *sc = NULL;
     int64_t n = 0;
@@ -178,6 +197,7 @@ int cmd_calib(int argc, char **argv) {
 done:
     calib_stats_free(cs);
     free(hpath);
+    free(hfinal);
     pool_free(pool);
     model_free(m);
     free(buf);

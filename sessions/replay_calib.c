@@ -33,11 +33,13 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
         return err_set(err, ST_ERR_ARG, "calibrate: samples %lld, seqlen %lld, topk %d out of range",
                        (long long)p.samples, (long long)p.seqlen, (int)p.topk);
     snprintf(p.text_path, sizeof p.text_path, "%s", text_path);
-    char *hpath = statsfile_h_path(stats_path);
+    Status st = calib_output_check(stats_path, err);
+    if (st) return st;
+    char *hpath = calib_h_temp(stats_path);
     if (!hpath) return err_set(err, ST_ERR_NOMEM, "calibrate");
     CalibStats *cs = NULL;
-    Status st = calib_run(m, text, len, &p, hpath, pool, NULL, &cs, err);
-    if (!st) st = statsfile_save(cs, stats_path, err);
+    st = calib_run(m, text, len, &p, hpath, pool, NULL, &cs, err);
+    if (!st) st = calib_commit(cs, hpath, stats_path, err);
     if (!st) {
         memset(out, 0, sizeof *out);
         out->present = 1;

@@ -23,14 +23,22 @@ has "$tmp/help.txt" "--what VIEW"
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 4 --seqlen 64 --seed 5 --threads 2 \
   -o "$tmp/b.qsst" >/dev/null 2>&1 || fail "calib b"
 cmp "$tmp/a.qsst" "$tmp/b.qsst" || fail "same seed, different stats files"
-cmp "$tmp/a.qsst.h64" "$tmp/b.qsst.h64" || fail "same seed, different H files"
+ha=$(ls "$tmp"/a.qsst.*.h64) || fail "no H beside a.qsst"
+hb=$(ls "$tmp"/b.qsst.*.h64) || fail "no H beside b.qsst"
+cmp "$ha" "$hb" || fail "same seed, different H files"
 has "$tmp/a.out" "4 sequences × 64 tokens"
-has "$tmp/a.out" "H: $tmp/a.qsst.h64 (1678976 bytes)"
-has "$tmp/a.err" "5 layers × (2·64² + 64² + 172²) × 8 = 1.7 MB"
+has "$tmp/a.out" "H: $ha (495616 bytes)"
+has "$tmp/a.err" "for 5 layers of widths 64/64/172: 0.5 MB"
+has "$tmp/a.err" "4 samples × 64 tokens (random, seed 5)"
+[ "$(ls "$tmp" | grep -c 'h64')" = 2 ] || fail "temporaries left: $(ls "$tmp")"
+# a second calibration to the same path replaces the pair: one H file remains
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 4 --seqlen 64 --seed 7 --threads 2 \
+  -o "$tmp/b.qsst" >/dev/null 2>&1 || fail "calib b again"
+[ "$(ls "$tmp" | grep -c '^b.qsst.*h64')" = 1 ] || fail "old H not replaced: $(ls "$tmp")"
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 4 --seqlen 64 --seed 6 --no-h \
   -o "$tmp/c.qsst" >/dev/null 2>&1 || fail "calib c"
 cmp -s "$tmp/a.qsst" "$tmp/c.qsst" && fail "another seed gave the same stats"
-[ ! -e "$tmp/c.qsst.h64" ] || fail "--no-h wrote H"
+[ "$(ls "$tmp" | grep -c '^c.qsst.*h64')" = 0 ] || fail "--no-h wrote H"
 
 # spikes: the first stories260K ranks are down_proj inputs
 "$Q" report --stats "$tmp/a.qsst" --what spikes --json >"$tmp/s.json" || fail "report spikes"
@@ -65,8 +73,21 @@ set +e
 head -c 1000 "$tmp/a.qsst" >"$tmp/trunc.qsst"
 "$Q" report --stats "$tmp/trunc.qsst" --what spikes 2>"$tmp/e.err" >/dev/null; [ $? = 1 ] || fail "truncated: exit 1"
 has "$tmp/e.err" "trunc.qsst: truncated at field"
-"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --seqlen 100000 -o "$tmp/x.qsst" 2>"$tmp/e.err" >/dev/null
-[ $? = 1 ] || fail "seqlen above context: exit 1"
-has "$tmp/e.err" "above the model's context"
+# -o a directory: refused before any work, nothing written beside it (was: DIR.h64)
+mkdir "$tmp/d"
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 1 --seqlen 32 -o "$tmp/d" 2>"$tmp/e.err" >/dev/null
+[ $? = 2 ] || fail "-o a directory: exit 2"
+has "$tmp/e.err" "is a directory"
+[ "$(ls "$tmp" | grep -c '^d\.')" = 0 ] || fail "-o a directory wrote beside it: $(ls "$tmp")"
+set -e
+# above the declared context (128): accepted with a warning, as ppl and llama.cpp do
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 1 --seqlen 200 --no-sensitivity -o "$tmp/x.qsst" \
+  2>"$tmp/e.err" >/dev/null || fail "seqlen above context: $(cat "$tmp/e.err")"
+has "$tmp/e.err" "warning: --seqlen 200 is above the model's context 128"
+# 30 × 128 tokens > the text's 3793 bytes: a warning that windows repeat
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --no-sensitivity --no-h \
+  -o "$tmp/y.qsst" 2>"$tmp/e.err" >/dev/null || fail "many samples: $(cat "$tmp/e.err")"
+has "$tmp/e.err" "windows overlap and repeat"
+set +e
 set -e
 echo "e2e_calib: ok"

@@ -4,13 +4,19 @@
  * corrupt and truncated files, staleness), the weight-sensitivity map against
  * a direct computation, the real spike structure of stories260K, and the
  * ranking on a synthetic model with planted spikes. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "analysis/calib.h"
+#include "analysis/qmodel_stats.h"
 #include "analysis/sensitivity.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
@@ -159,11 +165,15 @@ static void check_against_collection(const Model *m, const CalibStats *cs, const
         int64_t row = sp->seq * p->seqlen + sp->pos;
         CHECK(c.x[row * w + sp->channel] == sp->value);
         CHECK(sp->token == seqs[row]);
-        /* H = XᵀX, naive, 1e-9 relative to Σ|x_i x_j| */
+        /* H = XᵀX, naive: float32 products of one sequence (seqlen terms)
+         * summed in float64, stored in float32: (seqlen + 2)·2^-24 relative
+         * to Σ|x_i x_j| (analysis/hstore.h) */
         HStore hs;
         CHECK_OK(hstore_open(&hs, hpath, cs->h_id, cs->n_layers, cs->width, &err), err);
         CHECK(hs.n_rows == c.rows);
-        const double *H = hstore_matrix(&hs, 2, (int)c.tap);
+        double *H = malloc(sizeof(double) * (size_t)(w * w));
+        CHECK_OK(hstore_load_f64(&hs, 2, (int)c.tap, H, &err), err);
+        const double tol = (double)(p->seqlen + 2) * 0x1p-24;
         for (int64_t i = 0; i < w; i += 3)
             for (int64_t j = 0; j < w; j++) {
                 double s = 0, sa = 0;
@@ -172,9 +182,10 @@ static void check_against_collection(const Model *m, const CalibStats *cs, const
                     s += q;
                     sa += fabs(q);
                 }
-                CHECKF(fabs(H[i * w + j] - s) <= 1e-9 * sa, "H[%lld][%lld] %.17g vs %.17g", (long long)i,
+                CHECKF(fabs(H[i * w + j] - s) <= tol * sa, "H[%lld][%lld] %.17g vs %.17g", (long long)i,
                        (long long)j, H[i * w + j], s);
             }
+        free(H);
         hstore_close(&hs);
         free(c.x);
     }
@@ -199,7 +210,8 @@ static void check_sensitivity_cell(const Model *m, const CalibStats *cs, const c
     if (g == SG_IC_G) qp.group = sens_group_size(no, cs->sens.group);
     float *Wq = malloc(sizeof(float) * (size_t)(no * ni));
     CHECK_OK(rtn_fake_quantize(wf, no, ni, &qp, Wq, &err), err);
-    const double *H = hstore_matrix(&hs, l, (int)proj_tap(pr));
+    double *H = malloc(sizeof(double) * (size_t)(ni * ni));
+    CHECK_OK(hstore_load_f64(&hs, l, (int)proj_tap(pr), H, &err), err);
     double num = 0, den = 0, dw = 0, ww = 0;
     for (int64_t r = 0; r < no; r++)
         for (int64_t i = 0; i < ni; i++) {
@@ -218,6 +230,7 @@ static void check_sensitivity_cell(const Model *m, const CalibStats *cs, const c
     CHECK_NEAR(cs->sens.werr[ix], dw / ww, 1e-5 * dw / ww);
     CHECKF(fabs(cs->sens.oerr[ix] - num / den) <= 1e-4 * num / den, "oerr %g vs %g", cs->sens.oerr[ix], num / den);
     free(Wq);
+    free(H);
     hstore_close(&hs);
 }
 
@@ -245,8 +258,9 @@ static void test_stories(void) {
     progress_init(&prog);
     CHECK_OK(calib_run(m, text, len, &p, ha, pool, &prog, &a, &err), err);
     CHECK(a->n_seqs == 8 && a->n_planned == 8 && a->n_tokens == 8 * 128 && a->has_h && a->has_sens);
-    CHECK(a->h_bytes == calib_h_bytes(m) && a->h_bytes == HSTORE_HEADER + 5 * (3 * 64 * 64 + 172 * 172) * 8);
-    CHECK(access(tmp_path("a.qsst.h64.tmp"), F_OK) != 0);
+    /* float32 upper triangles, each page-aligned: 64·65/2·4 = 8320 -> 12288, 172·173/2·4 = 59512 -> 61440 */
+    CHECK(a->h_bytes == calib_h_bytes(m) && a->h_bytes == 4096 + 5 * (3 * 12288 + 61440));
+    CHECK(access(ha, F_OK) == 0);
     CHECK_OK(statsfile_save(a, tmp_path("a.qsst"), &err), err);
 
     /* same seed, same bytes (stats and H) */
@@ -394,6 +408,155 @@ static void test_stories(void) {
     model_free(m);
 }
 
+/* The stats file and its H are replaced as a pair: a crash between putting
+ * the new H in place and writing the new stats leaves the old pair loadable
+ * (before, the new H was renamed over the old one first and the old stats
+ * then met a foreign H); a committed run removes the H it replaced; a
+ * directory as the stats path is refused without writing beside it. */
+static void test_pair_commit(const Model *m, const char *text, size_t len) {
+    Err err;
+    err_init(&err);
+    CalibParams p;
+    calib_params_default(&p);
+    p.samples = 2;
+    p.seqlen = 64;
+    p.sensitivity = 0;
+    char sp[300];
+    snprintf(sp, sizeof sp, "%s", tmp_path("pair.qsst"));
+    CalibStats *a = NULL, *b = NULL;
+    char *h1 = calib_h_temp(sp);
+    CHECK_OK(calib_run(m, text, len, &p, h1, NULL, NULL, &a, &err), err);
+    CHECK_OK(calib_commit(a, h1, sp, &err), err);
+    CHECK(access(h1, F_OK) != 0);
+    char *ha = statsfile_h_path(sp, a->h_id);
+    CHECK(access(ha, F_OK) == 0);
+    QStatsFile f;
+    CHECK_OK(qstats_open(sp, m, &f, &err), err);
+    CHECK(f.h && f.cs->h_id == a->h_id);
+    qstats_close(&f);
+
+    p.seed = 2;
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setenv("QS_CALIB_CRASH_AT", "after-h-rename", 1);
+        char *h2 = calib_h_temp(sp);
+        if (calib_run(m, text, len, &p, h2, NULL, NULL, &b, &err) == ST_OK) calib_commit(b, h2, sp, &err);
+        _exit(9); /* not reached: the hook kills the process */
+    }
+    int ws = 0;
+    CHECK(waitpid(pid, &ws, 0) == pid && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+    CHECK_OK(qstats_open(sp, m, &f, &err), err); /* the old pair, intact */
+    CHECK(f.h && f.cs->h_id == a->h_id && f.cs->params.seed == 1);
+    qstats_close(&f);
+
+    char *h3 = calib_h_temp(sp);
+    CHECK_OK(calib_run(m, text, len, &p, h3, NULL, NULL, &b, &err), err);
+    CHECK(b->h_id != a->h_id);
+    CHECK_OK(calib_commit(b, h3, sp, &err), err);
+    CHECK_OK(qstats_open(sp, m, &f, &err), err);
+    CHECK(f.h && f.cs->h_id == b->h_id && f.cs->params.seed == 2);
+    qstats_close(&f);
+    CHECK(access(ha, F_OK) != 0); /* the replaced H is gone */
+    char *hb = statsfile_h_path(sp, b->h_id);
+
+    /* `calib -o /tmp`: refused up front and at commit; nothing written beside the directory */
+    CHECK(calib_output_check(tmpdir, &err) == ST_ERR_ARG && strstr(err.detail, "directory"));
+    char *h4 = calib_h_temp(tmpdir);
+    CalibStats *c = NULL;
+    CHECK_OK(calib_run(m, text, len, &p, h4, NULL, NULL, &c, &err), err);
+    CHECK(calib_commit(c, h4, tmpdir, &err) == ST_ERR_ARG);
+    CHECK(access(h4, F_OK) != 0);
+    char *hd = statsfile_h_path(tmpdir, c->h_id);
+    CHECK(access(hd, F_OK) != 0);
+    unlink(sp);
+    unlink(hb);
+    free(h1);
+    free(h3);
+    free(h4);
+    free(ha);
+    free(hb);
+    free(hd);
+    calib_stats_free(a);
+    calib_stats_free(b);
+    calib_stats_free(c);
+}
+
+/* Activations that overflow fail the calibration, naming the layer and tap
+ * (before, it reported success with zero statistics and NaN kurtosis). */
+static void test_nonfinite(Model *m, const char *text, size_t len) {
+    Err err;
+    err_init(&err);
+    CalibParams p;
+    calib_params_default(&p);
+    p.samples = 2;
+    p.seqlen = 32;
+    p.sensitivity = 0;
+    int64_t dim = m->cfg.dim;
+    float *gain = malloc(sizeof(float) * (size_t)dim);
+    for (int64_t i = 0; i < dim; i++) gain[i] = 1e30f; /* rmsnorm output ~1e30: the FFN overflows */
+    const float *saved = m->layers[2].ffn_norm;
+    m->layers[2].ffn_norm = gain;
+    CalibStats *cs = NULL;
+    Status st = calib_run(m, text, len, &p, NULL, NULL, NULL, &cs, &err);
+    m->layers[2].ffn_norm = saved;
+    free(gain);
+    CHECKF(st == ST_ERR_NUMERIC && cs == NULL, "status %d", (int)st);
+    CHECKF(strstr(err.detail, "non-finite") && strstr(err.detail, "layer 2, tap down"), "%s", err.detail);
+}
+
+typedef struct Canceller {
+    Progress *prog;
+    _Atomic int stop;
+} Canceller;
+
+static void *cancel_after_two(void *arg) {
+    Canceller *c = arg;
+    while (!c->stop && atomic_load(&c->prog->done) < 2) usleep(1000);
+    progress_cancel(c->prog);
+    return NULL;
+}
+
+/* --samples 2^24: windows are drawn as they are used (before, 2^24 × seqlen
+ * tokens were allocated and copied up front: 4 GiB here, refused under a
+ * 2 GiB address-space limit). Runs in a child with that limit. */
+static void test_lazy_windows(const Model *m, const char *text, size_t len) {
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)2 << 30, (rlim_t)2 << 30};
+        setrlimit(RLIMIT_AS, &rl);
+        Err err;
+        err_init(&err);
+        CalibParams p;
+        calib_params_default(&p);
+        p.samples = (int64_t)1 << 24;
+        p.seqlen = 64;
+        p.sensitivity = 0;
+        Progress prog;
+        progress_init(&prog);
+        Canceller c = {.prog = &prog};
+        pthread_t th;
+        if (pthread_create(&th, NULL, cancel_after_two, &c) != 0) _exit(4);
+        CalibStats *cs = NULL;
+        Status st = calib_run(m, text, len, &p, NULL, NULL, &prog, &cs, &err);
+        c.stop = 1;
+        pthread_join(th, NULL);
+        if (st != ST_OK) {
+            fprintf(stderr, "test_lazy_windows: %s: %s\n", status_message(st), err.detail);
+            _exit(3);
+        }
+        int ok = cs->n_planned == p.samples && cs->n_seqs >= 2 && cs->n_seqs < 100;
+        calib_stats_free(cs);
+        _exit(ok ? 0 : 5);
+    }
+    int ws = 0;
+    CHECK(waitpid(pid, &ws, 0) == pid);
+    CHECKF(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "child status %d", ws);
+}
+
 /* A model with planted spikes: the top-k of the ranking is exactly them. */
 static void test_synth_spikes(void) {
     Err err;
@@ -447,6 +610,19 @@ int main(void) {
     test_sample();
     test_stories();
     test_synth_spikes();
+    {
+        Err err;
+        err_init(&err);
+        Model *m = NULL;
+        CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
+        size_t len = 0;
+        char *text = read_text(testlib_shared("text/tinystories_sample.txt"), &len);
+        test_pair_commit(m, text, len);
+        test_nonfinite(m, text, len);
+        test_lazy_windows(m, text, len);
+        free(text);
+        model_free(m);
+    }
     const char *names[] = {"a.qsst", "b.qsst", "c.qsst", "d.qsst", "bad.qsst", "a.qsst.h64", "b.qsst.h64", "spiky.gguf"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unlink(tmp_path(names[i]));
     rmdir(tmpdir);

@@ -1,7 +1,7 @@
 /* Streaming statistics against straightforward two-pass computations on small
  * random data: channel sums, moments/kurtosis, histogram percentiles, top-k
- * spikes, activation-quantization errors, fp8 rounding, and H = XᵀX through
- * the mmap'd store (plus its header validation). */
+ * spikes, activation-quantization errors, fp8 rounding, and the float64
+ * rank-k kernels (the H store itself: tests/test_hstore.c). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,68 +295,6 @@ static void test_moments_merge(void) {
     CHECK_NEAR(acc.m4, m4, 1e-7 * m4);
 }
 
-static void test_hstore(void) {
-    enum { L = 2, T = 37 };
-    const int64_t width[HSTORE_TAPS] = {24, 24, 24, 70};
-    char path[] = "/tmp/qs_test_hXXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    close(fd);
-    char final[64];
-    snprintf(final, sizeof final, "%s.h64", path);
-    Err err;
-    err_init(&err);
-    HStore hs;
-    CHECK_OK(hstore_create(&hs, path, L, width, T, &err), err);
-    CHECK(hs.in_ram == (getenv("QS_H_RAM_MB")[0] != '0'));
-    CHECK(hs.bytes == hstore_bytes(L, width) && hs.bytes == HSTORE_HEADER + 2 * (3 * 576 + 4900) * 8);
-    float *X[3];
-    for (int b = 0; b < 3; b++) {
-        X[b] = malloc(sizeof(float) * T * 70);
-        for (int i = 0; i < T * 70; i++) X[b][i] = gauss() * (i % 70 == 5 ? 30.0f : 1.0f);
-        for (int l = 0; l < L; l++)
-            for (int t = 0; t < HSTORE_TAPS; t++) hstore_add(&hs, l, t, X[b], T);
-    }
-    CHECK_OK(hstore_finish(&hs, 0xabcdef12345ull, final, &err), err);
-    hstore_close(&hs);
-    CHECK(access(path, F_OK) != 0);
-    CHECK_OK(hstore_open(&hs, final, 0xabcdef12345ull, L, width, &err), err);
-    CHECK(hs.n_rows == 3 * T);
-    for (int l = 0; l < L; l++)
-        for (int t = 0; t < HSTORE_TAPS; t++) {
-            int64_t w = width[t];
-            const double *H = hstore_matrix(&hs, l, t);
-            for (int64_t i = 0; i < w; i++)
-                for (int64_t j = 0; j < w; j++) {
-                    double s = 0, sa = 0;
-                    for (int b = 0; b < 3; b++)
-                        for (int r = 0; r < T; r++) {
-                            double p = (double)X[b][r * w + i] * X[b][r * w + j];
-                            s += p;
-                            sa += fabs(p);
-                        }
-                    CHECKF(fabs(H[i * w + j] - s) <= 1e-9 * sa, "H[%lld][%lld] %g vs %g", (long long)i,
-                           (long long)j, H[i * w + j], s);
-                }
-        }
-    hstore_close(&hs);
-    /* wrong id, wrong dims, corrupt magic, truncated */
-    CHECK(hstore_open(&hs, final, 1, L, width, &err) == ST_ERR_MISMATCH);
-    CHECK(strstr(err.detail, final) && strstr(err.detail, "id"));
-    CHECK(hstore_open(&hs, final, 0xabcdef12345ull, L + 1, width, &err) == ST_ERR_FORMAT);
-    FILE *f = fopen(final, "r+b");
-    fputc('X', f);
-    fclose(f);
-    CHECK(hstore_open(&hs, final, 0xabcdef12345ull, L, width, &err) == ST_ERR_FORMAT);
-    CHECK(strstr(err.detail, "magic"));
-    CHECK(truncate(final, 1000) == 0);
-    CHECK(hstore_open(&hs, final, 0xabcdef12345ull, L, width, &err) == ST_ERR_FORMAT);
-    CHECK(strstr(err.detail, "size"));
-    hstore_close(&hs);
-    unlink(final);
-    for (int b = 0; b < 3; b++) free(X[b]);
-}
-
 static void test_syrk_f32(Pool *pool) {
     const int64_t ns[] = {1, 7, 16, 45, 130, 300};
     const int64_t ks[] = {1, 13, 256, 300, 600};
@@ -413,11 +351,6 @@ int main(void) {
     test_streaming(NULL, NULL);
     test_thread_independence();
     test_moments_merge();
-    setenv("QS_H_RAM_MB", "0", 1); /* accumulate through the file mapping */
-    test_hstore();
-    setenv("QS_H_RAM_MB", "64", 1); /* in RAM, written at finish */
-    test_hstore();
-    unsetenv("QS_H_RAM_MB");
     test_blas_twins();
     {
         Err err;

@@ -143,8 +143,7 @@ typedef struct CalibJob {
     Pool *pool;
     CalibParams p;
     char path[APP_PATH_MAX];
-    char *hpath;             /* final H path (<path>.h64) */
-    char tmp_h[APP_PATH_MAX + 16]; /* H is written here and renamed when the stats are saved */
+    char *tmp_h;             /* H is written here; calib_commit puts it in place with the stats */
     int keep_partial;        /* no calibration before: a cancelled one is kept (with what it saw) */
     CalibStats *out;
     double seconds;
@@ -167,10 +166,7 @@ static Status calib_job_run(void *arg, Progress *prog, Err *err) {
         return st;
     }
     progress_begin(prog, "save stats", 1);
-    st = statsfile_save(j->out, j->path, err);
-    if (st == ST_OK && j->out->has_h && rename(j->tmp_h, j->hpath) != 0)
-        st = err_set(err, ST_ERR_IO, "%s -> %s: %s", j->tmp_h, j->hpath, strerror(errno));
-    if (st != ST_OK) unlink(j->tmp_h);
+    st = calib_commit(j->out, j->tmp_h, j->path, err);
     j->seconds = jobs_now() - t0;
     return st;
 }
@@ -206,7 +202,7 @@ static void calib_job_free(void *arg) {
     CalibJob *j = arg;
     if (!j) return;
     calib_stats_free(j->out);
-    free(j->hpath);
+    free(j->tmp_h);
     free(j);
 }
 
@@ -227,16 +223,18 @@ void app_calibrate(App *a) {
     calib_params_default(&j->p);
     if (a->opts.samples > 0) j->p.samples = a->opts.samples;
     if (a->opts.seqlen > 0) j->p.seqlen = a->opts.seqlen;
-    if (j->p.seqlen > a->m->cfg.max_seq_len) j->p.seqlen = a->m->cfg.max_seq_len;
+    /* The CLI's defaults: 256, or the model's context if smaller; a longer
+     * --seqlen given by the user is kept (with a warning), as in `calib`. */
+    if (a->opts.seqlen <= 0 && a->m->cfg.max_seq_len > 0 && j->p.seqlen > a->m->cfg.max_seq_len)
+        j->p.seqlen = a->m->cfg.max_seq_len;
     snprintf(j->p.text_path, sizeof j->p.text_path, "%s", a->text_path);
     stats_path_for(a, j->path, sizeof j->path);
-    j->hpath = statsfile_h_path(j->path);
-    if (!j->hpath) {
+    j->tmp_h = calib_h_temp(j->path);
+    if (!j->tmp_h) {
         free(j);
         app_msg(a, 1, "out of memory");
         return;
     }
-    snprintf(j->tmp_h, sizeof j->tmp_h, "%s.new.h64", j->path);
     j->keep_partial = a->cs == NULL;
     Err err;
     err_init(&err);

@@ -1,0 +1,555 @@
+#include "analysis/hstore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/assert.h"
+#include "kernels/f32gemm.h"
+#include "kernels/sgemm.h"
+
+/* Rows per block of the upper block triangle: a multiple of the GEMM's 12-row
+ * tile; the diagonal squares computed in full cost HB/w extra (9 % at 2048). */
+#define HB 192
+
+struct HStoreAux {
+    double *acc;             /* in_ram: packed float64 upper triangles, all matrices */
+    size_t *acc_off;         /* (n_layers * 4) element offset of each matrix in acc */
+    float *xt;               /* (max width, max_T) the batch transposed */
+    float *blk;              /* (n_threads, HB * max width) GEMM output per thread */
+    int n_threads;
+    struct GemmWork *gw;     /* NULL: no AVX-512 GEMM here (OpenBLAS, one thread at a time) */
+    uint64_t *sums;          /* (n_layers * 4) checksum of each stored matrix */
+    unsigned char *verified; /* (n_layers * 4) checksum checked once */
+    double *cache[HSTORE_TAPS]; /* hstore_get_f64: the matrix of cache_layer per tap */
+    int64_t cache_layer[HSTORE_TAPS];
+};
+
+/* === Layout === */
+
+static size_t packed_len(int64_t w) { return (size_t)w * (size_t)(w + 1) / 2; }
+
+static size_t align_up(size_t n) { return (n + HSTORE_ALIGN - 1) / HSTORE_ALIGN * HSTORE_ALIGN; }
+
+size_t hstore_header_bytes(int64_t n_layers) {
+    return align_up(64 + (size_t)(n_layers > 0 ? n_layers : 0) * HSTORE_TAPS * 8);
+}
+
+size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]) {
+    if (n_layers <= 0 || n_layers > ((int64_t)1 << 20)) return 0;
+    size_t per = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        if (width[t] <= 0 || width[t] > ((int64_t)1 << 20)) return 0;
+        per += align_up(packed_len(width[t]) * sizeof(float));
+    }
+    size_t all;
+    if (!core_mul_ok(per, (size_t)n_layers, &all)) return 0;
+    size_t h = hstore_header_bytes(n_layers);
+    return all + h < all ? 0 : all + h;
+}
+
+/* Byte offset of matrix (layer, tap) in the file. */
+static size_t file_off(const HStore *hs, int64_t layer, int tap) {
+    size_t per = 0, pre = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        size_t b = align_up(packed_len(hs->width[t]) * sizeof(float));
+        if (t < tap) pre += b;
+        per += b;
+    }
+    return hstore_header_bytes(hs->n_layers) + (size_t)layer * per + pre;
+}
+
+/* Element offset of row i in a packed (w, w) upper triangle. */
+static size_t row_off(int64_t w, int64_t i) { return (size_t)(i * w - i * (i - 1) / 2); }
+
+/* === Checksum ===
+ * xxHash64-style: four 64-bit lanes over 32-byte stripes, streaming, so the
+ * converter can hash a matrix in pieces. A zeroed or shifted range changes it. */
+#define P1 0x9E3779B185EBCA87ull
+#define P2 0xC2B2AE3D27D4EB4Full
+#define P3 0x165667B19E3779F9ull
+
+typedef struct HSum {
+    uint64_t v[4];
+    uint64_t n;
+} HSum;
+
+static uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static void hsum_init(HSum *s) {
+    s->v[0] = P1 + P2;
+    s->v[1] = P2;
+    s->v[2] = 0;
+    s->v[3] = 0 - P1;
+    s->n = 0;
+}
+
+static uint64_t rd64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v; /* little-endian hosts only (x86-64); the file is little-endian */
+}
+
+/* n must be a multiple of 32 except on the last call. */
+static void hsum_add(HSum *s, const void *data, size_t n) {
+    const unsigned char *p = data;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) s->v[k] = rotl(s->v[k] + rd64(p + i + 8 * k) * P2, 31) * P1;
+    if (i < n) {
+        unsigned char tail[32] = {0};
+        memcpy(tail, p + i, n - i);
+        for (int k = 0; k < 4; k++) s->v[k] = rotl(s->v[k] + rd64(tail + 8 * k) * P2, 31) * P1;
+    }
+    s->n += n;
+}
+
+static uint64_t hsum_final(const HSum *s) {
+    uint64_t h = rotl(s->v[0], 1) + rotl(s->v[1], 7) + rotl(s->v[2], 12) + rotl(s->v[3], 18) + s->n;
+    h ^= h >> 33;
+    h *= P2;
+    h ^= h >> 29;
+    h *= P3;
+    h ^= h >> 32;
+    return h;
+}
+
+/* === Create / accumulate === */
+
+size_t hstore_ram_limit(void) {
+    const char *e = getenv("QS_H_RAM_MB");
+    if (e && *e) return (size_t)strtoull(e, NULL, 10) << 20;
+    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || ps <= 0) return 0;
+    return (size_t)pages * (size_t)ps / 4;
+}
+
+static int64_t max_width(const HStore *hs) {
+    int64_t m = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) m = hs->width[t] > m ? hs->width[t] : m;
+    return m;
+}
+
+static void aux_free(struct HStoreAux *a) {
+    if (!a) return;
+    core_free_aligned(a->acc);
+    free(a->acc_off);
+    core_free_aligned(a->xt);
+    core_free_aligned(a->blk);
+    gemm_work_free(a->gw);
+    free(a->sums);
+    free(a->verified);
+    for (int t = 0; t < HSTORE_TAPS; t++) core_free_aligned(a->cache[t]);
+    free(a);
+}
+
+static Status aux_new(HStore *hs, Err *err) {
+    size_t nm = (size_t)hs->n_layers * HSTORE_TAPS;
+    hs->aux = core_calloc(1, sizeof *hs->aux);
+    if (!hs->aux) return err_set(err, ST_ERR_NOMEM, "%s: H store", hs->path);
+    hs->aux->sums = core_calloc(nm, sizeof *hs->aux->sums);
+    hs->aux->verified = core_calloc(nm, 1);
+    if (!hs->aux->sums || !hs->aux->verified) return err_set(err, ST_ERR_NOMEM, "%s: H checksums", hs->path);
+    return ST_OK;
+}
+
+static Status err_disk(Err *err, const char *path, const char *what, int e, size_t bytes) {
+    if (e == ENOSPC)
+        return err_set(err, ST_ERR_IO, "%s: the disk is full (ENOSPC) %s (H needs %zu bytes)", path, what, bytes);
+    return err_set(err, ST_ERR_IO, "%s: %s: %s", path, what, strerror(e));
+}
+
+Status hstore_create(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
+                     int64_t max_T, Pool *pool, Err *err) {
+    memset(hs, 0, sizeof *hs);
+    Status st = ST_OK;
+    int created = 0;
+    size_t bytes = hstore_bytes(n_layers, width);
+    if (bytes == 0 || max_T <= 0) return err_set(err, ST_ERR_ARG, "%s: bad H store dimensions", path);
+    hs->n_layers = n_layers;
+    memcpy(hs->width, width, sizeof hs->width);
+    hs->max_T = max_T;
+    hs->pool = pool;
+    hs->bytes = bytes;
+    hs->path = core_strdup(path);
+    if (!hs->path) return err_set(err, ST_ERR_NOMEM, "path");
+    if ((st = aux_new(hs, err))) goto fail;
+    struct HStoreAux *a = hs->aux;
+    int64_t wmax = max_width(hs);
+    a->n_threads = pool ? pool_size(pool) : 1;
+    a->xt = core_alloc_aligned((size_t)wmax * (size_t)max_T, sizeof(float));
+    a->blk = core_alloc_aligned((size_t)a->n_threads * HB * (size_t)wmax, sizeof(float));
+    if (!a->xt || !a->blk) {
+        st = err_set(err, ST_ERR_NOMEM, "%s: H staging buffers", path);
+        goto fail;
+    }
+    if (gemm_f32_available() && (st = gemm_work_new(a->n_threads, &a->gw, err))) goto fail;
+    size_t nm = (size_t)n_layers * HSTORE_TAPS, acc_elems = 0;
+    a->acc_off = core_calloc(nm, sizeof *a->acc_off);
+    if (!a->acc_off) {
+        st = err_set(err, ST_ERR_NOMEM, "%s: H offsets", path);
+        goto fail;
+    }
+    for (size_t i = 0; i < nm; i++) {
+        a->acc_off[i] = acc_elems;
+        acc_elems += packed_len(width[i % HSTORE_TAPS]);
+    }
+    hs->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (hs->fd < 0) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        goto fail;
+    }
+    hs->has_fd = 1;
+    created = 1;
+    /* Reserve every block now: a full disk fails here, by name, before the
+     * pass, instead of as SIGBUS when a write through the mapping finds no block. */
+    int e = posix_fallocate(hs->fd, 0, (off_t)bytes);
+    if (e != 0) {
+        st = err_disk(err, path, "cannot reserve the file", e, bytes);
+        goto fail;
+    }
+    hs->in_ram = acc_elems * sizeof(double) <= hstore_ram_limit();
+    if (hs->in_ram) {
+        a->acc = core_alloc_aligned(acc_elems, sizeof(double));
+        if (!a->acc) hs->in_ram = 0;
+        else memset(a->acc, 0, acc_elems * sizeof(double));
+    }
+    if (!hs->in_ram) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hs->fd, 0);
+        if (p == MAP_FAILED) {
+            st = err_set(err, ST_ERR_IO, "%s: cannot map %zu bytes: %s", path, bytes, strerror(errno));
+            goto fail;
+        }
+        hs->map = p;
+    }
+    hs->writable = 1;
+    return ST_OK;
+fail:
+    if (created) unlink(path);
+    hstore_close(hs);
+    return st;
+}
+
+typedef struct AddJob {
+    HStore *hs;
+    int64_t w, T;
+    double *acc64;           /* one of these two: the packed matrix */
+    float *acc32;
+    _Atomic int64_t next;
+    int64_t nb;
+} AddJob;
+
+/* Adds rows [i0, i0 + M) of the block product (M, w - i0) into the packed matrix. */
+static void add_block(const AddJob *j, int64_t i0, int64_t M, const float *c) {
+    int64_t w = j->w, N = w - i0;
+    for (int64_t r = 0; r < M; r++) {
+        int64_t i = i0 + r, len = w - i;
+        const float *src = c + r * N + r;
+        size_t off = row_off(w, i);
+        if (j->acc64) {
+            double *dst = j->acc64 + off;
+            for (int64_t k = 0; k < len; k++) dst[k] += src[k];
+        } else {
+            float *dst = j->acc32 + off;
+            for (int64_t k = 0; k < len; k++) dst[k] += src[k];
+        }
+    }
+}
+
+static void job_blocks(void *arg, int64_t b, int64_t e, int tid) {
+    (void)b;
+    (void)e;
+    AddJob *j = arg;
+    struct HStoreAux *a = j->hs->aux;
+    float *c = a->blk + (size_t)tid * HB * (size_t)max_width(j->hs);
+    for (;;) {
+        int64_t blk = atomic_fetch_add(&j->next, 1);
+        if (blk >= j->nb) break;
+        int64_t i0 = blk * HB, M = j->w - i0 < HB ? j->w - i0 : HB, N = j->w - i0;
+        const float *A = a->xt + i0 * j->T;
+        gemm_f32_nt(a->gw, tid, M, N, j->T, A, j->T, A, j->T, 0.0f, c, N);
+        add_block(j, i0, M, c);
+    }
+}
+
+void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T) {
+    ASSERT(hs->writable && hs->aux && T <= hs->max_T && layer >= 0 && layer < hs->n_layers && tap >= 0 &&
+           tap < HSTORE_TAPS);
+    if (T <= 0) return;
+    struct HStoreAux *a = hs->aux;
+    int64_t w = hs->width[tap];
+    /* xt (w, T) = xᵀ in 32x32 tiles, so both GEMM operands are row slices of it. */
+    for (int64_t r0 = 0; r0 < T; r0 += 32)
+        for (int64_t c0 = 0; c0 < w; c0 += 32) {
+            int64_t r1 = r0 + 32 < T ? r0 + 32 : T, c1 = c0 + 32 < w ? c0 + 32 : w;
+            for (int64_t cc = c0; cc < c1; cc++)
+                for (int64_t r = r0; r < r1; r++) a->xt[cc * T + r] = x[r * w + cc];
+        }
+    AddJob j = {.hs = hs, .w = w, .T = T, .nb = (w + HB - 1) / HB};
+    atomic_init(&j.next, 0);
+    size_t mi = (size_t)layer * HSTORE_TAPS + (size_t)tap;
+    if (hs->in_ram) j.acc64 = a->acc + a->acc_off[mi];
+    else j.acc32 = (float *)(void *)(hs->map + file_off(hs, layer, tap));
+    if (a->gw) {
+        pool_for(hs->pool, a->n_threads, 1, job_blocks, &j);
+    } else {
+        /* No AVX-512 kernel: OpenBLAS (threads of its own), one block at a time. */
+        for (int64_t blk = 0; blk < j.nb; blk++) {
+            int64_t i0 = blk * HB, M = w - i0 < HB ? w - i0 : HB, N = w - i0;
+            sgemm_mul_nt(M, N, T, a->xt + i0 * T, T, a->xt + i0 * T, T, 0.0f, a->blk, N);
+            add_block(&j, i0, M, a->blk);
+        }
+    }
+    if (tap == 0 && layer == 0) hs->n_rows += T;
+}
+
+/* === Finish / open === */
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static Status pwrite_all(const HStore *hs, const void *buf, size_t n, size_t off, Err *err) {
+    const unsigned char *p = buf;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = pwrite(hs->fd, p + done, n - done, (off_t)(off + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return err_disk(err, hs->path, "write", w < 0 ? errno : EIO, hs->bytes);
+        done += (size_t)w;
+    }
+    return ST_OK;
+}
+
+Status hstore_finish(HStore *hs, uint64_t id, Err *err) {
+    ASSERT(hs->writable && hs->aux);
+    struct HStoreAux *a = hs->aux;
+    Status st = ST_OK;
+    float *stage = NULL;
+    enum { PIECE = 1 << 20 }; /* floats converted and written at a time (a multiple of 8) */
+    if (hs->in_ram && !(stage = malloc((size_t)PIECE * sizeof *stage)))
+        return err_set(err, ST_ERR_NOMEM, "%s: H staging", hs->path);
+    for (int64_t l = 0; l < hs->n_layers; l++)
+        for (int t = 0; t < HSTORE_TAPS; t++) {
+            size_t mi = (size_t)l * HSTORE_TAPS + (size_t)t, n = packed_len(hs->width[t]), off = file_off(hs, l, t);
+            HSum s;
+            hsum_init(&s);
+            if (hs->in_ram) {
+                const double *src = a->acc + a->acc_off[mi];
+                for (size_t i = 0; i < n; i += PIECE) {
+                    size_t k = n - i < PIECE ? n - i : PIECE;
+                    for (size_t q = 0; q < k; q++) stage[q] = (float)src[i + q];
+                    hsum_add(&s, stage, k * sizeof *stage);
+                    if ((st = pwrite_all(hs, stage, k * sizeof *stage, off + i * sizeof *stage, err))) goto done;
+                }
+            } else {
+                hsum_add(&s, hs->map + off, n * sizeof(float));
+            }
+            a->sums[mi] = hsum_final(&s);
+            a->verified[mi] = 1;
+        }
+    unsigned char *h = calloc(1, hstore_header_bytes(hs->n_layers));
+    if (!h) {
+        st = err_set(err, ST_ERR_NOMEM, "%s: header", hs->path);
+        goto done;
+    }
+    memcpy(h, "QSH6", 4);
+    put_u32(h + 4, HSTORE_VERSION);
+    put_u64(h + 8, id);
+    put_u64(h + 16, (uint64_t)hs->n_layers);
+    for (int t = 0; t < HSTORE_TAPS; t++) put_u64(h + 24 + 8 * t, (uint64_t)hs->width[t]);
+    put_u64(h + 56, (uint64_t)hs->n_rows);
+    for (size_t i = 0; i < (size_t)hs->n_layers * HSTORE_TAPS; i++) put_u64(h + 64 + 8 * i, a->sums[i]);
+    st = pwrite_all(hs, h, hstore_header_bytes(hs->n_layers), 0, err);
+    free(h);
+    if (st) goto done;
+    /* Like the stats, session and model writers: on disk before anyone renames it into place. */
+    if (fsync(hs->fd) != 0) {
+        st = err_disk(err, hs->path, "fsync", errno, hs->bytes);
+        goto done;
+    }
+    hs->id = id;
+    hs->writable = 0;
+    core_free_aligned(a->acc);
+    a->acc = NULL;
+    if (!hs->map) {
+        void *p = mmap(NULL, hs->bytes, PROT_READ, MAP_SHARED, hs->fd, 0);
+        if (p == MAP_FAILED) {
+            st = err_set(err, ST_ERR_IO, "%s: cannot map: %s", hs->path, strerror(errno));
+            goto done;
+        }
+        hs->map = p;
+    }
+done:
+    free(stage);
+    return st;
+}
+
+Status hstore_open(HStore *hs, const char *path, uint64_t id, int64_t n_layers,
+                   const int64_t width[HSTORE_TAPS], Err *err) {
+    memset(hs, 0, sizeof *hs);
+    Status st = ST_OK;
+    hs->path = core_strdup(path);
+    if (!hs->path) return err_set(err, ST_ERR_NOMEM, "path");
+    hs->n_layers = n_layers;
+    memcpy(hs->width, width, sizeof hs->width);
+    size_t want = hstore_bytes(n_layers, width);
+    if (want == 0) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: bad H dimensions (%lld layers)", path, (long long)n_layers);
+        goto fail;
+    }
+    if ((st = aux_new(hs, err))) goto fail;
+    hs->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (hs->fd < 0) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto fail;
+    }
+    hs->has_fd = 1;
+    struct stat sb;
+    if (fstat(hs->fd, &sb) != 0) {
+        st = err_set(err, ST_ERR_IO, "%s: stat: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != (uint64_t)want) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: size %lld bytes, expected %zu for %lld layers (H format %d)", path,
+                     (long long)sb.st_size, want, (long long)n_layers, HSTORE_VERSION);
+        goto fail;
+    }
+    void *p = mmap(NULL, want, PROT_READ, MAP_SHARED, hs->fd, 0);
+    if (p == MAP_FAILED) {
+        st = err_set(err, ST_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+        goto fail;
+    }
+    hs->map = p;
+    hs->bytes = want;
+    const unsigned char *h = hs->map;
+    if (memcmp(h, "QSH6", 4) != 0) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: offset 0: magic is not QSH6", path);
+        goto fail;
+    }
+    if (get_u32(h + 4) != HSTORE_VERSION) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: offset 4: version %u, expected %d (recalibrate)", path,
+                     get_u32(h + 4), HSTORE_VERSION);
+        goto fail;
+    }
+    if (get_u64(h + 8) != id) {
+        st = err_set(err, ST_ERR_MISMATCH, "%s: offset 8: id %016llx does not match the stats file (%016llx)",
+                     path, (unsigned long long)get_u64(h + 8), (unsigned long long)id);
+        goto fail;
+    }
+    if ((int64_t)get_u64(h + 16) != n_layers) {
+        st = err_set(err, ST_ERR_FORMAT, "%s: offset 16: n_layers %lld, expected %lld", path,
+                     (long long)get_u64(h + 16), (long long)n_layers);
+        goto fail;
+    }
+    for (int t = 0; t < HSTORE_TAPS; t++)
+        if ((int64_t)get_u64(h + 24 + 8 * t) != width[t]) {
+            st = err_set(err, ST_ERR_FORMAT, "%s: offset %d: width[%d] %lld, expected %lld", path, 24 + 8 * t,
+                         t, (long long)get_u64(h + 24 + 8 * t), (long long)width[t]);
+            goto fail;
+        }
+    hs->n_rows = (int64_t)get_u64(h + 56);
+    for (size_t i = 0; i < (size_t)n_layers * HSTORE_TAPS; i++) hs->aux->sums[i] = get_u64(h + 64 + 8 * i);
+    hs->id = id;
+    return ST_OK;
+fail:
+    hstore_close(hs);
+    return st;
+}
+
+/* Checks (once) the stored checksum of (layer, tap); returns its packed data. */
+static Status packed_get(const HStore *hs, int64_t layer, int tap, const float **out, Err *err) {
+    *out = NULL;
+    if (!hs->map || hs->writable || !hs->aux || layer < 0 || layer >= hs->n_layers || tap < 0 || tap >= HSTORE_TAPS)
+        return err_set(err, ST_ERR_STATE, "%s: H of layer %lld tap %d is not readable", hs->path ? hs->path : "H",
+                       (long long)layer, tap);
+    size_t mi = (size_t)layer * HSTORE_TAPS + (size_t)tap, off = file_off(hs, layer, tap);
+    const float *p = (const float *)(const void *)(hs->map + off);
+    if (!hs->aux->verified[mi]) {
+        HSum s;
+        hsum_init(&s);
+        hsum_add(&s, p, packed_len(hs->width[tap]) * sizeof(float));
+        if (hsum_final(&s) != hs->aux->sums[mi])
+            return err_set(err, ST_ERR_FORMAT,
+                           "%s: H of layer %lld tap %d (bytes %zu..%zu) fails its checksum: the file is corrupt "
+                           "(recalibrate)",
+                           hs->path, (long long)layer, tap, off, off + packed_len(hs->width[tap]) * sizeof(float));
+        hs->aux->verified[mi] = 1;
+    }
+    *out = p;
+    return ST_OK;
+}
+
+#define UNPACK(T)                                                                                         \
+    do {                                                                                                  \
+        const float *p;                                                                                   \
+        Status st = packed_get(hs, layer, tap, &p, err);                                                  \
+        if (st) return st;                                                                                \
+        int64_t w = hs->width[tap];                                                                       \
+        for (int64_t i = 0; i < w; i++) {                                                                 \
+            const float *src = p + row_off(w, i);                                                         \
+            T *dst = out + i * w;                                                                         \
+            for (int64_t j = i; j < w; j++) dst[j] = (T)src[j - i];                                       \
+        }                                                                                                 \
+        enum { TL = 64 };                                                                                 \
+        for (int64_t i0 = 0; i0 < w; i0 += TL)                                                            \
+            for (int64_t k0 = 0; k0 <= i0; k0 += TL) {                                                    \
+                int64_t i1 = i0 + TL < w ? i0 + TL : w, k1 = k0 + TL < w ? k0 + TL : w;                   \
+                for (int64_t i = i0; i < i1; i++)                                                         \
+                    for (int64_t k = k0; k < k1 && k < i; k++) out[i * w + k] = out[k * w + i];           \
+            }                                                                                             \
+        return ST_OK;                                                                                     \
+    } while (0)
+
+Status hstore_load_f32(const HStore *hs, int64_t layer, int tap, float *out, Err *err) { UNPACK(float); }
+
+Status hstore_load_f64(const HStore *hs, int64_t layer, int tap, double *out, Err *err) { UNPACK(double); }
+
+Status hstore_get_f64(const HStore *hs, int64_t layer, int tap, const double **out, Err *err) {
+    *out = NULL;
+    if (!hs->aux || tap < 0 || tap >= HSTORE_TAPS)
+        return err_set(err, ST_ERR_STATE, "%s: H tap %d is not readable", hs->path ? hs->path : "H", tap);
+    struct HStoreAux *a = hs->aux;
+    int64_t w = hs->width[tap];
+    if (!a->cache[tap]) {
+        a->cache[tap] = core_alloc_aligned((size_t)w * (size_t)w, sizeof(double));
+        if (!a->cache[tap]) return err_set(err, ST_ERR_NOMEM, "%s: H (%lld x %lld)", hs->path, (long long)w, (long long)w);
+        a->cache_layer[tap] = -1;
+    }
+    if (a->cache_layer[tap] != layer) {
+        a->cache_layer[tap] = -1;
+        Status st = hstore_load_f64(hs, layer, tap, a->cache[tap], err);
+        if (st) return st;
+        a->cache_layer[tap] = layer;
+    }
+    *out = a->cache[tap];
+    return ST_OK;
+}
+
+void hstore_close(HStore *hs) {
+    if (hs->map) munmap(hs->map, hs->bytes);
+    if (hs->has_fd) close(hs->fd);
+    free(hs->path);
+    aux_free(hs->aux);
+    memset(hs, 0, sizeof *hs);
+}
