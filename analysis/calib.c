@@ -394,7 +394,10 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     if (p->sensitivity && !progress_cancelled(prog)) {
         st = sens_map_init(&cs->sens, c->n_layers, p->group, err);
         if (st) goto fail;
-        st = sens_compute(m, h_path ? &hs : NULL, pool, prog, &cs->sens, err);
+        SensOpts so;
+        sens_opts_default(&so);
+        so.exact = p->sens_exact;
+        st = sens_compute_opts(m, h_path ? &hs : NULL, &so, pool, prog, &cs->sens, err);
         if (st == ST_ERR_CANCELLED) {
             sens_map_done(&cs->sens);
             st = ST_OK;

@@ -35,6 +35,8 @@ typedef struct CalibParams {
     int64_t group;           /* g of the grouped sensitivity cells */
     int32_t topk;            /* spikes kept per (layer, tap) */
     int32_t sensitivity;     /* 1: compute the weight-sensitivity map (needs H) */
+    int32_t sens_exact;      /* 1: exact output errors, a GEMM per cell (default: estimated,
+                                analysis/sensitivity.h SensOpts; not saved) */
 } CalibParams;
 
 /* Defaults: 16 samples of 256 tokens, seed 1, RANDOM, group 32, top-16 spikes,

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,38 +77,209 @@ void sens_map_done(SensMap *sm) {
     memset(sm, 0, sizeof *sm);
 }
 
-/* Σ_i D_i · (D H)_i for D (n_out, n_in): tr(D H Dᵀ). G is (n_out, n_in)
- * scratch. H is symmetric, so D·H = D·Hᵀ: the "nt" GEMM of our own AVX-512
- * kernel on the pool when it can run, else OpenBLAS. */
-static double sens_quad(const float *D, int64_t n_out, int64_t n_in, const float *Hf, float *G, Pool *pool,
-                        GemmWork *gw) {
-    if (gw) gemm_f32_nt_pool(pool, gw, n_out, n_in, n_in, D, n_in, Hf, n_in, 0.0f, G, n_in);
-    else sgemm_mul_nn(n_out, n_in, n_in, D, n_in, Hf, n_in, 0.0f, G, n_in);
+void sens_opts_default(SensOpts *o) {
+    o->exact = 0;
+    o->min_rows = 64;
+    o->rel_se = 0.01;
+}
+
+/* Rows per GEMM: bounds the per-thread scratch (BMAX x n_in floats, twice). */
+#define BMAX 1024
+
+/* splitmix64, for the seeded row order of each site. */
+static uint64_t sm64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* One site's shared inputs and the per-thread scratch of the cell jobs. */
+typedef struct SiteJob {
+    const float *W;          /* (no, ni) */
+    int64_t no, ni;
+    const float *Hf;         /* (ni, ni) or NULL */
+    const double *hdiag;     /* (ni) diag H */
+    const int64_t *perm;     /* (no) row order of the subsample */
+    double wnorm, denom;
+    const SensOpts *o;
+    const int32_t *gs;       /* (SG_COUNT) group sizes */
+    int64_t layer;
+    int proj;
+    SensMap *sm;
+    GemmWork *gw;
+    float **wq, **dsub, **g; /* [thread] (no*ni), (BMAX*ni), (BMAX*ni) */
+    double **rdiag;          /* [thread] (no) Σ_i H_ii δ_ri² per row */
+    _Atomic int next;
+    _Atomic int failed;
+    Status st;
+    Err err;
+} SiteJob;
+
+/* Σ_{r in rows} δ_r H δ_rᵀ for the given rows of D (no, ni), GEMMs of up to
+ * BMAX rows on thread tid's scratch; per-row values to out (may be NULL). */
+static double rows_quad(const SiteJob *j, int tid, const float *D, const int64_t *rows, int64_t n, double *out) {
+    int64_t ni = j->ni;
     double s = 0;
-    for (int64_t i = 0; i < n_out * n_in; i++) s += (double)D[i] * G[i];
+    for (int64_t b0 = 0; b0 < n; b0 += BMAX) {
+        int64_t nb = n - b0 < BMAX ? n - b0 : BMAX;
+        float *A = j->dsub[tid], *G = j->g[tid];
+        for (int64_t r = 0; r < nb; r++) memcpy(A + r * ni, D + rows[b0 + r] * ni, (size_t)ni * sizeof *A);
+        if (j->gw) gemm_f32_nt(j->gw, tid, nb, ni, ni, A, ni, j->Hf, ni, 0.0f, G, ni);
+        else sgemm_mul_nn(nb, ni, ni, A, ni, j->Hf, ni, 0.0f, G, ni); /* one thread at a time: see sens_compute */
+        for (int64_t r = 0; r < nb; r++) {
+            double q = 0;
+            const float *a = A + r * ni, *g = G + r * ni;
+            for (int64_t i = 0; i < ni; i++) q += (double)a[i] * g[i];
+            if (out) out[b0 + r] = q;
+            s += q;
+        }
+    }
+    return s;
+}
+
+/* tr(ΔW H ΔWᵀ) of one cell: exact, or the diagonal closed form
+ * Σ_i H_ii ‖ΔW_:,i‖² plus the off-diagonal rest estimated on a growing
+ * random subsample of rows until its standard error is below rel_se of the
+ * total (all rows at the end: exact). */
+static double cell_quad(const SiteJob *j, int tid, const float *D) {
+    int64_t no = j->no, ni = j->ni;
+    if (j->o->exact) {
+        double s = 0;
+        int64_t rows[BMAX];
+        for (int64_t r0 = 0; r0 < no; r0 += BMAX) {
+            int64_t n = no - r0 < BMAX ? no - r0 : BMAX;
+            for (int64_t r = 0; r < n; r++) rows[r] = r0 + r;
+            s += rows_quad(j, tid, D, rows, n, NULL);
+        }
+        return s;
+    }
+    double *rd = j->rdiag[tid], diag = 0;
+    for (int64_t r = 0; r < no; r++) {
+        const float *d = D + r * ni;
+        double q = 0;
+        for (int64_t i = 0; i < ni; i++) q += j->hdiag[i] * ((double)d[i] * d[i]);
+        rd[r] = q;
+        diag += q;
+    }
+    double so = 0, so2 = 0, full[BMAX];
+    int64_t m = 0, step = j->o->min_rows > 0 ? j->o->min_rows : 64;
+    for (;;) {
+        int64_t n = no - m < step ? no - m : step;
+        if (n > BMAX) n = BMAX;
+        rows_quad(j, tid, D, j->perm + m, n, full);
+        for (int64_t r = 0; r < n; r++) {
+            double o = full[r] - rd[j->perm[m + r]];
+            so += o;
+            so2 += o * o;
+        }
+        m += n;
+        if (m >= no) return diag + so;
+        double est = diag + (double)no * so / (double)m;
+        double var = (so2 - so * so / (double)m) / (double)(m - 1);
+        double se = (double)no * sqrt((var > 0 ? var : 0) / (double)m * (1.0 - (double)m / (double)no));
+        if (se <= j->o->rel_se * fabs(est)) return est;
+        step = m; /* double the sample */
+    }
+}
+
+static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
+    (void)b;
+    (void)e;
+    SiteJob *j = arg;
+    int64_t n = j->no * j->ni;
+    for (;;) {
+        int c = atomic_fetch_add(&j->next, 1);
+        if (c >= SENS_NFMT * SG_COUNT || atomic_load(&j->failed)) break;
+        int f = c / SG_COUNT, g = c % SG_COUNT;
+        QParams qp = {.fmt = sens_fmt(f), .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
+        if (g == SG_OC_G || g == SG_IC_G) {
+            qp.group = j->gs[g];
+            if (qp.group == 0) continue;
+        }
+        float *Wq = j->wq[tid];
+        Err e2;
+        err_init(&e2);
+        Status st = rtn_fake_quantize(j->W, j->no, j->ni, &qp, Wq, &e2);
+        if (st) {
+            if (!atomic_exchange(&j->failed, 1)) {
+                j->st = st;
+                j->err = e2;
+                err_wrap(&j->err, "layer %lld %s %s/%s", (long long)j->layer, proj_name((Proj)j->proj),
+                         qformat_traits(qp.fmt)->name, sens_group_names[g]);
+            }
+            break;
+        }
+        double dn = 0;
+        for (int64_t i = 0; i < n; i++) {
+            Wq[i] -= j->W[i];
+            dn += (double)Wq[i] * Wq[i];
+        }
+        int64_t idx = sens_index(j->layer, j->proj, f, g);
+        j->sm->werr[idx] = j->wnorm > 0 ? (float)(dn / j->wnorm) : 0.0f;
+        if (j->Hf) {
+            double num = cell_quad(j, tid, Wq);
+            j->sm->oerr[idx] = j->denom > 0 ? (float)(num / j->denom) : 0.0f;
+        }
+    }
+}
+
+/* tr(W H Wᵀ), exact, with the GEMM spread over the pool. */
+static double site_denom(const float *W, int64_t no, int64_t ni, const float *Hf, float *G, Pool *pool,
+                         GemmWork *gw) {
+    double s = 0;
+    for (int64_t r0 = 0; r0 < no; r0 += BMAX) {
+        int64_t nb = no - r0 < BMAX ? no - r0 : BMAX;
+        if (gw) gemm_f32_nt_pool(pool, gw, nb, ni, ni, W + r0 * ni, ni, Hf, ni, 0.0f, G, ni);
+        else sgemm_mul_nn(nb, ni, ni, W + r0 * ni, ni, Hf, ni, 0.0f, G, ni);
+        for (int64_t i = 0; i < nb * ni; i++) s += (double)W[r0 * ni + i] * G[i];
+    }
     return s;
 }
 
 Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog, SensMap *sm, Err *err) {
+    SensOpts o;
+    sens_opts_default(&o);
+    return sens_compute_opts(m, h, &o, pool, prog, sm, err);
+}
+
+Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Pool *pool, Progress *prog,
+                         SensMap *sm, Err *err) {
     const ModelConfig *c = &m->cfg;
     if (sm->n_layers != c->n_layers) return err_set(err, ST_ERR_ARG, "sensitivity map has %lld layers, model %lld",
                                                     (long long)sm->n_layers, (long long)c->n_layers);
     Status st = ST_OK;
-    size_t max_w = 0, max_in = 0;
+    size_t max_w = 0, max_in = 0, max_out = 0;
     for (int p = 0; p < PROJ_COUNT; p++) {
         const Weight *w = &m->layers[0].proj[p];
         size_t n = (size_t)w->n_out * (size_t)w->n_in;
         max_w = n > max_w ? n : max_w;
         max_in = (size_t)w->n_in > max_in ? (size_t)w->n_in : max_in;
+        max_out = (size_t)w->n_out > max_out ? (size_t)w->n_out : max_out;
     }
-    float *Wq = core_alloc_aligned(max_w, sizeof(float));
-    float *G = core_alloc_aligned(max_w, sizeof(float));
+    /* Cells run in parallel, one per thread, each with its own GEMMs; without
+     * the AVX-512 kernel OpenBLAS runs them (its own threads) one at a time. */
+    int nt = pool ? pool_size(pool) : 1;
+    if (h && !gemm_f32_available()) nt = 1;
     float *Hf = h ? core_alloc_aligned(max_in * max_in, sizeof(float)) : NULL;
+    double *hdiag = core_calloc(max_in, sizeof *hdiag);
+    int64_t *perm = core_calloc(max_out, sizeof *perm);
+    float **wq = core_calloc((size_t)nt, sizeof *wq), **dsub = core_calloc((size_t)nt, sizeof *dsub);
+    float **gb = core_calloc((size_t)nt, sizeof *gb);
+    double **rdiag = core_calloc((size_t)nt, sizeof *rdiag);
+    float *G = h ? core_alloc_aligned((size_t)BMAX * max_in, sizeof(float)) : NULL;
     float *Wconv = NULL; /* (max_w) a non-F32 weight decoded; allocated on first need */
     GemmWork *gw = NULL;
-    if (!Wq || !G || (h && !Hf)) {
-        st = err_set(err, ST_ERR_NOMEM, "sensitivity scratch (%zu weights)", max_w);
-        goto done;
+    if ((h && (!Hf || !G)) || !hdiag || !perm || !wq || !dsub || !gb || !rdiag) goto nomem;
+    for (int t = 0; t < nt; t++) {
+        wq[t] = core_alloc_aligned(max_w, sizeof(float));
+        rdiag[t] = core_calloc(max_out, sizeof(double));
+        if (!wq[t] || !rdiag[t]) goto nomem;
+        if (h) {
+            dsub[t] = core_alloc_aligned((size_t)BMAX * max_in, sizeof(float));
+            gb[t] = core_alloc_aligned((size_t)BMAX * max_in, sizeof(float));
+            if (!dsub[t] || !gb[t]) goto nomem;
+        }
     }
     if (h && gemm_f32_available()) {
         st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err);
@@ -133,51 +305,61 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
                 weight_rows_f32(w, 0, no, Wconv);
                 W = Wconv;
             }
-            double denom = 0, wnorm = 0;
-            for (int64_t i = 0; i < n; i++) wnorm += (double)W[i] * W[i];
+            SiteJob j = {.W = W, .no = no, .ni = ni, .Hf = h ? Hf : NULL, .hdiag = hdiag, .perm = perm, .o = o,
+                         .layer = l, .proj = p, .sm = sm, .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag};
+            for (int64_t i = 0; i < n; i++) j.wnorm += (double)W[i] * W[i];
             if (h) {
                 if (tap != loaded_tap) {
                     if ((st = hstore_load_f32(h, l, tap, Hf, err))) goto done;
+                    for (int64_t i = 0; i < ni; i++) hdiag[i] = Hf[i * ni + i];
                     loaded_tap = tap;
                 }
-                denom = sens_quad(W, no, ni, Hf, G, pool, gw);
+                j.denom = site_denom(W, no, ni, Hf, G, pool, gw);
+            }
+            /* the rows of the subsample: a seeded shuffle per site */
+            uint64_t rs = (uint64_t)(l * PROJ_COUNT + p) + 1;
+            for (int64_t r = 0; r < no; r++) perm[r] = r;
+            for (int64_t r = no - 1; r > 0; r--) {
+                int64_t k = (int64_t)(sm64(&rs) % (uint64_t)(r + 1)), t = perm[r];
+                perm[r] = perm[k];
+                perm[k] = t;
             }
             int32_t *gs = sm->gsize + (l * PROJ_COUNT + p) * SG_COUNT;
             gs[SG_OC_G] = (int32_t)sens_group_size(ni, sm->group);
             gs[SG_IC_G] = (int32_t)sens_group_size(no, sm->group);
-            for (int f = 0; f < SENS_NFMT; f++)
-                for (int g = 0; g < SG_COUNT; g++) {
-                    QParams qp = {.fmt = sens_fmt(f), .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
-                    if (g == SG_OC_G || g == SG_IC_G) {
-                        qp.group = gs[g];
-                        if (qp.group == 0) continue;
-                    }
-                    st = rtn_fake_quantize(W, no, ni, &qp, Wq, err);
-                    if (st) {
-                        err_wrap(err, "layer %lld %s %s/%s", (long long)l, proj_name((Proj)p),
-                                 qformat_traits(qp.fmt)->name, sens_group_names[g]);
-                        goto done;
-                    }
-                    double dn = 0;
-                    for (int64_t i = 0; i < n; i++) {
-                        Wq[i] -= W[i];
-                        dn += (double)Wq[i] * Wq[i];
-                    }
-                    int64_t idx = sens_index(l, p, f, g);
-                    sm->werr[idx] = wnorm > 0 ? (float)(dn / wnorm) : 0.0f;
-                    if (h) {
-                        double num = sens_quad(Wq, no, ni, Hf, G, pool, gw);
-                        sm->oerr[idx] = denom > 0 ? (float)(num / denom) : 0.0f;
-                    }
-                }
+            j.gs = gs;
+            atomic_init(&j.next, 0);
+            atomic_init(&j.failed, 0);
+            err_init(&j.err);
+            if (nt > 1) pool_for(pool, nt, 1, cell_job, &j);
+            else cell_job(&j, 0, 1, 0);
+            if (atomic_load(&j.failed)) {
+                st = j.st;
+                *err = j.err;
+                goto done;
+            }
             progress_add(prog, 1);
         }
     }
+    goto done;
+nomem:
+    st = err_set(err, ST_ERR_NOMEM, "sensitivity scratch (%zu weights, %d threads)", max_w, nt);
 done:
     gemm_work_free(gw);
-    core_free_aligned(Wq);
-    core_free_aligned(G);
+    for (int t = 0; t < nt; t++) {
+        if (wq) core_free_aligned(wq[t]);
+        if (dsub) core_free_aligned(dsub[t]);
+        if (gb) core_free_aligned(gb[t]);
+        if (rdiag) free(rdiag[t]);
+    }
+    free(wq);
+    free(dsub);
+    free(gb);
+    free(rdiag);
+    free(hdiag);
+    free(perm);
     core_free_aligned(Hf);
+    core_free_aligned(G);
     core_free_aligned(Wconv);
     return st;
 }

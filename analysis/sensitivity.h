@@ -57,13 +57,31 @@ static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping)
     return ((layer * PROJ_COUNT + proj) * SENS_NFMT + fmt) * SG_COUNT + grouping;
 }
 
+/* How output errors are computed. Exact: tr(ΔW H ΔWᵀ) through a float32
+ * GEMM ΔW·H per cell (n_out·n_in² each, 35 per site). Estimated (default):
+ * the diagonal part Σ_i H_ii ‖ΔW_:,i‖² in closed form plus the off-diagonal
+ * rest from a seeded random subsample of rows, doubled from min_rows until
+ * the estimate's standard error is at most rel_se of it (0.01: the 5 %
+ * accuracy asked for is 5 standard errors; all rows means exact); the
+ * denominator tr(W H Wᵀ) is always exact (one GEMM per site). */
+typedef struct SensOpts {
+    int exact;
+    int64_t min_rows;        /* first subsample (default 64) */
+    double rel_se;           /* target standard error, relative (default 0.01) */
+} SensOpts;
+
+/* Fills o with the defaults above (estimated). */
+void sens_opts_default(SensOpts *o);
+
 /* Fills sm (already initialised for m's layer count) for every layer and
  * projection. h may be NULL (output errors stay NaN); it must hold the
- * finished H of m's four projection inputs. ΔW·H runs as a float32 GEMM on
- * pool (may be NULL; relative error of the ratio ~1e-5), the sums in double.
- * Progress counts
- * (layer, projection) pairs; cancel returns ST_ERR_CANCELLED (map partly
- * filled). */
+ * finished H of m's four projection inputs. The 35 cells of a site run in
+ * parallel on pool (may be NULL), one per thread, each cell's sums in double
+ * in a fixed order, so the map does not depend on the thread count.
+ * Progress counts (layer, projection) pairs; cancel returns
+ * ST_ERR_CANCELLED (map partly filled). sens_compute uses the defaults. */
+Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Pool *pool, Progress *prog,
+                         SensMap *sm, Err *err);
 Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog, SensMap *sm, Err *err);
 
 /* AdaDim's choice for (layer, proj, fmt) per-channel (grouped = 0: per-IC vs

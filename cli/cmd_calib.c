@@ -33,6 +33,9 @@ static void calib_usage(FILE *f) {
             "                  multiple of 4 is used and recorded)\n"
             "  --topk K        spikes kept per (layer, tap) (default 16)\n"
             "  --no-sensitivity  skip the weight-sensitivity map\n"
+            "  --sens-exact    exact output errors (a GEMM per cell); by default they are\n"
+            "                  estimated (closed-form diagonal + row subsample, standard\n"
+            "                  error <= 1 %% of each value; docs/calibration.md)\n"
             "  --no-h          do not accumulate H (no output errors in the map)\n"
             "  --threads N     worker threads (default: all CPUs)\n"
             "  -o STATS        output path\n"
@@ -61,7 +64,7 @@ static void *calib_bar_thread(void *arg) {
 int cmd_calib(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *tok = NULL, *out = NULL, *samples = NULL, *seqlen = NULL;
     const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL;
-    int no_sens = 0, no_h = 0;
+    int no_sens = 0, no_h = 0, sens_exact = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -70,6 +73,7 @@ int cmd_calib(int argc, char **argv) {
         }
         if (strcmp(a, "--no-sensitivity") == 0) { no_sens = 1; continue; }
         if (strcmp(a, "--no-h") == 0) { no_h = 1; continue; }
+        if (strcmp(a, "--sens-exact") == 0) { sens_exact = 1; continue; }
         int r;
         if ((r = args_opt(argc, argv, &i, "--text", &text)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok)) ||
             (r = args_opt(argc, argv, &i, "-o", &out)) || (r = args_opt(argc, argv, &i, "--samples", &samples)) ||
@@ -108,6 +112,7 @@ int cmd_calib(int argc, char **argv) {
         p.mode = (CalibMode)mm;
     }
     p.sensitivity = !no_sens;
+    p.sens_exact = sens_exact;
     snprintf(p.text_path, sizeof p.text_path, "%s", text);
 
     Err err;
