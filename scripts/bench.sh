@@ -110,3 +110,34 @@ for g in 32 128; do
       'BEGIN { printf "%-14s %-12s %11.1f %11.1f %11.1f %11.1f %10.6f %8.3f %7s\n", p, k, a, b, e, f, c, d, ld }'
   done
 done
+
+# === F16 7B prefill (native helper): Llama-2-7B's shape at full depth ===
+# synth --preset llama2-7b --layers 32 --type f16 (6.48 G parameters, 13 GB,
+# vocab 512): one 512-token chunk of `qscope ppl` on 2 threads, computed on
+# the F16 weights as stored (no float32 copy: peak RSS ~ file + KV cache +
+# buffers). Needs ~14.5 GB of free RAM; runs under flock $BIGMEM_LOCK when that
+# file exists (the shared machine's rule for big jobs). Skipped with a note
+# when the model is absent; BENCH_7B_GENERATE=1 writes it (~12 min).
+# BENCHMARKS.md compares with llama-perplexity on the same file.
+BIG=${BENCH_7B:-/work/big/native-7b-f16.gguf}
+LOCK=${BIGMEM_LOCK:-/work/bigmem.lock}
+locked() { if [ -f "$LOCK" ] && command -v flock >/dev/null; then flock "$LOCK" "$@"; else "$@"; fi; }
+if [ ! -f "$BIG" ] && [ -n "${BENCH_7B_GENERATE:-}" ]; then
+  echo "bench: writing $BIG (13 GB, once)"
+  locked "$Q" synth --preset llama2-7b --layers 32 --type f16 -o "$BIG"
+fi
+if [ -f "$BIG" ]; then
+  j=$OUT/ppl_7b_f16.json
+  echo "bench: qscope ppl $BIG --text $TEXT --ctx 512 --chunks 1 --threads 2 --json"
+  if locked "$Q" ppl "$BIG" --text "$TEXT" --ctx 512 --chunks 1 --threads 2 --json >"$j" 2>/dev/null; then
+    awk -v s="$(field "$j" seconds_per_chunk)" -v t="$(field "$j" tokens_per_second)" -v p="$(field "$j" ppl)" \
+        -v r="$(field "$j" peak_rss_bytes)" -v f="$(wc -c <"$BIG")" -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
+      'BEGIN { printf "7B f16 prefill: %.1f s/chunk, %.1f tok/s, PPL %s, peak RSS %.2f GB (file %.2f GB), load1 %s\n",
+               s, t, p, r / 1e9, f / 1e9, ld }'
+  else
+    echo "bench: 7B f16 ppl failed"
+  fi
+  echo "bench: llama.cpp reference (same file, 2 threads, -fa off -ctk f32 -ctv f32): 47.6 s per 512-token chunk (idle machine)"
+else
+  echo "bench: skipped the F16 7B prefill: $BIG is absent (BENCH_7B_GENERATE=1 writes it: 13 GB, ~12 min)"
+fi

@@ -17,6 +17,7 @@
 #include "kernels/cpu.h"
 #include "model/gguf_write.h"
 #include "model/model.h"
+#include "model/synth.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
 #include "tests/testlib.h"
@@ -781,6 +782,51 @@ static void test_names(void) {
     for (int t = 0; t < TAP_COUNT; t++) CHECK(strcmp(tap_name((TapPoint)t), taps[t]) == 0);
 }
 
+/* Resident bytes of this process from /proc/self/status: key "RssAnon:"
+ * (heap: a conversion shows here) or "RssFile:" (mapped file pages: touching
+ * the weights shows here). */
+static size_t rss_kind(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f != NULL);
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0) kb = (size_t)strtoull(line + strlen(key), NULL, 10);
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Loading (what `qscope info` does) never converts the weights: a 13 MB F16
+ * model (2 blocks of width 512, hidden 1536) adds no owned bytes and under
+ * 3 MB of resident heap, where a float32 conversion would add 26 MB. (Mapped
+ * file pages are printed, not checked: the fingerprint reads 16 samples, and
+ * how much of the page cache one read maps depends on the kernel's folio
+ * sizes; on the 13 GB 7B file the mapping's RSS after load is ~1 MB.) */
+static void test_load_touches_nothing(void) {
+    Err err;
+    err_init(&err);
+    SynthConfig sc;
+    CHECK_OK(synth_preset("tiny", &sc, &err), err);
+    sc.type = GGML_F16;
+    sc.dim = 512;
+    sc.hidden_dim = 1536;
+    sc.n_layers = 2;
+    Synth *sy = NULL;
+    CHECK_OK(synth_new(&sc, &sy, &err), err);
+    CHECK_OK(synth_write(sy, tpath("big-f16.gguf"), NULL, &err), err);
+    synth_free(sy);
+    size_t anon0 = rss_kind("RssAnon:"), file0 = rss_kind("RssFile:");
+    Model *m = load_ok(tpath("big-f16.gguf"), NULL);
+    size_t anon1 = rss_kind("RssAnon:"), file1 = rss_kind("RssFile:");
+    CHECK(m->file_bytes > (size_t)12 << 20 && m->owned_bytes == 0);
+    CHECK(m->layers[1].proj[PROJ_DOWN].type == GGML_F16 && m->layers[1].proj[PROJ_DOWN].n_in == 1536);
+    double da = ((double)anon1 - (double)anon0) / 1048576.0, df = ((double)file1 - (double)file0) / 1048576.0;
+    printf("load of a %.1f MB F16 model: resident heap %+.2f MB, mapped file pages %+.2f MB\n",
+           (double)m->file_bytes / 1048576.0, da, df);
+    CHECKF(da < 3.0, "loading grew the resident heap by %+.2f MB (file pages %+.2f MB)", da, df);
+    model_free(m);
+}
+
 int main(void) {
     test_names();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qs_test_model_load_XXXXXX");
@@ -789,6 +835,7 @@ int main(void) {
     test_quantized();
     test_hf_generated();
     test_gguf_generated();
+    test_load_touches_nothing();
     nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     wf_done();
     return testlib_done("test_model_load");
