@@ -208,7 +208,7 @@ Status wqmat_pack_f32(const float *w, int64_t n, int64_t k, WqMatrix *out, Err *
 }
 
 Status wqmat_pack_blocks(const uint8_t *blocks, size_t src_row_bytes, int64_t block_elems, WqRowDecodeFn decode,
-                         int64_t n, int64_t k, WqMatrix *out, Err *err) {
+                         BlockDotFn dot, int64_t n, int64_t k, WqMatrix *out, Err *err) {
     memset(out, 0, sizeof *out);
     if (n <= 0 || k <= 0 || block_elems <= 0 || k % block_elems || !decode || !src_row_bytes)
         return err_set(err, ST_ERR_ARG, "block matrix (%lld, %lld): rows must be whole blocks of %lld", (long long)n,
@@ -220,6 +220,7 @@ Status wqmat_pack_blocks(const uint8_t *blocks, size_t src_row_bytes, int64_t bl
     out->row_bytes = (src_row_bytes + 63) & ~(size_t)63;
     out->gdim = WQ_GROUP_NONE;
     out->decode = decode;
+    out->dot = dot;
     out->codes = core_alloc_aligned((size_t)n, out->row_bytes);
     if (!out->codes) return err_set(err, ST_ERR_NOMEM, "block matrix (%lld, %lld)", (long long)n, (long long)k);
     for (int64_t o = 0; o < n; o++) {
@@ -771,7 +772,18 @@ static void gemv_rows_slow(void *arg, int64_t b, int64_t e, int tid) {
     free(w);
 }
 
+static void gemv_rows_blocks(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const SlowTask *t = arg;
+    for (int64_t o = b; o < e; o++) t->y[o] = t->m->dot(t->m->codes + (size_t)o * t->m->row_bytes, t->x, t->m->k);
+}
+
 void wq_gemv(const WqMatrix *m, const float *x, float *y, Pool *pool) {
+    if (m->code == WQ_BLOCKS && m->dot) {
+        SlowTask t = {m, x, y};
+        pool_for(pool, m->n, 16, gemv_rows_blocks, &t);
+        return;
+    }
     if (cpu_has_avx512f() && wq_gemv_fast_ok(m)) {
         wq_gemv_avx512(m, x, y, pool);
         return;

@@ -28,7 +28,8 @@
  *   BLOCKS     a foreign block layout (ggml's Q4_0, Q4_K, ...) kept as it is:
  *              each row is the format's row of blocks, decoded to floats by
  *              the matrix's `decode` function (no scales here: they live in
- *              the blocks). The GEMV decodes a row and takes a float dot.
+ *              the blocks). The GEMV runs the matrix's fused row dot where
+ *              it has one (Q4_0, Q8_0), else decodes a row and takes a float dot.
  * Integer codes are unsigned: u = q + 2^(store_bits-1) and z = 2^(store_bits-1)
  * for symmetric matrices (quant/qtensor.h's centred codes q), u = q + 2^(bits-1)
  * (the unsigned code c) and z = the stored zero point for asymmetric ones, so
@@ -52,6 +53,7 @@
 
 #include "core/pool.h"
 #include "core/status.h"
+#include "kernels/block_dot.h"
 
 typedef enum {
     WQ_U8, WQ_U4, WQ_U3, WQ_U2, WQ_E4M3, WQ_E5M2, WQ_F16, WQ_BF16, WQ_F32, WQ_BLOCKS, WQ_CODE_COUNT
@@ -76,6 +78,7 @@ typedef struct WqMatrix {
     int sym;                 /* integer codes symmetric: z = 2^(bits-1) everywhere, and the
                                 GEMV decodes u - z directly (no zero-point term) */
     WqRowDecodeFn decode;    /* BLOCKS only: the row decoder */
+    BlockDotFn dot;          /* BLOCKS only: a fused row dot (kernels/block_dot.h), or NULL */
 } WqMatrix;
 
 /* Elements per packed block and bytes per block of a code. */
@@ -105,11 +108,12 @@ Status wqmat_pack_f16(const uint16_t *h, int bf16, int64_t n, int64_t k, WqMatri
 Status wqmat_pack_f32(const float *w, int64_t n, int64_t k, WqMatrix *out, Err *err);
 
 /* Keeps n rows of foreign blocks (row r at blocks + r * src_row_bytes, k
- * values of block_elems each) as a BLOCKS matrix decoded by decode (static
- * function, must outlive the matrix). Fails with ST_ERR_ARG when k is not a
- * whole number of blocks, ST_ERR_NOMEM. */
+ * values of block_elems each) as a BLOCKS matrix decoded by decode, with the
+ * fused row dot `dot` for single tokens (may be NULL; both static functions
+ * that outlive the matrix). Fails with ST_ERR_ARG when k is not a whole
+ * number of blocks, ST_ERR_NOMEM. */
 Status wqmat_pack_blocks(const uint8_t *blocks, size_t src_row_bytes, int64_t block_elems, WqRowDecodeFn decode,
-                         int64_t n, int64_t k, WqMatrix *out, Err *err);
+                         BlockDotFn dot, int64_t n, int64_t k, WqMatrix *out, Err *err);
 
 /* Releases the arrays of an embedded WqMatrix; safe on a zeroed one. */
 void wqmat_done(WqMatrix *m);

@@ -177,26 +177,26 @@ static Status pack_blocks(const QTensor *q, WqMatrix *out, Err *err) {
     const QFormatTraits *t = qformat_traits(q->p.fmt);
     const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
     return wqmat_pack_blocks(q->blk, ggml_row_bytes((uint32_t)t->ggml_type, q->n_in), g->block_size, g->dequant,
-                             q->n_out, q->n_in, out, err);
+                             block_dot_fn((BlockDotKind)t->block_dot), q->n_out, q->n_in, out, err);
 }
 
 /* === The table === */
 
 #define FLOAT_ROW(nm, cd, b, st, sz, cy, ecy, ggml, krn, sfx)                                                   \
-    {nm, cd, b, QFAM_FLOAT, 0, 0, 0, 0, st, sz, -1, -1, cy, ecy, 0, ggml, {ggml, ggml}, 0, krn,                     \
+    {nm, cd, b, QFAM_FLOAT, 0, 0, 0, 0, st, sz, -1, -1, cy, ecy, 0, ggml, {ggml, ggml}, 0, krn, 0,                  \
      NULL, NULL, NULL, NULL, convert_##sfx, decode_##sfx, pack_##sfx}
 #define FP8_ROW(nm, cd, cy, ecy, sens, sfx)                                                                     \
-    {nm, cd, 8, QFAM_FP8, 0, 1, 1, 1, QSTORE_U8, 1, -1, -1, cy, ecy, sens, -1, {-1, -1}, 0, nm,                     \
+    {nm, cd, 8, QFAM_FP8, 0, 1, 1, 1, QSTORE_U8, 1, -1, -1, cy, ecy, sens, -1, {-1, -1}, 0, nm, 0,                  \
      fit_##sfx, quant_##sfx, span_##sfx, dequant_##sfx, NULL, NULL, pack_##sfx}
 /* near: the ggml type for rows of its block; b32a/b32s: the 32-element block
  * types for asymmetric / symmetric grids; oc32: oc32 groups write those. */
 #define INT_ROW(nm, cd, b, act, cy, ecy, sens, near, b32a, b32s, oc32)                                          \
-    {nm, cd, b, QFAM_INT, 1, 0, 1, act, QSTORE_I8, 1, -1, -1, cy, ecy, sens, near, {b32a, b32s}, oc32, "wq-" nm,    \
+    {nm, cd, b, QFAM_INT, 1, 0, 1, act, QSTORE_I8, 1, -1, -1, cy, ecy, sens, near, {b32a, b32s}, oc32, "wq-" nm, 0, \
      fit_int, quant_int, span_int, dequant_int, NULL, NULL, pack_int}
 
 /* bits: the nominal code width (block scales come on top: see qparams_bits). */
-#define GGML_ROW(nm, cd, b, cy, ecy, type, fb)                                                                  \
-    {nm, cd, b, QFAM_GGML, 0, 0, 0, 0, QSTORE_BLOCKS, 0, type, fb, cy, ecy, 0, type, {-1, -1}, 0, "ggml-" nm,       \
+#define GGML_ROW(nm, cd, b, cy, ecy, type, fb, dot)                                                             \
+    {nm, cd, b, QFAM_GGML, 0, 0, 0, 0, QSTORE_BLOCKS, 0, type, fb, cy, ecy, 0, type, {-1, -1}, 0, "ggml-" nm, dot,  \
      NULL, NULL, NULL, NULL, NULL, NULL, pack_blocks}
 
 static const QFormatTraits FORMATS[QF_COUNT] = {
@@ -213,22 +213,22 @@ static const QFormatTraits FORMATS[QF_COUNT] = {
     [QF_INT2] = INT_ROW("int2", "I2", 2, 0, 10, 0, 5, GGML_Q2_K, GGML_Q4_0, GGML_Q4_0, 0),
     /* AQLM's size comes from its codebook parameters, not a per-element width;
      * quant/aqlm.h quantizes it and quant/qlinear_aqlm.h runs it. */
-    [QF_AQLM] = {"aqlm", "AQ", 0, QFAM_AQLM, 0, 0, 0, 0, QSTORE_NONE, 0, -1, -1, 25, 0, 0, -1, {-1, -1}, 0, "aqlm",
+    [QF_AQLM] = {"aqlm", "AQ", 0, QFAM_AQLM, 0, 0, 0, 0, QSTORE_NONE, 0, -1, -1, 25, 0, 0, -1, {-1, -1}, 0, "aqlm", 0,
                  NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     /* ggml's block types, quantized by ggml's reference algorithms
      * (quant/ggml_type.c: byte-identical to llama-quantize without an
      * imatrix) and run from their own blocks. Cycle positions 11-20 sit
      * between int2 and aqlm; in the end cycle 7-10, before fp32. */
-    [QF_Q8_0] = GGML_ROW("q8_0", "Q8_0", 8, 11, 7, GGML_Q8_0, QF_F16),
-    [QF_Q6_K] = GGML_ROW("q6_k", "Q6_K", 6, 12, 8, GGML_Q6_K, QF_Q8_0),
-    [QF_Q5_K] = GGML_ROW("q5_k", "Q5_K", 5, 13, 0, GGML_Q5_K, QF_Q5_1),
-    [QF_Q5_1] = GGML_ROW("q5_1", "Q5_1", 5, 14, 0, GGML_Q5_1, QF_F16),
-    [QF_Q5_0] = GGML_ROW("q5_0", "Q5_0", 5, 15, 0, GGML_Q5_0, QF_F16),
-    [QF_Q4_K] = GGML_ROW("q4_k", "Q4_K", 4, 16, 9, GGML_Q4_K, QF_Q5_0),
-    [QF_Q4_1] = GGML_ROW("q4_1", "Q4_1", 4, 17, 0, GGML_Q4_1, QF_F16),
-    [QF_Q4_0] = GGML_ROW("q4_0", "Q4_0", 4, 18, 10, GGML_Q4_0, QF_F16),
-    [QF_Q3_K] = GGML_ROW("q3_k", "Q3_K", 3, 19, 0, GGML_Q3_K, QF_Q4_0),
-    [QF_Q2_K] = GGML_ROW("q2_k", "Q2_K", 2, 20, 0, GGML_Q2_K, QF_Q4_0),
+    [QF_Q8_0] = GGML_ROW("q8_0", "Q8_0", 8, 11, 7, GGML_Q8_0, QF_F16, BLOCK_DOT_Q8_0),
+    [QF_Q6_K] = GGML_ROW("q6_k", "Q6_K", 6, 12, 8, GGML_Q6_K, QF_Q8_0, BLOCK_DOT_NONE),
+    [QF_Q5_K] = GGML_ROW("q5_k", "Q5_K", 5, 13, 0, GGML_Q5_K, QF_Q5_1, BLOCK_DOT_NONE),
+    [QF_Q5_1] = GGML_ROW("q5_1", "Q5_1", 5, 14, 0, GGML_Q5_1, QF_F16, BLOCK_DOT_NONE),
+    [QF_Q5_0] = GGML_ROW("q5_0", "Q5_0", 5, 15, 0, GGML_Q5_0, QF_F16, BLOCK_DOT_NONE),
+    [QF_Q4_K] = GGML_ROW("q4_k", "Q4_K", 4, 16, 9, GGML_Q4_K, QF_Q5_0, BLOCK_DOT_NONE),
+    [QF_Q4_1] = GGML_ROW("q4_1", "Q4_1", 4, 17, 0, GGML_Q4_1, QF_F16, BLOCK_DOT_NONE),
+    [QF_Q4_0] = GGML_ROW("q4_0", "Q4_0", 4, 18, 10, GGML_Q4_0, QF_F16, BLOCK_DOT_Q4_0),
+    [QF_Q3_K] = GGML_ROW("q3_k", "Q3_K", 3, 19, 0, GGML_Q3_K, QF_Q4_0, BLOCK_DOT_NONE),
+    [QF_Q2_K] = GGML_ROW("q2_k", "Q2_K", 2, 20, 0, GGML_Q2_K, QF_Q4_0, BLOCK_DOT_NONE),
 };
 
 /* Extra spellings accepted on input (all case-insensitive). */

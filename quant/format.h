@@ -96,6 +96,8 @@ typedef struct QFormatTraits {
                                 multiple of ggml_near's block */
     int ggml_b32_oc32;       /* oc32 groups write ggml_b32 directly (they match its blocks) */
     const char *kernel;      /* name of the weight-only kernel it runs in ("wq-int4", "fp16") */
+    int block_dot;           /* QFAM_GGML: its fused single-token dot (kernels/block_dot.h's
+                                BlockDotKind; 0: none, rows are decoded) */
     /* Behaviour (NULL where the family has none: no fit/quant for plain values,
      * no convert/decode for scaled codes, nothing for aqlm). */
     QFitFn fit;

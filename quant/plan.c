@@ -743,6 +743,7 @@ char *plan_entry_code(const PlanEntry *e, char *buf, size_t n) {
             if (e->w.group > 0 && (e->method == QM_ADADIM || e->w.dim != GROUP_TENSOR)) PUT("%lld", (long long)e->w.group);
             if (e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)) PUT("·G");
         }
+        if (e->method == QM_IMATRIX) PUT("·I");
     }
     if (e->act != ACT_NONE) {
         PUT("·%s", e->act == ACT_INT8 ? "A8" : e->act == ACT_FP8_E4M3 ? "E4" : "E5");

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "core/pool.h"
+#include "kernels/block_dot.h"
+#include "kernels/cpu.h"
 #include "model/gguf.h"
 #include "model/synth.h"
 #include "quant/format.h"
@@ -363,6 +365,46 @@ static void check_imatrix(void) {
     rmdir(dir);
 }
 
+/* The fused single-token dots against their scalar twins and the decoded
+ * row (tolerance 1e-5 of Σ|w·x|: float accumulation per block). */
+static void check_block_dots(void) {
+    static const struct { QFormat f; BlockDotKind k; BlockDotFn ref, fast; } D[] = {
+        {QF_Q4_0, BLOCK_DOT_Q4_0, block_dot_q4_0_ref, block_dot_q4_0_avx512},
+        {QF_Q8_0, BLOCK_DOT_Q8_0, block_dot_q8_0_ref, block_dot_q8_0_avx512}};
+    Err err;
+    err_init(&err);
+    const int64_t k = 4096;
+    float *W = malloc((size_t)k * sizeof *W), *x = malloc((size_t)k * sizeof *x), *dq = malloc((size_t)k * sizeof *dq);
+    for (int64_t i = 0; i < k; i++) {
+        W[i] = frand() * (i % 97 == 0 ? 8.0f : 1.0f);
+        x[i] = frand();
+    }
+    for (size_t i = 0; i < sizeof D / sizeof D[0]; i++) {
+        const QFormatTraits *t = qformat_traits(D[i].f);
+        CHECK(t->block_dot == (int)D[i].k && block_dot_fn(D[i].k) != NULL);
+        QParams p = {D[i].f, 1, GROUP_OC, 0};
+        QTensor q;
+        CHECK_OK(rtn_quantize(W, 1, k, &p, &q, &err), err);
+        qtensor_dequant(&q, dq);
+        double s = 0, a = 0;
+        for (int64_t j = 0; j < k; j++) {
+            s += (double)dq[j] * x[j];
+            a += fabs((double)dq[j] * x[j]);
+        }
+        float r = D[i].ref(q.blk, x, k);
+        CHECKF(fabs(r - s) <= 1e-6 * a, "%s ref dot %g vs %g", t->name, r, s);
+        if (cpu_has_avx512f()) {
+            float f = D[i].fast(q.blk, x, k);
+            CHECKF(fabs(f - r) <= 1e-5 * a, "%s avx512 dot %g vs ref %g", t->name, f, r);
+        }
+        qtensor_done(&q);
+    }
+    CHECK(block_dot_fn(BLOCK_DOT_NONE) == NULL);
+    free(W);
+    free(x);
+    free(dq);
+}
+
 int main(void) {
     Err err;
     err_init(&err);
@@ -384,6 +426,7 @@ int main(void) {
         CHECK(rtn_quantize_weighted(w, 1, 64, &pi, qw, &qi, &err) == ST_ERR_UNSUPPORTED);
         CHECK(qmethod_parse("imatrix") == QM_IMATRIX);
     }
+    check_block_dots();
     check_llama_quantize();
     check_llama_mixtures();
     check_imatrix();
