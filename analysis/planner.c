@@ -88,7 +88,7 @@ static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, QMethod 
     }
     const QFormatTraits *t = qformat_traits(k->fmt);
     e->method = t->is_int ? method : QM_RTN;
-    e->gptq.act_order = 1; /* as the GPTQ presets */
+    if (e->method == QM_GPTQ) e->gptq.act_order = 1; /* as the GPTQ presets */
     return 1;
 }
 

@@ -634,11 +634,16 @@ static void test_results(void) {
         {.id = 4, .ppl = 11.0, .bpw = 8.0, .kld_mean = 0.05, .top1 = 0.9, .tps = 200, .cancelled = 1},
     };
     unsigned char front[4];
-    CHECK(vm_pareto(rows, 4, front) == 2);
+    CHECK(vm_pareto(rows, 4, EM_PPL, 1, front) == 2);
     CHECK(front[0] && front[1] && !front[2] && !front[3]);
+    /* without the reference row (16 bpw) only #2 is left on the PPL front */
+    CHECK(vm_pareto(rows, 4, EM_PPL, 0, front) == 1 && front[1] && !front[0]);
+    /* by KLD: the fp32 row's KLD 0 dominates everything at >= 16 bpw only */
+    CHECK(vm_pareto(rows, 4, EM_KLD, 1, front) == 2 && front[0] && front[1]);
+    CHECK_NEAR(vm_metric(&rows[1], EM_TOP1_MISS), 0.2, 1e-12);
     int x[4], y[4];
     double bl, bh, pl, ph;
-    vm_scatter(rows, 4, 41, 11, x, y, &bl, &bh, &pl, &ph);
+    vm_scatter(rows, 4, EM_PPL, 1, 41, 11, x, y, &bl, &bh, &pl, &ph);
     CHECK(bl == 4.5 && bh == 16.0 && pl == 10.0 && ph == 13.0);
     CHECK(x[0] == 40 && y[0] == 10); /* best PPL at the bottom row */
     CHECK(x[1] == 0 && y[2] == 0 && x[3] == -1);
@@ -654,9 +659,81 @@ static void test_results(void) {
         {.id = 2, .ppl = 5.0, .bpw = 4.0, .other_text = 1},
     };
     unsigned char of[2];
-    CHECK(vm_pareto(other, 2, of) == 1 && of[0] && !of[1]);
-    vm_scatter(other, 2, 41, 11, x, y, &bl, &bh, &pl, &ph);
+    CHECK(vm_pareto(other, 2, EM_PPL, 1, of) == 1 && of[0] && !of[1]);
+    vm_scatter(other, 2, EM_PPL, 1, 41, 11, x, y, &bl, &bh, &pl, &ph);
     CHECK(bl == 16.0 && pl == 10.0 && x[1] == -1 && y[1] == -1);
+    /* KLD scatter, log axis: KLD 0 (fp32) is not plotted; 0.01 and 0.1 span
+     * the rows, 0.0316 (the geometric middle) lands in the middle row */
+    EvalRow k3[4] = {
+        {.id = 1, .ppl = 10, .bpw = 32, .kld_mean = 0},
+        {.id = 2, .ppl = 11, .bpw = 4, .kld_mean = 0.1},
+        {.id = 3, .ppl = 10.5, .bpw = 6, .kld_mean = 0.01},
+        {.id = 4, .ppl = 10.7, .bpw = 5, .kld_mean = 0.0316227766},
+    };
+    vm_scatter(k3, 4, EM_KLD, 1, 41, 11, x, y, &bl, &bh, &pl, &ph);
+    CHECK(x[0] == -1 && pl == 0.01 && ph == 0.1 && y[1] == 0 && y[2] == 10 && y[3] == 5);
+}
+
+/* The Evaluate table: columns never shift or cut a number (issue: at 100
+ * columns a 180.498 MB size pushed the row right and the decode rate was cut:
+ * "180.498     6" for 66 tok/s). */
+static void test_results_table(void) {
+    char b[32];
+    CHECK(!strcmp(vm_fit_num(b, 7, 180.498, 3, 0), "180.498"));
+    CHECK(!strcmp(vm_fit_num(b, 7, 1804.98, 3, 0), "1804.98"));
+    CHECK(!strcmp(vm_fit_num(b, 7, 123456789.0, 3, 0), "1.2e+08"));
+    CHECK(!strcmp(vm_fit_num(b, 8, 12345.678, 4, 0), "12345.68"));
+    CHECK(!strcmp(vm_fit_num(b, 8, 0.5, 4, 1), " +0.5000"));
+    CHECK(!strcmp(vm_fit_num(b, 5, NAN, 2, 0), "    -"));
+    EvalRow r[3] = {
+        {.id = 1, .label = "int4-gptq", .ppl = 7.1982, .dppl = 0.3, .kld_mean = 0.0798, .kld_p99 = 0.5, .top1 = 0.856,
+         .bpw = 4.30, .bytes = 180498000, .tps = 66, .kld_pred = NAN, .front = 1},
+        {.id = 12, .label = "a-plan-name-much-longer-than-thirty-two-characters", .ppl = 123456.7, .dppl = -1234.5,
+         .kld_mean = 123.4, .kld_p99 = 1234.5, .top1 = 1, .bpw = 16, .bytes = 2000000000, .tps = 123456,
+         .kld_pred = 0.0123},
+        {.id = 3, .label = "x", .ppl = 7, .dppl = 0, .kld_mean = 0, .top1 = 0, .bpw = 2.5, .bytes = 1000, .tps = NAN,
+         .kld_pred = NAN, .cancelled = 1},
+    };
+    for (int width = 60; width <= 160; width += 20) {
+        for (int hp = 0; hp <= 1; hp++) {
+            unsigned cols;
+            int pw = vm_eval_layout(width, hp, &cols);
+            char head[512], row[512];
+            vm_eval_header(head, sizeof head, pw, cols);
+            int hw = (int)strlen(head);
+            CHECK(hw == vm_eval_width(pw, cols));
+            CHECKF(hw <= width || (pw == 11 && cols == 0), "width %d: header %d", width, hw);
+            if (width >= 100) CHECK(cols & EVC_P99);
+            if (width >= 100 && hp) CHECK(cols & EVC_PRED);
+            if (!hp) CHECK(!(cols & EVC_PRED));
+            for (int i = 0; i < 3; i++) {
+                vm_eval_row(&r[i], 1.0, row, sizeof row, pw, cols);
+                CHECKF((int)strlen(row) == hw, "width %d row %d: %d vs header %d\n%s\n%s", width, i, (int)strlen(row), hw,
+                       head, row);
+                /* every numeric column is right-aligned and ends where its title ends:
+                 * the last character of each is not blank in the header nor in the row */
+                int ends[12], ne = 0, e = 3 + 1 + pw;
+                int wl[9] = {8, 8, 8, (cols & EVC_PRED) ? 8 : 0, (cols & EVC_P99) ? 8 : 0, 6, 5, 7, 7};
+                for (int k = 0; k < 9; k++)
+                    if (wl[k]) ends[ne++] = (e += 1 + wl[k]) - 1;
+                CHECK(e == hw);
+                for (int k = 0; k < ne; k++)
+                    CHECKF(head[ends[k]] != ' ' && row[ends[k]] != ' ',
+                           "width %d row %d: column ending at %d\n%s\n%s", width, i, ends[k], head, row);
+            }
+        }
+    }
+    /* at 100 columns the size and the decode rate print whole, in their columns */
+    unsigned cols;
+    int pw = vm_eval_layout(100, 0, &cols);
+    char head[512], row[512];
+    vm_eval_header(head, sizeof head, pw, cols);
+    vm_eval_row(&r[0], 1.0, row, sizeof row, pw, cols);
+    CHECK(strstr(head, "dec t/s") != NULL);
+    CHECK(strstr(row, "180.498      66") != NULL);
+    CHECK(strstr(row, " 1*") == row && strstr(row, "int4-gptq") != NULL && strstr(row, "85.6%") != NULL);
+    vm_eval_row(&r[2], 1.0, row, sizeof row, pw, cols);
+    CHECK(strstr(row, "(partial) x") != NULL);
 }
 
 int main(void) {
@@ -671,5 +748,6 @@ int main(void) {
     test_plan_grid_fit();
     test_jobs();
     test_results();
+    test_results_table();
     return testlib_done("test_tui_model");
 }

@@ -115,6 +115,7 @@ EvalRow *app_add_row(App *a) {
     EvalRow *r = &a->rows[a->n_rows++];
     memset(r, 0, sizeof *r);
     r->id = a->n_rows;
+    r->kld_pred = NAN;
     return r;
 }
 
@@ -442,6 +443,7 @@ static int handle_key(App *a, int key) {
     case AC_PREV_VIEW: switch_view(a, (ViewId)((a->view + VIEW_COUNT - 1) % VIEW_COUNT)); return R_REDRAW;
     case AC_CALIB: app_calibrate(a); return R_REDRAW;
     case AC_EVAL: app_evaluate(a); return R_REDRAW;
+    case AC_AUTO_PLAN: app_auto_plan(a); return R_REDRAW;
     case AC_BACK:
         if (jobs_cancel(&a->jobs)) app_msg(a, 0, "cancelling the running job...");
         return R_REDRAW;

@@ -75,6 +75,8 @@ typedef struct PlanViewState {
 typedef struct EvalViewState {
     int sort;                /* EvalSort */
     int64_t sel;
+    int metric;              /* EvalMetric of the Pareto front and scatter (EM_KLD first) */
+    int with_ref;            /* 1: reference rows (>= 16 bpw) take part in them */
 } EvalViewState;
 
 typedef struct App {
@@ -217,6 +219,25 @@ void app_live_eval(const App *a, LiveEval *le);
 /* Writes the plan in the editor as JSON under the cache dir; the message
  * bar says where. */
 void app_write_plan(App *a);
+
+/* The evaluation settings of this run: eval's defaults with --ctx /
+ * --chunks, the context clipped to the model's. */
+struct EvalOpts;
+void app_eval_opts(const App *a, struct EvalOpts *o);
+
+/* === Auto plan (app_auto.c) === */
+
+/* Queues the automatic planner (analysis/planner.h) at the bits per weight
+ * of the plan in the editor; the result replaces the editor's plan (one undo
+ * step) and the Log says why each cell got its entry. The loss model's site
+ * scales are measured in the job unless STATS.sitecal matches. Needs the
+ * calibration. */
+void app_auto_plan(App *a);
+
+/* The loss model's predicted KLD of p (NaN without a calibration or without
+ * site scales for this text and context). */
+struct Plan;
+double app_predict_kld(const App *a, const struct Plan *p);
 
 /* Number of cells that differ from the last evaluated plan (-1: none yet). */
 int64_t app_plan_diff(const App *a);

@@ -22,8 +22,7 @@
 
 static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
 
-/* eval's defaults with --ctx / --chunks, the context clipped to the model's. */
-static void app_eval_opts(const App *a, EvalOpts *o) {
+void app_eval_opts(const App *a, EvalOpts *o) {
     eval_opts_default(o);
     if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
     if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
@@ -220,6 +219,7 @@ typedef struct EvalJob {
     EvalResult res;
     int have_res;
     int ref_cached;
+    double kld_pred;         /* the loss model's prediction (NaN: none) */
     double build_s;
     int64_t n_notes;
     char note0[160];
@@ -313,6 +313,7 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     row->bytes = r->bytes;
     row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
     row->cancelled = r->cancelled;
+    row->kld_pred = j->kld_pred;
     if (a->sess && !r->cancelled) {
         SessionEvalInfo info = {.plan = j->label, .text = a->text_path, .text_hash = j->text_hash,
                                 .ctx = j->opts.n_ctx, .chunks = j->opts.max_chunks, .threads = pool_size(a->pool)};
@@ -401,6 +402,7 @@ void app_evaluate(App *a) {
         eval_job_free(j);
         return;
     }
+    j->kld_pred = app_predict_kld(a, &j->plan);
     const char *what = NULL;
     if (!j->stats_path[0] && qmodel_plan_needs_stats(&j->plan, &pm, &what)) {
         /* GPTQ, AdaDim, AQLM, static scales ... need the calibration: say so now, not from the job */

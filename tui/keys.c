@@ -36,6 +36,8 @@ static const Binding table[] = {
     {'c', AC_CALIB, VIEWS_ALL, "c", "calibrate on the text (background job)", "calibrate"},
     {'e', AC_EVAL, VIEWS_ALL, "e", "evaluate the current plan (background job)", "evaluate"},
     {'m', AC_METRIC, V(ACT), "m", "cycle metric: max|x|, max/median, kurtosis, p99.9", "metric"},
+    {'m', AC_METRIC, V(EVAL), "m", "Pareto front and scatter: KLD, PPL or top-1 misses against bpw", "metric"},
+    {'r', AC_EVAL_REF, V(EVAL), "r", "reference rows (fp16/fp32) on the Pareto front and scatter or not", NULL},
     {'s', AC_SORT, V(ACT) | V(EVAL), "s", "cycle sort order (detail: channel/max|x|; results: column)", "sort"},
     {'t', AC_TOPK, V(ACT), "t", "detail: cycle top-k channels shown (16, 32, 64, all)", NULL},
     {'f', AC_SENS_FMT, V(SENS), "f", "cycle weight format (int8 ... fp8-e5m2)", "format"},
@@ -62,6 +64,8 @@ static const Binding table[] = {
     {'u', AC_UNDO, V(PLAN), "u", "undo the last plan edit", "undo"},
     {TK_CTRL_R, AC_REDO, V(PLAN), "Ctrl-R", "redo", "redo"},
     {'W', AC_WRITE_PLAN, V(PLAN), "W", "write the plan as JSON (path in the message bar)", NULL},
+    {'A', AC_AUTO_PLAN, V(PLAN) | V(EVAL), "A",
+     "auto plan: least predicted KLD at the size of the plan in the editor (Log: why each cell)", "auto"},
     {0, AC_NONE, 0, NULL, NULL, NULL},
 };
 

@@ -1,7 +1,9 @@
 /* The Evaluate view: the running evaluation (running PPL and KLD with a
  * per-chunk sparkline; Esc cancels), the table of every plan evaluated in
- * the session (sortable), and a scatter of PPL against bits per weight that
- * marks the Pareto front. */
+ * the session (sortable; fixed-width columns from tui/results.h; the loss
+ * model's predicted KLD beside the measured one), and a scatter of KLD (or
+ * PPL, top-1 misses: m) on a log axis against bits per weight that marks
+ * the Pareto front; reference rows (>= 16 bpw) only with r. */
 #define NCURSES_WIDECHAR 1
 #ifndef _XOPEN_SOURCE_EXTENDED
 #define _XOPEN_SOURCE_EXTENDED 1
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/planner.h"
 #include "tui/draw.h"
 #include "tui/heat.h"
 #include "tui/views.h"
@@ -25,12 +28,6 @@ static void spark(int y, int x, int w, const double *v, int64_t n) {
     if (k > LIVE_HIST) k = LIVE_HIST;
     heat_spark(v + first, k, 8, lv);
     for (int64_t i = 0; i < k; i++) draw_str(y, x + (int)i, 1, C_BAR, heat_spark_glyph(lv[i], draw_utf8()));
-}
-
-/* Decimals that keep a perplexity (or its change) within 8 columns. */
-static int ppl_prec(double v) {
-    double m = fabs(v);
-    return m < 999.5 ? 4 : m < 99999.5 ? 2 : 0;
 }
 
 static int draw_live(const App *a, const Rect *r) {
@@ -70,6 +67,37 @@ static int draw_live(const App *a, const Rect *r) {
     return y - r->y;
 }
 
+/* The loss model's standing over the session's rows with both a prediction
+ * and a complete measurement on this text: mean relative error of the raw
+ * prediction, and after the refinement factor (geometric mean of
+ * measured / predicted). Returns the factor (1 with no pair). */
+static double pred_fit(const EvalRow *rows, int64_t n, int64_t *n_used, double *raw_err, double *fit_err) {
+    double *p = malloc((size_t)(n ? n : 1) * sizeof *p), *m = malloc((size_t)(n ? n : 1) * sizeof *m);
+    double k = 1;
+    *n_used = 0;
+    *raw_err = *fit_err = NAN;
+    if (p && m) {
+        int64_t j = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (!rows[i].cancelled && !rows[i].other_text && isfinite(rows[i].kld_pred)) {
+                p[j] = rows[i].kld_pred;
+                m[j++] = rows[i].kld_mean;
+            }
+        double se = 0;
+        int64_t u = 0;
+        for (int64_t i = 0; i < j; i++)
+            if (p[i] > 0 && m[i] > 0) {
+                se += fabs(p[i] - m[i]) / m[i];
+                u++;
+            }
+        if (u) *raw_err = se / (double)u;
+        k = planner_fit_factor(p, m, j, fit_err, n_used);
+    }
+    free(p);
+    free(m);
+    return k;
+}
+
 static void eval_draw(const App *a, const Layout *l) {
     const Rect *r = &l->main;
     int y = r->y + draw_live(a, r) + 1;
@@ -82,36 +110,42 @@ static void eval_draw(const App *a, const Layout *l) {
         free(front);
         return;
     }
+    EvalMetric met = (EvalMetric)a->eval.metric;
     memcpy(rows, a->rows, (size_t)a->n_rows * sizeof *rows);
-    vm_pareto(rows, a->n_rows, front);
-    for (int64_t i = 0; i < a->n_rows; i++) rows[i].front = front[i]; /* follows the row through the sort */
+    vm_pareto(rows, a->n_rows, met, a->eval.with_ref, front);
+    int have_pred = 0;
+    for (int64_t i = 0; i < a->n_rows; i++) {
+        rows[i].front = front[i]; /* follows the row through the sort */
+        have_pred |= isfinite(rows[i].kld_pred);
+    }
     vm_eval_sort(rows, a->n_rows, (EvalSort)a->eval.sort);
-    int pw = w - 67; /* the plan column takes what the numbers leave */
-    if (pw < 11) pw = 11;
-    if (pw > 32) pw = 32;
-    draw_text(y++, x, w, C_HEADER, "%2s  %-*s %8s %8s %8s %8s %6s %5s %6s %6s", "#", pw, "plan", "PPL", "dPPL", "KLD",
-              "KLD p99", "top-1", "bpw", "MB", "tok/s");
+    unsigned cols;
+    int pw = vm_eval_layout(w, have_pred, &cols);
+    char line[512];
+    vm_eval_header(line, sizeof line, pw, cols);
+    draw_text(y++, x, w, C_HEADER, "%s", line);
     int table_rows = (r->y + r->h - y) / 2;
     if (table_rows < 3) table_rows = 3;
     int64_t first = layout_scroll(a->n_rows, table_rows, a->eval.sel, 0);
     for (int64_t i = first; i < a->n_rows && i - first < table_rows; i++) {
         const EvalRow *e = &rows[i];
-        char tps[16], lab[96];
-        if (isnan(e->tps)) snprintf(tps, sizeof tps, "-");
-        else snprintf(tps, sizeof tps, "%.0f", e->tps);
-        /* the markers lead the row so a narrow terminal never cuts them off */
-        snprintf(lab, sizeof lab, "%s%s%s", e->other_text ? "(other text) " : "", e->cancelled ? "(partial) " : "",
-                 e->label);
+        vm_eval_row(e, 1.0, line, sizeof line, pw, cols);
         ColorRole role = i == a->eval.sel ? C_CURSOR : e->front ? C_FRONT : C_NORMAL;
-        draw_text(y++, x, w, role, "%2lld%s %-*.*s %8.*f %+8.*f %8.5f %8.5f %5.1f%% %5.2f %6.3f %6s", (long long)e->id,
-                  e->front ? "*" : " ", pw, pw, lab, ppl_prec(e->ppl), e->ppl, ppl_prec(e->dppl), e->dppl, e->kld_mean,
-                  e->kld_p99, 100 * e->top1, e->bpw, e->bytes / 1e6, tps);
+        draw_text(y++, x, w, role, "%s", line);
     }
     int64_t n_other = 0;
     for (int64_t i = 0; i < a->n_rows; i++) n_other += rows[i].other_text;
     if (n_other)
         draw_text(y++, x, w, C_DIM, "(other text): reopened, measured on another text or ctx; not compared");
-    /* Scatter: PPL (log) against bpw. */
+    if (have_pred) {
+        int64_t nu;
+        double raw, fit;
+        double k = pred_fit(rows, a->n_rows, &nu, &raw, &fit);
+        if (nu)
+            draw_text(y++, x, w, C_DIM, "KLD pred (loss model): off by %.0f%% over %lld plans; x%.3g leaves %.0f%%",
+                      100 * raw, (long long)nu, k, 100 * fit);
+    }
+    /* Scatter: the metric (log) against bpw. */
     int sh = r->y + r->h - y - 2;
     if (sh >= 4) {
         int sw = w - 12;
@@ -119,10 +153,13 @@ static void eval_draw(const App *a, const Layout *l) {
         int *px = malloc((size_t)a->n_rows * sizeof *px), *py = malloc((size_t)a->n_rows * sizeof *py);
         if (px && py) {
             double bl, bh, pl, ph;
-            vm_scatter(a->rows, a->n_rows, sw, sh, px, py, &bl, &bh, &pl, &ph);
+            vm_scatter(a->rows, a->n_rows, met, a->eval.with_ref, sw, sh, px, py, &bl, &bh, &pl, &ph);
+            /* front marks in a->rows order (rows[] is sorted) */
+            vm_pareto(a->rows, a->n_rows, met, a->eval.with_ref, front);
             int top = y + 1;
             if (!(bl <= bh)) { /* no complete evaluation of this text yet: no axes to draw */
-                draw_text(y, x, w, C_DIM, "PPL vs bpw: nothing to plot yet (partial / other-text rows are not compared)");
+                draw_text(y, x, w, C_DIM, "%s vs bpw: nothing to plot yet (partial / other-text%s rows are not compared)",
+                          eval_metric_name(met), a->eval.with_ref ? "" : " / reference");
                 free(px);
                 free(py);
                 free(rows);
@@ -130,8 +167,9 @@ static void eval_draw(const App *a, const Layout *l) {
                 return;
             }
             char b1[16], b2[16];
-            draw_text(y, x, w, C_DIM, "PPL vs bits per weight (* = Pareto front: nothing smaller is better)");
-            /* one PPL (or one bpw) among the plotted rows: vm_scatter centres it, so is its label */
+            draw_text(y, x, w, C_DIM, "%s (log) vs bits per weight (* = Pareto front); m: metric, r: reference rows %s",
+                      eval_metric_name(met), a->eval.with_ref ? "shown" : "hidden");
+            /* one value (or one bpw) among the plotted rows: vm_scatter centres it, so is its label */
             int mid_y = (sh - 1) - (int)lround(0.5 * (sh - 1)), mid_x = (int)lround(0.5 * (sw - 1));
             draw_text(ph > pl ? top : top + mid_y, x, 9, C_DIM, "%9s", heat_fmt(ph, b1, sizeof b1));
             if (ph > pl) draw_text(top + sh - 1, x, 9, C_DIM, "%9s", heat_fmt(pl, b2, sizeof b2));
@@ -156,6 +194,17 @@ static void eval_draw(const App *a, const Layout *l) {
 
 static int eval_key(App *a, Action act) {
     if (view_move(act, &a->eval.sel, a->n_rows > 0 ? a->n_rows : 1, 5)) return R_REDRAW;
+    if (act == AC_METRIC) {
+        a->eval.metric = (a->eval.metric + 1) % EM_COUNT;
+        app_msg(a, 0, "Pareto front and scatter: %s against bpw", eval_metric_name((EvalMetric)a->eval.metric));
+        return R_REDRAW;
+    }
+    if (act == AC_EVAL_REF) {
+        a->eval.with_ref = !a->eval.with_ref;
+        app_msg(a, 0, "reference rows (fp16/fp32, >= 16 bpw) %s the Pareto front and scatter",
+                a->eval.with_ref ? "on" : "off");
+        return R_REDRAW;
+    }
     if (act == AC_SORT) {
         a->eval.sort = (a->eval.sort + 1) % ES_COUNT;
         app_msg(a, 0, "results sorted by %s", eval_sort_name((EvalSort)a->eval.sort));

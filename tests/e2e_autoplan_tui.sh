@@ -1,0 +1,95 @@
+#!/bin/sh
+# The auto plan in the workbench, in tmux on stories260K (100x30): calibrate,
+# load int4-gptq and evaluate it, press A (the planner at int4-gptq's size,
+# site scales measured in the job), evaluate the proposed plan, and read the
+# Evaluate table: its KLD is below int4-gptq's, its predicted KLD is shown
+# beside the measured one with the prediction error line, the columns stay
+# in place (the decode rate is whole under "dec t/s"), the Log says why each
+# cell got its entry; m switches the Pareto metric. Skips without tmux.
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "e2e_autoplan_tui: SKIPPED: tmux is not installed"
+  exit 0
+fi
+case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
+case $M in /*) ;; *) M=$(pwd)/$M ;; esac
+case $T in /*) ;; *) T=$(pwd)/$T ;; esac
+tmp=$(mktemp -d)
+SOCK=qscope-e2e-auto-$$
+tm() { tmux -L "$SOCK" "$@"; }
+cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail() {
+  echo "e2e_autoplan_tui: $*" >&2
+  echo "--- last screen:" >&2
+  tm capture-pane -p -t e2e >&2 2>/dev/null || true
+  exit 1
+}
+screen() { tm capture-pane -p -t e2e; }
+wait_for() {
+  n=$(( ${2:-10} * 10 ))
+  while [ "$n" -gt 0 ]; do
+    if screen 2>/dev/null | grep -qF -- "$1"; then return 0; fi
+    sleep 0.1
+    n=$((n - 1))
+  done
+  fail "timed out waiting for '$1'"
+}
+has() { screen | grep -qF -- "$1" || fail "screen lacks '$1'"; }
+keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
+
+tm -f /dev/null new-session -d -s keep "sleep 600"
+tm new-session -d -s e2e -x 100 -y 30 \
+  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --ctx 128 --threads 2 2>'$tmp/stderr'; sleep 30"
+wait_for "1 Model" 15
+keys c
+wait_for "calibrated in" 60
+keys 4
+wait_for "Plan: fp16"
+keys A
+wait_for "auto plan at 16.00 bpw" 60   # at fp16's size: every cell stays fp16 (nothing to gain)
+has "0 cells changed"
+keys p
+wait_for "Preset (Enter applies"
+n=0
+while ! screen | grep -qF "> int4-gptq"; do
+  keys j; n=$((n + 1)); [ $n -lt 20 ] || fail "int4-gptq not in the preset list"
+done
+keys Enter
+wait_for "Plan: int4-gptq"
+keys e
+keys 5
+wait_for "int4-gptq" 60
+n=0
+while ! screen | grep -qE '^ *1\*? +int4-gptq'; do sleep 0.2; n=$((n + 1)); [ $n -lt 300 ] || fail "no row for int4-gptq"; done
+keys 4
+keys A
+wait_for "auto plan at 7.82 bpw (size of int4-gptq)" 90
+keys e
+keys 5
+n=0
+while ! screen | grep -qE '^ *2\*? +auto-7\.82bpw'; do sleep 0.2; n=$((n + 1)); [ $n -lt 300 ] || fail "no row for the auto plan"; done
+screen >"$tmp/eval.txt"
+has "dec t/s"
+has "KLD pred"
+has "KLD pred (loss model): off by"
+# the columns: id, plan, PPL, dPPL, KLD, KLD pred, KLD p99, top-1, bpw, MB, dec t/s
+kg=$(awk '$2 == "int4-gptq" || $1 == "1*" && $2 == "int4-gptq" { print $5 }' "$tmp/eval.txt" | head -1)
+ka=$(awk '$2 == "auto-7.82bpw" { print $5 }' "$tmp/eval.txt" | head -1)
+pa=$(awk '$2 == "auto-7.82bpw" { print $6 }' "$tmp/eval.txt" | head -1)
+nf=$(awk '$2 == "auto-7.82bpw" { print NF }' "$tmp/eval.txt" | head -1)
+[ "$nf" = 11 ] || fail "auto row has $nf fields, not 11: $(grep auto-7 "$tmp/eval.txt")"
+awk -v a="$ka" -v g="$kg" -v p="$pa" 'BEGIN { exit !(a > 0 && a < g && p > 0) }' ||
+  fail "auto KLD '$ka' (pred '$pa') is not below int4-gptq '$kg'"
+has "KLD (log) vs bits per weight"
+keys m
+wait_for "PPL (log) vs bits per weight"
+keys 6
+wait_for "layer 4 down:"
+has "auto-plan"
+echo "e2e_autoplan_tui: ok (auto KLD $ka, predicted $pa; int4-gptq KLD $kg)"

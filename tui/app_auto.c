@@ -1,0 +1,193 @@
+/* The automatic planner in the workbench (A) and the loss model's predicted
+ * KLD of evaluated plans: analysis/planner.h under the budget of the plan in
+ * the editor, with the site scales of analysis/sitecal.h (measured in the
+ * job when STATS.sitecal does not match this model, text and context). See
+ * app.h. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis/eval.h"
+#include "analysis/planner.h"
+#include "analysis/qmodel_stats.h"
+#include "analysis/sitecal.h"
+#include "core/alloc.h"
+#include "core/hash.h"
+#include "tui/app.h"
+#include "tui/plan_edit.h"
+
+/* STATS.sitecal into buf; 0 without a calibration. */
+static int sitecal_path(const App *a, char *buf, size_t n) {
+    if (!a->cs || !a->stats_path[0]) return 0;
+    snprintf(buf, n, "%s.sitecal", a->stats_path);
+    return 1;
+}
+
+/* Loads the site scales when the cache matches this model, text and the
+ * evaluation settings; 0 otherwise. */
+static int load_scales(const App *a, const EvalOpts *o, SiteCal *sc) {
+    char path[APP_PATH_MAX + 16], code[32];
+    if (!a->text || !sitecal_path(a, path, sizeof path) || sitecal_load(path, a->m->cfg.n_layers, sc, NULL) != ST_OK)
+        return 0;
+    PlanEntry probe;
+    sitecal_default_probe(&probe);
+    plan_entry_code(&probe, code, sizeof code);
+    if (sitecal_matches(sc, a->m->fingerprint, hash_bytes(HASH_SEED, a->text, a->text_len), o->n_ctx, o->max_chunks,
+                        code))
+        return 1;
+    sitecal_done(sc);
+    return 0;
+}
+
+double app_predict_kld(const App *a, const Plan *p) {
+    EvalOpts o;
+    app_eval_opts(a, &o);
+    SiteCal sc;
+    if (!load_scales(a, &o, &sc)) return NAN;
+    double pred = NAN;
+    if (planner_predict(a->m, a->cs, p, sc.scale, &pred, NULL, NULL) != ST_OK) pred = NAN;
+    sitecal_done(&sc);
+    return pred;
+}
+
+/* === The auto-plan job === */
+
+typedef struct AutoJob {
+    const Model *m;          /* borrowed (the app outlives its jobs) */
+    const char *text;
+    size_t len;
+    Pool *pool;
+    EvalOpts opts;
+    char cache_dir[APP_PATH_MAX];
+    char stats_path[APP_PATH_MAX];
+    char cal_path[APP_PATH_MAX + 16];
+    double bpw;              /* the budget: the editor's plan's bits per weight */
+    char budget_of[80];      /* that plan's label */
+    int measured;            /* 1: the site scales were measured in this job */
+    PlannerResult res;
+    int have_res;
+} AutoJob;
+
+static Status auto_job_run(void *arg, Progress *prog, Err *err) {
+    AutoJob *j = arg;
+    QStatsFile sf = {0};
+    EvalRef *ref = NULL;
+    SiteCal sc;
+    memset(&sc, 0, sizeof sc);
+    Status st = qstats_open(j->stats_path, j->m, &sf, err);
+    if (st) goto done;
+    PlanEntry probe;
+    sitecal_default_probe(&probe);
+    char code[32];
+    plan_entry_code(&probe, code, sizeof code);
+    uint64_t th = hash_bytes(HASH_SEED, j->text, j->len);
+    if (sitecal_load(j->cal_path, j->m->cfg.n_layers, &sc, NULL) != ST_OK ||
+        !sitecal_matches(&sc, j->m->fingerprint, th, j->opts.n_ctx, j->opts.max_chunks, code)) {
+        sitecal_done(&sc);
+        EvalOpts eo = j->opts;
+        eo.layer_err = 0;
+        eo.speed = 0;
+        if ((st = eval_ref_get(j->m, j->text, j->len, &eo, j->cache_dir[0] ? j->cache_dir : NULL, j->pool, prog, &ref,
+                               NULL, err)))
+            goto done;
+        if ((st = sitecal_measure(j->m, sf.cs, ref, &eo, th, &probe, j->pool, prog, &sc, err))) goto done;
+        if ((st = sitecal_save(&sc, j->cal_path, err))) goto done;
+        j->measured = 1;
+    }
+    PlannerOpts po;
+    planner_opts_default(&po);
+    po.bpw = j->bpw;
+    po.method = sf.h ? QM_GPTQ : QM_RTN;
+    po.site_scale = sc.scale;
+    st = planner_build(j->m, sf.cs, &po, &j->res, err);
+    j->have_res = st == ST_OK;
+done:
+    sitecal_done(&sc);
+    eval_ref_free(ref);
+    qstats_close(&sf);
+    return st;
+}
+
+static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
+    AutoJob *j = arg;
+    App *a = ctx;
+    if (!j->have_res) {
+        app_msg(a, 1, "auto plan failed: %s: %s", status_message(st), err->detail);
+        app_log(a, "auto-plan", "failed: %s: %s", status_message(st), err->detail);
+        return;
+    }
+    PlannerResult *r = &j->res;
+    PlanGrid before;
+    Err e2;
+    err_init(&e2);
+    int have_before = plan_grid_copy(&before, a->pe, &e2) == ST_OK;
+    if (plan_edit_load(a->pe, &r->plan, &e2) != ST_OK) {
+        app_msg(a, 1, "auto plan: %s", e2.detail);
+        if (have_before) plan_grid_done(&before);
+        return;
+    }
+    int64_t changed = have_before ? plan_edit_diff(a->pe, &before) : -1;
+    if (have_before) plan_grid_done(&before);
+    int nk;
+    const PlannerKind *kinds = planner_kinds(r->target, &nk);
+    app_log(a, "auto-plan",
+            "budget %.4f bpw (the size of %s); site scales %s %s; %s: predicted KLD %.5f, Lagrangian lower bound %.5f, "
+            "%lld of %lld cells changed; DP %s",
+            j->bpw, j->budget_of, j->measured ? "measured into" : "from", j->cal_path, r->plan.name, r->sol.loss,
+            r->sol.lower_bound, (long long)changed, (long long)r->n_sites,
+            r->sol.unit_bits > 1 ? "on bucketed costs" : "exact");
+    for (int64_t s = 0; s < r->n_sites; s++)
+        app_log(a, "auto-plan", "layer %lld %s: %s", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
+                r->sites[s].why);
+    (void)kinds;
+    app_plan_sync(a);
+    app_msg(a, 0, "auto plan at %.2f bpw (size of %s): pred. KLD %.5f; %lld cells changed; why: Log", j->bpw,
+            j->budget_of, r->sol.loss, (long long)changed);
+}
+
+static void auto_job_free(void *arg) {
+    AutoJob *j = arg;
+    if (!j) return;
+    planner_result_done(&j->res);
+    free(j);
+}
+
+void app_auto_plan(App *a) {
+    if (!a->cs || !a->stats_path[0]) {
+        app_msg(a, 1, "the auto plan needs the calibration's sensitivity map: press c first");
+        return;
+    }
+    if (!a->text) {
+        app_msg(a, 1, "no text to calibrate the loss model on: start with --text FILE");
+        return;
+    }
+    PlanBudget b;
+    app_plan_budget(a, &b);
+    if (!b.valid) {
+        app_msg(a, 1, "the plan in the editor sets the budget, but it is not valid: %s", b.error);
+        return;
+    }
+    AutoJob *j = core_calloc(1, sizeof *j);
+    if (!j) {
+        app_msg(a, 1, "out of memory");
+        return;
+    }
+    j->m = a->m;
+    j->text = a->text;
+    j->len = a->text_len;
+    j->pool = a->pool;
+    app_eval_opts(a, &j->opts);
+    snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
+    snprintf(j->stats_path, sizeof j->stats_path, "%s", a->stats_path);
+    sitecal_path(a, j->cal_path, sizeof j->cal_path);
+    j->bpw = b.bpw;
+    snprintf(j->budget_of, sizeof j->budget_of, "%s", b.label);
+    Err err;
+    err_init(&err);
+    if (!jobs_submit(&a->jobs, "auto plan", auto_job_run, auto_job_finish, auto_job_free, j, &err)) {
+        app_msg(a, 1, "%s", err.detail);
+        return;
+    }
+    app_msg(a, 0, "auto plan queued: least predicted KLD at %.2f bpw (the size of %s)", b.bpw, b.label);
+}
