@@ -73,6 +73,14 @@ void planner_result_done(PlannerResult *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* The largest divisor of n that is <= g and a multiple of 4 (0: none), as
+ * the sensitivity map picks its group sizes. */
+static int64_t fit_group(int64_t n, int64_t g) {
+    for (int64_t d = (g / 4) * 4; d >= 4; d -= 4)
+        if (n % d == 0) return d;
+    return 0;
+}
+
 /* The plan entry of kind k on a site whose map group sizes are (oc_g, ic_g);
  * 0 when the kind does not apply there. */
 static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, QMethod method, PlanEntry *e) {
@@ -81,7 +89,10 @@ static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, QMethod 
     e->w.sym = 1;
     e->w.dim = k->dim;
     e->w.group = 0;
-    if (k->grouped) {
+    if (k->grouped == 2) { /* an extra group size: oc_g is the site's n_in here */
+        e->w.group = fit_group(oc_g, k->need_group);
+        if (e->w.group <= 0) return 0;
+    } else if (k->grouped) {
         e->w.group = k->dim == GROUP_OC ? oc_g : ic_g;
         if (e->w.group <= 0) return 0;
         if (k->need_group > 0 && e->w.group != k->need_group) return 0;
@@ -102,6 +113,12 @@ static double entry_oerr(const struct CalibStats *cs, int64_t l, int p, const Pl
     return oerr;
 }
 
+static int64_t pm_n_in(const PlanModel *pm, int proj) {
+    int64_t no, ni;
+    plan_proj_shape(pm, proj, &no, &ni);
+    return ni;
+}
+
 static double site_scale_of(const PlannerOpts *o, int64_t s) {
     return o->site_scale ? o->site_scale[s] : 1.0;
 }
@@ -117,8 +134,22 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     memset(out, 0, sizeof *out);
     plan_init(&out->plan);
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
-    int nk;
-    const PlannerKind *kinds = planner_kinds(o->target, &nk);
+    int nk0;
+    const PlannerKind *kinds0 = planner_kinds(o->target, &nk0);
+    /* the table, then the extra group sizes' rows */
+    static const QFormat xf[] = {QF_INT8, QF_INT6, QF_INT4, QF_INT3, QF_INT2};
+    PlannerKind kinds[96];
+    char xname[40][24];
+    int nk = 0, nx = 0;
+    for (int k = 0; k < nk0 && nk < 56; k++) kinds[nk++] = kinds0[k];
+    int nk_table = nk;
+    for (int g = 0; o->target == PLANNER_TARGET_ANY && g < o->n_extra_groups && g < 4; g++)
+        for (int f = 0; f < 5 && nx < 40; f++) {
+            snprintf(xname[nx], sizeof xname[nx], "%s/oc%lld", qformat_traits(xf[f])->name, (long long)o->extra_groups[g]);
+            kinds[nk++] = (PlannerKind){xname[nx], xf[f], GROUP_OC, 2, o->extra_groups[g], NULL, PLANNER_TARGET_ANY};
+            nx++;
+        }
+    if (nx && !o->h) return err_set(err, ST_ERR_ARG, "extra group sizes need H (the stats file's .h64)");
     int64_t n = pm.n_layers * PLAN_NPROJ;
     Status st = ST_OK;
     int64_t *off = NULL, *bits = NULL, *bytes8 = NULL;
@@ -188,12 +219,31 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
         plan_proj_shape(&pm, p, &no, &ni);
         qstats_sens_groups(cs, l, p, &og, &ig);
         int64_t first = k_all;
+        /* the extra rows' output errors, computed now (the map lacks them) */
+        double xo[40];
+        QParams xq[40];
+        int xk[40], nxq = 0;
+        for (int k = nk_table; k < nk; k++) {
+            PlanEntry e;
+            xk[k - nk_table] = -1;
+            if (o->formats && !(o->formats & (1u << kinds[k].fmt))) continue;
+            if (!kind_entry(&kinds[k], ni, ni, o->method, &e) || e.w.group == og) continue; /* og: in the map */
+            xk[k - nk_table] = nxq;
+            xq[nxq++] = e.w;
+        }
+        if (nxq && (st = qstats_site_oerr(m, o->h, l, p, xq, nxq, o->pool, xo, err))) goto fail;
         for (int k = 0; k < nk; k++) {
             if (o->formats && !(o->formats & (1u << kinds[k].fmt))) continue;
             PlanEntry e;
-            if (!kind_entry(&kinds[k], og, ig, o->method, &e)) continue;
-            double oe = entry_oerr(cs, l, p, &e);
-            if (oe < 0) continue;
+            if (!kind_entry(&kinds[k], kinds[k].grouped == 2 ? ni : og, ig, o->method, &e)) continue;
+            double oe;
+            if (kinds[k].grouped == 2) {
+                if (xk[k - nk_table] < 0) continue;
+                oe = xo[xk[k - nk_table]];
+            } else {
+                oe = entry_oerr(cs, l, p, &e);
+            }
+            if (oe < 0 || isnan(oe)) continue;
             int64_t b = plan_entry_bits(&e, no, ni, GROUP_TENSOR, NULL);
             int64_t b8 = (int64_t)plan_entry_bytes(&e, no, ni, GROUP_TENSOR, NULL) * 8;
             double ls = site_scale_of(o, s) * oe;
@@ -248,10 +298,10 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     if (st) goto fail;
 
     /* The plan: the most common choice is the default entry, the others rules. */
-    int count[256] = {0};
+    int count[96] = {0};
     for (int64_t s = 0; s < n; s++) count[kind_of[off[s] + out->sol.pick[s]]]++;
     int top = 0;
-    for (int k = 1; k < nk; k++)
+    for (int k = 1; k < nk_table; k++) /* the default comes from the table (same groups on every site) */
         if (count[k] > count[top]) top = k;
     Plan *pl = &out->plan;
     if (by_bytes) snprintf(pl->name, sizeof pl->name, "auto-%zuB", o->bytes);
@@ -268,7 +318,7 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
         int64_t og = 0, ig = 0, c = off[s] + out->sol.pick[s];
         qstats_sens_groups(cs, l, p, &og, &ig);
         PlanEntry e;
-        kind_entry(&kinds[kind_of[c]], og, ig, o->method, &e);
+        kind_entry(&kinds[kind_of[c]], kinds[kind_of[c]].grouped == 2 ? pm_n_in(&pm, p) : og, ig, o->method, &e);
         if (e.w.fmt != pl->def.w.fmt || e.w.sym != pl->def.w.sym || e.w.dim != pl->def.w.dim ||
             e.w.group != pl->def.w.group || e.method != pl->def.method) {
             char pat[32];
@@ -276,7 +326,9 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
             if ((st = plan_add_rule(pl, pat, PF_FMT | PF_GROUP | PF_METHOD, &e, err))) goto fail;
         }
         PlannerSite *ps = &out->sites[s];
-        ps->kind = kind_of[c];
+        ps->kind = kind_of[c] < nk_table ? kind_of[c] : -1;
+        snprintf(ps->name, sizeof ps->name, "%s", kinds[kind_of[c]].name);
+        ps->fmt = kinds[kind_of[c]].fmt;
         ps->bits = by_bytes ? bytes8[c] : bits[c];
         ps->oerr = oerrs[c];
         ps->loss = loss[c];

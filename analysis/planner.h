@@ -24,12 +24,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/pool.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/autoplan.h"
 #include "quant/plan.h"
 
 struct CalibStats;
+struct HStore;
 
 typedef enum { PLANNER_TARGET_ANY, PLANNER_TARGET_LLAMACPP, PLANNER_TARGET_COUNT } PlannerTarget;
 
@@ -59,13 +61,22 @@ typedef struct PlannerOpts {
     PlannerTarget target;
     QMethod method;          /* for integer candidates: QM_RTN or QM_GPTQ (needs H to build) */
     const double *site_scale;/* (n_layers * PLAN_NPROJ) loss per unit of output error, or NULL (1) */
+    /* Group sizes beyond the map's (target any): candidates int8/6/4/3/2 with
+     * symmetric OC groups of each (the largest divisor <= g that is a multiple
+     * of 4), their output errors computed now from the weights and h. */
+    int64_t extra_groups[4];
+    int n_extra_groups;
+    const struct HStore *h;  /* needed with extra groups */
+    Pool *pool;              /* for those (may be NULL) */
     AutoSolveOpts solve;
 } PlannerOpts;
 
 void planner_opts_default(PlannerOpts *o);
 
 typedef struct PlannerSite {
-    int kind;                /* index into planner_kinds(target) */
+    int kind;                /* index into planner_kinds(target); -1: an extra group size */
+    char name[24];           /* the candidate ("int4/oc-g", "int4/oc128", "q8_0") */
+    QFormat fmt;
     int64_t bits;
     double oerr;             /* the map's relative output error of the choice (0 for fp16) */
     double loss;             /* predicted loss of the choice */

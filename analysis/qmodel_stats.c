@@ -178,3 +178,10 @@ int qstats_sens_groups(const struct CalibStats *cs, int64_t layer, int proj, int
     *ic_group = gs[SG_IC_G];
     return 1;
 }
+
+Status qstats_site_oerr(const Model *m, const struct HStore *h, int64_t layer, int proj, const QParams *qps, int n,
+                        Pool *pool, double *oerr, Err *err) {
+    double werr[64];
+    if (n > 64) return err_set(err, ST_ERR_ARG, "qstats_site_oerr: %d cells (at most 64)", n);
+    return sens_site_errors(m, h, layer, proj, qps, n, pool, werr, oerr, err);
+}

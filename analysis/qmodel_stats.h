@@ -70,6 +70,12 @@ Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites,
 int qstats_sens_cell(const struct CalibStats *cs, int64_t layer, int proj, const QParams *qp, double *werr,
                      double *oerr);
 
+/* Relative output errors (tr(ΔW H ΔWᵀ)/tr(W H Wᵀ)) of RTN under qps[0..n)
+ * on (layer, proj) of m, computed now from the weights and h (cells the map
+ * does not hold, e.g. other group sizes). pool may be NULL. */
+Status qstats_site_oerr(const Model *m, const struct HStore *h, int64_t layer, int proj, const QParams *qps, int n,
+                        Pool *pool, double *oerr, Err *err);
+
 /* The group sizes the map used on (layer, proj) for OC- and IC-grouped cells
  * (0: none fits); returns 0 when cs has no map. */
 int qstats_sens_groups(const struct CalibStats *cs, int64_t layer, int proj, int64_t *oc_group, int64_t *ic_group);

@@ -364,6 +364,56 @@ done:
     return st;
 }
 
+Status sens_site_errors(const Model *m, const HStore *h, int64_t layer, int proj, const QParams *qps, int n,
+                        Pool *pool, double *werr, double *oerr, Err *err) {
+    const Weight *w = &m->layers[layer].proj[proj];
+    int64_t no = w->n_out, ni = w->n_in, nn = no * ni;
+    Status st = ST_OK;
+    int64_t gr = no < BMAX ? no : BMAX;
+    float *Wq = core_alloc_aligned((size_t)nn, sizeof(float));
+    float *G = h ? core_alloc_aligned((size_t)(gr * ni), sizeof(float)) : NULL;
+    float *Hf = h ? core_alloc_aligned((size_t)(ni * ni), sizeof(float)) : NULL;
+    float *Wconv = NULL;
+    GemmWork *gw = NULL;
+    const float *W = weight_f32_data(w);
+    if (!Wq || (h && (!G || !Hf))) {
+        st = err_set(err, ST_ERR_NOMEM, "sensitivity of one site (%lld weights)", (long long)nn);
+        goto done;
+    }
+    if (!W) {
+        if (!(Wconv = core_alloc_aligned((size_t)nn, sizeof(float)))) {
+            st = err_set(err, ST_ERR_NOMEM, "sensitivity: decoding a weight");
+            goto done;
+        }
+        weight_rows_f32(w, 0, no, Wconv);
+        W = Wconv;
+    }
+    if (h && gemm_f32_available() && (st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err))) goto done;
+    double wnorm = 0, denom = 0;
+    for (int64_t i = 0; i < nn; i++) wnorm += (double)W[i] * W[i];
+    if (h) {
+        if ((st = hstore_load_f32(h, layer, (int)proj_tap((Proj)proj), Hf, err))) goto done;
+        denom = site_denom(W, no, ni, Hf, G, pool, gw);
+    }
+    for (int k = 0; k < n; k++) {
+        if ((st = rtn_fake_quantize(W, no, ni, &qps[k], Wq, err))) goto done;
+        double dn = 0;
+        for (int64_t i = 0; i < nn; i++) {
+            Wq[i] -= W[i];
+            dn += (double)Wq[i] * Wq[i];
+        }
+        werr[k] = wnorm > 0 ? dn / wnorm : 0;
+        oerr[k] = h ? (denom > 0 ? site_denom(Wq, no, ni, Hf, G, pool, gw) / denom : 0) : NAN;
+    }
+done:
+    gemm_work_free(gw);
+    core_free_aligned(Wq);
+    core_free_aligned(G);
+    core_free_aligned(Hf);
+    core_free_aligned(Wconv);
+    return st;
+}
+
 GroupDim sens_adadim_choice(const SensMap *sm, int64_t layer, int proj, int fmt, int grouped) {
     int gi = grouped ? SG_IC_G : SG_IC, go = grouped ? SG_OC_G : SG_OC;
     float ei = sm->oerr[sens_index(layer, proj, fmt, gi)], eo = sm->oerr[sens_index(layer, proj, fmt, go)];

@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/format.h"
+#include "quant/qtensor.h"
 
 /* Candidate weight formats, in map order: int8 int6 int4 int3 int2 fp8-e4m3 fp8-e5m2. */
 #define SENS_NFMT 7
@@ -83,6 +84,14 @@ void sens_opts_default(SensOpts *o);
 Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Pool *pool, Progress *prog,
                          SensMap *sm, Err *err);
 Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog, SensMap *sm, Err *err);
+
+/* Relative weight and output errors of symmetric or asymmetric RTN under
+ * each of qps[0..n) on one site (layer, proj) of m, as sens_compute measures
+ * its cells: werr[i] = ‖ΔW‖²/‖W‖², oerr[i] = tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) (NaN
+ * when h is NULL). For cells the map lacks (other group sizes); pool may be
+ * NULL. */
+Status sens_site_errors(const Model *m, const HStore *h, int64_t layer, int proj, const QParams *qps, int n,
+                        Pool *pool, double *werr, double *oerr, Err *err);
 
 /* AdaDim's choice for (layer, proj, fmt) per-channel (grouped = 0: per-IC vs
  * per-OC) or grouped (1: ic-g vs oc-g): the dimension with the lower output

@@ -40,6 +40,9 @@ static void auto_usage(FILE *f) {
             "                    oc-g, ic-g scales) or llamacpp (ggml types only: f16, q8_0, q4_0;\n"
             "                    needs a map computed with --group 32)\n"
             "  --method M        rtn or gptq for the integer sites (default gptq when STATS has H)\n"
+            "  --groups LIST     also int8/6/4/3/2 with OC groups of these sizes (default 64,128;\n"
+            "                    none: only the map's cells); their output errors are computed now\n"
+            "                    from the weights and H (target any, STATS with H)\n"
             "  --text T          calibrate the loss model on text T: for every site, the KLD of the\n"
             "                    model with that site alone quantized (int4 sym, the map's OC groups,\n"
             "                    RTN; the rest float) over --chunks C (default 4) chunks of --ctx N\n"
@@ -148,6 +151,7 @@ int cmd_plan_auto(int argc, char **argv) {
     PlannerOpts po;
     planner_opts_default(&po);
     int method = -1, why = 0;
+    const char *groups = "64,128";
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -182,6 +186,9 @@ int cmd_plan_auto(int argc, char **argv) {
         } else if ((r = args_opt(argc, argv, &i, "--site-scales", &val)) != 0) {
             if (r < 0) return 2;
             scales_path = val;
+        } else if ((r = args_opt(argc, argv, &i, "--groups", &val)) != 0) {
+            if (r < 0) return 2;
+            groups = val;
         } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
             if (r < 0) return 2;
             text_path = val;
@@ -243,7 +250,25 @@ int cmd_plan_auto(int argc, char **argv) {
         if (site_scales(m, &sf, stats_path, scales_path, text_path, cache, ctx, chunks, threads, &sc)) goto done;
         po.site_scale = sc.scale;
     }
-    if (planner_build(m, sf.cs, &po, &res, &err)) {
+    Pool *pool = NULL;
+    if (strcmp(groups, "none") != 0 && sf.h && po.target == PLANNER_TARGET_ANY) {
+        char gb[64];
+        snprintf(gb, sizeof gb, "%s", groups);
+        for (char *t = strtok(gb, ","); t && po.n_extra_groups < 4; t = strtok(NULL, ",")) {
+            int64_t g;
+            if (!args_int("plan", "--groups", t, 4, 1 << 16, &g)) goto done;
+            po.extra_groups[po.n_extra_groups++] = g;
+        }
+        po.h = sf.h;
+        if (pool_new((int)threads, &pool, &err)) {
+            args_print_err("plan", &err);
+            goto done;
+        }
+        po.pool = pool;
+    }
+    Status bst = planner_build(m, sf.cs, &po, &res, &err);
+    pool_free(pool);
+    if (bst) {
         args_print_err("plan", &err);
         goto done;
     }
@@ -253,18 +278,18 @@ int cmd_plan_auto(int argc, char **argv) {
         args_print_err("plan", &err);
         goto done;
     }
-    int nk;
-    const PlannerKind *kinds = planner_kinds(res.target, &nk);
     if (why) {
         for (int64_t s = 0; s < res.n_sites; s++)
             fprintf(stderr, "  %3lld %-5s %s\n", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
                     res.sites[s].why);
     } else {
-        /* a count per kind */
-        for (int k = 0; k < nk; k++) {
-            int64_t c = 0;
-            for (int64_t s = 0; s < res.n_sites; s++) c += res.sites[s].kind == k;
-            if (c) fprintf(stderr, "  %-10s %lld sites\n", kinds[k].name, (long long)c);
+        /* a count per candidate, in order of first use */
+        for (int64_t s = 0; s < res.n_sites; s++) {
+            int64_t c = 0, seen = 0;
+            for (int64_t t = 0; t < s && !seen; t++) seen = !strcmp(res.sites[t].name, res.sites[s].name);
+            if (seen) continue;
+            for (int64_t t = s; t < res.n_sites; t++) c += !strcmp(res.sites[t].name, res.sites[s].name);
+            fprintf(stderr, "  %-10s %lld sites\n", res.sites[s].name, (long long)c);
         }
     }
     for (int64_t i = 0; i < res.plan.n_notes; i++) fprintf(stderr, "plan: note: %s\n", res.plan.notes[i]);

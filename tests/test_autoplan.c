@@ -212,19 +212,52 @@ static void test_planner_stories(void) {
     const PlannerKind *kinds = planner_kinds(PLANNER_TARGET_ANY, &nk);
     const PlannerSite *zs = &r2.sites[3 * PLAN_NPROJ + PLAN_DOWN];
     /* a free site takes the cheapest candidate: per-tensor int2 */
-    CHECKF(!strcmp(kinds[zs->kind].name, "int2/t"), "free site got %s", kinds[zs->kind].name);
+    CHECKF(!strcmp(zs->name, "int2/t") && zs->kind >= 0 && !strcmp(kinds[zs->kind].name, "int2/t"), "free site got %s",
+           zs->name);
     CHECK_OK(planner_predict(m, sf.cs, &r2.plan, sc, &pred, NULL, &err), err);
     CHECK_NEAR(pred, r2.sol.loss, 1e-9 * r2.sol.loss);
     planner_result_done(&r2);
     o.site_scale = NULL;
     free(sc);
 
+    /* cells computed now agree with the map's (which may estimate the off-diagonal part within 1 %) */
+    {
+        QParams qp[2] = {{QF_INT4, 1, GROUP_OC, 32}, {QF_INT3, 1, GROUP_IC, 0}};
+        double oe[2], mo;
+        CHECK_OK(qstats_site_oerr(m, sf.h, 2, PLAN_GATE, qp, 2, NULL, oe, &err), err);
+        for (int k = 0; k < 2; k++) {
+            CHECK(qstats_sens_cell(sf.cs, 2, PLAN_GATE, &qp[k], NULL, &mo));
+            CHECKF(fabs(oe[k] - mo) <= 0.03 * mo, "cell %d: computed %g, map %g", k, oe[k], mo);
+        }
+    }
+    /* extra group sizes (16 and 64 along the rows; the down projections' 172 inputs take 4 = 4·43) add
+     * candidates: never a worse optimum, and here a strictly better one */
+    {
+        PlannerOpts ox = o;
+        ox.site_scale = NULL;
+        ox.extra_groups[0] = 16;
+        ox.extra_groups[1] = 64;
+        ox.n_extra_groups = 2;
+        ox.h = sf.h;
+        PlannerResult rx;
+        CHECK_OK(planner_build(m, sf.cs, &ox, &rx, &err), err);
+        CHECKF(rx.sol.loss <= r.sol.loss * (1 + 1e-12), "extras %g > without %g", rx.sol.loss, r.sol.loss);
+        int64_t n_extra = 0;
+        for (int64_t s = 0; s < rx.n_sites; s++) n_extra += rx.sites[s].kind < 0;
+        CHECK(n_extra > 0 && rx.sol.loss < r.sol.loss);
+        CHECK_OK(plan_size(&rx.plan, &pm, NULL, &ps, &err), err);
+        CHECK(ps.all_bits <= (int64_t)floor(o.bpw * (double)ps.all_params));
+        ox.h = NULL;
+        CHECK(planner_build(m, sf.cs, &ox, &r2, &err) == ST_ERR_ARG);
+        planner_result_done(&rx);
+    }
+
     /* --formats: only fp16 and int8 */
     o.formats = (1u << QF_F16) | (1u << QF_INT8);
     o.bpw = 10;
     CHECK_OK(planner_build(m, sf.cs, &o, &r2, &err), err);
     for (int64_t s = 0; s < r2.n_sites; s++) {
-        QFormat f = kinds[r2.sites[s].kind].fmt;
+        QFormat f = r2.sites[s].fmt;
         CHECK(f == QF_F16 || f == QF_INT8);
     }
     planner_result_done(&r2);

@@ -100,6 +100,13 @@ static Status auto_job_run(void *arg, Progress *prog, Err *err) {
     po.bpw = j->bpw;
     po.method = sf.h ? QM_GPTQ : QM_RTN;
     po.site_scale = sc.scale;
+    if (sf.h) { /* as qscope plan --auto: OC groups of 64 and 128 too, computed from W and H */
+        po.extra_groups[0] = 64;
+        po.extra_groups[1] = 128;
+        po.n_extra_groups = 2;
+        po.h = sf.h;
+        po.pool = j->pool;
+    }
     st = planner_build(j->m, sf.cs, &po, &j->res, err);
     j->have_res = st == ST_OK;
 done:
