@@ -25,6 +25,16 @@ WQ_AVX512_TARGET void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, 
     if (i < n) f16_decode_ref(h + i, n - i, bf16, out + i);
 }
 
+__attribute__((target("avx2,f16c"))) void f16_decode_avx2(const uint16_t *h, int64_t n, int bf16, float *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(h + i));
+        __m256 f = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)) : _mm256_cvtph_ps(v);
+        _mm256_storeu_ps(out + i, f);
+    }
+    if (i < n) f16_decode_ref(h + i, n - i, bf16, out + i);
+}
+
 #define F16_DOT(p, xb, a, b)                                                       \
     do {                                                                           \
         a = _mm512_fmadd_ps(f16_load16(p), _mm512_loadu_ps(xb), a);                \

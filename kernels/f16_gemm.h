@@ -17,6 +17,10 @@ void f16_decode_ref(const uint16_t *h, int64_t n, int bf16, float *out);
  * reference for every input (NaN payloads aside). */
 void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, float *out);
 
+/* Same with AVX2 + F16C (vcvtph2ps on 8 lanes, bf16 by a shift); callers
+ * check cpu_has_avx2() && cpu_has_f16c(). Bit-equal to the reference. */
+void f16_decode_avx2(const uint16_t *h, int64_t n, int bf16, float *out);
+
 /* Row-dot kernels over packed rows of 32 halves (64 bytes) per block, or 16
  * floats per block for f32; see kernels/wq_rowdot.h. AVX-512 only. */
 void f16_rowdot_f16_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,

@@ -32,6 +32,8 @@ void weight_rows_f32(const Weight *w, int64_t r0, int64_t r1, float *dst) {
     case GGML_BF16:
         if (cpu_has_avx512f() && (uintptr_t)src % 2 == 0) {
             f16_decode_avx512((const uint16_t *)(const void *)src, n, w->type == GGML_BF16, dst);
+        } else if (cpu_has_avx2() && cpu_has_f16c() && (uintptr_t)src % 2 == 0) {
+            f16_decode_avx2((const uint16_t *)(const void *)src, n, w->type == GGML_BF16, dst);
         } else {
             /* Bytewise: the data need not be 2-byte aligned. */
             for (int64_t i = 0; i < n; i++) {
