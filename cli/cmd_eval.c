@@ -193,11 +193,11 @@ int cmd_eval(int argc, char **argv) {
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
-    if (ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0) {
-        fprintf(stderr, "qscope eval: --ctx %lld exceeds %s's context %lld\n", (long long)ctx, model_path,
-                (long long)m->cfg.max_seq_len);
-        goto done;
-    }
+    /* One context policy (ppl, calib, eval, the TUI): longer than declared is
+     * accepted with a warning, as llama.cpp does. */
+    if (ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0)
+        fprintf(stderr, "qscope eval: warning: --ctx %lld is longer than the %lld positions %s was trained on\n",
+                (long long)ctx, (long long)m->cfg.max_seq_len, model_path);
     if (file_read_all(text_path, EVAL_MAX_TEXT, &text, &len, &err)) {
         args_print_err("eval", &err);
         goto done;

@@ -16,7 +16,7 @@
 
 static void tui_usage(FILE *f) {
     fprintf(f,
-            "usage: qscope [MODEL] [--tokenizer T] [--session S] [--text F] [--threads N]\n"
+            "usage: qscope [MODEL] [--tokenizer T] [--session S] [--text F] [--calib-text C] [--threads N]\n"
             "              [--ctx N] [--chunks N] [--samples N] [--seqlen L]\n"
             "Opens the workbench: model, activation and sensitivity maps, plan editor,\n"
             "evaluation, log (press ? inside for the keys).\n"
@@ -24,12 +24,16 @@ static void tui_usage(FILE *f) {
             "                default: ../shared/models/stories260K/stories260K-f32.gguf beside the binary\n"
             "  --text F      calibration and evaluation text (default: ../shared/text/tinystories_sample.txt\n"
             "                beside the binary, if present)\n"
+            "  --calib-text C  calibrate on C instead of the --text F that evaluation scores\n"
+            "                (keeps the plan from being tuned on the text it is scored on)\n"
             "  --session S   session file (shown in the title)\n"
             "  --threads N   worker threads for jobs (default: all CPUs)\n"
-            "  --ctx N       evaluation chunk length (default 512, at most the model's context)\n"
+            "  --ctx N       evaluation chunk length (default 512, or the model's context if\n"
+            "                shorter; longer is accepted with a warning, as in eval)\n"
             "  --chunks N    evaluate at most N chunks (default: all)\n"
             "  --samples N   calibration sequences (default 16)\n"
-            "  --seqlen L    calibration sequence length (default 256, at most the model's context)\n"
+            "  --seqlen L    calibration sequence length (default 256, or the model's context\n"
+            "                if shorter; longer is accepted with a warning, as in calib)\n"
             "Calibration stats and written plans go to $XDG_CACHE_HOME/qscope (or ~/.cache/qscope).\n");
 }
 
@@ -68,6 +72,7 @@ int cmd_tui(int argc, char **argv) {
         if ((r = args_opt(argc, argv, &i, "--tokenizer", &o.tokenizer)) ||
             (r = args_opt(argc, argv, &i, "--session", &o.session)) ||
             (r = args_opt(argc, argv, &i, "--text", &o.text_path)) ||
+            (r = args_opt(argc, argv, &i, "--calib-text", &o.calib_text_path)) ||
             (r = args_opt(argc, argv, &i, "--threads", &threads)) || (r = args_opt(argc, argv, &i, "--ctx", &ctx)) ||
             (r = args_opt(argc, argv, &i, "--chunks", &chunks)) ||
             (r = args_opt(argc, argv, &i, "--samples", &samples)) ||

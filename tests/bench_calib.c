@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
     printf("%-34s %9.3f %9.3f %9.1f\n", "forward, all logits (as ppl)", s_logits.wall, s_logits.cpu, tok / s_logits.cpu);
     printf("%-34s %9.3f %9.3f %9.1f\n", "forward, no logits", s_plain.wall, s_plain.cpu, tok / s_plain.cpu);
 
-    /* A per-process path (hstore_create refuses an existing file). */
+    /* A per-process path: two benches must not write one H file. */
     char hpath[96];
     snprintf(hpath, sizeof hpath, "/tmp/qs_bench_calib.%ld.h64", (long)getpid());
     Span s_stats = {1e30, 1e30}, s_full = {1e30, 1e30};

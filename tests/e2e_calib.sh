@@ -84,6 +84,10 @@ set -e
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 1 --seqlen 200 --no-sensitivity -o "$tmp/x.qsst" \
   2>"$tmp/e.err" >/dev/null || fail "seqlen above context: $(cat "$tmp/e.err")"
 has "$tmp/e.err" "warning: --seqlen 200 is above the model's context 128"
+# one context policy: eval accepts a --ctx above the declared context with a warning too
+"$Q" eval "$M/stories260K-f32.gguf" --text "$T" --preset fp16 --ctx 200 --chunks 1 >/dev/null 2>"$tmp/e.err" \
+  || fail "eval --ctx above context: $(cat "$tmp/e.err")"
+has "$tmp/e.err" "warning: --ctx 200 is longer than the 128 positions"
 # 30 × 128 tokens > the text's 3793 bytes: a warning that windows repeat
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --no-sensitivity --no-h \
   -o "$tmp/y.qsst" 2>"$tmp/e.err" >/dev/null || fail "many samples: $(cat "$tmp/e.err")"

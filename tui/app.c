@@ -156,6 +156,11 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
         snprintf(a->text_path, sizeof a->text_path, "%s", o->text_path);
         if ((st = file_read_all(o->text_path, (size_t)1 << 30, &a->text, &a->text_len, err)) != ST_OK) goto fail;
     }
+    if (o->calib_text_path) {
+        snprintf(a->calib_path, sizeof a->calib_path, "%s", o->calib_text_path);
+        if ((st = file_read_all(o->calib_text_path, (size_t)1 << 30, &a->calib_text, &a->calib_len, err)) != ST_OK)
+            goto fail;
+    }
     cache_dir_init(a);
     if (o->session) {
         snprintf(a->session_path, sizeof a->session_path, "%s", o->session);
@@ -184,6 +189,7 @@ void app_done(App *a) {
     pool_free(a->pool);
     model_free(a->m);
     free(a->text);
+    free(a->calib_text);
     free(a->rows);
     free(a->log);
     free(a->plan.marks);

@@ -25,7 +25,8 @@ typedef struct TuiOpts {
     const char *model_path;
     const char *tokenizer;   /* llama2.c tokenizer, or NULL */
     const char *session;     /* session file, or NULL */
-    const char *text_path;   /* calibration / evaluation text, or NULL */
+    const char *text_path;   /* evaluation text (and calibration text without calib_text_path), or NULL */
+    const char *calib_text_path; /* calibration text when it differs from the evaluation text, or NULL */
     int threads;             /* 0: all CPUs */
     int64_t ctx;             /* evaluation chunk length (0: eval's default, clipped to the model) */
     int64_t chunks;          /* evaluation chunks (0: all) */
@@ -86,6 +87,9 @@ typedef struct App {
     char text_path[APP_PATH_MAX]; /* "" when none was found */
     char *text;              /* (text_len) its bytes, owned; NULL when none */
     size_t text_len;
+    char calib_path[APP_PATH_MAX]; /* --calib-text, "" when calibration uses the evaluation text */
+    char *calib_text;        /* (calib_len) its bytes, owned; NULL without --calib-text */
+    size_t calib_len;
     char session_path[APP_PATH_MAX]; /* "" without --session */
     struct Session *sess;    /* owned; NULL without --session: then nothing is saved */
     char cache_dir[APP_PATH_MAX]; /* where stats and written plans go */
@@ -155,6 +159,11 @@ EvalRow *app_add_row(App *a);
 
 /* Queues a calibration job; the message bar says why when it cannot. */
 void app_calibrate(App *a);
+
+/* The calibration text (--calib-text when given, else the evaluation text;
+ * NULL when there is none): its length in *len and, if path is not NULL, its
+ * path in *path. Borrowed from a. */
+const char *app_calib_text(const App *a, size_t *len, const char **path);
 
 /* Looks for cached stats for this model and text and loads them. */
 void app_load_cached_stats(App *a);

@@ -18,9 +18,23 @@
 
 void app_free_stats(struct CalibStats *cs) { calib_stats_free(cs); }
 
-/* The cache file for this model + text: CACHE/stats-<model fp>-<text hash>.qss. */
+/* The calibration text: --calib-text when given, else the evaluation text. */
+const char *app_calib_text(const App *a, size_t *len, const char **path) {
+    if (a->calib_text) {
+        *len = a->calib_len;
+        if (path) *path = a->calib_path;
+        return a->calib_text;
+    }
+    *len = a->text_len;
+    if (path) *path = a->text_path;
+    return a->text;
+}
+
+/* The cache file for this model + calibration text: CACHE/stats-<model fp>-<text hash>.qss. */
 static void stats_path_for(const App *a, char *buf, size_t n) {
-    uint64_t th = hash_bytes(0xcbf29ce484222325ull, a->text, a->text_len);
+    size_t len;
+    const char *t = app_calib_text(a, &len, NULL);
+    uint64_t th = hash_bytes(0xcbf29ce484222325ull, t, len);
     snprintf(buf, n, "%s/stats-%016llx-%016llx.qss", a->cache_dir, (unsigned long long)a->m->fingerprint,
              (unsigned long long)th);
 }
@@ -88,7 +102,8 @@ int app_calib_restore(App *a) {
 }
 
 void app_load_cached_stats(App *a) {
-    if (!a->text || !a->cache_dir[0]) return;
+    size_t clen;
+    if (!app_calib_text(a, &clen, NULL) || !a->cache_dir[0]) return;
     char path[APP_PATH_MAX];
     stats_path_for(a, path, sizeof path);
     struct stat st;
@@ -207,7 +222,9 @@ static void calib_job_free(void *arg) {
 }
 
 void app_calibrate(App *a) {
-    if (!a->text) {
+    size_t clen;
+    const char *cpath = NULL, *ctext = app_calib_text(a, &clen, &cpath);
+    if (!ctext) {
         app_msg(a, 1, "no calibration text: start with --text FILE");
         return;
     }
@@ -217,8 +234,8 @@ void app_calibrate(App *a) {
         return;
     }
     j->m = a->m;
-    j->text = a->text;
-    j->len = a->text_len;
+    j->text = ctext;
+    j->len = clen;
     j->pool = a->pool;
     calib_params_default(&j->p);
     if (a->opts.samples > 0) j->p.samples = a->opts.samples;
@@ -227,7 +244,7 @@ void app_calibrate(App *a) {
      * --seqlen given by the user is kept (with a warning), as in `calib`. */
     if (a->opts.seqlen <= 0 && a->m->cfg.max_seq_len > 0 && j->p.seqlen > a->m->cfg.max_seq_len)
         j->p.seqlen = a->m->cfg.max_seq_len;
-    snprintf(j->p.text_path, sizeof j->p.text_path, "%s", a->text_path);
+    snprintf(j->p.text_path, sizeof j->p.text_path, "%s", cpath);
     stats_path_for(a, j->path, sizeof j->path);
     j->tmp_h = calib_h_temp(j->path);
     if (!j->tmp_h) {
@@ -242,6 +259,8 @@ void app_calibrate(App *a) {
         app_msg(a, 1, "%s", err.detail);
         return;
     }
-    app_msg(a, 0, "calibration queued: %lld samples x %lld tokens of %s", (long long)j->p.samples,
-            (long long)j->p.seqlen, a->text_path);
+    int64_t ctx = a->m->cfg.max_seq_len;
+    app_msg(a, 0, "calibration queued: %lld samples x %lld tokens of %s%s", (long long)j->p.samples,
+            (long long)j->p.seqlen, cpath,
+            ctx > 0 && j->p.seqlen > ctx ? " (warning: longer than the model's context; accepted, as in calib)" : "");
 }

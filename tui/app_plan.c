@@ -22,11 +22,14 @@
 
 static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
 
+/* eval's defaults with --ctx / --chunks: as `qscope eval`, the default is
+ * 512 or the model's context if shorter; a longer --ctx is kept (the CLI
+ * warns; llama.cpp accepts it too). */
 void app_eval_opts(const App *a, EvalOpts *o) {
     eval_opts_default(o);
+    if (a->m->cfg.max_seq_len > 0 && o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
     if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
     if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
-    if (o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
 }
 
 /* Reopen: the session's results become rows of the Evaluate view; those

@@ -61,7 +61,11 @@ void view_no_calib(const App *a, const Rect *r, const char *what) {
     }
     draw_text(y, r->x + 2, r->w - 4, C_WARN, "No calibration yet - press c");
     draw_text(y + 2, r->x + 2, r->w - 4, C_NORMAL, "%s needs activation statistics from a calibration run.", what);
-    if (a->text) draw_text(y + 3, r->x + 2, r->w - 4, C_NORMAL, "c runs it on %s in the background.", a->text_path);
+    size_t clen;
+    const char *cpath = NULL;
+    if (app_calib_text(a, &clen, &cpath))
+        draw_text(y + 3, r->x + 2, r->w - 4, C_NORMAL, "c runs it on %s in the background%s.", cpath,
+                  a->calib_text ? " (the calibration text; evaluation uses --text)" : "");
     else draw_text(y + 3, r->x + 2, r->w - 4, C_ERROR, "There is no text: restart with --text FILE.");
 }
 

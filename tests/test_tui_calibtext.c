@@ -1,0 +1,34 @@
+/* --calib-text: the workbench calibrates on its own text, not on the text
+ * evaluation scores (issue 11 item 5), and says which; without it the
+ * evaluation text serves both as before. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tui/app.h"
+#include "testlib.h"
+
+int main(void) {
+    Err err;
+    err_init(&err);
+    char model[1024], text[1024], ctext[1024];
+    snprintf(model, sizeof model, "%s", testlib_shared("models/stories260K/stories260K-f32.gguf"));
+    snprintf(text, sizeof text, "%s", testlib_shared("text/tinystories_sample.txt"));
+    snprintf(ctext, sizeof ctext, "%s", testlib_shared("text/wikitext-2-test.txt"));
+    setenv("XDG_CACHE_HOME", "/tmp", 0);
+    App *a = calloc(1, sizeof *a);
+    TuiOpts o = {.model_path = model, .text_path = text, .calib_text_path = ctext, .threads = 1};
+    CHECK_OK(app_init(a, &o, &err), err);
+    size_t len = 0;
+    const char *path = NULL, *t = app_calib_text(a, &len, &path);
+    CHECK(t == a->calib_text && len == a->calib_len && len > 1000000 && strcmp(path, ctext) == 0);
+    CHECK(a->text_len == 3793 && strcmp(a->text_path, text) == 0); /* evaluation keeps --text */
+    app_done(a);
+    TuiOpts o2 = {.model_path = model, .text_path = text, .threads = 1};
+    CHECK_OK(app_init(a, &o2, &err), err);
+    t = app_calib_text(a, &len, &path);
+    CHECK(t == a->text && len == 3793 && strcmp(path, text) == 0);
+    app_done(a);
+    free(a);
+    return testlib_done("test_tui_calibtext");
+}
