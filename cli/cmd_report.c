@@ -171,6 +171,16 @@ static int view_spikes(const CalibStats *cs, const ReportOpts *o) {
     return 0;
 }
 
+/* Bits per weight of a map cell: the format's bits plus one fp16 scale per
+ * scale group (tensor: 1 per matrix; oc: n_in weights; ic: n_out; oc-g and
+ * ic-g: g), so groupings can be compared at their cost. */
+static double cell_bpw(int fmt_bits, int g, int grp, int64_t n_out, int64_t n_in) {
+    if (g == SG_TENSOR && n_out == 0) return fmt_bits; /* one scale: < 1e-5 bits per weight */
+    double per = g == SG_TENSOR ? (double)n_out * (double)n_in : g == SG_OC ? (double)n_in
+               : g == SG_IC ? (double)n_out : (double)grp;
+    return per > 0 ? fmt_bits + 16.0 / per : NAN;
+}
+
 static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
     if (!cs->has_sens) {
         fprintf(stderr, "qscope report: the stats file has no sensitivity map (calibrated with --no-sensitivity or cancelled)\n");
@@ -179,25 +189,44 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
     const SensMap *sm = &cs->sens;
     int first = 1;
     if (o->out == OUT_JSON) printf("[");
-    else if (o->out == OUT_CSV) printf("layer,proj,format,grouping,group,weight_err,output_err\n");
+    else if (o->out == OUT_CSV) printf("layer,proj,format,grouping,group,weight_err,output_err,bpw\n");
     for (int64_t l = 0; l < cs->n_layers; l++) {
         if (!sel_layer(o, l)) continue;
         for (int p = 0; p < PROJ_COUNT; p++) {
             if (!sel_proj(o, (Proj)p)) continue;
             const int32_t *gs = sm->gsize + (l * PROJ_COUNT + p) * SG_COUNT;
-            if (o->out == OUT_TEXT)
+            int64_t no = p == PROJ_DOWN ? cs->dim : p == PROJ_GATE || p == PROJ_UP ? cs->hidden_dim
+                       : p == PROJ_O ? cs->dim : (int64_t)0;
+            int64_t ni = p == PROJ_DOWN ? cs->hidden_dim : p == PROJ_O ? cs->q_dim : cs->dim;
+            if (p == PROJ_Q) no = cs->q_dim;
+            if (p == PROJ_K || p == PROJ_V) no = 0; /* the KV width is not in the stats: ic overhead unknown */
+            if (o->out == OUT_TEXT) {
                 printf("layer %lld %s  output error tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) [weight error ‖ΔW‖²/‖W‖²]"
-                       "  oc-g=%d ic-g=%d\n%-9s %21s %21s %21s %21s %21s  adadim\n",
-                       (long long)l, proj_name((Proj)p), gs[SG_OC_G], gs[SG_IC_G], "format", "tensor", "oc", "ic",
-                       "oc-g", "ic-g");
+                       "  oc-g=%d ic-g=%d\n",
+                       (long long)l, proj_name((Proj)p), gs[SG_OC_G], gs[SG_IC_G]);
+                printf("%-9s %21s %21s %21s %21s %21s  adadim\n", "format", "tensor", "oc", "ic", "oc-g", "ic-g");
+                printf("%-9s", "+bpw");
+                for (int g = 0; g < SG_COUNT; g++) {
+                    int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
+                    double b = cell_bpw(0, g, grp, no, ni);
+                    char cell[32];
+                    if (isnan(b)) snprintf(cell, sizeof cell, "?");
+                    else snprintf(cell, sizeof cell, "+%.4f", b);
+                    printf(" %21s", cell);
+                }
+                printf("  (scale bits per weight: a cell costs the format's bits plus this)\n");
+            }
             for (int f = 0; f < SENS_NFMT; f++) {
                 const char *fname = qformat_traits(sens_fmt(f))->name;
+                int fbits = qformat_traits(sens_fmt(f))->bits;
                 GroupDim c0 = sens_adadim_choice(sm, l, p, f, 0), c1 = sens_adadim_choice(sm, l, p, f, 1);
                 if (o->out == OUT_TEXT) printf("%-9s", fname);
                 for (int g = 0; g < SG_COUNT; g++) {
                     int64_t ix = sens_index(l, p, f, g);
                     double we = sm->werr[ix], oe = sm->oerr[ix];
                     int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
+                    double bpw = cell_bpw(fbits, g, grp, no, ni);
+                    if (isnan(we)) bpw = NAN;
                     if (o->out == OUT_JSON) {
                         printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"grouping\": \"%s\", "
                                "\"group\": %d, \"weight_err\": ",
@@ -206,6 +235,8 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                         json_num(we);
                         printf(", \"output_err\": ");
                         json_num(oe);
+                        printf(", \"bpw\": ");
+                        json_num(bpw);
                         if (g == SG_OC || g == SG_IC || g == SG_OC_G || g == SG_IC_G) {
                             GroupDim c = (g == SG_OC || g == SG_IC) ? c0 : c1;
                             printf(", \"adadim_choice\": \"%s\"", group_dim_name(c));
@@ -213,8 +244,8 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                         printf("}");
                         first = 0;
                     } else if (o->out == OUT_CSV) {
-                        printf("%lld,%s,%s,%s,%d,%.9g,%.9g\n", (long long)l, proj_name((Proj)p), fname,
-                               sens_group_name((SensGroup)g), grp, we, oe);
+                        printf("%lld,%s,%s,%s,%d,%.9g,%.9g,%.6g\n", (long long)l, proj_name((Proj)p), fname,
+                               sens_group_name((SensGroup)g), grp, we, oe, bpw);
                     } else {
                         char cell[32];
                         if (isnan(we)) snprintf(cell, sizeof cell, "n/a");
