@@ -370,7 +370,8 @@ static void check_imatrix(void) {
 static void check_block_dots(void) {
     static const struct { QFormat f; BlockDotKind k; BlockDotFn ref, fast; } D[] = {
         {QF_Q4_0, BLOCK_DOT_Q4_0, block_dot_q4_0_ref, block_dot_q4_0_avx512},
-        {QF_Q8_0, BLOCK_DOT_Q8_0, block_dot_q8_0_ref, block_dot_q8_0_avx512}};
+        {QF_Q8_0, BLOCK_DOT_Q8_0, block_dot_q8_0_ref, block_dot_q8_0_avx512},
+        {QF_Q4_K, BLOCK_DOT_Q4_K, block_dot_q4_k_ref, block_dot_q4_k_avx512}};
     Err err;
     err_init(&err);
     const int64_t k = 4096;
