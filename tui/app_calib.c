@@ -206,7 +206,11 @@ static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     snprintf(a->stats_path, sizeof a->stats_path, "%s", j->path);
     char sum[160];
     app_calib_summary(a, sum, sizeof sum);
-    app_msg(a, 0, "calibrated in %.1f s: %s", j->seconds, sum);
+    if (calib_windows_repeat(a->cs->text_tokens, &j->p))
+        app_msg(a, 0, "calibrated in %.1f s: %s (warning: %lld x %lld tokens exceed the text's %lld: windows repeat)",
+                j->seconds, sum, (long long)j->p.samples, (long long)j->p.seqlen, (long long)a->cs->text_tokens);
+    else
+        app_msg(a, 0, "calibrated in %.1f s: %s", j->seconds, sum);
     app_log(a, "calibrate", "text=%s samples=%lld seqlen=%lld seed=%llu mode=%s group=%lld -> %s in %.1f s, stats %s",
             j->p.text_path, (long long)j->p.samples, (long long)j->p.seqlen, (unsigned long long)j->p.seed,
             calib_mode_name(j->p.mode), (long long)j->p.group, sum, j->seconds, j->path);
