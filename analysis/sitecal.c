@@ -40,6 +40,17 @@ static Status sitecal_alloc(SiteCal *sc, int64_t n_layers, Err *err) {
     return ST_OK;
 }
 
+/* The probe at (l, p) with the map's group size there (*e) and the map's
+ * output error of it; 0 when the map has no positive error for it. */
+static int probe_oerr(const struct CalibStats *cs, int64_t l, int p, const PlanEntry *probe, PlanEntry *e,
+                      double *oerr) {
+    *e = *probe;
+    int64_t og = 0, ig = 0;
+    qstats_sens_groups(cs, l, p, &og, &ig);
+    if (e->w.group > 0) e->w.group = e->w.dim == GROUP_IC ? ig : og;
+    return qstats_sens_cell(cs, l, p, &e->w, NULL, oerr) && *oerr > 0;
+}
+
 Status sitecal_measure(const Model *m, const struct CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
                        uint64_t text_hash, const PlanEntry *probe, Pool *pool, Progress *prog, SiteCal *out,
                        Err *err) {
@@ -59,12 +70,9 @@ Status sitecal_measure(const Model *m, const struct CalibStats *cs, const EvalRe
     for (int64_t s = 0; s < n; s++) {
         int64_t l = s / PLAN_NPROJ;
         int p = (int)(s % PLAN_NPROJ);
-        PlanEntry e = *probe;
-        int64_t og = 0, ig = 0;
-        qstats_sens_groups(cs, l, p, &og, &ig);
-        if (e.w.group > 0) e.w.group = e.w.dim == GROUP_IC ? ig : og;
+        PlanEntry e;
         double oerr;
-        if (!qstats_sens_cell(cs, l, p, &e.w, NULL, &oerr) || !(oerr > 0)) {
+        if (!probe_oerr(cs, l, p, probe, &e, &oerr)) {
             st = err_set(err, ST_ERR_ARG, "layer %lld %s: the sensitivity map has no output error for the probe %s",
                          (long long)l, plan_proj_name(p), out->probe);
             goto fail;
@@ -196,4 +204,15 @@ int sitecal_matches(const SiteCal *sc, uint64_t fingerprint, uint64_t text_hash,
                     const char *probe) {
     return sc->fingerprint == fingerprint && sc->text_hash == text_hash && sc->ctx == ctx && sc->chunks == chunks &&
            !strcmp(sc->probe, probe);
+}
+
+int sitecal_matches_stats(const SiteCal *sc, const struct CalibStats *cs, const PlanEntry *probe) {
+    for (int64_t s = 0; s < sc->n_layers * PLAN_NPROJ; s++) {
+        PlanEntry e;
+        double oerr;
+        if (!probe_oerr(cs, s / PLAN_NPROJ, (int)(s % PLAN_NPROJ), probe, &e, &oerr)) return 0;
+        /* the file holds %.9g: equal to 1e-8 relative when the map is the same */
+        if (!(fabs(sc->oerr[s] - oerr) <= 1e-7 * oerr)) return 0;
+    }
+    return 1;
 }

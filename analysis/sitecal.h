@@ -62,6 +62,14 @@ Status sitecal_load(const char *path, int64_t n_layers, SiteCal *out, Err *err);
 int sitecal_matches(const SiteCal *sc, uint64_t fingerprint, uint64_t text_hash, int64_t ctx, int64_t chunks,
                     const char *probe);
 
+/* 1 when sc's per-site output errors are those of cs's sensitivity map for
+ * probe (the map's group sizes, as sitecal_measure uses them), i.e. the scales
+ * were measured against this calibration: the cache key holds the model, text
+ * and eval options but not the stats file, which `qscope calib -o` can rewrite
+ * (another --group, --samples or text) under the same name. 0 also when sc
+ * has no oerr column (a --site-scales file without one). */
+int sitecal_matches_stats(const SiteCal *sc, const struct CalibStats *cs, const PlanEntry *probe);
+
 /* Frees the arrays; safe on a zeroed SiteCal. */
 void sitecal_done(SiteCal *sc);
 

@@ -114,7 +114,7 @@ static int site_scales(const Model *m, const QStatsFile *sf, const char *stats_p
     plan_entry_code(&probe, code, sizeof code);
     uint64_t th = hash_bytes(HASH_SEED, text, len);
     if (sitecal_load(path, m->cfg.n_layers, sc, NULL) == ST_OK) {
-        if (sitecal_matches(sc, m->fingerprint, th, ctx, chunks, code)) {
+        if (sitecal_matches(sc, m->fingerprint, th, ctx, chunks, code) && sitecal_matches_stats(sc, sf->cs, &probe)) {
             fprintf(stderr, "plan: site scales from the cache %s\n", path);
             rc = 0;
             goto fail;

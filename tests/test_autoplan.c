@@ -329,6 +329,14 @@ static void test_planner_stories(void) {
     CHECK(sitecal_matches(&cal2, m->fingerprint, 1234, 64, 4, "I4/oc32"));
     CHECK(!sitecal_matches(&cal2, m->fingerprint, 1235, 64, 4, "I4/oc32"));
     CHECK(!sitecal_matches(&cal2, m->fingerprint, 1234, 64, 0, "I4/oc32"));
+    /* the cache belongs to this calibration: the same key over another map
+     * (a stats file rewritten by `calib -o` with other --group/--samples) is
+     * not a match, since every scale is KLD / that map's output error */
+    CHECK(sitecal_matches_stats(&cal2, sf.cs, &probe));
+    cal2.oerr[3 * PLAN_NPROJ + PLAN_DOWN] *= 1.001;
+    CHECK(!sitecal_matches_stats(&cal2, sf.cs, &probe));
+    cal2.oerr[3 * PLAN_NPROJ + PLAN_DOWN] = NAN;
+    CHECK(!sitecal_matches_stats(&cal2, sf.cs, &probe));
     for (int64_t s = 0; s < cal.n_layers * PLAN_NPROJ; s++) CHECK_NEAR(cal2.scale[s], cal.scale[s], 1e-8 * cal.scale[s]);
     sitecal_done(&cal2);
     /* a missing site is an error naming the file */
