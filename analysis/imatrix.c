@@ -1,5 +1,6 @@
 #include "analysis/imatrix.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,14 +293,19 @@ fail:
 
 Status imatrix_read(const char *path, Imatrix **out, Err *err) {
     *out = NULL;
+    /* A GGUF goes to the mapping reader by its magic, before any of it is
+     * read into memory: a model GGUF given by mistake (gigabytes) is then
+     * "not an importance matrix", not a 1 GB read ending in "larger than". */
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+    int is_gguf = fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    fclose(f);
+    if (is_gguf) return read_gguf(path, out, err);
     char *text = NULL;
     size_t len = 0;
     Status st = file_read_all(path, (size_t)1 << 30, &text, &len, err);
     if (st) return st;
-    if (len >= 4 && !memcmp(text, "GGUF", 4)) {
-        free(text);
-        return read_gguf(path, out, err);
-    }
     st = read_dat(path, (const unsigned char *)text, len, out, err);
     free(text);
     return st;

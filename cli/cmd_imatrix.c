@@ -32,14 +32,21 @@ static int show(const char *path, const char *stats) {
     int rc = 1;
     if (imatrix_read(path, &im, &err)) goto fail;
     if (stats && (statsfile_load(stats, &cs, &err) || imatrix_from_stats(cs, &ref, &err))) goto fail;
-    printf("%s: %lld entries, %lld chunks of %lld tokens, dataset '%s'\n", path, (long long)im->n_entries,
-           (long long)im->chunk_count, (long long)im->chunk_size, im->dataset);
+    /* A legacy .dat stores no chunk size and, per entry, the number of calls
+     * (chunks) with the values scaled to mean x ncall, not a token count. */
+    int dat = im->chunk_size <= 0;
+    if (dat)
+        printf("%s: %lld entries, %lld chunks (legacy .dat: chunk size not stored), dataset '%s'\n", path,
+               (long long)im->n_entries, (long long)im->chunk_count, im->dataset);
+    else
+        printf("%s: %lld entries, %lld chunks of %lld tokens, dataset '%s'\n", path, (long long)im->n_entries,
+               (long long)im->chunk_count, (long long)im->chunk_size, im->dataset);
     double worst = 0;
     for (int64_t i = 0; i < im->n_entries; i++) {
         const ImatrixEntry *e = &im->e[i];
         double s = 0;
         for (int64_t j = 0; j < e->n; j++) s += e->sum2[j];
-        printf("  %-28s %6lld ch  %10.0f tok  mean x^2 %.6g", e->name, (long long)e->n, e->count,
+        printf("  %-28s %6lld ch  %10.0f %s  mean x^2 %.6g", e->name, (long long)e->n, e->count, dat ? "calls" : "tok",
                e->count > 0 ? s / e->count / (double)e->n : 0.0);
         const ImatrixEntry *r = ref ? imatrix_find(ref, e->name) : NULL;
         if (ref && (!r || r->n != e->n)) {
