@@ -12,7 +12,7 @@
 static void synth_usage(FILE *f) {
     fprintf(f,
             "usage: qscope synth --preset NAME -o OUT.gguf [--layers N] [--vocab N] [--seed S]\n"
-            "                    [--type f32|f16|q8_0] [--arch A] [--head-dim N] [--spikes SPEC]\n\n"
+            "                    [--type f32|f16|bf16|q8_0] [--arch A] [--head-dim N] [--spikes SPEC]\n\n"
             "Writes a LLaMA GGUF with seeded random weights (rows ~ N(0, 1/fan_in), norms 1)\n"
             "and a valid SentencePiece vocabulary (<unk> <s> </s>, 256 byte tokens, pieces),\n"
             "loadable by llama.cpp. The same options always give the same bytes.\n\n"
@@ -26,7 +26,7 @@ static void synth_usage(FILE *f) {
             "  --layers N    number of blocks\n"
             "  --vocab N     vocabulary size\n"
             "  --seed S      PRNG seed (default 0)\n"
-            "  --type T      storage of the 2-D weights: f32 (default), f16, q8_0 (q8_0 falls\n"
+            "  --type T      storage of the 2-D weights: f32 (default), f16, bf16, q8_0 (q8_0 falls\n"
             "                back to f16 where the row length is not a multiple of 32)\n"
             "  --arch A      file layout: llama (default), llama3 (llama + Llama 3.1 rope_freqs:\n"
             "                factor 8, low 1, high 4, original context 8192; theta 500000),\n"
@@ -131,9 +131,10 @@ int cmd_synth(int argc, char **argv) {
     if (type) {
         if (strcmp(type, "f32") == 0) cfg.type = GGML_F32;
         else if (strcmp(type, "f16") == 0) cfg.type = GGML_F16;
+        else if (strcmp(type, "bf16") == 0) cfg.type = GGML_BF16;
         else if (strcmp(type, "q8_0") == 0) cfg.type = GGML_Q8_0;
         else {
-            fprintf(stderr, "qscope synth: --type: '%s' is not one of f32, f16, q8_0\n", type);
+            fprintf(stderr, "qscope synth: --type: '%s' is not one of f32, f16, bf16, q8_0\n", type);
             return 2;
         }
     }

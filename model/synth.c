@@ -450,8 +450,8 @@ Status synth_new(const SynthConfig *cfg, Synth **out, Err *err) {
     if (c->vocab_size < 260 || c->vocab_size > (1 << 20))
         return err_set(err, ST_ERR_RANGE, "synth: vocab size %lld outside [260, 1048576] (3 special + 256 byte tokens + pieces)",
                        (long long)c->vocab_size);
-    if (c->type != GGML_F32 && c->type != GGML_F16 && c->type != GGML_Q8_0)
-        return err_set(err, ST_ERR_ARG, "synth: storage type %u (supported: F32, F16, Q8_0)", c->type);
+    if (c->type != GGML_F32 && c->type != GGML_F16 && c->type != GGML_BF16 && c->type != GGML_Q8_0)
+        return err_set(err, ST_ERR_ARG, "synth: storage type %u (supported: F32, F16, BF16, Q8_0)", c->type);
     /* synth_parse_spikes checks these against the shape it saw; the shape may
      * have changed since, and planting indexes the tensor table by layer. */
     if (c->n_spikes < 0 || c->n_spikes > SYNTH_MAX_SPIKES)
@@ -779,7 +779,8 @@ static FileT *file_tensors(const Synth *s, int64_t *n_out) {
 }
 
 static int file_type_of(uint32_t t) {
-    return t == GGML_F16 ? 1 : t == GGML_Q8_0 ? 7 : 0; /* llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0 */
+    /* llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_BF16 */
+    return t == GGML_F16 ? 1 : t == GGML_Q8_0 ? 7 : t == GGML_BF16 ? 32 : 0;
 }
 
 Status synth_write(const Synth *s, const char *path, Progress *p, Err *err) {

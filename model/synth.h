@@ -42,7 +42,7 @@ typedef struct SynthConfig {
     int64_t context_length;
     float rope_theta, norm_eps;
     uint64_t seed;
-    uint32_t type;           /* GgmlType of the 2-D weights: GGML_F32, GGML_F16 or GGML_Q8_0
+    uint32_t type;           /* GgmlType of the 2-D weights: GGML_F32, GGML_F16, GGML_BF16 or GGML_Q8_0
                                 (Q8_0 falls back to F16 where ne[0] % 32 != 0); norms stay F32 */
     int n_spikes;
     SynthSpike spikes[SYNTH_MAX_SPIKES];

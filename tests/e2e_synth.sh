@@ -50,6 +50,10 @@ has "$tmp/q.json" '{"name": "blk.0.ffn_norm.weight", "kind": "norm", "layer": 0,
 "$Q" synth --preset tiny -o "$tmp/h.gguf" --type f16 2>/dev/null
 "$Q" info "$tmp/h.gguf" --json >"$tmp/h.json"
 has "$tmp/h.json" '{"name": "blk.0.ffn_gate.weight", "kind": "ffn", "layer": 0, "type": "F16"'
+"$Q" synth --preset tiny -o "$tmp/bf.gguf" --type bf16 2>/dev/null
+"$Q" info "$tmp/bf.gguf" --json >"$tmp/bf.json"
+has "$tmp/bf.json" '{"name": "blk.0.ffn_down.weight", "kind": "ffn", "layer": 0, "type": "BF16"'
+has "$tmp/bf.json" '{"name": "blk.0.ffn_norm.weight", "kind": "norm", "layer": 0, "type": "F32"'
 
 # planted spikes are what calibration ranks first
 "$Q" synth --preset tiny -o "$tmp/s.gguf" --spikes 1.down:7:200,3.o:20:200 2>/dev/null

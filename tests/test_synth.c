@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fpconv.h"
 #include "model/gguf.h"
 #include "model/synth.h"
 #include "quant/ggml_type.h"
@@ -270,6 +271,60 @@ static void test_spike_grammar(void) {
     CHECK(synth_new(&cfg, &s, &err) == ST_ERR_RANGE && s == NULL && strstr(err.detail, "spike 0 at layer 6"));
 }
 
+/* --type bf16: every 2-D weight is the F32 synth's value rounded to bf16
+ * (the same rows, ggml's round-to-nearest-even), norms stay F32, and the file
+ * says MOSTLY_BF16 (llama_ftype 32) as llama-quantize's BF16 files do. */
+static void test_bf16(const char *dir) {
+    Err err;
+    err_init(&err);
+    char pf[512], pb[512];
+    snprintf(pf, sizeof pf, "%s/f32.gguf", dir);
+    snprintf(pb, sizeof pb, "%s/bf16.gguf", dir);
+    uint32_t types[2] = {GGML_F32, GGML_BF16};
+    const char *paths[2] = {pf, pb};
+    for (int k = 0; k < 2; k++) {
+        SynthConfig cfg;
+        CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+        cfg.seed = 3;
+        cfg.type = types[k];
+        Synth *s = NULL;
+        CHECK_OK(synth_new(&cfg, &s, &err), err);
+        CHECK_OK(synth_write(s, paths[k], NULL, &err), err);
+        synth_free(s);
+    }
+    Gguf *gf = NULL, *gb = NULL;
+    CHECK_OK(gguf_open(pf, &gf, &err), err);
+    CHECK_OK(gguf_open(pb, &gb, &err), err);
+    int64_t ft = -1;
+    CHECK(gguf_get_int(gb, "general.file_type", &ft) && ft == 32);
+    CHECK(gf->n_tensors == gb->n_tensors && gf->n_tensors > 0);
+    int64_t n_bf16 = 0;
+    for (int64_t i = 0; i < gf->n_tensors; i++) {
+        const GgufTensor *a = &gf->tensors[i];
+        char name[96];
+        snprintf(name, sizeof name, "%.*s", (int)a->name.len, a->name.s);
+        const GgufTensor *b = gguf_find_tensor(gb, name);
+        CHECKF(b && a->type == GGML_F32, "%s", name);
+        int64_t n = a->ne[0] * (a->n_dims > 1 ? a->ne[1] : 1);
+        if (a->n_dims < 2) {
+            CHECKF(b->type == GGML_F32 && !memcmp(a->data, b->data, a->nbytes), "%s: a vector not kept F32", name);
+            continue;
+        }
+        CHECKF(b->type == GGML_BF16 && b->nbytes == (size_t)n * 2, "%s: type %u", name, b->type);
+        const unsigned char *pa = a->data, *pbb = b->data;
+        for (int64_t j = 0; j < n; j++) {
+            float x;
+            memcpy(&x, pa + 4 * j, 4);
+            uint16_t h = (uint16_t)(pbb[2 * j] | (pbb[2 * j + 1] << 8));
+            if (h != f32_to_bf16(x)) CHECKF(0, "%s[%lld]: %04x, bf16(%g) = %04x", name, (long long)j, h, x, f32_to_bf16(x));
+        }
+        n_bf16++;
+    }
+    CHECK(n_bf16 == 5 * 7 + 2);
+    gguf_free(gf);
+    gguf_free(gb);
+}
+
 int main(void) {
     (void)testlib_shared; /* this test needs no shared files */
     char dir[256];
@@ -278,6 +333,7 @@ int main(void) {
     CHECK(mkdtemp(dir) != NULL);
     test_spike_grammar();
     test_spikes(dir);
+    test_bf16(dir);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
