@@ -97,6 +97,11 @@ int cmd_export(int argc, char **argv) {
     char *rt = NULL;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
+    /* refuse an unexportable source before building the plan and quantizing */
+    if (gguf_export_check_source(m, &err)) {
+        args_print_err("export", &err);
+        goto done;
+    }
     if (plancli_load(&pc, m, stats_path, qfile, &sf, &plan, &stored, &err) || pool_new((int)threads, &pool, &err)) {
         args_print_err("export", &err);
         goto done;

@@ -321,19 +321,25 @@ done:
     return st;
 }
 
-Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, const char *plan_name, GgufFallback fb,
-                   const char *out_path, ExportReport *rep, Err *err) {
-    memset(rep, 0, sizeof *rep);
-    if (!stored) stored = qm->stored;
+Status gguf_export_check_source(const Model *m, Err *err) {
     if (m->format != FMT_GGUF)
         return err_set(err, ST_ERR_UNSUPPORTED, "%s: export writes from a GGUF source (its metadata and tokenizer "
                        "are carried over); convert the model to GGUF first", m->path);
-    if (!stored) return err_set(err, ST_ERR_ARG, "export: the quantized model kept no codes (qmodel_build_keep)");
     /* phi3 files stack q/k/v (attn_qkv) and gate/up (ffn_up): the sites are
      * row ranges of one tensor, which this writer does not assemble. */
     if (strcmp(m->cfg.arch, "phi3") == 0)
         return err_set(err, ST_ERR_UNSUPPORTED, "%s: phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, "
                        "ffn_up); exporting them from the plan is not supported", m->path);
+    return ST_OK;
+}
+
+Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, const char *plan_name, GgufFallback fb,
+                   const char *out_path, ExportReport *rep, Err *err) {
+    memset(rep, 0, sizeof *rep);
+    if (!stored) stored = qm->stored;
+    Status cs = gguf_export_check_source(m, err);
+    if (cs) return cs;
+    if (!stored) return err_set(err, ST_ERR_ARG, "export: the quantized model kept no codes (qmodel_build_keep)");
     const int64_t L = m->cfg.n_layers;
     Gguf *src = NULL;
     GgufWriter *w = NULL;

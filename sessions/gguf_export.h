@@ -39,6 +39,12 @@ typedef enum { GGUF_FALLBACK_NONE, GGUF_FALLBACK_NEAREST, GGUF_FALLBACK_F16 } Gg
 /* "none", "nearest", "f16"; parse returns -1 if unknown. */
 int gguf_fallback_parse(const char *s);
 
+/* ST_OK when m is a source gguf_export can write from: loaded from a GGUF
+ * and not phi3 (whose stacked attn_qkv / ffn_up it does not assemble);
+ * ST_ERR_UNSUPPORTED saying why otherwise. Cheap: callers check it before
+ * quantizing, which can take minutes on a real model. */
+Status gguf_export_check_source(const Model *m, Err *err);
+
 /* Writes m (loaded from a GGUF) with the quantized sites of qm (built from m
  * with qmodel_build_keep or qmodel_build_stored, so qm->stored or `stored`
  * holds the codes; stored may be NULL to use qm->stored) to out_path.

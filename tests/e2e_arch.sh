@@ -64,6 +64,17 @@ set -e
 [ $rc -ne 0 ] || fail "export of phi3 succeeded"
 has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, ffn_up)"
 [ ! -e "$tmp/phi3-x.gguf" ] || fail "export of phi3 left a file"
+# refused before the plan is built or anything quantized: no 'needs --stats' for
+# a GPTQ preset, no empty "0 tensors" report line
+set +e
+"$Q" export "$tmp/phi3.gguf" --preset int4-gptq -o "$tmp/phi3-x.gguf" >"$tmp/out.txt" 2>"$tmp/err.txt"; rc=$?
+"$Q" export "$S/models/stories260K-hf" --preset int4-gptq -o "$tmp/hf-x.gguf" >"$tmp/out.txt" 2>"$tmp/err2.txt"; rc2=$?
+set -e
+[ $rc -ne 0 ] && [ $rc2 -ne 0 ] || fail "export of phi3 / an HF checkpoint succeeded"
+has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors"
+has "$tmp/err2.txt" "export writes from a GGUF source"
+if grep -q "needs calibration\|0 tensors" "$tmp/err.txt" "$tmp/err2.txt"; then
+  fail "export quantized (or reported) before refusing the source: $(cat "$tmp/err.txt" "$tmp/err2.txt")"; fi
 # qwen2's biases are carried over into an exported GGUF, which loads with them
 "$Q" export "$tmp/qwen2.gguf" --preset fp16 -o "$tmp/qwen2-x.gguf" >/dev/null 2>&1 || fail "export of qwen2"
 "$Q" info "$tmp/qwen2-x.gguf" --json >"$tmp/qwx.json"
