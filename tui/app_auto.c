@@ -34,7 +34,8 @@ static int load_scales(const App *a, const EvalOpts *o, SiteCal *sc) {
     sitecal_default_probe(&probe);
     plan_entry_code(&probe, code, sizeof code);
     if (sitecal_matches(sc, a->m->fingerprint, hash_bytes(HASH_SEED, a->text, a->text_len), o->n_ctx, o->max_chunks,
-                        code))
+                        code) &&
+        sitecal_matches_stats(sc, a->cs, &probe))
         return 1;
     sitecal_done(sc);
     return 0;
@@ -83,7 +84,8 @@ static Status auto_job_run(void *arg, Progress *prog, Err *err) {
     plan_entry_code(&probe, code, sizeof code);
     uint64_t th = hash_bytes(HASH_SEED, j->text, j->len);
     if (sitecal_load(j->cal_path, j->m->cfg.n_layers, &sc, NULL) != ST_OK ||
-        !sitecal_matches(&sc, j->m->fingerprint, th, j->opts.n_ctx, j->opts.max_chunks, code)) {
+        !sitecal_matches(&sc, j->m->fingerprint, th, j->opts.n_ctx, j->opts.max_chunks, code) ||
+        !sitecal_matches_stats(&sc, sf.cs, &probe)) {
         sitecal_done(&sc);
         EvalOpts eo = j->opts;
         eo.layer_err = 0;
