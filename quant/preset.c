@@ -139,9 +139,7 @@ static Status aqlm_preset(Plan *p, AqlmParams ap, const PlanModel *m, Err *err) 
 
 /* === llama.cpp's mixtures (src/llama-quant.cpp, llama_tensor_get_type) === */
 
-/* The format llama-quantize writes for f on rows of n_in: f, else its
- * tensor_type_fallback chain (the traits' fallback) down to fp16. */
-static QFormat ggml_fit(QFormat f, int64_t n_in) {
+QFormat preset_ggml_fit(QFormat f, int64_t n_in) {
     const QFormatTraits *t = qformat_traits(f);
     while (t->family == QFAM_GGML && n_in % ggml_type_traits((uint32_t)t->ggml_type)->block_size) {
         f = (QFormat)t->fallback;
@@ -179,9 +177,9 @@ static Status llama_mix(Plan *p, QFormat base, int k_m, const PlanModel *m, Err 
     int64_t blk = ggml_type_traits((uint32_t)qformat_traits(base)->ggml_type)->block_size;
     QFormat head = m->dim % blk ? QF_Q8_0 : base != QF_Q8_0 ? QF_Q6_K : base;
     p->output = p->def;
-    p->output.w.fmt = ggml_fit(head, m->dim);
+    p->output.w.fmt = preset_ggml_fit(head, m->dim);
     p->embed = p->def;
-    p->embed.w.fmt = ggml_fit(m->tied_embeddings ? head : base, m->dim);
+    p->embed.w.fmt = preset_ggml_fit(m->tied_embeddings ? head : base, m->dim);
     Status st = ST_OK;
     if (p->output.w.fmt != head)
         st = plan_add_note(p, err, "output: %s -> %s (llama.cpp's fallback)", qformat_traits(head)->name,
@@ -191,12 +189,12 @@ static Status llama_mix(Plan *p, QFormat base, int k_m, const PlanModel *m, Err 
         plan_proj_shape(m, pj, &n_out, &n_in);
         char pat[32];
         snprintf(pat, sizeof pat, "*.%s", plan_proj_name(pj));
-        if (ggml_fit(base, n_in) != base) st = ggml_rule(p, pat, base, ggml_fit(base, n_in), n_in, err);
+        if (preset_ggml_fit(base, n_in) != base) st = ggml_rule(p, pat, base, preset_ggml_fit(base, n_in), n_in, err);
         if (!k_m || (pj != PLAN_V && pj != PLAN_DOWN)) continue;
         for (int64_t l = 0; l < m->n_layers && !st; l++) {
             if (!more_bits(l, m->n_layers)) continue;
             snprintf(pat, sizeof pat, "%lld.%s", (long long)l, plan_proj_name(pj));
-            st = ggml_rule(p, pat, QF_Q6_K, ggml_fit(QF_Q6_K, n_in), n_in, err);
+            st = ggml_rule(p, pat, QF_Q6_K, preset_ggml_fit(QF_Q6_K, n_in), n_in, err);
         }
     }
     return st;

@@ -77,6 +77,11 @@ typedef struct PresetInfo {
     const char *desc;             /* one line for --help and the UI */
 } PresetInfo;
 
+/* The format llama-quantize writes for f on rows of n_in: f, else its
+ * tensor_type_fallback chain (the traits' fallback) down to fp16. Formats
+ * other than the ggml block types are returned unchanged. */
+QFormat preset_ggml_fit(QFormat f, int64_t n_in);
+
 /* Returns the preset table (static) and its length in *n. */
 const PresetInfo *plan_presets(int *n);
 

@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "quant/ggml_type.h"
+#include "quant/preset.h"
 
 /* === Text buffer === */
 
@@ -799,10 +800,12 @@ static const struct {
     int sym;
     int64_t group;
 } LLAMA_IMPORT[] = {
-    {"f32", QF_F32, 1, 0},   {"f16", QF_F16, 1, 0},   {"bf16", QF_BF16, 1, 0}, {"q8_0", QF_INT8, 1, 32},
-    {"q4_0", QF_INT4, 1, 32}, {"q4_1", QF_INT4, 0, 32}, {"q4_k", QF_INT4, 0, 32}, {"q5_0", QF_INT5, 1, 32},
-    {"q5_1", QF_INT5, 0, 32}, {"q5_k", QF_INT5, 0, 32}, {"q6_k", QF_INT6, 1, 16}, {"q3_k", QF_INT3, 1, 16},
-    {"q2_k", QF_INT2, 0, 16},
+    /* the ggml block types are plan formats (quant/format.h): an imported
+     * file evaluates as llama-quantize would write it */
+    {"f32", QF_F32, 1, 0},   {"f16", QF_F16, 1, 0},   {"bf16", QF_BF16, 1, 0}, {"q8_0", QF_Q8_0, 1, 0},
+    {"q4_0", QF_Q4_0, 1, 0}, {"q4_1", QF_Q4_1, 1, 0}, {"q4_k", QF_Q4_K, 1, 0}, {"q5_0", QF_Q5_0, 1, 0},
+    {"q5_1", QF_Q5_1, 1, 0}, {"q5_k", QF_Q5_K, 1, 0}, {"q6_k", QF_Q6_K, 1, 0}, {"q3_k", QF_Q3_K, 1, 0},
+    {"q2_k", QF_Q2_K, 1, 0},
 };
 
 /* A literal tensor name (regex anchors and "\." escapes removed) as a plan
@@ -941,6 +944,17 @@ static Status import_by_regex(const ImportEntry *ent, int64_t n, const char *whe
         if (hit < 0) continue;
         PlanEntry e;
         import_entry(&e, ent[hit].type);
+        /* llama-quantize falls back where rows are not whole blocks */
+        int64_t n_out, n_in = m->dim;
+        if (s < n_sites - 2) plan_proj_shape(m, (int)(s % PLAN_NPROJ), &n_out, &n_in);
+        QFormat fit = preset_ggml_fit(e.w.fmt, n_in);
+        if (fit != e.w.fmt) {
+            if ((st = plan_add_note(out, err, "%s: %s -> %s (%lld is not a multiple of its block: llama.cpp's "
+                                    "fallback)", nm, qformat_traits(e.w.fmt)->name, qformat_traits(fit)->name,
+                                    (long long)n_in)))
+                goto fail;
+            e.w.fmt = fit;
+        }
         if (s == n_sites - 2) out->embed = e;
         else if (s == n_sites - 1) out->output = e;
         else {

@@ -203,9 +203,11 @@ static void test_llamacpp(const PlanModel *pm) {
     PlanResolved r;
     CHECK_OK(plan_resolve(&q, pm, &r, &err), err);
     const PlanEntry *e2 = &r.lin[2 * PLAN_NPROJ + PLAN_O].e;
-    CHECK(e2->w.fmt == QF_INT8 && e2->w.sym == 1 && e2->w.dim == GROUP_OC && e2->w.group == 32);
+    /* each type comes back as that ggml type, as a plan format (not qscope's
+     * nearest int grid, which rounds differently from llama-quantize) */
+    CHECK(e2->w.fmt == QF_Q8_0 && e2->w.sym == 1 && e2->w.dim == GROUP_OC && e2->w.group == 0 && e2->method == QM_RTN);
     const PlanEntry *e0 = &r.lin[0 * PLAN_NPROJ + PLAN_Q].e;
-    CHECK(e0->w.fmt == QF_INT4 && e0->w.sym == 0 && e0->w.group == 32);
+    CHECK(e0->w.fmt == QF_Q4_1 && e0->w.group == 0);
     CHECK(r.lin[4 * PLAN_NPROJ + PLAN_DOWN].e.w.fmt == QF_F16 && r.embed.e.w.fmt == QF_F16);
     plan_resolved_done(&r);
     export_report_done(&rep2);
@@ -214,15 +216,47 @@ static void test_llamacpp(const PlanModel *pm) {
     free(t);
     plan_done(&p);
 
+    /* llama.cpp's own mixture survives export -> import site by site: every
+     * tensor comes back in the ggml type the preset gave it (its fallbacks
+     * included), so the imported plan evaluates what llama-quantize writes. */
+    Plan km;
+    CHECK_OK(plan_preset(&km, "llama-q4_k_m", NULL, pm, &err), err);
+    ExportReport rep3;
+    char *tk = export_of(&km, pm, EXPORT_LLAMACPP, &rep3);
+    CHECK_OK(plan_import_llamacpp(tk, strlen(tk), "km.txt", pm, &q, &err), err);
+    PlanResolved rk, rq;
+    CHECK_OK(plan_resolve(&km, pm, &rk, &err), err);
+    CHECK_OK(plan_resolve(&q, pm, &rq, &err), err);
+    for (int64_t s = 0; s < pm->n_layers * PLAN_NPROJ; s++)
+        CHECKF(rq.lin[s].e.w.fmt == rk.lin[s].e.w.fmt, "site %lld: imported %s, preset %s", (long long)s,
+               qformat_traits(rq.lin[s].e.w.fmt)->name, qformat_traits(rk.lin[s].e.w.fmt)->name);
+    CHECK(rq.output.e.w.fmt == rk.output.e.w.fmt && rq.embed.e.w.fmt == rk.embed.e.w.fmt);
+    CHECK(qformat_traits(rq.lin[2 * PLAN_NPROJ + PLAN_V].e.w.fmt)->family == QFAM_GGML);
+    plan_resolved_done(&rk);
+    plan_resolved_done(&rq);
+    export_report_done(&rep3);
+    free(tk);
+    plan_done(&q);
+    plan_done(&km);
+    /* a type the rows cannot hold falls back as llama-quantize does (q8_0 on
+     * ffn_down's 172 columns: f16), noted, instead of a refused plan */
+    const char *down = "ffn_down=q8_0\n";
+    CHECK_OK(plan_import_llamacpp(down, strlen(down), "down.txt", pm, &q, &err), err);
+    CHECK_OK(plan_resolve(&q, pm, &rq, &err), err);
+    CHECK(rq.lin[0 * PLAN_NPROJ + PLAN_DOWN].e.w.fmt == QF_F16 && rq.lin[0 * PLAN_NPROJ + PLAN_Q].e.w.fmt == QF_F32);
+    CHECK(q.n_notes >= 1 && strstr(q.notes[0], "blk.0.ffn_down.weight: q8_0 -> fp16"));
+    plan_resolved_done(&rq);
+    plan_done(&q);
+
     /* Hand-written files: all-layer names, comments, blanks, regex dots; first match wins
      * (blk.0's q is f16 from line 2, not q8_0 from line 3); without a model. */
     const char *hand = "# mine\nffn_down=q8_0  attn_q=f16\n^blk\\.0\\.attn_q\\.weight$=q8_0\n\nblk\\.2\\.attn_v=Q4_K\n"
                        "^output\\.weight$=q6_k\n";
     CHECK_OK(plan_import_llamacpp(hand, strlen(hand), "hand.txt", NULL, &q, &err), err);
     CHECK_OK(plan_resolve(&q, pm, &r, &err), err);
-    CHECK(r.lin[3 * PLAN_NPROJ + PLAN_DOWN].e.w.fmt == QF_INT8 && r.lin[0 * PLAN_NPROJ + PLAN_Q].e.w.fmt == QF_F16);
-    CHECK(r.lin[2 * PLAN_NPROJ + PLAN_V].e.w.fmt == QF_INT4 && r.lin[1 * PLAN_NPROJ + PLAN_V].e.w.fmt == QF_F32);
-    CHECK(r.output.e.w.fmt == QF_INT6 && r.lin[2 * PLAN_NPROJ + PLAN_O].e.w.fmt == QF_F32);
+    CHECK(r.lin[3 * PLAN_NPROJ + PLAN_DOWN].e.w.fmt == QF_Q8_0 && r.lin[0 * PLAN_NPROJ + PLAN_Q].e.w.fmt == QF_F16);
+    CHECK(r.lin[2 * PLAN_NPROJ + PLAN_V].e.w.fmt == QF_Q4_K && r.lin[1 * PLAN_NPROJ + PLAN_V].e.w.fmt == QF_F32);
+    CHECK(r.output.e.w.fmt == QF_Q6_K && r.lin[2 * PLAN_NPROJ + PLAN_O].e.w.fmt == QF_F32);
     plan_resolved_done(&r);
     plan_done(&q);
     /* --tensor-type regexes, matched against the model's tensor names: an unanchored
@@ -231,10 +265,10 @@ static void test_llamacpp(const PlanModel *pm) {
                      "attn_v=bf16\n";
     CHECK_OK(plan_import_llamacpp(rx, strlen(rx), "rx.txt", pm, &q, &err), err);
     CHECK_OK(plan_resolve(&q, pm, &r, &err), err);
-    CHECK(r.lin[2 * PLAN_NPROJ + PLAN_UP].e.w.fmt == QF_INT5 && r.lin[1 * PLAN_NPROJ + PLAN_GATE].e.w.fmt == QF_INT5);
-    CHECK(r.lin[3 * PLAN_NPROJ + PLAN_UP].e.w.fmt == QF_F32 && r.lin[4 * PLAN_NPROJ + PLAN_O].e.w.fmt == QF_INT8);
-    CHECK(r.lin[4 * PLAN_NPROJ + PLAN_K].e.w.fmt == QF_INT4 && r.lin[0 * PLAN_NPROJ + PLAN_V].e.w.fmt == QF_BF16);
-    CHECK(r.output.e.w.fmt == QF_INT8 && r.embed.e.w.fmt == QF_F32);
+    CHECK(r.lin[2 * PLAN_NPROJ + PLAN_UP].e.w.fmt == QF_Q5_0 && r.lin[1 * PLAN_NPROJ + PLAN_GATE].e.w.fmt == QF_Q5_0);
+    CHECK(r.lin[3 * PLAN_NPROJ + PLAN_UP].e.w.fmt == QF_F32 && r.lin[4 * PLAN_NPROJ + PLAN_O].e.w.fmt == QF_Q8_0);
+    CHECK(r.lin[4 * PLAN_NPROJ + PLAN_K].e.w.fmt == QF_Q4_0 && r.lin[0 * PLAN_NPROJ + PLAN_V].e.w.fmt == QF_BF16);
+    CHECK(r.output.e.w.fmt == QF_Q8_0 && r.embed.e.w.fmt == QF_F32);
     plan_resolved_done(&r);
     plan_done(&q);
     CHECK(plan_import_llamacpp(rx, strlen(rx), "rx.txt", NULL, &q, &err) != ST_OK);
