@@ -685,15 +685,16 @@ static double llamacpp_ppl(const char *gguf, int64_t n_ctx, int64_t chunks) {
     const char *bin = testlib_llama_tool("llama-perplexity", "the llama.cpp perplexity comparison");
     if (!bin) return NAN;
     snprintf(cmd, sizeof cmd,
-             "'%s' -m '%s' -f '%s' -c %lld -b %lld --chunks %lld -fa off -ctk f32 -ctv f32 -t 1 2>&1 >/dev/null", bin, gguf,
+             "%s'%s' -m '%s' -f '%s' -c %lld -b %lld --chunks %lld -fa off -ctk f32 -ctv f32 -t 1 2>&1 >/dev/null",
+             testlib_llama_exit_delay(), bin, gguf,
              testlib_shared("text/tinystories_sample.txt"), (long long)n_ctx, (long long)n_ctx, (long long)chunks);
     /* Its asynchronous logger now and then loses the last lines at exit: the
      * final estimate, or failing that the running value after the last chunk
-     * ("[N]x"), is taken from up to three runs. */
+     * ("[N]x"), is taken from up to four runs, each with the exit delay. */
     char tag[32];
     snprintf(tag, sizeof tag, "[%lld]", (long long)chunks);
     double v = NAN;
-    for (int attempt = 0; attempt < 3 && isnan(v); attempt++) {
+    for (int attempt = 0; attempt < 4 && isnan(v); attempt++) {
         FILE *p = popen(cmd, "r");
         CHECK(p != NULL);
         while (fgets(line, sizeof line, p)) {
@@ -704,7 +705,7 @@ static double llamacpp_ppl(const char *gguf, int64_t n_ctx, int64_t chunks) {
         int rc = pclose(p);
         CHECKF(rc == 0, "%s failed on %s (exit %d)", bin, gguf, rc);
     }
-    CHECKF(!isnan(v), "%s printed no perplexity for %s in three runs", bin, gguf);
+    CHECKF(!isnan(v), "%s printed no perplexity for %s in four runs", bin, gguf);
     return v;
 }
 

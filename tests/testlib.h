@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int testlib_checks;
 
@@ -51,6 +52,31 @@ __attribute__((unused)) static const char *testlib_llama_tool(const char *tool, 
     }
     fclose(f);
     return buf[k];
+}
+
+/* "LD_PRELOAD=/tmp/...so " (or "" when no compiler is at hand): a preloaded
+ * destructor that waits 0.3 s at exit, so llama.cpp's logger thread
+ * (common/log.cpp) flushes its last lines ("Final estimate: PPL = ...")
+ * before the process ends; under load they were lost now and then. Built once
+ * per test process; prefix a llama.cpp command line with it. */
+static char testlib_delay_so[512];
+static void testlib_delay_rm(void) { unlink(testlib_delay_so); }
+
+__attribute__((unused)) static const char *testlib_llama_exit_delay(void) {
+    static char pre[600];
+    static int done;
+    if (done) return pre;
+    done = 1;
+    char *so = testlib_delay_so, cmd[1024];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(so, sizeof testlib_delay_so, "%s/qs-llama-exit-delay-%ld.so", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+    snprintf(cmd, sizeof cmd, "printf '#include <unistd.h>\\n__attribute__((destructor)) static void w(void) "
+             "{ usleep(300000); }\\n' | ${CC:-cc} -shared -fPIC -x c -o '%s' - 2>/dev/null", so);
+    if (system(cmd) == 0) {
+        snprintf(pre, sizeof pre, "LD_PRELOAD='%s' ", so);
+        atexit(testlib_delay_rm);
+    }
+    return pre;
 }
 
 static int testlib_done(const char *name) {
