@@ -440,7 +440,52 @@ static void test_plan_groups(void) {
     g32.w.group = 32;
     CHECK_OK(plan_edit_apply(&pe, PE_ROW, 0, PLAN_Q, NULL, PF_GROUP, &g32, &r, &err), err);
     CHECK(r.changed == 6 && r.fallbacks == 1 && plan_edit_cell(&pe, 0, PLAN_DOWN)->w.group == 0);
-    CHECK(strstr(r.note, "group 32 does not divide 170: 1 cell use per-channel") != NULL);
+    CHECK(strstr(r.note, "group 32 does not divide 170: 1 cell uses per-channel") != NULL);
+    plan_edit_done(&pe);
+
+    /* Cells falling back to different sizes are reported by outcome (the
+     * note said "7 cells use group 4" for six that use 48): dim 96 takes 48
+     * for 64, down's 172 takes 4. */
+    PlanModel wide = {.n_layers = 2, .dim = 96, .hidden_dim = 172, .n_heads = 8, .n_kv_heads = 4,
+                      .head_dim = 12, .vocab_size = 512, .tied_embeddings = 1};
+    CHECK_OK(plan_edit_init(&pe, &wide, NULL, &err), err);
+    PlanEntry g64 = i4;
+    g64.w.group = 64;
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 1, PLAN_Q, NULL, PF_FMT | PF_GROUP, &g64, &r, &err), err);
+    CHECK(r.changed == 7 && r.fallbacks == 7);
+    CHECK(plan_edit_cell(&pe, 1, PLAN_Q)->w.group == 48 && plan_edit_cell(&pe, 1, PLAN_DOWN)->w.group == 4);
+    CHECK(strstr(r.note, "group 64 does not divide 96: 6 cells use group 48") != NULL);
+    CHECK(strstr(r.note, "64 does not divide 172: 1 cell uses group 4") != NULL);
+    plan_edit_done(&pe);
+}
+
+/* `y` toggles symmetry on the integer cells of the scope and nothing else
+ * (it used to copy the cursor cell's format and sign to every cell). */
+static void test_plan_sym(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
+    PeResult r;
+    PlanEntry e = *plan_edit_cell(&pe, 0, 0);
+    e.w = (QParams){QF_INT8, 0, GROUP_IC, 64};
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 0, PLAN_Q, NULL, PF_FMT | PF_GROUP, &e, &r, &err), err);
+    e.w = (QParams){QF_INT4, 1, GROUP_IC, 4};
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 0, PLAN_UP, NULL, PF_FMT | PF_GROUP, &e, &r, &err), err);
+    /* L0: q I8a/ic64, up I4/ic4, the rest fp16; the cursor is on up (sym). */
+    PlanEntry s = *plan_edit_cell(&pe, 0, PLAN_UP);
+    s.w.sym = 0;
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 0, PLAN_UP, NULL, PE_SYM, &s, &r, &err), err);
+    CHECK(r.changed == 1); /* q is already asymmetric; fp16 cells take no sign */
+    const PlanEntry *q = plan_edit_cell(&pe, 0, PLAN_Q), *up = plan_edit_cell(&pe, 0, PLAN_UP);
+    CHECK(q->w.fmt == QF_INT8 && q->w.dim == GROUP_IC && q->w.group == 64 && !q->w.sym);
+    CHECK(up->w.fmt == QF_INT4 && up->w.group == 4 && !up->w.sym);
+    CHECK(plan_edit_cell(&pe, 0, PLAN_DOWN)->w.fmt == QF_F16 && plan_edit_cell(&pe, 0, PLAN_K)->w.fmt == QF_F16);
+    s.w.sym = 1;
+    CHECK_OK(plan_edit_apply(&pe, PE_ALL, 0, PLAN_UP, NULL, PE_SYM, &s, &r, &err), err);
+    CHECK(r.changed == 2 && plan_edit_cell(&pe, 0, PLAN_Q)->w.sym && plan_edit_cell(&pe, 0, PLAN_Q)->w.fmt == QF_INT8);
+    CHECK(plan_edit_cell(&pe, 0, PLAN_Q)->w.group == 64 && plan_edit_cell(&pe, 3, PLAN_Q)->w.fmt == QF_F16);
     plan_edit_done(&pe);
 }
 
@@ -744,6 +789,7 @@ int main(void) {
     test_plan_edit();
     test_plan_aqlm();
     test_plan_groups();
+    test_plan_sym();
     test_plan_ends();
     test_plan_grid_fit();
     test_jobs();

@@ -46,6 +46,10 @@ void plan_entry_take(PlanEntry *dst, const PlanEntry *src, unsigned fields) {
         dst->act_skip_first = src->act_skip_first;
     }
     if (fields & PF_SMOOTH) dst->smooth_alpha = src->smooth_alpha;
+    if (fields & PE_SYM) {
+        const QFormatTraits *t = qformat_traits(dst->w.fmt);
+        if (t && t->is_int) dst->w.sym = src->w.sym;
+    }
     if ((fields & PE_AQLM_ANY) && dst->w.fmt == QF_AQLM) {
         if (fields & PE_AQLM_M) dst->aqlm.M = src->aqlm.M;
         if (fields & PE_AQLM_B) dst->aqlm.B = src->aqlm.B;
@@ -242,10 +246,18 @@ static FixKind fix_cell(PlanEntry *e, int was_aqlm, int64_t n_out, int64_t n_in)
     return ng != g ? FIX_GROUP : FIX_NONE;
 }
 
-/* Accumulates the note of an edit's fallbacks (the last one of each kind). */
+/* Accumulates the note of an edit's fallbacks: each distinct group outcome
+ * (asked size, dimension it did not divide, size used) with its own count,
+ * so a row whose cells fell back to different sizes says which got what;
+ * the last AQLM fallback. */
+#define FIX_NOTE_OUTCOMES 4
 typedef struct FixNote {
     int64_t n_group, n_aqlm;
-    int64_t g_from, g_to, g_dim;
+    struct {
+        int64_t from, dim, to, n;
+    } g[FIX_NOTE_OUTCOMES];
+    int n_g;
+    int64_t n_g_other;           /* fallback cells beyond the outcomes kept */
     AqlmParams a_from, a_to;
     int64_t a_dim;
     int a_f16;
@@ -257,9 +269,21 @@ static void fix_cell_note(FixNote *fn, FixKind k, const PlanEntry *before, const
                           int64_t n_in) {
     if (k == FIX_GROUP) {
         fn->n_group++;
-        fn->g_from = before->w.group;
-        fn->g_to = after->w.group;
-        fn->g_dim = after->method == QM_ADADIM ? 0 : after->w.dim == GROUP_OC ? n_in : n_out;
+        int64_t dim = after->method == QM_ADADIM ? 0 : after->w.dim == GROUP_OC ? n_in : n_out;
+        int i = 0;
+        while (i < fn->n_g && !(fn->g[i].from == before->w.group && fn->g[i].dim == dim && fn->g[i].to == after->w.group))
+            i++;
+        if (i == fn->n_g) {
+            if (fn->n_g == FIX_NOTE_OUTCOMES) {
+                fn->n_g_other++;
+                return;
+            }
+            fn->g[fn->n_g].from = before->w.group;
+            fn->g[fn->n_g].dim = dim;
+            fn->g[fn->n_g].to = after->w.group;
+            fn->g[fn->n_g++].n = 0;
+        }
+        fn->g[i].n++;
     } else if (k == FIX_GGML) {
         fn->n_ggml++;
         fn->f_from = before->w.fmt;
@@ -278,14 +302,18 @@ static void fix_note_text(const FixNote *fn, PeResult *r) {
     size_t len = 0;
     r->fallbacks = fn->n_group + fn->n_aqlm + fn->n_ggml;
     r->note[0] = 0;
-    if (fn->n_group) {
+    for (int i = 0; i < fn->n_g && len < sizeof r->note; i++) {
         char dim[48];
-        if (fn->g_dim) snprintf(dim, sizeof dim, "%lld", (long long)fn->g_dim);
+        if (fn->g[i].dim) snprintf(dim, sizeof dim, "%lld", (long long)fn->g[i].dim);
         else snprintf(dim, sizeof dim, "both dims (adadim)");
-        len += (size_t)snprintf(r->note, sizeof r->note, "group %lld does not divide %s: %lld cell%s use %s%lld",
-                                (long long)fn->g_from, dim, (long long)fn->n_group, fn->n_group == 1 ? "" : "s",
-                                fn->g_to ? "group " : "per-channel, group ", (long long)fn->g_to);
+        int same_from = i > 0 && fn->g[i - 1].from == fn->g[i].from;
+        len += (size_t)snprintf(r->note + len, sizeof r->note - len, "%s%s%lld does not divide %s: %lld cell%s %s%lld",
+                                i ? "; " : "", same_from ? "" : "group ", (long long)fn->g[i].from, dim,
+                                (long long)fn->g[i].n, fn->g[i].n == 1 ? " uses" : "s use",
+                                fn->g[i].to ? "group " : "per-channel, group ", (long long)fn->g[i].to);
     }
+    if (fn->n_g_other && len < sizeof r->note)
+        len += (size_t)snprintf(r->note + len, sizeof r->note - len, "; %lld more fall back", (long long)fn->n_g_other);
     if (fn->n_aqlm && len < sizeof r->note) {
         char to[24];
         if (fn->a_f16) snprintf(to, sizeof to, "fp16");

@@ -57,6 +57,11 @@ Status plan_edit_load(PlanEdit *pe, const Plan *p, Err *err);
  * A session records them as PF_METHOD. */
 enum { PE_AQLM_M = 1u << 8, PE_AQLM_B = 1u << 9, PE_AQLM_G = 1u << 10, PE_AQLM_ANY = 7u << 8 };
 
+/* Edit-only field bit: w.sym alone, taken only by cells whose format is an
+ * integer one (the `y` key: a row of int4 and fp16 cells keeps its formats).
+ * A session records it as PF_FMT (per cell when the formats differ). */
+enum { PE_SYM = 1u << 11 };
+
 /* The AQLM parameters a cell gets when its format becomes aqlm: 2x8g8 (the
  * aqlm-2x8 preset; 2 code bits per weight), with the preset's fallback where
  * g does not divide the input. */
@@ -116,7 +121,8 @@ void plan_grid_done(PlanGrid *g);
 /* 1 when two entries mean the same thing (field by field). */
 int plan_entry_equal(const PlanEntry *a, const PlanEntry *b);
 
-/* Copies the PF_* fields of src into dst. */
+/* Copies the PF_* fields of src into dst (and the PE_SYM / PE_AQLM_* bits
+ * where dst's format takes them). */
 void plan_entry_take(PlanEntry *dst, const PlanEntry *src, unsigned fields);
 
 /* === Value cycling (the cursor cell's next value) === */

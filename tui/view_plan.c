@@ -221,7 +221,7 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
 static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src) {
     if (!a->sess) return;
     const PlanViewState *s = &a->plan;
-    unsigned sf = (fields & PF_ALL) | ((fields & PE_AQLM_ANY) ? PF_METHOD : 0);
+    unsigned sf = (fields & PF_ALL) | ((fields & PE_AQLM_ANY) ? PF_METHOD : 0) | ((fields & PE_SYM) ? PF_FMT : 0);
     int64_t edit = (int64_t)a->pe->version;
     char pat[64];
     Err err;
@@ -425,7 +425,7 @@ static int plan_key(App *a, Action act) {
             return R_REDRAW;
         }
         e.w.sym = !e.w.sym;
-        return apply(a, PF_FMT, &e, e.w.sym ? "symmetric" : "asymmetric");
+        return apply(a, PE_SYM, &e, e.w.sym ? "symmetric" : "asymmetric");
     }
     case AC_DIM:
         if (e.w.fmt == QF_AQLM) {

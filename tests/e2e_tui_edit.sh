@@ -1,0 +1,105 @@
+#!/bin/sh
+# The workbench's editing and bookkeeping in tmux (issue 14): `y` toggles
+# symmetry only on the integer cells of the scope, and the session records
+# exactly that (replay --check agrees). Skips (exit 0) without tmux. Private
+# tmux socket, always killed.
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "e2e_tui_edit: SKIPPED: tmux is not installed"
+  exit 0
+fi
+case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
+case $M in /*) ;; *) M=$(pwd)/$M ;; esac
+case $T in /*) ;; *) T=$(pwd)/$T ;; esac
+tmp=$(mktemp -d)
+SOCK=qscope-e2e-edit-$$
+tm() { tmux -L "$SOCK" "$@"; }
+cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "e2e_tui_edit: $*" >&2
+  echo "--- last screen:" >&2
+  tm capture-pane -p -t e2e >&2 2>/dev/null || true
+  exit 1
+}
+screen() { tm capture-pane -p -t e2e; }
+wait_for() {
+  n=$(( ${2:-10} * 10 ))
+  while [ "$n" -gt 0 ]; do
+    if screen 2>/dev/null | grep -qF -- "$1"; then return 0; fi
+    sleep 0.1
+    n=$((n - 1))
+  done
+  fail "timed out waiting for '$1'"
+}
+has() { screen | grep -qF -- "$1" || fail "screen lacks '$1'"; }
+lacks() { if screen | grep -qF -- "$1"; then fail "screen shows '$1'"; fi; }
+keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
+# start W H ARGS...: (re)opens the workbench in session e2e.
+start() {
+  w=$1; h=$2; shift 2
+  tm kill-session -t e2e >/dev/null 2>&1 || true
+  rm -f "$tmp/exit"
+  tm new-session -d -s e2e -x "$w" -y "$h" \
+    "XDG_CACHE_HOME='$tmp/cache' LC_ALL=\${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+}
+quit() {
+  keys q
+  n=0
+  while [ ! -s "$tmp/exit" ]; do
+    sleep 0.1; n=$((n + 1))
+    [ $n -lt 80 ] || fail "no exit on q"
+  done
+}
+# pick_preset NAME: opens the preset list in the Plan view and applies NAME.
+pick_preset() {
+  keys p
+  wait_for "Preset (Enter applies"
+  n=0
+  while ! screen | grep -qF "> $1 "; do
+    keys j; n=$((n + 1)); [ $n -lt 25 ] || fail "$1 not in the preset list"
+  done
+  keys Enter
+  wait_for "Plan: $1"
+}
+
+export XDG_CACHE_HOME="$tmp/cache" LC_ALL=C.UTF-8
+t0=$(date +%s)
+tm -f /dev/null new-session -d -s keep "sleep 600"
+
+# --- `y` on a row: only the sign of the integer cells changes.
+start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/s.json'"
+wait_for "session: s.json" 15
+keys 4
+wait_for "Plan: fp16"
+pick_preset int4-rtn
+has "[I4a/oc64]"
+# L0.down to fp16, then back to q and `y` on the row.
+keys l l l l l l
+wait_for "[I4a/oc4]"
+n=0
+while ! screen | grep -qF "[F16]"; do
+  keys f; n=$((n + 1)); [ $n -lt 12 ] || fail "f never reached F16"
+done
+keys h h h h h h v
+wait_for "edits now apply to: row"
+keys y
+wait_for "symmetric on layer 0: 6 cells changed"
+row=$(screen | grep '^ *L0 ')
+echo "$row" | grep -qF "[I4/oc64]" || fail "L0.q is not I4/oc64 after y: $row"
+echo "$row" | grep -qF "F16" || fail "L0.down lost its fp16 after y: $row"
+[ "$(echo "$row" | grep -o 'I4/oc' | wc -l)" -eq 6 ] || fail "L0 has not six symmetric int4 cells: $row"
+screen | grep '^ *L1 ' | grep -qF "I4a/oc64" || fail "y changed layer 1"
+quit
+"$Q" replay "$tmp/s.json" --check -o "$tmp/r.json" >"$tmp/replay.out" 2>&1 ||
+  { cat "$tmp/replay.out" >&2; fail "replay of the y edit failed"; }
+grep -q "check: OK" "$tmp/replay.out" || fail "replay: $(tail -2 "$tmp/replay.out")"
+cp "$tmp/s.json" /tmp/wb/s.json
+
+echo "e2e_tui_edit: ok ($(( $(date +%s) - t0 )) s)"
