@@ -17,30 +17,12 @@ case $M in /*) ;; *) M=$(pwd)/$M ;; esac
 case $T in /*) ;; *) T=$(pwd)/$T ;; esac
 tmp=$(mktemp -d)
 SOCK=qscope-e2e-edit-$$
-tm() { tmux -L "$SOCK" "$@"; }
 cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fail() {
-  echo "e2e_tui_edit: $*" >&2
-  echo "--- last screen:" >&2
-  tm capture-pane -p -t e2e >&2 2>/dev/null || true
-  exit 1
-}
-screen() { tm capture-pane -p -t e2e; }
-wait_for() {
-  n=$(( ${2:-10} * 10 ))
-  while [ "$n" -gt 0 ]; do
-    if screen 2>/dev/null | grep -qF -- "$1"; then return 0; fi
-    sleep 0.1
-    n=$((n - 1))
-  done
-  fail "timed out waiting for '$1'"
-}
-has() { screen | grep -qF -- "$1" || fail "screen lacks '$1'"; }
-lacks() { if screen | grep -qF -- "$1"; then fail "screen shows '$1'"; fi; }
-keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
+E2E_NAME=e2e_tui_edit
+. "$(dirname "$0")/tmux_lib.sh"
 # start W H ARGS...: (re)opens the workbench in session e2e.
 start() {
   w=$1; h=$2; shift 2
