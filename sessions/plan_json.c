@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/mapfile.h"
+#include "core/suggest.h"
 #include "quant/aqlm.h"
 #include "quant/format.h"
 #include "quant/gptq.h"
@@ -202,16 +203,46 @@ static Status get_number(const cJSON *o, const char *key, const char *where, con
     return ST_OK;
 }
 
+/* The keys a plan file may use (the strict reading of plan_json_read):
+ * ENTRY's, a rule's beyond them, gptq's, and the top level's. */
+static const char *const ENTRY_KEYS[] = {"format", "sym", "group_dim", "group", "method", "gptq", "adadim_base",
+                                         "aqlm", "act", "act_gran", "act_scale", "act_skip_first", "smooth_alpha",
+                                         "pattern", "fields"};
+#define N_ENTRY_KEYS 13 /* the rule keys follow */
+static const char *const GPTQ_KEYS[] = {"damp", "act_order", "block", "static_groups"};
+static const char *const TOP_KEYS[] = {"schema_version", "name", "default", "embed", "output", "rules", "notes"};
+
+/* ST_ERR_FORMAT naming the first key of o not among keys[0..n) ("plan.json:
+ * rules[0]: unknown key 'fromat' (did you mean 'format'?)"): a misspelt key
+ * would otherwise leave its value at the default without a word. */
+static Status check_keys(const cJSON *o, const char *const *keys, int n, const char *where, const char *ctx,
+                         Err *err) {
+    const cJSON *k;
+    cJSON_ArrayForEach(k, o) {
+        int i = 0;
+        while (i < n && strcmp(k->string, keys[i]) != 0) i++;
+        if (i < n) continue;
+        int c = suggest_closest(k->string, keys, n);
+        char hint[64] = "";
+        if (c >= 0) snprintf(hint, sizeof hint, " (did you mean '%s'?)", keys[c]);
+        return BAD("%s: %s%sunknown key '%s'%s", where, ctx ? ctx : "", ctx ? ": " : "", k->string, hint);
+    }
+    return ST_OK;
+}
+
 /* Reads the ENTRY keys of o into *e (keys absent leave e's values); *seen
  * receives the PF_* groups that had at least one key. */
-static Status entry_parse(const cJSON *o, const char *where, const char *ctx, PlanEntry *e, unsigned *seen,
-                          Err *err) {
+static Status entry_parse(const cJSON *o, const char *where, const char *ctx, int strict, int is_rule, PlanEntry *e,
+                          unsigned *seen, Err *err) {
     Status st;
     const char *s;
     int pres, b;
     double d;
     *seen = 0;
     if (!cJSON_IsObject(o)) return BAD("%s: %s: expected an object", where, ctx);
+    if (strict && (st = check_keys(o, ENTRY_KEYS, is_rule ? (int)(sizeof ENTRY_KEYS / sizeof *ENTRY_KEYS) : N_ENTRY_KEYS,
+                                   where, ctx, err)))
+        return st;
 
     if ((st = get_string(o, "format", where, ctx, &s, err))) return st;
     if (s) {
@@ -251,6 +282,8 @@ static Status entry_parse(const cJSON *o, const char *where, const char *ctx, Pl
         char gctx[128];
         snprintf(gctx, sizeof gctx, "%s.gptq", ctx);
         if (!cJSON_IsObject(g)) return BAD("%s: %s: expected an object", where, gctx);
+        if (strict && (st = check_keys(g, GPTQ_KEYS, (int)(sizeof GPTQ_KEYS / sizeof *GPTQ_KEYS), where, gctx, err)))
+            return st;
         if ((st = get_number(g, "damp", where, gctx, 0, 10, 0, &d, &pres, err))) return st;
         if (pres) e->gptq.damp = d;
         if ((st = get_bool(g, "act_order", where, gctx, &b, &pres, err))) return st;
@@ -313,11 +346,15 @@ static Status entry_parse(const cJSON *o, const char *where, const char *ctx, Pl
     return ST_OK;
 }
 
-Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanModel *m, Plan *out, Err *err) {
+/* plan_json_parse, rejecting unknown keys when strict (plan files) or
+ * ignoring them (plans inside sessions, which tolerate newer writers). */
+static Status parse_plan(const cJSON *obj, const char *where, const PlanModel *m, int strict, Plan *out, Err *err) {
     plan_init(out);
     Status st;
     if (!where) where = "plan";
     if (!cJSON_IsObject(obj)) return BAD("%s: expected a JSON object", where);
+    if (strict && (st = check_keys(obj, TOP_KEYS, (int)(sizeof TOP_KEYS / sizeof *TOP_KEYS), where, NULL, err)))
+        return st;
 
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(obj, "schema_version");
     if (!ver) return BAD("%s: schema_version: missing", where);
@@ -335,7 +372,7 @@ Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanMod
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(obj, keys[i]);
         if (!o) continue;
         unsigned seen;
-        if ((st = entry_parse(o, where, keys[i], ents[i], &seen, err))) goto fail;
+        if ((st = entry_parse(o, where, keys[i], strict, 0, ents[i], &seen, err))) goto fail;
     }
 
     const cJSON *rules = cJSON_GetObjectItemCaseSensitive(obj, "rules");
@@ -361,7 +398,7 @@ Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanMod
         PlanEntry e;
         plan_entry_default(&e);
         unsigned seen = 0, fields = 0;
-        if ((st = entry_parse(r, where, ctx, &e, &seen, err))) goto fail;
+        if ((st = entry_parse(r, where, ctx, strict, 1, &e, &seen, err))) goto fail;
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(r, "fields");
         if (f) {
             if (!cJSON_IsArray(f)) {
@@ -437,6 +474,10 @@ fail:
     return st;
 }
 
+Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanModel *m, Plan *out, Err *err) {
+    return parse_plan(obj, where, m, 0, out, err);
+}
+
 Status plan_json_read(const char *text, size_t len, const char *where, const PlanModel *m, Plan *out, Err *err) {
     plan_init(out);
     if (!where) where = "plan";
@@ -446,7 +487,7 @@ Status plan_json_read(const char *text, size_t len, const char *where, const Pla
         size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
         return BAD("%s: not valid JSON (parse error at byte %zu)", where, off);
     }
-    Status st = plan_json_parse(root, where, m, out, err);
+    Status st = parse_plan(root, where, m, 1, out, err);
     cJSON_Delete(root);
     return st;
 }

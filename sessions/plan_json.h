@@ -32,8 +32,12 @@
  * plan_entry_default, so any key may be left out; a rule's "fields" lists
  * which groups of keys it sets ("format", "group", "method", "act",
  * "smooth"; see PF_* in quant/plan.h) and defaults to the groups whose keys
- * the rule names. Unknown keys are tolerated (ignored), so newer writers stay
- * readable. Every present key is type- and value-checked; errors name the
+ * the rule names. A plan file (plan_json_read / plan_json_load) may hold no
+ * other key: a misspelt one ("fromat") would leave its value at the default
+ * and the plan would quietly mean something else, so it is an error naming
+ * the key, the place and the file ("p.json: rules[0]: unknown key 'fromat'
+ * (did you mean 'format'?)"). A plan inside a session (plan_json_parse)
+ * tolerates unknown keys, so sessions of newer writers stay readable. Every present key is type- and value-checked; errors name the
  * place and the key: "plan.json: rules[2].format: 'int9' is not a format".
  * With a PlanModel the parsed plan is also plan_validate'd against it, so a
  * rule naming layer 40 of a 5-layer model or a group not dividing 172 fails
@@ -63,8 +67,9 @@ struct cJSON *plan_json_build(const Plan *p);
  * initialised and empty then). `where` prefixes every error detail (a file
  * name, or "session.json: plans[1]"). m may be NULL: then only
  * model-independent checks run (names, ranges, pattern syntax); with m the
- * plan is plan_validate'd too. Errors: ST_ERR_FORMAT for structure / type /
- * name errors, ST_ERR_ARG for a plan that does not fit m, ST_ERR_NOMEM. */
+ * plan is plan_validate'd too. Unknown keys are ignored (sessions' plans).
+ * Errors: ST_ERR_FORMAT for structure / type / name errors, ST_ERR_ARG for a
+ * plan that does not fit m, ST_ERR_NOMEM. */
 Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanModel *m, Plan *out, Err *err);
 
 /* Serialises p as indented JSON text ending in a newline. *out is heap
@@ -72,8 +77,9 @@ Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanMod
 Status plan_json_write(const Plan *p, char **out, Err *err);
 
 /* Parses JSON text (len bytes, need not be NUL-terminated) like
- * plan_json_parse; a text that is not JSON fails with ST_ERR_FORMAT naming
- * `where` and the byte offset of the parse error. */
+ * plan_json_parse, but an unknown key is an ST_ERR_FORMAT error (a plan
+ * file); a text that is not JSON fails with ST_ERR_FORMAT naming `where` and
+ * the byte offset of the parse error. */
 Status plan_json_read(const char *text, size_t len, const char *where, const PlanModel *m, Plan *out, Err *err);
 
 /* Writes p to path atomically (temporary file in the same directory, then

@@ -18,6 +18,7 @@
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/strlist.h"
+#include "core/suggest.h"
 #include "model/model.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
@@ -733,9 +734,27 @@ static void check_plans(Replay *r, const Session *in) {
 
 /* === Driver === */
 
+/* Every action name replay knows: those it runs, then those recorded for the
+ * record only (a view change) that it skips. Any other name is an error, so
+ * a misspelt "evalute" does not pass as a replay with nothing evaluated. */
+static const char *const ACTION_NAMES[] = {"calibrate",   "load_stats", "apply_preset", "set_rule",    "set_cell",
+                                           "remove_rule", "set_plan",   "undo",         "redo",        "rename_plan",
+                                           "copy_plan",   "delete_plan", "select_plan", "evaluate",    "view"};
+#define N_ACTION_NAMES ((int)(sizeof ACTION_NAMES / sizeof *ACTION_NAMES))
+
+static Status unknown_action(const char *name, Err *err) {
+    int c = suggest_closest(name, ACTION_NAMES, N_ACTION_NAMES);
+    char hint[64] = "";
+    if (c >= 0) snprintf(hint, sizeof hint, " (did you mean '%s'?)", ACTION_NAMES[c]);
+    return err_set(err, ST_ERR_FORMAT, "unknown action '%s'%s", name, hint);
+}
+
 static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
     const char *name = a_str(act, "action");
     if (!name) return err_set(err, ST_ERR_FORMAT, "missing 'action' name");
+    int k = 0;
+    while (k < N_ACTION_NAMES && strcmp(name, ACTION_NAMES[k]) != 0) k++;
+    if (k == N_ACTION_NAMES) return unknown_action(name, err);
     const cJSON *args = jget(act, "args");
     if (!cJSON_IsObject(args)) args = act; /* flat form */
     cJSON *logged = cJSON_Duplicate(args, 1);

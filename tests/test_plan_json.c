@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/status.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
@@ -219,7 +221,22 @@ static void test_malformed(void) {
     expect_err("{\"schema_version\": 1, \"default\": {\"format\": \"int4\", \"group\": 48}}", ST_ERR_ARG, "default entry",
                "48");
 
-    /* unknown keys are tolerated; missing keys take plan_entry_default's values */
+    /* A misspelt key in a plan file is an error naming it (it used to be
+     * ignored: "defualt" left every projection fp32 and the run said int4). */
+    expect_err("{\"schema_version\": 1, \"name\": \"int4-gptq\", \"defualt\": {\"format\": \"int4\"}}", ST_ERR_FORMAT,
+               "unknown key 'defualt'", "did you mean 'default'?");
+    expect_err("{\"schema_version\": 1, \"rules\": [{\"pattern\": \"*.down\", \"fromat\": \"fp16\"}]}", ST_ERR_FORMAT,
+               "rules[0]: unknown key 'fromat'", "did you mean 'format'?");
+    expect_err("{\"schema_version\": 1, \"default\": {\"format\": \"int4\", \"group_size\": 32}}", ST_ERR_FORMAT,
+               "default: unknown key 'group_size'", NULL);
+    expect_err("{\"schema_version\": 1, \"default\": {\"pattern\": \"*\"}}", ST_ERR_FORMAT, "default: unknown key 'pattern'",
+               NULL);
+    expect_err("{\"schema_version\": 1, \"default\": {\"gptq\": {\"dmap\": 0.1}}}", ST_ERR_FORMAT,
+               "default.gptq: unknown key 'dmap'", "'damp'");
+    expect_err("{\"schema_version\": 1, \"colour\": 1}", ST_ERR_FORMAT, "unknown key 'colour'", NULL);
+
+    /* A plan inside a session tolerates unknown keys (newer writers);
+     * missing keys take plan_entry_default's values. */
     PlanModel m = stories();
     const char *ok = "{\"schema_version\": 1, \"future_key\": {\"x\": [1]}, \"name\": \"t\", "
                      "\"default\": {\"format\": \"int8\", \"colour\": \"red\"}, "
@@ -227,7 +244,10 @@ static void test_malformed(void) {
     Plan p;
     Err err;
     err_init(&err);
-    CHECK_OK(plan_json_read(ok, strlen(ok), "ok.json", &m, &p, &err), err);
+    cJSON *okj = cJSON_Parse(ok);
+    CHECK(okj != NULL);
+    CHECK_OK(plan_json_parse(okj, "session.json: plans[0]", &m, &p, &err), err);
+    cJSON_Delete(okj);
     CHECK(p.def.w.fmt == QF_INT8 && p.def.w.sym == 1 && p.def.w.dim == GROUP_OC && p.def.w.group == 0);
     CHECK(p.n_rules == 1 && p.rules[0].fields == PF_FMT && p.rules[0].e.w.fmt == QF_F16);
     CHECK(!strcmp(p.name, "t"));

@@ -279,6 +279,15 @@ int main(void) {
     CHECK(run(tpath("bad2.json"), 0, 0, &rep, &err) != ST_OK);
     CHECKF(strstr(err.detail, "actions[0] (calibrate)") && strstr(err.detail, "/nonexistent/t.txt"), "%s", err.detail);
     replay_report_done(&rep);
+    /* A misspelt action is an error naming it (it was skipped with exit 0:
+     * a replay "passed" with nothing evaluated). */
+    snprintf(script, sizeof script, "{\"model\": \"%s\", \"actions\": [{\"action\": \"apply_preset\", \"args\": "
+             "{\"preset\": \"fp16\"}}, {\"action\": \"evalute\", \"args\": {\"ctx\": 64}}]}", model);
+    spit(tpath("bad4.json"), script);
+    CHECK(run(tpath("bad4.json"), 0, 0, &rep, &err) == ST_ERR_FORMAT);
+    CHECKF(strstr(err.detail, "actions[1] (evalute): unknown action 'evalute' (did you mean 'evaluate'?)"), "%s",
+           err.detail);
+    replay_report_done(&rep);
     spit(tpath("bad3.json"), "{\"model\": 1, \"actions\": [");
     CHECK(run(tpath("bad3.json"), 0, 0, &rep, &err) == ST_ERR_FORMAT && strstr(err.detail, "not valid JSON"));
     replay_report_done(&rep);
