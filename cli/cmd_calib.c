@@ -40,7 +40,7 @@ static void calib_usage(FILE *f) {
             "  --threads N     worker threads (default: all CPUs)\n"
             "  -o STATS        output path\n"
             "Ctrl-C stops after the current sequence and keeps what is done (the file\n"
-            "records how many sequences completed); a second Ctrl-C aborts.\n");
+            "records how many sequences completed; exit status 130); a second Ctrl-C aborts.\n");
 }
 
 typedef struct BarJob {
@@ -167,10 +167,11 @@ int cmd_calib(int argc, char **argv) {
     double dt = args_now() - t0;
     job.stop = 1;
     if (have_bar) pthread_join(th, NULL);
-    int rc = 0;
+    /* Ctrl-C exits 130 like ppl and eval, also when it kept a partial result */
+    int rc = progress_cancelled(&prog) ? 130 : 0;
     if (st != ST_OK) {
         args_print_err("calib", &err);
-        rc = 1;
+        if (st != ST_ERR_CANCELLED) rc = 1;
         goto done;
     }
     if (calib_windows_repeat(cs->text_tokens, &p))
@@ -179,7 +180,7 @@ int cmd_calib(int argc, char **argv) {
                 (long long)p.samples, (long long)p.seqlen, (long long)cs->text_tokens);
     if (calib_commit(cs, hpath, out, &err) != ST_OK) {
         args_print_err("calib", &err);
-        rc = 1;
+        if (!rc) rc = 1;
         goto done;
     }
     if (cs->has_h) hfinal = statsfile_h_path(out, cs->h_id);
@@ -189,7 +190,9 @@ int cmd_calib(int argc, char **argv) {
         printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
     printf("stats: %s\n", out);
     if (cs->has_h) printf("H: %s (%zu bytes)\n", hfinal ? hfinal : "?", cs->h_bytes);
-    printf("sensitivity map: %s\n", cs->has_sens ? "computed" : "not computed");
+    printf("sensitivity map: %s\n", cs->has_sens              ? "computed"
+                                     : p.sensitivity && rc == 130 ? "not computed (interrupted)"
+                                                                  : "not computed");
     SpikeScore *sc = NULL;
     int64_t n = 0;
     if (spikes_score(cs, &sc, &n, &err) == ST_OK) {

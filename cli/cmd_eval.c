@@ -224,10 +224,12 @@ int cmd_eval(int argc, char **argv) {
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
     QModelStats qs = {sf.cs, sf.h};
-    if (qsrc ? qmodel_from_model(m, qsrc, &qm, &err)
-        : stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
-                 : qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err)) {
+    Status st = qsrc     ? qmodel_from_model(m, qsrc, &qm, &err)
+                : stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
+                         : qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err);
+    if (st) {
         args_print_err("eval", &err);
+        if (st == ST_ERR_CANCELLED) rc = 130;
         goto done;
     }
     if (!json)
@@ -243,7 +245,12 @@ int cmd_eval(int argc, char **argv) {
     if (cache) mkdir(cache, 0777);
     int from_cache = 0;
     double t0 = args_now();
-    if (eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, &from_cache, &err)) {
+    if ((st = eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, &from_cache, &err))) {
+        if (st == ST_ERR_CANCELLED) {
+            fprintf(stderr, "qscope eval: interrupted while computing the reference: nothing measured\n");
+            rc = 130;
+            goto done;
+        }
         err_wrap(&err, "%s", text_path);
         args_print_err("eval", &err);
         goto done;
@@ -256,13 +263,17 @@ int cmd_eval(int argc, char **argv) {
     memset(&view, 0, sizeof view);
     view.quiet = json;
     progress_bar_init(&view.pb, "eval");
-    Status st = eval_run(qm, ref, &eo, pool, eval_on_chunk, &view, &prog, &res, &err);
+    st = eval_run(qm, ref, &eo, pool, eval_on_chunk, &view, &prog, &res, &err);
     if (!json && view.pb.tty) progress_bar_finish(&view.pb);
     if (st && st != ST_ERR_CANCELLED) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (st == ST_ERR_CANCELLED) fprintf(stderr, "qscope eval: interrupted after %lld chunks\n", (long long)res.chunks);
+    if (st == ST_ERR_CANCELLED) {
+        fprintf(stderr, "qscope eval: interrupted after %lld chunks%s\n", (long long)res.chunks,
+                res.chunks ? "" : ": nothing measured");
+        rc = 130;
+    }
     if (res.chunks == 0) goto done;
     if (json) {
         js = eval_result_json(&res, qm, plan.name);
@@ -289,13 +300,20 @@ int cmd_eval(int argc, char **argv) {
                    (long long)n_approx);
         printf("  top-1      %.4f\n", res.top1_agree);
         printf("  size       %.4f bpw, %zu bytes (%lld weights)\n", res.bpw, res.bytes, (long long)qm->params);
-        if (eo.speed)
+        /* an interrupted run measures neither (eval_run skips both): say so, not "0.0 tok/s" */
+        if (eo.speed && res.cancelled)
+            printf("  speed      not measured (interrupted)\n");
+        else if (eo.speed)
             printf("  speed      prefill %.1f tok/s, decode %.1f tok/s (%d threads; per CPU-second and thread:\n"
                    "             prefill %.1f, decode %.1f)\n",
                    res.prefill_tps, res.decode_tps, pool_size(pool), res.prefill_cpu_tps, res.decode_cpu_tps);
-        printf("  layer err ");
-        for (int64_t l = 0; l < res.n_layers; l++) printf(" %.4g", res.layer_rel_err[l]);
-        printf("\n");
+        if (res.n_layers == 0) {
+            printf("  layer err  not measured%s\n", res.cancelled ? " (interrupted)" : "");
+        } else {
+            printf("  layer err ");
+            for (int64_t l = 0; l < res.n_layers; l++) printf(" %.4g", res.layer_rel_err[l]);
+            printf("\n");
+        }
     }
     rc = res.cancelled ? 130 : 0;
 done:

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Ctrl-C (SIGINT) on the long CLI runs: `calib` keeps what it has and exits
+# 130 like ppl and eval (it exited 0); an interrupted `eval` says what it did
+# not measure instead of printing "prefill 0.0 tok/s" and an empty layer error.
+set -eu
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+W=$S/text/wikitext-2-test.txt
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "e2e_interrupt: $*" >&2; exit 1; }
+
+# run_int SECONDS OUT ERR CMD...: runs CMD, sends SIGINT after SECONDS, and
+# leaves its exit status in $rc.
+run_int() {
+  d=$1 o=$2 e=$3
+  shift 3
+  "$@" >"$o" 2>"$e" &
+  pid=$!
+  sleep "$d"
+  kill -INT "$pid" 2>/dev/null || true
+  rc=0
+  wait "$pid" || rc=$?
+}
+
+run_int 1 "$tmp/c.out" "$tmp/c.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 -o "$tmp/c.qss"
+[ "$rc" = 130 ] || fail "calib interrupted: exit $rc, not 130: $(cat "$tmp/c.out" "$tmp/c.err")"
+grep -q "cancelled: kept [0-9]* of 20000 sequences" "$tmp/c.out" || fail "calib: $(cat "$tmp/c.out")"
+"$Q" report --stats "$tmp/c.qss" --what spikes 2>/dev/null | grep -q "\[cancelled early\]" ||
+  fail "the kept stats do not say they are partial"
+
+# eval: the reference of 1500 chunks first (cached), then the plan, interrupted.
+"$Q" eval "$M" --preset int4-rtn --text "$W" --ctx 64 --chunks 1500 --no-speed --cache "$tmp/cache" \
+  >/dev/null 2>&1 || fail "eval (reference) failed"
+run_int 0.5 "$tmp/e.out" "$tmp/e.err" "$Q" eval "$M" --preset int4-rtn --text "$W" --ctx 64 --chunks 1500 --threads 1 \
+  --cache "$tmp/cache"
+[ "$rc" = 130 ] || fail "eval interrupted: exit $rc, not 130: $(tail -c 400 "$tmp/e.err")"
+if grep -q "interrupted after [1-9]" "$tmp/e.err"; then
+  grep -q "speed      not measured (interrupted)" "$tmp/e.out" || fail "eval: $(cat "$tmp/e.out")"
+  grep -q "layer err  not measured (interrupted)" "$tmp/e.out" || fail "eval: $(cat "$tmp/e.out")"
+else
+  grep -q "nothing measured" "$tmp/e.err" || fail "eval: $(tail -c 400 "$tmp/e.err")"
+fi
+if grep -q " 0.0 tok/s" "$tmp/e.out"; then fail "eval printed 0.0 tok/s"; fi
+echo "e2e_interrupt: ok"
