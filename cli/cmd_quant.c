@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
@@ -32,8 +33,10 @@ static void quant_usage(FILE *f) {
             "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
             "static activation scales from --stats) and builds the kernels the quantized model runs,\n"
             "then prints per site: the plan code, the kernel, AdaDim's choice and the relative weight\n"
-            "error ‖W - Wq‖/‖W‖; and the exact bits per weight and bytes. With -o FILE the quantized\n"
-            "weights and the plan are stored (sessions/qmodel_file.h) for `qscope eval --quant FILE`.\n\n"
+            "error ‖W - Wq‖²/‖W‖² (squared, like every relative error qscope prints); the exact bits\n"
+            "per weight and the weights' bytes. With -o FILE the quantized weights and the plan are\n"
+            "stored (sessions/qmodel_file.h) for `qscope eval --quant FILE`, and the file's own size\n"
+            "is printed too (it stores the codes unpacked, with f32 scales, the plan and a header).\n\n"
             "  -o FILE         write the quantized model\n"
             "  --stats STATS   stats file from `qscope calib`\n"
             "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
@@ -84,6 +87,7 @@ int cmd_quant(int argc, char **argv) {
         return 2;
     }
     int rc = 1;
+    size_t file_bytes = 0;
     Err err;
     err_init(&err);
     QStatsFile sf;
@@ -111,15 +115,17 @@ int cmd_quant(int argc, char **argv) {
             args_print_err("quant", &err);
             goto done;
         }
+        struct stat fst;
+        if (stat(out_path, &fst) == 0) file_bytes = (size_t)fst.st_size;
         fprintf(stderr, "quant: wrote %s\n", out_path);
     }
     if (json) printf("{\"plan\": ");
     if (json) json_str(plan.name);
-    if (json) printf(", \"bpw\": %.6f, \"bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
+    if (json) printf(", \"bpw\": %.6f, \"bytes\": %zu, \"file_bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
                      "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",
-                     qm->bpw, qm->bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
+                     qm->bpw, qm->bytes, file_bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
                      qm->seconds);
-    else printf("%-10s %-22s %-12s %-7s %s\n", "site", "plan", "kernel", "adadim", "rel_err");
+    else printf("%-10s %-22s %-12s %-7s %s\n", "site", "plan", "kernel", "adadim", "rel_err |W-Wq|^2/|W|^2");
     for (int64_t l = 0; l < qm->n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             int64_t i = l * PROJ_COUNT + p;
@@ -130,9 +136,11 @@ int cmd_quant(int argc, char **argv) {
                                                                       : qlinear_kernel_name(qm->lin[i]))
                                        : "model-f32";
             const char *ad = qm->adadim_dim[i] == GROUP_OC ? "oc" : qm->adadim_dim[i] == GROUP_IC ? "ic" : "-";
+            /* squared, the one "relative error" of report, calib and the Sensitivity view */
+            double re2 = qm->site_rel_err[i] * qm->site_rel_err[i];
             if (json) printf("%s{\"site\": \"%s\", \"code\": \"%s\", \"kernel\": \"%s\", \"adadim\": \"%s\", \"rel_err\": %.6g}",
-                             i ? ", " : "", site, code, k, ad, qm->site_rel_err[i]);
-            else printf("%-10s %-22s %-12s %-7s %.5f\n", site, code, k, ad, qm->site_rel_err[i]);
+                             i ? ", " : "", site, code, k, ad, re2);
+            else printf("%-10s %-22s %-12s %-7s %.6f\n", site, code, k, ad, re2);
         }
     if (json) {
         printf("], \"notes\": [");
@@ -143,8 +151,13 @@ int cmd_quant(int argc, char **argv) {
         printf("]}\n");
     } else {
         for (int64_t i = 0; i < qm->n_notes; i++) printf("note: %s\n", qm->notes[i]);
-        printf("plan %s: %.4f bits per weight, %zu bytes (%lld weights), kernels hold %zu bytes, %.2f s\n", plan.name,
-               qm->bpw, qm->bytes, (long long)qm->params, qm->kernel_bytes, qm->seconds);
+        printf("plan %s: %.4f bits per weight, weights %zu bytes (%lld weights), kernels hold %zu bytes, %.2f s\n",
+               plan.name, qm->bpw, qm->bytes, (long long)qm->params, qm->kernel_bytes, qm->seconds);
+        /* the file holds more than the weights: say how much, so the two sizes are not confused */
+        if (out_path && file_bytes)
+            printf("file %s: %zu bytes (codes stored a byte or more each with f32 scales, plus the plan and\n"
+                   "  a header; the %zu bytes above count the weights packed at their bits)\n",
+                   out_path, file_bytes, qm->bytes);
     }
     rc = 0;
 done:

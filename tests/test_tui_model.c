@@ -16,6 +16,7 @@
 #include "tui/layout.h"
 #include "tui/plan_edit.h"
 #include "tui/results.h"
+#include "tui/vmodel.h"
 
 static void test_heat(void) {
     double v[] = {0.5, NAN, 5.0, 50.0, 0.0, -1.0};
@@ -781,6 +782,20 @@ static void test_results_table(void) {
     CHECK(strstr(row, "(partial) x") != NULL);
 }
 
+/* One byte unit on every screen (the Model view said "MB" for MiB while the
+ * budget bar meant 10^6 bytes). */
+static void test_units(void) {
+    char b[32];
+    vm_fmt_bytes(1185376, b, sizeof b); /* stories260K-f32.gguf */
+    CHECK(strcmp(b, "1.19 MB") == 0);
+    vm_fmt_bytes(131072, b, sizeof b);
+    CHECK(strcmp(b, "131.1 kB") == 0);
+    vm_fmt_bytes(2540000000u, b, sizeof b);
+    CHECK(strcmp(b, "2.54 GB") == 0);
+    vm_fmt_bytes(999, b, sizeof b);
+    CHECK(strcmp(b, "999 B") == 0);
+}
+
 int main(void) {
     (void)testlib_shared; /* no shared files needed here */
     test_heat();
@@ -795,5 +810,6 @@ int main(void) {
     test_jobs();
     test_results();
     test_results_table();
+    test_units();
     return testlib_done("test_tui_model");
 }

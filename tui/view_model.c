@@ -14,13 +14,6 @@
 #include "tui/views.h"
 #include "tui/vmodel.h"
 
-static void fmt_bytes(size_t b, char *buf, size_t n) {
-    if (b >= (size_t)1 << 30) snprintf(buf, n, "%.2f GB", (double)b / (1 << 30));
-    else if (b >= (size_t)1 << 20) snprintf(buf, n, "%.2f MB", (double)b / (1 << 20));
-    else if (b >= 1024) snprintf(buf, n, "%.1f KB", (double)b / 1024);
-    else snprintf(buf, n, "%zu B", b);
-}
-
 static void fmt_count(int64_t v, char *buf, size_t n) {
     if (v >= 1000000000) snprintf(buf, n, "%.2fB", v / 1e9);
     else if (v >= 1000000) snprintf(buf, n, "%.2fM", v / 1e6);
@@ -56,8 +49,8 @@ static void model_draw(const App *a, const Layout *l) {
         snprintf(feat + fl, sizeof feat - fl, "   q/k/v biases");
     draw_text(y++, x, w, C_NORMAL, "norm eps %g   tied output head: %s%s", c->norm_eps, c->tied_embeddings ? "yes" : "no",
               feat);
-    fmt_bytes(m->file_bytes, b2, sizeof b2);
-    fmt_bytes(m->owned_bytes, b3, sizeof b3);
+    vm_fmt_bytes(m->file_bytes, b2, sizeof b2);
+    vm_fmt_bytes(m->owned_bytes, b3, sizeof b3);
     draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   owned in memory %s", b1, b2, b3);
     draw_text(y++, x, w, C_DIM, "fingerprint %016llx", (unsigned long long)m->fingerprint);
     y++;
@@ -66,7 +59,7 @@ static void model_draw(const App *a, const Layout *l) {
     int nk = vm_model_kinds(m, kr, 8);
     for (int i = 0; i < nk && y < r->y + r->h - 5; i++) {
         fmt_count(kr[i].params, b1, sizeof b1);
-        fmt_bytes(kr[i].bytes, b2, sizeof b2);
+        vm_fmt_bytes(kr[i].bytes, b2, sizeof b2);
         draw_text(y++, x, w, C_NORMAL, "%-12s %8lld %12s %12s", kr[i].kind, (long long)kr[i].n_tensors, b1, b2);
     }
     DtypeRow dr[8];
@@ -83,7 +76,7 @@ static void model_draw(const App *a, const Layout *l) {
     draw_text(y++, x, w, C_NORMAL, "tokenizer: %s", m->tok ? tokenizer_describe(m->tok) : "none");
     y++;
     if (a->text) {
-        fmt_bytes(a->text_len, b1, sizeof b1);
+        vm_fmt_bytes(a->text_len, b1, sizeof b1);
         draw_text(y++, x, w, C_NORMAL, "text: %s (%s)", a->text_path, b1);
     } else {
         draw_text(y++, x, w, C_WARN, "text: none (start with --text FILE to calibrate and evaluate)");

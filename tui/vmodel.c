@@ -116,3 +116,10 @@ int vm_spike_sites(const CalibStats *cs, int k, char (*sites)[16], Err *err) {
     free(sc);
     return w;
 }
+
+void vm_fmt_bytes(size_t b, char *buf, size_t n) {
+    if (b >= 1000000000) snprintf(buf, n, "%.2f GB", (double)b / 1e9);
+    else if (b >= 1000000) snprintf(buf, n, "%.2f MB", (double)b / 1e6);
+    else if (b >= 1000) snprintf(buf, n, "%.1f kB", (double)b / 1e3);
+    else snprintf(buf, n, "%zu B", b);
+}

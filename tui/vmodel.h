@@ -73,4 +73,9 @@ double vm_sens_value(const SensMap *sm, int64_t layer, int proj, int fmt, SensGr
  * GROUP_IC; GROUP_TENSOR when neither is available, then NaN). */
 double vm_sens_adadim(const SensMap *sm, int64_t layer, int proj, int fmt, int grouped, int out, GroupDim *dim);
 
+/* Bytes for the screen in the one unit the workbench uses, SI: "1.19 MB" is
+ * 1.19·10⁶ bytes everywhere (the Model view, the budget bar, the results),
+ * "131.1 kB", "2.54 GB", "512 B". Into buf (n bytes). */
+void vm_fmt_bytes(size_t b, char *buf, size_t n);
+
 #endif
