@@ -7,6 +7,7 @@ void progress_init(Progress *p) {
     atomic_store(&p->total, 0);
     atomic_store(&p->cancel, 0);
     atomic_store(&p->value, 0.0);
+    atomic_store(&p->stop_after, 0);
     p->stage[0] = '\0';
 }
 
@@ -19,7 +20,10 @@ void progress_begin(Progress *p, const char *stage, int64_t total) {
 }
 
 void progress_add(Progress *p, int64_t n) {
-    if (p) atomic_fetch_add(&p->done, n);
+    if (!p) return;
+    int64_t done = atomic_fetch_add(&p->done, n) + n;
+    int64_t stop = atomic_load(&p->stop_after);
+    if (stop > 0 && done >= stop) atomic_store(&p->cancel, 1);
 }
 
 int progress_cancelled(const Progress *p) {

@@ -288,6 +288,7 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     if ((st = a_int(a, "topk", 1, 1 << 20, -1, &ca.topk, err))) return st;
     if ((st = a_int(a, "sensitivity", 0, 1, -1, &v, err))) return st;
     ca.sensitivity = (int)v;
+    if ((st = a_int(a, "kept", 1, 1 << 24, -1, &ca.kept, err))) return st;
     ca.mode = a_str(a, "mode");
     TextBuf *t;
     if ((st = get_text(r, text, &t, err))) return st;

@@ -6,11 +6,13 @@
 
 #include "analysis/calib.h"
 #include "analysis/statsfile.h"
+#include "core/progress.h"
 
 void replay_calib_args_default(ReplayCalibArgs *a) {
     a->samples = a->seqlen = a->seed = a->group = a->topk = -1;
     a->mode = NULL;
     a->sensitivity = -1;
+    a->kept = -1;
 }
 
 Status replay_calibrate(const Model *m, const char *text_path, const char *text, size_t len,
@@ -38,7 +40,14 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
     char *hpath = calib_h_temp(stats_path);
     if (!hpath) return err_set(err, ST_ERR_NOMEM, "calibrate");
     CalibStats *cs = NULL;
-    st = calib_run(m, text, len, &p, hpath, pool, NULL, &cs, err);
+    Progress prog;
+    progress_init(&prog);
+    int partial = a->kept > 0 && a->kept < p.samples;
+    if (partial) atomic_store(&prog.stop_after, a->kept);
+    st = calib_run(m, text, len, &p, hpath, pool, partial ? &prog : NULL, &cs, err);
+    if (!st && partial && cs->n_seqs != a->kept)
+        st = err_set(err, ST_ERR_STATE, "calibrate: the recorded run kept %lld sequences, the replay %lld",
+                     (long long)a->kept, (long long)cs->n_seqs);
     if (!st) st = calib_commit(cs, hpath, stats_path, err);
     if (!st) {
         memset(out, 0, sizeof *out);
@@ -52,7 +61,8 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
         snprintf(out->mode, sizeof out->mode, "%s", calib_mode_name(p.mode));
         out->group = p.group;
         out->topk = p.topk;
-        out->sensitivity = p.sensitivity;
+        out->sensitivity = cs->has_sens;
+        out->kept = cs->n_seqs < cs->n_planned ? cs->n_seqs : 0;
         out->stats = stats_path;
     }
     calib_stats_free(cs);

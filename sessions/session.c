@@ -173,6 +173,7 @@ static Status check_calib(Session *s, const cJSON *co, const char *where, Err *e
     if ((st = get_int(co, "topk", 0, BIG, 0, &c->topk, where, P, err))) return st;
     if ((st = get_str(co, "mode", 0, &mode, where, P, err))) return st;
     if ((st = get_str(co, "stats", 0, &c->stats, where, P, err))) return st;
+    if ((st = get_int(co, "kept", 0, BIG, 0, &c->kept, where, P, err))) return st;
     const cJSON *sv = jget(co, "sensitivity");
     if (sv && !cJSON_IsBool(sv)) return err_set(err, ST_ERR_FORMAT, "%s: calibration.sensitivity: expected true/false", where);
     sens = cJSON_IsTrue(sv);
@@ -654,6 +655,9 @@ Status session_set_calib(Session *s, const SessionCalib *c, Err *err) {
              jset_str(co, "mode", c->mode) && jset_num(co, "group", (double)c->group) &&
              jset_num(co, "topk", (double)c->topk) && jset(co, "sensitivity", cJSON_CreateBool(c->sensitivity)) &&
              jset_str(co, "stats", c->stats);
+    /* a cancelled calibration says so: partial, with the sequences it kept */
+    if (ok && c->kept > 0)
+        ok = jset(co, "partial", cJSON_CreateBool(1)) && jset_num(co, "kept", (double)c->kept);
     if (!ok) {
         cJSON_Delete(co);
         return err_set(err, ST_ERR_NOMEM, "session: calibration");

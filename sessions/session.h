@@ -97,7 +97,8 @@ typedef struct SessionCalib {
     uint64_t seed;
     char mode[16];           /* "random" | "chunks" */
     int64_t group, topk;
-    int sensitivity;
+    int sensitivity;         /* the sensitivity map was computed (not merely asked for) */
+    int64_t kept;            /* > 0: cancelled after `kept` of `samples` sequences (partial) */
     const char *stats;       /* stats cache path (borrowed), or NULL */
 } SessionCalib;
 

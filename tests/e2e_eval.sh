@@ -71,7 +71,11 @@ has "$tmp/sa.json" "spike-aware: top 3 sites"
 "$Q" quant "$M" --preset adadim-int4 --group 4 --stats "$tmp/s.qst" >"$tmp/q.out" || fail "quant failed"
 has "$tmp/q.out" "adadim chose"
 # quant -o stores the weights; eval --quant reproduces the preset's numbers without --stats
-"$Q" quant "$M" --preset int4-gptq --group 4 --stats "$tmp/s.qst" -o "$tmp/m.qsqm" >/dev/null 2>&1 || fail "quant -o failed"
+"$Q" quant "$M" --preset int4-gptq --group 4 --stats "$tmp/s.qst" -o "$tmp/m.qsqm" >"$tmp/qo.out" 2>&1 || fail "quant -o failed"
+# the file's own size is printed beside the packed weights' (they differ), and the
+# relative error is the squared one, labelled
+has "$tmp/qo.out" "file $tmp/m.qsqm: $(wc -c <"$tmp/m.qsqm" | tr -d ' ') bytes"
+has "$tmp/qo.out" "rel_err |W-Wq|^2/|W|^2"
 "$Q" eval "$M" --quant "$tmp/m.qsqm" --text "$T" --ctx 128 --no-speed --cache "$tmp/cache" --json >"$tmp/qf.json" ||
   fail "eval --quant failed"
 [ "$(num "$tmp/qf.json" kld_mean)" = "$(num "$tmp/int4-gptq.json" kld_mean)" ] || fail "eval --quant differs from the preset run"

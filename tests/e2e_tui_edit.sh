@@ -1,7 +1,8 @@
 #!/bin/sh
 # The workbench's editing and bookkeeping in tmux (issue 14): `y` toggles
 # symmetry only on the integer cells of the scope, and the session records
-# exactly that (replay --check agrees). Skips (exit 0) without tmux. Private
+# exactly that (replay --check agrees); a cancelled calibration is recorded
+# and shown as partial. Skips (exit 0) without tmux. Private
 # tmux socket, always killed.
 set -eu
 Q=${QSCOPE:-./qscope}
@@ -29,7 +30,7 @@ start() {
   tm kill-session -t e2e >/dev/null 2>&1 || true
   rm -f "$tmp/exit"
   tm new-session -d -s e2e -x "$w" -y "$h" \
-    "XDG_CACHE_HOME='$tmp/cache' LC_ALL=\${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+    "XDG_CACHE_HOME='$XDG_CACHE_HOME' LC_ALL=\${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
 }
 quit() {
   keys q
@@ -83,5 +84,30 @@ quit
   { cat "$tmp/replay.out" >&2; fail "replay of the y edit failed"; }
 grep -q "check: OK" "$tmp/replay.out" || fail "replay: $(tail -2 "$tmp/replay.out")"
 cp "$tmp/s.json" /tmp/wb/s.json
+
+# --- A cancelled first calibration is kept, but as PARTIAL: on screen, in the
+# session (partial, kept; replay stops after as many sequences) and when the
+# cache is loaded again (it was reloaded as if complete).
+export XDG_CACHE_HOME="$tmp/cache2"
+start 100 30 "'$M' --text '$T' --threads 1 --samples 20000 --seqlen 64 --session '$tmp/p.json'"
+wait_for "session: p.json" 15
+keys c
+wait_for "calibrate" 5
+sleep 1
+keys Escape
+wait_for "partial result kept" 20
+has "PARTIAL (cancelled)"
+has "of 20000 seqs"
+quit
+grep -Eq '"partial":[[:space:]]*true' "$tmp/p.json" || fail "the session does not record the calibration as partial"
+grep -Eq '"kept":[[:space:]]*[0-9]' "$tmp/p.json" || fail "the session does not record the sequences kept"
+grep -Eq '"sensitivity":[[:space:]]*true' "$tmp/p.json" && fail "a cancelled sensitivity pass is recorded as done"
+"$Q" replay "$tmp/p.json" -o "$tmp/pr.json" >"$tmp/replay.out" 2>&1 ||
+  { cat "$tmp/replay.out" >&2; fail "replay of the partial calibration failed"; }
+start 100 30 "'$M' --text '$T' --threads 1 --samples 20000 --seqlen 64"
+wait_for "calibration loaded from the cache is PARTIAL" 15
+has "PARTIAL (cancelled)"
+quit
+export XDG_CACHE_HOME="$tmp/cache"
 
 echo "e2e_tui_edit: ok ($(( $(date +%s) - t0 )) s)"

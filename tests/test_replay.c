@@ -279,6 +279,25 @@ int main(void) {
     CHECK(run(tpath("bad2.json"), 0, 0, &rep, &err) != ST_OK);
     CHECKF(strstr(err.detail, "actions[0] (calibrate)") && strstr(err.detail, "/nonexistent/t.txt"), "%s", err.detail);
     replay_report_done(&rep);
+    /* A cancelled calibration is recorded as partial ("kept") and replayed
+     * as one: it stops after as many sequences, with no sensitivity map. */
+    snprintf(script, sizeof script, "{\"model\": \"%s\", \"actions\": [{\"action\": \"calibrate\", \"args\": "
+             "{\"text\": \"%s\", \"samples\": 8, \"seqlen\": 32, \"kept\": 3}}]}", model, text);
+    spit(tpath("partial.json"), script);
+    CHECK_OK(run(tpath("partial.json"), 1, 0, &rep, &err), err);
+    const SessionCalib *pc = session_calib(rep.out);
+    CHECK(pc->present && pc->samples == 8 && pc->kept == 3 && !pc->sensitivity);
+    CHECK_OK(session_save(rep.out, tpath("partial-out.json"), &err), err);
+    replay_report_done(&rep);
+    char *pt;
+    size_t pn;
+    CHECK_OK(file_read_all(tpath("partial-out.json"), 1 << 24, &pt, &pn, &err), err);
+    CHECK(strstr(pt, "\"partial\":\ttrue") && strstr(pt, "\"kept\":\t3"));
+    free(pt);
+    CHECK_OK(run(tpath("partial-out.json"), 1, 0, &rep, &err), err); /* the recorded session replays too */
+    CHECK(session_calib(rep.out)->kept == 3);
+    replay_report_done(&rep);
+
     /* A misspelt action is an error naming it (it was skipped with exit 0:
      * a replay "passed" with nothing evaluated). */
     snprintf(script, sizeof script, "{\"model\": \"%s\", \"actions\": [{\"action\": \"apply_preset\", \"args\": "

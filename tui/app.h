@@ -172,6 +172,10 @@ void app_load_cached_stats(App *a);
  * 1, sensitivity: yes") or "" when there is none. */
 void app_calib_summary(const App *a, char *buf, size_t n);
 
+/* 1 when the loaded calibration is partial: cancelled before its last
+ * sequence, or its sensitivity pass cancelled (the summary says so too). */
+int app_calib_partial(const App *a);
+
 /* Spike-aware sites of the current calibration (k best), as plan patterns.
  * Returns the count (0 without calibration). */
 int app_spike_sites(const App *a, int k, char (*sites)[16]);

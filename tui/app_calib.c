@@ -52,7 +52,8 @@ static void session_record_calib(App *a, const CalibStats *cs, const char *stats
     snprintf(sc.mode, sizeof sc.mode, "%s", calib_mode_name(cs->params.mode));
     sc.group = cs->params.group;
     sc.topk = cs->params.topk;
-    sc.sensitivity = cs->params.sensitivity;
+    sc.sensitivity = cs->has_sens; /* a cancelled sensitivity pass is not recorded as done */
+    sc.kept = cs->n_seqs < cs->n_planned ? cs->n_seqs : 0;
     sc.stats = stats_path;
     Err err;
     err_init(&err);
@@ -69,10 +70,13 @@ static void session_record_calib(App *a, const CalibStats *cs, const char *stats
         SESSION_ARG_STR("text", cs->params.text_path), SESSION_ARG_INT("samples", cs->params.samples),
         SESSION_ARG_INT("seqlen", cs->params.seqlen), SESSION_ARG_INT("seed", (int64_t)cs->params.seed),
         SESSION_ARG_STR("mode", calib_mode_name(cs->params.mode)), SESSION_ARG_INT("group", cs->params.group),
-        SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", cs->params.sensitivity),
+        SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", cs->has_sens),
         SESSION_ARG_STR("stats", stats_path), SESSION_ARG_INT("threads", pool_size(a->pool)),
+        SESSION_ARG_INT("kept", sc.kept),
     };
-    app_session_action(a, action, args, (int64_t)(sizeof args / sizeof args[0]));
+    /* "kept" only for a cancelled run: replay stops after as many sequences */
+    int64_t n = (int64_t)(sizeof args / sizeof args[0]) - (sc.kept > 0 ? 0 : 1);
+    app_session_action(a, action, args, n);
 }
 
 int app_calib_restore(App *a) {
@@ -127,7 +131,10 @@ void app_load_cached_stats(App *a) {
     char sum[160];
     app_calib_summary(a, sum, sizeof sum);
     app_log(a, "load-stats", "%s (%s)", path, sum);
-    app_msg(a, 0, "calibration loaded from the cache: %s", sum);
+    if (app_calib_partial(a))
+        app_msg(a, 1, "calibration loaded from the cache is PARTIAL (%s): c recalibrates", sum);
+    else
+        app_msg(a, 0, "calibration loaded from the cache: %s", sum);
     session_record_calib(a, cs, path, "load_stats");
 }
 
@@ -137,9 +144,20 @@ void app_calib_summary(const App *a, char *buf, size_t n) {
         buf[0] = 0;
         return;
     }
-    snprintf(buf, n, "%lld seqs x %lld tokens, %s seed %llu%s%s", (long long)cs->n_seqs,
-             (long long)cs->params.seqlen, calib_mode_name(cs->params.mode), (unsigned long long)cs->params.seed,
-             cs->has_sens ? ", sensitivity" : "", cs->n_seqs < cs->n_planned ? " (cancelled early)" : "");
+    char seqs[48] = "";
+    if (cs->n_seqs < cs->n_planned) snprintf(seqs, sizeof seqs, " of %lld", (long long)cs->n_planned);
+    /* PARTIAL first, so a narrow screen cannot cut it off */
+    snprintf(buf, n, "%s%lld%s seqs x %lld tokens, %s seed %llu%s", app_calib_partial(a) ? "PARTIAL (cancelled): " : "",
+             (long long)cs->n_seqs, seqs, (long long)cs->params.seqlen, calib_mode_name(cs->params.mode),
+             (unsigned long long)cs->params.seed,
+             cs->has_sens                                             ? ", sensitivity"
+             : cs->params.sensitivity && cs->n_seqs == cs->n_planned ? ", sensitivity cancelled"
+                                                                      : "");
+}
+
+int app_calib_partial(const App *a) {
+    const CalibStats *cs = a->cs;
+    return cs && (cs->n_seqs < cs->n_planned || (cs->params.sensitivity && !cs->has_sens));
 }
 
 int app_spike_sites(const App *a, int k, char (*sites)[16]) {
@@ -206,7 +224,9 @@ static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     snprintf(a->stats_path, sizeof a->stats_path, "%s", j->path);
     char sum[160];
     app_calib_summary(a, sum, sizeof sum);
-    if (calib_windows_repeat(a->cs->text_tokens, &j->p))
+    if (app_calib_partial(a))
+        app_msg(a, 1, "calibration cancelled after %.1f s, partial result kept: %s", j->seconds, sum);
+    else if (calib_windows_repeat(a->cs->text_tokens, &j->p))
         app_msg(a, 0, "calibrated in %.1f s: %s (warning: %lld x %lld tokens exceed the text's %lld: windows repeat)",
                 j->seconds, sum, (long long)j->p.samples, (long long)j->p.seqlen, (long long)a->cs->text_tokens);
     else

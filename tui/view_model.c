@@ -83,7 +83,7 @@ static void model_draw(const App *a, const Layout *l) {
     }
     char sum[200];
     app_calib_summary(a, sum, sizeof sum);
-    if (sum[0]) draw_text(y++, x, w, C_NORMAL, "calibration: %s", sum);
+    if (sum[0]) draw_text(y++, x, w, app_calib_partial(a) ? C_WARN : C_NORMAL, "calibration: %s", sum);
     else draw_text(y++, x, w, C_WARN, "calibration: none yet - press c");
     if (a->cs && a->stats_path[0]) draw_text(y++, x, w, C_DIM, "stats: %s", a->stats_path);
     app_plan_summary(a, sum, sizeof sum);
