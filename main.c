@@ -3,10 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/dist.h"
+#include "core/suggest.h"
 
 const Command cli_commands[] = {
     {"info", cmd_info, "architecture, shapes, dtypes, parameters, tokenizer, memory"},
@@ -123,6 +125,20 @@ int main(int argc, char **argv) {
     if (argc >= 2) {
         for (const Command *c = cli_commands; c->name; c++)
             if (strcmp(argv[1], c->name) == 0) run_command(c, argc - 1, argv + 1);
+    }
+    /* A word that is no file and is one typo from a command is a mistyped
+     * command ("evl"), not a model path: say which one was meant. */
+    struct stat st;
+    if (argc >= 2 && argv[1][0] != '-' && !strchr(argv[1], '/') && !strchr(argv[1], '.') && stat(argv[1], &st) != 0) {
+        const char *names[64];
+        int n = 0;
+        for (const Command *c = cli_commands; c->name && n < 64; c++) names[n++] = c->name;
+        int k = suggest_closest(argv[1], names, n);
+        if (k >= 0) {
+            fprintf(stderr, "qscope: unknown command '%s' (did you mean 'qscope %s'? qscope --help lists them)\n",
+                    argv[1], names[k]);
+            exit(2);
+        }
     }
     for (const Command *c = cli_commands; c->name; c++)
         if (strcmp(c->name, "tui") == 0) run_command(c, argc, argv);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/hash.h"
@@ -179,8 +180,23 @@ Status load_llama2c(Model *m, const char *path, const char *tokenizer_path, Err 
     memset(&lay, 0, sizeof lay);
     s = parse_header(path, mf->data, mf->size, &lay, err);
     if (s != ST_OK) return s;
-    if (!tokenizer_path)
-        return err_set(err, ST_ERR_ARG, "%s looks like a llama2.c checkpoint: pass --tokenizer TOK.bin", path);
+    /* llama2.c ships its tokenizer beside the checkpoint: tok<vocab>.bin (tok512.bin) or tokenizer.bin */
+    char found[4096];
+    if (!tokenizer_path) {
+        const char *slash = strrchr(path, '/');
+        int dl = slash ? (int)(slash - path + 1) : 0;
+        char name[32];
+        snprintf(name, sizeof name, "tok%d.bin", (int)lay.h.vocab_size);
+        const char *names[2] = {name, "tokenizer.bin"};
+        for (int i = 0; i < 2 && !tokenizer_path; i++) {
+            snprintf(found, sizeof found, "%.*s%s", dl, path, names[i]);
+            if (access(found, R_OK) == 0) tokenizer_path = found;
+        }
+        if (!tokenizer_path)
+            return err_set(err, ST_ERR_ARG,
+                           "%s looks like a llama2.c checkpoint: pass --tokenizer TOK.bin (no %s or tokenizer.bin "
+                           "beside it)", path, name);
+    }
 
     ModelConfig *c = &m->cfg;
     snprintf(c->arch, sizeof c->arch, "llama");

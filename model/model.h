@@ -90,11 +90,13 @@ struct Model {
 };
 
 typedef struct ModelLoadOpts {
-    const char *tokenizer_path; /* llama2.c tokenizer .bin (required for .bin models) */
+    const char *tokenizer_path; /* llama2.c tokenizer .bin (NULL: tok<vocab>.bin or tokenizer.bin
+                                   beside a .bin model, else an error) */
 } ModelLoadOpts;
 
 /* Loads a model: a .gguf file, a Hugging Face directory (config.json +
- * safetensors), or a llama2.c .bin (opts->tokenizer_path required). opts may
+ * safetensors), or a llama2.c .bin (with opts->tokenizer_path or the
+ * tokenizer found beside it: tok512.bin for a 512-token vocab, tokenizer.bin). opts may
  * be NULL. On error err names the file and the problem. Caller frees. */
 Status model_load(const char *path, const ModelLoadOpts *opts, Model **out, Err *err);
 

@@ -318,6 +318,12 @@ static Status session_refresh(Session *s, const char *where, Err *err) {
                        "%s: schema_version %.0f is not a session version (versions start at 1)", where,
                        v->valuedouble);
     const cJSON *kind = jget(root, "kind");
+    /* a plan file (sessions/plan_json.h) has a schema_version too: say what it is */
+    if (!kind && !jget(root, "model") && !jget(root, "actions") &&
+        (jget(root, "rules") || jget(root, "default")))
+        return err_set(err, ST_ERR_FORMAT,
+                       "%s: this is a plan, not a session (a plan goes to `qscope eval MODEL --plan FILE`; "
+                       "--session takes a session file, or a new name to start one)", where);
     if (kind && (!cJSON_IsString(kind) || strcmp(kind->valuestring, "qscope-session")))
         return err_set(err, ST_ERR_FORMAT, "%s: kind: expected \"qscope-session\"", where);
     const cJSON *view = jget(root, "view");

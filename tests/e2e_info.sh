@@ -49,8 +49,14 @@ has "$tmp/q4.txt" 'owned 0 B (0 tensors copied or converted'
 has "$tmp/help.txt" 'usage: qscope info MODEL'
 
 # Errors: stderr, non-zero exit.
-if "$Q" info "$M/stories260K.bin" 2>"$tmp/err.txt"; then fail "llama2.c without --tokenizer succeeded"; fi
-has "$tmp/err.txt" 'looks like a llama2.c checkpoint: pass --tokenizer TOK.bin'
+# A mistyped subcommand names the command meant (it read as a missing model file).
+if "$Q" evl "$M/stories260K-f32.gguf" 2>"$tmp/err.txt"; then fail "qscope evl succeeded"; fi
+has "$tmp/err.txt" "unknown command 'evl' (did you mean 'qscope eval'?"
+# A llama2.c .bin finds its tokenizer beside it (tok512.bin); a copy alone says what it looked for.
+"$Q" info "$M/stories260K.bin" >"$tmp/l2c.txt" 2>"$tmp/err.txt" || fail "llama2.c .bin without --tokenizer: $(cat "$tmp/err.txt")"
+cp "$M/stories260K.bin" "$tmp/alone.bin"
+if "$Q" info "$tmp/alone.bin" 2>"$tmp/err.txt"; then fail "llama2.c without a tokenizer succeeded"; fi
+has "$tmp/err.txt" 'looks like a llama2.c checkpoint: pass --tokenizer TOK.bin (no tok512.bin or tokenizer.bin beside it)'
 if "$Q" info "$S/vocab/ggml-vocab-llama-spm.gguf" 2>"$tmp/err.txt"; then fail "vocab-only GGUF loaded"; fi
 has "$tmp/err.txt" 'vocab-only GGUF; use it with `qscope tokenize`'
 if "$Q" info "$tmp/nope.gguf" 2>"$tmp/err.txt"; then fail "missing file succeeded"; fi

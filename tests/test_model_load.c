@@ -308,7 +308,17 @@ static void test_stories(void) {
     expect_fail(tpath("unshared.bin"), tok, "unshared.bin", "vocab 512 unshared");
     write_file(tpath("tiny.bin"), copy, 10);
     expect_fail(tpath("tiny.bin"), tok, "tiny.bin", "too short");
-    expect_fail(bin, NULL, "stories260K.bin", "looks like a llama2.c checkpoint: pass --tokenizer TOK.bin");
+    /* Without --tokenizer, the tokenizer beside the .bin is used (tok512.bin
+     * here, same fingerprint); a copy with none beside it says what it looked for. */
+    Model *beside = load_ok(bin, NULL);
+    CHECK(beside->tok != NULL && beside->cfg.vocab_size == 512);
+    Model *given = load_ok(bin, tok);
+    CHECK(beside->fingerprint == given->fingerprint);
+    model_free(beside);
+    model_free(given);
+    write_file(tpath("lonely.bin"), mf.data, mf.size);
+    expect_fail(tpath("lonely.bin"), NULL, "lonely.bin",
+                "looks like a llama2.c checkpoint: pass --tokenizer TOK.bin (no tok512.bin or tokenizer.bin beside it)");
     expect_fail(tpath("does-not-exist.bin"), tok, "does-not-exist.bin", "No such file");
     expect_fail(bin, tpath("no-tok.bin"), "no-tok.bin", "No such file");
     free(copy);

@@ -254,6 +254,10 @@ static void test_errors(const Model *m) {
     expect_load_error(v0, strlen(v0), ST_ERR_UNSUPPORTED, "versions start at 1");
     char *nv = replace1(t, "\"schema_version\":\t1,", "");
     expect_load_error(nv, strlen(nv), ST_ERR_FORMAT, "missing 'schema_version'");
+    /* A plan file given as a session says so (it read as a malformed session). */
+    const char *plan = "{\"schema_version\": 1, \"name\": \"int4-rtn\", \"default\": {\"format\": \"int4\"}, "
+                       "\"rules\": []}";
+    expect_load_error(plan, strlen(plan), ST_ERR_FORMAT, "this is a plan, not a session");
     /* A bad plan inside names its path. */
     char *bp = replace1(t, "\"format\":\t\"int4\"", "\"format\":\t\"int9\"");
     expect_load_error(bp, strlen(bp), ST_ERR_FORMAT, "plans[0].plan");
