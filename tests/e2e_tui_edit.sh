@@ -30,7 +30,7 @@ start() {
   tm kill-session -t e2e >/dev/null 2>&1 || true
   rm -f "$tmp/exit"
   tm new-session -d -s e2e -x "$w" -y "$h" \
-    "XDG_CACHE_HOME='$XDG_CACHE_HOME' LC_ALL=\${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+    "XDG_CACHE_HOME='$XDG_CACHE_HOME' LC_ALL=${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
 }
 quit() {
   keys q
@@ -109,5 +109,28 @@ wait_for "calibration loaded from the cache is PARTIAL" 15
 has "PARTIAL (cancelled)"
 quit
 export XDG_CACHE_HOME="$tmp/cache"
+
+# --- LANG=C: the plan codes' "·" has its ASCII fallback (it went out raw and
+# shifted the columns into the cursor bracket); TERM=dumb is refused with a
+# pointer to the CLI instead of an unusable screen.
+E2E_LC=C start 80 24 "'$M' --text '$T' --threads 1"
+wait_for "1 Model" 15
+keys 4
+wait_for "Plan: fp16"
+pick_preset w8a8-tensor
+row=$(screen | grep '^ *L0 ')
+echo "$row" | grep -qF "[I8/oc.A]" || echo "$row" | grep -qF "[I8/oc.A8]" || echo "$row" | grep -qF "[I8/oc.A8t]" ||
+  fail "no ASCII plan code under LANG=C: $row"
+[ "$(screen | LC_ALL=C tr -d '\000-\177' | wc -c)" -eq 0 ] || fail "non-ASCII bytes on the screen under LANG=C"
+quit
+tm kill-session -t e2e
+rm -f "$tmp/exit"
+tm new-session -d -s e2e -x 80 -y 24 \
+  "TERM=dumb '$Q' '$M' --text '$T' 2>'$tmp/dumb.err'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+n=0
+while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 100 ] || fail "TERM=dumb: no exit"; done
+grep -q "exit=2" "$tmp/exit" || fail "TERM=dumb exit $(cat "$tmp/exit")"
+grep -q "cannot move the cursor" "$tmp/dumb.err" || fail "TERM=dumb: $(cat "$tmp/dumb.err")"
+grep -q "qscope --help" "$tmp/dumb.err" || fail "TERM=dumb does not point at the CLI: $(cat "$tmp/dumb.err")"
 
 echo "e2e_tui_edit: ok ($(( $(date +%s) - t0 )) s)"

@@ -784,6 +784,16 @@ static void test_results_table(void) {
 
 /* One byte unit on every screen (the Model view said "MB" for MiB while the
  * budget bar meant 10^6 bytes). */
+/* LANG=C: every glyph has a one-column ASCII fallback (the plan codes' "·"
+ * went out raw, shifting the columns). */
+static void test_ascii(void) {
+    char b[64];
+    CHECK(strcmp(layout_ascii("I4/ic64\u00b7G\u00b7A8t", b, sizeof b), "I4/ic64.G.A8t") == 0);
+    CHECK(strcmp(layout_ascii("\u2591\u2592\u2593\u2588 \u2502 x\u00b2 \u2026", b, sizeof b), ".:*# | x2 ~") == 0);
+    CHECK(strcmp(layout_ascii("\u4e2d\u00e9", b, sizeof b), "??") == 0); /* one column per code point */
+    CHECK(strcmp(layout_ascii("abcdef", b, 4), "abc") == 0);
+}
+
 static void test_units(void) {
     char b[32];
     vm_fmt_bytes(1185376, b, sizeof b); /* stories260K-f32.gguf */
@@ -811,5 +821,6 @@ int main(void) {
     test_results();
     test_results_table();
     test_units();
+    test_ascii();
     return testlib_done("test_tui_model");
 }

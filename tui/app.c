@@ -494,6 +494,25 @@ int tui_run(const TuiOpts *o) {
         return 1;
     }
     set_term(screen);
+    /* A terminal that cannot address the cursor (TERM=dumb, a hardcopy or an
+     * emacs shell) would get an unusable screen: refuse and point at the CLI. */
+    char *cup = tigetstr("cup");
+    if (!cup || cup == (char *)-1 || tigetflag("hc") > 0) {
+        endwin();
+        delscreen(screen);
+        screen = NULL;
+        assert_set_fatal_hook(NULL);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        fprintf(stderr,
+                "qscope: the terminal (TERM=%s) cannot move the cursor, so the workbench cannot draw on it; "
+                "use a full-screen terminal (TERM=xterm-256color) or the subcommands (qscope --help: info, calib, "
+                "plan, eval, replay ...)\n",
+                getenv("TERM") ? getenv("TERM") : "");
+        app_done(a);
+        free(a);
+        return 2;
+    }
     curses_on = 1;
     cbreak();
     noecho();

@@ -6,6 +6,7 @@
 #include <curses.h>
 
 #include "tui/draw.h"
+#include "tui/layout.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,6 +76,13 @@ int draw_width(const char *s) {
 
 int draw_str(int y, int x, int w, ColorRole r, const char *s) {
     if (w <= 0 || y < 0 || x < 0) return 0;
+    /* without UTF-8 every glyph goes out as its one-column ASCII fallback */
+    char ascii[1024];
+    if (!use_utf8) {
+        const char *p = s;
+        while (*p && (unsigned char)*p < 0x80) p++;
+        if (*p) s = layout_ascii(s, ascii, sizeof ascii);
+    }
     /* Cut at w code points (never inside a UTF-8 sequence). */
     size_t i = 0;
     int cols = 0;

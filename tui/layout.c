@@ -1,6 +1,8 @@
 /* Screen and grid layout (see layout.h). */
 #include "tui/layout.h"
 
+#include <string.h>
+
 void layout_screen(Layout *l, int cols, int rows, int with_side) {
     *l = (Layout){0};
     l->cols = cols;
@@ -54,4 +56,40 @@ void layout_grid(GridLayout *g, const Rect *area, int64_t n_rows, int64_t n_cols
     if (vis_r > n_rows) vis_r = (int)n_rows;
     g->n_vis_rows = vis_r;
     g->first_row = (int)layout_scroll(n_rows, vis_r, cur_row, 0);
+}
+
+char *layout_ascii(const char *s, char *out, size_t n) {
+    static const struct {
+        const char *u;
+        char a;
+    } map[] = {
+        {"\u00b7", '.'}, {"\u2026", '~'}, {"\u2502", '|'}, {"\u2500", '-'}, {"\u00d7", 'x'}, {"\u2016", '|'},
+        {"\u00b2", '2'}, {"\u00b3", '3'}, {"\u1d40", '\''}, {"\u0394", 'd'}, {"\u2264", '<'}, {"\u2265", '>'},
+        {"\u2192", '>'}, {"\u2190", '<'}, {"\u00b1", '+'}, {"\u2591", '.'}, {"\u2592", ':'}, {"\u2593", '*'},
+        {"\u2588", '#'}, {"\u258f", '#'}, {"\u258e", '#'}, {"\u258d", '#'}, {"\u258c", '#'}, {"\u258b", '#'},
+        {"\u258a", '#'}, {"\u2589", '#'}, {"\u2191", '^'}, {"\u2193", 'v'}, {"\u03b1", 'a'}, {"\u00b5", 'u'},
+        {"\u2014", '-'}, {"\u2013", '-'}, {"\u2713", 'v'}, {"\u00b0", 'o'}, {"\u2070", '0'}, {"\u00b9", '1'},
+        {"\u2074", '4'}, {"\u2076", '6'}, {"\u2212", '-'}, {"\u2248", '~'}, {"\u25b2", '^'}, {"\u25bc", 'v'},
+    };
+    size_t o = 0;
+    if (!n) return out;
+    while (*s && o + 1 < n) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x80) {
+            out[o++] = *s++;
+            continue;
+        }
+        size_t len = 1;
+        while (s[len] && ((unsigned char)s[len] & 0xC0) == 0x80) len++;
+        char a = '?';
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+            if (strlen(map[i].u) == len && memcmp(map[i].u, s, len) == 0) {
+                a = map[i].a;
+                break;
+            }
+        out[o++] = a;
+        s += len;
+    }
+    out[o] = 0;
+    return out;
 }

@@ -5,6 +5,7 @@
 #ifndef QS_TUI_LAYOUT_H
 #define QS_TUI_LAYOUT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Smallest terminal the workbench draws into. */
@@ -51,5 +52,12 @@ void layout_grid(GridLayout *g, const Rect *area, int64_t n_rows, int64_t n_cols
 /* First visible index of a list of n items in `visible` lines so that
  * index `cur` is shown, scrolling as little as possible from `prev_first`. */
 int64_t layout_scroll(int64_t n, int64_t visible, int64_t cur, int64_t prev_first);
+
+/* The ASCII fallback of a UTF-8 string for terminals without UTF-8 (LANG=C):
+ * every code point becomes exactly one ASCII character, so widths and
+ * columns stay what they are in UTF-8 ("I4/ic64·G" -> "I4/ic64.G", "│" -> "|",
+ * "░▒▓█" -> ".:*#", "…" -> "~", "×" -> "x", "²" -> "2"; anything else
+ * non-ASCII -> "?"). Writes at most n bytes (NUL included) into out; returns out. */
+char *layout_ascii(const char *s, char *out, size_t n);
 
 #endif
