@@ -79,6 +79,12 @@ echo "$row" | grep -qF "[I4/oc64]" || fail "L0.q is not I4/oc64 after y: $row"
 echo "$row" | grep -qF "F16" || fail "L0.down lost its fp16 after y: $row"
 [ "$(echo "$row" | grep -o 'I4/oc' | wc -l)" -eq 6 ] || fail "L0 has not six symmetric int4 cells: $row"
 screen | grep '^ *L1 ' | grep -qF "I4a/oc64" || fail "y changed layer 1"
+# evaluate: the plan file is named by the session and the model (eval1-NAME
+# files of other sessions and models overwrote each other)
+keys e
+wait_for "#1 " 60
+ls "$tmp"/cache/qscope/plans/s-stories260K-f32-a1b1e620-eval1-int4-rtn*.json >/dev/null 2>&1 ||
+  fail "no plans/s-stories260K-f32-a1b1e620-eval1-int4-rtn*.json: $(ls "$tmp"/cache/qscope/plans)"
 quit
 "$Q" replay "$tmp/s.json" --check -o "$tmp/r.json" >"$tmp/replay.out" 2>&1 ||
   { cat "$tmp/replay.out" >&2; fail "replay of the y edit failed"; }

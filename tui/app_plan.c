@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
@@ -169,17 +171,50 @@ void app_plan_summary(const App *a, char *buf, size_t n) {
 
 /* === Plan files === */
 
+/* Replaces what is not [A-Za-z0-9-] in s by '_' (file names). */
+static void file_safe(char *s) {
+    for (char *c = s; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-'))
+            *c = '_';
+}
+
+/* CACHE/plans/SESSION-MODEL-TAG-PLAN.json: named by the session (its file
+ * name; without one, this run's start time and pid) and the model (file
+ * name and fingerprint), so evaluations of other sessions and models do
+ * not overwrite each other's eval1-... files. */
 static Status plan_file_path(App *a, const char *tag, char *buf, size_t n, Err *err) {
     if (!a->cache_dir[0]) return err_set(err, ST_ERR_IO, "no writable cache directory");
+    static char run[48]; /* one per process: the main thread names plan files */
+    if (!run[0]) {
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(run, sizeof run, "run%04d%02d%02d-%02d%02d%02d-%ld", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, (long)getpid());
+    }
     char dir[APP_PATH_MAX];
     snprintf(dir, sizeof dir, "%s/plans", a->cache_dir);
     mkdir(dir, 0755);
-    char name[64];
+    char name[64], sess[64], model[64];
     snprintf(name, sizeof name, "%s", a->pe->cur.name);
-    for (char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-'))
-            *c = '_';
-    snprintf(buf, n, "%s/%s-%s.json", dir, tag, name);
+    const char *sp = a->session_path[0] ? a->session_path : run;
+    const char *sb = strrchr(sp, '/');
+    snprintf(sess, sizeof sess, "%s", sb ? sb + 1 : sp);
+    char *dot = strrchr(sess, '.');
+    if (dot && dot != sess) *dot = 0;
+    const char *mp = a->opts.model_path ? a->opts.model_path : "model";
+    size_t ml = strlen(mp);
+    while (ml > 1 && mp[ml - 1] == '/') ml--; /* a Hugging Face directory */
+    const char *mb = mp + ml;
+    while (mb > mp && mb[-1] != '/') mb--;
+    snprintf(model, sizeof model, "%.*s", (int)(mp + ml - mb), mb);
+    dot = strrchr(model, '.');
+    if (dot && dot != model) *dot = 0;
+    file_safe(name);
+    file_safe(sess);
+    file_safe(model);
+    snprintf(buf, n, "%s/%s-%s-%08llx-%s-%s.json", dir, sess, model, (unsigned long long)(a->m->fingerprint >> 32), tag,
+             name);
     return ST_OK;
 }
 
