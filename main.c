@@ -27,6 +27,7 @@ const Command cli_commands[] = {
     {"export", cmd_export, "a plan's quantized weights as a GGUF llama.cpp runs (bit for bit), re-read and checked"},
     {"imatrix", cmd_imatrix, "llama.cpp's importance matrix from a stats file (llama-quantize --imatrix), and back"},
     {"session", cmd_session, "create (new) or inspect (show) a session file"},
+    {"cache", cmd_cache, "list or clean the cache (calibration stats, H files, eval references, plans)"},
     {NULL, NULL, NULL},
 };
 

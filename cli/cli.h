@@ -33,5 +33,6 @@ int cmd_replay(int argc, char **argv);
 int cmd_plan_export(int argc, char **argv);
 int cmd_plan_import(int argc, char **argv);
 int cmd_session(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 
 #endif

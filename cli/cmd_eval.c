@@ -11,6 +11,7 @@
 #include "analysis/qmodel_stats.h"
 #include "analysis/sitecal.h"
 #include "cli/args.h"
+#include "core/cache.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
 #include "core/mapfile.h"
@@ -78,21 +79,13 @@ static int is_gguf(const char *path) {
     return yes;
 }
 
-/* mkdir -p for the two levels a default cache path has. */
+/* The default cache directory (core/cache.h), heap; NULL when it cannot be made. */
 static char *default_cache_dir(void) {
-    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char base[1024];
-    if (x && *x) snprintf(base, sizeof base, "%s", x);
-    else if (home && *home) snprintf(base, sizeof base, "%s/.cache", home);
-    else return NULL;
-    mkdir(base, 0777);
-    size_t n = strlen(base) + 16;
-    char *d = malloc(n);
-    if (d) {
-        snprintf(d, n, "%s/qscope", base);
-        mkdir(d, 0777);
-    }
-    return d;
+    char d[1024];
+    Err err;
+    err_init(&err);
+    if (cache_dir_default(d, sizeof d, &err) != ST_OK) return NULL;
+    return strdup(d);
 }
 
 int cmd_eval(int argc, char **argv) {

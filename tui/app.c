@@ -24,6 +24,7 @@
 
 #include "core/alloc.h"
 #include "core/assert.h"
+#include "core/cache.h"
 #include "core/mapfile.h"
 #include "sessions/session.h"
 #include "tui/draw.h"
@@ -119,24 +120,10 @@ EvalRow *app_add_row(App *a) {
     return r;
 }
 
-static int mkdir_p(const char *path) {
-    char tmp[APP_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
 static void cache_dir_init(App *a) {
-    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-    if (x && *x) snprintf(a->cache_dir, sizeof a->cache_dir, "%s/qscope", x);
-    else if (h && *h) snprintf(a->cache_dir, sizeof a->cache_dir, "%s/.cache/qscope", h);
-    else snprintf(a->cache_dir, sizeof a->cache_dir, "/tmp/qscope-cache-%d", (int)getuid());
-    if (mkdir_p(a->cache_dir) != 0) a->cache_dir[0] = 0;
+    Err err;
+    err_init(&err);
+    if (cache_dir_default(a->cache_dir, sizeof a->cache_dir, &err) != ST_OK) a->cache_dir[0] = 0;
 }
 
 Status app_init(App *a, const TuiOpts *o, Err *err) {

@@ -11,6 +11,7 @@
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
+#include "core/cache.h"
 #include "core/hash.h"
 #include "sessions/session.h"
 #include "tui/app.h"
@@ -284,7 +285,10 @@ void app_calibrate(App *a) {
         return;
     }
     int64_t ctx = a->m->cfg.max_seq_len;
-    app_msg(a, 0, "calibration queued: %lld samples x %lld tokens of %s%s", (long long)j->p.samples,
-            (long long)j->p.seqlen, cpath,
+    /* H is the big file (GBs on a 7B model): say what it adds to the cache before it is written */
+    const char *tb = strrchr(cpath, '/');
+    app_msg(a, 0, "calibration queued: H adds %.1f MB to the cache (now %.1f MB; qscope cache list); %lld x %lld tokens of %s%s",
+            calib_h_bytes(a->m) / 1e6, cache_total_bytes(a->cache_dir) / 1e6, (long long)j->p.samples,
+            (long long)j->p.seqlen, tb ? tb + 1 : cpath,
             ctx > 0 && j->p.seqlen > ctx ? " (warning: longer than the model's context; accepted, as in calib)" : "");
 }
