@@ -114,6 +114,18 @@ grep -Eq '"sensitivity":[[:space:]]*true' "$tmp/p.json" && fail "a cancelled sen
 start 100 30 "'$M' --text '$T' --threads 1 --samples 20000 --seqlen 64"
 wait_for "calibration loaded from the cache is PARTIAL" 15
 has "PARTIAL (cancelled)"
+# `s` in the Activations grid (advertised, did nothing): the largest cell by
+# the metric, then the next largest.
+keys 2
+wait_for "log scale"
+keys s
+wait_for "max|x| rank 1 of 25: L"
+v1=$(screen | sed -n 's/.*rank 1 of 25: L[0-9]* [a-z_]* = \([0-9.]*\).*/\1/p' | tail -1)
+keys s
+wait_for "max|x| rank 2 of 25: L"
+v2=$(screen | sed -n 's/.*rank 2 of 25: L[0-9]* [a-z_]* = \([0-9.]*\).*/\1/p' | tail -1)
+[ -n "$v1" ] && [ -n "$v2" ] && awk -v a="$v1" -v b="$v2" 'BEGIN { exit !(a >= b) }' ||
+  fail "s ranks out of order: '$v1' then '$v2'"
 quit
 export XDG_CACHE_HOME="$tmp/cache"
 

@@ -131,6 +131,7 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
     a->opts = *o;
     a->act.topk = 32;
     a->act.sort_by_value = 1;
+    a->act.jump = -1;
     a->sens.grouping = 1; /* per-OC */
     a->sens.fmt = 2;      /* int4 */
     a->eval.sort = 0;

@@ -55,6 +55,7 @@ typedef struct ActViewState {
     int sort_by_value;       /* detail: channels by max|x| (1) or index (0) */
     int topk;                /* detail: 16, 32, 64 or 0 (all) */
     int64_t scroll;          /* detail: first channel shown */
+    int64_t jump;            /* grid: rank (0 = largest) of the cell the last `s` went to */
 } ActViewState;
 
 typedef struct SensViewState {

@@ -278,6 +278,7 @@ void app_calibrate(App *a) {
         return;
     }
     j->keep_partial = a->cs == NULL;
+    size_t cache_now = cache_total_bytes(a->cache_dir); /* before the job starts writing H */
     Err err;
     err_init(&err);
     if (!jobs_submit(&a->jobs, "calibrate", calib_job_run, calib_job_finish, calib_job_free, j, &err)) {
@@ -288,7 +289,7 @@ void app_calibrate(App *a) {
     /* H is the big file (GBs on a 7B model): say what it adds to the cache before it is written */
     const char *tb = strrchr(cpath, '/');
     app_msg(a, 0, "calibration queued: H adds %.1f MB to the cache (now %.1f MB; qscope cache list); %lld x %lld tokens of %s%s",
-            calib_h_bytes(a->m) / 1e6, cache_total_bytes(a->cache_dir) / 1e6, (long long)j->p.samples,
+            calib_h_bytes(a->m) / 1e6, cache_now / 1e6, (long long)j->p.samples,
             (long long)j->p.seqlen, tb ? tb + 1 : cpath,
             ctx > 0 && j->p.seqlen > ctx ? " (warning: longer than the model's context; accepted, as in calib)" : "");
 }

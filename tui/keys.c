@@ -38,7 +38,7 @@ static const Binding table[] = {
     {'m', AC_METRIC, V(ACT), "m", "cycle metric: max|x|, max/median, kurtosis, p99.9", "metric"},
     {'m', AC_METRIC, V(EVAL), "m", "Pareto front and scatter: KLD, PPL or top-1 misses against bpw", "metric"},
     {'r', AC_EVAL_REF, V(EVAL), "r", "reference rows (fp16/fp32) on the Pareto front and scatter or not", NULL},
-    {'s', AC_SORT, V(ACT) | V(EVAL), "s", "cycle sort order (detail: channel/max|x|; results: column)", "sort"},
+    {'s', AC_SORT, V(ACT) | V(EVAL), "s", "grid: next-largest cell by the metric; detail: channel/max|x| order; results: column", "sort"},
     {'t', AC_TOPK, V(ACT), "t", "detail: cycle top-k channels shown (16, 32, 64, all)", NULL},
     {'f', AC_SENS_FMT, V(SENS), "f", "cycle weight format (int8 ... fp8-e5m2)", "format"},
     {'g', AC_SENS_GROUP, V(SENS), "g", "cycle grouping (tensor, oc, ic, oc-g, ic-g)", "grouping"},

@@ -276,6 +276,49 @@ static void act_draw(const App *a, const Layout *l) {
     if (l->side.w) act_side(a, &l->side);
 }
 
+/* `s` in the grid: the cursor goes to the largest cell by the metric, then
+ * the next largest on each press (wrapping), and the message says which. */
+static int jump_to_rank(App *a) {
+    ActViewState *s = &a->act;
+    int64_t n = a->cs->n_layers * TAP_COUNT;
+    double *g = malloc((size_t)n * sizeof *g);
+    int64_t *idx = malloc((size_t)n * sizeof *idx);
+    if (!g || !idx) {
+        free(g);
+        free(idx);
+        app_msg(a, 1, "out of memory");
+        return R_REDRAW;
+    }
+    vm_act_grid(a->cs, (ActMetric)s->metric, g);
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(g[i])) idx[m++] = i;
+    /* descending by value, ties by position (insertion sort: a few hundred cells) */
+    for (int64_t i = 1; i < m; i++) {
+        int64_t v = idx[i], j = i;
+        while (j > 0 && (g[idx[j - 1]] < g[v] || (g[idx[j - 1]] == g[v] && idx[j - 1] > v))) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = v;
+    }
+    if (m > 0) {
+        /* continue the ranking when the cursor is where the last `s` put it, else start at the top */
+        int64_t cur = s->row * TAP_COUNT + s->col;
+        int64_t r = s->jump >= 0 && s->jump < m && idx[s->jump] == cur ? (s->jump + 1) % m : 0;
+        s->jump = r;
+        s->row = idx[r] / TAP_COUNT;
+        s->col = idx[r] % TAP_COUNT;
+        char b[32];
+        app_msg(a, 0, "%s rank %lld of %lld: L%lld %s = %s (s: next)", act_metric_name((ActMetric)s->metric),
+                (long long)r + 1, (long long)m, (long long)s->row, tap_name((TapPoint)s->col),
+                heat_fmt(g[idx[r]], b, sizeof b));
+    }
+    free(g);
+    free(idx);
+    return R_REDRAW;
+}
+
 static int act_key(App *a, Action act) {
     ActViewState *s = &a->act;
     if (!a->cs) return R_UNHANDLED;
@@ -296,6 +339,7 @@ static int act_key(App *a, Action act) {
     case AC_RIGHT: if (s->col < TAP_COUNT - 1) s->col++; return R_REDRAW;
     case AC_METRIC: s->metric = (s->metric + 1) % AM_COUNT; return R_REDRAW;
     case AC_ENTER: s->drill = 1; s->scroll = 0; return R_REDRAW;
+    case AC_SORT: return jump_to_rank(a);
     default: return R_UNHANDLED;
     }
 }
