@@ -72,13 +72,26 @@ while ! screen | grep -qF "[F16]"; do
 done
 keys h h h h h h v
 wait_for "edits now apply to: row"
+# the run of f presses was one change (it was one undo step, Log line and
+# session edit per press: "+5 edits" for one cell)
+has "int4-rtn +1 edit "
 keys y
 wait_for "symmetric on layer 0: 6 cells changed"
+has "int4-rtn +2 edits"
 row=$(screen | grep '^ *L0 ')
 echo "$row" | grep -qF "[I4/oc64]" || fail "L0.q is not I4/oc64 after y: $row"
 echo "$row" | grep -qF "F16" || fail "L0.down lost its fp16 after y: $row"
 [ "$(echo "$row" | grep -o 'I4/oc' | wc -l)" -eq 6 ] || fail "L0 has not six symmetric int4 cells: $row"
 screen | grep '^ *L1 ' | grep -qF "I4a/oc64" || fail "y changed layer 1"
+# a full cycle of f on L1.q passes through aqlm and comes back to the cell as
+# it was (group 64 and the sign kept; it came back as I4/oc, per-channel), and
+# is no change at all
+keys v v v v j
+wait_for "edits now apply to: cell"
+keys f f f f f f f f f f f f
+screen | grep '^ *L1 ' | grep -qF "[I4a/oc64]" || fail "a full format cycle lost the group: $(screen | grep '^ *L1 ')"
+keys k
+has "int4-rtn +2 edits"
 # evaluate: the plan file is named by the session and the model (eval1-NAME
 # files of other sessions and models overwrote each other)
 keys e
@@ -89,7 +102,9 @@ quit
 "$Q" replay "$tmp/s.json" --check -o "$tmp/r.json" >"$tmp/replay.out" 2>&1 ||
   { cat "$tmp/replay.out" >&2; fail "replay of the y edit failed"; }
 grep -q "check: OK" "$tmp/replay.out" || fail "replay: $(tail -2 "$tmp/replay.out")"
-cp "$tmp/s.json" /tmp/wb/s.json
+# the session holds the net changes: L0.down once (one edit id), not a rule per press
+# (one set_rule for L0.down, six for the y on the row; five per-press ones before)
+[ "$(grep -c '"action":[[:space:]]*"set_rule"' "$tmp/s.json")" -eq 7 ] || fail "the f presses were recorded one by one"
 
 # --- A cancelled first calibration is kept, but as PARTIAL: on screen, in the
 # session (partial, kept; replay stops after as many sequences) and when the

@@ -72,6 +72,12 @@ typedef struct PlanViewState {
     unsigned char *marks;    /* (n_layers * 7) */
     int preset_open;         /* preset picker shown */
     int preset_sel;
+    /* A run of f/F (format) or d (grouping) presses is one change: each step
+     * is applied to the grid as it was before the run (so passing through
+     * aqlm or per-tensor keeps the group and method), replacing the previous
+     * step's undo entry; the Log and the session get the net change when
+     * another key ends the run (view_plan_flush). */
+    struct PlanCycle *cyc;   /* the run in progress (view_plan.c), or NULL */
 } PlanViewState;
 
 typedef struct EvalViewState {
@@ -172,6 +178,11 @@ void app_load_cached_stats(App *a);
 /* One-line summary of the calibration ("16 seqs × 128 tokens, random seed
  * 1, sensitivity: yes") or "" when there is none. */
 void app_calib_summary(const App *a, char *buf, size_t n);
+
+/* Ends a run of f/F or d presses in the Plan view (view_plan.c): logs the
+ * net change and records it in the session (a no-op without a run). Called
+ * by the Plan view on any other key and by the app before it quits. */
+void view_plan_flush(App *a);
 
 /* 1 when the loaded calibration is partial: cancelled before its last
  * sequence, or its sensitivity pass cancelled (the summary says so too). */

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant/preset.h"
@@ -190,23 +191,37 @@ static void plan_draw(const App *a, const Layout *l) {
     }
 }
 
-static void report_edit(App *a, const char *what, const PeResult *res) {
+/* Where an edit of the current scope applies ("L2.down", "layer 2", ...). */
+static void edit_where(const App *a, char *where, size_t n) {
+    PeScope s = (PeScope)a->plan.scope;
+    if (on_end_row(a)) snprintf(where, n, "%s", a->plan.col == PE_END_EMBED ? "the embedding" : "the output head");
+    else if (s == PE_CELL) snprintf(where, n, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
+    else if (s == PE_ROW) snprintf(where, n, "layer %lld", (long long)a->plan.row);
+    else if (s == PE_COL) snprintf(where, n, "every %s", plan_proj_name((int)a->plan.col));
+    else snprintf(where, n, "%s cells", pe_scope_name(s));
+}
+
+/* The message bar's line for an edit. */
+static void report_edit_msg(App *a, const char *what, const PeResult *res) {
     if (res->changed == 0) {
         app_msg(a, 0, "%s: no cell changed", what);
         return;
     }
     char where[48];
-    PeScope s = (PeScope)a->plan.scope;
-    if (on_end_row(a)) snprintf(where, sizeof where, "%s", a->plan.col == PE_END_EMBED ? "the embedding" : "the output head");
-    else if (s == PE_CELL) snprintf(where, sizeof where, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
-    else if (s == PE_ROW) snprintf(where, sizeof where, "layer %lld", (long long)a->plan.row);
-    else if (s == PE_COL) snprintf(where, sizeof where, "every %s", plan_proj_name((int)a->plan.col));
-    else snprintf(where, sizeof where, "%s cells", pe_scope_name(s));
+    edit_where(a, where, sizeof where);
     if (res->changed == 1 && res->fallbacks) /* one cell: the note alone says what it got */
         app_msg(a, 1, "%s on %s: %s", what, where, res->note);
     else
         app_msg(a, res->fallbacks ? 1 : 0, "%s on %s: %lld cell%s changed%s%s", what, where, (long long)res->changed,
                 res->changed == 1 ? "" : "s", res->fallbacks ? "; " : "", res->note);
+}
+
+/* The message and the Log line of an edit. */
+static void report_edit(App *a, const char *what, const PeResult *res) {
+    report_edit_msg(a, what, res);
+    if (res->changed == 0) return;
+    char where[48];
+    edit_where(a, where, sizeof where);
     app_log(a, "edit", "%s on %s (%lld cell%s)%s%s", what, where, (long long)res->changed, res->changed == 1 ? "" : "s",
             res->fallbacks ? ": " : "", res->note);
 }
@@ -306,6 +321,119 @@ static int apply(App *a, unsigned fields, const PlanEntry *e, const char *what) 
     return R_REDRAW;
 }
 
+/* === Cycling runs: f/F and d presses as one change === */
+
+typedef struct PlanCycle {
+    int kind;                /* 1: format, 2: grouping dimension */
+    int64_t row, col;
+    int scope;
+    int val;                 /* the QFormat / GroupDim the run is at */
+    PlanGrid before;         /* the grid before the run */
+    PlanEntry base;          /* the cursor's entry before the run */
+    unsigned fields;         /* the last step's fields and source entry */
+    PlanEntry src;
+    char what[80];
+    int pushed;              /* the last step pushed an undo entry */
+} PlanCycle;
+
+static void cycle_free(App *a) {
+    PlanCycle *c = a->plan.cyc;
+    if (!c) return;
+    plan_grid_done(&c->before);
+    free(c);
+    a->plan.cyc = NULL;
+}
+
+void view_plan_flush(App *a) {
+    PlanCycle *c = a->plan.cyc;
+    if (!c) return;
+    int64_t changed = plan_edit_diff(a->pe, &c->before);
+    if (changed == 0) {
+        /* cycled back to where it started: no change, no undo step */
+        if (c->pushed) plan_edit_undo(a->pe);
+        app_log(a, "edit", "%s: cycled back, no change", c->what);
+    } else {
+        char where[48];
+        edit_where(a, where, sizeof where);
+        app_log(a, "edit", "%s on %s (%lld cell%s)", c->what, where, (long long)changed, changed == 1 ? "" : "s");
+        session_log_edit(a, &c->before, c->fields, &c->src);
+    }
+    cycle_free(a);
+}
+
+/* One step of a run: the grid as before the run with the cursor entry's
+ * `kind` value set to v (the previous step's undo entry is replaced). */
+static int cycle_step(App *a, int kind, int dir) {
+    PlanViewState *s = &a->plan;
+    PlanCycle *c = s->cyc;
+    int end = on_end_row(a);
+    if (c && (c->kind != kind || c->row != s->row || c->col != s->col || c->scope != s->scope)) {
+        view_plan_flush(a);
+        c = NULL;
+    }
+    Err err;
+    err_init(&err);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || plan_grid_copy(&c->before, a->pe, &err) != ST_OK) {
+            free(c);
+            app_msg(a, 1, "out of memory");
+            return R_REDRAW;
+        }
+        char site[32];
+        c->kind = kind;
+        c->row = s->row;
+        c->col = s->col;
+        c->scope = s->scope;
+        c->base = *cursor_entry(a, site, sizeof site);
+        c->val = kind == 1 ? (int)c->base.w.fmt : (int)c->base.w.dim;
+        s->cyc = c;
+    } else if (c->pushed) {
+        plan_edit_undo(a->pe); /* back to the grid before the run: the run keeps one undo entry */
+    }
+    PlanEntry e = c->base;
+    unsigned fields;
+    if (kind == 1) {
+        c->val = (int)(end ? pe_next_end_format((QFormat)c->val, dir) : pe_next_format((QFormat)c->val, dir));
+        e.w.fmt = (QFormat)c->val;
+        fields = PF_FMT;
+        if (e.w.fmt == QF_AQLM) { /* aqlm is a format and a method: both change together */
+            e.method = QM_AQLM;
+            e.aqlm = c->base.w.fmt == QF_AQLM ? c->base.aqlm : PE_AQLM_DEFAULT;
+            e.w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
+            fields |= PF_METHOD | PF_GROUP;
+        } else if (c->base.w.fmt == QF_AQLM) {
+            e.method = QM_RTN;
+            e.w.dim = GROUP_OC;
+            e.w.group = 0;
+            fields |= PF_METHOD | PF_GROUP;
+        }
+        snprintf(c->what, sizeof c->what, "format %s", qformat_traits(e.w.fmt)->name);
+    } else {
+        c->val = (int)pe_next_dim((GroupDim)c->val);
+        e.w.dim = (GroupDim)c->val;
+        if (e.w.dim == GROUP_TENSOR) e.w.group = 0; /* the base keeps the group for the way back */
+        fields = PF_GROUP;
+        snprintf(c->what, sizeof c->what, "grouping %s", group_dim_name(e.w.dim));
+    }
+    c->fields = fields;
+    c->src = e;
+    PeResult res;
+    uint64_t v0 = a->pe->version;
+    Status st = end ? plan_edit_apply_end(a->pe, (PeEnd)s->col, fields, &e, &res, &err)
+                    : plan_edit_apply(a->pe, (PeScope)s->scope, s->row, (int)s->col, s->marks, fields, &e, &res, &err);
+    c->pushed = a->pe->version != v0; /* an unchanged grid pushes no undo entry */
+    if (st != ST_OK) {
+        app_msg(a, 1, "%s: %s", c->what, err.detail);
+        cycle_free(a);
+        return R_REDRAW;
+    }
+    /* the message counts the cells that differ from before the run */
+    res.changed = plan_edit_diff(a->pe, &c->before);
+    report_edit_msg(a, c->what, &res);
+    return R_REDRAW;
+}
+
 static int apply_preset(App *a) {
     int n;
     const PresetInfo *pi = plan_presets(&n);
@@ -360,6 +488,7 @@ static int apply_preset(App *a) {
 
 static int plan_key(App *a, Action act) {
     PlanViewState *s = &a->plan;
+    if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) view_plan_flush(a);
     if (s->preset_open) {
         int n;
         plan_presets(&n);
@@ -399,25 +528,7 @@ static int plan_key(App *a, Action act) {
     if (!end) plan_proj_shape(&pm, (int)s->col, &n_out, &n_in);
     char what[80];
     switch (act) {
-    case AC_FMT_NEXT: case AC_FMT_PREV: {
-        int dir = act == AC_FMT_NEXT ? 1 : -1;
-        QFormat was = e.w.fmt;
-        e.w.fmt = end ? pe_next_end_format(e.w.fmt, dir) : pe_next_format(e.w.fmt, dir);
-        unsigned fields = PF_FMT;
-        if (e.w.fmt == QF_AQLM) { /* aqlm is a format and a method: both change together */
-            e.method = QM_AQLM; /* 2x8g8; cells whose input g does not divide fall back visibly */
-            e.aqlm = PE_AQLM_DEFAULT;
-            e.w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
-            fields |= PF_METHOD | PF_GROUP;
-        } else if (was == QF_AQLM) {
-            e.method = QM_RTN;
-            e.w.dim = GROUP_OC;
-            e.w.group = 0;
-            fields |= PF_METHOD | PF_GROUP;
-        }
-        snprintf(what, sizeof what, "format %s", qformat_traits(e.w.fmt)->name);
-        return apply(a, fields, &e, what);
-    }
+    case AC_FMT_NEXT: case AC_FMT_PREV: return cycle_step(a, 1, act == AC_FMT_NEXT ? 1 : -1);
     case AC_SYM: {
         const QFormatTraits *t = qformat_traits(e.w.fmt);
         if (!t->is_int) {
@@ -432,10 +543,7 @@ static int plan_key(App *a, Action act) {
             app_msg(a, 1, "aqlm groups run along the input: +/- change g");
             return R_REDRAW;
         }
-        e.w.dim = pe_next_dim(e.w.dim);
-        if (e.w.dim == GROUP_TENSOR) e.w.group = 0;
-        snprintf(what, sizeof what, "grouping %s", group_dim_name(e.w.dim));
-        return apply(a, PF_GROUP, &e, what);
+        return cycle_step(a, 2, 1);
     case AC_GROUP_UP: case AC_GROUP_DOWN: {
         const QFormatTraits *t = qformat_traits(e.w.fmt);
         if (e.w.fmt != QF_AQLM && !t->needs_scale) {
