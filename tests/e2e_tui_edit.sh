@@ -88,8 +88,14 @@ screen | grep '^ *L1 ' | grep -qF "I4a/oc64" || fail "y changed layer 1"
 # is no change at all
 keys v v v v j
 wait_for "edits now apply to: cell"
-keys f f f f f f f f f f f f
-screen | grep '^ *L1 ' | grep -qF "[I4a/oc64]" || fail "a full format cycle lost the group: $(screen | grep '^ *L1 ')"
+n=0 aq=0
+while :; do
+  keys f; n=$((n + 1))
+  screen | grep '^ *L1 ' | grep -qF "[AQ" && aq=1
+  screen | grep '^ *L1 ' | grep -qF "[I4a/oc64]" && break
+  [ $n -lt 25 ] || fail "a full format cycle did not come back to I4a/oc64 (lost the group): $(screen | grep '^ *L1 ')"
+done
+[ $aq = 1 ] || fail "the format cycle did not pass through aqlm"
 keys k
 has "int4-rtn +2 edits"
 # evaluate: the plan file is named by the session and the model (eval1-NAME
