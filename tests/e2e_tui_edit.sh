@@ -96,8 +96,37 @@ while :; do
   [ $n -lt 25 ] || fail "a full format cycle did not come back to I4a/oc64 (lost the group): $(screen | grep '^ *L1 ')"
 done
 [ $aq = 1 ] || fail "the format cycle did not pass through aqlm"
-keys k
 has "int4-rtn +2 edits"
+# direct format entry: ':' then the format for the scope
+keys :
+wait_for "format for the scope"
+keys C-u
+tm send-keys -t e2e -l "int8/ic"
+keys Enter
+wait_for "format int8/ic on L1.q: 1 cell changed"
+screen | grep '^ *L1 ' | grep -qF "[I8a/ic]" || fail "':int8/ic' did not give I8a/ic: $(screen | grep '^ *L1 ')"
+has "int4-rtn +3 edits"
+# W asks for the path; TARGET:PATH exports
+keys W
+wait_for "write plan to"
+has "edited-int4-rtn.json_"
+keys C-u
+tm send-keys -t e2e -l "llamacpp:$tmp/tt.txt"
+keys Enter
+wait_for "plan written: $tmp/tt.txt (llamacpp:"
+grep -qF '^blk\.1\.attn_q\.weight$=q8_0' "$tmp/tt.txt" || fail "the llama.cpp export has no q8_0 for blk.1.attn_q: $(grep attn_q "$tmp/tt.txt")"
+keys W
+wait_for "write plan to"
+keys C-u
+tm send-keys -t e2e -l "$tmp/edited.json"
+keys Enter
+wait_for "plan written: $tmp/edited.json"
+grep -q '"1.q"' "$tmp/edited.json" || fail "the written plan has no rule for 1.q"
+keys W
+wait_for "write plan to"
+keys Escape
+wait_for "cancelled"
+keys k
 # evaluate: the plan file is named by the session and the model (eval1-NAME
 # files of other sessions and models overwrote each other)
 keys e
@@ -109,8 +138,8 @@ quit
   { cat "$tmp/replay.out" >&2; fail "replay of the y edit failed"; }
 grep -q "check: OK" "$tmp/replay.out" || fail "replay: $(tail -2 "$tmp/replay.out")"
 # the session holds the net changes: L0.down once (one edit id), not a rule per press
-# (one set_rule for L0.down, six for the y on the row; five per-press ones before)
-[ "$(grep -c '"action":[[:space:]]*"set_rule"' "$tmp/s.json")" -eq 7 ] || fail "the f presses were recorded one by one"
+# (one set_rule for L0.down, six for the y on the row, one for ':'; five per-press ones before)
+[ "$(grep -c '"action":[[:space:]]*"set_rule"' "$tmp/s.json")" -eq 8 ] || fail "the f presses were recorded one by one"
 
 # --- A cancelled first calibration is kept, but as PARTIAL: on screen, in the
 # session (partial, kept; replay stops after as many sequences) and when the

@@ -333,6 +333,20 @@ static void draw_msg(const App *a, const Layout *l) {
         else draw_text(l->msg.y, 0, l->cols, C_ERROR, " The job has finished. Quit? y/n ");
         return;
     }
+    if (a->prompt) {
+        /* the end of a long line stays in view: the label, then as much of the text's tail as fits */
+        int lw = draw_text(l->msg.y, 0, l->cols, C_HEADER, " %s ", a->prompt_label);
+        int room = l->cols - lw - 2;
+        const char *t = a->prompt_buf;
+        int tw = draw_width(t);
+        while (tw > room && *t) {
+            t++;
+            while (*t && ((unsigned char)*t & 0xC0) == 0x80) t++;
+            tw--;
+        }
+        draw_text(l->msg.y, lw, l->cols - lw, C_CURSOR, "%s_", t);
+        return;
+    }
     if (a->msg[0]) draw_text(l->msg.y, 0, l->cols, a->msg_err ? C_ERROR : C_MSG, " %s ", a->msg);
 }
 
@@ -400,7 +414,39 @@ static void switch_view(App *a, ViewId v) {
     if (views[v]->enter) views[v]->enter(a);
 }
 
+void app_prompt_open(App *a, int kind, const char *label, const char *initial) {
+    a->prompt = kind;
+    snprintf(a->prompt_label, sizeof a->prompt_label, "%s", label);
+    snprintf(a->prompt_buf, sizeof a->prompt_buf, "%s", initial ? initial : "");
+}
+
+/* A key while a prompt is open: printable characters, Backspace, Enter, Esc. */
+static int prompt_key(App *a, int key) {
+    size_t n = strlen(a->prompt_buf);
+    if (key == 27) {
+        a->prompt = 0;
+        app_msg(a, 0, "cancelled");
+    } else if (key == TK_ENTER) {
+        int kind = a->prompt;
+        a->prompt = 0;
+        char text[APP_PATH_MAX];
+        snprintf(text, sizeof text, "%s", a->prompt_buf);
+        view_plan_prompt_done(a, kind, text);
+    } else if (key == TK_BACKSPACE || key == 8) {
+        while (n > 0 && ((unsigned char)a->prompt_buf[n - 1] & 0xC0) == 0x80) n--; /* a whole UTF-8 character */
+        if (n > 0) n--;
+        a->prompt_buf[n] = 0;
+    } else if (key == 21) { /* Ctrl-U: clear */
+        a->prompt_buf[0] = 0;
+    } else if (key >= 32 && key < 127 && n + 1 < sizeof a->prompt_buf) {
+        a->prompt_buf[n] = (char)key;
+        a->prompt_buf[n + 1] = 0;
+    }
+    return R_REDRAW;
+}
+
 static int handle_key(App *a, int key) {
+    if (a->prompt) return prompt_key(a, key);
     if (a->confirm_quit) {
         a->confirm_quit = 0;
         if (key == 'y' || key == 'Y') return R_QUIT;

@@ -124,6 +124,9 @@ typedef struct App {
     int help_open;
     int64_t help_scroll;
     int confirm_quit;
+    int prompt;              /* a line being typed in the message bar: PROMPT_* (0: none) */
+    char prompt_label[96];
+    char prompt_buf[APP_PATH_MAX];
     char msg[256];
     int msg_err;
     int utf8;                /* the locale is UTF-8: Unicode shading */
@@ -241,9 +244,21 @@ typedef struct LiveEval {
 } LiveEval;
 void app_live_eval(const App *a, LiveEval *le);
 
-/* Writes the plan in the editor as JSON under the cache dir; the message
- * bar says where. */
-void app_write_plan(App *a);
+/* The path `W` offers: the plan as JSON under the cache dir, named by the
+ * session and the model (into buf, n bytes). */
+void app_plan_default_path(App *a, char *buf, size_t n);
+
+/* Writes the plan in the editor to `dest`: a path (JSON plan), or
+ * "llamacpp:PATH", "gptqmodel:PATH", "llmcompressor:PATH" for the exports
+ * (sessions/export.h; the message says how much was exact). The message bar
+ * and the Log say where it went or why not. */
+void app_write_plan(App *a, const char *dest);
+
+/* Lines typed in the message bar (app.c draws and edits them; Enter hands
+ * the text to view_plan_prompt_done, Esc cancels). */
+enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT };
+void app_prompt_open(App *a, int kind, const char *label, const char *initial);
+void view_plan_prompt_done(App *a, int kind, const char *text);
 
 /* The evaluation settings of this run: eval's defaults with --ctx /
  * --chunks, the context clipped to the model's. */

@@ -2,6 +2,7 @@
  * summary, plan files, and the evaluation job (quantize the plan with
  * analysis/qmodel.h, run analysis/eval.h against the cached reference).
  * See app.h. */
+#include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "core/alloc.h"
 #include "core/hash.h"
 #include "quant/preset.h"
+#include "sessions/export.h"
 #include "sessions/plan_json.h"
 #include "sessions/session.h"
 #include "tui/app.h"
@@ -218,23 +220,63 @@ static Status plan_file_path(App *a, const char *tag, char *buf, size_t n, Err *
     return ST_OK;
 }
 
-void app_write_plan(App *a) {
+void app_plan_default_path(App *a, char *buf, size_t n) {
     Err err;
     err_init(&err);
-    char path[APP_PATH_MAX];
+    if (plan_file_path(a, "edited", buf, n, &err) != ST_OK) snprintf(buf, n, "%s.json", a->pe->cur.name);
+}
+
+void app_write_plan(App *a, const char *dest) {
+    Err err;
+    err_init(&err);
+    /* "TARGET:PATH" exports for another tool; a plain path is the plan JSON */
+    int target = -1;
+    const char *path = dest, *colon = strchr(dest, ':');
+    if (colon && colon > dest && colon - dest < 16) {
+        char t[16];
+        snprintf(t, sizeof t, "%.*s", (int)(colon - dest), dest);
+        target = export_target_parse(t);
+        if (target >= 0) path = colon + 1;
+    }
+    if (!path[0]) {
+        app_msg(a, 1, "no path given: nothing written");
+        return;
+    }
     Plan p;
-    if (plan_file_path(a, "edited", path, sizeof path, &err) != ST_OK || plan_edit_to_plan(a->pe, &p, &err) != ST_OK) {
+    if (plan_edit_to_plan(a->pe, &p, &err) != ST_OK) {
         app_msg(a, 1, "cannot write the plan: %s", err.detail);
         return;
     }
-    Status st = plan_json_save(&p, path, &err);
+    Status st;
+    char summary[160] = "";
+    if (target < 0) {
+        st = plan_json_save(&p, path, &err);
+    } else {
+        char *text = NULL;
+        ExportReport rep;
+        memset(&rep, 0, sizeof rep);
+        PlanModel pm = app_pm(a);
+        st = plan_export(&p, &pm, (ExportTarget)target, &text, &rep, &err);
+        if (st == ST_OK) {
+            FILE *f = fopen(path, "w");
+            if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+                if (f) fclose(f);
+                st = err_set(&err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+            }
+            snprintf(summary, sizeof summary, " (%s: %lld exact, %lld approximate, %lld not expressible)",
+                     export_target_name((ExportTarget)target), (long long)rep.exact, (long long)rep.approx,
+                     (long long)rep.dropped);
+        }
+        free(text);
+        export_report_done(&rep);
+    }
     plan_done(&p);
     if (st != ST_OK) {
         app_msg(a, 1, "cannot write the plan: %s", err.detail);
         return;
     }
-    app_msg(a, 0, "plan written: %s", path);
-    app_log(a, "write-plan", "%s", path);
+    app_msg(a, 0, "plan written: %s%s", path, summary);
+    app_log(a, "write-plan", "%s%s", path, summary);
 }
 
 /* === The evaluation job === */

@@ -63,9 +63,10 @@ static const Binding table[] = {
     {'p', AC_PRESET, V(PLAN), "p", "load a preset (spike-aware uses the calibration)", "preset"},
     {'u', AC_UNDO, V(PLAN), "u", "undo the last plan edit", "undo"},
     {TK_CTRL_R, AC_REDO, V(PLAN), "Ctrl-R", "redo", "redo"},
-    {'W', AC_WRITE_PLAN, V(PLAN), "W", "write the plan as JSON (path in the message bar)", NULL},
+    {'W', AC_WRITE_PLAN, V(PLAN), "W", "write the plan: asks for the path (llamacpp:, gptqmodel:, llmcompressor: PATH export)", NULL},
     {'A', AC_AUTO_PLAN, V(PLAN) | V(EVAL), "A",
      "auto plan: least predicted KLD at the size of the plan in the editor (Log: why each cell)", "auto"},
+    {':', AC_FMT_TYPE, V(PLAN), ":", "type the format for the scope (int4, int4/ic64, fp8-e4m3, q4_0, aqlm ...)", NULL},
     {0, AC_NONE, 0, NULL, NULL, NULL},
 };
 

@@ -26,7 +26,7 @@ typedef enum {
     AC_SENS_FMT, AC_SENS_GROUP, AC_SENS_MODE, AC_SENS_ERR, /* sensitivity */
     AC_FMT_NEXT, AC_FMT_PREV, AC_DIM, AC_GROUP_UP, AC_GROUP_DOWN, AC_METHOD, AC_ACTQ, AC_SYM, /* plan */
     AC_AQLM_M_UP, AC_AQLM_M_DOWN, AC_AQLM_B_UP, AC_AQLM_B_DOWN,
-    AC_SCOPE, AC_MARK, AC_PRESET, AC_WRITE_PLAN,
+    AC_SCOPE, AC_MARK, AC_PRESET, AC_WRITE_PLAN, AC_FMT_TYPE,
     AC_EVAL_REF, AC_AUTO_PLAN,                         /* evaluate; auto plan */
     AC_COUNT
 } Action;

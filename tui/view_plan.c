@@ -486,6 +486,68 @@ static int apply_preset(App *a) {
     return R_REDRAW;
 }
 
+/* The text of a prompt: a path for W, a format for ':' ("int4", "int4/ic64",
+ * "int8/oc", "int8/tensor", "fp8-e4m3", "aqlm"), applied to the scope as
+ * one edit. */
+void view_plan_prompt_done(App *a, int kind, const char *text) {
+    if (kind == PROMPT_WRITE_PLAN) {
+        app_write_plan(a, text);
+        return;
+    }
+    if (kind != PROMPT_FORMAT) return;
+    char name[48], *slash;
+    snprintf(name, sizeof name, "%s", text);
+    for (char *c = name; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    const char *dim = NULL;
+    if ((slash = strchr(name, '/'))) {
+        *slash = 0;
+        dim = slash + 1;
+    }
+    int f = qformat_parse(name);
+    if (f < 0) {
+        app_msg(a, 1, "'%s' is not a format (int8 ... int2, fp16, bf16, fp8-e4m3, fp8-e5m2, fp32, aqlm, ...)", name);
+        return;
+    }
+    char site[32];
+    PlanEntry e = *cursor_entry(a, site, sizeof site);
+    int was_aqlm = e.w.fmt == QF_AQLM;
+    unsigned fields = PF_FMT;
+    e.w.fmt = (QFormat)f;
+    if (dim && *dim) {
+        char dn[16];
+        int k = 0;
+        while (dim[k] && !(dim[k] >= '0' && dim[k] <= '9') && k < 15) {
+            dn[k] = dim[k];
+            k++;
+        }
+        dn[k] = 0;
+        int d = group_dim_parse(dn);
+        if (d < 0) {
+            app_msg(a, 1, "'%s': the grouping is oc, ic or tensor, then a group size (int4/ic64)", text);
+            return;
+        }
+        e.w.dim = (GroupDim)d;
+        e.w.group = d == GROUP_TENSOR ? 0 : atoll(dim + k);
+        fields |= PF_GROUP;
+    }
+    if (e.w.fmt == QF_AQLM) {
+        e.method = QM_AQLM;
+        if (!was_aqlm) e.aqlm = PE_AQLM_DEFAULT;
+        e.w = (QParams){QF_AQLM, 1, GROUP_OC, 0};
+        fields |= PF_METHOD | PF_GROUP;
+    } else if (was_aqlm) {
+        e.method = QM_RTN;
+        if (!(fields & PF_GROUP)) {
+            e.w.dim = GROUP_OC;
+            e.w.group = 0;
+        }
+        fields |= PF_METHOD | PF_GROUP;
+    }
+    char what[80];
+    snprintf(what, sizeof what, "format %s", text);
+    apply(a, fields, &e, what);
+}
+
 static int plan_key(App *a, Action act) {
     PlanViewState *s = &a->plan;
     if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) view_plan_flush(a);
@@ -636,7 +698,19 @@ static int plan_key(App *a, Action act) {
             app_plan_sync(a);
         } else app_msg(a, 0, "nothing to redo");
         return R_REDRAW;
-    case AC_WRITE_PLAN: app_write_plan(a); return R_REDRAW;
+    case AC_WRITE_PLAN: {
+        char path[APP_PATH_MAX];
+        app_plan_default_path(a, path, sizeof path);
+        app_prompt_open(a, PROMPT_WRITE_PLAN, "write plan to (or llamacpp:/gptqmodel:/llmcompressor:PATH):", path);
+        return R_REDRAW;
+    }
+    case AC_FMT_TYPE: {
+        char code[48];
+        plan_entry_code(&e, code, sizeof code);
+        app_prompt_open(a, PROMPT_FORMAT, "format for the scope (int4, int4/ic64, int8/oc, fp16, aqlm):",
+                        qformat_traits(e.w.fmt)->name);
+        return R_REDRAW;
+    }
     default: return R_UNHANDLED;
     }
 }
