@@ -162,7 +162,7 @@ keys 4
 wait_for "[F16]"
 has "budget"
 # AQLM from the format cycle (down's 172 inputs take the preset's 1x8g4), its
-# M key, the output head as a cell, all undone again.
+# M key, the output head as a cell, all undone again (the F F run is one undo step).
 keys F F
 wait_for "[AQ1x8g4"
 has "does not divide 172"
@@ -172,7 +172,7 @@ keys j
 wait_for "output [F16]"
 keys f
 wait_for "output [BF16"
-keys u u u u
+keys u u u
 wait_for "output [F16]"
 keys k
 wait_for "[F16]"

@@ -141,6 +141,40 @@ grep -q "check: OK" "$tmp/replay.out" || fail "replay: $(tail -2 "$tmp/replay.ou
 # (one set_rule for L0.down, six for the y on the row, one for ':'; five per-press ones before)
 [ "$(grep -c '"action":[[:space:]]*"set_rule"' "$tmp/s.json")" -eq 8 ] || fail "the f presses were recorded one by one"
 
+# --- The settings panel (o): settings that only the CLI reached, for the scope,
+# each one edit that leaves the cells' formats and methods alone; replayable.
+start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/o.json'"
+wait_for "session: o.json" 15
+keys 4
+wait_for "Plan: fp16"
+pick_preset w8a8-tensor
+keys v
+wait_for "edits now apply to: row"
+keys o
+wait_for "Settings of L0.q for the scope (row)"
+has "> activation granularity"
+keys +
+wait_for "activation granularity token on layer 0: 7 cells changed"
+keys j j j
+has "> SmoothQuant alpha"
+keys +
+wait_for "SmoothQuant alpha (q/k/v, gate/up) 0.25 on layer 0: 5 cells changed"
+screen | grep '^ *L0 ' | grep -q "A8t\.S\|A8t·S" || fail "no SmoothQuant on L0: $(screen | grep '^ *L0 ')"
+keys -
+wait_for "SmoothQuant alpha (q/k/v, gate/up) off"
+keys j
+keys +
+wait_for "GPTQ damp 0.02 on layer 0: 7 cells changed"
+keys Escape
+lacks "Settings of"
+screen | grep '^ *L1 ' | grep -qF "I8/oc" || fail "layer 1 changed"
+keys e
+wait_for "#1 " 60
+quit
+"$Q" replay "$tmp/o.json" --check -o "$tmp/or.json" >"$tmp/replay.out" 2>&1 ||
+  { cat "$tmp/replay.out" >&2; fail "replay of the settings edits failed"; }
+grep -q "check: OK" "$tmp/replay.out" || fail "replay (settings): $(tail -2 "$tmp/replay.out")"
+
 # --- A cancelled first calibration is kept, but as PARTIAL: on screen, in the
 # session (partial, kept; replay stops after as many sequences) and when the
 # cache is loaded again (it was reloaded as if complete).

@@ -490,6 +490,33 @@ static void test_plan_sym(void) {
     plan_edit_done(&pe);
 }
 
+/* The settings panel's bits change one setting and nothing else. */
+static void test_plan_settings(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, NULL, &err), err);
+    PeResult r;
+    PlanEntry g = *plan_edit_cell(&pe, 0, 0);
+    g.w = (QParams){QF_INT4, 1, GROUP_OC, 32};
+    g.method = QM_GPTQ;
+    g.act = ACT_INT8;
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 0, PLAN_Q, NULL, PF_ALL, &g, &r, &err), err);
+    /* L0: q int4 gptq act int8, the rest fp16 rtn; damp 0.05 on the row */
+    PlanEntry s = g;
+    s.gptq.damp = 0.05;
+    s.act_gran = ACT_PER_TOKEN;
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 0, PLAN_Q, NULL, PE_GPTQ, &s, &r, &err), err);
+    CHECK(r.changed == 7);
+    CHECK(plan_edit_cell(&pe, 0, PLAN_K)->method == QM_RTN && plan_edit_cell(&pe, 0, PLAN_K)->w.fmt == QF_F16);
+    CHECK(plan_edit_cell(&pe, 0, PLAN_K)->gptq.damp == 0.05 && plan_edit_cell(&pe, 0, PLAN_K)->act_gran == ACT_PER_TENSOR);
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 0, PLAN_Q, NULL, PE_ACT_GRAN, &s, &r, &err), err);
+    CHECK(r.changed == 7 && plan_edit_cell(&pe, 0, PLAN_K)->act == ACT_NONE);
+    CHECK(plan_edit_cell(&pe, 0, PLAN_K)->act_gran == ACT_PER_TOKEN && plan_edit_cell(&pe, 0, PLAN_Q)->act == ACT_INT8);
+    plan_edit_done(&pe);
+}
+
 /* The embedding and the output head are edited like cells. */
 static void test_plan_ends(void) {
     Err err;
@@ -815,6 +842,7 @@ int main(void) {
     test_plan_aqlm();
     test_plan_groups();
     test_plan_sym();
+    test_plan_settings();
     test_plan_ends();
     test_plan_grid_fit();
     test_jobs();

@@ -78,6 +78,8 @@ typedef struct PlanViewState {
      * step's undo entry; the Log and the session get the net change when
      * another key ends the run (view_plan_flush). */
     struct PlanCycle *cyc;   /* the run in progress (view_plan.c), or NULL */
+    int settings_open;       /* the cursor cell's settings panel (o) */
+    int settings_sel;
 } PlanViewState;
 
 typedef struct EvalViewState {

@@ -66,6 +66,7 @@ static const Binding table[] = {
     {'W', AC_WRITE_PLAN, V(PLAN), "W", "write the plan: asks for the path (llamacpp:, gptqmodel:, llmcompressor: PATH export)", NULL},
     {'A', AC_AUTO_PLAN, V(PLAN) | V(EVAL), "A",
      "auto plan: least predicted KLD at the size of the plan in the editor (Log: why each cell)", "auto"},
+    {'o', AC_SETTINGS, V(PLAN), "o", "settings of the cursor cell for the scope: activation granularity/scales/skip-first, SmoothQuant alpha, GPTQ damp/act-order/block", NULL},
     {':', AC_FMT_TYPE, V(PLAN), ":", "type the format for the scope (int4, int4/ic64, fp8-e4m3, q4_0, aqlm ...)", NULL},
     {0, AC_NONE, 0, NULL, NULL, NULL},
 };

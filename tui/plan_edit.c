@@ -46,6 +46,11 @@ void plan_entry_take(PlanEntry *dst, const PlanEntry *src, unsigned fields) {
         dst->act_skip_first = src->act_skip_first;
     }
     if (fields & PF_SMOOTH) dst->smooth_alpha = src->smooth_alpha;
+    if (fields & PE_ACT_GRAN) dst->act_gran = src->act_gran;
+    if (fields & PE_ACT_SCALE) dst->act_scale = src->act_scale;
+    if (fields & PE_ACT_SKIP) dst->act_skip_first = src->act_skip_first;
+    if (fields & PE_GPTQ) dst->gptq = src->gptq;
+    if (fields & PE_ADABASE) dst->adadim_base = src->adadim_base;
     if (fields & PE_SYM) {
         const QFormatTraits *t = qformat_traits(dst->w.fmt);
         if (t && t->is_int) dst->w.sym = src->w.sym;

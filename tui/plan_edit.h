@@ -62,6 +62,17 @@ enum { PE_AQLM_M = 1u << 8, PE_AQLM_B = 1u << 9, PE_AQLM_G = 1u << 10, PE_AQLM_A
  * A session records it as PF_FMT (per cell when the formats differ). */
 enum { PE_SYM = 1u << 11 };
 
+/* Edit-only field bits of the settings panel: one setting alone, leaving
+ * the cells' formats, methods and other settings as they are. A session
+ * records them as PF_ACT / PF_METHOD (per cell when the rest differs). */
+enum {
+    PE_ACT_GRAN = 1u << 12, PE_ACT_SCALE = 1u << 13, PE_ACT_SKIP = 1u << 14, /* PF_ACT's parts */
+    PE_GPTQ = 1u << 15,     /* gptq damp / act_order / block / static_groups */
+    PE_ADABASE = 1u << 16,  /* adadim_base */
+    PE_ACT_PARTS = 7u << 12,
+    PE_METHOD_PARTS = 3u << 15
+};
+
 /* The AQLM parameters a cell gets when its format becomes aqlm: 2x8g8 (the
  * aqlm-2x8 preset; 2 code bits per weight), with the preset's fallback where
  * g does not divide the input. */

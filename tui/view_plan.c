@@ -57,6 +57,110 @@ static const PlanEntry *cursor_entry(const App *a, char *site, size_t n) {
     return plan_edit_cell(a->pe, a->plan.row, (int)a->plan.col);
 }
 
+/* === The settings panel (o): the settings only the CLI could reach === */
+
+enum { ST_ACT_GRAN, ST_ACT_SCALE, ST_ACT_SKIP, ST_SMOOTH, ST_DAMP, ST_ACT_ORDER, ST_BLOCK, ST_STATIC_GROUPS,
+       ST_ADABASE, ST_COUNT };
+
+static const double SMOOTH_VALUES[] = {0, 0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0};
+static const double DAMP_VALUES[] = {0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2};
+static const int64_t BLOCK_VALUES[] = {16, 32, 64, 128, 256, 512};
+#define NV(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* The label, the value as text and the edit bit of setting k for entry e. */
+static unsigned setting_text(int k, const PlanEntry *e, char *label, size_t ln, char *val, size_t vn) {
+    switch (k) {
+    case ST_ACT_GRAN:
+        snprintf(label, ln, "activation granularity");
+        snprintf(val, vn, "%s", act_gran_name(e->act_gran));
+        return PE_ACT_GRAN;
+    case ST_ACT_SCALE:
+        snprintf(label, ln, "activation scale");
+        snprintf(val, vn, "%s", act_scale_name(e->act_scale));
+        return PE_ACT_SCALE;
+    case ST_ACT_SKIP:
+        snprintf(label, ln, "activation range skips token 0");
+        snprintf(val, vn, "%s", e->act_skip_first ? "yes" : "no");
+        return PE_ACT_SKIP;
+    case ST_SMOOTH:
+        snprintf(label, ln, "SmoothQuant alpha (q/k/v, gate/up)");
+        if (e->smooth_alpha > 0) snprintf(val, vn, "%.2f", e->smooth_alpha);
+        else snprintf(val, vn, "off");
+        return PF_SMOOTH;
+    case ST_DAMP:
+        snprintf(label, ln, "GPTQ damp");
+        snprintf(val, vn, "%g", e->gptq.damp);
+        return PE_GPTQ;
+    case ST_ACT_ORDER:
+        snprintf(label, ln, "GPTQ act-order");
+        snprintf(val, vn, "%s", e->gptq.act_order ? "yes" : "no");
+        return PE_GPTQ;
+    case ST_BLOCK:
+        snprintf(label, ln, "GPTQ block");
+        snprintf(val, vn, "%lld", (long long)e->gptq.block);
+        return PE_GPTQ;
+    case ST_STATIC_GROUPS:
+        snprintf(label, ln, "GPTQ static groups");
+        snprintf(val, vn, "%s", e->gptq.static_groups ? "yes" : "no");
+        return PE_GPTQ;
+    default:
+        snprintf(label, ln, "AdaDim base method");
+        snprintf(val, vn, "%s", qmethod_name(e->adadim_base));
+        return PE_ADABASE;
+    }
+}
+
+static int next_double(const double *v, int n, double x, int dir) {
+    int i = 0;
+    while (i < n && v[i] < x - 1e-9) i++;
+    if (i < n && fabs(v[i] - x) < 1e-9) i += dir;
+    else if (dir < 0) i--;
+    return ((i % n) + n) % n;
+}
+
+/* Entry e with setting k stepped in direction dir. */
+static void setting_step(int k, PlanEntry *e, int dir) {
+    switch (k) {
+    case ST_ACT_GRAN: e->act_gran = e->act_gran == ACT_PER_TENSOR ? ACT_PER_TOKEN : ACT_PER_TENSOR; break;
+    case ST_ACT_SCALE: e->act_scale = e->act_scale == ACT_DYNAMIC ? ACT_STATIC : ACT_DYNAMIC; break;
+    case ST_ACT_SKIP: e->act_skip_first = !e->act_skip_first; break;
+    case ST_SMOOTH: e->smooth_alpha = (float)SMOOTH_VALUES[next_double(SMOOTH_VALUES, NV(SMOOTH_VALUES), e->smooth_alpha, dir)]; break;
+    case ST_DAMP: e->gptq.damp = DAMP_VALUES[next_double(DAMP_VALUES, NV(DAMP_VALUES), e->gptq.damp, dir)]; break;
+    case ST_ACT_ORDER: e->gptq.act_order = !e->gptq.act_order; break;
+    case ST_BLOCK: {
+        int i = 0;
+        while (i < NV(BLOCK_VALUES) && BLOCK_VALUES[i] < e->gptq.block) i++;
+        if (i < NV(BLOCK_VALUES) && BLOCK_VALUES[i] == e->gptq.block) i += dir;
+        else if (dir < 0) i--;
+        e->gptq.block = BLOCK_VALUES[((i % NV(BLOCK_VALUES)) + NV(BLOCK_VALUES)) % NV(BLOCK_VALUES)];
+        break;
+    }
+    case ST_STATIC_GROUPS: e->gptq.static_groups = !e->gptq.static_groups; break;
+    default: e->adadim_base = e->adadim_base == QM_RTN ? QM_GPTQ : QM_RTN; break;
+    }
+}
+
+static void settings_draw(const App *a, const Layout *l) {
+    char site[32];
+    const PlanEntry *e = cursor_entry(a, site, sizeof site);
+    int bh = ST_COUNT + 4;
+    if (bh > l->body.h) bh = l->body.h;
+    int bw = l->cols - 4 < 76 ? l->cols - 4 : 76;
+    Rect box = {2, l->body.y + l->body.h - bh, bw, bh}; /* at the bottom: the grid's first rows stay in view */
+    char title[96];
+    snprintf(title, sizeof title, "Settings of %s for the scope (%s): +/- change, Esc closes", site,
+             pe_scope_name((PeScope)a->plan.scope));
+    draw_box(&box, title);
+    for (int k = 0; k < ST_COUNT && k < bh - 3; k++) {
+        char label[64], val[32];
+        setting_text(k, e, label, sizeof label, val, sizeof val);
+        draw_text(box.y + 1 + k, box.x + 2, box.w - 4, k == a->plan.settings_sel ? C_CURSOR : C_POPUP, "%s %-36s %s",
+                  k == a->plan.settings_sel ? ">" : " ", label, val);
+    }
+    draw_str(box.y + bh - 2, box.x + 2, box.w - 4, C_POPUP,
+             "AQLM beam: not a plan setting (the quantizer searches with beam 1)");
+}
+
 static void plan_draw(const App *a, const Layout *l) {
     const PlanEdit *pe = a->pe;
     const Rect *r = &l->main;
@@ -168,6 +272,7 @@ static void plan_draw(const App *a, const Layout *l) {
     plan_entry_code(ce, code, sizeof code);
     draw_text(y++, x0, w, C_NORMAL, "%s %s: %s", site, code, words);
 
+    if (a->plan.settings_open) settings_draw(a, l);
     if (a->plan.preset_open) {
         int n;
         const PresetInfo *pi = plan_presets(&n);
@@ -236,7 +341,8 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
 static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src) {
     if (!a->sess) return;
     const PlanViewState *s = &a->plan;
-    unsigned sf = (fields & PF_ALL) | ((fields & PE_AQLM_ANY) ? PF_METHOD : 0) | ((fields & PE_SYM) ? PF_FMT : 0);
+    unsigned sf = (fields & PF_ALL) | ((fields & (PE_AQLM_ANY | PE_METHOD_PARTS)) ? PF_METHOD : 0) |
+                  ((fields & PE_SYM) ? PF_FMT : 0) | ((fields & PE_ACT_PARTS) ? PF_ACT : 0);
     int64_t edit = (int64_t)a->pe->version;
     char pat[64];
     Err err;
@@ -548,9 +654,107 @@ void view_plan_prompt_done(App *a, int kind, const char *text) {
     apply(a, fields, &e, what);
 }
 
+/* Applies a SmoothQuant alpha to the scope's cells and their partners (q/k/v
+ * share attn_norm, gate/up ffn_norm: plan_validate wants one alpha per set
+ * and layer) as one marked-cells edit. */
+static int apply_smooth(App *a, const PlanEntry *e, const char *what) {
+    PlanViewState *s = &a->plan;
+    const PlanEdit *pe = a->pe;
+    int64_t n = pe->n_layers * PLAN_NPROJ;
+    unsigned char *m = calloc((size_t)n, 1);
+    if (!m) {
+        app_msg(a, 1, "out of memory");
+        return R_REDRAW;
+    }
+    for (int64_t l = 0; l < pe->n_layers; l++)
+        for (int p = 0; p < PLAN_NPROJ; p++) {
+            int64_t i = l * PLAN_NPROJ + p;
+            int in = 0;
+            switch ((PeScope)s->scope) {
+            case PE_CELL: in = l == s->row && p == s->col; break;
+            case PE_ROW: in = l == s->row; break;
+            case PE_COL: in = p == s->col; break;
+            case PE_MARKED: in = s->marks[i] != 0; break;
+            default: in = 1; break;
+            }
+            if (!in || p == PLAN_O || p == PLAN_DOWN) continue; /* their inputs follow no RMS norm */
+            int lo = p <= PLAN_V ? PLAN_Q : p == PLAN_GATE || p == PLAN_UP ? PLAN_GATE : p, hi = p <= PLAN_V ? PLAN_V : p == PLAN_GATE || p == PLAN_UP ? PLAN_UP : p;
+            for (int q = lo; q <= hi; q++) m[l * PLAN_NPROJ + q] = 1;
+        }
+    int64_t nm = 0;
+    for (int64_t i = 0; i < n; i++) nm += m[i];
+    if (nm == 0) {
+        free(m);
+        app_msg(a, 1, "SmoothQuant applies to q/k/v and gate/up (their inputs follow an RMS norm), not o or down");
+        return R_REDRAW;
+    }
+    Err err;
+    err_init(&err);
+    PlanGrid before = {0};
+    PeResult res;
+    Status st = plan_grid_copy(&before, a->pe, &err);
+    if (st == ST_OK) st = plan_edit_apply(a->pe, PE_MARKED, s->row, (int)s->col, m, PF_SMOOTH, e, &res, &err);
+    free(m);
+    if (st != ST_OK) {
+        app_msg(a, 1, "%s: %s", what, err.detail);
+        plan_grid_done(&before);
+        return R_REDRAW;
+    }
+    report_edit(a, what, &res);
+    /* The session gets one rule per layer and set ("3.qkv", "3.gate_up"), so
+     * every plan replay checks on the way keeps the alpha equal within a set. */
+    if (res.changed && a->sess) {
+        int64_t edit = (int64_t)a->pe->version;
+        static const char *const sets[2] = {"qkv", "gate_up"};
+        static const int first[2] = {PLAN_Q, PLAN_GATE}, last[2] = {PLAN_V, PLAN_UP};
+        for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
+            for (int k = 0; k < 2 && st == ST_OK; k++) {
+                int ch = 0;
+                for (int p = first[k]; p <= last[k]; p++)
+                    ch |= !plan_entry_equal(plan_edit_cell(pe, l, p), &before.cells[l * PLAN_NPROJ + p]);
+                if (!ch) continue;
+                char pat[32];
+                snprintf(pat, sizeof pat, "%lld.%s", (long long)l, sets[k]);
+                st = session_log_set_rule_edit(a->sess, NULL, pat, PF_SMOOTH, e, edit, &err);
+            }
+        if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
+        app_plan_sync(a);
+    }
+    plan_grid_done(&before);
+    return R_REDRAW;
+}
+
+static int settings_key(App *a, Action act) {
+    PlanViewState *s = &a->plan;
+    int64_t sel = s->settings_sel;
+    if (view_move(act, &sel, ST_COUNT, 3)) {
+        s->settings_sel = (int)sel;
+        return R_REDRAW;
+    }
+    if (act == AC_BACK || act == AC_SETTINGS) {
+        s->settings_open = 0;
+        return R_REDRAW;
+    }
+    if (act == AC_QUIT || act == AC_HELP) return R_UNHANDLED;
+    int dir = act == AC_GROUP_UP || act == AC_RIGHT || act == AC_ENTER ? 1 : act == AC_GROUP_DOWN || act == AC_LEFT ? -1 : 0;
+    if (!dir) return R_NONE;
+    if (on_end_row(a)) {
+        app_msg(a, 1, "the embedding and the output head are round-to-nearest without activation quantization");
+        return R_REDRAW;
+    }
+    char site[32], label[64], val[32], what[120];
+    PlanEntry e = *cursor_entry(a, site, sizeof site);
+    setting_step(s->settings_sel, &e, dir);
+    unsigned bit = setting_text(s->settings_sel, &e, label, sizeof label, val, sizeof val);
+    snprintf(what, sizeof what, "%s %s", label, val);
+    if (bit == PF_SMOOTH) return apply_smooth(a, &e, what);
+    return apply(a, bit, &e, what);
+}
+
 static int plan_key(App *a, Action act) {
     PlanViewState *s = &a->plan;
     if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) view_plan_flush(a);
+    if (s->settings_open) return settings_key(a, act);
     if (s->preset_open) {
         int n;
         plan_presets(&n);
@@ -682,6 +886,7 @@ static int plan_key(App *a, Action act) {
         return R_REDRAW;
     }
     case AC_PRESET: s->preset_open = 1; return R_REDRAW;
+    case AC_SETTINGS: s->settings_open = 1; return R_REDRAW;
     case AC_UNDO:
         if (plan_edit_undo(a->pe)) {
             app_msg(a, 0, "undone (%lld more)", (long long)a->pe->n_undo);
