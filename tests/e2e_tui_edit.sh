@@ -216,8 +216,11 @@ export XDG_CACHE_HOME="$tmp/cache"
 # --- LANG=C: the plan codes' "·" has its ASCII fallback (it went out raw and
 # shifted the columns into the cursor bracket); TERM=dumb is refused with a
 # pointer to the CLI instead of an unusable screen.
-E2E_LC=C start 80 24 "'$M' --text '$T' --threads 1"
+E2E_LC=C start 80 24 "'$M' --text '$T' --threads 1 --session '$tmp/c.json'"
 wait_for "1 Model" 15
+# 80x24: the Model view's last lines (plan, session) stay above the key hints
+has "plan: fp16: 16.00 bpw"
+has "session: $tmp/c.json"
 keys 4
 wait_for "Plan: fp16"
 pick_preset w8a8-tensor

@@ -53,11 +53,19 @@ static void model_draw(const App *a, const Layout *l) {
     vm_fmt_bytes(m->owned_bytes, b3, sizeof b3);
     draw_text(y++, x, w, C_NORMAL, "parameters %s   file %s   owned in memory %s", b1, b2, b3);
     draw_text(y++, x, w, C_DIM, "fingerprint %016llx", (unsigned long long)m->fingerprint);
-    y++;
-    draw_text(y++, x, w, C_HEADER, "%-12s %8s %12s %12s", "tensor kind", "tensors", "parameters", "file bytes");
     KindRow kr[8];
     int nk = vm_model_kinds(m, kr, 8);
-    for (int i = 0; i < nk && y < r->y + r->h - 5; i++) {
+    /* What must stay on screen (storage, tokenizer, text, calibration, stats,
+     * plan, session) comes first: the blank lines go, then rows of the
+     * tensor-kind table, so nothing runs into the key hints (80x24). */
+    int tail = 5 + (a->cs && a->stats_path[0]) + (a->session_path[0] != 0);
+    int room = r->y + r->h - y - tail;
+    int gaps = room >= nk + 1 + 2 ? 2 : room >= nk + 1 + 1 ? 1 : 0;
+    int rows = room - gaps - 1;
+    if (rows > nk) rows = nk;
+    if (gaps == 2) y++;
+    if (rows > 0) draw_text(y++, x, w, C_HEADER, "%-12s %8s %12s %12s", "tensor kind", "tensors", "parameters", "file bytes");
+    for (int i = 0; i < nk && i < rows; i++) {
         fmt_count(kr[i].params, b1, sizeof b1);
         vm_fmt_bytes(kr[i].bytes, b2, sizeof b2);
         draw_text(y++, x, w, C_NORMAL, "%-12s %8lld %12s %12s", kr[i].kind, (long long)kr[i].n_tensors, b1, b2);
@@ -74,7 +82,7 @@ static void model_draw(const App *a, const Layout *l) {
     }
     draw_text(y++, x, w, C_NORMAL, "storage types: %s", dt);
     draw_text(y++, x, w, C_NORMAL, "tokenizer: %s", m->tok ? tokenizer_describe(m->tok) : "none");
-    y++;
+    if (gaps >= 1) y++;
     if (a->text) {
         vm_fmt_bytes(a->text_len, b1, sizeof b1);
         draw_text(y++, x, w, C_NORMAL, "text: %s (%s)", a->text_path, b1);
