@@ -100,6 +100,11 @@ wait_for "log scale"
 # Sensitivity has its map now.
 keys 3
 wait_for "output error, int4"
+# between 120 and 140 columns the side panel keeps all five groupings (ic-g was cut)
+tm resize-window -t e2e -x 125 -y 30
+wait_for "oc-g   ic-g"
+tm resize-window -t e2e -x 100 -y 30
+wait_for "output error, int4"
 
 # Plan: preset int4-rtn, then L4.down back to fp16.
 keys 4

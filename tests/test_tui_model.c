@@ -92,9 +92,11 @@ static void test_layout(void) {
     CHECK(l.side.w == 28 && l.side.x == 52 && l.main.w == 51);
     CHECK(l.main.x + l.main.w + 1 == l.side.x);     /* separator column between */
     layout_screen(&l, 100, 30, 1);
-    CHECK(l.side.w == 32 && l.main.w == 67 && l.body.h == 26 && l.msg.y == 29);
+    CHECK(l.side.w == 34 && l.main.w == 65 && l.body.h == 26 && l.msg.y == 29);
     layout_screen(&l, 200, 60, 1);
     CHECK(l.side.w == 40 && l.main.w == 159 && l.hints.y == 58);
+    layout_screen(&l, 125, 30, 1); /* the Sensitivity panel's five groupings need 40 from 120 on */
+    CHECK(l.side.w == 40 && l.main.w == 84);
     layout_screen(&l, 200, 60, 0);
     CHECK(l.side.w == 0 && l.main.w == 200);
     layout_screen(&l, 79, 24, 1);

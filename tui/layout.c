@@ -18,7 +18,9 @@ void layout_screen(Layout *l, int cols, int rows, int with_side) {
     l->body = (Rect){0, 2, cols, rows - 4};
     l->main = l->body;
     if (with_side) {
-        int sw = 28 + (cols - LAYOUT_MIN_COLS) / 5;
+        /* 40 columns from 120 up: the Sensitivity panel's five groupings (4 + 5 x 7 + margins)
+         * need them, and between 120 and 140 columns its ic-g column was cut */
+        int sw = 28 + 3 * (cols - LAYOUT_MIN_COLS) / 10;
         if (sw > 40) sw = 40;
         l->side = (Rect){cols - sw, l->body.y, sw, l->body.h};
         l->main.w = cols - sw - 1; /* one column for the separator */
