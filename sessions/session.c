@@ -911,6 +911,43 @@ char *session_action_args(const Session *s, int64_t i) {
     return r;
 }
 
+char *session_action_text(const Session *s, int64_t i) {
+    const cJSON *al = jget(s->root, "actions");
+    if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;
+    const cJSON *a = jget(cJSON_GetArrayItem(al, (int)i), "args");
+    size_t cap = 256, len = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    out[0] = 0;
+    const cJSON *v;
+    if (!cJSON_IsObject(a)) a = NULL;
+    cJSON_ArrayForEach(v, a) {
+        char *js = NULL;
+        const char *val;
+        if (cJSON_IsString(v)) val = v->valuestring;
+        else if (cJSON_IsNull(v)) val = "-";
+        else val = js = cJSON_PrintUnformatted(v);
+        if (!val) {
+            free(out);
+            return NULL;
+        }
+        size_t need = len + strlen(v->string) + strlen(val) + 3;
+        if (need > cap) {
+            while (cap < need) cap *= 2;
+            char *g = realloc(out, cap);
+            if (!g) {
+                cJSON_free(js);
+                free(out);
+                return NULL;
+            }
+            out = g;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%s%s=%s", len ? " " : "", v->string, val);
+        cJSON_free(js);
+    }
+    return out;
+}
+
 /* Appends {time, action, args} (args taken over). */
 static Status append_action(Session *s, const char *name, cJSON *args, Err *err) {
     char now[32];

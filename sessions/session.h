@@ -296,6 +296,12 @@ const SessionAction *session_action(const Session *s, int64_t i);
 /* The arguments of action i as JSON text (heap; caller frees), or NULL. */
 char *session_action_args(const Session *s, int64_t i);
 
+/* The arguments of action i for people: "key=value" pairs separated by
+ * spaces (strings unquoted, nested values as compact JSON), so the Log
+ * wraps them between pairs instead of inside raw JSON. Heap (caller frees);
+ * "" without arguments, NULL when out of range or out of memory. */
+char *session_action_text(const Session *s, int64_t i);
+
 /* Appends an action with the current time and n arguments (copied). */
 Status session_log_action(Session *s, const char *name, const SessionArg *args, int64_t n, Err *err);
 

@@ -174,6 +174,14 @@ quit
 "$Q" replay "$tmp/o.json" --check -o "$tmp/or.json" >"$tmp/replay.out" 2>&1 ||
   { cat "$tmp/replay.out" >&2; fail "replay of the settings edits failed"; }
 grep -q "check: OK" "$tmp/replay.out" || fail "replay (settings): $(tail -2 "$tmp/replay.out")"
+# reopened, the Log shows the recorded actions as key=value pairs, not raw JSON
+start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/o.json'"
+wait_for "session: o.json" 15
+keys 6
+wait_for "reopened"
+has "preset=w8a8-tensor"
+lacks '{"preset"'
+quit
 
 # --- A cancelled first calibration is kept, but as PARTIAL: on screen, in the
 # session (partial, kept; replay stops after as many sequences) and when the

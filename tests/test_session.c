@@ -155,6 +155,9 @@ static void test_round_trip(const Model *m) {
     char *v = session_view_get(s2);
     CHECK(strstr(v, "\"row\":3"));
     free(v);
+    char *txt = session_action_text(s2, 2); /* the Log's form: key=value pairs, strings unquoted */
+    CHECKF(txt && strstr(txt, "pattern=1.down ") && !strstr(txt, "\"pattern\""), "%s", txt ? txt : "(null)");
+    free(txt);
     char *args = session_action_args(s2, 2);
     CHECK(strstr(args, "\"pattern\":\"1.down\"") && strstr(args, "\"format\":\"fp16\""));
     free(args);

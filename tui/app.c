@@ -92,7 +92,7 @@ static Status session_open(App *a, Err *err) {
     if (session_check_model(a->sess, a->m, msg, sizeof msg) != SESSION_MODEL_OK) app_msg(a, 1, "%s", msg);
     for (int64_t i = 0; i < session_n_actions(a->sess); i++) {
         const SessionAction *act = session_action(a->sess, i);
-        char *args = session_action_args(a->sess, i);
+        char *args = session_action_text(a->sess, i); /* key=value pairs: the Log wraps between them */
         app_log(a, act->name, "%s", args ? args : "");
         free(args);
         struct tm tm;
