@@ -221,6 +221,21 @@ v2=$(screen | sed -n 's/.*rank 2 of 25: L[0-9]* [a-z_]* = \([0-9.]*\).*/\1/p' | 
 quit
 export XDG_CACHE_HOME="$tmp/cache"
 
+# --- Grids of more layers than fit say which are shown (a 32-layer tiny synth
+# at 80x24), as the Plan view does.
+"$Q" synth --preset tiny --layers 32 -o "$tmp/deep.gguf" >/dev/null 2>&1 || fail "synth"
+start 80 24 "'$tmp/deep.gguf' --text '$T' --threads 1 --samples 2 --seqlen 32"
+wait_for "1 Model" 15
+keys c
+wait_for "calibrated in" 30
+keys 2
+wait_for "log scale"
+has "(layers 0-"
+has "of 32, j/k scroll)"
+keys G
+wait_for "-31 of 32, j/k scroll)"
+quit
+
 # --- LANG=C: the plan codes' "·" has its ASCII fallback (it went out raw and
 # shifted the columns into the cursor bracket); TERM=dumb is refused with a
 # pointer to the CLI instead of an unusable screen.

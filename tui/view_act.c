@@ -82,6 +82,21 @@ void view_heat_cell(int y, int x, int w, int level, double v, int cursor, const 
     draw_str(y, x, w - 1, cursor ? C_CURSOR : draw_heat_role(level), cell);
 }
 
+void view_grid_note(int y, int x, int w, const GridLayout *g, int64_t n_rows, int64_t n_cols) {
+    int rows_cut = g->first_row > 0 || g->first_row + g->n_vis_rows < n_rows;
+    int cols_cut = g->first_col > 0 || g->first_col + g->n_vis_cols < n_cols;
+    if (!rows_cut && !cols_cut) return;
+    char cols[64] = "";
+    if (cols_cut)
+        snprintf(cols, sizeof cols, "%scolumns %d-%d of %lld, h/l", rows_cut ? "; " : "", g->first_col + 1,
+                 g->first_col + g->n_vis_cols, (long long)n_cols);
+    if (rows_cut)
+        draw_text(y, x, w, C_DIM, "(layers %d-%d of %lld, j/k scroll%s)", g->first_row, g->first_row + g->n_vis_rows - 1,
+                  (long long)n_rows, cols);
+    else
+        draw_text(y, x, w, C_DIM, "(%s)", cols);
+}
+
 void view_legend(int y, int x, int w, const HeatScale *s, const char *title) {
     int tw = draw_str(y, x, w, C_NORMAL, title);
     int bw = w - tw - 2;
@@ -270,6 +285,7 @@ static void act_draw(const App *a, const Layout *l) {
                            layer == a->act.row && t == a->act.col, NULL);
         }
     }
+    view_grid_note(y, gr.x + 1, gr.w - 2, &g, nl, TAP_COUNT);
     y++;
     view_legend(y, gr.x + 1, gr.w - 2, &s, "log scale");
     free(grid);

@@ -112,6 +112,7 @@ static void sens_draw(const App *a, const Layout *l) {
                            layer == s->row && p == s->col, suf);
         }
     }
+    view_grid_note(y, gr.x + 1, gr.w - 2, &g, nl, PROJ_COUNT);
     y++;
     view_legend(y, gr.x + 1, gr.w - 2, &hs, "log scale");
     if (s->adadim) draw_str(y + 3, gr.x + 1, gr.w - 2, C_DIM, "suffix: AdaDim's choice, i = per-IC scales, o = per-OC");

@@ -41,4 +41,9 @@ void view_heat_cell(int y, int x, int w, int level, double v, int cursor, const 
  * marks and their labels at round numbers (heat_ticks). */
 void view_legend(int y, int x, int w, const HeatScale *s, const char *title);
 
+/* Under a grid of n_rows layers and n_cols columns that does not fit, says
+ * which are shown ("(layers 8-27 of 32, j/k scroll; columns 1-5 of 7, h/l)"),
+ * as the Plan view does; draws nothing when everything fits. */
+void view_grid_note(int y, int x, int w, const GridLayout *g, int64_t n_rows, int64_t n_cols);
+
 #endif
