@@ -251,6 +251,13 @@ row=$(screen | grep '^ *L0 ')
 echo "$row" | grep -qF "[I8/oc.A]" || echo "$row" | grep -qF "[I8/oc.A8]" || echo "$row" | grep -qF "[I8/oc.A8t]" ||
   fail "no ASCII plan code under LANG=C: $row"
 [ "$(screen | LC_ALL=C tr -d '\000-\177' | wc -c)" -eq 0 ] || fail "non-ASCII bytes on the screen under LANG=C"
+# a message wider than the screen says where it is whole (it was cut at the edge)
+keys W
+wait_for "write plan to"
+keys Enter
+wait_for "... (whole in 6 Log)"
+keys 6
+wait_for "plan written: $tmp/cache/qscope/plans/c-"
 quit
 tm kill-session -t e2e
 rm -f "$tmp/exit"

@@ -39,6 +39,9 @@ void app_msg(App *a, int err, const char *fmt, ...) {
     vsnprintf(a->msg, sizeof a->msg, fmt, ap);
     va_end(ap);
     a->msg_err = err;
+    /* the message bar is one line: a long message is kept whole in the Log
+     * (the bar points there when it does not fit) */
+    if (draw_width(a->msg) > 78) app_log(a, err ? "error" : "message", "%s", a->msg);
 }
 
 void app_log(App *a, const char *what, const char *fmt, ...) {
@@ -347,7 +350,18 @@ static void draw_msg(const App *a, const Layout *l) {
         draw_text(l->msg.y, lw, l->cols - lw, C_CURSOR, "%s_", t);
         return;
     }
-    if (a->msg[0]) draw_text(l->msg.y, 0, l->cols, a->msg_err ? C_ERROR : C_MSG, " %s ", a->msg);
+    if (!a->msg[0]) return;
+    /* a message wider than the screen ends in a pointer to the Log, which has it whole */
+    int mw = draw_width(a->msg);
+    if (mw + 2 <= l->cols) {
+        draw_text(l->msg.y, 0, l->cols, a->msg_err ? C_ERROR : C_MSG, " %s ", a->msg);
+        return;
+    }
+    static const char more[] = " ... (whole in 6 Log)";
+    int keep = l->cols - 1 - (int)sizeof more + 1;
+    int x = draw_str(l->msg.y, 0, 1, a->msg_err ? C_ERROR : C_MSG, " ");
+    x += draw_str(l->msg.y, x, keep > 0 ? keep : 0, a->msg_err ? C_ERROR : C_MSG, a->msg);
+    draw_str(l->msg.y, x, l->cols - x, C_DIM, more);
 }
 
 typedef struct HelpCtx {
