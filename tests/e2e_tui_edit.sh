@@ -235,6 +235,18 @@ has "of 32, j/k scroll)"
 keys G
 wait_for "-31 of 32, j/k scroll)"
 quit
+# a queue behind a long job keeps its count in an 80-column title (it was cut at the edge)
+start 80 24 "'$tmp/deep.gguf' --text '$T' --threads 1 --samples 5000 --seqlen 32 --session '$tmp/a-rather-long-session-name.json'"
+wait_for "1 Model" 15
+keys c e
+wait_for "+1 queued" 5
+screen | head -1 | grep -q "ETA .* +1 queued *$" || fail "title: $(screen | head -1)"
+keys Escape
+keys q
+sleep 0.3
+keys y
+n=0
+while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 100 ] || fail "no exit (queue)"; done
 
 # --- LANG=C: the plan codes' "·" has its ASCII fallback (it went out raw and
 # shifted the columns into the cursor bracket); TERM=dumb is refused with a

@@ -273,6 +273,11 @@ static void draw_title(const App *a, const Layout *l) {
         if (!jv.stage[0] || strncmp(jv.label, jv.stage, strlen(jv.stage)) == 0) snprintf(what, sizeof what, "%s", jv.label);
         else snprintf(what, sizeof what, "%s (%s)", jv.label, jv.stage);
         snprintf(right, sizeof right, "%s %lld/%lld ETA %s%s ", what, (long long)jv.done, (long long)jv.total, eta, q);
+        /* too wide for its half of the title: the queue keeps its count, not its name (it was cut at the edge) */
+        if (jv.n_queued && draw_width(right) > l->cols / 2) {
+            snprintf(q, sizeof q, "  +%d queued", jv.n_queued);
+            snprintf(right, sizeof right, "%s %lld/%lld ETA %s%s ", what, (long long)jv.done, (long long)jv.total, eta, q);
+        }
         bar_w = l->cols >= 120 ? 16 : 10;
     } else {
         snprintf(right, sizeof right, "idle ");
