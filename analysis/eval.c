@@ -258,56 +258,33 @@ char *eval_ref_cache_path(const char *dir, uint64_t fingerprint, uint64_t text_h
     return p;
 }
 
-typedef struct {
-    FILE *f;
-    uint64_t h;
-    int ok;
-} WBuf;
-
-static void wr(WBuf *w, const void *p, size_t n) {
-    if (!w->ok) return;
-    w->h = hash_bytes(w->h, p, n);
-    if (fwrite(p, 1, n, w->f) != n) w->ok = 0;
-}
-
 Status eval_ref_save(const EvalRef *r, const char *path, Err *err) {
     if (r->partial)
         return err_set(err, ST_ERR_STATE, "%s: this reference holds one MPI rank's chunks only; not cached", path);
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s", path);
-    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
-    WBuf w = {fopen(tmp, "wb"), HASH_SEED, 1};
-    if (!w.f) {
-        Status st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return st;
-    }
+    AtomicFile af;
+    Status st = afile_open(&af, path, err);
+    if (st) return st;
+    ByteWriter w;
+    bytes_writer_init(&w, &af, err);
     uint32_t ver = EVAL_CACHE_VERSION;
     int64_t hdr[9] = {r->n_ctx, r->max_chunks, r->chunks, r->vocab, r->n_layers, r->dim, r->n_pos, r->n_tokens, r->batch};
-    wr(&w, "QSEV", 4);
-    wr(&w, &ver, 4);
-    wr(&w, &r->fingerprint, 8);
-    wr(&w, &r->text_hash, 8);
-    wr(&w, hdr, sizeof hdr);
-    wr(&w, &r->nll_sum, 8);
-    wr(&w, &r->bos, 4);
-    wr(&w, r->tokens, (size_t)r->n_tokens * 4);
-    wr(&w, r->nll, (size_t)r->n_pos * 8);
-    wr(&w, r->argmax, (size_t)r->n_pos * 4);
-    wr(&w, r->logp, (size_t)(r->n_pos * r->vocab) * 4);
-    if (r->resid) wr(&w, r->resid, (size_t)(r->n_layers * r->n_ctx * r->dim) * 4);
-    uint64_t h = w.h;
-    if (w.ok && fwrite(&h, 1, 8, w.f) != 8) w.ok = 0;
-    if (fclose(w.f) != 0) w.ok = 0;
-    if (!w.ok || rename(tmp, path) != 0) {
-        Status st = err_set(err, ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
+    bytes_put(&w, "QSEV", 4);
+    bytes_put(&w, &ver, 4);
+    bytes_put(&w, &r->fingerprint, 8);
+    bytes_put(&w, &r->text_hash, 8);
+    bytes_put(&w, hdr, sizeof hdr);
+    bytes_put(&w, &r->nll_sum, 8);
+    bytes_put(&w, &r->bos, 4);
+    bytes_put(&w, r->tokens, (size_t)r->n_tokens * 4);
+    bytes_put(&w, r->nll, (size_t)r->n_pos * 8);
+    bytes_put(&w, r->argmax, (size_t)r->n_pos * 4);
+    bytes_put(&w, r->logp, (size_t)(r->n_pos * r->vocab) * 4);
+    if (r->resid) bytes_put(&w, r->resid, (size_t)(r->n_layers * r->n_ctx * r->dim) * 4);
+    if ((st = bytes_put_hash(&w))) {
+        afile_abort(&af);
         return st;
     }
-    free(tmp);
-    return ST_OK;
+    return afile_commit(&af, err);
 }
 
 Status eval_ref_load(const char *path, const Model *m, const char *text, size_t len, const EvalOpts *o,

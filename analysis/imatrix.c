@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/atomicfile.h"
 #include "core/bytes.h"
 #include "core/mapfile.h"
 #include "model/gguf.h"
@@ -144,7 +145,7 @@ static Status write_dat(const Imatrix *im, const char *path, Err *err) {
     int32_t dl = (int32_t)strlen(im->dataset);
     dat_i32(&b, dl);
     bytes_put(&b, im->dataset, (size_t)dl);
-    Status st = b.oom ? err_set(err, ST_ERR_NOMEM, "%s", path) : file_write_atomic(path, b.p, b.n, err);
+    Status st = b.oom ? err_set(err, ST_ERR_NOMEM, "%s", path) : afile_save(path, b.p, b.n, err);
     free(b.p);
     return st;
 }

@@ -21,127 +21,92 @@
 
 /* === writer === */
 
-typedef ByteWriter Buf;
-
-static void put_u64(Buf *b, uint64_t v) { bytes_put_u64(b, v); }
-static void put_u32(Buf *b, uint32_t v) { bytes_put_u32(b, v); }
-static void put_i64(Buf *b, int64_t v) { put_u64(b, (uint64_t)v); }
-static void put_f64(Buf *b, double v) {
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    put_u64(b, u);
-}
-static void put_f32(Buf *b, float v) {
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    put_u32(b, u);
-}
-static void put_str(Buf *b, const char *s) {
+static void put_str(ByteWriter *b, const char *s) {
     size_t n = strnlen(s, 65535);
-    put_u32(b, (uint32_t)n);
+    bytes_put_u32(b, (uint32_t)n);
     bytes_put(b, s, n);
 }
 
-static void put_tap(Buf *b, const TapStats *ts) {
-    put_i64(b, ts->width);
-    put_i64(b, ts->n_rows);
-    put_f32(b, ts->absmax);
-    put_i64(b, ts->mom.n);
-    put_f64(b, ts->mom.mean);
-    put_f64(b, ts->mom.m2);
-    put_f64(b, ts->mom.m3);
-    put_f64(b, ts->mom.m4);
-    put_u32(b, HIST_NBINS);
-    for (int i = 0; i < HIST_NBINS; i++) put_u64(b, ts->hist[i]);
-    for (int64_t c = 0; c < ts->width; c++) put_f64(b, ts->ch_sum[c]);
-    for (int64_t c = 0; c < ts->width; c++) put_f64(b, ts->ch_sumsq[c]);
-    for (int64_t c = 0; c < ts->width; c++) put_f32(b, ts->ch_absmax[c]);
-    put_u32(b, (uint32_t)ts->n_top);
+static void put_tap(ByteWriter *b, const TapStats *ts) {
+    bytes_put_i64(b, ts->width);
+    bytes_put_i64(b, ts->n_rows);
+    bytes_put_f32(b, ts->absmax);
+    bytes_put_i64(b, ts->mom.n);
+    bytes_put_f64(b, ts->mom.mean);
+    bytes_put_f64(b, ts->mom.m2);
+    bytes_put_f64(b, ts->mom.m3);
+    bytes_put_f64(b, ts->mom.m4);
+    bytes_put_u32(b, HIST_NBINS);
+    for (int i = 0; i < HIST_NBINS; i++) bytes_put_u64(b, ts->hist[i]);
+    for (int64_t c = 0; c < ts->width; c++) bytes_put_f64(b, ts->ch_sum[c]);
+    for (int64_t c = 0; c < ts->width; c++) bytes_put_f64(b, ts->ch_sumsq[c]);
+    for (int64_t c = 0; c < ts->width; c++) bytes_put_f32(b, ts->ch_absmax[c]);
+    bytes_put_u32(b, (uint32_t)ts->n_top);
     for (int32_t i = 0; i < ts->n_top; i++) {
         const Spike *s = &ts->top[i];
-        put_f32(b, s->value);
-        put_u32(b, (uint32_t)s->channel);
-        put_u32(b, (uint32_t)s->token);
-        put_u32(b, (uint32_t)s->pos);
-        put_i64(b, s->seq);
+        bytes_put_f32(b, s->value);
+        bytes_put_u32(b, (uint32_t)s->channel);
+        bytes_put_u32(b, (uint32_t)s->token);
+        bytes_put_u32(b, (uint32_t)s->pos);
+        bytes_put_i64(b, s->seq);
         put_str(b, s->text);
     }
-    put_u32(b, (uint32_t)ts->has_act);
-    for (int m = 0; m < ACT_MODE_COUNT; m++) put_f64(b, ts->act_ref[m]);
+    bytes_put_u32(b, (uint32_t)ts->has_act);
+    for (int m = 0; m < ACT_MODE_COUNT; m++) bytes_put_f64(b, ts->act_ref[m]);
     for (int f = 0; f < AQ_FMT_COUNT; f++)
-        for (int m = 0; m < ACT_MODE_COUNT; m++) put_f64(b, ts->act_err[f][m]);
+        for (int m = 0; m < ACT_MODE_COUNT; m++) bytes_put_f64(b, ts->act_err[f][m]);
 }
 
 Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
-    Buf b = {0};
     const CalibParams *p = &cs->params;
+    AtomicFile af;
+    Status st = afile_open(&af, path, err);
+    if (st) return st;
+    ByteWriter b;
+    bytes_writer_init(&b, &af, err);
     bytes_put(&b, "QSST", 4);
-    put_u32(&b, STATSFILE_VERSION);
-    put_u64(&b, cs->fingerprint);
+    bytes_put_u32(&b, STATSFILE_VERSION);
+    bytes_put_u64(&b, cs->fingerprint);
     put_str(&b, p->text_path);
-    put_u64(&b, p->text_hash);
-    put_i64(&b, p->text_bytes);
-    put_i64(&b, p->samples);
-    put_i64(&b, p->seqlen);
-    put_u64(&b, p->seed);
-    put_u32(&b, (uint32_t)p->mode);
-    put_i64(&b, p->group);
-    put_u32(&b, (uint32_t)p->topk);
-    put_u32(&b, (uint32_t)p->sensitivity);
-    put_i64(&b, cs->n_layers);
-    put_i64(&b, cs->dim);
-    put_i64(&b, cs->hidden_dim);
-    put_i64(&b, cs->q_dim);
-    put_i64(&b, cs->vocab_size);
-    for (int t = 0; t < TAP_COUNT; t++) put_i64(&b, cs->width[t]);
-    put_i64(&b, cs->n_planned);
-    put_i64(&b, cs->n_seqs);
-    put_i64(&b, cs->n_tokens);
+    bytes_put_u64(&b, p->text_hash);
+    bytes_put_i64(&b, p->text_bytes);
+    bytes_put_i64(&b, p->samples);
+    bytes_put_i64(&b, p->seqlen);
+    bytes_put_u64(&b, p->seed);
+    bytes_put_u32(&b, (uint32_t)p->mode);
+    bytes_put_i64(&b, p->group);
+    bytes_put_u32(&b, (uint32_t)p->topk);
+    bytes_put_u32(&b, (uint32_t)p->sensitivity);
+    bytes_put_i64(&b, cs->n_layers);
+    bytes_put_i64(&b, cs->dim);
+    bytes_put_i64(&b, cs->hidden_dim);
+    bytes_put_i64(&b, cs->q_dim);
+    bytes_put_i64(&b, cs->vocab_size);
+    for (int t = 0; t < TAP_COUNT; t++) bytes_put_i64(&b, cs->width[t]);
+    bytes_put_i64(&b, cs->n_planned);
+    bytes_put_i64(&b, cs->n_seqs);
+    bytes_put_i64(&b, cs->n_tokens);
     for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) put_tap(&b, &cs->taps[i]);
     int64_t np = cs->n_layers * p->seqlen;
-    for (int64_t i = 0; i < np; i++) put_f64(&b, cs->resid_rms_sum[i]);
-    for (int64_t i = 0; i < np; i++) put_f32(&b, cs->resid_rms_max[i]);
-    put_u32(&b, (uint32_t)cs->has_sens);
+    for (int64_t i = 0; i < np; i++) bytes_put_f64(&b, cs->resid_rms_sum[i]);
+    for (int64_t i = 0; i < np; i++) bytes_put_f32(&b, cs->resid_rms_max[i]);
+    bytes_put_u32(&b, (uint32_t)cs->has_sens);
     if (cs->has_sens) {
         const SensMap *sm = &cs->sens;
         int64_t nc = cs->n_layers * PROJ_COUNT * SENS_NFMT * SG_COUNT;
-        put_i64(&b, sm->group);
-        for (int64_t i = 0; i < nc; i++) put_f32(&b, sm->werr[i]);
-        for (int64_t i = 0; i < nc; i++) put_f32(&b, sm->oerr[i]);
-        for (int64_t i = 0; i < cs->n_layers * PROJ_COUNT * SG_COUNT; i++) put_u32(&b, (uint32_t)sm->gsize[i]);
+        bytes_put_i64(&b, sm->group);
+        for (int64_t i = 0; i < nc; i++) bytes_put_f32(&b, sm->werr[i]);
+        for (int64_t i = 0; i < nc; i++) bytes_put_f32(&b, sm->oerr[i]);
+        for (int64_t i = 0; i < cs->n_layers * PROJ_COUNT * SG_COUNT; i++) bytes_put_u32(&b, (uint32_t)sm->gsize[i]);
     }
-    put_u32(&b, (uint32_t)cs->has_h);
-    put_u64(&b, cs->h_id);
-    put_u64(&b, (uint64_t)cs->h_bytes);
-    if (!b.oom) put_u64(&b, hash_bytes(HASH_SEED, b.p, b.n));
-    if (b.oom) {
-        free(b.p);
-        return err_set(err, ST_ERR_NOMEM, "%s: stats buffer", path);
+    bytes_put_u32(&b, (uint32_t)cs->has_h);
+    bytes_put_u64(&b, cs->h_id);
+    bytes_put_u64(&b, (uint64_t)cs->h_bytes);
+    if ((st = bytes_put_hash(&b))) {
+        afile_abort(&af);
+        return st;
     }
-    size_t tl = strlen(path) + 5;
-    char *tmp = malloc(tl);
-    if (!tmp) {
-        free(b.p);
-        return err_set(err, ST_ERR_NOMEM, "path");
-    }
-    snprintf(tmp, tl, "%s.tmp", path);
-    Status st = ST_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        int bad = fwrite(b.p, 1, b.n, f) != b.n;
-        bad |= fflush(f) != 0;
-        bad |= fsync(fileno(f)) != 0; /* the data must be on disk before the rename makes it current */
-        bad |= fclose(f) != 0;
-        if (bad) st = err_set(err, ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else if (rename(tmp, path) != 0)
-            st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-        if (st) remove(tmp);
-    }
-    free(tmp);
-    free(b.p);
-    return st;
+    return afile_commit(&af, err);
 }
 
 /* === reader === */

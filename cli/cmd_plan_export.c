@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/atomicfile.h"
 #include "core/mapfile.h"
 #include "quant/plan.h"
 #include "sessions/export.h"
@@ -55,10 +56,10 @@ static int write_out(const char *cmd, const char *out, const char *text) {
         fputs(text, stdout);
         return 0;
     }
-    /* atomic: a failed write leaves no half file under OUT's name */
+    /* atomically (core/atomicfile.h), so a failed write leaves no half file under OUT's name */
     Err err;
     err_init(&err);
-    if (file_write_atomic(out, text, strlen(text), &err)) {
+    if (afile_save(out, text, strlen(text), &err)) {
         fprintf(stderr, "qscope %s: cannot write %s: %s\n", cmd, out, err.detail);
         return 1;
     }

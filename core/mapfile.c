@@ -97,26 +97,3 @@ Status file_read_all(const char *path, size_t max_bytes, char **out, size_t *len
     if (len) *len = n;
     return ST_OK;
 }
-
-Status file_write_atomic(const char *path, const void *data, size_t n, Err *err) {
-    size_t tn = strlen(path) + 32;
-    char *tmp = malloc(tn);
-    if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s", path);
-    snprintf(tmp, tn, "%s.tmp%ld", path, (long)getpid());
-    Status st = ST_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    int bad = n > 0 && fwrite(data, 1, n, f) != n;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-    }
-    free(tmp);
-    return st;
-}

@@ -31,8 +31,4 @@ void mapfile_prefault(const void *addr, size_t len);
  * Fails with ST_ERR_RANGE when the file is larger than max_bytes. */
 Status file_read_all(const char *path, size_t max_bytes, char **out, size_t *len, Err *err);
 
-/* Writes n bytes to path atomically: a temp file in path's directory,
- * fsync, rename over path; on error path is untouched and err names it. */
-Status file_write_atomic(const char *path, const void *data, size_t n, Err *err);
-
 #endif

@@ -1,7 +1,7 @@
 /* GGUF v3 writer. Metadata is serialized into one byte buffer as it is added;
  * tensors are recorded (borrowed data or a fill callback) and laid out at
- * write time. The file goes to a temporary name in the target directory, is
- * fsync'ed and renamed over the target, so readers never see half a file. */
+ * write time. The file is replaced atomically (core/atomicfile.h), so readers
+ * never see half a file. */
 #include "model/gguf_write.h"
 
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/atomicfile.h"
 #include "quant/ggml_type.h"
 
 #define WRITER_ALIGN 32
@@ -265,16 +266,10 @@ Status gguf_writer_add_tensor_fill(GgufWriter *w, const char *name, uint32_t typ
 
 /* === file output === */
 
-static Status write_all(FILE *f, const void *p, size_t n, const char *path, Err *err) {
-    if (n && fwrite(p, 1, n, f) != n)
-        return err_set(err, ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    return ST_OK;
-}
-
-static Status write_pad(FILE *f, uint64_t pos, const char *path, Err *err) {
+static Status write_pad(AtomicFile *f, uint64_t pos, Err *err) {
     static const unsigned char zeros[WRITER_ALIGN];
     size_t pad = (size_t)((WRITER_ALIGN - pos % WRITER_ALIGN) % WRITER_ALIGN);
-    return write_all(f, zeros, pad, path, err);
+    return afile_write(f, zeros, pad, err);
 }
 
 /* Header, KVs and tensor infos, serialized after the KV buffer (reusing it). */
@@ -308,9 +303,7 @@ static Status build_header(GgufWriter *w, unsigned char **out, size_t *len) {
 Status gguf_writer_write(GgufWriter *w, const char *path, Err *err) {
     unsigned char *hdr = NULL, *buf = NULL;
     size_t hdr_len = 0;
-    char *tmp = NULL;
-    FILE *f = NULL;
-    int fd = -1;
+    AtomicFile f = {.fd = -1};
     Status st = build_header(w, &hdr, &hdr_len);
     if (st != ST_OK) {
         err_set(err, st, "%s: building the GGUF header", path);
@@ -326,29 +319,10 @@ Status gguf_writer_write(GgufWriter *w, const char *path, Err *err) {
         st = err_set(err, ST_ERR_NOMEM, "%s: %zu-byte tensor buffer", path, fill_max);
         goto fail;
     }
-    size_t plen = strlen(path);
-    if (!(tmp = malloc(plen + 16))) {
-        st = err_set(err, ST_ERR_NOMEM, "%s", path);
-        goto fail;
-    }
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto fail;
-    }
-    fchmod(fd, 0644);
-    if (!(f = fdopen(fd, "wb"))) {
-        st = err_set(err, ST_ERR_IO, "%s: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    setvbuf(f, NULL, _IOFBF, 1 << 20);
+    if ((st = afile_open(&f, path, err)) != ST_OK) goto fail;
     progress_begin(w->progress, "writing", (int64_t)total);
-    if ((st = write_all(f, hdr, hdr_len, path, err)) != ST_OK) goto fail;
-    if ((st = write_pad(f, hdr_len, path, err)) != ST_OK) goto fail;
+    if ((st = afile_write(&f, hdr, hdr_len, err)) != ST_OK) goto fail;
+    if ((st = write_pad(&f, hdr_len, err)) != ST_OK) goto fail;
     for (int64_t i = 0; i < w->n_t; i++) {
         WTensor *t = &w->t[i];
         if (progress_cancelled(w->progress)) {
@@ -367,35 +341,16 @@ Status gguf_writer_write(GgufWriter *w, const char *path, Err *err) {
             st = err_set(err, ST_ERR_ARG, "%s: tensor '%s' has no data", path, t->name);
             goto fail;
         }
-        if ((st = write_all(f, src, t->nbytes, path, err)) != ST_OK) goto fail;
-        if ((st = write_pad(f, t->nbytes, path, err)) != ST_OK) goto fail;
+        if ((st = afile_write(&f, src, t->nbytes, err)) != ST_OK) goto fail;
+        if ((st = write_pad(&f, t->nbytes, err)) != ST_OK) goto fail;
         progress_add(w->progress, (int64_t)t->nbytes);
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: flush failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (fclose(f) != 0) {
-        f = NULL;
-        st = err_set(err, ST_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    f = NULL;
-    if (rename(tmp, path) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    free(tmp);
+    if ((st = afile_commit(&f, err)) != ST_OK) goto fail;
     free(hdr);
     core_free_aligned(buf);
     return ST_OK;
 fail:
-    if (f) fclose(f);
-    if (fd >= 0) close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    afile_abort(&f);
     free(hdr);
     core_free_aligned(buf);
     return st;

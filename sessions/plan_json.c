@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/atomicfile.h"
 #include "core/mapfile.h"
 #include "core/suggest.h"
 #include "quant/aqlm.h"
@@ -121,44 +122,10 @@ Status plan_json_write(const Plan *p, char **out, Err *err) {
 }
 
 Status plan_json_save(const Plan *p, const char *path, Err *err) {
-    char *text = NULL, *tmp = NULL;
-    FILE *f = NULL;
+    char *text = NULL;
     Status st = plan_json_write(p, &text, err);
     if (st) return st;
-    size_t n = strlen(path) + 32;
-    tmp = malloc(n);
-    if (!tmp) {
-        st = err_set(err, ST_ERR_NOMEM, "%s", path);
-        goto fail;
-    }
-    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
-    f = fopen(tmp, "wb");
-    if (!f) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    size_t len = strlen(text);
-    if (fwrite(text, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    if (fclose(f) != 0) {
-        f = NULL;
-        st = err_set(err, ST_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-        goto fail;
-    }
-    f = NULL;
-    if (rename(tmp, path) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    free(tmp);
-    free(text);
-    return ST_OK;
-fail:
-    if (f) fclose(f);
-    if (tmp) remove(tmp);
-    free(tmp);
+    st = afile_save(path, text, strlen(text), err);
     free(text);
     return st;
 }

@@ -19,21 +19,6 @@
 
 /* === Writing === */
 
-typedef struct {
-    FILE *f;
-    uint64_t h;
-    int ok;
-} W;
-
-static void put(W *w, const void *p, size_t n) {
-    if (!w->ok || n == 0) return;
-    w->h = hash_bytes(w->h, p, n);
-    if (fwrite(p, 1, n, w->f) != n) w->ok = 0;
-}
-static void put_u8(W *w, uint8_t v) { put(w, &v, 1); }
-static void put_i32(W *w, int32_t v) { put(w, &v, 4); }
-static void put_i64(W *w, int64_t v) { put(w, &v, 8); }
-
 /* Integer codes are stored bit-packed: u = code + 2^(bits-1) in [0, 2^bits),
  * element i at bits [i·bits, i·bits + bits) of a little-endian bit stream. */
 static size_t packed_bytes(int64_t n, int bits) { return (size_t)((n * bits + 7) / 8); }
@@ -61,95 +46,83 @@ static void unpack_codes(const uint8_t *in, int64_t n, int bits, int8_t *q) {
     }
 }
 
-static void put_site(W *w, const QStoredSite *s) {
-    put_u8(w, (uint8_t)s->kind);
-    put(w, &s->act_absmax, 4);
-    put_i32(w, (int32_t)s->adadim_dim);
-    put(w, &s->rel_err, 8);
+static void put_site(ByteWriter *w, const QStoredSite *s) {
+    bytes_put_u8(w, (uint8_t)s->kind);
+    bytes_put(w, &s->act_absmax, 4);
+    bytes_put_i32(w, (int32_t)s->adadim_dim);
+    bytes_put(w, &s->rel_err, 8);
     if (s->kind == QSITE_QTENSOR) {
         const QTensor *q = &s->q;
-        put_i32(w, (int32_t)q->p.fmt);
-        put_i32(w, q->p.sym);
-        put_i32(w, (int32_t)q->p.dim);
-        put_i64(w, q->p.group);
-        put_i64(w, q->n_out);
-        put_i64(w, q->n_in);
-        put_i64(w, q->n_groups);
+        bytes_put_i32(w, (int32_t)q->p.fmt);
+        bytes_put_i32(w, q->p.sym);
+        bytes_put_i32(w, (int32_t)q->p.dim);
+        bytes_put_i64(w, q->p.group);
+        bytes_put_i64(w, q->n_out);
+        bytes_put_i64(w, q->n_in);
+        bytes_put_i64(w, q->n_groups);
         const QFormatTraits *t = qformat_traits(q->p.fmt);
         if (t->is_int) {
             uint8_t *pk = pack_codes(q->q, q->n_out * q->n_in, t->bits);
-            if (!pk) w->ok = 0;
-            else put(w, pk, packed_bytes(q->n_out * q->n_in, t->bits));
+            if (!pk) bytes_fail(w, ST_ERR_NOMEM, "packing codes");
+            else bytes_put(w, pk, packed_bytes(q->n_out * q->n_in, t->bits));
             free(pk);
         } else if (t->store == QSTORE_BLOCKS) {
-            put(w, q->blk, (size_t)q->n_out * ggml_row_bytes((uint32_t)t->ggml_type, q->n_in));
+            bytes_put(w, q->blk, (size_t)q->n_out * ggml_row_bytes((uint32_t)t->ggml_type, q->n_in));
         } else {
-            put(w, qtensor_codes(q), (size_t)(q->n_out * q->n_in) * t->code_bytes);
+            bytes_put(w, qtensor_codes(q), (size_t)(q->n_out * q->n_in) * t->code_bytes);
         }
-        if (q->n_groups) put(w, q->scale, (size_t)q->n_groups * 4);
+        if (q->n_groups) bytes_put(w, q->scale, (size_t)q->n_groups * 4);
         if (t->is_int && !q->p.sym) { /* exactly when read_qtensor reads them */
-            if (!q->zero) w->ok = 0;
-            else put(w, q->zero, (size_t)q->n_groups * 4);
+            if (!q->zero) bytes_fail(w, ST_ERR_ARG, "an asymmetric tensor without zero points");
+            else bytes_put(w, q->zero, (size_t)q->n_groups * 4);
         }
     } else if (s->kind == QSITE_AQLM) {
         const AqlmTensor *a = &s->a;
-        put_i32(w, a->p.M);
-        put_i32(w, a->p.B);
-        put_i32(w, a->p.g);
-        put_i64(w, a->n_out);
-        put_i64(w, a->n_in);
-        put(w, a->codebooks, (size_t)(a->p.M * a->K * a->p.g) * 4);
-        put(w, a->codes, (size_t)(a->n_out * a->n_groups * a->p.M) * 2);
-        put(w, a->scales, (size_t)a->n_out * 4);
+        bytes_put_i32(w, a->p.M);
+        bytes_put_i32(w, a->p.B);
+        bytes_put_i32(w, a->p.g);
+        bytes_put_i64(w, a->n_out);
+        bytes_put_i64(w, a->n_in);
+        bytes_put(w, a->codebooks, (size_t)(a->p.M * a->K * a->p.g) * 4);
+        bytes_put(w, a->codes, (size_t)(a->n_out * a->n_groups * a->p.M) * 2);
+        bytes_put(w, a->scales, (size_t)a->n_out * 4);
     }
 }
 
 Status qmodel_file_save(const QModel *qm, const Plan *p, const char *path, Err *err) {
     const QStored *s = qm->stored;
     if (!s) return err_set(err, ST_ERR_STATE, "%s: the quantized model kept no weights (build it with qmodel_build_keep)", path);
-    char *json = NULL, *tmp = NULL;
+    char *json = NULL;
     Status st = plan_json_write(p, &json, err);
     if (st) return st;
-    size_t n = strlen(path) + 32;
-    tmp = malloc(n);
-    if (!tmp) {
-        free(json);
-        return err_set(err, ST_ERR_NOMEM, "%s", path);
-    }
-    snprintf(tmp, n, "%s.tmp%ld", path, (long)getpid());
-    W w = {fopen(tmp, "wb"), HASH_SEED, 1};
-    if (!w.f) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
+    AtomicFile af;
+    if ((st = afile_open(&af, path, err))) {
         free(json);
         return st;
     }
+    ByteWriter w;
+    bytes_writer_init(&w, &af, err);
     uint32_t ver = QMODEL_FILE_VERSION, jl = (uint32_t)strlen(json);
-    put(&w, "QSQM", 4);
-    put(&w, &ver, 4);
-    put(&w, &s->fingerprint, 8);
-    put_i64(&w, s->n_layers);
-    put_i64(&w, s->dim);
-    put_i64(&w, s->vocab);
-    put(&w, &jl, 4);
-    put(&w, json, jl);
-    put(&w, s->smoothed, (size_t)(s->n_layers * 2));
-    put_u8(&w, s->attn_norm != NULL);
-    put_u8(&w, s->ffn_norm != NULL);
-    if (s->attn_norm) put(&w, s->attn_norm, (size_t)(s->n_layers * s->dim) * 4);
-    if (s->ffn_norm) put(&w, s->ffn_norm, (size_t)(s->n_layers * s->dim) * 4);
+    bytes_put(&w, "QSQM", 4);
+    bytes_put(&w, &ver, 4);
+    bytes_put(&w, &s->fingerprint, 8);
+    bytes_put_i64(&w, s->n_layers);
+    bytes_put_i64(&w, s->dim);
+    bytes_put_i64(&w, s->vocab);
+    bytes_put(&w, &jl, 4);
+    bytes_put(&w, json, jl);
+    bytes_put(&w, s->smoothed, (size_t)(s->n_layers * 2));
+    bytes_put_u8(&w, s->attn_norm != NULL);
+    bytes_put_u8(&w, s->ffn_norm != NULL);
+    if (s->attn_norm) bytes_put(&w, s->attn_norm, (size_t)(s->n_layers * s->dim) * 4);
+    if (s->ffn_norm) bytes_put(&w, s->ffn_norm, (size_t)(s->n_layers * s->dim) * 4);
     for (int64_t i = 0; i < s->n_layers * PROJ_COUNT + 2; i++) put_site(&w, &s->sites[i]);
-    uint64_t h = w.h;
-    if (w.ok && fwrite(&h, 1, 8, w.f) != 8) w.ok = 0;
-    if (w.ok && (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)) w.ok = 0;
-    if (fclose(w.f) != 0) w.ok = 0;
-    if (!w.ok || rename(tmp, path) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-    }
-    free(tmp);
     free(json);
-    return st;
+    if ((st = bytes_put_hash(&w))) {
+        afile_abort(&af);
+        return st;
+    }
+    return afile_commit(&af, err);
 }
 
 /* === Reading === */

@@ -14,6 +14,7 @@
 
 #include "analysis/eval.h"
 #include "core/alloc.h"
+#include "core/atomicfile.h"
 #include "core/mapfile.h"
 #include "model/model.h"
 #include "quant/plan.h"
@@ -35,7 +36,6 @@ struct Session {
     int64_t n_actions;
 };
 
-static SessionSaveHook g_save_hook;
 
 /* === Small JSON helpers === */
 
@@ -485,108 +485,18 @@ Status session_write(const Session *s, char **out, size_t *len, Err *err) {
 
 /* === Atomic save === */
 
-void session_set_save_hook(SessionSaveHook hook) { g_save_hook = hook; }
-
-static Status write_all_fd(int fd, const char *buf, size_t n, const char *path, Err *err) {
-    while (n > 0) {
-        ssize_t w = write(fd, buf, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return err_set(err, ST_ERR_IO, "%s: write: %s", path, strerror(errno));
-        }
-        buf += w;
-        n -= (size_t)w;
-    }
-    return ST_OK;
-}
-
-/* Writes buf to path and fsyncs it. */
-static Status write_file_synced(const char *path, const char *buf, size_t n, Err *err) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return err_set(err, ST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    Status st = write_all_fd(fd, buf, n, path, err);
-    if (!st && fsync(fd) != 0) st = err_set(err, ST_ERR_IO, "%s: fsync: %s", path, strerror(errno));
-    if (close(fd) != 0 && !st) st = err_set(err, ST_ERR_IO, "%s: close: %s", path, strerror(errno));
-    return st;
-}
-
-static void fsync_dir_of(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
-/* Keeps the current file as path.bak: a hard link when the file system
- * allows it (no copy, and path itself is never absent), else a synced copy
- * renamed into place. A missing current file is not an error. */
-static Status keep_backup(const char *path, Err *err) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) return ST_OK;
-    size_t n = strlen(path);
-    char *bak = malloc(n + 16), *bak_tmp = malloc(n + 32);
-    Status st = ST_OK;
-    if (!bak || !bak_tmp) {
-        st = err_set(err, ST_ERR_NOMEM, "%s", path);
-        goto fail;
-    }
-    snprintf(bak, n + 16, "%s.bak", path);
-    snprintf(bak_tmp, n + 32, "%s.bak.tmp.%ld", path, (long)getpid());
-    unlink(bak_tmp);
-    if (link(path, bak_tmp) != 0) {
-        char *old = NULL;
-        size_t len = 0;
-        st = file_read_all(path, SESSION_MAX_BYTES, &old, &len, err);
-        if (!st) st = write_file_synced(bak_tmp, old, len, err);
-        free(old);
-        if (st) goto fail;
-    }
-    if (rename(bak_tmp, bak) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", bak_tmp, bak, strerror(errno));
-        unlink(bak_tmp);
-    }
-fail:
-    free(bak);
-    free(bak_tmp);
-    return st;
-}
-
 Status session_save(const Session *s, const char *path, Err *err) {
-    char *buf = NULL, *tmp = NULL;
+    char *buf = NULL;
     size_t len = 0;
     Status st = session_write(s, &buf, &len, err);
     if (st) return st;
-    size_t n = strlen(path) + 32;
-    if (!(tmp = malloc(n))) {
-        st = err_set(err, ST_ERR_NOMEM, "%s", path);
-        goto fail;
+    AtomicFile af;
+    if (!(st = afile_open(&af, path, err))) {
+        af.keep_backup = 1;
+        if ((st = afile_write(&af, buf, len, err))) afile_abort(&af);
+        else st = afile_commit(&af, err);
     }
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    if ((st = write_file_synced(tmp, buf, len, err))) {
-        unlink(tmp);
-        goto fail;
-    }
-    if (g_save_hook) g_save_hook("written", tmp);
-    if ((st = keep_backup(path, err))) {
-        unlink(tmp);
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        unlink(tmp);
-        goto fail;
-    }
-    fsync_dir_of(path);
-    if (g_save_hook) g_save_hook("renamed", tmp);
-fail:
     free(buf);
-    free(tmp);
     return st;
 }
 

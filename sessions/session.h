@@ -167,17 +167,11 @@ Status session_load(const char *path, Session **out, Err *err);
 /* Serialises s (indented JSON ending in a newline) into a heap string (caller frees). */
 Status session_write(const Session *s, char **out, size_t *len, Err *err);
 
-/* Saves atomically: writes "<path>.tmp.<pid>" in the same directory, fsyncs
- * it, keeps the current file (if any) as "<path>.bak", renames the temporary
- * over path and fsyncs the directory. Killing the process at any instant
- * leaves path either the old or the new valid session. */
+/* Saves atomically through core/atomicfile.h: a fresh temporary beside path,
+ * fsynced, the current file (if any) kept as "<path>.bak", the temporary
+ * renamed over path and the directory fsynced. Killing the process at any
+ * instant leaves path either the old or the new valid session. */
 Status session_save(const Session *s, const char *path, Err *err);
-
-/* Test hook called by session_save at stage "written" (temporary file
- * complete and fsynced, not yet renamed) and "renamed"; NULL removes it.
- * Process-wide: for tests only (a hook that _exit()s simulates a crash). */
-typedef void (*SessionSaveHook)(const char *stage, const char *tmp_path);
-void session_set_save_hook(SessionSaveHook hook);
 
 /* === Model reference === */
 

@@ -8,6 +8,7 @@
 
 #include "analysis/calib.h"
 #include "analysis/imatrix.h"
+#include "core/atomicfile.h"
 #include "core/mapfile.h"
 #include "model/gguf.h"
 #include "model/model.h"
@@ -106,7 +107,7 @@ int main(void) {
     size_t rl;
     CHECK_OK(file_read_all(qd, (size_t)1 << 24, &raw, &rl, &err), err);
     const char *cut = tmp_path("cut.dat");
-    CHECK_OK(file_write_atomic(cut, raw, rl / 2, &err), err);
+    CHECK_OK(afile_save(cut, raw, rl / 2, &err), err);
     CHECK(imatrix_read(cut, &bad, &err) != ST_OK && strstr(err.detail, "cut.dat") && !bad);
     free(raw);
     CHECK(imatrix_read(model_path, &bad, &err) == ST_ERR_FORMAT && strstr(err.detail, "not an importance matrix"));

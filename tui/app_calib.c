@@ -11,6 +11,7 @@
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
+#include "core/atomicfile.h"
 #include "core/cache.h"
 #include "core/hash.h"
 #include "sessions/session.h"
@@ -188,7 +189,15 @@ typedef struct CalibJob {
 static Status calib_job_run(void *arg, Progress *prog, Err *err) {
     CalibJob *j = arg;
     double t0 = jobs_now();
-    Status st = calib_run(j->m, j->text, j->len, &j->p, j->tmp_h, j->pool, prog, &j->out, err);
+    /* one calibration per cache entry at a time: a second window on the same
+     * model and text would otherwise write the same stats and H */
+    int lock = -1;
+    Status st = afile_lock(j->path, 0, &lock, err);
+    if (st == ST_ERR_STATE)
+        return err_set(err, ST_ERR_STATE, "another qscope is calibrating this model on this text (%s.lock); "
+                       "wait for it to finish, then press c again", j->path);
+    if (st != ST_OK) return st;
+    st = calib_run(j->m, j->text, j->len, &j->p, j->tmp_h, j->pool, prog, &j->out, err);
     if (st == ST_OK && progress_cancelled(prog) && !j->keep_partial) {
         st = err_set(err, ST_ERR_CANCELLED, "stopped after %lld of %lld sequences; the previous calibration is kept",
                      (long long)j->out->n_seqs, (long long)j->out->n_planned);
@@ -197,10 +206,12 @@ static Status calib_job_run(void *arg, Progress *prog, Err *err) {
     }
     if (st != ST_OK) {
         unlink(j->tmp_h);
+        afile_unlock(lock);
         return st;
     }
     progress_begin(prog, "save stats", 1);
     st = calib_commit(j->out, j->tmp_h, j->path, err);
+    afile_unlock(lock);
     j->seconds = jobs_now() - t0;
     return st;
 }
