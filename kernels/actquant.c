@@ -28,11 +28,14 @@ float actq_qmax(ActQFormat f) {
     }
 }
 
+/* A NaN anywhere makes the absmax NaN (and so the scale, and every output
+ * the scale multiplies): a non-finite activation is never quantized away. */
 float actq_absmax_ref(const float *x, int64_t n) {
     float m = 0.0f;
     for (int64_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
         if (a > m) m = a;
+        else if (a != a) return a;
     }
     return m;
 }
@@ -40,13 +43,20 @@ float actq_absmax_ref(const float *x, int64_t n) {
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
 static float actq_absmax_avx512(const float *x, int64_t n) {
     __m512 m = _mm512_setzero_ps();
+    __mmask16 nan = 0; /* max_ps drops NaN (it returns its second operand): count them apart */
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    }
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, x + i)));
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
     }
-    return _mm512_reduce_max_ps(m);
+    return nan ? NAN : _mm512_reduce_max_ps(m);
 }
 
 float actq_absmax(const float *x, int64_t n) {
@@ -74,7 +84,7 @@ void actq_scales(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64
 }
 
 void actq_int8_row_ref(const float *x, int64_t n, float s, int8_t *q) {
-    if (s == 0.0f) {
+    if (s == 0.0f || !isfinite(s)) { /* a non-finite scale carries the NaN/inf to the output */
         memset(q, 0, (size_t)n);
         return;
     }
@@ -87,7 +97,7 @@ void actq_int8_row_ref(const float *x, int64_t n, float s, int8_t *q) {
 
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
 static void actq_int8_row_avx512(const float *x, int64_t n, float s, int8_t *q) {
-    if (s == 0.0f) {
+    if (s == 0.0f || !isfinite(s)) {
         memset(q, 0, (size_t)n);
         return;
     }

@@ -45,7 +45,8 @@ void vec_exp_ref(float *out, const float *x, int64_t n) {
 /* === AVX-512 ===
  * exp(x) = 2^k · e^r with k = round(x·log2 e), r = x - k·ln2 (two-part ln2),
  * e^r by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation < 6e-9),
- * 2^k applied with scalef. x is clamped to [-104, 88.72] so -inf gives 0. */
+ * 2^k applied with scalef. x is clamped to [-104, 88.72] so -inf gives 0;
+ * NaN passes the clamp and gives NaN. */
 
 #define EXP_C2 0.5f
 #define EXP_C3 (1.0f / 6)
@@ -56,7 +57,9 @@ void vec_exp_ref(float *out, const float *x, int64_t n) {
 
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.72f)), _mm512_set1_ps(-104.0f));
+    /* x86 min/max return their second operand when either is NaN: x goes
+     * second so a NaN stays NaN (exp(NaN) = NaN, as expf gives) */
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(88.72f), x));
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145752f), x);
@@ -162,7 +165,7 @@ static void vec_exp_512(float *out, const float *x, int64_t n) {
 __attribute__((target("avx2,fma")))
 static inline __m256 exp256(__m256 x) {
     __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.72f)), _mm256_set1_ps(-87.3f));
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.72f), x)); /* NaN stays NaN */
     __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145752f), x);
