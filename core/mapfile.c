@@ -68,8 +68,23 @@ void mapfile_close(MappedFile *mf) {
 Status file_read_all(const char *path, size_t max_bytes, char **out, size_t *len, Err *err) {
     *out = NULL;
     if (len) *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+    /* a directory fails its first read ("read error"), /dev/zero would be read
+     * up to max_bytes and a FIFO blocks the open: only regular files are files
+     * here (O_NONBLOCK so a FIFO is refused, not waited on) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb = {0};
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return err_set(err, ST_ERR_IO, "%s: %s, not a regular file", path,
+                       S_ISDIR(sb.st_mode) ? "a directory" : S_ISFIFO(sb.st_mode) ? "a FIFO" : S_ISCHR(sb.st_mode) ? "a device" : "a special file");
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return err_set(err, ST_ERR_NOMEM, "%s", path);
+    }
     char *buf = NULL;
     size_t cap = 0, n = 0;
     for (;;) {

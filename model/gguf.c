@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,6 +258,9 @@ static Status parse_kvs(Gguf *g, Reader *r) {
         kv->value.type = (GgufValueType)t;
         if ((st = rd_value(r, (GgufValueType)t, &kv->value, 0, what)) != ST_OK) goto fail;
     }
+    g->kv_index = names.slot; /* kept for gguf_find */
+    g->kv_mask = names.mask;
+    return ST_OK;
 fail:
     free(names.slot);
     return st;
@@ -341,6 +345,9 @@ static Status parse_tensor_infos(Gguf *g, Reader *r) {
             goto fail;
         }
     }
+    g->t_index = names.slot; /* kept for gguf_find_tensor */
+    g->t_mask = names.mask;
+    return ST_OK;
 fail:
     free(names.slot);
     return st;
@@ -383,6 +390,34 @@ static Status read_alignment(Gguf *g, const char *path, Err *err) {
     return ST_OK;
 }
 
+static int cmp_offset(const void *a, const void *b) {
+    const GgufTensor *x = *(const GgufTensor *const *)a, *y = *(const GgufTensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset ? 1 : (x->nbytes > y->nbytes) - (x->nbytes < y->nbytes);
+}
+
+/* Two tensors sharing bytes (llama.cpp's reader refuses them: its offsets
+ * must follow one another) would alias each other's weights. */
+static Status check_overlap(const Gguf *g, const char *path, Err *err) {
+    const GgufTensor **by = malloc((size_t)g->n_tensors * sizeof *by);
+    if (!by) return err_set(err, ST_ERR_NOMEM, "%s: %lld tensors", path, (long long)g->n_tensors);
+    int64_t n = 0;
+    for (int64_t i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i].nbytes) by[n++] = &g->tensors[i];
+    qsort(by, (size_t)n, sizeof *by, cmp_offset);
+    Status st = ST_OK;
+    for (int64_t i = 1; i < n && !st; i++) {
+        const GgufTensor *a = by[i - 1], *b = by[i];
+        if (a->offset + a->nbytes > b->offset)
+            st = err_set(err, ST_ERR_FORMAT,
+                         "%s: tensors '%.*s' (data offset %llu, %zu bytes) and '%.*s' (data offset %llu) overlap",
+                         path, (int)(a->name.len > 96 ? 96 : a->name.len), a->name.s, (unsigned long long)a->offset,
+                         a->nbytes, (int)(b->name.len > 96 ? 96 : b->name.len), b->name.s,
+                         (unsigned long long)b->offset);
+    }
+    free(by);
+    return st;
+}
+
 static Status place_tensors(Gguf *g, size_t info_end, const char *path, Err *err) {
     const unsigned char *base = g->mf.data;
     size_t size = g->mf.size;
@@ -405,7 +440,7 @@ static Status place_tensors(Gguf *g, size_t info_end, const char *path, Err *err
                            (unsigned long long)(data_off + t->offset), size);
         t->data = base + data_off + t->offset;
     }
-    return ST_OK;
+    return check_overlap(g, path, err);
 }
 
 Status gguf_open(const char *path, Gguf **out, Err *err) {
@@ -454,6 +489,8 @@ void gguf_free(Gguf *g) {
         for (int64_t i = 0; i < g->n_kv; i++) value_done(&g->kv[i].value);
     free(g->kv);
     free(g->tensors);
+    free(g->kv_index);
+    free(g->t_index);
     mapfile_close(&g->mf);
     free(g);
 }
@@ -465,16 +502,25 @@ int gguf_str_eq(GgufStr s, const char *c) {
     return s.len == n && memcmp(s.s, c, n) == 0;
 }
 
-const GgufKV *gguf_find(const Gguf *g, const char *key) {
-    for (int64_t i = 0; i < g->n_kv; i++)
-        if (gguf_str_eq(g->kv[i].key, key)) return &g->kv[i];
+/* The entry of the name index equal to name, else NULL: one hash and a short
+ * probe, so binding a model's tensors by name is linear in their number. */
+static const GgufStr *index_find(const GgufStr *const *slot, size_t mask, const char *name) {
+    if (!slot) return NULL;
+    size_t n = strlen(name);
+    size_t h = (size_t)hash_bytes(HASH_SEED, name, n) & mask;
+    for (; slot[h]; h = (h + 1) & mask)
+        if (slot[h]->len == n && memcmp(slot[h]->s, name, n) == 0) return slot[h];
     return NULL;
 }
 
+const GgufKV *gguf_find(const Gguf *g, const char *key) {
+    const GgufStr *k = index_find(g->kv_index, g->kv_mask, key);
+    return k ? (const GgufKV *)((const char *)k - offsetof(GgufKV, key)) : NULL;
+}
+
 const GgufTensor *gguf_find_tensor(const Gguf *g, const char *name) {
-    for (int64_t i = 0; i < g->n_tensors; i++)
-        if (gguf_str_eq(g->tensors[i].name, name)) return &g->tensors[i];
-    return NULL;
+    const GgufStr *k = index_find(g->t_index, g->t_mask, name);
+    return k ? (const GgufTensor *)((const char *)k - offsetof(GgufTensor, name)) : NULL;
 }
 
 static int value_is_uint(GgufValueType t) {

@@ -63,6 +63,9 @@ typedef struct Gguf {
     GgufTensor *tensors;     /* (n_tensors) */
     uint64_t alignment;
     uint64_t data_offset;
+    const GgufStr **kv_index; /* (kv_mask + 1) open-addressing hash of kv[].key, owned */
+    const GgufStr **t_index;  /* (t_mask + 1) the same of tensors[].name, owned */
+    size_t kv_mask, t_mask;
 } Gguf;
 
 /* Opens and validates a GGUF file. On error returns the status and err names

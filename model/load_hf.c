@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "model/load_internal.h"
 #include "model/model.h"
@@ -54,6 +55,10 @@ static Status read_json(const char *path, cJSON **out, Err *err) {
     *out = NULL;
     Status s = file_read_all(path, HF_MAX_JSON, &text, &len, err);
     if (s != ST_OK) return s;
+    if ((s = jsontext_check_nul(text, len, path, err)) != ST_OK) {
+        free(text);
+        return s;
+    }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!j) {

@@ -6,20 +6,72 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/jsontext.h"
 #include "quant/ggml_type.h"
 
 void safetensors_free(Safetensors *st) {
     if (!st) return;
     for (int64_t i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
     free(st->tensors);
+    free(st->by_name);
     mapfile_close(&st->mf);
     free(st);
 }
 
+static int cmp_name(const void *a, const void *b) {
+    return strcmp((*(const StTensor *const *)a)->name, (*(const StTensor *const *)b)->name);
+}
+
+static int cmp_data(const void *a, const void *b) {
+    const StTensor *x = *(const StTensor *const *)a, *y = *(const StTensor *const *)b;
+    const unsigned char *p = x->data, *q = y->data;
+    return p < q ? -1 : p > q ? 1 : 0;
+}
+
+static int cmp_key(const void *key, const void *e) { return strcmp(key, (*(const StTensor *const *)e)->name); }
+
 const StTensor *safetensors_find(const Safetensors *st, const char *name) {
-    for (int64_t i = 0; i < st->n_tensors; i++)
-        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
-    return NULL;
+    const StTensor *const *t = st->by_name ? bsearch(name, st->by_name, (size_t)st->n_tensors, sizeof *st->by_name, cmp_key)
+                                           : NULL;
+    return t ? *t : NULL;
+}
+
+/* Builds the by-name index and refuses what other readers refuse: a key twice
+ * in the header (cJSON keeps both; the second was silently unreachable) and
+ * two tensors sharing data bytes. */
+static Status index_tensors(Safetensors *st, Err *err) {
+    const char *path = st->mf.path;
+    int64_t n = st->n_tensors;
+    st->by_name = malloc((size_t)(n ? n : 1) * sizeof *st->by_name);
+    const StTensor **by_data = malloc((size_t)(n ? n : 1) * sizeof *by_data);
+    Status s = ST_OK;
+    if (!st->by_name || !by_data) {
+        s = err_set(err, ST_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    int64_t nd = 0;
+    for (int64_t i = 0; i < n; i++) {
+        st->by_name[i] = &st->tensors[i];
+        if (st->tensors[i].nbytes) by_data[nd++] = &st->tensors[i];
+    }
+    qsort(st->by_name, (size_t)n, sizeof *st->by_name, cmp_name);
+    for (int64_t i = 1; i < n && !s; i++)
+        if (!strcmp(st->by_name[i - 1]->name, st->by_name[i]->name))
+            s = err_set(err, ST_ERR_FORMAT, "%s: tensor '%.96s' appears twice in the header", path,
+                        st->by_name[i]->name);
+    qsort(by_data, (size_t)nd, sizeof *by_data, cmp_data);
+    const unsigned char *base = st->mf.data + st->header_len;
+    for (int64_t i = 1; i < nd && !s; i++) {
+        const StTensor *a = by_data[i - 1], *b = by_data[i];
+        if ((const unsigned char *)a->data + a->nbytes > (const unsigned char *)b->data)
+            s = err_set(err, ST_ERR_FORMAT, "%s: tensors '%.96s' (data_offsets [%zu, %zu)) and '%.96s' (from %zu) overlap",
+                        path, a->name, (size_t)((const unsigned char *)a->data - base),
+                        (size_t)((const unsigned char *)a->data - base) + a->nbytes, b->name,
+                        (size_t)((const unsigned char *)b->data - base));
+    }
+done:
+    free(by_data);
+    return s;
 }
 
 /* A JSON number that is a whole value in [0, 2^53]; returns 0 otherwise. */
@@ -115,6 +167,7 @@ Status safetensors_open(const char *path, Safetensors **out, Err *err) {
         goto fail;
     }
     st->header_len = 8 + (size_t)n;
+    if ((s = jsontext_check_nul((const char *)st->mf.data + 8, (size_t)n, path, err)) != ST_OK) goto fail;
     root = cJSON_ParseWithLength((const char *)st->mf.data + 8, (size_t)n);
     if (!root || !cJSON_IsObject(root)) {
         s = err_set(err, ST_ERR_FORMAT, "%s: safetensors header (bytes 8..%zu) is not a JSON object", path,
@@ -134,6 +187,7 @@ Status safetensors_open(const char *path, Safetensors **out, Err *err) {
         if (s != ST_OK) goto fail;
         st->n_tensors++;
     }
+    if ((s = index_tensors(st, err)) != ST_OK) goto fail;
     cJSON_Delete(root);
     *out = st;
     return ST_OK;

@@ -29,6 +29,7 @@ typedef struct Safetensors {
     size_t header_len;       /* 8 + N: where the data section starts */
     StTensor *tensors;       /* (n_tensors), in header order */
     int64_t n_tensors;
+    StTensor **by_name;      /* (n_tensors) into tensors, sorted by name: safetensors_find's index */
 } Safetensors;
 
 /* Maps and validates a .safetensors file. Only F32, F16 and BF16 tensors are

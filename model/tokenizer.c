@@ -29,6 +29,7 @@
 
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "model/tok_pretok.h"
 #include "model/unicode.h"
@@ -1031,7 +1032,8 @@ static cJSON *read_config_beside(const char *path) {
     Err e;
     err_init(&e);
     cJSON *j = NULL;
-    if (file_read_all(cfg, 64u << 20, &buf, &len, &e) == ST_OK) j = cJSON_ParseWithLength(buf, len);
+    if (file_read_all(cfg, 64u << 20, &buf, &len, &e) == ST_OK && jsontext_check_nul(buf, len, cfg, &e) == ST_OK)
+        j = cJSON_ParseWithLength(buf, len);
     free(buf);
     free(cfg);
     return j;
@@ -1240,6 +1242,10 @@ Status tokenizer_from_hf(const char *tokenizer_json_path, Tokenizer **out, Err *
     HfVocab h = {0};
     Status st = file_read_all(path, 1u << 30, &buf, &len, err);
     if (st != ST_OK) return st;
+    if ((st = jsontext_check_nul(buf, len, path, err)) != ST_OK) {
+        free(buf);
+        return st;
+    }
     j = cJSON_ParseWithLength(buf, len);
     if (!j) {
         const char *e = cJSON_GetErrorPtr();

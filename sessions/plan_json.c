@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/atomicfile.h"
+#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "core/suggest.h"
 #include "quant/aqlm.h"
@@ -448,6 +449,8 @@ Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanMod
 Status plan_json_read(const char *text, size_t len, const char *where, const PlanModel *m, Plan *out, Err *err) {
     plan_init(out);
     if (!where) where = "plan";
+    Status nul = jsontext_check_nul(text, len, where, err);
+    if (nul) return nul;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {

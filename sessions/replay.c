@@ -15,6 +15,7 @@
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/strlist.h"
@@ -826,6 +827,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
     /* A session (schema_version) or a hand-written action list. */
     const cJSON *actions = NULL;
     const char *model_path = NULL, *tok = NULL;
+    if ((st = jsontext_check_nul(text, len, path, err))) goto fail;
     script = cJSON_ParseWithLength(text, len);
     if (!script) {
         st = err_set(err, ST_ERR_FORMAT, "%s: not valid JSON", path);

@@ -15,6 +15,8 @@
 #include "analysis/eval.h"
 #include "core/alloc.h"
 #include "core/atomicfile.h"
+#include "core/hash.h"
+#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "model/model.h"
 #include "quant/plan.h"
@@ -183,10 +185,25 @@ static Status check_calib(Session *s, const cJSON *co, const char *where, Err *e
     return ST_OK;
 }
 
-static Status check_plans(const cJSON *root, const char *where, Err *err) {
-    const cJSON *pl = jget(root, "plans");
-    if (!pl || cJSON_IsNull(pl)) return ST_OK;
-    if (!cJSON_IsArray(pl)) return err_set(err, ST_ERR_FORMAT, "%s: plans: expected an array", where);
+/* Plan names seen so far: an open-addressing hash set, so checking n plans
+ * for repeated names is linear (it compared each with all before it). */
+typedef struct NameIndex {
+    const char **name; /* (mask + 1) borrowed from the JSON */
+    int64_t *at;       /* (mask + 1) index of the plan holding the name */
+    size_t mask;
+} NameIndex;
+
+/* Adds name (plan i); returns -1 when new, the earlier index when repeated. */
+static int64_t names_add(NameIndex *ix, const char *name, int64_t i) {
+    size_t h = (size_t)hash_bytes(HASH_SEED, name, strlen(name)) & ix->mask;
+    for (; ix->name[h]; h = (h + 1) & ix->mask)
+        if (!strcmp(ix->name[h], name)) return ix->at[h];
+    ix->name[h] = name;
+    ix->at[h] = i;
+    return -1;
+}
+
+static Status check_plan_items(const cJSON *pl, NameIndex *names, const char *where, Err *err) {
     int64_t i = 0;
     for (const cJSON *e = pl->child; e; e = e->next, i++) {
         char path[96];
@@ -196,11 +213,10 @@ static Status check_plans(const cJSON *root, const char *where, Err *err) {
         Status st = get_str(e, "name", 1, &name, where, path, err);
         if (st) return st;
         if (!name[0]) return err_set(err, ST_ERR_FORMAT, "%s: %s.name: empty", where, path);
-        int64_t j = 0;
-        for (const cJSON *f = pl->child; f != e; f = f->next, j++)
-            if (!strcmp(jstr(f, "name"), name))
-                return err_set(err, ST_ERR_FORMAT, "%s: %s.name: '%.64s' repeats plans[%" PRId64 "]", where, path,
-                               name, j);
+        int64_t j = names_add(names, name, i);
+        if (j >= 0)
+            return err_set(err, ST_ERR_FORMAT, "%s: %s.name: '%.64s' repeats plans[%" PRId64 "]", where, path,
+                           name, j);
         const cJSON *po = jget(e, "plan");
         if (!cJSON_IsObject(po)) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing object member 'plan'", where, path);
         char w[600];
@@ -210,6 +226,21 @@ static Status check_plans(const cJSON *root, const char *where, Err *err) {
         plan_done(&tmp);
         if (st) return st;
     }
+    return ST_OK;
+}
+
+static Status check_plans(const cJSON *root, const char *where, Err *err) {
+    const cJSON *pl = jget(root, "plans");
+    if (!pl || cJSON_IsNull(pl)) return ST_OK;
+    if (!cJSON_IsArray(pl)) return err_set(err, ST_ERR_FORMAT, "%s: plans: expected an array", where);
+    size_t cap = 16;
+    while (cap < (size_t)cJSON_GetArraySize(pl) * 2) cap *= 2;
+    NameIndex names = {core_calloc(cap, sizeof(char *)), core_calloc(cap, sizeof(int64_t)), cap - 1};
+    Status st = names.name && names.at ? check_plan_items(pl, &names, where, err)
+                                       : err_set(err, ST_ERR_NOMEM, "%s: plans", where);
+    free(names.name);
+    free(names.at);
+    if (st) return st;
     const cJSON *cur = jget(root, "current_plan");
     if (cur && !cJSON_IsNull(cur) && !cJSON_IsString(cur))
         return err_set(err, ST_ERR_FORMAT, "%s: current_plan: expected a string", where);
@@ -420,6 +451,8 @@ Status session_parse(const char *text, size_t len, const char *where, Session **
     *out = NULL;
     if (!where) where = "session";
     if (len == 0) return err_set(err, ST_ERR_FORMAT, "%s: empty file", where);
+    Status nul = jsontext_check_nul(text, len, where, err);
+    if (nul) return nul;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
@@ -615,9 +648,11 @@ const char *session_plan_name(const Session *s, int64_t i) {
 
 int64_t session_find_plan(const Session *s, const char *name) {
     if (!name) return -1;
-    int64_t n = session_n_plans(s);
-    for (int64_t i = 0; i < n; i++)
-        if (!strcmp(session_plan_name(s, i), name)) return i;
+    const cJSON *pl = jget(s->root, "plans");
+    if (!cJSON_IsArray(pl)) return -1;
+    int64_t i = 0; /* one walk of the list (indexing each item walked it again) */
+    for (const cJSON *e = pl->child; e; e = e->next, i++)
+        if (!strcmp(jstr(e, "name"), name)) return i;
     return -1;
 }
 

@@ -4,6 +4,7 @@
  * offset, absurd counts and lengths, bad offsets, types, shapes, alignment)
  * fail with an error naming the file and the problem, never a crash. */
 #include <stdint.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -574,6 +575,93 @@ static void test_fuzz(void) {
     CHECK(n_ok > 0 && n_ok < 3000); /* both outcomes were exercised */
 }
 
+/* === many tensors; overlapping data === */
+
+typedef struct {
+    unsigned char *p;
+    size_t n;
+} Bytes;
+
+static void mb_put(Bytes *b, const void *src, size_t n) {
+    b->p = realloc(b->p, b->n + n);
+    CHECK(b->p);
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+static void mb_u32(Bytes *b, uint32_t v) { mb_put(b, &v, 4); }
+static void mb_u64(Bytes *b, uint64_t v) { mb_put(b, &v, 8); }
+
+/* A GGUF v3 of n f32 tensors "t<i>" of 8 elements (32 bytes each); tensor i's
+ * data offset is offs(i) (i * 32 when offs is NULL). */
+static void write_many(const char *path, int64_t n, uint64_t (*offs)(int64_t)) {
+    Bytes b = {0};
+    mb_put(&b, "GGUF", 4);
+    mb_u32(&b, 3);
+    mb_u64(&b, (uint64_t)n);
+    mb_u64(&b, 0);
+    for (int64_t i = 0; i < n; i++) {
+        char name[32];
+        int len = snprintf(name, sizeof name, "t%lld", (long long)i);
+        mb_u64(&b, (uint64_t)len);
+        mb_put(&b, name, (size_t)len);
+        mb_u32(&b, 1);
+        mb_u64(&b, 8);
+        mb_u32(&b, 0);
+        mb_u64(&b, offs ? offs(i) : (uint64_t)i * 32);
+    }
+    static const unsigned char zero[32];
+    mb_put(&b, zero, (32 - b.n % 32) % 32);
+    for (int64_t i = 0; i < n; i++) mb_put(&b, zero, 32);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(b.p, 1, b.n, f) == b.n && fclose(f) == 0);
+    free(b.p);
+}
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Looking up every tensor of a 60,000-tensor file by name: a linear scan per
+ * lookup (1.8e9 name compares, the quadratic binding of issue 15) takes many
+ * seconds; the name index takes milliseconds. CPU time, so load does not count. */
+static void test_many_tensors(void) {
+    Err err;
+    err_init(&err);
+    const int64_t n = 60000;
+    const char *path = tmp_path("many.gguf");
+    write_many(path, n, NULL);
+    Gguf *g;
+    double t0 = cpu_seconds();
+    CHECK_OK(gguf_open(path, &g, &err), err);
+    CHECK(g->n_tensors == n);
+    for (int64_t i = n - 1; i >= 0; i--) {
+        char name[32];
+        snprintf(name, sizeof name, "t%lld", (long long)i);
+        const GgufTensor *t = gguf_find_tensor(g, name);
+        CHECK(t && t == &g->tensors[i]);
+    }
+    CHECK(gguf_find_tensor(g, "t60000") == NULL && gguf_find_tensor(g, "t") == NULL);
+    CHECK(gguf_find(g, "general.alignment") == NULL);
+    double dt = cpu_seconds() - t0;
+    CHECKF(dt < 1.0, "opening and looking up %lld tensors took %.2f s of CPU", (long long)n, dt);
+    gguf_free(g);
+}
+
+static uint64_t offs_overlap(int64_t i) { return i == 2 ? 32 : (uint64_t)i * 32; } /* t2 shares t1's bytes */
+
+static void test_overlap(void) {
+    Err err;
+    err_init(&err);
+    const char *path = tmp_path("overlap.gguf");
+    write_many(path, 4, offs_overlap);
+    Gguf *g = NULL;
+    CHECK(gguf_open(path, &g, &err) == ST_ERR_FORMAT && !g);
+    CHECKF(strstr(err.detail, "tensors 't1' (data offset 32, 32 bytes) and 't2' (data offset 32) overlap"), "%s",
+           err.detail);
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/qs_gguf_XXXXXX", base ? base : "/tmp");
@@ -583,6 +671,8 @@ int main(void) {
     test_shared();
     test_nested();
     test_malformed();
+    test_many_tensors();
+    test_overlap();
     test_fuzz();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

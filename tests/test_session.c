@@ -4,11 +4,12 @@
  * mutation fuzz of the session and plan parsers (time-bounded: QS_FUZZ_SECONDS,
  * default 8). */
 #include <dirent.h>
-#include <signal.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -509,6 +510,79 @@ static void test_fuzz(const Model *m) {
     free(ll);
 }
 
+/* === Many plans === */
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A session of 20,000 plans (copies of make_session's, renamed p1, p2, ...)
+ * loads in well under a second of CPU: each name was compared with all the
+ * names before it (11 s), and finding a plan by name walked the list once
+ * per item. A repeated name is still named with both indices. */
+static void test_many_plans(const Model *m) {
+    Err err;
+    err_init(&err);
+    Session *s = make_session(m);
+    char *text;
+    size_t len;
+    CHECK_OK(session_write(s, &text, &len, &err), err);
+    session_free(s);
+    char *a = strstr(text, "\"plans\":");
+    CHECK(a);
+    a = strchr(a, '[');
+    char *item = a + 1, *b = item;
+    for (int depth = 0;; b++) { /* the end of the one plan item (no brackets inside strings) */
+        if (*b == '{' || *b == '[') depth++;
+        if (*b == '}' || *b == ']') depth--;
+        if (depth == 0 && *b == '}') break;
+    }
+    size_t ilen = (size_t)(b + 1 - item);
+    const char *key = "\"name\":\t\"int4-rtn\"";
+    char *nm = strstr(item, key);
+    CHECK(nm && nm < b);
+    const int n = 20000;
+    size_t cap = len + (size_t)n * (ilen + 16);
+    char *big = malloc(cap), *w = big;
+    memcpy(w, text, (size_t)(item - text));
+    w += item - text;
+    for (int i = 0; i < n; i++) {
+        if (i) *w++ = ',';
+        size_t pre = (size_t)(nm - item);
+        memcpy(w, item, pre);
+        w += pre;
+        w += i ? sprintf(w, "\"name\":\t\"p%d\"", i) : sprintf(w, "%s", key);
+        size_t post = ilen - pre - strlen(key);
+        memcpy(w, nm + strlen(key), post);
+        w += post;
+    }
+    size_t tail = len - (size_t)(b + 1 - text);
+    memcpy(w, b + 1, tail);
+    w += tail;
+    double t0 = cpu_seconds();
+    Session *many;
+    CHECK_OK(session_parse(big, (size_t)(w - big), "many.json", &many, &err), err);
+    CHECK(session_n_plans(many) == n);
+    for (int i = n - 1; i > n - 200; i--) {
+        char name[16];
+        snprintf(name, sizeof name, "p%d", i);
+        CHECK(session_find_plan(many, name) == i);
+    }
+    double dt = cpu_seconds() - t0;
+    CHECKF(dt < 3.0, "loading %d plans took %.2f s of CPU", n, dt);
+    session_free(many);
+    /* plan 15000 renamed to plan 7's name */
+    char *p15 = strstr(big, "\"p15000\"");
+    CHECK(p15);
+    memcpy(p15, "\"p7\"    ", 8); /* same length: JSON allows the blanks */
+    CHECK(session_parse(big, (size_t)(w - big), "many.json", &many, &err) == ST_ERR_FORMAT);
+    CHECKF(strstr(err.detail, "plans[15000].name: 'p7' repeats plans[7]"), "%s", err.detail);
+    free(big);
+    free(text);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/qs_test_session.%ld", (long)getpid());
     CHECK(mkdir(g_dir, 0700) == 0 || errno == EEXIST);
@@ -521,6 +595,7 @@ int main(void) {
     test_errors(m);
     test_check_model(m);
     test_crash(m);
+    test_many_plans(m);
     test_fuzz(m);
     model_free(m);
     char cmd[300];
