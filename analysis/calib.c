@@ -293,9 +293,28 @@ static Status calib_check_finite(const CalibStats *cs, int64_t seq, Err *err) {
     return ST_OK;
 }
 
+Status calib_params_check(const CalibParams *p, const char *where, Err *err) {
+    const struct {
+        const char *name;
+        int64_t v, lo, hi;
+    } f[] = {
+        {"samples", p->samples, CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX},
+        {"seqlen", p->seqlen, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX},
+        {"group", p->group, CALIB_GROUP_MIN, CALIB_GROUP_MAX},
+        {"topk", p->topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (f[i].v < f[i].lo || f[i].v > f[i].hi)
+            return err_set(err, ST_ERR_RANGE, "%s: %s = %lld is outside [%lld, %lld]", where, f[i].name,
+                           (long long)f[i].v, (long long)f[i].lo, (long long)f[i].hi);
+    return ST_OK;
+}
+
 Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
                  Pool *pool, Progress *prog, CalibStats **out, Err *err) {
     *out = NULL;
+    Status pst = calib_params_check(p, "calibration", err);
+    if (pst) return pst;
     const ModelConfig *c = &m->cfg;
     Status st = ST_OK;
     int32_t *toks = NULL, *seq = NULL;

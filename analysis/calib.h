@@ -39,6 +39,23 @@ typedef struct CalibParams {
                                 analysis/sensitivity.h SensOpts; not saved) */
 } CalibParams;
 
+/* The limits of the calibration parameters: one table for the CLI, replay,
+ * calib_run (so the TUI too) and the stats reader, which each had their own
+ * (replay took topk up to 2^20 that the stats reader then refused, blaming
+ * the session; replay took group 0 where the CLI wanted at least 4). */
+#define CALIB_SAMPLES_MIN 1
+#define CALIB_SAMPLES_MAX (1 << 24)
+#define CALIB_SEQLEN_MIN 2
+#define CALIB_SEQLEN_MAX (1 << 20)
+#define CALIB_GROUP_MIN 4
+#define CALIB_GROUP_MAX (1 << 20)
+#define CALIB_TOPK_MIN 1
+#define CALIB_TOPK_MAX 4096
+
+/* ST_OK when samples, seqlen, group and topk of p are within the limits
+ * above; else ST_ERR_RANGE "WHERE: FIELD = V is outside [MIN, MAX]". */
+Status calib_params_check(const CalibParams *p, const char *where, Err *err);
+
 /* Defaults: 16 samples of 256 tokens, seed 1, RANDOM, group 32, top-16 spikes,
  * sensitivity on. */
 void calib_params_default(CalibParams *p);

@@ -16,8 +16,6 @@
  * count cannot make us allocate absurd amounts before the length check. */
 #define MAX_LAYERS 4096
 #define MAX_WIDTH (1 << 20)
-#define MAX_SEQLEN (1 << 24)
-#define MAX_TOPK 4096
 
 /* === writer === */
 
@@ -254,12 +252,12 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     get_str(&r, p.text_path, sizeof p.text_path, "params.text_path");
     p.text_hash = get_u64(&r, "params.text_hash");
     p.text_bytes = get_checked(&r, 0, INT64_MAX, "params.text_bytes");
-    p.samples = get_checked(&r, 1, INT64_MAX, "params.samples");
-    p.seqlen = get_checked(&r, 2, MAX_SEQLEN, "params.seqlen");
+    p.samples = get_checked(&r, CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX, "params.samples");
+    p.seqlen = get_checked(&r, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX, "params.seqlen");
     p.seed = get_u64(&r, "params.seed");
     p.mode = (CalibMode)get_checked32(&r, 0, 1, "params.mode");
-    p.group = get_checked(&r, 0, MAX_WIDTH, "params.group");
-    p.topk = (int32_t)get_checked32(&r, 0, MAX_TOPK, "params.topk");
+    p.group = get_checked(&r, CALIB_GROUP_MIN, CALIB_GROUP_MAX, "params.group");
+    p.topk = (int32_t)get_checked32(&r, CALIB_TOPK_MIN, CALIB_TOPK_MAX, "params.topk");
     p.sensitivity = (int32_t)get_checked32(&r, 0, 1, "params.sensitivity");
     int64_t nl = get_checked(&r, 1, MAX_LAYERS, "n_layers");
     int64_t dim = get_checked(&r, 1, MAX_WIDTH, "dim");

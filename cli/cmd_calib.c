@@ -97,11 +97,11 @@ int cmd_calib(int argc, char **argv) {
     CalibParams p;
     calib_params_default(&p);
     int64_t v, nthreads = 0;
-    if (samples) { if (!args_int("calib", "--samples", samples, 1, 1 << 24, &v)) return 2; p.samples = v; }
-    if (seqlen) { if (!args_int("calib", "--seqlen", seqlen, 2, 1 << 20, &v)) return 2; p.seqlen = v; }
+    if (samples) { if (!args_int("calib", "--samples", samples, CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX, &v)) return 2; p.samples = v; }
+    if (seqlen) { if (!args_int("calib", "--seqlen", seqlen, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX, &v)) return 2; p.seqlen = v; }
     if (seed) { if (!args_int("calib", "--seed", seed, 0, INT64_MAX, &v)) return 2; p.seed = (uint64_t)v; }
-    if (group) { if (!args_int("calib", "--group", group, 4, 1 << 20, &v)) return 2; p.group = v; }
-    if (topk) { if (!args_int("calib", "--topk", topk, 1, 1024, &v)) return 2; p.topk = (int32_t)v; }
+    if (group) { if (!args_int("calib", "--group", group, CALIB_GROUP_MIN, CALIB_GROUP_MAX, &v)) return 2; p.group = v; }
+    if (topk) { if (!args_int("calib", "--topk", topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX, &v)) return 2; p.topk = (int32_t)v; }
     if (threads && !args_int("calib", "--threads", threads, 1, 256, &nthreads)) return 2;
     if (mode) {
         int mm = calib_mode_parse(mode);

@@ -2,6 +2,7 @@
  * headlessly, write the resulting session, and with --check compare every
  * recorded evaluation with the re-run. */
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -132,7 +133,6 @@ int cmd_replay(int argc, char **argv) {
     if (!work) {
         if (out) {
             snprintf(workbuf, sizeof workbuf, "%s.d", out);
-            mkdir(workbuf, 0777);
         } else {
             const char *tmp = getenv("TMPDIR");
             snprintf(workbuf, sizeof workbuf, "%s/qscope-replay.XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -144,10 +144,21 @@ int cmd_replay(int argc, char **argv) {
             temp_work = 1;
         }
         work = workbuf;
-    } else {
-        mkdir(work, 0777);
     }
-    if (cache) mkdir(cache, 0777);
+    /* a directory that cannot be made (a read-only file system, a missing
+     * parent) is reported here, not as a later stats or cache write failure */
+    const char *dirs[2] = {work, cache};
+    for (int k = 0; k < 2; k++) {
+        if (!dirs[k]) continue;
+        struct stat sb;
+        int made = mkdir(dirs[k], 0777) == 0 || errno == EEXIST;
+        if (!made || stat(dirs[k], &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "qscope replay: cannot make the %s directory %s: %s\n", k ? "cache" : "work", dirs[k],
+                    made ? "it exists and is not a directory" : strerror(errno));
+            if (temp_work) rmdir(workbuf);
+            return 1;
+        }
+    }
 
     ReplayOpts o;
     replay_opts_default(&o);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analysis/calib.h"
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
@@ -282,11 +283,11 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     replay_calib_args_default(&ca);
     Status st;
     int64_t v;
-    if ((st = a_int(a, "samples", 1, 1 << 24, -1, &ca.samples, err))) return st;
-    if ((st = a_int(a, "seqlen", 2, 1 << 24, -1, &ca.seqlen, err))) return st;
+    if ((st = a_int(a, "samples", CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX, -1, &ca.samples, err))) return st;
+    if ((st = a_int(a, "seqlen", CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX, -1, &ca.seqlen, err))) return st;
     if ((st = a_int(a, "seed", 0, (int64_t)1 << 52, -1, &ca.seed, err))) return st;
-    if ((st = a_int(a, "group", 0, 1 << 20, -1, &ca.group, err))) return st;
-    if ((st = a_int(a, "topk", 1, 1 << 20, -1, &ca.topk, err))) return st;
+    if ((st = a_int(a, "group", CALIB_GROUP_MIN, CALIB_GROUP_MAX, -1, &ca.group, err))) return st;
+    if ((st = a_int(a, "topk", CALIB_TOPK_MIN, CALIB_TOPK_MAX, -1, &ca.topk, err))) return st;
     if ((st = a_int(a, "sensitivity", 0, 1, -1, &v, err))) return st;
     ca.sensitivity = (int)v;
     if ((st = a_int(a, "kept", 1, 1 << 24, -1, &ca.kept, err))) return st;

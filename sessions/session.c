@@ -660,7 +660,8 @@ Status session_get_plan(const Session *s, const char *name, Plan *out, Err *err)
     int64_t i = session_find_plan(s, name);
     if (i < 0) {
         plan_init(out);
-        return err_set(err, ST_ERR_ARG, "session has no plan named '%.64s'", name ? name : "(null)");
+        if (!name) return err_set(err, ST_ERR_ARG, "the session has no plans yet (make one in the workbench or with replay)");
+        return err_set(err, ST_ERR_ARG, "session has no plan named '%.64s'", name);
     }
     char where[128];
     snprintf(where, sizeof where, "session: plans[%" PRId64 "].plan", i);
