@@ -101,7 +101,7 @@ mpi-build:
 	elif [ -z "$(MPI)" ]; then echo "note: mpicc not found: the MPI tests will skip"; fi
 
 # Every test program, then the end-to-end scripts; stops at the first failure.
-test: all $(TEST_BIN) $(MODEL_DEP) llama-tools mpi-build
+test: all $(TEST_BIN) $(MODEL_DEP) llama-tools mpi-build fuzz-build
 	@set -e; pass=0; fail=0; \
 	for t in $(TEST_BIN); do \
 	  echo "== $$t"; \
@@ -144,7 +144,7 @@ test-asan: $(BUILD)/libqscope.a $(TEST_BIN) $(BUILD)/main.o
 	  if reports; then echo "FAILED: $$s"; exit 1; fi; done; echo "asan: all passed"
 
 clean:
-	rm -rf $(BUILD) build-asan build-mpi qscope qscope-mpi
+	rm -rf $(BUILD) build-asan build-mpi build-fuzz qscope qscope-mpi
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/main.d
 
@@ -162,3 +162,26 @@ fuzz:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" build-asan/tests/test_session
 	QS_SHARED=$(SHARED) QS_FUZZ_SECONDS=$(FUZZ_SECONDS) build-asan/tests/test_session
+	$(MAKE) --no-print-directory fuzz-bins
+	QS_SHARED=$(SHARED) sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# libFuzzer harnesses (tests/fuzz/fuzz_readers.c), one binary per reader, over
+# a clang build of the library with ASan/UBSan in build-fuzz/. `make fuzz` runs
+# each FUZZ_SECONDS; `make test` runs each for a second (tests/e2e_fuzz.sh)
+# when clang's libFuzzer is installed, and says so when it is not.
+FUZZ_CC    ?= clang
+FUZZ_NAMES  = gguf safetensors tokenizer plan session stats qsq
+FUZZ_SAN    = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS = -std=c11 -O1 -g -fno-omit-frame-pointer -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS)
+.PHONY: fuzz-bins fuzz-build
+fuzz-bins:
+	@$(MAKE) --no-print-directory CI= CC=$(FUZZ_CC) MPI= BUILD=build-fuzz OPT="-O1 -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-unknown-warning-option" build-fuzz/libqscope.a
+	@for n in $(FUZZ_NAMES); do \
+	  N=$$(echo $$n | tr a-z A-Z); \
+	  $(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -DFUZZ_$$N -o build-fuzz/fuzz_$$n \
+	    tests/fuzz/fuzz_readers.c build-fuzz/libqscope.a $(LDLIBS) || exit 1; done
+fuzz-build:
+	@if printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
+	  $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1; then $(MAKE) --no-print-directory fuzz-bins; \
+	else echo "note: $(FUZZ_CC) with libFuzzer not found: the fuzz smoke test will skip"; fi

@@ -1,5 +1,6 @@
 #include "kernels/cpu.h"
 
+#include <cpuid.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,8 @@ static unsigned cpu_detect(void) {
     unsigned f = 0;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= F_AVX2;
-    if (__builtin_cpu_supports("f16c")) f |= F_F16C;
+    unsigned a, b, c, d; /* F16C is CPUID.1:ECX bit 29 (clang has no "f16c" for __builtin_cpu_supports) */
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1)) f |= F_F16C;
     if ((f & F_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
         f |= F_AVX512;
