@@ -227,7 +227,10 @@ Status eval_ref_new(const Model *m, const char *text, size_t len, const EvalOpts
     r->partial = dist_size() > 1;
     for (int64_t c = 0; c < r->chunks; c++) {
         if (!dist_owns(c)) continue;
-        if ((st = ppl_eval_chunk(f, r->tokens, r->n_tokens, c, &po, r->bos, logits, ref_rows, &rf, err))) goto fail;
+        if ((st = ppl_eval_chunk(f, r->tokens, r->n_tokens, c, &po, r->bos, logits, ref_rows, &rf, err))) {
+            if (st == ST_ERR_NUMERIC) ppl_explain_nonfinite(m, err);
+            goto fail;
+        }
         progress_add(prog, 1);
     }
     if ((st = dist_sum_f64(r->nll, r->n_pos, err))) goto fail;

@@ -1,6 +1,7 @@
 #include "analysis/ppl.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,78 @@ Status ppl_eval_chunk(Forward *f, const int32_t *tokens, int64_t n_tokens, int64
     }
     free(buf);
     return s;
+}
+
+/* === where a non-finite value comes from === */
+
+/* The first non-finite value of the n floats at v, or -1. */
+static int64_t first_nonfinite(const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return i;
+    return -1;
+}
+
+/* Scans w row by row; on a non-finite value appends what/row/column to err. */
+static int explain_weight(const Weight *w, const char *what, float *row, Err *err) {
+    for (int64_t r = 0; r < w->n_out; r++) {
+        weight_rows_f32(w, r, r + 1, row);
+        int64_t c = first_nonfinite(row, w->n_in);
+        if (c >= 0) {
+            size_t n = strlen(err->detail);
+            snprintf(err->detail + n, sizeof err->detail - n, "; first non-finite weight: %s row %lld column %lld = %g",
+                     what, (long long)r, (long long)c, (double)row[c]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int explain_vec(const float *v, int64_t n, const char *what, Err *err) {
+    int64_t c = v ? first_nonfinite(v, n) : -1;
+    if (c < 0) return 0;
+    size_t len = strlen(err->detail);
+    snprintf(err->detail + len, sizeof err->detail - len, "; first non-finite weight: %s[%lld] = %g", what,
+             (long long)c, (double)v[c]);
+    return 1;
+}
+
+void ppl_explain_nonfinite(const Model *m, Err *err) {
+    const ModelConfig *c = &m->cfg;
+    int64_t widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    for (int64_t l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < PROJ_COUNT; p++)
+            if (m->layers[l].proj[p].n_in > widest) widest = m->layers[l].proj[p].n_in;
+    float *row = malloc((size_t)widest * sizeof *row);
+    if (!row || !err) {
+        free(row);
+        return;
+    }
+    char what[64];
+    int found = explain_weight(&m->tok_embd, "token embedding", row, err);
+    for (int64_t l = 0; l < c->n_layers && !found; l++) {
+        const LayerWeights *lw = &m->layers[l];
+        snprintf(what, sizeof what, "layer %lld attn_norm", (long long)l);
+        found = explain_vec(lw->attn_norm, c->dim, what, err);
+        for (int p = 0; p < PROJ_COUNT && !found; p++) {
+            snprintf(what, sizeof what, "layer %lld %s", (long long)l, proj_name((Proj)p));
+            found = explain_weight(&lw->proj[p], what, row, err);
+            if (!found && lw->bias[p]) {
+                snprintf(what, sizeof what, "layer %lld %s bias", (long long)l, proj_name((Proj)p));
+                found = explain_vec(lw->bias[p], lw->proj[p].n_out, what, err);
+            }
+            if (!found && p == PROJ_O) {
+                snprintf(what, sizeof what, "layer %lld ffn_norm", (long long)l);
+                found = explain_vec(lw->ffn_norm, c->dim, what, err);
+            }
+        }
+    }
+    if (!found) found = explain_vec(m->out_norm, c->dim, "output_norm", err);
+    if (!found && m->output.data != m->tok_embd.data) found = explain_weight(&m->output, "output", row, err);
+    if (!found) {
+        size_t n = strlen(err->detail);
+        snprintf(err->detail + n, sizeof err->detail - n, "; every weight is finite: the activations overflow");
+    }
+    free(row);
 }
 
 /* === the full run === */
@@ -215,6 +288,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
                     (long long)n_chunks); /* a partly scored chunk does not count */
             break;
         }
+        if (s == ST_ERR_NUMERIC) ppl_explain_nonfinite(m, err);
         if (s != ST_OK) goto fail;
         res->chunk_seconds[c] = clock_now() - tc;
         done[c] = 1;

@@ -74,6 +74,12 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
                const PplOpts *o, PplChunkFn cb, void *user, Progress *prog, PplResult *res,
                Err *err);
 
+/* For a run that met a non-finite value: appends to err's detail where m's
+ * first non-finite weight is ("; first non-finite weight: layer 0 q row 3
+ * column 17 = nan"), or that every weight is finite (then the activations
+ * overflowed). Scans every weight once (on the failure path only). */
+void ppl_explain_nonfinite(const Model *m, Err *err);
+
 /* Frees res->running and res->chunk_seconds; res may be zeroed or NULL. */
 void ppl_result_done(PplResult *res);
 

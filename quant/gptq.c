@@ -213,6 +213,16 @@ Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqO
         int r = linalg_cholesky_lower_pool(A, n, pool);
         if (r == 0) break;
         if (r < 0) { st = err_set(err, ST_ERR_NOMEM, "gptq: factorization scratch for n = %lld", (long long)n); goto fail; }
+        if (f->st.retries == 0) /* no damping cures a NaN: say where it is (checked once, on failure only) */
+            for (size_t k = 0; k < nn; k++) {
+                double h = Hd ? Hd[k] : (double)Hf[k];
+                if (!isfinite(h)) {
+                    st = err_set(err, ST_ERR_NUMERIC,
+                                 "gptq: H[%lld][%lld] = %g: the calibration saw non-finite activations; recalibrate",
+                                 (long long)(k / (size_t)n), (long long)(k % (size_t)n), h);
+                    goto fail;
+                }
+            }
         if (++f->st.retries > 6) {
             st = err_set(err, ST_ERR_NUMERIC, "gptq: H is not positive definite even with damping %g", lambda);
             goto fail;

@@ -652,6 +652,22 @@ static void test_stories(Pool *pool) {
     model_free(m);
 }
 
+/* A NaN off the diagonal of H (a calibration that saw non-finite
+ * activations) is named as such, not as "not positive definite". */
+static void test_nan_h(Pool *pool) {
+    Err err;
+    err_init(&err);
+    const int64_t n = 8;
+    double H[64];
+    for (int64_t i = 0; i < n * n; i++) H[i] = i % (n + 1) == 0 ? 2.0 : 0.1;
+    H[2 * n + 5] = H[5 * n + 2] = NAN;
+    GptqOpts o;
+    gptq_opts_default(&o);
+    GptqFactor *f = NULL;
+    CHECK(gptq_factor_new(H, NULL, n, &o, pool, &f, &err) == ST_ERR_NUMERIC && !f);
+    CHECKF(strstr(err.detail, "H[2][5] = nan: the calibration saw non-finite activations"), "%s", err.detail);
+}
+
 int main(void) {
     Err err;
     err_init(&err);
@@ -662,6 +678,7 @@ int main(void) {
     test_synthetic_vs_rtn(pool);
     test_adadim(pool);
     test_stories(pool);
+    test_nan_h(pool);
     pool_free(pool);
     return testlib_done("test_gptq");
 }

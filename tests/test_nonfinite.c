@@ -101,6 +101,9 @@ static void test_ppl(int l, const char *path, const int32_t *ids, int64_t n) {
     CHECKF(st == ST_ERR_NUMERIC, "%s: ppl with NaN weights returned %s (PPL %g)", LEVELS[l], status_message(st),
            st ? 0.0 : r.ppl);
     CHECKF(strstr(err.detail, "non-finite"), "%s: %s", LEVELS[l], err.detail);
+    /* the message names where the NaN is (issue 15 item 12) */
+    CHECKF(strstr(err.detail, "; first non-finite weight: layer 0 q row 0 column 0 = nan"), "%s: %s", LEVELS[l],
+           err.detail);
     pool_free(pool);
     model_free(m);
 }
