@@ -28,13 +28,28 @@ typedef struct GgufCtx {
 
 static void release_gguf(void *p) { gguf_free(p); }
 
-/* Reads an integer key; absent and not required leaves *out untouched. */
+static const char *gg_type_name(GgufValueType t) {
+    static const char *const names[GGUF_VTYPE_COUNT] = {"uint8", "int8", "uint16", "int16", "uint32",
+                                                        "int32", "float32", "bool", "string", "array",
+                                                        "uint64", "int64", "float64"};
+    return (unsigned)t < GGUF_VTYPE_COUNT ? names[t] : "?";
+}
+
+/* Reads an integer key; absent and not required leaves *out untouched. A
+ * value of another type, or an unsigned one past int64, says which. */
 static Status gg_int(const Gguf *g, const char *path, const char *key, int required, int64_t *out, Err *err) {
-    if (!gguf_find(g, key)) {
+    const GgufKV *kv = gguf_find(g, key);
+    if (!kv) {
         if (required) return err_set(err, ST_ERR_FORMAT, "%s: missing key '%s'", path, key);
         return ST_OK;
     }
-    if (!gguf_get_int(g, key, out)) return err_set(err, ST_ERR_FORMAT, "%s: key '%s' is not an integer", path, key);
+    if (!gguf_get_int(g, key, out)) {
+        if (kv->value.type == GGUF_UINT64)
+            return err_set(err, ST_ERR_RANGE, "%s: key '%s' = %llu is out of range", path, key,
+                           (unsigned long long)kv->value.v.u);
+        return err_set(err, ST_ERR_FORMAT, "%s: key '%s' is a %s, expected an integer", path, key,
+                       gg_type_name(kv->value.type));
+    }
     return ST_OK;
 }
 
@@ -112,8 +127,13 @@ static Status parse_rope_scaling(Model *m, const Gguf *g, const char *path, Gguf
 
 static Status parse_config(Model *m, const Gguf *g, const char *path, GgufArch *ga, Err *err) {
     GgufStr arch;
-    if (!gguf_get_str(g, "general.architecture", &arch))
+    if (!gguf_get_str(g, "general.architecture", &arch)) {
+        const GgufKV *kv = gguf_find(g, "general.architecture");
+        if (kv)
+            return err_set(err, ST_ERR_FORMAT, "%s: key 'general.architecture' is a %s, expected a string", path,
+                           gg_type_name(kv->value.type));
         return err_set(err, ST_ERR_FORMAT, "%s: missing key 'general.architecture'", path);
+    }
     if (gguf_str_eq(arch, "llama"))
         *ga = GA_LLAMA;
     else if (gguf_str_eq(arch, "qwen2"))

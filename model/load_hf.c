@@ -174,6 +174,9 @@ static Status parse_config(Model *m, const char *path, const cJSON *cfg, int *ti
     };
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(cfg, "architectures");
     if (!arch) return err_set(err, ST_ERR_FORMAT, "%s: missing key 'architectures'", path);
+    if (!cJSON_IsArray(arch))
+        return err_set(err, ST_ERR_FORMAT, "%s: 'architectures' must be a list of strings (e.g. [\"LlamaForCausalLM\"])",
+                       path);
     int found = -1;
     const char *first = "?";
     if (cJSON_IsArray(arch)) {
@@ -440,7 +443,12 @@ Status load_hf(Model *m, const char *dir, Err *err) {
         hf.shards = core_calloc(1, sizeof *hf.shards);
         s = hf.shards ? open_shard(m, &hf, single_path, err) : err_set(err, ST_ERR_NOMEM, "%s: out of memory", dir);
     } else {
-        s = err_set(err, ST_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
+        struct stat sb;
+        const char *odd = stat(single_path, &sb) == 0 ? single_path : stat(index_path, &sb) == 0 ? index_path : NULL;
+        if (odd) /* present, but a directory or a special file */
+            s = err_set(err, ST_ERR_FORMAT, "%s: not a regular file", odd);
+        else
+            s = err_set(err, ST_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
     }
     if (s != ST_OK) goto fail;
     /* Binding asks only for layers below num_hidden_layers: a checkpoint with

@@ -2,14 +2,19 @@
  * is wrong (issue 15 item 13): safetensors tensors sharing data bytes, a key
  * twice in a safetensors header, JSON strings holding \u0000 (cJSON cut
  * "0.q\u0000garbage" to the rule "0.q"), and a directory, /dev/zero or a FIFO
- * where a file is read. GGUF tensors sharing data are in test_gguf. */
+ * where a file is read; GGUF keys of the wrong type or range, 'architectures'
+ * as a string and a model.safetensors directory named as such.
+ * GGUF tensors sharing data are in test_gguf. */
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/jsontext.h"
 #include "core/mapfile.h"
+#include "model/gguf_write.h"
+#include "model/model.h"
 #include "model/safetensors.h"
+#include "quant/ggml_type.h"
 #include "quant/plan.h"
 #include "sessions/plan_json.h"
 #include "sessions/session.h"
@@ -130,6 +135,65 @@ static void test_not_regular(void) {
     unlink(fifo);
 }
 
+/* GGUF keys of the wrong type or range are named as such (they said "missing
+ * key 'general.architecture'" and "is not an integer"). */
+static void test_gguf_keys(void) {
+    Err err;
+    err_init(&err);
+    static const float x[32];
+    const int64_t ne[1] = {32};
+    for (int k = 0; k < 2; k++) {
+        GgufWriter *w = gguf_writer_new();
+        CHECK(w);
+        if (k == 0) {
+            CHECK(gguf_writer_add_u32(w, "general.architecture", 7) == ST_OK);
+        } else {
+            CHECK(gguf_writer_add_str(w, "general.architecture", "llama") == ST_OK);
+            GgufValue v = {.type = GGUF_UINT64};
+            v.v.u = UINT64_MAX;
+            CHECK(gguf_writer_add_value(w, "llama.embedding_length", &v) == ST_OK);
+        }
+        CHECK(gguf_writer_add_tensor(w, "token_embd.weight", GGML_F32, 1, ne, x) == ST_OK);
+        const char *p = tpath("keys.gguf");
+        CHECK_OK(gguf_writer_write(w, p, &err), err);
+        gguf_writer_free(w);
+        Model *m = NULL;
+        CHECK(model_load(p, NULL, &m, &err) != ST_OK && !m);
+        if (k == 0)
+            CHECKF(strstr(err.detail, "key 'general.architecture' is a uint32, expected a string"), "%s", err.detail);
+        else
+            CHECKF(strstr(err.detail, "key 'llama.embedding_length' = 18446744073709551615 is out of range"), "%s",
+                   err.detail);
+    }
+}
+
+/* An HF directory: 'architectures' as a string, model.safetensors a directory. */
+static void test_hf_dir(void) {
+    Err err;
+    err_init(&err);
+    char dir[300], f[400];
+    snprintf(dir, sizeof dir, "%s", tpath("hf"));
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(f, sizeof f, "%s/config.json", dir);
+    FILE *c = fopen(f, "w");
+    CHECK(c);
+    fputs("{\"architectures\": \"LlamaForCausalLM\", \"hidden_size\": 8}", c);
+    CHECK(fclose(c) == 0);
+    Model *m = NULL;
+    CHECK(model_load(dir, NULL, &m, &err) == ST_ERR_FORMAT && !m);
+    CHECKF(strstr(err.detail, "'architectures' must be a list of strings"), "%s", err.detail);
+    c = fopen(f, "w");
+    fputs("{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, \"intermediate_size\": 16,"
+          " \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"num_key_value_heads\": 1,"
+          " \"vocab_size\": 16, \"rms_norm_eps\": 1e-5, \"max_position_embeddings\": 32}",
+          c);
+    CHECK(fclose(c) == 0);
+    snprintf(f, sizeof f, "%s/model.safetensors", dir);
+    CHECK(mkdir(f, 0700) == 0);
+    CHECK(model_load(dir, NULL, &m, &err) != ST_OK && !m);
+    CHECKF(strstr(err.detail, "model.safetensors: not a regular file"), "%s", err.detail);
+}
+
 int main(void) {
     (void)testlib_shared;
     snprintf(g_dir, sizeof g_dir, "/tmp/qs-test-refuse-%ld", (long)getpid());
@@ -137,6 +201,8 @@ int main(void) {
     test_safetensors();
     test_json_nul();
     test_not_regular();
+    test_gguf_keys();
+    test_hf_dir();
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     CHECK(system(cmd) == 0);
