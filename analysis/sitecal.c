@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
+#include "core/atomicfile.h"
 
 void sitecal_default_probe(PlanEntry *e) {
     plan_entry_default(e);
@@ -113,32 +115,34 @@ fail:
     return st;
 }
 
+/* Appends printf-style text to af (lines here are short; a longer one is cut). */
+static Status put_line(AtomicFile *af, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static Status put_line(AtomicFile *af, Err *err, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (k < 0) k = 0;
+    if ((size_t)k >= sizeof line) k = (int)sizeof line - 1;
+    return afile_write(af, line, (size_t)k, err);
+}
+
 Status sitecal_save(const SiteCal *sc, const char *path, Err *err) {
-    size_t n = strlen(path) + 8;
-    char *tmp = malloc(n);
-    if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s", path);
-    snprintf(tmp, n, "%s.tmp", path);
-    Status st = ST_OK;
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        st = err_set(err, ST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto done;
+    AtomicFile af;
+    Status st = afile_open(&af, path, err);
+    if (st) return st;
+    st = put_line(&af, err, "# qscope sitecal 1 fp=%016" PRIx64 " text=%016" PRIx64 " ctx=%lld chunks=%lld probe=%s\n",
+                  sc->fingerprint, sc->text_hash, (long long)sc->ctx, (long long)sc->chunks, sc->probe);
+    if (!st) st = put_line(&af, err, "# layer proj scale(KLD per unit output error) kld(nats) oerr\n");
+    for (int64_t s = 0; !st && s < sc->n_layers * PLAN_NPROJ; s++)
+        st = put_line(&af, err, "%lld %s %.9g %.9g %.9g\n", (long long)(s / PLAN_NPROJ),
+                      plan_proj_name((int)(s % PLAN_NPROJ)), sc->scale[s], sc->kld[s], sc->oerr[s]);
+    if (st) {
+        afile_abort(&af);
+        return st;
     }
-    fprintf(f, "# qscope sitecal 1 fp=%016" PRIx64 " text=%016" PRIx64 " ctx=%lld chunks=%lld probe=%s\n",
-            sc->fingerprint, sc->text_hash, (long long)sc->ctx, (long long)sc->chunks, sc->probe);
-    fprintf(f, "# layer proj scale(KLD per unit output error) kld(nats) oerr\n");
-    for (int64_t s = 0; s < sc->n_layers * PLAN_NPROJ; s++)
-        fprintf(f, "%lld %s %.9g %.9g %.9g\n", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
-                sc->scale[s], sc->kld[s], sc->oerr[s]);
-    int bad = fflush(f) != 0;
-    bad |= fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) st = err_set(err, ST_ERR_IO, "%s: write failed", tmp);
-    else if (rename(tmp, path) != 0) st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-    if (st) unlink(tmp);
-done:
-    free(tmp);
-    return st;
+    return afile_commit(&af, err);
 }
 
 Status sitecal_load(const char *path, int64_t n_layers, SiteCal *out, Err *err) {
