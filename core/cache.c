@@ -1,4 +1,5 @@
 /* The cache directory: where it is, what it holds, cleaning it (see cache.h). */
+#include "core/atomicfile.h"
 #include "core/cache.h"
 
 #include <dirent.h>
@@ -37,7 +38,11 @@ Status cache_dir_default(char *buf, size_t n, Err *err) {
     const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
     if (x && *x) snprintf(buf, n, "%s/qscope", x);
     else if (h && *h) snprintf(buf, n, "%s/.cache/qscope", h);
-    else snprintf(buf, n, "/tmp/qscope-cache-%d", (int)getuid());
+    else {
+        /* a shared place: the directory must be ours and private (core/atomicfile.h) */
+        snprintf(buf, n, "/tmp/qscope-cache-%d", (int)getuid());
+        return afile_private_dir(buf, err);
+    }
     if (mkdir_p(buf) != 0) return err_set(err, ST_ERR_IO, "%s: cannot create the cache directory: %s", buf, strerror(errno));
     return ST_OK;
 }
