@@ -20,28 +20,11 @@ case $M in /*) ;; *) M=$(pwd)/$M ;; esac
 case $T in /*) ;; *) T=$(pwd)/$T ;; esac
 tmp=$(mktemp -d)
 SOCK=qscope-e2e-auto-$$
-tm() { tmux -L "$SOCK" "$@"; }
+E2E_NAME=e2e_autoplan_tui
+. "$(dirname "$0")/tmux_lib.sh"
 cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-fail() {
-  echo "e2e_autoplan_tui: $*" >&2
-  echo "--- last screen:" >&2
-  tm capture-pane -p -t e2e >&2 2>/dev/null || true
-  exit 1
-}
-screen() { tm capture-pane -p -t e2e; }
-wait_for() {
-  n=$(( ${2:-10} * 10 ))
-  while [ "$n" -gt 0 ]; do
-    if screen 2>/dev/null | grep -qF -- "$1"; then return 0; fi
-    sleep 0.1
-    n=$((n - 1))
-  done
-  fail "timed out waiting for '$1'"
-}
-has() { screen | grep -qF -- "$1" || fail "screen lacks '$1'"; }
-keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
 
 tm -f /dev/null new-session -d -s keep "sleep 600"
 tm new-session -d -s e2e -x 100 -y 30 \
