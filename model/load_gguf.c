@@ -173,7 +173,10 @@ static Status parse_config(Model *m, const Gguf *g, const char *path, GgufArch *
 
     const GgufTensor *te = gguf_find_tensor(g, "token_embd.weight");
     if (!te) return err_set(err, ST_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", path);
-    c->vocab_size = te->n_dims >= 2 ? te->ne[1] : 0;
+    if (te->n_dims < 2) /* a vector or a scalar: there is no vocabulary to read */
+        return err_set(err, ST_ERR_FORMAT, "%s: tensor 'token_embd.weight' has %d dimension%s, expected 2 (dim, vocab)",
+                       path, te->n_dims, te->n_dims == 1 ? "" : "s");
+    c->vocab_size = te->ne[1];
     int64_t v = c->vocab_size;
     if ((s = gg_arch_int(g, path, a, "vocab_size", 0, &v, err)) != ST_OK) return s;
     if (v != c->vocab_size)

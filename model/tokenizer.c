@@ -951,8 +951,15 @@ Status tokenizer_from_llama2c(const char *path, int64_t vocab_size, Tokenizer **
     size_t tp = 0;
     for (int64_t i = 0; i < vocab_size; i++) {
         if (size - pos < 8) {
-            st = err_set(err, ST_ERR_FORMAT, "%s: truncated at token %lld of %lld: offset %zu, need 8 bytes (score, length), file has %zu",
-                         path, (long long)i, (long long)vocab_size, pos, size);
+            if (pos == size) /* whole tokens, just fewer than the checkpoint's header asks for */
+                st = err_set(err, ST_ERR_MISMATCH,
+                             "%s holds %lld tokens but the checkpoint's header says vocab_size %lld: a tokenizer "
+                             "for another model, or a damaged checkpoint header",
+                             path, (long long)i, (long long)vocab_size);
+            else
+                st = err_set(err, ST_ERR_FORMAT,
+                             "%s: truncated at token %lld of %lld: offset %zu, need 8 bytes (score, length), file has %zu",
+                             path, (long long)i, (long long)vocab_size, pos, size);
             goto done;
         }
         float sc;

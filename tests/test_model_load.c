@@ -308,6 +308,19 @@ static void test_stories(void) {
     expect_fail(tpath("unshared.bin"), tok, "unshared.bin", "vocab 512 unshared");
     write_file(tpath("tiny.bin"), copy, 10);
     expect_fail(tpath("tiny.bin"), tok, "tiny.bin", "too short");
+    /* A consistent header whose vocab (1024) the tokenizer cannot cover is a
+     * mismatch between the two files, not a truncated tokenizer. */
+    {
+        size_t big_n = mf.size + (size_t)512 * 64 * 4;
+        unsigned char *big = calloc(1, big_n);
+        CHECK(big != NULL);
+        memcpy(big, copy, 28);
+        ((int32_t *)(void *)big)[5] = 1024;
+        write_file(tpath("vocab1024.bin"), big, big_n);
+        expect_fail(tpath("vocab1024.bin"), tok, "tok512.bin",
+                    "holds 512 tokens but the checkpoint's header says vocab_size 1024");
+        free(big);
+    }
     /* Without --tokenizer, the tokenizer beside the .bin is used (tok512.bin
      * here, same fingerprint); a copy with none beside it says what it looked for. */
     Model *beside = load_ok(bin, NULL);
@@ -708,6 +721,8 @@ static void test_hf_generated(void) {
 
 /* === generated GGUF files =============================================== */
 
+static int tiny_flat_embd; /* write token_embd.weight as a vector (no vocab dimension) */
+
 static void write_tiny_gguf(const char *file, const char *arch, int drop_key, int bad_k, int bad_heads,
                             int extra_blk) {
     GgufWriter *w = gguf_writer_new();
@@ -736,6 +751,7 @@ static void write_tiny_gguf(const char *file, const char *arch, int drop_key, in
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
         int64_t ne[2] = {ts[i].ne0, ts[i].ne1};
         if (bad_k && strcmp(ts[i].name, "blk.0.attn_k.weight") == 0) ne[1] = 8;
+        if (tiny_flat_embd && i == 0) ne[1] = 0;
         CHECK(gguf_writer_add_tensor(w, ts[i].name, GGML_F32, ne[1] ? 2 : 1, ne, data) == ST_OK);
     }
     if (extra_blk) {
@@ -756,6 +772,11 @@ static void test_gguf_generated(void) {
     CHECK_NEAR(m->cfg.rope_theta, 1e6, 0);
     CHECK(m->owned_bytes == 0 && wf(&m->layers[0].proj[PROJ_DOWN])[3] == 0.003f);
     model_free(m);
+    tiny_flat_embd = 1; /* was "vocab_size = 0 is outside [1, ...]" */
+    write_tiny_gguf("flatembd.gguf", "llama", 0, 0, 0, 0);
+    tiny_flat_embd = 0;
+    expect_fail(tpath("flatembd.gguf"), NULL, "flatembd.gguf",
+                "tensor 'token_embd.weight' has 1 dimension, expected 2 (dim, vocab)");
     write_tiny_gguf("gpt2.gguf", "gpt2", 0, 0, 0, 0);
     expect_fail(tpath("gpt2.gguf"), NULL, "gpt2.gguf", "architecture 'gpt2' is not supported");
     write_tiny_gguf("nokey.gguf", "llama", 1, 0, 0, 0);
