@@ -7,24 +7,8 @@
 # in place (the decode rate is whole under "dec t/s"), the Log says why each
 # cell got its entry; m switches the Pareto metric. Skips without tmux.
 set -eu
-Q=${QSCOPE:-./qscope}
-S=${QS_SHARED:-../shared}
-M=$S/models/stories260K/stories260K-f32.gguf
-T=$S/text/tinystories_sample.txt
-if ! command -v tmux >/dev/null 2>&1; then
-  echo "e2e_autoplan_tui: SKIPPED: tmux is not installed"
-  exit 0
-fi
-case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
-case $M in /*) ;; *) M=$(pwd)/$M ;; esac
-case $T in /*) ;; *) T=$(pwd)/$T ;; esac
-tmp=$(mktemp -d)
-SOCK=qscope-e2e-auto-$$
 E2E_NAME=e2e_autoplan_tui
 . "$(dirname "$0")/tmux_lib.sh"
-cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 tm -f /dev/null new-session -d -s keep "sleep 600"
 tm new-session -d -s e2e -x 100 -y 30 \

@@ -9,23 +9,6 @@
 # restoring the terminal, and the docs' key tables against the bindings table.
 # Skips (exit 0) when tmux is not installed. Private tmux socket, always killed.
 set -eu
-Q=${QSCOPE:-./qscope}
-S=${QS_SHARED:-../shared}
-M=$S/models/stories260K/stories260K-f32.gguf
-T=$S/text/tinystories_sample.txt
-if ! command -v tmux >/dev/null 2>&1; then
-  echo "e2e_tui: SKIPPED: tmux is not installed"
-  exit 0
-fi
-case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
-case $M in /*) ;; *) M=$(pwd)/$M ;; esac
-case $T in /*) ;; *) T=$(pwd)/$T ;; esac
-tmp=$(mktemp -d)
-SOCK=qscope-e2e-$$
-cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 E2E_NAME=e2e_tui
 . "$(dirname "$0")/tmux_lib.sh"
 

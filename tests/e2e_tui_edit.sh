@@ -5,23 +5,6 @@
 # and shown as partial. Skips (exit 0) without tmux. Private
 # tmux socket, always killed.
 set -eu
-Q=${QSCOPE:-./qscope}
-S=${QS_SHARED:-../shared}
-M=$S/models/stories260K/stories260K-f32.gguf
-T=$S/text/tinystories_sample.txt
-if ! command -v tmux >/dev/null 2>&1; then
-  echo "e2e_tui_edit: SKIPPED: tmux is not installed"
-  exit 0
-fi
-case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
-case $M in /*) ;; *) M=$(pwd)/$M ;; esac
-case $T in /*) ;; *) T=$(pwd)/$T ;; esac
-tmp=$(mktemp -d)
-SOCK=qscope-e2e-edit-$$
-cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 E2E_NAME=e2e_tui_edit
 . "$(dirname "$0")/tmux_lib.sh"
 # start W H ARGS...: (re)opens the workbench in session e2e.

@@ -1,6 +1,25 @@
-# Shared helpers of the tmux end-to-end scripts (sourced, not run: the
-# Makefile runs tests/e2e_*.sh only). The sourcing script sets E2E_NAME and
-# SOCK (its private tmux socket) and captures the session named e2e.
+# Shared by the tmux end-to-end scripts (sourced, not run: the Makefile runs
+# tests/e2e_*.sh only). The sourcing script sets E2E_NAME first; sourcing sets
+# Q (qscope), M (stories260K) and T (its text) as absolute paths, skips the
+# script (exit 0) when tmux is not installed, and makes tmp (a temporary
+# directory) and SOCK (a private tmux socket), both removed on exit. Screens
+# are read from the session named e2e.
+Q=${QSCOPE:-./qscope}
+S=${QS_SHARED:-../shared}
+M=$S/models/stories260K/stories260K-f32.gguf
+T=$S/text/tinystories_sample.txt
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "$E2E_NAME: SKIPPED: tmux is not installed"
+  exit 0
+fi
+case $Q in /*) ;; *) Q=$(pwd)/$Q ;; esac
+case $M in /*) ;; *) M=$(pwd)/$M ;; esac
+case $T in /*) ;; *) T=$(pwd)/$T ;; esac
+tmp=$(mktemp -d)
+SOCK=qscope-$E2E_NAME-$$
+cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $rc; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 tm() { tmux -L "$SOCK" "$@"; }
 fail() {
   echo "$E2E_NAME: $*" >&2
