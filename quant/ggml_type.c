@@ -484,10 +484,9 @@ static inline float k_weight(const float *qw, int rmse_type, float x, int i) {
     return rmse_type == 1 ? x * x : rmse_type == 2 ? 1 : rmse_type == 3 ? fabsf(x) : sqrtf(fabsf(x));
 }
 
-/* Signed scale for codes l in [-nmax, nmax-1] (stored l + nmax in L): the
- * extreme value maps to -nmax, then 18 nearby scales are tried and the one
- * with the best weighted fit kept (make_qx_quants, rmse_type > 0). */
-static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+/* The element of largest magnitude (the first on ties), sign kept: the
+ * value ggml's signed K-quant searches map to -nmax. */
+static float k_signed_max(int n, const float *x) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
         float ax = fabsf(x[i]);
@@ -496,7 +495,15 @@ static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_t
             max = x[i];
         }
     }
-    if (amax < K_EPS) {
+    return max;
+}
+
+/* Signed scale for codes l in [-nmax, nmax-1] (stored l + nmax in L): the
+ * extreme value maps to -nmax, then 18 nearby scales are tried and the one
+ * with the best weighted fit kept (make_qx_quants, rmse_type > 0). */
+static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+    float max = k_signed_max(n, x);
+    if (fabsf(max) < K_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.0f;
     }
@@ -534,15 +541,8 @@ static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_t
  * [-nmax, nmax-1] from the extreme-maps-to-(-nmax) scale, then up to 5 passes
  * moving single codes while the x^2-weighted fit improves. L gets l + nmax. */
 static float k_fit_q3(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < K_EPS) {
+    float max = k_signed_max(n, x);
+    if (fabsf(max) < K_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.0f;
     }
