@@ -14,47 +14,25 @@
 #include "core/cache.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
+#include "cli/opts.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
 
 #define EVAL_MAX_TEXT ((size_t)1 << 31)
 
-static void eval_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope eval MODEL (--plan PLAN | --preset NAME | --quant QFILE | --quant-gguf FILE) --text FILE\n"
-            "                   [--stats STATS]\n"
-            "                   [--ctx N] [--chunks N] [--threads N] [--json]\n\n"
-            "Quantizes MODEL with the plan, runs it on FILE with llama.cpp's perplexity protocol\n"
-            "and compares it with the unquantized model on the same chunks: PPL and ppl_base,\n"
-            "KL(base || quantized) of the next-token distributions at every scored position\n"
-            "(mean, median, p90, p99, max, nats), top-1 agreement, the residual stream's relative\n"
-            "error after each block (chunk 1), bits per weight, bytes, and the quantized model's\n"
-            "prefill (one --ctx chunk) and single-token decode (64 steps) tokens per second.\n"
-            "The base model's log-probabilities are cached (see --cache), so evaluating another\n"
-            "plan on the same text runs only the quantized model.\n\n"
-            "  --text FILE       text to score\n"
-            "  --quant QFILE     a quantized model from `qscope quant -o` (its plan and weights: no\n"
-            "                    re-quantization, no --stats needed); a GGUF here means --quant-gguf\n"
-            "  --quant-gguf FILE a quantized GGUF of MODEL (llama-quantize's, or `qscope export`'s):\n"
-            "                    its weights in their own ggml types, decoded as ggml dequantizes\n"
-            "                    them, against MODEL's reference; bpw counts the stored blocks\n"
-            "  --stats STATS     stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
-            "                    static activation scales and spike-aware need it)\n"
-            "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
-            "  --site-scales F   also print the planner's predicted KLD of the plan (kld_pred) from the\n"
-            "                    site scales F (`qscope plan --auto --text` caches them as STATS.sitecal)\n"
-            "  --ctx N           chunk length (default: 512, or the model's context if shorter)\n"
-            "  --chunks N        at most N chunks (default: all)\n"
-            "  --threads N       threads (default: all CPUs)\n"
-            "  --decode-steps N  decode benchmark steps (default 64); --no-speed skips speed\n"
-            "  --cache DIR       reference cache directory (default $XDG_CACHE_HOME/qscope or\n"
-            "                    ~/.cache/qscope); --no-cache computes the reference afresh\n"
-            "  --json            one JSON object on stdout (keys ppl, ppl_base, kld_mean, kld_median,\n"
-            "                    kld_p90, kld_p99, kld_max, top1_agree, bpw, bytes, prefill_tps,\n"
-            "                    decode_tps, chunks, tokens_scored, notes, layer_rel_err, seconds)\n");
-    plancli_help(f, 1);
-}
+static const char EVAL_USAGE[] =
+    "usage: qscope eval MODEL (--plan PLAN | --preset NAME | --quant QFILE | --quant-gguf FILE) --text FILE\n"
+    "                   [--stats STATS]\n"
+    "                   [--ctx N] [--chunks N] [--threads N] [--json]\n\n"
+    "Quantizes MODEL with the plan, runs it on FILE with llama.cpp's perplexity protocol\n"
+    "and compares it with the unquantized model on the same chunks: PPL and ppl_base,\n"
+    "KL(base || quantized) of the next-token distributions at every scored position\n"
+    "(mean, median, p90, p99, max, nats), top-1 agreement, the residual stream's relative\n"
+    "error after each block (chunk 1), bits per weight, bytes, and the quantized model's\n"
+    "prefill (one --ctx chunk) and single-token decode (64 steps) tokens per second.\n"
+    "The base model's log-probabilities are cached (see --cache), so evaluating another\n"
+    "plan on the same text runs only the quantized model.\n\n";
 
 typedef struct {
     ProgressBar pb;
@@ -90,63 +68,47 @@ static char *default_cache_dir(void) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *qfile = NULL,
-               *gguf_file = NULL, *scales_path = NULL, *val;
+               *gguf_file = NULL, *scales_path = NULL;
     int64_t ctx = 0, chunks = 0, threads = 0, steps = 64;
     int json = 0, no_cache = 0, no_speed = 0;
     PlanCli pc;
     plancli_init(&pc);
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            eval_usage(stdout);
-            return 0;
-        } else if ((r = plancli_parse(&pc, "eval", argc, argv, &i)) != 0) {
-            if (r < 0) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
-            if (r < 0) return 2;
-            text_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
-            if (r < 0) return 2;
-            stats_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--quant", &val)) != 0) {
-            if (r < 0) return 2;
-            qfile = val;
-        } else if ((r = args_opt(argc, argv, &i, "--quant-gguf", &val)) != 0) {
-            if (r < 0) return 2;
-            gguf_file = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--site-scales", &val)) != 0) {
-            if (r < 0) return 2;
-            scales_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
-            if (r < 0) return 2;
-            cache = val;
-        } else if ((r = args_opt(argc, argv, &i, "--ctx", &val)) != 0) {
-            if (r < 0 || !args_int("eval", "--ctx", val, 4, 1 << 20, &ctx)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--chunks", &val)) != 0) {
-            if (r < 0 || !args_int("eval", "--chunks", val, 1, INT64_MAX / 2, &chunks)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
-            if (r < 0 || !args_int("eval", "--threads", val, 1, 256, &threads)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--decode-steps", &val)) != 0) {
-            if (r < 0 || !args_int("eval", "--decode-steps", val, 1, 1 << 20, &steps)) return 2;
-        } else if (!strcmp(argv[i], "--no-cache")) {
-            no_cache = 1;
-        } else if (!strcmp(argv[i], "--no-speed")) {
-            no_speed = 1;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope eval: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            fprintf(stderr, "qscope eval: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_STR("--text", &text_path, "FILE", "text to score"),
+        OPT_STR("--quant", &qfile, "QFILE",
+                "a quantized model from `qscope quant -o` (its plan and weights: no\n"
+                "re-quantization, no --stats needed); a GGUF here means --quant-gguf"),
+        OPT_STR("--quant-gguf", &gguf_file, "FILE",
+                "a quantized GGUF of MODEL (llama-quantize's, or `qscope export`'s):\n"
+                "its weights in their own ggml types, decoded as ggml dequantizes\n"
+                "them, against MODEL's reference; bpw counts the stored blocks"),
+        OPT_STR("--stats", &stats_path, "STATS",
+                "stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
+                "static activation scales and spike-aware need it)"),
+        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_STR("--site-scales", &scales_path, "F",
+                "also print the planner's predicted KLD of the plan (kld_pred) from the\n"
+                "site scales F (`qscope plan --auto --text` caches them as STATS.sitecal)"),
+        OPT_INT("--ctx", &ctx, 4, 1 << 20, "N", "chunk length (default: 512, or the model's context if shorter)"),
+        OPT_INT("--chunks", &chunks, 1, INT64_MAX / 2, "N", "at most N chunks (default: all)"),
+        OPT_INT("--threads", &threads, 1, 256, "N", "threads (default: all CPUs)"),
+        OPT_INT("--decode-steps", &steps, 1, 1 << 20, "N", "decode benchmark steps (default 64)"),
+        OPT_FLAG("--no-speed", &no_speed, "skip the speed measurement"),
+        OPT_STR("--cache", &cache, "DIR",
+                "reference cache directory (default $XDG_CACHE_HOME/qscope or\n"
+                "~/.cache/qscope)"),
+        OPT_FLAG("--no-cache", &no_cache, "compute the reference afresh"),
+        OPT_FLAG("--json", &json,
+                 "one JSON object on stdout (keys ppl, ppl_base, kld_mean, kld_median,\n"
+                 "kld_p90, kld_p99, kld_max, top1_agree, bpw, bytes, prefill_tps,\n"
+                 "decode_tps, chunks, tokens_scored, notes, layer_rel_err, seconds)"),
+        OPT_END,
+    };
+    Opt plan_opts[PLANCLI_NOPTS];
+    plancli_opts(&pc, 1, plan_opts);
+    const OptSpec spec = {.cmd = "eval", .usage = EVAL_USAGE, .tables = {opts, plan_opts}, .pos = {&model_path}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (qfile && is_gguf(qfile)) {
         gguf_file = qfile;
         qfile = NULL;
@@ -155,7 +117,7 @@ int cmd_eval(int argc, char **argv) {
     if (!model_path || !text_path || n_src != 1) {
         fprintf(stderr, "qscope eval: need MODEL, one of --plan PLAN, --preset NAME, --quant QFILE or --quant-gguf FILE, "
                         "and --text FILE\n");
-        eval_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
 

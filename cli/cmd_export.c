@@ -7,79 +7,51 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
+#include "cli/opts.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "sessions/gguf_export.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope export MODEL (--plan PLAN | --preset NAME | --quant QFILE) [--stats STATS]\n"
-            "                     -o OUT.gguf [--fallback nearest|f16] [--threads N]\n\n"
-            "Quantizes MODEL (a GGUF) with the plan, or takes a `qscope quant -o` file's weights,\n"
-            "and writes a GGUF llama.cpp loads: MODEL's metadata, tokenizer and untouched tensors\n"
-            "carried over, every planned tensor written from qscope's own codes, bit for bit:\n"
-            "fp16/bf16 as F16/BF16, q8_0/q4_0 formats as their blocks, int8/int5/int4 symmetric\n"
-            "groups of whole 32-blocks along OC (or per row, or per tensor) as Q8_0/Q5_0/Q4_0 and\n"
-            "asymmetric int5/int4 as Q5_1/Q4_1 (when the zero point is exact in fp16), so the file\n"
-            "dequantizes to exactly the weights qscope evaluated. Entries no ggml type holds\n"
-            "(per-IC groups, other group sizes, int8 asym, int6/3/2, fp8, AQLM) are refused unless\n"
-            "--fallback says what to write: nearest (the source weights through ggml's reference\n"
-            "quantizer of the nearest type qscope has, else F16) or f16. Activation formats are\n"
-            "dropped (llama.cpp picks its own) and reported. The file is written atomically and\n"
-            "re-read before the command succeeds.\n\n"
-            "  --stats STATS  stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant)\n"
-            "  --quant QFILE  a quantized model from `qscope quant -o` (no re-quantization)\n");
-    plancli_help(f, 1);
-}
+static const char EXPORT_USAGE[] =
+    "usage: qscope export MODEL (--plan PLAN | --preset NAME | --quant QFILE) [--stats STATS]\n"
+    "                     -o OUT.gguf [--fallback nearest|f16] [--threads N]\n\n"
+    "Quantizes MODEL (a GGUF) with the plan, or takes a `qscope quant -o` file's weights,\n"
+    "and writes a GGUF llama.cpp loads: MODEL's metadata, tokenizer and untouched tensors\n"
+    "carried over, every planned tensor written from qscope's own codes, bit for bit:\n"
+    "fp16/bf16 as F16/BF16, q8_0/q4_0 formats as their blocks, int8/int5/int4 symmetric\n"
+    "groups of whole 32-blocks along OC (or per row, or per tensor) as Q8_0/Q5_0/Q4_0 and\n"
+    "asymmetric int5/int4 as Q5_1/Q4_1 (when the zero point is exact in fp16), so the file\n"
+    "dequantizes to exactly the weights qscope evaluated. Entries no ggml type holds\n"
+    "(per-IC groups, other group sizes, int8 asym, int6/3/2, fp8, AQLM) are refused unless\n"
+    "--fallback says what to write: nearest (the source weights through ggml's reference\n"
+    "quantizer of the nearest type qscope has, else F16) or f16. Activation formats are\n"
+    "dropped (llama.cpp picks its own) and reported. The file is written atomically and\n"
+    "re-read before the command succeeds.\n\n";
 
 int cmd_export(int argc, char **argv) {
-    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *qfile = NULL, *out = NULL, *fbs = NULL,
-               *val;
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *qfile = NULL, *out = NULL;
     int64_t threads = 0;
+    int fb = GGUF_FALLBACK_NONE;
     PlanCli pc;
     plancli_init(&pc);
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if ((r = plancli_parse(&pc, "export", argc, argv, &i)) != 0) {
-            if (r < 0) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
-            if (r < 0) return 2;
-            stats_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--quant", &val)) != 0) {
-            if (r < 0) return 2;
-            qfile = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out = val;
-        } else if ((r = args_opt(argc, argv, &i, "--fallback", &val)) != 0) {
-            if (r < 0) return 2;
-            fbs = val;
-        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
-            if (r < 0 || !args_int("export", "--threads", val, 1, 256, &threads)) return 2;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope export: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            fprintf(stderr, "qscope export: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    int fb = fbs ? gguf_fallback_parse(fbs) : GGUF_FALLBACK_NONE;
-    if (fb < 0) {
-        fprintf(stderr, "qscope export: --fallback '%s' is not nearest or f16\n", fbs);
-        return 2;
-    }
+    const Opt opts[] = {
+        OPT_STR("--stats", &stats_path, "STATS", "stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant)"),
+        OPT_STR("--quant", &qfile, "QFILE", "a quantized model from `qscope quant -o` (no re-quantization)"),
+        OPT_STR("-o", &out, "OUT.gguf", "the GGUF to write"),
+        OPT_PARSE("--fallback", &fb, gguf_fallback_parse, "nearest or f16", "F",
+                  "nearest or f16: what to write for entries no ggml type holds\n(default: refuse them)"),
+        OPT_INT("--threads", &threads, 1, 256, "N", "threads (default: all CPUs)"),
+        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_END,
+    };
+    Opt plan_opts[PLANCLI_NOPTS];
+    plancli_opts(&pc, 1, plan_opts);
+    const OptSpec spec = {.cmd = "export", .usage = EXPORT_USAGE, .tables = {opts, plan_opts}, .pos = {&model_path}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!model_path || !out || (!!pc.plan_path + !!pc.preset + !!qfile) != 1) {
         fprintf(stderr, "qscope export: need MODEL, one of --plan PLAN, --preset NAME or --quant QFILE, and -o OUT\n");
-        usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     int rc = 1;

@@ -8,6 +8,7 @@
 #include "analysis/qmodel.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "quant/format.h"
 #include "quant/preset.h"
 #include "sessions/plan_json.h"
@@ -23,60 +24,45 @@ void plancli_init(PlanCli *o) {
     o->alpha = -1;
 }
 
-int plancli_parse(PlanCli *o, const char *cmd, int argc, char **argv, int *i) {
-    const char *val;
-    int r;
-    int64_t v;
-    if ((r = args_opt(argc, argv, i, "--preset", &val)) != 0) {
-        if (r < 0) return -1;
-        o->preset = val;
-    } else if ((r = args_opt(argc, argv, i, "--plan", &val)) != 0) {
-        if (r < 0) return -1;
-        o->plan_path = val;
-    } else if ((r = args_opt(argc, argv, i, "--group", &val)) != 0) {
-        if (r < 0 || !args_int(cmd, "--group", val, 0, 1 << 20, &o->group)) return -1;
-    } else if ((r = args_opt(argc, argv, i, "--spike-k", &val)) != 0) {
-        if (r < 0 || !args_int(cmd, "--spike-k", val, 1, 64, &o->spike_k)) return -1;
-    } else if ((r = args_opt(argc, argv, i, "--spike-format", &val)) != 0) {
-        if (r < 0) return -1;
-        int f = qformat_parse(val);
-        if (f != QF_F16 && f != QF_FP8_E4M3 && f != QF_FP8_E5M2) {
-            fprintf(stderr, "qscope %s: --spike-format: '%s' is not one of fp16, fp8-e4m3, fp8-e5m2\n", cmd, val);
-            return -1;
-        }
-        o->spike_format = val;
-    } else if ((r = args_opt(argc, argv, i, "--seed", &val)) != 0) {
-        if (r < 0 || !args_int(cmd, "--seed", val, 0, INT64_MAX, &v)) return -1;
-        o->seed = (uint64_t)v;
-    } else if ((r = args_opt(argc, argv, i, "--alpha", &val)) != 0) {
-        if (r < 0 || !args_double(cmd, "--alpha", val, 1e-6, 1, &o->alpha)) return -1;
-    } else if (strcmp(argv[*i], "--act-static") == 0) {
-        o->act_static = 1;
-    } else if (strcmp(argv[*i], "--skip-first") == 0) {
-        o->skip_first = 1;
-    } else {
+/* --spike-format: one of the three high-precision formats, spelled as
+ * quant/format.h reads it (names, codes and aliases, any case). */
+static int take_spike_format(const char *cmd, const Opt *o, const char *val) {
+    int f = qformat_parse(val);
+    if (f != QF_F16 && f != QF_FP8_E4M3 && f != QF_FP8_E5M2) {
+        fprintf(stderr, "qscope %s: %s: '%s' is not one of fp16, fp8-e4m3, fp8-e5m2\n", cmd, o->name, val);
         return 0;
     }
+    *(const char **)o->user = val;
     return 1;
 }
 
-void plancli_help(FILE *f, int with_plan_file) {
-    if (with_plan_file) fprintf(f, "  --plan FILE       plan JSON (from `qscope plan` or the TUI)\n");
-    fprintf(f, "  --preset NAME     a preset instead of a plan file:\n");
+static void preset_list(FILE *f) {
     int n;
     const PresetInfo *p = plan_presets(&n);
     for (int i = 0; i < n; i++) fprintf(f, "                      %-18s %s\n", p[i].name, p[i].desc);
-    fprintf(f,
-            "  --group G         group size of the preset (default 128; 0 = per-channel); where G\n"
-            "                    does not divide a dimension the plan falls back visibly (notes)\n"
-            "  --spike-k K       spike-aware-w8a8: the top K sites of --stats' spike ranking kept in\n"
-            "                    high precision (default 3); random-k keeps as many projections at\n"
-            "                    random (with --stats: as many as spike-aware would; else K)\n"
-            "  --spike-format F  fp16 (default), fp8-e4m3 or fp8-e5m2 for those sites\n"
-            "  --seed S          random-k seed (default 1)\n"
-            "  --alpha A         smoothquant-w8a8 alpha (default 0.5)\n"
-            "  --act-static      w8a8 presets: static activation scales from --stats\n"
-            "  --skip-first      w8a8 presets: leave token 0 out of the activation range\n");
+}
+
+void plancli_opts(PlanCli *o, int with_plan_file, Opt t[PLANCLI_NOPTS]) {
+    const Opt opts[PLANCLI_NOPTS] = {
+        OPT_STR("--plan", &o->plan_path, "FILE", with_plan_file ? "plan JSON (from `qscope plan` or the TUI)" : NULL),
+        {.name = "--preset", .kind = OPTK_STR, .str = &o->preset, .metavar = "NAME",
+         .help = "a preset instead of a plan file:", .help_more = preset_list},
+        OPT_INT("--group", &o->group, 0, 1 << 20, "G",
+                "group size of the preset (default 128; 0 = per-channel); where G\n"
+                "does not divide a dimension the plan falls back visibly (notes)"),
+        OPT_INT("--spike-k", &o->spike_k, 1, 64, "K",
+                "spike-aware-w8a8: the top K sites of --stats' spike ranking kept in\n"
+                "high precision (default 3); random-k keeps as many projections at\n"
+                "random (with --stats: as many as spike-aware would; else K)"),
+        OPT_FN("--spike-format", take_spike_format, &o->spike_format, "F",
+               "fp16 (default), fp8-e4m3 or fp8-e5m2 for those sites"),
+        OPT_INT("--seed", &o->seed, 0, INT64_MAX, "S", "random-k seed (default 1)"),
+        OPT_FLOAT("--alpha", &o->alpha, 1e-6, 1, "A", "smoothquant-w8a8 alpha (default 0.5)"),
+        OPT_FLAG("--act-static", &o->act_static, "w8a8 presets: static activation scales from --stats"),
+        OPT_FLAG("--skip-first", &o->skip_first, "w8a8 presets: leave token 0 out of the activation range"),
+        OPT_END,
+    };
+    memcpy(t, opts, sizeof opts);
 }
 
 Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, Plan *out, Err *err) {
@@ -90,7 +76,7 @@ Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, 
     preset_opts_default(&po);
     if (o->group >= 0) po.group = o->group;
     if (o->spike_format) po.spike_fmt = (QFormat)qformat_parse(o->spike_format);
-    po.seed = o->seed;
+    po.seed = (uint64_t)o->seed;
     if (o->alpha > 0) po.alpha = (float)o->alpha;
     po.act_static = o->act_static;
     po.act_skip_first = o->skip_first;
@@ -145,49 +131,30 @@ static void plan_usage(FILE *f) {
     fprintf(f, "usage: qscope plan MODEL --preset NAME [--stats STATS] [options] -o PLAN.json\n"
                "       qscope plan MODEL --auto (--bpw B | --bytes N) --stats STATS [...] (see --auto --help)\n"
                "Builds a preset plan for MODEL's shape and writes it as JSON (schema_version %d),\n"
-               "printing its fallbacks, size and bits per weight.\n"
-               "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
-               "  --stats STATS     stats file from `qscope calib` (spike-aware needs its ranking)\n"
-               "  -o PLAN.json      output path (default: print the JSON on stdout)\n",
+               "printing its fallbacks, size and bits per weight.\n",
             PLAN_JSON_SCHEMA_VERSION);
-    plancli_help(f, 0);
 }
 
 int cmd_plan(int argc, char **argv) {
-    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *val;
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL;
     PlanCli pc;
     plancli_init(&pc);
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--auto")) return cmd_plan_auto(argc, argv);
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            plan_usage(stdout);
-            return 0;
-        } else if ((r = plancli_parse(&pc, "plan", argc, argv, &i)) != 0) {
-            if (r < 0) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
-            if (r < 0) return 2;
-            stats_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out_path = val;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope plan: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            fprintf(stderr, "qscope plan: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_STR("--stats", &stats_path, "STATS", "stats file from `qscope calib` (spike-aware needs its ranking)"),
+        OPT_STR("-o", &out_path, "PLAN.json", "output path (default: print the JSON on stdout)"),
+        OPT_END,
+    };
+    Opt plan_opts[PLANCLI_NOPTS];
+    plancli_opts(&pc, 0, plan_opts);
+    const OptSpec spec = {.cmd = "plan", .usage_fn = plan_usage, .tables = {opts, plan_opts}, .pos = {&model_path}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!model_path || !pc.preset || pc.plan_path) {
         fprintf(stderr, "qscope plan: need MODEL and --preset NAME\n");
-        plan_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     int rc = 1;

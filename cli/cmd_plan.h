@@ -8,6 +8,7 @@
 
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
+#include "cli/opts.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/plan.h"
@@ -18,7 +19,7 @@ typedef struct PlanCli {
     int64_t group;           /* --group G (-1: preset default) */
     int64_t spike_k;         /* --spike-k K (spike-aware / random-k site count) */
     const char *spike_format; /* --spike-format fp16|fp8-e4m3|fp8-e5m2 */
-    uint64_t seed;           /* --seed S (random-k) */
+    int64_t seed;            /* --seed S (random-k) */
     double alpha;            /* --alpha A (smoothquant; <0: default) */
     int act_static;          /* --act-static */
     int skip_first;          /* --skip-first */
@@ -27,12 +28,11 @@ typedef struct PlanCli {
 /* Defaults: no plan, group -1, spike_k 3 (analysis/spikes.h's default), seed 1. */
 void plancli_init(PlanCli *o);
 
-/* Consumes argv[*i] when it is a plan option. Returns 1 if consumed, 0 if
- * not a plan option, -1 after printing an error ("qscope CMD: ..."). */
-int plancli_parse(PlanCli *o, const char *cmd, int argc, char **argv, int *i);
-
-/* Prints the plan options' help lines to f. */
-void plancli_help(FILE *f, int with_plan_file);
+/* The plan options' table entries (cli/opts.h), PLANCLI_NOPTS of them, the last
+ * OPT_END: they write into o, which must outlive the parse. --plan is parsed
+ * always but listed in --help only when with_plan_file. */
+#define PLANCLI_NOPTS 10
+void plancli_opts(PlanCli *o, int with_plan_file, Opt t[PLANCLI_NOPTS]);
 
 /* Builds the plan for m into *out (initialised here; caller plan_done's it):
  * from --plan (validated against m) or --preset (spike-aware takes its sites

@@ -11,69 +11,42 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
+#include "cli/opts.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "quant/format.h"
 
-static void auto_usage(FILE *f) {
-    int nk;
-    planner_kinds(PLANNER_TARGET_ANY, &nk);
-    fprintf(f,
-            "usage: qscope plan MODEL --auto (--bpw B | --bytes N) --stats STATS [options] [-o PLAN.json]\n"
-            "Chooses every projection's weight format and grouping (and the method) so that the\n"
-            "predicted loss is least under the budget, and writes the plan.\n"
-            "Loss model: site s under candidate c costs scale_s * oerr_s(c), oerr the sensitivity\n"
-            "map's relative output error tr(dW H dW^T)/tr(W H W^T) (symmetric RTN, from `qscope\n"
-            "calib`); scale_s = 1 unless --site-scales gives the measured KLD per unit error.\n"
-            "Optimiser: multiple-choice knapsack solved by dynamic programming over integer bit\n"
-            "costs (exact when the budget fits the table; otherwise costs are rounded up to a unit\n"
-            "q and the answer is optimal for the budget minus sites*(q-1) bits, both printed),\n"
-            "with the Lagrangian (LP relaxation) lower bound on the exact optimum.\n"
-            "  --bpw B           budget in bits per weight over every weight (embedding and head,\n"
-            "                    kept fp16, included: the bpw `qscope eval` reports)\n"
-            "  --bytes N         budget in bytes instead\n"
-            "  --stats STATS     stats file with the sensitivity map (needs H)\n"
-            "  --formats LIST    allowed formats, comma-separated (default: all of the target's):\n"
-            "                    fp16,int8,int6,int4,int3,int2,fp8-e4m3,fp8-e5m2\n"
-            "  --target T        any (default: %d candidates per site: each format x tensor, oc, ic,\n"
-            "                    oc-g, ic-g scales) or llamacpp (ggml types only: f16, q8_0, q4_0;\n"
-            "                    needs a map computed with --group 32)\n"
-            "  --method M        rtn or gptq for the integer sites (default gptq when STATS has H)\n"
-            "  --groups LIST     also int8/6/4/3/2 with OC groups of these sizes (default 64,128;\n"
-            "                    none: only the map's cells); their output errors are computed now\n"
-            "                    from the weights and H (target any, STATS with H)\n"
-            "  --text T          calibrate the loss model on text T: for every site, the KLD of the\n"
-            "                    model with that site alone quantized (int4 sym, the map's OC groups,\n"
-            "                    RTN; the rest float) over --chunks C (default 4) chunks of --ctx N\n"
-            "                    (default 512 or the model's context) gives scale_s = KLD_s / oerr_s;\n"
-            "                    losses become predicted KLD in nats. Cached in STATS.sitecal (or\n"
-            "                    --site-scales F) and reused while model, text, ctx and chunks match\n"
-            "  --site-scales F   the scales from F alone (one 'LAYER PROJ SCALE' line per site, PROJ\n"
-            "                    q k v o gate up down), or with --text the cache path\n"
-            "  --threads N       threads for the calibration (default: all CPUs); --cache DIR: keep\n"
-            "                    the evaluation reference there (as qscope eval)\n"
-            "  --why             print every site's choice and its trade-off\n"
-            "  --tokenizer T     llama2.c tokenizer .bin (for .bin models)\n"
-            "  -o PLAN.json      output path (default: print the JSON on stdout)\n",
-            nk);
-}
+static const char AUTO_USAGE[] =
+    "usage: qscope plan MODEL --auto (--bpw B | --bytes N) --stats STATS [options] [-o PLAN.json]\n"
+    "Chooses every projection's weight format and grouping (and the method) so that the\n"
+    "predicted loss is least under the budget, and writes the plan.\n"
+    "Loss model: site s under candidate c costs scale_s * oerr_s(c), oerr the sensitivity\n"
+    "map's relative output error tr(dW H dW^T)/tr(W H W^T) (symmetric RTN, from `qscope\n"
+    "calib`); scale_s = 1 unless --site-scales gives the measured KLD per unit error.\n"
+    "Optimiser: multiple-choice knapsack solved by dynamic programming over integer bit\n"
+    "costs (exact when the budget fits the table; otherwise costs are rounded up to a unit\n"
+    "q and the answer is optimal for the budget minus sites*(q-1) bits, both printed),\n"
+    "with the Lagrangian (LP relaxation) lower bound on the exact optimum.\n";
 
-/* "fp16,int4" -> format mask; 0 and a message on an unknown name. */
-static int parse_formats(const char *s, uint32_t *mask) {
+/* --formats "fp16,int4" -> the format mask at o->user; 0 and a message on an unknown name. */
+static int take_formats(const char *cmd, const Opt *o, const char *s) {
+    uint32_t *mask = o->user;
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
     *mask = 0;
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         int f = qformat_parse(tok);
         if (f < 0) {
-            fprintf(stderr, "qscope plan: --formats: unknown format '%s'\n", tok);
+            fprintf(stderr, "qscope %s: %s: unknown format '%s'\n", cmd, o->name, tok);
             return 0;
         }
         *mask |= 1u << f;
     }
     return 1;
 }
+
+static const OptChoice METHODS[] = {{"rtn", QM_RTN}, {"gptq", QM_GPTQ}, {NULL, 0}};
 
 /* The site scales: from --site-scales FILE alone, or (with --text) from the
  * cache at FILE (default STATS.sitecal) when its key matches, else measured
@@ -146,83 +119,64 @@ fail:
 
 int cmd_plan_auto(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL,
-               *text_path = NULL, *cache = NULL, *val;
-    int64_t ctx = 0, chunks = 4, threads = 0;
+               *text_path = NULL, *cache = NULL;
+    int64_t ctx = 0, chunks = 4, threads = 0, bytes = 0;
     PlannerOpts po;
     planner_opts_default(&po);
-    int method = -1, why = 0;
+    int method = -1, why = 0, is_auto = 0, target = (int)po.target;
     const char *groups = "64,128";
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            auto_usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--auto")) {
-        } else if (!strcmp(argv[i], "--why")) {
-            why = 1;
-        } else if ((r = args_opt(argc, argv, &i, "--bpw", &val)) != 0) {
-            if (r < 0 || !args_double("plan", "--bpw", val, 0.01, 64, &po.bpw)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--bytes", &val)) != 0) {
-            int64_t v;
-            if (r < 0 || !args_int("plan", "--bytes", val, 1, INT64_MAX / 16, &v)) return 2;
-            po.bytes = (size_t)v;
-        } else if ((r = args_opt(argc, argv, &i, "--formats", &val)) != 0) {
-            if (r < 0 || !parse_formats(val, &po.formats)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--target", &val)) != 0) {
-            if (r < 0) return 2;
-            int t = planner_target_parse(val);
-            if (t < 0) {
-                fprintf(stderr, "qscope plan: --target: '%s' is not any or llamacpp\n", val);
-                return 2;
-            }
-            po.target = (PlannerTarget)t;
-        } else if ((r = args_opt(argc, argv, &i, "--method", &val)) != 0) {
-            if (r < 0) return 2;
-            method = qmethod_parse(val);
-            if (method != QM_RTN && method != QM_GPTQ) {
-                fprintf(stderr, "qscope plan: --method: '%s' is not rtn or gptq\n", val);
-                return 2;
-            }
-        } else if ((r = args_opt(argc, argv, &i, "--site-scales", &val)) != 0) {
-            if (r < 0) return 2;
-            scales_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--groups", &val)) != 0) {
-            if (r < 0) return 2;
-            groups = val;
-        } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
-            if (r < 0) return 2;
-            text_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
-            if (r < 0) return 2;
-            cache = val;
-        } else if ((r = args_opt(argc, argv, &i, "--ctx", &val)) != 0) {
-            if (r < 0 || !args_int("plan", "--ctx", val, 4, 1 << 20, &ctx)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--chunks", &val)) != 0) {
-            if (r < 0 || !args_int("plan", "--chunks", val, 1, INT64_MAX / 2, &chunks)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
-            if (r < 0 || !args_int("plan", "--threads", val, 1, 256, &threads)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
-            if (r < 0) return 2;
-            stats_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out_path = val;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope plan --auto: unknown option '%s' (try --auto --help)\n", argv[i]);
-            return 2;
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            fprintf(stderr, "qscope plan: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    int nk;
+    planner_kinds(PLANNER_TARGET_ANY, &nk);
+    char target_help[256]; /* names the candidate count of target any */
+    snprintf(target_help, sizeof target_help,
+             "any (default: %d candidates per site: each format x tensor, oc, ic,\n"
+             "oc-g, ic-g scales) or llamacpp (ggml types only: f16, q8_0, q4_0;\n"
+             "needs a map computed with --group 32)",
+             nk);
+    const Opt opts[] = {
+        OPT_FLAG("--auto", &is_auto, NULL),
+        OPT_FLOAT("--bpw", &po.bpw, 0.01, 64, "B",
+                  "budget in bits per weight over every weight (embedding and head,\n"
+                  "kept fp16, included: the bpw `qscope eval` reports)"),
+        OPT_INT("--bytes", &bytes, 1, INT64_MAX / 16, "N", "budget in bytes instead"),
+        OPT_STR("--stats", &stats_path, "STATS", "stats file with the sensitivity map (needs H)"),
+        OPT_FN("--formats", take_formats, &po.formats, "LIST",
+               "allowed formats, comma-separated (default: all of the target's):\n"
+               "fp16,int8,int6,int4,int3,int2,fp8-e4m3,fp8-e5m2"),
+        {.name = "--target", .kind = OPTK_PARSE, .flag = &target, .parse = planner_target_parse,
+         .expect = "any or llamacpp", .metavar = "T", .help = target_help},
+        OPT_ENUM("--method", &method, METHODS, "M", "rtn or gptq for the integer sites (default gptq when STATS has H)"),
+        OPT_STR("--groups", &groups, "LIST",
+                "also int8/6/4/3/2 with OC groups of these sizes (default 64,128;\n"
+                "none: only the map's cells); their output errors are computed now\n"
+                "from the weights and H (target any, STATS with H)"),
+        OPT_STR("--text", &text_path, "T",
+                "calibrate the loss model on text T: for every site, the KLD of the\n"
+                "model with that site alone quantized (int4 sym, the map's OC groups,\n"
+                "RTN; the rest float) over --chunks C chunks of --ctx N gives\n"
+                "scale_s = KLD_s / oerr_s; losses become predicted KLD in nats. Cached\n"
+                "in STATS.sitecal (or --site-scales F) and reused while model, text,\n"
+                "ctx and chunks match"),
+        OPT_INT("--chunks", &chunks, 1, INT64_MAX / 2, "C", "chunks of the --text calibration (default 4)"),
+        OPT_INT("--ctx", &ctx, 4, 1 << 20, "N", "their length (default 512 or the model's context)"),
+        OPT_STR("--site-scales", &scales_path, "F",
+                "the scales from F alone (one 'LAYER PROJ SCALE' line per site, PROJ\n"
+                "q k v o gate up down), or with --text the cache path"),
+        OPT_INT("--threads", &threads, 1, 256, "N", "threads for the calibration (default: all CPUs)"),
+        OPT_STR("--cache", &cache, "DIR", "keep the evaluation reference there (as qscope eval)"),
+        OPT_FLAG("--why", &why, "print every site's choice and its trade-off"),
+        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_STR("-o", &out_path, "PLAN.json", "output path (default: print the JSON on stdout)"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "plan --auto", .usage = AUTO_USAGE, .tables = {opts}, .pos = {&model_path}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
+    po.bytes = (size_t)bytes;
+    po.target = (PlannerTarget)target;
     if (!model_path || !stats_path || (po.bpw > 0) == (po.bytes > 0)) {
         fprintf(stderr, "qscope plan --auto: need MODEL, --stats STATS and one of --bpw B or --bytes N\n");
-        auto_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     int rc = 1;

@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
+#include "cli/opts.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "quant/qlinear_aqlm.h"
@@ -27,63 +28,38 @@ static void json_str(const char *s) {
     putchar('"');
 }
 
-static void quant_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope quant MODEL (--plan PLAN | --preset NAME) [--stats STATS] [--threads N] [--json]\n\n"
-            "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
-            "static activation scales from --stats) and builds the kernels the quantized model runs,\n"
-            "then prints per site: the plan code, the kernel, AdaDim's choice and the relative weight\n"
-            "error ‖W - Wq‖²/‖W‖² (squared, like every relative error qscope prints); the exact bits\n"
-            "per weight and the weights' bytes. With -o FILE the quantized weights and the plan are\n"
-            "stored (sessions/qmodel_file.h) for `qscope eval --quant FILE`, and the file's own size\n"
-            "is printed too (it stores the codes unpacked, with f32 scales, the plan and a header).\n\n"
-            "  -o FILE         write the quantized model\n"
-            "  --stats STATS   stats file from `qscope calib`\n"
-            "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
-            "  --threads N     threads (default: all CPUs)\n"
-            "  --json          one JSON object on stdout\n");
-    plancli_help(f, 1);
-}
+static const char QUANT_USAGE[] =
+    "usage: qscope quant MODEL (--plan PLAN | --preset NAME) [--stats STATS] [--threads N] [--json]\n\n"
+    "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
+    "static activation scales from --stats) and builds the kernels the quantized model runs,\n"
+    "then prints per site: the plan code, the kernel, AdaDim's choice and the relative weight\n"
+    "error ‖W - Wq‖²/‖W‖² (squared, like every relative error qscope prints); the exact bits\n"
+    "per weight and the weights' bytes. With -o FILE the quantized weights and the plan are\n"
+    "stored (sessions/qmodel_file.h) for `qscope eval --quant FILE`, and the file's own size\n"
+    "is printed too (it stores the codes unpacked, with f32 scales, the plan and a header).\n\n";
 
 int cmd_quant(int argc, char **argv) {
-    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *val;
+    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL;
     int64_t threads = 0;
     int json = 0;
     PlanCli pc;
     plancli_init(&pc);
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            quant_usage(stdout);
-            return 0;
-        } else if ((r = plancli_parse(&pc, "quant", argc, argv, &i)) != 0) {
-            if (r < 0) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
-            if (r < 0) return 2;
-            stats_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
-            if (r < 0 || !args_int("quant", "--threads", val, 1, 256, &threads)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out_path = val;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope quant: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            fprintf(stderr, "qscope quant: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_STR("-o", &out_path, "FILE", "write the quantized model"),
+        OPT_STR("--stats", &stats_path, "STATS", "stats file from `qscope calib`"),
+        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_INT("--threads", &threads, 1, 256, "N", "threads (default: all CPUs)"),
+        OPT_FLAG("--json", &json, "one JSON object on stdout"),
+        OPT_END,
+    };
+    Opt plan_opts[PLANCLI_NOPTS];
+    plancli_opts(&pc, 1, plan_opts);
+    const OptSpec spec = {.cmd = "quant", .usage = QUANT_USAGE, .tables = {opts, plan_opts}, .pos = {&model_path}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!model_path || (!pc.plan_path && !pc.preset)) {
         fprintf(stderr, "qscope quant: need MODEL and --plan PLAN (or --preset NAME)\n");
-        quant_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     int rc = 1;
