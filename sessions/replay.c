@@ -665,7 +665,7 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
     if ((st = get_ref(r, t, &eo, &ref, err))) goto done;
     if ((st = eval_run(qm, ref, &eo, r->pool, NULL, NULL, NULL, &res, err))) goto done;
     SessionEvalInfo info = {.plan = name, .text = text, .text_hash = t->hash, .ctx = eo.n_ctx,
-                            .chunks = eo.max_chunks, .threads = r->rep->threads};
+                            .chunks = eo.max_chunks, .threads = r->rep->threads, .plan_eval = &p};
     if ((st = session_add_eval(r->out, &info, &res, qm, NULL, err))) goto done;
     r->n_eval++;
     snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res.ppl,

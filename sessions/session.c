@@ -749,6 +749,10 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
         ok = jset(r, "settings", so);
         so = NULL;
     }
+    if (ok && info->plan_eval) {
+        cJSON *pj = plan_json_build(info->plan_eval);
+        ok = pj && jset(r, "plan_json", pj);
+    }
     if (ok) {
         ok = jset(r, "metrics", mo);
         mo = NULL;
@@ -800,6 +804,20 @@ Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResul
         }
         ok = jset(mo, "layer_rel_err", arr);
     }
+    if (ok && qm && qm->site_rel_err && qm->n_layers > 0) {
+        /* squared, the one "relative error" of quant, report and the Sensitivity view */
+        cJSON *arr = cJSON_CreateArray();
+        for (int64_t i = 0; arr && i < qm->n_layers * PROJ_COUNT; i++) {
+            double e2 = qm->site_rel_err[i] * qm->site_rel_err[i];
+            cJSON *v = isfinite(e2) ? cJSON_CreateNumber(e2) : cJSON_CreateNull();
+            if (!v || !cJSON_AddItemToArray(arr, v)) {
+                cJSON_Delete(v);
+                cJSON_Delete(arr);
+                arr = NULL;
+            }
+        }
+        ok = arr && jset(mo, "site_werr", arr);
+    }
     char *t = ok ? cJSON_PrintUnformatted(mo) : NULL;
     cJSON_Delete(mo);
     if (!t) return err_set(err, ST_ERR_NOMEM, "session: evaluation metrics");
@@ -815,6 +833,30 @@ int session_result_metric(const Session *s, int64_t i, const char *key, double *
     if (!cJSON_IsNumber(v)) return 0;
     *out = v->valuedouble;
     return 1;
+}
+
+int64_t session_result_array(const Session *s, int64_t i, const char *key, double *out, int64_t cap) {
+    const cJSON *rl = jget(s->root, "results");
+    if (!cJSON_IsArray(rl) || i < 0 || i >= cJSON_GetArraySize(rl)) return 0;
+    const cJSON *a = jget(jget(cJSON_GetArrayItem(rl, (int)i), "metrics"), key);
+    if (!cJSON_IsArray(a)) return 0;
+    int64_t n = 0;
+    for (const cJSON *v = a->child; v; v = v->next, n++)
+        if (n < cap) out[n] = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    return n;
+}
+
+Status session_result_plan(const Session *s, int64_t i, Plan *out, Err *err) {
+    plan_init(out);
+    const cJSON *rl = jget(s->root, "results");
+    if (!cJSON_IsArray(rl) || i < 0 || i >= cJSON_GetArraySize(rl))
+        return err_set(err, ST_ERR_ARG, "session has no result %" PRId64, i + 1);
+    const cJSON *pj = jget(cJSON_GetArrayItem(rl, (int)i), "plan_json");
+    if (!cJSON_IsObject(pj)) return err_set(err, ST_ERR_ARG, "result %" PRId64 " has no stored plan", i + 1);
+    char where[64];
+    snprintf(where, sizeof where, "session: results[%" PRId64 "].plan_json", i);
+    plan_done(out);
+    return plan_json_parse(pj, where, NULL, out, err);
 }
 
 /* === View state === */

@@ -19,8 +19,11 @@
  *   "plans": [{"name": "int4-rtn", "plan": PLAN}, ...],     PLAN: sessions/plan_json.h
  *   "results": [{"id": 1, "plan": "int4-rtn", "time": "…", "build": "qscope …",
  *                "threads": 2, "settings": {"text": "t.txt", "text_hash": "…",
- *                "ctx": 64, "chunks": 2}, "metrics": {EVAL}}, ...],
- *                EVAL: the keys of `qscope eval --json` (ppl, ppl_base, kld_mean, …)
+ *                "ctx": 64, "chunks": 2}, "plan_json": PLAN, "metrics": {EVAL}}, ...],
+ *                EVAL: the keys of `qscope eval --json` (ppl, ppl_base, kld_mean, …),
+ *                with a quantized model also "site_werr": ‖ΔW‖²/‖W‖² per projection
+ *                [layer * 7 + proj]; plan_json: the plan as evaluated (a plan of
+ *                that name may be edited afterwards), absent in older sessions
  *   "view": {...},                          opaque to this module (the TUI's)
  *   "actions": [{"time": "…", "action": "apply_preset", "args": {...}}, ...]
  * }
@@ -44,7 +47,8 @@
  *                 same integer "edit" id (else the same "time") are one undo step
  *   set_cell      {plan, layer, proj, fields[], entry}   = set_rule on "layer.proj"
  *   remove_rule   {plan, index}             0-based rule index
- *   set_plan      {plan, json}              replace a plan wholesale (e.g. loaded from a file)
+ *   set_plan      {plan, json[, result]}    replace a plan wholesale and make it current (loaded
+ *                                            from a file, or a result's plan: "result" = its id)
  *   undo, redo    {}                        the editor's (current plan's) history
  *   rename_plan   {from, to}
  *   copy_plan     {from, to}
@@ -250,6 +254,8 @@ typedef struct SessionEvalInfo {
     uint64_t text_hash;
     int64_t ctx, chunks;     /* chunks as asked (0: all) */
     int64_t threads;
+    const struct Plan *plan_eval; /* the plan evaluated, stored with the result as "plan_json"
+                                (NULL: not stored, e.g. a GGUF evaluated as it is) */
 } SessionEvalInfo;
 
 /* Appends a result: metrics_json is the JSON object `qscope eval --json`
@@ -261,7 +267,8 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
 /* Appends an evaluation (analysis/eval.h's EvalResult of the quantized
  * model qm, which may be NULL): the metrics are eval_result_json's keys with
  * every floating-point value stored at full precision (17 digits), so a
- * replay can demand bit-identical numbers. *id may be NULL. */
+ * replay can demand bit-identical numbers, plus qm's per-site weight errors
+ * ("site_werr") when qm is given. *id may be NULL. */
 struct EvalResult;
 struct QModel;
 Status session_add_eval(Session *s, const SessionEvalInfo *info, const struct EvalResult *res,
@@ -269,6 +276,16 @@ Status session_add_eval(Session *s, const SessionEvalInfo *info, const struct Ev
 
 /* Number of key (a number in the result's metrics) in *out; 0 if absent. */
 int session_result_metric(const Session *s, int64_t i, const char *key, double *out);
+
+/* The array of numbers key in result i's metrics ("layer_rel_err",
+ * "site_werr") into out (at most cap values; null entries read as NaN).
+ * Returns the array's length (may exceed cap), 0 when absent. */
+int64_t session_result_array(const Session *s, int64_t i, const char *key, double *out, int64_t cap);
+
+/* The plan result i was evaluated with ("plan_json") parsed into *out
+ * (initialised here; caller plan_done's it). ST_ERR_ARG when the result
+ * has none (sessions saved before it was recorded, GGUF rows). */
+Status session_result_plan(const Session *s, int64_t i, struct Plan *out, Err *err);
 
 /* === View state === */
 

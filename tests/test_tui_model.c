@@ -1,7 +1,8 @@
 /* Curses-free view models of the TUI: heat scales, binning, legend ticks,
  * glyphs, layout at several terminal sizes, the bindings table and help,
  * plan editing with undo/redo and its conversion back to a Plan, the job
- * runner, and the evaluation rows (sort, Pareto front, scatter). The
+ * runner, the evaluation rows (sort, Pareto front, scatter) and plans
+ * compared cell by cell (the results' detail and diff). The
  * statistics-side view models are in test_tui_stats.c (analysis/stats.h and
  * quant/plan.h cannot share a translation unit: both define ACT_INT8). */
 #include <math.h>
@@ -10,6 +11,7 @@
 
 #include "quant/preset.h"
 #include "tests/testlib.h"
+#include "tui/compare.h"
 #include "tui/heat.h"
 #include "tui/job.h"
 #include "tui/keys.h"
@@ -835,6 +837,57 @@ static void test_units(void) {
     CHECK(strcmp(b, "999 B") == 0);
 }
 
+/* The detail's and the diff's cell comparison: int4-rtn against itself is
+ * no difference; with L2.down at int3 and the head at int8 exactly those two
+ * sites differ, in the order embed, output, grid; a GPTQ damp change alone
+ * (a setting the code does not show) counts too. */
+static void test_compare(void) {
+    Err err;
+    err_init(&err);
+    PlanModel pm = stories_pm();
+    Plan a, b;
+    CHECK_OK(plan_preset(&a, "int4-rtn", NULL, &pm, &err), err);
+    CHECK_OK(plan_copy(&b, &a, &err), err);
+    CmpSite *c = NULL;
+    int64_t n = -1;
+    CHECK_OK(cmp_plans(&a, &b, &pm, &c, &n, &err), err);
+    CHECK(n == 0 && c == NULL);
+    PlanEntry e;
+    plan_entry_default(&e);
+    e.w = (QParams){QF_INT3, 0, GROUP_OC, 4};
+    CHECK_OK(plan_add_rule(&b, "2.down", PF_FMT | PF_GROUP, &e, &err), err);
+    b.output.w = (QParams){QF_INT8, 1, GROUP_OC, 0};
+    CHECK_OK(cmp_plans(&a, &b, &pm, &c, &n, &err), err);
+    CHECK(n == 2);
+    if (n == 2) {
+        char name[24];
+        CHECK(c[0].site == CMP_OUTPUT && strcmp(cmp_site_name(c[0].site, name, sizeof name), "output") == 0);
+        CHECK(strcmp(c[0].a, "F16") == 0 && strcmp(c[0].b, "I8/oc") == 0);
+        CHECK(c[1].site == 2 * PLAN_NPROJ + PLAN_DOWN);
+        CHECK(strcmp(cmp_site_name(c[1].site, name, sizeof name), "L2.down") == 0);
+        CHECK(strcmp(c[1].a, "I4a/oc4") == 0 && strcmp(c[1].b, "I3a/oc4") == 0);
+    }
+    free(c);
+    Plan d;
+    CHECK_OK(plan_copy(&d, &a, &err), err);
+    plan_entry_default(&e);
+    e.gptq.damp = 0.1;
+    CHECK_OK(plan_add_rule(&d, "0.q", PF_METHOD, &e, &err), err);
+    PlanResolved ra = {0}, rd = {0};
+    CHECK_OK(plan_resolve(&a, &pm, &ra, &err), err);
+    CHECK_OK(plan_resolve(&d, &pm, &rd, &err), err);
+    char ca[48], cd[48];
+    CHECK(strcmp(plan_entry_code(&ra.lin[0].e, ca, sizeof ca), plan_entry_code(&rd.lin[0].e, cd, sizeof cd)) == 0);
+    CHECK_OK(cmp_plans(&a, &d, &pm, &c, &n, &err), err);
+    CHECK(n == 1 && c && c[0].site == 0);
+    free(c);
+    plan_resolved_done(&ra);
+    plan_resolved_done(&rd);
+    plan_done(&a);
+    plan_done(&b);
+    plan_done(&d);
+}
+
 int main(void) {
     (void)testlib_shared; /* no shared files needed here */
     test_heat();
@@ -850,6 +903,7 @@ int main(void) {
     test_jobs();
     test_results();
     test_results_table();
+    test_compare();
     test_units();
     test_ascii();
     return testlib_done("test_tui_model");

@@ -114,8 +114,14 @@ EvalRow *app_add_row(App *a) {
         EvalRow *n = realloc(a->rows, (size_t)cap * sizeof *n);
         if (!n) return NULL;
         a->rows = n;
+        RowDetail *d = realloc(a->details, (size_t)cap * sizeof *d);
+        if (!d) return NULL;
+        a->details = d;
         a->cap_rows = cap;
     }
+    RowDetail *d = &a->details[a->n_rows];
+    memset(d, 0, sizeof *d);
+    d->quant_s = d->eval_s = NAN;
     EvalRow *r = &a->rows[a->n_rows++];
     memset(r, 0, sizeof *r);
     r->id = a->n_rows;
@@ -174,6 +180,7 @@ fail:
 void app_done(App *a) {
     if (!a) return;
     jobs_done(&a->jobs);
+    app_details_free(a);
     app_plan_done(a);
     app_free_stats(a->cs);
     a->cs = NULL;
@@ -182,6 +189,7 @@ void app_done(App *a) {
     free(a->text);
     free(a->calib_text);
     free(a->rows);
+    free(a->details);
     free(a->log);
     free(a->plan.marks);
     session_free(a->sess);

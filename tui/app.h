@@ -82,12 +82,40 @@ typedef struct PlanViewState {
     int settings_sel;
 } PlanViewState;
 
+struct CmpSite;
+
 typedef struct EvalViewState {
     int sort;                /* EvalSort */
-    int64_t sel;
+    int64_t sel;             /* cursor, in the sorted order */
     int metric;              /* EvalMetric of the Pareto front and scatter (EM_KLD first) */
     int with_ref;            /* 1: reference rows (>= 16 bpw) take part in them */
+    int64_t mark[2];         /* ids of the marked results (0: none), oldest first */
+    int64_t open_id;         /* the detail of this result is open (0: none) */
+    int64_t diff_a, diff_b;  /* the diff of these two results is open (0: none) */
+    int64_t scroll;          /* first line of the detail's or the diff's site list */
+    struct CmpSite *cmp;     /* (n_cmp) owned: cells that differ (detail: from the result it
+                                is compared with; diff: between the two) */
+    int64_t n_cmp;
+    char cmp_note[160];      /* why there is no cell comparison ("" when there is) */
+    double *oerr;            /* detail: (n_layers * 7) owned map output error of each site's
+                                entry (NaN: no map), or NULL */
 } EvalViewState;
+
+/* What the detail and the diff views show of a result beyond its table
+ * row: App.details[i] belongs to App.rows[i] (rows never reorder; the view
+ * sorts a copy). */
+typedef struct RowDetail {
+    struct Plan *plan;       /* the plan evaluated (owned), or NULL when unknown */
+    int plan_by_name;        /* 1: reopened without the evaluated plan: the session's plan of
+                                that name as it is now (it may have been edited since) */
+    double *layer_err;       /* (n_layer_err) owned: residual relative error after each block */
+    int64_t n_layer_err;
+    double *site_werr;       /* (n_site_werr) owned: ‖ΔW‖²/‖W‖² of each projection */
+    int64_t n_site_werr;
+    double quant_s;          /* quantization wall time (NaN: not recorded) */
+    double eval_s;           /* evaluation wall time (NaN: not recorded) */
+    int64_t vs_id;           /* the result its cells are compared with (0: none) */
+} RowDetail;
 
 typedef struct App {
     TuiOpts opts;
@@ -114,6 +142,7 @@ typedef struct App {
     int64_t last_eval_id;
 
     EvalRow *rows;           /* (n_rows) every evaluation of the session */
+    RowDetail *details;      /* (n_rows, capacity cap_rows) the rows' details */
     int64_t n_rows, cap_rows;
     void *evals[JOBS_MAX_QUEUE + 1]; /* queued or running evaluation jobs (app_plan.c), oldest first */
     int n_evals;
@@ -283,6 +312,29 @@ double app_predict_kld(const App *a, const struct Plan *p);
 
 /* Number of cells that differ from the last evaluated plan (-1: none yet). */
 int64_t app_plan_diff(const App *a);
+
+/* === Results: detail, diff, load back (app_plan.c) === */
+
+/* Index in App.rows of the result with this id, or -1. */
+int64_t app_row_index(const App *a, int64_t id);
+
+/* Loads the plan of result `id` into the editor under the result's name:
+ * one undo step, recorded in the session as set_plan (replay reproduces
+ * it). The message bar says what happened or why not. */
+void app_load_result_plan(App *a, int64_t id);
+
+/* Fills a->eval.cmp with the cells where result ida's plan and result
+ * idb's plan differ (cmp_note says why when a plan is unknown). */
+void app_compare_results(App *a, int64_t ida, int64_t idb);
+
+/* The map's output error tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) of each site's entry in
+ * the plan of result id (the loss model's per-site term, RTN; nearest cell
+ * where the map lacks the entry) into a->eval.oerr; NULL without a
+ * calibration map or plan. */
+void app_result_site_oerr(App *a, int64_t id);
+
+/* Frees the views' comparison arrays and every row's detail (app_done). */
+void app_details_free(App *a);
 
 /* === Main loop (app.c) === */
 

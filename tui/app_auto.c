@@ -200,3 +200,32 @@ void app_auto_plan(App *a) {
     }
     app_msg(a, 0, "auto plan queued: least predicted KLD at %.2f bpw (the size of %s)", b.bpw, b.label);
 }
+
+void app_result_site_oerr(App *a, int64_t id) {
+    free(a->eval.oerr);
+    a->eval.oerr = NULL;
+    int64_t i = app_row_index(a, id);
+    if (i < 0 || !a->details[i].plan || !a->cs) return;
+    int64_t ns = a->m->cfg.n_layers * PLAN_NPROJ;
+    double *one = core_calloc((size_t)ns, sizeof *one), *v = malloc((size_t)ns * sizeof *v);
+    if (!one || !v) {
+        free(one);
+        free(v);
+        return;
+    }
+    /* the loss model's term of one site: its prediction with that site's scale 1, the others' 0 */
+    int any = 0;
+    for (int64_t s = 0; s < ns; s++) {
+        one[s] = 1;
+        double pred;
+        v[s] = planner_predict(a->m, a->cs, a->details[i].plan, one, &pred, NULL, NULL) == ST_OK ? pred : NAN;
+        any |= !isnan(v[s]);
+        one[s] = 0;
+    }
+    free(one);
+    if (!any) {
+        free(v);
+        v = NULL;
+    }
+    a->eval.oerr = v;
+}

@@ -22,6 +22,7 @@
 #include "sessions/plan_json.h"
 #include "sessions/session.h"
 #include "tui/app.h"
+#include "tui/compare.h"
 #include "tui/plan_edit.h"
 
 static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
@@ -34,6 +35,38 @@ void app_eval_opts(const App *a, EvalOpts *o) {
     if (a->m->cfg.max_seq_len > 0 && o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
     if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
     if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
+}
+
+/* A reopened result's detail: the plan stored with it (else the session's
+ * plan of that name as it is now, marked), its per-layer and per-site
+ * errors and times; compared with the result before it. */
+static void restore_detail(App *a, int64_t i, RowDetail *d) {
+    const SessionResult *r = session_result(a->sess, i);
+    Plan *p = core_calloc(1, sizeof *p);
+    Err err;
+    err_init(&err);
+    if (p && session_result_plan(a->sess, i, p, &err) == ST_OK) {
+        d->plan = p;
+    } else if (p) {
+        plan_done(p);
+        if (r->plan && session_get_plan(a->sess, r->plan, p, &err) == ST_OK) {
+            d->plan = p;
+            d->plan_by_name = 1;
+        } else {
+            plan_done(p);
+            free(p);
+        }
+    }
+    int64_t nl = session_result_array(a->sess, i, "layer_rel_err", NULL, 0);
+    if (nl > 0 && (d->layer_err = malloc((size_t)nl * sizeof *d->layer_err)))
+        d->n_layer_err = session_result_array(a->sess, i, "layer_rel_err", d->layer_err, nl);
+    int64_t ns = session_result_array(a->sess, i, "site_werr", NULL, 0);
+    if (ns > 0 && (d->site_werr = malloc((size_t)ns * sizeof *d->site_werr)))
+        d->n_site_werr = session_result_array(a->sess, i, "site_werr", d->site_werr, ns);
+    double v;
+    if (session_result_metric(a->sess, i, "quantize_seconds", &v)) d->quant_s = v;
+    d->eval_s = r->seconds;
+    d->vs_id = i > 0 ? session_result(a->sess, i - 1)->id : 0;
 }
 
 /* Reopen: the session's results become rows of the Evaluate view; those
@@ -58,6 +91,7 @@ static void restore_results(App *a) {
         row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
         row->cancelled = r->cancelled;
         row->other_text = a->text && (r->text_hash != text_hash || r->ctx != eo.n_ctx);
+        restore_detail(a, i, &a->details[a->n_rows - 1]);
     }
 }
 
@@ -296,6 +330,9 @@ typedef struct EvalJob {
     uint64_t text_hash;
     Plan plan;
     PlanGrid grid;           /* what the editor held, for the diff afterwards */
+    int64_t vs_id;           /* the result the Plan view compared it with (0: none) */
+    QModel *qm;              /* the quantized model, kept for the session's record until
+                                the job is freed (its weight errors, quantization time) */
     EvalResult res;
     int have_res;
     int ref_cached;
@@ -350,11 +387,39 @@ static Status eval_job_run(void *arg, Progress *prog, Err *err) {
     if (qm->n_notes) snprintf(j->note0, sizeof j->note0, "%s", qm->notes[qm->n_notes - 1]);
     st = eval_run(qm, ref, &j->opts, j->pool, eval_chunk_cb, j, prog, &j->res, err);
     j->have_res = st == ST_OK || st == ST_ERR_CANCELLED;
+    if (j->have_res) {
+        j->qm = qm;
+        qm = NULL;
+    }
 done:
     qmodel_free(qm);
     eval_ref_free(ref);
     qstats_close(&sf);
     return st;
+}
+
+/* A new row's detail from its job (copies: the job is freed after this). */
+static void fill_detail(RowDetail *d, const EvalJob *j) {
+    d->vs_id = j->vs_id;
+    d->eval_s = j->res.seconds;
+    Plan *p = core_calloc(1, sizeof *p);
+    Err err;
+    err_init(&err);
+    if (p && plan_copy(p, &j->plan, &err) == ST_OK) d->plan = p;
+    else free(p);
+    if (j->res.layer_rel_err && j->res.n_layers > 0 &&
+        (d->layer_err = malloc((size_t)j->res.n_layers * sizeof *d->layer_err))) {
+        memcpy(d->layer_err, j->res.layer_rel_err, (size_t)j->res.n_layers * sizeof *d->layer_err);
+        d->n_layer_err = j->res.n_layers;
+    }
+    if (j->qm) {
+        d->quant_s = j->qm->seconds;
+        int64_t ns = j->qm->n_layers * PLAN_NPROJ;
+        if (j->qm->site_rel_err && ns > 0 && (d->site_werr = malloc((size_t)ns * sizeof *d->site_werr))) {
+            for (int64_t i = 0; i < ns; i++) d->site_werr[i] = j->qm->site_rel_err[i] * j->qm->site_rel_err[i];
+            d->n_site_werr = ns;
+        }
+    }
 }
 
 static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
@@ -394,12 +459,14 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
     row->cancelled = r->cancelled;
     row->kld_pred = j->kld_pred;
+    fill_detail(&a->details[a->n_rows - 1], j);
     if (a->sess && !r->cancelled) {
         SessionEvalInfo info = {.plan = j->label, .text = a->text_path, .text_hash = j->text_hash,
                                 .ctx = j->opts.n_ctx, .chunks = j->opts.max_chunks, .threads = pool_size(a->pool)};
         Err serr;
         err_init(&serr);
-        if (session_add_eval(a->sess, &info, r, NULL, NULL, &serr) != ST_OK)
+        info.plan_eval = &j->plan;
+        if (session_add_eval(a->sess, &info, r, j->qm, NULL, &serr) != ST_OK)
             app_msg(a, 1, "session: result not recorded: %s", serr.detail);
         SessionArg args[] = {SESSION_ARG_STR("plan", j->label), SESSION_ARG_STR("text", a->text_path),
                              SESSION_ARG_INT("ctx", j->opts.n_ctx), SESSION_ARG_INT("chunks", j->opts.max_chunks),
@@ -432,6 +499,7 @@ static void eval_job_free(void *arg) {
     EvalJob *j = arg;
     if (!j) return;
     eval_result_done(&j->res);
+    qmodel_free(j->qm);
     plan_done(&j->plan);
     plan_grid_done(&j->grid);
     free(j);
@@ -462,6 +530,7 @@ void app_evaluate(App *a) {
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->cs ? a->stats_path : "");
     plan_label(a, j->label, sizeof j->label);
     j->text_hash = hash_bytes(HASH_SEED, a->text, a->text_len);
+    j->vs_id = a->last_eval ? a->last_eval_id : 0;
     if (a->sess && strcmp(j->label, a->pe->cur.name) != 0) {
         /* An edited plan is evaluated as a copy under its own name, so the
          * result keeps pointing at what ran while editing goes on. */
@@ -531,4 +600,99 @@ void app_live_eval(const App *a, LiveEval *le) {
     le->kld_now = j->kld[(done - 1) % LIVE_MAX];
     le->n_hist = (int)(done < LIVE_HIST ? done : LIVE_HIST);
     for (int i = 0; i < le->n_hist; i++) le->ppl_hist[i] = j->ppl[(done - le->n_hist + i) % LIVE_MAX];
+}
+
+/* === Results: detail, diff, load back === */
+
+int64_t app_row_index(const App *a, int64_t id) {
+    for (int64_t i = 0; i < a->n_rows; i++)
+        if (a->rows[i].id == id) return i;
+    return -1;
+}
+
+void app_load_result_plan(App *a, int64_t id) {
+    int64_t i = app_row_index(a, id);
+    if (i < 0) return;
+    const RowDetail *d = &a->details[i];
+    if (!d->plan) {
+        app_msg(a, 1, "result #%lld has no plan to load (%s)", (long long)id,
+                a->rows[i].label[0] ? "it was not evaluated from a plan" : "unknown");
+        return;
+    }
+    view_plan_flush(a);
+    Plan p;
+    Err err;
+    err_init(&err);
+    if (plan_copy(&p, d->plan, &err) != ST_OK) {
+        app_msg(a, 1, "cannot load the plan of #%lld: %s", (long long)id, err.detail);
+        return;
+    }
+    snprintf(p.name, sizeof p.name, "%s", a->rows[i].label);
+    int64_t before = -1;
+    PlanGrid was;
+    if (plan_grid_copy(&was, a->pe, &err) == ST_OK) before = 0;
+    if (plan_edit_load(a->pe, &p, &err) != ST_OK) {
+        app_msg(a, 1, "cannot load the plan of #%lld: %s", (long long)id, err.detail);
+        if (!before) plan_grid_done(&was);
+        plan_done(&p);
+        return;
+    }
+    int64_t changed = before ? -1 : plan_edit_diff(a->pe, &was);
+    if (!before) plan_grid_done(&was);
+    if (a->sess) { /* replay's set_plan stores it, makes it current, and undoes like the editor */
+        char *js = NULL;
+        if (plan_json_write(&p, &js, &err) == ST_OK) {
+            SessionArg args[] = {SESSION_ARG_STR("plan", p.name), SESSION_ARG_JSON("json", js),
+                                 SESSION_ARG_INT("result", id)};
+            app_session_action(a, "set_plan", args, 3);
+        } else {
+            app_msg(a, 1, "session: %s", err.detail);
+        }
+        free(js);
+        app_plan_sync(a);
+    }
+    app_log(a, "load-plan", "the plan of result #%lld (%s)%s into the editor: %lld cells changed", (long long)id,
+            p.name, d->plan_by_name ? ", as the session holds it now," : "", (long long)changed);
+    app_msg(a, 0, "plan of #%lld (%s) loaded: %lld cells changed; u (Plan view) undoes", (long long)id, p.name,
+            (long long)changed);
+    plan_done(&p);
+}
+
+void app_compare_results(App *a, int64_t ida, int64_t idb) {
+    free(a->eval.cmp);
+    a->eval.cmp = NULL;
+    a->eval.n_cmp = 0;
+    a->eval.cmp_note[0] = 0;
+    int64_t ia = app_row_index(a, ida), ib = app_row_index(a, idb);
+    if (ia < 0 || ib < 0) {
+        snprintf(a->eval.cmp_note, sizeof a->eval.cmp_note, "no result to compare with");
+        return;
+    }
+    const Plan *pa = a->details[ia].plan, *pb = a->details[ib].plan;
+    if (!pa || !pb) {
+        snprintf(a->eval.cmp_note, sizeof a->eval.cmp_note, "no plan recorded for #%lld: cells not compared",
+                 (long long)(!pa ? ida : idb));
+        return;
+    }
+    PlanModel pm = app_pm(a);
+    Err err;
+    err_init(&err);
+    if (cmp_plans(pa, pb, &pm, &a->eval.cmp, &a->eval.n_cmp, &err) != ST_OK)
+        snprintf(a->eval.cmp_note, sizeof a->eval.cmp_note, "cells not compared: %s", err.detail);
+}
+
+void app_details_free(App *a) {
+    for (int64_t i = 0; a->details && i < a->n_rows; i++) {
+        RowDetail *d = &a->details[i];
+        if (d->plan) plan_done(d->plan);
+        free(d->plan);
+        free(d->layer_err);
+        free(d->site_werr);
+        memset(d, 0, sizeof *d);
+    }
+    free(a->eval.cmp);
+    free(a->eval.oerr);
+    a->eval.cmp = NULL;
+    a->eval.oerr = NULL;
+    a->eval.n_cmp = 0;
 }
