@@ -32,9 +32,10 @@ static Status note_add(QModel *qm, Err *err, const char *fmt, ...) {
 
 /* === What a plan needs === */
 
+/* Scales some method fits: int/fp8 groups, aqlm, ggml block headers. */
 static int entry_has_scales(const PlanEntry *e) {
     const QFormatTraits *t = qformat_traits(e->w.fmt);
-    return e->w.fmt == QF_AQLM || (t && t->needs_scale);
+    return e->w.fmt == QF_AQLM || (t && (t->needs_scale || t->family == QFAM_GGML));
 }
 
 static int entry_needs_h(const PlanEntry *e) {

@@ -88,10 +88,12 @@ static int fwd_native_h(const Weight *W) {
            W->row_bytes == (size_t)W->n_in * 2 && gemm_f32_available();
 }
 
-/* Grows *cap to hold a decoded slice of W when the pass cannot read W as stored. */
-static void fwd_need_slice(const Weight *W, int64_t *cap) {
+/* Grows *cap to hold a decoded slice of W when the pass cannot read W as
+ * stored; n_out: the rows one GEMM reads from W on (more than W's own when
+ * the weights after it are fused in). */
+static void fwd_need_slice(const Weight *W, int64_t n_out, int64_t *cap) {
     if (weight_f32_data(W) || fwd_native_h(W)) return;
-    int64_t n = fwd_slice_rows(W, W->n_out) * W->n_in;
+    int64_t n = fwd_slice_rows(W, n_out) * W->n_in;
     if (n > *cap) *cap = n;
 }
 
@@ -188,8 +190,14 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
     int64_t cap = 0;
     for (int64_t l = 0; l < c->n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++)
-            if (!(ov && ov->lin && ov->lin[l * PROJ_COUNT + p])) fwd_need_slice(&m->layers[l].proj[p], &cap);
-    if (!(ov && ov->output)) fwd_need_slice(&m->output, &cap);
+            if (ok && !(ov && ov->lin && ov->lin[l * PROJ_COUNT + p])) {
+                const Weight *w = &m->layers[l].proj[p];
+                /* fused q/k/v and gate/up decode slices of all of their rows */
+                int64_t rows = p == PROJ_Q && f->fuse_qkv[l] ? f->qkv_w
+                               : p == PROJ_GATE && f->fuse_gu[l] ? 2 * f->hidden : w->n_out;
+                fwd_need_slice(w, rows, &cap);
+            }
+    if (!(ov && ov->output)) fwd_need_slice(&m->output, m->output.n_out, &cap);
     if (ok && cap > 0) {
         f->wbuf_cap = cap;
         f->wbuf = fwd_alloc(cap, 1, &ok);

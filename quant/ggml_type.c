@@ -579,6 +579,36 @@ static float k_fit_q3(int n, int nmax, const float *x, int8_t *L) {
     return sl2 > 0.0f ? sxl / sl2 : 0.0f;
 }
 
+/* Code packers of the 16-element-sub-block K-quants (codes 0..qmax each). */
+
+/* Q2_K (and Q3_K's low bits): element 128h + 32s + l in bits 2s of qs[32h + l]. */
+static void k_pack_2bit(const uint8_t *L, unsigned char *qs) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = L + 128 * h + l;
+            qs[32 * h + l] = (unsigned char)((q[0] & 3) | ((q[32] & 3) << 2) | ((q[64] & 3) << 4) | ((q[96] & 3) << 6));
+        }
+}
+
+/* Q3_K: codes 0..7, the high bit of element j in bit j / 32 of hm[j % 32]. */
+static void k_pack_q3k(const uint8_t *L, unsigned char *hm, unsigned char *qs) {
+    memset(hm, 0, 32);
+    for (int j = 0; j < QK_K; j++)
+        if (L[j] > 3) hm[j % 32] = (unsigned char)(hm[j % 32] | (1u << (j / 32)));
+    k_pack_2bit(L, qs);
+}
+
+/* Q6_K: codes 0..63, low nibbles in ql, two high bits in qh (dequant_q6_k's layout). */
+static void k_pack_q6k(const uint8_t *L, unsigned char *ql, unsigned char *qh) {
+    for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = L + j + l;
+            ql[l] = (unsigned char)((q[0] & 0x0F) | ((q[64] & 0x0F) << 4));
+            ql[l + 32] = (unsigned char)((q[32] & 0x0F) | ((q[96] & 0x0F) << 4));
+            qh[l] = (unsigned char)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
+        }
+}
+
 /* Q2_K: 16 sub-blocks of 16, 2-bit codes, 4-bit scales and mins. */
 static void quant_q2_k(const float *src, void *dst, int64_t n) {
     unsigned char *b = dst;
@@ -614,11 +644,7 @@ static void quant_q2_k(const float *src, void *dst, int64_t n) {
             float ml = dmin * (float)(sc[j] >> 4);
             for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)k_clamp(k_round((src[16 * j + l] + ml) / dl), 0, 3);
         }
-        for (int h = 0; h < 2; h++)
-            for (int l = 0; l < 32; l++) {
-                const uint8_t *q = L + 128 * h + l;
-                qs[32 * h + l] = (unsigned char)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
-            }
+        k_pack_2bit(L, qs);
     }
 }
 
@@ -661,22 +687,7 @@ static void quant_q3_k(const float *src, void *dst, int64_t n) {
             if (!dl) continue;
             for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(src[16 * j + l] / dl), -4, 3) + 4);
         }
-        memset(hm, 0, 32);
-        for (int j = 0, m = 0, bit = 1; j < QK_K; j++) {
-            if (L[j] > 3) {
-                hm[m] = (unsigned char)(hm[m] | bit);
-                L[j] = (int8_t)(L[j] - 4);
-            }
-            if (++m == 32) {
-                m = 0;
-                bit <<= 1;
-            }
-        }
-        for (int h = 0; h < 2; h++)
-            for (int l = 0; l < 32; l++) {
-                const int8_t *q = L + 128 * h + l;
-                qs[32 * h + l] = (unsigned char)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
-            }
+        k_pack_q3k((const uint8_t *)L, hm, qs);
     }
 }
 
@@ -813,14 +824,7 @@ static void k_quant_q6(const float *src, void *dst, int64_t n, const float *qw) 
             if (!dl) continue;
             for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(src[16 * j + l] / dl), -32, 31) + 32);
         }
-        unsigned char *ql = b, *qh = b + 128;
-        for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
-            for (int l = 0; l < 32; l++) {
-                const int8_t *q = L + j + l;
-                ql[l] = (unsigned char)((q[0] & 0x0F) | ((q[64] & 0x0F) << 4));
-                ql[l + 32] = (unsigned char)((q[32] & 0x0F) | ((q[96] & 0x0F) << 4));
-                qh[l] = (unsigned char)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
-            }
+        k_pack_q6k((const uint8_t *)L, b, b + 128);
     }
 }
 
@@ -963,6 +967,104 @@ static void quant_w_q5_k(const float *src, void *dst, int64_t n, const float *qw
 /* Q6_K weighted: the sub-block search weighs by qw alone (ggml's choice). */
 static void quant_w_q6_k(const float *src, void *dst, int64_t n, const float *qw) {
     k_quant_q6(src, dst, n, qw);
+}
+
+/* === grids: GPTQ chooses the codes, the header stays the fit's === */
+
+int ggml_type_grid(uint32_t type, GgmlGrid *g) {
+    switch (type) {
+    case GGML_Q8_0: *g = (GgmlGrid){32, 255, 128}; return 0;
+    case GGML_Q4_0: *g = (GgmlGrid){32, 15, 8}; return 0;
+    case GGML_Q4_1: *g = (GgmlGrid){32, 15, 0}; return 0;
+    case GGML_Q5_0: *g = (GgmlGrid){32, 31, 16}; return 0;
+    case GGML_Q5_1: *g = (GgmlGrid){32, 31, 0}; return 0;
+    case GGML_Q2_K: *g = (GgmlGrid){16, 3, 0}; return 0;
+    case GGML_Q3_K: *g = (GgmlGrid){16, 7, 4}; return 0;
+    case GGML_Q4_K: *g = (GgmlGrid){32, 15, 0}; return 0;
+    case GGML_Q5_K: *g = (GgmlGrid){32, 31, 0}; return 0;
+    case GGML_Q6_K: *g = (GgmlGrid){16, 63, 32}; return 0;
+    default: return -1;
+    }
+}
+
+/* The products are the dequantizers' (d * sc first, then times the code), so
+ * step * (c - zoff) - offset is bit for bit what they compute; a min m that
+ * is added (Q4_1, Q5_1) becomes offset -m. */
+void ggml_block_steps(uint32_t type, const void *block, float *step, float *offset) {
+    const unsigned char *b = block;
+    switch (type) {
+    case GGML_Q8_0: case GGML_Q4_0: case GGML_Q5_0:
+        step[0] = rd_f16(b);
+        offset[0] = 0.0f;
+        break;
+    case GGML_Q4_1: case GGML_Q5_1:
+        step[0] = rd_f16(b);
+        offset[0] = -rd_f16(b + 2);
+        break;
+    case GGML_Q2_K: {
+        float d = rd_f16(b + 80), dmin = rd_f16(b + 82);
+        for (int j = 0; j < 16; j++) {
+            step[j] = d * (float)(b[j] & 0x0F);
+            offset[j] = dmin * (float)(b[j] >> 4);
+        }
+        break;
+    }
+    case GGML_Q3_K: {
+        float d = rd_f16(b + 108);
+        for (int j = 0; j < 16; j++) {
+            step[j] = d * (float)q3k_scale(b + 96, j);
+            offset[j] = 0.0f;
+        }
+        break;
+    }
+    case GGML_Q4_K: case GGML_Q5_K: {
+        float d = rd_f16(b), dmin = rd_f16(b + 2);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            scale_min_k4(j, b + 4, &sc, &m);
+            step[j] = d * (float)sc;
+            offset[j] = dmin * (float)m;
+        }
+        break;
+    }
+    case GGML_Q6_K: {
+        float d = rd_f16(b + 208);
+        const int8_t *sc = (const int8_t *)(b + 192);
+        for (int j = 0; j < 16; j++) {
+            step[j] = d * (float)sc[j];
+            offset[j] = 0.0f;
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+void ggml_block_put_codes(uint32_t type, void *block, const uint8_t *codes) {
+    unsigned char *b = block;
+    switch (type) {
+    case GGML_Q8_0:
+        for (int j = 0; j < 32; j++) b[2 + j] = (unsigned char)(int8_t)((int)codes[j] - 128);
+        break;
+    case GGML_Q4_0: case GGML_Q4_1: {
+        unsigned char *qs = b + (type == GGML_Q4_0 ? 2 : 4);
+        for (int j = 0; j < 16; j++) qs[j] = (unsigned char)((codes[j] & 0x0F) | ((codes[j + 16] & 0x0F) << 4));
+        break;
+    }
+    case GGML_Q5_0: case GGML_Q5_1: {
+        unsigned q[32];
+        for (int j = 0; j < 32; j++) q[j] = codes[j];
+        if (type == GGML_Q5_0) put_q5(b + 2, b + 6, q);
+        else put_q5(b + 4, b + 8, q);
+        break;
+    }
+    case GGML_Q2_K: k_pack_2bit(codes, b + 16); break;
+    case GGML_Q3_K: k_pack_q3k(codes, b, b + 32); break;
+    case GGML_Q4_K: k_pack_q4k(codes, b + 16); break;
+    case GGML_Q5_K: k_pack_q5k(codes, b + 16, b + 48); break;
+    case GGML_Q6_K: k_pack_q6k(codes, b, b + 128); break;
+    default: break;
+    }
 }
 
 /* === table === */

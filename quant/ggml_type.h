@@ -37,6 +37,30 @@ typedef struct GgmlTypeTraits {
  * The pointer is static. */
 const GgmlTypeTraits *ggml_type_traits(uint32_t type);
 
+/* === A block type's grid, for quantizers that choose the codes themselves (GPTQ) ===
+ * A block holds its scales (and mins) in a header and one code per element.
+ * Elements come in sub-blocks of `sub` consecutive elements sharing one
+ * (step, offset); element code c in [0, qmax] represents
+ *     step * (c - zoff) - offset,
+ * the value the type's dequantizer computes for it (same float operations). */
+typedef struct GgmlGrid {
+    int64_t sub;             /* elements per sub-block */
+    int qmax;                /* codes are 0..qmax */
+    int zoff;                /* code of the value -offset */
+} GgmlGrid;
+
+/* Fills *g for a block type whose codes GPTQ can choose (Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q2_K..Q6_K); returns 0, or -1 for any other type. */
+int ggml_type_grid(uint32_t type, GgmlGrid *g);
+
+/* The step and offset (block_size / sub entries each) of the sub-blocks of
+ * one block of type (a type ggml_type_grid accepts), read from its header. */
+void ggml_block_steps(uint32_t type, const void *block, float *step, float *offset);
+
+/* Overwrites the codes of one block of type with codes (block_size entries,
+ * each in [0, qmax]), keeping its header (scales, mins). */
+void ggml_block_put_codes(uint32_t type, void *block, const uint8_t *codes);
+
 /* Bytes needed for n elements of type (n must be a multiple of the block size);
  * returns 0 on unknown type, misaligned n or overflow. */
 size_t ggml_row_bytes(uint32_t type, int64_t n);

@@ -10,6 +10,7 @@
 #include "kernels/f32gemm.h"
 #include "kernels/linalg.h"
 #include "kernels/sgemm.h"
+#include "quant/ggml_type.h"
 #include "quant/rtn.h"
 
 void gptq_opts_default(GptqOpts *o) {
@@ -36,14 +37,44 @@ typedef struct GptqCtx {
     float *scale, *zero;     /* (n_groups) */
     uint8_t *codes;          /* (n_out, n_in) one-byte codes (int or fp8), original column order */
     const float *L;          /* (n_in, n_in) lower: Uᵀ */
+    /* ggml block formats: the block headers are fitted (the type's own
+     * quantizer on the block's current values), the codes chosen by the sweep */
+    const GgmlTypeTraits *gt;  /* NULL for int/fp8 formats */
+    uint32_t gtype;
+    GgmlGrid grid;
+    uint8_t *blk;            /* (n_out, rb) the QTensor's blocks */
+    size_t rb;               /* bytes per row of blocks */
+    const float *qw;         /* (n_in) importance of each input (diag H) for the fit, or NULL: reference fit */
     GemmWork *gw;            /* per-thread GEMM buffers, or NULL: the caller runs OpenBLAS */
     _Atomic int fit_failed;
 } GptqCtx;
 
 static inline int64_t gptq_group(const GptqCtx *c, int64_t r, int64_t col) {
+    if (c->gt) return r * (c->n_in / c->grid.sub) + col / c->grid.sub;
     if (c->p->dim == GROUP_OC) return r * (c->n_in / c->go) + col / c->go;
     if (c->p->dim == GROUP_IC) return (r / c->go) * c->n_in + col;
     return 0;
+}
+
+/* Fits the header of block b of row r from its current values x
+ * (block_size): the type's weighted quantizer under the inputs' importance
+ * when it has one and qw is set, else its reference quantizer; then reads
+ * the sub-blocks' steps and offsets into the scale / zero slots. */
+static void gptq_fit_block(const GptqCtx *c, int64_t r, int64_t b, const float *x) {
+    int64_t bs = c->gt->block_size;
+    uint8_t *blk = c->blk + (size_t)r * c->rb + (size_t)b * c->gt->block_bytes;
+    if (c->qw && c->gt->quant_w) c->gt->quant_w(x, blk, bs, c->qw + b * bs);
+    else c->gt->quant_ref(x, blk, bs);
+    int64_t gi = gptq_group(c, r, b * bs);
+    ggml_block_steps(c->gtype, blk, c->scale + gi, c->zero + gi);
+}
+
+/* The nearest code of w on a ggml sub-block's grid, and the value it stands for. */
+static inline float gptq_grid_quant(const GgmlGrid *g, float step, float offset, float w, int *code) {
+    float x = step != 0.0f ? rtn_round_even((w + offset) / step) + (float)g->zoff : (float)g->zoff;
+    int q = (int)rtn_clamp(x, 0.0f, (float)g->qmax);
+    *code = q;
+    return step * (float)(q - g->zoff) - offset;
 }
 
 /* One lazy batch for rows [r0, r1): quantize each column, record its scaled
@@ -58,7 +89,14 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
         for (int64_t i = 0; i < nb; i++) {
             int64_t j = c->i1 + i, col = c->perm[j];
             float *w = c->Wt + j * n_out;
-            if (c->dyn && j % c->go == 0) {
+            if (c->dyn && c->gt && j % c->go == 0) {
+                /* as below, for a whole ggml block (a K-quant's super-block) */
+                float x[256];
+                for (int64_t r = rs; r < re; r++) {
+                    for (int64_t k = 0; k < c->go; k++) x[k] = c->Wt[(j + k) * n_out + r];
+                    gptq_fit_block(c, r, j / c->go, x);
+                }
+            } else if (c->dyn && j % c->go == 0) {
                 /* the group's columns j..j+go-1 lie in this batch and have
                  * received every earlier column's update */
                 for (int64_t r = rs; r < re; r++) {
@@ -78,7 +116,8 @@ static void gptq_batch_rows(void *arg, int64_t r0, int64_t r1, int tid) {
             for (int64_t r = rs; r < re; r++) {
                 int64_t gi = gptq_group(c, r, col);
                 int code;
-                float v = t->quant(t, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
+                float v = c->gt ? gptq_grid_quant(&c->grid, c->scale[gi], c->zero[gi], w[r], &code)
+                                : t->quant(t, p->sym, c->scale[gi], c->zero[gi], w[r], &code);
                 c->codes[r * n_in + col] = (uint8_t)code;
                 e[r] = (v - w[r]) / d;
             }
@@ -118,6 +157,20 @@ out:
     return st;
 }
 
+/* ggml blocks fitted up front from the (dead-column-zeroed) original W. */
+static Status gptq_fit_static_ggml(const float *W, const uint8_t *dead, GptqCtx *c, Err *err) {
+    int64_t bs = c->gt->block_size;
+    float *x = malloc((size_t)bs * sizeof *x);
+    if (!x) return err_set(err, ST_ERR_NOMEM, "gptq block values");
+    for (int64_t r = 0; r < c->n_out; r++)
+        for (int64_t b = 0; b < c->n_in / bs; b++) {
+            for (int64_t k = 0; k < bs; k++) x[k] = dead[b * bs + k] ? 0.0f : W[r * c->n_in + b * bs + k];
+            gptq_fit_block(c, r, b, x);
+        }
+    free(x);
+    return ST_OK;
+}
+
 /* Sort key for act-order: descending diag H, ties by index (deterministic). */
 static int cmp_desc_diag(const void *a, const void *b, void *arg) {
     const double *diag = arg;
@@ -150,6 +203,7 @@ struct GptqFactor {
     float *L;                /* (n, n) lower: Uᵀ, in processing order */
     int64_t *perm;           /* (n) processing order -> original column */
     uint8_t *dead;           /* (n) original columns with H_jj == 0 */
+    float *diag;             /* (n) H_jj in original order (1 for dead columns): ggml fits' importance */
     GptqStats st;            /* damp_used, dead_cols, retries, sec_factor */
 };
 
@@ -158,6 +212,7 @@ void gptq_factor_free(GptqFactor *f) {
     core_free_aligned(f->L);
     free(f->perm);
     free(f->dead);
+    free(f->diag);
     free(f);
 }
 
@@ -185,7 +240,8 @@ Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqO
     diag = malloc((size_t)n * sizeof *diag);
     f->perm = malloc((size_t)n * sizeof *f->perm);
     f->dead = calloc((size_t)n, 1);
-    if (!A || !f->L || !diag || !f->perm || !f->dead) {
+    f->diag = malloc((size_t)n * sizeof *f->diag);
+    if (!A || !f->L || !diag || !f->perm || !f->dead || !f->diag) {
         st = err_set(err, ST_ERR_NOMEM, "gptq: factor buffers for n = %lld", (long long)n);
         goto fail;
     }
@@ -200,6 +256,7 @@ Status gptq_factor_new(const double *Hd, const float *Hf, int64_t n, const GptqO
         }
         if (h == 0) { f->dead[j] = 1; f->st.dead_cols++; h = 1; }
         diag[j] = h;
+        f->diag[j] = (float)h;
         mean += h;
     }
     mean /= (double)n;
@@ -253,6 +310,14 @@ fail:
     return st;
 }
 
+/* GPTQ needs scales to fit: an int or fp8 grid, or a ggml block type whose codes it can choose. */
+static Status gptq_format_check(QFormat fmt, Err *err) {
+    const QFormatTraits *t = qformat_traits(fmt);
+    GgmlGrid g;
+    if (t->fit || (t->family == QFAM_GGML && ggml_type_grid((uint32_t)t->ggml_type, &g) == 0)) return ST_OK;
+    return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int, fp8 or a ggml block type)", t->name);
+}
+
 Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const GptqFactor *f, const QParams *p,
                               const GptqOpts *o, Pool *pool, Progress *prog, QTensor *out, GptqStats *stats,
                               Err *err) {
@@ -264,14 +329,14 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
                        (long long)f->n, (long long)n_in);
     Status st = qparams_check(p, n_out, n_in, err);
     if (st) return err_wrap(err, "gptq");
-    const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t->fit)
-        return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
+    if ((st = gptq_format_check(p->fmt, err))) return st;
     if (o->block < 1) return err_set(err, ST_ERR_ARG, "gptq: block %lld must be >= 1", (long long)o->block);
     int64_t n = n_in;
     const float *L = f->L;
     const int64_t *perm = f->perm;
-    float *Wt = NULL, *E = NULL, *Ub = NULL, *ztmp = NULL;
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    float *Wt = NULL, *E = NULL, *Ub = NULL, *ztmp = NULL, *gscale = NULL, *qw = NULL;
+    uint8_t *gcodes = NULL;
     GptqCtx c = {0};
     double t_batch = 0, t_gemm = 0;
     Wt = core_alloc_aligned((size_t)n * (size_t)n_out, sizeof *Wt);
@@ -300,14 +365,35 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
     c.dyn = p->dim == GROUP_OC && p->group > 0 && !o->static_groups && !f->act_order;
     c.scale = out->scale;
     c.zero = out->zero;
-    if (!c.zero) {
+    if (t->family == QFAM_GGML) {
+        /* blocks are runs of consecutive columns, fitted on entry like dynamic
+         * OC groups (up front with static groups or act-order) */
+        c.gtype = (uint32_t)t->ggml_type;
+        c.gt = ggml_type_traits(c.gtype);
+        ggml_type_grid(c.gtype, &c.grid);
+        c.blk = out->blk;
+        c.rb = ggml_row_bytes(c.gtype, n_in);
+        c.go = c.gt->block_size;
+        c.dyn = !o->static_groups && !f->act_order;
+        size_t nsub = (size_t)n_out * (size_t)(n_in / c.grid.sub);
+        gscale = malloc(2 * nsub * sizeof *gscale);
+        gcodes = malloc((size_t)n_out * (size_t)n_in);
+        if (!gscale || !gcodes) { st = err_set(err, ST_ERR_NOMEM, "gptq %s grids", t->name); goto fail; }
+        c.scale = gscale;
+        c.zero = gscale + nsub;
+        if (c.gt->quant_w) { /* the fit llama-quantize --imatrix runs, H's diagonal as the imatrix */
+            if (!(qw = malloc((size_t)n_in * sizeof *qw))) { st = err_set(err, ST_ERR_NOMEM, "gptq importance"); goto fail; }
+            for (int64_t k = 0; k < n_in; k++) qw[k] = f->diag[k];
+            c.qw = qw;
+        }
+    } else if (!c.zero) {
         if (!(ztmp = core_calloc((size_t)out->n_groups, sizeof *ztmp))) { st = err_set(err, ST_ERR_NOMEM, "gptq zeros"); goto fail; }
         c.zero = ztmp;
     }
-    c.codes = qtensor_codes(out);
+    c.codes = c.gt ? gcodes : qtensor_codes(out);
     if (!c.dyn) {
         /* fit ranges on the original order; dead columns count as zero */
-        st = gptq_fit_static(W, f->dead, &c, err);
+        st = c.gt ? gptq_fit_static_ggml(W, f->dead, &c, err) : gptq_fit_static(W, f->dead, &c, err);
         if (st) { err_wrap(err, "gptq"); goto fail; }
     }
     int64_t block = o->block;
@@ -347,6 +433,11 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
         t_gemm += clock_now() - tg;
         progress_add(prog, nb);
     }
+    if (c.gt) /* the sweep's codes into their blocks, beside the fitted headers */
+        for (int64_t r = 0; r < n_out; r++)
+            for (int64_t b = 0; b < n_in / c.go; b++)
+                ggml_block_put_codes(c.gtype, c.blk + (size_t)r * c.rb + (size_t)b * c.gt->block_bytes,
+                                     gcodes + r * n_in + b * c.go);
     if (stats) {
         *stats = f->st;
         stats->sec_batches = t_batch;
@@ -361,6 +452,9 @@ done:
     core_free_aligned(E);
     free(Ub);
     free(ztmp);
+    free(gscale);
+    free(gcodes);
+    free(qw);
     return st;
 }
 
@@ -374,9 +468,7 @@ Status gptq_quantize(const float *W, int64_t n_out, int64_t n_in, const double *
     if ((Hd == NULL) == (Hf == NULL)) return err_set(err, ST_ERR_ARG, "gptq: give H as float64 or float32 (exactly one)");
     Status st = qparams_check(p, n_out, n_in, err);
     if (st) return err_wrap(err, "gptq");
-    const QFormatTraits *t = qformat_traits(p->fmt);
-    if (!t->fit)
-        return err_set(err, ST_ERR_ARG, "gptq: format %s has no scales to fit (int or fp8 only)", t->name);
+    if ((st = gptq_format_check(p->fmt, err))) return st;
     if (!(o->damp >= 0 && o->damp < 1) || o->block < 1)
         return err_set(err, ST_ERR_ARG, "gptq: damp %g must be in [0, 1) and block %lld >= 1", o->damp, (long long)o->block);
     if (progress_cancelled(prog)) return err_set(err, ST_ERR_CANCELLED, "gptq cancelled");

@@ -22,9 +22,16 @@
  *  - GROUP_IC (AdaDim's GPTQ-IC): each input column's scale(s) (one per
  *    column, or one per run of g rows within it) are fitted up front from
  *    that column, then the same column-by-column error propagation runs.
- * The block size is rounded up to a multiple of g for dynamic OC groups so a
- * group never straddles a lazy batch (this makes the blocked algorithm equal
- * to the unblocked one). */
+ *  - ggml block formats (q8_0 … q6_k): each block (32 columns, 256 for
+ *    K-quants) is fitted like a dynamic OC group: on reaching its first
+ *    column, ggml's own quantizer of the type (importance-weighted under
+ *    diag H where the type has one) writes the block's header from the
+ *    error-updated values; each code is then the nearest on its sub-block's
+ *    grid (quant/ggml_type.h's GgmlGrid) and the result is the blocks
+ *    themselves. Up front from the original W with static_groups/act_order.
+ * The block size is rounded up to a multiple of g for dynamic OC groups (and
+ * ggml blocks) so a group never straddles a lazy batch (this makes the
+ * blocked algorithm equal to the unblocked one). */
 #ifndef QS_QUANT_GPTQ_H
 #define QS_QUANT_GPTQ_H
 
@@ -59,7 +66,8 @@ typedef struct GptqStats {
 /* Quantizes W (n_out, n_in) with p and the calibration matrix H (n_in, n_in),
  * given as float64 (Hd) or float32 (Hf): exactly one of them must be
  * non-NULL; only its upper triangle (j >= i) is read; borrowed for the call.
- * Result in *out (allocated here; release with qtensor_done). p's format must have scales (int or fp8).
+ * Result in *out (allocated here; release with qtensor_done). p's format must have scales (int or fp8)
+ * or be a ggml block type ggml_type_grid accepts.
  * pool (may be NULL) runs the per-row work; prog (may be NULL) receives
  * progress in columns and is polled for cancellation (ST_ERR_CANCELLED).
  * stats may be NULL. Errors: ST_ERR_ARG (bad params/grouping),

@@ -405,11 +405,13 @@ static Status site_check(const Plan *p, const PlanSiteEntry *s, const char *site
         if (s->n_in % blk)
             return err_set(err, ST_ERR_ARG, "%s: %s needs rows of a multiple of %lld: %s's input dim is %lld",
                            src_label(p, s, 0, base, lb, sizeof lb), t->name, (long long)blk, site, (long long)s->n_in);
+        GgmlGrid grid;
         int w_ok = e->method == QM_IMATRIX && ggml_type_traits((uint32_t)t->ggml_type)->quant_w;
-        if (e->method != QM_RTN && !w_ok)
-            return err_set(err, ST_ERR_UNSUPPORTED, "%s: method %s on %s is not implemented (rtn%s)",
+        int g_ok = e->method == QM_GPTQ && ggml_type_grid((uint32_t)t->ggml_type, &grid) == 0;
+        if (e->method != QM_RTN && !w_ok && !g_ok)
+            return err_set(err, ST_ERR_UNSUPPORTED, "%s: method %s on %s is not implemented (rtn, gptq%s)",
                            src_label(p, s, 2, base, lb, sizeof lb), qmethod_name(e->method), t->name,
-                           ggml_type_traits((uint32_t)t->ggml_type)->quant_w ? " or imatrix" : " only");
+                           ggml_type_traits((uint32_t)t->ggml_type)->quant_w ? " or imatrix" : "");
         if (is_embed && e->method == QM_IMATRIX)
             return err_set(err, ST_ERR_ARG, "%s: imatrix needs calibration inputs, which the embedding lookup has none of",
                            src_label(p, s, 2, base, lb, sizeof lb));

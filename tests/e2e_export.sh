@@ -33,6 +33,24 @@ has "$tmp/err" "re-read and compared"
 for k in ppl kld_mean kld_max top1_agree; do
   [ "$(val "$tmp/a.json" $k)" = "$(val "$tmp/b.json" $k)" ] || fail "$k: plan $(val "$tmp/a.json" $k), export $(val "$tmp/b.json" $k)"
 done
+# GPTQ solved on ggml grids (q4_0, q5_1 blocks): the export is the plan, bit for bit
+"$Q" calib "$M" --text "$T" --samples 8 --seqlen 64 -o "$tmp/s.qss" >/dev/null 2>&1 || fail "calib"
+cat >"$tmp/g.json" <<EOP
+{"schema_version": 1, "name": "gptq-q4_0",
+ "default": {"format": "q4_0", "method": "gptq"},
+ "embed": {"format": "q8_0"},
+ "rules": [{"pattern": "2.*", "fields": ["format"], "format": "q5_1"},
+           {"pattern": "*.down", "fields": ["format", "method"], "format": "fp16"}]}
+EOP
+"$Q" export "$M" --plan "$tmp/g.json" --stats "$tmp/s.qss" -o "$tmp/g.gguf" 2>"$tmp/err" || fail "gptq export: $(cat "$tmp/err")"
+has "$tmp/err" "37 tensors: 37 exact"
+"$Q" eval "$M" --plan "$tmp/g.json" --stats "$tmp/s.qss" --text "$T" --ctx 128 --no-speed --no-cache --json \
+  >"$tmp/a.json" 2>/dev/null || fail "eval --plan gptq"
+"$Q" eval "$M" --quant-gguf "$tmp/g.gguf" --text "$T" --ctx 128 --no-speed --no-cache --json >"$tmp/b.json" \
+  2>/dev/null || fail "eval --quant-gguf gptq"
+for k in ppl kld_mean kld_max top1_agree; do
+  [ "$(val "$tmp/a.json" $k)" = "$(val "$tmp/b.json" $k)" ] || fail "gptq $k: plan $(val "$tmp/a.json" $k), export $(val "$tmp/b.json" $k)"
+done
 # int4 asymmetric groups of 64 (the preset): mins are not fp16 values -> refused, nothing written
 if "$Q" export "$M" --preset int4-rtn -o "$tmp/r.gguf" 2>"$tmp/err"; then fail "unholdable plan exported"; fi
 has "$tmp/err" "no ggml type holds as planned"

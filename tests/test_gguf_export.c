@@ -3,8 +3,9 @@
  * KLD to the last bit, GPTQ included), entries no ggml type holds refused or
  * written by the fallback, the file re-read; and, with llama.cpp's tools
  * built: llama-perplexity on the export within 0.5 % of qscope's eval of the
- * plan, and qscope's q8_0 / q4_0 RTN exports byte-identical to
- * llama-quantize's Q8_0 / Q4_0 of the same tensors. */
+ * plan (GPTQ solved on ggml grids too: every 32-block type on stories260K,
+ * the K-quants on a 256-wide synthetic model), and qscope's q8_0 / q4_0 RTN
+ * exports byte-identical to llama-quantize's Q8_0 / Q4_0 of the same tensors. */
 #include <unistd.h>
 
 #include "analysis/eval.h"
@@ -13,6 +14,7 @@
 #include "core/mapfile.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/synth.h"
 #include "quant/ggml_type.h"
 #include "sessions/gguf_export.h"
 #include "sessions/plan_json.h"
@@ -91,6 +93,106 @@ static int same_tensor(const char *a, const char *b, const char *name) {
 }
 
 static const char *const PROJ_T[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+/* llama-perplexity's final PPL of path on text_path (-c 128, f32 KV cache), 0
+ * when it printed none (up to 4 tries: see testlib_llama_exit_delay). */
+static double llama_ppl(const char *lp, const char *path, const char *text_path) {
+    Err err;
+    err_init(&err);
+    char cmd[4096];
+    double got = 0;
+    const char *lpt = tmp_path("lp.txt");
+    for (int tries = 0; tries < 4 && got == 0; tries++) {
+        snprintf(cmd, sizeof cmd, "%s%s -m %s -f %s -c 128 -b 128 -t 1 -fa off -ctk f32 -ctv f32 2>&1 | "
+                 "sed -n 's/.*Final estimate: PPL = \\([0-9.]*\\).*/\\1/p' >%s", testlib_llama_exit_delay(), lp, path,
+                 text_path, lpt);
+        CHECK(system(cmd) == 0);
+        char *v;
+        CHECK_OK(file_read_all(lpt, 256, &v, NULL, &err), err);
+        got = atof(v);
+        free(v);
+    }
+    return got;
+}
+
+/* GPTQ solved on ggml grids ships as those blocks: the export evaluates
+ * exactly as the plan, and llama-perplexity agrees within 0.5 %. The 32-block
+ * types on stories260K (five types across the layers), the K-quants on a
+ * 256-wide synthetic model (rows of whole super-blocks). */
+static void check_gptq_ggml(const char *text, size_t len, const char *text_path, const char *lp) {
+    Err err;
+    err_init(&err);
+    Model *keep_base = base;
+    EvalRef *keep_ref = ref;
+    static const char *const PLANS[2] = {
+        "{\"schema_version\": 1, \"name\": \"gptq-b32\", \"default\": {\"format\": \"q4_0\", \"method\": \"gptq\"}, "
+        "\"embed\": {\"format\": \"fp16\"}, \"rules\": ["
+        "{\"pattern\": \"1.*\", \"fields\": [\"format\"], \"format\": \"q4_1\"},"
+        "{\"pattern\": \"2.*\", \"fields\": [\"format\"], \"format\": \"q5_0\"},"
+        "{\"pattern\": \"3.*\", \"fields\": [\"format\"], \"format\": \"q5_1\"},"
+        "{\"pattern\": \"4.*\", \"fields\": [\"format\"], \"format\": \"q8_0\"},"
+        "{\"pattern\": \"*.down\", \"fields\": [\"format\", \"method\"], \"format\": \"fp16\"}]}",
+        "{\"schema_version\": 1, \"name\": \"gptq-k\", \"default\": {\"format\": \"q4_k\", \"method\": \"gptq\"}, "
+        "\"embed\": {\"format\": \"fp16\"}, \"output\": {\"format\": \"q6_k\"}, \"rules\": ["
+        "{\"pattern\": \"0.q\", \"fields\": [\"format\"], \"format\": \"q2_k\"},"
+        "{\"pattern\": \"0.k\", \"fields\": [\"format\"], \"format\": \"q3_k\"},"
+        "{\"pattern\": \"0.v\", \"fields\": [\"format\"], \"format\": \"q5_k\"},"
+        "{\"pattern\": \"0.o\", \"fields\": [\"format\"], \"format\": \"q6_k\"},"
+        "{\"pattern\": \"1.gate\", \"fields\": [\"format\"], \"format\": \"q3_k\"},"
+        "{\"pattern\": \"1.down\", \"fields\": [\"format\"], \"format\": \"q5_k\"}]}"};
+    for (int k = 0; k < 2; k++) {
+        const char *mp = k ? tmp_path("synth256.gguf") : NULL;
+        if (k) { /* dim 256, hidden 512, 2 layers: every row whole super-blocks */
+            SynthConfig cfg;
+            CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+            cfg.dim = 256;
+            cfg.hidden_dim = 512;
+            cfg.n_layers = 2;
+            cfg.n_heads = 4;
+            cfg.n_kv_heads = 2;
+            cfg.vocab_size = 512;
+            cfg.seed = 3;
+            Synth *sy = NULL;
+            CHECK_OK(synth_new(&cfg, &sy, &err), err);
+            CHECK_OK(synth_write(sy, mp, NULL, &err), err);
+            synth_free(sy);
+            CHECK_OK(model_load(mp, NULL, &base, &err), err);
+            EvalOpts o;
+            eval_opts_default(&o);
+            o.n_ctx = 128;
+            o.speed = 0;
+            CHECK_OK(eval_ref_new(base, text, len, &o, NULL, NULL, &ref, &err), err);
+        }
+        QStatsFile sf;
+        memset(&sf, 0, sizeof sf);
+        CHECK_OK(qstats_calibrate(base, text, len, 8, 64, tmp_path(k ? "hk.h64" : "hb.h64"), NULL, &sf, &err), err);
+        Plan p;
+        plan_of(PLANS[k], &p);
+        QModelStats qs = {sf.cs, sf.h};
+        const char *out = tmp_path(k ? "gptq-k.gguf" : "gptq-b32.gguf");
+        EvalResult r = export_and_check(&p, &qs, out, base->cfg.n_layers * 7 + 2);
+        Gguf *g;
+        CHECK_OK(gguf_open(out, &g, &err), err);
+        CHECK(gguf_find_tensor(g, k ? "blk.0.attn_q.weight" : "blk.1.attn_q.weight")->type == (k ? GGML_Q2_K : GGML_Q4_1));
+        CHECK(gguf_find_tensor(g, k ? "blk.1.ffn_up.weight" : "blk.4.attn_k.weight")->type == (k ? GGML_Q4_K : GGML_Q8_0));
+        gguf_free(g);
+        if (lp) {
+            double got = llama_ppl(lp, out, text_path);
+            printf("%s export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", p.name, got, r.ppl,
+                   100 * (got / r.ppl - 1));
+            CHECK(got > 0 && fabs(got / r.ppl - 1) < 0.005);
+        }
+        eval_result_done(&r);
+        plan_done(&p);
+        qstats_close(&sf);
+        if (k) {
+            eval_ref_free(ref);
+            model_free(base);
+        }
+    }
+    base = keep_base;
+    ref = keep_ref;
+}
 
 int main(void) {
     Err err;
@@ -195,28 +297,12 @@ int main(void) {
     /* The consumers. */
     const char *lp = testlib_llama_tool("llama-perplexity", "llama-perplexity on an exported GGUF");
     if (lp) {
-        /* llama.cpp's logger thread can lose the last lines ("Final estimate") of an
-         * exit-0 run (see e2e_eval.sh): a preloaded destructor waits for it, and up
-         * to 4 tries */
-        double got = 0;
-        const char *lpt = tmp_path("lp.txt"), *dso = tmp_path("delay.so");
-        snprintf(cmd, sizeof cmd, "printf '#include <unistd.h>\\n__attribute__((destructor)) static void w(void) "
-                 "{ usleep(300000); }\\n' | ${CC:-cc} -shared -fPIC -x c -o %s - 2>/dev/null", dso);
-        int have_delay = system(cmd) == 0;
-        for (int tries = 0; tries < 4 && got == 0; tries++) {
-            snprintf(cmd, sizeof cmd, "LD_PRELOAD=%s %s -m %s -f %s -c 128 -b 128 -t 1 -fa off -ctk f32 -ctv f32 2>&1 | "
-                     "sed -n 's/.*Final estimate: PPL = \\([0-9.]*\\).*/\\1/p' >%s", have_delay ? dso : "", lp, mixed,
-                     text_path, lpt);
-            CHECK(system(cmd) == 0);
-            char *v;
-            CHECK_OK(file_read_all(lpt, 256, &v, NULL, &err), err);
-            got = atof(v);
-            free(v);
-        }
+        double got = llama_ppl(lp, mixed, text_path);
         printf("mixed-sym export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", got, rm.ppl,
                100 * (got / rm.ppl - 1));
         CHECK(got > 0 && fabs(got / rm.ppl - 1) < 0.005);
     }
+    check_gptq_ggml(text, len, text_path, lp);
     const char *lq = testlib_llama_tool("llama-quantize", "llama-quantize byte identity");
     if (lq) {
         static const char *const F[2] = {"q8_0", "q4_0"};

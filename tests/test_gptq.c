@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "quant/adadim.h"
+#include "quant/ggml_type.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
 #include "tests/testlib.h"
@@ -473,6 +474,94 @@ static void test_synthetic_vs_rtn(Pool *pool) {
     free(H);
 }
 
+/* GPTQ on ggml block grids. On a correlated H its output error is below
+ * RTN's (ggml's reference quantizer, byte-identical to llama-quantize) for
+ * every type, with and without act-order. On a diagonal H (no error to
+ * propagate) each block's header is RTN's own (the importance-weighted
+ * quantizer under diag H where the type has one, as method imatrix) and every
+ * code the nearest on that grid, so no element's error exceeds RTN's. */
+static void test_ggml_grids(Pool *pool) {
+    Err err;
+    err_init(&err);
+    const int64_t n_out = 48, n_in = 512;
+    double *H = synth_h(n_in, 1200, 2);
+    float *W = synth_w(n_out, n_in);
+    int n_types = 0;
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        if (t->family != QFAM_GGML) continue;
+        n_types++;
+        QParams p = {(QFormat)f, 1, GROUP_OC, 0};
+        double r0 = gptq_vs_rtn(W, n_out, n_in, H, &p, 0, pool), r1 = gptq_vs_rtn(W, n_out, n_in, H, &p, 1, pool);
+        CHECKF(r0 < 0.9 && r1 < 0.9, "%s: gptq/rtn %g (act_order %g)", t->name, r0, r1);
+        const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+        double ri = 0; /* against method imatrix (RTN weighted by diag H) */
+        if (g->quant_w) {
+            float *qw = malloc((size_t)n_in * sizeof *qw), *wi = malloc((size_t)(n_out * n_in) * sizeof *wi);
+            for (int64_t i = 0; i < n_in; i++) qw[i] = (float)H[i * n_in + i];
+            QTensor qi;
+            CHECK_OK(rtn_quantize_weighted(W, n_out, n_in, &p, qw, &qi, &err), err);
+            qtensor_dequant(&qi, wi);
+            qtensor_done(&qi);
+            QTensor qg;
+            float *wg = malloc((size_t)(n_out * n_in) * sizeof *wg);
+            CHECK_OK(gptq_quantize(W, n_out, n_in, H, NULL, &p, NULL, pool, NULL, &qg, NULL, &err), err);
+            qtensor_dequant(&qg, wg);
+            qtensor_done(&qg);
+            ri = out_err(W, wg, n_out, n_in, H) / out_err(W, wi, n_out, n_in, H);
+            CHECKF(ri < 0.9, "%s: gptq/imatrix %g", t->name, ri);
+            free(qw); free(wi); free(wg);
+        }
+        printf("synthetic %s: gptq/rtn output error %.3f, act_order %.3f; gptq/imatrix %.3f\n", t->name, r0, r1, ri);
+        /* one block per row, diagonal H */
+        int64_t bs = g->block_size, m = 24;
+        double *D = calloc((size_t)(bs * bs), sizeof *D);
+        for (int64_t i = 0; i < bs; i++) D[i * bs + i] = 1.0 + (double)(i % 5);
+        float *wb = malloc((size_t)(m * bs) * sizeof *wb), *vr = malloc((size_t)(m * bs) * sizeof *vr);
+        float *vg = malloc((size_t)(m * bs) * sizeof *vg);
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t c = 0; c < bs; c++) wb[r * bs + c] = W[r * n_in + c];
+        QTensor qr, qg;
+        float *qw = malloc((size_t)bs * sizeof *qw);
+        for (int64_t i = 0; i < bs; i++) qw[i] = (float)D[i * bs + i];
+        /* GPTQ fits with the type's importance-weighted quantizer under diag H where it has one */
+        if (g->quant_w) CHECK_OK(rtn_quantize_weighted(wb, m, bs, &p, qw, &qr, &err), err);
+        else CHECK_OK(rtn_quantize(wb, m, bs, &p, &qr, &err), err);
+        free(qw);
+        GptqOpts o;
+        gptq_opts_default(&o);
+        o.damp = 0;
+        CHECK_OK(gptq_quantize(wb, m, bs, D, NULL, &p, &o, pool, NULL, &qg, NULL, &err), err);
+        qtensor_dequant(&qr, vr);
+        qtensor_dequant(&qg, vg);
+        int worse = 0;
+        for (int64_t i = 0; i < m * bs; i++)
+            if (fabsf(wb[i] - vg[i]) > fabsf(wb[i] - vr[i]) * (1 + 1e-6f) + 1e-12f) worse++;
+        CHECKF(worse == 0, "%s: %d elements off the nearest code of RTN's grid", t->name, worse);
+        /* the same headers: every sub-block's step and offset */
+        GgmlGrid gr;
+        CHECK(ggml_type_grid((uint32_t)t->ggml_type, &gr) == 0);
+        float s1[16], o1[16], s2[16], o2[16];
+        int same = 1;
+        for (int64_t r = 0; r < m; r++) {
+            ggml_block_steps((uint32_t)t->ggml_type, qr.blk + r * g->block_bytes, s1, o1);
+            ggml_block_steps((uint32_t)t->ggml_type, qg.blk + r * g->block_bytes, s2, o2);
+            same &= !memcmp(s1, s2, (size_t)(bs / gr.sub) * sizeof *s1) && !memcmp(o1, o2, (size_t)(bs / gr.sub) * sizeof *o1);
+        }
+        CHECKF(same, "%s: gptq's block headers differ from rtn's on a diagonal H", t->name);
+        qtensor_done(&qr);
+        qtensor_done(&qg);
+        free(D); free(wb); free(vr); free(vg);
+    }
+    CHECK(n_types == 10);
+    /* formats without a grid GPTQ can choose */
+    QParams pf = {QF_F16, 1, GROUP_OC, 0};
+    QTensor q;
+    CHECK(gptq_quantize(W, n_out, n_in, H, NULL, &pf, NULL, pool, NULL, &q, NULL, &err) == ST_ERR_ARG);
+    free(W);
+    free(H);
+}
+
 /* AdaDim on planted structure: a loud input column favours per-IC scales, a
  * loud output row favours per-OC scales; with GPTQ as the base the reported
  * errors are those of gptq_quantize's own results. */
@@ -619,6 +708,27 @@ static void test_stories(Pool *pool) {
         }
     printf("stories260K (%lld tokens): worst gptq/rtn output error over 35 projections: int4 %.3f, int3 %.3f\n",
            (long long)T, worst[0], worst[1]);
+    /* ggml's 32-element block types on every projection whose rows are whole
+     * blocks (stories260K's 64-wide inputs; K-quants need 256) */
+    static const QFormat B32[] = {QF_Q8_0, QF_Q4_0, QF_Q4_1, QF_Q5_0, QF_Q5_1};
+    for (size_t k = 0; k < sizeof B32 / sizeof B32[0]; k++) {
+        double wk = 0;
+        int n_sites = 0;
+        for (int64_t l = 0; l < m->cfg.n_layers; l++)
+            for (int p = 0; p < PROJ_COUNT; p++) {
+                const Weight *w = &m->layers[l].proj[p];
+                if (w->n_in % 32) continue;
+                QParams qp = {B32[k], 1, GROUP_OC, 0};
+                double r = gptq_vs_rtn(weight_f32_data(w), w->n_out, w->n_in, acc.H[l][proj_tap((Proj)p)], &qp, 0, pool);
+                CHECKF(r < 1.0, "layer %lld %s %s: gptq/rtn %g", (long long)l, proj_name((Proj)p),
+                       qformat_traits(B32[k])->name, r);
+                wk = fmax(wk, r);
+                n_sites++;
+            }
+        CHECK(n_sites == 30);
+        printf("stories260K %s: worst gptq/rtn output error over %d projections %.3f\n", qformat_traits(B32[k])->name,
+               n_sites, wk);
+    }
     /* AdaDim picks the variant with the lower calibrated output error */
     for (int64_t l = 0; l < m->cfg.n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
@@ -676,6 +786,7 @@ int main(void) {
     test_linalg();
     test_vs_reference(pool);
     test_synthetic_vs_rtn(pool);
+    test_ggml_grids(pool);
     test_adadim(pool);
     test_stories(pool);
     test_nan_h(pool);
