@@ -204,6 +204,17 @@ static void put_q5(unsigned char *qh4, unsigned char *qs, const unsigned *q) {
     for (int k = 0; k < 4; k++) qh4[k] = (unsigned char)(qh >> (8 * k));
 }
 
+/* The 32 codes of a 4-bit (qs at p) or 5-bit (qh[4] at p, qs after) block. */
+static void k_put_codes32(const uint8_t *L, int bits, unsigned char *p) {
+    if (bits == 4) {
+        for (int j = 0; j < 16; j++) p[j] = (unsigned char)((L[j] & 0x0F) | ((L[j + 16] & 0x0F) << 4));
+        return;
+    }
+    unsigned q[32];
+    for (int j = 0; j < 32; j++) q[j] = L[j];
+    put_q5(p, p + 4, q);
+}
+
 /* ggml's quantize_row_q5_0_ref: as Q4_0 with 32 levels (d = max / -16). */
 static void quant_q5_0(const float *src, void *dst, int64_t n) {
     unsigned char *b = dst;
@@ -609,13 +620,30 @@ static void k_pack_q6k(const uint8_t *L, unsigned char *ql, unsigned char *qh) {
         }
 }
 
+/* Q2_K's block from its 4-bit scales Ls and mins Lm (0..15) and the float d,
+ * dmin they multiply: header written, codes L (0..3) of x redone with the
+ * stored values (kept from the search where a scale is 0, as ggml does). */
+static void k_store_q2k(const float *x, const uint8_t *Ls, const uint8_t *Lm, float d, float dmin, unsigned char *b,
+                        uint8_t *L) {
+    for (int j = 0; j < 16; j++) b[j] = (unsigned char)(Ls[j] | (Lm[j] << 4));
+    wr_f16(b + 80, d);
+    wr_f16(b + 82, dmin);
+    float df = rd_f16(b + 80), mf = rd_f16(b + 82);
+    for (int j = 0; j < 16; j++) {
+        float dl = df * (float)(b[j] & 0x0F);
+        if (!dl) continue;
+        float ml = mf * (float)(b[j] >> 4);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)k_clamp(k_round((x[16 * j + l] + ml) / dl), 0, 3);
+    }
+    k_pack_2bit(L, b + 16);
+}
+
 /* Q2_K: 16 sub-blocks of 16, 2-bit codes, 4-bit scales and mins. */
 static void quant_q2_k(const float *src, void *dst, int64_t n) {
     unsigned char *b = dst;
     for (int64_t ib = 0; ib < n / QK_K; ib++, b += 84, src += QK_K) {
-        uint8_t L[QK_K];
-        float w[16], mins[16], scales[16], max_scale = 0, max_min = 0;
-        unsigned char *sc = b, *qs = b + 16;
+        uint8_t L[QK_K], Ls[16] = {0}, Lm[16] = {0};
+        float w[16], mins[16], scales[16], max_scale = 0, max_min = 0, d = 0, dmin = 0;
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++) w[l] = fabsf(src[16 * j + l]);
             scales[j] = k_fit_min(16, 3, src + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
@@ -624,28 +652,39 @@ static void quant_q2_k(const float *src, void *dst, int64_t n) {
         }
         if (max_scale > 0) {
             float is = 15.0f / max_scale;
-            for (int j = 0; j < 16; j++) sc[j] = (unsigned char)k_round(is * scales[j]);
-            wr_f16(b + 80, max_scale / 15.0f);
-        } else {
-            for (int j = 0; j < 16; j++) sc[j] = 0;
-            wr_f16(b + 80, 0.0f);
+            for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)k_round(is * scales[j]);
+            d = max_scale / 15.0f;
         }
         if (max_min > 0) {
             float is = 15.0f / max_min;
-            for (int j = 0; j < 16; j++) sc[j] = (unsigned char)(sc[j] | (k_round(is * mins[j]) << 4));
-            wr_f16(b + 82, max_min / 15.0f);
-        } else {
-            wr_f16(b + 82, 0.0f);
+            for (int j = 0; j < 16; j++) Lm[j] = (uint8_t)k_round(is * mins[j]);
+            dmin = max_min / 15.0f;
         }
-        float d = rd_f16(b + 80), dmin = rd_f16(b + 82);
-        for (int j = 0; j < 16; j++) {
-            float dl = d * (float)(sc[j] & 0x0F);
-            if (!dl) continue; /* keeps the search's codes, as ggml does */
-            float ml = dmin * (float)(sc[j] >> 4);
-            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)k_clamp(k_round((src[16 * j + l] + ml) / dl), 0, 3);
-        }
-        k_pack_2bit(L, qs);
+        k_store_q2k(src, Ls, Lm, d, dmin, b, L);
     }
+}
+
+/* Q3_K's block from its 6-bit scales Ls (0..63, the signed scale + 32) and
+ * the float d they multiply: header written, codes L (0..7, the signed code
+ * + 4) of x redone with the stored values (kept where a scale is 0). */
+static void k_store_q3k(const float *x, const uint8_t *Ls, float d, unsigned char *b, int8_t *L) {
+    unsigned char *sc = b + 96;
+    memset(sc, 0, 12);
+    for (int j = 0; j < 16; j++) {
+        int l = Ls[j];
+        if (j < 8) sc[j] = (unsigned char)(l & 0x0F);
+        else sc[j - 8] = (unsigned char)(sc[j - 8] | ((l & 0x0F) << 4));
+        l >>= 4;
+        sc[j % 4 + 8] = (unsigned char)(sc[j % 4 + 8] | (l << (2 * (j / 4))));
+    }
+    wr_f16(b + 108, d);
+    float df = rd_f16(b + 108);
+    for (int j = 0; j < 16; j++) {
+        float dl = df * (float)q3k_scale(sc, j);
+        if (!dl) continue;
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(x[16 * j + l] / dl), -4, 3) + 4);
+    }
+    k_pack_q3k((const uint8_t *)L, b, b + 32);
 }
 
 /* Q3_K: 16 sub-blocks of 16, 3-bit signed codes (2 low bits + hmask), 6-bit
@@ -654,8 +693,8 @@ static void quant_q3_k(const float *src, void *dst, int64_t n) {
     unsigned char *b = dst;
     for (int64_t ib = 0; ib < n / QK_K; ib++, b += 110, src += QK_K) {
         int8_t L[QK_K];
-        float scales[16], max_scale = 0, amax = 0;
-        unsigned char *hm = b, *qs = b + 32, *sc = b + 96;
+        uint8_t Ls[16] = {0};
+        float scales[16], max_scale = 0, amax = 0, d = 0;
         for (int j = 0; j < 16; j++) {
             scales[j] = k_fit_q3(16, 4, src + 16 * j, L + 16 * j);
             float a = fabsf(scales[j]);
@@ -664,30 +703,12 @@ static void quant_q3_k(const float *src, void *dst, int64_t n) {
                 max_scale = scales[j];
             }
         }
-        memset(sc, 0, 12);
         if (max_scale) {
             float is = -32.0f / max_scale;
-            for (int j = 0; j < 16; j++) {
-                int8_t l = (int8_t)k_round(is * scales[j]);
-                l = (int8_t)(k_clamp(l, -32, 31) + 32);
-                if (j < 8) sc[j] = (unsigned char)(l & 0x0F);
-                else sc[j - 8] = (unsigned char)(sc[j - 8] | ((l & 0x0F) << 4));
-                l = (int8_t)(l >> 4);
-                sc[j % 4 + 8] = (unsigned char)(sc[j % 4 + 8] | (l << (2 * (j / 4))));
-            }
-            wr_f16(b + 108, 1 / is);
-        } else {
-            wr_f16(b + 108, 0.0f);
+            for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)(k_clamp(k_round(is * scales[j]), -32, 31) + 32);
+            d = 1 / is;
         }
-        float d = rd_f16(b + 108);
-        for (int j = 0; j < 16; j++) {
-            int8_t s8 = (int8_t)(j < 8 ? sc[j] & 0x0F : sc[j - 8] >> 4);
-            s8 = (int8_t)((s8 | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
-            float dl = d * (float)s8;
-            if (!dl) continue;
-            for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(src[16 * j + l] / dl), -4, 3) + 4);
-        }
-        k_pack_q3k((const uint8_t *)L, hm, qs);
+        k_store_q3k(src, Ls, d, b, L);
     }
 }
 
@@ -906,20 +927,100 @@ static void quant_w_q8_0(const float *src, void *dst, int64_t n, const float *qw
     quant_q8_0(src, dst, n);
 }
 
-/* Q4_0 weighted: per block the make_qx_quants search (nmax 8) under
- * qw * sqrt(sigma2 + x^2), sigma2 the row's mean square. */
-static void quant_w_q4_0(const float *src, void *dst, int64_t n, const float *qw) {
+/* sigma2 of the 32-block types' weights: the row's mean square. */
+static float k_row_sigma2(const float *x, int64_t n) {
     float s2 = 0;
-    for (int64_t j = 0; j < n; j++) s2 += src[j] * src[j];
-    float sigma2 = s2 / (float)n;
+    for (int64_t j = 0; j < n; j++) s2 += x[j] * x[j];
+    return s2 / (float)n;
+}
+
+/* Q4_0 / Q5_0 weighted: per block the make_qx_quants search (nmax 8 / 16)
+ * under qw * sqrt(sigma2 + x^2), sigma2 the row's mean square. */
+static void k_quant_w_sym32(const float *src, void *dst, int64_t n, const float *qw, int nmax) {
+    float sigma2 = k_row_sigma2(src, n);
+    size_t bb = nmax == 8 ? 18 : 22;
     unsigned char *b = dst;
-    for (int64_t ib = 0; ib < n / 32; ib++, b += 18) {
+    for (int64_t ib = 0; ib < n / 32; ib++, b += bb) {
         const float *x = src + 32 * ib, *w = qw + 32 * ib;
         float wt[32];
         int8_t L[32];
         for (int j = 0; j < 32; j++) wt[j] = w[j] * sqrtf(sigma2 + x[j] * x[j]);
-        wr_f16(b, k_fit_signed(32, 8, x, L, 1, wt));
-        for (int j = 0; j < 16; j++) b[2 + j] = (unsigned char)(L[j] | (L[j + 16] << 4));
+        wr_f16(b, k_fit_signed(32, nmax, x, L, 1, wt));
+        k_put_codes32((const uint8_t *)L, nmax == 8 ? 4 : 5, b + 2);
+    }
+}
+
+static void quant_w_q4_0(const float *src, void *dst, int64_t n, const float *qw) { k_quant_w_sym32(src, dst, n, qw, 8); }
+static void quant_w_q5_0(const float *src, void *dst, int64_t n, const float *qw) { k_quant_w_sym32(src, dst, n, qw, 16); }
+
+/* Q4_1 / Q5_1 weighted: per block (scale, min) by the weighted search
+ * (make_qkx3_quants: rmin -0.9, step 0.05, 37 trials) under
+ * qw * sqrt(sigma2 + x^2); the codes are the search's (not redone with the
+ * fp16 d and m, as ggml does). */
+static void k_quant_w_min32(const float *src, void *dst, int64_t n, const float *qw, int nmax) {
+    float sigma2 = k_row_sigma2(src, n);
+    size_t bb = nmax == 15 ? 20 : 24;
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / 32; ib++, b += bb) {
+        const float *x = src + 32 * ib, *w = qw + 32 * ib;
+        float wt[32], neg_min;
+        uint8_t L[32];
+        for (int j = 0; j < 32; j++) wt[j] = w[j] * sqrtf(sigma2 + x[j] * x[j]);
+        float d = k_fit_min(32, nmax, x, wt, L, &neg_min, -0.9f, 0.05f, 36, 0);
+        wr_f16(b, d);
+        wr_f16(b + 2, -neg_min);
+        k_put_codes32(L, nmax == 15 ? 4 : 5, b + 4);
+    }
+}
+
+static void quant_w_q4_1(const float *src, void *dst, int64_t n, const float *qw) { k_quant_w_min32(src, dst, n, qw, 15); }
+static void quant_w_q5_1(const float *src, void *dst, int64_t n, const float *qw) { k_quant_w_min32(src, dst, n, qw, 31); }
+
+/* Q2_K weighted: per sub-block of 16 (scale, min) by the weighted search
+ * (make_qkx3_quants) under qw * sqrt(sigma2 + x^2), sigma2 the super-block's
+ * mean square; the 4-bit scales and mins by make_qp_quants weighted with each
+ * sub-block's weight sum. */
+static void quant_w_q2_k(const float *src, void *dst, int64_t n, const float *qw) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 84, src += QK_K, qw += QK_K) {
+        uint8_t L[QK_K], Ls[16], Lm[16];
+        float sw[16], mins[16], scales[16], w[16], s2 = 0;
+        for (int j = 0; j < QK_K; j++) s2 += src[j] * src[j];
+        float sigma2 = s2 / QK_K;
+        for (int j = 0; j < 16; j++) {
+            float sum = 0;
+            for (int l = 0; l < 16; l++) w[l] = qw[16 * j + l] * sqrtf(sigma2 + src[16 * j + l] * src[16 * j + l]);
+            for (int l = 0; l < 16; l++) sum += w[l];
+            sw[j] = sum;
+            scales[j] = k_fit_min(16, 3, src + 16 * j, w, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0);
+        }
+        float d = k_fit_pos(16, 15, scales, Ls, sw), dmin = k_fit_pos(16, 15, mins, Lm, sw);
+        k_store_q2k(src, Ls, Lm, d, dmin, b, L);
+    }
+}
+
+/* Q3_K weighted: per sub-block of 16 the signed search (make_qx_quants, nmax
+ * 4) under qw * sqrt(sigma2 + x^2), sigma2 twice the super-block's mean
+ * square; the 6-bit scales by the same search (nmax 32) weighted with each
+ * sub-block's weight sum. */
+static void quant_w_q3_k(const float *src, void *dst, int64_t n, const float *qw) {
+    unsigned char *b = dst;
+    for (int64_t ib = 0; ib < n / QK_K; ib++, b += 110, src += QK_K, qw += QK_K) {
+        int8_t L[QK_K], Ls8[16];
+        uint8_t Ls[16];
+        float sw[16], scales[16], w[16], s2 = 0;
+        for (int j = 0; j < QK_K; j++) s2 += src[j] * src[j];
+        float sigma2 = 2 * s2 / QK_K;
+        for (int j = 0; j < 16; j++) {
+            float sum = 0;
+            for (int l = 0; l < 16; l++) w[l] = qw[16 * j + l] * sqrtf(sigma2 + src[16 * j + l] * src[16 * j + l]);
+            for (int l = 0; l < 16; l++) sum += w[l];
+            sw[j] = sum;
+            scales[j] = k_fit_signed(16, 4, src + 16 * j, L + 16 * j, 1, w);
+        }
+        float d = k_fit_signed(16, 32, scales, Ls8, 1, sw);
+        for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)Ls8[j];
+        k_store_q3k(src, Ls, d, b, L);
     }
 }
 
@@ -1046,18 +1147,10 @@ void ggml_block_put_codes(uint32_t type, void *block, const uint8_t *codes) {
     case GGML_Q8_0:
         for (int j = 0; j < 32; j++) b[2 + j] = (unsigned char)(int8_t)((int)codes[j] - 128);
         break;
-    case GGML_Q4_0: case GGML_Q4_1: {
-        unsigned char *qs = b + (type == GGML_Q4_0 ? 2 : 4);
-        for (int j = 0; j < 16; j++) qs[j] = (unsigned char)((codes[j] & 0x0F) | ((codes[j + 16] & 0x0F) << 4));
-        break;
-    }
-    case GGML_Q5_0: case GGML_Q5_1: {
-        unsigned q[32];
-        for (int j = 0; j < 32; j++) q[j] = codes[j];
-        if (type == GGML_Q5_0) put_q5(b + 2, b + 6, q);
-        else put_q5(b + 4, b + 8, q);
-        break;
-    }
+    case GGML_Q4_0: k_put_codes32(codes, 4, b + 2); break;
+    case GGML_Q4_1: k_put_codes32(codes, 4, b + 4); break;
+    case GGML_Q5_0: k_put_codes32(codes, 5, b + 2); break;
+    case GGML_Q5_1: k_put_codes32(codes, 5, b + 4); break;
     case GGML_Q2_K: k_pack_2bit(codes, b + 16); break;
     case GGML_Q3_K: k_pack_q3k(codes, b, b + 32); break;
     case GGML_Q4_K: k_pack_q4k(codes, b + 16); break;
@@ -1074,12 +1167,12 @@ static const GgmlTypeTraits traits_table[GGML_TYPE_LIMIT] = {
     [GGML_F16] = {"F16", 1, 2, dequant_f16, quant_f16},
     [GGML_BF16] = {"BF16", 1, 2, dequant_bf16, quant_bf16},
     [GGML_Q4_0] = {"Q4_0", 32, 18, dequant_q4_0, quant_q4_0, quant_w_q4_0},
-    [GGML_Q4_1] = {"Q4_1", 32, 20, dequant_q4_1, quant_q4_1},
-    [GGML_Q5_0] = {"Q5_0", 32, 22, dequant_q5_0, quant_q5_0},
-    [GGML_Q5_1] = {"Q5_1", 32, 24, dequant_q5_1, quant_q5_1},
+    [GGML_Q4_1] = {"Q4_1", 32, 20, dequant_q4_1, quant_q4_1, quant_w_q4_1},
+    [GGML_Q5_0] = {"Q5_0", 32, 22, dequant_q5_0, quant_q5_0, quant_w_q5_0},
+    [GGML_Q5_1] = {"Q5_1", 32, 24, dequant_q5_1, quant_q5_1, quant_w_q5_1},
     [GGML_Q8_0] = {"Q8_0", 32, 34, dequant_q8_0, quant_q8_0, quant_w_q8_0},
-    [GGML_Q2_K] = {"Q2_K", QK_K, 84, dequant_q2_k, quant_q2_k},
-    [GGML_Q3_K] = {"Q3_K", QK_K, 110, dequant_q3_k, quant_q3_k},
+    [GGML_Q2_K] = {"Q2_K", QK_K, 84, dequant_q2_k, quant_q2_k, quant_w_q2_k},
+    [GGML_Q3_K] = {"Q3_K", QK_K, 110, dequant_q3_k, quant_q3_k, quant_w_q3_k},
     [GGML_Q4_K] = {"Q4_K", QK_K, 144, dequant_q4_k, quant_q4_k, quant_w_q4_k},
     [GGML_Q5_K] = {"Q5_K", QK_K, 176, dequant_q5_k, quant_q5_k, quant_w_q5_k},
     [GGML_Q6_K] = {"Q6_K", QK_K, 210, dequant_q6_k, quant_q6_k, quant_w_q6_k},

@@ -38,7 +38,7 @@ Status rtn_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *
 /* rtn_quantize for a ggml block format with importance weights qw (n_in,
  * one per input column: ggml's quant_weights, as llama-quantize --imatrix
  * passes them). ST_ERR_UNSUPPORTED when the format has no weighted
- * quantizer (not a ggml format, or q8_0 and the types not written yet). */
+ * quantizer (not a ggml format). */
 Status rtn_quantize_weighted(const float *W, int64_t n_out, int64_t n_in, const QParams *p, const float *qw,
                              QTensor *out, Err *err);
 
