@@ -888,6 +888,24 @@ static void test_compare(void) {
     plan_done(&d);
 }
 
+/* The auto plan's budget prompt: bits per weight, or SI sizes. */
+static void test_budget_parse(void) {
+    double bpw;
+    size_t bytes;
+    char why[160];
+    CHECK(pe_parse_budget("4.5", &bpw, &bytes, why, sizeof why) == 0 && bpw == 4.5 && bytes == 0);
+    CHECK(pe_parse_budget(" 7.8180 bpw", &bpw, &bytes, why, sizeof why) == 0 && bpw == 7.818 && bytes == 0);
+    CHECK(pe_parse_budget("0.25 MB", &bpw, &bytes, why, sizeof why) == 0 && bytes == 250000 && bpw == 0);
+    CHECK(pe_parse_budget("210kB", &bpw, &bytes, why, sizeof why) == 0 && bytes == 210000);
+    CHECK(pe_parse_budget("284000 bytes", &bpw, &bytes, why, sizeof why) == 0 && bytes == 284000);
+    CHECK(pe_parse_budget("1.5 GB", &bpw, &bytes, why, sizeof why) == 0 && bytes == 1500000000u);
+    CHECK(pe_parse_budget("33", &bpw, &bytes, why, sizeof why) == -1 && strstr(why, "between 0 and 32"));
+    CHECK(pe_parse_budget("7 parsecs", &bpw, &bytes, why, sizeof why) == -1 && strstr(why, "the unit is"));
+    CHECK(pe_parse_budget("-1", &bpw, &bytes, why, sizeof why) == -1);
+    CHECK(pe_parse_budget("", &bpw, &bytes, why, sizeof why) == -1);
+    CHECK(pe_parse_budget("4 bpw extra", &bpw, &bytes, why, sizeof why) == -1);
+}
+
 int main(void) {
     (void)testlib_shared; /* no shared files needed here */
     test_heat();
@@ -904,6 +922,7 @@ int main(void) {
     test_results();
     test_results_table();
     test_compare();
+    test_budget_parse();
     test_units();
     test_ascii();
     return testlib_done("test_tui_model");

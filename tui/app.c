@@ -192,6 +192,7 @@ void app_done(App *a) {
     free(a->details);
     free(a->log);
     free(a->plan.marks);
+    free(a->plan.auto_sites);
     session_free(a->sess);
     memset(a, 0, sizeof *a);
 }

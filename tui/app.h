@@ -80,7 +80,25 @@ typedef struct PlanViewState {
     struct PlanCycle *cyc;   /* the run in progress (view_plan.c), or NULL */
     int settings_open;       /* the cursor cell's settings panel (o) */
     int settings_sel;
+    /* The last auto plan's account of itself (A): shown under the grid until
+     * Esc, following the cursor, while the user edits by hand. */
+    int auto_open;
+    char auto_head[240];     /* budget, prediction, bound, cells changed */
+    struct AutoSiteWhy *auto_sites; /* (n_auto) owned, [layer * 7 + proj] */
+    int64_t n_auto;
+    char auto_init[48];      /* the budget prompt's initial text ... */
+    double auto_init_bpw;    /* ... and the exact bpw it stands for */
 } PlanViewState;
+
+/* Why the auto plan gave a site its entry. */
+typedef struct AutoSiteWhy {
+    char choice[24];         /* the candidate ("int4/oc-g", "fp16") */
+    double loss;             /* its predicted loss (KLD in nats with site scales) */
+    double oerr;             /* the map's relative output error of the choice */
+    int64_t bits;
+    int changed;             /* the cell differs from the plan the editor held before */
+    char why[200];           /* the trade-off against the neighbouring candidates */
+} AutoSiteWhy;
 
 struct CmpSite;
 
@@ -287,7 +305,7 @@ void app_write_plan(App *a, const char *dest);
 
 /* Lines typed in the message bar (app.c draws and edits them; Enter hands
  * the text to view_plan_prompt_done, Esc cancels). */
-enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT };
+enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT, PROMPT_AUTO_BUDGET };
 void app_prompt_open(App *a, int kind, const char *label, const char *initial);
 void view_plan_prompt_done(App *a, int kind, const char *text);
 
@@ -298,12 +316,18 @@ void app_eval_opts(const App *a, struct EvalOpts *o);
 
 /* === Auto plan (app_auto.c) === */
 
-/* Queues the automatic planner (analysis/planner.h) at the bits per weight
- * of the plan in the editor; the result replaces the editor's plan (one undo
- * step) and the Log says why each cell got its entry. The loss model's site
- * scales are measured in the job unless STATS.sitecal matches. Needs the
- * calibration. */
+/* Asks for the automatic planner's budget in the message bar (bits per
+ * weight or a size, the plan in the editor's size offered); Enter hands it
+ * to app_auto_plan_budget. Needs the calibration (else says so). */
 void app_auto_plan(App *a);
+
+/* Queues the automatic planner (analysis/planner.h) under the budget typed
+ * (pe_parse_budget's forms); the result replaces the editor's plan (one
+ * undo step, recorded in the session as set_plan so replay reproduces it),
+ * the Plan view lists which cells it set and why (the per-site choice and
+ * its predicted loss) and so does the Log. The loss model's site scales
+ * are measured in the job unless STATS.sitecal matches. */
+void app_auto_plan_budget(App *a, const char *text);
 
 /* The loss model's predicted KLD of p (NaN without a calibration or without
  * site scales for this text and context). */

@@ -14,6 +14,8 @@
 #include "analysis/sitecal.h"
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "sessions/plan_json.h"
+#include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/plan_edit.h"
 
@@ -63,8 +65,9 @@ typedef struct AutoJob {
     char cache_dir[APP_PATH_MAX];
     char stats_path[APP_PATH_MAX];
     char cal_path[APP_PATH_MAX + 16];
-    double bpw;              /* the budget: the editor's plan's bits per weight */
-    char budget_of[80];      /* that plan's label */
+    double bpw;              /* the budget in bits per weight (0: bytes) */
+    size_t bytes;            /* ... or in bytes (0: bpw) */
+    char budget_of[120];     /* how the budget was set ("the size of int4-gptq", "typed") */
     int measured;            /* 1: the site scales were measured in this job */
     PlannerResult res;
     int have_res;
@@ -100,6 +103,7 @@ static Status auto_job_run(void *arg, Progress *prog, Err *err) {
     PlannerOpts po;
     planner_opts_default(&po);
     po.bpw = j->bpw;
+    po.bytes = j->bytes;
     po.method = sf.h ? QM_GPTQ : QM_RTN;
     po.site_scale = sc.scale;
     if (sf.h) { /* as qscope plan --auto: OC groups of 64 and 128 too, computed from W and H */
@@ -118,6 +122,12 @@ done:
     return st;
 }
 
+/* The budget as words: "7.82 bpw" or "284000 bytes (0.284 MB)". */
+static void budget_words(const AutoJob *j, char *buf, size_t n) {
+    if (j->bytes) snprintf(buf, n, "%zu bytes (%.3f MB)", j->bytes, j->bytes / 1e6);
+    else snprintf(buf, n, "%.4g bpw", j->bpw);
+}
+
 static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     AutoJob *j = arg;
     App *a = ctx;
@@ -126,6 +136,7 @@ static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
         app_log(a, "auto-plan", "failed: %s: %s", status_message(st), err->detail);
         return;
     }
+    view_plan_flush(a);
     PlannerResult *r = &j->res;
     PlanGrid before;
     Err e2;
@@ -137,22 +148,57 @@ static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
         return;
     }
     int64_t changed = have_before ? plan_edit_diff(a->pe, &before) : -1;
+    char bw[64], bs[32];
+    budget_words(j, bw, sizeof bw);
+    if (j->bytes) snprintf(bs, sizeof bs, "%zu B", j->bytes);
+    else snprintf(bs, sizeof bs, "%.4g bpw", j->bpw);
+    /* The account shown under the Plan view's grid: each site's choice, its
+     * predicted loss and the trade-off against its neighbours. */
+    AutoSiteWhy *w = core_calloc((size_t)(r->n_sites ? r->n_sites : 1), sizeof *w);
+    if (w) {
+        for (int64_t s = 0; s < r->n_sites; s++) {
+            const PlannerSite *ps = &r->sites[s];
+            snprintf(w[s].choice, sizeof w[s].choice, "%s", ps->name);
+            w[s].loss = ps->loss;
+            w[s].oerr = ps->oerr;
+            w[s].bits = ps->bits;
+            snprintf(w[s].why, sizeof w[s].why, "%s", ps->why);
+            w[s].changed = have_before && !plan_entry_equal(plan_edit_cell(a->pe, s / PLAN_NPROJ, (int)(s % PLAN_NPROJ)),
+                                                            &before.cells[s]);
+        }
+        free(a->plan.auto_sites);
+        a->plan.auto_sites = w;
+        a->plan.n_auto = r->n_sites;
+        a->plan.auto_open = 1;
+        snprintf(a->plan.auto_head, sizeof a->plan.auto_head,
+                 "auto: %s (%s): pred. %s %.5f, bound %.5f; %lld/%lld cells changed (*); Esc hides", bs,
+                 j->budget_of, r->calibrated ? "KLD" : "loss", r->sol.loss, r->sol.lower_bound, (long long)changed,
+                 (long long)(r->n_sites + 2));
+    }
     if (have_before) plan_grid_done(&before);
-    int nk;
-    const PlannerKind *kinds = planner_kinds(r->target, &nk);
     app_log(a, "auto-plan",
-            "budget %.4f bpw (the size of %s); site scales %s %s; %s: predicted KLD %.5f, Lagrangian lower bound %.5f, "
+            "budget %s (%s); site scales %s %s; %s: predicted KLD %.5f, Lagrangian lower bound %.5f, "
             "%lld of %lld cells changed; DP %s",
-            j->bpw, j->budget_of, j->measured ? "measured into" : "from", j->cal_path, r->plan.name, r->sol.loss,
+            bw, j->budget_of, j->measured ? "measured into" : "from", j->cal_path, r->plan.name, r->sol.loss,
             r->sol.lower_bound, (long long)changed, (long long)r->n_sites,
             r->sol.unit_bits > 1 ? "on bucketed costs" : "exact");
     for (int64_t s = 0; s < r->n_sites; s++)
         app_log(a, "auto-plan", "layer %lld %s: %s", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
                 r->sites[s].why);
-    (void)kinds;
+    if (a->sess) { /* replay's set_plan makes the same plan current, one undo step as here */
+        char *js = NULL;
+        if (plan_json_write(&r->plan, &js, &e2) == ST_OK) {
+            SessionArg args[] = {SESSION_ARG_STR("plan", r->plan.name), SESSION_ARG_JSON("json", js),
+                                 SESSION_ARG_STR("auto", bw)};
+            app_session_action(a, "set_plan", args, 3);
+        } else {
+            app_msg(a, 1, "session: %s", e2.detail);
+        }
+        free(js);
+    }
     app_plan_sync(a);
-    app_msg(a, 0, "auto plan at %.2f bpw (size of %s): pred. KLD %.5f; %lld cells changed; why: Log", j->bpw,
-            j->budget_of, r->sol.loss, (long long)changed);
+    app_msg(a, 0, "auto plan under %s: pred. KLD %.5f, %lld cells changed (why: Plan view)", bw, r->sol.loss,
+            (long long)changed);
 }
 
 static void auto_job_free(void *arg) {
@@ -162,19 +208,43 @@ static void auto_job_free(void *arg) {
     free(j);
 }
 
-void app_auto_plan(App *a) {
+/* Why A cannot run now ("" when it can); the editor's budget into *b. */
+static int auto_ready(App *a, PlanBudget *b) {
     if (!a->cs || !a->stats_path[0]) {
         app_msg(a, 1, "the auto plan needs the calibration's sensitivity map: press c first");
-        return;
+        return 0;
     }
     if (!a->text) {
         app_msg(a, 1, "no text to calibrate the loss model on: start with --text FILE");
-        return;
+        return 0;
     }
+    app_plan_budget(a, b);
+    return 1;
+}
+
+void app_auto_plan(App *a) {
     PlanBudget b;
-    app_plan_budget(a, &b);
-    if (!b.valid) {
-        app_msg(a, 1, "the plan in the editor sets the budget, but it is not valid: %s", b.error);
+    if (!auto_ready(a, &b)) return;
+    a->plan.auto_init[0] = 0;
+    a->plan.auto_init_bpw = 0;
+    if (b.valid) {
+        snprintf(a->plan.auto_init, sizeof a->plan.auto_init, "%.4f bpw", b.bpw);
+        a->plan.auto_init_bpw = b.bpw;
+    }
+    char label[96];
+    snprintf(label, sizeof label, "auto plan budget (bpw, or B/kB/MB; %s: %.3f MB):", b.valid ? "editor" : "invalid",
+             b.valid ? b.bytes / 1e6 : 0.0);
+    app_prompt_open(a, PROMPT_AUTO_BUDGET, label, a->plan.auto_init);
+}
+
+void app_auto_plan_budget(App *a, const char *text) {
+    PlanBudget b;
+    if (!auto_ready(a, &b)) return;
+    double bpw;
+    size_t bytes;
+    char why[160];
+    if (pe_parse_budget(text, &bpw, &bytes, why, sizeof why) != 0) {
+        app_msg(a, 1, "%s", why);
         return;
     }
     AutoJob *j = core_calloc(1, sizeof *j);
@@ -190,15 +260,24 @@ void app_auto_plan(App *a) {
     snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->stats_path);
     sitecal_path(a, j->cal_path, sizeof j->cal_path);
-    j->bpw = b.bpw;
-    snprintf(j->budget_of, sizeof j->budget_of, "%s", b.label);
+    j->bpw = bpw;
+    j->bytes = bytes;
+    /* the offered budget taken as it was: the editor's plan's exact size, not its 4 decimals */
+    if (a->plan.auto_init[0] && !strcmp(text, a->plan.auto_init) && b.valid) {
+        j->bpw = b.bpw;
+        snprintf(j->budget_of, sizeof j->budget_of, "size of %s", b.label);
+    } else {
+        snprintf(j->budget_of, sizeof j->budget_of, "typed");
+    }
+    char bw[64];
+    budget_words(j, bw, sizeof bw);
     Err err;
     err_init(&err);
     if (!jobs_submit(&a->jobs, "auto plan", auto_job_run, auto_job_finish, auto_job_free, j, &err)) {
         app_msg(a, 1, "%s", err.detail);
         return;
     }
-    app_msg(a, 0, "auto plan queued: least predicted KLD at %.2f bpw (the size of %s)", b.bpw, b.label);
+    app_msg(a, 0, "auto plan queued: least predicted KLD under %s (%s)", bw, j->budget_of);
 }
 
 void app_result_site_oerr(App *a, int64_t id) {

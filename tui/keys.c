@@ -67,7 +67,8 @@ static const Binding table[] = {
     {TK_CTRL_R, AC_REDO, V(PLAN), "Ctrl-R", "redo", "redo"},
     {'W', AC_WRITE_PLAN, V(PLAN), "W", "write the plan: asks for the path (llamacpp:, gptqmodel:, llmcompressor: PATH export)", NULL},
     {'A', AC_AUTO_PLAN, V(PLAN) | V(EVAL), "A",
-     "auto plan: least predicted KLD at the size of the plan in the editor (Log: why each cell)", "auto"},
+     "auto plan: asks for a budget (bpw or B/kB/MB; the editor plan's size offered), proposes the plan with the least "
+     "predicted KLD and lists under the grid why each cell got its entry (Esc closes the list)", "auto"},
     {' ', AC_MARK, V(EVAL), "Space", "mark / unmark the result (two marked: d diffs them)", "mark"},
     {'d', AC_DIFF, V(EVAL), "d", "diff the two marked results (or the marked one and the cursor's): cells, dbpw, dKLD, dtop-1", "diff"},
     {'L', AC_LOAD_PLAN, V(EVAL), "L", "load the result's plan into the Plan editor (u there undoes; recorded in the session)", "load plan"},

@@ -1,6 +1,7 @@
 /* Plan editing over quant/plan.h's types (see plan_edit.h). */
 #include "tui/plan_edit.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -680,4 +681,52 @@ void pe_grid_fit(const PlanEdit *pe, int width, int64_t cur_col, PeGridFit *f) {
         if (cur_col < f->first_col + n || f->first_col >= cur_col) break;
         f->first_col++;
     }
+}
+
+/* === The auto plan's budget === */
+
+int pe_parse_budget(const char *s, double *bpw, size_t *bytes, char *why, size_t n) {
+    *bpw = 0;
+    *bytes = 0;
+    char *end;
+    while (*s == ' ') s++;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || !isfinite(v)) {
+        snprintf(why, n, "'%s': give bits per weight (4.5) or a size (0.21 MB, 210 kB, 210000 B)", s);
+        return -1;
+    }
+    while (*end == ' ') end++;
+    char unit[16];
+    size_t k = 0;
+    while (end[k] && end[k] != ' ' && k + 1 < sizeof unit) {
+        unit[k] = (char)(end[k] >= 'A' && end[k] <= 'Z' ? end[k] - 'A' + 'a' : end[k]);
+        k++;
+    }
+    unit[k] = 0;
+    const char *rest = end + k;
+    while (*rest == ' ') rest++;
+    double mul = 0;
+    if (!*unit || !strcmp(unit, "bpw")) {
+        if (*rest || v > 32) {
+            snprintf(why, n, "'%s': bits per weight are between 0 and 32", s);
+            return -1;
+        }
+        *bpw = v;
+        return 0;
+    }
+    if (!strcmp(unit, "b") || !strcmp(unit, "bytes") || !strcmp(unit, "byte")) mul = 1;
+    else if (!strcmp(unit, "kb")) mul = 1e3;
+    else if (!strcmp(unit, "mb")) mul = 1e6;
+    else if (!strcmp(unit, "gb")) mul = 1e9;
+    if (!mul || *rest) {
+        snprintf(why, n, "'%s': the unit is bpw, B, kB, MB or GB (SI: 1 MB = 10^6 bytes)", s);
+        return -1;
+    }
+    double b = floor(v * mul);
+    if (b < 1 || b > 1e15) {
+        snprintf(why, n, "'%s': not a size in bytes", s);
+        return -1;
+    }
+    *bytes = (size_t)b;
+    return 0;
 }

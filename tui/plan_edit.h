@@ -186,6 +186,15 @@ ActFormat pe_next_act(ActFormat a);
  * multiple of 8, else of 4, else 0 (per-channel). */
 int64_t pe_fit_group(int64_t g, int64_t n);
 
+/* === The auto plan's budget === */
+
+/* Parses a budget typed for the auto plan: a number of bits per weight
+ * ("4.5", "4.5 bpw"; 0 < bpw <= 32) into *bpw (then *bytes = 0), or a size
+ * with a unit ("210000 B", "210000 bytes", "0.21 MB", "210 kB", "1.5 GB";
+ * SI units as everywhere in the workbench) into *bytes (then *bpw = 0).
+ * Returns 0, or -1 with why (n bytes) saying what is wrong. */
+int pe_parse_budget(const char *s, double *bpw, size_t *bytes, char *why, size_t n);
+
 /* === Grid layout of the codes === */
 
 /* How the Plan view fits the codes into its width: level 0 shows

@@ -161,6 +161,51 @@ static void settings_draw(const App *a, const Layout *l) {
              "AQLM beam: not a plan setting (the quantizer searches with beam 1)");
 }
 
+/* The last auto plan's account under the grid: its budget and prediction,
+ * the cursor site's trade-off against the neighbouring candidates (wrapped
+ * at its "; "), then per site the choice and its predicted loss ('*': the
+ * auto plan changed the cell); the cursor's site is highlighted and kept in
+ * view. */
+static void auto_draw(const App *a, int y, int h, int x, int w) {
+    if (h < 4) return;
+    draw_text(y++, x, w, C_HEADER, "%s", a->plan.auto_head);
+    int64_t n = a->plan.n_auto;
+    int64_t cur = on_end_row(a) ? -1 : a->plan.row * PLAN_NPROJ + a->plan.col;
+    char site[24];
+    if (cur >= 0) {
+        const char *why = a->plan.auto_sites[cur].why;
+        snprintf(site, sizeof site, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
+        /* two lines: as many "; "-separated parts as fit on the first */
+        char l1[256];
+        int lw = w - pe_text_width(site) - 2;
+        size_t cut = strlen(why);
+        for (const char *p = why; (p = strstr(p, "; ")) != NULL; p += 2) {
+            char t[256];
+            snprintf(t, sizeof t, "%.*s", (int)(p - why), why);
+            if (pe_text_width(t) > lw) break;
+            cut = (size_t)(p - why);
+        }
+        snprintf(l1, sizeof l1, "%.*s", (int)cut, why);
+        draw_text(y++, x, w, C_NORMAL, "%s: %s", site, l1);
+        draw_text(y++, x, w, C_NORMAL, "  %s", why[cut] ? why + cut + 2 : "");
+    } else {
+        draw_text(y++, x, w, C_DIM, "the embedding and the head stay fp16 in the auto plan (counted in the budget)");
+        y++;
+    }
+    int rows = h - 3;
+    int64_t first = layout_scroll(n, 2 * (int64_t)rows, cur >= 0 ? cur : n - 1, 0);
+    int cw = (w - 2) / 2 > 46 ? 46 : (w - 2) / 2; /* two columns of sites */
+    for (int64_t k = 0; k < 2 * (int64_t)rows && first + k < n; k++) {
+        int64_t s = first + k;
+        const AutoSiteWhy *e = &a->plan.auto_sites[s];
+        snprintf(site, sizeof site, "L%lld.%s", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)));
+        ColorRole role = s == cur ? C_CURSOR : e->changed ? C_CHANGED : C_NORMAL;
+        char loss[16];
+        draw_text(y + (int)(k % rows), x + (int)(k / rows) * (cw + 2), cw, role, "%s%s%-8s %-11s loss %s",
+                  e->changed ? "*" : " ", s == cur ? ">" : " ", site, e->choice, vm_fit_num(loss, 8, e->loss, 5, 0));
+    }
+}
+
 static void plan_draw(const App *a, const Layout *l) {
     const PlanEdit *pe = a->pe;
     const Rect *r = &l->main;
@@ -271,6 +316,7 @@ static void plan_draw(const App *a, const Layout *l) {
     entry_words(ce, words, sizeof words);
     plan_entry_code(ce, code, sizeof code);
     draw_text(y++, x0, w, C_NORMAL, "%s %s: %s", site, code, words);
+    if (a->plan.auto_open && a->plan.auto_sites) auto_draw(a, y + 1, r->y + r->h - (y + 1), x0, w);
 
     if (a->plan.settings_open) settings_draw(a, l);
     if (a->plan.preset_open) {
@@ -600,6 +646,10 @@ void view_plan_prompt_done(App *a, int kind, const char *text) {
         app_write_plan(a, text);
         return;
     }
+    if (kind == PROMPT_AUTO_BUDGET) {
+        app_auto_plan_budget(a, text);
+        return;
+    }
     if (kind != PROMPT_FORMAT) return;
     char name[48], *slash;
     snprintf(name, sizeof name, "%s", text);
@@ -770,6 +820,10 @@ static int plan_key(App *a, Action act) {
         }
         if (act == AC_QUIT || act == AC_HELP) return R_UNHANDLED;
         return R_NONE;
+    }
+    if (act == AC_BACK && s->auto_open) {
+        s->auto_open = 0;
+        return R_REDRAW;
     }
     const PlanEdit *pe = a->pe;
     int64_t prev_row = s->row;
