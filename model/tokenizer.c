@@ -642,6 +642,40 @@ TokKind tokenizer_kind(const Tokenizer *t) { return t && t->mode == MODE_BPE ? T
 const char *tokenizer_describe(const Tokenizer *t) { return t ? t->desc : ""; }
 int tokenizer_add_bos(const Tokenizer *t) { return t ? t->add_bos : 0; }
 
+void tokenizer_gguf_info(const Tokenizer *t, TokGgufInfo *out) {
+    out->model = t->mode == MODE_BPE ? "gpt2" : "llama";
+    out->pre = t->mode == MODE_BPE ? tok_pretok_name(t->pre) : NULL;
+    out->bos = t->bos;
+    out->eos = t->eos;
+    out->unk = t->unk;
+    out->add_bos = t->add_bos;
+    out->add_space_prefix = t->add_space_prefix != TOK_PREFIX_NONE;
+}
+
+void tokenizer_gguf_scores(const Tokenizer *t, float *out) {
+    if (t->mode == MODE_SPM) {
+        memcpy(out, t->score, (size_t)t->n_tokens * sizeof *out);
+        return;
+    }
+    for (int64_t i = 0; i < t->n_tokens; i++) out[i] = t->mode == MODE_HF_SPM ? -1e9f : 0.0f;
+    if (t->mode != MODE_HF_SPM) return;
+    for (int64_t m = t->n_merges - 1; m >= 0; m--) { /* the lowest rank writes last */
+        int32_t id = tok_lookup(t, t->marena + t->m_off[m], t->m_len[m]);
+        if (id >= 0) out[id] = -(float)t->m_rank[m];
+    }
+}
+
+int64_t tokenizer_n_merges(const Tokenizer *t) { return t ? t->n_merges : 0; }
+
+size_t tokenizer_merge_text(const Tokenizer *t, int64_t i, char *buf, size_t cap) {
+    if (!t || i < 0 || i >= t->n_merges || cap == 0) return 0;
+    const char *s = t->marena + t->m_off[i];
+    size_t split = t->m_split[i], n = t->m_len[i] + 1;
+    for (size_t k = 0, o = 0; k < n && o + 1 < cap; k++, o++) buf[o] = k < split ? s[k] : k == split ? ' ' : s[k - 1];
+    buf[n < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
 int tokenizer_token_type(const Tokenizer *t, int32_t id) {
     if (!t || id < 0 || id >= t->n_tokens) return 0;
     return t->type[id];

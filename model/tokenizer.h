@@ -119,6 +119,34 @@ int64_t tokenizer_vocab_size(const Tokenizer *t);
 int32_t tokenizer_bos(const Tokenizer *t); /* -1 if none */
 int32_t tokenizer_eos(const Tokenizer *t); /* -1 if none */
 TokKind tokenizer_kind(const Tokenizer *t);
+/* The tokenizer as a GGUF's tokenizer.ggml.* keys describe it to llama.cpp
+ * (for writers of GGUF files). */
+typedef struct TokGgufInfo {
+    const char *model;       /* "llama" (SentencePiece merging by score) or "gpt2" (static) */
+    const char *pre;         /* gpt2: the pre-tokenizer's name (static); llama: NULL */
+    int32_t bos, eos, unk;   /* -1: none */
+    int add_bos;
+    int add_space_prefix;    /* 1: llama.cpp's add_space_prefix */
+} TokGgufInfo;
+
+/* Fills *out for t. An HF BPE vocabulary with byte fallback (Llama's
+ * tokenizer.json) is written as "llama": see tokenizer_gguf_scores. */
+void tokenizer_gguf_info(const Tokenizer *t, TokGgufInfo *out);
+
+/* Writes the n_tokens scores of tokenizer.ggml.scores into out: t's own for a
+ * SentencePiece vocabulary; for an HF BPE vocabulary with byte fallback, minus
+ * the rank of the first merge that makes each token (-1e9 for tokens no merge
+ * makes), so that merging the best-scored pair first, as llama.cpp's
+ * SentencePiece tokenizer does, merges in rank order as BPE does; 0 for gpt2. */
+void tokenizer_gguf_scores(const Tokenizer *t, float *out);
+
+/* Number of merges (byte-level and HF BPE vocabularies; 0 for SentencePiece). */
+int64_t tokenizer_n_merges(const Tokenizer *t);
+
+/* Merge i (in rank order) as "left right" into buf, NUL-terminated and
+ * truncated to cap; returns its full length (0 for an out-of-range i). */
+size_t tokenizer_merge_text(const Tokenizer *t, int64_t i, char *buf, size_t cap);
+
 /* Short description for `info`, e.g. "spm (llama), 512 tokens" (static storage in t). */
 const char *tokenizer_describe(const Tokenizer *t);
 

@@ -30,7 +30,9 @@ typedef enum {
     HOW_PACK,                /* a QTensor's int codes + scales packed into 32-blocks */
     HOW_F16,                 /* fallback: the source weight as F16 */
     HOW_NEAREST,             /* fallback: the source weight through a ggml reference quantizer */
-    HOW_GAIN                 /* SmoothQuant: a stored norm gain (F32) */
+    HOW_GAIN,                /* a float vector written as F32: a SmoothQuant norm gain, or a
+                                non-GGUF source's norm / rope factors */
+    HOW_WEIGHT               /* a non-GGUF source's matrix, its bytes as loaded (F32/F16/BF16) */
 } How;
 
 typedef struct OutTensor {
@@ -42,8 +44,10 @@ typedef struct OutTensor {
     How how;
     const GgufTensor *src;   /* HOW_RAW */
     const QTensor *qt;       /* HOW_CODES, HOW_PACK */
-    const Weight *w;         /* HOW_F16, HOW_NEAREST */
+    const Weight *w;         /* HOW_F16, HOW_NEAREST, HOW_WEIGHT */
     const float *gain;       /* HOW_GAIN (ne[0]) */
+    int64_t perm_hd;         /* > 0: rows are Hugging Face q/k rows (rotate_half pairing, heads of
+                                perm_hd) written in GGUF llama's interleaved order; 0: as they are */
 } OutTensor;
 
 /* The site index (QStored layout) of a tensor name, or -1. */
@@ -152,6 +156,7 @@ static Status produce(const OutTensor *t, unsigned char *dst, Err *err) {
     case HOW_RAW: memcpy(dst, t->src->data, t->nbytes); return ST_OK;
     case HOW_CODES: memcpy(dst, qtensor_codes(t->qt), t->nbytes); return ST_OK;
     case HOW_GAIN: memcpy(dst, t->gain, t->nbytes); return ST_OK;
+    case HOW_WEIGHT: memcpy(dst, t->w->data, t->nbytes); return ST_OK;
     case HOW_PACK: {
         size_t rb = ggml_row_bytes(t->type, t->qt->n_in);
         for (int64_t r = 0; r < t->qt->n_out; r++) pack_row(t->qt, t->type, r, dst + (size_t)r * rb);
@@ -176,6 +181,25 @@ static Status produce(const OutTensor *t, unsigned char *dst, Err *err) {
     return ST_OK;
 }
 
+/* produce() in the file's row order: HF q/k rows of head h, pair i, half s
+ * (row h·hd + s·hd/2 + i) go to GGUF's row h·hd + 2i + s, the inverse of
+ * llama.cpp's converter permutation, so llama's interleaved RoPE pairs them
+ * as rotate_half did. Rows are whole blocks, so any stored type moves as is. */
+static Status produce_rows(const OutTensor *t, unsigned char *dst, Err *err) {
+    if (t->perm_hd <= 0) return produce(t, dst, err);
+    unsigned char *tmp = malloc(t->nbytes);
+    if (!tmp) return err_set(err, ST_ERR_NOMEM, "%s", t->name);
+    Status st = produce(t, tmp, err);
+    int64_t hd = t->perm_hd, half = hd / 2, n_rows = t->ne[1];
+    size_t rb = t->nbytes / (size_t)n_rows;
+    for (int64_t r = 0; r < n_rows && !st; r++) {
+        int64_t h = r / hd, k = r % hd, s = k / half, i = k % half;
+        memcpy(dst + (size_t)(h * hd + 2 * i + s) * rb, tmp + (size_t)r * rb, rb);
+    }
+    free(tmp);
+    return st;
+}
+
 typedef struct FillCtx {
     const OutTensor *t;
 } FillCtx;
@@ -184,7 +208,7 @@ static Status fill(void *user, int64_t i, void *dst, size_t nbytes, Err *err) {
     const FillCtx *fc = user;
     if (nbytes != fc->t[i].nbytes) return err_set(err, ST_ERR_STATE, "%s: %zu bytes, expected %zu", fc->t[i].name,
                                                   nbytes, fc->t[i].nbytes);
-    return produce(&fc->t[i], dst, err);
+    return produce_rows(&fc->t[i], dst, err);
 }
 
 /* === Sites === */
@@ -309,7 +333,7 @@ static Status verify(const char *path, const OutTensor *ot, int64_t n, int64_t n
                 goto done;
             }
         }
-        if ((st = produce(&ot[i], buf, err))) goto done;
+        if ((st = produce_rows(&ot[i], buf, err))) goto done;
         if (memcmp(buf, t->data, ot[i].nbytes)) {
             st = err_set(err, ST_ERR_FORMAT, "%s: tensor %s re-read differs from what was written", path, ot[i].name);
             goto done;
@@ -322,15 +346,185 @@ done:
 }
 
 Status gguf_export_check_source(const Model *m, Err *err) {
-    if (m->format != FMT_GGUF)
-        return err_set(err, ST_ERR_UNSUPPORTED, "%s: export writes from a GGUF source (its metadata and tokenizer "
-                       "are carried over); convert the model to GGUF first", m->path);
     /* phi3 files stack q/k/v (attn_qkv) and gate/up (ffn_up): the sites are
      * row ranges of one tensor, which this writer does not assemble. */
     if (strcmp(m->cfg.arch, "phi3") == 0)
         return err_set(err, ST_ERR_UNSUPPORTED, "%s: phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, "
                        "ffn_up); exporting them from the plan is not supported", m->path);
+    if (m->format == FMT_GGUF) return ST_OK;
+    /* Hugging Face and llama2.c sources: the metadata and tokenizer are
+     * written from the loaded config and tokenizer, as GGUF `llama`. */
+    const char *what = m->format == FMT_HF ? "Hugging Face" : "llama2.c";
+    if (strcmp(m->cfg.arch, "llama") != 0)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: export from a %s %s model is not written (llama only; "
+                       "convert it to GGUF first)", m->path, what, m->cfg.arch);
+    if (m->cfg.sliding_window > 0)
+        return err_set(err, ST_ERR_UNSUPPORTED, "%s: sliding window %lld: llama.cpp's llama architecture has none, "
+                       "so the export would compute something else", m->path, (long long)m->cfg.sliding_window);
+    if (!m->tok) return err_set(err, ST_ERR_UNSUPPORTED, "%s: no tokenizer to write", m->path);
     return ST_OK;
+}
+
+/* === Non-GGUF sources: tensors and metadata from the loaded model === */
+
+/* Upper bound of the tensors list_model writes. */
+static int64_t model_tensor_cap(const Model *m) { return m->cfg.n_layers * 9 + 4; }
+
+static void out_vec(OutTensor *o, const char *name, const float *v, int64_t n) {
+    snprintf(o->name, sizeof o->name, "%s", name);
+    o->type = GGML_F32;
+    o->n_dims = 1;
+    o->ne[0] = n;
+    o->ne[1] = o->ne[2] = o->ne[3] = 1;
+    o->nbytes = (size_t)n * sizeof(float);
+    o->how = HOW_GAIN;
+    o->gain = v;
+}
+
+static void out_mat(OutTensor *o, const char *name, const Weight *w) {
+    snprintf(o->name, sizeof o->name, "%s", name);
+    o->type = w->type;
+    o->n_dims = 2;
+    o->ne[0] = w->n_in;
+    o->ne[1] = w->n_out;
+    o->ne[2] = o->ne[3] = 1;
+    o->nbytes = weight_bytes(w);
+    o->how = HOW_WEIGHT;
+    o->w = w;
+}
+
+/* The tensors of a GGUF `llama` file for m, in llama.cpp's converter order;
+ * the norms of smoothed layers take the stored gains. Returns the count. */
+static int64_t list_model(const Model *m, const QStored *stored, OutTensor *ot) {
+    static const char *const T[PROJ_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                              "ffn_gate", "ffn_up", "ffn_down"};
+    const ModelConfig *c = &m->cfg;
+    int64_t n = 0;
+    char nm[96];
+    out_mat(&ot[n++], "token_embd.weight", &m->tok_embd);
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const LayerWeights *L = &m->layers[l];
+        for (int k = 0; k < 2; k++) {
+            const float *g = k ? L->ffn_norm : L->attn_norm;
+            const float *sg = k ? stored->ffn_norm : stored->attn_norm;
+            if (sg && stored->smoothed && stored->smoothed[l * 2 + k]) g = sg + l * c->dim;
+            snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, k ? "ffn_norm" : "attn_norm");
+            out_vec(&ot[n++], nm, g, c->dim);
+            for (int p = k ? PROJ_GATE : PROJ_Q; p < (k ? PROJ_COUNT : PROJ_GATE); p++) {
+                snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, T[p]);
+                OutTensor *o = &ot[n++];
+                out_mat(o, nm, &L->proj[p]);
+                if (m->format == FMT_HF && c->rope_style == ROPE_NEOX && (p == PROJ_Q || p == PROJ_K))
+                    o->perm_hd = c->head_dim;
+            }
+        }
+    }
+    out_vec(&ot[n++], "output_norm.weight", m->out_norm, c->dim);
+    if (!c->tied_embeddings) out_mat(&ot[n++], "output.weight", &m->output);
+    if (m->rope_freqs) out_vec(&ot[n++], "rope_freqs.weight", m->rope_freqs, c->head_dim / 2);
+    return n;
+}
+
+/* The GGUF `llama` keys of m's config and tokenizer into w; *n_kv counts them. */
+static Status write_model_meta(const Model *m, GgufWriter *w, int64_t *n_kv) {
+    const ModelConfig *c = &m->cfg;
+    const Tokenizer *tok = m->tok;
+    TokGgufInfo ti;
+    tokenizer_gguf_info(tok, &ti);
+    int64_t nt = tokenizer_vocab_size(tok), nm = tokenizer_n_merges(tok);
+    const char **pieces = malloc((size_t)(nt > 0 ? nt : 1) * sizeof *pieces);
+    float *scores = malloc((size_t)(nt > 0 ? nt : 1) * sizeof *scores);
+    int32_t *types = malloc((size_t)(nt > 0 ? nt : 1) * sizeof *types);
+    char **merges = NULL;
+    int want_merges = !strcmp(ti.model, "gpt2") && nm > 0;
+    Status st = ST_ERR_NOMEM;
+    if (!pieces || !scores || !types) goto done;
+    if (want_merges) {
+        if (!(merges = core_calloc((size_t)nm, sizeof *merges))) goto done;
+        for (int64_t i = 0; i < nm; i++) {
+            char tmp[8];
+            size_t len = tokenizer_merge_text(tok, i, tmp, sizeof tmp);
+            if (!(merges[i] = malloc(len + 1))) goto done;
+            tokenizer_merge_text(tok, i, merges[i], len + 1);
+        }
+    }
+    for (int64_t i = 0; i < nt; i++) {
+        pieces[i] = tokenizer_piece(tok, (int32_t)i);
+        types[i] = tokenizer_token_type(tok, (int32_t)i);
+    }
+    tokenizer_gguf_scores(tok, scores);
+    int64_t k = 0;
+#define KV(call) do { if ((st = (call))) goto done; k++; } while (0)
+    KV(gguf_writer_add_str(w, "general.architecture", "llama"));
+    KV(gguf_writer_add_str(w, "general.name", m->format == FMT_HF ? "qscope export (Hugging Face source)"
+                                                                  : "qscope export (llama2.c source)"));
+    KV(gguf_writer_add_u32(w, "llama.context_length", (uint32_t)c->max_seq_len));
+    KV(gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)c->dim));
+    KV(gguf_writer_add_u32(w, "llama.block_count", (uint32_t)c->n_layers));
+    KV(gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim));
+    KV(gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads));
+    KV(gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads));
+    KV(gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim));
+    if (c->head_dim * c->n_heads != c->dim) {
+        KV(gguf_writer_add_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim));
+        KV(gguf_writer_add_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim));
+    }
+    KV(gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_theta));
+    if (c->rope_freq_scale != 0 && c->rope_freq_scale != 1) {
+        KV(gguf_writer_add_str(w, "llama.rope.scaling.type", "linear"));
+        KV(gguf_writer_add_f32(w, "llama.rope.scaling.factor", 1.0f / c->rope_freq_scale));
+    }
+    KV(gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps));
+    KV(gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size));
+    KV(gguf_writer_add_str(w, "tokenizer.ggml.model", ti.model));
+    if (ti.pre) KV(gguf_writer_add_str(w, "tokenizer.ggml.pre", ti.pre));
+    KV(gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", pieces, nt));
+    KV(gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, nt));
+    KV(gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, nt));
+    if (want_merges) KV(gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, nm));
+    if (ti.bos >= 0) KV(gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)ti.bos));
+    if (ti.eos >= 0) KV(gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)ti.eos));
+    if (ti.unk >= 0) KV(gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)ti.unk));
+    KV(gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", ti.add_bos));
+    KV(gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0));
+    if (!strcmp(ti.model, "llama")) KV(gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", ti.add_space_prefix));
+#undef KV
+    *n_kv += k;
+    st = ST_OK;
+done:
+    if (merges)
+        for (int64_t i = 0; i < nm; i++) free(merges[i]);
+    free(merges);
+    free(pieces);
+    free(scores);
+    free(types);
+    return st;
+}
+
+/* Output tensor o for source tensor t of a GGUF source: its bytes as they
+ * are, or the stored gain of a smoothed norm. Sites are decided after. */
+static void list_gguf_tensor(const Model *m, const QStored *stored, const GgufTensor *t, OutTensor *o) {
+    const int64_t L = m->cfg.n_layers;
+    snprintf(o->name, sizeof o->name, "%.*s", (int)t->name.len, t->name.s);
+    o->type = t->type;
+    o->n_dims = (int)t->n_dims;
+    memcpy(o->ne, t->ne, sizeof o->ne);
+    o->nbytes = t->nbytes;
+    o->how = HOW_RAW;
+    o->src = t;
+    long long l;
+    char nm[16];
+    int k = 0;
+    if (sscanf(o->name, "blk.%lld.%15[a-z_].weight%n", &l, nm, &k) == 2 && o->name[k] == '\0' && l >= 0 && l < L &&
+        (!strcmp(nm, "attn_norm") || !strcmp(nm, "ffn_norm"))) {
+        const float *g = !strcmp(nm, "attn_norm") ? stored->attn_norm : stored->ffn_norm;
+        if (g && stored->smoothed && stored->smoothed[l * 2 + (nm[0] == 'f')]) {
+            o->how = HOW_GAIN;
+            o->gain = g + l * m->cfg.dim;
+            o->type = GGML_F32;
+            o->nbytes = (size_t)m->cfg.dim * sizeof(float);
+        }
+    }
 }
 
 Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, const char *plan_name, GgufFallback fb,
@@ -344,37 +538,20 @@ Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, cons
     Gguf *src = NULL;
     GgufWriter *w = NULL;
     OutTensor *ot = NULL;
-    Status st = gguf_open(m->path, &src, err);
+    const int from_gguf = m->format == FMT_GGUF;
+    Status st = from_gguf ? gguf_open(m->path, &src, err) : ST_OK;
     if (st) return st;
-    if (!(ot = core_calloc((size_t)(src->n_tensors > 0 ? src->n_tensors : 1), sizeof *ot)) || !(w = gguf_writer_new())) {
+    int64_t n_t = from_gguf ? src->n_tensors : model_tensor_cap(m);
+    if (!(ot = core_calloc((size_t)(n_t > 0 ? n_t : 1), sizeof *ot)) || !(w = gguf_writer_new())) {
         st = err_set(err, ST_ERR_NOMEM, "export");
         goto fail;
     }
+    if (!from_gguf) n_t = list_model(m, stored, ot);
     int64_t n_of[GGML_TYPE_LIMIT] = {0};
     int any_dropped = 0;
-    for (int64_t i = 0; i < src->n_tensors; i++) {
-        const GgufTensor *t = &src->tensors[i];
+    for (int64_t i = 0; i < n_t; i++) {
         OutTensor *o = &ot[i];
-        snprintf(o->name, sizeof o->name, "%.*s", (int)t->name.len, t->name.s);
-        o->type = t->type;
-        o->n_dims = (int)t->n_dims;
-        memcpy(o->ne, t->ne, sizeof o->ne);
-        o->nbytes = t->nbytes;
-        o->how = HOW_RAW;
-        o->src = t;
-        long long l;
-        char nm[16];
-        int k = 0;
-        if (sscanf(o->name, "blk.%lld.%15[a-z_].weight%n", &l, nm, &k) == 2 && o->name[k] == '\0' && l >= 0 && l < L &&
-            (!strcmp(nm, "attn_norm") || !strcmp(nm, "ffn_norm"))) {
-            const float *g = !strcmp(nm, "attn_norm") ? stored->attn_norm : stored->ffn_norm;
-            if (g && stored->smoothed && stored->smoothed[l * 2 + (nm[0] == 'f')]) {
-                o->how = HOW_GAIN;
-                o->gain = g + l * m->cfg.dim;
-                o->type = GGML_F32;
-                o->nbytes = (size_t)m->cfg.dim * sizeof(float);
-            }
-        }
+        if (from_gguf) list_gguf_tensor(m, stored, &src->tensors[i], o);
         int64_t s = site_of(o->name, L);
         if (s >= 0) {
             const PlanEntry *e = s < L * PROJ_COUNT ? &qm->res.lin[s].e : s == L * PROJ_COUNT ? &qm->res.output.e
@@ -393,9 +570,11 @@ Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, cons
                      "--fallback nearest|f16 writes them anyway)", out_path, rep->dropped, rep->dropped == 1 ? "" : "s");
         goto fail;
     }
-    /* Metadata: the source's, file type and provenance replaced. */
+    /* Metadata: the source's, file type and provenance replaced; or, from
+     * another format, written from the loaded config and tokenizer. */
     int64_t n_kv = 0;
-    for (int64_t i = 0; i < src->n_kv; i++) {
+    if (!from_gguf && (st = write_model_meta(m, w, &n_kv))) goto nomem;
+    for (int64_t i = 0; from_gguf && i < src->n_kv; i++) {
         const GgufKV *kv = &src->kv[i];
         char key[256];
         snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.s);
@@ -408,10 +587,10 @@ Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, cons
         (st = gguf_writer_add_str(w, "qscope.plan", plan_name ? plan_name : ""))) goto nomem;
     n_kv += 2;
     FillCtx fc = {ot};
-    for (int64_t i = 0; i < src->n_tensors; i++)
+    for (int64_t i = 0; i < n_t; i++)
         if ((st = gguf_writer_add_tensor_fill(w, ot[i].name, ot[i].type, ot[i].n_dims, ot[i].ne, fill, &fc))) goto nomem;
     if ((st = gguf_writer_write(w, out_path, err))) goto fail;
-    if ((st = verify(out_path, ot, src->n_tensors, n_kv, err))) {
+    if ((st = verify(out_path, ot, n_t, n_kv, err))) {
         unlink(out_path);
         goto fail;
     }

@@ -1,10 +1,16 @@
 /* `qscope export`: a GGUF llama.cpp loads and runs, carrying the plan's own
  * quantized weights.
  *
- * The source is the GGUF the model was loaded from: every metadata key
- * (tokenizer included; general.alignment dropped, general.file_type set from
- * the written types) and every tensor the plan does not touch (norms, biases,
- * rope factors) are carried over byte for byte. Each planned site (the
+ * From a GGUF source every metadata key (tokenizer included;
+ * general.alignment dropped, general.file_type set from the written types)
+ * and every tensor the plan does not touch (norms, biases, rope factors) are
+ * carried over byte for byte. From a Hugging Face directory or a llama2.c
+ * .bin (architecture llama, no sliding window) the file is GGUF `llama`:
+ * keys written from the loaded config, the tokenizer from the loaded one
+ * (tokenizer_gguf_info / tokenizer_gguf_scores: an HF BPE vocabulary with byte
+ * fallback becomes a SentencePiece one whose scores follow the merge ranks),
+ * norms and rope factors as F32, HF q/k rows permuted back to GGUF's
+ * interleaved RoPE order (rows move whole, so quantized rows stay exact). Each planned site (the
  * embedding, every projection, an untied head) is written from qscope's own
  * codes (QStored), bit for bit where a ggml type holds them:
  *   fp32 entry (no quantization)           the source tensor as it is
@@ -39,13 +45,14 @@ typedef enum { GGUF_FALLBACK_NONE, GGUF_FALLBACK_NEAREST, GGUF_FALLBACK_F16 } Gg
 /* "none", "nearest", "f16"; parse returns -1 if unknown. */
 int gguf_fallback_parse(const char *s);
 
-/* ST_OK when m is a source gguf_export can write from: loaded from a GGUF
- * and not phi3 (whose stacked attn_qkv / ffn_up it does not assemble);
- * ST_ERR_UNSUPPORTED saying why otherwise. Cheap: callers check it before
+/* ST_OK when m is a source gguf_export can write from: not phi3 (whose
+ * stacked attn_qkv / ffn_up it does not assemble) and, when not a GGUF, a
+ * llama without a sliding window and with a tokenizer; ST_ERR_UNSUPPORTED
+ * saying why otherwise. Cheap: callers check it before
  * quantizing, which can take minutes on a real model. */
 Status gguf_export_check_source(const Model *m, Err *err);
 
-/* Writes m (loaded from a GGUF) with the quantized sites of qm (built from m
+/* Writes m with the quantized sites of qm (built from m
  * with qmodel_build_keep or qmodel_build_stored, so qm->stored or `stored`
  * holds the codes; stored may be NULL to use qm->stored) to out_path.
  * rep (caller export_report_done's it, also on error) counts the sites:

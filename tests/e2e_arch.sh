@@ -68,11 +68,16 @@ has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, 
 # a GPTQ preset, no empty "0 tensors" report line
 set +e
 "$Q" export "$tmp/phi3.gguf" --preset int4-gptq -o "$tmp/phi3-x.gguf" >"$tmp/out.txt" 2>"$tmp/err.txt"; rc=$?
-"$Q" export "$S/models/stories260K-hf" --preset int4-gptq -o "$tmp/hf-x.gguf" >"$tmp/out.txt" 2>"$tmp/err2.txt"; rc2=$?
+# an HF Mistral with a sliding window (llama.cpp's llama architecture has none)
+mkdir "$tmp/mistral"
+for f in model.safetensors tokenizer.json tokenizer_config.json; do ln -s "$(cd "$S/models/stories260K-hf" && pwd)/$f" "$tmp/mistral/$f"; done
+sed 's/"LlamaForCausalLM"/"MistralForCausalLM"/; s/^{/{"sliding_window": 32,/' "$S/models/stories260K-hf/config.json" \
+  >"$tmp/mistral/config.json"
+"$Q" export "$tmp/mistral" --preset int4-gptq -o "$tmp/hf-x.gguf" >"$tmp/out.txt" 2>"$tmp/err2.txt"; rc2=$?
 set -e
-[ $rc -ne 0 ] && [ $rc2 -ne 0 ] || fail "export of phi3 / an HF checkpoint succeeded"
+[ $rc -ne 0 ] && [ $rc2 -ne 0 ] || fail "export of phi3 / a sliding-window HF checkpoint succeeded"
 has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors"
-has "$tmp/err2.txt" "export writes from a GGUF source"
+has "$tmp/err2.txt" "sliding window 32: llama.cpp's llama architecture has none"
 if grep -q "needs calibration\|0 tensors" "$tmp/err.txt" "$tmp/err2.txt"; then
   fail "export quantized (or reported) before refusing the source: $(cat "$tmp/err.txt" "$tmp/err2.txt")"; fi
 # qwen2's biases are carried over into an exported GGUF, which loads with them

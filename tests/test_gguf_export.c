@@ -15,6 +15,7 @@
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "model/tokenizer.h"
 #include "quant/ggml_type.h"
 #include "sessions/gguf_export.h"
 #include "sessions/plan_json.h"
@@ -194,6 +195,86 @@ static void check_gptq_ggml(const char *text, size_t len, const char *text_path,
     ref = keep_ref;
 }
 
+/* Export from the llama2.c and Hugging Face forms of stories260K: metadata
+ * and tokenizer written from the loaded config and tokenizer (the HF q/k rows
+ * put back in GGUF's interleaved order). Every tensor equals the GGUF-source
+ * export's bytes, the re-loaded files tokenize the text as their sources do,
+ * and llama-perplexity gives all three exports the same PPL. */
+static void check_other_sources(const char *text, size_t len, const char *text_path, const char *lp) {
+    Err err;
+    err_init(&err);
+    static const char *const SRC[3] = {"models/stories260K/stories260K-f32.gguf", "models/stories260K/stories260K.bin",
+                                       "models/stories260K-hf"};
+    static const char *const OUT[3] = {"src-gguf.gguf", "src-l2c.gguf", "src-hf.gguf"};
+    static const char *const PLAN =
+        "{\"schema_version\": 1, \"name\": \"srcs\", \"default\": {\"format\": \"q4_0\"}, \"embed\": "
+        "{\"format\": \"q8_0\"}, \"output\": {\"format\": \"q8_0\"}, \"rules\": [{\"pattern\": \"1.*\", \"fields\": [\"format\"], \"format\": \"q8_0\"}, "
+        "{\"pattern\": \"*.down\", \"fields\": [\"format\"], \"format\": \"fp16\"}]}";
+    const char *path[3];
+    double ppl[3] = {0, 0, 0};
+    int32_t *ids0 = NULL;
+    int64_t n0 = 0;
+    for (int k = 0; k < 3; k++) {
+        Model *src;
+        CHECK_OK(model_load(testlib_shared(SRC[k]), NULL, &src, &err), err);
+        Model *keep = base;
+        base = src; /* plan_of reads base's shape */
+        Plan p;
+        plan_of(PLAN, &p);
+        base = keep;
+        QModelStats none = {NULL, NULL};
+        QModel *qm;
+        CHECK_OK(qmodel_build_keep(src, &p, &none, NULL, NULL, &qm, &err), err);
+        ExportReport rep;
+        path[k] = tmp_path(OUT[k]);
+        CHECK_OK(gguf_export(src, qm, NULL, p.name, GGUF_FALLBACK_NONE, path[k], &rep, &err), err);
+        CHECK(rep.dropped == 0);
+        export_report_done(&rep);
+        /* the file tokenizes the text as its source does */
+        Model *f;
+        CHECK_OK(model_load(path[k], NULL, &f, &err), err);
+        int32_t *a, *b;
+        int64_t na, nb;
+        CHECK_OK(tokenizer_encode(src->tok, text, len, 1, &a, &na, &err), err);
+        CHECK_OK(tokenizer_encode(f->tok, text, len, 1, &b, &nb, &err), err);
+        CHECKF(na == nb && !memcmp(a, b, (size_t)na * sizeof *a), "%s: the export tokenizes differently", SRC[k]);
+        if (!ids0) {
+            ids0 = a;
+            n0 = na;
+        } else {
+            CHECK(na == n0 && !memcmp(a, ids0, (size_t)na * sizeof *a));
+            free(a);
+        }
+        free(b);
+        model_free(f);
+        qmodel_free(qm);
+        plan_done(&p);
+        /* a sliding window llama's llama architecture lacks is refused */
+        if (k == 2) {
+            src->cfg.sliding_window = 32;
+            CHECK(gguf_export_check_source(src, &err) == ST_ERR_UNSUPPORTED && strstr(err.detail, "sliding window"));
+        }
+        model_free(src);
+        if (lp) ppl[k] = llama_ppl(lp, path[k], text_path);
+    }
+    free(ids0);
+    int n_same = 0;
+    for (int64_t l = 0; l < base->cfg.n_layers; l++)
+        for (int pj = 0; pj < 7; pj++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, PROJ_T[pj]);
+            for (int k = 1; k < 3; k++) CHECKF(same_tensor(path[0], path[k], nm), "%s: %s differs", OUT[k], nm);
+            n_same++;
+        }
+    for (int k = 1; k < 3; k++)
+        CHECK(same_tensor(path[0], path[k], "token_embd.weight") && same_tensor(path[0], path[k], "output_norm.weight"));
+    printf("export from llama2.c and HF sources: %d projections byte-identical to the GGUF-source export\n", n_same);
+    if (lp) {
+        printf("llama-perplexity of the exports: gguf %.4f, llama2.c %.4f, hf %.4f\n", ppl[0], ppl[1], ppl[2]);
+        CHECK(ppl[0] > 0 && ppl[0] == ppl[1] && ppl[0] == ppl[2]);
+    }
+}
+
 int main(void) {
     Err err;
     err_init(&err);
@@ -201,8 +282,10 @@ int main(void) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", tmpdir);
     CHECK(system(cmd) == 0);
-    const char *model_path = testlib_shared("models/stories260K/stories260K-f32.gguf");
-    const char *text_path = testlib_shared("text/tinystories_sample.txt");
+    /* own copies: testlib_shared's buffers rotate */
+    char model_path[1024], text_path[1024];
+    snprintf(model_path, sizeof model_path, "%s", testlib_shared("models/stories260K/stories260K-f32.gguf"));
+    snprintf(text_path, sizeof text_path, "%s", testlib_shared("text/tinystories_sample.txt"));
     CHECK_OK(model_load(model_path, NULL, &base, &err), err);
     char *text;
     size_t len;
@@ -303,6 +386,7 @@ int main(void) {
         CHECK(got > 0 && fabs(got / rm.ppl - 1) < 0.005);
     }
     check_gptq_ggml(text, len, text_path, lp);
+    check_other_sources(text, len, text_path, lp);
     const char *lq = testlib_llama_tool("llama-quantize", "llama-quantize byte identity");
     if (lq) {
         static const char *const F[2] = {"q8_0", "q4_0"};
