@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/hash.h"
+#include "core/mapfile.h"
 #include "model/forward.h"
 #include "model/tokenizer.h"
 
@@ -27,6 +29,22 @@ void calib_params_default(CalibParams *p) {
     p->group = SENS_DEFAULT_GROUP;
     p->topk = 16;
     p->sensitivity = 1;
+}
+
+size_t calib_hidden_budget(void) {
+    const char *e = getenv("QS_CALIB_HIDDEN_MB");
+    if (e && *e) return (size_t)strtoull(e, NULL, 10) << 20;
+    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || ps <= 0) return (size_t)1 << 30;
+    return (size_t)pages * (size_t)ps / 8;
+}
+
+const char *calib_pipeline_name(CalibPipeline p) { return p == CALIB_PER_SAMPLE ? "per-sample" : "stream"; }
+
+int calib_pipeline_parse(const char *s) {
+    if (strcmp(s, "stream") == 0) return CALIB_STREAM;
+    if (strcmp(s, "per-sample") == 0) return CALIB_PER_SAMPLE;
+    return -1;
 }
 
 const char *calib_mode_name(CalibMode m) { return m == CALIB_CHUNKS ? "chunks" : "random"; }
@@ -310,6 +328,148 @@ Status calib_params_check(const CalibParams *p, const char *where, Err *err) {
     return ST_OK;
 }
 
+/* === The two pipelines === */
+
+/* PER_SAMPLE: window i drawn when it is used, then all layers over it
+ * (--samples bounded by time, not memory); a cancel keeps the sequences done. */
+static Status calib_pass_sample(const Model *m, Forward *fw, CalibRun *run, const int32_t *toks, int64_t n_tok,
+                                const CalibParams *p, int64_t n_seqs, Progress *prog, Err *err) {
+    CalibStats *cs = run->cs;
+    int32_t *seq = core_calloc((size_t)p->seqlen, sizeof *seq);
+    if (!seq) return err_set(err, ST_ERR_NOMEM, "calibration sequence of %lld tokens", (long long)p->seqlen);
+    Taps taps = {.fn = calib_tap_fn, .user = run, .mask = 0};
+    int32_t bos = tokenizer_bos(m->tok);
+    uint64_t rs = p->seed;
+    Status st = ST_OK;
+    progress_begin(prog, "calibrate", n_seqs);
+    for (int64_t i = 0; i < n_seqs; i++) {
+        if (progress_cancelled(prog)) break;
+        memcpy(seq, toks + calib_offset(n_tok, p, i, &rs), (size_t)p->seqlen * sizeof *seq);
+        if (bos >= 0) seq[0] = bos;
+        run->seq = i;
+        forward_reset(fw);
+        if ((st = forward_run(fw, seq, p->seqlen, NULL, 0, &taps, err))) break;
+        if ((st = calib_check_finite(cs, i, err))) break;
+        cs->n_seqs = i + 1;
+        cs->n_tokens += p->seqlen;
+        progress_add(prog, 1);
+    }
+    for (int64_t l = 0; st == ST_OK && run->hs && l < cs->n_layers; l++) st = hstore_layer_done(run->hs, l, err);
+    free(seq);
+    return st;
+}
+
+/* Decides where STREAM keeps the residual stream: the first *n_ram
+ * sequences in RAM (within p->hidden_budget or calib_hidden_budget()), the
+ * rest in an unlinked temporary file (*spill_fd, in $TMPDIR or /tmp) when
+ * its disk has room for them plus 1 GiB; otherwise *pipe becomes
+ * PER_SAMPLE (no error). */
+static Status calib_stream_plan(const CalibParams *p, int64_t n_seqs, int64_t dim, int *spill_fd, int64_t *n_ram,
+                                CalibPipeline *pipe, Err *err) {
+    *spill_fd = -1;
+    size_t seq_bytes = (size_t)p->seqlen * (size_t)dim * sizeof(float);
+    size_t budget = p->hidden_budget ? p->hidden_budget : calib_hidden_budget();
+    int64_t fit = (int64_t)(budget / seq_bytes);
+    *n_ram = fit < n_seqs ? fit : n_seqs;
+    if (*n_ram == n_seqs) return ST_OK;
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    char path[CALIB_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/qscope-calib-spill.XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0) return err_set(err, ST_ERR_IO, "%s: cannot create the calibration spill file: %s", path, strerror(errno));
+    unlink(path); /* gone when closed, whatever happens */
+    struct statvfs sv;
+    double need = (double)(n_seqs - *n_ram) * (double)seq_bytes;
+    if (fstatvfs(fd, &sv) != 0 || (double)sv.f_bavail * (double)sv.f_frsize < need + (double)(1u << 30)) {
+        close(fd);
+        *pipe = CALIB_PER_SAMPLE;
+        *n_ram = 0;
+        return ST_OK;
+    }
+    *spill_fd = fd;
+    return ST_OK;
+}
+
+static Status spill_io(int fd, int write, float *x, size_t bytes, size_t off, Err *err) {
+    unsigned char *b = (unsigned char *)x;
+    size_t done = 0;
+    while (done < bytes) {
+        ssize_t r = write ? pwrite(fd, b + done, bytes - done, (off_t)(off + done))
+                          : pread(fd, b + done, bytes - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            return err_set(err, ST_ERR_IO, "calibration spill file: %s at byte %zu: %s", write ? "write" : "read",
+                           off + done, r < 0 ? strerror(errno) : "short read");
+        done += (size_t)r;
+    }
+    return ST_OK;
+}
+
+/* STREAM: the windows are drawn up front (n_seqs × seqlen tokens); the
+ * residual stream of sequence s lives in RAM (s < n_ram) or at
+ * (s - n_ram) · seq_bytes in spill_fd. Layer by layer, every sequence in
+ * order, so each (layer, tap) sees the same batches in the same order as
+ * PER_SAMPLE and the sums come out bit-identical. */
+static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, const int32_t *toks, int64_t n_tok,
+                                const CalibParams *p, int64_t n_seqs, int spill_fd, int64_t n_ram, Progress *prog,
+                                Err *err) {
+    CalibStats *cs = run->cs;
+    int64_t L = p->seqlen, dim = m->cfg.dim, nl = m->cfg.n_layers;
+    size_t seq_elems = (size_t)L * (size_t)dim, seq_bytes = seq_elems * sizeof(float);
+    Status st = ST_OK;
+    int32_t *win = core_calloc((size_t)n_seqs * (size_t)L, sizeof *win);
+    float *hid = n_ram > 0 ? core_alloc_aligned((size_t)n_ram * seq_elems, sizeof(float)) : NULL;
+    float *work = n_ram < n_seqs ? core_alloc_aligned(seq_elems, sizeof(float)) : NULL;
+    if (!win || (n_ram > 0 && !hid) || (n_ram < n_seqs && !work)) {
+        st = err_set(err, ST_ERR_NOMEM, "calibration: residual stream of %lld sequences × %lld tokens × %lld",
+                     (long long)n_seqs, (long long)L, (long long)dim);
+        goto done;
+    }
+    int32_t bos = tokenizer_bos(m->tok);
+    uint64_t rs = p->seed;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        memcpy(win + i * L, toks + calib_offset(n_tok, p, i, &rs), (size_t)L * sizeof *win);
+        if (bos >= 0) win[i * L] = bos;
+    }
+    Taps taps = {.fn = calib_tap_fn, .user = run, .mask = 0};
+    progress_begin(prog, "calibrate", n_seqs * nl);
+    for (int64_t l = 0; l < nl; l++) {
+        const LayerWeights *LW = &m->layers[l];
+        for (int q = 0; q < PROJ_COUNT; q++) mapfile_prefault(LW->proj[q].data, weight_bytes(&LW->proj[q]));
+        for (int64_t s = 0; s < n_seqs; s++) {
+            if (progress_cancelled(prog)) {
+                st = err_set(err, ST_ERR_CANCELLED,
+                             "calibration cancelled at layer %lld: the layer-streamed pipeline keeps no partial "
+                             "result (--pipeline per-sample keeps the sequences done)",
+                             (long long)l);
+                goto done;
+            }
+            const int32_t *tk = win + s * L;
+            float *x = s < n_ram ? hid + (size_t)s * seq_elems : work;
+            size_t off = (size_t)(s - n_ram) * seq_bytes;
+            if (l == 0) st = forward_embed(fw, tk, L, x, err);
+            else if (s >= n_ram) st = spill_io(spill_fd, 0, x, seq_bytes, off, err);
+            if (st) goto done;
+            run->seq = s;
+            if ((st = forward_run_layer(fw, l, x, tk, L, &taps, err))) goto done;
+            if ((st = calib_check_finite(cs, s, err))) goto done;
+            if (s >= n_ram && l + 1 < nl && (st = spill_io(spill_fd, 1, x, seq_bytes, off, err))) goto done;
+            progress_add(prog, 1);
+        }
+        if (run->hs && (st = hstore_layer_done(run->hs, l, err))) goto done;
+        /* This layer's weights are not read again: out of RSS (still in the page cache). */
+        for (int q = 0; q < PROJ_COUNT; q++) mapfile_release(LW->proj[q].data, weight_bytes(&LW->proj[q]));
+    }
+    cs->n_seqs = n_seqs;
+    cs->n_tokens = n_seqs * L;
+done:
+    free(win);
+    core_free_aligned(hid);
+    core_free_aligned(work);
+    return st;
+}
+
 Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
                  Pool *pool, Progress *prog, CalibStats **out, Err *err) {
     *out = NULL;
@@ -317,8 +477,9 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     if (pst) return pst;
     const ModelConfig *c = &m->cfg;
     Status st = ST_OK;
-    int32_t *toks = NULL, *seq = NULL;
-    int64_t n_tok = 0, n_seqs = 0;
+    int32_t *toks = NULL;
+    int64_t n_tok = 0, n_seqs = 0, n_ram = 0;
+    int spill_fd = -1;
     CalibStats *cs = NULL;
     TapScratch *sc = NULL;
     Forward *fw = NULL;
@@ -332,12 +493,6 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     if (st) goto fail;
     st = calib_check_sampling(n_tok, p, &n_seqs, err);
     if (st) goto fail;
-    /* Windows are drawn one at a time: --samples is bounded by time, not memory. */
-    seq = core_calloc((size_t)p->seqlen, sizeof *seq);
-    if (!seq) {
-        st = err_set(err, ST_ERR_NOMEM, "calibration sequence of %lld tokens", (long long)p->seqlen);
-        goto fail;
-    }
 
     int64_t qd = c->n_heads * c->head_dim;
     const int64_t width[TAP_COUNT] = {c->dim, qd, c->dim, c->hidden_dim, c->dim};
@@ -359,32 +514,29 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     for (int t = 0; t < TAP_COUNT; t++) wmax = width[t] > wmax ? width[t] : wmax;
     st = tapscratch_new(p->seqlen, wmax, p->topk, pool ? pool_size(pool) : 1, &sc, err);
     if (st) goto fail;
-    st = forward_new(m, NULL, p->seqlen, p->seqlen, pool, &fw, err);
+    cs->pipeline = p->pipeline;
+    if (cs->pipeline == CALIB_STREAM) {
+        st = calib_stream_plan(p, n_seqs, c->dim, &spill_fd, &n_ram, &cs->pipeline, err);
+        if (st) goto fail;
+        cs->spilled_bytes = (size_t)(n_seqs - n_ram) * (size_t)p->seqlen * (size_t)c->dim * sizeof(float);
+    }
+    st = forward_new_flags(m, NULL, p->seqlen, p->seqlen, pool, cs->pipeline == CALIB_STREAM ? FORWARD_ONE_LAYER : 0,
+                           &fw, err);
     if (st) goto fail;
     if (h_path) {
-        st = hstore_create(&hs, h_path, c->n_layers, width, p->seqlen, pool, err);
+        st = cs->pipeline == CALIB_STREAM ? hstore_create_layered(&hs, h_path, c->n_layers, width, p->seqlen, pool, err)
+                                          : hstore_create(&hs, h_path, c->n_layers, width, p->seqlen, pool, err);
         if (st) goto fail;
         h_created = 1;
     }
 
     CalibRun run = {.cs = cs, .hs = h_path ? &hs : NULL, .sc = sc, .pool = pool};
-    Taps taps = {.fn = calib_tap_fn, .user = &run, .mask = 0};
-    int32_t bos = tokenizer_bos(m->tok);
-    uint64_t rs = p->seed;
-    progress_begin(prog, "calibrate", n_seqs);
-    for (int64_t i = 0; i < n_seqs; i++) {
-        if (progress_cancelled(prog)) break;
-        memcpy(seq, toks + calib_offset(n_tok, p, i, &rs), (size_t)p->seqlen * sizeof *seq);
-        if (bos >= 0) seq[0] = bos;
-        run.seq = i;
-        forward_reset(fw);
-        st = forward_run(fw, seq, p->seqlen, NULL, 0, &taps, err);
-        if (st) goto fail;
-        if ((st = calib_check_finite(cs, i, err))) goto fail;
-        cs->n_seqs = i + 1;
-        cs->n_tokens += p->seqlen;
-        progress_add(prog, 1);
+    if (cs->pipeline == CALIB_STREAM) {
+        st = calib_pass_stream(m, fw, &run, toks, n_tok, p, n_seqs, spill_fd, n_ram, prog, err);
+    } else {
+        st = calib_pass_sample(m, fw, &run, toks, n_tok, p, n_seqs, prog, err);
     }
+    if (st) goto fail;
     if (cs->n_seqs == 0) {
         st = err_set(err, ST_ERR_CANCELLED, "calibration cancelled before the first sequence");
         goto fail;
@@ -430,7 +582,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     forward_free(fw);
     tapscratch_free(sc);
     free(toks);
-    free(seq);
+    if (spill_fd >= 0) close(spill_fd);
     *out = cs;
     return ST_OK;
 fail:
@@ -440,6 +592,6 @@ fail:
     tapscratch_free(sc);
     calib_stats_free(cs);
     free(toks);
-    free(seq);
+    if (spill_fd >= 0) close(spill_fd);
     return st;
 }

@@ -22,6 +22,22 @@
  * has one), as llama.cpp's imatrix does. */
 typedef enum { CALIB_RANDOM, CALIB_CHUNKS } CalibMode;
 
+/* How sequences go through the model (neither is saved: both give the same
+ * stats file and H, tests/test_calib.c).
+ * STREAM (default): layer by layer, as llm-compressor's and AQLM's
+ * sequential pipelines do: every sequence passes layer l before any passes
+ * layer l + 1, so each layer's weights are read once and released after
+ * (mapfile_release), and H is kept for one layer at a time
+ * (hstore_create_layered). The residual stream of all sequences between
+ * layers is held in RAM up to the hidden budget (calib_hidden_budget) and
+ * spilled to an unlinked temporary file beyond it; when even that file
+ * would not fit on the temporary directory's disk, the run falls back to
+ * PER_SAMPLE. A cancel keeps nothing (no sequence is complete before the
+ * last layer).
+ * PER_SAMPLE: one sequence at a time through all layers; a cancel keeps the
+ * sequences done. */
+typedef enum { CALIB_STREAM, CALIB_PER_SAMPLE } CalibPipeline;
+
 #define CALIB_PATH_MAX 256
 
 typedef struct CalibParams {
@@ -37,6 +53,9 @@ typedef struct CalibParams {
     int32_t sensitivity;     /* 1: compute the weight-sensitivity map (needs H) */
     int32_t sens_exact;      /* 1: exact output errors, a GEMM per cell (default: estimated,
                                 analysis/sensitivity.h SensOpts; not saved) */
+    CalibPipeline pipeline;  /* not saved */
+    size_t hidden_budget;    /* STREAM: bytes of residual stream held in RAM before spilling
+                                (0: calib_hidden_budget()); not saved */
 } CalibParams;
 
 /* The limits of the calibration parameters: one table for the CLI, replay,
@@ -59,6 +78,14 @@ Status calib_params_check(const CalibParams *p, const char *where, Err *err);
 /* Defaults: 16 samples of 256 tokens, seed 1, RANDOM, group 32, top-16 spikes,
  * sensitivity on. */
 void calib_params_default(CalibParams *p);
+
+/* Default RAM for the residual stream of the layer-streamed pipeline: env
+ * QS_CALIB_HIDDEN_MB (MiB) if set, else an eighth of physical memory. */
+size_t calib_hidden_budget(void);
+
+/* "stream" / "per-sample"; parse returns -1 if unknown. */
+const char *calib_pipeline_name(CalibPipeline p);
+int calib_pipeline_parse(const char *s);
 
 /* "random" / "chunks"; parse returns -1 if unknown. */
 const char *calib_mode_name(CalibMode m);
@@ -83,6 +110,8 @@ typedef struct CalibStats {
     int has_h;               /* H was accumulated and written */
     uint64_t h_id;           /* id in the H file's header */
     size_t h_bytes;          /* H file size */
+    CalibPipeline pipeline;  /* the pipeline that ran (not saved) */
+    size_t spilled_bytes;    /* STREAM: residual-stream bytes kept in the temporary file (not saved) */
 } CalibStats;
 
 /* Allocates an empty CalibStats for dimensions (n_layers, widths, seqlen,
@@ -132,12 +161,14 @@ Status calib_commit(const CalibStats *cs, const char *h_tmp, const char *stats_p
  * no output errors in the map); on success it is complete and fsynced under
  * that name (pair it with a stats file through calib_commit), on failure it
  * is removed. A seqlen above the model's declared context is accepted (the
- * caller warns). Windows are drawn one at a time (any number of samples).
+ * caller warns). p->pipeline chooses the order (CalibPipeline above).
  * Fails with ST_ERR_NUMERIC naming the layer and tap when an activation is
  * inf or NaN. pool may be NULL; prog may be NULL (with it: stage "calibrate"
- * counting sequences, then "sensitivity"; cancel stops after the current
- * sequence and returns the sequences done with n_seqs < n_planned, or
- * ST_ERR_CANCELLED if none; a cancel during sensitivity drops the map).
+ * counting sequences (STREAM: layer × sequence steps), then "sensitivity";
+ * PER_SAMPLE: cancel stops after the current sequence and returns the
+ * sequences done with n_seqs < n_planned, or ST_ERR_CANCELLED if none;
+ * STREAM: cancel returns ST_ERR_CANCELLED; a cancel during sensitivity drops
+ * the map).
  * Caller frees *out. */
 Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
                  Pool *pool, Progress *prog, CalibStats **out, Err *err);

@@ -160,14 +160,34 @@ static Status aux_new(HStore *hs, Err *err) {
     return ST_OK;
 }
 
+static Status hstore_create_mode(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
+                                 int64_t max_T, Pool *pool, int layered, Err *err);
+
 static Status err_disk(Err *err, const char *path, const char *what, int e, size_t bytes) {
     if (e == ENOSPC)
         return err_set(err, ST_ERR_IO, "%s: the disk is full (ENOSPC) %s (H needs %zu bytes)", path, what, bytes);
     return err_set(err, ST_ERR_IO, "%s: %s: %s", path, what, strerror(e));
 }
 
+/* Bytes of float64 accumulators for one layer's four matrices. */
+static size_t layer_acc_elems(const int64_t width[HSTORE_TAPS]) {
+    size_t n = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) n += packed_len(width[t]);
+    return n;
+}
+
 Status hstore_create(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
                      int64_t max_T, Pool *pool, Err *err) {
+    return hstore_create_mode(hs, path, n_layers, width, max_T, pool, 0, err);
+}
+
+Status hstore_create_layered(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
+                             int64_t max_T, Pool *pool, Err *err) {
+    return hstore_create_mode(hs, path, n_layers, width, max_T, pool, 1, err);
+}
+
+static Status hstore_create_mode(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
+                                 int64_t max_T, Pool *pool, int layered, Err *err) {
     memset(hs, 0, sizeof *hs);
     Status st = ST_OK;
     int created = 0;
@@ -191,7 +211,9 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers, const int64
         goto fail;
     }
     if (gemm_f32_available() && (st = gemm_work_new(a->n_threads, &a->gw, err))) goto fail;
-    size_t nm = (size_t)n_layers * HSTORE_TAPS, acc_elems = 0;
+    /* Layered: float64 sums of one layer at a time, if they fit the RAM limit. */
+    hs->layered = layered && layer_acc_elems(width) * sizeof(double) <= hstore_ram_limit();
+    size_t nm = hs->layered ? HSTORE_TAPS : (size_t)n_layers * HSTORE_TAPS, acc_elems = 0;
     a->acc_off = core_calloc(nm, sizeof *a->acc_off);
     if (!a->acc_off) {
         st = err_set(err, ST_ERR_NOMEM, "%s: H offsets", path);
@@ -218,7 +240,7 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers, const int64
     hs->in_ram = acc_elems * sizeof(double) <= hstore_ram_limit();
     if (hs->in_ram) {
         a->acc = core_alloc_aligned(acc_elems, sizeof(double));
-        if (!a->acc) hs->in_ram = 0;
+        if (!a->acc) hs->in_ram = hs->layered = 0;
         else memset(a->acc, 0, acc_elems * sizeof(double));
     }
     if (!hs->in_ram) {
@@ -294,7 +316,8 @@ void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T) {
         }
     AddJob j = {.hs = hs, .w = w, .T = T, .nb = (w + HB - 1) / HB};
     atomic_init(&j.next, 0);
-    size_t mi = (size_t)layer * HSTORE_TAPS + (size_t)tap;
+    ASSERT(!hs->layered || layer == hs->layers_done);
+    size_t mi = hs->layered ? (size_t)tap : (size_t)layer * HSTORE_TAPS + (size_t)tap;
     if (hs->in_ram) j.acc64 = a->acc + a->acc_off[mi];
     else j.acc32 = (float *)(void *)(hs->map + file_off(hs, layer, tap));
     if (a->gw) {
@@ -311,6 +334,8 @@ void hstore_add(HStore *hs, int64_t layer, int tap, const float *x, int64_t T) {
 }
 
 /* === Finish / open === */
+
+static Status pwrite_all(const HStore *hs, const void *buf, size_t n, size_t off, Err *err);
 
 static void put_u32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
@@ -341,33 +366,65 @@ static Status pwrite_all(const HStore *hs, const void *buf, size_t n, size_t off
     return ST_OK;
 }
 
+enum { PIECE = 1 << 20 }; /* floats converted and written at a time (a multiple of 8) */
+
+/* Writes layer l's four matrices: converted from the float64 sums at acc
+ * (offsets acc_off[0..3] from acc_base) and written, or (file-mapped sums)
+ * only checksummed; records their checksums. stage: PIECE floats. */
+static Status finish_layer(HStore *hs, int64_t l, const double *acc_base, const size_t *acc_off, float *stage,
+                           Err *err) {
+    struct HStoreAux *a = hs->aux;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        size_t mi = (size_t)l * HSTORE_TAPS + (size_t)t, n = packed_len(hs->width[t]), off = file_off(hs, l, t);
+        HSum s;
+        hsum_init(&s);
+        if (acc_base) {
+            const double *src = acc_base + acc_off[t];
+            for (size_t i = 0; i < n; i += PIECE) {
+                size_t k = n - i < PIECE ? n - i : PIECE;
+                for (size_t q = 0; q < k; q++) stage[q] = (float)src[i + q];
+                hsum_add(&s, stage, k * sizeof *stage);
+                Status st = pwrite_all(hs, stage, k * sizeof *stage, off + i * sizeof *stage, err);
+                if (st) return st;
+            }
+        } else {
+            hsum_add(&s, hs->map + off, n * sizeof(float));
+        }
+        a->sums[mi] = hsum_final(&s);
+        a->verified[mi] = 1;
+    }
+    return ST_OK;
+}
+
+Status hstore_layer_done(HStore *hs, int64_t layer, Err *err) {
+    ASSERT(hs->writable && hs->aux && layer == hs->layers_done && layer < hs->n_layers);
+    if (!hs->layered) {
+        hs->layers_done++;
+        return ST_OK;
+    }
+    float *stage = malloc((size_t)PIECE * sizeof *stage);
+    if (!stage) return err_set(err, ST_ERR_NOMEM, "%s: H staging", hs->path);
+    Status st = finish_layer(hs, layer, hs->aux->acc, hs->aux->acc_off, stage, err);
+    free(stage);
+    if (st) return st;
+    memset(hs->aux->acc, 0, layer_acc_elems(hs->width) * sizeof(double));
+    hs->layers_done++;
+    return ST_OK;
+}
+
 Status hstore_finish(HStore *hs, uint64_t id, Err *err) {
     ASSERT(hs->writable && hs->aux);
+    ASSERT(!hs->layered || hs->layers_done == hs->n_layers);
     struct HStoreAux *a = hs->aux;
     Status st = ST_OK;
     float *stage = NULL;
-    enum { PIECE = 1 << 20 }; /* floats converted and written at a time (a multiple of 8) */
     if (hs->in_ram && !(stage = malloc((size_t)PIECE * sizeof *stage)))
         return err_set(err, ST_ERR_NOMEM, "%s: H staging", hs->path);
-    for (int64_t l = 0; l < hs->n_layers; l++)
-        for (int t = 0; t < HSTORE_TAPS; t++) {
-            size_t mi = (size_t)l * HSTORE_TAPS + (size_t)t, n = packed_len(hs->width[t]), off = file_off(hs, l, t);
-            HSum s;
-            hsum_init(&s);
-            if (hs->in_ram) {
-                const double *src = a->acc + a->acc_off[mi];
-                for (size_t i = 0; i < n; i += PIECE) {
-                    size_t k = n - i < PIECE ? n - i : PIECE;
-                    for (size_t q = 0; q < k; q++) stage[q] = (float)src[i + q];
-                    hsum_add(&s, stage, k * sizeof *stage);
-                    if ((st = pwrite_all(hs, stage, k * sizeof *stage, off + i * sizeof *stage, err))) goto done;
-                }
-            } else {
-                hsum_add(&s, hs->map + off, n * sizeof(float));
-            }
-            a->sums[mi] = hsum_final(&s);
-            a->verified[mi] = 1;
-        }
+    for (int64_t l = 0; !hs->layered && l < hs->n_layers; l++) {
+        const double *base = hs->in_ram ? a->acc : NULL;
+        if ((st = finish_layer(hs, l, base, hs->in_ram ? a->acc_off + l * HSTORE_TAPS : NULL, stage, err)))
+            goto done;
+    }
     unsigned char *h = calloc(1, hstore_header_bytes(hs->n_layers));
     if (!h) {
         st = err_set(err, ST_ERR_NOMEM, "%s: header", hs->path);

@@ -57,6 +57,9 @@ typedef struct HStore {
     size_t bytes;
     int writable;
     int in_ram;              /* float64 accumulators in anonymous memory, converted at finish */
+    int layered;             /* hstore_create_layered: float64 sums of one layer at a time,
+                                written by hstore_layer_done */
+    int64_t layers_done;     /* layers passed to hstore_layer_done */
     int64_t n_layers;
     int64_t width[HSTORE_TAPS];
     int64_t n_rows;          /* rows folded in (each tap sees every row) */
@@ -82,6 +85,22 @@ size_t hstore_bytes(int64_t n_layers, const int64_t width[HSTORE_TAPS]);
  * disk. Caller closes with hstore_close (which keeps the file). */
 Status hstore_create(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
                      int64_t max_T, Pool *pool, Err *err);
+
+/* Like hstore_create, for a caller that adds every batch of layer l before
+ * any batch of layer l + 1 and calls hstore_layer_done(l) in between
+ * (layer-streamed calibration): float64 sums for one layer only (their
+ * bytes: Σ_t w_t(w_t+1)/2 · 8, 686 MB for a 7B) are converted and written
+ * (pwrite, not through a mapping) when the layer is done, so the values are
+ * those hstore_create's float64 mode gives and the process never holds more
+ * than one layer of H. When even one layer's sums exceed hstore_ram_limit()
+ * it behaves as hstore_create (hs->layered == 0). */
+Status hstore_create_layered(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
+                             int64_t max_T, Pool *pool, Err *err);
+
+/* Marks layer (= the number of layers done so far) complete: in the layered
+ * mode writes its four matrices (float32) and their checksums and clears the
+ * sums for the next layer; otherwise only counts it. */
+Status hstore_layer_done(HStore *hs, int64_t layer, Err *err);
 
 /* H(layer, tap) += xᵀx for x (T, width[tap]) row-major, as described above.
  * Counts the rows at (layer 0, tap 0): every (layer, tap) sees the same rows.

@@ -38,9 +38,15 @@ static void calib_usage(FILE *f) {
             "                  error <= 1 %% of each value; docs/calibration.md)\n"
             "  --no-h          do not accumulate H (no output errors in the map)\n"
             "  --threads N     worker threads (default: all CPUs)\n"
+            "  --pipeline P    stream (default: every sequence passes layer l before layer l+1, so\n"
+            "                  each layer's weights are read once; the residual stream of all\n"
+            "                  sequences is held in RAM up to QS_CALIB_HIDDEN_MB, default 1/8 of RAM,\n"
+            "                  and spilled to $TMPDIR beyond) or per-sample (one sequence at a time\n"
+            "                  through all layers); both write the same files\n"
             "  -o STATS        output path\n"
-            "Ctrl-C stops after the current sequence and keeps what is done (the file\n"
-            "records how many sequences completed; exit status 130); a second Ctrl-C aborts.\n");
+            "Ctrl-C (exit status 130): per-sample keeps the sequences done (the file records\n"
+            "how many completed); stream keeps nothing, as no sequence is complete before the\n"
+            "last layer. A second Ctrl-C aborts.\n");
 }
 
 typedef struct BarJob {
@@ -63,7 +69,7 @@ static void *calib_bar_thread(void *arg) {
 
 int cmd_calib(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *tok = NULL, *out = NULL, *samples = NULL, *seqlen = NULL;
-    const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL;
+    const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL, *pipe = NULL;
     int no_sens = 0, no_h = 0, sens_exact = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -79,7 +85,7 @@ int cmd_calib(int argc, char **argv) {
             (r = args_opt(argc, argv, &i, "-o", &out)) || (r = args_opt(argc, argv, &i, "--samples", &samples)) ||
             (r = args_opt(argc, argv, &i, "--seqlen", &seqlen)) || (r = args_opt(argc, argv, &i, "--seed", &seed)) ||
             (r = args_opt(argc, argv, &i, "--mode", &mode)) || (r = args_opt(argc, argv, &i, "--group", &group)) ||
-            (r = args_opt(argc, argv, &i, "--threads", &threads)) ||
+            (r = args_opt(argc, argv, &i, "--threads", &threads)) || (r = args_opt(argc, argv, &i, "--pipeline", &pipe)) ||
             (r = args_opt(argc, argv, &i, "--topk", &topk))) {
             if (r < 0) return 2;
             continue;
@@ -110,6 +116,14 @@ int cmd_calib(int argc, char **argv) {
             return 2;
         }
         p.mode = (CalibMode)mm;
+    }
+    if (pipe) {
+        int pp = calib_pipeline_parse(pipe);
+        if (pp < 0) {
+            fprintf(stderr, "qscope calib: --pipeline: '%s' is not stream or per-sample\n", pipe);
+            return 2;
+        }
+        p.pipeline = (CalibPipeline)pp;
     }
     p.sensitivity = !no_sens;
     p.sens_exact = sens_exact;
@@ -186,6 +200,11 @@ int cmd_calib(int argc, char **argv) {
     if (cs->has_h) hfinal = statsfile_h_path(out, cs->h_id);
     printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
            (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
+    printf("pipeline: %s%s", calib_pipeline_name(cs->pipeline),
+           p.pipeline == CALIB_STREAM && cs->pipeline != CALIB_STREAM ? " (the residual stream would not fit the "
+                                                                        "temporary directory's disk)" : "");
+    if (cs->spilled_bytes) printf(", %.1f MB of residual stream spilled to a temporary file", (double)cs->spilled_bytes / 1e6);
+    printf("\n");
     if (cs->n_seqs < cs->n_planned)
         printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
     printf("stats: %s\n", out);

@@ -26,6 +26,30 @@ void mapfile_prefault(const void *addr, size_t len) {
 #endif
 }
 
+size_t mapfile_release(const void *addr, size_t len) {
+    if (!addr || len == 0) return 0;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return 0;
+    uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(pg - 1), b = ((uintptr_t)addr + len + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    char line[4096];
+    size_t done = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, off, inode;
+        char perm[8];
+        unsigned dmaj, dmin;
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perm, &off, &dmaj, &dmin, &inode) != 7) continue;
+        if (hi <= a || lo >= b) continue;
+        /* read-only, private, backed by a file: the pages are clean copies of the file */
+        if (inode == 0 || strcmp(perm, "r--p") != 0) continue;
+        uintptr_t s = a > lo ? a : lo, e = b < hi ? b : hi;
+        if (e > s && madvise((void *)s, e - s, MADV_DONTNEED) == 0) done += e - s;
+    }
+    fclose(f);
+    return done;
+}
+
 Status mapfile_open(MappedFile *mf, const char *path, Err *err) {
     memset(mf, 0, sizeof *mf);
     int fd = open(path, O_RDONLY);

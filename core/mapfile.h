@@ -27,6 +27,16 @@ void mapfile_close(MappedFile *mf);
  * that first pass. No-op when len is 0, on kernels before 5.14 or on error. */
 void mapfile_prefault(const void *addr, size_t len);
 
+/* Best effort, for mapped weights a pass has finished with (layer-streamed
+ * calibration, analysis/calib.h): drops this process's pages of
+ * [addr, addr + len), widened to whole pages, where they lie in a read-only
+ * private mapping of a file (checked in /proc/self/maps), so they stop
+ * counting towards RSS; they stay in the page cache and a later read faults
+ * them back in from there. Any other memory (heap copies, anonymous or
+ * writable mappings) is left alone, since MADV_DONTNEED would zero it.
+ * Returns the bytes released (0 when nothing qualified or on error). */
+size_t mapfile_release(const void *addr, size_t len);
+
 /* Reads a whole (small) file into a NUL-terminated heap buffer; caller frees.
  * Fails with ST_ERR_RANGE when the file is larger than max_bytes. */
 Status file_read_all(const char *path, size_t max_bytes, char **out, size_t *len, Err *err);

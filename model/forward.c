@@ -29,8 +29,9 @@ struct Forward {
     int64_t dim, hidden, n_heads, n_kv, hd, q_dim, kv_dim, qkv_w, vocab;
     unsigned char *fuse_qkv;  /* (n_layers) q/k/v weights adjacent in memory, no overlay */
     unsigned char *fuse_gu;   /* (n_layers) gate/up adjacent, no overlay */
-    float *kcache;            /* (n_layers, max_ctx, kv_dim) */
-    float *vcache;            /* (n_layers, max_ctx, kv_dim) */
+    float *kcache;            /* (kv_layers, max_ctx, kv_dim) */
+    float *vcache;            /* (kv_layers, max_ctx, kv_dim) */
+    int64_t kv_layers;        /* n_layers, or 1 with FORWARD_ONE_LAYER (every layer uses slot 0) */
     float *x;                 /* (max_batch, dim) residual stream */
     float *xn;                /* (max_batch, dim) normed input of a projection group */
     float *qkv;               /* (max_batch, q_dim + 2·kv_dim) rows [q | k | v] */
@@ -99,6 +100,11 @@ static void fwd_need_slice(const Weight *W, int64_t n_out, int64_t *cap) {
 
 Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch,
                    Pool *pool, Forward **out, Err *err) {
+    return forward_new_flags(m, ov, max_ctx, max_batch, pool, 0, out, err);
+}
+
+Status forward_new_flags(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch, Pool *pool,
+                         unsigned flags, Forward **out, Err *err) {
     *out = NULL;
     const ModelConfig *c = &m->cfg;
     if (max_ctx < 1 || max_batch < 1)
@@ -177,8 +183,9 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
         if (f->score_cap < one_head) f->score_cap = one_head;
     }
 
-    if (ok) f->kcache = fwd_alloc(c->n_layers * max_ctx, kv_dim, &ok);
-    if (ok) f->vcache = fwd_alloc(c->n_layers * max_ctx, kv_dim, &ok);
+    f->kv_layers = flags & FORWARD_ONE_LAYER ? 1 : c->n_layers;
+    if (ok) f->kcache = fwd_alloc(f->kv_layers * max_ctx, kv_dim, &ok);
+    if (ok) f->vcache = fwd_alloc(f->kv_layers * max_ctx, kv_dim, &ok);
     if (ok) f->x = fwd_alloc(max_batch, f->dim, &ok);
     if (ok) f->xn = fwd_alloc(max_batch, f->dim, &ok);
     if (ok) f->qkv = fwd_alloc(max_batch, f->qkv_w, &ok);
@@ -219,12 +226,13 @@ Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t m
      * batch would otherwise take a page fault per 64 KB of weights (≈ 0.1 s
      * on the 713 MB TinyLlama-shaped model). RSS ends where the first
      * batch would leave it. */
-    for (int64_t l = 0; l < c->n_layers; l++)
+    for (int64_t l = 0; !(flags & FORWARD_ONE_LAYER) && l < c->n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             const Weight *W = &m->layers[l].proj[p];
             if (!(ov && ov->lin && ov->lin[l * PROJ_COUNT + p])) mapfile_prefault(W->data, weight_bytes(W));
         }
-    if (!(ov && ov->output)) mapfile_prefault(m->output.data, weight_bytes(&m->output));
+    if (!(flags & FORWARD_ONE_LAYER) && !(ov && ov->output))
+        mapfile_prefault(m->output.data, weight_bytes(&m->output));
     /* OpenBLAS and the pool take turns, each with pool_size threads. */
     sgemm_set_threads(pool_size(pool));
     *out = f;
@@ -252,6 +260,9 @@ void forward_free(Forward *f) {
 }
 
 void forward_reset(Forward *f) { f->pos = 0; }
+
+/* KV cache slot of layer l: its own, or the single one of FORWARD_ONE_LAYER. */
+static int64_t fwd_kv_slot(const Forward *f, int64_t l) { return f->kv_layers == 1 ? 0 : l; }
 
 int64_t forward_pos(const Forward *f) { return f->pos; }
 
@@ -313,8 +324,8 @@ static void fwd_rope_rows(void *arg, int64_t b, int64_t e, int tid) {
     RopeStyle style = f->m->cfg.rope_style;
     const LayerWeights *L = &f->m->layers[j->layer];
     int64_t hd = f->hd;
-    float *kc = f->kcache + j->layer * f->max_ctx * f->kv_dim;
-    float *vc = f->vcache + j->layer * f->max_ctx * f->kv_dim;
+    float *kc = f->kcache + fwd_kv_slot(f, j->layer) * f->max_ctx * f->kv_dim;
+    float *vc = f->vcache + fwd_kv_slot(f, j->layer) * f->max_ctx * f->kv_dim;
     for (int64_t t = b; t < e; t++) {
         float *row = f->qkv + t * f->qkv_w;
         fwd_add_bias(row, L->bias[PROJ_Q], f->q_dim);
@@ -483,8 +494,8 @@ static void fwd_attention_heads(void *arg, int64_t b, int64_t e, int tid) {
     HeadJob *j = arg;
     Forward *f = j->f;
     int64_t hd = f->hd, group = f->n_heads / f->n_kv, T = j->T;
-    const float *kc = f->kcache + j->l * f->max_ctx * f->kv_dim;
-    const float *vc = f->vcache + j->l * f->max_ctx * f->kv_dim;
+    const float *kc = f->kcache + fwd_kv_slot(f, j->l) * f->max_ctx * f->kv_dim;
+    const float *vc = f->vcache + fwd_kv_slot(f, j->l) * f->max_ctx * f->kv_dim;
     float *sc = f->scores + (int64_t)tid * (f->score_cap / f->n_threads);
     float scale = 1.0f / sqrtf((float)hd);
     for (int64_t h = b; h < e; h++) {
@@ -510,8 +521,8 @@ static void fwd_attention(Forward *f, int64_t l, int64_t T) {
         return;
     }
     int64_t hd = f->hd, group = f->n_heads / f->n_kv;
-    const float *kc = f->kcache + l * f->max_ctx * f->kv_dim;
-    const float *vc = f->vcache + l * f->max_ctx * f->kv_dim;
+    const float *kc = f->kcache + fwd_kv_slot(f, l) * f->max_ctx * f->kv_dim;
+    const float *vc = f->vcache + fwd_kv_slot(f, l) * f->max_ctx * f->kv_dim;
     for (int64_t t0 = 0; t0 < T; t0 += ATTN_ROW_BLOCK) {
         int64_t tb = T - t0 < ATTN_ROW_BLOCK ? T - t0 : ATTN_ROW_BLOCK;
         int64_t S = f->pos + t0 + tb; /* keys the last row of the block sees */
@@ -538,6 +549,87 @@ static void fwd_attention(Forward *f, int64_t l, int64_t T) {
 
 /* === the forward pass === */
 
+/* Block l on the T rows of f->x (positions pos .. pos + T - 1; their RoPE
+ * table already in f->rope), with its taps: the body of forward_run_from,
+ * shared with forward_run_layer so both compute the same bits. */
+static void fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, const Taps *taps) {
+    const Model *m = f->m;
+    int64_t dim = f->dim, pos0 = f->pos, grain = 1;
+    const LayerWeights *L = &m->layers[l];
+    const float *an = f->ov && f->ov->attn_norm && f->ov->attn_norm[l] ? f->ov->attn_norm[l] : L->attn_norm;
+    const float *fn = f->ov && f->ov->ffn_norm && f->ov->ffn_norm[l] ? f->ov->ffn_norm[l] : L->ffn_norm;
+
+    RowJob nj = {f, f->x, f->xn, an, T, l};
+    pool_for(f->pool, T, grain, fwd_norm_rows, &nj);
+    fwd_tap(taps, l, TAP_QKV, f->xn, T, dim, tokens, pos0);
+    if (f->fuse_qkv[l]) {
+        fwd_gemm_w(f, T, &L->proj[PROJ_Q], f->qkv_w, f->xn, 0, f->qkv, f->qkv_w);
+    } else {
+        fwd_linear(f, &L->proj[PROJ_Q], fwd_qlin(f, l, PROJ_Q), f->xn, T, f->qkv, f->qkv_w, 0);
+        fwd_linear(f, &L->proj[PROJ_K], fwd_qlin(f, l, PROJ_K), f->xn, T, f->qkv + f->q_dim, f->qkv_w, 0);
+        fwd_linear(f, &L->proj[PROJ_V], fwd_qlin(f, l, PROJ_V), f->xn, T,
+                   f->qkv + f->q_dim + f->kv_dim, f->qkv_w, 0);
+    }
+    RowJob rj = {f, NULL, NULL, NULL, T, l};
+    pool_for(f->pool, T, grain, fwd_rope_rows, &rj);
+    fwd_attention(f, l, T);
+    fwd_tap(taps, l, TAP_O, f->att, T, f->q_dim, tokens, pos0);
+    fwd_linear(f, &L->proj[PROJ_O], fwd_qlin(f, l, PROJ_O), f->att, T, f->x, dim, 1);
+
+    RowJob fj = {f, f->x, f->xn, fn, T, l};
+    pool_for(f->pool, T, grain, fwd_norm_rows, &fj);
+    fwd_tap(taps, l, TAP_GATE_UP, f->xn, T, dim, tokens, pos0);
+    int64_t h2 = 2 * f->hidden;
+    if (f->fuse_gu[l]) {
+        fwd_gemm_w(f, T, &L->proj[PROJ_GATE], h2, f->xn, 0, f->gu, h2);
+    } else {
+        fwd_linear(f, &L->proj[PROJ_GATE], fwd_qlin(f, l, PROJ_GATE), f->xn, T, f->gu, h2, 0);
+        fwd_linear(f, &L->proj[PROJ_UP], fwd_qlin(f, l, PROJ_UP), f->xn, T, f->gu + f->hidden, h2, 0);
+    }
+    RowJob sj = {f, NULL, NULL, NULL, T, l};
+    pool_for(f->pool, T, grain, fwd_swiglu_rows, &sj);
+    fwd_tap(taps, l, TAP_DOWN, f->hid, T, f->hidden, tokens, pos0);
+    fwd_linear(f, &L->proj[PROJ_DOWN], fwd_qlin(f, l, PROJ_DOWN), f->hid, T, f->x, dim, 1);
+    fwd_tap(taps, l, TAP_RESID, f->x, T, dim, tokens, pos0);
+}
+
+/* ST_OK when every token id is inside the vocabulary. */
+static Status fwd_check_tokens(const Forward *f, const int32_t *tokens, int64_t T, Err *err) {
+    for (int64_t t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= f->vocab)
+            return err_set(err, ST_ERR_RANGE, "forward: token %d at row %lld outside vocab %lld",
+                           tokens[t], (long long)t, (long long)f->vocab);
+    return ST_OK;
+}
+
+Status forward_embed(Forward *f, const int32_t *tokens, int64_t T, float *x, Err *err) {
+    Status st = fwd_check_tokens(f, tokens, T, err);
+    if (st) return st;
+    for (int64_t t = 0; t < T; t++)
+        weight_rows_f32(&f->m->tok_embd, tokens[t], (int64_t)tokens[t] + 1, x + t * f->dim);
+    return ST_OK;
+}
+
+Status forward_run_layer(Forward *f, int64_t layer, float *x, const int32_t *tokens, int64_t T,
+                         const Taps *taps, Err *err) {
+    if (T < 1 || T > f->max_batch || T > f->max_ctx)
+        return err_set(err, ST_ERR_RANGE, "forward: batch of %lld tokens (max %lld, context %lld)", (long long)T,
+                       (long long)f->max_batch, (long long)f->max_ctx);
+    if (layer < 0 || layer >= f->m->cfg.n_layers)
+        return err_set(err, ST_ERR_RANGE, "forward: layer %lld outside [0, %lld)", (long long)layer,
+                       (long long)f->m->cfg.n_layers);
+    Status st = fwd_check_tokens(f, tokens, T, err);
+    if (st) return st;
+    int64_t saved = f->pos;
+    f->pos = 0;
+    memcpy(f->x, x, (size_t)T * (size_t)f->dim * sizeof *x);
+    fwd_rope_table(f, T);
+    fwd_block(f, layer, T, tokens, taps);
+    memcpy(x, f->x, (size_t)T * (size_t)f->dim * sizeof *x);
+    f->pos = saved;
+    return ST_OK;
+}
+
 Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t logits_from,
                         float *logits, const Taps *taps, Err *err) {
     const Model *m = f->m;
@@ -550,12 +642,10 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
     if (f->pos + T > f->max_ctx)
         return err_set(err, ST_ERR_RANGE, "forward: %lld + %lld tokens overflow the %lld-position cache",
                        (long long)f->pos, (long long)T, (long long)f->max_ctx);
-    for (int64_t t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= f->vocab)
-            return err_set(err, ST_ERR_RANGE, "forward: token %d at row %lld outside vocab %lld",
-                           tokens[t], (long long)t, (long long)f->vocab);
+    Status st = fwd_check_tokens(f, tokens, T, err);
+    if (st) return st;
 
-    int64_t dim = f->dim, pos0 = f->pos;
+    int64_t dim = f->dim;
     for (int64_t t = 0; t < T; t++) weight_rows_f32(&m->tok_embd, tokens[t], (int64_t)tokens[t] + 1, f->x + t * dim);
     fwd_rope_table(f, T);
     int64_t grain = 1;
@@ -565,42 +655,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
             f->pos += T; /* the cache now holds a partial batch; callers reset */
             return err_set(err, ST_ERR_CANCELLED, "forward: cancelled at layer %lld", (long long)l);
         }
-        const LayerWeights *L = &m->layers[l];
-        const float *an = f->ov && f->ov->attn_norm && f->ov->attn_norm[l] ? f->ov->attn_norm[l] : L->attn_norm;
-        const float *fn = f->ov && f->ov->ffn_norm && f->ov->ffn_norm[l] ? f->ov->ffn_norm[l] : L->ffn_norm;
-
-        RowJob nj = {f, f->x, f->xn, an, T, l};
-        pool_for(f->pool, T, grain, fwd_norm_rows, &nj);
-        fwd_tap(taps, l, TAP_QKV, f->xn, T, dim, tokens, pos0);
-        if (f->fuse_qkv[l]) {
-            fwd_gemm_w(f, T, &L->proj[PROJ_Q], f->qkv_w, f->xn, 0, f->qkv, f->qkv_w);
-        } else {
-            fwd_linear(f, &L->proj[PROJ_Q], fwd_qlin(f, l, PROJ_Q), f->xn, T, f->qkv, f->qkv_w, 0);
-            fwd_linear(f, &L->proj[PROJ_K], fwd_qlin(f, l, PROJ_K), f->xn, T, f->qkv + f->q_dim, f->qkv_w, 0);
-            fwd_linear(f, &L->proj[PROJ_V], fwd_qlin(f, l, PROJ_V), f->xn, T,
-                       f->qkv + f->q_dim + f->kv_dim, f->qkv_w, 0);
-        }
-        RowJob rj = {f, NULL, NULL, NULL, T, l};
-        pool_for(f->pool, T, grain, fwd_rope_rows, &rj);
-        fwd_attention(f, l, T);
-        fwd_tap(taps, l, TAP_O, f->att, T, f->q_dim, tokens, pos0);
-        fwd_linear(f, &L->proj[PROJ_O], fwd_qlin(f, l, PROJ_O), f->att, T, f->x, dim, 1);
-
-        RowJob fj = {f, f->x, f->xn, fn, T, l};
-        pool_for(f->pool, T, grain, fwd_norm_rows, &fj);
-        fwd_tap(taps, l, TAP_GATE_UP, f->xn, T, dim, tokens, pos0);
-        int64_t h2 = 2 * f->hidden;
-        if (f->fuse_gu[l]) {
-            fwd_gemm_w(f, T, &L->proj[PROJ_GATE], h2, f->xn, 0, f->gu, h2);
-        } else {
-            fwd_linear(f, &L->proj[PROJ_GATE], fwd_qlin(f, l, PROJ_GATE), f->xn, T, f->gu, h2, 0);
-            fwd_linear(f, &L->proj[PROJ_UP], fwd_qlin(f, l, PROJ_UP), f->xn, T, f->gu + f->hidden, h2, 0);
-        }
-        RowJob sj = {f, NULL, NULL, NULL, T, l};
-        pool_for(f->pool, T, grain, fwd_swiglu_rows, &sj);
-        fwd_tap(taps, l, TAP_DOWN, f->hid, T, f->hidden, tokens, pos0);
-        fwd_linear(f, &L->proj[PROJ_DOWN], fwd_qlin(f, l, PROJ_DOWN), f->hid, T, f->x, dim, 1);
-        fwd_tap(taps, l, TAP_RESID, f->x, T, dim, tokens, pos0);
+        fwd_block(f, l, T, tokens, taps);
     }
     f->pos += T;
 

@@ -43,6 +43,16 @@ typedef struct Forward Forward;
 Status forward_new(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch,
                    Pool *pool, Forward **out, Err *err);
 
+/* forward_new_flags flags. FORWARD_ONE_LAYER: a KV cache for one layer only
+ * (shared by all layers) and no prefault of the weights at creation: for
+ * forward_run_layer, which runs one block at a time (layer-streamed
+ * calibration); forward_run needs a context made without it. */
+#define FORWARD_ONE_LAYER 1u
+
+/* forward_new with flags (above); forward_new is flags 0. */
+Status forward_new_flags(const Model *m, const Overlay *ov, int64_t max_ctx, int64_t max_batch, Pool *pool,
+                         unsigned flags, Forward **out, Err *err);
+
 /* NULL is a no-op. */
 void forward_free(Forward *f);
 
@@ -65,6 +75,19 @@ Status forward_run(Forward *f, const int32_t *tokens, int64_t T, float *logits, 
  * scoring uses it to skip the head on unscored positions. 0 <= logits_from <= T. */
 Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t logits_from,
                         float *logits, const Taps *taps, Err *err);
+
+/* Writes the embeddings of tokens (T) into x (T, dim) as forward_run starts
+ * from them. ST_ERR_RANGE on a token outside the vocabulary. */
+Status forward_embed(Forward *f, const int32_t *tokens, int64_t T, float *x, Err *err);
+
+/* Runs block `layer` alone on x (T, dim), the residual stream entering it,
+ * in place, as rows at positions [0, T) of a fresh sequence (its own KV
+ * cache rows are overwritten; forward_pos is unchanged), with the taps of
+ * that layer. Exactly the computation forward_run does for that layer, so
+ * running every layer in turn over a sequence gives forward_run's bits.
+ * T <= max_batch and max_ctx. */
+Status forward_run_layer(Forward *f, int64_t layer, float *x, const int32_t *tokens, int64_t T,
+                         const Taps *taps, Err *err);
 
 /* Makes forward_run poll p between layers and fail with ST_ERR_CANCELLED
  * once cancellation is requested (the KV cache then holds a partial batch:

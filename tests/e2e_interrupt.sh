@@ -24,11 +24,19 @@ run_int() {
   wait "$pid" || rc=$?
 }
 
-run_int 1 "$tmp/c.out" "$tmp/c.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 -o "$tmp/c.qss"
+run_int 1 "$tmp/c.out" "$tmp/c.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 \
+  --pipeline per-sample -o "$tmp/c.qss"
 [ "$rc" = 130 ] || fail "calib interrupted: exit $rc, not 130: $(cat "$tmp/c.out" "$tmp/c.err")"
 grep -q "cancelled: kept [0-9]* of 20000 sequences" "$tmp/c.out" || fail "calib: $(cat "$tmp/c.out")"
 "$Q" report --stats "$tmp/c.qss" --what spikes 2>/dev/null | grep -q "\[cancelled early\]" ||
   fail "the kept stats do not say they are partial"
+
+# The layer-streamed pipeline (default) has no complete sequence before the
+# last layer: it keeps nothing, says so and still exits 130.
+run_int 1 "$tmp/s.out" "$tmp/s.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 -o "$tmp/s.qss"
+[ "$rc" = 130 ] || fail "streamed calib interrupted: exit $rc, not 130: $(cat "$tmp/s.out" "$tmp/s.err")"
+grep -q "keeps no partial result" "$tmp/s.err" || fail "streamed calib: $(cat "$tmp/s.err")"
+[ ! -e "$tmp/s.qss" ] || fail "streamed calib left a stats file after a cancel"
 
 # eval: the reference of 1500 chunks first (cached), then the plan, interrupted.
 "$Q" eval "$M" --preset int4-rtn --text "$W" --ctx 64 --chunks 1500 --no-speed --cache "$tmp/cache" \

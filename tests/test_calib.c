@@ -25,6 +25,7 @@
 #include "model/forward.h"
 #include "model/synth.h"
 #include "model/tokenizer.h"
+#include "quant/ggml_type.h"
 #include "quant/rtn.h"
 #include "testlib.h"
 
@@ -652,12 +653,106 @@ static void test_synth_spikes(void) {
     model_free(m);
 }
 
+/* Runs calibration of m with pipeline pipe (hidden budget budget bytes, 0:
+ * default) and writes stats + H under tag; returns the stats (caller frees). */
+static CalibStats *run_pipe(const Model *m, const char *text, size_t len, const CalibParams *base, CalibPipeline pipe,
+                            size_t budget, const char *tag) {
+    Err err;
+    err_init(&err);
+    CalibParams p = *base;
+    p.pipeline = pipe;
+    p.hidden_budget = budget;
+    char sp[64], hp[64];
+    snprintf(sp, sizeof sp, "%s.qsst", tag);
+    snprintf(hp, sizeof hp, "%s.h64", tag);
+    char hpath[256];
+    snprintf(hpath, sizeof hpath, "%s", tmp_path(hp));
+    Pool *pool = NULL;
+    CHECK_OK(pool_new(2, &pool, &err), err);
+    CalibStats *cs = NULL;
+    CHECK_OK(calib_run(m, text, len, &p, hpath, pool, NULL, &cs, &err), err);
+    CHECK_OK(statsfile_save(cs, tmp_path(sp), &err), err);
+    pool_free(pool);
+    return cs;
+}
+
+/* The layer-streamed pipeline (default) against the per-sample one: the
+ * same stats file and the same H, byte for byte, with the residual stream
+ * in RAM and with all but one sequence spilled to the temporary file
+ * (same reduction order: each (layer, tap) sees the sequences in order).
+ * On stories260K (F32) and on a small F16 synth wide enough for several
+ * 256-channel slices and 192-row H blocks. */
+static void test_pipelines(const char *model_path, const char *label, int64_t samples, int64_t seqlen) {
+    Err err;
+    err_init(&err);
+    Model *m = NULL;
+    CHECK_OK(model_load(model_path, NULL, &m, &err), err);
+    size_t len = 0;
+    char *text = read_text(testlib_shared("text/tinystories_sample.txt"), &len);
+    CalibParams p;
+    calib_params_default(&p);
+    p.samples = samples;
+    p.seqlen = seqlen;
+    p.seed = 5;
+    p.sensitivity = 1;
+    snprintf(p.text_path, sizeof p.text_path, "tinystories_sample.txt");
+    size_t seq_bytes = (size_t)seqlen * (size_t)m->cfg.dim * sizeof(float);
+    CalibStats *a = run_pipe(m, text, len, &p, CALIB_PER_SAMPLE, 0, "pa");
+    CalibStats *b = run_pipe(m, text, len, &p, CALIB_STREAM, 0, "pb");
+    CalibStats *c = run_pipe(m, text, len, &p, CALIB_STREAM, seq_bytes, "pc");
+    CHECK(a->pipeline == CALIB_PER_SAMPLE && b->pipeline == CALIB_STREAM && c->pipeline == CALIB_STREAM);
+    CHECK(b->spilled_bytes == 0 && c->spilled_bytes == (size_t)(samples - 1) * seq_bytes);
+    CHECK(a->n_seqs == samples && b->n_seqs == samples && c->n_seqs == samples && b->has_h && b->has_sens);
+    /* the H id hashes n_seqs and the parameters: equal ids, equal files */
+    CHECK(a->h_id == b->h_id && a->h_id == c->h_id);
+    CHECKF(files_equal(tmp_path("pa.qsst"), tmp_path("pb.qsst")), "%s: stats differ (stream vs per-sample)", label);
+    CHECKF(files_equal(tmp_path("pa.qsst"), tmp_path("pc.qsst")), "%s: stats differ (spilled stream)", label);
+    CHECKF(files_equal(tmp_path("pa.h64"), tmp_path("pb.h64")), "%s: H differs (stream vs per-sample)", label);
+    CHECKF(files_equal(tmp_path("pa.h64"), tmp_path("pc.h64")), "%s: H differs (spilled stream)", label);
+    printf("%s: %lld x %lld tokens: stream, spilled stream and per-sample give identical stats and H\n", label,
+           (long long)samples, (long long)seqlen);
+    /* a cancel before the first step keeps nothing */
+    Progress prog;
+    progress_init(&prog);
+    progress_cancel(&prog);
+    CalibStats *d = NULL;
+    CHECK(calib_run(m, text, len, &p, NULL, NULL, &prog, &d, &err) == ST_ERR_CANCELLED && d == NULL);
+    calib_stats_free(a);
+    calib_stats_free(b);
+    calib_stats_free(c);
+    const char *names[] = {"pa.qsst", "pb.qsst", "pc.qsst", "pa.h64", "pb.h64", "pc.h64"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unlink(tmp_path(names[i]));
+    free(text);
+    model_free(m);
+}
+
+static void test_pipelines_synth(void) {
+    Err err;
+    err_init(&err);
+    SynthConfig cfg;
+    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+    cfg.dim = 512;
+    cfg.hidden_dim = 1376;
+    cfg.n_layers = 2;
+    cfg.type = GGML_F16;
+    cfg.seed = 7;
+    Synth *sy = NULL;
+    CHECK_OK(synth_new(&cfg, &sy, &err), err);
+    const char *mp = tmp_path("pipe.gguf");
+    CHECK_OK(synth_write(sy, mp, NULL, &err), err);
+    synth_free(sy);
+    test_pipelines(mp, "synth 512/1376 F16", 3, 96);
+    unlink(mp);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qs_calib_XXXXXX");
     CHECK(mkdtemp(tmpdir) != NULL);
     test_sample();
     test_stories();
     test_synth_spikes();
+    test_pipelines(testlib_shared("models/stories260K/stories260K-f32.gguf"), "stories260K", 6, 128);
+    test_pipelines_synth();
     {
         Err err;
         err_init(&err);
