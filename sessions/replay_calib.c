@@ -44,6 +44,9 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
     progress_init(&prog);
     int partial = a->kept > 0 && a->kept < p.samples;
     if (partial) atomic_store(&prog.stop_after, a->kept);
+    /* A partial run (kept sequences) exists only in the per-sample pipeline:
+     * the layer-streamed one completes no sequence before the last layer. */
+    if (partial) p.pipeline = CALIB_PER_SAMPLE;
     st = calib_run(m, text, len, &p, hpath, pool, partial ? &prog : NULL, &cs, err);
     if (!st && partial && cs->n_seqs != a->kept)
         st = err_set(err, ST_ERR_STATE, "calibrate: the recorded run kept %lld sequences, the replay %lld",
