@@ -15,6 +15,7 @@
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/dist.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "model/forward.h"
@@ -263,13 +264,16 @@ typedef struct CalibRun {
     TapScratch *sc;
     Pool *pool;
     int64_t seq;
+    float *keep;             /* MPI: the four projection inputs of the sequence being run are
+                                copied here, (T, width[t]) at keep_off[t], and folded into the
+                                statistics later, in sequence order; NULL: folded at once */
+    size_t keep_off[HSTORE_TAPS];
 } CalibRun;
 
-static void calib_tap_fn(void *user, int64_t layer, TapPoint point, const float *x, int64_t T,
-                         int64_t width, const int32_t *tokens, int64_t pos0) {
-    CalibRun *r = user;
+/* Folds one tap batch into the statistics (not H). */
+static void calib_fold(CalibRun *r, int64_t layer, TapPoint point, const float *x, int64_t T, int64_t width,
+                       const int32_t *tokens, int64_t pos0) {
     CalibStats *cs = r->cs;
-    if (layer < 0 || layer >= cs->n_layers || (unsigned)point >= TAP_COUNT || width != cs->width[point]) return;
     tapstats_add(calib_tap(cs, layer, point), x, T, tokens, pos0, r->seq, r->sc, r->pool);
     if (point == TAP_RESID) {
         int64_t L = cs->params.seqlen;
@@ -282,9 +286,83 @@ static void calib_tap_fn(void *user, int64_t layer, TapPoint point, const float 
             cs->resid_rms_sum[i] += rms;
             if ((float)rms > cs->resid_rms_max[i]) cs->resid_rms_max[i] = (float)rms;
         }
-    } else if (r->hs) {
-        hstore_add(r->hs, layer, (int)point, x, T);
     }
+}
+
+static void calib_tap_fn(void *user, int64_t layer, TapPoint point, const float *x, int64_t T,
+                         int64_t width, const int32_t *tokens, int64_t pos0) {
+    CalibRun *r = user;
+    CalibStats *cs = r->cs;
+    if (layer < 0 || layer >= cs->n_layers || (unsigned)point >= TAP_COUNT || width != cs->width[point]) return;
+    if (!r->keep) calib_fold(r, layer, point, x, T, width, tokens, pos0);
+    else if (point != TAP_RESID) /* the residual stream is the block's output: the caller has it */
+        memcpy(r->keep + r->keep_off[point], x, (size_t)T * (size_t)width * sizeof *x);
+    if (point != TAP_RESID && r->hs) hstore_add(r->hs, layer, (int)point, x, T);
+}
+
+/* === Over MPI ===
+ * Rank r runs the sequences s with s % size == r through each layer (the
+ * forward pass and H, the bulk of the work, in parallel). The statistics are
+ * then folded in sequence order exactly as one process folds them: for
+ * s = 0, 1, ... the owner of s folds its kept tap inputs into the running
+ * statistics of the layer, which every rank holds identically, and
+ * broadcasts the result (the bytes of every TapStats of the layer and the
+ * layer's residual-norm rows). So each fold sees the same state and the
+ * same batch as in one process: the stats file is bit-identical. H: each
+ * rank sums its own sequences' products, then hstore_layer_sum_ranks. */
+
+/* The scalar part of a TapStats, broadcast as one block. */
+typedef struct TapScalars {
+    float absmax;
+    Moments mom;
+    uint64_t hist[HIST_NBINS];
+    int32_t n_top;
+    double act_ref[ACT_MODE_COUNT];
+    double act_err[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    int64_t n_rows, n_nonfinite;
+} TapScalars;
+
+/* Copies root's statistics of layer l to every rank. */
+static Status calib_bcast_layer(CalibStats *cs, int64_t l, int root, Err *err) {
+    Status st = ST_OK;
+    for (int t = 0; t < TAP_COUNT && !st; t++) {
+        TapStats *ts = calib_tap(cs, l, (TapPoint)t);
+        size_t w = (size_t)ts->width;
+        TapScalars sc;
+        memset(&sc, 0, sizeof sc);
+        sc.absmax = ts->absmax;
+        sc.mom = ts->mom;
+        memcpy(sc.hist, ts->hist, sizeof sc.hist);
+        sc.n_top = ts->n_top;
+        memcpy(sc.act_ref, ts->act_ref, sizeof sc.act_ref);
+        memcpy(sc.act_err, ts->act_err, sizeof sc.act_err);
+        sc.n_rows = ts->n_rows;
+        sc.n_nonfinite = ts->n_nonfinite;
+        if ((st = dist_bcast(&sc, sizeof sc, root, err)) || (st = dist_bcast(ts->ch_sum, w * sizeof(double), root, err)) ||
+            (st = dist_bcast(ts->ch_sumsq, w * sizeof(double), root, err)) ||
+            (st = dist_bcast(ts->ch_absmax, w * sizeof(float), root, err)) ||
+            (st = dist_bcast(ts->top, (size_t)ts->k * sizeof *ts->top, root, err)))
+            break;
+        ts->absmax = sc.absmax;
+        ts->mom = sc.mom;
+        memcpy(ts->hist, sc.hist, sizeof sc.hist);
+        ts->n_top = sc.n_top;
+        memcpy(ts->act_ref, sc.act_ref, sizeof sc.act_ref);
+        memcpy(ts->act_err, sc.act_err, sizeof sc.act_err);
+        ts->n_rows = sc.n_rows;
+        ts->n_nonfinite = sc.n_nonfinite;
+    }
+    int64_t L = cs->params.seqlen;
+    if (!st) st = dist_bcast(cs->resid_rms_sum + l * L, (size_t)L * sizeof(double), root, err);
+    if (!st) st = dist_bcast(cs->resid_rms_max + l * L, (size_t)L * sizeof(float), root, err);
+    return st;
+}
+
+/* 1 on every rank when any rank asked to cancel (a collective call). */
+static int calib_cancelled_all(const Progress *prog) {
+    double c = progress_cancelled(prog) ? 1 : 0;
+    if (dist_size() > 1 && dist_max_f64(&c, 1, NULL) != ST_OK) return 1;
+    return c > 0;
 }
 
 static uint64_t calib_h_id(const CalibStats *cs) {
@@ -406,24 +484,39 @@ static Status spill_io(int fd, int write, float *x, size_t bytes, size_t off, Er
     return ST_OK;
 }
 
-/* STREAM: the windows are drawn up front (n_seqs × seqlen tokens); the
- * residual stream of sequence s lives in RAM (s < n_ram) or at
- * (s - n_ram) · seq_bytes in spill_fd. Layer by layer, every sequence in
- * order, so each (layer, tap) sees the same batches in the same order as
+/* STREAM: the windows are drawn up front (n_seqs × seqlen tokens); this
+ * rank's sequences s = rank + j·size (all of them in one process) keep
+ * their residual stream in slot j: in RAM (j < n_ram) or at
+ * (j - n_ram) · seq_bytes in spill_fd. Layer by layer, sequences in order,
+ * so each (layer, tap) sees the same batches in the same order as
  * PER_SAMPLE and the sums come out bit-identical. */
 static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, const int32_t *toks, int64_t n_tok,
                                 const CalibParams *p, int64_t n_seqs, int spill_fd, int64_t n_ram, Progress *prog,
                                 Err *err) {
     CalibStats *cs = run->cs;
     int64_t L = p->seqlen, dim = m->cfg.dim, nl = m->cfg.n_layers;
-    size_t seq_elems = (size_t)L * (size_t)dim, seq_bytes = seq_elems * sizeof(float);
+    int nr = dist_size(), rk = dist_rank();
+    int64_t n_own = n_seqs > rk ? (n_seqs - rk + nr - 1) / nr : 0;
+    size_t seq_elems = (size_t)L * (size_t)dim, seq_bytes = seq_elems * sizeof(float), keep_elems = 0;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        run->keep_off[t] = keep_elems;
+        keep_elems += (size_t)L * (size_t)cs->width[t];
+    }
     Status st = ST_OK;
     int32_t *win = core_calloc((size_t)n_seqs * (size_t)L, sizeof *win);
     float *hid = n_ram > 0 ? core_alloc_aligned((size_t)n_ram * seq_elems, sizeof(float)) : NULL;
-    float *work = n_ram < n_seqs ? core_alloc_aligned(seq_elems, sizeof(float)) : NULL;
-    if (!win || (n_ram > 0 && !hid) || (n_ram < n_seqs && !work)) {
+    float *work = n_ram < n_own ? core_alloc_aligned(seq_elems, sizeof(float)) : NULL;
+    /* MPI: the projection inputs of this rank's sequences for one layer (folded after it) */
+    float *keep = nr > 1 && n_own > 0 ? core_alloc_aligned((size_t)n_own * keep_elems, sizeof(float)) : NULL;
+    if (!win || (n_ram > 0 && !hid) || (n_ram < n_own && !work) || (nr > 1 && n_own > 0 && !keep)) {
         st = err_set(err, ST_ERR_NOMEM, "calibration: residual stream of %lld sequences × %lld tokens × %lld",
-                     (long long)n_seqs, (long long)L, (long long)dim);
+                     (long long)n_own, (long long)L, (long long)dim);
+        goto done;
+    }
+    if (nr > 1 && n_ram < n_own) {
+        st = err_set(err, ST_ERR_ARG, "calibration over MPI: the residual stream of %lld sequences exceeds "
+                     "QS_CALIB_HIDDEN_MB on rank %d (spilling is single-process only): raise it or add ranks",
+                     (long long)n_own, rk);
         goto done;
     }
     int32_t bos = tokenizer_bos(m->tok);
@@ -433,12 +526,13 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
         if (bos >= 0) win[i * L] = bos;
     }
     Taps taps = {.fn = calib_tap_fn, .user = run, .mask = 0};
-    progress_begin(prog, "calibrate", n_seqs * nl);
+    progress_begin(prog, "calibrate", n_own * nl);
     for (int64_t l = 0; l < nl; l++) {
         const LayerWeights *LW = &m->layers[l];
         for (int q = 0; q < PROJ_COUNT; q++) mapfile_prefault(LW->proj[q].data, weight_bytes(&LW->proj[q]));
-        for (int64_t s = 0; s < n_seqs; s++) {
-            if (progress_cancelled(prog)) {
+        for (int64_t j = 0; j < n_own; j++) {
+            int64_t s = rk + j * nr;
+            if (nr == 1 ? progress_cancelled(prog) : j == 0 && calib_cancelled_all(prog)) {
                 st = err_set(err, ST_ERR_CANCELLED,
                              "calibration cancelled at layer %lld: the layer-streamed pipeline keeps no partial "
                              "result (--pipeline per-sample keeps the sequences done)",
@@ -446,16 +540,35 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
                 goto done;
             }
             const int32_t *tk = win + s * L;
-            float *x = s < n_ram ? hid + (size_t)s * seq_elems : work;
-            size_t off = (size_t)(s - n_ram) * seq_bytes;
+            float *x = j < n_ram ? hid + (size_t)j * seq_elems : work;
+            size_t off = (size_t)(j - n_ram) * seq_bytes;
             if (l == 0) st = forward_embed(fw, tk, L, x, err);
-            else if (s >= n_ram) st = spill_io(spill_fd, 0, x, seq_bytes, off, err);
+            else if (j >= n_ram) st = spill_io(spill_fd, 0, x, seq_bytes, off, err);
             if (st) goto done;
             run->seq = s;
+            run->keep = keep ? keep + (size_t)j * keep_elems : NULL;
             if ((st = forward_run_layer(fw, l, x, tk, L, &taps, err))) goto done;
-            if ((st = calib_check_finite(cs, s, err))) goto done;
-            if (s >= n_ram && l + 1 < nl && (st = spill_io(spill_fd, 1, x, seq_bytes, off, err))) goto done;
+            if (nr == 1 && (st = calib_check_finite(cs, s, err))) goto done;
+            if (j >= n_ram && l + 1 < nl && (st = spill_io(spill_fd, 1, x, seq_bytes, off, err))) goto done;
             progress_add(prog, 1);
+        }
+        if (nr > 1) {
+            /* The statistics, in sequence order: the owner folds, everyone receives. */
+            run->keep = NULL;
+            for (int64_t s = 0; s < n_seqs; s++) {
+                int root = (int)(s % nr);
+                if (root == rk) {
+                    int64_t j = s / nr;
+                    const float *kp = keep + (size_t)j * keep_elems;
+                    run->seq = s;
+                    for (int t = 0; t < HSTORE_TAPS; t++)
+                        calib_fold(run, l, (TapPoint)t, kp + run->keep_off[t], L, cs->width[t], win + s * L, 0);
+                    calib_fold(run, l, TAP_RESID, hid + (size_t)j * seq_elems, L, dim, win + s * L, 0);
+                }
+                if ((st = calib_bcast_layer(cs, l, root, err))) goto done;
+                if ((st = calib_check_finite(cs, s, err))) goto done;
+            }
+            if (run->hs && (st = hstore_layer_sum_ranks(run->hs, err))) goto done;
         }
         if (run->hs && (st = hstore_layer_done(run->hs, l, err))) goto done;
         /* This layer's weights are not read again: out of RSS (still in the page cache). */
@@ -464,9 +577,11 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
     cs->n_seqs = n_seqs;
     cs->n_tokens = n_seqs * L;
 done:
+    run->keep = NULL;
     free(win);
     core_free_aligned(hid);
     core_free_aligned(work);
+    core_free_aligned(keep);
     return st;
 }
 
@@ -515,19 +630,33 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     st = tapscratch_new(p->seqlen, wmax, p->topk, pool ? pool_size(pool) : 1, &sc, err);
     if (st) goto fail;
     cs->pipeline = p->pipeline;
+    int nr = dist_size(), rk = dist_rank();
+    int64_t n_own = n_seqs > rk ? (n_seqs - rk + nr - 1) / nr : 0;
+    if (nr > 1 && cs->pipeline != CALIB_STREAM) {
+        st = err_set(err, ST_ERR_ARG, "calibration over MPI runs the layer-streamed pipeline only (not per-sample)");
+        goto fail;
+    }
     if (cs->pipeline == CALIB_STREAM) {
-        st = calib_stream_plan(p, n_seqs, c->dim, &spill_fd, &n_ram, &cs->pipeline, err);
+        st = calib_stream_plan(p, n_own, c->dim, &spill_fd, &n_ram, &cs->pipeline, err);
         if (st) goto fail;
-        cs->spilled_bytes = (size_t)(n_seqs - n_ram) * (size_t)p->seqlen * (size_t)c->dim * sizeof(float);
+        cs->spilled_bytes = (size_t)(n_own - n_ram) * (size_t)p->seqlen * (size_t)c->dim * sizeof(float);
+        if (nr > 1 && (cs->pipeline != CALIB_STREAM || spill_fd >= 0)) {
+            st = err_set(err, ST_ERR_ARG, "calibration over MPI: the residual stream of %lld sequences does not fit "
+                         "QS_CALIB_HIDDEN_MB on rank %d (spilling is single-process only): raise it or add ranks",
+                         (long long)n_own, rk);
+            goto fail;
+        }
     }
     st = forward_new_flags(m, NULL, p->seqlen, p->seqlen, pool, cs->pipeline == CALIB_STREAM ? FORWARD_ONE_LAYER : 0,
                            &fw, err);
     if (st) goto fail;
+    /* Over MPI every rank sums H for its sequences; rank 0 alone has the file. */
+    const char *h_file = rk == 0 ? h_path : NULL;
     if (h_path) {
-        st = cs->pipeline == CALIB_STREAM ? hstore_create_layered(&hs, h_path, c->n_layers, width, p->seqlen, pool, err)
+        st = cs->pipeline == CALIB_STREAM ? hstore_create_layered(&hs, h_file, c->n_layers, width, p->seqlen, pool, err)
                                           : hstore_create(&hs, h_path, c->n_layers, width, p->seqlen, pool, err);
         if (st) goto fail;
-        h_created = 1;
+        h_created = h_file != NULL;
     }
 
     CalibRun run = {.cs = cs, .hs = h_path ? &hs : NULL, .sc = sc, .pool = pool};
@@ -555,20 +684,21 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
             }
         }
     }
-    if (h_path) {
-        cs->h_id = calib_h_id(cs);
+    if (h_path) cs->h_id = calib_h_id(cs);
+    if (h_file) {
         st = hstore_finish(&hs, cs->h_id, err);
         if (st) goto fail;
         cs->has_h = 1;
         cs->h_bytes = hs.bytes;
     }
-    if (p->sensitivity && !progress_cancelled(prog)) {
+    /* The map reads H and the weights only: rank 0 computes it (not distributed). */
+    if (p->sensitivity && rk == 0 && !progress_cancelled(prog)) {
         st = sens_map_init(&cs->sens, c->n_layers, p->group, err);
         if (st) goto fail;
         SensOpts so;
         sens_opts_default(&so);
         so.exact = p->sens_exact;
-        st = sens_compute_opts(m, h_path ? &hs : NULL, &so, pool, prog, &cs->sens, err);
+        st = sens_compute_opts(m, h_file ? &hs : NULL, &so, pool, prog, &cs->sens, err);
         if (st == ST_ERR_CANCELLED) {
             sens_map_done(&cs->sens);
             st = ST_OK;
@@ -587,7 +717,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     return ST_OK;
 fail:
     hstore_close(&hs);
-    if (h_created) unlink(h_path);
+    if (h_created) unlink(h_file);
     forward_free(fw);
     tapscratch_free(sc);
     calib_stats_free(cs);

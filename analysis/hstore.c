@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/assert.h"
+#include "core/dist.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 
@@ -195,6 +196,8 @@ static Status hstore_create_mode(HStore *hs, const char *path, int64_t n_layers,
     Status st = ST_OK;
     int created = 0;
     size_t bytes = hstore_bytes(n_layers, width);
+    int no_file = path == NULL; /* layered sums only (another MPI rank writes the file) */
+    if (no_file) path = "H sums of this rank";
     if (bytes == 0 || max_T <= 0) return err_set(err, ST_ERR_ARG, "%s: bad H store dimensions", path);
     hs->n_layers = n_layers;
     memcpy(hs->width, width, sizeof hs->width);
@@ -225,6 +228,17 @@ static Status hstore_create_mode(HStore *hs, const char *path, int64_t n_layers,
     for (size_t i = 0; i < nm; i++) {
         a->acc_off[i] = acc_elems;
         acc_elems += packed_len(width[i % HSTORE_TAPS]);
+    }
+    if (no_file) {
+        if (!hs->layered || !(a->acc = core_alloc_aligned(acc_elems, sizeof(double)))) {
+            st = err_set(err, ST_ERR_NOMEM, "%s: one layer's float64 H (%zu bytes) does not fit QS_H_RAM_MB", path,
+                         acc_elems * sizeof(double));
+            goto fail;
+        }
+        memset(a->acc, 0, acc_elems * sizeof(double));
+        hs->in_ram = 1;
+        hs->writable = 1;
+        return ST_OK;
     }
     hs->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (hs->fd < 0) {
@@ -434,6 +448,11 @@ Status hstore_layer_done(HStore *hs, int64_t layer, Err *err) {
         hs->layers_done++;
         return ST_OK;
     }
+    if (!hs->has_fd) { /* sums only: another rank writes them */
+        memset(hs->aux->acc, 0, layer_acc_elems(hs->width) * sizeof(double));
+        hs->layers_done++;
+        return ST_OK;
+    }
     float *stage = NULL; /* page-aligned for O_DIRECT */
     if (posix_memalign((void **)&stage, HSTORE_ALIGN, (size_t)PIECE * sizeof *stage) != 0)
         return err_set(err, ST_ERR_NOMEM, "%s: H staging", hs->path);
@@ -443,6 +462,16 @@ Status hstore_layer_done(HStore *hs, int64_t layer, Err *err) {
     memset(hs->aux->acc, 0, layer_acc_elems(hs->width) * sizeof(double));
     hs->layers_done++;
     return ST_OK;
+}
+
+Status hstore_layer_sum_ranks(HStore *hs, Err *err) {
+    if (dist_size() == 1) return ST_OK;
+    if (!hs->layered)
+        return err_set(err, ST_ERR_STATE, "%s: H is not kept one layer at a time (one layer's float64 sums exceed "
+                       "QS_H_RAM_MB): it cannot be summed across MPI ranks", hs->path);
+    /* rows are counted at layer 0 (every layer sees the same rows) */
+    Status st = hs->layers_done == 0 ? dist_sum_i64(&hs->n_rows, 1, err) : ST_OK;
+    return st ? st : dist_sum_f64(hs->aux->acc, (int64_t)layer_acc_elems(hs->width), err);
 }
 
 Status hstore_finish(HStore *hs, uint64_t id, Err *err) {

@@ -93,7 +93,10 @@ Status hstore_create(HStore *hs, const char *path, int64_t n_layers, const int64
  * (pwrite, not through a mapping) when the layer is done, so the values are
  * those hstore_create's float64 mode gives and the process never holds more
  * than one layer of H. When even one layer's sums exceed hstore_ram_limit()
- * it behaves as hstore_create (hs->layered == 0). */
+ * it behaves as hstore_create (hs->layered == 0).
+ * path NULL: sums only, no file (the MPI ranks other than 0, whose sums
+ * hstore_layer_sum_ranks adds into rank 0's); fails with ST_ERR_NOMEM when
+ * one layer's sums exceed hstore_ram_limit(). */
 Status hstore_create_layered(HStore *hs, const char *path, int64_t n_layers, const int64_t width[HSTORE_TAPS],
                              int64_t max_T, Pool *pool, Err *err);
 
@@ -101,6 +104,16 @@ Status hstore_create_layered(HStore *hs, const char *path, int64_t n_layers, con
  * mode writes its four matrices (float32) and their checksums and clears the
  * sums for the next layer; otherwise only counts it. */
 Status hstore_layer_done(HStore *hs, int64_t layer, Err *err);
+
+/* Under MPI (core/dist.h): replaces the current layer's float64 sums of a
+ * layered store by their sum over all ranks (every rank calls it, before
+ * hstore_layer_done). Each rank holds its own sequences' products summed in
+ * its order, so the result equals the single-process sums when those float64
+ * additions are exact (they are unless an element's per-sequence float32
+ * products differ by more than ~2^28 in magnitude); otherwise by at most
+ * n·2^-53 of Σ|products| before the float32 rounding. Identity with one
+ * rank; ST_ERR_STATE when the store is not layered. */
+Status hstore_layer_sum_ranks(HStore *hs, Err *err);
 
 /* H(layer, tap) += xᵀx for x (T, width[tap]) row-major, as described above.
  * Counts the rows at (layer 0, tap 0): every (layer, tap) sees the same rows.

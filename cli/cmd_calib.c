@@ -12,6 +12,7 @@
 #include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 
@@ -188,6 +189,8 @@ int cmd_calib(int argc, char **argv) {
         if (st != ST_ERR_CANCELLED) rc = 1;
         goto done;
     }
+    /* Over MPI the ranks computed the same statistics; rank 0 writes them and H. */
+    if (dist_rank() != 0) goto done;
     if (calib_windows_repeat(cs->text_tokens, &p))
         fprintf(stderr, "qscope calib: warning: %lld samples × %lld tokens exceed the text's %lld tokens: windows "
                         "overlap and repeat\n",

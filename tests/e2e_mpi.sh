@@ -1,7 +1,8 @@
 #!/bin/sh
 # The MPI build (make MPI=1 -> ./qscope-mpi) end to end on loopback: ppl and
 # eval spread over 2 ranks give exactly the single-process values (chunk i
-# runs on rank i % 2, sums are formed in the single-process order), a command
+# runs on rank i % 2, sums are formed in the single-process order), calib
+# over 2 and 3 ranks writes the single-process stats file and H, a command
 # that does not run distributed refuses, and a failing rank stops the job
 # with its rank named. Skips with a note when OpenMPI or the build is absent.
 set -eu
@@ -42,6 +43,25 @@ for k in ppl ppl_base kld_mean kld_median kld_p90 kld_p99 kld_max top1_agree chu
   same "$tmp/e1.json" "$tmp/e2.json" $k
 done
 
+# calib: rank r runs sequences s % N == r layer by layer, the statistics are
+# folded in sequence order by each sequence's owner and broadcast: the stats
+# file (sensitivity map included) and H are byte-identical to one process,
+# with 2 ranks and with 3 ranks on 5 sequences (uneven shares); only rank 0
+# writes (one stats file, one H, no temporaries left).
+"$Q" calib "$M" --text "$T" --samples 5 --seqlen 64 --threads 1 -o "$tmp/c1.qss" >/dev/null 2>&1 || fail "calib failed"
+for np in 2 3; do
+  mkdir "$tmp/c$np"
+  mpirun --oversubscribe -np $np "$QM" calib "$M" --text "$T" --samples 5 --seqlen 64 --threads 1 -o "$tmp/c$np/c.qss" \
+    >"$tmp/c$np.out" 2>"$tmp/c$np.err" || fail "mpirun -np $np calib failed: $(cat "$tmp/c$np.err")"
+  cmp "$tmp/c1.qss" "$tmp/c$np/c.qss" >/dev/null || fail "calib over $np ranks: the stats file differs from one process"
+  [ "$(ls "$tmp/c$np" | wc -l)" = 2 ] || fail "calib over $np ranks left: $(ls "$tmp/c$np")"
+  cmp "$(ls "$tmp"/c1.qss.*.h64)" "$(ls "$tmp/c$np"/c.qss.*.h64)" >/dev/null || fail "calib over $np ranks: H differs"
+  [ "$(grep -c '^stats:' "$tmp/c$np.out")" = 1 ] || fail "calib: more than one rank reported"
+done
+if $MPIRUN "$QM" calib "$M" --text "$T" --samples 2 --seqlen 64 --pipeline per-sample -o "$tmp/c4.qss" \
+  >/dev/null 2>"$tmp/c4.err"; then fail "per-sample calib ran over 2 ranks"; fi
+grep -q "layer-streamed pipeline only" "$tmp/c4.err" || fail "no refusal of per-sample: $(cat "$tmp/c4.err")"
+
 if $MPIRUN "$QM" synth --preset tiny -o "$tmp/x.gguf" >/dev/null 2>"$tmp/s.err"; then fail "synth ran under 2 ranks"; fi
 grep -q "does not run distributed" "$tmp/s.err" || fail "no refusal: $(cat "$tmp/s.err")"
 
@@ -49,4 +69,4 @@ grep -q "does not run distributed" "$tmp/s.err" || fail "no refusal: $(cat "$tmp
 if timeout 60 $MPIRUN "$QM" ppl "$M" --text "$tmp/missing.txt" >/dev/null 2>"$tmp/f.err"; then fail "missing text accepted"; fi
 grep -q "rank 1 of 2" "$tmp/f.err" || grep -q "rank 0 of 2" "$tmp/f.err" || fail "failure does not name the rank: $(cat "$tmp/f.err")"
 grep -q "missing.txt" "$tmp/f.err" || fail "failure does not name the file: $(cat "$tmp/f.err")"
-echo "e2e_mpi: ppl and eval over 2 ranks equal the single process"
+echo "e2e_mpi: ppl, eval and calib over 2 ranks (calib also 3) equal the single process"
