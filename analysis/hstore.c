@@ -471,7 +471,7 @@ Status hstore_layer_sum_ranks(HStore *hs, Err *err) {
                        "QS_H_RAM_MB): it cannot be summed across MPI ranks", hs->path);
     /* rows are counted at layer 0 (every layer sees the same rows) */
     Status st = hs->layers_done == 0 ? dist_sum_i64(&hs->n_rows, 1, err) : ST_OK;
-    return st ? st : dist_sum_f64(hs->aux->acc, (int64_t)layer_acc_elems(hs->width), err);
+    return st ? st : dist_reduce_sum_f64(hs->aux->acc, (int64_t)layer_acc_elems(hs->width), 0, err);
 }
 
 Status hstore_finish(HStore *hs, uint64_t id, Err *err) {

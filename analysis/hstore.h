@@ -105,9 +105,9 @@ Status hstore_create_layered(HStore *hs, const char *path, int64_t n_layers, con
  * sums for the next layer; otherwise only counts it. */
 Status hstore_layer_done(HStore *hs, int64_t layer, Err *err);
 
-/* Under MPI (core/dist.h): replaces the current layer's float64 sums of a
- * layered store by their sum over all ranks (every rank calls it, before
- * hstore_layer_done). Each rank holds its own sequences' products summed in
+/* Under MPI (core/dist.h): replaces rank 0's float64 sums of the current
+ * layer of a layered store by their sum over all ranks (every rank calls it,
+ * before hstore_layer_done; the other ranks' sums are then discarded). Each rank holds its own sequences' products summed in
  * its order, so the result equals the single-process sums when those float64
  * additions are exact (they are unless an element's per-sequence float32
  * products differ by more than ~2^28 in magnitude); otherwise by at most

@@ -58,6 +58,18 @@ Status dist_sum_f64(double *buf, int64_t n, Err *err) {
     return dist_allreduce(buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM, err);
 }
 
+Status dist_reduce_sum_f64(double *buf, int64_t n, int root, Err *err) {
+    if (dist_n <= 1) return ST_OK;
+    for (int64_t i = 0; i < n; i += DIST_PIECE) {
+        int64_t k = n - i < DIST_PIECE ? n - i : DIST_PIECE;
+        double *p = buf + i;
+        int rc = dist_r == root ? MPI_Reduce(MPI_IN_PLACE, p, (int)k, MPI_DOUBLE, MPI_SUM, root, MPI_COMM_WORLD)
+                                : MPI_Reduce(p, NULL, (int)k, MPI_DOUBLE, MPI_SUM, root, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return dist_fail(err, "MPI_Reduce", rc);
+    }
+    return ST_OK;
+}
+
 Status dist_sum_i64(int64_t *buf, int64_t n, Err *err) {
     return dist_allreduce(buf, n, MPI_INT64_T, sizeof(int64_t), MPI_SUM, err);
 }
@@ -103,6 +115,11 @@ Status dist_sum_f64(double *buf, int64_t n, Err *err) {
 
 Status dist_sum_i64(int64_t *buf, int64_t n, Err *err) {
     (void)buf, (void)n, (void)err;
+    return ST_OK;
+}
+
+Status dist_reduce_sum_f64(double *buf, int64_t n, int root, Err *err) {
+    (void)buf, (void)n, (void)root, (void)err;
     return ST_OK;
 }
 

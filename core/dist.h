@@ -41,6 +41,11 @@ int dist_owns(int64_t i);
  * (MPI_Allreduce in place). Identity with one rank. */
 Status dist_sum_f64(double *buf, int64_t n, Err *err);
 
+/* Element-wise sum of buf (n doubles) over all ranks onto root's buf
+ * (MPI_Reduce; half an all-reduce's traffic when only root needs it); the
+ * other ranks' buf is left as it was. Identity with one rank. */
+Status dist_reduce_sum_f64(double *buf, int64_t n, int root, Err *err);
+
 /* The same for int64 counts and for the element-wise maximum of doubles. */
 Status dist_sum_i64(int64_t *buf, int64_t n, Err *err);
 Status dist_max_f64(double *buf, int64_t n, Err *err);

@@ -289,6 +289,12 @@ void app_calibrate(App *a) {
         return;
     }
     j->keep_partial = a->cs == NULL;
+    /* A first calibration keeps what it saw when cancelled, which only the
+     * per-sample pipeline can do (the streamed one completes no sequence
+     * before the last layer); it costs nothing extra while the weights stay
+     * in the page cache, so the layer-streamed pipeline is kept for models
+     * above a quarter of physical memory (and for every recalibration). */
+    if (j->keep_partial && a->m->file_bytes <= hstore_ram_limit()) j->p.pipeline = CALIB_PER_SAMPLE;
     size_t cache_now = cache_total_bytes(a->cache_dir); /* before the job starts writing H */
     Err err;
     err_init(&err);
