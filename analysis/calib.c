@@ -526,7 +526,10 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
         if (bos >= 0) win[i * L] = bos;
     }
     Taps taps = {.fn = calib_tap_fn, .user = run, .mask = 0};
-    progress_begin(prog, "calibrate", n_own * nl);
+    /* Counted in sequences' worth of work (one per n_layers layer steps), so
+     * the count reads as in the per-sample pipeline. */
+    progress_begin(prog, "calibrate", n_own);
+    int64_t steps = 0;
     for (int64_t l = 0; l < nl; l++) {
         const LayerWeights *LW = &m->layers[l];
         for (int q = 0; q < PROJ_COUNT; q++) mapfile_prefault(LW->proj[q].data, weight_bytes(&LW->proj[q]));
@@ -550,7 +553,7 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
             if ((st = forward_run_layer(fw, l, x, tk, L, &taps, err))) goto done;
             if (nr == 1 && (st = calib_check_finite(cs, s, err))) goto done;
             if (j >= n_ram && l + 1 < nl && (st = spill_io(spill_fd, 1, x, seq_bytes, off, err))) goto done;
-            progress_add(prog, 1);
+            if (++steps % nl == 0) progress_add(prog, 1);
         }
         if (nr > 1) {
             /* The statistics, in sequence order: the owner folds, everyone receives. */

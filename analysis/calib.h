@@ -164,7 +164,8 @@ Status calib_commit(const CalibStats *cs, const char *h_tmp, const char *stats_p
  * caller warns). p->pipeline chooses the order (CalibPipeline above).
  * Fails with ST_ERR_NUMERIC naming the layer and tap when an activation is
  * inf or NaN. pool may be NULL; prog may be NULL (with it: stage "calibrate"
- * counting sequences (STREAM: layer × sequence steps), then "sensitivity";
+ * counting sequences (STREAM: sequences' worth of work, one per n_layers
+ * layer steps), then "sensitivity";
  * PER_SAMPLE: cancel stops after the current sequence and returns the
  * sequences done with n_seqs < n_planned, or ST_ERR_CANCELLED if none;
  * STREAM: cancel returns ST_ERR_CANCELLED; a cancel during sensitivity drops
