@@ -641,7 +641,11 @@ static void check_result(Replay *r, int64_t k, const cJSON *rec, const cJSON *no
 }
 
 static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
-    const char *name = plan_arg(r, a), *text = a_str(a, "text");
+    const char *name = plan_arg(r, a), *text = a_str(a, "text"), *gguf = a_str(a, "gguf");
+    if (gguf) { /* a shipped file is named by its file name, as in the workbench and eval */
+        const char *slash = strrchr(gguf, '/');
+        name = slash ? slash + 1 : gguf;
+    }
     if (!name) return err_set(err, ST_ERR_STATE, "no plan to evaluate");
     if (!text) return err_set(err, ST_ERR_ARG, "evaluate needs a 'text' argument");
     EvalOpts eo;
@@ -659,13 +663,24 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
     EvalResult res;
     memset(&res, 0, sizeof res);
     EvalRef *ref = NULL;
-    if ((st = session_get_plan(r->out, name, &p, err))) goto done;
-    QModelStats qs = {r->have_stats ? r->sf.cs : NULL, r->have_stats ? r->sf.h : NULL};
-    if ((st = qmodel_build(r->m, &p, &qs, r->pool, NULL, &qm, err))) goto done;
+    Model *qsrc = NULL;
+    if (gguf) {
+        char full[4096];
+        resolve_path(r, gguf, full, sizeof full);
+        plan_init(&p);
+        ModelLoadOpts mo = {0};
+        if ((st = model_load(full, &mo, &qsrc, err))) goto done;
+        if ((st = qmodel_from_model(r->m, qsrc, &qm, err))) goto done;
+    } else {
+        if ((st = session_get_plan(r->out, name, &p, err))) goto done;
+        QModelStats qs = {r->have_stats ? r->sf.cs : NULL, r->have_stats ? r->sf.h : NULL};
+        if ((st = qmodel_build(r->m, &p, &qs, r->pool, NULL, &qm, err))) goto done;
+    }
     if ((st = get_ref(r, t, &eo, &ref, err))) goto done;
     if ((st = eval_run(qm, ref, &eo, r->pool, NULL, NULL, NULL, &res, err))) goto done;
     SessionEvalInfo info = {.plan = name, .text = text, .text_hash = t->hash, .ctx = eo.n_ctx,
-                            .chunks = eo.max_chunks, .threads = r->rep->threads, .plan_eval = &p};
+                            .chunks = eo.max_chunks, .threads = r->rep->threads, .plan_eval = gguf ? NULL : &p,
+                            .gguf = gguf};
     if ((st = session_add_eval(r->out, &info, &res, qm, NULL, err))) goto done;
     r->n_eval++;
     snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res.ppl,
@@ -679,6 +694,7 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
 done:
     eval_result_done(&res);
     qmodel_free(qm);
+    model_free(qsrc); /* after qm, which borrows it */
     plan_done(&p);
     return st;
 }

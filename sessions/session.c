@@ -277,6 +277,7 @@ static Status check_results(Session *s, const cJSON *root, const char *where, Er
             char sp[80];
             snprintf(sp, sizeof sp, "%s.settings", path);
             if ((st = get_str(so, "text", 0, &r->text, where, sp, err))) return st;
+            if ((st = get_str(so, "gguf", 0, &r->gguf, where, sp, err))) return st;
             if ((st = get_hex(so, "text_hash", 0, &r->text_hash, where, sp, err))) return st;
             if ((st = get_int(so, "ctx", 0, BIG, 0, &r->ctx, where, sp, err))) return st;
             if ((st = get_int(so, "chunks", 0, BIG, 0, &r->chunks, where, sp, err))) return st;
@@ -744,7 +745,7 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
              jset_str(r, "time", session_time_now(now, sizeof now)) && jset_str(r, "build", session_build_version()) &&
              jset_num(r, "threads", (double)info->threads) && jset_str(so, "text", info->text) &&
              jset_hex(so, "text_hash", info->text_hash) && jset_num(so, "ctx", (double)info->ctx) &&
-             jset_num(so, "chunks", (double)info->chunks);
+             jset_num(so, "chunks", (double)info->chunks) && (!info->gguf || jset_str(so, "gguf", info->gguf));
     if (ok) {
         ok = jset(r, "settings", so);
         so = NULL;

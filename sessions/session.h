@@ -54,7 +54,9 @@
  *   copy_plan     {from, to}
  *   delete_plan   {plan}
  *   select_plan   {plan}                    makes it the current plan
- *   evaluate      {plan, text, ctx, chunks, threads}  appends one result
+ *   evaluate      {plan, text, ctx, chunks, threads}  appends one result; with
+ *                 {gguf, text, ctx, chunks, threads} the quantized GGUF file (a shipped model of
+ *                 the same weights: qscope export's, llama-quantize's) instead of a plan
  * "plan" defaults to the current plan. Anything else (view moves, notes)
  * is recorded and skipped by replay.
  *
@@ -116,6 +118,8 @@ typedef struct SessionResult {
     const char *text;        /* evaluation text path (borrowed) */
     uint64_t text_hash;
     int64_t ctx, chunks;
+    const char *gguf;        /* a quantized GGUF evaluated in place of a plan (path as given,
+                                borrowed), or NULL */
     double ppl, ppl_base, kld_mean, kld_median, kld_p90, kld_p99, kld_max, top1_agree, bpw;
     int64_t bytes, tokens_scored;
     double prefill_tps, decode_tps, seconds;
@@ -256,6 +260,8 @@ typedef struct SessionEvalInfo {
     int64_t threads;
     const struct Plan *plan_eval; /* the plan evaluated, stored with the result as "plan_json"
                                 (NULL: not stored, e.g. a GGUF evaluated as it is) */
+    const char *gguf;        /* the quantized GGUF evaluated instead of a plan (stored as
+                                settings.gguf), or NULL */
 } SessionEvalInfo;
 
 /* Appends a result: metrics_json is the JSON object `qscope eval --json`

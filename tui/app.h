@@ -117,6 +117,9 @@ typedef struct EvalViewState {
     char cmp_note[160];      /* why there is no cell comparison ("" when there is) */
     double *oerr;            /* detail: (n_layers * 7) owned map output error of each site's
                                 entry (NaN: no map), or NULL */
+    char (*site_type)[16];   /* detail of a GGUF row: (n_layers * 7) owned tensor type of each
+                                projection in the file, or NULL */
+    char types[160];         /* ... and the file's types with their counts ("Q4_0 x31, ...") */
 } EvalViewState;
 
 /* What the detail and the diff views show of a result beyond its table
@@ -132,6 +135,7 @@ typedef struct RowDetail {
     int64_t n_site_werr;
     double quant_s;          /* quantization wall time (NaN: not recorded) */
     double eval_s;           /* evaluation wall time (NaN: not recorded) */
+    char *gguf;              /* owned: the GGUF file evaluated instead of a plan, or NULL */
     int64_t vs_id;           /* the result its cells are compared with (0: none) */
 } RowDetail;
 
@@ -279,6 +283,13 @@ void app_plan_budget(const App *a, PlanBudget *b);
 /* One-line plan summary ("int4-rtn +2 edits · 4.63 bpw · 0.21 MB · 29% of fp16"). */
 void app_plan_summary(const App *a, char *buf, size_t n);
 
+/* Queues an evaluation of a quantized GGUF of this model (a shipped file:
+ * qscope export's, llama-quantize's) in place of a plan, with the same
+ * protocol as the plans' (the base's reference, ctx, chunks): a row of the
+ * results table named by the file, recorded in the session (replay
+ * evaluates the file again). */
+void app_evaluate_gguf(App *a, const char *path);
+
 /* The running (or queued) evaluation as the Evaluate view shows it. */
 #define LIVE_HIST 512
 typedef struct LiveEval {
@@ -305,7 +316,7 @@ void app_write_plan(App *a, const char *dest);
 
 /* Lines typed in the message bar (app.c draws and edits them; Enter hands
  * the text to view_plan_prompt_done, Esc cancels). */
-enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT, PROMPT_AUTO_BUDGET };
+enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT, PROMPT_AUTO_BUDGET, PROMPT_GGUF };
 void app_prompt_open(App *a, int kind, const char *label, const char *initial);
 void view_plan_prompt_done(App *a, int kind, const char *text);
 
@@ -356,6 +367,11 @@ void app_compare_results(App *a, int64_t ida, int64_t idb);
  * where the map lacks the entry) into a->eval.oerr; NULL without a
  * calibration map or plan. */
 void app_result_site_oerr(App *a, int64_t id);
+
+/* For a GGUF row: each projection's tensor type in the file (re-read: its
+ * metadata only) into a->eval.site_type and the counts into a->eval.types;
+ * NULL / "" when the row is not a GGUF or the file cannot be read. */
+void app_result_site_types(App *a, int64_t id);
 
 /* Frees the views' comparison arrays and every row's detail (app_done). */
 void app_details_free(App *a);

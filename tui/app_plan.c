@@ -17,6 +17,7 @@
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "quant/ggml_type.h"
 #include "quant/preset.h"
 #include "sessions/export.h"
 #include "sessions/plan_json.h"
@@ -65,6 +66,13 @@ static void restore_detail(App *a, int64_t i, RowDetail *d) {
         d->n_site_werr = session_result_array(a->sess, i, "site_werr", d->site_werr, ns);
     double v;
     if (session_result_metric(a->sess, i, "quantize_seconds", &v)) d->quant_s = v;
+    if (r->gguf) {
+        d->gguf = core_strdup(r->gguf);
+        if (d->plan) plan_done(d->plan);
+        free(d->plan);
+        d->plan = NULL;
+        d->plan_by_name = 0;
+    }
     d->eval_s = r->seconds;
     d->vs_id = i > 0 ? session_result(a->sess, i - 1)->id : 0;
 }
@@ -331,6 +339,8 @@ typedef struct EvalJob {
     Plan plan;
     PlanGrid grid;           /* what the editor held, for the diff afterwards */
     int64_t vs_id;           /* the result the Plan view compared it with (0: none) */
+    char gguf[APP_PATH_MAX]; /* a quantized GGUF evaluated instead of the plan ("" : the plan) */
+    Model *qsrc;             /* that file's model (owned; the QModel borrows it) */
     QModel *qm;              /* the quantized model, kept for the session's record until
                                 the job is freed (its weight errors, quantization time) */
     EvalResult res;
@@ -367,7 +377,10 @@ static Status eval_job_run(void *arg, Progress *prog, Err *err) {
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&j->m->cfg);
     const char *what = NULL;
     QModelStats qs = {0};
-    if (qmodel_plan_needs_stats(&j->plan, &pm, &what)) {
+    if (j->gguf[0]) {
+        ModelLoadOpts mo = {0};
+        if ((st = model_load(j->gguf, &mo, &j->qsrc, err)) != ST_OK) goto done;
+    } else if (qmodel_plan_needs_stats(&j->plan, &pm, &what)) {
         if (!j->stats_path[0]) {
             st = err_set(err, ST_ERR_STATE, "plan '%s' needs calibration statistics (%s): press c first", j->label,
                          what ? what : "H");
@@ -381,7 +394,9 @@ static Status eval_job_run(void *arg, Progress *prog, Err *err) {
                       &j->ref_cached, err);
     if (st != ST_OK) goto done;
     atomic_store(&j->n_chunks, eval_ref_chunks(ref));
-    if ((st = qmodel_build(j->m, &j->plan, &qs, j->pool, prog, &qm, err)) != ST_OK) goto done;
+    if (j->gguf[0]) st = qmodel_from_model(j->m, j->qsrc, &qm, err);
+    else st = qmodel_build(j->m, &j->plan, &qs, j->pool, prog, &qm, err);
+    if (st != ST_OK) goto done;
     j->build_s = qm->seconds;
     j->n_notes = qm->n_notes;
     if (qm->n_notes) snprintf(j->note0, sizeof j->note0, "%s", qm->notes[qm->n_notes - 1]);
@@ -402,11 +417,15 @@ done:
 static void fill_detail(RowDetail *d, const EvalJob *j) {
     d->vs_id = j->vs_id;
     d->eval_s = j->res.seconds;
-    Plan *p = core_calloc(1, sizeof *p);
     Err err;
     err_init(&err);
-    if (p && plan_copy(p, &j->plan, &err) == ST_OK) d->plan = p;
-    else free(p);
+    if (j->gguf[0]) {
+        d->gguf = core_strdup(j->gguf);
+    } else {
+        Plan *p = core_calloc(1, sizeof *p);
+        if (p && plan_copy(p, &j->plan, &err) == ST_OK) d->plan = p;
+        else free(p);
+    }
     if (j->res.layer_rel_err && j->res.n_layers > 0 &&
         (d->layer_err = malloc((size_t)j->res.n_layers * sizeof *d->layer_err))) {
         memcpy(d->layer_err, j->res.layer_rel_err, (size_t)j->res.n_layers * sizeof *d->layer_err);
@@ -465,15 +484,17 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
                                 .ctx = j->opts.n_ctx, .chunks = j->opts.max_chunks, .threads = pool_size(a->pool)};
         Err serr;
         err_init(&serr);
-        info.plan_eval = &j->plan;
+        info.plan_eval = j->gguf[0] ? NULL : &j->plan;
+        info.gguf = j->gguf[0] ? j->gguf : NULL;
         if (session_add_eval(a->sess, &info, r, j->qm, NULL, &serr) != ST_OK)
             app_msg(a, 1, "session: result not recorded: %s", serr.detail);
-        SessionArg args[] = {SESSION_ARG_STR("plan", j->label), SESSION_ARG_STR("text", a->text_path),
-                             SESSION_ARG_INT("ctx", j->opts.n_ctx), SESSION_ARG_INT("chunks", j->opts.max_chunks),
+        SessionArg args[] = {j->gguf[0] ? SESSION_ARG_STR("gguf", j->gguf) : SESSION_ARG_STR("plan", j->label),
+                             SESSION_ARG_STR("text", a->text_path), SESSION_ARG_INT("ctx", j->opts.n_ctx),
+                             SESSION_ARG_INT("chunks", j->opts.max_chunks),
                              SESSION_ARG_INT("threads", pool_size(a->pool))};
         app_session_action(a, "evaluate", args, 5);
     }
-    if (!r->cancelled) {
+    if (!r->cancelled && !j->gguf[0]) {
         if (!a->last_eval) a->last_eval = core_calloc(1, sizeof *a->last_eval);
         if (a->last_eval) {
             plan_grid_done(a->last_eval);
@@ -500,36 +521,61 @@ static void eval_job_free(void *arg) {
     if (!j) return;
     eval_result_done(&j->res);
     qmodel_free(j->qm);
+    model_free(j->qsrc); /* after the QModel, which borrows it */
     plan_done(&j->plan);
     plan_grid_done(&j->grid);
     free(j);
 }
 
-void app_evaluate(App *a) {
+/* A new evaluation job on this run's text and settings (a plan's or a
+ * GGUF's), or NULL with the message bar saying why. */
+static EvalJob *eval_job_new(App *a) {
     if (!a->text) {
         app_msg(a, 1, "no evaluation text: start with --text FILE");
-        return;
+        return NULL;
     }
     if (a->n_evals > JOBS_MAX_QUEUE) {
         app_msg(a, 1, "%d evaluations are already waiting", a->n_evals);
-        return;
+        return NULL;
     }
     EvalJob *j = core_calloc(1, sizeof *j);
     if (!j) {
         app_msg(a, 1, "out of memory");
-        return;
+        return NULL;
     }
-    Err err;
-    err_init(&err);
     j->m = a->m;
     j->text = a->text;
     j->len = a->text_len;
     j->pool = a->pool;
     app_eval_opts(a, &j->opts);
     snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
+    j->text_hash = hash_bytes(HASH_SEED, a->text, a->text_len);
+    plan_init(&j->plan);
+    return j;
+}
+
+/* Queues j (the job runner owns it from here) behind the running one. */
+static void eval_job_queue(App *a, EvalJob *j) {
+    char jl[48];
+    snprintf(jl, sizeof jl, "evaluate %s", j->label);
+    Err err;
+    err_init(&err);
+    a->evals[a->n_evals++] = j;
+    if (!jobs_submit(&a->jobs, jl, eval_job_run, eval_job_finish, eval_job_free, j, &err)) {
+        a->n_evals--;
+        app_msg(a, 1, "%s", err.detail);
+        return;
+    }
+    app_msg(a, 0, "evaluation of %s'%s' queued (%s)", j->gguf[0] ? "the GGUF " : "", j->label, a->eval_settings);
+}
+
+void app_evaluate(App *a) {
+    EvalJob *j = eval_job_new(a);
+    if (!j) return;
+    Err err;
+    err_init(&err);
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->cs ? a->stats_path : "");
     plan_label(a, j->label, sizeof j->label);
-    j->text_hash = hash_bytes(HASH_SEED, a->text, a->text_len);
     j->vs_id = a->last_eval ? a->last_eval_id : 0;
     if (a->sess && strcmp(j->label, a->pe->cur.name) != 0) {
         /* An edited plan is evaluated as a copy under its own name, so the
@@ -571,15 +617,7 @@ void app_evaluate(App *a) {
         if (session_set_plan(a->sess, j->label, &j->plan, &err) != ST_OK) app_msg(a, 1, "session: %s", err.detail);
         app_session_action(a, "copy_plan", args, 2);
     }
-    char jl[48];
-    snprintf(jl, sizeof jl, "evaluate %s", j->label);
-    a->evals[a->n_evals++] = j;
-    if (!jobs_submit(&a->jobs, jl, eval_job_run, eval_job_finish, eval_job_free, j, &err)) {
-        a->n_evals--;
-        app_msg(a, 1, "%s", err.detail);
-        return;
-    }
-    app_msg(a, 0, "evaluation of '%s' queued (%s)", j->label, a->eval_settings);
+    eval_job_queue(a, j);
 }
 
 void app_live_eval(const App *a, LiveEval *le) {
@@ -615,8 +653,8 @@ void app_load_result_plan(App *a, int64_t id) {
     if (i < 0) return;
     const RowDetail *d = &a->details[i];
     if (!d->plan) {
-        app_msg(a, 1, "result #%lld has no plan to load (%s)", (long long)id,
-                a->rows[i].label[0] ? "it was not evaluated from a plan" : "unknown");
+        if (d->gguf) app_msg(a, 1, "result #%lld is a GGUF file, not a plan: nothing to load", (long long)id);
+        else app_msg(a, 1, "result #%lld has no plan recorded: nothing to load", (long long)id);
         return;
     }
     view_plan_flush(a);
@@ -670,8 +708,9 @@ void app_compare_results(App *a, int64_t ida, int64_t idb) {
     }
     const Plan *pa = a->details[ia].plan, *pb = a->details[ib].plan;
     if (!pa || !pb) {
-        snprintf(a->eval.cmp_note, sizeof a->eval.cmp_note, "no plan recorded for #%lld: cells not compared",
-                 (long long)(!pa ? ida : idb));
+        int64_t k = !pa ? ia : ib;
+        snprintf(a->eval.cmp_note, sizeof a->eval.cmp_note, "#%lld %s: cells not compared", (long long)a->rows[k].id,
+                 a->details[k].gguf ? "is a GGUF file, not a plan" : "has no plan recorded");
         return;
     }
     PlanModel pm = app_pm(a);
@@ -688,11 +727,65 @@ void app_details_free(App *a) {
         free(d->plan);
         free(d->layer_err);
         free(d->site_werr);
+        free(d->gguf);
         memset(d, 0, sizeof *d);
     }
     free(a->eval.cmp);
     free(a->eval.oerr);
+    free(a->eval.site_type);
     a->eval.cmp = NULL;
     a->eval.oerr = NULL;
+    a->eval.site_type = NULL;
     a->eval.n_cmp = 0;
+}
+
+void app_result_site_types(App *a, int64_t id) {
+    free(a->eval.site_type);
+    a->eval.site_type = NULL;
+    a->eval.types[0] = 0;
+    int64_t i = app_row_index(a, id);
+    if (i < 0 || !a->details[i].gguf) return;
+    Model *q = NULL;
+    ModelLoadOpts mo = {0};
+    Err err;
+    err_init(&err);
+    if (model_load(a->details[i].gguf, &mo, &q, &err) != ST_OK) {
+        snprintf(a->eval.types, sizeof a->eval.types, "cannot read it now: %s", err.detail);
+        return;
+    }
+    int64_t ns = q->cfg.n_layers * PLAN_NPROJ, n_of[GGML_TYPE_LIMIT] = {0};
+    a->eval.site_type = ns == a->m->cfg.n_layers * PLAN_NPROJ ? core_calloc((size_t)ns, sizeof *a->eval.site_type) : NULL;
+    for (int64_t s = 0; a->eval.site_type && s < ns; s++) {
+        uint32_t t = q->layers[s / PLAN_NPROJ].proj[s % PLAN_NPROJ].type;
+        const GgmlTypeTraits *tt = ggml_type_traits(t);
+        snprintf(a->eval.site_type[s], sizeof a->eval.site_type[s], "%s", tt ? tt->name : "?");
+        if (t < GGML_TYPE_LIMIT) n_of[t]++;
+    }
+    const Weight *ends[2] = {&q->tok_embd, q->cfg.tied_embeddings ? NULL : &q->output};
+    for (int k = 0; k < 2; k++)
+        if (ends[k] && ends[k]->type < GGML_TYPE_LIMIT) n_of[ends[k]->type]++;
+    size_t used = 0;
+    for (int t = 0; t < GGML_TYPE_LIMIT && used < sizeof a->eval.types; t++)
+        if (n_of[t]) {
+            const GgmlTypeTraits *tt = ggml_type_traits((uint32_t)t);
+            used += (size_t)snprintf(a->eval.types + used, sizeof a->eval.types - used, "%s%s x%lld", used ? ", " : "",
+                                     tt ? tt->name : "?", (long long)n_of[t]);
+        }
+    model_free(q);
+}
+
+void app_evaluate_gguf(App *a, const char *path) {
+    struct stat st;
+    if (!path[0] || stat(path, &st) != 0) {
+        app_msg(a, 1, "%s: %s", path[0] ? path : "no file given", path[0] ? strerror(errno) : "nothing evaluated");
+        return;
+    }
+    EvalJob *j = eval_job_new(a);
+    if (!j) return;
+    snprintf(j->gguf, sizeof j->gguf, "%s", path);
+    const char *slash = strrchr(path, '/');
+    snprintf(j->label, sizeof j->label, "%s", slash ? slash + 1 : path); /* as qscope eval --quant-gguf names it */
+    j->kld_pred = NAN;
+    snprintf(j->plan_path, sizeof j->plan_path, "%s", path);
+    eval_job_queue(a, j);
 }

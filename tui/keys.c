@@ -72,6 +72,9 @@ static const Binding table[] = {
     {' ', AC_MARK, V(EVAL), "Space", "mark / unmark the result (two marked: d diffs them)", "mark"},
     {'d', AC_DIFF, V(EVAL), "d", "diff the two marked results (or the marked one and the cursor's): cells, dbpw, dKLD, dtop-1", "diff"},
     {'L', AC_LOAD_PLAN, V(EVAL), "L", "load the result's plan into the Plan editor (u there undoes; recorded in the session)", "load plan"},
+    {'G', AC_ADD_GGUF, V(EVAL), "G",
+     "add a shipped GGUF of this model (qscope export's, llama-quantize's) as a result: asks for its path, evaluates "
+     "it with the plans' protocol", "gguf"},
     {'o', AC_SETTINGS, V(PLAN), "o", "settings of the cursor cell for the scope: activation granularity/scales/skip-first, SmoothQuant alpha, GPTQ damp/act-order/block", NULL},
     {':', AC_FMT_TYPE, V(PLAN), ":", "type the format for the scope (int4, int4/ic64, fp8-e4m3, q4_0, aqlm ...)", NULL},
     {0, AC_NONE, 0, NULL, NULL, NULL},

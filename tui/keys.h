@@ -28,7 +28,7 @@ typedef enum {
     AC_AQLM_M_UP, AC_AQLM_M_DOWN, AC_AQLM_B_UP, AC_AQLM_B_DOWN,
     AC_SCOPE, AC_MARK, AC_PRESET, AC_WRITE_PLAN, AC_FMT_TYPE, AC_SETTINGS,
     AC_EVAL_REF, AC_AUTO_PLAN,                         /* evaluate; auto plan */
-    AC_DIFF, AC_LOAD_PLAN,                             /* results: diff two, load one's plan back */
+    AC_DIFF, AC_LOAD_PLAN, AC_ADD_GGUF,                /* results: diff two, load one's plan back, a GGUF */
     AC_COUNT
 } Action;
 

@@ -157,9 +157,13 @@ static void detail_draw(const App *a, const Rect *r) {
               (long long)e->id, e->cancelled ? "(partial) " : "", e->label, e->ppl, e->kld_mean, e->kld_p99,
               100 * e->top1, e->bpw, e->bytes / 1e6);
     char q[32], ev[32];
-    draw_text(y++, x, w, C_NORMAL, "quantization %s, evaluation %s; %s%s", secs_text(d->quant_s, q, sizeof q),
-              secs_text(d->eval_s, ev, sizeof ev), a->eval_settings,
-              d->plan_by_name ? "; plan: the session's of that name now (not stored with the result)" : "");
+    if (d->gguf)
+        draw_text(y++, x, w, C_NORMAL, "GGUF: %s; evaluation %s; %s", a->eval.types,
+                  secs_text(d->eval_s, ev, sizeof ev), d->gguf);
+    else
+        draw_text(y++, x, w, C_NORMAL, "quantization %s, evaluation %s; %s%s", secs_text(d->quant_s, q, sizeof q),
+                  secs_text(d->eval_s, ev, sizeof ev), a->eval_settings,
+                  d->plan_by_name ? "; plan: the session's of that name now (not stored with the result)" : "");
     draw_text(y++, x, w, C_DIM, "wt err |dW|^2/|W|^2 as built; out err: the map's tr(dW H dW')/tr(W H W') (RTN); "
               "L loads");
     int64_t vi = app_row_index(a, d->vs_id);
@@ -209,6 +213,7 @@ static void detail_draw(const App *a, const Rect *r) {
         char site[24], code[48] = "?", we[16], oe[16], other[52] = "";
         cmp_site_name(s, site, sizeof site);
         if (have) plan_entry_code(&res.lin[s].e, code, sizeof code);
+        else if (a->eval.site_type) snprintf(code, sizeof code, "%s", a->eval.site_type[s]);
         vm_fit_num(we, 9, s < d->n_site_werr ? d->site_werr[s] : NAN, 6, 0);
         vm_fit_num(oe, 9, a->eval.oerr ? a->eval.oerr[s] : NAN, 6, 0);
         for (int64_t c = 0; c < a->eval.n_cmp; c++)
@@ -382,6 +387,8 @@ static void close_sub(App *a) {
     a->eval.scroll = 0;
     free(a->eval.oerr);
     a->eval.oerr = NULL;
+    free(a->eval.site_type);
+    a->eval.site_type = NULL;
 }
 
 /* Keys while the detail or the diff is open. */
@@ -416,6 +423,10 @@ static int eval_key(App *a, Action act) {
         return r;
     }
     if (view_move(act, &a->eval.sel, a->n_rows > 0 ? a->n_rows : 1, 5)) return R_REDRAW;
+    if (act == AC_ADD_GGUF) {
+        app_prompt_open(a, PROMPT_GGUF, "GGUF of this model to evaluate (qscope export's, llama-quantize's):", "");
+        return R_REDRAW;
+    }
     if (act == AC_ENTER || act == AC_MARK || act == AC_LOAD_PLAN || act == AC_DIFF) {
         int64_t id = sel_id(a);
         if (!id) {
@@ -434,6 +445,7 @@ static int eval_key(App *a, Action act) {
                 a->eval.cmp_note[0] = 0;
             }
             app_result_site_oerr(a, id);
+            app_result_site_types(a, id);
             return R_REDRAW;
         }
         if (act == AC_LOAD_PLAN) {

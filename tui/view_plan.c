@@ -650,6 +650,10 @@ void view_plan_prompt_done(App *a, int kind, const char *text) {
         app_auto_plan_budget(a, text);
         return;
     }
+    if (kind == PROMPT_GGUF) {
+        app_evaluate_gguf(a, text);
+        return;
+    }
     if (kind != PROMPT_FORMAT) return;
     char name[48], *slash;
     snprintf(name, sizeof name, "%s", text);
