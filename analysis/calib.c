@@ -533,9 +533,12 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
     for (int64_t l = 0; l < nl; l++) {
         const LayerWeights *LW = &m->layers[l];
         for (int q = 0; q < PROJ_COUNT; q++) mapfile_prefault(LW->proj[q].data, weight_bytes(&LW->proj[q]));
-        for (int64_t j = 0; j < n_own; j++) {
+        /* Over MPI every rank asks once per layer (a collective call: a rank
+         * may own no sequence); one process asks before every step. */
+        int cancel_layer = nr > 1 && calib_cancelled_all(prog);
+        for (int64_t j = 0; j < n_own || (cancel_layer && j == 0); j++) {
             int64_t s = rk + j * nr;
-            if (nr == 1 ? progress_cancelled(prog) : j == 0 && calib_cancelled_all(prog)) {
+            if (cancel_layer || (nr == 1 && progress_cancelled(prog))) {
                 st = err_set(err, ST_ERR_CANCELLED,
                              "calibration cancelled at layer %lld: the layer-streamed pipeline keeps no partial "
                              "result (--pipeline per-sample keeps the sequences done)",

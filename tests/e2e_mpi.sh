@@ -58,6 +58,12 @@ for np in 2 3; do
   cmp "$(ls "$tmp"/c1.qss.*.h64)" "$(ls "$tmp/c$np"/c.qss.*.h64)" >/dev/null || fail "calib over $np ranks: H differs"
   [ "$(grep -c '^stats:' "$tmp/c$np.out")" = 1 ] || fail "calib: more than one rank reported"
 done
+# fewer windows than ranks: rank 2 owns none and still takes part in every collective step
+"$Q" calib "$M" --text "$T" --samples 2 --seqlen 64 --threads 1 -o "$tmp/d1.qss" >/dev/null 2>&1 || fail "calib failed"
+mkdir "$tmp/d3"
+timeout 120 mpirun --oversubscribe -np 3 "$QM" calib "$M" --text "$T" --samples 2 --seqlen 64 --threads 1 \
+  -o "$tmp/d3/d.qss" >/dev/null 2>"$tmp/d3.err" || fail "mpirun -np 3 calib of 2 windows failed: $(cat "$tmp/d3.err")"
+cmp "$tmp/d1.qss" "$tmp/d3/d.qss" >/dev/null || fail "calib of 2 windows over 3 ranks: the stats file differs"
 if $MPIRUN "$QM" calib "$M" --text "$T" --samples 2 --seqlen 64 --pipeline per-sample -o "$tmp/c4.qss" \
   >/dev/null 2>"$tmp/c4.err"; then fail "per-sample calib ran over 2 ranks"; fi
 grep -q "layer-streamed pipeline only" "$tmp/c4.err" || fail "no refusal of per-sample: $(cat "$tmp/c4.err")"

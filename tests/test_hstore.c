@@ -1,8 +1,9 @@
 /* The H = XᵀX store (analysis/hstore.h): float32 block products summed in
  * float64 (or float32 in the file mapping) against a float64 reference within
  * the stated bound, thread-count independence, the OpenBLAS fallback, header
- * validation, per-matrix checksums catching a corrupted range, and a full
- * disk reported as ENOSPC rather than killing the process with SIGBUS. */
+ * validation, per-matrix checksums catching a corrupted range, a full disk
+ * reported as ENOSPC rather than killing the process with SIGBUS, and the
+ * layered store of the layer-streamed calibration. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +49,19 @@ static const char *tpath(const char *name) {
     k = (k + 1) % 4;
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
     return buf[k];
+}
+
+static int files_equal(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
 }
 
 /* Builds a store at path from the NB batches (each (layer, tap) sees the
@@ -108,18 +122,6 @@ static void check_against_f64(const char *path, int f32_sums) {
     hstore_close(&hs);
 }
 
-static int files_equal(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
 
 static void test_accuracy(Pool *pool) {
     setenv("QS_H_RAM_MB", "64", 1); /* float64 sums in RAM */
@@ -231,6 +233,50 @@ static void test_disk_full(void) {
     rmdir(mnt);
 }
 
+/* The layered store (layer-streamed calibration): every batch of layer l,
+ * then hstore_layer_done(l). With one layer's float64 sums in RAM it writes
+ * the same bytes as the all-layers float64 store; under a RAM limit too small
+ * for one layer it falls back to float32 sums in the file (within that
+ * bound); with no path it keeps sums only and writes nothing. */
+static void test_layered(Pool *pool) {
+    Err err;
+    err_init(&err);
+    build(tpath("all.h64"), pool, 42);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) setenv("QS_H_RAM_MB", "0", 1);
+        HStore hs;
+        const char *p = tpath(pass ? "layered-f32.h64" : "layered.h64");
+        CHECK_OK(hstore_create_layered(&hs, p, L, width, T, pool, &err), err);
+        CHECK(hs.layered == !pass);
+        for (int l = 0; l < L; l++) {
+            for (int b = 0; b < NB; b++)
+                for (int t = 0; t < HSTORE_TAPS; t++) hstore_add(&hs, l, t, X[b], T);
+            CHECK_OK(hstore_layer_done(&hs, l, &err), err);
+        }
+        CHECK_OK(hstore_finish(&hs, 42, &err), err);
+        hstore_close(&hs);
+        if (pass == 0) CHECKF(files_equal(tpath("all.h64"), p), "layered H differs from the all-layers float64 H");
+        else check_against_f64(p, 1);
+        unlink(p);
+    }
+    unsetenv("QS_H_RAM_MB");
+    HStore hs;
+    CHECK_OK(hstore_create_layered(&hs, NULL, L, width, T, pool, &err), err);
+    CHECK(hs.layered && !hs.has_fd);
+    for (int l = 0; l < L; l++) {
+        for (int t = 0; t < HSTORE_TAPS; t++) hstore_add(&hs, l, t, X[0], T);
+        CHECK_OK(hstore_layer_sum_ranks(&hs, &err), err); /* one process: identity */
+        CHECK_OK(hstore_layer_done(&hs, l, &err), err);
+    }
+    CHECK(hs.n_rows == T);
+    hstore_close(&hs);
+    setenv("QS_H_RAM_MB", "0", 1);
+    CHECK(hstore_create_layered(&hs, NULL, L, width, T, pool, &err) == ST_ERR_NOMEM && strstr(err.detail, "QS_H_RAM_MB"));
+    unsetenv("QS_H_RAM_MB");
+    unlink(tpath("all.h64"));
+    printf("  layered store: same bytes as the float64 store; float32 fallback and sums-only mode\n");
+}
+
 int main(void) {
     (void)testlib_shared;
     CHECK(mkdtemp(tmpdir) != NULL);
@@ -244,6 +290,7 @@ int main(void) {
     const int64_t w7[HSTORE_TAPS] = {4096, 4096, 4096, 11008};
     CHECK(hstore_bytes(32, w7) < (size_t)11500000000ull);
     test_accuracy(pool);
+    test_layered(pool);
     test_header_and_checksums();
     test_disk_full();
     pool_free(pool);
