@@ -3,6 +3,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +63,8 @@ Status sens_map_init(SensMap *sm, int64_t n_layers, int64_t group, Err *err) {
     sm->werr = core_calloc(n, sizeof *sm->werr);
     sm->oerr = core_calloc(n, sizeof *sm->oerr);
     sm->gsize = core_calloc((size_t)n_layers * PROJ_COUNT * SG_COUNT, sizeof *sm->gsize);
-    if (!sm->werr || !sm->oerr || !sm->gsize) {
+    sm->done = core_calloc((size_t)n_layers * PROJ_COUNT * SENS_NFMT, sizeof *sm->done);
+    if (!sm->werr || !sm->oerr || !sm->gsize || !sm->done) {
         sens_map_done(sm);
         return err_set(err, ST_ERR_NOMEM, "sensitivity map");
     }
@@ -74,10 +76,35 @@ void sens_map_done(SensMap *sm) {
     free(sm->werr);
     free(sm->oerr);
     free(sm->gsize);
+    free(sm->done);
     memset(sm, 0, sizeof *sm);
 }
 
+/* Candidates of site s (layer * PROJ_COUNT + proj) still to compute. */
+static int site_missing(const SensMap *sm, int64_t s) {
+    int n = 0;
+    for (int f = 0; f < SENS_NFMT; f++) n += !sm->done[s * SENS_NFMT + f];
+    return n;
+}
+
+int64_t sens_map_sites_done(const SensMap *sm) {
+    if (!sm->done) return 0;
+    int64_t n = 0;
+    for (int64_t s = 0; s < sm->n_layers * PROJ_COUNT; s++) n += site_missing(sm, s) == 0;
+    return n;
+}
+
+int sens_map_complete(const SensMap *sm) {
+    return sm->done && sens_map_sites_done(sm) == sm->n_layers * PROJ_COUNT;
+}
+
+double sens_site_cost(int64_t n_out, int64_t n_in, int n_cand) {
+    double rows = n_out < 1024 ? (double)n_out : 1024.0;
+    return (double)n_cand * (rows * (double)n_in * (double)n_in + 800.0 * (double)n_out * (double)n_in);
+}
+
 void sens_opts_default(SensOpts *o) {
+    memset(o, 0, sizeof *o);
     o->exact = 0;
     o->min_rows = 64;
     o->rel_se = 0.01;
@@ -110,7 +137,9 @@ typedef struct SiteJob {
     GemmWork *gw;
     float **wq, **dsub, **g; /* [thread] (no*ni), (BMAX*ni), (BMAX*ni) */
     double **rdiag;          /* [thread] (no) Σ_i H_ii δ_ri² per row */
+    Progress *prog;          /* a cancel stops the cells (the site is then not done) */
     _Atomic int next;
+    _Atomic int finished;    /* cells computed or skipped */
     _Atomic int failed;
     Status st;
     Err err;
@@ -190,12 +219,14 @@ static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
     int64_t n = j->no * j->ni;
     for (;;) {
         int c = atomic_fetch_add(&j->next, 1);
-        if (c >= SENS_NFMT * SG_COUNT || atomic_load(&j->failed)) break;
+        if (c >= SENS_NFMT * SG_COUNT || atomic_load(&j->failed) || progress_cancelled(j->prog)) break;
         int f = c / SG_COUNT, g = c % SG_COUNT;
         QParams qp = {.fmt = sens_fmt(f), .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
-        if (g == SG_OC_G || g == SG_IC_G) {
-            qp.group = j->gs[g];
-            if (qp.group == 0) continue;
+        if (g == SG_OC_G || g == SG_IC_G) qp.group = j->gs[g];
+        if (j->sm->done[(j->layer * PROJ_COUNT + j->proj) * SENS_NFMT + f] ||
+            ((g == SG_OC_G || g == SG_IC_G) && qp.group == 0)) {
+            atomic_fetch_add(&j->finished, 1);
+            continue;
         }
         float *Wq = j->wq[tid];
         Err e2;
@@ -221,6 +252,7 @@ static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
             double num = cell_quad(j, tid, Wq);
             j->sm->oerr[idx] = j->denom > 0 ? (float)(num / j->denom) : 0.0f;
         }
+        atomic_fetch_add(&j->finished, 1);
     }
 }
 
@@ -285,12 +317,25 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
         st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err);
         if (st) goto done;
     }
-    progress_begin(prog, "sensitivity", c->n_layers * PROJ_COUNT);
+    /* Progress in thousandths of the remaining cost, so the ETA weighs each site by its cost. */
+    double cost_total = 0, cost_done = 0;
+    int64_t sites_total = c->n_layers * PROJ_COUNT, sites_done = sens_map_sites_done(sm), ran = 0, ticks = 0;
+    for (int64_t l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < PROJ_COUNT; p++) {
+            const Weight *w = &m->layers[l].proj[p];
+            cost_total += sens_site_cost(w->n_out, w->n_in, site_missing(sm, l * PROJ_COUNT + p));
+        }
+    progress_begin(prog, "sensitivity", 1000);
+    if (prog) snprintf(prog->stage, sizeof prog->stage, "sensitivity %lld/%lld sites", (long long)sites_done,
+                       (long long)sites_total);
     for (int64_t l = 0; l < c->n_layers; l++) {
         int loaded_tap = -1;
         for (int p = 0; p < PROJ_COUNT; p++) {
-            if (progress_cancelled(prog)) {
-                st = err_set(err, ST_ERR_CANCELLED, "sensitivity cancelled at layer %lld", (long long)l);
+            int missing = site_missing(sm, l * PROJ_COUNT + p);
+            if (missing == 0) continue;
+            if (progress_cancelled(prog) || (o->max_sites > 0 && ran >= o->max_sites)) {
+                st = err_set(err, ST_ERR_CANCELLED, "sensitivity stopped at layer %lld %s: %lld of %lld sites done (kept)",
+                             (long long)l, proj_name((Proj)p), (long long)sites_done, (long long)sites_total);
                 goto done;
             }
             const Weight *w = &m->layers[l].proj[p];
@@ -306,7 +351,8 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
                 W = Wconv;
             }
             SiteJob j = {.W = W, .no = no, .ni = ni, .Hf = h ? Hf : NULL, .hdiag = hdiag, .perm = perm, .o = o,
-                         .layer = l, .proj = p, .sm = sm, .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag};
+                         .layer = l, .proj = p, .sm = sm, .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag,
+                         .prog = prog};
             for (int64_t i = 0; i < n; i++) j.wnorm += (double)W[i] * W[i];
             if (h) {
                 if (tap != loaded_tap) {
@@ -329,6 +375,7 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
             gs[SG_IC_G] = (int32_t)sens_group_size(no, sm->group);
             j.gs = gs;
             atomic_init(&j.next, 0);
+            atomic_init(&j.finished, 0);
             atomic_init(&j.failed, 0);
             err_init(&j.err);
             if (nt > 1) pool_for(pool, nt, 1, cell_job, &j);
@@ -338,7 +385,21 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
                 *err = j.err;
                 goto done;
             }
-            progress_add(prog, 1);
+            if (atomic_load(&j.finished) < SENS_NFMT * SG_COUNT) { /* cancelled inside the site: not kept */
+                st = err_set(err, ST_ERR_CANCELLED, "sensitivity cancelled in layer %lld %s: %lld of %lld sites done (kept)",
+                             (long long)l, proj_name((Proj)p), (long long)sites_done, (long long)sites_total);
+                goto done;
+            }
+            memset(sm->done + (l * PROJ_COUNT + p) * SENS_NFMT, 1, SENS_NFMT);
+            sites_done++;
+            ran++;
+            if (o->on_site && (st = o->on_site(o->user, sm, l, p, err))) goto done;
+            cost_done += sens_site_cost(no, ni, missing);
+            int64_t t = cost_total > 0 ? (int64_t)(1000.0 * cost_done / cost_total) : 1000;
+            if (prog) snprintf(prog->stage, sizeof prog->stage, "sensitivity %lld/%lld sites", (long long)sites_done,
+                               (long long)sites_total);
+            progress_add(prog, t - ticks);
+            ticks = t;
         }
     }
     goto done;

@@ -46,12 +46,28 @@ typedef struct SensMap {
     float *oerr;             /* same shape; NaN without H or not applicable */
     int32_t *gsize;          /* (n_layers, PROJ_COUNT, SG_COUNT) group size used (0 per-tensor/-channel
                                 or not applicable: then werr is NaN for SG_*_G) */
+    uint8_t *done;           /* (n_layers, PROJ_COUNT, SENS_NFMT) 1: the cells of (site, format) are
+                                computed; a map with a 0 is partial (a cancelled pass, or a stats
+                                file from before a candidate existed) and resumes where it is 0 */
 } SensMap;
 
 /* Allocates a NaN-filled map; caller releases with sens_map_done. */
 Status sens_map_init(SensMap *sm, int64_t n_layers, int64_t group, Err *err);
 /* Frees the arrays; safe on a zeroed map. */
 void sens_map_done(SensMap *sm);
+
+/* Sites (layer, projection) whose every candidate is computed. */
+int64_t sens_map_sites_done(const SensMap *sm);
+/* 1 when every cell of every site is computed (0 for a zeroed map). */
+int sens_map_complete(const SensMap *sm);
+
+/* Relative cost of computing n_cand candidates of a site of (n_out, n_in),
+ * for a cost-weighted ETA: each cell quantizes the matrix (n_out·n_in) and
+ * runs GEMMs on a row subsample against the (n_in, n_in) H, which on the
+ * tinyllama synth settles at about 1024 rows (every row when fewer):
+ * n_cand·(min(n_out, 1024)·n_in² + 800·n_out·n_in), the 800 fitted to the
+ * per-site times measured there (BENCHMARKS.md). */
+double sens_site_cost(int64_t n_out, int64_t n_in, int n_cand);
 
 /* Index helpers. */
 static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping) {
@@ -65,22 +81,34 @@ static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping)
  * the estimate's standard error is at most rel_se of it (0.01: the 5 %
  * accuracy asked for is 5 standard errors; all rows means exact); the
  * denominator tr(W H Wᵀ) is always exact (one GEMM per site). */
+/* Called after each site a run finishes (the map then holds it, done flags
+ * set), e.g. to save the partial map; an error stops the run with it. */
+typedef Status (*SensSiteFn)(void *user, const SensMap *sm, int64_t layer, int proj, Err *err);
+
 typedef struct SensOpts {
     int exact;
     int64_t min_rows;        /* first subsample (default 64) */
     double rel_se;           /* target standard error, relative (default 0.01) */
+    int64_t max_sites;       /* > 0: stop after computing this many sites (as a cancel: ST_ERR_CANCELLED,
+                                finished sites kept); 0: all */
+    SensSiteFn on_site;      /* NULL: none */
+    void *user;              /* for on_site */
 } SensOpts;
 
 /* Fills o with the defaults above (estimated). */
 void sens_opts_default(SensOpts *o);
 
-/* Fills sm (already initialised for m's layer count) for every layer and
- * projection. h may be NULL (output errors stay NaN); it must hold the
- * finished H of m's four projection inputs. The 35 cells of a site run in
- * parallel on pool (may be NULL), one per thread, each cell's sums in double
- * in a fixed order, so the map does not depend on the thread count.
- * Progress counts (layer, projection) pairs; cancel returns
- * ST_ERR_CANCELLED (map partly filled). sens_compute uses the defaults. */
+/* Fills the cells of sm (already initialised for m's layer count) that are
+ * not done, site by site (layer, projection), setting their done flags: a
+ * fresh map is computed whole, a partial one resumed. h may be NULL (output
+ * errors stay NaN); it must hold the finished H of m's four projection
+ * inputs. The cells of a site run in parallel on pool (may be NULL), one per
+ * thread, each cell's sums in double in a fixed order, so the map does not
+ * depend on the thread count nor on where a run was resumed. Progress: stage
+ * "sensitivity", total 1000, advanced by each site's share of the remaining
+ * cost (sens_site_cost), so its ETA is cost-weighted. A cancel (checked
+ * between sites) or o->max_sites returns ST_ERR_CANCELLED with the finished
+ * sites kept. sens_compute uses the defaults. */
 Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Pool *pool, Progress *prog,
                          SensMap *sm, Err *err);
 Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog, SensMap *sm, Err *err);

@@ -16,6 +16,7 @@
  * count cannot make us allocate absurd amounts before the length check. */
 #define MAX_LAYERS 4096
 #define MAX_WIDTH (1 << 20)
+#define MAX_SENS_NAMES 64
 
 /* === writer === */
 
@@ -90,12 +91,19 @@ Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
     for (int64_t i = 0; i < np; i++) bytes_put_f32(&b, cs->resid_rms_max[i]);
     bytes_put_u32(&b, (uint32_t)cs->has_sens);
     if (cs->has_sens) {
+        /* The candidates and groupings by name, so a later build with other
+         * candidates maps the cells it knows and resumes the rest. */
         const SensMap *sm = &cs->sens;
         int64_t nc = cs->n_layers * PROJ_COUNT * SENS_NFMT * SG_COUNT;
         bytes_put_i64(&b, sm->group);
+        bytes_put_u32(&b, SENS_NFMT);
+        for (int f = 0; f < SENS_NFMT; f++) put_str(&b, qformat_traits(sens_fmt(f))->name);
+        bytes_put_u32(&b, SG_COUNT);
+        for (int g = 0; g < SG_COUNT; g++) put_str(&b, sens_group_name((SensGroup)g));
         for (int64_t i = 0; i < nc; i++) bytes_put_f32(&b, sm->werr[i]);
         for (int64_t i = 0; i < nc; i++) bytes_put_f32(&b, sm->oerr[i]);
         for (int64_t i = 0; i < cs->n_layers * PROJ_COUNT * SG_COUNT; i++) bytes_put_u32(&b, (uint32_t)sm->gsize[i]);
+        bytes_put(&b, sm->done, (size_t)(cs->n_layers * PROJ_COUNT * SENS_NFMT));
     }
     bytes_put_u32(&b, (uint32_t)cs->has_h);
     bytes_put_u64(&b, cs->h_id);
@@ -226,6 +234,61 @@ static void get_tap(Rd *r, TapStats *ts, int64_t width) {
         for (int m = 0; m < ACT_MODE_COUNT; m++) ts->act_err[f][m] = get_f64(r, "tap.act_err");
 }
 
+/* The sensitivity map: its cells are mapped by candidate and grouping name
+ * onto this build's map, so a file from a build with fewer candidates loads
+ * as a partial map (the new candidates not done) and a candidate since
+ * dropped is skipped. */
+static Status get_sens(Rd *r, CalibStats *cs, int64_t nl) {
+    int64_t g = get_checked(r, 0, MAX_WIDTH, "sens.group");
+    int nf = (int)get_checked32(r, 1, MAX_SENS_NAMES, "sens.n_formats");
+    int fmap[MAX_SENS_NAMES], gmap[MAX_SENS_NAMES];
+    char name[32];
+    for (int f = 0; f < nf && !r->bad; f++) {
+        get_str(r, name, sizeof name, "sens.format");
+        int q = qformat_parse(name);
+        fmap[f] = q < 0 ? -1 : sens_fmt_index((QFormat)q);
+    }
+    int ng = (int)get_checked32(r, 1, MAX_SENS_NAMES, "sens.n_groupings");
+    int seen[SG_COUNT] = {0};
+    for (int k = 0; k < ng && !r->bad; k++) {
+        get_str(r, name, sizeof name, "sens.grouping");
+        gmap[k] = -1;
+        for (int j = 0; j < SG_COUNT; j++)
+            if (strcmp(name, sens_group_name((SensGroup)j)) == 0) gmap[k] = j, seen[j] = 1;
+    }
+    if (r->bad) return ST_ERR_FORMAT;
+    int64_t ns = nl * PROJ_COUNT, nc = ns * nf * ng;
+    if (!rd_need(r, (size_t)nc * 8 + (size_t)(ns * ng) * 4 + (size_t)(ns * nf), "sens")) return ST_ERR_FORMAT;
+    Status st = sens_map_init(&cs->sens, nl, g, r->err);
+    if (st) return st;
+    SensMap *sm = &cs->sens;
+    for (int pass = 0; pass < 2; pass++) {
+        float *dst = pass ? sm->oerr : sm->werr;
+        for (int64_t s = 0; s < ns; s++)
+            for (int f = 0; f < nf; f++)
+                for (int k = 0; k < ng; k++) {
+                    float v = get_f32(r, pass ? "sens.oerr" : "sens.werr");
+                    if (fmap[f] >= 0 && gmap[k] >= 0) dst[(s * SENS_NFMT + fmap[f]) * SG_COUNT + gmap[k]] = v;
+                }
+    }
+    for (int64_t s = 0; s < ns; s++)
+        for (int k = 0; k < ng; k++) {
+            int32_t v = (int32_t)get_checked32(r, 0, MAX_WIDTH, "sens.gsize");
+            if (gmap[k] >= 0) sm->gsize[s * SG_COUNT + gmap[k]] = v;
+        }
+    int all_groupings = 1;
+    for (int j = 0; j < SG_COUNT; j++) all_groupings &= seen[j];
+    for (int64_t s = 0; s < ns; s++)
+        for (int f = 0; f < nf; f++) {
+            uint32_t d = r->bad ? 0 : r->b.p[r->b.off];
+            if (!rd_range(r, d, 0, 1, "sens.done", r->b.off)) break;
+            r->b.off++;
+            /* a grouping the file lacks leaves every site to recompute */
+            if (fmap[f] >= 0) sm->done[s * SENS_NFMT + fmap[f]] = (uint8_t)(d && all_groupings);
+        }
+    return r->bad ? ST_ERR_FORMAT : ST_OK;
+}
+
 Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     *out = NULL;
     MappedFile mf;
@@ -292,17 +355,8 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     for (int64_t i = 0; i < np; i++) cs->resid_rms_max[i] = get_f32(&r, "resid_rms_max");
     cs->has_sens = (int)get_checked32(&r, 0, 1, "has_sens");
     if (r.bad) goto bad;
-    if (cs->has_sens) {
-        int64_t g = get_checked(&r, 0, MAX_WIDTH, "sens.group");
-        if (r.bad) goto bad;
-        int64_t nc = nl * PROJ_COUNT * SENS_NFMT * SG_COUNT, ng = nl * PROJ_COUNT * SG_COUNT;
-        if (!rd_need(&r, (size_t)nc * 8 + (size_t)ng * 4, "sens")) goto bad;
-        st = sens_map_init(&cs->sens, nl, g, err);
-        if (st) goto fail;
-        for (int64_t i = 0; i < nc; i++) cs->sens.werr[i] = get_f32(&r, "sens.werr");
-        for (int64_t i = 0; i < nc; i++) cs->sens.oerr[i] = get_f32(&r, "sens.oerr");
-        for (int64_t i = 0; i < ng; i++) cs->sens.gsize[i] = (int32_t)get_checked32(&r, 0, MAX_WIDTH, "sens.gsize");
-    }
+    if (cs->has_sens && (st = get_sens(&r, cs, nl)) != ST_OK) goto fail;
+    if (r.bad) goto bad;
     cs->has_h = (int)get_checked32(&r, 0, 1, "has_h");
     cs->h_id = get_u64(&r, "h_id");
     cs->h_bytes = (size_t)get_u64(&r, "h_bytes");

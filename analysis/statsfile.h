@@ -18,7 +18,10 @@
 #include "core/status.h"
 #include "model/model.h"
 
-#define STATSFILE_VERSION 1
+/* 2: the sensitivity map names its candidates and groupings and carries a
+ * done flag per (site, candidate) (partial maps resume); version 1 files are
+ * refused with "recalibrate". */
+#define STATSFILE_VERSION 2
 
 /* Writes cs to path atomically (temp file + rename). */
 Status statsfile_save(const CalibStats *cs, const char *path, Err *err);

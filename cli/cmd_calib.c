@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include "analysis/calib.h"
+#include "analysis/sensrun.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/dist.h"
+#include "core/hash.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 
@@ -37,7 +39,12 @@ static void calib_usage(FILE *f) {
             "  --sens-exact    exact output errors (a GEMM per cell); by default they are\n"
             "                  estimated (closed-form diagonal + row subsample, standard\n"
             "                  error <= 1 %% of each value; docs/calibration.md)\n"
+            "  --sens-max-sites N  stop the map after N more sites, as Ctrl-C would (the\n"
+            "                  finished sites kept; to time a few sites of a large model)\n"
             "  --no-h          do not accumulate H (no output errors in the map)\n"
+            "  --fresh         recalibrate even when STATS holds this calibration with a\n"
+            "                  partial sensitivity map (by default only the map's missing\n"
+            "                  sites are computed then)\n"
             "  --threads N     worker threads (default: all CPUs)\n"
             "  --pipeline P    stream (default: every sequence passes layer l before layer l+1, so\n"
             "                  each layer's weights are read once; the residual stream of all\n"
@@ -47,7 +54,9 @@ static void calib_usage(FILE *f) {
             "  -o STATS        output path\n"
             "Ctrl-C (exit status 130): per-sample keeps the sequences done (the file records\n"
             "how many completed); stream keeps nothing, as no sequence is complete before the\n"
-            "last layer. A second Ctrl-C aborts.\n");
+            "last layer. A second Ctrl-C aborts. During the sensitivity map, Ctrl-C keeps the\n"
+            "finished sites (saved in STATS as they finish, so a kill keeps them too): the\n"
+            "same command again computes only the missing sites.\n");
 }
 
 typedef struct BarJob {
@@ -71,7 +80,8 @@ static void *calib_bar_thread(void *arg) {
 int cmd_calib(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *tok = NULL, *out = NULL, *samples = NULL, *seqlen = NULL;
     const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL, *pipe = NULL;
-    int no_sens = 0, no_h = 0, sens_exact = 0;
+    const char *max_sites = NULL;
+    int no_sens = 0, no_h = 0, sens_exact = 0, fresh = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -81,13 +91,15 @@ int cmd_calib(int argc, char **argv) {
         if (strcmp(a, "--no-sensitivity") == 0) { no_sens = 1; continue; }
         if (strcmp(a, "--no-h") == 0) { no_h = 1; continue; }
         if (strcmp(a, "--sens-exact") == 0) { sens_exact = 1; continue; }
+        if (strcmp(a, "--fresh") == 0) { fresh = 1; continue; }
         int r;
         if ((r = args_opt(argc, argv, &i, "--text", &text)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok)) ||
             (r = args_opt(argc, argv, &i, "-o", &out)) || (r = args_opt(argc, argv, &i, "--samples", &samples)) ||
             (r = args_opt(argc, argv, &i, "--seqlen", &seqlen)) || (r = args_opt(argc, argv, &i, "--seed", &seed)) ||
             (r = args_opt(argc, argv, &i, "--mode", &mode)) || (r = args_opt(argc, argv, &i, "--group", &group)) ||
             (r = args_opt(argc, argv, &i, "--threads", &threads)) || (r = args_opt(argc, argv, &i, "--pipeline", &pipe)) ||
-            (r = args_opt(argc, argv, &i, "--topk", &topk))) {
+            (r = args_opt(argc, argv, &i, "--topk", &topk)) ||
+            (r = args_opt(argc, argv, &i, "--sens-max-sites", &max_sites))) {
             if (r < 0) return 2;
             continue;
         }
@@ -110,6 +122,8 @@ int cmd_calib(int argc, char **argv) {
     if (group) { if (!args_int("calib", "--group", group, CALIB_GROUP_MIN, CALIB_GROUP_MAX, &v)) return 2; p.group = v; }
     if (topk) { if (!args_int("calib", "--topk", topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX, &v)) return 2; p.topk = (int32_t)v; }
     if (threads && !args_int("calib", "--threads", threads, 1, 256, &nthreads)) return 2;
+    int64_t nmax = 0;
+    if (max_sites && !args_int("calib", "--sens-max-sites", max_sites, 1, INT32_MAX, &nmax)) return 2;
     if (mode) {
         int mm = calib_mode_parse(mode);
         if (mm < 0) {
@@ -163,9 +177,29 @@ int cmd_calib(int argc, char **argv) {
         free(buf);
         return 1;
     }
-    char *hpath = no_h ? NULL : calib_h_temp(out), *hfinal = NULL;
+    CalibStats *cs = NULL;
+    /* STATS already holding this calibration with a partial map (a cancelled
+     * or killed pass): compute only the missing sites. */
+    if (!fresh && p.sensitivity && access(out, F_OK) == 0) {
+        CalibParams q = p;
+        q.text_hash = hash_bytes(HASH_SEED, buf, len);
+        q.text_bytes = (int64_t)len;
+        Err e2;
+        err_init(&e2);
+        if (statsfile_load(out, &cs, &e2) != ST_OK || !sensrun_resumable(cs, m, &q, NULL, 0) ||
+            cs->has_h == no_h) {
+            calib_stats_free(cs);
+            cs = NULL;
+        }
+    }
+    char *hpath = no_h || cs ? NULL : calib_h_temp(out), *hfinal = NULL;
     size_t hb = calib_h_bytes(m);
-    if (!no_h)
+    if (cs)
+        fprintf(stderr, "qscope calib: %s holds this calibration with a partial sensitivity map (%lld of %lld sites): "
+                        "computing the missing sites (--fresh recalibrates)\n",
+                out, (long long)(cs->has_sens ? sens_map_sites_done(&cs->sens) : 0),
+                (long long)(cs->n_layers * PROJ_COUNT));
+    else if (!no_h)
         fprintf(stderr, "qscope calib: H = XᵀX (float32 upper triangles) for %lld layers of widths %lld/%lld/%lld: "
                         "%.1f MB\n",
                 (long long)m->cfg.n_layers, (long long)m->cfg.dim, (long long)(m->cfg.n_heads * m->cfg.head_dim),
@@ -176,45 +210,78 @@ int cmd_calib(int argc, char **argv) {
     BarJob job = {.p = &prog, .stop = 0};
     pthread_t th;
     int have_bar = pthread_create(&th, NULL, calib_bar_thread, &job) == 0;
-    double t0 = args_now();
-    CalibStats *cs = NULL;
-    Status st = calib_run(m, buf, len, &p, hpath, pool, &prog, &cs, &err);
-    double dt = args_now() - t0;
+    double t0 = args_now(), dt = 0, dt_map = 0;
+    int resumed = cs != NULL, rc = 0;
+    Status st = ST_OK, mst = ST_OK;
+    if (!resumed) {
+        /* the statistics and H first, committed as a pair (rank 0 over MPI);
+         * the map then runs as its own stage on the committed files, saving
+         * finished sites as it goes */
+        CalibParams pc = p;
+        pc.sensitivity = 0;
+        st = calib_run(m, buf, len, &pc, hpath, pool, &prog, &cs, &err);
+        dt = args_now() - t0;
+        if (st == ST_OK && dist_rank() == 0) {
+            cs->params.sensitivity = p.sensitivity; /* asked for: a map not yet run counts as partial */
+            if (calib_windows_repeat(cs->text_tokens, &p))
+                fprintf(stderr, "\nqscope calib: warning: %lld samples × %lld tokens exceed the text's %lld tokens: "
+                                "windows overlap and repeat\n",
+                        (long long)p.samples, (long long)p.seqlen, (long long)cs->text_tokens);
+            st = calib_commit(cs, hpath, out, &err);
+        }
+    }
+    if (st == ST_OK && dist_rank() == 0 && p.sensitivity && cs->n_seqs == cs->n_planned && !progress_cancelled(&prog)) {
+        double t1 = args_now();
+        SensOpts so;
+        sens_opts_default(&so);
+        so.exact = p.sens_exact;
+        so.max_sites = nmax;
+        mst = sensrun_map(m, cs, out, &so, SENSRUN_SAVE_SECS, pool, &prog, &err);
+        dt_map = args_now() - t1;
+    }
     job.stop = 1;
     if (have_bar) pthread_join(th, NULL);
     /* Ctrl-C exits 130 like ppl and eval, also when it kept a partial result */
-    int rc = progress_cancelled(&prog) ? 130 : 0;
+    rc = progress_cancelled(&prog) ? 130 : 0;
     if (st != ST_OK) {
         args_print_err("calib", &err);
         if (st != ST_ERR_CANCELLED) rc = 1;
         goto done;
     }
-    /* Over MPI the ranks computed the same statistics; rank 0 writes them and H. */
+    /* Over MPI the ranks computed the same statistics; rank 0 wrote them and H. */
     if (dist_rank() != 0) goto done;
-    if (calib_windows_repeat(cs->text_tokens, &p))
-        fprintf(stderr, "qscope calib: warning: %lld samples × %lld tokens exceed the text's %lld tokens: windows "
-                        "overlap and repeat\n",
-                (long long)p.samples, (long long)p.seqlen, (long long)cs->text_tokens);
-    if (calib_commit(cs, hpath, out, &err) != ST_OK) {
+    if (mst != ST_OK && mst != ST_ERR_CANCELLED) {
         args_print_err("calib", &err);
-        if (!rc) rc = 1;
-        goto done;
+        rc = 1;
     }
     if (cs->has_h) hfinal = statsfile_h_path(out, cs->h_id);
-    printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
-           (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
-    printf("pipeline: %s%s", calib_pipeline_name(cs->pipeline),
-           p.pipeline == CALIB_STREAM && cs->pipeline != CALIB_STREAM ? " (the residual stream would not fit the "
-                                                                        "temporary directory's disk)" : "");
-    if (cs->spilled_bytes) printf(", %.1f MB of residual stream spilled to a temporary file", (double)cs->spilled_bytes / 1e6);
-    printf("\n");
+    if (resumed) {
+        printf("resumed the sensitivity map of %s (calibrated on %s: %lld sequences × %lld tokens)\n", out,
+               cs->params.text_path, (long long)cs->n_seqs, (long long)cs->params.seqlen);
+    } else {
+        printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
+               (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
+        printf("pipeline: %s%s", calib_pipeline_name(cs->pipeline),
+               p.pipeline == CALIB_STREAM && cs->pipeline != CALIB_STREAM ? " (the residual stream would not fit the "
+                                                                            "temporary directory's disk)" : "");
+        if (cs->spilled_bytes)
+            printf(", %.1f MB of residual stream spilled to a temporary file", (double)cs->spilled_bytes / 1e6);
+        printf("\n");
+    }
     if (cs->n_seqs < cs->n_planned)
         printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
     printf("stats: %s\n", out);
     if (cs->has_h) printf("H: %s (%zu bytes)\n", hfinal ? hfinal : "?", cs->h_bytes);
-    printf("sensitivity map: %s\n", cs->has_sens              ? "computed"
-                                     : p.sensitivity && rc == 130 ? "not computed (interrupted)"
-                                                                  : "not computed");
+    if (!p.sensitivity)
+        printf("sensitivity map: not computed\n");
+    else if (cs->n_seqs < cs->n_planned)
+        printf("sensitivity map: not computed (interrupted)\n");
+    else if (cs->has_sens && sens_map_complete(&cs->sens))
+        printf("sensitivity map: computed in %.2f s\n", dt_map);
+    else
+        printf("sensitivity map: partial, %lld of %lld sites (%s; the same command resumes it)\n",
+               (long long)(cs->has_sens ? sens_map_sites_done(&cs->sens) : 0), (long long)(cs->n_layers * PROJ_COUNT),
+               rc == 130 ? "interrupted" : "stopped");
     SpikeScore *sc = NULL;
     int64_t n = 0;
     if (spikes_score(cs, &sc, &n, &err) == ST_OK) {

@@ -187,6 +187,10 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
         return 1;
     }
     const SensMap *sm = &cs->sens;
+    if (!sens_map_complete(sm))
+        fprintf(stderr, "qscope report: the sensitivity map is partial: %lld of %lld sites (a cancelled pass: calib "
+                        "with the same settings resumes it); the missing cells are n/a\n",
+                (long long)sens_map_sites_done(sm), (long long)(cs->n_layers * PROJ_COUNT));
     int first = 1;
     if (o->out == OUT_JSON) printf("[");
     else if (o->out == OUT_CSV) printf("layer,proj,format,grouping,group,weight_err,output_err,bpw\n");

@@ -176,6 +176,9 @@ static Status check_calib(Session *s, const cJSON *co, const char *where, Err *e
     if ((st = get_str(co, "mode", 0, &mode, where, P, err))) return st;
     if ((st = get_str(co, "stats", 0, &c->stats, where, P, err))) return st;
     if ((st = get_int(co, "kept", 0, BIG, 0, &c->kept, where, P, err))) return st;
+    if ((st = get_int(co, "sensitivity_sites", 0, BIG, 0, &c->sens_sites, where, P, err))) return st;
+    if ((st = get_int(co, "sensitivity_sites_done", 0, c->sens_sites, 0, &c->sens_sites_done, where, P, err)))
+        return st;
     const cJSON *sv = jget(co, "sensitivity");
     if (sv && !cJSON_IsBool(sv)) return err_set(err, ST_ERR_FORMAT, "%s: calibration.sensitivity: expected true/false", where);
     sens = cJSON_IsTrue(sv);
@@ -608,6 +611,11 @@ Status session_set_calib(Session *s, const SessionCalib *c, Err *err) {
     /* a cancelled calibration says so: partial, with the sequences it kept */
     if (ok && c->kept > 0)
         ok = jset(co, "partial", cJSON_CreateBool(1)) && jset_num(co, "kept", (double)c->kept);
+    /* a cancelled sensitivity pass: the sites it kept (the stats file holds them; c resumes) */
+    if (ok && c->sens_sites > 0 && c->sens_sites_done < c->sens_sites)
+        ok = jset(co, "sensitivity_partial", cJSON_CreateBool(1)) &&
+             jset_num(co, "sensitivity_sites", (double)c->sens_sites) &&
+             jset_num(co, "sensitivity_sites_done", (double)c->sens_sites_done);
     if (!ok) {
         cJSON_Delete(co);
         return err_set(err, ST_ERR_NOMEM, "session: calibration");

@@ -104,6 +104,9 @@ typedef struct SessionCalib {
     char mode[16];           /* "random" | "chunks" */
     int64_t group, topk;
     int sensitivity;         /* the sensitivity map was computed (not merely asked for) */
+    int64_t sens_sites;      /* > 0 with sens_sites_done < sens_sites: the map is partial (a cancelled
+                                pass kept sens_sites_done of sens_sites sites; resumable) */
+    int64_t sens_sites_done;
     int64_t kept;            /* > 0: cancelled after `kept` of `samples` sequences (partial) */
     const char *stats;       /* stats cache path (borrowed), or NULL */
 } SessionCalib;

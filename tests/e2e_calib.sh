@@ -96,6 +96,25 @@ has "$tmp/e.err" "warning: --ctx 200 is longer than the 128 positions"
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --no-sensitivity --no-h \
   -o "$tmp/y.qsst" 2>"$tmp/e.err" >/dev/null || fail "many samples: $(cat "$tmp/e.err")"
 has "$tmp/e.err" "windows overlap and repeat"
+# a map stopped after 5 sites keeps them in the stats file; the same command
+# then computes only the other 30 and ends with the bytes of one uninterrupted
+# pass (a.qsst has the same settings)
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 4 --seqlen 64 --seed 5 --threads 2 --sens-max-sites 5 \
+  -o "$tmp/r.qsst" >"$tmp/r.out" 2>&1 || fail "calib --sens-max-sites: $(cat "$tmp/r.out")"
+has "$tmp/r.out" "sensitivity map: partial, 5 of 35 sites (stopped; the same command resumes it)"
+"$Q" report --stats "$tmp/r.qsst" --what sensitivity >"$tmp/r.rep" 2>&1 || fail "report of a partial map"
+has "$tmp/r.rep" "partial: 5 of 35 sites"
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 4 --seqlen 64 --seed 5 --threads 2 \
+  -o "$tmp/r.qsst" >"$tmp/r2.out" 2>&1 || fail "calib resume: $(cat "$tmp/r2.out")"
+has "$tmp/r2.out" "holds this calibration with a partial sensitivity map (5 of 35 sites): computing the missing"
+has "$tmp/r2.out" "resumed the sensitivity map of $tmp/r.qsst"
+has "$tmp/r2.out" "sensitivity map: computed"
+cmp "$tmp/a.qsst" "$tmp/r.qsst" || fail "the resumed map's stats differ from one pass's"
+# --fresh recalibrates instead (and a complete map is never resumed)
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 4 --seqlen 64 --seed 5 --threads 2 --fresh \
+  -o "$tmp/r.qsst" >"$tmp/r3.out" 2>&1 || fail "calib --fresh: $(cat "$tmp/r3.out")"
+has "$tmp/r3.out" "calibrated "
+cmp "$tmp/a.qsst" "$tmp/r.qsst" || fail "--fresh: stats differ"
 set +e
 set -e
 echo "e2e_calib: ok"

@@ -39,7 +39,12 @@ run() {
     set -e
     [ $rc -eq 137 ] || fail "$name: $stage: exit $rc, expected the SIGKILL (137)"
     case $stage in
-      after-rename) same "$out" "$tmp/ref" || fail "$name: $stage: not the complete new file" ;;
+      # calib commits the statistics before its sensitivity map (saved as it
+      # grows): killed after that first rename, a loadable calibration whose
+      # map the next run completes (checked against the reference below)
+      after-rename) if [ "$name" = calib ]; then
+          "$Q" report --stats "$out" --what spikes >/dev/null 2>&1 || fail "$name: $stage: not a loadable file"
+        else same "$out" "$tmp/ref" || fail "$name: $stage: not the complete new file"; fi ;;
       *) [ "$(cat "$out")" = old ] || fail "$name: $stage: the old file was replaced" ;;
     esac
     [ "$(tmps)" -le 1 ] || fail "$name: $stage: $(tmps) temporaries"

@@ -417,7 +417,7 @@ static void test_stories(void) {
     fwrite(bytes, 1, size, f);
     fclose(f);
     CHECK(statsfile_load(bad, &x, &err) == ST_ERR_FORMAT && strstr(err.detail, "version"));
-    bytes[4] = 1;
+    bytes[4] = STATSFILE_VERSION;
     /* n_layers huge: rejected before allocating */
     size_t nl_off = 4 + 4 + 8 + 4 + strlen("tinystories_sample.txt") + 8 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 4;
     CHECK(bytes[nl_off] == 5);

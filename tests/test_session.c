@@ -583,6 +583,44 @@ static void test_many_plans(const Model *m) {
     free(text);
 }
 
+/* A cancelled sensitivity pass is recorded as partial with the sites it
+ * kept, and read back; a complete map writes no partial keys. */
+static void test_partial_map(const Model *m) {
+    Err err;
+    err_init(&err);
+    Session *s;
+    CHECK_OK(session_new(m, NULL, &s, &err), err);
+    SessionCalib c = {0};
+    c.text = "t.txt";
+    c.samples = 4;
+    c.seqlen = 64;
+    snprintf(c.mode, sizeof c.mode, "random");
+    c.group = 32;
+    c.topk = 16;
+    c.sens_sites = 35;
+    c.sens_sites_done = 12;
+    CHECK_OK(session_set_calib(s, &c, &err), err);
+    char *txt = NULL;
+    size_t len = 0;
+    CHECK_OK(session_write(s, &txt, &len, &err), err);
+    CHECKF(strstr(txt, "\"sensitivity_partial\":\ttrue") && strstr(txt, "\"sensitivity_sites_done\":\t12") &&
+               strstr(txt, "\"sensitivity\":\tfalse"),
+           "%s", txt);
+    Session *t;
+    CHECK_OK(session_parse(txt, len, "p.json", &t, &err), err);
+    const SessionCalib *tc = session_calib(t);
+    CHECK(tc->present && !tc->sensitivity && tc->sens_sites == 35 && tc->sens_sites_done == 12);
+    free(txt);
+    session_free(t);
+    c.sensitivity = 1;
+    c.sens_sites = c.sens_sites_done = 0;
+    CHECK_OK(session_set_calib(s, &c, &err), err);
+    CHECK_OK(session_write(s, &txt, &len, &err), err);
+    CHECK(!strstr(txt, "sensitivity_partial") && !strstr(txt, "sensitivity_sites"));
+    free(txt);
+    session_free(s);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/qs_test_session.%ld", (long)getpid());
     CHECK(mkdir(g_dir, 0700) == 0 || errno == EEXIST);
@@ -591,6 +629,7 @@ int main(void) {
     Model *m;
     CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
     test_round_trip(m);
+    test_partial_map(m);
     test_unknown_keys(m);
     test_errors(m);
     test_check_model(m);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "analysis/calib.h"
+#include "analysis/sensrun.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
@@ -54,7 +55,12 @@ static void session_record_calib(App *a, const CalibStats *cs, const char *stats
     snprintf(sc.mode, sizeof sc.mode, "%s", calib_mode_name(cs->params.mode));
     sc.group = cs->params.group;
     sc.topk = cs->params.topk;
-    sc.sensitivity = cs->has_sens; /* a cancelled sensitivity pass is not recorded as done */
+    /* a cancelled sensitivity pass is not recorded as done: partial, with the sites it kept */
+    sc.sensitivity = cs->has_sens && sens_map_complete(&cs->sens);
+    if (cs->params.sensitivity && !sc.sensitivity && cs->n_seqs == cs->n_planned) {
+        sc.sens_sites = cs->n_layers * PROJ_COUNT;
+        sc.sens_sites_done = cs->has_sens ? sens_map_sites_done(&cs->sens) : 0;
+    }
     sc.kept = cs->n_seqs < cs->n_planned ? cs->n_seqs : 0;
     sc.stats = stats_path;
     Err err;
@@ -68,16 +74,18 @@ static void session_record_calib(App *a, const CalibStats *cs, const char *stats
         app_session_action(a, action, args, 1);
         return;
     }
-    SessionArg args[] = {
+    SessionArg args[16] = {
         SESSION_ARG_STR("text", cs->params.text_path), SESSION_ARG_INT("samples", cs->params.samples),
         SESSION_ARG_INT("seqlen", cs->params.seqlen), SESSION_ARG_INT("seed", (int64_t)cs->params.seed),
         SESSION_ARG_STR("mode", calib_mode_name(cs->params.mode)), SESSION_ARG_INT("group", cs->params.group),
-        SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", cs->has_sens),
+        SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", sc.sensitivity),
         SESSION_ARG_STR("stats", stats_path), SESSION_ARG_INT("threads", pool_size(a->pool)),
-        SESSION_ARG_INT("kept", sc.kept),
     };
+    int64_t n = 10;
     /* "kept" only for a cancelled run: replay stops after as many sequences */
-    int64_t n = (int64_t)(sizeof args / sizeof args[0]) - (sc.kept > 0 ? 0 : 1);
+    if (sc.kept > 0) args[n++] = SESSION_ARG_INT("kept", sc.kept);
+    /* the sites a cancelled sensitivity pass kept */
+    if (sc.sens_sites > 0) args[n++] = SESSION_ARG_INT("sensitivity_sites_done", sc.sens_sites_done);
     app_session_action(a, action, args, n);
 }
 
@@ -134,7 +142,8 @@ void app_load_cached_stats(App *a) {
     app_calib_summary(a, sum, sizeof sum);
     app_log(a, "load-stats", "%s (%s)", path, sum);
     if (app_calib_partial(a))
-        app_msg(a, 1, "calibration loaded from the cache is PARTIAL (%s): c recalibrates", sum);
+        app_msg(a, 1, "calibration loaded from the cache is PARTIAL (%s): c %s", sum,
+                cs->n_seqs < cs->n_planned ? "recalibrates" : "resumes the sensitivity map");
     else
         app_msg(a, 0, "calibration loaded from the cache: %s", sum);
     session_record_calib(a, cs, path, "load_stats");
@@ -149,17 +158,21 @@ void app_calib_summary(const App *a, char *buf, size_t n) {
     char seqs[48] = "";
     if (cs->n_seqs < cs->n_planned) snprintf(seqs, sizeof seqs, " of %lld", (long long)cs->n_planned);
     /* PARTIAL first, so a narrow screen cannot cut it off */
+    char sens[64] = "";
+    if (cs->has_sens && sens_map_complete(&cs->sens))
+        snprintf(sens, sizeof sens, ", sensitivity");
+    else if (cs->params.sensitivity && cs->n_seqs == cs->n_planned)
+        snprintf(sens, sizeof sens, ", sensitivity %lld/%lld sites (c resumes)",
+                 (long long)(cs->has_sens ? sens_map_sites_done(&cs->sens) : 0), (long long)(cs->n_layers * PROJ_COUNT));
     snprintf(buf, n, "%s%lld%s seqs x %lld tokens, %s seed %llu%s", app_calib_partial(a) ? "PARTIAL (cancelled): " : "",
              (long long)cs->n_seqs, seqs, (long long)cs->params.seqlen, calib_mode_name(cs->params.mode),
-             (unsigned long long)cs->params.seed,
-             cs->has_sens                                             ? ", sensitivity"
-             : cs->params.sensitivity && cs->n_seqs == cs->n_planned ? ", sensitivity cancelled"
-                                                                      : "");
+             (unsigned long long)cs->params.seed, sens);
 }
 
 int app_calib_partial(const App *a) {
     const CalibStats *cs = a->cs;
-    return cs && (cs->n_seqs < cs->n_planned || (cs->params.sensitivity && !cs->has_sens));
+    return cs && (cs->n_seqs < cs->n_planned ||
+                  (cs->params.sensitivity && !(cs->has_sens && sens_map_complete(&cs->sens))));
 }
 
 int app_spike_sites(const App *a, int k, char (*sites)[16]) {
@@ -180,12 +193,18 @@ typedef struct CalibJob {
     char path[APP_PATH_MAX];
     char *tmp_h;             /* H is written here; calib_commit puts it in place with the stats */
     int keep_partial;        /* no calibration before: a cancelled one is kept (with what it saw) */
+    int resume_map;          /* the stats at path are this calibration with a partial map: run only the
+                                missing sites */
+    int map_stopped;         /* the map pass was cancelled (its finished sites are kept) */
     CalibStats *out;
     double seconds;
 } CalibJob;
 
 /* H goes to a side file and the stats are saved only when the run is kept, so
- * cancelling a recalibration leaves the previous stats and H untouched. */
+ * cancelling a recalibration leaves the previous stats and H untouched. The
+ * sensitivity map then runs as its own stage on the committed pair, saving
+ * finished sites as it goes: cancelling it keeps the new calibration with a
+ * partial map, which c resumes. */
 static Status calib_job_run(void *arg, Progress *prog, Err *err) {
     CalibJob *j = arg;
     double t0 = jobs_now();
@@ -197,20 +216,39 @@ static Status calib_job_run(void *arg, Progress *prog, Err *err) {
         return err_set(err, ST_ERR_STATE, "another qscope is calibrating this model on this text (%s.lock); "
                        "wait for it to finish, then press c again", j->path);
     if (st != ST_OK) return st;
-    st = calib_run(j->m, j->text, j->len, &j->p, j->tmp_h, j->pool, prog, &j->out, err);
-    if (st == ST_OK && progress_cancelled(prog) && !j->keep_partial) {
-        st = err_set(err, ST_ERR_CANCELLED, "stopped after %lld of %lld sequences; the previous calibration is kept",
-                     (long long)j->out->n_seqs, (long long)j->out->n_planned);
-        calib_stats_free(j->out);
-        j->out = NULL;
+    if (j->resume_map) {
+        /* a copy of the stats the views show, so the map can grow off the UI thread */
+        char why[256];
+        st = statsfile_load(j->path, &j->out, err);
+        if (st == ST_OK && !sensrun_resumable(j->out, j->m, &j->p, why, sizeof why))
+            st = err_set(err, ST_ERR_STATE, "%s: cannot resume its sensitivity map: %s", j->path, why);
+    } else {
+        CalibParams pc = j->p;
+        pc.sensitivity = 0;
+        st = calib_run(j->m, j->text, j->len, &pc, j->tmp_h, j->pool, prog, &j->out, err);
+        if (st == ST_OK) j->out->params.sensitivity = j->p.sensitivity;
+        if (st == ST_OK && progress_cancelled(prog) && !j->keep_partial) {
+            st = err_set(err, ST_ERR_CANCELLED, "stopped after %lld of %lld sequences; the previous calibration is kept",
+                         (long long)j->out->n_seqs, (long long)j->out->n_planned);
+            calib_stats_free(j->out);
+            j->out = NULL;
+        }
+        if (st != ST_OK) unlink(j->tmp_h);
+        if (st == ST_OK) {
+            progress_begin(prog, "save stats", 1);
+            st = calib_commit(j->out, j->tmp_h, j->path, err);
+        }
     }
-    if (st != ST_OK) {
-        unlink(j->tmp_h);
-        afile_unlock(lock);
-        return st;
+    if (st == ST_OK && j->p.sensitivity && j->out->n_seqs == j->out->n_planned && !progress_cancelled(prog)) {
+        SensOpts so;
+        sens_opts_default(&so);
+        so.exact = j->p.sens_exact;
+        st = sensrun_map(j->m, j->out, j->path, &so, SENSRUN_SAVE_SECS, j->pool, prog, err);
+        if (st == ST_ERR_CANCELLED) {
+            j->map_stopped = 1;
+            st = ST_OK;
+        }
     }
-    progress_begin(prog, "save stats", 1);
-    st = calib_commit(j->out, j->tmp_h, j->path, err);
     afile_unlock(lock);
     j->seconds = jobs_now() - t0;
     return st;
@@ -236,8 +274,12 @@ static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     snprintf(a->stats_path, sizeof a->stats_path, "%s", j->path);
     char sum[160];
     app_calib_summary(a, sum, sizeof sum);
-    if (app_calib_partial(a))
+    if (j->map_stopped)
+        app_msg(a, 1, "sensitivity map cancelled after %.1f s, finished sites kept (c resumes): %s", j->seconds, sum);
+    else if (app_calib_partial(a))
         app_msg(a, 1, "calibration cancelled after %.1f s, partial result kept: %s", j->seconds, sum);
+    else if (j->resume_map)
+        app_msg(a, 0, "sensitivity map resumed and completed in %.1f s: %s", j->seconds, sum);
     else if (calib_windows_repeat(a->cs->text_tokens, &j->p))
         app_msg(a, 0, "calibrated in %.1f s: %s (warning: %lld x %lld tokens exceed the text's %lld: windows repeat)",
                 j->seconds, sum, (long long)j->p.samples, (long long)j->p.seqlen, (long long)a->cs->text_tokens);
@@ -295,11 +337,22 @@ void app_calibrate(App *a) {
      * in the page cache, so the layer-streamed pipeline is kept for models
      * above a quarter of physical memory (and for every recalibration). */
     if (j->keep_partial && a->m->file_bytes <= hstore_ram_limit()) j->p.pipeline = CALIB_PER_SAMPLE;
+    /* the stats in place are this calibration with a partial map: only the missing sites run */
+    j->p.text_hash = hash_bytes(HASH_SEED, ctext, clen);
+    j->p.text_bytes = (int64_t)clen;
+    j->resume_map = a->cs && strcmp(a->stats_path, j->path) == 0 && sensrun_resumable(a->cs, a->m, &j->p, NULL, 0);
     size_t cache_now = cache_total_bytes(a->cache_dir); /* before the job starts writing H */
     Err err;
     err_init(&err);
-    if (!jobs_submit(&a->jobs, "calibrate", calib_job_run, calib_job_finish, calib_job_free, j, &err)) {
+    int64_t done0 = j->resume_map && a->cs->has_sens ? sens_map_sites_done(&a->cs->sens) : 0;
+    if (!jobs_submit(&a->jobs, j->resume_map ? "sensitivity" : "calibrate", calib_job_run, calib_job_finish,
+                     calib_job_free, j, &err)) {
         app_msg(a, 1, "%s", err.detail);
+        return;
+    }
+    if (j->resume_map) {
+        app_msg(a, 0, "sensitivity map resumed: %lld of %lld sites done, the rest queued", (long long)done0,
+                (long long)(a->cs->n_layers * PROJ_COUNT));
         return;
     }
     int64_t ctx = a->m->cfg.max_seq_len;
