@@ -151,14 +151,15 @@ int64_t qstats_tokens(const struct CalibStats *cs) { return cs ? cs->n_tokens : 
 
 int qstats_sens_cell(const struct CalibStats *cs, int64_t layer, int proj, const QParams *qp, double *werr,
                      double *oerr) {
-    if (!cs || !cs->has_sens || layer < 0 || layer >= cs->sens.n_layers || proj < 0 || proj >= PROJ_COUNT ||
-        !qp->sym)
-        return 0;
+    if (!cs || !cs->has_sens || layer < 0 || layer >= cs->sens.n_layers || proj < 0 || proj >= PROJ_COUNT) return 0;
     int f = sens_fmt_index(qp->fmt);
     if (f < 0) return 0;
+    int ggml = qformat_traits(qp->fmt)->family == QFAM_GGML; /* one cell: its blocks; sym and grouping unused */
+    if (!ggml && !qp->sym) return 0;
     const int32_t *gs = cs->sens.gsize + (layer * PROJ_COUNT + proj) * SG_COUNT;
     SensGroup g;
-    if (qp->dim == GROUP_TENSOR) g = SG_TENSOR;
+    if (ggml) g = SG_BLOCK;
+    else if (qp->dim == GROUP_TENSOR) g = SG_TENSOR;
     else if (qp->group == 0) g = qp->dim == GROUP_OC ? SG_OC : SG_IC;
     else {
         g = qp->dim == GROUP_OC ? SG_OC_G : SG_IC_G;

@@ -11,6 +11,7 @@
 #include "core/assert.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
+#include "quant/ggml_type.h"
 #include "quant/qtensor.h"
 #include "quant/rtn.h"
 
@@ -23,7 +24,19 @@ static void sens_init(void) {
     int n = qformat_list(QLIST_SENS, sens_fmts, SENS_NFMT);
     ASSERT(n == SENS_NFMT);
 }
-static const char *const sens_group_names[SG_COUNT] = {"tensor", "oc", "ic", "oc-g", "ic-g"};
+static const char *const sens_group_names[SG_COUNT] = {"tensor", "oc", "ic", "oc-g", "ic-g", "blk"};
+
+int sens_cell_applies(int fmt, SensGroup g) {
+    const QFormatTraits *t = qformat_traits(sens_fmt(fmt));
+    if (fmt < 0 || fmt >= SENS_NFMT || (unsigned)g >= SG_COUNT) return 0;
+    return (t->family == QFAM_GGML) == (g == SG_BLOCK);
+}
+
+int sens_fmt_cells(int fmt) {
+    int n = 0;
+    for (int g = 0; g < SG_COUNT; g++) n += sens_cell_applies(fmt, (SensGroup)g);
+    return n;
+}
 
 QFormat sens_fmt(int i) {
     pthread_once(&sens_once, sens_init);
@@ -41,7 +54,7 @@ const char *sens_group_name(SensGroup g) { return (unsigned)g < SG_COUNT ? sens_
 
 GroupDim sens_group_dim(SensGroup g) {
     switch (g) {
-    case SG_OC: case SG_OC_G: return GROUP_OC;
+    case SG_OC: case SG_OC_G: case SG_BLOCK: return GROUP_OC;
     case SG_IC: case SG_IC_G: return GROUP_IC;
     default: return GROUP_TENSOR;
     }
@@ -87,6 +100,13 @@ static int site_missing(const SensMap *sm, int64_t s) {
     return n;
 }
 
+/* Their cells (the cost unit). */
+static int site_missing_cells(const SensMap *sm, int64_t s) {
+    int n = 0;
+    for (int f = 0; f < SENS_NFMT; f++) n += sm->done[s * SENS_NFMT + f] ? 0 : sens_fmt_cells(f);
+    return n;
+}
+
 int64_t sens_map_sites_done(const SensMap *sm) {
     if (!sm->done) return 0;
     int64_t n = 0;
@@ -98,9 +118,9 @@ int sens_map_complete(const SensMap *sm) {
     return sm->done && sens_map_sites_done(sm) == sm->n_layers * PROJ_COUNT;
 }
 
-double sens_site_cost(int64_t n_out, int64_t n_in, int n_cand) {
+double sens_site_cost(int64_t n_out, int64_t n_in, int n_cells) {
     double rows = n_out < 1024 ? (double)n_out : 1024.0;
-    return (double)n_cand * (rows * (double)n_in * (double)n_in + 800.0 * (double)n_out * (double)n_in);
+    return (double)n_cells * (rows * (double)n_in * (double)n_in + 800.0 * (double)n_out * (double)n_in);
 }
 
 void sens_opts_default(SensOpts *o) {
@@ -223,8 +243,10 @@ static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
         int f = c / SG_COUNT, g = c % SG_COUNT;
         QParams qp = {.fmt = sens_fmt(f), .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
         if (g == SG_OC_G || g == SG_IC_G) qp.group = j->gs[g];
-        if (j->sm->done[(j->layer * PROJ_COUNT + j->proj) * SENS_NFMT + f] ||
-            ((g == SG_OC_G || g == SG_IC_G) && qp.group == 0)) {
+        const QFormatTraits *t = qformat_traits(qp.fmt);
+        int fits = t->family != QFAM_GGML || j->ni % ggml_type_traits((uint32_t)t->ggml_type)->block_size == 0;
+        if (j->sm->done[(j->layer * PROJ_COUNT + j->proj) * SENS_NFMT + f] || !sens_cell_applies(f, (SensGroup)g) ||
+            !fits || ((g == SG_OC_G || g == SG_IC_G) && qp.group == 0)) {
             atomic_fetch_add(&j->finished, 1);
             continue;
         }
@@ -323,7 +345,7 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
     for (int64_t l = 0; l < c->n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             const Weight *w = &m->layers[l].proj[p];
-            cost_total += sens_site_cost(w->n_out, w->n_in, site_missing(sm, l * PROJ_COUNT + p));
+            cost_total += sens_site_cost(w->n_out, w->n_in, site_missing_cells(sm, l * PROJ_COUNT + p));
         }
     progress_begin(prog, "sensitivity", 1000);
     if (prog) snprintf(prog->stage, sizeof prog->stage, "sensitivity %lld/%lld sites", (long long)sites_done,
@@ -331,8 +353,8 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
     for (int64_t l = 0; l < c->n_layers; l++) {
         int loaded_tap = -1;
         for (int p = 0; p < PROJ_COUNT; p++) {
-            int missing = site_missing(sm, l * PROJ_COUNT + p);
-            if (missing == 0) continue;
+            if (site_missing(sm, l * PROJ_COUNT + p) == 0) continue;
+            int missing = site_missing_cells(sm, l * PROJ_COUNT + p);
             if (progress_cancelled(prog) || (o->max_sites > 0 && ran >= o->max_sites)) {
                 st = err_set(err, ST_ERR_CANCELLED, "sensitivity stopped at layer %lld %s: %lld of %lld sites done (kept)",
                              (long long)l, proj_name((Proj)p), (long long)sites_done, (long long)sites_total);

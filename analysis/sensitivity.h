@@ -18,17 +18,28 @@
 #include "quant/format.h"
 #include "quant/qtensor.h"
 
-/* Candidate weight formats, in map order: int8 int6 int4 int3 int2 fp8-e4m3 fp8-e5m2. */
-#define SENS_NFMT 7
-/* Groupings, in map order. */
-typedef enum { SG_TENSOR, SG_OC, SG_IC, SG_OC_G, SG_IC_G, SG_COUNT } SensGroup;
+/* Candidate weight formats, in map order: the formats whose traits give
+ * them a map position (quant/format.c's `sens` column): int8 int6 int5 int4
+ * int3 int2 fp8-e4m3 fp8-e5m2, then ggml's q8_0 q6_k q5_k q5_1 q5_0 q4_k
+ * q4_1 q4_0 q3_k q2_k. Their count is part of the stats file's layout,
+ * which names them (analysis/statsfile.h). */
+#define SENS_NFMT 18
+/* Groupings, in map order. The scaled formats (int, fp8) have the first
+ * five; a ggml format has one cell, SG_BLOCK: its own blocks and block
+ * scales (plans give ggml formats no grouping). */
+typedef enum { SG_TENSOR, SG_OC, SG_IC, SG_OC_G, SG_IC_G, SG_BLOCK, SG_COUNT } SensGroup;
 #define SENS_DEFAULT_GROUP 32
 
 /* Returns the format of map index i (< SENS_NFMT). */
 QFormat sens_fmt(int i);
 /* Returns the map index of f, or -1 if f is not a candidate. */
 int sens_fmt_index(QFormat f);
-/* "tensor", "oc", "ic", "oc-g", "ic-g". */
+/* 1 when candidate fmt (map index) has a cell in grouping g: SG_BLOCK for
+ * the ggml formats, the other five for the rest. */
+int sens_cell_applies(int fmt, SensGroup g);
+/* The number of groupings candidate fmt has cells in (5, or 1 for ggml). */
+int sens_fmt_cells(int fmt);
+/* "tensor", "oc", "ic", "oc-g", "ic-g", "blk". */
 const char *sens_group_name(SensGroup g);
 /* The GroupDim of a grouping. */
 GroupDim sens_group_dim(SensGroup g);
@@ -42,7 +53,8 @@ int64_t sens_group_size(int64_t n, int64_t g);
 typedef struct SensMap {
     int64_t n_layers;
     int64_t group;           /* g asked for */
-    float *werr;             /* (n_layers, PROJ_COUNT, SENS_NFMT, SG_COUNT); NaN = not applicable */
+    float *werr;             /* (n_layers, PROJ_COUNT, SENS_NFMT, SG_COUNT); NaN = not applicable
+                                (sens_cell_applies, a group size or ggml block that does not fit) */
     float *oerr;             /* same shape; NaN without H or not applicable */
     int32_t *gsize;          /* (n_layers, PROJ_COUNT, SG_COUNT) group size used (0 per-tensor/-channel
                                 or not applicable: then werr is NaN for SG_*_G) */
@@ -61,13 +73,13 @@ int64_t sens_map_sites_done(const SensMap *sm);
 /* 1 when every cell of every site is computed (0 for a zeroed map). */
 int sens_map_complete(const SensMap *sm);
 
-/* Relative cost of computing n_cand candidates of a site of (n_out, n_in),
- * for a cost-weighted ETA: each cell quantizes the matrix (n_out·n_in) and
+/* Relative cost of computing n_cells cells of a site of (n_out, n_in), for
+ * a cost-weighted ETA: each cell quantizes the matrix (n_out·n_in) and
  * runs GEMMs on a row subsample against the (n_in, n_in) H, which on the
  * tinyllama synth settles at about 1024 rows (every row when fewer):
- * n_cand·(min(n_out, 1024)·n_in² + 800·n_out·n_in), the 800 fitted to the
+ * n_cells·(min(n_out, 1024)·n_in² + 800·n_out·n_in), the 800 fitted to the
  * per-site times measured there (BENCHMARKS.md). */
-double sens_site_cost(int64_t n_out, int64_t n_in, int n_cand);
+double sens_site_cost(int64_t n_out, int64_t n_in, int n_cells);
 
 /* Index helpers. */
 static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping) {
@@ -75,7 +87,7 @@ static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping)
 }
 
 /* How output errors are computed. Exact: tr(ΔW H ΔWᵀ) through a float32
- * GEMM ΔW·H per cell (n_out·n_in² each, 35 per site). Estimated (default):
+ * GEMM ΔW·H per cell (n_out·n_in² each, 50 per site). Estimated (default):
  * the diagonal part Σ_i H_ii ‖ΔW_:,i‖² in closed form plus the off-diagonal
  * rest from a seeded random subsample of rows, doubled from min_rows until
  * the estimate's standard error is at most rel_se of it (0.01: the 5 %

@@ -276,15 +276,17 @@ static Status get_sens(Rd *r, CalibStats *cs, int64_t nl) {
             int32_t v = (int32_t)get_checked32(r, 0, MAX_WIDTH, "sens.gsize");
             if (gmap[k] >= 0) sm->gsize[s * SG_COUNT + gmap[k]] = v;
         }
-    int all_groupings = 1;
-    for (int j = 0; j < SG_COUNT; j++) all_groupings &= seen[j];
+
     for (int64_t s = 0; s < ns; s++)
         for (int f = 0; f < nf; f++) {
             uint32_t d = r->bad ? 0 : r->b.p[r->b.off];
             if (!rd_range(r, d, 0, 1, "sens.done", r->b.off)) break;
             r->b.off++;
-            /* a grouping the file lacks leaves every site to recompute */
-            if (fmap[f] >= 0) sm->done[s * SENS_NFMT + fmap[f]] = (uint8_t)(d && all_groupings);
+            /* a grouping the file lacks leaves the candidates with cells there to recompute */
+            int whole = 1;
+            for (int j = 0; fmap[f] >= 0 && j < SG_COUNT; j++)
+                if (sens_cell_applies(fmap[f], (SensGroup)j) && !seen[j]) whole = 0;
+            if (fmap[f] >= 0) sm->done[s * SENS_NFMT + fmap[f]] = (uint8_t)(d && whole);
         }
     return r->bad ? ST_ERR_FORMAT : ST_OK;
 }

@@ -7,6 +7,7 @@
 
 #include "analysis/calib.h"
 #include "analysis/sensitivity.h"
+#include "quant/ggml_type.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
 #include "cli/args.h"
@@ -175,10 +176,17 @@ static int view_spikes(const CalibStats *cs, const ReportOpts *o) {
  * scale group (tensor: 1 per matrix; oc: n_in weights; ic: n_out; oc-g and
  * ic-g: g), so groupings can be compared at their cost. */
 static double cell_bpw(int fmt_bits, int g, int grp, int64_t n_out, int64_t n_in) {
+    if (g == SG_BLOCK) return NAN; /* a ggml format's: see fmt_bpw */
     if (g == SG_TENSOR && n_out == 0) return fmt_bits; /* one scale: < 1e-5 bits per weight */
     double per = g == SG_TENSOR ? (double)n_out * (double)n_in : g == SG_OC ? (double)n_in
                : g == SG_IC ? (double)n_out : (double)grp;
     return per > 0 ? fmt_bits + 16.0 / per : NAN;
+}
+
+/* Bits per weight of a ggml candidate's cell: its block bytes over its block. */
+static double ggml_bpw(QFormat f) {
+    const GgmlTypeTraits *g = ggml_type_traits((uint32_t)qformat_traits(f)->ggml_type);
+    return 8.0 * (double)g->block_bytes / (double)g->block_size;
 }
 
 static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
@@ -208,9 +216,11 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                 printf("layer %lld %s  output error tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) [weight error ‖ΔW‖²/‖W‖²]"
                        "  oc-g=%d ic-g=%d\n",
                        (long long)l, proj_name((Proj)p), gs[SG_OC_G], gs[SG_IC_G]);
-                printf("%-9s %21s %21s %21s %21s %21s  adadim\n", "format", "tensor", "oc", "ic", "oc-g", "ic-g");
+                printf("%-9s", "format");
+                for (int g = 0; g < SG_COUNT; g++) printf(" %21s", sens_group_name((SensGroup)g));
+                printf("  adadim\n");
                 printf("%-9s", "+bpw");
-                for (int g = 0; g < SG_COUNT; g++) {
+                for (int g = 0; g < SG_BLOCK; g++) {
                     int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
                     double b = cell_bpw(0, g, grp, no, ni);
                     char cell[32];
@@ -218,7 +228,8 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                     else snprintf(cell, sizeof cell, "+%.4f", b);
                     printf(" %21s", cell);
                 }
-                printf("  (scale bits per weight: a cell costs the format's bits plus this)\n");
+                printf(" %21s  (scale bits per weight: a cell costs the format's bits plus this; blk: the ggml "
+                       "formats' own blocks, scales included)\n", "");
             }
             for (int f = 0; f < SENS_NFMT; f++) {
                 const char *fname = qformat_traits(sens_fmt(f))->name;
@@ -226,10 +237,15 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                 GroupDim c0 = sens_adadim_choice(sm, l, p, f, 0), c1 = sens_adadim_choice(sm, l, p, f, 1);
                 if (o->out == OUT_TEXT) printf("%-9s", fname);
                 for (int g = 0; g < SG_COUNT; g++) {
+                    /* only the cells a candidate has (scaled formats: five groupings; ggml: its blocks) */
+                    if (!sens_cell_applies(f, (SensGroup)g)) {
+                        if (o->out == OUT_TEXT) printf(" %21s", "");
+                        continue;
+                    }
                     int64_t ix = sens_index(l, p, f, g);
                     double we = sm->werr[ix], oe = sm->oerr[ix];
                     int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
-                    double bpw = cell_bpw(fbits, g, grp, no, ni);
+                    double bpw = g == SG_BLOCK ? ggml_bpw(sens_fmt(f)) : cell_bpw(fbits, g, grp, no, ni);
                     if (isnan(we)) bpw = NAN;
                     if (o->out == OUT_JSON) {
                         printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"grouping\": \"%s\", "
@@ -257,7 +273,10 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                         printf(" %21s", cell);
                     }
                 }
-                if (o->out == OUT_TEXT) printf("  %s/%s\n", group_dim_name(c0), group_dim_name(c1));
+                if (o->out == OUT_TEXT) {
+                    if (sens_cell_applies(f, SG_TENSOR)) printf("  %s/%s\n", group_dim_name(c0), group_dim_name(c1));
+                    else printf("\n");
+                }
             }
         }
     }

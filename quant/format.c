@@ -195,22 +195,22 @@ static Status pack_blocks(const QTensor *q, WqMatrix *out, Err *err) {
      fit_int, quant_int, span_int, dequant_int, NULL, NULL, pack_int}
 
 /* bits: the nominal code width (block scales come on top: see qparams_bits). */
-#define GGML_ROW(nm, cd, b, cy, ecy, type, fb, dot)                                                             \
-    {nm, cd, b, QFAM_GGML, 0, 0, 0, 0, QSTORE_BLOCKS, 0, type, fb, cy, ecy, 0, type, {-1, -1}, 0, "ggml-" nm, dot,  \
+#define GGML_ROW(nm, cd, b, cy, ecy, sens, type, fb, dot)                                                             \
+    {nm, cd, b, QFAM_GGML, 0, 0, 0, 0, QSTORE_BLOCKS, 0, type, fb, cy, ecy, sens, type, {-1, -1}, 0, "ggml-" nm, dot,  \
      NULL, NULL, NULL, NULL, NULL, NULL, pack_blocks}
 
 static const QFormatTraits FORMATS[QF_COUNT] = {
     [QF_F32] = FLOAT_ROW("fp32", "F32", 32, QSTORE_F32, 4, 30, 30, GGML_F32, "f32", f32),
     [QF_F16] = FLOAT_ROW("fp16", "F16", 16, QSTORE_U16, 2, 1, 1, GGML_F16, "fp16", f16),
     [QF_BF16] = FLOAT_ROW("bf16", "BF16", 16, QSTORE_U16, 2, 2, 2, GGML_BF16, "bf16", bf16),
-    [QF_FP8_E4M3] = FP8_ROW("fp8-e4m3", "E4M3", 3, 3, 6, e4m3),
-    [QF_FP8_E5M2] = FP8_ROW("fp8-e5m2", "E5M2", 4, 4, 7, e5m2),
+    [QF_FP8_E4M3] = FP8_ROW("fp8-e4m3", "E4M3", 3, 3, 7, e4m3),
+    [QF_FP8_E5M2] = FP8_ROW("fp8-e5m2", "E5M2", 4, 4, 8, e5m2),
     [QF_INT8] = INT_ROW("int8", "I8", 8, 1, 5, 5, 1, GGML_Q8_0, GGML_Q8_0, GGML_Q8_0, 0),
     [QF_INT6] = INT_ROW("int6", "I6", 6, 0, 6, 0, 2, GGML_Q6_K, GGML_Q8_0, GGML_Q8_0, 0),
-    [QF_INT5] = INT_ROW("int5", "I5", 5, 0, 7, 0, 0, GGML_Q5_K, GGML_Q5_1, GGML_Q5_0, 1),
-    [QF_INT4] = INT_ROW("int4", "I4", 4, 0, 8, 6, 3, GGML_Q4_K, GGML_Q4_1, GGML_Q4_0, 1),
-    [QF_INT3] = INT_ROW("int3", "I3", 3, 0, 9, 0, 4, GGML_Q3_K, GGML_Q4_0, GGML_Q4_0, 0),
-    [QF_INT2] = INT_ROW("int2", "I2", 2, 0, 10, 0, 5, GGML_Q2_K, GGML_Q4_0, GGML_Q4_0, 0),
+    [QF_INT5] = INT_ROW("int5", "I5", 5, 0, 7, 0, 3, GGML_Q5_K, GGML_Q5_1, GGML_Q5_0, 1),
+    [QF_INT4] = INT_ROW("int4", "I4", 4, 0, 8, 6, 4, GGML_Q4_K, GGML_Q4_1, GGML_Q4_0, 1),
+    [QF_INT3] = INT_ROW("int3", "I3", 3, 0, 9, 0, 5, GGML_Q3_K, GGML_Q4_0, GGML_Q4_0, 0),
+    [QF_INT2] = INT_ROW("int2", "I2", 2, 0, 10, 0, 6, GGML_Q2_K, GGML_Q4_0, GGML_Q4_0, 0),
     /* AQLM's size comes from its codebook parameters, not a per-element width;
      * quant/aqlm.h quantizes it and quant/qlinear_aqlm.h runs it. */
     [QF_AQLM] = {"aqlm", "AQ", 0, QFAM_AQLM, 0, 0, 0, 0, QSTORE_NONE, 0, -1, -1, 25, 0, 0, -1, {-1, -1}, 0, "aqlm", 0,
@@ -218,17 +218,19 @@ static const QFormatTraits FORMATS[QF_COUNT] = {
     /* ggml's block types, quantized by ggml's reference algorithms
      * (quant/ggml_type.c: byte-identical to llama-quantize without an
      * imatrix) and run from their own blocks. Cycle positions 11-20 sit
-     * between int2 and aqlm; in the end cycle 7-10, before fp32. */
-    [QF_Q8_0] = GGML_ROW("q8_0", "Q8_0", 8, 11, 7, GGML_Q8_0, QF_F16, BLOCK_DOT_Q8_0),
-    [QF_Q6_K] = GGML_ROW("q6_k", "Q6_K", 6, 12, 8, GGML_Q6_K, QF_Q8_0, BLOCK_DOT_NONE),
-    [QF_Q5_K] = GGML_ROW("q5_k", "Q5_K", 5, 13, 0, GGML_Q5_K, QF_Q5_1, BLOCK_DOT_NONE),
-    [QF_Q5_1] = GGML_ROW("q5_1", "Q5_1", 5, 14, 0, GGML_Q5_1, QF_F16, BLOCK_DOT_NONE),
-    [QF_Q5_0] = GGML_ROW("q5_0", "Q5_0", 5, 15, 0, GGML_Q5_0, QF_F16, BLOCK_DOT_NONE),
-    [QF_Q4_K] = GGML_ROW("q4_k", "Q4_K", 4, 16, 9, GGML_Q4_K, QF_Q5_0, BLOCK_DOT_Q4_K),
-    [QF_Q4_1] = GGML_ROW("q4_1", "Q4_1", 4, 17, 0, GGML_Q4_1, QF_F16, BLOCK_DOT_NONE),
-    [QF_Q4_0] = GGML_ROW("q4_0", "Q4_0", 4, 18, 10, GGML_Q4_0, QF_F16, BLOCK_DOT_Q4_0),
-    [QF_Q3_K] = GGML_ROW("q3_k", "Q3_K", 3, 19, 0, GGML_Q3_K, QF_Q4_0, BLOCK_DOT_NONE),
-    [QF_Q2_K] = GGML_ROW("q2_k", "Q2_K", 2, 20, 0, GGML_Q2_K, QF_Q4_0, BLOCK_DOT_NONE),
+     * between int2 and aqlm; in the end cycle 7-10, before fp32; in the
+     * sensitivity map 9-18, after the scaled formats (their one cell is
+     * SG_BLOCK: their own blocks, no plan grouping). */
+    [QF_Q8_0] = GGML_ROW("q8_0", "Q8_0", 8, 11, 7, 9, GGML_Q8_0, QF_F16, BLOCK_DOT_Q8_0),
+    [QF_Q6_K] = GGML_ROW("q6_k", "Q6_K", 6, 12, 8, 10, GGML_Q6_K, QF_Q8_0, BLOCK_DOT_NONE),
+    [QF_Q5_K] = GGML_ROW("q5_k", "Q5_K", 5, 13, 0, 11, GGML_Q5_K, QF_Q5_1, BLOCK_DOT_NONE),
+    [QF_Q5_1] = GGML_ROW("q5_1", "Q5_1", 5, 14, 0, 12, GGML_Q5_1, QF_F16, BLOCK_DOT_NONE),
+    [QF_Q5_0] = GGML_ROW("q5_0", "Q5_0", 5, 15, 0, 13, GGML_Q5_0, QF_F16, BLOCK_DOT_NONE),
+    [QF_Q4_K] = GGML_ROW("q4_k", "Q4_K", 4, 16, 9, 14, GGML_Q4_K, QF_Q5_0, BLOCK_DOT_Q4_K),
+    [QF_Q4_1] = GGML_ROW("q4_1", "Q4_1", 4, 17, 0, 15, GGML_Q4_1, QF_F16, BLOCK_DOT_NONE),
+    [QF_Q4_0] = GGML_ROW("q4_0", "Q4_0", 4, 18, 10, 16, GGML_Q4_0, QF_F16, BLOCK_DOT_Q4_0),
+    [QF_Q3_K] = GGML_ROW("q3_k", "Q3_K", 3, 19, 0, 17, GGML_Q3_K, QF_Q4_0, BLOCK_DOT_NONE),
+    [QF_Q2_K] = GGML_ROW("q2_k", "Q2_K", 2, 20, 0, 18, GGML_Q2_K, QF_Q4_0, BLOCK_DOT_NONE),
 };
 
 /* Extra spellings accepted on input (all case-insensitive). */

@@ -89,7 +89,9 @@ typedef struct QFormatTraits {
     /* Ordered lists, as 1-based positions (0: not listed). */
     int cycle;               /* the plan editor's format cycle for linear layers */
     int end_cycle;           /* its cycle for the embedding and the output head */
-    int sens;                /* candidate of the sensitivity map (analysis/sensitivity.h) */
+    int sens;                /* candidate of the sensitivity map (analysis/sensitivity.h): this column
+                                is the map's candidate list (every format a plan can hold with RTN
+                                except the plain floats and aqlm) */
     /* llama.cpp tensor-type export (sessions/export.c), as quant/ggml_type.h ids (-1: none). */
     int ggml_near;           /* the ggml type nearest to the format */
     int ggml_b32[2];         /* [sym] its 32-element block type: the fallback when rows are not a

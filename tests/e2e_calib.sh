@@ -61,7 +61,8 @@ has "$tmp/v.out" "1,down,int4,oc-g,4,"
 grep -q '^1,down,int4,oc-g,4,.*,8$' "$tmp/v.out" || fail "bpw of int4 oc-g4 is not 8: $(grep 'int4,oc-g' "$tmp/v.out")"
 grep -q '^1,down,int4,ic-g,32,.*,4.5$' "$tmp/v.out" || fail "bpw of int4 ic-g32 is not 4.5"
 grep -q '^1,down,int4,oc,0,.*,4.09302$' "$tmp/v.out" || fail "bpw of int4 oc (16/172) is not 4.09302"
-[ "$(wc -l <"$tmp/v.out")" = 36 ] || fail "sensitivity CSV for one projection should have 1+35 lines"
+# 8 scaled formats x 5 groupings + 10 ggml formats x their own blocks
+[ "$(wc -l <"$tmp/v.out")" = 51 ] || fail "sensitivity CSV for one projection should have 1+50 lines"
 "$Q" report --stats "$tmp/a.qsst" --what tokens --proj down --layer 0 --json >"$tmp/v.out"
 has "$tmp/v.out" '"text": "<s>", "pos": 0'
 

@@ -332,10 +332,18 @@ static void test_stories(void) {
                100 * worst);
         CHECK(sampled > 0);
     }
-    check_sensitivity_cell(m, a, &ex, ha, 1, PROJ_DOWN, 2, SG_OC);  /* int4 per-OC */
-    check_sensitivity_cell(m, a, &ex, ha, 1, PROJ_DOWN, 0, SG_IC_G); /* int8 ic groups */
-    check_sensitivity_cell(m, a, &ex, ha, 3, PROJ_Q, 5, SG_TENSOR);  /* fp8-e4m3 per-tensor */
-    check_sensitivity_cell(m, a, &ex, ha, 0, PROJ_GATE, 4, SG_OC_G); /* int2 oc groups */
+    const int i8 = sens_fmt_index(QF_INT8), i5 = sens_fmt_index(QF_INT5), i4 = sens_fmt_index(QF_INT4);
+    const int i2 = sens_fmt_index(QF_INT2), e4 = sens_fmt_index(QF_FP8_E4M3), q40 = sens_fmt_index(QF_Q4_0);
+    check_sensitivity_cell(m, a, &ex, ha, 1, PROJ_DOWN, i4, SG_OC);   /* int4 per-OC */
+    check_sensitivity_cell(m, a, &ex, ha, 1, PROJ_DOWN, i8, SG_IC_G); /* int8 ic groups */
+    check_sensitivity_cell(m, a, &ex, ha, 3, PROJ_Q, e4, SG_TENSOR);  /* fp8-e4m3 per-tensor */
+    check_sensitivity_cell(m, a, &ex, ha, 0, PROJ_GATE, i2, SG_OC_G); /* int2 oc groups */
+    check_sensitivity_cell(m, a, &ex, ha, 2, PROJ_UP, i5, SG_IC);     /* int5 per-IC */
+    check_sensitivity_cell(m, a, &ex, ha, 4, PROJ_O, q40, SG_BLOCK);  /* q4_0's own blocks */
+    /* a ggml format needs whole blocks: 172-wide down rows fit no q4_0 block, 64-wide ones no K block */
+    CHECK(isnan(ex.werr[sens_index(1, PROJ_DOWN, q40, SG_BLOCK)]) &&
+          isnan(ex.werr[sens_index(1, PROJ_Q, sens_fmt_index(QF_Q4_K), SG_BLOCK)]));
+    CHECK(isnan(ex.werr[sens_index(1, PROJ_Q, q40, SG_OC)]) && isnan(ex.werr[sens_index(1, PROJ_Q, i4, SG_BLOCK)]));
     sens_map_done(&ex);
     sens_map_done(&es);
     sens_map_done(&es1);
@@ -344,11 +352,11 @@ static void test_stories(void) {
     for (int64_t l = 0; l < 5; l++)
         for (int pr = 0; pr < PROJ_COUNT; pr++) {
             /* fewer bits, more error; finer groups, less error */
-            for (int f = 0; f + 1 < 5; f++)
+            for (int f = i8; f + 1 <= i2; f++)
                 CHECK(a->sens.oerr[sens_index(l, pr, f, SG_OC)] < a->sens.oerr[sens_index(l, pr, f + 1, SG_OC)]);
-            CHECK(a->sens.werr[sens_index(l, pr, 2, SG_OC_G)] < a->sens.werr[sens_index(l, pr, 2, SG_TENSOR)]);
-            GroupDim c = sens_adadim_choice(&a->sens, l, pr, 2, 0);
-            float ei = a->sens.oerr[sens_index(l, pr, 2, SG_IC)], eo = a->sens.oerr[sens_index(l, pr, 2, SG_OC)];
+            CHECK(a->sens.werr[sens_index(l, pr, i4, SG_OC_G)] < a->sens.werr[sens_index(l, pr, i4, SG_TENSOR)]);
+            GroupDim c = sens_adadim_choice(&a->sens, l, pr, i4, 0);
+            float ei = a->sens.oerr[sens_index(l, pr, i4, SG_IC)], eo = a->sens.oerr[sens_index(l, pr, i4, SG_OC)];
             CHECK(c == (ei < eo ? GROUP_IC : GROUP_OC));
         }
 

@@ -67,7 +67,16 @@ static void test_traits(void) {
         for (int j = 0; j < i; j++) CHECK(lst[i] != lst[j]);
     CHECK(lst[0] == QF_F16 && lst[QF_COUNT - 1] == QF_F32);
     CHECK(qformat_list(QLIST_SENS, lst, QF_COUNT) == SENS_NFMT);
-    for (int i = 0; i < SENS_NFMT; i++) CHECK(sens_fmt(i) == lst[i] && qformat_traits(lst[i])->needs_scale);
+    /* every format a plan can hold with RTN but the plain floats and aqlm: the scaled ones and ggml's */
+    int n_rtn = 0;
+    for (int f = 0; f < QF_COUNT; f++) {
+        const QFormatTraits *t = qformat_traits((QFormat)f);
+        int rtn = t->needs_scale || t->family == QFAM_GGML;
+        n_rtn += rtn;
+        CHECK((sens_fmt_index((QFormat)f) >= 0) == rtn);
+    }
+    CHECK(n_rtn == SENS_NFMT && sens_fmt_index(QF_INT5) == 2 && sens_fmt_index(QF_Q4_K) >= 8);
+    for (int i = 0; i < SENS_NFMT; i++) CHECK(sens_fmt(i) == lst[i]);
     int n_end = qformat_list(QLIST_END_CYCLE, lst, QF_COUNT);
     CHECK(n_end >= 7 && lst[5] == QF_INT4 && lst[n_end - 1] == QF_F32);
     CHECK(qformat_traits(QF_INT8)->act_ok && qformat_traits(QF_FP8_E4M3)->act_ok && !qformat_traits(QF_INT4)->act_ok);

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analysis/sensitivity.h"
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "core/cache.h"
@@ -142,7 +143,7 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
     a->act.sort_by_value = 1;
     a->act.jump = -1;
     a->sens.grouping = 1; /* per-OC */
-    a->sens.fmt = 2;      /* int4 */
+    a->sens.fmt = sens_fmt_index(QF_INT4);
     a->eval.sort = 0;
     ModelLoadOpts mo = {.tokenizer_path = o->tokenizer};
     Status st = model_load(o->model_path, &mo, &a->m, err);

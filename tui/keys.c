@@ -42,7 +42,7 @@ static const Binding table[] = {
     {'r', AC_EVAL_REF, V(EVAL), "r", "reference rows (fp16/fp32) on the Pareto front and scatter or not", NULL},
     {'s', AC_SORT, V(ACT) | V(EVAL), "s", "grid: next-largest cell by the metric; detail: channel/max|x| order; results: column", "sort"},
     {'t', AC_TOPK, V(ACT), "t", "detail: cycle top-k channels shown (16, 32, 64, all)", NULL},
-    {'f', AC_SENS_FMT, V(SENS), "f", "cycle weight format (int8 ... fp8-e5m2)", "format"},
+    {'f', AC_SENS_FMT, V(SENS), "f", "cycle weight format (int8 ... fp8-e5m2, q8_0 ... q2_k)", "format"},
     {'g', AC_SENS_GROUP, V(SENS), "g", "cycle grouping (tensor, oc, ic, oc-g, ic-g)", "grouping"},
     {'a', AC_SENS_MODE, V(SENS), "a", "AdaDim mode: per-IC vs per-OC, marking AdaDim's choice", "adadim"},
     {'w', AC_SENS_ERR, V(SENS), "w", "toggle output error / weight error", "out/weight"},

@@ -18,12 +18,25 @@
 #include "tui/views.h"
 #include "tui/vmodel.h"
 
+/* A ggml candidate has one cell, its own blocks, whatever the grouping chosen. */
+static int fmt_is_ggml(int fmt) { return !sens_cell_applies(fmt, SG_TENSOR); }
+
 static double cell_value(const App *a, int64_t l, int p, GroupDim *dim) {
     const SensMap *sm = &a->cs->sens;
     const SensViewState *s = &a->sens;
     *dim = GROUP_TENSOR;
+    if (fmt_is_ggml(s->fmt)) return vm_sens_value(sm, l, p, s->fmt, SG_BLOCK, !s->weight_err);
     if (s->adadim) return vm_sens_adadim(sm, l, p, s->fmt, s->grouping >= SG_OC_G, !s->weight_err, dim);
     return vm_sens_value(sm, l, p, s->fmt, (SensGroup)s->grouping, !s->weight_err);
+}
+
+/* Rows of the whole detail: title, header, the scaled formats, the ggml
+ * formats three to a line, a blank, AdaDim and the group sizes (under the
+ * grid it shows as many formats as fit, at least two). */
+static int side_rows(void) {
+    int scaled = 0, ggml = 0;
+    for (int f = 0; f < SENS_NFMT; f++) fmt_is_ggml(f) ? ggml++ : scaled++;
+    return 3 + scaled + (ggml + 2) / 3 + 3;
 }
 
 static void sens_side(const App *a, const Rect *r) {
@@ -38,11 +51,19 @@ static void sens_side(const App *a, const Rect *r) {
     int ww = r->w - 1;
     int n = snprintf(line, sizeof line, "%-4s", "");
     int ng = (ww - 4) / 7; /* groupings that fit the panel */
-    if (ng > SG_COUNT) ng = SG_COUNT;
+    if (ng > SG_BLOCK) ng = SG_BLOCK;
     for (int g = 0; g < ng; g++) n += snprintf(line + n, sizeof line - n, "%7s", sens_group_name((SensGroup)g));
     draw_str(y++, x, ww, C_HEADER, line);
-    for (int f = 0; f < SENS_NFMT && y < r->y + r->h - 4; f++, y++) {
+    int k = 0;
+    for (int f = 0; f < SENS_NFMT && y < r->y + r->h - 4; f++) {
         const QFormatTraits *t = qformat_traits(sens_fmt(f));
+        if (fmt_is_ggml(f)) { /* one cell each: three to a line */
+            char b[16];
+            heat_fmt(vm_sens_value(sm, l, p, f, SG_BLOCK, !a->sens.weight_err), b, sizeof b);
+            draw_text(y, x + 13 * (k % 3), 13, f == a->sens.fmt ? C_CURSOR : C_NORMAL, "%-4s %7s", t->code, b);
+            if (++k % 3 == 0 || f == SENS_NFMT - 1) y++;
+            continue;
+        }
         draw_text(y, x, 4, f == a->sens.fmt ? C_HEADER : C_NORMAL, "%-4s", t->code);
         for (int g = 0; g < ng; g++) {
             char b[16];
@@ -50,6 +71,7 @@ static void sens_side(const App *a, const Rect *r) {
             int cur = f == a->sens.fmt && g == a->sens.grouping;
             draw_text(y, x + 4 + 7 * g, 7, cur ? C_CURSOR : C_NORMAL, "%7s", b);
         }
+        y++;
     }
     y++;
     GroupDim d0 = sens_adadim_choice(sm, l, p, a->sens.fmt, 0), d1 = sens_adadim_choice(sm, l, p, a->sens.fmt, 1);
@@ -84,7 +106,10 @@ static void sens_draw(const App *a, const Layout *l) {
     HeatScale hs;
     heat_scale_fit(&hs, grid, nl * PROJ_COUNT, 1);
     const QFormatTraits *t = qformat_traits(sens_fmt(s->fmt));
-    if (s->adadim)
+    if (fmt_is_ggml(s->fmt))
+        draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s (f), its own blocks", s->weight_err ? "weight" : "output",
+                  t->name);
+    else if (s->adadim)
         draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s, AdaDim: best of %s (a)", s->weight_err ? "weight" : "output",
                   t->name, s->grouping >= SG_OC_G ? "ic-g / oc-g" : "per-IC / per-OC");
     else
@@ -119,7 +144,7 @@ static void sens_draw(const App *a, const Layout *l) {
     free(grid);
     free(dims);
     if (l->side.w) sens_side(a, &l->side);
-    else if (y + 4 + SENS_NFMT + 3 <= r->y + r->h) {
+    else if (y + 4 + (side_rows() < 9 ? side_rows() : 9) <= r->y + r->h) { /* as many formats as fit */
         Rect below = {r->x, y + 4, r->w, r->y + r->h - (y + 4)};
         sens_side(a, &below);
     }
@@ -133,7 +158,7 @@ static int sens_key(App *a, Action act) {
     case AC_LEFT: if (s->col > 0) s->col--; return R_REDRAW;
     case AC_RIGHT: if (s->col < PROJ_COUNT - 1) s->col++; return R_REDRAW;
     case AC_SENS_FMT: s->fmt = (s->fmt + 1) % SENS_NFMT; return R_REDRAW;
-    case AC_SENS_GROUP: s->grouping = (s->grouping + 1) % SG_COUNT; return R_REDRAW;
+    case AC_SENS_GROUP: s->grouping = (s->grouping + 1) % SG_BLOCK; return R_REDRAW; /* blk: the ggml formats' own */
     case AC_SENS_MODE: s->adadim = !s->adadim; return R_REDRAW;
     case AC_SENS_ERR: s->weight_err = !s->weight_err; return R_REDRAW;
     default: return R_UNHANDLED;
