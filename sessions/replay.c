@@ -290,6 +290,10 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     if ((st = a_int(a, "topk", CALIB_TOPK_MIN, CALIB_TOPK_MAX, -1, &ca.topk, err))) return st;
     if ((st = a_int(a, "sensitivity", 0, 1, -1, &v, err))) return st;
     ca.sensitivity = (int)v;
+    if ((st = a_int(a, "sens_exact", 0, 1, 0, &v, err))) return st;
+    ca.sens_exact = (int)v;
+    if ((st = a_int(a, "h", 0, 1, 1, &v, err))) return st;
+    ca.no_h = !v;
     if ((st = a_int(a, "kept", 1, 1 << 24, -1, &ca.kept, err))) return st;
     ca.mode = a_str(a, "mode");
     TextBuf *t;
@@ -758,7 +762,8 @@ static void check_plans(Replay *r, const Session *in) {
  * a misspelt "evalute" does not pass as a replay with nothing evaluated. */
 static const char *const ACTION_NAMES[] = {"calibrate",   "load_stats", "apply_preset", "set_rule",    "set_cell",
                                            "remove_rule", "set_plan",   "undo",         "redo",        "rename_plan",
-                                           "copy_plan",   "delete_plan", "select_plan", "evaluate",    "view"};
+                                           "copy_plan",   "delete_plan", "select_plan", "evaluate",    "view",
+                                           "calib_settings"};
 #define N_ACTION_NAMES ((int)(sizeof ACTION_NAMES / sizeof *ACTION_NAMES))
 
 static Status unknown_action(const char *name, Err *err) {

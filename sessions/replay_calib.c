@@ -12,6 +12,8 @@ void replay_calib_args_default(ReplayCalibArgs *a) {
     a->samples = a->seqlen = a->seed = a->group = a->topk = -1;
     a->mode = NULL;
     a->sensitivity = -1;
+    a->sens_exact = 0;
+    a->no_h = 0;
     a->kept = -1;
 }
 
@@ -26,6 +28,7 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
     if (a->group >= 0) p.group = a->group;
     if (a->topk >= 0) p.topk = (int32_t)a->topk;
     if (a->sensitivity >= 0) p.sensitivity = a->sensitivity;
+    p.sens_exact = a->sens_exact;
     if (a->mode) {
         int mm = calib_mode_parse(a->mode);
         if (mm < 0) return err_set(err, ST_ERR_ARG, "calibrate: mode '%.32s' is not random or chunks", a->mode);
@@ -37,8 +40,8 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
     snprintf(p.text_path, sizeof p.text_path, "%s", text_path);
     Status st = calib_output_check(stats_path, err);
     if (st) return st;
-    char *hpath = calib_h_temp(stats_path);
-    if (!hpath) return err_set(err, ST_ERR_NOMEM, "calibrate");
+    char *hpath = a->no_h ? NULL : calib_h_temp(stats_path);
+    if (!hpath && !a->no_h) return err_set(err, ST_ERR_NOMEM, "calibrate");
     CalibStats *cs = NULL;
     Progress prog;
     progress_init(&prog);

@@ -21,6 +21,8 @@ typedef struct ReplayCalibArgs {
     const char *mode;        /* "random" | "chunks" | NULL */
     int64_t group, topk;
     int sensitivity;         /* -1: default (on) */
+    int sens_exact;          /* 1: exact map output errors (default 0: estimated) */
+    int no_h;                /* 1: no H (no output errors in the map) */
     int64_t kept;            /* > 0: the recorded run was cancelled after this many sequences;
                                 the replay stops there too (and computes no sensitivity map) */
 } ReplayCalibArgs;

@@ -908,6 +908,25 @@ char *session_action_args(const Session *s, int64_t i) {
     return r;
 }
 
+static const cJSON *action_arg(const Session *s, int64_t i, const char *key) {
+    const cJSON *al = jget(s->root, "actions");
+    if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;
+    return jget(jget(cJSON_GetArrayItem(al, (int)i), "args"), key);
+}
+
+int session_action_arg_num(const Session *s, int64_t i, const char *key, double *out) {
+    const cJSON *v = action_arg(s, i, key);
+    if (cJSON_IsNumber(v)) *out = v->valuedouble;
+    else if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
+    else return 0;
+    return 1;
+}
+
+const char *session_action_arg_str(const Session *s, int64_t i, const char *key) {
+    const cJSON *v = action_arg(s, i, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 char *session_action_text(const Session *s, int64_t i) {
     const cJSON *al = jget(s->root, "actions");
     if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;

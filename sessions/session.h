@@ -34,7 +34,11 @@
  * digits (a JSON number would lose bits above 2^53).
  *
  * Action names and arguments (what the TUI records and replay executes):
- *   calibrate     {text, samples, seqlen, seed, mode, group, topk, sensitivity, stats, threads}
+ *   calibrate     {text, samples, seqlen, seed, mode, group, topk, sensitivity, sens_exact, h,
+ *                  stats, threads}     sens_exact: exact map output errors (default estimated);
+ *                                      h false: no H (no output errors, no GPTQ)
+ *   calib_settings {the calibrate keys}  the workbench's settings screen changed them (recorded,
+ *                                      skipped by replay: the next calibrate carries them)
  *   load_stats    {stats}                   reuse a stats cache (replay: used when it
  *                                            matches the model, else an error)
  *   apply_preset  {preset, plan, group, sym, spike_k | spikes[], spike_format, seed,
@@ -321,6 +325,12 @@ char *session_action_args(const Session *s, int64_t i);
  * wraps them between pairs instead of inside raw JSON. Heap (caller frees);
  * "" without arguments, NULL when out of range or out of memory. */
 char *session_action_text(const Session *s, int64_t i);
+
+/* Argument key of action i: a number (or a boolean, 0/1) into *out, returning
+ * 1, or 0 when absent or of another type; a string (borrowed until s
+ * changes) or NULL. */
+int session_action_arg_num(const Session *s, int64_t i, const char *key, double *out);
+const char *session_action_arg_str(const Session *s, int64_t i, const char *key);
 
 /* Appends an action with the current time and n arguments (copied). */
 Status session_log_action(Session *s, const char *name, const SessionArg *args, int64_t n, Err *err);

@@ -11,17 +11,6 @@
 set -eu
 E2E_NAME=e2e_tui_compare
 . "$(dirname "$0")/tmux_lib.sh"
-start() {
-  tm kill-session -t e2e >/dev/null 2>&1 || true
-  rm -f "$tmp/exit"
-  tm new-session -d -s e2e -x 100 -y 30 \
-    "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --threads 2 --session '$tmp/s.json' 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
-}
-quit() {
-  keys q
-  n=0
-  while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 80 ] || fail "no exit on q"; done
-}
 # num FILE FIELD PATTERN: field FIELD of the first line of FILE matching PATTERN
 num() { awk -v f="$2" "/$3/ { print \$f; exit }" "$1"; }
 # sitef FILE SITE K: the K-th field after SITE ("L0.q") on its line of FILE
@@ -30,7 +19,7 @@ sitef() { awk -v s="$2" -v k="$3" '{ for (i = 1; i <= NF; i++) if ($i == s) { pr
 close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= t) }'; }
 
 tm -f /dev/null new-session -d -s keep "sleep 600"
-start
+start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys c
 wait_for "calibrated in" 60
@@ -113,7 +102,7 @@ grep -q '"set_plan"' "$tmp/s.json" || fail "the session did not record set_plan"
 grep -q "set_plan: plan 'int4-rtn' set" "$tmp/replay.out" || fail "replay did not run set_plan"
 
 # --- reopened: the same detail from the session
-start
+start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys 5
 wait_for "Space mark"

@@ -7,22 +7,6 @@
 set -eu
 E2E_NAME=e2e_tui_edit
 . "$(dirname "$0")/tmux_lib.sh"
-# start W H ARGS...: (re)opens the workbench in session e2e.
-start() {
-  w=$1; h=$2; shift 2
-  tm kill-session -t e2e >/dev/null 2>&1 || true
-  rm -f "$tmp/exit"
-  tm new-session -d -s e2e -x "$w" -y "$h" \
-    "XDG_CACHE_HOME='$XDG_CACHE_HOME' LC_ALL=${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
-}
-quit() {
-  keys q
-  n=0
-  while [ ! -s "$tmp/exit" ]; do
-    sleep 0.1; n=$((n + 1))
-    [ $n -lt 80 ] || fail "no exit on q"
-  done
-}
 # pick_preset NAME: opens the preset list in the Plan view and applies NAME.
 pick_preset() {
   keys p
@@ -35,7 +19,7 @@ pick_preset() {
   wait_for "Plan: $1"
 }
 
-export XDG_CACHE_HOME="$tmp/cache" LC_ALL=C.UTF-8
+export XDG_CACHE_HOME="$tmp/cache" E2E_CACHE="$tmp/cache" LC_ALL=C.UTF-8
 t0=$(date +%s)
 tm -f /dev/null new-session -d -s keep "sleep 600"
 
@@ -169,7 +153,7 @@ quit
 # --- A cancelled first calibration is kept, but as PARTIAL: on screen, in the
 # session (partial, kept; replay stops after as many sequences) and when the
 # cache is loaded again (it was reloaded as if complete).
-export XDG_CACHE_HOME="$tmp/cache2"
+export XDG_CACHE_HOME="$tmp/cache2" E2E_CACHE="$tmp/cache2"
 start 100 30 "'$M' --text '$T' --threads 1 --samples 20000 --seqlen 64 --session '$tmp/p.json'"
 wait_for "session: p.json" 15
 keys c
@@ -203,7 +187,7 @@ v2=$(screen | sed -n 's/.*rank 2 of 25: L[0-9]* [a-z_]* = \([0-9.]*\).*/\1/p' | 
 [ -n "$v1" ] && [ -n "$v2" ] && awk -v a="$v1" -v b="$v2" 'BEGIN { exit !(a >= b) }' ||
   fail "s ranks out of order: '$v1' then '$v2'"
 quit
-export XDG_CACHE_HOME="$tmp/cache"
+export XDG_CACHE_HOME="$tmp/cache" E2E_CACHE="$tmp/cache"
 
 # --- Grids of more layers than fit say which are shown (a 32-layer tiny synth
 # at 80x24), as the Plan view does.

@@ -19,8 +19,7 @@ close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -
 json() { sed -n "s/.*\"$2\": \\([-0-9.e+]*\\).*/\\1/p" "$1"; }
 
 tm -f /dev/null new-session -d -s keep "sleep 600"
-tm new-session -d -s e2e -x 100 -y 30 \
-  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json' 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+start 100 30 "'$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys 5
 wait_for "No evaluation yet"
@@ -68,18 +67,14 @@ k4=$(num "$tmp/table.txt" 5 "^ *1\\*? +stories260K-Q4_0")
 k8=$(num "$tmp/table.txt" 5 "^ *2\\*? +stories260K-Q8_0")
 dk=$(screen | awk '$1 == "KLD" { print $4; exit }')
 close "$dk" "$(awk -v a="$k4" -v b="$k8" 'BEGIN { print b - a }')" 0.000011 || fail "dKLD '$dk' is not $k8 - $k4"
-keys Escape q
-n=0
-while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 80 ] || fail "no exit on q"; done
+keys Escape
+quit
 grep -q "\"gguf\":.*\"$Q4\"" "$tmp/s.json" || fail "the session does not record the GGUF"
 "$Q" replay "$tmp/s.json" --check -o "$tmp/r.json" >"$tmp/replay.out" 2>&1 || {
   cat "$tmp/replay.out" >&2; fail "replay --check failed"; }
 grep -q "evaluate: plan 'stories260K-Q8_0-mixed.gguf'" "$tmp/replay.out" || fail "replay did not evaluate the GGUF"
 # reopened: the rows and a GGUF row's detail come back from the session
-rm -f "$tmp/exit"
-tm kill-session -t e2e
-tm new-session -d -s e2e -x 100 -y 30 \
-  "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json' 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+start 100 30 "'$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys 5 j Enter
 wait_for "Result #2 stories260K-Q8_0-mixed.gguf"

@@ -3,7 +3,8 @@
 # Q (qscope), M (stories260K) and T (its text) as absolute paths, skips the
 # script (exit 0) when tmux is not installed, and makes tmp (a temporary
 # directory) and SOCK (a private tmux socket), both removed on exit. Screens
-# are read from the session named e2e.
+# are read from the session named e2e; start / quit open and close the
+# workbench there.
 Q=${QSCOPE:-./qscope}
 S=${QS_SHARED:-../shared}
 M=$S/models/stories260K/stories260K-f32.gguf
@@ -41,3 +42,23 @@ wait_for() {
 has() { screen | grep -qF -- "$1" || fail "screen lacks '$1'"; }
 lacks() { if screen | grep -qF -- "$1"; then fail "screen shows '$1'"; fi; }
 keys() { tm send-keys -t e2e "$@"; sleep 0.15; }
+# start W H ARGS: (re)opens the workbench in session e2e, W x H, with ARGS (one
+# string, quoted for the shell) with its cache in $E2E_CACHE (default $tmp/cache),
+# LC_ALL=$E2E_LC (default C.UTF-8); stderr goes to $tmp/stderr, the exit status
+# to $tmp/exit.
+start() {
+  w=$1; h=$2; shift 2
+  tm kill-session -t e2e >/dev/null 2>&1 || true
+  rm -f "$tmp/exit"
+  tm new-session -d -s e2e -x "$w" -y "$h" \
+    "XDG_CACHE_HOME='${E2E_CACHE:-$tmp/cache}' LC_ALL=${E2E_LC:-C.UTF-8} '$Q' $* 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
+}
+# quit: q, then waits for the workbench to exit.
+quit() {
+  keys q
+  n=0
+  while [ ! -s "$tmp/exit" ]; do
+    sleep 0.1; n=$((n + 1))
+    [ $n -lt 80 ] || fail "no exit on q"
+  done
+}

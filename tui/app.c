@@ -166,6 +166,7 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
     }
     if ((st = pool_new(o->threads, &a->pool, err)) != ST_OK) goto fail;
     if ((st = app_plan_init(a, err)) != ST_OK) goto fail;
+    app_calibset_init(a);
     if ((st = jobs_init(&a->jobs, err)) != ST_OK) goto fail;
     app_log(a, "open", "model %s (%s), text %s, %d threads", o->model_path,
             a->m->tok ? tokenizer_describe(a->m->tok) : "no tokenizer",
@@ -428,6 +429,7 @@ static void draw_all(const App *a) {
         for (int y = l.body.y; y < l.body.y + l.body.h; y++) mvaddstr(y, l.side.x - 1, a->utf8 ? "\u2502" : "|");
         attroff(at);
     }
+    if (a->cset.open) calibset_draw(a, &l);
     draw_hints(a, &l);
     draw_msg(a, &l);
     if (a->help_open) draw_help(a, &l);
@@ -460,7 +462,8 @@ static int prompt_key(App *a, int key) {
         a->prompt = 0;
         char text[APP_PATH_MAX];
         snprintf(text, sizeof text, "%s", a->prompt_buf);
-        view_plan_prompt_done(a, kind, text);
+        if (kind == PROMPT_CALIB_TEXT || kind == PROMPT_CALIB_NUM) app_calibset_typed(a, kind, text);
+        else view_plan_prompt_done(a, kind, text);
     } else if (key == TK_BACKSPACE || key == 8) {
         while (n > 0 && ((unsigned char)a->prompt_buf[n - 1] & 0xC0) == 0x80) n--; /* a whole UTF-8 character */
         if (n > 0) n--;
@@ -494,6 +497,10 @@ static int handle_key(App *a, int key) {
         if (a->help_scroll < 0) a->help_scroll = 0;
         return R_REDRAW;
     }
+    if (a->cset.open) { /* raw keys too: +/- and Enter are not bound in every view */
+        int r = calibset_key(a, key, act);
+        if (!(r & R_UNHANDLED)) return r;
+    }
     if (act == AC_NONE) return R_NONE;
     int r = views[a->view]->key(a, act);
     if (!(r & R_UNHANDLED)) return r;
@@ -513,6 +520,7 @@ static int handle_key(App *a, int key) {
     case AC_CALIB: app_calibrate(a); return R_REDRAW;
     case AC_EVAL: app_evaluate(a); return R_REDRAW;
     case AC_AUTO_PLAN: app_auto_plan(a); return R_REDRAW;
+    case AC_CALIB_SETTINGS: app_calibset_open(a); return R_REDRAW;
     case AC_BACK:
         if (jobs_cancel(&a->jobs)) app_msg(a, 0, "cancelling the running job...");
         return R_REDRAW;

@@ -122,6 +122,24 @@ typedef struct EvalViewState {
     char types[160];         /* ... and the file's types with their counts ("Q4_0 x31, ...") */
 } EvalViewState;
 
+/* The calibration settings screen (C): what c calibrates with next. Numbers
+ * as analysis/calib.h's CalibParams (mode: its CalibMode, 0 random, 1
+ * chunks); the text is App.calib_path ("" = the evaluation text). */
+typedef struct CalibSettings {
+    int open;                /* the screen is shown */
+    int sel;                 /* the field under the cursor (CS_*) */
+    int64_t samples, seqlen, seed, group, topk;
+    int mode;
+    int sensitivity;         /* compute the weight-sensitivity map */
+    int sens_exact;          /* its output errors exact (a GEMM per cell) instead of estimated */
+    int with_h;              /* accumulate H = XᵀX (GPTQ, AdaDim, AQLM and output errors need it) */
+    int64_t text_tokens;     /* tokens of the calibration text (-1: not counted yet; counted
+                                when the screen opens and when the text changes) */
+} CalibSettings;
+
+/* The fields of the screen, in order. */
+enum { CS_TEXT, CS_SAMPLES, CS_SEQLEN, CS_SEED, CS_MODE, CS_GROUP, CS_TOPK, CS_SENS, CS_EXACT, CS_H, CS_COUNT };
+
 /* What the detail and the diff views show of a result beyond its table
  * row: App.details[i] belongs to App.rows[i] (rows never reorder; the view
  * sorts a copy). */
@@ -185,6 +203,7 @@ typedef struct App {
     int utf8;                /* the locale is UTF-8: Unicode shading */
     int colors;              /* the terminal has colours */
 
+    CalibSettings cset;
     ActViewState act;
     SensViewState sens;
     PlanViewState plan;
@@ -227,6 +246,32 @@ void app_calibrate(App *a);
  * NULL when there is none): its length in *len and, if path is not NULL, its
  * path in *path. Borrowed from a. */
 const char *app_calib_text(const App *a, size_t *len, const char **path);
+
+/* The calibration settings: calib's defaults with --samples / --seqlen (the
+ * sequence length clipped to the model's context unless given), then, in a
+ * reopened session, those of its last calibrate or calib_settings action
+ * (the text too when the file is still there and --calib-text was not
+ * given). */
+void app_calibset_init(App *a);
+
+/* Opens the settings screen, counting the calibration text's tokens first
+ * if they are not known (for the windows-repeat warning). */
+void app_calibset_open(App *a);
+
+/* Field k of the settings screen: its label and value as text; returns a
+ * hint for the field ("" when none). */
+const char *app_calibset_field(const App *a, int k, char *label, size_t ln, char *val, size_t vn);
+
+/* Steps field k (dir +1 / -1: doubles / halves sizes, seed ±1, toggles the
+ * others) and records the settings in the session (calib_settings). */
+void app_calibset_step(App *a, int k, int dir);
+
+/* Enter on field k: a prompt for the text's path or the number. */
+void app_calibset_enter(App *a, int k);
+
+/* The text typed for a PROMPT_CALIB_* prompt: a path ("" = the evaluation
+ * text) or the number of the selected field; errors in the message bar. */
+void app_calibset_typed(App *a, int kind, const char *text);
 
 /* Looks for cached stats for this model and text and loads them. */
 void app_load_cached_stats(App *a);
@@ -316,7 +361,8 @@ void app_write_plan(App *a, const char *dest);
 
 /* Lines typed in the message bar (app.c draws and edits them; Enter hands
  * the text to view_plan_prompt_done, Esc cancels). */
-enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT, PROMPT_AUTO_BUDGET, PROMPT_GGUF };
+enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT, PROMPT_AUTO_BUDGET, PROMPT_GGUF, PROMPT_CALIB_TEXT,
+       PROMPT_CALIB_NUM };
 void app_prompt_open(App *a, int kind, const char *label, const char *initial);
 void view_plan_prompt_done(App *a, int kind, const char *text);
 

@@ -15,6 +15,8 @@
 #include "core/atomicfile.h"
 #include "core/cache.h"
 #include "core/hash.h"
+#include "core/mapfile.h"
+#include "model/tokenizer.h"
 #include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/vmodel.h"
@@ -79,9 +81,10 @@ static void session_record_calib(App *a, const CalibStats *cs, const char *stats
         SESSION_ARG_INT("seqlen", cs->params.seqlen), SESSION_ARG_INT("seed", (int64_t)cs->params.seed),
         SESSION_ARG_STR("mode", calib_mode_name(cs->params.mode)), SESSION_ARG_INT("group", cs->params.group),
         SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", sc.sensitivity),
+        SESSION_ARG_BOOL("sens_exact", cs->params.sens_exact), SESSION_ARG_BOOL("h", cs->has_h),
         SESSION_ARG_STR("stats", stats_path), SESSION_ARG_INT("threads", pool_size(a->pool)),
     };
-    int64_t n = 10;
+    int64_t n = 12;
     /* "kept" only for a cancelled run: replay stops after as many sequences */
     if (sc.kept > 0) args[n++] = SESSION_ARG_INT("kept", sc.kept);
     /* the sites a cancelled sensitivity pass kept */
@@ -233,7 +236,7 @@ static Status calib_job_run(void *arg, Progress *prog, Err *err) {
             calib_stats_free(j->out);
             j->out = NULL;
         }
-        if (st != ST_OK) unlink(j->tmp_h);
+        if (st != ST_OK && j->tmp_h) unlink(j->tmp_h);
         if (st == ST_OK) {
             progress_begin(prog, "save stats", 1);
             st = calib_commit(j->out, j->tmp_h, j->path, err);
@@ -316,16 +319,26 @@ void app_calibrate(App *a) {
     j->len = clen;
     j->pool = a->pool;
     calib_params_default(&j->p);
-    if (a->opts.samples > 0) j->p.samples = a->opts.samples;
-    if (a->opts.seqlen > 0) j->p.seqlen = a->opts.seqlen;
-    /* The CLI's defaults: 256, or the model's context if smaller; a longer
-     * --seqlen given by the user is kept (with a warning), as in `calib`. */
-    if (a->opts.seqlen <= 0 && a->m->cfg.max_seq_len > 0 && j->p.seqlen > a->m->cfg.max_seq_len)
-        j->p.seqlen = a->m->cfg.max_seq_len;
+    const CalibSettings *c = &a->cset; /* the settings screen's (C), from calib's defaults and the options */
+    j->p.samples = c->samples;
+    j->p.seqlen = c->seqlen;
+    j->p.seed = (uint64_t)c->seed;
+    j->p.mode = (CalibMode)c->mode;
+    j->p.group = c->group;
+    j->p.topk = (int32_t)c->topk;
+    j->p.sensitivity = c->sensitivity;
+    j->p.sens_exact = c->sens_exact;
     snprintf(j->p.text_path, sizeof j->p.text_path, "%s", cpath);
+    Err perr;
+    err_init(&perr);
+    if (calib_params_check(&j->p, "calibration settings (C)", &perr) != ST_OK) {
+        free(j);
+        app_msg(a, 1, "%s", perr.detail);
+        return;
+    }
     stats_path_for(a, j->path, sizeof j->path);
-    j->tmp_h = calib_h_temp(j->path);
-    if (!j->tmp_h) {
+    j->tmp_h = c->with_h ? calib_h_temp(j->path) : NULL;
+    if (!j->tmp_h && c->with_h) {
         free(j);
         app_msg(a, 1, "out of memory");
         return;
@@ -340,7 +353,8 @@ void app_calibrate(App *a) {
     /* the stats in place are this calibration with a partial map: only the missing sites run */
     j->p.text_hash = hash_bytes(HASH_SEED, ctext, clen);
     j->p.text_bytes = (int64_t)clen;
-    j->resume_map = a->cs && strcmp(a->stats_path, j->path) == 0 && sensrun_resumable(a->cs, a->m, &j->p, NULL, 0);
+    j->resume_map = a->cs && strcmp(a->stats_path, j->path) == 0 && a->cs->has_h == c->with_h &&
+                    sensrun_resumable(a->cs, a->m, &j->p, NULL, 0);
     size_t cache_now = cache_total_bytes(a->cache_dir); /* before the job starts writing H */
     Err err;
     err_init(&err);
@@ -359,7 +373,228 @@ void app_calibrate(App *a) {
     /* H is the big file (GBs on a 7B model): say what it adds to the cache before it is written */
     const char *tb = strrchr(cpath, '/');
     app_msg(a, 0, "calibration queued: H adds %.1f MB to the cache (now %.1f MB; qscope cache list); %lld x %lld tokens of %s%s",
-            calib_h_bytes(a->m) / 1e6, cache_now / 1e6, (long long)j->p.samples,
+            j->tmp_h ? calib_h_bytes(a->m) / 1e6 : 0.0, cache_now / 1e6, (long long)j->p.samples,
             (long long)j->p.seqlen, tb ? tb + 1 : cpath,
             ctx > 0 && j->p.seqlen > ctx ? " (warning: longer than the model's context; accepted, as in calib)" : "");
+}
+
+/* === The calibration settings screen (C) === */
+
+/* The settings of action i of the session (calibrate or calib_settings). */
+static void cset_from_action(App *a, int64_t i) {
+    CalibSettings *c = &a->cset;
+    double v;
+    if (session_action_arg_num(a->sess, i, "samples", &v) && v >= CALIB_SAMPLES_MIN) c->samples = (int64_t)v;
+    if (session_action_arg_num(a->sess, i, "seqlen", &v) && v >= CALIB_SEQLEN_MIN) c->seqlen = (int64_t)v;
+    if (session_action_arg_num(a->sess, i, "seed", &v) && v >= 0) c->seed = (int64_t)v;
+    if (session_action_arg_num(a->sess, i, "group", &v) && v >= CALIB_GROUP_MIN) c->group = (int64_t)v;
+    if (session_action_arg_num(a->sess, i, "topk", &v) && v >= CALIB_TOPK_MIN) c->topk = (int64_t)v;
+    if (session_action_arg_num(a->sess, i, "sensitivity", &v)) c->sensitivity = v != 0;
+    if (session_action_arg_num(a->sess, i, "sens_exact", &v)) c->sens_exact = v != 0;
+    if (session_action_arg_num(a->sess, i, "h", &v)) c->with_h = v != 0;
+    const char *mode = session_action_arg_str(a->sess, i, "mode");
+    if (mode && calib_mode_parse(mode) >= 0) c->mode = calib_mode_parse(mode);
+    /* the text: when it is not the evaluation text and the file is still there */
+    const char *t = session_action_arg_str(a->sess, i, "text");
+    struct stat st;
+    if (t && !a->opts.calib_text_path && strcmp(t, a->text_path) != 0 && stat(t, &st) == 0) {
+        char *buf = NULL;
+        size_t len = 0;
+        Err err;
+        err_init(&err);
+        if (file_read_all(t, (size_t)1 << 30, &buf, &len, &err) == ST_OK) {
+            free(a->calib_text);
+            a->calib_text = buf;
+            a->calib_len = len;
+            snprintf(a->calib_path, sizeof a->calib_path, "%s", t);
+            c->text_tokens = -1;
+        }
+    }
+}
+
+void app_calibset_init(App *a) {
+    CalibParams p;
+    calib_params_default(&p);
+    CalibSettings *c = &a->cset;
+    c->samples = a->opts.samples > 0 ? a->opts.samples : p.samples;
+    c->seqlen = a->opts.seqlen > 0 ? a->opts.seqlen : p.seqlen;
+    /* The CLI's defaults: 256, or the model's context if smaller; a longer
+     * --seqlen given by the user is kept (with a warning), as in `calib`. */
+    if (a->opts.seqlen <= 0 && a->m->cfg.max_seq_len > 0 && c->seqlen > a->m->cfg.max_seq_len)
+        c->seqlen = a->m->cfg.max_seq_len;
+    c->seed = (int64_t)p.seed;
+    c->mode = (int)p.mode;
+    c->group = p.group;
+    c->topk = p.topk;
+    c->sensitivity = p.sensitivity;
+    c->sens_exact = p.sens_exact;
+    c->with_h = 1;
+    c->text_tokens = -1;
+    if (!a->sess) return;
+    for (int64_t i = session_n_actions(a->sess) - 1; i >= 0; i--) {
+        const char *n = session_action(a->sess, i)->name;
+        if (strcmp(n, "calibrate") == 0 || strcmp(n, "calib_settings") == 0) {
+            cset_from_action(a, i);
+            break;
+        }
+    }
+}
+
+void app_calibset_open(App *a) {
+    CalibSettings *c = &a->cset;
+    c->open = 1;
+    size_t len;
+    const char *t = app_calib_text(a, &len, NULL);
+    if (c->text_tokens >= 0 || !t || !a->m->tok) return;
+    int32_t *toks = NULL;
+    int64_t n = 0;
+    Err err;
+    err_init(&err);
+    /* as calib_run tokenizes it (no BOS): a second at most on a few-MB text */
+    if (tokenizer_encode(a->m->tok, t, len, 0, &toks, &n, &err) == ST_OK) c->text_tokens = n;
+    free(toks);
+}
+
+static const char *const CS_LABELS[CS_COUNT] = {
+    "calibration text", "samples (sequences)", "sequence length (tokens)", "seed", "mode", "group (map cells)",
+    "spikes kept (top-k)", "sensitivity map", "map output errors", "H = X'X",
+};
+
+const char *app_calibset_field(const App *a, int k, char *label, size_t ln, char *val, size_t vn) {
+    const CalibSettings *c = &a->cset;
+    snprintf(label, ln, "%s", (unsigned)k < CS_COUNT ? CS_LABELS[k] : "?");
+    switch (k) {
+    case CS_TEXT:
+        if (a->calib_path[0]) snprintf(val, vn, "%s", a->calib_path);
+        else snprintf(val, vn, "the evaluation text (%s)", a->text_path[0] ? a->text_path : "none");
+        return "Enter: a path ('' = the evaluation text)";
+    case CS_SAMPLES: snprintf(val, vn, "%lld", (long long)c->samples); return "+/- doubles / halves, Enter types";
+    case CS_SEQLEN: {
+        int64_t ctx = a->m->cfg.max_seq_len;
+        snprintf(val, vn, "%lld%s", (long long)c->seqlen, ctx > 0 && c->seqlen > ctx ? " (above the model's context)" : "");
+        return "+/- doubles / halves, Enter types";
+    }
+    case CS_SEED: snprintf(val, vn, "%lld", (long long)c->seed); return "random offsets; +/- steps, Enter types";
+    case CS_MODE:
+        snprintf(val, vn, "%s", calib_mode_name((CalibMode)c->mode));
+        return c->mode == CALIB_RANDOM ? "seeded random windows" : "consecutive windows from the start";
+    case CS_GROUP: snprintf(val, vn, "%lld", (long long)c->group); return "group size of the map's grouped cells";
+    case CS_TOPK: snprintf(val, vn, "%lld", (long long)c->topk); return "per layer and tap";
+    case CS_SENS: snprintf(val, vn, "%s", c->sensitivity ? "yes" : "no"); return "the Sensitivity view, A";
+    case CS_EXACT:
+        snprintf(val, vn, "%s", c->sens_exact ? "exact" : "estimated");
+        return c->sens_exact ? "a GEMM per cell" : "closed-form diagonal + row subsample, s.e. <= 1%";
+    default:
+        snprintf(val, vn, "%s", c->with_h ? "yes" : "no");
+        return c->with_h ? "GPTQ, AdaDim, AQLM, output errors need it" : "no GPTQ/AdaDim/AQLM, no output errors";
+    }
+}
+
+/* Records the settings in the session, for the record (replay skips it: the
+ * next calibrate carries them) and for a reopen. */
+static void cset_record(App *a) {
+    const CalibSettings *c = &a->cset;
+    SessionArg args[] = {
+        SESSION_ARG_STR("text", a->calib_path[0] ? a->calib_path : a->text_path),
+        SESSION_ARG_INT("samples", c->samples), SESSION_ARG_INT("seqlen", c->seqlen), SESSION_ARG_INT("seed", c->seed),
+        SESSION_ARG_STR("mode", calib_mode_name((CalibMode)c->mode)), SESSION_ARG_INT("group", c->group),
+        SESSION_ARG_INT("topk", c->topk), SESSION_ARG_BOOL("sensitivity", c->sensitivity),
+        SESSION_ARG_BOOL("sens_exact", c->sens_exact), SESSION_ARG_BOOL("h", c->with_h),
+    };
+    app_session_action(a, "calib_settings", args, (int64_t)(sizeof args / sizeof args[0]));
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void app_calibset_step(App *a, int k, int dir) {
+    CalibSettings *c = &a->cset;
+    switch (k) {
+    case CS_TEXT: app_calibset_enter(a, k); return;
+    case CS_SAMPLES: c->samples = clamp64(dir > 0 ? c->samples * 2 : c->samples / 2, CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX); break;
+    case CS_SEQLEN: c->seqlen = clamp64(dir > 0 ? c->seqlen * 2 : c->seqlen / 2, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX); break;
+    case CS_SEED: c->seed = clamp64(c->seed + dir, 0, (int64_t)1 << 52); break;
+    case CS_MODE: c->mode = c->mode == CALIB_RANDOM ? CALIB_CHUNKS : CALIB_RANDOM; break;
+    case CS_GROUP: c->group = clamp64(dir > 0 ? c->group * 2 : c->group / 2, CALIB_GROUP_MIN, CALIB_GROUP_MAX); break;
+    case CS_TOPK: c->topk = clamp64(dir > 0 ? c->topk * 2 : c->topk / 2, CALIB_TOPK_MIN, CALIB_TOPK_MAX); break;
+    case CS_SENS: c->sensitivity = !c->sensitivity; break;
+    case CS_EXACT: c->sens_exact = !c->sens_exact; break;
+    default: c->with_h = !c->with_h; break;
+    }
+    char label[48], val[160];
+    app_calibset_field(a, k, label, sizeof label, val, sizeof val);
+    app_msg(a, 0, "calibration %s: %s (c calibrates with it)", label, val);
+    cset_record(a);
+}
+
+void app_calibset_enter(App *a, int k) {
+    char label[48], val[APP_PATH_MAX], prompt[96];
+    app_calibset_field(a, k, label, sizeof label, val, sizeof val);
+    if (k == CS_TEXT) {
+        if (jobs_busy(&a->jobs)) { /* a calibration job reads the text it was given */
+            app_msg(a, 1, "the calibration text cannot change while a job runs: wait or Esc cancels it");
+            return;
+        }
+        app_prompt_open(a, PROMPT_CALIB_TEXT, "calibration text ('' = the evaluation text):", a->calib_path);
+        return;
+    }
+    if (k == CS_MODE || k == CS_SENS || k == CS_EXACT || k == CS_H) {
+        app_calibset_step(a, k, 1);
+        return;
+    }
+    snprintf(prompt, sizeof prompt, "%s:", label);
+    app_prompt_open(a, PROMPT_CALIB_NUM, prompt, val);
+}
+
+void app_calibset_typed(App *a, int kind, const char *text) {
+    if (kind == PROMPT_CALIB_TEXT) {
+        if (jobs_busy(&a->jobs)) {
+            app_msg(a, 1, "the calibration text cannot change while a job runs: wait or Esc cancels it");
+            return;
+        }
+        if (!text[0] || (a->text_path[0] && strcmp(text, a->text_path) == 0)) {
+            free(a->calib_text);
+            a->calib_text = NULL;
+            a->calib_len = 0;
+            a->calib_path[0] = 0;
+            a->cset.text_tokens = -1;
+            app_calibset_open(a);
+            app_msg(a, 0, "calibration text: the evaluation text (c calibrates on it)");
+        } else {
+            char *buf = NULL;
+            size_t len = 0;
+            Err err;
+            err_init(&err);
+            if (file_read_all(text, (size_t)1 << 30, &buf, &len, &err) != ST_OK) {
+                app_msg(a, 1, "calibration text not changed: %s", err.detail);
+                return;
+            }
+            free(a->calib_text);
+            a->calib_text = buf;
+            a->calib_len = len;
+            snprintf(a->calib_path, sizeof a->calib_path, "%s", text);
+            a->cset.text_tokens = -1;
+            app_calibset_open(a);
+            app_msg(a, 0, "calibration text: %s (%.1f kB; c calibrates on it)", text, len / 1e3);
+        }
+        cset_record(a);
+        return;
+    }
+    CalibSettings *c = &a->cset;
+    int k = c->sel;
+    static const int64_t lo[CS_COUNT] = {0, CALIB_SAMPLES_MIN, CALIB_SEQLEN_MIN, 0, 0, CALIB_GROUP_MIN, CALIB_TOPK_MIN};
+    static const int64_t hi[CS_COUNT] = {0, CALIB_SAMPLES_MAX, CALIB_SEQLEN_MAX, (int64_t)1 << 52, 0, CALIB_GROUP_MAX,
+                                         CALIB_TOPK_MAX};
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    while (*end == ' ') end++;
+    if (k < CS_SAMPLES || k > CS_TOPK || k == CS_MODE) return;
+    if (end == text || *end || v < lo[k] || v > hi[k]) {
+        app_msg(a, 1, "'%s': %s is a whole number in [%lld, %lld]", text, CS_LABELS[k], (long long)lo[k], (long long)hi[k]);
+        return;
+    }
+    int64_t *f = k == CS_SAMPLES ? &c->samples : k == CS_SEQLEN ? &c->seqlen : k == CS_SEED ? &c->seed
+               : k == CS_GROUP   ? &c->group   : &c->topk;
+    *f = v;
+    app_msg(a, 0, "calibration %s: %lld (c calibrates with it)", CS_LABELS[k], v);
+    cset_record(a);
 }

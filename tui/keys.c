@@ -37,6 +37,8 @@ static const Binding table[] = {
     {TK_ESC, AC_BACK, VIEWS_ALL, "Esc", "back out of a detail or popup; else cancel the running job", "back/cancel"},
     {'c', AC_CALIB, VIEWS_ALL, "c", "calibrate on the text (background job)", "calibrate"},
     {'e', AC_EVAL, VIEWS_ALL, "e", "evaluate the current plan (background job)", "evaluate"},
+    {'C', AC_CALIB_SETTINGS, VIEWS_ALL, "C",
+     "calibration settings: text, samples, sequence length, seed, mode, group, top-k, sensitivity map, H", NULL},
     {'m', AC_METRIC, V(ACT), "m", "cycle metric: max|x|, max/median, kurtosis, p99.9", "metric"},
     {'m', AC_METRIC, V(EVAL), "m", "Pareto front and scatter: KLD, PPL or top-1 misses against bpw", "metric"},
     {'r', AC_EVAL_REF, V(EVAL), "r", "reference rows (fp16/fp32) on the Pareto front and scatter or not", NULL},

@@ -29,6 +29,7 @@ typedef enum {
     AC_SCOPE, AC_MARK, AC_PRESET, AC_WRITE_PLAN, AC_FMT_TYPE, AC_SETTINGS,
     AC_EVAL_REF, AC_AUTO_PLAN,                         /* evaluate; auto plan */
     AC_DIFF, AC_LOAD_PLAN, AC_ADD_GGUF,                /* results: diff two, load one's plan back, a GGUF */
+    AC_CALIB_SETTINGS,
     AC_COUNT
 } Action;
 

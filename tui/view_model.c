@@ -89,10 +89,15 @@ static void model_draw(const App *a, const Layout *l) {
     } else {
         draw_text(y++, x, w, C_WARN, "text: none (start with --text FILE to calibrate and evaluate)");
     }
-    char sum[200];
+    char sum[200], on[APP_PATH_MAX + 40] = "";
+    if (a->calib_path[0]) { /* calibration on another text (--calib-text, C) */
+        const char *cb = strrchr(a->calib_path, '/');
+        vm_fmt_bytes(a->calib_len, b1, sizeof b1);
+        snprintf(on, sizeof on, "; calibration text %s (%s)", cb ? cb + 1 : a->calib_path, b1);
+    }
     app_calib_summary(a, sum, sizeof sum);
-    if (sum[0]) draw_text(y++, x, w, app_calib_partial(a) ? C_WARN : C_NORMAL, "calibration: %s", sum);
-    else draw_text(y++, x, w, C_WARN, "calibration: none yet - press c");
+    if (sum[0]) draw_text(y++, x, w, app_calib_partial(a) ? C_WARN : C_NORMAL, "calibration: %s%s", sum, on);
+    else draw_text(y++, x, w, C_WARN, "calibration: none yet - press c%s", on);
     if (a->cs && a->stats_path[0]) draw_text(y++, x, w, C_DIM, "stats: %s", a->stats_path);
     app_plan_summary(a, sum, sizeof sum);
     draw_text(y++, x, w, C_NORMAL, "plan: %s", sum);

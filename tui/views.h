@@ -24,6 +24,11 @@ extern const ViewOps view_plan_ops;  /* view_plan.c */
 extern const ViewOps view_eval_ops;  /* view_eval.c */
 extern const ViewOps view_log_ops;   /* view_model.c */
 
+/* The calibration settings screen (view_calibset.c), over any view while
+ * App.cset.open: drawn after the view; its keys come first. */
+void calibset_draw(const App *a, const Layout *l);
+int calibset_key(App *a, int key, Action act);
+
 /* Moves a cursor for an arrow/page action inside [0, n) (PgUp/PgDn by `page`);
  * returns 1 if the action was a vertical move. */
 int view_move(Action act, int64_t *cur, int64_t n, int64_t page);
