@@ -157,6 +157,23 @@ Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibPa
     return ST_OK;
 }
 
+int64_t calib_part_from(int64_t n_ctx, int64_t eval_chunks) { return n_ctx * eval_chunks; }
+
+int calib_overlaps_eval(const CalibParams *p, const char *text, size_t len, int64_t n_ctx, int64_t eval_chunks) {
+    return p->text_hash == hash_bytes(HASH_SEED, text, len) && (int64_t)len == p->text_bytes &&
+           p->tok_from < calib_part_from(n_ctx, eval_chunks);
+}
+
+int64_t calib_split_eval_chunks(int64_t n_text, int64_t n_ctx) {
+    if (n_ctx < 2) return 0;
+    int64_t all = (n_text + 1) / n_ctx; /* evaluation's chunks: the text with BOS */
+    if (all < 2) return 0;
+    int64_t keep = (n_text + 1) / 2 < CALIB_PART_TOKENS ? (n_text + 1) / 2 : CALIB_PART_TOKENS;
+    int64_t r = keep / n_ctx;
+    if (r < 1) r = 1;
+    return all - r;
+}
+
 int calib_windows_repeat(int64_t n_tokens, const CalibParams *p) {
     return p->mode == CALIB_RANDOM && p->seqlen > 0 && p->samples > 0 &&
            (double)p->samples * (double)p->seqlen > (double)n_tokens;
@@ -398,6 +415,7 @@ Status calib_params_check(const CalibParams *p, const char *where, Err *err) {
         {"seqlen", p->seqlen, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX},
         {"group", p->group, CALIB_GROUP_MIN, CALIB_GROUP_MAX},
         {"topk", p->topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX},
+        {"tok_from", p->tok_from, 0, (int64_t)1 << 40},
     };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++)
         if (f[i].v < f[i].lo || f[i].v > f[i].hi)
@@ -612,6 +630,18 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
      * the same; RoPE runs past its trained range): callers warn. */
     st = tokenizer_encode(m->tok, text, len, 0, &toks, &n_tok, err);
     if (st) goto fail;
+    if (p->tok_from > 0) { /* the part evaluation does not reach: windows come from it alone */
+        if (p->tok_from + p->seqlen > n_tok) {
+            st = err_set(err, ST_ERR_RANGE,
+                         "%s: the calibration part (tokens from %lld of %lld, past what evaluation reads) has "
+                         "fewer than one sequence of %lld tokens: evaluate fewer chunks or give a calibration "
+                         "text of its own",
+                         p->text_path, (long long)p->tok_from, (long long)n_tok, (long long)p->seqlen);
+            goto fail;
+        }
+        n_tok -= p->tok_from;
+        memmove(toks, toks + p->tok_from, (size_t)n_tok * sizeof *toks);
+    }
     st = calib_check_sampling(n_tok, p, &n_seqs, err);
     if (st) goto fail;
 

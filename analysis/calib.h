@@ -51,6 +51,9 @@ typedef struct CalibParams {
     int64_t group;           /* g of the grouped sensitivity cells */
     int32_t topk;            /* spikes kept per (layer, tap) */
     int32_t sensitivity;     /* 1: compute the weight-sensitivity map (needs H) */
+    int64_t tok_from;        /* windows are drawn from the text's tokens [tok_from, n) only: the
+                                part an evaluation of its first chunks does not reach
+                                (calib_part_from); 0: the whole text */
     int32_t sens_exact;      /* 1: exact output errors, a GEMM per cell (default: estimated,
                                 analysis/sensitivity.h SensOpts; not saved) */
     CalibPipeline pipeline;  /* not saved */
@@ -106,7 +109,8 @@ typedef struct CalibStats {
     float *resid_rms_max;    /* (n_layers, seqlen) max over sequences */
     int has_sens;
     SensMap sens;
-    int64_t text_tokens;     /* tokens of the calibration text (set by calib_run; not saved) */
+    int64_t text_tokens;     /* tokens windows were drawn from: the text's, or those of its
+                                part from params.tok_from (set by calib_run; not saved) */
     int has_h;               /* H was accumulated and written */
     uint64_t h_id;           /* id in the H file's header */
     size_t h_bytes;          /* H file size */
@@ -130,6 +134,26 @@ TapStats *calib_tap(const CalibStats *cs, int64_t layer, TapPoint t);
  * token. Fails with ST_ERR_RANGE when the text has fewer than seqlen tokens. */
 Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibParams *p, int32_t **seqs,
                     int64_t *n_seqs, Err *err);
+
+/* When one text serves calibration and evaluation: evaluation (llama.cpp's
+ * protocol, BOS first, chunks of n_ctx) of its first eval_chunks chunks
+ * reads the text's tokens [0, eval_chunks × n_ctx − 1); calibration windows
+ * drawn from tokens >= the returned index never meet a token it scores or
+ * reads as context. */
+int64_t calib_part_from(int64_t n_ctx, int64_t eval_chunks);
+
+/* 1 when p's windows came from the text (text, len) and reach into what an
+ * evaluation of its first eval_chunks chunks of n_ctx reads (tok_from below
+ * calib_part_from): the plan would be tuned on what it is scored on. */
+int calib_overlaps_eval(const CalibParams *p, const char *text, size_t len, int64_t n_ctx, int64_t eval_chunks);
+
+/* The evaluation's share when one text of n_text tokens (no BOS) serves both
+ * and the user did not say how many chunks to score: every chunk of n_ctx but
+ * the last min(CALIB_PART_TOKENS, half the text) tokens' worth of whole
+ * chunks, which calibration gets (with the tail no chunk fills). 0: the text
+ * has fewer than 2 chunks, no split. */
+#define CALIB_PART_TOKENS 4096
+int64_t calib_split_eval_chunks(int64_t n_text, int64_t n_ctx);
 
 /* Returns 1 when RANDOM windows of p cover more tokens than the text has
  * (samples × seqlen > n_tokens: windows repeat), for a warning. */

@@ -52,6 +52,10 @@ void eval_opts_default(EvalOpts *o) {
     o->speed_reps = 2;
 }
 
+int64_t eval_ctx_default(const ModelConfig *c) {
+    return c->max_seq_len > 0 && c->max_seq_len < 512 ? c->max_seq_len : 512;
+}
+
 static int64_t opts_batch(const EvalOpts *o) {
     int64_t b = o->batch > 0 ? o->batch : (o->n_ctx < 512 ? o->n_ctx : 512);
     return b > o->n_ctx ? o->n_ctx : b;

@@ -47,6 +47,10 @@ typedef struct EvalOpts {
 /* Fills o with the defaults above. */
 void eval_opts_default(EvalOpts *o);
 
+/* The default chunk length for a model (the CLI's and the workbench's): 512,
+ * or the model's declared context when that is shorter. */
+int64_t eval_ctx_default(const ModelConfig *c);
+
 /* The base model's side of an evaluation (opaque; immutable once built, so
  * one EvalRef may serve several concurrent eval_run calls). */
 typedef struct EvalRef EvalRef;

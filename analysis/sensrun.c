@@ -23,7 +23,7 @@ int sensrun_resumable(const CalibStats *cs, const Model *m, const CalibParams *p
         return 0;
     }
     if (q->samples != p->samples || q->seqlen != p->seqlen || q->seed != p->seed || q->mode != p->mode ||
-        q->topk != p->topk || q->group != p->group) {
+        q->topk != p->topk || q->group != p->group || q->tok_from != p->tok_from) {
         snprintf(why, cap, "its settings differ (%lld x %lld tokens, %s, seed %llu, group %lld, top-%d)",
                  (long long)q->samples, (long long)q->seqlen, calib_mode_name(q->mode), (unsigned long long)q->seed,
                  (long long)q->group, q->topk);

@@ -76,6 +76,7 @@ Status statsfile_save(const CalibStats *cs, const char *path, Err *err) {
     bytes_put_i64(&b, p->group);
     bytes_put_u32(&b, (uint32_t)p->topk);
     bytes_put_u32(&b, (uint32_t)p->sensitivity);
+    bytes_put_i64(&b, p->tok_from); /* version 3 */
     bytes_put_i64(&b, cs->n_layers);
     bytes_put_i64(&b, cs->dim);
     bytes_put_i64(&b, cs->hidden_dim);
@@ -306,7 +307,7 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     }
     r.b.off = 4;
     uint32_t ver = get_u32(&r, "version");
-    if (ver != STATSFILE_VERSION) {
+    if (ver != STATSFILE_VERSION && ver != 2) { /* 2: no tok_from (the whole text) */
         err_set(err, ST_ERR_FORMAT, "%s: offset 4: version %u, this build reads %d (recalibrate)", path, ver,
                 STATSFILE_VERSION);
         goto bad;
@@ -324,6 +325,7 @@ Status statsfile_load(const char *path, CalibStats **out, Err *err) {
     p.group = get_checked(&r, CALIB_GROUP_MIN, CALIB_GROUP_MAX, "params.group");
     p.topk = (int32_t)get_checked32(&r, CALIB_TOPK_MIN, CALIB_TOPK_MAX, "params.topk");
     p.sensitivity = (int32_t)get_checked32(&r, 0, 1, "params.sensitivity");
+    if (ver >= 3) p.tok_from = get_checked(&r, 0, (int64_t)1 << 40, "params.tok_from");
     int64_t nl = get_checked(&r, 1, MAX_LAYERS, "n_layers");
     int64_t dim = get_checked(&r, 1, MAX_WIDTH, "dim");
     int64_t hid = get_checked(&r, 1, MAX_WIDTH, "hidden_dim");

@@ -20,8 +20,9 @@
 
 /* 2: the sensitivity map names its candidates and groupings and carries a
  * done flag per (site, candidate) (partial maps resume); version 1 files are
- * refused with "recalibrate". */
-#define STATSFILE_VERSION 2
+ * refused with "recalibrate". 3: the calibration part's first token
+ * (params.tok_from); version 2 files read as drawn from the whole text. */
+#define STATSFILE_VERSION 3
 
 /* Writes cs to path atomically (temp file + rename). */
 Status statsfile_save(const CalibStats *cs, const char *path, Err *err);

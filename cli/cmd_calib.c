@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "analysis/calib.h"
+#include "analysis/eval.h"
 #include "analysis/sensrun.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
@@ -42,6 +43,11 @@ static void calib_usage(FILE *f) {
             "  --sens-max-sites N  stop the map after N more sites, as Ctrl-C would (the\n"
             "                  finished sites kept; to time a few sites of a large model)\n"
             "  --no-h          do not accumulate H (no output errors in the map)\n"
+            "  --eval-chunks N FILE is also the evaluation text, scored on its first N chunks\n"
+            "                  (eval --chunks N): windows come only from the tokens past them,\n"
+            "                  so the plan is not tuned on what it is scored on\n"
+            "  --eval-ctx C    those chunks' length (eval's default: 512, or the model's\n"
+            "                  context if shorter)\n"
             "  --fresh         recalibrate even when STATS holds this calibration with a\n"
             "                  partial sensitivity map (by default only the map's missing\n"
             "                  sites are computed then)\n"
@@ -80,7 +86,7 @@ static void *calib_bar_thread(void *arg) {
 int cmd_calib(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *tok = NULL, *out = NULL, *samples = NULL, *seqlen = NULL;
     const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL, *pipe = NULL;
-    const char *max_sites = NULL;
+    const char *max_sites = NULL, *eval_chunks = NULL, *eval_ctx = NULL;
     int no_sens = 0, no_h = 0, sens_exact = 0, fresh = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -99,6 +105,8 @@ int cmd_calib(int argc, char **argv) {
             (r = args_opt(argc, argv, &i, "--mode", &mode)) || (r = args_opt(argc, argv, &i, "--group", &group)) ||
             (r = args_opt(argc, argv, &i, "--threads", &threads)) || (r = args_opt(argc, argv, &i, "--pipeline", &pipe)) ||
             (r = args_opt(argc, argv, &i, "--topk", &topk)) ||
+            (r = args_opt(argc, argv, &i, "--eval-chunks", &eval_chunks)) ||
+            (r = args_opt(argc, argv, &i, "--eval-ctx", &eval_ctx)) ||
             (r = args_opt(argc, argv, &i, "--sens-max-sites", &max_sites))) {
             if (r < 0) return 2;
             continue;
@@ -122,7 +130,13 @@ int cmd_calib(int argc, char **argv) {
     if (group) { if (!args_int("calib", "--group", group, CALIB_GROUP_MIN, CALIB_GROUP_MAX, &v)) return 2; p.group = v; }
     if (topk) { if (!args_int("calib", "--topk", topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX, &v)) return 2; p.topk = (int32_t)v; }
     if (threads && !args_int("calib", "--threads", threads, 1, 256, &nthreads)) return 2;
-    int64_t nmax = 0;
+    int64_t nmax = 0, ev_chunks = 0, ev_ctx = 0;
+    if (eval_chunks && !args_int("calib", "--eval-chunks", eval_chunks, 1, INT32_MAX, &ev_chunks)) return 2;
+    if (eval_ctx && !args_int("calib", "--eval-ctx", eval_ctx, 4, 1 << 20, &ev_ctx)) return 2;
+    if (eval_ctx && !eval_chunks) {
+        fprintf(stderr, "qscope calib: --eval-ctx needs --eval-chunks (how many chunks evaluation scores)\n");
+        return 2;
+    }
     if (max_sites && !args_int("calib", "--sens-max-sites", max_sites, 1, INT32_MAX, &nmax)) return 2;
     if (mode) {
         int mm = calib_mode_parse(mode);
@@ -168,6 +182,10 @@ int cmd_calib(int argc, char **argv) {
         fprintf(stderr, "qscope calib: warning: --seqlen %lld is above the model's context %lld (accepted, as llama.cpp "
                         "does; positions past it are outside what the model was trained on)\n",
                 (long long)p.seqlen, (long long)ctx);
+    if (ev_chunks) {
+        if (!ev_ctx) ev_ctx = eval_ctx_default(&m->cfg);
+        p.tok_from = calib_part_from(ev_ctx, ev_chunks);
+    }
     fprintf(stderr, "qscope calib: %lld samples × %lld tokens (%s, seed %llu)\n", (long long)p.samples,
             (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed);
     Pool *pool = NULL;
@@ -224,9 +242,10 @@ int cmd_calib(int argc, char **argv) {
         if (st == ST_OK && dist_rank() == 0) {
             cs->params.sensitivity = p.sensitivity; /* asked for: a map not yet run counts as partial */
             if (calib_windows_repeat(cs->text_tokens, &p))
-                fprintf(stderr, "\nqscope calib: warning: %lld samples × %lld tokens exceed the text's %lld tokens: "
+                fprintf(stderr, "\nqscope calib: warning: %lld samples × %lld tokens exceed the %s's %lld tokens: "
                                 "windows overlap and repeat\n",
-                        (long long)p.samples, (long long)p.seqlen, (long long)cs->text_tokens);
+                        (long long)p.samples, (long long)p.seqlen, p.tok_from ? "calibration part" : "text",
+                        (long long)cs->text_tokens);
             st = calib_commit(cs, hpath, out, &err);
         }
     }
@@ -261,6 +280,16 @@ int cmd_calib(int argc, char **argv) {
     } else {
         printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
                (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
+        if (p.tok_from)
+            printf("calibration part: tokens %lld-%lld of %s (%lld tokens), past the %lld chunks of %lld that "
+                   "`eval --chunks %lld --ctx %lld` scores\n",
+                   (long long)p.tok_from, (long long)(p.tok_from + cs->text_tokens - 1), text,
+                   (long long)cs->text_tokens, (long long)ev_chunks, (long long)ev_ctx, (long long)ev_chunks,
+                   (long long)ev_ctx);
+        else
+            printf("calibration part: the whole text (%lld tokens; with --eval-chunks N, only what `eval --chunks "
+                   "N` does not read)\n",
+                   (long long)cs->text_tokens);
         printf("pipeline: %s%s", calib_pipeline_name(cs->pipeline),
                p.pipeline == CALIB_STREAM && cs->pipeline != CALIB_STREAM ? " (the residual stream would not fit the "
                                                                             "temporary directory's disk)" : "");

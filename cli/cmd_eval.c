@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "analysis/calib.h"
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
 #include "analysis/planner.h"
@@ -147,7 +148,7 @@ int cmd_eval(int argc, char **argv) {
     }
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
-    if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
+    if (ctx == 0) ctx = eval_ctx_default(&m->cfg);
     /* One context policy (ppl, calib, eval, the TUI): longer than declared is
      * accepted with a warning, as llama.cpp does. */
     if (ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0)
@@ -214,6 +215,16 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "eval: reference %s (%lld chunks, %lld positions, base PPL %.4f, %.2f s)\n",
                 from_cache ? "from cache" : "computed", (long long)eval_ref_chunks(ref),
                 (long long)eval_ref_positions(ref), eval_ref_ppl(ref), args_now() - t0);
+    /* one text for both: the calibration should not have drawn from what is scored here */
+    if (sf.cs && calib_overlaps_eval(&sf.cs->params, text, len, ctx, eval_ref_chunks(ref))) {
+        char part[64] = "all of it";
+        if (sf.cs->params.tok_from) snprintf(part, sizeof part, "its tokens from %lld", (long long)sf.cs->params.tok_from);
+        fprintf(stderr,
+                "qscope eval: warning: %s was calibrated on this text (%s), which this evaluation reads (its first "
+                "%lld chunks of %lld): the plan is tuned on what it is scored on (calib --eval-chunks N with "
+                "eval --chunks N, or a calibration text of its own, keeps them apart)\n",
+                stats_path, part, (long long)eval_ref_chunks(ref), (long long)ctx);
+    }
     EvalView view;
     memset(&view, 0, sizeof view);
     view.quiet = json;

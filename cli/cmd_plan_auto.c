@@ -74,7 +74,11 @@ static int site_scales(const Model *m, const QStatsFile *sf, const char *stats_p
     }
     size_t len = 0;
     if (file_read_all(text_path, (size_t)1 << 31, &text, &len, &err)) goto fail;
-    if (ctx == 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
+    if (ctx == 0) ctx = eval_ctx_default(&m->cfg);
+    /* one context policy (ppl, calib, eval, the TUI): longer than declared is accepted with a warning */
+    if (m->cfg.max_seq_len > 0 && ctx > m->cfg.max_seq_len)
+        fprintf(stderr, "qscope plan: warning: --ctx %lld is longer than the %lld positions the model was trained on\n",
+                (long long)ctx, (long long)m->cfg.max_seq_len);
     EvalOpts eo;
     eval_opts_default(&eo);
     eo.n_ctx = ctx;

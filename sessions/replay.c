@@ -294,6 +294,7 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     ca.sens_exact = (int)v;
     if ((st = a_int(a, "h", 0, 1, 1, &v, err))) return st;
     ca.no_h = !v;
+    if ((st = a_int(a, "from", 0, (int64_t)1 << 40, 0, &ca.tok_from, err))) return st;
     if ((st = a_int(a, "kept", 1, 1 << 24, -1, &ca.kept, err))) return st;
     ca.mode = a_str(a, "mode");
     TextBuf *t;
@@ -309,8 +310,10 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     r->have_stats = 1;
     cJSON_DeleteItemFromObjectCaseSensitive(logged, "stats");
     cJSON_AddStringToObject(logged, "stats", stats);
-    snprintf(sum, cap, "%" PRId64 " x %" PRId64 " tokens of %s (seed %" PRIu64 ") -> %s", sc.samples, sc.seqlen, text,
-             sc.seed, stats);
+    char part[48] = "";
+    if (ca.tok_from) snprintf(part, sizeof part, " from token %" PRId64, ca.tok_from);
+    snprintf(sum, cap, "%" PRId64 " x %" PRId64 " tokens of %s%s (seed %" PRIu64 ") -> %s", sc.samples, sc.seqlen, text,
+             part, sc.seed, stats);
     return ST_OK;
 }
 

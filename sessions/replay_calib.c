@@ -14,6 +14,7 @@ void replay_calib_args_default(ReplayCalibArgs *a) {
     a->sensitivity = -1;
     a->sens_exact = 0;
     a->no_h = 0;
+    a->tok_from = 0;
     a->kept = -1;
 }
 
@@ -29,6 +30,7 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
     if (a->topk >= 0) p.topk = (int32_t)a->topk;
     if (a->sensitivity >= 0) p.sensitivity = a->sensitivity;
     p.sens_exact = a->sens_exact;
+    p.tok_from = a->tok_from;
     if (a->mode) {
         int mm = calib_mode_parse(a->mode);
         if (mm < 0) return err_set(err, ST_ERR_ARG, "calibrate: mode '%.32s' is not random or chunks", a->mode);

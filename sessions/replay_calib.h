@@ -23,6 +23,7 @@ typedef struct ReplayCalibArgs {
     int sensitivity;         /* -1: default (on) */
     int sens_exact;          /* 1: exact map output errors (default 0: estimated) */
     int no_h;                /* 1: no H (no output errors in the map) */
+    int64_t tok_from;        /* windows from the text's tokens [tok_from, n) (CalibParams) */
     int64_t kept;            /* > 0: the recorded run was cancelled after this many sequences;
                                 the replay stops there too (and computes no sensitivity map) */
 } ReplayCalibArgs;

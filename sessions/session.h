@@ -35,7 +35,9 @@
  *
  * Action names and arguments (what the TUI records and replay executes):
  *   calibrate     {text, samples, seqlen, seed, mode, group, topk, sensitivity, sens_exact, h,
- *                  stats, threads}     sens_exact: exact map output errors (default estimated);
+ *                  from, stats, threads}  sens_exact: exact map output errors (default estimated);
+ *                                      from: windows from the text's tokens [from, n) only
+ *                                      (the part evaluation does not read; default 0);
  *                                      h false: no H (no output errors, no GPTQ)
  *   calib_settings {the calibrate keys}  the workbench's settings screen changed them (recorded,
  *                                      skipped by replay: the next calibrate carries them)

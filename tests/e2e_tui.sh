@@ -127,10 +127,13 @@ has "PPL"
 has "Pareto"
 ctx=$(screen | sed -n 's/^ *ctx \([0-9]*\),.*/\1/p' | head -1)
 [ -n "$ctx" ] || fail "no ctx in the evaluation settings line"
+# one text for both: evaluation scores its first chunks, calibration draws from the rest
+nch=$(screen | sed -n 's/^ *ctx [0-9]*, \([0-9]*\) of [0-9]* chunks of .* (the rest calibrates).*/\1/p' | head -1)
+[ -n "$nch" ] || fail "the evaluation settings line does not say which chunks it scores"
 tui_ppl=$(screen | awk '($1 == "1" || $1 == "1*") && $2 == "int4-rtn" { print $4; exit }')
 [ -n "$tui_ppl" ] || fail "no PPL in the results table"
 plan=$(ls "$tmp"/cache/qscope/plans/run*-stories260K-f32-*-eval1-*.json)
-"$Q" eval "$M" --plan "$plan" --text "$T" --ctx "$ctx" --no-speed --json >"$tmp/eval.json" 2>"$tmp/eval.err" ||
+"$Q" eval "$M" --plan "$plan" --text "$T" --ctx "$ctx" --chunks "$nch" --no-speed --json >"$tmp/eval.json" 2>"$tmp/eval.err" ||
   { cat "$tmp/eval.err" >&2; fail "qscope eval failed"; }
 cli_ppl=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$tmp/eval.json" | head -1)
 want=$(awk -v v="$cli_ppl" 'BEGIN { printf "%.4f", v }')

@@ -1,6 +1,9 @@
 #!/bin/sh
 # The calibration settings screen (issue 11 item 5, the workbench's part), in
-# tmux on stories260K (100x30): C shows calib's settings with their defaults
+# tmux on stories260K (100x30). One text for both splits it: evaluation
+# scores the first chunks, calibration draws from the rest, as `calib
+# --eval-chunks` does (same stats), and eval warns when stats drew from what it
+# scores. C shows calib's settings with their defaults
 # (the sequence length clipped to the model's context) and warns when the
 # windows would repeat (samples x seqlen above the text's tokens); the text, samples,
 # sequence length, seed, group and top-k are changed by typing and +/-; c
@@ -16,16 +19,64 @@ typed() { keys C-u; tm send-keys -t e2e -l "$1"; keys Enter; }
 head -c 2600 "$T" >"$tmp/calib.txt"
 
 tm -f /dev/null new-session -d -s keep "sleep 600"
+
+# --- One text for both (no --calib-text, no --chunks): evaluation scores the
+# first 7 of the text's 14 chunks of 128, calibration draws only from the
+# tokens past them; the stats equal `calib --eval-chunks 7 --eval-ctx 128`'s,
+# and the CLI says which part it used.
+start 100 30 "'$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s0.json'"
+wait_for "session: s0.json" 15
+keys 5
+wait_for "ctx 128, 7 of 14 chunks of tinystories_sample.txt (the rest calibrates)"
+keys C
+wait_for "Calibration settings:"
+keys j Enter
+typed 4
+keys j -
+wait_for "calibration sequence length (tokens): 64"
+has "c: 4 x 64 = 256 tokens of the part's 985"
+keys c
+wait_for "calibrated in" 60
+has "4 seqs x 64 tokens, random seed 1, sensitivity, from token 896"
+keys 1
+stats=$(screen | sed -n 's/^ stats: \(.*\.qss\) *$/\1/p')
+[ -f "$stats" ] || fail "no stats file on the Model view: '$stats'"
+quit
+grep -q "\"from\":[[:space:]]*896" "$tmp/s0.json" || fail "the session does not record the calibration part (from 896): $(grep -o "\"from\"[^,]*" "$tmp/s0.json")"
+"$Q" calib "$M" --text "$T" --eval-chunks 7 --eval-ctx 128 --samples 4 --seqlen 64 --threads 2 \
+  -o "$tmp/cli0.qss" >"$tmp/cli0.out" 2>&1 || fail "qscope calib --eval-chunks: $(cat "$tmp/cli0.out")"
+grep -q "calibration part: tokens 896-1880 of $T (985 tokens), past the 7 chunks of 128 that .eval --chunks 7 --ctx 128. scores" \
+  "$tmp/cli0.out" || fail "calib does not say which part it drew from: $(grep part "$tmp/cli0.out")"
+for what in spikes sensitivity; do
+  "$Q" report "$M" --stats "$stats" --what $what | tail -n +2 >"$tmp/tui0.$what" 2>&1 || fail "report (workbench)"
+  "$Q" report "$M" --stats "$tmp/cli0.qss" --what $what | tail -n +2 >"$tmp/cli0.$what" 2>&1 || fail "report (calib)"
+  [ -s "$tmp/tui0.$what" ] && cmp -s "$tmp/tui0.$what" "$tmp/cli0.$what" ||
+    fail "the $what reports of the split calibration differ: $(diff "$tmp/tui0.$what" "$tmp/cli0.$what" | head -5)"
+done
+"$Q" replay "$tmp/s0.json" --check -o "$tmp/r0.json" >"$tmp/replay0.out" 2>&1 || {
+  cat "$tmp/replay0.out" >&2; fail "replay --check of the split calibration failed"; }
+grep -q "calibrate: 4 x 64 tokens of $T from token 896 (seed 1)" "$tmp/replay0.out" ||
+  fail "replay did not calibrate on the part: $(grep calibrate "$tmp/replay0.out")"
+# eval warns when the stats drew from what it scores, not when they did not
+"$Q" eval "$M" --preset int4-rtn --stats "$tmp/cli0.qss" --text "$T" --ctx 128 --chunks 7 --no-speed \
+  >/dev/null 2>"$tmp/ev0.err" || fail "eval --chunks 7: $(cat "$tmp/ev0.err")"
+if grep -q "tuned on what it is scored on" "$tmp/ev0.err"; then fail "eval warns though the parts are apart"; fi
+"$Q" eval "$M" --preset int4-rtn --stats "$tmp/cli0.qss" --text "$T" --ctx 128 --no-speed \
+  >/dev/null 2>"$tmp/ev1.err" || fail "eval: $(cat "$tmp/ev1.err")"
+grep -q "cli0.qss was calibrated on this text (its tokens from 896), which this evaluation reads (its first 14 chunks of 128): the plan is tuned on what it is scored on" \
+  "$tmp/ev1.err" || fail "eval over every chunk does not warn: $(cat "$tmp/ev1.err")"
+
 start 100 30 "'$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys C
 wait_for "Calibration settings:"
-has "> calibration text          the evaluation text ("
+# one text for both: calibration draws from the tokens past evaluation's 7 of 14 chunks (896 = 7 x 128)
+has "> calibration text          tinystories_sample.txt, tokens 896-1880 (evaluation reads 0-895)"
 screen | grep -E ' samples \(sequences\) +16( |$)' >/dev/null || fail "samples do not default to 16"
 screen | grep -E ' sequence length \(tokens\) +128( |$)' >/dev/null || fail "the sequence length is not clipped to 128"
 screen | grep -E ' seed +1( |$)' >/dev/null || fail "the seed does not default to 1"
-# 16 x 128 random windows exceed the text's 1881 tokens: they repeat (as calib warns)
-has "c: 16 x 128 = 2048 tokens > the text's 1881: windows repeat"
+# 16 x 128 random windows exceed that part's 985 tokens: they repeat (as calib warns)
+has "c: 16 x 128 = 2048 tokens > the part's 985: windows repeat"
 # the text, by path
 keys k Enter
 wait_for "calibration text ('' = the evaluation text):"

@@ -38,9 +38,12 @@ for f in "$Q4" "$Q8"; do
   wait_for "#$k $(basename "$f"): PPL" 60
 done
 screen >"$tmp/table.txt"
+# one text for both: evaluation scores the chunks the settings line names (the rest calibrates)
+nch=$(sed -n 's/^ *ctx 128, \([0-9]*\) of [0-9]* chunks of .* (the rest calibrates).*/\1/p' "$tmp/table.txt" | head -1)
+[ -n "$nch" ] || fail "the evaluation settings line does not say which chunks it scores"
 for k in 4 8; do
   f=$Q4; [ $k = 8 ] && f=$Q8
-  "$Q" eval "$M" --quant-gguf "$f" --text "$T" --ctx 128 --no-speed --json >"$tmp/e$k.json" 2>/dev/null || fail "qscope eval --quant-gguf $f"
+  "$Q" eval "$M" --quant-gguf "$f" --text "$T" --ctx 128 --chunks "$nch" --no-speed --json >"$tmp/e$k.json" 2>/dev/null || fail "qscope eval --quant-gguf $f"
   row="^ *[0-9]+\\*? +stories260K-Q${k}_0-mixed\\.gguf"
   ppl=$(num "$tmp/table.txt" 3 "$row")
   kld=$(num "$tmp/table.txt" 5 "$row")

@@ -427,7 +427,7 @@ static void test_stories(void) {
     CHECK(statsfile_load(bad, &x, &err) == ST_ERR_FORMAT && strstr(err.detail, "version"));
     bytes[4] = STATSFILE_VERSION;
     /* n_layers huge: rejected before allocating */
-    size_t nl_off = 4 + 4 + 8 + 4 + strlen("tinystories_sample.txt") + 8 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 4;
+    size_t nl_off = 4 + 4 + 8 + 4 + strlen("tinystories_sample.txt") + 8 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 4 + 8;
     CHECK(bytes[nl_off] == 5);
     bytes[nl_off + 3] = 0x7f;
     f = fopen(bad, "wb");
@@ -614,6 +614,46 @@ static void test_lazy_windows(const Model *m, const char *text, size_t len) {
     CHECKF(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "child status %d", ws);
 }
 
+/* One text for calibration and evaluation: the split (calib_split_eval_chunks),
+ * windows from the part past evaluation's chunks only (text_tokens counts the
+ * part; tok_from is saved), a part shorter than a window refused, and the
+ * overlap test eval uses. stories260K's sample: 1881 tokens, 14 chunks of 128
+ * with BOS, 7 kept for evaluation (896 tokens), 985 for calibration. */
+static void test_part(const Model *m, const char *text, size_t len) {
+    CHECK(calib_split_eval_chunks(1881, 128) == 7);
+    CHECK(calib_split_eval_chunks(826674, 512) == 1614 - 8); /* wikitext-2: 4096 tokens kept */
+    CHECK(calib_split_eval_chunks(300, 128) == 1);           /* 2 chunks: one each */
+    CHECK(calib_split_eval_chunks(200, 128) == 0);           /* 1 chunk: no split */
+    CHECK(calib_part_from(128, 7) == 896);
+    Err err;
+    err_init(&err);
+    CalibParams p;
+    calib_params_default(&p);
+    p.samples = 3;
+    p.seqlen = 64;
+    p.mode = CALIB_CHUNKS;
+    p.sensitivity = 0;
+    p.tok_from = calib_part_from(128, 7);
+    CalibStats *cs = NULL;
+    CHECK_OK(calib_run(m, text, len, &p, NULL, NULL, NULL, &cs, &err), err);
+    CHECK(cs->text_tokens == 1881 - 896 && cs->n_seqs == 3 && cs->params.tok_from == 896);
+    CHECK_OK(statsfile_save(cs, tmp_path("d.qsst"), &err), err);
+    CalibStats *back = NULL;
+    CHECK_OK(statsfile_load(tmp_path("d.qsst"), &back, &err), err);
+    CHECK(back->params.tok_from == 896);
+    /* eval of the first 7 chunks reads tokens [0, 895): apart; of 8 or all 14: overlapping */
+    CHECK(!calib_overlaps_eval(&back->params, text, len, 128, 7));
+    CHECK(calib_overlaps_eval(&back->params, text, len, 128, 8));
+    CHECK(!calib_overlaps_eval(&back->params, text, len - 1, 128, 14)); /* another text */
+    back->params.tok_from = 0;
+    CHECK(calib_overlaps_eval(&back->params, text, len, 128, 1)); /* the whole text */
+    calib_stats_free(back);
+    calib_stats_free(cs);
+    p.tok_from = 1881 - 63; /* 63 tokens left: fewer than a window */
+    CHECK(calib_run(m, text, len, &p, NULL, NULL, NULL, &cs, &err) == ST_ERR_RANGE && !cs);
+    CHECKF(strstr(err.detail, "calibration part (tokens from 1818 of 1881"), "%s", err.detail);
+}
+
 /* A model with planted spikes: the top-k of the ranking is exactly them. */
 static void test_synth_spikes(void) {
     Err err;
@@ -771,6 +811,7 @@ int main(void) {
         test_pair_commit(m, text, len);
         test_nonfinite(m, text, len);
         test_lazy_windows(m, text, len);
+        test_part(m, text, len);
         free(text);
         model_free(m);
     }

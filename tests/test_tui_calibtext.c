@@ -1,6 +1,7 @@
 /* --calib-text: the workbench calibrates on its own text, not on the text
  * evaluation scores (issue 11 item 5), and says which; without it the
- * evaluation text serves both as before. */
+ * evaluation text serves both, split: evaluation scores its first chunks and
+ * calibration draws from the rest. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,29 @@ int main(void) {
     const char *path = NULL, *t = app_calib_text(a, &len, &path);
     CHECK(t == a->calib_text && len == a->calib_len && len > 1000000 && strcmp(path, ctext) == 0);
     CHECK(a->text_len == 3793 && strcmp(a->text_path, text) == 0); /* evaluation keeps --text */
+    /* a text of calibration's own: evaluation scores every chunk of --text, calibration all of C */
+    CHECK(a->split_chunks == 0 && app_calib_from(a, NULL) == 0);
+    CHECKF(strstr(a->eval_settings, "ctx 128, all chunks of tinystories_sample.txt") == a->eval_settings, "%s",
+           a->eval_settings);
     app_done(a);
     TuiOpts o2 = {.model_path = model, .text_path = text, .threads = 1};
     CHECK_OK(app_init(a, &o2, &err), err);
     t = app_calib_text(a, &len, &path);
     CHECK(t == a->text && len == 3793 && strcmp(path, text) == 0);
+    /* one text for both: evaluation scores 7 of its 14 chunks of 128, calibration draws past them */
+    int over = -1;
+    CHECK(a->split_chunks == 7 && app_calib_from(a, &over) == 896 && over == 0);
+    CHECKF(strcmp(a->eval_settings, "ctx 128, 7 of 14 chunks of tinystories_sample.txt (the rest calibrates)") == 0,
+           "%s", a->eval_settings);
+    app_done(a);
+    /* --chunks 3: evaluation reads 3 chunks, calibration draws past them; --ctx above the
+     * model's context: accepted, with a warning in the settings line */
+    TuiOpts o3 = {.model_path = model, .text_path = text, .threads = 1, .chunks = 3, .ctx = 256};
+    CHECK_OK(app_init(a, &o3, &err), err);
+    CHECK(a->split_chunks == 0 && app_calib_from(a, NULL) == 768);
+    CHECKF(strcmp(a->eval_settings,
+                  "ctx 256 (warning: above the model's context 128), at most 3 chunks of tinystories_sample.txt") == 0,
+           "%s", a->eval_settings);
     app_done(a);
     free(a);
     return testlib_done("test_tui_calibtext");

@@ -167,6 +167,7 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
     if ((st = pool_new(o->threads, &a->pool, err)) != ST_OK) goto fail;
     if ((st = app_plan_init(a, err)) != ST_OK) goto fail;
     app_calibset_init(a);
+    app_split_init(a);
     if ((st = jobs_init(&a->jobs, err)) != ST_OK) goto fail;
     app_log(a, "open", "model %s (%s), text %s, %d threads", o->model_path,
             a->m->tok ? tokenizer_describe(a->m->tok) : "no tokenizer",

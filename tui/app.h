@@ -186,7 +186,11 @@ typedef struct App {
     int64_t n_rows, cap_rows;
     void *evals[JOBS_MAX_QUEUE + 1]; /* queued or running evaluation jobs (app_plan.c), oldest first */
     int n_evals;
-    char eval_settings[96];  /* "ctx 512, all chunks of tinystories_sample.txt" */
+    char eval_settings[160]; /* "ctx 512, all chunks of tinystories_sample.txt" */
+    int64_t split_chunks;    /* --text without --calib-text or --chunks: evaluation scores its
+                                first split_chunks chunks and calibration draws from the rest
+                                (calib_split_eval_chunks; from the command line alone, so a
+                                reopened session evaluates as before); 0: no split */
 
     LogLine *log;
     int64_t n_log, cap_log;
@@ -253,6 +257,17 @@ const char *app_calib_text(const App *a, size_t *len, const char **path);
  * (the text too when the file is still there and --calib-text was not
  * given). */
 void app_calibset_init(App *a);
+
+/* Where calibration windows start in the calibration text (CalibParams
+ * tok_from): past the chunks evaluation reads when the calibration text is
+ * the evaluation text and evaluation does not read all of it, else 0. *ends
+ * (may be NULL): 1 when calibration on the evaluation text overlaps what
+ * evaluation reads (no part is left: all chunks evaluated). */
+int64_t app_calib_from(const App *a, int *overlaps);
+
+/* Decides the split of one text between evaluation and calibration
+ * (App.split_chunks) and writes App.eval_settings. */
+void app_split_init(App *a);
 
 /* Opens the settings screen, counting the calibration text's tokens first
  * if they are not known (for the windows-repeat warning). */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "analysis/calib.h"
+#include "analysis/eval.h"
 #include "analysis/sensrun.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"
@@ -40,6 +41,8 @@ static void stats_path_for(const App *a, char *buf, size_t n) {
     size_t len;
     const char *t = app_calib_text(a, &len, NULL);
     uint64_t th = hash_bytes(0xcbf29ce484222325ull, t, len);
+    int64_t from = app_calib_from(a, NULL);
+    if (from) th = hash_bytes(th, &from, sizeof from); /* the part past evaluation's chunks: another entry */
     snprintf(buf, n, "%s/stats-%016llx-%016llx.qss", a->cache_dir, (unsigned long long)a->m->fingerprint,
              (unsigned long long)th);
 }
@@ -82,9 +85,9 @@ static void session_record_calib(App *a, const CalibStats *cs, const char *stats
         SESSION_ARG_STR("mode", calib_mode_name(cs->params.mode)), SESSION_ARG_INT("group", cs->params.group),
         SESSION_ARG_INT("topk", cs->params.topk), SESSION_ARG_BOOL("sensitivity", sc.sensitivity),
         SESSION_ARG_BOOL("sens_exact", cs->params.sens_exact), SESSION_ARG_BOOL("h", cs->has_h),
-        SESSION_ARG_STR("stats", stats_path), SESSION_ARG_INT("threads", pool_size(a->pool)),
+        SESSION_ARG_INT("from", cs->params.tok_from), SESSION_ARG_STR("stats", stats_path), SESSION_ARG_INT("threads", pool_size(a->pool)),
     };
-    int64_t n = 12;
+    int64_t n = 13;
     /* "kept" only for a cancelled run: replay stops after as many sequences */
     if (sc.kept > 0) args[n++] = SESSION_ARG_INT("kept", sc.kept);
     /* the sites a cancelled sensitivity pass kept */
@@ -167,9 +170,11 @@ void app_calib_summary(const App *a, char *buf, size_t n) {
     else if (cs->params.sensitivity && cs->n_seqs == cs->n_planned)
         snprintf(sens, sizeof sens, ", sensitivity %lld/%lld sites (c resumes)",
                  (long long)(cs->has_sens ? sens_map_sites_done(&cs->sens) : 0), (long long)(cs->n_layers * PROJ_COUNT));
-    snprintf(buf, n, "%s%lld%s seqs x %lld tokens, %s seed %llu%s", app_calib_partial(a) ? "PARTIAL (cancelled): " : "",
+    char part[48] = "";
+    if (cs->params.tok_from) snprintf(part, sizeof part, ", from token %lld", (long long)cs->params.tok_from);
+    snprintf(buf, n, "%s%lld%s seqs x %lld tokens, %s seed %llu%s%s", app_calib_partial(a) ? "PARTIAL (cancelled): " : "",
              (long long)cs->n_seqs, seqs, (long long)cs->params.seqlen, calib_mode_name(cs->params.mode),
-             (unsigned long long)cs->params.seed, sens);
+             (unsigned long long)cs->params.seed, sens, part);
 }
 
 int app_calib_partial(const App *a) {
@@ -328,6 +333,7 @@ void app_calibrate(App *a) {
     j->p.topk = (int32_t)c->topk;
     j->p.sensitivity = c->sensitivity;
     j->p.sens_exact = c->sens_exact;
+    j->p.tok_from = app_calib_from(a, NULL);
     snprintf(j->p.text_path, sizeof j->p.text_path, "%s", cpath);
     Err perr;
     err_init(&perr);
@@ -440,19 +446,64 @@ void app_calibset_init(App *a) {
     }
 }
 
-void app_calibset_open(App *a) {
-    CalibSettings *c = &a->cset;
-    c->open = 1;
-    size_t len;
-    const char *t = app_calib_text(a, &len, NULL);
-    if (c->text_tokens >= 0 || !t || !a->m->tok) return;
+/* Tokens of text (as calib_run counts them: no BOS), or -1. */
+static int64_t count_tokens(const App *a, const char *t, size_t len) {
+    if (!t || !a->m->tok) return -1;
     int32_t *toks = NULL;
-    int64_t n = 0;
+    int64_t n = -1;
     Err err;
     err_init(&err);
-    /* as calib_run tokenizes it (no BOS): a second at most on a few-MB text */
-    if (tokenizer_encode(a->m->tok, t, len, 0, &toks, &n, &err) == ST_OK) c->text_tokens = n;
+    /* a second at most on a few-MB text */
+    if (tokenizer_encode(a->m->tok, t, len, 0, &toks, &n, &err) != ST_OK) n = -1;
     free(toks);
+    return n;
+}
+
+/* Tokens of the calibration text, counted once per text. */
+static int64_t calib_text_tokens(App *a) {
+    size_t len;
+    const char *t = app_calib_text(a, &len, NULL);
+    if (a->cset.text_tokens < 0) a->cset.text_tokens = count_tokens(a, t, len);
+    return a->cset.text_tokens;
+}
+
+/* The split follows the command line alone (--text without --calib-text or
+ * --chunks), so a reopened session evaluates as it did whatever text its
+ * settings screen last chose. */
+void app_split_init(App *a) {
+    a->split_chunks = 0;
+    EvalOpts o;
+    app_eval_opts(a, &o);
+    int64_t n = -1;
+    if (!a->opts.calib_text_path && a->text && a->opts.chunks <= 0 &&
+        (n = count_tokens(a, a->text, a->text_len)) >= 0)
+        a->split_chunks = calib_split_eval_chunks(n, o.n_ctx);
+    const char *tb = strrchr(a->text_path, '/');
+    char nch[64] = "all";
+    if (a->split_chunks)
+        snprintf(nch, sizeof nch, "%lld of %lld", (long long)a->split_chunks, (long long)((n + 1) / o.n_ctx));
+    else if (o.max_chunks)
+        snprintf(nch, sizeof nch, "at most %lld", (long long)o.max_chunks);
+    char over[64] = ""; /* one context policy: longer than declared is accepted, with a warning */
+    if (a->m->cfg.max_seq_len > 0 && o.n_ctx > a->m->cfg.max_seq_len)
+        snprintf(over, sizeof over, " (warning: above the model's context %lld)", (long long)a->m->cfg.max_seq_len);
+    snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld%s, %s chunks of %s%s", (long long)o.n_ctx, over, nch,
+             tb ? tb + 1 : a->text_path, a->split_chunks ? " (the rest calibrates)" : "");
+}
+
+int64_t app_calib_from(const App *a, int *overlaps) {
+    if (overlaps) *overlaps = 0;
+    if (a->calib_text || !a->text) return 0;
+    EvalOpts o;
+    app_eval_opts(a, &o);
+    if (o.max_chunks > 0) return calib_part_from(o.n_ctx, o.max_chunks);
+    if (overlaps) *overlaps = 1; /* evaluation reads every chunk: no part is left */
+    return 0;
+}
+
+void app_calibset_open(App *a) {
+    a->cset.open = 1;
+    calib_text_tokens(a);
 }
 
 static const char *const CS_LABELS[CS_COUNT] = {
@@ -464,10 +515,19 @@ const char *app_calibset_field(const App *a, int k, char *label, size_t ln, char
     const CalibSettings *c = &a->cset;
     snprintf(label, ln, "%s", (unsigned)k < CS_COUNT ? CS_LABELS[k] : "?");
     switch (k) {
-    case CS_TEXT:
+    case CS_TEXT: {
+        int over;
+        int64_t from = app_calib_from(a, &over);
+        const char *tb = strrchr(a->text_path, '/');
+        tb = tb ? tb + 1 : a->text_path[0] ? a->text_path : "none";
         if (a->calib_path[0]) snprintf(val, vn, "%s", a->calib_path);
-        else snprintf(val, vn, "the evaluation text (%s)", a->text_path[0] ? a->text_path : "none");
+        else if (from > 0 && c->text_tokens >= 0)
+            snprintf(val, vn, "%s, tokens %lld-%lld (evaluation reads 0-%lld)", tb, (long long)from,
+                     (long long)(c->text_tokens - 1), (long long)(from - 1));
+        else if (from > 0) snprintf(val, vn, "%s, tokens from %lld (evaluation reads 0-%lld)", tb, (long long)from, (long long)(from - 1));
+        else snprintf(val, vn, "%s, all of it%s", tb, over ? " (evaluation reads it all)" : "");
         return "Enter: a path ('' = the evaluation text)";
+    }
     case CS_SAMPLES: snprintf(val, vn, "%lld", (long long)c->samples); return "+/- doubles / halves, Enter types";
     case CS_SEQLEN: {
         int64_t ctx = a->m->cfg.max_seq_len;

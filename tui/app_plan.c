@@ -36,6 +36,7 @@ void app_eval_opts(const App *a, EvalOpts *o) {
     if (a->m->cfg.max_seq_len > 0 && o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
     if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
     if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
+    else if (a->split_chunks > 0) o->max_chunks = a->split_chunks; /* the rest is the calibration's */
 }
 
 /* A reopened result's detail: the plan stored with it (else the session's
@@ -135,13 +136,6 @@ Status app_plan_init(App *a, Err *err) {
             app_session_action(a, "apply_preset", args, 2);
         }
     }
-    EvalOpts o;
-    app_eval_opts(a, &o);
-    const char *tb = strrchr(a->text_path, '/');
-    char nch[32] = "all";
-    if (o.max_chunks) snprintf(nch, sizeof nch, "at most %lld", (long long)o.max_chunks);
-    snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld, %s chunks of %s", (long long)o.n_ctx, nch,
-             tb ? tb + 1 : a->text_path);
     return st;
 }
 

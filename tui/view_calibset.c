@@ -35,15 +35,18 @@ void calibset_draw(const App *a, const Layout *l) {
     app_calib_summary(a, sum, sizeof sum);
     char of[96] = "";
     int warn = 0;
-    int64_t want = c->samples * c->seqlen, nt = c->text_tokens;
+    int over;
+    int64_t from = app_calib_from(a, &over);
+    int64_t want = c->samples * c->seqlen, nt = c->text_tokens >= 0 ? c->text_tokens - from : -1;
     if (nt >= 0 && c->mode == CALIB_RANDOM && want > nt) {
-        snprintf(of, sizeof of, " > the text's %lld: windows repeat", (long long)nt);
+        snprintf(of, sizeof of, " > the %s's %lld: windows repeat", from ? "part" : "text", (long long)nt);
         warn = 1;
     } else if (nt >= 0 && c->mode == CALIB_CHUNKS && want > nt) {
-        snprintf(of, sizeof of, " > the text's %lld: %lld windows fit", (long long)nt, (long long)(nt / c->seqlen));
+        snprintf(of, sizeof of, " > the %s's %lld: %lld windows fit", from ? "part" : "text", (long long)nt,
+                 (long long)(nt / c->seqlen));
         warn = 1;
     } else if (nt >= 0) {
-        snprintf(of, sizeof of, " of the text's %lld", (long long)nt);
+        snprintf(of, sizeof of, " of the %s's %lld", from ? "part" : "text", (long long)nt);
     }
     draw_text(box.y + bh - 3, box.x + 2, box.w - 4, warn ? C_WARN : C_POPUP, "c: %lld x %lld = %lld tokens%s%s",
               (long long)c->samples, (long long)c->seqlen, (long long)want, of,
