@@ -10,6 +10,8 @@
 
 #include "analysis/calib.h"
 #include "core/status.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 #define SPIKES_DEFAULT_K 3
 
@@ -31,5 +33,27 @@ Status spikes_score(const CalibStats *cs, SpikeScore **out, int64_t *n, Err *err
 
 /* 1 when s is in the spike-aware candidate set of size k (rank <= k). */
 int spikes_is_candidate(const SpikeScore *s, int64_t k);
+
+/* The calibration windows cs was computed on, rebuilt from its text (text,
+ * len: checked against cs's text hash and size; ST_ERR_MISMATCH when they
+ * differ) and parameters: *seqs is (*n_seqs, seqlen) row-major, heap
+ * (caller frees). m supplies the tokenizer. */
+Status spikes_windows(const CalibStats *cs, const Model *m, const char *text, size_t len, int32_t **seqs,
+                      int64_t *n_seqs, Err *err);
+
+#define SPIKE_CONTEXT 4 /* tokens shown before a spike's */
+
+/* A spike's token with the SPIKE_CONTEXT tokens before it in its window, as
+ * display text: "…once upon a[ time]" (newlines as \n, control bytes as
+ * \xNN; "…" when the window goes on before). Written to buf (n bytes). */
+void spikes_context(const Tokenizer *t, const int32_t *seqs, int64_t n_seqs, int64_t seqlen, const Spike *s,
+                    char *buf, size_t n);
+
+/* Merges duplicates among n spikes (largest |value| first, as TapStats.top
+ * holds them): spikes with the same channel and token and the same context
+ * (ctx[i], when ctx is not NULL) or else the same value are one row. Writes
+ * the index of each kept spike into keep and how many it stands for into
+ * count (both n entries); returns the number kept, in order. */
+int64_t spikes_merge(const Spike *s, int64_t n, const char *const *ctx, int64_t *keep, int64_t *count);
 
 #endif

@@ -12,6 +12,7 @@
 #include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/mapfile.h"
 
 typedef enum { OUT_TEXT, OUT_JSON, OUT_CSV } OutFmt;
 
@@ -21,6 +22,9 @@ typedef struct ReportOpts {
     int proj;                /* -1: all or by tap; else a Proj */
     int64_t top;             /* 0: default of the view */
     OutFmt out;
+    const Tokenizer *tok;    /* tokens view: the windows' tokens for context (NULL: none) */
+    const int32_t *seqs;     /* (n_seqs, seqlen) the calibration windows, or NULL */
+    int64_t n_seqs;
 } ReportOpts;
 
 static void report_usage(FILE *f) {
@@ -35,13 +39,17 @@ static void report_usage(FILE *f) {
             "                actquant     relative error of int8/fp8 activations per-tensor\n"
             "                             (static, dynamic) and per-token\n"
             "                channels     top channels by max|x| (--top, default 10)\n"
-            "                tokens       the largest activations with token text and position\n"
+            "                tokens       the largest activations with token text, position and (with\n"
+            "                             MODEL and the calibration text) the tokens before it;\n"
+            "                             duplicates (same channel, token and context) merged\n"
             "                resid        residual-stream RMS per layer and position\n"
             "  --layer L     only layer L\n"
             "  --proj P      only P: qkv, o, gate_up, down, resid, or q, k, v, gate, up\n"
             "  --top K       rows per view (see above)\n"
             "  --json        a JSON list of objects;  --csv  CSV with a header row\n"
-            "  --tokenizer T llama2.c tokenizer (for a .bin MODEL)\n");
+            "  --tokenizer T llama2.c tokenizer (for a .bin MODEL)\n"
+            "  --text F      the calibration text for the tokens view's context (default: the\n"
+            "                path the stats record; checked against their text hash)\n");
 }
 
 /* === output helpers === */
@@ -386,45 +394,90 @@ static int view_channels(const CalibStats *cs, const ReportOpts *o) {
     return 0;
 }
 
+/* The calibration windows for the tokens view's context, from text_path (else
+ * the path the stats record): o->seqs (owned by the caller, *seqs) and
+ * o->tok (m's tokenizer); without them, a note and no context. */
+static void report_windows(const CalibStats *cs, const Model *m, const char *text_path, ReportOpts *o, int32_t **seqs) {
+    const char *path = text_path ? text_path : cs->params.text_path;
+    Err err;
+    err_init(&err);
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(path, (size_t)1 << 31, &text, &len, &err) == ST_OK &&
+        spikes_windows(cs, m, text, len, seqs, &o->n_seqs, &err) == ST_OK) {
+        o->seqs = *seqs;
+        o->tok = m->tok;
+    } else {
+        fprintf(stderr, "qscope report: note: no context for the tokens (%s; --text gives the calibration text)\n",
+                err.detail);
+    }
+    free(text);
+}
+
 static int view_tokens(const CalibStats *cs, const ReportOpts *o) {
     int first = 1;
     if (o->out == OUT_JSON) printf("[");
-    else if (o->out == OUT_CSV) printf("layer,proj,rank,value,channel,token,text,pos,seq\n");
+    else if (o->out == OUT_CSV) printf("layer,proj,rank,value,channel,token,text,pos,seq,count,context\n");
+    int64_t ntop = 0;
+    for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) ntop = cs->taps[i].n_top > ntop ? cs->taps[i].n_top : ntop;
+    char (*ctx)[128] = calloc((size_t)(ntop ? ntop : 1), sizeof *ctx);
+    const char **cp = calloc((size_t)(ntop ? ntop : 1), sizeof *cp);
+    int64_t *keep = calloc((size_t)(ntop ? ntop : 1), sizeof *keep), *count = calloc((size_t)(ntop ? ntop : 1), sizeof *count);
+    if (!ctx || !cp || !keep || !count) {
+        free(ctx), free(cp), free(keep), free(count);
+        fprintf(stderr, "qscope report: out of memory\n");
+        return 1;
+    }
     for (int64_t l = 0; l < cs->n_layers; l++) {
         if (!sel_layer(o, l)) continue;
         for (int t = 0; t < TAP_COUNT; t++) {
             if (!sel_tap(o, (TapPoint)t)) continue;
             const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
-            int64_t k = o->top > 0 && o->top < ts->n_top ? o->top : ts->n_top;
+            for (int64_t i = 0; i < ts->n_top; i++) {
+                spikes_context(o->tok, o->seqs, o->n_seqs, cs->params.seqlen, &ts->top[i], ctx[i], sizeof ctx[i]);
+                cp[i] = ctx[i];
+            }
+            int64_t nk = spikes_merge(ts->top, ts->n_top, o->seqs ? cp : NULL, keep, count);
+            int64_t k = o->top > 0 && o->top < nk ? o->top : nk;
             if (o->out == OUT_TEXT)
-                printf("layer %lld %s: largest |x|\n%4s %12s %8s %7s %-16s %6s %5s\n", (long long)l,
-                       tap_name((TapPoint)t), "#", "value", "channel", "token", "text", "pos", "seq");
-            for (int64_t i = 0; i < k; i++) {
-                const Spike *s = &ts->top[i];
+                printf("layer %lld %s: largest |x|\n%4s %12s %8s %7s %-16s %6s %5s %5s  %s\n", (long long)l,
+                       tap_name((TapPoint)t), "#", "value", "channel", "token", "text", "pos", "seq", "count",
+                       o->seqs ? "context" : "");
+            for (int64_t r = 0; r < k; r++) {
+                const Spike *s = &ts->top[keep[r]];
+                const char *c = ctx[keep[r]];
                 if (o->out == OUT_JSON) {
                     printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"rank\": %lld, \"value\": ", first ? "" : ",",
-                           (long long)l, tap_name((TapPoint)t), (long long)i + 1);
+                           (long long)l, tap_name((TapPoint)t), (long long)r + 1);
                     json_num(s->value);
                     printf(", \"channel\": %d, \"token\": %d, \"text\": ", s->channel, s->token);
                     json_str(s->text);
-                    printf(", \"pos\": %d, \"seq\": %lld}", s->pos, (long long)s->seq);
+                    printf(", \"pos\": %d, \"seq\": %lld, \"count\": %lld, \"context\": ", s->pos, (long long)s->seq,
+                           (long long)count[r]);
+                    json_str(c);
+                    printf("}");
                     first = 0;
                 } else if (o->out == OUT_CSV) {
-                    printf("%lld,%s,%lld,%.9g,%d,%d,", (long long)l, tap_name((TapPoint)t), (long long)i + 1,
+                    printf("%lld,%s,%lld,%.9g,%d,%d,", (long long)l, tap_name((TapPoint)t), (long long)r + 1,
                            s->value, s->channel, s->token);
                     csv_str(s->text);
-                    printf(",%d,%lld\n", s->pos, (long long)s->seq);
+                    printf(",%d,%lld,%lld,", s->pos, (long long)s->seq, (long long)count[r]);
+                    csv_str(c);
+                    printf("\n");
                 } else {
                     char tx[64];
                     text_show(s->text, tx, sizeof tx);
                     char q[72];
                     snprintf(q, sizeof q, "'%s'", tx);
-                    printf("%4lld %12.4g %8d %7d %-16s %6d %5lld\n", (long long)i + 1, s->value, s->channel, s->token,
-                           q, s->pos, (long long)s->seq);
+                    char n[24] = "";
+                    if (count[r] > 1) snprintf(n, sizeof n, "x%lld", (long long)count[r]);
+                    printf("%4lld %12.4g %8d %7d %-16s %6d %5lld %5s  %s\n", (long long)r + 1, s->value, s->channel,
+                           s->token, q, s->pos, (long long)s->seq, n, c);
                 }
             }
         }
     }
+    free(ctx), free(cp), free(keep), free(count);
     if (o->out == OUT_JSON) printf("\n]\n");
     return 0;
 }
@@ -481,6 +534,9 @@ static int view_resid(const CalibStats *cs, const ReportOpts *o) {
 
 int cmd_report(int argc, char **argv) {
     const char *model = NULL, *stats = NULL, *what = NULL, *layer = NULL, *proj = NULL, *top = NULL, *tok = NULL;
+    const char *text_path = NULL;
+    int32_t *seqs = NULL;
+    Tokenizer *own_tok = NULL; /* the model's, kept for the tokens view's context */
     ReportOpts o = {.layer = -1, .tap = -1, .proj = -1, .top = 0, .out = OUT_TEXT};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -493,7 +549,8 @@ int cmd_report(int argc, char **argv) {
         int r;
         if ((r = args_opt(argc, argv, &i, "--stats", &stats)) || (r = args_opt(argc, argv, &i, "--what", &what)) ||
             (r = args_opt(argc, argv, &i, "--layer", &layer)) || (r = args_opt(argc, argv, &i, "--proj", &proj)) ||
-            (r = args_opt(argc, argv, &i, "--top", &top)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok))) {
+            (r = args_opt(argc, argv, &i, "--top", &top)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok)) ||
+            (r = args_opt(argc, argv, &i, "--text", &text_path))) {
             if (r < 0) return 2;
             continue;
         }
@@ -549,8 +606,13 @@ int cmd_report(int argc, char **argv) {
             return 1;
         }
         char why[256];
-        if (statsfile_is_stale(cs, m, why, sizeof why))
-            fprintf(stderr, "qscope report: warning: %s is stale for %s: %s\n", stats, model, why);
+        int stale = statsfile_is_stale(cs, m, why, sizeof why);
+        if (stale) fprintf(stderr, "qscope report: warning: %s is stale for %s: %s\n", stats, model, why);
+        if (view == 4 && !stale) report_windows(cs, m, text_path, &o, &seqs);
+        if (o.tok) { /* kept past the model */
+            own_tok = m->tok;
+            m->tok = NULL;
+        }
         model_free(m);
     }
     if (o.out == OUT_TEXT)
@@ -568,5 +630,7 @@ int cmd_report(int argc, char **argv) {
     default: rc = view_resid(cs, &o); break;
     }
     calib_stats_free(cs);
+    free(seqs);
+    tokenizer_free(own_tok);
     return rc;
 }

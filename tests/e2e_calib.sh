@@ -65,6 +65,19 @@ grep -q '^1,down,int4,oc,0,.*,4.09302$' "$tmp/v.out" || fail "bpw of int4 oc (16
 [ "$(wc -l <"$tmp/v.out")" = 51 ] || fail "sensitivity CSV for one projection should have 1+50 lines"
 "$Q" report --stats "$tmp/a.qsst" --what tokens --proj down --layer 0 --json >"$tmp/v.out"
 has "$tmp/v.out" '"text": "<s>", "pos": 0'
+# spike tokens with the tokens before them (MODEL and the recorded text rebuild the
+# windows), duplicates merged: the counts of the rows add up to the 16 spikes kept
+"$Q" report "$M/stories260K-f32.gguf" --stats "$tmp/a.qsst" --what tokens --layer 0 --proj qkv --json >"$tmp/v.out" ||
+  fail "report --what tokens with MODEL"
+[ "$(grep -c '"context": ".*\[[^]]*\]"}' "$tmp/v.out")" = "$(grep -c '"rank"' "$tmp/v.out")" ] ||
+  fail "a row of report --what tokens lacks its context: $(head -c 600 "$tmp/v.out")"
+[ "$(sed -n 's/.*"count": \([0-9]*\).*/\1/p' "$tmp/v.out" | awk '{ s += $1 } END { print s }')" = 16 ] ||
+  fail "the merged rows do not count the 16 spikes: $(head -c 600 "$tmp/v.out")"
+"$Q" report "$M/stories260K-f32.gguf" --stats "$tmp/a.qsst" --what tokens --layer 0 --proj qkv >"$tmp/v.out" || fail "report tokens"
+has "$tmp/v.out" "count  context"
+"$Q" report "$M/stories260K-f32.gguf" --stats "$tmp/a.qsst" --what tokens --text "$M/tok512.bin" >/dev/null 2>"$tmp/v.err" ||
+  fail "report tokens with another --text"
+has "$tmp/v.err" "no context for the tokens"
 
 # stale: the stats do not belong to another model
 "$Q" synth --preset tiny -o "$tmp/t.gguf" >/dev/null 2>&1 || fail "synth"

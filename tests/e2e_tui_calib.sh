@@ -38,7 +38,11 @@ has "c: 4 x 64 = 256 tokens of the part's 985"
 keys c
 wait_for "calibrated in" 60
 has "4 seqs x 64 tokens, random seed 1, sensitivity, from token 896"
-keys 1
+# a cell's top spikes: each with the tokens before it, from the windows rebuilt on the part
+keys 2 Enter
+wait_for "context [token]"
+screen | grep -E '^ .* [0-9.]+ +[0-9]+ +[0-9]+ +[0-9]+ +(x[0-9]+)? +.*\[.*\]' >/dev/null || fail "no spike row with its context"
+keys Escape 1
 stats=$(screen | sed -n 's/^ stats: \(.*\.qss\) *$/\1/p')
 [ -f "$stats" ] || fail "no stats file on the Model view: '$stats'"
 quit

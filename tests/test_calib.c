@@ -641,6 +641,26 @@ static void test_part(const Model *m, const char *text, size_t len) {
     CalibStats *back = NULL;
     CHECK_OK(statsfile_load(tmp_path("d.qsst"), &back, &err), err);
     CHECK(back->params.tok_from == 896);
+    /* the windows rebuilt for the spikes' context are the ones calibrated on: each
+     * spike's token sits at its (seq, pos), and its context ends with that token */
+    int32_t *seqs = NULL;
+    int64_t nw = 0;
+    CHECK_OK(spikes_windows(back, m, text, len, &seqs, &nw, &err), err);
+    CHECK(nw == 3);
+    int64_t n_checked = 0;
+    for (int64_t i = 0; i < back->n_layers * TAP_COUNT; i++)
+        for (int64_t k = 0; k < back->taps[i].n_top; k++) {
+            const Spike *sp = &back->taps[i].top[k];
+            CHECK(seqs[sp->seq * 64 + sp->pos] == sp->token || sp->pos == 0);
+            char c[128], want[64];
+            spikes_context(m->tok, seqs, nw, 64, sp, c, sizeof c);
+            snprintf(want, sizeof want, "[%s]", sp->text);
+            if (sp->pos > 0 && !strchr(sp->text, '\n')) CHECKF(strstr(c, want) != NULL, "'%s' lacks '%s'", c, want);
+            n_checked++;
+        }
+    CHECK(n_checked > 50);
+    free(seqs);
+    CHECK(spikes_windows(back, m, text, len - 1, &seqs, &nw, &err) == ST_ERR_MISMATCH && !seqs);
     /* eval of the first 7 chunks reads tokens [0, 895): apart; of 8 or all 14: overlapping */
     CHECK(!calib_overlaps_eval(&back->params, text, len, 128, 7));
     CHECK(calib_overlaps_eval(&back->params, text, len, 128, 8));
@@ -652,6 +672,17 @@ static void test_part(const Model *m, const char *text, size_t len) {
     p.tok_from = 1881 - 63; /* 63 tokens left: fewer than a window */
     CHECK(calib_run(m, text, len, &p, NULL, NULL, NULL, &cs, &err) == ST_ERR_RANGE && !cs);
     CHECKF(strstr(err.detail, "calibration part (tokens from 1818 of 1881"), "%s", err.detail);
+}
+
+/* Duplicates: same channel and token with the same context (or, without
+ * contexts, the same value) are one row, counted; order is kept. */
+static void test_merge(void) {
+    Spike s[5] = {{5.f, 3, 7, 1, 0, "a"}, {5.f, 3, 7, 9, 1, "a"}, {4.f, 3, 8, 2, 0, "b"}, {4.f, 2, 7, 3, 0, "a"},
+                  {3.f, 3, 7, 4, 2, "a"}};
+    int64_t keep[5], count[5];
+    CHECK(spikes_merge(s, 5, NULL, keep, count) == 4 && keep[0] == 0 && count[0] == 2 && keep[3] == 4 && count[3] == 1);
+    const char *ctx[5] = {"x[a]", "y[a]", "x[b]", "x[a]", "x[a]"};
+    CHECK(spikes_merge(s, 5, ctx, keep, count) == 4 && count[0] == 2 && keep[1] == 1 && count[1] == 1 && keep[3] == 3);
 }
 
 /* A model with planted spikes: the top-k of the ranking is exactly them. */
@@ -797,6 +828,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qs_calib_XXXXXX");
     CHECK(mkdtemp(tmpdir) != NULL);
     test_sample();
+    test_merge();
     test_stories();
     test_synth_spikes();
     test_pipelines(testlib_shared("models/stories260K/stories260K-f32.gguf"), "stories260K", 6, 128);

@@ -187,6 +187,7 @@ void app_done(App *a) {
     app_plan_done(a);
     app_free_stats(a->cs);
     a->cs = NULL;
+    free(a->cs_seqs);
     pool_free(a->pool);
     model_free(a->m);
     free(a->text);

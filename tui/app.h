@@ -174,6 +174,10 @@ typedef struct App {
     JobRunner jobs;
 
     struct CalibStats *cs;   /* NULL until calibrated (or loaded from the cache) */
+    int32_t *cs_seqs;        /* (cs_nseqs, seqlen) owned: cs's calibration windows rebuilt from
+                                the calibration text (spikes' context), or NULL when that text
+                                is not the one cs was calibrated on */
+    int64_t cs_nseqs;
     char stats_path[APP_PATH_MAX];
     int calib_stale;         /* loaded stats were for another model */
 
@@ -314,6 +318,9 @@ int app_calib_restore(App *a);
 
 /* Frees a CalibStats (for app_done). */
 void app_free_stats(struct CalibStats *cs);
+
+/* Rebuilds App.cs_seqs for the current App.cs (after it changes). */
+void app_calib_windows(App *a);
 
 /* === Plan side (app_plan.c) === */
 

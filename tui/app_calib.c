@@ -24,6 +24,20 @@
 
 void app_free_stats(struct CalibStats *cs) { calib_stats_free(cs); }
 
+void app_calib_windows(App *a) {
+    free(a->cs_seqs);
+    a->cs_seqs = NULL;
+    a->cs_nseqs = 0;
+    size_t len;
+    const char *t = a->cs ? app_calib_text(a, &len, NULL) : NULL;
+    Err err;
+    err_init(&err);
+    if (t && spikes_windows(a->cs, a->m, t, len, &a->cs_seqs, &a->cs_nseqs, &err) != ST_OK) {
+        a->cs_seqs = NULL;
+        a->cs_nseqs = 0;
+    }
+}
+
 /* The calibration text: --calib-text when given, else the evaluation text. */
 const char *app_calib_text(const App *a, size_t *len, const char **path) {
     if (a->calib_text) {
@@ -114,6 +128,7 @@ int app_calib_restore(App *a) {
     }
     calib_stats_free(a->cs);
     a->cs = cs;
+    app_calib_windows(a);
     snprintf(a->stats_path, sizeof a->stats_path, "%s", sc->stats);
     char sum[160];
     app_calib_summary(a, sum, sizeof sum);
@@ -143,6 +158,7 @@ void app_load_cached_stats(App *a) {
     }
     calib_stats_free(a->cs);
     a->cs = cs;
+    app_calib_windows(a);
     snprintf(a->stats_path, sizeof a->stats_path, "%s", path);
     char sum[160];
     app_calib_summary(a, sum, sizeof sum);
@@ -277,6 +293,7 @@ static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     }
     calib_stats_free(a->cs);
     a->cs = j->out;
+    app_calib_windows(a);
     j->out = NULL;
     a->calib_stale = 0;
     snprintf(a->stats_path, sizeof a->stats_path, "%s", j->path);

@@ -236,14 +236,30 @@ static void act_drill(const App *a, const Layout *l) {
             draw_text(y, rx + 9 + hb, 8, C_NORMAL, "%llu", (unsigned long long)coarse[i]);
         }
     }
-    /* Top spikes. */
+    /* Top spikes: with the tokens before each (the windows rebuilt from the
+     * calibration text), duplicates (same channel, token, context) merged. */
     int sy = r->y + 3 + hrows;
-    draw_text(sy++, rx, rw, C_HEADER, "%8s %5s %4s %4s  %s", "value", "ch", "pos", "seq", "token");
-    for (int i = 0; i < ts->n_top && sy < r->y + r->h; i++, sy++) {
-        const Spike *sp = &ts->top[i];
-        char tok[4 * sizeof sp->text + 8];
-        draw_text(sy, rx, rw, C_NORMAL, "%8s %5d %4d %4lld  '%s'", heat_fmt(sp->value, b, sizeof b), sp->channel, sp->pos,
-                  (long long)sp->seq, token_show(sp->text, tok, sizeof tok));
+    enum { NS = 64 }; /* the first NS spikes: more than a screen shows */
+    int64_t ns = ts->n_top < NS ? ts->n_top : NS, keep[NS], count[NS];
+    char ctx[NS][96];
+    const char *cp[NS];
+    for (int64_t i = 0; i < ns; i++) {
+        spikes_context(a->m->tok, a->cs_seqs, a->cs_nseqs, a->cs->params.seqlen, &ts->top[i], ctx[i], sizeof ctx[i]);
+        cp[i] = ctx[i];
+    }
+    int64_t nk = spikes_merge(ts->top, ns, a->cs_seqs ? cp : NULL, keep, count);
+    draw_text(sy++, rx, rw, C_HEADER, "%8s %5s %4s %4s %3s  %s", "value", "ch", "pos", "seq", "n",
+              a->cs_seqs ? "context [token]" : "token");
+    for (int64_t i = 0; i < nk && sy < r->y + r->h; i++, sy++) {
+        const Spike *sp = &ts->top[keep[i]];
+        char tok[4 * sizeof sp->text + 8], n[8] = "";
+        if (count[i] > 1) snprintf(n, sizeof n, "x%lld", (long long)count[i]);
+        if (a->cs_seqs)
+            draw_text(sy, rx, rw, C_NORMAL, "%8s %5d %4d %4lld %3s  %s", heat_fmt(sp->value, b, sizeof b), sp->channel,
+                      sp->pos, (long long)sp->seq, n, ctx[keep[i]]);
+        else
+            draw_text(sy, rx, rw, C_NORMAL, "%8s %5d %4d %4lld %3s  '%s'", heat_fmt(sp->value, b, sizeof b), sp->channel,
+                      sp->pos, (long long)sp->seq, n, token_show(sp->text, tok, sizeof tok));
     }
 }
 
