@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "analysis/eval.h"
 #include "analysis/ppl.h"
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -24,13 +25,14 @@ static void ppl_usage(FILE *f) {
             "usage: qscope ppl MODEL --text FILE [--tokenizer TOK] [--ctx N] [--chunks N]\n"
             "                  [--threads N] [--full] [--json]\n\n"
             "Perplexity with llama.cpp's protocol: the text is tokenized with BOS and cut into\n"
-            "chunks of --ctx tokens (default 512; the tail is dropped), each chunk starts with BOS,\n"
+            "chunks of --ctx tokens (the tail is dropped), each chunk starts with BOS,\n"
             "and the second half of every chunk is scored (--full: every position).\n"
             "Running values [k]ppl and a progress bar go to stderr, the final \"PPL = x\" to stdout.\n"
             "Ctrl-C stops after the current batch and reports the chunks done (exit status 130).\n\n"
             "  --text FILE      text to score (UTF-8)\n"
             "  --tokenizer TOK  llama2.c tokenizer .bin (needed for llama2.c checkpoints)\n"
-            "  --ctx N          chunk length in tokens (default 512)\n"
+            "  --ctx N          chunk length in tokens (default 512, or the model's context if\n"
+            "                   shorter, as eval and the workbench; longer is accepted with a warning)\n"
             "  --chunks N       evaluate at most N chunks (default: all)\n"
             "  --threads N      threads for the forward pass (default: all CPUs)\n"
             "  --full           score every position of each chunk\n"
@@ -83,7 +85,7 @@ static void ppl_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double run
 
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *val;
-    int64_t ctx = 512, chunks = 0, threads = 0;
+    int64_t ctx = 0, chunks = 0, threads = 0; /* ctx 0: eval_ctx_default, once the model is loaded */
     int full = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         int r;
@@ -135,6 +137,7 @@ int cmd_ppl(int argc, char **argv) {
 
     double t_load = args_now();
     m = args_load_model(model_path, tok_path);
+    if (m && ctx == 0) ctx = eval_ctx_default(&m->cfg);
     if (!m) goto done;
     t_load = args_now() - t_load;
     if (!m->tok) {

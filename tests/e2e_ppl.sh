@@ -28,6 +28,12 @@ has "$tmp/err" "[1]4.23"
 has "$tmp/err" "[7]6.89"
 v=$(sed -n 's/^PPL = //p' "$tmp/out")
 awk -v v="$v" 'BEGIN { exit !(v >= 6.8961 && v <= 6.9001) }' || fail "PPL $v is not 6.8981 +- 0.002"
+# one context policy: 256 is above stories260K's 128 positions, accepted with a warning;
+# the default is eval's and the workbench's (512, or the model's context if shorter), printed
+has "$tmp/err" "warning: --ctx 256 is longer than the 128 positions"
+"$Q" ppl "$M/stories260K-f32.gguf" --text "$T" >"$tmp/out" 2>"$tmp/err" || fail "ppl with the default ctx"
+has "$tmp/err" "1882 tokens, 14 chunks of 128"
+if grep -q warning "$tmp/err"; then fail "the default ctx warns: $(cat "$tmp/err")"; fi
 
 "$Q" ppl "$M/stories260K.bin" --tokenizer "$M/tok512.bin" --text "$T" --ctx 256 --threads 1 --json \
   >"$tmp/j" 2>/dev/null
