@@ -159,9 +159,12 @@ Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibPa
 
 int64_t calib_part_from(int64_t n_ctx, int64_t eval_chunks) { return n_ctx * eval_chunks; }
 
+int calib_same_text(const CalibParams *p, const char *text, size_t len) {
+    return (int64_t)len == p->text_bytes && p->text_hash == hash_bytes(HASH_SEED, text, len);
+}
+
 int calib_overlaps_eval(const CalibParams *p, const char *text, size_t len, int64_t n_ctx, int64_t eval_chunks) {
-    return p->text_hash == hash_bytes(HASH_SEED, text, len) && (int64_t)len == p->text_bytes &&
-           p->tok_from < calib_part_from(n_ctx, eval_chunks);
+    return calib_same_text(p, text, len) && p->tok_from < calib_part_from(n_ctx, eval_chunks);
 }
 
 int64_t calib_split_eval_chunks(int64_t n_text, int64_t n_ctx) {

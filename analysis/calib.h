@@ -142,6 +142,9 @@ Status calib_sample(const int32_t *tokens, int64_t n, int32_t bos, const CalibPa
  * reads as context. */
 int64_t calib_part_from(int64_t n_ctx, int64_t eval_chunks);
 
+/* 1 when p was calibrated on the text (text, len): same hash and size. */
+int calib_same_text(const CalibParams *p, const char *text, size_t len);
+
 /* 1 when p's windows came from the text (text, len) and reach into what an
  * evaluation of its first eval_chunks chunks of n_ctx reads (tok_from below
  * calib_part_from): the plan would be tuned on what it is scored on. */

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/hash.h"
 
 #define SPIKE_TAPS 4
 
@@ -61,7 +60,7 @@ Status spikes_windows(const CalibStats *cs, const Model *m, const char *text, si
     *n_seqs = 0;
     const CalibParams *p = &cs->params;
     if (!m->tok) return err_set(err, ST_ERR_STATE, "%s: the model has no tokenizer", m->path);
-    if ((int64_t)len != p->text_bytes || hash_bytes(HASH_SEED, text, len) != p->text_hash)
+    if (!calib_same_text(p, text, len))
         return err_set(err, ST_ERR_MISMATCH, "%s: not the text the stats were calibrated on (its size or hash differ)",
                        p->text_path);
     int32_t *toks = NULL;

@@ -224,6 +224,11 @@ int cmd_eval(int argc, char **argv) {
                 "%lld chunks of %lld): the plan is tuned on what it is scored on (calib --eval-chunks N with "
                 "eval --chunks N, or a calibration text of its own, keeps them apart)\n",
                 stats_path, part, (long long)eval_ref_chunks(ref), (long long)ctx);
+    } else if (sf.cs && sf.cs->params.tok_from && !json &&
+               calib_same_text(&sf.cs->params, text, len)) {
+        /* the same text, kept apart (calib --eval-chunks): say which part each took */
+        fprintf(stderr, "eval: %s was calibrated on this text's tokens from %lld, past the %lld chunks of %lld scored here\n",
+                stats_path, (long long)sf.cs->params.tok_from, (long long)eval_ref_chunks(ref), (long long)ctx);
     }
     EvalView view;
     memset(&view, 0, sizeof view);

@@ -65,6 +65,8 @@ grep -q "calibrate: 4 x 64 tokens of $T from token 896 (seed 1)" "$tmp/replay0.o
 "$Q" eval "$M" --preset int4-rtn --stats "$tmp/cli0.qss" --text "$T" --ctx 128 --chunks 7 --no-speed \
   >/dev/null 2>"$tmp/ev0.err" || fail "eval --chunks 7: $(cat "$tmp/ev0.err")"
 if grep -q "tuned on what it is scored on" "$tmp/ev0.err"; then fail "eval warns though the parts are apart"; fi
+grep -q "cli0.qss was calibrated on this text's tokens from 896, past the 7 chunks of 128 scored here" "$tmp/ev0.err" ||
+  fail "eval does not say which parts calibration and evaluation took: $(cat "$tmp/ev0.err")"
 "$Q" eval "$M" --preset int4-rtn --stats "$tmp/cli0.qss" --text "$T" --ctx 128 --no-speed \
   >/dev/null 2>"$tmp/ev1.err" || fail "eval: $(cat "$tmp/ev1.err")"
 grep -q "cli0.qss was calibrated on this text (its tokens from 896), which this evaluation reads (its first 14 chunks of 128): the plan is tuned on what it is scored on" \
