@@ -26,6 +26,8 @@ tm -f /dev/null new-session -d -s keep "sleep 600"
 # and the CLI says which part it used.
 start 100 30 "'$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s0.json'"
 wait_for "session: s0.json" 15
+keys 2
+wait_for "from token 896 (evaluation"
 keys 5
 wait_for "ctx 128, 7 of 14 chunks of tinystories_sample.txt (the rest calibrates)"
 keys C

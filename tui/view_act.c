@@ -63,9 +63,12 @@ void view_no_calib(const App *a, const Rect *r, const char *what) {
     draw_text(y + 2, r->x + 2, r->w - 4, C_NORMAL, "%s needs activation statistics from a calibration run.", what);
     size_t clen;
     const char *cpath = NULL;
+    int64_t from = app_calib_from(a, NULL);
+    char part[96] = "";
+    if (a->calib_text) snprintf(part, sizeof part, " (the calibration text; evaluation uses --text)");
+    else if (from) snprintf(part, sizeof part, " from token %lld (evaluation scores the chunks before)", (long long)from);
     if (app_calib_text(a, &clen, &cpath))
-        draw_text(y + 3, r->x + 2, r->w - 4, C_NORMAL, "c runs it on %s in the background%s.", cpath,
-                  a->calib_text ? " (the calibration text; evaluation uses --text)" : "");
+        draw_text(y + 3, r->x + 2, r->w - 4, C_NORMAL, "c runs it on %s%s in the background.", cpath, part);
     else draw_text(y + 3, r->x + 2, r->w - 4, C_ERROR, "There is no text: restart with --text FILE.");
 }
 
