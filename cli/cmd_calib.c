@@ -246,6 +246,11 @@ int cmd_calib(int argc, char **argv) {
                                 "windows overlap and repeat\n",
                         (long long)p.samples, (long long)p.seqlen, p.tok_from ? "calibration part" : "text",
                         (long long)cs->text_tokens);
+            else if (p.mode == CALIB_CHUNKS && cs->n_planned < p.samples)
+                fprintf(stderr, "\nqscope calib: warning: the %s's %lld tokens hold %lld consecutive windows of %lld, "
+                                "fewer than the %lld samples asked\n",
+                        p.tok_from ? "calibration part" : "text", (long long)cs->text_tokens, (long long)cs->n_planned,
+                        (long long)p.seqlen, (long long)p.samples);
             st = calib_commit(cs, hpath, out, &err);
         }
     }

@@ -110,6 +110,15 @@ has "$tmp/e.err" "warning: --ctx 200 is longer than the 128 positions"
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --no-sensitivity --no-h \
   -o "$tmp/y.qsst" 2>"$tmp/e.err" >/dev/null || fail "many samples: $(cat "$tmp/e.err")"
 has "$tmp/e.err" "windows overlap and repeat"
+# chunks mode: the text holds 14 consecutive windows of 128, fewer than 30 asked; with
+# --eval-chunks 7 the part past evaluation's 7 chunks holds 7 (985 tokens)
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --mode chunks --no-sensitivity --no-h \
+  -o "$tmp/y.qsst" 2>"$tmp/e.err" >/dev/null || fail "chunks mode: $(cat "$tmp/e.err")"
+has "$tmp/e.err" "warning: the text's 1881 tokens hold 14 consecutive windows of 128, fewer than the 30 samples asked"
+"$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --mode chunks --no-sensitivity --no-h \
+  --eval-chunks 7 -o "$tmp/y.qsst" 2>"$tmp/e.err" >"$tmp/e.out" || fail "chunks mode, a part: $(cat "$tmp/e.err")"
+has "$tmp/e.err" "warning: the calibration part's 985 tokens hold 7 consecutive windows of 128"
+has "$tmp/e.out" "calibration part: tokens 896-1880 of $T (985 tokens)"
 # a map stopped after 5 sites keeps them in the stats file; the same command
 # then computes only the other 30 and ends with the bytes of one uninterrupted
 # pass (a.qsst has the same settings)
