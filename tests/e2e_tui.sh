@@ -54,6 +54,8 @@ lacks "L0 "
 keys c
 wait_for "calibrated in" 30
 has "16 seqs x"
+# 16 x 128 tokens from the 985 past evaluation's chunks: said first, where the bar shows it
+has "windows repeat (16 x 128 tokens > the part's 985)"
 
 # The heat map: layer rows, the projection-input columns, legend with ticks.
 for l in L0 L1 L2 L3 L4; do has " $l "; done

@@ -306,8 +306,10 @@ static void calib_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     else if (j->resume_map)
         app_msg(a, 0, "sensitivity map resumed and completed in %.1f s: %s", j->seconds, sum);
     else if (calib_windows_repeat(a->cs->text_tokens, &j->p))
-        app_msg(a, 0, "calibrated in %.1f s: %s (warning: %lld x %lld tokens exceed the text's %lld: windows repeat)",
-                j->seconds, sum, (long long)j->p.samples, (long long)j->p.seqlen, (long long)a->cs->text_tokens);
+        /* the warning first: a narrow message bar cuts the end */
+        app_msg(a, 1, "calibrated in %.1f s, windows repeat (%lld x %lld tokens > the %s's %lld): %s", j->seconds,
+                (long long)j->p.samples, (long long)j->p.seqlen, j->p.tok_from ? "part" : "text",
+                (long long)a->cs->text_tokens, sum);
     else
         app_msg(a, 0, "calibrated in %.1f s: %s", j->seconds, sum);
     app_log(a, "calibrate", "text=%s samples=%lld seqlen=%lld seed=%llu mode=%s group=%lld -> %s in %.1f s, stats %s",
