@@ -47,6 +47,17 @@ int main(void) {
     CHECKF(strcmp(a->eval_settings,
                   "ctx 256 (warning: above the model's context 128), at most 3 chunks of tinystories_sample.txt") == 0,
            "%s", a->eval_settings);
+    app_calibset_open(a); /* counts the text's tokens */
+    char label[64], val[256];
+    app_calibset_field(a, CS_TEXT, label, sizeof label, val, sizeof val);
+    CHECKF(strcmp(val, "tinystories_sample.txt, tokens 768-1880 (evaluation reads 0-767)") == 0, "%s", val);
+    app_done(a);
+    /* --chunks 14: every chunk evaluated, no sequence fits past them */
+    TuiOpts o4 = {.model_path = model, .text_path = text, .threads = 1, .chunks = 14};
+    CHECK_OK(app_init(a, &o4, &err), err);
+    app_calibset_open(a);
+    app_calibset_field(a, CS_TEXT, label, sizeof label, val, sizeof val);
+    CHECKF(strstr(val, "no sequence fits past the 1792 tokens evaluation reads") != NULL, "%s", val);
     app_done(a);
     free(a);
     return testlib_done("test_tui_calibtext");

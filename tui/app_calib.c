@@ -540,6 +540,9 @@ const char *app_calibset_field(const App *a, int k, char *label, size_t ln, char
         const char *tb = strrchr(a->text_path, '/');
         tb = tb ? tb + 1 : a->text_path[0] ? a->text_path : "none";
         if (a->calib_path[0]) snprintf(val, vn, "%s", a->calib_path);
+        else if (from > 0 && c->text_tokens >= 0 && from + c->seqlen > c->text_tokens)
+            snprintf(val, vn, "%s: no sequence fits past the %lld tokens evaluation reads (fewer --chunks)", tb,
+                     (long long)from);
         else if (from > 0 && c->text_tokens >= 0)
             snprintf(val, vn, "%s, tokens %lld-%lld (evaluation reads 0-%lld)", tb, (long long)from,
                      (long long)(c->text_tokens - 1), (long long)(from - 1));
