@@ -276,6 +276,15 @@ static Status store_plan(Replay *r, const char *name, const Plan *p, Err *err) {
 
 /* === Actions === */
 
+/* One context policy (ppl, calib, eval, the workbench): a length above the
+ * model's declared context runs, with a warning appended to the summary. */
+static void warn_context(const Replay *r, const char *what, int64_t n, char *sum, size_t cap) {
+    int64_t ctx = r->m->cfg.max_seq_len;
+    size_t at = strlen(sum);
+    if (ctx > 0 && n > ctx && at < cap)
+        snprintf(sum + at, cap - at, " (warning: %s %" PRId64 " is above the model's context %" PRId64 ")", what, n, ctx);
+}
+
 static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum, size_t cap, Err *err) {
     const char *text = a_str(a, "text");
     if (!text) return err_set(err, ST_ERR_ARG, "calibrate needs a 'text' argument");
@@ -314,6 +323,7 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     if (ca.tok_from) snprintf(part, sizeof part, " from token %" PRId64, ca.tok_from);
     snprintf(sum, cap, "%" PRId64 " x %" PRId64 " tokens of %s%s (seed %" PRIu64 ") -> %s", sc.samples, sc.seqlen, text,
              part, sc.seed, stats);
+    warn_context(r, "seqlen", sc.seqlen, sum, cap);
     return ST_OK;
 }
 
@@ -692,6 +702,7 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
     r->n_eval++;
     snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res.ppl,
              res.ppl_base, res.kld_mean, res.top1_agree, res.bpw);
+    warn_context(r, "ctx", eo.n_ctx, sum, cap);
     if (r->o->check && r->rec_results) {
         const cJSON *rec = cJSON_GetArrayItem(r->rec_results, (int)(r->n_eval - 1));
         const cJSON *all = jget(session_json(r->out), "results");

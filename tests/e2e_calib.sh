@@ -106,6 +106,16 @@ has "$tmp/e.err" "warning: --seqlen 200 is above the model's context 128"
 "$Q" eval "$M/stories260K-f32.gguf" --text "$T" --preset fp16 --ctx 200 --chunks 1 >/dev/null 2>"$tmp/e.err" \
   || fail "eval --ctx above context: $(cat "$tmp/e.err")"
 has "$tmp/e.err" "warning: --ctx 200 is longer than the 128 positions"
+# ... and replay, which re-runs a session's recorded lengths, says so beside each action
+cat >"$tmp/long.json" <<EOF
+{"model": "$M/stories260K-f32.gguf", "actions": [
+ {"action": "calibrate", "args": {"text": "$T", "samples": 2, "seqlen": 200, "seed": 3, "sensitivity": false}},
+ {"action": "apply_preset", "args": {"preset": "int4-rtn", "group": 32}},
+ {"action": "evaluate", "args": {"text": "$T", "ctx": 200, "chunks": 1}}]}
+EOF
+"$Q" replay "$tmp/long.json" -o "$tmp/long.out.json" >"$tmp/e.out" 2>&1 || fail "replay of lengths above the context: $(cat "$tmp/e.out")"
+has "$tmp/e.out" "(warning: seqlen 200 is above the model's context 128)"
+has "$tmp/e.out" "(warning: ctx 200 is above the model's context 128)"
 # 30 × 128 tokens > the text's 3793 bytes: a warning that windows repeat
 "$Q" calib "$M/stories260K-f32.gguf" --text "$T" --samples 30 --seqlen 128 --no-sensitivity --no-h \
   -o "$tmp/y.qsst" 2>"$tmp/e.err" >/dev/null || fail "many samples: $(cat "$tmp/e.err")"
