@@ -6,37 +6,53 @@
 #include <string.h>
 #include <strings.h>
 
+#include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
+#include "model/weight.h"
+#include "quant/ggml_type.h"
+#include "quant/rtn.h"
 
 /* === Candidate tables === */
 
 #define KIND_FMT(f, nm) \
-    {nm "/t", f, GROUP_TENSOR, 0, 0, NULL, PLANNER_TARGET_ANY}, \
-    {nm "/oc", f, GROUP_OC, 0, 0, NULL, PLANNER_TARGET_ANY}, \
-    {nm "/ic", f, GROUP_IC, 0, 0, NULL, PLANNER_TARGET_ANY}, \
-    {nm "/oc-g", f, GROUP_OC, 1, 0, NULL, PLANNER_TARGET_ANY}, \
-    {nm "/ic-g", f, GROUP_IC, 1, 0, NULL, PLANNER_TARGET_ANY}
+    {nm "/t", f, GROUP_TENSOR, 0, 0, NULL, PLANNER_TARGET_ANY, 0}, \
+    {nm "/oc", f, GROUP_OC, 0, 0, NULL, PLANNER_TARGET_ANY, 0}, \
+    {nm "/ic", f, GROUP_IC, 0, 0, NULL, PLANNER_TARGET_ANY, 0}, \
+    {nm "/oc-g", f, GROUP_OC, 1, 0, NULL, PLANNER_TARGET_ANY, 0}, \
+    {nm "/ic-g", f, GROUP_IC, 1, 0, NULL, PLANNER_TARGET_ANY, 0}
 
 /* Every symmetric cell the sensitivity map measures, plus fp16. */
 static const PlannerKind KINDS_ANY[] = {
-    {"fp16", QF_F16, GROUP_OC, 0, 0, NULL, PLANNER_TARGET_ANY},
+    {"fp16", QF_F16, GROUP_OC, 0, 0, NULL, PLANNER_TARGET_ANY, 0},
     KIND_FMT(QF_INT8, "int8"), KIND_FMT(QF_INT6, "int6"), KIND_FMT(QF_INT4, "int4"),
     KIND_FMT(QF_INT3, "int3"), KIND_FMT(QF_INT2, "int2"),
     KIND_FMT(QF_FP8_E4M3, "e4m3"), KIND_FMT(QF_FP8_E5M2, "e5m2"),
 };
 
-/* Entries that are ggml block types: blocks of 32 along a row (OC groups of
- * 32) with one scale each. q8_0 is exactly int8 symmetric in blocks of 32.
- * Until the plan formats carry ggml's own grids, q4_0 stands for int4
- * symmetric in blocks of 32 (ggml's Q4_0 uses the 16 levels -8..7 with the
- * block's signed extreme at -8: the same storage, a slightly finer grid, so
- * the map's error for it is an upper bound). */
+/* ggml's block types (quant/format.h's QFAM_GGML rows: byte-identical to
+ * llama-quantize), highest precision first; the method is chosen per
+ * candidate (kind_entry: imatrix where ggml has a weighted quantizer). */
 static const PlannerKind KINDS_LLAMACPP[] = {
-    {"f16", QF_F16, GROUP_OC, 0, 0, "F16", PLANNER_TARGET_LLAMACPP},
-    {"q8_0", QF_INT8, GROUP_OC, 1, 32, "Q8_0", PLANNER_TARGET_LLAMACPP},
-    {"q4_0", QF_INT4, GROUP_OC, 1, 32, "Q4_0", PLANNER_TARGET_LLAMACPP},
+    {"f16", QF_F16, GROUP_OC, 0, 0, "F16", PLANNER_TARGET_LLAMACPP, 0},
+    {"q8_0", QF_Q8_0, GROUP_OC, 0, 0, "Q8_0", PLANNER_TARGET_LLAMACPP, 0},
+    {"q6_k", QF_Q6_K, GROUP_OC, 0, 0, "Q6_K", PLANNER_TARGET_LLAMACPP, 0},
+    {"q5_k", QF_Q5_K, GROUP_OC, 0, 0, "Q5_K", PLANNER_TARGET_LLAMACPP, 0},
+    {"q5_1", QF_Q5_1, GROUP_OC, 0, 0, "Q5_1", PLANNER_TARGET_LLAMACPP, 0},
+    {"q5_0", QF_Q5_0, GROUP_OC, 0, 0, "Q5_0", PLANNER_TARGET_LLAMACPP, 0},
+    {"q4_k", QF_Q4_K, GROUP_OC, 0, 0, "Q4_K", PLANNER_TARGET_LLAMACPP, 0},
+    {"q4_1", QF_Q4_1, GROUP_OC, 0, 0, "Q4_1", PLANNER_TARGET_LLAMACPP, 0},
+    {"q4_0", QF_Q4_0, GROUP_OC, 0, 0, "Q4_0", PLANNER_TARGET_LLAMACPP, 0},
+    {"q3_k", QF_Q3_K, GROUP_OC, 0, 0, "Q3_K", PLANNER_TARGET_LLAMACPP, 0},
+    {"q2_k", QF_Q2_K, GROUP_OC, 0, 0, "Q2_K", PLANNER_TARGET_LLAMACPP, 0},
 };
+
+int planner_end_formats(PlannerTarget target, QFormat *out, int cap) {
+    if (target != PLANNER_TARGET_LLAMACPP) return 0;
+    int n = (int)(sizeof KINDS_LLAMACPP / sizeof KINDS_LLAMACPP[0]);
+    for (int i = 0; i < n && i < cap; i++) out[i] = KINDS_LLAMACPP[i].fmt;
+    return n;
+}
 
 const PlannerKind *planner_kinds(PlannerTarget target, int *n) {
     if (target == PLANNER_TARGET_LLAMACPP) {
@@ -63,6 +79,8 @@ int planner_target_parse(const char *s) {
 void planner_opts_default(PlannerOpts *o) {
     memset(o, 0, sizeof *o);
     o->method = QM_RTN;
+    o->price_method = 1;
+    o->oerr_rows = 256;
     autoplan_solve_opts_default(&o->solve);
 }
 
@@ -81,15 +99,27 @@ static int64_t fit_group(int64_t n, int64_t g) {
     return 0;
 }
 
-/* The plan entry of kind k on a site whose map group sizes are (oc_g, ic_g);
- * 0 when the kind does not apply there. */
-static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, QMethod method, PlanEntry *e) {
+/* The plan entry of kind k on a site whose map group sizes are (oc_g, ic_g)
+ * (for an extra group size, oc_g is the site's n_in) and rows n_in long; 0
+ * when the kind does not apply there. method: the integer sites' (QM_RTN or
+ * QM_GPTQ); ggml types take imatrix for gptq where ggml has a weighted
+ * quantizer (llama-quantize --imatrix), rtn otherwise; ends (no H) rtn. */
+static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, int64_t n_in, QMethod method, int end,
+                      PlanEntry *e) {
     plan_entry_default(e);
     e->w.fmt = k->fmt;
-    e->w.sym = 1;
+    e->w.sym = !k->asym;
     e->w.dim = k->dim;
     e->w.group = 0;
-    if (k->grouped == 2) { /* an extra group size: oc_g is the site's n_in here */
+    const QFormatTraits *t = qformat_traits(k->fmt);
+    if (t->family == QFAM_GGML) {
+        const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
+        if (n_in % g->block_size) return 0;
+        e->w.sym = 1;
+        e->method = !end && method != QM_RTN && g->quant_w ? QM_IMATRIX : QM_RTN;
+        return 1;
+    }
+    if (k->grouped == 2) { /* an extra group size */
         e->w.group = fit_group(oc_g, k->need_group);
         if (e->w.group <= 0) return 0;
     } else if (k->grouped) {
@@ -97,26 +127,20 @@ static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, QMethod 
         if (e->w.group <= 0) return 0;
         if (k->need_group > 0 && e->w.group != k->need_group) return 0;
     }
-    const QFormatTraits *t = qformat_traits(k->fmt);
-    e->method = t->is_int ? method : QM_RTN;
+    e->method = t->is_int && !end ? method : QM_RTN;
     if (e->method == QM_GPTQ) e->gptq.act_order = 1; /* as the GPTQ presets */
     return 1;
 }
 
-/* Relative output error of entry e on (layer, proj) from the map; 0 for the
- * float formats; -1 when the map lacks the cell. */
+/* Relative output error of entry e on (layer, proj) from the map (symmetric
+ * RTN cells); 0 for the float formats; -1 when the map lacks the cell. */
 static double entry_oerr(const struct CalibStats *cs, int64_t l, int p, const PlanEntry *e) {
     const QFormatTraits *t = qformat_traits(e->w.fmt);
-    if (!t->needs_scale && e->w.fmt != QF_AQLM) return 0;
+    if (!t->needs_scale && e->w.fmt != QF_AQLM && t->family != QFAM_GGML) return 0;
+    if (t->family == QFAM_GGML || !e->w.sym) return -1;
     double oerr;
     if (!qstats_sens_cell(cs, l, p, &e->w, NULL, &oerr) || !(oerr >= 0)) return -1;
     return oerr;
-}
-
-static int64_t pm_n_in(const PlanModel *pm, int proj) {
-    int64_t no, ni;
-    plan_proj_shape(pm, proj, &no, &ni);
-    return ni;
 }
 
 static double site_scale_of(const PlannerOpts *o, int64_t s) {
@@ -130,58 +154,251 @@ static void fmt_bits(char *buf, size_t n, double bits) {
 
 /* === Build === */
 
+#define MAX_KINDS 96
+#define MAX_COMPUTED 64
+
+/* The candidate arrays of the knapsack, site after site. */
+typedef struct Cands {
+    int64_t *off;            /* (n_sites + 1) */
+    int64_t *cost;           /* bits, or bytes x 8 with a byte budget */
+    int64_t *other;          /* the other of (bits, bytes x 8) */
+    double *loss, *oerr;
+    int *kind;
+    int64_t n;               /* candidates so far */
+} Cands;
+
+/* Adds a candidate to the current site (first .. n), sorted by cost. */
+static void cands_add(Cands *c, int64_t first, int64_t cost, int64_t other, double loss, double oerr, int kind) {
+    int64_t j = c->n;
+    while (j > first && (c->cost[j - 1] > cost || (c->cost[j - 1] == cost && c->loss[j - 1] > loss))) {
+        c->cost[j] = c->cost[j - 1];
+        c->other[j] = c->other[j - 1];
+        c->loss[j] = c->loss[j - 1];
+        c->oerr[j] = c->oerr[j - 1];
+        c->kind[j] = c->kind[j - 1];
+        j--;
+    }
+    c->cost[j] = cost;
+    c->other[j] = other;
+    c->loss[j] = loss;
+    c->oerr[j] = oerr;
+    c->kind[j] = kind;
+    c->n++;
+}
+
+/* Keeps the site's Pareto set (fewer bits and lower loss), cheapest first. */
+static void cands_prune(Cands *c, int64_t first) {
+    int64_t w = first;
+    for (int64_t j = first; j < c->n; j++) {
+        if (w > first && c->loss[j] >= c->loss[w - 1]) continue;
+        c->cost[w] = c->cost[j];
+        c->other[w] = c->other[j];
+        c->loss[w] = c->loss[j];
+        c->oerr[w] = c->oerr[j];
+        c->kind[w] = c->kind[j];
+        w++;
+    }
+    c->n = w;
+}
+
+/* The candidates of linear site s (layer l, proj p). */
+static Status site_cands(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, const PlannerKind *kinds,
+                         int nk, int64_t s, int by_bytes, Cands *c, Err *err) {
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    int64_t l = s / PLAN_NPROJ;
+    int p = (int)(s % PLAN_NPROJ);
+    int64_t no, ni, og = 0, ig = 0;
+    plan_proj_shape(&pm, p, &no, &ni);
+    qstats_sens_groups(cs, l, p, &og, &ig);
+    int64_t first = c->n;
+    PlanEntry ents[MAX_KINDS], comp[MAX_COMPUTED];
+    double oe[MAX_KINDS], xo[MAX_COMPUTED];
+    int ok[MAX_KINDS], slot[MAX_KINDS], nc = 0;
+    for (int k = 0; k < nk; k++) {
+        ok[k] = 0;
+        slot[k] = -1;
+        if (o->formats && !(o->formats & (1u << kinds[k].fmt))) continue;
+        if (!kind_entry(&kinds[k], kinds[k].grouped == 2 ? ni : og, ig, ni, o->method, 0, &ents[k])) continue;
+        const PlanEntry *e = &ents[k];
+        const QFormatTraits *t = qformat_traits(e->w.fmt);
+        int in_map = kinds[k].grouped != 2 && e->w.sym && t->family != QFAM_GGML;
+        if (kinds[k].grouped == 2 && e->w.sym && e->w.group == og) continue; /* the map's oc-g row holds it */
+        int own = o->h && o->price_method && e->method == QM_GPTQ && e->w.dim == GROUP_OC;
+        if (!t->needs_scale && t->family != QFAM_GGML) { /* fp16 */
+            oe[k] = 0;
+        } else if (in_map && !own) {
+            oe[k] = entry_oerr(cs, l, p, e);
+            if (oe[k] < 0) continue;
+        } else {
+            if (!o->h) continue; /* computed errors need H */
+            if (nc >= MAX_COMPUTED) return err_set(err, ST_ERR_ARG, "auto plan: more than %d computed candidates per site",
+                                                   MAX_COMPUTED);
+            slot[k] = nc;
+            comp[nc] = *e;
+            if (!o->price_method && comp[nc].method == QM_GPTQ) comp[nc].method = QM_RTN;
+            if (!o->price_method && comp[nc].method == QM_IMATRIX) comp[nc].method = QM_RTN;
+            nc++;
+        }
+        ok[k] = 1;
+    }
+    if (nc) {
+        Status st = qmodel_site_oerr(m, o->h, l, p, comp, nc, o->oerr_rows, o->pool, xo, err);
+        if (st) return err_wrap(err, "auto plan: layer %lld %s", (long long)l, plan_proj_name(p)), st;
+    }
+    for (int k = 0; k < nk; k++) {
+        if (!ok[k]) continue;
+        double e_ = slot[k] >= 0 ? xo[slot[k]] : oe[k];
+        if (!(e_ >= 0)) continue;
+        int64_t b = plan_entry_bits(&ents[k], no, ni, GROUP_TENSOR, NULL);
+        int64_t b8 = (int64_t)plan_entry_bytes(&ents[k], no, ni, GROUP_TENSOR, NULL) * 8;
+        cands_add(c, first, by_bytes ? b8 : b, by_bytes ? b : b8, site_scale_of(o, s) * e_, e_, k);
+    }
+    cands_prune(c, first);
+    if (c->n == first)
+        return err_set(err, ST_ERR_ARG, "layer %lld %s: no candidate of target '%s'%s (map group sizes oc %lld, ic %lld)",
+                       (long long)l, plan_proj_name(p), planner_target_name(o->target),
+                       o->formats ? " among --formats" : "", (long long)og, (long long)ig);
+    return ST_OK;
+}
+
+/* The candidates of end `end` (0 embedding, 1 head): the end kinds
+ * kinds[k0 .. k1), costed by end_loss (calibrated) or the relative weight
+ * error of ggml's rounding (uncalibrated). */
+static Status end_cands(const Model *m, const PlannerOpts *o, const PlannerKind *kinds, int k0, int k1, int end,
+                        int by_bytes, Cands *c, Err *err) {
+    const Weight *w = end ? &m->output : &m->tok_embd;
+    int64_t no = w->n_out, ni = w->n_in, nn = no * ni, first = c->n;
+    const float *W = NULL;
+    float *W_own = NULL, *Wq = NULL;
+    Status st = ST_OK;
+    if (!o->end_loss) {
+        if ((st = weight_to_f32(w, o->pool, &W, &W_own, err))) return st;
+        if (!(Wq = malloc((size_t)nn * sizeof *Wq))) {
+            st = err_set(err, ST_ERR_NOMEM, "auto plan: %s copy", end ? "head" : "embedding");
+            goto done;
+        }
+    }
+    for (int k = k0; k < k1; k++) {
+        if (o->formats && !(o->formats & (1u << kinds[k].fmt))) continue;
+        PlanEntry e;
+        if (!kind_entry(&kinds[k], 0, 0, ni, QM_RTN, 1, &e)) continue;
+        const QFormatTraits *t = qformat_traits(e.w.fmt);
+        double loss;
+        if (!t->needs_scale && t->family != QFAM_GGML) {
+            loss = 0;
+        } else if (o->end_loss) {
+            loss = o->end_loss[end * QF_COUNT + e.w.fmt];
+            if (!(loss >= 0)) continue; /* not measured */
+        } else {
+            if ((st = rtn_fake_quantize(W, no, ni, &e.w, Wq, err))) goto done;
+            double dn = 0, wn = 0;
+            for (int64_t i = 0; i < nn; i++) {
+                double d = (double)Wq[i] - W[i];
+                dn += d * d;
+                wn += (double)W[i] * W[i];
+            }
+            loss = wn > 0 ? dn / wn : 0;
+        }
+        int64_t b = plan_entry_bits(&e, no, ni, GROUP_TENSOR, NULL);
+        int64_t b8 = (int64_t)plan_entry_bytes(&e, no, ni, GROUP_TENSOR, NULL) * 8;
+        cands_add(c, first, by_bytes ? b8 : b, by_bytes ? b : b8, loss, loss, k);
+    }
+    cands_prune(c, first);
+    if (c->n == first)
+        st = err_set(err, ST_ERR_ARG, "%s: no candidate of target '%s'%s", end ? "output head" : "embedding",
+                     planner_target_name(o->target), o->formats ? " among --formats" : "");
+done:
+    weight_f32_free(W_own);
+    free(Wq);
+    return st;
+}
+
+/* Fills ps (the choice c of a site) with its name, size, losses and the
+ * trade-off against its neighbours on the site's Pareto list [lo, hi). */
+static void site_why(const Cands *c, const PlannerKind *kinds, int64_t ci, int64_t lo, int64_t hi, int by_bytes,
+                     PlannerSite *ps) {
+    int k = c->kind[ci];
+    snprintf(ps->name, sizeof ps->name, "%s", kinds[k].name);
+    ps->fmt = kinds[k].fmt;
+    ps->bits = by_bytes ? c->other[ci] : c->cost[ci];
+    ps->oerr = c->oerr[ci];
+    ps->loss = c->loss[ci];
+    char a[96] = "", b[96] = "", sz[24];
+    if (ci > lo) {
+        fmt_bits(sz, sizeof sz, (double)(c->cost[ci] - c->cost[ci - 1]));
+        snprintf(a, sizeof a, "; %s saves %s for +%.3g", kinds[c->kind[ci - 1]].name, sz, c->loss[ci - 1] - c->loss[ci]);
+    }
+    if (ci + 1 < hi) {
+        fmt_bits(sz, sizeof sz, (double)(c->cost[ci + 1] - c->cost[ci]));
+        snprintf(b, sizeof b, "; %s costs +%s for -%.3g", kinds[c->kind[ci + 1]].name, sz, c->loss[ci] - c->loss[ci + 1]);
+    }
+    snprintf(ps->why, sizeof ps->why, "%s: loss %.3g (out err %.3g)%s%s", kinds[k].name, c->loss[ci], c->oerr[ci], a, b);
+}
+
 Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err) {
     memset(out, 0, sizeof *out);
     plan_init(&out->plan);
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
     int nk0;
     const PlannerKind *kinds0 = planner_kinds(o->target, &nk0);
-    /* the table, then the extra group sizes' rows */
+    /* the table, then the extra group sizes' rows (int4/3/2 also asymmetric),
+     * then the ends' rows */
     static const QFormat xf[] = {QF_INT8, QF_INT6, QF_INT4, QF_INT3, QF_INT2};
-    PlannerKind kinds[96];
-    char xname[40][24];
+    PlannerKind kinds[MAX_KINDS];
+    char xname[48][24];
     int nk = 0, nx = 0;
-    for (int k = 0; k < nk0 && nk < 56; k++) kinds[nk++] = kinds0[k];
+    for (int k = 0; k < nk0 && nk < 32; k++) kinds[nk++] = kinds0[k];
     int nk_table = nk;
     for (int g = 0; o->target == PLANNER_TARGET_ANY && g < o->n_extra_groups && g < 4; g++)
-        for (int f = 0; f < 5 && nx < 40; f++) {
-            snprintf(xname[nx], sizeof xname[nx], "%s/oc%lld", qformat_traits(xf[f])->name, (long long)o->extra_groups[g]);
-            kinds[nk++] = (PlannerKind){xname[nx], xf[f], GROUP_OC, 2, o->extra_groups[g], NULL, PLANNER_TARGET_ANY};
-            nx++;
-        }
+        for (int f = 0; f < 5; f++)
+            for (int asym = 0; asym < 2 && nx < 48; asym++) {
+                if (asym && qformat_traits(xf[f])->bits > 4) continue;
+                snprintf(xname[nx], sizeof xname[nx], "%s%s/oc%lld", qformat_traits(xf[f])->name, asym ? "a" : "",
+                         (long long)o->extra_groups[g]);
+                kinds[nk++] = (PlannerKind){xname[nx], xf[f], GROUP_OC, 2, o->extra_groups[g], NULL,
+                                            PLANNER_TARGET_ANY, asym};
+                nx++;
+            }
     if (nx && !o->h) return err_set(err, ST_ERR_ARG, "extra group sizes need H (the stats file's .h64)");
-    int64_t n = pm.n_layers * PLAN_NPROJ;
+    int end_k0 = nk;
+    {
+        QFormat ef[24];
+        int ne = planner_end_formats(o->target, ef, 24);
+        for (int i = 0; i < ne && nk < MAX_KINDS; i++)
+            for (int k = 0; k < nk_table; k++)
+                if (kinds0[k].fmt == ef[i]) kinds[nk++] = kinds0[k];
+    }
+    int end_k1 = nk;
+    int has_ends = end_k1 > end_k0 && !pm.tied_embeddings && (o->end_loss || !o->site_scale);
+    if (o->target == PLANNER_TARGET_LLAMACPP && !o->h)
+        return err_set(err, ST_ERR_ARG, "target llamacpp prices ggml's types from the weights and H: the stats file "
+                                        "needs its H (.h64)");
+    int64_t n = pm.n_layers * PLAN_NPROJ, n_all = n + (has_ends ? 2 : 0);
     Status st = ST_OK;
-    int64_t *off = NULL, *bits = NULL, *bytes8 = NULL;
-    double *loss = NULL, *oerrs = NULL;
-    int *kind_of = NULL;
+    Cands c = {0};
     Plan fixed;
     plan_init(&fixed);
     {
         int64_t og, ig;
         double probe;
-        PlanEntry e;
+        QParams q = {QF_INT8, 1, GROUP_OC, 0};
         if (!qstats_sens_groups(cs, 0, 0, &og, &ig))
             return err_set(err, ST_ERR_ARG, "the statistics have no sensitivity map: run `qscope calib` without --no-sensitivity");
-        kind_entry(&kinds[0], og, ig, QM_RTN, &e);
-        e.w.fmt = QF_INT8;
-        e.w.dim = GROUP_OC;
-        e.w.group = 0;
-        if (!qstats_sens_cell(cs, 0, 0, &e.w, NULL, &probe) || isnan(probe))
+        if (!qstats_sens_cell(cs, 0, 0, &q, NULL, &probe) || isnan(probe))
             return err_set(err, ST_ERR_ARG, "the sensitivity map has no output errors (calibrated without H): "
                                             "the planner needs them; rerun `qscope calib` with H");
     }
     if (!(o->bpw > 0) && o->bytes == 0) return err_set(err, ST_ERR_ARG, "auto plan: no budget (give --bpw or --bytes)");
-    /* The fixed part: embedding and head in fp16. */
+    /* The fixed part: embedding and head in fp16 (unless they are sites). */
     PlanEntry half;
     plan_entry_default(&half);
     half.w.fmt = QF_F16;
     fixed.def = fixed.embed = fixed.output = half;
     PlanSize fs;
     if ((st = plan_size(&fixed, &pm, NULL, &fs, err))) goto fail;
-    out->fixed_bits = fs.all_bits - fs.lin_bits;
+    out->fixed_bits = has_ends ? 0 : fs.all_bits - fs.lin_bits;
     out->all_params = fs.all_params;
-    size_t fixed_bytes = fs.all_bytes - fs.lin_bytes;
+    size_t fixed_bytes = has_ends ? 0 : fs.all_bytes - fs.lin_bytes;
     int by_bytes = !(o->bpw > 0);
     if (by_bytes) {
         if (o->bytes <= fixed_bytes) {
@@ -195,101 +412,35 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     }
     int64_t lin_budget = by_bytes ? (int64_t)(o->bytes - fixed_bytes) * 8 : out->budget_bits - out->fixed_bits;
 
-    off = core_calloc((size_t)n + 1, sizeof *off);
-    bits = core_calloc((size_t)n * (size_t)nk, sizeof *bits);
-    bytes8 = core_calloc((size_t)n * (size_t)nk, sizeof *bytes8);
-    loss = core_calloc((size_t)n * (size_t)nk, sizeof *loss);
-    oerrs = core_calloc((size_t)n * (size_t)nk, sizeof *oerrs);
-    kind_of = core_calloc((size_t)n * (size_t)nk, sizeof *kind_of);
+    size_t cap = (size_t)n_all * (size_t)nk;
+    c.off = core_calloc((size_t)n_all + 1, sizeof *c.off);
+    c.cost = core_calloc(cap, sizeof *c.cost);
+    c.other = core_calloc(cap, sizeof *c.other);
+    c.loss = core_calloc(cap, sizeof *c.loss);
+    c.oerr = core_calloc(cap, sizeof *c.oerr);
+    c.kind = core_calloc(cap, sizeof *c.kind);
     out->sites = core_calloc((size_t)n, sizeof *out->sites);
-    if (!off || !bits || !bytes8 || !loss || !oerrs || !kind_of || !out->sites) {
+    if (!c.off || !c.cost || !c.other || !c.loss || !c.oerr || !c.kind || !out->sites) {
         st = err_set(err, ST_ERR_NOMEM, "auto plan: candidates");
         goto fail;
     }
     out->n_sites = n;
     out->target = o->target;
     out->calibrated = o->site_scale != NULL;
-    /* Candidates per site: the kinds that apply, reduced to the site's
-     * Pareto set (fewer bits and lower loss), cheapest first. */
-    int64_t k_all = 0;
+    out->has_ends = has_ends;
     for (int64_t s = 0; s < n; s++) {
-        int64_t l = s / PLAN_NPROJ;
-        int p = (int)(s % PLAN_NPROJ);
-        int64_t no, ni, og = 0, ig = 0;
-        plan_proj_shape(&pm, p, &no, &ni);
-        qstats_sens_groups(cs, l, p, &og, &ig);
-        int64_t first = k_all;
-        /* the extra rows' output errors, computed now (the map lacks them) */
-        double xo[40];
-        QParams xq[40];
-        int xk[40], nxq = 0;
-        for (int k = nk_table; k < nk; k++) {
-            PlanEntry e;
-            xk[k - nk_table] = -1;
-            if (o->formats && !(o->formats & (1u << kinds[k].fmt))) continue;
-            if (!kind_entry(&kinds[k], ni, ni, o->method, &e) || e.w.group == og) continue; /* og: in the map */
-            xk[k - nk_table] = nxq;
-            xq[nxq++] = e.w;
-        }
-        if (nxq && (st = qstats_site_oerr(m, o->h, l, p, xq, nxq, o->pool, xo, err))) goto fail;
-        for (int k = 0; k < nk; k++) {
-            if (o->formats && !(o->formats & (1u << kinds[k].fmt))) continue;
-            PlanEntry e;
-            if (!kind_entry(&kinds[k], kinds[k].grouped == 2 ? ni : og, ig, o->method, &e)) continue;
-            double oe;
-            if (kinds[k].grouped == 2) {
-                if (xk[k - nk_table] < 0) continue;
-                oe = xo[xk[k - nk_table]];
-            } else {
-                oe = entry_oerr(cs, l, p, &e);
-            }
-            if (oe < 0 || isnan(oe)) continue;
-            int64_t b = plan_entry_bits(&e, no, ni, GROUP_TENSOR, NULL);
-            int64_t b8 = (int64_t)plan_entry_bytes(&e, no, ni, GROUP_TENSOR, NULL) * 8;
-            double ls = site_scale_of(o, s) * oe;
-            int64_t cost = by_bytes ? b8 : b;
-            /* insert sorted by cost, then drop the dominated */
-            int64_t j = k_all;
-            while (j > first && (bits[j - 1] > cost || (bits[j - 1] == cost && loss[j - 1] > ls))) {
-                bits[j] = bits[j - 1];
-                bytes8[j] = bytes8[j - 1];
-                loss[j] = loss[j - 1];
-                oerrs[j] = oerrs[j - 1];
-                kind_of[j] = kind_of[j - 1];
-                j--;
-            }
-            bits[j] = cost;
-            bytes8[j] = by_bytes ? b : b8;
-            loss[j] = ls;
-            oerrs[j] = oe;
-            kind_of[j] = k;
-            k_all++;
-        }
-        int64_t w = first;
-        for (int64_t j = first; j < k_all; j++) {
-            if (w > first && loss[j] >= loss[w - 1]) continue;
-            bits[w] = bits[j];
-            bytes8[w] = bytes8[j];
-            loss[w] = loss[j];
-            oerrs[w] = oerrs[j];
-            kind_of[w] = kind_of[j];
-            w++;
-        }
-        k_all = w;
-        if (k_all == first) {
-            st = err_set(err, ST_ERR_ARG,
-                         "layer %lld %s: no candidate of target '%s'%s (map group sizes oc %lld, ic %lld)", (long long)l,
-                         plan_proj_name(p), planner_target_name(o->target), o->formats ? " among --formats" : "",
-                         (long long)og, (long long)ig);
-            goto fail;
-        }
-        off[s + 1] = k_all;
+        if ((st = site_cands(m, cs, o, kinds, end_k0, s, by_bytes, &c, err))) goto fail;
+        c.off[s + 1] = c.n;
     }
-    AutoProblem pr = {.n_sites = n, .off = off, .cand_bits = bits, .cand_loss = loss};
+    for (int end = 0; has_ends && end < 2; end++) {
+        if ((st = end_cands(m, o, kinds, end_k0, end_k1, end, by_bytes, &c, err))) goto fail;
+        c.off[n + end + 1] = c.n;
+    }
+    AutoProblem pr = {.n_sites = n_all, .off = c.off, .cand_bits = c.cost, .cand_loss = c.loss};
     st = autoplan_solve(&pr, lin_budget, &o->solve, &out->sol, err);
     if (st == ST_ERR_RANGE) {
         int64_t min_bits = 0;
-        for (int64_t s = 0; s < n; s++) min_bits += bits[off[s]];
+        for (int64_t s = 0; s < n_all; s++) min_bits += c.cost[c.off[s]];
         double min_all = (double)min_bits + (double)(by_bytes ? (int64_t)fixed_bytes * 8 : out->fixed_bits);
         st = err_set(err, ST_ERR_RANGE, "the budget is below the cheapest plan of these candidates: %.4f bpw (%.0f bytes)",
                      min_all / (double)fs.all_params, min_all / 8);
@@ -298,8 +449,8 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     if (st) goto fail;
 
     /* The plan: the most common choice is the default entry, the others rules. */
-    int count[96] = {0};
-    for (int64_t s = 0; s < n; s++) count[kind_of[off[s] + out->sol.pick[s]]]++;
+    int count[MAX_KINDS] = {0};
+    for (int64_t s = 0; s < n; s++) count[c.kind[c.off[s] + out->sol.pick[s]]]++;
     int top = 0;
     for (int k = 1; k < nk_table; k++) /* the default comes from the table (same groups on every site) */
         if (count[k] > count[top]) top = k;
@@ -307,18 +458,27 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     if (by_bytes) snprintf(pl->name, sizeof pl->name, "auto-%zuB", o->bytes);
     else snprintf(pl->name, sizeof pl->name, "auto-%.2fbpw", o->bpw);
     pl->embed = pl->output = half;
+    for (int end = 0; has_ends && end < 2; end++) {
+        int64_t ci = c.off[n + end] + out->sol.pick[n + end];
+        PlanEntry *e = end ? &pl->output : &pl->embed;
+        kind_entry(&kinds[c.kind[ci]], 0, 0, end ? m->output.n_in : m->tok_embd.n_in, QM_RTN, 1, e);
+        site_why(&c, kinds, ci, c.off[n + end], c.off[n + end + 1], by_bytes, &out->ends[end]);
+    }
     {
-        int64_t og = 0, ig = 0;
+        int64_t og = 0, ig = 0, no, ni;
         qstats_sens_groups(cs, 0, 0, &og, &ig);
-        if (!kind_entry(&kinds[top], og, ig, o->method, &pl->def)) pl->def = half;
+        plan_proj_shape(&pm, 0, &no, &ni);
+        if (!kind_entry(&kinds[top], og, ig, ni, o->method, 0, &pl->def)) pl->def = half;
     }
     for (int64_t s = 0; s < n; s++) {
         int64_t l = s / PLAN_NPROJ;
         int p = (int)(s % PLAN_NPROJ);
-        int64_t og = 0, ig = 0, c = off[s] + out->sol.pick[s];
+        int64_t og = 0, ig = 0, no, ni, ci = c.off[s] + out->sol.pick[s];
         qstats_sens_groups(cs, l, p, &og, &ig);
+        plan_proj_shape(&pm, p, &no, &ni);
+        const PlannerKind *k = &kinds[c.kind[ci]];
         PlanEntry e;
-        kind_entry(&kinds[kind_of[c]], kinds[kind_of[c]].grouped == 2 ? pm_n_in(&pm, p) : og, ig, o->method, &e);
+        kind_entry(k, k->grouped == 2 ? ni : og, ig, ni, o->method, 0, &e);
         if (e.w.fmt != pl->def.w.fmt || e.w.sym != pl->def.w.sym || e.w.dim != pl->def.w.dim ||
             e.w.group != pl->def.w.group || e.method != pl->def.method) {
             char pat[32];
@@ -326,35 +486,23 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
             if ((st = plan_add_rule(pl, pat, PF_FMT | PF_GROUP | PF_METHOD, &e, err))) goto fail;
         }
         PlannerSite *ps = &out->sites[s];
-        ps->kind = kind_of[c] < nk_table ? kind_of[c] : -1;
-        snprintf(ps->name, sizeof ps->name, "%s", kinds[kind_of[c]].name);
-        ps->fmt = kinds[kind_of[c]].fmt;
-        ps->bits = by_bytes ? bytes8[c] : bits[c];
-        ps->oerr = oerrs[c];
-        ps->loss = loss[c];
-        /* why: the neighbours on the site's Pareto list */
-        char a[96] = "", b[96] = "", sz[24];
-        if (c > off[s]) {
-            fmt_bits(sz, sizeof sz, (double)(bits[c] - bits[c - 1]));
-            snprintf(a, sizeof a, "; %s saves %s for +%.3g", kinds[kind_of[c - 1]].name, sz, loss[c - 1] - loss[c]);
-        }
-        if (c + 1 < off[s + 1]) {
-            fmt_bits(sz, sizeof sz, (double)(bits[c + 1] - bits[c]));
-            snprintf(b, sizeof b, "; %s costs +%s for -%.3g", kinds[kind_of[c + 1]].name, sz, loss[c] - loss[c + 1]);
-        }
-        snprintf(ps->why, sizeof ps->why, "%s: loss %.3g (out err %.3g)%s%s", kinds[kind_of[c]].name, loss[c],
-                 oerrs[c], a, b);
+        ps->kind = c.kind[ci] < nk_table ? c.kind[ci] : -1;
+        site_why(&c, kinds, ci, c.off[s], c.off[s + 1], by_bytes, ps);
     }
     if ((st = plan_add_note(pl, err,
                             "auto: %s target, %lld sites, multiple-choice knapsack by DP (cost unit %lld bits%s), "
                             "predicted loss %.4g%s, Lagrangian lower bound %.4g",
-                            planner_target_name(o->target), (long long)n, (long long)out->sol.unit_bits,
+                            planner_target_name(o->target), (long long)n_all, (long long)out->sol.unit_bits,
                             out->sol.unit_bits > 1 ? ": optimal up to the slack" : ": exact", out->sol.loss,
                             out->calibrated ? " nats KLD" : " (sum of relative output errors)",
                             out->sol.lower_bound)))
         goto fail;
-    if (o->method == QM_GPTQ &&
-        (st = plan_add_note(pl, err, "auto: integer sites use GPTQ; the loss model predicts them from RTN's errors")))
+    if (o->method == QM_GPTQ && o->h &&
+        (st = plan_add_note(pl, err, o->price_method
+                                         ? "auto: GPTQ (OC scales) and imatrix candidates priced by their own output "
+                                           "errors (%lld rows sampled per site); IC / per-tensor GPTQ by RTN's"
+                                         : "auto: integer sites use GPTQ; the loss model prices them with RTN's errors%.0lld",
+                            o->price_method ? (long long)o->oerr_rows : 0LL)))
         goto fail;
     PlanSize ps;
     if ((st = plan_size(pl, &pm, NULL, &ps, err))) goto fail;
@@ -365,12 +513,12 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     }
 fail:
     plan_done(&fixed);
-    free(off);
-    free(bits);
-    free(bytes8);
-    free(loss);
-    free(oerrs);
-    free(kind_of);
+    free(c.off);
+    free(c.cost);
+    free(c.other);
+    free(c.loss);
+    free(c.oerr);
+    free(c.kind);
     if (st) planner_result_done(out);
     return st;
 }

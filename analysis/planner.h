@@ -2,22 +2,28 @@
  * and method so that the predicted end-to-end loss is least under a size
  * budget (qscope plan --auto, the TUI's A).
  *
- * Candidates come from one table (planner_kinds): a format, symmetric, with
- * per-tensor, per-OC, per-IC or grouped (OC / IC, the sensitivity map's group
- * size) scales, plus fp16. For --target llamacpp the table holds only the
- * entries that are ggml types (q8_0 = int8 sym OC groups of 32, q4_0-like
- * int4 sym OC groups of 32, f16), so the map must have been computed with
- * group 32 (calib's default).
+ * Candidates come from one table per target (planner_kinds). Target any: a
+ * format, symmetric, with per-tensor, per-OC, per-IC or grouped (OC / IC, the
+ * sensitivity map's group size) scales, plus fp16, plus OC groups of other
+ * sizes (extra_groups; int4/3/2 also asymmetric); the embedding and head stay
+ * fp16. Target llamacpp: ggml's own block types (f16, q8_0, q6_k, q5_k, q5_1,
+ * q5_0, q4_k, q4_1, q4_0, q3_k, q2_k; imatrix rounding where ggml has it and H
+ * is there, else ggml's reference rounding), so the plan exports exactly; the
+ * embedding and the (untied) head are sites too.
  *
  * Loss model (additive over sites): the predicted loss of site s under
- * candidate c is scale_s · oerr_s(c), oerr the map's relative output error
- * tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) of symmetric RTN. scale_s defaults to 1 (the loss is
- * then Σ relative output error, a proxy); with a site calibration
+ * candidate c is scale_s · oerr_s(c), oerr the relative output error
+ * tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) of the candidate quantized by its own method: the
+ * map's cell for symmetric RTN; computed from the weights and H for the rest
+ * (GPTQ with OC scales, ggml types, other group sizes, asymmetric grids) on a
+ * seeded sample of oerr_rows rows. scale_s defaults to 1 (the loss is then
+ * Σ relative output error, a proxy); with a site calibration
  * (analysis/sitecal.h) scale_s is the KLD that site alone caused per unit of
  * its output error, so the loss is a predicted KLD in nats. fp16 costs 0.
- * Sizes are plan_entry_bits of the entry on the site's shape (exact); the
- * embedding and output head stay fp16 and count against the budget.
- * The optimiser is quant/autoplan.h's multiple-choice knapsack. */
+ * The embedding and head have no H: their candidates cost the KLD measured
+ * with that end alone quantized (end_loss), or, uncalibrated, their relative
+ * weight error. Sizes are plan_entry_bits of the entry on the site's shape
+ * (exact). The optimiser is quant/autoplan.h's multiple-choice knapsack. */
 #ifndef QS_ANALYSIS_PLANNER_H
 #define QS_ANALYSIS_PLANNER_H
 
@@ -44,6 +50,7 @@ typedef struct PlannerKind {
     int64_t need_group;      /* > 0: only where the map's group size is exactly this (ggml blocks) */
     const char *ggml;        /* the ggml type the entry exports to, or NULL */
     PlannerTarget target;    /* PLANNER_TARGET_ANY: general table; LLAMACPP: ggml table */
+    int asym;                /* 1: asymmetric grid (zero points) */
 } PlannerKind;
 
 /* The candidate table of target (static), length in *n. */
@@ -68,6 +75,15 @@ typedef struct PlannerOpts {
     int n_extra_groups;
     const struct HStore *h;  /* needed with extra groups */
     Pool *pool;              /* for those (may be NULL) */
+    /* Price candidates by their own method's output error (GPTQ with OC
+     * scales, ggml imatrix) computed from the weights and h, instead of the
+     * map's RTN cell (default 1; 0: the map's RTN errors, the old model). */
+    int price_method;
+    int64_t oerr_rows;       /* rows sampled per site for computed errors (default 256; 0: all) */
+    /* Target llamacpp: measured KLD of each end alone quantized,
+     * [end * QF_COUNT + fmt] (end 0 embedding, 1 head; NaN: not measured),
+     * required with site_scale for the ends to be sites; NULL uncalibrated. */
+    const double *end_loss;
     AutoSolveOpts solve;
 } PlannerOpts;
 
@@ -93,7 +109,15 @@ typedef struct PlannerResult {
     int64_t n_sites;         /* n_layers * PLAN_NPROJ */
     PlannerSite *sites;      /* (n_sites) owned, [layer * PLAN_NPROJ + proj] */
     PlannerTarget target;
+    int has_ends;            /* 1: the embedding and the head were sites too (ends[0], ends[1];
+                                sol.pick[n_sites + 0/1]); fixed_bits is then 0 */
+    PlannerSite ends[2];
 } PlannerResult;
+
+/* The formats the target offers the embedding and the head as sites (f16
+ * and ggml types for llamacpp; none for any): up to cap into out, returns the
+ * count. */
+int planner_end_formats(PlannerTarget target, QFormat *out, int cap);
 
 /* Builds the plan for m from cs's sensitivity map under o. Fails with
  * ST_ERR_ARG when cs has no sensitivity map or output errors (needs H), when

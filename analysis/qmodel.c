@@ -283,6 +283,79 @@ fail:
     return st;
 }
 
+/* === Output errors of entries, as the build quantizes them === */
+
+typedef struct OerrCtx {
+    const PlanEntry *es;
+    const double *H;         /* (n_in, n_in) */
+    const GptqFactor **f;    /* per entry (gptq) */
+    Pool *pool;
+} OerrCtx;
+
+static Status oerr_quant(void *user, int k, const float *W, int64_t no, int64_t ni, float *Wq, Err *err) {
+    const OerrCtx *c = user;
+    const PlanEntry *e = &c->es[k];
+    QParams p = e->w;
+    QTensor q;
+    memset(&q, 0, sizeof q);
+    Status st;
+    if (e->method == QM_GPTQ && entry_has_scales(e)) {
+        st = gptq_quantize_factored(W, no, ni, c->f[k], &p, &e->gptq, c->pool, NULL, &q, NULL, err);
+    } else if (e->method == QM_IMATRIX) {
+        SiteIn in = {.n_out = no, .n_in = ni, .H = c->H, .name = "oerr"};
+        st = imatrix_quantize(W, &in, &p, &q, err);
+    } else {
+        return rtn_fake_quantize(W, no, ni, &p, Wq, err);
+    }
+    if (!st) qtensor_dequant(&q, Wq);
+    qtensor_done(&q);
+    return st;
+}
+
+Status qmodel_site_oerr(const Model *m, const struct HStore *h, int64_t layer, int proj, const PlanEntry *es, int n,
+                        int64_t max_rows, Pool *pool, double *oerr, Err *err) {
+    if (!h) return err_set(err, ST_ERR_ARG, "output errors need H (the stats file's .h64)");
+    if (layer < 0 || layer >= m->cfg.n_layers || proj < 0 || proj >= PROJ_COUNT)
+        return err_set(err, ST_ERR_ARG, "output errors: no site layer %lld proj %d", (long long)layer, proj);
+    int64_t ni = m->layers[layer].proj[proj].n_in;
+    for (int k = 0; k < n; k++) {
+        const PlanEntry *e = &es[k];
+        const QFormatTraits *t = qformat_traits(e->w.fmt);
+        int rows_ok = t && (t->family == QFAM_GGML || !t->needs_scale ||
+                            (e->w.dim == GROUP_OC && (t->is_int || e->method == QM_RTN)));
+        int meth_ok = e->method == QM_RTN || e->method == QM_GPTQ || (e->method == QM_IMATRIX && t &&
+                                                                       t->family == QFAM_GGML);
+        if (!rows_ok || !meth_ok || e->act != ACT_NONE)
+            return err_set(err, ST_ERR_ARG, "output error of %s %s: only row-wise entries (ggml blocks, OC scales) "
+                           "with rtn, gptq or imatrix and no activation format", t ? t->name : "?",
+                           qmethod_name(e->method));
+    }
+    const double *H = NULL;
+    Status st = qstats_h(h, layer, proj_tap((Proj)proj), &H, err);
+    if (st) return st;
+    if (!H) return err_set(err, ST_ERR_ARG, "output errors: no H for layer %lld", (long long)layer);
+    const GptqFactor **f = calloc((size_t)(n > 0 ? n : 1), sizeof *f);
+    FactorCache fc = {0};
+    if (!f) return err_set(err, ST_ERR_NOMEM, "output errors");
+    for (int k = 0; k < n && !st; k++) {
+        if (es[k].method != QM_GPTQ || !entry_has_scales(&es[k])) continue;
+        /* entries with other damp / act_order than the cache's PROJ_COUNT slots build their own */
+        int have = 0;
+        for (int i = 0; i < fc.n; i++)
+            if (fc.e[i].damp == es[k].gptq.damp && fc.e[i].act_order == es[k].gptq.act_order) have = 1;
+        if (!have && fc.n >= PROJ_COUNT) {
+            st = err_set(err, ST_ERR_ARG, "output errors: more than %d GPTQ settings on one site", PROJ_COUNT);
+            break;
+        }
+        st = factor_get(&fc, H, ni, &es[k].gptq, pool, &f[k], err);
+    }
+    OerrCtx c = {.es = es, .H = H, .f = f, .pool = pool};
+    if (!st) st = qstats_site_oerr_fn(m, h, layer, proj, n, max_rows, oerr_quant, &c, pool, oerr, err);
+    factor_cache_clear(&fc);
+    free(f);
+    return st;
+}
+
 /* === SmoothQuant for one norm group === */
 
 /* Smooths the projections `projs` (sharing one norm, input tap `tap`) of

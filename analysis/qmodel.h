@@ -124,6 +124,17 @@ Status qmodel_build_keep(const Model *m, const Plan *p, const QModelStats *st, P
 Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Pool *pool, Progress *prog,
                            QModel **out, Err *err);
 
+/* Relative output errors tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) of entries es[0..n) on
+ * (layer, proj) of m, each site quantized as qmodel_build quantizes it: rtn,
+ * imatrix (ggml's weighted rounding with diag H) or gptq (one factorization
+ * shared by the entries with the same damp and act_order), with H from h.
+ * Computed on a seeded subsample of max_rows rows (0: all), so every entry
+ * must quantize its rows independently: a ggml block format, or an integer
+ * format with per-OC scales or groups along OC (ST_ERR_ARG otherwise, and
+ * for adadim / aqlm / activation formats). pool may be NULL. */
+Status qmodel_site_oerr(const Model *m, const struct HStore *h, int64_t layer, int proj, const PlanEntry *es, int n,
+                        int64_t max_rows, Pool *pool, double *oerr, Err *err);
+
 /* NULL is a no-op. */
 void qmodel_free(QModel *qm);
 

@@ -180,6 +180,15 @@ int qstats_sens_groups(const struct CalibStats *cs, int64_t layer, int proj, int
     return 1;
 }
 
+Status qstats_site_oerr_fn(const Model *m, const struct HStore *h, int64_t layer, int proj, int n, int64_t max_rows,
+                           QStatsQuantFn fn, void *user, Pool *pool, double *oerr, Err *err) {
+    double *werr = malloc((size_t)(n > 0 ? n : 1) * sizeof *werr);
+    if (!werr) return err_set(err, ST_ERR_NOMEM, "site errors (%d cells)", n);
+    Status st = sens_site_errors_fn(m, h, layer, proj, n, max_rows, fn, user, pool, werr, oerr, err);
+    free(werr);
+    return st;
+}
+
 Status qstats_site_oerr(const Model *m, const struct HStore *h, int64_t layer, int proj, const QParams *qps, int n,
                         Pool *pool, double *oerr, Err *err) {
     double werr[64];

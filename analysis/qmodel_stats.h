@@ -76,6 +76,16 @@ int qstats_sens_cell(const struct CalibStats *cs, int64_t layer, int proj, const
 Status qstats_site_oerr(const Model *m, const struct HStore *h, int64_t layer, int proj, const QParams *qps, int n,
                         Pool *pool, double *oerr, Err *err);
 
+/* A quantizer for qstats_site_oerr_fn (analysis/sensitivity.h's SensQuantFn):
+ * writes into Wq (no, ni) the values cell k represents for the rows W. */
+typedef Status (*QStatsQuantFn)(void *user, int k, const float *W, int64_t no, int64_t ni, float *Wq, Err *err);
+
+/* Relative output errors of cells 0..n on (layer, proj) of m quantized by fn,
+ * on a seeded subsample of max_rows rows (0: all; for quantizers whose rows
+ * are independent): sens_site_errors_fn. */
+Status qstats_site_oerr_fn(const Model *m, const struct HStore *h, int64_t layer, int proj, int n, int64_t max_rows,
+                           QStatsQuantFn fn, void *user, Pool *pool, double *oerr, Err *err);
+
 /* The group sizes the map used on (layer, proj) for OC- and IC-grouped cells
  * (0: none fits); returns 0 when cs has no map. */
 int qstats_sens_groups(const struct CalibStats *cs, int64_t layer, int proj, int64_t *oc_group, int64_t *ic_group);

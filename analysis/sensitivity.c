@@ -447,16 +447,27 @@ done:
     return st;
 }
 
+static Status rtn_cells(void *user, int k, const float *W, int64_t no, int64_t ni, float *Wq, Err *err) {
+    return rtn_fake_quantize(W, no, ni, &((const QParams *)user)[k], Wq, err);
+}
+
 Status sens_site_errors(const Model *m, const HStore *h, int64_t layer, int proj, const QParams *qps, int n,
                         Pool *pool, double *werr, double *oerr, Err *err) {
+    return sens_site_errors_fn(m, h, layer, proj, n, 0, rtn_cells, (void *)qps, pool, werr, oerr, err);
+}
+
+Status sens_site_errors_fn(const Model *m, const HStore *h, int64_t layer, int proj, int n, int64_t max_rows,
+                           SensQuantFn fn, void *user, Pool *pool, double *werr, double *oerr, Err *err) {
     const Weight *w = &m->layers[layer].proj[proj];
-    int64_t no = w->n_out, ni = w->n_in, nn = no * ni;
+    int64_t no = w->n_out, ni = w->n_in;
+    int64_t ns = max_rows > 0 && max_rows < no ? max_rows : no, nn = ns * ni;
     Status st = ST_OK;
-    int64_t gr = no < BMAX ? no : BMAX;
+    int64_t gr = ns < BMAX ? ns : BMAX;
     float *Wq = core_alloc_aligned((size_t)nn, sizeof(float));
     float *G = h ? core_alloc_aligned((size_t)(gr * ni), sizeof(float)) : NULL;
     float *Hf = h ? core_alloc_aligned((size_t)(ni * ni), sizeof(float)) : NULL;
-    float *Wconv = NULL;
+    float *Wconv = NULL, *Ws = NULL;
+    int64_t *perm = NULL;
     GemmWork *gw = NULL;
     const float *W = weight_f32_data(w);
     if (!Wq || (h && (!G || !Hf))) {
@@ -464,29 +475,53 @@ Status sens_site_errors(const Model *m, const HStore *h, int64_t layer, int proj
         goto done;
     }
     if (!W) {
-        if (!(Wconv = core_alloc_aligned((size_t)nn, sizeof(float)))) {
+        if (!(Wconv = core_alloc_aligned((size_t)(no * ni), sizeof(float)))) {
             st = err_set(err, ST_ERR_NOMEM, "sensitivity: decoding a weight");
             goto done;
         }
         weight_rows_f32(w, 0, no, Wconv);
         W = Wconv;
     }
+    if (ns < no) {
+        /* a seeded subsample of rows, kept in their order */
+        perm = core_calloc((size_t)no, sizeof *perm);
+        Ws = core_alloc_aligned((size_t)nn, sizeof(float));
+        if (!perm || !Ws) {
+            st = err_set(err, ST_ERR_NOMEM, "sensitivity: row subsample");
+            goto done;
+        }
+        uint64_t rs = (uint64_t)(layer * PROJ_COUNT + proj) + 1;
+        for (int64_t r = 0; r < no; r++) perm[r] = r;
+        for (int64_t r = 0; r < ns; r++) { /* partial Fisher-Yates: perm[0..ns) is the sample */
+            int64_t k = r + (int64_t)(sm64(&rs) % (uint64_t)(no - r)), t = perm[r];
+            perm[r] = perm[k];
+            perm[k] = t;
+        }
+        for (int64_t i = 1; i < ns; i++) /* insertion sort of the sample (small) */
+            for (int64_t j = i; j > 0 && perm[j - 1] > perm[j]; j--) {
+                int64_t t = perm[j];
+                perm[j] = perm[j - 1];
+                perm[j - 1] = t;
+            }
+        for (int64_t r = 0; r < ns; r++) memcpy(Ws + r * ni, W + perm[r] * ni, (size_t)ni * sizeof *Ws);
+        W = Ws;
+    }
     if (h && gemm_f32_available() && (st = gemm_work_new(pool ? pool_size(pool) : 1, &gw, err))) goto done;
     double wnorm = 0, denom = 0;
     for (int64_t i = 0; i < nn; i++) wnorm += (double)W[i] * W[i];
     if (h) {
         if ((st = hstore_load_f32(h, layer, (int)proj_tap((Proj)proj), Hf, err))) goto done;
-        denom = site_denom(W, no, ni, Hf, G, pool, gw);
+        denom = site_denom(W, ns, ni, Hf, G, pool, gw);
     }
     for (int k = 0; k < n; k++) {
-        if ((st = rtn_fake_quantize(W, no, ni, &qps[k], Wq, err))) goto done;
+        if ((st = fn(user, k, W, ns, ni, Wq, err))) goto done;
         double dn = 0;
         for (int64_t i = 0; i < nn; i++) {
             Wq[i] -= W[i];
             dn += (double)Wq[i] * Wq[i];
         }
         werr[k] = wnorm > 0 ? dn / wnorm : 0;
-        oerr[k] = h ? (denom > 0 ? site_denom(Wq, no, ni, Hf, G, pool, gw) / denom : 0) : NAN;
+        oerr[k] = h ? (denom > 0 ? site_denom(Wq, ns, ni, Hf, G, pool, gw) / denom : 0) : NAN;
     }
 done:
     gemm_work_free(gw);
@@ -494,6 +529,8 @@ done:
     core_free_aligned(G);
     core_free_aligned(Hf);
     core_free_aligned(Wconv);
+    core_free_aligned(Ws);
+    free(perm);
     return st;
 }
 

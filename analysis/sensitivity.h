@@ -133,6 +133,19 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
 Status sens_site_errors(const Model *m, const HStore *h, int64_t layer, int proj, const QParams *qps, int n,
                         Pool *pool, double *werr, double *oerr, Err *err);
 
+/* A quantizer for sens_site_errors_fn: writes into Wq (no, ni) the values
+ * cell k represents for the rows W (no, ni). */
+typedef Status (*SensQuantFn)(void *user, int k, const float *W, int64_t no, int64_t ni, float *Wq, Err *err);
+
+/* sens_site_errors with the cells' quantizer fn (any method: GPTQ, ggml's
+ * weighted rounding ...), on a seeded subsample of max_rows rows of the
+ * weight (0 or >= n_out: all rows, exact). The subsample serves quantizers
+ * whose rows are independent (groups along a row, per-OC scales, ggml blocks);
+ * both traces are then summed over the same rows, a ratio estimate of the
+ * whole matrix's relative errors. */
+Status sens_site_errors_fn(const Model *m, const HStore *h, int64_t layer, int proj, int n, int64_t max_rows,
+                           SensQuantFn fn, void *user, Pool *pool, double *werr, double *oerr, Err *err);
+
 /* AdaDim's choice for (layer, proj, fmt) per-channel (grouped = 0: per-IC vs
  * per-OC) or grouped (1: ic-g vs oc-g): the dimension with the lower output
  * error (weight error when output errors are NaN); GROUP_OC on ties;

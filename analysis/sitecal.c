@@ -13,6 +13,8 @@
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
 #include "core/atomicfile.h"
+#include "core/hash.h"
+#include "quant/ggml_type.h"
 
 void sitecal_default_probe(PlanEntry *e) {
     plan_entry_default(e);
@@ -24,6 +26,7 @@ void sitecal_done(SiteCal *sc) {
     free(sc->scale);
     free(sc->kld);
     free(sc->oerr);
+    free(sc->end_kld);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -34,11 +37,13 @@ static Status sitecal_alloc(SiteCal *sc, int64_t n_layers, Err *err) {
     sc->scale = core_calloc(n, sizeof *sc->scale);
     sc->kld = core_calloc(n, sizeof *sc->kld);
     sc->oerr = core_calloc(n, sizeof *sc->oerr);
-    if (!sc->scale || !sc->kld || !sc->oerr) {
+    sc->end_kld = core_calloc(2 * QF_COUNT, sizeof *sc->end_kld);
+    if (!sc->scale || !sc->kld || !sc->oerr || !sc->end_kld) {
         sitecal_done(sc);
         return err_set(err, ST_ERR_NOMEM, "site calibration (%lld layers)", (long long)n_layers);
     }
     for (size_t i = 0; i < n; i++) sc->scale[i] = sc->kld[i] = sc->oerr[i] = NAN;
+    for (int i = 0; i < 2 * QF_COUNT; i++) sc->end_kld[i] = NAN;
     return ST_OK;
 }
 
@@ -115,6 +120,60 @@ fail:
     return st;
 }
 
+static const char *const END_NAMES[2] = {"embed", "output"};
+
+Status sitecal_measure_ends(const Model *m, const EvalRef *ref, const EvalOpts *o, const QFormat *fmts, int n,
+                            Pool *pool, Progress *prog, SiteCal *sc, Err *err) {
+    EvalOpts eo = *o;
+    eo.layer_err = 0;
+    eo.speed = 0;
+    progress_begin(prog, "end KLD", 2 * (int64_t)n);
+    Status st = ST_OK;
+    for (int end = 0; end < 2; end++)
+        for (int i = 0; i < n; i++) {
+            double *v = &sc->end_kld[end * QF_COUNT + fmts[i]];
+            const QFormatTraits *t = qformat_traits(fmts[i]);
+            int64_t ni = end ? m->output.n_in : m->tok_embd.n_in;
+            if (!isnan(*v)) goto next;
+            if (t->family == QFAM_GGML && ni % ggml_type_traits((uint32_t)t->ggml_type)->block_size) {
+                *v = -1;
+                goto next;
+            }
+            Plan pl;
+            plan_init(&pl);
+            snprintf(pl.name, sizeof pl.name, "probe-%s-%s", END_NAMES[end], t->name);
+            PlanEntry *e = end ? &pl.output : &pl.embed;
+            e->w.fmt = fmts[i];
+            e->w.sym = 1;
+            e->w.dim = GROUP_OC;
+            e->w.group = t->is_int || t->is_fp8 ? 32 : 0;
+            e->method = QM_RTN;
+            QModel *qm = NULL;
+            EvalResult res;
+            memset(&res, 0, sizeof res);
+            st = qmodel_build(m, &pl, NULL, pool, NULL, &qm, err);
+            if (!st) st = eval_run(qm, ref, &eo, pool, NULL, NULL, NULL, &res, err);
+            if (!st) *v = res.kld_mean;
+            eval_result_done(&res);
+            qmodel_free(qm);
+            plan_done(&pl);
+            if (st) return err_wrap(err, "%s in %s", END_NAMES[end], t->name), st;
+        next:
+            if (progress_cancelled(prog))
+                return err_set(err, ST_ERR_CANCELLED, "end calibration cancelled at %s %s", END_NAMES[end], t->name);
+            progress_add(prog, 1);
+        }
+    return st;
+}
+
+int sitecal_has_ends(const SiteCal *sc, const QFormat *fmts, int n) {
+    if (!sc->end_kld) return 0;
+    for (int end = 0; end < 2; end++)
+        for (int i = 0; i < n; i++)
+            if (isnan(sc->end_kld[end * QF_COUNT + fmts[i]])) return 0;
+    return 1;
+}
+
 /* Appends printf-style text to af (lines here are short; a longer one is cut). */
 static Status put_line(AtomicFile *af, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static Status put_line(AtomicFile *af, Err *err, const char *fmt, ...) {
@@ -138,6 +197,10 @@ Status sitecal_save(const SiteCal *sc, const char *path, Err *err) {
     for (int64_t s = 0; !st && s < sc->n_layers * PLAN_NPROJ; s++)
         st = put_line(&af, err, "%lld %s %.9g %.9g %.9g\n", (long long)(s / PLAN_NPROJ),
                       plan_proj_name((int)(s % PLAN_NPROJ)), sc->scale[s], sc->kld[s], sc->oerr[s]);
+    for (int i = 0; !st && sc->end_kld && i < 2 * QF_COUNT; i++)
+        if (!isnan(sc->end_kld[i]))
+            st = put_line(&af, err, "end %s %s %.9g\n", END_NAMES[i / QF_COUNT], qformat_traits((QFormat)(i % QF_COUNT))->name,
+                          sc->end_kld[i]);
     if (st) {
         afile_abort(&af);
         return st;
@@ -173,6 +236,21 @@ Status sitecal_load(const char *path, int64_t n_layers, SiteCal *out, Err *err) 
             continue;
         }
         if (line[0] == '\n') continue;
+        if (!strncmp(line, "end ", 4)) {
+            char en[16], fn[32];
+            double v;
+            int fi = -1, e = -1;
+            if (sscanf(line + 4, "%15s %31s %lf", en, fn, &v) == 3) {
+                fi = qformat_parse(fn);
+                e = !strcmp(en, END_NAMES[0]) ? 0 : !strcmp(en, END_NAMES[1]) ? 1 : -1;
+            }
+            if (fi < 0 || e < 0 || !(v >= 0 || v == -1)) {
+                st = err_set(err, ST_ERR_FORMAT, "%s:%d: expected 'end embed|output FORMAT KLD'", path, ln);
+                goto fail;
+            }
+            out->end_kld[e * QF_COUNT + fi] = v;
+            continue;
+        }
         long long l;
         char proj[16];
         double v, kld = NAN, oerr = NAN;
@@ -219,4 +297,39 @@ int sitecal_matches_stats(const SiteCal *sc, const struct CalibStats *cs, const 
         if (!(fabs(sc->oerr[s] - oerr) <= 1e-7 * oerr)) return 0;
     }
     return 1;
+}
+
+Status sitecal_get(const Model *m, const struct CalibStats *cs, const char *text, size_t len, const EvalOpts *o,
+                   const char *cache_dir, const char *path, const QFormat *end_fmts, int n_end, Pool *pool,
+                   Progress *prog, SiteCal *out, int *measured, Err *err) {
+    memset(out, 0, sizeof *out);
+    if (measured) *measured = 0;
+    PlanEntry probe;
+    sitecal_default_probe(&probe);
+    char code[32];
+    plan_entry_code(&probe, code, sizeof code);
+    uint64_t th = hash_bytes(HASH_SEED, text, len);
+    EvalOpts eo = *o;
+    eo.layer_err = 0;
+    eo.speed = 0;
+    EvalRef *ref = NULL;
+    Status st = ST_OK;
+    int have = sitecal_load(path, m->cfg.n_layers, out, NULL) == ST_OK;
+    if (have && !(sitecal_matches(out, m->fingerprint, th, eo.n_ctx, eo.max_chunks, code) &&
+                  sitecal_matches_stats(out, cs, &probe))) {
+        sitecal_done(out);
+        have = 0;
+    }
+    if (have && sitecal_has_ends(out, end_fmts, n_end)) return ST_OK;
+    if ((st = eval_ref_get(m, text, len, &eo, cache_dir, pool, prog, &ref, NULL, err))) goto fail;
+    if (!have && (st = sitecal_measure(m, cs, ref, &eo, th, &probe, pool, prog, out, err))) goto fail;
+    if (n_end > 0 && (st = sitecal_measure_ends(m, ref, &eo, end_fmts, n_end, pool, prog, out, err))) goto fail;
+    if ((st = sitecal_save(out, path, err))) goto fail;
+    if (measured) *measured = 1;
+    eval_ref_free(ref);
+    return ST_OK;
+fail:
+    eval_ref_free(ref);
+    sitecal_done(out);
+    return st;
 }

@@ -8,7 +8,10 @@
  *
  * File: a header line
  *   # qscope sitecal 1 fp=<hex> text=<hex> ctx=<n> chunks=<n> probe=<code>
- * then per site "LAYER PROJ SCALE KLD OERR" (PROJ q k v o gate up down);
+ * then per site "LAYER PROJ SCALE KLD OERR" (PROJ q k v o gate up down),
+ * and optionally per end and format "end embed|output FORMAT KLD" (the KLD
+ * with that end alone quantized by ggml's rounding; -1 where the format's
+ * blocks do not fit the rows);
  * `qscope plan --auto --site-scales FILE` reads the first three columns of
  * such lines from any file, header or not. */
 #ifndef QS_ANALYSIS_SITECAL_H
@@ -33,6 +36,8 @@ typedef struct SiteCal {
     double *scale;                     /* (n_layers * PLAN_NPROJ) kld / oerr; NaN unknown */
     double *kld;                       /* (n_layers * PLAN_NPROJ) measured KLD, nats */
     double *oerr;                      /* (n_layers * PLAN_NPROJ) the map's output error of the probe */
+    double *end_kld;                   /* (2 * QF_COUNT) [end * QF_COUNT + fmt], end 0 embedding, 1 head:
+                                          KLD with that end alone in fmt; NaN not measured, -1 n/a */
 } SiteCal;
 
 /* The default probe: int4 symmetric, the map's grouped OC cells, RTN (small
@@ -48,6 +53,17 @@ void sitecal_default_probe(PlanEntry *e);
 Status sitecal_measure(const Model *m, const struct CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
                        uint64_t text_hash, const PlanEntry *probe, Pool *pool, Progress *prog, SiteCal *out,
                        Err *err);
+
+/* Measures into sc (from sitecal_measure or sitecal_load, same model) the
+ * KLD of m with the embedding alone, then the head alone, quantized by RTN
+ * in each of fmts[0..n) (the rest float), on ref under o; pairs already
+ * measured are kept, formats whose blocks do not fit the rows get -1, fp16
+ * and other plain formats are measured like the rest. prog: stage "end KLD". */
+Status sitecal_measure_ends(const Model *m, const EvalRef *ref, const EvalOpts *o, const QFormat *fmts, int n,
+                            Pool *pool, Progress *prog, SiteCal *sc, Err *err);
+
+/* 1 when sc holds a value for both ends in every format of fmts[0..n). */
+int sitecal_has_ends(const SiteCal *sc, const QFormat *fmts, int n);
 
 /* Writes the file atomically (temp + rename). */
 Status sitecal_save(const SiteCal *sc, const char *path, Err *err);
@@ -69,6 +85,18 @@ int sitecal_matches(const SiteCal *sc, uint64_t fingerprint, uint64_t text_hash,
  * (another --group, --samples or text) under the same name. 0 also when sc
  * has no oerr column (a --site-scales file without one). */
 int sitecal_matches_stats(const SiteCal *sc, const struct CalibStats *cs, const PlanEntry *probe);
+
+/* The site calibration of m for text (len bytes) under o (n_ctx,
+ * max_chunks): loaded from path when its key (model, text, ctx, chunks, the
+ * default probe) and cs's map match, else measured (sitecal_measure, the
+ * reference computed here or read from cache_dir, may be NULL) and written
+ * to path; then the ends in end_fmts[0..n_end) that path lacks are measured
+ * (sitecal_measure_ends) and written too. *measured (may be NULL) = 1 when
+ * anything was measured. pool and prog may be NULL. Caller releases *out
+ * with sitecal_done. */
+Status sitecal_get(const Model *m, const struct CalibStats *cs, const char *text, size_t len, const EvalOpts *o,
+                   const char *cache_dir, const char *path, const QFormat *end_fmts, int n_end, Pool *pool,
+                   Progress *prog, SiteCal *out, int *measured, Err *err);
 
 /* Frees the arrays; safe on a zeroed SiteCal. */
 void sitecal_done(SiteCal *sc);

@@ -50,16 +50,16 @@ static const OptChoice METHODS[] = {{"rtn", QM_RTN}, {"gptq", QM_GPTQ}, {NULL, 0
 
 /* The site scales: from --site-scales FILE alone, or (with --text) from the
  * cache at FILE (default STATS.sitecal) when its key matches, else measured
- * on the text and written there. Returns 0, or -1 after printing the error. */
+ * on the text and written there (sitecal_get); with target llamacpp also the
+ * ends' KLD per ggml type. Returns 0, or -1 after printing the error. */
 static int site_scales(const Model *m, const QStatsFile *sf, const char *stats_path, const char *path,
                        const char *text_path, const char *cache, int64_t ctx, int64_t chunks, int64_t threads,
-                       SiteCal *sc) {
+                       PlannerTarget target, SiteCal *sc) {
     Err err;
     err_init(&err);
     int rc = -1;
-    char *own = NULL, *text = NULL, *cdir = NULL;
+    char *own = NULL, *text = NULL;
     Pool *pool = NULL;
-    EvalRef *ref = NULL;
     if (!text_path) {
         if (sitecal_load(path, m->cfg.n_layers, sc, &err)) goto fail;
         fprintf(stderr, "plan: site scales from %s\n", path);
@@ -83,39 +83,27 @@ static int site_scales(const Model *m, const QStatsFile *sf, const char *stats_p
     eval_opts_default(&eo);
     eo.n_ctx = ctx;
     eo.max_chunks = chunks;
-    eo.layer_err = 0;
-    eo.speed = 0;
-    PlanEntry probe;
-    sitecal_default_probe(&probe);
-    char code[32];
-    plan_entry_code(&probe, code, sizeof code);
-    uint64_t th = hash_bytes(HASH_SEED, text, len);
-    if (sitecal_load(path, m->cfg.n_layers, sc, NULL) == ST_OK) {
-        if (sitecal_matches(sc, m->fingerprint, th, ctx, chunks, code) && sitecal_matches_stats(sc, sf->cs, &probe)) {
-            fprintf(stderr, "plan: site scales from the cache %s\n", path);
-            rc = 0;
-            goto fail;
-        }
-        sitecal_done(sc);
-    }
+    QFormat ef[24];
+    int ne = m->cfg.tied_embeddings ? 0 : planner_end_formats(target, ef, 24);
+    int w = 0;
+    for (int i = 0; i < ne; i++) /* fp16 ends cost 0: nothing to measure */
+        if (qformat_traits(ef[i])->family == QFAM_GGML) ef[w++] = ef[i];
     if (pool_new((int)threads, &pool, &err)) goto fail;
     Progress prog;
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
-    cdir = cache ? strdup(cache) : NULL; /* the scales are cached; the reference only with --cache */
     double t0 = args_now();
-    if (eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, NULL, &err)) goto fail;
-    if (sitecal_measure(m, sf->cs, ref, &eo, th, &probe, pool, &prog, sc, &err)) goto fail;
-    if (sitecal_save(sc, path, &err)) goto fail;
-    fprintf(stderr, "plan: site scales measured (%lld sites, probe %s alone, %lld chunks of %lld, %.1f s), cached in %s\n",
-            (long long)(m->cfg.n_layers * PLAN_NPROJ), code, (long long)eval_ref_chunks(ref), (long long)ctx, args_now() - t0,
-            path);
+    int measured = 0;
+    if (sitecal_get(m, sf->cs, text, len, &eo, cache, path, ef, w, pool, &prog, sc, &measured, &err)) goto fail;
+    if (measured)
+        fprintf(stderr, "plan: site scales measured (%lld sites%s, %lld chunks of %lld, %.1f s), cached in %s\n",
+                (long long)(m->cfg.n_layers * PLAN_NPROJ), w ? " and the ends in each ggml type" : "",
+                (long long)chunks, (long long)ctx, args_now() - t0, path);
+    else fprintf(stderr, "plan: site scales from the cache %s\n", path);
     rc = 0;
 fail:
     if (rc) args_print_err("plan", &err);
-    eval_ref_free(ref);
     pool_free(pool);
-    free(cdir);
     free(text);
     free(own);
     return rc;
@@ -193,6 +181,7 @@ int cmd_plan_auto(int argc, char **argv) {
     plan_init(&res.plan);
     SiteCal sc;
     memset(&sc, 0, sizeof sc);
+    Pool *pool = NULL;
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (qstats_open(stats_path, m, &sf, &err)) {
@@ -205,10 +194,19 @@ int cmd_plan_auto(int argc, char **argv) {
         goto done;
     }
     if (scales_path || text_path) {
-        if (site_scales(m, &sf, stats_path, scales_path, text_path, cache, ctx, chunks, threads, &sc)) goto done;
+        if (site_scales(m, &sf, stats_path, scales_path, text_path, cache, ctx, chunks, threads, po.target, &sc))
+            goto done;
         po.site_scale = sc.scale;
+        po.end_loss = sc.end_kld;
     }
-    Pool *pool = NULL;
+    if (sf.h) { /* computed output errors: ggml types, GPTQ, other group sizes */
+        po.h = sf.h;
+        if (pool_new((int)threads, &pool, &err)) {
+            args_print_err("plan", &err);
+            goto done;
+        }
+        po.pool = pool;
+    }
     if (strcmp(groups, "none") != 0 && sf.h && po.target == PLANNER_TARGET_ANY) {
         char gb[64];
         snprintf(gb, sizeof gb, "%s", groups);
@@ -217,15 +215,8 @@ int cmd_plan_auto(int argc, char **argv) {
             if (!args_int("plan", "--groups", t, 4, 1 << 16, &g)) goto done;
             po.extra_groups[po.n_extra_groups++] = g;
         }
-        po.h = sf.h;
-        if (pool_new((int)threads, &pool, &err)) {
-            args_print_err("plan", &err);
-            goto done;
-        }
-        po.pool = pool;
     }
     Status bst = planner_build(m, sf.cs, &po, &res, &err);
-    pool_free(pool);
     if (bst) {
         args_print_err("plan", &err);
         goto done;
@@ -250,6 +241,8 @@ int cmd_plan_auto(int argc, char **argv) {
             fprintf(stderr, "  %-10s %lld sites\n", res.sites[s].name, (long long)c);
         }
     }
+    for (int e = 0; res.has_ends && e < 2; e++)
+        fprintf(stderr, "  %-5s %s\n", e ? "head" : "embed", why ? res.ends[e].why : res.ends[e].name);
     for (int64_t i = 0; i < res.plan.n_notes; i++) fprintf(stderr, "plan: note: %s\n", res.plan.notes[i]);
     fprintf(stderr,
             "plan '%s': %.4f bits per weight (linear layers %.4f), %zu bytes; budget %lld bits (%.4f bpw); "
@@ -266,6 +259,7 @@ int cmd_plan_auto(int argc, char **argv) {
     if (plancli_write(&res.plan, out_path)) goto done;
     rc = 0;
 done:
+    pool_free(pool);
     sitecal_done(&sc);
     planner_result_done(&res);
     qstats_close(&sf);

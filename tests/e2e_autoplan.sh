@@ -3,7 +3,8 @@
 # per weight of int4-gptq, and check that the plan keeps the budget and that
 # its measured KLD is below int4-gptq's and int4-rtn's at that size (also with the
 # loss model calibrated on the text, cached, predicting KLD); the
-# llama.cpp target uses only f16 / q8_0 / q4_0 entries; bad budgets fail
+# llama.cpp target uses only ggml types, prices the embedding and head too and
+# exports exactly; bad budgets fail
 # clearly.
 set -eu
 Q=${QSCOPE:-./qscope}
@@ -62,13 +63,22 @@ kp=$(num "$tmp/e-autocal.json" kld_pred)
 awk -v a="$kc" -v g="$kg" -v p="$kp" 'BEGIN { exit !(a < g && p > 0) }' ||
   fail "calibrated auto KLD $kc (predicted $kp) is not below int4-gptq $kg"
 
-# llama.cpp target: the plan's entries are f16, int8 or int4 symmetric oc32 only
-"$Q" plan "$M" --auto --bpw 10 --target llamacpp --stats "$tmp/s.stats" -o "$tmp/ll.json" 2>"$tmp/err" ||
-  fail "plan --target llamacpp failed: $(cat "$tmp/err")"
-has "$tmp/err" "q8_0"
-if grep -E '"format":[[:space:]]*"(int6|int3|int2|fp8-e4m3|fp8-e5m2)"' "$tmp/ll.json" >/dev/null; then
+# llama.cpp target: ggml's block types only (the loss model calibrated, now also the embedding and
+# the head alone in each type), the embedding and head chosen too, and `qscope export` writes every
+# tensor of the plan exactly
+"$Q" plan "$M" --auto --bpw 8 --target llamacpp --stats "$tmp/s.stats" --text "$T" --ctx 128 --chunks 8 \
+  --threads 2 --cache "$tmp/cache" -o "$tmp/ll.json" 2>"$tmp/err" || fail "plan --target llamacpp failed: $(cat "$tmp/err")"
+has "$tmp/err" "the ends in each ggml type"
+has "$tmp/err" "  embed "
+has "$tmp/err" "  head "
+grep -q '^end output q8_0 [0-9]' "$tmp/s.stats.sitecal" || fail "no measured head KLD in the sitecal"
+grep -q '^end embed q4_k -1' "$tmp/s.stats.sitecal" || fail "q4_k does not fit 64-wide rows: want -1"
+if grep -E '"format":[[:space:]]*"(int[0-9]|fp8-e4m3|fp8-e5m2|fp32)"' "$tmp/ll.json" >/dev/null; then
   fail "llamacpp plan has a non-ggml format: $(cat "$tmp/ll.json")"
 fi
+"$Q" export "$M" --plan "$tmp/ll.json" --stats "$tmp/s.stats" -o "$tmp/ll.gguf" 2>"$tmp/err" ||
+  fail "export of the llamacpp plan failed: $(cat "$tmp/err")"
+has "$tmp/err" "37 tensors: 37 exact, 0 approximate, 0 not expressible"
 
 # a budget below the cheapest plan, an unknown format, no budget
 if "$Q" plan "$M" --auto --bpw 1 --stats "$tmp/s.stats" 2>"$tmp/err" >/dev/null; then fail "--bpw 1 accepted"; fi

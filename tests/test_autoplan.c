@@ -18,6 +18,7 @@
 #include "core/pool.h"
 #include "model/model.h"
 #include "quant/autoplan.h"
+#include "quant/ggml_type.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
 #include "testlib.h"
@@ -266,25 +267,72 @@ static void test_planner_stories(void) {
     CHECK(planner_build(m, sf.cs, &o, &r2, &err) == ST_ERR_RANGE);
     CHECK(strstr(err.detail, "cheapest plan") != NULL);
 
-    /* llama.cpp target: ggml-type candidates only (the map's group is 32) */
+    /* llama.cpp target: ggml's block types only, the ends as sites (uncalibrated: priced by their
+     * relative weight error), every entry one that `qscope export` writes as its blocks */
     o.formats = 0;
     o.target = PLANNER_TARGET_LLAMACPP;
-    o.bpw = 10;
+    o.bpw = 8;
+    o.method = QM_GPTQ;
+    CHECK(planner_build(m, sf.cs, &o, &r2, &err) == ST_ERR_ARG); /* needs H */
+    o.h = sf.h;
     CHECK_OK(planner_build(m, sf.cs, &o, &r2, &err), err);
+    CHECK(r2.has_ends && r2.fixed_bits == 0);
     const PlannerKind *gk = planner_kinds(PLANNER_TARGET_LLAMACPP, &nk);
     PlanResolved res;
     CHECK_OK(plan_resolve(&r2.plan, &pm, &res, &err), err);
-    int64_t n8 = 0;
+    int64_t n_q = 0;
     for (int64_t s = 0; s < r2.n_sites; s++) {
         CHECK(gk[r2.sites[s].kind].ggml != NULL);
         const PlanEntry *e = &res.lin[s].e;
-        CHECK(e->w.fmt == QF_F16 || (e->w.sym && e->w.dim == GROUP_OC && e->w.group == 32 &&
-                                     (e->w.fmt == QF_INT8 || e->w.fmt == QF_INT4)));
-        n8 += e->w.fmt == QF_INT8;
+        const QFormatTraits *t = qformat_traits(e->w.fmt);
+        CHECK(e->w.fmt == QF_F16 || t->family == QFAM_GGML);
+        /* imatrix exactly where ggml has a weighted quantizer */
+        if (t->family == QFAM_GGML)
+            CHECK((e->method == QM_IMATRIX) == (ggml_type_traits((uint32_t)t->ggml_type)->quant_w != NULL));
+        n_q += t->family == QFAM_GGML;
+        if (s % PLAN_NPROJ == PLAN_DOWN) CHECK(e->w.fmt == QF_F16); /* 172 inputs: no whole 32-blocks */
     }
-    CHECK(n8 > 0);
+    CHECK(n_q > 0);
+    CHECK(res.embed.e.method == QM_RTN && res.output.e.method == QM_RTN);
+    CHECK(r2.ends[0].bits > 0 && r2.ends[1].bits > 0);
+    CHECK_OK(plan_size(&r2.plan, &pm, NULL, &ps, &err), err);
+    CHECK(ps.all_bits <= (int64_t)floor(o.bpw * (double)ps.all_params));
+    CHECK(ps.bpw_all > 7.5); /* the budget is used */
     plan_resolved_done(&res);
     planner_result_done(&r2);
+    o.target = PLANNER_TARGET_ANY;
+    o.method = QM_RTN;
+
+    /* Output errors of entries by their own method: RTN on all rows is the map's computation;
+     * GPTQ lowers exactly this quantity below RTN's; a 32-row sample estimates the whole */
+    {
+        PlanEntry es[3];
+        for (int k = 0; k < 3; k++) plan_entry_default(&es[k]);
+        es[0].w = es[1].w = es[2].w = (QParams){QF_INT3, 1, GROUP_OC, 32};
+        es[1].method = es[2].method = QM_GPTQ;
+        es[2].gptq.act_order = 1;
+        double sum_r = 0, sum_g = 0;
+        for (int64_t l = 0; l < pm.n_layers; l++)
+            for (int p = 0; p < PLAN_DOWN; p++) {
+                double oe[3], ref1, os[1];
+                CHECK_OK(qmodel_site_oerr(m, sf.h, l, p, es, 3, 0, NULL, oe, &err), err);
+                CHECK_OK(qstats_site_oerr(m, sf.h, l, p, &es[0].w, 1, NULL, &ref1, &err), err);
+                CHECK_NEAR(oe[0], ref1, 1e-12 * ref1);
+                CHECKF(oe[1] < oe[0] && oe[2] < oe[0], "L%lld p%d: gptq %g / %g, rtn %g", (long long)l, p, oe[1], oe[2],
+                       oe[0]);
+                sum_r += oe[0];
+                sum_g += oe[2];
+                if (p == PLAN_GATE) { /* 172 rows, sample 96 */
+                    CHECK_OK(qmodel_site_oerr(m, sf.h, l, p, &es[2], 1, 96, NULL, os, &err), err);
+                    CHECKF(fabs(os[0] - oe[2]) < 0.25 * oe[2], "sampled %g vs all rows %g", os[0], oe[2]);
+                }
+            }
+        printf("int3 oc32 output error summed over 30 sites: rtn %.4g, gptq act-order %.4g\n", sum_r, sum_g);
+        /* refused: IC scales, whose rows are not independent */
+        es[0].w.dim = GROUP_IC;
+        double x;
+        CHECK(qmodel_site_oerr(m, sf.h, 0, 0, es, 1, 0, NULL, &x, &err) == ST_ERR_ARG);
+    }
 
     /* Site calibration: every site's KLD alone, measured; the prediction of a
      * one-site plan is that measurement; of the uniform int4 oc32 RTN plan
