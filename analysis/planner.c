@@ -8,6 +8,7 @@
 
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
+#include "analysis/sitecal.h"
 #include "core/alloc.h"
 #include "model/weight.h"
 #include "quant/ggml_type.h"
@@ -520,6 +521,62 @@ fail:
     free(c.oerr);
     free(c.kind);
     if (st) planner_result_done(out);
+    return st;
+}
+
+/* === A whole request === */
+
+void planner_request_default(PlannerRequest *rq) {
+    memset(rq, 0, sizeof *rq);
+    rq->method = -1;
+    rq->groups[0] = 64;
+    rq->groups[1] = 128;
+    rq->n_groups = 2;
+    rq->price_method = 1;
+    rq->oerr_rows = 256;
+    rq->chunks = 4;
+}
+
+Status planner_run(const Model *m, const QStatsFile *sf, const PlannerRequest *rq, Pool *pool, Progress *prog,
+                   PlannerResult *out, int *measured, Err *err) {
+    memset(out, 0, sizeof *out);
+    plan_init(&out->plan);
+    if (measured) *measured = 0;
+    PlannerOpts po;
+    planner_opts_default(&po);
+    po.bpw = rq->bpw;
+    po.bytes = rq->bytes;
+    po.target = rq->target;
+    po.formats = rq->formats;
+    po.method = rq->method >= 0 ? (QMethod)rq->method : sf->h ? QM_GPTQ : QM_RTN;
+    po.price_method = rq->price_method;
+    po.oerr_rows = rq->oerr_rows;
+    po.h = sf->h;
+    po.pool = pool;
+    if (po.method == QM_GPTQ && !sf->h) return err_set(err, ST_ERR_ARG, "method gptq needs H beside the stats file");
+    for (int g = 0; sf->h && rq->target == PLANNER_TARGET_ANY && g < rq->n_groups && g < 4; g++)
+        po.extra_groups[po.n_extra_groups++] = rq->groups[g];
+    SiteCal sc;
+    memset(&sc, 0, sizeof sc);
+    Status st = ST_OK;
+    if (rq->text) {
+        if (!rq->sitecal) return err_set(err, ST_ERR_ARG, "auto plan: a calibrated loss model needs a sitecal path");
+        EvalOpts eo;
+        eval_opts_default(&eo);
+        eo.n_ctx = rq->ctx > 0 ? rq->ctx : m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
+        eo.max_chunks = rq->chunks;
+        QFormat ef[24];
+        int ne = m->cfg.tied_embeddings ? 0 : planner_end_formats(rq->target, ef, 24), w = 0;
+        for (int i = 0; i < ne; i++) /* fp16 ends cost 0: nothing to measure */
+            if (qformat_traits(ef[i])->family == QFAM_GGML) ef[w++] = ef[i];
+        if ((st = sitecal_get(m, sf->cs, rq->text, rq->text_len, &eo, rq->cache_dir, rq->sitecal, ef, w, pool, prog, &sc,
+                              measured, err)))
+            return st;
+        po.site_scale = sc.scale;
+        po.end_loss = sc.end_kld;
+    }
+    st = planner_build(m, sf->cs, &po, out, err);
+    sitecal_done(&sc);
     return st;
 }
 

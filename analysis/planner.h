@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "core/pool.h"
+#include "core/progress.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/autoplan.h"
@@ -130,6 +131,39 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
 
 /* Frees everything in r; safe on a zeroed result. */
 void planner_result_done(PlannerResult *r);
+
+/* A whole auto-plan request in plain values: what `qscope plan --auto`
+ * takes and the session's auto_plan action records. */
+typedef struct PlannerRequest {
+    double bpw;              /* one of bpw > 0 / bytes > 0 */
+    size_t bytes;
+    PlannerTarget target;
+    int method;              /* QM_RTN or QM_GPTQ; -1: gptq when the stats have H, else rtn */
+    uint32_t formats;        /* as PlannerOpts (0: all) */
+    int64_t groups[4];       /* extra OC group sizes (target any, with H) */
+    int n_groups;
+    int price_method;        /* PlannerOpts.price_method */
+    int64_t oerr_rows;       /* PlannerOpts.oerr_rows */
+    /* The loss model's calibration (sitecal_get): text NULL = uncalibrated. */
+    const char *text;
+    size_t text_len;
+    int64_t ctx, chunks;     /* ctx 0: 512 or the model's context if smaller */
+    const char *sitecal;     /* the scales' cache file (required with text) */
+    const char *cache_dir;   /* evaluation reference cache, or NULL */
+} PlannerRequest;
+
+/* Defaults: method -1, groups 64 and 128, price_method 1, oerr_rows 256,
+ * chunks 4; no budget, no text. */
+void planner_request_default(PlannerRequest *rq);
+
+/* Runs rq on m with the stats sf (borrowed: sf->cs the map, sf->h H or
+ * NULL): the site scales from rq->sitecal or measured (and the ends' KLD for
+ * target llamacpp), then planner_build. *measured (may be NULL) = 1 when the
+ * scales were measured now. pool and prog may be NULL. Caller releases *out
+ * with planner_result_done. */
+struct QStatsFile;
+Status planner_run(const Model *m, const struct QStatsFile *sf, const PlannerRequest *rq, Pool *pool, Progress *prog,
+                   PlannerResult *out, int *measured, Err *err);
 
 /* The loss model's prediction for any plan p on m: Σ over linear sites of
  * scale_s · oerr_s(entry) (site_scale may be NULL: 1). A site whose entry the

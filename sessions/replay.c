@@ -12,6 +12,7 @@
 
 #include "analysis/calib.h"
 #include "analysis/eval.h"
+#include "analysis/planner.h"
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "core/alloc.h"
@@ -717,6 +718,123 @@ done:
     return st;
 }
 
+/* auto_plan: the planner (analysis/planner.h) on the current statistics,
+ * its request from the arguments; the plan is stored under "plan" (default
+ * its own name) and made current. The site scales are measured on "text"
+ * into the work directory (a replay reproduces them at the recorded thread
+ * count) or, without text, the loss is uncalibrated. */
+static Status act_auto_plan(Replay *r, const cJSON *a, cJSON *logged, char *sum, size_t cap, Err *err) {
+    if (!r->have_stats) return err_set(err, ST_ERR_STATE, "auto_plan needs calibration statistics (calibrate first)");
+    PlannerRequest rq;
+    planner_request_default(&rq);
+    Status st;
+    const cJSON *v = jget(a, "bpw");
+    if (cJSON_IsNumber(v)) rq.bpw = v->valuedouble;
+    int64_t i64;
+    if ((st = a_int(a, "bytes", 0, (int64_t)1 << 50, 0, &i64, err))) return st;
+    rq.bytes = (size_t)i64;
+    if ((rq.bpw > 0) == (rq.bytes > 0)) return err_set(err, ST_ERR_ARG, "auto_plan needs one of 'bpw' or 'bytes'");
+    const char *t = a_str(a, "target");
+    if (t) {
+        int k = planner_target_parse(t);
+        if (k < 0) return err_set(err, ST_ERR_ARG, "target '%.32s' is not any or llamacpp", t);
+        rq.target = (PlannerTarget)k;
+    }
+    const char *meth = a_str(a, "method");
+    if (meth) {
+        int k = qmethod_parse(meth);
+        if (k != QM_RTN && k != QM_GPTQ) return err_set(err, ST_ERR_ARG, "method '%.32s' is not rtn or gptq", meth);
+        rq.method = k;
+    }
+    const char *price = a_str(a, "price");
+    if (price && strcmp(price, "own") && strcmp(price, "rtn"))
+        return err_set(err, ST_ERR_ARG, "price '%.32s' is not own or rtn", price);
+    rq.price_method = !price || !strcmp(price, "own");
+    if ((st = a_int(a, "oerr_rows", 0, 1 << 30, rq.oerr_rows, &rq.oerr_rows, err))) return st;
+    const cJSON *fl = jget(a, "formats");
+    for (const cJSON *e = cJSON_IsArray(fl) ? fl->child : NULL; e; e = e->next) {
+        int f = cJSON_IsString(e) ? qformat_parse(e->valuestring) : -1;
+        if (f < 0) return err_set(err, ST_ERR_ARG, "formats: expected format names like \"int4\"");
+        rq.formats |= 1u << f;
+    }
+    const cJSON *gl = jget(a, "groups");
+    if (cJSON_IsArray(gl)) {
+        rq.n_groups = 0;
+        for (const cJSON *e = gl->child; e && rq.n_groups < 4; e = e->next) {
+            if (!cJSON_IsNumber(e) || e->valuedouble < 4 || e->valuedouble > 65536)
+                return err_set(err, ST_ERR_ARG, "groups: expected group sizes in [4, 65536]");
+            rq.groups[rq.n_groups++] = (int64_t)e->valuedouble;
+        }
+    }
+    const char *text = a_str(a, "text");
+    char cal[4200];
+    if (text) {
+        TextBuf *tb;
+        if ((st = get_text(r, text, &tb, err))) return st;
+        rq.text = tb->data;
+        rq.text_len = tb->len;
+        if ((st = a_int(a, "ctx", 0, 1 << 20, 0, &rq.ctx, err))) return st;
+        if ((st = a_int(a, "chunks", 0, (int64_t)1 << 40, rq.chunks, &rq.chunks, err))) return st;
+        snprintf(cal, sizeof cal, "%s/replay-%" PRId64 ".sitecal", r->o->work_dir, r->n_calib);
+        rq.sitecal = cal;
+        rq.cache_dir = r->o->cache_dir;
+        cJSON_DeleteItemFromObjectCaseSensitive(logged, "text_hash");
+        char hx[24];
+        snprintf(hx, sizeof hx, "%016" PRIx64, tb->hash);
+        cJSON_AddStringToObject(logged, "text_hash", hx);
+    }
+    PlannerResult res;
+    int measured = 0;
+    if ((st = planner_run(r->m, &r->sf, &rq, r->pool, NULL, &res, &measured, err))) return st;
+    const char *name = a_str(a, "plan");
+    if (!name) name = res.plan.name;
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s", name);
+    snprintf(res.plan.name, sizeof res.plan.name, "%s", nm);
+    st = before_edit(r, nm, err);
+    if (!st) st = store_plan(r, nm, &res.plan, err);
+    if (!st) st = session_set_current(r->out, nm, err);
+    cJSON_DeleteItemFromObjectCaseSensitive(logged, "predicted_loss");
+    cJSON_AddNumberToObject(logged, "predicted_loss", res.sol.loss);
+    snprintf(sum, cap, "plan '%s' = auto (%s, %s%s): predicted loss %.6g%s", nm, planner_target_name(rq.target),
+             rq.bpw > 0 ? "bpw" : "bytes", text ? ", calibrated" : "", res.sol.loss,
+             measured ? ", site scales measured" : "");
+    planner_result_done(&res);
+    return st;
+}
+
+Status replay_log_auto_plan(Session *s, const char *plan, const PlannerRequest *rq, const char *text_path,
+                            double predicted_loss, Err *err) {
+    SessionArg args[16];
+    int n = 0;
+    const char *fmts[QF_COUNT];
+    int nf = 0;
+    for (int f = 0; f < QF_COUNT; f++)
+        if (rq->formats & (1u << f)) fmts[nf++] = qformat_traits((QFormat)f)->name;
+    char groups[64] = "[", hx[24];
+    for (int g = 0; g < rq->n_groups && g < 4; g++)
+        snprintf(groups + strlen(groups), sizeof groups - strlen(groups), "%s%lld", g ? ", " : "", (long long)rq->groups[g]);
+    strcat(groups, "]");
+    args[n++] = SESSION_ARG_STR("plan", plan);
+    if (rq->bpw > 0) args[n++] = SESSION_ARG_NUM("bpw", rq->bpw);
+    else args[n++] = SESSION_ARG_INT("bytes", (int64_t)rq->bytes);
+    args[n++] = SESSION_ARG_STR("target", planner_target_name(rq->target));
+    if (rq->method >= 0) args[n++] = SESSION_ARG_STR("method", qmethod_name((QMethod)rq->method));
+    if (nf) args[n++] = SESSION_ARG_STRS("formats", fmts, nf);
+    args[n++] = SESSION_ARG_JSON("groups", groups);
+    args[n++] = SESSION_ARG_STR("price", rq->price_method ? "own" : "rtn");
+    args[n++] = SESSION_ARG_INT("oerr_rows", rq->oerr_rows);
+    if (rq->text && text_path) {
+        snprintf(hx, sizeof hx, "%016" PRIx64, hash_bytes(HASH_SEED, rq->text, rq->text_len));
+        args[n++] = SESSION_ARG_STR("text", text_path);
+        args[n++] = SESSION_ARG_STR("text_hash", hx);
+        args[n++] = SESSION_ARG_INT("ctx", rq->ctx);
+        args[n++] = SESSION_ARG_INT("chunks", rq->chunks);
+    }
+    args[n++] = SESSION_ARG_NUM("predicted_loss", predicted_loss);
+    return session_log_action(s, "auto_plan", args, n, err);
+}
+
 /* Recorded plans against the replayed ones of the same name, site by site. */
 static void check_plans(Replay *r, const Session *in) {
     int64_t n = session_n_plans(in);
@@ -776,8 +894,8 @@ static void check_plans(Replay *r, const Session *in) {
  * a misspelt "evalute" does not pass as a replay with nothing evaluated. */
 static const char *const ACTION_NAMES[] = {"calibrate",   "load_stats", "apply_preset", "set_rule",    "set_cell",
                                            "remove_rule", "set_plan",   "undo",         "redo",        "rename_plan",
-                                           "copy_plan",   "delete_plan", "select_plan", "evaluate",    "view",
-                                           "calib_settings"};
+                                           "copy_plan",   "delete_plan", "select_plan", "evaluate",    "auto_plan",
+                                           "view",        "calib_settings"};
 #define N_ACTION_NAMES ((int)(sizeof ACTION_NAMES / sizeof *ACTION_NAMES))
 
 static Status unknown_action(const char *name, Err *err) {
@@ -831,6 +949,7 @@ static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
                !strcmp(name, "select_plan"))
         st = act_plan_admin(r, name, args, sum, sizeof sum, err);
     else if (!strcmp(name, "evaluate")) st = act_evaluate(r, args, sum, sizeof sum, err);
+    else if (!strcmp(name, "auto_plan")) st = act_auto_plan(r, args, logged, sum, sizeof sum, err);
     else known = 0;
     if (!edit) r->edit_key[0] = '\0';
     if (!st) st = session_log_action_json(r->out, name, logged, err);

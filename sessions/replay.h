@@ -73,6 +73,16 @@ typedef struct ReplayReport {
  * *rep with replay_report_done (also on error). */
 Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err *err);
 
+/* Logs the auto_plan action (sessions/session.h) for a plan the planner made
+ * from rq (analysis/planner.h) on the session's current statistics: the
+ * budget, target, method, formats, groups, pricing, and for a calibrated
+ * loss model text_path (rq->text's file; its hash is recorded), ctx and
+ * chunks; plan is the name the plan was stored under, predicted_loss the
+ * planner's. Replay re-runs the request and stores the plan under that name. */
+struct PlannerRequest;
+Status replay_log_auto_plan(Session *s, const char *plan, const struct PlannerRequest *rq, const char *text_path,
+                            double predicted_loss, Err *err);
+
 /* Frees everything in rep (the output session too) and zeroes it. */
 void replay_report_done(ReplayReport *rep);
 

@@ -63,6 +63,10 @@
  *   evaluate      {plan, text, ctx, chunks, threads}  appends one result; with
  *                 {gguf, text, ctx, chunks, threads} the quantized GGUF file (a shipped model of
  *                 the same weights: qscope export's, llama-quantize's) instead of a plan
+ *   auto_plan     {plan, bpw | bytes, target, method, formats[], groups[], price, oerr_rows,
+ *                  text, ctx, chunks, predicted_loss}   the planner (analysis/planner.h's
+ *                 PlannerRequest) on the current statistics; with text its loss model is
+ *                 calibrated on it (site scales measured); the plan is stored and made current
  * "plan" defaults to the current plan. Anything else (view moves, notes)
  * is recorded and skipped by replay.
  *

@@ -93,8 +93,8 @@ wait_for "the unit is bpw, B, kB, MB or GB"
 keys q
 n=0
 while [ ! -s "$tmp/exit" ]; do sleep 0.1; n=$((n + 1)); [ $n -lt 80 ] || fail "no exit on q"; done
-[ "$(grep -c '"action":.*"set_plan"' "$tmp/s.json")" = 3 ] || fail "the session has not three set_plan actions"
+[ "$(grep -c '"action":.*"auto_plan"' "$tmp/s.json")" = 3 ] || fail "the session has not three auto_plan actions"
 "$Q" replay "$tmp/s.json" --check -o "$tmp/r.json" >"$tmp/replay.out" 2>&1 || {
   cat "$tmp/replay.out" >&2; fail "replay --check failed"; }
-grep -q "set_plan: plan 'auto-250000B' set" "$tmp/replay.out" || fail "replay did not set the typed auto plan"
+grep -q "auto_plan: plan 'auto-250000B' = auto" "$tmp/replay.out" || fail "replay did not make the typed auto plan"
 echo "e2e_autoplan_tui: ok (auto KLD $ka, predicted $pa; int4-gptq KLD $kg)"

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "analysis/eval.h"
+#include "analysis/planner.h"
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "core/mapfile.h"
@@ -104,6 +105,23 @@ static void record_like_tui(const char *model, const char *text_path, const char
     SessionArg eargs[] = {SESSION_ARG_STR("plan", "ad"), SESSION_ARG_STR("text", text_path), SESSION_ARG_INT("ctx", 64),
                           SESSION_ARG_INT("chunks", 3), SESSION_ARG_INT("threads", pool_size(pool))};
     CHECK_OK(session_log_action(s, "evaluate", eargs, 5, &err), err);
+    /* an auto plan, logged by the helper the TUI's A uses */
+    PlannerRequest rq;
+    planner_request_default(&rq);
+    rq.bpw = 8.5;
+    rq.text = text;
+    rq.text_len = len;
+    rq.ctx = 64;
+    rq.chunks = 2;
+    char calp[600]; /* tpath's buffers rotate: `out` is one of them */
+    snprintf(calp, sizeof calp, "%s/tui.stats.sitecal", g_dir);
+    rq.sitecal = calp;
+    PlannerResult pr;
+    CHECK_OK(planner_run(m, &sf, &rq, pool, NULL, &pr, NULL, &err), err);
+    CHECK_OK(session_set_plan(s, "mine", &pr.plan, &err), err);
+    CHECK_OK(session_set_current(s, "mine", &err), err);
+    CHECK_OK(replay_log_auto_plan(s, "mine", &rq, text_path, pr.sol.loss, &err), err);
+    planner_result_done(&pr);
     CHECK_OK(session_save(s, out, &err), err);
     eval_result_done(&res);
     eval_ref_free(ref);
@@ -229,6 +247,108 @@ int main(void) {
     CHECKF(rep.n_diffs == 0 && rep.threads == 2 && rep.n_compared > 17, "%s", d);
     free(d);
     replay_report_done(&rep);
+
+    /* auto_plan: the planner's request recorded as an action. Replayed, it gives
+     * the plan planner_run gives on the same statistics and text (site scales
+     * measured by the replay); a replay --check of the result reproduces the
+     * plans site by site and the evaluation bit for bit; a tampered auto plan
+     * is caught. */
+    snprintf(script, sizeof script,
+             "{\"model\": \"%s\", \"actions\": [\n"
+             " {\"action\": \"calibrate\", \"args\": {\"text\": \"%s\", \"samples\": 4, \"seqlen\": 64, \"seed\": 3}},\n"
+             " {\"action\": \"auto_plan\", \"args\": {\"plan\": \"auto\", \"bpw\": 7.9, \"text\": \"%s\", \"ctx\": 64,"
+             " \"chunks\": 2}},\n"
+             " {\"action\": \"evaluate\", \"args\": {\"text\": \"%s\", \"ctx\": 64, \"chunks\": 2}},\n"
+             " {\"action\": \"auto_plan\", \"args\": {\"bytes\": 300000, \"target\": \"llamacpp\", \"method\": \"gptq\","
+             " \"text\": \"%s\", \"ctx\": 64, \"chunks\": 2}}\n"
+             "]}\n",
+             model, text, text, text, text);
+    spit(tpath("auto.json"), script);
+    CHECK_OK(run(tpath("auto.json"), 2, 0, &rep, &err), err);
+    CHECK(rep.n_run == 4 && session_n_plans(rep.out) == 2 && session_n_results(rep.out) == 1);
+    CHECK(!strcmp(session_current_plan(rep.out), "auto-300000B"));
+    {
+        Model *m;
+        CHECK_OK(model_load(model, NULL, &m, &err), err);
+        Pool *pool;
+        CHECK_OK(pool_new(2, &pool, &err), err);
+        QStatsFile sf;
+        CHECK_OK(qstats_open(tpath("replay-1.stats"), m, &sf, &err), err);
+        char *tx;
+        size_t tn;
+        CHECK_OK(file_read_all(text, 1 << 24, &tx, &tn, &err), err);
+        PlannerRequest rq;
+        planner_request_default(&rq);
+        rq.bpw = 7.9;
+        rq.text = tx;
+        rq.text_len = tn;
+        rq.ctx = 64;
+        rq.chunks = 2;
+        rq.sitecal = tpath("direct.sitecal");
+        PlannerResult pr;
+        int measured = 0;
+        CHECK_OK(planner_run(m, &sf, &rq, pool, NULL, &pr, &measured, &err), err);
+        CHECK(measured && pr.calibrated);
+        CHECK_OK(session_get_plan(rep.out, "auto", &p, &err), err);
+        PlanResolved ra, rb;
+        CHECK_OK(plan_resolve(&p, &pm, &ra, &err), err);
+        CHECK_OK(plan_resolve(&pr.plan, &pm, &rb, &err), err);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < 5 * PLAN_NPROJ; i++) {
+            char ca[48], cb[48];
+            plan_entry_code(&ra.lin[i].e, ca, sizeof ca);
+            plan_entry_code(&rb.lin[i].e, cb, sizeof cb);
+            differ += strcmp(ca, cb) != 0;
+        }
+        CHECK(differ == 0);
+        plan_resolved_done(&ra);
+        plan_resolved_done(&rb);
+        plan_done(&p);
+        /* the logged action carries the request's result */
+        char *args = session_action_args(rep.out, 1);
+        CHECKF(args && strstr(args, "\"predicted_loss\"") && strstr(args, "\"text_hash\""), "%s", args ? args : "");
+        free(args);
+        /* the llama.cpp plan: ggml types, the ends chosen */
+        CHECK_OK(session_get_plan(rep.out, "auto-300000B", &p, &err), err);
+        CHECK_OK(plan_resolve(&p, &pm, &ra, &err), err);
+        CHECK(qformat_traits(ra.embed.e.w.fmt)->family == QFAM_GGML || ra.embed.e.w.fmt == QF_F16);
+        CHECK(qformat_traits(ra.lin[0].e.w.fmt)->family == QFAM_GGML || ra.lin[0].e.w.fmt == QF_F16);
+        plan_resolved_done(&ra);
+        plan_done(&p);
+        planner_result_done(&pr);
+        free(tx);
+        qstats_close(&sf);
+        pool_free(pool);
+        model_free(m);
+    }
+    CHECK_OK(session_save(rep.out, tpath("auto-rec.json"), &err), err);
+    replay_report_done(&rep);
+    CHECK_OK(run(tpath("auto-rec.json"), 0, 1, &rep, &err), err);
+    d = replay_diff_text(&rep);
+    CHECKF(rep.n_diffs == 0 && rep.n_compared >= 17 + 2 * 37, "%s", d);
+    free(d);
+    replay_report_done(&rep);
+    {
+        char *atx, *q;
+        size_t an;
+        CHECK_OK(file_read_all(tpath("auto-rec.json"), 1 << 24, &atx, &an, &err), err);
+        q = strstr(atx, "\"plans\"");
+        CHECK(q);
+        q = strstr(q, "\"rules\"");
+        CHECK(q);
+        char *fq = strstr(q, "\"format\":\t\"");
+        CHECK(fq);
+        fq += strlen("\"format\":\t\"");
+        int is16 = !strncmp(fq, "fp16", 4);
+        memcpy(fq, is16 ? "int8" : "fp16", 4); /* a site of the recorded auto plan changed */
+        spit(tpath("auto-tampered.json"), atx);
+        free(atx);
+        CHECK_OK(run(tpath("auto-tampered.json"), 0, 1, &rep, &err), err);
+        d = replay_diff_text(&rep);
+        CHECKF(rep.n_diffs >= 1 && strstr(d, "plan 'auto' site"), "%s", d);
+        free(d);
+        replay_report_done(&rep);
+    }
 
     /* Undo granularity: rules logged with one "edit" id are one step. */
     snprintf(script, sizeof script,

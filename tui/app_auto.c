@@ -14,7 +14,7 @@
 #include "analysis/sitecal.h"
 #include "core/alloc.h"
 #include "core/hash.h"
-#include "sessions/plan_json.h"
+#include "sessions/replay.h"
 #include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/plan_edit.h"
@@ -69,6 +69,7 @@ typedef struct AutoJob {
     size_t bytes;            /* ... or in bytes (0: bpw) */
     char budget_of[120];     /* how the budget was set ("the size of int4-gptq", "typed") */
     int measured;            /* 1: the site scales were measured in this job */
+    int method;              /* the integer sites' method the planner used */
     PlannerResult res;
     int have_res;
 } AutoJob;
@@ -113,6 +114,7 @@ static Status auto_job_run(void *arg, Progress *prog, Err *err) {
         po.h = sf.h;
         po.pool = j->pool;
     }
+    j->method = (int)po.method;
     st = planner_build(j->m, sf.cs, &po, &j->res, err);
     j->have_res = st == ST_OK;
 done:
@@ -185,18 +187,22 @@ static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     for (int64_t s = 0; s < r->n_sites; s++)
         app_log(a, "auto-plan", "layer %lld %s: %s", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
                 r->sites[s].why);
-    if (a->sess) { /* replay's set_plan makes the same plan current, one undo step as here */
-        char *js = NULL;
-        if (plan_json_write(&r->plan, &js, &e2) == ST_OK) {
-            SessionArg args[] = {SESSION_ARG_STR("plan", r->plan.name), SESSION_ARG_JSON("json", js),
-                                 SESSION_ARG_STR("auto", bw)};
-            app_session_action(a, "set_plan", args, 3);
-        } else {
-            app_msg(a, 1, "session: %s", e2.detail);
-        }
-        free(js);
-    }
     app_plan_sync(a);
+    if (a->sess) { /* the request as an auto_plan action: replay re-runs the planner (one undo step, as
+                      here) and --check compares its plan with the recorded one */
+        PlannerRequest rq;
+        planner_request_default(&rq);
+        rq.bpw = j->bpw;
+        rq.bytes = j->bytes;
+        rq.method = j->method;
+        rq.text = j->text;
+        rq.text_len = j->len;
+        rq.ctx = j->opts.n_ctx;
+        rq.chunks = j->opts.max_chunks;
+        if (replay_log_auto_plan(a->sess, r->plan.name, &rq, a->text_path, r->sol.loss, &e2) != ST_OK)
+            app_msg(a, 1, "session: %s", e2.detail);
+        else app_session_save(a);
+    }
     app_msg(a, 0, "auto plan under %s: pred. KLD %.5f, %lld cells changed (why: Plan view)", bw, r->sol.loss,
             (long long)changed);
 }
