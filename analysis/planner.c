@@ -103,8 +103,8 @@ static int64_t fit_group(int64_t n, int64_t g) {
 /* The plan entry of kind k on a site whose map group sizes are (oc_g, ic_g)
  * (for an extra group size, oc_g is the site's n_in) and rows n_in long; 0
  * when the kind does not apply there. method: the integer sites' (QM_RTN or
- * QM_GPTQ); ggml types take imatrix for gptq where ggml has a weighted
- * quantizer (llama-quantize --imatrix), rtn otherwise; ends (no H) rtn. */
+ * QM_GPTQ); ggml types take GPTQ on their own grid for gptq (imatrix where
+ * a type had no grid), rtn otherwise; ends (no H) rtn. */
 static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, int64_t n_in, QMethod method, int end,
                       PlanEntry *e) {
     plan_entry_default(e);
@@ -117,7 +117,13 @@ static int kind_entry(const PlannerKind *k, int64_t oc_g, int64_t ic_g, int64_t 
         const GgmlTypeTraits *g = ggml_type_traits((uint32_t)t->ggml_type);
         if (n_in % g->block_size) return 0;
         e->w.sym = 1;
-        e->method = !end && method != QM_RTN && g->quant_w ? QM_IMATRIX : QM_RTN;
+        GgmlGrid grid;
+        if (!end && method == QM_GPTQ && ggml_type_grid((uint32_t)t->ggml_type, &grid) == 0) {
+            e->method = QM_GPTQ; /* GPTQ on the type's own grid (quant/gptq.h) */
+            e->gptq.act_order = 1;
+        } else {
+            e->method = !end && method != QM_RTN && g->quant_w ? QM_IMATRIX : QM_RTN;
+        }
         return 1;
     }
     if (k->grouped == 2) { /* an extra group size */

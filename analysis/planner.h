@@ -7,8 +7,8 @@
  * sensitivity map's group size) scales, plus fp16, plus OC groups of other
  * sizes (extra_groups; int4/3/2 also asymmetric); the embedding and head stay
  * fp16. Target llamacpp: ggml's own block types (f16, q8_0, q6_k, q5_k, q5_1,
- * q5_0, q4_k, q4_1, q4_0, q3_k, q2_k; imatrix rounding where ggml has it and H
- * is there, else ggml's reference rounding), so the plan exports exactly; the
+ * q5_0, q4_k, q4_1, q4_0, q3_k, q2_k; GPTQ on the type's own grid with method
+ * gptq, else ggml's reference rounding), so the plan exports exactly; the
  * embedding and the (untied) head are sites too.
  *
  * Loss model (additive over sites): the predicted loss of site s under

@@ -286,9 +286,8 @@ static void test_planner_stories(void) {
         const PlanEntry *e = &res.lin[s].e;
         const QFormatTraits *t = qformat_traits(e->w.fmt);
         CHECK(e->w.fmt == QF_F16 || t->family == QFAM_GGML);
-        /* imatrix exactly where ggml has a weighted quantizer */
-        if (t->family == QFAM_GGML)
-            CHECK((e->method == QM_IMATRIX) == (ggml_type_traits((uint32_t)t->ggml_type)->quant_w != NULL));
+        /* GPTQ on the type's own grid (method gptq asked) */
+        if (t->family == QFAM_GGML) CHECK(e->method == QM_GPTQ && e->gptq.act_order);
         n_q += t->family == QFAM_GGML;
         if (s % PLAN_NPROJ == PLAN_DOWN) CHECK(e->w.fmt == QF_F16); /* 172 inputs: no whole 32-blocks */
     }
