@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,32 +173,19 @@ int sitecal_has_ends(const SiteCal *sc, const QFormat *fmts, int n) {
     return 1;
 }
 
-/* Appends printf-style text to af (lines here are short; a longer one is cut). */
-static Status put_line(AtomicFile *af, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static Status put_line(AtomicFile *af, Err *err, const char *fmt, ...) {
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (k < 0) k = 0;
-    if ((size_t)k >= sizeof line) k = (int)sizeof line - 1;
-    return afile_write(af, line, (size_t)k, err);
-}
-
 Status sitecal_save(const SiteCal *sc, const char *path, Err *err) {
     AtomicFile af;
     Status st = afile_open(&af, path, err);
     if (st) return st;
-    st = put_line(&af, err, "# qscope sitecal 1 fp=%016" PRIx64 " text=%016" PRIx64 " ctx=%lld chunks=%lld probe=%s\n",
+    st = afile_printf(&af, err, "# qscope sitecal 1 fp=%016" PRIx64 " text=%016" PRIx64 " ctx=%lld chunks=%lld probe=%s\n",
                   sc->fingerprint, sc->text_hash, (long long)sc->ctx, (long long)sc->chunks, sc->probe);
-    if (!st) st = put_line(&af, err, "# layer proj scale(KLD per unit output error) kld(nats) oerr\n");
+    if (!st) st = afile_printf(&af, err, "# layer proj scale(KLD per unit output error) kld(nats) oerr\n");
     for (int64_t s = 0; !st && s < sc->n_layers * PLAN_NPROJ; s++)
-        st = put_line(&af, err, "%lld %s %.9g %.9g %.9g\n", (long long)(s / PLAN_NPROJ),
+        st = afile_printf(&af, err, "%lld %s %.9g %.9g %.9g\n", (long long)(s / PLAN_NPROJ),
                       plan_proj_name((int)(s % PLAN_NPROJ)), sc->scale[s], sc->kld[s], sc->oerr[s]);
     for (int i = 0; !st && sc->end_kld && i < 2 * QF_COUNT; i++)
         if (!isnan(sc->end_kld[i]))
-            st = put_line(&af, err, "end %s %s %.9g\n", END_NAMES[i / QF_COUNT], qformat_traits((QFormat)(i % QF_COUNT))->name,
+            st = afile_printf(&af, err, "end %s %s %.9g\n", END_NAMES[i / QF_COUNT], qformat_traits((QFormat)(i % QF_COUNT))->name,
                           sc->end_kld[i]);
     if (st) {
         afile_abort(&af);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,4 +329,15 @@ Status afile_lock(const char *path, int wait, int *fd, Err *err) {
 
 void afile_unlock(int fd) {
     if (fd >= 0) close(fd);
+}
+
+Status afile_printf(AtomicFile *af, Err *err, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (k < 0) k = 0;
+    if ((size_t)k >= sizeof line) k = (int)sizeof line - 1;
+    return afile_write(af, line, (size_t)k, err);
 }

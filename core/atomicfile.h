@@ -41,6 +41,10 @@ Status afile_open(AtomicFile *af, const char *path, Err *err);
  * until afile_abort; later writes keep failing. */
 Status afile_write(AtomicFile *af, const void *p, size_t n, Err *err);
 
+/* afile_write of printf-style text, for line-oriented files: a line is at
+ * most 1023 bytes (longer output is cut there). */
+Status afile_printf(AtomicFile *af, Err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Flushes, fsyncs and closes the temporary, keeps the current file as
  * "<path>.bak" when keep_backup is set (a hard link, else an fsynced copy),
  * renames the temporary over path and fsyncs the directory. Releases *af

@@ -74,52 +74,33 @@ typedef struct AutoJob {
     int have_res;
 } AutoJob;
 
+/* The planner's request for the job: the budget, GPTQ when the stats have
+ * H, the loss model calibrated on the workbench's text at its evaluation
+ * settings (site scales cached in STATS.sitecal); the same request is what
+ * the session records. */
+static void job_request(const AutoJob *j, int have_h, PlannerRequest *rq) {
+    planner_request_default(rq);
+    rq->bpw = j->bpw;
+    rq->bytes = j->bytes;
+    rq->method = have_h ? QM_GPTQ : QM_RTN;
+    rq->text = j->text;
+    rq->text_len = j->len;
+    rq->ctx = j->opts.n_ctx;
+    rq->chunks = j->opts.max_chunks;
+    rq->sitecal = j->cal_path;
+    rq->cache_dir = j->cache_dir[0] ? j->cache_dir : NULL;
+}
+
 static Status auto_job_run(void *arg, Progress *prog, Err *err) {
     AutoJob *j = arg;
     QStatsFile sf = {0};
-    EvalRef *ref = NULL;
-    SiteCal sc;
-    memset(&sc, 0, sizeof sc);
     Status st = qstats_open(j->stats_path, j->m, &sf, err);
-    if (st) goto done;
-    PlanEntry probe;
-    sitecal_default_probe(&probe);
-    char code[32];
-    plan_entry_code(&probe, code, sizeof code);
-    uint64_t th = hash_bytes(HASH_SEED, j->text, j->len);
-    if (sitecal_load(j->cal_path, j->m->cfg.n_layers, &sc, NULL) != ST_OK ||
-        !sitecal_matches(&sc, j->m->fingerprint, th, j->opts.n_ctx, j->opts.max_chunks, code) ||
-        !sitecal_matches_stats(&sc, sf.cs, &probe)) {
-        sitecal_done(&sc);
-        EvalOpts eo = j->opts;
-        eo.layer_err = 0;
-        eo.speed = 0;
-        if ((st = eval_ref_get(j->m, j->text, j->len, &eo, j->cache_dir[0] ? j->cache_dir : NULL, j->pool, prog, &ref,
-                               NULL, err)))
-            goto done;
-        if ((st = sitecal_measure(j->m, sf.cs, ref, &eo, th, &probe, j->pool, prog, &sc, err))) goto done;
-        if ((st = sitecal_save(&sc, j->cal_path, err))) goto done;
-        j->measured = 1;
-    }
-    PlannerOpts po;
-    planner_opts_default(&po);
-    po.bpw = j->bpw;
-    po.bytes = j->bytes;
-    po.method = sf.h ? QM_GPTQ : QM_RTN;
-    po.site_scale = sc.scale;
-    if (sf.h) { /* as qscope plan --auto: OC groups of 64 and 128 too, computed from W and H */
-        po.extra_groups[0] = 64;
-        po.extra_groups[1] = 128;
-        po.n_extra_groups = 2;
-        po.h = sf.h;
-        po.pool = j->pool;
-    }
-    j->method = (int)po.method;
-    st = planner_build(j->m, sf.cs, &po, &j->res, err);
+    if (st) return st;
+    PlannerRequest rq;
+    job_request(j, sf.h != NULL, &rq);
+    j->method = rq.method;
+    st = planner_run(j->m, &sf, &rq, j->pool, prog, &j->res, &j->measured, err);
     j->have_res = st == ST_OK;
-done:
-    sitecal_done(&sc);
-    eval_ref_free(ref);
     qstats_close(&sf);
     return st;
 }
@@ -191,14 +172,7 @@ static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     if (a->sess) { /* the request as an auto_plan action: replay re-runs the planner (one undo step, as
                       here) and --check compares its plan with the recorded one */
         PlannerRequest rq;
-        planner_request_default(&rq);
-        rq.bpw = j->bpw;
-        rq.bytes = j->bytes;
-        rq.method = j->method;
-        rq.text = j->text;
-        rq.text_len = j->len;
-        rq.ctx = j->opts.n_ctx;
-        rq.chunks = j->opts.max_chunks;
+        job_request(j, j->method == QM_GPTQ, &rq);
         if (replay_log_auto_plan(a->sess, r->plan.name, &rq, a->text_path, r->sol.loss, &e2) != ST_OK)
             app_msg(a, 1, "session: %s", e2.detail);
         else app_session_save(a);
