@@ -9,6 +9,7 @@
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "analysis/sitecal.h"
+#include "analysis/speedtab.h"
 #include "core/alloc.h"
 #include "model/weight.h"
 #include "quant/ggml_type.h"
@@ -170,18 +171,21 @@ typedef struct Cands {
     int64_t *cost;           /* bits, or bytes x 8 with a byte budget */
     int64_t *other;          /* the other of (bits, bytes x 8) */
     double *loss, *oerr;
+    double *time;            /* matmul seconds per token (decode), with a speed table; else NULL */
     int *kind;
     int64_t n;               /* candidates so far */
 } Cands;
 
 /* Adds a candidate to the current site (first .. n), sorted by cost. */
-static void cands_add(Cands *c, int64_t first, int64_t cost, int64_t other, double loss, double oerr, int kind) {
+static void cands_add(Cands *c, int64_t first, int64_t cost, int64_t other, double loss, double oerr, double time,
+                      int kind) {
     int64_t j = c->n;
     while (j > first && (c->cost[j - 1] > cost || (c->cost[j - 1] == cost && c->loss[j - 1] > loss))) {
         c->cost[j] = c->cost[j - 1];
         c->other[j] = c->other[j - 1];
         c->loss[j] = c->loss[j - 1];
         c->oerr[j] = c->oerr[j - 1];
+        if (c->time) c->time[j] = c->time[j - 1];
         c->kind[j] = c->kind[j - 1];
         j--;
     }
@@ -189,19 +193,28 @@ static void cands_add(Cands *c, int64_t first, int64_t cost, int64_t other, doub
     c->other[j] = other;
     c->loss[j] = loss;
     c->oerr[j] = oerr;
+    if (c->time) c->time[j] = time;
     c->kind[j] = kind;
     c->n++;
 }
 
-/* Keeps the site's Pareto set (fewer bits and lower loss), cheapest first. */
+/* Keeps the site's Pareto set, cheapest first: fewer bits and lower loss,
+ * and with times also faster (a candidate survives unless another is no
+ * dearer, no worse and no slower). */
 static void cands_prune(Cands *c, int64_t first) {
     int64_t w = first;
     for (int64_t j = first; j < c->n; j++) {
-        if (w > first && c->loss[j] >= c->loss[w - 1]) continue;
+        int dominated = 0;
+        if (!c->time) dominated = w > first && c->loss[j] >= c->loss[w - 1];
+        else
+            for (int64_t i = first; i < w && !dominated; i++) /* kept ones are no dearer */
+                dominated = c->loss[i] <= c->loss[j] && c->time[i] <= c->time[j];
+        if (dominated) continue;
         c->cost[w] = c->cost[j];
         c->other[w] = c->other[j];
         c->loss[w] = c->loss[j];
         c->oerr[w] = c->oerr[j];
+        if (c->time) c->time[w] = c->time[j];
         c->kind[w] = c->kind[j];
         w++;
     }
@@ -258,7 +271,12 @@ static Status site_cands(const Model *m, const struct CalibStats *cs, const Plan
         if (!(e_ >= 0)) continue;
         int64_t b = plan_entry_bits(&ents[k], no, ni, GROUP_TENSOR, NULL);
         int64_t b8 = (int64_t)plan_entry_bytes(&ents[k], no, ni, GROUP_TENSOR, NULL) * 8;
-        cands_add(c, first, by_bytes ? b8 : b, by_bytes ? b : b8, site_scale_of(o, s) * e_, e_, k);
+        double tm = 0;
+        if (o->speed) {
+            Status st = speedtab_get(o->speed, &ents[k], no, ni, o->speed_pool, &tm, NULL, err);
+            if (st) return st;
+        }
+        cands_add(c, first, by_bytes ? b8 : b, by_bytes ? b : b8, site_scale_of(o, s) * e_, e_, tm, k);
     }
     cands_prune(c, first);
     if (c->n == first)
@@ -308,7 +326,9 @@ static Status end_cands(const Model *m, const PlannerOpts *o, const PlannerKind 
         }
         int64_t b = plan_entry_bits(&e, no, ni, GROUP_TENSOR, NULL);
         int64_t b8 = (int64_t)plan_entry_bytes(&e, no, ni, GROUP_TENSOR, NULL) * 8;
-        cands_add(c, first, by_bytes ? b8 : b, by_bytes ? b : b8, loss, loss, k);
+        double tm = 0; /* the embedding is a lookup */
+        if (end && o->speed && (st = speedtab_get(o->speed, &e, no, ni, o->speed_pool, &tm, NULL, err))) goto done;
+        cands_add(c, first, by_bytes ? b8 : b, by_bytes ? b : b8, loss, loss, tm, k);
     }
     cands_prune(c, first);
     if (c->n == first)
@@ -340,6 +360,72 @@ static void site_why(const Cands *c, const PlannerKind *kinds, int64_t ci, int64
         snprintf(b, sizeof b, "; %s costs +%s for -%.3g", kinds[c->kind[ci + 1]].name, sz, c->loss[ci] - c->loss[ci + 1]);
     }
     snprintf(ps->why, sizeof ps->why, "%s: loss %.3g (out err %.3g)%s%s", kinds[k].name, c->loss[ci], c->oerr[ci], a, b);
+}
+
+/* The knapsack under bits and a time budget t_max (seconds per token over
+ * the sites): the bit-exact DP on loss + lambda * time, lambda the least
+ * (by bisection) whose answer keeps the time budget. A feasible answer, not
+ * certified optimal for the two constraints; sol->loss is recomputed as the
+ * true loss and sol->lower_bound is the bits-only Lagrangian bound (also a
+ * bound for the constrained problem). */
+static Status solve_with_time(const AutoProblem *pr, const Cands *c, int64_t budget, double t_max,
+                              const AutoSolveOpts *so, AutoSolution *out, double *lambda, Err *err) {
+    int64_t n = pr->n_sites, m = pr->off[n];
+    double t_min = 0, loss_max = 0;
+    for (int64_t s = 0; s < n; s++) {
+        double f = INFINITY;
+        for (int64_t j = pr->off[s]; j < pr->off[s + 1]; j++) {
+            if (c->time[j] < f) f = c->time[j];
+            if (c->loss[j] > loss_max) loss_max = c->loss[j];
+        }
+        t_min += f;
+    }
+    if (t_max < t_min)
+        return err_set(err, ST_ERR_RANGE, "the speed asked needs at most %.4g ms of matmuls per token; the fastest "
+                       "candidates take %.4g ms (%.1f tok/s without the fixed part)", 1e3 * t_max, 1e3 * t_min,
+                       1.0 / t_min);
+    double *lt = malloc((size_t)m * sizeof *lt);
+    if (!lt) return err_set(err, ST_ERR_NOMEM, "auto plan: speed");
+    AutoProblem q = *pr;
+    q.cand_loss = lt;
+    AutoSolution best = {0}, cur = {0};
+    int have = 0;
+    double lo = 0, hi = 0, lam = 0;
+    Status st = ST_OK;
+    for (int it = 0; it < 120; it++) {
+        for (int64_t j = 0; j < m; j++) lt[j] = c->loss[j] + lam * c->time[j];
+        if ((st = autoplan_solve(&q, budget, so, &cur, err))) break;
+        double t = 0;
+        for (int64_t s = 0; s < n; s++) t += c->time[pr->off[s] + cur.pick[s]];
+        if (t <= t_max) {
+            autoplan_solution_done(&best);
+            best = cur;
+            memset(&cur, 0, sizeof cur);
+            have = 1;
+            *lambda = lam;
+            if (lam == 0) break; /* not binding */
+            hi = lam;
+        } else {
+            autoplan_solution_done(&cur);
+            lo = lam;
+        }
+        if (hi == 0) lam = lam > 0 ? lam * 4 : (loss_max > 0 ? loss_max : 1) / (t_min > 0 ? t_min : 1e-9);
+        else if (hi - lo <= 1e-6 * hi) break;
+        else lam = 0.5 * (lo + hi);
+    }
+    autoplan_solution_done(&cur);
+    free(lt);
+    if (!st && !have) st = err_set(err, ST_ERR_RANGE, "the speed constraint could not be met within the budget");
+    if (st) {
+        autoplan_solution_done(&best);
+        return st;
+    }
+    best.loss = 0;
+    for (int64_t s = 0; s < n; s++) best.loss += pr->cand_loss[pr->off[s] + best.pick[s]];
+    best.lower_bound = autoplan_lagrange_bound(pr, budget);
+    if (best.lower_bound > best.loss) best.lower_bound = best.loss;
+    *out = best;
+    return ST_OK;
 }
 
 Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err) {
@@ -426,8 +512,9 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     c.loss = core_calloc(cap, sizeof *c.loss);
     c.oerr = core_calloc(cap, sizeof *c.oerr);
     c.kind = core_calloc(cap, sizeof *c.kind);
+    c.time = o->speed ? core_calloc(cap, sizeof *c.time) : NULL;
     out->sites = core_calloc((size_t)n, sizeof *out->sites);
-    if (!c.off || !c.cost || !c.other || !c.loss || !c.oerr || !c.kind || !out->sites) {
+    if (!c.off || !c.cost || !c.other || !c.loss || !c.oerr || !c.kind || !out->sites || (o->speed && !c.time)) {
         st = err_set(err, ST_ERR_NOMEM, "auto plan: candidates");
         goto fail;
     }
@@ -444,7 +531,27 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
         c.off[n + end + 1] = c.n;
     }
     AutoProblem pr = {.n_sites = n_all, .off = c.off, .cand_bits = c.cost, .cand_loss = c.loss};
-    st = autoplan_solve(&pr, lin_budget, &o->solve, &out->sol, err);
+    if (o->min_decode_tps > 0) {
+        if (!o->speed) {
+            st = err_set(err, ST_ERR_ARG, "auto plan: a speed constraint needs a speed table");
+            goto fail;
+        }
+        /* the head's time when it is not a site (fp16) */
+        double fixed_t = 0;
+        if (!has_ends && (st = speedtab_get(o->speed, &half, m->output.n_out, m->output.n_in, o->speed_pool, &fixed_t,
+                                            NULL, err)))
+            goto fail;
+        if (fixed_t >= 1.0 / o->min_decode_tps) {
+            st = err_set(err, ST_ERR_RANGE, "the fp16 head alone (not a site of this target) takes %.4g ms per token: "
+                         "at most %.1f tok/s, below the %.1f asked", 1e3 * fixed_t, 1.0 / fixed_t, o->min_decode_tps);
+            goto fail;
+        }
+        st = solve_with_time(&pr, &c, lin_budget, 1.0 / o->min_decode_tps - fixed_t, &o->solve, &out->sol,
+                             &out->speed_lambda, err);
+        if (st) goto fail; /* its messages name the speed or the budget */
+    } else {
+        st = autoplan_solve(&pr, lin_budget, &o->solve, &out->sol, err);
+    }
     if (st == ST_ERR_RANGE) {
         int64_t min_bits = 0;
         for (int64_t s = 0; s < n_all; s++) min_bits += c.cost[c.off[s]];
@@ -511,6 +618,13 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
                                          : "auto: integer sites use GPTQ; the loss model prices them with RTN's errors%.0lld",
                             o->price_method ? (long long)o->oerr_rows : 0LL)))
         goto fail;
+    if (o->speed && (st = speedtab_plan(o->speed, pl, &pm, o->speed_pool, &out->decode_tps, &out->prefill_tps, err)))
+        goto fail;
+    if (o->min_decode_tps > 0 && out->decode_tps < o->min_decode_tps * (1 - 1e-9)) {
+        st = err_set(err, ST_ERR_STATE, "auto plan: predicted %.1f tok/s, below the %.1f asked", out->decode_tps,
+                     o->min_decode_tps);
+        goto fail;
+    }
     PlanSize ps;
     if ((st = plan_size(pl, &pm, NULL, &ps, err))) goto fail;
     if (by_bytes ? ps.all_bytes > o->bytes : ps.all_bits > out->budget_bits) {
@@ -526,6 +640,7 @@ fail:
     free(c.loss);
     free(c.oerr);
     free(c.kind);
+    free(c.time);
     if (st) planner_result_done(out);
     return st;
 }
@@ -581,7 +696,27 @@ Status planner_run(const Model *m, const QStatsFile *sf, const PlannerRequest *r
         po.site_scale = sc.scale;
         po.end_loss = sc.end_kld;
     }
+    SpeedTab spd;
+    memset(&spd, 0, sizeof spd);
+    char spath[1200];
+    if (rq->speed_table || rq->min_decode_tps > 0) {
+        int threads = pool ? pool_size(pool) : 1;
+        if ((st = speedtab_path(rq->speed_cache, threads, spath, sizeof spath, err)) ||
+            (st = speedtab_load(spath, threads, &spd, err))) {
+            sitecal_done(&sc);
+            return st;
+        }
+        po.speed = &spd;
+        po.speed_pool = pool;
+        po.min_decode_tps = rq->min_decode_tps;
+    }
     st = planner_build(m, sf->cs, &po, out, err);
+    if (po.speed && spd.n_measured) {
+        Err e2; /* the table is a cache: failing to save it loses nothing */
+        err_init(&e2);
+        (void)speedtab_save(&spd, spath, &e2);
+    }
+    speedtab_done(&spd);
     sitecal_done(&sc);
     return st;
 }

@@ -85,6 +85,15 @@ typedef struct PlannerOpts {
      * [end * QF_COUNT + fmt] (end 0 embedding, 1 head; NaN: not measured),
      * required with site_scale for the ends to be sites; NULL uncalibrated. */
     const double *end_loss;
+    /* Speed (analysis/speedtab.h): with a table, every candidate's matmul time
+     * on its site (one token, the decode path) is looked up, measured on
+     * speed_pool when missing, and the result's predicted tokens/s filled in;
+     * with min_decode_tps > 0 the plan must also predict at least that many
+     * decode tokens/s (matmul-only): Σ time <= 1 / min_decode_tps, enforced by
+     * a Lagrange multiplier on time over the bit-exact DP (see planner_build). */
+    struct SpeedTab *speed;
+    Pool *speed_pool;
+    double min_decode_tps;
     AutoSolveOpts solve;
 } PlannerOpts;
 
@@ -113,6 +122,8 @@ typedef struct PlannerResult {
     int has_ends;            /* 1: the embedding and the head were sites too (ends[0], ends[1];
                                 sol.pick[n_sites + 0/1]); fixed_bits is then 0 */
     PlannerSite ends[2];
+    double decode_tps, prefill_tps;  /* predicted matmul-only tokens/s of the plan (0: no speed table) */
+    double speed_lambda;     /* the multiplier the speed constraint needed (0: not binding) */
 } PlannerResult;
 
 /* The formats the target offers the embedding and the head as sites (f16
@@ -144,6 +155,10 @@ typedef struct PlannerRequest {
     int n_groups;
     int price_method;        /* PlannerOpts.price_method */
     int64_t oerr_rows;       /* PlannerOpts.oerr_rows */
+    double min_decode_tps;   /* PlannerOpts.min_decode_tps (0: none) */
+    const char *speed_cache; /* the speed table's cache dir (NULL: the default); with min_decode_tps or
+                                speed_table set, the table is loaded from there, extended and saved */
+    int speed_table;         /* 1: predict the plan's tokens/s (measuring what the table lacks) */
     /* The loss model's calibration (sitecal_get): text NULL = uncalibrated. */
     const char *text;
     size_t text_len;

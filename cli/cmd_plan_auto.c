@@ -8,6 +8,7 @@
 #include "analysis/qmodel.h"
 #include "analysis/qmodel_stats.h"
 #include "analysis/sitecal.h"
+#include "analysis/speedtab.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
@@ -113,6 +114,7 @@ int cmd_plan_auto(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL,
                *text_path = NULL, *cache = NULL;
     int64_t ctx = 0, chunks = 4, threads = 0, bytes = 0;
+    double min_tps = 0;
     PlannerOpts po;
     planner_opts_default(&po);
     int method = -1, why = 0, is_auto = 0, target = (int)po.target;
@@ -122,8 +124,9 @@ int cmd_plan_auto(int argc, char **argv) {
     char target_help[256]; /* names the candidate count of target any */
     snprintf(target_help, sizeof target_help,
              "any (default: %d candidates per site: each format x tensor, oc, ic,\n"
-             "oc-g, ic-g scales) or llamacpp (ggml types only: f16, q8_0, q4_0;\n"
-             "needs a map computed with --group 32)",
+             "oc-g, ic-g scales) or llamacpp (ggml's block types f16, q8_0, q6_k,\n"
+             "q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k with GPTQ on their grids;\n"
+             "the embedding and head chosen too; exports exactly)",
              nk);
     const Opt opts[] = {
         OPT_FLAG("--auto", &is_auto, NULL),
@@ -156,6 +159,10 @@ int cmd_plan_auto(int argc, char **argv) {
                 "q k v o gate up down), or with --text the cache path"),
         OPT_INT("--threads", &threads, 1, 256, "N", "threads for the calibration (default: all CPUs)"),
         OPT_STR("--cache", &cache, "DIR", "keep the evaluation reference there (as qscope eval)"),
+        OPT_FLOAT("--speed", &min_tps, 0.001, 1e9, "MIN_TOKS",
+                  "also keep the predicted decode speed at or above MIN_TOKS tokens/s\n"
+                  "(matmul-only, from the per-machine speed table: every candidate's\n"
+                  "kernel timed on the model's shapes, cached in the cache directory)"),
         OPT_FLAG("--why", &why, "print every site's choice and its trade-off"),
         OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
         OPT_STR("-o", &out_path, "PLAN.json", "output path (default: print the JSON on stdout)"),
@@ -182,6 +189,9 @@ int cmd_plan_auto(int argc, char **argv) {
     SiteCal sc;
     memset(&sc, 0, sizeof sc);
     Pool *pool = NULL;
+    SpeedTab spd;
+    memset(&spd, 0, sizeof spd);
+    char spath[1200] = "";
     Model *m = args_load_model(model_path, tok_path);
     if (!m) goto done;
     if (qstats_open(stats_path, m, &sf, &err)) {
@@ -216,11 +226,32 @@ int cmd_plan_auto(int argc, char **argv) {
             po.extra_groups[po.n_extra_groups++] = g;
         }
     }
+    /* the speed table: every candidate timed with --speed, else only the plan's entries */
+    if (!pool && pool_new((int)threads, &pool, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    if (speedtab_path(cache, pool_size(pool), spath, sizeof spath, &err) ||
+        speedtab_load(spath, pool_size(pool), &spd, &err)) {
+        args_print_err("plan", &err);
+        goto done;
+    }
+    if (min_tps > 0) {
+        po.speed = &spd;
+        po.speed_pool = pool;
+        po.min_decode_tps = min_tps;
+    }
     Status bst = planner_build(m, sf.cs, &po, &res, &err);
     if (bst) {
         args_print_err("plan", &err);
         goto done;
     }
+    PlanModel pm0 = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    if (!po.speed && speedtab_plan(&spd, &res.plan, &pm0, pool, &res.decode_tps, &res.prefill_tps, &err)) {
+        args_print_err("plan", &err); /* no prediction: not fatal */
+        res.decode_tps = res.prefill_tps = 0;
+    }
+    if (spd.n_measured && speedtab_save(&spd, spath, &err)) args_print_err("plan", &err);
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
     PlanSize sz;
     if (plan_size(&res.plan, &pm, NULL, &sz, &err)) {
@@ -252,6 +283,10 @@ int cmd_plan_auto(int argc, char **argv) {
             res.calibrated ? " nats KLD" : " (sum of relative output errors)", res.sol.lower_bound,
             res.sol.loss > 0 ? 100.0 * (res.sol.loss - res.sol.lower_bound) / res.sol.loss : 0.0,
             res.sol.unit_bits > 1 ? "" : "; DP exact");
+    if (res.decode_tps > 0)
+        fprintf(stderr, "plan: predicted %.1f tok/s decode, %.1f tok/s prefill (matmuls only, %d threads; speed table %s)%s\n",
+                res.decode_tps, res.prefill_tps, spd.threads, spath,
+                res.speed_lambda > 0 ? "; the speed constraint binds" : "");
     if (res.sol.unit_bits > 1)
         fprintf(stderr, "plan: DP cost unit %lld bits: optimal for the budget minus %lld bits (%.5f bpw)\n",
                 (long long)res.sol.unit_bits, (long long)res.sol.slack_bits,
@@ -259,6 +294,7 @@ int cmd_plan_auto(int argc, char **argv) {
     if (plancli_write(&res.plan, out_path)) goto done;
     rc = 0;
 done:
+    speedtab_done(&spd);
     pool_free(pool);
     sitecal_done(&sc);
     planner_result_done(&res);

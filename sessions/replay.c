@@ -751,6 +751,11 @@ static Status act_auto_plan(Replay *r, const cJSON *a, cJSON *logged, char *sum,
         return err_set(err, ST_ERR_ARG, "price '%.32s' is not own or rtn", price);
     rq.price_method = !price || !strcmp(price, "own");
     if ((st = a_int(a, "oerr_rows", 0, 1 << 30, rq.oerr_rows, &rq.oerr_rows, err))) return st;
+    const cJSON *spv = jget(a, "speed");
+    if (cJSON_IsNumber(spv) && spv->valuedouble > 0) { /* the machine's speed table, from the cache dir */
+        rq.min_decode_tps = spv->valuedouble;
+        rq.speed_cache = r->o->cache_dir;
+    }
     const cJSON *fl = jget(a, "formats");
     for (const cJSON *e = cJSON_IsArray(fl) ? fl->child : NULL; e; e = e->next) {
         int f = cJSON_IsString(e) ? qformat_parse(e->valuestring) : -1;
@@ -805,7 +810,7 @@ static Status act_auto_plan(Replay *r, const cJSON *a, cJSON *logged, char *sum,
 
 Status replay_log_auto_plan(Session *s, const char *plan, const PlannerRequest *rq, const char *text_path,
                             double predicted_loss, Err *err) {
-    SessionArg args[16];
+    SessionArg args[18];
     int n = 0;
     const char *fmts[QF_COUNT];
     int nf = 0;
@@ -824,6 +829,7 @@ Status replay_log_auto_plan(Session *s, const char *plan, const PlannerRequest *
     args[n++] = SESSION_ARG_JSON("groups", groups);
     args[n++] = SESSION_ARG_STR("price", rq->price_method ? "own" : "rtn");
     args[n++] = SESSION_ARG_INT("oerr_rows", rq->oerr_rows);
+    if (rq->min_decode_tps > 0) args[n++] = SESSION_ARG_NUM("speed", rq->min_decode_tps);
     if (rq->text && text_path) {
         snprintf(hx, sizeof hx, "%016" PRIx64, hash_bytes(HASH_SEED, rq->text, rq->text_len));
         args[n++] = SESSION_ARG_STR("text", text_path);

@@ -64,9 +64,11 @@
  *                 {gguf, text, ctx, chunks, threads} the quantized GGUF file (a shipped model of
  *                 the same weights: qscope export's, llama-quantize's) instead of a plan
  *   auto_plan     {plan, bpw | bytes, target, method, formats[], groups[], price, oerr_rows,
- *                  text, ctx, chunks, predicted_loss}   the planner (analysis/planner.h's
+ *                  speed, text, ctx, chunks, predicted_loss}   the planner (analysis/planner.h's
  *                 PlannerRequest) on the current statistics; with text its loss model is
- *                 calibrated on it (site scales measured); the plan is stored and made current
+ *                 calibrated on it (site scales measured); speed (min decode tokens/s) reads this
+ *                 machine's speed table, so such a plan replays the same only on the same
+ *                 machine and thread count; the plan is stored and made current
  * "plan" defaults to the current plan. Anything else (view moves, notes)
  * is recorded and skipped by replay.
  *

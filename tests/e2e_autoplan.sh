@@ -13,6 +13,7 @@ M=$S/models/stories260K/stories260K-f32.gguf
 T=$S/text/tinystories_sample.txt
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export XDG_CACHE_HOME="$tmp/xdg" # the speed table goes to the cache directory: keep it in here
 
 fail() { echo "e2e_autoplan: $*" >&2; exit 1; }
 has() { grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 600 "$1")"; }
@@ -31,6 +32,7 @@ bpw=$(sed -n 's/.*rules, \([0-9.]*\) bits per weight.*/\1/p' "$tmp/err")
   fail "plan --auto failed: $(cat "$tmp/err")"
 has "$tmp/err" "Lagrangian lower bound"
 has "$tmp/err" "DP exact"
+has "$tmp/err" "tok/s decode"  # the plan's predicted speed beside its size
 has "$tmp/err" "3 down"     # --why lists every site
 auto_bpw=$(sed -n "s/^plan 'auto[^']*': \([0-9.]*\) bits per weight.*/\1/p" "$tmp/err")
 awk -v a="$auto_bpw" -v b="$bpw" 'BEGIN { exit !(a <= b + 0.0001) }' || fail "auto bpw $auto_bpw > budget $bpw"
@@ -79,6 +81,11 @@ fi
 "$Q" export "$M" --plan "$tmp/ll.json" --stats "$tmp/s.stats" -o "$tmp/ll.gguf" 2>"$tmp/err" ||
   fail "export of the llamacpp plan failed: $(cat "$tmp/err")"
 has "$tmp/err" "37 tensors: 37 exact, 0 approximate, 0 not expressible"
+
+# a speed no plan reaches is refused with the fastest there is
+if "$Q" plan "$M" --auto --bpw 10 --speed 1e9 --stats "$tmp/s.stats" --threads 1 2>"$tmp/err" >/dev/null; then
+  fail "--speed 1e9 accepted"; fi
+grep -qE "fastest candidates take|head alone" "$tmp/err" || fail "--speed 1e9: $(cat "$tmp/err")"
 
 # a budget below the cheapest plan, an unknown format, no budget
 if "$Q" plan "$M" --auto --bpw 1 --stats "$tmp/s.stats" 2>"$tmp/err" >/dev/null; then fail "--bpw 1 accepted"; fi

@@ -13,6 +13,7 @@
 #include "analysis/planner.h"
 #include "analysis/qmodel.h"
 #include "analysis/sitecal.h"
+#include "analysis/speedtab.h"
 #include "analysis/qmodel_stats.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
@@ -301,6 +302,75 @@ static void test_planner_stories(void) {
     planner_result_done(&r2);
     o.target = PLANNER_TARGET_ANY;
     o.method = QM_RTN;
+
+    /* Speed: the table times an entry once (then looks it up), survives a save/load round trip,
+     * and the planner under --speed keeps the predicted decode time within 1/MIN while never
+     * beating the unconstrained loss; an impossible speed is refused naming the fastest */
+    {
+        char spath[600];
+        snprintf(spath, sizeof spath, "/tmp/qs-test-speed-%d.txt", (int)getpid());
+        Pool *sp;
+        CHECK_OK(pool_new(1, &sp, &err), err);
+        SpeedTab st0, st1;
+        CHECK_OK(speedtab_load(spath, 1, &st0, &err), err); /* missing: empty */
+        CHECK(st0.n == 0);
+        st0.min_time_s = 1e-4; /* three repetitions: the test checks the bookkeeping, not the speeds */
+        PlanEntry e4;
+        plan_entry_default(&e4);
+        e4.w = (QParams){QF_INT4, 1, GROUP_OC, 32};
+        double d1, p1, d2, p2;
+        CHECK_OK(speedtab_get(&st0, &e4, 172, 64, sp, &d1, &p1, &err), err);
+        e4.method = QM_GPTQ; /* same kernel: a lookup */
+        CHECK_OK(speedtab_get(&st0, &e4, 172, 64, sp, &d2, &p2, &err), err);
+        CHECK(st0.n == 1 && st0.n_measured == 1 && d1 == d2 && p1 == p2 && d1 > 0 && p1 > 0);
+        CHECK_OK(speedtab_save(&st0, spath, &err), err);
+        CHECK_OK(speedtab_load(spath, 1, &st1, &err), err);
+        CHECK(st1.n == 1 && speedtab_lookup(&st1, &e4, 172, 64, &d2, &p2) && fabs(d2 - d1) <= 1e-6 * d1);
+        speedtab_done(&st1);
+        CHECK_OK(speedtab_load(spath, 3, &st1, &err), err); /* another thread count: another table */
+        CHECK(st1.n == 0);
+        speedtab_done(&st1);
+        PlannerOpts os = o;
+        os.site_scale = NULL;
+        os.speed = &st0;
+        os.speed_pool = sp;
+        os.bpw = 10;
+        os.formats = (1u << QF_F16) | (1u << QF_INT8) | (1u << QF_INT4); /* fewer rows to time */
+        PlannerResult rs0, rs1;
+        CHECK_OK(planner_build(m, sf.cs, &os, &rs0, &err), err); /* every candidate timed */
+        CHECK(rs0.decode_tps > 0 && rs0.prefill_tps > 0 && rs0.speed_lambda == 0);
+        double want = rs0.decode_tps * 1.05; /* a little faster than the unconstrained plan */
+        os.min_decode_tps = want;
+        Status sst = planner_build(m, sf.cs, &os, &rs1, &err);
+        if (sst == ST_OK) {
+            CHECKF(rs1.decode_tps >= want * (1 - 1e-9), "%g < %g", rs1.decode_tps, want);
+            CHECK(rs1.sol.loss >= rs0.sol.loss * (1 - 1e-12));
+            double dt, pt;
+            CHECK_OK(speedtab_plan(&st0, &rs1.plan, &pm, NULL, &dt, &pt, &err), err); /* all rows cached now */
+            CHECK(dt == rs1.decode_tps);
+            printf("speed: unconstrained %.0f tok/s loss %.4g; --speed %.0f: %.0f tok/s loss %.4g (lambda %.3g)\n",
+                   rs0.decode_tps, rs0.sol.loss, want, rs1.decode_tps, rs1.sol.loss, rs1.speed_lambda);
+            planner_result_done(&rs1);
+        } else { /* the machine's timings may leave no faster plan under 10 bpw: then it says so */
+            CHECKF(sst == ST_ERR_RANGE, "%s", err.detail);
+        }
+        os.min_decode_tps = 1e12;
+        sst = planner_build(m, sf.cs, &os, &rs1, &err);
+        CHECKF(sst == ST_ERR_RANGE && strstr(err.detail, "head alone"), "%d %s", (int)sst, err.detail);
+        /* a speed the head allows but no set of site candidates reaches: the fastest is named */
+        double head_t;
+        PlanEntry hf;
+        plan_entry_default(&hf);
+        hf.w.fmt = QF_F16;
+        CHECK(speedtab_lookup(&st0, &hf, m->output.n_out, m->output.n_in, &head_t, NULL));
+        os.min_decode_tps = 1.0 / (head_t * 1.0001);
+        sst = planner_build(m, sf.cs, &os, &rs1, &err);
+        CHECKF(sst == ST_ERR_RANGE && strstr(err.detail, "fastest candidates take"), "%d %s", (int)sst, err.detail);
+        planner_result_done(&rs0);
+        speedtab_done(&st0);
+        pool_free(sp);
+        unlink(spath);
+    }
 
     /* Output errors of entries by their own method: RTN on all rows is the map's computation;
      * GPTQ lowers exactly this quantity below RTN's; a 32-row sample estimates the whole */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "analysis/sensitivity.h"
+#include "analysis/speedtab.h"
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "core/cache.h"
@@ -165,6 +166,17 @@ Status app_init(App *a, const TuiOpts *o, Err *err) {
         if ((st = session_open(a, err)) != ST_OK) goto fail;
     }
     if ((st = pool_new(o->threads, &a->pool, err)) != ST_OK) goto fail;
+    {
+        char sp[APP_PATH_MAX + 64];
+        Err e2;
+        err_init(&e2);
+        a->speed = core_calloc(1, sizeof *a->speed);
+        if (a->speed && (!a->cache_dir[0] || speedtab_path(a->cache_dir, pool_size(a->pool), sp, sizeof sp, &e2) ||
+                         speedtab_load(sp, pool_size(a->pool), a->speed, &e2))) { /* no table: no speed shown */
+            free(a->speed);
+            a->speed = NULL;
+        }
+    }
     if ((st = app_plan_init(a, err)) != ST_OK) goto fail;
     app_calibset_init(a);
     app_split_init(a);
@@ -189,6 +201,8 @@ void app_done(App *a) {
     a->cs = NULL;
     free(a->cs_seqs);
     pool_free(a->pool);
+    if (a->speed) speedtab_done(a->speed);
+    free(a->speed);
     model_free(a->m);
     free(a->text);
     free(a->calib_text);

@@ -171,6 +171,8 @@ typedef struct App {
     struct Session *sess;    /* owned; NULL without --session: then nothing is saved */
     char cache_dir[APP_PATH_MAX]; /* where stats and written plans go */
     Pool *pool;              /* used by the job thread only */
+    struct SpeedTab *speed;  /* this machine's speed table (analysis/speedtab.h), read at start for the
+                                budget bar's tokens/s (lookups only: `plan --auto` measures); may be NULL */
     JobRunner jobs;
 
     struct CalibStats *cs;   /* NULL until calibrated (or loaded from the cache) */
@@ -344,6 +346,7 @@ typedef struct PlanBudget {
     double bpw;              /* bits per weight, embedding and head included */
     size_t bytes;
     double frac_fp16;        /* bytes / bytes of the fp16 plan */
+    double decode_tps;       /* predicted matmul-only decode tokens/s (0: the speed table lacks a row) */
 } PlanBudget;
 void app_plan_budget(const App *a, PlanBudget *b);
 

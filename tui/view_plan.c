@@ -306,9 +306,11 @@ static void plan_draw(const App *a, const Layout *l) {
     int bw = w / 3;
     double frac = b.valid && !isnan(b.frac_fp16) ? b.frac_fp16 : 0;
     draw_bar(y, x0 + 7, bw, frac, frac > 0.75 ? C_WARN : C_BAR);
+    char tps[40] = "";
+    if (b.valid && b.decode_tps > 0) snprintf(tps, sizeof tps, "  ~%.0f tok/s", b.decode_tps);
     if (b.valid)
-        draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_NORMAL, "%.2f bpw  %.3f MB  %.0f%% of fp16", b.bpw, b.bytes / 1e6,
-                  100 * b.frac_fp16);
+        draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_NORMAL, "%.2f bpw  %.3f MB  %.0f%% of fp16%s", b.bpw, b.bytes / 1e6,
+                  100 * b.frac_fp16, tps);
     else
         draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_ERROR, "invalid: %s", b.error);
     char words[200], code[48], site[32];
