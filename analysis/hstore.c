@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -644,6 +645,19 @@ Status hstore_load_f32(const HStore *hs, int64_t layer, int tap, float *out, Err
 
 Status hstore_load_f64(const HStore *hs, int64_t layer, int tap, double *out, Err *err) { UNPACK(double); }
 
+/* Drops the resident file pages of matrix (layer, tap) (those wholly inside
+ * it) once its float64 copy is in the cache: the mapping is read-only and the
+ * file complete, so this only unmaps clean pages, and a later read pages them
+ * in again. Keeps a walk over the layers at one layer's H. */
+static void release_matrix(const HStore *hs, int64_t layer, int tap) {
+    if (!hs->map || hs->writable) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t b = (uintptr_t)(hs->map + file_off(hs, layer, tap)), e = b + packed_len(hs->width[tap]) * sizeof(float);
+    uintptr_t b_up = (b + (uintptr_t)page - 1) & ~((uintptr_t)page - 1), e_down = e & ~((uintptr_t)page - 1);
+    if (e_down > b_up) (void)madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
+}
+
 Status hstore_get_f64(const HStore *hs, int64_t layer, int tap, const double **out, Err *err) {
     *out = NULL;
     if (!hs->aux || tap < 0 || tap >= HSTORE_TAPS)
@@ -659,10 +673,19 @@ Status hstore_get_f64(const HStore *hs, int64_t layer, int tap, const double **o
         a->cache_layer[tap] = -1;
         Status st = hstore_load_f64(hs, layer, tap, a->cache[tap], err);
         if (st) return st;
+        release_matrix(hs, layer, tap);
         a->cache_layer[tap] = layer;
     }
     *out = a->cache[tap];
     return ST_OK;
+}
+
+void hstore_cache_drop(const HStore *hs) {
+    if (!hs || !hs->aux) return;
+    for (int t = 0; t < HSTORE_TAPS; t++) {
+        core_free_aligned(hs->aux->cache[t]);
+        hs->aux->cache[t] = NULL;
+    }
 }
 
 void hstore_close(HStore *hs) {

@@ -140,9 +140,15 @@ Status hstore_load_f64(const HStore *hs, int64_t layer, int tap, double *out, Er
 /* Returns in *out the full float64 (w, w) matrix of (layer, tap), loaded
  * (and verified) into a cache of one matrix per tap: the pointer stays valid
  * until the next call for the same tap with another layer, or hstore_close.
- * So walking the layers in order keeps one layer's H resident (GPTQ, AdaDim,
- * AQLM and SmoothQuant read it through here). */
+ * The matrix's file pages are dropped once copied (they would otherwise stay
+ * resident as mapped page cache), so walking the layers in order keeps one
+ * layer's H resident (GPTQ, AdaDim, AQLM and SmoothQuant read it through here). */
 Status hstore_get_f64(const HStore *hs, int64_t layer, int tap, const double **out, Err *err);
+
+/* Frees hstore_get_f64's cached matrices (a 7B's four are 1.4 GB of
+ * float64), invalidating the pointers it returned; the next call loads again.
+ * For the end of a walk over the layers. */
+void hstore_cache_drop(const HStore *hs);
 
 /* Unmaps and closes; frees accumulators; safe on a zeroed or closed HStore.
  * Does not delete the file. */

@@ -460,6 +460,7 @@ void qmodel_free(QModel *qm) {
     free(qm->embd);
     free(qm->adadim_dim);
     free(qm->site_rel_err);
+    free(qm->site_seconds);
     for (int64_t i = 0; i < qm->n_notes; i++) free(qm->notes[i]);
     free(qm->notes);
     plan_resolved_done(&qm->res);
@@ -582,6 +583,7 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
             if (st) return err_set(err, st, "embed: %s", e2.detail);
         }
         qtensor_dequant(src, qm->embd);
+        if (!c->tied_embeddings) weight_release(&m->tok_embd); /* the lookups read qm->embd from here on */
         if (keep) {
             keep->sites[ns + 1].kind = QSITE_QTENSOR;
             keep->sites[ns + 1].q = q;
@@ -609,6 +611,7 @@ static Status build_ends(QModel *qm, const Model *m, const QStored *pre, QStored
     st = site_build(qm, &oe, &in, 1, pre ? &pre->sites[ns] : NULL, keep ? &keep->sites[ns] : NULL, &fc, pool,
                     &qm->output, &d, &rel, err);
     factor_cache_clear(&fc);
+    if (!st && qm->output && !(c->tied_embeddings && !qm->embd)) weight_release(&m->output);
     return st;
 }
 
@@ -685,8 +688,9 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     qm->ffn_norm = calloc((size_t)L, sizeof *qm->ffn_norm);
     qm->adadim_dim = calloc((size_t)ns, sizeof *qm->adadim_dim);
     qm->site_rel_err = calloc((size_t)ns, sizeof *qm->site_rel_err);
+    qm->site_seconds = calloc((size_t)ns, sizeof *qm->site_seconds);
     ws = calloc(PROJ_COUNT, sizeof *ws);
-    if (!qm->lin || !qm->attn_norm || !qm->ffn_norm || !qm->adadim_dim || !qm->site_rel_err || !ws) {
+    if (!qm->lin || !qm->attn_norm || !qm->ffn_norm || !qm->adadim_dim || !qm->site_rel_err || !qm->site_seconds || !ws) {
         st = err_set(err, ST_ERR_NOMEM, "qmodel arrays");
         goto fail;
     }
@@ -778,8 +782,13 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             }
             int smoothed = ws[pj] != NULL || (pre && pre->smoothed[l * 2 + (pj >= PROJ_GATE)] && pj != PROJ_O &&
                                               pj != PROJ_DOWN);
+            double ts = clock_now();
             st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL,
                             &fc, pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
+            qm->site_seconds[i] = clock_now() - ts;
+            /* The quantized model never reads this weight again: drop its file
+             * pages, so only the layer being quantized stays resident. */
+            if (!st && qm->lin[i]) weight_release(w);
             progress_add(prog, 1);
         }
         factor_cache_clear(&fc); /* before hown: its pointers are the keys */
@@ -791,6 +800,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
         }
         if (st) goto fail;
     }
+    qstats_h_drop(hs); /* the last layer's H: nothing below reads it */
     if ((st = build_ends(qm, m, pre, keep ? qm->stored : NULL, pool, err))) goto fail;
     if (keep && (st = stored_gains(qm, err))) goto fail;
     progress_add(prog, 1);

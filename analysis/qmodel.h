@@ -82,6 +82,10 @@ typedef struct QModel {
     GroupDim *adadim_dim;    /* (n_layers * PROJ_COUNT) AdaDim's choice (GROUP_TENSOR: not adadim) */
     double *site_rel_err;    /* (n_layers * PROJ_COUNT) weight-space relative error
                                 ‖W - Wq‖_F / ‖W‖_F of each site (0 for fp32) */
+    double *site_seconds;    /* (n_layers * PROJ_COUNT) wall time quantizing each site (with the
+                                float32 conversion, and a GPTQ factorization shared by q/k/v or
+                                gate/up counted at the first site using it); NULL from
+                                qmodel_from_model */
     int64_t params;          /* weights counted: projections + embedding + head (tied once) */
     int64_t bits;            /* their exact bits (plan_size with AdaDim's choices) */
     size_t bytes;            /* their bytes (plan_size's all_bytes) */

@@ -116,6 +116,8 @@ Status qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, const doubl
     return hstore_get_f64(h, layer, (int)tap, out, err);
 }
 
+void qstats_h_drop(const struct HStore *h) { hstore_cache_drop(h); }
+
 Status qstats_spike_sites(const struct CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err) {
     *sites = NULL;
     *n = 0;

@@ -57,6 +57,10 @@ float qstats_absmax(const struct CalibStats *cs, int64_t layer, TapPoint tap);
  * same tap is asked for another layer). Fails when the matrix is corrupt. */
 Status qstats_h(const struct HStore *h, int64_t layer, TapPoint tap, const double **out, Err *err);
 
+/* Frees the matrices qstats_h cached (their pointers become invalid); h may
+ * be NULL. */
+void qstats_h_drop(const struct HStore *h);
+
 /* The top-k spike sites by calibration's ranking, as plan patterns
  * "L.qkv", "L.o", "L.gate_up", "L.down" (best first). *sites is an array of
  * k heap strings (caller frees each and the array); *n <= k. */

@@ -32,11 +32,12 @@ static const char QUANT_USAGE[] =
     "usage: qscope quant MODEL (--plan PLAN | --preset NAME) [--stats STATS] [--threads N] [--json]\n\n"
     "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
     "static activation scales from --stats) and builds the kernels the quantized model runs,\n"
-    "then prints per site: the plan code, the kernel, AdaDim's choice and the relative weight\n"
-    "error ‖W - Wq‖²/‖W‖² (squared, like every relative error qscope prints); the exact bits\n"
-    "per weight and the weights' bytes. With -o FILE the quantized weights and the plan are\n"
-    "stored (sessions/qmodel_file.h) for `qscope eval --quant FILE`, and the file's own size\n"
-    "is printed too (it stores the codes unpacked, with f32 scales, the plan and a header).\n\n";
+    "then prints per site: the plan code, the kernel, AdaDim's choice, the seconds its\n"
+    "quantization took and the relative weight error ‖W - Wq‖²/‖W‖² (squared, like every\n"
+    "relative error qscope prints); the exact bits per weight and the weights' bytes. With\n"
+    "-o FILE the quantized weights and the plan are stored (sessions/qmodel_file.h) for\n"
+    "`qscope eval --quant FILE`, and the file's own size is printed too (it stores the codes\n"
+    "unpacked, with f32 scales, the plan and a header).\n\n";
 
 int cmd_quant(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL;
@@ -101,7 +102,7 @@ int cmd_quant(int argc, char **argv) {
                      "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",
                      qm->bpw, qm->bytes, file_bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
                      qm->seconds);
-    else printf("%-10s %-22s %-12s %-7s %s\n", "site", "plan", "kernel", "adadim", "rel_err |W-Wq|^2/|W|^2");
+    else printf("%-10s %-22s %-12s %-7s %-9s %s\n", "site", "plan", "kernel", "adadim", "seconds", "rel_err |W-Wq|^2/|W|^2");
     for (int64_t l = 0; l < qm->n_layers; l++)
         for (int p = 0; p < PROJ_COUNT; p++) {
             int64_t i = l * PROJ_COUNT + p;
@@ -114,9 +115,9 @@ int cmd_quant(int argc, char **argv) {
             const char *ad = qm->adadim_dim[i] == GROUP_OC ? "oc" : qm->adadim_dim[i] == GROUP_IC ? "ic" : "-";
             /* squared, the one "relative error" of report, calib and the Sensitivity view */
             double re2 = qm->site_rel_err[i] * qm->site_rel_err[i];
-            if (json) printf("%s{\"site\": \"%s\", \"code\": \"%s\", \"kernel\": \"%s\", \"adadim\": \"%s\", \"rel_err\": %.6g}",
-                             i ? ", " : "", site, code, k, ad, re2);
-            else printf("%-10s %-22s %-12s %-7s %.6f\n", site, code, k, ad, re2);
+            if (json) printf("%s{\"site\": \"%s\", \"code\": \"%s\", \"kernel\": \"%s\", \"adadim\": \"%s\", \"rel_err\": %.6g, "
+                             "\"seconds\": %.4f}", i ? ", " : "", site, code, k, ad, re2, qm->site_seconds[i]);
+            else printf("%-10s %-22s %-12s %-7s %-9.3f %.6f\n", site, code, k, ad, qm->site_seconds[i], re2);
         }
     if (json) {
         printf("], \"notes\": [");

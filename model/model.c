@@ -253,7 +253,8 @@ static Status bind_one(Model *m, const SrcTensor *t, TensorRole role, int64_t la
         data = buf;
     }
     if (mat)
-        *mat = (Weight){.data = data, .type = t->type, .row_bytes = need / (size_t)rows, .n_out = rows, .n_in = n_in};
+        *mat = (Weight){.data = data, .type = t->type, .row_bytes = need / (size_t)rows, .n_out = rows, .n_in = n_in,
+                        .mapped = borrowed};
     else
         *vec = data;
     TensorEntry *e = &m->tensors[m->n_tensors++];

@@ -17,6 +17,8 @@ typedef struct Weight {
     uint32_t type;           /* GgmlType of data, as the file stored it (GGML_F32 for llama2.c) */
     size_t row_bytes;        /* bytes of one row: ggml_row_bytes(type, n_in) */
     int64_t n_out, n_in;
+    int mapped;              /* 1: data lies in a read-only file mapping (the loader borrowed it),
+                                so its pages can be dropped and re-read (weight_release) */
 } Weight;
 
 /* Wraps a row-major float32 matrix (n_out, n_in); w is borrowed by the result. */
@@ -44,5 +46,12 @@ Status weight_to_f32(const Weight *w, Pool *pool, const float **out, float **own
 
 /* Frees a buffer from weight_to_f32; NULL is a no-op. */
 void weight_f32_free(float *owned);
+
+/* Drops w's resident file pages (the pages lying wholly inside its bytes)
+ * when w->mapped, so code that walks the model one layer at a time (plan
+ * execution) keeps only the layer it works on resident. The data stay valid:
+ * a later read faults the pages back in from the file (page cache or disk).
+ * No-op for heap data (weight_from_f32, copies). */
+void weight_release(const Weight *w);
 
 #endif

@@ -302,6 +302,7 @@ static Status check_results(Session *s, const cJSON *root, const char *where, Er
         r->prefill_tps = get_dbl(mo, "prefill_tps");
         r->decode_tps = get_dbl(mo, "decode_tps");
         r->seconds = get_dbl(mo, "seconds");
+        r->quantize_seconds = get_dbl(mo, "quantize_seconds");
         double b = get_dbl(mo, "bytes"), t = get_dbl(mo, "tokens_scored");
         r->bytes = isfinite(b) && b >= 0 && b < 9e15 ? (int64_t)b : 0;
         r->tokens_scored = isfinite(t) && t >= 0 && t < 9e15 ? (int64_t)t : 0;
@@ -781,6 +782,22 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
     return refresh_after(s, err);
 }
 
+/* A JSON array of v[0..n) (squared when square), non-finite values as null;
+ * NULL when out of memory. */
+static cJSON *jnum_array(const double *v, int64_t n, int square) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int64_t i = 0; arr && i < n; i++) {
+        double x = square ? v[i] * v[i] : v[i];
+        cJSON *e = isfinite(x) ? cJSON_CreateNumber(x) : cJSON_CreateNull();
+        if (!e || !cJSON_AddItemToArray(arr, e)) {
+            cJSON_Delete(e);
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
+    }
+    return arr;
+}
+
 Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResult *res, const QModel *qm, int64_t *id,
                         Err *err) {
     char *js = eval_result_json(res, qm, info->plan);
@@ -801,32 +818,13 @@ Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResul
     for (size_t i = 0; ok && i < sizeof full / sizeof full[0]; i++)
         if (jget(mo, full[i].k) && isfinite(full[i].v)) ok = jset_num(mo, full[i].k, full[i].v);
     cJSON *le = jget(mo, "layer_rel_err");
-    if (ok && cJSON_IsArray(le) && res->layer_rel_err && cJSON_GetArraySize(le) == res->n_layers) {
-        cJSON *arr = cJSON_CreateArray();
-        for (int64_t l = 0; arr && l < res->n_layers; l++) {
-            cJSON *v = isfinite(res->layer_rel_err[l]) ? cJSON_CreateNumber(res->layer_rel_err[l]) : cJSON_CreateNull();
-            if (!v || !cJSON_AddItemToArray(arr, v)) {
-                cJSON_Delete(v);
-                cJSON_Delete(arr);
-                arr = NULL;
-            }
-        }
-        ok = jset(mo, "layer_rel_err", arr);
-    }
-    if (ok && qm && qm->site_rel_err && qm->n_layers > 0) {
-        /* squared, the one "relative error" of quant, report and the Sensitivity view */
-        cJSON *arr = cJSON_CreateArray();
-        for (int64_t i = 0; arr && i < qm->n_layers * PROJ_COUNT; i++) {
-            double e2 = qm->site_rel_err[i] * qm->site_rel_err[i];
-            cJSON *v = isfinite(e2) ? cJSON_CreateNumber(e2) : cJSON_CreateNull();
-            if (!v || !cJSON_AddItemToArray(arr, v)) {
-                cJSON_Delete(v);
-                cJSON_Delete(arr);
-                arr = NULL;
-            }
-        }
-        ok = arr && jset(mo, "site_werr", arr);
-    }
+    if (ok && cJSON_IsArray(le) && res->layer_rel_err && cJSON_GetArraySize(le) == res->n_layers)
+        ok = jset(mo, "layer_rel_err", jnum_array(res->layer_rel_err, res->n_layers, 0));
+    /* squared, the one "relative error" of quant, report and the Sensitivity view */
+    if (ok && qm && qm->site_rel_err && qm->n_layers > 0)
+        ok = jset(mo, "site_werr", jnum_array(qm->site_rel_err, qm->n_layers * PROJ_COUNT, 1));
+    if (ok && qm && qm->site_seconds && qm->n_layers > 0)
+        ok = jset(mo, "site_quantize_seconds", jnum_array(qm->site_seconds, qm->n_layers * PROJ_COUNT, 0));
     char *t = ok ? cJSON_PrintUnformatted(mo) : NULL;
     cJSON_Delete(mo);
     if (!t) return err_set(err, ST_ERR_NOMEM, "session: evaluation metrics");

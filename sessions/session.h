@@ -138,6 +138,7 @@ typedef struct SessionResult {
     double ppl, ppl_base, kld_mean, kld_median, kld_p90, kld_p99, kld_max, top1_agree, bpw;
     int64_t bytes, tokens_scored;
     double prefill_tps, decode_tps, seconds;
+    double quantize_seconds; /* wall time building the quantized model (NaN when not recorded) */
     int cancelled;
 } SessionResult;
 
@@ -289,7 +290,10 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
  * model qm, which may be NULL): the metrics are eval_result_json's keys with
  * every floating-point value stored at full precision (17 digits), so a
  * replay can demand bit-identical numbers, plus qm's per-site weight errors
- * ("site_werr") when qm is given. *id may be NULL. */
+ * ("site_werr") and quantization times ("site_quantize_seconds", one per
+ * projection, layer-major; eval_result_json has the build's
+ * "quantize_seconds") when qm is given. Replay does not compare times.
+ * *id may be NULL. */
 struct EvalResult;
 struct QModel;
 Status session_add_eval(Session *s, const SessionEvalInfo *info, const struct EvalResult *res,

@@ -102,6 +102,16 @@ static void record_like_tui(const char *model, const char *text_path, const char
     CHECK_OK(eval_run(qm, ref, &eo, pool, NULL, NULL, NULL, &res, &err), err);
     SessionEvalInfo info = {.plan = "ad", .text = text_path, .ctx = 64, .chunks = 3, .threads = pool_size(pool)};
     CHECK_OK(session_add_eval(s, &info, &res, qm, NULL, &err), err);
+    {
+        /* the quantization times go with the result (replay never compares them) */
+        const SessionResult *sr = session_result(s, session_n_results(s) - 1);
+        CHECK(qm->seconds > 0 && sr->quantize_seconds == qm->seconds);
+        char *js;
+        size_t jl;
+        CHECK_OK(session_write(s, &js, &jl, &err), err);
+        CHECK(strstr(js, "\"site_quantize_seconds\":") != NULL);
+        free(js);
+    }
     SessionArg eargs[] = {SESSION_ARG_STR("plan", "ad"), SESSION_ARG_STR("text", text_path), SESSION_ARG_INT("ctx", 64),
                           SESSION_ARG_INT("chunks", 3), SESSION_ARG_INT("threads", pool_size(pool))};
     CHECK_OK(session_log_action(s, "evaluate", eargs, 5, &err), err);

@@ -764,12 +764,12 @@ static void test_results_table(void) {
     CHECK(!strcmp(vm_fit_num(b, 5, NAN, 2, 0), "    -"));
     EvalRow r[3] = {
         {.id = 1, .label = "int4-gptq", .ppl = 7.1982, .dppl = 0.3, .kld_mean = 0.0798, .kld_p99 = 0.5, .top1 = 0.856,
-         .bpw = 4.30, .bytes = 180498000, .tps = 66, .kld_pred = NAN, .front = 1},
+         .bpw = 4.30, .bytes = 180498000, .tps = 66, .quant_s = 12.345, .kld_pred = NAN, .front = 1},
         {.id = 12, .label = "a-plan-name-much-longer-than-thirty-two-characters", .ppl = 123456.7, .dppl = -1234.5,
          .kld_mean = 123.4, .kld_p99 = 1234.5, .top1 = 1, .bpw = 16, .bytes = 2000000000, .tps = 123456,
-         .kld_pred = 0.0123},
+         .quant_s = 123456.7, .kld_pred = 0.0123},
         {.id = 3, .label = "x", .ppl = 7, .dppl = 0, .kld_mean = 0, .top1 = 0, .bpw = 2.5, .bytes = 1000, .tps = NAN,
-         .kld_pred = NAN, .cancelled = 1},
+         .quant_s = NAN, .kld_pred = NAN, .cancelled = 1},
     };
     for (int width = 60; width <= 160; width += 20) {
         for (int hp = 0; hp <= 1; hp++) {
@@ -781,6 +781,8 @@ static void test_results_table(void) {
             CHECK(hw == vm_eval_width(pw, cols));
             CHECKF(hw <= width || (pw == 11 && cols == 0), "width %d: header %d", width, hw);
             if (width >= 100) CHECK(cols & EVC_P99);
+            if (width >= 120) CHECK(cols & EVC_QSEC);
+            if (width <= 80) CHECK(!(cols & EVC_QSEC)); /* the first to go */
             if (width >= 100 && hp) CHECK(cols & EVC_PRED);
             if (!hp) CHECK(!(cols & EVC_PRED));
             for (int i = 0; i < 3; i++) {
@@ -790,8 +792,9 @@ static void test_results_table(void) {
                 /* every numeric column is right-aligned and ends where its title ends:
                  * the last character of each is not blank in the header nor in the row */
                 int ends[12], ne = 0, e = 3 + 1 + pw;
-                int wl[9] = {8, 8, 8, (cols & EVC_PRED) ? 8 : 0, (cols & EVC_P99) ? 8 : 0, 6, 5, 7, 7};
-                for (int k = 0; k < 9; k++)
+                int wl[10] = {8, 8, 8, (cols & EVC_PRED) ? 8 : 0, (cols & EVC_P99) ? 8 : 0, 6, 5, 7, 7,
+                              (cols & EVC_QSEC) ? 7 : 0};
+                for (int k = 0; k < 10; k++)
                     if (wl[k]) ends[ne++] = (e += 1 + wl[k]) - 1;
                 CHECK(e == hw);
                 for (int k = 0; k < ne; k++)
@@ -811,6 +814,17 @@ static void test_results_table(void) {
     CHECK(strstr(row, " 1*") == row && strstr(row, "int4-gptq") != NULL && strstr(row, "85.6%") != NULL);
     vm_eval_row(&r[2], 1.0, row, sizeof row, pw, cols);
     CHECK(strstr(row, "(partial) x") != NULL);
+    /* wide enough: the quantization time, last, with two decimals; "-" when not recorded */
+    pw = vm_eval_layout(140, 0, &cols);
+    CHECK(cols & EVC_QSEC);
+    vm_eval_header(head, sizeof head, pw, cols);
+    CHECK(strlen(head) >= 7 && !strcmp(head + strlen(head) - 7, "quant s"));
+    vm_eval_row(&r[0], 1.0, row, sizeof row, pw, cols);
+    CHECKF(!strcmp(row + strlen(row) - 8, "   12.35"), "%s", row);
+    vm_eval_row(&r[1], 1.0, row, sizeof row, pw, cols);
+    CHECKF(!strcmp(row + strlen(row) - 8, "  123457"), "%s", row);
+    vm_eval_row(&r[2], 1.0, row, sizeof row, pw, cols);
+    CHECKF(!strcmp(row + strlen(row) - 2, " -"), "%s", row);
 }
 
 /* One byte unit on every screen (the Model view said "MB" for MiB while the

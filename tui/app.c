@@ -128,6 +128,7 @@ EvalRow *app_add_row(App *a) {
     memset(r, 0, sizeof *r);
     r->id = a->n_rows;
     r->kld_pred = NAN;
+    r->quant_s = NAN;
     return r;
 }
 

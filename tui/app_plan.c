@@ -99,6 +99,7 @@ static void restore_results(App *a) {
         row->bpw = r->bpw;
         row->bytes = (size_t)r->bytes;
         row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
+        row->quant_s = r->quantize_seconds;
         row->cancelled = r->cancelled;
         row->other_text = a->text && (r->text_hash != text_hash || r->ctx != eo.n_ctx);
         restore_detail(a, i, &a->details[a->n_rows - 1]);
@@ -474,6 +475,7 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     row->bpw = r->bpw;
     row->bytes = r->bytes;
     row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
+    row->quant_s = j->build_s;
     row->cancelled = r->cancelled;
     row->kld_pred = j->kld_pred;
     fill_detail(&a->details[a->n_rows - 1], j);

@@ -135,17 +135,20 @@ char *vm_fit_num(char *buf, int width, double v, int max_dec, int sign) {
 }
 
 /* Fixed columns: "NN*" id, then per column (width, title); the plan column sits between. */
-enum { W_ID = 3, W_PPL = 8, W_DPPL = 8, W_KLD = 8, W_PRED = 8, W_P99 = 8, W_TOP1 = 6, W_BPW = 5, W_MB = 7, W_TPS = 7 };
+enum { W_ID = 3, W_PPL = 8, W_DPPL = 8, W_KLD = 8, W_PRED = 8, W_P99 = 8, W_TOP1 = 6, W_BPW = 5, W_MB = 7, W_TPS = 7,
+       W_QSEC = 7 };
 
 int vm_eval_width(int pw, unsigned cols) {
     int w = W_ID + 1 + pw + 1 + W_PPL + 1 + W_DPPL + 1 + W_KLD + 1 + W_TOP1 + 1 + W_BPW + 1 + W_MB + 1 + W_TPS;
     if (cols & EVC_PRED) w += 1 + W_PRED;
     if (cols & EVC_P99) w += 1 + W_P99;
+    if (cols & EVC_QSEC) w += 1 + W_QSEC;
     return w;
 }
 
 int vm_eval_layout(int width, int have_pred, unsigned *cols) {
-    unsigned c = EVC_P99 | (have_pred ? EVC_PRED : 0);
+    unsigned c = EVC_P99 | EVC_QSEC | (have_pred ? EVC_PRED : 0);
+    if (vm_eval_width(11, c) > width) c &= ~(unsigned)EVC_QSEC;
     if (vm_eval_width(11, c) > width) c &= ~(unsigned)EVC_PRED;
     if (vm_eval_width(11, c) > width) c &= ~(unsigned)EVC_P99;
     *cols = c;
@@ -157,8 +160,10 @@ void vm_eval_header(char *buf, size_t n, int pw, unsigned cols) {
     char pc[16] = "", qc[16] = "";
     if (cols & EVC_PRED) snprintf(pc, sizeof pc, " %*s", W_PRED, "KLD pred");
     if (cols & EVC_P99) snprintf(qc, sizeof qc, " %*s", W_P99, "KLD p99");
-    snprintf(buf, n, "%*s %-*s %*s %*s %*s%s%s %*s %*s %*s %*s", W_ID, "# ", pw, "plan", W_PPL, "PPL", W_DPPL, "dPPL",
-             W_KLD, "KLD", pc, qc, W_TOP1, "top-1", W_BPW, "bpw", W_MB, "MB", W_TPS, "dec t/s");
+    char sc[16] = "";
+    if (cols & EVC_QSEC) snprintf(sc, sizeof sc, " %*s", W_QSEC, "quant s");
+    snprintf(buf, n, "%*s %-*s %*s %*s %*s%s%s %*s %*s %*s %*s%s", W_ID, "# ", pw, "plan", W_PPL, "PPL", W_DPPL, "dPPL",
+             W_KLD, "KLD", pc, qc, W_TOP1, "top-1", W_BPW, "bpw", W_MB, "MB", W_TPS, "dec t/s", sc);
 }
 
 void vm_eval_row(const EvalRow *r, double k, char *buf, size_t n, int pw, unsigned cols) {
@@ -176,9 +181,10 @@ void vm_eval_row(const EvalRow *r, double k, char *buf, size_t n, int pw, unsign
     vm_fit_num(bpw, W_BPW, r->bpw, 2, 0);
     vm_fit_num(mb, W_MB, r->bytes / 1e6, 3, 0);
     vm_fit_num(tps, W_TPS, r->tps, 0, 0);
-    char pc[16] = "", qc[16] = "";
+    char pc[16] = "", qc[16] = "", sc[16] = "", qs[16];
     if (cols & EVC_PRED) snprintf(pc, sizeof pc, " %s", pred);
     if (cols & EVC_P99) snprintf(qc, sizeof qc, " %s", p99);
-    snprintf(buf, n, "%2lld%s %-*.*s %s %s %s%s%s %s %s %s %s", (long long)r->id, r->front ? "*" : " ", pw, pw, lab, ppl,
-             dppl, kld, pc, qc, top1, bpw, mb, tps);
+    if (cols & EVC_QSEC) snprintf(sc, sizeof sc, " %s", vm_fit_num(qs, W_QSEC, r->quant_s, 2, 0));
+    snprintf(buf, n, "%2lld%s %-*.*s %s %s %s%s%s %s %s %s %s%s", (long long)r->id, r->front ? "*" : " ", pw, pw, lab, ppl,
+             dppl, kld, pc, qc, top1, bpw, mb, tps, sc);
 }

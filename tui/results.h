@@ -17,6 +17,7 @@ typedef struct EvalRow {
     double bpw;
     size_t bytes;
     double tps;              /* single-token decode tokens/s (NaN if not measured) */
+    double quant_s;          /* wall seconds quantizing the plan (NaN if not recorded) */
     double kld_pred;         /* the planner's loss model's KLD for this plan (NaN: no site
                                 scales for this text / ctx, or no sensitivity map) */
     int cancelled;           /* stopped early: the values cover the chunks done */
@@ -65,9 +66,10 @@ void vm_scatter(const EvalRow *rows, int64_t n, EvalMetric m, int with_ref, int 
 
 /* === Table layout === */
 
-/* Optional columns, dropped (pred first, then p99) when the width cannot
- * hold them beside a plan column of 11 characters: numbers are never cut. */
-enum { EVC_PRED = 1u << 0, EVC_P99 = 1u << 1 };
+/* Optional columns, dropped (quantization seconds first, then pred, then
+ * p99) when the width cannot hold them beside a plan column of 11
+ * characters: numbers are never cut. */
+enum { EVC_PRED = 1u << 0, EVC_P99 = 1u << 1, EVC_QSEC = 1u << 2 };
 
 /* Chooses the columns for a table width (display columns) and returns the
  * plan column's width (>= 11, at most 32; the fixed columns take the rest).
@@ -83,7 +85,8 @@ int vm_eval_width(int pw, unsigned cols);
  * PPL of 12345.6 with one decimal), so the columns line up whatever the
  * values. A row starts with the id, '*' on the Pareto front, the plan label
  * (markers first: "(other text) ", "(partial) "); pred is k * kld_pred ("-"
- * when NaN); "dec t/s" is the single-token decode rate. */
+ * when NaN); "dec t/s" is the single-token decode rate; "quant s" the
+ * seconds the plan took to quantize. */
 void vm_eval_header(char *buf, size_t n, int pw, unsigned cols);
 void vm_eval_row(const EvalRow *r, double k, char *buf, size_t n, int pw, unsigned cols);
 
