@@ -30,6 +30,18 @@ static Status note_add(QModel *qm, Err *err, const char *fmt, ...) {
     return st ? err_set(err, st, "qmodel notes") : ST_OK;
 }
 
+/* Tags the notes added since index `from` with key (QModel.note_key). */
+static Status note_keys(QModel *qm, int64_t from, int64_t key, Err *err) {
+    if (qm->n_notes == 0) return ST_OK;
+    int64_t *k = realloc(qm->note_key, (size_t)qm->n_notes * sizeof *k);
+    if (!k) return err_set(err, ST_ERR_NOMEM, "qmodel note keys");
+    for (int64_t i = qm->n_key; i < qm->n_notes; i++) k[i] = -1;
+    for (int64_t i = from; i < qm->n_notes; i++) k[i] = key;
+    qm->note_key = k;
+    qm->n_key = qm->n_notes;
+    return ST_OK;
+}
+
 /* === What a plan needs === */
 
 /* Scales some method fits: int/fp8 groups, aqlm, ggml block headers. */
@@ -461,6 +473,7 @@ void qmodel_free(QModel *qm) {
     free(qm->adadim_dim);
     free(qm->site_rel_err);
     free(qm->site_seconds);
+    free(qm->note_key);
     for (int64_t i = 0; i < qm->n_notes; i++) free(qm->notes[i]);
     free(qm->notes);
     plan_resolved_done(&qm->res);
@@ -648,8 +661,10 @@ static Status stored_gains(QModel *qm, Err *err) {
     return ST_OK;
 }
 
-static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep, Pool *pool,
-                    Progress *prog, QModel **out, Err *err) {
+/* only: NULL, or (n_layers * 7 + 2) flags: quantize just those sites
+ * (qmodel_build_part). */
+static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep,
+                    const uint8_t *only, Pool *pool, Progress *prog, QModel **out, Err *err) {
     *out = NULL;
     double t0 = clock_now();
     const ModelConfig *c = &m->cfg;
@@ -697,8 +712,18 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     for (int64_t i = 0; i < p->n_notes; i++)
         if ((st = note_add(qm, err, "%s", p->notes[i]))) goto fail;
 
-    progress_begin(prog, "quantize", ns + 1);
+    int64_t n_steps = ns + 1;
+    if (only) {
+        n_steps = 1;
+        for (int64_t i = 0; i < ns; i++) n_steps += only[i] != 0;
+    }
+    progress_begin(prog, "quantize", n_steps);
     for (int64_t l = 0; l < L; l++) {
+        if (only) {
+            int any = 0;
+            for (int pj = 0; pj < PROJ_COUNT; pj++) any |= only[l * PROJ_COUNT + pj];
+            if (!any) continue;
+        }
         /* SmoothQuant per norm group, then every projection. */
         static const int QKV[3] = {PROJ_Q, PROJ_K, PROJ_V}, GU[2] = {PROJ_GATE, PROJ_UP};
         float absmax_s[PROJ_COUNT] = {0};
@@ -710,6 +735,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             int np = g ? 2 : 3;
             TapPoint tap = g ? TAP_GATE_UP : TAP_QKV;
             const PlanEntry *e0 = &qm->res.lin[l * PROJ_COUNT + projs[0]].e;
+            if (only && !only[l * PROJ_COUNT + projs[0]]) continue; /* a part build takes a norm group whole */
             /* H is loaded (and its checksum verified) only where a method reads it. */
             int want_h = e0->smooth_alpha > 0;
             for (int k = 0; k < np; k++) want_h |= entry_needs_h(&qm->res.lin[l * PROJ_COUNT + projs[k]].e);
@@ -755,9 +781,11 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
                 free(hown[1]);
                 goto fail;
             }
+            int64_t n0 = qm->n_notes;
             st = note_add(qm, err, "%lld.%s: smoothquant alpha %.2f, s in [%.3g, %.3g], input max|x| %.3g -> %.3g",
                           (long long)l, g ? "gate_up" : "qkv", e0->smooth_alpha, sr[0], sr[1],
                           qstats_absmax(cs, l, tap), amx);
+            if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + g, err);
             if (st) {
                 free(hown[0]);
                 free(hown[1]);
@@ -766,6 +794,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
         }
         for (int pj = 0; pj < PROJ_COUNT && !st; pj++) {
             int64_t i = l * PROJ_COUNT + pj;
+            if (only && !only[i]) continue;
             const PlanEntry *e = &qm->res.lin[i].e;
             const Weight *w = &m->layers[l].proj[pj];
             TapPoint tap = proj_tap((Proj)pj);
@@ -783,9 +812,11 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             int smoothed = ws[pj] != NULL || (pre && pre->smoothed[l * 2 + (pj >= PROJ_GATE)] && pj != PROJ_O &&
                                               pj != PROJ_DOWN);
             double ts = clock_now();
+            int64_t n0 = qm->n_notes;
             st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL,
                             &fc, pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
             qm->site_seconds[i] = clock_now() - ts;
+            if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + 2 + pj, err);
             /* The quantized model never reads this weight again: drop its file
              * pages, so only the layer being quantized stays resident. */
             if (!st && qm->lin[i]) weight_release(w);
@@ -801,8 +832,10 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
         if (st) goto fail;
     }
     qstats_h_drop(hs); /* the last layer's H: nothing below reads it */
-    if ((st = build_ends(qm, m, pre, keep ? qm->stored : NULL, pool, err))) goto fail;
+    if ((!only || only[ns] || only[ns + 1]) && (st = build_ends(qm, m, pre, keep ? qm->stored : NULL, pool, err)))
+        goto fail;
     if (keep && (st = stored_gains(qm, err))) goto fail;
+    if ((st = note_keys(qm, qm->n_notes, -1, err))) goto fail;
     progress_add(prog, 1);
 
     /* Size: exact plan accounting with AdaDim's choices. */
@@ -861,15 +894,20 @@ fail:
 
 Status qmodel_build(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog, QModel **out,
                     Err *err) {
-    return build(m, p, st, NULL, 0, pool, prog, out, err);
+    return build(m, p, st, NULL, 0, NULL, pool, prog, out, err);
 }
 
 Status qmodel_build_keep(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
                          QModel **out, Err *err) {
-    return build(m, p, st, NULL, 1, pool, prog, out, err);
+    return build(m, p, st, NULL, 1, NULL, pool, prog, out, err);
+}
+
+Status qmodel_build_part(const Model *m, const Plan *p, const QModelStats *st, const uint8_t *only, Pool *pool,
+                         Progress *prog, QModel **out, Err *err) {
+    return build(m, p, st, NULL, 1, only, pool, prog, out, err);
 }
 
 Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Pool *pool, Progress *prog,
                            QModel **out, Err *err) {
-    return build(m, p, NULL, st, 0, pool, prog, out, err);
+    return build(m, p, NULL, st, 0, NULL, pool, prog, out, err);
 }

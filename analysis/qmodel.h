@@ -95,6 +95,11 @@ typedef struct QModel {
     char **notes;            /* (n_notes) owned: the plan's notes, then the build's
                                 (AdaDim choices, fallbacks, SmoothQuant sites) */
     int64_t n_notes;
+    int64_t *note_key;       /* (n_key) owned: where note i came from, for merging the notes of a
+                                build spread over processes: l·QMODEL_NOTE_SLOTS + 0 / 1 for layer
+                                l's SmoothQuant of q/k/v / gate/up, + 2 + p for projection p's site;
+                                -1 for the plan's notes and the rest (NULL when n_key is 0) */
+    int64_t n_key;           /* == n_notes after a build */
     double seconds;          /* build wall time */
     LayerWeights *layers;    /* (n_layers) owned: model.layers when built by
                                 qmodel_from_model, else NULL */
@@ -119,6 +124,22 @@ Status qmodel_build(const Model *m, const Plan *p, const QModelStats *st, Pool *
  * (to write a quantized-model file; twice the memory of the packed model). */
 Status qmodel_build_keep(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
                          QModel **out, Err *err);
+
+/* Note slots per layer (QModel.note_key): two norm groups, seven sites. */
+#define QMODEL_NOTE_SLOTS (2 + PROJ_COUNT)
+
+/* qmodel_build_keep of only the sites with only[i] != 0 (only has
+ * n_layers * PROJ_COUNT + 2 flags: projections layer-major, then the output
+ * head, then the embedding; the head and the embedding are built together
+ * when either flag is set). The other sites stay kind NONE with no QLinear,
+ * their H never loaded; a norm group's SmoothQuant runs when its first
+ * projection (q, gate) is included, so include a group's projections
+ * together. For builds spread over processes (sessions/qmodel_dist.h): the
+ * parts' stored sites, merged, are what one qmodel_build_keep stores. The
+ * size fields count the parts' AdaDim choices only. Borrowing as qmodel_build;
+ * caller frees *out with qmodel_free. */
+Status qmodel_build_part(const Model *m, const Plan *p, const QModelStats *st, const uint8_t *only, Pool *pool,
+                         Progress *prog, QModel **out, Err *err);
 
 /* Builds the quantized model of m under p from stored weights (a
  * quantized-model file made from the same model and plan) instead of

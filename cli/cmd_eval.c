@@ -19,6 +19,7 @@
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
+#include "sessions/qmodel_dist.h"
 
 #define EVAL_MAX_TEXT ((size_t)1 << 31)
 
@@ -182,7 +183,7 @@ int cmd_eval(int argc, char **argv) {
     QModelStats qs = {sf.cs, sf.h};
     Status st = qsrc     ? qmodel_from_model(m, qsrc, &qm, &err)
                 : stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
-                         : qmodel_build(m, &plan, &qs, pool, &prog, &qm, &err);
+                         : qmodel_build_dist(m, &plan, &qs, 0, pool, &prog, &qm, &err);
     if (st) {
         args_print_err("eval", &err);
         if (st == ST_ERR_CANCELLED) rc = 130;

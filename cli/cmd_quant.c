@@ -10,10 +10,12 @@
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"
 #include "cli/opts.h"
+#include "core/dist.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "quant/qlinear_aqlm.h"
 #include "quant/qlinear_build.h"
+#include "sessions/qmodel_dist.h"
 #include "sessions/qmodel_file.h"
 
 /* Writes s as a JSON string. */
@@ -83,11 +85,13 @@ int cmd_quant(int argc, char **argv) {
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
     QModelStats qs = {sf.cs, sf.h};
-    if ((out_path ? qmodel_build_keep : qmodel_build)(m, &plan, &qs, pool, &prog, &qm, &err)) {
+    /* Under mpirun the sites are shared out over the ranks and gathered on
+     * every rank; rank 0 alone keeps the unpacked weights and writes them. */
+    if (qmodel_build_dist(m, &plan, &qs, out_path && dist_rank() == 0, pool, &prog, &qm, &err)) {
         args_print_err("quant", &err);
         goto done;
     }
-    if (out_path) {
+    if (out_path && dist_rank() == 0) {
         if (qmodel_file_save(qm, &plan, out_path, &err)) {
             args_print_err("quant", &err);
             goto done;
@@ -117,7 +121,7 @@ int cmd_quant(int argc, char **argv) {
             double re2 = qm->site_rel_err[i] * qm->site_rel_err[i];
             if (json) printf("%s{\"site\": \"%s\", \"code\": \"%s\", \"kernel\": \"%s\", \"adadim\": \"%s\", \"rel_err\": %.6g, "
                              "\"seconds\": %.4f}", i ? ", " : "", site, code, k, ad, re2, qm->site_seconds[i]);
-            else printf("%-10s %-22s %-12s %-7s %-9.3f %.6f\n", site, code, k, ad, qm->site_seconds[i], re2);
+            else printf("%-10s %-22s %-12s %-7s %-9.4f %.6f\n", site, code, k, ad, qm->site_seconds[i], re2);
         }
     if (json) {
         printf("], \"notes\": [");

@@ -46,7 +46,7 @@ static void unpack_codes(const uint8_t *in, int64_t n, int bits, int8_t *q) {
     }
 }
 
-static void put_site(ByteWriter *w, const QStoredSite *s) {
+void qmodel_file_put_site(ByteWriter *w, const QStoredSite *s) {
     bytes_put_u8(w, (uint8_t)s->kind);
     bytes_put(w, &s->act_absmax, 4);
     bytes_put_i32(w, (int32_t)s->adadim_dim);
@@ -116,7 +116,7 @@ Status qmodel_file_save(const QModel *qm, const Plan *p, const char *path, Err *
     bytes_put_u8(&w, s->ffn_norm != NULL);
     if (s->attn_norm) bytes_put(&w, s->attn_norm, (size_t)(s->n_layers * s->dim) * 4);
     if (s->ffn_norm) bytes_put(&w, s->ffn_norm, (size_t)(s->n_layers * s->dim) * 4);
-    for (int64_t i = 0; i < s->n_layers * PROJ_COUNT + 2; i++) put_site(&w, &s->sites[i]);
+    for (int64_t i = 0; i < s->n_layers * PROJ_COUNT + 2; i++) qmodel_file_put_site(&w, &s->sites[i]);
     free(json);
     if ((st = bytes_put_hash(&w))) {
         afile_abort(&af);
@@ -269,6 +269,30 @@ static Status read_aqlm(ByteReader *r, AqlmTensor *a, const char *site, Err *err
     return ST_OK;
 }
 
+Status qmodel_file_read_site(ByteReader *r, QStoredSite *x, const char *site, Err *err) {
+    memset(x, 0, sizeof *x);
+    uint8_t kind;
+    int32_t ad;
+    size_t so = r->off;
+    Status st;
+    if ((st = bytes_read(r, &kind, 1, "site kind", err)) || (st = bytes_read(r, &x->act_absmax, 4, "act_absmax", err)) ||
+        (st = bytes_read(r, &ad, 4, "adadim_dim", err)) || (st = bytes_read(r, &x->rel_err, 8, "rel_err", err)))
+        return st;
+    if (kind > QSITE_AQLM || ad < 0 || ad >= GROUP_COUNT || !isfinite(x->act_absmax) || x->act_absmax < 0 ||
+        !isfinite(x->rel_err))
+        return BADF("%s: site %s at offset %zu: bad header (kind %u, adadim %d)", r->path, site, so, kind, ad);
+    x->kind = (QSiteKind)kind;
+    x->adadim_dim = (GroupDim)ad;
+    if (kind == QSITE_QTENSOR) st = read_qtensor(r, &x->q, site, err);
+    if (kind == QSITE_AQLM) st = read_aqlm(r, &x->a, site, err);
+    if (st) { /* the caller's array is freed with qstored_free, but a lone site must not leak */
+        qtensor_done(&x->q);
+        aqlm_tensor_done(&x->a);
+        memset(x, 0, sizeof *x);
+    }
+    return st;
+}
+
 Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **out, Err *err) {
     *out = NULL;
     plan_init(plan);
@@ -339,22 +363,7 @@ Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **
         char site[32];
         if (i < ns) snprintf(site, sizeof site, "%lld.%s", (long long)(i / PROJ_COUNT), proj_name((Proj)(i % PROJ_COUNT)));
         else snprintf(site, sizeof site, "%s", i == ns ? "output" : "embed");
-        uint8_t kind;
-        int32_t ad;
-        size_t so = r.off;
-        if ((st = bytes_read(&r, &kind, 1, "site kind", err)) ||
-            (st = bytes_read(&r, &x->act_absmax, 4, "act_absmax", err)) ||
-            (st = bytes_read(&r, &ad, 4, "adadim_dim", err)) || (st = bytes_read(&r, &x->rel_err, 8, "rel_err", err)))
-            goto fail;
-        if (kind > QSITE_AQLM || ad < 0 || ad >= GROUP_COUNT || !isfinite(x->act_absmax) || x->act_absmax < 0 ||
-            !isfinite(x->rel_err)) {
-            st = BADF("%s: site %s at offset %zu: bad header (kind %u, adadim %d)", path, site, so, kind, ad);
-            goto fail;
-        }
-        x->kind = (QSiteKind)kind;
-        x->adadim_dim = (GroupDim)ad;
-        if (kind == QSITE_QTENSOR && (st = read_qtensor(&r, &x->q, site, err))) goto fail;
-        if (kind == QSITE_AQLM && (st = read_aqlm(&r, &x->a, site, err))) goto fail;
+        if ((st = qmodel_file_read_site(&r, x, site, err))) goto fail;
     }
     size_t body = r.off;
     uint64_t h;

@@ -27,6 +27,7 @@
 #define QS_SESSIONS_QMODEL_FILE_H
 
 #include "analysis/qmodel.h"
+#include "core/bytes.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/plan.h"
@@ -42,5 +43,16 @@ Status qmodel_file_save(const QModel *qm, const Plan *p, const char *path, Err *
  * qmodel_build_stored. Fails with ST_ERR_MISMATCH when the file was made
  * from another model, ST_ERR_FORMAT on a malformed file. */
 Status qmodel_file_load(const char *path, const Model *m, Plan *plan, QStored **out, Err *err);
+
+/* One site in the file's site format (the layout above), appended to w;
+ * a failure sticks in w (core/bytes.h). Also the wire form of a site
+ * quantized on another process (sessions/qmodel_dist.h). */
+void qmodel_file_put_site(ByteWriter *w, const QStoredSite *s);
+
+/* Reads one site written by qmodel_file_put_site into *x (owned by the
+ * caller afterwards: qtensor_done / aqlm_tensor_done, or a QStored's
+ * qstored_free), with every check of qmodel_file_load; `site` names it in
+ * errors ("3.down"). On error *x is left empty. */
+Status qmodel_file_read_site(ByteReader *r, QStoredSite *x, const char *site, Err *err);
 
 #endif

@@ -2,7 +2,8 @@
 # The MPI build (make MPI=1 -> ./qscope-mpi) end to end on loopback: ppl and
 # eval spread over 2 ranks give exactly the single-process values (chunk i
 # runs on rank i % 2, sums are formed in the single-process order), calib
-# over 2 and 3 ranks writes the single-process stats file and H, a command
+# over 2 and 3 ranks writes the single-process stats file and H, quant writes
+# the same .qsq bytes (sites shared out, gathered on rank 0), a command
 # that does not run distributed refuses, and a failing rank stops the job
 # with its rank named. Skips with a note when OpenMPI or the build is absent.
 set -eu
@@ -68,6 +69,60 @@ if $MPIRUN "$QM" calib "$M" --text "$T" --samples 2 --seqlen 64 --pipeline per-s
   >/dev/null 2>"$tmp/c4.err"; then fail "per-sample calib ran over 2 ranks"; fi
 grep -q "layer-streamed pipeline only" "$tmp/c4.err" || fail "no refusal of per-sample: $(cat "$tmp/c4.err")"
 
+# quant: the sites are shared out over the ranks and gathered; rank 0 writes
+# the same .qsq, byte for byte, as one process (GPTQ, AdaDim, AQLM, SmoothQuant).
+# OpenBLAS single-threaded on both sides: AQLM's H products go through its
+# sgemm, whose result depends on its own thread count, and mpirun binds each
+# rank to one core (so OpenBLAS would run 1 thread there and 2 here).
+export OPENBLAS_NUM_THREADS=1
+"$Q" calib "$M" --text "$T" --samples 4 --seqlen 64 --no-sensitivity -o "$tmp/s.qss" >/dev/null 2>&1 ||
+  fail "calib failed"
+"$Q" plan "$M" --preset smoothquant-w8a8 --stats "$tmp/s.qss" -o "$tmp/sq.json" >/dev/null 2>&1
+for P in int4-gptq adadim-int4-gptq aqlm sq; do
+  case $P in
+    aqlm) src="--plan docs/aqlm-plans/aqlm-1x8g4.json" ;;
+    sq) src="--plan $tmp/sq.json" ;;
+    *) src="--preset $P" ;;
+  esac
+  "$Q" quant "$M" $src --stats "$tmp/s.qss" --threads 1 -o "$tmp/q1.qsq" --json >"$tmp/q1.json" 2>/dev/null ||
+    fail "quant $P failed"
+  $MPIRUN "$QM" quant "$M" $src --stats "$tmp/s.qss" --threads 1 -o "$tmp/q2.qsq" --json >"$tmp/q2.json" \
+    2>"$tmp/q2.err" || fail "mpirun quant $P failed: $(cat "$tmp/q2.err")"
+  cmp -s "$tmp/q1.qsq" "$tmp/q2.qsq" || fail "quant $P: the .qsq of 2 ranks differs from one process's"
+  for k in bpw bytes params bits kernel_bytes notes; do same "$tmp/q1.json" "$tmp/q2.json" $k; done
+  python3 - "$tmp/q1.json" "$tmp/q2.json" <<'PY' || fail "quant $P: the sites differ"
+import json, sys
+a, b = (json.load(open(f))["sites"] for f in sys.argv[1:])
+strip = lambda s: [{k: v for k, v in x.items() if k != "seconds"} for x in s]
+sys.exit(0 if strip(a) == strip(b) and len(a) == 35 else 1)
+PY
+  rm -f "$tmp/q2.qsq"
+done
+unset OPENBLAS_NUM_THREADS
+
+# A rank that fails stops the job, named, and leaves no file: the H of layer
+# 4's down_proj (the file's last matrix) is corrupted, so only the rank that
+# owns that site fails its checksum.
+cp "$tmp/s.qss" "$tmp/bad.qss"
+h=$(ls "$tmp"/s.qss.*.h64)
+cp "$h" "$tmp/bad.qss.${h##*.qss.}"
+python3 - "$tmp/bad.qss.${h##*.qss.}" <<'PY'
+import os, sys
+f = sys.argv[1]
+last = (172 * 173 // 2 * 4 + 4095) // 4096 * 4096  # the last matrix (hidden 172), page-aligned
+with open(f, "r+b") as g:
+    g.seek(os.path.getsize(f) - last + 100)
+    b = g.read(1)
+    g.seek(-1, 1)
+    g.write(bytes([b[0] ^ 0xff]))
+PY
+if timeout 120 $MPIRUN "$QM" quant "$M" --preset int4-gptq --stats "$tmp/bad.qss" --threads 1 -o "$tmp/q3.qsq" \
+  >/dev/null 2>"$tmp/q3.err"; then fail "quant with a corrupt H succeeded"; fi
+grep -q "rank [01] of 2" "$tmp/q3.err" || fail "the failure does not name the rank: $(cat "$tmp/q3.err")"
+grep -q "layer 4 tap 3" "$tmp/q3.err" && grep -q "checksum" "$tmp/q3.err" ||
+  fail "the failure does not say what failed: $(cat "$tmp/q3.err")"
+[ ! -e "$tmp/q3.qsq" ] || fail "a failed quant left $tmp/q3.qsq"
+
 if $MPIRUN "$QM" synth --preset tiny -o "$tmp/x.gguf" >/dev/null 2>"$tmp/s.err"; then fail "synth ran under 2 ranks"; fi
 grep -q "does not run distributed" "$tmp/s.err" || fail "no refusal: $(cat "$tmp/s.err")"
 
@@ -75,4 +130,4 @@ grep -q "does not run distributed" "$tmp/s.err" || fail "no refusal: $(cat "$tmp
 if timeout 60 $MPIRUN "$QM" ppl "$M" --text "$tmp/missing.txt" >/dev/null 2>"$tmp/f.err"; then fail "missing text accepted"; fi
 grep -q "rank 1 of 2" "$tmp/f.err" || grep -q "rank 0 of 2" "$tmp/f.err" || fail "failure does not name the rank: $(cat "$tmp/f.err")"
 grep -q "missing.txt" "$tmp/f.err" || fail "failure does not name the file: $(cat "$tmp/f.err")"
-echo "e2e_mpi: ppl, eval and calib over 2 ranks (calib also 3) equal the single process"
+echo "e2e_mpi: ppl, eval, calib and quant over 2 ranks (calib also 3) equal the single process"

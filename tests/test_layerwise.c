@@ -6,7 +6,9 @@
  * through the Rss of the mappings in /proc/self/smaps; the pages come back
  * from the file when read again, so a second build is identical byte for
  * byte, and weight_release leaves heap weights untouched. Also: every site's
- * quantization time is recorded and adds up to no more than the build. */
+ * quantization time is recorded and adds up to no more than the build; the
+ * units a distributed build deals out to ranks, and part builds whose
+ * stored sites together are the full build's. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include "model/weight.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
+#include "sessions/qmodel_dist.h"
 #include "testlib.h"
 
 /* Rss in kB of the read-only mapping containing p (from /proc/self/smaps),
@@ -153,6 +156,50 @@ int main(void) {
     /* The dropped pages read back as the file's bytes: the same quantization. */
     CHECK_OK(qmodel_build_keep(m, &p, &qs, NULL, NULL, &b, &err), err);
     same_stored(a->stored, b->stored);
+
+    /* Builds spread over processes (sessions/qmodel_dist.h): the sites are
+     * dealt out in whole units ({q,k,v}, {o}, {gate,up}, {down}, the ends),
+     * and the parts' stored sites together are the full build's. */
+    int64_t ns = m->cfg.n_layers * PROJ_COUNT;
+    int owner[5 * PROJ_COUNT + 2];
+    double load[3];
+    CHECK(ns + 2 <= (int64_t)(sizeof owner / sizeof owner[0]));
+    CHECK_OK(qmodel_dist_assign(m, &p, 1, owner, load, &err), err);
+    for (int64_t i = 0; i < ns + 2; i++) CHECK(owner[i] == 0);
+    CHECK_OK(qmodel_dist_assign(m, &p, 3, owner, load, &err), err);
+    int used[3] = {0, 0, 0};
+    for (int64_t l = 0; l < m->cfg.n_layers; l++) {
+        const int *ow = owner + l * PROJ_COUNT;
+        CHECK(ow[PROJ_Q] == ow[PROJ_K] && ow[PROJ_Q] == ow[PROJ_V] && ow[PROJ_GATE] == ow[PROJ_UP]);
+        for (int pj = 0; pj < PROJ_COUNT; pj++) used[ow[pj]] = 1;
+    }
+    CHECK(owner[ns] == owner[ns + 1] && used[0] && used[1] && used[2]);
+    /* largest-first dealing: no rank carries more than the lightest plus the largest unit
+     * (stories260K's down_proj: 64 x 172^2 + 172^3 / 3) */
+    double l_lo = load[0], l_hi = load[0], big = 64.0 * 172 * 172 + 172.0 * 172 * 172 / 3;
+    for (int k = 1; k < 3; k++) {
+        l_lo = load[k] < l_lo ? load[k] : l_lo;
+        l_hi = load[k] > l_hi ? load[k] : l_hi;
+    }
+    CHECKF(l_hi - l_lo <= big, "loads %.3g .. %.3g", l_lo, l_hi);
+    uint8_t only[5 * PROJ_COUNT + 2];
+    QModel *part[2];
+    for (int r = 0; r < 2; r++) {
+        for (int64_t i = 0; i < ns + 2; i++) only[i] = (uint8_t)((owner[i] == 0) == (r == 0));
+        CHECK_OK(qmodel_build_part(m, &p, &qs, only, NULL, NULL, &part[r], &err), err);
+    }
+    for (int64_t i = 0; i < ns + 2; i++) {
+        const QStoredSite *x = &a->stored->sites[i], *y = &part[owner[i] == 0 ? 0 : 1]->stored->sites[i];
+        const QStoredSite *z = &part[owner[i] == 0 ? 1 : 0]->stored->sites[i];
+        CHECK(z->kind == QSITE_NONE); /* the other part left it alone */
+        CHECK(x->kind == y->kind && x->rel_err == y->rel_err);
+        if (x->kind == QSITE_QTENSOR) {
+            size_t cb = (size_t)(x->q.n_out * x->q.n_in) * qformat_traits(x->q.p.fmt)->code_bytes;
+            CHECKF(memcmp(qtensor_codes(&x->q), qtensor_codes(&y->q), cb) == 0, "site %lld", (long long)i);
+        }
+    }
+    qmodel_free(part[0]);
+    qmodel_free(part[1]);
 
     qmodel_free(a);
     qmodel_free(b);

@@ -1,0 +1,317 @@
+/* Plan execution over MPI ranks (see the header). */
+#include "sessions/qmodel_dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/bytes.h"
+#include "core/clock.h"
+#include "core/dist.h"
+#include "quant/aqlm.h"
+#include "quant/format.h"
+#include "quant/rtn.h"
+#include "sessions/qmodel_file.h"
+
+/* === Assignment === */
+
+/* Units per layer: {q, k, v}, {o}, {gate, up}, {down}; first site and count. */
+static const int UNIT_FIRST[4] = {PROJ_Q, PROJ_O, PROJ_GATE, PROJ_DOWN}, UNIT_N[4] = {3, 1, 2, 1};
+
+static int uses_gptq(const PlanEntry *e) {
+    const QFormatTraits *t = qformat_traits(e->w.fmt);
+    int scales = t && t->needs_scale;
+    return scales && (e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ));
+}
+
+/* Relative cost of quantizing one site (multiply-adds, roughly). */
+static double site_cost(const PlanEntry *e, int64_t n_out, int64_t n_in) {
+    double mn = (double)n_out * (double)n_in, mnn = mn * (double)n_in;
+    const QFormatTraits *t = qformat_traits(e->w.fmt);
+    if (e->w.fmt == QF_AQLM || e->method == QM_AQLM) return 8 * mnn;
+    if (!t || !t->needs_scale || e->method == QM_RTN || e->method == QM_IMATRIX) return mn;
+    if (e->method == QM_ADADIM) return 2 * mnn; /* two quantizations and two output errors */
+    return mnn;                                 /* gptq */
+}
+
+Status qmodel_dist_assign(const Model *m, const Plan *p, int n_ranks, int *owner, double *load, Err *err) {
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    PlanResolved r;
+    memset(&r, 0, sizeof r);
+    Status st = plan_resolve(p, &pm, &r, err);
+    if (st) return st;
+    int64_t L = r.n_layers, ns = L * PROJ_COUNT, nu = L * 4 + 1;
+    double *cost = malloc((size_t)nu * sizeof *cost), *ld = calloc((size_t)(n_ranks > 0 ? n_ranks : 1), sizeof *ld);
+    int64_t *order = malloc((size_t)nu * sizeof *order);
+    int *uo = malloc((size_t)nu * sizeof *uo);
+    if (!cost || !ld || !order || !uo || n_ranks < 1) {
+        st = n_ranks < 1 ? err_set(err, ST_ERR_ARG, "%d ranks", n_ranks) : err_set(err, ST_ERR_NOMEM, "site assignment");
+        goto done;
+    }
+    for (int64_t l = 0; l < L; l++)
+        for (int u = 0; u < 4; u++) {
+            double c = 0;
+            int factor = 0;
+            int64_t n_in = 0;
+            for (int k = 0; k < UNIT_N[u]; k++) {
+                const PlanSiteEntry *s = &r.lin[l * PROJ_COUNT + UNIT_FIRST[u] + k];
+                c += site_cost(&s->e, s->n_out, s->n_in);
+                factor |= uses_gptq(&s->e);
+                n_in = s->n_in;
+            }
+            if (factor) c += (double)n_in * (double)n_in * (double)n_in / 3; /* shared Cholesky + inverse */
+            cost[l * 4 + u] = c;
+        }
+    cost[nu - 1] = (double)(r.embed.n_out * r.embed.n_in + r.output.n_out * r.output.n_in);
+    for (int64_t i = 0; i < nu; i++) order[i] = i;
+    /* largest first; ties by unit index (insertion sort: stable, a few hundred units) */
+    for (int64_t i = 1; i < nu; i++) {
+        int64_t x = order[i], j = i;
+        while (j > 0 && cost[order[j - 1]] < cost[x]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = x;
+    }
+    for (int64_t i = 0; i < nu; i++) {
+        int best = 0;
+        for (int k = 1; k < n_ranks; k++)
+            if (ld[k] < ld[best]) best = k;
+        uo[order[i]] = best;
+        ld[best] += cost[order[i]];
+    }
+    for (int64_t l = 0; l < L; l++)
+        for (int u = 0; u < 4; u++)
+            for (int k = 0; k < UNIT_N[u]; k++) owner[l * PROJ_COUNT + UNIT_FIRST[u] + k] = uo[l * 4 + u];
+    owner[ns] = owner[ns + 1] = uo[nu - 1];
+    if (load) memcpy(load, ld, (size_t)n_ranks * sizeof *ld);
+done:
+    free(cost);
+    free(ld);
+    free(order);
+    free(uo);
+    plan_resolved_done(&r);
+    return st;
+}
+
+/* === Exchange ===
+ * A site on the wire: the file's site record, then f64 seconds, u32 notes
+ * and per note i64 key, u32 length, the bytes; then u8 gain flag and, when
+ * set, the smoothed norm gain (dim f32) of the group the site opens. */
+
+typedef struct KeyedNote {
+    int64_t key;
+    char *text;
+} KeyedNote;
+
+/* Notes of part tagged with one of the keys k0, k1 (k1 < 0: only k0). */
+static void put_notes(ByteWriter *w, const QModel *part, int64_t k0, int64_t k1) {
+    uint32_t n = 0;
+    for (int64_t i = 0; i < part->n_key; i++) n += part->note_key[i] == k0 || (k1 >= 0 && part->note_key[i] == k1);
+    bytes_put_u32(w, n);
+    for (int64_t i = 0; i < part->n_key; i++)
+        if (part->note_key[i] == k0 || (k1 >= 0 && part->note_key[i] == k1)) {
+            bytes_put_i64(w, part->note_key[i]);
+            bytes_put_u32(w, (uint32_t)strlen(part->notes[i]));
+            bytes_put(w, part->notes[i], strlen(part->notes[i]));
+        }
+}
+
+/* The wire bytes of site i of part (heap, *len bytes). */
+static Status site_pack(const QModel *part, const Model *m, int64_t i, unsigned char **out, size_t *len, Err *err) {
+    ByteWriter w;
+    memset(&w, 0, sizeof w);
+    w.err = err;
+    int64_t ns = part->n_layers * PROJ_COUNT, dim = m->cfg.dim;
+    qmodel_file_put_site(&w, &part->stored->sites[i]);
+    bytes_put_f64(&w, i < ns ? part->site_seconds[i] : 0.0);
+    int64_t l = i / PROJ_COUNT, pj = i % PROJ_COUNT;
+    int g = i < ns && pj == PROJ_Q ? 0 : i < ns && pj == PROJ_GATE ? 1 : -1;
+    if (i < ns) put_notes(&w, part, l * QMODEL_NOTE_SLOTS + 2 + pj, g >= 0 ? l * QMODEL_NOTE_SLOTS + g : -1);
+    else bytes_put_u32(&w, 0);
+    const QStored *s = part->stored;
+    const float *gain = g < 0 || !s->smoothed[l * 2 + g] ? NULL : g ? s->ffn_norm : s->attn_norm;
+    bytes_put_u8(&w, gain != NULL);
+    if (gain) bytes_put(&w, gain + l * dim, (size_t)dim * sizeof *gain);
+    if (w.st) {
+        free(w.p);
+        return w.st;
+    }
+    *out = w.p;
+    *len = w.n;
+    return ST_OK;
+}
+
+/* Reads site i's wire bytes into s (the site, its gain) and appends its notes to *notes. */
+static Status site_unpack(const unsigned char *buf, size_t len, int64_t i, int from, const Model *m, QStored *s,
+                          double *seconds, KeyedNote **notes, int64_t *n_notes, Err *err) {
+    char site[48];
+    int64_t ns = s->n_layers * PROJ_COUNT, dim = m->cfg.dim, l = i / PROJ_COUNT, pj = i % PROJ_COUNT;
+    if (i < ns) snprintf(site, sizeof site, "%lld.%s", (long long)l, proj_name((Proj)pj));
+    else snprintf(site, sizeof site, "%s", i == ns ? "output" : "embed");
+    char where[96];
+    snprintf(where, sizeof where, "%ssite %s from rank %d", dist_prefix(), site, from);
+    ByteReader r;
+    bytes_init(&r, buf, len, where);
+    Status st = qmodel_file_read_site(&r, &s->sites[i], site, err);
+    uint32_t nn = 0;
+    if (!st) st = bytes_read(&r, seconds, 8, "seconds", err);
+    if (!st) st = bytes_read(&r, &nn, 4, "notes", err);
+    for (uint32_t k = 0; !st && k < nn; k++) {
+        int64_t key;
+        uint32_t tl;
+        if ((st = bytes_read(&r, &key, 8, "note key", err)) || (st = bytes_read(&r, &tl, 4, "note length", err)) ||
+            (st = bytes_need(&r, tl, "note", err)))
+            break;
+        KeyedNote *nw = realloc(*notes, (size_t)(*n_notes + 1) * sizeof *nw);
+        char *t = malloc((size_t)tl + 1);
+        if (!nw || !t) {
+            if (nw) *notes = nw;
+            free(t);
+            st = err_set(err, ST_ERR_NOMEM, "notes");
+            break;
+        }
+        *notes = nw;
+        memcpy(t, buf + r.off, tl);
+        t[tl] = 0;
+        r.off += tl;
+        nw[(*n_notes)++] = (KeyedNote){key, t};
+    }
+    uint8_t has_gain = 0;
+    if (!st) st = bytes_read(&r, &has_gain, 1, "gain flag", err);
+    if (!st && has_gain) {
+        int g = pj == PROJ_GATE;
+        float **dst = g ? &s->ffn_norm : &s->attn_norm;
+        if (!*dst && !(*dst = calloc((size_t)(s->n_layers * dim), sizeof **dst))) return err_set(err, ST_ERR_NOMEM, "gains");
+        if (!(st = bytes_read(&r, *dst + l * dim, (size_t)dim * sizeof **dst, "gain", err))) s->smoothed[l * 2 + g] = 1;
+    }
+    if (!st && r.off != len) st = err_set(err, ST_ERR_FORMAT, "%s: %zu trailing bytes", where, len - r.off);
+    return st;
+}
+
+/* Final notes: the stored build's plan notes (the first n_plan), then the
+ * parts' keyed notes in key order (one process's order), then the stored
+ * build's other untagged notes (the ends, the kernels). */
+static Status notes_merge(QModel *qm, int64_t n_plan, KeyedNote *kn, int64_t n_kn, Err *err) {
+    for (int64_t i = 1; i < n_kn; i++) { /* stable by key: a site's notes keep their order */
+        KeyedNote x = kn[i];
+        int64_t j = i;
+        while (j > 0 && kn[j - 1].key > x.key) {
+            kn[j] = kn[j - 1];
+            j--;
+        }
+        kn[j] = x;
+    }
+    int64_t n = 0;
+    char **out = malloc((size_t)(qm->n_notes + n_kn + 1) * sizeof *out);
+    int64_t *keys = malloc((size_t)(qm->n_notes + n_kn + 1) * sizeof *keys);
+    if (!out || !keys) {
+        free(out);
+        free(keys);
+        return err_set(err, ST_ERR_NOMEM, "notes");
+    }
+    for (int64_t i = 0; i < n_plan && i < qm->n_notes; i++, n++) {
+        out[n] = qm->notes[i];
+        keys[n] = -1;
+    }
+    for (int64_t i = 0; i < n_kn; i++, n++) {
+        out[n] = kn[i].text;
+        keys[n] = kn[i].key;
+        kn[i].text = NULL;
+    }
+    for (int64_t i = n_plan; i < qm->n_notes; i++) {
+        if (qm->note_key && i < qm->n_key && qm->note_key[i] >= 0) { /* the stored build's "(stored)" notes */
+            free(qm->notes[i]);
+            continue;
+        }
+        out[n] = qm->notes[i];
+        keys[n++] = -1;
+    }
+    free(qm->notes);
+    free(qm->note_key);
+    qm->notes = out;
+    qm->note_key = keys;
+    qm->n_notes = qm->n_key = n;
+    return ST_OK;
+}
+
+Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, int keep, Pool *pool, Progress *prog,
+                         QModel **out, Err *err) {
+    *out = NULL;
+    int nr = dist_size(), me = dist_rank();
+    if (nr <= 1) return (keep ? qmodel_build_keep : qmodel_build)(m, p, st, pool, prog, out, err);
+    double t0 = clock_now();
+    int64_t L = m->cfg.n_layers, ns = L * PROJ_COUNT;
+    int *owner = malloc((size_t)(ns + 2) * sizeof *owner);
+    uint8_t *only = calloc((size_t)(ns + 2), 1);
+    double *secs = calloc((size_t)(ns + 2), sizeof *secs);
+    QStored *all = calloc(1, sizeof *all);
+    KeyedNote *kn = NULL;
+    int64_t n_kn = 0;
+    QModel *part = NULL, *qm = NULL;
+    unsigned char *buf = NULL;
+    Status s;
+    if (!owner || !only || !secs || !all) {
+        s = err_set(err, ST_ERR_NOMEM, "distributed build");
+        goto done;
+    }
+    all->fingerprint = m->fingerprint;
+    all->n_layers = L;
+    all->dim = m->cfg.dim;
+    all->vocab = m->cfg.vocab_size;
+    all->sites = calloc((size_t)(ns + 2), sizeof *all->sites);
+    all->smoothed = calloc((size_t)(L * 2), 1);
+    if (!all->sites || !all->smoothed) {
+        s = err_set(err, ST_ERR_NOMEM, "distributed build");
+        goto done;
+    }
+    if ((s = qmodel_dist_assign(m, p, nr, owner, NULL, err))) goto done;
+    for (int64_t i = 0; i < ns + 2; i++) only[i] = owner[i] == me;
+    if ((s = qmodel_build_part(m, p, st, only, pool, prog, &part, err))) goto done;
+    /* Every site, in order, from its owner to every rank. */
+    for (int64_t i = 0; i < ns + 2; i++) {
+        uint64_t len = 0;
+        size_t n = 0;
+        if (owner[i] == me) {
+            if ((s = site_pack(part, m, i, &buf, &n, err))) goto done;
+            len = n;
+        }
+        if ((s = dist_bcast(&len, sizeof len, owner[i], err))) goto done;
+        if (owner[i] != me && !(buf = malloc(len ? (size_t)len : 1))) {
+            s = err_set(err, ST_ERR_NOMEM, "site %lld: %llu bytes", (long long)i, (unsigned long long)len);
+            goto done;
+        }
+        if ((s = dist_bcast(buf, (size_t)len, owner[i], err))) goto done;
+        if ((s = site_unpack(buf, (size_t)len, i, owner[i], m, all, &secs[i], &kn, &n_kn, err))) goto done;
+        free(buf);
+        buf = NULL;
+        if (owner[i] == me) { /* sent: this rank's copy is no longer needed */
+            qtensor_done(&part->stored->sites[i].q);
+            aqlm_tensor_done(&part->stored->sites[i].a);
+        }
+    }
+    qmodel_free(part);
+    part = NULL;
+    /* The kernels from the gathered sites, as `eval --quant` builds them. */
+    if ((s = qmodel_build_stored(m, p, all, pool, NULL, &qm, err))) goto done;
+    memcpy(qm->site_seconds, secs, (size_t)ns * sizeof *secs);
+    if ((s = notes_merge(qm, p->n_notes, kn, n_kn, err))) goto done;
+    if (keep) {
+        qm->stored = all;
+        all = NULL;
+    }
+    qm->seconds = clock_now() - t0;
+    *out = qm;
+    qm = NULL;
+done:
+    for (int64_t i = 0; i < n_kn; i++) free(kn[i].text);
+    free(kn);
+    free(buf);
+    qmodel_free(part);
+    qmodel_free(qm);
+    qstored_free(all);
+    free(owner);
+    free(only);
+    free(secs);
+    return s;
+}
