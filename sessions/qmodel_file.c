@@ -27,22 +27,28 @@ static uint8_t *pack_codes(const int8_t *q, int64_t n, int bits) {
     uint8_t *out = calloc(packed_bytes(n, bits) + 1, 1);
     if (!out) return NULL;
     int half = 1 << (bits - 1);
+    /* bits <= 8: the stream advances a byte at a time through a 64-bit window */
+    uint64_t acc = 0;
+    int have = 0;
+    size_t o = 0;
     for (int64_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)(q[i] + half);
-        int64_t bit = i * bits;
-        for (int k = 0; k < bits; k++, bit++)
-            if (u >> k & 1) out[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+        acc |= (uint64_t)(uint32_t)(q[i] + half) << have;
+        for (have += bits; have >= 8; have -= 8, acc >>= 8) out[o++] = (uint8_t)acc;
     }
+    if (have) out[o] = (uint8_t)acc;
     return out;
 }
 
 static void unpack_codes(const uint8_t *in, int64_t n, int bits, int8_t *q) {
     int half = 1 << (bits - 1);
+    uint64_t acc = 0, mask = ((uint64_t)1 << bits) - 1;
+    int have = 0;
+    size_t o = 0;
     for (int64_t i = 0; i < n; i++) {
-        uint32_t u = 0;
-        int64_t bit = i * bits;
-        for (int k = 0; k < bits; k++, bit++) u |= (uint32_t)(in[bit >> 3] >> (bit & 7) & 1) << k;
-        q[i] = (int8_t)((int)u - half);
+        for (; have < bits; have += 8) acc |= (uint64_t)in[o++] << have;
+        q[i] = (int8_t)((int)(acc & mask) - half);
+        acc >>= bits;
+        have -= bits;
     }
 }
 

@@ -61,12 +61,13 @@ screen >"$tmp/eval.txt"
 has "dec t/s"
 has "KLD pred"
 has "KLD pred (loss model): off by"
-# the columns: id, plan, PPL, dPPL, KLD, KLD pred, KLD p99, top-1, bpw, MB, dec t/s
+# the columns: id, plan, PPL, dPPL, KLD, KLD pred, KLD p99, top-1, bpw, MB, dec t/s, quant s
+has "quant s"
 kg=$(awk '$2 == "int4-gptq" || $1 == "1*" && $2 == "int4-gptq" { print $5 }' "$tmp/eval.txt" | head -1)
 ka=$(awk '$2 == "auto-7.82bpw" { print $5 }' "$tmp/eval.txt" | head -1)
 pa=$(awk '$2 == "auto-7.82bpw" { print $6 }' "$tmp/eval.txt" | head -1)
 nf=$(awk '$2 == "auto-7.82bpw" { print NF }' "$tmp/eval.txt" | head -1)
-[ "$nf" = 11 ] || fail "auto row has $nf fields, not 11: $(grep auto-7 "$tmp/eval.txt")"
+[ "$nf" = 12 ] || fail "auto row has $nf fields, not 12: $(grep auto-7 "$tmp/eval.txt")"
 awk -v a="$ka" -v g="$kg" -v p="$pa" 'BEGIN { exit !(a > 0 && a < g && p > 0) }' ||
   fail "auto KLD '$ka' (pred '$pa') is not below int4-gptq '$kg'"
 has "KLD (log) vs bits per weight"
