@@ -18,10 +18,12 @@
 /* Units per layer: {q, k, v}, {o}, {gate, up}, {down}; first site and count. */
 static const int UNIT_FIRST[4] = {PROJ_Q, PROJ_O, PROJ_GATE, PROJ_DOWN}, UNIT_N[4] = {3, 1, 2, 1};
 
+/* A format whose values are fitted (scales, or ggml's blocks), as plan execution decides. */
+static int has_scales(const QFormatTraits *t) { return t && (t->needs_scale || t->family == QFAM_GGML); }
+
 static int uses_gptq(const PlanEntry *e) {
-    const QFormatTraits *t = qformat_traits(e->w.fmt);
-    int scales = t && t->needs_scale;
-    return scales && (e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ));
+    return has_scales(qformat_traits(e->w.fmt)) &&
+           (e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ));
 }
 
 /* Relative cost of quantizing one site (multiply-adds, roughly). */
@@ -29,7 +31,7 @@ static double site_cost(const PlanEntry *e, int64_t n_out, int64_t n_in) {
     double mn = (double)n_out * (double)n_in, mnn = mn * (double)n_in;
     const QFormatTraits *t = qformat_traits(e->w.fmt);
     if (e->w.fmt == QF_AQLM || e->method == QM_AQLM) return 8 * mnn;
-    if (!t || !t->needs_scale || e->method == QM_RTN || e->method == QM_IMATRIX) return mn;
+    if (!has_scales(t) || e->method == QM_RTN || e->method == QM_IMATRIX) return mn;
     if (e->method == QM_ADADIM) return 2 * mnn; /* two quantizations and two output errors */
     return mnn;                                 /* gptq */
 }
