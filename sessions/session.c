@@ -823,7 +823,7 @@ Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResul
     /* squared, the one "relative error" of quant, report and the Sensitivity view */
     if (ok && qm && qm->site_rel_err && qm->n_layers > 0)
         ok = jset(mo, "site_werr", jnum_array(qm->site_rel_err, qm->n_layers * PROJ_COUNT, 1));
-    if (ok && qm && qm->seconds > 0) ok = jset_num(mo, "quantize_seconds", qm->seconds); /* all 17 digits */
+    if (ok && qm && qm->seconds > 0) ok = jset_num(mo, "quantize_seconds", qm->seconds); /* to an ulp or two */
     if (ok && qm && qm->site_seconds && qm->n_layers > 0)
         ok = jset(mo, "site_quantize_seconds", jnum_array(qm->site_seconds, qm->n_layers * PROJ_COUNT, 0));
     char *t = ok ? cJSON_PrintUnformatted(mo) : NULL;
