@@ -79,20 +79,18 @@ run: all $(MODEL_DEP)
 
 # llama.cpp's tools, the oracle some tests run on files qscope reads and writes:
 # built once from $(SHARED)/llama.cpp with its build.sh into $(LLAMA_OUT) (about
-# 10 minutes on 2 cores), reused after that. A LLAMA_BIN given from outside
+# 10 minutes on 2 cores), reused after that, and checked to start on this CPU
+# (build.sh targets AVX-512; scripts/llama_tools.sh configures them again for the
+# CPU's own level when they die of SIGILL). A LLAMA_BIN given from outside
 # (a build elsewhere) is used as it is. Without the source copy or without
 # cmake/g++ the oracle tests skip with a note; a build that fails stops `make test`.
 LLAMA_OUT ?= build/llama.cpp
+LLAMA_BIN_GIVEN := $(LLAMA_BIN)
 LLAMA_BIN ?= $(abspath $(LLAMA_OUT))/bin
 export LLAMA_BIN
 llama-tools:
-	@if [ -x "$(LLAMA_BIN)/llama-perplexity" ] && [ -x "$(LLAMA_BIN)/llama-quantize" ]; then :; \
-	elif [ ! -x $(SHARED)/llama.cpp/build.sh ]; then \
-	  echo "note: $(SHARED)/llama.cpp is absent: llama.cpp oracle tests will skip"; \
-	elif ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then \
-	  echo "note: cmake or g++ missing (apt-get install cmake g++): llama.cpp oracle tests will skip"; \
-	else echo "building llama.cpp's tools into $(LLAMA_OUT) (once, ~10 min on 2 cores)"; \
-	  $(SHARED)/llama.cpp/build.sh $(LLAMA_OUT); fi
+	@if [ -n "$(LLAMA_BIN_GIVEN)" ]; then :; \
+	else sh scripts/llama_tools.sh $(SHARED) $(LLAMA_OUT); fi
 
 # The MPI build for tests/e2e_mpi.sh, when OpenMPI's compiler is installed
 # (Debian: libopenmpi-dev openmpi-bin); the script skips with a note otherwise.
