@@ -66,6 +66,18 @@ int64_t sens_group_size(int64_t n, int64_t g) {
     return 0;
 }
 
+int sens_cell_params(int fmt, SensGroup g, int64_t n_out, int64_t n_in, int64_t group, QParams *qp) {
+    if (!sens_cell_applies(fmt, g)) return 0;
+    QParams q = {.fmt = sens_fmt(fmt), .sym = 1, .dim = sens_group_dim(g), .group = 0};
+    if (g == SG_OC_G) q.group = sens_group_size(n_in, group);
+    if (g == SG_IC_G) q.group = sens_group_size(n_out, group);
+    if ((g == SG_OC_G || g == SG_IC_G) && q.group == 0) return 0;
+    const QFormatTraits *t = qformat_traits(q.fmt);
+    if (t->family == QFAM_GGML && n_in % ggml_type_traits((uint32_t)t->ggml_type)->block_size != 0) return 0;
+    *qp = q;
+    return 1;
+}
+
 Status sens_map_init(SensMap *sm, int64_t n_layers, int64_t group, Err *err) {
     memset(sm, 0, sizeof *sm);
     if (n_layers <= 0 || group < 0) return err_set(err, ST_ERR_ARG, "sensitivity map: %lld layers, group %lld",
@@ -150,7 +162,6 @@ typedef struct SiteJob {
     const int64_t *perm;     /* (no) row order of the subsample */
     double wnorm, denom;
     const SensOpts *o;
-    const int32_t *gs;       /* (SG_COUNT) group sizes */
     int64_t layer;
     int proj;
     SensMap *sm;
@@ -241,12 +252,9 @@ static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
         int c = atomic_fetch_add(&j->next, 1);
         if (c >= SENS_NFMT * SG_COUNT || atomic_load(&j->failed) || progress_cancelled(j->prog)) break;
         int f = c / SG_COUNT, g = c % SG_COUNT;
-        QParams qp = {.fmt = sens_fmt(f), .sym = 1, .dim = sens_group_dim((SensGroup)g), .group = 0};
-        if (g == SG_OC_G || g == SG_IC_G) qp.group = j->gs[g];
-        const QFormatTraits *t = qformat_traits(qp.fmt);
-        int fits = t->family != QFAM_GGML || j->ni % ggml_type_traits((uint32_t)t->ggml_type)->block_size == 0;
-        if (j->sm->done[(j->layer * PROJ_COUNT + j->proj) * SENS_NFMT + f] || !sens_cell_applies(f, (SensGroup)g) ||
-            !fits || ((g == SG_OC_G || g == SG_IC_G) && qp.group == 0)) {
+        QParams qp;
+        if (j->sm->done[(j->layer * PROJ_COUNT + j->proj) * SENS_NFMT + f] ||
+            !sens_cell_params(f, (SensGroup)g, j->no, j->ni, j->sm->group, &qp)) {
             atomic_fetch_add(&j->finished, 1);
             continue;
         }
@@ -395,7 +403,6 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
             int32_t *gs = sm->gsize + (l * PROJ_COUNT + p) * SG_COUNT;
             gs[SG_OC_G] = (int32_t)sens_group_size(ni, sm->group);
             gs[SG_IC_G] = (int32_t)sens_group_size(no, sm->group);
-            j.gs = gs;
             atomic_init(&j.next, 0);
             atomic_init(&j.finished, 0);
             atomic_init(&j.failed, 0);

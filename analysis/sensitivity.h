@@ -48,6 +48,13 @@ GroupDim sens_group_dim(SensGroup g);
  * largest divisor of n that is <= g and a multiple of 4; 0 when none. */
 int64_t sens_group_size(int64_t n, int64_t g);
 
+/* The weight parameters of candidate fmt (map index) in grouping g on an
+ * (n_out, n_in) matrix when groups of `group` are asked (the map's group):
+ * 1 and *qp as the map quantizes that cell (symmetric, RTN), or 0 where the
+ * cell does not exist there (sens_cell_applies, no group size divides the
+ * dimension, the ggml format's blocks do not divide the rows). */
+int sens_cell_params(int fmt, SensGroup g, int64_t n_out, int64_t n_in, int64_t group, QParams *qp);
+
 /* The map. Index (layer, proj, fmt, grouping) as
  * ((layer * PROJ_COUNT + proj) * SENS_NFMT + fmt) * SG_COUNT + grouping. */
 typedef struct SensMap {

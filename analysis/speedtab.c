@@ -44,7 +44,7 @@ void speedtab_done(SpeedTab *t) {
     memset(t, 0, sizeof *t);
 }
 
-static Status add_row(SpeedTab *t, const SpeedRow *r, Err *err) {
+Status speedtab_add(SpeedTab *t, const SpeedRow *r, Err *err) {
     if (t->n == t->cap) {
         int64_t nc = t->cap ? 2 * t->cap : 64;
         SpeedRow *nr = realloc(t->rows, (size_t)nc * sizeof *nr);
@@ -83,7 +83,7 @@ Status speedtab_load(const char *path, int threads, SpeedTab *t, Err *err) {
         }
         r.n_out = no;
         r.n_in = ni;
-        if ((st = add_row(t, &r, err))) break;
+        if ((st = speedtab_add(t, &r, err))) break;
     }
     fclose(f);
     if (st) speedtab_done(t);
@@ -176,7 +176,7 @@ Status speedtab_get(SpeedTab *t, const PlanEntry *e, int64_t n_out, int64_t n_in
     r.prefill_s = time_forward(l, x, SPEED_PREFILL_T, y, pool, t->min_time_s > 0 ? t->min_time_s : 0.05) / SPEED_PREFILL_T;
     if (!(r.decode_s > 0)) r.decode_s = 1e-9; /* below the clock's resolution */
     if (!(r.prefill_s > 0)) r.prefill_s = 1e-9;
-    if ((st = add_row(t, &r, err))) goto done;
+    if ((st = speedtab_add(t, &r, err))) goto done;
     t->n_measured++;
     if (decode_s) *decode_s = r.decode_s;
     if (prefill_s) *prefill_s = r.prefill_s;

@@ -62,6 +62,9 @@ Status speedtab_save(const SpeedTab *t, const char *path, Err *err);
 /* Frees the rows; safe on a zeroed table. */
 void speedtab_done(SpeedTab *t);
 
+/* Appends a copy of row r (not counted in n_measured). */
+Status speedtab_add(SpeedTab *t, const SpeedRow *r, Err *err);
+
 /* The times of entry e on an (n_out, n_in) matrix: the table's row, else
  * measured now on pool (which should have t->threads threads) and added.
  * fp32 / fp16 / bf16 entries are timed as their converted QLinear. AQLM is

@@ -37,6 +37,31 @@ has "$tmp/err" "3 down"     # --why lists every site
 auto_bpw=$(sed -n "s/^plan 'auto[^']*': \([0-9.]*\) bits per weight.*/\1/p" "$tmp/err")
 awk -v a="$auto_bpw" -v b="$bpw" 'BEGIN { exit !(a <= b + 0.0001) }' || fail "auto bpw $auto_bpw > budget $bpw"
 
+# --speed (issue 17 item 4): a bound the plan already meets changes nothing; a faster one is met
+# by a plan whose predicted decode speed is at least that (the table is cached in $XDG_CACHE_HOME,
+# so the same rows price every run), or refused naming the fastest candidates
+loss() { sed -n "s/^plan '.*predicted loss \([0-9.e+-]*\).*/\1/p" "$1"; }
+tps=$(sed -n 's/^plan: predicted \([0-9.]*\) tok\/s decode.*/\1/p' "$tmp/err")
+[ -n "$tps" ] || fail "no predicted tok/s: $(cat "$tmp/err")"
+cp "$tmp/err" "$tmp/err0"
+slow=$(awk -v t="$tps" 'BEGIN { printf "%.3f", t / 2 }')
+"$Q" plan "$M" --auto --bpw "$bpw" --speed "$slow" --stats "$tmp/s.stats" -o "$tmp/sp1.json" 2>"$tmp/err" ||
+  fail "--speed $slow (half the plan's) refused: $(cat "$tmp/err")"
+[ "$(loss "$tmp/err")" = "$(loss "$tmp/err0")" ] || fail "--speed $slow changed the loss: $(loss "$tmp/err") vs $(loss "$tmp/err0")"
+if grep -q "constraint binds" "$tmp/err"; then fail "--speed $slow binds"; fi
+fast=$(awk -v t="$tps" 'BEGIN { printf "%.3f", t * 1.15 }')
+if "$Q" plan "$M" --auto --bpw "$bpw" --speed "$fast" --stats "$tmp/s.stats" -o "$tmp/sp2.json" 2>"$tmp/err"; then
+  got=$(sed -n 's/^plan: predicted \([0-9.]*\) tok\/s decode.*/\1/p' "$tmp/err")
+  awk -v g="$got" -v f="$fast" 'BEGIN { exit !(g >= f * 0.9995) }' || fail "--speed $fast gave $got tok/s"
+  has "$tmp/err" "the speed constraint binds"
+  awk -v a="$(loss "$tmp/err")" -v b="$(loss "$tmp/err0")" 'BEGIN { exit !(a >= b) }' ||
+    fail "the faster plan's loss $(loss "$tmp/err") is below the unconstrained optimum $(loss "$tmp/err0")"
+  speed_note="--speed $fast: $got tok/s, loss $(loss "$tmp/err")"
+else
+  grep -qE "fastest candidates take|head alone" "$tmp/err" || fail "--speed $fast: $(cat "$tmp/err")"
+  speed_note="--speed $fast: refused (faster than every plan)"
+fi
+
 ev() {
   "$Q" eval "$M" $1 --stats "$tmp/s.stats" --text "$T" --ctx 128 --chunks 8 --threads 2 --no-speed \
     --cache "$tmp/cache" --json >"$tmp/e-$2.json" 2>"$tmp/err" || fail "eval $1 failed: $(cat "$tmp/err")"
@@ -94,4 +119,4 @@ if "$Q" plan "$M" --auto --bpw 5 --formats int4,int7 --stats "$tmp/s.stats" 2>"$
 has "$tmp/err" "unknown format 'int7'"
 if "$Q" plan "$M" --auto --stats "$tmp/s.stats" 2>"$tmp/err"; then fail "no budget accepted"; fi
 has "$tmp/err" "one of --bpw B or --bytes N"
-echo "e2e_autoplan: ok (auto $auto_bpw bpw KLD $ka, calibrated $kc (predicted $kp); int4-gptq $bpw bpw KLD $kg; int4-rtn KLD $kr)"
+echo "e2e_autoplan: ok (auto $auto_bpw bpw KLD $ka, calibrated $kc (predicted $kp); int4-gptq $bpw bpw KLD $kg; int4-rtn KLD $kr; $tps tok/s, $speed_note)"

@@ -92,6 +92,18 @@ static void test_sample(void) {
     CHECK(calib_sample(toks, 100, 1, &p, &s1, &n1, &err) == ST_ERR_RANGE);
     CHECK(sens_group_size(172, 32) == 4 && sens_group_size(64, 32) == 32 && sens_group_size(5632, 32) == 32);
     CHECK(sens_group_size(96, 32) == 32 && sens_group_size(120, 32) == 24 && sens_group_size(7, 32) == 0);
+    /* a cell's parameters as the map quantizes it (the speed table times the same entries) */
+    QParams qp;
+    int i4 = sens_fmt_index(QF_INT4), q4k = sens_fmt_index(QF_Q4_K);
+    CHECK(sens_cell_params(i4, SG_OC_G, 64, 172, 32, &qp) && qp.fmt == QF_INT4 && qp.sym && qp.dim == GROUP_OC &&
+          qp.group == 4);
+    CHECK(sens_cell_params(i4, SG_IC_G, 64, 172, 32, &qp) && qp.dim == GROUP_IC && qp.group == 32);
+    CHECK(sens_cell_params(i4, SG_TENSOR, 64, 172, 32, &qp) && qp.dim == GROUP_TENSOR && qp.group == 0);
+    CHECK(!sens_cell_params(i4, SG_BLOCK, 64, 256, 32, &qp));        /* a scaled format has no blk cell */
+    CHECK(!sens_cell_params(i4, SG_OC_G, 64, 7, 32, &qp));           /* no group size divides 7 */
+    CHECK(sens_cell_params(q4k, SG_BLOCK, 64, 512, 32, &qp) && qp.fmt == QF_Q4_K);
+    CHECK(!sens_cell_params(q4k, SG_BLOCK, 64, 64, 32, &qp));        /* 64-wide rows hold no 256-blocks */
+    CHECK(!sens_cell_params(q4k, SG_OC, 64, 512, 32, &qp));          /* ggml formats: their blocks only */
 }
 
 /* Collects every activation of one (layer, tap) through an independent run. */

@@ -849,6 +849,13 @@ static void test_units(void) {
     CHECK(strcmp(b, "2.54 GB") == 0);
     vm_fmt_bytes(999, b, sizeof b);
     CHECK(strcmp(b, "999 B") == 0);
+    /* kernel times (the speed table beside the errors) */
+    CHECK(strcmp(vm_fmt_secs(8.12e-7, b, sizeof b), "812ns") == 0);
+    CHECK(strcmp(vm_fmt_secs(4.24e-6, b, sizeof b), "4.2us") == 0);
+    CHECK(strcmp(vm_fmt_secs(3.8e-5, b, sizeof b), "38us") == 0);
+    CHECK(strcmp(vm_fmt_secs(1.3e-3, b, sizeof b), "1.3ms") == 0);
+    CHECK(strcmp(vm_fmt_secs(2.1, b, sizeof b), "2.10s") == 0);
+    CHECK(strcmp(vm_fmt_secs(0, b, sizeof b), "-") == 0 && strcmp(vm_fmt_secs(NAN, b, sizeof b), "-") == 0);
 }
 
 /* The detail's and the diff's cell comparison: int4-rtn against itself is

@@ -538,6 +538,7 @@ static int handle_key(App *a, int key) {
     case AC_EVAL: app_evaluate(a); return R_REDRAW;
     case AC_AUTO_PLAN: app_auto_plan(a); return R_REDRAW;
     case AC_CALIB_SETTINGS: app_calibset_open(a); return R_REDRAW;
+    case AC_SPEED: app_speed_measure(a); return R_REDRAW;
     case AC_BACK:
         if (jobs_cancel(&a->jobs)) app_msg(a, 0, "cancelling the running job...");
         return R_REDRAW;

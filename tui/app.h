@@ -171,8 +171,9 @@ typedef struct App {
     struct Session *sess;    /* owned; NULL without --session: then nothing is saved */
     char cache_dir[APP_PATH_MAX]; /* where stats and written plans go */
     Pool *pool;              /* used by the job thread only */
-    struct SpeedTab *speed;  /* this machine's speed table (analysis/speedtab.h), read at start for the
-                                budget bar's tokens/s (lookups only: `plan --auto` measures); may be NULL */
+    struct SpeedTab *speed;  /* this machine's speed table (analysis/speedtab.h), read at start; the main
+                                thread reads it (T's job extends a copy that replaces it when the job is
+                                polled); NULL without a cache directory */
     JobRunner jobs;
 
     struct CalibStats *cs;   /* NULL until calibrated (or loaded from the cache) */
@@ -347,6 +348,7 @@ typedef struct PlanBudget {
     size_t bytes;
     double frac_fp16;        /* bytes / bytes of the fp16 plan */
     double decode_tps;       /* predicted matmul-only decode tokens/s (0: the speed table lacks a row) */
+    double prefill_tps;      /* the same for prefill, per token of a batch (0: as decode_tps) */
 } PlanBudget;
 void app_plan_budget(const App *a, PlanBudget *b);
 
@@ -415,6 +417,25 @@ void app_auto_plan_budget(App *a, const char *text);
  * site scales for this text and context). */
 struct Plan;
 double app_predict_kld(const App *a, const struct Plan *p);
+
+/* === Speed table (app_speed.c) === */
+
+/* The speed table's times of entry e on an (n_out, n_in) matrix: 1 and the
+ * seconds (decode: one token; prefill: per token of a batch), or 0 when the
+ * table lacks the row (T measures it) or there is no table. */
+struct PlanEntry;
+int app_speed_lookup(const App *a, const struct PlanEntry *e, int64_t n_out, int64_t n_in, double *decode_s,
+                     double *prefill_s);
+
+/* The same for the sensitivity map's cell (format index fmt, SensGroup
+ * grouping) on projection proj's shape, as the map quantizes it. */
+int app_speed_cell(const App *a, int proj, int fmt, int grouping, double *decode_s, double *prefill_s);
+
+/* Queues the job that times the kernels of this model's shapes the table
+ * lacks (every map format and grouping, fp16, the editor plan's entries and
+ * the head) and keeps the table in the cache directory; a cancel keeps what
+ * was timed. The message bar says what happened. */
+void app_speed_measure(App *a);
 
 /* Number of cells that differ from the last evaluated plan (-1: none yet). */
 int64_t app_plan_diff(const App *a);

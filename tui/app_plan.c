@@ -187,9 +187,9 @@ void app_plan_budget(const App *a, PlanBudget *b) {
         return;
     }
     Status st = plan_size(&p, &pm, NULL, &ps, &err);
-    double pre;
-    if (st != ST_OK || !a->speed || speedtab_plan(a->speed, &p, &pm, NULL, &b->decode_tps, &pre, NULL) != ST_OK)
-        b->decode_tps = 0;
+    if (st != ST_OK || !a->speed ||
+        speedtab_plan(a->speed, &p, &pm, NULL, &b->decode_tps, &b->prefill_tps, NULL) != ST_OK)
+        b->decode_tps = b->prefill_tps = 0;
     plan_done(&p);
     if (st != ST_OK) {
         snprintf(b->error, sizeof b->error, "%s", err.detail);

@@ -71,6 +71,9 @@ static const Binding table[] = {
     {'A', AC_AUTO_PLAN, V(PLAN) | V(EVAL), "A",
      "auto plan: asks for a budget (bpw or B/kB/MB; the editor plan's size offered), proposes the plan with the least "
      "predicted KLD and lists under the grid why each cell got its entry (Esc closes the list)", "auto"},
+    {'T', AC_SPEED, V(SENS) | V(PLAN), "T",
+     "time the kernels: this machine's speed table for the model's shapes (every map format and grouping, the "
+     "plan's entries), shown beside the errors and as the plan's tok/s; cached per machine", "time kernels"},
     {' ', AC_MARK, V(EVAL), "Space", "mark / unmark the result (two marked: d diffs them)", "mark"},
     {'d', AC_DIFF, V(EVAL), "d", "diff the two marked results (or the marked one and the cursor's): cells, dbpw, dKLD, dtop-1", "diff"},
     {'L', AC_LOAD_PLAN, V(EVAL), "L", "load the result's plan into the Plan editor (u there undoes; recorded in the session)", "load plan"},

@@ -30,6 +30,7 @@ typedef enum {
     AC_EVAL_REF, AC_AUTO_PLAN,                         /* evaluate; auto plan */
     AC_DIFF, AC_LOAD_PLAN, AC_ADD_GGUF,                /* results: diff two, load one's plan back, a GGUF */
     AC_CALIB_SETTINGS,
+    AC_SPEED,                                          /* time the kernels (the speed table) */
     AC_COUNT
 } Action;
 

@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/qmodel_stats.h"
 #include "quant/preset.h"
 #include "sessions/session.h"
 #include "tui/draw.h"
 #include "tui/plan_edit.h"
 #include "tui/views.h"
+#include "tui/vmodel.h"
 
 static PlanModel pm_of(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
 
@@ -55,6 +57,35 @@ static const PlanEntry *cursor_entry(const App *a, char *site, size_t n) {
     }
     snprintf(site, n, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
     return plan_edit_cell(a->pe, a->plan.row, (int)a->plan.col);
+}
+
+/* The cursor entry's cost line: its output error from the sensitivity map
+ * (RTN, symmetric: the map's cells; "-" where the map lacks the entry) and
+ * its kernel's time on the site's shape from the speed table. */
+static void cursor_cost(const App *a, const PlanEntry *e, int y, int x, int w) {
+    char err[48] = "", ds[16], ps[16];
+    int64_t no, ni;
+    PlanModel pm = pm_of(a);
+    if (on_end_row(a)) {
+        if (a->plan.col == PE_END_EMBED) { /* a lookup: no matmul to time */
+            draw_text(y, x, w, C_DIM, "  the embedding is a row lookup: no kernel time");
+            return;
+        }
+        no = pm.vocab_size;
+        ni = pm.dim;
+    } else {
+        plan_proj_shape(&pm, (int)a->plan.col, &no, &ni);
+        double oerr, werr;
+        if (qstats_sens_cell(a->cs, a->plan.row, (int)a->plan.col, &e->w, &werr, &oerr))
+            snprintf(err, sizeof err, "%s err %.3g (map, rtn) · ", isnan(oerr) ? "weight" : "out", isnan(oerr) ? werr : oerr);
+    }
+    double dec, pre;
+    if (app_speed_lookup(a, e, no, ni, &dec, &pre))
+        draw_text(y, x, w, C_NORMAL, "  %skernel on %lldx%lld: decode %s, prefill %s/token", err, (long long)no,
+                  (long long)ni, vm_fmt_secs(dec, ds, sizeof ds), vm_fmt_secs(pre, ps, sizeof ps));
+    else
+        draw_text(y, x, w, C_DIM, "  %skernel on %lldx%lld: not in the speed table (T times it)", err, (long long)no,
+                  (long long)ni);
 }
 
 /* === The settings panel (o): the settings only the CLI could reach === */
@@ -226,7 +257,7 @@ static void plan_draw(const App *a, const Layout *l) {
     /* The grid: columns as wide as their codes (abbreviated to fit, with a legend). */
     PeGridFit fit;
     pe_grid_fit(pe, w + 1, a->plan.row < pe->n_layers ? a->plan.col : PLAN_Q, &fit);
-    int footer = 6 + (fit.level > 0);
+    int footer = 7 + (fit.level > 0);
     int gx = r->x, gy = r->y + 1;
     int vis_rows = r->h - 1 - 1 - footer;
     if (vis_rows < 1) vis_rows = 1;
@@ -306,8 +337,12 @@ static void plan_draw(const App *a, const Layout *l) {
     int bw = w / 3;
     double frac = b.valid && !isnan(b.frac_fp16) ? b.frac_fp16 : 0;
     draw_bar(y, x0 + 7, bw, frac, frac > 0.75 ? C_WARN : C_BAR);
-    char tps[40] = "";
-    if (b.valid && b.decode_tps > 0) snprintf(tps, sizeof tps, "  ~%.0f tok/s", b.decode_tps);
+    /* the predicted speed beside the size: matmuls only, from this machine's speed table */
+    char tps[64] = "";
+    if (b.valid && b.decode_tps > 0)
+        snprintf(tps, sizeof tps, "  ~%.0f tok/s decode, %.0f prefill", b.decode_tps, b.prefill_tps);
+    else if (b.valid && a->speed)
+        snprintf(tps, sizeof tps, "  (tok/s: T times the kernels)");
     if (b.valid)
         draw_text(y++, x0 + 8 + bw, w - 8 - bw, C_NORMAL, "%.2f bpw  %.3f MB  %.0f%% of fp16%s", b.bpw, b.bytes / 1e6,
                   100 * b.frac_fp16, tps);
@@ -318,6 +353,7 @@ static void plan_draw(const App *a, const Layout *l) {
     entry_words(ce, words, sizeof words);
     plan_entry_code(ce, code, sizeof code);
     draw_text(y++, x0, w, C_NORMAL, "%s %s: %s", site, code, words);
+    cursor_cost(a, ce, y++, x0, w);
     if (a->plan.auto_open && a->plan.auto_sites) auto_draw(a, y + 1, r->y + r->h - (y + 1), x0, w);
 
     if (a->plan.settings_open) settings_draw(a, l);

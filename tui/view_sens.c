@@ -36,7 +36,18 @@ static double cell_value(const App *a, int64_t l, int p, GroupDim *dim) {
 static int side_rows(void) {
     int scaled = 0, ggml = 0;
     for (int f = 0; f < SENS_NFMT; f++) fmt_is_ggml(f) ? ggml++ : scaled++;
-    return 3 + scaled + (ggml + 2) / 3 + 3;
+    return 3 + scaled + (ggml + 2) / 3 + 4;
+}
+
+/* The grouping of the cell (layer, p) as the grid shows it: a ggml format's
+ * own blocks, AdaDim's choice, else the grouping chosen with g. */
+static SensGroup shown_group(const App *a, int64_t l, int p) {
+    const SensViewState *s = &a->sens;
+    if (fmt_is_ggml(s->fmt)) return SG_BLOCK;
+    if (!s->adadim) return (SensGroup)s->grouping;
+    GroupDim d = sens_adadim_choice(&a->cs->sens, l, p, s->fmt, s->grouping >= SG_OC_G);
+    if (d == GROUP_IC) return s->grouping >= SG_OC_G ? SG_IC_G : SG_IC;
+    return s->grouping >= SG_OC_G ? SG_OC_G : SG_OC;
 }
 
 static void sens_side(const App *a, const Rect *r) {
@@ -80,6 +91,15 @@ static void sens_side(const App *a, const Rect *r) {
     int32_t gs = sm->gsize[(l * PROJ_COUNT + p) * SG_COUNT + SG_OC_G];
     int32_t gi = sm->gsize[(l * PROJ_COUNT + p) * SG_COUNT + SG_IC_G];
     draw_text(y++, x, w, C_DIM, "groups used: oc-g %d, ic-g %d", gs, gi);
+    /* the kernel's time beside the error: this cell's format and grouping on this site's shape */
+    SensGroup sg = shown_group(a, l, p);
+    double dec, pre;
+    char ds[16], ps[16];
+    if (app_speed_cell(a, p, a->sens.fmt, sg, &dec, &pre))
+        draw_text(y++, x, w, C_NORMAL, "kernel %s %s: dec %s, pre %s/tok", qformat_traits(sens_fmt(a->sens.fmt))->code,
+                  sens_group_name(sg), vm_fmt_secs(dec, ds, sizeof ds), vm_fmt_secs(pre, ps, sizeof ps));
+    else
+        draw_text(y++, x, w, C_DIM, "kernel: not timed yet (T times it)");
 }
 
 static void sens_draw(const App *a, const Layout *l) {
@@ -119,11 +139,22 @@ static void sens_draw(const App *a, const Layout *l) {
               "tr(dW H dW')/tr(W H W'), relative; H from the calibration");
     GridLayout g;
     Rect gr = {r->x, r->y + 2, r->w, r->h - 2};
-    layout_grid(&g, &gr, nl, PROJ_COUNT, 5, 9, 11, 1, 5, s->row, s->col);
+    layout_grid(&g, &gr, nl, PROJ_COUNT, 5, 9, 11, 2, 5, s->row, s->col);
     int y = gr.y;
     for (int c = 0; c < g.n_vis_cols; c++)
         draw_text(y, gr.x + g.label_w + c * g.cell_w, g.cell_w - 1, C_HEADER, "%*s", g.cell_w - 1,
                   proj_name((Proj)(g.first_col + c)));
+    y++;
+    /* the speed table beside the errors: each column's kernel time for one decoded token (its shape,
+       the format and grouping shown; the cursor's row decides AdaDim's) */
+    draw_text(y, gr.x + 1, g.label_w - 1, C_DIM, "dec");
+    for (int c = 0; c < g.n_vis_cols; c++) {
+        int p = g.first_col + c;
+        double dec;
+        char b[16];
+        if (!app_speed_cell(a, p, s->fmt, shown_group(a, s->row, p), &dec, NULL)) dec = 0;
+        draw_text(y, gr.x + g.label_w + c * g.cell_w, g.cell_w - 1, C_DIM, "%*s", g.cell_w - 1, vm_fmt_secs(dec, b, sizeof b));
+    }
     y++;
     for (int rr = 0; rr < g.n_vis_rows; rr++, y++) {
         int64_t layer = g.first_row + rr;

@@ -117,6 +117,17 @@ int vm_spike_sites(const CalibStats *cs, int k, char (*sites)[16], Err *err) {
     return w;
 }
 
+char *vm_fmt_secs(double s, char *buf, size_t n) {
+    if (!(s > 0)) snprintf(buf, n, "-");
+    else if (s < 1e-6) snprintf(buf, n, "%.0fns", s * 1e9);
+    else if (s < 1e-5) snprintf(buf, n, "%.1fus", s * 1e6);
+    else if (s < 1e-3) snprintf(buf, n, "%.0fus", s * 1e6);
+    else if (s < 1e-2) snprintf(buf, n, "%.1fms", s * 1e3);
+    else if (s < 1) snprintf(buf, n, "%.0fms", s * 1e3);
+    else snprintf(buf, n, "%.2fs", s);
+    return buf;
+}
+
 void vm_fmt_bytes(size_t b, char *buf, size_t n) {
     if (b >= 1000000000) snprintf(buf, n, "%.2f GB", (double)b / 1e9);
     else if (b >= 1000000) snprintf(buf, n, "%.2f MB", (double)b / 1e6);

@@ -78,4 +78,9 @@ double vm_sens_adadim(const SensMap *sm, int64_t layer, int proj, int fmt, int g
  * "131.1 kB", "2.54 GB", "512 B". Into buf (n bytes). */
 void vm_fmt_bytes(size_t b, char *buf, size_t n);
 
+/* A kernel time for the screen in at most 6 columns, ASCII: "812ns", "38us",
+ * "4.2us", "1.3ms", "2.10s"; "-" for a time that is not known (<= 0 or NaN).
+ * Into buf (n bytes); returns buf. */
+char *vm_fmt_secs(double s, char *buf, size_t n);
+
 #endif
