@@ -121,3 +121,29 @@ void pool_for(Pool *p, int64_t n, int64_t grain, PoolFn fn, void *arg) {
     while (p->pending > 0) pthread_cond_wait(&p->cv_done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
+
+typedef struct PartsJob {
+    const PoolPart *parts;
+    int n_parts;
+} PartsJob;
+
+/* Range [b, e) of the parts laid end to end: each part's overlap, in order. */
+static void pool_parts_run(void *arg, int64_t b, int64_t e, int tid) {
+    const PartsJob *j = arg;
+    int64_t off = 0;
+    for (int i = 0; i < j->n_parts && off < e; i++) {
+        const PoolPart *pt = &j->parts[i];
+        if (pt->n <= 0) continue;
+        int64_t lo = b > off ? b - off : 0, hi = e - off < pt->n ? e - off : pt->n;
+        if (lo < hi) pt->fn(pt->arg, lo, hi, tid);
+        off += pt->n;
+    }
+}
+
+void pool_for_parts(Pool *p, const PoolPart *parts, int n_parts, int64_t grain) {
+    int64_t total = 0;
+    for (int i = 0; i < n_parts; i++)
+        if (parts[i].n > 0) total += parts[i].n;
+    PartsJob j = {parts, n_parts};
+    pool_for(p, total, grain, pool_parts_run, &j);
+}

@@ -27,6 +27,23 @@ int pool_size(const Pool *pool);
  * NULL (runs inline with tid 0). Not re-entrant: do not call from inside fn. */
 void pool_for(Pool *pool, int64_t n, int64_t grain, PoolFn fn, void *arg);
 
+/* One part of a pool_for_parts call: fn's units [0, n) with its arg. */
+typedef struct PoolPart {
+    PoolFn fn;
+    void *arg;
+    int64_t n;
+} PoolPart;
+
+/* Runs the units of several parts in one dispatch instead of one pool_for
+ * each: the parts' units, laid end to end, are split as pool_for splits
+ * [0, Σ n) with grain, and each range calls fn of every part it covers with
+ * that part's share of the range (in the part's own units; a range spanning
+ * parts makes one call per part, in order). Each fn sees the tid of the
+ * thread running it. Equal results to a pool_for per part whenever fn's
+ * output does not depend on how its units are split (every kernel here).
+ * Parts with n <= 0 are skipped. Not re-entrant (as pool_for). */
+void pool_for_parts(Pool *pool, const PoolPart *parts, int n_parts, int64_t grain);
+
 /* Returns the number of online CPUs (at least 1). */
 int pool_cpu_count(void);
 

@@ -5,11 +5,12 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/assert.h"
 #include "kernels/cpu.h"
 
-/* Rows of A handled per pass: their row sums live on the stack and the
- * chunk (MCHUNK × K bytes) stays in L2 while the weight slabs stream by. */
-#define MCHUNK 192
+/* Rows of A handled per pass (MCHUNK = I8GEMM_JOB_ROWS, below): their row
+ * sums live in the job and the chunk (MCHUNK × K bytes) stays in L2 while
+ * the weight slabs stream by. */
 #define SLAB 4 /* 16-channel blocks per parallel work item (64 channels) */
 
 int64_t i8gemm_kpad(int64_t K) { return (K + 3) & ~(int64_t)3; }
@@ -51,45 +52,52 @@ size_t i8mat_code_bytes(const I8Matrix *m) { return (size_t)(m->np * m->kp); }
 
 /* === shared driver === */
 
-typedef struct I8Task I8Task;
+typedef I8GemmJob I8Task;
 typedef void (*I8SlabFn)(const I8Task *t, int64_t blk0, int64_t nblk);
 
-struct I8Task {
-    I8SlabFn fn;
-    const I8Matrix *w;
-    const int8_t *A;
-    int64_t M, lda, ldc;
-    const int32_t *rowsum;   /* (M) Σ_k A[m][k] over kp */
-    const float *a_scale;    /* (M) or NULL for raw int32 output */
-    void *C;
-};
+#define MCHUNK I8GEMM_JOB_ROWS
 
-static void i8_slab_run(void *arg, int64_t b, int64_t e, int tid) {
+void i8gemm_job_run(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     const I8Task *t = arg;
     int64_t nblk_total = t->w->np / 16;
     for (int64_t s = b; s < e; s++) {
         int64_t blk0 = s * SLAB;
         int64_t nb = nblk_total - blk0 < SLAB ? nblk_total - blk0 : SLAB;
-        t->fn(t, blk0, nb);
+        t->slab(t, blk0, nb);
     }
+}
+
+/* Fills t for rows [0, M) of A (M <= MCHUNK) with path fn; returns its units. */
+static int64_t i8_job_fill(I8Task *t, const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda,
+                           const float *a_scale, void *C, int64_t ldc, I8SlabFn fn) {
+    ASSERT(M >= 0 && M <= MCHUNK);
+    for (int64_t r = 0; r < M; r++) {
+        int32_t s = 0;
+        const int8_t *a = A + r * lda;
+        for (int64_t k = 0; k < w->kp; k++) s += a[k];
+        t->rowsum_buf[r] = s;
+    }
+    t->slab = fn;
+    t->w = w;
+    t->A = A;
+    t->M = M;
+    t->lda = lda;
+    t->ldc = ldc;
+    t->rowsum = t->rowsum_buf;
+    t->a_scale = a_scale;
+    t->C = C;
+    return (w->np / 16 + SLAB - 1) / SLAB;
 }
 
 static void i8_drive(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
                      void *C, int64_t ldc, Pool *pool, I8SlabFn fn) {
-    int32_t rowsum[MCHUNK];
-    int64_t nslab = (w->np / 16 + SLAB - 1) / SLAB;
+    I8Task t;
     for (int64_t m0 = 0; m0 < M; m0 += MCHUNK) {
         int64_t mc = M - m0 < MCHUNK ? M - m0 : MCHUNK;
-        for (int64_t r = 0; r < mc; r++) {
-            int32_t s = 0;
-            const int8_t *a = A + (m0 + r) * lda;
-            for (int64_t k = 0; k < w->kp; k++) s += a[k];
-            rowsum[r] = s;
-        }
-        I8Task t = {fn, w, A + m0 * lda, mc, lda, ldc, rowsum, a_scale ? a_scale + m0 : NULL,
-                    a_scale ? (void *)((float *)C + m0 * ldc) : (void *)((int32_t *)C + m0 * ldc)};
-        pool_for(pool, nslab, 1, i8_slab_run, &t);
+        void *Cm = a_scale ? (void *)((float *)C + m0 * ldc) : (void *)((int32_t *)C + m0 * ldc);
+        int64_t nslab = i8_job_fill(&t, w, A + m0 * lda, mc, lda, a_scale ? a_scale + m0 : NULL, Cm, ldc, fn);
+        pool_for(pool, nslab, 1, i8gemm_job_run, &t);
     }
 }
 
@@ -279,6 +287,12 @@ AVX2_TARGET static void i8_slab_avx2(const I8Task *t, int64_t blk0, int64_t nblk
 void i8gemm_avx2(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
                  void *C, int64_t ldc, Pool *pool) {
     i8_drive(w, A, M, lda, a_scale, C, ldc, pool, i8_slab_avx2);
+}
+
+int64_t i8gemm_job_init(I8GemmJob *j, const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda,
+                        const float *a_scale, float *C, int64_t ldc) {
+    I8SlabFn fn = cpu_has_avx512_vnni() ? i8_slab_vnni : cpu_has_avx2() ? i8_slab_avx2 : i8_slab_ref;
+    return i8_job_fill(j, w, A, M, lda, a_scale, C, ldc, fn);
 }
 
 void i8gemm(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,

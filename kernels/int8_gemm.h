@@ -55,6 +55,33 @@ size_t i8mat_code_bytes(const I8Matrix *m);
 void i8gemm(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, const float *a_scale,
             float *C, int64_t ldc, Pool *pool);
 
+/* Rows of A one I8GemmJob covers; i8gemm runs larger M as one job per
+ * slice of this many rows. */
+#define I8GEMM_JOB_ROWS 192
+
+/* One i8gemm over at most I8GEMM_JOB_ROWS rows, cut into work units (slabs
+ * of 64 output channels) that any thread may run, so that several matrices
+ * sharing one input run in one pool dispatch (core/pool.h pool_for_parts).
+ * i8gemm_job_init fills *j on the calling thread (the rows' sums; the path
+ * is chosen as i8gemm chooses it) and returns the number of units;
+ * i8gemm_job_run (a PoolFn, arg = j) computes units [b, e). Running every
+ * unit once gives exactly i8gemm's C. j borrows w, A, a_scale and C and must
+ * not be moved after init. */
+typedef struct I8GemmJob I8GemmJob;
+struct I8GemmJob {
+    void (*slab)(const I8GemmJob *j, int64_t blk0, int64_t nblk);
+    const I8Matrix *w;
+    const int8_t *A;
+    int64_t M, lda, ldc;
+    const int32_t *rowsum;   /* = rowsum_buf */
+    const float *a_scale;    /* (M), or NULL: C receives int32 sums (the test paths) */
+    void *C;
+    int32_t rowsum_buf[I8GEMM_JOB_ROWS]; /* (M) Σ_k A[m][k] over kp */
+};
+int64_t i8gemm_job_init(I8GemmJob *j, const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda,
+                        const float *a_scale, float *C, int64_t ldc);
+void i8gemm_job_run(void *j, int64_t b, int64_t e, int tid);
+
 /* One path each, for tests and benchmarks. When a_scale is NULL, C is taken
  * as int32_t* and receives the raw accumulations (ldc in int32 elements).
  * The _vnni and _avx2 paths must only be called when cpu_has_avx512_vnni() /

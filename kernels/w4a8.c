@@ -143,30 +143,27 @@ void w4a8_gemm_ref(const W4a8Matrix *m, const int8_t *a, const float *sa, int64_
 typedef void (*W4a8RowsFn)(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *a, const int32_t *corr,
                            const float *sa, int64_t T, float *y);
 
-typedef struct W4a8Task {
-    const W4a8Matrix *m;
-    const int8_t *a;
-    const int32_t *corr;
-    const float *sa;
-    int64_t T;
-    float *y;
-    W4a8RowsFn fn;
-} W4a8Task;
-
-static void w4a8_task(void *arg, int64_t begin, int64_t end, int tid) {
+void w4a8_gemm_job_run(void *arg, int64_t begin, int64_t end, int tid) {
     (void)tid;
-    const W4a8Task *t = arg;
+    const W4a8Job *t = arg;
     int64_t r0 = begin * 4, r1 = end * 4 < t->m->n ? end * 4 : t->m->n;
-    t->fn(t->m, r0, r1, t->a, t->corr, t->sa, t->T, t->y);
+    t->rows(t->m, r0, r1, t->a, t->corr, t->sa, t->T, t->y);
+}
+
+/* Fills j for path fn; returns its units and their grain. */
+static int64_t w4a8_job_fill(W4a8Job *j, const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa,
+                             int64_t T, float *y, W4a8RowsFn fn, int64_t *grain) {
+    *j = (W4a8Job){m, a, corr, sa, T, y, fn};
+    /* at least ~64 KB of codes per range so that small matrices stay on one thread */
+    *grain = (int64_t)(65536 / (4 * m->row_bytes)) + 1;
+    return (m->n + 3) / 4;
 }
 
 static void w4a8_run(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const float *sa, int64_t T, float *y,
                      Pool *pool, W4a8RowsFn fn) {
-    W4a8Task t = {m, a, corr, sa, T, y, fn};
-    int64_t units = (m->n + 3) / 4;
-    /* at least ~64 KB of codes per range so that small matrices stay on one thread */
-    int64_t grain = (int64_t)(65536 / (4 * m->row_bytes)) + 1;
-    pool_for(pool, units, grain, w4a8_task, &t);
+    W4a8Job j;
+    int64_t grain, units = w4a8_job_fill(&j, m, a, corr, sa, T, y, fn, &grain);
+    pool_for(pool, units, grain, w4a8_gemm_job_run, &j);
 }
 
 /* === AVX-512 VNNI === */
@@ -391,6 +388,14 @@ void w4a8_gemm(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, const 
     if (cpu_has_avx512_vnni() && cpu_has_f16c()) w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_vnni);
     else if (cpu_has_avx2() && cpu_has_f16c()) w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_avx2);
     else w4a8_run(m, a, corr, sa, T, y, pool, w4a8_rows_scalar);
+}
+
+int64_t w4a8_gemm_job_init(W4a8Job *j, const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa,
+                           int64_t T, float *y, int64_t *grain) {
+    W4a8RowsFn fn = cpu_has_avx512_vnni() && cpu_has_f16c() ? w4a8_rows_vnni
+                    : cpu_has_avx2() && cpu_has_f16c()      ? w4a8_rows_avx2
+                                                            : w4a8_rows_scalar;
+    return w4a8_job_fill(j, m, ap, corr, sa, T, y, fn, grain);
 }
 
 const char *w4a8_path_name(void) {

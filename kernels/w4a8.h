@@ -86,6 +86,27 @@ void w4a8_act_prep(const int8_t *a, int64_t T, int64_t kp, int8_t *ap, int32_t *
 void w4a8_gemm(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T, float *y,
                Pool *pool);
 
+/* One w4a8_gemm cut into work units (four rows each) that any thread may
+ * run, so that several matrices sharing one input run in one pool dispatch
+ * (core/pool.h pool_for_parts). w4a8_gemm_job_init fills *j (the path as
+ * w4a8_gemm chooses it), returns the number of units and sets *grain to the
+ * units w4a8_gemm keeps together (small matrices stay on one thread);
+ * w4a8_gemm_job_run (a PoolFn, arg = j) computes units [b, e). Running
+ * every unit once gives exactly w4a8_gemm's y. j borrows everything. */
+typedef struct W4a8Job {
+    const W4a8Matrix *m;
+    const int8_t *a;         /* prepared activations (T, m->kp) */
+    const int32_t *corr;     /* (T, m->kp / 16) */
+    const float *sa;         /* (T) */
+    int64_t T;
+    float *y;                /* (T, m->n) */
+    void (*rows)(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *a, const int32_t *corr,
+                 const float *sa, int64_t T, float *y);
+} W4a8Job;
+int64_t w4a8_gemm_job_init(W4a8Job *j, const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa,
+                           int64_t T, float *y, int64_t *grain);
+void w4a8_gemm_job_run(void *j, int64_t b, int64_t e, int tid);
+
 /* The single paths, for tests and benchmarks: callers check
  * cpu_has_avx512_vnni() / cpu_has_avx2() and cpu_has_f16c() first. */
 void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, const float *sa, int64_t T,

@@ -644,8 +644,46 @@ static void test_pool_grain(void) {
     pool_free(p);
 }
 
+/* pool_for_parts: every unit of every part runs once, on its part's fn with
+ * the part's own unit numbers; empty parts are skipped. */
+typedef struct {
+    int hits[16];
+    int calls;
+} PartSeen;
+
+static void part_record(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    PartSeen *s = arg;
+    __atomic_fetch_add(&s->calls, 1, __ATOMIC_RELAXED);
+    for (int64_t i = b; i < e; i++) __atomic_fetch_add(&s->hits[i], 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool_parts(void) {
+    Err err;
+    err_init(&err);
+    Pool *p = NULL;
+    CHECK_OK(pool_new(3, &p, &err), err);
+    static const int64_t sizes[][4] = {{3, 0, 5, 2}, {1, 1, 1, 1}, {16, 0, 0, 0}, {0, 0, 0, 7}};
+    for (int c = 0; c < 4; c++)
+        for (int64_t grain = 1; grain <= 4; grain += 3) {
+            PartSeen seen[4];
+            memset(seen, 0, sizeof seen);
+            PoolPart parts[4];
+            for (int i = 0; i < 4; i++) parts[i] = (PoolPart){part_record, &seen[i], sizes[c][i]};
+            pool_for_parts(c % 2 ? p : NULL, parts, 4, grain);
+            for (int i = 0; i < 4; i++) {
+                for (int64_t u = 0; u < 16; u++)
+                    CHECKF(seen[i].hits[u] == (u < sizes[c][i]), "case %d part %d unit %lld: %d runs", c, i,
+                           (long long)u, seen[i].hits[u]);
+                CHECK(sizes[c][i] > 0 || seen[i].calls == 0);
+            }
+        }
+    pool_free(p);
+}
+
 int main(void) {
     test_pool_grain();
+    test_pool_parts();
     Err err;
     err_init(&err);
     Pool *pool = NULL;

@@ -188,12 +188,26 @@ static void test_int8_shape(int64_t M, int64_t N, int64_t K, Pool *pool) {
     i8gemm(&w, A, M, kp, as, f, N, pool);
     CHECK(memcmp(f, fref, (size_t)(M * N) * 4) == 0);
     /* per-tensor weight scale */
-    i8mat_done(&w);
-    CHECK_OK(i8mat_pack(B, N, K, ws, 0, &w, &err), err);
-    i8gemm(&w, A, M, kp, as, f, N, pool);
+    I8Matrix w2;
+    CHECK_OK(i8mat_pack(B, N, K, ws, 0, &w2, &err), err);
+    i8gemm(&w2, A, M, kp, as, f, N, pool);
     for (int64_t i = 0; i < M; i++)
         for (int64_t n = 0; n < N; n++) CHECK(f[i * N + n] == (float)cref[i * N + n] * as[i] * ws[0]);
+    /* both matrices on the same rows as jobs in one dispatch: i8gemm's bits */
+    if (M <= I8GEMM_JOB_ROWS) {
+        float *g = malloc((size_t)(2 * M * N) * 4);
+        CHECK(g != NULL);
+        memset(g, 0, (size_t)(2 * M * N) * 4);
+        I8GemmJob j[2];
+        PoolPart parts[2] = {{i8gemm_job_run, &j[0], i8gemm_job_init(&j[0], &w, A, M, kp, as, g, N)},
+                             {i8gemm_job_run, &j[1], i8gemm_job_init(&j[1], &w2, A, M, kp, as, g + M * N, N)}};
+        pool_for_parts(pool, parts, 2, 1);
+        CHECKF(memcmp(g, fref, (size_t)(M * N) * 4) == 0 && memcmp(g + M * N, f, (size_t)(M * N) * 4) == 0,
+               "int8 jobs M=%lld N=%lld K=%lld", (long long)M, (long long)N, (long long)K);
+        free(g);
+    }
     i8mat_done(&w);
+    i8mat_done(&w2);
     free(A); free(B); free(as); free(ws); free(cref); free(c); free(fref); free(f);
 }
 

@@ -129,6 +129,21 @@ static void test_shape(int64_t n, int64_t k, WqGroup gd, int64_t g, int64_t T, P
     actq_fake(&aq, x, T, k, 0, xf, pool);
     w4a8_act_prep(a, T, m7.kp, ap, corr);
     w4a8_gemm(&m7, ap, corr, sa, T, y, pool);
+    {   /* m7 and m on the same activations as jobs in one dispatch: w4a8_gemm's bits */
+        float *y2 = malloc((size_t)(T * n) * sizeof *y2), *yj = malloc((size_t)(2 * T * n) * sizeof *yj);
+        CHECK(y2 && yj);
+        w4a8_gemm(&m, ap, corr, sa, T, y2, pool);
+        W4a8Job j[2];
+        int64_t g0, g1;
+        PoolPart parts[2] = {{w4a8_gemm_job_run, &j[0], w4a8_gemm_job_init(&j[0], &m7, ap, corr, sa, T, yj, &g0)},
+                             {w4a8_gemm_job_run, &j[1], w4a8_gemm_job_init(&j[1], &m, ap, corr, sa, T, yj + T * n, &g1)}};
+        CHECK(g0 == g1 && g0 >= 1);
+        pool_for_parts(pool, parts, 2, 1);
+        CHECKF(memcmp(yj, y, (size_t)(T * n) * sizeof *yj) == 0 && memcmp(yj + T * n, y2, (size_t)(T * n) * sizeof *yj) == 0,
+               "w4a8 jobs (%lld, %lld) T %lld", (long long)n, (long long)k, (long long)T);
+        free(y2);
+        free(yj);
+    }
     double worst = 0;
     for (int64_t t = 0; t < T; t++) {
         wq_gemv_ref(&wq, xf + t * k, yref);
