@@ -135,6 +135,25 @@ double sens_site_cost(int64_t n_out, int64_t n_in, int n_cells) {
     return (double)n_cells * (rows * (double)n_in * (double)n_in + 800.0 * (double)n_out * (double)n_in);
 }
 
+double sens_cell_bpw(int fmt, SensGroup g, const int32_t *gs, int64_t n_out, int64_t n_in) {
+    if (!sens_cell_applies(fmt, g)) return NAN;
+    const QFormatTraits *t = qformat_traits(sens_fmt(fmt));
+    if (g == SG_BLOCK) {
+        const GgmlTypeTraits *b = ggml_type_traits((uint32_t)t->ggml_type);
+        return 8.0 * (double)b->block_bytes / (double)b->block_size;
+    }
+    QParams qp = {.fmt = sens_fmt(fmt), .sym = 1, .dim = sens_group_dim(g), .group = 0};
+    if (g == SG_OC_G || g == SG_IC_G) qp.group = gs[g];
+    if (((g == SG_OC_G || g == SG_IC_G) && qp.group <= 0) || n_in <= 0) return NAN;
+    if (n_out <= 0) { /* the scale count needs n_out except per output channel and along the input */
+        if (g == SG_TENSOR) return t->bits; /* one scale: < 1e-5 bits per weight on any real matrix */
+        if (g == SG_OC) return t->bits + 16.0 / (double)n_in;
+        if (g == SG_OC_G) return t->bits + 16.0 / (double)qp.group;
+        return NAN;
+    }
+    return (double)qparams_bits(&qp, n_out, n_in) / ((double)n_out * (double)n_in);
+}
+
 void sens_opts_default(SensOpts *o) {
     memset(o, 0, sizeof *o);
     o->exact = 0;

@@ -88,6 +88,16 @@ int sens_map_complete(const SensMap *sm);
  * per-site times measured there (BENCHMARKS.md). */
 double sens_site_cost(int64_t n_out, int64_t n_in, int n_cells);
 
+/* Bits per weight of the map's cell (fmt, g) on a site of (n_out, n_in)
+ * whose group sizes are gs (SG_COUNT entries, the map's gsize row), so that
+ * groupings are compared at their cost: a scaled format's bits plus one fp16
+ * scale per scale group (tensor: one per matrix; oc: one per n_in weights;
+ * ic: one per n_out; oc-g, ic-g: one per group) — qparams_bits of the cell's
+ * symmetric RTN parameters over n_out·n_in; a ggml format's block bytes·8
+ * over its block size. NaN when the cell does not apply, its group size is 0,
+ * or the size it needs is unknown (0). */
+double sens_cell_bpw(int fmt, SensGroup g, const int32_t *gs, int64_t n_out, int64_t n_in);
+
 /* Index helpers. */
 static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping) {
     return ((layer * PROJ_COUNT + proj) * SENS_NFMT + fmt) * SG_COUNT + grouping;

@@ -180,23 +180,6 @@ static int view_spikes(const CalibStats *cs, const ReportOpts *o) {
     return 0;
 }
 
-/* Bits per weight of a map cell: the format's bits plus one fp16 scale per
- * scale group (tensor: 1 per matrix; oc: n_in weights; ic: n_out; oc-g and
- * ic-g: g), so groupings can be compared at their cost. */
-static double cell_bpw(int fmt_bits, int g, int grp, int64_t n_out, int64_t n_in) {
-    if (g == SG_BLOCK) return NAN; /* a ggml format's: see fmt_bpw */
-    if (g == SG_TENSOR && n_out == 0) return fmt_bits; /* one scale: < 1e-5 bits per weight */
-    double per = g == SG_TENSOR ? (double)n_out * (double)n_in : g == SG_OC ? (double)n_in
-               : g == SG_IC ? (double)n_out : (double)grp;
-    return per > 0 ? fmt_bits + 16.0 / per : NAN;
-}
-
-/* Bits per weight of a ggml candidate's cell: its block bytes over its block. */
-static double ggml_bpw(QFormat f) {
-    const GgmlTypeTraits *g = ggml_type_traits((uint32_t)qformat_traits(f)->ggml_type);
-    return 8.0 * (double)g->block_bytes / (double)g->block_size;
-}
-
 static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
     if (!cs->has_sens) {
         fprintf(stderr, "qscope report: the stats file has no sensitivity map (calibrated with --no-sensitivity or cancelled)\n");
@@ -229,8 +212,7 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                 printf("  adadim\n");
                 printf("%-9s", "+bpw");
                 for (int g = 0; g < SG_BLOCK; g++) {
-                    int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
-                    double b = cell_bpw(0, g, grp, no, ni);
+                    double b = sens_cell_bpw(0, (SensGroup)g, gs, no, ni) - qformat_traits(sens_fmt(0))->bits;
                     char cell[32];
                     if (isnan(b)) snprintf(cell, sizeof cell, "?");
                     else snprintf(cell, sizeof cell, "+%.4f", b);
@@ -241,7 +223,6 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
             }
             for (int f = 0; f < SENS_NFMT; f++) {
                 const char *fname = qformat_traits(sens_fmt(f))->name;
-                int fbits = qformat_traits(sens_fmt(f))->bits;
                 GroupDim c0 = sens_adadim_choice(sm, l, p, f, 0), c1 = sens_adadim_choice(sm, l, p, f, 1);
                 if (o->out == OUT_TEXT) printf("%-9s", fname);
                 for (int g = 0; g < SG_COUNT; g++) {
@@ -253,7 +234,7 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                     int64_t ix = sens_index(l, p, f, g);
                     double we = sm->werr[ix], oe = sm->oerr[ix];
                     int grp = (g == SG_OC_G || g == SG_IC_G) ? gs[g] : 0;
-                    double bpw = g == SG_BLOCK ? ggml_bpw(sens_fmt(f)) : cell_bpw(fbits, g, grp, no, ni);
+                    double bpw = sens_cell_bpw(f, (SensGroup)g, gs, no, ni);
                     if (isnan(we)) bpw = NAN;
                     if (o->out == OUT_JSON) {
                         printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"grouping\": \"%s\", "

@@ -88,6 +88,10 @@ wait_for "output error, int4"
 # between 120 and 140 columns the side panel keeps all five groupings (ic-g was cut)
 tm resize-window -t e2e -x 125 -y 30
 wait_for "oc-g   ic-g"
+# each cell's cost: the scales' bits per weight per grouping, the cursor cell's total, the title's range
+has "+bpw"
+screen | grep -q "int4 ([^)]*), [a-z-]* (g), [0-9.-]* bpw" || fail "the title gives no bits per weight"
+screen | grep -qE "I4 +[a-z-]+: [0-9]+\.[0-9]{3} bits per weight" || fail "no bits per weight for the cursor cell"
 tm resize-window -t e2e -x 100 -y 30
 wait_for "output error, int4"
 

@@ -159,6 +159,29 @@ static void test_new_cells(Pool *pool, const char *text, size_t len) {
     unlink(mp);
 }
 
+/* Each cell's bits per weight: the format's bits plus its scales (one fp16
+ * per group), or a ggml format's block bytes; n/a where the cell is not one
+ * of the candidate's or its size is unknown. */
+static void test_cell_bpw(void) {
+    const int32_t gs[SG_COUNT] = {0, 0, 0, 32, 64, 0};
+    int i4 = sens_fmt_index(QF_INT4), i8 = sens_fmt_index(QF_INT8), q40 = sens_fmt_index(QF_Q4_0);
+    int q4k = sens_fmt_index(QF_Q4_K), q6k = sens_fmt_index(QF_Q6_K), q80 = sens_fmt_index(QF_Q8_0);
+    CHECK(i4 >= 0 && i8 >= 0 && q40 >= 0 && q4k >= 0 && q6k >= 0 && q80 >= 0);
+    CHECK(sens_cell_bpw(i4, SG_TENSOR, gs, 256, 768) == 4.0 + 16.0 / (256.0 * 768.0));
+    CHECK(sens_cell_bpw(i4, SG_OC, gs, 256, 768) == 4.0 + 16.0 / 768.0); /* a scale per output row of 768 */
+    CHECK(sens_cell_bpw(i4, SG_IC, gs, 256, 768) == 4.0 + 16.0 / 256.0);
+    CHECK(sens_cell_bpw(i4, SG_OC_G, gs, 256, 768) == 4.5);
+    CHECK(sens_cell_bpw(i8, SG_IC_G, gs, 256, 768) == 8.25);
+    CHECK(sens_cell_bpw(q40, SG_BLOCK, gs, 256, 768) == 4.5 && sens_cell_bpw(q4k, SG_BLOCK, gs, 256, 768) == 4.5);
+    CHECK(sens_cell_bpw(q6k, SG_BLOCK, gs, 256, 768) == 6.5625 && sens_cell_bpw(q80, SG_BLOCK, gs, 256, 768) == 8.5);
+    CHECK(isnan(sens_cell_bpw(q40, SG_OC, gs, 256, 768)) && isnan(sens_cell_bpw(i4, SG_BLOCK, gs, 256, 768)));
+    const int32_t none[SG_COUNT] = {0};
+    CHECK(isnan(sens_cell_bpw(i4, SG_OC_G, none, 256, 768)));
+    /* n_out unknown (report on K/V): only what does not depend on it */
+    CHECK(sens_cell_bpw(i4, SG_OC, gs, 0, 768) == 4.0 + 16.0 / 768.0 && sens_cell_bpw(i4, SG_OC_G, gs, 0, 768) == 4.5);
+    CHECK(isnan(sens_cell_bpw(i4, SG_IC, gs, 0, 768)) && isnan(sens_cell_bpw(i4, SG_IC_G, gs, 0, 768)));
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qs_sensrun_XXXXXX");
     CHECK(mkdtemp(tmpdir) != NULL);
@@ -172,6 +195,7 @@ int main(void) {
     Pool *pool = NULL;
     CHECK_OK(pool_new(2, &pool, &err), err);
     const int64_t n_sites = m->cfg.n_layers * PROJ_COUNT;
+    test_cell_bpw();
 
     /* the reference: one uninterrupted pass inside calib_run */
     CalibParams p;

@@ -30,13 +30,21 @@ static double cell_value(const App *a, int64_t l, int p, GroupDim *dim) {
     return vm_sens_value(sm, l, p, s->fmt, (SensGroup)s->grouping, !s->weight_err);
 }
 
-/* Rows of the whole detail: title, header, the scaled formats, the ggml
- * formats three to a line, a blank, AdaDim and the group sizes (under the
- * grid it shows as many formats as fit, at least two). */
+/* Bits per weight of cell (fmt, g) at site (l, p): NaN without the model. */
+static double cell_bpw(const App *a, int64_t l, int p, int fmt, SensGroup g) {
+    if (!a->m || l >= a->m->cfg.n_layers) return NAN;
+    const Weight *w = &a->m->layers[l].proj[p];
+    return sens_cell_bpw(fmt, g, a->cs->sens.gsize + (l * PROJ_COUNT + p) * SG_COUNT, w->n_out, w->n_in);
+}
+
+/* Rows of the whole detail: title, header, the scale overhead, the scaled
+ * formats, the ggml formats three to a line, a blank, the cursor cell's
+ * bits, AdaDim, the group sizes and the kernel's time (under the grid it
+ * shows as many formats as fit, at least two). */
 static int side_rows(void) {
     int scaled = 0, ggml = 0;
     for (int f = 0; f < SENS_NFMT; f++) fmt_is_ggml(f) ? ggml++ : scaled++;
-    return 3 + scaled + (ggml + 2) / 3 + 4;
+    return 4 + scaled + (ggml + 2) / 3 + 5;
 }
 
 /* The grouping of the cell (layer, p) as the grid shows it: a ggml format's
@@ -65,8 +73,19 @@ static void sens_side(const App *a, const Rect *r) {
     if (ng > SG_BLOCK) ng = SG_BLOCK;
     for (int g = 0; g < ng; g++) n += snprintf(line + n, sizeof line - n, "%7s", sens_group_name((SensGroup)g));
     draw_str(y++, x, ww, C_HEADER, line);
+    /* what a grouping's scales add to the format's bits: a cell costs both */
+    n = snprintf(line, sizeof line, "%-4s", "+bpw");
+    for (int g = 0; g < ng; g++) {
+        double b = cell_bpw(a, l, p, 0, (SensGroup)g) - qformat_traits(sens_fmt(0))->bits;
+        char c[16];
+        if (isnan(b)) snprintf(c, sizeof c, "?");
+        else if (b < 0.0005) snprintf(c, sizeof c, "+0");
+        else snprintf(c, sizeof c, "+%.3f", b);
+        n += snprintf(line + n, sizeof line - n, "%7s", c);
+    }
+    draw_str(y++, x, ww, C_DIM, line);
     int k = 0;
-    for (int f = 0; f < SENS_NFMT && y < r->y + r->h - 4; f++) {
+    for (int f = 0; f < SENS_NFMT && y < r->y + r->h - 6; f++) {
         const QFormatTraits *t = qformat_traits(sens_fmt(f));
         if (fmt_is_ggml(f)) { /* one cell each: three to a line */
             char b[16];
@@ -85,6 +104,12 @@ static void sens_side(const App *a, const Rect *r) {
         y++;
     }
     y++;
+    {
+        int f = a->sens.fmt;
+        SensGroup g = fmt_is_ggml(f) ? SG_BLOCK : (SensGroup)a->sens.grouping;
+        draw_text(y++, x, w, C_NORMAL, "%s %s: %.3f bits per weight", qformat_traits(sens_fmt(f))->code,
+                  sens_group_name(g), cell_bpw(a, l, p, f, g));
+    }
     GroupDim d0 = sens_adadim_choice(sm, l, p, a->sens.fmt, 0), d1 = sens_adadim_choice(sm, l, p, a->sens.fmt, 1);
     draw_text(y++, x, w, C_NORMAL, "AdaDim (%s): %s; grouped: %s", qformat_traits(sens_fmt(a->sens.fmt))->code,
               d0 == GROUP_TENSOR ? "-" : group_dim_name(d0), d1 == GROUP_TENSOR ? "-" : group_dim_name(d1));
@@ -126,15 +151,30 @@ static void sens_draw(const App *a, const Layout *l) {
     HeatScale hs;
     heat_scale_fit(&hs, grid, nl * PROJ_COUNT, 1);
     const QFormatTraits *t = qformat_traits(sens_fmt(s->fmt));
+    /* the cells' bits per weight over the sites (they differ where a scale covers a row or a column) */
+    char bits[48] = "";
+    if (!s->adadim) {
+        SensGroup sg = fmt_is_ggml(s->fmt) ? SG_BLOCK : (SensGroup)s->grouping;
+        double lo = INFINITY, hi = -INFINITY;
+        for (int64_t i = 0; i < nl; i++)
+            for (int p = 0; p < PROJ_COUNT; p++) {
+                double b = cell_bpw(a, i, p, s->fmt, sg);
+                if (isnan(b)) continue;
+                lo = b < lo ? b : lo;
+                hi = b > hi ? b : hi;
+            }
+        if (lo <= hi && hi - lo < 0.0005) snprintf(bits, sizeof bits, ", %.3f bpw", lo);
+        else if (lo <= hi) snprintf(bits, sizeof bits, ", %.3f-%.3f bpw", lo, hi);
+    }
     if (fmt_is_ggml(s->fmt))
-        draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s (f), its own blocks", s->weight_err ? "weight" : "output",
-                  t->name);
+        draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s (f), its own blocks%s",
+                  s->weight_err ? "weight" : "output", t->name, bits);
     else if (s->adadim)
         draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s, AdaDim: best of %s (a)", s->weight_err ? "weight" : "output",
                   t->name, s->grouping >= SG_OC_G ? "ic-g / oc-g" : "per-IC / per-OC");
     else
-        draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s (f), %s (g)", s->weight_err ? "weight" : "output",
-                  t->name, sens_group_name((SensGroup)s->grouping));
+        draw_text(r->y, r->x + 1, r->w - 2, C_HEADER, "%s error, %s (f), %s (g)%s", s->weight_err ? "weight" : "output",
+                  t->name, sens_group_name((SensGroup)s->grouping), bits);
     draw_text(r->y + 1, r->x + 1, r->w - 2, C_DIM, "%s", s->weight_err ? "|dW|^2/|W|^2, relative" :
               "tr(dW H dW')/tr(W H W'), relative; H from the calibration");
     GridLayout g;
