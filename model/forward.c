@@ -41,7 +41,8 @@ struct Forward {
     float *gu;                /* (max_batch, 2·hidden) rows [gate | up] */
     float *hid;               /* (max_batch, hidden) silu(gate)·up, input of w_down */
     float *rope;              /* (max_batch, hd/2, 2) cos, sin per row and pair */
-    float *tmp;               /* (max_batch, tmp_w) overlay outputs; NULL without overlay */
+    float *tmp;               /* (max_batch, tmp_w) overlay outputs (a phase's, each (T, n_out) in
+                                 turn); NULL without overlay */
     int64_t tmp_w;
     GemmWork *gw;             /* own AVX-512 GEMM buffers (n_threads); NULL: OpenBLAS only */
     float *wbuf;              /* (wbuf_cap) a slice of a non-F32 weight decoded to float32;
@@ -210,9 +211,10 @@ Status forward_new_flags(const Model *m, const Overlay *ov, int64_t max_ctx, int
         f->wbuf = fwd_alloc(cap, 1, &ok);
     }
     if (ok && ov) {
+        /* one projection's output, or a phase's (q/k/v, gate/up) run together */
         int64_t w = f->dim;
-        if (q_dim > w) w = q_dim;
-        if (f->hidden > w) w = f->hidden;
+        if (f->qkv_w > w) w = f->qkv_w;
+        if (2 * f->hidden > w) w = 2 * f->hidden;
         f->tmp_w = w;
         f->tmp = fwd_alloc(max_batch, w, &ok);
     }
@@ -477,6 +479,37 @@ static const QLinear *fwd_qlin(const Forward *f, int64_t l, Proj p) {
     return f->ov && f->ov->lin ? f->ov->lin[l * PROJ_COUNT + p] : NULL;
 }
 
+/* The n projections ps of layer l that read the same x (T, n_in) (a phase:
+ * q/k/v or gate/up), projection i into columns [col[i], + n_out) of y (T
+ * rows, stride ldy): the model's own weights one GEMM each, the overlay's
+ * QLinears through qlinear_forward_shared (one activation quantization and
+ * one pool dispatch where their kernels allow), the same bits as fwd_linear
+ * on each. */
+static void fwd_linear_phase(Forward *f, int64_t l, const Proj *ps, const int64_t *col, int n, const float *x,
+                             int64_t T, float *y, int64_t ldy) {
+    const LayerWeights *L = &f->m->layers[l];
+    const QLinear *ql[3];
+    float *out[3];
+    int64_t qcol[3], off = 0;
+    int nq = 0;
+    for (int i = 0; i < n; i++) {
+        const QLinear *q = fwd_qlin(f, l, ps[i]);
+        if (!q) {
+            fwd_gemm_w(f, T, &L->proj[ps[i]], L->proj[ps[i]].n_out, x, 0, y + col[i], ldy);
+            continue;
+        }
+        ql[nq] = q;
+        out[nq] = f->tmp + off * T;
+        qcol[nq++] = col[i];
+        off += q->n_out;
+    }
+    if (!nq) return;
+    qlinear_forward_shared(ql, nq, x, T, f->pos, out, f->pool); /* skip-first ranges need the position */
+    for (int i = 0; i < nq; i++)
+        for (int64_t t = 0; t < T; t++)
+            memcpy(y + t * ldy + qcol[i], out[i] + t * ql[i]->n_out, (size_t)ql[i]->n_out * sizeof(float));
+}
+
 static void fwd_tap(const Taps *taps, int64_t l, TapPoint pt, const float *x, int64_t T, int64_t w,
                     const int32_t *tokens, int64_t pos0) {
     if (taps && taps->fn && (taps->mask == 0 || (taps->mask >> pt) & 1u))
@@ -565,10 +598,9 @@ static void fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, c
     if (f->fuse_qkv[l]) {
         fwd_gemm_w(f, T, &L->proj[PROJ_Q], f->qkv_w, f->xn, 0, f->qkv, f->qkv_w);
     } else {
-        fwd_linear(f, &L->proj[PROJ_Q], fwd_qlin(f, l, PROJ_Q), f->xn, T, f->qkv, f->qkv_w, 0);
-        fwd_linear(f, &L->proj[PROJ_K], fwd_qlin(f, l, PROJ_K), f->xn, T, f->qkv + f->q_dim, f->qkv_w, 0);
-        fwd_linear(f, &L->proj[PROJ_V], fwd_qlin(f, l, PROJ_V), f->xn, T,
-                   f->qkv + f->q_dim + f->kv_dim, f->qkv_w, 0);
+        static const Proj qkv[3] = {PROJ_Q, PROJ_K, PROJ_V};
+        const int64_t col[3] = {0, f->q_dim, f->q_dim + f->kv_dim};
+        fwd_linear_phase(f, l, qkv, col, 3, f->xn, T, f->qkv, f->qkv_w);
     }
     RowJob rj = {f, NULL, NULL, NULL, T, l};
     pool_for(f->pool, T, grain, fwd_rope_rows, &rj);
@@ -583,8 +615,9 @@ static void fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, c
     if (f->fuse_gu[l]) {
         fwd_gemm_w(f, T, &L->proj[PROJ_GATE], h2, f->xn, 0, f->gu, h2);
     } else {
-        fwd_linear(f, &L->proj[PROJ_GATE], fwd_qlin(f, l, PROJ_GATE), f->xn, T, f->gu, h2, 0);
-        fwd_linear(f, &L->proj[PROJ_UP], fwd_qlin(f, l, PROJ_UP), f->xn, T, f->gu + f->hidden, h2, 0);
+        static const Proj gu[2] = {PROJ_GATE, PROJ_UP};
+        const int64_t col[2] = {0, f->hidden};
+        fwd_linear_phase(f, l, gu, col, 2, f->xn, T, f->gu, h2);
     }
     RowJob sj = {f, NULL, NULL, NULL, T, l};
     pool_for(f->pool, T, grain, fwd_swiglu_rows, &sj);

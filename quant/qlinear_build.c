@@ -93,6 +93,110 @@ void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t po
     else l->ops->forward(l, x, T, y, pool);
 }
 
+/* 1 when a and b quantize the same input to the same codes and scales. */
+static int ql_same_input(const QlImpl *a, const QlImpl *b) {
+    if (a->kind != b->kind || a->aq.fmt != b->aq.fmt || a->aq.per_token != b->aq.per_token ||
+        a->aq.is_static != b->aq.is_static || a->aq.skip_first != b->aq.skip_first ||
+        (a->aq.is_static && a->aq.static_absmax != b->aq.static_absmax))
+        return 0;
+    if (a->kind == QL_W8A8) return a->i8.kp == b->i8.kp;
+    if (a->kind == QL_W4A8) return a->w4.kp == b->w4.kp;
+    return a->aq.fmt != ACTQ_NONE; /* weight-only: only a fake-quantized input is worth sharing */
+}
+
+/* Layers ls[g[0..ng)] (built here, ql_same_input pairwise) on their shared input. */
+static void ql_run_group(const QLinear *const *ls, const int *g, int ng, const float *x, int64_t T, int64_t pos0,
+                         float *const *ys, Pool *pool) {
+    const QLinear *l0 = ls[g[0]];
+    const QlImpl *im0 = l0->impl;
+    int64_t k = l0->n_in;
+    if (im0->kind == QL_W8A8) {
+        int64_t kp = im0->i8.kp;
+        int8_t *A = malloc((size_t)(T * kp));
+        float *as = malloc((size_t)T * sizeof *as);
+        ASSERT(A && as);
+        actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
+        if (T <= I8GEMM_JOB_ROWS) {
+            I8GemmJob job[QLINEAR_SHARED_MAX];
+            PoolPart part[QLINEAR_SHARED_MAX];
+            for (int i = 0; i < ng; i++) {
+                const QLinear *l = ls[g[i]];
+                const QlImpl *im = l->impl;
+                part[i] = (PoolPart){i8gemm_job_run, &job[i],
+                                     i8gemm_job_init(&job[i], &im->i8, A, T, kp, as, ys[g[i]], l->n_out)};
+            }
+            pool_for_parts(pool, part, ng, 1);
+        } else {
+            for (int i = 0; i < ng; i++) {
+                const QLinear *l = ls[g[i]];
+                i8gemm(&((const QlImpl *)l->impl)->i8, A, T, kp, as, ys[g[i]], l->n_out, pool);
+            }
+        }
+        free(A);
+        free(as);
+        return;
+    }
+    if (im0->kind == QL_W4A8) {
+        int64_t kp = im0->w4.kp;
+        int8_t *A = malloc((size_t)(2 * T * kp));
+        int32_t *corr = malloc((size_t)(T * (kp / 16)) * sizeof *corr);
+        float *as = malloc((size_t)T * sizeof *as);
+        ASSERT(A && corr && as);
+        int8_t *Ap = A + T * kp;
+        actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
+        w4a8_act_prep(A, T, kp, Ap, corr);
+        W4a8Job job[QLINEAR_SHARED_MAX];
+        PoolPart part[QLINEAR_SHARED_MAX];
+        int64_t grain = 1;
+        for (int i = 0; i < ng; i++) {
+            const QlImpl *im = ls[g[i]]->impl;
+            int64_t gi;
+            part[i] = (PoolPart){w4a8_gemm_job_run, &job[i],
+                                 w4a8_gemm_job_init(&job[i], &im->w4, Ap, corr, as, T, ys[g[i]], &gi)};
+            if (gi > grain) grain = gi;
+        }
+        pool_for_parts(pool, part, ng, grain);
+        free(A);
+        free(corr);
+        free(as);
+        return;
+    }
+    /* weight-only kernels behind the same fake-quantized input */
+    float *xq = malloc((size_t)(T * k) * sizeof *xq);
+    ASSERT(xq != NULL);
+    actq_fake(&im0->aq, x, T, k, pos0, xq, pool);
+    for (int i = 0; i < ng; i++) {
+        Err err;
+        Status st = wq_gemm(&((const QlImpl *)ls[g[i]]->impl)->wq, xq, T, ys[g[i]], pool, &err);
+        ASSERT(st == ST_OK); /* only fails on a failed tile allocation */
+    }
+    free(xq);
+}
+
+void qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
+                            float *const *ys, Pool *pool) {
+    ASSERT(n >= 0 && n <= QLINEAR_SHARED_MAX);
+    if (T <= 0) return;
+    unsigned char done[QLINEAR_SHARED_MAX] = {0};
+    for (int i = 0; i < n; i++) {
+        if (done[i]) continue;
+        const QLinear *l = ls[i];
+        ASSERT(l->n_in == ls[0]->n_in);
+        const QlImpl *im = l->ops == &ql_ops ? l->impl : NULL;
+        if (!im || !ql_same_input(im, im)) { /* not built here, or nothing to share */
+            qlinear_forward_pos(l, x, T, pos0, ys[i], pool);
+            continue;
+        }
+        int g[QLINEAR_SHARED_MAX], ng = 0;
+        for (int j = i; j < n; j++)
+            if (!done[j] && ls[j]->ops == &ql_ops && ql_same_input(im, ls[j]->impl)) {
+                g[ng++] = j;
+                done[j] = 1;
+            }
+        ql_run_group(ls, g, ng, x, T, pos0, ys, pool);
+    }
+}
+
 const char *qlinear_kernel_name(const QLinear *l) {
     return l->ops == &ql_ops ? ((const QlImpl *)l->impl)->name : "external";
 }

@@ -58,6 +58,21 @@ void qlinear_free(QLinear *l);
  * its ops->forward. Same contract as qlinear_forward otherwise. */
 void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool);
 
+/* Most layers qlinear_forward_shared takes at once (a layer phase: q/k/v, gate/up). */
+#define QLINEAR_SHARED_MAX 8
+
+/* ys[i] (T, ls[i]->n_out) = x (T, n_in) · W_iᵀ for n <= QLINEAR_SHARED_MAX
+ * layers reading the same input x (rows at positions pos0 ..), bit for bit
+ * what n qlinear_forward_pos calls give, with fewer hand-offs: layers built
+ * here with the same kernel family and the same activation quantization
+ * (format, granularity, static range, skip-first, padded width) quantize x
+ * once between them (int8 codes and scales, W4A8's reordered copy, or the
+ * fake-quantized rows), and their W8A8 / W4A8 products run in one pool
+ * dispatch (W8A8 for T <= I8GEMM_JOB_ROWS; more rows run per layer). Other
+ * layers run as qlinear_forward_pos does. Every ls[i]->n_in must be the same. */
+void qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
+                            float *const *ys, Pool *pool);
+
 /* Returns the kernel a layer built here runs ("w8a8", "wq-int4", "fp8-e4m3",
  * "fp16", ...; static), or "external" for other QLinears. */
 const char *qlinear_kernel_name(const QLinear *l);

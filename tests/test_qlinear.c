@@ -206,6 +206,69 @@ static void test_activations(const float *W, Pool *pool) {
     check_layer(W, 48, 256, w8, &e5, 9, 0, "wq-int8", pool);
 }
 
+/* qlinear_forward_shared gives each layer exactly qlinear_forward_pos's bits,
+ * whatever mix of kernels and activation settings reads the one input. */
+static void check_shared(const float *W, const QParams *ps, const ActQuant *const *aqs, const int64_t *ns, int n,
+                         int64_t T, int64_t pos0, Pool *pool) {
+    Err err;
+    const int64_t k = 256;
+    QLinear *ls[QLINEAR_SHARED_MAX];
+    float *ys[QLINEAR_SHARED_MAX], *yr = malloc((size_t)(T * 48) * 4), *x = malloc((size_t)(T * k) * 4);
+    CHECK(yr && x);
+    for (int64_t i = 0; i < T * k; i++) x[i] = rng_uniform() * 2.0f;
+    if (T > 1) x[5] = 30.0f; /* a spike in token 0 */
+    for (int i = 0; i < n; i++) {
+        QTensor q;
+        CHECK_OK(rtn_quantize(W, ns[i], k, &ps[i], &q, &err), err);
+        CHECK_OK(qlinear_new_from_qtensor(&q, aqs[i], &ls[i], &err), err);
+        qtensor_done(&q);
+        ys[i] = malloc((size_t)(T * ns[i]) * 4);
+        CHECK(ys[i] != NULL);
+    }
+    qlinear_forward_shared((const QLinear *const *)ls, n, x, T, pos0, ys, pool);
+    for (int i = 0; i < n; i++) {
+        qlinear_forward_pos(ls[i], x, T, pos0, yr, pool);
+        CHECKF(memcmp(yr, ys[i], (size_t)(T * ns[i]) * 4) == 0, "shared: layer %d of %d (%s) T=%lld pos0=%lld", i, n,
+               qlinear_kernel_name(ls[i]), (long long)T, (long long)pos0);
+        qlinear_free(ls[i]);
+        free(ys[i]);
+    }
+    free(yr);
+    free(x);
+}
+
+static void test_shared(const float *W, Pool *pool) {
+    ActQuant tok = {ACTQ_INT8, 1, 0, 0, 0}, ten = {ACTQ_INT8, 0, 0, 0, 0}, skip = {ACTQ_INT8, 0, 0, 0, 1};
+    ActQuant st = {ACTQ_INT8, 0, 1, 1.5f, 0}, st2 = {ACTQ_INT8, 0, 1, 2.5f, 0}, e4 = {ACTQ_FP8_E4M3, 1, 0, 0, 0};
+    QParams w8 = {QF_INT8, 1, GROUP_OC, 0}, w4 = {QF_INT4, 1, GROUP_OC, 64}, w4a = {QF_INT4, 0, GROUP_OC, 64};
+    QParams f16 = {QF_F16, 1, GROUP_TENSOR, 0};
+    static const int64_t T[] = {1, 9, 200}; /* 200: W8A8 beyond one job's rows */
+    for (int t = 0; t < 3; t++) {
+        /* q/k/v-like: three W8A8, then two W4A8 */
+        const QParams p1[] = {w8, w8, w8};
+        const ActQuant *a1[] = {&tok, &tok, &tok};
+        const int64_t n1[] = {48, 16, 16};
+        check_shared(W, p1, a1, n1, 3, T[t], 0, pool);
+        const QParams p2[] = {w4, w4};
+        const ActQuant *a2[] = {&tok, &tok};
+        const int64_t n2[] = {48, 32};
+        check_shared(W, p2, a2, n2, 2, T[t], 0, pool);
+        /* a mix: groups form across the list, the rest run alone */
+        const QParams p3[] = {w8, w4, w8, w4a, f16, w4a, w8, f16};
+        const ActQuant *a3[] = {&tok, &tok, &ten, &tok, NULL, &tok, &tok, &e4};
+        const int64_t n3[] = {48, 32, 16, 48, 8, 16, 40, 24};
+        check_shared(W, p3, a3, n3, 8, T[t], 3, pool);
+        /* skip-first at and after position 0; static ranges, shared only when equal */
+        const QParams p4[] = {w8, w8, w4, w4};
+        const ActQuant *a4[] = {&skip, &skip, &skip, &skip};
+        const int64_t n4[] = {48, 16, 32, 32};
+        check_shared(W, p4, a4, n4, 4, T[t], 0, pool);
+        check_shared(W, p4, a4, n4, 4, T[t], 12, pool);
+        const ActQuant *a5[] = {&st, &st2, &st, &st2};
+        check_shared(W, p4, a5, n4, 4, T[t], 0, pool);
+    }
+}
+
 static void test_errors(const float *W) {
     Err err;
     QTensor q;
@@ -249,6 +312,8 @@ int main(void) {
     test_weight_only(W, pool);
     test_weight_only(W, NULL);
     test_activations(W, pool);
+    test_shared(W, pool);
+    test_shared(W, NULL);
     test_errors(W);
     free(W);
     pool_free(pool);
