@@ -36,6 +36,20 @@ void sgemm_mul_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, 
                 B, (int)ldb, beta, C, (int)ldc);
 }
 
+void sgemm_mul_tn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+              int64_t ldb, float beta, float *C, int64_t ldc) {
+    sgemm_check_dims(M, N, K, lda, ldb, ldc);
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda,
+                B, (int)ldb, beta, C, (int)ldc);
+}
+
+void ssyrk_upper_tn(int64_t n, int64_t k, const float *A, int64_t lda, float beta, float *C, int64_t ldc) {
+    sgemm_check_dims(n, n, k, lda, ldc, 0);
+    if (n == 0) return;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)k, 1.0f, A, (int)lda, beta, C, (int)ldc);
+}
+
 void sgemm_mul_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                   int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < M; i++)

@@ -22,6 +22,17 @@ void sgemm_mul_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, 
 void sgemm_mul_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
               int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* C (M, N) = Aᵀ · B + beta·C with A stored (K, M) and B (K, N): a product of
+ * column slices of row-major matrices, e.g. a block of the Gram matrix XᵀX of
+ * activations X (T, w) without transposing X. Same rules. */
+void sgemm_mul_tn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+              int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* The upper triangle (j >= i) of C (n, n) = Aᵀ · A + beta·C, A stored (k, n):
+ * a symmetric rank-k update; elements below the diagonal are not touched.
+ * Same rules as sgemm_mul_nt. */
+void ssyrk_upper_tn(int64_t n, int64_t k, const float *A, int64_t lda, float beta, float *C, int64_t ldc);
+
 /* Scalar twins (double accumulation), for tests. */
 void sgemm_mul_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                   int64_t ldb, float beta, float *C, int64_t ldc);

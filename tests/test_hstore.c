@@ -17,6 +17,7 @@
 #include "analysis/hstore.h"
 #include "core/pool.h"
 #include "kernels/cpu.h"
+#include "kernels/sgemm.h"
 #include "testlib.h"
 
 static uint64_t rng_state = 0x1234567u;
@@ -233,6 +234,75 @@ static void test_disk_full(void) {
     rmdir(mnt);
 }
 
+/* Batches as long as calibration's (T = 1100 rows, more than one K block of
+ * the GEMMs) on a width spanning a full and a partial panel: every element of
+ * H within (T + 2)·2⁻²⁴·Σ|x_i x_j| of the float64 sum, on this CPU's path and
+ * on the OpenBLAS path (run with one OpenBLAS thread: its products round
+ * differently with its thread count, within the same bound); the bytes do
+ * not depend on the pool's size. */
+static void test_long_batches(Pool *pool) {
+    enum { LT = 1100, LB = 2, LW = 450 };
+    const int64_t lw[HSTORE_TAPS] = {8, 8, 8, LW};
+    Err err;
+    err_init(&err);
+    float *x = malloc(sizeof(float) * LB * LT * LW);
+    for (int i = 0; i < LB * LT * LW; i++) x[i] = gauss() * (i % 11 == 3 ? 40.0f : 1.0f);
+    double *ref = calloc((size_t)LW * LW, sizeof(double)), *abs_ref = calloc((size_t)LW * LW, sizeof(double));
+    for (int r = 0; r < LB * LT; r++)
+        for (int i = 0; i < LW; i++)
+            for (int j = i; j < LW; j++) {
+                double p = (double)x[r * LW + i] * x[r * LW + j];
+                ref[i * LW + j] += p;
+                abs_ref[i * LW + j] += fabs(p);
+            }
+    double *H = malloc(sizeof(double) * LW * LW);
+    setenv("QS_H_RAM_MB", "64", 1);
+    for (int path = 0; path < 2; path++) {
+        if (path == 1) {
+            setenv("QS_CPU", "scalar", 1);
+            cpu_refresh();
+        }
+        int blas_threads = sgemm_threads();
+        if (path == 1) sgemm_set_threads(1);
+        for (int run = 0; run < 2; run++) {
+            const char *p = tpath(run ? "long2.h64" : "long1.h64");
+            HStore hs;
+            CHECK_OK(hstore_create(&hs, p, 1, lw, LT, run ? pool : NULL, &err), err);
+            for (int b = 0; b < LB; b++)
+                for (int t = 0; t < HSTORE_TAPS; t++) hstore_add(&hs, 0, t, x + (size_t)b * LT * LW, LT);
+            CHECK_OK(hstore_finish(&hs, 7, &err), err);
+            hstore_close(&hs);
+        }
+        sgemm_set_threads(blas_threads);
+        CHECKF(files_equal(tpath("long1.h64"), tpath("long2.h64")), "%s path: H depends on the pool's size",
+               path ? "OpenBLAS" : cpu_describe());
+        HStore hs;
+        CHECK_OK(hstore_open(&hs, tpath("long1.h64"), 7, 1, lw, &err), err);
+        CHECK_OK(hstore_load_f64(&hs, 0, HSTORE_TAPS - 1, H, &err), err);
+        hstore_close(&hs);
+        const double bound = (LT + 2) * 0x1p-24;
+        double worst = 0;
+        for (int i = 0; i < LW; i++)
+            for (int j = i; j < LW; j++) {
+                double e = fabs(H[i * LW + j] - ref[i * LW + j]) / abs_ref[i * LW + j];
+                worst = e > worst ? e : worst;
+                CHECKF(e <= bound, "H[%d][%d] %.9g vs %.9g: %.3g > %.3g", i, j, H[i * LW + j], ref[i * LW + j], e,
+                       bound);
+            }
+        printf("  %d x %d rows, width %d (%s): worst |error| / Σ|x_i x_j| = %.2e (bound %.2e)\n", LB, LT, LW,
+               path ? "OpenBLAS ssyrk/sgemm panels" : cpu_describe(), worst, bound);
+        unlink(tpath("long1.h64"));
+        unlink(tpath("long2.h64"));
+    }
+    unsetenv("QS_CPU");
+    cpu_refresh();
+    unsetenv("QS_H_RAM_MB");
+    free(x);
+    free(ref);
+    free(abs_ref);
+    free(H);
+}
+
 /* The layered store (layer-streamed calibration): every batch of layer l,
  * then hstore_layer_done(l). With one layer's float64 sums in RAM it writes
  * the same bytes as the all-layers float64 store; under a RAM limit too small
@@ -290,6 +360,7 @@ int main(void) {
     const int64_t w7[HSTORE_TAPS] = {4096, 4096, 4096, 11008};
     CHECK(hstore_bytes(32, w7) < (size_t)11500000000ull);
     test_accuracy(pool);
+    test_long_batches(pool);
     test_layered(pool);
     test_header_and_checksums();
     test_disk_full();
