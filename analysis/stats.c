@@ -270,9 +270,68 @@ __attribute__((target("avx512f"))) static void act_err_row_avx512(
     if (n16 < n) act_err_row_sse2(x + n16, n - n16, s, inv, err);
 }
 
+/* AVX2 (CPUs without AVX-512, e.g. Zen 3): the SSE2 lane operations 8 wide;
+ * "avx2" without "fma", so no multiply-add is contracted and every lane
+ * rounds as act_quant does. Where it ran 4 wide it was 5 % of a calibration
+ * without H on the tinyllama synth. */
+#define T256 __attribute__((target("avx2")))
+T256 static inline __m256 avx2_fp8(__m256 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), mx = _mm256_set1_ps(maxv), mag = _mm256_set1_ps(RNE_MAGIC);
+    __m256 a = _mm256_min_ps(_mm256_andnot_ps(sign, y), mx);
+    __m256i b = _mm256_castps_si256(a);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, drop), _mm256_set1_epi32(1));
+    b = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32((int)((1u << (drop - 1)) - 1u)), odd));
+    b = _mm256_and_si256(b, _mm256_set1_epi32((int)~((1u << drop) - 1u)));
+    __m256 rn = _mm256_castsi256_ps(b);
+    __m256 rs = _mm256_mul_ps(
+        _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(a, _mm256_set1_ps(inv_sub)), mag), mag), _mm256_set1_ps(sub_step));
+    __m256 sel = _mm256_cmp_ps(a, _mm256_set1_ps(min_normal), _CMP_LT_OQ);
+    __m256 r = _mm256_min_ps(_mm256_blendv_ps(rn, rs, sel), mx);
+    return _mm256_or_ps(r, _mm256_and_ps(sign, y));
+}
+
+T256 static void act_err_row_avx2(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                                  const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT],
+                                  double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
+    int64_t n8 = n & ~(int64_t)7;
+    __m256 acc[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm256_setzero_ps();
+    const __m256 mag = _mm256_set1_ps(RNE_MAGIC), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            __m256 y = _mm256_mul_ps(v, _mm256_set1_ps(inv[AQ_INT8][m]));
+            y = _mm256_max_ps(_mm256_min_ps(y, hi), lo);
+            __m256 q = _mm256_mul_ps(_mm256_sub_ps(_mm256_add_ps(y, mag), mag), _mm256_set1_ps(s[AQ_INT8][m]));
+            __m256 d = _mm256_sub_ps(v, q);
+            acc[AQ_INT8][m] = _mm256_add_ps(acc[AQ_INT8][m], _mm256_mul_ps(d, d));
+            y = _mm256_mul_ps(v, _mm256_set1_ps(inv[AQ_FP8_E4M3][m]));
+            q = _mm256_mul_ps(avx2_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm256_set1_ps(s[AQ_FP8_E4M3][m]));
+            d = _mm256_sub_ps(v, q);
+            acc[AQ_FP8_E4M3][m] = _mm256_add_ps(acc[AQ_FP8_E4M3][m], _mm256_mul_ps(d, d));
+            y = _mm256_mul_ps(v, _mm256_set1_ps(inv[AQ_FP8_E5M2][m]));
+            q = _mm256_mul_ps(avx2_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f),
+                              _mm256_set1_ps(s[AQ_FP8_E5M2][m]));
+            d = _mm256_sub_ps(v, q);
+            acc[AQ_FP8_E5M2][m] = _mm256_add_ps(acc[AQ_FP8_E5M2][m], _mm256_mul_ps(d, d));
+        }
+    }
+    for (int f = 0; f < AQ_FMT_COUNT; f++)
+        for (int m = 0; m < ACT_MODE_COUNT; m++) {
+            float t[8];
+            _mm256_storeu_ps(t, acc[f][m]);
+            double e = 0;
+            for (int k = 0; k < 8; k++) e += t[k];
+            err[f][m] += e;
+        }
+    if (n8 < n) act_err_row_sse2(x + n8, n - n8, s, inv, err);
+}
+
 void act_err_row(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
                  const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
     if (cpu_has_avx512f()) act_err_row_avx512(x, n, s, inv, err);
+    else if (cpu_has_avx2()) act_err_row_avx2(x, n, s, inv, err);
     else act_err_row_sse2(x, n, s, inv, err);
 }
 
