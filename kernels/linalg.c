@@ -19,7 +19,15 @@ int linalg_cholesky_lower(double *A, int64_t n) {
     int nn = (int)n, info = 0;
     dpotrf_("U", &nn, A, &nn, &info);
     ASSERT(info >= 0);
-    return info;
+    if (info) return info;
+    /* OpenBLAS's potrf tests a pivot with `ajj <= 0`, which a NaN passes: a
+     * NaN (or inf) in the lower triangle comes back as a "factor" full of
+     * NaNs and info 0. Every entry of row i reaches L[i][i] (through
+     * L[i][k]^2), so a pivot that is not > 0 names the first bad minor, as
+     * the blocked path and linalg_cholesky_lower_ref do. */
+    for (int64_t j = 0; j < n; j++)
+        if (!(A[j * n + j] > 0)) return (int)(j + 1);
+    return 0;
 }
 
 int linalg_cholesky_lower_ref(double *A, int64_t n) {
