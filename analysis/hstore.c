@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "core/dist.h"
+#include "kernels/cpu.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 
@@ -31,7 +32,7 @@ struct HStoreAux {
     float *xt;               /* (max width, max_T) the batch transposed (AVX-512 path only) */
     float *blk;              /* (n_threads, HB * max width) GEMM output per thread; OpenBLAS: (PB, max width) */
     int n_threads;
-    struct GemmWork *gw;     /* NULL: no AVX-512 GEMM here (OpenBLAS, one thread at a time) */
+    struct GemmWork *gw;     /* NULL: no AVX-512 GEMM here (OpenBLAS, add_blas) */
     uint64_t *sums;          /* (n_layers * 4) checksum of each stored matrix */
     unsigned char *verified; /* (n_layers * 4) checksum checked once */
     int dfd;                 /* layered: the file opened O_DIRECT for the layer writes, -1: none */
@@ -221,7 +222,9 @@ static Status hstore_create_mode(HStore *hs, const char *path, int64_t n_layers,
         st = err_set(err, ST_ERR_NOMEM, "%s: H staging buffers", path);
         goto fail;
     }
-    if (gemm_f32_available()) {
+    /* the own GEMM's tiles where AVX-512 runs them; else OpenBLAS's ssyrk in
+     * fixed 384-row panels (add_blas), faster than the AVX2 dot kernel here */
+    if (cpu_has_avx512f()) {
         if ((st = gemm_work_new(a->n_threads, &a->gw, err))) goto fail;
         if (!(a->xt = core_alloc_aligned((size_t)wmax * (size_t)max_T, sizeof(float)))) {
             st = err_set(err, ST_ERR_NOMEM, "%s: H staging buffers", path);

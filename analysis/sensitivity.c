@@ -339,7 +339,7 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
         max_out = (size_t)w->n_out > max_out ? (size_t)w->n_out : max_out;
     }
     /* Cells run in parallel, one per thread, each with its own GEMMs; without
-     * the AVX-512 kernel OpenBLAS runs them (its own threads) one at a time. */
+     * the own GEMM OpenBLAS runs them (its own threads) one at a time. */
     int nt = pool ? pool_size(pool) : 1;
     if (h && !gemm_f32_available()) nt = 1;
     float *Hf = h ? core_alloc_aligned(max_in * max_in, sizeof(float)) : NULL;

@@ -1,6 +1,7 @@
 #include "kernels/f32gemm.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,6 @@ void gemm_work_free(GemmWork *w) {
     free(w);
 }
 
-int gemm_f32_available(void) { return cpu_has_avx512f(); }
 
 /* === AVX-512 packing === */
 
@@ -343,6 +343,207 @@ static void gemm_small_512(int64_t M, int64_t N, int64_t K, const float *A, int6
     else gemm_small_f32(M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* Every dispatch level has an own GEMM: OpenBLAS's sgemm is not one to use
+ * where results must not move, since the bits of a C element depend on the
+ * call's shape and thread count (which edge kernel and which thread's
+ * partition computed it): a fused q/k/v product then differs from the
+ * separate ones, and a pool of 2 from a pool of 1. */
+int gemm_f32_available(void) { return 1; }
+
+/* === AVX2 and portable kernels ===
+ * Without AVX-512 each C element is one dot product in a fixed order that
+ * nothing but K decides: lane l (0..7) sums, by fused multiply-add,
+ * A[k]·B[k] for k = l (mod 8) below K8 = K rounded down to 8; the lanes
+ * are added as ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)); then k = K8..K-1 in
+ * order, by fused multiply-add; then + C when beta is non-zero. _nn sums
+ * k = 0..K-1 in order by fused multiply-add per element. So a C element has
+ * the same bits whatever the partition (columns per thread, fused or
+ * separate weights, M), and the AVX2 and portable code give the same bits. */
+
+static inline float bt_load1(const void *B, int bt, int64_t p) {
+    if (bt == BT_F16) return fp16_to_f32(((const uint16_t *)B)[p]);
+    if (bt == BT_BF16) return bf16_to_f32(((const uint16_t *)B)[p]);
+    return ((const float *)B)[p];
+}
+
+static inline float lanes_sum(const float l[8]) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+static void dot_nt_portable(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt,
+                            int64_t ldb, float beta, float *C, int64_t ldc) {
+    int64_t k8 = K & ~(int64_t)7;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            const float *a = A + i * lda;
+            int64_t b0 = j * ldb;
+            float l[8] = {0};
+            for (int64_t k = 0; k < k8; k += 8)
+                for (int q = 0; q < 8; q++) l[q] = fmaf(a[k + q], bt_load1(B, bt, b0 + k + q), l[q]);
+            float s = lanes_sum(l);
+            for (int64_t k = k8; k < K; k++) s = fmaf(a[k], bt_load1(B, bt, b0 + k), s);
+            C[i * ldc + j] = beta != 0.0f ? C[i * ldc + j] + s : s;
+        }
+}
+
+#define T2 __attribute__((target("avx2,fma,f16c")))
+
+T2 AI static inline __m256 ld8(const void *B, int bt, int64_t p) {
+    if (bt == BT_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)B + p)));
+    if (bt == BT_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)B + p))), 16));
+    return _mm256_loadu_ps((const float *)B + p);
+}
+
+T2 AI static inline float hsum8(__m256 v) {
+    float l[8];
+    _mm256_storeu_ps(l, v);
+    return lanes_sum(l);
+}
+
+/* Rows of A in fours against rows of B in threes: 12 accumulators, 7 loads
+ * per 12 FMAs; A in blocks of DOT_MB rows (kept in L2) swept across all of B. */
+#define DOT_MB 48
+
+T2 AI static inline void dot_nt_avx2_t(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                                       int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
+    int64_t k8 = K & ~(int64_t)7;
+    for (int64_t i0 = 0; i0 < M; i0 += DOT_MB) {
+        int64_t i1 = M - i0 < DOT_MB ? M : i0 + DOT_MB;
+        for (int64_t j = 0; j < N; j += 3) {
+            int64_t nb = N - j < 3 ? N - j : 3;
+            int64_t p0 = j * ldb, p1 = nb > 1 ? p0 + ldb : p0, p2 = nb > 2 ? p0 + 2 * ldb : p0;
+            for (int64_t i = i0; i < i1; i += 4) {
+                int64_t mb = i1 - i < 4 ? i1 - i : 4;
+                const float *a0 = A + i * lda, *a1 = mb > 1 ? a0 + lda : a0, *a2 = mb > 2 ? a0 + 2 * lda : a0,
+                            *a3 = mb > 3 ? a0 + 3 * lda : a0;
+                __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s10 = s00, s11 = s00, s12 = s00, s20 = s00,
+                       s21 = s00, s22 = s00, s30 = s00, s31 = s00, s32 = s00;
+                for (int64_t k = 0; k < k8; k += 8) {
+                    __m256 b0 = ld8(B, bt, p0 + k), b1 = ld8(B, bt, p1 + k), b2 = ld8(B, bt, p2 + k);
+                    __m256 x = _mm256_loadu_ps(a0 + k);
+                    s00 = _mm256_fmadd_ps(x, b0, s00);
+                    s01 = _mm256_fmadd_ps(x, b1, s01);
+                    s02 = _mm256_fmadd_ps(x, b2, s02);
+                    x = _mm256_loadu_ps(a1 + k);
+                    s10 = _mm256_fmadd_ps(x, b0, s10);
+                    s11 = _mm256_fmadd_ps(x, b1, s11);
+                    s12 = _mm256_fmadd_ps(x, b2, s12);
+                    x = _mm256_loadu_ps(a2 + k);
+                    s20 = _mm256_fmadd_ps(x, b0, s20);
+                    s21 = _mm256_fmadd_ps(x, b1, s21);
+                    s22 = _mm256_fmadd_ps(x, b2, s22);
+                    x = _mm256_loadu_ps(a3 + k);
+                    s30 = _mm256_fmadd_ps(x, b0, s30);
+                    s31 = _mm256_fmadd_ps(x, b1, s31);
+                    s32 = _mm256_fmadd_ps(x, b2, s32);
+                }
+                float r[4][3] = {{hsum8(s00), hsum8(s01), hsum8(s02)},
+                                 {hsum8(s10), hsum8(s11), hsum8(s12)},
+                                 {hsum8(s20), hsum8(s21), hsum8(s22)},
+                                 {hsum8(s30), hsum8(s31), hsum8(s32)}};
+                for (int64_t ii = 0; ii < mb; ii++)
+                    for (int64_t jj = 0; jj < nb; jj++) {
+                        const float *a = A + (i + ii) * lda;
+                        int64_t p = (j + jj) * ldb;
+                        float s = r[ii][jj];
+                        for (int64_t k = k8; k < K; k++) s = fmaf(a[k], bt_load1(B, bt, p + k), s);
+                        float *c = C + (i + ii) * ldc + j + jj;
+                        *c = beta != 0.0f ? *c + s : s;
+                    }
+            }
+        }
+    }
+}
+
+T2 static void dot_nt_avx2_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                               int64_t ldb, float beta, float *C, int64_t ldc) {
+    dot_nt_avx2_t(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+}
+T2 static void dot_nt_avx2_f16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                               int64_t ldb, float beta, float *C, int64_t ldc) {
+    dot_nt_avx2_t(M, N, K, A, lda, B, BT_F16, ldb, beta, C, ldc);
+}
+T2 static void dot_nt_avx2_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+                                int64_t ldb, float beta, float *C, int64_t ldc) {
+    dot_nt_avx2_t(M, N, K, A, lda, B, BT_BF16, ldb, beta, C, ldc);
+}
+
+/* C = A·Bᵀ with B (N, K) of type bt, in the fixed order above. */
+static void dot_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt, int64_t ldb,
+                   float beta, float *C, int64_t ldc) {
+    if (!cpu_has_avx2() || (bt == BT_F16 && !cpu_has_f16c()))
+        dot_nt_portable(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+    else if (bt == BT_F16) dot_nt_avx2_f16(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else if (bt == BT_BF16) dot_nt_avx2_bf16(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else dot_nt_avx2_f32(M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Rows of A in fours against 16 columns of B: 8 accumulators, each element
+ * summed over k in order; columns past the last 8 by fmaf (the same bits). */
+T2 static void dot_nn_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc) {
+    int64_t n8 = N & ~(int64_t)7;
+    /* the B panel (K x 16) stays in L1 while all rows of A sweep it */
+    for (int64_t j = 0; j < n8; j += 16)
+        for (int64_t i = 0; i < M; i += 4) {
+            int64_t mb = M - i < 4 ? M - i : 4;
+            const float *a0 = A + i * lda, *a1 = mb > 1 ? a0 + lda : a0, *a2 = mb > 2 ? a0 + 2 * lda : a0,
+                        *a3 = mb > 3 ? a0 + 3 * lda : a0;
+            int two = j + 16 <= n8;
+            int64_t jb = two ? j + 8 : j; /* one column block: the second accumulators repeat the first */
+            __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00,
+                   s31 = s00;
+            for (int64_t k = 0; k < K; k++) {
+                __m256 b0 = _mm256_loadu_ps(B + k * ldb + j), b1 = _mm256_loadu_ps(B + k * ldb + jb);
+                __m256 x = _mm256_broadcast_ss(a0 + k);
+                s00 = _mm256_fmadd_ps(x, b0, s00);
+                s01 = _mm256_fmadd_ps(x, b1, s01);
+                x = _mm256_broadcast_ss(a1 + k);
+                s10 = _mm256_fmadd_ps(x, b0, s10);
+                s11 = _mm256_fmadd_ps(x, b1, s11);
+                x = _mm256_broadcast_ss(a2 + k);
+                s20 = _mm256_fmadd_ps(x, b0, s20);
+                s21 = _mm256_fmadd_ps(x, b1, s21);
+                x = _mm256_broadcast_ss(a3 + k);
+                s30 = _mm256_fmadd_ps(x, b0, s30);
+                s31 = _mm256_fmadd_ps(x, b1, s31);
+            }
+            __m256 r[4][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
+            for (int64_t ii = 0; ii < mb; ii++)
+                for (int h = 0; h < 1 + two; h++) {
+                    float *c = C + (i + ii) * ldc + j + 8 * h;
+                    __m256 v = r[ii][h];
+                    if (beta != 0.0f) v = _mm256_add_ps(_mm256_loadu_ps(c), v);
+                    _mm256_storeu_ps(c, v);
+                }
+        }
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = n8; j < N; j++) {
+            const float *a = A + i * lda;
+            float s = 0;
+            for (int64_t k = 0; k < K; k++) s = fmaf(a[k], B[k * ldb + j], s);
+            float *c = C + i * ldc + j;
+            *c = beta != 0.0f ? *c + s : s;
+        }
+}
+
+/* C = A·B with B (K, N), each element summed over k in order. */
+static void dot_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc) {
+    if (cpu_has_avx2()) {
+        dot_nn_avx2(M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++) s = fmaf(A[i * lda + k], B[k * ldb + j], s);
+            C[i * ldc + j] = beta != 0.0f ? C[i * ldc + j] + s : s;
+        }
+}
+
 /* === driver === */
 
 /* nn: B (K, N) float32; else B (N, K) of type bt. */
@@ -382,7 +583,11 @@ void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { gemm_zero_k(M, N, beta, C, ldc); return; }
-    if (!gemm_f32_available() || !w || tid < 0 || tid >= w->n) {
+    if (!cpu_has_avx512f()) {
+        dot_nt(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+        return;
+    }
+    if (!w || tid < 0 || tid >= w->n) {
         sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -403,9 +608,13 @@ void gemm_h_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
         }
 }
 
-/* gemm_f32_nt with B of any type; AVX-512 only (callers check). */
+/* gemm_f32_nt with B of any type (w holds tid's buffers). */
 static void gemm_nt_any(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                         const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (!cpu_has_avx512f()) {
+        dot_nt(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+        return;
+    }
     if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
     else gemm_512(w, tid, 0, M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
 }
@@ -414,7 +623,11 @@ void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { gemm_zero_k(M, N, beta, C, ldc); return; }
-    if (!gemm_f32_available() || !w || tid < 0 || tid >= w->n) {
+    if (!cpu_has_avx512f()) {
+        dot_nn(M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (!w || tid < 0 || tid >= w->n) {
         sgemm_mul_nn_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -511,7 +724,7 @@ static void gemm_nt_pool_any(Pool *pool, GemmWork *w, int64_t M, int64_t N, int6
                              int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     int nt = pool ? pool_size(pool) : 1;
     int64_t mpad = ((M < MC ? M : MC) + MR - 1) / MR * MR;
-    if (M >= SMALL_M && K > 0 && N > 0 && nt > 1 && w && nt <= w->n && gemm_f32_available() &&
+    if (M >= SMALL_M && K > 0 && N > 0 && nt > 1 && w && nt <= w->n && cpu_has_avx512f() &&
         gemm_apall_reserve(w, (size_t)mpad * (size_t)K)) {
         for (int64_t ic = 0; ic < M; ic += MC) {
             int64_t mc = M - ic < MC ? M - ic : MC;
@@ -540,7 +753,7 @@ void gemm_h_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, co
         gemm_zero_k(M, N, beta, C, ldc);
         return;
     }
-    if (!gemm_f32_available() || !w) {
+    if (!w) {
         gemm_h_nt_ref(M, N, K, A, lda, B, bf16, ldb, beta, C, ldc);
         return;
     }

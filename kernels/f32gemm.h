@@ -28,12 +28,14 @@ Status gemm_work_new(int n_threads, GemmWork **out, Err *err);
 /* NULL is a no-op. */
 void gemm_work_free(GemmWork *w);
 
-/* Returns 1 when the AVX-512 kernel can run here (kernels/cpu.h, honours QS_CPU). */
+/* Returns 1: the own GEMM runs at every dispatch level (AVX-512 tiles; else
+ * an AVX2 or portable dot-product kernel whose result per C element depends
+ * on K alone, never on the partition — which OpenBLAS's sgemm cannot promise). */
 int gemm_f32_available(void);
 
 /* Single-threaded, using tid's buffers (tid < the n_threads of w). B is
  * (N, K) for _nt (C = A·Bᵀ) and (K, N) for _nn (C = A·B). Without AVX-512
- * these run the scalar twins. Safe to call concurrently with distinct tids. */
+ * these run the AVX2/portable dot-product kernels (w unused). Safe to call concurrently with distinct tids. */
 void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -58,8 +60,8 @@ enum { GEMM_B_F32, GEMM_B_F16, GEMM_B_BF16 };
  * once), so A — the activations — stays float32 and the result equals
  * gemm_f32_nt_pool on the widened B up to summation order. (AVX512-BF16's
  * vdpbf16ps would round the activations to bf16; not used.) Split over the
- * pool like gemm_f32_nt_pool; without AVX-512 (or w NULL) it runs the scalar
- * twin gemm_h_nt_ref. */
+ * pool like gemm_f32_nt_pool; with w NULL it runs the scalar twin
+ * gemm_h_nt_ref. */
 void gemm_h_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                     const uint16_t *B, int bf16, int64_t ldb, float beta, float *C, int64_t ldc);
 

@@ -873,7 +873,7 @@ Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *poo
             goto done;
         }
     }
-    /* our AVX-512 GEMM on the pool where it runs, else OpenBLAS */
+    /* our GEMM on the pool (every dispatch level), the kernel a plain weight runs too */
     if (gemm_f32_available()) {
         int nt = pool ? pool_size(pool) : 1;
         if (!s->gw || s->gw_threads < nt) {

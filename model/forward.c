@@ -44,7 +44,7 @@ struct Forward {
     float *tmp;               /* (max_batch, tmp_w) overlay outputs (a phase's, each (T, n_out) in
                                  turn); NULL without overlay */
     int64_t tmp_w;
-    GemmWork *gw;             /* own AVX-512 GEMM buffers (n_threads); NULL: OpenBLAS only */
+    GemmWork *gw;             /* own GEMM buffers (n_threads; every dispatch level has the own GEMM) */
     float *wbuf;              /* (wbuf_cap) a slice of a non-F32 weight decoded to float32;
                                  NULL when every weight the pass reads is F32 */
     int64_t wbuf_cap;
@@ -430,9 +430,10 @@ static void fwd_slice_rows_job(void *arg, int64_t b, int64_t e, int tid) {
 /* y (T, n_out) with row stride ldy = x (T, W->n_in) · W[0:n_out]ᵀ (+ y if
  * accumulate); n_out may exceed W->n_out when adjacent weights of the same
  * dtype follow W (fused q/k/v, gate/up). F32 weights are used in place, and
- * so are F16/BF16 ones on AVX-512 (gemm_h_nt_pool); everything else (ggml
- * block types; F16/BF16 without AVX-512) is decoded a slice of rows at a
- * time into f->wbuf for the float GEMM. */
+ * so are F16/BF16 ones (gemm_h_nt_pool); everything else (ggml block types)
+ * is decoded a slice of rows at a time into f->wbuf for the float GEMM. The
+ * own GEMM's result per element does not depend on the slicing or on the
+ * fusing of q/k/v, so a weight gives the same bits as a QLinear over it. */
 static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, const float *x, int accumulate,
                        float *y, int64_t ldy) {
     const float *wf = weight_f32_data(W);

@@ -405,7 +405,7 @@ Status gptq_quantize_factored(const float *W, int64_t n_out, int64_t n_in, const
     c.E = E;
     c.Ub = Ub;
     c.L = L;
-    /* Our AVX-512 GEMM runs inside the pool's row ranges; without it the
+    /* Our GEMM runs inside the pool's row ranges; without it the
      * update is one OpenBLAS call per batch. */
     if (gemm_f32_available()) {
         st = gemm_work_new(pool ? pool_size(pool) : 1, &c.gw, err);

@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/pool.h"
+#include "kernels/cpu.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "testlib.h"
@@ -67,8 +68,8 @@ int main(void) {
     const int64_t shapes[][3] = {{512, 2560, 2048}, {512, 2048, 2048}, {512, 11264, 2048},
                                  {512, 2048, 5632}, {512, 4096, 4096}};
     printf("bench_gemm: %d threads, OpenBLAS core %s, own kernel %s\n", nt, sgemm_backend(),
-           gemm_f32_available() ? "avx512" : "unavailable (scalar twin)");
-    double peak = gemm_f32_available() ? fma_peak() : 0;
+           cpu_describe());
+    double peak = cpu_has_avx512f() ? fma_peak() : 0; /* the peak loop is AVX-512 code */
     if (peak > 0) printf("FMA peak (1 thread, registers only): %.1f GFLOP per CPU-second\n", peak);
     printf("%-18s %-9s %10s %12s %7s\n", "M x N x K", "impl", "GFLOP/s", "GFLOP/cpu-s", "% peak");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
