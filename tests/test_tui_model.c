@@ -774,7 +774,7 @@ static void test_results_table(void) {
     for (int width = 60; width <= 160; width += 20) {
         for (int hp = 0; hp <= 1; hp++) {
             unsigned cols;
-            int pw = vm_eval_layout(width, hp, &cols);
+            int pw = vm_eval_layout(width, hp, vm_eval_label_width(r, 3), &cols);
             char head[512], row[512];
             vm_eval_header(head, sizeof head, pw, cols);
             int hw = (int)strlen(head);
@@ -805,7 +805,7 @@ static void test_results_table(void) {
     }
     /* at 100 columns the size and the decode rate print whole, in their columns */
     unsigned cols;
-    int pw = vm_eval_layout(100, 0, &cols);
+    int pw = vm_eval_layout(100, 0, 9, &cols);
     char head[512], row[512];
     vm_eval_header(head, sizeof head, pw, cols);
     vm_eval_row(&r[0], 1.0, row, sizeof row, pw, cols);
@@ -814,8 +814,12 @@ static void test_results_table(void) {
     CHECK(strstr(row, " 1*") == row && strstr(row, "int4-gptq") != NULL && strstr(row, "85.6%") != NULL);
     vm_eval_row(&r[2], 1.0, row, sizeof row, pw, cols);
     CHECK(strstr(row, "(partial) x") != NULL);
+    /* quant s gives way to a label it would cut (a GGUF's file name at 100 columns) */
+    CHECK(cols & EVC_QSEC);
+    pw = vm_eval_layout(100, 0, (int)strlen("stories260K-Q4_0-mixed.gguf"), &cols);
+    CHECK(!(cols & EVC_QSEC) && (cols & EVC_P99) && pw >= 27);
     /* wide enough: the quantization time, last, with two decimals; "-" when not recorded */
-    pw = vm_eval_layout(140, 0, &cols);
+    pw = vm_eval_layout(140, 0, 9, &cols);
     CHECK(cols & EVC_QSEC);
     vm_eval_header(head, sizeof head, pw, cols);
     CHECK(strlen(head) >= 7 && !strcmp(head + strlen(head) - 7, "quant s"));

@@ -146,14 +146,31 @@ int vm_eval_width(int pw, unsigned cols) {
     return w;
 }
 
-int vm_eval_layout(int width, int have_pred, unsigned *cols) {
+static int eval_pw(int width, unsigned c) {
+    int pw = width - vm_eval_width(0, c);
+    return pw < 11 ? 11 : pw > 32 ? 32 : pw;
+}
+
+int vm_eval_layout(int width, int have_pred, int want_pw, unsigned *cols) {
     unsigned c = EVC_P99 | EVC_QSEC | (have_pred ? EVC_PRED : 0);
     if (vm_eval_width(11, c) > width) c &= ~(unsigned)EVC_QSEC;
     if (vm_eval_width(11, c) > width) c &= ~(unsigned)EVC_PRED;
     if (vm_eval_width(11, c) > width) c &= ~(unsigned)EVC_P99;
+    /* a name people recognise matters more than the quantization time: quant s
+     * also goes when the names would be cut and its columns would make them whole */
+    int want = want_pw > 32 ? 32 : want_pw;
+    if ((c & EVC_QSEC) && eval_pw(width, c) < want) c &= ~(unsigned)EVC_QSEC;
     *cols = c;
-    int pw = width - vm_eval_width(0, c);
-    return pw < 11 ? 11 : pw > 32 ? 32 : pw;
+    return eval_pw(width, c);
+}
+
+int vm_eval_label_width(const EvalRow *rows, int64_t n) {
+    int w = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int k = (int)strlen(rows[i].label) + (rows[i].other_text ? 13 : 0) + (rows[i].cancelled ? 10 : 0);
+        if (k > w) w = k;
+    }
+    return w;
 }
 
 void vm_eval_header(char *buf, size_t n, int pw, unsigned cols) {

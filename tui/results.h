@@ -73,8 +73,14 @@ enum { EVC_PRED = 1u << 0, EVC_P99 = 1u << 1, EVC_QSEC = 1u << 2 };
 
 /* Chooses the columns for a table width (display columns) and returns the
  * plan column's width (>= 11, at most 32; the fixed columns take the rest).
- * have_pred: some row has a prediction (the pred column is wanted). */
-int vm_eval_layout(int width, int have_pred, unsigned *cols);
+ * have_pred: some row has a prediction (the pred column is wanted); want_pw:
+ * the widest row label (vm_eval_label_width): the quantization-time column
+ * also gives way when the labels would otherwise be cut. */
+int vm_eval_layout(int width, int have_pred, int want_pw, unsigned *cols);
+
+/* Width of the widest row label as vm_eval_row prints it (with its
+ * "(other text) " / "(partial) " prefixes). */
+int vm_eval_label_width(const EvalRow *rows, int64_t n);
 
 /* Width of the header / a row for plan width pw and columns cols. */
 int vm_eval_width(int pw, unsigned cols);

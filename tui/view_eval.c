@@ -309,7 +309,7 @@ static void eval_draw(const App *a, const Layout *l) {
     }
     vm_eval_sort(rows, a->n_rows, (EvalSort)a->eval.sort);
     unsigned cols;
-    int pw = vm_eval_layout(w, have_pred, &cols);
+    int pw = vm_eval_layout(w, have_pred, vm_eval_label_width(rows, a->n_rows), &cols);
     char line[512];
     vm_eval_header(line, sizeof line, pw, cols);
     draw_text(y++, x, w, C_HEADER, "%s", line);
