@@ -9,20 +9,6 @@
 
 #include "core/clock.h"
 
-int args_opt(int argc, char **argv, int *i, const char *name, const char **val) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return 0;
-    if (a[n] == '=') { *val = a + n + 1; return 1; }
-    if (a[n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "qscope: option %s needs a value\n", name);
-        return -1;
-    }
-    *val = argv[++*i];
-    return 1;
-}
-
 int args_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;

@@ -1,6 +1,6 @@
-/* Small helpers shared by the subcommands: option matching, number parsing
- * with range checks, model loading from (path, --tokenizer), and a stderr
- * progress bar. */
+/* Small helpers shared by the subcommands (their option tables are
+ * cli/opts.h's): number parsing with range checks, model loading from
+ * (path, --tokenizer), and a stderr progress bar. */
 #ifndef QS_CLI_ARGS_H
 #define QS_CLI_ARGS_H
 
@@ -9,11 +9,6 @@
 
 #include "core/progress.h"
 #include "model/model.h"
-
-/* If argv[*i] is `name` and a value follows, sets *val, advances *i and returns 1.
- * If argv[*i] is `name=value`, the same. Returns -1 (after printing an error)
- * when the value is missing, 0 when argv[*i] is not this option. */
-int args_opt(int argc, char **argv, int *i, const char *name, const char **val);
 
 /* Parses a whole decimal integer in [lo, hi]; prints "cmd: opt: ..." and returns 0 on error. */
 int args_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);

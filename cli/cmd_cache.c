@@ -7,59 +7,65 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/cache.h"
 
-static void cache_usage(FILE *f) {
-    fprintf(f, "usage: qscope cache list [--dir D]\n"
-               "       qscope cache clean [KIND ...] [--dir D]\n\n"
-               "The cache ($XDG_CACHE_HOME/qscope, else ~/.cache/qscope) holds calibration stats\n"
-               "(stats), their H = XᵀX files (H: GBs on a 7B model), evaluation references\n"
-               "(reference) and the workbench's plan files (plan). `list` prints every file with its\n"
-               "size, largest first, and the totals by kind; `clean` removes the files of the kinds\n"
-               "named (default: all). Sizes in MB are 10^6 bytes.\n\n"
-               "  --dir D   another cache directory\n");
+static const char CACHE_USAGE[] =
+    "usage: qscope cache list [--dir D]\n"
+    "       qscope cache clean [KIND ...] [--dir D]\n\n"
+    "The cache ($XDG_CACHE_HOME/qscope, else ~/.cache/qscope) holds calibration stats\n"
+    "(stats), their H = XᵀX files (H: GBs on a 7B model), evaluation references\n"
+    "(reference) and the workbench's plan files (plan). `list` prints every file with its\n"
+    "size, largest first, and the totals by kind; `clean` removes the files of the kinds\n"
+    "named (default: all). Sizes in MB are 10^6 bytes.\n\n";
+
+typedef struct CacheArgs {
+    const char *verb;
+    int kinds[CACHE_KIND_COUNT], any_kind;
+} CacheArgs;
+
+static int verb_ok(const char *cmd, const char *verb) {
+    if (!strcmp(verb, "list") || !strcmp(verb, "clean")) return 1;
+    fprintf(stderr, "qscope %s: '%s' is not list or clean\n", cmd, verb);
+    return 0;
+}
+
+/* The KINDs after `clean`. */
+static int take_kind(const char *cmd, const char *arg, void *user) {
+    CacheArgs *c = user;
+    if (!verb_ok(cmd, c->verb)) return 0;
+    if (strcmp(c->verb, "clean")) {
+        fprintf(stderr, "qscope %s list: unexpected '%s'\n", cmd, arg);
+        return 0;
+    }
+    int k = !strcmp(arg, "all") ? CACHE_KIND_COUNT : cache_kind_parse(arg);
+    if (k < 0) {
+        fprintf(stderr, "qscope %s clean: '%s' is not one of stats, H, reference, plan, other, all\n", cmd, arg);
+        return 0;
+    }
+    if (k == CACHE_KIND_COUNT)
+        for (int j = 0; j < CACHE_KIND_COUNT; j++) c->kinds[j] = 1;
+    else c->kinds[k] = 1;
+    c->any_kind = 1;
+    return 1;
 }
 
 int cmd_cache(int argc, char **argv) {
     const char *dir = NULL;
-    const char *verb = NULL;
-    int kinds[CACHE_KIND_COUNT] = {0}, any_kind = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            cache_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--dir")) {
-            if (++i >= argc) {
-                fprintf(stderr, "qscope cache: --dir needs a directory\n");
-                return 2;
-            }
-            dir = argv[i];
-        } else if (!verb) {
-            verb = argv[i];
-            if (strcmp(verb, "list") && strcmp(verb, "clean")) {
-                fprintf(stderr, "qscope cache: '%s' is not list or clean\n", verb);
-                cache_usage(stderr);
-                return 2;
-            }
-        } else if (!strcmp(verb, "clean")) {
-            int k = !strcmp(argv[i], "all") ? CACHE_KIND_COUNT : cache_kind_parse(argv[i]);
-            if (k < 0) {
-                fprintf(stderr, "qscope cache clean: '%s' is not one of stats, H, reference, plan, other, all\n",
-                        argv[i]);
-                return 2;
-            }
-            if (k == CACHE_KIND_COUNT)
-                for (int j = 0; j < CACHE_KIND_COUNT; j++) kinds[j] = 1;
-            else kinds[k] = 1;
-            any_kind = 1;
-        } else {
-            fprintf(stderr, "qscope cache list: unexpected '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!verb) {
-        cache_usage(stderr);
+    CacheArgs ca;
+    memset(&ca, 0, sizeof ca);
+    const Opt opts[] = {
+        OPT_STR("--dir", &dir, "D", "another cache directory"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "cache", .usage = CACHE_USAGE, .tables = {opts}, .pos = {&ca.verb},
+                          .more_pos = take_kind, .more_user = &ca};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
+    const char *verb = ca.verb;
+    const int *kinds = ca.kinds, any_kind = ca.any_kind;
+    if (!verb || !verb_ok("cache", verb)) {
+        opts_usage(&spec, stderr);
         return 2;
     }
     Err err;

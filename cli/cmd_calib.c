@@ -14,56 +14,25 @@
 #include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/dist.h"
 #include "core/hash.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 
-static void calib_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope calib MODEL --text FILE -o STATS [options]\n"
-            "Runs sequences of FILE through MODEL with taps on every projection input and the\n"
-            "residual stream, and writes STATS (the stats cache) and STATS.<id>.h64 (H = XᵀX per\n"
-            "linear input: float32 upper triangles, about n_layers × (2·dim² + q_dim² + hidden²)\n"
-            "× 2 bytes, each matrix checksummed). The two are put in place as a pair.\n"
-            "  --tokenizer T   llama2.c tokenizer .bin (for .bin models)\n"
-            "  --samples N     sequences (default 16; chunks mode: at most what the text holds)\n"
-            "  --seqlen L      tokens per sequence, BOS included (default 256, or the model's\n"
-            "                  context if smaller; a longer one is accepted with a warning)\n"
-            "  --seed S        seed of the random offsets (default 1)\n"
-            "  --mode M        random (seeded offsets, default) or chunks (consecutive)\n"
-            "  --group G       group size of the grouped sensitivity cells (default 32; where G\n"
-            "                  does not divide a dimension, the largest divisor <= G that is a\n"
-            "                  multiple of 4 is used and recorded)\n"
-            "  --topk K        spikes kept per (layer, tap) (default 16)\n"
-            "  --no-sensitivity  skip the weight-sensitivity map\n"
-            "  --sens-exact    exact output errors (a GEMM per cell); by default they are\n"
-            "                  estimated (closed-form diagonal + row subsample, standard\n"
-            "                  error <= 1 %% of each value; docs/calibration.md)\n"
-            "  --sens-max-sites N  stop the map after N more sites, as Ctrl-C would (the\n"
-            "                  finished sites kept; to time a few sites of a large model)\n"
-            "  --no-h          do not accumulate H (no output errors in the map)\n"
-            "  --eval-chunks N FILE is also the evaluation text, scored on its first N chunks\n"
-            "                  (eval --chunks N): windows come only from the tokens past them,\n"
-            "                  so the plan is not tuned on what it is scored on\n"
-            "  --eval-ctx C    those chunks' length (eval's default: 512, or the model's\n"
-            "                  context if shorter)\n"
-            "  --fresh         recalibrate even when STATS holds this calibration with a\n"
-            "                  partial sensitivity map (by default only the map's missing\n"
-            "                  sites are computed then)\n"
-            "  --threads N     worker threads (default: all CPUs)\n"
-            "  --pipeline P    stream (default: every sequence passes layer l before layer l+1, so\n"
-            "                  each layer's weights are read once; the residual stream of all\n"
-            "                  sequences is held in RAM up to QS_CALIB_HIDDEN_MB, default 1/8 of RAM,\n"
-            "                  and spilled to $TMPDIR beyond) or per-sample (one sequence at a time\n"
-            "                  through all layers); both write the same files\n"
-            "  -o STATS        output path\n"
-            "Ctrl-C (exit status 130): per-sample keeps the sequences done (the file records\n"
-            "how many completed); stream keeps nothing, as no sequence is complete before the\n"
-            "last layer. A second Ctrl-C aborts. During the sensitivity map, Ctrl-C keeps the\n"
-            "finished sites (saved in STATS as they finish, so a kill keeps them too): the\n"
-            "same command again computes only the missing sites.\n");
-}
+static const char CALIB_USAGE[] =
+    "usage: qscope calib MODEL --text FILE -o STATS [options]\n"
+    "Runs sequences of FILE through MODEL with taps on every projection input and the\n"
+    "residual stream, and writes STATS (the stats cache) and STATS.<id>.h64 (H = XᵀX per\n"
+    "linear input: float32 upper triangles, about n_layers × (2·dim² + q_dim² + hidden²)\n"
+    "× 2 bytes, each matrix checksummed). The two are put in place as a pair.\n";
+
+static const char CALIB_EPILOG[] =
+    "Ctrl-C (exit status 130): per-sample keeps the sequences done (the file records\n"
+    "how many completed); stream keeps nothing, as no sequence is complete before the\n"
+    "last layer. A second Ctrl-C aborts. During the sensitivity map, Ctrl-C keeps the\n"
+    "finished sites (saved in STATS as they finish, so a kill keeps them too): the\n"
+    "same command again computes only the missing sites.\n";
 
 typedef struct BarJob {
     Progress *p;
@@ -83,80 +52,101 @@ static void *calib_bar_thread(void *arg) {
     return NULL;
 }
 
-int cmd_calib(int argc, char **argv) {
-    const char *model = NULL, *text = NULL, *tok = NULL, *out = NULL, *samples = NULL, *seqlen = NULL;
-    const char *seed = NULL, *mode = NULL, *group = NULL, *threads = NULL, *topk = NULL, *pipe = NULL;
-    const char *max_sites = NULL, *eval_chunks = NULL, *eval_ctx = NULL;
-    int no_sens = 0, no_h = 0, sens_exact = 0, fresh = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            calib_usage(stdout);
-            return 0;
-        }
-        if (strcmp(a, "--no-sensitivity") == 0) { no_sens = 1; continue; }
-        if (strcmp(a, "--no-h") == 0) { no_h = 1; continue; }
-        if (strcmp(a, "--sens-exact") == 0) { sens_exact = 1; continue; }
-        if (strcmp(a, "--fresh") == 0) { fresh = 1; continue; }
-        int r;
-        if ((r = args_opt(argc, argv, &i, "--text", &text)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok)) ||
-            (r = args_opt(argc, argv, &i, "-o", &out)) || (r = args_opt(argc, argv, &i, "--samples", &samples)) ||
-            (r = args_opt(argc, argv, &i, "--seqlen", &seqlen)) || (r = args_opt(argc, argv, &i, "--seed", &seed)) ||
-            (r = args_opt(argc, argv, &i, "--mode", &mode)) || (r = args_opt(argc, argv, &i, "--group", &group)) ||
-            (r = args_opt(argc, argv, &i, "--threads", &threads)) || (r = args_opt(argc, argv, &i, "--pipeline", &pipe)) ||
-            (r = args_opt(argc, argv, &i, "--topk", &topk)) ||
-            (r = args_opt(argc, argv, &i, "--eval-chunks", &eval_chunks)) ||
-            (r = args_opt(argc, argv, &i, "--eval-ctx", &eval_ctx)) ||
-            (r = args_opt(argc, argv, &i, "--sens-max-sites", &max_sites))) {
-            if (r < 0) return 2;
-            continue;
-        }
-        if (a[0] == '-' || model) {
-            fprintf(stderr, "qscope calib: unknown argument '%s' (see qscope calib --help)\n", a);
-            return 2;
-        }
-        model = a;
-    }
-    if (!model || !text || !out) {
+/* What the command line asks for. */
+typedef struct CalibArgs {
+    const char *model, *text, *tok, *out;
+    CalibParams p;
+    int seqlen_given, fresh, no_h;
+    int64_t nthreads, max_sites, ev_chunks, ev_ctx;
+} CalibArgs;
+
+/* Parses argv into *a (the option table); OPTS_OK, or the exit code. */
+static int calib_args(CalibArgs *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    CalibParams *p = &a->p;
+    calib_params_default(p);
+    int no_sens = 0, sens_exact = 0, mode = (int)p->mode, pipeline = (int)p->pipeline;
+    int64_t samples = p->samples, seqlen = -1, seed = (int64_t)p->seed, group = p->group, topk = p->topk;
+    const Opt opts[] = {
+        OPT_STR("--tokenizer", &a->tok, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_STR("--text", &a->text, "FILE", "calibration text"),
+        OPT_INT("--samples", &samples, CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX, "N",
+                "sequences (default 16; chunks mode: at most what the text holds)"),
+        OPT_INT("--seqlen", &seqlen, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX, "L",
+                "tokens per sequence, BOS included (default 256, or the model's\n"
+                "context if smaller; a longer one is accepted with a warning)"),
+        OPT_INT("--seed", &seed, 0, INT64_MAX, "S", "seed of the random offsets (default 1)"),
+        OPT_PARSE("--mode", &mode, calib_mode_parse, "random or chunks", "M",
+                  "random (seeded offsets, default) or chunks (consecutive)"),
+        OPT_INT("--group", &group, CALIB_GROUP_MIN, CALIB_GROUP_MAX, "G",
+                "group size of the grouped sensitivity cells (default 32; where G\n"
+                "does not divide a dimension, the largest divisor <= G that is a\n"
+                "multiple of 4 is used and recorded)"),
+        OPT_INT("--topk", &topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX, "K", "spikes kept per (layer, tap) (default 16)"),
+        OPT_FLAG("--no-sensitivity", &no_sens, "skip the weight-sensitivity map"),
+        OPT_FLAG("--sens-exact", &sens_exact,
+                 "exact output errors (a GEMM per cell); by default they are\n"
+                 "estimated (closed-form diagonal + row subsample, standard\n"
+                 "error <= 1 % of each value; docs/calibration.md)"),
+        OPT_INT("--sens-max-sites", &a->max_sites, 1, INT32_MAX, "N",
+                "stop the map after N more sites, as Ctrl-C would (the\n"
+                "finished sites kept; to time a few sites of a large model)"),
+        OPT_FLAG("--no-h", &a->no_h, "do not accumulate H (no output errors in the map)"),
+        OPT_INT("--eval-chunks", &a->ev_chunks, 1, INT32_MAX, "N",
+                "FILE is also the evaluation text, scored on its first N chunks\n"
+                "(eval --chunks N): windows come only from the tokens past them,\n"
+                "so the plan is not tuned on what it is scored on"),
+        OPT_INT("--eval-ctx", &a->ev_ctx, 4, 1 << 20, "C",
+                "those chunks' length (eval's default: 512, or the model's\n"
+                "context if shorter)"),
+        OPT_FLAG("--fresh", &a->fresh,
+                 "recalibrate even when STATS holds this calibration with a\n"
+                 "partial sensitivity map (by default only the map's missing\n"
+                 "sites are computed then)"),
+        OPT_INT("--threads", &a->nthreads, 1, 256, "N", "worker threads (default: all CPUs)"),
+        OPT_PARSE("--pipeline", &pipeline, calib_pipeline_parse, "stream or per-sample", "P",
+                  "stream (default: every sequence passes layer l before layer l+1, so\n"
+                  "each layer's weights are read once; the residual stream of all\n"
+                  "sequences is held in RAM up to QS_CALIB_HIDDEN_MB, default 1/8 of RAM,\n"
+                  "and spilled to $TMPDIR beyond) or per-sample (one sequence at a time\n"
+                  "through all layers); both write the same files"),
+        OPT_STR("-o", &a->out, "STATS", "output path"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "calib", .usage = CALIB_USAGE, .epilog = CALIB_EPILOG, .tables = {opts},
+                          .pos = {&a->model}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
+    if (!a->model || !a->text || !a->out) {
         fprintf(stderr, "qscope calib: MODEL, --text and -o are required (see qscope calib --help)\n");
         return 2;
     }
-    CalibParams p;
-    calib_params_default(&p);
-    int64_t v, nthreads = 0;
-    if (samples) { if (!args_int("calib", "--samples", samples, CALIB_SAMPLES_MIN, CALIB_SAMPLES_MAX, &v)) return 2; p.samples = v; }
-    if (seqlen) { if (!args_int("calib", "--seqlen", seqlen, CALIB_SEQLEN_MIN, CALIB_SEQLEN_MAX, &v)) return 2; p.seqlen = v; }
-    if (seed) { if (!args_int("calib", "--seed", seed, 0, INT64_MAX, &v)) return 2; p.seed = (uint64_t)v; }
-    if (group) { if (!args_int("calib", "--group", group, CALIB_GROUP_MIN, CALIB_GROUP_MAX, &v)) return 2; p.group = v; }
-    if (topk) { if (!args_int("calib", "--topk", topk, CALIB_TOPK_MIN, CALIB_TOPK_MAX, &v)) return 2; p.topk = (int32_t)v; }
-    if (threads && !args_int("calib", "--threads", threads, 1, 256, &nthreads)) return 2;
-    int64_t nmax = 0, ev_chunks = 0, ev_ctx = 0;
-    if (eval_chunks && !args_int("calib", "--eval-chunks", eval_chunks, 1, INT32_MAX, &ev_chunks)) return 2;
-    if (eval_ctx && !args_int("calib", "--eval-ctx", eval_ctx, 4, 1 << 20, &ev_ctx)) return 2;
-    if (eval_ctx && !eval_chunks) {
+    if (a->ev_ctx && !a->ev_chunks) {
         fprintf(stderr, "qscope calib: --eval-ctx needs --eval-chunks (how many chunks evaluation scores)\n");
         return 2;
     }
-    if (max_sites && !args_int("calib", "--sens-max-sites", max_sites, 1, INT32_MAX, &nmax)) return 2;
-    if (mode) {
-        int mm = calib_mode_parse(mode);
-        if (mm < 0) {
-            fprintf(stderr, "qscope calib: --mode: '%s' is not random or chunks\n", mode);
-            return 2;
-        }
-        p.mode = (CalibMode)mm;
-    }
-    if (pipe) {
-        int pp = calib_pipeline_parse(pipe);
-        if (pp < 0) {
-            fprintf(stderr, "qscope calib: --pipeline: '%s' is not stream or per-sample\n", pipe);
-            return 2;
-        }
-        p.pipeline = (CalibPipeline)pp;
-    }
-    p.sensitivity = !no_sens;
-    p.sens_exact = sens_exact;
-    snprintf(p.text_path, sizeof p.text_path, "%s", text);
+    a->seqlen_given = seqlen >= 0;
+    p->samples = samples;
+    if (a->seqlen_given) p->seqlen = seqlen;
+    p->seed = (uint64_t)seed;
+    p->mode = (CalibMode)mode;
+    p->pipeline = (CalibPipeline)pipeline;
+    p->group = group;
+    p->topk = (int32_t)topk;
+    p->sensitivity = !no_sens;
+    p->sens_exact = sens_exact;
+    snprintf(p->text_path, sizeof p->text_path, "%s", a->text);
+    return OPTS_OK;
+}
+
+int cmd_calib(int argc, char **argv) {
+    CalibArgs a;
+    int pr = calib_args(&a, argc, argv);
+    if (pr != OPTS_OK) return pr;
+    const char *model = a.model, *text = a.text, *out = a.out;
+    CalibParams p = a.p;
+    int64_t nthreads = a.nthreads, nmax = a.max_sites, ev_chunks = a.ev_chunks, ev_ctx = a.ev_ctx;
+    int fresh = a.fresh, no_h = a.no_h;
 
     Err err;
     err_init(&err);
@@ -171,13 +161,13 @@ int cmd_calib(int argc, char **argv) {
         free(buf);
         return 2;
     }
-    Model *m = args_load_model(model, tok);
+    Model *m = args_load_model(model, a.tok);
     if (!m) {
         free(buf);
         return 1;
     }
     int64_t ctx = m->cfg.max_seq_len;
-    if (ctx > 0 && p.seqlen > ctx && !seqlen) p.seqlen = ctx;
+    if (ctx > 0 && p.seqlen > ctx && !a.seqlen_given) p.seqlen = ctx;
     if (ctx > 0 && p.seqlen > ctx)
         fprintf(stderr, "qscope calib: warning: --seqlen %lld is above the model's context %lld (accepted, as llama.cpp "
                         "does; positions past it are outside what the model was trained on)\n",

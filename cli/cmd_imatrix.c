@@ -8,20 +8,19 @@
 #include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope imatrix STATS|IMATRIX -o OUT.gguf [--dat]\n"
-            "       qscope imatrix --show FILE [--stats STATS]\n\n"
-            "Writes the importance matrix of a qscope calibration (STATS from `qscope calib`) in\n"
-            "the GGUF layout current llama-imatrix writes (or its legacy .dat with --dat), so\n"
-            "`llama-quantize --imatrix OUT.gguf` weights its rounding by qscope's calibration:\n"
-            "per projection weight, Σx² of each input channel and the token count. An\n"
-            "importance matrix given instead of STATS is rewritten (GGUF <-> .dat).\n"
-            "--show reads one (GGUF or .dat, from qscope or llama-imatrix) and prints each\n"
-            "entry's channels, tokens and mean x²; with --stats it compares the per-channel\n"
-            "mean x² with that calibration's (the largest relative difference per entry).\n");
-}
+static const char IMATRIX_USAGE[] =
+    "usage: qscope imatrix STATS|IMATRIX -o OUT.gguf [--dat]\n"
+    "       qscope imatrix --show FILE [--stats STATS]\n\n"
+    "Writes the importance matrix of a qscope calibration (STATS from `qscope calib`) in\n"
+    "the GGUF layout current llama-imatrix writes (or its legacy .dat with --dat), so\n"
+    "`llama-quantize --imatrix OUT.gguf` weights its rounding by qscope's calibration:\n"
+    "per projection weight, Σx² of each input channel and the token count. An\n"
+    "importance matrix given instead of STATS is rewritten (GGUF <-> .dat).\n"
+    "--show reads one (GGUF or .dat, from qscope or llama-imatrix) and prints each\n"
+    "entry's channels, tokens and mean x²; with --stats it compares the per-channel\n"
+    "mean x² with that calibration's (the largest relative difference per entry).\n\n";
 
 static int show(const char *path, const char *stats) {
     Err err;
@@ -74,38 +73,22 @@ fail:
 }
 
 int cmd_imatrix(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *shw = NULL, *stats = NULL, *val;
+    const char *in = NULL, *out = NULL, *shw = NULL, *stats = NULL;
     int dat = 0;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--dat")) {
-            dat = 1;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out = val;
-        } else if ((r = args_opt(argc, argv, &i, "--show", &val)) != 0) {
-            if (r < 0) return 2;
-            shw = val;
-        } else if ((r = args_opt(argc, argv, &i, "--stats", &val)) != 0) {
-            if (r < 0) return 2;
-            stats = val;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope imatrix: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!in) {
-            in = argv[i];
-        } else {
-            fprintf(stderr, "qscope imatrix: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_STR("-o", &out, "OUT.gguf", "the importance matrix to write"),
+        OPT_FLAG("--dat", &dat, "write llama-imatrix's legacy .dat instead of GGUF"),
+        OPT_STR("--show", &shw, "FILE", "print the entries of an importance matrix (GGUF or .dat)"),
+        OPT_STR("--stats", &stats, "STATS", "with --show: compare with this calibration"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "imatrix", .usage = IMATRIX_USAGE, .tables = {opts}, .pos = {&in}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (shw) return show(shw, stats);
     if (!in || !out) {
         fprintf(stderr, "qscope imatrix: need STATS and -o OUT (or --show FILE)\n");
-        usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     Err err;

@@ -7,6 +7,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
@@ -14,20 +15,14 @@
 static const char *const kinds[] = {"embedding", "attention", "ffn", "norm", "output"};
 #define N_KINDS ((int)(sizeof kinds / sizeof kinds[0]))
 
-static void info_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope info MODEL [--tokenizer TOK.bin] [--json]\n\n"
-            "Shows a model's format, architecture, config, parameter count, tokenizer,\n"
-            "tensors (name, stored type, shape as rows x cols, bytes in the file, whether\n"
-            "used in place or converted to float32) grouped by kind, and memory use.\n\n"
-            "MODEL is a .gguf file, a Hugging Face checkpoint directory (config.json +\n"
-            "safetensors), or a llama2.c .bin together with --tokenizer TOK.bin.\n\n"
-            "options:\n"
-            "  --tokenizer T  llama2.c tokenizer .bin (required for llama2.c checkpoints)\n"
-            "  --json         print one JSON object instead of the table; tensor shapes are\n"
-            "                 [rows, cols] ([n] for vectors), bytes are bytes in the file\n"
-            "  --help         this text\n");
-}
+static const char INFO_USAGE[] =
+    "usage: qscope info MODEL [--tokenizer TOK.bin] [--json]\n\n"
+    "Shows a model's format, architecture, config, parameter count, tokenizer,\n"
+    "tensors (name, stored type, shape as rows x cols, bytes in the file, whether\n"
+    "used in place or converted to float32) grouped by kind, and memory use.\n\n"
+    "MODEL is a .gguf file, a Hugging Face checkpoint directory (config.json +\n"
+    "safetensors), or a llama2.c .bin together with --tokenizer TOK.bin.\n\n"
+    "options:\n";
 
 static const char *format_name(ModelFormat f) {
     switch (f) {
@@ -202,31 +197,18 @@ static void print_text(const Model *m) {
 int cmd_info(int argc, char **argv) {
     const char *model = NULL, *tok = NULL;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            info_usage(stdout);
-            return 0;
-        }
-        if (strcmp(a, "--json") == 0) {
-            json = 1;
-            continue;
-        }
-        int r = args_opt(argc, argv, &i, "--tokenizer", &tok);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "qscope info: unknown option '%s' (see qscope info --help)\n", a);
-            return 2;
-        }
-        if (model) {
-            fprintf(stderr, "qscope info: more than one MODEL ('%s' and '%s')\n", model, a);
-            return 2;
-        }
-        model = a;
-    }
+    const Opt opts[] = {
+        OPT_STR("--tokenizer", &tok, "T", "llama2.c tokenizer .bin (required for llama2.c checkpoints)"),
+        OPT_FLAG("--json", &json,
+                 "print one JSON object instead of the table; tensor shapes are\n"
+                 "[rows, cols] ([n] for vectors), bytes are bytes in the file"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "info", .usage = INFO_USAGE, .tables = {opts}, .pos = {&model}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!model) {
-        info_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     Model *m = args_load_model(model, tok);

@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/atomicfile.h"
 #include "core/mapfile.h"
 #include "quant/plan.h"
@@ -16,32 +17,27 @@
 #include "sessions/plan_json.h"
 #include "sessions/session.h"
 
-static void export_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope plan-export PLAN --to llamacpp|gptqmodel|llmcompressor\n"
-            "                          [--model M [--tokenizer T]] [--name N] [-o OUT]\n\n"
-            "Writes PLAN (a plan JSON, or a session: its current plan or --name N) for a deployment\n"
-            "tool, resolved on the model's shape (from --model, or the session's model reference),\n"
-            "and prints on stderr what the target cannot express (approximated, or kept 16-bit):\n"
-            "  llamacpp       llama-quantize --tensor-type-file entries, one anchored regex per tensor\n"
-            "                 (^blk\\.1\\.ffn_down\\.weight$=q4_k); run it with the base type Q8_0\n"
-            "  gptqmodel      GPTQModel QuantizeConfig JSON with a `dynamic` map of per-module overrides\n"
-            "  llmcompressor  llm-compressor recipe YAML (weight-only int, W8A8, fp8-e4m3, SmoothQuant)\n"
-            "The mapping and what is approximate is described in sessions/export.h.\n\n"
-            "  -o OUT   write to OUT (default stdout)\n");
-}
+static const char EXPORT_USAGE[] =
+    "usage: qscope plan-export PLAN --to llamacpp|gptqmodel|llmcompressor\n"
+    "                          [--model M [--tokenizer T]] [--name N] [-o OUT]\n\n"
+    "Writes PLAN (a plan JSON, or a session: its current plan or --name N) for a deployment\n"
+    "tool, resolved on the model's shape (from --model, or the session's model reference),\n"
+    "and prints on stderr what the target cannot express (approximated, or kept 16-bit):\n"
+    "  llamacpp       llama-quantize --tensor-type-file entries, one anchored regex per tensor\n"
+    "                 (^blk\\.1\\.ffn_down\\.weight$=q4_k); run it with the base type Q8_0\n"
+    "  gptqmodel      GPTQModel QuantizeConfig JSON with a `dynamic` map of per-module overrides\n"
+    "  llmcompressor  llm-compressor recipe YAML (weight-only int, W8A8, fp8-e4m3, SmoothQuant)\n"
+    "The mapping and what is approximate is described in sessions/export.h.\n\n";
 
-static void import_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope plan-import FILE --from llamacpp -o PLAN.json [--model M [--tokenizer T]]\n\n"
-            "Reads a llama.cpp tensor-type file or --tensor-type arguments (NAME=TYPE entries\n"
-            "separated by blanks or newlines) into a plan: q8_0 -> int8 sym oc32, q4_0 -> int4\n"
-            "sym oc32, q4_1/q4_k -> int4 asym oc32, q5_*, q6_k, q3_k, q2_k alike, f32/f16/bf16 as\n"
-            "themselves. With --model, each NAME is matched as llama-quantize does (a regex,\n"
-            "first match wins) against the model's tensors, and the plan is validated on it;\n"
-            "without, only literal names (blk.N.<tensor>[.weight], <tensor>, token_embd,\n"
-            "^output\\.weight$) are read.\n");
-}
+static const char IMPORT_USAGE[] =
+    "usage: qscope plan-import FILE --from llamacpp -o PLAN.json [--model M [--tokenizer T]]\n\n"
+    "Reads a llama.cpp tensor-type file or --tensor-type arguments (NAME=TYPE entries\n"
+    "separated by blanks or newlines) into a plan: q8_0 -> int8 sym oc32, q4_0 -> int4\n"
+    "sym oc32, q4_1/q4_k -> int4 asym oc32, q5_*, q6_k, q3_k, q2_k alike, f32/f16/bf16 as\n"
+    "themselves. With --model, each NAME is matched as llama-quantize does (a regex,\n"
+    "first match wins) against the model's tensors, and the plan is validated on it;\n"
+    "without, only literal names (blk.N.<tensor>[.weight], <tensor>, token_embd,\n"
+    "^output\\.weight$) are read.\n\n";
 
 /* A plan's shape facts from a session's model reference. */
 static PlanModel pm_from_ref(const SessionModelRef *r) {
@@ -67,42 +63,23 @@ static int write_out(const char *cmd, const char *out, const char *text) {
 }
 
 int cmd_plan_export(int argc, char **argv) {
-    const char *in = NULL, *to = NULL, *model = NULL, *tok = NULL, *name = NULL, *out = NULL, *val;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            export_usage(stdout);
-            return 0;
-        } else if ((r = args_opt(argc, argv, &i, "--to", &val)) != 0) {
-            if (r < 0) return 2;
-            to = val;
-        } else if ((r = args_opt(argc, argv, &i, "--model", &val)) != 0) {
-            if (r < 0) return 2;
-            model = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok = val;
-        } else if ((r = args_opt(argc, argv, &i, "--name", &val)) != 0) {
-            if (r < 0) return 2;
-            name = val;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out = val;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope plan-export: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!in) {
-            in = argv[i];
-        } else {
-            fprintf(stderr, "qscope plan-export: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    int t = to ? export_target_parse(to) : -1;
+    const char *in = NULL, *model = NULL, *tok = NULL, *name = NULL, *out = NULL;
+    int t = -1;
+    const Opt opts[] = {
+        OPT_PARSE("--to", &t, export_target_parse, "llamacpp, gptqmodel or llmcompressor", "TARGET",
+                  "llamacpp, gptqmodel or llmcompressor (above)"),
+        OPT_STR("--model", &model, "M", "the model whose shape the plan is resolved on"),
+        OPT_STR("--tokenizer", &tok, "T", "llama2.c tokenizer .bin (for a .bin --model)"),
+        OPT_STR("--name", &name, "N", "the session's plan named N (default: its current plan)"),
+        OPT_STR("-o", &out, "OUT", "write to OUT (default stdout)"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "plan-export", .usage = EXPORT_USAGE, .tables = {opts}, .pos = {&in}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!in || t < 0) {
-        if (to && t < 0) fprintf(stderr, "qscope plan-export: --to '%s' is not llamacpp, gptqmodel or llmcompressor\n", to);
-        else fprintf(stderr, "qscope plan-export: need PLAN and --to TARGET\n");
-        export_usage(stderr);
+        fprintf(stderr, "qscope plan-export: need PLAN and --to TARGET\n");
+        opts_usage(&spec, stderr);
         return 2;
     }
     Err err;
@@ -183,37 +160,20 @@ done:
 }
 
 int cmd_plan_import(int argc, char **argv) {
-    const char *in = NULL, *from = NULL, *model = NULL, *tok = NULL, *out = NULL, *val;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            import_usage(stdout);
-            return 0;
-        } else if ((r = args_opt(argc, argv, &i, "--from", &val)) != 0) {
-            if (r < 0) return 2;
-            from = val;
-        } else if ((r = args_opt(argc, argv, &i, "--model", &val)) != 0) {
-            if (r < 0) return 2;
-            model = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok = val;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out = val;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope plan-import: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!in) {
-            in = argv[i];
-        } else {
-            fprintf(stderr, "qscope plan-import: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const char *in = NULL, *from = NULL, *model = NULL, *tok = NULL, *out = NULL;
+    const Opt opts[] = {
+        OPT_STR("--from", &from, "llamacpp", "the file's format (llama.cpp's tensor types only)"),
+        OPT_STR("-o", &out, "PLAN.json", "the plan to write"),
+        OPT_STR("--model", &model, "M", "match the names against this model's tensors and validate on it"),
+        OPT_STR("--tokenizer", &tok, "T", "llama2.c tokenizer .bin (for a .bin --model)"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "plan-import", .usage = IMPORT_USAGE, .tables = {opts}, .pos = {&in}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!in || !out || !from) {
         fprintf(stderr, "qscope plan-import: need FILE, --from llamacpp and -o PLAN.json\n");
-        import_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     if (export_target_parse(from) != EXPORT_LLAMACPP) {

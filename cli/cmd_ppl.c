@@ -9,6 +9,7 @@
 #include "analysis/ppl.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/clock.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
@@ -20,24 +21,14 @@
 
 #define PPL_MAX_TEXT ((size_t)1 << 31)
 
-static void ppl_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope ppl MODEL --text FILE [--tokenizer TOK] [--ctx N] [--chunks N]\n"
-            "                  [--threads N] [--full] [--json]\n\n"
-            "Perplexity with llama.cpp's protocol: the text is tokenized with BOS and cut into\n"
-            "chunks of --ctx tokens (the tail is dropped), each chunk starts with BOS,\n"
-            "and the second half of every chunk is scored (--full: every position).\n"
-            "Running values [k]ppl and a progress bar go to stderr, the final \"PPL = x\" to stdout.\n"
-            "Ctrl-C stops after the current batch and reports the chunks done (exit status 130).\n\n"
-            "  --text FILE      text to score (UTF-8)\n"
-            "  --tokenizer TOK  llama2.c tokenizer .bin (needed for llama2.c checkpoints)\n"
-            "  --ctx N          chunk length in tokens (default 512, or the model's context if\n"
-            "                   shorter, as eval and the workbench; longer is accepted with a warning)\n"
-            "  --chunks N       evaluate at most N chunks (default: all)\n"
-            "  --threads N      threads for the forward pass (default: all CPUs)\n"
-            "  --full           score every position of each chunk\n"
-            "  --json           print one JSON object on stdout instead of the text report\n");
-}
+static const char PPL_USAGE[] =
+    "usage: qscope ppl MODEL --text FILE [--tokenizer TOK] [--ctx N] [--chunks N]\n"
+    "                  [--threads N] [--full] [--json]\n\n"
+    "Perplexity with llama.cpp's protocol: the text is tokenized with BOS and cut into\n"
+    "chunks of --ctx tokens (the tail is dropped), each chunk starts with BOS,\n"
+    "and the second half of every chunk is scored (--full: every position).\n"
+    "Running values [k]ppl and a progress bar go to stderr, the final \"PPL = x\" to stdout.\n"
+    "Ctrl-C stops after the current batch and reports the chunks done (exit status 130).\n\n";
 
 static void json_str(FILE *f, const char *s) {
     fputc('"', f);
@@ -84,43 +75,27 @@ static void ppl_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double run
 }
 
 int cmd_ppl(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *val;
+    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL;
     int64_t ctx = 0, chunks = 0, threads = 0; /* ctx 0: eval_ctx_default, once the model is loaded */
     int full = 0, json = 0;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            ppl_usage(stdout);
-            return 0;
-        } else if ((r = args_opt(argc, argv, &i, "--text", &val)) != 0) {
-            if (r < 0) return 2;
-            text_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok_path = val;
-        } else if ((r = args_opt(argc, argv, &i, "--ctx", &val)) != 0) {
-            if (r < 0 || !args_int("ppl", "--ctx", val, 4, 1 << 20, &ctx)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--chunks", &val)) != 0) {
-            if (r < 0 || !args_int("ppl", "--chunks", val, 1, INT64_MAX / 2, &chunks)) return 2;
-        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
-            if (r < 0 || !args_int("ppl", "--threads", val, 1, 256, &threads)) return 2;
-        } else if (strcmp(argv[i], "--full") == 0) {
-            full = 1;
-        } else if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope ppl: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!model_path) {
-            model_path = argv[i];
-        } else {
-            fprintf(stderr, "qscope ppl: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_STR("--text", &text_path, "FILE", "text to score (UTF-8)"),
+        OPT_STR("--tokenizer", &tok_path, "TOK", "llama2.c tokenizer .bin (needed for llama2.c checkpoints)"),
+        OPT_INT("--ctx", &ctx, 4, 1 << 20, "N",
+                "chunk length in tokens (default 512, or the model's context if\n"
+                "shorter, as eval and the workbench; longer is accepted with a warning)"),
+        OPT_INT("--chunks", &chunks, 1, INT64_MAX / 2, "N", "evaluate at most N chunks (default: all)"),
+        OPT_INT("--threads", &threads, 1, 256, "N", "threads for the forward pass (default: all CPUs)"),
+        OPT_FLAG("--full", &full, "score every position of each chunk"),
+        OPT_FLAG("--json", &json, "print one JSON object on stdout instead of the text report"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "ppl", .usage = PPL_USAGE, .tables = {opts}, .pos = {&model_path}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!model_path || !text_path) {
         fprintf(stderr, "qscope ppl: need MODEL and --text FILE\n");
-        ppl_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
 

@@ -13,34 +13,18 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "sessions/replay.h"
 #include "sessions/session.h"
 
-static void replay_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope replay FILE [-o OUT] [--check] [--json] [--model M] [--tokenizer T]\n"
-            "                     [--threads N] [--work-dir D] [--cache DIR] [--speed]\n\n"
-            "Runs the actions of FILE — a session, or a hand-written list: [{\"action\": \"calibrate\",\n"
-            "\"args\": {...}}, ...] or {\"model\": M, \"actions\": [...]} — headlessly: calibrate,\n"
-            "apply_preset, set_rule / set_cell / remove_rule / set_plan, undo / redo,\n"
-            "rename_plan / copy_plan / delete_plan / select_plan, evaluate (see sessions/session.h\n"
-            "for their arguments). Other recorded actions (view moves) are kept and skipped.\n\n"
-            "  -o OUT          write the resulting session to OUT (atomically)\n"
-            "  --check         compare every recorded evaluation with the re-run and the recorded\n"
-            "                  plans with the replayed ones; exit 1 with a diff on any mismatch.\n"
-            "                  At the recorded thread count results must be bit-identical; at\n"
-            "                  another: |dppl|/ppl <= 1e-4, |dkld| <= 1e-5 + 1e-3*kld, top-1 within\n"
-            "                  one position, layer errors within 1e-6 + 1e-3*value; bpw, bytes,\n"
-            "                  chunks and tokens always exact; speeds and times never compared\n"
-            "  --json          print a JSON summary on stdout\n"
-            "  --model M       replay on another model of the same architecture (a plan naming\n"
-            "                  layers M lacks is an error); --tokenizer T for a llama2.c .bin\n"
-            "  --threads N     threads (default: the recorded results' count, else all CPUs)\n"
-            "  --work-dir D    where calibrate writes stats files (default: OUT.d with -o,\n"
-            "                  else a temporary directory removed afterwards)\n"
-            "  --cache DIR     evaluation reference cache (default: none)\n"
-            "  --speed         measure prefill/decode speed in evaluations (not compared)\n");
-}
+static const char REPLAY_USAGE[] =
+    "usage: qscope replay FILE [-o OUT] [--check] [--json] [--model M] [--tokenizer T]\n"
+    "                     [--threads N] [--work-dir D] [--cache DIR] [--speed]\n\n"
+    "Runs the actions of FILE — a session, or a hand-written list: [{\"action\": \"calibrate\",\n"
+    "\"args\": {...}}, ...] or {\"model\": M, \"actions\": [...]} — headlessly: calibrate,\n"
+    "apply_preset, set_rule / set_cell / remove_rule / set_plan, undo / redo,\n"
+    "rename_plan / copy_plan / delete_plan / select_plan, evaluate (see sessions/session.h\n"
+    "for their arguments). Other recorded actions (view moves) are kept and skipped.\n\n";
 
 typedef struct {
     int quiet;
@@ -82,50 +66,37 @@ static void remove_work_dir(const char *dir) {
 }
 
 int cmd_replay(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *model = NULL, *tok = NULL, *work = NULL, *cache = NULL, *val;
+    const char *in = NULL, *out = NULL, *model = NULL, *tok = NULL, *work = NULL, *cache = NULL;
     int64_t threads = 0;
     int check = 0, json = 0, speed = 0;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            replay_usage(stdout);
-            return 0;
-        } else if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out = val;
-        } else if ((r = args_opt(argc, argv, &i, "--model", &val)) != 0) {
-            if (r < 0) return 2;
-            model = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok = val;
-        } else if ((r = args_opt(argc, argv, &i, "--work-dir", &val)) != 0) {
-            if (r < 0) return 2;
-            work = val;
-        } else if ((r = args_opt(argc, argv, &i, "--cache", &val)) != 0) {
-            if (r < 0) return 2;
-            cache = val;
-        } else if ((r = args_opt(argc, argv, &i, "--threads", &val)) != 0) {
-            if (r < 0 || !args_int("replay", "--threads", val, 1, 256, &threads)) return 2;
-        } else if (!strcmp(argv[i], "--check")) {
-            check = 1;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (!strcmp(argv[i], "--speed")) {
-            speed = 1;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "qscope replay: unknown option '%s' (try --help)\n", argv[i]);
-            return 2;
-        } else if (!in) {
-            in = argv[i];
-        } else {
-            fprintf(stderr, "qscope replay: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
+    const Opt opts[] = {
+        OPT_STR("-o", &out, "OUT", "write the resulting session to OUT (atomically)"),
+        OPT_FLAG("--check", &check,
+                 "compare every recorded evaluation with the re-run and the recorded\n"
+                 "plans with the replayed ones; exit 1 with a diff on any mismatch.\n"
+                 "At the recorded thread count results must be bit-identical; at\n"
+                 "another: |dppl|/ppl <= 1e-4, |dkld| <= 1e-5 + 1e-3*kld, top-1 within\n"
+                 "one position, layer errors within 1e-6 + 1e-3*value; bpw, bytes,\n"
+                 "chunks and tokens always exact; speeds and times never compared"),
+        OPT_FLAG("--json", &json, "print a JSON summary on stdout"),
+        OPT_STR("--model", &model, "M",
+                "replay on another model of the same architecture (a plan naming\n"
+                "layers M lacks is an error)"),
+        OPT_STR("--tokenizer", &tok, "T", "llama2.c tokenizer .bin (for a llama2.c --model)"),
+        OPT_INT("--threads", &threads, 1, 256, "N", "threads (default: the recorded results' count, else all CPUs)"),
+        OPT_STR("--work-dir", &work, "D",
+                "where calibrate writes stats files (default: OUT.d with -o,\n"
+                "else a temporary directory removed afterwards)"),
+        OPT_STR("--cache", &cache, "DIR", "evaluation reference cache (default: none)"),
+        OPT_FLAG("--speed", &speed, "measure prefill/decode speed in evaluations (not compared)"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "replay", .usage = REPLAY_USAGE, .tables = {opts}, .pos = {&in}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!in) {
         fprintf(stderr, "qscope replay: need a session or action-list FILE\n");
-        replay_usage(stderr);
+        opts_usage(&spec, stderr);
         return 2;
     }
     char workbuf[4096];

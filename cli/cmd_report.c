@@ -12,6 +12,7 @@
 #include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/mapfile.h"
 
 typedef enum { OUT_TEXT, OUT_JSON, OUT_CSV } OutFmt;
@@ -27,30 +28,16 @@ typedef struct ReportOpts {
     int64_t n_seqs;
 } ReportOpts;
 
-static void report_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope report [MODEL] --stats STATS --what VIEW [options]\n"
-            "Prints a map from a stats cache written by `qscope calib`. MODEL (optional) is\n"
-            "only loaded to check that the stats are not stale (a warning if they are).\n"
-            "  --what VIEW   spikes       max|x|, median|x|, ratio and rank per projection input;\n"
-            "                             the top K (--top, default 3) are the spike-aware set\n"
-            "                sensitivity  relative weight and output error per format × grouping,\n"
-            "                             with AdaDim's per-IC/per-OC choice\n"
-            "                actquant     relative error of int8/fp8 activations per-tensor\n"
-            "                             (static, dynamic) and per-token\n"
-            "                channels     top channels by max|x| (--top, default 10)\n"
-            "                tokens       the largest activations with token text, position and (with\n"
-            "                             MODEL and the calibration text) the tokens before it;\n"
-            "                             duplicates (same channel, token and context) merged\n"
-            "                resid        residual-stream RMS per layer and position\n"
-            "  --layer L     only layer L\n"
-            "  --proj P      only P: qkv, o, gate_up, down, resid, or q, k, v, gate, up\n"
-            "  --top K       rows per view (see above)\n"
-            "  --json        a JSON list of objects;  --csv  CSV with a header row\n"
-            "  --tokenizer T llama2.c tokenizer (for a .bin MODEL)\n"
-            "  --text F      the calibration text for the tokens view's context (default: the\n"
-            "                path the stats record; checked against their text hash)\n");
-}
+static const char REPORT_USAGE[] =
+    "usage: qscope report [MODEL] --stats STATS --what VIEW [options]\n"
+    "Prints a map from a stats cache written by `qscope calib`. MODEL (optional) is\n"
+    "only loaded to check that the stats are not stale (a warning if they are).\n";
+
+enum { VIEW_SPIKES, VIEW_SENSITIVITY, VIEW_ACTQUANT, VIEW_CHANNELS, VIEW_TOKENS, VIEW_RESID };
+static const OptChoice VIEWS[] = {{"spikes", VIEW_SPIKES},     {"sensitivity", VIEW_SENSITIVITY},
+                                  {"actquant", VIEW_ACTQUANT}, {"channels", VIEW_CHANNELS},
+                                  {"tokens", VIEW_TOKENS},     {"resid", VIEW_RESID},
+                                  {NULL, 0}};
 
 /* === output helpers === */
 
@@ -514,46 +501,47 @@ static int view_resid(const CalibStats *cs, const ReportOpts *o) {
 }
 
 int cmd_report(int argc, char **argv) {
-    const char *model = NULL, *stats = NULL, *what = NULL, *layer = NULL, *proj = NULL, *top = NULL, *tok = NULL;
-    const char *text_path = NULL;
+    const char *model = NULL, *stats = NULL, *layer = NULL, *proj = NULL, *tok = NULL, *text_path = NULL;
     int32_t *seqs = NULL;
     Tokenizer *own_tok = NULL; /* the model's, kept for the tokens view's context */
     ReportOpts o = {.layer = -1, .tap = -1, .proj = -1, .top = 0, .out = OUT_TEXT};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            report_usage(stdout);
-            return 0;
-        }
-        if (strcmp(a, "--json") == 0) { o.out = OUT_JSON; continue; }
-        if (strcmp(a, "--csv") == 0) { o.out = OUT_CSV; continue; }
-        int r;
-        if ((r = args_opt(argc, argv, &i, "--stats", &stats)) || (r = args_opt(argc, argv, &i, "--what", &what)) ||
-            (r = args_opt(argc, argv, &i, "--layer", &layer)) || (r = args_opt(argc, argv, &i, "--proj", &proj)) ||
-            (r = args_opt(argc, argv, &i, "--top", &top)) || (r = args_opt(argc, argv, &i, "--tokenizer", &tok)) ||
-            (r = args_opt(argc, argv, &i, "--text", &text_path))) {
-            if (r < 0) return 2;
-            continue;
-        }
-        if (a[0] == '-' || model) {
-            fprintf(stderr, "qscope report: unknown argument '%s' (see qscope report --help)\n", a);
-            return 2;
-        }
-        model = a;
-    }
-    if (!stats || !what) {
+    int view = -1, out = OUT_TEXT;
+    int64_t top = 0;
+    const Opt opts[] = {
+        OPT_STR("--stats", &stats, "STATS", "stats file from `qscope calib`"),
+        OPT_ENUM("--what", &view, VIEWS, "VIEW",
+                 "spikes       max|x|, median|x|, ratio and rank per projection input;\n"
+                 "             the top K (--top, default 3) are the spike-aware set\n"
+                 "sensitivity  relative weight and output error per format × grouping,\n"
+                 "             with AdaDim's per-IC/per-OC choice\n"
+                 "actquant     relative error of int8/fp8 activations per-tensor\n"
+                 "             (static, dynamic) and per-token\n"
+                 "channels     top channels by max|x| (--top, default 10)\n"
+                 "tokens       the largest activations with token text, position and (with\n"
+                 "             MODEL and the calibration text) the tokens before it;\n"
+                 "             duplicates (same channel, token and context) merged\n"
+                 "resid        residual-stream RMS per layer and position"),
+        /* its bound is the stats file's layer count: checked once the file is read */
+        OPT_STR("--layer", &layer, "L", "only layer L"),
+        OPT_STR("--proj", &proj, "P", "only P: qkv, o, gate_up, down, resid, or q, k, v, gate, up"),
+        OPT_INT("--top", &top, 1, 1 << 20, "K", "rows per view (see above)"),
+        OPT_SET("--json", &out, OUT_JSON, "a JSON list of objects"),
+        OPT_SET("--csv", &out, OUT_CSV, "CSV with a header row"),
+        OPT_STR("--tokenizer", &tok, "T", "llama2.c tokenizer (for a .bin MODEL)"),
+        OPT_STR("--text", &text_path, "F",
+                "the calibration text for the tokens view's context (default: the\n"
+                "path the stats record; checked against their text hash)"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "report", .usage = REPORT_USAGE, .tables = {opts}, .pos = {&model}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
+    if (!stats || view < 0) {
         fprintf(stderr, "qscope report: --stats and --what are required (see qscope report --help)\n");
         return 2;
     }
-    static const char *const views[] = {"spikes", "sensitivity", "actquant", "channels", "tokens", "resid"};
-    int view = -1;
-    for (int i = 0; i < 6; i++)
-        if (strcmp(what, views[i]) == 0) view = i;
-    if (view < 0) {
-        fprintf(stderr, "qscope report: --what: '%s' is not one of spikes, sensitivity, actquant, channels, tokens, resid\n",
-                what);
-        return 2;
-    }
+    o.out = (OutFmt)out;
+    o.top = top;
     if (proj) {
         int t = -1;
         for (int i = 0; i < TAP_COUNT; i++)
@@ -565,7 +553,6 @@ int cmd_report(int argc, char **argv) {
         }
     }
     int64_t v;
-    if (top) { if (!args_int("report", "--top", top, 1, 1 << 20, &v)) return 2; o.top = v; }
     Err err;
     err_init(&err);
     CalibStats *cs = NULL;
@@ -589,7 +576,7 @@ int cmd_report(int argc, char **argv) {
         char why[256];
         int stale = statsfile_is_stale(cs, m, why, sizeof why);
         if (stale) fprintf(stderr, "qscope report: warning: %s is stale for %s: %s\n", stats, model, why);
-        if (view == 4 && !stale) report_windows(cs, m, text_path, &o, &seqs);
+        if (view == VIEW_TOKENS && !stale) report_windows(cs, m, text_path, &o, &seqs);
         if (o.tok) { /* kept past the model */
             own_tok = m->tok;
             m->tok = NULL;
@@ -603,11 +590,11 @@ int cmd_report(int argc, char **argv) {
                cs->n_seqs < cs->n_planned ? " [cancelled early]" : "");
     int rc;
     switch (view) {
-    case 0: rc = view_spikes(cs, &o); break;
-    case 1: rc = view_sensitivity(cs, &o); break;
-    case 2: rc = view_actquant(cs, &o); break;
-    case 3: rc = view_channels(cs, &o); break;
-    case 4: rc = view_tokens(cs, &o); break;
+    case VIEW_SPIKES: rc = view_spikes(cs, &o); break;
+    case VIEW_SENSITIVITY: rc = view_sensitivity(cs, &o); break;
+    case VIEW_ACTQUANT: rc = view_actquant(cs, &o); break;
+    case VIEW_CHANNELS: rc = view_channels(cs, &o); break;
+    case VIEW_TOKENS: rc = view_tokens(cs, &o); break;
     default: rc = view_resid(cs, &o); break;
     }
     calib_stats_free(cs);

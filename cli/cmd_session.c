@@ -6,6 +6,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "sessions/session.h"
 
 static void session_usage(FILE *f) {
@@ -57,22 +58,16 @@ static int session_show(const char *path) {
 }
 
 static int session_create(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL, *out = NULL, *val;
-    for (int i = 2; i < argc; i++) {
-        int r;
-        if ((r = args_opt(argc, argv, &i, "-o", &val)) != 0) {
-            if (r < 0) return 2;
-            out = val;
-        } else if ((r = args_opt(argc, argv, &i, "--tokenizer", &val)) != 0) {
-            if (r < 0) return 2;
-            tok = val;
-        } else if (argv[i][0] == '-' || model) {
-            fprintf(stderr, "qscope session new: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        } else {
-            model = argv[i];
-        }
-    }
+    const char *model = NULL, *tok = NULL, *out = NULL;
+    const Opt opts[] = {
+        OPT_STR("-o", &out, "S.json", "the session file to write"),
+        OPT_STR("--tokenizer", &tok, "T", "llama2.c tokenizer .bin (for a .bin MODEL)"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "session new", .usage = "usage: qscope session new MODEL -o S.json [--tokenizer T]\n",
+                          .tables = {opts}, .pos = {&model}};
+    int pr = opts_parse(&spec, argc - 1, argv + 1); /* argv[1] is "new" */
+    if (pr != OPTS_OK) return pr;
     if (!model || !out) {
         fprintf(stderr, "qscope session new: need MODEL and -o S.json\n");
         return 2;

@@ -9,27 +9,20 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/mapfile.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 
-static void tokenize_usage(FILE *f) {
-    fprintf(f,
-            "usage: qscope tokenize MODEL (--text S | --file F) [--no-bos] [--tokenizer T] [--json]\n\n"
-            "Prints the token ids of a text on one line, space-separated, with BOS first\n"
-            "when the tokenizer adds it by default (SentencePiece vocabularies do).\n"
-            "Only the tokenizer is read: a vocab-only GGUF works, weights are never loaded.\n\n"
-            "MODEL is a .gguf file, a Hugging Face directory (its tokenizer.json) or a\n"
-            "tokenizer.json itself, or a llama2.c checkpoint .bin with --tokenizer TOK.bin\n"
-            "(the vocab size comes from the checkpoint's header).\n\n"
-            "options:\n"
-            "  --text S       the text to tokenize (taken byte for byte)\n"
-            "  --file F       tokenize the contents of file F instead\n"
-            "  --no-bos       do not prepend BOS\n"
-            "  --tokenizer T  llama2.c tokenizer .bin (for llama2.c checkpoints)\n"
-            "  --json         print {\"tokenizer\", \"n_tokens\", \"ids\", \"pieces\"} instead\n"
-            "  --help         this text\n");
-}
+static const char TOKENIZE_USAGE[] =
+    "usage: qscope tokenize MODEL (--text S | --file F) [--no-bos] [--tokenizer T] [--json]\n\n"
+    "Prints the token ids of a text on one line, space-separated, with BOS first\n"
+    "when the tokenizer adds it by default (SentencePiece vocabularies do).\n"
+    "Only the tokenizer is read: a vocab-only GGUF works, weights are never loaded.\n\n"
+    "MODEL is a .gguf file, a Hugging Face directory (its tokenizer.json) or a\n"
+    "tokenizer.json itself, or a llama2.c checkpoint .bin with --tokenizer TOK.bin\n"
+    "(the vocab size comes from the checkpoint's header).\n\n"
+    "options:\n";
 
 static int has_suffix(const char *s, const char *suf) {
     size_t n = strlen(s), m = strlen(suf);
@@ -104,28 +97,17 @@ static void json_bytes(FILE *f, const char *s) {
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL, *tok_path = NULL;
     int no_bos = 0, json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int r;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            tokenize_usage(stdout);
-            return 0;
-        }
-        if (strcmp(a, "--no-bos") == 0) { no_bos = 1; continue; }
-        if (strcmp(a, "--json") == 0) { json = 1; continue; }
-        if ((r = args_opt(argc, argv, &i, "--text", &text)) != 0) { if (r < 0) return 2; continue; }
-        if ((r = args_opt(argc, argv, &i, "--file", &file)) != 0) { if (r < 0) return 2; continue; }
-        if ((r = args_opt(argc, argv, &i, "--tokenizer", &tok_path)) != 0) { if (r < 0) return 2; continue; }
-        if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "qscope tokenize: unknown option '%s' (try --help)\n", a);
-            return 2;
-        }
-        if (model) {
-            fprintf(stderr, "qscope tokenize: more than one MODEL ('%s', '%s')\n", model, a);
-            return 2;
-        }
-        model = a;
-    }
+    const Opt opts[] = {
+        OPT_STR("--text", &text, "S", "the text to tokenize (taken byte for byte)"),
+        OPT_STR("--file", &file, "F", "tokenize the contents of file F instead"),
+        OPT_FLAG("--no-bos", &no_bos, "do not prepend BOS"),
+        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for llama2.c checkpoints)"),
+        OPT_FLAG("--json", &json, "print {\"tokenizer\", \"n_tokens\", \"ids\", \"pieces\"} instead"),
+        OPT_END,
+    };
+    const OptSpec spec = {.cmd = "tokenize", .usage = TOKENIZE_USAGE, .tables = {opts}, .pos = {&model}};
+    int pr = opts_parse(&spec, argc, argv);
+    if (pr != OPTS_OK) return pr;
     if (!model || (!text) == (!file)) {
         fprintf(stderr, "qscope tokenize: need MODEL and exactly one of --text S or --file F (try --help)\n");
         return 2;

@@ -81,7 +81,8 @@ int opts_parse(const OptSpec *spec, int argc, char **argv) {
             opts_usage(spec, stdout);
             return OPTS_EXIT_HELP;
         }
-        const Opt *o = a[0] == '-' ? find_arg(spec, a, &eq) : NULL;
+        /* a lone "-" is an argument (stdin's usual name), not an option */
+        const Opt *o = a[0] == '-' && a[1] ? find_arg(spec, a, &eq) : NULL;
         if (o && o->kind == OPTK_FLAG) {
             *o->flag = o->set_to;
         } else if (o) {
@@ -93,11 +94,13 @@ int opts_parse(const OptSpec *spec, int argc, char **argv) {
             }
             if (!val) val = argv[++i];
             if (!take(spec->cmd, o, val)) return OPTS_EXIT_ERR;
-        } else if (a[0] == '-') {
+        } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "qscope %s: unknown option '%s' (try qscope %s --help)\n", spec->cmd, a, spec->cmd);
             return OPTS_EXIT_ERR;
         } else if (n_pos < 4 && spec->pos[n_pos]) {
             *spec->pos[n_pos++] = a;
+        } else if (spec->more_pos) {
+            if (!spec->more_pos(spec->cmd, a, spec->more_user)) return OPTS_EXIT_ERR;
         } else {
             fprintf(stderr, "qscope %s: unexpected argument '%s'\n", spec->cmd, a);
             return OPTS_EXIT_ERR;

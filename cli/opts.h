@@ -86,6 +86,10 @@ typedef struct OptSpec {
     const char *epilog;                 /* printed after the options, or NULL */
     /* Positional arguments, in order: targets (NULL-terminated) of up to 4. */
     const char **pos[5];
+    /* Further positionals (a list of names, say), one call each; NULL: they are
+     * errors. Returns 1, or 0 after printing "qscope CMD: ..." to stderr. */
+    int (*more_pos)(const char *cmd, const char *arg, void *user);
+    void *more_user;
 } OptSpec;
 
 /* opts_parse's answers: go on, stop with exit code 0 (--help printed), stop

@@ -112,7 +112,7 @@ int main(void) {
     vals_init(&v);
     CHECK(run(&v, out, sizeof out, "--ctx=4", "--level", "2", NULL) == OPTS_OK);
     CHECK(v.ctx == 4 + 2000 && v.model == NULL);
-    /* a value that looks like an option is still the value (as args_opt took it) */
+    /* a value that looks like an option is still the value (as the hand-written loops took it) */
     vals_init(&v);
     CHECK(run(&v, out, sizeof out, "--text", "--json", NULL) == OPTS_OK);
     CHECK(!strcmp(v.text, "--json") && v.json == 0);
@@ -130,7 +130,7 @@ int main(void) {
         {"--list", "ab", "qscope test: --list: 'ab' has no comma"},
         {"--frobnicate", NULL, "qscope test: unknown option '--frobnicate' (try qscope test --help)"},
         {"--json=1", NULL, "qscope test: unknown option '--json=1'"},
-        {"-", NULL, "qscope test: unknown option '-'"},
+        {"m.gguf", "-", "qscope test: unexpected argument '-'"},
         {"m.gguf", "second", "qscope test: unexpected argument 'second'"},
         {"--ctx", NULL, "qscope test: option --ctx needs a value (N)"},
     };
