@@ -122,21 +122,11 @@ void spike_topk_insert(Spike *top, int32_t *n, int32_t k, const Spike *s) {
 
 /* === Activation quantization === */
 
-static const char *const act_fmt_names[AQ_FMT_COUNT] = {"int8", "fp8-e4m3", "fp8-e5m2"};
 static const char *const act_mode_names[ACT_MODE_COUNT] = {"tensor-static", "tensor-dynamic",
                                                            "token-dynamic"};
 
-const char *act_fmt_name(ActFmt f) { return (unsigned)f < AQ_FMT_COUNT ? act_fmt_names[f] : "?"; }
 const char *act_mode_name(ActMode m) { return (unsigned)m < ACT_MODE_COUNT ? act_mode_names[m] : "?"; }
 
-float act_fmt_qmax(ActFmt f) {
-    switch (f) {
-    case AQ_INT8: return 127.0f;
-    case AQ_FP8_E4M3: return 448.0f;
-    case AQ_FP8_E5M2: return 57344.0f;
-    default: return 0;
-    }
-}
 
 /* Rounding to nearest even by the 1.5·2^23 trick: exact for |v| < 2^22 in
  * the default rounding mode, and branch-free (rintf is a libm call on
@@ -164,35 +154,35 @@ static inline float fp8_round(float v, int drop, float min_normal, float sub_ste
 float fp8_round_e4m3(float v) { return fp8_round(v, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f); }
 float fp8_round_e5m2(float v) { return fp8_round(v, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f); }
 
-float act_quant(ActFmt f, float x, float s, float inv) {
+float act_quant(ActFormat f, float x, float s, float inv) {
     float v = x * inv;
     switch (f) {
-    case AQ_INT8: {
+    case ACT_INT8: {
         v = v > 127.0f ? 127.0f : v;
         v = v < -127.0f ? -127.0f : v;
         return ((v + RNE_MAGIC) - RNE_MAGIC) * s;
     }
-    case AQ_FP8_E4M3: return fp8_round_e4m3(v) * s;
-    case AQ_FP8_E5M2: return fp8_round_e5m2(v) * s;
+    case ACT_FP8_E4M3: return fp8_round_e4m3(v) * s;
+    case ACT_FP8_E5M2: return fp8_round_e5m2(v) * s;
     default: return 0;
     }
 }
 
-void act_err_row_ref(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                     const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+void act_err_row_ref(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                     const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]) {
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             double e = 0;
             for (int64_t i = 0; i < n; i++) {
-                float d = x[i] - act_quant((ActFmt)f, x[i], s[f][m], inv[f][m]);
+                float d = x[i] - act_quant((ActFormat)f, x[i], s[f][m], inv[f][m]);
                 e += (double)d * d;
             }
             err[f][m] += e;
         }
 }
 
-static void act_err_row_sse2(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                             const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]);
+static void act_err_row_sse2(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                             const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]);
 
 /* SSE2 is part of the x86-64 baseline: no dispatch needed. Lane for lane the
  * same operations as act_quant; only the summation order differs (float
@@ -234,32 +224,32 @@ static inline __m512 avx512_fp8(__m512 y, int drop, float min_normal, float sub_
 }
 
 __attribute__((target("avx512f"))) static void act_err_row_avx512(
-    const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-    const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
+    const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+    const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]) {
     int64_t n16 = n & ~(int64_t)15;
-    __m512 acc[AQ_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    __m512 acc[ACT_COUNT][ACT_MODE_COUNT];
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm512_setzero_ps();
     const __m512 mag = _mm512_set1_ps(RNE_MAGIC), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
     for (int64_t i = 0; i < n16; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
-            __m512 y = _mm512_mul_ps(v, _mm512_set1_ps(inv[AQ_INT8][m]));
+            __m512 y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_INT8][m]));
             y = _mm512_max_ps(_mm512_min_ps(y, hi), lo);
-            __m512 q = _mm512_mul_ps(_mm512_sub_ps(_mm512_add_ps(y, mag), mag), _mm512_set1_ps(s[AQ_INT8][m]));
+            __m512 q = _mm512_mul_ps(_mm512_sub_ps(_mm512_add_ps(y, mag), mag), _mm512_set1_ps(s[ACT_INT8][m]));
             __m512 d = _mm512_sub_ps(v, q);
-            acc[AQ_INT8][m] = _mm512_add_ps(acc[AQ_INT8][m], _mm512_mul_ps(d, d));
-            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[AQ_FP8_E4M3][m]));
-            q = _mm512_mul_ps(avx512_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm512_set1_ps(s[AQ_FP8_E4M3][m]));
+            acc[ACT_INT8][m] = _mm512_add_ps(acc[ACT_INT8][m], _mm512_mul_ps(d, d));
+            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_FP8_E4M3][m]));
+            q = _mm512_mul_ps(avx512_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm512_set1_ps(s[ACT_FP8_E4M3][m]));
             d = _mm512_sub_ps(v, q);
-            acc[AQ_FP8_E4M3][m] = _mm512_add_ps(acc[AQ_FP8_E4M3][m], _mm512_mul_ps(d, d));
-            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[AQ_FP8_E5M2][m]));
-            q = _mm512_mul_ps(avx512_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm512_set1_ps(s[AQ_FP8_E5M2][m]));
+            acc[ACT_FP8_E4M3][m] = _mm512_add_ps(acc[ACT_FP8_E4M3][m], _mm512_mul_ps(d, d));
+            y = _mm512_mul_ps(v, _mm512_set1_ps(inv[ACT_FP8_E5M2][m]));
+            q = _mm512_mul_ps(avx512_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm512_set1_ps(s[ACT_FP8_E5M2][m]));
             d = _mm512_sub_ps(v, q);
-            acc[AQ_FP8_E5M2][m] = _mm512_add_ps(acc[AQ_FP8_E5M2][m], _mm512_mul_ps(d, d));
+            acc[ACT_FP8_E5M2][m] = _mm512_add_ps(acc[ACT_FP8_E5M2][m], _mm512_mul_ps(d, d));
         }
     }
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             float t[16];
             _mm512_storeu_ps(t, acc[f][m]);
@@ -290,34 +280,34 @@ T256 static inline __m256 avx2_fp8(__m256 y, int drop, float min_normal, float s
     return _mm256_or_ps(r, _mm256_and_ps(sign, y));
 }
 
-T256 static void act_err_row_avx2(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                                  const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                                  double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
+T256 static void act_err_row_avx2(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                                  const float inv[ACT_COUNT][ACT_MODE_COUNT],
+                                  double err[ACT_COUNT][ACT_MODE_COUNT]) {
     int64_t n8 = n & ~(int64_t)7;
-    __m256 acc[AQ_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    __m256 acc[ACT_COUNT][ACT_MODE_COUNT];
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm256_setzero_ps();
     const __m256 mag = _mm256_set1_ps(RNE_MAGIC), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     for (int64_t i = 0; i < n8; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
-            __m256 y = _mm256_mul_ps(v, _mm256_set1_ps(inv[AQ_INT8][m]));
+            __m256 y = _mm256_mul_ps(v, _mm256_set1_ps(inv[ACT_INT8][m]));
             y = _mm256_max_ps(_mm256_min_ps(y, hi), lo);
-            __m256 q = _mm256_mul_ps(_mm256_sub_ps(_mm256_add_ps(y, mag), mag), _mm256_set1_ps(s[AQ_INT8][m]));
+            __m256 q = _mm256_mul_ps(_mm256_sub_ps(_mm256_add_ps(y, mag), mag), _mm256_set1_ps(s[ACT_INT8][m]));
             __m256 d = _mm256_sub_ps(v, q);
-            acc[AQ_INT8][m] = _mm256_add_ps(acc[AQ_INT8][m], _mm256_mul_ps(d, d));
-            y = _mm256_mul_ps(v, _mm256_set1_ps(inv[AQ_FP8_E4M3][m]));
-            q = _mm256_mul_ps(avx2_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm256_set1_ps(s[AQ_FP8_E4M3][m]));
+            acc[ACT_INT8][m] = _mm256_add_ps(acc[ACT_INT8][m], _mm256_mul_ps(d, d));
+            y = _mm256_mul_ps(v, _mm256_set1_ps(inv[ACT_FP8_E4M3][m]));
+            q = _mm256_mul_ps(avx2_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm256_set1_ps(s[ACT_FP8_E4M3][m]));
             d = _mm256_sub_ps(v, q);
-            acc[AQ_FP8_E4M3][m] = _mm256_add_ps(acc[AQ_FP8_E4M3][m], _mm256_mul_ps(d, d));
-            y = _mm256_mul_ps(v, _mm256_set1_ps(inv[AQ_FP8_E5M2][m]));
+            acc[ACT_FP8_E4M3][m] = _mm256_add_ps(acc[ACT_FP8_E4M3][m], _mm256_mul_ps(d, d));
+            y = _mm256_mul_ps(v, _mm256_set1_ps(inv[ACT_FP8_E5M2][m]));
             q = _mm256_mul_ps(avx2_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f),
-                              _mm256_set1_ps(s[AQ_FP8_E5M2][m]));
+                              _mm256_set1_ps(s[ACT_FP8_E5M2][m]));
             d = _mm256_sub_ps(v, q);
-            acc[AQ_FP8_E5M2][m] = _mm256_add_ps(acc[AQ_FP8_E5M2][m], _mm256_mul_ps(d, d));
+            acc[ACT_FP8_E5M2][m] = _mm256_add_ps(acc[ACT_FP8_E5M2][m], _mm256_mul_ps(d, d));
         }
     }
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             float t[8];
             _mm256_storeu_ps(t, acc[f][m]);
@@ -328,39 +318,39 @@ T256 static void act_err_row_avx2(const float *x, int64_t n, const float s[AQ_FM
     if (n8 < n) act_err_row_sse2(x + n8, n - n8, s, inv, err);
 }
 
-void act_err_row(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                 const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
+void act_err_row(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                 const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]) {
     if (cpu_has_avx512f()) act_err_row_avx512(x, n, s, inv, err);
     else if (cpu_has_avx2()) act_err_row_avx2(x, n, s, inv, err);
     else act_err_row_sse2(x, n, s, inv, err);
 }
 
-static void act_err_row_sse2(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                             const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]) {
+static void act_err_row_sse2(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                             const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]) {
     int64_t n4 = n & ~(int64_t)3;
-    __m128 acc[AQ_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    __m128 acc[ACT_COUNT][ACT_MODE_COUNT];
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) acc[f][m] = _mm_setzero_ps();
     const __m128 mag = _mm_set1_ps(RNE_MAGIC), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
     for (int64_t i = 0; i < n4; i += 4) {
         __m128 v = _mm_loadu_ps(x + i);
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
-            __m128 y = _mm_mul_ps(v, _mm_set1_ps(inv[AQ_INT8][m]));
+            __m128 y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_INT8][m]));
             y = _mm_max_ps(_mm_min_ps(y, hi), lo);
-            __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(y, mag), mag), _mm_set1_ps(s[AQ_INT8][m]));
+            __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_add_ps(y, mag), mag), _mm_set1_ps(s[ACT_INT8][m]));
             __m128 d = _mm_sub_ps(v, q);
-            acc[AQ_INT8][m] = _mm_add_ps(acc[AQ_INT8][m], _mm_mul_ps(d, d));
-            y = _mm_mul_ps(v, _mm_set1_ps(inv[AQ_FP8_E4M3][m]));
-            q = _mm_mul_ps(sse_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm_set1_ps(s[AQ_FP8_E4M3][m]));
+            acc[ACT_INT8][m] = _mm_add_ps(acc[ACT_INT8][m], _mm_mul_ps(d, d));
+            y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_FP8_E4M3][m]));
+            q = _mm_mul_ps(sse_fp8(y, 20, 0x1p-6f, 0x1p-9f, 0x1p9f, 448.0f), _mm_set1_ps(s[ACT_FP8_E4M3][m]));
             d = _mm_sub_ps(v, q);
-            acc[AQ_FP8_E4M3][m] = _mm_add_ps(acc[AQ_FP8_E4M3][m], _mm_mul_ps(d, d));
-            y = _mm_mul_ps(v, _mm_set1_ps(inv[AQ_FP8_E5M2][m]));
-            q = _mm_mul_ps(sse_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm_set1_ps(s[AQ_FP8_E5M2][m]));
+            acc[ACT_FP8_E4M3][m] = _mm_add_ps(acc[ACT_FP8_E4M3][m], _mm_mul_ps(d, d));
+            y = _mm_mul_ps(v, _mm_set1_ps(inv[ACT_FP8_E5M2][m]));
+            q = _mm_mul_ps(sse_fp8(y, 21, 0x1p-14f, 0x1p-16f, 0x1p16f, 57344.0f), _mm_set1_ps(s[ACT_FP8_E5M2][m]));
             d = _mm_sub_ps(v, q);
-            acc[AQ_FP8_E5M2][m] = _mm_add_ps(acc[AQ_FP8_E5M2][m], _mm_mul_ps(d, d));
+            acc[ACT_FP8_E5M2][m] = _mm_add_ps(acc[ACT_FP8_E5M2][m], _mm_mul_ps(d, d));
         }
     }
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             float t[4];
             _mm_storeu_ps(t, acc[f][m]);
@@ -396,7 +386,7 @@ void tapstats_done(TapStats *ts) {
     memset(ts, 0, sizeof *ts);
 }
 
-double tapstats_act_rel_err(const TapStats *ts, ActFmt f, ActMode m) {
+double tapstats_act_rel_err(const TapStats *ts, ActFormat f, ActMode m) {
     if (!ts->has_act || ts->act_ref[m] <= 0) return NAN;
     return ts->act_err[f][m] / ts->act_ref[m];
 }
@@ -406,7 +396,7 @@ typedef struct SliceAcc {
     Moments mom;
     float absmax;
     double ref[ACT_MODE_COUNT];
-    double err[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    double err[ACT_COUNT][ACT_MODE_COUNT];
     int32_t n_top;
     int64_t n_nonfinite;
 } SliceAcc;
@@ -481,10 +471,10 @@ static void job_row_amax(void *arg, int64_t b, int64_t e, int tid) {
 }
 
 /* Scale and inverse for absmax under format f (0, 0 when absmax is 0). */
-static inline void act_scale(ActFmt f, float amax, float *s, float *inv) {
+static inline void act_scale(ActFormat f, float amax, float *s, float *inv) {
     if (amax > 0) {
-        *s = amax / act_fmt_qmax(f);
-        *inv = act_fmt_qmax(f) / amax;
+        *s = amax / actq_qmax(f);
+        *inv = actq_qmax(f) / amax;
     } else {
         *s = 0;
         *inv = 0;
@@ -497,10 +487,10 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
     TapScratch *sc = j->sc;
     int64_t w = ts->width, T = j->T;
     uint64_t *hist = sc->hist + (size_t)tid * HIST_NBINS;
-    float sc_s[AQ_FMT_COUNT][ACT_MODE_COUNT], sc_inv[AQ_FMT_COUNT][ACT_MODE_COUNT];
-    for (int f = 0; f < AQ_FMT_COUNT; f++) {
-        act_scale((ActFmt)f, j->static_amax, &sc_s[f][ACT_TENSOR_STATIC], &sc_inv[f][ACT_TENSOR_STATIC]);
-        act_scale((ActFmt)f, j->batch_amax, &sc_s[f][ACT_TENSOR_DYNAMIC], &sc_inv[f][ACT_TENSOR_DYNAMIC]);
+    float sc_s[ACT_COUNT][ACT_MODE_COUNT], sc_inv[ACT_COUNT][ACT_MODE_COUNT];
+    for (int f = ACT_INT8; f < ACT_COUNT; f++) {
+        act_scale((ActFormat)f, j->static_amax, &sc_s[f][ACT_TENSOR_STATIC], &sc_inv[f][ACT_TENSOR_STATIC]);
+        act_scale((ActFormat)f, j->batch_amax, &sc_s[f][ACT_TENSOR_DYNAMIC], &sc_inv[f][ACT_TENSOR_DYNAMIC]);
     }
     for (int64_t s = sb; s < se; s++) {
         int64_t c0 = s * SLICE, c1 = c0 + SLICE < w ? c0 + SLICE : w, nc = c1 - c0;
@@ -553,16 +543,16 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
                 rref += (double)x * x;
             }
             if (ts->has_act) {
-                double rerr[AQ_FMT_COUNT][ACT_MODE_COUNT];
+                double rerr[ACT_COUNT][ACT_MODE_COUNT];
                 memset(rerr, 0, sizeof rerr);
-                for (int f = 0; f < AQ_FMT_COUNT; f++) {
-                    act_scale((ActFmt)f, sc->row_amax[r], &sc_s[f][ACT_TOKEN_DYNAMIC], &sc_inv[f][ACT_TOKEN_DYNAMIC]);
+                for (int f = ACT_INT8; f < ACT_COUNT; f++) {
+                    act_scale((ActFormat)f, sc->row_amax[r], &sc_s[f][ACT_TOKEN_DYNAMIC], &sc_inv[f][ACT_TOKEN_DYNAMIC]);
                 }
                 act_err_row(row + c0, nc, sc_s, sc_inv, rerr);
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
                     if (m == ACT_TENSOR_STATIC && j->static_amax <= 0) continue;
                     acc->ref[m] += rref;
-                    for (int f = 0; f < AQ_FMT_COUNT; f++) acc->err[f][m] += rerr[f][m];
+                    for (int f = ACT_INT8; f < ACT_COUNT; f++) acc->err[f][m] += rerr[f][m];
                 }
             }
         }
@@ -604,7 +594,7 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
         if (acc->absmax > ts->absmax) ts->absmax = acc->absmax;
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
             ts->act_ref[m] += acc->ref[m];
-            for (int f = 0; f < AQ_FMT_COUNT; f++) ts->act_err[f][m] += acc->err[f][m];
+            for (int f = ACT_INT8; f < ACT_COUNT; f++) ts->act_err[f][m] += acc->err[f][m];
         }
         const Spike *top = sc->slice_top + (size_t)s * (size_t)(sc->k > 0 ? sc->k : 1);
         for (int32_t i = 0; i < acc->n_top; i++) spike_topk_insert(ts->top, &ts->n_top, ts->k, &top[i]);

@@ -16,6 +16,7 @@
 #include "core/pool.h"
 #include "core/status.h"
 #include "analysis/hstore.h"
+#include "kernels/actquant.h"
 #include "model/model.h"
 
 /* === Histogram of |x| ===
@@ -88,18 +89,14 @@ void spike_topk_insert(Spike *top, int32_t *n, int32_t k, const Spike *s);
  *  - ACT_TENSOR_DYNAMIC: absmax of the current batch (one sequence);
  *  - ACT_TOKEN_DYNAMIC: absmax of each row (per-token scales are by nature
  *    computed at run time, so there is no static per-token mode). */
-typedef enum { AQ_INT8, AQ_FP8_E4M3, AQ_FP8_E5M2, AQ_FMT_COUNT } ActFmt;
 typedef enum { ACT_TENSOR_STATIC, ACT_TENSOR_DYNAMIC, ACT_TOKEN_DYNAMIC, ACT_MODE_COUNT } ActMode;
 
-/* "int8", "fp8-e4m3", "fp8-e5m2" / "tensor-static", "tensor-dynamic", "token-dynamic". */
-const char *act_fmt_name(ActFmt f);
+/* "tensor-static", "tensor-dynamic", "token-dynamic" (the formats' names are
+ * kernels/actquant.h act_format_name, their ranges actq_qmax). */
 const char *act_mode_name(ActMode m);
 
-/* Largest representable magnitude of f (127, 448, 57344). */
-float act_fmt_qmax(ActFmt f);
-
 /* Quantize-dequantize x with scale s (inv = 1/s, or 0 when s == 0). */
-float act_quant(ActFmt f, float x, float s, float inv);
+float act_quant(ActFormat f, float x, float s, float inv);
 
 /* Adds Σ(x_i - Q(x_i))² over n values to err[f][m] for every format f and
  * mode m, with scale s[f][m] and inverse inv[f][m] (0 when the scale is 0).
@@ -107,10 +104,10 @@ float act_quant(ActFmt f, float x, float s, float inv);
  * x86-64 baseline); act_err_row_ref is the scalar twin: elementwise
  * identical, sums differ only by summation order (float lanes folded into
  * double: relative 1e-6). */
-void act_err_row(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                 const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]);
-void act_err_row_ref(const float *x, int64_t n, const float s[AQ_FMT_COUNT][ACT_MODE_COUNT],
-                     const float inv[AQ_FMT_COUNT][ACT_MODE_COUNT], double err[AQ_FMT_COUNT][ACT_MODE_COUNT]);
+void act_err_row(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                 const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]);
+void act_err_row_ref(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
+                     const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]);
 
 /* Round v to the nearest fp8 value (ties to even), saturating at ±max;
  * equals fp8_*_to_f32(f32_to_fp8_*(v)) for finite v (fast bit form). */
@@ -133,7 +130,7 @@ typedef struct TapStats {
     Spike *top;              /* (k) best first (spike_before order) */
     int has_act;             /* accumulates act_err */
     double act_ref[ACT_MODE_COUNT];                /* Σx² over the rows each mode saw */
-    double act_err[AQ_FMT_COUNT][ACT_MODE_COUNT]; /* Σ(x - Q(x))² */
+    double act_err[ACT_COUNT][ACT_MODE_COUNT]; /* Σ(x - Q(x))² */
     int64_t n_nonfinite;     /* inf/NaN values seen (calibration fails on any; not saved) */
 } TapStats;
 
@@ -163,6 +160,6 @@ void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens
 
 /* Relative activation-quantization error of ts for (f, m); NaN when no row
  * was measured in that mode. */
-double tapstats_act_rel_err(const TapStats *ts, ActFmt f, ActMode m);
+double tapstats_act_rel_err(const TapStats *ts, ActFormat f, ActMode m);
 
 #endif

@@ -52,7 +52,7 @@ static void put_tap(ByteWriter *b, const TapStats *ts) {
     }
     bytes_put_u32(b, (uint32_t)ts->has_act);
     for (int m = 0; m < ACT_MODE_COUNT; m++) bytes_put_f64(b, ts->act_ref[m]);
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) bytes_put_f64(b, ts->act_err[f][m]);
 }
 
@@ -231,7 +231,7 @@ static void get_tap(Rd *r, TapStats *ts, int64_t width) {
     }
     ts->has_act = (int)get_checked32(r, 0, 1, "tap.has_act");
     for (int m = 0; m < ACT_MODE_COUNT; m++) ts->act_ref[m] = get_f64(r, "tap.act_ref");
-    for (int f = 0; f < AQ_FMT_COUNT; f++)
+    for (int f = ACT_INT8; f < ACT_COUNT; f++)
         for (int m = 0; m < ACT_MODE_COUNT; m++) ts->act_err[f][m] = get_f64(r, "tap.act_err");
 }
 

@@ -269,7 +269,7 @@ static int view_actquant(const CalibStats *cs, const ReportOpts *o) {
     else {
         printf("relative error ‖x - Q(x)‖²/‖x‖² of the projection inputs (static: scale from earlier sequences)\n");
         printf("%5s %-7s", "layer", "proj");
-        for (int f = 0; f < AQ_FMT_COUNT; f++)
+        for (int f = ACT_INT8; f < ACT_COUNT; f++)
             for (int m = 0; m < ACT_MODE_COUNT; m++) {
                 char h[40];
                 snprintf(h, sizeof h, "%s/%s", f == 0 ? "i8" : f == 1 ? "e4m3" : "e5m2",
@@ -284,18 +284,18 @@ static int view_actquant(const CalibStats *cs, const ReportOpts *o) {
             if (!sel_tap(o, (TapPoint)t)) continue;
             const TapStats *ts = calib_tap(cs, l, (TapPoint)t);
             if (o->out == OUT_TEXT) printf("%5lld %-7s", (long long)l, tap_name((TapPoint)t));
-            for (int f = 0; f < AQ_FMT_COUNT; f++)
+            for (int f = ACT_INT8; f < ACT_COUNT; f++)
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
-                    double e = tapstats_act_rel_err(ts, (ActFmt)f, (ActMode)m);
+                    double e = tapstats_act_rel_err(ts, (ActFormat)f, (ActMode)m);
                     if (o->out == OUT_JSON) {
                         printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"mode\": \"%s\", \"rel_err\": ",
-                               first ? "" : ",", (long long)l, tap_name((TapPoint)t), act_fmt_name((ActFmt)f),
+                               first ? "" : ",", (long long)l, tap_name((TapPoint)t), act_format_name((ActFormat)f),
                                act_mode_name((ActMode)m));
                         json_num(e);
                         printf("}");
                         first = 0;
                     } else if (o->out == OUT_CSV) {
-                        printf("%lld,%s,%s,%s,%.9g\n", (long long)l, tap_name((TapPoint)t), act_fmt_name((ActFmt)f),
+                        printf("%lld,%s,%s,%s,%.9g\n", (long long)l, tap_name((TapPoint)t), act_format_name((ActFormat)f),
                                act_mode_name((ActMode)m), e);
                     } else {
                         printf(" %12.3e", e);

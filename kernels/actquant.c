@@ -9,21 +9,15 @@
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
 
-const char *actq_format_name(ActQFormat f) {
-    switch (f) {
-    case ACTQ_NONE: return "none";
-    case ACTQ_INT8: return "int8";
-    case ACTQ_FP8_E4M3: return "fp8-e4m3";
-    case ACTQ_FP8_E5M2: return "fp8-e5m2";
-    default: return "?";
-    }
-}
+static const char *const ACT_NAMES[ACT_COUNT] = {"none", "int8", "fp8-e4m3", "fp8-e5m2"};
 
-float actq_qmax(ActQFormat f) {
+const char *act_format_name(ActFormat f) { return (unsigned)f < ACT_COUNT ? ACT_NAMES[f] : "?"; }
+
+float actq_qmax(ActFormat f) {
     switch (f) {
-    case ACTQ_INT8: return 127.0f;
-    case ACTQ_FP8_E4M3: return FP8_E4M3_MAX;
-    case ACTQ_FP8_E5M2: return FP8_E5M2_MAX;
+    case ACT_INT8: return 127.0f;
+    case ACT_FP8_E4M3: return FP8_E4M3_MAX;
+    case ACT_FP8_E5M2: return FP8_E5M2_MAX;
     default: return 0.0f;
     }
 }
@@ -145,17 +139,17 @@ void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K
 
 /* === fake quantization === */
 
-void actq_fake_row_ref(ActQFormat fmt, const float *x, int64_t n, float s, float *out) {
-    if (s == 0.0f || fmt == ACTQ_NONE) {
-        for (int64_t i = 0; i < n; i++) out[i] = s == 0.0f && fmt != ACTQ_NONE ? 0.0f : x[i];
+void actq_fake_row_ref(ActFormat fmt, const float *x, int64_t n, float s, float *out) {
+    if (s == 0.0f || fmt == ACT_NONE) {
+        for (int64_t i = 0; i < n; i++) out[i] = s == 0.0f && fmt != ACT_NONE ? 0.0f : x[i];
         return;
     }
     for (int64_t i = 0; i < n; i++) {
         float v = x[i] / s;
-        if (fmt == ACTQ_INT8) {
+        if (fmt == ACT_INT8) {
             v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
             out[i] = nearbyintf(v) * s;
-        } else if (fmt == ACTQ_FP8_E4M3) {
+        } else if (fmt == ACT_FP8_E4M3) {
             out[i] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v)) * s;
         } else {
             out[i] = fp8_e5m2_to_f32(f32_to_fp8_e5m2(v)) * s;
@@ -176,8 +170,8 @@ static inline __m512 actq_fp8_round_abs(__m512 a, float min_exp, float mbits, fl
 }
 
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
-void actq_fake_row_avx512(ActQFormat fmt, const float *x, int64_t n, float s, float *out) {
-    if (s == 0.0f || fmt == ACTQ_NONE || fmt >= ACTQ_COUNT) {
+void actq_fake_row_avx512(ActFormat fmt, const float *x, int64_t n, float s, float *out) {
+    if (s == 0.0f || fmt == ACT_NONE || fmt >= ACT_COUNT) {
         actq_fake_row_ref(fmt, x, n, s, out);
         return;
     }
@@ -186,12 +180,12 @@ void actq_fake_row_avx512(ActQFormat fmt, const float *x, int64_t n, float s, fl
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), vs), r;
-        if (fmt == ACTQ_INT8) {
+        if (fmt == ACT_INT8) {
             v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
             r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         } else {
             __m512 a = _mm512_abs_ps(v);
-            r = fmt == ACTQ_FP8_E4M3 ? actq_fp8_round_abs(a, -6.0f, 3.0f, FP8_E4M3_MAX)
+            r = fmt == ACT_FP8_E4M3 ? actq_fp8_round_abs(a, -6.0f, 3.0f, FP8_E4M3_MAX)
                                      : actq_fp8_round_abs(a, -14.0f, 2.0f, FP8_E5M2_MAX);
             r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r),
                                                     _mm512_and_si512(_mm512_castps_si512(v), signbit)));
@@ -201,7 +195,7 @@ void actq_fake_row_avx512(ActQFormat fmt, const float *x, int64_t n, float s, fl
 }
 
 typedef struct FakeTask {
-    ActQFormat fmt;
+    ActFormat fmt;
     const float *x;
     float *out;
     const float *scale;      /* (T) */
@@ -219,7 +213,7 @@ static void actq_fake_rows(void *arg, int64_t b, int64_t e, int tid) {
 }
 
 void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out, Pool *pool) {
-    if (aq->fmt == ACTQ_NONE || aq->fmt >= ACTQ_COUNT) {
+    if (aq->fmt == ACT_NONE || aq->fmt >= ACT_COUNT) {
         if (out != x) memmove(out, x, (size_t)(T * K) * sizeof *out);
         return;
     }

@@ -26,21 +26,26 @@
 
 #include "core/pool.h"
 
-typedef enum { ACTQ_NONE, ACTQ_INT8, ACTQ_FP8_E4M3, ACTQ_FP8_E5M2, ACTQ_COUNT } ActQFormat;
+/* The activation format in front of a linear layer: the one enum of the plan
+ * (quant/plan.h PlanEntry.act), these kernels and calibration's activation
+ * error statistics (analysis/stats.h, whose per-format tables are indexed by
+ * it and leave the ACT_NONE row unused). */
+typedef enum { ACT_NONE, ACT_INT8, ACT_FP8_E4M3, ACT_FP8_E5M2, ACT_COUNT } ActFormat;
 
 typedef struct ActQuant {
-    ActQFormat fmt;
+    ActFormat fmt;
     int per_token;           /* 1: one scale per row; 0: one per call (tensor) */
     int is_static;           /* 1: range = static_absmax (implies per-tensor) */
     float static_absmax;     /* calibrated max|x| for static scales */
     int skip_first;          /* leave token 0 out of a dynamic per-tensor range */
 } ActQuant;
 
-/* Returns "none", "int8", "fp8-e4m3", "fp8-e5m2" (static), or "?" when out of range. */
-const char *actq_format_name(ActQFormat f);
+/* Returns "none", "int8", "fp8-e4m3", "fp8-e5m2" (static), or "?" when out of
+ * range: the formats' one name table (quant/plan.h act_format_parse reads it). */
+const char *act_format_name(ActFormat f);
 
 /* Returns the largest code magnitude of f: 127, 448, 57344 (0 for NONE). */
-float actq_qmax(ActQFormat f);
+float actq_qmax(ActFormat f);
 
 /* Returns max|x[i]| over n floats (0 for n == 0). */
 float actq_absmax(const float *x, int64_t n);
@@ -70,7 +75,7 @@ void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t
  * core/fpconv.h's encoders, and the AVX-512 version (callers check
  * cpu_has_avx512f()), bit-equal for every finite input (a NaN input gives
  * ±max·s on the vector path, NaN on the reference). */
-void actq_fake_row_ref(ActQFormat fmt, const float *x, int64_t n, float s, float *out);
-void actq_fake_row_avx512(ActQFormat fmt, const float *x, int64_t n, float s, float *out);
+void actq_fake_row_ref(ActFormat fmt, const float *x, int64_t n, float s, float *out);
+void actq_fake_row_avx512(ActFormat fmt, const float *x, int64_t n, float s, float *out);
 
 #endif

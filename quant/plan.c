@@ -15,7 +15,6 @@
 /* === Names === */
 
 static const char *const METHOD_NAMES[QM_COUNT] = {"rtn", "gptq", "adadim", "aqlm", "imatrix"};
-static const char *const ACT_NAMES[ACT_COUNT] = {"none", "int8", "fp8-e4m3", "fp8-e5m2"};
 static const char *const GRAN_NAMES[ACT_GRAN_COUNT] = {"tensor", "token"};
 static const char *const SCALE_NAMES[ACT_SCALE_COUNT] = {"dynamic", "static"};
 static const char *const PROJ_NAMES[PLAN_NPROJ] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -33,12 +32,11 @@ const char *act_gran_name(ActGran g) { return (unsigned)g < ACT_GRAN_COUNT ? GRA
 int act_gran_parse(const char *s) { return name_parse(s, GRAN_NAMES, ACT_GRAN_COUNT); }
 const char *act_scale_name(ActScale s) { return (unsigned)s < ACT_SCALE_COUNT ? SCALE_NAMES[s] : "?"; }
 int act_scale_parse(const char *s) { return name_parse(s, SCALE_NAMES, ACT_SCALE_COUNT); }
-const char *act_format_name(ActFormat a) { return (unsigned)a < ACT_COUNT ? ACT_NAMES[a] : "?"; }
 const char *plan_proj_name(int proj) { return proj >= 0 && proj < PLAN_NPROJ ? PROJ_NAMES[proj] : "?"; }
 
 int act_format_parse(const char *s) {
-    int a = name_parse(s, ACT_NAMES, ACT_COUNT);
-    if (a >= 0) return a;
+    for (int a = 0; s && a < ACT_COUNT; a++)
+        if (!strcasecmp(s, act_format_name((ActFormat)a))) return a;
     int f = qformat_parse(s);
     if (f == QF_INT8) return ACT_INT8;
     if (f == QF_FP8_E4M3) return ACT_FP8_E4M3;

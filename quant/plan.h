@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "kernels/actquant.h"
 #include "quant/aqlm.h"
 #include "quant/format.h"
 #include "quant/gptq.h"
@@ -51,7 +52,6 @@ typedef struct PlanModel {
 /* QM_IMATRIX: ggml block formats only, ggml's importance-weighted rounding
  * (llama-quantize --imatrix) with the calibration's diag(H) as the weights. */
 typedef enum { QM_RTN, QM_GPTQ, QM_ADADIM, QM_AQLM, QM_IMATRIX, QM_COUNT } QMethod;
-typedef enum { ACT_NONE, ACT_INT8, ACT_FP8_E4M3, ACT_FP8_E5M2, ACT_COUNT } ActFormat;
 typedef enum { ACT_PER_TENSOR, ACT_PER_TOKEN, ACT_GRAN_COUNT } ActGran;
 typedef enum { ACT_DYNAMIC, ACT_STATIC, ACT_SCALE_COUNT } ActScale;
 
@@ -209,7 +209,8 @@ char *plan_entry_code(const PlanEntry *e, char *buf, size_t n);
 /* Names used by the JSON form and the CLI; parse functions return -1 if unknown. */
 const char *qmethod_name(QMethod m);          /* "rtn" "gptq" "adadim" "aqlm" */
 int qmethod_parse(const char *s);
-const char *act_format_name(ActFormat a);     /* "none" "int8" "fp8-e4m3" "fp8-e5m2" */
+/* act_format_name is kernels/actquant.h's; the parse also takes the quant
+ * formats' spellings (int8, fp8 aliases) and f32/fp32 for none. */
 int act_format_parse(const char *s);
 const char *act_gran_name(ActGran g);         /* "tensor" "token" */
 int act_gran_parse(const char *s);

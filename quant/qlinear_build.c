@@ -53,7 +53,7 @@ static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t p
         return;
     }
     float *xq = NULL;
-    if (im->aq.fmt != ACTQ_NONE) {
+    if (im->aq.fmt != ACT_NONE) {
         xq = malloc((size_t)(T * l->n_in) * sizeof *xq);
         ASSERT(xq != NULL);
         actq_fake(&im->aq, x, T, l->n_in, pos0, xq, pool);
@@ -202,13 +202,8 @@ const char *qlinear_kernel_name(const QLinear *l) {
 }
 
 ActQuant qlinear_act_from_plan(const PlanEntry *e, float static_absmax) {
-    ActQuant a = {ACTQ_NONE, 0, 0, 0.0f, 0};
-    switch (e->act) {
-    case ACT_INT8: a.fmt = ACTQ_INT8; break;
-    case ACT_FP8_E4M3: a.fmt = ACTQ_FP8_E4M3; break;
-    case ACT_FP8_E5M2: a.fmt = ACTQ_FP8_E5M2; break;
-    default: a.fmt = ACTQ_NONE; break;
-    }
+    ActQuant a = {ACT_NONE, 0, 0, 0.0f, 0};
+    a.fmt = (unsigned)e->act < ACT_COUNT ? e->act : ACT_NONE; /* the plan's and the kernels' enum are one */
     a.per_token = e->act_gran == ACT_PER_TOKEN;
     a.is_static = e->act_scale == ACT_STATIC;
     a.static_absmax = static_absmax;
@@ -231,8 +226,8 @@ static Status ql_check(const QTensor *q, const ActQuant *aq, Err *err) {
         return err_set(err, ST_ERR_ARG, "qlinear: %s tensor without %s", t->name, t->needs_scale ? "codes" : "values");
     if (t->is_int && !q->p.sym && !q->zero) return err_set(err, ST_ERR_ARG, "qlinear: asymmetric %s tensor without zero points", t->name);
     if (aq) {
-        if (aq->fmt < ACTQ_NONE || aq->fmt >= ACTQ_COUNT) return err_set(err, ST_ERR_ARG, "qlinear: unknown activation format %d", (int)aq->fmt);
-        if (aq->fmt != ACTQ_NONE && aq->is_static && !(aq->static_absmax > 0.0f && isfinite(aq->static_absmax)))
+        if (aq->fmt < ACT_NONE || aq->fmt >= ACT_COUNT) return err_set(err, ST_ERR_ARG, "qlinear: unknown activation format %d", (int)aq->fmt);
+        if (aq->fmt != ACT_NONE && aq->is_static && !(aq->static_absmax > 0.0f && isfinite(aq->static_absmax)))
             return err_set(err, ST_ERR_ARG, "qlinear: static activation scale needs a calibrated max|x| > 0 (got %g)",
                            (double)aq->static_absmax);
     }
@@ -256,16 +251,16 @@ Status qlinear_new_from_qtensor(const QTensor *q, const ActQuant *aq, QLinear **
     l->n_in = q->n_in;
     l->impl = im;
     if (aq) im->aq = *aq;
-    else im->aq.fmt = ACTQ_NONE;
+    else im->aq.fmt = ACT_NONE;
     const int64_t n = q->n_out, k = q->n_in;
     const size_t base = qparams_bytes(&q->p, n, k);
-    int w8a8 = q->p.fmt == QF_INT8 && q->p.sym && im->aq.fmt == ACTQ_INT8 &&
+    int w8a8 = q->p.fmt == QF_INT8 && q->p.sym && im->aq.fmt == ACT_INT8 &&
                (q->p.dim == GROUP_TENSOR || (q->p.dim == GROUP_OC && q->p.group == 0));
     /* int4 symmetric weights under OC groups of a multiple of 32 (or per-row /
      * per-tensor) with int8 activations: integer dot products; a scale that is
      * not exact in fp16 (only possible in a hand-made QTensor) falls back to
      * the weight-only kernel below */
-    int w4a8 = q->p.fmt == QF_INT4 && q->p.sym && im->aq.fmt == ACTQ_INT8 &&
+    int w4a8 = q->p.fmt == QF_INT4 && q->p.sym && im->aq.fmt == ACT_INT8 &&
                (q->p.dim == GROUP_TENSOR || q->p.dim == GROUP_OC) && w4a8_group_ok(ql_group(q->p.dim), q->p.group, k);
     if (w4a8) {
         st = w4a8mat_pack(q->q, n, k, ql_group(q->p.dim), q->p.group, q->scale, &im->w4, err);

@@ -85,7 +85,7 @@ static Timing bench_int8(Pool *pool, int64_t M, int64_t N, int64_t K, int reps, 
     float ws = 0.01f;
     I8Matrix w;
     if (i8mat_pack(B, N, K, &ws, 0, &w, &err) != ST_OK) die(&err);
-    ActQuant aq = {ACTQ_INT8, 1, 0, 0, 0};
+    ActQuant aq = {ACT_INT8, 1, 0, 0, 0};
     Timing t;
     MEASURE(reps, t, (actq_quantize_int8(&aq, xs, M, K, 0, A, kp, as, pool), i8gemm(&w, A, M, kp, as, C, N, pool)));
     if (Bf)
@@ -206,7 +206,7 @@ static void w4a8buf_done(W4a8Buf *b) {
 
 /* What a W4A8 layer does per call: quantize per token, reorder, multiply. */
 static void w4a8_call(const W4a8Matrix *m, W4a8Buf *b, int64_t T, Pool *pool) {
-    static const ActQuant tok = {ACTQ_INT8, 1, 0, 0.0f, 0};
+    static const ActQuant tok = {ACT_INT8, 1, 0, 0.0f, 0};
     actq_quantize_int8(&tok, b->x, T, m->k, 0, b->a, m->kp, b->sa, pool);
     w4a8_act_prep(b->a, T, m->kp, b->ap, b->corr);
     w4a8_gemm(m, b->ap, b->corr, b->sa, T, b->y, pool);

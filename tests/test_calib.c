@@ -396,11 +396,11 @@ static void test_stories(void) {
     /* spiky down inputs: per-tensor int8 activations much worse than per-token */
     for (int64_t l = 0; l < 5; l++) {
         const TapStats *d = calib_tap(a, l, TAP_DOWN), *q = calib_tap(a, l, TAP_QKV);
-        CHECK(tapstats_act_rel_err(d, AQ_INT8, ACT_TENSOR_DYNAMIC) > 4 * tapstats_act_rel_err(d, AQ_INT8, ACT_TOKEN_DYNAMIC));
-        CHECK(tapstats_act_rel_err(d, AQ_INT8, ACT_TENSOR_DYNAMIC) > 5 * tapstats_act_rel_err(q, AQ_INT8, ACT_TENSOR_DYNAMIC));
+        CHECK(tapstats_act_rel_err(d, ACT_INT8, ACT_TENSOR_DYNAMIC) > 4 * tapstats_act_rel_err(d, ACT_INT8, ACT_TOKEN_DYNAMIC));
+        CHECK(tapstats_act_rel_err(d, ACT_INT8, ACT_TENSOR_DYNAMIC) > 5 * tapstats_act_rel_err(q, ACT_INT8, ACT_TENSOR_DYNAMIC));
         /* fp8 is scale-free-ish: e4m3 ≈ 2^-8 relative error whatever the mode */
-        CHECK(tapstats_act_rel_err(q, AQ_FP8_E4M3, ACT_TOKEN_DYNAMIC) < 2e-3);
-        CHECK(isfinite(tapstats_act_rel_err(d, AQ_INT8, ACT_TENSOR_STATIC)));
+        CHECK(tapstats_act_rel_err(q, ACT_FP8_E4M3, ACT_TOKEN_DYNAMIC) < 2e-3);
+        CHECK(isfinite(tapstats_act_rel_err(d, ACT_INT8, ACT_TENSOR_STATIC)));
         CHECK(calib_tap(a, l, TAP_RESID)->has_act == 0);
     }
     /* BOS at position 0 shows up among the residual spikes / norms */

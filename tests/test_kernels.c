@@ -61,7 +61,7 @@ static void test_actquant(void) {
     float xs[T * K], sc[T];
     for (int i = 0; i < T * K; i++) xs[i] = (float)(i % 5) - 2.0f; /* |x| <= 2 */
     xs[3] = 100.0f;
-    ActQuant aq = {ACTQ_INT8, 0, 0, 0.0f, 1};
+    ActQuant aq = {ACT_INT8, 0, 0, 0.0f, 1};
     actq_scales(&aq, xs, T, K, 0, sc);
     CHECK(sc[0] == 2.0f / 127.0f && sc[3] == 2.0f / 127.0f);
     float fk[T * K];
@@ -81,7 +81,7 @@ static void test_actquant(void) {
     CHECK(sc[0] == 4.0f / 127.0f && sc[3] == 4.0f / 127.0f);
 
     /* fake int8 = codes times scales, exactly */
-    aq = (ActQuant){ACTQ_INT8, 1, 0, 0.0f, 0};
+    aq = (ActQuant){ACT_INT8, 1, 0, 0.0f, 0};
     int8_t qq[T * 12];
     float sc2[T];
     actq_quantize_int8(&aq, xs, T, K, 0, qq, 12, sc2, NULL);
@@ -91,12 +91,12 @@ static void test_actquant(void) {
         for (int k = K; k < 12; k++) CHECK(qq[t * 12 + k] == 0);
     }
     /* fp8 fake quant: the scaled max maps to the format max exactly */
-    aq = (ActQuant){ACTQ_FP8_E4M3, 0, 0, 0.0f, 0};
+    aq = (ActQuant){ACT_FP8_E4M3, 0, 0, 0.0f, 0};
     actq_fake(&aq, xs, T, K, 0, fk, NULL);
     CHECK(fk[3] == 100.0f);
     float s8 = 100.0f / 448.0f;
     CHECK(fk[1] == fp8_e4m3_to_f32(f32_to_fp8_e4m3(xs[1] / s8)) * s8);
-    aq.fmt = ACTQ_FP8_E5M2;
+    aq.fmt = ACT_FP8_E5M2;
     actq_fake(&aq, xs, T, K, 0, fk, NULL);
     CHECK(fk[3] == 100.0f);
     float s5 = 100.0f / 57344.0f;
@@ -111,7 +111,7 @@ static void test_fake_rows(void) {
     enum { N = 4096 };
     float x[N], a[N], b[N];
     static const float scales[] = {1.0f, 0.37f, 1e-3f, 250.0f, 1e-30f};
-    for (int f = ACTQ_INT8; f <= ACTQ_FP8_E5M2; f++)
+    for (int f = ACT_INT8; f <= ACT_FP8_E5M2; f++)
         for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
             uint64_t bits = 0;
             while (bits < 0x100000000ull) {
@@ -123,18 +123,18 @@ static void test_fake_rows(void) {
                     if (isnan(v)) continue;
                     x[n++] = v;
                 }
-                actq_fake_row_ref((ActQFormat)f, x, n, scales[si], a);
-                actq_fake_row_avx512((ActQFormat)f, x, n, scales[si], b);
+                actq_fake_row_ref((ActFormat)f, x, n, scales[si], a);
+                actq_fake_row_avx512((ActFormat)f, x, n, scales[si], b);
                 for (int i = 0; i < n; i++)
                     CHECKF(memcmp(&a[i], &b[i], 4) == 0 || (isnan(a[i]) && isnan(b[i])),
-                           "fake %s s=%g x=%a: %a vs %a", actq_format_name((ActQFormat)f), scales[si], x[i], a[i], b[i]);
+                           "fake %s s=%g x=%a: %a vs %a", act_format_name((ActFormat)f), scales[si], x[i], a[i], b[i]);
             }
         }
     /* ties and the saturation boundary, exactly */
     float t[8] = {464.0f, 463.9f, 448.0f, 480.0f, 0x1p-10f, 0x3p-10f, 61440.0f, 1e9f};
-    for (int f = ACTQ_INT8; f <= ACTQ_FP8_E5M2; f++) {
-        actq_fake_row_ref((ActQFormat)f, t, 8, 1.0f, a);
-        actq_fake_row_avx512((ActQFormat)f, t, 8, 1.0f, b);
+    for (int f = ACT_INT8; f <= ACT_FP8_E5M2; f++) {
+        actq_fake_row_ref((ActFormat)f, t, 8, 1.0f, a);
+        actq_fake_row_avx512((ActFormat)f, t, 8, 1.0f, b);
         CHECK(memcmp(a, b, sizeof a) == 0);
     }
 }

@@ -35,8 +35,8 @@ static float rng_uniform(void) {
  * kernels/actquant.h. */
 static void ref_act(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out) {
     memcpy(out, x, (size_t)(T * K) * sizeof *out);
-    if (aq->fmt == ACTQ_NONE) return;
-    float qmax = aq->fmt == ACTQ_INT8 ? 127.0f : aq->fmt == ACTQ_FP8_E4M3 ? 448.0f : 57344.0f;
+    if (aq->fmt == ACT_NONE) return;
+    float qmax = aq->fmt == ACT_INT8 ? 127.0f : aq->fmt == ACT_FP8_E4M3 ? 448.0f : 57344.0f;
     float tensor_r = 0;
     if (aq->is_static) tensor_r = aq->static_absmax;
     else
@@ -52,8 +52,8 @@ static void ref_act(const ActQuant *aq, const float *x, int64_t T, int64_t K, in
         for (int64_t k = 0; k < K; k++) {
             float v = s == 0 ? 0 : x[t * K + k] / s, *o = &out[t * K + k];
             if (s == 0) *o = 0;
-            else if (aq->fmt == ACTQ_INT8) *o = rintf(fminf(fmaxf(v, -127.0f), 127.0f)) * s;
-            else if (aq->fmt == ACTQ_FP8_E4M3) *o = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v)) * s;
+            else if (aq->fmt == ACT_INT8) *o = rintf(fminf(fmaxf(v, -127.0f), 127.0f)) * s;
+            else if (aq->fmt == ACT_FP8_E4M3) *o = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v)) * s;
             else *o = fp8_e5m2_to_f32(f32_to_fp8_e5m2(v)) * s;
         }
     }
@@ -79,7 +79,7 @@ static size_t check_layer(const float *W, int64_t n, int64_t k, QParams p, const
            qformat_traits(p.fmt)->name, qlinear_kernel_name(l), want_kernel);
     CHECK(l->n_out == n && l->n_in == k);
     qlinear_forward_pos(l, x, T, pos0, y, pool);
-    ActQuant none = {ACTQ_NONE, 0, 0, 0, 0};
+    ActQuant none = {ACT_NONE, 0, 0, 0, 0};
     ref_act(aq ? aq : &none, x, T, k, pos0, xr);
     for (int64_t t = 0; t < T; t++)
         for (int64_t o = 0; o < n; o++) {
@@ -160,7 +160,7 @@ static void test_weight_only(const float *W, Pool *pool) {
 
 static void test_activations(const float *W, Pool *pool) {
     QParams w8 = {QF_INT8, 1, GROUP_OC, 0}, w8t = {QF_INT8, 1, GROUP_TENSOR, 0};
-    ActQuant tok = {ACTQ_INT8, 1, 0, 0, 0}, ten = {ACTQ_INT8, 0, 0, 0, 0};
+    ActQuant tok = {ACT_INT8, 1, 0, 0, 0}, ten = {ACT_INT8, 0, 0, 0, 0};
     for (int64_t T = 1; T <= 17; T += 8) {
         size_t b = check_layer(W, 48, 256, w8, &tok, T, 0, "w8a8", pool);
         CHECK(b == qparams_bytes(&w8, 48, 256) + (size_t)16 * 256); /* N padded 48 -> 64 */
@@ -169,12 +169,12 @@ static void test_activations(const float *W, Pool *pool) {
         check_layer(W, 40, 99, w8, &tok, T, 0, "w8a8", pool);
     }
     /* skip-first: token 0's spike stays out of the range (and is clamped) */
-    ActQuant skip = {ACTQ_INT8, 0, 0, 0, 1};
+    ActQuant skip = {ACT_INT8, 0, 0, 0, 1};
     check_layer(W, 48, 256, w8, &skip, 9, 0, "w8a8", pool);
     check_layer(W, 48, 256, w8, &skip, 9, 12, "w8a8", pool); /* not token 0: spike counts */
     check_layer(W, 48, 256, w8, &skip, 1, 0, "w8a8", pool);
     /* static range below the data: clamping */
-    ActQuant st = {ACTQ_INT8, 0, 1, 1.5f, 0};
+    ActQuant st = {ACT_INT8, 0, 1, 1.5f, 0};
     check_layer(W, 48, 256, w8, &st, 9, 0, "w8a8", pool);
     /* W4A8: int4 symmetric weights under OC groups of 32k / per-row / per-tensor
      * with int8 activations of any granularity run integer dot products */
@@ -199,7 +199,7 @@ static void test_activations(const float *W, Pool *pool) {
     check_layer(W, 48, 256, w8a, &tok, 9, 0, "wq-int8", pool);
     check_layer(W, 48, 256, w8g, &skip, 9, 0, "wq-int8", pool);
     /* fp8 activations */
-    ActQuant e4 = {ACTQ_FP8_E4M3, 0, 0, 0, 1}, e5 = {ACTQ_FP8_E5M2, 1, 0, 0, 0};
+    ActQuant e4 = {ACT_FP8_E4M3, 0, 0, 0, 1}, e5 = {ACT_FP8_E5M2, 1, 0, 0, 0};
     QParams f16 = {QF_F16, 1, GROUP_TENSOR, 0}, fe4 = {QF_FP8_E4M3, 1, GROUP_OC, 0};
     check_layer(W, 48, 256, f16, &e4, 9, 0, "fp16", pool);
     check_layer(W, 48, 256, fe4, &e4, 9, 0, "fp8-e4m3", pool);
@@ -275,10 +275,10 @@ static void test_errors(const float *W) {
     QParams p = {QF_INT8, 1, GROUP_OC, 0};
     CHECK_OK(rtn_quantize(W, 8, 16, &p, &q, &err), err);
     QLinear *l;
-    ActQuant st = {ACTQ_INT8, 0, 1, 0.0f, 0};
+    ActQuant st = {ACT_INT8, 0, 1, 0.0f, 0};
     CHECK(qlinear_new_from_qtensor(&q, &st, &l, &err) == ST_ERR_ARG && l == NULL);
     CHECK(strstr(err.detail, "static") != NULL);
-    ActQuant bad = {(ActQFormat)9, 0, 0, 0, 0};
+    ActQuant bad = {(ActFormat)9, 0, 0, 0, 0};
     CHECK(qlinear_new_from_qtensor(&q, &bad, &l, &err) == ST_ERR_ARG);
     float *s = q.scale;
     q.scale = NULL;
@@ -298,7 +298,7 @@ static void test_errors(const float *W) {
     e.act_scale = ACT_STATIC;
     e.act_skip_first = 1;
     ActQuant a = qlinear_act_from_plan(&e, 3.5f);
-    CHECK(a.fmt == ACTQ_FP8_E5M2 && a.per_token && a.is_static && a.static_absmax == 3.5f && a.skip_first);
+    CHECK(a.fmt == ACT_FP8_E5M2 && a.per_token && a.is_static && a.static_absmax == 3.5f && a.skip_first);
 }
 
 int main(void) {

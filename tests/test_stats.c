@@ -70,25 +70,25 @@ static void test_act_err_twins(void) {
         int64_t n = 1 + (int64_t)(rnd() * 70);
         float x[80];
         for (int64_t i = 0; i < n; i++) x[i] = gauss() * (float)ldexp(1.0, (int)(rnd() * 30) - 15);
-        float s[AQ_FMT_COUNT][ACT_MODE_COUNT], inv[AQ_FMT_COUNT][ACT_MODE_COUNT];
-        for (int f = 0; f < AQ_FMT_COUNT; f++)
+        float s[ACT_COUNT][ACT_MODE_COUNT], inv[ACT_COUNT][ACT_MODE_COUNT];
+        for (int f = ACT_INT8; f < ACT_COUNT; f++)
             for (int m = 0; m < ACT_MODE_COUNT; m++) {
                 float amax = (float)ldexp(rnd() + 0.5, (int)(rnd() * 30) - 15); /* often saturating */
                 if (trial % 17 == 0 && m == 0) amax = 0;
-                s[f][m] = amax > 0 ? amax / act_fmt_qmax((ActFmt)f) : 0;
-                inv[f][m] = amax > 0 ? act_fmt_qmax((ActFmt)f) / amax : 0;
+                s[f][m] = amax > 0 ? amax / actq_qmax((ActFormat)f) : 0;
+                inv[f][m] = amax > 0 ? actq_qmax((ActFormat)f) / amax : 0;
             }
-        double a[AQ_FMT_COUNT][ACT_MODE_COUNT] = {{0}}, b[AQ_FMT_COUNT][ACT_MODE_COUNT] = {{0}};
+        double a[ACT_COUNT][ACT_MODE_COUNT] = {{0}}, b[ACT_COUNT][ACT_MODE_COUNT] = {{0}};
         act_err_row(x, n, s, inv, a);
         act_err_row_ref(x, n, s, inv, b);
-        for (int f = 0; f < AQ_FMT_COUNT; f++)
+        for (int f = ACT_INT8; f < ACT_COUNT; f++)
             for (int m = 0; m < ACT_MODE_COUNT; m++)
                 CHECKF(fabs(a[f][m] - b[f][m]) <= 2e-6 * b[f][m] + 1e-30, "n %lld f %d m %d: %g vs %g",
                        (long long)n, f, m, a[f][m], b[f][m]);
     }
     /* int8 rounding: ties to even, saturation */
-    CHECK(act_quant(AQ_INT8, 2.5f, 1.0f, 1.0f) == 2.0f && act_quant(AQ_INT8, 3.5f, 1.0f, 1.0f) == 4.0f);
-    CHECK(act_quant(AQ_INT8, -300.0f, 1.0f, 1.0f) == -127.0f && act_quant(AQ_INT8, 5.0f, 0.0f, 0.0f) == 0.0f);
+    CHECK(act_quant(ACT_INT8, 2.5f, 1.0f, 1.0f) == 2.0f && act_quant(ACT_INT8, 3.5f, 1.0f, 1.0f) == 4.0f);
+    CHECK(act_quant(ACT_INT8, -300.0f, 1.0f, 1.0f) == -127.0f && act_quant(ACT_INT8, 5.0f, 0.0f, 0.0f) == 0.0f);
 }
 
 /* Reference: everything recomputed from the full data set. */
@@ -192,7 +192,7 @@ static void test_streaming(Pool *pool, TapStats *out_copy) {
     CHECK(ts.top[0].value == -250.0f && ts.top[0].channel == 40 && ts.top[0].pos == 10);
     CHECK(ts.top[1].channel == 77);
     /* activation quantization: recompute per batch */
-    double ref_err[AQ_FMT_COUNT][ACT_MODE_COUNT] = {{0}}, ref_ref[ACT_MODE_COUNT] = {0};
+    double ref_err[ACT_COUNT][ACT_MODE_COUNT] = {{0}}, ref_ref[ACT_MODE_COUNT] = {0};
     float run_max = 0;
     r0 = 0;
     for (int b = 0; b < NB; b++) {
@@ -207,10 +207,10 @@ static void test_streaming(Pool *pool, TapStats *out_copy) {
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
                     if (m == ACT_TENSOR_STATIC && b == 0) continue;
                     ref_ref[m] += (double)x * x;
-                    for (int f = 0; f < AQ_FMT_COUNT; f++) {
-                        float q = act_fmt_qmax((ActFmt)f);
+                    for (int f = ACT_INT8; f < ACT_COUNT; f++) {
+                        float q = actq_qmax((ActFormat)f);
                         float s = am[m] > 0 ? am[m] / q : 0, inv = am[m] > 0 ? q / am[m] : 0;
-                        double e = (double)x - act_quant((ActFmt)f, x, s, inv);
+                        double e = (double)x - act_quant((ActFormat)f, x, s, inv);
                         ref_err[f][m] += e * e;
                     }
                 }
@@ -221,14 +221,14 @@ static void test_streaming(Pool *pool, TapStats *out_copy) {
     }
     for (int m = 0; m < ACT_MODE_COUNT; m++) {
         CHECK_NEAR(ts.act_ref[m], ref_ref[m], 1e-10 * ref_ref[m]);
-        for (int f = 0; f < AQ_FMT_COUNT; f++)
+        for (int f = ACT_INT8; f < ACT_COUNT; f++)
             CHECK_NEAR(ts.act_err[f][m], ref_err[f][m], 1e-6 * ref_err[f][m] + 1e-12);
     }
     /* the spiky tensor: per-tensor int8 much worse than per-token */
-    CHECK(tapstats_act_rel_err(&ts, AQ_INT8, ACT_TENSOR_DYNAMIC) >
-          3 * tapstats_act_rel_err(&ts, AQ_INT8, ACT_TOKEN_DYNAMIC));
+    CHECK(tapstats_act_rel_err(&ts, ACT_INT8, ACT_TENSOR_DYNAMIC) >
+          3 * tapstats_act_rel_err(&ts, ACT_INT8, ACT_TOKEN_DYNAMIC));
     /* int8 at scale s: error per element <= (s/2)^2 */
-    CHECK(tapstats_act_rel_err(&ts, AQ_FP8_E4M3, ACT_TOKEN_DYNAMIC) < 0.01);
+    CHECK(tapstats_act_rel_err(&ts, ACT_FP8_E4M3, ACT_TOKEN_DYNAMIC) < 0.01);
     if (out_copy) {
         *out_copy = ts;
     } else {

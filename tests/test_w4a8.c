@@ -106,7 +106,7 @@ static void test_shape(int64_t n, int64_t k, WqGroup gd, int64_t g, int64_t T, P
     CHECK(w4a8mat_bytes(&m) == (size_t)n * (size_t)(m.kp / 2 + m.kp / 16));
 
     /* activations exactly as the layer quantizes them */
-    ActQuant aq = {ACTQ_INT8, 1, 0, 0.0f, 0};
+    ActQuant aq = {ACT_INT8, 1, 0, 0.0f, 0};
     int8_t *a = malloc((size_t)(T * m.kp));
     float *sa = malloc((size_t)T * sizeof *sa);
     CHECK(a && sa);
@@ -182,7 +182,7 @@ static void test_exact(int64_t n, int64_t k, int64_t T, Pool *pool) {
     }
     W4a8Matrix m;
     CHECK_OK(w4a8mat_pack(q, n, k, WQ_GROUP_OC, 0, sc, &m, &err), err);
-    ActQuant aq = {ACTQ_INT8, 1, 0, 0.0f, 0};
+    ActQuant aq = {ACT_INT8, 1, 0, 0.0f, 0};
     int8_t *a = malloc((size_t)(T * m.kp));
     float *sa = malloc((size_t)T * sizeof *sa), *y = malloc((size_t)(T * n) * sizeof *y);
     CHECK(a && sa && y);

@@ -174,7 +174,7 @@ static void act_side(const App *a, const Rect *s) {
         draw_str(y++, x, w, C_HEADER, "int8 activations, rel. err");
         static const char *const mode[ACT_MODE_COUNT] = {"tensor static ", "tensor dynamic", "per token     "};
         for (int m = 0; m < ACT_MODE_COUNT && y < s->y + s->h; m++)
-            draw_text(y++, x, w, C_NORMAL, "  %s %s", mode[m], heat_fmt(tapstats_act_rel_err(ts, AQ_INT8, (ActMode)m), b, sizeof b));
+            draw_text(y++, x, w, C_NORMAL, "  %s %s", mode[m], heat_fmt(tapstats_act_rel_err(ts, ACT_INT8, (ActMode)m), b, sizeof b));
     }
 }
 
