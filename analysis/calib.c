@@ -338,7 +338,7 @@ typedef struct TapScalars {
     uint64_t hist[HIST_NBINS];
     int32_t n_top;
     double act_ref[ACT_MODE_COUNT];
-    double act_err[AQ_FMT_COUNT][ACT_MODE_COUNT];
+    double act_err[ACT_COUNT][ACT_MODE_COUNT];
     int64_t n_rows, n_nonfinite;
 } TapScalars;
 
@@ -763,4 +763,37 @@ fail:
     free(toks);
     if (spill_fd >= 0) close(spill_fd);
     return st;
+}
+
+/* === The sensitivity map's cells === */
+
+int calib_sens_cell(const CalibStats *cs, int64_t layer, int proj, const QParams *qp, double *werr,
+                     double *oerr) {
+    if (!cs || !cs->has_sens || layer < 0 || layer >= cs->sens.n_layers || proj < 0 || proj >= PROJ_COUNT) return 0;
+    int f = sens_fmt_index(qp->fmt);
+    if (f < 0) return 0;
+    int ggml = qformat_traits(qp->fmt)->family == QFAM_GGML; /* one cell: its blocks; sym and grouping unused */
+    if (!ggml && !qp->sym) return 0;
+    const int32_t *gs = cs->sens.gsize + (layer * PROJ_COUNT + proj) * SG_COUNT;
+    SensGroup g;
+    if (ggml) g = SG_BLOCK;
+    else if (qp->dim == GROUP_TENSOR) g = SG_TENSOR;
+    else if (qp->group == 0) g = qp->dim == GROUP_OC ? SG_OC : SG_IC;
+    else {
+        g = qp->dim == GROUP_OC ? SG_OC_G : SG_IC_G;
+        if (gs[g] != qp->group) return 0;
+    }
+    int64_t i = sens_index(layer, proj, f, g);
+    if (isnan(cs->sens.werr[i])) return 0;
+    if (werr) *werr = cs->sens.werr[i];
+    if (oerr) *oerr = cs->sens.oerr[i];
+    return 1;
+}
+
+int calib_sens_groups(const CalibStats *cs, int64_t layer, int proj, int64_t *oc_group, int64_t *ic_group) {
+    if (!cs || !cs->has_sens || layer < 0 || layer >= cs->sens.n_layers || proj < 0 || proj >= PROJ_COUNT) return 0;
+    const int32_t *gs = cs->sens.gsize + (layer * PROJ_COUNT + proj) * SG_COUNT;
+    *oc_group = gs[SG_OC_G];
+    *ic_group = gs[SG_IC_G];
+    return 1;
 }

@@ -204,4 +204,16 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
 /* Residual-stream RMS of layer l at position pos averaged over sequences (0 if none). */
 double calib_resid_mean(const CalibStats *cs, int64_t l, int64_t pos);
 
+/* The weight-sensitivity map's cell for symmetric round-to-nearest under qp
+ * on (layer, proj): returns 1 and sets *werr (‖ΔW‖²/‖W‖²) and *oerr
+ * (tr(ΔW H ΔWᵀ)/tr(W H Wᵀ), NaN without H) when cs has the map and the cell
+ * (qp symmetric, a format the map covers, per-tensor / per-channel or the
+ * map's group size for that site); 0 otherwise. Either pointer may be NULL. */
+int calib_sens_cell(const CalibStats *cs, int64_t layer, int proj, const QParams *qp, double *werr,
+                     double *oerr);
+
+/* The group sizes the map used on (layer, proj) for OC- and IC-grouped cells
+ * (0: none fits); returns 0 when cs has no map. */
+int calib_sens_groups(const CalibStats *cs, int64_t layer, int proj, int64_t *oc_group, int64_t *ic_group);
+
 #endif

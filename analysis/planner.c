@@ -7,9 +7,10 @@
 #include <strings.h>
 
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/sensitivity.h"
 #include "analysis/sitecal.h"
 #include "analysis/speedtab.h"
+#include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "model/weight.h"
 #include "quant/ggml_type.h"
@@ -147,7 +148,7 @@ static double entry_oerr(const struct CalibStats *cs, int64_t l, int p, const Pl
     if (!t->needs_scale && e->w.fmt != QF_AQLM && t->family != QFAM_GGML) return 0;
     if (t->family == QFAM_GGML || !e->w.sym) return -1;
     double oerr;
-    if (!qstats_sens_cell(cs, l, p, &e->w, NULL, &oerr) || !(oerr >= 0)) return -1;
+    if (!calib_sens_cell(cs, l, p, &e->w, NULL, &oerr) || !(oerr >= 0)) return -1;
     return oerr;
 }
 
@@ -229,7 +230,7 @@ static Status site_cands(const Model *m, const struct CalibStats *cs, const Plan
     int p = (int)(s % PLAN_NPROJ);
     int64_t no, ni, og = 0, ig = 0;
     plan_proj_shape(&pm, p, &no, &ni);
-    qstats_sens_groups(cs, l, p, &og, &ig);
+    calib_sens_groups(cs, l, p, &og, &ig);
     int64_t first = c->n;
     PlanEntry ents[MAX_KINDS], comp[MAX_COMPUTED];
     double oe[MAX_KINDS], xo[MAX_COMPUTED];
@@ -475,9 +476,9 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
         int64_t og, ig;
         double probe;
         QParams q = {QF_INT8, 1, GROUP_OC, 0};
-        if (!qstats_sens_groups(cs, 0, 0, &og, &ig))
+        if (!calib_sens_groups(cs, 0, 0, &og, &ig))
             return err_set(err, ST_ERR_ARG, "the statistics have no sensitivity map: run `qscope calib` without --no-sensitivity");
-        if (!qstats_sens_cell(cs, 0, 0, &q, NULL, &probe) || isnan(probe))
+        if (!calib_sens_cell(cs, 0, 0, &q, NULL, &probe) || isnan(probe))
             return err_set(err, ST_ERR_ARG, "the sensitivity map has no output errors (calibrated without H): "
                                             "the planner needs them; rerun `qscope calib` with H");
     }
@@ -580,7 +581,7 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     }
     {
         int64_t og = 0, ig = 0, no, ni;
-        qstats_sens_groups(cs, 0, 0, &og, &ig);
+        calib_sens_groups(cs, 0, 0, &og, &ig);
         plan_proj_shape(&pm, 0, &no, &ni);
         if (!kind_entry(&kinds[top], og, ig, ni, o->method, 0, &pl->def)) pl->def = half;
     }
@@ -588,7 +589,7 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
         int64_t l = s / PLAN_NPROJ;
         int p = (int)(s % PLAN_NPROJ);
         int64_t og = 0, ig = 0, no, ni, ci = c.off[s] + out->sol.pick[s];
-        qstats_sens_groups(cs, l, p, &og, &ig);
+        calib_sens_groups(cs, l, p, &og, &ig);
         plan_proj_shape(&pm, p, &no, &ni);
         const PlannerKind *k = &kinds[c.kind[ci]];
         PlanEntry e;
@@ -723,11 +724,11 @@ Status planner_run(const Model *m, const QStatsFile *sf, const PlannerRequest *r
 
 /* === Prediction of any plan === */
 
-Status planner_predict(const Model *m, const struct CalibStats *cs, const Plan *p, const double *site_scale,
+Status planner_predict(const Model *m, const CalibStats *cs, const Plan *p, const double *site_scale,
                        double *pred, int64_t *n_approx, Err *err) {
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
     int64_t og, ig;
-    if (!qstats_sens_groups(cs, 0, 0, &og, &ig))
+    if (!calib_sens_groups(cs, 0, 0, &og, &ig))
         return err_set(err, ST_ERR_ARG, "no sensitivity map in the statistics: no prediction");
     PlanResolved r;
     Status st = plan_resolve(p, &pm, &r, err);
@@ -751,7 +752,7 @@ Status planner_predict(const Model *m, const struct CalibStats *cs, const Plan *
                 q.dim = GROUP_OC;
                 q.group = 1;
             }
-            qstats_sens_groups(cs, l, pj, &og, &ig);
+            calib_sens_groups(cs, l, pj, &og, &ig);
             double best = -1;
             for (int d = GROUP_OC; d <= (int)GROUP_IC; d++) {
                 if (e->method != QM_ADADIM && d != (int)q.dim && q.dim != GROUP_TENSOR) continue;
@@ -760,7 +761,7 @@ Status planner_predict(const Model *m, const struct CalibStats *cs, const Plan *
                 if (q.dim == GROUP_TENSOR && e->method != QM_ADADIM) c.dim = GROUP_TENSOR;
                 c.group = q.group ? (d == GROUP_OC ? og : ig) : 0;
                 double v;
-                if (qstats_sens_cell(cs, l, pj, &c, NULL, &v) && v >= 0 && (best < 0 || v < best)) best = v;
+                if (calib_sens_cell(cs, l, pj, &c, NULL, &v) && v >= 0 && (best < 0 || v < best)) best = v;
             }
             if (best < 0) {
                 plan_resolved_done(&r);

@@ -30,15 +30,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "analysis/calib.h"
+#include "analysis/hstore.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/autoplan.h"
 #include "quant/plan.h"
-
-struct CalibStats;
-struct HStore;
 
 typedef enum { PLANNER_TARGET_ANY, PLANNER_TARGET_LLAMACPP, PLANNER_TARGET_COUNT } PlannerTarget;
 
@@ -74,7 +73,7 @@ typedef struct PlannerOpts {
      * of 4), their output errors computed now from the weights and h. */
     int64_t extra_groups[4];
     int n_extra_groups;
-    const struct HStore *h;  /* needed with extra groups */
+    const HStore *h;  /* needed with extra groups */
     Pool *pool;              /* for those (may be NULL) */
     /* Price candidates by their own method's output error (GPTQ with OC
      * scales, ggml imatrix) computed from the weights and h, instead of the
@@ -138,7 +137,7 @@ int planner_end_formats(PlannerTarget target, QFormat *out, int cap);
  * is below the cheapest plan (the message gives that plan's bpw). m, cs and
  * o->site_scale are borrowed for the call. Caller releases *out with
  * planner_result_done. */
-Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err);
+Status planner_build(const Model *m, const CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err);
 
 /* Frees everything in r; safe on a zeroed result. */
 void planner_result_done(PlannerResult *r);
@@ -188,7 +187,7 @@ Status planner_run(const Model *m, const struct QStatsFile *sf, const PlannerReq
  * fp32 sites add 0. The map is RTN's: GPTQ sites are predicted as RTN (the
  * caller's refinement factor corrects that, see planner_fit_factor).
  * Returns ST_ERR_ARG when cs has no map with output errors. */
-Status planner_predict(const Model *m, const struct CalibStats *cs, const Plan *p, const double *site_scale,
+Status planner_predict(const Model *m, const CalibStats *cs, const Plan *p, const double *site_scale,
                        double *pred, int64_t *n_approx, Err *err);
 
 /* The refinement factor k of measured ≈ k · predicted over n pairs: the

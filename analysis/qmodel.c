@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analysis/qmodel_stats.h"
 #include "core/assert.h"
 #include "core/clock.h"
 #include "core/strlist.h"
@@ -295,6 +294,30 @@ fail:
     return st;
 }
 
+/* === Calibration facts the build reads (NULL / 0 where cs or h lacks them) === */
+
+/* max|x| per input channel of (layer, tap), width values in *width; borrowed from cs. */
+static const float *stats_ch_absmax(const CalibStats *cs, int64_t layer, TapPoint tap, int64_t *width) {
+    if (!cs || layer < 0 || layer >= cs->n_layers || tap < 0 || tap >= TAP_COUNT) return NULL;
+    const TapStats *ts = calib_tap(cs, layer, tap);
+    if (width) *width = ts->width;
+    return ts->ch_absmax;
+}
+
+/* The whole-tensor max|x| of (layer, tap). */
+static float stats_absmax(const CalibStats *cs, int64_t layer, TapPoint tap) {
+    if (!cs || layer < 0 || layer >= cs->n_layers || tap < 0 || tap >= TAP_COUNT) return 0.0f;
+    return calib_tap(cs, layer, tap)->absmax;
+}
+
+/* The float64 H of (layer, tap) in *out (NULL without h), borrowed from h's
+ * one-layer-per-tap cache (analysis/hstore.h hstore_get_f64). */
+static Status stats_h(const HStore *h, int64_t layer, TapPoint tap, const double **out, Err *err) {
+    *out = NULL;
+    if (!h || layer < 0 || layer >= h->n_layers || (int)tap < 0 || (int)tap >= HSTORE_TAPS) return ST_OK;
+    return hstore_get_f64(h, layer, (int)tap, out, err);
+}
+
 /* === Output errors of entries, as the build quantizes them === */
 
 typedef struct OerrCtx {
@@ -343,7 +366,7 @@ Status qmodel_site_oerr(const Model *m, const struct HStore *h, int64_t layer, i
                            qmethod_name(e->method));
     }
     const double *H = NULL;
-    Status st = qstats_h(h, layer, proj_tap((Proj)proj), &H, err);
+    Status st = stats_h(h, layer, proj_tap((Proj)proj), &H, err);
     if (st) return st;
     if (!H) return err_set(err, ST_ERR_ARG, "output errors: no H for layer %lld", (long long)layer);
     const GptqFactor **f = calloc((size_t)(n > 0 ? n : 1), sizeof *f);
@@ -362,7 +385,7 @@ Status qmodel_site_oerr(const Model *m, const struct HStore *h, int64_t layer, i
         st = factor_get(&fc, H, ni, &es[k].gptq, pool, &f[k], err);
     }
     OerrCtx c = {.es = es, .H = H, .f = f, .pool = pool};
-    if (!st) st = qstats_site_oerr_fn(m, h, layer, proj, n, max_rows, oerr_quant, &c, pool, oerr, err);
+    if (!st) st = sens_site_errors_fn(m, h, layer, proj, n, max_rows, oerr_quant, &c, pool, NULL, oerr, err);
     factor_cache_clear(&fc);
     free(f);
     return st;
@@ -374,11 +397,11 @@ Status qmodel_site_oerr(const Model *m, const struct HStore *h, int64_t layer, i
  * layer l with alpha: writes the new gain into *gain_out (owned) and the
  * scaled weights into ws[k] (owned, one per proj), the smoothed H into *h_out
  * (owned; NULL when H is NULL) and the input's new max|x| into *absmax. */
-static Status smooth_group(const Model *m, const struct CalibStats *cs, int64_t l, const int *projs, int np,
+static Status smooth_group(const Model *m, const CalibStats *cs, int64_t l, const int *projs, int np,
                            TapPoint tap, float alpha, const float *gain, const double *H, float **gain_out,
                            float **ws, double **h_out, float *absmax, float srange[2], Err *err) {
     int64_t width = 0;
-    const float *amax = qstats_ch_absmax(cs, l, tap, &width);
+    const float *amax = stats_ch_absmax(cs, l, tap, &width);
     int64_t dim = m->cfg.dim;
     float *s = NULL;
     Status st;
@@ -671,8 +694,8 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(c);
     Status st = plan_validate(p, &pm, err);
     if (st) return st;
-    const struct CalibStats *cs = stats ? stats->cs : NULL;
-    const struct HStore *hs = stats ? stats->h : NULL;
+    const CalibStats *cs = stats ? stats->cs : NULL;
+    const HStore *hs = stats ? stats->h : NULL;
     const char *what = NULL;
     if (pre && (pre->fingerprint != m->fingerprint || pre->n_layers != c->n_layers || pre->dim != c->dim ||
                 pre->vocab != c->vocab_size))
@@ -740,7 +763,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             int want_h = e0->smooth_alpha > 0;
             for (int k = 0; k < np; k++) want_h |= entry_needs_h(&qm->res.lin[l * PROJ_COUNT + projs[k]].e);
             const double *H = NULL;
-            if (want_h && (st = qstats_h(hs, l, tap, &H, err))) {
+            if (want_h && (st = stats_h(hs, l, tap, &H, err))) {
                 free(hown[0]);
                 goto fail;
             }
@@ -784,7 +807,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             int64_t n0 = qm->n_notes;
             st = note_add(qm, err, "%lld.%s: smoothquant alpha %.2f, s in [%.3g, %.3g], input max|x| %.3g -> %.3g",
                           (long long)l, g ? "gate_up" : "qkv", e0->smooth_alpha, sr[0], sr[1],
-                          qstats_absmax(cs, l, tap), amx);
+                          stats_absmax(cs, l, tap), amx);
             if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + g, err);
             if (st) {
                 free(hown[0]);
@@ -801,10 +824,10 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             char name[32];
             snprintf(name, sizeof name, "%lld.%s", (long long)l, proj_name((Proj)pj));
             const double *Hs = hsite[pj];
-            if (!Hs && entry_needs_h(e) && (st = qstats_h(hs, l, tap, &Hs, err))) break;
+            if (!Hs && entry_needs_h(e) && (st = stats_h(hs, l, tap, &Hs, err))) break;
             SiteIn in = {.W = ws[pj], .src = w, .n_out = w->n_out, .n_in = w->n_in,
                          .H = Hs,
-                         .act_absmax = ws[pj] ? absmax_s[pj] : qstats_absmax(cs, l, tap), .name = name};
+                         .act_absmax = ws[pj] ? absmax_s[pj] : stats_absmax(cs, l, tap), .name = name};
             if (progress_cancelled(prog)) {
                 st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);
                 break;
@@ -831,7 +854,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
         }
         if (st) goto fail;
     }
-    qstats_h_drop(hs); /* the last layer's H: nothing below reads it */
+    hstore_cache_drop(hs); /* the last layer's H: nothing below reads it */
     if ((!only || only[ns] || only[ns + 1]) && (st = build_ends(qm, m, pre, keep ? qm->stored : NULL, pool, err)))
         goto fail;
     if (keep && (st = stored_gains(qm, err))) goto fail;

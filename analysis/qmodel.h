@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "analysis/calib.h"
+#include "analysis/hstore.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "core/status.h"
@@ -29,12 +31,6 @@
 #include "quant/plan.h"
 #include "quant/qlinear.h"
 #include "quant/qtensor.h"
-
-/* analysis/stats.h's ActFmt enumerators clash with quant/plan.h's ActFormat
- * (ACT_INT8 ...), so no file can include both: the calibration types are
- * declared here by tag only and read through analysis/qmodel_stats.h. */
-struct CalibStats;
-struct HStore;
 
 /* One site's quantized weights in unpacked form, as a build produced them
  * (kept with qmodel_build_keep) and as a quantized-model file stores them
@@ -65,8 +61,8 @@ void qstored_free(QStored *s);
 
 /* Calibration inputs a plan may need; both borrowed for the build. */
 typedef struct QModelStats {
-    const struct CalibStats *cs; /* per-channel / per-tensor max|x| (SmoothQuant, static scales) */
-    const struct HStore *h;      /* H = XᵀX per (layer, linear input) (gptq, adadim, aqlm) */
+    const CalibStats *cs; /* per-channel / per-tensor max|x| (SmoothQuant, static scales) */
+    const HStore *h;             /* H = XᵀX per (layer, linear input) (gptq, adadim, aqlm) */
 } QModelStats;
 
 typedef struct QModel {

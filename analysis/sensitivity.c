@@ -546,7 +546,7 @@ Status sens_site_errors_fn(const Model *m, const HStore *h, int64_t layer, int p
             Wq[i] -= W[i];
             dn += (double)Wq[i] * Wq[i];
         }
-        werr[k] = wnorm > 0 ? dn / wnorm : 0;
+        if (werr) werr[k] = wnorm > 0 ? dn / wnorm : 0;
         oerr[k] = h ? (denom > 0 ? site_denom(Wq, ns, ni, Hf, G, pool, gw) / denom : 0) : NAN;
     }
 done:

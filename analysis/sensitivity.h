@@ -145,8 +145,8 @@ Status sens_compute(const Model *m, const HStore *h, Pool *pool, Progress *prog,
 /* Relative weight and output errors of symmetric or asymmetric RTN under
  * each of qps[0..n) on one site (layer, proj) of m, as sens_compute measures
  * its cells: werr[i] = ‖ΔW‖²/‖W‖², oerr[i] = tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) (NaN
- * when h is NULL). For cells the map lacks (other group sizes); pool may be
- * NULL. */
+ * when h is NULL). For cells the map lacks (other group sizes); pool and
+ * werr may be NULL. */
 Status sens_site_errors(const Model *m, const HStore *h, int64_t layer, int proj, const QParams *qps, int n,
                         Pool *pool, double *werr, double *oerr, Err *err);
 

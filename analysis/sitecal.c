@@ -8,8 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "analysis/sensitivity.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/atomicfile.h"
 #include "core/hash.h"
@@ -48,16 +49,16 @@ static Status sitecal_alloc(SiteCal *sc, int64_t n_layers, Err *err) {
 
 /* The probe at (l, p) with the map's group size there (*e) and the map's
  * output error of it; 0 when the map has no positive error for it. */
-static int probe_oerr(const struct CalibStats *cs, int64_t l, int p, const PlanEntry *probe, PlanEntry *e,
+static int probe_oerr(const CalibStats *cs, int64_t l, int p, const PlanEntry *probe, PlanEntry *e,
                       double *oerr) {
     *e = *probe;
     int64_t og = 0, ig = 0;
-    qstats_sens_groups(cs, l, p, &og, &ig);
+    calib_sens_groups(cs, l, p, &og, &ig);
     if (e->w.group > 0) e->w.group = e->w.dim == GROUP_IC ? ig : og;
-    return qstats_sens_cell(cs, l, p, &e->w, NULL, oerr) && *oerr > 0;
+    return calib_sens_cell(cs, l, p, &e->w, NULL, oerr) && *oerr > 0;
 }
 
-Status sitecal_measure(const Model *m, const struct CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
+Status sitecal_measure(const Model *m, const CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
                        uint64_t text_hash, const PlanEntry *probe, Pool *pool, Progress *prog, SiteCal *out,
                        Err *err) {
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
@@ -274,7 +275,7 @@ int sitecal_matches(const SiteCal *sc, uint64_t fingerprint, uint64_t text_hash,
            !strcmp(sc->probe, probe);
 }
 
-int sitecal_matches_stats(const SiteCal *sc, const struct CalibStats *cs, const PlanEntry *probe) {
+int sitecal_matches_stats(const SiteCal *sc, const CalibStats *cs, const PlanEntry *probe) {
     for (int64_t s = 0; s < sc->n_layers * PLAN_NPROJ; s++) {
         PlanEntry e;
         double oerr;

@@ -19,14 +19,13 @@
 
 #include <stdint.h>
 
+#include "analysis/calib.h"
 #include "analysis/eval.h"
 #include "core/pool.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/plan.h"
-
-struct CalibStats;
 
 typedef struct SiteCal {
     int64_t n_layers;
@@ -50,7 +49,7 @@ void sitecal_default_probe(PlanEntry *e);
  * probe's group size per site is the map's (cs). pool and prog may be NULL
  * (prog: stage "site KLD", one step per site; cancel -> ST_ERR_CANCELLED).
  * text_hash is recorded as the key. Caller releases *out with sitecal_done. */
-Status sitecal_measure(const Model *m, const struct CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
+Status sitecal_measure(const Model *m, const CalibStats *cs, const EvalRef *ref, const EvalOpts *o,
                        uint64_t text_hash, const PlanEntry *probe, Pool *pool, Progress *prog, SiteCal *out,
                        Err *err);
 
@@ -84,7 +83,7 @@ int sitecal_matches(const SiteCal *sc, uint64_t fingerprint, uint64_t text_hash,
  * and eval options but not the stats file, which `qscope calib -o` can rewrite
  * (another --group, --samples or text) under the same name. 0 also when sc
  * has no oerr column (a --site-scales file without one). */
-int sitecal_matches_stats(const SiteCal *sc, const struct CalibStats *cs, const PlanEntry *probe);
+int sitecal_matches_stats(const SiteCal *sc, const CalibStats *cs, const PlanEntry *probe);
 
 /* The site calibration of m for text (len bytes) under o (n_ctx,
  * max_chunks): loaded from path when its key (model, text, ctx, chunks, the

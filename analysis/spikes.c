@@ -129,3 +129,32 @@ int64_t spikes_merge(const Spike *s, int64_t n, const char *const *ctx, int64_t 
     }
     return k;
 }
+
+Status spikes_top_sites(const CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err) {
+    *sites = NULL;
+    *n = 0;
+    SpikeScore *sc = NULL;
+    int64_t n_sc = 0;
+    Status st = spikes_score(cs, &sc, &n_sc, err);
+    if (st) return st;
+    if (k > n_sc) k = n_sc;
+    char **out = calloc((size_t)(k > 0 ? k : 1), sizeof *out);
+    if (!out) {
+        free(sc);
+        return err_set(err, ST_ERR_NOMEM, "spike sites");
+    }
+    for (int64_t i = 0; i < k; i++) {
+        out[i] = malloc(48);
+        if (!out[i]) {
+            for (int64_t j = 0; j < i; j++) free(out[j]);
+            free(out);
+            free(sc);
+            return err_set(err, ST_ERR_NOMEM, "spike sites");
+        }
+        snprintf(out[i], 48, "%lld.%s", (long long)sc[i].layer, tap_name(sc[i].tap));
+    }
+    free(sc);
+    *sites = out;
+    *n = k;
+    return ST_OK;
+}

@@ -56,4 +56,9 @@ void spikes_context(const Tokenizer *t, const int32_t *seqs, int64_t n_seqs, int
  * count (both n entries); returns the number kept, in order. */
 int64_t spikes_merge(const Spike *s, int64_t n, const char *const *ctx, int64_t *keep, int64_t *count);
 
+/* The top-k spike sites by calibration's ranking, as plan patterns
+ * "L.qkv", "L.o", "L.gate_up", "L.down" (best first). *sites is an array of
+ * k heap strings (caller frees each and the array); *n <= k. */
+Status spikes_top_sites(const CalibStats *cs, int64_t k, char ***sites, int64_t *n, Err *err);
+
 #endif

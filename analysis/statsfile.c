@@ -412,3 +412,77 @@ char *statsfile_h_path(const char *stats_path, uint64_t h_id) {
     if (s) snprintf(s, n, "%s.%016llx.h64", stats_path, (unsigned long long)h_id);
     return s;
 }
+
+/* === The stats file with its H store === */
+
+/* Opens out->cs's H store at hpath into out->h (name: the file the messages name). */
+static Status open_h(QStatsFile *out, const char *hpath, const char *name, Err *err) {
+    out->h = calloc(1, sizeof *out->h);
+    if (!out->h) return err_set(err, ST_ERR_NOMEM, "%s: H store", name);
+    Status st = hstore_open(out->h, hpath, out->cs->h_id, out->cs->n_layers, out->cs->width, err);
+    if (st) {
+        free(out->h);
+        out->h = NULL;
+    }
+    return st;
+}
+
+Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    char *hpath = NULL;
+    Status st = statsfile_load(path, &out->cs, err);
+    if (st) goto fail;
+    char why[256];
+    if (m && statsfile_is_stale(out->cs, m, why, sizeof why)) {
+        st = err_set(err, ST_ERR_MISMATCH, "%s: statistics were not computed on %s: %s", path, m->path, why);
+        goto fail;
+    }
+    if (out->cs->has_h) {
+        hpath = statsfile_h_path(path, out->cs->h_id);
+        if (!hpath) {
+            st = err_set(err, ST_ERR_NOMEM, "%s: H path", path);
+            goto fail;
+        }
+        if ((st = open_h(out, hpath, path, err))) goto fail;
+    }
+    free(hpath);
+    return ST_OK;
+fail:
+    free(hpath);
+    qstats_close(out);
+    return st;
+}
+
+static Status calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, int sensitivity, Pool *pool, QStatsFile *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    CalibParams p;
+    calib_params_default(&p);
+    p.samples = samples;
+    p.seqlen = seqlen;
+    p.sensitivity = sensitivity;
+    Status st = calib_run(m, text, len, &p, h_path, pool, NULL, &out->cs, err);
+    if (st) return st;
+    if (h_path && out->cs->has_h && (st = open_h(out, h_path, h_path, err))) qstats_close(out);
+    return st;
+}
+
+Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, Pool *pool, QStatsFile *out, Err *err) {
+    return calibrate(m, text, len, samples, seqlen, h_path, 0, pool, out, err);
+}
+
+Status qstats_calibrate_sens(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                             const char *h_path, Pool *pool, QStatsFile *out, Err *err) {
+    return calibrate(m, text, len, samples, seqlen, h_path, 1, pool, out, err);
+}
+
+void qstats_close(QStatsFile *f) {
+    if (!f) return;
+    if (f->h) {
+        hstore_close(f->h);
+        free(f->h);
+    }
+    calib_stats_free(f->cs);
+    memset(f, 0, sizeof *f);
+}

@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "analysis/calib.h"
+#include "analysis/hstore.h"
+#include "core/pool.h"
 #include "core/status.h"
 #include "model/model.h"
 
@@ -40,5 +42,34 @@ int statsfile_is_stale(const CalibStats *cs, const Model *m, char *why, size_t c
  * lets a new pair be put in place without ever pairing a stats file with a
  * foreign H (calib_commit). */
 char *statsfile_h_path(const char *stats_path, uint64_t h_id);
+
+/* === The stats file with its H store, as the quantized-model build reads them === */
+
+/* A loaded stats file and its H store (if it has one). */
+typedef struct QStatsFile {
+    CalibStats *cs;          /* owned */
+    HStore *h;               /* owned; NULL when the stats were computed without H */
+} QStatsFile;
+
+/* Loads the stats file at path and, when present, its H store (statsfile_h_path),
+ * checking both against m (a stale file fails with ST_ERR_MISMATCH naming the
+ * file and the reason). Caller releases with qstats_close. */
+Status qstats_open(const char *path, const Model *m, QStatsFile *out, Err *err);
+
+/* Calibrates m on text (len bytes) in memory: `samples` random windows of
+ * `seqlen` tokens (seed 1; analysis/calib.h's defaults otherwise, without the
+ * sensitivity map), H written to h_path (kept open in out->h; the caller
+ * removes the file when done). pool may be NULL. For tests and tools that
+ * need statistics without a stats file. Caller releases with qstats_close. */
+Status qstats_calibrate(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                        const char *h_path, Pool *pool, QStatsFile *out, Err *err);
+
+/* qstats_calibrate plus the weight-sensitivity map (group 32; output errors
+ * when h_path is given). */
+Status qstats_calibrate_sens(const Model *m, const char *text, size_t len, int64_t samples, int64_t seqlen,
+                             const char *h_path, Pool *pool, QStatsFile *out, Err *err);
+
+/* Frees both; safe on a zeroed QStatsFile. */
+void qstats_close(QStatsFile *f);
 
 #endif

@@ -9,7 +9,7 @@
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
 #include "analysis/planner.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "analysis/sitecal.h"
 #include "cli/args.h"
 #include "core/cache.h"

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "analysis/qmodel.h"
+#include "analysis/spikes.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
@@ -14,12 +15,10 @@
 #include "sessions/plan_json.h"
 #include "sessions/qmodel_file.h"
 
-#define SPIKE_K_DEFAULT 3 /* analysis/spikes.h SPIKES_DEFAULT_K (not includable beside plan.h) */
-
 void plancli_init(PlanCli *o) {
     memset(o, 0, sizeof *o);
     o->group = -1;
-    o->spike_k = SPIKE_K_DEFAULT;
+    o->spike_k = SPIKES_DEFAULT_K;
     o->seed = 1;
     o->alpha = -1;
 }
@@ -87,7 +86,7 @@ Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, 
     if (spike_aware && (!stats || !stats->cs))
         return err_set(err, ST_ERR_ARG, "preset 'spike-aware-w8a8' needs the spike ranking: pass --stats STATS from `qscope calib`");
     if ((spike_aware || random_k) && stats && stats->cs) {
-        if ((st = qstats_spike_sites(stats->cs, o->spike_k, &sites, &n_sites, err))) return st;
+        if ((st = spikes_top_sites(stats->cs, o->spike_k, &sites, &n_sites, err))) return st;
         po.spikes = (const char *const *)sites;
         po.n_spikes = n_sites;
     }
@@ -100,7 +99,7 @@ Status plancli_build(const PlanCli *o, const Model *m, const QStatsFile *stats, 
     if (st) return st;
     if (n_sites && spike_aware &&
         (st = plan_add_note(out, err, "spike-aware: top %lld sites by calibration's max/median ranking (%s)",
-                            (long long)n_sites, qstats_text_path(stats->cs))))
+                            (long long)n_sites, stats->cs->params.text_path)))
         return st;
     return plan_validate(out, &pm, err);
 }

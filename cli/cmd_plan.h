@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "cli/opts.h"
 #include "core/status.h"
 #include "model/model.h"
@@ -25,7 +25,7 @@ typedef struct PlanCli {
     int skip_first;          /* --skip-first */
 } PlanCli;
 
-/* Defaults: no plan, group -1, spike_k 3 (analysis/spikes.h's default), seed 1. */
+/* Defaults: no plan, group -1, spike_k SPIKES_DEFAULT_K (analysis/spikes.h), seed 1. */
 void plancli_init(PlanCli *o);
 
 /* The plan options' table entries (cli/opts.h), PLANCLI_NOPTS of them, the last

@@ -6,7 +6,7 @@
 
 #include "analysis/planner.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "analysis/sitecal.h"
 #include "analysis/speedtab.h"
 #include "cli/args.h"

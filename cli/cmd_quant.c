@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/cmd_plan.h"

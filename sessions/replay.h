@@ -26,7 +26,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/pool.h"
 #include "core/status.h"
+#include "model/model.h"
 #include "sessions/session.h"
 
 typedef struct ReplayOpts {
@@ -89,5 +91,33 @@ void replay_report_done(ReplayReport *rep);
 /* The check's differences as readable text (one line per difference, with
  * both values, Δ and the tolerance), or "" when none; heap, caller frees. */
 char *replay_diff_text(const ReplayReport *rep);
+
+/* === The calibrate action, also for tests that calibrate as replay does === */
+
+/* Calibration settings of a `calibrate` action; negative / NULL fields take
+ * analysis/calib.h's defaults (seqlen clipped to the model's context). */
+typedef struct ReplayCalibArgs {
+    int64_t samples, seqlen;
+    int64_t seed;
+    const char *mode;        /* "random" | "chunks" | NULL */
+    int64_t group, topk;
+    int sensitivity;         /* -1: default (on) */
+    int sens_exact;          /* 1: exact map output errors (default 0: estimated) */
+    int no_h;                /* 1: no H (no output errors in the map) */
+    int64_t tok_from;        /* windows from the text's tokens [tok_from, n) (CalibParams) */
+    int64_t kept;            /* > 0: the recorded run was cancelled after this many sequences;
+                                the replay stops there too (and computes no sensitivity map) */
+} ReplayCalibArgs;
+
+/* Sets every field of a to "default". */
+void replay_calib_args_default(ReplayCalibArgs *a);
+
+/* Calibrates m on text (len bytes, read from text_path, which is recorded)
+ * with a, writes the stats file to stats_path and H beside it
+ * ("<stats_path>.h64"), and fills *out with the settings actually used
+ * (text and stats point at the given strings, borrowed). pool may be NULL.
+ * Errors name the action's setting or the file. */
+Status replay_calibrate(const Model *m, const char *text_path, const char *text, size_t len,
+                        const ReplayCalibArgs *a, const char *stats_path, Pool *pool, SessionCalib *out, Err *err);
 
 #endif

@@ -73,9 +73,8 @@
  * is recorded and skipped by replay.
  *
  * Nothing here touches a Model or a Plan's meaning beyond its JSON form:
- * this header includes neither quant/plan.h nor analysis/calib.h (their
- * ACT_* enumerators clash), so the TUI's calibration and plan translation
- * units can both use it. */
+ * this header includes neither quant/plan.h nor analysis/calib.h, so code
+ * that only reads or writes session files does not depend on them. */
 #ifndef QS_SESSIONS_SESSION_H
 #define QS_SESSIONS_SESSION_H
 

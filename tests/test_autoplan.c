@@ -12,9 +12,10 @@
 #include "analysis/eval.h"
 #include "analysis/planner.h"
 #include "analysis/qmodel.h"
+#include "analysis/sensitivity.h"
 #include "analysis/sitecal.h"
 #include "analysis/speedtab.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "model/model.h"
@@ -226,9 +227,9 @@ static void test_planner_stories(void) {
     {
         QParams qp[2] = {{QF_INT4, 1, GROUP_OC, 32}, {QF_INT3, 1, GROUP_IC, 0}};
         double oe[2], mo;
-        CHECK_OK(qstats_site_oerr(m, sf.h, 2, PLAN_GATE, qp, 2, NULL, oe, &err), err);
+        CHECK_OK(sens_site_errors(m, sf.h, 2, PLAN_GATE, qp, 2, NULL, NULL, oe, &err), err);
         for (int k = 0; k < 2; k++) {
-            CHECK(qstats_sens_cell(sf.cs, 2, PLAN_GATE, &qp[k], NULL, &mo));
+            CHECK(calib_sens_cell(sf.cs, 2, PLAN_GATE, &qp[k], NULL, &mo));
             CHECKF(fabs(oe[k] - mo) <= 0.03 * mo, "cell %d: computed %g, map %g", k, oe[k], mo);
         }
     }
@@ -385,7 +386,7 @@ static void test_planner_stories(void) {
             for (int p = 0; p < PLAN_DOWN; p++) {
                 double oe[3], ref1, os[1];
                 CHECK_OK(qmodel_site_oerr(m, sf.h, l, p, es, 3, 0, NULL, oe, &err), err);
-                CHECK_OK(qstats_site_oerr(m, sf.h, l, p, &es[0].w, 1, NULL, &ref1, &err), err);
+                CHECK_OK(sens_site_errors(m, sf.h, l, p, &es[0].w, 1, NULL, NULL, &ref1, &err), err);
                 CHECK_NEAR(oe[0], ref1, 1e-12 * ref1);
                 CHECKF(oe[1] < oe[0] && oe[2] < oe[0], "L%lld p%d: gptq %g / %g, rtn %g", (long long)l, p, oe[1], oe[2],
                        oe[0]);

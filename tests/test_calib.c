@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "analysis/calib.h"
-#include "analysis/qmodel_stats.h"
 #include "analysis/sensitivity.h"
 #include "analysis/spikes.h"
 #include "analysis/statsfile.h"

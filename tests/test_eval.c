@@ -12,7 +12,7 @@
 #include "analysis/eval.h"
 #include "analysis/ppl.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "model/model.h"

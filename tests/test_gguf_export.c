@@ -10,7 +10,7 @@
 
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "core/mapfile.h"
 #include "model/gguf.h"
 #include "model/model.h"

@@ -17,7 +17,7 @@
 
 #include "analysis/hstore.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "core/mapfile.h"
 #include "model/model.h"
 #include "model/weight.h"
@@ -114,7 +114,7 @@ int main(void) {
     uintptr_t hlo = 0, hhi = 0;
     const double *H0 = NULL;
     /* where the H mapping is: read through the store, then measure */
-    CHECK_OK(qstats_h(hs, 0, TAP_QKV, &H0, &err), err);
+    CHECK_OK(hstore_get_f64(hs, 0, (int)TAP_QKV, &H0, &err), err);
     CHECK(H0 != NULL);
 
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);

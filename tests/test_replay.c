@@ -13,7 +13,7 @@
 #include "analysis/eval.h"
 #include "analysis/planner.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/status.h"
@@ -21,7 +21,6 @@
 #include "quant/plan.h"
 #include "quant/preset.h"
 #include "sessions/replay.h"
-#include "sessions/replay_calib.h"
 #include "sessions/session.h"
 #include "tests/testlib.h"
 

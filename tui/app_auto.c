@@ -10,7 +10,7 @@
 
 #include "analysis/eval.h"
 #include "analysis/planner.h"
-#include "analysis/qmodel_stats.h"
+#include "analysis/statsfile.h"
 #include "analysis/sitecal.h"
 #include "core/alloc.h"
 #include "core/hash.h"

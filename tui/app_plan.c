@@ -14,8 +14,8 @@
 
 #include "analysis/eval.h"
 #include "analysis/qmodel.h"
-#include "analysis/qmodel_stats.h"
 #include "analysis/speedtab.h"
+#include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/hash.h"
 #include "quant/ggml_type.h"
