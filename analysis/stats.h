@@ -95,24 +95,8 @@ typedef enum { ACT_TENSOR_STATIC, ACT_TENSOR_DYNAMIC, ACT_TOKEN_DYNAMIC, ACT_MOD
  * kernels/actquant.h act_format_name, their ranges actq_qmax). */
 const char *act_mode_name(ActMode m);
 
-/* Quantize-dequantize x with scale s (inv = 1/s, or 0 when s == 0). */
-float act_quant(ActFormat f, float x, float s, float inv);
-
-/* Adds Σ(x_i - Q(x_i))² over n values to err[f][m] for every format f and
- * mode m, with scale s[f][m] and inverse inv[f][m] (0 when the scale is 0).
- * act_err_row runs an AVX-512 kernel when cpu_has_avx512f(), else SSE2 (the
- * x86-64 baseline); act_err_row_ref is the scalar twin: elementwise
- * identical, sums differ only by summation order (float lanes folded into
- * double: relative 1e-6). */
-void act_err_row(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
-                 const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]);
-void act_err_row_ref(const float *x, int64_t n, const float s[ACT_COUNT][ACT_MODE_COUNT],
-                     const float inv[ACT_COUNT][ACT_MODE_COUNT], double err[ACT_COUNT][ACT_MODE_COUNT]);
-
-/* Round v to the nearest fp8 value (ties to even), saturating at ±max;
- * equals fp8_*_to_f32(f32_to_fp8_*(v)) for finite v (fast bit form). */
-float fp8_round_e4m3(float v);
-float fp8_round_e5m2(float v);
+/* The error kernels (kernels/actquant.h actq_err_row) take one scale per mode. */
+_Static_assert(ACT_MODE_COUNT == ACTQ_ERR_SCALES, "ActMode and the error kernels' scale count differ");
 
 /* === Per-(layer, tap) accumulator === */
 

@@ -78,4 +78,31 @@ void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t
 void actq_fake_row_ref(ActFormat fmt, const float *x, int64_t n, float s, float *out);
 void actq_fake_row_avx512(ActFormat fmt, const float *x, int64_t n, float s, float *out);
 
+/* === Activation-quantization error, for calibration's statistics === */
+
+/* Scales per format the error kernels take at once: calibration's modes
+ * (tensor static, tensor dynamic, token dynamic; analysis/stats.h ActMode). */
+#define ACTQ_ERR_SCALES 3
+
+/* Quantize-dequantize x with scale s (inv = 1/s, or 0 when s == 0). */
+float actq_quant(ActFormat f, float x, float s, float inv);
+
+/* Adds Σ(x_i - Q(x_i))² over n values to err[f][m] for every format f and
+ * scale column m (calibration's modes, analysis/stats.h ActMode), with scale s[f][m] and inverse inv[f][m] (0 when the scale is 0).
+ * actq_err_row runs an AVX-512 kernel when cpu_has_avx512f(), else SSE2 (the
+ * x86-64 baseline); actq_err_row_ref is the scalar twin: elementwise
+ * identical, sums differ only by summation order (float lanes folded into
+ * double: relative 1e-6). */
+void actq_err_row(const float *x, int64_t n, const float s[ACT_COUNT][ACTQ_ERR_SCALES],
+                  const float inv[ACT_COUNT][ACTQ_ERR_SCALES], double err[ACT_COUNT][ACTQ_ERR_SCALES]);
+void actq_err_row_ref(const float *x, int64_t n, const float s[ACT_COUNT][ACTQ_ERR_SCALES],
+                      const float inv[ACT_COUNT][ACTQ_ERR_SCALES], double err[ACT_COUNT][ACTQ_ERR_SCALES]);
+
+/* Round v to the nearest fp8 value (ties to even), saturating at ±max;
+ * equals fp8_*_to_f32(f32_to_fp8_*(v)) for finite v: a branch-free bit form
+ * whose SSE2 and AVX-512 lanes (here and in actq_fake_row_avx512) are the
+ * same operations. NaN saturates (callers refuse non-finite input first). */
+float actq_fp8_round_e4m3(float v);
+float actq_fp8_round_e5m2(float v);
+
 #endif

@@ -1,7 +1,8 @@
 /* Streaming statistics against straightforward two-pass computations on small
  * random data: channel sums, moments/kurtosis, histogram percentiles, top-k
- * spikes, activation-quantization errors, fp8 rounding, and the float64
- * rank-k kernels (the H store itself: tests/test_hstore.c). */
+ * spikes, activation-quantization errors, and the float64 rank-k kernels
+ * (the H store itself: tests/test_hstore.c; the error and fp8 rounding
+ * kernels: tests/test_actq_err.c). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,6 @@
 #include <unistd.h>
 
 #include "analysis/stats.h"
-#include "core/fpconv.h"
 #include "core/pool.h"
 #include "kernels/blas.h"
 #include "kernels/cpu.h"
@@ -43,52 +43,6 @@ static void test_hist_bins(void) {
     CHECK(hist_bin(1.0f) == 1 + 20 * HIST_SUB);
     CHECK(hist_bin(1e30f) == HIST_NBINS - 1);
     CHECK(hist_bin(INFINITY) == HIST_NBINS - 1);
-}
-
-static void test_fp8_round(void) {
-    for (int i = 0; i < 200000; i++) {
-        float v = (float)((rnd() - 0.5) * ldexp(1.0, (int)(rnd() * 40) - 22));
-        float a = fp8_round_e4m3(v), b = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v));
-        CHECKF(a == b, "e4m3 %.9g: %.9g vs %.9g", v, a, b);
-        a = fp8_round_e5m2(v);
-        b = fp8_e5m2_to_f32(f32_to_fp8_e5m2(v));
-        CHECKF(a == b, "e5m2 %.9g: %.9g vs %.9g", v, a, b);
-    }
-    /* every code (and the midpoints between neighbours) round-trips */
-    for (int c = 0; c < 256; c++) {
-        float v = fp8_e4m3_to_f32((uint8_t)c);
-        if (!isnan(v)) CHECK(fp8_round_e4m3(v) == v);
-        v = fp8_e5m2_to_f32((uint8_t)c);
-        if (!isnan(v) && !isinf(v)) CHECK(fp8_round_e5m2(v) == v);
-    }
-    CHECK(fp8_round_e4m3(1000.0f) == 448.0f && fp8_round_e4m3(-460.0f) == -448.0f);
-    CHECK(fp8_round_e5m2(1e6f) == 57344.0f);
-}
-
-static void test_act_err_twins(void) {
-    for (int trial = 0; trial < 200; trial++) {
-        int64_t n = 1 + (int64_t)(rnd() * 70);
-        float x[80];
-        for (int64_t i = 0; i < n; i++) x[i] = gauss() * (float)ldexp(1.0, (int)(rnd() * 30) - 15);
-        float s[ACT_COUNT][ACT_MODE_COUNT], inv[ACT_COUNT][ACT_MODE_COUNT];
-        for (int f = ACT_INT8; f < ACT_COUNT; f++)
-            for (int m = 0; m < ACT_MODE_COUNT; m++) {
-                float amax = (float)ldexp(rnd() + 0.5, (int)(rnd() * 30) - 15); /* often saturating */
-                if (trial % 17 == 0 && m == 0) amax = 0;
-                s[f][m] = amax > 0 ? amax / actq_qmax((ActFormat)f) : 0;
-                inv[f][m] = amax > 0 ? actq_qmax((ActFormat)f) / amax : 0;
-            }
-        double a[ACT_COUNT][ACT_MODE_COUNT] = {{0}}, b[ACT_COUNT][ACT_MODE_COUNT] = {{0}};
-        act_err_row(x, n, s, inv, a);
-        act_err_row_ref(x, n, s, inv, b);
-        for (int f = ACT_INT8; f < ACT_COUNT; f++)
-            for (int m = 0; m < ACT_MODE_COUNT; m++)
-                CHECKF(fabs(a[f][m] - b[f][m]) <= 2e-6 * b[f][m] + 1e-30, "n %lld f %d m %d: %g vs %g",
-                       (long long)n, f, m, a[f][m], b[f][m]);
-    }
-    /* int8 rounding: ties to even, saturation */
-    CHECK(act_quant(ACT_INT8, 2.5f, 1.0f, 1.0f) == 2.0f && act_quant(ACT_INT8, 3.5f, 1.0f, 1.0f) == 4.0f);
-    CHECK(act_quant(ACT_INT8, -300.0f, 1.0f, 1.0f) == -127.0f && act_quant(ACT_INT8, 5.0f, 0.0f, 0.0f) == 0.0f);
 }
 
 /* Reference: everything recomputed from the full data set. */
@@ -210,7 +164,7 @@ static void test_streaming(Pool *pool, TapStats *out_copy) {
                     for (int f = ACT_INT8; f < ACT_COUNT; f++) {
                         float q = actq_qmax((ActFormat)f);
                         float s = am[m] > 0 ? am[m] / q : 0, inv = am[m] > 0 ? q / am[m] : 0;
-                        double e = (double)x - act_quant((ActFormat)f, x, s, inv);
+                        double e = (double)x - actq_quant((ActFormat)f, x, s, inv);
                         ref_err[f][m] += e * e;
                     }
                 }
@@ -341,13 +295,6 @@ static void test_blas_twins(void) {
 int main(void) {
     (void)testlib_shared; /* no shared files needed here */
     test_hist_bins();
-    test_fp8_round();
-    test_act_err_twins();            /* AVX-512 where the CPU has it */
-    setenv("QS_CPU", "scalar", 1);   /* the SSE2 baseline path */
-    cpu_refresh();
-    test_act_err_twins();
-    unsetenv("QS_CPU");
-    cpu_refresh();
     test_streaming(NULL, NULL);
     test_thread_independence();
     test_moments_merge();
