@@ -8,6 +8,7 @@
 #include "core/assert.h"
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 
 static const char *const ACT_NAMES[ACT_COUNT] = {"none", "int8", "fp8-e4m3", "fp8-e5m2"};
 
@@ -34,7 +35,7 @@ float actq_absmax_ref(const float *x, int64_t n) {
     return m;
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+QS_TARGET_AVX512
 static float actq_absmax_avx512(const float *x, int64_t n) {
     __m512 m = _mm512_setzero_ps();
     __mmask16 nan = 0; /* max_ps drops NaN (it returns its second operand): count them apart */
@@ -89,7 +90,7 @@ void actq_int8_row_ref(const float *x, int64_t n, float s, int8_t *q) {
     }
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+QS_TARGET_AVX512
 static void actq_int8_row_avx512(const float *x, int64_t n, float s, int8_t *q) {
     if (s == 0.0f || !isfinite(s)) {
         memset(q, 0, (size_t)n);
@@ -186,7 +187,7 @@ static inline __m128 sse_fp8(__m128 y, int drop, float min_normal, float sub_ste
 /* AVX-512: the same lane operations 16 wide (integer ops for abs/sign so
  * only AVX512F is needed). */
 static inline __m512 avx512_fp8(__m512 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv)
-    __attribute__((target("avx512f")));
+    QS_TARGET_AVX512;
 static inline __m512 avx512_fp8(__m512 y, int drop, float min_normal, float sub_step, float inv_sub, float maxv) {
     const __m512i absm = _mm512_set1_epi32(0x7fffffff), signm = _mm512_set1_epi32((int)0x80000000u);
     const __m512 mx = _mm512_set1_ps(maxv), mag = _mm512_set1_ps(RNE_MAGIC);
@@ -224,7 +225,7 @@ void actq_fake_row_ref(ActFormat fmt, const float *x, int64_t n, float s, float 
     }
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+QS_TARGET_AVX512
 void actq_fake_row_avx512(ActFormat fmt, const float *x, int64_t n, float s, float *out) {
     if (s == 0.0f || fmt == ACT_NONE || fmt >= ACT_COUNT) {
         actq_fake_row_ref(fmt, x, n, s, out);
@@ -309,7 +310,7 @@ void actq_err_row_ref(const float *x, int64_t n, const float s[ACT_COUNT][ACTQ_E
 static void actq_err_row_sse2(const float *x, int64_t n, const float s[ACT_COUNT][ACTQ_ERR_SCALES],
                              const float inv[ACT_COUNT][ACTQ_ERR_SCALES], double err[ACT_COUNT][ACTQ_ERR_SCALES]);
 
-__attribute__((target("avx512f"))) static void actq_err_row_avx512(
+QS_TARGET_AVX512 static void actq_err_row_avx512(
     const float *x, int64_t n, const float s[ACT_COUNT][ACTQ_ERR_SCALES],
     const float inv[ACT_COUNT][ACTQ_ERR_SCALES], double err[ACT_COUNT][ACTQ_ERR_SCALES]) {
     int64_t n16 = n & ~(int64_t)15;

@@ -7,9 +7,8 @@
 #include "core/assert.h"
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
+#include "kernels/simd.h"
 
-#define AVX512_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
-#define AVX2_TARGET __attribute__((target("avx2,fma")))
 
 static inline uint32_t aqlm_code_at(const AqlmPacked *w, int64_t idx) {
     return w->codes8 ? w->codes8[idx] : w->codes16[idx];
@@ -28,7 +27,7 @@ void aqlm_dots_ref(const float *CT, int64_t K, int g, const float *u, const floa
     }
 }
 
-AVX512_TARGET
+QS_TARGET_AVX512
 static void aqlm_dots_avx512(const float *CT, int64_t K, int g, const float *u, const float *q,
                              float alpha, float *out) {
     int64_t k = 0;
@@ -58,7 +57,7 @@ static void aqlm_dots_avx512(const float *CT, int64_t K, int g, const float *u, 
     }
 }
 
-AVX2_TARGET
+QS_TARGET_AVX2
 static void aqlm_dots_avx2(const float *CT, int64_t K, int g, const float *u, const float *q,
                            float alpha, float *out) {
     int64_t k = 0;
@@ -99,7 +98,7 @@ int64_t aqlm_argmin_ref(const float *v, int64_t n) {
 /* Two sweeps over data that is in L1 anyway: a vector min, then the first
  * lane equal to it. The scalar compare-and-move chain is several times slower
  * and dominated the k-means assignment. */
-AVX512_TARGET
+QS_TARGET_AVX512
 static int64_t aqlm_argmin_avx512(const float *v, int64_t n) {
     if (n < 16) return aqlm_argmin_ref(v, n);
     __m512 mn = _mm512_loadu_ps(v);
@@ -136,7 +135,7 @@ void aqlm_rank_update_ref(float *Y, int64_t ldy, int64_t rows, const float *D, i
 
 /* Holds up to 8 rows of Hj in registers per 16-column strip and streams the
  * rows of Y past them, so H (the big operand) is read once per call. */
-AVX512_TARGET
+QS_TARGET_AVX512
 static void aqlm_rank_update_avx512(float *Y, int64_t ldy, int64_t rows, const float *D, int g,
                                     const float *Hj, int64_t ldh, int64_t n) {
     int64_t c = 0;
@@ -179,7 +178,7 @@ static void aqlm_rank_update_avx512(float *Y, int64_t ldy, int64_t rows, const f
         }
 }
 
-AVX2_TARGET
+QS_TARGET_AVX2
 static void aqlm_rank_update_avx2(float *Y, int64_t ldy, int64_t rows, const float *D, int g,
                                   const float *Hj, int64_t ldh, int64_t n) {
     int64_t c = 0;
@@ -258,7 +257,7 @@ void aqlm_lut_gemv_rows_ref(const AqlmPacked *w, const float *lut, int64_t r0, i
 #define AQLM_LUT_BLOCK_FLOATS 8192
 #endif
 #define AQLM_LUT_ROW_CHUNK 256
-AVX512_TARGET
+QS_TARGET_AVX512
 static void aqlm_lut_gemv_rows_avx512(const AqlmPacked *w, const float *lut, int64_t r0, int64_t r1,
                                       float *y) {
     int64_t nt = w->n_groups * w->M;
@@ -295,7 +294,7 @@ static void aqlm_lut_gemv_rows_avx512(const AqlmPacked *w, const float *lut, int
     }
 }
 
-AVX2_TARGET
+QS_TARGET_AVX2
 static void aqlm_lut_gemv_rows_avx2(const AqlmPacked *w, const float *lut, int64_t r0, int64_t r1,
                                     float *y) {
     int64_t nt = w->n_groups * w->M;
@@ -352,7 +351,7 @@ void aqlm_gather_gemv_rows_ref(const AqlmPacked *w, const float *x, int64_t r0, 
 /* For g == 8: sums the M codewords of a group in one 8-wide register and
  * multiplies by x's group; 16-bit codes index codebooks far larger than any
  * cache, so this path is bound by the codeword loads. */
-AVX2_TARGET
+QS_TARGET_AVX2
 static void aqlm_gather_gemv_rows_avx2_g8(const AqlmPacked *w, const float *x, int64_t r0,
                                           int64_t r1, float *y) {
     const int64_t KG = w->K * 8;
@@ -407,7 +406,7 @@ void aqlm_decode_rows_ref(const AqlmPacked *w, int64_t r0, int64_t r1, float *ou
             }
 }
 
-AVX2_TARGET
+QS_TARGET_AVX2
 static void aqlm_decode_rows_avx2_g8(const AqlmPacked *w, int64_t r0, int64_t r1, float *out) {
     const int64_t KG = w->K * 8;
     for (int64_t i = r0; i < r1; i++) {

@@ -6,6 +6,7 @@
 
 #include "core/assert.h"
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 
 static void blas_check_dims(int64_t a, int64_t b, int64_t c, int64_t l1, int64_t l2, int64_t l3) {
     ASSERT(a >= 0 && b >= 0 && c >= 0);
@@ -102,7 +103,7 @@ static void syrk_pack_rows(void *arg, int64_t b, int64_t e, int tid) {
                   c##r##b = _mm512_fmadd_pd(_mm512_set1_pd(a[r]), b1, c##r##b)
 #define SY_STORE(r) if (r < mr) syrk_store_row(C + r * ldc, c##r##a, c##r##b, nr)
 
-__attribute__((target("avx512f"))) static inline void syrk_store_row(double *c, __m512d lo, __m512d hi, int64_t nr) {
+QS_TARGET_AVX512 static inline void syrk_store_row(double *c, __m512d lo, __m512d hi, int64_t nr) {
     if (nr == SY_NR) {
         _mm512_storeu_pd(c, _mm512_add_pd(_mm512_loadu_pd(c), lo));
         _mm512_storeu_pd(c + 8, _mm512_add_pd(_mm512_loadu_pd(c + 8), hi));
@@ -115,7 +116,7 @@ __attribute__((target("avx512f"))) static inline void syrk_store_row(double *c, 
 }
 
 /* C tile (mr <= 8 rows, nr <= 16 columns) += A-half-panel ⊗ B-panel over kc rows. */
-__attribute__((target("avx512f"))) static void syrk_tile(int64_t kc, const double *A, const double *B, double *C,
+QS_TARGET_AVX512 static void syrk_tile(int64_t kc, const double *A, const double *B, double *C,
                                                          int64_t ldc, int64_t mr, int64_t nr) {
     __m512d c0a = _mm512_setzero_pd(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
     __m512d c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;
@@ -127,7 +128,7 @@ __attribute__((target("avx512f"))) static void syrk_tile(int64_t kc, const doubl
     SY_STORE(0); SY_STORE(1); SY_STORE(2); SY_STORE(3); SY_STORE(4); SY_STORE(5); SY_STORE(6); SY_STORE(7);
 }
 
-__attribute__((target("avx512f"))) static void syrk_block(const SyrkJob *j, int64_t b) {
+QS_TARGET_AVX512 static void syrk_block(const SyrkJob *j, int64_t b) {
     int64_t i_begin = b * SY_IB, i_end = i_begin + SY_IB < j->n ? i_begin + SY_IB : j->n;
     for (int64_t q = i_begin / SY_NR; q < j->np; q++) {
         int64_t j0 = q * SY_NR, nr = j->n - j0 < SY_NR ? j->n - j0 : SY_NR;

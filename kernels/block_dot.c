@@ -4,6 +4,7 @@
 
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 #include "kernels/wq_rowdot.h"
 
 static inline float blk_d(const uint8_t *b) { return fp16_to_f32((uint16_t)(b[0] | (b[1] << 8))); }
@@ -60,7 +61,7 @@ float block_dot_q4_k_ref(const uint8_t *row, const float *x, int64_t k) {
 }
 
 /* Per sub-block: dl * Σ q·x - ml * Σ x, both sums in vectors. */
-WQ_AVX512_TARGET float block_dot_q4_k_avx512(const uint8_t *row, const float *x, int64_t k) {
+QS_TARGET_AVX512 float block_dot_q4_k_avx512(const uint8_t *row, const float *x, int64_t k) {
     __m512 acc = _mm512_setzero_ps();
     const __m512i lo4 = _mm512_set1_epi32(15);
     for (int64_t i = 0; i < k / 256; i++, row += 144) {
@@ -87,7 +88,7 @@ WQ_AVX512_TARGET float block_dot_q4_k_avx512(const uint8_t *row, const float *x,
     return _mm512_reduce_add_ps(acc);
 }
 
-WQ_AVX512_TARGET float block_dot_q4_0_avx512(const uint8_t *row, const float *x, int64_t k) {
+QS_TARGET_AVX512 float block_dot_q4_0_avx512(const uint8_t *row, const float *x, int64_t k) {
     __m512 acc = _mm512_setzero_ps();
     const __m512i lo4 = _mm512_set1_epi32(15), eight = _mm512_set1_epi32(8);
     for (int64_t i = 0; i < k / 32; i++, row += 18, x += 32) {
@@ -100,7 +101,7 @@ WQ_AVX512_TARGET float block_dot_q4_0_avx512(const uint8_t *row, const float *x,
     return _mm512_reduce_add_ps(acc);
 }
 
-WQ_AVX512_TARGET float block_dot_q8_0_avx512(const uint8_t *row, const float *x, int64_t k) {
+QS_TARGET_AVX512 float block_dot_q8_0_avx512(const uint8_t *row, const float *x, int64_t k) {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < k / 32; i++, row += 34, x += 32) {
         __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(row + 2))));

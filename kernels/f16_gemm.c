@@ -1,22 +1,23 @@
 #include "kernels/f16_gemm.h"
 
 #include "core/fpconv.h"
+#include "kernels/simd.h"
 #include "kernels/wq_rowdot.h"
 
 void f16_decode_ref(const uint16_t *h, int64_t n, int bf16, float *out) {
     for (int64_t i = 0; i < n; i++) out[i] = bf16 ? bf16_to_f32(h[i]) : fp16_to_f32(h[i]);
 }
 
-WQ_AVX512_TARGET static inline __m512 f16_load16(const uint8_t *p) {
+QS_TARGET_AVX512 static inline __m512 f16_load16(const uint8_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
-WQ_AVX512_TARGET static inline __m512 bf16_load16(const uint8_t *p) {
+QS_TARGET_AVX512 static inline __m512 bf16_load16(const uint8_t *p) {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-WQ_AVX512_TARGET void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, float *out) {
+QS_TARGET_AVX512 void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, float *out) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const uint8_t *p = (const uint8_t *)(h + i);
@@ -25,7 +26,7 @@ WQ_AVX512_TARGET void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, 
     if (i < n) f16_decode_ref(h + i, n - i, bf16, out + i);
 }
 
-__attribute__((target("avx2,f16c"))) void f16_decode_avx2(const uint16_t *h, int64_t n, int bf16, float *out) {
+QS_TARGET_AVX2 void f16_decode_avx2(const uint16_t *h, int64_t n, int bf16, float *out) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(h + i));

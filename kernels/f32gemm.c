@@ -10,6 +10,7 @@
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
 #include "kernels/sgemm.h"
+#include "kernels/simd.h"
 
 /* Blocking: an A block (MC x KC, 1 MB) and a B block (KC x NC, 512 KB) sit
  * in a 2 MB L2 together, so for M <= MC each weight element is packed once
@@ -67,10 +68,9 @@ void gemm_work_free(GemmWork *w) {
 
 /* === AVX-512 packing === */
 
-#define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
 /* In-register transpose: row i of the input becomes column i. */
-T512 __attribute__((always_inline)) static inline void tr16(__m512 r[16]) {
+QS_TARGET_AVX512 __attribute__((always_inline)) static inline void tr16(__m512 r[16]) {
     __m512 t[16];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
@@ -103,7 +103,7 @@ T512 __attribute__((always_inline)) static inline void tr16(__m512 r[16]) {
 /* Loads 16 rows (rows >= nrows are zero) of 16 k-values (k >= nk masked to
  * zero) starting at src, row stride ld, and transposes them: r[kk] holds
  * element k0+kk of the 16 rows. */
-T512 __attribute__((always_inline)) static inline void load_tr16(__m512 r[16], const float *src, int64_t ld, int64_t nrows, int64_t nk) {
+QS_TARGET_AVX512 __attribute__((always_inline)) static inline void load_tr16(__m512 r[16], const float *src, int64_t ld, int64_t nrows, int64_t nk) {
     __mmask16 mk = nk >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nk) - 1);
     for (int i = 0; i < 16; i++)
         r[i] = i < nrows ? _mm512_maskz_loadu_ps(mk, src + i * ld) : _mm512_setzero_ps();
@@ -121,7 +121,7 @@ T512 __attribute__((always_inline)) static inline void load_tr16(__m512 r[16], c
 static size_t bt_size(int bt) { return bt == BT_F32 ? 4 : 2; }
 
 /* 16 consecutive B elements at p (element index), as floats. */
-T512 AI static inline __m512 ldb16(const void *B, int bt, int64_t p) {
+QS_TARGET_AVX512 AI static inline __m512 ldb16(const void *B, int bt, int64_t p) {
     if (bt == BT_F32) return _mm512_loadu_ps((const float *)B + p);
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)B + p));
     if (bt == BT_F16) return _mm512_cvtph_ps(h);
@@ -129,7 +129,7 @@ T512 AI static inline __m512 ldb16(const void *B, int bt, int64_t p) {
 }
 
 /* The same with lanes outside mask zero (and not read). */
-T512 AI static inline __m512 ldb16_mask(const void *B, int bt, int64_t p, __mmask16 m) {
+QS_TARGET_AVX512 AI static inline __m512 ldb16_mask(const void *B, int bt, int64_t p, __mmask16 m) {
     if (bt == BT_F32) return _mm512_maskz_loadu_ps(m, (const float *)B + p);
     __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)B + p);
     if (bt == BT_F16) return _mm512_cvtph_ps(h);
@@ -143,7 +143,7 @@ static inline const char *bt_addr(const void *B, int bt, int64_t p) {
 
 /* A rows [0, m) x k [0, kc) -> tiles of MR rows, k-major: ap[tile][k][MR]
  * (rows past m are zero). */
-T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc) {
+QS_TARGET_AVX512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc) {
     const __mmask16 lanes = (__mmask16)((1u << MR) - 1);
     for (int64_t i = 0; i < m; i += MR) {
         int64_t rows = m - i < MR ? m - i : MR;
@@ -169,7 +169,7 @@ T512 static void pack_a_512(float *ap, const float *A, int64_t lda, int64_t m, i
 
 /* B (N, K) rows [0, n) x k [0, kc) -> panels of NR columns, k-major:
  * bp[panel][k][NR]; B's elements of type bt (ldb in elements). */
-T512 AI static inline void pack_b_nt_t(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc) {
+QS_TARGET_AVX512 AI static inline void pack_b_nt_t(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc) {
     for (int64_t j = 0; j < n; j += NR) {
         float *p = bp + (j / NR) * NR * kc;
         for (int h = 0; h < 2; h++) {
@@ -210,13 +210,13 @@ T512 AI static inline void pack_b_nt_t(float *bp, const void *B, int bt, int64_t
     }
 }
 
-T512 static void pack_b_nt_f32(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+QS_TARGET_AVX512 static void pack_b_nt_f32(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
     pack_b_nt_t(bp, B, BT_F32, ldb, n, kc);
 }
-T512 static void pack_b_nt_f16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+QS_TARGET_AVX512 static void pack_b_nt_f16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
     pack_b_nt_t(bp, B, BT_F16, ldb, n, kc);
 }
-T512 static void pack_b_nt_bf16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+QS_TARGET_AVX512 static void pack_b_nt_bf16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
     pack_b_nt_t(bp, B, BT_BF16, ldb, n, kc);
 }
 
@@ -228,7 +228,7 @@ static void pack_b_nt_512(float *bp, const void *B, int bt, int64_t ldb, int64_t
 }
 
 /* B (K, N) k [0, kc) x columns [0, n) -> the same panel layout (a copy). */
-T512 static void pack_b_nn_512(float *bp, const float *B, int64_t ldb, int64_t n, int64_t kc) {
+QS_TARGET_AVX512 static void pack_b_nn_512(float *bp, const float *B, int64_t ldb, int64_t n, int64_t kc) {
     for (int64_t j = 0; j < n; j += NR) {
         float *p = bp + (j / NR) * NR * kc;
         int64_t c0 = n - j < 16 ? n - j : 16, c1 = n - j - 16 < 0 ? 0 : (n - j - 16 < 16 ? n - j - 16 : 16);
@@ -244,7 +244,7 @@ T512 static void pack_b_nn_512(float *bp, const float *B, int64_t ldb, int64_t n
 /* === micro-kernel === */
 
 /* C tile (mr <= 12 rows, nr <= 32 cols) (+)= ap (kc, 12) · bp (kc, 32). */
-T512 static void kern_12x32(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,
+QS_TARGET_AVX512 static void kern_12x32(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,
                            int64_t mr, int64_t nr) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00,
@@ -288,7 +288,7 @@ T512 static void kern_12x32(int64_t kc, const float *ap, const float *bp, float 
 
 #define SMALL_M 8
 
-T512 AI static inline void gemm_small_t(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+QS_TARGET_AVX512 AI static inline void gemm_small_t(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
                                         int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     int64_t kv = K & ~(int64_t)15;
     __mmask16 tail = (__mmask16)((1u << (K - kv)) - 1);
@@ -321,15 +321,15 @@ T512 AI static inline void gemm_small_t(int64_t M, int64_t N, int64_t K, const f
     }
 }
 
-T512 static void gemm_small_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+QS_TARGET_AVX512 static void gemm_small_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
                                 int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm_small_t(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
 }
-T512 static void gemm_small_f16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+QS_TARGET_AVX512 static void gemm_small_f16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
                                 int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm_small_t(M, N, K, A, lda, B, BT_F16, ldb, beta, C, ldc);
 }
-T512 static void gemm_small_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
+QS_TARGET_AVX512 static void gemm_small_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B,
                                  int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm_small_t(M, N, K, A, lda, B, BT_BF16, ldb, beta, C, ldc);
 }
@@ -547,7 +547,7 @@ static void dot_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
 /* === driver === */
 
 /* nn: B (K, N) float32; else B (N, K) of type bt. */
-T512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K, const float *A,
+QS_TARGET_AVX512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K, const float *A,
                           int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     float *ap = w->ap[tid], *bp = w->bp[tid];
     for (int64_t pc = 0; pc < K; pc += KC) {

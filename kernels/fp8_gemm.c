@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include "core/fpconv.h"
+#include "kernels/simd.h"
 #include "kernels/wq_rowdot.h"
 
 static float lut_e4m3[256], lut_e5m2[256];
@@ -26,19 +27,19 @@ void fp8_decode_ref(const uint8_t *c, int64_t n, int e5m2, float *out) {
 }
 
 /* 16 codes -> 16 floats (E4M3: the value × 2^-8). */
-WQ_AVX512_TARGET static inline __m512 fp8_e4m3_half(const uint8_t *p) {
+QS_TARGET_AVX512 static inline __m512 fp8_e4m3_half(const uint8_t *p) {
     __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
     __m256i s = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8);
     __m256i m = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7F)), 7);
     return _mm512_cvtph_ps(_mm256_or_si256(s, m));
 }
 
-WQ_AVX512_TARGET static inline __m512 fp8_e5m2_half(const uint8_t *p) {
+QS_TARGET_AVX512 static inline __m512 fp8_e5m2_half(const uint8_t *p) {
     __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
     return _mm512_cvtph_ps(_mm256_slli_epi16(h, 8));
 }
 
-WQ_AVX512_TARGET void fp8_decode_avx512(const uint8_t *c, int64_t n, int e5m2, float *out) {
+QS_TARGET_AVX512 void fp8_decode_avx512(const uint8_t *c, int64_t n, int e5m2, float *out) {
     int64_t i = 0;
     const __m512 k256 = _mm512_set1_ps(256.0f);
     for (; i + 16 <= n; i += 16) {

@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 
 /* Rows of A handled per pass (MCHUNK = I8GEMM_JOB_ROWS, below): their row
  * sums live in the job and the chunk (MCHUNK × K bytes) stays in L2 while
@@ -123,10 +124,9 @@ void i8gemm_ref(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, cons
 
 /* === AVX-512 VNNI === */
 
-#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 /* Epilogue for one row r of a tile: subtract the +128 bias, scale, store. */
-VNNI_TARGET static inline __attribute__((always_inline)) void
+QS_TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void
 i8_vnni_store(const I8Task *t, int64_t m, int64_t blk0, int nb, const __m512i *acc) {
     const I8Matrix *w = t->w;
     __m512i corr = _mm512_set1_epi32(128 * t->rowsum[m]);
@@ -171,7 +171,7 @@ static inline int32_t i8_load4(const int8_t *p) {
 }
 
 #define VNNI_KERNEL(MR, ZEROS, DPS, STORES)                                                   \
-    VNNI_TARGET static void i8_vnni_mr##MR(const I8Task *t, int64_t m0, int64_t blk0, int nb) { \
+    QS_TARGET_AVX512_VNNI static void i8_vnni_mr##MR(const I8Task *t, int64_t m0, int64_t blk0, int nb) { \
         const int64_t k4n = t->w->kp / 4;                                                     \
         const uint8_t *B = t->w->b + (size_t)blk0 * (size_t)k4n * 64;                          \
         const int8_t *A = t->A + m0 * t->lda;                                                 \
@@ -199,7 +199,7 @@ VNNI_KERNEL(6, ZERO4(0); ZERO4(1); ZERO4(2); ZERO4(3); ZERO4(4); ZERO4(5),
             DP4(0); DP4(1); DP4(2); DP4(3); DP4(4); DP4(5),
             STORE4(0); STORE4(1); STORE4(2); STORE4(3); STORE4(4); STORE4(5))
 
-VNNI_TARGET static void i8_slab_vnni(const I8Task *t, int64_t blk0, int64_t nblk) {
+QS_TARGET_AVX512_VNNI static void i8_slab_vnni(const I8Task *t, int64_t blk0, int64_t nblk) {
     const int nb = (int)nblk;
     int64_t m0 = 0;
     for (; m0 + 6 <= t->M; m0 += 6) i8_vnni_mr6(t, m0, blk0, nb);
@@ -220,12 +220,11 @@ void i8gemm_vnni(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, con
 
 /* === AVX2 === */
 
-#define AVX2_TARGET __attribute__((target("avx2,fma")))
 #define AVX2_MR 4
 
 /* Σ over 4 k of u·a per channel for 8 channels: u = 16·hi + lo with both
  * nibbles ≤ 15, so each vpmaddubsw pair sum stays within ±3840. */
-AVX2_TARGET static inline __attribute__((always_inline)) __m256i
+QS_TARGET_AVX2 static inline __attribute__((always_inline)) __m256i
 i8_avx2_dot(__m256i acc, __m256i lo, __m256i hi, __m256i av) {
     const __m256i one = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi16(16);
     __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, av), one);
@@ -233,7 +232,7 @@ i8_avx2_dot(__m256i acc, __m256i lo, __m256i hi, __m256i av) {
     return _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
 }
 
-AVX2_TARGET static inline __attribute__((always_inline)) void
+QS_TARGET_AVX2 static inline __attribute__((always_inline)) void
 i8_avx2_tile(const I8Task *t, int64_t m0, int64_t blk, const int mr) {
     const I8Matrix *w = t->w;
     const int64_t k4n = w->kp / 4;
@@ -271,7 +270,7 @@ i8_avx2_tile(const I8Task *t, int64_t m0, int64_t blk, const int mr) {
     }
 }
 
-AVX2_TARGET static void i8_slab_avx2(const I8Task *t, int64_t blk0, int64_t nblk) {
+QS_TARGET_AVX2 static void i8_slab_avx2(const I8Task *t, int64_t blk0, int64_t nblk) {
     for (int64_t blk = blk0; blk < blk0 + nblk; blk++) {
         int64_t m0 = 0;
         for (; m0 + AVX2_MR <= t->M; m0 += AVX2_MR) i8_avx2_tile(t, m0, blk, AVX2_MR);

@@ -7,6 +7,7 @@
 
 #include "core/assert.h"
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 
 /* OpenBLAS's own C LAPACK entry points (interface/lapack/potrf.c, trtri.c):
  * column-major, so a row-major lower triangle is LAPACK's upper one. */
@@ -76,7 +77,7 @@ void linalg_axpy_f32_ref(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-__attribute__((target("avx512f"))) static void axpy_avx512(int64_t n, float a, const float *x, float *y) {
+QS_TARGET_AVX512 static void axpy_avx512(int64_t n, float a, const float *x, float *y) {
     __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -87,7 +88,7 @@ __attribute__((target("avx512f"))) static void axpy_avx512(int64_t n, float a, c
     }
 }
 
-__attribute__((target("avx2,fma"))) static void axpy_avx2(int64_t n, float a, const float *x, float *y) {
+QS_TARGET_AVX2 static void axpy_avx2(int64_t n, float a, const float *x, float *y) {
     __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -143,7 +144,7 @@ static void dpack_b(const double *B, int64_t sbk, int64_t sbn, int64_t n, int64_
         _mm512_mask_storeu_pd(cr, m0, o0); _mm512_mask_storeu_pd(cr + 8, m1, o1); }
 
 /* C (mr <= 8, nr <= 16) = [accum ? C : 0] + alpha · Ap·Bp over kc. */
-__attribute__((target("avx512f"))) static void dkernel(int64_t kc, const double *ap, const double *bp, double *C,
+QS_TARGET_AVX512 static void dkernel(int64_t kc, const double *ap, const double *bp, double *C,
                                                        int64_t ldc, int mr, int nr, double alpha, int accum) {
     __m512d c0a = _mm512_setzero_pd(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
     __m512d c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;

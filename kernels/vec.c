@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 
 /* === scalar reference twins === */
 
@@ -55,7 +56,7 @@ void vec_exp_ref(float *out, const float *x, int64_t n) {
 #define EXP_C6 (1.0f / 720)
 #define EXP_C7 (1.0f / 5040)
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+QS_TARGET_AVX512
 static inline __m512 exp512(__m512 x) {
     /* x86 min/max return their second operand when either is NaN: x goes
      * second so a NaN stays NaN (exp(NaN) = NaN, as expf gives) */
@@ -75,7 +76,7 @@ static inline __m512 exp512(__m512 x) {
     return _mm512_scalef_ps(p, k);
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+QS_TARGET_AVX512
 static void vec_rmsnorm_512(float *y, const float *x, const float *w, int64_t n, float eps) {
     __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
     int64_t i = 0;
@@ -98,7 +99,7 @@ static void vec_rmsnorm_512(float *y, const float *x, const float *w, int64_t n,
     for (; i < n; i++) y[i] = w ? w[i] * (x[i] * s) : x[i] * s;
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+QS_TARGET_AVX512
 static void vec_softmax_512(float *x, int64_t n, float scale) {
     if (n <= 0) return;
     __m512 vs = _mm512_set1_ps(scale);
@@ -136,7 +137,7 @@ static void vec_softmax_512(float *x, int64_t n, float scale) {
     for (; i < n; i++) x[i] *= (float)(1.0 / sum);
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+QS_TARGET_AVX512
 static void vec_swiglu_512(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i = 0;
     for (; i < n; i += 16) {
@@ -149,7 +150,7 @@ static void vec_swiglu_512(float *out, const float *gate, const float *up, int64
     }
 }
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+QS_TARGET_AVX512
 static void vec_exp_512(float *out, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 mk = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
@@ -162,7 +163,7 @@ static void vec_exp_512(float *out, const float *x, int64_t n) {
  * [-126, 127], so x is clamped to [-87.3, 88.72] and results below the clamp
  * are flushed to 0. */
 
-__attribute__((target("avx2,fma")))
+QS_TARGET_AVX2
 static inline __m256 exp256(__m256 x) {
     __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
     x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.72f), x)); /* NaN stays NaN */
@@ -188,7 +189,7 @@ static inline __m256 exp256(__m256 x) {
     return _mm256_andnot_ps(under, res);
 }
 
-__attribute__((target("avx2,fma")))
+QS_TARGET_AVX2
 static void vec_rmsnorm_256(float *y, const float *x, const float *w, int64_t n, float eps) {
     __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
     int64_t i = 0;
@@ -213,7 +214,7 @@ static void vec_rmsnorm_256(float *y, const float *x, const float *w, int64_t n,
     for (; i < n; i++) y[i] = w ? w[i] * (x[i] * s) : x[i] * s;
 }
 
-__attribute__((target("avx2,fma")))
+QS_TARGET_AVX2
 static void vec_softmax_256(float *x, int64_t n, float scale) {
     if (n <= 0) return;
     float m = -INFINITY;
@@ -243,7 +244,7 @@ static void vec_softmax_256(float *x, int64_t n, float scale) {
     for (; i < n; i++) x[i] *= inv;
 }
 
-__attribute__((target("avx2,fma")))
+QS_TARGET_AVX2
 static void vec_swiglu_256(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -255,7 +256,7 @@ static void vec_swiglu_256(float *out, const float *gate, const float *up, int64
     vec_swiglu_ref(out + i, gate + i, up + i, n - i);
 }
 
-__attribute__((target("avx2,fma")))
+QS_TARGET_AVX2
 static void vec_exp_256(float *out, const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp256(_mm256_loadu_ps(x + i)));

@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/fpconv.h"
 #include "kernels/cpu.h"
+#include "kernels/simd.h"
 
 #define W4A8_KBLK 256 /* superblock: 8 blocks of 32 inputs (one 16-byte load of fp16 scales); rows pad to it */
 
@@ -168,7 +169,6 @@ static void w4a8_run(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, 
 
 /* === AVX-512 VNNI === */
 
-#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c,fma")))
 
 /* One superblock of one row: the four chained vpdpbusd from the lane
  * corrections cv, then the 8 block scales (both halves) times the lanes. */
@@ -190,7 +190,7 @@ static void w4a8_run(const W4a8Matrix *m, const int8_t *a, const int32_t *corr, 
                   a2 = _mm512_loadu_si512(as_ + 128), a3 = _mm512_loadu_si512(as_ + 192);            \
     const __m512i cv = _mm512_loadu_si512(corr + 16 * sb)
 
-VNNI_TARGET static void w4a8_r4_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr, float *out) {
+QS_TARGET_AVX512_VNNI static void w4a8_r4_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr, float *out) {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
     const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
     const size_t rb = m->row_bytes;
@@ -219,7 +219,7 @@ VNNI_TARGET static void w4a8_r4_vnni(const W4a8Matrix *m, int64_t r, const int8_
     out[3] = _mm512_reduce_add_ps(c3);
 }
 
-VNNI_TARGET static float w4a8_r1_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr) {
+QS_TARGET_AVX512_VNNI static float w4a8_r1_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr) {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
     const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
     const uint8_t *p = m->codes + (size_t)r * m->row_bytes;
@@ -233,7 +233,7 @@ VNNI_TARGET static float w4a8_r1_vnni(const W4a8Matrix *m, int64_t r, const int8
 }
 
 /* Four rows times two tokens: the decoded nibbles serve both tokens. */
-VNNI_TARGET static void w4a8_r4t2_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr,
+QS_TARGET_AVX512_VNNI static void w4a8_r4t2_vnni(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr,
                                        float *out) {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
     const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK, kp = m->kp;
@@ -274,7 +274,7 @@ VNNI_TARGET static void w4a8_r4t2_vnni(const W4a8Matrix *m, int64_t r, const int
 
 /* Rows [r0, r1) for T tokens: tiles of tokens small enough (~128 KB of
  * codes) to stay in L2 while every block of four rows runs over them. */
-VNNI_TARGET static void w4a8_rows_vnni(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
+QS_TARGET_AVX512_VNNI static void w4a8_rows_vnni(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
                                        const int32_t *corr, const float *sa, int64_t T, float *y) {
     const int64_t kp = m->kp, cs = kp / 16;
     int64_t tt = (131072 / kp) & ~(int64_t)1;
@@ -310,12 +310,11 @@ void w4a8_gemm_vnni(const W4a8Matrix *m, const int8_t *ap, const int32_t *corr, 
 
 /* === AVX2 === */
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 
 /* One row. A 256-bit half of a 64-byte vector holds lanes j = 8h .. 8h + 7,
  * so its lane i belongs to block i in every half; vpmaddubsw pairs stay
  * within ±2·15·127. */
-AVX2_TARGET static float w4a8_r1_avx2(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr) {
+QS_TARGET_AVX2 static float w4a8_r1_avx2(const W4a8Matrix *m, int64_t r, const int8_t *ap, const int32_t *corr) {
     const __m256i m0f = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi16(1);
     const int64_t nb = m->kp / 32, nsb = m->kp / W4A8_KBLK;
     const uint8_t *p = m->codes + (size_t)r * m->row_bytes;
@@ -342,7 +341,7 @@ AVX2_TARGET static float w4a8_r1_avx2(const W4a8Matrix *m, int64_t r, const int8
     return _mm_cvtss_f32(h);
 }
 
-AVX2_TARGET static void w4a8_rows_avx2(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
+QS_TARGET_AVX2 static void w4a8_rows_avx2(const W4a8Matrix *m, int64_t r0, int64_t r1, const int8_t *ap,
                                        const int32_t *corr, const float *sa, int64_t T, float *y) {
     for (int64_t r = r0; r < r1; r++)
         for (int64_t t = 0; t < T; t++)

@@ -13,6 +13,7 @@
 #include "kernels/f32gemm.h"
 #include "kernels/fp8_gemm.h"
 #include "kernels/sgemm.h"
+#include "kernels/simd.h"
 #include "kernels/wq_rowdot.h"
 
 /* === code traits === */
@@ -249,7 +250,7 @@ static int64_t wq_group_of(const WqMatrix *m, int64_t o, int64_t i) {
                                         _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4)), 2)
 
 /* Unsigned integer codes of a packed row to floats, 16 lanes at a time. */
-WQ_AVX512_TARGET static void wq_decode_int_avx512(WqCode code, const uint8_t *row, int64_t k, float *v) {
+QS_TARGET_AVX512 static void wq_decode_int_avx512(WqCode code, const uint8_t *row, int64_t k, float *v) {
     const __m512 id = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i three = _mm512_set1_epi32(3), seven = _mm512_set1_epi32(7);
     int64_t be = wq_traits[code].elems, nb = k / be, i = 0;
@@ -284,7 +285,7 @@ WQ_AVX512_TARGET static void wq_decode_int_avx512(WqCode code, const uint8_t *ro
 }
 
 /* w = (v - z) · s over n elements with one (s, z) or per-element arrays. */
-WQ_AVX512_TARGET static void wq_scale_avx512(float *w, int64_t n, const float *s, const float *z, int per_elem) {
+QS_TARGET_AVX512 static void wq_scale_avx512(float *w, int64_t n, const float *s, const float *z, int per_elem) {
     int64_t i = 0;
     if (per_elem) {
         for (; i + 16 <= n; i += 16) {
@@ -306,7 +307,7 @@ WQ_AVX512_TARGET static void wq_scale_avx512(float *w, int64_t n, const float *s
 
 /* w = (v - z) · s over a row of k elements with groups of glen (16 % glen
  * == 0) consecutive elements sharing s[g], z[g] (z may be NULL). */
-WQ_AVX512_TARGET static void wq_scale_small_avx512(float *w, int64_t k, int64_t glen, const float *s, const float *z) {
+QS_TARGET_AVX512 static void wq_scale_small_avx512(float *w, int64_t k, int64_t glen, const float *s, const float *z) {
     int sh = glen == 1 ? 0 : glen == 2 ? 1 : glen == 4 ? 2 : 3;
     const __m512i idx = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), (unsigned)sh);
     int64_t i = 0, per = 16 >> sh; /* groups per 16 lanes */
@@ -321,7 +322,7 @@ WQ_AVX512_TARGET static void wq_scale_small_avx512(float *w, int64_t k, int64_t 
 }
 
 /* Σ w·x over n floats, 16 lanes (the row-dequant GEMV's dot). */
-WQ_AVX512_TARGET static float wq_dot_avx512(const float *w, const float *x, int64_t n) {
+QS_TARGET_AVX512 static float wq_dot_avx512(const float *w, const float *x, int64_t n) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -529,7 +530,7 @@ typedef void (*WqLutDotFn)(const uint8_t *rows, size_t row_bytes, int nrows, con
     } while (0)
 
 #define WQ_LUTDOT_DEFINE(NAME, BLK, BBYTES, MASK, LDOT)                                                    \
-    WQ_AVX512_TARGET static void NAME##_r4(const uint8_t *rows, size_t row_bytes, const float *x,          \
+    QS_TARGET_AVX512 static void NAME##_r4(const uint8_t *rows, size_t row_bytes, const float *x,          \
                                            int64_t nblk, int64_t gblk, const float *gs, const float *gz,   \
                                            int64_t gstride, float *out) {                                  \
         const __m512 id = WQ_ID16(MASK);                                                                   \
@@ -558,7 +559,7 @@ typedef void (*WqLutDotFn)(const uint8_t *rows, size_t row_bytes, int nrows, con
         out[2] = _mm512_reduce_add_ps(_mm512_add_ps(a20, a21));                                            \
         out[3] = _mm512_reduce_add_ps(_mm512_add_ps(a30, a31));                                            \
     }                                                                                                      \
-    WQ_AVX512_TARGET static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk, int64_t gblk,  \
+    QS_TARGET_AVX512 static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk, int64_t gblk,  \
                                            const float *gs, const float *gz, float *out) {                 \
         const __m512 id = WQ_ID16(MASK);                                                                   \
         __m512 a00 = _mm512_setzero_ps(), a01 = a00;                                                       \

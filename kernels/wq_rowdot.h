@@ -19,11 +19,11 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "kernels/simd.h"
 
-#define WQ_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,f16c,fma")))
 
 #define WQ_ROWDOT_DEFINE(NAME, BLK, BBYTES, DOTBLK)                                                  \
-    WQ_AVX512_TARGET static void NAME##_r4(const uint8_t *rows, size_t row_bytes, const float *x,    \
+    QS_TARGET_AVX512 static void NAME##_r4(const uint8_t *rows, size_t row_bytes, const float *x,    \
                                            int64_t nblk, int64_t gblk, const float *gs,              \
                                            int64_t gs_stride, float *out) {                          \
         const uint8_t *p0 = rows, *p1 = rows + row_bytes, *p2 = rows + 2 * row_bytes,                \
@@ -65,7 +65,7 @@
         out[2] = _mm512_reduce_add_ps(t2);                                                           \
         out[3] = _mm512_reduce_add_ps(t3);                                                           \
     }                                                                                                \
-    WQ_AVX512_TARGET static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk,          \
+    QS_TARGET_AVX512 static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk,          \
                                            int64_t gblk, const float *gs, float *out) {              \
         __m512 t0 = _mm512_setzero_ps();                                                             \
         int64_t g = 0;                                                                               \

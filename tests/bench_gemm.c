@@ -18,15 +18,15 @@
 #include "kernels/cpu.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
+#include "kernels/simd.h"
 #include "testlib.h"
 
 static double wall(void) { return clock_now(); }
 static double cpu(void) { return clock_cpu_seconds(); }
 
-#define T512 __attribute__((target("avx512f,fma")))
 
 /* FLOP per CPU-second of n steps of 24 independent 16-lane FMAs. */
-T512 static double fma_peak_512(int64_t n) {
+QS_TARGET_AVX512 static double fma_peak_512(int64_t n) {
     __m512 c[24];
     for (int i = 0; i < 24; i++) c[i] = _mm512_set1_ps((float)i * 1e-3f);
     __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-6f);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "kernels/simd.h"
 
 typedef struct {
     const float *p;
@@ -20,7 +21,7 @@ typedef struct {
 } Span;
 
 
-__attribute__((target("avx512f"))) static float bw_sum_avx512(const float *p, size_t n) {
+QS_TARGET_AVX512 static float bw_sum_avx512(const float *p, size_t n) {
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
     for (size_t i = 0; i + 64 <= n; i += 64) {
         a = _mm512_add_ps(a, _mm512_load_ps(p + i));
