@@ -1,6 +1,7 @@
 #include "kernels/f16_gemm.h"
 
 #include "core/fpconv.h"
+#include "kernels/cpu.h"
 #include "kernels/simd.h"
 #include "kernels/wq_rowdot.h"
 
@@ -34,6 +35,22 @@ QS_TARGET_AVX2 void f16_decode_avx2(const uint16_t *h, int64_t n, int bf16, floa
         _mm256_storeu_ps(out + i, f);
     }
     if (i < n) f16_decode_ref(h + i, n - i, bf16, out + i);
+}
+
+void f16_decode(const void *src, int64_t n, int bf16, float *out) {
+    if ((uintptr_t)src % 2 == 0) {
+        const uint16_t *h = src;
+        if (cpu_has_avx512f()) f16_decode_avx512(h, n, bf16, out);
+        else if (cpu_has_avx2() && cpu_has_f16c()) f16_decode_avx2(h, n, bf16, out);
+        else f16_decode_ref(h, n, bf16, out);
+        return;
+    }
+    /* bytewise (little-endian halves): the data need not be 2-byte aligned */
+    const unsigned char *b = src;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h = (uint16_t)(b[2 * i] | (b[2 * i + 1] << 8));
+        out[i] = bf16 ? bf16_to_f32(h) : fp16_to_f32(h);
+    }
 }
 
 #define F16_DOT(p, xb, a, b)                                                       \

@@ -10,6 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Decodes n fp16 (bf16 = 0) or bf16 (1) little-endian halves at src (any
+ * alignment) into out with the fastest path the CPU has (kernels/cpu.h):
+ * AVX-512, AVX2 + F16C, else the reference; bytewise when src is not 2-byte
+ * aligned. Bit-equal to f16_decode_ref in every case. */
+void f16_decode(const void *src, int64_t n, int bf16, float *out);
+
 /* Decodes n fp16 (bf16 = 0) or bf16 (1) values with core/fpconv.h (reference). */
 void f16_decode_ref(const uint16_t *h, int64_t n, int bf16, float *out);
 

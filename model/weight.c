@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
-#include "core/fpconv.h"
-#include "kernels/cpu.h"
 #include "kernels/f16_gemm.h"
 #include "quant/ggml_type.h"
 
@@ -32,17 +30,7 @@ void weight_rows_f32(const Weight *w, int64_t r0, int64_t r1, float *dst) {
     case GGML_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return;
     case GGML_F16:
     case GGML_BF16:
-        if (cpu_has_avx512f() && (uintptr_t)src % 2 == 0) {
-            f16_decode_avx512((const uint16_t *)(const void *)src, n, w->type == GGML_BF16, dst);
-        } else if (cpu_has_avx2() && cpu_has_f16c() && (uintptr_t)src % 2 == 0) {
-            f16_decode_avx2((const uint16_t *)(const void *)src, n, w->type == GGML_BF16, dst);
-        } else {
-            /* Bytewise: the data need not be 2-byte aligned. */
-            for (int64_t i = 0; i < n; i++) {
-                uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-                dst[i] = w->type == GGML_BF16 ? bf16_to_f32(h) : fp16_to_f32(h);
-            }
-        }
+        f16_decode(src, n, w->type == GGML_BF16, dst); /* the ISA choice is the dispatcher's */
         return;
     default: {
         const GgmlTypeTraits *tr = ggml_type_traits(w->type);

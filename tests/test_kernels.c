@@ -377,7 +377,7 @@ static void test_decoders(void) {
             CHECK(memcmp(&fa[i], &fb[i], 4) == 0);
         }
     }
-    /* The AVX2 + F16C decoder (what model/weight.c uses below AVX-512): every
+    /* The AVX2 + F16C decoder (what f16_decode picks below AVX-512): every
      * code, and a length that leaves a scalar tail. */
     if (cpu_has_avx2() && cpu_has_f16c())
         for (int bf = 0; bf < 2; bf++) {
@@ -388,6 +388,24 @@ static void test_decoders(void) {
                 CHECKF(memcmp(&fa[i], &fb[i], 4) == 0, "avx2 %s decode of 0x%04x", bf ? "bf16" : "f16", i);
             }
         }
+    /* f16_decode, the dispatcher model/weight.c calls: every code, from an
+     * aligned source and from one at an odd address (bytewise path) */
+    unsigned char *odd = malloc(65536 * 2 + 1);
+    for (int i = 0; i < 65536; i++) {
+        odd[1 + 2 * i] = (unsigned char)(i & 0xff);
+        odd[2 + 2 * i] = (unsigned char)(i >> 8);
+    }
+    for (int bf = 0; bf < 2; bf++)
+        for (int mis = 0; mis < 2; mis++) {
+            f16_decode_ref(h, 65536, bf, fa);
+            f16_decode(mis ? (const void *)(odd + 1) : (const void *)h, 65536, bf, fb);
+            for (int i = 0; i < 65536; i++) {
+                if (isnan(fa[i])) { CHECK(isnan(fb[i])); continue; }
+                CHECKF(memcmp(&fa[i], &fb[i], 4) == 0, "f16_decode %s %s of 0x%04x", bf ? "bf16" : "f16",
+                       mis ? "misaligned" : "aligned", i);
+            }
+        }
+    free(odd);
     free(h); free(fa); free(fb);
 }
 
