@@ -68,61 +68,121 @@ static char *default_cache_dir(void) {
     return strdup(d);
 }
 
-int cmd_eval(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *tok_path = NULL, *stats_path = NULL, *cache = NULL, *qfile = NULL,
-               *gguf_file = NULL, *scales_path = NULL;
-    int64_t ctx = 0, chunks = 0, threads = 0, steps = 64;
-    int json = 0, no_cache = 0, no_speed = 0;
+/* What the command line asks for. */
+typedef struct EvalArgs {
+    const char *model_path, *text_path, *tok_path, *stats_path, *cache, *qfile, *gguf_file, *scales_path;
+    int64_t ctx, chunks, threads, steps;
+    int json, no_cache, no_speed;
     PlanCli pc;
-    plancli_init(&pc);
+} EvalArgs;
+
+/* Parses argv into *a (the option table); OPTS_OK, or the exit code. */
+static int eval_args(EvalArgs *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->steps = 64;
+    plancli_init(&a->pc);
     const Opt opts[] = {
-        OPT_STR("--text", &text_path, "FILE", "text to score"),
-        OPT_STR("--quant", &qfile, "QFILE",
+        OPT_STR("--text", &a->text_path, "FILE", "text to score"),
+        OPT_STR("--quant", &a->qfile, "QFILE",
                 "a quantized model from `qscope quant -o` (its plan and weights: no\n"
                 "re-quantization, no --stats needed); a GGUF here means --quant-gguf"),
-        OPT_STR("--quant-gguf", &gguf_file, "FILE",
+        OPT_STR("--quant-gguf", &a->gguf_file, "FILE",
                 "a quantized GGUF of MODEL (llama-quantize's, or `qscope export`'s):\n"
                 "its weights in their own ggml types, decoded as ggml dequantizes\n"
                 "them, against MODEL's reference; bpw counts the stored blocks"),
-        OPT_STR("--stats", &stats_path, "STATS",
+        OPT_STR("--stats", &a->stats_path, "STATS",
                 "stats file from `qscope calib` (gptq, adadim, aqlm, smoothquant,\n"
                 "static activation scales and spike-aware need it)"),
-        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
-        OPT_STR("--site-scales", &scales_path, "F",
+        OPT_STR("--tokenizer", &a->tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_STR("--site-scales", &a->scales_path, "F",
                 "also print the planner's predicted KLD of the plan (kld_pred) from the\n"
                 "site scales F (`qscope plan --auto --text` caches them as STATS.sitecal)"),
-        OPT_INT("--ctx", &ctx, 4, 1 << 20, "N", "chunk length (default: 512, or the model's context if shorter)"),
-        OPT_INT("--chunks", &chunks, 1, INT64_MAX / 2, "N", "at most N chunks (default: all)"),
-        OPT_INT("--threads", &threads, 1, 256, "N", "threads (default: all CPUs)"),
-        OPT_INT("--decode-steps", &steps, 1, 1 << 20, "N", "decode benchmark steps (default 64)"),
-        OPT_FLAG("--no-speed", &no_speed, "skip the speed measurement"),
-        OPT_STR("--cache", &cache, "DIR",
+        OPT_INT("--ctx", &a->ctx, 4, 1 << 20, "N", "chunk length (default: 512, or the model's context if shorter)"),
+        OPT_INT("--chunks", &a->chunks, 1, INT64_MAX / 2, "N", "at most N chunks (default: all)"),
+        OPT_INT("--threads", &a->threads, 1, 256, "N", "threads (default: all CPUs)"),
+        OPT_INT("--decode-steps", &a->steps, 1, 1 << 20, "N", "decode benchmark steps (default 64)"),
+        OPT_FLAG("--no-speed", &a->no_speed, "skip the speed measurement"),
+        OPT_STR("--cache", &a->cache, "DIR",
                 "reference cache directory (default $XDG_CACHE_HOME/qscope or\n"
                 "~/.cache/qscope)"),
-        OPT_FLAG("--no-cache", &no_cache, "compute the reference afresh"),
-        OPT_FLAG("--json", &json,
+        OPT_FLAG("--no-cache", &a->no_cache, "compute the reference afresh"),
+        OPT_FLAG("--json", &a->json,
                  "one JSON object on stdout (keys ppl, ppl_base, kld_mean, kld_median,\n"
                  "kld_p90, kld_p99, kld_max, top1_agree, bpw, bytes, prefill_tps,\n"
                  "decode_tps, chunks, tokens_scored, notes, layer_rel_err, seconds)"),
         OPT_END,
     };
     Opt plan_opts[PLANCLI_NOPTS];
-    plancli_opts(&pc, 1, plan_opts);
-    const OptSpec spec = {.cmd = "eval", .usage = EVAL_USAGE, .tables = {opts, plan_opts}, .pos = {&model_path}};
+    plancli_opts(&a->pc, 1, plan_opts);
+    const OptSpec spec = {.cmd = "eval", .usage = EVAL_USAGE, .tables = {opts, plan_opts}, .pos = {&a->model_path}};
     int pr = opts_parse(&spec, argc, argv);
     if (pr != OPTS_OK) return pr;
-    if (qfile && is_gguf(qfile)) {
-        gguf_file = qfile;
-        qfile = NULL;
+    if (a->qfile && is_gguf(a->qfile)) {
+        a->gguf_file = a->qfile;
+        a->qfile = NULL;
     }
-    int n_src = !!pc.plan_path + !!pc.preset + !!qfile + !!gguf_file;
-    if (!model_path || !text_path || n_src != 1) {
+    int n_src = !!a->pc.plan_path + !!a->pc.preset + !!a->qfile + !!a->gguf_file;
+    if (!a->model_path || !a->text_path || n_src != 1) {
         fprintf(stderr, "qscope eval: need MODEL, one of --plan PLAN, --preset NAME, --quant QFILE or --quant-gguf FILE, "
                         "and --text FILE\n");
         opts_usage(&spec, stderr);
         return 2;
     }
+    return OPTS_OK;
+}
 
+/* Prints the result: one JSON object (with the loss model's prediction when
+ * --site-scales gave one) or the text report. Returns 0, or -1 out of memory. */
+static int eval_print(const EvalArgs *a, const EvalResult *res, const QModel *qm, const char *plan_name,
+                      const EvalOpts *eo, int threads, double kld_pred, int64_t n_approx) {
+    if (a->json) {
+        char *js = eval_result_json(res, qm, plan_name);
+        if (!js) {
+            fprintf(stderr, "qscope eval: out of memory\n");
+            return -1;
+        }
+        char *end = strrchr(js, '}');
+        if (a->scales_path && end) { /* the loss model's prediction beside the measurement */
+            *end = 0;
+            printf("%s, \"kld_pred\": %.9g, \"kld_pred_approx_sites\": %lld}\n", js, kld_pred, (long long)n_approx);
+        } else {
+            printf("%s\n", js);
+        }
+        free(js);
+    } else {
+        printf("plan %s on %s, %lld chunks of %lld (%lld positions)\n", plan_name, a->text_path, (long long)res->chunks,
+               (long long)a->ctx, (long long)res->tokens_scored);
+        printf("  PPL        %.4f   (base %.4f, %+.3f%%)\n", res->ppl, res->ppl_base,
+               100.0 * (res->ppl / res->ppl_base - 1.0));
+        printf("  KLD        mean %.6f  median %.6f  p90 %.6f  p99 %.6f  max %.6f\n", res->kld_mean, res->kld_median,
+               res->kld_p90, res->kld_p99, res->kld_max);
+        if (a->scales_path)
+            printf("  KLD pred   %.6f   (loss model, %s; %lld sites approximated)\n", kld_pred, a->scales_path,
+                   (long long)n_approx);
+        printf("  top-1      %.4f\n", res->top1_agree);
+        printf("  size       %.4f bpw, %zu bytes (%lld weights)\n", res->bpw, res->bytes, (long long)qm->params);
+        /* an interrupted run measures neither (eval_run skips both): say so, not "0.0 tok/s" */
+        if (eo->speed && res->cancelled)
+            printf("  speed      not measured (interrupted)\n");
+        else if (eo->speed)
+            printf("  speed      prefill %.1f tok/s, decode %.1f tok/s (%d threads; per CPU-second and thread:\n"
+                   "             prefill %.1f, decode %.1f)\n",
+                   res->prefill_tps, res->decode_tps, threads, res->prefill_cpu_tps, res->decode_cpu_tps);
+        if (res->n_layers == 0) {
+            printf("  layer err  not measured%s\n", res->cancelled ? " (interrupted)" : "");
+        } else {
+            printf("  layer err ");
+            for (int64_t l = 0; l < res->n_layers; l++) printf(" %.4g", res->layer_rel_err[l]);
+            printf("\n");
+        }
+    }
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    EvalArgs a;
+    int pr = eval_args(&a, argc, argv);
+    if (pr != OPTS_OK) return pr;
     int rc = 1;
     Err err;
     err_init(&err);
@@ -136,44 +196,44 @@ int cmd_eval(int argc, char **argv) {
     EvalRef *ref = NULL;
     EvalResult res;
     memset(&res, 0, sizeof res);
-    char *text = NULL, *cdir = NULL, *js = NULL;
+    char *text = NULL, *cdir = NULL;
     size_t len = 0;
     Model *qsrc = NULL;
     SiteCal sc;
     memset(&sc, 0, sizeof sc);
     double kld_pred = NAN;
     int64_t n_approx = 0;
-    if (scales_path && !stats_path) {
+    if (a.scales_path && !a.stats_path) {
         fprintf(stderr, "qscope eval: --site-scales needs --stats (the sensitivity map)\n");
         return 2;
     }
-    Model *m = args_load_model(model_path, tok_path);
+    Model *m = args_load_model(a.model_path, a.tok_path);
     if (!m) goto done;
-    if (ctx == 0) ctx = eval_ctx_default(&m->cfg);
+    if (a.ctx == 0) a.ctx = eval_ctx_default(&m->cfg);
     /* One context policy (ppl, calib, eval, the TUI): longer than declared is
      * accepted with a warning, as llama.cpp does. */
-    if (ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0)
+    if (a.ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0)
         fprintf(stderr, "qscope eval: warning: --ctx %lld is longer than the %lld positions %s was trained on\n",
-                (long long)ctx, (long long)m->cfg.max_seq_len, model_path);
-    if (file_read_all(text_path, EVAL_MAX_TEXT, &text, &len, &err)) {
+                (long long)a.ctx, (long long)m->cfg.max_seq_len, a.model_path);
+    if (file_read_all(a.text_path, EVAL_MAX_TEXT, &text, &len, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (gguf_file) {
+    if (a.gguf_file) {
         /* the file is the quantized model; its name stands for the plan's */
-        const char *slash = strrchr(gguf_file, '/');
-        snprintf(plan.name, sizeof plan.name, "%s", slash ? slash + 1 : gguf_file);
-        if (!(qsrc = args_load_model(gguf_file, NULL))) goto done;
-    } else if (plancli_load(&pc, m, stats_path, qfile, &sf, &plan, &stored, &err)) {
+        const char *slash = strrchr(a.gguf_file, '/');
+        snprintf(plan.name, sizeof plan.name, "%s", slash ? slash + 1 : a.gguf_file);
+        if (!(qsrc = args_load_model(a.gguf_file, NULL))) goto done;
+    } else if (plancli_load(&a.pc, m, a.stats_path, a.qfile, &sf, &plan, &stored, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (scales_path && (sitecal_load(scales_path, m->cfg.n_layers, &sc, &err) ||
+    if (a.scales_path && (sitecal_load(a.scales_path, m->cfg.n_layers, &sc, &err) ||
                         planner_predict(m, sf.cs, &plan, sc.scale, &kld_pred, &n_approx, &err))) {
         args_print_err("eval", &err);
         goto done;
     }
-    if (pool_new((int)threads, &pool, &err)) {
+    if (pool_new((int)a.threads, &pool, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
@@ -189,17 +249,17 @@ int cmd_eval(int argc, char **argv) {
         if (st == ST_ERR_CANCELLED) rc = 130;
         goto done;
     }
-    if (!json)
+    if (!a.json)
         for (int64_t i = 0; i < qm->n_notes; i++) fprintf(stderr, "eval: note: %s\n", qm->notes[i]);
 
     EvalOpts eo;
     eval_opts_default(&eo);
-    eo.n_ctx = ctx;
-    eo.max_chunks = chunks;
-    eo.speed = !no_speed;
-    eo.decode_steps = steps;
-    if (!no_cache) cdir = cache ? strdup(cache) : default_cache_dir();
-    if (cache) mkdir(cache, 0777);
+    eo.n_ctx = a.ctx;
+    eo.max_chunks = a.chunks;
+    eo.speed = !a.no_speed;
+    eo.decode_steps = a.steps;
+    if (!a.no_cache) cdir = a.cache ? strdup(a.cache) : default_cache_dir();
+    if (a.cache) mkdir(a.cache, 0777);
     int from_cache = 0;
     double t0 = args_now();
     if ((st = eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, &from_cache, &err))) {
@@ -208,35 +268,35 @@ int cmd_eval(int argc, char **argv) {
             rc = 130;
             goto done;
         }
-        err_wrap(&err, "%s", text_path);
+        err_wrap(&err, "%s", a.text_path);
         args_print_err("eval", &err);
         goto done;
     }
-    if (!json)
+    if (!a.json)
         fprintf(stderr, "eval: reference %s (%lld chunks, %lld positions, base PPL %.4f, %.2f s)\n",
                 from_cache ? "from cache" : "computed", (long long)eval_ref_chunks(ref),
                 (long long)eval_ref_positions(ref), eval_ref_ppl(ref), args_now() - t0);
     /* one text for both: the calibration should not have drawn from what is scored here */
-    if (sf.cs && calib_overlaps_eval(&sf.cs->params, text, len, ctx, eval_ref_chunks(ref))) {
+    if (sf.cs && calib_overlaps_eval(&sf.cs->params, text, len, a.ctx, eval_ref_chunks(ref))) {
         char part[64] = "all of it";
         if (sf.cs->params.tok_from) snprintf(part, sizeof part, "its tokens from %lld", (long long)sf.cs->params.tok_from);
         fprintf(stderr,
                 "qscope eval: warning: %s was calibrated on this text (%s), which this evaluation reads (its first "
                 "%lld chunks of %lld): the plan is tuned on what it is scored on (calib --eval-chunks N with "
                 "eval --chunks N, or a calibration text of its own, keeps them apart)\n",
-                stats_path, part, (long long)eval_ref_chunks(ref), (long long)ctx);
-    } else if (sf.cs && sf.cs->params.tok_from && !json &&
+                a.stats_path, part, (long long)eval_ref_chunks(ref), (long long)a.ctx);
+    } else if (sf.cs && sf.cs->params.tok_from && !a.json &&
                calib_same_text(&sf.cs->params, text, len)) {
         /* the same text, kept apart (calib --eval-chunks): say which part each took */
         fprintf(stderr, "eval: %s was calibrated on this text's tokens from %lld, past the %lld chunks of %lld scored here\n",
-                stats_path, (long long)sf.cs->params.tok_from, (long long)eval_ref_chunks(ref), (long long)ctx);
+                a.stats_path, (long long)sf.cs->params.tok_from, (long long)eval_ref_chunks(ref), (long long)a.ctx);
     }
     EvalView view;
     memset(&view, 0, sizeof view);
-    view.quiet = json;
+    view.quiet = a.json;
     progress_bar_init(&view.pb, "eval");
     st = eval_run(qm, ref, &eo, pool, eval_on_chunk, &view, &prog, &res, &err);
-    if (!json && view.pb.tty) progress_bar_finish(&view.pb);
+    if (!a.json && view.pb.tty) progress_bar_finish(&view.pb);
     if (st && st != ST_ERR_CANCELLED) {
         args_print_err("eval", &err);
         goto done;
@@ -247,49 +307,9 @@ int cmd_eval(int argc, char **argv) {
         rc = 130;
     }
     if (res.chunks == 0) goto done;
-    if (json) {
-        js = eval_result_json(&res, qm, plan.name);
-        if (!js) {
-            fprintf(stderr, "qscope eval: out of memory\n");
-            goto done;
-        }
-        char *end = strrchr(js, '}');
-        if (scales_path && end) { /* the loss model's prediction beside the measurement */
-            *end = 0;
-            printf("%s, \"kld_pred\": %.9g, \"kld_pred_approx_sites\": %lld}\n", js, kld_pred, (long long)n_approx);
-        } else {
-            printf("%s\n", js);
-        }
-    } else {
-        printf("plan %s on %s, %lld chunks of %lld (%lld positions)\n", plan.name, text_path, (long long)res.chunks,
-               (long long)ctx, (long long)res.tokens_scored);
-        printf("  PPL        %.4f   (base %.4f, %+.3f%%)\n", res.ppl, res.ppl_base,
-               100.0 * (res.ppl / res.ppl_base - 1.0));
-        printf("  KLD        mean %.6f  median %.6f  p90 %.6f  p99 %.6f  max %.6f\n", res.kld_mean, res.kld_median,
-               res.kld_p90, res.kld_p99, res.kld_max);
-        if (scales_path)
-            printf("  KLD pred   %.6f   (loss model, %s; %lld sites approximated)\n", kld_pred, scales_path,
-                   (long long)n_approx);
-        printf("  top-1      %.4f\n", res.top1_agree);
-        printf("  size       %.4f bpw, %zu bytes (%lld weights)\n", res.bpw, res.bytes, (long long)qm->params);
-        /* an interrupted run measures neither (eval_run skips both): say so, not "0.0 tok/s" */
-        if (eo.speed && res.cancelled)
-            printf("  speed      not measured (interrupted)\n");
-        else if (eo.speed)
-            printf("  speed      prefill %.1f tok/s, decode %.1f tok/s (%d threads; per CPU-second and thread:\n"
-                   "             prefill %.1f, decode %.1f)\n",
-                   res.prefill_tps, res.decode_tps, pool_size(pool), res.prefill_cpu_tps, res.decode_cpu_tps);
-        if (res.n_layers == 0) {
-            printf("  layer err  not measured%s\n", res.cancelled ? " (interrupted)" : "");
-        } else {
-            printf("  layer err ");
-            for (int64_t l = 0; l < res.n_layers; l++) printf(" %.4g", res.layer_rel_err[l]);
-            printf("\n");
-        }
-    }
+    if (eval_print(&a, &res, qm, plan.name, &eo, pool_size(pool), kld_pred, n_approx)) goto done;
     rc = res.cancelled ? 130 : 0;
 done:
-    free(js);
     sitecal_done(&sc);
     eval_result_done(&res);
     eval_ref_free(ref);
