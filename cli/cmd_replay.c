@@ -65,6 +65,48 @@ static void remove_work_dir(const char *dir) {
     rmdir(dir);
 }
 
+/* The --json summary: the run, the output and the check's differences. */
+static void print_json(const char *in, const char *out, int check, int rc, Status st, const Err *err,
+                       const ReplayReport *rep, double seconds) {
+    printf("{\"file\": ");
+    json_str(in);
+    printf(", \"ok\": %s, \"actions\": %" PRId64 ", \"run\": %" PRId64 ", \"skipped\": %" PRId64
+           ", \"threads\": %d, \"recorded_threads\": %" PRId64 ", \"results\": %" PRId64 ", \"seconds\": %.3f",
+           rc == 0 ? "true" : "false", rep->n_actions, rep->n_run, rep->n_skipped, rep->threads, rep->recorded_threads,
+           rep->out ? session_n_results(rep->out) : 0, seconds);
+    if (st) {
+        printf(", \"error\": ");
+        json_str(err->detail);
+    }
+    if (out && !st) {
+        printf(", \"output\": ");
+        json_str(out);
+    }
+    if (check && !st) {
+        printf(", \"check\": {\"compared\": %" PRId64 ", \"bit_identical\": %s, \"differences\": [", rep->n_compared,
+               rep->recorded_threads == 0 || rep->recorded_threads == rep->threads ? "true" : "false");
+        for (int64_t i = 0; i < rep->n_diffs; i++) {
+            const ReplayDiff *d = &rep->diffs[i];
+            printf("%s{\"result\": %" PRId64 ", \"what\": ", i ? ", " : "", d->result);
+            json_str(d->what);
+            if (isnan(d->tol)) {
+                printf(", \"text\": ");
+                json_str(d->text);
+            } else {
+                printf(", \"recorded\": ");
+                json_num(d->recorded);
+                printf(", \"replayed\": ");
+                json_num(d->replayed);
+                printf(", \"tolerance\": ");
+                json_num(d->tol);
+            }
+            printf("}");
+        }
+        printf("]}");
+    }
+    printf("}\n");
+}
+
 int cmd_replay(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *model = NULL, *tok = NULL, *work = NULL, *cache = NULL;
     int64_t threads = 0;
@@ -166,43 +208,7 @@ int cmd_replay(int argc, char **argv) {
         if (rep.n_diffs) rc = 1;
     }
     if (json) {
-        printf("{\"file\": ");
-        json_str(in);
-        printf(", \"ok\": %s, \"actions\": %" PRId64 ", \"run\": %" PRId64 ", \"skipped\": %" PRId64
-               ", \"threads\": %d, \"recorded_threads\": %" PRId64 ", \"results\": %" PRId64 ", \"seconds\": %.3f",
-               rc == 0 ? "true" : "false", rep.n_actions, rep.n_run, rep.n_skipped, rep.threads, rep.recorded_threads,
-               rep.out ? session_n_results(rep.out) : 0, args_now() - t0);
-        if (st) {
-            printf(", \"error\": ");
-            json_str(err.detail);
-        }
-        if (out && !st) {
-            printf(", \"output\": ");
-            json_str(out);
-        }
-        if (check && !st) {
-            printf(", \"check\": {\"compared\": %" PRId64 ", \"bit_identical\": %s, \"differences\": [", rep.n_compared,
-                   rep.recorded_threads == 0 || rep.recorded_threads == rep.threads ? "true" : "false");
-            for (int64_t i = 0; i < rep.n_diffs; i++) {
-                const ReplayDiff *d = &rep.diffs[i];
-                printf("%s{\"result\": %" PRId64 ", \"what\": ", i ? ", " : "", d->result);
-                json_str(d->what);
-                if (isnan(d->tol)) {
-                    printf(", \"text\": ");
-                    json_str(d->text);
-                } else {
-                    printf(", \"recorded\": ");
-                    json_num(d->recorded);
-                    printf(", \"replayed\": ");
-                    json_num(d->replayed);
-                    printf(", \"tolerance\": ");
-                    json_num(d->tol);
-                }
-                printf("}");
-            }
-            printf("]}");
-        }
-        printf("}\n");
+        print_json(in, out, check, rc, st, &err, &rep, args_now() - t0);
     } else if (!st) {
         printf("replayed %" PRId64 " actions (%" PRId64 " run, %" PRId64 " skipped) with %d threads in %.2f s%s%s\n",
                rep.n_actions, rep.n_run, rep.n_skipped, rep.threads, args_now() - t0, out ? " -> " : "",
