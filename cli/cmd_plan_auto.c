@@ -110,6 +110,27 @@ fail:
     return rc;
 }
 
+/* Every site's choice and its trade-off (--why), else a count per candidate
+ * in order of first use; on stderr. */
+static void print_choices(const PlannerResult *res, int why) {
+    if (why) {
+        for (int64_t s = 0; s < res->n_sites; s++)
+            fprintf(stderr, "  %3lld %-5s %s\n", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
+                    res->sites[s].why);
+    } else {
+        /* a count per candidate, in order of first use */
+        for (int64_t s = 0; s < res->n_sites; s++) {
+            int64_t c = 0, seen = 0;
+            for (int64_t t = 0; t < s && !seen; t++) seen = !strcmp(res->sites[t].name, res->sites[s].name);
+            if (seen) continue;
+            for (int64_t t = s; t < res->n_sites; t++) c += !strcmp(res->sites[t].name, res->sites[s].name);
+            fprintf(stderr, "  %-10s %lld sites\n", res->sites[s].name, (long long)c);
+        }
+    }
+    for (int e = 0; res->has_ends && e < 2; e++)
+        fprintf(stderr, "  %-5s %s\n", e ? "head" : "embed", why ? res->ends[e].why : res->ends[e].name);
+}
+
 int cmd_plan_auto(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL,
                *text_path = NULL, *cache = NULL;
@@ -258,22 +279,7 @@ int cmd_plan_auto(int argc, char **argv) {
         args_print_err("plan", &err);
         goto done;
     }
-    if (why) {
-        for (int64_t s = 0; s < res.n_sites; s++)
-            fprintf(stderr, "  %3lld %-5s %s\n", (long long)(s / PLAN_NPROJ), plan_proj_name((int)(s % PLAN_NPROJ)),
-                    res.sites[s].why);
-    } else {
-        /* a count per candidate, in order of first use */
-        for (int64_t s = 0; s < res.n_sites; s++) {
-            int64_t c = 0, seen = 0;
-            for (int64_t t = 0; t < s && !seen; t++) seen = !strcmp(res.sites[t].name, res.sites[s].name);
-            if (seen) continue;
-            for (int64_t t = s; t < res.n_sites; t++) c += !strcmp(res.sites[t].name, res.sites[s].name);
-            fprintf(stderr, "  %-10s %lld sites\n", res.sites[s].name, (long long)c);
-        }
-    }
-    for (int e = 0; res.has_ends && e < 2; e++)
-        fprintf(stderr, "  %-5s %s\n", e ? "head" : "embed", why ? res.ends[e].why : res.ends[e].name);
+    print_choices(&res, why);
     for (int64_t i = 0; i < res.plan.n_notes; i++) fprintf(stderr, "plan: note: %s\n", res.plan.notes[i]);
     fprintf(stderr,
             "plan '%s': %.4f bits per weight (linear layers %.4f), %zu bytes; budget %lld bits (%.4f bpw); "
