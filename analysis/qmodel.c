@@ -684,6 +684,67 @@ static Status stored_gains(QModel *qm, Err *err) {
     return ST_OK;
 }
 
+/* Refuses a stored model made from another model, and a plan whose methods
+ * need calibration the caller did not give. */
+static Status build_check(const Model *m, const Plan *p, const PlanModel *pm, const CalibStats *cs, const HStore *hs,
+                          const QStored *pre, Err *err) {
+    const ModelConfig *c = &m->cfg;
+    const char *what = NULL;
+    if (pre && (pre->fingerprint != m->fingerprint || pre->n_layers != c->n_layers || pre->dim != c->dim ||
+                pre->vocab != c->vocab_size))
+        return err_set(err, ST_ERR_MISMATCH, "the stored quantized model was made from another model (fingerprint %016llx, %s has %016llx)",
+                       (unsigned long long)pre->fingerprint, m->path ? m->path : "the model",
+                       (unsigned long long)m->fingerprint);
+    if (!pre && qmodel_plan_needs_stats(p, pm, &what)) {
+        int need_h = !strcmp(what, "H");
+        if (!cs || (need_h && !hs))
+            return err_set(err, ST_ERR_ARG, "plan '%s' needs calibration statistics (%s): pass --stats STATS from `qscope calib`%s",
+                           p->name[0] ? p->name : "(unnamed)", what,
+                           cs && need_h ? " (run without --no-h: this stats file has no H)" : "");
+    }
+    return ST_OK;
+}
+
+/* Size: exact plan accounting with AdaDim's choices, and the kernels' bytes. */
+static Status build_size(QModel *qm, const Plan *p, const PlanModel *pm, int64_t ns, Err *err) {
+    PlanSizeOpts so = {.aqlm_bits = NULL, .adadim_dims = qm->adadim_dim};
+    PlanSize sz;
+    Status st = plan_size(p, pm, &so, &sz, err);
+    if (st) return st;
+    qm->params = sz.all_params;
+    qm->bits = sz.all_bits;
+    qm->bytes = sz.all_bytes;
+    qm->bpw = sz.bpw_all;
+    for (int64_t i = 0; i < ns; i++)
+        if (qm->lin[i]) qm->kernel_bytes += qm->lin[i]->ops->bytes(qm->lin[i]);
+    if (qm->output) qm->kernel_bytes += qm->output->ops->bytes(qm->output);
+    return ST_OK;
+}
+
+/* The note that says which kernels run, with their counts. */
+static Status note_kernels(QModel *qm, int64_t ns, Err *err) {
+    const char *names[16];
+    int64_t counts[16];
+    int nk = 0;
+    for (int64_t i = 0; i < ns; i++) {
+        const char *k = qm->lin[i] ? qlinear_kernel_name(qm->lin[i]) : "model-f32";
+        if (qm->lin[i] && qlinear_is_aqlm(qm->lin[i])) k = qlinear_aqlm_kernel(qm->lin[i]);
+        int j;
+        for (j = 0; j < nk; j++)
+            if (!strcmp(names[j], k)) break;
+        if (j == nk && nk < 16) {
+            names[nk] = k;
+            counts[nk++] = 0;
+        }
+        if (j < 16) counts[j]++;
+    }
+    char buf[256];
+    size_t o = 0;
+    for (int j = 0; j < nk && o < sizeof buf; j++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s x%lld", j ? ", " : "", names[j], (long long)counts[j]);
+    return note_add(qm, err, "kernels: %s; head %s", buf, qm->output ? qlinear_kernel_name(qm->output) : "model-f32");
+}
+
 /* only: NULL, or (n_layers * 7 + 2) flags: quantize just those sites
  * (qmodel_build_part). */
 static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep,
@@ -696,19 +757,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     if (st) return st;
     const CalibStats *cs = stats ? stats->cs : NULL;
     const HStore *hs = stats ? stats->h : NULL;
-    const char *what = NULL;
-    if (pre && (pre->fingerprint != m->fingerprint || pre->n_layers != c->n_layers || pre->dim != c->dim ||
-                pre->vocab != c->vocab_size))
-        return err_set(err, ST_ERR_MISMATCH, "the stored quantized model was made from another model (fingerprint %016llx, %s has %016llx)",
-                       (unsigned long long)pre->fingerprint, m->path ? m->path : "the model",
-                       (unsigned long long)m->fingerprint);
-    if (!pre && qmodel_plan_needs_stats(p, &pm, &what)) {
-        int need_h = !strcmp(what, "H");
-        if (!cs || (need_h && !hs))
-            return err_set(err, ST_ERR_ARG, "plan '%s' needs calibration statistics (%s): pass --stats STATS from `qscope calib`%s",
-                           p->name[0] ? p->name : "(unnamed)", what,
-                           cs && need_h ? " (run without --no-h: this stats file has no H)" : "");
-    }
+    if ((st = build_check(m, p, &pm, cs, hs, pre, err))) return st;
 
     QModel *qm = calloc(1, sizeof *qm);
     float **ws = NULL;
@@ -861,43 +910,8 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     if ((st = note_keys(qm, qm->n_notes, -1, err))) goto fail;
     progress_add(prog, 1);
 
-    /* Size: exact plan accounting with AdaDim's choices. */
-    PlanSizeOpts so = {.aqlm_bits = NULL, .adadim_dims = qm->adadim_dim};
-    PlanSize sz;
-    if ((st = plan_size(p, &pm, &so, &sz, err))) goto fail;
-    qm->params = sz.all_params;
-    qm->bits = sz.all_bits;
-    qm->bytes = sz.all_bytes;
-    qm->bpw = sz.bpw_all;
-    for (int64_t i = 0; i < ns; i++)
-        if (qm->lin[i]) qm->kernel_bytes += qm->lin[i]->ops->bytes(qm->lin[i]);
-    if (qm->output) qm->kernel_bytes += qm->output->ops->bytes(qm->output);
-
-    /* Which kernels run, for the notes. */
-    {
-        const char *names[16];
-        int64_t counts[16];
-        int nk = 0;
-        for (int64_t i = 0; i < ns; i++) {
-            const char *k = qm->lin[i] ? qlinear_kernel_name(qm->lin[i]) : "model-f32";
-            if (qm->lin[i] && qlinear_is_aqlm(qm->lin[i])) k = qlinear_aqlm_kernel(qm->lin[i]);
-            int j;
-            for (j = 0; j < nk; j++)
-                if (!strcmp(names[j], k)) break;
-            if (j == nk && nk < 16) {
-                names[nk] = k;
-                counts[nk++] = 0;
-            }
-            if (j < 16) counts[j]++;
-        }
-        char buf[256];
-        size_t o = 0;
-        for (int j = 0; j < nk && o < sizeof buf; j++)
-            o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s x%lld", j ? ", " : "", names[j], (long long)counts[j]);
-        if ((st = note_add(qm, err, "kernels: %s; head %s", buf,
-                           qm->output ? qlinear_kernel_name(qm->output) : "model-f32")))
-            goto fail;
-    }
+    if ((st = build_size(qm, p, &pm, ns, err))) goto fail;
+    if ((st = note_kernels(qm, ns, err))) goto fail;
 
     qm->ov.lin = (const QLinear *const *)qm->lin;
     qm->ov.attn_norm = (const float *const *)qm->attn_norm;
