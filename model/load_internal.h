@@ -1,6 +1,7 @@
-/* Internal interface between model.c (dispatch, binding, bookkeeping) and the
- * three file-format loaders (load_gguf.c, load_hf.c, load_llama2c.c). Not part
- * of the public model API: only model/ includes it.
+/* Internal interface of loading: model.c (binding, bookkeeping) below the
+ * three file-format loaders (load_gguf.c, load_hf.c, load_llama2c.c), and
+ * load.c (model_load's dispatch) above them. Not part of the public model
+ * API: only model/ includes it.
  *
  * A loader fills m->cfg, m->tok, m->file_bytes and m->fingerprint, registers
  * the resources that keep its mappings alive with model_keep(), and hands
@@ -71,6 +72,10 @@ Status model_set_rope_freqs(Model *m, const SrcTensor *t, Err *err);
  * smoothed), stored as divisors of the angle like rope_freqs. */
 Status model_set_llama3_rope(Model *m, double factor, double low_freq_factor, double high_freq_factor,
                              double original_max, const char *file, Err *err);
+
+/* A Model with only its path set (and the bookkeeping model_keep needs), for
+ * a loader to fill; *out is NULL on failure. Caller model_free's it. */
+Status model_new_empty(const char *path, Model **out, Err *err);
 
 /* Release function for a resource kept alive with the model. */
 typedef void (*ReleaseFn)(void *p);

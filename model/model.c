@@ -1,17 +1,14 @@
-/* model_load: dispatch by path kind (directory -> Hugging Face, "GGUF" magic ->
- * GGUF, otherwise llama2.c), and the format-independent half of loading:
- * config validation, binding tensors to the Model with shape checks (matrices
+/* The format-independent half of loading, below the three loaders (model/load.c
+ * dispatches to them; they call in here): config validation, binding tensors to the Model with shape checks (matrices
  * stay in their dtype, norm vectors become float32), resource bookkeeping,
  * fingerprints and names. */
 #include "model/model.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -70,61 +67,18 @@ void model_free(Model *m) {
     free(m);
 }
 
-/* Reads up to 4 bytes of the file head; returns the count read, or -1 with err set. */
-static int read_magic(const char *path, unsigned char magic[4], Err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return (int)n;
-}
-
-Status model_load(const char *path, const ModelLoadOpts *opts, Model **out, Err *err) {
+Status model_new_empty(const char *path, Model **out, Err *err) {
     *out = NULL;
-    struct stat st;
-    if (stat(path, &st) != 0) return err_set(err, ST_ERR_IO, "%s: %s", path, strerror(errno));
     Model *m = core_calloc(1, sizeof *m);
     if (!m) return err_set(err, ST_ERR_NOMEM, "%s: out of memory", path);
     m->priv = core_calloc(1, sizeof(ModelPriv));
     m->path = core_strdup(path);
-    Status s;
     if (!m->priv || !m->path) {
-        s = err_set(err, ST_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
-    }
-    const char *tok_path = opts ? opts->tokenizer_path : NULL;
-    if (S_ISDIR(st.st_mode)) {
-        m->format = FMT_HF;
-        s = load_hf(m, path, err);
-    } else {
-        unsigned char magic[4] = {0};
-        int n = read_magic(path, magic, err);
-        if (n < 0) {
-            s = ST_ERR_IO; /* err (which may be NULL) already names the file */
-            goto fail;
-        }
-        if (n == 4 && memcmp(magic, "GGUF", 4) == 0) {
-            m->format = FMT_GGUF;
-            s = load_gguf(m, path, err);
-        } else {
-            m->format = FMT_LLAMA2C;
-            s = load_llama2c(m, path, tok_path, err);
-        }
-    }
-    if (s != ST_OK) goto fail;
-    if (m->tok && tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
-        s = err_set(err, ST_ERR_MISMATCH, "%s: tokenizer has %lld tokens but the model's vocab is %lld",
-                    path, (long long)tokenizer_vocab_size(m->tok), (long long)m->cfg.vocab_size);
-        goto fail;
+        model_free(m);
+        return err_set(err, ST_ERR_NOMEM, "%s: out of memory", path);
     }
     *out = m;
     return ST_OK;
-fail:
-    model_free(m);
-    return s;
 }
 
 Status model_check_config(const Model *m, const char *file, Err *err) {
