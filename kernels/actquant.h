@@ -67,7 +67,7 @@ void actq_quantize_int8(const ActQuant *aq, const float *x, int64_t T, int64_t K
                         int8_t *q, int64_t ldq, float *scale, Pool *pool);
 
 /* Fake quantization: out (T, K) = the values x (T, K) takes after quantizing
- * with aq and dequantizing (copy for ACTQ_NONE). out may equal x. Rows are
+ * with aq and dequantizing (copy for ACT_NONE). out may equal x. Rows are
  * split over pool (may be NULL). */
 void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *out, Pool *pool);
 

@@ -459,13 +459,14 @@ static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, co
 
 /* y (T, n_out) with row stride ldy = x (T, n_in) · Wᵀ (+ y if accumulate),
  * through the overlay's QLinear when the plan replaced this projection. */
-static void fwd_linear(Forward *f, const Weight *W, const QLinear *q, const float *x, int64_t T,
-                       float *y, int64_t ldy, int accumulate) {
+static Status fwd_linear(Forward *f, const Weight *W, const QLinear *q, const float *x, int64_t T,
+                         float *y, int64_t ldy, int accumulate, Err *err) {
     if (!q) {
         fwd_gemm_w(f, T, W, W->n_out, x, accumulate, y, ldy);
-        return;
+        return ST_OK;
     }
-    qlinear_forward_pos(q, x, T, f->pos, f->tmp, f->pool); /* skip-first ranges need the position */
+    Status st = qlinear_forward_pos(q, x, T, f->pos, f->tmp, f->pool, err); /* skip-first ranges need the position */
+    if (st) return st;
     for (int64_t t = 0; t < T; t++) {
         const float *src = f->tmp + t * q->n_out;
         float *dst = y + t * ldy;
@@ -474,6 +475,7 @@ static void fwd_linear(Forward *f, const Weight *W, const QLinear *q, const floa
         else
             memcpy(dst, src, (size_t)q->n_out * sizeof(float));
     }
+    return ST_OK;
 }
 
 static const QLinear *fwd_qlin(const Forward *f, int64_t l, Proj p) {
@@ -486,8 +488,8 @@ static const QLinear *fwd_qlin(const Forward *f, int64_t l, Proj p) {
  * QLinears through qlinear_forward_shared (one activation quantization and
  * one pool dispatch where their kernels allow), the same bits as fwd_linear
  * on each. */
-static void fwd_linear_phase(Forward *f, int64_t l, const Proj *ps, const int64_t *col, int n, const float *x,
-                             int64_t T, float *y, int64_t ldy) {
+static Status fwd_linear_phase(Forward *f, int64_t l, const Proj *ps, const int64_t *col, int n, const float *x,
+                               int64_t T, float *y, int64_t ldy, Err *err) {
     const LayerWeights *L = &f->m->layers[l];
     const QLinear *ql[3];
     float *out[3];
@@ -504,11 +506,14 @@ static void fwd_linear_phase(Forward *f, int64_t l, const Proj *ps, const int64_
         qcol[nq++] = col[i];
         off += q->n_out;
     }
-    if (!nq) return;
-    qlinear_forward_shared(ql, nq, x, T, f->pos, out, f->pool); /* skip-first ranges need the position */
+    if (!nq) return ST_OK;
+    /* skip-first ranges need the position */
+    Status st = qlinear_forward_shared(ql, nq, x, T, f->pos, out, f->pool, err);
+    if (st) return st;
     for (int i = 0; i < nq; i++)
         for (int64_t t = 0; t < T; t++)
             memcpy(y + t * ldy + qcol[i], out[i] + t * ql[i]->n_out, (size_t)ql[i]->n_out * sizeof(float));
+    return ST_OK;
 }
 
 static void fwd_tap(const Taps *taps, int64_t l, TapPoint pt, const float *x, int64_t T, int64_t w,
@@ -586,7 +591,8 @@ static void fwd_attention(Forward *f, int64_t l, int64_t T) {
 /* Block l on the T rows of f->x (positions pos .. pos + T - 1; their RoPE
  * table already in f->rope), with its taps: the body of forward_run_from,
  * shared with forward_run_layer so both compute the same bits. */
-static void fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, const Taps *taps) {
+static Status fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, const Taps *taps, Err *err) {
+    Status st;
     const Model *m = f->m;
     int64_t dim = f->dim, pos0 = f->pos, grain = 1;
     const LayerWeights *L = &m->layers[l];
@@ -601,13 +607,13 @@ static void fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, c
     } else {
         static const Proj qkv[3] = {PROJ_Q, PROJ_K, PROJ_V};
         const int64_t col[3] = {0, f->q_dim, f->q_dim + f->kv_dim};
-        fwd_linear_phase(f, l, qkv, col, 3, f->xn, T, f->qkv, f->qkv_w);
+        if ((st = fwd_linear_phase(f, l, qkv, col, 3, f->xn, T, f->qkv, f->qkv_w, err))) return st;
     }
     RowJob rj = {f, NULL, NULL, NULL, T, l};
     pool_for(f->pool, T, grain, fwd_rope_rows, &rj);
     fwd_attention(f, l, T);
     fwd_tap(taps, l, TAP_O, f->att, T, f->q_dim, tokens, pos0);
-    fwd_linear(f, &L->proj[PROJ_O], fwd_qlin(f, l, PROJ_O), f->att, T, f->x, dim, 1);
+    if ((st = fwd_linear(f, &L->proj[PROJ_O], fwd_qlin(f, l, PROJ_O), f->att, T, f->x, dim, 1, err))) return st;
 
     RowJob fj = {f, f->x, f->xn, fn, T, l};
     pool_for(f->pool, T, grain, fwd_norm_rows, &fj);
@@ -618,13 +624,15 @@ static void fwd_block(Forward *f, int64_t l, int64_t T, const int32_t *tokens, c
     } else {
         static const Proj gu[2] = {PROJ_GATE, PROJ_UP};
         const int64_t col[2] = {0, f->hidden};
-        fwd_linear_phase(f, l, gu, col, 2, f->xn, T, f->gu, h2);
+        if ((st = fwd_linear_phase(f, l, gu, col, 2, f->xn, T, f->gu, h2, err))) return st;
     }
     RowJob sj = {f, NULL, NULL, NULL, T, l};
     pool_for(f->pool, T, grain, fwd_swiglu_rows, &sj);
     fwd_tap(taps, l, TAP_DOWN, f->hid, T, f->hidden, tokens, pos0);
-    fwd_linear(f, &L->proj[PROJ_DOWN], fwd_qlin(f, l, PROJ_DOWN), f->hid, T, f->x, dim, 1);
+    if ((st = fwd_linear(f, &L->proj[PROJ_DOWN], fwd_qlin(f, l, PROJ_DOWN), f->hid, T, f->x, dim, 1, err)))
+        return st;
     fwd_tap(taps, l, TAP_RESID, f->x, T, dim, tokens, pos0);
+    return ST_OK;
 }
 
 /* ST_OK when every token id is inside the vocabulary. */
@@ -658,10 +666,10 @@ Status forward_run_layer(Forward *f, int64_t layer, float *x, const int32_t *tok
     f->pos = 0;
     memcpy(f->x, x, (size_t)T * (size_t)f->dim * sizeof *x);
     fwd_rope_table(f, T);
-    fwd_block(f, layer, T, tokens, taps);
-    memcpy(x, f->x, (size_t)T * (size_t)f->dim * sizeof *x);
+    st = fwd_block(f, layer, T, tokens, taps, err);
+    if (!st) memcpy(x, f->x, (size_t)T * (size_t)f->dim * sizeof *x);
     f->pos = saved;
-    return ST_OK;
+    return st;
 }
 
 Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t logits_from,
@@ -689,7 +697,7 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
             f->pos += T; /* the cache now holds a partial batch; callers reset */
             return err_set(err, ST_ERR_CANCELLED, "forward: cancelled at layer %lld", (long long)l);
         }
-        fwd_block(f, l, T, tokens, taps);
+        if ((st = fwd_block(f, l, T, tokens, taps, err))) goto fail;
     }
     f->pos += T;
 
@@ -699,12 +707,16 @@ Status forward_run_from(Forward *f, const int32_t *tokens, int64_t T, int64_t lo
         float *xn = f->xn + logits_from * dim;
         RowJob oj = {f, src, xn, m->out_norm, rows, -1};
         pool_for(f->pool, rows, grain, fwd_norm_rows, &oj);
-        if (f->ov && f->ov->output)
-            qlinear_forward(f->ov->output, xn, rows, logits, f->pool);
-        else
+        if (f->ov && f->ov->output) {
+            if ((st = qlinear_forward(f->ov->output, xn, rows, logits, f->pool, err))) return st;
+        } else {
             fwd_gemm_w(f, rows, &m->output, f->vocab, xn, 0, logits, f->vocab);
+        }
     }
     return ST_OK;
+fail:
+    f->pos += T; /* as after a cancel: the cache holds a partial batch; callers reset */
+    return st;
 }
 
 Status forward_run(Forward *f, const int32_t *tokens, int64_t T, float *logits, int last_only,

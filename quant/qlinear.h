@@ -8,13 +8,15 @@
 #include <stdint.h>
 
 #include "core/pool.h"
+#include "core/status.h"
 
 typedef struct QLinear QLinear;
 
 typedef struct QLinearOps {
     /* y (T, n_out) = x (T, n_in) · Wᵀ, including any activation quantization the
-     * layer was built with. x is read-only. */
-    void (*forward)(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool);
+     * layer was built with. x is read-only. Fails (ST_ERR_NOMEM) only when a
+     * scratch buffer cannot be allocated; y is then undefined. */
+    Status (*forward)(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, Err *err);
     /* Bytes the packed weights occupy (scales, zero points, codebooks included). */
     size_t (*bytes)(const QLinear *l);
     /* Releases impl. */
@@ -28,8 +30,8 @@ struct QLinear {
 };
 
 /* Runs l's kernel (see QLinearOps.forward). */
-static inline void qlinear_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool) {
-    l->ops->forward(l, x, T, y, pool);
+static inline Status qlinear_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
+    return l->ops->forward(l, x, T, y, pool, err);
 }
 
 #endif

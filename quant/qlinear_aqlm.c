@@ -16,9 +16,10 @@ typedef struct AqImpl {
     size_t bytes;            /* aqlm_bytes: the stored size (fp16 codebooks, B-bit codes, fp16 scales) */
 } AqImpl;
 
-static void aq_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool) {
+static Status aq_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
+    (void)err; /* without scratch the gather path runs: nothing here can fail */
     const AqImpl *im = l->impl;
-    if (T <= 0) return;
+    if (T <= 0) return ST_OK;
     /* Scratch per call; if an allocation fails the gather path needs none. */
     float *tile = NULL, *lut = NULL;
     size_t nt = aqlm_gemm_scratch_floats(&im->pk, T);
@@ -27,6 +28,7 @@ static void aq_forward(const QLinear *l, const float *x, int64_t T, float *y, Po
     aqlm_gemm(&im->pk, x, T, y, lut, tile, pool);
     free(tile);
     free(lut);
+    return ST_OK;
 }
 
 static size_t aq_bytes(const QLinear *l) { return ((const AqImpl *)l->impl)->bytes; }

@@ -24,49 +24,58 @@ typedef struct QlImpl {
     const char *name;
 } QlImpl;
 
-static void ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool) {
+static Status ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool,
+                            Err *err) {
     const QlImpl *im = l->impl;
-    if (T <= 0) return;
+    if (T <= 0) return ST_OK;
     if (im->kind == QL_W8A8) {
         int64_t kp = im->i8.kp;
         int8_t *A = malloc((size_t)(T * kp));
         float *as = malloc((size_t)T * sizeof *as);
-        ASSERT(A && as);
+        if (!A || !as) {
+            free(A);
+            free(as);
+            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im->name, (long long)T);
+        }
         actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
         i8gemm(&im->i8, A, T, kp, as, y, l->n_out, pool);
         free(A);
         free(as);
-        return;
+        return ST_OK;
     }
     if (im->kind == QL_W4A8) {
         int64_t kp = im->w4.kp;
-        int8_t *A = malloc((size_t)(2 * T * kp)), *Ap = A + T * kp;
+        int8_t *A = malloc((size_t)(2 * T * kp)), *Ap = A ? A + T * kp : NULL;
         int32_t *corr = malloc((size_t)(T * (kp / 16)) * sizeof *corr);
         float *as = malloc((size_t)T * sizeof *as);
-        ASSERT(A && corr && as);
+        if (!A || !corr || !as) {
+            free(A);
+            free(corr);
+            free(as);
+            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im->name, (long long)T);
+        }
         actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
         w4a8_act_prep(A, T, kp, Ap, corr);
         w4a8_gemm(&im->w4, Ap, corr, as, T, y, pool);
         free(A);
         free(corr);
         free(as);
-        return;
+        return ST_OK;
     }
     float *xq = NULL;
     if (im->aq.fmt != ACT_NONE) {
         xq = malloc((size_t)(T * l->n_in) * sizeof *xq);
-        ASSERT(xq != NULL);
+        if (!xq) return err_set(err, ST_ERR_NOMEM, "%s: quantized activations of %lld rows", im->name, (long long)T);
         actq_fake(&im->aq, x, T, l->n_in, pos0, xq, pool);
         x = xq;
     }
-    Err err;
-    Status st = wq_gemm(&im->wq, x, T, y, pool, &err);
-    ASSERT(st == ST_OK); /* only fails on a failed tile allocation */
+    Status st = wq_gemm(&im->wq, x, T, y, pool, err); /* fails only on a failed tile allocation */
     free(xq);
+    return st;
 }
 
-static void ql_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool) {
-    ql_forward_at(l, x, T, 0, y, pool);
+static Status ql_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
+    return ql_forward_at(l, x, T, 0, y, pool, err);
 }
 
 static size_t ql_bytes(const QLinear *l) { return ((const QlImpl *)l->impl)->bytes; }
@@ -88,9 +97,10 @@ void qlinear_free(QLinear *l) {
     if (l) l->ops->free(l);
 }
 
-void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool) {
-    if (l->ops == &ql_ops) ql_forward_at(l, x, T, pos0, y, pool);
-    else l->ops->forward(l, x, T, y, pool);
+Status qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool,
+                           Err *err) {
+    if (l->ops == &ql_ops) return ql_forward_at(l, x, T, pos0, y, pool, err);
+    return l->ops->forward(l, x, T, y, pool, err);
 }
 
 /* 1 when a and b quantize the same input to the same codes and scales. */
@@ -101,12 +111,12 @@ static int ql_same_input(const QlImpl *a, const QlImpl *b) {
         return 0;
     if (a->kind == QL_W8A8) return a->i8.kp == b->i8.kp;
     if (a->kind == QL_W4A8) return a->w4.kp == b->w4.kp;
-    return a->aq.fmt != ACTQ_NONE; /* weight-only: only a fake-quantized input is worth sharing */
+    return a->aq.fmt != ACT_NONE; /* weight-only: only a fake-quantized input is worth sharing */
 }
 
 /* Layers ls[g[0..ng)] (built here, ql_same_input pairwise) on their shared input. */
-static void ql_run_group(const QLinear *const *ls, const int *g, int ng, const float *x, int64_t T, int64_t pos0,
-                         float *const *ys, Pool *pool) {
+static Status ql_run_group(const QLinear *const *ls, const int *g, int ng, const float *x, int64_t T, int64_t pos0,
+                           float *const *ys, Pool *pool, Err *err) {
     const QLinear *l0 = ls[g[0]];
     const QlImpl *im0 = l0->impl;
     int64_t k = l0->n_in;
@@ -114,7 +124,11 @@ static void ql_run_group(const QLinear *const *ls, const int *g, int ng, const f
         int64_t kp = im0->i8.kp;
         int8_t *A = malloc((size_t)(T * kp));
         float *as = malloc((size_t)T * sizeof *as);
-        ASSERT(A && as);
+        if (!A || !as) {
+            free(A);
+            free(as);
+            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im0->name, (long long)T);
+        }
         actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
         if (T <= I8GEMM_JOB_ROWS) {
             I8GemmJob job[QLINEAR_SHARED_MAX];
@@ -134,14 +148,19 @@ static void ql_run_group(const QLinear *const *ls, const int *g, int ng, const f
         }
         free(A);
         free(as);
-        return;
+        return ST_OK;
     }
     if (im0->kind == QL_W4A8) {
         int64_t kp = im0->w4.kp;
         int8_t *A = malloc((size_t)(2 * T * kp));
         int32_t *corr = malloc((size_t)(T * (kp / 16)) * sizeof *corr);
         float *as = malloc((size_t)T * sizeof *as);
-        ASSERT(A && corr && as);
+        if (!A || !corr || !as) {
+            free(A);
+            free(corr);
+            free(as);
+            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im0->name, (long long)T);
+        }
         int8_t *Ap = A + T * kp;
         actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
         w4a8_act_prep(A, T, kp, Ap, corr);
@@ -159,32 +178,32 @@ static void ql_run_group(const QLinear *const *ls, const int *g, int ng, const f
         free(A);
         free(corr);
         free(as);
-        return;
+        return ST_OK;
     }
     /* weight-only kernels behind the same fake-quantized input */
     float *xq = malloc((size_t)(T * k) * sizeof *xq);
-    ASSERT(xq != NULL);
+    if (!xq) return err_set(err, ST_ERR_NOMEM, "%s: quantized activations of %lld rows", im0->name, (long long)T);
     actq_fake(&im0->aq, x, T, k, pos0, xq, pool);
-    for (int i = 0; i < ng; i++) {
-        Err err;
-        Status st = wq_gemm(&((const QlImpl *)ls[g[i]]->impl)->wq, xq, T, ys[g[i]], pool, &err);
-        ASSERT(st == ST_OK); /* only fails on a failed tile allocation */
-    }
+    Status st = ST_OK;
+    for (int i = 0; i < ng && !st; i++) /* fails only on a failed tile allocation */
+        st = wq_gemm(&((const QlImpl *)ls[g[i]]->impl)->wq, xq, T, ys[g[i]], pool, err);
     free(xq);
+    return st;
 }
 
-void qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
-                            float *const *ys, Pool *pool) {
+Status qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
+                              float *const *ys, Pool *pool, Err *err) {
     ASSERT(n >= 0 && n <= QLINEAR_SHARED_MAX);
-    if (T <= 0) return;
+    if (T <= 0) return ST_OK;
+    Status st = ST_OK;
     unsigned char done[QLINEAR_SHARED_MAX] = {0};
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !st; i++) {
         if (done[i]) continue;
         const QLinear *l = ls[i];
         ASSERT(l->n_in == ls[0]->n_in);
         const QlImpl *im = l->ops == &ql_ops ? l->impl : NULL;
         if (!im || !ql_same_input(im, im)) { /* not built here, or nothing to share */
-            qlinear_forward_pos(l, x, T, pos0, ys[i], pool);
+            st = qlinear_forward_pos(l, x, T, pos0, ys[i], pool, err);
             continue;
         }
         int g[QLINEAR_SHARED_MAX], ng = 0;
@@ -193,8 +212,9 @@ void qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int
                 g[ng++] = j;
                 done[j] = 1;
             }
-        ql_run_group(ls, g, ng, x, T, pos0, ys, pool);
+        st = ql_run_group(ls, g, ng, x, T, pos0, ys, pool, err);
     }
+    return st;
 }
 
 const char *qlinear_kernel_name(const QLinear *l) {

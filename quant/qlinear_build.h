@@ -56,7 +56,8 @@ void qlinear_free(QLinear *l);
 /* Forward for rows whose first one sits at sequence position pos0: layers
  * built here use it for skip-first activation ranges; any other QLinear runs
  * its ops->forward. Same contract as qlinear_forward otherwise. */
-void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool);
+Status qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool,
+                           Err *err);
 
 /* Most layers qlinear_forward_shared takes at once (a layer phase: q/k/v, gate/up). */
 #define QLINEAR_SHARED_MAX 8
@@ -69,9 +70,10 @@ void qlinear_forward_pos(const QLinear *l, const float *x, int64_t T, int64_t po
  * once between them (int8 codes and scales, W4A8's reordered copy, or the
  * fake-quantized rows), and their W8A8 / W4A8 products run in one pool
  * dispatch (W8A8 for T <= I8GEMM_JOB_ROWS; more rows run per layer). Other
- * layers run as qlinear_forward_pos does. Every ls[i]->n_in must be the same. */
-void qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
-                            float *const *ys, Pool *pool);
+ * layers run as qlinear_forward_pos does. Every ls[i]->n_in must be the same.
+ * Fails as qlinear_forward does (a scratch buffer that cannot be allocated). */
+Status qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
+                              float *const *ys, Pool *pool, Err *err);
 
 /* Returns the kernel a layer built here runs ("w8a8", "wq-int4", "fp8-e4m3",
  * "fp16", ...; static), or "external" for other QLinears. */

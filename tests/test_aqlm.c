@@ -329,7 +329,7 @@ static void check_packed(int M, int B, int g, int64_t n_out, int64_t n_in, Pool 
     for (int ti = 0; ti < 3; ti++) {
         int64_t T = Ts[ti];
         aqlm_gemm_ref(w, x, T, yr);
-        qlinear_forward(l, x, T, y, pool);
+        CHECK_OK(qlinear_forward(l, x, T, y, pool, &err), err);
         for (int64_t q = 0; q < T * n_out; q++) CHECK_NEAR(y[q], yr[q], 2e-5 * ab[q] + 1e-6);
     }
     l->ops->free(l);

@@ -303,12 +303,13 @@ typedef struct {
     int use_blas;
 } F32Impl;
 
-static void f32_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool) {
+static Status f32_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
     (void)pool;
+    (void)err;
     const F32Impl *im = l->impl;
     if (im->use_blas) {
         sgemm_mul_nt(T, l->n_out, l->n_in, x, l->n_in, im->w, l->n_in, 0.0f, y, l->n_out);
-        return;
+        return ST_OK;
     }
     for (int64_t t = 0; t < T; t++)
         for (int64_t o = 0; o < l->n_out; o++) {
@@ -316,6 +317,7 @@ static void f32_forward(const QLinear *l, const float *x, int64_t T, float *y, P
             for (int64_t i = 0; i < l->n_in; i++) s += x[t * l->n_in + i] * im->w[o * l->n_in + i];
             y[t * l->n_out + o] = s;
         }
+    return ST_OK;
 }
 static size_t f32_bytes(const QLinear *l) { return (size_t)(l->n_out * l->n_in) * sizeof(float); }
 static void f32_free(QLinear *l) {

@@ -106,7 +106,7 @@ static void check_format(QFormat f, Pool *pool) {
     for (int64_t T = 1; T <= 9; T += 8) {
         float *x = malloc((size_t)(T * n_in) * sizeof *x), *y = malloc((size_t)(T * n_out) * sizeof *y);
         for (int64_t i = 0; i < T * n_in; i++) x[i] = frand();
-        qlinear_forward(l, x, T, y, pool);
+        CHECK_OK(qlinear_forward(l, x, T, y, pool, &err), err);
         for (int64_t t0 = 0; t0 < T; t0++)
             for (int64_t o = 0; o < n_out; o++) {
                 double s = 0, a = 0;

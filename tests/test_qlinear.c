@@ -78,7 +78,7 @@ static size_t check_layer(const float *W, int64_t n, int64_t k, QParams p, const
     CHECKF(strcmp(qlinear_kernel_name(l), want_kernel) == 0, "%s: kernel %s, want %s",
            qformat_traits(p.fmt)->name, qlinear_kernel_name(l), want_kernel);
     CHECK(l->n_out == n && l->n_in == k);
-    qlinear_forward_pos(l, x, T, pos0, y, pool);
+    CHECK_OK(qlinear_forward_pos(l, x, T, pos0, y, pool, &err), err);
     ActQuant none = {ACT_NONE, 0, 0, 0, 0};
     ref_act(aq ? aq : &none, x, T, k, pos0, xr);
     for (int64_t t = 0; t < T; t++)
@@ -93,7 +93,7 @@ static size_t check_layer(const float *W, int64_t n, int64_t k, QParams p, const
         }
     if (pos0 == 0) { /* qlinear_forward (no position) means position 0 */
         float *y2 = malloc((size_t)(T * n) * 4);
-        qlinear_forward(l, x, T, y2, pool);
+        CHECK_OK(qlinear_forward(l, x, T, y2, pool, &err), err);
         CHECK(memcmp(y, y2, (size_t)(T * n) * 4) == 0);
         free(y2);
     }
@@ -225,9 +225,9 @@ static void check_shared(const float *W, const QParams *ps, const ActQuant *cons
         ys[i] = malloc((size_t)(T * ns[i]) * 4);
         CHECK(ys[i] != NULL);
     }
-    qlinear_forward_shared((const QLinear *const *)ls, n, x, T, pos0, ys, pool);
+    CHECK_OK(qlinear_forward_shared((const QLinear *const *)ls, n, x, T, pos0, ys, pool, &err), err);
     for (int i = 0; i < n; i++) {
-        qlinear_forward_pos(ls[i], x, T, pos0, yr, pool);
+        CHECK_OK(qlinear_forward_pos(ls[i], x, T, pos0, yr, pool, &err), err);
         CHECKF(memcmp(yr, ys[i], (size_t)(T * ns[i]) * 4) == 0, "shared: layer %d of %d (%s) T=%lld pos0=%lld", i, n,
                qlinear_kernel_name(ls[i]), (long long)T, (long long)pos0);
         qlinear_free(ls[i]);
@@ -238,8 +238,8 @@ static void check_shared(const float *W, const QParams *ps, const ActQuant *cons
 }
 
 static void test_shared(const float *W, Pool *pool) {
-    ActQuant tok = {ACTQ_INT8, 1, 0, 0, 0}, ten = {ACTQ_INT8, 0, 0, 0, 0}, skip = {ACTQ_INT8, 0, 0, 0, 1};
-    ActQuant st = {ACTQ_INT8, 0, 1, 1.5f, 0}, st2 = {ACTQ_INT8, 0, 1, 2.5f, 0}, e4 = {ACTQ_FP8_E4M3, 1, 0, 0, 0};
+    ActQuant tok = {ACT_INT8, 1, 0, 0, 0}, ten = {ACT_INT8, 0, 0, 0, 0}, skip = {ACT_INT8, 0, 0, 0, 1};
+    ActQuant st = {ACT_INT8, 0, 1, 1.5f, 0}, st2 = {ACT_INT8, 0, 1, 2.5f, 0}, e4 = {ACT_FP8_E4M3, 1, 0, 0, 0};
     QParams w8 = {QF_INT8, 1, GROUP_OC, 0}, w4 = {QF_INT4, 1, GROUP_OC, 64}, w4a = {QF_INT4, 0, GROUP_OC, 64};
     QParams f16 = {QF_F16, 1, GROUP_TENSOR, 0};
     static const int64_t T[] = {1, 9, 200}; /* 200: W8A8 beyond one job's rows */
@@ -301,6 +301,35 @@ static void test_errors(const float *W) {
     CHECK(a.fmt == ACT_FP8_E5M2 && a.per_token && a.is_static && a.static_absmax == 3.5f && a.skip_first);
 }
 
+/* A scratch buffer that cannot be allocated is a Status from the forward
+ * (ST_ERR_NOMEM naming the kernel), not an abort: 2^40 rows of int8
+ * activations (64 TiB) are refused by malloc before x or y is touched. */
+static void test_nomem(const float *W) {
+    if (getenv("QS_ASAN")) {
+        printf("note: QS_ASAN: skipping the failed-allocation forward (ASan aborts on a 64 TiB request)\n");
+        return;
+    }
+    Err err;
+    err_init(&err);
+    QParams w8 = {QF_INT8, 1, GROUP_OC, 0};
+    ActQuant tok = {ACT_INT8, 1, 0, 0, 0}, fp8 = {ACT_FP8_E4M3, 1, 0, 0, 0};
+    QParams w4 = {QF_INT4, 1, GROUP_OC, 32};
+    const ActQuant *aqs[2] = {&tok, &fp8};
+    const QParams *ps[2] = {&w8, &w4};
+    for (int c = 0; c < 2; c++) {
+        QTensor q;
+        CHECK_OK(rtn_quantize(W, 48, 256, ps[c], &q, &err), err);
+        QLinear *l;
+        CHECK_OK(qlinear_new_from_qtensor(&q, aqs[c], &l, &err), err);
+        qtensor_done(&q);
+        float x[256], y[48];
+        Status st = qlinear_forward(l, x, (int64_t)1 << 40, y, NULL, &err);
+        CHECKF(st == ST_ERR_NOMEM && strstr(err.detail, "activations of 1099511627776 rows"), "%s: %d %s",
+               qlinear_kernel_name(l), (int)st, err.detail);
+        qlinear_free(l);
+    }
+}
+
 int main(void) {
     Err err;
     Pool *pool;
@@ -315,6 +344,7 @@ int main(void) {
     test_shared(W, pool);
     test_shared(W, NULL);
     test_errors(W);
+    test_nomem(W);
     free(W);
     pool_free(pool);
     return testlib_done("test_qlinear");
