@@ -16,6 +16,11 @@ int args_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_
 /* Parses a float in [lo, hi]; prints an error and returns 0 on failure. */
 int args_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
+/* Writes s to f as a JSON string: quotes, backslash escapes for " \\ \\n \\r
+ * \\t, \\u00XX for the other control bytes and DEL; other bytes as they are
+ * (UTF-8 passes through). The one escaper of the commands' hand-written JSON. */
+void args_json_str(FILE *f, const char *s);
+
 /* Loads a model, printing "qscope: <detail>" on failure; returns NULL then. */
 Model *args_load_model(const char *path, const char *tokenizer_path);
 

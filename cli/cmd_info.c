@@ -50,26 +50,6 @@ static const char *human_bytes(char *buf, size_t cap, double b) {
     return buf;
 }
 
-/* Writes s as a JSON string literal (quotes included). */
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
-        }
-    }
-    fputc('"', f);
-}
-
 /* Norm gains and biases are vectors: shown as [n], not 1 x n. */
 static int is_vector(const TensorEntry *e) {
     size_t n = strlen(e->name);
@@ -81,9 +61,9 @@ static void print_json(const Model *m) {
     const ModelConfig *c = &m->cfg;
     FILE *f = stdout;
     fputs("{\"path\": ", f);
-    json_str(f, m->path);
+    args_json_str(f, m->path);
     fprintf(f, ", \"format\": \"%s\", \"arch\": ", format_name(m->format));
-    json_str(f, c->arch);
+    args_json_str(f, c->arch);
     fprintf(f,
             ", \"dim\": %" PRId64 ", \"hidden_dim\": %" PRId64 ", \"n_layers\": %" PRId64 ", \"n_heads\": %" PRId64
             ", \"n_kv_heads\": %" PRId64 ", \"head_dim\": %" PRId64 ", \"vocab_size\": %" PRId64
@@ -98,16 +78,16 @@ static void print_json(const Model *m) {
             c->tied_embeddings ? "true" : "false", model_param_count(m), m->file_bytes, m->owned_bytes,
             m->fingerprint);
     if (m->tok)
-        json_str(f, tokenizer_describe(m->tok));
+        args_json_str(f, tokenizer_describe(m->tok));
     else
         fputs("null", f);
     fputs(", \"tensors\": [", f);
     for (int64_t i = 0; i < m->n_tensors; i++) {
         const TensorEntry *e = &m->tensors[i];
         fputs(i ? ", {\"name\": " : "{\"name\": ", f);
-        json_str(f, e->name);
+        args_json_str(f, e->name);
         fprintf(f, ", \"kind\": \"%s\", \"layer\": %d, \"type\": ", e->kind ? e->kind : "?", e->layer);
-        json_str(f, type_name(e->src_type));
+        args_json_str(f, type_name(e->src_type));
         if (is_vector(e))
             fprintf(f, ", \"shape\": [%" PRId64 "]", e->ne[0]);
         else

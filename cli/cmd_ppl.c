@@ -30,17 +30,6 @@ static const char PPL_USAGE[] =
     "Running values [k]ppl and a progress bar go to stderr, the final \"PPL = x\" to stdout.\n"
     "Ctrl-C stops after the current batch and reports the chunks done (exit status 130).\n\n";
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 /* Floating-point operations of one chunk as this forward pass runs it:
  * 2·n_in·n_out per row for every projection, the output head on the rows
  * from the first scored position on, and causal attention (QKᵀ and PV over
@@ -185,9 +174,9 @@ int cmd_ppl(int argc, char **argv) {
     double gflops = res.seconds > 0 ? flops * (double)res.chunks / res.seconds * 1e-9 : 0;
     if (json) {
         printf("{\"model\": ");
-        json_str(stdout, model_path);
+        args_json_str(stdout, model_path);
         printf(", \"text\": ");
-        json_str(stdout, text_path);
+        args_json_str(stdout, text_path);
         printf(", \"ppl\": %.6f, \"chunks\": %lld, \"chunks_total\": %lld, \"tokens_scored\": %lld, "
                "\"tokens_run\": %lld, \"text_tokens\": %lld, \"ctx\": %lld, \"full\": %s, "
                "\"threads\": %lld, \"seconds\": %.4f, \"seconds_per_chunk\": %.4f, "
@@ -198,7 +187,7 @@ int cmd_ppl(int argc, char **argv) {
                (long long)res.tokens_run, (long long)n_ids, (long long)ctx, full ? "true" : "false",
                (long long)threads, res.seconds, res.seconds / (double)res.chunks, tps, t_load, t_tok,
                flops * 1e-9, gflops, cpu_s, (long long)ru.ru_maxrss * 1024, res.cancelled ? "true" : "false", cpu_describe());
-        json_str(stdout, sgemm_backend());
+        args_json_str(stdout, sgemm_backend());
         double best = res.chunk_seconds[0];
         for (int64_t c = 1; c < res.chunks; c++)
             if (res.chunk_seconds[c] < best) best = res.chunk_seconds[c];

@@ -18,18 +18,6 @@
 #include "sessions/qmodel_dist.h"
 #include "sessions/qmodel_file.h"
 
-/* Writes s as a JSON string. */
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 static const char QUANT_USAGE[] =
     "usage: qscope quant MODEL (--plan PLAN | --preset NAME) [--stats STATS] [--threads N] [--json]\n\n"
     "Quantizes every site of MODEL with the plan (rtn, gptq, adadim, aqlm; SmoothQuant and\n"
@@ -101,7 +89,7 @@ int cmd_quant(int argc, char **argv) {
         fprintf(stderr, "quant: wrote %s\n", out_path);
     }
     if (json) printf("{\"plan\": ");
-    if (json) json_str(plan.name);
+    if (json) args_json_str(stdout, plan.name);
     if (json) printf(", \"bpw\": %.6f, \"bytes\": %zu, \"file_bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
                      "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",
                      qm->bpw, qm->bytes, file_bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
@@ -127,7 +115,7 @@ int cmd_quant(int argc, char **argv) {
         printf("], \"notes\": [");
         for (int64_t i = 0; i < qm->n_notes; i++) {
             if (i) printf(", ");
-            json_str(qm->notes[i]);
+            args_json_str(stdout, qm->notes[i]);
         }
         printf("]}\n");
     } else {

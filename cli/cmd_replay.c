@@ -35,16 +35,6 @@ static void on_action(void *user, int64_t i, const char *name, const char *summa
     if (!v->quiet) fprintf(stderr, "[%" PRId64 "] %s: %s\n", i, name, summary);
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') printf("\\%c", *c);
-        else if (*c < 0x20) printf("\\u%04x", *c);
-        else putchar(*c);
-    }
-    putchar('"');
-}
-
 static void json_num(double v) {
     if (isfinite(v)) printf("%.17g", v);
     else printf("null");
@@ -69,18 +59,18 @@ static void remove_work_dir(const char *dir) {
 static void print_json(const char *in, const char *out, int check, int rc, Status st, const Err *err,
                        const ReplayReport *rep, double seconds) {
     printf("{\"file\": ");
-    json_str(in);
+    args_json_str(stdout, in);
     printf(", \"ok\": %s, \"actions\": %" PRId64 ", \"run\": %" PRId64 ", \"skipped\": %" PRId64
            ", \"threads\": %d, \"recorded_threads\": %" PRId64 ", \"results\": %" PRId64 ", \"seconds\": %.3f",
            rc == 0 ? "true" : "false", rep->n_actions, rep->n_run, rep->n_skipped, rep->threads, rep->recorded_threads,
            rep->out ? session_n_results(rep->out) : 0, seconds);
     if (st) {
         printf(", \"error\": ");
-        json_str(err->detail);
+        args_json_str(stdout, err->detail);
     }
     if (out && !st) {
         printf(", \"output\": ");
-        json_str(out);
+        args_json_str(stdout, out);
     }
     if (check && !st) {
         printf(", \"check\": {\"compared\": %" PRId64 ", \"bit_identical\": %s, \"differences\": [", rep->n_compared,
@@ -88,10 +78,10 @@ static void print_json(const char *in, const char *out, int check, int rc, Statu
         for (int64_t i = 0; i < rep->n_diffs; i++) {
             const ReplayDiff *d = &rep->diffs[i];
             printf("%s{\"result\": %" PRId64 ", \"what\": ", i ? ", " : "", d->result);
-            json_str(d->what);
+            args_json_str(stdout, d->what);
             if (isnan(d->tol)) {
                 printf(", \"text\": ");
-                json_str(d->text);
+                args_json_str(stdout, d->text);
             } else {
                 printf(", \"recorded\": ");
                 json_num(d->recorded);

@@ -46,19 +46,6 @@ static void json_num(double v) {
     else printf("null");
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') printf("\\%c", *p);
-        else if (*p == '\n') printf("\\n");
-        else if (*p == '\t') printf("\\t");
-        else if (*p == '\r') printf("\\r");
-        else if (*p < 0x20) printf("\\u%04x", *p);
-        else putchar(*p);
-    }
-    putchar('"');
-}
-
 /* CSV field: quoted, quotes doubled. */
 static void csv_str(const char *s) {
     putchar('"');
@@ -136,7 +123,7 @@ static int view_spikes(const CalibStats *cs, const ReportOpts *o) {
                 printf(", \"top\": {\"value\": ");
                 json_num(sp->value);
                 printf(", \"channel\": %d, \"token\": %d, \"text\": ", sp->channel, sp->token);
-                json_str(sp->text);
+                args_json_str(stdout, sp->text);
                 printf(", \"pos\": %d, \"seq\": %lld}", sp->pos, (long long)sp->seq);
             }
             printf("}");
@@ -419,10 +406,10 @@ static int view_tokens(const CalibStats *cs, const ReportOpts *o) {
                            (long long)l, tap_name((TapPoint)t), (long long)r + 1);
                     json_num(s->value);
                     printf(", \"channel\": %d, \"token\": %d, \"text\": ", s->channel, s->token);
-                    json_str(s->text);
+                    args_json_str(stdout, s->text);
                     printf(", \"pos\": %d, \"seq\": %lld, \"count\": %lld, \"context\": ", s->pos, (long long)s->seq,
                            (long long)count[r]);
-                    json_str(c);
+                    args_json_str(stdout, c);
                     printf("}");
                     first = 0;
                 } else if (o->out == OUT_CSV) {

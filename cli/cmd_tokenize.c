@@ -84,16 +84,6 @@ static Status open_tokenizer(const char *model, const char *tok_path, Tokenizer 
     return tokenizer_from_llama2c(tok_path, vocab, t, err);
 }
 
-static void json_bytes(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL, *tok_path = NULL;
     int no_bos = 0, json = 0;
@@ -135,13 +125,13 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (json) {
         printf("{\"tokenizer\": ");
-        json_bytes(stdout, tokenizer_describe(t));
+        args_json_str(stdout, tokenizer_describe(t));
         printf(", \"n_tokens\": %lld, \"ids\": [", (long long)n);
         for (int64_t i = 0; i < n; i++) printf(i ? ", %d" : "%d", ids[i]);
         printf("], \"pieces\": [");
         for (int64_t i = 0; i < n; i++) {
             if (i) printf(", ");
-            json_bytes(stdout, tokenizer_piece(t, ids[i]));
+            args_json_str(stdout, tokenizer_piece(t, ids[i]));
         }
         printf("]}\n");
     } else {
