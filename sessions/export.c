@@ -605,6 +605,59 @@ static void yaml_targets(Buf *b, const char *key, int indent, char **list, int64
     buf_printf(b, "]\n");
 }
 
+/* The HF module name of site i (hi: the output head). */
+static void lc_site_name(char *nm, size_t cap, int64_t i, int64_t hi) {
+    if (i == hi) snprintf(nm, cap, "lm_head");
+    else snprintf(nm, cap, "model.layers.%" PRId64 ".%s", i / PLAN_NPROJ, HF_T[i % PLAN_NPROJ]);
+}
+
+/* The GPTQModifier of a recipe whose quantized sites (quant[0..n), hi the
+ * head) include GPTQ ones: its damping, the one actorder it can hold, and a
+ * note on each site where the recipe cannot give what the plan asked. */
+static void lc_gptq_modifier(const PlanResolved *r, const int *quant, int64_t n, int64_t hi, SiteMark *sms, Buf *b,
+                             ExportReport *rep) {
+    for (int64_t i = 0; i < n; i++)
+        if (quant[i]) {
+            const PlanEntry *e = i == hi ? &r->output.e : &r->lin[i].e;
+            if (e->method == QM_RTN) {
+                char nm[96];
+                lc_site_name(nm, sizeof nm, i, hi);
+                note(rep, &sms[i], EXPORT_APPROX, nm, "method rtn under a GPTQModifier: GPTQ runs on it too");
+            }
+        }
+    double damp = 0.01;
+    for (int64_t i = 0; i < n - 1; i++)
+        if (quant[i] && r->lin[i].e.method == QM_GPTQ) {
+            damp = r->lin[i].e.gptq.damp;
+            break;
+        }
+    /* GPTQModifier.actorder defaults to "static" and a scheme without
+     * actorder takes the modifier's (resolve_quantization_config), so it
+     * is written out; a scheme-level value that differs from the
+     * modifier's is an error there, so there is one value per recipe. */
+    int64_t ao_on = 0, ao_off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const PlanEntry *e = i == hi ? &r->output.e : &r->lin[i].e;
+        if (!quant[i] || !(e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)))
+            continue;
+        if (e->gptq.act_order) ao_on++;
+        else ao_off++;
+    }
+    int ao = ao_on > ao_off;
+    for (int64_t i = 0; i < n; i++) {
+        const PlanEntry *e = i == hi ? &r->output.e : &r->lin[i].e;
+        if (!quant[i] || !(e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)) ||
+            !e->gptq.act_order == !ao)
+            continue;
+        char nm[96];
+        lc_site_name(nm, sizeof nm, i, hi);
+        note(rep, &sms[i], EXPORT_APPROX, nm, "act_order %s: one actorder per GPTQModifier (%s written)",
+             e->gptq.act_order ? "on" : "off", ao ? "static" : "null");
+    }
+    buf_printf(b, "    GPTQModifier:\n      dampening_frac: %g\n      actorder: %s\n", damp,
+               ao ? "static" : "null");
+}
+
 static Status export_llmcompressor(const Plan *p, const PlanModel *m, const PlanResolved *r, Buf *b,
                                    ExportReport *rep, Err *err) {
     enum { SIG = 1024 };
@@ -664,48 +717,7 @@ static Status export_llmcompressor(const Plan *p, const PlanModel *m, const Plan
     buf_printf(b, "quant_stage:\n  quant_modifiers:\n");
     if (smooth) buf_printf(b, "    SmoothQuantModifier:\n      smoothing_strength: %g\n", (double)alpha);
     if (gptq) {
-        for (int64_t i = 0; i < n; i++)
-            if (quant[i]) {
-                const PlanEntry *e = i == hi ? &r->output.e : &r->lin[i].e;
-                if (e->method == QM_RTN) {
-                    char nm[96];
-                    if (i == hi) snprintf(nm, sizeof nm, "lm_head");
-                    else snprintf(nm, sizeof nm, "model.layers.%" PRId64 ".%s", i / PLAN_NPROJ, HF_T[i % PLAN_NPROJ]);
-                    note(rep, &sms[i], EXPORT_APPROX, nm, "method rtn under a GPTQModifier: GPTQ runs on it too");
-                }
-            }
-        double damp = 0.01;
-        for (int64_t i = 0; i < n - 1; i++)
-            if (quant[i] && r->lin[i].e.method == QM_GPTQ) {
-                damp = r->lin[i].e.gptq.damp;
-                break;
-            }
-        /* GPTQModifier.actorder defaults to "static" and a scheme without
-         * actorder takes the modifier's (resolve_quantization_config), so it
-         * is written out; a scheme-level value that differs from the
-         * modifier's is an error there, so there is one value per recipe. */
-        int64_t ao_on = 0, ao_off = 0;
-        for (int64_t i = 0; i < n; i++) {
-            const PlanEntry *e = i == hi ? &r->output.e : &r->lin[i].e;
-            if (!quant[i] || !(e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)))
-                continue;
-            if (e->gptq.act_order) ao_on++;
-            else ao_off++;
-        }
-        int ao = ao_on > ao_off;
-        for (int64_t i = 0; i < n; i++) {
-            const PlanEntry *e = i == hi ? &r->output.e : &r->lin[i].e;
-            if (!quant[i] || !(e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)) ||
-                !e->gptq.act_order == !ao)
-                continue;
-            char nm[96];
-            if (i == hi) snprintf(nm, sizeof nm, "lm_head");
-            else snprintf(nm, sizeof nm, "model.layers.%" PRId64 ".%s", i / PLAN_NPROJ, HF_T[i % PLAN_NPROJ]);
-            note(rep, &sms[i], EXPORT_APPROX, nm, "act_order %s: one actorder per GPTQModifier (%s written)",
-                 e->gptq.act_order ? "on" : "off", ao ? "static" : "null");
-        }
-        buf_printf(b, "    GPTQModifier:\n      dampening_frac: %g\n      actorder: %s\n", damp,
-                   ao ? "static" : "null");
+        lc_gptq_modifier(r, quant, n, hi, sms, b, rep);
     } else {
         buf_printf(b, "    QuantizationModifier:\n");
     }
