@@ -53,7 +53,9 @@ void eval_opts_default(EvalOpts *o) {
 }
 
 int64_t eval_ctx_default(const ModelConfig *c) {
-    return c->max_seq_len > 0 && c->max_seq_len < 512 ? c->max_seq_len : 512;
+    EvalOpts o;
+    eval_opts_default(&o);
+    return c->max_seq_len > 0 && c->max_seq_len < o.n_ctx ? c->max_seq_len : o.n_ctx;
 }
 
 static int64_t opts_batch(const EvalOpts *o) {

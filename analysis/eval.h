@@ -47,8 +47,11 @@ typedef struct EvalOpts {
 /* Fills o with the defaults above. */
 void eval_opts_default(EvalOpts *o);
 
-/* The default chunk length for a model (the CLI's and the workbench's): 512,
- * or the model's declared context when that is shorter. */
+/* The one context policy of ppl-style evaluation (the CLI, the TUI, replay,
+ * calibration's split of one text and the planner's site calibration):
+ * eval_opts_default's 512, or c's declared context when that is shorter. A
+ * longer chunk asked for explicitly is kept (callers warn, as llama.cpp
+ * accepts it). */
 int64_t eval_ctx_default(const ModelConfig *c);
 
 /* The base model's side of an evaluation (opaque; immutable once built, so

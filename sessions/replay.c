@@ -740,10 +740,8 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
     if (!text) return err_set(err, ST_ERR_ARG, "evaluate needs a 'text' argument");
     EvalOpts eo;
     eval_opts_default(&eo);
-    int64_t def_ctx = eo.n_ctx;
-    if (r->m->cfg.max_seq_len > 0 && def_ctx > r->m->cfg.max_seq_len) def_ctx = r->m->cfg.max_seq_len;
     Status st;
-    if ((st = a_int(a, "ctx", 4, 1 << 20, def_ctx, &eo.n_ctx, err))) return st;
+    if ((st = a_int(a, "ctx", 4, 1 << 20, eval_ctx_default(&r->m->cfg), &eo.n_ctx, err))) return st;
     if ((st = a_int(a, "chunks", 0, (int64_t)1 << 40, 0, &eo.max_chunks, err))) return st;
     eo.speed = r->o->speed;
     TextBuf *t;

@@ -430,9 +430,21 @@ static void test_concurrency_cancel(const EvalRef *ref) {
     qmodel_free(qm);
 }
 
+/* The one context policy: 512, or the model's declared context when shorter. */
+static void test_ctx_default(void) {
+    Model m;
+    memset(&m, 0, sizeof m);
+    CHECK(eval_ctx_default(&m.cfg) == 512); /* no declared context */
+    m.cfg.max_seq_len = 256;
+    CHECK(eval_ctx_default(&m.cfg) == 256);
+    m.cfg.max_seq_len = 4096;
+    CHECK(eval_ctx_default(&m.cfg) == 512);
+}
+
 int main(void) {
     Err err;
     err_init(&err);
+    test_ctx_default();
     CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &g_m, &err), err);
     CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 20, &g_text, &g_len, &err), err);
     eval_opts_default(&g_o);

@@ -34,7 +34,7 @@ static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg
  * warns; llama.cpp accepts it too). */
 void app_eval_opts(const App *a, EvalOpts *o) {
     eval_opts_default(o);
-    if (a->m->cfg.max_seq_len > 0 && o->n_ctx > a->m->cfg.max_seq_len) o->n_ctx = a->m->cfg.max_seq_len;
+    o->n_ctx = eval_ctx_default(&a->m->cfg);
     if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
     if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
     else if (a->split_chunks > 0) o->max_chunks = a->split_chunks; /* the rest is the calibration's */
