@@ -157,6 +157,9 @@ typedef struct RowDetail {
     int64_t vs_id;           /* the result its cells are compared with (0: none) */
 } RowDetail;
 
+/* A queued or running evaluation job; its fields are app_plan.c's. */
+typedef struct EvalJob EvalJob;
+
 typedef struct App {
     TuiOpts opts;
     Model *m;                /* owned */
@@ -191,7 +194,7 @@ typedef struct App {
     EvalRow *rows;           /* (n_rows) every evaluation of the session */
     RowDetail *details;      /* (n_rows, capacity cap_rows) the rows' details */
     int64_t n_rows, cap_rows;
-    void *evals[JOBS_MAX_QUEUE + 1]; /* queued or running evaluation jobs (app_plan.c), oldest first */
+    EvalJob *evals[JOBS_MAX_QUEUE + 1]; /* queued or running evaluation jobs, oldest first */
     int n_evals;
     char eval_settings[160]; /* "ctx 512, all chunks of tinystories_sample.txt" */
     int64_t split_chunks;    /* --text without --calib-text or --chunks: evaluation scores its

@@ -324,7 +324,7 @@ void app_write_plan(App *a, const char *dest) {
 
 #define LIVE_MAX 4096
 
-typedef struct EvalJob {
+struct EvalJob {
     const Model *m;          /* borrowed (the app outlives its jobs) */
     const char *text;
     size_t len;
@@ -355,7 +355,7 @@ typedef struct EvalJob {
     _Atomic int64_t chunks_done, n_chunks;
     _Atomic int started;
     double ppl[LIVE_MAX], kld[LIVE_MAX];
-} EvalJob;
+};
 
 static void eval_chunk_cb(void *user, int64_t chunk, int64_t n_chunks, double running_ppl, double running_kld) {
     EvalJob *j = user;
