@@ -1,9 +1,9 @@
 /* The workbench's state (the "model" every view draws from) and the
  * operations on it that do not touch curses. Views and the main loop live
  * in app.c / view_*.c; the statistics side (calibration, its cache and
- * summaries) is in app_calib.c and the plan side (editing, presets, budget,
- * evaluation) in app_plan.c — separate translation units because
- * analysis/stats.h and quant/plan.h both define ACT_INT8. */
+ * summaries) is in app_calib.c, the plan side (editing, presets, budget,
+ * evaluation) in app_plan.c and the auto-plan dialog in app_auto.c: one file
+ * per side of the state, each declared in its section below. */
 #ifndef QS_TUI_APP_H
 #define QS_TUI_APP_H
 
