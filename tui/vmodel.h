@@ -1,8 +1,7 @@
 /* Curses-free view models: the numbers each view shows, computed from the
  * model, the calibration stats and the evaluation results. Drawing code
- * reads these and never computes a statistic itself. (Evaluation rows live
- * in tui/results.h: analysis/stats.h and quant/plan.h both define ACT_INT8,
- * so stats-side and plan-side code stay in separate translation units.) */
+ * reads these and never computes a statistic itself. (The Evaluate view's
+ * rows, which need no calibration, are tui/results.h's.) */
 #ifndef QS_TUI_VMODEL_H
 #define QS_TUI_VMODEL_H
 
