@@ -139,6 +139,82 @@ static int calib_args(CalibArgs *a, int argc, char **argv) {
     return OPTS_OK;
 }
 
+/* STATS already holding this calibration (p on the text buf, len bytes)
+ * with a partial map, from a cancelled or killed pass: its statistics, whose
+ * missing sites are all that is left to compute; else NULL. */
+static CalibStats *calib_resumable(const char *out, const CalibParams *p, const char *buf, size_t len, const Model *m,
+                                   int no_h) {
+    if (!p->sensitivity || access(out, F_OK) != 0) return NULL;
+    CalibParams q = *p;
+    q.text_hash = hash_bytes(HASH_SEED, buf, len);
+    q.text_bytes = (int64_t)len;
+    CalibStats *cs = NULL;
+    Err e2;
+    err_init(&e2);
+    if (statsfile_load(out, &cs, &e2) != ST_OK || !sensrun_resumable(cs, m, &q, NULL, 0) || cs->has_h == no_h) {
+        calib_stats_free(cs);
+        return NULL;
+    }
+    return cs;
+}
+
+/* The summary on stdout: what was calibrated (or resumed), the files, the
+ * map's state and the spike-aware candidates. */
+static void calib_print(const CalibArgs *a, const CalibParams *p, const CalibStats *cs, int resumed, double dt,
+                        double dt_map, int64_t ev_ctx, int rc) {
+    const char *out = a->out;
+    Err err;
+    err_init(&err);
+    char *hfinal = cs->has_h ? statsfile_h_path(out, cs->h_id) : NULL;
+    if (resumed) {
+        printf("resumed the sensitivity map of %s (calibrated on %s: %lld sequences × %lld tokens)\n", out,
+               cs->params.text_path, (long long)cs->n_seqs, (long long)cs->params.seqlen);
+    } else {
+        printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", a->model, a->text,
+               (long long)cs->n_seqs, (long long)p->seqlen, calib_mode_name(p->mode), (unsigned long long)p->seed, dt);
+        if (p->tok_from)
+            printf("calibration part: tokens %lld-%lld of %s (%lld tokens), past the %lld chunks of %lld that "
+                   "`eval --chunks %lld --ctx %lld` scores\n",
+                   (long long)p->tok_from, (long long)(p->tok_from + cs->text_tokens - 1), a->text,
+                   (long long)cs->text_tokens, (long long)a->ev_chunks, (long long)ev_ctx, (long long)a->ev_chunks,
+                   (long long)ev_ctx);
+        else
+            printf("calibration part: the whole text (%lld tokens; with --eval-chunks N, only what `eval --chunks "
+                   "N` does not read)\n",
+                   (long long)cs->text_tokens);
+        printf("pipeline: %s%s", calib_pipeline_name(cs->pipeline),
+               p->pipeline == CALIB_STREAM && cs->pipeline != CALIB_STREAM ? " (the residual stream would not fit the "
+                                                                            "temporary directory's disk)" : "");
+        if (cs->spilled_bytes)
+            printf(", %.1f MB of residual stream spilled to a temporary file", (double)cs->spilled_bytes / 1e6);
+        printf("\n");
+    }
+    if (cs->n_seqs < cs->n_planned)
+        printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
+    printf("stats: %s\n", out);
+    if (cs->has_h) printf("H: %s (%zu bytes)\n", hfinal ? hfinal : "?", cs->h_bytes);
+    if (!p->sensitivity)
+        printf("sensitivity map: not computed\n");
+    else if (cs->n_seqs < cs->n_planned)
+        printf("sensitivity map: not computed (interrupted)\n");
+    else if (cs->has_sens && sens_map_complete(&cs->sens))
+        printf("sensitivity map: computed in %.2f s\n", dt_map);
+    else
+        printf("sensitivity map: partial, %lld of %lld sites (%s; the same command resumes it)\n",
+               (long long)(cs->has_sens ? sens_map_sites_done(&cs->sens) : 0), (long long)(cs->n_layers * PROJ_COUNT),
+               rc == 130 ? "interrupted" : "stopped");
+    SpikeScore *sc = NULL;
+    int64_t n = 0;
+    if (spikes_score(cs, &sc, &n, &err) == ST_OK) {
+        printf("spike-aware candidates (top %d by max/median):\n", SPIKES_DEFAULT_K);
+        for (int64_t i = 0; i < n && i < SPIKES_DEFAULT_K; i++)
+            printf("  %lld. layer %lld %-7s max %.4g median %.4g ratio %.1f\n", (long long)sc[i].rank,
+                   (long long)sc[i].layer, tap_name(sc[i].tap), sc[i].max, sc[i].median, sc[i].ratio);
+        free(sc);
+    }
+    free(hfinal);
+}
+
 int cmd_calib(int argc, char **argv) {
     CalibArgs a;
     int pr = calib_args(&a, argc, argv);
@@ -185,22 +261,8 @@ int cmd_calib(int argc, char **argv) {
         free(buf);
         return 1;
     }
-    CalibStats *cs = NULL;
-    /* STATS already holding this calibration with a partial map (a cancelled
-     * or killed pass): compute only the missing sites. */
-    if (!fresh && p.sensitivity && access(out, F_OK) == 0) {
-        CalibParams q = p;
-        q.text_hash = hash_bytes(HASH_SEED, buf, len);
-        q.text_bytes = (int64_t)len;
-        Err e2;
-        err_init(&e2);
-        if (statsfile_load(out, &cs, &e2) != ST_OK || !sensrun_resumable(cs, m, &q, NULL, 0) ||
-            cs->has_h == no_h) {
-            calib_stats_free(cs);
-            cs = NULL;
-        }
-    }
-    char *hpath = no_h || cs ? NULL : calib_h_temp(out), *hfinal = NULL;
+    CalibStats *cs = fresh ? NULL : calib_resumable(out, &p, buf, len, m, no_h);
+    char *hpath = no_h || cs ? NULL : calib_h_temp(out);
     size_t hb = calib_h_bytes(m);
     if (cs)
         fprintf(stderr, "qscope calib: %s holds this calibration with a partial sensitivity map (%lld of %lld sites): "
@@ -268,57 +330,10 @@ int cmd_calib(int argc, char **argv) {
         args_print_err("calib", &err);
         rc = 1;
     }
-    if (cs->has_h) hfinal = statsfile_h_path(out, cs->h_id);
-    if (resumed) {
-        printf("resumed the sensitivity map of %s (calibrated on %s: %lld sequences × %lld tokens)\n", out,
-               cs->params.text_path, (long long)cs->n_seqs, (long long)cs->params.seqlen);
-    } else {
-        printf("calibrated %s on %s: %lld sequences × %lld tokens (%s, seed %llu) in %.2f s\n", model, text,
-               (long long)cs->n_seqs, (long long)p.seqlen, calib_mode_name(p.mode), (unsigned long long)p.seed, dt);
-        if (p.tok_from)
-            printf("calibration part: tokens %lld-%lld of %s (%lld tokens), past the %lld chunks of %lld that "
-                   "`eval --chunks %lld --ctx %lld` scores\n",
-                   (long long)p.tok_from, (long long)(p.tok_from + cs->text_tokens - 1), text,
-                   (long long)cs->text_tokens, (long long)ev_chunks, (long long)ev_ctx, (long long)ev_chunks,
-                   (long long)ev_ctx);
-        else
-            printf("calibration part: the whole text (%lld tokens; with --eval-chunks N, only what `eval --chunks "
-                   "N` does not read)\n",
-                   (long long)cs->text_tokens);
-        printf("pipeline: %s%s", calib_pipeline_name(cs->pipeline),
-               p.pipeline == CALIB_STREAM && cs->pipeline != CALIB_STREAM ? " (the residual stream would not fit the "
-                                                                            "temporary directory's disk)" : "");
-        if (cs->spilled_bytes)
-            printf(", %.1f MB of residual stream spilled to a temporary file", (double)cs->spilled_bytes / 1e6);
-        printf("\n");
-    }
-    if (cs->n_seqs < cs->n_planned)
-        printf("cancelled: kept %lld of %lld sequences\n", (long long)cs->n_seqs, (long long)cs->n_planned);
-    printf("stats: %s\n", out);
-    if (cs->has_h) printf("H: %s (%zu bytes)\n", hfinal ? hfinal : "?", cs->h_bytes);
-    if (!p.sensitivity)
-        printf("sensitivity map: not computed\n");
-    else if (cs->n_seqs < cs->n_planned)
-        printf("sensitivity map: not computed (interrupted)\n");
-    else if (cs->has_sens && sens_map_complete(&cs->sens))
-        printf("sensitivity map: computed in %.2f s\n", dt_map);
-    else
-        printf("sensitivity map: partial, %lld of %lld sites (%s; the same command resumes it)\n",
-               (long long)(cs->has_sens ? sens_map_sites_done(&cs->sens) : 0), (long long)(cs->n_layers * PROJ_COUNT),
-               rc == 130 ? "interrupted" : "stopped");
-    SpikeScore *sc = NULL;
-    int64_t n = 0;
-    if (spikes_score(cs, &sc, &n, &err) == ST_OK) {
-        printf("spike-aware candidates (top %d by max/median):\n", SPIKES_DEFAULT_K);
-        for (int64_t i = 0; i < n && i < SPIKES_DEFAULT_K; i++)
-            printf("  %lld. layer %lld %-7s max %.4g median %.4g ratio %.1f\n", (long long)sc[i].rank,
-                   (long long)sc[i].layer, tap_name(sc[i].tap), sc[i].max, sc[i].median, sc[i].ratio);
-        free(sc);
-    }
+    calib_print(&a, &p, cs, resumed, dt, dt_map, ev_ctx, rc);
 done:
     calib_stats_free(cs);
     free(hpath);
-    free(hfinal);
     pool_free(pool);
     model_free(m);
     free(buf);
