@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -579,6 +578,7 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     a.r = r;
     a.prog = prog;
     Status st;
+    int measured = 0; /* res holds a result (complete, or the chunks before a cancel) */
     if ((st = forward_new(m, &qm->ov, r->n_ctx, r->batch, pool, &f, err))) goto fail;
     logits = core_alloc_aligned((size_t)(r->batch * r->vocab), sizeof(float));
     size_t npos = (size_t)(r->n_pos > 0 ? r->n_pos : 1);
@@ -667,15 +667,8 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     }
     if (!res->cancelled && o->speed && (st = measure_speed(f, r, o, pool ? pool_size(pool) : 1, logits, res, err))) goto fail;
     res->seconds = clock_now() - t0;
-    free(resid);
-    free(a.kld);
-    free(a.nll);
-    free(a.agree);
-    free(done);
-    free(a.row);
-    core_free_aligned(logits);
-    forward_free(f);
-    return res->cancelled ? ST_ERR_CANCELLED : ST_OK;
+    measured = 1;
+    st = res->cancelled ? ST_ERR_CANCELLED : ST_OK;
 fail:
     free(resid);
     free(a.kld);
@@ -685,107 +678,6 @@ fail:
     free(a.row);
     core_free_aligned(logits);
     forward_free(f);
-    eval_result_done(res);
+    if (!measured) eval_result_done(res);
     return st;
-}
-
-/* === JSON === */
-
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int ok;
-} SBuf;
-
-static void sb_printf(SBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(SBuf *b, const char *fmt, ...) {
-    if (!b->ok) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->ok = 0;
-            return;
-        }
-        if ((size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t nc = b->cap * 2 + (size_t)k + 64;
-        char *ns = realloc(b->s, nc);
-        if (!ns) {
-            b->ok = 0;
-            return;
-        }
-        b->s = ns;
-        b->cap = nc;
-    }
-}
-
-static void sb_str(SBuf *b, const char *s) {
-    sb_printf(b, "\"");
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
-        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
-        else sb_printf(b, "%c", c);
-    }
-    sb_printf(b, "\"");
-}
-
-/* JSON has no inf/nan: print them as null. */
-static void sb_num(SBuf *b, double v) {
-    if (isfinite(v)) sb_printf(b, "%.9g", v);
-    else sb_printf(b, "null");
-}
-
-char *eval_result_json(const EvalResult *res, const QModel *qm, const char *plan_name) {
-    SBuf b = {malloc(1024), 0, 1024, 1};
-    if (!b.s) return NULL;
-    b.s[0] = 0;
-    sb_printf(&b, "{\"plan\": ");
-    sb_str(&b, plan_name ? plan_name : "");
-    sb_printf(&b, ", \"model\": ");
-    sb_str(&b, qm && qm->model.path ? qm->model.path : "");
-    const char *keys[] = {"ppl", "ppl_base", "kld_mean", "kld_median", "kld_p90", "kld_p99", "kld_max", "top1_agree", "bpw",
-                          "prefill_tps", "decode_tps", "prefill_cpu_tps", "decode_cpu_tps", "seconds"};
-    double vals[] = {res->ppl, res->ppl_base, res->kld_mean, res->kld_median, res->kld_p90, res->kld_p99, res->kld_max,
-                     res->top1_agree, res->bpw, res->prefill_tps, res->decode_tps, res->prefill_cpu_tps, res->decode_cpu_tps,
-                     res->seconds};
-    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
-        sb_printf(&b, ", \"%s\": ", keys[i]);
-        sb_num(&b, vals[i]);
-    }
-    sb_printf(&b, ", \"bytes\": %zu, \"chunks\": %lld, \"tokens_scored\": %lld, \"cancelled\": %s", res->bytes,
-              (long long)res->chunks, (long long)res->tokens_scored, res->cancelled ? "true" : "false");
-    if (qm) sb_printf(&b, ", \"params\": %lld, \"bits\": %lld, \"kernel_bytes\": %zu, \"quantize_seconds\": %.4f",
-                      (long long)qm->params, (long long)qm->bits, qm->kernel_bytes, qm->seconds);
-    sb_printf(&b, ", \"layer_rel_err\": [");
-    for (int64_t l = 0; l < res->n_layers; l++) {
-        if (l) sb_printf(&b, ", ");
-        sb_num(&b, res->layer_rel_err[l]);
-    }
-    sb_printf(&b, "], \"running_ppl\": [");
-    for (int64_t c = 0; c < res->chunks; c++) {
-        if (c) sb_printf(&b, ", ");
-        sb_num(&b, res->running_ppl[c]);
-    }
-    sb_printf(&b, "], \"running_kld\": [");
-    for (int64_t c = 0; c < res->chunks; c++) {
-        if (c) sb_printf(&b, ", ");
-        sb_num(&b, res->running_kld[c]);
-    }
-    sb_printf(&b, "], \"notes\": [");
-    for (int64_t i = 0; qm && i < qm->n_notes; i++) {
-        if (i) sb_printf(&b, ", ");
-        sb_str(&b, qm->notes[i]);
-    }
-    sb_printf(&b, "]}");
-    if (!b.ok) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
 }

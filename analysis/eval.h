@@ -137,12 +137,4 @@ Status eval_run(const QModel *qm, const EvalRef *ref, const EvalOpts *o, Pool *p
 /* Frees the arrays of *res and zeroes it; safe on a zeroed one. */
 void eval_result_done(EvalResult *res);
 
-/* Prints res as one JSON object (keys ppl, ppl_base, kld_mean, kld_median,
- * kld_p90, kld_p99, kld_max, top1_agree, bpw, bytes, prefill_tps,
- * decode_tps, prefill_cpu_tps, decode_cpu_tps, chunks, tokens_scored, notes (qm's),
- * layer_rel_err, seconds,
- * plus plan and model names) into a heap string (caller frees); qm may be
- * NULL (no notes). Returns NULL when memory runs out. */
-char *eval_result_json(const EvalResult *res, const QModel *qm, const char *plan_name);
-
 #endif

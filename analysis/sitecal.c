@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "analysis/evaluate.h"
 #include "analysis/sensitivity.h"
 #include "analysis/qmodel.h"
 #include "analysis/statsfile.h"
@@ -89,19 +90,22 @@ Status sitecal_measure(const Model *m, const CalibStats *cs, const EvalRef *ref,
         char pat[32];
         snprintf(pat, sizeof pat, "%lld.%s", (long long)l, plan_proj_name(p));
         snprintf(pl.name, sizeof pl.name, "probe-%s", pat);
-        QModel *qm = NULL;
-        EvalResult res;
-        memset(&res, 0, sizeof res);
+        EvalSpec es; /* the one evaluate path, on the caller's reference */
+        evaluate_spec_init(&es, m, NULL, 0);
+        es.opts = eo;
+        es.ref = ref;
+        es.plan = &pl;
+        es.pool = pool;
+        Evaluation ev;
+        memset(&ev, 0, sizeof ev);
         st = plan_add_rule(&pl, pat, PF_FMT | PF_GROUP | PF_METHOD, &e, err);
-        if (!st) st = qmodel_build(m, &pl, NULL, pool, NULL, &qm, err);
-        if (!st) st = eval_run(qm, ref, &eo, pool, NULL, NULL, NULL, &res, err);
+        if (!st) st = evaluate(&es, &ev, err);
         if (!st) {
-            out->kld[s] = res.kld_mean;
+            out->kld[s] = ev.res.kld_mean;
             out->oerr[s] = oerr;
-            out->scale[s] = res.kld_mean / oerr;
+            out->scale[s] = ev.res.kld_mean / oerr;
         }
-        eval_result_done(&res);
-        qmodel_free(qm);
+        evaluation_done(&ev);
         plan_done(&pl);
         if (st) {
             err_wrap(err, "site %s", pat);

@@ -42,21 +42,16 @@ int args_double(const char *cmd, const char *opt, const char *s, double lo, doub
     return 1;
 }
 
-void args_json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
-            else fputc(*p, f);
-        }
+int args_print_json(const char *cmd, cJSON *o) {
+    char *line = o ? json_print_line(o, 9) : NULL;
+    cJSON_Delete(o);
+    if (!line) {
+        fprintf(stderr, "qscope %s: out of memory\n", cmd);
+        return -1;
     }
-    fputc('"', f);
+    printf("%s\n", line);
+    free(line);
+    return 0;
 }
 
 void args_print_err(const char *cmd, const Err *err) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "core/progress.h"
+#include "sessions/json.h"
 #include "model/model.h"
 
 /* Parses a whole decimal integer in [lo, hi]; prints "cmd: opt: ..." and returns 0 on error. */
@@ -16,10 +17,11 @@ int args_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_
 /* Parses a float in [lo, hi]; prints an error and returns 0 on failure. */
 int args_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 
-/* Writes s to f as a JSON string: quotes, backslash escapes for " \\ \\n \\r
- * \\t, \\u00XX for the other control bytes and DEL; other bytes as they are
- * (UTF-8 passes through). The one escaper of the commands' hand-written JSON. */
-void args_json_str(FILE *f, const char *s);
+/* Prints a command's --json object o on one line of stdout
+ * (sessions/json.h's json_print_line, 9 significant digits where a number
+ * has no format of its own) and deletes o. o NULL means memory ran out: says
+ * so ("qscope CMD: out of memory") and returns -1; else returns 0. */
+int args_print_json(const char *cmd, cJSON *o);
 
 /* Loads a model, printing "qscope: <detail>" on failure; returns NULL then. */
 Model *args_load_model(const char *path, const char *tokenizer_path);

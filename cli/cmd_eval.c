@@ -7,6 +7,7 @@
 
 #include "analysis/calib.h"
 #include "analysis/eval.h"
+#include "analysis/evaluate.h"
 #include "analysis/qmodel.h"
 #include "analysis/planner.h"
 #include "analysis/statsfile.h"
@@ -19,6 +20,7 @@
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
+#include "sessions/json.h"
 #include "sessions/qmodel_dist.h"
 
 #define EVAL_MAX_TEXT ((size_t)1 << 31)
@@ -39,6 +41,10 @@ static const char EVAL_USAGE[] =
 typedef struct {
     ProgressBar pb;
     int quiet;
+    /* for the overlap warning: the calibration (may be NULL) and the text evaluated */
+    const CalibStats *cs;
+    const char *stats_path, *text;
+    size_t len;
 } EvalView;
 
 static void eval_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double ppl, double kld) {
@@ -136,22 +142,25 @@ static int eval_args(EvalArgs *a, int argc, char **argv) {
 static int eval_print(const EvalArgs *a, const EvalResult *res, const QModel *qm, const char *plan_name,
                       const EvalOpts *eo, int threads, double kld_pred, int64_t n_approx) {
     if (a->json) {
-        char *js = eval_result_json(res, qm, plan_name);
-        if (!js) {
+        cJSON *o = json_eval_result(res, qm, plan_name);
+        if (o && a->scales_path) { /* the loss model's prediction beside the measurement */
+            if (!json_set_num(o, "kld_pred", kld_pred) ||
+                !json_set_num(o, "kld_pred_approx_sites", (double)n_approx)) {
+                cJSON_Delete(o);
+                o = NULL;
+            }
+        }
+        char *line = o ? json_print_line(o, 9) : NULL;
+        cJSON_Delete(o);
+        if (!line) {
             fprintf(stderr, "qscope eval: out of memory\n");
             return -1;
         }
-        char *end = strrchr(js, '}');
-        if (a->scales_path && end) { /* the loss model's prediction beside the measurement */
-            *end = 0;
-            printf("%s, \"kld_pred\": %.9g, \"kld_pred_approx_sites\": %lld}\n", js, kld_pred, (long long)n_approx);
-        } else {
-            printf("%s\n", js);
-        }
-        free(js);
+        printf("%s\n", line);
+        free(line);
     } else {
         printf("plan %s on %s, %lld chunks of %lld (%lld positions)\n", plan_name, a->text_path, (long long)res->chunks,
-               (long long)a->ctx, (long long)res->tokens_scored);
+               (long long)eo->n_ctx, (long long)res->tokens_scored);
         printf("  PPL        %.4f   (base %.4f, %+.3f%%)\n", res->ppl, res->ppl_base,
                100.0 * (res->ppl / res->ppl_base - 1.0));
         printf("  KLD        mean %.6f  median %.6f  p90 %.6f  p99 %.6f  max %.6f\n", res->kld_mean, res->kld_median,
@@ -179,6 +188,40 @@ static int eval_print(const EvalArgs *a, const EvalResult *res, const QModel *qm
     return 0;
 }
 
+/* The plan's quantized model, its sites shared out over MPI ranks under
+ * mpirun (sessions/qmodel_dist.h; one process: qmodel_build). */
+static Status eval_build(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog, QModel **out,
+                         Err *err) {
+    return qmodel_build_dist(m, p, st, 0, pool, prog, out, err);
+}
+
+/* Reports the stages as they finish: the reference (from the cache or
+ * computed) and the quantizer's notes, on stderr unless --json. */
+static void eval_on_stage(void *user, EvalStage done, const Evaluation *e) {
+    const EvalView *v = user;
+    if (done == EVAL_STAGE_BUILD && !v->quiet)
+        for (int64_t i = 0; i < e->qm->n_notes; i++) fprintf(stderr, "eval: note: %s\n", e->qm->notes[i]);
+    if (done != EVAL_STAGE_REF) return;
+    if (!v->quiet)
+        fprintf(stderr, "eval: reference %s (%lld chunks, %lld positions, base PPL %.4f, %.2f s)\n",
+                e->ref_cached ? "from cache" : "computed", (long long)e->ref_chunks, (long long)e->ref_positions,
+                e->ref_ppl, e->ref_seconds);
+    /* one text for both: the calibration should not have drawn from what is scored here */
+    if (v->cs && calib_overlaps_eval(&v->cs->params, v->text, v->len, e->ref_ctx, e->ref_chunks)) {
+        char part[64] = "all of it";
+        if (v->cs->params.tok_from) snprintf(part, sizeof part, "its tokens from %lld", (long long)v->cs->params.tok_from);
+        fprintf(stderr,
+                "qscope eval: warning: %s was calibrated on this text (%s), which this evaluation reads (its first "
+                "%lld chunks of %lld): the plan is tuned on what it is scored on (calib --eval-chunks N with "
+                "eval --chunks N, or a calibration text of its own, keeps them apart)\n",
+                v->stats_path, part, (long long)e->ref_chunks, (long long)e->ref_ctx);
+    } else if (v->cs && v->cs->params.tok_from && !v->quiet && calib_same_text(&v->cs->params, v->text, v->len)) {
+        /* the same text, kept apart (calib --eval-chunks): say which part each took */
+        fprintf(stderr, "eval: %s was calibrated on this text's tokens from %lld, past the %lld chunks of %lld scored here\n",
+                v->stats_path, (long long)v->cs->params.tok_from, (long long)e->ref_chunks, (long long)e->ref_ctx);
+    }
+}
+
 int cmd_eval(int argc, char **argv) {
     EvalArgs a;
     int pr = eval_args(&a, argc, argv);
@@ -191,14 +234,11 @@ int cmd_eval(int argc, char **argv) {
     Plan plan;
     plan_init(&plan);
     Pool *pool = NULL;
-    QModel *qm = NULL;
     QStored *stored = NULL;
-    EvalRef *ref = NULL;
-    EvalResult res;
-    memset(&res, 0, sizeof res);
+    Evaluation ev;
+    memset(&ev, 0, sizeof ev);
     char *text = NULL, *cdir = NULL;
     size_t len = 0;
-    Model *qsrc = NULL;
     SiteCal sc;
     memset(&sc, 0, sizeof sc);
     double kld_pred = NAN;
@@ -209,24 +249,34 @@ int cmd_eval(int argc, char **argv) {
     }
     Model *m = args_load_model(a.model_path, a.tok_path);
     if (!m) goto done;
-    if (a.ctx == 0) a.ctx = eval_ctx_default(&m->cfg);
-    /* One context policy (ppl, calib, eval, the TUI): longer than declared is
-     * accepted with a warning, as llama.cpp does. */
-    if (a.ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0)
-        fprintf(stderr, "qscope eval: warning: --ctx %lld is longer than the %lld positions %s was trained on\n",
-                (long long)a.ctx, (long long)m->cfg.max_seq_len, a.model_path);
     if (file_read_all(a.text_path, EVAL_MAX_TEXT, &text, &len, &err)) {
         args_print_err("eval", &err);
         goto done;
     }
+    EvalSpec spec;
+    evaluate_spec_init(&spec, m, text, len);
+    if (a.ctx) spec.opts.n_ctx = a.ctx;
+    /* One context policy (ppl, calib, eval, the TUI): longer than declared is
+     * accepted with a warning, as llama.cpp does. */
+    if (spec.opts.n_ctx > m->cfg.max_seq_len && m->cfg.max_seq_len > 0)
+        fprintf(stderr, "qscope eval: warning: --ctx %lld is longer than the %lld positions %s was trained on\n",
+                (long long)spec.opts.n_ctx, (long long)m->cfg.max_seq_len, a.model_path);
+    spec.opts.max_chunks = a.chunks;
+    spec.opts.speed = !a.no_speed;
+    spec.opts.decode_steps = a.steps;
     if (a.gguf_file) {
         /* the file is the quantized model; its name stands for the plan's */
         const char *slash = strrchr(a.gguf_file, '/');
         snprintf(plan.name, sizeof plan.name, "%s", slash ? slash + 1 : a.gguf_file);
-        if (!(qsrc = args_load_model(a.gguf_file, NULL))) goto done;
+        spec.gguf_path = a.gguf_file;
     } else if (plancli_load(&a.pc, m, a.stats_path, a.qfile, &sf, &plan, &stored, &err)) {
         args_print_err("eval", &err);
         goto done;
+    } else {
+        spec.plan = &plan;
+        spec.stored = stored;
+        spec.stats = (QModelStats){sf.cs, sf.h};
+        spec.build = eval_build;
     }
     if (a.scales_path && (sitecal_load(a.scales_path, m->cfg.n_layers, &sc, &err) ||
                         planner_predict(m, sf.cs, &plan, sc.scale, &kld_pred, &n_approx, &err))) {
@@ -240,88 +290,57 @@ int cmd_eval(int argc, char **argv) {
     Progress prog;
     progress_init(&prog);
     args_cancel_on_sigint(&prog);
-    QModelStats qs = {sf.cs, sf.h};
-    Status st = qsrc     ? qmodel_from_model(m, qsrc, &qm, &err)
-                : stored ? qmodel_build_stored(m, &plan, stored, pool, &prog, &qm, &err)
-                         : qmodel_build_dist(m, &plan, &qs, 0, pool, &prog, &qm, &err);
-    if (st) {
-        args_print_err("eval", &err);
-        if (st == ST_ERR_CANCELLED) rc = 130;
-        goto done;
-    }
-    if (!a.json)
-        for (int64_t i = 0; i < qm->n_notes; i++) fprintf(stderr, "eval: note: %s\n", qm->notes[i]);
-
-    EvalOpts eo;
-    eval_opts_default(&eo);
-    eo.n_ctx = a.ctx;
-    eo.max_chunks = a.chunks;
-    eo.speed = !a.no_speed;
-    eo.decode_steps = a.steps;
     if (!a.no_cache) cdir = a.cache ? strdup(a.cache) : default_cache_dir();
     if (a.cache) mkdir(a.cache, 0777);
-    int from_cache = 0;
-    double t0 = args_now();
-    if ((st = eval_ref_get(m, text, len, &eo, cdir, pool, &prog, &ref, &from_cache, &err))) {
-        if (st == ST_ERR_CANCELLED) {
-            fprintf(stderr, "qscope eval: interrupted while computing the reference: nothing measured\n");
-            rc = 130;
-            goto done;
-        }
-        err_wrap(&err, "%s", a.text_path);
-        args_print_err("eval", &err);
-        goto done;
-    }
-    if (!a.json)
-        fprintf(stderr, "eval: reference %s (%lld chunks, %lld positions, base PPL %.4f, %.2f s)\n",
-                from_cache ? "from cache" : "computed", (long long)eval_ref_chunks(ref),
-                (long long)eval_ref_positions(ref), eval_ref_ppl(ref), args_now() - t0);
-    /* one text for both: the calibration should not have drawn from what is scored here */
-    if (sf.cs && calib_overlaps_eval(&sf.cs->params, text, len, a.ctx, eval_ref_chunks(ref))) {
-        char part[64] = "all of it";
-        if (sf.cs->params.tok_from) snprintf(part, sizeof part, "its tokens from %lld", (long long)sf.cs->params.tok_from);
-        fprintf(stderr,
-                "qscope eval: warning: %s was calibrated on this text (%s), which this evaluation reads (its first "
-                "%lld chunks of %lld): the plan is tuned on what it is scored on (calib --eval-chunks N with "
-                "eval --chunks N, or a calibration text of its own, keeps them apart)\n",
-                a.stats_path, part, (long long)eval_ref_chunks(ref), (long long)a.ctx);
-    } else if (sf.cs && sf.cs->params.tok_from && !a.json &&
-               calib_same_text(&sf.cs->params, text, len)) {
-        /* the same text, kept apart (calib --eval-chunks): say which part each took */
-        fprintf(stderr, "eval: %s was calibrated on this text's tokens from %lld, past the %lld chunks of %lld scored here\n",
-                a.stats_path, (long long)sf.cs->params.tok_from, (long long)eval_ref_chunks(ref), (long long)a.ctx);
-    }
     EvalView view;
     memset(&view, 0, sizeof view);
     view.quiet = a.json;
+    view.cs = sf.cs;
+    view.stats_path = a.stats_path;
+    view.text = text;
+    view.len = len;
     progress_bar_init(&view.pb, "eval");
-    st = eval_run(qm, ref, &eo, pool, eval_on_chunk, &view, &prog, &res, &err);
-    if (!a.json && view.pb.tty) progress_bar_finish(&view.pb);
+    spec.cache_dir = cdir;
+    spec.pool = pool;
+    spec.prog = &prog;
+    spec.on_chunk = eval_on_chunk;
+    spec.on_stage = eval_on_stage;
+    spec.user = &view;
+    Status st = evaluate(&spec, &ev, &err);
+    if (!a.json && view.pb.tty && ev.stage >= EVAL_STAGE_RUN) progress_bar_finish(&view.pb);
+    if (st == ST_ERR_CANCELLED && ev.stage == EVAL_STAGE_REF) {
+        fprintf(stderr, "qscope eval: interrupted while computing the reference: nothing measured\n");
+        rc = 130;
+        goto done;
+    }
     if (st && st != ST_ERR_CANCELLED) {
+        if (ev.stage == EVAL_STAGE_REF) err_wrap(&err, "%s", a.text_path);
         args_print_err("eval", &err);
         goto done;
     }
+    if (st == ST_ERR_CANCELLED && ev.stage < EVAL_STAGE_RUN) { /* the build */
+        args_print_err("eval", &err);
+        rc = 130;
+        goto done;
+    }
+    const EvalResult *res = &ev.res;
     if (st == ST_ERR_CANCELLED) {
-        fprintf(stderr, "qscope eval: interrupted after %lld chunks%s\n", (long long)res.chunks,
-                res.chunks ? "" : ": nothing measured");
+        fprintf(stderr, "qscope eval: interrupted after %lld chunks%s\n", (long long)res->chunks,
+                res->chunks ? "" : ": nothing measured");
         rc = 130;
     }
-    if (res.chunks == 0) goto done;
-    if (eval_print(&a, &res, qm, plan.name, &eo, pool_size(pool), kld_pred, n_approx)) goto done;
-    rc = res.cancelled ? 130 : 0;
+    if (res->chunks == 0) goto done;
+    if (eval_print(&a, res, ev.qm, plan.name, &spec.opts, pool_size(pool), kld_pred, n_approx)) goto done;
+    rc = res->cancelled ? 130 : 0;
 done:
     sitecal_done(&sc);
-    eval_result_done(&res);
-    eval_ref_free(ref);
+    evaluation_done(&ev);
     qstored_free(stored);
     pool_free(pool);
     plan_done(&plan);
     qstats_close(&sf);
     free(cdir);
     free(text);
-    qmodel_free(qm);
-    qm = NULL;
-    model_free(qsrc);
     model_free(m);
     return rc;
 }

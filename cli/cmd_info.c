@@ -57,44 +57,40 @@ static int is_vector(const TensorEntry *e) {
            (strcmp(e->kind ? e->kind : "", "norm") == 0 || (n > 5 && strcmp(e->name + n - 5, ".bias") == 0));
 }
 
-static void print_json(const Model *m) {
+static int print_json(const Model *m) {
     const ModelConfig *c = &m->cfg;
-    FILE *f = stdout;
-    fputs("{\"path\": ", f);
-    args_json_str(f, m->path);
-    fprintf(f, ", \"format\": \"%s\", \"arch\": ", format_name(m->format));
-    args_json_str(f, c->arch);
-    fprintf(f,
-            ", \"dim\": %" PRId64 ", \"hidden_dim\": %" PRId64 ", \"n_layers\": %" PRId64 ", \"n_heads\": %" PRId64
-            ", \"n_kv_heads\": %" PRId64 ", \"head_dim\": %" PRId64 ", \"vocab_size\": %" PRId64
-            ", \"context_length\": %" PRId64 ", \"rope_theta\": %.7g, \"rope_style\": \"%s\", \"norm_eps\": %.7g"
-            ", \"rope_freq_scale\": %.7g, \"rope_freq_factors\": %s, \"sliding_window\": %" PRId64
-            ", \"tied_embeddings\": %s, \"params\": %" PRId64 ", \"file_bytes\": %zu, \"owned_bytes\": %zu"
-            ", \"fingerprint\": \"%016" PRIx64 "\", \"tokenizer\": ",
-            c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
-            c->max_seq_len, (double)c->rope_theta, c->rope_style == ROPE_NEOX ? "neox" : "norm", (double)c->norm_eps,
-            c->rope_freq_scale > 0.0f ? (double)c->rope_freq_scale : 1.0, m->rope_freqs ? "true" : "false",
-            c->sliding_window,
-            c->tied_embeddings ? "true" : "false", model_param_count(m), m->file_bytes, m->owned_bytes,
-            m->fingerprint);
-    if (m->tok)
-        args_json_str(f, tokenizer_describe(m->tok));
-    else
-        fputs("null", f);
-    fputs(", \"tensors\": [", f);
-    for (int64_t i = 0; i < m->n_tensors; i++) {
+    char fp[17];
+    cJSON *o = cJSON_CreateObject(), *ta = NULL;
+    int ok = o && json_set_str(o, "path", m->path) && json_set_str(o, "format", format_name(m->format)) &&
+             json_set_str(o, "arch", c->arch) && json_set_num(o, "dim", (double)c->dim) &&
+             json_set_num(o, "hidden_dim", (double)c->hidden_dim) && json_set_num(o, "n_layers", (double)c->n_layers) &&
+             json_set_num(o, "n_heads", (double)c->n_heads) && json_set_num(o, "n_kv_heads", (double)c->n_kv_heads) &&
+             json_set_num(o, "head_dim", (double)c->head_dim) && json_set_num(o, "vocab_size", (double)c->vocab_size) &&
+             json_set_num(o, "context_length", (double)c->max_seq_len) &&
+             json_setf(o, "rope_theta", "%.7g", (double)c->rope_theta) &&
+             json_set_str(o, "rope_style", c->rope_style == ROPE_NEOX ? "neox" : "norm") &&
+             json_setf(o, "norm_eps", "%.7g", (double)c->norm_eps) &&
+             json_setf(o, "rope_freq_scale", "%.7g", c->rope_freq_scale > 0.0f ? (double)c->rope_freq_scale : 1.0) &&
+             json_set_bool(o, "rope_freq_factors", m->rope_freqs != NULL) &&
+             json_set_num(o, "sliding_window", (double)c->sliding_window) &&
+             json_set_bool(o, "tied_embeddings", c->tied_embeddings) &&
+             json_set_num(o, "params", (double)model_param_count(m)) && json_set_num(o, "file_bytes", (double)m->file_bytes) &&
+             json_set_num(o, "owned_bytes", (double)m->owned_bytes) &&
+             json_set_str(o, "fingerprint", json_hex64(m->fingerprint, fp)) &&
+             json_set_str(o, "tokenizer", m->tok ? tokenizer_describe(m->tok) : NULL) &&
+             (ta = json_add_array(o, "tensors"));
+    for (int64_t i = 0; ok && i < m->n_tensors; i++) {
         const TensorEntry *e = &m->tensors[i];
-        fputs(i ? ", {\"name\": " : "{\"name\": ", f);
-        args_json_str(f, e->name);
-        fprintf(f, ", \"kind\": \"%s\", \"layer\": %d, \"type\": ", e->kind ? e->kind : "?", e->layer);
-        args_json_str(f, type_name(e->src_type));
-        if (is_vector(e))
-            fprintf(f, ", \"shape\": [%" PRId64 "]", e->ne[0]);
-        else
-            fprintf(f, ", \"shape\": [%" PRId64 ", %" PRId64 "]", e->ne[1], e->ne[0]);
-        fprintf(f, ", \"bytes\": %zu, \"in_place\": %s}", e->file_bytes, e->borrowed ? "true" : "false");
+        cJSON *t = cJSON_CreateObject(), *sh = NULL;
+        ok = json_push(ta, t) && json_set_str(t, "name", e->name) && json_set_str(t, "kind", e->kind ? e->kind : "?") &&
+             json_set_num(t, "layer", e->layer) && json_set_str(t, "type", type_name(e->src_type)) &&
+             (sh = json_add_array(t, "shape")) &&
+             (is_vector(e) ? json_push(sh, cJSON_CreateNumber((double)e->ne[0]))
+                           : json_push(sh, cJSON_CreateNumber((double)e->ne[1])) &&
+                                 json_push(sh, cJSON_CreateNumber((double)e->ne[0]))) &&
+             json_set_num(t, "bytes", (double)e->file_bytes) && json_set_bool(t, "in_place", e->borrowed);
     }
-    fputs("]}\n", f);
+    return args_print_json("info", json_finish(o, ok));
 }
 
 static void print_text(const Model *m) {
@@ -193,10 +189,9 @@ int cmd_info(int argc, char **argv) {
     }
     Model *m = args_load_model(model, tok);
     if (!m) return 1;
-    if (json)
-        print_json(m);
-    else
-        print_text(m);
+    int rc = 0;
+    if (json) rc = print_json(m) ? 1 : 0;
+    else print_text(m);
     model_free(m);
-    return 0;
+    return rc;
 }

@@ -173,29 +173,29 @@ int cmd_ppl(int argc, char **argv) {
     double flops = ppl_chunk_flops(m, ctx, full);
     double gflops = res.seconds > 0 ? flops * (double)res.chunks / res.seconds * 1e-9 : 0;
     if (json) {
-        printf("{\"model\": ");
-        args_json_str(stdout, model_path);
-        printf(", \"text\": ");
-        args_json_str(stdout, text_path);
-        printf(", \"ppl\": %.6f, \"chunks\": %lld, \"chunks_total\": %lld, \"tokens_scored\": %lld, "
-               "\"tokens_run\": %lld, \"text_tokens\": %lld, \"ctx\": %lld, \"full\": %s, "
-               "\"threads\": %lld, \"seconds\": %.4f, \"seconds_per_chunk\": %.4f, "
-               "\"tokens_per_second\": %.2f, \"load_seconds\": %.4f, \"tokenize_seconds\": %.4f, "
-               "\"gflop_per_chunk\": %.3f, \"gflops\": %.2f, \"cpu_seconds\": %.4f, "
-               "\"peak_rss_bytes\": %lld, \"cancelled\": %s, \"cpu\": \"%s\", \"blas_core\": ",
-               res.ppl, (long long)res.chunks, (long long)n_chunks, (long long)res.tokens_scored,
-               (long long)res.tokens_run, (long long)n_ids, (long long)ctx, full ? "true" : "false",
-               (long long)threads, res.seconds, res.seconds / (double)res.chunks, tps, t_load, t_tok,
-               flops * 1e-9, gflops, cpu_s, (long long)ru.ru_maxrss * 1024, res.cancelled ? "true" : "false", cpu_describe());
-        args_json_str(stdout, sgemm_backend());
         double best = res.chunk_seconds[0];
         for (int64_t c = 1; c < res.chunks; c++)
             if (res.chunk_seconds[c] < best) best = res.chunk_seconds[c];
-        printf(", \"best_chunk_seconds\": %.4f, \"running\": [", best);
-        for (int64_t c = 0; c < res.chunks; c++) printf("%s%.6f", c ? ", " : "", res.running[c]);
-        printf("], \"chunk_seconds\": [");
-        for (int64_t c = 0; c < res.chunks; c++) printf("%s%.4f", c ? ", " : "", res.chunk_seconds[c]);
-        printf("]}\n");
+        cJSON *jo = cJSON_CreateObject(), *run = NULL, *cs = NULL;
+        int ok = jo && json_set_str(jo, "model", model_path) && json_set_str(jo, "text", text_path) &&
+                 json_setf(jo, "ppl", "%.6f", res.ppl) && json_set_num(jo, "chunks", (double)res.chunks) &&
+                 json_set_num(jo, "chunks_total", (double)n_chunks) &&
+                 json_set_num(jo, "tokens_scored", (double)res.tokens_scored) &&
+                 json_set_num(jo, "tokens_run", (double)res.tokens_run) && json_set_num(jo, "text_tokens", (double)n_ids) &&
+                 json_set_num(jo, "ctx", (double)ctx) && json_set_bool(jo, "full", full) &&
+                 json_set_num(jo, "threads", (double)threads) && json_setf(jo, "seconds", "%.4f", res.seconds) &&
+                 json_setf(jo, "seconds_per_chunk", "%.4f", res.seconds / (double)res.chunks) &&
+                 json_setf(jo, "tokens_per_second", "%.2f", tps) && json_setf(jo, "load_seconds", "%.4f", t_load) &&
+                 json_setf(jo, "tokenize_seconds", "%.4f", t_tok) &&
+                 json_setf(jo, "gflop_per_chunk", "%.3f", flops * 1e-9) && json_setf(jo, "gflops", "%.2f", gflops) &&
+                 json_setf(jo, "cpu_seconds", "%.4f", cpu_s) &&
+                 json_set_num(jo, "peak_rss_bytes", (double)ru.ru_maxrss * 1024) &&
+                 json_set_bool(jo, "cancelled", res.cancelled) && json_set_str(jo, "cpu", cpu_describe()) &&
+                 json_set_str(jo, "blas_core", sgemm_backend()) && json_setf(jo, "best_chunk_seconds", "%.4f", best) &&
+                 (run = json_add_array(jo, "running")) && (cs = json_add_array(jo, "chunk_seconds"));
+        for (int64_t c = 0; ok && c < res.chunks; c++)
+            ok = json_push(run, json_numf("%.6f", res.running[c])) && json_push(cs, json_numf("%.4f", res.chunk_seconds[c]));
+        if (args_print_json("ppl", json_finish(jo, ok))) goto done;
     } else {
         fprintf(stderr, "ppl: %lld chunks, %lld tokens scored, %.2f s (%.3f s per chunk, %.1f tok/s, %.1f GFLOP/s)\n",
                 (long long)res.chunks, (long long)res.tokens_scored, res.seconds,

@@ -88,15 +88,20 @@ int cmd_quant(int argc, char **argv) {
         if (stat(out_path, &fst) == 0) file_bytes = (size_t)fst.st_size;
         fprintf(stderr, "quant: wrote %s\n", out_path);
     }
-    if (json) printf("{\"plan\": ");
-    if (json) args_json_str(stdout, plan.name);
-    if (json) printf(", \"bpw\": %.6f, \"bytes\": %zu, \"file_bytes\": %zu, \"params\": %lld, \"bits\": %lld, "
-                     "\"kernel_bytes\": %zu, \"seconds\": %.4f, \"sites\": [",
-                     qm->bpw, qm->bytes, file_bytes, (long long)qm->params, (long long)qm->bits, qm->kernel_bytes,
-                     qm->seconds);
-    else printf("%-10s %-22s %-12s %-7s %-9s %s\n", "site", "plan", "kernel", "adadim", "seconds", "rel_err |W-Wq|^2/|W|^2");
-    for (int64_t l = 0; l < qm->n_layers; l++)
-        for (int p = 0; p < PROJ_COUNT; p++) {
+    cJSON *jo = NULL, *sites = NULL, *notes = NULL;
+    int ok = 1;
+    if (json) {
+        jo = cJSON_CreateObject();
+        ok = jo && json_set_str(jo, "plan", plan.name) && json_setf(jo, "bpw", "%.6f", qm->bpw) &&
+             json_set_num(jo, "bytes", (double)qm->bytes) && json_set_num(jo, "file_bytes", (double)file_bytes) &&
+             json_set_num(jo, "params", (double)qm->params) && json_set_num(jo, "bits", (double)qm->bits) &&
+             json_set_num(jo, "kernel_bytes", (double)qm->kernel_bytes) && json_setf(jo, "seconds", "%.4f", qm->seconds) &&
+             (sites = json_add_array(jo, "sites")) && (notes = json_add_array(jo, "notes"));
+    } else {
+        printf("%-10s %-22s %-12s %-7s %-9s %s\n", "site", "plan", "kernel", "adadim", "seconds", "rel_err |W-Wq|^2/|W|^2");
+    }
+    for (int64_t l = 0; ok && l < qm->n_layers; l++)
+        for (int p = 0; ok && p < PROJ_COUNT; p++) {
             int64_t i = l * PROJ_COUNT + p;
             char code[64], site[32];
             plan_entry_code(&qm->res.lin[i].e, code, sizeof code);
@@ -107,17 +112,18 @@ int cmd_quant(int argc, char **argv) {
             const char *ad = qm->adadim_dim[i] == GROUP_OC ? "oc" : qm->adadim_dim[i] == GROUP_IC ? "ic" : "-";
             /* squared, the one "relative error" of report, calib and the Sensitivity view */
             double re2 = qm->site_rel_err[i] * qm->site_rel_err[i];
-            if (json) printf("%s{\"site\": \"%s\", \"code\": \"%s\", \"kernel\": \"%s\", \"adadim\": \"%s\", \"rel_err\": %.6g, "
-                             "\"seconds\": %.4f}", i ? ", " : "", site, code, k, ad, re2, qm->site_seconds[i]);
-            else printf("%-10s %-22s %-12s %-7s %-9.4f %.6f\n", site, code, k, ad, qm->site_seconds[i], re2);
+            if (json) {
+                cJSON *so = cJSON_CreateObject();
+                ok = json_push(sites, so) && json_set_str(so, "site", site) && json_set_str(so, "code", code) &&
+                     json_set_str(so, "kernel", k) && json_set_str(so, "adadim", ad) &&
+                     json_setf(so, "rel_err", "%.6g", re2) && json_setf(so, "seconds", "%.4f", qm->site_seconds[i]);
+            } else {
+                printf("%-10s %-22s %-12s %-7s %-9.4f %.6f\n", site, code, k, ad, qm->site_seconds[i], re2);
+            }
         }
     if (json) {
-        printf("], \"notes\": [");
-        for (int64_t i = 0; i < qm->n_notes; i++) {
-            if (i) printf(", ");
-            args_json_str(stdout, qm->notes[i]);
-        }
-        printf("]}\n");
+        for (int64_t i = 0; ok && i < qm->n_notes; i++) ok = json_push(notes, cJSON_CreateString(qm->notes[i]));
+        if (args_print_json("quant", json_finish(jo, ok))) goto done;
     } else {
         for (int64_t i = 0; i < qm->n_notes; i++) printf("note: %s\n", qm->notes[i]);
         printf("plan %s: %.4f bits per weight, weights %zu bytes (%lld weights), kernels hold %zu bytes, %.2f s\n",

@@ -35,11 +35,6 @@ static void on_action(void *user, int64_t i, const char *name, const char *summa
     if (!v->quiet) fprintf(stderr, "[%" PRId64 "] %s: %s\n", i, name, summary);
 }
 
-static void json_num(double v) {
-    if (isfinite(v)) printf("%.17g", v);
-    else printf("null");
-}
-
 /* Removes the files replay wrote into a temporary work directory, then it. */
 static void remove_work_dir(const char *dir) {
     DIR *d = opendir(dir);
@@ -55,46 +50,32 @@ static void remove_work_dir(const char *dir) {
     rmdir(dir);
 }
 
-/* The --json summary: the run, the output and the check's differences. */
-static void print_json(const char *in, const char *out, int check, int rc, Status st, const Err *err,
-                       const ReplayReport *rep, double seconds) {
-    printf("{\"file\": ");
-    args_json_str(stdout, in);
-    printf(", \"ok\": %s, \"actions\": %" PRId64 ", \"run\": %" PRId64 ", \"skipped\": %" PRId64
-           ", \"threads\": %d, \"recorded_threads\": %" PRId64 ", \"results\": %" PRId64 ", \"seconds\": %.3f",
-           rc == 0 ? "true" : "false", rep->n_actions, rep->n_run, rep->n_skipped, rep->threads, rep->recorded_threads,
-           rep->out ? session_n_results(rep->out) : 0, seconds);
-    if (st) {
-        printf(", \"error\": ");
-        args_json_str(stdout, err->detail);
+/* The --json summary: the run, the output and the check's differences
+ * (recorded and replayed values with all 17 digits). */
+static int print_json(const char *in, const char *out, int check, int rc, Status st, const Err *err,
+                      const ReplayReport *rep, double seconds) {
+    cJSON *o = cJSON_CreateObject(), *ck = NULL, *da = NULL;
+    int ok = o && json_set_str(o, "file", in) && json_set_bool(o, "ok", rc == 0) &&
+             json_set_num(o, "actions", (double)rep->n_actions) && json_set_num(o, "run", (double)rep->n_run) &&
+             json_set_num(o, "skipped", (double)rep->n_skipped) && json_set_num(o, "threads", rep->threads) &&
+             json_set_num(o, "recorded_threads", (double)rep->recorded_threads) &&
+             json_set_num(o, "results", rep->out ? (double)session_n_results(rep->out) : 0) &&
+             json_setf(o, "seconds", "%.3f", seconds) && (!st || json_set_str(o, "error", err->detail)) &&
+             (!out || st || json_set_str(o, "output", out));
+    if (ok && check && !st)
+        ok = (ck = json_add_object(o, "check")) && json_set_num(ck, "compared", (double)rep->n_compared) &&
+             json_set_bool(ck, "bit_identical", rep->recorded_threads == 0 || rep->recorded_threads == rep->threads) &&
+             (da = json_add_array(ck, "differences"));
+    for (int64_t i = 0; ok && da && i < rep->n_diffs; i++) {
+        const ReplayDiff *d = &rep->diffs[i];
+        cJSON *e = cJSON_CreateObject();
+        ok = json_push(da, e) && json_set_num(e, "result", (double)d->result) && json_set_str(e, "what", d->what) &&
+             (isnan(d->tol) ? json_set_str(e, "text", d->text)
+                            : json_setf(e, "recorded", "%.17g", d->recorded) &&
+                                  json_setf(e, "replayed", "%.17g", d->replayed) &&
+                                  json_setf(e, "tolerance", "%.17g", d->tol));
     }
-    if (out && !st) {
-        printf(", \"output\": ");
-        args_json_str(stdout, out);
-    }
-    if (check && !st) {
-        printf(", \"check\": {\"compared\": %" PRId64 ", \"bit_identical\": %s, \"differences\": [", rep->n_compared,
-               rep->recorded_threads == 0 || rep->recorded_threads == rep->threads ? "true" : "false");
-        for (int64_t i = 0; i < rep->n_diffs; i++) {
-            const ReplayDiff *d = &rep->diffs[i];
-            printf("%s{\"result\": %" PRId64 ", \"what\": ", i ? ", " : "", d->result);
-            args_json_str(stdout, d->what);
-            if (isnan(d->tol)) {
-                printf(", \"text\": ");
-                args_json_str(stdout, d->text);
-            } else {
-                printf(", \"recorded\": ");
-                json_num(d->recorded);
-                printf(", \"replayed\": ");
-                json_num(d->replayed);
-                printf(", \"tolerance\": ");
-                json_num(d->tol);
-            }
-            printf("}");
-        }
-        printf("]}");
-    }
-    printf("}\n");
+    return args_print_json("replay", json_finish(o, ok));
 }
 
 int cmd_replay(int argc, char **argv) {
@@ -198,7 +179,7 @@ int cmd_replay(int argc, char **argv) {
         if (rep.n_diffs) rc = 1;
     }
     if (json) {
-        print_json(in, out, check, rc, st, &err, &rep, args_now() - t0);
+        if (print_json(in, out, check, rc, st, &err, &rep, args_now() - t0) && !rc) rc = 1;
     } else if (!st) {
         printf("replayed %" PRId64 " actions (%" PRId64 " run, %" PRId64 " skipped) with %d threads in %.2f s%s%s\n",
                rep.n_actions, rep.n_run, rep.n_skipped, rep.threads, args_now() - t0, out ? " -> " : "",

@@ -41,9 +41,26 @@ static const OptChoice VIEWS[] = {{"spikes", VIEW_SPIKES},     {"sensitivity", V
 
 /* === output helpers === */
 
-static void json_num(double v) {
-    if (isfinite(v)) printf("%.9g", v);
-    else printf("null");
+/* One row of a --json array on a line of its own ("[\n  {...},\n  {...}\n]"),
+ * built with sessions/json.h (numbers with 9 significant digits, null when
+ * not finite); row is deleted. -1 after an error message when memory ran out. */
+static int json_row(cJSON *row, int ok, int first) {
+    char *line = ok && row ? json_print_line(row, 9) : NULL;
+    cJSON_Delete(row);
+    if (!line) {
+        fprintf(stderr, "qscope report: out of memory\n");
+        return -1;
+    }
+    printf("%s\n  %s", first ? "" : ",", line);
+    free(line);
+    return 0;
+}
+
+/* The largest activation of a tap as the object "top" of r (or of the row itself: r == row). */
+static int spike_json(cJSON *r, const Spike *sp) {
+    return json_set_num(r, "value", sp->value) && json_set_num(r, "channel", sp->channel) &&
+           json_set_num(r, "token", sp->token) && json_set_str(r, "text", sp->text) && json_set_num(r, "pos", sp->pos) &&
+           json_set_num(r, "seq", (double)sp->seq);
 }
 
 /* CSV field: quoted, quotes doubled. */
@@ -105,28 +122,17 @@ static int view_spikes(const CalibStats *cs, const ReportOpts *o) {
         const Spike *sp = ts->n_top > 0 ? &ts->top[0] : NULL;
         int cand = spikes_is_candidate(e, k);
         if (o->out == OUT_JSON) {
-            printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"max\": ", first ? "" : ",", (long long)e->layer,
-                   tap_name(e->tap));
-            json_num(e->max);
-            printf(", \"median\": ");
-            json_num(e->median);
-            printf(", \"ratio\": ");
-            json_num(e->ratio);
-            printf(", \"rank\": %lld, \"rank_max\": %lld, \"p99\": ", (long long)e->rank, (long long)e->rank_max);
-            json_num(e->p99);
-            printf(", \"p999\": ");
-            json_num(e->p999);
-            printf(", \"kurtosis\": ");
-            json_num(e->kurtosis);
-            printf(", \"candidate\": %s", cand ? "true" : "false");
-            if (sp) {
-                printf(", \"top\": {\"value\": ");
-                json_num(sp->value);
-                printf(", \"channel\": %d, \"token\": %d, \"text\": ", sp->channel, sp->token);
-                args_json_str(stdout, sp->text);
-                printf(", \"pos\": %d, \"seq\": %lld}", sp->pos, (long long)sp->seq);
+            cJSON *r = cJSON_CreateObject(), *top;
+            int ok = r && json_set_num(r, "layer", (double)e->layer) && json_set_str(r, "proj", tap_name(e->tap)) &&
+                     json_set_num(r, "max", e->max) && json_set_num(r, "median", e->median) &&
+                     json_set_num(r, "ratio", e->ratio) && json_set_num(r, "rank", (double)e->rank) &&
+                     json_set_num(r, "rank_max", (double)e->rank_max) && json_set_num(r, "p99", e->p99) &&
+                     json_set_num(r, "p999", e->p999) && json_set_num(r, "kurtosis", e->kurtosis) &&
+                     json_set_bool(r, "candidate", cand) && (!sp || ((top = json_add_object(r, "top")) && spike_json(top, sp)));
+            if (json_row(r, ok, first)) {
+                free(s);
+                return 1;
             }
-            printf("}");
         } else if (o->out == OUT_CSV) {
             printf("%lld,%lld,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%lld,%d,", (long long)e->rank, (long long)e->layer,
                    tap_name(e->tap), e->max, e->median, e->ratio, e->p99, e->p999, e->kurtosis,
@@ -211,20 +217,16 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                     double bpw = sens_cell_bpw(f, (SensGroup)g, gs, no, ni);
                     if (isnan(we)) bpw = NAN;
                     if (o->out == OUT_JSON) {
-                        printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"grouping\": \"%s\", "
-                               "\"group\": %d, \"weight_err\": ",
-                               first ? "" : ",", (long long)l, proj_name((Proj)p), fname,
-                               sens_group_name((SensGroup)g), grp);
-                        json_num(we);
-                        printf(", \"output_err\": ");
-                        json_num(oe);
-                        printf(", \"bpw\": ");
-                        json_num(bpw);
-                        if (g == SG_OC || g == SG_IC || g == SG_OC_G || g == SG_IC_G) {
-                            GroupDim c = (g == SG_OC || g == SG_IC) ? c0 : c1;
-                            printf(", \"adadim_choice\": \"%s\"", group_dim_name(c));
-                        }
-                        printf("}");
+                        int ada = g == SG_OC || g == SG_IC || g == SG_OC_G || g == SG_IC_G;
+                        cJSON *r = cJSON_CreateObject();
+                        int ok = r && json_set_num(r, "layer", (double)l) && json_set_str(r, "proj", proj_name((Proj)p)) &&
+                                 json_set_str(r, "format", fname) &&
+                                 json_set_str(r, "grouping", sens_group_name((SensGroup)g)) &&
+                                 json_set_num(r, "group", grp) && json_set_num(r, "weight_err", we) &&
+                                 json_set_num(r, "output_err", oe) && json_set_num(r, "bpw", bpw) &&
+                                 (!ada || json_set_str(r, "adadim_choice",
+                                                       group_dim_name((g == SG_OC || g == SG_IC) ? c0 : c1)));
+                        if (json_row(r, ok, first)) return 1;
                         first = 0;
                     } else if (o->out == OUT_CSV) {
                         printf("%lld,%s,%s,%s,%d,%.9g,%.9g,%.6g\n", (long long)l, proj_name((Proj)p), fname,
@@ -275,11 +277,11 @@ static int view_actquant(const CalibStats *cs, const ReportOpts *o) {
                 for (int m = 0; m < ACT_MODE_COUNT; m++) {
                     double e = tapstats_act_rel_err(ts, (ActFormat)f, (ActMode)m);
                     if (o->out == OUT_JSON) {
-                        printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"format\": \"%s\", \"mode\": \"%s\", \"rel_err\": ",
-                               first ? "" : ",", (long long)l, tap_name((TapPoint)t), act_format_name((ActFormat)f),
-                               act_mode_name((ActMode)m));
-                        json_num(e);
-                        printf("}");
+                        cJSON *r = cJSON_CreateObject();
+                        int ok = r && json_set_num(r, "layer", (double)l) && json_set_str(r, "proj", tap_name((TapPoint)t)) &&
+                                 json_set_str(r, "format", act_format_name((ActFormat)f)) &&
+                                 json_set_str(r, "mode", act_mode_name((ActMode)m)) && json_set_num(r, "rel_err", e);
+                        if (json_row(r, ok, first)) return 1;
                         first = 0;
                     } else if (o->out == OUT_CSV) {
                         printf("%lld,%s,%s,%s,%.9g\n", (long long)l, tap_name((TapPoint)t), act_format_name((ActFormat)f),
@@ -326,14 +328,15 @@ static int view_channels(const CalibStats *cs, const ReportOpts *o) {
                 int64_t c = r[i].c;
                 double mean = ts->ch_sum[c] / nr, rms = sqrt(ts->ch_sumsq[c] / nr);
                 if (o->out == OUT_JSON) {
-                    printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"channel\": %lld, \"max\": ", first ? "" : ",",
-                           (long long)l, tap_name((TapPoint)t), (long long)c);
-                    json_num(r[i].max);
-                    printf(", \"mean\": ");
-                    json_num(mean);
-                    printf(", \"rms\": ");
-                    json_num(rms);
-                    printf("}");
+                    cJSON *row = cJSON_CreateObject();
+                    int ok = row && json_set_num(row, "layer", (double)l) &&
+                             json_set_str(row, "proj", tap_name((TapPoint)t)) && json_set_num(row, "channel", (double)c) &&
+                             json_set_num(row, "max", r[i].max) && json_set_num(row, "mean", mean) &&
+                             json_set_num(row, "rms", rms);
+                    if (json_row(row, ok, first)) {
+                        free(r);
+                        return 1;
+                    }
                     first = 0;
                 } else if (o->out == OUT_CSV) {
                     printf("%lld,%s,%lld,%.9g,%.9g,%.9g\n", (long long)l, tap_name((TapPoint)t), (long long)c,
@@ -402,15 +405,15 @@ static int view_tokens(const CalibStats *cs, const ReportOpts *o) {
                 const Spike *s = &ts->top[keep[r]];
                 const char *c = ctx[keep[r]];
                 if (o->out == OUT_JSON) {
-                    printf("%s\n  {\"layer\": %lld, \"proj\": \"%s\", \"rank\": %lld, \"value\": ", first ? "" : ",",
-                           (long long)l, tap_name((TapPoint)t), (long long)r + 1);
-                    json_num(s->value);
-                    printf(", \"channel\": %d, \"token\": %d, \"text\": ", s->channel, s->token);
-                    args_json_str(stdout, s->text);
-                    printf(", \"pos\": %d, \"seq\": %lld, \"count\": %lld, \"context\": ", s->pos, (long long)s->seq,
-                           (long long)count[r]);
-                    args_json_str(stdout, c);
-                    printf("}");
+                    cJSON *row = cJSON_CreateObject();
+                    int ok = row && json_set_num(row, "layer", (double)l) &&
+                             json_set_str(row, "proj", tap_name((TapPoint)t)) && json_set_num(row, "rank", (double)r + 1) &&
+                             spike_json(row, s) && json_set_num(row, "count", (double)count[r]) &&
+                             json_set_str(row, "context", c);
+                    if (json_row(row, ok, first)) {
+                        free(ctx), free(cp), free(keep), free(count);
+                        return 1;
+                    }
                     first = 0;
                 } else if (o->out == OUT_CSV) {
                     printf("%lld,%s,%lld,%.9g,%d,%d,", (long long)l, tap_name((TapPoint)t), (long long)r + 1,
@@ -458,21 +461,16 @@ static int view_resid(const CalibStats *cs, const ReportOpts *o) {
             }
         }
         if (o->out == OUT_JSON) {
-            printf("%s\n  {\"layer\": %lld, \"mean\": ", first ? "" : ",", (long long)l);
-            json_num(tot / (double)L);
-            printf(", \"max\": ");
-            json_num(mx);
-            printf(", \"max_pos\": %lld, \"pos_mean\": [", (long long)argmax);
-            for (int64_t p = 0; p < L; p++) {
-                if (p) printf(", ");
-                json_num(calib_resid_mean(cs, l, p));
+            cJSON *r = cJSON_CreateObject(), *pm = NULL, *px = NULL;
+            int ok = r && json_set_num(r, "layer", (double)l) && json_set_num(r, "mean", tot / (double)L) &&
+                     json_set_num(r, "max", mx) && json_set_num(r, "max_pos", (double)argmax) &&
+                     (pm = json_add_array(r, "pos_mean")) && (px = json_add_array(r, "pos_max"));
+            for (int64_t p = 0; ok && p < L; p++) {
+                double a = calib_resid_mean(cs, l, p), b = cs->resid_rms_max[l * L + p];
+                ok = json_push(pm, isfinite(a) ? cJSON_CreateNumber(a) : cJSON_CreateNull()) &&
+                     json_push(px, isfinite(b) ? cJSON_CreateNumber(b) : cJSON_CreateNull());
             }
-            printf("], \"pos_max\": [");
-            for (int64_t p = 0; p < L; p++) {
-                if (p) printf(", ");
-                json_num(cs->resid_rms_max[l * L + p]);
-            }
-            printf("]}");
+            if (json_row(r, ok, first)) return 1;
             first = 0;
         } else if (o->out == OUT_CSV) {
             for (int64_t p = 0; p < L; p++)

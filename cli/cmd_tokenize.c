@@ -124,16 +124,12 @@ int cmd_tokenize(int argc, char **argv) {
         goto done;
     }
     if (json) {
-        printf("{\"tokenizer\": ");
-        args_json_str(stdout, tokenizer_describe(t));
-        printf(", \"n_tokens\": %lld, \"ids\": [", (long long)n);
-        for (int64_t i = 0; i < n; i++) printf(i ? ", %d" : "%d", ids[i]);
-        printf("], \"pieces\": [");
-        for (int64_t i = 0; i < n; i++) {
-            if (i) printf(", ");
-            args_json_str(stdout, tokenizer_piece(t, ids[i]));
-        }
-        printf("]}\n");
+        cJSON *o = cJSON_CreateObject(), *ia = NULL, *pa = NULL;
+        int ok = o && json_set_str(o, "tokenizer", tokenizer_describe(t)) && json_set_num(o, "n_tokens", (double)n) &&
+                 (ia = json_add_array(o, "ids")) && (pa = json_add_array(o, "pieces"));
+        for (int64_t i = 0; ok && i < n; i++)
+            ok = json_push(ia, cJSON_CreateNumber(ids[i])) && json_push(pa, cJSON_CreateString(tokenizer_piece(t, ids[i])));
+        if (args_print_json("tokenize", json_finish(o, ok))) goto done;
     } else {
         for (int64_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
         printf("\n");

@@ -11,45 +11,9 @@
 #include <strings.h>
 
 #include "core/alloc.h"
+#include "core/strbuf.h"
 #include "quant/ggml_type.h"
 #include "quant/preset.h"
-
-/* === Text buffer === */
-
-typedef struct Buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} Buf;
-
-static void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(Buf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = b->cap - b->n;
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? room : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && (size_t)k < room) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap < b->n + (size_t)k + 1) cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
 
 /* === Names === */
 
@@ -153,23 +117,19 @@ void export_report_site(ExportReport *rep, int approx, int dropped, int unservab
 }
 
 char *export_report_text(const ExportReport *rep) {
-    Buf b = {0};
-    buf_printf(&b, "%" PRId64 " tensors: %" PRId64 " exact, %" PRId64 " approximate, %" PRId64
+    StrBuf b = {0};
+    strbuf_printf(&b, "%" PRId64 " tensors: %" PRId64 " exact, %" PRId64 " approximate, %" PRId64
                " not expressible", rep->sites, rep->exact, rep->approx, rep->dropped);
-    if (rep->unservable) buf_printf(&b, "; %" PRId64 " not servable", rep->unservable);
-    buf_printf(&b, "\n");
+    if (rep->unservable) strbuf_printf(&b, "; %" PRId64 " not servable", rep->unservable);
+    strbuf_printf(&b, "\n");
     for (int64_t i = 0; i < rep->n_notes; i++) {
         const ExportNote *n = &rep->notes[i];
-        buf_printf(&b, "  %s: %s (%" PRId64 " tensor%s: %s)\n",
+        strbuf_printf(&b, "  %s: %s (%" PRId64 " tensor%s: %s)\n",
                    n->sev == EXPORT_DROPPED ? "not expressible" : n->sev == EXPORT_UNSERVABLE ? "not servable"
                                                                                 : "approximate", n->msg, n->count,
                    n->count == 1 ? "" : "s", n->examples);
     }
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p ? b.p : core_strdup("");
+    return strbuf_take(&b);
 }
 
 /* Short text of an entry's weight format for messages: "int4 asym oc128". */
@@ -274,16 +234,16 @@ static void llama_anchor(char *buf, size_t n, const char *name) {
     buf[k < n ? k : n - 1] = '\0';
 }
 
-static void llama_line(Buf *b, const char *site, const char *type) {
+static void llama_line(StrBuf *b, const char *site, const char *type) {
     char re[128];
     llama_anchor(re, sizeof re, site);
-    buf_printf(b, "%s=%s\n", re, type);
+    strbuf_printf(b, "%s=%s\n", re, type);
 }
 
 /* No comment or header line: llama-quantize reads the file as whitespace-
  * separated NAME=TYPE tokens (parse_tensor_type_file) and rejects any token
  * without '=', so a '#' line stops it. */
-static Status export_llamacpp(const PlanModel *m, const PlanResolved *r, Buf *b, ExportReport *rep) {
+static Status export_llamacpp(const PlanModel *m, const PlanResolved *r, StrBuf *b, ExportReport *rep) {
     char site[96];
     SiteMark sm = {0};
     snprintf(site, sizeof site, "token_embd.weight");
@@ -421,7 +381,7 @@ static int gm_add_dyn(cJSON *dyn, const char *regex, const GmCfg *c) {
     return v && cJSON_AddItemToObject(dyn, key, v);
 }
 
-static Status export_gptqmodel(const PlanModel *m, const PlanResolved *r, Buf *b, ExportReport *rep, Err *err) {
+static Status export_gptqmodel(const PlanModel *m, const PlanResolved *r, StrBuf *b, ExportReport *rep, Err *err) {
     int64_t n = r->n_layers * PLAN_NPROJ;
     GmCfg *cfg = core_calloc((size_t)(n > 0 ? n : 1), sizeof *cfg);
     cJSON *root = cJSON_CreateObject(), *dyn = cJSON_CreateObject();
@@ -503,7 +463,7 @@ static Status export_gptqmodel(const PlanModel *m, const PlanResolved *r, Buf *b
     dyn = NULL;
     char *t = cJSON_Print(root);
     if (!t) goto oom;
-    buf_printf(b, "%s\n", t);
+    strbuf_printf(b, "%s\n", t);
     cJSON_free(t);
     goto fail;
 oom:
@@ -599,10 +559,10 @@ static int lc_scheme(const PlanEntry *e, const char *site, char *out, size_t cap
     return 1;
 }
 
-static void yaml_targets(Buf *b, const char *key, int indent, char **list, int64_t n) {
-    buf_printf(b, "%*s%s: [", indent, "", key);
-    for (int64_t i = 0; i < n; i++) buf_printf(b, "%s'%s'", i ? ", " : "", list[i]);
-    buf_printf(b, "]\n");
+static void yaml_targets(StrBuf *b, const char *key, int indent, char **list, int64_t n) {
+    strbuf_printf(b, "%*s%s: [", indent, "", key);
+    for (int64_t i = 0; i < n; i++) strbuf_printf(b, "%s'%s'", i ? ", " : "", list[i]);
+    strbuf_printf(b, "]\n");
 }
 
 /* The HF module name of site i (hi: the output head). */
@@ -614,7 +574,7 @@ static void lc_site_name(char *nm, size_t cap, int64_t i, int64_t hi) {
 /* The GPTQModifier of a recipe whose quantized sites (quant[0..n), hi the
  * head) include GPTQ ones: its damping, the one actorder it can hold, and a
  * note on each site where the recipe cannot give what the plan asked. */
-static void lc_gptq_modifier(const PlanResolved *r, const int *quant, int64_t n, int64_t hi, SiteMark *sms, Buf *b,
+static void lc_gptq_modifier(const PlanResolved *r, const int *quant, int64_t n, int64_t hi, SiteMark *sms, StrBuf *b,
                              ExportReport *rep) {
     for (int64_t i = 0; i < n; i++)
         if (quant[i]) {
@@ -654,11 +614,11 @@ static void lc_gptq_modifier(const PlanResolved *r, const int *quant, int64_t n,
         note(rep, &sms[i], EXPORT_APPROX, nm, "act_order %s: one actorder per GPTQModifier (%s written)",
              e->gptq.act_order ? "on" : "off", ao ? "static" : "null");
     }
-    buf_printf(b, "    GPTQModifier:\n      dampening_frac: %g\n      actorder: %s\n", damp,
+    strbuf_printf(b, "    GPTQModifier:\n      dampening_frac: %g\n      actorder: %s\n", damp,
                ao ? "static" : "null");
 }
 
-static Status export_llmcompressor(const Plan *p, const PlanModel *m, const PlanResolved *r, Buf *b,
+static Status export_llmcompressor(const Plan *p, const PlanModel *m, const PlanResolved *r, StrBuf *b,
                                    ExportReport *rep, Err *err) {
     enum { SIG = 1024 };
     int64_t n = r->n_layers * PLAN_NPROJ + 1; /* + lm_head */
@@ -712,17 +672,17 @@ static Status export_llmcompressor(const Plan *p, const PlanModel *m, const Plan
                 if (!(ignore[n_ignore++] = core_strdup(full))) goto oom;
             }
     }
-    buf_printf(b, "# qscope plan '%s' as an llm-compressor recipe (see the export report for what is approximate)\n",
+    strbuf_printf(b, "# qscope plan '%s' as an llm-compressor recipe (see the export report for what is approximate)\n",
                p->name);
-    buf_printf(b, "quant_stage:\n  quant_modifiers:\n");
-    if (smooth) buf_printf(b, "    SmoothQuantModifier:\n      smoothing_strength: %g\n", (double)alpha);
+    strbuf_printf(b, "quant_stage:\n  quant_modifiers:\n");
+    if (smooth) strbuf_printf(b, "    SmoothQuantModifier:\n      smoothing_strength: %g\n", (double)alpha);
     if (gptq) {
         lc_gptq_modifier(r, quant, n, hi, sms, b, rep);
     } else {
-        buf_printf(b, "    QuantizationModifier:\n");
+        strbuf_printf(b, "    QuantizationModifier:\n");
     }
     yaml_targets(b, "ignore", 6, ignore, n_ignore);
-    buf_printf(b, "      config_groups:\n");
+    strbuf_printf(b, "      config_groups:\n");
     int64_t group = 0;
     for (int64_t i = 0; i < n; i++) {
         if (!quant[i] || !sig[i * SIG]) continue;
@@ -756,15 +716,15 @@ static Status export_llmcompressor(const Plan *p, const PlanModel *m, const Plan
             if (!(targets[nt++] = core_strdup("re:^lm_head$"))) goto oom;
             sig[hi * SIG] = '\0';
         }
-        buf_printf(b, "        group_%" PRId64 ":\n", group++);
+        strbuf_printf(b, "        group_%" PRId64 ":\n", group++);
         yaml_targets(b, "targets", 10, targets, nt);
-        buf_printf(b, "%s", scheme);
+        strbuf_printf(b, "%s", scheme);
         for (int64_t k = 0; k < nt; k++) {
             free(targets[k]);
             targets[k] = NULL;
         }
     }
-    if (group == 0) buf_printf(b, "        {}\n");
+    if (group == 0) strbuf_printf(b, "        {}\n");
     for (int64_t i = 0; i <= n; i++) site_done(rep, &sms[i]);
     goto fail;
 oom:
@@ -790,17 +750,17 @@ Status plan_export(const Plan *p, const PlanModel *m, ExportTarget t, char **out
     Status st = plan_validate(p, m, err);
     if (!st) st = plan_resolve(p, m, &r, err);
     if (st) return st;
-    Buf b = {0};
+    StrBuf b = {0};
     if (t == EXPORT_LLAMACPP) st = export_llamacpp(m, &r, &b, rep);
     else if (t == EXPORT_GPTQMODEL) st = export_gptqmodel(m, &r, &b, rep, err);
     else st = export_llmcompressor(p, m, &r, &b, rep, err);
     plan_resolved_done(&r);
-    if (!st && b.oom) st = err_set(err, ST_ERR_NOMEM, "export");
+    *out = strbuf_take(&b);
     if (st) {
-        free(b.p);
+        free(*out);
+        *out = NULL;
         return st;
     }
-    *out = b.p ? b.p : core_strdup("");
     return *out ? ST_OK : err_set(err, ST_ERR_NOMEM, "export");
 }
 

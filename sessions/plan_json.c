@@ -16,6 +16,7 @@
 #include "quant/aqlm.h"
 #include "quant/format.h"
 #include "quant/gptq.h"
+#include "sessions/json.h"
 
 #define PLAN_JSON_MAX_BYTES ((size_t)64 << 20)
 
@@ -136,41 +137,6 @@ Status plan_json_save(const Plan *p, const char *path, Err *err) {
 /* Error helper: "<where>: <ctx>.<key>: <msg>". */
 #define BAD(...) err_set(err, ST_ERR_FORMAT, __VA_ARGS__)
 
-static Status get_string(const cJSON *o, const char *key, const char *where, const char *ctx, const char **out,
-                         Err *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    *out = NULL;
-    if (!v) return ST_OK;
-    if (!cJSON_IsString(v) || !v->valuestring)
-        return BAD("%s: %s.%s: expected a string", where, ctx, key);
-    *out = v->valuestring;
-    return ST_OK;
-}
-
-static Status get_bool(const cJSON *o, const char *key, const char *where, const char *ctx, int *out, int *present,
-                       Err *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (present) *present = v != NULL;
-    if (!v) return ST_OK;
-    if (!cJSON_IsBool(v)) return BAD("%s: %s.%s: expected true or false", where, ctx, key);
-    *out = cJSON_IsTrue(v) ? 1 : 0;
-    return ST_OK;
-}
-
-static Status get_number(const cJSON *o, const char *key, const char *where, const char *ctx, double lo, double hi,
-                         int integer, double *out, int *present, Err *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (present) *present = v != NULL;
-    if (!v) return ST_OK;
-    if (!cJSON_IsNumber(v)) return BAD("%s: %s.%s: expected a number", where, ctx, key);
-    double d = v->valuedouble;
-    if (!isfinite(d) || d < lo || d > hi)
-        return BAD("%s: %s.%s: %g is outside [%g, %g]", where, ctx, key, d, lo, hi);
-    if (integer && d != floor(d)) return BAD("%s: %s.%s: %g is not an integer", where, ctx, key, d);
-    *out = d;
-    return ST_OK;
-}
-
 /* The keys a plan file may use (the strict reading of plan_json_read):
  * ENTRY's, a rule's beyond them, gptq's, and the top level's. */
 static const char *const ENTRY_KEYS[] = {"format", "sym", "group_dim", "group", "method", "gptq", "adadim_base",
@@ -212,57 +178,57 @@ static Status entry_parse(const cJSON *o, const char *where, const char *ctx, in
                                    where, ctx, err)))
         return st;
 
-    if ((st = get_string(o, "format", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "format", 0, &s, where, ctx, err))) return st;
     if (s) {
         int f = qformat_parse(s);
         if (f < 0) return BAD("%s: %s.format: '%s' is not a format", where, ctx, s);
         e->w.fmt = (QFormat)f;
         *seen |= PF_FMT;
     }
-    if ((st = get_bool(o, "sym", where, ctx, &b, &pres, err))) return st;
+    if ((st = json_get_bool(o, "sym", &b, &pres, where, ctx, err))) return st;
     if (pres) {
         e->w.sym = b;
         *seen |= PF_FMT;
     }
 
-    if ((st = get_string(o, "group_dim", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "group_dim", 0, &s, where, ctx, err))) return st;
     if (s) {
         int g = group_dim_parse(s);
         if (g < 0) return BAD("%s: %s.group_dim: '%s' is not one of tensor, oc, ic", where, ctx, s);
         e->w.dim = (GroupDim)g;
         *seen |= PF_GROUP;
     }
-    if ((st = get_number(o, "group", where, ctx, 0, 1 << 30, 1, &d, &pres, err))) return st;
+    if ((st = json_get_num(o, "group", 0, 1 << 30, 1, &d, &pres, where, ctx, err))) return st;
     if (pres) {
         e->w.group = (int64_t)d;
         *seen |= PF_GROUP;
     }
 
-    if ((st = get_string(o, "method", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "method", 0, &s, where, ctx, err))) return st;
     if (s) {
         int m = qmethod_parse(s);
         if (m < 0) return BAD("%s: %s.method: '%s' is not one of rtn, gptq, adadim, aqlm", where, ctx, s);
         e->method = (QMethod)m;
         *seen |= PF_METHOD;
     }
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "gptq");
+    const cJSON *g = json_get(o, "gptq");
     if (g) {
         char gctx[128];
         snprintf(gctx, sizeof gctx, "%s.gptq", ctx);
         if (!cJSON_IsObject(g)) return BAD("%s: %s: expected an object", where, gctx);
         if (strict && (st = check_keys(g, GPTQ_KEYS, (int)(sizeof GPTQ_KEYS / sizeof *GPTQ_KEYS), where, gctx, err)))
             return st;
-        if ((st = get_number(g, "damp", where, gctx, 0, 10, 0, &d, &pres, err))) return st;
+        if ((st = json_get_num(g, "damp", 0, 10, 0, &d, &pres, where, gctx, err))) return st;
         if (pres) e->gptq.damp = d;
-        if ((st = get_bool(g, "act_order", where, gctx, &b, &pres, err))) return st;
+        if ((st = json_get_bool(g, "act_order", &b, &pres, where, gctx, err))) return st;
         if (pres) e->gptq.act_order = b;
-        if ((st = get_number(g, "block", where, gctx, 1, 1 << 20, 1, &d, &pres, err))) return st;
+        if ((st = json_get_num(g, "block", 1, 1 << 20, 1, &d, &pres, where, gctx, err))) return st;
         if (pres) e->gptq.block = (int64_t)d;
-        if ((st = get_bool(g, "static_groups", where, gctx, &b, &pres, err))) return st;
+        if ((st = json_get_bool(g, "static_groups", &b, &pres, where, gctx, err))) return st;
         if (pres) e->gptq.static_groups = b;
         *seen |= PF_METHOD;
     }
-    if ((st = get_string(o, "adadim_base", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "adadim_base", 0, &s, where, ctx, err))) return st;
     if (s) {
         int m = qmethod_parse(s);
         if (m != QM_RTN && m != QM_GPTQ)
@@ -270,7 +236,7 @@ static Status entry_parse(const cJSON *o, const char *where, const char *ctx, in
         e->adadim_base = (QMethod)m;
         *seen |= PF_METHOD;
     }
-    if ((st = get_string(o, "aqlm", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "aqlm", 0, &s, where, ctx, err))) return st;
     if (s) {
         Err e2;
         err_init(&e2);
@@ -279,34 +245,34 @@ static Status entry_parse(const cJSON *o, const char *where, const char *ctx, in
         *seen |= PF_METHOD;
     }
 
-    if ((st = get_string(o, "act", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "act", 0, &s, where, ctx, err))) return st;
     if (s) {
         int a = act_format_parse(s);
         if (a < 0) return BAD("%s: %s.act: '%s' is not one of none, int8, fp8-e4m3, fp8-e5m2", where, ctx, s);
         e->act = (ActFormat)a;
         *seen |= PF_ACT;
     }
-    if ((st = get_string(o, "act_gran", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "act_gran", 0, &s, where, ctx, err))) return st;
     if (s) {
         int a = act_gran_parse(s);
         if (a < 0) return BAD("%s: %s.act_gran: '%s' is not one of tensor, token", where, ctx, s);
         e->act_gran = (ActGran)a;
         *seen |= PF_ACT;
     }
-    if ((st = get_string(o, "act_scale", where, ctx, &s, err))) return st;
+    if ((st = json_get_str(o, "act_scale", 0, &s, where, ctx, err))) return st;
     if (s) {
         int a = act_scale_parse(s);
         if (a < 0) return BAD("%s: %s.act_scale: '%s' is not one of dynamic, static", where, ctx, s);
         e->act_scale = (ActScale)a;
         *seen |= PF_ACT;
     }
-    if ((st = get_bool(o, "act_skip_first", where, ctx, &b, &pres, err))) return st;
+    if ((st = json_get_bool(o, "act_skip_first", &b, &pres, where, ctx, err))) return st;
     if (pres) {
         e->act_skip_first = b;
         *seen |= PF_ACT;
     }
 
-    if ((st = get_number(o, "smooth_alpha", where, ctx, 0, 1, 0, &d, &pres, err))) return st;
+    if ((st = json_get_num(o, "smooth_alpha", 0, 1, 0, &d, &pres, where, ctx, err))) return st;
     if (pres) {
         e->smooth_alpha = (float)d;
         *seen |= PF_SMOOTH;
@@ -324,26 +290,26 @@ static Status parse_plan(const cJSON *obj, const char *where, const PlanModel *m
     if (strict && (st = check_keys(obj, TOP_KEYS, (int)(sizeof TOP_KEYS / sizeof *TOP_KEYS), where, NULL, err)))
         return st;
 
-    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(obj, "schema_version");
+    const cJSON *ver = json_get(obj, "schema_version");
     if (!ver) return BAD("%s: schema_version: missing", where);
     if (!cJSON_IsNumber(ver) || ver->valuedouble != PLAN_JSON_SCHEMA_VERSION)
         return BAD("%s: schema_version: expected %d, found %s%g", where, PLAN_JSON_SCHEMA_VERSION,
                    cJSON_IsNumber(ver) ? "" : "a non-number ", cJSON_IsNumber(ver) ? ver->valuedouble : 0.0);
 
     const char *name = NULL;
-    if ((st = get_string(obj, "name", where, "plan", &name, err))) goto fail;
+    if ((st = json_get_str(obj, "name", 0, &name, where, "plan", err))) goto fail;
     if (name) snprintf(out->name, sizeof out->name, "%s", name);
 
     const char *keys[3] = {"default", "embed", "output"};
     PlanEntry *ents[3] = {&out->def, &out->embed, &out->output};
     for (int i = 0; i < 3; i++) {
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(obj, keys[i]);
+        const cJSON *o = json_get(obj, keys[i]);
         if (!o) continue;
         unsigned seen;
         if ((st = entry_parse(o, where, keys[i], strict, 0, ents[i], &seen, err))) goto fail;
     }
 
-    const cJSON *rules = cJSON_GetObjectItemCaseSensitive(obj, "rules");
+    const cJSON *rules = json_get(obj, "rules");
     if (rules && !cJSON_IsArray(rules)) {
         st = BAD("%s: rules: expected an array", where);
         goto fail;
@@ -358,7 +324,7 @@ static Status parse_plan(const cJSON *obj, const char *where, const PlanModel *m
             goto fail;
         }
         const char *pat = NULL;
-        if ((st = get_string(r, "pattern", where, ctx, &pat, err))) goto fail;
+        if ((st = json_get_str(r, "pattern", 0, &pat, where, ctx, err))) goto fail;
         if (!pat) {
             st = BAD("%s: %s.pattern: missing", where, ctx);
             goto fail;
@@ -367,7 +333,7 @@ static Status parse_plan(const cJSON *obj, const char *where, const PlanModel *m
         plan_entry_default(&e);
         unsigned seen = 0, fields = 0;
         if ((st = entry_parse(r, where, ctx, strict, 1, &e, &seen, err))) goto fail;
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(r, "fields");
+        const cJSON *f = json_get(r, "fields");
         if (f) {
             if (!cJSON_IsArray(f)) {
                 st = BAD("%s: %s.fields: expected an array of field names", where, ctx);
@@ -411,7 +377,7 @@ static Status parse_plan(const cJSON *obj, const char *where, const PlanModel *m
         ri++;
     }
 
-    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(obj, "notes");
+    const cJSON *notes = json_get(obj, "notes");
     if (notes && !cJSON_IsArray(notes)) {
         st = BAD("%s: notes: expected an array of strings", where);
         goto fail;

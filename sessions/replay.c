@@ -13,6 +13,7 @@
 #include "analysis/spikes.h"
 #include "analysis/calib.h"
 #include "analysis/eval.h"
+#include "analysis/evaluate.h"
 #include "analysis/planner.h"
 #include "analysis/qmodel.h"
 #include "analysis/statsfile.h"
@@ -26,7 +27,9 @@
 #include "core/suggest.h"
 #include "model/model.h"
 #include "quant/plan.h"
+#include "quant/plan_edit.h"
 #include "quant/preset.h"
+#include "sessions/json.h"
 #include "sessions/plan_json.h"
 
 #define REPLAY_MAX_TEXT ((size_t)1 << 31)
@@ -63,8 +66,7 @@ typedef struct Replay {
     Session *out;
     QStatsFile sf;
     int have_stats;
-    Snapshot *undo, *redo;
-    int64_t n_undo, n_redo;
+    PlanUndo hist;           /* of Snapshots, as the editor's undo (quant/plan_edit.h) */
     TextBuf *texts;
     int64_t n_texts;
     RefEntry *refs;
@@ -134,16 +136,9 @@ char *replay_diff_text(const ReplayReport *rep) {
 
 /* === Small helpers === */
 
-static cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
-
-static const char *a_str(const cJSON *a, const char *k) {
-    const cJSON *v = jget(a, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* Integer argument k of a: absent -> def; otherwise an integer in [lo, hi]. */
 static Status a_int(const cJSON *a, const char *k, int64_t lo, int64_t hi, int64_t def, int64_t *out, Err *err) {
-    const cJSON *v = jget(a, k);
+    const cJSON *v = json_get(a, k);
     if (!v || cJSON_IsNull(v)) {
         *out = def;
         return ST_OK;
@@ -199,7 +194,7 @@ static Status get_text(Replay *r, const char *path, TextBuf **out, Err *err) {
 
 /* The plan an action names ("plan" argument, else the current plan). */
 static const char *plan_arg(const Replay *r, const cJSON *a) {
-    const char *p = a_str(a, "plan");
+    const char *p = json_string(a, "plan");
     return p ? p : session_current_plan(r->out);
 }
 
@@ -226,16 +221,7 @@ static Status snap_restore(Replay *r, Snapshot *s, Err *err) {
     return st;
 }
 
-static Status snap_push(Snapshot **stack, int64_t *n, Snapshot *s, Err *err) {
-    Snapshot *ns = realloc(*stack, (size_t)(*n + 1) * sizeof *ns);
-    if (!ns) {
-        snap_done(s);
-        return err_set(err, ST_ERR_NOMEM, "undo");
-    }
-    *stack = ns;
-    ns[(*n)++] = *s;
-    return ST_OK;
-}
+static void snap_release(void *s) { snap_done(s); }
 
 /* Records plan `name` before an edit; clears the redo history. */
 static Status before_edit(Replay *r, const char *name, Err *err) {
@@ -245,28 +231,28 @@ static Status before_edit(Replay *r, const char *name, Err *err) {
         snap_done(&s);
         return st;
     }
-    for (int64_t i = 0; i < r->n_redo; i++) snap_done(&r->redo[i]);
-    r->n_redo = 0;
-    return snap_push(&r->undo, &r->n_undo, &s, err);
+    return plan_undo_push(&r->hist, &s, err);
 }
 
+/* Undo / redo as the editor does: the plan the step concerns, as it is now,
+ * goes on the other stack; the recorded one is restored. */
 static Status undo_redo(Replay *r, int redo, const char **summary, Err *err) {
-    Snapshot **from = redo ? &r->redo : &r->undo, **to = redo ? &r->undo : &r->redo;
-    int64_t *nf = redo ? &r->n_redo : &r->n_undo, *nt = redo ? &r->n_undo : &r->n_redo;
-    if (*nf == 0) {
+    const Snapshot *s = plan_undo_peek(&r->hist, redo);
+    if (!s) {
         *summary = "nothing to do";
         return ST_OK;
     }
-    Snapshot s = (*from)[--*nf], now;
-    Status st = snap_take(r, s.name, &now, err);
-    if (!st) st = snap_restore(r, &s, err);
-    snap_done(&s);
+    Snapshot now;
+    Status st = snap_take(r, s->name, &now, err);
     if (st) {
         snap_done(&now);
         return st;
     }
+    plan_undo_step(&r->hist, redo, &now); /* now: the snapshot to restore */
+    st = snap_restore(r, &now, err);
+    snap_done(&now);
     *summary = redo ? "redone" : "undone";
-    return snap_push(to, nt, &now, err);
+    return st;
 }
 
 /* Stores p as plan `name` after validating it on the model. */
@@ -359,7 +345,7 @@ Status replay_calibrate(const Model *m, const char *text_path, const char *text,
 
 
 static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum, size_t cap, Err *err) {
-    const char *text = a_str(a, "text");
+    const char *text = json_string(a, "text");
     if (!text) return err_set(err, ST_ERR_ARG, "calibrate needs a 'text' argument");
     ReplayCalibArgs ca;
     replay_calib_args_default(&ca);
@@ -378,7 +364,7 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     ca.no_h = !v;
     if ((st = a_int(a, "from", 0, (int64_t)1 << 40, 0, &ca.tok_from, err))) return st;
     if ((st = a_int(a, "kept", 1, 1 << 24, -1, &ca.kept, err))) return st;
-    ca.mode = a_str(a, "mode");
+    ca.mode = json_string(a, "mode");
     TextBuf *t;
     if ((st = get_text(r, text, &t, err))) return st;
     char stats[4096];
@@ -401,7 +387,7 @@ static Status act_calibrate(Replay *r, const cJSON *a, cJSON *logged, char *sum,
 }
 
 static Status act_load_stats(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
-    const char *p = a_str(a, "stats");
+    const char *p = json_string(a, "stats");
     if (!p) return err_set(err, ST_ERR_ARG, "load_stats needs a 'stats' argument");
     char full[4096];
     resolve_path(r, p, full, sizeof full);
@@ -418,9 +404,9 @@ static Status act_load_stats(Replay *r, const cJSON *a, char *sum, size_t cap, E
 }
 
 static Status act_apply_preset(Replay *r, const cJSON *a, cJSON *logged, char *sum, size_t cap, Err *err) {
-    const char *preset = a_str(a, "preset");
+    const char *preset = json_string(a, "preset");
     if (!preset) return err_set(err, ST_ERR_ARG, "apply_preset needs a 'preset' argument");
-    const char *name = a_str(a, "plan");
+    const char *name = json_string(a, "plan");
     if (!name) name = preset;
     PresetOpts po;
     preset_opts_default(&po);
@@ -438,9 +424,9 @@ static Status act_apply_preset(Replay *r, const cJSON *a, cJSON *logged, char *s
     po.act_skip_first = (int)v;
     if ((st = a_int(a, "fix_groups", 0, 1, po.fix_groups, &v, err))) return st;
     po.fix_groups = (int)v;
-    const cJSON *al = jget(a, "alpha");
+    const cJSON *al = json_get(a, "alpha");
     if (cJSON_IsNumber(al)) po.alpha = (float)al->valuedouble;
-    const char *sf = a_str(a, "spike_format");
+    const char *sf = json_string(a, "spike_format");
     if (sf) {
         int f = qformat_parse(sf);
         if (f < 0) return err_set(err, ST_ERR_ARG, "spike_format '%.32s' is not a format", sf);
@@ -449,7 +435,7 @@ static Status act_apply_preset(Replay *r, const cJSON *a, cJSON *logged, char *s
     /* Spike sites: recorded ones, else the top spike_k of the current statistics. */
     char **sites = NULL;
     int64_t n_sites = 0;
-    const cJSON *sl = jget(a, "spikes");
+    const cJSON *sl = json_get(a, "spikes");
     int64_t spike_k;
     if ((st = a_int(a, "spike_k", 0, 1 << 10, 0, &spike_k, err))) return st;
     if (cJSON_IsArray(sl)) {
@@ -492,7 +478,7 @@ done:
 /* A rule's entry from the action's {fields, entry} through plan_json, so
  * actions spell entries exactly as plan files do. */
 static Status rule_from_args(const cJSON *a, const char *pattern, PlanRule *out, Err *err) {
-    const cJSON *e = jget(a, "entry");
+    const cJSON *e = json_get(a, "entry");
     if (e && !cJSON_IsObject(e)) return err_set(err, ST_ERR_ARG, "'entry' must be an object");
     cJSON *wrap = cJSON_CreateObject(), *rules = cJSON_CreateArray();
     cJSON *rule = e ? cJSON_Duplicate(e, 1) : cJSON_CreateObject();
@@ -508,7 +494,7 @@ static Status rule_from_args(const cJSON *a, const char *pattern, PlanRule *out,
     cJSON_AddItemToArray(rules, rule);
     cJSON_DeleteItemFromObjectCaseSensitive(rule, "pattern");
     cJSON_AddStringToObject(rule, "pattern", pattern);
-    const cJSON *f = jget(a, "fields");
+    const cJSON *f = json_get(a, "fields");
     if (f) {
         cJSON_DeleteItemFromObjectCaseSensitive(rule, "fields");
         cJSON_AddItemToObject(rule, "fields", cJSON_Duplicate(f, 1));
@@ -534,12 +520,12 @@ static Status act_set_rule(Replay *r, const cJSON *a, int cell, int same_edit, c
     if (cell) {
         int64_t layer;
         if ((st = a_int(a, "layer", 0, 1 << 20, -1, &layer, err))) return st;
-        const char *proj = a_str(a, "proj");
+        const char *proj = json_string(a, "proj");
         if (layer < 0 || !proj) return err_set(err, ST_ERR_ARG, "set_cell needs 'layer' and 'proj'");
         snprintf(pats[n++], sizeof pats[0], "%" PRId64 ".%s", layer, proj);
     } else {
-        const char *p = a_str(a, "pattern");
-        const cJSON *pl = jget(a, "patterns");
+        const char *p = json_string(a, "pattern");
+        const cJSON *pl = json_get(a, "patterns");
         if (p && strlen(p) >= sizeof pats[0]) return err_set(err, ST_ERR_ARG, "pattern longer than 63 bytes");
         if (p) snprintf(pats[n++], sizeof pats[0], "%s", p);
         if (cJSON_IsArray(pl))
@@ -592,8 +578,8 @@ static Status act_remove_rule(Replay *r, const cJSON *a, char *sum, size_t cap, 
 }
 
 static Status act_set_plan(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
-    const char *name = a_str(a, "plan");
-    const cJSON *j = jget(a, "json");
+    const char *name = json_string(a, "plan");
+    const cJSON *j = json_get(a, "json");
     if (!name || !cJSON_IsObject(j)) return err_set(err, ST_ERR_ARG, "set_plan needs 'plan' and a 'json' object");
     Plan p;
     Status st = plan_json_parse(j, "args.json", &r->pm, &p, err);
@@ -606,7 +592,7 @@ static Status act_set_plan(Replay *r, const cJSON *a, char *sum, size_t cap, Err
 }
 
 static Status act_plan_admin(Replay *r, const char *act, const cJSON *a, char *sum, size_t cap, Err *err) {
-    const char *from = a_str(a, "from"), *to = a_str(a, "to");
+    const char *from = json_string(a, "from"), *to = json_string(a, "to");
     if (!strcmp(act, "rename_plan")) {
         snprintf(sum, cap, "'%s' -> '%s'", from ? from : "?", to ? to : "?");
         return session_rename_plan(r->out, from, to, err);
@@ -623,7 +609,7 @@ static Status act_plan_admin(Replay *r, const char *act, const cJSON *a, char *s
         snprintf(sum, cap, "'%s' -> '%s'", from ? from : "?", to);
         return st;
     }
-    const char *name = a_str(a, "plan");
+    const char *name = json_string(a, "plan");
     if (!name || session_find_plan(r->out, name) < 0)
         return err_set(err, ST_ERR_ARG, "no plan named '%.64s'", name ? name : "(null)");
     snprintf(sum, cap, "'%s'", name);
@@ -682,23 +668,19 @@ static void cmp_value(Replay *r, int64_t k, const char *what, double rec, double
     d->tol = tol;
 }
 
-static double num_of(const cJSON *o, const char *k) {
-    const cJSON *v = jget(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
 /* Compares recorded result k (1-based; JSON object) with the replay's. */
 static void check_result(Replay *r, int64_t k, const cJSON *rec, const cJSON *now) {
-    const cJSON *rm = jget(rec, "metrics"), *nm = jget(now, "metrics");
-    double rt = num_of(rec, "threads");
+    const cJSON *rm = json_get(rec, "metrics"), *nm = json_get(now, "metrics");
+    double rt = json_number(rec, "threads");
     int same = rt == (double)r->rep->threads;
     static const struct { const char *k; CmpKind kind; } KEYS[] = {
         {"ppl", CMP_REL}, {"ppl_base", CMP_REL}, {"kld_mean", CMP_KLD}, {"kld_median", CMP_KLD},
         {"kld_p90", CMP_KLD}, {"kld_p99", CMP_KLD}, {"kld_max", CMP_KLD}, {"top1_agree", CMP_TOP1},
         {"bpw", CMP_EXACT}, {"bytes", CMP_EXACT}, {"chunks", CMP_EXACT}, {"tokens_scored", CMP_EXACT},
     };
-    const char *rp = cJSON_IsString(jget(rec, "plan")) ? jget(rec, "plan")->valuestring : "?";
-    const char *np = cJSON_IsString(jget(now, "plan")) ? jget(now, "plan")->valuestring : "?";
+    const char *rp = json_string(rec, "plan"), *np = json_string(now, "plan");
+    if (!rp) rp = "?";
+    if (!np) np = "?";
     if (strcmp(rp, np)) {
         ReplayDiff *d = add_diff(r->rep);
         if (d) {
@@ -707,10 +689,10 @@ static void check_result(Replay *r, int64_t k, const cJSON *rec, const cJSON *no
             snprintf(d->text, sizeof d->text, "recorded '%.64s', replayed '%.64s'", rp, np);
         }
     }
-    double tokens = num_of(rm, "tokens_scored");
+    double tokens = json_number(rm, "tokens_scored");
     for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
-        cmp_value(r, k, KEYS[i].k, num_of(rm, KEYS[i].k), num_of(nm, KEYS[i].k), KEYS[i].kind, same, tokens);
-    const cJSON *rl = jget(rm, "layer_rel_err"), *nl = jget(nm, "layer_rel_err");
+        cmp_value(r, k, KEYS[i].k, json_number(rm, KEYS[i].k), json_number(nm, KEYS[i].k), KEYS[i].kind, same, tokens);
+    const cJSON *rl = json_get(rm, "layer_rel_err"), *nl = json_get(nm, "layer_rel_err");
     int rn = cJSON_IsArray(rl) ? cJSON_GetArraySize(rl) : 0, nn = cJSON_IsArray(nl) ? cJSON_GetArraySize(nl) : 0;
     if (rn != nn) {
         ReplayDiff *d = add_diff(r->rep);
@@ -731,59 +713,56 @@ static void check_result(Replay *r, int64_t k, const cJSON *rec, const cJSON *no
 }
 
 static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err *err) {
-    const char *name = plan_arg(r, a), *text = a_str(a, "text"), *gguf = a_str(a, "gguf");
+    const char *name = plan_arg(r, a), *text = json_string(a, "text"), *gguf = json_string(a, "gguf");
     if (gguf) { /* a shipped file is named by its file name, as in the workbench and eval */
         const char *slash = strrchr(gguf, '/');
         name = slash ? slash + 1 : gguf;
     }
     if (!name) return err_set(err, ST_ERR_STATE, "no plan to evaluate");
     if (!text) return err_set(err, ST_ERR_ARG, "evaluate needs a 'text' argument");
-    EvalOpts eo;
-    eval_opts_default(&eo);
-    Status st;
-    if ((st = a_int(a, "ctx", 4, 1 << 20, eval_ctx_default(&r->m->cfg), &eo.n_ctx, err))) return st;
-    if ((st = a_int(a, "chunks", 0, (int64_t)1 << 40, 0, &eo.max_chunks, err))) return st;
-    eo.speed = r->o->speed;
     TextBuf *t;
-    if ((st = get_text(r, text, &t, err))) return st;
+    Status st = get_text(r, text, &t, err);
+    if (st) return st;
+    EvalSpec es;
+    evaluate_spec_init(&es, r->m, t->data, t->len);
+    if ((st = a_int(a, "ctx", 4, 1 << 20, es.opts.n_ctx, &es.opts.n_ctx, err))) return st;
+    if ((st = a_int(a, "chunks", 0, (int64_t)1 << 40, 0, &es.opts.max_chunks, err))) return st;
+    es.opts.speed = r->o->speed;
+    es.pool = r->pool;
     Plan p;
-    QModel *qm = NULL;
-    EvalResult res;
-    memset(&res, 0, sizeof res);
-    EvalRef *ref = NULL;
-    Model *qsrc = NULL;
+    plan_init(&p);
+    Evaluation ev;
+    memset(&ev, 0, sizeof ev);
+    char full[4096];
     if (gguf) {
-        char full[4096];
         resolve_path(r, gguf, full, sizeof full);
-        plan_init(&p);
-        ModelLoadOpts mo = {0};
-        if ((st = model_load(full, &mo, &qsrc, err))) goto done;
-        if ((st = qmodel_from_model(r->m, qsrc, &qm, err))) goto done;
+        es.gguf_path = full;
     } else {
         if ((st = session_get_plan(r->out, name, &p, err))) goto done;
-        QModelStats qs = {r->have_stats ? r->sf.cs : NULL, r->have_stats ? r->sf.h : NULL};
-        if ((st = qmodel_build(r->m, &p, &qs, r->pool, NULL, &qm, err))) goto done;
+        es.plan = &p;
+        if (r->have_stats) es.stats = (QModelStats){r->sf.cs, r->sf.h};
     }
-    if ((st = get_ref(r, t, &eo, &ref, err))) goto done;
-    if ((st = eval_run(qm, ref, &eo, r->pool, NULL, NULL, NULL, &res, err))) goto done;
-    SessionEvalInfo info = {.plan = name, .text = text, .text_hash = t->hash, .ctx = eo.n_ctx,
-                            .chunks = eo.max_chunks, .threads = r->rep->threads, .plan_eval = gguf ? NULL : &p,
+    EvalRef *ref = NULL;
+    if ((st = get_ref(r, t, &es.opts, &ref, err))) goto done;
+    es.ref = ref;
+    if ((st = evaluate(&es, &ev, err))) goto done;
+    const EvalResult *res = &ev.res;
+    SessionEvalInfo info = {.plan = name, .text = text, .text_hash = t->hash, .ctx = es.opts.n_ctx,
+                            .chunks = es.opts.max_chunks, .threads = r->rep->threads, .plan_eval = gguf ? NULL : &p,
                             .gguf = gguf};
-    if ((st = session_add_eval(r->out, &info, &res, qm, NULL, err))) goto done;
+    if ((st = session_add_eval(r->out, &info, res, ev.qm, NULL, err))) goto done;
     r->n_eval++;
-    snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res.ppl,
-             res.ppl_base, res.kld_mean, res.top1_agree, res.bpw);
-    warn_context(r, "ctx", eo.n_ctx, sum, cap);
+    snprintf(sum, cap, "plan '%s' on %s: ppl %.6f (base %.6f), kld %.6g, top-1 %.4f, %.3f bpw", name, text, res->ppl,
+             res->ppl_base, res->kld_mean, res->top1_agree, res->bpw);
+    warn_context(r, "ctx", es.opts.n_ctx, sum, cap);
     if (r->o->check && r->rec_results) {
         const cJSON *rec = cJSON_GetArrayItem(r->rec_results, (int)(r->n_eval - 1));
-        const cJSON *all = jget(session_json(r->out), "results");
+        const cJSON *all = json_get(session_json(r->out), "results");
         const cJSON *now = cJSON_GetArrayItem(all, cJSON_GetArraySize(all) - 1);
         if (rec) check_result(r, r->n_eval, rec, now);
     }
 done:
-    eval_result_done(&res);
-    qmodel_free(qm);
-    model_free(qsrc); /* after qm, which borrows it */
+    evaluation_done(&ev);
     plan_done(&p);
     return st;
 }
@@ -798,41 +777,41 @@ static Status act_auto_plan(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     PlannerRequest rq;
     planner_request_default(&rq);
     Status st;
-    const cJSON *v = jget(a, "bpw");
+    const cJSON *v = json_get(a, "bpw");
     if (cJSON_IsNumber(v)) rq.bpw = v->valuedouble;
     int64_t i64;
     if ((st = a_int(a, "bytes", 0, (int64_t)1 << 50, 0, &i64, err))) return st;
     rq.bytes = (size_t)i64;
     if ((rq.bpw > 0) == (rq.bytes > 0)) return err_set(err, ST_ERR_ARG, "auto_plan needs one of 'bpw' or 'bytes'");
-    const char *t = a_str(a, "target");
+    const char *t = json_string(a, "target");
     if (t) {
         int k = planner_target_parse(t);
         if (k < 0) return err_set(err, ST_ERR_ARG, "target '%.32s' is not any or llamacpp", t);
         rq.target = (PlannerTarget)k;
     }
-    const char *meth = a_str(a, "method");
+    const char *meth = json_string(a, "method");
     if (meth) {
         int k = qmethod_parse(meth);
         if (k != QM_RTN && k != QM_GPTQ) return err_set(err, ST_ERR_ARG, "method '%.32s' is not rtn or gptq", meth);
         rq.method = k;
     }
-    const char *price = a_str(a, "price");
+    const char *price = json_string(a, "price");
     if (price && strcmp(price, "own") && strcmp(price, "rtn"))
         return err_set(err, ST_ERR_ARG, "price '%.32s' is not own or rtn", price);
     rq.price_method = !price || !strcmp(price, "own");
     if ((st = a_int(a, "oerr_rows", 0, 1 << 30, rq.oerr_rows, &rq.oerr_rows, err))) return st;
-    const cJSON *spv = jget(a, "speed");
+    const cJSON *spv = json_get(a, "speed");
     if (cJSON_IsNumber(spv) && spv->valuedouble > 0) { /* the machine's speed table, from the cache dir */
         rq.min_decode_tps = spv->valuedouble;
         rq.speed_cache = r->o->cache_dir;
     }
-    const cJSON *fl = jget(a, "formats");
+    const cJSON *fl = json_get(a, "formats");
     for (const cJSON *e = cJSON_IsArray(fl) ? fl->child : NULL; e; e = e->next) {
         int f = cJSON_IsString(e) ? qformat_parse(e->valuestring) : -1;
         if (f < 0) return err_set(err, ST_ERR_ARG, "formats: expected format names like \"int4\"");
         rq.formats |= 1u << f;
     }
-    const cJSON *gl = jget(a, "groups");
+    const cJSON *gl = json_get(a, "groups");
     if (cJSON_IsArray(gl)) {
         rq.n_groups = 0;
         for (const cJSON *e = gl->child; e && rq.n_groups < 4; e = e->next) {
@@ -841,7 +820,7 @@ static Status act_auto_plan(Replay *r, const cJSON *a, cJSON *logged, char *sum,
             rq.groups[rq.n_groups++] = (int64_t)e->valuedouble;
         }
     }
-    const char *text = a_str(a, "text");
+    const char *text = json_string(a, "text");
     char cal[4200];
     if (text) {
         TextBuf *tb;
@@ -861,7 +840,7 @@ static Status act_auto_plan(Replay *r, const cJSON *a, cJSON *logged, char *sum,
     PlannerResult res;
     int measured = 0;
     if ((st = planner_run(r->m, &r->sf, &rq, r->pool, NULL, &res, &measured, err))) return st;
-    const char *name = a_str(a, "plan");
+    const char *name = json_string(a, "plan");
     if (!name) name = res.plan.name;
     char nm[64];
     snprintf(nm, sizeof nm, "%s", name);
@@ -982,12 +961,12 @@ static Status unknown_action(const char *name, Err *err) {
 }
 
 static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
-    const char *name = a_str(act, "action");
+    const char *name = json_string(act, "action");
     if (!name) return err_set(err, ST_ERR_FORMAT, "missing 'action' name");
     int k = 0;
     while (k < N_ACTION_NAMES && strcmp(name, ACTION_NAMES[k]) != 0) k++;
     if (k == N_ACTION_NAMES) return unknown_action(name, err);
-    const cJSON *args = jget(act, "args");
+    const cJSON *args = json_get(act, "args");
     if (!cJSON_IsObject(args)) args = act; /* flat form */
     cJSON *logged = cJSON_Duplicate(args, 1);
     if (!logged) return err_set(err, ST_ERR_NOMEM, "action");
@@ -1007,8 +986,8 @@ static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
          * consecutive ones with the same "edit" id (else the same time stamp)
          * are one undo step, as in the editor. */
         char key[80];
-        const cJSON *ek = jget(args, "edit");
-        const char *tm = a_str(act, "time");
+        const cJSON *ek = json_get(args, "edit");
+        const char *tm = json_string(act, "time");
         if (cJSON_IsNumber(ek)) snprintf(key, sizeof key, "edit %.0f", ek->valuedouble);
         else snprintf(key, sizeof key, "time %s", tm ? tm : "");
         int same = r->edit_key[0] && !strcmp(key, r->edit_key) && (cJSON_IsNumber(ek) || tm);
@@ -1046,6 +1025,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
     if (!o->work_dir) return err_set(err, ST_ERR_ARG, "replay: a work directory is required");
     Replay r;
     memset(&r, 0, sizeof r);
+    plan_undo_init(&r.hist, sizeof(Snapshot), 0, snap_release);
     r.o = o;
     r.path = path;
     r.rep = rep;
@@ -1064,18 +1044,18 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
         st = err_set(err, ST_ERR_FORMAT, "%s: not valid JSON", path);
         goto fail;
     }
-    if (cJSON_IsObject(script) && jget(script, "schema_version")) {
+    if (cJSON_IsObject(script) && json_get(script, "schema_version")) {
         if ((st = session_parse(text, len, path, &in, err))) goto fail;
-        actions = jget(session_json(in), "actions");
+        actions = json_get(session_json(in), "actions");
         model_path = session_model(in)->path;
         tok = session_model(in)->tokenizer;
-        r.rec_results = jget(session_json(in), "results");
+        r.rec_results = json_get(session_json(in), "results");
     } else if (cJSON_IsArray(script)) {
         actions = script;
-    } else if (cJSON_IsObject(script) && cJSON_IsArray(jget(script, "actions"))) {
-        actions = jget(script, "actions");
-        model_path = a_str(script, "model");
-        tok = a_str(script, "tokenizer");
+    } else if (cJSON_IsObject(script) && cJSON_IsArray(json_get(script, "actions"))) {
+        actions = json_get(script, "actions");
+        model_path = json_string(script, "model");
+        tok = json_string(script, "tokenizer");
     } else {
         st = err_set(err, ST_ERR_FORMAT, "%s: neither a session nor an action list ({\"model\": ..., \"actions\": [...]})",
                      path);
@@ -1116,7 +1096,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
     /* Threads: as recorded (so results must be bit-identical) unless asked otherwise. */
     int threads = o->threads;
     const cJSON *r0 = r.rec_results ? cJSON_GetArrayItem(r.rec_results, 0) : NULL;
-    double rt = r0 ? num_of(r0, "threads") : NAN;
+    double rt = r0 ? json_number(r0, "threads") : NAN;
     if (isfinite(rt) && rt > 0) rep->recorded_threads = (int64_t)rt;
     if (threads <= 0 && rep->recorded_threads > 0) threads = (int)rep->recorded_threads;
     if ((st = pool_new(threads, &r.pool, err))) goto fail;
@@ -1136,7 +1116,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
             goto fail;
         }
         if ((st = run_action(&r, i, act, err))) {
-            const char *nm = a_str(act, "action");
+            const char *nm = json_string(act, "action");
             err_wrap(err, "%s: actions[%" PRId64 "] (%.32s)", path, i, nm ? nm : "?");
             goto fail;
         }
@@ -1154,10 +1134,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
         check_plans(&r, in);
     }
 fail:
-    for (int64_t k = 0; k < r.n_undo; k++) snap_done(&r.undo[k]);
-    for (int64_t k = 0; k < r.n_redo; k++) snap_done(&r.redo[k]);
-    free(r.undo);
-    free(r.redo);
+    plan_undo_done(&r.hist);
     for (int64_t k = 0; k < r.n_texts; k++) {
         free(r.texts[k].path);
         free(r.texts[k].data);

@@ -20,6 +20,7 @@
 #include "core/mapfile.h"
 #include "model/model.h"
 #include "quant/plan.h"
+#include "sessions/json.h"
 #include "sessions/plan_json.h"
 
 #ifndef QS_BUILD_VERSION
@@ -39,95 +40,6 @@ struct Session {
 };
 
 
-/* === Small JSON helpers === */
-
-static cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = jget(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static void hex64(uint64_t v, char buf[17]) { snprintf(buf, 17, "%016" PRIx64, v); }
-
-static int parse_hex64(const char *s, uint64_t *out) {
-    if (!s || strlen(s) != 16) return 0;
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) return 0;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return 1;
-}
-
-/* Replaces (or adds) member k of o with v (taking ownership); 0 when memory ran out. */
-static int jset(cJSON *o, const char *k, cJSON *v) {
-    if (!v) return 0;
-    if (jget(o, k)) return cJSON_ReplaceItemInObjectCaseSensitive(o, k, v) ? 1 : (cJSON_Delete(v), 0);
-    return cJSON_AddItemToObject(o, k, v) ? 1 : (cJSON_Delete(v), 0);
-}
-
-static int jset_str(cJSON *o, const char *k, const char *v) {
-    return jset(o, k, v ? cJSON_CreateString(v) : cJSON_CreateNull());
-}
-
-static int jset_num(cJSON *o, const char *k, double v) { return jset(o, k, cJSON_CreateNumber(v)); }
-
-static int jset_hex(cJSON *o, const char *k, uint64_t v) {
-    char b[17];
-    hex64(v, b);
-    return jset_str(o, k, b);
-}
-
-/* Optional integer member: absent -> def; present must be an integral number in [lo, hi]. */
-static Status get_int(const cJSON *o, const char *k, int64_t lo, int64_t hi, int64_t def, int64_t *out,
-                      const char *where, const char *path, Err *err) {
-    const cJSON *v = jget(o, k);
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return ST_OK;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
-        v->valuedouble > (double)hi)
-        return err_set(err, ST_ERR_FORMAT, "%s: %s.%s: expected an integer in [%" PRId64 ", %" PRId64 "]", where,
-                       path, k, lo, hi);
-    *out = (int64_t)v->valuedouble;
-    return ST_OK;
-}
-
-static Status get_str(const cJSON *o, const char *k, int required, const char **out, const char *where,
-                      const char *path, Err *err) {
-    const cJSON *v = jget(o, k);
-    *out = NULL;
-    if (!v || cJSON_IsNull(v)) {
-        if (required) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing string member '%s'", where, path, k);
-        return ST_OK;
-    }
-    if (!cJSON_IsString(v)) return err_set(err, ST_ERR_FORMAT, "%s: %s.%s: expected a string", where, path, k);
-    *out = v->valuestring;
-    return ST_OK;
-}
-
-static Status get_hex(const cJSON *o, const char *k, int required, uint64_t *out, const char *where,
-                      const char *path, Err *err) {
-    const char *s;
-    Status st = get_str(o, k, required, &s, where, path, err);
-    if (st) return st;
-    *out = 0;
-    if (s && !parse_hex64(s, out))
-        return err_set(err, ST_ERR_FORMAT, "%s: %s.%s: '%.40s' is not 16 hex digits", where, path, k, s);
-    return ST_OK;
-}
-
-static double get_dbl(const cJSON *o, const char *k) {
-    const cJSON *v = jget(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
 /* === Validation and typed views (rebuilt from the tree after every change) === */
 
 static Status check_model(Session *s, const cJSON *mo, const char *where, Err *err) {
@@ -135,11 +47,11 @@ static Status check_model(Session *s, const cJSON *mo, const char *where, Err *e
     memset(r, 0, sizeof *r);
     if (!cJSON_IsObject(mo)) return err_set(err, ST_ERR_FORMAT, "%s: missing object member 'model'", where);
     Status st;
-    if ((st = get_str(mo, "path", 1, &r->path, where, "model", err))) return st;
-    if ((st = get_str(mo, "tokenizer", 0, &r->tokenizer, where, "model", err))) return st;
-    if ((st = get_hex(mo, "fingerprint", 1, &r->fingerprint, where, "model", err))) return st;
+    if ((st = json_get_str(mo, "path", 1, &r->path, where, "model", err))) return st;
+    if ((st = json_get_str(mo, "tokenizer", 0, &r->tokenizer, where, "model", err))) return st;
+    if ((st = json_get_hex(mo, "fingerprint", 1, &r->fingerprint, where, "model", err))) return st;
     const char *arch;
-    if ((st = get_str(mo, "arch", 0, &arch, where, "model", err))) return st;
+    if ((st = json_get_str(mo, "arch", 0, &arch, where, "model", err))) return st;
     snprintf(r->arch, sizeof r->arch, "%s", arch ? arch : "");
     const int64_t BIG = (int64_t)1 << 52;
     struct { const char *k; int64_t *v; } ints[] = {
@@ -148,8 +60,8 @@ static Status check_model(Session *s, const cJSON *mo, const char *where, Err *e
         {"vocab_size", &r->vocab_size}, {"head_dim", &r->head_dim},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        if ((st = get_int(mo, ints[i].k, 0, BIG, 0, ints[i].v, where, "model", err))) return st;
-    const cJSON *tv = jget(mo, "tied_embeddings");
+        if ((st = json_get_int(mo, ints[i].k, 0, BIG, 0, ints[i].v, where, "model", err))) return st;
+    const cJSON *tv = json_get(mo, "tied_embeddings");
     if (tv && !cJSON_IsBool(tv)) return err_set(err, ST_ERR_FORMAT, "%s: model.tied_embeddings: expected true/false", where);
     r->tied_embeddings = cJSON_IsTrue(tv);
     return ST_OK;
@@ -165,21 +77,21 @@ static Status check_calib(Session *s, const cJSON *co, const char *where, Err *e
     const char *P = "calibration", *mode;
     const int64_t BIG = (int64_t)1 << 52;
     int64_t seed, sens;
-    if ((st = get_str(co, "text", 0, &c->text, where, P, err))) return st;
-    if ((st = get_hex(co, "text_hash", 0, &c->text_hash, where, P, err))) return st;
-    if ((st = get_int(co, "text_bytes", 0, BIG, 0, &c->text_bytes, where, P, err))) return st;
-    if ((st = get_int(co, "samples", 0, BIG, 0, &c->samples, where, P, err))) return st;
-    if ((st = get_int(co, "seqlen", 0, BIG, 0, &c->seqlen, where, P, err))) return st;
-    if ((st = get_int(co, "seed", 0, BIG, 0, &seed, where, P, err))) return st;
-    if ((st = get_int(co, "group", 0, BIG, 0, &c->group, where, P, err))) return st;
-    if ((st = get_int(co, "topk", 0, BIG, 0, &c->topk, where, P, err))) return st;
-    if ((st = get_str(co, "mode", 0, &mode, where, P, err))) return st;
-    if ((st = get_str(co, "stats", 0, &c->stats, where, P, err))) return st;
-    if ((st = get_int(co, "kept", 0, BIG, 0, &c->kept, where, P, err))) return st;
-    if ((st = get_int(co, "sensitivity_sites", 0, BIG, 0, &c->sens_sites, where, P, err))) return st;
-    if ((st = get_int(co, "sensitivity_sites_done", 0, c->sens_sites, 0, &c->sens_sites_done, where, P, err)))
+    if ((st = json_get_str(co, "text", 0, &c->text, where, P, err))) return st;
+    if ((st = json_get_hex(co, "text_hash", 0, &c->text_hash, where, P, err))) return st;
+    if ((st = json_get_int(co, "text_bytes", 0, BIG, 0, &c->text_bytes, where, P, err))) return st;
+    if ((st = json_get_int(co, "samples", 0, BIG, 0, &c->samples, where, P, err))) return st;
+    if ((st = json_get_int(co, "seqlen", 0, BIG, 0, &c->seqlen, where, P, err))) return st;
+    if ((st = json_get_int(co, "seed", 0, BIG, 0, &seed, where, P, err))) return st;
+    if ((st = json_get_int(co, "group", 0, BIG, 0, &c->group, where, P, err))) return st;
+    if ((st = json_get_int(co, "topk", 0, BIG, 0, &c->topk, where, P, err))) return st;
+    if ((st = json_get_str(co, "mode", 0, &mode, where, P, err))) return st;
+    if ((st = json_get_str(co, "stats", 0, &c->stats, where, P, err))) return st;
+    if ((st = json_get_int(co, "kept", 0, BIG, 0, &c->kept, where, P, err))) return st;
+    if ((st = json_get_int(co, "sensitivity_sites", 0, BIG, 0, &c->sens_sites, where, P, err))) return st;
+    if ((st = json_get_int(co, "sensitivity_sites_done", 0, c->sens_sites, 0, &c->sens_sites_done, where, P, err)))
         return st;
-    const cJSON *sv = jget(co, "sensitivity");
+    const cJSON *sv = json_get(co, "sensitivity");
     if (sv && !cJSON_IsBool(sv)) return err_set(err, ST_ERR_FORMAT, "%s: calibration.sensitivity: expected true/false", where);
     sens = cJSON_IsTrue(sv);
     c->seed = (uint64_t)seed;
@@ -213,14 +125,14 @@ static Status check_plan_items(const cJSON *pl, NameIndex *names, const char *wh
         snprintf(path, sizeof path, "plans[%" PRId64 "]", i);
         if (!cJSON_IsObject(e)) return err_set(err, ST_ERR_FORMAT, "%s: %s: expected an object", where, path);
         const char *name;
-        Status st = get_str(e, "name", 1, &name, where, path, err);
+        Status st = json_get_str(e, "name", 1, &name, where, path, err);
         if (st) return st;
         if (!name[0]) return err_set(err, ST_ERR_FORMAT, "%s: %s.name: empty", where, path);
         int64_t j = names_add(names, name, i);
         if (j >= 0)
             return err_set(err, ST_ERR_FORMAT, "%s: %s.name: '%.64s' repeats plans[%" PRId64 "]", where, path,
                            name, j);
-        const cJSON *po = jget(e, "plan");
+        const cJSON *po = json_get(e, "plan");
         if (!cJSON_IsObject(po)) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing object member 'plan'", where, path);
         char w[600];
         snprintf(w, sizeof w, "%s: %s.plan", where, path);
@@ -233,7 +145,7 @@ static Status check_plan_items(const cJSON *pl, NameIndex *names, const char *wh
 }
 
 static Status check_plans(const cJSON *root, const char *where, Err *err) {
-    const cJSON *pl = jget(root, "plans");
+    const cJSON *pl = json_get(root, "plans");
     if (!pl || cJSON_IsNull(pl)) return ST_OK;
     if (!cJSON_IsArray(pl)) return err_set(err, ST_ERR_FORMAT, "%s: plans: expected an array", where);
     size_t cap = 16;
@@ -244,14 +156,14 @@ static Status check_plans(const cJSON *root, const char *where, Err *err) {
     free(names.name);
     free(names.at);
     if (st) return st;
-    const cJSON *cur = jget(root, "current_plan");
+    const cJSON *cur = json_get(root, "current_plan");
     if (cur && !cJSON_IsNull(cur) && !cJSON_IsString(cur))
         return err_set(err, ST_ERR_FORMAT, "%s: current_plan: expected a string", where);
     return ST_OK;
 }
 
 static Status check_results(Session *s, const cJSON *root, const char *where, Err *err) {
-    const cJSON *rl = jget(root, "results");
+    const cJSON *rl = json_get(root, "results");
     free(s->results);
     s->results = NULL;
     s->n_results = 0;
@@ -269,50 +181,45 @@ static Status check_results(Session *s, const cJSON *root, const char *where, Er
         s->n_results = i + 1;
         if (!cJSON_IsObject(e)) return err_set(err, ST_ERR_FORMAT, "%s: %s: expected an object", where, path);
         Status st;
-        if ((st = get_int(e, "id", 0, BIG, i + 1, &r->id, where, path, err))) return st;
-        if ((st = get_str(e, "plan", 1, &r->plan, where, path, err))) return st;
-        if ((st = get_str(e, "time", 0, &r->time, where, path, err))) return st;
-        if ((st = get_str(e, "build", 0, &r->build, where, path, err))) return st;
-        if ((st = get_int(e, "threads", 0, 1 << 20, 0, &r->threads, where, path, err))) return st;
-        const cJSON *so = jget(e, "settings");
+        if ((st = json_get_int(e, "id", 0, BIG, i + 1, &r->id, where, path, err))) return st;
+        if ((st = json_get_str(e, "plan", 1, &r->plan, where, path, err))) return st;
+        if ((st = json_get_str(e, "time", 0, &r->time, where, path, err))) return st;
+        if ((st = json_get_str(e, "build", 0, &r->build, where, path, err))) return st;
+        if ((st = json_get_int(e, "threads", 0, 1 << 20, 0, &r->threads, where, path, err))) return st;
+        const cJSON *so = json_get(e, "settings");
         if (so && !cJSON_IsObject(so)) return err_set(err, ST_ERR_FORMAT, "%s: %s.settings: expected an object", where, path);
         if (so) {
             char sp[80];
             snprintf(sp, sizeof sp, "%s.settings", path);
-            if ((st = get_str(so, "text", 0, &r->text, where, sp, err))) return st;
-            if ((st = get_str(so, "gguf", 0, &r->gguf, where, sp, err))) return st;
-            if ((st = get_hex(so, "text_hash", 0, &r->text_hash, where, sp, err))) return st;
-            if ((st = get_int(so, "ctx", 0, BIG, 0, &r->ctx, where, sp, err))) return st;
-            if ((st = get_int(so, "chunks", 0, BIG, 0, &r->chunks, where, sp, err))) return st;
+            if ((st = json_get_str(so, "text", 0, &r->text, where, sp, err))) return st;
+            if ((st = json_get_str(so, "gguf", 0, &r->gguf, where, sp, err))) return st;
+            if ((st = json_get_hex(so, "text_hash", 0, &r->text_hash, where, sp, err))) return st;
+            if ((st = json_get_int(so, "ctx", 0, BIG, 0, &r->ctx, where, sp, err))) return st;
+            if ((st = json_get_int(so, "chunks", 0, BIG, 0, &r->chunks, where, sp, err))) return st;
         }
-        const cJSON *mo = jget(e, "metrics");
+        const cJSON *mo = json_get(e, "metrics");
         if (!cJSON_IsObject(mo)) return err_set(err, ST_ERR_FORMAT, "%s: %s: missing object member 'metrics'", where, path);
         for (const cJSON *m = mo->child; m; m = m->next)
             if (!cJSON_IsNumber(m) && !cJSON_IsNull(m) && !cJSON_IsArray(m) && !cJSON_IsString(m) && !cJSON_IsBool(m))
                 return err_set(err, ST_ERR_FORMAT, "%s: %s.metrics.%.64s: unexpected object", where, path, m->string);
-        r->ppl = get_dbl(mo, "ppl");
-        r->ppl_base = get_dbl(mo, "ppl_base");
-        r->kld_mean = get_dbl(mo, "kld_mean");
-        r->kld_median = get_dbl(mo, "kld_median");
-        r->kld_p90 = get_dbl(mo, "kld_p90");
-        r->kld_p99 = get_dbl(mo, "kld_p99");
-        r->kld_max = get_dbl(mo, "kld_max");
-        r->top1_agree = get_dbl(mo, "top1_agree");
-        r->bpw = get_dbl(mo, "bpw");
-        r->prefill_tps = get_dbl(mo, "prefill_tps");
-        r->decode_tps = get_dbl(mo, "decode_tps");
-        r->seconds = get_dbl(mo, "seconds");
-        r->quantize_seconds = get_dbl(mo, "quantize_seconds");
-        double b = get_dbl(mo, "bytes"), t = get_dbl(mo, "tokens_scored");
+        const struct { const char *k; double *v; } nums[] = {
+            {"ppl", &r->ppl}, {"ppl_base", &r->ppl_base}, {"kld_mean", &r->kld_mean},
+            {"kld_median", &r->kld_median}, {"kld_p90", &r->kld_p90}, {"kld_p99", &r->kld_p99},
+            {"kld_max", &r->kld_max}, {"top1_agree", &r->top1_agree}, {"bpw", &r->bpw},
+            {"prefill_tps", &r->prefill_tps}, {"decode_tps", &r->decode_tps}, {"seconds", &r->seconds},
+            {"quantize_seconds", &r->quantize_seconds},
+        };
+        for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) *nums[k].v = json_number(mo, nums[k].k);
+        double b = json_number(mo, "bytes"), t = json_number(mo, "tokens_scored");
         r->bytes = isfinite(b) && b >= 0 && b < 9e15 ? (int64_t)b : 0;
         r->tokens_scored = isfinite(t) && t >= 0 && t < 9e15 ? (int64_t)t : 0;
-        r->cancelled = cJSON_IsTrue(jget(mo, "cancelled"));
+        r->cancelled = cJSON_IsTrue(json_get(mo, "cancelled"));
     }
     return ST_OK;
 }
 
 static Status check_actions(Session *s, const cJSON *root, const char *where, Err *err) {
-    const cJSON *al = jget(root, "actions");
+    const cJSON *al = json_get(root, "actions");
     free(s->actions);
     s->actions = NULL;
     s->n_actions = 0;
@@ -327,9 +234,9 @@ static Status check_actions(Session *s, const cJSON *root, const char *where, Er
         snprintf(path, sizeof path, "actions[%" PRId64 "]", i);
         if (!cJSON_IsObject(e)) return err_set(err, ST_ERR_FORMAT, "%s: %s: expected an object", where, path);
         Status st;
-        if ((st = get_str(e, "action", 1, &s->actions[i].name, where, path, err))) return st;
-        if ((st = get_str(e, "time", 0, &s->actions[i].time, where, path, err))) return st;
-        const cJSON *a = jget(e, "args");
+        if ((st = json_get_str(e, "action", 1, &s->actions[i].name, where, path, err))) return st;
+        if ((st = json_get_str(e, "time", 0, &s->actions[i].time, where, path, err))) return st;
+        const cJSON *a = json_get(e, "args");
         if (a && !cJSON_IsObject(a) && !cJSON_IsNull(a))
             return err_set(err, ST_ERR_FORMAT, "%s: %s.args: expected an object", where, path);
         s->n_actions = i + 1;
@@ -341,7 +248,7 @@ static Status check_actions(Session *s, const cJSON *root, const char *where, Er
 static Status session_refresh(Session *s, const char *where, Err *err) {
     const cJSON *root = s->root;
     if (!cJSON_IsObject(root)) return err_set(err, ST_ERR_FORMAT, "%s: not a JSON object", where);
-    const cJSON *v = jget(root, "schema_version");
+    const cJSON *v = json_get(root, "schema_version");
     if (!v) return err_set(err, ST_ERR_FORMAT, "%s: missing 'schema_version' (not a qscope session?)", where);
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return err_set(err, ST_ERR_FORMAT, "%s: schema_version: expected an integer", where);
@@ -353,21 +260,21 @@ static Status session_refresh(Session *s, const char *where, Err *err) {
         return err_set(err, ST_ERR_UNSUPPORTED,
                        "%s: schema_version %.0f is not a session version (versions start at 1)", where,
                        v->valuedouble);
-    const cJSON *kind = jget(root, "kind");
+    const cJSON *kind = json_get(root, "kind");
     /* a plan file (sessions/plan_json.h) has a schema_version too: say what it is */
-    if (!kind && !jget(root, "model") && !jget(root, "actions") &&
-        (jget(root, "rules") || jget(root, "default")))
+    if (!kind && !json_get(root, "model") && !json_get(root, "actions") &&
+        (json_get(root, "rules") || json_get(root, "default")))
         return err_set(err, ST_ERR_FORMAT,
                        "%s: this is a plan, not a session (a plan goes to `qscope eval MODEL --plan FILE`; "
                        "--session takes a session file, or a new name to start one)", where);
     if (kind && (!cJSON_IsString(kind) || strcmp(kind->valuestring, "qscope-session")))
         return err_set(err, ST_ERR_FORMAT, "%s: kind: expected \"qscope-session\"", where);
-    const cJSON *view = jget(root, "view");
+    const cJSON *view = json_get(root, "view");
     if (view && !cJSON_IsObject(view) && !cJSON_IsNull(view))
         return err_set(err, ST_ERR_FORMAT, "%s: view: expected an object", where);
     Status st;
-    if ((st = check_model(s, jget(root, "model"), where, err))) return st;
-    if ((st = check_calib(s, jget(root, "calibration"), where, err))) return st;
+    if ((st = check_model(s, json_get(root, "model"), where, err))) return st;
+    if ((st = check_calib(s, json_get(root, "calibration"), where, err))) return st;
     if ((st = check_plans(root, where, err))) return st;
     if ((st = check_results(s, root, where, err))) return st;
     return check_actions(s, root, where, err);
@@ -382,13 +289,13 @@ static cJSON *model_ref_json(const Model *m, const char *tokenizer) {
     cJSON *mo = cJSON_CreateObject();
     if (!mo) return NULL;
     const ModelConfig *c = &m->cfg;
-    int ok = jset_str(mo, "path", m->path ? m->path : "") && jset_str(mo, "tokenizer", tokenizer) &&
-             jset_hex(mo, "fingerprint", m->fingerprint) && jset_num(mo, "file_bytes", (double)m->file_bytes) &&
-             jset_str(mo, "arch", c->arch) && jset_num(mo, "n_layers", (double)c->n_layers) &&
-             jset_num(mo, "dim", (double)c->dim) && jset_num(mo, "hidden_dim", (double)c->hidden_dim) &&
-             jset_num(mo, "n_heads", (double)c->n_heads) && jset_num(mo, "n_kv_heads", (double)c->n_kv_heads) &&
-             jset_num(mo, "vocab_size", (double)c->vocab_size) && jset_num(mo, "head_dim", (double)c->head_dim) &&
-             jset(mo, "tied_embeddings", cJSON_CreateBool(c->tied_embeddings != 0));
+    int ok = json_set_str(mo, "path", m->path ? m->path : "") && json_set_str(mo, "tokenizer", tokenizer) &&
+             json_set_hex(mo, "fingerprint", m->fingerprint) && json_set_num(mo, "file_bytes", (double)m->file_bytes) &&
+             json_set_str(mo, "arch", c->arch) && json_set_num(mo, "n_layers", (double)c->n_layers) &&
+             json_set_num(mo, "dim", (double)c->dim) && json_set_num(mo, "hidden_dim", (double)c->hidden_dim) &&
+             json_set_num(mo, "n_heads", (double)c->n_heads) && json_set_num(mo, "n_kv_heads", (double)c->n_kv_heads) &&
+             json_set_num(mo, "vocab_size", (double)c->vocab_size) && json_set_num(mo, "head_dim", (double)c->head_dim) &&
+             json_set(mo, "tied_embeddings", cJSON_CreateBool(c->tied_embeddings != 0));
     if (!ok) {
         cJSON_Delete(mo);
         return NULL;
@@ -402,12 +309,12 @@ Status session_new(const Model *m, const char *tokenizer, Session **out, Err *er
     if (!s) return err_set(err, ST_ERR_NOMEM, "session");
     char now[32];
     s->root = cJSON_CreateObject();
-    int ok = s->root && jset_num(s->root, "schema_version", SESSION_SCHEMA_VERSION) &&
-             jset_str(s->root, "kind", "qscope-session") && jset_str(s->root, "created", session_time_now(now, sizeof now)) &&
-             jset_str(s->root, "build", session_build_version()) && jset(s->root, "model", model_ref_json(m, tokenizer)) &&
-             jset(s->root, "calibration", cJSON_CreateNull()) && jset(s->root, "current_plan", cJSON_CreateNull()) &&
-             jset(s->root, "plans", cJSON_CreateArray()) && jset(s->root, "results", cJSON_CreateArray()) &&
-             jset(s->root, "view", cJSON_CreateObject()) && jset(s->root, "actions", cJSON_CreateArray());
+    int ok = s->root && json_set_num(s->root, "schema_version", SESSION_SCHEMA_VERSION) &&
+             json_set_str(s->root, "kind", "qscope-session") && json_set_str(s->root, "created", session_time_now(now, sizeof now)) &&
+             json_set_str(s->root, "build", session_build_version()) && json_set(s->root, "model", model_ref_json(m, tokenizer)) &&
+             json_set(s->root, "calibration", cJSON_CreateNull()) && json_set(s->root, "current_plan", cJSON_CreateNull()) &&
+             json_set(s->root, "plans", cJSON_CreateArray()) && json_set(s->root, "results", cJSON_CreateArray()) &&
+             json_set(s->root, "view", cJSON_CreateObject()) && json_set(s->root, "actions", cJSON_CreateArray());
     if (!ok) {
         session_free(s);
         return err_set(err, ST_ERR_NOMEM, "session");
@@ -593,7 +500,7 @@ SessionModelCheck session_model_status(const Session *s, const char *session_pat
 }
 
 Status session_set_model(Session *s, const Model *m, const char *tokenizer, Err *err) {
-    if (!jset(s->root, "model", model_ref_json(m, tokenizer))) return err_set(err, ST_ERR_NOMEM, "session: model");
+    if (!json_set(s->root, "model", model_ref_json(m, tokenizer))) return err_set(err, ST_ERR_NOMEM, "session: model");
     return refresh_after(s, err);
 }
 
@@ -603,20 +510,20 @@ const SessionCalib *session_calib(const Session *s) { return &s->calib; }
 
 Status session_set_calib(Session *s, const SessionCalib *c, Err *err) {
     cJSON *co = cJSON_CreateObject();
-    int ok = co && jset_str(co, "text", c->text) && jset_hex(co, "text_hash", c->text_hash) &&
-             jset_num(co, "text_bytes", (double)c->text_bytes) && jset_num(co, "samples", (double)c->samples) &&
-             jset_num(co, "seqlen", (double)c->seqlen) && jset_num(co, "seed", (double)c->seed) &&
-             jset_str(co, "mode", c->mode) && jset_num(co, "group", (double)c->group) &&
-             jset_num(co, "topk", (double)c->topk) && jset(co, "sensitivity", cJSON_CreateBool(c->sensitivity)) &&
-             jset_str(co, "stats", c->stats);
+    int ok = co && json_set_str(co, "text", c->text) && json_set_hex(co, "text_hash", c->text_hash) &&
+             json_set_num(co, "text_bytes", (double)c->text_bytes) && json_set_num(co, "samples", (double)c->samples) &&
+             json_set_num(co, "seqlen", (double)c->seqlen) && json_set_num(co, "seed", (double)c->seed) &&
+             json_set_str(co, "mode", c->mode) && json_set_num(co, "group", (double)c->group) &&
+             json_set_num(co, "topk", (double)c->topk) && json_set(co, "sensitivity", cJSON_CreateBool(c->sensitivity)) &&
+             json_set_str(co, "stats", c->stats);
     /* a cancelled calibration says so: partial, with the sequences it kept */
     if (ok && c->kept > 0)
-        ok = jset(co, "partial", cJSON_CreateBool(1)) && jset_num(co, "kept", (double)c->kept);
+        ok = json_set(co, "partial", cJSON_CreateBool(1)) && json_set_num(co, "kept", (double)c->kept);
     /* a cancelled sensitivity pass: the sites it kept (the stats file holds them; c resumes) */
     if (ok && c->sens_sites > 0 && c->sens_sites_done < c->sens_sites)
-        ok = jset(co, "sensitivity_partial", cJSON_CreateBool(1)) &&
-             jset_num(co, "sensitivity_sites", (double)c->sens_sites) &&
-             jset_num(co, "sensitivity_sites_done", (double)c->sens_sites_done);
+        ok = json_set(co, "sensitivity_partial", cJSON_CreateBool(1)) &&
+             json_set_num(co, "sensitivity_sites", (double)c->sens_sites) &&
+             json_set_num(co, "sensitivity_sites_done", (double)c->sens_sites_done);
     if (!ok) {
         cJSON_Delete(co);
         return err_set(err, ST_ERR_NOMEM, "session: calibration");
@@ -625,44 +532,44 @@ Status session_set_calib(Session *s, const SessionCalib *c, Err *err) {
         cJSON_Delete(co);
         return err_set(err, ST_ERR_RANGE, "session: calibration seed %" PRIu64 " above 2^52", c->seed);
     }
-    if (!jset(s->root, "calibration", co)) return err_set(err, ST_ERR_NOMEM, "session: calibration");
+    if (!json_set(s->root, "calibration", co)) return err_set(err, ST_ERR_NOMEM, "session: calibration");
     return refresh_after(s, err);
 }
 
 /* === Plans === */
 
 static cJSON *plans_array(Session *s) {
-    cJSON *pl = jget(s->root, "plans");
+    cJSON *pl = json_get(s->root, "plans");
     if (!cJSON_IsArray(pl)) {
-        if (!jset(s->root, "plans", cJSON_CreateArray())) return NULL;
-        pl = jget(s->root, "plans");
+        if (!json_set(s->root, "plans", cJSON_CreateArray())) return NULL;
+        pl = json_get(s->root, "plans");
     }
     return pl;
 }
 
 int64_t session_n_plans(const Session *s) {
-    const cJSON *pl = jget(s->root, "plans");
+    const cJSON *pl = json_get(s->root, "plans");
     return cJSON_IsArray(pl) ? cJSON_GetArraySize(pl) : 0;
 }
 
 static cJSON *plan_item(const Session *s, int64_t i) {
-    const cJSON *pl = jget(s->root, "plans");
+    const cJSON *pl = json_get(s->root, "plans");
     if (!cJSON_IsArray(pl) || i < 0 || i >= cJSON_GetArraySize(pl)) return NULL;
     return cJSON_GetArrayItem(pl, (int)i);
 }
 
 const char *session_plan_name(const Session *s, int64_t i) {
     const cJSON *e = plan_item(s, i);
-    return e ? jstr(e, "name") : NULL;
+    return e ? json_string(e, "name") : NULL;
 }
 
 int64_t session_find_plan(const Session *s, const char *name) {
     if (!name) return -1;
-    const cJSON *pl = jget(s->root, "plans");
+    const cJSON *pl = json_get(s->root, "plans");
     if (!cJSON_IsArray(pl)) return -1;
     int64_t i = 0; /* one walk of the list (indexing each item walked it again) */
     for (const cJSON *e = pl->child; e; e = e->next, i++)
-        if (!strcmp(jstr(e, "name"), name)) return i;
+        if (!strcmp(json_string(e, "name"), name)) return i;
     return -1;
 }
 
@@ -675,7 +582,7 @@ Status session_get_plan(const Session *s, const char *name, Plan *out, Err *err)
     }
     char where[128];
     snprintf(where, sizeof where, "session: plans[%" PRId64 "].plan", i);
-    return plan_json_parse(jget(plan_item(s, i), "plan"), where, NULL, out, err);
+    return plan_json_parse(json_get(plan_item(s, i), "plan"), where, NULL, out, err);
 }
 
 Status session_set_plan(Session *s, const char *name, const Plan *p, Err *err) {
@@ -684,10 +591,10 @@ Status session_set_plan(Session *s, const char *name, const Plan *p, Err *err) {
     if (!po) return err_set(err, ST_ERR_NOMEM, "session: plan '%.64s'", name);
     int64_t i = session_find_plan(s, name);
     if (i >= 0) {
-        if (!jset(plan_item(s, i), "plan", po)) return err_set(err, ST_ERR_NOMEM, "session: plan");
+        if (!json_set(plan_item(s, i), "plan", po)) return err_set(err, ST_ERR_NOMEM, "session: plan");
     } else {
         cJSON *e = cJSON_CreateObject(), *pl = plans_array(s);
-        if (!e || !pl || !jset_str(e, "name", name) || !jset(e, "plan", po)) {
+        if (!e || !pl || !json_set_str(e, "name", name) || !json_set(e, "plan", po)) {
             if (!e || !pl) cJSON_Delete(po);
             cJSON_Delete(e);
             return err_set(err, ST_ERR_NOMEM, "session: plan");
@@ -708,8 +615,8 @@ Status session_rename_plan(Session *s, const char *from, const char *to, Err *er
         return err_set(err, ST_ERR_ARG, "rename_plan: a plan named '%.64s' exists", to);
     const char *cur = session_current_plan(s);
     int was_current = cur && !strcmp(cur, from);
-    if (!jset_str(plan_item(s, i), "name", to)) return err_set(err, ST_ERR_NOMEM, "rename_plan");
-    if (was_current && !jset_str(s->root, "current_plan", to)) return err_set(err, ST_ERR_NOMEM, "rename_plan");
+    if (!json_set_str(plan_item(s, i), "name", to)) return err_set(err, ST_ERR_NOMEM, "rename_plan");
+    if (was_current && !json_set_str(s->root, "current_plan", to)) return err_set(err, ST_ERR_NOMEM, "rename_plan");
     return refresh_after(s, err);
 }
 
@@ -717,16 +624,16 @@ Status session_delete_plan(Session *s, const char *name, Err *err) {
     int64_t i = session_find_plan(s, name);
     if (i < 0) return err_set(err, ST_ERR_ARG, "delete_plan: no plan named '%.64s'", name ? name : "(null)");
     const char *cur = session_current_plan(s);
-    if (cur && !strcmp(cur, name) && !jset(s->root, "current_plan", cJSON_CreateNull()))
+    if (cur && !strcmp(cur, name) && !json_set(s->root, "current_plan", cJSON_CreateNull()))
         return err_set(err, ST_ERR_NOMEM, "delete_plan");
-    cJSON_DeleteItemFromArray(jget(s->root, "plans"), (int)i);
+    cJSON_DeleteItemFromArray(json_get(s->root, "plans"), (int)i);
     return refresh_after(s, err);
 }
 
-const char *session_current_plan(const Session *s) { return jstr(s->root, "current_plan"); }
+const char *session_current_plan(const Session *s) { return json_string(s->root, "current_plan"); }
 
 Status session_set_current(Session *s, const char *name, Err *err) {
-    if (!jset_str(s->root, "current_plan", name)) return err_set(err, ST_ERR_NOMEM, "session: current_plan");
+    if (!json_set_str(s->root, "current_plan", name)) return err_set(err, ST_ERR_NOMEM, "session: current_plan");
     return ST_OK;
 }
 
@@ -750,27 +657,27 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
         if (s->results[i].id >= next) next = s->results[i].id + 1;
     char now[32];
     cJSON *r = cJSON_CreateObject(), *so = cJSON_CreateObject();
-    int ok = r && so && jset_num(r, "id", (double)next) && jset_str(r, "plan", info->plan ? info->plan : "") &&
-             jset_str(r, "time", session_time_now(now, sizeof now)) && jset_str(r, "build", session_build_version()) &&
-             jset_num(r, "threads", (double)info->threads) && jset_str(so, "text", info->text) &&
-             jset_hex(so, "text_hash", info->text_hash) && jset_num(so, "ctx", (double)info->ctx) &&
-             jset_num(so, "chunks", (double)info->chunks) && (!info->gguf || jset_str(so, "gguf", info->gguf));
+    int ok = r && so && json_set_num(r, "id", (double)next) && json_set_str(r, "plan", info->plan ? info->plan : "") &&
+             json_set_str(r, "time", session_time_now(now, sizeof now)) && json_set_str(r, "build", session_build_version()) &&
+             json_set_num(r, "threads", (double)info->threads) && json_set_str(so, "text", info->text) &&
+             json_set_hex(so, "text_hash", info->text_hash) && json_set_num(so, "ctx", (double)info->ctx) &&
+             json_set_num(so, "chunks", (double)info->chunks) && (!info->gguf || json_set_str(so, "gguf", info->gguf));
     if (ok) {
-        ok = jset(r, "settings", so);
+        ok = json_set(r, "settings", so);
         so = NULL;
     }
     if (ok && info->plan_eval) {
         cJSON *pj = plan_json_build(info->plan_eval);
-        ok = pj && jset(r, "plan_json", pj);
+        ok = pj && json_set(r, "plan_json", pj);
     }
     if (ok) {
-        ok = jset(r, "metrics", mo);
+        ok = json_set(r, "metrics", mo);
         mo = NULL;
     }
-    cJSON *rl = jget(s->root, "results");
+    cJSON *rl = json_get(s->root, "results");
     if (ok && !cJSON_IsArray(rl)) {
-        ok = jset(s->root, "results", cJSON_CreateArray());
-        rl = jget(s->root, "results");
+        ok = json_set(s->root, "results", cJSON_CreateArray());
+        rl = json_get(s->root, "results");
     }
     if (!ok || !cJSON_AddItemToArray(rl, r)) {
         cJSON_Delete(r);
@@ -782,50 +689,24 @@ Status session_add_result(Session *s, const SessionEvalInfo *info, const char *m
     return refresh_after(s, err);
 }
 
-/* A JSON array of v[0..n) (squared when square), non-finite values as null;
- * NULL when out of memory. */
-static cJSON *jnum_array(const double *v, int64_t n, int square) {
-    cJSON *arr = cJSON_CreateArray();
-    for (int64_t i = 0; arr && i < n; i++) {
-        double x = square ? v[i] * v[i] : v[i];
-        cJSON *e = isfinite(x) ? cJSON_CreateNumber(x) : cJSON_CreateNull();
-        if (!e || !cJSON_AddItemToArray(arr, e)) {
-            cJSON_Delete(e);
-            cJSON_Delete(arr);
-            arr = NULL;
-        }
-    }
-    return arr;
-}
-
 Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResult *res, const QModel *qm, int64_t *id,
                         Err *err) {
-    char *js = eval_result_json(res, qm, info->plan);
-    cJSON *mo = js ? cJSON_Parse(js) : NULL;
-    free(js);
-    if (!cJSON_IsObject(mo)) {
-        cJSON_Delete(mo);
-        return err_set(err, ST_ERR_NOMEM, "session: evaluation metrics");
+    cJSON *mo = json_eval_result(res, qm, info->plan);
+    int ok = mo != NULL;
+    if (ok && qm && qm->site_rel_err && qm->n_layers > 0) {
+        /* squared, the one "relative error" of quant, report and the Sensitivity view */
+        int64_t n = qm->n_layers * PROJ_COUNT;
+        double *e2 = malloc((size_t)n * sizeof *e2);
+        for (int64_t i = 0; e2 && i < n; i++) e2[i] = qm->site_rel_err[i] * qm->site_rel_err[i];
+        ok = e2 && json_set_nums(mo, "site_werr", e2, n);
+        free(e2);
     }
-    /* eval_result_json prints 9 digits; keep the exact doubles. */
-    struct { const char *k; double v; } full[] = {
-        {"ppl", res->ppl}, {"ppl_base", res->ppl_base}, {"kld_mean", res->kld_mean},
-        {"kld_median", res->kld_median}, {"kld_p90", res->kld_p90}, {"kld_p99", res->kld_p99},
-        {"kld_max", res->kld_max}, {"top1_agree", res->top1_agree}, {"bpw", res->bpw},
-        {"prefill_tps", res->prefill_tps}, {"decode_tps", res->decode_tps}, {"seconds", res->seconds},
-    };
-    int ok = 1;
-    for (size_t i = 0; ok && i < sizeof full / sizeof full[0]; i++)
-        if (jget(mo, full[i].k) && isfinite(full[i].v)) ok = jset_num(mo, full[i].k, full[i].v);
-    cJSON *le = jget(mo, "layer_rel_err");
-    if (ok && cJSON_IsArray(le) && res->layer_rel_err && cJSON_GetArraySize(le) == res->n_layers)
-        ok = jset(mo, "layer_rel_err", jnum_array(res->layer_rel_err, res->n_layers, 0));
-    /* squared, the one "relative error" of quant, report and the Sensitivity view */
-    if (ok && qm && qm->site_rel_err && qm->n_layers > 0)
-        ok = jset(mo, "site_werr", jnum_array(qm->site_rel_err, qm->n_layers * PROJ_COUNT, 1));
-    if (ok && qm && qm->seconds > 0) ok = jset_num(mo, "quantize_seconds", qm->seconds); /* to an ulp or two */
+    if (ok && qm && qm->seconds > 0) ok = json_set_num(mo, "quantize_seconds", qm->seconds); /* to an ulp or two */
     if (ok && qm && qm->site_seconds && qm->n_layers > 0)
-        ok = jset(mo, "site_quantize_seconds", jnum_array(qm->site_seconds, qm->n_layers * PROJ_COUNT, 0));
+        ok = json_set_nums(mo, "site_quantize_seconds", qm->site_seconds, qm->n_layers * PROJ_COUNT);
+    /* Stored through its text, so the session holds the numbers its file
+     * will (cJSON prints 15 digits when they read back within an epsilon):
+     * a replay's check then compares like with like. */
     char *t = ok ? cJSON_PrintUnformatted(mo) : NULL;
     cJSON_Delete(mo);
     if (!t) return err_set(err, ST_ERR_NOMEM, "session: evaluation metrics");
@@ -835,18 +716,18 @@ Status session_add_eval(Session *s, const SessionEvalInfo *info, const EvalResul
 }
 
 int session_result_metric(const Session *s, int64_t i, const char *key, double *out) {
-    const cJSON *rl = jget(s->root, "results");
+    const cJSON *rl = json_get(s->root, "results");
     if (!cJSON_IsArray(rl) || i < 0 || i >= cJSON_GetArraySize(rl)) return 0;
-    const cJSON *v = jget(jget(cJSON_GetArrayItem(rl, (int)i), "metrics"), key);
+    const cJSON *v = json_get(json_get(cJSON_GetArrayItem(rl, (int)i), "metrics"), key);
     if (!cJSON_IsNumber(v)) return 0;
     *out = v->valuedouble;
     return 1;
 }
 
 int64_t session_result_array(const Session *s, int64_t i, const char *key, double *out, int64_t cap) {
-    const cJSON *rl = jget(s->root, "results");
+    const cJSON *rl = json_get(s->root, "results");
     if (!cJSON_IsArray(rl) || i < 0 || i >= cJSON_GetArraySize(rl)) return 0;
-    const cJSON *a = jget(jget(cJSON_GetArrayItem(rl, (int)i), "metrics"), key);
+    const cJSON *a = json_get(json_get(cJSON_GetArrayItem(rl, (int)i), "metrics"), key);
     if (!cJSON_IsArray(a)) return 0;
     int64_t n = 0;
     for (const cJSON *v = a->child; v; v = v->next, n++)
@@ -856,10 +737,10 @@ int64_t session_result_array(const Session *s, int64_t i, const char *key, doubl
 
 Status session_result_plan(const Session *s, int64_t i, Plan *out, Err *err) {
     plan_init(out);
-    const cJSON *rl = jget(s->root, "results");
+    const cJSON *rl = json_get(s->root, "results");
     if (!cJSON_IsArray(rl) || i < 0 || i >= cJSON_GetArraySize(rl))
         return err_set(err, ST_ERR_ARG, "session has no result %" PRId64, i + 1);
-    const cJSON *pj = jget(cJSON_GetArrayItem(rl, (int)i), "plan_json");
+    const cJSON *pj = json_get(cJSON_GetArrayItem(rl, (int)i), "plan_json");
     if (!cJSON_IsObject(pj)) return err_set(err, ST_ERR_ARG, "result %" PRId64 " has no stored plan", i + 1);
     char where[64];
     snprintf(where, sizeof where, "session: results[%" PRId64 "].plan_json", i);
@@ -870,7 +751,7 @@ Status session_result_plan(const Session *s, int64_t i, Plan *out, Err *err) {
 /* === View state === */
 
 char *session_view_get(const Session *s) {
-    const cJSON *v = jget(s->root, "view");
+    const cJSON *v = json_get(s->root, "view");
     if (!cJSON_IsObject(v)) return core_strdup("{}");
     char *t = cJSON_PrintUnformatted(v);
     char *r = t ? core_strdup(t) : NULL;
@@ -884,7 +765,7 @@ Status session_view_set(Session *s, const char *json, Err *err) {
         cJSON_Delete(v);
         return err_set(err, ST_ERR_FORMAT, "session: view state is not a JSON object");
     }
-    if (!jset(s->root, "view", v)) return err_set(err, ST_ERR_NOMEM, "session: view");
+    if (!json_set(s->root, "view", v)) return err_set(err, ST_ERR_NOMEM, "session: view");
     return ST_OK;
 }
 
@@ -897,9 +778,9 @@ const SessionAction *session_action(const Session *s, int64_t i) {
 }
 
 char *session_action_args(const Session *s, int64_t i) {
-    const cJSON *al = jget(s->root, "actions");
+    const cJSON *al = json_get(s->root, "actions");
     if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;
-    const cJSON *a = jget(cJSON_GetArrayItem(al, (int)i), "args");
+    const cJSON *a = json_get(cJSON_GetArrayItem(al, (int)i), "args");
     if (!cJSON_IsObject(a)) return core_strdup("{}");
     char *t = cJSON_PrintUnformatted(a);
     char *r = t ? core_strdup(t) : NULL;
@@ -908,9 +789,9 @@ char *session_action_args(const Session *s, int64_t i) {
 }
 
 static const cJSON *action_arg(const Session *s, int64_t i, const char *key) {
-    const cJSON *al = jget(s->root, "actions");
+    const cJSON *al = json_get(s->root, "actions");
     if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;
-    return jget(jget(cJSON_GetArrayItem(al, (int)i), "args"), key);
+    return json_get(json_get(cJSON_GetArrayItem(al, (int)i), "args"), key);
 }
 
 int session_action_arg_num(const Session *s, int64_t i, const char *key, double *out) {
@@ -927,9 +808,9 @@ const char *session_action_arg_str(const Session *s, int64_t i, const char *key)
 }
 
 char *session_action_text(const Session *s, int64_t i) {
-    const cJSON *al = jget(s->root, "actions");
+    const cJSON *al = json_get(s->root, "actions");
     if (!cJSON_IsArray(al) || i < 0 || i >= cJSON_GetArraySize(al)) return NULL;
-    const cJSON *a = jget(cJSON_GetArrayItem(al, (int)i), "args");
+    const cJSON *a = json_get(cJSON_GetArrayItem(al, (int)i), "args");
     size_t cap = 256, len = 0;
     char *out = malloc(cap);
     if (!out) return NULL;
@@ -967,15 +848,15 @@ char *session_action_text(const Session *s, int64_t i) {
 static Status append_action(Session *s, const char *name, cJSON *args, Err *err) {
     char now[32];
     cJSON *a = cJSON_CreateObject();
-    int ok = a && jset_str(a, "time", session_time_now(now, sizeof now)) && jset_str(a, "action", name);
+    int ok = a && json_set_str(a, "time", session_time_now(now, sizeof now)) && json_set_str(a, "action", name);
     if (ok) {
-        ok = jset(a, "args", args);
+        ok = json_set(a, "args", args);
         args = NULL;
     }
-    cJSON *al = jget(s->root, "actions");
+    cJSON *al = json_get(s->root, "actions");
     if (ok && !cJSON_IsArray(al)) {
-        ok = jset(s->root, "actions", cJSON_CreateArray());
-        al = jget(s->root, "actions");
+        ok = json_set(s->root, "actions", cJSON_CreateArray());
+        al = json_get(s->root, "actions");
     }
     if (!ok || !cJSON_AddItemToArray(al, a)) {
         cJSON_Delete(a);
@@ -1017,7 +898,7 @@ Status session_log_action(Session *s, const char *name, const SessionArg *args, 
             }
             break;
         }
-        if (!a->key || !jset(ao, a->key, v)) {
+        if (!a->key || !json_set(ao, a->key, v)) {
             if (!a->key) cJSON_Delete(v);
             cJSON_Delete(ao);
             return err_set(err, a->key ? ST_ERR_NOMEM : ST_ERR_ARG, "session: action '%.32s' arguments", name);
@@ -1052,7 +933,7 @@ Status session_log_set_rule_edit(Session *s, const char *plan, const char *patte
     plan_done(&tmp);
     if (st) return st;
     if (!po) return err_set(err, ST_ERR_NOMEM, "session: set_rule");
-    cJSON *rule = cJSON_DetachItemFromArray(jget(po, "rules"), 0);
+    cJSON *rule = cJSON_DetachItemFromArray(json_get(po, "rules"), 0);
     cJSON_Delete(po);
     if (!rule) return err_set(err, ST_ERR_NOMEM, "session: set_rule");
     cJSON_DeleteItemFromObjectCaseSensitive(rule, "pattern");
@@ -1065,14 +946,14 @@ Status session_log_set_rule_edit(Session *s, const char *plan, const char *patte
             ok = f && cJSON_AddItemToArray(fl, f);
             if (!ok) cJSON_Delete(f);
         }
-    if (ok) ok = jset_str(ao, "plan", plan) && jset_str(ao, "pattern", pattern);
-    if (ok && edit >= 0) ok = jset_num(ao, "edit", (double)edit);
+    if (ok) ok = json_set_str(ao, "plan", plan) && json_set_str(ao, "pattern", pattern);
+    if (ok && edit >= 0) ok = json_set_num(ao, "edit", (double)edit);
     if (ok) {
-        ok = jset(ao, "fields", fl);
+        ok = json_set(ao, "fields", fl);
         fl = NULL;
     }
     if (ok) {
-        ok = jset(ao, "entry", rule);
+        ok = json_set(ao, "entry", rule);
         rule = NULL;
     }
     if (!ok) {

@@ -279,20 +279,21 @@ typedef struct SessionEvalInfo {
                                 settings.gguf), or NULL */
 } SessionEvalInfo;
 
-/* Appends a result: metrics_json is the JSON object `qscope eval --json`
- * prints (analysis/eval.h's eval_result_json); the build version and the
- * time are added here. *id (may be NULL) receives the result's id. */
+/* Appends a result whose metrics are the JSON object text metrics_json (as
+ * `qscope eval --json` prints it: sessions/json.h's json_eval_result); the
+ * build version and the time are added here. *id (may be NULL) receives the
+ * result's id. */
 Status session_add_result(Session *s, const SessionEvalInfo *info, const char *metrics_json, int64_t *id,
                           Err *err);
 
 /* Appends an evaluation (analysis/eval.h's EvalResult of the quantized
- * model qm, which may be NULL): the metrics are eval_result_json's keys with
- * every floating-point value stored at full precision (17 digits), so a
- * replay can demand bit-identical numbers, plus qm's per-site weight errors
+ * model qm, which may be NULL): the metrics are sessions/json.h's
+ * json_eval_result (the measured values at full precision, so a replay can
+ * demand bit-identical numbers), plus qm's per-site weight errors
  * ("site_werr") and quantization times ("site_quantize_seconds", one per
- * projection, layer-major; eval_result_json has the build's
- * "quantize_seconds") when qm is given. Replay does not compare times.
- * *id may be NULL. */
+ * projection, layer-major; "quantize_seconds" is the build's, here to an
+ * ulp or two) when qm is given. Replay does not compare times. *id may be
+ * NULL. */
 struct EvalResult;
 struct QModel;
 Status session_add_eval(Session *s, const SessionEvalInfo *info, const struct EvalResult *res,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "analysis/eval.h"
+#include "analysis/evaluate.h"
 #include "analysis/ppl.h"
 #include "analysis/qmodel.h"
 #include "analysis/statsfile.h"
@@ -430,6 +431,70 @@ static void test_concurrency_cancel(const EvalRef *ref) {
     qmodel_free(qm);
 }
 
+/* analysis/evaluate.h, the one path of eval, the workbench and replay: the
+ * same numbers as building and running by hand, with the caller's reference
+ * or one it gets itself (no cache); a plan needing calibration fails at the
+ * build, before any reference is computed; stages reported in order. */
+typedef struct { int n; EvalStage order[4]; } Stages;
+static void on_stage(void *user, EvalStage done, const Evaluation *e) {
+    Stages *st = user;
+    if (st->n < 4) st->order[st->n++] = done;
+    if (done == EVAL_STAGE_BUILD) CHECK(e->qm != NULL);
+    if (done == EVAL_STAGE_REF) CHECK(e->ref_chunks == 14 && e->ref_positions == 14 * 63);
+}
+
+static void test_evaluate(const EvalRef *ref) {
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&g_m->cfg);
+    PresetOpts po;
+    preset_opts_default(&po);
+    Plan p;
+    Err err;
+    err_init(&err);
+    CHECK_OK(plan_preset(&p, "int4-rtn", &po, &pm, &err), err);
+    QModel *qm = build(&p, NULL);
+    EvalOpts o = g_o;
+    o.speed = 0;
+    EvalResult want;
+    CHECK_OK(eval_run(qm, ref, &o, NULL, NULL, NULL, NULL, &want, &err), err);
+    for (int own = 0; own < 2; own++) {
+        EvalSpec s;
+        evaluate_spec_init(&s, g_m, g_text, g_len);
+        CHECK(s.opts.n_ctx == 128); /* stories260K declares 128 positions */
+        s.opts = o;
+        s.plan = &p;
+        s.ref = own ? NULL : ref;
+        Stages stages = {0};
+        s.on_stage = on_stage;
+        s.user = &stages;
+        Evaluation ev;
+        CHECK_OK(evaluate(&s, &ev, &err), err);
+        CHECK(ev.stage == EVAL_STAGE_DONE && ev.have_res && !ev.ref_cached);
+        CHECK(stages.n == 2 && stages.order[0] == EVAL_STAGE_BUILD && stages.order[1] == EVAL_STAGE_REF);
+        CHECK(ev.res.ppl == want.ppl && ev.res.kld_mean == want.kld_mean && ev.res.top1_agree == want.top1_agree);
+        CHECK(ev.res.n_layers == want.n_layers && ev.res.layer_rel_err[4] == want.layer_rel_err[4]);
+        CHECK(ev.res.bpw == want.bpw && ev.res.bytes == want.bytes);
+        evaluation_done(&ev);
+    }
+    plan_done(&p);
+    /* GPTQ without statistics: refused at the build, the reference never computed */
+    CHECK_OK(plan_preset(&p, "int4-gptq", &po, &pm, &err), err);
+    EvalSpec s;
+    evaluate_spec_init(&s, g_m, g_text, g_len);
+    s.opts = o;
+    s.plan = &p;
+    Stages stages = {0};
+    s.on_stage = on_stage;
+    s.user = &stages;
+    Evaluation ev;
+    CHECK(evaluate(&s, &ev, &err) == ST_ERR_ARG);
+    CHECK(ev.stage == EVAL_STAGE_BUILD && !ev.have_res && stages.n == 0);
+    CHECKF(strstr(err.detail, "needs calibration statistics"), "%s", err.detail);
+    evaluation_done(&ev);
+    plan_done(&p);
+    eval_result_done(&want);
+    qmodel_free(qm);
+}
+
 /* The one context policy: 512, or the model's declared context when shorter. */
 static void test_ctx_default(void) {
     Model m;
@@ -459,6 +524,7 @@ int main(void) {
     test_int8(ref);
     test_gptq_vs_rtn(ref);
     test_cache(ref);
+    test_evaluate(ref);
     test_concurrency_cancel(ref);
 
     /* bad input */

@@ -18,7 +18,9 @@
 #include "model/model.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
+#include "analysis/eval.h"
 #include "sessions/export.h"
+#include "sessions/json.h"
 #include "sessions/plan_json.h"
 #include "sessions/session.h"
 #include "tests/testlib.h"
@@ -621,6 +623,53 @@ static void test_partial_map(const Model *m) {
     session_free(s);
 }
 
+/* sessions/json.h: the evaluation's object as `qscope eval --json` prints it
+ * (the line eval printed by hand before, byte for byte: 9 significant
+ * digits, integers in full, null for what is not finite) and as a session
+ * stores it (the measured values exact), and the typed getters' messages. */
+static void test_json(void) {
+    double lre[3] = {1.0 / 3, NAN, 2e-7}, rp[2] = {12.345678912345, 11.5}, rk[2] = {0.1, 0.2};
+    EvalResult res = {.ppl = 1.0 / 3, .ppl_base = 2.0 / 3, .kld_mean = 1e-5 / 3, .kld_median = 0, .kld_p90 = 0.5,
+                      .kld_p99 = 1, .kld_max = INFINITY, .top1_agree = 0.875, .chunks = 2, .tokens_scored = 126,
+                      .layer_rel_err = lre, .n_layers = 3, .bpw = 4.25, .bytes = (size_t)123456789012,
+                      .prefill_tps = 1234.5678, .decode_tps = 10, .prefill_cpu_tps = 1.0 / 7, .decode_cpu_tps = 2,
+                      .seconds = 3.25, .running_ppl = rp, .running_kld = rk};
+    cJSON *o = json_eval_result(&res, NULL, "a \"b\"");
+    CHECK(o);
+    char *line = json_print_line(o, 9);
+    const char *want = "{\"plan\": \"a \\\"b\\\"\", \"model\": \"\", \"ppl\": 0.333333333, \"ppl_base\": 0.666666667, "
+                       "\"kld_mean\": 3.33333333e-06, \"kld_median\": 0, \"kld_p90\": 0.5, \"kld_p99\": 1, "
+                       "\"kld_max\": null, \"top1_agree\": 0.875, \"bpw\": 4.25, \"prefill_tps\": 1234.5678, "
+                       "\"decode_tps\": 10, \"prefill_cpu_tps\": 0.142857143, \"decode_cpu_tps\": 2, \"seconds\": 3.25, "
+                       "\"bytes\": 123456789012, \"chunks\": 2, \"tokens_scored\": 126, \"cancelled\": false, "
+                       "\"layer_rel_err\": [0.333333333, null, 2e-07], \"running_ppl\": [12.3456789, 11.5], "
+                       "\"running_kld\": [0.1, 0.2], \"notes\": []}";
+    CHECKF(line && !strcmp(line, want), "%s", line ? line : "(null)");
+    free(line);
+    /* stored: exact where a replay compares, 9 digits where the line had them */
+    CHECK(json_number(o, "ppl") == 1.0 / 3 && json_number(o, "prefill_cpu_tps") == 0.142857143);
+    CHECK(cJSON_GetArrayItem(json_get(o, "layer_rel_err"), 0)->valuedouble == 1.0 / 3);
+    CHECK(cJSON_GetArrayItem(json_get(o, "running_ppl"), 0)->valuedouble == 12.3456789);
+    CHECK(cJSON_IsNull(json_get(o, "kld_max")) && cJSON_IsFalse(json_get(o, "cancelled")));
+    /* getters: absent and null give the default, a wrong type names the place */
+    Err err;
+    err_init(&err);
+    int64_t v = 0;
+    CHECK(json_get_int(o, "nope", 0, 9, 7, &v, "f.json", "results[0]", &err) == ST_OK && v == 7);
+    CHECK(json_get_int(o, "kld_max", 0, 9, 5, &v, "f.json", "results[0]", &err) == ST_OK && v == 5);
+    CHECK(json_get_int(o, "bpw", 0, 9, 0, &v, "f.json", "results[0]", &err) == ST_ERR_FORMAT);
+    CHECKF(!strcmp(err.detail, "f.json: results[0].bpw: expected an integer in [0, 9]"), "%s", err.detail);
+    const char *str;
+    CHECK(json_get_str(o, "chunks", 0, &str, "f.json", "r", &err) == ST_ERR_FORMAT);
+    CHECKF(!strcmp(err.detail, "f.json: r.chunks: expected a string"), "%s", err.detail);
+    uint64_t h;
+    CHECK(json_get_hex(o, "plan", 1, &h, "f.json", "r", &err) == ST_ERR_FORMAT);
+    char hb[17];
+    CHECK(json_parse_hex64(json_hex64(0x0123456789abcdefULL, hb), &h) && h == 0x0123456789abcdefULL);
+    CHECK(!strcmp(hb, "0123456789abcdef") && !json_parse_hex64("0123", &h));
+    cJSON_Delete(o);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/qs_test_session.%ld", (long)getpid());
     CHECK(mkdir(g_dir, 0700) == 0 || errno == EEXIST);
@@ -628,6 +677,7 @@ int main(void) {
     err_init(&err);
     Model *m;
     CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
+    test_json();
     test_round_trip(m);
     test_partial_map(m);
     test_unknown_keys(m);

@@ -11,6 +11,7 @@
 #include "analysis/calib.h"
 #include "analysis/spikes.h"
 #include "core/mapfile.h"
+#include "quant/plan_edit.h"
 #include "quant/preset.h"
 #include "tests/testlib.h"
 #include "tui/compare.h"
@@ -18,7 +19,7 @@
 #include "tui/job.h"
 #include "tui/keys.h"
 #include "tui/layout.h"
-#include "tui/plan_edit.h"
+#include "tui/plan_grid.h"
 #include "tui/results.h"
 #include "tui/vmodel.h"
 
@@ -210,9 +211,9 @@ static void test_plan_edit(void) {
     CHECK(plan_edit_cell(&pe, 3, PLAN_UP)->w.fmt == QF_INT4);
     CHECK(pe.cur.n_edits == 2);
     /* The same edit again changes nothing and pushes no undo step. */
-    int64_t nu = pe.n_undo;
+    int64_t nu = pe.hist.n_undo;
     CHECK_OK(plan_edit_apply(&pe, PE_CELL, 3, PLAN_DOWN, NULL, PF_FMT, &f16, &r, &err), err);
-    CHECK(r.changed == 0 && pe.n_undo == nu);
+    CHECK(r.changed == 0 && pe.hist.n_undo == nu);
 
     /* Row and column scopes. */
     PlanEntry i8 = e;
@@ -255,7 +256,7 @@ static void test_plan_edit(void) {
     CHECK(plan_edit_redo(&pe) && plan_edit_cell(&pe, 3, PLAN_DOWN)->w.fmt == QF_F16);
     /* A new edit clears the redo stack. */
     CHECK_OK(plan_edit_apply(&pe, PE_CELL, 0, 0, NULL, PF_FMT, &i8, &r, &err), err);
-    CHECK(pe.n_redo == 0 && !plan_edit_redo(&pe));
+    CHECK(pe.hist.n_redo == 0 && !plan_edit_redo(&pe));
     CHECK(plan_edit_undo(&pe) && plan_edit_cell(&pe, 0, 0)->w.fmt == QF_INT4);
 
     /* Loading a preset is one undoable step. */

@@ -10,14 +10,16 @@
 
 #include "analysis/eval.h"
 #include "analysis/planner.h"
-#include "analysis/statsfile.h"
 #include "analysis/sitecal.h"
+#include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "quant/plan_edit.h"
+#include "sessions/plan_json.h"
 #include "sessions/replay.h"
 #include "sessions/session.h"
 #include "tui/app.h"
-#include "tui/plan_edit.h"
+#include "tui/plan_grid.h"
 
 /* STATS.sitecal into buf; 0 without a calibration. */
 static int sitecal_path(const App *a, char *buf, size_t n) {

@@ -13,19 +13,20 @@
 #include <unistd.h>
 
 #include "analysis/eval.h"
+#include "analysis/evaluate.h"
 #include "analysis/qmodel.h"
 #include "analysis/speedtab.h"
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/hash.h"
 #include "quant/ggml_type.h"
+#include "quant/plan_edit.h"
 #include "quant/preset.h"
 #include "sessions/export.h"
 #include "sessions/plan_json.h"
 #include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/compare.h"
-#include "tui/plan_edit.h"
 
 static PlanModel app_pm(const App *a) { return PLAN_MODEL_FROM_CONFIG(&a->m->cfg); }
 
@@ -339,14 +340,9 @@ struct EvalJob {
     PlanGrid grid;           /* what the editor held, for the diff afterwards */
     int64_t vs_id;           /* the result the Plan view compared it with (0: none) */
     char gguf[APP_PATH_MAX]; /* a quantized GGUF evaluated instead of the plan ("" : the plan) */
-    Model *qsrc;             /* that file's model (owned; the QModel borrows it) */
-    QModel *qm;              /* the quantized model, kept for the session's record until
-                                the job is freed (its weight errors, quantization time) */
-    EvalResult res;
-    int have_res;
-    int ref_cached;
+    Evaluation ev;           /* the quantized model (kept for the session's record until the
+                                job is freed: its weight errors, quantization time) and the result */
     double kld_pred;         /* the loss model's prediction (NaN: none) */
-    double build_s;
     int64_t n_notes;
     char note0[160];
     /* Live values, a ring of the last LIVE_MAX chunks: the worker writes entry
@@ -366,56 +362,42 @@ static void eval_chunk_cb(void *user, int64_t chunk, int64_t n_chunks, double ru
     atomic_store(&j->chunks_done, chunk + 1);
 }
 
+/* The live view learns the chunk count once the reference is there. */
+static void eval_stage_cb(void *user, EvalStage done, const Evaluation *e) {
+    EvalJob *j = user;
+    if (done == EVAL_STAGE_BUILD) {
+        j->n_notes = e->qm->n_notes;
+        if (e->qm->n_notes) snprintf(j->note0, sizeof j->note0, "%s", e->qm->notes[e->qm->n_notes - 1]);
+    } else if (done == EVAL_STAGE_REF) {
+        atomic_store(&j->n_chunks, e->ref_chunks);
+    }
+}
+
 static Status eval_job_run(void *arg, Progress *prog, Err *err) {
     EvalJob *j = arg;
     atomic_store(&j->started, 1);
-    EvalRef *ref = NULL;
-    QModel *qm = NULL;
-    QStatsFile sf = {0};
-    Status st;
-    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&j->m->cfg);
-    const char *what = NULL;
-    QModelStats qs = {0};
+    EvalSpec s;
+    evaluate_spec_init(&s, j->m, j->text, j->len);
+    s.opts = j->opts;
+    s.cache_dir = j->cache_dir[0] ? j->cache_dir : NULL;
     if (j->gguf[0]) {
-        ModelLoadOpts mo = {0};
-        if ((st = model_load(j->gguf, &mo, &j->qsrc, err)) != ST_OK) goto done;
-    } else if (qmodel_plan_needs_stats(&j->plan, &pm, &what)) {
-        if (!j->stats_path[0]) {
-            st = err_set(err, ST_ERR_STATE, "plan '%s' needs calibration statistics (%s): press c first", j->label,
-                         what ? what : "H");
-            goto done;
-        }
-        if ((st = qstats_open(j->stats_path, j->m, &sf, err)) != ST_OK) goto done;
-        qs.cs = sf.cs;
-        qs.h = sf.h;
+        s.gguf_path = j->gguf;
+    } else {
+        s.plan = &j->plan;
+        s.stats_path = j->stats_path;
     }
-    st = eval_ref_get(j->m, j->text, j->len, &j->opts, j->cache_dir[0] ? j->cache_dir : NULL, j->pool, prog, &ref,
-                      &j->ref_cached, err);
-    if (st != ST_OK) goto done;
-    atomic_store(&j->n_chunks, eval_ref_chunks(ref));
-    if (j->gguf[0]) st = qmodel_from_model(j->m, j->qsrc, &qm, err);
-    else st = qmodel_build(j->m, &j->plan, &qs, j->pool, prog, &qm, err);
-    if (st != ST_OK) goto done;
-    j->build_s = qm->seconds;
-    j->n_notes = qm->n_notes;
-    if (qm->n_notes) snprintf(j->note0, sizeof j->note0, "%s", qm->notes[qm->n_notes - 1]);
-    st = eval_run(qm, ref, &j->opts, j->pool, eval_chunk_cb, j, prog, &j->res, err);
-    j->have_res = st == ST_OK || st == ST_ERR_CANCELLED;
-    if (j->have_res) {
-        j->qm = qm;
-        qm = NULL;
-    }
-done:
-    qmodel_free(qm);
-    eval_ref_free(ref);
-    qstats_close(&sf);
-    return st;
+    s.pool = j->pool;
+    s.prog = prog;
+    s.on_chunk = eval_chunk_cb;
+    s.on_stage = eval_stage_cb;
+    s.user = j;
+    return evaluate(&s, &j->ev, err);
 }
 
 /* A new row's detail from its job (copies: the job is freed after this). */
 static void fill_detail(RowDetail *d, const EvalJob *j) {
     d->vs_id = j->vs_id;
-    d->eval_s = j->res.seconds;
+    d->eval_s = j->ev.res.seconds;
     Err err;
     err_init(&err);
     if (j->gguf[0]) {
@@ -425,16 +407,16 @@ static void fill_detail(RowDetail *d, const EvalJob *j) {
         if (p && plan_copy(p, &j->plan, &err) == ST_OK) d->plan = p;
         else free(p);
     }
-    if (j->res.layer_rel_err && j->res.n_layers > 0 &&
-        (d->layer_err = malloc((size_t)j->res.n_layers * sizeof *d->layer_err))) {
-        memcpy(d->layer_err, j->res.layer_rel_err, (size_t)j->res.n_layers * sizeof *d->layer_err);
-        d->n_layer_err = j->res.n_layers;
+    if (j->ev.res.layer_rel_err && j->ev.res.n_layers > 0 &&
+        (d->layer_err = malloc((size_t)j->ev.res.n_layers * sizeof *d->layer_err))) {
+        memcpy(d->layer_err, j->ev.res.layer_rel_err, (size_t)j->ev.res.n_layers * sizeof *d->layer_err);
+        d->n_layer_err = j->ev.res.n_layers;
     }
-    if (j->qm) {
-        d->quant_s = j->qm->seconds;
-        int64_t ns = j->qm->n_layers * PLAN_NPROJ;
-        if (j->qm->site_rel_err && ns > 0 && (d->site_werr = malloc((size_t)ns * sizeof *d->site_werr))) {
-            for (int64_t i = 0; i < ns; i++) d->site_werr[i] = j->qm->site_rel_err[i] * j->qm->site_rel_err[i];
+    if (j->ev.qm) {
+        d->quant_s = j->ev.qm->seconds;
+        int64_t ns = j->ev.qm->n_layers * PLAN_NPROJ;
+        if (j->ev.qm->site_rel_err && ns > 0 && (d->site_werr = malloc((size_t)ns * sizeof *d->site_werr))) {
+            for (int64_t i = 0; i < ns; i++) d->site_werr[i] = j->ev.qm->site_rel_err[i] * j->ev.qm->site_rel_err[i];
             d->n_site_werr = ns;
         }
     }
@@ -449,17 +431,17 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
             a->n_evals--;
             break;
         }
-    if (!j->have_res && st == ST_ERR_CANCELLED) {
+    if (!j->ev.have_res && st == ST_ERR_CANCELLED) {
         app_msg(a, 0, "evaluation of '%s' cancelled before its first chunk", j->label);
         app_log(a, "evaluate", "%s: cancelled before its first chunk", j->label);
         return;
     }
-    if (!j->have_res) {
+    if (!j->ev.have_res) {
         app_msg(a, 1, "evaluation of '%s' failed: %s: %s", j->label, status_message(st), err->detail);
         app_log(a, "evaluate", "%s: failed: %s: %s", j->label, status_message(st), err->detail);
         return;
     }
-    const EvalResult *r = &j->res;
+    const EvalResult *r = &j->ev.res;
     EvalRow *row = app_add_row(a);
     if (!row) {
         app_msg(a, 1, "out of memory");
@@ -486,7 +468,7 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
         err_init(&serr);
         info.plan_eval = j->gguf[0] ? NULL : &j->plan;
         info.gguf = j->gguf[0] ? j->gguf : NULL;
-        if (session_add_eval(a->sess, &info, r, j->qm, NULL, &serr) != ST_OK)
+        if (session_add_eval(a->sess, &info, r, j->ev.qm, NULL, &serr) != ST_OK)
             app_msg(a, 1, "session: result not recorded: %s", serr.detail);
         SessionArg args[] = {j->gguf[0] ? SESSION_ARG_STR("gguf", j->gguf) : SESSION_ARG_STR("plan", j->label),
                              SESSION_ARG_STR("text", a->text_path), SESSION_ARG_INT("ctx", j->opts.n_ctx),
@@ -512,16 +494,14 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
             "prefill %.0f tok/s, decode %.0f tok/s, %lld chunks, reference %s, %.1f s%s%s%s",
             (long long)row->id, j->label, a->eval_settings, j->plan_path[0] ? j->plan_path : "not written", r->ppl,
             r->ppl_base, r->kld_mean, r->kld_p99, r->top1_agree, r->bpw, r->bytes, r->prefill_tps, r->decode_tps,
-            (long long)r->chunks, j->ref_cached ? "cached" : "computed", r->seconds,
+            (long long)r->chunks, j->ev.ref_cached ? "cached" : "computed", r->seconds,
             r->cancelled ? ", cancelled" : "", notes, j->n_notes ? j->note0 : "");
 }
 
 static void eval_job_free(void *arg) {
     EvalJob *j = arg;
     if (!j) return;
-    eval_result_done(&j->res);
-    qmodel_free(j->qm);
-    model_free(j->qsrc); /* after the QModel, which borrows it */
+    evaluation_done(&j->ev);
     plan_done(&j->plan);
     plan_grid_done(&j->grid);
     free(j);

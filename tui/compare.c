@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tui/plan_edit.h"
+#include "quant/plan_edit.h"
 
 char *cmp_site_name(int64_t site, char *buf, size_t n) {
     if (site == CMP_EMBED) snprintf(buf, n, "embed");

@@ -12,11 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analysis/qmodel_stats.h"
+#include "analysis/calib.h"
+#include "quant/plan_edit.h"
 #include "quant/preset.h"
 #include "sessions/session.h"
 #include "tui/draw.h"
-#include "tui/plan_edit.h"
+#include "tui/plan_grid.h"
 #include "tui/views.h"
 #include "tui/vmodel.h"
 
@@ -76,7 +77,7 @@ static void cursor_cost(const App *a, const PlanEntry *e, int y, int x, int w) {
     } else {
         plan_proj_shape(&pm, (int)a->plan.col, &no, &ni);
         double oerr, werr;
-        if (qstats_sens_cell(a->cs, a->plan.row, (int)a->plan.col, &e->w, &werr, &oerr))
+        if (calib_sens_cell(a->cs, a->plan.row, (int)a->plan.col, &e->w, &werr, &oerr))
             snprintf(err, sizeof err, "%s err %.3g (map, rtn) · ", isnan(oerr) ? "weight" : "out", isnan(oerr) ? werr : oerr);
     }
     double dec, pre;
@@ -985,7 +986,7 @@ static int plan_key(App *a, Action act) {
     case AC_SETTINGS: s->settings_open = 1; return R_REDRAW;
     case AC_UNDO:
         if (plan_edit_undo(a->pe)) {
-            app_msg(a, 0, "undone (%lld more)", (long long)a->pe->n_undo);
+            app_msg(a, 0, "undone (%lld more)", (long long)a->pe->hist.n_undo);
             app_log(a, "undo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
             app_session_action(a, "undo", NULL, 0);
             app_plan_sync(a);
@@ -993,7 +994,7 @@ static int plan_key(App *a, Action act) {
         return R_REDRAW;
     case AC_REDO:
         if (plan_edit_redo(a->pe)) {
-            app_msg(a, 0, "redone (%lld more)", (long long)a->pe->n_redo);
+            app_msg(a, 0, "redone (%lld more)", (long long)a->pe->hist.n_redo);
             app_log(a, "redo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
             app_session_action(a, "redo", NULL, 0);
             app_plan_sync(a);

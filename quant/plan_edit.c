@@ -1,5 +1,5 @@
 /* Plan editing over quant/plan.h's types (see plan_edit.h). */
-#include "tui/plan_edit.h"
+#include "quant/plan_edit.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -63,6 +63,69 @@ void plan_entry_take(PlanEntry *dst, const PlanEntry *src, unsigned fields) {
     }
 }
 
+/* === Undo history === */
+
+void plan_undo_init(PlanUndo *h, size_t item, int64_t max, void (*done)(void *snap)) {
+    memset(h, 0, sizeof *h);
+    h->item = item;
+    h->max = max;
+    h->done = done;
+}
+
+static void *slot(unsigned char *stack, const PlanUndo *h, int64_t i) { return stack + (size_t)i * h->item; }
+
+static void release_all(PlanUndo *h, unsigned char *stack, int64_t *n) {
+    for (int64_t i = 0; i < *n; i++) h->done(slot(stack, h, i));
+    *n = 0;
+}
+
+void plan_undo_done(PlanUndo *h) {
+    if (!h) return;
+    if (h->undo) release_all(h, h->undo, &h->n_undo);
+    if (h->redo) release_all(h, h->redo, &h->n_redo);
+    free(h->undo);
+    free(h->redo);
+    memset(h, 0, sizeof *h);
+}
+
+Status plan_undo_push(PlanUndo *h, void *snap, Err *err) {
+    if (h->redo) release_all(h, h->redo, &h->n_redo);
+    if (h->n_undo == h->max && h->max > 0) {
+        h->done(slot(h->undo, h, 0));
+        memmove(h->undo, slot(h->undo, h, 1), (size_t)(h->n_undo - 1) * h->item);
+        h->n_undo--;
+    }
+    if (h->n_undo == h->cap) { /* both stacks grow together: n_undo + n_redo <= cap always */
+        int64_t nc = h->cap ? 2 * h->cap : 16;
+        if (h->max > 0 && nc > h->max) nc = h->max;
+        unsigned char *u = realloc(h->undo, (size_t)nc * h->item);
+        if (u) h->undo = u;
+        unsigned char *r = u ? realloc(h->redo, (size_t)nc * h->item) : NULL;
+        if (r) h->redo = r;
+        if (!u || !r) {
+            h->done(snap);
+            return err_set(err, ST_ERR_NOMEM, "undo history of %lld steps", (long long)nc);
+        }
+        h->cap = nc;
+    }
+    memcpy(slot(h->undo, h, h->n_undo++), snap, h->item);
+    return ST_OK;
+}
+
+void *plan_undo_peek(const PlanUndo *h, int redo) {
+    int64_t n = redo ? h->n_redo : h->n_undo;
+    return n ? slot(redo ? h->redo : h->undo, h, n - 1) : NULL;
+}
+
+int plan_undo_step(PlanUndo *h, int redo, void *cur) {
+    unsigned char *from = redo ? h->redo : h->undo, *to = redo ? h->undo : h->redo;
+    int64_t *nf = redo ? &h->n_redo : &h->n_undo, *nt = redo ? &h->n_undo : &h->n_redo;
+    if (*nf == 0) return 0;
+    memcpy(slot(to, h, (*nt)++), cur, h->item);
+    memcpy(cur, slot(from, h, --*nf), h->item);
+    return 1;
+}
+
 /* === Grid snapshots === */
 
 static size_t grid_n(const PlanEdit *pe) { return (size_t)pe->n_layers * PLAN_NPROJ; }
@@ -83,23 +146,14 @@ void plan_grid_done(PlanGrid *g) {
 
 Status plan_grid_copy(PlanGrid *dst, const PlanEdit *pe, Err *err) { return grid_dup(pe, &pe->cur, dst, err); }
 
-static void stack_clear(PlanGrid *s, int64_t *n) {
-    for (int64_t i = 0; i < *n; i++) plan_grid_done(&s[i]);
-    *n = 0;
-}
+static void grid_release(void *g) { plan_grid_done(g); }
 
-/* Pushes a copy of the current grid on the undo stack and clears redo. */
+/* Pushes a copy of the current grid as an undo step. */
 static Status push_undo(PlanEdit *pe, Err *err) {
-    if (pe->n_undo == PLAN_EDIT_MAX_UNDO) {
-        plan_grid_done(&pe->undo[0]);
-        memmove(pe->undo, pe->undo + 1, (size_t)(PLAN_EDIT_MAX_UNDO - 1) * sizeof *pe->undo);
-        pe->n_undo--;
-    }
-    Status st = grid_dup(pe, &pe->cur, &pe->undo[pe->n_undo], err);
+    PlanGrid g;
+    Status st = grid_dup(pe, &pe->cur, &g, err);
     if (st != ST_OK) return st;
-    pe->n_undo++;
-    stack_clear(pe->redo, &pe->n_redo);
-    return ST_OK;
+    return plan_undo_push(&pe->hist, &g, err);
 }
 
 /* === Init / load === */
@@ -125,9 +179,8 @@ Status plan_edit_init(PlanEdit *pe, const PlanModel *pm, const Plan *p, Err *err
     plan_init(&fp16);
     Status st = ST_OK;
     pe->cur.cells = core_calloc(grid_n(pe) ? grid_n(pe) : 1, sizeof *pe->cur.cells);
-    pe->undo = core_calloc(PLAN_EDIT_MAX_UNDO, sizeof *pe->undo);
-    pe->redo = core_calloc(PLAN_EDIT_MAX_UNDO, sizeof *pe->redo);
-    if (!pe->cur.cells || !pe->undo || !pe->redo) {
+    plan_undo_init(&pe->hist, sizeof(PlanGrid), PLAN_EDIT_MAX_UNDO, grid_release);
+    if (!pe->cur.cells) {
         st = err_set(err, ST_ERR_NOMEM, "plan editor for %lld layers", (long long)pe->n_layers);
         goto fail;
     }
@@ -146,10 +199,7 @@ fail:
 
 void plan_edit_done(PlanEdit *pe) {
     if (!pe) return;
-    if (pe->undo) stack_clear(pe->undo, &pe->n_undo);
-    if (pe->redo) stack_clear(pe->redo, &pe->n_redo);
-    free(pe->undo);
-    free(pe->redo);
+    plan_undo_done(&pe->hist);
     plan_grid_done(&pe->cur);
     memset(pe, 0, sizeof *pe);
 }
@@ -421,19 +471,13 @@ Status plan_edit_apply_end(PlanEdit *pe, PeEnd which, unsigned fields, const Pla
 }
 
 int plan_edit_undo(PlanEdit *pe) {
-    if (pe->n_undo == 0) return 0;
-    pe->redo[pe->n_redo++] = pe->cur;
-    pe->cur = pe->undo[--pe->n_undo];
-    pe->undo[pe->n_undo] = (PlanGrid){0};
+    if (!plan_undo_step(&pe->hist, 0, &pe->cur)) return 0;
     pe->version++;
     return 1;
 }
 
 int plan_edit_redo(PlanEdit *pe) {
-    if (pe->n_redo == 0) return 0;
-    pe->undo[pe->n_undo++] = pe->cur;
-    pe->cur = pe->redo[--pe->n_redo];
-    pe->redo[pe->n_redo] = (PlanGrid){0};
+    if (!plan_undo_step(&pe->hist, 1, &pe->cur)) return 0;
     pe->version++;
     return 1;
 }
@@ -600,133 +644,4 @@ QMethod pe_next_method(QMethod m) { return m == QM_RTN ? QM_GPTQ : m == QM_GPTQ 
 
 ActFormat pe_next_act(ActFormat a) {
     return a == ACT_NONE ? ACT_INT8 : a == ACT_INT8 ? ACT_FP8_E4M3 : a == ACT_FP8_E4M3 ? ACT_FP8_E5M2 : ACT_NONE;
-}
-
-/* === Grid layout of the codes === */
-
-int pe_text_width(const char *s) {
-    int w = 0;
-    for (; *s; s++) w += ((unsigned char)*s & 0xC0) != 0x80;
-    return w;
-}
-
-char *pe_cell_code(const PlanEntry *e, int level, char *buf, size_t n) {
-    plan_entry_code(e, buf, n);
-    if (level <= 0 || !n) return buf;
-    char *dot = strstr(buf, "\xc2\xb7"); /* the first "·": suffixes follow */
-    if (!dot) return buf;
-    *dot = 0;
-    char sfx[8];
-    int k = 0;
-    const QFormatTraits *t = qformat_traits(e->w.fmt);
-    if (t && t->needs_scale && (e->method == QM_GPTQ || (e->method == QM_ADADIM && e->adadim_base == QM_GPTQ)))
-        sfx[k++] = 'G';
-    if (e->act == ACT_INT8) sfx[k++] = 'A';
-    else if (e->act != ACT_NONE) sfx[k++] = 'E';
-    if (e->smooth_alpha > 0) sfx[k++] = 'S';
-    sfx[k] = 0;
-    size_t len = strlen(buf);
-    if (k) snprintf(buf + len, n - len, "%s%s", level == 1 ? "\xc2\xb7" : "+", level == 1 ? sfx : "");
-    return buf;
-}
-
-const char *pe_code_legend(int level) {
-    if (level == 1) return "shortened: \xc2\xb7G GPTQ, A int8 act, E fp8 act, S SmoothQuant (full code below)";
-    if (level >= 2) return "shortened: + = GPTQ, activation or SmoothQuant suffixes (full code below)";
-    return "";
-}
-
-void pe_grid_fit(const PlanEdit *pe, int width, int64_t cur_col, PeGridFit *f) {
-    memset(f, 0, sizeof *f);
-    char lab[32];
-    snprintf(lab, sizeof lab, "L%lld", (long long)(pe->n_layers > 0 ? pe->n_layers - 1 : 0));
-    f->label_w = 3 + (int)strlen(lab); /* margin, "L31", gap, the cursor bracket */
-    int need[PLAN_NPROJ];
-    int total = 0;
-    for (f->level = 0; f->level <= 3; f->level++) {
-        int pad = f->level == 3 ? 1 : 2; /* level 3: no room for the change marker */
-        total = f->label_w - 1;
-        for (int p = 0; p < PLAN_NPROJ; p++) {
-            need[p] = (int)strlen(plan_proj_name(p)) + 1;
-            for (int64_t l = 0; l < pe->n_layers; l++) {
-                char code[48];
-                pe_cell_code(plan_edit_cell(pe, l, p), f->level, code, sizeof code);
-                int w = pe_text_width(code) + pad;
-                if (w > need[p]) need[p] = w;
-            }
-            total += need[p];
-        }
-        if (total <= width || f->level == 3) break;
-    }
-    /* Widen the narrow columns evenly (up to 12) while the grid still fits. */
-    int base = 0;
-    for (int b = 12; b > 0 && !base; b--) {
-        int t = f->label_w - 1;
-        for (int p = 0; p < PLAN_NPROJ; p++) t += need[p] > b ? need[p] : b;
-        if (t <= width) base = b;
-    }
-    for (int p = 0; p < PLAN_NPROJ; p++) f->col_w[p] = need[p] > base ? need[p] : base;
-    /* Scroll when it does not fit: the first column that keeps cur_col in view. */
-    if (cur_col < 0) cur_col = 0;
-    if (cur_col >= PLAN_NPROJ) cur_col = PLAN_NPROJ - 1;
-    f->first_col = 0;
-    for (;;) {
-        int t = f->label_w - 1, n = 0;
-        for (int p = f->first_col; p < PLAN_NPROJ && t + f->col_w[p] <= width; p++) {
-            t += f->col_w[p];
-            n++;
-        }
-        if (n == 0) n = 1;
-        f->n_vis_cols = n;
-        if (cur_col < f->first_col + n || f->first_col >= cur_col) break;
-        f->first_col++;
-    }
-}
-
-/* === The auto plan's budget === */
-
-int pe_parse_budget(const char *s, double *bpw, size_t *bytes, char *why, size_t n) {
-    *bpw = 0;
-    *bytes = 0;
-    char *end;
-    while (*s == ' ') s++;
-    double v = strtod(s, &end);
-    if (end == s || !(v > 0) || !isfinite(v)) {
-        snprintf(why, n, "'%s': give bits per weight (4.5) or a size (0.21 MB, 210 kB, 210000 B)", s);
-        return -1;
-    }
-    while (*end == ' ') end++;
-    char unit[16];
-    size_t k = 0;
-    while (end[k] && end[k] != ' ' && k + 1 < sizeof unit) {
-        unit[k] = (char)(end[k] >= 'A' && end[k] <= 'Z' ? end[k] - 'A' + 'a' : end[k]);
-        k++;
-    }
-    unit[k] = 0;
-    const char *rest = end + k;
-    while (*rest == ' ') rest++;
-    double mul = 0;
-    if (!*unit || !strcmp(unit, "bpw")) {
-        if (*rest || v > 32) {
-            snprintf(why, n, "'%s': bits per weight are between 0 and 32", s);
-            return -1;
-        }
-        *bpw = v;
-        return 0;
-    }
-    if (!strcmp(unit, "b") || !strcmp(unit, "bytes") || !strcmp(unit, "byte")) mul = 1;
-    else if (!strcmp(unit, "kb")) mul = 1e3;
-    else if (!strcmp(unit, "mb")) mul = 1e6;
-    else if (!strcmp(unit, "gb")) mul = 1e9;
-    if (!mul || *rest) {
-        snprintf(why, n, "'%s': the unit is bpw, B, kB, MB or GB (SI: 1 MB = 10^6 bytes)", s);
-        return -1;
-    }
-    double b = floor(v * mul);
-    if (b < 1 || b > 1e15) {
-        snprintf(why, n, "'%s': not a size in bytes", s);
-        return -1;
-    }
-    *bytes = (size_t)b;
-    return 0;
 }

@@ -1,19 +1,59 @@
-/* Curses-free plan editing for the Plan view: the plan as a grid of resolved
- * entries (layers × projections, plus embedding and head), edit operations
- * on a cell, row, column, marked set or everything, with undo/redo, and the
- * conversion back to a quant/plan.h Plan (a default entry plus rules) that
- * evaluation and sessions consume. quant/plan.h has no edit helpers of its
- * own; these work over its types. */
-#ifndef QS_TUI_PLAN_EDIT_H
-#define QS_TUI_PLAN_EDIT_H
+/* Plan editing: the plan as a grid of resolved entries (layers ×
+ * projections, plus embedding and head), edit operations on a cell, row,
+ * column, marked set or everything, with undo/redo, and the conversion back
+ * to a quant/plan.h Plan (a default entry plus rules) that evaluation and
+ * sessions consume. The workbench's Plan view edits through it (its layout
+ * is tui/plan_grid.h's); replay keeps its undo history of session plans in
+ * the same PlanUndo. quant/plan.h has no edit helpers of its own; these work
+ * over its types. */
+#ifndef QS_QUANT_PLAN_EDIT_H
+#define QS_QUANT_PLAN_EDIT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/status.h"
 #include "quant/plan.h"
 
-/* Undo levels kept (the oldest is dropped beyond this). */
+/* Undo levels the editor keeps (the oldest is dropped beyond this). */
 #define PLAN_EDIT_MAX_UNDO 256
+
+/* === Undo history === */
+
+/* An undo/redo history of snapshots of one size (the editor's grids,
+ * replay's named plans): the state before each change is pushed; undo
+ * swaps the newest snapshot with the present state, redo swaps it back; a
+ * new change clears redo. At most max snapshots are kept (the oldest is
+ * released beyond that; max 0: no limit). Snapshots are moved in and out by value; `done`
+ * releases one. */
+typedef struct PlanUndo {
+    size_t item;             /* snapshot size in bytes */
+    int64_t max;
+    void (*done)(void *snap);
+    unsigned char *undo;     /* (n_undo) oldest first; owned */
+    unsigned char *redo;     /* (n_redo) most recently undone last; owned */
+    int64_t n_undo, n_redo, cap;
+} PlanUndo;
+
+/* An empty history of item-byte snapshots released by done. */
+void plan_undo_init(PlanUndo *h, size_t item, int64_t max, void (*done)(void *snap));
+
+/* Releases every snapshot and the stacks; safe on a zeroed one. */
+void plan_undo_done(PlanUndo *h);
+
+/* Takes *snap (the state before a change) as the newest undo step and
+ * releases the redo steps. ST_ERR_NOMEM (snap released) when the stack
+ * cannot grow. */
+Status plan_undo_push(PlanUndo *h, void *snap, Err *err);
+
+/* The snapshot undo (redo = 0) or redo (redo = 1) would restore, or NULL
+ * when there is none; borrowed until the history changes. */
+void *plan_undo_peek(const PlanUndo *h, int redo);
+
+/* One undo (redo = 0) or redo step: *cur, the present state, goes on the
+ * other stack and the restored snapshot is moved into *cur. Returns 1, or 0
+ * (nothing changed) when there is nothing to undo / redo. */
+int plan_undo_step(PlanUndo *h, int redo, void *cur);
 
 typedef enum { PE_CELL, PE_ROW, PE_COL, PE_MARKED, PE_ALL, PE_SCOPE_COUNT } PeScope;
 
@@ -29,10 +69,7 @@ typedef struct PlanEdit {
     PlanModel pm;
     int64_t n_layers;
     PlanGrid cur;
-    PlanGrid *undo;          /* (n_undo) oldest first; owned */
-    int64_t n_undo;
-    PlanGrid *redo;          /* (n_redo) most recently undone last; owned */
-    int64_t n_redo;
+    PlanUndo hist;           /* of PlanGrid snapshots */
     uint64_t version;        /* bumped on every change (edits, undo, redo, load) */
 } PlanEdit;
 
@@ -185,45 +222,5 @@ ActFormat pe_next_act(ActFormat a);
  * is asked: g if it divides n, else the largest divisor <= g that is a
  * multiple of 8, else of 4, else 0 (per-channel). */
 int64_t pe_fit_group(int64_t g, int64_t n);
-
-/* === The auto plan's budget === */
-
-/* Parses a budget typed for the auto plan: a number of bits per weight
- * ("4.5", "4.5 bpw"; 0 < bpw <= 32) into *bpw (then *bytes = 0), or a size
- * with a unit ("210000 B", "210000 bytes", "0.21 MB", "210 kB", "1.5 GB";
- * SI units as everywhere in the workbench) into *bytes (then *bpw = 0).
- * Returns 0, or -1 with why (n bytes) saying what is wrong. */
-int pe_parse_budget(const char *s, double *bpw, size_t *bytes, char *why, size_t n);
-
-/* === Grid layout of the codes === */
-
-/* How the Plan view fits the codes into its width: level 0 shows
- * quant/plan.h's codes in full; level 1 writes the suffixes as one letter
- * each after a single "·" (G GPTQ, A int8 activations, E fp8 activations,
- * S SmoothQuant: "I4/ic8·G·A8t" -> "I4/ic8·GA"); level 2 only marks that
- * there are suffixes ("I4/ic8+"); level 3 keeps level 2's codes with one
- * column less per cell. Columns are as wide as their longest code plus 2
- * (change marker or cursor bracket, gap; level 3: the gap only), widened
- * evenly up to 12 when room is left; when even level 3 does not fit, the
- * columns scroll. */
-typedef struct PeGridFit {
-    int level;                  /* 0 .. 3 */
-    int label_w;                /* row labels ("L31") with margin and gap */
-    int col_w[PLAN_NPROJ];      /* width of each projection column, gap included */
-    int first_col, n_vis_cols;  /* the columns shown */
-} PeGridFit;
-
-/* Code of e at an abbreviation level (0 .. 3; 3 writes 2's) into buf (n bytes); returns buf. */
-char *pe_cell_code(const PlanEntry *e, int level, char *buf, size_t n);
-
-/* The legend line for a level ("" for 0); static string. */
-const char *pe_code_legend(int level);
-
-/* Display columns of a UTF-8 string (one per code point). */
-int pe_text_width(const char *s);
-
-/* Fits the grid of pe into `width` columns (the view's width) keeping
- * column cur_col visible; fills *f. */
-void pe_grid_fit(const PlanEdit *pe, int width, int64_t cur_col, PeGridFit *f);
 
 #endif
