@@ -16,6 +16,12 @@ struct QModel;
 
 /* === Reading === */
 
+/* Parses the len bytes at text (not NUL-terminated necessarily) as one JSON
+ * value into *out (caller cJSON_Delete's). ST_ERR_FORMAT naming where and the
+ * byte: a \u0000 escape (core/jsontext.h), text cut short (unclosed brackets),
+ * text that is not JSON, or anything but whitespace after the value. */
+Status json_parse_text(const char *text, size_t len, const char *where, cJSON **out, Err *err);
+
 /* Member k of o (case-sensitive), or NULL (also when o is not an object);
  * borrowed from o. */
 cJSON *json_get(const cJSON *o, const char *k);

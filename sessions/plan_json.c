@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "core/atomicfile.h"
-#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "core/suggest.h"
 #include "quant/aqlm.h"
@@ -415,14 +414,9 @@ Status plan_json_parse(const struct cJSON *obj, const char *where, const PlanMod
 Status plan_json_read(const char *text, size_t len, const char *where, const PlanModel *m, Plan *out, Err *err) {
     plan_init(out);
     if (!where) where = "plan";
-    Status nul = jsontext_check_nul(text, len, where, err);
-    if (nul) return nul;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        return BAD("%s: not valid JSON (parse error at byte %zu)", where, off);
-    }
+    cJSON *root;
+    Status pst = json_parse_text(text, len, where, &root, err);
+    if (pst) return pst;
     Status st = parse_plan(root, where, m, 1, out, err);
     cJSON_Delete(root);
     return st;

@@ -19,7 +19,6 @@
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
 #include "core/hash.h"
-#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "core/pool.h"
 #include "core/progress.h"
@@ -1038,12 +1037,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
     /* A session (schema_version) or a hand-written action list. */
     const cJSON *actions = NULL;
     const char *model_path = NULL, *tok = NULL;
-    if ((st = jsontext_check_nul(text, len, path, err))) goto fail;
-    script = cJSON_ParseWithLength(text, len);
-    if (!script) {
-        st = err_set(err, ST_ERR_FORMAT, "%s: not valid JSON", path);
-        goto fail;
-    }
+    if ((st = json_parse_text(text, len, path, &script, err))) goto fail;
     if (cJSON_IsObject(script) && json_get(script, "schema_version")) {
         if ((st = session_parse(text, len, path, &in, err))) goto fail;
         actions = json_get(session_json(in), "actions");

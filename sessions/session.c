@@ -16,7 +16,6 @@
 #include "core/alloc.h"
 #include "core/atomicfile.h"
 #include "core/hash.h"
-#include "core/jsontext.h"
 #include "core/mapfile.h"
 #include "model/model.h"
 #include "quant/plan.h"
@@ -336,53 +335,13 @@ void session_free(Session *s) {
     free(s);
 }
 
-/* Brackets still open (plus 1 inside a string) at the end of text, or -1
- * when a closing bracket has no opener: a positive count with a parse error
- * means the file was cut short rather than damaged. */
-static int64_t json_open_depth(const char *text, size_t len) {
-    int64_t depth = 0;
-    int in_str = 0, esc = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = text[i];
-        if (in_str) {
-            if (esc) esc = 0;
-            else if (c == '\\') esc = 1;
-            else if (c == '"') in_str = 0;
-            continue;
-        }
-        if (c == '"') in_str = 1;
-        else if (c == '{' || c == '[') depth++;
-        else if (c == '}' || c == ']') {
-            if (--depth < 0) return -1;
-        }
-    }
-    return depth + in_str;
-}
-
 Status session_parse(const char *text, size_t len, const char *where, Session **out, Err *err) {
     *out = NULL;
     if (!where) where = "session";
     if (len == 0) return err_set(err, ST_ERR_FORMAT, "%s: empty file", where);
-    Status nul = jsontext_check_nul(text, len, where, err);
-    if (nul) return nul;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        int64_t open = json_open_depth(text, len);
-        if (open > 0 || off >= len)
-            return err_set(err, ST_ERR_FORMAT,
-                           "%s: truncated JSON (the text ends at byte %zu with %" PRId64 " unclosed brackets "
-                           "or string; parse stopped at byte %zu)", where, len, open, off);
-        return err_set(err, ST_ERR_FORMAT, "%s: not valid JSON (parse error at byte %zu)", where, off);
-    }
-    /* Anything but whitespace after the value means a damaged file. */
-    size_t off = (size_t)(end - text);
-    while (off < len && (text[off] == ' ' || text[off] == '\n' || text[off] == '\r' || text[off] == '\t')) off++;
-    if (off < len && text[off] != '\0') {
-        cJSON_Delete(root);
-        return err_set(err, ST_ERR_FORMAT, "%s: trailing data after the JSON value at byte %zu", where, off);
-    }
+    cJSON *root;
+    Status pst = json_parse_text(text, len, where, &root, err);
+    if (pst) return pst;
     Session *s = core_calloc(1, sizeof *s);
     if (!s) {
         cJSON_Delete(root);

@@ -182,7 +182,8 @@ static void expect_err(const char *text, Status code, const char *n1, const char
 
 static void test_malformed(void) {
     expect_err("this is not JSON", ST_ERR_FORMAT, "not valid JSON", NULL);
-    expect_err("{\"schema_version\": 1, \"rules\": [", ST_ERR_FORMAT, "not valid JSON", NULL);
+    expect_err("{\"schema_version\": 1, \"rules\": [", ST_ERR_FORMAT, "truncated JSON", NULL); /* cut short */
+    expect_err("{\"schema_version\": 1} x", ST_ERR_FORMAT, "trailing data after the JSON value at byte 22", NULL);
     expect_err("[1, 2]", ST_ERR_FORMAT, "expected a JSON object", NULL);
     expect_err("{\"name\": \"x\"}", ST_ERR_FORMAT, "schema_version: missing", NULL);
     expect_err("{\"schema_version\": 2}", ST_ERR_FORMAT, "schema_version: expected 1", NULL);

@@ -440,7 +440,7 @@ int main(void) {
            err.detail);
     replay_report_done(&rep);
     spit(tpath("bad3.json"), "{\"model\": 1, \"actions\": [");
-    CHECK(run(tpath("bad3.json"), 0, 0, &rep, &err) == ST_ERR_FORMAT && strstr(err.detail, "not valid JSON"));
+    CHECK(run(tpath("bad3.json"), 0, 0, &rep, &err) == ST_ERR_FORMAT && strstr(err.detail, "truncated JSON"));
     replay_report_done(&rep);
 
     char cmd[300];

@@ -28,6 +28,7 @@
 #include "core/assert.h"
 #include "core/cache.h"
 #include "core/mapfile.h"
+#include "sessions/plan_json.h"
 #include "sessions/session.h"
 #include "tui/draw.h"
 #include "tui/heat.h"
@@ -79,6 +80,20 @@ void app_session_action(App *a, const char *name, const SessionArg *args, int64_
         return;
     }
     app_session_save(a);
+}
+
+void app_session_set_plan(App *a, const Plan *p, const SessionArg *extra) {
+    if (!a->sess) return;
+    Err err;
+    err_init(&err);
+    char *js = NULL;
+    if (plan_json_write(p, &js, &err) == ST_OK) {
+        SessionArg args[] = {SESSION_ARG_STR("plan", p->name), SESSION_ARG_JSON("json", js), *extra};
+        app_session_action(a, "set_plan", args, 3);
+    } else {
+        app_msg(a, 1, "session: %s", err.detail);
+    }
+    free(js);
 }
 
 /* Opens --session: loads an existing file (a corrupt one is an error and is

@@ -248,6 +248,12 @@ void app_session_save(App *a);
  * saves it. No-op without a session. */
 void app_session_action(App *a, const char *name, const struct SessionArg *args, int64_t n);
 
+/* Records a plan the editor now holds as the action "set_plan" {plan, json,
+ * and extra (the auto plan's budget, the result it came from)}, which replay
+ * stores, makes current and undoes as the editor does; a plan that cannot be
+ * written says so on the message bar. */
+void app_session_set_plan(App *a, const struct Plan *p, const struct SessionArg *extra);
+
 /* Appends an evaluation row; returns it (borrowed until the next append). */
 EvalRow *app_add_row(App *a);
 

@@ -658,15 +658,8 @@ void app_load_result_plan(App *a, int64_t id) {
     int64_t changed = before ? -1 : plan_edit_diff(a->pe, &was);
     if (!before) plan_grid_done(&was);
     if (a->sess) { /* replay's set_plan stores it, makes it current, and undoes like the editor */
-        char *js = NULL;
-        if (plan_json_write(&p, &js, &err) == ST_OK) {
-            SessionArg args[] = {SESSION_ARG_STR("plan", p.name), SESSION_ARG_JSON("json", js),
-                                 SESSION_ARG_INT("result", id)};
-            app_session_action(a, "set_plan", args, 3);
-        } else {
-            app_msg(a, 1, "session: %s", err.detail);
-        }
-        free(js);
+        SessionArg from = SESSION_ARG_INT("result", id);
+        app_session_set_plan(a, &p, &from);
         app_plan_sync(a);
     }
     app_log(a, "load-plan", "the plan of result #%lld (%s)%s into the editor: %lld cells changed", (long long)id,
