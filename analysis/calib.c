@@ -612,6 +612,42 @@ done:
     return st;
 }
 
+/* text's tokens (no BOS), from p->tok_from on when calibration takes only
+ * the part past what evaluation reads: *toks (*n) heap, caller frees. */
+static Status calib_tokens(const Model *m, const char *text, size_t len, const CalibParams *p, int32_t **toks,
+                           int64_t *n, Err *err) {
+    Status st = tokenizer_encode(m->tok, text, len, 0, toks, n, err);
+    if (st) return st;
+    if (p->tok_from > 0) { /* the part evaluation does not reach: windows come from it alone */
+        if (p->tok_from + p->seqlen > *n)
+            return err_set(err, ST_ERR_RANGE,
+                           "%s: the calibration part (tokens from %lld of %lld, past what evaluation reads) has "
+                           "fewer than one sequence of %lld tokens: evaluate fewer chunks or give a calibration "
+                           "text of its own",
+                           p->text_path, (long long)p->tok_from, (long long)*n, (long long)p->seqlen);
+        *n -= p->tok_from;
+        memmove(*toks, *toks + p->tok_from, (size_t)*n * sizeof **toks);
+    }
+    return ST_OK;
+}
+
+/* Token text of every kept spike, for reports that run without the model. */
+static void spikes_fill_text(CalibStats *cs, const Tokenizer *t) {
+    for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) {
+        TapStats *ts = &cs->taps[i];
+        for (int32_t k = 0; k < ts->n_top; k++) {
+            Spike *s = &ts->top[k];
+            memset(s->text, 0, sizeof s->text);
+            if (s->token >= 0) {
+                size_t nb = tokenizer_decode(t, s->token, s->text, sizeof s->text - 1);
+                s->text[nb] = '\0';
+                if (nb == 0) /* control tokens (BOS) decode to nothing: show the piece */
+                    snprintf(s->text, sizeof s->text, "%s", tokenizer_piece(t, s->token));
+            }
+        }
+    }
+}
+
 Status calib_run(const Model *m, const char *text, size_t len, const CalibParams *p, const char *h_path,
                  Pool *pool, Progress *prog, CalibStats **out, Err *err) {
     *out = NULL;
@@ -631,20 +667,8 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
     if (!m->tok) return err_set(err, ST_ERR_STATE, "%s: the model has no tokenizer", m->path);
     /* A sequence longer than the declared context is accepted (llama.cpp does
      * the same; RoPE runs past its trained range): callers warn. */
-    st = tokenizer_encode(m->tok, text, len, 0, &toks, &n_tok, err);
+    st = calib_tokens(m, text, len, p, &toks, &n_tok, err);
     if (st) goto fail;
-    if (p->tok_from > 0) { /* the part evaluation does not reach: windows come from it alone */
-        if (p->tok_from + p->seqlen > n_tok) {
-            st = err_set(err, ST_ERR_RANGE,
-                         "%s: the calibration part (tokens from %lld of %lld, past what evaluation reads) has "
-                         "fewer than one sequence of %lld tokens: evaluate fewer chunks or give a calibration "
-                         "text of its own",
-                         p->text_path, (long long)p->tok_from, (long long)n_tok, (long long)p->seqlen);
-            goto fail;
-        }
-        n_tok -= p->tok_from;
-        memmove(toks, toks + p->tok_from, (size_t)n_tok * sizeof *toks);
-    }
     st = calib_check_sampling(n_tok, p, &n_seqs, err);
     if (st) goto fail;
 
@@ -709,20 +733,7 @@ Status calib_run(const Model *m, const char *text, size_t len, const CalibParams
         st = err_set(err, ST_ERR_CANCELLED, "calibration cancelled before the first sequence");
         goto fail;
     }
-/* Token text of every kept spike, for reports that run without the model. */
-    for (int64_t i = 0; i < cs->n_layers * TAP_COUNT; i++) {
-        TapStats *ts = &cs->taps[i];
-        for (int32_t k = 0; k < ts->n_top; k++) {
-            Spike *s = &ts->top[k];
-            memset(s->text, 0, sizeof s->text);
-            if (s->token >= 0) {
-                size_t nb = tokenizer_decode(m->tok, s->token, s->text, sizeof s->text - 1);
-                s->text[nb] = '\0';
-                if (nb == 0) /* control tokens (BOS) decode to nothing: show the piece */
-                    snprintf(s->text, sizeof s->text, "%s", tokenizer_piece(m->tok, s->token));
-            }
-        }
-    }
+    spikes_fill_text(cs, m->tok);
     if (h_path) cs->h_id = calib_h_id(cs);
     if (h_file) {
         st = hstore_finish(&hs, cs->h_id, err);

@@ -844,46 +844,12 @@ static int settings_key(App *a, Action act) {
     return apply(a, bit, &e, what);
 }
 
-static int plan_key(App *a, Action act) {
+/* The keys that change one setting of the cursor cell's entry (on the scope
+ * around it): symmetry, grouping, group size, AQLM's M and B, method,
+ * activations, a typed format. R_UNHANDLED for any other key. */
+static int cell_key(App *a, Action act, int end) {
     PlanViewState *s = &a->plan;
-    if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) view_plan_flush(a);
-    if (s->settings_open) return settings_key(a, act);
-    if (s->preset_open) {
-        int n;
-        plan_presets(&n);
-        int64_t sel = s->preset_sel;
-        if (view_move(act, &sel, n, 5)) {
-            s->preset_sel = (int)sel;
-            return R_REDRAW;
-        }
-        if (act == AC_ENTER) return apply_preset(a);
-        if (act == AC_BACK || act == AC_PRESET) {
-            s->preset_open = 0;
-            return R_REDRAW;
-        }
-        if (act == AC_QUIT || act == AC_HELP) return R_UNHANDLED;
-        return R_NONE;
-    }
-    if (act == AC_BACK && s->auto_open) {
-        s->auto_open = 0;
-        return R_REDRAW;
-    }
     const PlanEdit *pe = a->pe;
-    int64_t prev_row = s->row;
-    if (view_move(act, &s->row, pe->n_layers + 1, 5)) {
-        /* the embed / output row has two cells: map the column across */
-        if (prev_row < pe->n_layers && s->row == pe->n_layers) s->col = s->col >= PLAN_O ? PE_END_OUTPUT : PE_END_EMBED;
-        else if (prev_row == pe->n_layers && s->row < pe->n_layers) s->col = s->col == PE_END_OUTPUT ? PLAN_DOWN : PLAN_Q;
-        return R_REDRAW;
-    }
-    int end = on_end_row(a);
-    if (act == AC_LEFT || act == AC_RIGHT) {
-        int64_t n_cols = end ? PE_END_COUNT : PLAN_NPROJ;
-        s->col += act == AC_LEFT ? -1 : 1;
-        if (s->col < 0) s->col = 0;
-        if (s->col >= n_cols) s->col = n_cols - 1;
-        return R_REDRAW;
-    }
     char site[32];
     PlanEntry e = *cursor_entry(a, site, sizeof site);
     int64_t n_out = pe->pm.vocab_size, n_in = pe->pm.dim;
@@ -891,7 +857,6 @@ static int plan_key(App *a, Action act) {
     if (!end) plan_proj_shape(&pm, (int)s->col, &n_out, &n_in);
     char what[80];
     switch (act) {
-    case AC_FMT_NEXT: case AC_FMT_PREV: return cycle_step(a, 1, act == AC_FMT_NEXT ? 1 : -1);
     case AC_SYM: {
         const QFormatTraits *t = qformat_traits(e.w.fmt);
         if (!t->is_int) {
@@ -969,12 +934,83 @@ static int plan_key(App *a, Action act) {
         e.act = pe_next_act(e.act);
         snprintf(what, sizeof what, "activations %s", act_format_name(e.act));
         return apply(a, PF_ACT, &e, what);
+    case AC_FMT_TYPE: {
+        char code[48];
+        plan_entry_code(&e, code, sizeof code);
+        app_prompt_open(a, PROMPT_FORMAT, "format for the scope (int4, int4/ic64, int8/oc, fp16, aqlm):",
+                        qformat_traits(e.w.fmt)->name);
+        return R_REDRAW;
+    }
+    default: return R_UNHANDLED;
+    }
+}
+
+/* Undo (redo = 0) or redo one edit, as the session records it. */
+static int undo_redo(App *a, int redo) {
+    if (!(redo ? plan_edit_redo(a->pe) : plan_edit_undo(a->pe))) {
+        app_msg(a, 0, "nothing to %s", redo ? "redo" : "undo");
+        return R_REDRAW;
+    }
+    app_msg(a, 0, "%s (%lld more)", redo ? "redone" : "undone",
+            (long long)(redo ? a->pe->hist.n_redo : a->pe->hist.n_undo));
+    app_log(a, redo ? "redo" : "undo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
+    app_session_action(a, redo ? "redo" : "undo", NULL, 0);
+    app_plan_sync(a);
+    return R_REDRAW;
+}
+
+static int plan_key(App *a, Action act) {
+    PlanViewState *s = &a->plan;
+    if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) view_plan_flush(a);
+    if (s->settings_open) return settings_key(a, act);
+    if (s->preset_open) {
+        int n;
+        plan_presets(&n);
+        int64_t sel = s->preset_sel;
+        if (view_move(act, &sel, n, 5)) {
+            s->preset_sel = (int)sel;
+            return R_REDRAW;
+        }
+        if (act == AC_ENTER) return apply_preset(a);
+        if (act == AC_BACK || act == AC_PRESET) {
+            s->preset_open = 0;
+            return R_REDRAW;
+        }
+        if (act == AC_QUIT || act == AC_HELP) return R_UNHANDLED;
+        return R_NONE;
+    }
+    if (act == AC_BACK && s->auto_open) {
+        s->auto_open = 0;
+        return R_REDRAW;
+    }
+    const PlanEdit *pe = a->pe;
+    int64_t prev_row = s->row;
+    if (view_move(act, &s->row, pe->n_layers + 1, 5)) {
+        /* the embed / output row has two cells: map the column across */
+        if (prev_row < pe->n_layers && s->row == pe->n_layers) s->col = s->col >= PLAN_O ? PE_END_OUTPUT : PE_END_EMBED;
+        else if (prev_row == pe->n_layers && s->row < pe->n_layers) s->col = s->col == PE_END_OUTPUT ? PLAN_DOWN : PLAN_Q;
+        return R_REDRAW;
+    }
+    int end = on_end_row(a);
+    if (act == AC_LEFT || act == AC_RIGHT) {
+        int64_t n_cols = end ? PE_END_COUNT : PLAN_NPROJ;
+        s->col += act == AC_LEFT ? -1 : 1;
+        if (s->col < 0) s->col = 0;
+        if (s->col >= n_cols) s->col = n_cols - 1;
+        return R_REDRAW;
+    }
+    int r = cell_key(a, act, end);
+    if (r != R_UNHANDLED) return r;
+    switch (act) {
+    case AC_FMT_NEXT: case AC_FMT_PREV: return cycle_step(a, 1, act == AC_FMT_NEXT ? 1 : -1);
     case AC_SCOPE:
         s->scope = (s->scope + 1) % PE_SCOPE_COUNT;
         app_msg(a, 0, "edits now apply to: %s", pe_scope_name((PeScope)s->scope));
         return R_REDRAW;
     case AC_MARK: {
         if (end) {
+            char site[32];
+            cursor_entry(a, site, sizeof site);
             app_msg(a, 1, "marks are for grid cells; edits on %s apply to it alone", site);
             return R_REDRAW;
         }
@@ -984,33 +1020,12 @@ static int plan_key(App *a, Action act) {
     }
     case AC_PRESET: s->preset_open = 1; return R_REDRAW;
     case AC_SETTINGS: s->settings_open = 1; return R_REDRAW;
-    case AC_UNDO:
-        if (plan_edit_undo(a->pe)) {
-            app_msg(a, 0, "undone (%lld more)", (long long)a->pe->hist.n_undo);
-            app_log(a, "undo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
-            app_session_action(a, "undo", NULL, 0);
-            app_plan_sync(a);
-        } else app_msg(a, 0, "nothing to undo");
-        return R_REDRAW;
-    case AC_REDO:
-        if (plan_edit_redo(a->pe)) {
-            app_msg(a, 0, "redone (%lld more)", (long long)a->pe->hist.n_redo);
-            app_log(a, "redo", "plan now %s +%lld", a->pe->cur.name, (long long)a->pe->cur.n_edits);
-            app_session_action(a, "redo", NULL, 0);
-            app_plan_sync(a);
-        } else app_msg(a, 0, "nothing to redo");
-        return R_REDRAW;
+    case AC_UNDO: return undo_redo(a, 0);
+    case AC_REDO: return undo_redo(a, 1);
     case AC_WRITE_PLAN: {
         char path[APP_PATH_MAX];
         app_plan_default_path(a, path, sizeof path);
         app_prompt_open(a, PROMPT_WRITE_PLAN, "write plan to (or llamacpp:/gptqmodel:/llmcompressor:PATH):", path);
-        return R_REDRAW;
-    }
-    case AC_FMT_TYPE: {
-        char code[48];
-        plan_entry_code(&e, code, sizeof code);
-        app_prompt_open(a, PROMPT_FORMAT, "format for the scope (int4, int4/ic64, int8/oc, fp16, aqlm):",
-                        qformat_traits(e.w.fmt)->name);
         return R_REDRAW;
     }
     default: return R_UNHANDLED;
