@@ -119,19 +119,21 @@ int speedtab_lookup(const SpeedTab *t, const PlanEntry *e, int64_t n_out, int64_
     return 0;
 }
 
-/* The least wall time of one call of l on T rows of x, over repetitions
- * until min_total seconds (at least 3, at most 1000). */
-static double time_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, double min_total) {
+/* The least wall time of one call of l on T rows of x into *best_s, over
+ * repetitions until min_total seconds (at least 3, at most 1000). */
+static Status time_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, double min_total,
+                           double *best_s, Err *err) {
     double best = INFINITY, total = 0;
-    qlinear_forward(l, x, T, y, pool); /* warm the caches and the pool */
-    for (int i = 0; i < 1000 && (i < 3 || total < min_total); i++) {
+    Status st = qlinear_forward(l, x, T, y, pool, err); /* warm the caches and the pool */
+    for (int i = 0; !st && i < 1000 && (i < 3 || total < min_total); i++) {
         double t0 = clock_now();
-        qlinear_forward(l, x, T, y, pool);
+        st = qlinear_forward(l, x, T, y, pool, err);
         double dt = clock_now() - t0;
         total += dt;
         if (dt < best) best = dt;
     }
-    return best;
+    *best_s = best;
+    return st;
 }
 
 Status speedtab_get(SpeedTab *t, const PlanEntry *e, int64_t n_out, int64_t n_in, Pool *pool, double *decode_s,
@@ -172,8 +174,11 @@ Status speedtab_get(SpeedTab *t, const PlanEntry *e, int64_t n_out, int64_t n_in
     if ((st = rtn_quantize(W, n_out, n_in, &k.w, &q, err))) goto done;
     ActQuant aq = qlinear_act_from_plan(&k, 1.0f);
     if ((st = qlinear_new_from_qtensor(&q, &aq, &l, err))) goto done;
-    r.decode_s = time_forward(l, x, 1, y, pool, t->min_time_s > 0 ? t->min_time_s : 0.02);
-    r.prefill_s = time_forward(l, x, SPEED_PREFILL_T, y, pool, t->min_time_s > 0 ? t->min_time_s : 0.05) / SPEED_PREFILL_T;
+    if ((st = time_forward(l, x, 1, y, pool, t->min_time_s > 0 ? t->min_time_s : 0.02, &r.decode_s, err))) goto done;
+    if ((st = time_forward(l, x, SPEED_PREFILL_T, y, pool, t->min_time_s > 0 ? t->min_time_s : 0.05, &r.prefill_s,
+                           err)))
+        goto done;
+    r.prefill_s /= SPEED_PREFILL_T;
     if (!(r.decode_s > 0)) r.decode_s = 1e-9; /* below the clock's resolution */
     if (!(r.prefill_s > 0)) r.prefill_s = 1e-9;
     if ((st = speedtab_add(t, &r, err))) goto done;
