@@ -457,7 +457,7 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
     row->bpw = r->bpw;
     row->bytes = r->bytes;
     row->tps = r->decode_tps > 0 ? r->decode_tps : NAN;
-    row->quant_s = j->build_s;
+    row->quant_s = j->ev.qm ? j->ev.qm->seconds : NAN;
     row->cancelled = r->cancelled;
     row->kld_pred = j->kld_pred;
     fill_detail(&a->details[a->n_rows - 1], j);
