@@ -12,8 +12,8 @@
 #include "analysis/sensitivity.h"
 #include "analysis/speedtab.h"
 #include "core/alloc.h"
+#include "quant/plan_edit.h"
 #include "tui/app.h"
-#include "tui/plan_edit.h"
 
 int app_speed_lookup(const App *a, const PlanEntry *e, int64_t n_out, int64_t n_in, double *decode_s,
                      double *prefill_s) {
