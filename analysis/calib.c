@@ -14,6 +14,7 @@
 
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
+#include "core/atomicfile.h"
 #include "core/clock.h"
 #include "core/dist.h"
 #include "core/hash.h"
@@ -215,23 +216,6 @@ static void crash_point(const char *stage) {
     if (e && strcmp(e, stage) == 0) raise(SIGKILL);
 }
 
-static void fsync_dir_of(const char *path) {
-    char *d = core_strdup(path);
-    if (!d) return;
-    char *slash = strrchr(d, '/');
-    const char *dir = ".";
-    if (slash) {
-        slash[slash == d ? 1 : 0] = '\0';
-        dir = d;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(d);
-}
-
 Status calib_commit(const CalibStats *cs, const char *h_tmp, const char *stats_path, Err *err) {
     Status st = calib_output_check(stats_path, err);
     char *h_new = NULL, *h_old = NULL;
@@ -258,7 +242,7 @@ Status calib_commit(const CalibStats *cs, const char *h_tmp, const char *stats_p
             st = err_set(err, ST_ERR_IO, "%s: cannot rename to %s: %s", h_tmp, h_new, strerror(errno));
             goto fail;
         }
-        fsync_dir_of(h_new);
+        afile_sync_dir(h_new);
     }
     crash_point("after-h-rename");
     st = statsfile_save(cs, stats_path, err);

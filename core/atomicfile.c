@@ -51,7 +51,7 @@ static char *dir_of(const char *path) {
     return strndup(path, (size_t)(slash - path));
 }
 
-static void fsync_dir(const char *path) {
+void afile_sync_dir(const char *path) {
     char *dir = dir_of(path);
     if (!dir) return;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -254,7 +254,7 @@ Status afile_commit(AtomicFile *af, Err *err) {
             fault("after-rename");
             free(af->tmp);
             af->tmp = NULL;
-            fsync_dir(af->path);
+            afile_sync_dir(af->path);
             fault("after-dirsync");
         }
     }

@@ -55,6 +55,11 @@ Status afile_commit(AtomicFile *af, Err *err);
  * aborted AtomicFile. */
 void afile_abort(AtomicFile *af);
 
+/* fsyncs the directory holding path, so a rename into it is durable (for
+ * files put in place by a rename of their own, such as calibration's H);
+ * file systems that refuse are ignored. */
+void afile_sync_dir(const char *path);
+
 /* Replaces path with the n bytes at p through afile_open/write/commit. */
 Status afile_save(const char *path, const void *p, size_t n, Err *err);
 
