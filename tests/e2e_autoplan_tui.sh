@@ -13,7 +13,6 @@ set -eu
 E2E_NAME=e2e_autoplan_tui
 . "$(dirname "$0")/tmux_lib.sh"
 
-tm -f /dev/null new-session -d -s keep "sleep 600"
 tm new-session -d -s e2e -x 100 -y 30 \
   "XDG_CACHE_HOME='$tmp/cache' LC_ALL=C.UTF-8 '$Q' '$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json' 2>'$tmp/stderr'; echo \"exit=\$?\" >'$tmp/exit'; sleep 30"
 wait_for "1 Model" 15

@@ -14,8 +14,6 @@ E2E_NAME=e2e_tui
 
 export XDG_CACHE_HOME="$tmp/cache" LC_ALL=C.UTF-8
 t0=$(date +%s)
-# A placeholder session keeps the private server up while test sessions come and go.
-tm -f /dev/null new-session -d -s keep "sleep 600"
 "$Q" tui --help | grep -q -- "--session S" || fail "qscope tui --help"
 # The key tables of docs/tui.md and the README are the bindings table's.
 root=$(cd "$(dirname "$0")/.." && pwd)

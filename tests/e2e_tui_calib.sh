@@ -18,7 +18,6 @@ E2E_NAME=e2e_tui_calib
 typed() { keys C-u; tm send-keys -t e2e -l "$1"; keys Enter; }
 head -c 2600 "$T" >"$tmp/calib.txt"
 
-tm -f /dev/null new-session -d -s keep "sleep 600"
 
 # --- One text for both (no --calib-text, no --chunks): evaluation scores the
 # first 7 of the text's 14 chunks of 128, calibration draws only from the

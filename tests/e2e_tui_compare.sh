@@ -18,7 +18,6 @@ sitef() { awk -v s="$2" -v k="$3" '{ for (i = 1; i <= NF; i++) if ($i == s) { pr
 # close A B TOL: |A - B| <= TOL
 close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= t) }'; }
 
-tm -f /dev/null new-session -d -s keep "sleep 600"
 start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys c

@@ -21,7 +21,6 @@ pick_preset() {
 
 export XDG_CACHE_HOME="$tmp/cache" E2E_CACHE="$tmp/cache" LC_ALL=C.UTF-8
 t0=$(date +%s)
-tm -f /dev/null new-session -d -s keep "sleep 600"
 
 # --- `y` on a row: only the sign of the integer cells changes.
 start 100 30 "'$M' --text '$T' --threads 2 --session '$tmp/s.json'"

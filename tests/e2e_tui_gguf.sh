@@ -18,7 +18,6 @@ num() { awk -v f="$2" "/$3/ { print \$f; exit }" "$1"; }
 close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= t) }'; }
 json() { sed -n "s/.*\"$2\": \\([-0-9.e+]*\\).*/\\1/p" "$1"; }
 
-tm -f /dev/null new-session -d -s keep "sleep 600"
 start 100 30 "'$M' --text '$T' --ctx 128 --threads 2 --session '$tmp/s.json'"
 wait_for "session: s.json" 15
 keys 5

@@ -2,7 +2,8 @@
 # tests/e2e_*.sh only). The sourcing script sets E2E_NAME first; sourcing sets
 # Q (qscope), M (stories260K) and T (its text) as absolute paths, skips the
 # script (exit 0) when tmux is not installed, and makes tmp (a temporary
-# directory) and SOCK (a private tmux socket), both removed on exit. Screens
+# directory) and SOCK (a private tmux socket, kept up by a placeholder
+# session named keep), both removed on exit. Screens
 # are read from the session named e2e; start / quit open and close the
 # workbench there.
 Q=${QSCOPE:-./qscope}
@@ -22,6 +23,10 @@ cleanup() { rc=$?; tm kill-server >/dev/null 2>&1 || true; rm -rf "$tmp"; exit $
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 tm() { tmux -L "$SOCK" "$@"; }
+# A placeholder session keeps the private server up while test sessions come
+# and go: without it, killing the last session ends the server, and a
+# new-session racing that exit fails with "server exited unexpectedly".
+tm -f /dev/null new-session -d -s keep "sleep 3600"
 fail() {
   echo "$E2E_NAME: $*" >&2
   echo "--- last screen:" >&2
