@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/mapfile.h"
+#include "kernels/block_dot.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/vec.h"
@@ -427,13 +428,52 @@ static void fwd_slice_rows_job(void *arg, int64_t b, int64_t e, int tid) {
     weight_rows_f32(j->W, j->r0 + b, j->r0 + e, j->dst + b * j->W->n_in);
 }
 
+/* The fused block dot for W's type (kernels/block_dot.h), or NULL. */
+static BlockDotFn fwd_block_dot(const Weight *W) {
+    switch (W->type) {
+    case GGML_Q4_0: return block_dot_fn(BLOCK_DOT_Q4_0);
+    case GGML_Q8_0: return block_dot_fn(BLOCK_DOT_Q8_0);
+    case GGML_Q4_K: return block_dot_fn(BLOCK_DOT_Q4_K);
+    default: return NULL;
+    }
+}
+
+/* Rows with a fused block dot at decode: each row of blocks is read once,
+ * straight from the mapping, instead of being decoded into f->wbuf. */
+#define FWD_DOT_MAX_T 8
+
+typedef struct {
+    const Weight *W;
+    BlockDotFn dot;
+    const float *x;
+    float *y;
+    int64_t T, ldy;
+    int accumulate;
+} DotJob;
+
+static void fwd_dot_rows(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const DotJob *j = arg;
+    const int64_t k = j->W->n_in;
+    for (int64_t r = b; r < e; r++) {
+        const uint8_t *row = (const uint8_t *)j->W->data + (size_t)r * j->W->row_bytes;
+        for (int64_t t = 0; t < j->T; t++) {
+            float v = j->dot(row, j->x + t * k, k);
+            float *d = j->y + t * j->ldy + r;
+            *d = j->accumulate ? *d + v : v;
+        }
+    }
+}
+
 /* y (T, n_out) with row stride ldy = x (T, W->n_in) · W[0:n_out]ᵀ (+ y if
  * accumulate); n_out may exceed W->n_out when adjacent weights of the same
  * dtype follow W (fused q/k/v, gate/up). F32 weights are used in place, and
- * so are F16/BF16 ones (gemm_h_nt_pool); everything else (ggml block types)
- * is decoded a slice of rows at a time into f->wbuf for the float GEMM. The
- * own GEMM's result per element does not depend on the slicing or on the
- * fusing of q/k/v, so a weight gives the same bits as a QLinear over it. */
+ * so are F16/BF16 ones (gemm_h_nt_pool); at decode (T < 8) Q4_0, Q8_0 and
+ * Q4_K rows go through their fused block dots; everything else (other ggml
+ * block types, prefill) is decoded a slice of rows at a time into f->wbuf for
+ * the float GEMM. The own GEMM's result per element does not depend on the
+ * slicing or on the fusing of q/k/v, so a weight gives the same bits as a
+ * QLinear over it. */
 static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, const float *x, int accumulate,
                        float *y, int64_t ldy) {
     const float *wf = weight_f32_data(W);
@@ -444,6 +484,12 @@ static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, co
     if (f->gw && fwd_native_h(W)) {
         gemm_h_nt_pool(f->pool, f->gw, T, n_out, W->n_in, x, W->n_in, W->data, W->type == GGML_BF16, W->n_in,
                        accumulate ? 1.0f : 0.0f, y, ldy);
+        return;
+    }
+    BlockDotFn dot = T < FWD_DOT_MAX_T ? fwd_block_dot(W) : NULL;
+    if (dot) {
+        DotJob j = {W, dot, x, y, T, ldy, accumulate};
+        pool_for(f->pool, n_out, 64, fwd_dot_rows, &j);
         return;
     }
     Weight all = *W;

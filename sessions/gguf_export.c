@@ -32,7 +32,9 @@ typedef enum {
     HOW_NEAREST,             /* fallback: the source weight through a ggml reference quantizer */
     HOW_GAIN,                /* a float vector written as F32: a SmoothQuant norm gain, or a
                                 non-GGUF source's norm / rope factors */
-    HOW_WEIGHT               /* a non-GGUF source's matrix, its bytes as loaded (F32/F16/BF16) */
+    HOW_WEIGHT,              /* a Weight's bytes as loaded: a non-GGUF source's matrix (F32/F16/BF16),
+                                or a part of a phi3 stacked tensor kept as the source stores it */
+    HOW_PARTS                /* phi3's stacked tensors: the parts' rows one after another */
 } How;
 
 typedef struct OutTensor {
@@ -48,6 +50,8 @@ typedef struct OutTensor {
     const float *gain;       /* HOW_GAIN (ne[0]) */
     int64_t perm_hd;         /* > 0: rows are Hugging Face q/k rows (rotate_half pairing, heads of
                                 perm_hd) written in GGUF llama's interleaved order; 0: as they are */
+    struct OutTensor *parts; /* HOW_PARTS: n_parts row ranges, top first (owned by the export) */
+    int n_parts;
 } OutTensor;
 
 /* The site index (QStored layout) of a tensor name, or -1. */
@@ -157,6 +161,13 @@ static Status produce(const OutTensor *t, unsigned char *dst, Err *err) {
     case HOW_CODES: memcpy(dst, qtensor_codes(t->qt), t->nbytes); return ST_OK;
     case HOW_GAIN: memcpy(dst, t->gain, t->nbytes); return ST_OK;
     case HOW_WEIGHT: memcpy(dst, t->w->data, t->nbytes); return ST_OK;
+    case HOW_PARTS: /* ggml rows are contiguous: stacking rows concatenates the parts' bytes */
+        for (int i = 0; i < t->n_parts; i++) {
+            Status st = produce(&t->parts[i], dst, err);
+            if (st) return st;
+            dst += t->parts[i].nbytes;
+        }
+        return ST_OK;
     case HOW_PACK: {
         size_t rb = ggml_row_bytes(t->type, t->qt->n_in);
         for (int64_t r = 0; r < t->qt->n_out; r++) pack_row(t->qt, t->type, r, dst + (size_t)r * rb);
@@ -346,12 +357,7 @@ done:
 }
 
 Status gguf_export_check_source(const Model *m, Err *err) {
-    /* phi3 files stack q/k/v (attn_qkv) and gate/up (ffn_up): the sites are
-     * row ranges of one tensor, which this writer does not assemble. */
-    if (strcmp(m->cfg.arch, "phi3") == 0)
-        return err_set(err, ST_ERR_UNSUPPORTED, "%s: phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, "
-                       "ffn_up); exporting them from the plan is not supported", m->path);
-    if (m->format == FMT_GGUF) return ST_OK;
+    if (m->format == FMT_GGUF) return ST_OK; /* phi3's stacked tensors included (plan_fused) */
     /* Hugging Face and llama2.c sources: the metadata and tokenizer are
      * written from the loaded config and tokenizer, as GGUF `llama`. */
     const char *what = m->format == FMT_HF ? "Hugging Face" : "llama2.c";
@@ -527,6 +533,81 @@ static void list_gguf_tensor(const Model *m, const QStored *stored, const GgufTe
     }
 }
 
+/* phi3's stacked tensors: blk.L.attn_qkv = [q; k; v] and blk.L.ffn_up =
+ * [gate; up] (qscope splits them at load into the usual sites). Returns the
+ * number of parts (3 or 2) with their projections in parts, or 0 when
+ * name is not one (or the model is not phi3). */
+static int fused_parts(const Model *m, const char *name, int64_t *layer, Proj parts[3]) {
+    if (strcmp(m->cfg.arch, "phi3") != 0) return 0;
+    long long l;
+    char t[32];
+    int k = 0;
+    if (sscanf(name, "blk.%lld.%31[a-z_].weight%n", &l, t, &k) != 2 || name[k] != '\0' || l < 0 ||
+        l >= m->cfg.n_layers)
+        return 0;
+    *layer = l;
+    if (!strcmp(t, "attn_qkv")) {
+        parts[0] = PROJ_Q, parts[1] = PROJ_K, parts[2] = PROJ_V;
+        return 3;
+    }
+    if (!strcmp(t, "ffn_up")) {
+        parts[0] = PROJ_GATE, parts[1] = PROJ_UP;
+        return 2;
+    }
+    return 0;
+}
+
+/* Plans the parts of a stacked tensor o (fused_parts) as the sites they are
+ * and joins them: one tensor has one type, so the parts must come out in the
+ * same one. When they do not, every part counts as dropped: refused without a
+ * fallback, else the whole tensor is written as f16 from the source rows. */
+static Status plan_fused(const Model *m, const QModel *qm, const QStored *stored, int64_t l, const Proj *pj, int np,
+                         GgufFallback fb, OutTensor *o, int *any_dropped, int64_t *n_of, ExportReport *rep, Err *err) {
+    static const char *const T[PROJ_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                              "ffn_gate", "ffn_up", "ffn_down"};
+    OutTensor *pt = core_calloc((size_t)np, sizeof *pt);
+    if (!pt) return err_set(err, ST_ERR_NOMEM, "%s", o->name);
+    o->parts = pt;
+    o->n_parts = np;
+    int approx[3] = {0}, dropped[3] = {0}, mixed = 0;
+    for (int i = 0; i < np; i++) {
+        int64_t s = l * PROJ_COUNT + pj[i];
+        const Weight *wt = &m->layers[l].proj[pj[i]];
+        snprintf(pt[i].name, sizeof pt[i].name, "blk.%lld.%s.weight (rows of %s)", (long long)l, T[pj[i]], o->name);
+        pt[i].n_dims = 2;
+        pt[i].ne[0] = wt->n_in, pt[i].ne[1] = wt->n_out, pt[i].ne[2] = pt[i].ne[3] = 1;
+        pt[i].how = HOW_WEIGHT; /* an fp32 entry keeps the source's rows; plan_site replaces the rest */
+        pt[i].w = wt;
+        pt[i].type = wt->type;
+        pt[i].nbytes = weight_bytes(wt);
+        Status st = plan_site(m, &qm->res.lin[s].e, &stored->sites[s], wt, fb, &pt[i], &approx[i], &dropped[i], rep, err);
+        if (st) return st;
+        if (pt[i].type != pt[0].type) mixed = 1;
+    }
+    if (mixed) {
+        for (int i = 0; i < np; i++) {
+            if (!dropped[i])
+                export_report_note(rep, EXPORT_DROPPED, pt[i].name, "%s: its stacked tensor holds one type and the "
+                                   "parts are planned in different ones", ggml_type_traits(pt[i].type)->name);
+            dropped[i] = 1;
+            pt[i].how = HOW_F16;
+            pt[i].type = GGML_F16;
+            pt[i].w = &m->layers[l].proj[pj[i]];
+            pt[i].nbytes = ggml_row_bytes(GGML_F16, pt[i].w->n_in) * (size_t)pt[i].w->n_out;
+        }
+    }
+    o->how = HOW_PARTS;
+    o->type = pt[0].type;
+    o->nbytes = 0;
+    for (int i = 0; i < np; i++) {
+        o->nbytes += pt[i].nbytes;
+        export_report_site(rep, approx[i], dropped[i], 0);
+        *any_dropped |= dropped[i];
+        if (o->type < GGML_TYPE_LIMIT) n_of[o->type]++;
+    }
+    return ST_OK;
+}
+
 Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, const char *plan_name, GgufFallback fb,
                    const char *out_path, ExportReport *rep, Err *err) {
     memset(rep, 0, sizeof *rep);
@@ -552,6 +633,13 @@ Status gguf_export(const Model *m, const QModel *qm, const QStored *stored, cons
     for (int64_t i = 0; i < n_t; i++) {
         OutTensor *o = &ot[i];
         if (from_gguf) list_gguf_tensor(m, stored, &src->tensors[i], o);
+        int64_t fl;
+        Proj fp[3];
+        int np = fused_parts(m, o->name, &fl, fp);
+        if (np) {
+            if ((st = plan_fused(m, qm, stored, fl, fp, np, fb, o, &any_dropped, n_of, rep, err))) goto fail;
+            continue;
+        }
         int64_t s = site_of(o->name, L);
         if (s >= 0) {
             const PlanEntry *e = s < L * PROJ_COUNT ? &qm->res.lin[s].e : s == L * PROJ_COUNT ? &qm->res.output.e
@@ -599,6 +687,7 @@ nomem:
     st = err_set(err, st, "%s", out_path);
 fail:
     gguf_writer_free(w);
+    for (int64_t i = 0; ot && i < n_t; i++) free(ot[i].parts);
     free(ot);
     gguf_free(src);
     return st;

@@ -45,9 +45,9 @@ typedef enum { GGUF_FALLBACK_NONE, GGUF_FALLBACK_NEAREST, GGUF_FALLBACK_F16 } Gg
 /* "none", "nearest", "f16"; parse returns -1 if unknown. */
 int gguf_fallback_parse(const char *s);
 
-/* ST_OK when m is a source gguf_export can write from: not phi3 (whose
- * stacked attn_qkv / ffn_up it does not assemble) and, when not a GGUF, a
- * llama without a sliding window and with a tokenizer; ST_ERR_UNSUPPORTED
+/* ST_OK when m is a source gguf_export can write from: any GGUF (a phi3's
+ * stacked attn_qkv / ffn_up are stacked again from their split sites) and,
+ * when not a GGUF, a llama without a sliding window and with a tokenizer; ST_ERR_UNSUPPORTED
  * saying why otherwise. Cheap: callers check it before
  * quantizing, which can take minutes on a real model. */
 Status gguf_export_check_source(const Model *m, Err *err);

@@ -2,8 +2,8 @@
 # The other architectures from the command line: qscope synth --arch writes
 # each layout, info reports what the loader read (arch, RoPE style and
 # scaling, head_dim, biases), a plan runs on them, bad --arch / --head-dim
-# exit 2, and plan-export / export refuse phi3's stacked tensors by name
-# instead of writing names that match nothing or a file missing the plan. (Numbers against llama.cpp and a float64
+# exit 2, plan-export refuses phi3's stacked tensors by name instead of writing
+# names that match nothing, and export stacks them again. (Numbers against llama.cpp and a float64
 # reference: tests/test_arch.c.)
 set -eu
 Q=${QSCOPE:-./qscope}
@@ -58,16 +58,14 @@ set +e
 set -e
 [ $rc -ne 0 ] || fail "plan-export on phi3 succeeded"
 has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors"
-set +e
-"$Q" export "$tmp/phi3.gguf" --preset fp16 -o "$tmp/phi3-x.gguf" >"$tmp/out.txt" 2>"$tmp/err.txt"; rc=$?
-set -e
-[ $rc -ne 0 ] || fail "export of phi3 succeeded"
-has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors (attn_qkv, ffn_up)"
-[ ! -e "$tmp/phi3-x.gguf" ] || fail "export of phi3 left a file"
+# export stacks phi3's split sites back into attn_qkv / ffn_up (tests/test_gguf_export.c runs llama.cpp on it)
+"$Q" export "$tmp/phi3.gguf" --preset fp16 -o "$tmp/phi3-x.gguf" >"$tmp/out.txt" 2>"$tmp/err.txt" || fail "export of phi3"
+has "$tmp/err.txt" "37 tensors: 37 exact"
+"$Q" info "$tmp/phi3-x.gguf" --json >"$tmp/phx.json"
+has "$tmp/phx.json" '"name": "blk.0.attn_qkv.weight[k]", "kind": "attention", "layer": 0, "type": "F16", "shape": [32, 64]'
 # refused before the plan is built or anything quantized: no 'needs --stats' for
 # a GPTQ preset, no empty "0 tensors" report line
 set +e
-"$Q" export "$tmp/phi3.gguf" --preset int4-gptq -o "$tmp/phi3-x.gguf" >"$tmp/out.txt" 2>"$tmp/err.txt"; rc=$?
 # an HF Mistral with a sliding window (llama.cpp's llama architecture has none)
 mkdir "$tmp/mistral"
 for f in model.safetensors tokenizer.json tokenizer_config.json; do ln -s "$(cd "$S/models/stories260K-hf" && pwd)/$f" "$tmp/mistral/$f"; done
@@ -75,11 +73,10 @@ sed 's/"LlamaForCausalLM"/"MistralForCausalLM"/; s/^{/{"sliding_window": 32,/' "
   >"$tmp/mistral/config.json"
 "$Q" export "$tmp/mistral" --preset int4-gptq -o "$tmp/hf-x.gguf" >"$tmp/out.txt" 2>"$tmp/err2.txt"; rc2=$?
 set -e
-[ $rc -ne 0 ] && [ $rc2 -ne 0 ] || fail "export of phi3 / a sliding-window HF checkpoint succeeded"
-has "$tmp/err.txt" "phi3 stores q/k/v and gate/up as stacked tensors"
+[ $rc2 -ne 0 ] || fail "export of a sliding-window HF checkpoint succeeded"
 has "$tmp/err2.txt" "sliding window 32: llama.cpp's llama architecture has none"
-if grep -q "needs calibration\|0 tensors" "$tmp/err.txt" "$tmp/err2.txt"; then
-  fail "export quantized (or reported) before refusing the source: $(cat "$tmp/err.txt" "$tmp/err2.txt")"; fi
+if grep -q "needs calibration\|0 tensors" "$tmp/err2.txt"; then
+  fail "export quantized (or reported) before refusing the source: $(cat "$tmp/err2.txt")"; fi
 # qwen2's biases are carried over into an exported GGUF, which loads with them
 "$Q" export "$tmp/qwen2.gguf" --preset fp16 -o "$tmp/qwen2-x.gguf" >/dev/null 2>&1 || fail "export of qwen2"
 "$Q" info "$tmp/qwen2-x.gguf" --json >"$tmp/qwx.json"

@@ -607,6 +607,50 @@ static void test_native(Pool *pool) {
     model_free(m);
 }
 
+/* ggml block types as the base model's weights: decode (T = 1) reads Q4_0,
+ * Q8_0 and Q4_K rows through the fused block dots (kernels/block_dot.h),
+ * prefill decodes slices for the float GEMM: check_model compares the two
+ * (and both with the double reference) on llama-quantize's stories260K
+ * files, and on a Q4_K_M quantization of a 256-wide synth when llama.cpp's
+ * tools are built (Q4_K needs rows of whole 256-blocks). */
+static void test_blocks(Pool *pool) {
+    Err err;
+    err_init(&err);
+    static const char *const F[2] = {"models/stories260K/stories260K-Q4_0-mixed.gguf",
+                                     "models/stories260K/stories260K-Q8_0-mixed.gguf"};
+    for (int i = 0; i < 2; i++) {
+        Model *m = NULL;
+        CHECK_OK(model_load(testlib_shared(F[i]), NULL, &m, &err), err);
+        CHECK(m->layers[0].proj[PROJ_Q].type == (i ? GGML_Q8_0 : GGML_Q4_0));
+        check_model(m, pool, 20, i ? "stories260K Q8_0-mixed" : "stories260K Q4_0-mixed");
+        model_free(m);
+    }
+    const char *lq = testlib_llama_tool("llama-quantize", "the Q4_K decode check");
+    if (!lq) return;
+    SynthConfig sc;
+    CHECK_OK(synth_preset("tiny", &sc, &err), err);
+    sc.dim = 256, sc.hidden_dim = 512, sc.n_layers = 2, sc.n_heads = 4, sc.n_kv_heads = 2, sc.seed = 5;
+    Synth *sy = NULL;
+    CHECK_OK(synth_new(&sc, &sy, &err), err);
+    char src[] = "/tmp/qs_test_forward_q4k_XXXXXX";
+    int fd = mkstemp(src);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK_OK(synth_write(sy, src, NULL, &err), err);
+    synth_free(sy);
+    char dst[64], cmd[1024];
+    snprintf(dst, sizeof dst, "%s.q4k", src);
+    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' Q4_K_M >/dev/null 2>&1", lq, src, dst);
+    CHECK(system(cmd) == 0);
+    Model *m = NULL;
+    CHECK_OK(model_load(dst, NULL, &m, &err), err);
+    unlink(src);
+    unlink(dst);
+    CHECK(m->layers[0].proj[PROJ_Q].type == GGML_Q4_K);
+    check_model(m, pool, 20, "synth 256 Q4_K_M");
+    model_free(m);
+}
+
 /* pool_for hands out ceil(n / grain) ranges at most, however many threads
  * the pool has: small work is not scattered one item per thread. */
 typedef struct {
@@ -694,6 +738,7 @@ int main(void) {
     test_random_models(NULL);
     test_stories(pool);
     test_native(pool);
+    test_blocks(pool);
     /* The OpenBLAS path (what machines without AVX-512 run) must agree too. */
     setenv("QS_CPU", "avx2", 1);
     cpu_refresh();
@@ -706,6 +751,7 @@ int main(void) {
     cpu_refresh();
     printf("-- QS_CPU=scalar\n");
     test_native(pool);
+    test_blocks(pool);
     unsetenv("QS_CPU");
     cpu_refresh();
     pool_free(pool);

@@ -5,7 +5,8 @@
  * built: llama-perplexity on the export within 0.5 % of qscope's eval of the
  * plan (GPTQ solved on ggml grids too: every 32-block type on stories260K,
  * the K-quants on a 256-wide synthetic model), and qscope's q8_0 / q4_0 RTN
- * exports byte-identical to llama-quantize's Q8_0 / Q4_0 of the same tensors. */
+ * exports byte-identical to llama-quantize's Q8_0 / Q4_0 of the same tensors;
+ * a phi3 model's split sites stacked back into attn_qkv / ffn_up. */
 #include <unistd.h>
 
 #include "analysis/eval.h"
@@ -275,6 +276,84 @@ static void check_other_sources(const char *text, size_t len, const char *text_p
     }
 }
 
+/* phi3 stacks q/k/v (attn_qkv) and gate/up (ffn_up) in one tensor each;
+ * qscope splits them at load. The export stacks the planned sites again:
+ * the file evaluates exactly as the plan and llama-perplexity runs it. Parts
+ * planned in different types cannot share one tensor: refused without a
+ * fallback, f16 with one. */
+static void check_phi3(const char *text, size_t len, const char *text_path, const char *lp) {
+    Err err;
+    err_init(&err);
+    Model *keep_base = base;
+    EvalRef *keep_ref = ref;
+    const char *mp = tmp_path("phi3.gguf");
+    SynthConfig cfg;
+    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+    CHECK_OK(synth_parse_arch("phi3", &cfg, &err), err);
+    Synth *sy = NULL;
+    CHECK_OK(synth_new(&cfg, &sy, &err), err);
+    CHECK_OK(synth_write(sy, mp, NULL, &err), err);
+    synth_free(sy);
+    CHECK_OK(model_load(mp, NULL, &base, &err), err);
+    CHECK(!strcmp(base->cfg.arch, "phi3"));
+    EvalOpts o;
+    eval_opts_default(&o);
+    o.n_ctx = 128;
+    o.speed = 0;
+    CHECK_OK(eval_ref_new(base, text, len, &o, NULL, NULL, &ref, &err), err);
+    Plan p;
+    plan_of("{\"schema_version\": 1, \"name\": \"phi3-q8\", \"default\": {\"format\": \"q8_0\"}, "
+            "\"embed\": {\"format\": \"fp16\"}, \"rules\": [{\"pattern\": \"1.*\", \"fields\": [\"format\"], "
+            "\"format\": \"q4_0\"}, {\"pattern\": \"*.down\", \"fields\": [\"format\"], \"format\": \"fp16\"}]}", &p);
+    QModelStats none = {NULL, NULL};
+    const char *out = tmp_path("phi3-q8.gguf");
+    EvalResult r = export_and_check(&p, &none, out, base->cfg.n_layers * 7 + 2);
+    Gguf *g;
+    CHECK_OK(gguf_open(out, &g, &err), err);
+    const GgufTensor *qkv = gguf_find_tensor(g, "blk.0.attn_qkv.weight"), *up = gguf_find_tensor(g, "blk.1.ffn_up.weight");
+    CHECK(qkv && qkv->type == GGML_Q8_0 && qkv->ne[0] == 64 && qkv->ne[1] == 64 + 2 * 32);
+    CHECK(up && up->type == GGML_Q4_0 && up->ne[1] == 2 * 172);
+    CHECK(!gguf_find_tensor(g, "blk.0.attn_q.weight") && !gguf_find_tensor(g, "blk.0.ffn_gate.weight"));
+    CHECK(gguf_find_tensor(g, "blk.0.ffn_down.weight")->type == GGML_F16);
+    gguf_free(g);
+    if (lp) {
+        double got = llama_ppl(lp, out, text_path);
+        printf("phi3 export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", got, r.ppl,
+               100 * (got / r.ppl - 1));
+        CHECK(got > 0 && fabs(got / r.ppl - 1) < 0.005);
+    }
+    eval_result_done(&r);
+    plan_done(&p);
+
+    /* q in q4_0, k and v in q8_0: no one type for attn_qkv */
+    plan_of("{\"schema_version\": 1, \"name\": \"phi3-mixed\", \"default\": {\"format\": \"q8_0\"}, "
+            "\"rules\": [{\"pattern\": \"0.q\", \"fields\": [\"format\"], \"format\": \"q4_0\"}, "
+            "{\"pattern\": \"*.down\", \"fields\": [\"format\"], \"format\": \"fp16\"}]}", &p);
+    QModel *qm;
+    CHECK_OK(qmodel_build_keep(base, &p, &none, NULL, NULL, &qm, &err), err);
+    ExportReport rep;
+    const char *mx = tmp_path("phi3-mixed.gguf");
+    CHECK(gguf_export(base, qm, NULL, p.name, GGUF_FALLBACK_NONE, mx, &rep, &err) == ST_ERR_UNSUPPORTED);
+    CHECK(rep.dropped == 3 && access(mx, F_OK) != 0);
+    char *rt = export_report_text(&rep);
+    CHECKF(strstr(rt, "blk.0.attn_k.weight (rows of blk.0.attn_qkv.weight)") && strstr(rt, "different"), "%s", rt);
+    free(rt);
+    export_report_done(&rep);
+    CHECK_OK(gguf_export(base, qm, NULL, p.name, GGUF_FALLBACK_F16, mx, &rep, &err), err);
+    CHECK(rep.dropped == 3);
+    export_report_done(&rep);
+    CHECK_OK(gguf_open(mx, &g, &err), err);
+    CHECK(gguf_find_tensor(g, "blk.0.attn_qkv.weight")->type == GGML_F16 &&
+          gguf_find_tensor(g, "blk.1.attn_qkv.weight")->type == GGML_Q8_0);
+    gguf_free(g);
+    qmodel_free(qm);
+    plan_done(&p);
+    eval_ref_free(ref);
+    model_free(base);
+    base = keep_base;
+    ref = keep_ref;
+}
+
 int main(void) {
     Err err;
     err_init(&err);
@@ -387,6 +466,7 @@ int main(void) {
     }
     check_gptq_ggml(text, len, text_path, lp);
     check_other_sources(text, len, text_path, lp);
+    check_phi3(text, len, text_path, lp);
     const char *lq = testlib_llama_tool("llama-quantize", "llama-quantize byte identity");
     if (lq) {
         static const char *const F[2] = {"q8_0", "q4_0"};
