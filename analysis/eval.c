@@ -20,12 +20,13 @@
 #include "model/forward.h"
 #include "model/tokenizer.h"
 
-#define EVAL_CACHE_VERSION 1
+#define EVAL_CACHE_VERSION 2 /* 2: the header holds the numerics mode */
 #define EVAL_MAX_TEXT ((size_t)1 << 31)
 
 struct EvalRef {
     uint64_t fingerprint, text_hash;
     int64_t n_ctx, max_chunks, batch;
+    int64_t numerics;           /* Numerics of both passes */
     int64_t chunks, vocab, n_layers, dim;
     int64_t n_pos, per_chunk;   /* scored positions in all / in one chunk */
     int64_t n_tokens;
@@ -200,6 +201,7 @@ Status eval_ref_new(const Model *m, const char *text, size_t len, const EvalOpts
     r->text_hash = hash_bytes(HASH_SEED, text, len);
     r->n_ctx = o->n_ctx;
     r->max_chunks = o->max_chunks;
+    r->numerics = o->numerics;
     r->batch = opts_batch(o);
     r->vocab = m->cfg.vocab_size;
     r->dim = m->cfg.dim;
@@ -220,6 +222,7 @@ Status eval_ref_new(const Model *m, const char *text, size_t len, const EvalOpts
     if ((st = ref_alloc(r, err))) goto fail;
     ref_targets(r);
     if ((st = forward_new(m, NULL, r->n_ctx, r->batch, pool, &f, err))) goto fail;
+    if ((st = forward_set_numerics(f, (Numerics)r->numerics, err))) goto fail;
     logits = core_alloc_aligned((size_t)(r->batch * r->vocab), sizeof(float));
     if (!logits) {
         st = err_set(err, ST_ERR_NOMEM, "eval: logits");
@@ -257,12 +260,13 @@ fail:
 /* === Cache file === */
 
 char *eval_ref_cache_path(const char *dir, uint64_t fingerprint, uint64_t text_hash, int64_t n_ctx,
-                          int64_t max_chunks) {
-    size_t n = strlen(dir) + 96;
+                          int64_t max_chunks, Numerics numerics) {
+    size_t n = strlen(dir) + 112;
     char *p = malloc(n);
     if (p)
-        snprintf(p, n, "%s/evalref-%016llx-%016llx-c%lld-n%lld.bin", dir, (unsigned long long)fingerprint,
-                 (unsigned long long)text_hash, (long long)n_ctx, (long long)max_chunks);
+        snprintf(p, n, "%s/evalref-%016llx-%016llx-c%lld-n%lld%s.bin", dir, (unsigned long long)fingerprint,
+                 (unsigned long long)text_hash, (long long)n_ctx, (long long)max_chunks,
+                 numerics == NUMERICS_LLAMACPP ? "-llamacpp" : "");
     return p;
 }
 
@@ -275,7 +279,8 @@ Status eval_ref_save(const EvalRef *r, const char *path, Err *err) {
     ByteWriter w;
     bytes_writer_init(&w, &af, err);
     uint32_t ver = EVAL_CACHE_VERSION;
-    int64_t hdr[9] = {r->n_ctx, r->max_chunks, r->chunks, r->vocab, r->n_layers, r->dim, r->n_pos, r->n_tokens, r->batch};
+    int64_t hdr[10] = {r->n_ctx,  r->max_chunks, r->chunks,   r->vocab, r->n_layers,
+                       r->dim,    r->n_pos,      r->n_tokens, r->batch, r->numerics};
     bytes_put(&w, "QSEV", 4);
     bytes_put(&w, &ver, 4);
     bytes_put(&w, &r->fingerprint, 8);
@@ -311,7 +316,7 @@ Status eval_ref_load(const char *path, const Model *m, const char *text, size_t 
     bytes_init(&b, data, n, path);
     char magic[4];
     uint32_t ver;
-    int64_t hdr[9];
+    int64_t hdr[10];
     if ((st = bytes_read(&b, magic, 4, "magic", err))) goto fail;
     if (memcmp(magic, "QSEV", 4)) {
         st = err_set(err, ST_ERR_FORMAT, "%s: magic at offset 0: not an eval reference file", path);
@@ -336,12 +341,14 @@ Status eval_ref_load(const char *path, const Model *m, const char *text, size_t 
     r->n_pos = hdr[6];
     r->n_tokens = hdr[7];
     r->batch = hdr[8];
+    r->numerics = hdr[9];
     uint64_t th = hash_bytes(HASH_SEED, text, len);
     int want_layers = o->layer_err ? 1 : 0;
     if (r->fingerprint != m->fingerprint || r->text_hash != th || r->n_ctx != o->n_ctx ||
-        r->max_chunks != o->max_chunks || r->vocab != m->cfg.vocab_size || r->dim != m->cfg.dim ||
+        r->max_chunks != o->max_chunks || r->numerics != (int64_t)o->numerics || r->vocab != m->cfg.vocab_size ||
+        r->dim != m->cfg.dim ||
         (want_layers && r->n_layers != m->cfg.n_layers)) {
-        st = err_set(err, ST_ERR_MISMATCH, "%s: computed for another model, text, ctx or chunk count", path);
+        st = err_set(err, ST_ERR_MISMATCH, "%s: computed for another model, text, ctx, chunk count or numerics", path);
         goto fail;
     }
     PplOpts po = {.n_ctx = r->n_ctx, .max_chunks = r->max_chunks};
@@ -408,7 +415,8 @@ Status eval_ref_get(const Model *m, const char *text, size_t len, const EvalOpts
     if (from_cache) *from_cache = 0;
     char *path = NULL;
     if (cache_dir) {
-        path = eval_ref_cache_path(cache_dir, m->fingerprint, hash_bytes(HASH_SEED, text, len), o->n_ctx, o->max_chunks);
+        path = eval_ref_cache_path(cache_dir, m->fingerprint, hash_bytes(HASH_SEED, text, len), o->n_ctx, o->max_chunks,
+                                   o->numerics);
         if (!path) return err_set(err, ST_ERR_NOMEM, "cache path");
         Err e2;
         err_init(&e2);
@@ -580,6 +588,7 @@ Status eval_run(const QModel *qm, const EvalRef *r, const EvalOpts *o, Pool *poo
     Status st;
     int measured = 0; /* res holds a result (complete, or the chunks before a cancel) */
     if ((st = forward_new(m, &qm->ov, r->n_ctx, r->batch, pool, &f, err))) goto fail;
+    if ((st = forward_set_numerics(f, (Numerics)r->numerics, err))) goto fail;
     logits = core_alloc_aligned((size_t)(r->batch * r->vocab), sizeof(float));
     size_t npos = (size_t)(r->n_pos > 0 ? r->n_pos : 1);
     a.kld = calloc(npos, sizeof *a.kld);

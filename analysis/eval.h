@@ -13,7 +13,7 @@
  * hash, ctx and chunk count, so re-evaluating an edited plan runs only the
  * quantized model. Cache file layout (little-endian): "QSEV", u32 version,
  * u64 fingerprint, u64 text hash, i64 ctx, chunks, vocab, n_layers, dim,
- * n_pos, n_tokens, f64 nll_sum, then tokens (i32), per position nll (f64),
+ * n_pos, n_tokens, batch, numerics (0 exact, 1 llamacpp), f64 nll_sum, then tokens (i32), per position nll (f64),
  * argmax (i32), log-probs (n_pos, vocab) f32, residuals (n_layers, ctx, dim)
  * f32, and a u64 FNV-1a checksum of everything before it; every field is
  * checked on read and a mismatch means "recompute", never a wrong answer.
@@ -30,6 +30,7 @@
 #include "core/pool.h"
 #include "core/progress.h"
 #include "core/status.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 typedef struct EvalOpts {
@@ -42,6 +43,8 @@ typedef struct EvalOpts {
     int64_t decode_prompt;   /* decode benchmark: prompt tokens before decoding (default 16) */
     int64_t decode_steps;    /* decode benchmark: single-token steps (default 64) */
     int64_t speed_reps;      /* prefill repetitions, best taken (default 2) */
+    Numerics numerics;       /* rounding of the base weights' activations in both passes
+                                (model/forward.h; default NUMERICS_EXACT); part of the cache key */
 } EvalOpts;
 
 /* Fills o with the defaults above. */
@@ -83,10 +86,10 @@ Status eval_ref_save(const EvalRef *r, const char *path, Err *err);
 Status eval_ref_load(const char *path, const Model *m, const char *text, size_t len, const EvalOpts *o,
                      EvalRef **out, Err *err);
 
-/* The cache file name for a key: "<dir>/evalref-<fp>-<texthash>-c<ctx>-n<chunks>.bin"
- * (heap; caller frees). */
+/* The cache file name for a key: "<dir>/evalref-<fp>-<texthash>-c<ctx>-n<chunks>.bin",
+ * "...-n<chunks>-llamacpp.bin" under NUMERICS_LLAMACPP (heap; caller frees). */
 char *eval_ref_cache_path(const char *dir, uint64_t fingerprint, uint64_t text_hash, int64_t n_ctx,
-                          int64_t max_chunks);
+                          int64_t max_chunks, Numerics numerics);
 
 /* NULL is a no-op. */
 void eval_ref_free(EvalRef *r);

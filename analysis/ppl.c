@@ -251,6 +251,7 @@ Status ppl_run(const Model *m, Pool *pool, const int32_t *tokens, int64_t n_toke
     PplRows rows = {NULL, last - first + 1, first};
     double *done = NULL; /* (n_chunks) 1 for a chunk run to its end */
     Status s = forward_new(m, NULL, o->n_ctx, batch, pool, &f, err);
+    if (s == ST_OK) s = forward_set_numerics(f, o->numerics, err);
     if (s != ST_OK) goto fail;
     size_t nl;
     if (!core_mul_ok((size_t)batch, (size_t)m->cfg.vocab_size, &nl) ||

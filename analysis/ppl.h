@@ -23,6 +23,8 @@ typedef struct PplOpts {
     int64_t max_chunks;  /* 0: every full chunk of the text */
     int full;            /* 1: score every position, not just the second half */
     int64_t batch;       /* forward batch size; 0: min(n_ctx, 512) */
+    Numerics numerics;   /* rounding of the base weights' activations (model/forward.h);
+                            0 = NUMERICS_EXACT */
 } PplOpts;
 
 typedef struct PplResult {

@@ -26,6 +26,12 @@ int args_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_
     return 1;
 }
 
+int args_numerics(const char *cmd, const char *s, Numerics *out) {
+    if (numerics_parse(s, out)) return 1;
+    fprintf(stderr, "qscope %s: --numerics: '%s' is not exact or llamacpp\n", cmd, s);
+    return 0;
+}
+
 int args_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;

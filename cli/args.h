@@ -9,6 +9,7 @@
 
 #include "core/progress.h"
 #include "sessions/json.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 /* Parses a whole decimal integer in [lo, hi]; prints "cmd: opt: ..." and returns 0 on error. */
@@ -22,6 +23,9 @@ int args_double(const char *cmd, const char *opt, const char *s, double lo, doub
  * has no format of its own) and deletes o. o NULL means memory ran out: says
  * so ("qscope CMD: out of memory") and returns -1; else returns 0. */
 int args_print_json(const char *cmd, cJSON *o);
+/* Parses --numerics's value (exact | llamacpp, model/forward.h); prints an error
+ * naming cmd and returns 0 for anything else. */
+int args_numerics(const char *cmd, const char *s, Numerics *out);
 
 /* Loads a model, printing "qscope: <detail>" on failure; returns NULL then. */
 Model *args_load_model(const char *path, const char *tokenizer_path);

@@ -28,7 +28,7 @@
 static const char EVAL_USAGE[] =
     "usage: qscope eval MODEL (--plan PLAN | --preset NAME | --quant QFILE | --quant-gguf FILE) --text FILE\n"
     "                   [--stats STATS]\n"
-    "                   [--ctx N] [--chunks N] [--threads N] [--json]\n\n"
+    "                   [--ctx N] [--chunks N] [--threads N] [--numerics M] [--json]\n\n"
     "Quantizes MODEL with the plan, runs it on FILE with llama.cpp's perplexity protocol\n"
     "and compares it with the unquantized model on the same chunks: PPL and ppl_base,\n"
     "KL(base || quantized) of the next-token distributions at every scored position\n"
@@ -78,12 +78,13 @@ static char *default_cache_dir(void) {
 typedef struct EvalArgs {
     const char *model_path, *text_path, *tok_path, *stats_path, *cache, *qfile, *gguf_file, *scales_path;
     int64_t ctx, chunks, threads, steps;
-    int json, no_cache, no_speed;
+    int json, no_cache, no_speed, numerics;
     PlanCli pc;
 } EvalArgs;
 
 /* Parses argv into *a (the option table); OPTS_OK, or the exit code. */
 static int eval_args(EvalArgs *a, int argc, char **argv) {
+    static const OptChoice numerics_choices[] = {{"exact", NUMERICS_EXACT}, {"llamacpp", NUMERICS_LLAMACPP}, {NULL, 0}};
     memset(a, 0, sizeof *a);
     a->steps = 64;
     plancli_init(&a->pc);
@@ -107,6 +108,10 @@ static int eval_args(EvalArgs *a, int argc, char **argv) {
         OPT_INT("--chunks", &a->chunks, 1, INT64_MAX / 2, "N", "at most N chunks (default: all)"),
         OPT_INT("--threads", &a->threads, 1, 256, "N", "threads (default: all CPUs)"),
         OPT_INT("--decode-steps", &a->steps, 1, 1 << 20, "N", "decode benchmark steps (default 64)"),
+        OPT_ENUM("--numerics", &a->numerics, numerics_choices, "M",
+                 "exact (default): float32 activations against the weights widened\n"
+                 "exactly; llamacpp: round the activations of F16 / BF16 weights'\n"
+                 "matmuls to fp16 / bf16 as llama.cpp's CPU backend does"),
         OPT_FLAG("--no-speed", &a->no_speed, "skip the speed measurement"),
         OPT_STR("--cache", &a->cache, "DIR",
                 "reference cache directory (default $XDG_CACHE_HOME/qscope or\n"
@@ -264,6 +269,7 @@ int cmd_eval(int argc, char **argv) {
     spec.opts.max_chunks = a.chunks;
     spec.opts.speed = !a.no_speed;
     spec.opts.decode_steps = a.steps;
+    spec.opts.numerics = (Numerics)a.numerics;
     if (a.gguf_file) {
         /* the file is the quantized model; its name stands for the plan's */
         const char *slash = strrchr(a.gguf_file, '/');

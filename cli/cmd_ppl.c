@@ -23,7 +23,7 @@
 
 static const char PPL_USAGE[] =
     "usage: qscope ppl MODEL --text FILE [--tokenizer TOK] [--ctx N] [--chunks N]\n"
-    "                  [--threads N] [--full] [--json]\n\n"
+    "                  [--threads N] [--full] [--numerics exact|llamacpp] [--json]\n\n"
     "Perplexity with llama.cpp's protocol: the text is tokenized with BOS and cut into\n"
     "chunks of --ctx tokens (the tail is dropped), each chunk starts with BOS,\n"
     "and the second half of every chunk is scored (--full: every position).\n"
@@ -66,7 +66,8 @@ static void ppl_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double run
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL;
     int64_t ctx = 0, chunks = 0, threads = 0; /* ctx 0: eval_ctx_default, once the model is loaded */
-    int full = 0, json = 0;
+    int full = 0, json = 0, numerics = NUMERICS_EXACT;
+    static const OptChoice numerics_choices[] = {{"exact", NUMERICS_EXACT}, {"llamacpp", NUMERICS_LLAMACPP}, {NULL, 0}};
     const Opt opts[] = {
         OPT_STR("--text", &text_path, "FILE", "text to score (UTF-8)"),
         OPT_STR("--tokenizer", &tok_path, "TOK", "llama2.c tokenizer .bin (needed for llama2.c checkpoints)"),
@@ -76,6 +77,9 @@ int cmd_ppl(int argc, char **argv) {
         OPT_INT("--chunks", &chunks, 1, INT64_MAX / 2, "N", "evaluate at most N chunks (default: all)"),
         OPT_INT("--threads", &threads, 1, 256, "N", "threads for the forward pass (default: all CPUs)"),
         OPT_FLAG("--full", &full, "score every position of each chunk"),
+        OPT_ENUM("--numerics", &numerics, numerics_choices, "M",
+                 "exact (default) or llamacpp: round the activations of F16 / BF16\n"
+                 "weights' matmuls to fp16 / bf16 as llama.cpp's CPU backend does"),
         OPT_FLAG("--json", &json, "print one JSON object on stdout instead of the text report"),
         OPT_END,
     };
@@ -133,7 +137,7 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "qscope ppl: warning: --ctx %lld is longer than the %lld positions %s was trained on\n",
                 (long long)ctx, (long long)m->cfg.max_seq_len, model_path);
 
-    PplOpts o = {.n_ctx = ctx, .max_chunks = chunks, .full = full, .batch = 0};
+    PplOpts o = {.n_ctx = ctx, .max_chunks = chunks, .full = full, .batch = 0, .numerics = (Numerics)numerics};
     int64_t n_chunks = ppl_chunk_count(n_ids, &o);
     Progress prog;
     progress_init(&prog);
@@ -143,9 +147,9 @@ int cmd_ppl(int argc, char **argv) {
     progress_bar_init(&view.pb, "ppl");
     view.tty = view.pb.tty;
     if (!json)
-        fprintf(stderr, "ppl: %lld tokens, %lld chunks of %lld, %lld threads, %s, BLAS %s\n",
+        fprintf(stderr, "ppl: %lld tokens, %lld chunks of %lld, %lld threads, %s, BLAS %s%s\n",
                 (long long)n_ids, (long long)n_chunks, (long long)ctx, (long long)threads,
-                cpu_describe(), sgemm_backend());
+                cpu_describe(), sgemm_backend(), numerics == NUMERICS_LLAMACPP ? ", llama.cpp numerics" : "");
     if (view.tty) progress_bar_draw(&view.pb, 0, n_chunks, NULL);
     double cpu0 = clock_cpu_seconds();
     Status s = ppl_run(m, pool, ids, n_ids, &o, ppl_on_chunk, &view, &prog, &res, &err);
@@ -190,7 +194,8 @@ int cmd_ppl(int argc, char **argv) {
                  json_setf(jo, "gflop_per_chunk", "%.3f", flops * 1e-9) && json_setf(jo, "gflops", "%.2f", gflops) &&
                  json_setf(jo, "cpu_seconds", "%.4f", cpu_s) &&
                  json_set_num(jo, "peak_rss_bytes", (double)ru.ru_maxrss * 1024) &&
-                 json_set_bool(jo, "cancelled", res.cancelled) && json_set_str(jo, "cpu", cpu_describe()) &&
+                 json_set_bool(jo, "cancelled", res.cancelled) && json_set_str(jo, "numerics", numerics_name((Numerics)numerics)) &&
+                 json_set_str(jo, "cpu", cpu_describe()) &&
                  json_set_str(jo, "blas_core", sgemm_backend()) && json_setf(jo, "best_chunk_seconds", "%.4f", best) &&
                  (run = json_add_array(jo, "running")) && (cs = json_add_array(jo, "chunk_seconds"));
         for (int64_t c = 0; ok && c < res.chunks; c++)

@@ -17,7 +17,7 @@
 
 static const char TUI_USAGE[] =
     "usage: qscope [MODEL] [--tokenizer T] [--session S] [--text F] [--calib-text C] [--threads N]\n"
-    "              [--ctx N] [--chunks N] [--samples N] [--seqlen L]\n"
+    "              [--ctx N] [--chunks N] [--samples N] [--seqlen L] [--numerics M]\n"
     "Opens the workbench: model, activation and sensitivity maps, plan editor,\n"
     "evaluation, log (press ? inside for the keys).\n"
     "  MODEL             .gguf file, Hugging Face directory, or llama2.c .bin (with --tokenizer);\n"
@@ -47,7 +47,8 @@ static void print_line(void *user, const char *line) { fprintf(user, "%s\n", lin
 int cmd_tui(int argc, char **argv) {
     TuiOpts o = {0};
     int64_t threads = 0;
-    int keys_md = 0;
+    int keys_md = 0, numerics = NUMERICS_EXACT;
+    static const OptChoice numerics_choices[] = {{"exact", NUMERICS_EXACT}, {"llamacpp", NUMERICS_LLAMACPP}, {NULL, 0}};
     const Opt opts[] = {
         OPT_STR("--tokenizer", &o.tokenizer, "T", "llama2.c tokenizer .bin (for .bin models)"),
         OPT_STR("--text", &o.text_path, "F",
@@ -67,6 +68,8 @@ int cmd_tui(int argc, char **argv) {
                 "evaluate at most N chunks (default: all, or all but calibration's\n"
                 "part when --text serves both); calibration draws past them"),
         OPT_INT("--samples", &o.samples, 1, 1 << 24, "N", "calibration sequences (default 16)"),
+        OPT_ENUM("--numerics", &numerics, numerics_choices, "M",
+                 "evaluations in exact (default) or llamacpp numerics (as qscope eval)"),
         OPT_INT("--seqlen", &o.seqlen, 2, 1 << 20, "L",
                 "calibration sequence length (default 256, or the model's context\n"
                 "if shorter; longer is accepted with a warning, as in calib)"),
@@ -81,6 +84,7 @@ int cmd_tui(int argc, char **argv) {
         return 0;
     }
     o.threads = (int)threads;
+    o.numerics = (Numerics)numerics;
     char mbuf[PATH_MAX], tbuf[PATH_MAX]; /* realpath needs PATH_MAX bytes */
     if (!o.model_path) {
         o.model_path = beside_binary("../shared/models/stories260K/stories260K-f32.gguf", mbuf, sizeof mbuf);

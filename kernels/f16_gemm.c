@@ -53,6 +53,48 @@ void f16_decode(const void *src, int64_t n, int bf16, float *out) {
     }
 }
 
+/* === rounding to fp16 / bf16 (llama.cpp's activation operand) === */
+
+void f16_round_ref(const float *x, float *y, int64_t n, int bf16) {
+    for (int64_t i = 0; i < n; i++) y[i] = bf16 ? bf16_to_f32(f32_to_bf16(x[i])) : fp16_to_f32(f32_to_fp16(x[i]));
+}
+
+/* bf16 rounding as integer arithmetic on the float's bits: + 0x7fff + (bit
+ * 16), keep the high half; NaN lanes keep their bits with the quiet bit set. */
+QS_TARGET_AVX512 static inline __m512 bf16_round16(__m512 v) {
+    __m512i b = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, b, _mm512_set1_epi32(0x400000));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+QS_TARGET_AVX512 static void f16_round_avx512(const float *x, float *y, int64_t n, int bf16) {
+    int64_t i = 0;
+    if (bf16) {
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, bf16_round16(_mm512_loadu_ps(x + i)));
+    } else {
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    }
+    if (i < n) f16_round_ref(x + i, y + i, n - i, bf16);
+}
+
+QS_TARGET_AVX2 static void f16_round_avx2(const float *x, float *y, int64_t n, int bf16) {
+    int64_t i = 0;
+    if (!bf16)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    if (i < n) f16_round_ref(x + i, y + i, n - i, bf16);
+}
+
+void f16_round(const float *x, float *y, int64_t n, int bf16) {
+    if (cpu_has_avx512f()) f16_round_avx512(x, y, n, bf16);
+    else if (cpu_has_avx2() && cpu_has_f16c()) f16_round_avx2(x, y, n, bf16);
+    else f16_round_ref(x, y, n, bf16);
+}
+
 #define F16_DOT(p, xb, a, b)                                                       \
     do {                                                                           \
         a = _mm512_fmadd_ps(f16_load16(p), _mm512_loadu_ps(xb), a);                \

@@ -27,6 +27,16 @@ void f16_decode_avx512(const uint16_t *h, int64_t n, int bf16, float *out);
  * check cpu_has_avx2() && cpu_has_f16c(). Bit-equal to the reference. */
 void f16_decode_avx2(const uint16_t *h, int64_t n, int bf16, float *out);
 
+/* y[i] = x[i] rounded to the nearest fp16 (bf16 = 0) or bf16 (1) value,
+ * ties to even, and widened back to float: the activation operand llama.cpp's
+ * CPU backend feeds its F16 / BF16 matmuls (ggml's vec_dot_type; the fp16
+ * rounding is F16C's vcvtps2ph with _MM_FROUND_TO_NEAREST_INT, the bf16 one
+ * ggml_compute_fp32_to_bf16: +0x7fff + lsb, NaN kept quiet). f16_round
+ * dispatches (kernels/cpu.h) to AVX-512, AVX2+F16C or the reference, all
+ * bit-equal (NaN payloads aside). y may equal x. */
+void f16_round_ref(const float *x, float *y, int64_t n, int bf16);
+void f16_round(const float *x, float *y, int64_t n, int bf16);
+
 /* Row-dot kernels over packed rows of 32 halves (64 bytes) per block, or 16
  * floats per block for f32; see kernels/wq_rowdot.h. AVX-512 only. */
 void f16_rowdot_f16_avx512(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,

@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/mapfile.h"
 #include "kernels/block_dot.h"
+#include "kernels/f16_gemm.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "kernels/vec.h"
@@ -50,6 +51,9 @@ struct Forward {
                                  NULL when every weight the pass reads is F32 */
     int64_t wbuf_cap;
     const Progress *prog;     /* polled for cancellation between layers; may be NULL */
+    Numerics numerics;
+    float *xr;                /* (max_batch, max(dim, q_dim, hidden)) activations rounded for
+                                 NUMERICS_LLAMACPP; NULL until that mode is set */
     int n_threads;
 };
 
@@ -258,6 +262,7 @@ void forward_free(Forward *f) {
     core_free_aligned(f->rope);
     core_free_aligned(f->tmp);
     core_free_aligned(f->wbuf);
+    core_free_aligned(f->xr);
     gemm_work_free(f->gw);
     free(f);
 }
@@ -272,6 +277,30 @@ int64_t forward_pos(const Forward *f) { return f->pos; }
 const Model *forward_model(const Forward *f) { return f->m; }
 
 void forward_set_progress(Forward *f, const Progress *p) { f->prog = p; }
+
+const char *numerics_name(Numerics n) { return n == NUMERICS_LLAMACPP ? "llamacpp" : "exact"; }
+
+int numerics_parse(const char *s, Numerics *out) {
+    if (strcmp(s, "exact") == 0) *out = NUMERICS_EXACT;
+    else if (strcmp(s, "llamacpp") == 0) *out = NUMERICS_LLAMACPP;
+    else return 0;
+    return 1;
+}
+
+Status forward_set_numerics(Forward *f, Numerics n, Err *err) {
+    if (n == NUMERICS_LLAMACPP && !f->xr) {
+        int64_t w = f->dim;
+        if (f->q_dim > w) w = f->q_dim;
+        if (f->hidden > w) w = f->hidden;
+        int ok = 1;
+        f->xr = fwd_alloc(f->max_batch, w, &ok);
+        if (!ok)
+            return err_set(err, ST_ERR_NOMEM, "forward: rounded activations for batch %lld x %lld",
+                           (long long)f->max_batch, (long long)w);
+    }
+    f->numerics = n;
+    return ST_OK;
+}
 
 /* === row-parallel pieces (run inside pool_for) === */
 
@@ -476,6 +505,11 @@ static void fwd_dot_rows(void *arg, int64_t b, int64_t e, int tid) {
  * QLinear over it. */
 static void fwd_gemm_w(Forward *f, int64_t T, const Weight *W, int64_t n_out, const float *x, int accumulate,
                        float *y, int64_t ldy) {
+    if (f->numerics == NUMERICS_LLAMACPP && (W->type == GGML_F16 || W->type == GGML_BF16)) {
+        /* ggml-cpu's mul_mat: the float operand becomes the weights' vec_dot_type first. */
+        f16_round(x, f->xr, T * W->n_in, W->type == GGML_BF16);
+        x = f->xr;
+    }
     const float *wf = weight_f32_data(W);
     if (wf) {
         fwd_gemm(f, T, n_out, W->n_in, x, wf, accumulate, y, ldy);

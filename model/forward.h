@@ -37,6 +37,27 @@ typedef struct Overlay {
 
 typedef struct Forward Forward;
 
+/* How the activations entering a matmul with the model's own (base) weights
+ * are rounded.
+ * NUMERICS_EXACT (the default): float32 activations against the weights
+ *   widened exactly; a native F16/BF16 model computes what its float32
+ *   conversion computes.
+ * NUMERICS_LLAMACPP: as llama.cpp's CPU backend does (ggml-cpu's mul_mat
+ *   converts the float32 operand to its vec_dot_type before every product):
+ *   the activations of a matmul with F16 weights are rounded to fp16, with
+ *   BF16 weights to bf16, both to nearest even (kernels/f16_gemm.h
+ *   f16_round); products with F32 weights, attention and the quantized
+ *   overlay's layers are unchanged. Base weights of a ggml block type (Q4_0…)
+ *   would need llama.cpp's q8_0/q8_K activations, which this mode does not
+ *   reproduce: they stay float32 as in NUMERICS_EXACT. */
+typedef enum { NUMERICS_EXACT, NUMERICS_LLAMACPP } Numerics;
+
+/* "exact" / "llamacpp" (static strings). */
+const char *numerics_name(Numerics n);
+
+/* Parses "exact" or "llamacpp" into *out; returns 1, or 0 for anything else. */
+int numerics_parse(const char *s, Numerics *out);
+
 /* Creates a forward context for up to max_ctx positions (KV cache size) and
  * batches of up to max_batch tokens. m, ov and pool are borrowed and must
  * outlive it; ov and pool may be NULL. Caller frees. */
@@ -93,6 +114,11 @@ Status forward_run_layer(Forward *f, int64_t layer, float *x, const int32_t *tok
  * once cancellation is requested (the KV cache then holds a partial batch:
  * forward_reset before reuse). p is borrowed; NULL stops polling. */
 void forward_set_progress(Forward *f, const Progress *p);
+
+/* Sets how the base weights' activations are rounded (see Numerics) for
+ * the following runs. NUMERICS_LLAMACPP allocates a (max_batch, widest
+ * projection input) scratch the first time: ST_ERR_NOMEM when it cannot. */
+Status forward_set_numerics(Forward *f, Numerics n, Err *err);
 
 /* The model this context runs (borrowed). */
 const Model *forward_model(const Forward *f);

@@ -52,6 +52,7 @@ typedef struct TextBuf {
 typedef struct RefEntry {
     char *text;
     int64_t ctx, chunks;
+    Numerics numerics;
     EvalRef *ref;
 } RefEntry;
 
@@ -620,11 +621,12 @@ static Status act_plan_admin(Replay *r, const char *act, const cJSON *a, char *s
 
 static Status get_ref(Replay *r, TextBuf *t, const EvalOpts *eo, EvalRef **out, Err *err) {
     for (int64_t i = 0; i < r->n_refs; i++)
-        if (!strcmp(r->refs[i].text, t->path) && r->refs[i].ctx == eo->n_ctx && r->refs[i].chunks == eo->max_chunks) {
+        if (!strcmp(r->refs[i].text, t->path) && r->refs[i].ctx == eo->n_ctx && r->refs[i].chunks == eo->max_chunks &&
+            r->refs[i].numerics == eo->numerics) {
             *out = r->refs[i].ref;
             return ST_OK;
         }
-    RefEntry re = {.ctx = eo->n_ctx, .chunks = eo->max_chunks};
+    RefEntry re = {.ctx = eo->n_ctx, .chunks = eo->max_chunks, .numerics = eo->numerics};
     Status st = eval_ref_get(r->m, t->data, t->len, eo, r->o->cache_dir, r->pool, NULL, &re.ref, NULL, err);
     if (st) return err_wrap(err, "%s", t->path);
     RefEntry *nr = realloc(r->refs, (size_t)(r->n_refs + 1) * sizeof *nr);
@@ -726,6 +728,9 @@ static Status act_evaluate(Replay *r, const cJSON *a, char *sum, size_t cap, Err
     evaluate_spec_init(&es, r->m, t->data, t->len);
     if ((st = a_int(a, "ctx", 4, 1 << 20, es.opts.n_ctx, &es.opts.n_ctx, err))) return st;
     if ((st = a_int(a, "chunks", 0, (int64_t)1 << 40, 0, &es.opts.max_chunks, err))) return st;
+    const char *nm = json_string(a, "numerics"); /* absent in sessions written before it existed: exact */
+    if (nm && !numerics_parse(nm, &es.opts.numerics))
+        return err_set(err, ST_ERR_ARG, "evaluate: numerics '%s' is not exact or llamacpp", nm);
     es.opts.speed = r->o->speed;
     es.pool = r->pool;
     Plan p;

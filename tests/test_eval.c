@@ -324,7 +324,11 @@ static void test_cache(const EvalRef *ref) {
            r2.kld_p99, r2.top1_agree);
 
     /* a corrupt file is refused and recomputed; a different key is a mismatch */
-    char *path = eval_ref_cache_path(dir, g_m->fingerprint, 0, 0, 0);
+    char *path = eval_ref_cache_path(dir, g_m->fingerprint, 0, 0, 0, NUMERICS_EXACT);
+    CHECK(path && !strstr(path, "llamacpp"));
+    free(path);
+    path = eval_ref_cache_path(dir, g_m->fingerprint, 0, 0, 0, NUMERICS_LLAMACPP);
+    CHECK(path && strstr(path, "-n0-llamacpp.bin"));
     free(path);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "ls %s/evalref-*.bin", dir);
@@ -345,6 +349,9 @@ static void test_cache(const EvalRef *ref) {
     CHECK(strstr(err.detail, "checksum") && strstr(err.detail, file));
     EvalOpts o2 = g_o;
     o2.n_ctx = 64;
+    CHECK(eval_ref_load(file, g_m, g_text, g_len, &o2, &bad, &err) == ST_ERR_MISMATCH);
+    o2 = g_o;
+    o2.numerics = NUMERICS_LLAMACPP; /* computed with float32 activations: not this mode's reference */
     CHECK(eval_ref_load(file, g_m, g_text, g_len, &o2, &bad, &err) == ST_ERR_MISMATCH);
     truncate(file, 100);
     CHECK(eval_ref_load(file, g_m, g_text, g_len, &g_o, &bad, &err) == ST_ERR_FORMAT);

@@ -13,6 +13,7 @@
 
 #include "core/pool.h"
 #include "core/status.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "tui/job.h"
 #include "tui/keys.h"
@@ -31,6 +32,7 @@ typedef struct TuiOpts {
     int64_t ctx;             /* evaluation chunk length (0: eval's default, clipped to the model) */
     int64_t chunks;          /* evaluation chunks (0: all) */
     int64_t samples, seqlen; /* calibration sequences and their length (0: calib's defaults) */
+    Numerics numerics;       /* evaluations' rounding of the base weights' activations (model/forward.h) */
 } TuiOpts;
 
 /* Reaction flags returned by key handlers; only the main loop draws. */

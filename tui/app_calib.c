@@ -508,6 +508,10 @@ void app_split_init(App *a) {
         snprintf(over, sizeof over, " (warning: above the model's context %lld)", (long long)a->m->cfg.max_seq_len);
     snprintf(a->eval_settings, sizeof a->eval_settings, "ctx %lld%s, %s chunks of %s%s", (long long)o.n_ctx, over, nch,
              tb ? tb + 1 : a->text_path, a->split_chunks ? " (the rest calibrates)" : "");
+    if (o.numerics == NUMERICS_LLAMACPP) {
+        size_t used = strlen(a->eval_settings);
+        snprintf(a->eval_settings + used, sizeof a->eval_settings - used, ", llama.cpp numerics");
+    }
 }
 
 int64_t app_calib_from(const App *a, int *overlaps) {

@@ -39,6 +39,7 @@ void app_eval_opts(const App *a, EvalOpts *o) {
     if (a->opts.ctx > 0) o->n_ctx = a->opts.ctx;
     if (a->opts.chunks > 0) o->max_chunks = a->opts.chunks;
     else if (a->split_chunks > 0) o->max_chunks = a->split_chunks; /* the rest is the calibration's */
+    o->numerics = a->opts.numerics;
 }
 
 /* A reopened result's detail: the plan stored with it (else the session's
@@ -473,8 +474,10 @@ static void eval_job_finish(void *arg, Status st, const Err *err, void *ctx) {
         SessionArg args[] = {j->gguf[0] ? SESSION_ARG_STR("gguf", j->gguf) : SESSION_ARG_STR("plan", j->label),
                              SESSION_ARG_STR("text", a->text_path), SESSION_ARG_INT("ctx", j->opts.n_ctx),
                              SESSION_ARG_INT("chunks", j->opts.max_chunks),
-                             SESSION_ARG_INT("threads", pool_size(a->pool))};
-        app_session_action(a, "evaluate", args, 5);
+                             SESSION_ARG_INT("threads", pool_size(a->pool)),
+                             SESSION_ARG_STR("numerics", numerics_name(j->opts.numerics))};
+        /* "numerics" only when not the default, so older qscopes replay exact-mode sessions */
+        app_session_action(a, "evaluate", args, j->opts.numerics == NUMERICS_EXACT ? 5 : 6);
     }
     if (!r->cancelled && !j->gguf[0]) {
         if (!a->last_eval) a->last_eval = core_calloc(1, sizeof *a->last_eval);
