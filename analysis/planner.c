@@ -429,93 +429,259 @@ static Status solve_with_time(const AutoProblem *pr, const Cands *c, int64_t bud
     return ST_OK;
 }
 
-Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err) {
-    memset(out, 0, sizeof *out);
-    plan_init(&out->plan);
-    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
-    int nk0;
-    const PlannerKind *kinds0 = planner_kinds(o->target, &nk0);
-    /* the table, then the extra group sizes' rows (int4/3/2 also asymmetric),
-     * then the ends' rows */
-    static const QFormat xf[] = {QF_INT8, QF_INT6, QF_INT4, QF_INT3, QF_INT2};
+/* The candidate kinds of a request: the target's table, then the extra
+ * group sizes' rows (int4/3/2 also asymmetric), then the ends' rows (copies
+ * of table rows). Names of the extra rows live in xname. */
+typedef struct KindTable {
     PlannerKind kinds[MAX_KINDS];
     char xname[48][24];
+    int nk;                  /* rows in all */
+    int nk_table;            /* rows from the target's table */
+    int end_k0, end_k1;      /* [end_k0, end_k1): the ends' rows */
+    int n_extra;             /* extra group sizes' rows */
+} KindTable;
+
+static void kinds_build(const PlannerOpts *o, KindTable *kt) {
+    static const QFormat xf[] = {QF_INT8, QF_INT6, QF_INT4, QF_INT3, QF_INT2};
+    int nk0;
+    const PlannerKind *kinds0 = planner_kinds(o->target, &nk0);
     int nk = 0, nx = 0;
-    for (int k = 0; k < nk0 && nk < 32; k++) kinds[nk++] = kinds0[k];
-    int nk_table = nk;
+    for (int k = 0; k < nk0 && nk < 32; k++) kt->kinds[nk++] = kinds0[k];
+    kt->nk_table = nk;
     for (int g = 0; o->target == PLANNER_TARGET_ANY && g < o->n_extra_groups && g < 4; g++)
         for (int f = 0; f < 5; f++)
             for (int asym = 0; asym < 2 && nx < 48; asym++) {
                 if (asym && qformat_traits(xf[f])->bits > 4) continue;
-                snprintf(xname[nx], sizeof xname[nx], "%s%s/oc%lld", qformat_traits(xf[f])->name, asym ? "a" : "",
-                         (long long)o->extra_groups[g]);
-                kinds[nk++] = (PlannerKind){xname[nx], xf[f], GROUP_OC, 2, o->extra_groups[g], NULL,
-                                            PLANNER_TARGET_ANY, asym};
+                snprintf(kt->xname[nx], sizeof kt->xname[nx], "%s%s/oc%lld", qformat_traits(xf[f])->name,
+                         asym ? "a" : "", (long long)o->extra_groups[g]);
+                kt->kinds[nk++] = (PlannerKind){kt->xname[nx], xf[f], GROUP_OC, 2, o->extra_groups[g], NULL,
+                                                PLANNER_TARGET_ANY, asym};
                 nx++;
             }
-    if (nx && !o->h) return err_set(err, ST_ERR_ARG, "extra group sizes need H (the stats file's .h64)");
-    int end_k0 = nk;
-    {
-        QFormat ef[24];
-        int ne = planner_end_formats(o->target, ef, 24);
-        for (int i = 0; i < ne && nk < MAX_KINDS; i++)
-            for (int k = 0; k < nk_table; k++)
-                if (kinds0[k].fmt == ef[i]) kinds[nk++] = kinds0[k];
-    }
-    int end_k1 = nk;
-    int has_ends = end_k1 > end_k0 && !pm.tied_embeddings && (o->end_loss || !o->site_scale);
+    kt->n_extra = nx;
+    kt->end_k0 = nk;
+    QFormat ef[24];
+    int ne = planner_end_formats(o->target, ef, 24);
+    for (int i = 0; i < ne && nk < MAX_KINDS; i++)
+        for (int k = 0; k < kt->nk_table; k++)
+            if (kinds0[k].fmt == ef[i]) kt->kinds[nk++] = kinds0[k];
+    kt->end_k1 = nk;
+    kt->nk = nk;
+}
+
+/* What the request needs from the statistics and the options before any
+ * candidate is priced: a sensitivity map with output errors, H where the
+ * kinds need it, a budget. */
+static Status planner_check(const struct CalibStats *cs, const PlannerOpts *o, const KindTable *kt, Err *err) {
+    if (kt->n_extra && !o->h) return err_set(err, ST_ERR_ARG, "extra group sizes need H (the stats file's .h64)");
     if (o->target == PLANNER_TARGET_LLAMACPP && !o->h)
         return err_set(err, ST_ERR_ARG, "target llamacpp prices ggml's types from the weights and H: the stats file "
                                         "needs its H (.h64)");
-    int64_t n = pm.n_layers * PLAN_NPROJ, n_all = n + (has_ends ? 2 : 0);
-    Status st = ST_OK;
-    Cands c = {0};
+    int64_t og, ig;
+    double probe;
+    QParams q = {QF_INT8, 1, GROUP_OC, 0};
+    if (!calib_sens_groups(cs, 0, 0, &og, &ig))
+        return err_set(err, ST_ERR_ARG, "the statistics have no sensitivity map: run `qscope calib` without --no-sensitivity");
+    if (!calib_sens_cell(cs, 0, 0, &q, NULL, &probe) || isnan(probe))
+        return err_set(err, ST_ERR_ARG, "the sensitivity map has no output errors (calibrated without H): "
+                                        "the planner needs them; rerun `qscope calib` with H");
+    if (!(o->bpw > 0) && o->bytes == 0) return err_set(err, ST_ERR_ARG, "auto plan: no budget (give --bpw or --bytes)");
+    return ST_OK;
+}
+
+/* The budget of the sites: out's fixed_bits, all_params and budget_bits,
+ * and *lin_budget, the sites' share (bits, or bytes x 8 with a byte budget);
+ * *fixed_bytes is the fp16 embedding and head when they are not sites. */
+static Status planner_budget(const PlanModel *pm, const PlannerOpts *o, int has_ends, const PlanEntry *half,
+                             PlannerResult *out, int64_t *lin_budget, size_t *fixed_bytes, Err *err) {
     Plan fixed;
     plan_init(&fixed);
-    {
-        int64_t og, ig;
-        double probe;
-        QParams q = {QF_INT8, 1, GROUP_OC, 0};
-        if (!calib_sens_groups(cs, 0, 0, &og, &ig))
-            return err_set(err, ST_ERR_ARG, "the statistics have no sensitivity map: run `qscope calib` without --no-sensitivity");
-        if (!calib_sens_cell(cs, 0, 0, &q, NULL, &probe) || isnan(probe))
-            return err_set(err, ST_ERR_ARG, "the sensitivity map has no output errors (calibrated without H): "
-                                            "the planner needs them; rerun `qscope calib` with H");
+    fixed.def = fixed.embed = fixed.output = *half;
+    PlanSize fs;
+    Status st = plan_size(&fixed, pm, NULL, &fs, err);
+    plan_done(&fixed);
+    if (st) return st;
+    out->fixed_bits = has_ends ? 0 : fs.all_bits - fs.lin_bits;
+    out->all_params = fs.all_params;
+    *fixed_bytes = has_ends ? 0 : fs.all_bytes - fs.lin_bytes;
+    if (!(o->bpw > 0)) {
+        if (o->bytes <= *fixed_bytes)
+            return err_set(err, ST_ERR_RANGE, "budget %zu bytes: the fp16 embedding and head alone take %zu", o->bytes,
+                           *fixed_bytes);
+        out->budget_bits = (int64_t)o->bytes * 8;
+        *lin_budget = (int64_t)(o->bytes - *fixed_bytes) * 8;
+    } else {
+        out->budget_bits = (int64_t)floor(o->bpw * (double)fs.all_params);
+        *lin_budget = out->budget_bits - out->fixed_bits;
     }
-    if (!(o->bpw > 0) && o->bytes == 0) return err_set(err, ST_ERR_ARG, "auto plan: no budget (give --bpw or --bytes)");
+    return ST_OK;
+}
+
+static void cands_free(Cands *c) {
+    free(c->off);
+    free(c->cost);
+    free(c->other);
+    free(c->loss);
+    free(c->oerr);
+    free(c->kind);
+    free(c->time);
+}
+
+/* Room for nk candidates on each of n_all sites (times with a speed table). */
+static Status cands_alloc(Cands *c, int64_t n_all, int nk, int with_time, Err *err) {
+    size_t cap = (size_t)n_all * (size_t)nk;
+    c->off = core_calloc((size_t)n_all + 1, sizeof *c->off);
+    c->cost = core_calloc(cap, sizeof *c->cost);
+    c->other = core_calloc(cap, sizeof *c->other);
+    c->loss = core_calloc(cap, sizeof *c->loss);
+    c->oerr = core_calloc(cap, sizeof *c->oerr);
+    c->kind = core_calloc(cap, sizeof *c->kind);
+    c->time = with_time ? core_calloc(cap, sizeof *c->time) : NULL;
+    if (!c->off || !c->cost || !c->other || !c->loss || !c->oerr || !c->kind || (with_time && !c->time))
+        return err_set(err, ST_ERR_NOMEM, "auto plan: candidates");
+    return ST_OK;
+}
+
+/* The knapsack over the priced candidates (under the speed bound too when
+ * one is asked) into out->sol; a budget below the cheapest plan is
+ * ST_ERR_RANGE naming that plan's size. */
+static Status planner_solve(const Model *m, const PlannerOpts *o, const Cands *c, int64_t n_all, int has_ends,
+                            const PlanEntry *half, int64_t lin_budget, int by_bytes, size_t fixed_bytes,
+                            PlannerResult *out, Err *err) {
+    AutoProblem pr = {.n_sites = n_all, .off = c->off, .cand_bits = c->cost, .cand_loss = c->loss};
+    Status st;
+    if (o->min_decode_tps > 0) {
+        if (!o->speed) return err_set(err, ST_ERR_ARG, "auto plan: a speed constraint needs a speed table");
+        /* the head's time when it is not a site (fp16) */
+        double fixed_t = 0;
+        if (!has_ends && (st = speedtab_get(o->speed, half, m->output.n_out, m->output.n_in, o->speed_pool, &fixed_t,
+                                            NULL, err)))
+            return st;
+        if (fixed_t >= 1.0 / o->min_decode_tps)
+            return err_set(err, ST_ERR_RANGE, "the fp16 head alone (not a site of this target) takes %.4g ms per token: "
+                           "at most %.1f tok/s, below the %.1f asked", 1e3 * fixed_t, 1.0 / fixed_t, o->min_decode_tps);
+        /* its messages name the speed or the budget */
+        return solve_with_time(&pr, c, lin_budget, 1.0 / o->min_decode_tps - fixed_t, &o->solve, &out->sol,
+                               &out->speed_lambda, err);
+    }
+    st = autoplan_solve(&pr, lin_budget, &o->solve, &out->sol, err);
+    if (st == ST_ERR_RANGE) {
+        int64_t min_bits = 0;
+        for (int64_t s = 0; s < n_all; s++) min_bits += c->cost[c->off[s]];
+        double min_all = (double)min_bits + (double)(by_bytes ? (int64_t)fixed_bytes * 8 : out->fixed_bits);
+        return err_set(err, ST_ERR_RANGE, "the budget is below the cheapest plan of these candidates: %.4f bpw (%.0f bytes)",
+                       min_all / (double)out->all_params, min_all / 8);
+    }
+    return st;
+}
+
+/* The plan of the solution: the most common choice is the default entry,
+ * the others "L.proj" rules; each site's (and end's) why. */
+static Status planner_plan(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, const KindTable *kt,
+                           const Cands *c, int64_t n, int has_ends, const PlanEntry *half, int by_bytes,
+                           PlannerResult *out, Err *err) {
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    const PlannerKind *kinds = kt->kinds;
+    int count[MAX_KINDS] = {0};
+    for (int64_t s = 0; s < n; s++) count[c->kind[c->off[s] + out->sol.pick[s]]]++;
+    int top = 0;
+    for (int k = 1; k < kt->nk_table; k++) /* the default comes from the table (same groups on every site) */
+        if (count[k] > count[top]) top = k;
+    Plan *pl = &out->plan;
+    if (by_bytes) snprintf(pl->name, sizeof pl->name, "auto-%zuB", o->bytes);
+    else snprintf(pl->name, sizeof pl->name, "auto-%.2fbpw", o->bpw);
+    pl->embed = pl->output = *half;
+    for (int end = 0; has_ends && end < 2; end++) {
+        int64_t ci = c->off[n + end] + out->sol.pick[n + end];
+        PlanEntry *e = end ? &pl->output : &pl->embed;
+        kind_entry(&kinds[c->kind[ci]], 0, 0, end ? m->output.n_in : m->tok_embd.n_in, QM_RTN, 1, e);
+        site_why(c, kinds, ci, c->off[n + end], c->off[n + end + 1], by_bytes, &out->ends[end]);
+    }
+    {
+        int64_t og = 0, ig = 0, no, ni;
+        calib_sens_groups(cs, 0, 0, &og, &ig);
+        plan_proj_shape(&pm, 0, &no, &ni);
+        if (!kind_entry(&kinds[top], og, ig, ni, o->method, 0, &pl->def)) pl->def = *half;
+    }
+    for (int64_t s = 0; s < n; s++) {
+        int64_t l = s / PLAN_NPROJ;
+        int p = (int)(s % PLAN_NPROJ);
+        int64_t og = 0, ig = 0, no, ni, ci = c->off[s] + out->sol.pick[s];
+        calib_sens_groups(cs, l, p, &og, &ig);
+        plan_proj_shape(&pm, p, &no, &ni);
+        const PlannerKind *k = &kinds[c->kind[ci]];
+        PlanEntry e;
+        kind_entry(k, k->grouped == 2 ? ni : og, ig, ni, o->method, 0, &e);
+        if (e.w.fmt != pl->def.w.fmt || e.w.sym != pl->def.w.sym || e.w.dim != pl->def.w.dim ||
+            e.w.group != pl->def.w.group || e.method != pl->def.method) {
+            char pat[32];
+            snprintf(pat, sizeof pat, "%lld.%s", (long long)l, plan_proj_name(p));
+            Status st = plan_add_rule(pl, pat, PF_FMT | PF_GROUP | PF_METHOD, &e, err);
+            if (st) return st;
+        }
+        PlannerSite *ps = &out->sites[s];
+        ps->kind = c->kind[ci] < kt->nk_table ? c->kind[ci] : -1;
+        site_why(c, kinds, ci, c->off[s], c->off[s + 1], by_bytes, ps);
+    }
+    return ST_OK;
+}
+
+/* The plan's notes (how it was solved and priced), its predicted speed,
+ * and the checks that it keeps the speed asked and the budget. */
+static Status planner_finish(const PlanModel *pm, const PlannerOpts *o, int64_t n_all, int by_bytes,
+                             PlannerResult *out, Err *err) {
+    Plan *pl = &out->plan;
+    Status st;
+    if ((st = plan_add_note(pl, err,
+                            "auto: %s target, %lld sites, multiple-choice knapsack by DP (cost unit %lld bits%s), "
+                            "predicted loss %.4g%s, Lagrangian lower bound %.4g",
+                            planner_target_name(o->target), (long long)n_all, (long long)out->sol.unit_bits,
+                            out->sol.unit_bits > 1 ? ": optimal up to the slack" : ": exact", out->sol.loss,
+                            out->calibrated ? " nats KLD" : " (sum of relative output errors)",
+                            out->sol.lower_bound)))
+        return st;
+    if (o->method == QM_GPTQ && o->h &&
+        (st = plan_add_note(pl, err, o->price_method
+                                         ? "auto: GPTQ (OC scales) and imatrix candidates priced by their own output "
+                                           "errors (%lld rows sampled per site); IC / per-tensor GPTQ by RTN's"
+                                         : "auto: integer sites use GPTQ; the loss model prices them with RTN's errors%.0lld",
+                            o->price_method ? (long long)o->oerr_rows : 0LL)))
+        return st;
+    if (o->speed && (st = speedtab_plan(o->speed, pl, pm, o->speed_pool, &out->decode_tps, &out->prefill_tps, err)))
+        return st;
+    if (o->min_decode_tps > 0 && out->decode_tps < o->min_decode_tps * (1 - 1e-9))
+        return err_set(err, ST_ERR_STATE, "auto plan: predicted %.1f tok/s, below the %.1f asked", out->decode_tps,
+                       o->min_decode_tps);
+    PlanSize ps;
+    if ((st = plan_size(pl, pm, NULL, &ps, err))) return st;
+    if (by_bytes ? ps.all_bytes > o->bytes : ps.all_bits > out->budget_bits)
+        return err_set(err, ST_ERR_STATE, "auto plan over budget: %lld bits > %lld", (long long)ps.all_bits,
+                       (long long)out->budget_bits);
+    return ST_OK;
+}
+
+Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerOpts *o, PlannerResult *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    plan_init(&out->plan);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    KindTable kt;
+    kinds_build(o, &kt);
+    int has_ends = kt.end_k1 > kt.end_k0 && !pm.tied_embeddings && (o->end_loss || !o->site_scale);
+    Status st = planner_check(cs, o, &kt, err);
+    if (st) return st;
+    int64_t n = pm.n_layers * PLAN_NPROJ, n_all = n + (has_ends ? 2 : 0);
     /* The fixed part: embedding and head in fp16 (unless they are sites). */
     PlanEntry half;
     plan_entry_default(&half);
     half.w.fmt = QF_F16;
-    fixed.def = fixed.embed = fixed.output = half;
-    PlanSize fs;
-    if ((st = plan_size(&fixed, &pm, NULL, &fs, err))) goto fail;
-    out->fixed_bits = has_ends ? 0 : fs.all_bits - fs.lin_bits;
-    out->all_params = fs.all_params;
-    size_t fixed_bytes = has_ends ? 0 : fs.all_bytes - fs.lin_bytes;
     int by_bytes = !(o->bpw > 0);
-    if (by_bytes) {
-        if (o->bytes <= fixed_bytes) {
-            st = err_set(err, ST_ERR_RANGE, "budget %zu bytes: the fp16 embedding and head alone take %zu", o->bytes,
-                         fixed_bytes);
-            goto fail;
-        }
-        out->budget_bits = (int64_t)o->bytes * 8;
-    } else {
-        out->budget_bits = (int64_t)floor(o->bpw * (double)fs.all_params);
-    }
-    int64_t lin_budget = by_bytes ? (int64_t)(o->bytes - fixed_bytes) * 8 : out->budget_bits - out->fixed_bits;
-
-    size_t cap = (size_t)n_all * (size_t)nk;
-    c.off = core_calloc((size_t)n_all + 1, sizeof *c.off);
-    c.cost = core_calloc(cap, sizeof *c.cost);
-    c.other = core_calloc(cap, sizeof *c.other);
-    c.loss = core_calloc(cap, sizeof *c.loss);
-    c.oerr = core_calloc(cap, sizeof *c.oerr);
-    c.kind = core_calloc(cap, sizeof *c.kind);
-    c.time = o->speed ? core_calloc(cap, sizeof *c.time) : NULL;
+    int64_t lin_budget = 0;
+    size_t fixed_bytes = 0;
+    Cands c = {0};
+    if ((st = planner_budget(&pm, o, has_ends, &half, out, &lin_budget, &fixed_bytes, err))) goto fail;
+    if ((st = cands_alloc(&c, n_all, kt.nk, o->speed != NULL, err))) goto fail;
     out->sites = core_calloc((size_t)n, sizeof *out->sites);
-    if (!c.off || !c.cost || !c.other || !c.loss || !c.oerr || !c.kind || !out->sites || (o->speed && !c.time)) {
+    if (!out->sites) {
         st = err_set(err, ST_ERR_NOMEM, "auto plan: candidates");
         goto fail;
     }
@@ -524,124 +690,18 @@ Status planner_build(const Model *m, const struct CalibStats *cs, const PlannerO
     out->calibrated = o->site_scale != NULL;
     out->has_ends = has_ends;
     for (int64_t s = 0; s < n; s++) {
-        if ((st = site_cands(m, cs, o, kinds, end_k0, s, by_bytes, &c, err))) goto fail;
+        if ((st = site_cands(m, cs, o, kt.kinds, kt.end_k0, s, by_bytes, &c, err))) goto fail;
         c.off[s + 1] = c.n;
     }
     for (int end = 0; has_ends && end < 2; end++) {
-        if ((st = end_cands(m, o, kinds, end_k0, end_k1, end, by_bytes, &c, err))) goto fail;
+        if ((st = end_cands(m, o, kt.kinds, kt.end_k0, kt.end_k1, end, by_bytes, &c, err))) goto fail;
         c.off[n + end + 1] = c.n;
     }
-    AutoProblem pr = {.n_sites = n_all, .off = c.off, .cand_bits = c.cost, .cand_loss = c.loss};
-    if (o->min_decode_tps > 0) {
-        if (!o->speed) {
-            st = err_set(err, ST_ERR_ARG, "auto plan: a speed constraint needs a speed table");
-            goto fail;
-        }
-        /* the head's time when it is not a site (fp16) */
-        double fixed_t = 0;
-        if (!has_ends && (st = speedtab_get(o->speed, &half, m->output.n_out, m->output.n_in, o->speed_pool, &fixed_t,
-                                            NULL, err)))
-            goto fail;
-        if (fixed_t >= 1.0 / o->min_decode_tps) {
-            st = err_set(err, ST_ERR_RANGE, "the fp16 head alone (not a site of this target) takes %.4g ms per token: "
-                         "at most %.1f tok/s, below the %.1f asked", 1e3 * fixed_t, 1.0 / fixed_t, o->min_decode_tps);
-            goto fail;
-        }
-        st = solve_with_time(&pr, &c, lin_budget, 1.0 / o->min_decode_tps - fixed_t, &o->solve, &out->sol,
-                             &out->speed_lambda, err);
-        if (st) goto fail; /* its messages name the speed or the budget */
-    } else {
-        st = autoplan_solve(&pr, lin_budget, &o->solve, &out->sol, err);
-    }
-    if (st == ST_ERR_RANGE) {
-        int64_t min_bits = 0;
-        for (int64_t s = 0; s < n_all; s++) min_bits += c.cost[c.off[s]];
-        double min_all = (double)min_bits + (double)(by_bytes ? (int64_t)fixed_bytes * 8 : out->fixed_bits);
-        st = err_set(err, ST_ERR_RANGE, "the budget is below the cheapest plan of these candidates: %.4f bpw (%.0f bytes)",
-                     min_all / (double)fs.all_params, min_all / 8);
-        goto fail;
-    }
-    if (st) goto fail;
-
-    /* The plan: the most common choice is the default entry, the others rules. */
-    int count[MAX_KINDS] = {0};
-    for (int64_t s = 0; s < n; s++) count[c.kind[c.off[s] + out->sol.pick[s]]]++;
-    int top = 0;
-    for (int k = 1; k < nk_table; k++) /* the default comes from the table (same groups on every site) */
-        if (count[k] > count[top]) top = k;
-    Plan *pl = &out->plan;
-    if (by_bytes) snprintf(pl->name, sizeof pl->name, "auto-%zuB", o->bytes);
-    else snprintf(pl->name, sizeof pl->name, "auto-%.2fbpw", o->bpw);
-    pl->embed = pl->output = half;
-    for (int end = 0; has_ends && end < 2; end++) {
-        int64_t ci = c.off[n + end] + out->sol.pick[n + end];
-        PlanEntry *e = end ? &pl->output : &pl->embed;
-        kind_entry(&kinds[c.kind[ci]], 0, 0, end ? m->output.n_in : m->tok_embd.n_in, QM_RTN, 1, e);
-        site_why(&c, kinds, ci, c.off[n + end], c.off[n + end + 1], by_bytes, &out->ends[end]);
-    }
-    {
-        int64_t og = 0, ig = 0, no, ni;
-        calib_sens_groups(cs, 0, 0, &og, &ig);
-        plan_proj_shape(&pm, 0, &no, &ni);
-        if (!kind_entry(&kinds[top], og, ig, ni, o->method, 0, &pl->def)) pl->def = half;
-    }
-    for (int64_t s = 0; s < n; s++) {
-        int64_t l = s / PLAN_NPROJ;
-        int p = (int)(s % PLAN_NPROJ);
-        int64_t og = 0, ig = 0, no, ni, ci = c.off[s] + out->sol.pick[s];
-        calib_sens_groups(cs, l, p, &og, &ig);
-        plan_proj_shape(&pm, p, &no, &ni);
-        const PlannerKind *k = &kinds[c.kind[ci]];
-        PlanEntry e;
-        kind_entry(k, k->grouped == 2 ? ni : og, ig, ni, o->method, 0, &e);
-        if (e.w.fmt != pl->def.w.fmt || e.w.sym != pl->def.w.sym || e.w.dim != pl->def.w.dim ||
-            e.w.group != pl->def.w.group || e.method != pl->def.method) {
-            char pat[32];
-            snprintf(pat, sizeof pat, "%lld.%s", (long long)l, plan_proj_name(p));
-            if ((st = plan_add_rule(pl, pat, PF_FMT | PF_GROUP | PF_METHOD, &e, err))) goto fail;
-        }
-        PlannerSite *ps = &out->sites[s];
-        ps->kind = c.kind[ci] < nk_table ? c.kind[ci] : -1;
-        site_why(&c, kinds, ci, c.off[s], c.off[s + 1], by_bytes, ps);
-    }
-    if ((st = plan_add_note(pl, err,
-                            "auto: %s target, %lld sites, multiple-choice knapsack by DP (cost unit %lld bits%s), "
-                            "predicted loss %.4g%s, Lagrangian lower bound %.4g",
-                            planner_target_name(o->target), (long long)n_all, (long long)out->sol.unit_bits,
-                            out->sol.unit_bits > 1 ? ": optimal up to the slack" : ": exact", out->sol.loss,
-                            out->calibrated ? " nats KLD" : " (sum of relative output errors)",
-                            out->sol.lower_bound)))
-        goto fail;
-    if (o->method == QM_GPTQ && o->h &&
-        (st = plan_add_note(pl, err, o->price_method
-                                         ? "auto: GPTQ (OC scales) and imatrix candidates priced by their own output "
-                                           "errors (%lld rows sampled per site); IC / per-tensor GPTQ by RTN's"
-                                         : "auto: integer sites use GPTQ; the loss model prices them with RTN's errors%.0lld",
-                            o->price_method ? (long long)o->oerr_rows : 0LL)))
-        goto fail;
-    if (o->speed && (st = speedtab_plan(o->speed, pl, &pm, o->speed_pool, &out->decode_tps, &out->prefill_tps, err)))
-        goto fail;
-    if (o->min_decode_tps > 0 && out->decode_tps < o->min_decode_tps * (1 - 1e-9)) {
-        st = err_set(err, ST_ERR_STATE, "auto plan: predicted %.1f tok/s, below the %.1f asked", out->decode_tps,
-                     o->min_decode_tps);
-        goto fail;
-    }
-    PlanSize ps;
-    if ((st = plan_size(pl, &pm, NULL, &ps, err))) goto fail;
-    if (by_bytes ? ps.all_bytes > o->bytes : ps.all_bits > out->budget_bits) {
-        st = err_set(err, ST_ERR_STATE, "auto plan over budget: %lld bits > %lld", (long long)ps.all_bits,
-                     (long long)out->budget_bits);
-        goto fail;
-    }
+    if ((st = planner_solve(m, o, &c, n_all, has_ends, &half, lin_budget, by_bytes, fixed_bytes, out, err))) goto fail;
+    if ((st = planner_plan(m, cs, o, &kt, &c, n, has_ends, &half, by_bytes, out, err))) goto fail;
+    st = planner_finish(&pm, o, n_all, by_bytes, out, err);
 fail:
-    plan_done(&fixed);
-    free(c.off);
-    free(c.cost);
-    free(c.other);
-    free(c.loss);
-    free(c.oerr);
-    free(c.kind);
-    free(c.time);
+    cands_free(&c);
     if (st) planner_result_done(out);
     return st;
 }
