@@ -745,14 +745,151 @@ static Status note_kernels(QModel *qm, int64_t ns, Err *err) {
     return note_add(qm, err, "kernels: %s; head %s", buf, qm->output ? qlinear_kernel_name(qm->output) : "model-f32");
 }
 
+/* One layer's working state while its sites are built: SmoothQuant's
+ * scaled weights and their input max|x|, the H each projection reads
+ * (hown: the smoothed groups' own), and GPTQ's factor cache. */
+typedef struct LayerWork {
+    float *ws[PROJ_COUNT];         /* smoothed (n_out, n_in) weights, or NULL: the model's */
+    float absmax_s[PROJ_COUNT];
+    const double *hsite[PROJ_COUNT];
+    double *hown[2];               /* qkv, gate_up */
+    FactorCache fc;
+} LayerWork;
+
+static void layer_work_done(LayerWork *w) {
+    factor_cache_clear(&w->fc); /* before hown: its pointers are the keys */
+    free(w->hown[0]);
+    free(w->hown[1]);
+    for (int pj = 0; pj < PROJ_COUNT; pj++) free(w->ws[pj]);
+    memset(w, 0, sizeof *w);
+}
+
+/* qm's per-site arrays, the stored model when kept, the resolved plan and
+ * the plan's notes. */
+static Status build_alloc(QModel *qm, const Model *m, const Plan *p, const PlanModel *pm, int keep, Err *err) {
+    int64_t L = m->cfg.n_layers, ns = L * PROJ_COUNT;
+    qm->model = *m;
+    qm->n_layers = L;
+    if (keep && !(qm->stored = stored_new(m))) return err_set(err, ST_ERR_NOMEM, "stored quantized model");
+    Status st = plan_resolve(p, pm, &qm->res, err);
+    if (st) return st;
+    qm->lin = calloc((size_t)ns, sizeof *qm->lin);
+    qm->attn_norm = calloc((size_t)L, sizeof *qm->attn_norm);
+    qm->ffn_norm = calloc((size_t)L, sizeof *qm->ffn_norm);
+    qm->adadim_dim = calloc((size_t)ns, sizeof *qm->adadim_dim);
+    qm->site_rel_err = calloc((size_t)ns, sizeof *qm->site_rel_err);
+    qm->site_seconds = calloc((size_t)ns, sizeof *qm->site_seconds);
+    if (!qm->lin || !qm->attn_norm || !qm->ffn_norm || !qm->adadim_dim || !qm->site_rel_err || !qm->site_seconds)
+        return err_set(err, ST_ERR_NOMEM, "qmodel arrays");
+    for (int64_t i = 0; i < p->n_notes; i++)
+        if ((st = note_add(qm, err, "%s", p->notes[i]))) return st;
+    return ST_OK;
+}
+
+/* Layer l's norm groups (qkv, gate_up): loads H where a method reads it and
+ * applies SmoothQuant where the plan asks (the stored gains with a stored
+ * model), into w and qm's norm gains and notes. */
+static Status build_smooth(QModel *qm, const Model *m, const CalibStats *cs, const HStore *hs, const QStored *pre,
+                           const uint8_t *only, int64_t l, LayerWork *w, Err *err) {
+    static const int QKV[3] = {PROJ_Q, PROJ_K, PROJ_V}, GU[2] = {PROJ_GATE, PROJ_UP};
+    const ModelConfig *c = &m->cfg;
+    Status st;
+    for (int g = 0; g < 2; g++) {
+        const int *projs = g ? GU : QKV;
+        int np = g ? 2 : 3;
+        TapPoint tap = g ? TAP_GATE_UP : TAP_QKV;
+        const PlanEntry *e0 = &qm->res.lin[l * PROJ_COUNT + projs[0]].e;
+        if (only && !only[l * PROJ_COUNT + projs[0]]) continue; /* a part build takes a norm group whole */
+        /* H is loaded (and its checksum verified) only where a method reads it. */
+        int want_h = e0->smooth_alpha > 0;
+        for (int k = 0; k < np; k++) want_h |= entry_needs_h(&qm->res.lin[l * PROJ_COUNT + projs[k]].e);
+        const double *H = NULL;
+        if (want_h && (st = stats_h(hs, l, tap, &H, err))) return st;
+        for (int k = 0; k < np; k++) w->hsite[projs[k]] = H;
+        if (!(e0->smooth_alpha > 0)) continue;
+        if (pre) {
+            /* the stored weights are already smoothed: take the stored gains */
+            const float *sg = g ? pre->ffn_norm : pre->attn_norm;
+            if (!pre->smoothed[l * 2 + g] || !sg)
+                return err_set(err, ST_ERR_MISMATCH,
+                               "layer %lld: the plan smooths %s but the stored model has no gains for it", (long long)l,
+                               g ? "gate_up" : "qkv");
+            float *gain = malloc((size_t)c->dim * sizeof *gain);
+            if (!gain) return err_set(err, ST_ERR_NOMEM, "gains");
+            memcpy(gain, sg + l * c->dim, (size_t)c->dim * sizeof *gain);
+            if (g) qm->ffn_norm[l] = gain;
+            else qm->attn_norm[l] = gain;
+            continue;
+        }
+        float *gain = NULL, *wk[3] = {NULL, NULL, NULL};
+        float sr[2] = {0, 0};
+        float amx = 0;
+        st = smooth_group(m, cs, l, projs, np, tap, e0->smooth_alpha, g ? m->layers[l].ffn_norm : m->layers[l].attn_norm,
+                          H, &gain, wk, &w->hown[g], &amx, sr, err);
+        if (g) qm->ffn_norm[l] = gain;
+        else qm->attn_norm[l] = gain;
+        for (int k = 0; k < np; k++) {
+            w->ws[projs[k]] = wk[k];
+            w->absmax_s[projs[k]] = amx;
+            if (w->hown[g]) w->hsite[projs[k]] = w->hown[g];
+        }
+        if (st) return st;
+        int64_t n0 = qm->n_notes;
+        st = note_add(qm, err, "%lld.%s: smoothquant alpha %.2f, s in [%.3g, %.3g], input max|x| %.3g -> %.3g",
+                      (long long)l, g ? "gate_up" : "qkv", e0->smooth_alpha, sr[0], sr[1], stats_absmax(cs, l, tap),
+                      amx);
+        if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + g, err);
+        if (st) return st;
+    }
+    return ST_OK;
+}
+
+/* Layer l's seven projections (those of `only`), each quantized by its
+ * plan entry; a site's file pages are dropped once it is built. */
+static Status build_projs(QModel *qm, const Model *m, const CalibStats *cs, const HStore *hs, const QStored *pre,
+                          int keep, const uint8_t *only, int64_t l, LayerWork *w, Pool *pool, Progress *prog,
+                          Err *err) {
+    Status st = ST_OK;
+    for (int pj = 0; pj < PROJ_COUNT && !st; pj++) {
+        int64_t i = l * PROJ_COUNT + pj;
+        if (only && !only[i]) continue;
+        const PlanEntry *e = &qm->res.lin[i].e;
+        const Weight *wt = &m->layers[l].proj[pj];
+        TapPoint tap = proj_tap((Proj)pj);
+        char name[32];
+        snprintf(name, sizeof name, "%lld.%s", (long long)l, proj_name((Proj)pj));
+        const double *Hs = w->hsite[pj];
+        if (!Hs && entry_needs_h(e) && (st = stats_h(hs, l, tap, &Hs, err))) break;
+        SiteIn in = {.W = w->ws[pj], .src = wt, .n_out = wt->n_out, .n_in = wt->n_in,
+                     .H = Hs,
+                     .act_absmax = w->ws[pj] ? w->absmax_s[pj] : stats_absmax(cs, l, tap), .name = name};
+        if (progress_cancelled(prog)) {
+            st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);
+            break;
+        }
+        int smoothed = w->ws[pj] != NULL || (pre && pre->smoothed[l * 2 + (pj >= PROJ_GATE)] && pj != PROJ_O &&
+                                             pj != PROJ_DOWN);
+        double ts = clock_now();
+        int64_t n0 = qm->n_notes;
+        st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL,
+                        &w->fc, pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
+        qm->site_seconds[i] = clock_now() - ts;
+        if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + 2 + pj, err);
+        /* The quantized model never reads this weight again: drop its file
+         * pages, so only the layer being quantized stays resident. */
+        if (!st && qm->lin[i]) weight_release(wt);
+        progress_add(prog, 1);
+    }
+    return st;
+}
+
 /* only: NULL, or (n_layers * 7 + 2) flags: quantize just those sites
  * (qmodel_build_part). */
 static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep,
                     const uint8_t *only, Pool *pool, Progress *prog, QModel **out, Err *err) {
     *out = NULL;
     double t0 = clock_now();
-    const ModelConfig *c = &m->cfg;
-    PlanModel pm = PLAN_MODEL_FROM_CONFIG(c);
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
     Status st = plan_validate(p, &pm, err);
     if (st) return st;
     const CalibStats *cs = stats ? stats->cs : NULL;
@@ -760,29 +897,9 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     if ((st = build_check(m, p, &pm, cs, hs, pre, err))) return st;
 
     QModel *qm = calloc(1, sizeof *qm);
-    float **ws = NULL;
     if (!qm) return err_set(err, ST_ERR_NOMEM, "qmodel");
-    qm->model = *m;
-    int64_t L = c->n_layers, ns = L * PROJ_COUNT;
-    qm->n_layers = L;
-    if (keep && !(qm->stored = stored_new(m))) {
-        st = err_set(err, ST_ERR_NOMEM, "stored quantized model");
-        goto fail;
-    }
-    if ((st = plan_resolve(p, &pm, &qm->res, err))) goto fail;
-    qm->lin = calloc((size_t)ns, sizeof *qm->lin);
-    qm->attn_norm = calloc((size_t)L, sizeof *qm->attn_norm);
-    qm->ffn_norm = calloc((size_t)L, sizeof *qm->ffn_norm);
-    qm->adadim_dim = calloc((size_t)ns, sizeof *qm->adadim_dim);
-    qm->site_rel_err = calloc((size_t)ns, sizeof *qm->site_rel_err);
-    qm->site_seconds = calloc((size_t)ns, sizeof *qm->site_seconds);
-    ws = calloc(PROJ_COUNT, sizeof *ws);
-    if (!qm->lin || !qm->attn_norm || !qm->ffn_norm || !qm->adadim_dim || !qm->site_rel_err || !qm->site_seconds || !ws) {
-        st = err_set(err, ST_ERR_NOMEM, "qmodel arrays");
-        goto fail;
-    }
-    for (int64_t i = 0; i < p->n_notes; i++)
-        if ((st = note_add(qm, err, "%s", p->notes[i]))) goto fail;
+    int64_t L = m->cfg.n_layers, ns = L * PROJ_COUNT;
+    if ((st = build_alloc(qm, m, p, &pm, keep, err))) goto fail;
 
     int64_t n_steps = ns + 1;
     if (only) {
@@ -797,110 +914,10 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
             if (!any) continue;
         }
         /* SmoothQuant per norm group, then every projection. */
-        static const int QKV[3] = {PROJ_Q, PROJ_K, PROJ_V}, GU[2] = {PROJ_GATE, PROJ_UP};
-        float absmax_s[PROJ_COUNT] = {0};
-        const double *hsite[PROJ_COUNT] = {0};
-        double *hown[2] = {NULL, NULL};
-        FactorCache fc = {0};
-        for (int g = 0; g < 2; g++) {
-            const int *projs = g ? GU : QKV;
-            int np = g ? 2 : 3;
-            TapPoint tap = g ? TAP_GATE_UP : TAP_QKV;
-            const PlanEntry *e0 = &qm->res.lin[l * PROJ_COUNT + projs[0]].e;
-            if (only && !only[l * PROJ_COUNT + projs[0]]) continue; /* a part build takes a norm group whole */
-            /* H is loaded (and its checksum verified) only where a method reads it. */
-            int want_h = e0->smooth_alpha > 0;
-            for (int k = 0; k < np; k++) want_h |= entry_needs_h(&qm->res.lin[l * PROJ_COUNT + projs[k]].e);
-            const double *H = NULL;
-            if (want_h && (st = stats_h(hs, l, tap, &H, err))) {
-                free(hown[0]);
-                goto fail;
-            }
-            for (int k = 0; k < np; k++) hsite[projs[k]] = H;
-            if (!(e0->smooth_alpha > 0)) continue;
-            if (pre) {
-                /* the stored weights are already smoothed: take the stored gains */
-                const float *sg = g ? pre->ffn_norm : pre->attn_norm;
-                if (!pre->smoothed[l * 2 + g] || !sg) {
-                    st = err_set(err, ST_ERR_MISMATCH, "layer %lld: the plan smooths %s but the stored model has no gains for it",
-                                 (long long)l, g ? "gate_up" : "qkv");
-                    goto fail;
-                }
-                float *gain = malloc((size_t)c->dim * sizeof *gain);
-                if (!gain) {
-                    st = err_set(err, ST_ERR_NOMEM, "gains");
-                    goto fail;
-                }
-                memcpy(gain, sg + l * c->dim, (size_t)c->dim * sizeof *gain);
-                if (g) qm->ffn_norm[l] = gain;
-                else qm->attn_norm[l] = gain;
-                continue;
-            }
-            float *gain = NULL, *wk[3] = {NULL, NULL, NULL};
-            float sr[2] = {0, 0};
-            float amx = 0;
-            st = smooth_group(m, cs, l, projs, np, tap, e0->smooth_alpha,
-                              g ? m->layers[l].ffn_norm : m->layers[l].attn_norm, H, &gain, wk, &hown[g], &amx, sr, err);
-            if (g) qm->ffn_norm[l] = gain;
-            else qm->attn_norm[l] = gain;
-            for (int k = 0; k < np; k++) {
-                ws[projs[k]] = wk[k];
-                absmax_s[projs[k]] = amx;
-                if (hown[g]) hsite[projs[k]] = hown[g];
-            }
-            if (st) {
-                free(hown[0]);
-                free(hown[1]);
-                goto fail;
-            }
-            int64_t n0 = qm->n_notes;
-            st = note_add(qm, err, "%lld.%s: smoothquant alpha %.2f, s in [%.3g, %.3g], input max|x| %.3g -> %.3g",
-                          (long long)l, g ? "gate_up" : "qkv", e0->smooth_alpha, sr[0], sr[1],
-                          stats_absmax(cs, l, tap), amx);
-            if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + g, err);
-            if (st) {
-                free(hown[0]);
-                free(hown[1]);
-                goto fail;
-            }
-        }
-        for (int pj = 0; pj < PROJ_COUNT && !st; pj++) {
-            int64_t i = l * PROJ_COUNT + pj;
-            if (only && !only[i]) continue;
-            const PlanEntry *e = &qm->res.lin[i].e;
-            const Weight *w = &m->layers[l].proj[pj];
-            TapPoint tap = proj_tap((Proj)pj);
-            char name[32];
-            snprintf(name, sizeof name, "%lld.%s", (long long)l, proj_name((Proj)pj));
-            const double *Hs = hsite[pj];
-            if (!Hs && entry_needs_h(e) && (st = stats_h(hs, l, tap, &Hs, err))) break;
-            SiteIn in = {.W = ws[pj], .src = w, .n_out = w->n_out, .n_in = w->n_in,
-                         .H = Hs,
-                         .act_absmax = ws[pj] ? absmax_s[pj] : stats_absmax(cs, l, tap), .name = name};
-            if (progress_cancelled(prog)) {
-                st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);
-                break;
-            }
-            int smoothed = ws[pj] != NULL || (pre && pre->smoothed[l * 2 + (pj >= PROJ_GATE)] && pj != PROJ_O &&
-                                              pj != PROJ_DOWN);
-            double ts = clock_now();
-            int64_t n0 = qm->n_notes;
-            st = site_build(qm, e, &in, !smoothed, pre ? &pre->sites[i] : NULL, keep ? &qm->stored->sites[i] : NULL,
-                            &fc, pool, &qm->lin[i], &qm->adadim_dim[i], &qm->site_rel_err[i], err);
-            qm->site_seconds[i] = clock_now() - ts;
-            if (!st) st = note_keys(qm, n0, l * QMODEL_NOTE_SLOTS + 2 + pj, err);
-            /* The quantized model never reads this weight again: drop its file
-             * pages, so only the layer being quantized stays resident. */
-            if (!st && qm->lin[i]) weight_release(w);
-            progress_add(prog, 1);
-        }
-        factor_cache_clear(&fc); /* before hown: its pointers are the keys */
-        free(hown[0]);
-        free(hown[1]);
-        for (int pj = 0; pj < PROJ_COUNT; pj++) {
-            free(ws[pj]);
-            ws[pj] = NULL;
-        }
+        LayerWork w = {0};
+        st = build_smooth(qm, m, cs, hs, pre, only, l, &w, err);
+        if (!st) st = build_projs(qm, m, cs, hs, pre, keep, only, l, &w, pool, prog, err);
+        layer_work_done(&w);
         if (st) goto fail;
     }
     hstore_cache_drop(hs); /* the last layer's H: nothing below reads it */
@@ -918,13 +935,9 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
     qm->ov.ffn_norm = (const float *const *)qm->ffn_norm;
     qm->ov.output = qm->output;
     qm->seconds = clock_now() - t0;
-    free(ws);
     *out = qm;
     return ST_OK;
 fail:
-    if (ws)
-        for (int pj = 0; pj < PROJ_COUNT; pj++) free(ws[pj]);
-    free(ws);
     qmodel_free(qm);
     return st;
 }
