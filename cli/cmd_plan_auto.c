@@ -131,15 +131,25 @@ static void print_choices(const PlannerResult *res, int why) {
         fprintf(stderr, "  %-5s %s\n", e ? "head" : "embed", why ? res->ends[e].why : res->ends[e].name);
 }
 
-int cmd_plan_auto(int argc, char **argv) {
-    const char *model_path = NULL, *tok_path = NULL, *stats_path = NULL, *out_path = NULL, *scales_path = NULL,
-               *text_path = NULL, *cache = NULL;
-    int64_t ctx = 0, chunks = 4, threads = 0, bytes = 0;
-    double min_tps = 0;
-    PlannerOpts po;
-    planner_opts_default(&po);
-    int method = -1, why = 0, is_auto = 0, target = (int)po.target;
-    const char *groups = "64,128";
+/* What the command line asked for. */
+typedef struct AutoArgs {
+    const char *model_path, *tok_path, *stats_path, *out_path, *scales_path, *text_path, *cache, *groups;
+    int64_t ctx, chunks, threads;
+    double min_tps;
+    int method, why;
+    PlannerOpts po;          /* budget, formats and target filled in */
+} AutoArgs;
+
+/* The option table and the required arguments; OPTS_OK, or the exit code
+ * (usage printed). */
+static int auto_args(int argc, char **argv, AutoArgs *a) {
+    memset(a, 0, sizeof *a);
+    a->chunks = 4;
+    a->groups = "64,128";
+    a->method = -1;
+    planner_opts_default(&a->po);
+    int64_t bytes = 0;
+    int is_auto = 0, target = (int)a->po.target;
     int nk;
     planner_kinds(PLANNER_TARGET_ANY, &nk);
     char target_help[256]; /* names the candidate count of target any */
@@ -151,54 +161,83 @@ int cmd_plan_auto(int argc, char **argv) {
              nk);
     const Opt opts[] = {
         OPT_FLAG("--auto", &is_auto, NULL),
-        OPT_FLOAT("--bpw", &po.bpw, 0.01, 64, "B",
+        OPT_FLOAT("--bpw", &a->po.bpw, 0.01, 64, "B",
                   "budget in bits per weight over every weight (embedding and head,\n"
                   "kept fp16, included: the bpw `qscope eval` reports)"),
         OPT_INT("--bytes", &bytes, 1, INT64_MAX / 16, "N", "budget in bytes instead"),
-        OPT_STR("--stats", &stats_path, "STATS", "stats file with the sensitivity map (needs H)"),
-        OPT_FN("--formats", take_formats, &po.formats, "LIST",
+        OPT_STR("--stats", &a->stats_path, "STATS", "stats file with the sensitivity map (needs H)"),
+        OPT_FN("--formats", take_formats, &a->po.formats, "LIST",
                "allowed formats, comma-separated (default: all of the target's):\n"
                "fp16,int8,int6,int4,int3,int2,fp8-e4m3,fp8-e5m2"),
         {.name = "--target", .kind = OPTK_PARSE, .flag = &target, .parse = planner_target_parse,
          .expect = "any or llamacpp", .metavar = "T", .help = target_help},
-        OPT_ENUM("--method", &method, METHODS, "M", "rtn or gptq for the integer sites (default gptq when STATS has H)"),
-        OPT_STR("--groups", &groups, "LIST",
+        OPT_ENUM("--method", &a->method, METHODS, "M", "rtn or gptq for the integer sites (default gptq when STATS has H)"),
+        OPT_STR("--groups", &a->groups, "LIST",
                 "also int8/6/4/3/2 with OC groups of these sizes (default 64,128;\n"
                 "none: only the map's cells); their output errors are computed now\n"
                 "from the weights and H (target any, STATS with H)"),
-        OPT_STR("--text", &text_path, "T",
+        OPT_STR("--text", &a->text_path, "T",
                 "calibrate the loss model on text T: for every site, the KLD of the\n"
                 "model with that site alone quantized (int4 sym, the map's OC groups,\n"
                 "RTN; the rest float) over --chunks C chunks of --ctx N gives\n"
                 "scale_s = KLD_s / oerr_s; losses become predicted KLD in nats. Cached\n"
                 "in STATS.sitecal (or --site-scales F) and reused while model, text,\n"
                 "ctx and chunks match"),
-        OPT_INT("--chunks", &chunks, 1, INT64_MAX / 2, "C", "chunks of the --text calibration (default 4)"),
-        OPT_INT("--ctx", &ctx, 4, 1 << 20, "N", "their length (default 512 or the model's context)"),
-        OPT_STR("--site-scales", &scales_path, "F",
+        OPT_INT("--chunks", &a->chunks, 1, INT64_MAX / 2, "C", "chunks of the --text calibration (default 4)"),
+        OPT_INT("--ctx", &a->ctx, 4, 1 << 20, "N", "their length (default 512 or the model's context)"),
+        OPT_STR("--site-scales", &a->scales_path, "F",
                 "the scales from F alone (one 'LAYER PROJ SCALE' line per site, PROJ\n"
                 "q k v o gate up down), or with --text the cache path"),
-        OPT_INT("--threads", &threads, 1, 256, "N", "threads for the calibration (default: all CPUs)"),
-        OPT_STR("--cache", &cache, "DIR", "keep the evaluation reference there (as qscope eval)"),
-        OPT_FLOAT("--speed", &min_tps, 0.001, 1e9, "MIN_TOKS",
+        OPT_INT("--threads", &a->threads, 1, 256, "N", "threads for the calibration (default: all CPUs)"),
+        OPT_STR("--cache", &a->cache, "DIR", "keep the evaluation reference there (as qscope eval)"),
+        OPT_FLOAT("--speed", &a->min_tps, 0.001, 1e9, "MIN_TOKS",
                   "also keep the predicted decode speed at or above MIN_TOKS tokens/s\n"
                   "(matmul-only, from the per-machine speed table: every candidate's\n"
                   "kernel timed on the model's shapes, cached in the cache directory)"),
-        OPT_FLAG("--why", &why, "print every site's choice and its trade-off"),
-        OPT_STR("--tokenizer", &tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
-        OPT_STR("-o", &out_path, "PLAN.json", "output path (default: print the JSON on stdout)"),
+        OPT_FLAG("--why", &a->why, "print every site's choice and its trade-off"),
+        OPT_STR("--tokenizer", &a->tok_path, "T", "llama2.c tokenizer .bin (for .bin models)"),
+        OPT_STR("-o", &a->out_path, "PLAN.json", "output path (default: print the JSON on stdout)"),
         OPT_END,
     };
-    const OptSpec spec = {.cmd = "plan --auto", .usage = AUTO_USAGE, .tables = {opts}, .pos = {&model_path}};
+    const OptSpec spec = {.cmd = "plan --auto", .usage = AUTO_USAGE, .tables = {opts}, .pos = {&a->model_path}};
     int pr = opts_parse(&spec, argc, argv);
     if (pr != OPTS_OK) return pr;
-    po.bytes = (size_t)bytes;
-    po.target = (PlannerTarget)target;
-    if (!model_path || !stats_path || (po.bpw > 0) == (po.bytes > 0)) {
+    a->po.bytes = (size_t)bytes;
+    a->po.target = (PlannerTarget)target;
+    if (!a->model_path || !a->stats_path || (a->po.bpw > 0) == (a->po.bytes > 0)) {
         fprintf(stderr, "qscope plan --auto: need MODEL, --stats STATS and one of --bpw B or --bytes N\n");
         opts_usage(&spec, stderr);
         return 2;
     }
+    return OPTS_OK;
+}
+
+/* The plan's size against the budget, the predicted loss and its bound,
+ * the predicted speed and the DP's slack; on stderr. */
+static void print_summary(const PlannerResult *res, const PlanSize *sz, const SpeedTab *spd, const char *spath) {
+    fprintf(stderr,
+            "plan '%s': %.4f bits per weight (linear layers %.4f), %zu bytes; budget %lld bits (%.4f bpw); "
+            "predicted loss %.6g%s, lower bound %.6g (gap %.2g%%)%s\n",
+            res->plan.name, sz->bpw_all, sz->bpw_lin, sz->all_bytes, (long long)res->budget_bits,
+            (double)res->budget_bits / (double)res->all_params, res->sol.loss,
+            res->calibrated ? " nats KLD" : " (sum of relative output errors)", res->sol.lower_bound,
+            res->sol.loss > 0 ? 100.0 * (res->sol.loss - res->sol.lower_bound) / res->sol.loss : 0.0,
+            res->sol.unit_bits > 1 ? "" : "; DP exact");
+    if (res->decode_tps > 0)
+        fprintf(stderr, "plan: predicted %.1f tok/s decode, %.1f tok/s prefill (matmuls only, %d threads; speed table %s)%s\n",
+                res->decode_tps, res->prefill_tps, spd->threads, spath,
+                res->speed_lambda > 0 ? "; the speed constraint binds" : "");
+    if (res->sol.unit_bits > 1)
+        fprintf(stderr, "plan: DP cost unit %lld bits: optimal for the budget minus %lld bits (%.5f bpw)\n",
+                (long long)res->sol.unit_bits, (long long)res->sol.slack_bits,
+                (double)res->sol.slack_bits / (double)res->all_params);
+}
+
+int cmd_plan_auto(int argc, char **argv) {
+    AutoArgs a;
+    int pr = auto_args(argc, argv, &a);
+    if (pr != OPTS_OK) return pr;
+    PlannerOpts po = a.po;
     int rc = 1;
     Err err;
     err_init(&err);
@@ -213,34 +252,35 @@ int cmd_plan_auto(int argc, char **argv) {
     SpeedTab spd;
     memset(&spd, 0, sizeof spd);
     char spath[1200] = "";
-    Model *m = args_load_model(model_path, tok_path);
+    Model *m = args_load_model(a.model_path, a.tok_path);
     if (!m) goto done;
-    if (qstats_open(stats_path, m, &sf, &err)) {
+    if (qstats_open(a.stats_path, m, &sf, &err)) {
         args_print_err("plan", &err);
         goto done;
     }
-    po.method = method >= 0 ? (QMethod)method : sf.h ? QM_GPTQ : QM_RTN;
+    po.method = a.method >= 0 ? (QMethod)a.method : sf.h ? QM_GPTQ : QM_RTN;
     if (po.method == QM_GPTQ && !sf.h) {
-        fprintf(stderr, "qscope plan: --method gptq needs H beside the stats file (%s.h64)\n", stats_path);
+        fprintf(stderr, "qscope plan: --method gptq needs H beside the stats file (%s.h64)\n", a.stats_path);
         goto done;
     }
-    if (scales_path || text_path) {
-        if (site_scales(m, &sf, stats_path, scales_path, text_path, cache, ctx, chunks, threads, po.target, &sc))
+    if (a.scales_path || a.text_path) {
+        if (site_scales(m, &sf, a.stats_path, a.scales_path, a.text_path, a.cache, a.ctx, a.chunks, a.threads,
+                        po.target, &sc))
             goto done;
         po.site_scale = sc.scale;
         po.end_loss = sc.end_kld;
     }
     if (sf.h) { /* computed output errors: ggml types, GPTQ, other group sizes */
         po.h = sf.h;
-        if (pool_new((int)threads, &pool, &err)) {
+        if (pool_new((int)a.threads, &pool, &err)) {
             args_print_err("plan", &err);
             goto done;
         }
         po.pool = pool;
     }
-    if (strcmp(groups, "none") != 0 && sf.h && po.target == PLANNER_TARGET_ANY) {
+    if (strcmp(a.groups, "none") != 0 && sf.h && po.target == PLANNER_TARGET_ANY) {
         char gb[64];
-        snprintf(gb, sizeof gb, "%s", groups);
+        snprintf(gb, sizeof gb, "%s", a.groups);
         for (char *t = strtok(gb, ","); t && po.n_extra_groups < 4; t = strtok(NULL, ",")) {
             int64_t g;
             if (!args_int("plan", "--groups", t, 4, 1 << 16, &g)) goto done;
@@ -248,56 +288,40 @@ int cmd_plan_auto(int argc, char **argv) {
         }
     }
     /* the speed table: every candidate timed with --speed, else only the plan's entries */
-    if (!pool && pool_new((int)threads, &pool, &err)) {
+    if (!pool && pool_new((int)a.threads, &pool, &err)) {
         args_print_err("plan", &err);
         goto done;
     }
-    if (speedtab_path(cache, pool_size(pool), spath, sizeof spath, &err) ||
+    if (speedtab_path(a.cache, pool_size(pool), spath, sizeof spath, &err) ||
         speedtab_load(spath, pool_size(pool), &spd, &err)) {
         args_print_err("plan", &err);
         goto done;
     }
-    if (min_tps > 0) {
+    if (a.min_tps > 0) {
         po.speed = &spd;
         po.speed_pool = pool;
-        po.min_decode_tps = min_tps;
+        po.min_decode_tps = a.min_tps;
     }
     Status bst = planner_build(m, sf.cs, &po, &res, &err);
     if (bst) {
         args_print_err("plan", &err);
         goto done;
     }
-    PlanModel pm0 = PLAN_MODEL_FROM_CONFIG(&m->cfg);
-    if (!po.speed && speedtab_plan(&spd, &res.plan, &pm0, pool, &res.decode_tps, &res.prefill_tps, &err)) {
+    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
+    if (!po.speed && speedtab_plan(&spd, &res.plan, &pm, pool, &res.decode_tps, &res.prefill_tps, &err)) {
         args_print_err("plan", &err); /* no prediction: not fatal */
         res.decode_tps = res.prefill_tps = 0;
     }
     if (spd.n_measured && speedtab_save(&spd, spath, &err)) args_print_err("plan", &err);
-    PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
     PlanSize sz;
     if (plan_size(&res.plan, &pm, NULL, &sz, &err)) {
         args_print_err("plan", &err);
         goto done;
     }
-    print_choices(&res, why);
+    print_choices(&res, a.why);
     for (int64_t i = 0; i < res.plan.n_notes; i++) fprintf(stderr, "plan: note: %s\n", res.plan.notes[i]);
-    fprintf(stderr,
-            "plan '%s': %.4f bits per weight (linear layers %.4f), %zu bytes; budget %lld bits (%.4f bpw); "
-            "predicted loss %.6g%s, lower bound %.6g (gap %.2g%%)%s\n",
-            res.plan.name, sz.bpw_all, sz.bpw_lin, sz.all_bytes, (long long)res.budget_bits,
-            (double)res.budget_bits / (double)res.all_params, res.sol.loss,
-            res.calibrated ? " nats KLD" : " (sum of relative output errors)", res.sol.lower_bound,
-            res.sol.loss > 0 ? 100.0 * (res.sol.loss - res.sol.lower_bound) / res.sol.loss : 0.0,
-            res.sol.unit_bits > 1 ? "" : "; DP exact");
-    if (res.decode_tps > 0)
-        fprintf(stderr, "plan: predicted %.1f tok/s decode, %.1f tok/s prefill (matmuls only, %d threads; speed table %s)%s\n",
-                res.decode_tps, res.prefill_tps, spd.threads, spath,
-                res.speed_lambda > 0 ? "; the speed constraint binds" : "");
-    if (res.sol.unit_bits > 1)
-        fprintf(stderr, "plan: DP cost unit %lld bits: optimal for the budget minus %lld bits (%.5f bpw)\n",
-                (long long)res.sol.unit_bits, (long long)res.sol.slack_bits,
-                (double)res.sol.slack_bits / (double)res.all_params);
-    if (plancli_write(&res.plan, out_path)) goto done;
+    print_summary(&res, &sz, &spd, spath);
+    if (plancli_write(&res.plan, a.out_path)) goto done;
     rc = 0;
 done:
     speedtab_done(&spd);
