@@ -12,19 +12,9 @@
 #include "kernels/cpu.h"
 #include "testlib.h"
 
-static uint64_t rng_state = 0x1234567u;
-static double rnd(void) { /* uniform [0, 1) */
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng_state >> 11) * 0x1p-53;
-}
-static float gauss(void) {
-    double u = rnd() + 1e-12, v = rnd();
-    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
-}
-
 static void test_fp8_round(void) {
     for (int i = 0; i < 200000; i++) {
-        float v = (float)((rnd() - 0.5) * ldexp(1.0, (int)(rnd() * 40) - 22));
+        float v = (float)((testlib_rnd() - 0.5) * ldexp(1.0, (int)(testlib_rnd() * 40) - 22));
         float a = actq_fp8_round_e4m3(v), b = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v));
         CHECKF(a == b, "e4m3 %.9g: %.9g vs %.9g", v, a, b);
         a = actq_fp8_round_e5m2(v);
@@ -44,13 +34,13 @@ static void test_fp8_round(void) {
 
 static void test_act_err_twins(void) {
     for (int trial = 0; trial < 200; trial++) {
-        int64_t n = 1 + (int64_t)(rnd() * 70);
+        int64_t n = 1 + (int64_t)(testlib_rnd() * 70);
         float x[80];
-        for (int64_t i = 0; i < n; i++) x[i] = gauss() * (float)ldexp(1.0, (int)(rnd() * 30) - 15);
+        for (int64_t i = 0; i < n; i++) x[i] = testlib_gauss() * (float)ldexp(1.0, (int)(testlib_rnd() * 30) - 15);
         float s[ACT_COUNT][ACTQ_ERR_SCALES], inv[ACT_COUNT][ACTQ_ERR_SCALES];
         for (int f = ACT_INT8; f < ACT_COUNT; f++)
             for (int m = 0; m < ACTQ_ERR_SCALES; m++) {
-                float amax = (float)ldexp(rnd() + 0.5, (int)(rnd() * 30) - 15); /* often saturating */
+                float amax = (float)ldexp(testlib_rnd() + 0.5, (int)(testlib_rnd() * 30) - 15); /* often saturating */
                 if (trial % 17 == 0 && m == 0) amax = 0;
                 s[f][m] = amax > 0 ? amax / actq_qmax((ActFormat)f) : 0;
                 inv[f][m] = amax > 0 ? actq_qmax((ActFormat)f) / amax : 0;

@@ -20,11 +20,7 @@
 static char g_dir[256];
 
 static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
+    return testlib_path(g_dir, name);
 }
 
 static unsigned char *slurp(const char *path, size_t *n) {

@@ -157,11 +157,9 @@ static void test_fit_factor(void) {
 static void test_planner_stories(void) {
     Err err;
     err_init(&err);
-    Model *m = NULL;
-    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
     char *text = NULL;
     size_t len = 0;
-    CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 24, &text, &len, &err), err);
+    Model *m = testlib_stories(&text, &len);
     char hpath[64];
     snprintf(hpath, sizeof hpath, "/tmp/qs-test-autoplan-%d.h64", (int)getpid());
     QStatsFile sf;

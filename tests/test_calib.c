@@ -31,11 +31,7 @@
 static char tmpdir[64];
 
 static const char *tmp_path(const char *name) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
+    return testlib_path(tmpdir, name);
 }
 
 static int files_equal(const char *a, const char *b) {

@@ -19,11 +19,7 @@
 static char tmpdir[256];
 
 static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
+    return testlib_path(tmpdir, name);
 }
 
 static unsigned char *read_file(const char *path, size_t *n) {

@@ -27,12 +27,7 @@ static Model *base;
 static EvalRef *ref;
 
 static const char *tmp_path(const char *name) {
-    static char buf[32][512];
-    static int k;
-    CHECK(k < 32);
-    k++;
-    snprintf(buf[k - 1], sizeof buf[k - 1], "%s/%s", tmpdir, name);
-    return buf[k - 1];
+    return testlib_path(tmpdir, name);
 }
 
 static void plan_of(const char *json, Plan *p) {
@@ -77,21 +72,6 @@ static EvalResult export_and_check(const Plan *p, const QModelStats *qs, const c
     model_free(f);
     qmodel_free(qm);
     return a;
-}
-
-/* 1 when tensor `name` has the same type and bytes in GGUF files a and b. */
-static int same_tensor(const char *a, const char *b, const char *name) {
-    Err err;
-    err_init(&err);
-    Gguf *ga, *gb;
-    CHECK_OK(gguf_open(a, &ga, &err), err);
-    CHECK_OK(gguf_open(b, &gb, &err), err);
-    const GgufTensor *ta = gguf_find_tensor(ga, name), *tb = gguf_find_tensor(gb, name);
-    CHECKF(ta && tb, "%s missing", name);
-    int eq = ta->type == tb->type && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes);
-    gguf_free(ga);
-    gguf_free(gb);
-    return eq;
 }
 
 static const char *const PROJ_T[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
@@ -145,20 +125,7 @@ static void check_gptq_ggml(const char *text, size_t len, const char *text_path,
     for (int k = 0; k < 2; k++) {
         const char *mp = k ? tmp_path("synth256.gguf") : NULL;
         if (k) { /* dim 256, hidden 512, 2 layers: every row whole super-blocks */
-            SynthConfig cfg;
-            CHECK_OK(synth_preset("tiny", &cfg, &err), err);
-            cfg.dim = 256;
-            cfg.hidden_dim = 512;
-            cfg.n_layers = 2;
-            cfg.n_heads = 4;
-            cfg.n_kv_heads = 2;
-            cfg.vocab_size = 512;
-            cfg.seed = 3;
-            Synth *sy = NULL;
-            CHECK_OK(synth_new(&cfg, &sy, &err), err);
-            CHECK_OK(synth_write(sy, mp, NULL, &err), err);
-            synth_free(sy);
-            CHECK_OK(model_load(mp, NULL, &base, &err), err);
+            base = testlib_synth_wide(mp, 256, 512, 512, 3);
             EvalOpts o;
             eval_opts_default(&o);
             o.n_ctx = 128;
@@ -264,11 +231,11 @@ static void check_other_sources(const char *text, size_t len, const char *text_p
         for (int pj = 0; pj < 7; pj++) {
             char nm[64];
             snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, PROJ_T[pj]);
-            for (int k = 1; k < 3; k++) CHECKF(same_tensor(path[0], path[k], nm), "%s: %s differs", OUT[k], nm);
+            for (int k = 1; k < 3; k++) CHECKF(testlib_same_tensor(path[0], path[k], nm), "%s: %s differs", OUT[k], nm);
             n_same++;
         }
     for (int k = 1; k < 3; k++)
-        CHECK(same_tensor(path[0], path[k], "token_embd.weight") && same_tensor(path[0], path[k], "output_norm.weight"));
+        CHECK(testlib_same_tensor(path[0], path[k], "token_embd.weight") && testlib_same_tensor(path[0], path[k], "output_norm.weight"));
     printf("export from llama2.c and HF sources: %d projections byte-identical to the GGUF-source export\n", n_same);
     if (lp) {
         printf("llama-perplexity of the exports: gguf %.4f, llama2.c %.4f, hf %.4f\n", ppl[0], ppl[1], ppl[2]);
@@ -491,10 +458,10 @@ int main(void) {
                 for (int pj = 0; pj < 7; pj++) {
                     char nm[64];
                     snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, PROJ_T[pj]);
-                    CHECKF(same_tensor(qx, lx, nm), "%s: %s differs from llama-quantize's", F[k], nm);
+                    CHECKF(testlib_same_tensor(qx, lx, nm), "%s: %s differs from llama-quantize's", F[k], nm);
                     n++;
                 }
-            CHECKF(same_tensor(qx, lx, "token_embd.weight") && same_tensor(qx, lx, "output.weight"), "%s ends", F[k]);
+            CHECKF(testlib_same_tensor(qx, lx, "token_embd.weight") && testlib_same_tensor(qx, lx, "output.weight"), "%s ends", F[k]);
             printf("%s: %d tensors byte-identical to llama-quantize\n", F[k], n + 2);
         }
     }

@@ -666,11 +666,9 @@ static void tap_acc(void *user, int64_t layer, TapPoint point, const float *x, i
 static void test_stories(Pool *pool) {
     Err err;
     err_init(&err);
-    Model *m = NULL;
-    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
     char *text = NULL;
     size_t len = 0;
-    CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 20, &text, &len, &err), err);
+    Model *m = testlib_stories(&text, &len);
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     CHECK_OK(tokenizer_encode(m->tok, text, len, 1, &ids, &n_ids, &err), err);

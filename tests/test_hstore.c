@@ -20,16 +20,6 @@
 #include "kernels/sgemm.h"
 #include "testlib.h"
 
-static uint64_t rng_state = 0x1234567u;
-static double rnd(void) { /* uniform [0, 1) */
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng_state >> 11) * 0x1p-53;
-}
-static float gauss(void) {
-    double u = rnd() + 1e-12, v = rnd();
-    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
-}
-
 enum { L = 2, T = 37, NB = 5, WMAX = 390 };
 /* 390 > two 192-row blocks: a full block, a full one and a partial one. */
 static const int64_t width[HSTORE_TAPS] = {24, 24, 200, WMAX};
@@ -38,18 +28,14 @@ static float *X[NB];
 static void make_batches(void) {
     for (int b = 0; b < NB; b++) {
         X[b] = malloc(sizeof(float) * T * WMAX);
-        for (int i = 0; i < T * WMAX; i++) X[b][i] = gauss() * (i % 7 == 5 ? 30.0f : 1.0f);
+        for (int i = 0; i < T * WMAX; i++) X[b][i] = testlib_gauss() * (i % 7 == 5 ? 30.0f : 1.0f);
     }
 }
 
 static char tmpdir[] = "/tmp/qs_test_hstoreXXXXXX";
 
 static const char *tpath(const char *name) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
+    return testlib_path(tmpdir, name);
 }
 
 static int files_equal(const char *a, const char *b) {
@@ -246,7 +232,7 @@ static void test_long_batches(Pool *pool) {
     Err err;
     err_init(&err);
     float *x = malloc(sizeof(float) * LB * LT * LW);
-    for (int i = 0; i < LB * LT * LW; i++) x[i] = gauss() * (i % 11 == 3 ? 40.0f : 1.0f);
+    for (int i = 0; i < LB * LT * LW; i++) x[i] = testlib_gauss() * (i % 11 == 3 ? 40.0f : 1.0f);
     double *ref = calloc((size_t)LW * LW, sizeof(double)), *abs_ref = calloc((size_t)LW * LW, sizeof(double));
     for (int r = 0; r < LB * LT; r++)
         for (int i = 0; i < LW; i++)

@@ -17,27 +17,7 @@
 static char tmpdir[256];
 
 static const char *tmp_path(const char *name) {
-    static char buf[16][512]; /* every path of this test stays valid */
-    static int k;
-    CHECK(k < 16);
-    k++;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
-
-/* 1 when tensor `name` has the same bytes in GGUF files a and b. */
-static int same_tensor(const char *a, const char *b, const char *name) {
-    Err err;
-    err_init(&err);
-    Gguf *ga, *gb;
-    CHECK_OK(gguf_open(a, &ga, &err), err);
-    CHECK_OK(gguf_open(b, &gb, &err), err);
-    const GgufTensor *ta = gguf_find_tensor(ga, name), *tb = gguf_find_tensor(gb, name);
-    CHECKF(ta && tb, "%s missing", name);
-    int eq = ta->type == tb->type && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes);
-    gguf_free(ga);
-    gguf_free(gb);
-    return eq;
+    return testlib_path(tmpdir, name);
 }
 
 static int run(const char *cmd) {
@@ -126,8 +106,8 @@ int main(void) {
         snprintf(cmd, sizeof cmd, "%s --tensor-type ffn_down=f16 %s %s Q4_0 >%s/lq3.log 2>&1", lq, model_path, o_no, tmpdir);
         CHECK(run(cmd));
         /* the matrix changed the rounding (Q4_0 with an imatrix weights each column) */
-        CHECK(!same_tensor(o_im, o_no, "blk.2.attn_q.weight"));
-        CHECK(!same_tensor(o_dat, o_no, "blk.2.attn_q.weight"));
+        CHECK(!testlib_same_tensor(o_im, o_no, "blk.2.attn_q.weight"));
+        CHECK(!testlib_same_tensor(o_dat, o_no, "blk.2.attn_q.weight"));
     }
     const char *li = testlib_llama_tool("llama-imatrix", "reading llama-imatrix's matrix");
     if (li && lq) {
@@ -164,7 +144,7 @@ int main(void) {
         CHECK(run(cmd));
         static const char *const NAMES[] = {"blk.0.attn_q.weight", "blk.2.ffn_up.weight", "blk.4.attn_output.weight",
                                             "token_embd.weight"};
-        for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) CHECKF(same_tensor(o_li, o_rw, NAMES[i]), "%s", NAMES[i]);
+        for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) CHECKF(testlib_same_tensor(o_li, o_rw, NAMES[i]), "%s", NAMES[i]);
         imatrix_free(l);
     }
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

@@ -73,11 +73,9 @@ static void same_stored(const QStored *a, const QStored *b) {
 int main(void) {
     Err err;
     err_init(&err);
-    Model *m = NULL;
-    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
     char *text = NULL;
     size_t len = 0;
-    CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 20, &text, &len, &err), err);
+    Model *m = testlib_stories(&text, &len);
     char hpath[] = "/tmp/qs_test_layerwise_XXXXXX";
     int fd = mkstemp(hpath);
     CHECK(fd >= 0);

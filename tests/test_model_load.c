@@ -81,11 +81,7 @@ static void write_file(const char *path, const void *data, size_t n) {
 }
 
 static const char *tpath(const char *rel) {
-    static char buf[8][512];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, rel);
-    return buf[k];
+    return testlib_path(tmpdir, rel);
 }
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {

@@ -23,11 +23,7 @@
 static char g_dir[128];
 
 static const char *tpath(const char *name) {
-    static char buf[2][256];
-    static int k;
-    k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
+    return testlib_path(g_dir, name);
 }
 
 /* A safetensors file with header hdr (padded to 8) and data_len zero bytes. */

@@ -79,22 +79,9 @@ static Status watch_site(void *user, const SensMap *sm, int64_t layer, int proj,
 static void test_new_cells(Pool *pool, const char *text, size_t len) {
     Err err;
     err_init(&err);
-    SynthConfig cfg;
-    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
-    cfg.dim = 256;
-    cfg.hidden_dim = 768;
-    cfg.n_layers = 2;
-    cfg.n_heads = 4;
-    cfg.n_kv_heads = 2;
-    cfg.seed = 3;
-    Synth *sy = NULL;
-    CHECK_OK(synth_new(&cfg, &sy, &err), err);
     char mp[256];
     snprintf(mp, sizeof mp, "%s/w256.gguf", tmpdir);
-    CHECK_OK(synth_write(sy, mp, NULL, &err), err);
-    synth_free(sy);
-    Model *m = NULL;
-    CHECK_OK(model_load(mp, NULL, &m, &err), err);
+    Model *m = testlib_synth_wide(mp, 256, 768, 0, 3);
     CalibParams p;
     calib_params_default(&p);
     p.samples = 3;
@@ -187,11 +174,9 @@ int main(void) {
     CHECK(mkdtemp(tmpdir) != NULL);
     Err err;
     err_init(&err);
-    Model *m = NULL;
-    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
     char *text = NULL;
     size_t len = 0;
-    CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 24, &text, &len, &err), err);
+    Model *m = testlib_stories(&text, &len);
     Pool *pool = NULL;
     CHECK_OK(pool_new(2, &pool, &err), err);
     const int64_t n_sites = m->cfg.n_layers * PROJ_COUNT;

@@ -15,16 +15,6 @@
 #include "kernels/cpu.h"
 #include "testlib.h"
 
-static uint64_t rng_state = 0x1234567u;
-static double rnd(void) { /* uniform [0, 1) */
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng_state >> 11) * 0x1p-53;
-}
-static float gauss(void) {
-    double u = rnd() + 1e-12, v = rnd();
-    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -32,7 +22,7 @@ static int cmp_double(const void *a, const void *b) {
 
 static void test_hist_bins(void) {
     for (int i = 0; i < 20000; i++) {
-        float a = (float)ldexp(rnd() + 0.5, (int)(rnd() * 44) - 22);
+        float a = (float)ldexp(testlib_rnd() + 0.5, (int)(testlib_rnd() * 44) - 22);
         int b = hist_bin(a);
         double lo, hi;
         hist_bin_range(b, &lo, &hi);
@@ -56,7 +46,7 @@ static void test_streaming(Pool *pool, TapStats *out_copy) {
     for (int64_t r = 0; r < total_rows; r++) {
         tok[r] = (int32_t)(r * 7 % 50);
         for (int c = 0; c < W; c++) {
-            float v = gauss() * (c == 3 ? 10.0f : 1.0f) + (c % 5 == 0 ? 0.5f : 0.0f);
+            float v = testlib_gauss() * (c == 3 ? 10.0f : 1.0f) + (c % 5 == 0 ? 0.5f : 0.0f);
             if (r % 13 == 0 && c == 77) v = 90.0f + (float)r; /* a massive channel */
             if (c == 20 && r == 5) v = 0.0f;
             X[r * W + c] = v;
@@ -199,9 +189,9 @@ static void test_thread_independence(void) {
     Pool *pool = NULL;
     CHECK_OK(pool_new(3, &pool, &err), err);
     TapStats a, b;
-    rng_state = 99;
+    testlib_rng = 99;
     test_streaming(NULL, &a);
-    rng_state = 99;
+    testlib_rng = 99;
     test_streaming(pool, &b);
     CHECK(memcmp(a.ch_sum, b.ch_sum, sizeof(double) * 150) == 0);
     CHECK(memcmp(a.ch_sumsq, b.ch_sumsq, sizeof(double) * 150) == 0);
@@ -218,7 +208,7 @@ static void test_moments_merge(void) {
     /* merging many tiny groups equals one two-pass computation */
     enum { N = 1000 };
     double x[N];
-    for (int i = 0; i < N; i++) x[i] = 1000.0 + gauss() * 0.01 + (i % 100 == 0 ? 0.5 : 0);
+    for (int i = 0; i < N; i++) x[i] = 1000.0 + testlib_gauss() * 0.01 + (i % 100 == 0 ? 0.5 : 0);
     Moments acc = {0};
     for (int i = 0; i < N; i += 3) {
         Moments g = {0};
@@ -258,7 +248,7 @@ static void test_syrk_f32(Pool *pool) {
             float *X = malloc(sizeof(float) * (size_t)(k * ld));
             double *C1 = malloc(sizeof(double) * (size_t)(n * n)), *C2 = malloc(sizeof(double) * (size_t)(n * n));
             double *pack = malloc(sizeof(double) * blas_dsyrk_f32_pack_len(n, k));
-            for (int64_t i = 0; i < k * ld; i++) X[i] = gauss() * (i % 11 == 0 ? 20.0f : 1.0f);
+            for (int64_t i = 0; i < k * ld; i++) X[i] = testlib_gauss() * (i % 11 == 0 ? 20.0f : 1.0f);
             for (int64_t i = 0; i < n * n; i++) C1[i] = C2[i] = (double)(i % 5);
             blas_dsyrk_f32_upper(n, k, X, ld, C1, n, pack, pool);
             blas_dsyrk_f32_upper_ref(n, k, X, ld, C2, n);
@@ -279,14 +269,14 @@ static void test_syrk_f32(Pool *pool) {
 static void test_blas_twins(void) {
     enum { N = 45, K = 19 };
     double A[K * N], C1[N * N], C2[N * N];
-    for (int i = 0; i < K * N; i++) A[i] = gauss();
-    for (int i = 0; i < N * N; i++) C1[i] = C2[i] = gauss();
+    for (int i = 0; i < K * N; i++) A[i] = testlib_gauss();
+    for (int i = 0; i < N * N; i++) C1[i] = C2[i] = testlib_gauss();
     blas_dsyrk_upper_tn(N, K, A, N, C1, N);
     blas_dsyrk_upper_tn_ref(N, K, A, N, C2, N);
     for (int i = 0; i < N; i++)
         for (int j = 0; j < N; j++) CHECK_NEAR(C1[i * N + j], C2[i * N + j], 1e-12 * 40);
     double B[N * 7], D1[K * 7], D2[K * 7];
-    for (int i = 0; i < N * 7; i++) B[i] = gauss();
+    for (int i = 0; i < N * 7; i++) B[i] = testlib_gauss();
     blas_dgemm_nn(K, 7, N, A, N, B, 7, 0, D1, 7);
     blas_dgemm_nn_ref(K, 7, N, A, N, B, 7, 0, D2, 7);
     for (int i = 0; i < K * 7; i++) CHECK_NEAR(D1[i], D2[i], 1e-12 * 50);

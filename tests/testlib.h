@@ -1,14 +1,23 @@
 /* Minimal test harness: each test program includes this once. CHECK failures
  * print the location and exit(1) at once ("fails on the first failing
- * assertion"); the program ends with testlib_done() printing a summary line. */
+ * assertion"); the program ends with testlib_done() printing a summary line.
+ * Below the checks: the scaffolding several tests share (a random generator,
+ * the stories260K fixture, a synth fixture, GGUF tensor comparison). */
 #ifndef QS_TESTLIB_H
 #define QS_TESTLIB_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "core/mapfile.h"
+#include "core/status.h"
+#include "model/gguf.h"
+#include "model/model.h"
+#include "model/synth.h"
 
 static int testlib_checks;
 
@@ -77,6 +86,85 @@ __attribute__((unused)) static const char *testlib_llama_exit_delay(void) {
         atexit(testlib_delay_rm);
     }
     return pre;
+}
+
+/* === Shared scaffolding === */
+
+/* "dir/name" in one of 32 rotating buffers: a path stays valid for the next
+ * 31 calls (the tests' temporary files). */
+__attribute__((unused)) static const char *testlib_path(const char *dir, const char *name) {
+    static char buf[32][512];
+    static int k;
+    k = (k + 1) % 32;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}
+
+/* The tests' random generator (64-bit LCG); a test reseeds it by assigning
+ * testlib_rng. testlib_rnd: uniform in [0, 1) from the top 53 bits;
+ * testlib_gauss: standard normal (Box-Muller, cosine branch). */
+static uint64_t testlib_rng = 0x1234567u;
+__attribute__((unused)) static double testlib_rnd(void) {
+    testlib_rng = testlib_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(testlib_rng >> 11) * 0x1p-53;
+}
+__attribute__((unused)) static float testlib_gauss(void) {
+    double u = testlib_rnd() + 1e-12, v = testlib_rnd();
+    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
+}
+
+/* stories260K (the f32 GGUF under ../shared) and, when text is not NULL, the
+ * TinyStories sample text into *text / *len; both the caller's (model_free,
+ * free). Fails the test when either cannot be read. */
+__attribute__((unused)) static Model *testlib_stories(char **text, size_t *len) {
+    Err err;
+    err_init(&err);
+    Model *m = NULL;
+    CHECK_OK(model_load(testlib_shared("models/stories260K/stories260K-f32.gguf"), NULL, &m, &err), err);
+    if (text) CHECK_OK(file_read_all(testlib_shared("text/tinystories_sample.txt"), 1 << 24, text, len, &err), err);
+    return m;
+}
+
+/* The "tiny" synth preset widened to dim x hidden (vocab too when vocab > 0),
+ * 2 layers of 4 heads (2 KV heads), random seed `seed`: written to path as
+ * F32 GGUF and loaded (the caller's: model_free). Rows of 256 and more hold
+ * whole K-quant super-blocks, which stories260K's 64 and 172 do not. */
+__attribute__((unused)) static Model *testlib_synth_wide(const char *path, int64_t dim, int64_t hidden, int64_t vocab,
+                                                         uint64_t seed) {
+    Err err;
+    err_init(&err);
+    SynthConfig cfg;
+    CHECK_OK(synth_preset("tiny", &cfg, &err), err);
+    cfg.dim = dim;
+    cfg.hidden_dim = hidden;
+    cfg.n_layers = 2;
+    cfg.n_heads = 4;
+    cfg.n_kv_heads = 2;
+    if (vocab > 0) cfg.vocab_size = vocab;
+    cfg.seed = seed;
+    Synth *sy = NULL;
+    CHECK_OK(synth_new(&cfg, &sy, &err), err);
+    CHECK_OK(synth_write(sy, path, NULL, &err), err);
+    synth_free(sy);
+    Model *m = NULL;
+    CHECK_OK(model_load(path, NULL, &m, &err), err);
+    return m;
+}
+
+/* 1 when tensor `name` has the same type and bytes in GGUF files a and b
+ * (the test fails when either file or the tensor is missing). */
+__attribute__((unused)) static int testlib_same_tensor(const char *a, const char *b, const char *name) {
+    Err err;
+    err_init(&err);
+    Gguf *ga, *gb;
+    CHECK_OK(gguf_open(a, &ga, &err), err);
+    CHECK_OK(gguf_open(b, &gb, &err), err);
+    const GgufTensor *ta = gguf_find_tensor(ga, name), *tb = gguf_find_tensor(gb, name);
+    CHECKF(ta && tb, "%s missing", name);
+    int eq = ta->type == tb->type && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes);
+    gguf_free(ga);
+    gguf_free(gb);
+    return eq;
 }
 
 static int testlib_done(const char *name) {
