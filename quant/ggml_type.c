@@ -145,54 +145,6 @@ static void quant_q8_0(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* ggml's quantize_row_q4_0_ref: d = (signed value of largest magnitude) / -8,
- * q = min(15, trunc(x/d + 8.5)), so the extreme maps to 0 exactly. */
-static void quant_q4_0(const float *src, void *dst, int64_t n) {
-    unsigned char *b = dst;
-    for (int64_t i = 0; i < n / 32; i++, b += 18, src += 32) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            if (amax < fabsf(src[j])) {
-                amax = fabsf(src[j]);
-                max = src[j];
-            }
-        }
-        float d = max / -8.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        wr_f16(b, d);
-        for (int j = 0; j < 16; j++) {
-            int q0 = (int)(int8_t)(src[j] * id + 8.5f);
-            int q1 = (int)(int8_t)(src[j + 16] * id + 8.5f);
-            if (q0 > 15) q0 = 15;
-            if (q1 > 15) q1 = 15;
-            b[2 + j] = (unsigned char)(q0 | (q1 << 4));
-        }
-    }
-}
-
-/* ggml's quantize_row_q4_1_ref: d = (max - min)/15, m = min, q = min(15, trunc((x - min)/d + 0.5)). */
-static void quant_q4_1(const float *src, void *dst, int64_t n) {
-    unsigned char *b = dst;
-    for (int64_t i = 0; i < n / 32; i++, b += 20, src += 32) {
-        float lo = INFINITY, hi = -INFINITY;
-        for (int j = 0; j < 32; j++) {
-            if (src[j] < lo) lo = src[j];
-            if (src[j] > hi) hi = src[j];
-        }
-        float d = (hi - lo) / 15.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        wr_f16(b, d);
-        wr_f16(b + 2, lo);
-        for (int j = 0; j < 16; j++) {
-            int q0 = (int)(int8_t)((src[j] - lo) * id + 0.5f);
-            int q1 = (int)(int8_t)((src[j + 16] - lo) * id + 0.5f);
-            if (q0 > 15) q0 = 15;
-            if (q1 > 15) q1 = 15;
-            b[4 + j] = (unsigned char)(q0 | (q1 << 4));
-        }
-    }
-}
-
 /* Stores 32 five-bit codes: low nibbles as Q4 (j, j + 16), fifth bits in qh. */
 static void put_q5(unsigned char *qh4, unsigned char *qs, const unsigned *q) {
     uint32_t qh = 0;
@@ -215,47 +167,67 @@ static void k_put_codes32(const uint8_t *L, int bits, unsigned char *p) {
     put_q5(p, p + 4, q);
 }
 
-/* ggml's quantize_row_q5_0_ref: as Q4_0 with 32 levels (d = max / -16). */
-static void quant_q5_0(const float *src, void *dst, int64_t n) {
-    unsigned char *b = dst;
-    for (int64_t i = 0; i < n / 32; i++, b += 22, src += 32) {
+/* ggml's quantize_row_q4_0_ref and q5_0_ref (bits 4, 5): d = (signed value
+ * of largest magnitude) / -2^(bits-1), q = min(2^bits - 1, trunc(x/d +
+ * 2^(bits-1) + 0.5)), so the extreme maps to 0 exactly. */
+static void quant_qx_0(const float *src, unsigned char *b, int64_t n, int bits) {
+    const int top = (1 << bits) - 1;
+    const float half = (float)(1 << (bits - 1));
+    const int64_t bytes = bits == 4 ? 18 : 22;
+    for (int64_t i = 0; i < n / 32; i++, b += bytes, src += 32) {
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < 32; j++)
             if (amax < fabsf(src[j])) {
                 amax = fabsf(src[j]);
                 max = src[j];
             }
-        float d = max / -16.0f;
+        float d = max / -half;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         wr_f16(b, d);
-        unsigned q[32];
+        uint8_t q[32];
         for (int j = 0; j < 32; j++) {
-            int v = (int)(int8_t)(src[j] * id + 16.5f);
-            q[j] = (unsigned)(uint8_t)(v > 31 ? 31 : v);
+            int v = (int)(int8_t)(src[j] * id + (half + 0.5f));
+            q[j] = (uint8_t)(v > top ? top : v);
         }
-        put_q5(b + 2, b + 6, q);
+        k_put_codes32(q, bits, b + 2);
     }
 }
 
-/* ggml's quantize_row_q5_1_ref: as Q4_1 with 32 levels, no upper clamp (the
- * code is taken modulo 32 through the nibble and the fifth bit, as ggml does). */
-static void quant_q5_1(const float *src, void *dst, int64_t n) {
-    unsigned char *b = dst;
-    for (int64_t i = 0; i < n / 32; i++, b += 24, src += 32) {
+/* ggml's quantize_row_q4_1_ref and q5_1_ref (bits 4, 5): d = (max - min) /
+ * (2^bits - 1), m = min, q = trunc((x - min)/d + 0.5); Q4_1 clamps q to 15,
+ * Q5_1 does not (the code is taken modulo 32 through the nibble and the
+ * fifth bit, as ggml does). */
+static void quant_qx_1(const float *src, unsigned char *b, int64_t n, int bits) {
+    const float levels = (float)((1 << bits) - 1);
+    const int64_t bytes = bits == 4 ? 20 : 24;
+    for (int64_t i = 0; i < n / 32; i++, b += bytes, src += 32) {
         float lo = INFINITY, hi = -INFINITY;
         for (int j = 0; j < 32; j++) {
             if (src[j] < lo) lo = src[j];
             if (src[j] > hi) hi = src[j];
         }
-        float d = (hi - lo) / 31.0f;
+        float d = (hi - lo) / levels;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         wr_f16(b, d);
         wr_f16(b + 2, lo);
-        unsigned q[32];
-        for (int j = 0; j < 32; j++) q[j] = (unsigned)(uint8_t)((src[j] - lo) * id + 0.5f);
-        put_q5(b + 4, b + 8, q);
+        uint8_t q[32];
+        for (int j = 0; j < 32; j++) {
+            float x = (src[j] - lo) * id + 0.5f;
+            if (bits == 4) {
+                int v = (int)(int8_t)x;
+                q[j] = (uint8_t)(v > 15 ? 15 : v);
+            } else {
+                q[j] = (uint8_t)x;
+            }
+        }
+        k_put_codes32(q, bits, b + 4);
     }
 }
+
+static void quant_q4_0(const float *src, void *dst, int64_t n) { quant_qx_0(src, dst, n, 4); }
+static void quant_q5_0(const float *src, void *dst, int64_t n) { quant_qx_0(src, dst, n, 5); }
+static void quant_q4_1(const float *src, void *dst, int64_t n) { quant_qx_1(src, dst, n, 4); }
+static void quant_q5_1(const float *src, void *dst, int64_t n) { quant_qx_1(src, dst, n, 5); }
 
 /* === k-quants: super-blocks of 256 === */
 
@@ -509,29 +481,43 @@ static float k_signed_max(int n, const float *x) {
     return max;
 }
 
-/* Signed scale for codes l in [-nmax, nmax-1] (stored l + nmax in L): the
- * extreme value maps to -nmax, then 18 nearby scales are tried and the one
- * with the best weighted fit kept (make_qx_quants, rmse_type > 0). */
-static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+/* The start of the signed searches: the extreme element maps to -nmax,
+ * codes l = clamp(round(is x), -nmax, nmax-1) go to L as l + off, with
+ * *sxl = sum w x l and *sl2 = sum w l^2 (w: k_weight). Returns that extreme,
+ * or 0 (every code 0, sums unset) when the block is all but zero. */
+static float k_signed_start(int n, int nmax, const float *x, const float *qw, int rmse_type, int off, int8_t *L,
+                            float *sxl, float *sl2) {
     float max = k_signed_max(n, x);
     if (fabsf(max) < K_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.0f;
     }
     float is = (float)(-nmax) / max;
-    float sxl = 0, sl2 = 0;
+    float a = 0, b = 0;
     for (int i = 0; i < n; i++) {
         int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
+        L[i] = (int8_t)(l + off);
         float w = k_weight(qw, rmse_type, x[i], i);
-        sxl += w * x[i] * (float)l;
-        sl2 += w * (float)l * (float)l;
+        a += w * x[i] * (float)l;
+        b += w * (float)l * (float)l;
     }
+    *sxl = a;
+    *sl2 = b;
+    return max;
+}
+
+/* Signed scale for codes l in [-nmax, nmax-1] (stored l + nmax in L): the
+ * extreme value maps to -nmax, then 18 nearby scales are tried and the one
+ * with the best weighted fit kept (make_qx_quants, rmse_type > 0). */
+static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
+    float sxl, sl2;
+    float max = k_signed_start(n, nmax, x, qw, rmse_type, nmax, L, &sxl, &sl2);
+    if (max == 0.0f) return 0.0f;
     float scale = sl2 ? sxl / sl2 : 0.0f;
     float best = scale * sxl;
     for (int st = -9; st <= 9; st++) {
         if (st == 0) continue;
-        is = -((float)nmax + 0.1f * (float)st) / max;
+        float is = -((float)nmax + 0.1f * (float)st) / max;
         sxl = sl2 = 0;
         for (int i = 0; i < n; i++) {
             int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
@@ -552,20 +538,8 @@ static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_t
  * [-nmax, nmax-1] from the extreme-maps-to-(-nmax) scale, then up to 5 passes
  * moving single codes while the x^2-weighted fit improves. L gets l + nmax. */
 static float k_fit_q3(int n, int nmax, const float *x, int8_t *L) {
-    float max = k_signed_max(n, x);
-    if (fabsf(max) < K_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.0f;
-    }
-    float is = (float)(-nmax) / max;
-    float sxl = 0, sl2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sxl += w * x[i] * (float)l;
-        sl2 += w * (float)l * (float)l;
-    }
+    float sxl, sl2;
+    if (k_signed_start(n, nmax, x, NULL, 1, 0, L, &sxl, &sl2) == 0.0f) return 0.0f;
     for (int pass = 0; pass < 5; pass++) {
         int changed = 0;
         for (int i = 0; i < n; i++) {
