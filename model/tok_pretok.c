@@ -61,119 +61,94 @@ static int64_t match_contraction(const uint32_t *c, int64_t pos, int64_t ini, in
     return 0;
 }
 
-static void split_gpt2_piece(const uint32_t *c, int64_t ini, int64_t end, Pieces *out) {
+/* The regexes' last alternatives at pos, given the run of nws whitespace
+ * codepoints there: \s+(?!\S) (the run but its last codepoint, when
+ * something follows) | \s+ | one codepoint (a gap). Where the match ends. */
+static int64_t match_ws_tail(const uint32_t *c, int64_t pos, int64_t ini, int64_t end, int64_t nws) {
+    if (nws > 1 && cp_at(c, pos + nws, ini, end) != OUT_OF_RANGE) return pos + nws - 1;
+    if (nws > 0) return pos + nws;
+    return pos + 1;
+}
+
+/* One match of a hand-followed regex at pos (leftmost-first alternation):
+ * where it ends (> pos). arg: the splitter's parameter. */
+typedef int64_t (*RegexMatch)(const uint32_t *c, int64_t pos, int64_t ini, int64_t end, int64_t arg);
+
+/* Splits [ini, end) into consecutive matches of `match`. */
+static void split_matches(const uint32_t *c, int64_t ini, int64_t end, RegexMatch match, int64_t arg, Pieces *out) {
     int64_t prev = ini;
     for (int64_t pos = ini; pos < end;) {
-        uint32_t cpt = c[pos];
-        uint16_t flags = unicode_flags(cpt);
-        int64_t k = match_contraction(c, pos, ini, end, 0);
-        if (k) {
-            pos += k;
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        uint16_t f2 = cpt == ' ' ? fl_at(c, pos + 1, ini, end) : flags;
-        if (f2 & F_L) { /* ' ?\p{L}+' */
-            pos += cpt == ' ';
-            while (f2 & F_L) f2 = fl_at(c, ++pos, ini, end);
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        if (f2 & F_N) { /* ' ?\p{N}+' */
-            pos += cpt == ' ';
-            while (f2 & F_N) f2 = fl_at(c, ++pos, ini, end);
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        if (!(f2 & (F_WS | F_L | F_N)) && f2) { /* ' ?[^\s\p{L}\p{N}]+' */
-            pos += cpt == ' ';
-            while (!(f2 & (F_WS | F_L | F_N)) && f2) f2 = fl_at(c, ++pos, ini, end);
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        int64_t nws = 0;
-        while (fl_at(c, pos + nws, ini, end) & F_WS) nws++;
-        if (nws > 1 && cp_at(c, pos + nws, ini, end) != OUT_OF_RANGE) { /* \s+(?!\S) */
-            pos += nws - 1;
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        if (nws > 0) { /* \s+ */
-            pos += nws;
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        piece_add(out, &prev, ++pos);
+        pos = match(c, pos, ini, end, arg);
+        piece_add(out, &prev, pos);
     }
+}
+
+/* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static int64_t match_gpt2(const uint32_t *c, int64_t pos, int64_t ini, int64_t end, int64_t arg) {
+    (void)arg;
+    uint32_t cpt = c[pos];
+    uint16_t flags = unicode_flags(cpt);
+    int64_t k = match_contraction(c, pos, ini, end, 0);
+    if (k) return pos + k;
+    uint16_t f2 = cpt == ' ' ? fl_at(c, pos + 1, ini, end) : flags;
+    if (f2 & F_L) { /* ' ?\p{L}+' */
+        pos += cpt == ' ';
+        while (f2 & F_L) f2 = fl_at(c, ++pos, ini, end);
+        return pos;
+    }
+    if (f2 & F_N) { /* ' ?\p{N}+' */
+        pos += cpt == ' ';
+        while (f2 & F_N) f2 = fl_at(c, ++pos, ini, end);
+        return pos;
+    }
+    if (!(f2 & (F_WS | F_L | F_N)) && f2) { /* ' ?[^\s\p{L}\p{N}]+' */
+        pos += cpt == ' ';
+        while (!(f2 & (F_WS | F_L | F_N)) && f2) f2 = fl_at(c, ++pos, ini, end);
+        return pos;
+    }
+    int64_t nws = 0;
+    while (fl_at(c, pos + nws, ini, end) & F_WS) nws++;
+    return match_ws_tail(c, pos, ini, end, nws);
 }
 
 /* === Llama 3 / Qwen2 ================================================== */
 
 /* (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
  *  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
-static void split_llama3_piece(const uint32_t *c, int64_t ini, int64_t end, int64_t max_digits,
-                               Pieces *out) {
-    int64_t prev = ini;
-    for (int64_t pos = ini; pos < end;) {
-        uint32_t cpt = c[pos];
-        uint16_t flags = unicode_flags(cpt);
-        int64_t k = match_contraction(c, pos, ini, end, 1);
-        if (k) {
-            pos += k;
-            piece_add(out, &prev, pos);
-            continue;
+static int64_t match_llama3(const uint32_t *c, int64_t pos, int64_t ini, int64_t end, int64_t max_digits) {
+    uint32_t cpt = c[pos];
+    uint16_t flags = unicode_flags(cpt);
+    int64_t k = match_contraction(c, pos, ini, end, 1);
+    if (k) return pos + k;
+    if (!(cpt == '\r' || cpt == '\n' || (flags & F_N))) {
+        if ((flags & F_L) || (fl_at(c, pos + 1, ini, end) & F_L)) {
+            pos++;
+            while (fl_at(c, pos, ini, end) & F_L) pos++;
+            return pos;
         }
-        if (!(cpt == '\r' || cpt == '\n' || (flags & F_N))) {
-            if ((flags & F_L) || (fl_at(c, pos + 1, ini, end) & F_L)) {
-                pos++;
-                while (fl_at(c, pos, ini, end) & F_L) pos++;
-                piece_add(out, &prev, pos);
-                continue;
-            }
-        }
-        if (flags & F_N) {
-            int64_t run = pos;
-            while (fl_at(c, pos, ini, end) & F_N) {
-                if (++pos - run >= max_digits) {
-                    piece_add(out, &prev, pos);
-                    run = pos;
-                }
-            }
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        uint16_t f2 = cpt == ' ' ? fl_at(c, pos + 1, ini, end) : flags;
-        if (!(f2 & (F_WS | F_L | F_N)) && flags) {
-            pos += cpt == ' ';
-            while (!(f2 & (F_WS | F_L | F_N)) && f2) f2 = fl_at(c, ++pos, ini, end);
-            uint32_t c2 = cp_at(c, pos, ini, end);
-            while (c2 == '\r' || c2 == '\n') c2 = cp_at(c, ++pos, ini, end);
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        int64_t nws = 0, last_rn = 0;
-        while (fl_at(c, pos + nws, ini, end) & F_WS) {
-            uint32_t c2 = c[pos + nws];
-            if (c2 == '\r' || c2 == '\n') last_rn = pos + nws + 1;
-            nws++;
-        }
-        if (last_rn > 0) { /* \s*[\r\n]+ */
-            pos = last_rn;
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        if (nws > 1 && cp_at(c, pos + nws, ini, end) != OUT_OF_RANGE) {
-            pos += nws - 1;
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        if (nws > 0) {
-            pos += nws;
-            piece_add(out, &prev, pos);
-            continue;
-        }
-        piece_add(out, &prev, ++pos);
     }
+    if (flags & F_N) { /* at most max_digits (at least one) */
+        int64_t run = pos;
+        while (fl_at(c, pos, ini, end) & F_N)
+            if (++pos - run >= max_digits) break;
+        return pos;
+    }
+    uint16_t f2 = cpt == ' ' ? fl_at(c, pos + 1, ini, end) : flags;
+    if (!(f2 & (F_WS | F_L | F_N)) && flags) {
+        pos += cpt == ' ';
+        while (!(f2 & (F_WS | F_L | F_N)) && f2) f2 = fl_at(c, ++pos, ini, end);
+        uint32_t c2 = cp_at(c, pos, ini, end);
+        while (c2 == '\r' || c2 == '\n') c2 = cp_at(c, ++pos, ini, end);
+        return pos;
+    }
+    int64_t nws = 0, last_rn = 0;
+    while (fl_at(c, pos + nws, ini, end) & F_WS) {
+        uint32_t c2 = c[pos + nws];
+        if (c2 == '\r' || c2 == '\n') last_rn = pos + nws + 1;
+        nws++;
+    }
+    if (last_rn > 0) return last_rn; /* \s*[\r\n]+ */
+    return match_ws_tail(c, pos, ini, end, nws);
 }
 
 /* === character-class splitters ======================================== */
@@ -323,9 +298,9 @@ static const Splitter chains[TOK_PRE_COUNT][8] = {
 
 static void run_splitter(Splitter s, const uint32_t *c, int64_t ini, int64_t end, Pieces *out) {
     switch (s) {
-    case SP_GPT2: split_gpt2_piece(c, ini, end, out); break;
-    case SP_LLAMA3: split_llama3_piece(c, ini, end, 3, out); break;
-    case SP_QWEN2: split_llama3_piece(c, ini, end, 1, out); break;
+    case SP_GPT2: split_matches(c, ini, end, match_gpt2, 0, out); break;
+    case SP_LLAMA3: split_matches(c, ini, end, match_llama3, 3, out); break;
+    case SP_QWEN2: split_matches(c, ini, end, match_llama3, 1, out); break;
     case SP_DEFAULT_PUNCT: split_class_piece(c, ini, end, is_default_punct, 1, out); break;
     case SP_NUMBERS: split_class_piece(c, ini, end, is_collapsed_number, 1, out); break;
     case SP_DIGIT3: split_digit3_piece(c, ini, end, out); break;
