@@ -1,7 +1,9 @@
 /* The workbench's main loop and lifecycle: curses setup and teardown on every
  * exit path, key translation and dispatch through the bindings table, the
  * title bar / tabs / hints / message bar, the help screen, job polling.
- * Only this thread calls curses. */
+ * Only this thread calls curses. The top of the workbench's layers: it calls
+ * the views and the two sides of the state (app_calib.c, app_plan.c, ...),
+ * which call app_state.c below them; nothing calls back up into this file. */
 #define NCURSES_WIDECHAR 1
 #ifndef _XOPEN_SOURCE_EXTENDED
 #define _XOPEN_SOURCE_EXTENDED 1
@@ -15,7 +17,6 @@
 #include <locale.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,73 +29,12 @@
 #include "core/assert.h"
 #include "core/cache.h"
 #include "core/mapfile.h"
-#include "sessions/plan_json.h"
 #include "sessions/session.h"
 #include "tui/draw.h"
 #include "tui/heat.h"
 #include "tui/views.h"
 
-/* === App state (curses-free) === */
-
-void app_msg(App *a, int err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
-    va_end(ap);
-    a->msg_err = err;
-    /* the message bar is one line: a long message is kept whole in the Log
-     * (the bar points there when it does not fit) */
-    if (draw_width(a->msg) > 78) app_log(a, err ? "error" : "message", "%s", a->msg);
-}
-
-void app_log(App *a, const char *what, const char *fmt, ...) {
-    if (a->n_log == a->cap_log) {
-        int64_t cap = a->cap_log ? 2 * a->cap_log : 64;
-        LogLine *n = realloc(a->log, (size_t)cap * sizeof *n);
-        if (!n) return;
-        a->log = n;
-        a->cap_log = cap;
-    }
-    LogLine *l = &a->log[a->n_log++];
-    l->when = time(NULL);
-    snprintf(l->what, sizeof l->what, "%s", what);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(l->text, sizeof l->text, fmt, ap);
-    va_end(ap);
-}
-
-void app_session_save(App *a) {
-    if (!a->sess) return;
-    Err err;
-    err_init(&err);
-    if (session_save(a->sess, a->session_path, &err) != ST_OK) app_msg(a, 1, "session not saved: %s", err.detail);
-}
-
-void app_session_action(App *a, const char *name, const SessionArg *args, int64_t n) {
-    if (!a->sess) return;
-    Err err;
-    err_init(&err);
-    if (session_log_action(a->sess, name, args, n, &err) != ST_OK) {
-        app_msg(a, 1, "session: %s", err.detail);
-        return;
-    }
-    app_session_save(a);
-}
-
-void app_session_set_plan(App *a, const Plan *p, const SessionArg *extra) {
-    if (!a->sess) return;
-    Err err;
-    err_init(&err);
-    char *js = NULL;
-    if (plan_json_write(p, &js, &err) == ST_OK) {
-        SessionArg args[] = {SESSION_ARG_STR("plan", p->name), SESSION_ARG_JSON("json", js), *extra};
-        app_session_action(a, "set_plan", args, 3);
-    } else {
-        app_msg(a, 1, "session: %s", err.detail);
-    }
-    free(js);
-}
+/* === Lifecycle === */
 
 /* Opens --session: loads an existing file (a corrupt one is an error and is
  * left untouched) or starts a new one; the Log view shows the recorded actions. */
@@ -123,28 +63,6 @@ static Status session_open(App *a, Err *err) {
             (long long)session_n_actions(a->sess), (long long)session_n_plans(a->sess),
             (long long)session_n_results(a->sess));
     return ST_OK;
-}
-
-EvalRow *app_add_row(App *a) {
-    if (a->n_rows == a->cap_rows) {
-        int64_t cap = a->cap_rows ? 2 * a->cap_rows : 16;
-        EvalRow *n = realloc(a->rows, (size_t)cap * sizeof *n);
-        if (!n) return NULL;
-        a->rows = n;
-        RowDetail *d = realloc(a->details, (size_t)cap * sizeof *d);
-        if (!d) return NULL;
-        a->details = d;
-        a->cap_rows = cap;
-    }
-    RowDetail *d = &a->details[a->n_rows];
-    memset(d, 0, sizeof *d);
-    d->quant_s = d->eval_s = NAN;
-    EvalRow *r = &a->rows[a->n_rows++];
-    memset(r, 0, sizeof *r);
-    r->id = a->n_rows;
-    r->kld_pred = NAN;
-    r->quant_s = NAN;
-    return r;
 }
 
 static void cache_dir_init(App *a) {
@@ -275,23 +193,6 @@ static int translate_key(int ch) {
 
 static const ViewOps *const views[VIEW_COUNT] = {&view_model_ops, &view_act_ops,  &view_sens_ops,
                                                  &view_plan_ops,  &view_eval_ops, &view_log_ops};
-
-int view_move(Action act, int64_t *cur, int64_t n, int64_t page) {
-    int64_t c = *cur;
-    switch (act) {
-    case AC_UP: c--; break;
-    case AC_DOWN: c++; break;
-    case AC_PGUP: c -= page > 1 ? page : 1; break;
-    case AC_PGDN: c += page > 1 ? page : 1; break;
-    case AC_HOME: c = 0; break;
-    case AC_END: c = n - 1; break;
-    default: return 0;
-    }
-    if (c >= n) c = n - 1;
-    if (c < 0) c = 0;
-    *cur = c;
-    return 1;
-}
 
 /* === Chrome: title, tabs, hints, message === */
 
@@ -475,12 +376,6 @@ static void switch_view(App *a, ViewId v) {
     if (views[a->view]->leave) views[a->view]->leave(a);
     a->view = v;
     if (views[v]->enter) views[v]->enter(a);
-}
-
-void app_prompt_open(App *a, int kind, const char *label, const char *initial) {
-    a->prompt = kind;
-    snprintf(a->prompt_label, sizeof a->prompt_label, "%s", label);
-    snprintf(a->prompt_buf, sizeof a->prompt_buf, "%s", initial ? initial : "");
 }
 
 /* A key while a prompt is open: printable characters, Backspace, Enter, Esc. */

@@ -1,9 +1,12 @@
 /* The workbench's state (the "model" every view draws from) and the
- * operations on it that do not touch curses. Views and the main loop live
- * in app.c / view_*.c; the statistics side (calibration, its cache and
- * summaries) is in app_calib.c, the plan side (editing, presets, budget,
- * evaluation) in app_plan.c and the auto-plan dialog in app_auto.c: one file
- * per side of the state, each declared in its section below. */
+ * operations on it that do not touch curses, declared by file in the
+ * sections below. Calls go one way: the main loop (app.c: lifecycle, key
+ * dispatch, chrome) calls the views (view_*.c) and the sides of the state —
+ * statistics (app_calib.c: calibration, its cache and summaries), plan
+ * (app_plan.c: editing, presets, budget, evaluation), auto plan (app_auto.c),
+ * speed table (app_speed.c) — and all of them call the shared services
+ * under them (app_state.c: message bar, Log, session recording, result
+ * rows, prompts), which call none of them. */
 #ifndef QS_TUI_APP_H
 #define QS_TUI_APP_H
 
@@ -228,6 +231,8 @@ typedef struct App {
     int quit;
 } App;
 
+/* === Lifecycle (app.c) === */
+
 /* Loads the model and text, creates the thread pool, job runner and an
  * fp16 plan, and reopens a cached calibration when one matches. err says
  * what failed (model path, ...). app_done releases it. */
@@ -235,6 +240,8 @@ Status app_init(App *a, const TuiOpts *o, Err *err);
 
 /* Releases everything (cancels and joins any job first); safe on a zeroed App. */
 void app_done(App *a);
+
+/* === App state services (app_state.c) === */
 
 /* Sets the message bar (printf-style); err = 1 shows it as an error. */
 void app_msg(App *a, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -398,7 +405,8 @@ void app_plan_default_path(App *a, char *buf, size_t n);
 void app_write_plan(App *a, const char *dest);
 
 /* Lines typed in the message bar (app.c draws and edits them; Enter hands
- * the text to view_plan_prompt_done, Esc cancels). */
+ * the text to view_plan_prompt_done, Esc cancels); app_prompt_open
+ * (app_state.c) opens one of these kinds with a label and initial text. */
 enum { PROMPT_NONE, PROMPT_WRITE_PLAN, PROMPT_FORMAT, PROMPT_AUTO_BUDGET, PROMPT_GGUF, PROMPT_CALIB_TEXT,
        PROMPT_CALIB_NUM };
 void app_prompt_open(App *a, int kind, const char *label, const char *initial);

@@ -201,3 +201,20 @@ int keys_markdown(void (*fn)(void *user, const char *line), void *user) {
     }
     return lines;
 }
+
+int view_move(Action act, int64_t *cur, int64_t n, int64_t page) {
+    int64_t c = *cur;
+    switch (act) {
+    case AC_UP: c--; break;
+    case AC_DOWN: c++; break;
+    case AC_PGUP: c -= page > 1 ? page : 1; break;
+    case AC_PGDN: c += page > 1 ? page : 1; break;
+    case AC_HOME: c = 0; break;
+    case AC_END: c = n - 1; break;
+    default: return 0;
+    }
+    if (c >= n) c = n - 1;
+    if (c < 0) c = 0;
+    *cur = c;
+    return 1;
+}

@@ -5,6 +5,8 @@
 #ifndef QS_TUI_KEYS_H
 #define QS_TUI_KEYS_H
 
+#include <stdint.h>
+
 /* Special keys (outside the byte range). */
 enum {
     TK_ESC = 27, TK_TAB = 9, TK_ENTER = 10, TK_CTRL_R = 18,
@@ -67,5 +69,10 @@ int keys_help(ViewId v, void (*fn)(void *user, const char *line, int heading), v
  * "| `KEY` | where | help |" per binding with a help text, in table order
  * ("|" escaped). Calls fn once per line (no newline); returns the count. */
 int keys_markdown(void (*fn)(void *user, const char *line), void *user);
+
+/* Moves a cursor for an arrow/page action inside [0, n) (PgUp/PgDn by `page`,
+ * Home/End to the ends); returns 1 if the action was a vertical move. The
+ * views' one cursor rule, kept beside the bindings that name the actions. */
+int view_move(Action act, int64_t *cur, int64_t n, int64_t page);
 
 #endif

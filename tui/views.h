@@ -29,10 +29,6 @@ extern const ViewOps view_log_ops;   /* view_model.c */
 void calibset_draw(const App *a, const Layout *l);
 int calibset_key(App *a, int key, Action act);
 
-/* Moves a cursor for an arrow/page action inside [0, n) (PgUp/PgDn by `page`);
- * returns 1 if the action was a vertical move. */
-int view_move(Action act, int64_t *cur, int64_t n, int64_t page);
-
 /* Shared drawing pieces of the heat-map views (view_act.c). */
 
 /* "No calibration yet - press c" with what needs it, in area r. */
