@@ -7,6 +7,7 @@
 
 #include "core/assert.h"
 #include "core/fpconv.h"
+#include "core/scratch.h"
 #include "kernels/cpu.h"
 #include "kernels/simd.h"
 
@@ -270,12 +271,11 @@ void actq_fake(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t
         return;
     }
     /* every scale is taken before any row is written: out may alias x */
-    float *scale = malloc((size_t)T * sizeof *scale);
+    float *scale = scratch_get(SCRATCH_ACTQ_SCALE, (size_t)T * sizeof *scale);
     ASSERT(scale != NULL);
     actq_scales(aq, x, T, K, pos0, scale);
     FakeTask t = {aq->fmt, x, out, scale, K, cpu_has_avx512f()};
     pool_for(pool, T, 4, actq_fake_rows, &t);
-    free(scale);
 }
 
 /* === The quantization error of int8 and fp8 activations (calibration's statistics) === */

@@ -2,12 +2,12 @@
 
 #include <immintrin.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/assert.h"
+#include "core/scratch.h"
 #include "kernels/cpu.h"
 #include "kernels/f16_gemm.h"
 #include "kernels/f32gemm.h"
@@ -718,8 +718,8 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
     int64_t nq = (m->n + 3) / 4;
     if (m->gdim == WQ_GROUP_IC) {
         int64_t rows = m->group ? m->group : m->n, nb = m->n / rows;
-        buf = core_alloc_aligned((size_t)(nb * m->kp), sizeof(float));
-        zterm = malloc((size_t)nb * sizeof *zterm);
+        buf = scratch_get(SCRATCH_GEMV_X, (size_t)(nb * m->kp) * sizeof(float));
+        zterm = scratch_get(SCRATCH_GEMV_ZTERM, (size_t)nb * sizeof *zterm);
         ASSERT(buf && zterm);
         IcTask it = {m, x, buf, zterm};
         pool_for(pool, nb, 1, gemv_ic_prescale, &it);
@@ -728,7 +728,7 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
         t.ic_rows = rows;
         t.zterm = zterm;
     } else {
-        buf = core_alloc_aligned((size_t)m->kp, sizeof(float));
+        buf = scratch_get(SCRATCH_GEMV_X, (size_t)m->kp * sizeof(float));
         ASSERT(buf != NULL);
         memcpy(buf, x, (size_t)m->k * sizeof *x);
         for (int64_t i = m->k; i < m->kp; i++) buf[i] = 0.0f;
@@ -736,7 +736,7 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
         if (wq_is_int(m->code) && !m->sym && !t.lfn) {
             int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : m->k;
             int64_t ng = m->k / glen;
-            xsum = malloc((size_t)ng * sizeof *xsum);
+            xsum = scratch_get(SCRATCH_GEMV_XSUM, (size_t)ng * sizeof *xsum);
             ASSERT(xsum != NULL);
             for (int64_t g = 0; g < ng; g++) {
                 float s = 0.0f;
@@ -747,9 +747,6 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
         }
     }
     pool_for(pool, nq, 8, gemv_rows, &t);
-    core_free_aligned(buf);
-    free(zterm);
-    free(xsum);
 }
 
 /* Fallback for groupings the fast path does not take (and machines without
@@ -759,7 +756,7 @@ typedef struct SlowTask { const WqMatrix *m; const float *x; float *y; } SlowTas
 static void gemv_rows_slow(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     const SlowTask *t = arg;
-    float *w = malloc((size_t)t->m->k * sizeof *w);
+    float *w = scratch_get(SCRATCH_GEMV_ROW, (size_t)t->m->k * sizeof *w); /* this worker's */
     ASSERT(w != NULL);
     int fast = cpu_has_avx512f();
     for (int64_t o = b; o < e; o++) {
@@ -770,7 +767,6 @@ static void gemv_rows_slow(void *arg, int64_t b, int64_t e, int tid) {
             for (int64_t i = 0; i < t->m->k; i++) s += w[i] * t->x[i];
         t->y[o] = s;
     }
-    free(w);
 }
 
 static void gemv_rows_blocks(void *arg, int64_t b, int64_t e, int tid) {
@@ -808,47 +804,42 @@ static void tile_dequant(void *arg, int64_t b, int64_t e, int tid) {
     wqmat_dequant_rows(t->m, t->r0 + b, t->r0 + e, t->w + b * t->m->k);
 }
 
-/* Per-thread scratch for wq_gemm, kept between calls: a fresh 32 MB tile
- * per prefill projection could pay its page faults every call. Grown when
- * too small, never shrunk (up to ~34 MB tile + packing buffers per calling
- * thread); freed by the key destructor when the thread exits (the main
- * thread's stays reachable from its TLS until exit). */
-typedef struct WqScratch {
-    float *w;       // (rows, k) dequantized tile, cap floats
-    size_t cap;     // floats allocated in w
-    GemmWork *gw;   // packing buffers for gw_threads threads, or NULL
-    int gw_threads;
-} WqScratch;
+/* wq_gemm's GEMM packing buffers, kept per calling thread between calls in
+ * core/scratch.h's SCRATCH_WQ_GEMM (as is the dequantized tile, in
+ * SCRATCH_WQ_TILE): a fresh 32 MB tile per prefill projection could pay its
+ * page faults every call. */
+typedef struct WqGemmWork {
+    GemmWork *gw;   // packing buffers for `threads` threads
+    int threads;
+} WqGemmWork;
 
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static int scratch_key_ok;
-static _Thread_local WqScratch *scratch_tls;
-
-static void scratch_free(void *p) {
-    WqScratch *s = p;
-    if (!s) return;
-    core_free_aligned(s->w);
-    gemm_work_free(s->gw);
-    free(s);
+static void wq_gemm_work_free(void *p) {
+    WqGemmWork *g = p;
+    if (!g) return;
+    gemm_work_free(g->gw);
+    free(g);
 }
 
-static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
-
-/* Returns this thread's scratch (owned by the thread), or NULL when it
- * cannot be set up; the caller then uses call-local buffers. */
-static WqScratch *scratch_get(void) {
-    if (scratch_tls) return scratch_tls;
-    pthread_once(&scratch_once, scratch_key_init);
-    if (!scratch_key_ok) return NULL;
-    WqScratch *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
-    if (pthread_setspecific(scratch_key, s) != 0) {
-        free(s);
-        return NULL;
+/* Sets *out to the calling thread's packing buffers for nt threads and *own
+ * when the caller must free them (the thread's scratch could not keep them).
+ * Fails (ST_ERR_NOMEM) when they cannot be allocated. */
+static Status wq_gemm_work(int nt, WqGemmWork **out, int *own, Err *err) {
+    *own = 0;
+    WqGemmWork *g = scratch_obj(SCRATCH_WQ_GEMM);
+    if (g && g->threads >= nt) {
+        *out = g;
+        return ST_OK;
     }
-    scratch_tls = s;
-    return s;
+    if (!(g = core_calloc(1, sizeof *g))) return err_set(err, ST_ERR_NOMEM, "weight-only GEMM buffers");
+    Status st = gemm_work_new(nt, &g->gw, err);
+    if (st) {
+        free(g);
+        return st;
+    }
+    g->threads = nt;
+    if (scratch_put(SCRATCH_WQ_GEMM, g, wq_gemm_work_free)) *own = 1;
+    *out = g;
+    return ST_OK;
 }
 
 Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
@@ -859,46 +850,22 @@ Status wq_gemm(const WqMatrix *m, const float *x, int64_t T, float *y, Pool *poo
     }
     int64_t rows = TILE_FLOATS / m->k < 512 ? 512 : TILE_FLOATS / m->k;
     if (rows > m->n) rows = m->n;
-    WqScratch local = {0};
-    WqScratch *s = scratch_get();
-    if (!s) s = &local;
-    Status st = ST_OK;
-    GemmWork *gw = NULL;
-    size_t need = (size_t)(rows * m->k);
-    if (s->cap < need) {
-        core_free_aligned(s->w);
-        s->w = core_alloc_aligned(need, sizeof(float));
-        s->cap = s->w ? need : 0;
-        if (!s->w) {
-            st = err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);
-            goto done;
-        }
-    }
+    float *w = scratch_get(SCRATCH_WQ_TILE, (size_t)(rows * m->k) * sizeof *w);
+    if (!w) return err_set(err, ST_ERR_NOMEM, "weight-only tile (%lld, %lld)", (long long)rows, (long long)m->k);
     /* our GEMM on the pool (every dispatch level), the kernel a plain weight runs too */
+    WqGemmWork *g = NULL;
+    int own = 0;
     if (gemm_f32_available()) {
-        int nt = pool ? pool_size(pool) : 1;
-        if (!s->gw || s->gw_threads < nt) {
-            gemm_work_free(s->gw);
-            s->gw = NULL;
-            s->gw_threads = 0;
-            st = gemm_work_new(nt, &s->gw, err);
-            if (st) goto done;
-            s->gw_threads = nt;
-        }
-        gw = s->gw;
+        Status st = wq_gemm_work(pool ? pool_size(pool) : 1, &g, &own, err);
+        if (st) return st;
     }
-    float *w = s->w;
     for (int64_t r0 = 0; r0 < m->n; r0 += rows) {
         int64_t nr = m->n - r0 < rows ? m->n - r0 : rows;
         TileTask tt = {m, r0, w};
         pool_for(pool, nr, 8, tile_dequant, &tt);
-        if (gw) gemm_f32_nt_pool(pool, gw, T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
+        if (g) gemm_f32_nt_pool(pool, g->gw, T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
         else sgemm_mul_nt(T, nr, m->k, x, m->k, w, m->k, 0.0f, y + r0, m->n);
     }
-done:
-    if (s == &local) {
-        gemm_work_free(local.gw);
-        core_free_aligned(local.w);
-    }
-    return st;
+    if (own) wq_gemm_work_free(g);
+    return ST_OK;
 }

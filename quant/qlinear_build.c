@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/assert.h"
+#include "core/scratch.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/w4a8.h"
 #include "kernels/wq_gemm.h"
@@ -24,54 +25,77 @@ typedef struct QlImpl {
     const char *name;
 } QlImpl;
 
-static Status ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool,
-                            Err *err) {
-    const QlImpl *im = l->impl;
+/* Layers ls[g[0..ng)] (built here; ql_same_input pairwise when ng > 1) on
+ * their shared input: the activations quantized once, the products in one
+ * pool dispatch where the kernel allows. One layer alone is the ng = 1 case,
+ * so a layer's own forward and a phase run the same code. The buffers are
+ * the calling thread's scratch (core/scratch.h): a decode step allocates
+ * nothing. */
+static Status ql_run_group(const QLinear *const *ls, const int *g, int ng, const float *x, int64_t T, int64_t pos0,
+                           float *const *ys, Pool *pool, Err *err) {
+    const QLinear *l0 = ls[g[0]];
+    const QlImpl *im0 = l0->impl;
+    int64_t k = l0->n_in;
     if (T <= 0) return ST_OK;
-    if (im->kind == QL_W8A8) {
-        int64_t kp = im->i8.kp;
-        int8_t *A = malloc((size_t)(T * kp));
-        float *as = malloc((size_t)T * sizeof *as);
-        if (!A || !as) {
-            free(A);
-            free(as);
-            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im->name, (long long)T);
+    if (im0->kind == QL_W8A8 || im0->kind == QL_W4A8) {
+        int w4 = im0->kind == QL_W4A8;
+        int64_t kp = w4 ? im0->w4.kp : im0->i8.kp;
+        /* W4A8 keeps the int8 codes and their reordered copy side by side */
+        int8_t *A = scratch_get(SCRATCH_QL_ACT, (size_t)((w4 ? 2 : 1) * T * kp));
+        int32_t *corr = w4 ? scratch_get(SCRATCH_QL_CORR, (size_t)(T * (kp / 16)) * sizeof *corr) : NULL;
+        float *as = scratch_get(SCRATCH_QL_SCALE, (size_t)T * sizeof *as);
+        if (!A || !as || (w4 && !corr))
+            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im0->name, (long long)T);
+        actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
+        if (w4) {
+            int8_t *Ap = A + T * kp;
+            w4a8_act_prep(A, T, kp, Ap, corr);
+            W4a8Job job[QLINEAR_SHARED_MAX];
+            PoolPart part[QLINEAR_SHARED_MAX];
+            int64_t grain = 1;
+            for (int i = 0; i < ng; i++) {
+                const QlImpl *im = ls[g[i]]->impl;
+                int64_t gi;
+                part[i] = (PoolPart){w4a8_gemm_job_run, &job[i],
+                                     w4a8_gemm_job_init(&job[i], &im->w4, Ap, corr, as, T, ys[g[i]], &gi)};
+                if (gi > grain) grain = gi;
+            }
+            pool_for_parts(pool, part, ng, grain);
+        } else if (T <= I8GEMM_JOB_ROWS) {
+            I8GemmJob job[QLINEAR_SHARED_MAX];
+            PoolPart part[QLINEAR_SHARED_MAX];
+            for (int i = 0; i < ng; i++) {
+                const QLinear *l = ls[g[i]];
+                const QlImpl *im = l->impl;
+                part[i] = (PoolPart){i8gemm_job_run, &job[i],
+                                     i8gemm_job_init(&job[i], &im->i8, A, T, kp, as, ys[g[i]], l->n_out)};
+            }
+            pool_for_parts(pool, part, ng, 1);
+        } else {
+            for (int i = 0; i < ng; i++) {
+                const QLinear *l = ls[g[i]];
+                i8gemm(&((const QlImpl *)l->impl)->i8, A, T, kp, as, ys[g[i]], l->n_out, pool);
+            }
         }
-        actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
-        i8gemm(&im->i8, A, T, kp, as, y, l->n_out, pool);
-        free(A);
-        free(as);
         return ST_OK;
     }
-    if (im->kind == QL_W4A8) {
-        int64_t kp = im->w4.kp;
-        int8_t *A = malloc((size_t)(2 * T * kp)), *Ap = A ? A + T * kp : NULL;
-        int32_t *corr = malloc((size_t)(T * (kp / 16)) * sizeof *corr);
-        float *as = malloc((size_t)T * sizeof *as);
-        if (!A || !corr || !as) {
-            free(A);
-            free(corr);
-            free(as);
-            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im->name, (long long)T);
-        }
-        actq_quantize_int8(&im->aq, x, T, l->n_in, pos0, A, kp, as, pool);
-        w4a8_act_prep(A, T, kp, Ap, corr);
-        w4a8_gemm(&im->w4, Ap, corr, as, T, y, pool);
-        free(A);
-        free(corr);
-        free(as);
-        return ST_OK;
-    }
-    float *xq = NULL;
-    if (im->aq.fmt != ACT_NONE) {
-        xq = malloc((size_t)(T * l->n_in) * sizeof *xq);
-        if (!xq) return err_set(err, ST_ERR_NOMEM, "%s: quantized activations of %lld rows", im->name, (long long)T);
-        actq_fake(&im->aq, x, T, l->n_in, pos0, xq, pool);
+    /* weight-only kernels, behind the same fake-quantized input when there is one */
+    if (im0->aq.fmt != ACT_NONE) {
+        float *xq = scratch_get(SCRATCH_QL_XQ, (size_t)(T * k) * sizeof *xq);
+        if (!xq) return err_set(err, ST_ERR_NOMEM, "%s: quantized activations of %lld rows", im0->name, (long long)T);
+        actq_fake(&im0->aq, x, T, k, pos0, xq, pool);
         x = xq;
     }
-    Status st = wq_gemm(&im->wq, x, T, y, pool, err); /* fails only on a failed tile allocation */
-    free(xq);
+    Status st = ST_OK;
+    for (int i = 0; i < ng && !st; i++) /* fails only on a failed tile allocation */
+        st = wq_gemm(&((const QlImpl *)ls[g[i]]->impl)->wq, x, T, ys[g[i]], pool, err);
     return st;
+}
+
+static Status ql_forward_at(const QLinear *l, const float *x, int64_t T, int64_t pos0, float *y, Pool *pool,
+                            Err *err) {
+    const int g0 = 0;
+    return ql_run_group(&l, &g0, 1, x, T, pos0, &y, pool, err);
 }
 
 static Status ql_forward(const QLinear *l, const float *x, int64_t T, float *y, Pool *pool, Err *err) {
@@ -112,83 +136,6 @@ static int ql_same_input(const QlImpl *a, const QlImpl *b) {
     if (a->kind == QL_W8A8) return a->i8.kp == b->i8.kp;
     if (a->kind == QL_W4A8) return a->w4.kp == b->w4.kp;
     return a->aq.fmt != ACT_NONE; /* weight-only: only a fake-quantized input is worth sharing */
-}
-
-/* Layers ls[g[0..ng)] (built here, ql_same_input pairwise) on their shared input. */
-static Status ql_run_group(const QLinear *const *ls, const int *g, int ng, const float *x, int64_t T, int64_t pos0,
-                           float *const *ys, Pool *pool, Err *err) {
-    const QLinear *l0 = ls[g[0]];
-    const QlImpl *im0 = l0->impl;
-    int64_t k = l0->n_in;
-    if (im0->kind == QL_W8A8) {
-        int64_t kp = im0->i8.kp;
-        int8_t *A = malloc((size_t)(T * kp));
-        float *as = malloc((size_t)T * sizeof *as);
-        if (!A || !as) {
-            free(A);
-            free(as);
-            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im0->name, (long long)T);
-        }
-        actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
-        if (T <= I8GEMM_JOB_ROWS) {
-            I8GemmJob job[QLINEAR_SHARED_MAX];
-            PoolPart part[QLINEAR_SHARED_MAX];
-            for (int i = 0; i < ng; i++) {
-                const QLinear *l = ls[g[i]];
-                const QlImpl *im = l->impl;
-                part[i] = (PoolPart){i8gemm_job_run, &job[i],
-                                     i8gemm_job_init(&job[i], &im->i8, A, T, kp, as, ys[g[i]], l->n_out)};
-            }
-            pool_for_parts(pool, part, ng, 1);
-        } else {
-            for (int i = 0; i < ng; i++) {
-                const QLinear *l = ls[g[i]];
-                i8gemm(&((const QlImpl *)l->impl)->i8, A, T, kp, as, ys[g[i]], l->n_out, pool);
-            }
-        }
-        free(A);
-        free(as);
-        return ST_OK;
-    }
-    if (im0->kind == QL_W4A8) {
-        int64_t kp = im0->w4.kp;
-        int8_t *A = malloc((size_t)(2 * T * kp));
-        int32_t *corr = malloc((size_t)(T * (kp / 16)) * sizeof *corr);
-        float *as = malloc((size_t)T * sizeof *as);
-        if (!A || !corr || !as) {
-            free(A);
-            free(corr);
-            free(as);
-            return err_set(err, ST_ERR_NOMEM, "%s: int8 activations of %lld rows", im0->name, (long long)T);
-        }
-        int8_t *Ap = A + T * kp;
-        actq_quantize_int8(&im0->aq, x, T, k, pos0, A, kp, as, pool);
-        w4a8_act_prep(A, T, kp, Ap, corr);
-        W4a8Job job[QLINEAR_SHARED_MAX];
-        PoolPart part[QLINEAR_SHARED_MAX];
-        int64_t grain = 1;
-        for (int i = 0; i < ng; i++) {
-            const QlImpl *im = ls[g[i]]->impl;
-            int64_t gi;
-            part[i] = (PoolPart){w4a8_gemm_job_run, &job[i],
-                                 w4a8_gemm_job_init(&job[i], &im->w4, Ap, corr, as, T, ys[g[i]], &gi)};
-            if (gi > grain) grain = gi;
-        }
-        pool_for_parts(pool, part, ng, grain);
-        free(A);
-        free(corr);
-        free(as);
-        return ST_OK;
-    }
-    /* weight-only kernels behind the same fake-quantized input */
-    float *xq = malloc((size_t)(T * k) * sizeof *xq);
-    if (!xq) return err_set(err, ST_ERR_NOMEM, "%s: quantized activations of %lld rows", im0->name, (long long)T);
-    actq_fake(&im0->aq, x, T, k, pos0, xq, pool);
-    Status st = ST_OK;
-    for (int i = 0; i < ng && !st; i++) /* fails only on a failed tile allocation */
-        st = wq_gemm(&((const QlImpl *)ls[g[i]]->impl)->wq, xq, T, ys[g[i]], pool, err);
-    free(xq);
-    return st;
 }
 
 Status qlinear_forward_shared(const QLinear *const *ls, int n, const float *x, int64_t T, int64_t pos0,
