@@ -274,6 +274,23 @@ typedef struct CalibRun {
     size_t keep_off[HSTORE_TAPS];
 } CalibRun;
 
+/* The residual stream's RMS of one row. */
+static double resid_rms(const float *row, int64_t width) {
+    double s = 0;
+    for (int64_t c = 0; c < width; c++) s += (double)row[c] * row[c];
+    return sqrt(s / (double)width);
+}
+
+/* Adds a sequence's per-position residual RMS (rms[t] for position pos0 + t) to layer's sums and maxima. */
+static void resid_rms_merge(CalibStats *cs, int64_t layer, const double *rms, int64_t T, int64_t pos0) {
+    int64_t L = cs->params.seqlen;
+    for (int64_t t = 0; t < T && pos0 + t < L; t++) {
+        int64_t i = layer * L + pos0 + t;
+        cs->resid_rms_sum[i] += rms[t];
+        if ((float)rms[t] > cs->resid_rms_max[i]) cs->resid_rms_max[i] = (float)rms[t];
+    }
+}
+
 /* Folds one tap batch into the statistics (not H). */
 static void calib_fold(CalibRun *r, int64_t layer, TapPoint point, const float *x, int64_t T, int64_t width,
                        const int32_t *tokens, int64_t pos0) {
@@ -282,13 +299,8 @@ static void calib_fold(CalibRun *r, int64_t layer, TapPoint point, const float *
     if (point == TAP_RESID) {
         int64_t L = cs->params.seqlen;
         for (int64_t t = 0; t < T && pos0 + t < L; t++) {
-            const float *row = x + t * width;
-            double s = 0;
-            for (int64_t c = 0; c < width; c++) s += (double)row[c] * row[c];
-            double rms = sqrt(s / (double)width);
-            int64_t i = layer * L + pos0 + t;
-            cs->resid_rms_sum[i] += rms;
-            if ((float)rms > cs->resid_rms_max[i]) cs->resid_rms_max[i] = (float)rms;
+            double rms = resid_rms(x + t * width, width);
+            resid_rms_merge(cs, layer, &rms, 1, pos0 + t);
         }
     }
 }
@@ -306,14 +318,18 @@ static void calib_tap_fn(void *user, int64_t layer, TapPoint point, const float 
 
 /* === Over MPI ===
  * Rank r runs the sequences s with s % size == r through each layer (the
- * forward pass and H, the bulk of the work, in parallel). The statistics are
- * then folded in sequence order exactly as one process folds them: for
- * s = 0, 1, ... the owner of s folds its kept tap inputs into the running
- * statistics of the layer, which every rank holds identically, and
- * broadcasts the result (the bytes of every TapStats of the layer and the
- * layer's residual-norm rows). So each fold sees the same state and the
- * same batch as in one process: the stats file is bit-identical. H: each
+ * forward pass and H, the bulk of the work, in parallel). The statistics of
+ * each of its sequences are then measured on their own by the owner, all
+ * ranks at once (stats.h tapstats_batch: the expensive part), and folded in
+ * sequence order by every rank (tapstats_merge, cheap): for s = 0, 1, ...
+ * the owner broadcasts s's batch statistics and residual-norm row. One
+ * process folds the same batches in the same order (tapstats_add is batch
+ * then merge), so the stats file is bit-identical. The one thing a batch
+ * needs from the ones before it, the static-scale absmax, is exchanged
+ * first (each batch's max|x|, a max over ranks, then a prefix max). H: each
  * rank sums its own sequences' products, then hstore_layer_sum_ranks. */
+
+static Status calib_check_finite(const CalibStats *cs, int64_t seq, Err *err);
 
 /* The scalar part of a TapStats, broadcast as one block. */
 typedef struct TapScalars {
@@ -326,39 +342,97 @@ typedef struct TapScalars {
     int64_t n_rows, n_nonfinite;
 } TapScalars;
 
-/* Copies root's statistics of layer l to every rank. */
-static Status calib_bcast_layer(CalibStats *cs, int64_t l, int root, Err *err) {
-    Status st = ST_OK;
-    for (int t = 0; t < TAP_COUNT && !st; t++) {
-        TapStats *ts = calib_tap(cs, l, (TapPoint)t);
-        size_t w = (size_t)ts->width;
-        TapScalars sc;
-        memset(&sc, 0, sizeof sc);
-        sc.absmax = ts->absmax;
-        sc.mom = ts->mom;
-        memcpy(sc.hist, ts->hist, sizeof sc.hist);
-        sc.n_top = ts->n_top;
-        memcpy(sc.act_ref, ts->act_ref, sizeof sc.act_ref);
-        memcpy(sc.act_err, ts->act_err, sizeof sc.act_err);
-        sc.n_rows = ts->n_rows;
-        sc.n_nonfinite = ts->n_nonfinite;
-        if ((st = dist_bcast(&sc, sizeof sc, root, err)) || (st = dist_bcast(ts->ch_sum, w * sizeof(double), root, err)) ||
-            (st = dist_bcast(ts->ch_sumsq, w * sizeof(double), root, err)) ||
-            (st = dist_bcast(ts->ch_absmax, w * sizeof(float), root, err)) ||
-            (st = dist_bcast(ts->top, (size_t)ts->k * sizeof *ts->top, root, err)))
-            break;
-        ts->absmax = sc.absmax;
-        ts->mom = sc.mom;
-        memcpy(ts->hist, sc.hist, sizeof sc.hist);
-        ts->n_top = sc.n_top;
-        memcpy(ts->act_ref, sc.act_ref, sizeof sc.act_ref);
-        memcpy(ts->act_err, sc.act_err, sizeof sc.act_err);
-        ts->n_rows = sc.n_rows;
-        ts->n_nonfinite = sc.n_nonfinite;
-    }
+/* Copies root's ts (a batch's statistics) to every rank's ts (same width and k). */
+static Status bcast_tapstats(TapStats *ts, int root, Err *err) {
+    size_t w = (size_t)ts->width;
+    TapScalars sc;
+    memset(&sc, 0, sizeof sc);
+    sc.absmax = ts->absmax;
+    sc.mom = ts->mom;
+    memcpy(sc.hist, ts->hist, sizeof sc.hist);
+    sc.n_top = ts->n_top;
+    memcpy(sc.act_ref, ts->act_ref, sizeof sc.act_ref);
+    memcpy(sc.act_err, ts->act_err, sizeof sc.act_err);
+    sc.n_rows = ts->n_rows;
+    sc.n_nonfinite = ts->n_nonfinite;
+    Status st;
+    if ((st = dist_bcast(&sc, sizeof sc, root, err)) || (st = dist_bcast(ts->ch_sum, w * sizeof(double), root, err)) ||
+        (st = dist_bcast(ts->ch_sumsq, w * sizeof(double), root, err)) ||
+        (st = dist_bcast(ts->ch_absmax, w * sizeof(float), root, err)))
+        return st;
+    if (sc.n_top < 0 || sc.n_top > ts->k) return err_set(err, ST_ERR_FORMAT, "%sbatch statistics from rank %d: %d spikes",
+                                                         dist_prefix(), root, sc.n_top);
+    if ((st = dist_bcast(ts->top, (size_t)sc.n_top * sizeof *ts->top, root, err))) return st;
+    ts->absmax = sc.absmax;
+    ts->mom = sc.mom;
+    memcpy(ts->hist, sc.hist, sizeof sc.hist);
+    ts->n_top = sc.n_top;
+    memcpy(ts->act_ref, sc.act_ref, sizeof sc.act_ref);
+    memcpy(ts->act_err, sc.act_err, sizeof sc.act_err);
+    ts->n_rows = sc.n_rows;
+    ts->n_nonfinite = sc.n_nonfinite;
+    return ST_OK;
+}
+
+/* Layer l's statistics over the ranks (see above). Tap inputs of this
+ * rank's j-th sequence: keep + j·keep_elems at run->keep_off[t] for the
+ * projection inputs, hid + j·seq_elems for the residual stream. */
+static Status calib_fold_ranks(CalibRun *run, int64_t l, const float *keep, size_t keep_elems, const float *hid,
+                               size_t seq_elems, const int32_t *win, int64_t n_seqs, int64_t n_own, Err *err) {
+    enum { NT = HSTORE_TAPS + 1 }; /* the projection inputs, then the residual stream */
+    CalibStats *cs = run->cs;
+    int nr = dist_size(), rk = dist_rank();
     int64_t L = cs->params.seqlen;
-    if (!st) st = dist_bcast(cs->resid_rms_sum + l * L, (size_t)L * sizeof(double), root, err);
-    if (!st) st = dist_bcast(cs->resid_rms_max + l * L, (size_t)L * sizeof(float), root, err);
+    TapPoint tp[NT];
+    for (int i = 0; i < HSTORE_TAPS; i++) tp[i] = (TapPoint)i;
+    tp[HSTORE_TAPS] = TAP_RESID;
+    double *amax = core_calloc((size_t)(n_seqs * NT), sizeof *amax);
+    TapStats *bt = core_calloc((size_t)((n_own + 1) * NT), sizeof *bt); /* own batches, then one to receive into */
+    double *rms = core_calloc((size_t)((n_own + 1) * L), sizeof *rms);
+    Status st = ST_OK;
+    if (!amax || !bt || !rms) {
+        st = err_set(err, ST_ERR_NOMEM, "calibration over MPI: batch statistics of layer %lld", (long long)l);
+        goto done;
+    }
+    for (int64_t j = 0; j <= n_own && !st; j++)
+        for (int i = 0; i < NT && !st; i++) {
+            const TapStats *ts = calib_tap(cs, l, tp[i]);
+            st = tapstats_init(&bt[j * NT + i], ts->width, ts->k, ts->has_act, err);
+        }
+    if (st) goto done;
+#define TAP_IN(j, i) ((i) < HSTORE_TAPS ? keep + (size_t)(j) * keep_elems + run->keep_off[i] : hid + (size_t)(j) * seq_elems)
+    /* each batch's max|x|, then the static scale each batch sees: the max of those before it */
+    for (int64_t j = 0; j < n_own; j++)
+        for (int i = 0; i < NT; i++)
+            amax[(rk + j * nr) * NT + i] = tapstats_batch_absmax(TAP_IN(j, i), L, cs->width[tp[i]]);
+    if ((st = dist_max_f64(amax, n_seqs * NT, err))) goto done;
+    for (int64_t j = 0; j < n_own; j++) {
+        int64_t s = rk + j * nr;
+        for (int i = 0; i < NT; i++) {
+            double stat = 0;
+            for (int64_t q = 0; q < s; q++) stat = amax[q * NT + i] > stat ? amax[q * NT + i] : stat;
+            tapstats_batch(&bt[j * NT + i], TAP_IN(j, i), L, win + s * L, 0, s, (float)stat, run->sc, run->pool);
+        }
+        for (int64_t t = 0; t < L; t++) rms[j * L + t] = resid_rms(TAP_IN(j, HSTORE_TAPS) + (size_t)t * (size_t)cs->width[TAP_RESID], cs->width[TAP_RESID]);
+    }
+#undef TAP_IN
+    /* folded in sequence order, on every rank */
+    for (int64_t s = 0; s < n_seqs; s++) {
+        int root = (int)(s % nr);
+        int64_t j = root == rk ? s / nr : n_own;
+        for (int i = 0; i < NT && !st; i++)
+            if (!(st = bcast_tapstats(&bt[j * NT + i], root, err))) tapstats_merge(calib_tap(cs, l, tp[i]), &bt[j * NT + i]);
+        if (!st) st = dist_bcast(rms + j * L, (size_t)L * sizeof *rms, root, err);
+        if (st) goto done;
+        resid_rms_merge(cs, l, rms + j * L, L, 0);
+        if ((st = calib_check_finite(cs, s, err))) goto done;
+    }
+done:
+    if (bt)
+        for (int64_t k = 0; k < (n_own + 1) * NT; k++) tapstats_done(&bt[k]);
+    free(bt);
+    free(amax);
+    free(rms);
     return st;
 }
 
@@ -564,21 +638,8 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
             if (++steps % nl == 0) progress_add(prog, 1);
         }
         if (nr > 1) {
-            /* The statistics, in sequence order: the owner folds, everyone receives. */
             run->keep = NULL;
-            for (int64_t s = 0; s < n_seqs; s++) {
-                int root = (int)(s % nr);
-                if (root == rk) {
-                    int64_t j = s / nr;
-                    const float *kp = keep + (size_t)j * keep_elems;
-                    run->seq = s;
-                    for (int t = 0; t < HSTORE_TAPS; t++)
-                        calib_fold(run, l, (TapPoint)t, kp + run->keep_off[t], L, cs->width[t], win + s * L, 0);
-                    calib_fold(run, l, TAP_RESID, hid + (size_t)j * seq_elems, L, dim, win + s * L, 0);
-                }
-                if ((st = calib_bcast_layer(cs, l, root, err))) goto done;
-                if ((st = calib_check_finite(cs, s, err))) goto done;
-            }
+            if ((st = calib_fold_ranks(run, l, keep, keep_elems, hid, seq_elems, win, n_seqs, n_own, err))) goto done;
             if (run->hs && (st = hstore_layer_sum_ranks(run->hs, err))) goto done;
         }
         if (run->hs && (st = hstore_layer_done(run->hs, l, err))) goto done;

@@ -177,6 +177,7 @@ struct TapScratch {
     SliceAcc *slices;        /* (n_slices) */
     Spike *slice_top;        /* (n_slices, k) */
     uint64_t *hist;          /* (n_threads, HIST_NBINS) */
+    TapStats batch;          /* tapstats_add's batch (max_width, k, with act sums) */
 };
 
 Status tapscratch_new(int64_t max_T, int64_t max_width, int32_t k, int n_threads, TapScratch **out,
@@ -196,7 +197,8 @@ Status tapscratch_new(int64_t max_T, int64_t max_width, int32_t k, int n_threads
     sc->slices = core_calloc((size_t)ns, sizeof *sc->slices);
     sc->slice_top = core_calloc((size_t)ns * (size_t)(k > 0 ? k : 1), sizeof *sc->slice_top);
     sc->hist = core_calloc((size_t)n_threads * HIST_NBINS, sizeof *sc->hist);
-    if (!sc->row_amax || !sc->slices || !sc->slice_top || !sc->hist) {
+    if (!sc->row_amax || !sc->slices || !sc->slice_top || !sc->hist ||
+        tapstats_init(&sc->batch, max_width, k, 1, NULL) != ST_OK) {
         tapscratch_free(sc);
         return err_set(err, ST_ERR_NOMEM, "tap scratch for width %lld", (long long)max_width);
     }
@@ -210,6 +212,7 @@ void tapscratch_free(TapScratch *sc) {
     free(sc->slices);
     free(sc->slice_top);
     free(sc->hist);
+    tapstats_done(&sc->batch);
     free(sc);
 }
 
@@ -334,38 +337,94 @@ static void job_slices(void *arg, int64_t sb, int64_t se, int tid) {
     }
 }
 
-void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens, int64_t pos0,
-                  int64_t seq, TapScratch *sc, Pool *pool) {
+/* Zeroes the sums of ts, keeping its arrays, width, k and has_act. */
+static void tapstats_reset(TapStats *ts) {
+    size_t w = (size_t)ts->width;
+    memset(ts->ch_sum, 0, w * sizeof *ts->ch_sum);
+    memset(ts->ch_sumsq, 0, w * sizeof *ts->ch_sumsq);
+    memset(ts->ch_absmax, 0, w * sizeof *ts->ch_absmax);
+    ts->n_rows = ts->n_top = 0;
+    ts->n_nonfinite = 0;
+    ts->absmax = 0;
+    memset(&ts->mom, 0, sizeof ts->mom);
+    memset(ts->hist, 0, sizeof ts->hist);
+    memset(ts->act_ref, 0, sizeof ts->act_ref);
+    memset(ts->act_err, 0, sizeof ts->act_err);
+}
+
+float tapstats_batch_absmax(const float *x, int64_t T, int64_t width) {
+    float m = 0;
+    for (int64_t i = 0; i < T * width; i++) {
+        float a = fabsf(x[i]);
+        m = a > m ? a : m; /* NaN never wins, as in the slices' absmax */
+    }
+    return m;
+}
+
+void tapstats_batch(TapStats *b, const float *x, int64_t T, const int32_t *tokens, int64_t pos0, int64_t seq,
+                    float static_amax, TapScratch *sc, Pool *pool) {
+    tapstats_reset(b);
     if (T <= 0) return;
-    ASSERT(T <= sc->max_T && ts->width <= sc->max_width && ts->k <= sc->k);
+    ASSERT(T <= sc->max_T && b->width <= sc->max_width && b->k <= sc->k);
     int nt = pool ? pool_size(pool) : 1;
     ASSERT(nt <= sc->n_threads);
-    AddJob j = {.ts = ts, .sc = sc, .x = x, .T = T, .pos0 = pos0, .seq = seq, .tokens = tokens};
-    j.static_amax = ts->n_rows > 0 ? ts->absmax : 0;
-    j.top_thr = ts->n_top == ts->k && ts->k > 0 ? fabsf(ts->top[ts->k - 1].value) : -1.0f;
-    if (ts->has_act) {
+    /* top_thr -1: the batch's spikes are ranked among themselves only (the
+     * global top-k is their union's, spike_before being a total order) */
+    AddJob j = {.ts = b, .sc = sc, .x = x, .T = T, .pos0 = pos0, .seq = seq, .tokens = tokens, .top_thr = -1.0f};
+    j.static_amax = static_amax;
+    if (b->has_act) {
         pool_for(pool, T, 16, job_row_amax, &j);
         float m = 0;
         for (int64_t r = 0; r < T; r++) m = sc->row_amax[r] > m ? sc->row_amax[r] : m;
         j.batch_amax = m;
     }
     memset(sc->hist, 0, (size_t)nt * HIST_NBINS * sizeof *sc->hist);
-    int64_t ns = (ts->width + SLICE - 1) / SLICE;
+    int64_t ns = (b->width + SLICE - 1) / SLICE;
     pool_for(pool, ns, 1, job_slices, &j);
     /* Merge in slice order (deterministic), histograms in any order (integers). */
     for (int t = 0; t < nt; t++)
-        for (int b = 0; b < HIST_NBINS; b++) ts->hist[b] += sc->hist[(size_t)t * HIST_NBINS + b];
+        for (int k = 0; k < HIST_NBINS; k++) b->hist[k] += sc->hist[(size_t)t * HIST_NBINS + k];
     for (int64_t s = 0; s < ns; s++) {
         SliceAcc *acc = &sc->slices[s];
-        moments_merge(&ts->mom, &acc->mom);
-        ts->n_nonfinite += acc->n_nonfinite;
-        if (acc->absmax > ts->absmax) ts->absmax = acc->absmax;
+        moments_merge(&b->mom, &acc->mom);
+        b->n_nonfinite += acc->n_nonfinite;
+        if (acc->absmax > b->absmax) b->absmax = acc->absmax;
         for (int m = 0; m < ACT_MODE_COUNT; m++) {
-            ts->act_ref[m] += acc->ref[m];
-            for (int f = ACT_INT8; f < ACT_COUNT; f++) ts->act_err[f][m] += acc->err[f][m];
+            b->act_ref[m] += acc->ref[m];
+            for (int f = ACT_INT8; f < ACT_COUNT; f++) b->act_err[f][m] += acc->err[f][m];
         }
         const Spike *top = sc->slice_top + (size_t)s * (size_t)(sc->k > 0 ? sc->k : 1);
-        for (int32_t i = 0; i < acc->n_top; i++) spike_topk_insert(ts->top, &ts->n_top, ts->k, &top[i]);
+        for (int32_t i = 0; i < acc->n_top; i++) spike_topk_insert(b->top, &b->n_top, b->k, &top[i]);
     }
-    ts->n_rows += T;
+    b->n_rows = T;
+}
+
+void tapstats_merge(TapStats *ts, const TapStats *b) {
+    ASSERT(ts->width == b->width && ts->has_act == b->has_act);
+    for (int64_t c = 0; c < ts->width; c++) {
+        ts->ch_sum[c] += b->ch_sum[c];
+        ts->ch_sumsq[c] += b->ch_sumsq[c];
+        if (b->ch_absmax[c] > ts->ch_absmax[c]) ts->ch_absmax[c] = b->ch_absmax[c];
+    }
+    if (b->absmax > ts->absmax) ts->absmax = b->absmax;
+    moments_merge(&ts->mom, &b->mom);
+    for (int k = 0; k < HIST_NBINS; k++) ts->hist[k] += b->hist[k];
+    for (int32_t i = 0; i < b->n_top; i++) spike_topk_insert(ts->top, &ts->n_top, ts->k, &b->top[i]);
+    for (int m = 0; m < ACT_MODE_COUNT; m++) {
+        ts->act_ref[m] += b->act_ref[m];
+        for (int f = ACT_INT8; f < ACT_COUNT; f++) ts->act_err[f][m] += b->act_err[f][m];
+    }
+    ts->n_rows += b->n_rows;
+    ts->n_nonfinite += b->n_nonfinite;
+}
+
+void tapstats_add(TapStats *ts, const float *x, int64_t T, const int32_t *tokens, int64_t pos0,
+                  int64_t seq, TapScratch *sc, Pool *pool) {
+    if (T <= 0) return;
+    TapStats *b = &sc->batch;
+    b->width = ts->width;
+    b->k = ts->k;
+    b->has_act = ts->has_act;
+    tapstats_batch(b, x, T, tokens, pos0, seq, ts->n_rows > 0 ? ts->absmax : 0, sc, pool);
+    tapstats_merge(ts, b);
 }

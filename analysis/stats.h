@@ -136,6 +136,24 @@ Status tapscratch_new(int64_t max_T, int64_t max_width, int32_t k, int n_threads
 /* NULL is a no-op. */
 void tapscratch_free(TapScratch *sc);
 
+/* One batch's statistics on their own, and their fold into running ones.
+ * tapstats_add(ts, …) is tapstats_batch(b, …, static_amax) with static_amax
+ * = ts->absmax when ts has rows (else 0: no static measurement), then
+ * tapstats_merge(ts, b); apart, batches can be measured anywhere (MPI
+ * ranks, analysis/calib.c) and folded in batch order with the same result
+ * as one process. b: initialized with ts's width (or wider, then its width
+ * set to ts's), k and has_act; tapstats_batch zeroes it first. Spikes of
+ * a batch are ranked among themselves: the running top-k is the union's
+ * (spike_before is a total order). */
+void tapstats_batch(TapStats *b, const float *x, int64_t T, const int32_t *tokens, int64_t pos0, int64_t seq,
+                    float static_amax, TapScratch *sc, Pool *pool);
+void tapstats_merge(TapStats *ts, const TapStats *b);
+
+/* max|x| over a batch (T, width), NaN ignored: what the batch adds to a
+ * TapStats' absmax, so the next batch's static_amax is known before the
+ * batch itself is measured. */
+float tapstats_batch_absmax(const float *x, int64_t T, int64_t width);
+
 /* Folds a batch x (T, ts->width) into ts. tokens (T) may be NULL (token -1);
  * row r sits at position pos0 + r of sequence seq. Runs on pool (may be NULL;
  * not from inside a pool job). T <= max_T and width <= max_width of sc. */
