@@ -510,6 +510,39 @@ static Status rule_from_args(const cJSON *a, const char *pattern, PlanRule *out,
     return st;
 }
 
+/* The sites a rule pattern names on the model, matched as plan_resolve
+ * matches (a one-rule plan): marks (n_layers * PLAN_NPROJ, 1 = named) for
+ * "LAYERS.PROJS" patterns, *end = PE_END_EMBED / PE_END_OUTPUT for "embed" /
+ * "output" (else -1). A layer the model lacks is ST_ERR_ARG naming the
+ * pattern. */
+static Status pattern_sites(const Replay *r, const char *pat, unsigned char *marks, int *end, Err *err) {
+    Plan one;
+    plan_init(&one);
+    PlanEntry e;
+    plan_entry_default(&e);
+    PlanResolved res = {0};
+    Status st = plan_add_rule(&one, pat, PF_ALL, &e, err);
+    if (!st) st = plan_resolve(&one, &r->pm, &res, err);
+    if (!st) {
+        *end = res.embed.src[0] == 0 ? PE_END_EMBED : res.output.src[0] == 0 ? PE_END_OUTPUT : -1;
+        for (int64_t i = 0; i < res.n_layers * PLAN_NPROJ; i++) marks[i] = res.lin[i].src[0] == 0;
+    } else if (!strncmp(err->detail, "rule 1 ", 7)) { /* the one-rule plan's numbering means nothing here */
+        char d[sizeof err->detail];
+        snprintf(d, sizeof d, "%s", err->detail + 7);
+        err_set(err, st, "pattern %s", d);
+    }
+    plan_resolved_done(&res);
+    plan_done(&one);
+    return st;
+}
+
+/* set_rule / set_cell: the plan is edited as the workbench's Plan view edits
+ * it, through quant/plan_edit.h: each pattern's sites get the action's
+ * fields (plan_edit_apply on them as a marked set, or plan_edit_apply_end
+ * for the embedding and the head), with the editor's consistency rules and
+ * group fallbacks, and the plan is stored as the editor stores it
+ * (plan_edit_to_plan). same_edit: a later rule of one editor edit (no new
+ * undo step). */
 static Status act_set_rule(Replay *r, const cJSON *a, int cell, int same_edit, char *sum, size_t cap, Err *err) {
     const char *name = plan_arg(r, a);
     if (!name) return err_set(err, ST_ERR_STATE, "no plan to edit (apply a preset first)");
@@ -542,16 +575,31 @@ static Status act_set_rule(Replay *r, const cJSON *a, int cell, int same_edit, c
         plan_done(&p);
         return st;
     }
+    PlanEdit pe;
+    st = plan_edit_init(&pe, &r->pm, &p, err);
+    plan_done(&p);
+    if (st) return err_wrap(err, "plan '%.64s'", name);
+    unsigned char *marks = core_calloc((size_t)(r->pm.n_layers * PLAN_NPROJ) + 1, 1);
+    if (!marks) st = err_set(err, ST_ERR_NOMEM, "plan '%.64s'", name);
     for (int64_t i = 0; i < n && !st; i++) {
         PlanRule ru;
-        st = rule_from_args(a, pats[i], &ru, err);
-        if (!st) st = plan_add_rule(&p, pats[i], ru.fields, &ru.e, err);
+        int end = -1;
+        if ((st = rule_from_args(a, pats[i], &ru, err))) break;
+        st = pattern_sites(r, pats[i], marks, &end, err);
+        if (!st && end < 0) st = plan_edit_apply(&pe, PE_MARKED, 0, 0, marks, ru.fields, &ru.e, NULL, err);
+        else if (!st && (ru.fields & ~(unsigned)(PF_FMT | PF_GROUP)))
+            st = err_set(err, ST_ERR_ARG, "'%s' takes only the fields format and group", pats[i]);
+        else if (!st) st = plan_edit_apply_end(&pe, (PeEnd)end, ru.fields, &ru.e, NULL, err);
+        if (st) err_wrap(err, "plan '%.64s'", name);
     }
-    /* Group sizes that do not divide a dimension fall back as the editor's do. */
-    if (!st) st = plan_fix_groups(&p, &r->pm, NULL, err);
+    Plan q;
+    plan_init(&q);
+    if (!st) st = plan_edit_to_plan(&pe, &q, err);
     if (!st && !same_edit) st = before_edit(r, name, err);
-    if (!st) st = store_plan(r, name, &p, err);
-    plan_done(&p);
+    if (!st) st = store_plan(r, name, &q, err);
+    plan_done(&q);
+    plan_edit_done(&pe);
+    free(marks);
     snprintf(sum, cap, "plan '%s': %s%s", name, pats[0], n > 1 ? " ..." : "");
     return st;
 }

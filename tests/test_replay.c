@@ -19,7 +19,9 @@
 #include "core/status.h"
 #include "model/model.h"
 #include "quant/plan.h"
+#include "quant/plan_edit.h"
 #include "quant/preset.h"
+#include "sessions/plan_json.h"
 #include "sessions/replay.h"
 #include "sessions/session.h"
 #include "tests/testlib.h"
@@ -140,6 +142,66 @@ static void record_like_tui(const char *model, const char *text_path, const char
     free(text);
     pool_free(pool);
     model_free(m);
+}
+
+/* Replay edits the plan through the editor's operations (quant/plan_edit.h):
+ * the plan it stores after set_rule actions is byte for byte the plan the
+ * Plan view's edits of the same scopes give, the editor's consistency
+ * included (format aqlm alone brings method aqlm; a group that does not
+ * divide falls back), where rules appended to the plan said otherwise. */
+static void test_edits_as_editor(const char *model) {
+    Err err;
+    err_init(&err);
+    char script[2048];
+    snprintf(script, sizeof script,
+             "{\"model\": \"%s\", \"actions\": [{\"action\": \"apply_preset\", \"args\": {\"preset\": \"int4-rtn\", "
+             "\"group\": 32}}]}", model);
+    spit(tpath("edit0.json"), script);
+    ReplayReport rep;
+    CHECK_OK(run(tpath("edit0.json"), 1, 0, &rep, &err), err);
+    Plan p0;
+    CHECK_OK(session_get_plan(rep.out, "int4-rtn", &p0, &err), err);
+    replay_report_done(&rep);
+    char *w = strstr(script, "}}]}");
+    CHECK(w);
+    snprintf(w, sizeof script - (size_t)(w - script),
+             "}},\n {\"action\": \"set_rule\", \"args\": {\"pattern\": \"*.down\", \"fields\": [\"format\"], "
+             "\"entry\": {\"format\": \"aqlm\"}}},\n {\"action\": \"set_rule\", \"args\": {\"patterns\": [\"1.q\", "
+             "\"3.*\"], \"fields\": [\"format\", \"group\"], \"entry\": {\"format\": \"int6\", \"group\": 48}}}]}");
+    spit(tpath("edit.json"), script);
+    CHECK_OK(run(tpath("edit.json"), 1, 0, &rep, &err), err);
+    Plan got;
+    CHECK_OK(session_get_plan(rep.out, "int4-rtn", &got, &err), err);
+    replay_report_done(&rep);
+
+    /* The same edits in the editor: a column, then a cell and a row. */
+    PlanModel pm = {.n_layers = 5, .dim = 64, .hidden_dim = 172, .n_heads = 8, .n_kv_heads = 4, .head_dim = 8,
+                    .vocab_size = 512};
+    PlanEdit pe;
+    CHECK_OK(plan_edit_init(&pe, &pm, &p0, &err), err);
+    PlanEntry e;
+    plan_entry_default(&e);
+    e.w.fmt = QF_AQLM;
+    CHECK_OK(plan_edit_apply(&pe, PE_COL, 0, PLAN_DOWN, NULL, PF_FMT, &e, NULL, &err), err);
+    e.w.fmt = QF_INT6;
+    e.w.group = 48;
+    CHECK_OK(plan_edit_apply(&pe, PE_CELL, 1, PLAN_Q, NULL, PF_FMT | PF_GROUP, &e, NULL, &err), err);
+    CHECK_OK(plan_edit_apply(&pe, PE_ROW, 3, 0, NULL, PF_FMT | PF_GROUP, &e, NULL, &err), err);
+    const PlanEntry *d = plan_edit_cell(&pe, 2, PLAN_DOWN), *q3 = plan_edit_cell(&pe, 3, PLAN_DOWN);
+    CHECK(d->w.fmt == QF_AQLM && d->method == QM_AQLM); /* the method follows the format */
+    CHECK(q3->w.fmt == QF_INT6 && q3->w.group == 4);    /* 48 does not divide 172: the editor's fallback */
+    Plan want;
+    CHECK_OK(plan_edit_to_plan(&pe, &want, &err), err);
+    char *jg = NULL, *jw = NULL;
+    CHECK_OK(plan_json_write(&got, &jg, &err), err);
+    CHECK_OK(plan_json_write(&want, &jw, &err), err);
+    CHECKF(!strcmp(jg, jw), "replayed plan:\n%s\neditor's plan:\n%s", jg, jw);
+    free(jg);
+    free(jw);
+    plan_done(&want);
+    plan_edit_done(&pe);
+    plan_done(&got);
+    plan_done(&p0);
 }
 
 int main(void) {
@@ -438,6 +500,8 @@ int main(void) {
     spit(tpath("bad3.json"), "{\"model\": 1, \"actions\": [");
     CHECK(run(tpath("bad3.json"), 0, 0, &rep, &err) == ST_ERR_FORMAT && strstr(err.detail, "truncated JSON"));
     replay_report_done(&rep);
+
+    test_edits_as_editor(model);
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
