@@ -547,7 +547,7 @@ int tui_run(const TuiOpts *o) {
         if (r & R_QUIT) break;
         if (r) dirty = 1;
     }
-    view_plan_flush(a); /* a run of format presses ended by Ctrl-C still reaches the session */
+    app_edit_flush(a); /* a run of format presses ended by Ctrl-C still reaches the session */
     restore_terminal();
     release_screen();
     assert_set_fatal_hook(NULL);

@@ -18,6 +18,7 @@
 #include "core/status.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "quant/plan_edit.h"
 #include "tui/job.h"
 #include "tui/keys.h"
 #include "tui/layout.h"
@@ -48,8 +49,6 @@ typedef struct LogLine {
 } LogLine;
 
 struct CalibStats;
-struct PlanEdit;
-struct PlanGrid;
 struct Session;
 struct SessionArg;
 
@@ -81,8 +80,8 @@ typedef struct PlanViewState {
      * is applied to the grid as it was before the run (so passing through
      * aqlm or per-tensor keeps the group and method), replacing the previous
      * step's undo entry; the Log and the session get the net change when
-     * another key ends the run (view_plan_flush). */
-    struct PlanCycle *cyc;   /* the run in progress (view_plan.c), or NULL */
+     * another key ends the run (app_edit_flush). */
+    struct PlanCycle *cyc;   /* the run in progress (app_plan.c's record), or NULL */
     int settings_open;       /* the cursor cell's settings panel (o) */
     int settings_sel;
     /* The last auto plan's account of itself (A): shown under the grid until
@@ -320,11 +319,6 @@ void app_load_cached_stats(App *a);
  * 1, sensitivity: yes") or "" when there is none. */
 void app_calib_summary(const App *a, char *buf, size_t n);
 
-/* Ends a run of f/F or d presses in the Plan view (view_plan.c): logs the
- * net change and records it in the session (a no-op without a run). Called
- * by the Plan view on any other key and by the app before it quits. */
-void view_plan_flush(App *a);
-
 /* 1 when the loaded calibration is partial: cancelled before its last
  * sequence, or its sensitivity pass cancelled (the summary says so too). */
 int app_calib_partial(const App *a);
@@ -416,6 +410,41 @@ void view_plan_prompt_done(App *a, int kind, const char *text);
  * --chunks, the context clipped to the model's. */
 struct EvalOpts;
 void app_eval_opts(const App *a, struct EvalOpts *o);
+
+/* === The record of edits (app_plan.c) === */
+
+/* A run of f/F (format) or d (grouping) presses in the Plan view, one change
+ * (PlanViewState.cyc; the view steps it, app_edit_flush ends it). */
+typedef struct PlanCycle {
+    int kind;                /* 1: format, 2: grouping dimension */
+    int64_t row, col;
+    int scope;
+    int val;                 /* the QFormat / GroupDim the run is at */
+    PlanGrid before;         /* the grid before the run; owned */
+    PlanEntry base;          /* the cursor's entry before the run */
+    unsigned fields;         /* the last step's fields and source entry */
+    PlanEntry src;
+    char what[80];
+    int pushed;              /* the last step pushed an undo entry */
+} PlanCycle;
+
+/* Where an edit of the Plan view's current scope applies ("L2.down",
+ * "layer 2", "every down", "marked cells", "the output head") into where. */
+void app_edit_where(const App *a, char *where, size_t n);
+
+/* Records an edit of the current scope (the grid was `before`; fields and
+ * src as given to plan_edit_apply) in the session as set_rule actions
+ * sharing one edit id, then stores the editor's plan (app_plan_sync). */
+void app_edit_record(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src);
+
+/* Ends a run of f/F or d presses: logs the net change and records it in the
+ * session (a no-op without a run). Called by the Plan view on any other key,
+ * before a result's plan or an auto plan replaces the editor's, and by the
+ * app before it quits. */
+void app_edit_flush(App *a);
+
+/* Releases the run without recording it; safe without one. */
+void app_edit_cycle_free(App *a);
 
 /* === Auto plan (app_auto.c) === */
 

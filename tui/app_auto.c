@@ -121,7 +121,7 @@ static void auto_job_finish(void *arg, Status st, const Err *err, void *ctx) {
         app_log(a, "auto-plan", "failed: %s: %s", status_message(st), err->detail);
         return;
     }
-    view_plan_flush(a);
+    app_edit_flush(a);
     PlannerResult *r = &j->res;
     PlanGrid before;
     Err e2;

@@ -381,16 +381,6 @@ static void plan_draw(const App *a, const Layout *l) {
     }
 }
 
-/* Where an edit of the current scope applies ("L2.down", "layer 2", ...). */
-static void edit_where(const App *a, char *where, size_t n) {
-    PeScope s = (PeScope)a->plan.scope;
-    if (on_end_row(a)) snprintf(where, n, "%s", a->plan.col == PE_END_EMBED ? "the embedding" : "the output head");
-    else if (s == PE_CELL) snprintf(where, n, "L%lld.%s", (long long)a->plan.row, plan_proj_name((int)a->plan.col));
-    else if (s == PE_ROW) snprintf(where, n, "layer %lld", (long long)a->plan.row);
-    else if (s == PE_COL) snprintf(where, n, "every %s", plan_proj_name((int)a->plan.col));
-    else snprintf(where, n, "%s cells", pe_scope_name(s));
-}
-
 /* The message bar's line for an edit. */
 static void report_edit_msg(App *a, const char *what, const PeResult *res) {
     if (res->changed == 0) {
@@ -398,7 +388,7 @@ static void report_edit_msg(App *a, const char *what, const PeResult *res) {
         return;
     }
     char where[48];
-    edit_where(a, where, sizeof where);
+    app_edit_where(a, where, sizeof where);
     if (res->changed == 1 && res->fallbacks) /* one cell: the note alone says what it got */
         app_msg(a, 1, "%s on %s: %s", what, where, res->note);
     else
@@ -411,82 +401,9 @@ static void report_edit(App *a, const char *what, const PeResult *res) {
     report_edit_msg(a, what, res);
     if (res->changed == 0) return;
     char where[48];
-    edit_where(a, where, sizeof where);
+    app_edit_where(a, where, sizeof where);
     app_log(a, "edit", "%s on %s (%lld cell%s)%s%s", what, where, (long long)res->changed, res->changed == 1 ? "" : "s",
             res->fallbacks ? ": " : "", res->note);
-}
-
-/* The session records an edit as set_rule actions sharing one edit id, so
- * replay (which checks the plan after every rule) rebuilds exactly this grid
- * as one undo step: the scope's pattern with the edited fields when every
- * cell got what that rule gives, up to a group fallback replay repeats
- * (then an "L.proj" group rule per such cell); otherwise — an AQLM fallback,
- * a method following the format — one rule with all fields per changed
- * cell, each valid on its own. PE_AQLM_* edits take the PF_METHOD field. */
-static void session_log_edit(App *a, const PlanGrid *before, unsigned fields, const PlanEntry *src) {
-    if (!a->sess) return;
-    const PlanViewState *s = &a->plan;
-    unsigned sf = (fields & PF_ALL) | ((fields & (PE_AQLM_ANY | PE_METHOD_PARTS)) ? PF_METHOD : 0) |
-                  ((fields & PE_SYM) ? PF_FMT : 0) | ((fields & PE_ACT_PARTS) ? PF_ACT : 0);
-    int64_t edit = (int64_t)a->pe->version;
-    char pat[64];
-    Err err;
-    err_init(&err);
-    Status st = ST_OK;
-    const PlanEdit *pe = a->pe;
-    if (on_end_row(a)) {
-        const char *name = s->col == PE_END_EMBED ? "embed" : "output";
-        st = session_log_set_rule_edit(a->sess, NULL, name, PF_FMT | PF_GROUP, plan_edit_end(pe, (PeEnd)s->col), edit,
-                                       &err);
-        if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
-        app_plan_sync(a);
-        return;
-    }
-    switch ((PeScope)s->scope) {
-    case PE_CELL: snprintf(pat, sizeof pat, "%lld.%s", (long long)s->row, plan_proj_name((int)s->col)); break;
-    case PE_ROW: snprintf(pat, sizeof pat, "%lld.*", (long long)s->row); break;
-    case PE_COL: snprintf(pat, sizeof pat, "*.%s", plan_proj_name((int)s->col)); break;
-    case PE_ALL: snprintf(pat, sizeof pat, "*"); break;
-    default: pat[0] = 0; break;
-    }
-    /* Does the scope rule alone (with replay's group fallback) give every cell? */
-    int by_cell = 0;
-    for (int64_t l = 0; l < pe->n_layers && !by_cell; l++)
-        for (int p = 0; p < PLAN_NPROJ && !by_cell; p++) {
-            int64_t i = l * PLAN_NPROJ + p;
-            if (!(s->scope == PE_MARKED ? s->marks[i] != 0 : plan_pattern_matches(pat, l, p))) continue;
-            PlanEntry want = before->cells[i];
-            plan_entry_take(&want, src, sf);
-            want.w.group = plan_edit_cell(pe, l, p)->w.group;
-            by_cell = !plan_entry_equal(&want, plan_edit_cell(pe, l, p));
-        }
-    for (int64_t l = 0; l < pe->n_layers && st == ST_OK; l++)
-        for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
-            int64_t i = l * PLAN_NPROJ + p;
-            const PlanEntry *got = plan_edit_cell(pe, l, p);
-            char cell[32];
-            snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
-            if (by_cell) {
-                if (!plan_entry_equal(got, &before->cells[i]))
-                    st = session_log_set_rule_edit(a->sess, NULL, cell, PF_ALL, got, edit, &err);
-            } else if (s->scope == PE_MARKED && s->marks[i]) {
-                st = session_log_set_rule_edit(a->sess, NULL, cell, sf, src, edit, &err);
-            }
-        }
-    if (!by_cell && pat[0] && st == ST_OK) st = session_log_set_rule_edit(a->sess, NULL, pat, sf, src, edit, &err);
-    for (int64_t l = 0; l < pe->n_layers && st == ST_OK && !by_cell; l++)
-        for (int p = 0; p < PLAN_NPROJ && st == ST_OK; p++) {
-            int64_t i = l * PLAN_NPROJ + p;
-            PlanEntry want = before->cells[i];
-            plan_entry_take(&want, src, sf);
-            const PlanEntry *got = plan_edit_cell(pe, l, p);
-            if (got->w.group == want.w.group || plan_entry_equal(got, &before->cells[i])) continue;
-            char cell[32];
-            snprintf(cell, sizeof cell, "%lld.%s", (long long)l, plan_proj_name(p));
-            st = session_log_set_rule_edit(a->sess, NULL, cell, PF_GROUP, got, edit, &err);
-        }
-    if (st != ST_OK) app_msg(a, 1, "session: %s", err.detail);
-    app_plan_sync(a);
 }
 
 static int apply(App *a, unsigned fields, const PlanEntry *e, const char *what) {
@@ -507,50 +424,12 @@ static int apply(App *a, unsigned fields, const PlanEntry *e, const char *what) 
         return R_REDRAW;
     }
     report_edit(a, what, &res);
-    if (res.changed) session_log_edit(a, &before, fields, e);
+    if (res.changed) app_edit_record(a, &before, fields, e);
     plan_grid_done(&before);
     return R_REDRAW;
 }
 
 /* === Cycling runs: f/F and d presses as one change === */
-
-typedef struct PlanCycle {
-    int kind;                /* 1: format, 2: grouping dimension */
-    int64_t row, col;
-    int scope;
-    int val;                 /* the QFormat / GroupDim the run is at */
-    PlanGrid before;         /* the grid before the run */
-    PlanEntry base;          /* the cursor's entry before the run */
-    unsigned fields;         /* the last step's fields and source entry */
-    PlanEntry src;
-    char what[80];
-    int pushed;              /* the last step pushed an undo entry */
-} PlanCycle;
-
-static void cycle_free(App *a) {
-    PlanCycle *c = a->plan.cyc;
-    if (!c) return;
-    plan_grid_done(&c->before);
-    free(c);
-    a->plan.cyc = NULL;
-}
-
-void view_plan_flush(App *a) {
-    PlanCycle *c = a->plan.cyc;
-    if (!c) return;
-    int64_t changed = plan_edit_diff(a->pe, &c->before);
-    if (changed == 0) {
-        /* cycled back to where it started: no change, no undo step */
-        if (c->pushed) plan_edit_undo(a->pe);
-        app_log(a, "edit", "%s: cycled back, no change", c->what);
-    } else {
-        char where[48];
-        edit_where(a, where, sizeof where);
-        app_log(a, "edit", "%s on %s (%lld cell%s)", c->what, where, (long long)changed, changed == 1 ? "" : "s");
-        session_log_edit(a, &c->before, c->fields, &c->src);
-    }
-    cycle_free(a);
-}
 
 /* One step of a run: the grid as before the run with the cursor entry's
  * `kind` value set to v (the previous step's undo entry is replaced). */
@@ -559,7 +438,7 @@ static int cycle_step(App *a, int kind, int dir) {
     PlanCycle *c = s->cyc;
     int end = on_end_row(a);
     if (c && (c->kind != kind || c->row != s->row || c->col != s->col || c->scope != s->scope)) {
-        view_plan_flush(a);
+        app_edit_flush(a);
         c = NULL;
     }
     Err err;
@@ -616,7 +495,7 @@ static int cycle_step(App *a, int kind, int dir) {
     c->pushed = a->pe->version != v0; /* an unchanged grid pushes no undo entry */
     if (st != ST_OK) {
         app_msg(a, 1, "%s: %s", c->what, err.detail);
-        cycle_free(a);
+        app_edit_cycle_free(a);
         return R_REDRAW;
     }
     /* the message counts the cells that differ from before the run */
@@ -961,7 +840,7 @@ static int undo_redo(App *a, int redo) {
 
 static int plan_key(App *a, Action act) {
     PlanViewState *s = &a->plan;
-    if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) view_plan_flush(a);
+    if (s->cyc && act != AC_FMT_NEXT && act != AC_FMT_PREV && act != AC_DIM) app_edit_flush(a);
     if (s->settings_open) return settings_key(a, act);
     if (s->preset_open) {
         int n;
