@@ -69,51 +69,31 @@ static void quant_bf16(const float *src, void *dst, int64_t n) {
  * In the nibble formats element j (< 16) is the low nibble of qs[j] and
  * element j + 16 the high nibble. */
 
-static void dequant_q4_0(const void *src, float *dst, int64_t n) {
-    const unsigned char *b = src;
-    for (int64_t i = 0; i < n / 32; i++, b += 18, dst += 32) {
+/* Q4_0 / Q5_0 (bits 4, 5): x = (q - 2^(bits-1)) * d, the fifth bit of
+ * element j (Q5_0) in bit j of qh. */
+static inline void dequant_qx_0(const unsigned char *b, float *dst, int64_t n, int bits) {
+    const int64_t bytes = bits == 4 ? 18 : 22;
+    const int off = 1 << (bits - 1);
+    for (int64_t i = 0; i < n / 32; i++, b += bytes, dst += 32) {
         float d = rd_f16(b);
-        const unsigned char *qs = b + 2;
-        for (int j = 0; j < 16; j++) {
-            dst[j] = (float)((qs[j] & 0x0F) - 8) * d;
-            dst[j + 16] = (float)((qs[j] >> 4) - 8) * d;
-        }
-    }
-}
-
-static void dequant_q4_1(const void *src, float *dst, int64_t n) {
-    const unsigned char *b = src;
-    for (int64_t i = 0; i < n / 32; i++, b += 20, dst += 32) {
-        float d = rd_f16(b), m = rd_f16(b + 2);
-        const unsigned char *qs = b + 4;
-        for (int j = 0; j < 16; j++) {
-            dst[j] = (float)(qs[j] & 0x0F) * d + m;
-            dst[j + 16] = (float)(qs[j] >> 4) * d + m;
-        }
-    }
-}
-
-static void dequant_q5_0(const void *src, float *dst, int64_t n) {
-    const unsigned char *b = src;
-    for (int64_t i = 0; i < n / 32; i++, b += 22, dst += 32) {
-        float d = rd_f16(b);
-        uint32_t qh = rd_u32le(b + 2);
-        const unsigned char *qs = b + 6;
+        uint32_t qh = bits == 5 ? rd_u32le(b + 2) : 0;
+        const unsigned char *qs = b + (bits == 5 ? 6 : 2);
         for (int j = 0; j < 16; j++) {
             int h0 = (int)((qh >> j) & 1u) << 4;
             int h1 = (int)((qh >> (j + 16)) & 1u) << 4;
-            dst[j] = (float)(((qs[j] & 0x0F) | h0) - 16) * d;
-            dst[j + 16] = (float)(((qs[j] >> 4) | h1) - 16) * d;
+            dst[j] = (float)(((qs[j] & 0x0F) | h0) - off) * d;
+            dst[j + 16] = (float)(((qs[j] >> 4) | h1) - off) * d;
         }
     }
 }
 
-static void dequant_q5_1(const void *src, float *dst, int64_t n) {
-    const unsigned char *b = src;
-    for (int64_t i = 0; i < n / 32; i++, b += 24, dst += 32) {
+/* Q4_1 / Q5_1 (bits 4, 5): x = q * d + m, the fifth bit as in Q5_0. */
+static inline void dequant_qx_1(const unsigned char *b, float *dst, int64_t n, int bits) {
+    const int64_t bytes = bits == 4 ? 20 : 24;
+    for (int64_t i = 0; i < n / 32; i++, b += bytes, dst += 32) {
         float d = rd_f16(b), m = rd_f16(b + 2);
-        uint32_t qh = rd_u32le(b + 4);
-        const unsigned char *qs = b + 8;
+        uint32_t qh = bits == 5 ? rd_u32le(b + 4) : 0;
+        const unsigned char *qs = b + (bits == 5 ? 8 : 4);
         for (int j = 0; j < 16; j++) {
             int h0 = (int)((qh >> j) & 1u) << 4;
             int h1 = (int)((qh >> (j + 16)) & 1u) << 4;
@@ -122,6 +102,11 @@ static void dequant_q5_1(const void *src, float *dst, int64_t n) {
         }
     }
 }
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n) { dequant_qx_0(src, dst, n, 4); }
+static void dequant_q5_0(const void *src, float *dst, int64_t n) { dequant_qx_0(src, dst, n, 5); }
+static void dequant_q4_1(const void *src, float *dst, int64_t n) { dequant_qx_1(src, dst, n, 4); }
+static void dequant_q5_1(const void *src, float *dst, int64_t n) { dequant_qx_1(src, dst, n, 5); }
 
 static void dequant_q8_0(const void *src, float *dst, int64_t n) {
     const unsigned char *b = src;
@@ -170,7 +155,7 @@ static void k_put_codes32(const uint8_t *L, int bits, unsigned char *p) {
 /* ggml's quantize_row_q4_0_ref and q5_0_ref (bits 4, 5): d = (signed value
  * of largest magnitude) / -2^(bits-1), q = min(2^bits - 1, trunc(x/d +
  * 2^(bits-1) + 0.5)), so the extreme maps to 0 exactly. */
-static void quant_qx_0(const float *src, unsigned char *b, int64_t n, int bits) {
+static inline void quant_qx_0(const float *src, unsigned char *b, int64_t n, int bits) {
     const int top = (1 << bits) - 1;
     const float half = (float)(1 << (bits - 1));
     const int64_t bytes = bits == 4 ? 18 : 22;
@@ -197,7 +182,7 @@ static void quant_qx_0(const float *src, unsigned char *b, int64_t n, int bits) 
  * (2^bits - 1), m = min, q = trunc((x - min)/d + 0.5); Q4_1 clamps q to 15,
  * Q5_1 does not (the code is taken modulo 32 through the nibble and the
  * fifth bit, as ggml does). */
-static void quant_qx_1(const float *src, unsigned char *b, int64_t n, int bits) {
+static inline void quant_qx_1(const float *src, unsigned char *b, int64_t n, int bits) {
     const float levels = (float)((1 << bits) - 1);
     const int64_t bytes = bits == 4 ? 20 : 24;
     for (int64_t i = 0; i < n / 32; i++, b += bytes, src += 32) {
@@ -296,43 +281,29 @@ static void dequant_q3_k(const void *src, float *dst, int64_t n) {
 }
 
 /* Q4_K {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}: 8 sub-blocks of 32;
- * each 32 bytes of qs hold two sub-blocks (low nibbles, then high). */
-static void dequant_q4_k(const void *src, float *dst, int64_t n) {
-    const unsigned char *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++, b += 144) {
+ * each 32 bytes of qs hold two sub-blocks (low nibbles, then high).
+ * Q5_K {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: the same
+ * with a fifth bit: sub-block j takes bit j of qh[l]. bits: 4 or 5. */
+static inline void dequant_qk_k(const unsigned char *b, float *dst, int64_t n, int bits) {
+    const int64_t bytes = bits == 4 ? 144 : 176;
+    for (int64_t i = 0; i < n / QK_K; i++, b += bytes) {
         float d = rd_f16(b), dmin = rd_f16(b + 2);
-        const unsigned char *scales = b + 4, *q = b + 16;
-        for (int j = 0; j < 8; j += 2, q += 32) {
-            int sc, m;
-            scale_min_k4(j, scales, &sc, &m);
-            float d1 = d * (float)sc, m1 = dmin * (float)m;
-            scale_min_k4(j + 1, scales, &sc, &m);
-            float d2 = d * (float)sc, m2 = dmin * (float)m;
-            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(q[l] & 0x0F) - m1;
-            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)(q[l] >> 4) - m2;
-        }
-    }
-}
-
-/* Q5_K {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: as Q4_K with
- * a fifth bit: sub-block j takes bit j of qh[l]. */
-static void dequant_q5_k(const void *src, float *dst, int64_t n) {
-    const unsigned char *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++, b += 176) {
-        float d = rd_f16(b), dmin = rd_f16(b + 2);
-        const unsigned char *scales = b + 4, *qh = b + 16, *ql = b + 48;
+        const unsigned char *scales = b + 4, *qh = b + 16, *ql = b + (bits == 5 ? 48 : 16);
         for (int j = 0; j < 8; j += 2, ql += 32) {
             int sc, m;
             scale_min_k4(j, scales, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
             scale_min_k4(j + 1, scales, &sc, &m);
             float d2 = d * (float)sc, m2 = dmin * (float)m;
-            unsigned u1 = 1u << j, u2 = 1u << (j + 1);
+            unsigned u1 = bits == 5 ? 1u << j : 0, u2 = bits == 5 ? 1u << (j + 1) : 0;
             for (int l = 0; l < 32; l++) *dst++ = d1 * (float)((ql[l] & 0x0F) + ((qh[l] & u1) ? 16 : 0)) - m1;
             for (int l = 0; l < 32; l++) *dst++ = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
         }
     }
 }
+
+static void dequant_q4_k(const void *src, float *dst, int64_t n) { dequant_qk_k(src, dst, n, 4); }
+static void dequant_q5_k(const void *src, float *dst, int64_t n) { dequant_qk_k(src, dst, n, 5); }
 
 /* Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: two halves of 128;
  * in a half, element l + 32k (k = 0..3) takes a nibble of ql[l + 32(k&1)]
