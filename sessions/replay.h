@@ -1,6 +1,7 @@
 /* Replay: a session's action log (sessions/session.h lists the actions) run
- * as a script, headless — calibrate (analysis/calib), plan edits and presets
- * (quant/plan, quant/preset), evaluate (analysis/qmodel + analysis/eval) —
+ * as a script, headless — calibrate (analysis/calib), plan edits (through
+ * the workbench editor's operations, quant/plan_edit) and presets
+ * (quant/preset), evaluate (analysis/qmodel + analysis/eval) —
  * producing a new session with the re-run's plans and results.
  *
  * The input is a session file or a hand-written action list: a JSON array of
@@ -69,8 +70,8 @@ typedef struct ReplayReport {
 } ReplayReport;
 
 /* Runs the script at path under o. Errors (the failing action is named:
- * "s.json: actions[4] (set_cell): rule 1 '7.down': layer 7 does not exist
- * (model has 5 layers)") leave whatever ran in rep->out. A check that finds
+ * "s.json: actions[4] (set_cell): plan 'fp16': pattern '7.down': layer 7 does
+ * not exist (model has 5 layers)") leave whatever ran in rep->out. A check that finds
  * differences still returns ST_OK: look at rep->n_diffs. Caller releases
  * *rep with replay_report_done (also on error). */
 Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err *err);

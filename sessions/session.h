@@ -48,11 +48,12 @@
  *                 plan = name of the resulting plan (default: the preset's name)
  *   set_rule      {plan, pattern | patterns[], fields[], entry, edit}
  *                 entry: a plan_json ENTRY; fields: "format" "group" "method" "act" "smooth";
- *                 group sizes that do not divide a dimension fall back as in the editor
- *                 (plan_fix_groups). Consecutive set_rule / set_cell actions with the
+ *                 applied to the pattern's sites by the editor's operations
+ *                 (quant/plan_edit.h: its fallbacks and consistency) and stored in the
+ *                 editor's form. Consecutive set_rule / set_cell actions with the
  *                 same integer "edit" id (else the same "time") are one undo step
  *   set_cell      {plan, layer, proj, fields[], entry}   = set_rule on "layer.proj"
- *   remove_rule   {plan, index}             0-based rule index
+ *   remove_rule   {plan, index}             0-based rule index of the plan as stored
  *   set_plan      {plan, json[, result]}    replace a plan wholesale and make it current (loaded
  *                                            from a file, or a result's plan: "result" = its id)
  *   undo, redo    {}                        the editor's (current plan's) history
