@@ -336,30 +336,117 @@ QS_TARGET_AVX512 static float wq_dot_avx512(const float *w, const float *x, int6
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
+/* The AVX2 twins of the three above: the same operations per element (a
+ * conversion, one subtraction, one rounding multiply), so the dequantized
+ * rows are bit for bit the scalar ones; the dot sums in another order. */
+QS_TARGET_AVX2 static void wq_decode_int_avx2(WqCode code, const uint8_t *row, int64_t k, float *v) {
+    const __m256i three = _mm256_set1_epi32(3), fifteen = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+    int64_t be = wq_traits[code].elems, nb = k / be, i = 0;
+    for (int64_t b = 0; b < nb; b++, i += be) {
+        const uint8_t *p = row + (size_t)b * wq_traits[code].bytes;
+        __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        __m256i hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        switch (code) {
+        case WQ_U8:
+            _mm256_storeu_ps(v + i, _mm256_cvtepi32_ps(lo));
+            _mm256_storeu_ps(v + i + 8, _mm256_cvtepi32_ps(hi));
+            _mm256_storeu_ps(v + i + 16, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16)))));
+            _mm256_storeu_ps(v + i + 24, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 24)))));
+            break;
+        case WQ_U4:
+            _mm256_storeu_ps(v + i, _mm256_cvtepi32_ps(_mm256_and_si256(lo, fifteen)));
+            _mm256_storeu_ps(v + i + 8, _mm256_cvtepi32_ps(_mm256_and_si256(hi, fifteen)));
+            _mm256_storeu_ps(v + i + 16, _mm256_cvtepi32_ps(_mm256_srli_epi32(lo, 4)));
+            _mm256_storeu_ps(v + i + 24, _mm256_cvtepi32_ps(_mm256_srli_epi32(hi, 4)));
+            break;
+        case WQ_U2:
+            for (int t = 0; t < 4; t++) {
+                __m128i sh = _mm_cvtsi32_si128(2 * t);
+                _mm256_storeu_ps(v + i + 16 * t, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(lo, sh), three)));
+                _mm256_storeu_ps(v + i + 16 * t + 8, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(hi, sh), three)));
+            }
+            break;
+        default: { /* U3 */
+            __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16)));
+            for (int t = 0; t < 4; t++) {
+                __m128i sh = _mm_cvtsi32_si128(2 * t), st = _mm_cvtsi32_si128(t), st4 = _mm_cvtsi32_si128(4 + t);
+                __m256i e0 = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi32(lo, sh), three),
+                                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(h, st), one), 2));
+                __m256i e1 = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi32(hi, sh), three),
+                                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(h, st4), one), 2));
+                _mm256_storeu_ps(v + i + 16 * t, _mm256_cvtepi32_ps(e0));
+                _mm256_storeu_ps(v + i + 16 * t + 8, _mm256_cvtepi32_ps(e1));
+            }
+            break;
+        }
+        }
+    }
+    for (; i < k; i++) v[i] = (float)wq_get_int(code, row, i);
+}
+
+QS_TARGET_AVX2 static void wq_scale_avx2(float *w, int64_t n, const float *s, const float *z, int per_elem) {
+    int64_t i = 0;
+    if (per_elem) {
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(w + i);
+            if (z) v = _mm256_sub_ps(v, _mm256_loadu_ps(z + i));
+            _mm256_storeu_ps(w + i, _mm256_mul_ps(v, _mm256_loadu_ps(s + i)));
+        }
+        for (; i < n; i++) w[i] = z ? (w[i] - z[i]) * s[i] : w[i] * s[i];
+        return;
+    }
+    const __m256 vs = _mm256_set1_ps(*s), vz = _mm256_set1_ps(z ? *z : 0.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(w + i);
+        if (z) v = _mm256_sub_ps(v, vz);
+        _mm256_storeu_ps(w + i, _mm256_mul_ps(v, vs));
+    }
+    for (; i < n; i++) w[i] = z ? (w[i] - *z) * *s : w[i] * *s;
+}
+
+QS_TARGET_AVX2 static float wq_dot_avx2(const float *w, const float *x, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    float sum = _mm_cvtss_f32(r);
+    for (; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
 /* Decoded (unscaled) values v of row o: integer code, fp8/fp16 value. */
 static void wq_decode_row(const WqMatrix *m, int64_t o, float *v, int fast) {
     const uint8_t *row = m->codes + (size_t)o * m->row_bytes;
     switch (m->code) {
     case WQ_E4M3:
     case WQ_E5M2:
-        if (fast) fp8_decode_avx512(row, m->k, m->code == WQ_E5M2, v);
+        if (fast == 2) fp8_decode_avx512(row, m->k, m->code == WQ_E5M2, v);
         else fp8_decode_ref(row, m->k, m->code == WQ_E5M2, v);
         break;
     case WQ_F16:
     case WQ_BF16:
-        if (fast) f16_decode_avx512((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
+        if (fast == 2) f16_decode_avx512((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
+        else if (fast == 1) f16_decode(row, m->k, m->code == WQ_BF16, v); /* AVX2 + F16C where present */
         else f16_decode_ref((const uint16_t *)(const void *)row, m->k, m->code == WQ_BF16, v);
         break;
     case WQ_F32: memcpy(v, row, (size_t)m->k * 4); break;
     case WQ_BLOCKS: m->decode(row, v, m->k); break;
     default:
-        if (fast) wq_decode_int_avx512(m->code, row, m->k, v);
+        if (fast == 2) wq_decode_int_avx512(m->code, row, m->k, v);
+        else if (fast == 1) wq_decode_int_avx2(m->code, row, m->k, v);
         else
             for (int64_t i = 0; i < m->k; i++) v[i] = (float)wq_get_int(m->code, row, i);
         break;
     }
 }
 
+/* fast: 2 AVX-512, 1 AVX2, 0 scalar (the same values at every level). */
 static void wq_dequant_row(const WqMatrix *m, int64_t o, float *w, int fast) {
     wq_decode_row(m, o, w, fast);
     if (m->gdim == WQ_GROUP_NONE) return;
@@ -368,14 +455,15 @@ static void wq_dequant_row(const WqMatrix *m, int64_t o, float *w, int fast) {
     if (m->gdim == WQ_GROUP_IC) {
         const float *s = m->scale + wq_group_of(m, o, 0);
         const float *z = is_int ? m->zero + wq_group_of(m, o, 0) : NULL;
-        if (fast) wq_scale_avx512(w, k, s, z, 1);
+        if (fast == 2) wq_scale_avx512(w, k, s, z, 1);
+        else if (fast == 1) wq_scale_avx2(w, k, s, z, 1);
         else if (is_int) for (int64_t i = 0; i < k; i++) w[i] = (w[i] - z[i]) * s[i];
         else for (int64_t i = 0; i < k; i++) w[i] = w[i] * s[i];
         return;
     }
     /* TENSOR, or OC with runs of glen inputs sharing (s, z) */
     int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : k;
-    if (fast && glen < 16 && 16 % glen == 0) {
+    if (fast == 2 && glen < 16 && 16 % glen == 0) {
         /* small groups (g = 1, 2, 4, 8): spread each group's (s, z) over its lanes */
         int64_t gpr = k / glen;
         wq_scale_small_avx512(w, k, glen, m->scale + o * gpr, is_int ? m->zero + o * gpr : NULL);
@@ -384,14 +472,18 @@ static void wq_dequant_row(const WqMatrix *m, int64_t o, float *w, int fast) {
     for (int64_t i0 = 0; i0 < k; i0 += glen) {
         int64_t g = wq_group_of(m, o, i0);
         const float *s = m->scale + g, *z = is_int ? m->zero + g : NULL;
-        if (fast) wq_scale_avx512(w + i0, glen, s, z, 0);
+        if (fast == 2) wq_scale_avx512(w + i0, glen, s, z, 0);
+        else if (fast == 1) wq_scale_avx2(w + i0, glen, s, z, 0);
         else
             for (int64_t i = i0; i < i0 + glen; i++) w[i] = z ? (w[i] - *z) * *s : w[i] * *s;
     }
 }
 
+/* The dequantization level wq_dequant_row takes on this CPU. */
+static int wq_fast_level(void) { return cpu_has_avx512f() ? 2 : cpu_has_avx2() ? 1 : 0; }
+
 void wqmat_dequant_rows(const WqMatrix *m, int64_t r0, int64_t r1, float *out) {
-    int fast = cpu_has_avx512f();
+    int fast = wq_fast_level();
     for (int64_t o = r0; o < r1; o++) wq_dequant_row(m, o, out + (o - r0) * m->k, fast);
 }
 
@@ -607,6 +699,127 @@ static WqRowDotFn wq_rowdot_fn(const WqMatrix *m) {
     }
 }
 
+/* === AVX2 GEMV ===
+ * Integer codes (U8, U4, U3, U2) under OC or tensor grouping: each weight is
+ * dequantized in registers exactly as qtensor_dequant does it ((float)u - z,
+ * then one rounding multiply by s; the values the AVX-512 path's tables
+ * hold), then one FMA per weight, so the GEMV adds only summation-order error
+ * on Σ|w·x|, as the AVX-512 path does. Rows as in kernels/wq_rowdot.h, four
+ * at a time sharing the x loads; the signature is WqLutDotFn's, so the same
+ * driver (gemv_rows) runs them. 8-lane blocks: bytes 0-7 and 8-15 of a block
+ * widened to 32-bit lanes hold elements j and j + 8 (+ 16t for the bit
+ * fields of U4 / U2 / U3, layout in kernels/wq_gemm.h). */
+
+#define DQ8(u, vz, vs) _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u), vz), vs)
+#define DQ8_FMA(u, xp, acc, vz, vs) acc = _mm256_fmadd_ps(DQ8(u, vz, vs), _mm256_loadu_ps(xp), acc)
+#define LD8(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
+
+#define U8_DQ(p, xb, a, b, vz, vs)                                                                       \
+    do {                                                                                                 \
+        DQ8_FMA(LD8(p), xb, a, vz, vs);                                                                  \
+        DQ8_FMA(LD8((p) + 8), (xb) + 8, b, vz, vs);                                                      \
+        DQ8_FMA(LD8((p) + 16), (xb) + 16, a, vz, vs);                                                    \
+        DQ8_FMA(LD8((p) + 24), (xb) + 24, b, vz, vs);                                                    \
+    } while (0)
+#define U4_DQ(p, xb, a, b, vz, vs)                                                                       \
+    do {                                                                                                 \
+        const __m256i m_ = _mm256_set1_epi32(15);                                                        \
+        __m256i lo_ = LD8(p), hi_ = LD8((p) + 8);                                                        \
+        DQ8_FMA(_mm256_and_si256(lo_, m_), xb, a, vz, vs);                                               \
+        DQ8_FMA(_mm256_and_si256(hi_, m_), (xb) + 8, b, vz, vs);                                         \
+        DQ8_FMA(_mm256_srli_epi32(lo_, 4), (xb) + 16, a, vz, vs);                                        \
+        DQ8_FMA(_mm256_srli_epi32(hi_, 4), (xb) + 24, b, vz, vs);                                        \
+    } while (0)
+#define U2_DQ(p, xb, a, b, vz, vs)                                                                       \
+    do {                                                                                                 \
+        const __m256i m_ = _mm256_set1_epi32(3);                                                         \
+        __m256i lo_ = LD8(p), hi_ = LD8((p) + 8);                                                        \
+        DQ8_FMA(_mm256_and_si256(lo_, m_), xb, a, vz, vs);                                               \
+        DQ8_FMA(_mm256_and_si256(hi_, m_), (xb) + 8, b, vz, vs);                                         \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(lo_, 2), m_), (xb) + 16, a, vz, vs);                  \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(hi_, 2), m_), (xb) + 24, b, vz, vs);                  \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(lo_, 4), m_), (xb) + 32, a, vz, vs);                  \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(hi_, 4), m_), (xb) + 40, b, vz, vs);                  \
+        DQ8_FMA(_mm256_srli_epi32(lo_, 6), (xb) + 48, a, vz, vs);                                        \
+        DQ8_FMA(_mm256_srli_epi32(hi_, 6), (xb) + 56, b, vz, vs);                                        \
+    } while (0)
+/* U3: bits 0-1 as U2; the third bit of element j + 16t is bit t of third-bit
+ * byte j, of element j + 8 + 16t bit 4 + t (moved to bit 2 of the lane). */
+#define U3_E(v_, h_, SH, HS)                                                                              \
+    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(v_, SH), m_),                                     \
+                    _mm256_and_si256(_mm256_slli_epi32(_mm256_srli_epi32(h_, HS), 2), four_))
+#define U3_DQ(p, xb, a, b, vz, vs)                                                                       \
+    do {                                                                                                 \
+        const __m256i m_ = _mm256_set1_epi32(3), four_ = _mm256_set1_epi32(4);                           \
+        __m256i lo_ = LD8(p), hi_ = LD8((p) + 8), h_ = LD8((p) + 16);                                    \
+        DQ8_FMA(U3_E(lo_, h_, 0, 0), xb, a, vz, vs);                                                     \
+        DQ8_FMA(U3_E(hi_, h_, 0, 4), (xb) + 8, b, vz, vs);                                               \
+        DQ8_FMA(U3_E(lo_, h_, 2, 1), (xb) + 16, a, vz, vs);                                              \
+        DQ8_FMA(U3_E(hi_, h_, 2, 5), (xb) + 24, b, vz, vs);                                              \
+        DQ8_FMA(U3_E(lo_, h_, 4, 2), (xb) + 32, a, vz, vs);                                              \
+        DQ8_FMA(U3_E(hi_, h_, 4, 6), (xb) + 40, b, vz, vs);                                              \
+        DQ8_FMA(U3_E(lo_, h_, 6, 3), (xb) + 48, a, vz, vs);                                              \
+        DQ8_FMA(U3_E(hi_, h_, 6, 7), (xb) + 56, b, vz, vs);                                              \
+    } while (0)
+
+QS_TARGET_AVX2 static inline float wq_hsum_avx2(__m256 a) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+}
+
+#define WQ_DQDOT_AVX2_DEFINE(NAME, BLK, BBYTES, DQ)                                                      \
+    QS_TARGET_AVX2 static void NAME##_r4(const uint8_t *rows, size_t row_bytes, const float *x,          \
+                                         int64_t nblk, int64_t gblk, const float *gs, const float *gz,    \
+                                         int64_t gstride, float *out) {                                   \
+        const uint8_t *p0 = rows, *p1 = rows + row_bytes, *p2 = rows + 2 * row_bytes,                     \
+                      *p3 = rows + 3 * row_bytes;                                                         \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,           \
+               a30 = a00, a31 = a00;                                                                      \
+        int64_t g = 0;                                                                                    \
+        for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                \
+            const __m256 z0 = _mm256_set1_ps(gz[g]), s0 = _mm256_set1_ps(gs[g]);                          \
+            const __m256 z1 = _mm256_set1_ps(gz[gstride + g]), s1 = _mm256_set1_ps(gs[gstride + g]);      \
+            const __m256 z2 = _mm256_set1_ps(gz[2 * gstride + g]), s2 = _mm256_set1_ps(gs[2 * gstride + g]); \
+            const __m256 z3 = _mm256_set1_ps(gz[3 * gstride + g]), s3 = _mm256_set1_ps(gs[3 * gstride + g]); \
+            int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                             \
+            for (int64_t b = b0; b < b1; b++) {                                                           \
+                const float *xb = x + b * (BLK);                                                          \
+                size_t off = (size_t)b * (BBYTES);                                                        \
+                _mm_prefetch((const char *)(p0 + 4 * row_bytes + 4 * off), _MM_HINT_T0);                  \
+                DQ(p0 + off, xb, a00, a01, z0, s0);                                                       \
+                DQ(p1 + off, xb, a10, a11, z1, s1);                                                       \
+                DQ(p2 + off, xb, a20, a21, z2, s2);                                                       \
+                DQ(p3 + off, xb, a30, a31, z3, s3);                                                       \
+            }                                                                                             \
+        }                                                                                                 \
+        out[0] = wq_hsum_avx2(_mm256_add_ps(a00, a01));                                                   \
+        out[1] = wq_hsum_avx2(_mm256_add_ps(a10, a11));                                                   \
+        out[2] = wq_hsum_avx2(_mm256_add_ps(a20, a21));                                                   \
+        out[3] = wq_hsum_avx2(_mm256_add_ps(a30, a31));                                                   \
+    }                                                                                                     \
+    QS_TARGET_AVX2 static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk, int64_t gblk,   \
+                                         const float *gs, const float *gz, float *out) {                  \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00;                                                      \
+        int64_t g = 0;                                                                                    \
+        for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                \
+            const __m256 z0 = _mm256_set1_ps(gz[g]), s0 = _mm256_set1_ps(gs[g]);                          \
+            int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                             \
+            for (int64_t b = b0; b < b1; b++) DQ(p0 + (size_t)b * (BBYTES), x + b * (BLK), a00, a01, z0, s0); \
+        }                                                                                                 \
+        out[0] = wq_hsum_avx2(_mm256_add_ps(a00, a01));                                                   \
+    }                                                                                                     \
+    static void NAME(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,      \
+                     int64_t gblk, const float *gs, const float *gz, int64_t gstride, float *out) {       \
+        if (nrows == 4) NAME##_r4(rows, row_bytes, x, nblk, gblk, gs, gz, gstride, out);                  \
+        else NAME##_r1(rows, x, nblk, gblk, gs, gz, out);                                                 \
+    }
+
+WQ_DQDOT_AVX2_DEFINE(dqdot_u8_avx2, 32, 32, U8_DQ)
+WQ_DQDOT_AVX2_DEFINE(dqdot_u4_avx2, 32, 16, U4_DQ)
+WQ_DQDOT_AVX2_DEFINE(dqdot_u3_avx2, 64, 24, U3_DQ)
+WQ_DQDOT_AVX2_DEFINE(dqdot_u2_avx2, 64, 16, U2_DQ)
+
 int wq_gemv_fast_ok(const WqMatrix *m) {
     if (m->code == WQ_BLOCKS) return 0; /* decoded row by row, float dot */
     if (m->gdim == WQ_GROUP_OC && m->group) return m->group % wq_traits[m->code].elems == 0;
@@ -712,6 +925,16 @@ static void gemv_ic_prescale(void *arg, int64_t b, int64_t e, int tid) {
     }
 }
 
+/* x (k) copied into this thread's scratch with zeros up to kp: the padding
+ * codes of a row need not decode to zero weights. */
+static const float *gemv_padded_x(const WqMatrix *m, const float *x) {
+    float *buf = scratch_get(SCRATCH_GEMV_X, (size_t)m->kp * sizeof(float));
+    ASSERT(buf != NULL);
+    memcpy(buf, x, (size_t)m->k * sizeof *x);
+    for (int64_t i = m->k; i < m->kp; i++) buf[i] = 0.0f;
+    return buf;
+}
+
 void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
     GemvTask t = {m, wq_rowdot_fn(m), wq_lutdot_fn(m), NULL, 0, 0, NULL, NULL, y};
     float *buf = NULL, *zterm = NULL, *xsum = NULL;
@@ -728,11 +951,7 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
         t.ic_rows = rows;
         t.zterm = zterm;
     } else {
-        buf = scratch_get(SCRATCH_GEMV_X, (size_t)m->kp * sizeof(float));
-        ASSERT(buf != NULL);
-        memcpy(buf, x, (size_t)m->k * sizeof *x);
-        for (int64_t i = m->k; i < m->kp; i++) buf[i] = 0.0f;
-        t.x = buf;
+        t.x = gemv_padded_x(m, x);
         if (wq_is_int(m->code) && !m->sym && !t.lfn) {
             int64_t glen = (m->gdim == WQ_GROUP_OC && m->group) ? m->group : m->k;
             int64_t ng = m->k / glen;
@@ -749,6 +968,17 @@ void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool) {
     pool_for(pool, nq, 8, gemv_rows, &t);
 }
 
+int wq_gemv_avx2_ok(const WqMatrix *m) {
+    return wq_is_int(m->code) && (m->gdim == WQ_GROUP_TENSOR || m->gdim == WQ_GROUP_OC) && wq_gemv_fast_ok(m);
+}
+
+void wq_gemv_avx2(const WqMatrix *m, const float *x, float *y, Pool *pool) {
+    static const WqLutDotFn fns[] = {[WQ_U8] = dqdot_u8_avx2, [WQ_U4] = dqdot_u4_avx2, [WQ_U3] = dqdot_u3_avx2,
+                                     [WQ_U2] = dqdot_u2_avx2};
+    GemvTask t = {m, NULL, fns[m->code], gemv_padded_x(m, x), 0, 0, NULL, NULL, y};
+    pool_for(pool, (m->n + 3) / 4, 8, gemv_rows, &t);
+}
+
 /* Fallback for groupings the fast path does not take (and machines without
  * AVX-512): exact row dequantization, float dot. */
 typedef struct SlowTask { const WqMatrix *m; const float *x; float *y; } SlowTask;
@@ -758,11 +988,12 @@ static void gemv_rows_slow(void *arg, int64_t b, int64_t e, int tid) {
     const SlowTask *t = arg;
     float *w = scratch_get(SCRATCH_GEMV_ROW, (size_t)t->m->k * sizeof *w); /* this worker's */
     ASSERT(w != NULL);
-    int fast = cpu_has_avx512f();
+    int fast = wq_fast_level();
     for (int64_t o = b; o < e; o++) {
         wq_dequant_row(t->m, o, w, fast);
         float s = 0.0f;
-        if (fast) s = wq_dot_avx512(w, t->x, t->m->k);
+        if (fast == 2) s = wq_dot_avx512(w, t->x, t->m->k);
+        else if (fast == 1) s = wq_dot_avx2(w, t->x, t->m->k);
         else
             for (int64_t i = 0; i < t->m->k; i++) s += w[i] * t->x[i];
         t->y[o] = s;
@@ -783,6 +1014,10 @@ void wq_gemv(const WqMatrix *m, const float *x, float *y, Pool *pool) {
     }
     if (cpu_has_avx512f() && wq_gemv_fast_ok(m)) {
         wq_gemv_avx512(m, x, y, pool);
+        return;
+    }
+    if (cpu_has_avx2() && wq_gemv_avx2_ok(m)) {
+        wq_gemv_avx2(m, x, y, pool);
         return;
     }
     SlowTask t = {m, x, y};

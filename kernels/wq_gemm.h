@@ -42,9 +42,16 @@
  * of the exactly dequantized values s·(u - z) (vpermps), so the GEMV only adds
  * summation-order error on Σ|w·x|. Symmetric int8 and IC-grouped symmetric
  * codes decode u - z directly; asymmetric int8 and IC-grouped asymmetric
- * codes subtract Σ s·z·x afterwards, whose rounding scales with s·z·Σ|x|. Batches
- * dequantize tiles of rows to float and run a float GEMM on them. Every fast path
- * has the scalar wq_gemv_ref twin (exact dequant, double accumulation). */
+ * codes subtract Σ s·z·x afterwards, whose rounding scales with s·z·Σ|x|. On
+ * AVX2 without AVX-512, integer codes under OC or tensor grouping run
+ * wq_gemv_avx2: each weight dequantized in registers to the exact value
+ * ((float)u - z, times s), one FMA per weight, so it too adds only
+ * summation-order error on Σ|w·x|; other matrices dequantize a row at a time
+ * (AVX2 decode and scale, bit for bit the scalar values) and take an AVX2 dot.
+ * Batches dequantize tiles of rows to float (the same values at every level)
+ * and run a float GEMM on them. Every fast path has the scalar wq_gemv_ref
+ * twin (exact dequant, double accumulation); tests/test_kernels.c holds each
+ * within 1e-5·Σ|w·x| of it at every QS_CPU level. */
 #ifndef QS_KERNELS_WQ_GEMM_H
 #define QS_KERNELS_WQ_GEMM_H
 
@@ -130,14 +137,23 @@ int wq_code_bits(WqCode c);
 void wqmat_dequant_rows(const WqMatrix *m, int64_t r0, int64_t r1, float *out);
 
 /* y (n) = W · x (k). Fast path (AVX-512) when available and the grouping
- * allows it (OC groups a multiple of the block), else the row-dequant path.
- * Rows are split over pool (may be NULL). */
+ * allows it (OC groups a multiple of the block); else, on AVX2, integer codes
+ * under the same groupings (tensor, OC) run wq_gemv_avx2; else the row-dequant
+ * path (AVX2 decode, scale and dot where available, scalar otherwise). Rows
+ * are split over pool (may be NULL). */
 void wq_gemv(const WqMatrix *m, const float *x, float *y, Pool *pool);
 
 /* The AVX-512 path alone (callers check cpu_has_avx512f() and
  * wq_gemv_fast_ok()); returns nothing, fills y (n). */
 void wq_gemv_avx512(const WqMatrix *m, const float *x, float *y, Pool *pool);
 int wq_gemv_fast_ok(const WqMatrix *m);
+
+/* The AVX2 path alone (callers check cpu_has_avx2() and wq_gemv_avx2_ok():
+ * integer codes, tensor or OC grouping with groups a multiple of the block):
+ * each weight dequantized in registers to exactly qtensor_dequant's value,
+ * float FMA accumulation; fills y (n). */
+void wq_gemv_avx2(const WqMatrix *m, const float *x, float *y, Pool *pool);
+int wq_gemv_avx2_ok(const WqMatrix *m);
 
 /* Scalar twin: exact dequantized rows, double accumulation. */
 void wq_gemv_ref(const WqMatrix *m, const float *x, float *y);

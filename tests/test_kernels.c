@@ -271,12 +271,18 @@ static void check_wq(const WqMatrix *m, const float *w, Pool *pool) {
                    (int)m->gdim, (long long)m->group, fast, (long long)o, yf[o], exact, yr[o]);
             CHECKF(fabs(y[t * n + o] - exact) <= tol, "gemm code %d row %lld", (int)m->code, (long long)o);
         }
-        if (fast) {
-            wq_gemv_avx512(m, x + t * k, yf, NULL); /* same path, no pool */
+        /* each fast path alone, no pool: within 1e-5 of Σ|w·x| of the scalar twin */
+        for (int path = 0; path < 2; path++) {
+            if (path == 0 && !fast) continue;
+            if (path == 1 && !(cpu_has_avx2() && wq_gemv_avx2_ok(m))) continue;
+            if (path == 0) wq_gemv_avx512(m, x + t * k, yf, NULL);
+            else wq_gemv_avx2(m, x + t * k, yf, NULL);
             for (int64_t o = 0; o < n; o++) {
                 double mag = 0;
                 for (int64_t i = 0; i < k; i++) mag += fabs((double)w[o * k + i] * x[t * k + i]);
-                CHECK(fabs(yf[o] - yr[o]) <= 1e-5 * mag + 1e-30);
+                CHECKF(fabs(yf[o] - yr[o]) <= 1e-5 * mag + 1e-30, "%s code %d sym %d gdim %d g %lld row %lld: %g vs %g",
+                       path ? "avx2" : "avx512", (int)m->code, m->sym, (int)m->gdim, (long long)m->group, (long long)o,
+                       yf[o], yr[o]);
             }
         }
     }
@@ -474,8 +480,18 @@ int main(void) {
     test_int8_gemm(NULL);
     test_decoders();
     sgemm_set_threads(1);
-    test_weight_only(pool);
-    test_weight_only(NULL);
+    /* the weight-only paths at every dispatch level the CPU has: AVX-512,
+     * AVX2 (its GEMV and row dequantization), scalar */
+    static const char *const LEVELS[] = {NULL, "avx2", "scalar"};
+    for (int lv = 0; lv < 3; lv++) {
+        if (LEVELS[lv]) setenv("QS_CPU", LEVELS[lv], 1);
+        cpu_refresh();
+        printf("weight-only at %s\n", cpu_describe());
+        test_weight_only(pool);
+        test_weight_only(NULL);
+    }
+    unsetenv("QS_CPU");
+    cpu_refresh();
     pool_free(pool);
     return testlib_done("test_kernels");
 }
