@@ -111,6 +111,64 @@ for g in 32 128; do
   done
 done
 
+# === Decode beside llama.cpp, and the bandwidth floor (dec helper, issue 17) ===
+# Decode only: `qscope eval --decode-steps 64` (one-token steps after a
+# 16-token prompt, 2 threads) for int4-rtn (weight-only, exact float
+# activations), w8a8-token and w4a8-token on the tinyllama synth, alternating
+# with llama-bench -p 0 -n 64 -r 3 -t 2 on llama-quantize's Q4_0 and Q8_0 of
+# the same file (LLAMA_BIN or build/llama.cpp/bin; that half is skipped with
+# a note when absent). CPU-seconds come from /usr/bin/time (the eval's own
+# prefill and reference pass are in them too, so compare the wall rates and
+# read CPU-s as the load's witness). The floor: the bytes one step reads —
+# eval's kernel_bytes, every projection and the head once — over
+# bench_membw's 2-thread bandwidth for a buffer of the same size (beyond the
+# L3 that is DRAM; a smaller model would sit in the L3).
+LB=${LLAMA_BIN:-build/llama.cpp/bin}
+# BENCH_AUTOGROUP=-20 (root) runs each of these commands in a fresh session
+# whose autogroup has that nice value: the kernel shares the CPUs between
+# sessions, so on the shared machine other sessions' load otherwise sets the
+# rate (llama-bench's spinning threads suffer most; see BENCHMARKS.md "MPI:
+# calibration and GPTQ by wall clock").
+ag() {
+  if [ -n "${BENCH_AUTOGROUP:-}" ]; then
+    setsid -w sh -c 'echo "$0" >/proc/self/autogroup && exec "$@"' "$BENCH_AUTOGROUP" "$@"
+  else "$@"; fi
+}
+DB=${DECODE_BENCH_ROUNDS:-2}
+echo "bench: qscope eval $MODEL --preset P --text $ETEXT --ctx 128 --chunks 1 --threads 2 --no-cache --decode-steps 64 --json; llama-bench -m Q -p 0 -n 64 -r 3 -t 2"
+for qt in Q4_0 Q8_0; do
+  QF=$OUT/tinyllama-$qt.gguf
+  if [ ! -f "$QF" ] && [ -x "$LB/llama-quantize" ]; then
+    "$LB/llama-quantize" "$MODEL" "$QF" "$qt" >/dev/null 2>&1 || echo "bench: llama-quantize $qt failed"
+  fi
+done
+printf '%-22s %9s %9s %11s %11s %7s\n' run decode_tps floor_tps of_floor kernel_MB load1
+r=1
+while [ "$r" -le "$DB" ]; do
+  for p in int4-rtn w8a8-token w4a8-token; do
+    j=$OUT/decode_$p.json
+    ag "$Q" eval "$MODEL" --preset "$p" --text "$ETEXT" --ctx 128 --chunks 1 --threads 2 --no-cache --decode-steps 64 \
+      --json >"$j" 2>/dev/null || { echo "bench: decode $p failed"; continue; }
+    kb=$(field "$j" kernel_bytes)
+    mb=$(awk -v b="$kb" 'BEGIN { m = int(b / 1048576); print m < 1 ? 1 : m }')
+    bw=$(ag build/tests/bench_membw "$mb" 2>/dev/null | sed -n 's/.*2 threads: \([0-9.]*\) GB.s/\1/p')
+    awk -v l="qscope $p" -v t="$(field "$j" decode_tps)" -v kb="$kb" -v bw="$bw" -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
+      'BEGIN { f = (bw > 0 ? bw * 1e9 / kb : 0); printf "%-22s %9.1f %9.1f %10.0f%% %11.1f %7s\n", l, t, f, (f > 0 ? 100 * t / f : 0), kb / 1048576, ld }'
+    case $p in int4-rtn) qt=Q4_0 ;; w8a8-token) qt=Q8_0 ;; *) qt=Q4_0 ;; esac
+    QF=$OUT/tinyllama-$qt.gguf
+    if [ -x "$LB/llama-bench" ] && [ -f "$QF" ]; then
+      ag "$LB/llama-bench" -m "$QF" -p 0 -n 64 -r 3 -t 2 -o csv >"$OUT/llama-bench-tg-$qt.csv" 2>/dev/null ||
+        echo "bench: llama-bench $qt failed"
+      tps=$(tail -1 "$OUT/llama-bench-tg-$qt.csv" | awk -F, '{gsub(/"/, "", $(NF-1)); print $(NF-1)}')
+      awk -v l="llama-bench $qt tg64" -v t="$tps" -v ld="$(cut -d' ' -f1 /proc/loadavg)" -v fb="$(wc -c <"$QF")" \
+        'BEGIN { printf "%-22s %9.1f %9s %11s %11.1f %7s  (file MB)\n", l, t, "-", "-", fb / 1048576, ld }'
+    else
+      echo "bench: note: no llama-bench or no $QF: no llama.cpp row"
+    fi
+  done
+  r=$((r + 1))
+done
+
 # === F16 7B prefill (native helper): Llama-2-7B's shape at full depth ===
 # synth --preset llama2-7b --layers 32 --type f16 (6.48 G parameters, 13 GB,
 # vocab 512): one 512-token chunk of `qscope ppl` on 2 threads, computed on
