@@ -700,66 +700,70 @@ static WqRowDotFn wq_rowdot_fn(const WqMatrix *m) {
 }
 
 /* === AVX2 GEMV ===
- * Integer codes (U8, U4, U3, U2) under OC or tensor grouping: each weight is
- * dequantized in registers exactly as qtensor_dequant does it ((float)u - z,
- * then one rounding multiply by s; the values the AVX-512 path's tables
- * hold), then one FMA per weight, so the GEMV adds only summation-order error
- * on Σ|w·x|, as the AVX-512 path does. Rows as in kernels/wq_rowdot.h, four
- * at a time sharing the x loads; the signature is WqLutDotFn's, so the same
- * driver (gemv_rows) runs them. 8-lane blocks: bytes 0-7 and 8-15 of a block
- * widened to 32-bit lanes hold elements j and j + 8 (+ 16t for the bit
- * fields of U4 / U2 / U3, layout in kernels/wq_gemm.h). */
+ * Integer codes (U8, U4, U3, U2) under OC or tensor grouping: each code is
+ * widened and converted, its zero point subtracted (u - z, exact: small
+ * integers), and FMA'd with x into a per-group sum that is scaled once at the
+ * group's end, as the AVX-512 row dots do (kernels/wq_rowdot.h). Subtracting
+ * z per weight, not Σ z·x afterwards, keeps near-zero rows accurate, so the
+ * GEMV adds only summation-order error on Σ|w·x| (one rounding more per
+ * group than the AVX-512 table path; the multiply per weight that exact
+ * dequantization would take cost 12-15 % of the rate). Rows as in
+ * kernels/wq_rowdot.h, four at a time sharing the x loads; the signature is
+ * WqLutDotFn's, so the same driver (gemv_rows) runs them. 8-lane blocks:
+ * bytes 0-7 and 8-15 of a block widened to 32-bit lanes hold elements j and
+ * j + 8 (+ 16t for the bit fields of U4 / U2 / U3, layout in
+ * kernels/wq_gemm.h). */
 
-#define DQ8(u, vz, vs) _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u), vz), vs)
-#define DQ8_FMA(u, xp, acc, vz, vs) acc = _mm256_fmadd_ps(DQ8(u, vz, vs), _mm256_loadu_ps(xp), acc)
+#define DQ8(u, vz) _mm256_sub_ps(_mm256_cvtepi32_ps(u), vz)
+#define DQ8_FMA(u, xp, acc, vz) acc = _mm256_fmadd_ps(DQ8(u, vz), _mm256_loadu_ps(xp), acc)
 #define LD8(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
 
-#define U8_DQ(p, xb, a, b, vz, vs)                                                                       \
+#define U8_DQ(p, xb, a, b, vz)                                                                       \
     do {                                                                                                 \
-        DQ8_FMA(LD8(p), xb, a, vz, vs);                                                                  \
-        DQ8_FMA(LD8((p) + 8), (xb) + 8, b, vz, vs);                                                      \
-        DQ8_FMA(LD8((p) + 16), (xb) + 16, a, vz, vs);                                                    \
-        DQ8_FMA(LD8((p) + 24), (xb) + 24, b, vz, vs);                                                    \
+        DQ8_FMA(LD8(p), xb, a, vz);                                                                  \
+        DQ8_FMA(LD8((p) + 8), (xb) + 8, b, vz);                                                      \
+        DQ8_FMA(LD8((p) + 16), (xb) + 16, a, vz);                                                    \
+        DQ8_FMA(LD8((p) + 24), (xb) + 24, b, vz);                                                    \
     } while (0)
-#define U4_DQ(p, xb, a, b, vz, vs)                                                                       \
+#define U4_DQ(p, xb, a, b, vz)                                                                       \
     do {                                                                                                 \
         const __m256i m_ = _mm256_set1_epi32(15);                                                        \
         __m256i lo_ = LD8(p), hi_ = LD8((p) + 8);                                                        \
-        DQ8_FMA(_mm256_and_si256(lo_, m_), xb, a, vz, vs);                                               \
-        DQ8_FMA(_mm256_and_si256(hi_, m_), (xb) + 8, b, vz, vs);                                         \
-        DQ8_FMA(_mm256_srli_epi32(lo_, 4), (xb) + 16, a, vz, vs);                                        \
-        DQ8_FMA(_mm256_srli_epi32(hi_, 4), (xb) + 24, b, vz, vs);                                        \
+        DQ8_FMA(_mm256_and_si256(lo_, m_), xb, a, vz);                                               \
+        DQ8_FMA(_mm256_and_si256(hi_, m_), (xb) + 8, b, vz);                                         \
+        DQ8_FMA(_mm256_srli_epi32(lo_, 4), (xb) + 16, a, vz);                                        \
+        DQ8_FMA(_mm256_srli_epi32(hi_, 4), (xb) + 24, b, vz);                                        \
     } while (0)
-#define U2_DQ(p, xb, a, b, vz, vs)                                                                       \
+#define U2_DQ(p, xb, a, b, vz)                                                                       \
     do {                                                                                                 \
         const __m256i m_ = _mm256_set1_epi32(3);                                                         \
         __m256i lo_ = LD8(p), hi_ = LD8((p) + 8);                                                        \
-        DQ8_FMA(_mm256_and_si256(lo_, m_), xb, a, vz, vs);                                               \
-        DQ8_FMA(_mm256_and_si256(hi_, m_), (xb) + 8, b, vz, vs);                                         \
-        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(lo_, 2), m_), (xb) + 16, a, vz, vs);                  \
-        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(hi_, 2), m_), (xb) + 24, b, vz, vs);                  \
-        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(lo_, 4), m_), (xb) + 32, a, vz, vs);                  \
-        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(hi_, 4), m_), (xb) + 40, b, vz, vs);                  \
-        DQ8_FMA(_mm256_srli_epi32(lo_, 6), (xb) + 48, a, vz, vs);                                        \
-        DQ8_FMA(_mm256_srli_epi32(hi_, 6), (xb) + 56, b, vz, vs);                                        \
+        DQ8_FMA(_mm256_and_si256(lo_, m_), xb, a, vz);                                               \
+        DQ8_FMA(_mm256_and_si256(hi_, m_), (xb) + 8, b, vz);                                         \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(lo_, 2), m_), (xb) + 16, a, vz);                  \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(hi_, 2), m_), (xb) + 24, b, vz);                  \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(lo_, 4), m_), (xb) + 32, a, vz);                  \
+        DQ8_FMA(_mm256_and_si256(_mm256_srli_epi32(hi_, 4), m_), (xb) + 40, b, vz);                  \
+        DQ8_FMA(_mm256_srli_epi32(lo_, 6), (xb) + 48, a, vz);                                        \
+        DQ8_FMA(_mm256_srli_epi32(hi_, 6), (xb) + 56, b, vz);                                        \
     } while (0)
 /* U3: bits 0-1 as U2; the third bit of element j + 16t is bit t of third-bit
  * byte j, of element j + 8 + 16t bit 4 + t (moved to bit 2 of the lane). */
 #define U3_E(v_, h_, SH, HS)                                                                              \
     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(v_, SH), m_),                                     \
                     _mm256_and_si256(_mm256_slli_epi32(_mm256_srli_epi32(h_, HS), 2), four_))
-#define U3_DQ(p, xb, a, b, vz, vs)                                                                       \
+#define U3_DQ(p, xb, a, b, vz)                                                                       \
     do {                                                                                                 \
         const __m256i m_ = _mm256_set1_epi32(3), four_ = _mm256_set1_epi32(4);                           \
         __m256i lo_ = LD8(p), hi_ = LD8((p) + 8), h_ = LD8((p) + 16);                                    \
-        DQ8_FMA(U3_E(lo_, h_, 0, 0), xb, a, vz, vs);                                                     \
-        DQ8_FMA(U3_E(hi_, h_, 0, 4), (xb) + 8, b, vz, vs);                                               \
-        DQ8_FMA(U3_E(lo_, h_, 2, 1), (xb) + 16, a, vz, vs);                                              \
-        DQ8_FMA(U3_E(hi_, h_, 2, 5), (xb) + 24, b, vz, vs);                                              \
-        DQ8_FMA(U3_E(lo_, h_, 4, 2), (xb) + 32, a, vz, vs);                                              \
-        DQ8_FMA(U3_E(hi_, h_, 4, 6), (xb) + 40, b, vz, vs);                                              \
-        DQ8_FMA(U3_E(lo_, h_, 6, 3), (xb) + 48, a, vz, vs);                                              \
-        DQ8_FMA(U3_E(hi_, h_, 6, 7), (xb) + 56, b, vz, vs);                                              \
+        DQ8_FMA(U3_E(lo_, h_, 0, 0), xb, a, vz);                                                     \
+        DQ8_FMA(U3_E(hi_, h_, 0, 4), (xb) + 8, b, vz);                                               \
+        DQ8_FMA(U3_E(lo_, h_, 2, 1), (xb) + 16, a, vz);                                              \
+        DQ8_FMA(U3_E(hi_, h_, 2, 5), (xb) + 24, b, vz);                                              \
+        DQ8_FMA(U3_E(lo_, h_, 4, 2), (xb) + 32, a, vz);                                              \
+        DQ8_FMA(U3_E(hi_, h_, 4, 6), (xb) + 40, b, vz);                                              \
+        DQ8_FMA(U3_E(lo_, h_, 6, 3), (xb) + 48, a, vz);                                              \
+        DQ8_FMA(U3_E(hi_, h_, 6, 7), (xb) + 56, b, vz);                                              \
     } while (0)
 
 QS_TARGET_AVX2 static inline float wq_hsum_avx2(__m256 a) {
@@ -774,40 +778,44 @@ QS_TARGET_AVX2 static inline float wq_hsum_avx2(__m256 a) {
                                          int64_t gstride, float *out) {                                   \
         const uint8_t *p0 = rows, *p1 = rows + row_bytes, *p2 = rows + 2 * row_bytes,                     \
                       *p3 = rows + 3 * row_bytes;                                                         \
-        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,           \
-               a30 = a00, a31 = a00;                                                                      \
+        __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;                                       \
         int64_t g = 0;                                                                                    \
         for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                \
-            const __m256 z0 = _mm256_set1_ps(gz[g]), s0 = _mm256_set1_ps(gs[g]);                          \
-            const __m256 z1 = _mm256_set1_ps(gz[gstride + g]), s1 = _mm256_set1_ps(gs[gstride + g]);      \
-            const __m256 z2 = _mm256_set1_ps(gz[2 * gstride + g]), s2 = _mm256_set1_ps(gs[2 * gstride + g]); \
-            const __m256 z3 = _mm256_set1_ps(gz[3 * gstride + g]), s3 = _mm256_set1_ps(gs[3 * gstride + g]); \
+            const __m256 z0 = _mm256_set1_ps(gz[g]), z1 = _mm256_set1_ps(gz[gstride + g]);                \
+            const __m256 z2 = _mm256_set1_ps(gz[2 * gstride + g]), z3 = _mm256_set1_ps(gz[3 * gstride + g]); \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                   \
             int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                             \
             for (int64_t b = b0; b < b1; b++) {                                                           \
                 const float *xb = x + b * (BLK);                                                          \
                 size_t off = (size_t)b * (BBYTES);                                                        \
                 _mm_prefetch((const char *)(p0 + 4 * row_bytes + 4 * off), _MM_HINT_T0);                  \
-                DQ(p0 + off, xb, a00, a01, z0, s0);                                                       \
-                DQ(p1 + off, xb, a10, a11, z1, s1);                                                       \
-                DQ(p2 + off, xb, a20, a21, z2, s2);                                                       \
-                DQ(p3 + off, xb, a30, a31, z3, s3);                                                       \
+                DQ(p0 + off, xb, a0, a0, z0);                                                        \
+                DQ(p1 + off, xb, a1, a1, z1);                                                        \
+                DQ(p2 + off, xb, a2, a2, z2);                                                        \
+                DQ(p3 + off, xb, a3, a3, z3);                                                        \
             }                                                                                             \
+            t0 = _mm256_fmadd_ps(_mm256_set1_ps(gs[g]), a0, t0);                                          \
+            t1 = _mm256_fmadd_ps(_mm256_set1_ps(gs[gstride + g]), a1, t1);                                \
+            t2 = _mm256_fmadd_ps(_mm256_set1_ps(gs[2 * gstride + g]), a2, t2);                            \
+            t3 = _mm256_fmadd_ps(_mm256_set1_ps(gs[3 * gstride + g]), a3, t3);                            \
         }                                                                                                 \
-        out[0] = wq_hsum_avx2(_mm256_add_ps(a00, a01));                                                   \
-        out[1] = wq_hsum_avx2(_mm256_add_ps(a10, a11));                                                   \
-        out[2] = wq_hsum_avx2(_mm256_add_ps(a20, a21));                                                   \
-        out[3] = wq_hsum_avx2(_mm256_add_ps(a30, a31));                                                   \
+        out[0] = wq_hsum_avx2(t0);                                                                        \
+        out[1] = wq_hsum_avx2(t1);                                                                        \
+        out[2] = wq_hsum_avx2(t2);                                                                        \
+        out[3] = wq_hsum_avx2(t3);                                                                        \
     }                                                                                                     \
     QS_TARGET_AVX2 static void NAME##_r1(const uint8_t *p0, const float *x, int64_t nblk, int64_t gblk,   \
                                          const float *gs, const float *gz, float *out) {                  \
-        __m256 a00 = _mm256_setzero_ps(), a01 = a00;                                                      \
+        __m256 t0 = _mm256_setzero_ps();                                                                  \
         int64_t g = 0;                                                                                    \
         for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                \
-            const __m256 z0 = _mm256_set1_ps(gz[g]), s0 = _mm256_set1_ps(gs[g]);                          \
+            const __m256 z0 = _mm256_set1_ps(gz[g]);                                                      \
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00;                                                  \
             int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                             \
-            for (int64_t b = b0; b < b1; b++) DQ(p0 + (size_t)b * (BBYTES), x + b * (BLK), a00, a01, z0, s0); \
+            for (int64_t b = b0; b < b1; b++) DQ(p0 + (size_t)b * (BBYTES), x + b * (BLK), a00, a01, z0); \
+            t0 = _mm256_fmadd_ps(_mm256_set1_ps(gs[g]), _mm256_add_ps(a00, a01), t0);                     \
         }                                                                                                 \
-        out[0] = wq_hsum_avx2(_mm256_add_ps(a00, a01));                                                   \
+        out[0] = wq_hsum_avx2(t0);                                                                        \
     }                                                                                                     \
     static void NAME(const uint8_t *rows, size_t row_bytes, int nrows, const float *x, int64_t nblk,      \
                      int64_t gblk, const float *gs, const float *gz, int64_t gstride, float *out) {       \

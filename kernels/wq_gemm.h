@@ -44,8 +44,8 @@
  * codes decode u - z directly; asymmetric int8 and IC-grouped asymmetric
  * codes subtract Σ s·z·x afterwards, whose rounding scales with s·z·Σ|x|. On
  * AVX2 without AVX-512, integer codes under OC or tensor grouping run
- * wq_gemv_avx2: each weight dequantized in registers to the exact value
- * ((float)u - z, times s), one FMA per weight, so it too adds only
+ * wq_gemv_avx2: u - z per weight (exact), FMA'd with x into a per-group sum
+ * scaled once per group (as the AVX-512 row dots), so it too adds only
  * summation-order error on Σ|w·x|; other matrices dequantize a row at a time
  * (AVX2 decode and scale, bit for bit the scalar values) and take an AVX2 dot.
  * Batches dequantize tiles of rows to float (the same values at every level)
@@ -150,8 +150,8 @@ int wq_gemv_fast_ok(const WqMatrix *m);
 
 /* The AVX2 path alone (callers check cpu_has_avx2() and wq_gemv_avx2_ok():
  * integer codes, tensor or OC grouping with groups a multiple of the block):
- * each weight dequantized in registers to exactly qtensor_dequant's value,
- * float FMA accumulation; fills y (n). */
+ * per-group float sums of (u - z)·x, each scaled by its group's s; fills
+ * y (n). */
 void wq_gemv_avx2(const WqMatrix *m, const float *x, float *y, Pool *pool);
 int wq_gemv_avx2_ok(const WqMatrix *m);
 
