@@ -411,6 +411,15 @@ void view_plan_prompt_done(App *a, int kind, const char *text);
 struct EvalOpts;
 void app_eval_opts(const App *a, struct EvalOpts *o);
 
+/* The loss model's predicted KLD of p (NaN without a calibration or without
+ * site scales for this text and context); the plan side annotates each
+ * evaluation with it, the auto plan (app_auto.c) measures the scales. */
+double app_predict_kld(const App *a, const struct Plan *p);
+
+/* STATS.sitecal (the site scales' cache beside the stats file) into buf;
+ * 0 without a calibration. */
+int app_sitecal_path(const App *a, char *buf, size_t n);
+
 /* === The record of edits (app_plan.c) === */
 
 /* A run of f/F (format) or d (grouping) presses in the Plan view, one change
@@ -460,11 +469,6 @@ void app_auto_plan(App *a);
  * its predicted loss) and so does the Log. The loss model's site scales
  * are measured in the job unless STATS.sitecal matches. */
 void app_auto_plan_budget(App *a, const char *text);
-
-/* The loss model's predicted KLD of p (NaN without a calibration or without
- * site scales for this text and context). */
-struct Plan;
-double app_predict_kld(const App *a, const struct Plan *p);
 
 /* === Speed table (app_speed.c) === */
 

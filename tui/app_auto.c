@@ -13,48 +13,12 @@
 #include "analysis/sitecal.h"
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
-#include "core/hash.h"
 #include "quant/plan_edit.h"
 #include "sessions/plan_json.h"
 #include "sessions/replay.h"
 #include "sessions/session.h"
 #include "tui/app.h"
 #include "tui/plan_grid.h"
-
-/* STATS.sitecal into buf; 0 without a calibration. */
-static int sitecal_path(const App *a, char *buf, size_t n) {
-    if (!a->cs || !a->stats_path[0]) return 0;
-    snprintf(buf, n, "%s.sitecal", a->stats_path);
-    return 1;
-}
-
-/* Loads the site scales when the cache matches this model, text and the
- * evaluation settings; 0 otherwise. */
-static int load_scales(const App *a, const EvalOpts *o, SiteCal *sc) {
-    char path[APP_PATH_MAX + 16], code[32];
-    if (!a->text || !sitecal_path(a, path, sizeof path) || sitecal_load(path, a->m->cfg.n_layers, sc, NULL) != ST_OK)
-        return 0;
-    PlanEntry probe;
-    sitecal_default_probe(&probe);
-    plan_entry_code(&probe, code, sizeof code);
-    if (sitecal_matches(sc, a->m->fingerprint, hash_bytes(HASH_SEED, a->text, a->text_len), o->n_ctx, o->max_chunks,
-                        code) &&
-        sitecal_matches_stats(sc, a->cs, &probe))
-        return 1;
-    sitecal_done(sc);
-    return 0;
-}
-
-double app_predict_kld(const App *a, const Plan *p) {
-    EvalOpts o;
-    app_eval_opts(a, &o);
-    SiteCal sc;
-    if (!load_scales(a, &o, &sc)) return NAN;
-    double pred = NAN;
-    if (planner_predict(a->m, a->cs, p, sc.scale, &pred, NULL, NULL) != ST_OK) pred = NAN;
-    sitecal_done(&sc);
-    return pred;
-}
 
 /* === The auto-plan job === */
 
@@ -241,7 +205,7 @@ void app_auto_plan_budget(App *a, const char *text) {
     app_eval_opts(a, &j->opts);
     snprintf(j->cache_dir, sizeof j->cache_dir, "%s", a->cache_dir);
     snprintf(j->stats_path, sizeof j->stats_path, "%s", a->stats_path);
-    sitecal_path(a, j->cal_path, sizeof j->cal_path);
+    app_sitecal_path(a, j->cal_path, sizeof j->cal_path);
     j->bpw = bpw;
     j->bytes = bytes;
     /* the offered budget taken as it was: the editor's plan's exact size, not its 4 decimals */

@@ -14,7 +14,9 @@
 
 #include "analysis/eval.h"
 #include "analysis/evaluate.h"
+#include "analysis/planner.h"
 #include "analysis/qmodel.h"
+#include "analysis/sitecal.h"
 #include "analysis/speedtab.h"
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
@@ -764,6 +766,42 @@ void app_evaluate_gguf(App *a, const char *path) {
     j->kld_pred = NAN;
     snprintf(j->plan_path, sizeof j->plan_path, "%s", path);
     eval_job_queue(a, j);
+}
+
+/* === Predicted KLD (the auto plan's loss model) === */
+
+int app_sitecal_path(const App *a, char *buf, size_t n) {
+    if (!a->cs || !a->stats_path[0]) return 0;
+    snprintf(buf, n, "%s.sitecal", a->stats_path);
+    return 1;
+}
+
+/* Loads the site scales when the cache matches this model, text and the
+ * evaluation settings; 0 otherwise. */
+static int load_scales(const App *a, const EvalOpts *o, SiteCal *sc) {
+    char path[APP_PATH_MAX + 16], code[32];
+    if (!a->text || !app_sitecal_path(a, path, sizeof path) || sitecal_load(path, a->m->cfg.n_layers, sc, NULL) != ST_OK)
+        return 0;
+    PlanEntry probe;
+    sitecal_default_probe(&probe);
+    plan_entry_code(&probe, code, sizeof code);
+    if (sitecal_matches(sc, a->m->fingerprint, hash_bytes(HASH_SEED, a->text, a->text_len), o->n_ctx, o->max_chunks,
+                        code) &&
+        sitecal_matches_stats(sc, a->cs, &probe))
+        return 1;
+    sitecal_done(sc);
+    return 0;
+}
+
+double app_predict_kld(const App *a, const Plan *p) {
+    EvalOpts o;
+    app_eval_opts(a, &o);
+    SiteCal sc;
+    if (!load_scales(a, &o, &sc)) return NAN;
+    double pred = NAN;
+    if (planner_predict(a->m, a->cs, p, sc.scale, &pred, NULL, NULL) != ST_OK) pred = NAN;
+    sitecal_done(&sc);
+    return pred;
 }
 
 /* === The record of edits ===
