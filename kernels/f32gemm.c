@@ -25,6 +25,17 @@
 #define MC 516 /* a multiple of MR */
 #define NC 256
 #define PF_DIST 64 /* floats ahead that B packing prefetches in each row */
+/* The AVX2 tiles (see "AVX2 and portable kernels"): KC2 x NC2 (256 KB)
+ * leaves half of a Zen 3's 512 KB L2 for the A tiles. KC2 is part of the
+ * summation order there, so it is fixed: never tune it per shape. */
+#define MR2 6
+#define NR2 16
+#define KC2 256
+#define NC2 256 /* a multiple of NR2 */
+#define MC2 516 /* a multiple of MR2 */
+/* Floats in each thread's packing buffers: the larger of the two schemes'. */
+#define AP_FLOATS ((size_t)MC * KC > (size_t)MC2 * KC2 ? (size_t)MC * KC : (size_t)MC2 * KC2)
+#define BP_FLOATS ((size_t)KC * NC > (size_t)KC2 * NC2 ? (size_t)KC * NC : (size_t)KC2 * NC2)
 
 struct GemmWork {
     int n;
@@ -32,6 +43,8 @@ struct GemmWork {
     float **bp;   /* [n] (KC, NC) packed B panels */
     float *apall; /* (MC rounded up to MR, K) A packed once for all threads by gemm_f32_nt_pool */
     size_t apall_cap; /* floats allocated in apall */
+    float **cs;   /* [n] A·Bᵀ before it is added to C (beta 1, K over one k block); grown on use */
+    size_t *cs_cap; /* [n] floats allocated in cs[i] */
 };
 
 Status gemm_work_new(int n_threads, GemmWork **out, Err *err) {
@@ -42,10 +55,12 @@ Status gemm_work_new(int n_threads, GemmWork **out, Err *err) {
     w->n = n_threads;
     w->ap = core_calloc((size_t)n_threads, sizeof *w->ap);
     w->bp = core_calloc((size_t)n_threads, sizeof *w->bp);
-    if (!w->ap || !w->bp) goto fail;
+    w->cs = core_calloc((size_t)n_threads, sizeof *w->cs);
+    w->cs_cap = core_calloc((size_t)n_threads, sizeof *w->cs_cap);
+    if (!w->ap || !w->bp || !w->cs || !w->cs_cap) goto fail;
     for (int i = 0; i < n_threads; i++) {
-        w->ap[i] = core_alloc_aligned((size_t)MC * KC, sizeof(float));
-        w->bp[i] = core_alloc_aligned((size_t)KC * NC, sizeof(float));
+        w->ap[i] = core_alloc_aligned(AP_FLOATS, sizeof(float));
+        w->bp[i] = core_alloc_aligned(BP_FLOATS, sizeof(float));
         if (!w->ap[i] || !w->bp[i]) goto fail;
     }
     *out = w;
@@ -59,6 +74,9 @@ void gemm_work_free(GemmWork *w) {
     if (!w) return;
     for (int i = 0; w->ap && i < w->n; i++) core_free_aligned(w->ap[i]);
     for (int i = 0; w->bp && i < w->n; i++) core_free_aligned(w->bp[i]);
+    for (int i = 0; w->cs && i < w->n; i++) core_free_aligned(w->cs[i]);
+    free(w->cs);
+    free(w->cs_cap);
     core_free_aligned(w->apall);
     free(w->ap);
     free(w->bp);
@@ -351,14 +369,31 @@ static void gemm_small_512(int64_t M, int64_t N, int64_t K, const float *A, int6
 int gemm_f32_available(void) { return 1; }
 
 /* === AVX2 and portable kernels ===
- * Without AVX-512 each C element is one dot product in a fixed order that
- * nothing but K decides: lane l (0..7) sums, by fused multiply-add,
- * A[k]·B[k] for k = l (mod 8) below K8 = K rounded down to 8; the lanes
- * are added as ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)); then k = K8..K-1 in
- * order, by fused multiply-add; then + C when beta is non-zero. _nn sums
- * k = 0..K-1 in order by fused multiply-add per element. So a C element has
- * the same bits whatever the partition (columns per thread, fused or
- * separate weights, M), and the AVX2 and portable code give the same bits. */
+ * Without AVX-512 each C element of an _nt product is summed in an order
+ * that K and whether M < SMALL_M decide, nothing else:
+ * - M >= SMALL_M (prefill): K is cut into blocks of KC2 (256) from k = 0;
+ *   each block's sum starts at zero and adds A[k]·B[k] for k in order by
+ *   fused multiply-add; the block sums are added in order to the first
+ *   one's, and that sum to C when beta is non-zero (so y + W·x computed in
+ *   one call equals W·x added to y afterwards). This is a BLIS-style GEMM's order
+ *   (one vector lane per C element, its k-chain in one register): A packed
+ *   into 6-row k-major tiles, B into 16-column k-major panels (widened from
+ *   fp16/bf16 by 8x8 register transposes), a 6x16 micro-kernel of 12
+ *   accumulators (two B vectors and one broadcast per row and k: 8 loads for
+ *   12 FMAs).
+ * - M < SMALL_M (decode): one dot product per element straight from B's
+ *   rows: lane l (0..7) sums, by fused multiply-add, A[k]·B[k] for k = l
+ *   (mod 8) below K8 = K rounded down to 8; the lanes are added as
+ *   ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)); then k = K8..K-1 in order by fused
+ *   multiply-add; then + C when beta is non-zero. (The tiles' order here
+ *   would need the weights transposed on the fly: half the speed measured.)
+ * _nn sums k = 0..K-1 in order by fused multiply-add per element, then + C.
+ * So a C element has the same bits whatever the partition (threads, columns
+ * per thread, fused or separate weights, the tile it falls in, rows per call
+ * on the same side of SMALL_M), as on AVX-512 (whose decode path also
+ * differs from its tiles), and the AVX2 and portable code give the same
+ * bits. */
+
 
 static inline float bt_load1(const void *B, int bt, int64_t p) {
     if (bt == BT_F16) return fp16_to_f32(((const uint16_t *)B)[p]);
@@ -370,30 +405,214 @@ static inline float lanes_sum(const float l[8]) {
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-static void dot_nt_portable(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt,
+/* The portable twin of the AVX2 _nt GEMM (the same bits). */
+static void blk_nt_portable(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt,
                             int64_t ldb, float beta, float *C, int64_t ldc) {
-    int64_t k8 = K & ~(int64_t)7;
+    if (M < SMALL_M) {
+        int64_t k8 = K & ~(int64_t)7;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                const float *a = A + i * lda;
+                int64_t b0 = j * ldb;
+                float l[8] = {0};
+                for (int64_t k = 0; k < k8; k += 8)
+                    for (int q = 0; q < 8; q++) l[q] = fmaf(a[k + q], bt_load1(B, bt, b0 + k + q), l[q]);
+                float s = lanes_sum(l);
+                for (int64_t k = k8; k < K; k++) s = fmaf(a[k], bt_load1(B, bt, b0 + k), s);
+                C[i * ldc + j] = beta != 0.0f ? C[i * ldc + j] + s : s;
+            }
+        return;
+    }
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             const float *a = A + i * lda;
             int64_t b0 = j * ldb;
-            float l[8] = {0};
-            for (int64_t k = 0; k < k8; k += 8)
-                for (int q = 0; q < 8; q++) l[q] = fmaf(a[k + q], bt_load1(B, bt, b0 + k + q), l[q]);
-            float s = lanes_sum(l);
-            for (int64_t k = k8; k < K; k++) s = fmaf(a[k], bt_load1(B, bt, b0 + k), s);
-            C[i * ldc + j] = beta != 0.0f ? C[i * ldc + j] + s : s;
+            float sum = 0.0f;
+            for (int64_t pc = 0; pc < K; pc += KC2) {
+                int64_t k1 = K - pc < KC2 ? K : pc + KC2;
+                float s = 0.0f;
+                for (int64_t k = pc; k < k1; k++) s = fmaf(a[k], bt_load1(B, bt, b0 + k), s);
+                sum = pc > 0 ? sum + s : s;
+            }
+            C[i * ldc + j] = beta != 0.0f ? C[i * ldc + j] + sum : sum;
         }
 }
 
-#define T2 __attribute__((target("avx2,fma,f16c")))
+#define T2 QS_TARGET_AVX2
 
+/* 8 consecutive B elements at p (element index), as floats. */
 T2 AI static inline __m256 ld8(const void *B, int bt, int64_t p) {
     if (bt == BT_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)B + p)));
     if (bt == BT_BF16)
         return _mm256_castsi256_ps(
             _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)B + p))), 16));
     return _mm256_loadu_ps((const float *)B + p);
+}
+
+/* The first n (< 8) B elements at p, the other lanes zero (nothing past them read). */
+T2 AI static inline __m256 ld8_part(const void *B, int bt, int64_t p, int64_t n) {
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < n; i++) t[i] = bt_load1(B, bt, p + i);
+    return _mm256_loadu_ps(t);
+}
+
+/* In-register 8x8 transpose: row i of the input becomes column i. */
+T2 AI static inline void tr8(__m256 r[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* A rows [0, m) x k [0, kc) -> tiles of MR2 rows, k-major: ap[tile][k][MR2]
+ * (rows past m are zero). The activations are small next to the weights
+ * (M x K against N x K), so a plain copy does. */
+static void pack_a_256(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc) {
+    for (int64_t i = 0; i < m; i += MR2) {
+        int64_t rows = m - i < MR2 ? m - i : MR2;
+        float *t = ap + (i / MR2) * MR2 * kc;
+        for (int64_t r = 0; r < MR2; r++) {
+            const float *src = A + (i + r) * lda;
+            if (r < rows)
+                for (int64_t k = 0; k < kc; k++) t[k * MR2 + r] = src[k];
+            else
+                for (int64_t k = 0; k < kc; k++) t[k * MR2 + r] = 0.0f;
+        }
+    }
+}
+
+/* B (N, K) of type bt, rows [0, n) x k [0, kc) -> panels of NR2 columns,
+ * k-major: bp[panel][k][NR2] (columns past n are zero). */
+T2 AI static inline void pack_b_256_t(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc) {
+    for (int64_t j = 0; j < n; j += NR2) {
+        float *p = bp + (j / NR2) * NR2 * kc;
+        for (int h = 0; h < 2; h++) {
+            int64_t j0 = j + 8 * h;
+            int64_t rows = n - j0 < 0 ? 0 : (n - j0 < 8 ? n - j0 : 8);
+            for (int64_t k = 0; k < kc; k += 8) {
+                int64_t nk = kc - k < 8 ? kc - k : 8;
+                __m256 r[8];
+                int64_t src = j0 * ldb + k;
+                if (rows == 8 && nk == 8) {
+                    /* Weights come from DRAM: fetch each row's next lines ahead. */
+                    if (k + PF_DIST < kc) {
+#pragma GCC unroll 8
+                        for (int i = 0; i < 8; i++) _mm_prefetch(bt_addr(B, bt, src + i * ldb + PF_DIST), _MM_HINT_T0);
+                    }
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) r[i] = ld8(B, bt, src + i * ldb);
+                } else {
+                    for (int i = 0; i < 8; i++)
+                        r[i] = i >= rows ? _mm256_setzero_ps()
+                               : nk == 8 ? ld8(B, bt, src + i * ldb)
+                                         : ld8_part(B, bt, src + i * ldb, nk);
+                }
+                tr8(r);
+                float *dst = p + k * NR2 + 8 * h;
+                for (int64_t kk = 0; kk < nk; kk++) _mm256_storeu_ps(dst + kk * NR2, r[kk]);
+            }
+        }
+    }
+}
+
+T2 static void pack_b_256_f32(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+    pack_b_256_t(bp, B, BT_F32, ldb, n, kc);
+}
+T2 static void pack_b_256_f16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+    pack_b_256_t(bp, B, BT_F16, ldb, n, kc);
+}
+T2 static void pack_b_256_bf16(float *bp, const void *B, int64_t ldb, int64_t n, int64_t kc) {
+    pack_b_256_t(bp, B, BT_BF16, ldb, n, kc);
+}
+
+/* The packer for bt (one specialised copy per type). */
+static void pack_b_256(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc) {
+    if (bt == BT_F16) pack_b_256_f16(bp, B, ldb, n, kc);
+    else if (bt == BT_BF16) pack_b_256_bf16(bp, B, ldb, n, kc);
+    else pack_b_256_f32(bp, B, ldb, n, kc);
+}
+
+/* C tile (ROWS <= 6 rows, nr <= 16 cols) (+)= ap (kc, 6) · bp (kc, 16);
+ * ROWS is a constant in each copy below, so an edge tile (and decode, one
+ * row) runs only its own rows' FMAs. Lane j of acc[r] is C element (r, j):
+ * its chain is the same whatever tile or copy computes it. */
+T2 AI static inline void kern_256_t(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,
+                                    int ROWS, int64_t nr) {
+    __m256 acc[MR2][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR2; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; k++) {
+        _mm_prefetch((const char *)(bp + 8 * NR2), _MM_HINT_T0);
+        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR2; r++) {
+            if (r >= ROWS) break;
+            __m256 a = _mm256_broadcast_ss(ap + r);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+        ap += MR2;
+        bp += NR2;
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < MR2; r++) {
+        if (r >= ROWS) break;
+        float *c = C + r * ldc;
+        if (nr == NR2) {
+            __m256 v0 = acc[r][0], v1 = acc[r][1];
+            if (add) {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c + 8));
+            }
+            _mm256_storeu_ps(c, v0);
+            _mm256_storeu_ps(c + 8, v1);
+        } else {
+            float t[NR2];
+            _mm256_storeu_ps(t, acc[r][0]);
+            _mm256_storeu_ps(t + 8, acc[r][1]);
+            for (int64_t q = 0; q < nr; q++) c[q] = add ? c[q] + t[q] : t[q];
+        }
+    }
+}
+
+#define KERN_256(R)                                                                                                 \
+    T2 static void kern_256_##R(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add,       \
+                                int64_t nr) {                                                                       \
+        kern_256_t(kc, ap, bp, C, ldc, add, R, nr);                                                                 \
+    }
+KERN_256(1)
+KERN_256(2)
+KERN_256(3)
+KERN_256(4)
+KERN_256(5)
+KERN_256(6)
+#undef KERN_256
+
+static void kern_6x16(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add, int64_t mr,
+                      int64_t nr) {
+    switch (mr) {
+    case 1: kern_256_1(kc, ap, bp, C, ldc, add, nr); break;
+    case 2: kern_256_2(kc, ap, bp, C, ldc, add, nr); break;
+    case 3: kern_256_3(kc, ap, bp, C, ldc, add, nr); break;
+    case 4: kern_256_4(kc, ap, bp, C, ldc, add, nr); break;
+    case 5: kern_256_5(kc, ap, bp, C, ldc, add, nr); break;
+    default: kern_256_6(kc, ap, bp, C, ldc, add, nr); break;
+    }
 }
 
 T2 AI static inline float hsum8(__m256 v) {
@@ -470,12 +689,10 @@ T2 static void dot_nt_avx2_bf16(int64_t M, int64_t N, int64_t K, const float *A,
     dot_nt_avx2_t(M, N, K, A, lda, B, BT_BF16, ldb, beta, C, ldc);
 }
 
-/* C = A·Bᵀ with B (N, K) of type bt, in the fixed order above. */
-static void dot_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt, int64_t ldb,
-                   float beta, float *C, int64_t ldc) {
-    if (!cpu_has_avx2() || (bt == BT_F16 && !cpu_has_f16c()))
-        dot_nt_portable(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
-    else if (bt == BT_F16) dot_nt_avx2_f16(M, N, K, A, lda, B, ldb, beta, C, ldc);
+/* The small-M path of the tiles: the dot products above for B of type bt. */
+static void dot_nt_256(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt,
+                       int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (bt == BT_F16) dot_nt_avx2_f16(M, N, K, A, lda, B, ldb, beta, C, ldc);
     else if (bt == BT_BF16) dot_nt_avx2_bf16(M, N, K, A, lda, B, ldb, beta, C, ldc);
     else dot_nt_avx2_f32(M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
@@ -544,29 +761,119 @@ static void dot_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
         }
 }
 
-/* === driver === */
+/* === driver ===
+ * One blocked scheme for both instruction sets; a GemmTiles names the tile
+ * sizes and the pieces that depend on the vector width. */
 
-/* nn: B (K, N) float32; else B (N, K) of type bt. */
-QS_TARGET_AVX512 static void gemm_512(GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K, const float *A,
-                          int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
+typedef struct {
+    int64_t mr, nr, kc, mc, nc; /* micro-tile rows / columns, k block, row block, column panel */
+    void (*pack_a)(float *ap, const float *A, int64_t lda, int64_t m, int64_t kc);
+    void (*pack_b)(float *bp, const void *B, int bt, int64_t ldb, int64_t n, int64_t kc); /* B (N, K) */
+    void (*pack_b_nn)(float *bp, const float *B, int64_t ldb, int64_t n, int64_t kc);     /* B (K, N); NULL: none */
+    void (*kern)(int64_t kc, const float *ap, const float *bp, float *C, int64_t ldc, int add, int64_t mr,
+                 int64_t nr);
+    /* M < SMALL_M (_nt): dot products straight from B, whose order differs
+     * from the tiles' */
+    void (*small)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *B, int bt, int64_t ldb,
+                  float beta, float *C, int64_t ldc);
+} GemmTiles;
+
+/* The A tile (12 x KC, 24 KB) stays in L1 while the B panels of a block
+ * stream from L2. */
+static const GemmTiles TILES_512 = {MR, NR, KC, MC, NC, pack_a_512, pack_b_nt_512, pack_b_nn_512, kern_12x32,
+                                    gemm_small_512};
+static const GemmTiles TILES_256 = {MR2, NR2, KC2, MC2, NC2, pack_a_256, pack_b_256, NULL, kern_6x16, dot_nt_256};
+
+/* The tiles for B of type bt at this dispatch level; NULL: the portable twin. */
+static const GemmTiles *gemm_tiles(int bt) {
+    if (cpu_has_avx512f()) return &TILES_512;
+    if (cpu_has_avx2() && (bt != BT_F16 || cpu_has_f16c())) return &TILES_256;
+    return NULL;
+}
+
+/* C (m, n) += S (m, n). */
+static void gemm_add(int64_t m, int64_t n, const float *S, int64_t lds, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) C[i * ldc + j] += S[i * lds + j];
+}
+
+/* Columns [jc, jc + nc) of C's rows [0, mc) over all of K, with A packed
+ * whole: k block pc at ap + pc·mpad (t->pack_a's layout). The panel of B is
+ * packed once per k block into bp and all mc rows sweep it. */
+static void gemm_panel(const GemmTiles *t, const float *ap, int64_t mpad, int64_t mc, float *bp, float *cs,
+                       int64_t jc, int64_t nc, int64_t K, const void *B, int bt, int64_t ldb, float beta, float *C,
+                       int64_t ldc) {
+    /* beta 1 over several k blocks: the sum goes to cs (mc, nc), then to C */
+    int sep = beta != 0.0f && K > t->kc;
+    float *T = sep ? cs : C + jc;
+    int64_t ldt = sep ? nc : ldc;
+    for (int64_t pc = 0; pc < K; pc += t->kc) {
+        int64_t kc = K - pc < t->kc ? K - pc : t->kc;
+        int add = pc > 0 || (beta != 0.0f && !sep);
+        t->pack_b(bp, bt_addr(B, bt, jc * ldb + pc), bt, ldb, nc, kc);
+        const float *a = ap + pc * mpad;
+        for (int64_t ir = 0; ir < mc; ir += t->mr) {
+            int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
+            for (int64_t jr = 0; jr < nc; jr += t->nr) {
+                int64_t nr = nc - jr < t->nr ? nc - jr : t->nr;
+                t->kern(kc, a + ir * kc, bp + jr * kc, T + ir * ldt + jr, ldt, add, mr, nr);
+            }
+        }
+    }
+    if (sep) gemm_add(mc, nc, cs, nc, C + jc, ldc);
+}
+
+/* Makes tid's cs hold n floats; NULL when it cannot. */
+static float *gemm_cs_reserve(GemmWork *w, int tid, size_t n) {
+    if (w->cs_cap[tid] >= n) return w->cs[tid];
+    core_free_aligned(w->cs[tid]);
+    w->cs[tid] = core_alloc_aligned(n, sizeof(float));
+    w->cs_cap[tid] = w->cs[tid] ? n : 0;
+    return w->cs[tid];
+}
+
+/* Single-threaded on tid's buffers. nn: B (K, N) float32 (t->pack_b_nn
+ * must exist); else B (N, K) of type bt. */
+static void gemm_blocked(const GemmTiles *t, GemmWork *w, int tid, int nn, int64_t M, int64_t N, int64_t K,
+                         const float *A, int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C,
+                         int64_t ldc) {
+    if (!nn && M < SMALL_M) {
+        t->small(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+        return;
+    }
+    if (beta != 0.0f && K > t->kc) {
+        /* A·Bᵀ whole, then + C (the order the contract names) */
+        float *S = gemm_cs_reserve(w, tid, (size_t)M * (size_t)N);
+        if (S) {
+            gemm_blocked(t, w, tid, nn, M, N, K, A, lda, B, bt, ldb, 0.0f, S, N);
+            gemm_add(M, N, S, N, C, ldc);
+        } else if (!cpu_has_avx512f()) { /* no memory for it: the same bits, slowly */
+            blk_nt_portable(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+        } else if (nn) {
+            sgemm_mul_nn_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
+        } else if (bt == BT_F32) {
+            sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
+        } else {
+            gemm_h_nt_ref(M, N, K, A, lda, B, bt == BT_BF16, ldb, beta, C, ldc);
+        }
+        return;
+    }
     float *ap = w->ap[tid], *bp = w->bp[tid];
-    for (int64_t pc = 0; pc < K; pc += KC) {
-        int64_t kc = K - pc < KC ? K - pc : KC;
+    for (int64_t pc = 0; pc < K; pc += t->kc) {
+        int64_t kc = K - pc < t->kc ? K - pc : t->kc;
         int add = pc > 0 || beta != 0.0f;
-        for (int64_t ic = 0; ic < M; ic += MC) {
-            int64_t mc = M - ic < MC ? M - ic : MC;
-            pack_a_512(ap, A + ic * lda + pc, lda, mc, kc);
-            for (int64_t jc = 0; jc < N; jc += NC) {
-                int64_t nc = N - jc < NC ? N - jc : NC;
-                if (nn) pack_b_nn_512(bp, (const float *)B + pc * ldb + jc, ldb, nc, kc);
-                else pack_b_nt_512(bp, bt_addr(B, bt, jc * ldb + pc), bt, ldb, nc, kc);
-                /* The A tile (12 x KC, 24 KB) stays in L1 while the B panels
-                 * of this block stream from L2. */
-                for (int64_t ir = 0; ir < mc; ir += MR) {
-                    int64_t mr = mc - ir < MR ? mc - ir : MR;
-                    for (int64_t jr = 0; jr < nc; jr += NR) {
-                        int64_t nr = nc - jr < NR ? nc - jr : NR;
-                        kern_12x32(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
+        for (int64_t ic = 0; ic < M; ic += t->mc) {
+            int64_t mc = M - ic < t->mc ? M - ic : t->mc;
+            t->pack_a(ap, A + ic * lda + pc, lda, mc, kc);
+            for (int64_t jc = 0; jc < N; jc += t->nc) {
+                int64_t nc = N - jc < t->nc ? N - jc : t->nc;
+                if (nn) t->pack_b_nn(bp, (const float *)B + pc * ldb + jc, ldb, nc, kc);
+                else t->pack_b(bp, bt_addr(B, bt, jc * ldb + pc), bt, ldb, nc, kc);
+                for (int64_t ir = 0; ir < mc; ir += t->mr) {
+                    int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
+                    for (int64_t jr = 0; jr < nc; jr += t->nr) {
+                        int64_t nr = nc - jr < t->nr ? nc - jr : t->nr;
+                        t->kern(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
                     }
                 }
             }
@@ -579,20 +886,26 @@ static void gemm_zero_k(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
     for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
 }
 
+/* gemm_f32_nt with B of any type on tid's buffers of w; without tiles or
+ * buffers the scalar code (on AVX-512 the *_ref twins, below it the
+ * portable code whose bits equal the AVX2 tiles'). */
+static void gemm_nt_any(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        gemm_zero_k(M, N, beta, C, ldc);
+        return;
+    }
+    const GemmTiles *t = gemm_tiles(bt);
+    if (t && w && tid >= 0 && tid < w->n) gemm_blocked(t, w, tid, 0, M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+    else if (!cpu_has_avx512f()) blk_nt_portable(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
+    else if (bt == BT_F32) sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else gemm_h_nt_ref(M, N, K, A, lda, B, bt == BT_BF16, ldb, beta, C, ldc);
+}
+
 void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) { gemm_zero_k(M, N, beta, C, ldc); return; }
-    if (!cpu_has_avx512f()) {
-        dot_nt(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
-        return;
-    }
-    if (!w || tid < 0 || tid >= w->n) {
-        sgemm_mul_nt_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
-    else gemm_512(w, tid, 0, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+    gemm_nt_any(w, tid, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
 }
 
 void gemm_h_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const uint16_t *B, int bf16,
@@ -608,17 +921,6 @@ void gemm_h_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
         }
 }
 
-/* gemm_f32_nt with B of any type (w holds tid's buffers). */
-static void gemm_nt_any(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                        const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (!cpu_has_avx512f()) {
-        dot_nt(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
-        return;
-    }
-    if (M < SMALL_M) gemm_small_512(M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
-    else gemm_512(w, tid, 0, M, N, K, A, lda, B, bt, ldb, beta, C, ldc);
-}
-
 void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
@@ -631,10 +933,11 @@ void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
         sgemm_mul_nn_ref(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_512(w, tid, 1, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
+    gemm_blocked(&TILES_512, w, tid, 1, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
 }
 
 typedef struct {
+    const GemmTiles *t; /* NULL: the scalar code */
     GemmWork *w;
     int64_t M, N, K, lda, ldb, ldc;
     const float *A;
@@ -644,26 +947,30 @@ typedef struct {
     float beta;
 } GemmJob;
 
+/* Columns of C per unit of the column split: the tile width, or 4 for the
+ * dot products of a small M. */
+static int64_t gemm_unit(const GemmTiles *t, int64_t M) {
+    return !t || M < SMALL_M ? 4 : t->nr;
+}
+
 static void gemm_pool_part(void *arg, int64_t b, int64_t e, int tid) {
     GemmJob *j = arg;
-    int64_t unit = j->M < SMALL_M ? 4 : NR;
+    int64_t unit = gemm_unit(j->t, j->M);
     int64_t n0 = b * unit, n1 = e * unit < j->N ? e * unit : j->N;
     const void *B = bt_addr(j->B, j->bt, n0 * j->ldb);
-    if (j->bt == BT_F32)
-        gemm_f32_nt(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, B, j->ldb, j->beta, j->C + n0, j->ldc);
-    else
-        gemm_nt_any(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, B, j->bt, j->ldb, j->beta, j->C + n0, j->ldc);
+    gemm_nt_any(j->w, tid, j->M, n1 - n0, j->K, j->A, j->lda, B, j->bt, j->ldb, j->beta, j->C + n0, j->ldc);
 }
 
 /* === shared-A pool path ===
- * One row block of A (mc <= MC rows, all of K) is packed once, by all
- * threads together, into w->apall: k block pc at apall + pc·mpad, tile t of
- * it at + t·MR·kc (the layout pack_a_512 writes). Then every thread takes
- * NC-column panels of C from a shared counter (so a thread the machine
+ * One row block of A (mc <= t->mc rows, all of K) is packed once, by all
+ * threads together, into w->apall: k block pc at apall + pc·mpad, tile i of
+ * it at + i·mr·kc (the layout t->pack_a writes). Then every thread takes
+ * nc-column panels of C from a shared counter (so a thread the machine
  * preempted does not hold the others at the barrier) and runs all k blocks
  * of its panel: pack the weight panel once, sweep all mc rows across it. */
 
 typedef struct {
+    const GemmTiles *t;
     GemmWork *w;
     int64_t mc, N, K, lda, ldb, ldc, mpad;
     const float *A;     /* A at the block's first row */
@@ -672,15 +979,17 @@ typedef struct {
     float *C;           /* C at the block's first row */
     float beta;
     atomic_llong next; /* next panel to take */
+    float **cs;        /* [threads] (mc, nc) sums before C is added (beta 1, K over one k block); else NULL */
 } SharedJob;
 
 static void gemm_shared_pack(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     SharedJob *j = arg;
-    int64_t r0 = b * MR, r1 = e * MR < j->mc ? e * MR : j->mc;
-    for (int64_t pc = 0; pc < j->K; pc += KC) {
-        int64_t kc = j->K - pc < KC ? j->K - pc : KC;
-        pack_a_512(j->w->apall + pc * j->mpad + r0 * kc, j->A + r0 * j->lda + pc, j->lda, r1 - r0, kc);
+    const GemmTiles *t = j->t;
+    int64_t r0 = b * t->mr, r1 = e * t->mr < j->mc ? e * t->mr : j->mc;
+    for (int64_t pc = 0; pc < j->K; pc += t->kc) {
+        int64_t kc = j->K - pc < t->kc ? j->K - pc : t->kc;
+        t->pack_a(j->w->apall + pc * j->mpad + r0 * kc, j->A + r0 * j->lda + pc, j->lda, r1 - r0, kc);
     }
 }
 
@@ -688,25 +997,14 @@ static void gemm_shared_panels(void *arg, int64_t b, int64_t e, int tid) {
     (void)b;
     (void)e;
     SharedJob *j = arg;
-    float *bp = j->w->bp[tid];
-    int64_t npanels = (j->N + NC - 1) / NC;
+    const GemmTiles *t = j->t;
+    int64_t npanels = (j->N + t->nc - 1) / t->nc;
     for (;;) {
         int64_t p = (int64_t)atomic_fetch_add(&j->next, 1);
         if (p >= npanels) break;
-        int64_t jc = p * NC, nc = j->N - jc < NC ? j->N - jc : NC;
-        for (int64_t pc = 0; pc < j->K; pc += KC) {
-            int64_t kc = j->K - pc < KC ? j->K - pc : KC;
-            int add = pc > 0 || j->beta != 0.0f;
-            pack_b_nt_512(bp, bt_addr(j->B, j->bt, jc * j->ldb + pc), j->bt, j->ldb, nc, kc);
-            const float *ap = j->w->apall + pc * j->mpad;
-            for (int64_t ir = 0; ir < j->mc; ir += MR) {
-                int64_t mr = j->mc - ir < MR ? j->mc - ir : MR;
-                for (int64_t jr = 0; jr < nc; jr += NR) {
-                    int64_t nr = nc - jr < NR ? nc - jr : NR;
-                    kern_12x32(kc, ap + ir * kc, bp + jr * kc, j->C + ir * j->ldc + jc + jr, j->ldc, add, mr, nr);
-                }
-            }
-        }
+        int64_t jc = p * t->nc, nc = j->N - jc < t->nc ? j->N - jc : t->nc;
+        gemm_panel(t, j->w->apall, j->mpad, j->mc, j->w->bp[tid], j->cs ? j->cs[tid] : NULL, jc, nc, j->K, j->B,
+                   j->bt, j->ldb, j->beta, j->C, j->ldc);
     }
 }
 
@@ -719,25 +1017,29 @@ static int gemm_apall_reserve(GemmWork *w, size_t n) {
     return w->apall != NULL;
 }
 
-/* The pool driver for B of type bt (AVX-512 required unless bt is F32). */
+/* The pool driver for B of type bt. */
 static void gemm_nt_pool_any(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
                              int64_t lda, const void *B, int bt, int64_t ldb, float beta, float *C, int64_t ldc) {
     int nt = pool ? pool_size(pool) : 1;
-    int64_t mpad = ((M < MC ? M : MC) + MR - 1) / MR * MR;
-    if (M >= SMALL_M && K > 0 && N > 0 && nt > 1 && w && nt <= w->n && cpu_has_avx512f() &&
-        gemm_apall_reserve(w, (size_t)mpad * (size_t)K)) {
-        for (int64_t ic = 0; ic < M; ic += MC) {
-            int64_t mc = M - ic < MC ? M - ic : MC;
-            SharedJob j = {w, mc, N, K, lda, ldb, ldc, (mc + MR - 1) / MR * MR, A + ic * lda, B, bt, C + ic * ldc,
-                           beta, 0};
-            atomic_init(&j.next, 0);
-            pool_for(pool, (mc + MR - 1) / MR, 1, gemm_shared_pack, &j);
-            pool_for(pool, nt, 1, gemm_shared_panels, &j);
+    const GemmTiles *t = w ? gemm_tiles(bt) : NULL;
+    if (t && M >= SMALL_M && K > 0 && N > 0 && nt > 1 && nt <= w->n) {
+        int64_t mpad = ((M < t->mc ? M : t->mc) + t->mr - 1) / t->mr * t->mr;
+        int sep = beta != 0.0f && K > t->kc, ok = gemm_apall_reserve(w, (size_t)mpad * (size_t)K);
+        for (int i = 0; ok && sep && i < nt; i++) ok = gemm_cs_reserve(w, i, (size_t)(mpad * t->nc)) != NULL;
+        if (ok) {
+            for (int64_t ic = 0; ic < M; ic += t->mc) {
+                int64_t mc = M - ic < t->mc ? M - ic : t->mc;
+                SharedJob j = {t,  w, mc, N, K, lda, ldb, ldc, (mc + t->mr - 1) / t->mr * t->mr, A + ic * lda, B, bt,
+                               C + ic * ldc, beta, 0, sep ? w->cs : NULL};
+                atomic_init(&j.next, 0);
+                pool_for(pool, (mc + t->mr - 1) / t->mr, 1, gemm_shared_pack, &j);
+                pool_for(pool, nt, 1, gemm_shared_panels, &j);
+            }
+            return;
         }
-        return;
     }
-    GemmJob j = {w, M, N, K, lda, ldb, ldc, A, B, bt, C, beta};
-    int64_t unit = M < SMALL_M ? 4 : NR;
+    GemmJob j = {t, w, M, N, K, lda, ldb, ldc, A, B, bt, C, beta};
+    int64_t unit = gemm_unit(t, M);
     pool_for(pool, (N + unit - 1) / unit, 1, gemm_pool_part, &j);
 }
 

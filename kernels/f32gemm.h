@@ -1,12 +1,18 @@
-/* Our own float32 GEMM for AVX-512 machines: BLIS-style packing (A into
- * 12-row k-major tiles, B into 32-column k-major panels, both by 16x16
- * register transposes) and a 12x32 FMA micro-kernel (24 accumulators).
- * It exists because the
- * OpenBLAS this project links (0.3.21) does not recognise recent Xeons and
- * falls back to SSE3 or, under OPENBLAS_CORETYPE=Haswell, to AVX2 kernels,
- * and because running it on our own pool keeps BLAS threads from competing
- * with the pool. The scalar twins are sgemm_mul_nt_ref / sgemm_mul_nn_ref
- * (kernels/sgemm.h); tests/test_f32gemm.c compares them.
+/* Our own float32 GEMM at every dispatch level: BLIS-style packing (A into
+ * k-major tiles of rows, B into k-major panels of columns by register
+ * transposes, fp16/bf16 weights widened there) and an FMA micro-kernel:
+ * 12x32 tiles on AVX-512, 6x16 on AVX2, and a portable C twin of the AVX2
+ * code. It exists because the OpenBLAS this project links (0.3.21) does not
+ * recognise recent Xeons and falls back to SSE3 or, under
+ * OPENBLAS_CORETYPE=Haswell, to AVX2 kernels, because running it on our own
+ * pool keeps BLAS threads from competing with the pool, and because a C
+ * element's bits must not depend on the partition (thread count, column
+ * slices, rows per call), which OpenBLAS's sgemm cannot promise: below
+ * AVX-512 the order of each element's sum is fixed by K alone and the AVX2
+ * and portable code give the same bits (kernels/f32gemm.c, "AVX2 and
+ * portable kernels"). The scalar twins are sgemm_mul_nt_ref /
+ * sgemm_mul_nn_ref (kernels/sgemm.h) and gemm_h_nt_ref;
+ * tests/test_f32gemm.c compares them at every dispatch level.
  *
  * Row-major everywhere; C (M, N) = A (M, K) · op(B) + beta·C, beta 0 or 1. */
 #ifndef QS_KERNELS_F32GEMM_H
@@ -29,13 +35,15 @@ Status gemm_work_new(int n_threads, GemmWork **out, Err *err);
 void gemm_work_free(GemmWork *w);
 
 /* Returns 1: the own GEMM runs at every dispatch level (AVX-512 tiles; else
- * an AVX2 or portable dot-product kernel whose result per C element depends
- * on K alone, never on the partition — which OpenBLAS's sgemm cannot promise). */
+ * AVX2 tiles or their portable twin, whose result per C element depends on K
+ * alone, never on the partition — which OpenBLAS's sgemm cannot promise). */
 int gemm_f32_available(void);
 
 /* Single-threaded, using tid's buffers (tid < the n_threads of w). B is
  * (N, K) for _nt (C = A·Bᵀ) and (K, N) for _nn (C = A·B). Without AVX-512
- * these run the AVX2/portable dot-product kernels (w unused). Safe to call concurrently with distinct tids. */
+ * _nn runs an AVX2/portable dot-product kernel (w unused) and _nt the AVX2
+ * tiles, or their portable twin when w or tid gives no buffers (the same
+ * bits, slower). Safe to call concurrently with distinct tids. */
 void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -46,7 +54,8 @@ void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
  * or more threads and M >= 8, A (per 516-row block) is packed once by all
  * threads together and the threads then take 256-column panels of C from a
  * shared counter, each panel over all of K; if the shared buffer cannot be
- * allocated it falls back to one contiguous column range per thread. */
+ * allocated it falls back to one contiguous column range per thread. Below
+ * AVX-512 the result is the same bits either way. */
 void gemm_f32_nt_pool(Pool *pool, GemmWork *w, int64_t M, int64_t N, int64_t K, const float *A,
                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
@@ -55,10 +64,11 @@ enum { GEMM_B_F32, GEMM_B_F16, GEMM_B_BF16 };
 
 /* C = A·Bᵀ (+C when beta is 1) with B (N, K) stored as fp16 (bf16 = 0) or
  * bf16 (1), ldb in elements: the forward pass on native F16/BF16 weights.
- * B is widened exactly to float32 while it is packed (M >= 8: the packed
- * panel is the float GEMM's) or read (M < 8: decode reads the stored halves
- * once), so A — the activations — stays float32 and the result equals
- * gemm_f32_nt_pool on the widened B up to summation order. (AVX512-BF16's
+ * B is widened exactly to float32 while it is packed (the packed panel is the
+ * float GEMM's; on AVX-512 decode, M < 8, reads the stored halves directly),
+ * so A — the activations — stays float32 and the result equals
+ * gemm_f32_nt_pool on the widened B (bit for bit below AVX-512, up to
+ * summation order on it). (AVX512-BF16's
  * vdpbf16ps would round the activations to bf16; not used.) Split over the
  * pool like gemm_f32_nt_pool; with w NULL it runs the scalar twin
  * gemm_h_nt_ref. */

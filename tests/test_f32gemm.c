@@ -1,4 +1,4 @@
-/* The AVX-512 GEMM (kernels/f32gemm.h) and the OpenBLAS wrapper
+/* The AVX-512 and AVX2 GEMMs (kernels/f32gemm.h) and the OpenBLAS wrapper
  * (kernels/sgemm.h) against their scalar twins over edge shapes (tile and
  * block remainders in M, N and K), strided operands, beta 0/1, the pool-split
  * version; and the vector kernels (kernels/vec.h) against theirs. */
@@ -77,7 +77,7 @@ static void test_gemm(Pool *pool) {
          * partial NC panels, three k blocks (KC 512) with a remainder */
         {530, 600, 1100}, {40, 520, 600},
     };
-    printf("gemm (%s): ", gemm_f32_available() ? "avx512" : "scalar fallback");
+    printf("gemm: ");
     double worst = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int nn = 0; nn <= 1; nn++)
@@ -114,7 +114,10 @@ static void test_gemm_h(Pool *pool) {
     GemmWork *w = NULL;
     CHECK_OK(gemm_work_new(2, &w, &err), err);
     const int64_t shapes[][3] = {{1, 1, 1},     {1, 33, 17},   {3, 70, 513},   {7, 15, 16},  {8, 32, 256},
-                                 {9, 31, 257},  {17, 100, 300}, {64, 33, 600}, {40, 130, 530}};
+                                 {9, 31, 257},  {17, 100, 300}, {64, 33, 600}, {40, 130, 530},
+                                 /* the AVX2 tiles' blocks: two row blocks (MC2 516), two and a
+                                  * partial NC2 panels, three k blocks (KC2 256) with a remainder */
+                                 {520, 530, 520}};
     double worst = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int bf = 0; bf <= 1; bf++)
@@ -142,8 +145,95 @@ static void test_gemm_h(Pool *pool) {
                     if (d > worst) worst = d;
                     free(A); free(B); free(C); free(R);
                 }
-    printf("gemm_h (%s): max |diff| vs scalar twin %.3g\n", gemm_f32_available() ? "avx512" : "scalar fallback",
-           worst);
+    printf("gemm_h: max |diff| vs scalar twin %.3g\n", worst);
+    gemm_work_free(w);
+}
+
+/* C = A·Bᵀ (+C) with B of type bt (raw bits) on the pool (NULL: one thread). */
+static void gemm_any(Pool *pool, GemmWork *w, int bt, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                     const void *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (bt == GEMM_B_F32) gemm_f32_nt_pool(pool, w, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else gemm_h_nt_pool(pool, w, M, N, K, A, lda, B, bt == GEMM_B_BF16, ldb, beta, C, ldc);
+}
+
+/* Below AVX-512 a C element's bits depend on K and on which side of 8 M is
+ * (f32gemm.c, "AVX2 and portable kernels"): the AVX2 code agrees bit for bit
+ * with the portable code, on one thread or two, with the columns cut into
+ * odd slices (fused vs separate weights), the rows cut into calls on the same
+ * side of 8 (one at a time below it; 8 and the rest above), beta 0 or 1 (and
+ * beta 1 equal to beta 0 plus C), for float32, fp16 and bf16 weights. */
+static void test_bits(Pool *pool) {
+    if (!cpu_has_avx2()) {
+        printf("bits: no AVX2 here, only the portable code runs\n");
+        return;
+    }
+    Err err;
+    err_init(&err);
+    GemmWork *w = NULL;
+    CHECK_OK(gemm_work_new(2, &w, &err), err);
+    const int64_t shapes[][3] = {{1, 37, 300}, {7, 50, 600}, {8, 33, 256}, {13, 70, 513}, {30, 33, 77}, {530, 40, 1100}};
+    int checked = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int bt = GEMM_B_F32; bt <= GEMM_B_BF16; bt++)
+            for (int b = 0; b <= 1; b++) {
+                int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                int64_t lda = K + 3, ldb = K + 5, ldc = N + 2;
+                size_t cn = (size_t)(M * ldc);
+                float *A = rbuf(M * lda), *C0 = rbuf(M * ldc), *Bf = rbuf(N * ldb);
+                uint16_t *Bh = malloc((size_t)(N * ldb) * sizeof *Bh);
+                float *C[5];
+                CHECK(Bh);
+                for (int64_t i = 0; i < N * ldb; i++) Bh[i] = bt == GEMM_B_BF16 ? f32_to_bf16(Bf[i]) : f32_to_fp16(Bf[i]);
+                const void *B = bt == GEMM_B_F32 ? (const void *)Bf : (const void *)Bh;
+                size_t es = bt == GEMM_B_F32 ? 4 : 2;
+                for (int r = 0; r < 5; r++) {
+                    C[r] = malloc(cn * sizeof(float));
+                    CHECK(C[r]);
+                    memcpy(C[r], C0, cn * sizeof(float));
+                }
+                setenv("QS_CPU", "scalar", 1);
+                cpu_refresh();
+                gemm_any(NULL, w, bt, M, N, K, A, lda, B, ldb, (float)b, C[0], ldc);
+                setenv("QS_CPU", "avx2", 1);
+                cpu_refresh();
+                gemm_any(pool, w, bt, M, N, K, A, lda, B, ldb, (float)b, C[1], ldc);
+                gemm_any(NULL, w, bt, M, N, K, A, lda, B, ldb, (float)b, C[2], ldc);
+                const int64_t cuts[] = {0, 5, 22, N};
+                for (int c = 0; c < 3; c++) {
+                    int64_t n0 = cuts[c] < N ? cuts[c] : N, n1 = cuts[c + 1] < N ? cuts[c + 1] : N;
+                    gemm_any(pool, w, bt, M, n1 - n0, K, A, lda, (const char *)B + (size_t)(n0 * ldb) * es, ldb,
+                             (float)b, C[3] + n0, ldc);
+                }
+                if (M < 8)
+                    for (int64_t i = 0; i < M; i++)
+                        gemm_any(pool, w, bt, 1, N, K, A + i * lda, lda, B, ldb, (float)b, C[4] + i * ldc, ldc);
+                else if (M >= 16) {
+                    gemm_any(pool, w, bt, 8, N, K, A, lda, B, ldb, (float)b, C[4], ldc);
+                    gemm_any(pool, w, bt, M - 8, N, K, A + 8 * lda, lda, B, ldb, (float)b, C[4] + 8 * ldc, ldc);
+                } else gemm_any(NULL, w, bt, M, N, K, A, lda, B, ldb, (float)b, C[4], ldc);
+                if (b) { /* y + W·x in one call = W·x, then added to y (the residual adds) */
+                    float *S = calloc(cn, sizeof(float));
+                    CHECK(S);
+                    gemm_any(pool, w, bt, M, N, K, A, lda, B, ldb, 0.0f, S, ldc);
+                    for (int64_t i = 0; i < M; i++)
+                        for (int64_t j = 0; j < N; j++) S[i * ldc + j] = C0[i * ldc + j] + S[i * ldc + j];
+                    int same = 1;
+                    for (int64_t i = 0; i < M; i++)
+                        same &= !memcmp(S + i * ldc, C[1] + i * ldc, (size_t)N * sizeof(float));
+                    CHECKF(same, "bits: bt %d M=%lld N=%lld K=%lld: y + W·x differs from W·x added to y", bt,
+                           (long long)M, (long long)N, (long long)K);
+                    free(S);
+                }
+                for (int r = 1; r < 5; r++)
+                    CHECKF(!memcmp(C[r], C[0], cn * sizeof(float)), "bits: bt %d M=%lld N=%lld K=%lld beta=%d: run %d differs from the portable code", bt,
+                           (long long)M, (long long)N, (long long)K, b, r);
+                checked++;
+                for (int r = 0; r < 5; r++) free(C[r]);
+                free(A); free(C0); free(Bf); free(Bh);
+            }
+    unsetenv("QS_CPU");
+    cpu_refresh();
+    printf("bits: %d products, AVX2 = portable code over 4 partitions each\n", checked);
     gemm_work_free(w);
 }
 
@@ -207,6 +297,7 @@ int main(void) {
     }
     unsetenv("QS_CPU");
     cpu_refresh();
+    test_bits(pool);
     pool_free(pool);
     return testlib_done("test_f32gemm");
 }
