@@ -26,6 +26,20 @@ static void sens_init(void) {
 }
 static const char *const sens_group_names[SG_COUNT] = {"tensor", "oc", "ic", "oc-g", "ic-g", "blk"};
 
+/* Rows per GEMM: bounds the per-thread scratch (BMAX x n_in floats, twice). */
+#define BMAX 1024
+/* Most directions of H deflated (SensOpts.rank is capped to it). */
+#define SENS_MAX_RANK 128
+/* Products Qt·H of the subspace iteration (h_deflate). */
+#define SENS_DEFLATE_ITERS 4
+/* Rows a cell quantizes first (cell_est). */
+#define SENS_START_ROWS 256
+/* A row through H (n_in² multiply-adds in the GEMM) costs about n_in/350
+ * quantized rows (rtn, ‖δ‖², the diagonal and ΔW·Q: ~13 ns per weight per
+ * cell against ~0.036 ns per multiply-add on the AVX2 EPYC, BENCHMARKS.md):
+ * cell_est's plan and sens_site_cost weigh the two by it. */
+#define SENS_ROW_COST 350.0
+
 int sens_cell_applies(int fmt, SensGroup g) {
     const QFormatTraits *t = qformat_traits(sens_fmt(fmt));
     if (fmt < 0 || fmt >= SENS_NFMT || (unsigned)g >= SG_COUNT) return 0;
@@ -131,8 +145,9 @@ int sens_map_complete(const SensMap *sm) {
 }
 
 double sens_site_cost(int64_t n_out, int64_t n_in, int n_cells) {
-    double rows = n_out < 1024 ? (double)n_out : 1024.0;
-    return (double)n_cells * (rows * (double)n_in * (double)n_in + 800.0 * (double)n_out * (double)n_in);
+    double q = n_out < 1100 ? (double)n_out : 1100.0, h = n_out < 40 ? (double)n_out : 40.0;
+    return (double)n_cells * (SENS_ROW_COST * q * (double)n_in + h * (double)n_in * (double)n_in +
+                              30.0 * (double)n_out * (double)n_in);
 }
 
 double sens_cell_bpw(int fmt, SensGroup g, const int32_t *gs, int64_t n_out, int64_t n_in) {
@@ -157,12 +172,11 @@ double sens_cell_bpw(int fmt, SensGroup g, const int32_t *gs, int64_t n_out, int
 void sens_opts_default(SensOpts *o) {
     memset(o, 0, sizeof *o);
     o->exact = 0;
-    o->min_rows = 64;
+    o->min_rows = 32;
     o->rel_se = 0.01;
+    o->rank = SENS_DEFAULT_RANK;
 }
 
-/* Rows per GEMM: bounds the per-thread scratch (BMAX x n_in floats, twice). */
-#define BMAX 1024
 
 /* splitmix64, for the seeded row order of each site. */
 static uint64_t sm64(uint64_t *s) {
@@ -177,19 +191,27 @@ typedef struct SiteJob {
     const float *W;          /* (no, ni) */
     int64_t no, ni;
     const float *Hf;         /* (ni, ni) or NULL */
-    const double *hdiag;     /* (ni) diag H */
     const int64_t *perm;     /* (no) row order of the subsample */
-    double wnorm, denom;
+    int p;                   /* deflated directions (0: none) */
+    const float *Qt;         /* (p, ni) H's top eigen-directions (approximate), rows orthonormal */
+    const double *lam;       /* (p) Rayleigh quotients: Qt H Qtᵀ = diag(lam) */
+    const float *rii;        /* (ni) diag of R = H − Qtᵀ diag(lam) Qt (diag H when p is 0) */
+    double wnorm;
+    double *num;             /* (SENS_NFMT * SG_COUNT) tr(ΔW H ΔWᵀ) per cell, then divided by denom */
+    double denom;            /* tr(W H Wᵀ), the site's job 0 */
     const SensOpts *o;
     int64_t layer;
     int proj;
     SensMap *sm;
     GemmWork *gw;
     float **wq, **dsub, **g; /* [thread] (no*ni), (BMAX*ni), (BMAX*ni) */
-    double **rdiag;          /* [thread] (no) Σ_i H_ii δ_ri² per row */
+    double **rdiag;          /* [thread] (no) the exactly computed part c_r of each row */
+    double **wrow;           /* [thread] (no) ‖δ_r‖² of each sampled row */
+    const int64_t *iota;     /* (no) 0, 1, 2, ... */
+    float **y;               /* [thread] (no, p) ΔW·Q */
     Progress *prog;          /* a cancel stops the cells (the site is then not done) */
     _Atomic int next;
-    _Atomic int finished;    /* cells computed or skipped */
+    _Atomic int finished;    /* jobs (the denominator and the cells) computed or skipped */
     _Atomic int failed;
     Status st;
     Err err;
@@ -217,29 +239,96 @@ static double rows_quad(const SiteJob *j, int tid, const float *D, const int64_t
     return s;
 }
 
-/* tr(ΔW H ΔWᵀ) of one cell: exact, or the diagonal closed form
- * Σ_i H_ii ‖ΔW_:,i‖² plus the off-diagonal rest estimated on a growing
- * random subsample of rows until its standard error is below rel_se of the
- * total (all rows at the end: exact). */
-static double cell_quad(const SiteJob *j, int tid, const float *D) {
-    int64_t no = j->no, ni = j->ni;
-    if (j->o->exact) {
-        double s = 0;
-        int64_t rows[BMAX];
-        for (int64_t r0 = 0; r0 < no; r0 += BMAX) {
-            int64_t n = no - r0 < BMAX ? no - r0 : BMAX;
-            for (int64_t r = 0; r < n; r++) rows[r] = r0 + r;
-            s += rows_quad(j, tid, D, rows, n, NULL);
-        }
-        return s;
+/* tr(D H Dᵀ) over all rows, exactly (GEMMs of BMAX rows). */
+static double quad_exact(const SiteJob *j, int tid, const float *D) {
+    double s = 0;
+    int64_t rows[BMAX];
+    for (int64_t r0 = 0; r0 < j->no; r0 += BMAX) {
+        int64_t n = j->no - r0 < BMAX ? j->no - r0 : BMAX;
+        for (int64_t r = 0; r < n; r++) rows[r] = r0 + r;
+        s += rows_quad(j, tid, D, rows, n, NULL);
     }
-    double *rd = j->rdiag[tid], diag = 0;
+    return s;
+}
+
+/* One row's Σ_i d_i² and Σ_i h_i d_i² (into *dn, *dg), d = wq − w written
+ * over wq (w NULL: d is wq as given). Float sums in eight lanes over blocks
+ * of 256 (vectorizable, a fixed order: the map does not depend on threads),
+ * the blocks summed in double: relative error ~1e-6, far below what the map
+ * resolves. */
+static void row_err(const float *w, float *d, const float *h, int64_t n, double *dn, double *dg) {
+    double sn = 0, sg = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        int64_t e = i0 + 256 < n ? i0 + 256 : n, i = i0;
+        float a[8] = {0}, b[8] = {0};
+        if (w)
+            for (; i + 8 <= e; i += 8)
+                for (int l = 0; l < 8; l++) {
+                    float x = d[i + l] - w[i + l];
+                    d[i + l] = x;
+                    a[l] += x * x;
+                    b[l] += h[i + l] * (x * x);
+                }
+        else
+            for (; i + 8 <= e; i += 8)
+                for (int l = 0; l < 8; l++) {
+                    float x = d[i + l];
+                    a[l] += x * x;
+                    b[l] += h[i + l] * (x * x);
+                }
+        for (; i < e; i++) {
+            float x = w ? d[i] - w[i] : d[i];
+            if (w) d[i] = x; /* without w, d may be the mapped weights: read only */
+            a[0] += x * x;
+            b[0] += h[i] * (x * x);
+        }
+        for (int l = 0; l < 8; l++) {
+            sn += a[l];
+            sg += b[l];
+        }
+    }
+    *dn = sn;
+    *dg = sg;
+}
+
+/* tr(D H Dᵀ) estimated over a matrix whose rows are all at hand (the
+ * site's denominator, D = W); rd (no) holds each row's Σ_i R_ii d_i² on
+ * entry (row_err). With Q (ni, p) and Λ from h_deflate and R = H − Q Λ Qᵀ,
+ * each row's
+ *   d H dᵀ = Σ_a λ_a (d·q_a)² + Σ_i R_ii d_i² + Σ_{i≠j} R_ij d_i d_j.
+ * The first two terms (c_r) are computed for every row: a GEMM D·Q of
+ * no·ni·p and the closed form. Only the last, o_r, is estimated, from the
+ * site's seeded random row order, doubling from min_rows until the total's
+ * standard error (from the sample's variance, with the finite population
+ * correction) is at most rel_se of the estimate; all rows at the end: exact.
+ * Σ c_r + no·mean(o) is unbiased whatever Q is (Q Λ Qᵀ + R = H is an
+ * identity; Q only sets the variance).
+ *
+ * Why few rows suffice: for quantization noise (the entries of δ nearly
+ * independent, mean zero) var(o_r) ≈ 2 Σ_{i≠j} R_ij² σ_i² σ_j², the part of
+ * H that neither the diagonal nor Q carries. An H dominated by a few
+ * directions (a mean activation, outlier channels mixed by the layer before)
+ * has nearly all of its off-diagonal mass in its top eigen-directions; what
+ * R keeps is like the off-diagonal of a Wishart matrix (‖R_off‖_F / tr R ≈
+ * 1/√tokens). On the tinyllama synth, o_r's standard deviation is 6 % of
+ * the mean row total with 16 directions and 0.9 % with 64, against 70 % of
+ * the total carried by Q (BENCHMARKS.md); with the diagonal alone (rank 0)
+ * half of the rows or all of them were needed. */
+static double quad_est(const SiteJob *j, int tid, const float *D, double *rd, double rel_se) {
+    int64_t no = j->no;
+    int p = j->p;
+    float *Y = j->y[tid];
+    if (p > 0) {
+        if (j->gw) gemm_f32_nt(j->gw, tid, no, p, j->ni, D, j->ni, j->Qt, j->ni, 0.0f, Y, p);
+        else sgemm_mul_nt(no, p, j->ni, D, j->ni, j->Qt, j->ni, 0.0f, Y, p);
+    }
+    double c = 0;
     for (int64_t r = 0; r < no; r++) {
-        const float *d = D + r * ni;
-        double q = 0;
-        for (int64_t i = 0; i < ni; i++) q += j->hdiag[i] * ((double)d[i] * d[i]);
+        const float *y = Y + r * p;
+        double q = rd[r];
+        for (int a = 0; a < p; a++) q += j->lam[a] * ((double)y[a] * y[a]);
         rd[r] = q;
-        diag += q;
+        c += q;
     }
     double so = 0, so2 = 0, full[BMAX];
     int64_t m = 0, step = j->o->min_rows > 0 ? j->o->min_rows : 64;
@@ -253,54 +342,307 @@ static double cell_quad(const SiteJob *j, int tid, const float *D) {
             so2 += o * o;
         }
         m += n;
-        if (m >= no) return diag + so;
-        double est = diag + (double)no * so / (double)m;
+        if (m >= no) return c + so;
+        double est = c + (double)no * so / (double)m;
         double var = (so2 - so * so / (double)m) / (double)(m - 1);
         double se = (double)no * sqrt((var > 0 ? var : 0) / (double)m * (1.0 - (double)m / (double)no));
-        if (se <= j->o->rel_se * fabs(est)) return est;
+        if (se <= rel_se * fabs(est)) return est;
         step = m; /* double the sample */
     }
 }
 
+/* Eigen-decomposition of the symmetric A (p, p) by cyclic Jacobi rotations:
+ * A's diagonal becomes the eigenvalues, V (p, p) the eigenvectors (columns). */
+static void jacobi_eig(double *A, double *V, int p) {
+    for (int i = 0; i < p * p; i++) V[i] = 0;
+    for (int i = 0; i < p; i++) V[i * p + i] = 1;
+    for (int sweep = 0; sweep < 50; sweep++) {
+        double off = 0, tot = 0;
+        for (int i = 0; i < p; i++)
+            for (int k = 0; k < p; k++) {
+                double x = A[i * p + k] * A[i * p + k];
+                if (i == k) tot += x;
+                else off += x;
+            }
+        if (off <= 1e-30 * (tot + off) || off == 0) return;
+        for (int a = 0; a < p; a++)
+            for (int b = a + 1; b < p; b++) {
+                double apq = A[a * p + b];
+                if (apq == 0) continue;
+                double th = (A[b * p + b] - A[a * p + a]) / (2 * apq);
+                double t = (th >= 0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1));
+                double cs = 1 / sqrt(t * t + 1), sn = t * cs;
+                for (int k = 0; k < p; k++) { /* A ← Jᵀ A J */
+                    double x = A[k * p + a], y = A[k * p + b];
+                    A[k * p + a] = cs * x - sn * y;
+                    A[k * p + b] = sn * x + cs * y;
+                }
+                for (int k = 0; k < p; k++) {
+                    double x = A[a * p + k], y = A[b * p + k];
+                    A[a * p + k] = cs * x - sn * y;
+                    A[b * p + k] = sn * x + cs * y;
+                }
+                for (int k = 0; k < p; k++) {
+                    double x = V[k * p + a], y = V[k * p + b];
+                    V[k * p + a] = cs * x - sn * y;
+                    V[k * p + b] = sn * x + cs * y;
+                }
+            }
+    }
+}
+
+/* The deflated subspace of one H (n, n): Qt (p, n) with orthonormal rows
+ * spanning approximately H's top p eigen-directions, by seeded randomized
+ * subspace iteration (iters products Qt·H, each p·n², re-orthonormalized in
+ * float64), rotated to the eigenvectors of B = Qt H Qtᵀ (Rayleigh-Ritz) so
+ * that B = diag(lam); rii = diag(H − Qtᵀ diag(lam) Qt). Only the variance of
+ * the estimate depends on how good the subspace is (quad_est), so a few
+ * iterations suffice. Yt (p, n), qd (p, n) and B, V (p, p) are scratch. */
+static void h_deflate(const float *H, int64_t n, int p, int iters, float *Qt, float *Yt, double *qd, double *B,
+                      double *V, double *lam, float *rii, Pool *pool, GemmWork *gw) {
+    uint64_t rs = 0x51ed2701u + (uint64_t)n;
+    for (int64_t i = 0; i < (int64_t)p * n; i++) Yt[i] = (float)((double)(sm64(&rs) >> 11) * 0x1p-53 - 0.5);
+    for (int it = 0; it <= iters; it++) {
+        /* orthonormalize the rows of Yt (modified Gram-Schmidt, twice) into Qt */
+        for (int64_t i = 0; i < (int64_t)p * n; i++) qd[i] = Yt[i];
+        for (int pass = 0; pass < 2; pass++)
+            for (int a = 0; a < p; a++) {
+                double *qa = qd + (int64_t)a * n;
+                for (int b = 0; b < a; b++) {
+                    const double *qb = qd + (int64_t)b * n;
+                    double t = 0;
+                    for (int64_t i = 0; i < n; i++) t += qa[i] * qb[i];
+                    for (int64_t i = 0; i < n; i++) qa[i] -= t * qb[i];
+                }
+                double nn = 0;
+                for (int64_t i = 0; i < n; i++) nn += qa[i] * qa[i];
+                double sc = nn > 1e-300 ? 1.0 / sqrt(nn) : 0.0; /* a null direction stays 0: it deflates nothing */
+                for (int64_t i = 0; i < n; i++) qa[i] *= sc;
+            }
+        for (int64_t i = 0; i < (int64_t)p * n; i++) Qt[i] = (float)qd[i];
+        if (gw) gemm_f32_nt_pool(pool, gw, p, n, n, Qt, n, H, n, 0.0f, Yt, n);
+        else sgemm_mul_nt(p, n, n, Qt, n, H, n, 0.0f, Yt, n);
+    }
+    /* B = Qt·H·Qtᵀ from the last product, then its eigenvectors rotate Qt */
+    for (int a = 0; a < p; a++)
+        for (int b = 0; b <= a; b++) {
+            double t = 0;
+            for (int64_t i = 0; i < n; i++) t += (double)Yt[(int64_t)a * n + i] * Qt[(int64_t)b * n + i];
+            B[a * p + b] = B[b * p + a] = t;
+        }
+    jacobi_eig(B, V, p);
+    for (int64_t i = 0; i < (int64_t)p * n; i++) qd[i] = 0;
+    for (int a = 0; a < p; a++) {
+        lam[a] = B[a * p + a];
+        for (int b = 0; b < p; b++) {
+            double v = V[b * p + a];
+            const float *qb = Qt + (int64_t)b * n;
+            double *qa = qd + (int64_t)a * n;
+            for (int64_t i = 0; i < n; i++) qa[i] += v * qb[i];
+        }
+    }
+    for (int64_t i = 0; i < (int64_t)p * n; i++) Qt[i] = (float)qd[i];
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int a = 0; a < p; a++) s += lam[a] * (double)Qt[(int64_t)a * n + i] * Qt[(int64_t)a * n + i];
+        rii[i] = (float)((double)H[i * n + i] - s);
+    }
+}
+
+/* One cell estimated on a row subsample (the default): ‖ΔW‖² into *dn and
+ * tr(ΔW H ΔWᵀ) into *num (when H is there). The site's rows are taken in
+ * its seeded random order; only the first m1 are quantized (rtn_fit on all
+ * rows, then rtn_fit_rows: each sampled row gets exactly the values the
+ * whole matrix's quantization gives it, in every grouping), and of those
+ * only the first m2 ≤ m1 pay the n_in² product with H. With c_r and o_r as
+ * in quad_est, the two-phase estimate
+ *   tr ≈ no·(mean_{m1} c + mean_{m2} o),   ‖ΔW‖² ≈ no·mean_{m1} ‖δ_r‖²
+ * has a variance estimated from the samples (finite population corrections,
+ * and the covariance of the nested means); m1 and m2 grow (from
+ * SENS_START_ROWS and min_rows, planned at the least cost for the target
+ * once the variances are known) until both standard errors are at most
+ * rel_se of their estimates. At m1 = m2 = no both are exact.
+ *
+ * The 5 % promise: with rel_se 1 %, 5 % is 5 standard errors, P ≈ 6·10⁻⁷
+ * per cell for a normal estimate (a 32-layer map has 11,200 cells: < 1 %
+ * that any one is off by more); the sums are over hundreds of rows, so the
+ * normal approximation holds unless a handful of rows dominate, and the
+ * variances come from at least SENS_START_ROWS rows (c) and min_rows rows
+ * (o, whose share is small: see quad_est). Rows differ mostly through the
+ * random projection of their δ on H's top directions (c_r's coefficient of
+ * variation ≈ 0.27 on the tinyllama synth, 0.35 with per-row scales), so m1
+ * settles near 10³ rows whatever the matrix's height: most rows of a 7B's
+ * 4096- and 11008-row sites are never quantized. test_calib, test_sensrun
+ * and BENCHMARKS.md check every cell against the exact path. */
+static Status cell_est(const SiteJob *j, int tid, const QParams *qp, double *dn, double *num, Err *err) {
+    int64_t no = j->no, ni = j->ni;
+    int p = j->p, hq = j->Hf != NULL;
+    float *D = j->wq[tid], *Y = j->y[tid];
+    double *rd = j->rdiag[tid], *wr = j->wrow[tid], full[BMAX];
+    double rel = j->o->rel_se;
+    int64_t m1 = 0, m2 = 0, want1 = no < SENS_START_ROWS ? no : SENS_START_ROWS;
+    int64_t want2 = j->o->min_rows > 0 ? j->o->min_rows : 64;
+    double sc = 0, sc2 = 0, sw = 0, sw2 = 0, so = 0, so2 = 0, sco = 0;
+    RtnFit fit;
+    Status st = rtn_fit(j->W, no, ni, qp, &fit, err);
+    if (st) return st;
+    for (;;) {
+        if (want2 > want1) want2 = want1;
+        if (want2 - m2 > BMAX) want2 = m2 + BMAX; /* full[] holds BMAX */
+        if (want1 > m1) {
+            if ((st = rtn_fit_rows(&fit, j->W, j->perm + m1, want1 - m1, D + m1 * ni, err))) break;
+            for (int64_t r = m1; r < want1; r++) row_err(j->W + j->perm[r] * ni, D + r * ni, j->rii, ni, &wr[r], &rd[r]);
+            if (hq && p > 0) {
+                if (j->gw) gemm_f32_nt(j->gw, tid, want1 - m1, p, ni, D + m1 * ni, ni, j->Qt, ni, 0.0f, Y + m1 * p, p);
+                else sgemm_mul_nt(want1 - m1, p, ni, D + m1 * ni, ni, j->Qt, ni, 0.0f, Y + m1 * p, p);
+            }
+            for (int64_t r = m1; r < want1; r++) {
+                const float *y = p > 0 ? Y + r * p : NULL;
+                double q = rd[r];
+                for (int a = 0; hq && a < p; a++) q += j->lam[a] * ((double)y[a] * y[a]);
+                rd[r] = q;
+                sc += q;
+                sc2 += q * q;
+                sw += wr[r];
+                sw2 += wr[r] * wr[r];
+            }
+            m1 = want1;
+        }
+        if (hq && want2 > m2) {
+            rows_quad(j, tid, D, j->iota + m2, want2 - m2, full); /* D's rows m2.. are contiguous */
+            for (int64_t r = m2; r < want2; r++) {
+                double o = full[r - m2] - rd[r];
+                so += o;
+                so2 += o * o;
+                sco += o * rd[r];
+            }
+            m2 = want2;
+        }
+        double N = (double)no, f1 = 1.0 - (double)m1 / N, f2 = 1.0 - (double)m2 / N;
+        double mw = sw / (double)m1, vw = m1 > 1 ? (sw2 - sw * mw) / (double)(m1 - 1) : 0;
+        double ew = N * mw, sew = N * sqrt((vw > 0 ? vw : 0) / (double)m1 * f1);
+        int ok_w = sew <= rel * ew;
+        if (!hq) {
+            if (ok_w || m1 == no) {
+                *dn = m1 == no ? sw : ew;
+                break;
+            }
+            want1 = 2 * m1 < no ? 2 * m1 : no;
+            continue;
+        }
+        double mc = sc / (double)m1, vc = m1 > 1 ? (sc2 - sc * mc) / (double)(m1 - 1) : 0;
+        double mo = so / (double)m2, vo = m2 > 1 ? (so2 - so * mo) / (double)(m2 - 1) : 0;
+        /* the c_r of the m2 rows, for their covariance with o_r */
+        double sc_2 = 0;
+        for (int64_t r = 0; r < m2; r++) sc_2 += rd[r];
+        double vco = m2 > 1 ? (sco - sc_2 * mo) / (double)(m2 - 1) : 0;
+        double var = N * N * ((vc > 0 ? vc : 0) / (double)m1 * f1 + (vo > 0 ? vo : 0) / (double)m2 * f2 +
+                              2.0 * vco / (double)m1 * f1);
+        double est = N * (mc + mo), se = sqrt(var > 0 ? var : 0);
+        if ((m1 == no && m2 == no) || (se <= rel * fabs(est) && ok_w)) {
+            *dn = m1 == no ? sw : ew;
+            *num = m1 == no && m2 == no ? sc + so : est;
+            break;
+        }
+        /* Not there yet: plan both samples for the target with a 10 % margin, at the
+         * least cost m1·ni + m2·ni²/SENS_ROW_COST (a quantized row against a row
+         * through H): m_k ∝ √(V_k / cost_k) (Lagrange), V_c, V_o the per-row
+         * variances relative to the estimate; never shrinking, at least ×1.5 for
+         * the sample that misses, and m2 ≤ m1. */
+        double t2 = 0.81 * rel * rel * est * est / (N * N), cc = 1.0, co = (double)ni / SENS_ROW_COST;
+        double Vc = vc > 0 ? vc : 0, Vo = vo > 0 ? vo : 0;
+        if (co < 1) co = 1;
+        double S = sqrt(Vc * cc) + sqrt(Vo * co);
+        double n1 = t2 > 0 ? sqrt(Vc / cc) * S / t2 : (double)no, n2 = t2 > 0 ? sqrt(Vo / co) * S / t2 : (double)no;
+        if (!ok_w && vw > 0) {
+            double nw = vw / (0.81 * rel * rel * mw * mw);
+            n1 = nw > n1 ? nw : n1;
+        }
+        int64_t w1 = n1 < (double)no ? (int64_t)n1 + 1 : no, w2 = n2 < (double)no ? (int64_t)n2 + 1 : no;
+        if (w1 < m1) w1 = m1;
+        if (w2 < m2) w2 = m2;
+        if (w1 == m1 && w2 == m2) { /* the plan says done but the check did not: grow the larger error */
+            double sec = Vc / (double)m1, seo = Vo / (double)m2;
+            if ((sec >= seo || m2 == m1 || !ok_w) && m1 < no) w1 = m1 + m1 / 2 + 1;
+            else w2 = m2 + m2 / 2 + 1;
+        }
+        want1 = w1 < no ? w1 : no;
+        want2 = w2 < want1 ? w2 : want1;
+    }
+    rtn_fit_done(&fit);
+    return st;
+}
+
+static void job_fail(SiteJob *j, Status st, const Err *e, const char *what) {
+    if (!atomic_exchange(&j->failed, 1)) {
+        j->st = st;
+        j->err = *e;
+        err_wrap(&j->err, "layer %lld %s %s", (long long)j->layer, proj_name((Proj)j->proj), what);
+    }
+}
+
+/* Job 0 is the site's denominator tr(W H Wᵀ), job 1 + c cell c. */
 static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
     (void)b;
     (void)e;
     SiteJob *j = arg;
-    int64_t n = j->no * j->ni;
+    int64_t no = j->no, ni = j->ni;
     for (;;) {
-        int c = atomic_fetch_add(&j->next, 1);
+        int c = atomic_fetch_add(&j->next, 1) - 1;
         if (c >= SENS_NFMT * SG_COUNT || atomic_load(&j->failed) || progress_cancelled(j->prog)) break;
+        double *rd = j->rdiag[tid];
+        if (c < 0) { /* the denominator (shared by the site's cells: a quarter of their standard error) */
+            if (j->Hf && j->o->exact) j->denom = quad_exact(j, tid, j->W);
+            else if (j->Hf) {
+                for (int64_t r = 0; r < no; r++) {
+                    double dn;
+                    row_err(NULL, (float *)(uintptr_t)(j->W + r * ni), j->rii, ni, &dn, &rd[r]);
+                }
+                j->denom = quad_est(j, tid, j->W, rd, j->o->rel_se / 4);
+            }
+            atomic_fetch_add(&j->finished, 1);
+            continue;
+        }
         int f = c / SG_COUNT, g = c % SG_COUNT;
         QParams qp;
         if (j->sm->done[(j->layer * PROJ_COUNT + j->proj) * SENS_NFMT + f] ||
-            !sens_cell_params(f, (SensGroup)g, j->no, j->ni, j->sm->group, &qp)) {
+            !sens_cell_params(f, (SensGroup)g, no, ni, j->sm->group, &qp)) {
             atomic_fetch_add(&j->finished, 1);
             continue;
         }
         float *Wq = j->wq[tid];
         Err e2;
         err_init(&e2);
-        Status st = rtn_fake_quantize(j->W, j->no, j->ni, &qp, Wq, &e2);
-        if (st) {
-            if (!atomic_exchange(&j->failed, 1)) {
-                j->st = st;
-                j->err = e2;
-                err_wrap(&j->err, "layer %lld %s %s/%s", (long long)j->layer, proj_name((Proj)j->proj),
-                         qformat_traits(qp.fmt)->name, sens_group_names[g]);
+        int64_t idx = sens_index(j->layer, j->proj, f, g);
+        if (!j->o->exact) {
+            double dn = 0, nm = NAN;
+            Status st = cell_est(j, tid, &qp, &dn, &nm, &e2);
+            if (st) {
+                char what[64];
+                snprintf(what, sizeof what, "%s/%s", qformat_traits(qp.fmt)->name, sens_group_names[g]);
+                job_fail(j, st, &e2, what);
+                break;
             }
+            j->sm->werr[idx] = j->wnorm > 0 ? (float)(dn / j->wnorm) : 0.0f;
+            if (j->Hf) j->num[c] = nm;
+            atomic_fetch_add(&j->finished, 1);
+            continue;
+        }
+        Status st = rtn_fake_quantize(j->W, no, ni, &qp, Wq, &e2);
+        if (st) {
+            char what[64];
+            snprintf(what, sizeof what, "%s/%s", qformat_traits(qp.fmt)->name, sens_group_names[g]);
+            job_fail(j, st, &e2, what);
             break;
         }
         double dn = 0;
-        for (int64_t i = 0; i < n; i++) {
-            Wq[i] -= j->W[i];
-            dn += (double)Wq[i] * Wq[i];
+        for (int64_t r = 0; r < no; r++) {
+            double d;
+            row_err(j->W + r * ni, Wq + r * ni, j->rii, ni, &d, &rd[r]);
+            dn += d;
         }
-        int64_t idx = sens_index(j->layer, j->proj, f, g);
         j->sm->werr[idx] = j->wnorm > 0 ? (float)(dn / j->wnorm) : 0.0f;
-        if (j->Hf) {
-            double num = cell_quad(j, tid, Wq);
-            j->sm->oerr[idx] = j->denom > 0 ? (float)(num / j->denom) : 0.0f;
-        }
+        if (j->Hf) j->num[c] = quad_exact(j, tid, Wq);
         atomic_fetch_add(&j->finished, 1);
     }
 }
@@ -343,19 +685,34 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
     int nt = pool ? pool_size(pool) : 1;
     if (h && !gemm_f32_available()) nt = 1;
     float *Hf = h ? core_alloc_aligned(max_in * max_in, sizeof(float)) : NULL;
-    double *hdiag = core_calloc(max_in, sizeof *hdiag);
+    float *rif = core_alloc_aligned(max_in, sizeof(float)); /* diag of R (of H when rank is 0) */
+    double num[SENS_NFMT * SG_COUNT];
     int64_t *perm = core_calloc(max_out, sizeof *perm);
     float **wq = core_calloc((size_t)nt, sizeof *wq), **dsub = core_calloc((size_t)nt, sizeof *dsub);
     float **gb = core_calloc((size_t)nt, sizeof *gb);
     double **rdiag = core_calloc((size_t)nt, sizeof *rdiag);
-    float *G = h ? core_alloc_aligned((size_t)BMAX * max_in, sizeof(float)) : NULL;
+    float **yb = core_calloc((size_t)nt, sizeof *yb);
+    double **wrow = core_calloc((size_t)nt, sizeof *wrow);
+    int64_t *iota = core_calloc(max_out, sizeof *iota);
+    /* the deflated subspace of the loaded H (cell_quad) */
+    int P = h && !o->exact && o->rank > 0 ? o->rank : 0;
+    if (P > SENS_MAX_RANK) P = SENS_MAX_RANK;
+    if ((size_t)P > max_in) P = (int)max_in;
+    float *Qt = P ? core_alloc_aligned((size_t)P * max_in, sizeof(float)) : NULL;
+    float *Yt = P ? core_alloc_aligned((size_t)P * max_in, sizeof(float)) : NULL;
+    double *qd = P ? core_calloc((size_t)P * max_in, sizeof *qd) : NULL;
+    double *Bq = P ? core_calloc((size_t)P * P * 2 + P, sizeof *Bq) : NULL; /* B, V, lam */
     float *Wconv = NULL; /* (max_w) a non-F32 weight decoded; allocated on first need */
     GemmWork *gw = NULL;
-    if ((h && (!Hf || !G)) || !hdiag || !perm || !wq || !dsub || !gb || !rdiag) goto nomem;
+    for (size_t r = 0; iota && r < max_out; r++) iota[r] = (int64_t)r;
+    if ((h && !Hf) || !rif || !perm || !wq || !dsub || !gb || !rdiag || !yb || !wrow || !iota || (P && (!Qt || !Yt || !qd || !Bq)))
+        goto nomem;
     for (int t = 0; t < nt; t++) {
         wq[t] = core_alloc_aligned(max_w, sizeof(float));
         rdiag[t] = core_calloc(max_out, sizeof(double));
-        if (!wq[t] || !rdiag[t]) goto nomem;
+        wrow[t] = core_calloc(max_out, sizeof(double));
+        if (!wq[t] || !rdiag[t] || !wrow[t]) goto nomem;
+        if (P && !(yb[t] = core_alloc_aligned(max_out * (size_t)P, sizeof(float)))) goto nomem;
         if (h) {
             dsub[t] = core_alloc_aligned((size_t)BMAX * max_in, sizeof(float));
             gb[t] = core_alloc_aligned((size_t)BMAX * max_in, sizeof(float));
@@ -399,17 +756,21 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
                 weight_rows_f32(w, 0, no, Wconv);
                 W = Wconv;
             }
-            SiteJob j = {.W = W, .no = no, .ni = ni, .Hf = h ? Hf : NULL, .hdiag = hdiag, .perm = perm, .o = o,
-                         .layer = l, .proj = p, .sm = sm, .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag,
-                         .prog = prog};
+            SiteJob j = {.W = W, .no = no, .ni = ni, .Hf = h ? Hf : NULL, .perm = perm, .o = o, .p = P, .Qt = Qt,
+                         .lam = Bq ? Bq + 2 * P * P : NULL, .rii = rif, .num = num, .layer = l, .proj = p, .sm = sm,
+                         .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag, .wrow = wrow, .iota = iota, .y = yb, .prog = prog};
+            for (int ci = 0; ci < SENS_NFMT * SG_COUNT; ci++) num[ci] = NAN;
             for (int64_t i = 0; i < n; i++) j.wnorm += (double)W[i] * W[i];
             if (h) {
                 if (tap != loaded_tap) {
                     if ((st = hstore_load_f32(h, l, tap, Hf, err))) goto done;
-                    for (int64_t i = 0; i < ni; i++) hdiag[i] = Hf[i * ni + i];
+                    if (P)
+                        h_deflate(Hf, ni, P, SENS_DEFLATE_ITERS, Qt, Yt, qd, Bq, Bq + P * P, Bq + 2 * P * P, rif,
+                                  pool, gw);
+                    else
+                        for (int64_t i = 0; i < ni; i++) rif[i] = Hf[i * ni + i];
                     loaded_tap = tap;
                 }
-                j.denom = site_denom(W, no, ni, Hf, G, pool, gw);
             }
             /* the rows of the subsample: a seeded shuffle per site */
             uint64_t rs = (uint64_t)(l * PROJ_COUNT + p) + 1;
@@ -433,11 +794,15 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
                 *err = j.err;
                 goto done;
             }
-            if (atomic_load(&j.finished) < SENS_NFMT * SG_COUNT) { /* cancelled inside the site: not kept */
+            if (atomic_load(&j.finished) < SENS_NFMT * SG_COUNT + 1) { /* cancelled inside the site: not kept */
                 st = err_set(err, ST_ERR_CANCELLED, "sensitivity cancelled in layer %lld %s: %lld of %lld sites done (kept)",
                              (long long)l, proj_name((Proj)p), (long long)sites_done, (long long)sites_total);
                 goto done;
             }
+            for (int ci = 0; ci < SENS_NFMT * SG_COUNT; ci++)
+                if (!isnan(num[ci]))
+                    sm->oerr[sens_index(l, p, ci / SG_COUNT, ci % SG_COUNT)] =
+                        j.denom > 0 ? (float)(num[ci] / j.denom) : 0.0f;
             memset(sm->done + (l * PROJ_COUNT + p) * SENS_NFMT, 1, SENS_NFMT);
             sites_done++;
             ran++;
@@ -460,15 +825,24 @@ done:
         if (dsub) core_free_aligned(dsub[t]);
         if (gb) core_free_aligned(gb[t]);
         if (rdiag) free(rdiag[t]);
+        if (yb) core_free_aligned(yb[t]);
+        if (wrow) free(wrow[t]);
     }
+    free(wrow);
+    free(iota);
+    free(yb);
+    core_free_aligned(Qt);
+    core_free_aligned(Yt);
+    free(qd);
+    free(Bq);
+
     free(wq);
     free(dsub);
     free(gb);
     free(rdiag);
-    free(hdiag);
+    core_free_aligned(rif);
     free(perm);
     core_free_aligned(Hf);
-    core_free_aligned(G);
     core_free_aligned(Wconv);
     return st;
 }

@@ -29,6 +29,8 @@
  * scales (plans give ggml formats no grouping). */
 typedef enum { SG_TENSOR, SG_OC, SG_IC, SG_OC_G, SG_IC_G, SG_BLOCK, SG_COUNT } SensGroup;
 #define SENS_DEFAULT_GROUP 32
+/* Deflated directions of H in the estimated map (SensOpts.rank). */
+#define SENS_DEFAULT_RANK 64
 
 /* Returns the format of map index i (< SENS_NFMT). */
 QFormat sens_fmt(int i);
@@ -81,11 +83,10 @@ int64_t sens_map_sites_done(const SensMap *sm);
 int sens_map_complete(const SensMap *sm);
 
 /* Relative cost of computing n_cells cells of a site of (n_out, n_in), for
- * a cost-weighted ETA: each cell quantizes the matrix (n_out·n_in) and
- * runs GEMMs on a row subsample against the (n_in, n_in) H, which on the
- * tinyllama synth settles at about 1024 rows (every row when fewer):
- * n_cells·(min(n_out, 1024)·n_in² + 800·n_out·n_in), the 800 fitted to the
- * per-site times measured there (BENCHMARKS.md). */
+ * a cost-weighted ETA, in multiply-adds of the estimated map: each cell
+ * quantizes about min(n_out, 1100) rows (350 units per weight), sends about
+ * 40 of them through H (n_in² each) and fits its scales on the whole matrix
+ * (30 per weight); see analysis/sensitivity.c. */
 double sens_site_cost(int64_t n_out, int64_t n_in, int n_cells);
 
 /* Bits per weight of the map's cell (fmt, g) on a site of (n_out, n_in)
@@ -104,20 +105,27 @@ static inline int64_t sens_index(int64_t layer, int proj, int fmt, int grouping)
 }
 
 /* How output errors are computed. Exact: tr(ΔW H ΔWᵀ) through a float32
- * GEMM ΔW·H per cell (n_out·n_in² each, 50 per site). Estimated (default):
- * the diagonal part Σ_i H_ii ‖ΔW_:,i‖² in closed form plus the off-diagonal
- * rest from a seeded random subsample of rows, doubled from min_rows until
- * the estimate's standard error is at most rel_se of it (0.01: the 5 %
- * accuracy asked for is 5 standard errors; all rows means exact); the
- * denominator tr(W H Wᵀ) is always exact (one GEMM per site). */
+ * GEMM ΔW·H per cell (n_out·n_in² each, 50 per site), and ‖ΔW‖² over all
+ * rows. Estimated (default): H's top `rank` eigen-directions (seeded
+ * subspace iteration per loaded H) and its remaining diagonal are computed
+ * exactly for each quantized row, the remaining off-diagonal part on a
+ * subsample of those rows through H; a cell quantizes only a seeded random
+ * subsample of the rows (its scales fitted on all of them), both samples
+ * growing until the standard errors of ‖ΔW‖² and of tr(ΔW H ΔWᵀ) are at most
+ * rel_se of the estimates (0.01: the 5 % accuracy asked for is 5 standard
+ * errors; all rows means exact). The denominator tr(W H Wᵀ) is estimated the
+ * same way from all rows to rel_se/4. The argument is in sensitivity.c
+ * (quad_est, cell_est); BENCHMARKS.md has the cost and the errors. */
 /* Called after each site a run finishes (the map then holds it, done flags
  * set), e.g. to save the partial map; an error stops the run with it. */
 typedef Status (*SensSiteFn)(void *user, const SensMap *sm, int64_t layer, int proj, Err *err);
 
 typedef struct SensOpts {
     int exact;
-    int64_t min_rows;        /* first subsample (default 64) */
+    int64_t min_rows;        /* first subsample through H (default 32) */
     double rel_se;           /* target standard error, relative (default 0.01) */
+    int rank;                /* eigen-directions of H computed exactly per row (default SENS_DEFAULT_RANK;
+                                0: the diagonal alone) */
     int64_t max_sites;       /* > 0: stop after computing this many sites (as a cancel: ST_ERR_CANCELLED,
                                 finished sites kept); 0: all */
     SensSiteFn on_site;      /* NULL: none */

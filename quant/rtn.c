@@ -93,11 +93,9 @@ static Status rtn_group_ranges(const float *W, int64_t n_out, int64_t n_in, cons
     return ST_OK;
 }
 
-/* Fits every group, then quantizes every element; writes the one-byte codes
- * (int or fp8, as QTensor holds them) to codes and the represented values to
- * wq (either may be NULL). scale/zero (n_groups) receive the group parameters. */
-static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams *p, int64_t n_groups,
-                      float *scale, float *zero, uint8_t *codes, float *wq, Err *err) {
+/* Fits every group of W (its ranges over all rows) into scale/zero (n_groups). */
+static Status rtn_fit_all(const float *W, int64_t n_out, int64_t n_in, const QParams *p, int64_t n_groups,
+                          float *scale, float *zero, Err *err) {
     float *lo = malloc((size_t)n_groups * sizeof *lo), *hi = malloc((size_t)n_groups * sizeof *hi);
     Status st = ST_OK;
     if (!lo || !hi) { st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)n_groups); goto fail; }
@@ -107,27 +105,42 @@ static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams
         st = rtn_fit_group(p->fmt, p->sym, lo[i], hi[i], &scale[i], &zero[i], err);
         if (st) { err_wrap(err, "group %lld", (long long)i); goto fail; }
     }
-    int64_t g = qparams_group_len(p, n_out, n_in);
-    const QFormatTraits *t = qformat_traits(p->fmt);
-    for (int64_t r = 0; r < n_out; r++) {
-        const float *w = W + r * n_in;
-        int64_t base = p->dim == GROUP_IC ? (r / g) * n_in : p->dim == GROUP_OC ? r * (n_in / g) : 0;
-        if (p->dim == GROUP_IC) { /* a scale per column of this row block */
-            t->quant_span(t, p->sym, scale + base, zero + base, 1, w, n_in, codes ? codes + r * n_in : NULL,
-                          wq ? wq + r * n_in : NULL);
-            continue;
-        }
-        int64_t span = p->dim == GROUP_OC ? g : n_in; /* one span per group along the row */
-        for (int64_t c0 = 0; c0 < n_in; c0 += span) {
-            int64_t gi = p->dim == GROUP_OC ? base + c0 / g : 0;
-            t->quant_span(t, p->sym, scale + gi, zero + gi, 0, w + c0, span, codes ? codes + r * n_in + c0 : NULL,
-                          wq ? wq + r * n_in + c0 : NULL);
-        }
-    }
 fail:
     free(lo);
     free(hi);
     return st;
+}
+
+/* Quantizes row r of the matrix (its values w, n_in) with the fitted groups:
+ * codes and/or represented values for that row (either may be NULL). */
+static void rtn_row(const float *w, int64_t r, int64_t n_out, int64_t n_in, const QParams *p, const float *scale,
+                    const float *zero, uint8_t *codes, float *wq) {
+    int64_t g = qparams_group_len(p, n_out, n_in);
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    int64_t base = p->dim == GROUP_IC ? (r / g) * n_in : p->dim == GROUP_OC ? r * (n_in / g) : 0;
+    if (p->dim == GROUP_IC) { /* a scale per column of this row block */
+        t->quant_span(t, p->sym, scale + base, zero + base, 1, w, n_in, codes, wq);
+        return;
+    }
+    int64_t span = p->dim == GROUP_OC ? g : n_in; /* one span per group along the row */
+    for (int64_t c0 = 0; c0 < n_in; c0 += span) {
+        int64_t gi = p->dim == GROUP_OC ? base + c0 / g : 0;
+        t->quant_span(t, p->sym, scale + gi, zero + gi, 0, w + c0, span, codes ? codes + c0 : NULL,
+                      wq ? wq + c0 : NULL);
+    }
+}
+
+/* Fits every group, then quantizes every element; writes the one-byte codes
+ * (int or fp8, as QTensor holds them) to codes and the represented values to
+ * wq (either may be NULL). scale/zero (n_groups) receive the group parameters. */
+static Status rtn_run(const float *W, int64_t n_out, int64_t n_in, const QParams *p, int64_t n_groups,
+                      float *scale, float *zero, uint8_t *codes, float *wq, Err *err) {
+    Status st = rtn_fit_all(W, n_out, n_in, p, n_groups, scale, zero, err);
+    if (st) return st;
+    for (int64_t r = 0; r < n_out; r++)
+        rtn_row(W + r * n_in, r, n_out, n_in, p, scale, zero, codes ? codes + r * n_in : NULL,
+                wq ? wq + r * n_in : NULL);
+    return ST_OK;
 }
 
 /* ggml block formats: each row through the type's reference quantizer into
@@ -270,6 +283,61 @@ Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QPar
     free(scale);
     free(zero);
     return st;
+}
+
+Status rtn_fit(const float *W, int64_t n_out, int64_t n_in, const QParams *p, RtnFit *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    Status st = rtn_check(p, n_out, n_in, err);
+    if (st) return st;
+    out->p = *p;
+    out->n_out = n_out;
+    out->n_in = n_in;
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (t->convert || t->family == QFAM_GGML) return ST_OK; /* no groups: rows are independent */
+    int64_t ng = qparams_n_groups(p, n_out, n_in);
+    out->n_groups = ng;
+    out->scale = core_calloc((size_t)ng, sizeof(float));
+    out->zero = core_calloc((size_t)ng, sizeof(float));
+    if (!out->scale || !out->zero) st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);
+    else st = rtn_fit_all(W, n_out, n_in, p, ng, out->scale, out->zero, err);
+    if (st) rtn_fit_done(out);
+    return st;
+}
+
+Status rtn_fit_rows(const RtnFit *f, const float *W, const int64_t *rows, int64_t n_rows, float *Wq, Err *err) {
+    const QParams *p = &f->p;
+    int64_t n_out = f->n_out, n_in = f->n_in;
+    Status st = ST_OK;
+    for (int64_t k = 0; k < n_rows; k++)
+        if (rows[k] < 0 || rows[k] >= n_out)
+            return err_set(err, ST_ERR_ARG, "rtn: row %lld of a %lld-row matrix", (long long)rows[k], (long long)n_out);
+    const QFormatTraits *t = qformat_traits(p->fmt);
+    if (t->convert) {
+        float buf[256];
+        for (int64_t k = 0; k < n_rows; k++)
+            for (int64_t i = 0; i < n_in; i += 256) {
+                int64_t m = n_in - i < 256 ? n_in - i : 256;
+                t->convert(W + rows[k] * n_in + i, buf, (size_t)m);
+                t->decode(buf, Wq + k * n_in + i, (size_t)m);
+            }
+        return ST_OK;
+    }
+    if (t->family == QFAM_GGML) { /* each row as the whole matrix's quantization gives it */
+        for (int64_t k = 0; k < n_rows && !st; k++)
+            if ((st = rtn_ggml_rows(t, W + rows[k] * n_in, 1, n_in, NULL, Wq + k * n_in, NULL, err)))
+                err_wrap(err, "row %lld", (long long)rows[k]);
+        return st;
+    }
+    if (!f->scale) return err_set(err, ST_ERR_ARG, "rtn: %s rows without a fit", t->name);
+    for (int64_t k = 0; k < n_rows; k++)
+        rtn_row(W + rows[k] * n_in, rows[k], n_out, n_in, p, f->scale, f->zero, NULL, Wq + k * n_in);
+    return ST_OK;
+}
+
+void rtn_fit_done(RtnFit *f) {
+    free(f->scale);
+    free(f->zero);
+    memset(f, 0, sizeof *f);
 }
 
 void qtensor_dequant(const QTensor *q, float *W) {

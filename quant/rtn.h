@@ -46,6 +46,23 @@ Status rtn_quantize_weighted(const float *W, int64_t n_out, int64_t n_in, const 
  * quantized matrix represents (Wq may equal W). Same errors as rtn_quantize. */
 Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QParams *p, float *Wq, Err *err);
 
+/* rtn_fake_quantize one row subset at a time, for estimates on a row
+ * subsample (analysis/sensitivity.c): rtn_fit fits the group parameters of
+ * W (n_out, n_in) under p on all of its rows (nothing for ggml and plain
+ * formats, whose rows are independent); rtn_fit_rows then writes into Wq
+ * (n_rows, n_in) rows rows[0..n_rows) of what rtn_fake_quantize(W) would
+ * write, the same values bit for bit. W must be the matrix f was fitted on
+ * and must not overlap Wq. Errors: rtn_quantize's, plus ST_ERR_ARG for a row
+ * out of range. Release with rtn_fit_done (safe on a zeroed RtnFit). */
+typedef struct RtnFit {
+    QParams p;
+    int64_t n_out, n_in, n_groups;
+    float *scale, *zero;     /* (n_groups); NULL for ggml and plain formats */
+} RtnFit;
+Status rtn_fit(const float *W, int64_t n_out, int64_t n_in, const QParams *p, RtnFit *out, Err *err);
+Status rtn_fit_rows(const RtnFit *f, const float *W, const int64_t *rows, int64_t n_rows, float *Wq, Err *err);
+void rtn_fit_done(RtnFit *f);
+
 /* Writes the represented values of q into W (n_out, n_in). */
 void qtensor_dequant(const QTensor *q, float *W);
 

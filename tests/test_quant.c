@@ -305,6 +305,43 @@ static void test_rtn_bounds(void) {
     free(W);
 }
 
+/* rtn_fit + rtn_fit_rows (the sensitivity map's row subsamples) give each
+ * listed row the very bits rtn_fake_quantize gives it in the whole matrix,
+ * for every grouping of the scaled formats, a plain format and ggml blocks. */
+static void test_fit_rows(void) {
+    const int64_t n_out = 24, n_in = 256;
+    float *W = malloc(n_out * n_in * sizeof *W), *full = malloc(n_out * n_in * sizeof *W);
+    float *part = malloc(n_out * n_in * sizeof *W);
+    for (int64_t i = 0; i < n_out * n_in; i++) W[i] = frand() * (i % 11 == 0 ? 2.0f : 0.3f);
+    W[7 * n_in + 3] = -25.0f; /* an outlier sets the tensor's, its row's and its column's scale */
+    const int64_t rows[] = {17, 3, 7, 0, 23, 12, 8};
+    const int nr = (int)(sizeof rows / sizeof rows[0]);
+    struct { QFormat f; GroupDim d; int64_t g; } cells[] = {
+        {QF_INT4, GROUP_TENSOR, 0}, {QF_INT4, GROUP_OC, 0}, {QF_INT4, GROUP_OC, 32}, {QF_INT3, GROUP_IC, 0},
+        {QF_INT8, GROUP_IC, 8}, {QF_FP8_E4M3, GROUP_IC, 0}, {QF_FP8_E5M2, GROUP_TENSOR, 0}, {QF_F16, GROUP_TENSOR, 0},
+        {QF_Q4_K, GROUP_OC, 0}, {QF_Q2_K, GROUP_OC, 0}, {QF_Q8_0, GROUP_OC, 0}};
+    Err err;
+    err_init(&err);
+    for (size_t c = 0; c < sizeof cells / sizeof cells[0]; c++) {
+        QParams p = {cells[c].f, 1, cells[c].d, cells[c].g};
+        CHECK_OK(rtn_fake_quantize(W, n_out, n_in, &p, full, &err), err);
+        RtnFit fit;
+        CHECK_OK(rtn_fit(W, n_out, n_in, &p, &fit, &err), err);
+        CHECK_OK(rtn_fit_rows(&fit, W, rows, 3, part, &err), err); /* in two calls, as the map grows its sample */
+        CHECK_OK(rtn_fit_rows(&fit, W, rows + 3, nr - 3, part + 3 * n_in, &err), err);
+        for (int k = 0; k < nr; k++)
+            CHECKF(!memcmp(part + k * n_in, full + rows[k] * n_in, n_in * sizeof *W), "%s dim %d g %lld row %lld",
+                   qformat_traits(p.fmt)->name, (int)p.dim, (long long)p.group, (long long)rows[k]);
+        const int64_t bad = n_out;
+        CHECK(rtn_fit_rows(&fit, W, &bad, 1, part, &err) == ST_ERR_ARG);
+        rtn_fit_done(&fit);
+        rtn_fit_done(&fit); /* safe twice */
+    }
+    free(W);
+    free(full);
+    free(part);
+}
+
 static void test_asym_exact(void) {
     Err err;
     err_init(&err);
@@ -460,6 +497,7 @@ int main(void) {
     test_fp_edges();
     test_fast_fp8();
     test_rtn_bounds();
+    test_fit_rows();
     test_asym_exact();
     test_errors();
     test_bytes();
