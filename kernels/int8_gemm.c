@@ -36,6 +36,8 @@ Status i8mat_pack(const int8_t *B, int64_t N, int64_t K, const float *scale, int
         return err_set(err, ST_ERR_NOMEM, "int8 gemm: packing %lld x %lld", (long long)N, (long long)K);
     }
     memset(out->b, 128, (size_t)(out->np * out->kp));
+    out->sign_ok = 1;
+    for (int64_t i = 0; i < N * K; i++) out->sign_ok &= B[i] != -128;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) out->b[i8_index(out->kp, n, k)] = (uint8_t)(B[n * K + k] + 128);
         out->scale[n] = per_channel ? scale[n] : scale[0];
@@ -56,6 +58,9 @@ size_t i8mat_code_bytes(const I8Matrix *m) { return (size_t)(m->np * m->kp); }
 typedef I8GemmJob I8Task;
 typedef void (*I8SlabFn)(const I8Task *t, int64_t blk0, int64_t nblk);
 
+static void i8_slab_ref(const I8Task *t, int64_t blk0, int64_t nblk);
+QS_TARGET_AVX2 static void i8_slab_avx2(const I8Task *t, int64_t blk0, int64_t nblk);
+
 #define MCHUNK I8GEMM_JOB_ROWS
 
 void i8gemm_job_run(void *arg, int64_t b, int64_t e, int tid) {
@@ -73,7 +78,10 @@ void i8gemm_job_run(void *arg, int64_t b, int64_t e, int tid) {
 static int64_t i8_job_fill(I8Task *t, const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda,
                            const float *a_scale, void *C, int64_t ldc, I8SlabFn fn) {
     ASSERT(M >= 0 && M <= MCHUNK);
-    for (int64_t r = 0; r < M; r++) {
+    /* the +128 bias is taken back through the row sums by the VNNI and the
+     * AVX2 nibble paths only */
+    int need_sums = fn != i8_slab_ref && !(fn == i8_slab_avx2 && w->sign_ok);
+    for (int64_t r = 0; r < M && need_sums; r++) {
         int32_t s = 0;
         const int8_t *a = A + r * lda;
         for (int64_t k = 0; k < w->kp; k++) s += a[k];
@@ -220,10 +228,18 @@ void i8gemm_vnni(const I8Matrix *w, const int8_t *A, int64_t M, int64_t lda, con
 
 /* === AVX2 === */
 
+/* Two dot products, both exact in int32:
+ *  - the sign trick (every matrix i8mat_pack found no -128 code in, sign_ok):
+ *    w = u ^ 0x80 and vpmaddubsw(|a|, sign(w, a)): |a| ≤ 128 as an unsigned
+ *    byte and |sign(w, a)| ≤ 127, so a pair sum is at most 2·128·127 = 32512
+ *    and never saturates; the result is Σ w·a directly (no +128 bias to take
+ *    back). One multiply-add pair per 32 weights and row.
+ *  - nibbles (a -128 code present: its sign cannot be flipped in a byte):
+ *    u = 16·hi + lo with both ≤ 15, each vpmaddubsw pair sum within ±3840,
+ *    and 128 · Σ_k a subtracted per row. Two multiply-add pairs. */
+
 #define AVX2_MR 4
 
-/* Σ over 4 k of u·a per channel for 8 channels: u = 16·hi + lo with both
- * nibbles ≤ 15, so each vpmaddubsw pair sum stays within ±3840. */
 QS_TARGET_AVX2 static inline __attribute__((always_inline)) __m256i
 i8_avx2_dot(__m256i acc, __m256i lo, __m256i hi, __m256i av) {
     const __m256i one = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi16(16);
@@ -232,54 +248,132 @@ i8_avx2_dot(__m256i acc, __m256i lo, __m256i hi, __m256i av) {
     return _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
 }
 
+/* acc + Σ over 4 k of w·a per channel, 8 channels (w signed, no -128). */
+QS_TARGET_AVX2 static inline __attribute__((always_inline)) __m256i
+i8_avx2_sdot(__m256i acc, __m256i w, __m256i aabs, __m256i a) {
+    __m256i p = _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(w, a));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+/* Writes 8 channels n0.. of row m from int32 sums v (already unbiased):
+ * ((float)v * a_scale[m]) * scale[n] as the scalar twin computes it, so
+ * equal sums give equal bits. */
 QS_TARGET_AVX2 static inline __attribute__((always_inline)) void
-i8_avx2_tile(const I8Task *t, int64_t m0, int64_t blk, const int mr) {
+i8_avx2_store8(const I8Task *t, int64_t m, int64_t n0, __m256i v) {
+    const I8Matrix *w = t->w;
+    if (n0 >= w->n) return;
+    if (t->a_scale && n0 + 8 <= w->n) {
+        __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(t->a_scale[m]));
+        _mm256_storeu_ps((float *)t->C + m * t->ldc + n0, _mm256_mul_ps(f, _mm256_loadu_ps(w->scale + n0)));
+        return;
+    }
+    if (!t->a_scale && n0 + 8 <= w->n) {
+        _mm256_storeu_si256((__m256i *)((int32_t *)t->C + m * t->ldc + n0), v);
+        return;
+    }
+    int32_t out[8];
+    _mm256_storeu_si256((__m256i *)out, v);
+    for (int j = 0; j < 8 && n0 + j < w->n; j++) {
+        if (t->a_scale) ((float *)t->C)[m * t->ldc + n0 + j] = (float)out[j] * t->a_scale[m] * w->scale[n0 + j];
+        else ((int32_t *)t->C)[m * t->ldc + n0 + j] = out[j];
+    }
+}
+
+/* One 16-channel block blk × rows [m0, m0 + mr): the sign-trick dot when
+ * sign (a constant at every call, so each variant compiles without the
+ * other's work), else the nibble dot and the row sums' correction. */
+QS_TARGET_AVX2 static inline __attribute__((always_inline)) void
+i8_avx2_tile(const I8Task *t, int64_t m0, int64_t blk, const int mr, const int sign) {
     const I8Matrix *w = t->w;
     const int64_t k4n = w->kp / 4;
     const uint8_t *B = w->b + (size_t)(blk / 4) * (size_t)k4n * 256 + (size_t)(blk % 4) * 64;
     const int8_t *A = t->A + m0 * t->lda;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), bias = _mm256_set1_epi8((char)0x80);
     __m256i acc[AVX2_MR][2];
     for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     for (int64_t k4 = 0; k4 < k4n; k4++) {
         __m256i b0 = _mm256_load_si256((const __m256i *)(B + k4 * 256));
         __m256i b1 = _mm256_load_si256((const __m256i *)(B + k4 * 256 + 32));
+        if (sign) {
+            b0 = _mm256_xor_si256(b0, bias);
+            b1 = _mm256_xor_si256(b1, bias);
+            for (int r = 0; r < mr; r++) {
+                __m256i av = _mm256_set1_epi32(i8_load4(A + r * t->lda + k4 * 4));
+                __m256i aa = _mm256_abs_epi8(av);
+                acc[r][0] = i8_avx2_sdot(acc[r][0], b0, aa, av);
+                acc[r][1] = i8_avx2_sdot(acc[r][1], b1, aa, av);
+            }
+            continue;
+        }
         __m256i l0 = _mm256_and_si256(b0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(b0, 4), m4);
         __m256i l1 = _mm256_and_si256(b1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4);
         for (int r = 0; r < mr; r++) {
-            int32_t a4;
-            memcpy(&a4, A + r * t->lda + k4 * 4, 4);
-            __m256i av = _mm256_set1_epi32(a4);
+            __m256i av = _mm256_set1_epi32(i8_load4(A + r * t->lda + k4 * 4));
             acc[r][0] = i8_avx2_dot(acc[r][0], l0, h0, av);
             acc[r][1] = i8_avx2_dot(acc[r][1], l1, h1, av);
         }
     }
     for (int r = 0; r < mr; r++) {
-        int32_t out[16];
-        int32_t corr = 128 * t->rowsum[m0 + r];
-        _mm256_storeu_si256((__m256i *)out, _mm256_sub_epi32(acc[r][0], _mm256_set1_epi32(corr)));
-        _mm256_storeu_si256((__m256i *)(out + 8), _mm256_sub_epi32(acc[r][1], _mm256_set1_epi32(corr)));
-        for (int j = 0; j < 16; j++) {
-            int64_t n = blk * 16 + j;
-            if (n >= w->n) break;
-            if (t->a_scale)
-                ((float *)t->C)[(m0 + r) * t->ldc + n] = (float)out[j] * t->a_scale[m0 + r] * w->scale[n];
-            else
-                ((int32_t *)t->C)[(m0 + r) * t->ldc + n] = out[j];
-        }
+        __m256i corr = _mm256_set1_epi32(sign ? 0 : 128 * t->rowsum[m0 + r]);
+        i8_avx2_store8(t, m0 + r, blk * 16, _mm256_sub_epi32(acc[r][0], corr));
+        i8_avx2_store8(t, m0 + r, blk * 16 + 8, _mm256_sub_epi32(acc[r][1], corr));
     }
 }
 
+/* Rows [0, M) of block blk in tiles of AVX2_MR rows and one of the rest. */
+QS_TARGET_AVX2 static inline __attribute__((always_inline)) void
+i8_avx2_block(const I8Task *t, int64_t blk, const int sign) {
+    int64_t m0 = 0;
+    for (; m0 + AVX2_MR <= t->M; m0 += AVX2_MR) i8_avx2_tile(t, m0, blk, AVX2_MR, sign);
+    switch (t->M - m0) {
+    case 0: break;
+    case 1: i8_avx2_tile(t, m0, blk, 1, sign); break;
+    case 2: i8_avx2_tile(t, m0, blk, 2, sign); break;
+    default: i8_avx2_tile(t, m0, blk, 3, sign); break;
+    }
+}
+
+/* One row (decode) against a whole slab of 64 channels: the slab's 256
+ * bytes per k-step are read in order, once, and each broadcast of the four
+ * activations (and its |a|) serves eight vectors. */
+QS_TARGET_AVX2 static void i8_avx2_row64(const I8Task *t, int64_t m, int64_t blk0) {
+    const int64_t k4n = t->w->kp / 4;
+    const uint8_t *B = t->w->b + (size_t)(blk0 / 4) * (size_t)k4n * 256;
+    const int8_t *A = t->A + m * t->lda;
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    for (int64_t k4 = 0; k4 < k4n; k4++) {
+        const __m256i *bp = (const __m256i *)(B + k4 * 256);
+        __m256i av = _mm256_set1_epi32(i8_load4(A + k4 * 4));
+        __m256i aa = _mm256_abs_epi8(av);
+        c0 = i8_avx2_sdot(c0, _mm256_xor_si256(_mm256_load_si256(bp + 0), bias), aa, av);
+        c1 = i8_avx2_sdot(c1, _mm256_xor_si256(_mm256_load_si256(bp + 1), bias), aa, av);
+        c2 = i8_avx2_sdot(c2, _mm256_xor_si256(_mm256_load_si256(bp + 2), bias), aa, av);
+        c3 = i8_avx2_sdot(c3, _mm256_xor_si256(_mm256_load_si256(bp + 3), bias), aa, av);
+        c4 = i8_avx2_sdot(c4, _mm256_xor_si256(_mm256_load_si256(bp + 4), bias), aa, av);
+        c5 = i8_avx2_sdot(c5, _mm256_xor_si256(_mm256_load_si256(bp + 5), bias), aa, av);
+        c6 = i8_avx2_sdot(c6, _mm256_xor_si256(_mm256_load_si256(bp + 6), bias), aa, av);
+        c7 = i8_avx2_sdot(c7, _mm256_xor_si256(_mm256_load_si256(bp + 7), bias), aa, av);
+    }
+    const int64_t n0 = blk0 * 16;
+    i8_avx2_store8(t, m, n0 + 0, c0);
+    i8_avx2_store8(t, m, n0 + 8, c1);
+    i8_avx2_store8(t, m, n0 + 16, c2);
+    i8_avx2_store8(t, m, n0 + 24, c3);
+    i8_avx2_store8(t, m, n0 + 32, c4);
+    i8_avx2_store8(t, m, n0 + 40, c5);
+    i8_avx2_store8(t, m, n0 + 48, c6);
+    i8_avx2_store8(t, m, n0 + 56, c7);
+}
+
 QS_TARGET_AVX2 static void i8_slab_avx2(const I8Task *t, int64_t blk0, int64_t nblk) {
+    if (t->w->sign_ok && t->M < AVX2_MR && nblk == 4 && blk0 % 4 == 0) {
+        for (int64_t m = 0; m < t->M; m++) i8_avx2_row64(t, m, blk0);
+        return;
+    }
     for (int64_t blk = blk0; blk < blk0 + nblk; blk++) {
-        int64_t m0 = 0;
-        for (; m0 + AVX2_MR <= t->M; m0 += AVX2_MR) i8_avx2_tile(t, m0, blk, AVX2_MR);
-        switch (t->M - m0) {
-        case 0: break;
-        case 1: i8_avx2_tile(t, m0, blk, 1); break;
-        case 2: i8_avx2_tile(t, m0, blk, 2); break;
-        default: i8_avx2_tile(t, m0, blk, 3); break;
-        }
+        if (t->w->sign_ok) i8_avx2_block(t, blk, 1);
+        else i8_avx2_block(t, blk, 0);
     }
 }
 

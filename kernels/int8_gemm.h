@@ -11,10 +11,12 @@
  * with N padded to np (multiple of 64) and K to kp (multiple of 4) by u = 128
  * (w = 0). The AVX-512 VNNI path (vpdpbusd multiplies unsigned × signed bytes)
  * uses u directly against the signed activations and subtracts
- * 128 · Σ_k a[m][k] per row; the AVX2 path splits u into nibbles so
- * vpmaddubsw cannot saturate; the scalar reference sums (u - 128) · a. All
- * three are exact for every int8 input while K · 255 · 128 < 2^31 (K < 65793;
- * checked when packing). */
+ * 128 · Σ_k a[m][k] per row; the AVX2 path moves the activations' signs onto
+ * w = u - 128 (vpsignb) and multiplies by |a| (vpmaddubsw), which cannot
+ * saturate when no weight code is -128 (sign_ok; the symmetric quantizers
+ * never produce it), and otherwise splits u into nibbles; the scalar
+ * reference sums (u - 128) · a. All are exact for every int8 input while
+ * K · 255 · 128 < 2^31 (K < 65793; checked when packing). */
 #ifndef QS_KERNELS_INT8_GEMM_H
 #define QS_KERNELS_INT8_GEMM_H
 
@@ -29,6 +31,7 @@ typedef struct I8Matrix {
     int64_t np, kp;          /* N rounded up to 64, K rounded up to 4 */
     uint8_t *b;              /* (np / 64, kp / 4, 64, 4) codes + 128, 64-byte aligned */
     float *scale;            /* (n) per-output-channel weight scales */
+    int sign_ok;             /* 1: no code is -128 (the AVX2 sign-trick dot applies) */
 } I8Matrix;
 
 /* Returns K rounded up to the multiple of 4 the activation rows must be

@@ -141,7 +141,10 @@ static void test_fake_rows(void) {
 
 /* === W8A8 int8 GEMM === */
 
-static void test_int8_shape(int64_t M, int64_t N, int64_t K, Pool *pool) {
+/* full_range: B takes every int8 value, -128 included (the AVX2 nibble
+ * path); else B stays in [-127, 127] as the symmetric quantizers leave it
+ * (the AVX2 sign-trick path). A always takes the full range. */
+static void test_int8_shape(int64_t M, int64_t N, int64_t K, int full_range, Pool *pool) {
     Err err;
     int64_t kp = i8gemm_kpad(K);
     int8_t *A = calloc((size_t)(M * kp), 1);
@@ -152,12 +155,17 @@ static void test_int8_shape(int64_t M, int64_t N, int64_t K, Pool *pool) {
     CHECK(A && B && as && ws && cref && c && fref && f);
     for (int64_t i = 0; i < M; i++)
         for (int64_t k = 0; k < K; k++) A[i * kp + k] = (int8_t)(rng_u32() & 0xFF); /* full range incl. -128 */
-    for (int64_t i = 0; i < N * K; i++) B[i] = (int8_t)(rng_u32() & 0xFF);
-    if (K > 2) { A[0] = -128; B[0] = -128; A[1] = -128; B[1] = -128; } /* the saturating corner */
+    for (int64_t i = 0; i < N * K; i++) B[i] = full_range ? (int8_t)(rng_u32() & 0xFF) : (int8_t)(rng_u32() % 255 - 127);
+    if (K > 2) { /* the saturating corners: a = -128 against w = -128 or ±127 */
+        A[0] = -128; A[1] = -128;
+        B[0] = full_range ? -128 : 127; B[1] = full_range ? -128 : 127;
+    }
+    for (int64_t i = 0; i < M && K > 3; i++) A[i * kp + 2] = A[i * kp + 3] = -128;
     for (int64_t i = 0; i < M; i++) as[i] = 0.01f + (float)i * 1e-3f;
     for (int64_t i = 0; i < N; i++) ws[i] = 0.02f + (float)i * 1e-4f;
     I8Matrix w;
     CHECK_OK(i8mat_pack(B, N, K, ws, 1, &w, &err), err);
+    CHECK(w.sign_ok == !(full_range && K > 2));
     /* independent triple loop on the unpacked B */
     for (int64_t i = 0; i < M; i++)
         for (int64_t n = 0; n < N; n++) {
@@ -213,11 +221,14 @@ static void test_int8_shape(int64_t M, int64_t N, int64_t K, Pool *pool) {
 
 static void test_int8_gemm(Pool *pool) {
     Err err;
-    static const int64_t Ms[] = {1, 3, 17, 7};
-    static const int64_t NKs[][2] = {{16, 64}, {33, 70}, {100, 131}, {64, 4}, {250, 257}, {5, 3}};
-    for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++)
-        for (size_t j = 0; j < sizeof NKs / sizeof *NKs; j++) test_int8_shape(Ms[i], NKs[j][0], NKs[j][1], pool);
-    test_int8_shape(200, 300, 520, pool); /* more than one M chunk */
+    static const int64_t Ms[] = {1, 2, 3, 4, 17, 7};
+    static const int64_t NKs[][2] = {{16, 64}, {33, 70}, {100, 131}, {64, 4}, {250, 257}, {5, 3}, {130, 2052}};
+    for (int full = 0; full < 2; full++) {
+        for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++)
+            for (size_t j = 0; j < sizeof NKs / sizeof *NKs; j++)
+                test_int8_shape(Ms[i], NKs[j][0], NKs[j][1], full, pool);
+        test_int8_shape(200, 300, 520, full, pool); /* more than one M chunk */
+    }
     I8Matrix w;
     int8_t b = 1;
     float s = 1;
@@ -476,8 +487,6 @@ int main(void) {
     printf("cpu: %s\n", cpu_describe());
     test_actquant();
     test_fake_rows();
-    test_int8_gemm(pool);
-    test_int8_gemm(NULL);
     test_decoders();
     sgemm_set_threads(1);
     /* the weight-only paths at every dispatch level the CPU has: AVX-512,
@@ -486,7 +495,9 @@ int main(void) {
     for (int lv = 0; lv < 3; lv++) {
         if (LEVELS[lv]) setenv("QS_CPU", LEVELS[lv], 1);
         cpu_refresh();
-        printf("weight-only at %s\n", cpu_describe());
+        printf("int8 and weight-only at %s\n", cpu_describe());
+        test_int8_gemm(pool);
+        test_int8_gemm(NULL);
         test_weight_only(pool);
         test_weight_only(NULL);
     }
