@@ -55,8 +55,28 @@ static float actq_absmax_avx512(const float *x, int64_t n) {
     return nan ? NAN : _mm512_reduce_max_ps(m);
 }
 
+QS_TARGET_AVX2
+static float actq_absmax_avx2(const float *x, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m0 = _mm256_setzero_ps(), m1 = m0, nan = m0; /* max_ps drops NaN: gather them apart */
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q)); /* either one NaN */
+        m0 = _mm256_max_ps(m0, _mm256_and_ps(v0, absmask));
+        m1 = _mm256_max_ps(m1, _mm256_and_ps(v1, absmask));
+    }
+    if (_mm256_movemask_ps(nan)) return NAN;
+    float lanes[8], m = 0.0f;
+    _mm256_storeu_ps(lanes, _mm256_max_ps(m0, m1));
+    for (int j = 0; j < 8; j++) m = lanes[j] > m ? lanes[j] : m;
+    float r = actq_absmax_ref(x + i, n - i); /* max is exact: any order gives the same value */
+    return r > m || r != r ? r : m;
+}
+
 float actq_absmax(const float *x, int64_t n) {
     if (cpu_has_avx512f()) return actq_absmax_avx512(x, n);
+    if (cpu_has_avx2()) return actq_absmax_avx2(x, n);
     return actq_absmax_ref(x, n);
 }
 
@@ -108,8 +128,33 @@ static void actq_int8_row_avx512(const float *x, int64_t n, float s, int8_t *q) 
     }
 }
 
+/* The reference's operations lane for lane: divide, clamp, round to
+ * nearest even (cvtps in the default rounding mode, as nearbyintf). */
+QS_TARGET_AVX2
+static void actq_int8_row_avx2(const float *x, int64_t n, float s, int8_t *q) {
+    if (s == 0.0f || !isfinite(s)) {
+        memset(q, 0, (size_t)n);
+        return;
+    }
+    const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i + 8 * j), vs);
+            c[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+        }
+        /* the packs work within 128-bit lanes: put the 4-byte groups back in order */
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, order));
+    }
+    actq_int8_row_ref(x + i, n - i, s, q + i);
+}
+
 void actq_int8_row(const float *x, int64_t n, float s, int8_t *q) {
     if (cpu_has_avx512f()) actq_int8_row_avx512(x, n, s, q);
+    else if (cpu_has_avx2()) actq_int8_row_avx2(x, n, s, q);
     else actq_int8_row_ref(x, n, s, q);
 }
 

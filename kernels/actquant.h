@@ -47,7 +47,8 @@ const char *act_format_name(ActFormat f);
 /* Returns the largest code magnitude of f: 127, 448, 57344 (0 for NONE). */
 float actq_qmax(ActFormat f);
 
-/* Returns max|x[i]| over n floats (0 for n == 0). */
+/* Returns max|x[i]| over n floats (0 for n == 0; NaN when any x is NaN):
+ * AVX-512, AVX2 or scalar, the same value. */
 float actq_absmax(const float *x, int64_t n);
 float actq_absmax_ref(const float *x, int64_t n);
 
@@ -56,7 +57,7 @@ float actq_absmax_ref(const float *x, int64_t n);
 void actq_scales(const ActQuant *aq, const float *x, int64_t T, int64_t K, int64_t pos0, float *scale);
 
 /* Quantizes one row of n floats to int8 with scale s (rule above) into q.
- * The fast version uses AVX-512 when available; both give identical codes. */
+ * The fast version uses AVX-512 or AVX2 when available; all give identical codes. */
 void actq_int8_row(const float *x, int64_t n, float s, int8_t *q);
 void actq_int8_row_ref(const float *x, int64_t n, float s, int8_t *q);
 

@@ -1,6 +1,7 @@
 /* Every quantized-matmul kernel against its scalar _ref twin: exact for the
  * integer paths (int32 sums compared directly, and float outputs bit-equal),
  * stated tolerances for float accumulation. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,27 @@ static void test_actquant(void) {
     CHECK(q2[0] == 127 && q2[1] == -127 && q2[2] == 0);
     actq_int8_row(big, 3, 0.0f, q2);
     CHECK(q2[0] == 0 && q2[1] == 0);
+    /* the vector paths against the reference on every length 0..299 (vector
+     * body and scalar tail), with ties (k + 0.5 steps) and values past the
+     * clamp at every position; the absmax with its maximum and a NaN anywhere */
+    for (int i = 0; i < 300; i++) x[i] = (float)((int)(rng_u32() % 301) - 150) * 0.5f;
+    for (int n = 0; n <= 300; n += (n < 70 ? 1 : 23)) {
+        actq_int8_row_ref(x, n, 1.0f, q1);
+        actq_int8_row(x, n, 1.0f, q2);
+        CHECKF(memcmp(q1, q2, (size_t)n) == 0, "int8 row n=%d", n);
+        actq_int8_row_ref(x, n, 0.37f, q1);
+        actq_int8_row(x, n, 0.37f, q2);
+        CHECKF(memcmp(q1, q2, (size_t)n) == 0, "int8 row n=%d s=0.37", n);
+        CHECK(actq_absmax(x, n) == actq_absmax_ref(x, n));
+    }
+    for (int p = 0; p < 40; p++) {
+        float y[40];
+        memcpy(y, x, sizeof y);
+        y[p] = -200.0f;
+        CHECK(actq_absmax(y, 40) == 200.0f);
+        y[p] = NAN;
+        CHECKF(isnan(actq_absmax(y, 40)), "absmax NaN at %d", p);
+    }
 
     /* skip_first: token 0 holds a spike that must not set the range */
     enum { T = 4, K = 8 };
@@ -485,7 +507,6 @@ int main(void) {
     CHECK_OK(pool_new(2, &pool, &err), err);
     (void)testlib_shared;
     printf("cpu: %s\n", cpu_describe());
-    test_actquant();
     test_fake_rows();
     test_decoders();
     sgemm_set_threads(1);
@@ -496,6 +517,7 @@ int main(void) {
         if (LEVELS[lv]) setenv("QS_CPU", LEVELS[lv], 1);
         cpu_refresh();
         printf("int8 and weight-only at %s\n", cpu_describe());
+        test_actquant();
         test_int8_gemm(pool);
         test_int8_gemm(NULL);
         test_weight_only(pool);
