@@ -1,6 +1,7 @@
 #include "core/dist.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef QS_MPI
@@ -94,7 +95,80 @@ Status dist_barrier(Err *err) {
     return rc == MPI_SUCCESS ? ST_OK : dist_fail(err, "MPI_Barrier", rc);
 }
 
+struct DistCounter {
+    MPI_Win win;             /* one int64 on rank 0, none elsewhere */
+    int64_t *base;
+    int64_t next;            /* one rank: the plain counter */
+};
+
+Status dist_counter_new(DistCounter **out, Err *err) {
+    *out = NULL;
+    DistCounter *c = calloc(1, sizeof *c);
+    if (!c) return err_set(err, ST_ERR_NOMEM, "counter");
+    if (dist_n > 1) {
+        MPI_Aint bytes = dist_r == 0 ? (MPI_Aint)sizeof(int64_t) : 0;
+        int rc = MPI_Win_allocate(bytes, (int)sizeof(int64_t), MPI_INFO_NULL, MPI_COMM_WORLD, &c->base, &c->win);
+        if (rc != MPI_SUCCESS) {
+            free(c);
+            return dist_fail(err, "MPI_Win_allocate", rc);
+        }
+        MPI_Win_set_errhandler(c->win, MPI_ERRORS_RETURN);
+        if (dist_r == 0) { /* a local store, made public by the unlock */
+            MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, c->win);
+            *c->base = 0;
+            MPI_Win_unlock(0, c->win);
+        }
+        rc = MPI_Barrier(MPI_COMM_WORLD);
+        if (rc == MPI_SUCCESS) rc = MPI_Win_lock_all(0, c->win);
+        if (rc != MPI_SUCCESS) {
+            MPI_Win_free(&c->win);
+            free(c);
+            return dist_fail(err, "counter start", rc);
+        }
+    }
+    *out = c;
+    return ST_OK;
+}
+
+Status dist_counter_next(DistCounter *c, int64_t *out, Err *err) {
+    if (dist_n <= 1) {
+        *out = c->next++;
+        return ST_OK;
+    }
+    const int64_t one = 1;
+    int rc = MPI_Fetch_and_op(&one, out, MPI_INT64_T, 0, 0, MPI_SUM, c->win);
+    if (rc == MPI_SUCCESS) rc = MPI_Win_flush(0, c->win);
+    return rc == MPI_SUCCESS ? ST_OK : dist_fail(err, "MPI_Fetch_and_op", rc);
+}
+
+void dist_counter_free(DistCounter *c) {
+    if (!c) return;
+    if (dist_n > 1) {
+        MPI_Win_unlock_all(c->win);
+        MPI_Win_free(&c->win);
+    }
+    free(c);
+}
+
 #else /* one process */
+
+struct DistCounter {
+    int64_t next;
+};
+
+Status dist_counter_new(DistCounter **out, Err *err) {
+    *out = calloc(1, sizeof **out);
+    return *out ? ST_OK : err_set(err, ST_ERR_NOMEM, "counter");
+}
+
+Status dist_counter_next(DistCounter *c, int64_t *out, Err *err) {
+    (void)err;
+    *out = c->next++;
+    return ST_OK;
+}
+
+void dist_counter_free(DistCounter *c) { free(c); }
+
 
 Status dist_init(int *argc, char ***argv, Err *err) {
     (void)argc;

@@ -57,6 +57,27 @@ Status dist_bcast(void *buf, size_t bytes, int root, Err *err);
 /* Waits for every rank (MPI_Barrier); identity with one rank. */
 Status dist_barrier(Err *err);
 
+/* A counter shared by every rank: dist_counter_next hands out 0, 1, 2, ...
+ * once each over the whole job, in the order the ranks ask. Under MPI it is
+ * an atomic fetch-and-add on rank 0's memory (one-sided, MPI_Fetch_and_op),
+ * so no rank stops its work to serve the others; with one rank a plain
+ * counter. It lets ranks take work as they become free (dynamic dealing):
+ * a rank slowed by another job on its core simply takes fewer items. */
+typedef struct DistCounter DistCounter;
+
+/* Collective: every rank calls it. Caller frees with dist_counter_free.
+ * Errors: ST_ERR_NOMEM, ST_ERR_IO (MPI). */
+Status dist_counter_new(DistCounter **out, Err *err);
+
+/* The next value in *out (each value goes to exactly one caller). */
+Status dist_counter_next(DistCounter *c, int64_t *out, Err *err);
+
+/* Collective when there is more than one rank, so call it on the success
+ * path only: a rank that failed returns without it (the CLI then stops the
+ * whole job with dist_abort) rather than wait for ranks that never come.
+ * NULL is a no-op. */
+void dist_counter_free(DistCounter *c);
+
 /* "rank 1 of 2: " when there is more than one rank, "" otherwise (static):
  * the prefix the CLI puts on a rank's error message. */
 const char *dist_prefix(void);

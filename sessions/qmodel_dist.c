@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/assert.h"
 #include "core/bytes.h"
 #include "core/clock.h"
 #include "core/dist.h"
@@ -36,62 +37,47 @@ static double site_cost(const PlanEntry *e, int64_t n_out, int64_t n_in) {
     return mnn;                                 /* gptq */
 }
 
-Status qmodel_dist_assign(const Model *m, const Plan *p, int n_ranks, int *owner, double *load, Err *err) {
+Status qmodel_dist_units(const Model *m, const Plan *p, int64_t *unit_of, int64_t *order, double *cost, Err *err) {
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
     PlanResolved r;
     memset(&r, 0, sizeof r);
     Status st = plan_resolve(p, &pm, &r, err);
     if (st) return st;
     int64_t L = r.n_layers, ns = L * PROJ_COUNT, nu = L * 4 + 1;
-    double *cost = malloc((size_t)nu * sizeof *cost), *ld = calloc((size_t)(n_ranks > 0 ? n_ranks : 1), sizeof *ld);
-    int64_t *order = malloc((size_t)nu * sizeof *order);
-    int *uo = malloc((size_t)nu * sizeof *uo);
-    if (!cost || !ld || !order || !uo || n_ranks < 1) {
-        st = n_ranks < 1 ? err_set(err, ST_ERR_ARG, "%d ranks", n_ranks) : err_set(err, ST_ERR_NOMEM, "site assignment");
+    double *c = cost ? cost : malloc((size_t)nu * sizeof *c);
+    if (!c) {
+        st = err_set(err, ST_ERR_NOMEM, "work units");
         goto done;
     }
     for (int64_t l = 0; l < L; l++)
         for (int u = 0; u < 4; u++) {
-            double c = 0;
+            double cu = 0;
             int factor = 0;
             int64_t n_in = 0;
             for (int k = 0; k < UNIT_N[u]; k++) {
                 const PlanSiteEntry *s = &r.lin[l * PROJ_COUNT + UNIT_FIRST[u] + k];
-                c += site_cost(&s->e, s->n_out, s->n_in);
+                cu += site_cost(&s->e, s->n_out, s->n_in);
                 factor |= uses_gptq(&s->e);
                 n_in = s->n_in;
+                unit_of[l * PROJ_COUNT + UNIT_FIRST[u] + k] = l * 4 + u;
             }
-            if (factor) c += (double)n_in * (double)n_in * (double)n_in / 3; /* shared Cholesky + inverse */
-            cost[l * 4 + u] = c;
+            if (factor) cu += (double)n_in * (double)n_in * (double)n_in / 3; /* shared Cholesky + inverse */
+            c[l * 4 + u] = cu;
         }
-    cost[nu - 1] = (double)(r.embed.n_out * r.embed.n_in + r.output.n_out * r.output.n_in);
+    c[nu - 1] = (double)(r.embed.n_out * r.embed.n_in + r.output.n_out * r.output.n_in);
+    unit_of[ns] = unit_of[ns + 1] = nu - 1;
     for (int64_t i = 0; i < nu; i++) order[i] = i;
     /* largest first; ties by unit index (insertion sort: stable, a few hundred units) */
     for (int64_t i = 1; i < nu; i++) {
         int64_t x = order[i], j = i;
-        while (j > 0 && cost[order[j - 1]] < cost[x]) {
+        while (j > 0 && c[order[j - 1]] < c[x]) {
             order[j] = order[j - 1];
             j--;
         }
         order[j] = x;
     }
-    for (int64_t i = 0; i < nu; i++) {
-        int best = 0;
-        for (int k = 1; k < n_ranks; k++)
-            if (ld[k] < ld[best]) best = k;
-        uo[order[i]] = best;
-        ld[best] += cost[order[i]];
-    }
-    for (int64_t l = 0; l < L; l++)
-        for (int u = 0; u < 4; u++)
-            for (int k = 0; k < UNIT_N[u]; k++) owner[l * PROJ_COUNT + UNIT_FIRST[u] + k] = uo[l * 4 + u];
-    owner[ns] = owner[ns + 1] = uo[nu - 1];
-    if (load) memcpy(load, ld, (size_t)n_ranks * sizeof *ld);
+    if (!cost) free(c);
 done:
-    free(cost);
-    free(ld);
-    free(order);
-    free(uo);
     plan_resolved_done(&r);
     return st;
 }
@@ -243,17 +229,20 @@ Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, i
     int nr = dist_size(), me = dist_rank();
     if (nr <= 1) return (keep ? qmodel_build_keep : qmodel_build)(m, p, st, pool, prog, out, err);
     double t0 = clock_now();
-    int64_t L = m->cfg.n_layers, ns = L * PROJ_COUNT;
-    int *owner = malloc((size_t)(ns + 2) * sizeof *owner);
+    int64_t L = m->cfg.n_layers, ns = L * PROJ_COUNT, nu = L * 4 + 1, n_parts = 0;
+    int64_t *unit_of = malloc((size_t)(ns + 2) * sizeof *unit_of), *order = malloc((size_t)nu * sizeof *order);
+    int64_t *owner = calloc((size_t)(ns + 2), sizeof *owner), *part_of = malloc((size_t)(ns + 2) * sizeof *part_of);
     uint8_t *only = calloc((size_t)(ns + 2), 1);
     double *secs = calloc((size_t)(ns + 2), sizeof *secs);
+    QModel **parts = calloc((size_t)nu, sizeof *parts);
     QStored *all = calloc(1, sizeof *all);
+    DistCounter *ctr = NULL;
     KeyedNote *kn = NULL;
     int64_t n_kn = 0;
-    QModel *part = NULL, *qm = NULL;
+    QModel *qm = NULL;
     unsigned char *buf = NULL;
     Status s;
-    if (!owner || !only || !secs || !all) {
+    if (!unit_of || !order || !owner || !part_of || !only || !secs || !parts || !all) {
         s = err_set(err, ST_ERR_NOMEM, "distributed build");
         goto done;
     }
@@ -267,33 +256,60 @@ Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, i
         s = err_set(err, ST_ERR_NOMEM, "distributed build");
         goto done;
     }
-    if ((s = qmodel_dist_assign(m, p, nr, owner, NULL, err))) goto done;
-    for (int64_t i = 0; i < ns + 2; i++) only[i] = owner[i] == me;
-    if ((s = qmodel_build_part(m, p, st, only, pool, prog, &part, err))) goto done;
+    if ((s = qmodel_dist_units(m, p, unit_of, order, NULL, err)) || (s = dist_counter_new(&ctr, err))) goto done;
+    /* Each rank takes the next unit, largest first, whenever it is free:
+     * the ranks finish within about one small unit of each other however
+     * unevenly the machine's other work slows them. A unit's result does not
+     * depend on which rank builds it. */
+    for (;;) {
+        int64_t k;
+        if ((s = dist_counter_next(ctr, &k, err))) goto done;
+        if (k >= nu) break;
+        for (int64_t i = 0; i < ns + 2; i++) only[i] = unit_of[i] == order[k];
+        if ((s = qmodel_build_part(m, p, st, only, pool, prog, &parts[n_parts], err))) goto done;
+        for (int64_t i = 0; i < ns + 2; i++)
+            if (only[i]) {
+                owner[i] = me + 1;
+                part_of[i] = n_parts;
+            }
+        n_parts++;
+    }
+    dist_counter_free(ctr);
+    ctr = NULL;
+    /* Who built what: each site's owner + 1 from its owner, 0 from the rest. */
+    if ((s = dist_sum_i64(owner, ns + 2, err))) goto done;
+    for (int64_t i = 0; i < ns + 2; i++) {
+        ASSERT(owner[i] >= 1 && owner[i] <= nr); /* every unit was taken exactly once */
+        owner[i]--;
+    }
     /* Every site, in order, from its owner to every rank. */
     for (int64_t i = 0; i < ns + 2; i++) {
         uint64_t len = 0;
         size_t n = 0;
-        if (owner[i] == me) {
+        int from = (int)owner[i];
+        QModel *part = from == me ? parts[part_of[i]] : NULL;
+        if (part) {
             if ((s = site_pack(part, m, i, &buf, &n, err))) goto done;
             len = n;
         }
-        if ((s = dist_bcast(&len, sizeof len, owner[i], err))) goto done;
-        if (owner[i] != me && !(buf = malloc(len ? (size_t)len : 1))) {
+        if ((s = dist_bcast(&len, sizeof len, from, err))) goto done;
+        if (!part && !(buf = malloc(len ? (size_t)len : 1))) {
             s = err_set(err, ST_ERR_NOMEM, "site %lld: %llu bytes", (long long)i, (unsigned long long)len);
             goto done;
         }
-        if ((s = dist_bcast(buf, (size_t)len, owner[i], err))) goto done;
-        if ((s = site_unpack(buf, (size_t)len, i, owner[i], m, all, &secs[i], &kn, &n_kn, err))) goto done;
+        if ((s = dist_bcast(buf, (size_t)len, from, err))) goto done;
+        if ((s = site_unpack(buf, (size_t)len, i, from, m, all, &secs[i], &kn, &n_kn, err))) goto done;
         free(buf);
         buf = NULL;
-        if (owner[i] == me) { /* sent: this rank's copy is no longer needed */
+        if (part) { /* sent: this rank's copy is no longer needed */
             qtensor_done(&part->stored->sites[i].q);
             aqlm_tensor_done(&part->stored->sites[i].a);
         }
     }
-    qmodel_free(part);
-    part = NULL;
+    for (int64_t k = 0; k < n_parts; k++) {
+        qmodel_free(parts[k]);
+        parts[k] = NULL;
+    }
     /* The kernels from the gathered sites, as `eval --quant` builds them. */
     if ((s = qmodel_build_stored(m, p, all, pool, NULL, &qm, err))) goto done;
     memcpy(qm->site_seconds, secs, (size_t)ns * sizeof *secs);
@@ -306,13 +322,18 @@ Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, i
     *out = qm;
     qm = NULL;
 done:
+    /* on failure the counter is left: freeing it waits for every rank */
     for (int64_t i = 0; i < n_kn; i++) free(kn[i].text);
     free(kn);
     free(buf);
-    qmodel_free(part);
+    for (int64_t k = 0; parts && k < n_parts; k++) qmodel_free(parts[k]);
+    free(parts);
     qmodel_free(qm);
     qstored_free(all);
+    free(unit_of);
+    free(order);
     free(owner);
+    free(part_of);
     free(only);
     free(secs);
     return s;

@@ -10,15 +10,19 @@
  * {down}; the embedding and the head are one more unit. Each unit's cost is
  * estimated from its shapes and methods (GPTQ n_out·n_in² per site plus
  * n_in³/3 for the shared factorization, AdaDim twice that, AQLM 8×, RTN and
- * conversions n_out·n_in) and the units are dealt out largest first to the
- * least loaded rank over the whole model (ties: lower unit, lower rank), the
- * same on every rank. Balancing over the whole model rather than per layer
- * matters: down_proj alone is over half a TinyLlama layer's GPTQ work.
+ * conversions n_out·n_in) and the units are taken largest first over the
+ * whole model: each rank, whenever it is free, takes the next one from a
+ * counter shared by the job (core/dist.h dist_counter_next). Dealing them
+ * out in advance balanced the estimates to 1 % but not the time: on a shared
+ * machine one rank's core is often slower than the other's, and the job
+ * waits for the slower rank. Taken as ranks become free, the ranks end
+ * within about one of the last (smallest) units of each other. Which rank
+ * builds a unit does not change its result.
  *
- * Every rank quantizes all of its units before the exchange, so no rank
- * waits on another mid-way; the exchange then sends each site once from its
- * owner (MPI_Bcast, in site order). A rank that fails returns its error,
- * and the CLI stops the job naming the rank (main.c). */
+ * Every rank quantizes units until none is left before the exchange; the
+ * exchange then sends each site once from its builder (MPI_Bcast, in site
+ * order). A rank that fails returns its error, and the CLI stops the job
+ * naming the rank (main.c). */
 #ifndef QS_SESSIONS_QMODEL_DIST_H
 #define QS_SESSIONS_QMODEL_DIST_H
 
@@ -31,11 +35,14 @@
 #include "model/model.h"
 #include "quant/plan.h"
 
-/* The rank of every site (owner, n_layers * PROJ_COUNT + 2 entries:
- * projections layer-major, then the head and the embedding) for n_ranks
- * ranks, and each rank's estimated load (load, n_ranks entries, may be NULL),
- * by the rule above. ST_ERR_ARG when p does not resolve on m. */
-Status qmodel_dist_assign(const Model *m, const Plan *p, int n_ranks, int *owner, double *load, Err *err);
+/* The work units of p on m in the order the ranks take them: unit_of
+ * (n_layers * PROJ_COUNT + 2 entries: projections layer-major, then the
+ * head and the embedding) receives every site's unit (layer l's {q,k,v},
+ * {o}, {gate,up}, {down} are 4l .. 4l + 3; the ends n_layers * 4); order
+ * (n_layers * 4 + 1) the units by non-increasing estimated cost (ties: lower
+ * unit first); cost (same length, may be NULL) the estimates, by the rule
+ * above. ST_ERR_ARG when p does not resolve on m. */
+Status qmodel_dist_units(const Model *m, const Plan *p, int64_t *unit_of, int64_t *order, double *cost, Err *err);
 
 /* qmodel_build (keep = 0) or qmodel_build_keep (keep = 1) over every rank
  * of the job; with one rank exactly those. The result on every rank equals

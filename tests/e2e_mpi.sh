@@ -70,7 +70,8 @@ if $MPIRUN "$QM" calib "$M" --text "$T" --samples 2 --seqlen 64 --pipeline per-s
 grep -q "layer-streamed pipeline only" "$tmp/c4.err" || fail "no refusal of per-sample: $(cat "$tmp/c4.err")"
 
 # quant: the sites are shared out over the ranks and gathered; rank 0 writes
-# the same .qsq, byte for byte, as one process (GPTQ, AdaDim, AQLM, SmoothQuant).
+# the same .qsq, byte for byte, as one process (GPTQ, AdaDim, AQLM, SmoothQuant),
+# whichever rank took which unit.
 # OpenBLAS single-threaded on both sides: AQLM's H products go through its
 # sgemm, whose result depends on its own thread count, and mpirun binds each
 # rank to one core (so OpenBLAS would run 1 thread there and 2 here).
@@ -98,6 +99,12 @@ sys.exit(0 if strip(a) == strip(b) and len(a) == 35 else 1)
 PY
   rm -f "$tmp/q2.qsq"
 done
+# three ranks taking units from the shared counter as they become free
+timeout 300 mpirun --oversubscribe -np 3 "$QM" quant "$M" --preset int4-gptq --stats "$tmp/s.qss" --threads 1 \
+  -o "$tmp/q3r.qsq" >/dev/null 2>"$tmp/q3r.err" || fail "mpirun -np 3 quant failed: $(cat "$tmp/q3r.err")"
+"$Q" quant "$M" --preset int4-gptq --stats "$tmp/s.qss" --threads 1 -o "$tmp/q1.qsq" >/dev/null 2>&1 ||
+  fail "quant int4-gptq failed"
+cmp -s "$tmp/q1.qsq" "$tmp/q3r.qsq" || fail "quant int4-gptq: the .qsq of 3 ranks differs from one process's"
 unset OPENBLAS_NUM_THREADS
 
 # A rank that fails stops the job, named, and leaves no file: the H of layer
@@ -130,4 +137,4 @@ grep -q "does not run distributed" "$tmp/s.err" || fail "no refusal: $(cat "$tmp
 if timeout 60 $MPIRUN "$QM" ppl "$M" --text "$tmp/missing.txt" >/dev/null 2>"$tmp/f.err"; then fail "missing text accepted"; fi
 grep -q "rank 1 of 2" "$tmp/f.err" || grep -q "rank 0 of 2" "$tmp/f.err" || fail "failure does not name the rank: $(cat "$tmp/f.err")"
 grep -q "missing.txt" "$tmp/f.err" || fail "failure does not name the file: $(cat "$tmp/f.err")"
-echo "e2e_mpi: ppl, eval, calib and quant over 2 ranks (calib also 3) equal the single process"
+echo "e2e_mpi: ppl, eval, calib and quant over 2 ranks (calib and quant also 3) equal the single process"

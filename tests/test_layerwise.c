@@ -155,40 +155,47 @@ int main(void) {
     CHECK_OK(qmodel_build_keep(m, &p, &qs, NULL, NULL, &b, &err), err);
     same_stored(a->stored, b->stored);
 
-    /* Builds spread over processes (sessions/qmodel_dist.h): the sites are
-     * dealt out in whole units ({q,k,v}, {o}, {gate,up}, {down}, the ends),
-     * and the parts' stored sites together are the full build's. */
-    int64_t ns = m->cfg.n_layers * PROJ_COUNT;
-    int owner[5 * PROJ_COUNT + 2];
-    double load[3];
-    CHECK(ns + 2 <= (int64_t)(sizeof owner / sizeof owner[0]));
-    CHECK_OK(qmodel_dist_assign(m, &p, 1, owner, load, &err), err);
-    for (int64_t i = 0; i < ns + 2; i++) CHECK(owner[i] == 0);
-    CHECK_OK(qmodel_dist_assign(m, &p, 3, owner, load, &err), err);
-    int used[3] = {0, 0, 0};
+    /* Builds spread over processes (sessions/qmodel_dist.h): the sites go
+     * out in whole units ({q,k,v}, {o}, {gate,up}, {down}, the ends), taken
+     * largest first by whichever rank is free, and the parts' stored sites
+     * together are the full build's whatever rank built which unit. */
+    int64_t ns = m->cfg.n_layers * PROJ_COUNT, nu = m->cfg.n_layers * 4 + 1;
+    int64_t unit_of[5 * PROJ_COUNT + 2], order[5 * 4 + 1];
+    double cost[5 * 4 + 1];
+    CHECK(ns + 2 <= (int64_t)(sizeof unit_of / sizeof unit_of[0]) && nu <= (int64_t)(sizeof order / sizeof order[0]));
+    CHECK_OK(qmodel_dist_units(m, &p, unit_of, order, cost, &err), err);
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
-        const int *ow = owner + l * PROJ_COUNT;
-        CHECK(ow[PROJ_Q] == ow[PROJ_K] && ow[PROJ_Q] == ow[PROJ_V] && ow[PROJ_GATE] == ow[PROJ_UP]);
-        for (int pj = 0; pj < PROJ_COUNT; pj++) used[ow[pj]] = 1;
+        const int64_t *uo = unit_of + l * PROJ_COUNT;
+        CHECK(uo[PROJ_Q] == l * 4 && uo[PROJ_K] == uo[PROJ_Q] && uo[PROJ_V] == uo[PROJ_Q] && uo[PROJ_O] == l * 4 + 1);
+        CHECK(uo[PROJ_GATE] == l * 4 + 2 && uo[PROJ_UP] == uo[PROJ_GATE] && uo[PROJ_DOWN] == l * 4 + 3);
     }
-    CHECK(owner[ns] == owner[ns + 1] && used[0] && used[1] && used[2]);
-    /* largest-first dealing: no rank carries more than the lightest plus the largest unit
-     * (stories260K's down_proj: 64 x 172^2 + 172^3 / 3) */
-    double l_lo = load[0], l_hi = load[0], big = 64.0 * 172 * 172 + 172.0 * 172 * 172 / 3;
-    for (int k = 1; k < 3; k++) {
-        l_lo = load[k] < l_lo ? load[k] : l_lo;
-        l_hi = load[k] > l_hi ? load[k] : l_hi;
+    CHECK(unit_of[ns] == nu - 1 && unit_of[ns + 1] == nu - 1);
+    uint8_t seen[5 * 4 + 1] = {0};
+    for (int64_t k = 0; k < nu; k++) {
+        CHECK(order[k] >= 0 && order[k] < nu && !seen[order[k]]);
+        seen[order[k]] = 1;
+        if (k) CHECKF(cost[order[k - 1]] >= cost[order[k]], "unit %lld before a larger one", (long long)order[k - 1]);
     }
-    CHECKF(l_hi - l_lo <= big, "loads %.3g .. %.3g", l_lo, l_hi);
+    /* stories260K: layer 0's down_proj (64 x 172^2 + 172^3 / 3) is the largest unit, first among equals */
+    CHECK(order[0] == 3 && cost[order[0]] == 64.0 * 172 * 172 + 172.0 * 172 * 172 / 3);
+    /* two "ranks" taking units alternately from the back of the order: any
+     * taking gives the same sites */
     uint8_t only[5 * PROJ_COUNT + 2];
     QModel *part[2];
     for (int r = 0; r < 2; r++) {
-        for (int64_t i = 0; i < ns + 2; i++) only[i] = (uint8_t)((owner[i] == 0) == (r == 0));
+        for (int64_t i = 0; i < ns + 2; i++) {
+            int64_t k = 0;
+            while (order[k] != unit_of[i]) k++;
+            only[i] = (uint8_t)((nu - 1 - k) % 2 == r);
+        }
         CHECK_OK(qmodel_build_part(m, &p, &qs, only, NULL, NULL, &part[r], &err), err);
     }
     for (int64_t i = 0; i < ns + 2; i++) {
-        const QStoredSite *x = &a->stored->sites[i], *y = &part[owner[i] == 0 ? 0 : 1]->stored->sites[i];
-        const QStoredSite *z = &part[owner[i] == 0 ? 1 : 0]->stored->sites[i];
+        int64_t k = 0;
+        while (order[k] != unit_of[i]) k++;
+        int r = (int)((nu - 1 - k) % 2);
+        const QStoredSite *x = &a->stored->sites[i], *y = &part[r]->stored->sites[i];
+        const QStoredSite *z = &part[1 - r]->stored->sites[i];
         CHECK(z->kind == QSITE_NONE); /* the other part left it alone */
         CHECK(x->kind == y->kind && x->rel_err == y->rel_err);
         if (x->kind == QSITE_QTENSOR) {
