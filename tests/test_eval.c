@@ -18,6 +18,7 @@
 #include "core/pool.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "quant/format.h"
 #include "quant/plan.h"
 #include "quant/preset.h"
 #include "sessions/qmodel_file.h"
@@ -202,6 +203,29 @@ static void test_gptq_vs_rtn(const EvalRef *ref) {
         QModelStats qs = {sf.cs, sf.h};
         CHECK_OK(qmodel_build_keep(g_m, &fp, &qs, NULL, NULL, &a, &err), err);
         CHECK_OK(qmodel_file_save(a, &fp, qpath, &err), err);
+        {   /* site 0's codes are in the file as the documented stream: code + 2^(bits-1), element i
+             * at bits [i·bits, i·bits + bits) little-endian (int3's generic path, int4 and int8's byte-wise ones) */
+            const QTensor *q0 = &a->stored->sites[0].q;
+            const QFormatTraits *t0 = qformat_traits(q0->p.fmt);
+            CHECK(t0->is_int);
+            int64_t nc = q0->n_out * q0->n_in;
+            size_t nb = (size_t)((nc * t0->bits + 7) / 8);
+            uint8_t *want = calloc(nb, 1);
+            CHECK(want != NULL);
+            for (int64_t i = 0; i < nc; i++)
+                for (int bi = 0; bi < t0->bits; bi++)
+                    if ((unsigned)(q0->q[i] + (1 << (t0->bits - 1))) >> bi & 1) {
+                        int64_t bit = i * t0->bits + bi;
+                        want[bit / 8] |= (uint8_t)(1u << (bit % 8));
+                    }
+            char *fd_data = NULL;
+            size_t fd_len = 0;
+            CHECK_OK(file_read_all(qpath, 1 << 26, &fd_data, &fd_len, &err), err);
+            CHECKF(memmem(fd_data, fd_len, want, nb) != NULL, "%s: site 0's %d-bit codes not in the file", fplans[k],
+                   t0->bits);
+            free(fd_data);
+            free(want);
+        }
         Plan lp;
         QStored *stored = NULL;
         CHECK_OK(qmodel_file_load(qpath, g_m, &lp, &stored, &err), err);
