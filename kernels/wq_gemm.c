@@ -783,21 +783,21 @@ QS_TARGET_AVX2 static inline float wq_hsum_avx2(__m256 a) {
         for (int64_t b0 = 0; b0 < nblk; b0 += gblk, g++) {                                                \
             const __m256 z0 = _mm256_set1_ps(gz[g]), z1 = _mm256_set1_ps(gz[gstride + g]);                \
             const __m256 z2 = _mm256_set1_ps(gz[2 * gstride + g]), z3 = _mm256_set1_ps(gz[3 * gstride + g]); \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                   \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0; \
             int64_t b1 = b0 + gblk < nblk ? b0 + gblk : nblk;                                             \
             for (int64_t b = b0; b < b1; b++) {                                                           \
                 const float *xb = x + b * (BLK);                                                          \
                 size_t off = (size_t)b * (BBYTES);                                                        \
                 _mm_prefetch((const char *)(p0 + 4 * row_bytes + 4 * off), _MM_HINT_T0);                  \
-                DQ(p0 + off, xb, a0, a0, z0);                                                        \
-                DQ(p1 + off, xb, a1, a1, z1);                                                        \
-                DQ(p2 + off, xb, a2, a2, z2);                                                        \
-                DQ(p3 + off, xb, a3, a3, z3);                                                        \
+                DQ(p0 + off, xb, a0, c0, z0);                                                        \
+                DQ(p1 + off, xb, a1, c1, z1);                                                        \
+                DQ(p2 + off, xb, a2, c2, z2);                                                        \
+                DQ(p3 + off, xb, a3, c3, z3);                                                        \
             }                                                                                             \
-            t0 = _mm256_fmadd_ps(_mm256_set1_ps(gs[g]), a0, t0);                                          \
-            t1 = _mm256_fmadd_ps(_mm256_set1_ps(gs[gstride + g]), a1, t1);                                \
-            t2 = _mm256_fmadd_ps(_mm256_set1_ps(gs[2 * gstride + g]), a2, t2);                            \
-            t3 = _mm256_fmadd_ps(_mm256_set1_ps(gs[3 * gstride + g]), a3, t3);                            \
+            t0 = _mm256_fmadd_ps(_mm256_set1_ps(gs[g]), _mm256_add_ps(a0, c0), t0);                       \
+            t1 = _mm256_fmadd_ps(_mm256_set1_ps(gs[gstride + g]), _mm256_add_ps(a1, c1), t1);             \
+            t2 = _mm256_fmadd_ps(_mm256_set1_ps(gs[2 * gstride + g]), _mm256_add_ps(a2, c2), t2);         \
+            t3 = _mm256_fmadd_ps(_mm256_set1_ps(gs[3 * gstride + g]), _mm256_add_ps(a3, c3), t3);         \
         }                                                                                                 \
         out[0] = wq_hsum_avx2(t0);                                                                        \
         out[1] = wq_hsum_avx2(t1);                                                                        \
