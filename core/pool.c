@@ -5,6 +5,17 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
+
+/* How long a thread that waits for the pool (a worker for the next job, the
+ * caller for the workers) polls before it sleeps on the condition variable.
+ * A decode step hands the pool ~16-30 short jobs (a few hundred µs each)
+ * separated by a few µs of single-threaded work; a worker put to sleep
+ * between them and woken through the futex arrived tens of µs late on the
+ * shared VM, and the caller, done with its half, waited for it: one core
+ * idled about a fifth of each step. Polling this long costs at most that
+ * much CPU time per job and thread where a wait is longer. */
+#define POOL_SPIN_SECONDS 50e-6
 
 struct Pool {
     int n;                 /* threads including the caller */
@@ -28,6 +39,26 @@ static void pool_run_share(Pool *p, int tid) {
     if (b < e) p->fn(p->arg, b, e, tid);
 }
 
+/* Polls, for at most POOL_SPIN_SECONDS, until the next job is posted
+ * (worker: generation != seen, or quit) or the current one is done (caller,
+ * for_done: no worker pending). Reads only; the protocol itself runs under
+ * the mutex, whose writers store these fields atomically for these reads. */
+static void pool_spin(Pool *p, int for_done, uint64_t seen) {
+    double t0 = 0;
+    for (unsigned i = 1;; i++) {
+        if (for_done ? __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) == 0
+                     : __atomic_load_n(&p->generation, __ATOMIC_ACQUIRE) != seen ||
+                           __atomic_load_n(&p->quit, __ATOMIC_ACQUIRE))
+            return;
+        if ((i & 63) == 0) {
+            double t = clock_now();
+            if (t0 == 0) t0 = t;
+            else if (t - t0 > POOL_SPIN_SECONDS) return;
+        }
+        __builtin_ia32_pause();
+    }
+}
+
 static void *pool_worker(void *v) {
     WorkerArg *wa = v;
     Pool *p = wa->pool;
@@ -35,6 +66,7 @@ static void *pool_worker(void *v) {
     free(wa);
     uint64_t seen = 0;
     for (;;) {
+        pool_spin(p, 0, seen);
         pthread_mutex_lock(&p->mu);
         while (!p->quit && p->generation == seen) pthread_cond_wait(&p->cv_work, &p->mu);
         if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
@@ -42,7 +74,7 @@ static void *pool_worker(void *v) {
         pthread_mutex_unlock(&p->mu);
         pool_run_share(p, tid);
         pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->cv_done);
+        if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&p->cv_done);
         pthread_mutex_unlock(&p->mu);
     }
 }
@@ -87,7 +119,7 @@ fail:
 void pool_free(Pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    __atomic_store_n(&p->quit, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n; i++) pthread_join(p->threads[i - 1], NULL);
@@ -112,11 +144,12 @@ void pool_for(Pool *p, int64_t n, int64_t grain, PoolFn fn, void *arg) {
     p->arg = arg;
     p->count = n;
     p->chunk = (n + nt - 1) / nt; /* nt ranges: grain limits how many threads share small work */
-    p->pending = p->n - 1;
-    p->generation++;
+    __atomic_store_n(&p->pending, p->n - 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->generation, p->generation + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
     pool_run_share(p, 0);
+    pool_spin(p, 1, 0);
     pthread_mutex_lock(&p->mu);
     while (p->pending > 0) pthread_cond_wait(&p->cv_done, &p->mu);
     pthread_mutex_unlock(&p->mu);
