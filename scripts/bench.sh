@@ -142,7 +142,7 @@ for qt in Q4_0 Q8_0; do
     "$LB/llama-quantize" "$MODEL" "$QF" "$qt" >/dev/null 2>&1 || echo "bench: llama-quantize $qt failed"
   fi
 done
-printf '%-22s %9s %9s %11s %11s %7s\n' run decode_tps floor_tps of_floor kernel_MB load1
+printf '%-22s %9s %9s %11s %11s %7s %9s\n' run decode_tps floor_tps of_floor kernel_MB load1 cpu_tps
 r=1
 while [ "$r" -le "$DB" ]; do
   for p in int4-rtn w8a8-token w4a8-token; do
@@ -153,15 +153,22 @@ while [ "$r" -le "$DB" ]; do
     mb=$(awk -v b="$kb" 'BEGIN { m = int(b / 1048576); print m < 1 ? 1 : m }')
     bw=$(ag build/tests/bench_membw "$mb" 2>/dev/null | sed -n 's/.*2 threads: \([0-9.]*\) GB.s/\1/p')
     awk -v l="qscope $p" -v t="$(field "$j" decode_tps)" -v kb="$kb" -v bw="$bw" -v ld="$(cut -d' ' -f1 /proc/loadavg)" \
-      'BEGIN { f = (bw > 0 ? bw * 1e9 / kb : 0); printf "%-22s %9.1f %9.1f %10.0f%% %11.1f %7s\n", l, t, f, (f > 0 ? 100 * t / f : 0), kb / 1048576, ld }'
+      -v ct="$(field "$j" decode_cpu_tps)" \
+      'BEGIN { f = (bw > 0 ? bw * 1e9 / kb : 0); printf "%-22s %9.1f %9.1f %10.0f%% %11.1f %7s %9.1f\n", l, t, f, (f > 0 ? 100 * t / f : 0), kb / 1048576, ld, ct }'
     case $p in int4-rtn) qt=Q4_0 ;; w8a8-token) qt=Q8_0 ;; *) qt=Q4_0 ;; esac
     QF=$OUT/tinyllama-$qt.gguf
     if [ -x "$LB/llama-bench" ] && [ -f "$QF" ]; then
-      ag "$LB/llama-bench" -m "$QF" -p 0 -n 64 -r 3 -t 2 -o csv >"$OUT/llama-bench-tg-$qt.csv" 2>/dev/null ||
-        echo "bench: llama-bench $qt failed"
+      ag /usr/bin/time -f '%U %S' -o "$OUT/llama-bench-tg-$qt.time" "$LB/llama-bench" -m "$QF" -p 0 -n 64 -r 3 -t 2 \
+        -o csv >"$OUT/llama-bench-tg-$qt.csv" 2>/dev/null || echo "bench: llama-bench $qt failed"
       tps=$(tail -1 "$OUT/llama-bench-tg-$qt.csv" | awk -F, '{gsub(/"/, "", $(NF-1)); print $(NF-1)}')
+      # cpu_tps: the 193 generated tokens (3 repetitions of 64 and the
+      # one-token warm-up) over the whole process's CPU-seconds / 2 threads,
+      # model load included (a lower bound; its threads spin while they wait,
+      # as qscope's pool now does for up to 50 us): comparable in kind to
+      # eval's decode_cpu_tps, which counts the decode steps alone
       awk -v l="llama-bench $qt tg64" -v t="$tps" -v ld="$(cut -d' ' -f1 /proc/loadavg)" -v fb="$(wc -c <"$QF")" \
-        'BEGIN { printf "%-22s %9.1f %9s %11s %11.1f %7s  (file MB)\n", l, t, "-", "-", fb / 1048576, ld }'
+        -v cs="$(awk '{ print $1 + $2 }' "$OUT/llama-bench-tg-$qt.time")" \
+        'BEGIN { printf "%-22s %9.1f %9s %11s %11.1f %7s %9.1f  (file MB)\n", l, t, "-", "-", fb / 1048576, ld, (cs > 0 ? 193 / (cs / 2) : 0) }'
     else
       echo "bench: note: no llama-bench or no $QF: no llama.cpp row"
     fi
