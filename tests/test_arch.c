@@ -675,38 +675,11 @@ static Run qscope_ppl(const char *path, int64_t n_ctx, int64_t max_chunks) {
     return qscope_ppl_batch(path, n_ctx, max_chunks, 0);
 }
 
-/* llama.cpp's perplexity of a GGUF with float32 attention; NAN when its tools
- * are not built. One thread: on a loaded 2-core machine its OpenMP workers
- * spin against each other (8 s instead of 0.5 s here). Its log, and the
- * final estimate, go to stderr; stdout is dropped so the two streams cannot
- * interleave inside the line we parse. */
+/* llama.cpp's perplexity of a GGUF on the TinyStories sample; NAN when its
+ * tools are not built. */
 static double llamacpp_ppl(const char *gguf, int64_t n_ctx, int64_t chunks) {
-    char cmd[2048], line[1024];
-    const char *bin = testlib_llama_tool("llama-perplexity", "the llama.cpp perplexity comparison");
-    if (!bin) return NAN;
-    snprintf(cmd, sizeof cmd,
-             "%s'%s' -m '%s' -f '%s' -c %lld -b %lld --chunks %lld -fa off -ctk f32 -ctv f32 -t 1 2>&1 >/dev/null",
-             testlib_llama_exit_delay(), bin, gguf,
-             testlib_shared("text/tinystories_sample.txt"), (long long)n_ctx, (long long)n_ctx, (long long)chunks);
-    /* Its asynchronous logger now and then loses the last lines at exit: the
-     * final estimate, or failing that the running value after the last chunk
-     * ("[N]x"), is taken from up to four runs, each with the exit delay. */
-    char tag[32];
-    snprintf(tag, sizeof tag, "[%lld]", (long long)chunks);
-    double v = NAN;
-    for (int attempt = 0; attempt < 4 && isnan(v); attempt++) {
-        FILE *p = popen(cmd, "r");
-        CHECK(p != NULL);
-        while (fgets(line, sizeof line, p)) {
-            const char *s = strstr(line, "Final estimate: PPL = ");
-            if (s) v = strtod(s + strlen("Final estimate: PPL = "), NULL);
-            else if (isnan(v) && (s = strstr(line, tag)) != NULL) v = strtod(s + strlen(tag), NULL);
-        }
-        int rc = pclose(p);
-        CHECKF(rc == 0, "%s failed on %s (exit %d)", bin, gguf, rc);
-    }
-    CHECKF(!isnan(v), "%s printed no perplexity for %s in four runs", bin, gguf);
-    return v;
+    return testlib_llama_ppl(gguf, testlib_shared("text/tinystories_sample.txt"), n_ctx, chunks,
+                             "the llama.cpp perplexity comparison");
 }
 
 /* Writes both forms of f, checks they agree with each other, with the float64

@@ -76,25 +76,9 @@ static EvalResult export_and_check(const Plan *p, const QModelStats *qs, const c
 
 static const char *const PROJ_T[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
 
-/* llama-perplexity's final PPL of path on text_path (-c 128, f32 KV cache), 0
- * when it printed none (up to 4 tries: see testlib_llama_exit_delay). */
-static double llama_ppl(const char *lp, const char *path, const char *text_path) {
-    Err err;
-    err_init(&err);
-    char cmd[4096];
-    double got = 0;
-    const char *lpt = tmp_path("lp.txt");
-    for (int tries = 0; tries < 4 && got == 0; tries++) {
-        snprintf(cmd, sizeof cmd, "%s%s -m %s -f %s -c 128 -b 128 -t 1 -fa off -ctk f32 -ctv f32 2>&1 | "
-                 "sed -n 's/.*Final estimate: PPL = \\([0-9.]*\\).*/\\1/p' >%s", testlib_llama_exit_delay(), lp, path,
-                 text_path, lpt);
-        CHECK(system(cmd) == 0);
-        char *v;
-        CHECK_OK(file_read_all(lpt, 256, &v, NULL, &err), err);
-        got = atof(v);
-        free(v);
-    }
-    return got;
+/* llama-perplexity's PPL of path on all of text_path (-c 128, f32 KV cache). */
+static double llama_ppl(const char *path, const char *text_path) {
+    return testlib_llama_ppl(path, text_path, 128, 0, "llama-perplexity on an exported GGUF");
 }
 
 /* GPTQ solved on ggml grids ships as those blocks: the export evaluates
@@ -146,7 +130,7 @@ static void check_gptq_ggml(const char *text, size_t len, const char *text_path,
         CHECK(gguf_find_tensor(g, k ? "blk.1.ffn_up.weight" : "blk.4.attn_k.weight")->type == (k ? GGML_Q4_K : GGML_Q8_0));
         gguf_free(g);
         if (lp) {
-            double got = llama_ppl(lp, out, text_path);
+            double got = llama_ppl(out, text_path);
             printf("%s export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", p.name, got, r.ppl,
                    100 * (got / r.ppl - 1));
             CHECK(got > 0 && fabs(got / r.ppl - 1) < 0.005);
@@ -223,7 +207,7 @@ static void check_other_sources(const char *text, size_t len, const char *text_p
             CHECK(gguf_export_check_source(src, &err) == ST_ERR_UNSUPPORTED && strstr(err.detail, "sliding window"));
         }
         model_free(src);
-        if (lp) ppl[k] = llama_ppl(lp, path[k], text_path);
+        if (lp) ppl[k] = llama_ppl(path[k], text_path);
     }
     free(ids0);
     int n_same = 0;
@@ -284,7 +268,7 @@ static void check_phi3(const char *text, size_t len, const char *text_path, cons
     CHECK(gguf_find_tensor(g, "blk.0.ffn_down.weight")->type == GGML_F16);
     gguf_free(g);
     if (lp) {
-        double got = llama_ppl(lp, out, text_path);
+        double got = llama_ppl(out, text_path);
         printf("phi3 export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", got, r.ppl,
                100 * (got / r.ppl - 1));
         CHECK(got > 0 && fabs(got / r.ppl - 1) < 0.005);
@@ -426,7 +410,7 @@ int main(void) {
     /* The consumers. */
     const char *lp = testlib_llama_tool("llama-perplexity", "llama-perplexity on an exported GGUF");
     if (lp) {
-        double got = llama_ppl(lp, mixed, text_path);
+        double got = llama_ppl(mixed, text_path);
         printf("mixed-sym export: llama-perplexity %.4f, qscope eval of the plan %.4f (%+.3f %%)\n", got, rm.ppl,
                100 * (got / rm.ppl - 1));
         CHECK(got > 0 && fabs(got / rm.ppl - 1) < 0.005);

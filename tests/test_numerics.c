@@ -151,32 +151,6 @@ static double qs_ppl(const char *path, Numerics nm, int64_t chunks) {
     return p;
 }
 
-/* llama-perplexity on path (ctx 128, float32 attention, one thread); NAN when
- * the tool is not built. */
-static double ll_ppl(const char *path, int64_t chunks) {
-    const char *bin = testlib_llama_tool("llama-perplexity", "the llama.cpp numerics comparison");
-    if (!bin) return NAN;
-    char cmd[2048], line[1024];
-    snprintf(cmd, sizeof cmd,
-             "%s'%s' -m '%s' -f '%s' -c 128 -b 128 --chunks %lld -fa off -ctk f32 -ctv f32 -t 1 2>&1 >/dev/null",
-             testlib_llama_exit_delay(), bin, path, testlib_shared("text/wikitext-2-test.txt"), (long long)chunks);
-    char tag[32];
-    snprintf(tag, sizeof tag, "[%lld]", (long long)chunks);
-    double v = NAN;
-    for (int attempt = 0; attempt < 4 && isnan(v); attempt++) { /* its logger may lose the last line */
-        FILE *p = popen(cmd, "r");
-        CHECK(p != NULL);
-        while (fgets(line, sizeof line, p)) {
-            const char *s = strstr(line, "Final estimate: PPL = ");
-            if (s) v = strtod(s + strlen("Final estimate: PPL = "), NULL);
-            else if (isnan(v) && (s = strstr(line, tag)) != NULL) v = strtod(s + strlen(tag), NULL);
-        }
-        CHECKF(pclose(p) == 0, "%s failed on %s", bin, path);
-    }
-    CHECKF(!isnan(v), "%s printed no perplexity for %s", bin, path);
-    return v;
-}
-
 #define CHUNKS 250
 
 int main(void) {
@@ -224,7 +198,8 @@ int main(void) {
         model_free(m);
     }
 
-    double ll16 = ll_ppl(p16, CHUNKS), llbf = ll_ppl(pbf, CHUNKS);
+    const char *wiki = testlib_shared("text/wikitext-2-test.txt"), *what = "the llama.cpp numerics comparison";
+    double ll16 = testlib_llama_ppl(p16, wiki, 128, CHUNKS, what), llbf = testlib_llama_ppl(pbf, wiki, 128, CHUNKS, what);
     /* exact mode: the same value at every level to ~1e-7 (test_forward) */
     double e16 = qs_ppl(p16, NUMERICS_EXACT, CHUNKS), ebf = qs_ppl(pbf, NUMERICS_EXACT, CHUNKS);
     for (size_t l = 0; l < sizeof levels / sizeof levels[0]; l++) {

@@ -88,6 +88,44 @@ __attribute__((unused)) static const char *testlib_llama_exit_delay(void) {
     return pre;
 }
 
+/* llama-perplexity's perplexity of the GGUF `model` on text_path: -c and -b
+ * n_ctx, `chunks` chunks (all of the text when chunks <= 0), float32
+ * attention and KV cache, one thread (on a loaded 2-core machine its OpenMP
+ * workers spin against each other: 8 s instead of 0.5 s). NAN, after
+ * testlib_llama_tool's note naming `what`, when the tool is not built; the
+ * test fails when it fails or prints no value. Its log, and the final
+ * estimate, go to stderr; stdout is dropped so the two streams cannot
+ * interleave inside the line parsed. Its asynchronous logger now and then
+ * loses the last lines at exit: the final estimate, or failing that the
+ * running value after the last chunk ("[N]x", when chunks > 0), is taken
+ * from up to four runs, each with the exit delay. */
+__attribute__((unused)) static double testlib_llama_ppl(const char *model, const char *text_path, int64_t n_ctx,
+                                                        int64_t chunks, const char *what) {
+    const char *bin = testlib_llama_tool("llama-perplexity", what);
+    if (!bin) return NAN;
+    char cmd[4096], line[1024], nchunks[48] = "", tag[32] = "";
+    if (chunks > 0) {
+        snprintf(nchunks, sizeof nchunks, " --chunks %lld", (long long)chunks);
+        snprintf(tag, sizeof tag, "[%lld]", (long long)chunks);
+    }
+    snprintf(cmd, sizeof cmd, "%s'%s' -m '%s' -f '%s' -c %lld -b %lld%s -fa off -ctk f32 -ctv f32 -t 1 2>&1 >/dev/null",
+             testlib_llama_exit_delay(), bin, model, text_path, (long long)n_ctx, (long long)n_ctx, nchunks);
+    double v = NAN;
+    for (int attempt = 0; attempt < 4 && isnan(v); attempt++) {
+        FILE *p = popen(cmd, "r");
+        CHECK(p != NULL);
+        while (fgets(line, sizeof line, p)) {
+            const char *s = strstr(line, "Final estimate: PPL = ");
+            if (s) v = strtod(s + strlen("Final estimate: PPL = "), NULL);
+            else if (isnan(v) && *tag && (s = strstr(line, tag)) != NULL) v = strtod(s + strlen(tag), NULL);
+        }
+        int rc = pclose(p);
+        CHECKF(rc == 0, "%s failed on %s (exit %d)", bin, model, rc);
+    }
+    CHECKF(!isnan(v), "%s printed no perplexity for %s in four runs", bin, model);
+    return v;
+}
+
 /* === Shared scaffolding === */
 
 /* "dir/name" in one of 32 rotating buffers: a path stays valid for the next
