@@ -113,25 +113,10 @@ has "$tmp/g4.json" "Q4_0 x31"
 cmp_num "$tmp/g4.json" kld_mean ">" 0.01
 cmp_num "$tmp/g8.json" kld_mean "<" 0.005
 cmp_num "$tmp/g4.json" bpw ">" 4.5
-LB=${LLAMA_BIN:-build/llama.cpp/bin}
+. "$(dirname "$0")/lib_llama.sh"
 if [ -x "$LB/llama-perplexity" ]; then
-  printf '#include <unistd.h>\n__attribute__((destructor)) static void wait_for_log(void) { usleep(300000); }\n' \
-    >"$tmp/delay.c"
-  DELAY=
-  ${CC:-cc} -shared -fPIC -o "$tmp/delay.so" "$tmp/delay.c" 2>/dev/null && DELAY=$tmp/delay.so
   for f in g4:$Q4 g8:$Q8; do
-    # llama.cpp's logger thread is not joined at exit (common/log.cpp, "logs may be
-    # lost if not flushed before the program exits"): on a loaded machine the last
-    # lines ("Final estimate") were missing from most exit-0 runs. A preloaded
-    # destructor that waits 0.3 s lets the thread finish; retries as well.
-    lp=
-    for try in 1 2 3 4; do
-      LD_PRELOAD=$DELAY "$LB/llama-perplexity" -m "${f#*:}" -f "$T" -c 128 -b 128 -t 1 -fa off -ctk f32 -ctv f32 \
-        >"$tmp/lp.log" 2>&1 || fail "llama-perplexity on ${f#*:}"
-      lp=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/lp.log")
-      [ -n "$lp" ] && break
-    done
-    [ -n "$lp" ] || fail "no PPL in llama-perplexity's output: $(tail -3 "$tmp/lp.log")"
+    lp=$(llama_ppl "${f#*:}" "$T" 1)
     cmp_num "$tmp/${f%%:*}.json" ppl ">" "$(awk -v p="$lp" 'BEGIN { print p * 0.995 }')"
     cmp_num "$tmp/${f%%:*}.json" ppl "<" "$(awk -v p="$lp" 'BEGIN { print p * 1.005 }')"
   done

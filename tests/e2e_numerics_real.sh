@@ -55,26 +55,13 @@ echo "e2e_numerics_real: bf16 gguf exact $bf_e llamacpp $bf_l | hf exact $hf_e l
 near "$hf_e" "$bf_e" 0.0002 "HF vs GGUF, exact"
 near "$hf_l" "$bf_l" 0.002 "HF vs GGUF, --numerics llamacpp"
 
-LB=${LLAMA_BIN:-build/llama.cpp/bin}
+. "$(dirname "$0")/lib_llama.sh"
 if [ ! -x "$LB/llama-perplexity" ] || ! "$LB/llama-perplexity" --version >/dev/null 2>&1; then
   echo "e2e_numerics_real: note: $LB/llama-perplexity not found or does not run: not compared with llama.cpp"
   exit 0
 fi
-printf '#include <unistd.h>\n__attribute__((destructor)) static void wait_for_log(void) { usleep(300000); }\n' \
-  >"$tmp/delay.c"
-DELAY=
-${CC:-cc} -shared -fPIC -o "$tmp/delay.so" "$tmp/delay.c" 2>/dev/null && DELAY=$tmp/delay.so
-lp_of() { # llama-perplexity's final PPL (its logger thread may lose the last line: retry, see e2e_eval.sh)
-  for try in 1 2 3 4; do
-    LD_PRELOAD=$DELAY "$LB/llama-perplexity" -m "$1" -f "$T" -c 128 -b 128 -t 2 -fa off -ctk f32 -ctv f32 \
-      >"$tmp/lp.log" 2>&1 || fail "llama-perplexity on $1"
-    v=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/lp.log")
-    [ -n "$v" ] && { echo "$v"; return; }
-  done
-  fail "no PPL in llama-perplexity's output: $(tail -3 "$tmp/lp.log")"
-}
-lbf=$(lp_of "$tmp/bf16.gguf")
-l16=$(lp_of "$tmp/f16.gguf")
+lbf=$(llama_ppl "$tmp/bf16.gguf" "$T" 2)
+l16=$(llama_ppl "$tmp/f16.gguf" "$T" 2)
 echo "e2e_numerics_real: llama.cpp bf16 $lbf f16 $l16"
 near "$bf_l" "$lbf" 0.003 "BF16 GGUF, --numerics llamacpp vs llama.cpp"
 near "$hf_l" "$lbf" 0.004 "BF16 HF, --numerics llamacpp vs llama.cpp on its GGUF"
