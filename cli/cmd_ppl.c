@@ -63,6 +63,71 @@ static void ppl_on_chunk(void *user, int64_t chunk, int64_t n_chunks, double run
     }
 }
 
+/* The text of text_path, tokenized with BOS by m's tokenizer: *text and *ids
+ * are the caller's (free), *t_tok the seconds tokenizing took. 0, or 1 after
+ * printing what was wrong. */
+static int ppl_tokenize(const Model *m, const char *model_path, const char *text_path, char **text, int32_t **ids,
+                        int64_t *n_ids, double *t_tok) {
+    Err err;
+    err_init(&err);
+    if (!m->tok) {
+        fprintf(stderr, "qscope ppl: %s has no tokenizer (pass --tokenizer)\n", model_path);
+        return 1;
+    }
+    size_t len = 0;
+    if (file_read_all(text_path, PPL_MAX_TEXT, text, &len, &err) != ST_OK) {
+        args_print_err("ppl", &err);
+        return 1;
+    }
+    *t_tok = args_now();
+    if (tokenizer_encode(m->tok, *text, len, 1, ids, n_ids, &err) != ST_OK) {
+        args_print_err("ppl", &err);
+        return 1;
+    }
+    *t_tok = args_now() - *t_tok;
+    return 0;
+}
+
+/* What a run was asked and measured beside its PplResult, for the report. */
+typedef struct {
+    const char *model_path, *text_path;
+    int64_t ctx, n_ids, n_chunks, threads;
+    int full, numerics;
+    double t_load, t_tok, cpu_s;
+} PplRun;
+
+/* The --json report on stdout: 0, or nonzero when it could not be built or
+ * written (the error printed). */
+static int ppl_print_json(const PplRun *r, const PplResult *res, double flops, double gflops, double tps) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double best = res->chunk_seconds[0];
+    for (int64_t c = 1; c < res->chunks; c++)
+        if (res->chunk_seconds[c] < best) best = res->chunk_seconds[c];
+    cJSON *jo = cJSON_CreateObject(), *run = NULL, *cs = NULL;
+    int ok = jo && json_set_str(jo, "model", r->model_path) && json_set_str(jo, "text", r->text_path) &&
+             json_setf(jo, "ppl", "%.6f", res->ppl) && json_set_num(jo, "chunks", (double)res->chunks) &&
+             json_set_num(jo, "chunks_total", (double)r->n_chunks) &&
+             json_set_num(jo, "tokens_scored", (double)res->tokens_scored) &&
+             json_set_num(jo, "tokens_run", (double)res->tokens_run) && json_set_num(jo, "text_tokens", (double)r->n_ids) &&
+             json_set_num(jo, "ctx", (double)r->ctx) && json_set_bool(jo, "full", r->full) &&
+             json_set_num(jo, "threads", (double)r->threads) && json_setf(jo, "seconds", "%.4f", res->seconds) &&
+             json_setf(jo, "seconds_per_chunk", "%.4f", res->seconds / (double)res->chunks) &&
+             json_setf(jo, "tokens_per_second", "%.2f", tps) && json_setf(jo, "load_seconds", "%.4f", r->t_load) &&
+             json_setf(jo, "tokenize_seconds", "%.4f", r->t_tok) &&
+             json_setf(jo, "gflop_per_chunk", "%.3f", flops * 1e-9) && json_setf(jo, "gflops", "%.2f", gflops) &&
+             json_setf(jo, "cpu_seconds", "%.4f", r->cpu_s) &&
+             json_set_num(jo, "peak_rss_bytes", (double)ru.ru_maxrss * 1024) &&
+             json_set_bool(jo, "cancelled", res->cancelled) &&
+             json_set_str(jo, "numerics", numerics_name((Numerics)r->numerics)) &&
+             json_set_str(jo, "cpu", cpu_describe()) &&
+             json_set_str(jo, "blas_core", sgemm_backend()) && json_setf(jo, "best_chunk_seconds", "%.4f", best) &&
+             (run = json_add_array(jo, "running")) && (cs = json_add_array(jo, "chunk_seconds"));
+    for (int64_t c = 0; ok && c < res->chunks; c++)
+        ok = json_push(run, json_numf("%.6f", res->running[c])) && json_push(cs, json_numf("%.4f", res->chunk_seconds[c]));
+    return args_print_json("ppl", json_finish(jo, ok));
+}
+
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *tok_path = NULL;
     int64_t ctx = 0, chunks = 0, threads = 0; /* ctx 0: eval_ctx_default, once the model is loaded */
@@ -103,26 +168,12 @@ int cmd_ppl(int argc, char **argv) {
     Err err;
     err_init(&err);
 
-    double t_load = args_now();
+    double t_load = args_now(), t_tok = 0;
     m = args_load_model(model_path, tok_path);
     if (m && ctx == 0) ctx = eval_ctx_default(&m->cfg);
     if (!m) goto done;
     t_load = args_now() - t_load;
-    if (!m->tok) {
-        fprintf(stderr, "qscope ppl: %s has no tokenizer (pass --tokenizer)\n", model_path);
-        goto done;
-    }
-    size_t len = 0;
-    if (file_read_all(text_path, PPL_MAX_TEXT, &text, &len, &err) != ST_OK) {
-        args_print_err("ppl", &err);
-        goto done;
-    }
-    double t_tok = args_now();
-    if (tokenizer_encode(m->tok, text, len, 1, &ids, &n_ids, &err) != ST_OK) {
-        args_print_err("ppl", &err);
-        goto done;
-    }
-    t_tok = args_now() - t_tok;
+    if (ppl_tokenize(m, model_path, text_path, &text, &ids, &n_ids, &t_tok)) goto done;
     if (n_ids < ctx) {
         fprintf(stderr, "qscope ppl: %s has %lld tokens, but one chunk of --ctx %lld needs %lld\n",
                 text_path, (long long)n_ids, (long long)ctx, (long long)ctx);
@@ -171,36 +222,12 @@ int cmd_ppl(int argc, char **argv) {
         goto done;
     }
 
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
     double tps = res.seconds > 0 ? (double)res.tokens_run / res.seconds : 0;
     double flops = ppl_chunk_flops(m, ctx, full);
     double gflops = res.seconds > 0 ? flops * (double)res.chunks / res.seconds * 1e-9 : 0;
     if (json) {
-        double best = res.chunk_seconds[0];
-        for (int64_t c = 1; c < res.chunks; c++)
-            if (res.chunk_seconds[c] < best) best = res.chunk_seconds[c];
-        cJSON *jo = cJSON_CreateObject(), *run = NULL, *cs = NULL;
-        int ok = jo && json_set_str(jo, "model", model_path) && json_set_str(jo, "text", text_path) &&
-                 json_setf(jo, "ppl", "%.6f", res.ppl) && json_set_num(jo, "chunks", (double)res.chunks) &&
-                 json_set_num(jo, "chunks_total", (double)n_chunks) &&
-                 json_set_num(jo, "tokens_scored", (double)res.tokens_scored) &&
-                 json_set_num(jo, "tokens_run", (double)res.tokens_run) && json_set_num(jo, "text_tokens", (double)n_ids) &&
-                 json_set_num(jo, "ctx", (double)ctx) && json_set_bool(jo, "full", full) &&
-                 json_set_num(jo, "threads", (double)threads) && json_setf(jo, "seconds", "%.4f", res.seconds) &&
-                 json_setf(jo, "seconds_per_chunk", "%.4f", res.seconds / (double)res.chunks) &&
-                 json_setf(jo, "tokens_per_second", "%.2f", tps) && json_setf(jo, "load_seconds", "%.4f", t_load) &&
-                 json_setf(jo, "tokenize_seconds", "%.4f", t_tok) &&
-                 json_setf(jo, "gflop_per_chunk", "%.3f", flops * 1e-9) && json_setf(jo, "gflops", "%.2f", gflops) &&
-                 json_setf(jo, "cpu_seconds", "%.4f", cpu_s) &&
-                 json_set_num(jo, "peak_rss_bytes", (double)ru.ru_maxrss * 1024) &&
-                 json_set_bool(jo, "cancelled", res.cancelled) && json_set_str(jo, "numerics", numerics_name((Numerics)numerics)) &&
-                 json_set_str(jo, "cpu", cpu_describe()) &&
-                 json_set_str(jo, "blas_core", sgemm_backend()) && json_setf(jo, "best_chunk_seconds", "%.4f", best) &&
-                 (run = json_add_array(jo, "running")) && (cs = json_add_array(jo, "chunk_seconds"));
-        for (int64_t c = 0; ok && c < res.chunks; c++)
-            ok = json_push(run, json_numf("%.6f", res.running[c])) && json_push(cs, json_numf("%.4f", res.chunk_seconds[c]));
-        if (args_print_json("ppl", json_finish(jo, ok))) goto done;
+        const PplRun run = {model_path, text_path, ctx, n_ids, n_chunks, threads, full, numerics, t_load, t_tok, cpu_s};
+        if (ppl_print_json(&run, &res, flops, gflops, tps)) goto done;
     } else {
         fprintf(stderr, "ppl: %lld chunks, %lld tokens scored, %.2f s (%.3f s per chunk, %.1f tok/s, %.1f GFLOP/s)\n",
                 (long long)res.chunks, (long long)res.tokens_scored, res.seconds,
