@@ -75,6 +75,7 @@ typedef struct Replay {
     const cJSON *rec_results; /* recorded results (session input) or NULL */
     int64_t n_eval;
     char edit_key[80];       /* grouping key of the last set_rule / set_cell ("" after other actions) */
+    double edit_id;          /* the "edit" id the output logged with the last set_rule / set_cell */
 } Replay;
 
 void replay_opts_default(ReplayOpts *o) { memset(o, 0, sizeof *o); }
@@ -1042,10 +1043,23 @@ static Status run_action(Replay *r, int64_t i, const cJSON *act, Err *err) {
         const char *tm = json_string(act, "time");
         if (cJSON_IsNumber(ek)) snprintf(key, sizeof key, "edit %.0f", ek->valuedouble);
         else snprintf(key, sizeof key, "time %s", tm ? tm : "");
-        int same = r->edit_key[0] && !strcmp(key, r->edit_key) && (cJSON_IsNumber(ek) || tm);
+        int after_edit = r->edit_key[0] != 0;
+        int same = after_edit && !strcmp(key, r->edit_key) && (cJSON_IsNumber(ek) || tm);
         st = act_set_rule(r, args, !strcmp(name, "set_cell"), same, sum, sizeof sum, err);
         snprintf(r->edit_key, sizeof r->edit_key, "%s", key);
         edit = 1;
+        /* The output logs an edit id on every rule: without one its rules
+         * would be grouped by their time stamps, which replay writes alike
+         * (to the second) for separate steps, and a replay of the output
+         * would undo them as one. A recorded id is kept unless it would
+         * join the previous step. */
+        double id = cJSON_IsNumber(ek) ? ek->valuedouble : -1;
+        if (same) id = r->edit_id;
+        else if (!cJSON_IsNumber(ek) || (after_edit && id == r->edit_id)) id = r->edit_id + 1;
+        r->edit_id = id;
+        const cJSON *lk = json_get(logged, "edit");
+        if (!st && !(cJSON_IsNumber(lk) && lk->valuedouble == id) && !json_set_num(logged, "edit", id))
+            st = err_set(err, ST_ERR_NOMEM, "action");
     }
     else if (!strcmp(name, "remove_rule")) st = act_remove_rule(r, args, sum, sizeof sum, err);
     else if (!strcmp(name, "set_plan")) st = act_set_plan(r, args, sum, sizeof sum, err);
@@ -1078,6 +1092,7 @@ Status replay_run(const char *path, const ReplayOpts *o, ReplayReport *rep, Err 
     Replay r;
     memset(&r, 0, sizeof r);
     plan_undo_init(&r.hist, sizeof(Snapshot), 0, snap_release);
+    r.edit_id = -1;
     r.o = o;
     r.path = path;
     r.rep = rep;

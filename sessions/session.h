@@ -51,7 +51,8 @@
  *                 applied to the pattern's sites by the editor's operations
  *                 (quant/plan_edit.h: its fallbacks and consistency) and stored in the
  *                 editor's form. Consecutive set_rule / set_cell actions with the
- *                 same integer "edit" id (else the same "time") are one undo step
+ *                 same integer "edit" id (else the same "time") are one undo step;
+ *                 replay's output gives every one an id (time stamps repeat within a second)
  *   set_cell      {plan, layer, proj, fields[], entry}   = set_rule on "layer.proj"
  *   remove_rule   {plan, index}             0-based rule index of the plan as stored
  *   set_plan      {plan, json[, result]}    replace a plan wholesale and make it current (loaded

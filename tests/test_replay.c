@@ -204,6 +204,22 @@ static void test_edits_as_editor(const char *model) {
     plan_done(&p0);
 }
 
+/* Bit l set when layer l's q projection of plan `name` in s is int8. */
+static unsigned q_int8_layers(const Session *s, const char *name, const PlanModel *pm) {
+    Err err;
+    err_init(&err);
+    Plan p;
+    PlanResolved res;
+    CHECK_OK(session_get_plan(s, name, &p, &err), err);
+    CHECK_OK(plan_resolve(&p, pm, &res, &err), err);
+    unsigned bits = 0;
+    for (int64_t l = 0; l < pm->n_layers; l++)
+        if (res.lin[l * PLAN_NPROJ + PLAN_Q].e.w.fmt == QF_INT8) bits |= 1u << l;
+    plan_resolved_done(&res);
+    plan_done(&p);
+    return bits;
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/qs_test_replay.%ld", (long)getpid());
     CHECK(mkdir(g_dir, 0700) == 0 || errno == EEXIST);
@@ -437,12 +453,37 @@ int main(void) {
             spit(tpath("undo.json"), script);
         }
         CHECK_OK(run(tpath("undo.json"), 1, 0, &rep, &err), err);
-        CHECK_OK(session_get_plan(rep.out, "fp16", &p, &err), err);
-        CHECK_OK(plan_resolve(&p, &pm, &res, &err), err);
-        for (int l = 0; l < 4; l++)
-            CHECKF((res.lin[l * PLAN_NPROJ + PLAN_Q].e.w.fmt == QF_INT8) == want[u][l], "undo %d layer %d", u + 1, l);
-        plan_resolved_done(&res);
-        plan_done(&p);
+        unsigned got = q_int8_layers(rep.out, "fp16", &pm);
+        for (int l = 0; l < 4; l++) CHECKF(((got >> l) & 1) == (unsigned)want[u][l], "undo %d layer %d", u + 1, l);
+        replay_report_done(&rep);
+    }
+    /* Replay's output records an edit id per step: two rules without ids,
+     * separate steps, are logged within the same second, and a replay of the
+     * output grouping them by that time stamp undid both as one step. */
+    snprintf(script, sizeof script,
+             "{\"model\": \"%s\", \"actions\": [{\"action\": \"apply_preset\", \"args\": {\"preset\": \"fp16\"}},\n"
+             " {\"action\": \"set_rule\", \"args\": {\"pattern\": \"1.q\", \"entry\": {\"format\": \"int8\"}}},\n"
+             " {\"action\": \"set_rule\", \"args\": {\"pattern\": \"2.q\", \"entry\": {\"format\": \"int8\"}}},\n"
+             " {\"action\": \"set_rule\", \"args\": {\"pattern\": \"3.q\", \"edit\": 1, \"entry\": {\"format\": \"int8\"}}},\n"
+             " {\"action\": \"undo\"}, {\"action\": \"undo\"}]}", model);
+    spit(tpath("steps.json"), script);
+    CHECK_OK(run(tpath("steps.json"), 1, 0, &rep, &err), err);
+    CHECK(q_int8_layers(rep.out, "fp16", &pm) == 0x2); /* 3.q and 2.q undone */
+    CHECK_OK(session_save(rep.out, tpath("steps-out.json"), &err), err);
+    replay_report_done(&rep);
+    {
+        /* ids 0 and 1 generated; the recorded 1 would join the second step: 2 */
+        char *out;
+        size_t on;
+        CHECK_OK(file_read_all(tpath("steps-out.json"), 1 << 24, &out, &on, &err), err);
+        const char *e0 = strstr(out, "\"edit\":\t0"), *e1 = e0 ? strstr(e0, "\"edit\":\t1") : NULL;
+        CHECKF(e1 && strstr(e1, "\"edit\":\t2"), "replay's output lacks an edit id per step:\n%s", out);
+        free(out);
+    }
+    for (int pass = 0; pass < 2; pass++) { /* the output replays as the script did, and its own output too */
+        CHECK_OK(run(tpath("steps-out.json"), 1, 0, &rep, &err), err);
+        CHECK(q_int8_layers(rep.out, "fp16", &pm) == 0x2);
+        CHECK_OK(session_save(rep.out, tpath("steps-out.json"), &err), err);
         replay_report_done(&rep);
     }
 
