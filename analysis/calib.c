@@ -14,6 +14,7 @@
 
 #include "analysis/statsfile.h"
 #include "core/alloc.h"
+#include "core/assert.h"
 #include "core/atomicfile.h"
 #include "core/clock.h"
 #include "core/dist.h"
@@ -272,6 +273,11 @@ typedef struct CalibRun {
                                 copied here, (T, width[t]) at keep_off[t], and folded into the
                                 statistics later, in sequence order; NULL: folded at once */
     size_t keep_off[HSTORE_TAPS];
+    /* MPI: calib_fold_ranks' per-layer buffers, made for the first layer and
+     * reused by the others (calib_fold_ranks_done frees them) */
+    TapStats *fold_bt;       /* (n_own + 1, NT): own batches, then one to receive into */
+    double *fold_amax;       /* (n_seqs, NT) */
+    double *fold_rms;        /* (n_own + 1, seqlen) */
 } CalibRun;
 
 /* The residual stream's RMS of one row. */
@@ -374,38 +380,59 @@ static Status bcast_tapstats(TapStats *ts, int root, Err *err) {
     return ST_OK;
 }
 
+enum { FOLD_NT = HSTORE_TAPS + 1 }; /* the taps folded over ranks: the projection inputs, then the residual stream */
+
+static TapPoint fold_tap(int i) { return i < HSTORE_TAPS ? (TapPoint)i : TAP_RESID; }
+
+/* Frees calib_fold_ranks' buffers (n_own as given to it); safe when none were made. */
+static void calib_fold_ranks_done(CalibRun *run, int64_t n_own) {
+    if (run->fold_bt)
+        for (int64_t k = 0; k < (n_own + 1) * FOLD_NT; k++) tapstats_done(&run->fold_bt[k]);
+    free(run->fold_bt);
+    free(run->fold_amax);
+    free(run->fold_rms);
+    run->fold_bt = NULL;
+    run->fold_amax = run->fold_rms = NULL;
+}
+
 /* Layer l's statistics over the ranks (see above). Tap inputs of this
  * rank's j-th sequence: keep + j·keep_elems at run->keep_off[t] for the
- * projection inputs, hid + j·seq_elems for the residual stream. */
+ * projection inputs, hid + j·seq_elems for the residual stream. The batch
+ * statistics live for the run: every layer's taps have the same widths
+ * (tapstats_batch zeroes a batch, a broadcast overwrites what it receives). */
 static Status calib_fold_ranks(CalibRun *run, int64_t l, const float *keep, size_t keep_elems, const float *hid,
                                size_t seq_elems, const int32_t *win, int64_t n_seqs, int64_t n_own, Err *err) {
-    enum { NT = HSTORE_TAPS + 1 }; /* the projection inputs, then the residual stream */
+    enum { NT = FOLD_NT };
     CalibStats *cs = run->cs;
     int nr = dist_size(), rk = dist_rank();
     int64_t L = cs->params.seqlen;
-    TapPoint tp[NT];
-    for (int i = 0; i < HSTORE_TAPS; i++) tp[i] = (TapPoint)i;
-    tp[HSTORE_TAPS] = TAP_RESID;
-    double *amax = core_calloc((size_t)(n_seqs * NT), sizeof *amax);
-    TapStats *bt = core_calloc((size_t)((n_own + 1) * NT), sizeof *bt); /* own batches, then one to receive into */
-    double *rms = core_calloc((size_t)((n_own + 1) * L), sizeof *rms);
     Status st = ST_OK;
-    if (!amax || !bt || !rms) {
-        st = err_set(err, ST_ERR_NOMEM, "calibration over MPI: batch statistics of layer %lld", (long long)l);
-        goto done;
+    if (!run->fold_bt) {
+        run->fold_amax = core_calloc((size_t)(n_seqs * NT), sizeof *run->fold_amax);
+        run->fold_bt = core_calloc((size_t)((n_own + 1) * NT), sizeof *run->fold_bt);
+        run->fold_rms = core_calloc((size_t)((n_own + 1) * L), sizeof *run->fold_rms);
+        if (!run->fold_amax || !run->fold_bt || !run->fold_rms)
+            return err_set(err, ST_ERR_NOMEM, "calibration over MPI: batch statistics of layer %lld", (long long)l);
+        for (int64_t j = 0; j <= n_own && !st; j++)
+            for (int i = 0; i < NT && !st; i++) {
+                const TapStats *ts = calib_tap(cs, l, fold_tap(i));
+                st = tapstats_init(&run->fold_bt[j * NT + i], ts->width, ts->k, ts->has_act, err);
+            }
+        if (st) return st;
     }
-    for (int64_t j = 0; j <= n_own && !st; j++)
-        for (int i = 0; i < NT && !st; i++) {
-            const TapStats *ts = calib_tap(cs, l, tp[i]);
-            st = tapstats_init(&bt[j * NT + i], ts->width, ts->k, ts->has_act, err);
-        }
-    if (st) goto done;
+    TapStats *bt = run->fold_bt;
+    double *amax = run->fold_amax, *rms = run->fold_rms;
+    for (int i = 0; i < NT; i++) {
+        const TapStats *ts = calib_tap(cs, l, fold_tap(i));
+        ASSERT(bt[i].width == ts->width && bt[i].k == ts->k && bt[i].has_act == ts->has_act);
+    }
+    memset(amax, 0, (size_t)(n_seqs * NT) * sizeof *amax); /* the other ranks' slots: 0 into the max */
 #define TAP_IN(j, i) ((i) < HSTORE_TAPS ? keep + (size_t)(j) * keep_elems + run->keep_off[i] : hid + (size_t)(j) * seq_elems)
     /* each batch's max|x|, then the static scale each batch sees: the max of those before it */
     for (int64_t j = 0; j < n_own; j++)
         for (int i = 0; i < NT; i++)
-            amax[(rk + j * nr) * NT + i] = tapstats_batch_absmax(TAP_IN(j, i), L, cs->width[tp[i]]);
-    if ((st = dist_max_f64(amax, n_seqs * NT, err))) goto done;
+            amax[(rk + j * nr) * NT + i] = tapstats_batch_absmax(TAP_IN(j, i), L, cs->width[fold_tap(i)]);
+    if ((st = dist_max_f64(amax, n_seqs * NT, err))) return st;
     for (int64_t j = 0; j < n_own; j++) {
         int64_t s = rk + j * nr;
         for (int i = 0; i < NT; i++) {
@@ -421,19 +448,13 @@ static Status calib_fold_ranks(CalibRun *run, int64_t l, const float *keep, size
         int root = (int)(s % nr);
         int64_t j = root == rk ? s / nr : n_own;
         for (int i = 0; i < NT && !st; i++)
-            if (!(st = bcast_tapstats(&bt[j * NT + i], root, err))) tapstats_merge(calib_tap(cs, l, tp[i]), &bt[j * NT + i]);
+            if (!(st = bcast_tapstats(&bt[j * NT + i], root, err))) tapstats_merge(calib_tap(cs, l, fold_tap(i)), &bt[j * NT + i]);
         if (!st) st = dist_bcast(rms + j * L, (size_t)L * sizeof *rms, root, err);
-        if (st) goto done;
+        if (st) return st;
         resid_rms_merge(cs, l, rms + j * L, L, 0);
-        if ((st = calib_check_finite(cs, s, err))) goto done;
+        if ((st = calib_check_finite(cs, s, err))) return st;
     }
-done:
-    if (bt)
-        for (int64_t k = 0; k < (n_own + 1) * NT; k++) tapstats_done(&bt[k]);
-    free(bt);
-    free(amax);
-    free(rms);
-    return st;
+    return ST_OK;
 }
 
 /* 1 on every rank when any rank asked to cancel (a collective call). */
@@ -650,6 +671,7 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
     cs->n_tokens = n_seqs * L;
 done:
     run->keep = NULL;
+    calib_fold_ranks_done(run, n_own);
     free(win);
     core_free_aligned(hid);
     core_free_aligned(work);
