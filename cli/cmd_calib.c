@@ -58,6 +58,7 @@ typedef struct CalibArgs {
     CalibParams p;
     int seqlen_given, fresh, no_h;
     int64_t nthreads, max_sites, ev_chunks, ev_ctx;
+    int remap;
 } CalibArgs;
 
 /* Parses argv into *a (the option table); OPTS_OK, or the exit code. */
@@ -103,6 +104,9 @@ static int calib_args(CalibArgs *a, int argc, char **argv) {
                  "recalibrate even when STATS holds this calibration with a\n"
                  "partial sensitivity map (by default only the map's missing\n"
                  "sites are computed then)"),
+        OPT_FLAG("--remap", &a->remap,
+                 "STATS holds this calibration: recompute its whole sensitivity\n"
+                 "map (statistics and H kept; to time or redo the map alone)"),
         OPT_INT("--threads", &a->nthreads, 1, 256, "N", "worker threads (default: all CPUs)"),
         OPT_PARSE("--pipeline", &pipeline, calib_pipeline_parse, "stream or per-sample", "P",
                   "stream (default: every sequence passes layer l before layer l+1, so\n"
@@ -143,7 +147,7 @@ static int calib_args(CalibArgs *a, int argc, char **argv) {
  * with a partial map, from a cancelled or killed pass: its statistics, whose
  * missing sites are all that is left to compute; else NULL. */
 static CalibStats *calib_resumable(const char *out, const CalibParams *p, const char *buf, size_t len, const Model *m,
-                                   int no_h) {
+                                   int no_h, int remap) {
     if (!p->sensitivity || access(out, F_OK) != 0) return NULL;
     CalibParams q = *p;
     q.text_hash = hash_bytes(HASH_SEED, buf, len);
@@ -151,7 +155,11 @@ static CalibStats *calib_resumable(const char *out, const CalibParams *p, const 
     CalibStats *cs = NULL;
     Err e2;
     err_init(&e2);
-    if (statsfile_load(out, &cs, &e2) != ST_OK || !sensrun_resumable(cs, m, &q, NULL, 0) || cs->has_h == no_h) {
+    if (statsfile_load(out, &cs, &e2) == ST_OK && remap && cs->has_sens) { /* a map to redo: drop it */
+        sens_map_done(&cs->sens);
+        cs->has_sens = 0;
+    }
+    if (!cs || !sensrun_resumable(cs, m, &q, NULL, 0) || cs->has_h == no_h) {
         calib_stats_free(cs);
         return NULL;
     }
@@ -261,7 +269,15 @@ int cmd_calib(int argc, char **argv) {
         free(buf);
         return 1;
     }
-    CalibStats *cs = fresh ? NULL : calib_resumable(out, &p, buf, len, m, no_h);
+    CalibStats *cs = fresh ? NULL : calib_resumable(out, &p, buf, len, m, no_h, a.remap);
+    if (a.remap && !cs) {
+        fprintf(stderr, "qscope calib: --remap: %s does not hold this calibration (same model, text and settings, "
+                        "with H unless --no-h)\n", out);
+        pool_free(pool);
+        model_free(m);
+        free(buf);
+        return 2;
+    }
     char *hpath = no_h || cs ? NULL : calib_h_temp(out);
     size_t hb = calib_h_bytes(m);
     if (cs)
