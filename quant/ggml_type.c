@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/fpconv.h"
+#include "kernels/kfit.h"
 
 #define QK_K 256
 
@@ -352,83 +353,11 @@ static void dequant_q8_k(const void *src, float *dst, int64_t n) {
 
 #define K_EPS 1e-15f /* ggml's GROUP_MAX_EPS: an all-zero group */
 
-/* Round to nearest, ties to even, for |x| <= 2^22 (ggml's nearest_int). */
-static inline int k_round(float x) {
-    float v = x + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
 
-static inline int k_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-/* Scale and min for codes in [0, nmax] minimizing the weighted error
- * (|e| with use_mad, else e^2): min-max first, then nstep + 1 trial scales
- * (rmin + rdelta*is + nmax)/(max - min) each refit by weighted least squares
- * (min kept <= 0). L receives the codes; *neg_min = -min. (make_qkx2_quants) */
+/* Scale and min for codes in [0, nmax] (make_qkx2_quants): kernels/kfit.h. */
 static float k_fit_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min, float rmin,
                        float rdelta, int nstep, int use_mad) {
-    uint8_t La[32];
-    float lo = x[0], hi = x[0];
-    float sw = w[0], sx = sw * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < lo) lo = x[i];
-        if (x[i] > hi) hi = x[i];
-        sw += w[i];
-        sx += w[i] * x[i];
-    }
-    if (lo > 0) lo = 0;
-    if (hi == lo) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        *neg_min = -lo;
-        return 0.0f;
-    }
-    float is = (float)nmax / (hi - lo);
-    float scale = 1 / is;
-    float best = 0;
-    for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)k_clamp(k_round(is * (x[i] - lo)), 0, nmax);
-        float e = scale * (float)L[i] + lo - x[i];
-        e = use_mad ? fabsf(e) : e * e;
-        best += w[i] * e;
-    }
-    if (nstep < 1) {
-        *neg_min = -lo;
-        return scale;
-    }
-    for (int st = 0; st <= nstep; st++) {
-        is = (rmin + rdelta * (float)st + (float)nmax) / (hi - lo);
-        float sl = 0, sl2 = 0, sxl = 0;
-        for (int i = 0; i < n; i++) {
-            int l = k_clamp(k_round(is * (x[i] - lo)), 0, nmax);
-            La[i] = (uint8_t)l;
-            sl += w[i] * (float)l;
-            sl2 += w[i] * (float)l * (float)l;
-            sxl += w[i] * (float)l * x[i];
-        }
-        float D = sw * sl2 - sl * sl;
-        if (!(D > 0)) continue;
-        float ts = (sw * sxl - sx * sl) / D;
-        float tm = (sl2 * sx - sl * sxl) / D;
-        if (tm > 0) {
-            tm = 0;
-            ts = sxl / sl2;
-        }
-        float err = 0;
-        for (int i = 0; i < n; i++) {
-            float e = ts * (float)La[i] + tm - x[i];
-            e = use_mad ? fabsf(e) : e * e;
-            err += w[i] * e;
-        }
-        if (err < best) {
-            memcpy(L, La, (size_t)n);
-            best = err;
-            scale = ts;
-            lo = tm;
-        }
-    }
-    *neg_min = -lo;
-    return scale;
+    return kfit_min_ref(n, nmax, x, w, L, neg_min, rmin, rdelta, nstep, use_mad);
 }
 
 /* Weight of element i in the symmetric searches: qw, else by rmse_type
@@ -466,7 +395,7 @@ static float k_signed_start(int n, int nmax, const float *x, const float *qw, in
     float is = (float)(-nmax) / max;
     float a = 0, b = 0;
     for (int i = 0; i < n; i++) {
-        int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
+        int l = kfit_clamp(kfit_round(is * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)(l + off);
         float w = k_weight(qw, rmse_type, x[i], i);
         a += w * x[i] * (float)l;
@@ -491,13 +420,13 @@ static float k_fit_signed(int n, int nmax, const float *x, int8_t *L, int rmse_t
         float is = -((float)nmax + 0.1f * (float)st) / max;
         sxl = sl2 = 0;
         for (int i = 0; i < n; i++) {
-            int l = k_clamp(k_round(is * x[i]), -nmax, nmax - 1);
+            int l = kfit_clamp(kfit_round(is * x[i]), -nmax, nmax - 1);
             float w = k_weight(qw, rmse_type, x[i], i);
             sxl += w * x[i] * (float)l;
             sl2 += w * (float)l * (float)l;
         }
         if (sl2 > 0 && sxl * sxl > best * sl2) {
-            for (int i = 0; i < n; i++) L[i] = (int8_t)(nmax + k_clamp(k_round(is * x[i]), -nmax, nmax - 1));
+            for (int i = 0; i < n; i++) L[i] = (int8_t)(nmax + kfit_clamp(kfit_round(is * x[i]), -nmax, nmax - 1));
             scale = sxl / sl2;
             best = scale * sxl;
         }
@@ -518,7 +447,7 @@ static float k_fit_q3(int n, int nmax, const float *x, int8_t *L) {
             float slx = sxl - w * x[i] * (float)L[i];
             if (!(slx > 0)) continue;
             float sl2i = sl2 - w * (float)L[i] * (float)L[i];
-            int nl = k_clamp(k_round(x[i] * sl2i / slx), -nmax, nmax - 1);
+            int nl = kfit_clamp(kfit_round(x[i] * sl2i / slx), -nmax, nmax - 1);
             if (nl == L[i]) continue;
             slx += w * x[i] * (float)nl;
             sl2i += w * (float)nl * (float)nl;
@@ -578,7 +507,7 @@ static void k_store_q2k(const float *x, const uint8_t *Ls, const uint8_t *Lm, fl
         float dl = df * (float)(b[j] & 0x0F);
         if (!dl) continue;
         float ml = mf * (float)(b[j] >> 4);
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)k_clamp(k_round((x[16 * j + l] + ml) / dl), 0, 3);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)kfit_clamp(kfit_round((x[16 * j + l] + ml) / dl), 0, 3);
     }
     k_pack_2bit(L, b + 16);
 }
@@ -588,21 +517,22 @@ static void quant_q2_k(const float *src, void *dst, int64_t n) {
     unsigned char *b = dst;
     for (int64_t ib = 0; ib < n / QK_K; ib++, b += 84, src += QK_K) {
         uint8_t L[QK_K], Ls[16] = {0}, Lm[16] = {0};
-        float w[16], mins[16], scales[16], max_scale = 0, max_min = 0, d = 0, dmin = 0;
+        float w[QK_K], mins[16], scales[16], max_scale = 0, max_min = 0, d = 0, dmin = 0;
+        for (int j = 0; j < QK_K; j++) w[j] = fabsf(src[j]);
+        for (int h = 0; h < 2; h++) /* 8 sub-blocks' searches at a time */
+            kfit_min8(16, 3, src + 128 * h, w + 128 * h, L + 128 * h, scales + 8 * h, mins + 8 * h, -0.5f, 0.1f, 15, 1);
         for (int j = 0; j < 16; j++) {
-            for (int l = 0; l < 16; l++) w[l] = fabsf(src[16 * j + l]);
-            scales[j] = k_fit_min(16, 3, src + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
         if (max_scale > 0) {
             float is = 15.0f / max_scale;
-            for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)k_round(is * scales[j]);
+            for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)kfit_round(is * scales[j]);
             d = max_scale / 15.0f;
         }
         if (max_min > 0) {
             float is = 15.0f / max_min;
-            for (int j = 0; j < 16; j++) Lm[j] = (uint8_t)k_round(is * mins[j]);
+            for (int j = 0; j < 16; j++) Lm[j] = (uint8_t)kfit_round(is * mins[j]);
             dmin = max_min / 15.0f;
         }
         k_store_q2k(src, Ls, Lm, d, dmin, b, L);
@@ -627,7 +557,7 @@ static void k_store_q3k(const float *x, const uint8_t *Ls, float d, unsigned cha
     for (int j = 0; j < 16; j++) {
         float dl = df * (float)q3k_scale(sc, j);
         if (!dl) continue;
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(x[16 * j + l] / dl), -4, 3) + 4);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(kfit_clamp(kfit_round(x[16 * j + l] / dl), -4, 3) + 4);
     }
     k_pack_q3k((const uint8_t *)L, b, b + 32);
 }
@@ -650,7 +580,7 @@ static void quant_q3_k(const float *src, void *dst, int64_t n) {
         }
         if (max_scale) {
             float is = -32.0f / max_scale;
-            for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)(k_clamp(k_round(is * scales[j]), -32, 31) + 32);
+            for (int j = 0; j < 16; j++) Ls[j] = (uint8_t)(kfit_clamp(kfit_round(is * scales[j]), -32, 31) + 32);
             d = 1 / is;
         }
         k_store_q3k(src, Ls, d, b, L);
@@ -681,7 +611,7 @@ static void k_store_sb8(const float *x, int nmax, const uint8_t *Ls, const uint8
         float dl = df * (float)s;
         if (!dl) continue;
         float ml = mf * (float)m;
-        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)k_clamp(k_round((x[32 * j + l] + ml) / dl), 0, nmax);
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)kfit_clamp(kfit_round((x[32 * j + l] + ml) / dl), 0, nmax);
     }
 }
 
@@ -691,13 +621,15 @@ static void k_store_sb8(const float *x, int nmax, const uint8_t *Ls, const uint8
  * L (0..nmax) with the quantized pairs. */
 static void k_fit_sb8(const float *x, int nmax, float rmin, int nstep, unsigned char *dm, unsigned char *scales,
                       uint8_t *L) {
-    float w[32], mins[8], sc[8], max_scale = 0, max_min = 0;
+    float w[QK_K], mins[8], sc[8], max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
         float s2 = 0;
         for (int l = 0; l < 32; l++) s2 += x[32 * j + l] * x[32 * j + l];
         float av = sqrtf(s2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av + fabsf(x[32 * j + l]);
-        sc[j] = k_fit_min(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep, 0);
+        for (int l = 0; l < 32; l++) w[32 * j + l] = av + fabsf(x[32 * j + l]);
+    }
+    kfit_min8(32, nmax, x, w, L, sc, mins, rmin, 0.1f, nstep, 0); /* the 8 sub-blocks' searches at once */
+    for (int j = 0; j < 8; j++) {
         if (sc[j] > max_scale) max_scale = sc[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -705,7 +637,7 @@ static void k_fit_sb8(const float *x, int nmax, float rmin, int nstep, unsigned 
     float inv_m = max_min > 0 ? 63.0f / max_min : 0.0f;
     uint8_t Ls[8], Lm[8];
     for (int j = 0; j < 8; j++) {
-        uint8_t ls = (uint8_t)k_round(inv_s * sc[j]), lm = (uint8_t)k_round(inv_m * mins[j]);
+        uint8_t ls = (uint8_t)kfit_round(inv_s * sc[j]), lm = (uint8_t)kfit_round(inv_m * mins[j]);
         Ls[j] = ls > 63 ? 63 : ls;
         Lm[j] = lm > 63 ? 63 : lm;
     }
@@ -781,14 +713,14 @@ static void k_quant_q6(const float *src, void *dst, int64_t n, const float *qw) 
         float is = -128.0f / max_scale;
         wr_f16(b + 208, 1 / is);
         for (int j = 0; j < 16; j++) {
-            int v = k_round(is * scales[j]);
+            int v = kfit_round(is * scales[j]);
             sc[j] = (int8_t)(v < 127 ? v : 127);
         }
         float d = rd_f16(b + 208);
         for (int j = 0; j < 16; j++) {
             float dl = d * (float)sc[j];
             if (!dl) continue;
-            for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(k_clamp(k_round(src[16 * j + l] / dl), -32, 31) + 32);
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(kfit_clamp(kfit_round(src[16 * j + l] / dl), -32, 31) + 32);
         }
         k_pack_q6k((const uint8_t *)L, b, b + 128);
     }
@@ -811,7 +743,7 @@ static float k_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float 
         return 0.0f;
     }
     float is = (float)nmax / max;
-    for (int i = 0; i < n; i++) L[i] = (uint8_t)k_round(is * x[i]);
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)kfit_round(is * x[i]);
     float scale = 1 / is;
     float best = 0;
     for (int i = 0; i < n; i++) {
@@ -824,7 +756,7 @@ static float k_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float 
         float sc_t = 1 / is_t;
         float mse = 0;
         for (int i = 0; i < n; i++) {
-            int l = k_round(is_t * x[i]);
+            int l = kfit_round(is_t * x[i]);
             l = l < nmax ? l : nmax;
             float e = x[i] - sc_t * (float)l;
             mse += qw[i] * e * e;
@@ -836,7 +768,7 @@ static float k_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float 
     }
     float sxl = 0, sl2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = k_round(is * x[i]);
+        int l = kfit_round(is * x[i]);
         l = l < nmax ? l : nmax;
         L[i] = (uint8_t)l;
         sxl += qw[i] * x[i] * (float)l;
@@ -849,7 +781,7 @@ static float k_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float 
             float slx = sxl - w * x[i] * (float)L[i];
             float sl2i = sl2 - w * (float)L[i] * (float)L[i];
             if (!(slx > 0 && sl2i > 0)) continue;
-            int nl = k_round(x[i] * sl2i / slx);
+            int nl = kfit_round(x[i] * sl2i / slx);
             nl = nl < nmax ? nl : nmax;
             if (nl == L[i]) continue;
             slx += w * x[i] * (float)nl;

@@ -11,6 +11,7 @@
 #include "kernels/actquant.h"
 #include "kernels/cpu.h"
 #include "kernels/int8_gemm.h"
+#include "kernels/kfit.h"
 #include "kernels/f16_gemm.h"
 #include "kernels/fp8_gemm.h"
 #include "kernels/sgemm.h"
@@ -501,6 +502,42 @@ static void test_weight_only(Pool *pool) {
     CHECK(wqmat_pack_int(q, 4, 4, 2, 4, WQ_GROUP_TENSOR, 0, s, z, &m, &err) == ST_ERR_RANGE);
 }
 
+/* kfit_min8 against 8 calls of its scalar twin, bit for bit (the K-quants'
+ * bytes must stay llama-quantize's): random sub-blocks of both shapes the
+ * K-quants use (Q4_K/Q5_K 32 × 31/15 codes, Q2_K 16 × 3 with |e|), plus the
+ * edge cases: constant blocks (the early return), all-positive, all-negative,
+ * zeros mixed in, a lone spike, tiny values. */
+static void test_kfit(void) {
+    uint64_t rs = 12345;
+    int mism = 0, total = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        int kind = trial % 3, n = kind == 2 ? 16 : 32, nmax = kind == 0 ? 15 : kind == 1 ? 31 : 3;
+        int mad = kind == 2, nstep = kind == 2 ? 15 : 20;
+        float rmin = kind == 2 ? -0.5f : -1.0f, x[8 * 32], w[8 * 32];
+        for (int b = 0; b < 8; b++) {
+            int shape = (trial / 3 + b) % 7;
+            for (int i = 0; i < n; i++) {
+                rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+                float u = (float)((double)(rs >> 11) * 0x1p-53) - 0.5f;
+                float v = shape == 0 ? 0.25f : shape == 1 ? fabsf(u) + 0.01f : shape == 2 ? -fabsf(u) - 0.01f
+                        : shape == 3 ? (i % 3 ? 0.0f : u) : shape == 4 ? (i == 5 ? 40.0f : u * 0.01f)
+                        : shape == 5 ? u * 1e-6f : u;
+                x[b * n + i] = v;
+                w[b * n + i] = mad ? fabsf(v) : 0.1f + fabsf(v);
+            }
+        }
+        uint8_t L8[8 * 32], L1[8 * 32];
+        float sc8[8], nm8[8], sc1[8], nm1[8];
+        memset(L8, 0xAA, sizeof L8);
+        kfit_min8(n, nmax, x, w, L8, sc8, nm8, rmin, 0.1f, nstep, mad);
+        for (int b = 0; b < 8; b++)
+            sc1[b] = kfit_min_ref(n, nmax, x + b * n, w + b * n, L1 + b * n, &nm1[b], rmin, 0.1f, nstep, mad);
+        total++;
+        if (memcmp(L8, L1, (size_t)(8 * n)) || memcmp(sc8, sc1, sizeof sc8) || memcmp(nm8, nm1, sizeof nm8)) mism++;
+    }
+    CHECKF(mism == 0, "kfit_min8 differs from kfit_min_ref in %d of %d batches", mism, total);
+}
+
 int main(void) {
     Err err;
     Pool *pool = NULL;
@@ -509,6 +546,7 @@ int main(void) {
     printf("cpu: %s\n", cpu_describe());
     test_fake_rows();
     test_decoders();
+    test_kfit();
     sgemm_set_threads(1);
     /* the weight-only paths at every dispatch level the CPU has: AVX-512,
      * AVX2 (its GEMV and row dequantization), scalar */
