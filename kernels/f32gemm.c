@@ -908,6 +908,93 @@ void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
     gemm_nt_any(w, tid, M, N, K, A, lda, B, BT_F32, ldb, beta, C, ldc);
 }
 
+struct GemmPackedB {
+    const GemmTiles *t;      /* the tiles it was packed for; NULL: not packed (no tiles), B is used as given */
+    const float *B;          /* borrowed (N, K), row stride ldb: the small-M path reads it */
+    int64_t N, K, ldb, nblk; /* nblk: column panels per k block */
+    float *bp;               /* the packed blocks, k block kb and column block jb at bp + off[kb * nblk + jb] */
+    size_t *off;
+};
+
+Status gemm_f32_pack_b(int64_t N, int64_t K, const float *B, int64_t ldb, GemmPackedB **out, Err *err) {
+    *out = NULL;
+    GemmPackedB *pb = core_calloc(1, sizeof *pb);
+    if (!pb) return err_set(err, ST_ERR_NOMEM, "gemm: packed B");
+    pb->B = B;
+    pb->N = N;
+    pb->K = K;
+    pb->ldb = ldb;
+    const GemmTiles *t = gemm_tiles(BT_F32);
+    if (t && N > 0 && K > 0) {
+        int64_t nkb = (K + t->kc - 1) / t->kc;
+        pb->nblk = (N + t->nc - 1) / t->nc;
+        size_t total = 0;
+        pb->off = core_calloc((size_t)(nkb * pb->nblk), sizeof *pb->off);
+        if (!pb->off) goto nomem;
+        for (int64_t kb = 0; kb < nkb; kb++)
+            for (int64_t jb = 0; jb < pb->nblk; jb++) {
+                int64_t kc = K - kb * t->kc < t->kc ? K - kb * t->kc : t->kc;
+                int64_t nc = N - jb * t->nc < t->nc ? N - jb * t->nc : t->nc;
+                pb->off[kb * pb->nblk + jb] = total;
+                total += (size_t)((nc + t->nr - 1) / t->nr * t->nr) * (size_t)kc;
+            }
+        if (!(pb->bp = core_alloc_aligned(total, sizeof(float)))) goto nomem;
+        for (int64_t kb = 0; kb < nkb; kb++)
+            for (int64_t jb = 0; jb < pb->nblk; jb++) {
+                int64_t pc = kb * t->kc, jc = jb * t->nc;
+                int64_t kc = K - pc < t->kc ? K - pc : t->kc, nc = N - jc < t->nc ? N - jc : t->nc;
+                t->pack_b(pb->bp + pb->off[kb * pb->nblk + jb], bt_addr(B, BT_F32, jc * ldb + pc), BT_F32, ldb, nc,
+                          kc);
+            }
+        pb->t = t;
+    }
+    *out = pb;
+    return ST_OK;
+nomem:
+    gemm_packed_b_free(pb);
+    return err_set(err, ST_ERR_NOMEM, "gemm: packed B (%lld x %lld)", (long long)N, (long long)K);
+}
+
+void gemm_packed_b_free(GemmPackedB *pb) {
+    if (!pb) return;
+    core_free_aligned(pb->bp);
+    free(pb->off);
+    free(pb);
+}
+
+/* gemm_blocked's loop (beta 0) with B's panels taken from pb instead of
+ * packed per call: the kernels see the same data, so C's bits are the
+ * same. */
+void gemm_f32_nt_packed(GemmWork *w, int tid, int64_t M, const float *A, int64_t lda, const GemmPackedB *pb, float *C,
+                        int64_t ldc) {
+    const GemmTiles *t = pb->t;
+    int64_t N = pb->N, K = pb->K;
+    if (!t || !w || tid < 0 || tid >= w->n || M < SMALL_M || gemm_tiles(BT_F32) != t) {
+        gemm_nt_any(w, tid, M, N, K, A, lda, pb->B, BT_F32, pb->ldb, 0.0f, C, ldc);
+        return;
+    }
+    float *ap = w->ap[tid];
+    for (int64_t pc = 0; pc < K; pc += t->kc) {
+        int64_t kc = K - pc < t->kc ? K - pc : t->kc;
+        int add = pc > 0;
+        for (int64_t ic = 0; ic < M; ic += t->mc) {
+            int64_t mc = M - ic < t->mc ? M - ic : t->mc;
+            t->pack_a(ap, A + ic * lda + pc, lda, mc, kc);
+            for (int64_t jc = 0; jc < N; jc += t->nc) {
+                int64_t nc = N - jc < t->nc ? N - jc : t->nc;
+                const float *bp = pb->bp + pb->off[(pc / t->kc) * pb->nblk + jc / t->nc];
+                for (int64_t ir = 0; ir < mc; ir += t->mr) {
+                    int64_t mr = mc - ir < t->mr ? mc - ir : t->mr;
+                    for (int64_t jr = 0; jr < nc; jr += t->nr) {
+                        int64_t nr = nc - jr < t->nr ? nc - jr : t->nr;
+                        t->kern(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, add, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+}
+
 void gemm_h_nt_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const uint16_t *B, int bf16,
                    int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < M; i++)

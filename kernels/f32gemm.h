@@ -49,6 +49,21 @@ void gemm_f32_nt(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const fl
 void gemm_f32_nn(GemmWork *w, int tid, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* A float32 B (N, K) packed once into the tiles' panels, for many
+ * gemm_f32_nt calls with the same B (the sensitivity map sends the sampled
+ * rows of 50 cells through one H: packing H per call cost as much as a
+ * third of those GEMMs). Holds about N·K floats; B stays borrowed (the
+ * small-M path reads it) and must outlive it. Caller frees with
+ * gemm_packed_b_free (NULL is a no-op). ST_ERR_NOMEM. */
+typedef struct GemmPackedB GemmPackedB;
+Status gemm_f32_pack_b(int64_t N, int64_t K, const float *B, int64_t ldb, GemmPackedB **out, Err *err);
+void gemm_packed_b_free(GemmPackedB *pb);
+
+/* gemm_f32_nt(w, tid, M, N, K, A, lda, B, ldb, 0, C, ldc) with pb's N, K and
+ * B: the same bits, without packing B. */
+void gemm_f32_nt_packed(GemmWork *w, int tid, int64_t M, const float *A, int64_t lda, const GemmPackedB *pb, float *C,
+                        int64_t ldc);
+
 /* C = A·Bᵀ split over the pool's threads by columns of C (rows of B). w must
  * have at least pool_size(pool) threads' buffers; pool may be NULL. With two
  * or more threads and M >= 8, A (per 516-row block) is packed once by all

@@ -278,6 +278,38 @@ static void test_vec(void) {
     for (int i = 0; i < 4096; i++) CHECKF(fabs(d0[i] - d1[i]) <= 3e-7 * d1[i], "exp(%g)", dense[i]);
 }
 
+/* gemm_f32_nt_packed: B packed once gives gemm_f32_nt's bits for every M
+ * (the small-M path included) on shapes with remainders in every block. */
+static void test_packed(void) {
+    Err err;
+    err_init(&err);
+    GemmWork *w = NULL;
+    CHECK_OK(gemm_work_new(1, &w, &err), err);
+    const int64_t shapes[][2] = {{300, 530}, {17, 9}, {256, 256}, {513, 1100}};
+    const int64_t Ms[] = {1, 7, 8, 37, 600};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t N = shapes[s][0], K = shapes[s][1], ldb = K + 3;
+        float *B = rbuf(N * ldb);
+        GemmPackedB *pb = NULL;
+        CHECK_OK(gemm_f32_pack_b(N, K, B, ldb, &pb, &err), err);
+        for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+            int64_t M = Ms[mi], lda = K + 1;
+            float *A = rbuf(M * lda), *C1 = rbuf(M * N), *C2 = rbuf(M * N);
+            gemm_f32_nt(w, 0, M, N, K, A, lda, B, ldb, 0.0f, C1, N);
+            gemm_f32_nt_packed(w, 0, M, A, lda, pb, C2, N);
+            CHECKF(memcmp(C1, C2, (size_t)(M * N) * sizeof *C1) == 0, "packed B: %lld x %lld x %lld differs",
+                   (long long)M, (long long)N, (long long)K);
+            free(A);
+            free(C1);
+            free(C2);
+        }
+        gemm_packed_b_free(pb);
+        free(B);
+    }
+    gemm_packed_b_free(NULL);
+    gemm_work_free(w);
+}
+
 int main(void) {
     (void)testlib_shared;
     Err err;
@@ -294,6 +326,7 @@ int main(void) {
         test_gemm(pool);
         test_gemm_h(pool);
         test_vec();
+        test_packed();
     }
     unsetenv("QS_CPU");
     cpu_refresh();
