@@ -285,7 +285,9 @@ Status rtn_fake_quantize(const float *W, int64_t n_out, int64_t n_in, const QPar
     return st;
 }
 
-Status rtn_fit(const float *W, int64_t n_out, int64_t n_in, const QParams *p, RtnFit *out, Err *err) {
+/* rtn_fit's and rtn_fit_ranges' common part: checks p, fills out's shape
+ * and, for a format with groups, allocates its scale and zero (n_groups). */
+static Status fit_begin(const QParams *p, int64_t n_out, int64_t n_in, RtnFit *out, Err *err) {
     memset(out, 0, sizeof *out);
     Status st = rtn_check(p, n_out, n_in, err);
     if (st) return st;
@@ -298,8 +300,33 @@ Status rtn_fit(const float *W, int64_t n_out, int64_t n_in, const QParams *p, Rt
     out->n_groups = ng;
     out->scale = core_calloc((size_t)ng, sizeof(float));
     out->zero = core_calloc((size_t)ng, sizeof(float));
-    if (!out->scale || !out->zero) st = err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);
-    else st = rtn_fit_all(W, n_out, n_in, p, ng, out->scale, out->zero, err);
+    if (!out->scale || !out->zero) {
+        rtn_fit_done(out);
+        return err_set(err, ST_ERR_NOMEM, "rtn: %lld groups", (long long)ng);
+    }
+    return ST_OK;
+}
+
+Status rtn_fit(const float *W, int64_t n_out, int64_t n_in, const QParams *p, RtnFit *out, Err *err) {
+    Status st = fit_begin(p, n_out, n_in, out, err);
+    if (st || !out->scale) return st;
+    if ((st = rtn_fit_all(W, n_out, n_in, p, out->n_groups, out->scale, out->zero, err))) rtn_fit_done(out);
+    return st;
+}
+
+Status rtn_ranges(const float *W, int64_t n_out, int64_t n_in, const QParams *p, float *lo, float *hi, Err *err) {
+    Status st = rtn_check(p, n_out, n_in, err);
+    if (st) return st;
+    return rtn_group_ranges(W, n_out, n_in, p, qparams_n_groups(p, n_out, n_in), lo, hi, err);
+}
+
+Status rtn_fit_ranges(const QParams *p, int64_t n_out, int64_t n_in, const float *lo, const float *hi, RtnFit *out,
+                      Err *err) {
+    Status st = fit_begin(p, n_out, n_in, out, err);
+    if (st || !out->scale) return st;
+    for (int64_t i = 0; i < out->n_groups && !st; i++)
+        if ((st = rtn_fit_group(p->fmt, p->sym, lo[i], hi[i], &out->scale[i], &out->zero[i], err)))
+            err_wrap(err, "group %lld", (long long)i);
     if (st) rtn_fit_done(out);
     return st;
 }

@@ -62,6 +62,17 @@ typedef struct RtnFit {
 Status rtn_fit(const float *W, int64_t n_out, int64_t n_in, const QParams *p, RtnFit *out, Err *err);
 Status rtn_fit_rows(const RtnFit *f, const float *W, const int64_t *rows, int64_t n_rows, float *Wq, Err *err);
 void rtn_fit_done(RtnFit *f);
+/* rtn_fit in two steps, so that formats sharing a grouping share the pass
+ * over W: rtn_ranges writes the min and max of every group of W under p's
+ * grouping (dim and group; the format does not matter) into lo and hi
+ * (qparams_n_groups(p, n_out, n_in) each, caller-owned), with rtn_fit's
+ * finiteness check; rtn_fit_ranges then fits format p->fmt from them: the
+ * same RtnFit, bit for bit, as rtn_fit(W, n_out, n_in, p) when the ranges
+ * were taken under the same dim and group. lo and hi are read only during
+ * the call. */
+Status rtn_ranges(const float *W, int64_t n_out, int64_t n_in, const QParams *p, float *lo, float *hi, Err *err);
+Status rtn_fit_ranges(const QParams *p, int64_t n_out, int64_t n_in, const float *lo, const float *hi, RtnFit *out,
+                      Err *err);
 
 /* Writes the represented values of q into W (n_out, n_in). */
 void qtensor_dequant(const QTensor *q, float *W);

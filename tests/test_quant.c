@@ -334,6 +334,19 @@ static void test_fit_rows(void) {
                    qformat_traits(p.fmt)->name, (int)p.dim, (long long)p.group, (long long)rows[k]);
         const int64_t bad = n_out;
         CHECK(rtn_fit_rows(&fit, W, &bad, 1, part, &err) == ST_ERR_ARG);
+        /* the fit from ranges taken once per grouping (shared by its formats) is the same fit */
+        int64_t ng = qparams_n_groups(&p, n_out, n_in);
+        if (ng > 0) {
+            float *lo = malloc((size_t)ng * sizeof *lo), *hi = malloc((size_t)ng * sizeof *hi);
+            RtnFit f2;
+            CHECK_OK(rtn_ranges(W, n_out, n_in, &p, lo, hi, &err), err);
+            CHECK_OK(rtn_fit_ranges(&p, n_out, n_in, lo, hi, &f2, &err), err);
+            CHECK(f2.n_groups == fit.n_groups && memcmp(f2.scale, fit.scale, (size_t)ng * sizeof(float)) == 0 &&
+                  memcmp(f2.zero, fit.zero, (size_t)ng * sizeof(float)) == 0);
+            rtn_fit_done(&f2);
+            free(lo);
+            free(hi);
+        }
         rtn_fit_done(&fit);
         rtn_fit_done(&fit); /* safe twice */
     }
