@@ -694,6 +694,21 @@ static void release_matrix(const HStore *hs, int64_t layer, int tap) {
     if (e_down > b_up) (void)madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
 }
 
+void hstore_prefetch(const HStore *hs, int64_t layer) {
+    if (!hs || !hs->map || hs->writable || layer < 0 || layer >= hs->n_layers) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t b = (uintptr_t)(hs->map + file_off(hs, layer, 0)) & ~((uintptr_t)page - 1);
+    uintptr_t e = (uintptr_t)(hs->map + file_off(hs, layer, HSTORE_TAPS - 1)) +
+                  packed_len(hs->width[HSTORE_TAPS - 1]) * sizeof(float);
+    (void)madvise((void *)b, e - b, MADV_WILLNEED);
+}
+
+void hstore_release(const HStore *hs, int64_t layer) {
+    if (!hs || layer < 0 || layer >= hs->n_layers) return;
+    for (int t = 0; t < HSTORE_TAPS; t++) release_matrix(hs, layer, t);
+}
+
 Status hstore_get_f64(const HStore *hs, int64_t layer, int tap, const double **out, Err *err) {
     *out = NULL;
     if (!hs->aux || tap < 0 || tap >= HSTORE_TAPS)

@@ -150,6 +150,19 @@ Status hstore_get_f64(const HStore *hs, int64_t layer, int tap, const double **o
  * For the end of a walk over the layers. */
 void hstore_cache_drop(const HStore *hs);
 
+/* Best effort, for a walk over the layers (the sensitivity map): asks the
+ * kernel to read layer's matrices into the page cache now (MADV_WILLNEED),
+ * so that a load of them a while later finds them there instead of waiting
+ * on the disk. May block while the reads are queued: call it off the
+ * threads that compute. No-op out of range or before hstore_open. */
+void hstore_prefetch(const HStore *hs, int64_t layer);
+
+/* Best effort: drops this process's resident file pages of layer's
+ * matrices (those wholly inside them) once the caller is done with them, so
+ * a walk over the layers keeps one layer's H mapped; a later load reads
+ * them again (from the page cache where they still are). */
+void hstore_release(const HStore *hs, int64_t layer);
+
 /* Unmaps and closes; frees accumulators; safe on a zeroed or closed HStore.
  * Does not delete the file. */
 void hstore_close(HStore *hs);

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/hstore.h"
 #include "core/alloc.h"
 #include "core/assert.h"
+#include "core/mapfile.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
 #include "quant/ggml_type.h"
@@ -204,11 +206,15 @@ typedef struct SiteJob {
     int proj;
     SensMap *sm;
     GemmWork *gw;
+    const GemmPackedB *hp;   /* Hf packed for the GEMMs of rows_quad (NULL: pack per call) */
     float **wq, **dsub, **g; /* [thread] (no*ni), (BMAX*ni), (BMAX*ni) */
     double **rdiag;          /* [thread] (no) the exactly computed part c_r of each row */
     double **wrow;           /* [thread] (no) ‖δ_r‖² of each sampled row */
     const int64_t *iota;     /* (no) 0, 1, 2, ... */
+    float *lo[SG_COUNT], *hi[SG_COUNT]; /* [grouping] W's group ranges (rtn_ranges), shared by the fits of the
+                                           grouping's scaled formats; NULL: none (each cell runs rtn_fit) */
     float **y;               /* [thread] (no, p) ΔW·Q */
+    float **yt;              /* [thread] (p, no) its transpose, as rows_q's GEMM writes it */
     Progress *prog;          /* a cancel stops the cells (the site is then not done) */
     _Atomic int next;
     _Atomic int finished;    /* jobs (the denominator and the cells) computed or skipped */
@@ -226,7 +232,8 @@ static double rows_quad(const SiteJob *j, int tid, const float *D, const int64_t
         int64_t nb = n - b0 < BMAX ? n - b0 : BMAX;
         float *A = j->dsub[tid], *G = j->g[tid];
         for (int64_t r = 0; r < nb; r++) memcpy(A + r * ni, D + rows[b0 + r] * ni, (size_t)ni * sizeof *A);
-        if (j->gw) gemm_f32_nt(j->gw, tid, nb, ni, ni, A, ni, j->Hf, ni, 0.0f, G, ni);
+        if (j->hp) gemm_f32_nt_packed(j->gw, tid, nb, A, ni, j->hp, G, ni);
+        else if (j->gw) gemm_f32_nt(j->gw, tid, nb, ni, ni, A, ni, j->Hf, ni, 0.0f, G, ni);
         else sgemm_mul_nn(nb, ni, ni, A, ni, j->Hf, ni, 0.0f, G, ni); /* one thread at a time: see sens_compute */
         for (int64_t r = 0; r < nb; r++) {
             double q = 0;
@@ -237,6 +244,24 @@ static double rows_quad(const SiteJob *j, int tid, const float *D, const int64_t
         }
     }
     return s;
+}
+
+/* Y (n, p) = D (n, ni)·Q, the rows' coordinates on H's deflated directions.
+ * With the own GEMM it runs as Yᵀ = Qt·Dᵀ, so that the tall D is packed as
+ * the GEMM's B (register transposes) instead of its A (a scalar copy, 8 %
+ * of the map's time); each element's sum runs over K in the same order
+ * either way, so Y has the same bits. */
+static void rows_q(const SiteJob *j, int tid, const float *D, int64_t n, float *Y) {
+    int64_t ni = j->ni;
+    int p = j->p;
+    if (!j->gw) {
+        sgemm_mul_nt(n, p, ni, D, ni, j->Qt, ni, 0.0f, Y, p);
+        return;
+    }
+    float *T = j->yt[tid];
+    gemm_f32_nt(j->gw, tid, p, n, ni, j->Qt, ni, D, ni, 0.0f, T, n);
+    for (int64_t r = 0; r < n; r++)
+        for (int a = 0; a < p; a++) Y[r * p + a] = T[(int64_t)a * n + r];
 }
 
 /* tr(D H Dᵀ) over all rows, exactly (GEMMs of BMAX rows). */
@@ -319,8 +344,7 @@ static double quad_est(const SiteJob *j, int tid, const float *D, double *rd, do
     int p = j->p;
     float *Y = j->y[tid];
     if (p > 0) {
-        if (j->gw) gemm_f32_nt(j->gw, tid, no, p, j->ni, D, j->ni, j->Qt, j->ni, 0.0f, Y, p);
-        else sgemm_mul_nt(no, p, j->ni, D, j->ni, j->Qt, j->ni, 0.0f, Y, p);
+        rows_q(j, tid, D, no, Y);
     }
     double c = 0;
     for (int64_t r = 0; r < no; r++) {
@@ -474,7 +498,7 @@ static void h_deflate(const float *H, int64_t n, int p, int iters, float *Qt, fl
  * settles near 10³ rows whatever the matrix's height: most rows of a 7B's
  * 4096- and 11008-row sites are never quantized. test_calib, test_sensrun
  * and BENCHMARKS.md check every cell against the exact path. */
-static Status cell_est(const SiteJob *j, int tid, const QParams *qp, double *dn, double *num, Err *err) {
+static Status cell_est(const SiteJob *j, int tid, const QParams *qp, SensGroup g, double *dn, double *num, Err *err) {
     int64_t no = j->no, ni = j->ni;
     int p = j->p, hq = j->Hf != NULL;
     float *D = j->wq[tid], *Y = j->y[tid];
@@ -484,7 +508,7 @@ static Status cell_est(const SiteJob *j, int tid, const QParams *qp, double *dn,
     int64_t want2 = j->o->min_rows > 0 ? j->o->min_rows : 64;
     double sc = 0, sc2 = 0, sw = 0, sw2 = 0, so = 0, so2 = 0, sco = 0;
     RtnFit fit;
-    Status st = rtn_fit(j->W, no, ni, qp, &fit, err);
+    Status st = j->lo[g] ? rtn_fit_ranges(qp, no, ni, j->lo[g], j->hi[g], &fit, err) : rtn_fit(j->W, no, ni, qp, &fit, err);
     if (st) return st;
     for (;;) {
         if (want2 > want1) want2 = want1;
@@ -493,8 +517,7 @@ static Status cell_est(const SiteJob *j, int tid, const QParams *qp, double *dn,
             if ((st = rtn_fit_rows(&fit, j->W, j->perm + m1, want1 - m1, D + m1 * ni, err))) break;
             for (int64_t r = m1; r < want1; r++) row_err(j->W + j->perm[r] * ni, D + r * ni, j->rii, ni, &wr[r], &rd[r]);
             if (hq && p > 0) {
-                if (j->gw) gemm_f32_nt(j->gw, tid, want1 - m1, p, ni, D + m1 * ni, ni, j->Qt, ni, 0.0f, Y + m1 * p, p);
-                else sgemm_mul_nt(want1 - m1, p, ni, D + m1 * ni, ni, j->Qt, ni, 0.0f, Y + m1 * p, p);
+                rows_q(j, tid, D + m1 * ni, want1 - m1, Y + m1 * p);
             }
             for (int64_t r = m1; r < want1; r++) {
                 const float *y = p > 0 ? Y + r * p : NULL;
@@ -616,7 +639,7 @@ static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
         int64_t idx = sens_index(j->layer, j->proj, f, g);
         if (!j->o->exact) {
             double dn = 0, nm = NAN;
-            Status st = cell_est(j, tid, &qp, &dn, &nm, &e2);
+            Status st = cell_est(j, tid, &qp, (SensGroup)g, &dn, &nm, &e2);
             if (st) {
                 char what[64];
                 snprintf(what, sizeof what, "%s/%s", qformat_traits(qp.fmt)->name, sens_group_names[g]);
@@ -645,6 +668,74 @@ static void cell_job(void *arg, int64_t b, int64_t e, int tid) {
         if (j->Hf) j->num[c] = quad_exact(j, tid, Wq);
         atomic_fetch_add(&j->finished, 1);
     }
+}
+
+/* Job g of the site's groupings: W's group ranges under g (the dim and
+ * group of its scaled formats), into j->lo[g], j->hi[g]; left NULL when the
+ * grouping has no scaled cell, on no memory or on a non-finite weight (the
+ * cells then fit on their own, and rtn_fit reports the error). Taking the
+ * ranges once per grouping instead of once per format makes the fits of the
+ * 8 scaled formats cost one pass over W (they were 12 % of the map). */
+static void range_job(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    SiteJob *j = arg;
+    for (int64_t g = b; g < e; g++) {
+        QParams qp;
+        int f = 0;
+        while (f < SENS_NFMT && !(qformat_traits(sens_fmt(f))->needs_scale &&
+                                  sens_cell_params(f, (SensGroup)g, j->no, j->ni, j->sm->group, &qp)))
+            f++;
+        if (f == SENS_NFMT) continue;
+        int64_t ng = qparams_n_groups(&qp, j->no, j->ni);
+        float *lo = malloc((size_t)ng * sizeof *lo), *hi = malloc((size_t)ng * sizeof *hi);
+        Err e2;
+        err_init(&e2);
+        if (!lo || !hi || rtn_ranges(j->W, j->no, j->ni, &qp, lo, hi, &e2) != ST_OK) {
+            free(lo);
+            free(hi);
+            continue;
+        }
+        j->lo[g] = lo;
+        j->hi[g] = hi;
+    }
+}
+
+/* Read-ahead of the next layer while this one computes: its mapped weights
+ * and its H are asked into the page cache (MADV_WILLNEED) on a thread of
+ * their own, as queuing ~750 MB of reads (a 7B layer) can block. The whole
+ * 7B map reads 24 GB, more than the page cache holds beside the rest, so
+ * without it every layer began by waiting on the disk with both threads
+ * idle. */
+typedef struct Prefetch {
+    const Model *m;
+    const HStore *h;
+    int64_t layer;
+    pthread_t th;
+    int running;
+} Prefetch;
+
+static void *prefetch_main(void *arg) {
+    const Prefetch *pf = arg;
+    const LayerWeights *L = &pf->m->layers[pf->layer];
+    for (int p = 0; p < PROJ_COUNT; p++)
+        if (L->proj[p].mapped) mapfile_willneed(L->proj[p].data, weight_bytes(&L->proj[p]));
+    hstore_prefetch(pf->h, pf->layer);
+    return NULL;
+}
+
+static void prefetch_wait(Prefetch *pf) {
+    if (pf->running) pthread_join(pf->th, NULL);
+    pf->running = 0;
+}
+
+/* Starts the read-ahead of layer (after the previous one finished); best
+ * effort: nothing when a thread cannot be made. */
+static void prefetch_start(Prefetch *pf, const Model *m, const HStore *h, int64_t layer) {
+    prefetch_wait(pf);
+    pf->m = m;
+    pf->h = h;
+    pf->layer = layer;
+    pf->running = pthread_create(&pf->th, NULL, prefetch_main, pf) == 0;
 }
 
 /* tr(W H Wᵀ), exact, with the GEMM spread over the pool. */
@@ -691,7 +782,7 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
     float **wq = core_calloc((size_t)nt, sizeof *wq), **dsub = core_calloc((size_t)nt, sizeof *dsub);
     float **gb = core_calloc((size_t)nt, sizeof *gb);
     double **rdiag = core_calloc((size_t)nt, sizeof *rdiag);
-    float **yb = core_calloc((size_t)nt, sizeof *yb);
+    float **yb = core_calloc((size_t)nt, sizeof *yb), **ytb = core_calloc((size_t)nt, sizeof *ytb);
     double **wrow = core_calloc((size_t)nt, sizeof *wrow);
     int64_t *iota = core_calloc(max_out, sizeof *iota);
     /* the deflated subspace of the loaded H (cell_quad) */
@@ -704,8 +795,11 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
     double *Bq = P ? core_calloc((size_t)P * P * 2 + P, sizeof *Bq) : NULL; /* B, V, lam */
     float *Wconv = NULL; /* (max_w) a non-F32 weight decoded; allocated on first need */
     GemmWork *gw = NULL;
+    GemmPackedB *hp = NULL; /* the loaded H, packed once for rows_quad */
+    Prefetch pf;
+    memset(&pf, 0, sizeof pf);
     for (size_t r = 0; iota && r < max_out; r++) iota[r] = (int64_t)r;
-    if ((h && !Hf) || !rif || !perm || !wq || !dsub || !gb || !rdiag || !yb || !wrow || !iota || (P && (!Qt || !Yt || !qd || !Bq)))
+    if ((h && !Hf) || !rif || !perm || !wq || !dsub || !gb || !rdiag || !yb || !ytb || !wrow || !iota || (P && (!Qt || !Yt || !qd || !Bq)))
         goto nomem;
     for (int t = 0; t < nt; t++) {
         wq[t] = core_alloc_aligned(max_w, sizeof(float));
@@ -713,6 +807,7 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
         wrow[t] = core_calloc(max_out, sizeof(double));
         if (!wq[t] || !rdiag[t] || !wrow[t]) goto nomem;
         if (P && !(yb[t] = core_alloc_aligned(max_out * (size_t)P, sizeof(float)))) goto nomem;
+        if (P && !(ytb[t] = core_alloc_aligned(max_out * (size_t)P, sizeof(float)))) goto nomem;
         if (h) {
             dsub[t] = core_alloc_aligned((size_t)BMAX * max_in, sizeof(float));
             gb[t] = core_alloc_aligned((size_t)BMAX * max_in, sizeof(float));
@@ -735,7 +830,16 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
     if (prog) snprintf(prog->stage, sizeof prog->stage, "sensitivity %lld/%lld sites", (long long)sites_done,
                        (long long)sites_total);
     for (int64_t l = 0; l < c->n_layers; l++) {
-        int loaded_tap = -1;
+        int loaded_tap = -1, ran_layer = 0;
+        /* the next layer with missing sites reads ahead while this one computes */
+        for (int64_t n = l + 1; n < c->n_layers; n++) {
+            int miss = 0;
+            for (int p = 0; p < PROJ_COUNT; p++) miss += site_missing(sm, n * PROJ_COUNT + p) > 0;
+            if (!miss) continue;
+            for (int p = 0; p < PROJ_COUNT && !ran_layer; p++) ran_layer = site_missing(sm, l * PROJ_COUNT + p) > 0;
+            if (ran_layer) prefetch_start(&pf, m, h, n);
+            break;
+        }
         for (int p = 0; p < PROJ_COUNT; p++) {
             if (site_missing(sm, l * PROJ_COUNT + p) == 0) continue;
             int missing = site_missing_cells(sm, l * PROJ_COUNT + p);
@@ -758,7 +862,7 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
             }
             SiteJob j = {.W = W, .no = no, .ni = ni, .Hf = h ? Hf : NULL, .perm = perm, .o = o, .p = P, .Qt = Qt,
                          .lam = Bq ? Bq + 2 * P * P : NULL, .rii = rif, .num = num, .layer = l, .proj = p, .sm = sm,
-                         .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag, .wrow = wrow, .iota = iota, .y = yb, .prog = prog};
+                         .gw = gw, .wq = wq, .dsub = dsub, .g = gb, .rdiag = rdiag, .wrow = wrow, .iota = iota, .y = yb, .yt = ytb, .prog = prog};
             for (int ci = 0; ci < SENS_NFMT * SG_COUNT; ci++) num[ci] = NAN;
             for (int64_t i = 0; i < n; i++) j.wnorm += (double)W[i] * W[i];
             if (h) {
@@ -769,8 +873,12 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
                                   pool, gw);
                     else
                         for (int64_t i = 0; i < ni; i++) rif[i] = Hf[i * ni + i];
+                    gemm_packed_b_free(hp);
+                    hp = NULL;
+                    if (gw && (st = gemm_f32_pack_b(ni, ni, Hf, ni, &hp, err))) goto done;
                     loaded_tap = tap;
                 }
+                j.hp = hp;
             }
             /* the rows of the subsample: a seeded shuffle per site */
             uint64_t rs = (uint64_t)(l * PROJ_COUNT + p) + 1;
@@ -787,8 +895,16 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
             atomic_init(&j.finished, 0);
             atomic_init(&j.failed, 0);
             err_init(&j.err);
+            if (!o->exact) {
+                if (pool) pool_for(pool, SG_COUNT, 1, range_job, &j);
+                else range_job(&j, 0, SG_COUNT, 0);
+            }
             if (nt > 1) pool_for(pool, nt, 1, cell_job, &j);
             else cell_job(&j, 0, 1, 0);
+            for (int g = 0; g < SG_COUNT; g++) {
+                free(j.lo[g]);
+                free(j.hi[g]);
+            }
             if (atomic_load(&j.failed)) {
                 st = j.st;
                 *err = j.err;
@@ -814,11 +930,16 @@ Status sens_compute_opts(const Model *m, const HStore *h, const SensOpts *o, Poo
             progress_add(prog, t - ticks);
             ticks = t;
         }
+        /* done with this layer: its weights and H stop counting towards RSS (they stay in the page cache) */
+        for (int p = 0; p < PROJ_COUNT; p++) weight_release(&m->layers[l].proj[p]);
+        hstore_release(h, l);
     }
     goto done;
 nomem:
     st = err_set(err, ST_ERR_NOMEM, "sensitivity scratch (%zu weights, %d threads)", max_w, nt);
 done:
+    prefetch_wait(&pf);
+    gemm_packed_b_free(hp);
     gemm_work_free(gw);
     for (int t = 0; t < nt; t++) {
         if (wq) core_free_aligned(wq[t]);
@@ -826,11 +947,13 @@ done:
         if (gb) core_free_aligned(gb[t]);
         if (rdiag) free(rdiag[t]);
         if (yb) core_free_aligned(yb[t]);
+        if (ytb) core_free_aligned(ytb[t]);
         if (wrow) free(wrow[t]);
     }
     free(wrow);
     free(iota);
     free(yb);
+    free(ytb);
     core_free_aligned(Qt);
     core_free_aligned(Yt);
     free(qd);

@@ -26,6 +26,14 @@ void mapfile_prefault(const void *addr, size_t len) {
 #endif
 }
 
+void mapfile_willneed(const void *addr, size_t len) {
+    if (!addr || len == 0) return;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(pg - 1), b = (uintptr_t)addr + len;
+    (void)madvise((void *)a, b - a, MADV_WILLNEED);
+}
+
 size_t mapfile_release(const void *addr, size_t len) {
     if (!addr || len == 0) return 0;
     long pg = sysconf(_SC_PAGESIZE);

@@ -27,6 +27,13 @@ void mapfile_close(MappedFile *mf);
  * that first pass. No-op when len is 0, on kernels before 5.14 or on error. */
 void mapfile_prefault(const void *addr, size_t len);
 
+/* Best effort, for mapped memory needed soon but not yet (the next layer
+ * of a walk over a model): starts reading the file pages under [addr,
+ * addr + len) into the page cache (MADV_WILLNEED) without mapping them, so
+ * RSS does not grow until they are read. May block while the reads are
+ * queued: call it from a thread that has nothing else to do. */
+void mapfile_willneed(const void *addr, size_t len);
+
 /* Best effort, for mapped weights a pass has finished with (layer-streamed
  * calibration, analysis/calib.h): drops this process's pages of
  * [addr, addr + len), widened to whole pages, where they lie in a read-only
