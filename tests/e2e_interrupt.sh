@@ -11,13 +11,22 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "e2e_interrupt: $*" >&2; exit 1; }
 
-# run_int SECONDS OUT ERR CMD...: runs CMD, sends SIGINT after SECONDS, and
-# leaves its exit status in $rc.
+# run_int READY SECONDS OUT ERR CMD...: runs CMD in the background, waits until
+# its stderr shows READY (printed where the command has installed its SIGINT
+# handler: a background job of a non-interactive shell starts with SIGINT
+# ignored, so a signal sent before that point is lost and the run completes
+# with 0 -- seen on a loaded machine), then SECONDS more, sends SIGINT and
+# leaves the exit status in $rc.
 run_int() {
-  d=$1 o=$2 e=$3
-  shift 3
+  ready=$1 d=$2 o=$3 e=$4
+  shift 4
   "$@" >"$o" 2>"$e" &
   pid=$!
+  n=0
+  while ! grep -q "$ready" "$e" 2>/dev/null && kill -0 "$pid" 2>/dev/null && [ $n -lt 1200 ]; do
+    sleep 0.1
+    n=$((n + 1))
+  done
   sleep "$d"
   kill -INT "$pid" 2>/dev/null || true
   rc=0
@@ -27,7 +36,7 @@ run_int() {
 # On a loaded machine one second may not reach the first sequence (tokenizing the
 # text): that cancel is reported as such and keeps nothing; wait longer and again.
 for d in 1 3 8; do
-  run_int $d "$tmp/c.out" "$tmp/c.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 \
+  run_int "H = X" $d "$tmp/c.out" "$tmp/c.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 \
     --pipeline per-sample -o "$tmp/c.qss"
   grep -q "cancelled before the first sequence" "$tmp/c.err" || break
   [ ! -e "$tmp/c.qss" ] || fail "calib cancelled before the first sequence left a stats file"
@@ -39,7 +48,7 @@ grep -q "cancelled: kept [0-9]* of 20000 sequences" "$tmp/c.out" || fail "calib:
 
 # The layer-streamed pipeline (default) has no complete sequence before the
 # last layer: it keeps nothing, says so and still exits 130.
-run_int 1 "$tmp/s.out" "$tmp/s.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 -o "$tmp/s.qss"
+run_int "H = X" 1 "$tmp/s.out" "$tmp/s.err" "$Q" calib "$M" --text "$W" --samples 20000 --seqlen 64 --threads 1 -o "$tmp/s.qss"
 [ "$rc" = 130 ] || fail "streamed calib interrupted: exit $rc, not 130: $(cat "$tmp/s.out" "$tmp/s.err")"
 grep -q "keeps no partial result" "$tmp/s.err" || fail "streamed calib: $(cat "$tmp/s.err")"
 [ ! -e "$tmp/s.qss" ] || fail "streamed calib left a stats file after a cancel"
@@ -47,7 +56,7 @@ grep -q "keeps no partial result" "$tmp/s.err" || fail "streamed calib: $(cat "$
 # eval: the reference of 1500 chunks first (cached), then the plan, interrupted.
 "$Q" eval "$M" --preset int4-rtn --text "$W" --ctx 64 --chunks 1500 --no-speed --cache "$tmp/cache" \
   >/dev/null 2>&1 || fail "eval (reference) failed"
-run_int 0.5 "$tmp/e.out" "$tmp/e.err" "$Q" eval "$M" --preset int4-rtn --text "$W" --ctx 64 --chunks 1500 --threads 1 \
+run_int "reference from cache" 0.3 "$tmp/e.out" "$tmp/e.err" "$Q" eval "$M" --preset int4-rtn --text "$W" --ctx 64 --chunks 1500 --threads 1 \
   --cache "$tmp/cache"
 [ "$rc" = 130 ] || fail "eval interrupted: exit $rc, not 130: $(tail -c 400 "$tmp/e.err")"
 if grep -q "interrupted after [1-9]" "$tmp/e.err"; then
