@@ -569,7 +569,9 @@ static void test_many_plans(const Model *m) {
         CHECK(session_find_plan(many, name) == i);
     }
     double dt = cpu_seconds() - t0;
-    CHECKF(dt < 3.0, "loading %d plans took %.2f s of CPU", n, dt);
+    /* a guard against quadratic loading; ASan's allocator makes it 3.5 s here (make asan) */
+    double bound = getenv("QS_ASAN") ? 12.0 : 3.0;
+    CHECKF(dt < bound, "loading %d plans took %.2f s of CPU (bound %.0f s)", n, dt, bound);
     session_free(many);
     /* plan 15000 renamed to plan 7's name */
     char *p15 = strstr(big, "\"p15000\"");
