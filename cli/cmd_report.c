@@ -199,7 +199,8 @@ static int view_sensitivity(const CalibStats *cs, const ReportOpts *o) {
                     printf(" %21s", cell);
                 }
                 printf(" %21s  (scale bits per weight: a cell costs the format's bits plus this; blk: the ggml "
-                       "formats' own blocks, scales included)\n", "");
+                       "formats' own blocks, scales included%s)\n", "",
+                       no ? "" : "; ?: per-ic scales depend on the K/V width, which the stats file does not hold");
             }
             for (int f = 0; f < SENS_NFMT; f++) {
                 const char *fname = qformat_traits(sens_fmt(f))->name;
