@@ -39,6 +39,15 @@ static void pool_run_share(Pool *p, int tid) {
     if (b < e) p->fn(p->arg, b, e, tid);
 }
 
+/* The spin-wait hint of the CPU (x86 `pause`, Arm `yield`); nothing elsewhere. */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* Polls, for at most POOL_SPIN_SECONDS, until the next job is posted
  * (worker: generation != seen, or quit) or the current one is done (caller,
  * for_done: no worker pending). Reads only; the protocol itself runs under
@@ -55,7 +64,7 @@ static void pool_spin(Pool *p, int for_done, uint64_t seen) {
             if (t0 == 0) t0 = t;
             else if (t - t0 > POOL_SPIN_SECONDS) return;
         }
-        __builtin_ia32_pause();
+        cpu_relax();
     }
 }
 
