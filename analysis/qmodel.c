@@ -81,6 +81,7 @@ typedef struct SiteIn {
     const double *H;         /* (n_in, n_in) or NULL */
     float act_absmax;        /* calibrated max|x| of the (smoothed) input */
     const char *name;        /* "3.down" */
+    QLinear **ready;         /* with a stored site: NULL, or a kernel already built from it (taken) */
 } SiteIn;
 
 /* ggml's weighted rounding of a site with the diagonal of its H (Σ x² per
@@ -181,7 +182,10 @@ static Status site_build(QModel *qm, const PlanEntry *e, const SiteIn *in, int k
         *dim = pre->adadim_dim;
         *rel = pre->rel_err;
         if (pre->kind == QSITE_NONE) return ST_OK;
-        if (pre->kind == QSITE_AQLM) st = qlinear_aqlm_new(&pre->a, out, &e2);
+        if (in->ready && *in->ready) { /* built from these very weights */
+            *out = *in->ready;
+            *in->ready = NULL;
+        } else if (pre->kind == QSITE_AQLM) st = qlinear_aqlm_new(&pre->a, out, &e2);
         else {
             ActQuant aq = qlinear_act_from_plan(e, pre->act_absmax);
             st = qlinear_new_from_qtensor(&pre->q, &aq, out, &e2);
@@ -847,8 +851,8 @@ static Status build_smooth(QModel *qm, const Model *m, const CalibStats *cs, con
 /* Layer l's seven projections (those of `only`), each quantized by its
  * plan entry; a site's file pages are dropped once it is built. */
 static Status build_projs(QModel *qm, const Model *m, const CalibStats *cs, const HStore *hs, const QStored *pre,
-                          int keep, const uint8_t *only, int64_t l, LayerWork *w, Pool *pool, Progress *prog,
-                          Err *err) {
+                          QLinear **ready, int keep, const uint8_t *only, int64_t l, LayerWork *w, Pool *pool,
+                          Progress *prog, Err *err) {
     Status st = ST_OK;
     for (int pj = 0; pj < PROJ_COUNT && !st; pj++) {
         int64_t i = l * PROJ_COUNT + pj;
@@ -862,7 +866,8 @@ static Status build_projs(QModel *qm, const Model *m, const CalibStats *cs, cons
         if (!Hs && entry_needs_h(e) && (st = stats_h(hs, l, tap, &Hs, err))) break;
         SiteIn in = {.W = w->ws[pj], .src = wt, .n_out = wt->n_out, .n_in = wt->n_in,
                      .H = Hs,
-                     .act_absmax = w->ws[pj] ? w->absmax_s[pj] : stats_absmax(cs, l, tap), .name = name};
+                     .act_absmax = w->ws[pj] ? w->absmax_s[pj] : stats_absmax(cs, l, tap), .name = name,
+                     .ready = ready ? &ready[i] : NULL};
         if (progress_cancelled(prog)) {
             st = err_set(err, ST_ERR_CANCELLED, "quantization cancelled at %s", name);
             break;
@@ -884,9 +889,10 @@ static Status build_projs(QModel *qm, const Model *m, const CalibStats *cs, cons
 }
 
 /* only: NULL, or (n_layers * 7 + 2) flags: quantize just those sites
- * (qmodel_build_part). */
-static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, int keep,
-                    const uint8_t *only, Pool *pool, Progress *prog, QModel **out, Err *err) {
+ * (qmodel_build_part). ready: NULL, or with pre the kernels already built
+ * (qmodel_build_stored_ready). */
+static Status build(const Model *m, const Plan *p, const QModelStats *stats, const QStored *pre, QLinear **ready,
+                    int keep, const uint8_t *only, Pool *pool, Progress *prog, QModel **out, Err *err) {
     *out = NULL;
     double t0 = clock_now();
     PlanModel pm = PLAN_MODEL_FROM_CONFIG(&m->cfg);
@@ -916,7 +922,7 @@ static Status build(const Model *m, const Plan *p, const QModelStats *stats, con
         /* SmoothQuant per norm group, then every projection. */
         LayerWork w = {0};
         st = build_smooth(qm, m, cs, hs, pre, only, l, &w, err);
-        if (!st) st = build_projs(qm, m, cs, hs, pre, keep, only, l, &w, pool, prog, err);
+        if (!st) st = build_projs(qm, m, cs, hs, pre, ready, keep, only, l, &w, pool, prog, err);
         layer_work_done(&w);
         if (st) goto fail;
     }
@@ -944,20 +950,25 @@ fail:
 
 Status qmodel_build(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog, QModel **out,
                     Err *err) {
-    return build(m, p, st, NULL, 0, NULL, pool, prog, out, err);
+    return build(m, p, st, NULL, NULL, 0, NULL, pool, prog, out, err);
 }
 
 Status qmodel_build_keep(const Model *m, const Plan *p, const QModelStats *st, Pool *pool, Progress *prog,
                          QModel **out, Err *err) {
-    return build(m, p, st, NULL, 1, NULL, pool, prog, out, err);
+    return build(m, p, st, NULL, NULL, 1, NULL, pool, prog, out, err);
 }
 
 Status qmodel_build_part(const Model *m, const Plan *p, const QModelStats *st, const uint8_t *only, Pool *pool,
                          Progress *prog, QModel **out, Err *err) {
-    return build(m, p, st, NULL, 1, only, pool, prog, out, err);
+    return build(m, p, st, NULL, NULL, 1, only, pool, prog, out, err);
 }
 
 Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Pool *pool, Progress *prog,
                            QModel **out, Err *err) {
-    return build(m, p, NULL, st, 0, NULL, pool, prog, out, err);
+    return build(m, p, NULL, st, NULL, 0, NULL, pool, prog, out, err);
+}
+
+Status qmodel_build_stored_ready(const Model *m, const Plan *p, const QStored *st, QLinear **ready, Pool *pool,
+                                 Progress *prog, QModel **out, Err *err) {
+    return build(m, p, NULL, st, ready, 0, NULL, pool, prog, out, err);
 }

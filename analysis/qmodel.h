@@ -145,6 +145,14 @@ Status qmodel_build_part(const Model *m, const Plan *p, const QModelStats *st, c
 Status qmodel_build_stored(const Model *m, const Plan *p, const QStored *st, Pool *pool, Progress *prog,
                            QModel **out, Err *err);
 
+/* qmodel_build_stored that takes ready[i] (ready has n_layers * PROJ_COUNT
+ * entries; NULL ones are built) as projection i's kernel instead of building
+ * it again: a kernel a qmodel_build_part built while quantizing the very
+ * weights st->sites[i] holds (a distributed build's own sites). Taken
+ * kernels are set to NULL in ready; the caller frees the rest. */
+Status qmodel_build_stored_ready(const Model *m, const Plan *p, const QStored *st, QLinear **ready, Pool *pool,
+                                 Progress *prog, QModel **out, Err *err);
+
 /* Relative output errors tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) of entries es[0..n) on
  * (layer, proj) of m, each site quantized as qmodel_build quantizes it: rtn,
  * imatrix (ggml's weighted rounding with diag H) or gptq (one factorization

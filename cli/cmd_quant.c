@@ -74,9 +74,15 @@ int cmd_quant(int argc, char **argv) {
     args_cancel_on_sigint(&prog);
     QModelStats qs = {sf.cs, sf.h};
     /* Under mpirun the sites are shared out over the ranks and gathered on
-     * every rank; rank 0 alone keeps the unpacked weights and writes them. */
-    if (qmodel_build_dist(m, &plan, &qs, out_path && dist_rank() == 0, pool, &prog, &qm, &err)) {
+     * rank 0, which alone keeps the unpacked weights, writes them and
+     * reports; the other ranks are done once they have sent theirs. */
+    if (qmodel_build_dist(m, &plan, &qs, QDIST_ROOT | (out_path && dist_rank() == 0 ? QDIST_KEEP : 0), pool, &prog,
+                          &qm, &err)) {
         args_print_err("quant", &err);
+        goto done;
+    }
+    if (!qm) { /* a rank other than 0: its sites went to rank 0 */
+        rc = 0;
         goto done;
     }
     if (out_path && dist_rank() == 0) {

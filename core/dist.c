@@ -89,6 +89,31 @@ Status dist_bcast(void *buf, size_t bytes, int root, Err *err) {
     return ST_OK;
 }
 
+Status dist_send(const void *buf, size_t bytes, int to, Err *err) {
+    if (dist_n <= 1 || to == dist_r || to < 0 || to >= dist_n)
+        return err_set(err, ST_ERR_ARG, "%ssend to rank %d of %d", dist_prefix(), to, dist_n);
+    for (size_t i = 0; i < bytes; i += (size_t)DIST_PIECE) {
+        size_t k = bytes - i < (size_t)DIST_PIECE ? bytes - i : (size_t)DIST_PIECE;
+        int rc = MPI_Send((const char *)buf + i, (int)k, MPI_BYTE, to, 0, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return dist_fail(err, "MPI_Send", rc);
+    }
+    return ST_OK;
+}
+
+Status dist_recv(void *buf, size_t bytes, int from, Err *err) {
+    if (dist_n <= 1 || from == dist_r || from < 0 || from >= dist_n)
+        return err_set(err, ST_ERR_ARG, "%sreceive from rank %d of %d", dist_prefix(), from, dist_n);
+    for (size_t i = 0; i < bytes; i += (size_t)DIST_PIECE) {
+        size_t k = bytes - i < (size_t)DIST_PIECE ? bytes - i : (size_t)DIST_PIECE;
+        MPI_Status ms;
+        int got = 0, rc = MPI_Recv((char *)buf + i, (int)k, MPI_BYTE, from, 0, MPI_COMM_WORLD, &ms);
+        if (rc != MPI_SUCCESS) return dist_fail(err, "MPI_Recv", rc);
+        if (MPI_Get_count(&ms, MPI_BYTE, &got) != MPI_SUCCESS || got != (int)k)
+            return err_set(err, ST_ERR_IO, "%sreceived %d bytes from rank %d, expected %zu", dist_prefix(), got, from, k);
+    }
+    return ST_OK;
+}
+
 Status dist_barrier(Err *err) {
     if (dist_n <= 1) return ST_OK;
     int rc = MPI_Barrier(MPI_COMM_WORLD);
@@ -205,6 +230,16 @@ Status dist_max_f64(double *buf, int64_t n, Err *err) {
 Status dist_bcast(void *buf, size_t bytes, int root, Err *err) {
     (void)buf, (void)bytes, (void)root, (void)err;
     return ST_OK;
+}
+
+Status dist_send(const void *buf, size_t bytes, int to, Err *err) {
+    (void)buf, (void)bytes;
+    return err_set(err, ST_ERR_ARG, "send to rank %d: one process, no other rank", to);
+}
+
+Status dist_recv(void *buf, size_t bytes, int from, Err *err) {
+    (void)buf, (void)bytes;
+    return err_set(err, ST_ERR_ARG, "receive from rank %d: one process, no other rank", from);
 }
 
 Status dist_barrier(Err *err) {

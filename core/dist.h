@@ -54,6 +54,13 @@ Status dist_max_f64(double *buf, int64_t n, Err *err);
  * 2 GiB). Identity with one rank. */
 Status dist_bcast(void *buf, size_t bytes, int root, Err *err);
 
+/* Point to point: bytes of buf to rank `to` (MPI_Send), and the matching
+ * receive from rank `from` into buf (MPI_Recv, exactly bytes), in pieces
+ * below 2 GiB; messages between two ranks arrive in the order sent. Only
+ * between two different ranks of a job: with one rank ST_ERR_ARG. */
+Status dist_send(const void *buf, size_t bytes, int to, Err *err);
+Status dist_recv(void *buf, size_t bytes, int from, Err *err);
+
 /* Waits for every rank (MPI_Barrier); identity with one rank. */
 Status dist_barrier(Err *err);
 

@@ -11,6 +11,7 @@
 #include "core/dist.h"
 #include "quant/aqlm.h"
 #include "quant/format.h"
+#include "quant/qlinear_build.h"
 #include "quant/rtn.h"
 #include "sessions/qmodel_file.h"
 
@@ -92,13 +93,33 @@ typedef struct KeyedNote {
     char *text;
 } KeyedNote;
 
-/* Notes of part tagged with one of the keys k0, k1 (k1 < 0: only k0). */
+/* Site i's note keys: its own (k0) and, for the first site of a norm
+ * group (q, gate), the group's SmoothQuant notes (k1; -1 otherwise). */
+static void site_keys(int64_t i, int64_t ns, int64_t *k0, int64_t *k1) {
+    int64_t l = i / PROJ_COUNT, pj = i % PROJ_COUNT;
+    int g = i < ns && pj == PROJ_Q ? 0 : i < ns && pj == PROJ_GATE ? 1 : -1;
+    *k0 = i < ns ? l * QMODEL_NOTE_SLOTS + 2 + pj : -2; /* the ends carry no keyed notes */
+    *k1 = g >= 0 ? l * QMODEL_NOTE_SLOTS + g : -2;
+}
+
+static int note_is(const QModel *part, int64_t j, int64_t k0, int64_t k1) {
+    return j < part->n_key && part->notes[j] && (part->note_key[j] == k0 || part->note_key[j] == k1);
+}
+
+/* The SmoothQuant gains of the norm group site i opens, when part replaced them; else NULL. */
+static const float *site_gain(const QStored *s, int64_t i, int64_t ns, int64_t dim) {
+    int64_t l = i / PROJ_COUNT, pj = i % PROJ_COUNT;
+    int g = i < ns && pj == PROJ_Q ? 0 : i < ns && pj == PROJ_GATE ? 1 : -1;
+    return g < 0 || !s->smoothed[l * 2 + g] ? NULL : (g ? s->ffn_norm : s->attn_norm) + l * dim;
+}
+
+/* Notes of part tagged with one of the keys k0, k1. */
 static void put_notes(ByteWriter *w, const QModel *part, int64_t k0, int64_t k1) {
     uint32_t n = 0;
-    for (int64_t i = 0; i < part->n_key; i++) n += part->note_key[i] == k0 || (k1 >= 0 && part->note_key[i] == k1);
+    for (int64_t i = 0; i < part->n_key; i++) n += note_is(part, i, k0, k1);
     bytes_put_u32(w, n);
     for (int64_t i = 0; i < part->n_key; i++)
-        if (part->note_key[i] == k0 || (k1 >= 0 && part->note_key[i] == k1)) {
+        if (note_is(part, i, k0, k1)) {
             bytes_put_i64(w, part->note_key[i]);
             bytes_put_u32(w, (uint32_t)strlen(part->notes[i]));
             bytes_put(w, part->notes[i], strlen(part->notes[i]));
@@ -110,17 +131,14 @@ static Status site_pack(const QModel *part, const Model *m, int64_t i, unsigned 
     ByteWriter w;
     memset(&w, 0, sizeof w);
     w.err = err;
-    int64_t ns = part->n_layers * PROJ_COUNT, dim = m->cfg.dim;
+    int64_t ns = part->n_layers * PROJ_COUNT, dim = m->cfg.dim, k0, k1;
     qmodel_file_put_site(&w, &part->stored->sites[i]);
     bytes_put_f64(&w, i < ns ? part->site_seconds[i] : 0.0);
-    int64_t l = i / PROJ_COUNT, pj = i % PROJ_COUNT;
-    int g = i < ns && pj == PROJ_Q ? 0 : i < ns && pj == PROJ_GATE ? 1 : -1;
-    if (i < ns) put_notes(&w, part, l * QMODEL_NOTE_SLOTS + 2 + pj, g >= 0 ? l * QMODEL_NOTE_SLOTS + g : -1);
-    else bytes_put_u32(&w, 0);
-    const QStored *s = part->stored;
-    const float *gain = g < 0 || !s->smoothed[l * 2 + g] ? NULL : g ? s->ffn_norm : s->attn_norm;
+    site_keys(i, ns, &k0, &k1);
+    put_notes(&w, part, k0, k1);
+    const float *gain = site_gain(part->stored, i, ns, dim);
     bytes_put_u8(&w, gain != NULL);
-    if (gain) bytes_put(&w, gain + l * dim, (size_t)dim * sizeof *gain);
+    if (gain) bytes_put(&w, gain, (size_t)dim * sizeof *gain);
     if (w.st) {
         free(w.p);
         return w.st;
@@ -177,6 +195,40 @@ static Status site_unpack(const unsigned char *buf, size_t len, int64_t i, int f
     return st;
 }
 
+/* Site i of this rank's own part into s without a copy of its weights:
+ * what site_pack + site_unpack would give, with the kernel part built for it
+ * moved to *ready (projections only; the ends are rebuilt). */
+static Status site_take(QModel *part, const Model *m, int64_t i, QStored *s, double *seconds, QLinear **ready,
+                        KeyedNote **notes, int64_t *n_notes, Err *err) {
+    int64_t ns = s->n_layers * PROJ_COUNT, dim = m->cfg.dim, l = i / PROJ_COUNT, k0, k1;
+    QStoredSite *src = &part->stored->sites[i];
+    s->sites[i] = *src;
+    memset(src, 0, sizeof *src);
+    *seconds = i < ns ? part->site_seconds[i] : 0.0;
+    if (i < ns) {
+        *ready = part->lin[i];
+        part->lin[i] = NULL;
+    }
+    site_keys(i, ns, &k0, &k1);
+    for (int64_t j = 0; j < part->n_key; j++) {
+        if (!note_is(part, j, k0, k1)) continue;
+        KeyedNote *nw = realloc(*notes, (size_t)(*n_notes + 1) * sizeof *nw);
+        if (!nw) return err_set(err, ST_ERR_NOMEM, "notes");
+        *notes = nw;
+        nw[(*n_notes)++] = (KeyedNote){part->note_key[j], part->notes[j]};
+        part->notes[j] = NULL;
+    }
+    const float *gain = site_gain(part->stored, i, ns, dim);
+    if (gain) {
+        int g = i % PROJ_COUNT == PROJ_GATE;
+        float **dst = g ? &s->ffn_norm : &s->attn_norm;
+        if (!*dst && !(*dst = calloc((size_t)(s->n_layers * dim), sizeof **dst))) return err_set(err, ST_ERR_NOMEM, "gains");
+        memcpy(*dst + l * dim, gain, (size_t)dim * sizeof *gain);
+        s->smoothed[l * 2 + g] = 1;
+    }
+    return ST_OK;
+}
+
 /* Final notes: the stored build's plan notes (the first n_plan), then the
  * parts' keyed notes in key order (one process's order), then the stored
  * build's other untagged notes (the ends, the kernels). */
@@ -223,10 +275,10 @@ static Status notes_merge(QModel *qm, int64_t n_plan, KeyedNote *kn, int64_t n_k
     return ST_OK;
 }
 
-Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, int keep, Pool *pool, Progress *prog,
+Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, int flags, Pool *pool, Progress *prog,
                          QModel **out, Err *err) {
     *out = NULL;
-    int nr = dist_size(), me = dist_rank();
+    int nr = dist_size(), me = dist_rank(), keep = (flags & QDIST_KEEP) != 0, root = (flags & QDIST_ROOT) != 0;
     if (nr <= 1) return (keep ? qmodel_build_keep : qmodel_build)(m, p, st, pool, prog, out, err);
     double t0 = clock_now();
     int64_t L = m->cfg.n_layers, ns = L * PROJ_COUNT, nu = L * 4 + 1, n_parts = 0;
@@ -236,13 +288,14 @@ Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, i
     double *secs = calloc((size_t)(ns + 2), sizeof *secs);
     QModel **parts = calloc((size_t)nu, sizeof *parts);
     QStored *all = calloc(1, sizeof *all);
+    QLinear **ready = calloc((size_t)ns, sizeof *ready);
     DistCounter *ctr = NULL;
     KeyedNote *kn = NULL;
     int64_t n_kn = 0;
     QModel *qm = NULL;
     unsigned char *buf = NULL;
     Status s;
-    if (!unit_of || !order || !owner || !part_of || !only || !secs || !parts || !all) {
+    if (!unit_of || !order || !owner || !part_of || !only || !secs || !parts || !all || !ready) {
         s = err_set(err, ST_ERR_NOMEM, "distributed build");
         goto done;
     }
@@ -282,26 +335,42 @@ Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, i
         ASSERT(owner[i] >= 1 && owner[i] <= nr); /* every unit was taken exactly once */
         owner[i]--;
     }
-    /* Every site, in order, from its owner to every rank. */
+    /* Every site, in order, from its builder to every rank (MPI_Bcast), or
+     * with QDIST_ROOT to rank 0 alone: `quant` writes and reports on rank 0,
+     * so the others would only unpack and build kernels to throw away. A
+     * builder keeps its own sites, and the kernels it built for them, with
+     * no copy. */
+    int need = !root || me == 0; /* does this rank gather the model? */
     for (int64_t i = 0; i < ns + 2; i++) {
         uint64_t len = 0;
         size_t n = 0;
         int from = (int)owner[i];
         QModel *part = from == me ? parts[part_of[i]] : NULL;
-        if (part) {
+        if (part && (!root || from != 0)) { /* someone else needs it */
             if ((s = site_pack(part, m, i, &buf, &n, err))) goto done;
             len = n;
+            if (root) s = dist_send(&len, sizeof len, 0, err);
+            if (!s) s = root ? dist_send(buf, n, 0, err) : dist_bcast(&len, sizeof len, from, err);
+            if (!s && !root) s = dist_bcast(buf, n, from, err);
+            free(buf);
+            buf = NULL;
+            if (s) goto done;
+        } else if (!part && need) {
+            s = root ? dist_recv(&len, sizeof len, from, err) : dist_bcast(&len, sizeof len, from, err);
+            if (s) goto done;
+            if (!(buf = malloc(len ? (size_t)len : 1))) {
+                s = err_set(err, ST_ERR_NOMEM, "site %lld: %llu bytes", (long long)i, (unsigned long long)len);
+                goto done;
+            }
+            if ((s = root ? dist_recv(buf, (size_t)len, from, err) : dist_bcast(buf, (size_t)len, from, err)) ||
+                (s = site_unpack(buf, (size_t)len, i, from, m, all, &secs[i], &kn, &n_kn, err)))
+                goto done;
+            free(buf);
+            buf = NULL;
         }
-        if ((s = dist_bcast(&len, sizeof len, from, err))) goto done;
-        if (!part && !(buf = malloc(len ? (size_t)len : 1))) {
-            s = err_set(err, ST_ERR_NOMEM, "site %lld: %llu bytes", (long long)i, (unsigned long long)len);
-            goto done;
-        }
-        if ((s = dist_bcast(buf, (size_t)len, from, err))) goto done;
-        if ((s = site_unpack(buf, (size_t)len, i, from, m, all, &secs[i], &kn, &n_kn, err))) goto done;
-        free(buf);
-        buf = NULL;
-        if (part) { /* sent: this rank's copy is no longer needed */
+        if (part && need) {
+            if ((s = site_take(part, m, i, all, &secs[i], i < ns ? &ready[i] : NULL, &kn, &n_kn, err))) goto done;
+        } else if (part) { /* sent: this rank's copy is no longer needed */
             qtensor_done(&part->stored->sites[i].q);
             aqlm_tensor_done(&part->stored->sites[i].a);
         }
@@ -310,8 +379,10 @@ Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, i
         qmodel_free(parts[k]);
         parts[k] = NULL;
     }
-    /* The kernels from the gathered sites, as `eval --quant` builds them. */
-    if ((s = qmodel_build_stored(m, p, all, pool, NULL, &qm, err))) goto done;
+    if (!need) goto done; /* *out stays NULL: rank 0 has the model */
+    /* The kernels from the gathered sites, as `eval --quant` builds them
+     * (this rank's own sites' kernels taken as built). */
+    if ((s = qmodel_build_stored_ready(m, p, all, ready, pool, NULL, &qm, err))) goto done;
     memcpy(qm->site_seconds, secs, (size_t)ns * sizeof *secs);
     if ((s = notes_merge(qm, p->n_notes, kn, n_kn, err))) goto done;
     if (keep) {
@@ -330,6 +401,8 @@ done:
     free(parts);
     qmodel_free(qm);
     qstored_free(all);
+    for (int64_t i = 0; ready && i < ns; i++) qlinear_free(ready[i]);
+    free(ready);
     free(unit_of);
     free(order);
     free(owner);

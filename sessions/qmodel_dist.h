@@ -20,9 +20,12 @@
  * builds a unit does not change its result.
  *
  * Every rank quantizes units until none is left before the exchange; the
- * exchange then sends each site once from its builder (MPI_Bcast, in site
- * order). A rank that fails returns its error, and the CLI stops the job
- * naming the rank (main.c). */
+ * exchange then sends each site once from its builder, in site order: to
+ * every rank (MPI_Bcast), or, when only rank 0 needs the model (`quant`),
+ * to rank 0 alone (MPI_Send). A builder keeps its own sites and the kernels
+ * it built for them as they are; only the sites from other ranks are
+ * unpacked and get kernels built. A rank that fails returns its error, and
+ * the CLI stops the job naming the rank (main.c). */
 #ifndef QS_SESSIONS_QMODEL_DIST_H
 #define QS_SESSIONS_QMODEL_DIST_H
 
@@ -44,15 +47,22 @@
  * above. ST_ERR_ARG when p does not resolve on m. */
 Status qmodel_dist_units(const Model *m, const Plan *p, int64_t *unit_of, int64_t *order, double *cost, Err *err);
 
-/* qmodel_build (keep = 0) or qmodel_build_keep (keep = 1) over every rank
- * of the job; with one rank exactly those. The result on every rank equals
+/* flags of qmodel_build_dist (0: every rank gets the model, no stored weights) */
+enum {
+    QDIST_KEEP = 1, /* this rank also keeps the unpacked weights (qmodel_build_keep) */
+    QDIST_ROOT = 2  /* only rank 0 gets the model; the other ranks' *out is NULL */
+};
+
+/* qmodel_build (flags without QDIST_KEEP) or qmodel_build_keep (with it)
+ * over every rank of the job; with one rank exactly those. The result equals
  * the single-process build: the same stored sites (keep), kernels, sizes,
  * AdaDim choices, errors and notes; site_seconds are the times on the owning
  * rank and seconds the wall time of the whole distributed build. Every rank
- * must call it with the same arguments, except keep: only the ranks that
- * write the weights need them (the CLI keeps them on rank 0). Borrowing as qmodel_build; caller
- * frees *out with qmodel_free. */
-Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, int keep, Pool *pool, Progress *prog,
+ * must call it with the same arguments, except QDIST_KEEP: only the ranks
+ * that write the weights need them (the CLI keeps them on rank 0). With
+ * QDIST_ROOT and more than one rank, the ranks other than 0 return ST_OK with
+ * *out NULL. Borrowing as qmodel_build; caller frees *out with qmodel_free. */
+Status qmodel_build_dist(const Model *m, const Plan *p, const QModelStats *st, int flags, Pool *pool, Progress *prog,
                          QModel **out, Err *err);
 
 #endif

@@ -107,6 +107,14 @@ sys.exit(0 if strip(a) == strip(b) and len(a) == 35 else 1)
 PY
   rm -f "$tmp/q2.qsq"
 done
+# eval of the SmoothQuant plan: every rank gathers the other ranks' sites
+# (the replaced norm gains with them) and keeps its own sites' kernels as it
+# built them; the numbers are one process's
+"$Q" eval "$M" --plan "$tmp/sq.json" --stats "$tmp/s.qss" --text "$T" --ctx 128 --threads 1 --no-cache --no-speed \
+  --json >"$tmp/e3.json" 2>/dev/null || fail "eval of the SmoothQuant plan failed"
+$MPIRUN "$QM" eval "$M" --plan "$tmp/sq.json" --stats "$tmp/s.qss" --text "$T" --ctx 128 --threads 1 --no-cache \
+  --no-speed --json >"$tmp/e4.json" 2>"$tmp/e4.err" || fail "mpirun eval of the SmoothQuant plan failed: $(cat "$tmp/e4.err")"
+for k in ppl kld_mean kld_max top1_agree layer_rel_err; do same "$tmp/e3.json" "$tmp/e4.json" $k; done
 # three ranks taking units from the shared counter as they become free
 timeout 300 mpirun --oversubscribe -np 3 "$QM" quant "$M" --preset int4-gptq --stats "$tmp/s.qss" --threads 1 \
   -o "$tmp/q3r.qsq" >/dev/null 2>"$tmp/q3r.err" || fail "mpirun -np 3 quant failed: $(cat "$tmp/q3r.err")"
