@@ -111,7 +111,7 @@ test: all $(TEST_BIN) $(MODEL_DEP) llama-tools mpi-build fuzz-build
 	done; \
 	echo "$$pass passed, $$fail failed"
 
-bench: all $(BENCH_BIN)
+bench: all $(BENCH_BIN) mpi-build
 	./scripts/bench.sh
 
 # float-cast-overflow is not part of GCC's "undefined" group, yet float -> int

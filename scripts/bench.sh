@@ -206,3 +206,67 @@ if [ -f "$BIG" ]; then
 else
   echo "bench: skipped the F16 7B prefill: $BIG is absent (BENCH_7B_GENERATE=1 writes it: 13 GB, ~12 min)"
 fi
+
+# === MPI: calibration and GPTQ, 2 ranks x 1 thread vs 1 process x 1 thread (issue 18) ===
+# On the tinyllama synth: `calib --samples 16 --seqlen 512 --no-sensitivity`
+# (16 windows of wikitext-2), then `quant --preset int4-gptq` on that H, each
+# by one process (./qscope) and by `mpirun --oversubscribe -np 2 ./qscope-mpi`
+# (`make mpi-build`), OPENBLAS_NUM_THREADS=1 and shared-memory transport, each
+# command under ag (above); the stats files, H and .qsq must be byte-identical.
+# Wall and CPU (user + sys; mpirun's figure covers both ranks) from
+# /usr/bin/time; speed-up = one process's wall / the 2-rank job's. Goal >= 1.7x.
+QM=${QSCOPE_MPI:-./qscope-mpi}
+MR=${MPI_BENCH_ROUNDS:-1}
+if [ -x "$QM" ] && command -v mpirun >/dev/null 2>&1 && [ -x /usr/bin/time ]; then
+  D=$OUT/mpi
+  mkdir -p "$D"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+  CAL="calib $MODEL --text $TEXT --samples 16 --seqlen 512 --no-sensitivity --threads 1"
+  QNT="quant $MODEL --preset int4-gptq --stats $D/s1.qss --threads 1"
+  echo "bench: MPI, OPENBLAS_NUM_THREADS=1: qscope $CAL; qscope $QNT; each alone and under mpirun --oversubscribe -np 2"
+  printf '%-8s %9s %9s %9s %9s %8s %10s %10s %-10s %7s %11s\n' run one_s two_s one_cpu two_cpu speedup one_rss_MB two_rss_MB identical load1 steal_s
+  # steal: the CPU time the hypervisor took from this guest (all CPUs, s)
+  steal() { awk '$1 == "cpu" { print $9 / 100 }' /proc/stat; }
+  # mpitime TAG CMD...: runs CMD under /usr/bin/time into $D/TAG.time ("wall user sys rss_kb steal_s")
+  mpitime() {
+    t=$1
+    shift
+    s0=$(steal)
+    OPENBLAS_NUM_THREADS=1 ag /usr/bin/time -f '%e %U %S %M' -o "$D/$t.time" "$@" >/dev/null 2>"$D/$t.err" || return 1
+    s1=$(steal)
+    awk -v a="$s0" -v b="$s1" '{ print $0, b - a }' "$D/$t.time" >"$D/$t.tmp" && mv "$D/$t.tmp" "$D/$t.time"
+  }
+  row() { # LABEL ONE TWO SAME
+    awk -v l="$1" -v s="$4" -v ld="$(cut -d' ' -f1 /proc/loadavg)" '
+      NR == FNR { w1 = $1; c1 = $2 + $3; r1 = $4; s1 = $5; next }
+      { w2 = $1; c2 = $2 + $3; r2 = $4; s2 = $5 }
+      END { printf "%-8s %9.2f %9.2f %9.1f %9.1f %7.2fx %10.0f %10.0f %-10s %7s %5.1f,%5.1f\n", l, w1, w2, c1, c2, w1 / w2,
+                   r1 / 1024, r2 / 1024, s, ld, s1, s2 }' \
+      "$D/$2.time" "$D/$3.time"
+  }
+  r=1
+  while [ "$r" -le "$MR" ]; do
+    rm -f "$D"/s1.qss* "$D"/s2.qss*
+    if mpitime cal1 "$Q" $CAL -o "$D/s1.qss" && mpitime cal2 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS "$QM" $CAL -o "$D/s2.qss"; then
+      same=no
+      cmp -s "$D/s1.qss" "$D/s2.qss" && cmp -s "$(ls "$D"/s1.qss.*.h64)" "$(ls "$D"/s2.qss.*.h64)" && same=yes
+      row calib cal1 cal2 "$same"
+    else
+      echo "bench: MPI calib failed: $(tail -2 "$D/cal1.err" "$D/cal2.err")"
+      break
+    fi
+    if mpitime q1 "$Q" $QNT -o "$D/q1.qsq" && mpitime q2 mpirun --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS "$QM" $QNT -o "$D/q2.qsq"; then
+      same=no
+      cmp -s "$D/q1.qsq" "$D/q2.qsq" && same=yes
+      row gptq q1 q2 "$same"
+    else
+      echo "bench: MPI quant failed: $(tail -2 "$D/q1.err" "$D/q2.err")"
+      break
+    fi
+    rm -f "$D"/q1.qsq "$D"/q2.qsq
+    r=$((r + 1))
+  done
+  rm -f "$D"/s1.qss* "$D"/s2.qss*
+else
+  echo "bench: note: no $QM or mpirun (apt-get install libopenmpi-dev openmpi-bin; make mpi-build): skipped the MPI rows"
+fi
