@@ -665,7 +665,7 @@ static Status calib_pass_stream(const Model *m, Forward *fw, CalibRun *run, cons
         }
         if (run->hs && (st = hstore_layer_done(run->hs, l, err))) goto done;
         /* This layer's weights are not read again: out of RSS (still in the page cache). */
-        for (int q = 0; q < PROJ_COUNT; q++) mapfile_release(LW->proj[q].data, weight_bytes(&LW->proj[q]));
+        for (int q = 0; q < PROJ_COUNT; q++) weight_release(&LW->proj[q]);
     }
     cs->n_seqs = n_seqs;
     cs->n_tokens = n_seqs * L;

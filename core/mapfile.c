@@ -38,7 +38,10 @@ size_t mapfile_release(const void *addr, size_t len) {
     if (!addr || len == 0) return 0;
     long pg = sysconf(_SC_PAGESIZE);
     if (pg <= 0) return 0;
-    uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(pg - 1), b = ((uintptr_t)addr + len + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    /* whole pages only: the bytes before and after may still be in use */
+    uintptr_t a = ((uintptr_t)addr + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1),
+              b = ((uintptr_t)addr + len) & ~(uintptr_t)(pg - 1);
+    if (b <= a) return 0;
     FILE *f = fopen("/proc/self/maps", "r");
     if (!f) return 0;
     char line[4096];

@@ -34,14 +34,16 @@ void mapfile_prefault(const void *addr, size_t len);
  * queued: call it from a thread that has nothing else to do. */
 void mapfile_willneed(const void *addr, size_t len);
 
-/* Best effort, for mapped weights a pass has finished with (layer-streamed
- * calibration, analysis/calib.h): drops this process's pages of
- * [addr, addr + len), widened to whole pages, where they lie in a read-only
- * private mapping of a file (checked in /proc/self/maps), so they stop
- * counting towards RSS; they stay in the page cache and a later read faults
- * them back in from there. Any other memory (heap copies, anonymous or
- * writable mappings) is left alone, since MADV_DONTNEED would zero it.
- * Returns the bytes released (0 when nothing qualified or on error). */
+/* Best effort, for mapped bytes a pass has finished with (a layer's weights
+ * after calibration or quantization, a tensor the loader copied): drops this
+ * process's pages lying wholly inside [addr, addr + len) where they belong to
+ * a read-only private mapping of a file (checked in /proc/self/maps), so they
+ * stop counting towards RSS; they stay in the page cache and a later read
+ * faults them back in from there. Pages shared with the bytes around the range
+ * are kept, as is any other memory (heap copies, anonymous or writable
+ * mappings), since MADV_DONTNEED would zero it. The one place qscope drops
+ * file pages (model/weight.h weight_release calls it). Returns the bytes
+ * released (0 when nothing qualified or on error). */
 size_t mapfile_release(const void *addr, size_t len);
 
 /* Reads a whole (small) file into a NUL-terminated heap buffer; caller frees.

@@ -8,12 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/fpconv.h"
 #include "core/hash.h"
+#include "core/mapfile.h"
 #include "model/load_internal.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_type.h"
@@ -139,19 +138,6 @@ static void shape_str(char *buf, size_t cap, const int64_t *ne, int n_dims, int 
 
 static void release_aligned(void *p) { core_free_aligned(p); }
 
-/* Drops the mapped pages lying wholly inside a tensor's bytes that the model
- * copied or converted, so the file pages and the copy are not both resident.
- * The mapping is private and read-only: a later touch (nothing touches them)
- * would just read the file again. */
-static void release_source_pages(const void *data, size_t nbytes) {
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0) return;
-    uintptr_t b = (uintptr_t)data, e = b + nbytes;
-    uintptr_t b_up = (b + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t e_down = e & ~((uintptr_t)page - 1);
-    if (e_down > b_up) madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
-}
-
 /* Checks t against the expected (n_out, n_in) (n_out = 0: a vector of n_in),
  * then binds it and appends its table entry. A matrix (mat != NULL) stays in
  * its own dtype, borrowed from the mapping unless its bytes are misaligned
@@ -202,7 +188,8 @@ static Status bind_one(Model *m, const SrcTensor *t, TensorRole role, int64_t la
             Weight v = {.data = t->data, .type = t->type, .row_bytes = need, .n_out = 1, .n_in = n_in};
             weight_rows_f32(&v, 0, 1, buf);
         }
-        release_source_pages(t->data, t->nbytes);
+        /* the file pages and the copy need not both be resident */
+        (void)mapfile_release(t->data, t->nbytes);
         m->owned_bytes += bytes;
         data = buf;
     }

@@ -3,10 +3,9 @@
 #include "model/weight.h"
 
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/mapfile.h"
 #include "kernels/f16_gemm.h"
 #include "quant/ggml_type.h"
 
@@ -81,12 +80,5 @@ Status weight_to_f32(const Weight *w, Pool *pool, const float **out, float **own
 void weight_f32_free(float *owned) { core_free_aligned(owned); }
 
 void weight_release(const Weight *w) {
-    if (!w || !w->mapped || !w->data) return;
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0) return;
-    uintptr_t b = (uintptr_t)w->data, e = b + weight_bytes(w);
-    uintptr_t b_up = (b + (uintptr_t)page - 1) & ~((uintptr_t)page - 1), e_down = e & ~((uintptr_t)page - 1);
-    /* The mapping is read-only and never written, so MADV_DONTNEED only unmaps
-     * clean file pages; best effort, as the pages are merely a cache. */
-    if (e_down > b_up) (void)madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
+    if (w && w->mapped && w->data) (void)mapfile_release(w->data, weight_bytes(w));
 }
