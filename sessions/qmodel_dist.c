@@ -94,7 +94,9 @@ typedef struct KeyedNote {
 } KeyedNote;
 
 /* Site i's note keys: its own (k0) and, for the first site of a norm
- * group (q, gate), the group's SmoothQuant notes (k1; -1 otherwise). */
+ * group (q, gate), the group's SmoothQuant notes (k1). Where there is none
+ * (k0 for the ends, k1 for the other sites) the key is -2, which no note
+ * carries (the untagged notes have -1). */
 static void site_keys(int64_t i, int64_t ns, int64_t *k0, int64_t *k1) {
     int64_t l = i / PROJ_COUNT, pj = i % PROJ_COUNT;
     int g = i < ns && pj == PROJ_Q ? 0 : i < ns && pj == PROJ_GATE ? 1 : -1;
