@@ -353,13 +353,6 @@ static void dequant_q8_k(const void *src, float *dst, int64_t n) {
 
 #define K_EPS 1e-15f /* ggml's GROUP_MAX_EPS: an all-zero group */
 
-
-/* Scale and min for codes in [0, nmax] (make_qkx2_quants): kernels/kfit.h. */
-static float k_fit_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min, float rmin,
-                       float rdelta, int nstep, int use_mad) {
-    return kfit_min_ref(n, nmax, x, w, L, neg_min, rmin, rdelta, nstep, use_mad);
-}
-
 /* Weight of element i in the symmetric searches: qw, else by rmse_type
  * (1: x^2, 2: 1, 3: |x|, else sqrt|x|). */
 static inline float k_weight(const float *qw, int rmse_type, float x, int i) {
@@ -843,7 +836,7 @@ static void k_quant_w_min32(const float *src, void *dst, int64_t n, const float 
         float wt[32], neg_min;
         uint8_t L[32];
         for (int j = 0; j < 32; j++) wt[j] = w[j] * sqrtf(sigma2 + x[j] * x[j]);
-        float d = k_fit_min(32, nmax, x, wt, L, &neg_min, -0.9f, 0.05f, 36, 0);
+        float d = kfit_min_ref(32, nmax, x, wt, L, &neg_min, -0.9f, 0.05f, 36, 0);
         wr_f16(b, d);
         wr_f16(b + 2, -neg_min);
         k_put_codes32(L, nmax == 15 ? 4 : 5, b + 4);
@@ -869,7 +862,7 @@ static void quant_w_q2_k(const float *src, void *dst, int64_t n, const float *qw
             for (int l = 0; l < 16; l++) w[l] = qw[16 * j + l] * sqrtf(sigma2 + src[16 * j + l] * src[16 * j + l]);
             for (int l = 0; l < 16; l++) sum += w[l];
             sw[j] = sum;
-            scales[j] = k_fit_min(16, 3, src + 16 * j, w, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0);
+            scales[j] = kfit_min_ref(16, 3, src + 16 * j, w, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, 0);
         }
         float d = k_fit_pos(16, 15, scales, Ls, sw), dmin = k_fit_pos(16, 15, mins, Lm, sw);
         k_store_q2k(src, Ls, Lm, d, dmin, b, L);
@@ -916,7 +909,7 @@ static void k_fit_sb8_w(const float *x, int nmax, const float *qw, unsigned char
         float sum = 0;
         for (int l = 0; l < 32; l++) sum += w[l];
         sw[j] = sum;
-        sc[j] = k_fit_min(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, 0);
+        sc[j] = kfit_min_ref(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, 0);
     }
     float d = k_fit_pos(8, 63, sc, Ls, sw), dmin = k_fit_pos(8, 63, mins, Lm, sw);
     k_store_sb8(x, nmax, Ls, Lm, d, dmin, dm, scales, L);
