@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/assert.h"
 #include "core/dist.h"
+#include "core/mapfile.h"
 #include "kernels/cpu.h"
 #include "kernels/f32gemm.h"
 #include "kernels/sgemm.h"
@@ -687,21 +688,15 @@ Status hstore_load_f64(const HStore *hs, int64_t layer, int tap, double *out, Er
  * in again. Keeps a walk over the layers at one layer's H. */
 static void release_matrix(const HStore *hs, int64_t layer, int tap) {
     if (!hs->map || hs->writable) return;
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0) return;
-    uintptr_t b = (uintptr_t)(hs->map + file_off(hs, layer, tap)), e = b + packed_len(hs->width[tap]) * sizeof(float);
-    uintptr_t b_up = (b + (uintptr_t)page - 1) & ~((uintptr_t)page - 1), e_down = e & ~((uintptr_t)page - 1);
-    if (e_down > b_up) (void)madvise((void *)b_up, e_down - b_up, MADV_DONTNEED);
+    (void)mapfile_release(hs->map + file_off(hs, layer, tap), packed_len(hs->width[tap]) * sizeof(float));
 }
 
 void hstore_prefetch(const HStore *hs, int64_t layer) {
     if (!hs || !hs->map || hs->writable || layer < 0 || layer >= hs->n_layers) return;
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0) return;
-    uintptr_t b = (uintptr_t)(hs->map + file_off(hs, layer, 0)) & ~((uintptr_t)page - 1);
-    uintptr_t e = (uintptr_t)(hs->map + file_off(hs, layer, HSTORE_TAPS - 1)) +
-                  packed_len(hs->width[HSTORE_TAPS - 1]) * sizeof(float);
-    (void)madvise((void *)b, e - b, MADV_WILLNEED);
+    const unsigned char *b = hs->map + file_off(hs, layer, 0);
+    const unsigned char *e =
+        hs->map + file_off(hs, layer, HSTORE_TAPS - 1) + packed_len(hs->width[HSTORE_TAPS - 1]) * sizeof(float);
+    mapfile_willneed(b, (size_t)(e - b));
 }
 
 void hstore_release(const HStore *hs, int64_t layer) {

@@ -52,8 +52,9 @@ size_t mapfile_release(const void *addr, size_t len) {
         unsigned dmaj, dmin;
         if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perm, &off, &dmaj, &dmin, &inode) != 7) continue;
         if (hi <= a || lo >= b) continue;
-        /* read-only, private, backed by a file: the pages are clean copies of the file */
-        if (inode == 0 || strcmp(perm, "r--p") != 0) continue;
+        /* read-only (private or shared) and backed by a file: the pages are
+         * clean copies of the file's, which the page cache keeps */
+        if (inode == 0 || (strcmp(perm, "r--p") != 0 && strcmp(perm, "r--s") != 0)) continue;
         uintptr_t s = a > lo ? a : lo, e = b < hi ? b : hi;
         if (e > s && madvise((void *)s, e - s, MADV_DONTNEED) == 0) done += e - s;
     }

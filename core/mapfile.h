@@ -37,7 +37,8 @@ void mapfile_willneed(const void *addr, size_t len);
 /* Best effort, for mapped bytes a pass has finished with (a layer's weights
  * after calibration or quantization, a tensor the loader copied): drops this
  * process's pages lying wholly inside [addr, addr + len) where they belong to
- * a read-only private mapping of a file (checked in /proc/self/maps), so they
+ * a read-only mapping of a file, private or shared (checked in
+ * /proc/self/maps; the H store maps its file shared), so they
  * stop counting towards RSS; they stay in the page cache and a later read
  * faults them back in from there. Pages shared with the bytes around the range
  * are kept, as is any other memory (heap copies, anonymous or writable

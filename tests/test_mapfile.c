@@ -2,6 +2,7 @@
  * before a forward pass). A fresh mapping has nothing resident in this
  * process (the Rss of its /proc/self/smaps entry is 0 kB); after a prefault
  * all of it is, and the bytes are the file's. */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,17 @@ int main(void) {
     CHECK(mapfile_release(mf.data, n) == n);
     CHECKF(mapping_rss_kb(mf.data) == 0, "Rss %ld kB after mapfile_release", mapping_rss_kb(mf.data));
     CHECK(memcmp(mf.data, buf, n) == 0);
+    /* a read-only shared mapping of the file (the H store's) is released too */
+    int sfd = open(path, O_RDONLY);
+    CHECK(sfd >= 0);
+    unsigned char *sh = mmap(NULL, n, PROT_READ, MAP_SHARED, sfd, 0);
+    CHECK(sh != MAP_FAILED);
+    CHECK(memcmp(sh, buf, n) == 0 && mapping_rss_kb(sh) > 0);
+    CHECK(mapfile_release(sh, n) == n);
+    CHECKF(mapping_rss_kb(sh) == 0, "Rss %ld kB of the shared mapping after mapfile_release", mapping_rss_kb(sh));
+    CHECK(memcmp(sh, buf, n) == 0);
+    munmap(sh, n);
+    close(sfd);
     /* ... but heap memory is never released (MADV_DONTNEED would zero it) */
     unsigned char *heap = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(heap != MAP_FAILED);
